@@ -1,0 +1,48 @@
+# ftops — the README's commands. Everything a fresh machine needs is installed from here.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+# azure-functions 2.x needs Python 3.13: take the first interpreter that really runs (pyenv shims may not).
+PYTHON313 ?= $(shell for p in python3.13 $$HOME/.pyenv/versions/3.13*/bin/python3.13 /usr/local/bin/python3.13 /usr/bin/python3.13; do \
+	  if $$p -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null; then echo $$p; break; fi; done)
+STAMP := $(VENV)/.setup-stamp
+
+.PHONY: setup demo test test-unit test-integration test-e2e bench lint clean
+
+setup: $(STAMP) node_modules/.bin/azurite
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	@test -n "$(PYTHON313)" || { echo "Python 3.13 not found: install python3.13 (azure-functions 2.x needs it)"; exit 1; }
+	@test -x $(PY) || $(PYTHON313) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
+	@touch $(STAMP)
+
+node_modules/.bin/azurite: package.json package-lock.json
+	npm ci --no-audit --no-fund --ignore-scripts
+	@touch $@
+
+demo: setup
+	$(VENV)/bin/ftops demo
+
+test: setup
+	$(PY) -m pytest -q
+
+test-unit: setup
+	$(PY) -m pytest -q -m "not integration and not e2e"
+
+test-integration: setup
+	$(PY) -m pytest -q -m integration
+
+test-e2e: setup
+	$(PY) -m pytest -q -m e2e
+
+bench: setup
+	$(PY) -m benchmarks
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache
