@@ -1,0 +1,127 @@
+"""Builds clients and settings once; handlers get them passed in (tests hand in Azurite and the emulator).
+
+Heavy SDK imports stay inside the builders so a cold start only pays for what a function uses.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from shared.bus import LocalQueuePublisher, Publisher, ServiceBusPublisher
+from shared.config import Settings
+from shared.identity import COGNITIVE_SCOPE, make_credential
+from shared.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Deps:
+    settings: Settings
+    blobs: Any                      # azure.storage.blob.BlobServiceClient
+    registry: Registry
+    publisher: Publisher
+    credential: Callable[..., Any]  # (tenant_id=None, client_id=None) → TokenCredential
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def openai_client(self, endpoint: str | None = None, *, tenant_id: str | None = None,
+                      api_key: str | None = None, max_retries: int = 6) -> Any:
+        """An AzureOpenAI client for the hub (default) or a spoke endpoint; the SDK retries 429/5xx with
+        backoff and honors Retry-After."""
+        hub = self.settings.hub
+        endpoint = endpoint or hub.endpoint
+        key = f"openai|{endpoint}|{tenant_id}|{max_retries}"
+        with self._lock:
+            if key not in self._cache:
+                from openai import AzureOpenAI, DefaultHttpxClient
+                http_client = DefaultHttpxClient(verify=self.settings.ca_bundle) if self.settings.ca_bundle else None
+                auth: dict[str, Any]
+                if api_key or (endpoint == hub.endpoint and hub.api_key):
+                    auth = {"api_key": api_key or hub.api_key}
+                else:
+                    from azure.identity import get_bearer_token_provider
+                    cred = self.credential(tenant_id=tenant_id or hub.tenant)
+                    auth = {"azure_ad_token_provider": get_bearer_token_provider(cred, COGNITIVE_SCOPE)}
+                self._cache[key] = AzureOpenAI(azure_endpoint=endpoint, api_version=hub.api_version,
+                                               max_retries=max_retries, http_client=http_client, **auth)
+            return self._cache[key]
+
+    def arm_client(self, subscription: str, *, tenant_id: str | None = None, client_id: str | None = None,
+                   auxiliary_tenants: tuple[str, ...] = ()) -> Any:
+        """A CognitiveServicesManagementClient for one subscription (and tenant, for cross-tenant spokes)."""
+        key = f"arm|{subscription}|{tenant_id}|{client_id}|{auxiliary_tenants}"
+        with self._lock:
+            if key not in self._cache:
+                from azure.mgmt.cognitiveservices import CognitiveServicesManagementClient
+                from azure.mgmt.core.policies import AuxiliaryAuthenticationPolicy
+                from shared.identity import ARM_SCOPE
+                kwargs: dict[str, Any] = {"base_url": self.settings.arm_endpoint, "polling_interval": 1}
+                if self.settings.ca_bundle:
+                    kwargs["connection_verify"] = self.settings.ca_bundle
+                if auxiliary_tenants:
+                    aux = [self.credential(tenant_id=t) for t in auxiliary_tenants]
+                    kwargs["per_call_policies"] = [AuxiliaryAuthenticationPolicy(aux, ARM_SCOPE)]
+                cred = self.credential(tenant_id=tenant_id, client_id=client_id)
+                self._cache[key] = CognitiveServicesManagementClient(cred, subscription, **kwargs)
+            return self._cache[key]
+
+
+def build_deps(settings: Settings) -> Deps:
+    from azure.data.tables import TableServiceClient
+    from azure.storage.blob import BlobServiceClient
+
+    credential = functools.partial(_credential, settings.credential)
+    if settings.storage_connection:
+        blobs = BlobServiceClient.from_connection_string(settings.storage_connection)
+        tables = TableServiceClient.from_connection_string(settings.storage_connection)
+    else:
+        cred = credential()
+        blobs = BlobServiceClient(settings.blob_service_uri, credential=cred)
+        tables = TableServiceClient(settings.table_service_uri, credential=cred)
+    registry = Registry(tables, prefix=settings.table_prefix)
+    registry.ensure_tables()
+    if settings.transport == "local":
+        from azure.storage.queue import QueueServiceClient
+        publisher: Publisher = LocalQueuePublisher(QueueServiceClient.from_connection_string(settings.storage_connection))
+    else:
+        publisher = ServiceBusPublisher(settings.servicebus_namespace, credential(), topic=settings.events_topic)
+    for container in (settings.datasets_container, settings.reports_container, settings.quarantine_container):
+        _ensure_container(blobs, container)
+    return Deps(settings=settings, blobs=blobs, registry=registry, publisher=publisher, credential=credential)
+
+
+@functools.lru_cache(maxsize=None)
+def _credential(kind: str, tenant_id: str | None = None, client_id: str | None = None) -> Any:
+    return make_credential(kind, tenant_id=tenant_id, client_id=client_id)
+
+
+def _ensure_container(blobs: Any, name: str) -> None:
+    from azure.core.exceptions import ResourceExistsError
+    try:
+        blobs.create_container(name)
+    except ResourceExistsError:
+        pass
+
+
+_deps: Deps | None = None
+_deps_lock = threading.Lock()
+
+
+def get_deps() -> Deps:
+    """The process-wide dependencies, built on first use from the environment (function app settings)."""
+    global _deps
+    with _deps_lock:
+        if _deps is None:
+            _deps = build_deps(Settings.from_env())
+        return _deps
+
+
+def reset_deps() -> None:
+    """Forget the cached dependencies (the dev host calls this after changing the environment)."""
+    global _deps
+    with _deps_lock:
+        _deps = None

@@ -1,0 +1,94 @@
+"""Publishing messages: one interface, two transports.
+
+In Azure, Service Bus (MessageId = the CloudEvent id, so duplicate detection and idempotent handlers
+line up). On one machine, Azurite storage queues stand in for the queues and the topic; the dev host
+reads them with peek-lock semantics and dead-letters into `<queue>-deadletter` with a reason.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from shared.messages import CloudEvent
+
+log = logging.getLogger(__name__)
+
+DEADLETTER_SUFFIX = "-deadletter"
+
+
+class Publisher(Protocol):
+    def send(self, queue: str, event: CloudEvent, *, delay_seconds: float = 0) -> None:
+        """Enqueue a message on a queue (or the events topic); delayed messages become visible later."""
+
+
+def message_body(message: Any) -> bytes:
+    """The body of a Service Bus message, whatever shape the binding handed us (SDK type, func type, bytes)."""
+    if isinstance(message, (bytes, bytearray)):
+        return bytes(message)
+    if isinstance(message, str):
+        return message.encode()
+    if hasattr(message, "get_body"):
+        return message.get_body()
+    body = message.body
+    if isinstance(body, (bytes, bytearray)):
+        return bytes(body)
+    if isinstance(body, str):
+        return body.encode()
+    return b"".join(body)   # azure-servicebus: an iterable of data sections
+
+
+class ServiceBusPublisher:
+    def __init__(self, namespace: str, credential: Any, *, topic: str) -> None:
+        from azure.servicebus import ServiceBusClient  # heavy import: only where Service Bus is used
+        self._client = ServiceBusClient(namespace, credential)
+        self._topic = topic
+        self._senders: dict[str, Any] = {}
+
+    def send(self, queue: str, event: CloudEvent, *, delay_seconds: float = 0) -> None:
+        from azure.servicebus import ServiceBusMessage
+        sender = self._senders.get(queue)
+        if sender is None:
+            make = self._client.get_topic_sender if queue == self._topic else self._client.get_queue_sender
+            sender = self._senders[queue] = make(queue)
+        message = ServiceBusMessage(event.to_json(), message_id=event.id, subject=event.subject,
+                                    content_type="application/cloudevents+json; charset=utf-8",
+                                    application_properties={"type": event.type})
+        if delay_seconds > 0:
+            message.scheduled_enqueue_time_utc = datetime.now(UTC) + timedelta(seconds=delay_seconds)
+        sender.send_messages(message)
+        log.info("sent %s %s to %s", event.type, event.id, queue)
+
+
+def encode_local(message_id: str, body: str, **extra: Any) -> str:
+    """The local transport's queue message: the Service Bus fields we use, as JSON text."""
+    return json.dumps({"message_id": message_id, "body": body, **extra})
+
+
+def decode_local(content: str) -> dict[str, Any]:
+    return json.loads(content)
+
+
+class LocalQueuePublisher:
+    """Azurite queues standing in for Service Bus queues and the events topic (one machine only)."""
+
+    def __init__(self, queue_service: Any) -> None:
+        self._service = queue_service
+        self._ready: set[str] = set()
+
+    def queue_client(self, queue: str) -> Any:
+        client = self._service.get_queue_client(queue)
+        if queue not in self._ready:
+            from azure.core.exceptions import ResourceExistsError
+            try:
+                client.create_queue()
+            except ResourceExistsError:
+                pass
+            self._ready.add(queue)
+        return client
+
+    def send(self, queue: str, event: CloudEvent, *, delay_seconds: float = 0) -> None:
+        content = encode_local(event.id, event.to_json(), enqueued_at=datetime.now(UTC).isoformat())
+        self.queue_client(queue).send_message(content, visibility_timeout=int(delay_seconds) or None)
+        log.info("sent %s %s to %s", event.type, event.id, queue)

@@ -1,0 +1,47 @@
+"""Credentials: managed identity in Azure; fixed local tokens for the one-machine emulator."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from azure.core.credentials import AccessToken, AccessTokenInfo
+
+ARM_SCOPE = "https://management.azure.com/.default"
+COGNITIVE_SCOPE = "https://cognitiveservices.azure.com/.default"
+
+
+class LocalDevCredential:
+    """Tokens the emulator understands (`local-dev.<tenant>`): never valid anywhere else.
+
+    The tenant is in the token so the emulator can check that a cross-tenant deployment really carried a
+    token for each tenant, as Azure does.
+    """
+
+    def __init__(self, tenant_id: str = "local-tenant") -> None:
+        self.tenant_id = tenant_id
+
+    def get_token(self, *scopes: str, tenant_id: str | None = None, **_: Any) -> AccessToken:
+        return AccessToken(f"local-dev.{tenant_id or self.tenant_id}", int(time.time()) + 3600)
+
+    def get_token_info(self, *scopes: str, options: dict | None = None) -> AccessTokenInfo:
+        tenant = (options or {}).get("tenant_id") or self.tenant_id
+        return AccessTokenInfo(f"local-dev.{tenant}", int(time.time()) + 3600)
+
+    def close(self) -> None:
+        pass
+
+
+def make_credential(kind: str, *, tenant_id: str | None = None, client_id: str | None = None) -> Any:
+    """`default`: DefaultAzureCredential (managed identity first in Azure); `local-dev`: emulator tokens.
+
+    A spoke in another tenant names a client id: a multi-tenant app registration whose federated
+    credential is the function app's managed identity.
+    """
+    if kind == "local-dev":
+        return LocalDevCredential(tenant_id or "local-tenant")
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential, ClientAssertionCredential
+    if client_id and tenant_id:
+        mi = ManagedIdentityCredential()
+        return ClientAssertionCredential(
+            tenant_id, client_id, lambda: mi.get_token("api://AzureADTokenExchange/.default").token)
+    return DefaultAzureCredential()

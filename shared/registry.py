@@ -1,0 +1,316 @@
+"""The registry: runs, deployments, audit trail and idempotency keys in Azure Table Storage.
+
+Every write that depends on what was read is conditional on the entity's ETag, so two instances racing
+on the same run cannot both win; every state transition writes exactly one audit record.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Iterator
+
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import TableServiceClient, UpdateMode
+
+from shared import states
+
+log = logging.getLogger(__name__)
+
+
+class ConcurrencyError(RuntimeError):
+    """Someone else changed the entity since we read it (ETag mismatch). Transient: re-read and retry."""
+
+
+class InvalidTransition(RuntimeError):
+    """The run is not in a state this transition may leave from. Permanent for this message."""
+
+
+class RunNotFound(LookupError):
+    pass
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    source: str
+    state: str = states.RECEIVED
+    created_at: str = field(default_factory=now_iso)
+    updated_at: str = field(default_factory=now_iso)
+    settings: dict[str, Any] = field(default_factory=dict)   # effective run settings (run.json + defaults)
+    owner: str | None = None
+    ticket: str | None = None
+    environments: list[str] = field(default_factory=list)    # target environments, in order
+    dataset_hash: str | None = None
+    validation: dict[str, Any] | None = None                 # summary; the full report is in reports/
+    data_files: dict[str, str] = field(default_factory=dict) # role → prepared blob path (train/validation/eval)
+    hub_files: dict[str, str] = field(default_factory=dict)  # role → hub file id
+    job_key: str | None = None
+    job_id: str | None = None
+    job_status: str | None = None
+    fine_tuned_model: str | None = None
+    trained_tokens: int | None = None
+    events_cursor: str | None = None                         # newest job event already recorded
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    metrics: dict[str, Any] | None = None
+    evaluation: dict[str, Any] | None = None
+    chosen_model: str | None = None                          # what evaluation chose to deploy
+    approvals: dict[str, dict[str, Any]] = field(default_factory=dict)  # environment → approval evidence
+    error: dict[str, Any] | None = None
+    etag: str | None = None
+
+    @property
+    def last_environment(self) -> str | None:
+        return self.environments[-1] if self.environments else None
+
+    @property
+    def terminal(self) -> bool:
+        return states.is_terminal(self.state, self.last_environment)
+
+
+@dataclass
+class DeploymentRecord:
+    """One deployment slot: environment × spoke account × deployment name. A newer run replaces it in place."""
+    environment: str
+    account: str
+    deployment: str
+    region: str
+    subscription: str
+    resource_group: str
+    run_id: str
+    model: str
+    previous_model: str | None = None
+    previous_run_id: str | None = None
+    state: str = "active"                # active | failed | rolled_back | retired
+    sku: str = "standard"
+    capacity: int = 1
+    tags: dict[str, str] = field(default_factory=dict)
+    updated_at: str = field(default_factory=now_iso)
+    last_ping: str | None = None
+    last_ping_ok: bool | None = None
+    ping_failures: int = 0
+    healed_at: str | None = None
+    etag: str | None = None
+
+    @property
+    def slot(self) -> str:
+        return f"{self.environment}|{self.account}|{self.deployment}"
+
+
+def _to_entity(record: Any, partition: str, row: str) -> dict[str, Any]:
+    entity: dict[str, Any] = {"PartitionKey": partition, "RowKey": row}
+    for f in dataclasses.fields(record):
+        if f.name == "etag":
+            continue
+        value = getattr(record, f.name)
+        if isinstance(value, (dict, list)):
+            entity[f"{f.name}_json"] = json.dumps(value, separators=(",", ":"))
+        elif value is not None:
+            entity[f.name] = value
+    return entity
+
+
+def _from_entity(cls: type, entity: Any) -> Any:
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name == "etag":
+            continue
+        if f"{f.name}_json" in entity:
+            kwargs[f.name] = json.loads(entity[f"{f.name}_json"])
+        elif f.name in entity:
+            kwargs[f.name] = entity[f.name]
+    record = cls(**kwargs)
+    record.etag = entity.metadata.get("etag") if hasattr(entity, "metadata") else None
+    return record
+
+
+class Registry:
+    def __init__(self, service: TableServiceClient, *, prefix: str = "") -> None:
+        self._service = service
+        names = {n: f"{prefix}{n}" for n in ("runs", "deployments", "audit", "keys", "activejobs")}
+        self._tables = {n: service.get_table_client(t) for n, t in names.items()}
+
+    def ensure_tables(self) -> None:
+        for client in self._tables.values():
+            try:
+                self._service.create_table_if_not_exists(client.table_name)
+            except ResourceExistsError:
+                pass
+
+    # --- runs ---------------------------------------------------------------------------------------
+    def create_run(self, run: RunRecord, *, actor: str) -> RunRecord | None:
+        """Insert a new run; None if a run with this id already exists (a duplicate event)."""
+        try:
+            meta = self._tables["runs"].create_entity(_to_entity(run, "run", run.run_id))
+        except ResourceExistsError:
+            return None
+        run.etag = meta.get("etag")
+        self.audit(run.run_id, "run.created", actor=actor, to_state=run.state, detail={"source": run.source})
+        return run
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        try:
+            return _from_entity(RunRecord, self._tables["runs"].get_entity("run", run_id))
+        except ResourceNotFoundError:
+            return None
+
+    def require_run(self, run_id: str) -> RunRecord:
+        run = self.get_run(run_id)
+        if run is None:
+            raise RunNotFound(f"run {run_id!r} is not in the registry")
+        return run
+
+    def list_runs(self) -> list[RunRecord]:
+        entities = self._tables["runs"].query_entities("PartitionKey eq 'run'")
+        return sorted((_from_entity(RunRecord, e) for e in entities), key=lambda r: r.created_at)
+
+    def save_run(self, run: RunRecord) -> RunRecord:
+        """Conditional update of a run read earlier (its ETag); ConcurrencyError if it changed since."""
+        run.updated_at = now_iso()
+        meta = self._replace("runs", _to_entity(run, "run", run.run_id), run.etag)
+        run.etag = meta.get("etag")
+        return run
+
+    def transition(self, run_id: str, target: str, *, actor: str, detail: dict[str, Any] | None = None,
+                   attempts: int = 5, **updates: Any) -> RunRecord:
+        """Move a run to `target` (with field updates) as one conditional write plus one audit record.
+
+        Already in `target`: returns the run unchanged (duplicate delivery). A transition the state
+        machine does not allow raises InvalidTransition. ETag conflicts are retried on a fresh read.
+        """
+        for _ in range(attempts):
+            run = self.require_run(run_id)
+            if run.state == target and not updates:
+                return run
+            if run.state != target and not states.can_transition(run.state, target):
+                raise InvalidTransition(f"run {run_id}: cannot go from {run.state!r} to {target!r}")
+            source_state = run.state
+            run.state = target
+            for key, value in updates.items():
+                setattr(run, key, value)
+            try:
+                run = self.save_run(run)
+            except ConcurrencyError:
+                continue
+            if source_state != target:
+                self.audit(run_id, f"run.{states.split(target)[0]}", actor=actor, from_state=source_state,
+                           to_state=target, detail=detail)
+            return run
+        raise ConcurrencyError(f"run {run_id}: too many concurrent updates, will retry")
+
+    # --- jobs being followed by the poller (an index, so a tick never scans finished runs) ----------
+    def track_job(self, run_id: str, job_id: str) -> None:
+        self._tables["activejobs"].upsert_entity({"PartitionKey": "job", "RowKey": run_id, "job_id": job_id})
+
+    def untrack_job(self, run_id: str) -> None:
+        try:
+            self._tables["activejobs"].delete_entity("job", run_id)
+        except ResourceNotFoundError:
+            pass
+
+    def tracked_jobs(self) -> list[tuple[str, str]]:
+        return [(e["RowKey"], e["job_id"]) for e in self._tables["activejobs"].query_entities("PartitionKey eq 'job'")]
+
+    # --- deployments --------------------------------------------------------------------------------
+    def get_deployment(self, environment: str, account: str, deployment: str) -> DeploymentRecord | None:
+        try:
+            entity = self._tables["deployments"].get_entity("deployment", f"{environment}|{account}|{deployment}")
+        except ResourceNotFoundError:
+            return None
+        return _from_entity(DeploymentRecord, entity)
+
+    def save_deployment(self, record: DeploymentRecord) -> DeploymentRecord:
+        """Insert (no ETag) or conditionally replace (ETag) a deployment slot."""
+        record.updated_at = now_iso()
+        entity = _to_entity(record, "deployment", record.slot)
+        if record.etag is None:
+            try:
+                meta = self._tables["deployments"].create_entity(entity)
+            except ResourceExistsError as exc:
+                raise ConcurrencyError(f"deployment slot {record.slot} was created concurrently") from exc
+        else:
+            meta = self._replace("deployments", entity, record.etag)
+        record.etag = meta.get("etag")
+        return record
+
+    def list_deployments(self, *, run_id: str | None = None, state: str | None = None) -> list[DeploymentRecord]:
+        records = [_from_entity(DeploymentRecord, e)
+                   for e in self._tables["deployments"].query_entities("PartitionKey eq 'deployment'")]
+        return [r for r in records if (run_id is None or r.run_id == run_id) and (state is None or r.state == state)]
+
+    # --- audit --------------------------------------------------------------------------------------
+    def audit(self, run_id: str, action: str, *, actor: str, from_state: str | None = None,
+              to_state: str | None = None, detail: dict[str, Any] | None = None) -> None:
+        row = f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S.%fZ')}-{uuid.uuid4().hex[:8]}"
+        entity = {"PartitionKey": run_id, "RowKey": row, "action": action, "actor": actor, "at": now_iso(),
+                  "detail_json": json.dumps(detail or {}, separators=(",", ":"), default=str)}
+        if from_state:
+            entity["from_state"] = from_state
+        if to_state:
+            entity["to_state"] = to_state
+        self._tables["audit"].create_entity(entity)
+
+    def audit_trail(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self._tables["audit"].query_entities("PartitionKey eq @pk", parameters={"pk": run_id})
+        return [{"at": r["at"], "action": r["action"], "actor": r["actor"], "from_state": r.get("from_state"),
+                 "to_state": r.get("to_state"), "detail": json.loads(r.get("detail_json") or "{}")}
+                for r in sorted(rows, key=lambda r: r["RowKey"])]
+
+    # --- idempotency keys (Powertools style: IN_PROGRESS → COMPLETED, released on failure, stale expires) -
+    def claim(self, key: str, *, ttl_seconds: float = 900) -> tuple[str, dict[str, Any] | None]:
+        """('claimed', None) if we now own `key`; ('completed', result) if done before; ('in_progress', None)
+        if another worker holds a fresh claim."""
+        table = self._tables["keys"]
+        expires = (datetime.now(UTC) + timedelta(seconds=ttl_seconds)).isoformat()
+        entity = {"PartitionKey": "key", "RowKey": key, "status": "IN_PROGRESS", "expires_at": expires}
+        try:
+            table.create_entity(entity)
+            return "claimed", None
+        except ResourceExistsError:
+            pass
+        try:
+            current = table.get_entity("key", key)
+        except ResourceNotFoundError:
+            return self.claim(key, ttl_seconds=ttl_seconds)  # released in between
+        if current["status"] == "COMPLETED":
+            return "completed", json.loads(current.get("result_json") or "{}")
+        if current["expires_at"] > datetime.now(UTC).isoformat():
+            return "in_progress", None
+        try:  # a stale claim from a worker that died: take it over, conditionally
+            self._replace("keys", entity, current.metadata["etag"])
+            return "claimed", None
+        except ConcurrencyError:
+            return "in_progress", None
+
+    def complete(self, key: str, result: dict[str, Any]) -> None:
+        self._tables["keys"].upsert_entity({"PartitionKey": "key", "RowKey": key, "status": "COMPLETED",
+                                            "expires_at": "", "result_json": json.dumps(result)},
+                                           mode=UpdateMode.REPLACE)
+
+    def release(self, key: str) -> None:
+        try:
+            self._tables["keys"].delete_entity("key", key)
+        except ResourceNotFoundError:
+            pass
+
+    def iter_audit_all(self) -> Iterator[dict[str, Any]]:
+        yield from self._tables["audit"].list_entities()
+
+    def _replace(self, table: str, entity: dict[str, Any], etag: str | None) -> dict[str, Any]:
+        try:
+            return self._tables[table].update_entity(entity, mode=UpdateMode.REPLACE, etag=etag,
+                                                     match_condition=MatchConditions.IfNotModified)
+        except (ResourceNotFoundError, ResourceExistsError) as exc:
+            raise ConcurrencyError(str(exc)) from exc
+        except HttpResponseError as exc:
+            if exc.status_code == 412:
+                raise ConcurrencyError(f"{table}/{entity['RowKey']} changed since it was read") from exc
+            raise

@@ -1,0 +1,111 @@
+"""A run's settings: `run.json` in a dataset folder (or a train command), over configured defaults.
+
+Validated at the edge like data: an invalid run.json rejects the run with a report naming the setting,
+before anything reaches the hub.
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class RunSettingsError(ValueError):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Hyperparameters(_Strict):
+    n_epochs: int | None = Field(None, ge=1, le=50)
+    batch_size: int | None = Field(None, ge=1, le=256)
+    learning_rate_multiplier: float | None = Field(None, gt=0, le=10)
+    beta: float | None = Field(None, ge=0, le=2)   # DPO only
+
+
+class Split(_Strict):
+    """Fractions of a single-file dataset held out for validation and evaluation (seeded, by content)."""
+    validation: float = Field(0.1, ge=0, lt=0.5)
+    eval: float = Field(0.2, gt=0, lt=0.5)
+
+
+class Thresholds(_Strict):
+    """Acceptance gates for evaluation."""
+    min_score: float = Field(0.5, ge=0, le=1)          # mean token F1 of the fine-tuned model
+    min_improvement: float = Field(0.05, ge=-1, le=1)  # over the base model
+    max_latency_p95_ms: float | None = Field(None, gt=0)
+    max_error_rate: float = Field(0.1, ge=0, le=1)
+
+
+class RunSettings(_Strict):
+    schema_version: Literal[1] = 1
+    base_model: str = "gpt-4.1-mini"
+    method: Literal["supervised", "dpo", "reinforcement"] = "supervised"
+    hyperparameters: Hyperparameters = Hyperparameters()
+    grader: dict[str, Any] | None = None                # reinforcement only
+    seed: int = 42
+    suffix: str | None = Field(None, max_length=18)     # sources say 18, 40 or 64: keep to the smallest
+    split: Split = Split()
+    deployment_name: str | None = Field(None, max_length=64)
+    environments: list[str] | None = None               # default: every configured environment, in order
+    thresholds: Thresholds = Thresholds()
+    owner: str | None = None
+    ticket: str | None = None
+    pii: Literal["error", "warn"] = "error"
+    over_limit: Literal["error", "warn"] = "error"
+
+    @field_validator("suffix", "deployment_name")
+    @classmethod
+    def _name_chars(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
+            raise ValueError("use letters, digits, '-', '_' and '.', starting with a letter or digit")
+        return value
+
+    @model_validator(mode="after")
+    def _method_specific(self) -> RunSettings:
+        if self.method == "reinforcement" and not self.grader:
+            raise ValueError("method 'reinforcement' needs a 'grader'")
+        if self.method != "reinforcement" and self.grader:
+            raise ValueError("'grader' applies only to method 'reinforcement'")
+        if self.method != "dpo" and self.hyperparameters.beta is not None:
+            raise ValueError("hyperparameters.beta applies only to method 'dpo'")
+        return self
+
+    def effective_deployment_name(self, run_name: str) -> str:
+        return self.deployment_name or self.suffix or _slug(run_name)[:64]
+
+    def job_hyperparameters(self) -> dict[str, Any]:
+        return self.hyperparameters.model_dump(exclude_none=True)
+
+
+def parse_run_settings(raw: bytes | str | dict[str, Any] | None, *, defaults: dict[str, Any] | None = None,
+                       source: str = "run.json") -> RunSettings:
+    """run.json (or a command's settings) over the configured defaults; RunSettingsError names each problem."""
+    if raw is None or raw == b"" or raw == "":
+        data: Any = {}
+    elif isinstance(raw, dict):
+        data = raw
+    else:
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RunSettingsError([f"{source}: not valid JSON ({exc})"]) from exc
+    if not isinstance(data, dict):
+        raise RunSettingsError([f"{source}: must be a JSON object"])
+    merged = {**(defaults or {}), **data}
+    try:
+        return RunSettings.model_validate(merged)
+    except ValidationError as exc:
+        raise RunSettingsError([
+            f"{source}: {'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()
+        ]) from exc
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-") or "run"
