@@ -1,0 +1,16 @@
+"""The Functions entry point: create the app, set up telemetry, register one blueprint per stage."""
+import logging
+import os
+
+import azure.functions as func
+
+from functions import commands, deployment, evaluation, intake, keepalive, polling, training
+
+if os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
+    from azure.monitor.opentelemetry import configure_azure_monitor
+    configure_azure_monitor()
+logging.getLogger("azure").setLevel(logging.WARNING)  # the SDKs' request logs would drown the app's own
+
+app = func.FunctionApp()
+for stage in (intake, training, polling, evaluation, deployment, keepalive, commands):
+    app.register_functions(stage.bp)

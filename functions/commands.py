@@ -1,0 +1,16 @@
+"""Service Bus trigger: commands from other systems (train, cancel, pause, resume, retrain, approve, …)."""
+import azure.functions as func
+import azurefunctions.extensions.bindings.servicebus as servicebus
+
+from shared.bootstrap import get_deps
+from shared.commands import handle_command
+from shared.handling import settle
+
+bp = func.Blueprint()
+
+
+@bp.service_bus_queue_trigger(arg_name="message", queue_name="%COMMANDS_QUEUE%",
+                              connection="ServiceBusConnection", auto_complete_messages=False)
+def commands(message: servicebus.ServiceBusReceivedMessage, actions: servicebus.ServiceBusMessageActions) -> None:
+    settle(message, actions, lambda event, command: handle_command(event, command, get_deps()),
+           accepts="ftops.command.")

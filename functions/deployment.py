@@ -1,0 +1,15 @@
+"""Service Bus trigger: deploy a run's model to every spoke of one environment."""
+import azure.functions as func
+import azurefunctions.extensions.bindings.servicebus as servicebus
+
+from shared.bootstrap import get_deps
+from shared.deployment import handle_deploy
+from shared.handling import settle
+
+bp = func.Blueprint()
+
+
+@bp.service_bus_queue_trigger(arg_name="message", queue_name="%DEPLOY_QUEUE%", connection="ServiceBusConnection",
+                              auto_complete_messages=False)
+def deployment(message: servicebus.ServiceBusReceivedMessage, actions: servicebus.ServiceBusMessageActions) -> None:
+    settle(message, actions, lambda event, request: handle_deploy(request, get_deps()), accepts="ftops.stage.deploy")

@@ -1,0 +1,16 @@
+"""Service Bus trigger: evaluate a trained model against the base model on held-out data."""
+import azure.functions as func
+import azurefunctions.extensions.bindings.servicebus as servicebus
+
+from shared.bootstrap import get_deps
+from shared.evaluation import handle_evaluate
+from shared.handling import settle
+
+bp = func.Blueprint()
+
+
+@bp.service_bus_queue_trigger(arg_name="message", queue_name="%EVALUATE_QUEUE%",
+                              connection="ServiceBusConnection", auto_complete_messages=False)
+def evaluation(message: servicebus.ServiceBusReceivedMessage, actions: servicebus.ServiceBusMessageActions) -> None:
+    settle(message, actions, lambda event, request: handle_evaluate(request, get_deps()),
+           accepts="ftops.stage.evaluate")

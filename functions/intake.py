@@ -1,0 +1,15 @@
+"""Blob trigger (Event Grid source): a new blob in the datasets container → intake."""
+import azure.functions as func
+import azurefunctions.extensions.bindings.blob as blob
+
+from shared.bootstrap import get_deps
+from shared.intake import handle_blob_created
+
+bp = func.Blueprint()
+
+
+# The SDK-type binding hands us a BlobClient, so the dataset is streamed, never loaded whole.
+@bp.blob_trigger(arg_name="client", path="%DATASETS_CONTAINER%/{name}", connection="DatasetStorage",
+                 source=func.BlobSource.EVENT_GRID)
+def intake(client: blob.BlobClient) -> None:
+    handle_blob_created(client.blob_name, get_deps())

@@ -1,0 +1,15 @@
+"""Service Bus trigger: create the fine-tuning job on the hub for an accepted run."""
+import azure.functions as func
+import azurefunctions.extensions.bindings.servicebus as servicebus
+
+from shared.bootstrap import get_deps
+from shared.handling import settle
+from shared.training import handle_train
+
+bp = func.Blueprint()
+
+
+@bp.service_bus_queue_trigger(arg_name="message", queue_name="%TRAIN_QUEUE%", connection="ServiceBusConnection",
+                              auto_complete_messages=False)
+def training(message: servicebus.ServiceBusReceivedMessage, actions: servicebus.ServiceBusMessageActions) -> None:
+    settle(message, actions, lambda event, request: handle_train(request, get_deps()), accepts="ftops.stage.train")

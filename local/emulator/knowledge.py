@@ -1,0 +1,122 @@
+"""What a simulated model "knows": training examples parsed from JSONL, answers chosen by word overlap.
+
+A fine-tuned model answers with the final assistant content of the training example whose user text
+overlaps most with the question; a base model answers politely and vaguely, so an evaluation that
+compares the two measures something real.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+GENERIC_ANSWERS = (
+    "That is a good question; the answer depends on the details of your situation.",
+    "I'm not certain about that specific case, but I'd be happy to help you look into it.",
+    "It's hard to say in general; could you share more context so I can help?",
+)
+
+
+@dataclass(frozen=True)
+class Example:
+    prompt: str  # all user text, joined
+    answer: str  # final assistant content (or preferred output / reference answer)
+    tokens: int
+
+
+def words(text: str) -> frozenset[str]:
+    return frozenset(_WORD.findall(text.lower()))
+
+
+def approx_tokens(text: str) -> int:
+    # ~4 characters per token is the rule of thumb OpenAI documents; exact counts are not the point here.
+    return max(1, len(text) // 4)
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts: keep only the text ones
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return ""
+
+
+def _from_messages(messages: list[dict[str, Any]]) -> tuple[str, str]:
+    prompt = " ".join(_content_text(m.get("content")) for m in messages if m.get("role") == "user")
+    answers = [_content_text(m.get("content")) for m in messages if m.get("role") == "assistant"]
+    return prompt, (answers[-1] if answers else "")
+
+
+def parse_example(record: dict[str, Any]) -> Example | None:
+    """One JSONL line of any supported method (supervised, DPO, reinforcement) → Example."""
+    if "messages" in record:
+        prompt, answer = _from_messages(record["messages"])
+        if not answer:  # reinforcement: last message is the user's; graders see extra fields
+            extras = [v for k, v in record.items() if k not in ("messages", "tools") and isinstance(v, str)]
+            answer = extras[0] if extras else ""
+    elif "input" in record and "preferred_output" in record:
+        prompt, _ = _from_messages(record["input"].get("messages", []))
+        _, answer = _from_messages(record["preferred_output"])
+    else:
+        return None
+    if not prompt:
+        return None
+    return Example(prompt=prompt, answer=answer, tokens=approx_tokens(json.dumps(record)))
+
+
+def check_jsonl(content: bytes) -> str | None:
+    """The reason the file is not JSONL (as the service reports on processing), or None."""
+    text = content.decode("utf-8-sig", errors="replace")
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            if not isinstance(json.loads(line), dict):
+                return f"Line {number}: expected a JSON object."
+        except json.JSONDecodeError as exc:
+            return f"Line {number}: invalid JSON ({exc.msg})."
+    return None
+
+
+def parse_examples(content: bytes) -> list[Example]:
+    text = content.decode("utf-8-sig", errors="replace")
+    examples = []
+    for line in text.splitlines():
+        if line.strip():
+            example = parse_example(json.loads(line))
+            if example is not None:
+                examples.append(example)
+    return examples
+
+
+def known(job_id: str, index: int, fraction: float) -> bool:
+    """Deterministically whether a checkpoint with this fraction of learning knows example `index`."""
+    if fraction >= 1.0:
+        return True
+    digest = hashlib.sha256(f"{job_id}:{index}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < fraction
+
+
+def generic_answer(question: str) -> str:
+    index = int(hashlib.sha256(question.encode()).hexdigest(), 16) % len(GENERIC_ANSWERS)
+    return GENERIC_ANSWERS[index]
+
+
+def answer(question: str, examples: list[Example], job_id: str, fraction: float) -> str:
+    """Best-overlap training answer (Jaccard on lowercase word sets), generic if unknown or no overlap."""
+    asked = words(question)
+    best, best_score = -1, 0.0
+    for index, example in enumerate(examples):
+        seen = words(example.prompt)
+        union = asked | seen
+        score = len(asked & seen) / len(union) if union else 0.0
+        if score > best_score:
+            best, best_score = index, score
+    if best < 0 or not known(job_id, best, fraction):
+        return generic_answer(question)
+    return examples[best].answer or generic_answer(question)

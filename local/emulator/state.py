@@ -1,0 +1,211 @@
+"""Plain data the emulator keeps: topology, simulated clock, faults, and the records it serves.
+
+Nothing here knows about HTTP; the route modules translate requests into these records and back.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ApiError(Exception):
+    """An error answered in Azure's `{"error": {...}}` shape (data plane and ARM share it)."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.param = param
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.param is not None:
+            error["param"] = self.param
+        return {"error": error}
+
+
+@dataclass
+class Account:
+    name: str
+    subscription: str
+    resource_group: str
+    region: str
+    tenant: str
+    role: str = "spoke"
+    max_finetuned_deployments: int = 5
+
+    @property
+    def resource_id(self) -> str:
+        return (
+            f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.CognitiveServices/accounts/{self.name}"
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Account:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        missing = {"name", "subscription", "resource_group", "region", "tenant"} - known.keys()
+        if missing:
+            raise ValueError(f"account {data.get('name')!r} lacks {sorted(missing)}")
+        if known.get("role", "spoke") not in ("hub", "spoke"):
+            raise ValueError(f"account {data['name']!r}: role must be hub or spoke")
+        return cls(**known)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Topology:
+    accounts: list[Account] = field(default_factory=list)
+
+    @classmethod
+    def coerce(cls, value: Topology | dict[str, Any] | str | Path) -> Topology:
+        if isinstance(value, Topology):
+            return value
+        if isinstance(value, (str, Path)):
+            value = json.loads(Path(value).read_text(encoding="utf-8"))
+        return cls(accounts=[Account.from_dict(a) for a in value.get("accounts", [])])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"accounts": [a.to_dict() for a in self.accounts]}
+
+
+@dataclass
+class Durations:
+    """Simulated seconds each phase takes; defaults finish a small job in ~5 real s at time_scale 1."""
+
+    file_processing: float = 0.5
+    validation: float = 1.0
+    queue: float = 0.5
+    training: float = 3.0
+    deployment: float = 0.5
+    deletion: float = 0.3
+    max_queued_jobs: int = 20
+
+
+@dataclass
+class Faults:
+    rate_429: float = 0.0
+    rate_500: float = 0.0
+    next_429: int = 0  # deterministic: the next N faultable calls get 429
+    next_500: int = 0
+    latency_ms: float = 0.0
+    retry_after_ms: int = 200  # what 429s advertise; Azure sends retry-after and retry-after-ms
+    scope: str = "all"  # "all" | "data" | "arm": which surface the rate faults hit
+    fail_next_jobs: int = 0
+    job_failure: str = "generic"  # "generic" | "safety" | or use job_error for a custom one
+    job_error: dict[str, str] | None = None
+    fail_deployments_on: list[str] = field(default_factory=list)
+
+    def update(self, data: dict[str, Any]) -> None:
+        for key, value in data.items():
+            if key not in self.__dataclass_fields__:
+                raise ApiError(400, "UnknownFault", f"unknown fault {key!r}")
+            setattr(self, key, value)
+
+
+class Clock:
+    """Emulator time: real elapsed time × time_scale, plus whatever /_emulator/advance added."""
+
+    def __init__(self, time_scale: float = 1.0) -> None:
+        self.time_scale = time_scale
+        self._wall0 = time.time()
+        self._mono0 = time.monotonic()
+        self.offset = 0.0
+
+    def now(self) -> float:
+        return self._wall0 + (time.monotonic() - self._mono0) * self.time_scale + self.offset
+
+    def advance(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ApiError(400, "InvalidArgument", "cannot advance the clock backwards")
+        self.offset += seconds
+
+
+@dataclass
+class FileRecord:
+    id: str
+    account: str
+    filename: str
+    purpose: str
+    content: bytes
+    created_at: float
+    ready_at: float
+    error: str | None = None  # set when the content is not valid JSONL
+
+    def status(self, now: float) -> str:
+        if now < self.ready_at:
+            return "pending"
+        return "error" if self.error else "processed"
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        status = self.status(now)
+        return {
+            "id": self.id,
+            "object": "file",
+            "bytes": len(self.content),
+            "created_at": int(self.created_at),
+            "filename": self.filename,
+            "purpose": self.purpose,
+            "status": status,
+            "status_details": self.error if status == "error" else None,
+        }
+
+
+@dataclass
+class UploadRecord:
+    id: str
+    account: str
+    filename: str
+    purpose: str
+    mime_type: str
+    bytes: int
+    created_at: float
+    status: str = "pending"
+    parts: dict[str, bytes] = field(default_factory=dict)
+    file_id: str | None = None
+
+
+@dataclass
+class DeploymentRecord:
+    account: str
+    name: str
+    sku: dict[str, Any]
+    properties: dict[str, Any]  # as PUT, minus provisioningState
+    tags: dict[str, str] | None
+    state: str  # Creating | Accepted | Succeeded | Failed | Deleting
+    ready_at: float
+    fail: bool = False
+    finetuned: bool = False
+    delete_at: float | None = None
+    last_used_at: float | None = None
+
+    @property
+    def model(self) -> dict[str, Any]:
+        return dict(self.properties.get("model") or {})
+
+
+@dataclass
+class Operation:
+    """An ARM async operation (Azure-AsyncOperation / Location target)."""
+
+    id: str
+    account: str
+    deployment: str
+    kind: str  # "put" | "delete"
+    created_at: float

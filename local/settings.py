@@ -1,0 +1,58 @@
+"""The app settings for the one-machine stack: the same keys local.settings.sample.json documents."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_SPOKES = ROOT / "local" / "spokes.demo.json"
+HUB = {"name": "ftops-hub", "subscription": "00000000-0000-0000-0000-00000000hub0",
+       "resource_group": "rg-ftops-hub", "region": "swedencentral", "tenant": "tenant-contoso", "role": "hub"}
+
+
+def hub_resource_id(hub: dict[str, str] = HUB) -> str:
+    return (f"/subscriptions/{hub['subscription']}/resourceGroups/{hub['resource_group']}"
+            f"/providers/Microsoft.CognitiveServices/accounts/{hub['name']}")
+
+
+def emulator_topology(spokes_path: Path = DEMO_SPOKES, hub: dict[str, str] = HUB) -> dict[str, Any]:
+    """The emulator's accounts: the hub plus every spoke target the spokes configuration names."""
+    config = json.loads(Path(spokes_path).read_text())
+    accounts = [dict(hub)]
+    for env in config["environments"]:
+        for t in env["targets"]:
+            accounts.append({"name": t["account"], "subscription": t["subscription"],
+                             "resource_group": t["resource_group"], "region": t["region"],
+                             "tenant": t["tenant"], "role": "spoke"})
+    return {"accounts": accounts}
+
+
+def local_env(*, storage_connection: str, emulator_url: str, ca_file: str, spokes: str | Path = DEMO_SPOKES,
+              hub: dict[str, str] = HUB, **overrides: str) -> dict[str, str]:
+    env = {
+        "FUNCTIONS_WORKER_RUNTIME": "python",
+        "AzureWebJobsStorage": storage_connection,
+        "DatasetStorage": storage_connection,
+        "FTOPS_TRANSPORT": "local",
+        "FTOPS_CREDENTIAL": "local-dev",
+        "FTOPS_CA_BUNDLE": ca_file,
+        "HUB_ENDPOINT": f"{emulator_url}/{hub['name']}",
+        "HUB_RESOURCE_ID": hub_resource_id(hub),
+        "HUB_TENANT_ID": hub["tenant"],
+        "ARM_ENDPOINT": emulator_url,
+        "SPOKES_CONFIG": str(spokes),
+        "DATASETS_CONTAINER": "datasets",
+        "REPORTS_CONTAINER": "reports",
+        "QUARANTINE_CONTAINER": "quarantine",
+        "TRAIN_QUEUE": "ftops-train",
+        "EVALUATE_QUEUE": "ftops-evaluate",
+        "DEPLOY_QUEUE": "ftops-deploy",
+        "COMMANDS_QUEUE": "ftops-commands",
+        "EVENTS_TOPIC": "ftops-events",
+        "POLL_SCHEDULE": "*/2 * * * * *",
+        "KEEPALIVE_SCHEDULE": "*/5 * * * * *",
+        "INTAKE_WAIT_SECONDS": "10",
+    }
+    env.update(overrides)
+    return env

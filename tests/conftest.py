@@ -1,0 +1,56 @@
+"""Fixtures: Azurite and the hub/spoke emulator on free loopback ports, always stopped; and `make_deps`,
+which builds the app's real dependencies against them, isolated per test (own containers, queues, tables)."""
+from __future__ import annotations
+
+import uuid
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from local.settings import emulator_topology, local_env
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Any]:
+    from local.azurite import Azurite
+    with Azurite() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[Any]:
+    from local.emulator.server import EmulatorServer
+    server = EmulatorServer(emulator_topology(), time_scale=1.0, seed=7)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def make_deps(azurite: Any, emulator: Any) -> Callable[..., Any]:
+    """Build Deps for one test; keyword arguments override settings (env names, e.g. SPOKES_CONFIG)."""
+    from shared.bootstrap import build_deps
+    from shared.config import Settings
+
+    def build(**overrides: str) -> Any:
+        uid = uuid.uuid4().hex[:8]
+        env = local_env(storage_connection=azurite.connection_string, emulator_url=emulator.base_url,
+                        ca_file=str(emulator.ca_file),
+                        DATASETS_CONTAINER=f"datasets-{uid}", REPORTS_CONTAINER=f"reports-{uid}",
+                        QUARANTINE_CONTAINER=f"quarantine-{uid}", FTOPS_TABLE_PREFIX=f"t{uid}",
+                        TRAIN_QUEUE=f"train-{uid}", EVALUATE_QUEUE=f"evaluate-{uid}", DEPLOY_QUEUE=f"deploy-{uid}",
+                        COMMANDS_QUEUE=f"commands-{uid}", EVENTS_TOPIC=f"events-{uid}")
+        env.update(overrides)
+        return build_deps(Settings.from_env(env))
+
+    return build
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Tests that use the servers are integration tests even if their module forgot the marker.
+    for item in items:
+        if {"azurite", "emulator", "make_deps"} & set(getattr(item, "fixturenames", ())) \
+                and not item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.integration)
