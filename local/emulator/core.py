@@ -1,0 +1,301 @@
+"""The emulator's in-memory world: accounts, files, uploads, jobs, deployments, and how time moves them.
+
+All methods run on the server's event loop thread; a lock still guards them because tests may read
+state directly from another thread.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import deque
+from typing import Any
+
+from . import knowledge
+from .jobs import FAILURES, TERMINAL, Job
+from .state import (
+    Account, ApiError, Clock, DeploymentRecord, Durations, Faults, FileRecord, Operation, Topology,
+    UploadRecord,
+)
+
+MAX_FILES = 50
+MAX_FILE_BYTES = 1024**3
+REQUEST_LOG_SIZE = 1000
+
+
+class Emulator:
+    def __init__(self, topology: Topology, *, time_scale: float = 1.0, seed: int = 0) -> None:
+        self.lock = threading.RLock()
+        self.initial = topology
+        self.time_scale = time_scale
+        self.seed = seed
+        self.reset()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.clock = Clock(self.time_scale)
+            self.rng = random.Random(self.seed)
+            self.accounts: dict[str, Account] = {}
+            for account in self.initial.accounts:
+                self.add_account(account)
+            self.durations = Durations()
+            self.faults = Faults()
+            self.files: dict[str, FileRecord] = {}
+            self.uploads: dict[str, UploadRecord] = {}
+            self.jobs: dict[str, Job] = {}
+            self.deployments: dict[tuple[str, str], DeploymentRecord] = {}
+            self.operations: dict[str, Operation] = {}
+            self.jobs_created = 0
+            self.request_log: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_SIZE)
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    def new_id(self, prefix: str, sep: str = "-") -> str:
+        return f"{prefix}{sep}{self.rng.getrandbits(128):032x}"
+
+    # --- accounts -----------------------------------------------------------------------------
+    def add_account(self, account: Account) -> None:
+        with self.lock:
+            self.accounts[account.name] = account
+
+    def account(self, name: str) -> Account:
+        try:
+            return self.accounts[name]
+        except KeyError:
+            raise ApiError(404, "404", "Resource not found") from None
+
+    def account_by_id(self, resource_id: str) -> Account | None:
+        wanted = resource_id.strip().rstrip("/").lower()
+        for account in self.accounts.values():
+            if account.resource_id.lower() == wanted:
+                return account
+        return None
+
+    # --- files --------------------------------------------------------------------------------
+    def add_file(self, account: str, filename: str, purpose: str, content: bytes, *, ready: bool = False) -> FileRecord:
+        with self.lock:
+            mine = [f for f in self.files.values() if f.account == account]
+            # results files are written by the service itself; a full account must not break a job
+            if not ready and len(mine) >= MAX_FILES:
+                raise ApiError(400, "quotaExceeded", f"The quota for files is reached. The maximum is {MAX_FILES}.")
+            if not ready and sum(len(f.content) for f in mine) + len(content) > MAX_FILE_BYTES:
+                raise ApiError(400, "quotaExceeded", "The quota for the total size of files (1 GB) is reached.")
+            now = self.now()
+            error = knowledge.check_jsonl(content) if purpose == "fine-tune" else None
+            record = FileRecord(
+                id=self.new_id("file"), account=account, filename=filename, purpose=purpose, content=content,
+                created_at=now, ready_at=now if ready else now + self.durations.file_processing, error=error,
+            )
+            self.files[record.id] = record
+            return record
+
+    def file(self, account: str, file_id: str) -> FileRecord:
+        record = self.files.get(file_id)
+        if record is None or record.account != account:
+            raise ApiError(404, "fileNotFound", f"File with id '{file_id}' not found.")
+        return record
+
+    def delete_file(self, account: str, file_id: str) -> None:
+        with self.lock:
+            self.file(account, file_id)
+            del self.files[file_id]
+
+    # --- jobs ---------------------------------------------------------------------------------
+    def create_job(self, account: str, body: dict[str, Any]) -> Job:
+        with self.lock:
+            self.tick()
+            for key in ("model", "training_file"):
+                if not body.get(key):
+                    raise ApiError(400, "invalidPayload", f"'{key}' is required.", param=key)
+            for key in ("training_file", "validation_file"):
+                if body.get(key):
+                    record = self.files.get(body[key])
+                    if record is None or record.account != account:
+                        raise ApiError(400, "invalidPayload", f"The {key} '{body[key]}' does not exist.", param=key)
+                    if record.status(self.now()) == "error":
+                        raise ApiError(400, "invalidPayload", f"The {key} '{body[key]}' failed processing.", param=key)
+            waiting = [j for j in self.jobs.values() if j.account == account and j.status in ("validating_files", "queued")]
+            if len(waiting) >= self.durations.max_queued_jobs:
+                raise ApiError(
+                    400, "quotaExceeded",
+                    f"The quota of {self.durations.max_queued_jobs} queued fine-tuning jobs is reached. "
+                    "Wait for a job to finish, or cancel one.",
+                )
+            method = dict(body.get("method") or {"type": "supervised"})
+            kind = method.get("type", "supervised")
+            if kind not in ("supervised", "dpo", "reinforcement"):
+                raise ApiError(400, "invalidPayload", f"Unsupported method type '{kind}'.", param="method.type")
+            requested = dict((method.get(kind) or {}).get("hyperparameters") or body.get("hyperparameters") or {})
+            suffix = body.get("suffix")
+            if suffix is not None and len(suffix) > 40:
+                raise ApiError(400, "invalidPayload", "suffix must be at most 40 characters.", param="suffix")
+            fail_with = None
+            if self.faults.fail_next_jobs > 0:
+                self.faults.fail_next_jobs -= 1
+                fail_with = dict(self.faults.job_error or FAILURES.get(self.faults.job_failure, FAILURES["generic"]))
+            now = self.now()
+            seed = body.get("seed")
+            job = Job(
+                id=self.new_id("ftjob"), account=account, model=body["model"], training_file=body["training_file"],
+                validation_file=body.get("validation_file"), suffix=suffix,
+                seed=int(seed) if seed is not None else self.rng.randrange(2**31), method=method,
+                requested=requested, created_at=now, run_seconds=self.durations.training, fail_with=fail_with,
+                metadata=body.get("metadata"),
+            )
+            job.add_event(now, f"Job {job.id} created; validating training file: {job.training_file}")
+            self.jobs[job.id] = job
+            self.jobs_created += 1
+            return job
+
+    def job(self, account: str, job_id: str) -> Job:
+        job = self.jobs.get(job_id)
+        if job is None or job.account != account:
+            raise ApiError(404, "NotFound", f"Fine-tuning job '{job_id}' not found.")
+        return job
+
+    def cancel_job(self, account: str, job_id: str) -> Job:
+        with self.lock:
+            self.tick()
+            job, now = self.job(account, job_id), self.now()
+            if job.status in TERMINAL:
+                raise ApiError(400, "invalidPayload", f"Job is already {job.status}; only active jobs can be cancelled.")
+            self._close_segment(job, now)
+            job.status, job.finished_at = "cancelled", now
+            job.add_event(now, "Job cancelled.")
+            return job
+
+    def pause_job(self, account: str, job_id: str) -> Job:
+        with self.lock:
+            self.tick()
+            job, now = self.job(account, job_id), self.now()
+            if job.status != "running" or job.steps_done(now) < 1:
+                raise ApiError(400, "invalidPayload", "Only a running job past its first step can be paused.")
+            self._close_segment(job, now)
+            job.status = "paused"
+            job.add_event(now, "Job paused.")
+            return job
+
+    def resume_job(self, account: str, job_id: str) -> Job:
+        with self.lock:
+            self.tick()
+            job, now = self.job(account, job_id), self.now()
+            if job.status != "paused":
+                raise ApiError(400, "invalidPayload", "Only a paused job can be resumed.")
+            job.segments.append([now, None])
+            job.status = "running"
+            job.add_event(now, "Job resumed.")
+            return job
+
+    @staticmethod
+    def _close_segment(job: Job, t: float) -> None:
+        if job.segments and job.segments[-1][1] is None:
+            job.segments[-1][1] = t
+
+    # --- time -----------------------------------------------------------------------------------
+    def advance(self, seconds: float) -> None:
+        with self.lock:
+            self.clock.advance(seconds)
+            self.tick()
+
+    def tick(self) -> None:
+        """Bring every job and deployment up to the current emulator time."""
+        with self.lock:
+            now = self.now()
+            for name in self.accounts:
+                self._tick_jobs(name, now)
+            self._tick_deployments(now)
+
+    def _tick_jobs(self, account: str, now: float) -> None:
+        jobs = sorted((j for j in self.jobs.values() if j.account == account), key=lambda j: j.created_at)
+        for job in jobs:
+            if job.status == "validating_files" and now >= job.created_at + self.durations.validation:
+                self._validate(job, job.created_at + self.durations.validation)
+        while True:
+            active = next((j for j in jobs if j.status in ("running", "paused")), None)
+            if active is not None:
+                end = active.time_at_elapsed(active.run_seconds) if active.status == "running" else None
+                if end is None or end > now:
+                    return
+                self._finish(active, end)
+                continue
+            free_at = max((j.finished_at or 0.0 for j in jobs if j.started_at is not None), default=0.0)
+            queued = [j for j in jobs if j.status == "queued"]
+            if not queued:
+                return
+            job = min(queued, key=lambda j: (j.queued_at or 0.0, j.created_at))
+            start = max((job.queued_at or 0.0) + self.durations.queue, free_at)
+            if start > now:
+                return
+            job.status, job.started_at = "running", start
+            job.segments.append([start, None])
+            job.add_event(start, f"Training started: {job.total_steps} steps, {job.n_epochs} epochs.")
+
+    def _validate(self, job: Job, t: float) -> None:
+        record = self.files.get(job.training_file)
+        if record is None or record.status(t) != "processed":
+            return self._fail(job, t, {
+                "code": "invalid_training_file", "param": "training_file",
+                "message": f"The training file {job.training_file} is missing or was not processed.",
+            })
+        job.examples = knowledge.parse_examples(record.content)
+        if len(job.examples) < 10:
+            return self._fail(job, t, {
+                "code": "invalid_training_file", "param": "training_file",
+                "message": f"Training file has {len(job.examples)} examples; at least 10 are required.",
+            })
+        if job.validation_file and job.validation_file in self.files:
+            job.n_validation = len(knowledge.parse_examples(self.files[job.validation_file].content))
+        job.resolve_hyperparameters()
+        job.status, job.queued_at = "queued", t
+        job.add_event(t, "Validated training file; job enqueued.")
+
+    def _fail(self, job: Job, t: float, error: dict[str, Any]) -> None:
+        self._close_segment(job, t)
+        job.status, job.finished_at, job.error = "failed", t, error
+        job.add_event(t, f"Job failed: {error['message']}", level="error")
+
+    def _finish(self, job: Job, t: float) -> None:
+        self._close_segment(job, t)
+        if job.fail_with:
+            return self._fail(job, t, {"param": None, **job.fail_with})
+        results = self.add_file(job.account, "results.csv", "fine-tune-results", job.results_csv(), ready=True)
+        results.created_at = results.ready_at = t
+        job.result_files = [results.id]
+        job.status, job.finished_at = "succeeded", t
+        job.add_event(t, f"Training completed; model {job.fine_tuned_name} created.")
+        job.add_event(t, "Job succeeded.")
+
+    # --- models ---------------------------------------------------------------------------------
+    def find_model(self, name: str) -> tuple[Job, float] | None:
+        """A fine-tuned model or checkpoint by name (or checkpoint id) → (job, knowledge fraction)."""
+        now = self.now()
+        for job in self.jobs.values():
+            if job.status != "succeeded":
+                continue
+            if name == job.fine_tuned_name:
+                return job, 1.0
+            for _, step in job.checkpoint_steps():
+                if name in (job.checkpoint_model(step), job.checkpoint_id(step)) and step <= job.steps_done(now):
+                    return job, job.knowledge_fraction(step)
+        return None
+
+    @staticmethod
+    def looks_finetuned(name: str) -> bool:
+        return ".ft-" in name or name.startswith("ft:") or name.startswith("ftchkpt-")
+
+    # --- deployments ----------------------------------------------------------------------------
+    def _tick_deployments(self, now: float) -> None:
+        for key, dep in list(self.deployments.items()):
+            if dep.state in ("Creating", "Accepted") and now >= dep.ready_at:
+                dep.state = "Failed" if dep.fail else "Succeeded"
+            if dep.state == "Deleting" and dep.delete_at is not None and now >= dep.delete_at:
+                del self.deployments[key]
+
+    def deployment(self, account: str, name: str) -> DeploymentRecord | None:
+        self.tick()
+        return self.deployments.get((account, name))
+
+    def vanish(self, account: str, name: str) -> bool:
+        with self.lock:
+            return self.deployments.pop((account, name), None) is not None
