@@ -1,0 +1,129 @@
+"""ARM deployment rules: where a fine-tuned model may be deployed, the per-account quota, provisioning."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .core import Emulator
+from .state import Account, ApiError, DeploymentRecord, Operation
+
+BASE_SKUS = {"standard", "globalstandard", "datazonestandard", "developertier", "provisionedmanaged",
+             "globalprovisionedmanaged", "globalbatch", "datazonebatch", "datazoneprovisionedmanaged"}
+
+
+def _model_owner(emu: Emulator, target: Account, model: dict[str, Any], aux_tenants: list[str]) -> bool:
+    """Check where a model comes from; returns whether it is fine-tuned. Raises ApiError when refused."""
+    name = str(model.get("name") or "")
+    found = emu.find_model(name)
+    source, source_account = model.get("source"), model.get("sourceAccount")
+    if found is None:
+        if emu.looks_finetuned(name):
+            raise ApiError(400, "DeploymentModelNotSupported", f"The model '{name}' was not found.")
+        return False  # a base model: deployable anywhere
+    owner = emu.accounts[found[0].account]
+    if owner.name == target.name and not source and not source_account:
+        return True
+    named_id = source or source_account
+    named = emu.account_by_id(str(named_id)) if named_id else None
+    if named is None or named.name != owner.name:
+        raise ApiError(
+            400, "DeploymentModelNotSupported",
+            f"The model '{name}' was not found in account '{target.name}'"
+            + (f" nor in source '{named_id}'." if named_id else "; name its account in properties.model.source."),
+        )
+    if source:
+        if owner.tenant != target.tenant:
+            raise ApiError(
+                400, "InvalidResourceProperties",
+                f"The source account '{source}' is in another tenant; use properties.model.sourceAccount "
+                "with an x-ms-authorization-auxiliary token for that tenant.",
+            )
+        return True
+    if owner.tenant != target.tenant and owner.tenant not in aux_tenants:
+        raise ApiError(
+            401, "InvalidAuthenticationTokenTenant",
+            f"An auxiliary token for tenant '{owner.tenant}' (the tenant of '{source_account}') is required "
+            "in the x-ms-authorization-auxiliary header.",
+        )
+    return True
+
+
+def create_or_update(
+    emu: Emulator, account: Account, name: str, body: dict[str, Any], aux_tenants: list[str]
+) -> tuple[DeploymentRecord, bool, Operation]:
+    with emu.lock:
+        emu.tick()
+        properties = dict(body.get("properties") or {})
+        model = properties.get("model") or {}
+        sku = dict(body.get("sku") or {"name": "Standard", "capacity": 1})
+        if not model.get("name"):
+            raise ApiError(400, "InvalidResourceProperties", "properties.model.name is required.")
+        if str(sku.get("name", "")).lower() not in BASE_SKUS:
+            raise ApiError(400, "InvalidSkuName", f"The sku '{sku.get('name')}' is not supported.")
+        finetuned = _model_owner(emu, account, model, aux_tenants)
+        existing = emu.deployments.get((account.name, name))
+        if finetuned:
+            others = [d for (acc, n), d in emu.deployments.items()
+                      if acc == account.name and n != name and d.finetuned and d.state != "Deleting"]
+            if len(others) >= account.max_finetuned_deployments:
+                raise ApiError(
+                    400, "InsufficientQuota",
+                    f"The account '{account.name}' already has {len(others)} fine-tuned model deployments; "
+                    f"the limit is {account.max_finetuned_deployments}.",
+                )
+        properties.pop("provisioningState", None)
+        now = emu.now()
+        record = DeploymentRecord(
+            account=account.name, name=name, sku=sku, properties=properties, tags=body.get("tags"),
+            state="Accepted" if existing else "Creating", ready_at=now + emu.durations.deployment,
+            fail=account.name in emu.faults.fail_deployments_on, finetuned=finetuned,
+        )
+        emu.deployments[(account.name, name)] = record
+        op = Operation(id=emu.new_id("op", ""), account=account.name, deployment=name, kind="put", created_at=now)
+        emu.operations[op.id] = op
+        return record, existing is None, op
+
+
+def delete(emu: Emulator, account: Account, name: str) -> Operation | None:
+    with emu.lock:
+        record = emu.deployment(account.name, name)
+        if record is None:
+            return None
+        now = emu.now()
+        record.state, record.delete_at = "Deleting", now + emu.durations.deletion
+        op = Operation(id=emu.new_id("op", ""), account=account.name, deployment=name, kind="delete", created_at=now)
+        emu.operations[op.id] = op
+        return op
+
+
+def operation_status(emu: Emulator, op: Operation) -> tuple[str, dict[str, Any] | None]:
+    """Azure-AsyncOperation status of an operation: InProgress | Succeeded | Failed (+ error)."""
+    record = emu.deployment(op.account, op.deployment)
+    if op.kind == "delete":
+        return ("Succeeded", None) if record is None or record.state != "Deleting" else ("InProgress", None)
+    if record is None:  # vanished or deleted while provisioning
+        return "Failed", {"code": "DeploymentNotFound", "message": f"Deployment '{op.deployment}' was removed."}
+    if record.state == "Failed":
+        return "Failed", {"code": "DeploymentFailed",
+                          "message": f"The deployment '{op.deployment}' failed to provision (emulated fault)."}
+    return ("Succeeded", None) if record.state == "Succeeded" else ("InProgress", None)
+
+
+def to_json(record: DeploymentRecord, account: Account) -> dict[str, Any]:
+    properties = {
+        **record.properties,
+        "provisioningState": record.state,
+        "capabilities": {"chatCompletion": "true"},
+    }
+    properties.setdefault("versionUpgradeOption", "NoAutoUpgrade")
+    properties.setdefault("raiPolicyName", "Microsoft.DefaultV2")
+    body: dict[str, Any] = {
+        "id": f"{account.resource_id}/deployments/{record.name}",
+        "name": record.name,
+        "type": "Microsoft.CognitiveServices/accounts/deployments",
+        "sku": record.sku,
+        "properties": properties,
+    }
+    if record.tags is not None:
+        body["tags"] = record.tags
+    return body

@@ -1,0 +1,145 @@
+"""Run the emulator over HTTPS (throw-away trustme CA) in a background thread, plus a control client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import ssl
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import trustme
+import uvicorn
+
+from .app import build_app
+from .core import Emulator
+from .state import Topology
+
+
+class ControlClient:
+    """Thin client for /_emulator/*; stdlib only so any test or tool can use it."""
+
+    def __init__(self, base_url: str, ca_file: str) -> None:
+        self.base_url = base_url
+        self._ssl = ssl.create_default_context(cafile=ca_file)
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"{self.base_url}/_emulator/{path}", data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, context=self._ssl, timeout=30) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            raise RuntimeError(f"emulator control {method} {path}: {exc.code} {exc.read().decode()}") from exc
+
+    def state(self) -> dict[str, Any]:
+        return self.call("GET", "state")  # type: ignore[no-any-return]
+
+    def faults(self, **faults: Any) -> dict[str, Any]:
+        return self.call("POST", "faults", faults)  # type: ignore[no-any-return]
+
+    def config(self, **durations: Any) -> dict[str, Any]:
+        return self.call("POST", "config", durations)  # type: ignore[no-any-return]
+
+    def advance(self, seconds: float) -> float:
+        return float(self.call("POST", "advance", {"seconds": seconds})["now"])
+
+    def add_account(self, **account: Any) -> dict[str, Any]:
+        return self.call("POST", "accounts", account)  # type: ignore[no-any-return]
+
+    def vanish(self, account: str, deployment: str) -> None:
+        self.call("POST", "vanish", {"account": account, "deployment": deployment})
+
+    def reset(self) -> None:
+        self.call("POST", "reset", {})
+
+    def requests(self) -> list[dict[str, Any]]:
+        return self.call("GET", "requests")["requests"]  # type: ignore[no-any-return]
+
+    def clear_requests(self) -> None:
+        self.call("DELETE", "requests")
+
+
+class EmulatorServer:
+    """The hub and every spoke on one HTTPS port. Use as a context manager, or start()/stop()."""
+
+    def __init__(
+        self,
+        topology: Topology | dict[str, Any],
+        *,
+        time_scale: float = 1.0,
+        seed: int = 0,
+        port: int = 0,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.emulator = Emulator(Topology.coerce(topology), time_scale=time_scale, seed=seed)
+        self.host, self.port = host, port
+        self._dir: Path | None = None
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.base_url = ""
+        self.ca_file = ""
+        self._control: ControlClient | None = None
+
+    @property
+    def control(self) -> ControlClient:
+        if self._control is None:
+            raise RuntimeError("the emulator is not started")
+        return self._control
+
+    def endpoint(self, account: str) -> str:
+        """The data-plane endpoint of an account (what `azure_endpoint` takes)."""
+        return f"{self.base_url}/{account}"
+
+    def start(self) -> EmulatorServer:
+        self._dir = Path(tempfile.mkdtemp(prefix="ftops-emulator-"))
+        ca = trustme.CA(organization_name="ftops local emulator CA")
+        ca_path, cert_path = self._dir / "ca.pem", self._dir / "server.pem"
+        ca.cert_pem.write_to_path(str(ca_path))
+        # the server's key and chain in one PEM: uvicorn loads it with keyfile=None
+        ca.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem.write_to_path(str(cert_path))
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(build_app(self.emulator), ssl_certfile=str(cert_path), log_level="warning",
+                                lifespan="off", access_log=False, timeout_graceful_shutdown=2)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._server.serve(sockets=[sock])),  # type: ignore[union-attr]
+                                        name="ftops-emulator", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the emulator did not start")
+            time.sleep(0.01)
+        self.base_url, self.ca_file = f"https://{self.host}:{self.port}", str(ca_path)
+        self._control = ControlClient(self.base_url, self.ca_file)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            # force_exit: don't wait for idle keep-alive TLS connections the SDK clients still hold
+            self._server.should_exit = self._server.force_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+        self._server = self._thread = self._dir = None
+
+    def __enter__(self) -> EmulatorServer:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

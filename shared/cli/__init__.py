@@ -1,0 +1,28 @@
+"""The `ftops` command: validate, demo, status, and the operator commands."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from shared.cli import demo, operate, status, validate
+    parser = argparse.ArgumentParser(prog="ftops", description="Fine-tuning operations for Azure OpenAI.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in (validate, demo, status, operate):
+        module.add_parser(sub)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:   # argparse exits 2 on usage errors: keep that, it is our contract too
+        return int(exc.code or 0)
+    logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("azure").setLevel(logging.WARNING)
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

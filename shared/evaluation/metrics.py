@@ -1,0 +1,112 @@
+"""Answer quality and speed figures: SQuAD-style token F1 and exact match, percentiles, per-candidate aggregates.
+
+Pure functions only (no I/O), so the numbers a gate decides on can be checked by hand in unit tests.
+"""
+from __future__ import annotations
+
+import math
+import re
+import string
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable, Sequence
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD v1.1 normalisation: lower case, drop punctuation and articles, collapse whitespace."""
+    text = text.lower().translate(_PUNCTUATION)
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, reference: str) -> float:
+    return 1.0 if normalize_answer(prediction) == normalize_answer(reference) else 0.0
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    """Harmonic mean of token precision and recall after normalisation (bag of words, SQuAD style).
+
+    Two empty answers agree (1.0); one empty answer shares nothing with the other (0.0).
+    """
+    pred = normalize_answer(prediction).split()
+    ref = normalize_answer(reference).split()
+    if not pred or not ref:
+        return 1.0 if pred == ref else 0.0
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Linear-interpolated percentile (numpy's default method) without numpy; None for no values."""
+    if not values:
+        return None
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile must be within 0..100, not {q}")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+@dataclass(frozen=True)
+class ExampleResult:
+    """One candidate's answer to one held-out example."""
+    index: int                      # position of the example in the evaluated sample
+    answer: str | None              # None when the call failed
+    latency_ms: float | None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None
+    f1: float = 0.0
+    em: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class CandidateMetrics:
+    n: int
+    n_errors: int
+    error_rate: float
+    mean_f1: float              # failed calls score 0: an answer that never came helps nobody
+    exact_match: float
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    mean_prompt_tokens: float | None
+    mean_completion_tokens: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def score(index: int, answer: str, reference: str, *, latency_ms: float, prompt_tokens: int = 0,
+          completion_tokens: int = 0) -> ExampleResult:
+    return ExampleResult(index=index, answer=answer, latency_ms=latency_ms, prompt_tokens=prompt_tokens,
+                         completion_tokens=completion_tokens, f1=token_f1(answer, reference),
+                         em=exact_match(answer, reference))
+
+
+def aggregate(results: Iterable[ExampleResult]) -> CandidateMetrics:
+    rows = list(results)
+    n = len(rows)
+    ok = [r for r in rows if r.ok]
+    latencies = [r.latency_ms for r in ok if r.latency_ms is not None]
+    return CandidateMetrics(
+        n=n,
+        n_errors=n - len(ok),
+        error_rate=(n - len(ok)) / n if n else 1.0,   # nothing evaluated must never look like success
+        mean_f1=sum(r.f1 for r in rows) / n if n else 0.0,
+        exact_match=sum(r.em for r in rows) / n if n else 0.0,
+        latency_p50_ms=percentile(latencies, 50),
+        latency_p95_ms=percentile(latencies, 95),
+        mean_prompt_tokens=sum(r.prompt_tokens for r in ok) / len(ok) if ok else None,
+        mean_completion_tokens=sum(r.completion_tokens for r in ok) / len(ok) if ok else None,
+    )

@@ -1,0 +1,240 @@
+"""Intake: a dropped dataset becomes a run — validated, reported, then quarantined or prepared for training.
+
+Drop layout (DESIGN.md): `datasets/<name>.jsonl` is a run with default settings; in a folder
+`datasets/<name>/`, only `run.json` starts the run (it is uploaded last); other blobs in a folder never do.
+The run id comes from the drop's name and the starting blob's ETag, so a duplicate event is the same run
+and a re-upload is a new one. Blobs are streamed, never held whole.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+from shared import states
+from shared.events import advance
+from shared.handling import PermanentError
+from shared.messages import TrainRequest, envelope
+from shared.registry import RunRecord
+from shared.run_settings import RunSettings, RunSettingsError, parse_run_settings
+from shared.splitting import split_dataset
+
+log = logging.getLogger(__name__)
+ACTOR = "ftops.intake"
+FOLDER_FILES = {"train": "train.jsonl", "validation": "validation.jsonl", "eval": "eval.jsonl"}
+
+
+@dataclass(frozen=True)
+class Drop:
+    name: str                 # the run's human name: file stem or folder
+    start_blob: str           # the blob whose arrival starts the run
+    folder: str | None        # set for folder runs
+
+
+def classify(blob_name: str) -> Drop | None:
+    """Which drop a new blob belongs to, or None if it never starts a run (a data file inside a folder)."""
+    folder, _, leaf = blob_name.rpartition("/")
+    if folder:
+        return Drop(name=folder, start_blob=blob_name, folder=folder) if leaf == "run.json" else None
+    stem = leaf[:-6] if leaf.endswith(".jsonl") else leaf
+    return Drop(name=stem, start_blob=blob_name, folder=None)
+
+
+def run_id_for(drop: Drop, etag: str, settings_override: dict[str, Any] | None = None) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", drop.name.lower()).strip("-")[:40] or "run"
+    key = etag.strip('"') + (json.dumps(settings_override, sort_keys=True) if settings_override else "")
+    return f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
+def handle_blob_created(blob_name: str, deps: Any) -> str | None:
+    """Blob trigger entry: start (or resume) the run this blob starts; returns the run id or None."""
+    if classify(blob_name) is None:
+        log.info("blob %s is part of a folder drop; only its run.json starts a run", blob_name)
+        return None
+    return start_run(blob_name, deps, actor=ACTOR)
+
+
+def start_run(blob_name: str, deps: Any, *, settings_override: dict[str, Any] | None = None,
+              actor: str = ACTOR) -> str | None:
+    drop = classify(blob_name)
+    if drop is None:
+        raise PermanentError(f"{blob_name}: a file inside a folder cannot start a run; name its run.json")
+    container = deps.settings.datasets_container
+    try:
+        etag = deps.blobs.get_blob_client(container, blob_name).get_blob_properties().etag
+    except ResourceNotFoundError:
+        log.warning("blob %s/%s is gone (moved or deleted before we got to it)", container, blob_name)
+        if settings_override is not None:
+            raise PermanentError(f"{container}/{blob_name} does not exist")
+        return None
+    run_id = run_id_for(drop, etag, settings_override)
+    run = deps.registry.create_run(RunRecord(run_id=run_id, source=f"{container}/{blob_name}"), actor=actor)
+    if run is None:
+        run = deps.registry.require_run(run_id)
+        if run.state == states.ACCEPTED:   # crashed between "accepted" and the hand-off: hand off again
+            _send_train(deps, run_id)
+        if run.state not in (states.RECEIVED, states.VALIDATING):
+            log.info("run %s already %s: duplicate event for %s", run_id, run.state, blob_name)
+            return run_id
+    _intake(run_id, drop, deps, settings_override)
+    return run_id
+
+
+def _intake(run_id: str, drop: Drop, deps: Any, settings_override: dict[str, Any] | None) -> None:
+    from shared.validation import Finding, ValidationOptions, validate_dataset
+    advance(deps, run_id, states.VALIDATING, actor=ACTOR)
+    problems: list[Finding] = []
+    settings = _run_settings(drop, deps, settings_override, problems)
+    files = _dataset_files(drop, deps, problems)
+    if settings is None or "train" not in files:
+        report = _settings_report(problems)
+    else:
+        options = ValidationOptions(model=settings.base_model, method=settings.method, pii=settings.pii,
+                                    over_limit=settings.over_limit, n_epochs=settings.hyperparameters.n_epochs)
+        report = validate_dataset({role: _chunks(deps, blob) for role, blob in files.items()}, options=options)
+    _write_reports(deps, run_id, drop, report)
+    if not report.valid:
+        _reject(deps, run_id, drop, files, report)
+        return
+    environments = settings.environments or _configured_environments(deps)
+    prepared = split_dataset(deps, run_id, files, settings)
+    if prepared.problem:
+        _reject(deps, run_id, drop, files, report, extra=prepared.problem)
+        return
+    advance(deps, run_id, states.ACCEPTED, actor=ACTOR,
+            detail={"examples": report.examples, "method": report.method, "split": prepared.counts},
+            settings=settings.model_dump(mode="json"), owner=settings.owner, ticket=settings.ticket,
+            environments=environments, dataset_hash=prepared.dataset_hash, data_files=prepared.data_files,
+            validation=_summary(report, prepared.counts))
+    _send_train(deps, run_id)
+
+
+def _send_train(deps: Any, run_id: str) -> None:
+    deps.publisher.send(deps.settings.train_queue, envelope(TrainRequest(run_id=run_id), message_id=f"train-{run_id}"))
+
+
+def _run_settings(drop: Drop, deps: Any, override: dict[str, Any] | None, problems: list[Any]) -> RunSettings | None:
+    from shared.validation import Finding
+    defaults = {"base_model": deps.settings.default_base_model}
+    raw: bytes | None = None
+    if drop.folder:
+        raw = deps.blobs.get_blob_client(deps.settings.datasets_container, drop.start_blob).download_blob().readall()
+    try:
+        settings = parse_run_settings(raw, defaults=defaults, source=drop.start_blob if drop.folder else "settings")
+        if override:
+            settings = parse_run_settings({**settings.model_dump(exclude_unset=True), **override},
+                                          defaults=defaults, source="train command settings")
+    except RunSettingsError as exc:
+        problems.extend(Finding(line=None, code="invalid_settings", message=p, file="run.json") for p in exc.problems)
+        return None
+    unknown = [e for e in (settings.environments or []) if e not in _configured_environments(deps)]
+    if unknown:
+        problems.append(Finding(line=None, code="invalid_settings", file="run.json",
+                                message=f"environments: {', '.join(unknown)} not configured in SPOKES_CONFIG"))
+        return None
+    return settings
+
+
+def _dataset_files(drop: Drop, deps: Any, problems: list[Any]) -> dict[str, str]:
+    """role → blob name in the datasets container. A folder's train.jsonl may still be uploading: wait."""
+    from shared.validation import Finding
+    if not drop.folder:
+        if not drop.start_blob.endswith(".jsonl"):
+            problems.append(Finding(line=None, code="not_a_dataset", file=drop.start_blob,
+                                    message=f"{drop.start_blob}: not a .jsonl file; drop a JSONL dataset or a "
+                                            "folder with train.jsonl and run.json"))
+            return {}
+        return {"train": drop.start_blob}
+    container = deps.blobs.get_container_client(deps.settings.datasets_container)
+    deadline = time.monotonic() + deps.settings.intake_wait_seconds
+    while True:
+        present = {b.name for b in container.list_blobs(name_starts_with=f"{drop.folder}/")}
+        files = {role: f"{drop.folder}/{leaf}" for role, leaf in FOLDER_FILES.items() if f"{drop.folder}/{leaf}" in present}
+        if "train" in files or time.monotonic() >= deadline:
+            break
+        time.sleep(1.0)
+    if "train" not in files:
+        problems.append(Finding(line=None, code="missing_file", file=f"{drop.folder}/train.jsonl",
+                                message=f"{drop.folder}/train.jsonl did not arrive within "
+                                        f"{deps.settings.intake_wait_seconds:.0f} s of run.json"))
+    return files
+
+
+def _chunks(deps: Any, blob_name: str) -> Any:
+    def read() -> Iterable[bytes]:
+        return deps.blobs.get_blob_client(deps.settings.datasets_container, blob_name).download_blob().chunks()
+    return read
+
+
+def _settings_report(problems: list[Any]) -> Any:
+    from shared.validation import DatasetReport
+    return DatasetReport(valid=False, method=None, examples=0, errors=list(problems), warnings=[], stats={}, files={})
+
+
+def _write_reports(deps: Any, run_id: str, drop: Drop, report: Any) -> None:
+    from shared.validation import render_html
+    container = deps.blobs.get_container_client(deps.settings.reports_container)
+    body = json.dumps({"run_id": run_id, "drop": drop.name, **report.to_dict()}, indent=2)
+    container.upload_blob(f"{run_id}/validation.json", body, overwrite=True)
+    container.upload_blob(f"{run_id}/validation.html", render_html(report, title=f"{drop.name} — {run_id}"),
+                          overwrite=True)
+
+
+def _reject(deps: Any, run_id: str, drop: Drop, files: dict[str, str], report: Any, extra: str | None = None) -> None:
+    moved = quarantine(deps, run_id, drop, files)
+    errors = [f.message for f in report.errors[:5]] + ([extra] if extra else [])
+    summary = _summary(report, None)
+    if extra:
+        summary["valid"] = False
+        summary["reason"] = extra
+    advance(deps, run_id, states.REJECTED, actor=ACTOR, validation=summary,
+            detail={"errors": errors, "quarantine": moved, "report": f"{deps.settings.reports_container}/{run_id}/validation.json"},
+            error={"code": report.errors[0].code if report.errors else "too_few_to_split", "message": "; ".join(errors)})
+
+
+def quarantine(deps: Any, run_id: str, drop: Drop, files: dict[str, str]) -> list[str]:
+    """Move the drop's files to quarantine/<run_id>/: copy, verify, then delete — never lose data."""
+    source = deps.blobs.get_container_client(deps.settings.datasets_container)
+    target = deps.blobs.get_container_client(deps.settings.quarantine_container)
+    names = set(files.values()) | {drop.start_blob}
+    if drop.folder:
+        names |= {b.name for b in source.list_blobs(name_starts_with=f"{drop.folder}/")}
+    moved = []
+    for name in sorted(names):
+        src = source.get_blob_client(name)
+        try:
+            props = src.get_blob_properties()
+        except ResourceNotFoundError:
+            continue  # moved by an earlier attempt
+        dst = target.get_blob_client(f"{run_id}/{name}")
+        dst.upload_blob(src.download_blob().chunks(), length=props.size, overwrite=True)
+        if dst.get_blob_properties().size != props.size:
+            raise RuntimeError(f"quarantine copy of {name} for run {run_id} is incomplete; source kept")
+        try:  # only the version we copied: a re-upload in between is a new run and stays
+            src.delete_blob(etag=props.etag, match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError):
+            log.warning("run %s: %s changed while quarantining; the new upload stays", run_id, name)
+        moved.append(f"{deps.settings.quarantine_container}/{run_id}/{name}")
+    reports = deps.blobs.get_container_client(deps.settings.reports_container)
+    for leaf in ("validation.json", "validation.html"):
+        body = reports.get_blob_client(f"{run_id}/{leaf}").download_blob().readall()
+        target.upload_blob(f"{run_id}/{leaf}", body, overwrite=True)
+    return moved
+
+
+def _configured_environments(deps: Any) -> list[str]:
+    return [env["name"] for env in deps.settings.load_spokes_json().get("environments", [])]
+
+
+def _summary(report: Any, counts: dict[str, int] | None) -> dict[str, Any]:
+    stats = report.stats or {}
+    return {"valid": report.valid, "method": report.method, "examples": report.examples,
+            "errors": len(report.errors), "warnings": len(report.warnings), "split": counts,
+            "tokens": stats.get("tokens"), "cost": stats.get("cost")}

@@ -1,0 +1,79 @@
+"""Prepares an accepted dataset for training: the files the hub will get, and held-out evaluation data.
+
+A single file is split by a seeded hash of each example's content, so identical examples always land on
+the same side (no leakage from duplicates) and a re-run with the same seed gives the same split. Files
+are streamed through spooled temporary files, never held whole.
+"""
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+MIN_TRAIN = 10     # the service's minimum
+MIN_EVAL = 1
+SPOOL_BYTES = 8 * 1024 * 1024
+
+
+@dataclass
+class Prepared:
+    data_files: dict[str, str] = field(default_factory=dict)   # role → blob path in the reports container
+    counts: dict[str, int] = field(default_factory=dict)
+    dataset_hash: str = ""
+    problem: str | None = None
+
+
+def bucket(line: bytes, seed: int, validation: float, eval_fraction: float) -> str:
+    """'eval', 'validation' or 'train' for one example, from a seeded hash of its content."""
+    digest = hashlib.sha256(seed.to_bytes(8, "big", signed=True) + line).digest()
+    x = int.from_bytes(digest[:8], "big") / 2**64
+    if x < eval_fraction:
+        return "eval"
+    if x < eval_fraction + validation:
+        return "validation"
+    return "train"
+
+
+def split_dataset(deps: Any, run_id: str, files: dict[str, str], settings: Any) -> Prepared:
+    from shared.validation import iter_examples
+    source = deps.blobs.get_container_client(deps.settings.datasets_container)
+    # What to carve out of train.jsonl: held-out eval always (unless given), validation unless given.
+    eval_fraction = 0.0 if "eval" in files else settings.split.eval
+    validation = 0.0 if "validation" in files else settings.split.validation
+    if settings.method == "reinforcement" and "validation" not in files:
+        validation = validation or 0.1   # RFT needs a validation file
+    outputs: dict[str, IO[bytes]] = {r: tempfile.SpooledTemporaryFile(SPOOL_BYTES) for r in ("train", "validation", "eval")}
+    counts = {r: 0 for r in outputs}
+    whole = hashlib.sha256()
+    try:
+        for role in ("train", "validation", "eval"):
+            if role not in files:
+                continue
+            whole.update(f"\0{role}\0".encode())
+            for _, raw in iter_examples(source.get_blob_client(files[role]).download_blob().chunks()):
+                line = raw.strip()
+                if not line:
+                    continue
+                whole.update(line + b"\n")
+                target = bucket(line, settings.seed, validation, eval_fraction) if role == "train" else role
+                outputs[target].write(line + b"\n")
+                counts[target] += 1
+        prepared = Prepared(counts=counts, dataset_hash=whole.hexdigest())
+        if counts["train"] < MIN_TRAIN or counts["eval"] < MIN_EVAL:
+            prepared.problem = (f"too few examples to split: {counts['train']} for training (at least {MIN_TRAIN}) "
+                                f"and {counts['eval']} held out for evaluation (at least {MIN_EVAL}); "
+                                "add examples or provide eval.jsonl in a run folder")
+            return prepared
+        reports = deps.blobs.get_container_client(deps.settings.reports_container)
+        for role, handle in outputs.items():
+            if counts[role] == 0:
+                continue
+            handle.seek(0)
+            path = f"{run_id}/data/{role}.jsonl"
+            reports.upload_blob(path, handle, overwrite=True)
+            prepared.data_files[role] = path
+        return prepared
+    finally:
+        for handle in outputs.values():
+            handle.close()

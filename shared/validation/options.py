@@ -1,0 +1,99 @@
+"""Run options and the findings/reports the validator returns (JSON shape of `ftops validate --json`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class ValidationOptions:
+    model: str = "gpt-4.1-mini"
+    method: str | None = None  # None: detected from the data (majority format of the training file)
+    pii: str = "error"  # "error" | "warn": personal data findings' severity
+    over_limit: str = "error"  # "error" | "warn": examples over the model's per-example token limit
+    min_examples: int = 10
+    n_epochs: int | None = None  # None: the documented default-epochs rule, for the cost estimate
+    workers: int | None = None  # processes for large inputs; None: one per core (at most 2), 1: inline
+    max_line_bytes: int = 32 * MIB  # a longer line is rejected without ever being held whole
+
+    def __post_init__(self) -> None:
+        for name in ("pii", "over_limit"):
+            value = getattr(self, name)
+            if value == "warning":  # accept the noun too; store the one spelling
+                object.__setattr__(self, name, "warn")
+            elif value not in ("error", "warn"):
+                raise ValueError(f"{name} must be 'error' or 'warn', not {value!r}")
+        if self.method not in (None, "supervised", "dpo", "reinforcement"):
+            raise ValueError(f"method must be supervised, dpo or reinforcement, not {self.method!r}")
+
+    def severity_of(self, level: str) -> str:
+        return "error" if level == "error" else "warning"
+
+
+@dataclass(frozen=True)
+class Finding:
+    line: int | None  # 1-based physical line (split on \n only); None for file-level findings
+    code: str
+    message: str  # never holds a full secret or unmasked personal data
+    file: str | None = None
+
+    def to_dict(self, *, with_file: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {"line": self.line, "code": self.code, "message": self.message}
+        if with_file:
+            out["file"] = self.file
+        return out
+
+
+@dataclass
+class FileReport:
+    name: str
+    method: str | None
+    examples: int
+    errors: list[Finding]
+    warnings: list[Finding]
+    stats: dict[str, Any]
+    # Canonical content hash -> first line, for duplicate and leakage checks; not part of the JSON.
+    hashes: dict[int, int] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def valid(self) -> bool:
+        return not self.errors
+
+    def to_dict(self, *, with_file: bool = False) -> dict[str, Any]:
+        return {
+            "valid": self.valid,
+            "method": self.method,
+            "examples": self.examples,
+            "errors": [f.to_dict(with_file=with_file) for f in self.errors],
+            "warnings": [f.to_dict(with_file=with_file) for f in self.warnings],
+            "stats": self.stats,
+        }
+
+
+@dataclass
+class DatasetReport:
+    valid: bool
+    method: str | None
+    examples: int
+    errors: list[Finding]
+    warnings: list[Finding]
+    stats: dict[str, Any]  # the training file's stats (cost estimate included)
+    files: dict[str, FileReport]
+
+    def to_dict(self) -> dict[str, Any]:
+        several = len(self.files) > 1
+        out: dict[str, Any] = {
+            "valid": self.valid,
+            "method": self.method,
+            "examples": self.examples,
+            "errors": [f.to_dict(with_file=several) for f in self.errors],
+            "warnings": [f.to_dict(with_file=several) for f in self.warnings],
+            "stats": self.stats,
+        }
+        if several:
+            out["files"] = {role: {"name": r.name, "valid": r.valid, "examples": r.examples,
+                                   "stats": r.stats} for role, r in self.files.items()}
+        return out

@@ -1,0 +1,323 @@
+"""The emulator driven only through the real SDKs: openai's AzureOpenAI and azure-mgmt-cognitiveservices."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+from azure.core.credentials import AccessToken
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.mgmt.cognitiveservices import CognitiveServicesManagementClient
+from azure.mgmt.cognitiveservices.models import Deployment, DeploymentModel, DeploymentProperties, Sku
+from azure.mgmt.core.policies import AuxiliaryAuthenticationPolicy
+
+from local.emulator import ControlClient, EmulatorServer
+
+pytestmark = pytest.mark.integration
+
+ARM_SCOPE = "https://management.azure.com/.default"
+BASE_MODEL = "gpt-4.1-mini-2025-04-14"
+TOPOLOGY: dict[str, Any] = {"accounts": [
+    {"name": "hub", "subscription": "sub-hub", "resource_group": "rg-hub", "region": "swedencentral",
+     "tenant": "tenant-a", "role": "hub"},
+    {"name": "dev-east", "subscription": "sub-dev", "resource_group": "rg-dev", "region": "eastus2",
+     "tenant": "tenant-a"},
+    {"name": "prod-west", "subscription": "sub-prod", "resource_group": "rg-prod", "region": "westus3",
+     "tenant": "tenant-b"},
+    {"name": "quota-spoke", "subscription": "sub-dev", "resource_group": "rg-dev", "region": "eastus2",
+     "tenant": "tenant-a"},
+]}
+EXAMPLES = [(f"What is the warranty period for product model {name}?", f"The {name} warranty lasts {n} months.")
+            for n, name in enumerate(["Falcon", "Heron", "Osprey", "Kestrel", "Plover", "Curlew", "Dunlin",
+                                      "Avocet", "Godwit", "Whimbrel", "Sanderling", "Turnstone"], start=7)]
+
+
+class LocalCredential:
+    """A TokenCredential for the emulator: tokens are `local-dev.<tenant>`."""
+
+    def __init__(self, tenant: str) -> None:
+        self.tenant = tenant
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken(f"local-dev.{self.tenant}", int(time.time()) + 3600)
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[EmulatorServer]:
+    with EmulatorServer(TOPOLOGY, seed=7) as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _no_faults(emulator: EmulatorServer) -> Iterator[None]:
+    yield
+    emulator.control.faults(rate_429=0.0, rate_500=0.0, next_429=0, next_500=0, latency_ms=0, scope="all",
+                            fail_next_jobs=0, fail_deployments_on=[])
+
+
+def aoai(server: EmulatorServer, account: str, **kwargs: Any) -> openai.AzureOpenAI:
+    # openai ≥ 3 sits on httpx2: trust the throw-away CA through an SSLContext passed as `verify`.
+    http = httpx2.Client(verify=ssl.create_default_context(cafile=server.ca_file))
+    kwargs.setdefault("api_key", "local-key")
+    return openai.AzureOpenAI(azure_endpoint=server.endpoint(account), api_version="2024-10-21",
+                              http_client=http, **kwargs)
+
+
+def arm(server: EmulatorServer, tenant: str, subscription: str, **kwargs: Any) -> CognitiveServicesManagementClient:
+    return CognitiveServicesManagementClient(LocalCredential(tenant), subscription, base_url=server.base_url,
+                                             connection_verify=server.ca_file, **kwargs)
+
+
+def training_jsonl() -> bytes:
+    return "\n".join(json.dumps({"messages": [
+        {"role": "system", "content": "You are the support assistant."},
+        {"role": "user", "content": q}, {"role": "assistant", "content": a}]}) for q, a in EXAMPLES).encode()
+
+
+def deployment(model: str, *, sku: str = "Standard", source: str | None = None, source_account: str | None = None,
+               tags: dict[str, str] | None = None) -> Deployment:
+    return Deployment(sku=Sku(name=sku, capacity=1), tags=tags, properties=DeploymentProperties(
+        model=DeploymentModel(format="OpenAI", name=model, version="1", source=source, source_account=source_account)))
+
+
+def resource_id(account: str) -> str:
+    a = next(x for x in TOPOLOGY["accounts"] if x["name"] == account)
+    return (f"/subscriptions/{a['subscription']}/resourceGroups/{a['resource_group']}"
+            f"/providers/Microsoft.CognitiveServices/accounts/{account}")
+
+
+@pytest.fixture(scope="module")
+def trained(emulator: EmulatorServer) -> Any:
+    """One fine-tuning job on the hub, run to success by advancing the emulator clock."""
+    client = aoai(emulator, "hub")
+    uploaded = client.files.create(file=("train.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune")
+    assert uploaded.status == "pending"
+    emulator.control.advance(1)
+    assert client.files.retrieve(uploaded.id).status == "processed"
+    job = client.fine_tuning.jobs.create(training_file=uploaded.id, model=BASE_MODEL, suffix="support", seed=42,
+                                         method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 4}}})
+    assert job.status == "validating_files"
+    emulator.control.advance(2)
+    running = client.fine_tuning.jobs.retrieve(job.id)
+    assert running.status == "running" and running.estimated_finish is not None
+    emulator.control.advance(10)
+    return client.fine_tuning.jobs.retrieve(job.id)
+
+
+def test_job_succeeds_with_results_checkpoints_and_events(emulator: EmulatorServer, trained: Any) -> None:
+    client = aoai(emulator, "hub")
+    assert trained.status == "succeeded" and trained.finished_at and trained.trained_tokens
+    assert trained.fine_tuned_model == f"{BASE_MODEL}.ft-{trained.id.removeprefix('ftjob-')}-support"
+    assert trained.hyperparameters.n_epochs == 4 and trained.method.type == "supervised"
+    csv = client.files.content(trained.result_files[0]).text.splitlines()
+    assert csv[0] == ("step,train_loss,train_mean_token_accuracy,valid_loss,validation_mean_token_accuracy,"
+                      "full_valid_loss,full_valid_mean_token_accuracy")
+    assert len(csv) == 1 + 4 * len(EXAMPLES)
+    checkpoints = client.fine_tuning.jobs.checkpoints.list(trained.id).data
+    assert [c.step_number for c in checkpoints] == [48, 36, 24]  # last three epochs, newest first
+    assert all(c.id.startswith("ftchkpt-") for c in checkpoints)
+    assert checkpoints[-1].fine_tuned_model_checkpoint == f"{BASE_MODEL}.ft-{trained.id[6:]}:ckpt-step-24"
+    first_page = client.fine_tuning.jobs.list_events(trained.id, limit=5)
+    assert first_page.has_more and first_page.data[0].message == "Job succeeded."
+    older = client.fine_tuning.jobs.list_events(trained.id, limit=100, after=first_page.data[-1].id).data
+    metrics = [e for e in first_page.data + older if e.type == "metrics"]
+    assert len(metrics) == 48 and {"step", "train_loss"} <= set(metrics[0].data)
+    assert client.fine_tuning.jobs.list(limit=1).data[0].id == trained.id
+
+
+def test_jobs_queue_one_at_a_time_and_refuse_beyond_the_queue_limit(emulator: EmulatorServer) -> None:
+    client = aoai(emulator, "dev-east")
+    emulator.control.config(max_queued_jobs=2)
+    try:
+        f = client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune")
+        jobs = [client.fine_tuning.jobs.create(training_file=f.id, model=BASE_MODEL) for _ in range(2)]
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.fine_tuning.jobs.create(training_file=f.id, model=BASE_MODEL)
+        assert refused.value.code == "quotaExceeded"
+        emulator.control.advance(2)
+        assert [client.fine_tuning.jobs.retrieve(j.id).status for j in jobs] == ["running", "queued"]
+        paused = client.fine_tuning.jobs.pause(jobs[0].id)
+        assert paused.status == "paused"
+        with pytest.raises(openai.BadRequestError):
+            client.fine_tuning.jobs.resume(jobs[1].id)  # only paused jobs resume
+        assert client.fine_tuning.jobs.resume(jobs[0].id).status == "running"
+        assert client.fine_tuning.jobs.cancel(jobs[0].id).status == "cancelled"
+        emulator.control.advance(1)
+        assert client.fine_tuning.jobs.retrieve(jobs[1].id).status == "running"
+    finally:
+        emulator.control.config(max_queued_jobs=20)
+
+
+def test_uploads_api_completes_into_a_file(emulator: EmulatorServer) -> None:
+    client = aoai(emulator, "hub")
+    data = training_jsonl()
+    upload = client.uploads.create(bytes=len(data), filename="big.jsonl", mime_type="application/jsonl",
+                                   purpose="fine-tune")
+    parts = [client.uploads.parts.create(upload.id, data=chunk) for chunk in (data[:100], data[100:])]
+    done = client.uploads.complete(upload.id, part_ids=[p.id for p in parts], md5=hashlib.md5(data).hexdigest())
+    assert done.status == "completed" and done.file is not None and done.file.bytes == len(data)
+    assert client.files.content(done.file.id).content == data
+    other = client.uploads.create(bytes=10, filename="x.jsonl", mime_type="application/jsonl", purpose="fine-tune")
+    assert client.uploads.cancel(other.id).status == "cancelled"
+
+
+def test_fine_tuned_deployment_answers_from_training_data_and_base_does_not(
+    emulator: EmulatorServer, trained: Any
+) -> None:
+    client = arm(emulator, "tenant-a", "sub-dev")
+    model = trained.fine_tuned_model
+    client.deployments.begin_create_or_update("rg-dev", "dev-east", "support", deployment(
+        model, source=resource_id("hub"), tags={"run": "r1"})).result()
+    base = client.deployments.begin_create_or_update("rg-dev", "dev-east", "base", deployment("gpt-4.1-mini"))
+    assert base.result().properties.provisioning_state == "Succeeded"
+    got = client.deployments.get("rg-dev", "dev-east", "support")
+    assert got.tags == {"run": "r1"} and got.properties.model.source == resource_id("hub")
+
+    chat = aoai(emulator, "dev-east", api_key=None, azure_ad_token="local-dev.tenant-a")
+    question, answer = EXAMPLES[3]
+
+    def ask(name: str) -> str:
+        reply = chat.chat.completions.create(model=name, messages=[{"role": "user", "content": question}])
+        assert reply.object == "chat.completion" and reply.usage and reply.usage.total_tokens > 0
+        return reply.choices[0].message.content or ""
+
+    assert ask("support") == answer
+    assert "Kestrel" not in ask("base") and "10 months" not in ask("base")
+
+    hub = arm(emulator, "tenant-a", "sub-hub")
+    checkpoints = aoai(emulator, "hub").fine_tuning.jobs.checkpoints.list(trained.id).data
+    hub.deployments.begin_create_or_update("rg-hub", "hub", "eval-early", deployment(
+        checkpoints[-1].fine_tuned_model_checkpoint, sku="developertier")).result()
+    hub_chat = aoai(emulator, "hub")
+    early = [hub_chat.chat.completions.create(model="eval-early", messages=[{"role": "user", "content": q}])
+             .choices[0].message.content == a for q, a in EXAMPLES]
+    assert 0 < sum(early) < len(EXAMPLES)  # an early checkpoint knows only part of the data
+    state = emulator.control.state()
+    assert {"account": "dev-east", "deployment": "support", "model": model} .items() <= next(
+        d for d in state["deployments"] if d["deployment"] == "support").items()
+    assert [d["deployment"] for d in state["hub_deployments"]] == ["eval-early"]
+
+
+def test_cross_tenant_needs_source_account_and_auxiliary_token(emulator: EmulatorServer, trained: Any) -> None:
+    model = trained.fine_tuned_model
+    plain = arm(emulator, "tenant-b", "sub-prod")
+    with pytest.raises(HttpResponseError) as by_source:
+        plain.deployments.begin_create_or_update("rg-prod", "prod-west", "support",
+                                                 deployment(model, source=resource_id("hub")))
+    assert by_source.value.status_code == 400
+    with pytest.raises(HttpResponseError) as no_aux:
+        plain.deployments.begin_create_or_update("rg-prod", "prod-west", "support",
+                                                 deployment(model, source_account=resource_id("hub")))
+    assert no_aux.value.status_code == 401
+    with pytest.raises(HttpResponseError) as wrong_token:
+        arm(emulator, "tenant-a", "sub-prod").deployments.get("rg-prod", "prod-west", "support")
+    assert wrong_token.value.error.code == "InvalidAuthenticationTokenTenant"
+
+    emulator.control.clear_requests()
+    aux = AuxiliaryAuthenticationPolicy([LocalCredential("tenant-a")], ARM_SCOPE)
+    with_aux = arm(emulator, "tenant-b", "sub-prod", per_call_policies=[aux])
+    done = with_aux.deployments.begin_create_or_update(
+        "rg-prod", "prod-west", "support", deployment(model, source_account=resource_id("hub"))).result()
+    assert done.properties.provisioning_state == "Succeeded"
+    put = next(r for r in emulator.control.requests() if r["method"] == "PUT")
+    assert put["status"] == 201 and put["aux_tenants"] == ["tenant-a"] and put["auth_tenant"] == "tenant-b"
+    assert put["model_source_account"] == resource_id("hub") and put["model_source"] is None
+
+
+def test_a_model_from_elsewhere_needs_its_source(emulator: EmulatorServer, trained: Any) -> None:
+    client = arm(emulator, "tenant-a", "sub-dev")
+    with pytest.raises(HttpResponseError) as missing:
+        client.deployments.begin_create_or_update("rg-dev", "dev-east", "nosource", deployment(trained.fine_tuned_model))
+    assert missing.value.status_code == 400 and "not found" in str(missing.value.message)
+
+
+def test_five_fine_tuned_deployments_per_account(emulator: EmulatorServer, trained: Any) -> None:
+    client = arm(emulator, "tenant-a", "sub-dev")
+    for i in range(5):
+        client.deployments.begin_create_or_update("rg-dev", "quota-spoke", f"ft-{i}", deployment(
+            trained.fine_tuned_model, source=resource_id("hub")), polling=False)
+    with pytest.raises(HttpResponseError) as refused:
+        client.deployments.begin_create_or_update("rg-dev", "quota-spoke", "ft-5", deployment(
+            trained.fine_tuned_model, source=resource_id("hub")))
+    assert refused.value.status_code == 400 and refused.value.error.code == "InsufficientQuota"
+    client.deployments.begin_create_or_update("rg-dev", "quota-spoke", "base-ok", deployment("gpt-4.1-mini"),
+                                              polling=False)
+    client.deployments.begin_delete("rg-dev", "quota-spoke", "ft-0").result()
+    names = {d.name for d in client.deployments.list("rg-dev", "quota-spoke")}
+    assert "ft-0" not in names and {"ft-1", "base-ok"} <= names
+
+
+def test_429_is_retried_by_both_sdks(emulator: EmulatorServer) -> None:
+    emulator.control.clear_requests()
+    emulator.control.faults(next_429=1)
+    assert aoai(emulator, "hub").files.list() is not None
+    statuses = [r["status"] for r in emulator.control.requests()]
+    assert statuses == [429, 200]
+    emulator.control.faults(next_429=1, scope="arm")
+    account = arm(emulator, "tenant-a", "sub-dev").accounts.get("rg-dev", "dev-east")
+    assert account.properties.endpoint == f"{emulator.base_url}/dev-east/"
+
+
+def test_vanished_deployment_is_gone_for_both_planes(emulator: EmulatorServer) -> None:
+    client = arm(emulator, "tenant-a", "sub-dev")
+    client.deployments.begin_create_or_update("rg-dev", "dev-east", "fleeting", deployment("gpt-4.1-mini")).result()
+    emulator.control.vanish("dev-east", "fleeting")
+    with pytest.raises(ResourceNotFoundError):
+        client.deployments.get("rg-dev", "dev-east", "fleeting")
+    with pytest.raises(openai.NotFoundError) as gone:
+        aoai(emulator, "dev-east").chat.completions.create(model="fleeting", messages=[{"role": "user", "content": "hi"}])
+    assert gone.value.code == "DeploymentNotFound"
+
+
+def test_failure_faults_for_jobs_and_deployments(emulator: EmulatorServer) -> None:
+    emulator.control.faults(fail_next_jobs=1, job_failure="safety", fail_deployments_on=["dev-east"])
+    client = aoai(emulator, "hub")
+    f = client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(training_file=f.id, model=BASE_MODEL)
+    emulator.control.advance(60)
+    failed = client.fine_tuning.jobs.retrieve(job.id)
+    assert failed.status == "failed" and failed.error and "safety" in failed.error.message
+    with pytest.raises(HttpResponseError):
+        arm(emulator, "tenant-a", "sub-dev").deployments.begin_create_or_update(
+            "rg-dev", "dev-east", "doomed", deployment("gpt-4.1-mini")).result()
+
+
+def test_unknown_account_and_wrong_tenant_are_refused(emulator: EmulatorServer) -> None:
+    with pytest.raises(openai.NotFoundError):
+        aoai(emulator, "nowhere").files.list()
+    with pytest.raises(openai.AuthenticationError):
+        aoai(emulator, "prod-west", api_key=None, azure_ad_token="local-dev.tenant-a").files.list()
+    with pytest.raises(ResourceNotFoundError):
+        arm(emulator, "tenant-a", "sub-dev").accounts.get("rg-other", "dev-east")
+
+
+def test_cli_writes_ready_file_and_stops_on_sigterm(tmp_path: Path) -> None:
+    topology = tmp_path / "topology.json"
+    topology.write_text(json.dumps(TOPOLOGY))
+    ready = tmp_path / "ready.json"
+    process = subprocess.Popen([sys.executable, "-m", "local.emulator", "--topology", str(topology), "--port", "0",
+                                "--ready-file", str(ready), "--time-scale", "2"],
+                               cwd=Path(__file__).resolve().parents[2], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while not ready.exists():
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        info = json.loads(ready.read_text())
+        assert [a["name"] for a in ControlClient(info["base_url"], info["ca_file"]).state()["accounts"]][0] == "hub"
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
