@@ -1,0 +1,18 @@
+"""`make bench`: every benchmark, each printing its own figures. `python -m benchmarks NAME…` runs some."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHMARKS = ("validation", "polling", "keepalive")
+
+
+def main(names: list[str]) -> int:
+    for name in names or BENCHMARKS:
+        print(f"== {name} ==", flush=True)
+        importlib.import_module(f"benchmarks.{name}").main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

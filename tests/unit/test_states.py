@@ -1,0 +1,20 @@
+from shared import states
+
+
+def test_deployed_is_terminal_only_in_the_last_environment():
+    assert not states.is_terminal("deployed:test", "prod")
+    assert states.is_terminal("deployed:prod", "prod")
+    assert states.is_terminal("deployment_failed:test", "prod")
+    assert states.is_terminal("rejected")
+    assert not states.is_terminal("awaiting_approval:prod", "prod")
+
+
+def test_the_happy_path_is_allowed_and_shortcuts_are_not():
+    path = ["received", "validating", "accepted", "uploading", "training", "trained", "evaluating", "evaluated",
+            "deploying:dev", "deployed:dev", "deploying:test", "deployed:test", "awaiting_approval:prod",
+            "deploying:prod", "deployed:prod"]
+    for current, target in zip(path, path[1:]):
+        assert states.can_transition(current, target), (current, target)
+    assert not states.can_transition("validating", "training")
+    assert not states.can_transition("trained", "deploying:dev")
+    assert not states.can_transition("received", "deployed:prod")
