@@ -1,0 +1,104 @@
+"""Intake against Azurite: what a data scientist sees after dropping a dataset."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from shared.bus import decode_local
+from shared.intake import handle_blob_created
+
+pytestmark = pytest.mark.integration
+SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "support-bot.jsonl"
+
+
+def drop(deps, name: str, body: bytes) -> None:
+    deps.blobs.get_container_client(deps.settings.datasets_container).upload_blob(name, body, overwrite=True)
+
+
+def queued(deps, queue: str) -> list[dict]:
+    client = deps.publisher.queue_client(queue)
+    return [json.loads(decode_local(m.content)["body"]) for m in client.peek_messages(max_messages=32)]
+
+
+def blob_names(deps, container: str) -> set[str]:
+    return {b.name for b in deps.blobs.get_container_client(container).list_blobs()}
+
+
+def test_an_accepted_dataset_is_split_reported_and_handed_to_training_once(make_deps):
+    deps = make_deps()
+    drop(deps, "support-bot.jsonl", SAMPLE.read_bytes())
+    run_id = handle_blob_created("support-bot.jsonl", deps)
+    assert handle_blob_created("support-bot.jsonl", deps) == run_id   # duplicate BlobCreated: same run
+
+    run = deps.registry.require_run(run_id)
+    assert run.state == "accepted" and run.source == f"{deps.settings.datasets_container}/support-bot.jsonl"
+    assert run.environments == ["dev", "test", "prod"]
+    split = run.validation["split"]
+    assert sum(split.values()) == 80 and split["eval"] > 0 and split["train"] >= 10
+    assert {f"{run_id}/validation.json", f"{run_id}/validation.html", f"{run_id}/data/train.jsonl",
+            f"{run_id}/data/eval.jsonl"} <= blob_names(deps, deps.settings.reports_container)
+    messages = queued(deps, deps.settings.train_queue)
+    assert [m["data"]["run_id"] for m in messages] == [run_id]
+    assert [a["to_state"] for a in deps.registry.audit_trail(run_id)] == ["received", "validating", "accepted"]
+
+
+def test_a_bad_dataset_is_quarantined_with_its_report_and_never_lost(make_deps):
+    deps = make_deps()
+    lines = SAMPLE.read_bytes().splitlines()[:12]
+    lines[4] = b'{"messages": [{"role": "user", "content": "hi"}'   # broken JSON on line 5
+    body = b"\n".join(lines) + b"\n"
+    drop(deps, "broken.jsonl", body)
+    run_id = handle_blob_created("broken.jsonl", deps)
+
+    run = deps.registry.require_run(run_id)
+    assert run.state == "rejected"
+    report = json.loads(deps.blobs.get_blob_client(deps.settings.reports_container, f"{run_id}/validation.json")
+                        .download_blob().readall())
+    assert any(e["line"] == 5 for e in report["errors"])
+    quarantined = deps.blobs.get_blob_client(deps.settings.quarantine_container, f"{run_id}/broken.jsonl")
+    assert quarantined.download_blob().readall() == body              # byte for byte
+    assert f"{run_id}/validation.html" in blob_names(deps, deps.settings.quarantine_container)
+    assert "broken.jsonl" not in blob_names(deps, deps.settings.datasets_container)
+    assert queued(deps, deps.settings.train_queue) == []
+
+
+def test_a_file_that_is_not_a_dataset_is_rejected_not_deleted(make_deps):
+    deps = make_deps()
+    drop(deps, "notes.txt", b"remember the milk\n")
+    run_id = handle_blob_created("notes.txt", deps)
+    assert deps.registry.require_run(run_id).error["code"] == "not_a_dataset"
+    assert f"{run_id}/notes.txt" in blob_names(deps, deps.settings.quarantine_container)
+
+
+def test_a_folder_run_starts_only_with_run_json_and_uses_its_settings(make_deps):
+    deps = make_deps()
+    lines = SAMPLE.read_bytes().splitlines(keepends=True)
+    drop(deps, "team/train.jsonl", b"".join(lines[:60]))
+    assert handle_blob_created("team/train.jsonl", deps) is None         # data files never start a run
+    drop(deps, "team/eval.jsonl", b"".join(lines[60:]))
+    drop(deps, "team/run.json", json.dumps({"suffix": "support", "owner": "ana@contoso.example",
+                                            "environments": ["dev", "test"]}).encode())
+    run = deps.registry.require_run(handle_blob_created("team/run.json", deps))
+    assert run.state == "accepted"
+    assert (run.settings["suffix"], run.owner, run.environments) == ("support", "ana@contoso.example", ["dev", "test"])
+    assert run.validation["split"]["eval"] == 20                        # its own eval.jsonl, not carved
+
+
+def test_invalid_run_json_rejects_before_anything_reaches_the_hub(make_deps):
+    deps = make_deps(INTAKE_WAIT_SECONDS="0")
+    drop(deps, "typo/train.jsonl", SAMPLE.read_bytes())
+    drop(deps, "typo/run.json", b'{"hyperparameters": {"n_epochs": 0}, "enviroments": ["prod"]}')
+    run = deps.registry.require_run(handle_blob_created("typo/run.json", deps))
+    assert run.state == "rejected"
+    assert "n_epochs" in run.error["message"] and "enviroments" in run.error["message"]
+    assert queued(deps, deps.settings.train_queue) == []
+
+
+def test_a_folder_whose_train_file_never_arrives_is_reported_missing(make_deps):
+    deps = make_deps(INTAKE_WAIT_SECONDS="0")
+    drop(deps, "late/run.json", b"{}")
+    run = deps.registry.require_run(handle_blob_created("late/run.json", deps))
+    assert run.state == "rejected" and run.error["code"] == "missing_file"
+    assert "late/train.jsonl" in run.error["message"]

@@ -1,0 +1,42 @@
+"""The app indexes the way the Functions host will read it: every stage, bound to settings, not literals."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def bindings() -> dict[str, list[dict]]:
+    from function_app import app
+    return {fn.get_function_name(): [json.loads(b) if isinstance(b, str) else b for b in
+                                     json.loads(fn.get_function_json())["bindings"]]
+            for fn in app.get_functions()}
+
+
+def trigger(bindings: dict[str, list[dict]], name: str) -> dict:
+    return next(b for b in bindings[name] if b["type"].endswith("Trigger"))
+
+
+def test_every_stage_is_registered(bindings):
+    assert set(bindings) == {"intake", "training", "polling", "evaluation", "deployment", "keepalive", "commands"}
+
+
+def test_the_blob_trigger_uses_event_grid_and_a_setting_for_the_container(bindings):
+    blob = trigger(bindings, "intake")
+    assert blob["type"] == "blobTrigger" and blob["source"] == "EventGrid"
+    assert blob["path"] == "%DATASETS_CONTAINER%/{name}" and blob["connection"] == "DatasetStorage"
+
+
+@pytest.mark.parametrize("name, queue", [("training", "%TRAIN_QUEUE%"), ("evaluation", "%EVALUATE_QUEUE%"),
+                                         ("deployment", "%DEPLOY_QUEUE%"), ("commands", "%COMMANDS_QUEUE%")])
+def test_queue_triggers_settle_their_own_messages(bindings, name, queue):
+    sb = trigger(bindings, name)
+    assert sb["type"] == "serviceBusTrigger" and sb["queueName"] == queue
+    assert sb["connection"] == "ServiceBusConnection" and sb["autoCompleteMessages"] is False
+
+
+@pytest.mark.parametrize("name, schedule", [("polling", "%POLL_SCHEDULE%"), ("keepalive", "%KEEPALIVE_SCHEDULE%")])
+def test_timers_read_their_schedule_from_settings(bindings, name, schedule):
+    timer = trigger(bindings, name)
+    assert timer["type"] == "timerTrigger" and timer["schedule"] == schedule and timer["runOnStartup"] is False
