@@ -29,22 +29,26 @@ class Deps:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def openai_client(self, endpoint: str | None = None, *, tenant_id: str | None = None,
-                      api_key: str | None = None, max_retries: int = 6) -> Any:
+                      api_key: str | None = None, max_retries: int = 6, client_id: str | None = None) -> Any:
         """An AzureOpenAI client for the hub (default) or a spoke endpoint; the SDK retries 429/5xx with
         backoff and honors Retry-After."""
         hub = self.settings.hub
         endpoint = endpoint or hub.endpoint
-        key = f"openai|{endpoint}|{tenant_id}|{max_retries}"
+        key = f"openai|{endpoint}|{tenant_id}|{client_id}|{max_retries}"
         with self._lock:
             if key not in self._cache:
                 from openai import AzureOpenAI, DefaultHttpxClient
-                http_client = DefaultHttpxClient(verify=self.settings.ca_bundle) if self.settings.ca_bundle else None
+                http_client = None
+                if self.settings.ca_bundle:  # local only: trust the emulator's throw-away CA
+                    import ssl
+                    http_client = DefaultHttpxClient(verify=ssl.create_default_context(cafile=self.settings.ca_bundle))
                 auth: dict[str, Any]
                 if api_key or (endpoint == hub.endpoint and hub.api_key):
                     auth = {"api_key": api_key or hub.api_key}
                 else:
                     from azure.identity import get_bearer_token_provider
-                    cred = self.credential(tenant_id=tenant_id or hub.tenant)
+                    # a spoke in another tenant names its credential (client_id), as for ARM
+                    cred = self.credential(tenant_id=tenant_id or hub.tenant, client_id=client_id)
                     auth = {"azure_ad_token_provider": get_bearer_token_provider(cred, COGNITIVE_SCOPE)}
                 self._cache[key] = AzureOpenAI(azure_endpoint=endpoint, api_version=hub.api_version,
                                                max_retries=max_retries, http_client=http_client, **auth)

@@ -32,6 +32,8 @@ def check_data_plane(request: Request, account: Account) -> None:
         return
     auth = request.headers.get("authorization")
     tenant = token_tenant(auth)
+    if auth and tenant is None and "/openai/v1/" in request.url.path and auth.lower().startswith("bearer "):
+        return  # the v1 API takes the key as a bearer token (plain `openai.OpenAI(api_key=...)`)
     if auth and tenant is None:
         raise ApiError(401, "401", "Access denied due to invalid subscription key or wrong API endpoint.")
     if tenant is None:

@@ -14,7 +14,15 @@ from typing import Any
 from . import knowledge
 from .jobs import FAILURES, TERMINAL, Job
 from .state import (
-    Account, ApiError, Clock, DeploymentRecord, Durations, Faults, FileRecord, Operation, Topology,
+    Account,
+    ApiError,
+    Clock,
+    DeploymentRecord,
+    Durations,
+    Faults,
+    FileRecord,
+    Operation,
+    Topology,
     UploadRecord,
 )
 
@@ -282,7 +290,7 @@ class Emulator:
 
     @staticmethod
     def looks_finetuned(name: str) -> bool:
-        return ".ft-" in name or name.startswith("ft:") or name.startswith("ftchkpt-")
+        return ".ft-" in name or name.startswith(("ft:", "ftchkpt-"))
 
     # --- deployments ----------------------------------------------------------------------------
     def _tick_deployments(self, now: float) -> None:

@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import trustme
 import uvicorn
@@ -89,6 +89,7 @@ class EmulatorServer:
         self.base_url = ""
         self.ca_file = ""
         self._control: ControlClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def control(self) -> ControlClient:
@@ -100,7 +101,7 @@ class EmulatorServer:
         """The data-plane endpoint of an account (what `azure_endpoint` takes)."""
         return f"{self.base_url}/{account}"
 
-    def start(self) -> EmulatorServer:
+    def start(self) -> Self:
         self._dir = Path(tempfile.mkdtemp(prefix="ftops-emulator-"))
         ca = trustme.CA(organization_name="ftops local emulator CA")
         ca_path, cert_path = self._dir / "ca.pem", self._dir / "server.pem"
@@ -115,8 +116,7 @@ class EmulatorServer:
         config = uvicorn.Config(build_app(self.emulator), ssl_certfile=str(cert_path), log_level="warning",
                                 lifespan="off", access_log=False, timeout_graceful_shutdown=2)
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._server.serve(sockets=[sock])),  # type: ignore[union-attr]
-                                        name="ftops-emulator", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(sock,), name="ftops-emulator", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + 10
         while not self._server.started:
@@ -127,17 +127,36 @@ class EmulatorServer:
         self._control = ControlClient(self.base_url, self.ca_file)
         return self
 
+    def _run(self, sock: socket.socket) -> None:
+        self._loop = asyncio.new_event_loop()
+        try:
+            self._loop.run_until_complete(self._server.serve(sockets=[sock]))  # type: ignore[union-attr]
+        finally:
+            self._loop.close()
+
+    def _abort_connections(self) -> None:
+        # SDK clients keep idle TLS connections open; closing them politely waits for a close_notify that
+        # never comes, so a stop would hang for the graceful timeout. Abort them instead.
+        for connection in list(self._server.server_state.connections) if self._server else []:
+            transport = getattr(connection, "transport", None)
+            if transport is not None:
+                transport.abort()
+
     def stop(self) -> None:
         if self._server is not None:
-            # force_exit: don't wait for idle keep-alive TLS connections the SDK clients still hold
             self._server.should_exit = self._server.force_exit = True
+            if self._loop is not None and not self._loop.is_closed():
+                try:
+                    self._loop.call_soon_threadsafe(self._abort_connections)
+                except RuntimeError:  # the loop closed meanwhile
+                    pass
         if self._thread is not None:
             self._thread.join(timeout=10)
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
-        self._server = self._thread = self._dir = None
+        self._server = self._thread = self._dir = self._loop = None
 
-    def __enter__(self) -> EmulatorServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

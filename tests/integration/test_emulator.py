@@ -317,7 +317,8 @@ def test_cli_writes_ready_file_and_stops_on_sigterm(tmp_path: Path) -> None:
             assert process.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
         info = json.loads(ready.read_text())
-        assert [a["name"] for a in ControlClient(info["base_url"], info["ca_file"]).state()["accounts"]][0] == "hub"
+        accounts = ControlClient(info["base_url"], info["ca_file"]).state()["accounts"]
+        assert {a["name"] for a in accounts} == {a["name"] for a in TOPOLOGY["accounts"]}
     finally:
         os.kill(process.pid, signal.SIGTERM)
         assert process.wait(timeout=10) == 0
