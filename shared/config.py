@@ -63,6 +63,9 @@ class Settings:
     default_base_model: str = "gpt-4.1-mini"
     intake_wait_seconds: float = 60.0        # a folder's run.json waits this long for the files it names
     hub_file_retention: str = "delete"       # "delete" | "keep": hub files once the job is terminal
+    poll_concurrency: int = 8                # hub calls one poll tick keeps in flight at most
+    hub_multipart_threshold_mb: int = 100    # larger files go through the multipart uploads API
+    keepalive_concurrency: int = 16          # keep-alive calls in flight at once (spread over the spokes)
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @staticmethod
@@ -116,6 +119,9 @@ class Settings:
             default_base_model=env.get("DEFAULT_BASE_MODEL", "gpt-4.1-mini"),
             intake_wait_seconds=_float(env, "INTAKE_WAIT_SECONDS", 60.0),
             hub_file_retention=env.get("HUB_FILE_RETENTION", "delete"),
+            poll_concurrency=max(1, int(_float(env, "POLL_CONCURRENCY", 8))),
+            hub_multipart_threshold_mb=max(1, int(_float(env, "HUB_MULTIPART_THRESHOLD_MB", 100))),
+            keepalive_concurrency=max(1, int(_float(env, "KEEPALIVE_CONCURRENCY", 16))),
             extra={k: v for k, v in env.items() if k.startswith("FTOPS_X_")},
         )
 

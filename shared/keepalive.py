@@ -1,0 +1,145 @@
+"""Keep-alive: Azure deletes a fine-tuned deployment after 15 days without a chat-completions or responses
+call, so a timer sends every active deployment one minimal real completion.
+
+Calls run with bounded concurrency (KEEPALIVE_CONCURRENCY), interleaved across spokes so no single
+account takes the whole burst. 429/5xx are retried by the openai client (backoff, Retry-After); a 404 is
+checked against ARM: a deployment that is really gone is recreated from the registry and reported.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared import spokes
+from shared.events import publish
+from shared.registry import ConcurrencyError, DeploymentRecord, now_iso
+from shared.topology import Topology, load_topology
+
+log = logging.getLogger(__name__)
+
+ACTOR = "ftops-keepalive"
+ALERT_AFTER = 3          # consecutive failed ticks before an event asks a person to look
+PING_TIMEOUT_S = 60.0
+CLIENT_RETRIES = 3       # transient failures are retried by the openai client, honoring Retry-After
+
+
+@dataclass
+class KeepaliveSummary:
+    total: int = 0
+    ok: int = 0
+    failed: int = 0
+    healed: int = 0
+    skipped: int = 0
+    alerts: int = 0
+    seconds: float = 0.0
+    problems: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("total", "ok", "failed", "healed", "skipped", "alerts", "seconds",
+                                               "problems")}
+
+
+def keepalive_tick(deps: Any, *, concurrency: int | None = None) -> KeepaliveSummary:
+    started = time.monotonic()
+    topology = load_topology(deps.settings)
+    slots = interleave(deps.registry.list_deployments(state="active"))
+    summary = KeepaliveSummary(total=len(slots))
+    workers = max(1, concurrency or deps.settings.keepalive_concurrency)
+    if slots:
+        with ThreadPoolExecutor(max_workers=min(workers, len(slots)), thread_name_prefix="keepalive") as pool:
+            results = list(pool.map(lambda s: _keep(deps, topology, s), slots))
+        for slot, (status, problem) in zip(slots, results):
+            setattr(summary, status, getattr(summary, status) + 1)
+            if problem:
+                summary.problems.append({"slot": slot.slot, "run_id": slot.run_id, **problem})
+                summary.alerts += bool(problem.get("alert"))
+    summary.seconds = round(time.monotonic() - started, 3)
+    log.info("keep-alive: %d deployments, %d ok, %d failed, %d healed, %d skipped in %.1fs", summary.total,
+             summary.ok, summary.failed, summary.healed, summary.skipped, summary.seconds)
+    return summary
+
+
+def interleave(slots: list[DeploymentRecord]) -> list[DeploymentRecord]:
+    """Round-robin over accounts: the first calls in flight hit different spokes (per-account rate limits)."""
+    by_account: dict[str, list[DeploymentRecord]] = defaultdict(list)
+    for slot in sorted(slots, key=lambda s: (s.account, s.deployment)):
+        by_account[slot.account].append(slot)
+    queues = list(by_account.values())
+    out: list[DeploymentRecord] = []
+    for i in range(max((len(q) for q in queues), default=0)):
+        out.extend(q[i] for q in queues if i < len(q))
+    return out
+
+
+def _keep(deps: Any, topology: Topology, slot: DeploymentRecord) -> tuple[str, dict[str, Any] | None]:
+    import openai
+    target = topology.target(slot.account)
+    if target is None:
+        log.warning("keep-alive: %s is no longer in SPOKES_CONFIG; skipped", slot.slot)
+        return "skipped", {"error": f"account {slot.account!r} is not in SPOKES_CONFIG"}
+    try:
+        spokes.ping(spokes.chat_client(deps, target, max_retries=CLIENT_RETRIES), slot.deployment,
+                    timeout=PING_TIMEOUT_S)
+    except openai.NotFoundError as exc:
+        try:
+            if spokes.get(deps, target, slot.deployment) is None:
+                return _heal(deps, target, slot)
+        except Exception as arm_exc:  # noqa: BLE001 (ARM unreachable: report the ping failure, retry next tick)
+            log.warning("keep-alive: ARM check of %s failed: %s", slot.slot, arm_exc)
+        return _failed(deps, slot, f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # noqa: BLE001 (after the client's own retries: counted, alert when repeated)
+        return _failed(deps, slot, f"{type(exc).__name__}: {exc}")
+    _record(deps, slot, last_ping=now_iso(), last_ping_ok=True, ping_failures=0)
+    return "ok", None
+
+
+def _heal(deps: Any, target: Any, slot: DeploymentRecord) -> tuple[str, dict[str, Any] | None]:
+    """The deployment vanished (inactivity, or someone deleted it): recreate it from the registry."""
+    try:
+        spokes.deploy(deps, target, slot.deployment, slot.model, tags=slot.tags, sku=slot.sku,
+                      capacity=slot.capacity)
+        smoke = spokes.smoke_test(deps, target, slot.deployment, timeout_s=PING_TIMEOUT_S * 5)
+    except Exception as exc:  # noqa: BLE001 (counted and reported per deployment)
+        return _failed(deps, slot, f"deployment is gone and recreating it failed: {exc}")
+    detail = {"slot": slot.slot, "account": slot.account, "region": slot.region, "deployment": slot.deployment,
+              "model": slot.model, "smoke": smoke.evidence()}
+    deps.registry.audit(slot.run_id, "deployment.healed", actor=ACTOR, detail=detail)
+    publish(deps, slot.run_id, "deployment_healed", detail)
+    now = now_iso()
+    _record(deps, slot, healed_at=now, last_ping=now, last_ping_ok=smoke.ok,
+            ping_failures=0 if smoke.ok else slot.ping_failures + 1)
+    return "healed", {"healed": True, "smoke_ok": smoke.ok}
+
+
+def _failed(deps: Any, slot: DeploymentRecord, error: str) -> tuple[str, dict[str, Any] | None]:
+    failures = slot.ping_failures + 1
+    _record(deps, slot, last_ping=now_iso(), last_ping_ok=False, ping_failures=failures)
+    alert = failures >= ALERT_AFTER
+    log.warning("keep-alive of %s failed (%d in a row): %s", slot.slot, failures, error)
+    if alert:
+        detail = {"slot": slot.slot, "account": slot.account, "deployment": slot.deployment,
+                  "failures": failures, "error": error[:500]}
+        deps.registry.audit(slot.run_id, "keepalive.failing", actor=ACTOR, detail=detail)
+        publish(deps, slot.run_id, "keepalive_failed", detail)
+    return "failed", {"error": error[:500], "failures": failures, "alert": alert}
+
+
+def _record(deps: Any, slot: DeploymentRecord, **fields: Any) -> None:
+    """Write the ping result conditionally; if a deploy or rollback changed the slot meanwhile, apply the
+    result only if the slot still holds the same model (else this ping is about something gone)."""
+    for _ in range(3):
+        for key, value in fields.items():
+            setattr(slot, key, value)
+        try:
+            deps.registry.save_deployment(slot)
+            return
+        except ConcurrencyError:
+            fresh = deps.registry.get_deployment(slot.environment, slot.account, slot.deployment)
+            if fresh is None or fresh.model != slot.model or fresh.state != "active":
+                return
+            slot = fresh
+    log.warning("keep-alive: could not record the ping of %s (concurrent updates)", slot.slot)

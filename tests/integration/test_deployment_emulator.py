@@ -1,0 +1,216 @@
+"""Deploying across the emulator's spokes (several subscriptions, regions and two tenants) with the app's real
+dependencies: what an operator would see on the spokes, in the registry and on the wire."""
+from __future__ import annotations
+
+import io
+import json
+import ssl
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+
+from local.settings import HUB, hub_resource_id
+from shared import deployment, keepalive, states
+from shared.handling import PermanentError
+from shared.messages import ApproveCommand, DeployRequest, RejectCommand, RollbackCommand, RunCommand
+from shared.registry import RunRecord
+
+pytestmark = pytest.mark.integration
+
+DEV = ("ftops-dev-eastus", "ftops-dev-swedencentral")
+PROD = ("ftops-prod-eastus", "ftops-prod-westeurope")
+APPROVER = "demo-operator@contoso.example"
+QA = [("How do I reset my password?", "Open Settings, choose Security, then Reset password."),
+      ("Where is my invoice?", "Invoices are under Billing, then History."),
+      ("How do I add a user?", "Go to Admin, Users, then Add user."),
+      ("Can I export my data?", "Yes: Settings, Privacy, Export data."),
+      ("How do I close my account?", "Contact support from the Help page to close it.")]
+
+
+def _hub_client(emulator: Any) -> openai.AzureOpenAI:
+    http = httpx2.Client(verify=ssl.create_default_context(cafile=emulator.ca_file))
+    return openai.AzureOpenAI(azure_endpoint=emulator.endpoint(HUB["name"]), api_version="2024-10-21",
+                              api_key="local-key", http_client=http)
+
+
+def _train(emulator: Any, suffix: str) -> str:
+    """A fine-tuned model on the emulator hub: upload, create a job, advance simulated time to success."""
+    client = _hub_client(emulator)
+    lines = [json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
+             for q, a in QA * 2]
+    uploaded = client.files.create(file=("train.jsonl", io.BytesIO("\n".join(lines).encode())), purpose="fine-tune")
+    emulator.control.advance(2)
+    job = client.fine_tuning.jobs.create(training_file=uploaded.id, model="gpt-4.1-mini-2025-04-14", suffix=suffix)
+    for _ in range(60):
+        emulator.control.advance(30)
+        job = client.fine_tuning.jobs.retrieve(job.id)
+        if job.status in ("succeeded", "failed", "cancelled"):
+            break
+    assert job.status == "succeeded" and job.fine_tuned_model, job
+    return job.fine_tuned_model
+
+
+@pytest.fixture(scope="module")
+def models(emulator: Any) -> tuple[str, str]:
+    """(older, newer) fine-tuned models on the hub."""
+    return _train(emulator, "old"), _train(emulator, "new")
+
+
+@pytest.fixture
+def deps(make_deps: Callable[..., Any], emulator: Any) -> Iterator[Any]:
+    emulator.control.clear_requests()
+    built = make_deps(FTOPS_X_SMOKE_TIMEOUT_SECONDS="20")
+    yield built
+    emulator.control.faults(fail_deployments_on=[], next_500=0, next_429=0, latency_ms=0)
+    # spokes hold five fine-tuned deployments each: leave them empty for the next test
+    for d in emulator.control.state()["deployments"]:
+        if d["deployment"].startswith("it-"):
+            emulator.control.vanish(d["account"], d["deployment"])
+
+
+def add_run(deps: Any, model: str, *, name: str, state: str = states.EVALUATED, run_id: str | None = None,
+            owner: str = "alice@contoso.example") -> str:
+    run_id = run_id or f"run-{uuid.uuid4().hex[:8]}"
+    deps.registry.create_run(RunRecord(run_id=run_id, source=f"datasets/{run_id}.jsonl", state=state,
+                                       chosen_model=model, owner=owner, environments=["dev", "test", "prod"],
+                                       settings={"deployment_name": name, "owner": owner},
+                                       dataset_hash="sha256:feed"), actor="test")
+    return run_id
+
+
+def served(emulator: Any, name: str) -> dict[str, dict[str, Any]]:
+    return {d["account"]: d for d in emulator.control.state()["deployments"] if d["deployment"] == name}
+
+
+def puts(emulator: Any, name: str) -> dict[str, dict[str, Any]]:
+    return {r["path"].split("/accounts/")[1].split("/")[0]: r for r in emulator.control.requests()
+            if r["method"] == "PUT" and r["path"].endswith(f"/deployments/{name}")}
+
+
+def queued(deps: Any, queue: str) -> list[str]:
+    messages = deps.publisher.queue_client(queue).peek_messages(max_messages=32)
+    return [json.loads(m.content)["message_id"] for m in messages]
+
+
+def test_dev_same_name_in_both_regions_cross_subscription_then_test_queued(deps: Any, emulator: Any,
+                                                                           models: tuple[str, str]) -> None:
+    name = "it-dev"
+    run_id = add_run(deps, models[1], name=name)
+    deployment.handle_deploy(DeployRequest(run_id=run_id, environment="dev"), deps)
+    assert deps.registry.require_run(run_id).state == "deployed:dev"
+    on_spokes = served(emulator, name)
+    assert set(on_spokes) == set(DEV)
+    assert {d["model"] for d in on_spokes.values()} == {models[1]}
+    assert all(d["state"] == "Succeeded" and d["tags"]["run_id"] == run_id for d in on_spokes.values())
+    sent = puts(emulator, name)
+    assert {r["model_source"] for r in sent.values()} == {hub_resource_id()}   # the hub is in another subscription
+    assert not any(r["has_aux"] for r in sent.values())
+    assert f"deploy-{run_id}-test" in queued(deps, deps.settings.deploy_queue)
+
+
+def test_prod_cross_tenant_carries_source_account_and_auxiliary_token(deps: Any, emulator: Any,
+                                                                      models: tuple[str, str]) -> None:
+    name = "it-prod"
+    run_id = add_run(deps, models[1], name=name, state="awaiting_approval:prod")
+    with pytest.raises(PermanentError, match="requires an approval"):
+        deployment.handle_deploy(DeployRequest(run_id=run_id, environment="prod"), deps)
+    assert not served(emulator, name)
+    deployment.approve(ApproveCommand(run_id=run_id, environment="prod", approver=APPROVER, ticket="CHG-7"), deps)
+    deployment.handle_deploy(DeployRequest(run_id=run_id, environment="prod"), deps)
+    assert deps.registry.require_run(run_id).state == "deployed:prod"
+    sent = puts(emulator, name)
+    fabrikam, contoso = sent[PROD[1]], sent[PROD[0]]
+    assert fabrikam["auth_tenant"] == "tenant-fabrikam" and fabrikam["aux_tenants"] == ["tenant-contoso"]
+    assert fabrikam["model_source_account"] == hub_resource_id() and not fabrikam["model_source"]
+    assert contoso["model_source"] == hub_resource_id() and not contoso["has_aux"]
+    on_spokes = served(emulator, name)
+    assert {d["tags"]["approval_ticket"] for d in on_spokes.values()} == {"CHG-7"}
+    # the smoke test really called the fabrikam spoke with a fabrikam token
+    chats = [r for r in emulator.control.requests() if r["path"].startswith(f"/{PROD[1]}/openai/")]
+    assert chats and chats[-1]["auth_tenant"] == "tenant-fabrikam" and chats[-1]["status"] == 200
+    trail = deps.registry.audit_trail(run_id)
+    assert any(a["action"] == "approval.granted" and a["actor"] == APPROVER for a in trail)
+
+
+def test_approval_rules_on_the_gate(deps: Any, emulator: Any, models: tuple[str, str]) -> None:
+    run_id = add_run(deps, models[1], name="it-gate", state="awaiting_approval:prod", owner=APPROVER)
+    with pytest.raises(PermanentError, match="four eyes"):
+        deployment.approve(ApproveCommand(run_id=run_id, environment="prod", approver=APPROVER, ticket="T"), deps)
+    with pytest.raises(PermanentError, match="not an approver"):
+        deployment.approve(ApproveCommand(run_id=run_id, environment="prod", approver="eve@x", ticket="T"), deps)
+    deployment.reject(RejectCommand(run_id=run_id, environment="prod", approver=APPROVER, reason="no"), deps)
+    assert deps.registry.require_run(run_id).state == states.APPROVAL_DENIED
+    deployment.handle_deploy(DeployRequest(run_id=run_id, environment="prod"), deps)
+    assert not served(emulator, "it-gate")
+
+
+def test_a_failing_region_rolls_the_environment_back(deps: Any, emulator: Any, models: tuple[str, str]) -> None:
+    name = "it-fail"
+    emulator.control.faults(fail_deployments_on=[DEV[1]])
+    run_id = add_run(deps, models[1], name=name)
+    deployment.handle_deploy(DeployRequest(run_id=run_id, environment="dev"), deps)
+    run = deps.registry.require_run(run_id)
+    assert run.state == "deployment_failed:dev" and DEV[1] in run.error["message"]  # type: ignore[index]
+    assert not served(emulator, name)   # the eastus deployment that succeeded was removed again
+    assert not deps.registry.list_deployments(run_id=run_id)
+    assert DEV[0] in puts(emulator, name)
+
+
+def test_rollback_after_a_failed_region_restores_the_previous_model(deps: Any, emulator: Any,
+                                                                    models: tuple[str, str]) -> None:
+    name = "it-restore"
+    old = add_run(deps, models[0], name=name)
+    deployment.handle_deploy(DeployRequest(run_id=old, environment="dev"), deps)
+    emulator.control.faults(fail_deployments_on=[DEV[1]])
+    new = add_run(deps, models[1], name=name)
+    deployment.handle_deploy(DeployRequest(run_id=new, environment="dev"), deps)
+    assert deps.registry.require_run(new).state == "deployment_failed:dev"
+    assert served(emulator, name)[DEV[0]]["model"] == models[0]    # the healthy region is back on the old model
+    assert all(s.run_id == old for s in deps.registry.list_deployments(state="active") if s.deployment == name)
+
+
+def test_rollback_command_and_retire(deps: Any, emulator: Any, models: tuple[str, str]) -> None:
+    name = "it-rollback"
+    old = add_run(deps, models[0], name=name)
+    deployment.handle_deploy(DeployRequest(run_id=old, environment="dev"), deps)
+    new = add_run(deps, models[1], name=name)
+    deployment.handle_deploy(DeployRequest(run_id=new, environment="dev"), deps)
+    assert {d["model"] for d in served(emulator, name).values()} == {models[1]}
+    deployment.rollback(RollbackCommand(environment="dev", run_id=new, requested_by="ops@x", reason="regressed"), deps)
+    assert {d["model"] for d in served(emulator, name).values()} == {models[0]}
+    assert {d["tags"]["run_id"] for d in served(emulator, name).values()} == {old}
+    deployment.retire(RunCommand(run_id=old, requested_by="ops@x"), deps)
+    assert not served(emulator, name)
+    assert deps.registry.require_run(old).state == states.RETIRED
+
+
+def test_quota_full_fails_clearly_without_a_half_done_environment(deps: Any, emulator: Any,
+                                                                  models: tuple[str, str]) -> None:
+    fillers = [add_run(deps, models[0], name=f"it-fill{i}") for i in range(5)]
+    for run_id in fillers:   # five fine-tuned deployments on both dev spokes, through the app itself
+        deployment.handle_deploy(DeployRequest(run_id=run_id, environment="dev"), deps)
+    emulator.control.clear_requests()
+    run_id = add_run(deps, models[1], name="it-quota")
+    deployment.handle_deploy(DeployRequest(run_id=run_id, environment="dev"), deps)
+    run = deps.registry.require_run(run_id)
+    assert run.state == "deployment_failed:dev"
+    assert "quota is 5" in run.error["message"] and DEV[0] in run.error["message"]  # type: ignore[index]
+    assert not puts(emulator, "it-quota") and not served(emulator, "it-quota")
+
+
+def test_keepalive_heals_a_vanished_deployment(deps: Any, emulator: Any, models: tuple[str, str]) -> None:
+    name = "it-heal"
+    run_id = add_run(deps, models[1], name=name)
+    deployment.handle_deploy(DeployRequest(run_id=run_id, environment="dev"), deps)
+    emulator.control.vanish(DEV[1], name)
+    summary = keepalive.keepalive_tick(deps)
+    assert (summary.total, summary.ok, summary.healed) == (2, 1, 1)
+    assert served(emulator, name)[DEV[1]]["model"] == models[1]
+    assert all(d["last_used_at"] for d in served(emulator, name).values())
+    assert any(a["action"] == "deployment.healed" for a in deps.registry.audit_trail(run_id))
+    slot = deps.registry.get_deployment("dev", DEV[1], name)
+    assert slot and slot.healed_at and slot.last_ping_ok

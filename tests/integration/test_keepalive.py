@@ -1,0 +1,57 @@
+"""Keep-alive of hundreds of deployments against the emulator: every one gets a real chat completion, and
+never more calls in flight than KEEPALIVE_CONCURRENCY."""
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from benchmarks.keepalive import build, fleet, populate
+from shared import spokes
+from shared.keepalive import keepalive_tick
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def accounts(emulator: Any) -> Iterator[list[dict[str, str]]]:
+    spread = [{**a, "name": a["name"].replace("bench", "ka")} for a in fleet(40)]
+    for account in spread:
+        emulator.control.add_account(**account)
+    yield spread
+    emulator.control.faults(latency_ms=0)
+    names = {a["name"] for a in spread}
+    for d in emulator.control.state()["deployments"]:
+        if d["account"] in names:
+            emulator.control.vanish(d["account"], d["deployment"])
+
+
+def test_hundreds_pinged_within_the_concurrency_bound(emulator: Any, accounts: list[dict[str, str]],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    deps = build(emulator, accounts, concurrency=8)
+    assert populate(deps, per_spoke=5) == 200
+    in_flight, peak, lock = 0, 0, threading.Lock()
+    real_ping = spokes.ping
+
+    def counting_ping(client: Any, name: str, **kwargs: Any) -> str:
+        nonlocal in_flight, peak
+        with lock:
+            in_flight += 1
+            peak = max(peak, in_flight)
+        try:
+            return real_ping(client, name, **kwargs)
+        finally:
+            with lock:
+                in_flight -= 1
+
+    monkeypatch.setattr(spokes, "ping", counting_ping)
+    emulator.control.faults(latency_ms=20)
+    summary = keepalive_tick(deps)
+    assert (summary.total, summary.ok, summary.failed) == (200, 200, 0)
+    assert 1 < peak <= 8
+    names = {a["name"] for a in accounts}
+    pinged = [d for d in emulator.control.state()["deployments"] if d["account"] in names]
+    assert len(pinged) == 200 and all(d["last_used_at"] for d in pinged)
+    assert all(s.last_ping_ok and s.last_ping for s in deps.registry.list_deployments())

@@ -1,0 +1,430 @@
+"""Deploy stage, approvals, rollback, retire, keep-alive and cost with in-memory fakes (no I/O).
+
+The fakes stand in for the registry (same transition rules and ETag checks), the publisher and the spokes
+(ARM + data plane as a dict of what each account serves); the emulator tests cover the wire formats.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import httpx2 as httpx
+import openai
+import pytest
+
+from local.settings import DEMO_SPOKES
+from shared import deployment, keepalive, spokes, states
+from shared.config import HubSettings, Settings
+from shared.costs import daily_hosting_cost
+from shared.handling import PermanentError
+from shared.messages import ApproveCommand, DeployRequest, RejectCommand, RollbackCommand, RunCommand
+from shared.registry import ConcurrencyError, DeploymentRecord, InvalidTransition, RunNotFound, RunRecord
+
+MODEL = "gpt-4.1-mini-2025-04-14.ft-new"
+OLD = "gpt-4.1-mini-2025-04-14.ft-old"
+DEV = ("ftops-dev-eastus", "ftops-dev-swedencentral")
+PROD = ("ftops-prod-eastus", "ftops-prod-westeurope")
+APPROVER = "demo-operator@contoso.example"
+
+
+class FakeRegistry:
+    def __init__(self) -> None:
+        self.runs: dict[str, RunRecord] = {}
+        self.slots: dict[str, DeploymentRecord] = {}
+        self.audits: list[dict[str, Any]] = []
+        self._n = 0
+
+    def _etag(self) -> str:
+        self._n += 1
+        return f"e{self._n}"
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        run = self.runs.get(run_id)
+        return copy.deepcopy(run) if run else None
+
+    def require_run(self, run_id: str) -> RunRecord:
+        run = self.get_run(run_id)
+        if run is None:
+            raise RunNotFound(run_id)
+        return run
+
+    def save_run(self, run: RunRecord) -> RunRecord:
+        if run.etag != self.runs[run.run_id].etag:
+            raise ConcurrencyError(run.run_id)
+        run.etag = self._etag()
+        self.runs[run.run_id] = copy.deepcopy(run)
+        return run
+
+    def transition(self, run_id: str, target: str, *, actor: str, detail: Any = None, **updates: Any) -> RunRecord:
+        run = self.require_run(run_id)
+        if run.state != target and not states.can_transition(run.state, target):
+            raise InvalidTransition(f"{run.state} -> {target}")
+        source, run.state = run.state, target
+        for k, v in updates.items():
+            setattr(run, k, v)
+        run = self.save_run(run)
+        self.audit(run_id, f"run.{states.split(target)[0]}", actor=actor, from_state=source, to_state=target,
+                   detail=detail)
+        return run
+
+    def get_deployment(self, environment: str, account: str, name: str) -> DeploymentRecord | None:
+        slot = self.slots.get(f"{environment}|{account}|{name}")
+        return copy.deepcopy(slot) if slot else None
+
+    def save_deployment(self, record: DeploymentRecord) -> DeploymentRecord:
+        current = self.slots.get(record.slot)
+        if (current.etag if current else None) != record.etag:
+            raise ConcurrencyError(record.slot)
+        record.etag = self._etag()
+        self.slots[record.slot] = copy.deepcopy(record)
+        return record
+
+    def list_deployments(self, *, run_id: str | None = None, state: str | None = None) -> list[DeploymentRecord]:
+        return [copy.deepcopy(r) for r in self.slots.values()
+                if (run_id is None or r.run_id == run_id) and (state is None or r.state == state)]
+
+    def audit(self, run_id: str, action: str, *, actor: str, from_state: str | None = None,
+              to_state: str | None = None, detail: Any = None) -> None:
+        self.audits.append({"run_id": run_id, "action": action, "actor": actor, "to_state": to_state,
+                            "detail": detail or {}})
+
+    def actions(self, run_id: str) -> list[str]:
+        return [a["action"] for a in self.audits if a["run_id"] == run_id]
+
+
+class FakePublisher:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Any]] = []
+
+    def send(self, queue: str, event: Any, *, delay_seconds: float = 0) -> None:
+        self.sent.append((queue, event))
+
+    def types(self) -> list[str]:
+        return [e.type for _, e in self.sent]
+
+    def deploys(self) -> list[str]:
+        return [e.id for q, e in self.sent if q == "ftops-deploy"]
+
+
+@dataclass
+class FakeSpokes:
+    """What each spoke serves: (account, name) → (model, tags). Patched over shared.spokes."""
+    served: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    fail_deploy: set[str] = field(default_factory=set)
+    fail_smoke: set[str] = field(default_factory=set)
+    puts: list[tuple[str, str, str]] = field(default_factory=list)
+    pings: list[str] = field(default_factory=list)
+    ping_error: dict[str, Exception] = field(default_factory=dict)
+
+    def get(self, deps: Any, target: Any, name: str) -> spokes.SpokeDeployment | None:
+        d = self.served.get((target.account, name))
+        return spokes.SpokeDeployment(name, d["model"], "Succeeded", "Standard", 1, d["tags"]) if d else None
+
+    def deploy(self, deps: Any, target: Any, name: str, model: str, *, tags: dict[str, str],
+               sku: str | None = None, capacity: int | None = None) -> spokes.SpokeDeployment:
+        self.puts.append((target.account, name, model))
+        self.served[(target.account, name)] = {"model": model, "tags": dict(tags)}
+        if target.account in self.fail_deploy:
+            raise spokes.SpokeError(f"{target.account}: provisioning failed")
+        return spokes.SpokeDeployment(name, model, "Succeeded", sku or target.sku, capacity or 1, tags)
+
+    def delete(self, deps: Any, target: Any, name: str) -> bool:
+        return self.served.pop((target.account, name), None) is not None
+
+    def check_quota(self, deps: Any, target: Any, name: str) -> str | None:
+        others = [k for k in self.served if k[0] == target.account and k[1] != name]
+        return f"{target.account} quota {target.quota} is full" if len(others) >= target.quota else None
+
+    def smoke_test(self, deps: Any, target: Any, name: str, **_: Any) -> spokes.SmokeResult:
+        ok = target.account not in self.fail_smoke
+        return spokes.SmokeResult(ok, 1, 5.0, "OK" if ok else "no answer")
+
+    def chat_client(self, deps: Any, target: Any, **_: Any) -> Any:
+        return target.account
+
+    def ping(self, client: Any, name: str, **_: Any) -> str:
+        self.pings.append(client)
+        if client in self.ping_error:
+            raise self.ping_error[client]
+        if (client, name) not in self.served:
+            raise _api_error(openai.NotFoundError, 404)
+        return "OK"
+
+
+def _api_error(cls: type, status: int) -> Exception:
+    request = httpx.Request("POST", "https://spoke/openai/deployments/x/chat/completions")
+    return cls("error", response=httpx.Response(status, request=request), body=None)
+
+
+@dataclass
+class FakeDeps:
+    settings: Settings
+    registry: FakeRegistry
+    publisher: FakePublisher
+
+
+@pytest.fixture
+def world(monkeypatch: pytest.MonkeyPatch) -> tuple[FakeDeps, FakeSpokes]:
+    fake = FakeSpokes()
+    for name in ("get", "deploy", "delete", "check_quota", "smoke_test", "chat_client", "ping"):
+        monkeypatch.setattr(spokes, name, getattr(fake, name))
+    settings = Settings(storage_connection="UseDevelopmentStorage=true", blob_service_uri=None,
+                        queue_service_uri=None, table_service_uri=None, transport="local",
+                        servicebus_namespace=None,
+                        hub=HubSettings(endpoint="https://hub", tenant="tenant-contoso", resource_id=(
+                            "/subscriptions/h/resourceGroups/rg/providers/Microsoft.CognitiveServices/accounts/hub")),
+                        spokes_config=DEMO_SPOKES.read_text(), keepalive_concurrency=4)
+    return FakeDeps(settings, FakeRegistry(), FakePublisher()), fake
+
+
+def add_run(deps: FakeDeps, run_id: str = "run-1", *, state: str = states.EVALUATED, model: str = MODEL,
+            owner: str = "alice@contoso.example", name: str = "support-bot") -> RunRecord:
+    run = RunRecord(run_id=run_id, source=f"datasets/{run_id}.jsonl", state=state, chosen_model=model,
+                    settings={"deployment_name": name, "owner": owner}, owner=owner,
+                    environments=["dev", "test", "prod"], dataset_hash="sha256:abc", etag="e0")
+    deps.registry.runs[run_id] = run
+    return run
+
+
+def to_prod_gate(deps: FakeDeps, run_id: str = "run-1") -> None:
+    deployment.handle_deploy(DeployRequest(run_id=run_id, environment="dev"), deps)
+    deployment.handle_deploy(DeployRequest(run_id=run_id, environment="test"), deps)
+
+
+# --- deploying -----------------------------------------------------------------------------------------
+def test_dev_deploys_both_regions_with_one_name_then_hands_off_to_test(world: Any) -> None:
+    deps, fake = world
+    add_run(deps)
+    deployment.handle_deploy(DeployRequest(run_id="run-1", environment="dev"), deps)
+    assert deps.registry.runs["run-1"].state == "deployed:dev"
+    assert {(a, n) for (a, n) in fake.served} == {(a, "support-bot") for a in DEV}
+    tags = fake.served[(DEV[0], "support-bot")]["tags"]
+    assert tags["run_id"] == "run-1" and tags["model_version"] == MODEL and tags["dataset_hash"] == "sha256:abc"
+    slot = deps.registry.get_deployment("dev", DEV[1], "support-bot")
+    assert slot and slot.model == MODEL and slot.region == "swedencentral" and slot.last_ping_ok
+    assert deps.publisher.deploys() == ["deploy-run-1-test"]
+    assert "ftops.run.deployed" in deps.publisher.types()
+    evidence = next(a for a in deps.registry.audits if a["to_state"] == "deployed:dev")["detail"]
+    assert {t["account"] for t in evidence["targets"]} == set(DEV) and all(t["smoke"]["ok"] for t in evidence["targets"])
+
+
+def test_test_environment_leads_to_awaiting_prod_approval(world: Any) -> None:
+    deps, fake = world
+    add_run(deps)
+    to_prod_gate(deps)
+    assert deps.registry.runs["run-1"].state == "awaiting_approval:prod"
+    assert deps.publisher.deploys() == ["deploy-run-1-test"]   # nothing sent towards prod
+    assert not [k for k in fake.served if k[0] in PROD]
+
+
+def test_duplicate_deploy_message_is_a_no_op(world: Any) -> None:
+    deps, fake = world
+    add_run(deps)
+    deployment.handle_deploy(DeployRequest(run_id="run-1", environment="dev"), deps)
+    puts = len(fake.puts)
+    deployment.handle_deploy(DeployRequest(run_id="run-1", environment="dev"), deps)
+    assert len(fake.puts) == puts and deps.registry.runs["run-1"].state == "deployed:dev"
+
+
+@pytest.mark.parametrize("state", [states.EVALUATED, "deployed:dev", "deployed:test", "awaiting_approval:prod"])
+def test_nothing_reaches_prod_without_a_recorded_approval(world: Any, state: str) -> None:
+    deps, fake = world
+    add_run(deps, state=state)
+    with pytest.raises(PermanentError):
+        deployment.handle_deploy(DeployRequest(run_id="run-1", environment="prod"), deps)
+    assert not fake.puts and deps.registry.runs["run-1"].state == state
+
+
+@pytest.mark.parametrize(("approval", "why"), [
+    ({"approver": APPROVER, "ticket": "CHG-1"}, "four eyes"),
+    ({"approver": "mallory@contoso.example", "ticket": "CHG-1"}, "not an approver"),
+    ({"approver": APPROVER, "ticket": ""}, "no ticket"),
+])
+def test_forged_approval_evidence_does_not_open_prod(world: Any, approval: dict[str, str], why: str) -> None:
+    deps, fake = world
+    run = add_run(deps, state="awaiting_approval:prod", owner=APPROVER if why == "four eyes" else "alice@x")
+    run.approvals = {"prod": approval}
+    with pytest.raises(PermanentError, match=why):
+        deployment.handle_deploy(DeployRequest(run_id="run-1", environment="prod"), deps)
+    assert not fake.puts and "deployment.refused" in deps.registry.actions("run-1")
+
+
+def test_environments_cannot_be_skipped(world: Any) -> None:
+    deps, fake = world
+    add_run(deps)
+    with pytest.raises(PermanentError, match="cannot be deployed to 'test'"):
+        deployment.handle_deploy(DeployRequest(run_id="run-1", environment="test"), deps)
+    assert not fake.puts
+
+
+def test_one_region_failing_rolls_the_environment_back(world: Any) -> None:
+    deps, fake = world
+    add_run(deps, "run-0", model=OLD)
+    deployment.handle_deploy(DeployRequest(run_id="run-0", environment="dev"), deps)
+    add_run(deps, "run-1")
+    fake.fail_smoke.add(DEV[1])
+    deployment.handle_deploy(DeployRequest(run_id="run-1", environment="dev"), deps)
+    run = deps.registry.runs["run-1"]
+    assert run.state == "deployment_failed:dev" and DEV[1] in run.error["message"]  # type: ignore[index]
+    # both regions serve the previous model again, and the registry still says so
+    assert all(fake.served[(a, "support-bot")]["model"] == OLD for a in DEV)
+    assert fake.served[(DEV[0], "support-bot")]["tags"]["run_id"] == "run-0"
+    assert all(deps.registry.get_deployment("dev", a, "support-bot").run_id == "run-0" for a in DEV)  # type: ignore[union-attr]
+    assert "ftops.run.deployment_failed" in deps.publisher.types()
+    assert deps.publisher.deploys() == ["deploy-run-0-test"]
+
+
+def test_failure_where_nothing_was_deployed_before_deletes_the_new_deployment(world: Any) -> None:
+    deps, fake = world
+    add_run(deps)
+    fake.fail_deploy.add(DEV[0])
+    deployment.handle_deploy(DeployRequest(run_id="run-1", environment="dev"), deps)
+    assert deps.registry.runs["run-1"].state == "deployment_failed:dev"
+    assert not fake.served and not deps.registry.slots
+    failed = next(a for a in deps.registry.audits if a["to_state"] == "deployment_failed:dev")["detail"]
+    assert sorted(r["action"] for r in failed["rolled_back"]) == ["deleted", "deleted"]
+
+
+def test_quota_full_fails_before_touching_any_target(world: Any) -> None:
+    deps, fake = world
+    add_run(deps)
+    for i in range(5):
+        fake.served[(DEV[1], f"other-{i}")] = {"model": f"m.ft-{i}", "tags": {}}
+    deployment.handle_deploy(DeployRequest(run_id="run-1", environment="dev"), deps)
+    run = deps.registry.runs["run-1"]
+    assert run.state == "deployment_failed:dev" and "quota 5 is full" in run.error["message"]  # type: ignore[index]
+    assert not fake.puts
+
+
+# --- approvals -----------------------------------------------------------------------------------------
+def test_listed_approver_with_ticket_opens_prod(world: Any) -> None:
+    deps, fake = world
+    add_run(deps)
+    to_prod_gate(deps)
+    deployment.approve(ApproveCommand(run_id="run-1", environment="prod", approver=APPROVER, ticket="CHG-42"), deps)
+    assert deps.registry.runs["run-1"].approvals["prod"]["ticket"] == "CHG-42"
+    assert deps.publisher.deploys()[-1] == "deploy-run-1-prod"
+    deployment.handle_deploy(DeployRequest(run_id="run-1", environment="prod"), deps)
+    assert deps.registry.runs["run-1"].state == "deployed:prod"
+    assert fake.served[(PROD[1], "support-bot")]["tags"]["approval_ticket"] == "CHG-42"
+    assert "approval.granted" in deps.registry.actions("run-1")
+
+
+def test_owner_cannot_approve_their_own_run(world: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    deps, _ = world
+    add_run(deps, owner=APPROVER)
+    to_prod_gate(deps)
+    with pytest.raises(PermanentError, match="four eyes"):
+        deployment.approve(ApproveCommand(run_id="run-1", environment="prod", approver=APPROVER, ticket="T"), deps)
+    assert not deps.registry.runs["run-1"].approvals and "approval.refused" in deps.registry.actions("run-1")
+
+
+def test_unlisted_approver_is_refused(world: Any) -> None:
+    deps, _ = world
+    add_run(deps)
+    to_prod_gate(deps)
+    with pytest.raises(PermanentError, match="not an approver"):
+        deployment.approve(ApproveCommand(run_id="run-1", environment="prod", approver="bob@x", ticket="T"), deps)
+    assert "ftops.run.approval_refused" in deps.publisher.types()
+
+
+def test_reject_denies_the_run(world: Any) -> None:
+    deps, fake = world
+    add_run(deps)
+    to_prod_gate(deps)
+    deployment.reject(RejectCommand(run_id="run-1", environment="prod", approver=APPROVER, reason="too risky"), deps)
+    assert deps.registry.runs["run-1"].state == states.APPROVAL_DENIED
+    deployment.handle_deploy(DeployRequest(run_id="run-1", environment="prod"), deps)   # ignored
+    assert not [k for k in fake.served if k[0] in PROD]
+
+
+# --- rollback, retire ----------------------------------------------------------------------------------
+def test_rollback_returns_the_environment_to_the_previous_model_once(world: Any) -> None:
+    deps, fake = world
+    add_run(deps, "run-0", model=OLD)
+    deployment.handle_deploy(DeployRequest(run_id="run-0", environment="dev"), deps)
+    add_run(deps, "run-1")
+    deployment.handle_deploy(DeployRequest(run_id="run-1", environment="dev"), deps)
+    assert all(fake.served[(a, "support-bot")]["model"] == MODEL for a in DEV)
+    command = RollbackCommand(environment="dev", run_id="run-1", requested_by="ops@x", reason="bad answers")
+    deployment.rollback(command, deps)
+    assert all(fake.served[(a, "support-bot")]["model"] == OLD for a in DEV)
+    assert all(deps.registry.get_deployment("dev", a, "support-bot").run_id == "run-0" for a in DEV)  # type: ignore[union-attr]
+    assert "ftops.run.rolled_back" in deps.publisher.types()
+    puts = len(fake.puts)
+    deployment.rollback(command, deps)   # a duplicate: nothing more to do
+    assert len(fake.puts) == puts
+    with pytest.raises(PermanentError, match="had no model before"):
+        deployment.rollback(RollbackCommand(environment="dev", deployment="support-bot"), deps)
+
+
+def test_retire_removes_every_deployment_and_keepalive_stops(world: Any) -> None:
+    deps, fake = world
+    add_run(deps)
+    to_prod_gate(deps)
+    deployment.retire(RunCommand(run_id="run-1", requested_by="ops@x"), deps)
+    assert deps.registry.runs["run-1"].state == states.RETIRED and not fake.served
+    assert {s.state for s in deps.registry.slots.values()} == {"retired"}
+    assert keepalive.keepalive_tick(deps).total == 0
+
+
+def test_newer_run_replaces_the_older_in_place(world: Any) -> None:
+    deps, fake = world
+    add_run(deps, "run-0", model=OLD)
+    deployment.handle_deploy(DeployRequest(run_id="run-0", environment="dev"), deps)
+    add_run(deps, "run-1")
+    deployment.handle_deploy(DeployRequest(run_id="run-1", environment="dev"), deps)
+    assert len(fake.served) == 2 and len(deps.registry.slots) == 2
+    slot = deps.registry.get_deployment("dev", DEV[0], "support-bot")
+    assert slot and slot.previous_model == OLD and slot.previous_run_id == "run-0"
+    assert "deployment.superseded" in deps.registry.actions("run-0")
+    deployment.retire(RunCommand(run_id="run-0"), deps)   # the old run no longer owns anything
+    assert all(fake.served[(a, "support-bot")]["model"] == MODEL for a in DEV)
+
+
+# --- keep-alive, cost ----------------------------------------------------------------------------------
+def test_keepalive_pings_all_heals_the_vanished_and_alerts_on_repeated_failure(world: Any) -> None:
+    deps, fake = world
+    add_run(deps)
+    to_prod_gate(deps)
+    del fake.served[(DEV[0], "support-bot")]                          # Azure deleted it
+    fake.ping_error["ftops-test-eastus2"] = _api_error(openai.InternalServerError, 500)
+    summary = keepalive.keepalive_tick(deps)
+    assert (summary.total, summary.ok, summary.healed, summary.failed) == (4, 2, 1, 1)
+    assert fake.served[(DEV[0], "support-bot")]["model"] == MODEL      # recreated from the registry
+    assert "deployment.healed" in deps.registry.actions("run-1")
+    assert "ftops.run.deployment_healed" in deps.publisher.types()
+    for _ in range(2):
+        summary = keepalive.keepalive_tick(deps)
+    assert summary.alerts == 1 and "ftops.run.keepalive_failed" in deps.publisher.types()
+    slot = deps.registry.get_deployment("test", "ftops-test-eastus2", "support-bot")
+    assert slot and slot.ping_failures == 3 and slot.last_ping_ok is False and slot.last_ping
+
+
+def test_keepalive_interleaves_spokes() -> None:
+    base = DeploymentRecord("dev", "a", "d0", "r", "s", "g", "run", "m")
+    slots = [replace(base, account=a, deployment=f"d{i}") for a in ("a", "b") for i in range(2)]
+    assert [s.account for s in keepalive.interleave(slots)] == ["a", "b", "a", "b"]
+
+
+def test_daily_hosting_cost_per_deployment_and_total() -> None:
+    base = DeploymentRecord("dev", "a", "bot", "eastus", "s", "g", "run", MODEL)
+    cost = daily_hosting_cost([base, replace(base, account="b"), replace(base, account="c", state="retired"),
+                               replace(base, account="d", sku="DeveloperTier")])
+    assert [r["per_day"] for r in cost["deployments"]] == [40.8, 40.8, 0.0]
+    assert cost["total_per_day"] == 81.6
+    assert daily_hosting_cost([base], {"gpt-4.1-mini": 2.0})["total_per_day"] == 48.0
+
+
+def test_cross_tenant_and_cross_subscription_model_bodies(world: Any) -> None:
+    deps, _ = world
+    from shared.topology import load_topology
+    topology = load_topology(deps.settings)
+    hub = deps.settings.hub
+    same_tenant = spokes.model_body(topology.target(PROD[0]), hub, MODEL)  # type: ignore[arg-type]
+    other_tenant = spokes.model_body(topology.target(PROD[1]), hub, MODEL)  # type: ignore[arg-type]
+    assert same_tenant == {"format": "OpenAI", "name": MODEL, "version": "1", "source": hub.resource_id}
+    assert other_tenant == {"format": "OpenAI", "name": MODEL, "version": "1", "sourceAccount": hub.resource_id}
+    assert json.dumps(other_tenant)

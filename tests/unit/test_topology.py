@@ -1,0 +1,137 @@
+"""The spokes configuration is checked at start-up; each error names the setting at fault."""
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from local.settings import DEMO_SPOKES
+from shared.config import ConfigError, HubSettings, Settings
+from shared.topology import load_topology, parse_topology
+
+DEMO: dict[str, Any] = json.loads(DEMO_SPOKES.read_text())
+HUB_TENANT = "tenant-contoso"
+
+
+def demo() -> dict[str, Any]:
+    return copy.deepcopy(DEMO)
+
+
+def error_of(data: Any) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_topology(data, hub_tenant=HUB_TENANT)
+    return str(info.value)
+
+
+def test_demo_configuration_loads_in_order_with_prod_gated() -> None:
+    topology = parse_topology(demo(), hub_tenant=HUB_TENANT)
+    assert topology.names == ["dev", "test", "prod"]
+    prod = topology.environment("prod")
+    assert prod is not None and prod.requires_approval and prod.approvers == ("demo-operator@contoso.example",)
+    assert prod.regions == ["eastus", "westeurope"]
+    fabrikam = topology.target("ftops-prod-westeurope")
+    assert fabrikam is not None and fabrikam.tenant == "tenant-fabrikam"
+    assert fabrikam.client_id == "11111111-2222-3333-4444-555555555555"
+    assert fabrikam.quota == 5 and fabrikam.sku == "Standard"
+
+
+def test_missing_field_names_the_setting_path() -> None:
+    data = demo()
+    del data["environments"][2]["targets"][0]["region"]
+    assert error_of(data) == "SPOKES_CONFIG: environments[2].targets[0].region is missing"
+
+
+def test_unknown_key_is_an_error_naming_it() -> None:
+    data = demo()
+    data["environments"][1]["targets"][1]["regoin"] = "eastus"
+    message = error_of(data)
+    assert "environments[1].targets[1].regoin is not a known setting" in message
+
+
+def test_unknown_environment_key() -> None:
+    data = demo()
+    data["environments"][0]["require_approval"] = True
+    assert "environments[0].require_approval is not a known setting" in error_of(data)
+
+
+def test_single_region_environment_is_an_error_unless_allowed() -> None:
+    data = demo()
+    data["environments"][0]["targets"][1]["region"] = "eastus"
+    message = error_of(data)
+    assert "environments[0]" in message and "one region" in message and "allow_single_region" in message
+    data["environments"][0]["allow_single_region"] = True
+    assert parse_topology(data, hub_tenant=HUB_TENANT).environment("dev") is not None
+
+
+def test_prod_requires_approval_by_default_and_then_needs_approvers() -> None:
+    data = demo()
+    del data["environments"][2]["requires_approval"]
+    assert parse_topology(data, hub_tenant=HUB_TENANT).environment("prod").requires_approval  # type: ignore[union-attr]
+    del data["environments"][2]["approvers"]
+    assert "environments[2].approvers is missing" in error_of(data)
+
+
+def test_other_environments_do_not_require_approval_by_default() -> None:
+    data = demo()
+    del data["environments"][1]["requires_approval"]
+    assert not parse_topology(data, hub_tenant=HUB_TENANT).environment("test").requires_approval  # type: ignore[union-attr]
+
+
+def test_cross_tenant_target_needs_a_credential() -> None:
+    data = demo()
+    del data["environments"][2]["targets"][1]["credential"]
+    message = error_of(data)
+    assert "environments[2].targets[1].credential is missing" in message and "tenant-fabrikam" in message
+
+
+def test_credential_must_name_client_id() -> None:
+    data = demo()
+    data["environments"][2]["targets"][1]["credential"] = {"clientid": "x"}
+    assert "environments[2].targets[1].credential.clientid is not a known setting" in error_of(data)
+
+
+def test_an_account_can_serve_only_one_slot() -> None:
+    data = demo()
+    data["environments"][1]["targets"][0]["account"] = "ftops-dev-eastus"
+    message = error_of(data)
+    assert "environments[1].targets[0].account 'ftops-dev-eastus' is already used by environments[0].targets[0]" \
+        in message
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("capacity", 0, "capacity must be a whole number"),
+    ("capacity", "1", "capacity must be a whole number"),
+    ("sku", "Premium", "sku 'Premium' is not one of"),
+    ("quota", -1, "quota must be a whole number"),
+    ("tenant", "", "tenant must be a non-empty string"),
+])
+def test_bad_values_are_named(key: str, value: Any, expected: str) -> None:
+    data = demo()
+    data["environments"][0]["targets"][0][key] = value
+    message = error_of(data)
+    assert f"environments[0].targets[0].{key}" in message and expected in message
+
+
+def test_duplicate_environment_and_empty_lists() -> None:
+    data = demo()
+    data["environments"][1]["name"] = "dev"
+    assert "environments[1].name 'dev' is used twice" in error_of(data)
+    assert "environments must be a non-empty list" in error_of({"environments": []})
+    assert "environments[0].targets is missing" in error_of({"environments": [{"name": "dev"}]})
+
+
+def test_load_topology_reads_the_setting_once() -> None:
+    settings = Settings(storage_connection="UseDevelopmentStorage=true", blob_service_uri=None,
+                        queue_service_uri=None, table_service_uri=None, transport="local",
+                        servicebus_namespace=None,
+                        hub=HubSettings(endpoint="https://hub", resource_id="/subscriptions/s/resourceGroups/r"
+                                        "/providers/Microsoft.CognitiveServices/accounts/hub",
+                                        tenant=HUB_TENANT),
+                        spokes_config=json.dumps(demo()))
+    first = load_topology(settings)
+    assert load_topology(settings) is first
+    broken = Settings(**{**settings.__dict__, "spokes_config": "{\"environments\": 3}"})
+    with pytest.raises(ConfigError, match="SPOKES_CONFIG: environments must be a non-empty list"):
+        load_topology(broken)
