@@ -1,0 +1,105 @@
+"""Held-out examples: JSONL chat examples → (prompt messages, reference answer), capped by a seeded sample."""
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_EXAMPLES = 200   # enough for a stable mean F1; bounds cost and wall time of one evaluation
+
+# Fields the chat completions API accepts on a message; training-only fields (e.g. `weight`) are dropped
+# because the API rejects unknown ones.
+_MESSAGE_FIELDS = ("role", "content", "name", "tool_calls", "tool_call_id")
+
+
+@dataclass(frozen=True)
+class Example:
+    line: int                                   # 1-based line in the eval file, for the report
+    messages: list[dict[str, Any]]              # the prompt: everything before the reference answer
+    reference: str
+    tools: list[dict[str, Any]] | None = field(default=None)
+
+    @property
+    def prompt_text(self) -> str:
+        """The user's side of the prompt, for reports."""
+        return "\n".join(content_text(m.get("content")) for m in self.messages if m.get("role") == "user")
+
+
+@dataclass(frozen=True)
+class LoadedExamples:
+    examples: list[Example]
+    total: int           # usable examples in the file (before sampling)
+    skipped: list[str]   # "line N: why", first few only
+
+
+def content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):   # content parts: only text parts carry a comparable answer
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+def _clean(message: dict[str, Any]) -> dict[str, Any]:
+    return {k: message[k] for k in _MESSAGE_FIELDS if k in message}
+
+
+def parse_example(record: Any, line: int) -> Example | str:
+    """One JSONL record → Example, or the reason it cannot be evaluated."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    tools = record.get("tools")
+    if "messages" in record:
+        messages = record["messages"]
+        if not isinstance(messages, list) or not messages:
+            return "'messages' is empty"
+        last = messages[-1]
+        if not isinstance(last, dict) or last.get("role") != "assistant":
+            return "the last message is not an assistant answer (nothing to compare with)"
+        reference, prompt = content_text(last.get("content")), messages[:-1]
+    elif isinstance(record.get("input"), dict) and isinstance(record.get("preferred_output"), list):
+        # DPO: the preferred output is the reference answer
+        prompt = record["input"].get("messages") or []
+        tools = record["input"].get("tools", tools)
+        answers = [m for m in record["preferred_output"] if isinstance(m, dict) and m.get("role") == "assistant"]
+        if not answers:
+            return "'preferred_output' has no assistant message"
+        reference = content_text(answers[-1].get("content"))
+    else:
+        return "neither 'messages' nor a DPO 'input'/'preferred_output'"
+    if not any(isinstance(m, dict) and m.get("role") == "user" for m in prompt):
+        return "no user message before the answer"
+    if not reference.strip():
+        return "the reference answer has no text"
+    return Example(line=line, messages=[_clean(m) for m in prompt if isinstance(m, dict)], reference=reference,
+                   tools=tools if isinstance(tools, list) and tools else None)
+
+
+def load_examples(lines: Iterable[str | bytes], *, seed: int | str, limit: int = MAX_EXAMPLES) -> LoadedExamples:
+    examples: list[Example] = []
+    skipped: list[str] = []
+    n_skipped = 0
+    for number, raw in enumerate(lines, start=1):
+        text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw.lstrip("\ufeff")
+        if not text.strip():
+            continue
+        try:
+            parsed = parse_example(json.loads(text), number)
+        except ValueError as exc:
+            parsed = f"not JSON ({exc})"
+        if isinstance(parsed, Example):
+            examples.append(parsed)
+        else:
+            n_skipped += 1
+            if len(skipped) < 10:
+                skipped.append(f"line {number}: {parsed}")
+    if n_skipped > len(skipped):
+        skipped.append(f"… and {n_skipped - len(skipped)} more")
+    total = len(examples)
+    if total > limit:
+        # Seeded by the run, so a retry evaluates exactly the same examples; keep file order for the report.
+        chosen = sorted(random.Random(str(seed)).sample(range(total), limit))
+        examples = [examples[i] for i in chosen]
+    return LoadedExamples(examples=examples, total=total, skipped=skipped)

@@ -1,0 +1,144 @@
+"""Temporary evaluation deployments on the hub: which candidates, which sku, what names; create and delete.
+
+Names are derived from the run id, so a retried message PUTs the same deployments again (ARM PUT is
+idempotent) instead of leaking new ones. Developer tier (no hosting fee, deleted by Azure after 24 h)
+for fine-tuned models of the gpt-4.1 family; Standard capacity 1 otherwise.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from shared.evaluation.runner import Candidate
+
+log = logging.getLogger(__name__)
+
+DEVELOPER_SKU = "developertier"
+DEVELOPER_CAPACITY = 50                      # the documented example; Developer tier bills tokens, not capacity
+DEVELOPER_API_VERSION = "2025-07-01-preview"  # AZURE-FACTS: the api-version Developer tier needs
+STANDARD_SKU = "standard"
+FINE_TUNED_CAPACITY = 1
+BASE_CAPACITY = 10                           # base models: 10K TPM, so 200 questions do not crawl on 429s
+MAX_CHECKPOINTS = 2
+_VERSION = re.compile(r"^(?P<name>.+?)-(?P<version>\d{4}-\d{2}-\d{2})$")
+
+
+class PermanentHubError(RuntimeError):
+    """The hub refused in a way a retry cannot fix (model not deployable, bad sku, forbidden)."""
+
+
+class TransientHubError(RuntimeError):
+    """Throttled, busy, out of quota for now, or unreachable: the message should be retried."""
+
+
+def deployment_prefix(run_id: str) -> str:
+    """`ev-<slug>-<hash>`: readable in the portal, unique per run, well inside the 64-character limit."""
+    slug = re.sub(r"[^a-z0-9]+", "-", run_id.lower()).strip("-")[:28].strip("-") or "run"
+    return f"ev-{slug}-{hashlib.sha256(run_id.encode()).hexdigest()[:8]}"
+
+
+def developer_tier_allowed(base_model: str) -> bool:
+    from shared.models import UnknownModelError, model_facts
+    try:
+        return model_facts(base_model).developer_tier
+    except UnknownModelError:
+        return False
+
+
+def plan_candidates(run_id: str, fine_tuned_model: str, base_model: str,
+                    checkpoints: Sequence[Mapping[str, Any]], *, final_step: int | None = None) -> list[Candidate]:
+    """Final model first, then base, then the last checkpoints (the order deployments are created in:
+    the ones the verdict cannot do without come first).
+
+    A checkpoint at the job's last step (`final_step`, when the training metrics tell it) is the final
+    model under another name: deploying it again would only spend hub quota."""
+    prefix = deployment_prefix(run_id)
+    developer = developer_tier_allowed(base_model)
+    sku, capacity = (DEVELOPER_SKU, DEVELOPER_CAPACITY) if developer else (STANDARD_SKU, FINE_TUNED_CAPACITY)
+    plan = [Candidate("final", "final", fine_tuned_model, f"{prefix}-final", sku, capacity),
+            Candidate("base", "base", base_model, f"{prefix}-base", STANDARD_SKU, BASE_CAPACITY)]
+    usable = []
+    for ckpt in checkpoints:
+        model = ckpt.get("fine_tuned_model_checkpoint") if isinstance(ckpt, Mapping) else None
+        step = _int(ckpt.get("step_number")) if isinstance(ckpt, Mapping) else None
+        if model and model != fine_tuned_model and step is not None and step != final_step:
+            usable.append((step, str(model)))
+    for step, model in sorted(set(usable))[-MAX_CHECKPOINTS:]:
+        plan.append(Candidate(f"checkpoint step {step}", "checkpoint", model, f"{prefix}-ckpt{step}",
+                              sku, capacity, step=step))
+    return plan
+
+
+def _model_spec(candidate: Candidate) -> dict[str, str]:
+    if candidate.kind != "base":
+        return {"name": candidate.model, "version": "1"}   # fine-tuned models and checkpoints: version "1"
+    match = _VERSION.match(candidate.model)
+    if match:  # gpt-4.1-mini-2025-04-14 → name gpt-4.1-mini, version 2025-04-14
+        return {"name": match["name"], "version": match["version"]}
+    return {"name": candidate.model}                          # no version: ARM picks the default one
+
+
+def create_deployment(arm: Any, resource_group: str, account: str, candidate: Candidate, *,
+                      tags: Mapping[str, str]) -> None:
+    """PUT the deployment and wait until it is provisioned. Raises Transient/PermanentHubError."""
+    from azure.mgmt.cognitiveservices.models import Deployment, DeploymentModel, DeploymentProperties, Sku
+    body = Deployment(sku=Sku(name=candidate.sku, capacity=candidate.capacity), tags=dict(tags),
+                      properties=DeploymentProperties(model=DeploymentModel(format="OpenAI",
+                                                                            **_model_spec(candidate))))
+    kwargs = {"api_version": DEVELOPER_API_VERSION} if candidate.sku == DEVELOPER_SKU else {}
+    try:
+        arm.deployments.begin_create_or_update(resource_group, account, candidate.deployment, body,
+                                               **kwargs).result()
+    except Exception as exc:
+        raise classify(exc, f"deploying {candidate.model} as {candidate.deployment} on {account}") from exc
+    log.info("evaluation deployment %s (%s, %s) is ready", candidate.deployment, candidate.model, candidate.sku)
+
+
+def delete_deployments(arm: Any, resource_group: str, account: str, names: Sequence[str]) -> list[str]:
+    """Delete and wait for each; returns the names that could not be deleted (never raises: this runs in a
+    finally block and must not hide the original error)."""
+    from azure.core.exceptions import ResourceNotFoundError
+    pollers, failed = [], []
+    for name in names:
+        try:
+            pollers.append((name, arm.deployments.begin_delete(resource_group, account, name)))
+        except ResourceNotFoundError:
+            continue
+        except Exception as exc:  # noqa: BLE001
+            log.warning("could not delete evaluation deployment %s on %s: %s", name, account, exc)
+            failed.append(name)
+    for name, poller in pollers:
+        try:
+            poller.result()
+        except ResourceNotFoundError:
+            pass
+        except Exception as exc:  # noqa: BLE001
+            log.warning("deleting evaluation deployment %s on %s failed: %s", name, account, exc)
+            failed.append(name)
+    return failed
+
+
+def classify(exc: BaseException, doing: str) -> RuntimeError:
+    """ARM error → Transient (retry the message) or Permanent (fail the evaluation with this reason)."""
+    from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+    if isinstance(exc, (ServiceRequestError, ServiceResponseError, TimeoutError, ConnectionError)):
+        return TransientHubError(f"{doing}: hub unreachable ({exc})")
+    if isinstance(exc, HttpResponseError):
+        status = exc.status_code or 0
+        code = getattr(getattr(exc, "error", None), "code", None) or ""
+        message = getattr(getattr(exc, "error", None), "message", None) or exc.message or str(exc)
+        # Quota is shared with other runs' evaluations: it frees up when they finish.
+        if status in (408, 409, 429) or status >= 500 or "quota" in code.lower():
+            return TransientHubError(f"{doing}: {status} {code} {message}".strip())
+        return PermanentHubError(f"{doing}: {status} {code}: {message}")
+    return TransientHubError(f"{doing}: {type(exc).__name__}: {exc}")
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None

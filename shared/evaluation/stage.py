@@ -1,0 +1,198 @@
+"""The evaluate stage: trained run → temporary hub deployments → held-out questions → gates → report →
+`evaluated` (+ DeployRequest for the first environment) or `evaluation_failed`.
+
+Idempotent: a duplicate delivery finds the run past `evaluating` and returns (re-sending the deploy
+request if the first attempt died right after the transition: its MessageId dedups). Temporary
+deployments have names derived from the run id and are deleted in a finally block, so neither a retry
+nor a failure leaks hub quota.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Any
+
+from shared import states
+from shared.evaluation.examples import load_examples
+from shared.evaluation.gates import choose_candidate, evaluate_gates, thresholds_from
+from shared.evaluation.hubdeploy import (
+    PermanentHubError,
+    TransientHubError,
+    create_deployment,
+    delete_deployments,
+    plan_candidates,
+)
+from shared.evaluation.metrics import aggregate
+from shared.evaluation.report import build_report, loss_rows, render_html, summary
+from shared.evaluation.runner import Candidate, ChatFn, openai_chat_fn, run_candidates
+from shared.events import advance
+from shared.messages import DeployRequest, EvaluateRequest, envelope
+from shared.registry import RunRecord
+
+log = logging.getLogger(__name__)
+
+ACTOR = "ftops/evaluate"
+CLAIM_TTL_SECONDS = 3600   # longer than any evaluation; a dead worker's claim expires and the retry takes over
+
+
+class EvaluationInProgress(RuntimeError):
+    """Another worker is evaluating this run (Service Bus lock lost and redelivered): retry later."""
+
+
+class _Failed(Exception):
+    """The evaluation cannot succeed (no data, model not deployable): end the run as evaluation_failed."""
+
+
+def handle_evaluate(request: EvaluateRequest, deps: Any, *, chat: ChatFn | None = None) -> None:
+    """ftops-evaluate handler. `chat` replaces the openai SDK calls (tests only)."""
+    run = deps.registry.require_run(request.run_id)
+    if run.state == states.EVALUATED:
+        _send_deploy(deps, run)   # a first attempt may have died between the transition and the send
+        return
+    if run.state not in (states.TRAINED, states.EVALUATING):
+        log.info("run %s is %s: nothing to evaluate (duplicate or stale message)", run.run_id, run.state)
+        return
+    key = "evaluate-" + hashlib.sha256(f"{run.run_id}|{run.job_id}|{run.fine_tuned_model}".encode()).hexdigest()[:32]
+    status, _ = deps.registry.claim(key, ttl_seconds=CLAIM_TTL_SECONDS)
+    if status == "completed":
+        return
+    if status == "in_progress":
+        raise EvaluationInProgress(f"run {run.run_id}: another worker is evaluating it; will retry")
+    try:
+        final = _evaluate(run, deps, chat)
+    except BaseException:
+        deps.registry.release(key)
+        raise
+    deps.registry.complete(key, {"state": final})
+
+
+def _evaluate(run: RunRecord, deps: Any, chat: ChatFn | None) -> str:
+    if run.state == states.TRAINED:
+        run = advance(deps, run.run_id, states.EVALUATING, actor=ACTOR,
+                      detail={"fine_tuned_model": run.fine_tuned_model})
+    try:
+        report = _measure(run, deps, chat)
+    except _Failed as exc:
+        return _fail(deps, run, str(exc))
+    paths = _write_reports(deps, run.run_id, report)
+    result = summary(report, paths)
+    if not report["passed"]:
+        failed = ", ".join(report["failed_gates"])
+        return _fail(deps, run, f"gates failed: {failed}", result)
+    run = advance(deps, run.run_id, states.EVALUATED, actor=ACTOR, evaluation=result,
+                  chosen_model=report["chosen"]["model"],
+                  detail={"chosen": report["chosen"]["model"], "scores": result["scores"], "report": paths["html"]})
+    _send_deploy(deps, run)
+    return states.EVALUATED
+
+
+def _measure(run: RunRecord, deps: Any, chat: ChatFn | None) -> dict[str, Any]:
+    run_id, settings = run.run_id, run.settings or {}
+    base_model = str(settings.get("base_model") or deps.settings.default_base_model)
+    if not run.fine_tuned_model:
+        raise _Failed(f"run {run_id} is trained but has no fine_tuned_model")
+    try:
+        thresholds = thresholds_from(settings)
+    except ValueError as exc:
+        raise _Failed(f"run {run_id}: settings.thresholds is invalid: {exc}") from exc
+    eval_path = (run.data_files or {}).get("eval")
+    if not eval_path:
+        raise _Failed(f"run {run_id} has no held-out data (data_files['eval'] is missing)")
+    loaded = load_examples(_read_lines(deps, eval_path, run_id), seed=f"{settings.get('seed', 42)}|{run_id}")
+    if not loaded.examples:
+        why = "; ".join(loaded.skipped) or "the file is empty"
+        raise _Failed(f"{deps.settings.reports_container}/{eval_path}: no usable held-out example ({why})")
+
+    steps = [row["step"] for row in loss_rows(run.metrics)]
+    candidates = plan_candidates(run_id, run.fine_tuned_model, base_model, run.checkpoints or [],
+                                 final_step=int(max(steps)) if steps else None)
+    hub = deps.settings.hub
+    arm = deps.arm_client(hub.subscription, tenant_id=hub.tenant)
+    tags = {"ftops-run": run_id[:256], "ftops-purpose": "evaluation"}
+    created: list[str] = []
+    active: list[Candidate] = []
+    skipped: list[dict[str, str]] = []
+    try:
+        for candidate in candidates:
+            created.append(candidate.deployment)   # even a failed PUT may have left something to delete
+            try:
+                create_deployment(arm, hub.resource_group, hub.account, candidate, tags=tags)
+            except (PermanentHubError, TransientHubError) as exc:
+                if candidate.kind == "checkpoint":   # nice to have: evaluate without it, say so in the report
+                    log.warning("run %s: skipping %s: %s", run_id, candidate.name, exc)
+                    skipped.append({"name": candidate.name, "model": candidate.model, "reason": str(exc)})
+                    continue
+                if isinstance(exc, PermanentHubError):
+                    raise _Failed(f"run {run_id}: {exc}") from exc
+                raise
+            active.append(candidate)
+        chat_fn = chat or openai_chat_fn(deps.openai_client(), base_model)
+        results = run_candidates(active, loaded.examples, chat_fn)
+    finally:
+        leftovers = delete_deployments(arm, hub.resource_group, hub.account, created)
+    if leftovers:   # only reached without an exception in flight: retry so quota is not leaked
+        raise TransientHubError(f"run {run_id}: could not delete evaluation deployments {leftovers} on "
+                                f"{hub.account}; will retry")
+
+    metrics = {name: aggregate(rows) for name, rows in results.items()}
+    chosen = choose_candidate(active, metrics)
+    gates = evaluate_gates(metrics[chosen.name], metrics["base"], thresholds)
+    return build_report(run_id=run_id, base_model=base_model, fine_tuned_model=run.fine_tuned_model,
+                        eval_path=eval_path, examples=loaded.examples, available=loaded.total,
+                        skipped_lines=loaded.skipped, candidates=active, results=results, metrics=metrics,
+                        skipped_candidates=skipped, chosen=chosen, gates=gates, training_metrics=run.metrics)
+
+
+def _read_lines(deps: Any, path: str, run_id: str) -> list[bytes]:
+    from azure.core.exceptions import ResourceNotFoundError
+    blob = deps.blobs.get_blob_client(deps.settings.reports_container, path)
+    try:
+        data = blob.download_blob().readall()   # ≤ a few MB: held-out sets are small next to training data
+    except ResourceNotFoundError as exc:
+        raise _Failed(f"run {run_id}: held-out data {deps.settings.reports_container}/{path} does not exist") from exc
+    return data.splitlines()
+
+
+def _write_reports(deps: Any, run_id: str, report: dict[str, Any]) -> dict[str, str]:
+    from azure.storage.blob import ContentSettings
+    container = deps.blobs.get_container_client(deps.settings.reports_container)
+    paths = {"json": f"{run_id}/evaluation.json", "html": f"{run_id}/evaluation.html"}
+    container.upload_blob(paths["json"], json.dumps(report, indent=2, ensure_ascii=False), overwrite=True,
+                          content_settings=ContentSettings(content_type="application/json"))
+    container.upload_blob(paths["html"], render_html(report), overwrite=True,
+                          content_settings=ContentSettings(content_type="text/html; charset=utf-8"))
+    return {k: f"{deps.settings.reports_container}/{v}" for k, v in paths.items()}
+
+
+def _fail(deps: Any, run: RunRecord, reason: str, result: dict[str, Any] | None = None) -> str:
+    log.warning("run %s: evaluation failed: %s", run.run_id, reason)
+    evaluation = {**(result or {"passed": False, "failed_gates": []}), "reason": reason}
+    if result is None:   # nothing was measured: still leave a report where people look for one
+        _write_reports_minimal(deps, run.run_id, reason)
+    advance(deps, run.run_id, states.EVALUATION_FAILED, actor=ACTOR, evaluation=evaluation,
+            error={"stage": "evaluate", "message": reason},
+            detail={"reason": reason, "failed_gates": evaluation.get("failed_gates", [])})
+    return states.EVALUATION_FAILED
+
+
+def _write_reports_minimal(deps: Any, run_id: str, reason: str) -> None:
+    from html import escape
+    container = deps.blobs.get_container_client(deps.settings.reports_container)
+    container.upload_blob(f"{run_id}/evaluation.json", json.dumps({"run_id": run_id, "passed": False,
+                                                                    "reason": reason}, indent=2), overwrite=True)
+    container.upload_blob(f"{run_id}/evaluation.html",
+                          f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Evaluation "
+                          f"{escape(run_id)}</title></head><body><h1>Evaluation of run {escape(run_id)}: not run</h1>"
+                          f"<p>{escape(reason)}</p></body></html>", overwrite=True)
+
+
+def _send_deploy(deps: Any, run: RunRecord) -> None:
+    if not run.environments:
+        log.warning("run %s passed evaluation but names no environment to deploy to", run.run_id)
+        return
+    env = run.environments[0]
+    deps.publisher.send(deps.settings.deploy_queue,
+                        envelope(DeployRequest(run_id=run.run_id, environment=env),
+                                 message_id=f"deploy-{run.run_id}-{env}"))
+    log.info("run %s: deploy request for %s sent", run.run_id, env)

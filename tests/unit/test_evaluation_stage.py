@@ -1,0 +1,223 @@
+"""handle_evaluate with in-memory fakes for the registry, blobs, ARM and the model (no I/O)."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+from shared import states
+from shared.config import HubSettings, Settings
+from shared.evaluation import handle_evaluate
+from shared.evaluation.examples import Example
+from shared.evaluation.hubdeploy import TransientHubError
+from shared.evaluation.runner import ChatReply
+from shared.messages import EvaluateRequest
+from shared.registry import InvalidTransition, RunRecord
+
+QA = {f"What is fact {i}?": f"Fact {i} is number {i * 7}" for i in range(12)}
+
+
+class FakeRegistry:
+    def __init__(self, run: RunRecord) -> None:
+        self.runs = {run.run_id: run}
+        self.keys: dict[str, str] = {}
+
+    def require_run(self, run_id: str) -> RunRecord:
+        return replace(self.runs[run_id])
+
+    def transition(self, run_id: str, target: str, *, actor: str, detail: Any = None, from_states: Any = None,
+                   **updates: Any) -> RunRecord:
+        run = self.runs[run_id]
+        if from_states is not None and run.state not in from_states:
+            raise InvalidTransition(f"{run.state} not in {from_states}")
+        if not states.can_transition(run.state, target):
+            raise InvalidTransition(f"{run.state} → {target}")
+        self.runs[run_id] = run = replace(run, state=target, etag=f"e{len(self.keys)}{target}", **updates)
+        return replace(run)
+
+    def claim(self, key: str, *, ttl_seconds: float = 0) -> tuple[str, Any]:
+        if self.keys.get(key) == "done":
+            return "completed", {}
+        if key in self.keys:
+            return "in_progress", None
+        self.keys[key] = "busy"
+        return "claimed", None
+
+    def complete(self, key: str, result: Any) -> None:
+        self.keys[key] = "done"
+
+    def release(self, key: str) -> None:
+        self.keys.pop(key, None)
+
+
+class FakeBlobs:
+    def __init__(self) -> None:
+        self.data: dict[tuple[str, str], bytes] = {}
+
+    def get_blob_client(self, container: str, path: str) -> Any:
+        def download() -> Any:
+            if (container, path) not in self.data:
+                raise ResourceNotFoundError("no blob")
+            return SimpleNamespace(readall=lambda: self.data[(container, path)])
+        return SimpleNamespace(download_blob=download)
+
+    def get_container_client(self, container: str) -> Any:
+        def upload(path: str, body: Any, **_: Any) -> None:
+            self.data[(container, path)] = body.encode() if isinstance(body, str) else body
+        return SimpleNamespace(upload_blob=upload)
+
+
+class FakeArm:
+    def __init__(self, refuse: dict[str, int] | None = None) -> None:
+        self.live: dict[str, str] = {}
+        self.refuse = refuse or {}
+        self.created: list[tuple[str, str, str]] = []
+        self.deployments = self
+
+    def begin_create_or_update(self, rg: str, account: str, name: str, body: Any, **kw: Any) -> Any:
+        for fragment, status in self.refuse.items():
+            if fragment in name:
+                raise HttpResponseError(message=f"refused {name}", response=SimpleNamespace(
+                    status_code=status, reason="x", headers={}, text=lambda: "", request=None))
+        self.live[name] = body.properties.model.name
+        self.created.append((name, body.sku.name, kw.get("api_version", "")))
+        return SimpleNamespace(result=lambda: None)
+
+    def begin_delete(self, rg: str, account: str, name: str) -> Any:
+        self.live.pop(name, None)
+        return SimpleNamespace(result=lambda: None)
+
+
+class FakePublisher:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Any]] = []
+
+    def send(self, queue: str, event: Any, *, delay_seconds: float = 0) -> None:
+        self.sent.append((queue, event))
+
+
+def _deps(run: RunRecord, arm: FakeArm | None = None, eval_lines: list[str] | None = None) -> Any:
+    hub = HubSettings(endpoint="https://hub", resource_id="/subscriptions/s1/resourceGroups/rg/providers/"
+                      "Microsoft.CognitiveServices/accounts/hub")
+    settings = Settings(storage_connection="x", blob_service_uri=None, queue_service_uri=None,
+                        table_service_uri=None, transport="local", servicebus_namespace=None, hub=hub)
+    blobs = FakeBlobs()
+    lines = eval_lines if eval_lines is not None else [
+        json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
+        for q, a in QA.items()]
+    blobs.data[("reports", "r1/data/eval.jsonl")] = "\n".join(lines).encode()
+    arm = arm or FakeArm()
+    return SimpleNamespace(settings=settings, blobs=blobs, registry=FakeRegistry(run), publisher=FakePublisher(),
+                           arm_client=lambda sub, tenant_id=None: arm, openai_client=lambda: None, arm=arm)
+
+
+def _run(**thresholds: float) -> RunRecord:
+    return RunRecord(run_id="r1", source="datasets/x.jsonl", state=states.TRAINED, fine_tuned_model="gpt-4.1-mini.ft-1",
+                     settings={"base_model": "gpt-4.1-mini", "thresholds": thresholds},
+                     environments=["dev", "prod"], data_files={"eval": "r1/data/eval.jsonl"},
+                     checkpoints=[{"fine_tuned_model_checkpoint": f"ftchkpt-{s}", "step_number": s} for s in (5, 10, 15)],
+                     metrics={"rows": [{"step": 1, "train_loss": 2.0}, {"step": 2, "train_loss": 1.0}]})
+
+
+def _chat(deps: Any) -> Any:
+    """Fine-tuned deployments know the answers (the later checkpoint best), the base model does not."""
+    def chat(deployment: str, example: Example) -> ChatReply:
+        model = deps.arm.live[deployment]
+        question = example.messages[-1]["content"]
+        if model == "gpt-4.1-mini":
+            return ChatReply("I am not sure about that fact.", 10, 5)
+        if model == "ftchkpt-10":
+            return ChatReply(QA[question].split(" is ")[0], 10, 3)
+        return ChatReply(QA[question], 10, 6)
+    return chat
+
+
+def test_pass_advances_writes_reports_sends_deploy_and_cleans_up() -> None:
+    deps = _deps(_run(min_score=0.8, min_improvement=0.2))
+    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps))
+    run = deps.registry.runs["r1"]
+    assert run.state == states.EVALUATED
+    assert run.chosen_model == "gpt-4.1-mini.ft-1" and run.evaluation["passed"] is True
+    assert run.evaluation["scores"]["final"] == 1.0 and run.evaluation["scores"]["base"] < 0.3
+    assert set(run.evaluation["scores"]) == {"final", "base", "checkpoint step 10", "checkpoint step 15"}
+    assert deps.arm.live == {}                                       # nothing left on the hub
+    skus = {name.rsplit("-", 1)[-1]: (sku, api) for name, sku, api in deps.arm.created}
+    assert skus["final"] == ("developertier", "2025-07-01-preview") and skus["base"][0] == "standard"
+    report = json.loads(deps.blobs.data[("reports", "r1/evaluation.json")])
+    assert report["chosen"]["name"] == "final" and len(report["training_metrics"]) == 2
+    assert b"<svg" in deps.blobs.data[("reports", "r1/evaluation.html")]
+    deploys = [e for q, e in deps.publisher.sent if q == deps.settings.deploy_queue]
+    assert [(e.id, e.data) for e in deploys] == [("deploy-r1-dev", {"run_id": "r1", "environment": "dev"})]
+    events = [e.type for q, e in deps.publisher.sent if q == deps.settings.events_topic]
+    assert events == ["ftops.run.evaluating", "ftops.run.evaluated"]
+
+    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps))   # duplicate delivery
+    assert deps.registry.runs["r1"].state == states.EVALUATED
+    assert [e.id for q, e in deps.publisher.sent if q == deps.settings.deploy_queue] == ["deploy-r1-dev"] * 2
+
+
+def test_impossible_threshold_fails_with_the_gate_named() -> None:
+    deps = _deps(_run(min_improvement=1.0))   # base scores > 0: impossible
+    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps))
+    run = deps.registry.runs["r1"]
+    assert run.state == states.EVALUATION_FAILED
+    assert run.evaluation["passed"] is False and run.evaluation["failed_gates"] == ["min_improvement"]
+    assert not [q for q, _ in deps.publisher.sent if q == deps.settings.deploy_queue]
+    assert deps.arm.live == {}
+
+
+def test_missing_eval_data_fails_with_a_clear_reason() -> None:
+    run = replace(_run(), data_files={"eval": "r1/data/missing.jsonl"})
+    deps = _deps(run)
+    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps))
+    failed = deps.registry.runs["r1"]
+    assert failed.state == states.EVALUATION_FAILED
+    assert "reports/r1/data/missing.jsonl does not exist" in failed.evaluation["reason"]
+    assert deps.arm.created == []
+    assert b"does not exist" in deps.blobs.data[("reports", "r1/evaluation.html")]
+
+
+def test_permanent_hub_error_fails_transient_raises_and_both_clean_up() -> None:
+    deps = _deps(_run(), arm=FakeArm(refuse={"-base": 400}))
+    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps))
+    assert deps.registry.runs["r1"].state == states.EVALUATION_FAILED
+    assert "400" in deps.registry.runs["r1"].evaluation["reason"] and deps.arm.live == {}
+
+    deps = _deps(_run(), arm=FakeArm(refuse={"-final": 429}))
+    with pytest.raises(TransientHubError):
+        handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps))
+    assert deps.registry.runs["r1"].state == states.EVALUATING and deps.arm.live == {}
+    assert deps.registry.keys == {}                                  # claim released: the retry may proceed
+
+
+def test_a_refused_checkpoint_is_skipped_not_fatal() -> None:
+    deps = _deps(_run(min_score=0.5), arm=FakeArm(refuse={"ckpt15": 400}))
+    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps))
+    assert deps.registry.runs["r1"].state == states.EVALUATED
+    report = json.loads(deps.blobs.data[("reports", "r1/evaluation.json")])
+    assert [s["name"] for s in report["skipped_candidates"]] == ["checkpoint step 15"]
+
+
+def test_failed_calls_count_against_the_error_gate() -> None:
+    deps = _deps(_run(max_error_rate=0.1))
+    inner = _chat(deps)
+
+    def flaky(deployment: str, example: Example) -> ChatReply:
+        if deployment.endswith("final") and example.line % 3 == 0:
+            raise TimeoutError("gave up")
+        return inner(deployment, example)
+
+    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=flaky)
+    run = deps.registry.runs["r1"]
+    # the final model errs on 4 of 12 — but the checkpoint at step 15 answers everything and wins
+    assert run.state == states.EVALUATED and run.chosen_model == "ftchkpt-15"
+
+
+def test_stale_message_for_a_run_not_yet_trained_does_nothing() -> None:
+    deps = _deps(replace(_run(), state=states.TRAINING))
+    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps))
+    assert deps.registry.runs["r1"].state == states.TRAINING and deps.publisher.sent == []
