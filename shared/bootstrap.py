@@ -90,7 +90,9 @@ def build_deps(settings: Settings) -> Deps:
     registry.ensure_tables()
     if settings.transport == "local":
         from azure.storage.queue import QueueServiceClient
-        publisher: Publisher = LocalQueuePublisher(QueueServiceClient.from_connection_string(settings.storage_connection))
+        sent = tables.create_table_if_not_exists(f"{settings.table_prefix}sentmessages")
+        publisher: Publisher = LocalQueuePublisher(
+            QueueServiceClient.from_connection_string(settings.storage_connection), sent)
     else:
         publisher = ServiceBusPublisher(settings.servicebus_namespace, credential(), topic=settings.events_topic)
     for container in (settings.datasets_container, settings.reports_container, settings.quarantine_container):

@@ -71,10 +71,15 @@ def decode_local(content: str) -> dict[str, Any]:
 
 
 class LocalQueuePublisher:
-    """Azurite queues standing in for Service Bus queues and the events topic (one machine only)."""
+    """Azurite queues standing in for Service Bus queues and the events topic (one machine only).
 
-    def __init__(self, queue_service: Any) -> None:
+    Like a Service Bus queue with duplicate detection, a MessageId already sent to a queue is dropped
+    (remembered in a table); a crash between send and remembering gives a duplicate, which handlers absorb.
+    """
+
+    def __init__(self, queue_service: Any, sent_table: Any | None = None) -> None:
         self._service = queue_service
+        self._sent = sent_table
         self._ready: set[str] = set()
 
     def queue_client(self, queue: str) -> Any:
@@ -89,6 +94,21 @@ class LocalQueuePublisher:
         return client
 
     def send(self, queue: str, event: CloudEvent, *, delay_seconds: float = 0) -> None:
+        if self._already_sent(queue, event.id):
+            log.info("duplicate %s %s to %s dropped (duplicate detection)", event.type, event.id, queue)
+            return
         content = encode_local(event.id, event.to_json(), enqueued_at=datetime.now(UTC).isoformat())
         self.queue_client(queue).send_message(content, visibility_timeout=int(delay_seconds) or None)
+        if self._sent is not None:
+            self._sent.upsert_entity({"PartitionKey": queue, "RowKey": event.id})
         log.info("sent %s %s to %s", event.type, event.id, queue)
+
+    def _already_sent(self, queue: str, message_id: str) -> bool:
+        if self._sent is None:
+            return False
+        from azure.core.exceptions import ResourceNotFoundError
+        try:
+            self._sent.get_entity(queue, message_id)
+            return True
+        except ResourceNotFoundError:
+            return False
