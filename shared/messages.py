@@ -28,6 +28,7 @@ class _Data(BaseModel):
 # --- internal stage requests -------------------------------------------------------------------------
 class TrainRequest(_Data):
     run_id: str
+    attempt: int = 0   # > 0: a re-send after a quota wait (MessageId train-<run_id>-q<attempt>)
 
 
 class EvaluateRequest(_Data):

@@ -11,7 +11,7 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Iterator
+from typing import Any, Collection, Iterator
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
@@ -180,14 +180,18 @@ class Registry:
         return run
 
     def transition(self, run_id: str, target: str, *, actor: str, detail: dict[str, Any] | None = None,
-                   attempts: int = 5, **updates: Any) -> RunRecord:
+                   attempts: int = 5, from_states: Collection[str] | None = None, **updates: Any) -> RunRecord:
         """Move a run to `target` (with field updates) as one conditional write plus one audit record.
 
         Already in `target`: returns the run unchanged (duplicate delivery). A transition the state
         machine does not allow raises InvalidTransition. ETag conflicts are retried on a fresh read.
+        `from_states` narrows where this caller may leave from (a train handler must not revive a run that a
+        cancel just ended, although `cancelled → uploading` is allowed for a retrain).
         """
         for _ in range(attempts):
             run = self.require_run(run_id)
+            if from_states is not None and run.state not in from_states:
+                raise InvalidTransition(f"run {run_id}: is {run.state!r}, not one of {sorted(from_states)}")
             if run.state == target and not updates:
                 return run
             if run.state != target and not states.can_transition(run.state, target):

@@ -1,0 +1,52 @@
+"""Small pieces training and polling share: guarded field updates of a run, the job-key claim, and
+tidying the hub once a job is over."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+from typing import Any
+
+from shared.registry import ConcurrencyError, RunRecord
+
+log = logging.getLogger(__name__)
+
+
+class Superseded(RuntimeError):
+    """The run left the states this step works in (e.g. a cancel won the race): stop, do nothing more."""
+
+
+def claim_name(job_key: str) -> str:
+    # the keys table is shared with other steps' keys: a prefix keeps job keys apart
+    return f"job-{job_key}"
+
+
+def update_run(deps: Any, run_id: str, allowed: Collection[str], *, attempts: int = 5, **updates: Any) -> RunRecord:
+    """Change fields of a run without a state change, only while it is in `allowed` (conditional on ETag)."""
+    for _ in range(attempts):
+        run = deps.registry.require_run(run_id)
+        if run.state not in allowed:
+            raise Superseded(f"run {run_id} is {run.state!r} now")
+        for key, value in updates.items():
+            setattr(run, key, value)
+        try:
+            return deps.registry.save_run(run)  # type: ignore[no-any-return]
+        except ConcurrencyError:
+            continue
+    raise ConcurrencyError(f"run {run_id}: too many concurrent updates, will retry")
+
+
+def tidy_hub(deps: Any, hub: Any, run: RunRecord, extra_files: list[str] | None = None) -> list[str]:
+    """After a terminal job: delete the run's files from the hub (unless retention says keep), so the hub
+    stays under its 50-file / 1 GB limits. Failures are logged, never fatal: the run's outcome stands."""
+    if deps.settings.hub_file_retention != "delete":
+        return []
+    ids = [i for i in [*run.hub_files.values(), *(extra_files or [])] if i]
+    if not ids:
+        return []
+    try:
+        deleted = hub.delete_files(ids)
+    except Exception as exc:  # noqa: BLE001 - cleanup must not undo a recorded outcome
+        log.warning("run %s: could not delete hub files %s: %s", run.run_id, ids, exc)
+        return []
+    log.info("run %s: deleted %d hub file(s)", run.run_id, len(deleted))
+    return deleted

@@ -1,0 +1,153 @@
+"""The poll tick against the emulator: every outcome recorded once, nothing stuck, within its bound."""
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import pytest
+
+from shared import polling, states, training
+from shared.messages import RunCommand, TrainRequest
+from shared.polling import poll_tick
+from shared.registry import RunRecord
+from tests.integration import test_training as helpers
+from tests.integration.test_training import Crash, finish_jobs, make_run, peek
+
+pytestmark = pytest.mark.integration
+hub_env = helpers.hub_env   # the fixture, shared with the training tests
+
+
+def started_run(deps: Any, **kwargs: Any) -> str:
+    run_id = make_run(deps, **kwargs)
+    training.handle_train(TrainRequest(run_id=run_id), deps)
+    return run_id
+
+
+def blob_text(deps: Any, path: str) -> str:
+    return deps.blobs.get_blob_client(deps.settings.reports_container, path).download_blob().readall().decode()
+
+
+def test_a_succeeded_job_is_recorded_once_and_asks_for_one_evaluation(hub_env, emulator):
+    deps = hub_env()
+    run_id = started_run(deps)
+    emulator.control.advance(3)                           # mid-training: progress, no outcome yet
+    poll_tick(deps)
+    midway = deps.registry.require_run(run_id)
+    assert midway.state == states.TRAINING and midway.events_cursor and midway.job_status == "running"
+
+    finish_jobs(emulator, deps)
+    poll_tick(deps)                                        # a later tick finds nothing left to follow
+    run = deps.registry.require_run(run_id)
+    assert run.state == states.TRAINED and run.fine_tuned_model and run.trained_tokens
+    assert run.metrics["steps"] > 0 and {"train_loss", "train_mean_token_accuracy"} <= set(run.metrics["final"])
+    assert json.loads(blob_text(deps, run.metrics["blob"]))["steps"][0]["step"] == 1
+    assert len(run.checkpoints) == 2 and run.checkpoints[-1]["model"].endswith(f"ckpt-step-{run.metrics['steps']}")
+    assert [m["id"] for m in peek(deps, deps.settings.evaluate_queue)] == [f"evaluate-{run_id}"]
+    assert deps.registry.tracked_jobs() == [] and emulator.control.state()["files"] == 0
+    ids = [json.loads(line)["id"] for line in blob_text(deps, f"{run_id}/training/events.jsonl").splitlines()]
+    assert len(ids) == len(set(ids)) and len(ids) > run.metrics["steps"]   # each event once, nothing skipped
+
+
+def test_two_overlapping_ticks_send_one_evaluation_request(hub_env, emulator):
+    deps = hub_env()
+    run_ids = [started_run(deps) for _ in range(3)]
+    emulator.control.advance(120)
+    barrier = threading.Barrier(2)
+
+    def tick() -> None:
+        barrier.wait()
+        poll_tick(deps)
+    threads = [threading.Thread(target=tick) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    sent = [m["id"] for m in peek(deps, deps.settings.evaluate_queue)]
+    assert sorted(sent) == sorted(f"evaluate-{r}" for r in run_ids)
+    assert all(deps.registry.require_run(r).state == states.TRAINED for r in run_ids)
+
+
+def test_a_tick_that_dies_after_trained_is_finished_by_the_next_tick(hub_env, emulator, monkeypatch):
+    deps = hub_env()
+    run_id = started_run(deps)
+    emulator.control.advance(60)
+    real_send = deps.publisher.send
+
+    def dying_send(queue: str, event: Any, **kwargs: Any) -> None:
+        if queue == deps.settings.evaluate_queue:
+            raise Crash()
+        real_send(queue, event, **kwargs)
+    monkeypatch.setattr(deps.publisher, "send", dying_send)
+    with pytest.raises(Crash):
+        polling.poll_job(deps, polling.Hub.from_deps(deps), run_id, deps.registry.require_run(run_id).job_id)
+    monkeypatch.setattr(deps.publisher, "send", real_send)
+    deps.registry.release(f"evaluate-{run_id}")   # what the claim's expiry does, minutes later
+
+    poll_tick(deps)
+    poll_tick(deps)
+    assert [m["id"] for m in peek(deps, deps.settings.evaluate_queue)] == [f"evaluate-{run_id}"]
+    assert deps.registry.tracked_jobs() == []
+
+
+def test_a_job_failed_by_safety_checks_says_so_in_the_run_event_and_audit(hub_env, emulator):
+    deps = hub_env()
+    emulator.control.faults(fail_next_jobs=1, job_failure="safety")
+    run_id = started_run(deps)
+    finish_jobs(emulator, deps)
+
+    run = deps.registry.require_run(run_id)
+    assert run.state == states.TRAINING_FAILED and run.error["safety"] is True
+    assert run.error["code"] == "invalid_training_file" and "safety checks" in run.error["reason"]
+    events = [e for e in peek(deps, deps.settings.events_topic) if e["type"] == "ftops.run.training_failed"]
+    assert len(events) == 1 and "safety" in events[0]["data"]["reason"]
+    last = deps.registry.audit_trail(run_id)[-1]
+    assert last["to_state"] == states.TRAINING_FAILED and last["actor"] == "ftops.polling"
+    assert deps.registry.tracked_jobs() == [] and emulator.control.state()["files"] == 0
+
+
+def test_a_job_cancelled_on_the_hub_is_recorded_as_cancelled(hub_env, emulator):
+    deps = hub_env()
+    run_id = started_run(deps)
+    deps.openai_client().fine_tuning.jobs.cancel(deps.registry.require_run(run_id).job_id)   # from the portal
+    poll_tick(deps)
+    run = deps.registry.require_run(run_id)
+    assert run.state == states.CANCELLED and run.job_status == "cancelled"
+    assert deps.registry.audit_trail(run_id)[-1]["detail"]["reason"] == "cancelled on the hub"
+    assert deps.registry.tracked_jobs() == []
+
+
+def test_stale_index_entries_do_not_stick(hub_env, emulator):
+    deps = hub_env()
+    run_id = started_run(deps)
+    training.cancel_run(RunCommand(run_id=run_id), deps)
+    deps.registry.track_job(run_id, "ftjob-gone")          # e.g. left by a crash
+    deps.registry.track_job("no-such-run", "ftjob-none")
+    summary = poll_tick(deps)
+    assert summary.outcomes == {"stale": 2} and deps.registry.tracked_jobs() == []
+
+
+def test_a_tick_stays_within_its_concurrency_bound(hub_env, emulator):
+    deps = hub_env()
+    client = deps.openai_client()
+    file_id = client.files.create(file=("t.jsonl", b"".join(
+        json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
+                                 {"role": "assistant", "content": f"a{i}"}]}).encode() + b"\n"
+        for i in range(12))), purpose="fine-tune").id
+    for i in range(12):
+        job = client.fine_tuning.jobs.create(model="gpt-4.1-mini", training_file=file_id)
+        run = RunRecord(run_id=f"bound-{i}", source="test", state=states.ACCEPTED)
+        deps.registry.create_run(run, actor="test")
+        deps.registry.transition(run.run_id, states.UPLOADING, actor="test")
+        deps.registry.transition(run.run_id, states.TRAINING, actor="test", job_id=job.id)
+        deps.registry.track_job(run.run_id, job.id)
+    emulator.control.faults(latency_ms=80)
+    emulator.control.clear_requests()
+    summary = poll_tick(deps, concurrency=3)
+    emulator.control.faults(latency_ms=0)
+
+    assert summary.jobs == 12 and summary.errors == 0 and sum(summary.outcomes.values()) == 12
+    assert summary.max_jobs_in_flight == 3                 # used fully, never exceeded
+    assert 3 < summary.max_in_flight <= 9                  # a job's three reads go out together
+    hub_calls = [r for r in emulator.control.requests() if "/fine_tuning/jobs" in r["path"]]
+    assert len(hub_calls) == summary.hub_calls

@@ -1,0 +1,306 @@
+"""Training against the emulator: exactly one job per key, whatever the deliveries, races, crashes, quota
+refusals and storms; and the operator commands. What is asserted is what a user would see: the jobs on the
+hub (the emulator's /_emulator/state), the run's state and error, the messages on the queues."""
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from typing import Any
+
+import pytest
+
+from shared import states, training
+from shared.bus import decode_local
+from shared.hub import Hub
+from shared.messages import CloudEvent, RetrainCommand, RunCommand, TrainRequest
+from shared.polling import poll_tick
+from shared.registry import RunRecord
+from shared.run_settings import RunSettings
+
+pytestmark = pytest.mark.integration
+
+
+# --- helpers (test_polling imports them) -------------------------------------------------------------
+def chat_lines(n: int, tag: str = "q") -> bytes:
+    rows = [{"messages": [{"role": "user", "content": f"What is {tag} number {i}?"},
+                          {"role": "assistant", "content": f"It is answer {i} for {tag}."}]} for i in range(n)]
+    return b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+
+
+def make_run(deps: Any, *, train: int = 12, validation: int = 4, settings: dict[str, Any] | None = None,
+             run_id: str | None = None) -> str:
+    """An accepted run, as intake leaves it: prepared files in the reports container, settings recorded."""
+    run_id = run_id or f"run-{uuid.uuid4().hex[:10]}"
+    reports = deps.blobs.get_container_client(deps.settings.reports_container)
+    data_files = {}
+    for role, n in (("train", train), ("validation", validation), ("eval", 4)):
+        if n:
+            path = f"{run_id}/data/{role}.jsonl"
+            reports.upload_blob(path, chat_lines(n, f"{run_id}-{role}"), overwrite=True)
+            data_files[role] = path
+    effective = RunSettings.model_validate({"hyperparameters": {"n_epochs": 2}, **(settings or {})})
+    record = RunRecord(run_id=run_id, source=f"datasets/{run_id}.jsonl", state=states.ACCEPTED,
+                       settings=effective.model_dump(mode="json"), environments=["dev"], data_files=data_files)
+    assert deps.registry.create_run(record, actor="test") is not None
+    return run_id
+
+
+class Recorder:
+    """The real publisher, plus a list of what was sent (delayed messages are invisible on the queue)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.sent = inner, []
+
+    def send(self, queue: str, event: CloudEvent, *, delay_seconds: float = 0) -> None:
+        self.sent.append((queue, event, delay_seconds))
+        self.inner.send(queue, event, delay_seconds=delay_seconds)
+
+    def on(self, queue: str) -> list[CloudEvent]:
+        return [e for q, e, _ in self.sent if q == queue]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.fixture
+def hub_env(emulator: Any, make_deps: Any) -> Any:
+    """Fresh emulator state (jobs, files, faults), instant file processing, and deps recording sends."""
+    emulator.control.reset()
+    emulator.control.config(file_processing=0)
+
+    def build(**overrides: str) -> Any:
+        deps = make_deps(**overrides)
+        deps.publisher = Recorder(deps.publisher)
+        return deps
+    return build
+
+
+def hub_jobs(emulator: Any) -> list[dict[str, Any]]:
+    return emulator.control.state()["jobs"]
+
+
+def peek(deps: Any, queue: str) -> list[dict[str, Any]]:
+    client = deps.publisher.queue_client(queue)
+    return [json.loads(decode_local(m.content)["body"]) for m in client.peek_messages(max_messages=32)]
+
+
+def finish_jobs(emulator: Any, deps: Any, *, seconds: float = 60) -> None:
+    emulator.control.advance(seconds)
+    poll_tick(deps)
+
+
+# --- exactly once ----------------------------------------------------------------------------------
+def test_a_run_gets_one_job_even_when_its_message_arrives_twice(hub_env, emulator):
+    deps = hub_env()
+    run_id = make_run(deps)
+    training.handle_train(TrainRequest(run_id=run_id), deps)
+    training.handle_train(TrainRequest(run_id=run_id), deps)
+
+    jobs = hub_jobs(emulator)
+    run = deps.registry.require_run(run_id)
+    assert len(jobs) == 1 and run.state == states.TRAINING and run.job_id == jobs[0]["id"]
+    assert set(run.hub_files) == {"train", "validation"}               # eval stays held out
+    assert deps.registry.tracked_jobs() == [(run_id, run.job_id)]
+    assert [a["to_state"] for a in deps.registry.audit_trail(run_id)] == ["accepted", "uploading", "training"]
+
+
+def test_two_handlers_racing_on_the_same_key_create_one_job(hub_env, emulator):
+    deps = hub_env()
+    run_id = make_run(deps)
+    barrier, errors = threading.Barrier(2), []
+
+    def deliver() -> None:
+        barrier.wait()
+        try:
+            training.handle_train(TrainRequest(run_id=run_id), deps)
+        except Exception as exc:  # noqa: BLE001 - a transient failure is a retry, not a second job
+            errors.append(exc)
+    threads = [threading.Thread(target=deliver) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for _, event, _ in list(deps.publisher.sent):   # the loser's "look again later" message, delivered
+        if event.type == "ftops.stage.train":
+            training.handle_train(TrainRequest.model_validate(event.data), deps)
+
+    assert len(hub_jobs(emulator)) == 1, errors
+    assert deps.registry.require_run(run_id).state == states.TRAINING
+
+
+class Crash(BaseException):
+    """The process dying: no `except Exception` runs, so nothing is released or recorded."""
+
+
+def test_a_crash_after_create_before_record_adopts_the_job_on_retry(hub_env, emulator, monkeypatch):
+    deps = hub_env()
+    run_id = make_run(deps)
+    real_adopt = training._adopt
+
+    def die(*args: Any, **kwargs: Any) -> None:
+        raise Crash()
+    monkeypatch.setattr(training, "_adopt", die)
+    with pytest.raises(Crash):
+        training.handle_train(TrainRequest(run_id=run_id), deps)
+    assert len(hub_jobs(emulator)) == 1
+    assert deps.registry.require_run(run_id).job_status == "creating"   # the attempt was recorded first
+
+    monkeypatch.setattr(training, "_adopt", real_adopt)
+    training.handle_train(TrainRequest(run_id=run_id), deps)   # redelivery; the crashed claim is still fresh
+
+    jobs, run = hub_jobs(emulator), deps.registry.require_run(run_id)
+    assert len(jobs) == 1 and run.state == states.TRAINING and run.job_id == jobs[0]["id"]
+
+
+def test_the_same_data_and_settings_in_another_run_reuse_the_job(hub_env, emulator):
+    deps = hub_env()
+    first = make_run(deps, run_id=f"same-{uuid.uuid4().hex[:6]}")
+    training.handle_train(TrainRequest(run_id=first), deps)
+    # a second run whose prepared files have the same content (same key)
+    second = make_run(deps, run_id=f"copy-{uuid.uuid4().hex[:6]}")
+    reports = deps.blobs.get_container_client(deps.settings.reports_container)
+    for role in ("train", "validation"):
+        body = reports.download_blob(f"{first}/data/{role}.jsonl").readall()
+        reports.upload_blob(f"{second}/data/{role}.jsonl", body, overwrite=True)
+    training.handle_train(TrainRequest(run_id=second), deps)
+    assert len(hub_jobs(emulator)) == 1
+    assert deps.registry.require_run(second).job_id == deps.registry.require_run(first).job_id
+
+
+# --- hub limits and storms ---------------------------------------------------------------------------
+def test_a_quota_refusal_waits_without_burning_the_delivery_then_trains_once(hub_env, emulator):
+    deps = hub_env()
+    run_id = make_run(deps)
+    emulator.control.config(max_queued_jobs=0)
+    training.handle_train(TrainRequest(run_id=run_id), deps)     # returns: the message completes
+
+    run = deps.registry.require_run(run_id)
+    retries = deps.publisher.on(deps.settings.train_queue)
+    assert run.state == states.WAITING_FOR_QUOTA and hub_jobs(emulator) == []
+    assert [e.id for e in retries] == [f"train-{run_id}-q1"]
+    assert next(d for _, _, d in deps.publisher.sent if d) >= 30      # delayed, with backoff
+    audit = deps.registry.audit_trail(run_id)[-1]
+    assert audit["to_state"] == states.WAITING_FOR_QUOTA and "quota" in audit["detail"]["reason"]
+
+    training.handle_train(TrainRequest.model_validate(retries[0].data), deps)   # still full: waits again
+    assert [e.id for e in deps.publisher.on(deps.settings.train_queue)][-1] == f"train-{run_id}-q2"
+    emulator.control.config(max_queued_jobs=20)
+    training.handle_train(TrainRequest(run_id=run_id, attempt=2), deps)
+    run = deps.registry.require_run(run_id)
+    assert run.state == states.TRAINING and len(hub_jobs(emulator)) == 1
+    assert emulator.control.state()["files"] == 2        # the uploads were reused, not repeated
+
+
+def test_429_and_5xx_storms_are_ridden_out_and_never_end_the_run(hub_env, emulator):
+    deps = hub_env()
+    run_id = make_run(deps)
+    emulator.control.faults(next_429=4, retry_after_ms=50)   # honoured: 50 ms waits, not backoff
+    training.handle_train(TrainRequest(run_id=run_id), deps)
+    assert deps.registry.require_run(run_id).state == states.TRAINING and len(hub_jobs(emulator)) == 1
+    emulator.control.faults(next_500=2)                       # backed off, then answered
+    assert poll_tick(deps).errors == 0
+    statuses = [r["status"] for r in emulator.control.requests()]
+    assert statuses.count(429) == 4 and statuses.count(500) == 2
+
+    emulator.control.faults(rate_500=1.0)                # the hub is down for a whole tick
+    summary = poll_tick(deps)
+    assert summary.errors == 1 and deps.registry.require_run(run_id).state == states.TRAINING
+    emulator.control.faults(rate_500=0.0)
+    finish_jobs(emulator, deps)
+    assert deps.registry.require_run(run_id).state == states.TRAINED
+
+
+def test_a_bad_request_ends_the_run_with_the_hubs_message(hub_env, emulator):
+    deps = hub_env()
+    run_id = make_run(deps, settings={"base_model": "gpt-4.1-mini", "suffix": "x" * 18})
+    emulator.control.faults()    # none
+    # the emulator refuses unknown method types: make the recorded settings ask for one
+    run = deps.registry.require_run(run_id)
+    original = training.job_spec
+
+    def bad_spec(settings: RunSettings, hub_files: dict[str, str]):
+        spec = original(settings, hub_files)
+        return type(spec)(**{**spec.__dict__, "method": {"type": "distillation"}})
+    try:
+        training.job_spec = bad_spec
+        training.handle_train(TrainRequest(run_id=run.run_id), deps)
+    finally:
+        training.job_spec = original
+    run = deps.registry.require_run(run_id)
+    assert run.state == states.TRAINING_FAILED and hub_jobs(emulator) == []
+    assert "Unsupported method type" in run.error["message"] and run.error["status"] == 400
+    assert emulator.control.state()["files"] == 0        # its uploads were removed from the hub
+
+
+# --- commands ----------------------------------------------------------------------------------------
+def test_cancel_stops_the_job_on_the_hub_and_frees_its_files(hub_env, emulator):
+    deps = hub_env()
+    run_id = make_run(deps)
+    training.handle_train(TrainRequest(run_id=run_id), deps)
+    training.cancel_run(RunCommand(run_id=run_id, requested_by="ops@contoso", reason="wrong data"), deps)
+    training.cancel_run(RunCommand(run_id=run_id, requested_by="ops@contoso"), deps)   # duplicate: no-op
+
+    run = deps.registry.require_run(run_id)
+    assert run.state == states.CANCELLED and [j["status"] for j in hub_jobs(emulator)] == ["cancelled"]
+    assert deps.registry.tracked_jobs() == [] and emulator.control.state()["files"] == 0
+    last = deps.registry.audit_trail(run_id)[-1]
+    assert last["actor"] == "ops@contoso" and last["detail"]["reason"] == "wrong data"
+
+
+def test_pause_and_resume_reach_the_job(hub_env, emulator):
+    deps = hub_env()
+    run_id = make_run(deps, train=30)
+    training.handle_train(TrainRequest(run_id=run_id), deps)
+    emulator.control.advance(2.5)                         # validated, queued, started, past step 1
+    training.pause_run(RunCommand(run_id=run_id, requested_by="ops@contoso"), deps)
+    assert hub_jobs(emulator)[0]["status"] == "paused"
+    emulator.control.advance(120)                         # a paused job does not finish
+    poll_tick(deps)
+    run = deps.registry.require_run(run_id)
+    assert run.state == states.TRAINING and run.job_status == "paused"
+
+    training.resume_run(RunCommand(run_id=run_id, requested_by="ops@contoso"), deps)
+    finish_jobs(emulator, deps)
+    assert deps.registry.require_run(run_id).state == states.TRAINED
+    actions = [a["action"] for a in deps.registry.audit_trail(run_id)]
+    assert "job.pause" in actions and "job.resume" in actions
+
+
+def test_resume_of_a_job_that_is_not_paused_reports_the_hubs_reason(hub_env, emulator):
+    deps = hub_env()
+    run_id = make_run(deps)
+    training.handle_train(TrainRequest(run_id=run_id), deps)
+    with pytest.raises(training.PermanentError, match="Only a paused job can be resumed"):
+        training.resume_run(RunCommand(run_id=run_id), deps)
+
+
+def test_retrain_uses_the_same_data_with_new_settings_as_a_new_job(hub_env, emulator):
+    deps = hub_env()
+    run_id = make_run(deps)
+    training.handle_train(TrainRequest(run_id=run_id), deps)
+    finish_jobs(emulator, deps)
+    first = deps.registry.require_run(run_id)
+    assert first.state == states.TRAINED
+
+    training.retrain_run(RetrainCommand(run_id=run_id, settings={"hyperparameters": {"n_epochs": 3}},
+                                        requested_by="ds@contoso"), deps)
+    request = deps.publisher.on(deps.settings.train_queue)[-1]
+    training.handle_train(TrainRequest.model_validate(request.data), deps)
+    run = deps.registry.require_run(run_id)
+    assert run.state == states.TRAINING and run.job_id != first.job_id and len(hub_jobs(emulator)) == 2
+    assert run.settings["hyperparameters"]["n_epochs"] == 3
+
+
+def test_multipart_upload_streams_a_large_file_in_parts(hub_env, emulator):
+    deps = hub_env()
+    run_id = make_run(deps, train=60)
+    blob = deps.blobs.get_blob_client(deps.settings.reports_container, f"{run_id}/data/train.jsonl")
+    body = blob.download_blob().readall()
+    hub = Hub(deps.openai_client(), multipart_threshold=1024, part_size=1000)
+    file_id = hub.upload_file(blob, "big.jsonl")
+    hub.wait_processed(file_id)
+
+    assert deps.openai_client().files.content(file_id).read() == body
+    parts = [r for r in emulator.control.requests() if r["path"].endswith("/parts")]
+    assert len(parts) == -(-len(body) // 1000)

@@ -1,0 +1,216 @@
+"""The poll tick with an in-memory registry and a fake hub (no I/O)."""
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+from types import SimpleNamespace
+from typing import Any
+
+from shared import states
+from shared.hub import Hub, HubJob, HubTransientError
+from shared.polling import poll_tick
+from shared.registry import ConcurrencyError, InvalidTransition, RunNotFound, RunRecord
+
+
+class MemoryRegistry:
+    def __init__(self) -> None:
+        self.runs: dict[str, RunRecord] = {}
+        self.tracked: dict[str, str] = {}
+        self.keys: dict[str, str] = {}
+        self.audits: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        with self.lock:
+            return copy.deepcopy(self.runs.get(run_id))
+
+    def require_run(self, run_id: str) -> RunRecord:
+        run = self.get_run(run_id)
+        if run is None:
+            raise RunNotFound(run_id)
+        return run
+
+    def save_run(self, run: RunRecord) -> RunRecord:
+        with self.lock:
+            if self.runs[run.run_id].etag != run.etag:
+                raise ConcurrencyError(run.run_id)
+            run.etag = str(int(run.etag or 0) + 1)
+            self.runs[run.run_id] = copy.deepcopy(run)
+            return run
+
+    def transition(self, run_id: str, target: str, *, actor: str, detail: Any = None, from_states: Any = None,
+                   **updates: Any) -> RunRecord:
+        run = self.require_run(run_id)
+        if (from_states is not None and run.state not in from_states) or not states.can_transition(run.state, target):
+            raise InvalidTransition(run_id)
+        run.state = target
+        for key, value in updates.items():
+            setattr(run, key, value)
+        self.save_run(run)
+        self.audits.append((run_id, target))
+        return run
+
+    def audit(self, run_id: str, action: str, **_: Any) -> None:
+        self.audits.append((run_id, action))
+
+    def track_job(self, run_id: str, job_id: str) -> None:
+        self.tracked[run_id] = job_id
+
+    def untrack_job(self, run_id: str) -> None:
+        self.tracked.pop(run_id, None)
+
+    def tracked_jobs(self) -> list[tuple[str, str]]:
+        return list(self.tracked.items())
+
+    def claim(self, key: str, ttl_seconds: float = 0) -> tuple[str, Any]:
+        with self.lock:
+            if key in self.keys:
+                return ("completed", {}) if self.keys[key] == "done" else ("in_progress", None)
+            self.keys[key] = "busy"
+            return "claimed", None
+
+    def complete(self, key: str, result: Any) -> None:
+        self.keys[key] = "done"
+
+    def release(self, key: str) -> None:
+        self.keys.pop(key, None)
+
+
+class FakeHub:
+    """Jobs by id; counts concurrent calls."""
+
+    def __init__(self, jobs: dict[str, HubJob], delay: float = 0.0) -> None:
+        self.jobs, self.delay = jobs, delay
+        self.in_flight = self.most = 0
+        self.lock = threading.Lock()
+        self.deleted: list[str] = []
+        self.events_since: list[Any] = []
+
+    def _enter(self) -> None:
+        with self.lock:
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+        time.sleep(self.delay)
+        with self.lock:
+            self.in_flight -= 1
+
+    def retrieve(self, job_id: str) -> HubJob:
+        self._enter()
+        return self.jobs[job_id]
+
+    def new_events(self, job_id: str, *, since: str | None) -> list[dict[str, Any]]:
+        self._enter()
+        self.events_since.append(since)
+        return [] if since else [{"id": f"{job_id}-ev1", "type": "message", "message": "hi", "data": None}]
+
+    def checkpoints(self, job_id: str) -> list[dict[str, Any]]:
+        self._enter()
+        return []
+
+    def results_metrics(self, file_id: str) -> dict[str, Any]:
+        return {"steps": [{"step": 1, "train_loss": 1.0}], "final": {"train_loss": 1.0}}
+
+    def delete_files(self, ids: list[str]) -> list[str]:
+        self.deleted += ids
+        return ids
+
+
+class Blob:
+    def append_block(self, data: bytes) -> None: ...
+    def upload_blob(self, data: bytes, overwrite: bool = False) -> None: ...
+
+
+def make_deps(registry: MemoryRegistry, concurrency: int = 8) -> Any:
+    settings = SimpleNamespace(poll_concurrency=concurrency, evaluate_queue="evaluate", events_topic="events",
+                               reports_container="reports", hub_file_retention="delete")
+    sent: list[Any] = []
+    publisher = SimpleNamespace(sent=sent, send=lambda queue, event, delay_seconds=0: sent.append((queue, event)))
+    return SimpleNamespace(settings=settings, registry=registry, publisher=publisher,
+                           blobs=SimpleNamespace(get_blob_client=lambda container, path: Blob()))
+
+
+def training_run(registry: MemoryRegistry, run_id: str, job_id: str, **fields: Any) -> None:
+    registry.runs[run_id] = RunRecord(run_id=run_id, source="t", state=states.TRAINING, job_id=job_id,
+                                      hub_files={"train": f"file-{run_id}"}, etag="1", **fields)
+    registry.track_job(run_id, job_id)
+
+
+def test_an_unknown_status_is_treated_as_running_and_logged_once(caplog) -> None:
+    registry = MemoryRegistry()
+    training_run(registry, "r1", "j1")
+    deps, hub = make_deps(registry), FakeHub({"j1": HubJob(id="j1", status="warming_up", model="m")})
+    with caplog.at_level(logging.WARNING, logger="shared.polling"):
+        poll_tick(deps, hub=hub)
+        poll_tick(deps, hub=hub)
+    run = registry.require_run("r1")
+    assert run.state == states.TRAINING and run.job_status == "warming_up" and registry.tracked
+    assert [r.getMessage() for r in caplog.records].count(
+        "run r1: job j1 has status 'warming_up', which ftops does not know; treating it as running") == 1
+
+
+def test_each_tick_asks_only_for_events_after_the_cursor() -> None:
+    registry = MemoryRegistry()
+    training_run(registry, "r1", "j1")
+    deps, hub = make_deps(registry), FakeHub({"j1": HubJob(id="j1", status="running", model="m")})
+    poll_tick(deps, hub=hub)
+    poll_tick(deps, hub=hub)
+    assert hub.events_since == [None, "j1-ev1"] and registry.require_run("r1").events_cursor == "j1-ev1"
+
+
+def test_a_tick_keeps_to_its_bound_and_polls_every_job() -> None:
+    registry = MemoryRegistry()
+    jobs = {}
+    for i in range(10):
+        training_run(registry, f"r{i}", f"j{i}", job_status="running")
+        jobs[f"j{i}"] = HubJob(id=f"j{i}", status="running", model="m")
+    hub = FakeHub(jobs, delay=0.02)
+    summary = poll_tick(make_deps(registry), hub=hub, concurrency=2)
+    assert summary.max_jobs_in_flight == 2 and summary.max_in_flight <= 6 and hub.most <= 6
+    assert sum(summary.outcomes.values()) == 10 and summary.hub_calls == 30
+
+
+def test_two_ticks_racing_on_success_send_one_evaluation_request() -> None:
+    registry = MemoryRegistry()
+    training_run(registry, "r1", "j1", job_key="k")
+    done = HubJob(id="j1", status="succeeded", model="m", fine_tuned_model="m.ft-j1", trained_tokens=9,
+                  result_files=["file-results"])
+    deps, hub = make_deps(registry), FakeHub({"j1": done}, delay=0.01)
+    threads = [threading.Thread(target=poll_tick, args=(deps,), kwargs={"hub": hub}) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    run = registry.require_run("r1")
+    assert run.state == states.TRAINED and run.fine_tuned_model == "m.ft-j1" and run.trained_tokens == 9
+    assert [e.id for q, e in deps.publisher.sent if q == "evaluate"] == ["evaluate-r1"]
+    assert set(hub.deleted) >= {"file-r1", "file-results"} and not registry.tracked
+
+
+def test_a_transient_hub_error_never_ends_the_run() -> None:
+    registry = MemoryRegistry()
+    training_run(registry, "r1", "j1")
+
+    class Down(FakeHub):
+        def retrieve(self, job_id: str) -> HubJob:
+            raise HubTransientError("job j1: the hub did not answer (APITimeoutError)")
+    summary = poll_tick(make_deps(registry), hub=Down({}))
+    assert summary.errors == 1 and registry.require_run("r1").state == states.TRAINING and registry.tracked
+
+
+def test_new_events_reads_newest_first_down_to_the_cursor() -> None:
+    newest_first = [SimpleNamespace(id=f"e{i}", created_at=i, level="info", type="message", message=f"m{i}",
+                                    data=None) for i in range(250, 0, -1)]
+    asked: list[dict[str, Any]] = []
+
+    def list_events(job_id: str, limit: int, after: str | None = None) -> Any:
+        asked.append({"limit": limit, "after": after})
+        start = 0 if after is None else [e.id for e in newest_first].index(after) + 1
+        page = newest_first[start:start + limit]
+        return SimpleNamespace(data=page, has_more=start + limit < len(newest_first))
+    hub = Hub(SimpleNamespace(fine_tuning=SimpleNamespace(jobs=SimpleNamespace(list_events=list_events))))
+    assert [e["id"] for e in hub.new_events("j", since="e245")] == ["e246", "e247", "e248", "e249", "e250"]
+    assert asked == [{"limit": 20, "after": None}]
+    asked.clear()
+    assert len(hub.new_events("j", since=None)) == 250 and [a["limit"] for a in asked] == [100, 100, 100]
