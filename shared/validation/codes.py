@@ -24,7 +24,6 @@ _TABLE = (
     # --- file and encoding
     Code("empty_file", "error", "The file has no examples (no non-blank line).",
          "Upload the real dataset; one JSON object per line."),
-    Code("unreadable", "error", "The file could not be read.", "Check the path and permissions."),
     Code("utf16_encoding", "error", "The file is UTF-16 or UTF-32, not UTF-8.",
          "Re-save as UTF-8 (with or without BOM)."),
     Code("invalid_utf8", "error", "The line is not valid UTF-8.",
@@ -57,6 +56,13 @@ _TABLE = (
     Code("missing_validation_file", "warning",
          "Reinforcement fine-tuning needs a validation file and none was given.",
          "Add validation.jsonl (or let intake split one off)."),
+    # --- raised by the intake stage (shared/intake.py) in the same report
+    Code("invalid_settings", "error", "run.json (or a train command's settings) is invalid.",
+         "Fix the setting named in the message."),
+    Code("not_a_dataset", "error", "The dropped blob is not a .jsonl file.",
+         "Drop a JSONL dataset, or a folder with train.jsonl and run.json."),
+    Code("missing_file", "error", "A run folder's train.jsonl did not arrive in time after run.json.",
+         "Upload train.jsonl (and the other files) before run.json."),
     # --- chat structure
     Code("missing_messages", "error", "messages is missing, not a list, or empty.",
          "Give messages as a non-empty list of {role, content} objects."),

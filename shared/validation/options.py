@@ -16,7 +16,7 @@ class ValidationOptions:
     over_limit: str = "error"  # "error" | "warn": examples over the model's per-example token limit
     min_examples: int = 10
     n_epochs: int | None = None  # None: the documented default-epochs rule, for the cost estimate
-    workers: int | None = None  # processes for large inputs; None: one per core (at most 2), 1: inline
+    workers: int | None = None  # processes for large inputs (None: 1, see engine._worker_count)
     max_line_bytes: int = 32 * MIB  # a longer line is rejected without ever being held whole
 
     def __post_init__(self) -> None:
@@ -28,9 +28,6 @@ class ValidationOptions:
                 raise ValueError(f"{name} must be 'error' or 'warn', not {value!r}")
         if self.method not in (None, "supervised", "dpo", "reinforcement"):
             raise ValueError(f"method must be supervised, dpo or reinforcement, not {self.method!r}")
-
-    def severity_of(self, level: str) -> str:
-        return "error" if level == "error" else "warning"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,261 @@
+"""validate_file / validate_dataset: stream blocks through the checks, merge results in order.
+
+Large inputs use worker processes (spawned, so it is safe inside the multi-threaded Functions
+worker): the main process splits lines, keeps one worker busy and checks every other block itself,
+so two cores are used by two processes. Results are merged in line order, so findings and their
+caps are deterministic whatever the timing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import multiprocessing
+import os
+from array import array
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import replace
+
+from shared.models import METHODS, REINFORCEMENT, UnknownModelError, model_facts
+
+from .codes import severity
+from .lines import Block, coalesce_head, split_blocks
+from .options import DatasetReport, FileReport, Finding, ValidationOptions
+from .stats import MAX_JOB_TOKENS, build_stats
+from .worker import METHOD_CODES, BlockResult, Context, init_worker, process_block, run_in_worker
+
+log = logging.getLogger(__name__)
+
+FINDINGS_PER_CODE = 100  # listed per code; the rest are counted in one summary finding
+PARALLEL_AFTER_BYTES = 24 << 20  # below this, starting a worker costs more than it saves
+IN_FLIGHT_PER_WORKER = 2
+UPLOAD_LIMIT_BYTES = 512_000_000  # single-request upload limit (512 MB)
+MAX_TRACKED_HASHES = 4_000_000  # bounds the duplicate index (~100 bytes per entry)
+ROLES = ("train", "validation", "eval")
+_CODE_METHOD = {v: k for k, v in METHOD_CODES.items()}
+
+
+class _Sink:
+    """Findings with a per-code cap, sorted into errors and warnings."""
+
+    def __init__(self, options: ValidationOptions, file: str | None) -> None:
+        self.options, self.file = options, file
+        self.kept: list[Finding] = []
+        self.counts: dict[str, int] = {}
+
+    def add(self, line: int | None, code: str, message: str) -> None:
+        n = self.counts.get(code, 0)
+        self.counts[code] = n + 1
+        if n < FINDINGS_PER_CODE:
+            self.kept.append(Finding(line, code, message, self.file))
+
+    def split(self) -> tuple[list[Finding], list[Finding]]:
+        findings = list(self.kept)
+        for code, n in self.counts.items():
+            if n > FINDINGS_PER_CODE:
+                findings.append(Finding(None, code, f"{n - FINDINGS_PER_CODE} more {code} findings not "
+                                                    f"listed ({n} in all)", self.file))
+        findings.sort(key=lambda f: -1 if f.line is None else f.line)
+        errors = [f for f in findings if severity(f.code, self.options) == "error"]
+        warnings = [f for f in findings if severity(f.code, self.options) != "error"]
+        return errors, warnings
+
+
+def _worker_count(options: ValidationOptions) -> int:
+    # Default 1: on the 2-vCPU target two busy processes each run ~1.4x slower, and the second
+    # process (its own tokenizer, pickling 4 MiB blocks) ate the rest: measured 22 s either way
+    # on the 480 MiB benchmark, at twice the memory. workers=N is there for bigger machines.
+    if options.workers is not None:
+        return max(1, min(options.workers, os.process_cpu_count() or 1))
+    return 1
+
+
+class _Run:
+    def __init__(self, name: str, options: ValidationOptions,
+                 progress: Callable[[int], None] | None) -> None:
+        self.name, self.options, self.progress = name, options, progress
+        self.sink = _Sink(options, name)
+        self.bytes_read = 0
+        self.examples = 0
+        self.messages = 0
+        self.assistant_tokens = 0
+        self.tokens = array("I")
+        self.context = array("I")
+        self.method_counts = {"S": 0, "D": 0, "R": 0}
+        self.method_lines: dict[str, list[int]] = {"S": [], "D": [], "R": []}
+        self.hashes: dict[int, int] = {}
+        self._inline: Context | None = None
+
+    # --- input
+    def _counted(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            self.bytes_read += len(chunk)
+            if self.progress is not None:
+                self.progress(self.bytes_read)
+            yield bytes(chunk) if not isinstance(chunk, bytes) else chunk
+
+    def _blocks(self, chunks: Iterable[bytes]) -> Iterator[Block] | None:
+        it = coalesce_head(c for c in self._counted(chunks) if c)
+        head = next(it, b"")
+        if head.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in head[:4]:
+            self.sink.add(1, "utf16_encoding", "the file is UTF-16/UTF-32 encoded, not UTF-8")
+            return None
+        return split_blocks(itertools.chain((head,), it), max_line_bytes=self.options.max_line_bytes)
+
+    # --- processing
+    def _inline_ctx(self) -> Context:
+        if self._inline is None:
+            self._inline = Context(self.options)
+        return self._inline
+
+    def _results(self, blocks: Iterator[Block]) -> Iterator[BlockResult]:
+        workers = _worker_count(self.options) - 1
+        pool: ProcessPoolExecutor | None = None
+        queue: deque[Future[BlockResult] | BlockResult] = deque()
+        try:
+            for block in blocks:
+                if pool is None and workers > 0 and self.bytes_read > PARALLEL_AFTER_BYTES:
+                    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                               initializer=init_worker, initargs=(self.options,))
+                busy = sum(1 for q in queue if isinstance(q, Future) and not q.done())
+                if pool is not None and busy < workers * IN_FLIGHT_PER_WORKER:
+                    queue.append(pool.submit(run_in_worker, block))
+                else:
+                    queue.append(process_block(block, self._inline_ctx()))
+                while queue and (not isinstance(queue[0], Future) or queue[0].done()
+                                 or len(queue) > 2 * (workers + 1) * IN_FLIGHT_PER_WORKER):
+                    head = queue.popleft()
+                    yield head.result() if isinstance(head, Future) else head
+            while queue:
+                head = queue.popleft()
+                yield head.result() if isinstance(head, Future) else head
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    def _merge(self, res: BlockResult) -> None:
+        for line, code, message in res.findings:
+            self.sink.add(line, code, message)
+        self.examples += res.examples
+        self.messages += res.messages
+        self.assistant_tokens += res.assistant_tokens
+        self.tokens.extend(res.tokens)
+        self.context.extend(res.context)
+        for line, m in zip(res.lines, res.methods):
+            key = chr(m)
+            self.method_counts[key] += 1
+            if len(self.method_lines[key]) <= FINDINGS_PER_CODE:
+                self.method_lines[key].append(line)
+        seen = self.hashes
+        for h, line in zip(res.hashes, res.hash_lines):
+            first = seen.get(h)
+            if first is not None:
+                self.sink.add(line, "duplicate_example", f"same example as line {first}")
+            elif len(seen) < MAX_TRACKED_HASHES:
+                seen[h] = line
+
+    # --- the whole file
+    def run(self, chunks: Iterable[bytes]) -> FileReport:
+        opts = self.options
+        try:
+            facts = model_facts(opts.model)
+        except UnknownModelError as exc:
+            facts = None
+            self.sink.add(None, "unknown_model", str(exc))
+        blocks = self._blocks(chunks)
+        if blocks is not None:
+            for res in self._results(blocks):
+                self._merge(res)
+        method = opts.method or self._majority()
+        if opts.method is None and method is not None:
+            self._mismatches(method)
+        if facts is not None and method is not None and not facts.supports(method):
+            self.sink.add(None, "method_not_supported", f"{facts.name} does not support {method} "
+                                                        f"fine-tuning (it supports "
+                                                        f"{', '.join(sorted(facts.methods))})")
+        if blocks is not None and self.examples == 0:
+            self.sink.add(None, "empty_file", "no examples in the file")
+        elif 0 < self.examples < opts.min_examples:
+            self.sink.add(None, "too_few_examples",
+                          f"{self.examples} examples; at least {opts.min_examples} are required")
+        if self.bytes_read > UPLOAD_LIMIT_BYTES:
+            self.sink.add(None, "file_too_large", f"{self.bytes_read / 1e6:.0f} MB > 512 MB")
+        if len(self.hashes) >= MAX_TRACKED_HASHES:
+            log.warning("%s: duplicate check covered the first %d distinct examples", self.name,
+                        MAX_TRACKED_HASHES)
+        stats = build_stats(examples=self.examples, usable=len(self.context), messages=self.messages,
+                            tokens=self.tokens, context=self.context,
+                            assistant_tokens=self.assistant_tokens, facts=facts, method=method,
+                            n_epochs=opts.n_epochs, size_bytes=self.bytes_read)
+        stats["formats"] = {_CODE_METHOD[k]: v for k, v in self.method_counts.items() if v}
+        if method != REINFORCEMENT and stats["cost"]["billed_tokens"] > MAX_JOB_TOKENS:
+            self.sink.add(None, "job_too_large", f"{stats['cost']['billed_tokens']:,} billed tokens > "
+                                                 f"{MAX_JOB_TOKENS:,} per job")
+        errors, warnings = self.sink.split()
+        return FileReport(self.name, method, self.examples, errors, warnings, stats, self.hashes)
+
+    def _majority(self) -> str | None:
+        best = max(self.method_counts, key=lambda k: (self.method_counts[k], -"SDR".index(k)))
+        return _CODE_METHOD[best] if self.method_counts[best] else None
+
+    def _mismatches(self, method: str) -> None:
+        expected = METHOD_CODES[method]
+        for key, n in self.method_counts.items():
+            if key == expected or not n:
+                continue
+            lines = self.method_lines[key][:FINDINGS_PER_CODE]
+            for line in lines:
+                self.sink.add(line, "format_mismatch",
+                              f"{_CODE_METHOD[key]} example in a file of {method} examples")
+            if n > len(lines):  # counted, not listed
+                self.sink.counts["format_mismatch"] = self.sink.counts.get("format_mismatch", 0) + n - len(lines)
+
+
+def validate_file(chunks: Iterable[bytes], *, name: str, options: ValidationOptions,
+                  progress: Callable[[int], None] | None = None) -> FileReport:
+    """Validate one JSONL stream (any chunk sizes), in bounded memory."""
+    return _Run(name, options, progress).run(chunks)
+
+
+def validate_dataset(files: Mapping[str, Callable[[], Iterable[bytes]]], *, options: ValidationOptions,
+                     names: Mapping[str, str] | None = None,
+                     progress: Callable[[str, int], None] | None = None) -> DatasetReport:
+    """Validate a run's train (required), validation and eval files together, overlap included."""
+    unknown = set(files) - set(ROLES)
+    if unknown or "train" not in files:
+        raise ValueError(f"files must hold 'train' and optionally 'validation', 'eval'; got {sorted(files)}")
+    names = {role: (names or {}).get(role, f"{role}.jsonl") for role in files}
+    reports: dict[str, FileReport] = {}
+    for role in ROLES:
+        if role not in files:
+            continue
+        opts = options
+        if role != "train":
+            # Held-out files follow the training file's method and have no minimum size.
+            opts = replace(options, min_examples=0, method=options.method or reports["train"].method)
+        on_progress = (lambda n, r=role: progress(r, n)) if progress else None
+        reports[role] = validate_file(files[role](), name=names[role], options=opts, progress=on_progress)
+    sink = _Sink(options, None)
+    train = reports["train"]
+    for role in ("validation", "eval"):
+        if role not in reports:
+            continue
+        others = [("train", train)] + ([("validation", reports["validation"])]
+                                       if role == "eval" and "validation" in reports else [])
+        sink.file = names[role]
+        for h, line in sorted(reports[role].hashes.items(), key=lambda kv: kv[1]):
+            for other_role, other in others:
+                if h in other.hashes:
+                    sink.add(line, "leakage", f"same example as {names[other_role]} line {other.hashes[h]}")
+                    break
+    if train.method == REINFORCEMENT and "validation" not in files:
+        sink.file = names["train"]
+        sink.add(None, "missing_validation_file", "reinforcement fine-tuning needs a validation file")
+    extra_errors, extra_warnings = sink.split()
+    errors = [f for r in reports.values() for f in r.errors] + extra_errors
+    warnings = [f for r in reports.values() for f in r.warnings] + extra_warnings
+    method = train.method if train.method in METHODS else None
+    return DatasetReport(valid=not errors, method=method, examples=sum(r.examples for r in reports.values()),
+                         errors=errors, warnings=warnings, stats=train.stats, files=reports)

@@ -1,0 +1,340 @@
+"""Structure rules and token counts for one parsed example (supervised chat, DPO, reinforcement).
+
+Rules follow the Azure OpenAI fine-tuning how-tos (chat format, tool calling, vision, DPO, RFT) and
+OpenAI's fine-tuning guide; see docs/validation.md for the sources. Token counts follow OpenAI's
+cookbook (3 tokens per message, +1 per name, +3 to prime the reply); tool definitions and tool calls
+are counted as their compact JSON, which the cookbook leaves out: an estimate that errs high.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from shared.models import DPO, REINFORCEMENT, SUPERVISED, ModelFacts
+
+from .tokens import SPECIAL_TOKENS, Counter
+
+ROLES = frozenset({"system", "user", "assistant", "tool", "function"})
+DETAILS = frozenset({"low", "high", "auto"})
+IMAGE_DATA_PREFIXES = ("data:image/jpeg;base64,", "data:image/jpg;base64,", "data:image/png;base64,",
+                       "data:image/webp;base64,")
+MAX_IMAGES = 64  # Azure vision fine-tuning: max images per example
+# Top-level keys that are part of the chat format; anything else on a messages line is RFT data.
+CHAT_KEYS = frozenset({"messages", "tools", "parallel_tool_calls", "functions"})
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_NAME = 1
+REPLY_PRIMING = 3
+
+
+@dataclass
+class Example:
+    method: str | None = None  # detected format; None when the line is not a usable object
+    tokens: int = 0  # everything billed (DPO: input and both outputs)
+    context_tokens: int = 0  # the longest sequence trained on, checked against the model's limit
+    assistant_tokens: int = 0
+    messages: int = 0
+
+
+class Checker:
+    """Checks parsed examples; findings go to `report(code, message)` for the current line."""
+
+    def __init__(self, facts: ModelFacts | None, counter: Counter | None,
+                 report: Callable[[str, str], None]) -> None:
+        self.facts = facts
+        self.counter = counter
+        self.report = report
+
+    # --- entry point
+    def check(self, obj: Any, method: str | None) -> Example:
+        if not isinstance(obj, dict):
+            self.report("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
+            return Example()
+        if "input" in obj or "preferred_output" in obj or "non_preferred_output" in obj:
+            return self._dpo(obj)
+        if "messages" in obj:
+            if method == REINFORCEMENT or (method is None and _looks_rft(obj)):
+                return self._rft(obj)
+            return self._supervised(obj)
+        if "prompt" in obj or "completion" in obj:
+            self.report("legacy_format", "prompt/completion lines are not accepted by chat models")
+        else:
+            keys = ", ".join(sorted(obj)[:5]) or "none"
+            self.report("unknown_format", f"no messages or input field (keys: {keys})")
+        return Example()
+
+    # --- formats
+    def _supervised(self, obj: dict[str, Any]) -> Example:
+        ex = Example(method=SUPERVISED)
+        msgs = obj.get("messages")
+        if not _nonempty_list(msgs):
+            self.report("missing_messages", "messages must be a non-empty list")
+            return ex
+        tools = self._tools(obj)
+        tokens, assistant, state = self._messages(msgs, "messages", outputs=False)
+        if not state.assistant:
+            self.report("no_assistant_message", "no assistant message to learn from")
+        if not state.prompt:
+            self.report("no_prompt_message", "no system or user message")
+        ex.tokens = ex.context_tokens = tokens + tools + REPLY_PRIMING
+        ex.assistant_tokens, ex.messages = assistant, len(msgs)
+        return ex
+
+    def _dpo(self, obj: dict[str, Any]) -> Example:
+        ex = Example(method=DPO)
+        inp = obj.get("input")
+        if not isinstance(inp, dict) or not _nonempty_list(inp.get("messages")):
+            self.report("invalid_dpo_input", "input must be an object with a non-empty messages list")
+            return ex
+        tools = self._tools(inp)
+        in_tokens, _, state = self._messages(inp["messages"], "input.messages", outputs=False, text_only=True)
+        if not state.prompt:
+            self.report("no_prompt_message", "input has no system or user message")
+        outs = []
+        for key in ("preferred_output", "non_preferred_output"):
+            out = obj.get(key)
+            if not _nonempty_list(out):
+                self.report("invalid_dpo_output", f"{key} must be a non-empty list of assistant messages")
+                outs.append((0, 0))
+                continue
+            tokens, assistant, ostate = self._messages(out, key, outputs=True, text_only=True)
+            if not ostate.assistant:
+                self.report("invalid_dpo_output", f"{key} has no assistant message")
+            outs.append((tokens, assistant))
+        base = in_tokens + tools + REPLY_PRIMING
+        ex.tokens = base + outs[0][0] + outs[1][0]
+        ex.context_tokens = base + max(outs[0][0], outs[1][0])
+        ex.assistant_tokens = outs[0][1] + outs[1][1]
+        ex.messages = len(inp["messages"]) + sum(len(obj.get(k) or []) for k in ("preferred_output",
+                                                                             "non_preferred_output"))
+        return ex
+
+    def _rft(self, obj: dict[str, Any]) -> Example:
+        ex = Example(method=REINFORCEMENT)
+        msgs = obj.get("messages")
+        if not _nonempty_list(msgs):
+            self.report("missing_messages", "messages must be a non-empty list")
+            return ex
+        tools = self._tools(obj)
+        tokens, _, state = self._messages(msgs, "messages", outputs=False)
+        last = msgs[-1]
+        if not (isinstance(last, dict) and last.get("role") == "user"):
+            self.report("rft_last_message_not_user", "the last message must be the user's")
+        if state.system:
+            self.report("rft_system_message", "system messages are not supported for reinforcement")
+        if not set(obj) - CHAT_KEYS:
+            self.report("rft_missing_reference", "no field besides messages for the grader to use")
+        ex.tokens = ex.context_tokens = tokens + tools + REPLY_PRIMING
+        ex.messages = len(msgs)
+        return ex
+
+    # --- parts
+    def _tools(self, obj: dict[str, Any]) -> int:
+        tokens = 0
+        for key in ("tools", "functions"):
+            if key not in obj:
+                continue
+            tools = obj[key]
+            ok = isinstance(tools, list) and all(_tool_ok(t, key) for t in tools)
+            if not ok:
+                self.report("invalid_tools", f"{key} must be a list of function definitions")
+            else:
+                tokens += self._count(json.dumps(tools, separators=(",", ":"), ensure_ascii=False))
+        if "parallel_tool_calls" in obj and not isinstance(obj["parallel_tool_calls"], bool):
+            self.report("invalid_tools", "parallel_tool_calls must be true or false")
+        return tokens
+
+    def _messages(self, msgs: list[Any], where: str, *, outputs: bool,
+                  text_only: bool = False) -> tuple[int, int, _State]:
+        state = _State()
+        tokens = assistant_tokens = 0
+        prev_role = None
+        for i, msg in enumerate(msgs, 1):
+            here = f"{where}[{i}]"
+            if not isinstance(msg, dict):
+                self.report("invalid_message", f"{here} is not an object")
+                continue
+            role = msg.get("role")
+            if role not in ROLES:
+                self.report("invalid_role", f"{here}: role {str(role)[:20]!r} is not one of "
+                                            "system, user, assistant, tool, function")
+                continue
+            if outputs and role not in ("assistant", "tool"):
+                self.report("invalid_dpo_output", f"{here}: outputs hold assistant or tool messages only")
+            if role == "assistant" and prev_role == "assistant":
+                self.report("consecutive_assistant", f"{here}: second assistant message in a row "
+                                                     "without a tool reply")
+            prev_role = role
+            n = TOKENS_PER_MESSAGE + self._count(role)
+            text_tokens = self._content(msg, role, here, state, text_only)
+            n += text_tokens
+            if "name" in msg:
+                if not isinstance(msg["name"], str):
+                    self.report("invalid_message", f"{here}: name must be a string")
+                else:
+                    n += self._count(msg["name"]) + TOKENS_PER_NAME
+            if "weight" in msg and (role != "assistant" or type(msg["weight"]) is not int
+                                    or msg["weight"] not in (0, 1)):
+                self.report("invalid_weight", f"{here}: weight must be 0 or 1, on assistant messages only")
+            if role == "assistant":
+                calls = self._calls(msg, here, state)
+                n += calls
+                state.assistant = True
+                if msg.get("content") in (None, "") and not calls and "tool_calls" not in msg \
+                        and "function_call" not in msg:
+                    self.report("empty_assistant_message", f"{here}: no content and no tool_calls")
+                assistant_tokens += text_tokens + calls
+            elif role in ("system", "user"):
+                state.prompt = True
+                state.system = state.system or role == "system"
+            elif role == "tool":
+                call_id = msg.get("tool_call_id")
+                if call_id not in state.call_ids:
+                    self.report("orphan_tool_message", f"{here}: tool_call_id {str(call_id)[:40]!r} "
+                                                       "answers no earlier tool call")
+            elif role == "function" and not isinstance(msg.get("name"), str):
+                self.report("invalid_message", f"{here}: a function message needs its name")
+            tokens += n
+        if state.images > MAX_IMAGES:
+            self.report("too_many_images", f"{state.images} images (at most {MAX_IMAGES} per example)")
+        return tokens, assistant_tokens, state
+
+    def _content(self, msg: dict[str, Any], role: str, here: str, state: _State, text_only: bool) -> int:
+        content = msg.get("content")
+        if content is None:
+            if role != "assistant":  # only an assistant turn may carry tool calls instead of text
+                self.report("invalid_content", f"{here}: {role} message without content")
+            return 0
+        if isinstance(content, str):
+            if (role == "assistant" and len(content) < 48 and "tool_calls" not in msg
+                    and len(content.split()) <= 1 and msg.get("weight", 1) != 0):
+                self.report("short_assistant_answer", f"{here}: answer is empty or one word")
+            return self._text(content, here)
+        if not isinstance(content, list):
+            self.report("invalid_content", f"{here}: content must be a string, null or a list of parts")
+            return 0
+        tokens = 0
+        for j, part in enumerate(content, 1):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "text" and isinstance(part.get("text"), str):
+                tokens += self._text(part["text"], here)
+            elif kind == "image_url":
+                state.images += 1
+                self._image(part, role, f"{here}.content[{j}]", text_only)
+            else:
+                self.report("invalid_content", f"{here}.content[{j}]: parts are text or image_url")
+        return tokens
+
+    def _image(self, part: dict[str, Any], role: str, here: str, text_only: bool) -> None:
+        if role == "assistant":
+            self.report("image_in_assistant", f"{here}: images are not allowed in assistant messages")
+        elif text_only:
+            self.report("invalid_content", f"{here}: DPO supports text only")
+        elif self.facts is not None and not self.facts.vision:
+            self.report("images_not_supported", f"{here}: {self.facts.name} takes no images")
+        image = part.get("image_url")
+        url = image.get("url") if isinstance(image, dict) else None
+        if not isinstance(url, str) or not url.startswith(("https://", "http://") + IMAGE_DATA_PREFIXES):
+            self.report("invalid_image", f"{here}: url must be http(s) or a JPEG/PNG/WEBP data URI")
+        elif isinstance(image, dict) and "detail" in image and image["detail"] not in DETAILS:
+            self.report("invalid_image", f"{here}: detail must be low, high or auto")
+
+    def _calls(self, msg: dict[str, Any], here: str, state: _State) -> int:
+        tokens = 0
+        if "tool_calls" in msg:
+            calls = msg["tool_calls"]
+            if not _nonempty_list(calls):
+                self.report("invalid_tool_calls", f"{here}: tool_calls must be a non-empty list")
+            else:
+                for k, call in enumerate(calls, 1):
+                    problem = _call_problem(call)
+                    if problem:
+                        self.report("invalid_tool_calls", f"{here}.tool_calls[{k}]: {problem}")
+                    else:
+                        state.call_ids.add(call["id"])
+                        tokens += self._text(call["function"]["name"], here)
+                        tokens += self._text(call["function"]["arguments"], here)
+        if "function_call" in msg:
+            call = msg["function_call"]
+            problem = _function_problem(call)
+            if problem:
+                self.report("invalid_tool_calls", f"{here}.function_call: {problem}")
+            else:
+                tokens += self._text(call["name"], here) + self._text(call["arguments"], here)
+        return tokens
+
+    def _text(self, text: str, here: str) -> int:
+        if "<|" in text:
+            found = sorted(t for t in SPECIAL_TOKENS if t in text)
+            if found:
+                self.report("special_token", f"{here}: contains {', '.join(found)}")
+        return self._count(text)
+
+    def _count(self, text: str) -> int:
+        if self.counter is None:
+            return 0
+        before = self.counter.replaced
+        n = self.counter.count(text)
+        if self.counter.replaced != before:
+            self.report("lone_surrogate", "a string holds an unpaired UTF-16 surrogate escape")
+        return n
+
+
+@dataclass
+class _State:
+    assistant: bool = False
+    prompt: bool = False
+    system: bool = False
+    images: int = 0
+
+    def __post_init__(self) -> None:
+        self.call_ids: set[Any] = set()
+
+
+def _nonempty_list(value: Any) -> bool:
+    return isinstance(value, list) and len(value) > 0
+
+
+def _looks_rft(obj: dict[str, Any]) -> bool:
+    msgs = obj.get("messages")
+    if not _nonempty_list(msgs) or not isinstance(msgs[-1], dict) or msgs[-1].get("role") != "user":
+        return False
+    return bool(set(obj) - CHAT_KEYS)
+
+
+def _tool_ok(tool: Any, key: str) -> bool:
+    if key == "functions":
+        return isinstance(tool, dict) and isinstance(tool.get("name"), str) and bool(tool["name"])
+    if not isinstance(tool, dict) or tool.get("type") != "function":
+        return False
+    fn = tool.get("function")
+    return (isinstance(fn, dict) and isinstance(fn.get("name"), str) and bool(fn["name"])
+            and isinstance(fn.get("parameters", {}), dict))
+
+
+def _arguments_problem(args: Any) -> str | None:
+    if not isinstance(args, str):
+        return "arguments must be a JSON string, not a JSON value"
+    try:
+        json.loads(args)
+    except ValueError:
+        return "arguments is not valid JSON"
+    return None
+
+
+def _call_problem(call: Any) -> str | None:
+    if not isinstance(call, dict):
+        return "not an object"
+    if not isinstance(call.get("id"), str) or not call["id"]:
+        return "id must be a non-empty string"
+    if call.get("type") != "function":
+        return "type must be 'function'"
+    return _function_problem(call.get("function"))
+
+
+def _function_problem(fn: Any) -> str | None:
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
+        return "function.name must be a non-empty string"
+    return _arguments_problem(fn.get("arguments"))

@@ -1,0 +1,127 @@
+"""Streaming line splitting over byte chunks, in bounded memory.
+
+Lines are physical lines split on b"\\n" only: U+2028/U+2029 and NEL inside JSON strings are bytes
+of a character, never a break (str.splitlines would split on them). A line longer than the cap is
+never held whole: its bytes are dropped as they arrive and the line is reported once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+BOM = b"\xef\xbb\xbf"
+BLOCK_BYTES = 4 << 20  # lines are handed out in blocks of about this size (one worker task each)
+
+
+@dataclass(frozen=True)
+class Block:
+    first_line: int  # 1-based number of the block's first line
+    data: bytes  # complete lines joined by b"\n", without the final newline
+    too_long: int | None = None  # set instead of data: this line exceeded the cap
+
+
+def coalesce_head(chunks: Iterable[bytes], size: int = 4) -> Iterator[bytes]:
+    """The same bytes, the first chunk holding at least `size` of them (a BOM may be split)."""
+    it = iter(chunks)
+    head = b""
+    for chunk in it:
+        head += chunk
+        if len(head) >= size:
+            break
+    if head:
+        yield head
+    yield from it
+
+
+def split_blocks(chunks: Iterable[bytes], *, max_line_bytes: int,
+                 block_bytes: int = BLOCK_BYTES) -> Iterator[Block]:
+    """Blocks of whole lines (or a too-long marker), in order. A leading UTF-8 BOM is removed."""
+    line_no = 1  # number of the line being assembled
+    pieces: list[bytes] = []  # its bytes so far, in pieces (no quadratic concatenation)
+    pending = 0
+    skipping = False  # it is over the cap: drop its bytes until its newline
+    parts: list[bytes] = []  # runs of whole lines collected towards one block
+    size = 0
+    first_of_block = 1
+    first_chunk = True
+    for chunk in coalesce_head(chunks):
+        if first_chunk and chunk:
+            first_chunk = False
+            if chunk.startswith(BOM):
+                chunk = chunk[3:]
+        pos, end = 0, len(chunk)
+        while pos < end:
+            nl = chunk.find(b"\n", pos)
+            if nl == -1:  # the rest belongs to the unfinished line
+                if not skipping:
+                    pending += end - pos
+                    if pending > max_line_bytes:
+                        skipping, pieces, pending = True, [], 0
+                    else:
+                        pieces.append(chunk[pos:] if pos else chunk)
+                break
+            if skipping or pending + (nl - pos) > max_line_bytes:
+                if parts:
+                    yield Block(first_of_block, b"\n".join(parts))
+                    parts, size = [], 0
+                yield Block(line_no, b"", too_long=line_no)
+                skipping, pieces, pending = False, [], 0
+                line_no += 1
+                pos = nl + 1
+                continue
+            # Take this line and every whole line after it in one slice, unless that span is
+            # large enough to hide an over-long line (then go one line at a time).
+            last = chunk.rfind(b"\n", nl)
+            if last - nl > max_line_bytes:
+                last = nl
+            body = chunk[pos:last]
+            if pieces:
+                pieces.append(body)
+                body = b"".join(pieces)
+                pieces, pending = [], 0
+            if not parts:
+                first_of_block = line_no
+            parts.append(body)
+            size += len(body)
+            line_no += chunk.count(b"\n", nl, last) + 1
+            if size >= block_bytes:
+                yield Block(first_of_block, b"\n".join(parts))
+                parts, size = [], 0
+            pos = last + 1
+    if skipping:
+        if parts:
+            yield Block(first_of_block, b"\n".join(parts))
+            parts = []
+        yield Block(line_no, b"", too_long=line_no)
+    elif pieces:  # last line without a final newline
+        if not parts:
+            first_of_block = line_no
+        parts.append(b"".join(pieces))
+    if parts:
+        yield Block(first_of_block, b"\n".join(parts))
+
+
+def normalize(line: bytes) -> bytes:
+    """The bytes an example is identified by: surrounding whitespace, CR and BOM removed."""
+    line = line.strip()
+    return line[3:].strip() if line.startswith(BOM) else line
+
+
+def content_hash(line: bytes) -> int:
+    """64-bit content hash of an example line (exact duplicates share it; order/spacing matter)."""
+    return int.from_bytes(hashlib.blake2b(normalize(line), digest_size=8).digest(), "little")
+
+
+def iter_examples(chunks: Iterable[bytes], *, max_line_bytes: int = 32 << 20) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw line bytes) for every non-blank line, streaming; over-long lines skipped.
+
+    The intake's seeded split uses this with `content_hash` so duplicates never straddle a split.
+    """
+    for block in split_blocks(chunks, max_line_bytes=max_line_bytes):
+        if block.too_long is not None:
+            continue
+        for i, line in enumerate(block.data.split(b"\n")):
+            if line.strip():
+                yield block.first_line + i, line.rstrip(b"\r")

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import json
+import random
+import tracemalloc
+
+from vhelpers import at, chat, check, codes, jsonl, padded
+
+from shared.validation import content_hash, iter_examples
+from shared.validation.lines import split_blocks
+
+
+def _lines_of(chunks: list[bytes], cap: int, block: int) -> list[tuple[int, bytes | None]]:
+    got: list[tuple[int, bytes | None]] = []
+    for blk in split_blocks(chunks, max_line_bytes=cap, block_bytes=block):
+        if blk.too_long is not None:
+            got.append((blk.too_long, None))
+        else:
+            got.extend((blk.first_line + i, line) for i, line in enumerate(blk.data.split(b"\n")))
+    return got
+
+
+def test_splitter_matches_a_plain_split_for_any_chunking() -> None:
+    rng = random.Random(0)
+    for _ in range(2000):
+        lines = [bytes(rng.choice(b"ab\r") for _ in range(rng.choice([0, 1, 2, 5, 30])))
+                 for _ in range(rng.randint(0, 12))]
+        data = b"\n".join(lines) + (b"\n" if rng.random() < 0.5 else b"")
+        cap, block = rng.choice([3, 10, 1000]), rng.choice([1, 5, 100])
+        ref = data.split(b"\n")
+        ref = [] if not data else ref[:-1] if data.endswith(b"\n") else ref
+        expected = [(i + 1, line if len(line) <= cap else None) for i, line in enumerate(ref)]
+        cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, rng.randint(0, 5)))) if len(data) > 1 else []
+        chunks = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+        assert _lines_of(chunks, cap, block) == expected, (data, chunks, cap, block)
+
+
+def test_unicode_line_separators_inside_strings_are_not_line_breaks() -> None:
+    tricky = chat(user="first\u2028second\u2029third\x85fourth\x0bfifth\x0cend")
+    data = ("\n".join([json.dumps(tricky, ensure_ascii=False)] + [json.dumps(o) for o in padded([], 10)])).encode()
+    report = check(data)
+    assert report.valid, report.errors
+    assert report.examples == 11
+
+
+def test_crlf_bom_and_no_final_newline_are_accepted() -> None:
+    body = jsonl(padded([]), end="").replace(b"\n", b"\r\n")
+    report = check(b"\xef\xbb\xbf" + body)
+    assert report.valid, report.errors
+    assert report.examples == 10
+    assert codes(report) == []
+
+
+def test_bom_split_across_chunks_and_lines_split_mid_utf8_sequence() -> None:
+    data = b"\xef\xbb\xbf" + jsonl(padded([chat(user="caf\u00e9 \u6771\u4eac \U0001f642")]), end="")
+    chunks = [data[i:i + 1] for i in range(len(data))]  # one byte at a time
+    report = check(chunks)
+    assert report.valid, report.errors
+
+
+def test_blank_lines_are_reported_with_their_line_numbers() -> None:
+    lines = padded([])
+    data = jsonl(lines[:3]) + b"\n   \n" + jsonl(lines[3:])
+    report = check(data)
+    assert at(report, "blank_line") == [4, 5]
+    assert report.examples == 10
+    assert report.valid
+
+
+def test_a_200_mb_line_is_rejected_without_holding_it(monkeypatch) -> None:
+    piece = b"x" * (4 << 20)
+
+    def chunks():
+        yield jsonl(padded([]))
+        yield b'{"messages": "'
+        for _ in range(50):  # 200 MiB, never materialized as one object
+            yield piece
+        yield b'"}\n'
+        yield jsonl([chat()])
+
+    tracemalloc.start()
+    report = check(chunks())  # type: ignore[arg-type]  (a generator: streamed)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert at(report, "line_too_long") == [11]
+    assert report.examples == 12
+    assert peak < 96 << 20, f"peak {peak >> 20} MiB"
+
+
+def test_iter_examples_yields_line_numbers_and_raw_bytes() -> None:
+    data = b'{"a": 1}\r\n\n{"b": 2}\n{"c": 3}'
+    got = list(iter_examples([data[:5], data[5:]]))
+    assert got == [(1, b'{"a": 1}'), (3, b'{"b": 2}'), (4, b'{"c": 3}')]
+
+
+def test_content_hash_ignores_line_endings_and_bom_only() -> None:
+    assert content_hash(b'{"a": 1}\r') == content_hash(b'\xef\xbb\xbf{"a": 1}') == content_hash(b' {"a": 1} ')
+    assert content_hash(b'{"a": 1}') != content_hash(b'{"a": 2}')
+
+
+

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from shared.validation import tokens
+from shared.validation.tokens import Counter, VocabularyError, fast_counter, get_encoding
+
+AWKWARD = [
+    "", " ", "  \n\n  x", "\r\n" * 40, "a\u2028b\u2029c\x85d", "don't I'LL we've They'D",
+    "123456789012345 3.14159 1,000,000", "ü" * 500, "🙂" * 200 + "👍🏽", "東京都 注文 ありがとうございます",
+    "مرحبا بالعالم", "Здравствуйте", "é́ combining", " " * 3000 + "x", "\t\tindented\n    code()",
+    "<|endoftext|> is text here", "x" * 20000, "https://contoso.com/a/b?q=1&r=2#frag", "\u00a0nbsp\u200bzwsp",
+]
+
+
+def _random_text(rng: random.Random) -> str:
+    alphabet = "abcXYZ019 \n\r\t'’.,!?-_/éü東京🙂\u2028\u0301"
+    return "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 200)))
+
+
+@pytest.mark.parametrize("name", ["o200k_base", "cl100k_base"])
+def test_counts_equal_tiktoken_encode(name: str) -> None:
+    enc = get_encoding(name)
+    reference = Counter(name, fast=False)
+    counter = Counter(name)
+    rng = random.Random(1)
+    for text in AWKWARD + [_random_text(rng) for _ in range(2000)]:
+        expected = len(enc.encode_ordinary(text))
+        assert reference.count(text) == expected, text
+        assert counter.count(text) == expected, (counter.backend, text)
+
+
+def test_known_ids_prove_the_official_vocabulary() -> None:
+    assert get_encoding("cl100k_base").encode("hello world") == [15339, 1917]
+    assert get_encoding("o200k_base").encode("hello world") == [24912, 2375]
+
+
+def test_lone_surrogates_are_counted_and_flagged() -> None:
+    for fast in (True, False):
+        counter = Counter("o200k_base", fast=fast)
+        assert counter.count("a\ud800b") == counter.count("a\ufffdb")
+        assert counter.replaced == 1
+
+
+def test_vocabulary_hash_is_checked(monkeypatch) -> None:
+    monkeypatch.setitem(tokens._SHA256, "o200k_base", "0" * 64)
+    with pytest.raises(VocabularyError, match="sha256"):
+        tokens._official_file("o200k_base")
+
+
+def test_tokenizer_can_be_forced_to_tiktoken(monkeypatch) -> None:
+    fast_counter.cache_clear()
+    monkeypatch.setenv("FTOPS_TOKENIZER", "tiktoken")
+    try:
+        assert Counter("o200k_base").backend == "tiktoken"
+    finally:
+        fast_counter.cache_clear()
+
+
+def test_nothing_is_downloaded(monkeypatch) -> None:
+    import tiktoken.load
+
+    def refuse(*_a, **_k):
+        raise AssertionError("tried to download a vocabulary")
+
+    monkeypatch.setattr(tiktoken.load, "read_file", refuse)
+    get_encoding.cache_clear()
+    try:
+        assert get_encoding("cl100k_base").encode("ok") == [564]
+    finally:
+        get_encoding.cache_clear()
