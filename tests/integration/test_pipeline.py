@@ -1,0 +1,88 @@
+"""The stages chained through their real queues, Azurite and the emulator — without the dev host, so a
+failure here points at a stage, not at delivery."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from shared.bus import decode_local
+from shared.commands import handle_command
+from shared.deployment import handle_deploy
+from shared.evaluation import handle_evaluate
+from shared.intake import handle_blob_created
+from shared.keepalive import keepalive_tick
+from shared.messages import ApproveCommand, envelope, parse_message
+from shared.polling import poll_tick
+from shared.training import handle_train
+
+pytestmark = pytest.mark.integration
+SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "support-bot.jsonl"
+
+
+def pump(deps, queue: str) -> int:
+    """Deliver every visible message on a local queue to its handler; returns how many were handled."""
+    client = deps.publisher.queue_client(queue)
+    handled = 0
+    for message in client.receive_messages(max_messages=32, visibility_timeout=30):
+        event, data = parse_message(decode_local(message.content)["body"])
+        if event.type == "ftops.stage.train":
+            handle_train(data, deps)
+        elif event.type == "ftops.stage.evaluate":
+            handle_evaluate(data, deps)
+        elif event.type == "ftops.stage.deploy":
+            handle_deploy(data, deps)
+        else:
+            handle_command(event, data, deps)
+        client.delete_message(message)
+        handled += 1
+    return handled
+
+
+def test_a_dropped_dataset_reaches_prod_in_two_regions_after_approval(make_deps, emulator):
+    deps = make_deps()
+    s = deps.settings
+    deps.blobs.get_container_client(s.datasets_container).upload_blob("support-bot.jsonl", SAMPLE.read_bytes())
+    run_id = handle_blob_created("support-bot.jsonl", deps)
+    assert pump(deps, s.train_queue) == 1
+    assert deps.registry.require_run(run_id).state == "training"
+
+    for _ in range(60):
+        emulator.control.advance(5)
+        poll_tick(deps)
+        if deps.registry.require_run(run_id).state != "training":
+            break
+    run = deps.registry.require_run(run_id)
+    assert run.state == "trained" and run.fine_tuned_model
+
+    assert pump(deps, s.evaluate_queue) == 1
+    run = deps.registry.require_run(run_id)
+    assert run.state == "evaluated" and run.evaluation["passed"] is True
+
+    assert pump(deps, s.deploy_queue) == 2      # dev, then test (sent by dev's success)
+    assert pump(deps, s.deploy_queue) == 0      # prod waits for a person
+    assert deps.registry.require_run(run_id).state == "awaiting_approval:prod"
+
+    approve = ApproveCommand(run_id=run_id, environment="prod", approver="demo-operator@contoso.example",
+                             ticket="CHG-1")
+    deps.publisher.send(s.commands_queue, envelope(approve, type_="ftops.command.approve"))
+    assert pump(deps, s.commands_queue) == 1
+    assert pump(deps, s.deploy_queue) == 1
+    run = deps.registry.require_run(run_id)
+    assert run.state == "deployed:prod" and run.terminal
+
+    deployments = deps.registry.list_deployments(run_id=run_id)
+    assert sorted((d.environment, d.region) for d in deployments) == [
+        ("dev", "eastus"), ("dev", "swedencentral"), ("prod", "eastus"), ("prod", "westeurope"),
+        ("test", "eastus2"), ("test", "northcentralus")]
+    assert len({d.deployment for d in deployments}) == 1
+    keepalive_tick(deps)
+    assert all(d.last_ping for d in deps.registry.list_deployments(run_id=run_id))
+    on_spokes = {(d["account"], d["deployment"]) for d in emulator.control.state()["deployments"]}
+    assert {(d.account, d.deployment) for d in deployments} <= on_spokes
+    trail = deps.registry.audit_trail(run_id)
+    approval = next(a for a in trail if a["action"] == "approval.granted")
+    assert approval["actor"] == "demo-operator@contoso.example" and "CHG-1" in json.dumps(approval["detail"])
+    assert [a["to_state"] for a in trail if a["to_state"]][-3:] == ["awaiting_approval:prod", "deploying:prod",
+                                                                     "deployed:prod"]
