@@ -7,6 +7,7 @@ whole environment passed (or rolled back), and a newer run replaces an older one
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +16,7 @@ from typing import Any, TypeVar
 
 from shared import spokes, states
 from shared.events import advance, publish
-from shared.handling import PermanentError
+from shared.handling import PermanentError, retry_later
 from shared.messages import (
     ApproveCommand,
     DeployRequest,
@@ -30,6 +31,7 @@ from shared.topology import Environment, Target, Topology, load_topology
 log = logging.getLogger(__name__)
 
 ACTOR = "ftops-deploy"
+CLAIM_TTL_SECONDS = 1800   # longer than an environment's deployment with patient smoke tests
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -63,6 +65,24 @@ def handle_deploy(request: DeployRequest, deps: Any) -> None:
     model = run.chosen_model or run.fine_tuned_model
     if not model:
         raise PermanentError(f"run {run.run_id}: no chosen_model or fine_tuned_model to deploy")
+    # One worker per run × environment × model: a duplicate delivery must not deploy (and roll back) twice.
+    key = "deploy-" + hashlib.sha256(f"{run.run_id}|{env.name}|{model}".encode()).hexdigest()[:32]
+    status, _ = deps.registry.claim(key, ttl_seconds=CLAIM_TTL_SECONDS)
+    if status == "in_progress":
+        retry_later(deps, deps.settings.deploy_queue, request, f"deploy-{run.run_id}-{env.name}")
+        return
+    if status == "completed":
+        return
+    try:
+        final = _deploy_environment(deps, run, env, order, topology, model)
+    except BaseException:
+        deps.registry.release(key)
+        raise
+    deps.registry.complete(key, {"state": final})
+
+
+def _deploy_environment(deps: Any, run: RunRecord, env: Environment, order: list[str], topology: Topology,
+                        model: str) -> str:
     name = deployment_name(run)
     run = advance(deps, run.run_id, states.deploying(env.name), actor=ACTOR,
                   detail={"environment": env.name, "model": model, "deployment": name,
@@ -70,23 +90,22 @@ def handle_deploy(request: DeployRequest, deps: Any) -> None:
 
     quota = [m for m in parallel(lambda t: spokes.check_quota(deps, t, name), env.targets) if m]
     if quota:   # refuse before touching anything: better a clear failure than a half-done environment
-        _fail(deps, run, env, {"reason": "quota", "problems": quota, "deployment": name, "model": model})
-        return
+        return _fail(deps, run, env, {"reason": "quota", "problems": quota, "deployment": name, "model": model})
 
     tags = deployment_tags(run, model, env.name)
     outcomes = parallel(lambda t: _deploy_target(deps, run, env, t, name, model, tags), env.targets)
     if not all(o.ok for o in outcomes):
         restored = parallel(lambda o: _restore(deps, env, o, name), [o for o in outcomes if o.changed])
-        _fail(deps, run, env, {"reason": "target_failed", "deployment": name, "model": model,
-                               "targets": [o.evidence() for o in outcomes], "rolled_back": restored})
-        return
+        return _fail(deps, run, env, {"reason": "target_failed", "deployment": name, "model": model,
+                                      "targets": [o.evidence() for o in outcomes], "rolled_back": restored})
 
     for outcome in outcomes:
         _save_slot(deps, run, env, outcome, name, model, tags)
-    advance(deps, run.run_id, states.deployed(env.name), actor=ACTOR,
+    advance(deps, run.run_id, states.deployed(env.name), actor=ACTOR, from_states={states.deploying(env.name)},
             detail={"environment": env.name, "model": model, "deployment": name,
                     "targets": [o.evidence() for o in outcomes], "approval": run.approvals.get(env.name)})
     _promote(deps, run, env, order, topology)
+    return states.deployed(env.name)
 
 
 def run_environments(run: RunRecord, topology: Topology) -> list[str]:
@@ -233,12 +252,13 @@ def _restore(deps: Any, env: Environment, outcome: Outcome, name: str) -> dict[s
         return {"account": target.account, "action": "failed", "error": str(exc)}
 
 
-def _fail(deps: Any, run: RunRecord, env: Environment, detail: dict[str, Any]) -> None:
+def _fail(deps: Any, run: RunRecord, env: Environment, detail: dict[str, Any]) -> str:
     message = "; ".join(detail.get("problems") or
                         [f"{t['account']}: {t['error']}" for t in detail.get("targets", []) if t.get("error")])
     advance(deps, run.run_id, states.deployment_failed(env.name), actor=ACTOR,
-            detail={"environment": env.name, **detail},
+            from_states={states.deploying(env.name)}, detail={"environment": env.name, **detail},
             error={"stage": "deploy", "environment": env.name, "message": message})
+    return states.deployment_failed(env.name)
 
 
 def _save_slot(deps: Any, run: RunRecord, env: Environment, outcome: Outcome, name: str, model: str,

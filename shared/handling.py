@@ -18,6 +18,19 @@ class PermanentError(RuntimeError):
 
 
 _PERMANENT = (PermanentError, InvalidTransition, RunNotFound)
+BUSY_RETRY_SECONDS = 30.0
+
+
+def retry_later(deps: Any, queue: str, request: Any, base_id: str, *, delay: float = BUSY_RETRY_SECONDS) -> None:
+    """Another worker holds this step (a lost lock, a duplicate): send a delayed copy and let this message go.
+
+    Abandoning instead would come straight back on Service Bus and burn the delivery count in seconds; the
+    copy (a new MessageId per attempt) comes back once the other worker has had time to finish or expire.
+    """
+    from shared.messages import envelope
+    again = request.model_copy(update={"attempt": request.attempt + 1})
+    deps.publisher.send(queue, envelope(again, message_id=f"{base_id}-w{again.attempt}"), delay_seconds=delay)
+    log.info("%s is busy elsewhere; retrying as attempt %s in %.0f s", base_id, again.attempt, delay)
 
 
 def settle(message: Any, actions: Any, handler: Callable[[CloudEvent, Any], None], *, accepts: str) -> None:

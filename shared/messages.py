@@ -33,11 +33,13 @@ class TrainRequest(_Data):
 
 class EvaluateRequest(_Data):
     run_id: str
+    attempt: int = 0   # > 0: re-sent because another worker held the run (MessageId evaluate-<run_id>-w<n>)
 
 
 class DeployRequest(_Data):
     run_id: str
     environment: str
+    attempt: int = 0   # > 0: re-sent because another worker held the environment (…-w<n>)
 
 
 # --- commands from other systems (queue ftops-commands) ---------------------------------------------

@@ -74,6 +74,14 @@ _ALLOWED_FROM: dict[str, set[str]] = {
 }
 
 
+# Target kind → source kinds that must name the same environment (deploying:test → deployed:test only).
+_SAME_ENVIRONMENT = {"deployed": {"deploying", "deployed"}, "deployment_failed": {"deploying"},
+                     "deploying": {"deploying", "awaiting_approval"}}
+
+
 def can_transition(current: str, target: str) -> bool:
     allowed = _ALLOWED_FROM.get(target) or _ALLOWED_FROM.get(split(target)[0], set())
-    return current in allowed or split(current)[0] in allowed
+    if not (current in allowed or split(current)[0] in allowed):
+        return False
+    (kind, env), (current_kind, current_env) = split(target), split(current)
+    return not (current_kind in _SAME_ENVIRONMENT.get(kind, ()) and current_env != env)

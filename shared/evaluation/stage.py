@@ -27,17 +27,14 @@ from shared.evaluation.metrics import aggregate
 from shared.evaluation.report import build_report, loss_rows, render_html, summary
 from shared.evaluation.runner import Candidate, ChatFn, openai_chat_fn, run_candidates
 from shared.events import advance
+from shared.handling import retry_later
 from shared.messages import DeployRequest, EvaluateRequest, envelope
 from shared.registry import RunRecord
 
 log = logging.getLogger(__name__)
 
 ACTOR = "ftops/evaluate"
-CLAIM_TTL_SECONDS = 3600   # longer than any evaluation; a dead worker's claim expires and the retry takes over
-
-
-class EvaluationInProgress(RuntimeError):
-    """Another worker is evaluating this run (Service Bus lock lost and redelivered): retry later."""
+CLAIM_TTL_SECONDS = 1800   # longer than an evaluation should take; a dead worker's claim expires and a retry takes over
 
 
 class _Failed(Exception):
@@ -58,7 +55,8 @@ def handle_evaluate(request: EvaluateRequest, deps: Any, *, chat: ChatFn | None 
     if status == "completed":
         return
     if status == "in_progress":
-        raise EvaluationInProgress(f"run {run.run_id}: another worker is evaluating it; will retry")
+        retry_later(deps, deps.settings.evaluate_queue, request, f"evaluate-{run.run_id}")
+        return
     try:
         final = _evaluate(run, deps, chat)
     except BaseException:

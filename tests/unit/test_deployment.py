@@ -34,6 +34,8 @@ class FakeRegistry:
         self.runs: dict[str, RunRecord] = {}
         self.slots: dict[str, DeploymentRecord] = {}
         self.audits: list[dict[str, Any]] = []
+        self.keys: dict[str, str] = {}
+        self.held: set[str] = set()   # keys another (pretend) worker holds
         self._n = 0
 
     def _etag(self) -> str:
@@ -57,8 +59,26 @@ class FakeRegistry:
         self.runs[run.run_id] = copy.deepcopy(run)
         return run
 
-    def transition(self, run_id: str, target: str, *, actor: str, detail: Any = None, **updates: Any) -> RunRecord:
+    def claim(self, key: str, *, ttl_seconds: float = 900) -> tuple[str, Any]:
+        if key in self.held:
+            return "in_progress", None
+        if self.keys.get(key) == "COMPLETED":
+            return "completed", {}
+        self.keys[key] = "IN_PROGRESS"
+        return "claimed", None
+
+    def complete(self, key: str, result: Any) -> None:
+        self.keys[key] = "COMPLETED"
+
+    def release(self, key: str) -> None:
+        self.keys.pop(key, None)
+        self.held.discard(key)
+
+    def transition(self, run_id: str, target: str, *, actor: str, detail: Any = None,
+                   from_states: Any = None, **updates: Any) -> RunRecord:
         run = self.require_run(run_id)
+        if from_states is not None and run.state not in from_states:
+            raise InvalidTransition(f"{run.state} not in {from_states}")
         if run.state != target and not states.can_transition(run.state, target):
             raise InvalidTransition(f"{run.state} -> {target}")
         source, run.state = run.state, target
@@ -208,6 +228,20 @@ def test_dev_deploys_both_regions_with_one_name_then_hands_off_to_test(world: An
     assert "ftops.run.deployed" in deps.publisher.types()
     evidence = next(a for a in deps.registry.audits if a["to_state"] == "deployed:dev")["detail"]
     assert {t["account"] for t in evidence["targets"]} == set(DEV) and all(t["smoke"]["ok"] for t in evidence["targets"])
+
+
+def test_a_copy_delivered_while_another_worker_deploys_comes_back_later_and_touches_nothing(world: Any) -> None:
+    deps, fake = world
+    add_run(deps)
+    deps.registry.held.update({f"deploy-{h}" for h in [_key("run-1", "dev", MODEL)]})
+    deployment.handle_deploy(DeployRequest(run_id="run-1", environment="dev"), deps)
+    assert fake.puts == [] and deps.registry.runs["run-1"].state == "evaluated"
+    assert deps.publisher.deploys() == ["deploy-run-1-dev-w1"]
+
+
+def _key(run_id: str, env: str, model: str) -> str:
+    import hashlib
+    return hashlib.sha256(f"{run_id}|{env}|{model}".encode()).hexdigest()[:32]
 
 
 def test_test_environment_leads_to_awaiting_prod_approval(world: Any) -> None:

@@ -151,7 +151,7 @@ def test_pass_advances_writes_reports_sends_deploy_and_cleans_up() -> None:
     assert report["chosen"]["name"] == "final" and len(report["training_metrics"]) == 2
     assert b"<svg" in deps.blobs.data[("reports", "r1/evaluation.html")]
     deploys = [e for q, e in deps.publisher.sent if q == deps.settings.deploy_queue]
-    assert [(e.id, e.data) for e in deploys] == [("deploy-r1-dev", {"run_id": "r1", "environment": "dev"})]
+    assert [(e.id, e.data) for e in deploys] == [("deploy-r1-dev", {"run_id": "r1", "environment": "dev", "attempt": 0})]
     events = [e.type for q, e in deps.publisher.sent if q == deps.settings.events_topic]
     assert events == ["ftops.run.evaluating", "ftops.run.evaluated"]
 
@@ -221,3 +221,15 @@ def test_stale_message_for_a_run_not_yet_trained_does_nothing() -> None:
     deps = _deps(replace(_run(), state=states.TRAINING))
     handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps))
     assert deps.registry.runs["r1"].state == states.TRAINING and deps.publisher.sent == []
+
+
+def test_a_copy_delivered_while_another_worker_evaluates_comes_back_later() -> None:
+    deps = _deps(_run(min_score=0.8, min_improvement=0.2))
+    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps))
+    deps.registry.runs["r1"] = replace(deps.registry.runs["r1"], state=states.EVALUATING)
+    deps.registry.keys = {k: "busy" for k in deps.registry.keys}       # another worker holds the claim
+    deps.publisher.sent.clear()
+    created = len(deps.arm.created)
+    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps))
+    assert [(q, e.id) for q, e in deps.publisher.sent] == [(deps.settings.evaluate_queue, "evaluate-r1-w1")]
+    assert len(deps.arm.created) == created                           # the copy deployed nothing

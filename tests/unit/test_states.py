@@ -18,3 +18,11 @@ def test_the_happy_path_is_allowed_and_shortcuts_are_not():
     assert not states.can_transition("validating", "training")
     assert not states.can_transition("trained", "deploying:dev")
     assert not states.can_transition("received", "deployed:prod")
+
+
+def test_an_environment_state_only_moves_within_its_environment():
+    # a late duplicate of dev's deployment must not drag a run that is already deploying prod backwards
+    assert not states.can_transition("deploying:prod", "deployed:test")
+    assert not states.can_transition("deploying:test", "deployment_failed:dev")
+    assert not states.can_transition("awaiting_approval:prod", "deploying:test")
+    assert states.can_transition("deployed:test", "deploying:prod")

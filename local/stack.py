@@ -1,0 +1,209 @@
+"""The whole one-machine stack: Azurite, the hub/spoke emulator and the dev host, on free loopback ports.
+
+`with LocalStack() as stack:` starts all three and always stops them (exceptions, Ctrl-C). The dev host
+runs supervised, as the Functions runtime restarts a crashed host: if it exits, it is started again
+(chaos uses that: the host exits once mid-run, the first restart drops `--exit-after`).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Self
+
+from local.azurite import Azurite
+from local.settings import DEMO_SPOKES, emulator_topology, local_env
+
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parent.parent
+CHAOS_FAULTS = {"rate_429": 0.08, "rate_500": 0.07}   # ≈ 15 % of emulator calls
+MAX_QUICK_RESTARTS = 5                                # a host that keeps dying at start-up is broken, not chaotic
+
+
+class StackError(RuntimeError):
+    """A part of the stack did not start or keeps failing; the message says which and where its log is."""
+
+
+class LocalStack:
+    def __init__(self, *, chaos: bool = False, exit_after: int = 6, time_scale: float = 1.0,
+                 tick_scale: float | None = None, spokes: Path = DEMO_SPOKES, log_dir: Path | None = None,
+                 env_overrides: Mapping[str, str] | None = None, devhost_args: tuple[str, ...] = ()) -> None:
+        self.chaos = chaos
+        self.exit_after = exit_after
+        self.time_scale = time_scale
+        self.tick_scale = tick_scale
+        self.spokes = Path(spokes)
+        self.env_overrides = dict(env_overrides or {})
+        self.devhost_args = devhost_args
+        self._workdir = Path(tempfile.mkdtemp(prefix="ftops-stack-"))
+        self._keep_logs = log_dir is not None      # otherwise the logs go with the temp folder at stop()
+        self.log_dir = Path(log_dir) if log_dir else self._workdir
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.azurite: Azurite | None = None
+        self.emulator_url = ""
+        self.emulator_ca = ""
+        self.env: dict[str, str] = {}
+        self.devhost_restarts = 0
+        self.devhost_error: str | None = None
+        self._emulator: subprocess.Popen[bytes] | None = None
+        self._devhost: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
+        self._deps: Any = None
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> LocalStack:
+        self.azurite = Azurite().start()
+        self._start_emulator()
+        self.env = local_env(storage_connection=self.azurite.connection_string, emulator_url=self.emulator_url,
+                             ca_file=self.emulator_ca, spokes=self.spokes, **self.env_overrides)
+        if self.chaos:
+            # short locks: messages a crashed host held come back quickly
+            self.env.setdefault("DEVHOST_LOCK_SECONDS", "15")
+            self.set_faults(CHAOS_FAULTS)
+        self.deps()                     # creates containers and tables before anything is dropped
+        self._start_devhost(first=True)
+        self._supervisor = threading.Thread(target=self._supervise, name="devhost-supervisor", daemon=True)
+        self._supervisor.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop everything started, in reverse order; safe to call twice and after a failed start."""
+        self._stopping.set()
+        _terminate(self._devhost, "dev host", timeout=6)   # it gives its invocations 3 s, then exits
+        if self._supervisor is not None:
+            self._supervisor.join(5)
+        _terminate(self._devhost, "dev host", timeout=6)   # one the supervisor may have restarted meanwhile
+        _terminate(self._emulator, "emulator")
+        if self.azurite is not None:
+            self.azurite.stop()
+        self._devhost = self._emulator = None
+        self.azurite = None
+        shutil.rmtree(self._workdir / "run" if self._keep_logs else self._workdir, ignore_errors=True)
+
+    # --- what callers use ---------------------------------------------------------------------------------
+    def deps(self) -> Any:
+        """The app's real dependencies, built from the same settings the dev host runs with."""
+        if self._deps is None:
+            from shared.bootstrap import build_deps
+            from shared.config import Settings
+            self._deps = build_deps(Settings.from_env(self.env))
+        return self._deps
+
+    def emulator_state(self) -> dict[str, Any]:
+        return self._emulator_call("GET", "state")
+
+    def set_faults(self, faults: Mapping[str, Any]) -> dict[str, Any]:
+        return self._emulator_call("POST", "faults", dict(faults))
+
+    def check_alive(self) -> None:
+        """Raise if a part of the stack died for good (the demo polls this while it waits)."""
+        if self.devhost_error:
+            raise StackError(self.devhost_error)
+        if self._emulator is not None and self._emulator.poll() is not None:
+            raise StackError(f"the emulator exited (code {self._emulator.returncode}); "
+                             f"log: {self.log_dir / 'emulator.log'}")
+
+    @property
+    def devhost_log(self) -> Path:
+        return self.log_dir / "devhost.log"
+
+    # --- emulator -----------------------------------------------------------------------------------------
+    def _start_emulator(self, timeout: float = 30.0) -> None:
+        run = self._workdir / "run"
+        run.mkdir(exist_ok=True)
+        topology, ready = run / "topology.json", run / "emulator.ready.json"
+        topology.write_text(json.dumps(emulator_topology(self.spokes)), encoding="utf-8")
+        with open(self.log_dir / "emulator.log", "ab") as out:
+            self._emulator = subprocess.Popen(
+                [sys.executable, "-m", "local.emulator", "--topology", str(topology), "--port", "0",
+                 "--ready-file", str(ready), "--time-scale", str(self.time_scale)],
+                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True)   # Ctrl-C reaches us only; we stop it in order
+        deadline = time.monotonic() + timeout
+        while not ready.exists():
+            if self._emulator.poll() is not None:
+                raise StackError(f"the emulator exited at start (code {self._emulator.returncode}); "
+                                 f"log: {self.log_dir / 'emulator.log'}")
+            if time.monotonic() > deadline:
+                raise StackError(f"the emulator did not start in {timeout:.0f} s; log: {self.log_dir / 'emulator.log'}")
+            time.sleep(0.05)
+        info = json.loads(ready.read_text(encoding="utf-8"))
+        self.emulator_url, self.emulator_ca = info["base_url"], info["ca_file"]
+
+    def _emulator_call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        request = urllib.request.Request(f"{self.emulator_url}/_emulator/{path}", method=method,
+                                         data=json.dumps(body).encode() if body is not None else None,
+                                         headers={"Content-Type": "application/json"})
+        context = ssl.create_default_context(cafile=self.emulator_ca)
+        with urllib.request.urlopen(request, context=context, timeout=10) as response:
+            return json.loads(response.read())   # type: ignore[no-any-return]
+
+    # --- dev host -----------------------------------------------------------------------------------------
+    def _start_devhost(self, *, first: bool) -> None:
+        args = [sys.executable, "-m", "local.devhost", "--parent-pid", str(os.getpid()), *self.devhost_args]
+        if self.tick_scale:
+            args += ["--tick-scale", str(self.tick_scale)]
+        if self.chaos:
+            args.append("--chaos")
+            if first:                   # exits once: the restarted host runs on without --exit-after
+                args += ["--exit-after", str(self.exit_after)]
+        with open(self.devhost_log, "ab") as out:
+            self._devhost = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **self.env}, stdout=out,
+                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                             start_new_session=True)
+
+    def _supervise(self) -> None:
+        quick_exits = 0
+        while not self._stopping.is_set():
+            proc = self._devhost
+            if proc is None:
+                return
+            started = time.monotonic()
+            while proc.poll() is None:
+                if self._stopping.wait(0.2):
+                    return
+            if self._stopping.is_set():
+                return
+            quick_exits = quick_exits + 1 if time.monotonic() - started < 5 else 0
+            if quick_exits >= MAX_QUICK_RESTARTS:
+                self.devhost_error = (f"the dev host keeps exiting at start (code {proc.returncode}); "
+                                      f"log: {self.devhost_log}")
+                log.error("%s", self.devhost_error)
+                return
+            log.warning("dev host exited (code %s); restarting it", proc.returncode)
+            self.devhost_restarts += 1
+            if not self._stopping.is_set():
+                self._start_devhost(first=False)
+
+
+def _terminate(proc: subprocess.Popen[bytes] | None, name: str, timeout: float = 15.0) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        log.warning("%s did not stop in %.0f s; killing it", name, timeout)
+        proc.kill()
+        proc.wait(5)

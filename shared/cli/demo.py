@@ -1,0 +1,260 @@
+"""`ftops demo [--json] [--datasets DIR] [--chaos] [--timeout SECONDS]`: the whole flow on one machine.
+
+Starts Azurite, the hub/spoke emulator and the dev host (local.stack), drops the sample dataset (or every
+dataset in DIR), approves prod as the demo operator, waits until every run is terminal and every live
+deployment has had a keep-alive ping, then prints a summary (a table, or one JSON object with --json).
+Progress and logs go to stderr; stdout carries only the result. Everything started is stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from shared.cli.views import run_view  # the one run shape, shared with `ftops status`
+
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "samples" / "support-bot.jsonl"
+DEMO_APPROVER = "demo-operator@contoso.example"   # listed as prod approver in local/spokes.demo.json
+DEMO_TICKET = "DEMO-1"
+POISON_QUEUES = ("webjobs-blobtrigger-poison",)   # blob events the host gave up on: lost work, so shown too
+
+__all__ = ["add_parser", "run", "run_view"]
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("demo", help="run the whole flow on one machine (Azurite, emulator, dev host)")
+    p.add_argument("--json", action="store_true", help="print the final state as one JSON object on stdout")
+    p.add_argument("--datasets", type=Path, help="drop every *.jsonl and run.json folder in DIR instead of the sample")
+    p.add_argument("--chaos", action="store_true",
+                   help="faults on ~15%% of emulator calls; every message delivered twice; the host restarts once")
+    p.add_argument("--timeout", type=float, help="seconds to wait for every run to finish (default 300, chaos 600)")
+    p.add_argument("--logs", type=Path, help="folder for the emulator and dev host logs (default: a temp folder)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from local.stack import LocalStack, StackError  # local/ is never deployed: import it only here
+
+    drops = _plan_drops(args.datasets)
+    if not drops:
+        print(f"ftops demo: no *.jsonl files or run.json folders in {args.datasets}", file=sys.stderr)
+        return 2
+    timeout = args.timeout or (600.0 if args.chaos else 300.0)
+    log_dir = args.logs or Path(tempfile.mkdtemp(prefix="ftops-demo-logs-"))
+    _stop_on_sigterm()
+    say(f"starting Azurite, the hub/spoke emulator and the dev host{' (chaos)' if args.chaos else ''}; "
+        f"logs in {log_dir}")
+    started = time.monotonic()
+    stack = LocalStack(chaos=args.chaos, log_dir=log_dir)
+    try:
+        # anything that prints on stdout while the stack runs lands on stderr: stdout is the result only
+        with stack, contextlib.redirect_stdout(sys.stderr):
+            deps = stack.deps()
+            sources = drop_datasets(deps, drops)
+            finished = wait_until_done(stack, deps, sources, deadline=time.monotonic() + timeout)
+            result = collect(stack, deps)
+    except KeyboardInterrupt:
+        say("interrupted; everything started was stopped")
+        return 130
+    except StackError as exc:
+        say(f"the local stack failed: {exc}")
+        _tail(log_dir / "devhost.log")
+        return 1
+    if args.json:
+        print(json.dumps(result, default=str))
+    else:
+        print(render(result))
+    elapsed = time.monotonic() - started
+    if not finished:
+        say(f"runs still not terminal after {timeout:.0f} s; dev host log: {log_dir / 'devhost.log'}")
+        _tail(log_dir / "devhost.log")
+        return 1
+    say(f"done in {elapsed:.0f} s; every process started was stopped")
+    return 0
+
+
+# --- dropping -------------------------------------------------------------------------------------------
+def _plan_drops(datasets: Path | None) -> list[tuple[str, list[tuple[str, Path]]]]:
+    """[(start blob, [(blob name, file), …in upload order])]: a folder's run.json goes last, as it starts the run."""
+    if datasets is None:
+        return [(SAMPLE.name, [(SAMPLE.name, SAMPLE)])]
+    drops: list[tuple[str, list[tuple[str, Path]]]] = []
+    for path in sorted(datasets.glob("*.jsonl")):
+        drops.append((path.name, [(path.name, path)]))
+    for folder in sorted(p for p in datasets.iterdir() if p.is_dir() and (p / "run.json").is_file()):
+        start = folder / "run.json"
+        ordered = sorted(f for f in folder.rglob("*") if f.is_file() and f != start) + [start]
+        drops.append((f"{folder.name}/run.json",
+                      [(f"{folder.name}/{f.relative_to(folder).as_posix()}", f) for f in ordered]))
+    return drops
+
+
+def drop_datasets(deps: Any, drops: list[tuple[str, list[tuple[str, Path]]]]) -> set[str]:
+    """Upload every drop; returns the `source` each run will carry (container/start blob)."""
+    container = deps.blobs.get_container_client(deps.settings.datasets_container)
+    for start, files in drops:
+        for name, path in files:
+            with path.open("rb") as data:
+                container.upload_blob(name, data, overwrite=True)
+        say(f"dropped {deps.settings.datasets_container}/{start}" + (f" ({len(files)} files)" if len(files) > 1 else ""))
+    return {f"{deps.settings.datasets_container}/{start}" for start, _ in drops}
+
+
+# --- waiting --------------------------------------------------------------------------------------------
+def wait_until_done(stack: Any, deps: Any, sources: set[str], *, deadline: float) -> bool:
+    """Follow the runs (printing each transition), approve what waits for approval; True once every run
+    is terminal and every live deployment of a deployed run has been pinged."""
+    from shared import states
+    progress = _Progress(deps)
+    approved: set[tuple[str, str]] = set()
+    while True:
+        stack.check_alive()
+        runs = deps.registry.list_runs()
+        deployments = deps.registry.list_deployments()
+        progress.show(runs, deployments)
+        for run in runs:
+            kind, env = states.split(run.state)
+            if kind == "awaiting_approval" and env and (run.run_id, env) not in approved:
+                approve(deps, run.run_id, env)
+                approved.add((run.run_id, env))
+        if _done(runs, deployments, sources):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+
+
+def _done(runs: list[Any], deployments: list[Any], sources: set[str]) -> bool:
+    if not sources <= {r.source for r in runs} or not all(r.terminal for r in runs):
+        return False
+    deployed = {r.run_id for r in runs if r.state.startswith("deployed:")}
+    return all(d.last_ping for d in deployments if d.run_id in deployed and d.state == "active")
+
+
+def approve(deps: Any, run_id: str, environment: str) -> None:
+    """What an operator (or a ticketing system) does: an approve command on the commands queue."""
+    from shared.messages import ApproveCommand, envelope
+    command = ApproveCommand(run_id=run_id, environment=environment, approver=DEMO_APPROVER, ticket=DEMO_TICKET,
+                             comment="approved by ftops demo")
+    deps.publisher.send(deps.settings.commands_queue,
+                        envelope(command, type_="ftops.command.approve", message_id=f"approve-{run_id}-{environment}"))
+    say(f"run {run_id}: approving {environment} as {DEMO_APPROVER} (ticket {DEMO_TICKET})")
+
+
+class _Progress:
+    """Prints each run's transitions from its audit trail (none is missed between two looks) and pings."""
+
+    def __init__(self, deps: Any) -> None:
+        self._deps = deps
+        self._printed: dict[str, int] = {}
+        self._done: set[str] = set()
+        self._pings: dict[str, str] = {}
+
+    def show(self, runs: list[Any], deployments: list[Any]) -> None:
+        for run in runs:
+            if run.run_id in self._done:
+                continue
+            trail = self._deps.registry.audit_trail(run.run_id)
+            for entry in trail[self._printed.get(run.run_id, 0):]:
+                if entry["to_state"] and entry["to_state"] != entry["from_state"]:
+                    origin = f"{entry['from_state']} → " if entry["from_state"] else ""
+                    say(f"run {run.run_id}: {origin}{entry['to_state']}")
+                elif entry["action"].startswith("approval"):
+                    say(f"run {run.run_id}: {entry['action']} by {entry['actor']}")
+            self._printed[run.run_id] = len(trail)
+            if run.terminal:     # its trail is complete: stop reading it
+                self._done.add(run.run_id)
+        for d in deployments:
+            if d.last_ping and self._pings.get(d.slot) != d.last_ping:
+                if d.slot not in self._pings:
+                    say(f"keep-alive: {d.environment} {d.account}/{d.deployment} answered at {d.last_ping}")
+                self._pings[d.slot] = d.last_ping
+
+
+# --- the result -----------------------------------------------------------------------------------------
+def collect(stack: Any, deps: Any) -> dict[str, Any]:
+    runs = deps.registry.list_runs()
+    order = [e["name"] for e in deps.settings.load_spokes_json().get("environments", [])]
+    # in promotion order (dev, test, prod), not the registry's alphabetical one
+    deployments = sorted(deps.registry.list_deployments(),
+                         key=lambda d: (order.index(d.environment) if d.environment in order else len(order),
+                                        d.region, d.account))
+    emulator = stack.emulator_state()
+    return {
+        "runs": [run_view(r, [d for d in deployments if d.run_id == r.run_id]) for r in runs],
+        "dead_letters": dead_letters(stack.env["AzureWebJobsStorage"]),
+        "emulator": {"jobs_created": emulator["jobs_created"],
+                     "deployments": [{k: d[k] for k in ("account", "region", "deployment", "model")}
+                                     for d in emulator["deployments"]]},
+    }
+
+
+def dead_letters(connection: str) -> list[dict[str, Any]]:
+    """Everything in a `*-deadletter` queue (and the blob poison queue), without removing it."""
+    from azure.storage.queue import QueueServiceClient
+
+    from shared.bus import DEADLETTER_SUFFIX
+    service = QueueServiceClient.from_connection_string(connection)
+    letters = []
+    for queue in service.list_queues():
+        if not (queue.name.endswith(DEADLETTER_SUFFIX) or queue.name in POISON_QUEUES):
+            continue
+        for message in service.get_queue_client(queue.name).peek_messages(max_messages=32):
+            try:
+                letter = json.loads(message.content)
+            except ValueError:
+                letter = {"body": message.content}
+            letter.setdefault("queue", queue.name.removesuffix(DEADLETTER_SUFFIX))
+            letter.setdefault("reason", None)
+            letters.append(letter)
+    return letters
+
+
+def render(result: dict[str, Any]) -> str:
+    lines = ["", f"{'RUN':<30} {'STATE':<24} {'JOB':<40} {'EVALUATION':<11} SOURCE"]
+    for r in result["runs"]:
+        ev = r["evaluation"]
+        verdict = "-" if ev is None else ("passed" if ev.get("passed") else "failed")
+        lines.append(f"{r['run_id']:<30} {r['state']:<24} {(r['job_id'] or '-'):<40} {verdict:<11} {r['source']}")
+    deployments = [(r["run_id"], d) for r in result["runs"] for d in r["deployments"]]
+    if deployments:
+        lines += ["", f"{'ENVIRONMENT':<12} {'ACCOUNT':<28} {'REGION':<16} {'DEPLOYMENT':<28} {'STATE':<8} LAST PING"]
+        for _, d in deployments:
+            lines.append(f"{d['environment']:<12} {d['account']:<28} {d['region']:<16} {d['deployment']:<28} "
+                         f"{d['state']:<8} {d['last_ping'] or '-'}")
+    emulator = result["emulator"]
+    lines += ["", (f"emulator: {emulator['jobs_created']} fine-tuning job(s) created, "
+                   f"{len(emulator['deployments'])} deployment(s) on spoke accounts")]
+    letters = result["dead_letters"]
+    lines.append(f"dead letters: {len(letters)}")
+    for letter in letters:
+        lines.append(f"  {letter['queue']}: {letter.get('reason')}: {letter.get('description', '')}")
+    return "\n".join(lines)
+
+
+# --- helpers --------------------------------------------------------------------------------------------
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _stop_on_sigterm() -> None:
+    # SIGTERM (a CI job cancelled) unwinds like Ctrl-C, so the stack's `with` stops every process
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+    with contextlib.suppress(ValueError):   # not the main thread (embedded use): leave signals alone
+        signal.signal(signal.SIGTERM, interrupt)
+
+
+def _tail(path: Path, lines: int = 40) -> None:
+    with contextlib.suppress(OSError):
+        say(f"--- last {lines} lines of {path} ---")
+        say("\n".join(path.read_text(errors="replace").splitlines()[-lines:]))

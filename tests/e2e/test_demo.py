@@ -1,0 +1,65 @@
+"""`ftops demo --json` as a user runs it: a subprocess, one JSON object on stdout, exit 0."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "samples" / "support-bot.jsonl"
+
+
+def ftops_demo(*args: str, timeout: float) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-m", "shared.cli", "demo", "--json", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+    assert proc.returncode == 0, f"ftops demo exited {proc.returncode}:\n{proc.stderr[-6000:]}"
+    try:
+        return json.loads(proc.stdout)     # the whole of stdout is one JSON object
+    except ValueError:
+        pytest.fail(f"stdout is not one JSON object:\n{proc.stdout[:2000]}\n--- stderr ---\n{proc.stderr[-3000:]}")
+
+
+def slots(deployments: list[dict[str, Any]]) -> set[tuple[str, str, str, str]]:
+    return {(d["account"], d["region"], d["deployment"], d["model"]) for d in deployments}
+
+
+def test_demo_takes_the_sample_from_drop_to_prod() -> None:
+    result = ftops_demo(timeout=420)
+    [run] = result["runs"]
+    assert run["source"] == "datasets/support-bot.jsonl"
+    assert run["state"] == "deployed:prod" and run["terminal"] is True
+    assert run["job_id"] and run["fine_tuned_model"]
+    assert run["evaluation"]["passed"] is True
+    deployments = run["deployments"]
+    assert sorted((d["environment"], d["region"]) for d in deployments) == [
+        ("dev", "eastus"), ("dev", "swedencentral"), ("prod", "eastus"), ("prod", "westeurope"),
+        ("test", "eastus2"), ("test", "northcentralus")]
+    assert all(d["state"] == "active" and d["last_ping"] for d in deployments)
+    assert {d["deployment"] for d in deployments} == {deployments[0]["deployment"]}   # same name everywhere
+    # the emulator's own view, independent of the registry: one job, the same six deployments
+    assert result["emulator"]["jobs_created"] == 1
+    assert slots(result["emulator"]["deployments"]) == slots(deployments)
+    assert result["dead_letters"] == []
+
+
+def test_chaos_still_one_job_per_accepted_dataset_and_nothing_lost(tmp_path: Path) -> None:
+    shutil.copy(SAMPLE, tmp_path / "support-bot.jsonl")
+    (tmp_path / "broken.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}]}\nnot json\n')
+    result = ftops_demo("--chaos", "--datasets", str(tmp_path), "--timeout", "900", timeout=1000)
+    runs = {r["source"]: r for r in result["runs"]}
+    assert set(runs) == {"datasets/support-bot.jsonl", "datasets/broken.jsonl"}   # one run per drop
+    assert all(r["terminal"] for r in runs.values())
+    broken, good = runs["datasets/broken.jsonl"], runs["datasets/support-bot.jsonl"]
+    assert broken["state"] == "rejected" and broken["job_id"] is None and broken["evaluation"] is None
+    assert good["state"] == "deployed:prod" and good["job_id"]
+    # duplicate deliveries, faults and a host restart, yet exactly one job for the one accepted dataset
+    assert result["emulator"]["jobs_created"] == 1
+    assert slots(result["emulator"]["deployments"]) == slots(good["deployments"])
+    assert len(good["deployments"]) == 6 and all(d["last_ping"] for d in good["deployments"])
+    assert result["dead_letters"] == [], "messages were dead-lettered under chaos"
