@@ -271,7 +271,7 @@ def _save_slot(deps: Any, run: RunRecord, env: Environment, outcome: Outcome, na
             environment=env.name, account=t.account, deployment=name, region=t.region,
             subscription=t.subscription, resource_group=t.resource_group, run_id=run.run_id, model=model,
             previous_model=previous[0], previous_run_id=previous[1], state="active", sku=t.sku,
-            capacity=t.capacity, tags=tags, last_ping=now_iso(), last_ping_ok=True)   # the smoke test was a ping
+            capacity=t.capacity, tags=tags)   # last_ping: the keep-alive's own (the smoke test is in the audit)
         record.etag = slot.etag if slot else None
         try:
             deps.registry.save_deployment(record)

@@ -223,7 +223,7 @@ def test_dev_deploys_both_regions_with_one_name_then_hands_off_to_test(world: An
     tags = fake.served[(DEV[0], "support-bot")]["tags"]
     assert tags["run_id"] == "run-1" and tags["model_version"] == MODEL and tags["dataset_hash"] == "sha256:abc"
     slot = deps.registry.get_deployment("dev", DEV[1], "support-bot")
-    assert slot and slot.model == MODEL and slot.region == "swedencentral" and slot.last_ping_ok
+    assert slot and slot.model == MODEL and slot.region == "swedencentral" and slot.last_ping is None
     assert deps.publisher.deploys() == ["deploy-run-1-test"]
     assert "ftops.run.deployed" in deps.publisher.types()
     evidence = next(a for a in deps.registry.audits if a["to_state"] == "deployed:dev")["detail"]
