@@ -57,10 +57,11 @@ class Azurite:
     def stop(self) -> None:
         if self._proc and self._proc.poll() is None:
             self._proc.terminate()
-            try:
-                self._proc.wait(10)
+            try:   # in memory: nothing to flush, and Azurite can take 10 s to close politely
+                self._proc.wait(2)
             except subprocess.TimeoutExpired:
                 self._proc.kill()
+                self._proc.wait()
         shutil.rmtree(self._workdir, ignore_errors=True)
 
     def __enter__(self) -> Azurite:
