@@ -15,8 +15,8 @@ import os
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import replace
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 
 from shared.models import METHODS, REINFORCEMENT, UnknownModelError, model_facts
 
@@ -24,7 +24,17 @@ from .codes import severity
 from .lines import Block, coalesce_head, split_blocks
 from .options import DatasetReport, FileReport, Finding, ValidationOptions
 from .stats import MAX_JOB_TOKENS, build_stats
-from .worker import METHOD_CODES, BlockResult, Context, init_worker, process_block, run_in_worker
+from .worker import (
+    METHOD_CODES,
+    BlockResult,
+    Context,
+    PendingBlock,
+    finish_block,
+    init_worker,
+    prepare_block,
+    run_in_worker,
+    too_long_result,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +45,13 @@ UPLOAD_LIMIT_BYTES = 512_000_000  # single-request upload limit (512 MB)
 MAX_TRACKED_HASHES = 4_000_000  # bounds the duplicate index (~100 bytes per entry)
 ROLES = ("train", "validation", "eval")
 _CODE_METHOD = {v: k for k, v in METHOD_CODES.items()}
+
+
+@dataclass
+class _Inline:
+    """A block checked in this process whose deferred token counts are computed in a thread."""
+
+    pending: PendingBlock
 
 
 class _Sink:
@@ -113,7 +130,19 @@ class _Run:
     def _results(self, blocks: Iterator[Block]) -> Iterator[BlockResult]:
         workers = _worker_count(self.options) - 1
         pool: ProcessPoolExecutor | None = None
-        queue: deque[Future[BlockResult] | BlockResult] = deque()
+        counting: ThreadPoolExecutor | None = None
+        queue: deque[Future[BlockResult] | BlockResult | _Inline] = deque()
+
+        def ready(item: Future[BlockResult] | BlockResult | _Inline) -> bool:
+            if isinstance(item, _Inline):  # finished once the next block is prepared (overlap)
+                return len(queue) > 1
+            return not isinstance(item, Future) or item.done()
+
+        def result(item: Future[BlockResult] | BlockResult | _Inline) -> BlockResult:
+            if isinstance(item, _Inline):
+                return finish_block(item.pending, self._inline_ctx())
+            return item.result() if isinstance(item, Future) else item
+
         try:
             for block in blocks:
                 if pool is None and workers > 0 and self.bytes_read > PARALLEL_AFTER_BYTES:
@@ -122,16 +151,22 @@ class _Run:
                 busy = sum(1 for q in queue if isinstance(q, Future) and not q.done())
                 if pool is not None and busy < workers * IN_FLIGHT_PER_WORKER:
                     queue.append(pool.submit(run_in_worker, block))
+                elif block.too_long is not None:
+                    queue.append(too_long_result(block, self._inline_ctx()))
                 else:
-                    queue.append(process_block(block, self._inline_ctx()))
-                while queue and (not isinstance(queue[0], Future) or queue[0].done()
-                                 or len(queue) > 2 * (workers + 1) * IN_FLIGHT_PER_WORKER):
-                    head = queue.popleft()
-                    yield head.result() if isinstance(head, Future) else head
+                    # Parse and check here; count the block's long texts in a background thread
+                    # (quicktok releases the GIL) while the next block is parsed.
+                    ctx = self._inline_ctx()
+                    if counting is None:
+                        counting = ThreadPoolExecutor(1, thread_name_prefix="ftops-count")
+                    queue.append(_Inline(prepare_block(block, ctx, counting.submit)))
+                while queue and (ready(queue[0]) or len(queue) > 2 * (workers + 1) * IN_FLIGHT_PER_WORKER):
+                    yield result(queue.popleft())
             while queue:
-                head = queue.popleft()
-                yield head.result() if isinstance(head, Future) else head
+                yield result(queue.popleft())
         finally:
+            if counting is not None:
+                counting.shutdown(wait=True, cancel_futures=True)
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
 

@@ -29,13 +29,27 @@ TOKENS_PER_NAME = 1
 REPLY_PRIMING = 3
 
 
+# Deferred counting: a text counted later (in a batch) adds to one of five slots of its example:
+# the prompt side (input, tools, non-assistant turns), then for each output (supervised and RFT
+# have one) its non-assistant and its assistant text. The totals are then
+#   base = eager base + slot 0; out_k = eager out_k + its two slots
+#   tokens = base + out_0 + out_1; context = base + max(out_0, out_1); assistant = eager + slots 2 and 4
+SLOTS = 5
+_BASE, _OUT0, _OUT0_ASSISTANT, _OUT1, _OUT1_ASSISTANT = range(SLOTS)
+DEFER_MIN_CHARS = 24  # shorter texts (roles, names, labels) are memoized by the Counter: count them now
+
+
 @dataclass
 class Example:
     method: str | None = None  # detected format; None when the line is not a usable object
-    tokens: int = 0  # everything billed (DPO: input and both outputs)
+    tokens: int = 0  # everything billed (DPO: input and both outputs), counted so far
     context_tokens: int = 0  # the longest sequence trained on, checked against the model's limit
     assistant_tokens: int = 0
     messages: int = 0
+    base: int = 0  # eager parts: tokens = base + out0 + out1, context = base + max(out0, out1)
+    out0: int = 0
+    out1: int = 0
+    slot: int = 0  # first of this example's SLOTS deferred-count slots
 
 
 class Checker:
@@ -46,9 +60,26 @@ class Checker:
         self.facts = facts
         self.counter = counter
         self.report = report
+        # Deferred counting (set `defer` per example; only for text without lone surrogates):
+        # texts of at least DEFER_MIN_CHARS characters are collected with their slot instead.
+        self.defer = False
+        # False when the example's raw line holds neither "<|" nor a \u00XX escape: no special token.
+        self.special = True
+        self.texts: list[str] = []
+        self.slots: list[int] = []
+        self.n_examples = 0  # checked so far: example k has slots SLOTS * k ... SLOTS * k + SLOTS - 1
+        self._first = 0  # first slot of the current example
+        self._slot = 0  # where a deferred text goes now
 
     # --- entry point
     def check(self, obj: Any, method: str | None) -> Example:
+        self._first = self._slot = self.n_examples * SLOTS
+        self.n_examples += 1
+        ex = self._check(obj, method)
+        ex.slot = self._first
+        return ex
+
+    def _check(self, obj: Any, method: str | None) -> Example:
         if not isinstance(obj, dict):
             self.report("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
             return Example()
@@ -73,12 +104,13 @@ class Checker:
             self.report("missing_messages", "messages must be a non-empty list")
             return ex
         tools = self._tools(obj)
-        tokens, assistant, state = self._messages(msgs, "messages", outputs=False)
+        tokens, assistant, state = self._messages(msgs, "messages", outputs=False,
+                                                  slots=(_BASE, _OUT0_ASSISTANT))
         if not state.assistant:
             self.report("no_assistant_message", "no assistant message to learn from")
         if not state.prompt:
             self.report("no_prompt_message", "no system or user message")
-        ex.tokens = ex.context_tokens = tokens + tools + REPLY_PRIMING
+        ex.tokens = ex.context_tokens = ex.base = tokens + tools + REPLY_PRIMING
         ex.assistant_tokens, ex.messages = assistant, len(msgs)
         return ex
 
@@ -89,21 +121,24 @@ class Checker:
             self.report("invalid_dpo_input", "input must be an object with a non-empty messages list")
             return ex
         tools = self._tools(inp)
-        in_tokens, _, state = self._messages(inp["messages"], "input.messages", outputs=False, text_only=True)
+        in_tokens, _, state = self._messages(inp["messages"], "input.messages", outputs=False, text_only=True,
+                                             slots=(_BASE, _BASE))
         if not state.prompt:
             self.report("no_prompt_message", "input has no system or user message")
         outs = []
-        for key in ("preferred_output", "non_preferred_output"):
+        for key, slots in (("preferred_output", (_OUT0, _OUT0_ASSISTANT)),
+                           ("non_preferred_output", (_OUT1, _OUT1_ASSISTANT))):
             out = obj.get(key)
             if not _nonempty_list(out):
                 self.report("invalid_dpo_output", f"{key} must be a non-empty list of assistant messages")
                 outs.append((0, 0))
                 continue
-            tokens, assistant, ostate = self._messages(out, key, outputs=True, text_only=True)
+            tokens, assistant, ostate = self._messages(out, key, outputs=True, text_only=True, slots=slots)
             if not ostate.assistant:
                 self.report("invalid_dpo_output", f"{key} has no assistant message")
             outs.append((tokens, assistant))
-        base = in_tokens + tools + REPLY_PRIMING
+        base = ex.base = in_tokens + tools + REPLY_PRIMING
+        ex.out0, ex.out1 = outs[0][0], outs[1][0]
         ex.tokens = base + outs[0][0] + outs[1][0]
         ex.context_tokens = base + max(outs[0][0], outs[1][0])
         ex.assistant_tokens = outs[0][1] + outs[1][1]
@@ -118,7 +153,7 @@ class Checker:
             self.report("missing_messages", "messages must be a non-empty list")
             return ex
         tools = self._tools(obj)
-        tokens, _, state = self._messages(msgs, "messages", outputs=False)
+        tokens, _, state = self._messages(msgs, "messages", outputs=False, slots=(_BASE, _BASE))
         last = msgs[-1]
         if not (isinstance(last, dict) and last.get("role") == "user"):
             self.report("rft_last_message_not_user", "the last message must be the user's")
@@ -126,12 +161,13 @@ class Checker:
             self.report("rft_system_message", "system messages are not supported for reinforcement")
         if not set(obj) - CHAT_KEYS:
             self.report("rft_missing_reference", "no field besides messages for the grader to use")
-        ex.tokens = ex.context_tokens = tokens + tools + REPLY_PRIMING
+        ex.tokens = ex.context_tokens = ex.base = tokens + tools + REPLY_PRIMING
         ex.messages = len(msgs)
         return ex
 
     # --- parts
     def _tools(self, obj: dict[str, Any]) -> int:
+        self._slot = self._first + _BASE
         tokens = 0
         for key in ("tools", "functions"):
             if key not in obj:
@@ -146,9 +182,10 @@ class Checker:
             self.report("invalid_tools", "parallel_tool_calls must be true or false")
         return tokens
 
-    def _messages(self, msgs: list[Any], where: str, *, outputs: bool,
-                  text_only: bool = False) -> tuple[int, int, _State]:
+    def _messages(self, msgs: list[Any], where: str, *, outputs: bool, text_only: bool = False,
+                  slots: tuple[int, int] = (_BASE, _OUT0_ASSISTANT)) -> tuple[int, int, _State]:
         state = _State()
+        other_slot, assistant_slot = self._first + slots[0], self._first + slots[1]
         tokens = assistant_tokens = 0
         prev_role = None
         for i, msg in enumerate(msgs, 1):
@@ -167,9 +204,13 @@ class Checker:
                 self.report("consecutive_assistant", f"{here}: second assistant message in a row "
                                                      "without a tool reply")
             prev_role = role
+            self._slot = other_slot
             n = TOKENS_PER_MESSAGE + self._count(role)
+            if role == "assistant":
+                self._slot = assistant_slot
             text_tokens = self._content(msg, role, here, state, text_only)
             n += text_tokens
+            self._slot = other_slot
             if "name" in msg:
                 if not isinstance(msg["name"], str):
                     self.report("invalid_message", f"{here}: name must be a string")
@@ -179,6 +220,7 @@ class Checker:
                                     or msg["weight"] not in (0, 1)):
                 self.report("invalid_weight", f"{here}: weight must be 0 or 1, on assistant messages only")
             if role == "assistant":
+                self._slot = assistant_slot
                 calls = self._calls(msg, here, state)
                 n += calls
                 state.assistant = True
@@ -266,7 +308,7 @@ class Checker:
         return tokens
 
     def _text(self, text: str, here: str) -> int:
-        if "<|" in text:
+        if self.special and "<|" in text:
             found = sorted(t for t in SPECIAL_TOKENS if t in text)
             if found:
                 self.report("special_token", f"{here}: contains {', '.join(found)}")
@@ -274,6 +316,10 @@ class Checker:
 
     def _count(self, text: str) -> int:
         if self.counter is None:
+            return 0
+        if self.defer and len(text) >= DEFER_MIN_CHARS:
+            self.texts.append(text)
+            self.slots.append(self._slot)
             return 0
         before = self.counter.replaced
         n = self.counter.count(text)

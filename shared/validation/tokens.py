@@ -14,7 +14,7 @@ unit tests. Anything else (missing wheel, a mismatch, FTOPS_TOKENIZER=tiktoken) 
 
 from __future__ import annotations
 
-import base64
+import binascii
 import gzip
 import hashlib
 import importlib.resources
@@ -62,10 +62,11 @@ def _official_file(name: str) -> bytes:
 
 
 def _ranks(data: bytes) -> Iterator[tuple[bytes, int]]:
+    b64decode = binascii.a2b_base64  # what base64.b64decode calls for bytes, without its overhead
     for line in data.splitlines():
         if line:
             token, rank = line.split()
-            yield base64.b64decode(token), int(rank)
+            yield b64decode(token), int(rank)
 
 
 def _load_ranks(name: str) -> dict[bytes, int]:
@@ -157,6 +158,17 @@ class Counter:
             # Lone surrogates cannot cross into Rust/C++; tiktoken itself replaces them this way.
             self.replaced += 1
             return self._raw_count(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
+
+    def count_many(self, texts: list[str]) -> list[int]:
+        """Counts of many texts in one call (same counts as `count`). quicktok's batch call releases
+        the GIL, so a background thread counts while the main thread parses. The texts must hold no
+        lone surrogate (strings parsed by orjson never do); nothing is memoized or flagged here."""
+        if not texts:
+            return []
+        if self._fast is not None:
+            _ids, offsets = self._fast.encode_batch(texts, 1)
+            return (offsets[1:] - offsets[:-1]).tolist()  # type: ignore[no-any-return]
+        return [self._raw_count(text) for text in texts]
 
     def _raw_count(self, text: str) -> int:
         if self._fast is not None:

@@ -7,19 +7,33 @@ between processes costs little next to the work.
 from __future__ import annotations
 
 import json
+import sys
 from array import array
 from bisect import bisect_right
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from hashlib import blake2b
+from operator import itemgetter
+from typing import Any
 
 from shared.models import ModelFacts, UnknownModelError, model_facts
 
 from . import privacy
-from .formats import Checker
-from .lines import Block, content_hash
+from .formats import SLOTS, Checker, Example
+from .lines import BOM, Block
 from .options import ValidationOptions
 from .tokens import Counter
 
+try:  # orjson: a faster parser; every line it refuses is parsed again by json, which decides.
+    from orjson import loads as _orjson_loads
+except ImportError:  # pragma: no cover - exercised only where the wheel is missing
+    _orjson_loads = None
+
 METHOD_CODES = {"supervised": "S", "dpo": "D", "reinforcement": "R"}
+_METHOD_BYTES = {method: ord(code) for method, code in METHOD_CODES.items()}
+_UNPARSED = object()
+_LINE = itemgetter(0)
 
 
 @dataclass
@@ -57,15 +71,82 @@ def _reject_constant(name: str) -> float:
 
 # One decoder for all lines: json.loads with an option builds a new JSONDecoder per call.
 _DECODE = json.JSONDecoder(parse_constant=_reject_constant).decode
+_DIGITS_TO_NUL = bytes.maketrans(b"0123456789", bytes(10))
+_LONG_NUMBER = bytes(19)  # 19 digits in a row: maybe an integer beyond 64 bits
 
 
-def process_block(block: Block, ctx: Context) -> BlockResult:
-    if block.too_long is not None:
-        res = BlockResult(block.first_line, block.first_line, examples=1)
-        res.findings.append((block.too_long, "line_too_long",
-                             f"line longer than {ctx.options.max_line_bytes >> 20} MiB; not examined"))
-        return res
-    raw_lines = block.data.split(b"\n")
+def _long_number_lines(data: bytes) -> set[int]:
+    """Indexes of the lines of `data` holding a run of 19+ digits (as a number or inside a string).
+
+    orjson reads integers outside [-2**63, 2**64) as floats where json keeps exact ints, which could
+    change a message or a token count: such lines are parsed with json instead.
+    """
+    nul = data.translate(_DIGITS_TO_NUL)
+    found: set[int] = set()
+    pos = nul.find(_LONG_NUMBER)
+    line, counted = 0, 0
+    while pos != -1:
+        line += data.count(b"\n", counted, pos)
+        found.add(line)
+        counted = data.find(b"\n", pos)
+        if counted == -1:
+            break
+        pos = nul.find(_LONG_NUMBER, counted)
+    return found
+
+
+class _Done:
+    """An already computed result, shaped like a Future."""
+
+    def __init__(self, value: list[int]) -> None:
+        self.value = value
+
+    def result(self) -> list[int]:
+        return self.value
+
+
+Submit = Callable[..., "Future[Any] | _Done"]  # like Executor.submit(fn, *args)
+
+
+def _now(fn: Callable[..., Any], *args: Any) -> _Done:
+    return _Done(fn(*args))
+
+
+def _hash_lines(lines: list[bytes]) -> bytes:
+    """content_hash of each line, as packed little-endian 64-bit values."""
+    digests = []
+    for line in lines:
+        key = line.strip()
+        if key.startswith(BOM):  # as lines.normalize
+            key = key[3:].strip()
+        digests.append(blake2b(key, digest_size=8).digest())
+    return b"".join(digests)
+
+
+def _count_many(counter: Counter | None, texts: list[str]) -> list[int]:
+    return counter.count_many(texts) if counter is not None else []
+
+BATCH_TEXTS = 2048  # deferred texts per counting call: fewer GIL hand-overs, bounded text in memory
+
+
+@dataclass
+class PendingBlock:
+    """A checked block whose long texts are still being counted (see finish_block)."""
+
+    res: BlockResult
+    usable: list[tuple[int, Example]]  # (line, example) per usable example, in order
+    batches: list[tuple[list[int], Future[list[int]] | _Done]]  # slots of a batch of texts, their counts
+    hashes: bytes  # content hashes of the non-blank lines (see _hash_lines)
+    n_slots: int
+    privacy: list[tuple[int, str, str]]  # added after the other findings (their order in the report)
+
+
+def prepare_block(block: Block, ctx: Context, submit: Submit = _now) -> PendingBlock:
+    """Everything but the token counts of long texts, in the calling thread. Those are handed to
+    `submit` in batches (a background thread counts them meanwhile: quicktok releases the GIL)."""
+    counter = ctx.counter
+    data = block.data
+    raw_lines = data.split(b"\n")
     res = BlockResult(block.first_line, block.first_line + len(raw_lines) - 1)
     found = res.findings
     line_no = 0
@@ -73,52 +154,115 @@ def process_block(block: Block, ctx: Context) -> BlockResult:
     def report(code: str, message: str) -> None:
         found.append((line_no, code, message))
 
-    checker = Checker(ctx.facts, ctx.counter, report)
+    checker = Checker(ctx.facts, counter, report)
+    check = checker.check
     forced = ctx.options.method
-    limit = ctx.facts.max_tokens_per_example if ctx.facts else None
+    long_numbers = _long_number_lines(data) if _orjson_loads is not None else set()
+    usable: list[tuple[int, Example]] = []
+    batches: list[tuple[list[int], Future[list[int]] | _Done]] = []
     starts = []
+    keyed: list[bytes] = []
+    special = b"<|" in data or b"\\u00" in data  # else no string can hold "<|" (escaped or not)
+    checker.special = special
+    first = block.first_line
     offset = 0
     for i, raw in enumerate(raw_lines):
         starts.append(offset)
         offset += len(raw) + 1
-        line_no = block.first_line + i
+        line_no = first + i
         if raw.endswith(b"\r"):
             raw = raw[:-1]
-        if not raw.strip():
+        if not raw or raw.isspace():  # bytes.strip() would leave nothing
             report("blank_line", "blank line")
             continue
         res.examples += 1
-        res.hashes.append(content_hash(raw))
+        keyed.append(raw)
         res.hash_lines.append(line_no)
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            report("invalid_utf8", f"invalid UTF-8 byte 0x{raw[exc.start]:02x} at byte {exc.start + 1}")
-            continue
-        try:
-            obj = _DECODE(text)
-        except ValueError as exc:
-            where = f" at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
-            msg = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-            report("invalid_json", f"{msg}{where}")
-            continue
-        ex = checker.check(obj, forced)
+        if special:
+            checker.special = b"<|" in raw or b"\\u00" in raw
+        obj = _UNPARSED
+        if _orjson_loads is not None and not (long_numbers and i in long_numbers):
+            try:
+                obj = _orjson_loads(raw)  # valid UTF-8 and valid JSON (json would agree), or an error
+            except ValueError:
+                pass  # json parses it again below: it decides, and words the error
+        if obj is _UNPARSED:
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                report("invalid_utf8", f"invalid UTF-8 byte 0x{raw[exc.start]:02x} at byte {exc.start + 1}")
+                continue
+            try:
+                obj = _DECODE(text)
+            except ValueError as exc:
+                where = f" at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+                msg = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+                report("invalid_json", f"{msg}{where}")
+                continue
+            checker.defer = False  # json keeps lone surrogates: count now, flag them in order
+        else:
+            checker.defer = True  # orjson refuses lone surrogates: nothing to flag while counting
+        ex = check(obj, forced)
         if ex.method is None:
             continue
         if forced and ex.method != forced:
             report("format_mismatch", f"{ex.method} example in a {forced} dataset")
-        if limit is not None and ex.context_tokens > limit:
-            report("over_token_limit", f"{ex.context_tokens} tokens > {limit} for {ctx.facts.name}; "
-                                       f"the service would cut the last {ex.context_tokens - limit}")
+        usable.append((line_no, ex))
+        if len(checker.texts) >= BATCH_TEXTS:
+            batches.append((checker.slots, submit(_count_many, counter, checker.texts)))
+            checker.texts, checker.slots = [], []
+    if checker.texts:
+        batches.append((checker.slots, submit(_count_many, counter, checker.texts)))
+        checker.texts, checker.slots = [], []
+    # Hashed here: in the counting thread, a Python loop re-taking the GIL per line stalls both threads.
+    hashes = _hash_lines(keyed)
+    scanned = [(first + bisect_right(starts, off) - 1, code, message) for off, code, message in privacy.scan(data)]
+    return PendingBlock(res, usable, batches, hashes, checker.n_examples * SLOTS, scanned)
+
+
+def finish_block(pending: PendingBlock, ctx: Context) -> BlockResult:
+    """Add the deferred counts and check the limit (waiting for the counts): the block's result."""
+    res, found = pending.res, pending.res.findings
+    res.hashes.frombytes(pending.hashes)
+    if sys.byteorder != "little":  # content_hash reads the digest as little-endian
+        res.hashes.byteswap()
+    sums = [0] * pending.n_slots
+    for slots, counts in pending.batches:
+        for slot, n in zip(slots, counts.result()):
+            sums[slot] += n
+    limit = ctx.facts.max_tokens_per_example if ctx.facts else None
+    for line_no, ex in pending.usable:
+        s = ex.slot
+        base = ex.base + sums[s]
+        out0 = ex.out0 + sums[s + 1] + sums[s + 2]
+        out1 = ex.out1 + sums[s + 3] + sums[s + 4]
+        context = base + max(out0, out1)
+        if limit is not None and context > limit:
+            message = (f"{context} tokens > {limit} for {ctx.facts.name}; "
+                       f"the service would cut the last {context - limit}")
+            found.append((line_no, "over_token_limit", message))
         res.lines.append(line_no)
-        res.methods.append(ord(METHOD_CODES[ex.method]))
-        res.tokens.append(ex.tokens)
-        res.context.append(ex.context_tokens)
-        res.assistant_tokens += ex.assistant_tokens
+        res.methods.append(_METHOD_BYTES[ex.method])
+        res.tokens.append(base + out0 + out1)
+        res.context.append(context)
+        res.assistant_tokens += ex.assistant_tokens + sums[s + 2] + sums[s + 4]
         res.messages += ex.messages
-    for off, code, message in privacy.scan(block.data):
-        found.append((block.first_line + bisect_right(starts, off) - 1, code, message))
-    found.sort(key=lambda f: f[0])  # stable: per line, structure findings before privacy ones
+    found += pending.privacy
+    found.sort(key=_LINE)  # stable: per line, structure findings before privacy ones
+    return res
+
+
+def process_block(block: Block, ctx: Context) -> BlockResult:
+    if block.too_long is not None:
+        return too_long_result(block, ctx)
+    return finish_block(prepare_block(block, ctx), ctx)
+
+
+def too_long_result(block: Block, ctx: Context) -> BlockResult:
+    assert block.too_long is not None
+    res = BlockResult(block.first_line, block.first_line, examples=1)
+    res.findings.append((block.too_long, "line_too_long",
+                         f"line longer than {ctx.options.max_line_bytes >> 20} MiB; not examined"))
     return res
 
 
