@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from shared.cli.views import run_view
+from shared.costs import daily_hosting_cost, prices_from_settings
 
 
 def add_parser(sub: Any) -> None:
@@ -19,12 +20,8 @@ def collect(deps: Any, run_id: str | None = None) -> dict[str, Any]:
     registry = deps.registry
     runs = [registry.require_run(run_id)] if run_id else registry.list_runs()
     deployments = registry.list_deployments(run_id=run_id)
-    view: dict[str, Any] = {"runs": [run_view(r, deployments) for r in runs]}
-    try:
-        from shared.costs import daily_hosting_cost
-        view["hosting_cost"] = daily_hosting_cost([d for d in deployments if d.state == "active"])
-    except ImportError:
-        pass
+    view: dict[str, Any] = {"runs": [run_view(r, deployments) for r in runs],
+                            "hosting_cost": daily_hosting_cost(deployments, prices_from_settings(deps.settings))}
     if run_id:
         view["runs"][0]["audit"] = registry.audit_trail(run_id)
     return view
@@ -49,7 +46,12 @@ def render_table(view: dict[str, Any]) -> str:
         lines.append(f"{r['run_id']:<28} {r['state']:<22} {(r['job_id'] or '-'):<22} {passed:<6} {deps}")
         for entry in r.get("audit", []):
             lines.append(f"    {entry['at']}  {entry['action']:<28} {entry['actor']}")
-    cost = view.get("hosting_cost")
-    if cost:
-        lines.append(f"estimated hosting cost: {json.dumps(cost, default=str)}")
+    cost = view["hosting_cost"]
+    if cost["deployments"]:
+        lines.append("")
+        lines.append(f"{'HOSTING (estimate)':<28} {'DEPLOYMENT':<34} {'SKU':<15} {'USD/DAY':>8}")
+        for row in cost["deployments"]:
+            lines.append(f"{row['environment'] + '/' + row['region']:<28} {row['deployment']:<34} {row['sku']:<15} "
+                         f"{row['per_day']:>8.2f}")
+        lines.append(f"{'total':<79} {cost['total_per_day']:>8.2f}")
     return "\n".join(lines)

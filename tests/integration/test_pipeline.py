@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from shared.bus import decode_local
+from shared.cli.status import collect, render_table
 from shared.commands import handle_command
 from shared.deployment import handle_deploy
 from shared.evaluation import handle_evaluate
@@ -86,3 +87,8 @@ def test_a_dropped_dataset_reaches_prod_in_two_regions_after_approval(make_deps,
     assert approval["actor"] == "demo-operator@contoso.example" and "CHG-1" in json.dumps(approval["detail"])
     assert [a["to_state"] for a in trail if a["to_state"]][-3:] == ["awaiting_approval:prod", "deploying:prod",
                                                                      "deployed:prod"]
+
+    status = collect(deps, run_id)                      # what `ftops status RUN_ID` shows
+    assert status["runs"][0]["state"] == "deployed:prod" and status["runs"][0]["audit"]
+    assert len(status["hosting_cost"]["deployments"]) == 6 and status["hosting_cost"]["total_per_day"] > 0
+    assert "prod/westeurope" in render_table(status)
