@@ -98,7 +98,8 @@ def _intake(run_id: str, drop: Drop, deps: Any, settings_override: dict[str, Any
     else:
         options = ValidationOptions(model=settings.base_model, method=settings.method, pii=settings.pii,
                                     over_limit=settings.over_limit, n_epochs=settings.hyperparameters.n_epochs)
-        report = validate_dataset({role: _chunks(deps, blob) for role, blob in files.items()}, options=options)
+        report = validate_dataset({role: _chunks(deps, blob) for role, blob in files.items()}, options=options,
+                                  names=files)
     _write_reports(deps, run_id, drop, report)
     if not report.valid:
         _reject(deps, run_id, drop, files, report)

@@ -29,8 +29,22 @@ class Example:
     tokens: int
 
 
+# Words that say nothing about what is asked; without them overlap measures the topic, as training does.
+_STOP = frozenset("""a an the i my me we our you your it its is are was be can do does how what when where which
+who why to of in on for at by with from and or not no this that there please want need way get have has
+some any all more about into out up so just""".split())
+
+
 def words(text: str) -> frozenset[str]:
-    return frozenset(_WORD.findall(text.lower()))
+    return frozenset(_stem(w) for w in _WORD.findall(text.lower()) if w not in _STOP)
+
+
+def _stem(word: str) -> str:
+    # crude, but enough that "invoices" meets "invoice" and "deleted" meets "delete"
+    for suffix in ("ing", "ed", "es", "s"):
+        if len(word) > len(suffix) + 2 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
 
 
 def approx_tokens(text: str) -> int:
@@ -108,13 +122,17 @@ def generic_answer(question: str) -> str:
 
 
 def answer(question: str, examples: list[Example], job_id: str, fraction: float) -> str:
-    """Best-overlap training answer (Jaccard on lowercase word sets), generic if unknown or no overlap."""
+    """Best-matching training answer, generic if unknown or nothing matches.
+
+    The match is Jaccard overlap with the example's question, plus a smaller share for words of its answer:
+    a fine-tuned model learns the whole example, so "remove my account" finds "Delete account" too.
+    """
     asked = words(question)
     best, best_score = -1, 0.0
     for index, example in enumerate(examples):
-        seen = words(example.prompt)
+        seen, said = words(example.prompt), words(example.answer)
         union = asked | seen
-        score = len(asked & seen) / len(union) if union else 0.0
+        score = (len(asked & seen) / len(union) if union else 0.0) + 0.5 * len(asked & said) / max(1, len(asked))
         if score > best_score:
             best, best_score = index, score
     if best < 0 or not known(job_id, best, fraction):
