@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 
 def handle_command(event: CloudEvent, command: Any, deps: Any) -> None:
-    from shared import deployment, intake, training
+    from shared import deployment, intake, rollback, training
     name = command_name(event)
     log.info("command %s (message %s) for %s", name, event.id, event.subject or getattr(command, "blob", "?"))
     routes = {
@@ -26,8 +26,8 @@ def handle_command(event: CloudEvent, command: Any, deps: Any) -> None:
         "retrain": lambda: training.retrain_run(command, deps),
         "approve": lambda: deployment.approve(command, deps),
         "reject": lambda: deployment.reject(command, deps),
-        "rollback": lambda: deployment.rollback(command, deps),
-        "retire": lambda: deployment.retire(command, deps),
+        "rollback": lambda: rollback.rollback(command, deps),
+        "retire": lambda: rollback.retire(command, deps),
     }
     routes[name]()   # parse_message only lets known command types through
 

@@ -1,4 +1,4 @@
-"""The deploy stage and the operator commands around it: approve, reject, rollback, retire.
+"""The deploy stage and the approval gate around it: approve, reject (rollback and retire: shared.rollback).
 
 An environment is deployed as a unit: every target in parallel, each waited for and smoke-tested; if one
 fails, the targets already changed go back to what they had, so an environment is never left half-done.
@@ -17,14 +17,7 @@ from typing import Any, TypeVar
 from shared import spokes, states
 from shared.events import advance, publish
 from shared.handling import PermanentError, retry_later
-from shared.messages import (
-    ApproveCommand,
-    DeployRequest,
-    RejectCommand,
-    RollbackCommand,
-    RunCommand,
-    envelope,
-)
+from shared.messages import ApproveCommand, DeployRequest, RejectCommand, envelope
 from shared.registry import ConcurrencyError, DeploymentRecord, RunRecord, now_iso
 from shared.topology import Environment, Target, Topology, load_topology
 
@@ -221,7 +214,7 @@ def _deploy_target(deps: Any, run: RunRecord, env: Environment, target: Target, 
         outcome.restore_to = _restore_point(deps, run, env, target, name, model, before)
         outcome.changed = True   # from here on ARM may have applied the PUT, even if it raised
         spokes.deploy(deps, target, name, model, tags=tags)
-        outcome.smoke = spokes.smoke_test(deps, target, name, timeout_s=_smoke_timeout(deps))
+        outcome.smoke = spokes.smoke_test(deps, target, name, timeout_s=smoke_timeout(deps))
         outcome.ok = outcome.smoke.ok
         if not outcome.ok:
             outcome.error = f"smoke test failed: {outcome.smoke.detail}"
@@ -303,7 +296,7 @@ def _send_deploy(deps: Any, run_id: str, environment: str) -> None:
                                                              message_id=f"deploy-{run_id}-{environment}"))
 
 
-def _smoke_timeout(deps: Any) -> float:
+def smoke_timeout(deps: Any) -> float:
     return float(deps.settings.extra.get("FTOPS_X_SMOKE_TIMEOUT_SECONDS", spokes.SMOKE_TIMEOUT_SECONDS))
 
 
@@ -365,128 +358,3 @@ def _gated(topology: Topology, name: str, run: RunRecord) -> Environment:
     if not env.requires_approval:
         raise PermanentError(f"environment {name!r} does not require approval")
     return env
-
-
-def rollback(command: RollbackCommand, deps: Any) -> None:
-    """Return an environment's slots to the model each served before (the previous approved model).
-
-    All or nothing, like a deployment: if one target cannot go back, the ones that did are put forward
-    again and the command fails (retried). Each slot keeps one step of history, so a duplicate command
-    finds nothing left to roll back instead of going back twice."""
-    topology = load_topology(deps.settings)
-    env = topology.environment(command.environment)
-    if env is None:
-        raise PermanentError(f"rollback: environment {command.environment!r} is not in SPOKES_CONFIG")
-    slots = [s for s in deps.registry.list_deployments(state="active") if s.environment == env.name
-             and (command.run_id is None or s.run_id == command.run_id)
-             and (command.deployment is None or s.deployment == command.deployment)]
-    if not slots:
-        if command.run_id:   # already rolled back (a duplicate), or never deployed there
-            log.info("rollback: run %s has no active deployment in %s", command.run_id, env.name)
-            return
-        raise PermanentError(f"rollback: nothing active in {env.name!r} matches deployment {command.deployment!r}")
-    runs = {s.run_id for s in slots}
-    if len(runs) > 1 or len({s.deployment for s in slots}) > 1:
-        raise PermanentError(f"rollback of {env.name!r} is ambiguous (runs {', '.join(sorted(runs))}): "
-                             "name the run_id or the deployment")
-    missing = [s.account for s in slots if not s.previous_model]
-    if missing:
-        raise PermanentError(f"rollback of {env.name!r}: {', '.join(missing)} had no model before run "
-                             f"{slots[0].run_id}; retire the run instead")
-    actor = command.requested_by or ACTOR
-    run_id = slots[0].run_id
-    targets = {s.account: _target_of(topology, s) for s in slots}
-
-    def back(slot: DeploymentRecord) -> dict[str, Any]:
-        previous = deps.registry.get_run(slot.previous_run_id) if slot.previous_run_id else None
-        tags = deployment_tags(previous, slot.previous_model or "", env.name) if previous else \
-            {"model_version": slot.previous_model or ""}
-        try:
-            spokes.deploy(deps, targets[slot.account], slot.deployment, slot.previous_model or "", tags=tags,
-                          sku=slot.sku, capacity=slot.capacity)
-            smoke = spokes.smoke_test(deps, targets[slot.account], slot.deployment, timeout_s=_smoke_timeout(deps))
-            return {"account": slot.account, "ok": smoke.ok, "smoke": smoke.evidence(), "tags": tags,
-                    "error": None if smoke.ok else smoke.detail}
-        except Exception as exc:  # noqa: BLE001 (per-target outcome, reported)
-            return {"account": slot.account, "ok": False, "error": str(exc), "tags": tags}
-
-    results = parallel(back, slots)
-    if not all(r["ok"] for r in results):
-        forward = parallel(lambda s: _redeploy(deps, targets[s.account], s), [
-            s for s, r in zip(slots, results) if r["ok"]])
-        detail = {"environment": env.name, "results": results, "reverted": forward, "reason": command.reason}
-        deps.registry.audit(run_id, "deployment.rollback_failed", actor=actor, detail=detail)
-        publish(deps, run_id, "rollback_failed", detail)
-        raise spokes.SpokeError(f"rollback of run {run_id} in {env.name!r} failed: "
-                                + "; ".join(f"{r['account']}: {r['error']}" for r in results if not r["ok"]))
-    for slot, result in zip(slots, results):
-        _update_slot(deps, slot, model=slot.previous_model, run_id=slot.previous_run_id, previous_model=None,
-                     previous_run_id=None, tags=result["tags"], last_ping=now_iso(), last_ping_ok=True)
-    detail = {"environment": env.name, "deployment": slots[0].deployment, "from_model": slots[0].model,
-              "to_model": slots[0].previous_model, "to_run": slots[0].previous_run_id, "reason": command.reason,
-              "targets": results}
-    deps.registry.audit(run_id, "deployment.rolled_back", actor=actor, detail=detail)
-    if slots[0].previous_run_id:
-        deps.registry.audit(slots[0].previous_run_id, "deployment.restored", actor=actor, detail=detail)
-    publish(deps, run_id, "rolled_back", detail)
-
-
-def retire(command: RunCommand, deps: Any) -> None:
-    """Remove the run's deployments from every spoke (keep-alive stops with them) and mark it retired.
-    Slots a newer run has taken over are that run's, and are left alone."""
-    run = deps.registry.require_run(command.run_id)
-    if run.state == states.RETIRED:
-        return
-    if not states.can_transition(run.state, states.RETIRED):
-        raise PermanentError(f"run {run.run_id} is {run.state!r} and cannot be retired now")
-    topology = load_topology(deps.settings)
-    slots = deps.registry.list_deployments(run_id=run.run_id, state="active")
-
-    def remove(slot: DeploymentRecord) -> dict[str, Any]:
-        try:
-            existed = spokes.delete(deps, _target_of(topology, slot), slot.deployment)
-            return {"slot": slot.slot, "ok": True, "existed": existed}
-        except Exception as exc:  # noqa: BLE001 (per-target outcome, reported)
-            return {"slot": slot.slot, "ok": False, "error": str(exc)}
-
-    results = parallel(remove, slots)
-    for slot, result in zip(slots, results):
-        if result["ok"]:
-            _update_slot(deps, slot, state="retired")
-    failed = [r for r in results if not r["ok"]]
-    if failed:   # transient: deletes are idempotent, the retry finishes the rest
-        raise spokes.SpokeError(f"retire {run.run_id}: " + "; ".join(f"{r['slot']}: {r['error']}" for r in failed))
-    advance(deps, run.run_id, states.RETIRED, actor=command.requested_by or ACTOR,
-            detail={"deployments": results, "reason": command.reason})
-
-
-def _target_of(topology: Topology, slot: DeploymentRecord) -> Target:
-    target = topology.target(slot.account)
-    if target is None:
-        raise PermanentError(f"deployment {slot.slot}: account {slot.account!r} is no longer in SPOKES_CONFIG")
-    return target
-
-
-def _redeploy(deps: Any, target: Target, slot: DeploymentRecord) -> dict[str, Any]:
-    try:
-        spokes.deploy(deps, target, slot.deployment, slot.model, tags=slot.tags, sku=slot.sku,
-                      capacity=slot.capacity)
-        return {"account": slot.account, "action": "redeployed", "model": slot.model}
-    except Exception as exc:  # noqa: BLE001 (per-target outcome, reported)
-        return {"account": slot.account, "action": "failed", "error": str(exc)}
-
-
-def _update_slot(deps: Any, slot: DeploymentRecord, **changes: Any) -> None:
-    """A conditional update of a slot read earlier; on a conflict re-read and apply again."""
-    for _ in range(5):
-        for key, value in changes.items():
-            setattr(slot, key, value)
-        try:
-            deps.registry.save_deployment(slot)
-            return
-        except ConcurrencyError:
-            fresh = deps.registry.get_deployment(slot.environment, slot.account, slot.deployment)
-            if fresh is None:
-                return
-            slot = fresh
-    raise ConcurrencyError(f"deployment slot {slot.slot}: too many concurrent updates")

@@ -131,15 +131,9 @@ def _failed(deps: Any, slot: DeploymentRecord, error: str) -> tuple[str, dict[st
 def _record(deps: Any, slot: DeploymentRecord, **fields: Any) -> None:
     """Write the ping result conditionally; if a deploy or rollback changed the slot meanwhile, apply the
     result only if the slot still holds the same model (else this ping is about something gone)."""
-    for _ in range(3):
-        for key, value in fields.items():
-            setattr(slot, key, value)
-        try:
-            deps.registry.save_deployment(slot)
-            return
-        except ConcurrencyError:
-            fresh = deps.registry.get_deployment(slot.environment, slot.account, slot.deployment)
-            if fresh is None or fresh.model != slot.model or fresh.state != "active":
-                return
-            slot = fresh
-    log.warning("keep-alive: could not record the ping of %s (concurrent updates)", slot.slot)
+    model = slot.model
+    try:
+        deps.registry.update_deployment(slot, attempts=3, **fields,
+                                        still_applies=lambda fresh: fresh.model == model and fresh.state == "active")
+    except ConcurrencyError:
+        log.warning("keep-alive: could not record the ping of %s (concurrent updates)", slot.slot)

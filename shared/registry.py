@@ -9,6 +9,7 @@ import dataclasses
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Collection, Iterator
@@ -244,6 +245,24 @@ class Registry:
             meta = self._replace("deployments", entity, record.etag)
         record.etag = meta.get("etag")
         return record
+
+    def update_deployment(self, slot: DeploymentRecord, *,
+                          still_applies: Callable[[DeploymentRecord], bool] | None = None, attempts: int = 5,
+                          **changes: Any) -> DeploymentRecord | None:
+        """Apply `changes` to a slot read earlier (in place) and save it conditionally; on an ETag conflict
+        re-read the slot and apply them again. None, without writing, if the slot is gone or the fresh read
+        fails `still_applies`; ConcurrencyError if every attempt lost the race."""
+        for _ in range(attempts):
+            for key, value in changes.items():
+                setattr(slot, key, value)
+            try:
+                return self.save_deployment(slot)
+            except ConcurrencyError:
+                fresh = self.get_deployment(slot.environment, slot.account, slot.deployment)
+                if fresh is None or (still_applies is not None and not still_applies(fresh)):
+                    return None
+                slot = fresh
+        raise ConcurrencyError(f"deployment slot {slot.slot}: too many concurrent updates")
 
     def list_deployments(self, *, run_id: str | None = None, state: str | None = None) -> list[DeploymentRecord]:
         records = [_from_entity(DeploymentRecord, e)

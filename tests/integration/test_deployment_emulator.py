@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from local.settings import HUB, hub_resource_id
-from shared import deployment, keepalive, states
+from shared import deployment, keepalive, rollback, states
 from shared.handling import PermanentError
 from shared.messages import ApproveCommand, DeployRequest, RejectCommand, RollbackCommand, RunCommand
 from shared.registry import RunRecord
@@ -180,10 +180,10 @@ def test_rollback_command_and_retire(deps: Any, emulator: Any, models: tuple[str
     new = add_run(deps, models[1], name=name)
     deployment.handle_deploy(DeployRequest(run_id=new, environment="dev"), deps)
     assert {d["model"] for d in served(emulator, name).values()} == {models[1]}
-    deployment.rollback(RollbackCommand(environment="dev", run_id=new, requested_by="ops@x", reason="regressed"), deps)
+    rollback.rollback(RollbackCommand(environment="dev", run_id=new, requested_by="ops@x", reason="regressed"), deps)
     assert {d["model"] for d in served(emulator, name).values()} == {models[0]}
     assert {d["tags"]["run_id"] for d in served(emulator, name).values()} == {old}
-    deployment.retire(RunCommand(run_id=old, requested_by="ops@x"), deps)
+    rollback.retire(RunCommand(run_id=old, requested_by="ops@x"), deps)
     assert not served(emulator, name)
     assert deps.registry.require_run(old).state == states.RETIRED
 

@@ -15,12 +15,19 @@ import openai
 import pytest
 
 from local.settings import DEMO_SPOKES
-from shared import deployment, keepalive, spokes, states
+from shared import deployment, keepalive, rollback, spokes, states
 from shared.config import HubSettings, Settings
 from shared.costs import daily_hosting_cost
 from shared.handling import PermanentError
 from shared.messages import ApproveCommand, DeployRequest, RejectCommand, RollbackCommand, RunCommand
-from shared.registry import ConcurrencyError, DeploymentRecord, InvalidTransition, RunNotFound, RunRecord
+from shared.registry import (
+    ConcurrencyError,
+    DeploymentRecord,
+    InvalidTransition,
+    Registry,
+    RunNotFound,
+    RunRecord,
+)
 
 MODEL = "gpt-4.1-mini-2025-04-14.ft-new"
 OLD = "gpt-4.1-mini-2025-04-14.ft-old"
@@ -100,6 +107,8 @@ class FakeRegistry:
         record.etag = self._etag()
         self.slots[record.slot] = copy.deepcopy(record)
         return record
+
+    update_deployment = Registry.update_deployment   # the real retry loop, over this fake's get and save
 
     def list_deployments(self, *, run_id: str | None = None, state: str | None = None) -> list[DeploymentRecord]:
         return [copy.deepcopy(r) for r in self.slots.values()
@@ -383,22 +392,25 @@ def test_rollback_returns_the_environment_to_the_previous_model_once(world: Any)
     deployment.handle_deploy(DeployRequest(run_id="run-1", environment="dev"), deps)
     assert all(fake.served[(a, "support-bot")]["model"] == MODEL for a in DEV)
     command = RollbackCommand(environment="dev", run_id="run-1", requested_by="ops@x", reason="bad answers")
-    deployment.rollback(command, deps)
+    rollback.rollback(command, deps)
     assert all(fake.served[(a, "support-bot")]["model"] == OLD for a in DEV)
     assert all(deps.registry.get_deployment("dev", a, "support-bot").run_id == "run-0" for a in DEV)  # type: ignore[union-attr]
     assert "ftops.run.rolled_back" in deps.publisher.types()
+    evidence = next(a for a in deps.registry.audits if a["action"] == "deployment.rolled_back")["detail"]
+    assert (evidence["from_model"], evidence["to_model"], evidence["to_run"]) == (MODEL, OLD, "run-0")
+    assert any(a["action"] == "deployment.restored" for a in deps.registry.audits)   # on run-0's trail too
     puts = len(fake.puts)
-    deployment.rollback(command, deps)   # a duplicate: nothing more to do
+    rollback.rollback(command, deps)   # a duplicate: nothing more to do
     assert len(fake.puts) == puts
     with pytest.raises(PermanentError, match="had no model before"):
-        deployment.rollback(RollbackCommand(environment="dev", deployment="support-bot"), deps)
+        rollback.rollback(RollbackCommand(environment="dev", deployment="support-bot"), deps)
 
 
 def test_retire_removes_every_deployment_and_keepalive_stops(world: Any) -> None:
     deps, fake = world
     add_run(deps)
     to_prod_gate(deps)
-    deployment.retire(RunCommand(run_id="run-1", requested_by="ops@x"), deps)
+    rollback.retire(RunCommand(run_id="run-1", requested_by="ops@x"), deps)
     assert deps.registry.runs["run-1"].state == states.RETIRED and not fake.served
     assert {s.state for s in deps.registry.slots.values()} == {"retired"}
     assert keepalive.keepalive_tick(deps).total == 0
@@ -414,7 +426,7 @@ def test_newer_run_replaces_the_older_in_place(world: Any) -> None:
     slot = deps.registry.get_deployment("dev", DEV[0], "support-bot")
     assert slot and slot.previous_model == OLD and slot.previous_run_id == "run-0"
     assert "deployment.superseded" in deps.registry.actions("run-0")
-    deployment.retire(RunCommand(run_id="run-0"), deps)   # the old run no longer owns anything
+    rollback.retire(RunCommand(run_id="run-0"), deps)   # the old run no longer owns anything
     assert all(fake.served[(a, "support-bot")]["model"] == MODEL for a in DEV)
 
 
