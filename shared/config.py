@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -66,13 +66,14 @@ class Settings:
     poll_concurrency: int = 8                # hub calls one poll tick keeps in flight at most
     hub_multipart_threshold_mb: int = 100    # larger files go through the multipart uploads API
     keepalive_concurrency: int = 16          # keep-alive calls in flight at once (spread over the spokes)
-    extra: Mapping[str, str] = field(default_factory=dict)
+    smoke_timeout_seconds: float = 300.0     # patience for a new deployment's first answer (capacity 1 is slow)
+    hosting_prices: str | None = None        # JSON {base model or sku: USD per hour}, over shared.models' estimates
 
     @staticmethod
     def from_env(env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         conn = env.get("DatasetStorage") or None
-        blob_uri = env.get("DatasetStorage__blobServiceUri") or env.get("DatasetStorage__serviceUri")
+        blob_uri = env.get("DatasetStorage__blobServiceUri")
         if not conn and not blob_uri:
             raise ConfigError("DatasetStorage (connection string, local) or DatasetStorage__blobServiceUri "
                               "(managed identity) must be set")
@@ -122,7 +123,8 @@ class Settings:
             poll_concurrency=max(1, int(_float(env, "POLL_CONCURRENCY", 8))),
             hub_multipart_threshold_mb=max(1, int(_float(env, "HUB_MULTIPART_THRESHOLD_MB", 100))),
             keepalive_concurrency=max(1, int(_float(env, "KEEPALIVE_CONCURRENCY", 16))),
-            extra={k: v for k, v in env.items() if k.startswith("FTOPS_X_")},
+            smoke_timeout_seconds=_float(env, "SMOKE_TIMEOUT_SECONDS", 300.0),
+            hosting_prices=env.get("HOSTING_PRICES") or None,
         )
 
     def load_spokes_json(self) -> dict:

@@ -1,7 +1,7 @@
 """Estimated hosting cost of the fine-tuned deployments ftops keeps: each is billed by the hour whether it
 is used or not, which is why superseded models are replaced in place and `retire` exists.
 
-Prices come from `shared.models` (per base model, an estimate); a `FTOPS_X_HOSTING_PRICES` setting
+Prices come from `shared.models` (per base model, an estimate); a `HOSTING_PRICES` setting
 (JSON `{"<base model or sku>": <USD per hour>}`) overrides them for a site's negotiated prices.
 Developer-tier deployments have no hosting fee.
 """
@@ -49,7 +49,7 @@ def daily_hosting_cost(records: Iterable[DeploymentRecord], prices: Mapping[str,
 
 
 def prices_from_settings(settings: Any) -> dict[str, float]:
-    raw = (getattr(settings, "extra", None) or {}).get("FTOPS_X_HOSTING_PRICES")
+    raw = settings.hosting_prices
     if not raw:
         return {}
     from shared.config import ConfigError
@@ -57,4 +57,4 @@ def prices_from_settings(settings: Any) -> dict[str, float]:
         data = json.loads(raw)
         return {str(k): float(v) for k, v in data.items()}
     except (ValueError, TypeError, AttributeError) as exc:
-        raise ConfigError(f"FTOPS_X_HOSTING_PRICES must be a JSON object of USD per hour: {exc}") from exc
+        raise ConfigError(f"HOSTING_PRICES must be a JSON object of USD per hour: {exc}") from exc

@@ -297,7 +297,7 @@ def _send_deploy(deps: Any, run_id: str, environment: str) -> None:
 
 
 def smoke_timeout(deps: Any) -> float:
-    return float(deps.settings.extra.get("FTOPS_X_SMOKE_TIMEOUT_SECONDS", spokes.SMOKE_TIMEOUT_SECONDS))
+    return deps.settings.smoke_timeout_seconds
 
 
 # --- commands ------------------------------------------------------------------------------------------

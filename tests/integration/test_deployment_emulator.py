@@ -63,7 +63,7 @@ def models(emulator: Any) -> tuple[str, str]:
 @pytest.fixture
 def deps(make_deps: Callable[..., Any], emulator: Any) -> Iterator[Any]:
     emulator.control.clear_requests()
-    built = make_deps(FTOPS_X_SMOKE_TIMEOUT_SECONDS="20")
+    built = make_deps(SMOKE_TIMEOUT_SECONDS="20")
     yield built
     emulator.control.faults(fail_deployments_on=[], next_500=0, next_429=0, latency_ms=0)
     # spokes hold five fine-tuned deployments each: leave them empty for the next test
