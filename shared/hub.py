@@ -33,6 +33,13 @@ TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 KNOWN_STATUSES = frozenset({"validating_files", "pending", "queued", "running", "paused", "pausing",
                             "resuming", "succeeded", "failed", "cancelled"})
 NO_CHECKPOINTS_YET = frozenset({"validating_files", "pending", "queued", "failed"})
+def note_unknown_status(run_id: str, job_id: str, status: str | None) -> None:
+    """A status ftops does not know is treated as running, and said where it is first recorded in the run
+    (callers compare with the run's job_status, so it is said once)."""
+    if status is None or status in KNOWN_STATUSES:
+        return
+    log.warning("run %s: job %s has status %r, which ftops does not know; treating it as running",
+                run_id, job_id, status)
 PART_SIZE = 64 * 1024 * 1024        # the uploads API takes parts of at most 64 MB
 _EVENT_PAGE = 100
 _FIRST_EVENT_PAGE = 20

@@ -22,7 +22,7 @@ from typing import Any
 
 from shared import states
 from shared.events import advance
-from shared.hub import KNOWN_STATUSES, NO_CHECKPOINTS_YET, CallGate, Hub, HubError, HubJob
+from shared.hub import NO_CHECKPOINTS_YET, note_unknown_status, CallGate, Hub, HubError, HubJob
 from shared.hub_runs import Superseded, claim_name, tidy_hub, update_run
 from shared.messages import EvaluateRequest, envelope
 from shared.registry import InvalidTransition, RunRecord
@@ -118,9 +118,8 @@ def poll_job(deps: Any, hub: Any, run_id: str, job_id: str, *, reads: Executor |
         deps.registry.untrack_job(run_id)   # cancelled or failed and already recorded
         return "stale", 0
     job, events, checkpoints = _read(hub, run, job_id, reads)
-    if job.status not in KNOWN_STATUSES and job.status != run.job_status:
-        log.warning("run %s: job %s has status %r, which ftops does not know; treating it as running",
-                    run_id, job_id, job.status)
+    if job.status != run.job_status:   # recorded before: already said (perhaps by another instance)
+        note_unknown_status(run_id, job_id, job.status)
     if events:
         _append_events(deps, run_id, events)
     cursor = events[-1]["id"] if events else run.events_cursor

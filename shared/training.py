@@ -24,7 +24,8 @@ from pydantic import ValidationError
 from shared import states
 from shared.events import advance, publish
 from shared.handling import PermanentError
-from shared.hub import Hub, HubError, HubNotFound, HubPermanentError, HubQuotaExceeded, JobSpec, hash_blob
+from shared.hub import (Hub, HubError, HubNotFound, HubPermanentError, HubQuotaExceeded, JobSpec, hash_blob,
+                        note_unknown_status)
 from shared.hub_runs import Superseded, claim_name, tidy_hub, update_run
 from shared.messages import RetrainCommand, RunCommand, TrainRequest, envelope
 from shared.registry import InvalidTransition, RunRecord
@@ -148,6 +149,7 @@ def _adopt_or_wait(deps: Any, hub: Hub, request: TrainRequest, key: str, setting
 def _adopt(deps: Any, hub: Hub, run_id: str, key: str, job_id: str, hub_files: dict[str, str], *,
            job_status: str | None = None) -> None:
     """Record the job in the run (→ training), let the poller follow it, and mark the key done."""
+    note_unknown_status(run_id, job_id, job_status)
     try:
         advance(deps, run_id, states.TRAINING, actor=ACTOR, from_states=STARTABLE, detail={"job_id": job_id},
                 job_id=job_id, job_key=key, hub_files=hub_files, job_status=job_status or "created", error=None)
@@ -248,6 +250,7 @@ def _job_action(command: RunCommand, deps: Any, action: str, hub: Hub | None) ->
         raise PermanentError(f"run {run.run_id}: job {run.job_id} is not on the hub ({exc})") from exc
     except HubPermanentError as exc:
         raise PermanentError(f"run {run.run_id}: the hub refused to {action} job {run.job_id}: {exc}") from exc
+    note_unknown_status(run.run_id, run.job_id, job.status)
     actor = command.requested_by or ACTOR
     detail = {"job_id": run.job_id, "job_status": job.status, "reason": command.reason}
     try:

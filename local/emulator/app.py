@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -10,92 +9,21 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import arm, dataplane
-from .auth import aux_tenants, token_tenant
 from .core import Emulator
+from .faults import CONTROL, FaultLayer, error_response
 from .state import Account, ApiError, Topology
-
-CONTROL = "/_emulator"
-
-
-class FaultLayer:
-    """Logs every non-control request and injects the configured faults before routing it."""
-
-    def __init__(self, app: ASGIApp, emulator: Emulator) -> None:
-        self.app, self.emu = app, emulator
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(CONTROL):
-            return await self.app(scope, receive, send)
-        request = Request(scope)
-        surface = "arm" if scope["path"].startswith("/subscriptions/") else "data"
-        entry: dict[str, Any] = {
-            "time": self.emu.now(), "method": scope["method"], "path": scope["path"],
-            "query": scope.get("query_string", b"").decode(), "surface": surface,
-            "auth_tenant": token_tenant(request.headers.get("authorization")),
-            "api_key": bool(request.headers.get("api-key")),
-            "has_aux": "x-ms-authorization-auxiliary" in request.headers,
-            "aux_tenants": aux_tenants(request), "status": None,
-        }
-        scope["emulator.log"] = entry
-        self.emu.request_log.append(entry)
-        faults = self.emu.faults
-        if faults.latency_ms > 0:
-            await asyncio.sleep(faults.latency_ms / 1000)
-        injected = self._decide(surface)
-        if injected is not None:
-            entry["fault"] = injected.status
-            response = _error_response(injected)
-            entry["status"] = injected.status
-            return await response(scope, receive, send)
-
-        async def logging_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                entry["status"] = message["status"]
-            await send(message)
-
-        await self.app(scope, receive, logging_send)
-
-    def _decide(self, surface: str) -> ApiError | None:
-        f = self.emu.faults
-        with self.emu.lock:
-            if f.scope not in ("all", surface):
-                return None
-            retry = {"Retry-After": "1", "retry-after-ms": str(f.retry_after_ms),
-                     "x-ms-retry-after-ms": str(f.retry_after_ms)}
-            too_many = ApiError(
-                429, "429" if surface == "data" else "TooManyRequests",
-                "Requests have exceeded the rate limit of your current pricing tier. Please retry after 1 second.",
-                headers=retry,
-            )
-            server = ApiError(500, "InternalServerError", "The server had an error processing your request.")
-            if f.next_429 > 0:
-                f.next_429 -= 1
-                return too_many
-            if f.next_500 > 0:
-                f.next_500 -= 1
-                return server
-            if f.rate_429 and self.emu.rng.random() < f.rate_429:
-                return too_many
-            if f.rate_500 and self.emu.rng.random() < f.rate_500:
-                return server
-        return None
-
-
-def _error_response(error: ApiError) -> Response:
-    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return _error_response(exc)
+    return error_response(exc)
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
     code = "ResourceNotFound" if request.url.path.startswith("/subscriptions/") else "404"
-    return _error_response(ApiError(404, code, "Resource not found"))
+    return error_response(ApiError(404, code, "Resource not found"))
 
 
 # --- control -----------------------------------------------------------------------------------------
@@ -126,7 +54,8 @@ def state_view(emu: Emulator) -> dict[str, Any]:
             "now": now,
             "jobs_created": emu.jobs_created,
             "jobs": [{"id": j.id, "account": j.account, "status": j.status, "model": j.model,
-                      "fine_tuned_model": j.fine_tuned_name if j.status == "succeeded" else None}
+                      "fine_tuned_model": j.fine_tuned_name if j.status == "succeeded" else None,
+                      "status_override": emu.faults.status_override.get(j.id)}
                      for j in sorted(emu.jobs.values(), key=lambda j: j.created_at)],
             "files": len(emu.files),
             "deployments": [dep_view(d) for d in deps if emu.accounts[d.account].role == "spoke"],
@@ -189,8 +118,8 @@ async def control_reset(request: Request) -> Response:
 async def control_requests(request: Request) -> Response:
     emu = _emu(request)
     if request.method == "DELETE":
-        emu.request_log.clear()
-    return JSONResponse({"requests": list(emu.request_log)})
+        emu.clear_requests()
+    return JSONResponse({"requests": list(emu.request_log), **emu.request_stats()})
 
 
 def control_routes() -> list[Route]:

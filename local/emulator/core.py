@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import random
 import threading
-from collections import deque
 from typing import Any
 
 from . import knowledge
-from .jobs import FAILURES, TERMINAL, Job
+from .jobs import FAILURES, HOLDING, TERMINAL, Job
 from .state import (
     Account,
     ApiError,
@@ -22,6 +21,7 @@ from .state import (
     Faults,
     FileRecord,
     Operation,
+    RequestLog,
     Topology,
     UploadRecord,
 )
@@ -54,10 +54,27 @@ class Emulator:
             self.deployments: dict[tuple[str, str], DeploymentRecord] = {}
             self.operations: dict[str, Operation] = {}
             self.jobs_created = 0
-            self.request_log: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_SIZE)
+            self.request_log = RequestLog(REQUEST_LOG_SIZE)
 
     def now(self) -> float:
         return self.clock.now()
+
+    # --- request log (the fault layer calls these on the event loop; tests read them) ---------------
+    def request_started(self, entry: dict[str, Any]) -> None:
+        with self.lock:
+            self.request_log.started(entry)
+
+    def request_finished(self, entry: dict[str, Any]) -> None:
+        with self.lock:
+            self.request_log.finished(entry)
+
+    def clear_requests(self) -> None:
+        with self.lock:
+            self.request_log.clear()
+
+    def request_stats(self) -> dict[str, Any]:
+        with self.lock:
+            return self.request_log.stats()
 
     def new_id(self, prefix: str, sep: str = "-") -> str:
         return f"{prefix}{sep}{self.rng.getrandbits(128):032x}"
@@ -152,6 +169,9 @@ class Emulator:
                 metadata=body.get("metadata"),
             )
             job.add_event(now, f"Job {job.id} created; validating training file: {job.training_file}")
+            overrides = self.faults.status_override
+            if "next" in overrides:
+                overrides[job.id] = overrides.pop("next")
             self.jobs[job.id] = job
             self.jobs_created += 1
             return job
@@ -173,15 +193,25 @@ class Emulator:
             job.add_event(now, "Job cancelled.")
             return job
 
+    def job_json(self, job: Job) -> dict[str, Any]:
+        """A job as the wire shows it: `status_override` (a fault) replaces the status the job really has."""
+        body = job.to_json(self.now())
+        override = self.faults.status_override.get(job.id)
+        if override:
+            body["status"] = override
+        return body
+
     def pause_job(self, account: str, job_id: str) -> Job:
         with self.lock:
             self.tick()
             job, now = self.job(account, job_id), self.now()
             if job.status != "running" or job.steps_done(now) < 1:
                 raise ApiError(400, "invalidPayload", "Only a running job past its first step can be paused.")
-            self._close_segment(job, now)
-            job.status = "paused"
-            job.add_event(now, "Job paused.")
+            self._close_segment(job, now)  # training stops at once; `pausing` only delays the status
+            job.status, job.transition_at = "pausing", now + self.durations.pausing
+            if self.durations.pausing > 0:
+                job.add_event(now, "Pausing job.")
+            job.settle(now)
             return job
 
     def resume_job(self, account: str, job_id: str) -> Job:
@@ -190,9 +220,10 @@ class Emulator:
             job, now = self.job(account, job_id), self.now()
             if job.status != "paused":
                 raise ApiError(400, "invalidPayload", "Only a paused job can be resumed.")
-            job.segments.append([now, None])
-            job.status = "running"
-            job.add_event(now, "Job resumed.")
+            job.status, job.transition_at = "resuming", now + self.durations.resuming
+            if self.durations.resuming > 0:
+                job.add_event(now, "Resuming job.")
+            job.settle(now)
             return job
 
     @staticmethod
@@ -219,8 +250,9 @@ class Emulator:
         for job in jobs:
             if job.status == "validating_files" and now >= job.created_at + self.durations.validation:
                 self._validate(job, job.created_at + self.durations.validation)
+            job.settle(now)
         while True:
-            active = next((j for j in jobs if j.status in ("running", "paused")), None)
+            active = next((j for j in jobs if j.status in HOLDING), None)
             if active is not None:
                 end = active.time_at_elapsed(active.run_seconds) if active.status == "running" else None
                 if end is None or end > now:

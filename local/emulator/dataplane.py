@@ -203,7 +203,7 @@ async def cancel_upload(request: Request) -> Response:
 async def create_job(request: Request) -> Response:
     account, emu, body = _account(request), _emu(request), await _json(request)
     job = emu.create_job(account.name, body)
-    return JSONResponse(job.to_json(emu.now()), status_code=201)
+    return JSONResponse(emu.job_json(job), status_code=201)
 
 
 async def list_jobs(request: Request) -> Response:
@@ -211,21 +211,21 @@ async def list_jobs(request: Request) -> Response:
     emu.tick()
     jobs = sorted((j for j in emu.jobs.values() if j.account == account.name), key=lambda j: j.created_at,
                   reverse=True)
-    page = _page([j.to_json(emu.now()) for j in jobs], request.query_params.get("after"), _limit(request))
+    page = _page([emu.job_json(j) for j in jobs], request.query_params.get("after"), _limit(request))
     return JSONResponse(page)
 
 
 async def get_job(request: Request) -> Response:
     account, emu = _account(request), _emu(request)
     emu.tick()
-    return JSONResponse(emu.job(account.name, request.path_params["job_id"]).to_json(emu.now()))
+    return JSONResponse(emu.job_json(emu.job(account.name, request.path_params["job_id"])))
 
 
 async def job_action(request: Request) -> Response:
     account, emu = _account(request), _emu(request)
     action = {"cancel": emu.cancel_job, "pause": emu.pause_job, "resume": emu.resume_job}
     job = action[request.url.path.rsplit("/", 1)[-1]](account.name, request.path_params["job_id"])
-    return JSONResponse(job.to_json(emu.now()))
+    return JSONResponse(emu.job_json(job))
 
 
 async def job_events(request: Request) -> Response:
@@ -255,6 +255,12 @@ async def chat_completions(request: Request) -> Response:
         raise ApiError(404, "DeploymentNotFound",
                        "The API deployment for this resource does not exist. If you created the deployment "
                        "within the last 5 minutes, please wait a moment and try again.")
+    warming = dep.warm_at - emu.now()
+    if warming > 0:  # just provisioned: Azure answers 429 for a while before a new deployment serves
+        request.scope["emulator.log"]["fault"] = "warmup"
+        ms = str(emu.faults.retry_after_ms)
+        raise ApiError(429, "429", f"The deployment '{name}' is warming up; retry in {warming:.1f} seconds.",
+                       headers={"Retry-After": "1", "retry-after-ms": ms, "x-ms-retry-after-ms": ms})
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "invalidPayload", "'messages' must be a non-empty array.", param="messages")

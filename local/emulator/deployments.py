@@ -73,10 +73,16 @@ def create_or_update(
                 )
         properties.pop("provisioningState", None)
         now = emu.now()
+        fail = account.name in emu.faults.fail_deployments_on
+        countdown = emu.faults.fail_next_deployments
+        if countdown.get(account.name, 0) > 0:  # the next N accepted PUTs here fail, later ones succeed
+            countdown[account.name] -= 1
+            fail = True
+        ready_at = now + emu.durations.deployment
         record = DeploymentRecord(
             account=account.name, name=name, sku=sku, properties=properties, tags=body.get("tags"),
-            state="Accepted" if existing else "Creating", ready_at=now + emu.durations.deployment,
-            fail=account.name in emu.faults.fail_deployments_on, finetuned=finetuned,
+            state="Accepted" if existing else "Creating", ready_at=ready_at, fail=fail, finetuned=finetuned,
+            warm_at=ready_at + emu.durations.warmup_seconds,
         )
         emu.deployments[(account.name, name)] = record
         op = Operation(id=emu.new_id("op", ""), account=account.name, deployment=name, kind="put", created_at=now)

@@ -15,6 +15,7 @@ from typing import Any
 from .knowledge import Example
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+HOLDING = ("running", "pausing", "paused", "resuming")  # statuses that hold the account's one training slot
 
 FAILURES: dict[str, dict[str, str]] = {
     "generic": {"code": "server_error", "message": "The job failed due to an internal error."},
@@ -79,6 +80,7 @@ class Job:
     result_files: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     metadata: dict[str, str] | None = None
+    transition_at: float | None = None  # when `pausing` becomes `paused`, or `resuming` becomes `running`
 
     # --- identity ---------------------------------------------------------------------------
     @property
@@ -150,6 +152,20 @@ class Job:
                 return start + (target - done)
             done += end - start
         return None
+
+    def settle(self, now: float) -> None:
+        """`pausing` → `paused` and `resuming` → `running` once their simulated time has passed."""
+        t = self.transition_at
+        if t is None or t > now or self.status not in ("pausing", "resuming"):
+            return
+        if self.status == "pausing":
+            self.status = "paused"
+            self.add_event(t, "Job paused.")
+        else:
+            self.segments.append([t, None])
+            self.status = "running"
+            self.add_event(t, "Job resumed.")
+        self.transition_at = None
 
     def steps_done(self, t: float) -> int:
         if not self.segments:

@@ -65,7 +65,13 @@ class ControlClient:
     def requests(self) -> list[dict[str, Any]]:
         return self.call("GET", "requests")["requests"]  # type: ignore[no-any-return]
 
+    def request_stats(self) -> dict[str, Any]:
+        """`{in_flight, max_in_flight, max_in_flight_by_account}` since the last clear_requests()."""
+        answer = self.call("GET", "requests")
+        return {k: v for k, v in answer.items() if k != "requests"}
+
     def clear_requests(self) -> None:
+        """Forget the logged requests and restart the in-flight maxima."""
         self.call("DELETE", "requests")
 
 

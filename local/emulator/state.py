@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,6 +98,9 @@ class Durations:
     deployment: float = 0.5
     deletion: float = 0.3
     max_queued_jobs: int = 20
+    pausing: float = 0.0  # pause: `pausing` this long, then `paused` (0: at once, as before)
+    resuming: float = 0.0  # resume: `resuming` this long, then `running`
+    warmup_seconds: float = 0.0  # a new deployment answers chat with 429 this long after provisioning
 
 
 @dataclass
@@ -111,11 +116,20 @@ class Faults:
     job_failure: str = "generic"  # "generic" | "safety" | or use job_error for a custom one
     job_error: dict[str, str] | None = None
     fail_deployments_on: list[str] = field(default_factory=list)
+    accounts: list[str] | None = None  # the request faults above hit only these accounts (None/[]: all)
+    fail_next_deployments: dict[str, int] = field(default_factory=dict)  # account → next N PUTs end Failed
+    status_override: dict[str, str] = field(default_factory=dict)  # job id (or "next") → status on the wire
 
     def update(self, data: dict[str, Any]) -> None:
         for key, value in data.items():
             if key not in self.__dataclass_fields__:
                 raise ApiError(400, "UnknownFault", f"unknown fault {key!r}")
+            if key in ("fail_next_deployments", "status_override"):
+                if not isinstance(value, dict | None):
+                    raise ApiError(400, "InvalidFault", f"{key} must be an object")
+                value = dict(value or {})
+            if key == "accounts" and not isinstance(value, list | None):
+                raise ApiError(400, "InvalidFault", "accounts must be a list of account names")
             setattr(self, key, value)
 
 
@@ -194,6 +208,7 @@ class DeploymentRecord:
     finetuned: bool = False
     delete_at: float | None = None
     last_used_at: float | None = None
+    warm_at: float = 0.0  # chat completions answer 429 before this (warmup_seconds after ready_at)
 
     @property
     def model(self) -> dict[str, Any]:
@@ -209,3 +224,47 @@ class Operation:
     deployment: str
     kind: str  # "put" | "delete"
     created_at: float
+
+
+class RequestLog:
+    """The last `size` non-control requests, plus how many were in flight at once (overall and per account)."""
+
+    def __init__(self, size: int) -> None:
+        self.entries: deque[dict[str, Any]] = deque(maxlen=size)
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.by_account: dict[str, int] = {}
+        self.max_by_account: dict[str, int] = {}
+        self._open: set[int] = set()  # entries started here and not finished (a reset forgets the old ones)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(list(self.entries))
+
+    def started(self, entry: dict[str, Any]) -> None:
+        self.entries.append(entry)
+        self._open.add(id(entry))
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        account = entry.get("account")
+        if account:
+            self.by_account[account] = self.by_account.get(account, 0) + 1
+            self.max_by_account[account] = max(self.max_by_account.get(account, 0), self.by_account[account])
+
+    def finished(self, entry: dict[str, Any]) -> None:
+        if id(entry) not in self._open:
+            return
+        self._open.discard(id(entry))
+        self.in_flight -= 1
+        account = entry.get("account")
+        if account:
+            self.by_account[account] -= 1
+
+    def clear(self) -> None:
+        """Forget the entries; the maxima restart from what is in flight now."""
+        self.entries.clear()
+        self.max_in_flight = self.in_flight
+        self.max_by_account = {a: n for a, n in self.by_account.items() if n}
+
+    def stats(self) -> dict[str, Any]:
+        return {"in_flight": self.in_flight, "max_in_flight": self.max_in_flight,
+                "max_in_flight_by_account": dict(self.max_by_account)}

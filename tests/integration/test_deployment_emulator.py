@@ -65,7 +65,9 @@ def deps(make_deps: Callable[..., Any], emulator: Any) -> Iterator[Any]:
     emulator.control.clear_requests()
     built = make_deps(SMOKE_TIMEOUT_SECONDS="20")
     yield built
-    emulator.control.faults(fail_deployments_on=[], next_500=0, next_429=0, latency_ms=0)
+    emulator.control.faults(fail_deployments_on=[], next_500=0, next_429=0, latency_ms=0, accounts=None,
+                            fail_next_deployments={})
+    emulator.control.config(warmup_seconds=0)
     # spokes hold five fine-tuned deployments each: leave them empty for the next test
     for d in emulator.control.state()["deployments"]:
         if d["deployment"].startswith("it-"):
@@ -165,12 +167,41 @@ def test_rollback_after_a_failed_region_restores_the_previous_model(deps: Any, e
     name = "it-restore"
     old = add_run(deps, models[0], name=name)
     deployment.handle_deploy(DeployRequest(run_id=old, environment="dev"), deps)
-    emulator.control.faults(fail_deployments_on=[DEV[1]])
+    emulator.control.faults(fail_next_deployments={DEV[1]: 1})   # only the new model's PUT fails there
+    emulator.control.clear_requests()
     new = add_run(deps, models[1], name=name)
     deployment.handle_deploy(DeployRequest(run_id=new, environment="dev"), deps)
-    assert deps.registry.require_run(new).state == "deployment_failed:dev"
-    assert served(emulator, name)[DEV[0]]["model"] == models[0]    # the healthy region is back on the old model
+    run = deps.registry.require_run(new)
+    assert run.state == "deployment_failed:dev" and DEV[1] in run.error["message"]  # type: ignore[index]
+    on_spokes = served(emulator, name)
+    assert set(on_spokes) == set(DEV)    # BOTH regions serve the old model again, tagged with its run
+    assert all(d["model"] == models[0] and d["state"] == "Succeeded" and d["tags"]["run_id"] == old
+               for d in on_spokes.values())
+    sent = [r for r in emulator.control.requests() if r["method"] == "PUT" and r["path"].endswith(f"/{name}")]
+    assert sorted((r["account"], r["model_name"]) for r in sent) == sorted(
+        [(a, models[1]) for a in DEV] + [(a, models[0]) for a in DEV])   # deploy, then restore, per region
+    failed = next(a for a in deps.registry.audit_trail(new) if a.get("to_state") == "deployment_failed:dev")
+    assert sorted((r["account"], r["action"], r["model"]) for r in failed["detail"]["rolled_back"]) == \
+        sorted((a, "restored", models[0]) for a in DEV)
     assert all(s.run_id == old for s in deps.registry.list_deployments(state="active") if s.deployment == name)
+
+
+def test_a_slow_first_answer_is_waited_for_and_the_environment_deploys(deps: Any, emulator: Any,
+                                                                      models: tuple[str, str]) -> None:
+    name = "it-warm"
+    emulator.control.config(warmup_seconds=2.5)   # at time_scale 1: 2.5 real seconds of 429s per new deployment
+    emulator.control.clear_requests()
+    run_id = add_run(deps, models[1], name=name)
+    deployment.handle_deploy(DeployRequest(run_id=run_id, environment="dev"), deps)
+    assert deps.registry.require_run(run_id).state == "deployed:dev"
+    assert {d["model"] for d in served(emulator, name).values()} == {models[1]}
+    done = next(a for a in deps.registry.audit_trail(run_id) if a.get("to_state") == "deployed:dev")
+    smokes = {t["account"]: t["smoke"] for t in done["detail"]["targets"]}
+    assert set(smokes) == set(DEV) and all(s["ok"] and s["attempts"] >= 2 for s in smokes.values())
+    for account in DEV:
+        chats = [r for r in emulator.control.requests()
+                 if r["account"] == account and r["path"].endswith(f"/deployments/{name}/chat/completions")]
+        assert {r["fault"] for r in chats[:-1]} == {"warmup"} and chats[-1]["status"] == 200
 
 
 def test_rollback_command_and_retire(deps: Any, emulator: Any, models: tuple[str, str]) -> None:

@@ -10,6 +10,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,7 +66,9 @@ def emulator() -> Iterator[EmulatorServer]:
 def _no_faults(emulator: EmulatorServer) -> Iterator[None]:
     yield
     emulator.control.faults(rate_429=0.0, rate_500=0.0, next_429=0, next_500=0, latency_ms=0, scope="all",
-                            fail_next_jobs=0, fail_deployments_on=[])
+                            fail_next_jobs=0, fail_deployments_on=[], accounts=None, fail_next_deployments={},
+                            status_override={})
+    emulator.control.config(pausing=0, resuming=0, warmup_seconds=0)
 
 
 def aoai(server: EmulatorServer, account: str, **kwargs: Any) -> openai.AzureOpenAI:
@@ -322,3 +325,124 @@ def test_cli_writes_ready_file_and_stops_on_sigterm(tmp_path: Path) -> None:
     finally:
         os.kill(process.pid, signal.SIGTERM)
         assert process.wait(timeout=10) == 0
+
+
+def _running_job(emulator: EmulatorServer, account: str) -> tuple[openai.AzureOpenAI, Any]:
+    client = aoai(emulator, account)
+    for other in client.fine_tuning.jobs.list(limit=100).data:   # free the account's one training slot
+        if other.status not in ("succeeded", "failed", "cancelled"):
+            client.fine_tuning.jobs.cancel(other.id)
+    f = client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune")
+    emulator.control.advance(1)
+    job = client.fine_tuning.jobs.create(training_file=f.id, model=BASE_MODEL, hyperparameters={"n_epochs": 3})
+    emulator.control.advance(3)   # validated, queued, started, past its first step
+    assert client.fine_tuning.jobs.retrieve(job.id).status == "running"
+    return client, job
+
+
+def test_status_override_shows_an_unknown_status_on_the_wire_only(emulator: EmulatorServer) -> None:
+    client, job = _running_job(emulator, "hub")
+    emulator.control.faults(status_override={job.id: "warming_up"})
+    assert client.fine_tuning.jobs.retrieve(job.id).status == "warming_up"
+    assert client.fine_tuning.jobs.list(limit=1).data[0].status == "warming_up"
+    emulator.control.advance(60)   # the job really goes on underneath
+    seen = next(j for j in emulator.control.state()["jobs"] if j["id"] == job.id)
+    assert seen["status"] == "succeeded" and seen["status_override"] == "warming_up"
+    assert client.fine_tuning.jobs.retrieve(job.id).status == "warming_up"
+    emulator.control.faults(status_override={})
+    assert client.fine_tuning.jobs.retrieve(job.id).status == "succeeded"
+
+    emulator.control.faults(status_override={"next": "pending_capacity"})   # bound to the next job created
+    f = client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune")
+    emulator.control.advance(1)
+    other = client.fine_tuning.jobs.create(training_file=f.id, model=BASE_MODEL)
+    assert other.status == "pending_capacity"
+    assert emulator.control.faults()["status_override"] == {other.id: "pending_capacity"}
+
+
+def test_pause_and_resume_go_through_pausing_and_resuming(emulator: EmulatorServer) -> None:
+    emulator.control.config(pausing=20, resuming=10)
+    client, job = _running_job(emulator, "hub")
+    assert client.fine_tuning.jobs.pause(job.id).status == "pausing"
+    with pytest.raises(openai.BadRequestError):
+        client.fine_tuning.jobs.resume(job.id)   # not paused yet
+    emulator.control.advance(19)
+    assert client.fine_tuning.jobs.retrieve(job.id).status == "pausing"
+    emulator.control.advance(1)
+    assert client.fine_tuning.jobs.retrieve(job.id).status == "paused"
+    emulator.control.advance(120)   # no training while paused
+    assert client.fine_tuning.jobs.retrieve(job.id).status == "paused"
+    assert client.fine_tuning.jobs.resume(job.id).status == "resuming"
+    emulator.control.advance(10)
+    assert client.fine_tuning.jobs.retrieve(job.id).status == "running"
+    messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data]
+    assert [m for m in messages if m.endswith(("job.", "paused.", "resumed."))] == \
+        ["Job resumed.", "Resuming job.", "Job paused.", "Pausing job."]   # newest first
+    emulator.control.advance(60)
+    assert client.fine_tuning.jobs.retrieve(job.id).status == "succeeded"
+
+
+def test_request_faults_scoped_to_accounts(emulator: EmulatorServer) -> None:
+    emulator.control.clear_requests()
+    emulator.control.faults(next_429=1, latency_ms=250, accounts=["dev-east"])
+    assert aoai(emulator, "hub").files.list() is not None
+    assert aoai(emulator, "dev-east").files.list() is not None
+    arm(emulator, "tenant-a", "sub-hub").accounts.get("rg-hub", "hub")
+    log = emulator.control.requests()
+    assert [(r["account"], r["status"]) for r in log] == [("hub", 200), ("dev-east", 429), ("dev-east", 200),
+                                                          ("hub", 200)]
+    assert all(r["duration_ms"] >= 250 for r in log if r["account"] == "dev-east")
+    assert all(r["duration_ms"] < 250 for r in log if r["account"] == "hub")
+    assert all(r["end"] >= r["time"] for r in log)
+
+
+def test_fail_next_deployments_fails_that_many_puts_on_that_account(emulator: EmulatorServer) -> None:
+    emulator.control.faults(fail_next_deployments={"dev-east": 2})
+    client = arm(emulator, "tenant-a", "sub-dev")
+    for _ in range(2):
+        with pytest.raises(HttpResponseError) as failed:
+            client.deployments.begin_create_or_update("rg-dev", "dev-east", "flaky", deployment("gpt-4.1-mini")).result()
+        assert failed.value.error.code == "DeploymentFailed"
+    other = client.deployments.begin_create_or_update("rg-dev", "quota-spoke", "steady", deployment("gpt-4.1-mini"))
+    assert other.result().properties.provisioning_state == "Succeeded"   # other accounts are untouched
+    done = client.deployments.begin_create_or_update("rg-dev", "dev-east", "flaky", deployment("gpt-4.1-mini"))
+    assert done.result().properties.provisioning_state == "Succeeded"
+    assert emulator.control.faults()["fail_next_deployments"] == {"dev-east": 0}
+
+
+def test_a_new_deployment_answers_429_while_warming_up(emulator: EmulatorServer) -> None:
+    emulator.control.config(warmup_seconds=30)
+    arm(emulator, "tenant-a", "sub-dev").deployments.begin_create_or_update(
+        "rg-dev", "dev-east", "cold", deployment("gpt-4.1-mini")).result()
+    chat = aoai(emulator, "dev-east", max_retries=0)
+    emulator.control.clear_requests()
+    with pytest.raises(openai.RateLimitError):
+        chat.chat.completions.create(model="cold", messages=[{"role": "user", "content": "hi"}])
+    assert emulator.control.requests()[-1]["fault"] == "warmup"
+    emulator.control.advance(30)
+    assert chat.chat.completions.create(model="cold", messages=[{"role": "user", "content": "hi"}]).choices
+
+
+def test_request_log_counts_requests_in_flight(emulator: EmulatorServer) -> None:
+    emulator.control.faults(latency_ms=300, accounts=["hub", "dev-east"])
+    emulator.control.clear_requests()
+    clients = [aoai(emulator, account) for account in ("hub", "hub", "hub", "dev-east")]
+    barrier = threading.Barrier(len(clients))
+
+    def call(client: openai.AzureOpenAI) -> None:
+        barrier.wait()
+        client.files.list()
+    threads = [threading.Thread(target=call, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stats = emulator.control.request_stats()
+    assert stats["in_flight"] == 0 and stats["max_in_flight"] == 4
+    assert stats["max_in_flight_by_account"] == {"hub": 3, "dev-east": 1}
+    log = emulator.control.requests()
+    assert len(log) == 4 and all(r["duration_ms"] >= 300 for r in log)
+    starts, ends = max(r["time"] for r in log), min(r["end"] for r in log)
+    assert starts < ends   # they really overlapped
+    emulator.control.clear_requests()
+    assert emulator.control.request_stats()["max_in_flight"] == 0

@@ -48,9 +48,14 @@ def test_hundreds_pinged_within_the_concurrency_bound(emulator: Any, accounts: l
 
     monkeypatch.setattr(spokes, "ping", counting_ping)
     emulator.control.faults(latency_ms=20)
+    emulator.control.clear_requests()
     summary = keepalive_tick(deps)
     assert (summary.total, summary.ok, summary.failed) == (200, 200, 0)
     assert 1 < peak <= 8
+    seen = emulator.control.request_stats()                # the same bound, as the spokes saw it
+    assert 1 < seen["max_in_flight"] <= 8 and seen["in_flight"] == 0
+    chats = [r for r in emulator.control.requests() if r["path"].endswith("/chat/completions")]
+    assert len(chats) == 200 and {r["status"] for r in chats} == {200}
     names = {a["name"] for a in accounts}
     pinged = [d for d in emulator.control.state()["deployments"] if d["account"] in names]
     assert len(pinged) == 200 and all(d["last_used_at"] for d in pinged)

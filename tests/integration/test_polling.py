@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from typing import Any
 
@@ -145,9 +146,89 @@ def test_a_tick_stays_within_its_concurrency_bound(hub_env, emulator):
     emulator.control.clear_requests()
     summary = poll_tick(deps, concurrency=3)
     emulator.control.faults(latency_ms=0)
+    seen = emulator.control.request_stats()                # the bound as the hub saw it
 
     assert summary.jobs == 12 and summary.errors == 0 and sum(summary.outcomes.values()) == 12
     assert summary.max_jobs_in_flight == 3                 # used fully, never exceeded
     assert 3 < summary.max_in_flight <= 9                  # a job's three reads go out together
     hub_calls = [r for r in emulator.control.requests() if "/fine_tuning/jobs" in r["path"]]
     assert len(hub_calls) == summary.hub_calls
+    assert 3 < seen["max_in_flight"] <= 9 and seen["in_flight"] == 0
+
+
+def unknown_status_warnings(caplog: pytest.LogCaptureFixture, job_id: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "shared.hub" and "does not know" in r.getMessage() and job_id in r.getMessage()]
+
+
+def test_an_unknown_job_status_is_followed_as_running_logged_once_and_the_job_still_finishes(
+        hub_env, emulator, caplog):
+    deps = hub_env()
+    run_id = started_run(deps)
+    job_id = deps.registry.require_run(run_id).job_id
+    emulator.control.advance(3)
+    emulator.control.faults(status_override={job_id: "warming_up"})   # a status newer than ftops
+    caplog.set_level(logging.WARNING, logger="shared.hub")
+    for _ in range(3):
+        emulator.control.advance(60)                       # the job really succeeds meanwhile
+        assert poll_tick(deps).errors == 0
+        run = deps.registry.require_run(run_id)
+        assert run.state == states.TRAINING and run.job_status == "warming_up"
+    assert deps.registry.tracked_jobs() == [(run_id, job_id)] and not peek(deps, deps.settings.evaluate_queue)
+    assert len(unknown_status_warnings(caplog, job_id)) == 1
+
+    emulator.control.faults(status_override={})
+    poll_tick(deps)
+    run = deps.registry.require_run(run_id)
+    assert run.state == states.TRAINED and run.fine_tuned_model and run.job_status == "succeeded"
+    assert [m["id"] for m in peek(deps, deps.settings.evaluate_queue)] == [f"evaluate-{run_id}"]
+    assert deps.registry.tracked_jobs() == [] and len(unknown_status_warnings(caplog, job_id)) == 1
+
+
+def test_an_unknown_status_already_in_the_create_answer_is_logged_too(hub_env, emulator, caplog):
+    deps = hub_env()
+    emulator.control.faults(status_override={"next": "warming_up"})
+    caplog.set_level(logging.WARNING, logger="shared.hub")
+    run_id = started_run(deps)
+    job_id = deps.registry.require_run(run_id).job_id
+    poll_tick(deps)
+    assert deps.registry.require_run(run_id).state == states.TRAINING
+    assert len(unknown_status_warnings(caplog, job_id)) == 1
+
+
+def test_pausing_and_resuming_are_seen_by_the_poller_and_the_job_finishes(hub_env, emulator, caplog):
+    deps = hub_env()
+    emulator.control.config(pausing=30, resuming=30)
+    try:
+        run_id = started_run(deps, train=30)
+        emulator.control.advance(2.5)                      # validated, queued, started, past step 1
+        caplog.set_level(logging.WARNING, logger="shared.hub")
+        seen = []
+        training.pause_run(RunCommand(run_id=run_id, requested_by="ops@contoso"), deps)
+        seen.append(deps.registry.require_run(run_id).job_status)   # what the pause answer said
+        poll_tick(deps)
+        seen.append(deps.registry.require_run(run_id).job_status)
+        emulator.control.advance(30)
+        poll_tick(deps)
+        seen.append(deps.registry.require_run(run_id).job_status)
+        emulator.control.advance(300)                      # paused: training does not go on
+        poll_tick(deps)
+        seen.append(deps.registry.require_run(run_id).job_status)
+        training.resume_run(RunCommand(run_id=run_id, requested_by="ops@contoso"), deps)
+        poll_tick(deps)
+        seen.append(deps.registry.require_run(run_id).job_status)
+        assert seen == ["pausing", "pausing", "paused", "paused", "resuming"]
+        assert deps.registry.require_run(run_id).state == states.TRAINING
+
+        emulator.control.advance(30)
+        poll_tick(deps)
+        assert deps.registry.require_run(run_id).job_status == "running"
+        finish_jobs(emulator, deps)
+        run = deps.registry.require_run(run_id)
+        assert run.state == states.TRAINED
+        assert [m["id"] for m in peek(deps, deps.settings.evaluate_queue)] == [f"evaluate-{run_id}"]
+        assert not [r for r in caplog.records if "does not know" in r.getMessage()]   # known statuses
+        events = blob_text(deps, f"{run_id}/training/events.jsonl")
+        assert all(m in events for m in ("Pausing job.", "Job paused.", "Resuming job.", "Job resumed."))
+    finally:
+        emulator.control.config(pausing=0, resuming=0)
