@@ -133,7 +133,7 @@ while not select.select([sys.stdin], [], [], 0.25)[0]:
                         hwm[pid] = max(hwm.get(pid, 0), int(line.split()[1]) * 1024)
         except OSError:
             pass
-print(sum(hwm.values()))
+print(sum(hwm.values()), *sorted(hwm.values(), reverse=True))
 """
 
 
@@ -146,6 +146,7 @@ class _PeakMemory:
 
     def __init__(self) -> None:
         self.peak = 0
+        self.per_process: list[int] = []  # each process's peak RSS, largest first
 
     def __enter__(self) -> Self:
         self._proc = subprocess.Popen([sys.executable, "-c", _SAMPLER, str(os.getpid())],
@@ -154,7 +155,8 @@ class _PeakMemory:
 
     def __exit__(self, *exc: object) -> None:
         out, _ = self._proc.communicate("stop\n", timeout=30)
-        self.peak = int(out.strip() or 0)
+        values = [int(v) for v in out.split()] or [0]
+        self.peak, self.per_process = values[0], values[1:]
 
 
 def _chunks(path: Path, size: int = 4 * MIB):
@@ -187,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(report.warnings)} warnings listed; {stats['tokens']['total']:,} tokens")
     print(f"wall time     {wall:.1f} s")
     print(f"throughput    {size / 1e6 / wall:.1f} MB/s ({size / MIB / wall:.1f} MiB/s)")
-    print(f"peak memory   {mem.peak / MIB:.0f} MiB (peak RSS summed over all processes)")
+    parts = " + ".join(f"{v / MIB:.0f}" for v in mem.per_process)
+    print(f"peak memory   {mem.peak / MIB:.0f} MiB (peak RSS summed over all processes: {parts})")
     print(f"cpu time      {sum(os.times()[:4]):.1f} s (this process and its reaped children)")
     sys.stdout.flush()
     return 0

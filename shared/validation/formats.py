@@ -36,10 +36,13 @@ REPLY_PRIMING = 3
 #   tokens = base + out_0 + out_1; context = base + max(out_0, out_1); assistant = eager + slots 2 and 4
 SLOTS = 5
 _BASE, _OUT0, _OUT0_ASSISTANT, _OUT1, _OUT1_ASSISTANT = range(SLOTS)
-DEFER_MIN_CHARS = 24  # shorter texts (roles, names, labels) are memoized by the Counter: count them now
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # = json.dumps(...)
+# Deferred (batched in the counting thread) from this length: cheaper for the main thread than even
+# a memoized count. Roles have their own cache (Checker._role_tokens); "" is counted at once.
+DEFER_MIN_CHARS = 1
 
 
-@dataclass
+@dataclass(slots=True)
 class Example:
     method: str | None = None  # detected format; None when the line is not a usable object
     tokens: int = 0  # everything billed (DPO: input and both outputs), counted so far
@@ -70,6 +73,8 @@ class Checker:
         self.n_examples = 0  # checked so far: example k has slots SLOTS * k ... SLOTS * k + SLOTS - 1
         self._first = 0  # first slot of the current example
         self._slot = 0  # where a deferred text goes now
+        self._role_tokens: dict[str, int] = {}
+        self._tools_cache: dict[str, int] = {}  # role -> its message's fixed tokens (3 + the role's)
 
     # --- entry point
     def check(self, obj: Any, method: str | None) -> Example:
@@ -142,8 +147,8 @@ class Checker:
         ex.tokens = base + outs[0][0] + outs[1][0]
         ex.context_tokens = base + max(outs[0][0], outs[1][0])
         ex.assistant_tokens = outs[0][1] + outs[1][1]
-        ex.messages = len(inp["messages"]) + sum(len(obj.get(k) or []) for k in ("preferred_output",
-                                                                             "non_preferred_output"))
+        ex.messages = len(inp["messages"]) + sum(len(out) for k in ("preferred_output", "non_preferred_output")
+                                                 if isinstance(out := obj.get(k), list))
         return ex
 
     def _rft(self, obj: dict[str, Any]) -> Example:
@@ -177,70 +182,118 @@ class Checker:
             if not ok:
                 self.report("invalid_tools", f"{key} must be a list of function definitions")
             else:
-                tokens += self._count(json.dumps(tools, separators=(",", ":"), ensure_ascii=False))
+                tokens += self._count_tools(_COMPACT(tools))
         if "parallel_tool_calls" in obj and not isinstance(obj["parallel_tool_calls"], bool):
             self.report("invalid_tools", "parallel_tool_calls must be true or false")
         return tokens
 
+    def _count_tools(self, text: str) -> int:
+        # Datasets repeat the same tool definitions on every line: count each serialization once.
+        # Only for lines parsed by orjson (no lone surrogate: nothing to report while counting).
+        if not self.defer or self.counter is None or len(text) > 65536:
+            return self._count(text)
+        n = self._tools_cache.get(text)
+        if n is None:
+            n = self.counter.count(text)
+            if len(self._tools_cache) < 256:
+                self._tools_cache[text] = n
+        return n
+
     def _messages(self, msgs: list[Any], where: str, *, outputs: bool, text_only: bool = False,
                   slots: tuple[int, int] = (_BASE, _OUT0_ASSISTANT)) -> tuple[int, int, _State]:
+        # The hot loop (about a million messages on the benchmark): a message's location string is
+        # built only when a finding is reported, and plain string content is checked inline. The
+        # order of the checks, and so of the findings, is that of the general methods.
         state = _State()
         other_slot, assistant_slot = self._first + slots[0], self._first + slots[1]
         tokens = assistant_tokens = 0
         prev_role = None
+        report = self.report
+        counter = self.counter
+        special = self.special
+        defer = self.defer and counter is not None
+        min_chars = DEFER_MIN_CHARS
+        texts_append, slots_append = self.texts.append, self.slots.append
+        role_tokens = self._role_tokens
         for i, msg in enumerate(msgs, 1):
-            here = f"{where}[{i}]"
             if not isinstance(msg, dict):
-                self.report("invalid_message", f"{here} is not an object")
+                report("invalid_message", f"{where}[{i}] is not an object")
                 continue
             role = msg.get("role")
-            if role not in ROLES:
-                self.report("invalid_role", f"{here}: role {str(role)[:20]!r} is not one of "
-                                            "system, user, assistant, tool, function")
+            if not isinstance(role, str) or role not in ROLES:   # a list or object here must not crash us
+                report("invalid_role", f"{where}[{i}]: role {str(role)[:20]!r} is not one of "
+                                       "system, user, assistant, tool, function")
                 continue
-            if outputs and role not in ("assistant", "tool"):
-                self.report("invalid_dpo_output", f"{here}: outputs hold assistant or tool messages only")
-            if role == "assistant" and prev_role == "assistant":
-                self.report("consecutive_assistant", f"{here}: second assistant message in a row "
-                                                     "without a tool reply")
+            assistant = role == "assistant"
+            if outputs and not (assistant or role == "tool"):
+                report("invalid_dpo_output", f"{where}[{i}]: outputs hold assistant or tool messages only")
+            if assistant and prev_role == "assistant":
+                report("consecutive_assistant", f"{where}[{i}]: second assistant message in a row "
+                                                "without a tool reply")
             prev_role = role
-            self._slot = other_slot
-            n = TOKENS_PER_MESSAGE + self._count(role)
-            if role == "assistant":
-                self._slot = assistant_slot
-            text_tokens = self._content(msg, role, here, state, text_only)
-            n += text_tokens
-            self._slot = other_slot
-            if "name" in msg:
-                if not isinstance(msg["name"], str):
-                    self.report("invalid_message", f"{here}: name must be a string")
+            n = role_tokens.get(role)
+            if n is None:  # one of ROLES: plain ASCII, counted at once (never deferred)
+                n = role_tokens[role] = TOKENS_PER_MESSAGE + (counter.count(role) if counter else 0)
+            slot = assistant_slot if assistant else other_slot
+            content = msg.get("content")
+            if type(content) is str:  # _content and _text, inline
+                if (assistant and len(content) < 48 and "tool_calls" not in msg
+                        and len(content.split()) <= 1 and msg.get("weight", 1) != 0):
+                    report("short_assistant_answer", f"{where}[{i}]: answer is empty or one word")
+                if special and "<|" in content:
+                    self._special(content, f"{where}[{i}]")
+                if defer and len(content) >= min_chars:
+                    texts_append(content)
+                    slots_append(slot)
+                    text_tokens = 0
                 else:
-                    n += self._count(msg["name"]) + TOKENS_PER_NAME
-            if "weight" in msg and (role != "assistant" or type(msg["weight"]) is not int
+                    self._slot = slot
+                    text_tokens = self._count(content)
+            else:
+                self._slot = slot
+                text_tokens = self._content(msg, role, f"{where}[{i}]", state, text_only)
+            n += text_tokens
+            if "name" in msg:
+                name = msg["name"]
+                if not isinstance(name, str):
+                    report("invalid_message", f"{where}[{i}]: name must be a string")
+                elif defer and len(name) >= min_chars:
+                    texts_append(name)
+                    slots_append(other_slot)
+                    n += TOKENS_PER_NAME
+                else:
+                    self._slot = other_slot
+                    n += self._count(name) + TOKENS_PER_NAME
+            if "weight" in msg and (not assistant or type(msg["weight"]) is not int
                                     or msg["weight"] not in (0, 1)):
-                self.report("invalid_weight", f"{here}: weight must be 0 or 1, on assistant messages only")
-            if role == "assistant":
-                self._slot = assistant_slot
-                calls = self._calls(msg, here, state)
-                n += calls
+                report("invalid_weight", f"{where}[{i}]: weight must be 0 or 1, on assistant messages only")
+            if assistant:
+                if "tool_calls" in msg or "function_call" in msg:
+                    self._slot = assistant_slot
+                    calls = self._calls(msg, f"{where}[{i}]", state)
+                    n += calls
+                else:
+                    calls = 0
                 state.assistant = True
-                if msg.get("content") in (None, "") and not calls and "tool_calls" not in msg \
+                if content in (None, "") and not calls and "tool_calls" not in msg \
                         and "function_call" not in msg:
-                    self.report("empty_assistant_message", f"{here}: no content and no tool_calls")
+                    report("empty_assistant_message", f"{where}[{i}]: no content and no tool_calls")
                 assistant_tokens += text_tokens + calls
-            elif role in ("system", "user"):
+            elif role == "user" or role == "system":
                 state.prompt = True
-                state.system = state.system or role == "system"
+                if role == "system":
+                    state.system = True
             elif role == "tool":
                 call_id = msg.get("tool_call_id")
-                if call_id not in state.call_ids:
-                    self.report("orphan_tool_message", f"{here}: tool_call_id {str(call_id)[:40]!r} "
-                                                       "answers no earlier tool call")
+                if not isinstance(call_id, str) or call_id not in state.call_ids:
+                    report("orphan_tool_message", f"{where}[{i}]: tool_call_id {str(call_id)[:40]!r} "
+                                                  "answers no earlier tool call")
             elif role == "function" and not isinstance(msg.get("name"), str):
-                self.report("invalid_message", f"{here}: a function message needs its name")
+                report("invalid_message", f"{where}[{i}]: a function message needs its name")
             tokens += n
+        self._slot = other_slot
         if state.images > MAX_IMAGES:
-            self.report("too_many_images", f"{state.images} images (at most {MAX_IMAGES} per example)")
+            report("too_many_images", f"{state.images} images (at most {MAX_IMAGES} per example)")
         return tokens, assistant_tokens, state
 
     def _content(self, msg: dict[str, Any], role: str, here: str, state: _State, text_only: bool) -> int:
@@ -309,10 +362,13 @@ class Checker:
 
     def _text(self, text: str, here: str) -> int:
         if self.special and "<|" in text:
-            found = sorted(t for t in SPECIAL_TOKENS if t in text)
-            if found:
-                self.report("special_token", f"{here}: contains {', '.join(found)}")
+            self._special(text, here)
         return self._count(text)
+
+    def _special(self, text: str, here: str) -> None:
+        found = sorted(t for t in SPECIAL_TOKENS if t in text)
+        if found:
+            self.report("special_token", f"{here}: contains {', '.join(found)}")
 
     def _count(self, text: str) -> int:
         if self.counter is None:
@@ -328,14 +384,12 @@ class Checker:
         return n
 
 
-@dataclass
 class _State:
-    assistant: bool = False
-    prompt: bool = False
-    system: bool = False
-    images: int = 0
+    __slots__ = ("assistant", "call_ids", "images", "prompt", "system")
 
-    def __post_init__(self) -> None:
+    def __init__(self) -> None:
+        self.assistant = self.prompt = self.system = False
+        self.images = 0
         self.call_ids: set[Any] = set()
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 BOM = b"\xef\xbb\xbf"
-BLOCK_BYTES = 4 << 20  # lines are handed out in blocks of about this size (one worker task each)
+BLOCK_BYTES = 2 << 20  # lines are handed out in blocks of at least this size (one task each; 4 MiB chunks: ~4 MiB)
 
 
 @dataclass(frozen=True)

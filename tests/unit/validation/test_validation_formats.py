@@ -59,6 +59,7 @@ def test_valid_chat_examples_have_no_findings(example: dict[str, Any]) -> None:
     (msgs("hi", A), "invalid_message"),
     (msgs({"role": "robot", "content": "x"}, A), "invalid_role"),
     (msgs({"content": "x"}, A), "invalid_role"),
+    (msgs({"role": ["user"], "content": "x"}, A), "invalid_role"),                 # unhashable: no crash
     (msgs({"role": "user", "content": 5}, A), "invalid_content"),
     (msgs({"role": "user"}, A), "invalid_content"),
     (msgs({"role": "user", "content": [{"type": "audio", "x": 1}]}, A), "invalid_content"),
@@ -80,6 +81,7 @@ def test_valid_chat_examples_have_no_findings(example: dict[str, Any]) -> None:
           {"role": "tool", "tool_call_id": "c1", "content": "x"}, A), "invalid_tool_calls"),
     (msgs(U, {"role": "assistant", "tool_calls": []}), "invalid_tool_calls"),
     (msgs(U, {"role": "tool", "tool_call_id": "nope", "content": "x"}, A), "orphan_tool_message"),
+    (msgs(U, {"role": "tool", "tool_call_id": {"id": "c1"}, "content": "x"}, A), "orphan_tool_message"),
     (msgs(U, {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function",
                                                   "function": {"name": "f", "arguments": "{}"}}]},
           {"role": "tool", "tool_call_id": "c2", "content": "x"}, A), "orphan_tool_message"),
