@@ -27,6 +27,7 @@ demo: setup
 	$(VENV)/bin/ftops demo
 
 test: setup
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
 test-unit: setup

@@ -1,6 +1,6 @@
 """Service Bus trigger: commands from other systems (train, cancel, pause, resume, retrain, approve, …)."""
 import azure.functions as func
-import azurefunctions.extensions.bindings.servicebus as servicebus
+from azurefunctions.extensions.bindings import servicebus
 
 from shared.bootstrap import get_deps
 from shared.commands import handle_command

@@ -1,6 +1,6 @@
 """Service Bus trigger: deploy a run's model to every spoke of one environment."""
 import azure.functions as func
-import azurefunctions.extensions.bindings.servicebus as servicebus
+from azurefunctions.extensions.bindings import servicebus
 
 from shared.bootstrap import get_deps
 from shared.deployment import handle_deploy

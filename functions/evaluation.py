@@ -1,6 +1,6 @@
 """Service Bus trigger: evaluate a trained model against the base model on held-out data."""
 import azure.functions as func
-import azurefunctions.extensions.bindings.servicebus as servicebus
+from azurefunctions.extensions.bindings import servicebus
 
 from shared.bootstrap import get_deps
 from shared.evaluation import handle_evaluate

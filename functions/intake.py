@@ -1,6 +1,6 @@
 """Blob trigger (Event Grid source): a new blob in the datasets container → intake."""
 import azure.functions as func
-import azurefunctions.extensions.bindings.blob as blob
+from azurefunctions.extensions.bindings import blob
 
 from shared.bootstrap import get_deps
 from shared.intake import handle_blob_created

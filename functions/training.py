@@ -1,6 +1,6 @@
 """Service Bus trigger: create the fine-tuning job on the hub for an accepted run."""
 import azure.functions as func
-import azurefunctions.extensions.bindings.servicebus as servicebus
+from azurefunctions.extensions.bindings import servicebus
 
 from shared.bootstrap import get_deps
 from shared.handling import settle

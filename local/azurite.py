@@ -8,6 +8,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Self
 
 ROOT = Path(__file__).resolve().parent.parent
 # Azurite's documented, public development account key: not a secret.
@@ -30,7 +31,7 @@ class Azurite:
                 f"QueueEndpoint=http://127.0.0.1:{p['Queue']}/{DEV_ACCOUNT};"
                 f"TableEndpoint=http://127.0.0.1:{p['Table']}/{DEV_ACCOUNT};")
 
-    def start(self, timeout: float = 30.0) -> Azurite:
+    def start(self, timeout: float = 30.0) -> Self:
         binary = ROOT / "node_modules" / ".bin" / "azurite"
         if not binary.exists():
             raise RuntimeError(f"{binary} is missing: run `make setup` (installs the pinned Azurite from npm)")
@@ -64,7 +65,7 @@ class Azurite:
                 self._proc.wait()
         shutil.rmtree(self._workdir, ignore_errors=True)
 
-    def __enter__(self) -> Azurite:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -7,8 +7,9 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from shared.bus import LocalQueuePublisher, Publisher, ServiceBusPublisher
 from shared.config import Settings
@@ -62,6 +63,7 @@ class Deps:
             if key not in self._cache:
                 from azure.mgmt.cognitiveservices import CognitiveServicesManagementClient
                 from azure.mgmt.core.policies import AuxiliaryAuthenticationPolicy
+
                 from shared.identity import ARM_SCOPE
                 kwargs: dict[str, Any] = {"base_url": self.settings.arm_endpoint, "polling_interval": 1}
                 if self.settings.ca_bundle:
@@ -100,7 +102,7 @@ def build_deps(settings: Settings) -> Deps:
     return Deps(settings=settings, blobs=blobs, registry=registry, publisher=publisher, credential=credential)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _credential(kind: str, tenant_id: str | None = None, client_id: str | None = None) -> Any:
     return make_credential(kind, tenant_id=tenant_id, client_id=client_id)
 

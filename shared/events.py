@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Any, Collection
+from collections.abc import Collection
+from typing import Any
 
 from shared.messages import run_event
 from shared.registry import RunRecord

@@ -4,7 +4,8 @@ then Service Bus dead-letters after maxDeliveryCount)."""
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from shared.bus import message_body
 from shared.messages import CloudEvent, InvalidMessage, parse_message

@@ -39,7 +39,7 @@ def make_credential(kind: str, *, tenant_id: str | None = None, client_id: str |
     """
     if kind == "local-dev":
         return LocalDevCredential(tenant_id or "local-tenant")
-    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential, ClientAssertionCredential
+    from azure.identity import ClientAssertionCredential, DefaultAzureCredential, ManagedIdentityCredential
     if client_id and tenant_id:
         mi = ManagedIdentityCredential()
         return ClientAssertionCredential(

@@ -12,8 +12,9 @@ import json
 import logging
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
@@ -43,7 +44,7 @@ def classify(blob_name: str) -> Drop | None:
     folder, _, leaf = blob_name.rpartition("/")
     if folder:
         return Drop(name=folder, start_blob=blob_name, folder=folder) if leaf == "run.json" else None
-    stem = leaf[:-6] if leaf.endswith(".jsonl") else leaf
+    stem = leaf.removesuffix(".jsonl")
     return Drop(name=stem, start_blob=blob_name, folder=None)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from shared import states
 from shared.events import advance
-from shared.hub import NO_CHECKPOINTS_YET, note_unknown_status, CallGate, Hub, HubError, HubJob
+from shared.hub import NO_CHECKPOINTS_YET, CallGate, Hub, HubError, HubJob, note_unknown_status
 from shared.hub_runs import Superseded, claim_name, tidy_hub, update_run
 from shared.messages import EvaluateRequest, envelope
 from shared.registry import InvalidTransition, RunRecord

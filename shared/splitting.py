@@ -6,8 +6,10 @@ are streamed through spooled temporary files, never held whole.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -36,44 +38,45 @@ def bucket(line: bytes, seed: int, validation: float, eval_fraction: float) -> s
 
 
 def split_dataset(deps: Any, run_id: str, files: dict[str, str], settings: Any) -> Prepared:
-    from shared.validation import iter_examples
-    source = deps.blobs.get_container_client(deps.settings.datasets_container)
     # What to carve out of train.jsonl: held-out eval always (unless given), validation unless given.
     eval_fraction = 0.0 if "eval" in files else settings.split.eval
     validation = 0.0 if "validation" in files else settings.split.validation
     if settings.method == "reinforcement" and "validation" not in files:
         validation = validation or 0.1   # RFT needs a validation file
-    outputs: dict[str, IO[bytes]] = {r: tempfile.SpooledTemporaryFile(SPOOL_BYTES) for r in ("train", "validation", "eval")}
-    counts = {r: 0 for r in outputs}
-    whole = hashlib.sha256()
-    try:
-        for role in ("train", "validation", "eval"):
-            if role not in files:
-                continue
-            whole.update(f"\0{role}\0".encode())
-            for _, raw in iter_examples(source.get_blob_client(files[role]).download_blob().chunks()):
-                line = raw.strip()
-                if not line:
-                    continue
-                whole.update(line + b"\n")
-                target = bucket(line, settings.seed, validation, eval_fraction) if role == "train" else role
-                outputs[target].write(line + b"\n")
-                counts[target] += 1
-        prepared = Prepared(counts=counts, dataset_hash=whole.hexdigest())
-        if counts["train"] < MIN_TRAIN or counts["eval"] < MIN_EVAL:
-            prepared.problem = (f"too few examples to split: {counts['train']} for training (at least {MIN_TRAIN}) "
-                                f"and {counts['eval']} held out for evaluation (at least {MIN_EVAL}); "
-                                "add examples or provide eval.jsonl in a run folder")
+    with contextlib.ExitStack() as stack:
+        outputs: dict[str, IO[bytes]] = {r: stack.enter_context(tempfile.SpooledTemporaryFile(SPOOL_BYTES))
+                                         for r in ("train", "validation", "eval")}
+        prepared = _spool(deps, files, outputs, lambda line: bucket(line, settings.seed, validation, eval_fraction))
+        if prepared.counts["train"] < MIN_TRAIN or prepared.counts["eval"] < MIN_EVAL:
+            prepared.problem = (f"too few examples to split: {prepared.counts['train']} for training (at least "
+                                f"{MIN_TRAIN}) and {prepared.counts['eval']} held out for evaluation (at least "
+                                f"{MIN_EVAL}); add examples or provide eval.jsonl in a run folder")
             return prepared
         reports = deps.blobs.get_container_client(deps.settings.reports_container)
         for role, handle in outputs.items():
-            if counts[role] == 0:
-                continue
-            handle.seek(0)
-            path = f"{run_id}/data/{role}.jsonl"
-            reports.upload_blob(path, handle, overwrite=True)
-            prepared.data_files[role] = path
+            if prepared.counts[role]:
+                handle.seek(0)
+                prepared.data_files[role] = f"{run_id}/data/{role}.jsonl"
+                reports.upload_blob(prepared.data_files[role], handle, overwrite=True)
         return prepared
-    finally:
-        for handle in outputs.values():
-            handle.close()
+
+
+def _spool(deps: Any, files: dict[str, str], outputs: dict[str, IO[bytes]],
+           side_of: Callable[[bytes], str]) -> Prepared:
+    """Stream every file's examples into the spooled outputs (train.jsonl's split by `side_of`)."""
+    from shared.validation import iter_examples
+    source = deps.blobs.get_container_client(deps.settings.datasets_container)
+    counts = {r: 0 for r in outputs}
+    whole = hashlib.sha256()
+    for role in ("train", "validation", "eval"):
+        if role not in files:
+            continue
+        whole.update(f"\0{role}\0".encode())
+        for _, raw in iter_examples(source.get_blob_client(files[role]).download_blob().chunks()):
+            line = raw.strip()
+            if line:
+                whole.update(line + b"\n")
+                target = side_of(line) if role == "train" else role
+                outputs[target].write(line + b"\n")
+                counts[target] += 1
+    return Prepared(counts=counts, dataset_hash=whole.hexdigest())

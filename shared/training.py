@@ -24,8 +24,16 @@ from pydantic import ValidationError
 from shared import states
 from shared.events import advance, publish
 from shared.handling import PermanentError
-from shared.hub import (Hub, HubError, HubNotFound, HubPermanentError, HubQuotaExceeded, JobSpec, hash_blob,
-                        note_unknown_status)
+from shared.hub import (
+    Hub,
+    HubError,
+    HubNotFound,
+    HubPermanentError,
+    HubQuotaExceeded,
+    JobSpec,
+    hash_blob,
+    note_unknown_status,
+)
 from shared.hub_runs import Superseded, claim_name, tidy_hub, update_run
 from shared.messages import RetrainCommand, RunCommand, TrainRequest, envelope
 from shared.registry import InvalidTransition, RunRecord

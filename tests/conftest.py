@@ -3,7 +3,8 @@ which builds the app's real dependencies against them, isolated per test (own co
 from __future__ import annotations
 
 import uuid
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from shared.messages import (ApproveCommand, InvalidMessage, TrainRequest, envelope, parse_message, run_event)
+from shared.messages import ApproveCommand, InvalidMessage, TrainRequest, envelope, parse_message, run_event
 
 
 def test_round_trip_keeps_id_subject_and_payload():

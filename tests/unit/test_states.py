@@ -1,3 +1,5 @@
+import itertools
+
 from shared import states
 
 
@@ -13,7 +15,7 @@ def test_the_happy_path_is_allowed_and_shortcuts_are_not():
     path = ["received", "validating", "accepted", "uploading", "training", "trained", "evaluating", "evaluated",
             "deploying:dev", "deployed:dev", "deploying:test", "deployed:test", "awaiting_approval:prod",
             "deploying:prod", "deployed:prod"]
-    for current, target in zip(path, path[1:]):
+    for current, target in itertools.pairwise(path):
         assert states.can_transition(current, target), (current, target)
     assert not states.can_transition("validating", "training")
     assert not states.can_transition("trained", "deploying:dev")

@@ -26,7 +26,7 @@ def test_random_shapes_in_every_field_are_reported_not_raised():
     lines = []
     for _ in range(400):
         messages = [{"role": rng.choice(["user", "assistant", "tool", "system", ["user"], {}, 3]),
-                     "content": odd(rng), **{rng.choice(FIELDS): odd(rng)}} for _ in range(rng.randint(0, 4))]
+                     "content": odd(rng), rng.choice(FIELDS): odd(rng)} for _ in range(rng.randint(0, 4))]
         record = rng.choice([{"messages": messages}, {"messages": odd(rng)}, {"input": {"messages": messages},
                              "preferred_output": odd(rng), "non_preferred_output": odd(rng)}, odd(rng)])
         lines.append(json.dumps(record))
