@@ -112,7 +112,9 @@ def _intake(run_id: str, drop: Drop, deps: Any, settings_override: dict[str, Any
         return
     advance(deps, run_id, states.ACCEPTED, actor=ACTOR,
             detail={"examples": report.examples, "method": report.method, "split": prepared.counts},
-            settings=settings.model_dump(mode="json"), owner=settings.owner, ticket=settings.ticket,
+            # the deployment name is fixed now, from the drop's name: a re-upload replaces its model in place
+            settings={**settings.model_dump(mode="json"), "deployment_name": settings.effective_deployment_name(drop.name)},
+            owner=settings.owner, ticket=settings.ticket,
             environments=environments, dataset_hash=prepared.dataset_hash, data_files=prepared.data_files,
             validation=_summary(report, prepared.counts))
     _send_train(deps, run_id)

@@ -35,6 +35,7 @@ def test_an_accepted_dataset_is_split_reported_and_handed_to_training_once(make_
     run = deps.registry.require_run(run_id)
     assert run.state == "accepted" and run.source == f"{deps.settings.datasets_container}/support-bot.jsonl"
     assert run.environments == ["dev", "test", "prod"]
+    assert run.settings["deployment_name"] == "support-bot"    # from the drop: a re-upload replaces it in place
     split = run.validation["split"]
     assert sum(split.values()) == 80 and split["eval"] > 0 and split["train"] >= 10
     assert {f"{run_id}/validation.json", f"{run_id}/validation.html", f"{run_id}/data/train.jsonl",
