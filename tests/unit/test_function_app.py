@@ -7,11 +7,17 @@ import pytest
 
 
 @pytest.fixture(scope="module")
-def bindings() -> dict[str, list[dict]]:
+def functions() -> list:
     from function_app import app
+    app.functions_bindings = None   # the worker indexes once per process; other tests may have indexed already
+    return app.get_functions()
+
+
+@pytest.fixture(scope="module")
+def bindings(functions) -> dict[str, list[dict]]:
     return {fn.get_function_name(): [json.loads(b) if isinstance(b, str) else b for b in
                                      json.loads(fn.get_function_json())["bindings"]]
-            for fn in app.get_functions()}
+            for fn in functions}
 
 
 def trigger(bindings: dict[str, list[dict]], name: str) -> dict:
@@ -40,3 +46,22 @@ def test_queue_triggers_settle_their_own_messages(bindings, name, queue):
 def test_timers_read_their_schedule_from_settings(bindings, name, schedule):
     timer = trigger(bindings, name)
     assert timer["type"] == "timerTrigger" and timer["schedule"] == schedule and timer["runOnStartup"] is False
+
+
+def test_the_real_python_worker_accepts_every_function_with_sdk_type_bindings(functions):
+    """azure-functions-runtime (the worker the host runs) indexes each function as it would in Azure: the
+    blob and Service Bus parameters bind as SDK types, and `actions` is the settlement client."""
+    from types import SimpleNamespace
+
+    from azure_functions_runtime.bindings import meta
+    from azure_functions_runtime.functions import Registry
+
+    meta.load_binding_registry()
+    registry = Registry()
+    protos = SimpleNamespace(BindingInfo=SimpleNamespace(inout=2, out=1, undefined=0))   # enum values only
+    infos = {fn.get_function_name(): registry.add_indexed_function(function=fn, protos=protos)
+             for fn in functions}
+    assert infos["intake"].input_types["client"].deferred_bindings_enabled
+    for name in ("training", "evaluation", "deployment", "commands"):
+        assert infos[name].input_types["message"].deferred_bindings_enabled
+        assert infos[name].settlement_client_arg == "actions"
