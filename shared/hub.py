@@ -19,12 +19,13 @@ import csv
 import hashlib
 import io
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+
+from shared.blob_io import BlobReader, upload_parts
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +223,7 @@ class Hub:
         md5 = hashlib.md5(usedforsecurity=False)
         part_ids: list[str] = []
         try:
-            for part in _parts(blob.download_blob().chunks(), self.part_size):
+            for part in upload_parts(blob.download_blob().chunks(), self.part_size):
                 md5.update(part)
                 made = self._call(f"upload part {len(part_ids) + 1} of {filename}",
                                   lambda part=part: self._client.uploads.parts.create(upload_id=upload.id, data=part))
@@ -379,76 +380,3 @@ def _plain(value: Any) -> Any:
         return value
     dump = getattr(value, "model_dump", None)
     return dump(exclude_none=True) if dump else value
-
-
-def _parts(chunks: Iterator[bytes], size: int) -> Iterator[bytes]:
-    """Re-cut a blob's download chunks into upload parts of `size` bytes (the last one shorter)."""
-    buffer = bytearray()
-    for chunk in chunks:
-        buffer += chunk
-        while len(buffer) >= size:
-            yield bytes(buffer[:size])
-            del buffer[:size]
-    if buffer:
-        yield bytes(buffer)
-
-
-class BlobReader(io.RawIOBase):
-    """A blob as a read-only stream over its download chunks. Seeking is limited to what an HTTP client
-    needs: to the end to learn the length, and back to the start to send again (a new download)."""
-
-    def __init__(self, blob: Any, size: int) -> None:
-        super().__init__()
-        self._blob, self._size = blob, size
-        self._chunks: Iterator[bytes] | None = None
-        self._buffer = b""
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        target = offset if whence == os.SEEK_SET else self._size + offset if whence == os.SEEK_END else self._pos + offset
-        if target == self._pos:
-            return self._pos
-        if target == 0:
-            self._chunks, self._buffer, self._pos = None, b"", 0
-        elif target == self._size:
-            self._chunks, self._buffer, self._pos = iter(()), b"", self._size
-        else:
-            raise io.UnsupportedOperation("BlobReader seeks only to the start or the end")
-        return self._pos
-
-    def read(self, size: int = -1) -> bytes:
-        if self._pos >= self._size:
-            return b""
-        if self._chunks is None:
-            self._chunks = iter(self._blob.download_blob().chunks())
-        want = self._size - self._pos if size is None or size < 0 else size
-        while len(self._buffer) < want:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                break
-            self._buffer += chunk
-        out, self._buffer = self._buffer[:want], self._buffer[want:]
-        self._pos += len(out)
-        return out
-
-    def readinto(self, b: Any) -> int:
-        data = self.read(len(b))
-        b[:len(data)] = data
-        return len(data)
-
-
-def hash_blob(blob: Any) -> str:
-    """sha256 of a blob's content, streamed."""
-    digest = hashlib.sha256()
-    for chunk in blob.download_blob().chunks():
-        digest.update(chunk)
-    return digest.hexdigest()

@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from shared import states
+from shared.blob_io import hash_blob
 from shared.events import advance, publish
 from shared.handling import PermanentError
 from shared.hub import (
@@ -31,7 +32,6 @@ from shared.hub import (
     HubPermanentError,
     HubQuotaExceeded,
     JobSpec,
-    hash_blob,
     note_unknown_status,
 )
 from shared.hub_runs import Superseded, claim_name, tidy_hub, update_run

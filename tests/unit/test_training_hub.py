@@ -9,14 +9,13 @@ import httpx2
 import openai
 import pytest
 
+from shared.blob_io import BlobReader, upload_parts
 from shared.hub import (
-    BlobReader,
     Hub,
     HubNotFound,
     HubPermanentError,
     HubQuotaExceeded,
     HubTransientError,
-    _parts,
     classify,
     parse_results_csv,
 )
@@ -128,7 +127,7 @@ def test_blob_reader_streams_and_restarts_for_a_resend() -> None:
 
 
 def test_parts_recut_chunks_without_holding_the_file() -> None:
-    parts = list(_parts(iter([b"abc", b"defgh", b"ij"]), 4))
+    parts = list(upload_parts(iter([b"abc", b"defgh", b"ij"]), 4))
     assert parts == [b"abcd", b"efgh", b"ij"]
 
 
