@@ -103,3 +103,26 @@ def test_a_folder_whose_train_file_never_arrives_is_reported_missing(make_deps):
     run = deps.registry.require_run(handle_blob_created("late/run.json", deps))
     assert run.state == "rejected" and run.error["code"] == "missing_file"
     assert "late/train.jsonl" in run.error["message"]
+
+
+def test_too_few_examples_to_split_is_reported_not_trained_on(make_deps):
+    deps = make_deps()
+    drop(deps, "tiny.jsonl", b"".join(SAMPLE.read_bytes().splitlines(keepends=True)[:10]))   # valid, but 10
+    run = deps.registry.require_run(handle_blob_created("tiny.jsonl", deps))
+    assert run.state == "rejected" and "too few examples to split" in run.error["message"]
+    assert f"{run.run_id}/tiny.jsonl" in blob_names(deps, deps.settings.quarantine_container)
+    assert queued(deps, deps.settings.train_queue) == []
+
+
+def test_a_train_command_starts_a_run_with_its_settings(make_deps):
+    from shared.commands import handle_command
+    from shared.messages import TrainCommand, envelope
+    deps = make_deps()
+    drop(deps, "support-bot.jsonl", SAMPLE.read_bytes())
+    command = TrainCommand(blob=f"{deps.settings.datasets_container}/support-bot.jsonl", settings={"suffix": "cmd", "owner": "ci@contoso.example"},
+                           requested_by="mlops-portal")
+    event = envelope(command, type_="ftops.command.train")
+    handle_command(event, command, deps)
+    [run] = deps.registry.list_runs()
+    assert run.state == "accepted" and (run.settings["suffix"], run.owner) == ("cmd", "ci@contoso.example")
+    assert deps.registry.audit_trail(run.run_id)[0]["actor"] == "mlops-portal"
