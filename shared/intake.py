@@ -7,6 +7,7 @@ and a re-upload is a new one. Blobs are streamed, never held whole.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -101,15 +102,17 @@ def _intake(run_id: str, drop: Drop, deps: Any, settings_override: dict[str, Any
                                     over_limit=settings.over_limit, n_epochs=settings.hyperparameters.n_epochs)
         report = validate_dataset({role: _chunks(deps, blob) for role, blob in files.items()}, options=options,
                                   names=files)
+    prepared = None
+    if report.valid:
+        prepared = split_dataset(deps, run_id, files, settings)
+        if prepared.problem:   # part of the report, so what people read says why
+            report = dataclasses.replace(report, valid=False, errors=[
+                *report.errors, Finding(line=None, code="too_few_to_split", message=prepared.problem)])
     _write_reports(deps, run_id, drop, report)
-    if not report.valid:
+    if prepared is None or prepared.problem:
         _reject(deps, run_id, drop, files, report)
         return
     environments = settings.environments or _configured_environments(deps)
-    prepared = split_dataset(deps, run_id, files, settings)
-    if prepared.problem:
-        _reject(deps, run_id, drop, files, report, extra=prepared.problem)
-        return
     advance(deps, run_id, states.ACCEPTED, actor=ACTOR,
             detail={"examples": report.examples, "method": report.method, "split": prepared.counts},
             # the deployment name is fixed now, from the drop's name: a re-upload replaces its model in place
@@ -191,16 +194,13 @@ def _write_reports(deps: Any, run_id: str, drop: Drop, report: Any) -> None:
                           overwrite=True)
 
 
-def _reject(deps: Any, run_id: str, drop: Drop, files: dict[str, str], report: Any, extra: str | None = None) -> None:
+def _reject(deps: Any, run_id: str, drop: Drop, files: dict[str, str], report: Any) -> None:
     moved = quarantine(deps, run_id, drop, files)
-    errors = [f.message for f in report.errors[:5]] + ([extra] if extra else [])
-    summary = _summary(report, None)
-    if extra:
-        summary["valid"] = False
-        summary["reason"] = extra
-    advance(deps, run_id, states.REJECTED, actor=ACTOR, validation=summary,
-            detail={"errors": errors, "quarantine": moved, "report": f"{deps.settings.reports_container}/{run_id}/validation.json"},
-            error={"code": report.errors[0].code if report.errors else "too_few_to_split", "message": "; ".join(errors)})
+    errors = [f.message for f in report.errors[:5]]
+    advance(deps, run_id, states.REJECTED, actor=ACTOR, validation=_summary(report, None),
+            detail={"errors": errors, "quarantine": moved,
+                    "report": f"{deps.settings.reports_container}/{run_id}/validation.json"},
+            error={"code": report.errors[0].code, "message": "; ".join(errors)})
 
 
 def quarantine(deps: Any, run_id: str, drop: Drop, files: dict[str, str]) -> list[str]:

@@ -63,6 +63,8 @@ _TABLE = (
          "Drop a JSONL dataset, or a folder with train.jsonl and run.json."),
     Code("missing_file", "error", "A run folder's train.jsonl did not arrive in time after run.json.",
          "Upload train.jsonl (and the other files) before run.json."),
+    Code("too_few_to_split", "error", "After holding out evaluation (and validation) data, fewer than 10 "
+         "examples are left to train on, or none to evaluate.", "Add examples, or give eval.jsonl in a run folder."),
     # --- chat structure
     Code("missing_messages", "error", "messages is missing, not a list, or empty.",
          "Give messages as a non-empty list of {role, content} objects."),

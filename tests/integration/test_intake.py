@@ -109,7 +109,10 @@ def test_too_few_examples_to_split_is_reported_not_trained_on(make_deps):
     deps = make_deps()
     drop(deps, "tiny.jsonl", b"".join(SAMPLE.read_bytes().splitlines(keepends=True)[:10]))   # valid, but 10
     run = deps.registry.require_run(handle_blob_created("tiny.jsonl", deps))
-    assert run.state == "rejected" and "too few examples to split" in run.error["message"]
+    assert run.state == "rejected" and run.error["code"] == "too_few_to_split"
+    report = json.loads(deps.blobs.get_blob_client(deps.settings.reports_container, f"{run.run_id}/validation.json")
+                        .download_blob().readall())
+    assert report["valid"] is False and [e["code"] for e in report["errors"]] == ["too_few_to_split"]
     assert f"{run.run_id}/tiny.jsonl" in blob_names(deps, deps.settings.quarantine_container)
     assert queued(deps, deps.settings.train_queue) == []
 
