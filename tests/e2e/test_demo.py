@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -15,22 +16,34 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "samples" / "support-bot.jsonl"
 
 
-def ftops_demo(*args: str, timeout: float) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, "-m", "shared.cli", "demo", "--json", *args], cwd=ROOT,
+def ftops_demo(*args: str, timeout: float, logs: Path) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-m", "shared.cli", "demo", "--json", "--logs", str(logs), *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout, check=False)
     assert proc.returncode == 0, f"ftops demo exited {proc.returncode}:\n{proc.stderr[-6000:]}"
+    assert_no_secret_in_logs(proc.stderr)
     try:
         return json.loads(proc.stdout)     # the whole of stdout is one JSON object
     except ValueError:
         pytest.fail(f"stdout is not one JSON object:\n{proc.stdout[:2000]}\n--- stderr ---\n{proc.stderr[-3000:]}")
 
 
+def assert_no_secret_in_logs(stderr: str) -> None:
+    """Neither the demo's output nor the logs it keeps carry a storage key (even Azurite's public one)."""
+    from local.azurite import DEV_KEY
+    match = re.search(r"logs in (\S+)", stderr)
+    assert match, "the demo did not say where its logs are"
+    texts = [stderr] + [p.read_text(errors="replace") for p in Path(match.group(1)).glob("**/*") if p.is_file()]
+    assert len(texts) > 1, "no log files kept"
+    for text in texts:
+        assert DEV_KEY not in text and "AccountKey=" not in text
+
+
 def slots(deployments: list[dict[str, Any]]) -> set[tuple[str, str, str, str]]:
     return {(d["account"], d["region"], d["deployment"], d["model"]) for d in deployments}
 
 
-def test_demo_takes_the_sample_from_drop_to_prod() -> None:
-    result = ftops_demo(timeout=420)
+def test_demo_takes_the_sample_from_drop_to_prod(tmp_path: Path) -> None:
+    result = ftops_demo(timeout=420, logs=tmp_path / "logs")
     [run] = result["runs"]
     assert run["source"] == "datasets/support-bot.jsonl"
     assert run["state"] == "deployed:prod" and run["terminal"] is True
@@ -49,9 +62,11 @@ def test_demo_takes_the_sample_from_drop_to_prod() -> None:
 
 
 def test_chaos_still_one_job_per_accepted_dataset_and_nothing_lost(tmp_path: Path) -> None:
-    shutil.copy(SAMPLE, tmp_path / "support-bot.jsonl")
-    (tmp_path / "broken.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}]}\nnot json\n')
-    result = ftops_demo("--chaos", "--datasets", str(tmp_path), "--timeout", "900", timeout=1000)
+    datasets = tmp_path / "datasets"
+    datasets.mkdir()
+    shutil.copy(SAMPLE, datasets / "support-bot.jsonl")
+    (datasets / "broken.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}]}\nnot json\n')
+    result = ftops_demo("--chaos", "--datasets", str(datasets), "--timeout", "900", timeout=1000, logs=tmp_path / "logs")
     runs = {r["source"]: r for r in result["runs"]}
     assert set(runs) == {"datasets/support-bot.jsonl", "datasets/broken.jsonl"}   # one run per drop
     assert all(r["terminal"] for r in runs.values())
