@@ -48,6 +48,11 @@ def _model_owner(emu: Emulator, target: Account, model: dict[str, Any], aux_tena
     return True
 
 
+def _developer_tier_model(name: str, finetuned: bool) -> bool:
+    base = name.split(".ft-", 1)[0].split(":", 1)[0]
+    return finetuned and (base.startswith("gpt-4.1") or name.startswith("ftchkpt-"))   # checkpoint ids hide their base
+
+
 def create_or_update(
     emu: Emulator, account: Account, name: str, body: dict[str, Any], aux_tenants: list[str]
 ) -> tuple[DeploymentRecord, bool, Operation]:
@@ -61,6 +66,10 @@ def create_or_update(
         if str(sku.get("name", "")).lower() not in BASE_SKUS:
             raise ApiError(400, "InvalidSkuName", f"The sku '{sku.get('name')}' is not supported.")
         finetuned = _model_owner(emu, account, model, aux_tenants)
+        if str(sku.get("name", "")).lower() == "developertier" and not _developer_tier_model(model["name"], finetuned):
+            # Developer tier (no SLA, deleted after 24 h) is for evaluating gpt-4.1-family fine-tunes only
+            raise ApiError(400, "InvalidSkuName", f"The sku 'DeveloperTier' is not supported for model "
+                                                  f"'{model['name']}' (fine-tuned gpt-4.1 family models only).")
         existing = emu.deployments.get((account.name, name))
         if finetuned:
             others = [d for (acc, n), d in emu.deployments.items()

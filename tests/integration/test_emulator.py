@@ -261,6 +261,10 @@ def test_five_fine_tuned_deployments_per_account(emulator: EmulatorServer, train
     client.deployments.begin_delete("rg-dev", "quota-spoke", "ft-0").result()
     names = {d.name for d in client.deployments.list("rg-dev", "quota-spoke")}
     assert "ft-0" not in names and {"ft-1", "base-ok"} <= names
+    with pytest.raises(HttpResponseError) as not_for_base:   # Developer tier: gpt-4.1-family fine-tunes only
+        client.deployments.begin_create_or_update("rg-dev", "quota-spoke", "dev-base", deployment(
+            "gpt-4.1-mini", sku="DeveloperTier"))
+    assert not_for_base.value.status_code == 400 and not_for_base.value.error.code == "InvalidSkuName"
 
 
 def test_429_is_retried_by_both_sdks(emulator: EmulatorServer) -> None:
