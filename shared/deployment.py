@@ -214,7 +214,7 @@ def _deploy_target(deps: Any, run: RunRecord, env: Environment, target: Target, 
         outcome.restore_to = _restore_point(deps, run, env, target, name, model, before)
         outcome.changed = True   # from here on ARM may have applied the PUT, even if it raised
         spokes.deploy(deps, target, name, model, tags=tags)
-        outcome.smoke = spokes.smoke_test(deps, target, name, timeout_s=smoke_timeout(deps))
+        outcome.smoke = spokes.smoke_test(deps, target, name, timeout_s=deps.settings.smoke_timeout_seconds)
         outcome.ok = outcome.smoke.ok
         if not outcome.ok:
             outcome.error = f"smoke test failed: {outcome.smoke.detail}"
@@ -294,10 +294,6 @@ def _send_deploy(deps: Any, run_id: str, environment: str) -> None:
     # A stable MessageId: Service Bus duplicate detection drops the resend after a crash.
     deps.publisher.send(deps.settings.deploy_queue, envelope(DeployRequest(run_id=run_id, environment=environment),
                                                              message_id=f"deploy-{run_id}-{environment}"))
-
-
-def smoke_timeout(deps: Any) -> float:
-    return deps.settings.smoke_timeout_seconds
 
 
 # --- commands ------------------------------------------------------------------------------------------

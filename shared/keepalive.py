@@ -102,7 +102,8 @@ def _heal(deps: Any, target: Any, slot: DeploymentRecord) -> tuple[str, dict[str
     try:
         spokes.deploy(deps, target, slot.deployment, slot.model, tags=slot.tags, sku=slot.sku,
                       capacity=slot.capacity)
-        smoke = spokes.smoke_test(deps, target, slot.deployment, timeout_s=PING_TIMEOUT_S * 5)
+        # a healed deployment is a new one: as patient as a first deployment
+        smoke = spokes.smoke_test(deps, target, slot.deployment, timeout_s=deps.settings.smoke_timeout_seconds)
     except Exception as exc:  # noqa: BLE001 (counted and reported per deployment)
         return _failed(deps, slot, f"deployment is gone and recreating it failed: {exc}")
     detail = {"slot": slot.slot, "account": slot.account, "region": slot.region, "deployment": slot.deployment,

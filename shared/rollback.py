@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from shared import spokes, states
-from shared.deployment import ACTOR, deployment_tags, parallel, smoke_timeout
+from shared.deployment import ACTOR, deployment_tags, parallel
 from shared.events import advance, publish
 from shared.handling import PermanentError
 from shared.messages import RollbackCommand, RunCommand
@@ -54,7 +54,8 @@ def rollback(command: RollbackCommand, deps: Any) -> None:
         try:
             spokes.deploy(deps, targets[slot.account], slot.deployment, slot.previous_model or "", tags=tags,
                           sku=slot.sku, capacity=slot.capacity)
-            smoke = spokes.smoke_test(deps, targets[slot.account], slot.deployment, timeout_s=smoke_timeout(deps))
+            smoke = spokes.smoke_test(deps, targets[slot.account], slot.deployment,
+                                      timeout_s=deps.settings.smoke_timeout_seconds)
             return {"account": slot.account, "ok": smoke.ok, "smoke": smoke.evidence(), "tags": tags,
                     "error": None if smoke.ok else smoke.detail}
         except Exception as exc:  # noqa: BLE001 (per-target outcome, reported)

@@ -24,7 +24,6 @@ from shared.topology import Target
 log = logging.getLogger(__name__)
 
 SMOKE_PROMPT = "Reply with OK."
-SMOKE_TIMEOUT_SECONDS = 300.0   # a fresh capacity-1 deployment may take minutes to answer its first call
 _GONE_STATES = {"deleting", "deleted"}
 
 
@@ -190,7 +189,7 @@ def ping(client: Any, name: str, *, timeout: float = 60.0) -> str:
     return response.choices[0].message.content or ""
 
 
-def smoke_test(deps: Any, target: Target, name: str, *, timeout_s: float = SMOKE_TIMEOUT_SECONDS,
+def smoke_test(deps: Any, target: Target, name: str, *, timeout_s: float,
                first_delay_s: float = 1.0) -> SmokeResult:
     """A real chat completion, retried patiently: right after provisioning a deployment can answer 404 or
     429/5xx for a while. Errors that waiting cannot fix (auth, bad request) fail at once."""
