@@ -94,13 +94,7 @@ class LocalMessageActions:
         self._dlq_lock = threading.Lock()
 
     def complete(self, message: LocalServiceBusMessage) -> None:
-        lease = self._take(message, "complete")
-        with lease.lock:
-            try:
-                lease.queue_client.delete_message(lease.message_id_in_queue, lease.pop_receipt)
-            except ResourceNotFoundError:
-                log.warning("message %s: lock was lost before complete; it will be delivered again",
-                            message.message_id)
+        _remove(self._take(message, "complete"), message, "completing")
 
     def abandon(self, message: LocalServiceBusMessage) -> None:
         lease = self._take(message, "abandon")
@@ -188,12 +182,7 @@ class LocalMessageActions:
                   "deadlettered_at": datetime.now(UTC).isoformat()}
         # write the dead letter first, then remove the original: a crash in between duplicates, never loses
         dlq.send_message(json.dumps(record), time_to_live=-1)
-        with lease.lock:
-            try:
-                lease.queue_client.delete_message(lease.message_id_in_queue, lease.pop_receipt)
-            except ResourceNotFoundError:
-                log.warning("message %s: lock lost while dead-lettering; it may be delivered again",
-                            message.message_id)
+        _remove(lease, message, "dead-lettering")
         log.warning("dead-lettered message %s from %s: %s: %s", message.message_id, message.queue_name,
                     reason, description)
 
@@ -205,3 +194,12 @@ def _parse_time(text: Any) -> datetime | None:
         return datetime.fromisoformat(text)
     except ValueError:
         return None
+
+
+def _remove(lease: Lease, message: LocalServiceBusMessage, doing: str) -> None:
+    """Delete the locked message from its queue; a lock lost meanwhile means it will be delivered again."""
+    with lease.lock:
+        try:
+            lease.queue_client.delete_message(lease.message_id_in_queue, lease.pop_receipt)
+        except ResourceNotFoundError:
+            log.warning("message %s: lock lost before %s; it will be delivered again", message.message_id, doing)

@@ -13,6 +13,7 @@ from typing import Any
 import httpx2 as httpx
 import openai
 import pytest
+from fakes import InMemoryClaims
 
 from local.settings import DEMO_SPOKES
 from shared import deployment, keepalive, rollback, spokes, states
@@ -36,13 +37,12 @@ PROD = ("ftops-prod-eastus", "ftops-prod-westeurope")
 APPROVER = "demo-operator@contoso.example"
 
 
-class FakeRegistry:
+class FakeRegistry(InMemoryClaims):
     def __init__(self) -> None:
         self.runs: dict[str, RunRecord] = {}
         self.slots: dict[str, DeploymentRecord] = {}
         self.audits: list[dict[str, Any]] = []
         self.keys: dict[str, str] = {}
-        self.held: set[str] = set()   # keys another (pretend) worker holds
         self._n = 0
 
     def _etag(self) -> str:
@@ -65,21 +65,6 @@ class FakeRegistry:
         run.etag = self._etag()
         self.runs[run.run_id] = copy.deepcopy(run)
         return run
-
-    def claim(self, key: str, *, ttl_seconds: float = 900) -> tuple[str, Any]:
-        if key in self.held:
-            return "in_progress", None
-        if self.keys.get(key) == "COMPLETED":
-            return "completed", {}
-        self.keys[key] = "IN_PROGRESS"
-        return "claimed", None
-
-    def complete(self, key: str, result: Any) -> None:
-        self.keys[key] = "COMPLETED"
-
-    def release(self, key: str) -> None:
-        self.keys.pop(key, None)
-        self.held.discard(key)
 
     def transition(self, run_id: str, target: str, *, actor: str, detail: Any = None,
                    from_states: Any = None, **updates: Any) -> RunRecord:
@@ -242,7 +227,7 @@ def test_dev_deploys_both_regions_with_one_name_then_hands_off_to_test(world: An
 def test_a_copy_delivered_while_another_worker_deploys_comes_back_later_and_touches_nothing(world: Any) -> None:
     deps, fake = world
     add_run(deps)
-    deps.registry.held.update({f"deploy-{h}" for h in [_key("run-1", "dev", MODEL)]})
+    deps.registry.keys[f"deploy-{_key('run-1', 'dev', MODEL)}"] = "IN_PROGRESS"   # another worker holds it
     deployment.handle_deploy(DeployRequest(run_id="run-1", environment="dev"), deps)
     assert fake.puts == [] and deps.registry.runs["run-1"].state == "evaluated"
     assert deps.publisher.deploys() == ["deploy-run-1-dev-w1"]

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from fakes import InMemoryClaims
 
 from shared import states
 from shared.config import HubSettings, Settings
@@ -21,7 +22,7 @@ from shared.registry import InvalidTransition, RunRecord
 QA = {f"What is fact {i}?": f"Fact {i} is number {i * 7}" for i in range(12)}
 
 
-class FakeRegistry:
+class FakeRegistry(InMemoryClaims):
     def __init__(self, run: RunRecord) -> None:
         self.runs = {run.run_id: run}
         self.keys: dict[str, str] = {}
@@ -39,19 +40,6 @@ class FakeRegistry:
         self.runs[run_id] = run = replace(run, state=target, etag=f"e{len(self.keys)}{target}", **updates)
         return replace(run)
 
-    def claim(self, key: str, *, ttl_seconds: float = 0) -> tuple[str, Any]:
-        if self.keys.get(key) == "done":
-            return "completed", {}
-        if key in self.keys:
-            return "in_progress", None
-        self.keys[key] = "busy"
-        return "claimed", None
-
-    def complete(self, key: str, result: Any) -> None:
-        self.keys[key] = "done"
-
-    def release(self, key: str) -> None:
-        self.keys.pop(key, None)
 
 
 class FakeBlobs:
@@ -227,7 +215,7 @@ def test_a_copy_delivered_while_another_worker_evaluates_comes_back_later() -> N
     deps = _deps(_run(min_score=0.8, min_improvement=0.2))
     handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps))
     deps.registry.runs["r1"] = replace(deps.registry.runs["r1"], state=states.EVALUATING)
-    deps.registry.keys = {k: "busy" for k in deps.registry.keys}       # another worker holds the claim
+    deps.registry.keys = {k: "IN_PROGRESS" for k in deps.registry.keys}       # another worker holds the claim
     deps.publisher.sent.clear()
     created = len(deps.arm.created)
     handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps))

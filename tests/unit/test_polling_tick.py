@@ -8,13 +8,15 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
+from fakes import InMemoryClaims
+
 from shared import states
 from shared.hub import Hub, HubJob, HubTransientError
 from shared.polling import poll_tick
 from shared.registry import ConcurrencyError, InvalidTransition, RunNotFound, RunRecord
 
 
-class MemoryRegistry:
+class MemoryRegistry(InMemoryClaims):
     def __init__(self) -> None:
         self.runs: dict[str, RunRecord] = {}
         self.tracked: dict[str, str] = {}
@@ -64,18 +66,6 @@ class MemoryRegistry:
     def tracked_jobs(self) -> list[tuple[str, str]]:
         return list(self.tracked.items())
 
-    def claim(self, key: str, ttl_seconds: float = 0) -> tuple[str, Any]:
-        with self.lock:
-            if key in self.keys:
-                return ("completed", {}) if self.keys[key] == "done" else ("in_progress", None)
-            self.keys[key] = "busy"
-            return "claimed", None
-
-    def complete(self, key: str, result: Any) -> None:
-        self.keys[key] = "done"
-
-    def release(self, key: str) -> None:
-        self.keys.pop(key, None)
 
 
 class FakeHub:

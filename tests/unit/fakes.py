@@ -1,0 +1,29 @@
+"""Pieces the unit tests' fake registries share."""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+
+class InMemoryClaims:
+    """The registry's idempotency claims (IN_PROGRESS → COMPLETED, released on failure), kept in
+    `self.keys` — which the using fake creates, and a test may set to pretend another worker holds a key."""
+
+    keys: dict[str, str]
+    _claims_lock = threading.Lock()
+
+    def claim(self, key: str, *, ttl_seconds: float = 0) -> tuple[str, Any]:
+        with self._claims_lock:
+            status = self.keys.get(key)
+            if status == "COMPLETED":
+                return "completed", {}
+            if status == "IN_PROGRESS":
+                return "in_progress", None
+            self.keys[key] = "IN_PROGRESS"
+            return "claimed", None
+
+    def complete(self, key: str, result: Any) -> None:
+        self.keys[key] = "COMPLETED"
+
+    def release(self, key: str) -> None:
+        self.keys.pop(key, None)
