@@ -45,7 +45,7 @@ class Thresholds(_Strict):
 
 class RunSettings(_Strict):
     schema_version: Literal[1] = 1
-    base_model: str = "gpt-4.1-mini"
+    base_model: str = "gpt-4.1-mini-2025-04-14"
     method: Literal["supervised", "dpo", "reinforcement"] = "supervised"
     hyperparameters: Hyperparameters = Hyperparameters()
     grader: dict[str, Any] | None = None                # reinforcement only

@@ -30,7 +30,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("validate", help="validate a fine-tuning dataset (file or run folder)",
                               description=__doc__)
     p.add_argument("path", help="a JSONL file, or a run folder with train/validation/eval.jsonl")
-    p.add_argument("--model", default=None, help="base model (default: run.json base_model, else gpt-4.1-mini)")
+    p.add_argument("--model", default=None, help="base model (default: run.json base_model, else gpt-4.1-mini-2025-04-14)")
     p.add_argument("--method", choices=("supervised", "dpo", "reinforcement"), default=None,
                    help="fine-tuning method (default: run.json method, else detected from the data)")
     p.add_argument("--pii", choices=("error", "warn"), default="error",
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: TextI
     out, err = stdout or sys.stdout, stderr or sys.stderr
     try:
         files, settings = _inputs(Path(args.path))
-        model = args.model or settings.get("base_model") or "gpt-4.1-mini"
+        model = args.model or settings.get("base_model") or "gpt-4.1-mini-2025-04-14"
         method = args.method or settings.get("method")
         try:
             model_facts(model)

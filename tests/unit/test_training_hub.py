@@ -70,7 +70,7 @@ def test_the_job_key_changes_with_what_changes_training_and_nothing_else() -> No
 def test_job_bodies_per_method() -> None:
     files = {"train": "file-t", "validation": "file-v"}
     supervised = job_spec(RunSettings.model_validate({"hyperparameters": {"n_epochs": 2}, "suffix": "s"}), files)
-    assert supervised.body() == {"model": "gpt-4.1-mini", "training_file": "file-t", "validation_file": "file-v",
+    assert supervised.body() == {"model": "gpt-4.1-mini-2025-04-14", "training_file": "file-t", "validation_file": "file-v",
                                  "seed": 42, "suffix": "s", "hyperparameters": {"n_epochs": 2}}
     dpo = job_spec(RunSettings.model_validate({"method": "dpo", "hyperparameters": {"beta": 0.2}}), files).body()
     assert dpo["method"] == {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2}}} and "hyperparameters" not in dpo
@@ -145,3 +145,28 @@ def test_small_files_use_one_request_and_large_ones_the_uploads_api() -> None:
     assert hub.upload_file(FakeBlob(b"x" * 100, 30), "small.jsonl") == "file-1"
     assert hub.upload_file(FakeBlob(b"x" * 101, 30), "big.jsonl") == "file-2"
     assert calls == ["files.create", "uploads.create 101", "part 40", "part 40", "part 21", "complete 3"]
+
+
+def test_jobs_are_sent_with_versioned_model_ids() -> None:
+    """Learn's examples send versioned ids; an unversioned run.json name goes out with the table's version."""
+    files = {"train": "file-t"}
+    assert job_spec(RunSettings(), files).model == "gpt-4.1-mini-2025-04-14"
+    assert job_spec(RunSettings(base_model="gpt-4o"), files).model == "gpt-4o-2024-08-06"
+    assert job_spec(RunSettings(base_model="gpt-35-turbo-1106"), files).model == "gpt-35-turbo-1106"
+
+
+def test_adoption_finds_a_job_that_echoes_the_resolved_model_version() -> None:
+    """After a crash, the job is found by its files and model even when the hub echoes the versioned id
+    and what was sent was unversioned (older runs) — but never a job of another version."""
+    def job(model: str, jid: str) -> SimpleNamespace:
+        return SimpleNamespace(id=jid, status="running", model=model, training_file="file-t", validation_file=None,
+                               fine_tuned_model=None, trained_tokens=None, error=None, result_files=[],
+                               created_at=1, seed=42)
+    jobs = [job("gpt-4o-2024-05-13", "ftjob-other"), job("gpt-4.1-mini-2025-04-14", "ftjob-mine")]
+    page = SimpleNamespace(data=jobs, has_more=False)
+    client = SimpleNamespace(fine_tuning=SimpleNamespace(jobs=SimpleNamespace(list=lambda **_: page)))
+    hub = Hub(client)
+    for sent in ("gpt-4.1-mini", "gpt-4.1-mini-2025-04-14"):
+        found = hub.find_job(training_file="file-t", validation_file=None, model=sent)
+        assert found is not None and found.id == "ftjob-mine"
+    assert hub.find_job(training_file="file-t", validation_file=None, model="gpt-4o-2024-08-06") is None
