@@ -26,6 +26,7 @@ from .state import (
     UploadRecord,
 )
 
+OVERFIT_FINAL_FRACTION = 0.5  # an over-fitting job's final model has forgotten half of what it knew
 MAX_FILES = 50
 MAX_FILE_BYTES = 1024**3
 REQUEST_LOG_SIZE = 1000
@@ -54,6 +55,7 @@ class Emulator:
             self.deployments: dict[tuple[str, str], DeploymentRecord] = {}
             self.operations: dict[str, Operation] = {}
             self.jobs_created = 0
+            self.overfit_jobs: set[str] = set()
             self.request_log = RequestLog(REQUEST_LOG_SIZE)
 
     def now(self) -> float:
@@ -169,6 +171,9 @@ class Emulator:
                 metadata=body.get("metadata"),
             )
             job.add_event(now, f"Job {job.id} created; validating training file: {job.training_file}")
+            if self.faults.overfit_next_jobs > 0:
+                self.faults.overfit_next_jobs -= 1
+                self.overfit_jobs.add(job.id)
             overrides = self.faults.status_override
             if "next" in overrides:
                 overrides[job.id] = overrides.pop("next")
@@ -314,11 +319,21 @@ class Emulator:
             if job.status != "succeeded":
                 continue
             if name == job.fine_tuned_name:
-                return job, 1.0
+                return job, self._fraction(job, job.total_steps)
             for _, step in job.checkpoint_steps():
                 if name in (job.checkpoint_model(step), job.checkpoint_id(step)) and step <= job.steps_done(now):
-                    return job, job.knowledge_fraction(step)
+                    return job, self._fraction(job, step)
         return None
+
+    def _fraction(self, job: Job, step: int) -> float:
+        """What the model at `step` knows. An over-fitting job (the `overfit_next_jobs` fault) peaks at the
+        checkpoint one epoch before the end and then forgets, so a checkpoint beats the final model."""
+        if job.id in self.overfit_jobs:
+            if step >= job.total_steps:
+                return OVERFIT_FINAL_FRACTION
+            if step == job.total_steps - job.steps_per_epoch:
+                return 1.0
+        return job.knowledge_fraction(step)
 
     @staticmethod
     def looks_finetuned(name: str) -> bool:

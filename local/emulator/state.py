@@ -119,6 +119,7 @@ class Faults:
     accounts: list[str] | None = None  # the request faults above hit only these accounts (None/[]: all)
     fail_next_deployments: dict[str, int] = field(default_factory=dict)  # account → next N PUTs end Failed
     status_override: dict[str, str] = field(default_factory=dict)  # job id (or "next") → status on the wire
+    overfit_next_jobs: int = 0  # the next N jobs over-fit: the checkpoint one epoch before the end wins
 
     def update(self, data: dict[str, Any]) -> None:
         for key, value in data.items():

@@ -107,7 +107,8 @@ def _run(**thresholds: float) -> RunRecord:
     return RunRecord(run_id="r1", source="datasets/x.jsonl", state=states.TRAINED, fine_tuned_model="gpt-4.1-mini.ft-1",
                      settings={"base_model": "gpt-4.1-mini", "thresholds": thresholds},
                      environments=["dev", "prod"], data_files={"eval": "r1/data/eval.jsonl"},
-                     checkpoints=[{"fine_tuned_model_checkpoint": f"ftchkpt-{s}", "step_number": s} for s in (5, 10, 15)],
+                     checkpoints=[{"id": f"ftchkpt-{s}", "step": s, "model": f"gpt-4.1-mini.ft-1:ckpt-step-{s}"}
+                                  for s in (5, 10, 15)],   # as polling records them (Hub.checkpoints)
                      metrics={"rows": [{"step": 1, "train_loss": 2.0}, {"step": 2, "train_loss": 1.0}]})
 
 
