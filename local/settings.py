@@ -8,7 +8,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_SPOKES = ROOT / "local" / "spokes.demo.json"
 HUB = {"name": "ftops-hub", "subscription": "00000000-0000-0000-0000-00000000hub0",
-       "resource_group": "rg-ftops-hub", "region": "swedencentral", "tenant": "tenant-contoso", "role": "hub"}
+       "resource_group": "rg-ftops-hub", "region": "swedencentral", "tenant": "tenant-contoso", "role": "hub",
+       # RBAC on the hub: only the function app's own identity; a spoke credential must be granted it too
+       "contributors": ["app"]}
 
 
 def hub_resource_id(hub: dict[str, str] = HUB) -> str:

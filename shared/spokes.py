@@ -103,7 +103,7 @@ def deploy(deps: Any, target: Target, name: str, model: str, *, tags: dict[str, 
         result = poller.result()
     except HttpResponseError as exc:
         raise SpokeError(f"{target.account} ({target.region}): deploying {model!r} as {name!r} failed: "
-                         f"{_reason(exc)}") from exc
+                         f"{_reason(exc)}{_rights_hint(exc, target, deps.settings.hub)}") from exc
     deployed = _from_sdk(result)
     if deployed.provisioning_state.lower() != "succeeded":
         raise SpokeError(f"{target.account} ({target.region}): deployment {name!r} ended in state "
@@ -225,6 +225,16 @@ def _from_sdk(d: Any) -> SpokeDeployment:
         sku=getattr(sku, "name", None) or "Standard", capacity=getattr(sku, "capacity", None) or 1,
         tags=dict(getattr(d, "tags", None) or {}), source=getattr(model, "source", None),
         source_account=getattr(model, "source_account", None))
+
+
+def _rights_hint(exc: HttpResponseError, target: Target, hub: HubSettings) -> str:
+    """What to grant when ARM refused for rights: deploying from the hub needs them on both accounts."""
+    if exc.status_code != 403:
+        return ""
+    who = f"the identity with client id {target.client_id}" if target.client_id else "the app's managed identity"
+    return (f" — {who} needs a role that can deploy on {target.account} and read the hub {hub.resource_id} "
+            "(Cognitive Services OpenAI Contributor on both: a model deployed across subscriptions or tenants "
+            "needs rights on the source and the destination)")
 
 
 def _reason(exc: HttpResponseError) -> str:

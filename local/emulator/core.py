@@ -346,6 +346,8 @@ class Emulator:
                 dep.state = "Failed" if dep.fail else "Succeeded"
             if dep.state == "Deleting" and dep.delete_at is not None and now >= dep.delete_at:
                 del self.deployments[key]
+            elif dep.expires_at is not None and now >= dep.expires_at:   # a Developer deployment's 24 h
+                del self.deployments[key]
 
     def deployment(self, account: str, name: str) -> DeploymentRecord | None:
         self.tick()

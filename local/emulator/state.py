@@ -49,6 +49,7 @@ class Account:
     tenant: str
     role: str = "spoke"
     max_finetuned_deployments: int = 5
+    contributors: list[str] | None = None  # principals with a role on it (RBAC); None: anyone of its tenant
 
     @property
     def resource_id(self) -> str:
@@ -101,6 +102,9 @@ class Durations:
     pausing: float = 0.0  # pause: `pausing` this long, then `paused` (0: at once, as before)
     resuming: float = 0.0  # resume: `resuming` this long, then `running`
     warmup_seconds: float = 0.0  # a new deployment answers chat with 429 this long after provisioning
+    # region → tokens-per-minute quota (thousands = capacity units) per subscription, model and sku;
+    # a region not listed is unlimited
+    tpm_quota: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -210,6 +214,7 @@ class DeploymentRecord:
     delete_at: float | None = None
     last_used_at: float | None = None
     warm_at: float = 0.0  # chat completions answer 429 before this (warmup_seconds after ready_at)
+    expires_at: float | None = None  # DeveloperTier: deleted 24 h after creation, whatever its use
 
     @property
     def model(self) -> dict[str, Any]:

@@ -31,7 +31,12 @@ class PermanentHubError(RuntimeError):
 
 
 class TransientHubError(RuntimeError):
-    """Throttled, busy, out of quota for now, or unreachable: the message should be retried."""
+    """Throttled, busy or unreachable: the message should be retried."""
+
+
+class QuotaHubError(RuntimeError):
+    """ARM refused for quota (`InsufficientQuota`: the region's tokens-per-minute quota, or the account's
+    fine-tuned deployment count): wait with a delayed re-send, within a bound, then give up."""
 
 
 def deployment_prefix(run_id: str) -> str:
@@ -137,8 +142,10 @@ def classify(exc: BaseException, doing: str) -> RuntimeError:
         status = exc.status_code or 0
         code = getattr(getattr(exc, "error", None), "code", None) or ""
         message = getattr(getattr(exc, "error", None), "message", None) or exc.message or str(exc)
-        # Quota is shared with other runs' evaluations: it frees up when they finish.
-        if status in (408, 409, 429) or status >= 500 or "quota" in code.lower():
+        # Quota is shared with other runs' evaluations and deployments: it may free up, or never.
+        if "quota" in code.lower():
+            return QuotaHubError(f"{doing}: {status} {code}: {message}")
+        if status in (408, 409, 429) or status >= 500:
             return TransientHubError(f"{doing}: {status} {code} {message}".strip())
         return PermanentHubError(f"{doing}: {status} {code}: {message}")
     return TransientHubError(f"{doing}: {type(exc).__name__}: {exc}")

@@ -198,3 +198,29 @@ def test_every_kept_checkpoint_is_evaluated_and_a_winning_one_is_deployed_to_the
     from shared.topology import load_topology
     for target in load_topology(deps.settings).environment("dev").targets:   # free the spokes' quota
         spokes.delete(deps, target, run_id)
+
+
+def test_hub_region_out_of_tpm_quota_waits_then_fails_with_the_reason(
+        make_deps: Callable[..., Any], emulator: Any, azurite: Any) -> None:
+    """The hub's region has too little tokens-per-minute quota for the evaluation deployments: ARM answers
+    InsufficientQuota; the evaluation holds nothing, re-sends itself later, and gives up past the bound."""
+    from azure.storage.queue import QueueClient
+
+    from shared.evaluation.stage import QUOTA_WAITS
+    deps = make_deps()
+    run_id = _trained_run(deps, emulator, min_score=0.6, min_improvement=0.3)
+    emulator.control.config(tpm_quota={"swedencentral": 5})   # the hub's region; each deployment wants ≥ 10
+    try:
+        handle_evaluate(EvaluateRequest(run_id=run_id), deps)
+        assert deps.registry.require_run(run_id).state == states.EVALUATING
+        assert _hub_leftovers(emulator, run_id) == []
+        queue = QueueClient.from_connection_string(azurite.connection_string, deps.settings.evaluate_queue)
+        assert queue.get_queue_properties().approximate_message_count == 1   # the delayed re-send (invisible)
+
+        handle_evaluate(EvaluateRequest(run_id=run_id, quota_waits=QUOTA_WAITS), deps)
+    finally:
+        emulator.control.config(tpm_quota={})
+    run = deps.registry.require_run(run_id)
+    assert run.state == states.EVALUATION_FAILED
+    assert "hub quota did not free up" in run.evaluation["reason"] and "InsufficientQuota" in run.evaluation["reason"]
+    assert _hub_leftovers(emulator, run_id) == []
