@@ -98,9 +98,7 @@ def deploy(deps: Any, target: Target, name: str, model: str, *, tags: dict[str, 
             format="OpenAI", name=model, version="1", source=wire.get("source"),
             source_account=wire.get("sourceAccount"))))
     try:
-        poller = arm(deps, target).deployments.begin_create_or_update(
-            target.resource_group, target.account, name, body)
-        result = poller.result()
+        result = _put_patiently(arm(deps, target), target, name, body)
     except HttpResponseError as exc:
         raise SpokeError(f"{target.account} ({target.region}): deploying {model!r} as {name!r} failed: "
                          f"{_reason(exc)}{_rights_hint(exc, target, deps.settings.hub)}") from exc
@@ -109,6 +107,24 @@ def deploy(deps: Any, target: Target, name: str, model: str, *, tags: dict[str, 
         raise SpokeError(f"{target.account} ({target.region}): deployment {name!r} ended in state "
                          f"{deployed.provisioning_state!r}")
     return deployed
+
+
+PUT_ATTEMPTS = 3   # after the SDK's own retries (3 per status): a busy ARM must not fail a whole environment
+
+
+def _put_patiently(client: Any, target: Target, name: str, body: Any) -> Any:
+    """PUT and wait; a 429/5xx that outlasted the SDK's retries is tried again (a PUT is idempotent)."""
+    for attempt in range(1, PUT_ATTEMPTS + 1):
+        try:
+            return client.deployments.begin_create_or_update(target.resource_group, target.account, name,
+                                                             body).result()
+        except HttpResponseError as exc:
+            if attempt == PUT_ATTEMPTS or not (exc.status_code == 429 or (exc.status_code or 0) >= 500):
+                raise
+            log.warning("%s: PUT %s answered %s; trying again (%d of %d)", target.account, name,
+                        exc.status_code, attempt + 1, PUT_ATTEMPTS)
+            time.sleep(2.0 * attempt * random.uniform(0.8, 1.2))
+    raise AssertionError("unreachable")
 
 
 def get(deps: Any, target: Target, name: str) -> SpokeDeployment | None:

@@ -344,9 +344,9 @@ class Emulator:
         for key, dep in list(self.deployments.items()):
             if dep.state in ("Creating", "Accepted") and now >= dep.ready_at:
                 dep.state = "Failed" if dep.fail else "Succeeded"
-            if dep.state == "Deleting" and dep.delete_at is not None and now >= dep.delete_at:
-                del self.deployments[key]
-            elif dep.expires_at is not None and now >= dep.expires_at:   # a Developer deployment's 24 h
+            deleted = dep.state == "Deleting" and dep.delete_at is not None and now >= dep.delete_at
+            expired = dep.expires_at is not None and now >= dep.expires_at   # a Developer deployment's 24 h
+            if deleted or expired:
                 del self.deployments[key]
 
     def deployment(self, account: str, name: str) -> DeploymentRecord | None:

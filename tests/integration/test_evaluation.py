@@ -181,10 +181,10 @@ def test_every_kept_checkpoint_is_evaluated_and_a_winning_one_is_deployed_to_the
     run = deps.registry.require_run(run_id)
     assert run.state == states.EVALUATED, run.evaluation
     newest = max(c["step"] for c in recorded)   # the last epoch's checkpoint is the final model itself
-    kept = {f"checkpoint step {c['step']}": c["id"] for c in recorded if c["step"] != newest}
-    assert set(run.evaluation["scores"]) == {"final", "base", *kept}
-    peak = sorted(kept)[-1]
-    assert run.evaluation["chosen_name"] == peak and run.chosen_model == kept[peak]
+    kept = {c["step"]: c["id"] for c in recorded if c["step"] != newest}
+    assert set(run.evaluation["scores"]) == {"final", "base", *(f"checkpoint step {s}" for s in kept)}
+    peak = f"checkpoint step {max(kept)}"   # one epoch before the end: where the over-fitting job peaked
+    assert run.evaluation["chosen_name"] == peak and run.chosen_model == kept[max(kept)]
     assert run.evaluation["scores"][peak] > run.evaluation["scores"]["final"]
 
     handle_deploy(DeployRequest(run_id=run_id, environment="dev"), deps)
@@ -192,7 +192,7 @@ def test_every_kept_checkpoint_is_evaluated_and_a_winning_one_is_deployed_to_the
     assert deps.registry.require_run(run_id).state == states.deployed("dev")
     served = [d for d in emulator.control.state()["deployments"] if d["deployment"] == run_id]
     assert sorted(d["account"] for d in served) == ["ftops-dev-eastus", "ftops-dev-swedencentral"]
-    assert {d["model"] for d in served} == {kept[peak]}
+    assert {d["model"] for d in served} == {kept[max(kept)]}
     assert {d["source"] for d in served} == {deps.settings.hub.resource_id}
     from shared import spokes
     from shared.topology import load_topology
