@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from .auth import SOURCE_ACTION, check_rights
@@ -57,9 +58,39 @@ def _model_owner(emu: Emulator, target: Account, model: dict[str, Any], aux_tena
     return True
 
 
-def _developer_tier_model(name: str, finetuned: bool) -> bool:
-    base = name.split(".ft-", 1)[0].split(":", 1)[0]
-    return finetuned and (base.startswith("gpt-4.1") or name.startswith("ftchkpt-"))   # checkpoint ids hide their base
+# Learn fine-tuning-deploy "Deployment Types": where a fine-tuned model of each base model may be deployed,
+# by sku ("*": every region). Other skus (data zone, batch, global provisioned) are not offered for them.
+_EUS2, _NCUS, _SWC, _SWW = "eastus2", "northcentralus", "swedencentral", "switzerlandwest"
+_GPT41 = ("gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano")
+FINE_TUNED_DEPLOYMENT: dict[str, dict[str, frozenset[str]]] = {
+    "standard": {"o4-mini": frozenset({_EUS2, _SWC}), "gpt-4o": frozenset({_EUS2, _SWC}),
+                 "gpt-4o-mini": frozenset({_NCUS, _SWC}), "gpt-35-turbo": frozenset({_EUS2, _NCUS, _SWC, _SWW}),
+                 **{m: frozenset({_NCUS, _SWC}) for m in _GPT41}},
+    "globalstandard": {m: frozenset({"*"}) for m in ("o4-mini", "gpt-4o", "gpt-4o-mini", *_GPT41)},
+    "developertier": {m: frozenset({"*"}) for m in _GPT41},
+    "provisionedmanaged": {"gpt-4.1": frozenset({_SWC}), "gpt-4o": frozenset({_NCUS, _SWC}),
+                           "gpt-4o-mini": frozenset({_NCUS, _SWC})},
+}
+_VERSION = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{4})$")
+
+
+def _fine_tuned_base(emu: Emulator, name: str) -> str:
+    """The base model (no version) of a fine-tuned model or checkpoint id the emulator knows."""
+    found = emu.find_model(name)
+    base = found[0].model if found else name.split(".ft-", 1)[0]
+    return _VERSION.sub("", base.split(".ft-", 1)[0].split(":", 1)[0].lower())
+
+
+def _check_fine_tuned_sku(emu: Emulator, account: Account, name: str, sku: str) -> None:
+    """A fine-tuned model deploys only as the documented types, and as Standard only in listed regions."""
+    base = _fine_tuned_base(emu, name)
+    regions = FINE_TUNED_DEPLOYMENT.get(sku.lower(), {}).get(base)
+    if regions is None:
+        raise ApiError(400, "InvalidSkuName", f"The sku '{sku}' is not supported for fine-tuned model '{name}' "
+                                              f"(base model {base}).")
+    if "*" not in regions and account.region.lower() not in regions:
+        raise ApiError(400, "InvalidResourceProperties", f"The specified SKU '{sku}' for model '{name}' is not "
+                                                         f"supported in this region '{account.region}'.")
 
 
 def _quota_name(emu: Emulator, model: dict[str, Any], sku: dict[str, Any], finetuned: bool) -> str:
@@ -111,7 +142,9 @@ def create_or_update(
         if str(sku.get("name", "")).lower() not in BASE_SKUS:
             raise ApiError(400, "InvalidSkuName", f"The sku '{sku.get('name')}' is not supported.")
         finetuned = _model_owner(emu, account, model, aux_tenants, caller, aux)
-        if str(sku.get("name", "")).lower() == "developertier" and not _developer_tier_model(model["name"], finetuned):
+        if finetuned:
+            _check_fine_tuned_sku(emu, account, str(model["name"]), str(sku.get("name", "")))
+        elif str(sku.get("name", "")).lower() == "developertier":
             # Developer tier (no SLA, deleted after 24 h) is for evaluating gpt-4.1-family fine-tunes only
             raise ApiError(400, "InvalidSkuName", f"The sku 'DeveloperTier' is not supported for model "
                                                   f"'{model['name']}' (fine-tuned gpt-4.1 family models only).")

@@ -90,7 +90,7 @@ def training_jsonl() -> bytes:
         {"role": "user", "content": q}, {"role": "assistant", "content": a}]}) for q, a in EXAMPLES).encode()
 
 
-def deployment(model: str, *, sku: str = "Standard", source: str | None = None, source_account: str | None = None,
+def deployment(model: str, *, sku: str = "GlobalStandard", source: str | None = None, source_account: str | None = None,
                tags: dict[str, str] | None = None) -> Deployment:
     return Deployment(sku=Sku(name=sku, capacity=1), tags=tags, properties=DeploymentProperties(
         model=DeploymentModel(format="OpenAI", name=model, version="1", source=source, source_account=source_account)))
@@ -518,3 +518,23 @@ class PrincipalCredential(LocalCredential):
 
     def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
         return AccessToken(f"local-dev.{self.tenant}.{self.principal}", int(time.time()) + 3600)
+
+
+def test_a_fine_tuned_model_deploys_as_standard_only_in_its_listed_regions(emulator: EmulatorServer,
+                                                                            trained: Any) -> None:
+    """Learn's deployment-types table: a gpt-4.1-mini fine-tune is Standard in North Central US and Sweden
+    Central only, Global Standard anywhere, and has no Provisioned row."""
+    spoke = arm(emulator, "tenant-a", "sub-dev")
+    with pytest.raises(HttpResponseError) as region:
+        spoke.deployments.begin_create_or_update("rg-dev", "dev-east", "std-east", deployment(
+            trained.fine_tuned_model, sku="Standard", source=resource_id("hub")))
+    assert region.value.status_code == 400 and region.value.error.code == "InvalidResourceProperties"
+    assert "not supported in this region 'eastus2'" in region.value.error.message
+    with pytest.raises(HttpResponseError) as ptu:
+        spoke.deployments.begin_create_or_update("rg-dev", "dev-east", "ptu-east", deployment(
+            trained.fine_tuned_model, sku="ProvisionedManaged", source=resource_id("hub")))
+    assert ptu.value.error.code == "InvalidSkuName"
+    hub = arm(emulator, "tenant-a", "sub-hub")   # Sweden Central: Standard is offered there
+    hub.deployments.begin_create_or_update("rg-hub", "hub", "std-swc", deployment(
+        trained.fine_tuned_model, sku="Standard")).result()
+    hub.deployments.begin_delete("rg-hub", "hub", "std-swc").result()
