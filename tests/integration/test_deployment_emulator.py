@@ -269,3 +269,30 @@ def test_a_spoke_identity_without_rights_on_the_hub_fails_clearly(make_deps: Cal
         for d in emulator.control.state()["deployments"]:
             if d["deployment"] == name:
                 emulator.control.vanish(d["account"], d["deployment"])
+
+
+def test_developer_spokes_end_after_24_hours_and_keepalive_says_expired(make_deps: Callable[..., Any],
+                                                                        emulator: Any,
+                                                                        models: tuple[str, str]) -> None:
+    """An environment that accepts Developer deployments gets them; Azure (the emulator) deletes them 24 hours
+    later whatever their use, and keep-alive reports that as an expiry, not a failure, without recreating."""
+    from local.settings import DEMO_SPOKES
+    config = json.loads(DEMO_SPOKES.read_text())
+    config["environments"][0]["accepts_developer_expiry"] = True
+    for target in config["environments"][0]["targets"]:
+        target["sku"] = "DeveloperTier"
+    deps = make_deps(SPOKES_CONFIG=json.dumps(config), SMOKE_TIMEOUT_SECONDS="20")
+    name = "it-developer"
+    run_id = add_run(deps, models[1], name=name)
+    deployment.handle_deploy(DeployRequest(run_id=run_id, environment="dev"), deps)
+    assert deps.registry.require_run(run_id).state == "deployed:dev"
+    assert {d["sku"] for d in served(emulator, name).values()} == {"DeveloperTier"}
+    assert keepalive.keepalive_tick(deps).ok == 2
+
+    emulator.control.advance(24 * 3600)
+    summary = keepalive.keepalive_tick(deps)
+
+    assert (summary.total, summary.expired, summary.failed, summary.healed, summary.alerts) == (2, 2, 0, 0, 0)
+    assert served(emulator, name) == {}
+    assert {s.state for s in deps.registry.list_deployments(run_id=run_id)} == {"expired"}
+    assert keepalive.keepalive_tick(deps).total == 0
