@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from shared.echo import echo
+
 
 class RunSettingsError(ValueError):
     def __init__(self, problems: list[str]) -> None:
@@ -95,7 +97,9 @@ def parse_run_settings(raw: bytes | str | dict[str, Any] | None, *, defaults: di
         try:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise RunSettingsError([f"{source}: not valid JSON ({exc})"]) from exc
+            raise RunSettingsError([f"{source}: not valid JSON ({echo(exc)})"]) from exc
+        except RecursionError as exc:
+            raise RunSettingsError([f"{source}: not valid JSON (nested too deeply to parse)"]) from exc
     if not isinstance(data, dict):
         raise RunSettingsError([f"{source}: must be a JSON object"])
     merged = {**(defaults or {}), **data}
@@ -103,7 +107,8 @@ def parse_run_settings(raw: bytes | str | dict[str, Any] | None, *, defaults: di
         return RunSettings.model_validate(merged)
     except ValidationError as exc:
         raise RunSettingsError([
-            f"{source}: {'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()
+            f"{source}: {echo('.'.join(str(p) for p in e['loc']) or '<root>')}: {echo(e['msg'])}"
+            for e in exc.errors()
         ]) from exc
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from shared.echo import echo
 from shared.models import DPO, REINFORCEMENT, SUPERVISED, ModelFacts
 
 from .tokens import SPECIAL_TOKENS, Counter
@@ -97,7 +98,7 @@ class Checker:
         if "prompt" in obj or "completion" in obj:
             self.report("legacy_format", "prompt/completion lines are not accepted by chat models")
         else:
-            keys = ", ".join(sorted(obj)[:5]) or "none"
+            keys = ", ".join(echo(k, 40) for k in sorted(obj)[:5]) or "none"
             self.report("unknown_format", f"no messages or input field (keys: {keys})")
         return Example()
 
@@ -221,7 +222,7 @@ class Checker:
                 continue
             role = msg.get("role")
             if not isinstance(role, str) or role not in ROLES:   # a list or object here must not crash us
-                report("invalid_role", f"{where}[{i}]: role {str(role)[:20]!r} is not one of "
+                report("invalid_role", f"{where}[{i}]: role {echo(role, 20)!r} is not one of "
                                        "system, user, assistant, tool, function")
                 continue
             assistant = role == "assistant"
@@ -286,7 +287,7 @@ class Checker:
             elif role == "tool":
                 call_id = msg.get("tool_call_id")
                 if not isinstance(call_id, str) or call_id not in state.call_ids:
-                    report("orphan_tool_message", f"{where}[{i}]: tool_call_id {str(call_id)[:40]!r} "
+                    report("orphan_tool_message", f"{where}[{i}]: tool_call_id {echo(call_id, 40)!r} "
                                                   "answers no earlier tool call")
             elif role == "function" and not isinstance(msg.get("name"), str):
                 report("invalid_message", f"{where}[{i}]: a function message needs its name")

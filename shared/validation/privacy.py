@@ -212,6 +212,29 @@ def scan(block: bytes) -> Iterator[tuple[int, str, str]]:
                 yield start, found[0], found[1]
 
 
+def mask(text: str) -> str:
+    """`text` with every secret, e-mail address and personal number replaced by a masked form."""
+    raw = text.encode("utf-8", "surrogatepass")
+    out, last = [], 0
+    for m in _COMBINED.finditer(raw):
+        start, end = m.span()
+        found = m.group(0).decode("utf-8", "replace")
+        if m.lastindex == 1:
+            kind = next((k for k, p in _KIND if p.match(m.group(0))), "credential")
+            masked = _mask_secret(found, kind)
+        elif m.lastindex == 2:
+            masked = mask_email(found)
+        else:
+            masked = "*" * len(found)
+        out.append(raw[last:start].decode("utf-8", "replace"))
+        out.append(masked)
+        last = end
+    if not out:
+        return text
+    out.append(raw[last:].decode("utf-8", "replace"))
+    return "".join(out)
+
+
 def _mask_secret(text: str, kind: str) -> str:
     if kind == "private key block":
         return "-----BEGIN ... PRIVATE KEY----- (key material not shown)"

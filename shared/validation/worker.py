@@ -215,6 +215,9 @@ def prepare_block(block: Block, ctx: Context, submit: Submit = _now, helper: Hel
                 continue
             try:
                 obj = _DECODE(text)
+            except RecursionError:  # arrays or objects nested ~1,000 deep: no chat example is
+                report("invalid_json", "nested too deeply to parse (more than 1,000 levels)")
+                continue
             except ValueError as exc:
                 where = f" at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
                 msg = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
