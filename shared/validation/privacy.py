@@ -10,6 +10,7 @@ they matter (a `\\n` just before a number or address).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 
@@ -210,6 +211,27 @@ def scan(block: bytes) -> Iterator[tuple[int, str, str]]:
             found = _classify_digits(text)
             if found:
                 yield start, found[0], found[1]
+
+
+def scan_decoded(line: bytes) -> list[tuple[str, str]]:
+    """(code, message) for each finding in the strings of one JSON line as the service reads them:
+    `alice\\u0040contoso.com` is an e-mail address once decoded, though its raw bytes hold none."""
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError):
+        return []  # reported as invalid_json elsewhere
+    strings, stack = [], [obj]
+    while stack:  # iterative: no recursion on deep values
+        value = stack.pop()
+        if isinstance(value, str):
+            strings.append(value)
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    text = "\n".join(reversed(strings)).encode("utf-8", "surrogatepass")
+    return [(code, message) for _, code, message in scan(text)]
 
 
 def mask(text: str) -> str:
