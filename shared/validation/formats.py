@@ -19,6 +19,9 @@ from shared.models import DPO, REINFORCEMENT, SUPERVISED, ModelFacts
 from .tokens import SPECIAL_TOKENS, Counter
 
 ROLES = frozenset({"system", "user", "assistant", "tool", "function"})
+# Reasoning models take instructions as `developer` messages ("with o1 models and newer, developer
+# messages replace system messages": OpenAI API reference), and reinforcement trains o4-mini only.
+RFT_ROLES = ROLES | {"developer"}
 DETAILS = frozenset({"low", "high", "auto"})
 IMAGE_DATA_PREFIXES = ("data:image/jpeg;base64,", "data:image/jpg;base64,", "data:image/png;base64,",
                        "data:image/webp;base64,")
@@ -159,7 +162,7 @@ class Checker:
             self.report("missing_messages", "messages must be a non-empty list")
             return ex
         tools = self._tools(obj)
-        tokens, _, state = self._messages(msgs, "messages", outputs=False, slots=(_BASE, _BASE))
+        tokens, _, state = self._messages(msgs, "messages", outputs=False, slots=(_BASE, _BASE), roles=RFT_ROLES)
         last = msgs[-1]
         if not (isinstance(last, dict) and last.get("role") == "user"):
             self.report("rft_last_message_not_user", "the last message must be the user's")
@@ -201,7 +204,8 @@ class Checker:
         return n
 
     def _messages(self, msgs: list[Any], where: str, *, outputs: bool, text_only: bool = False,
-                  slots: tuple[int, int] = (_BASE, _OUT0_ASSISTANT)) -> tuple[int, int, _State]:
+                  slots: tuple[int, int] = (_BASE, _OUT0_ASSISTANT),
+                  roles: frozenset[str] = ROLES) -> tuple[int, int, _State]:
         # The hot loop (about a million messages on the benchmark): a message's location string is
         # built only when a finding is reported, and plain string content is checked inline. The
         # order of the checks, and so of the findings, is that of the general methods.
@@ -221,9 +225,9 @@ class Checker:
                 report("invalid_message", f"{where}[{i}] is not an object")
                 continue
             role = msg.get("role")
-            if not isinstance(role, str) or role not in ROLES:   # a list or object here must not crash us
+            if not isinstance(role, str) or role not in roles:   # a list or object here must not crash us
                 report("invalid_role", f"{where}[{i}]: role {echo(role, 20)!r} is not one of "
-                                       "system, user, assistant, tool, function")
+                                       f"{', '.join(sorted(roles))}")
                 continue
             assistant = role == "assistant"
             if outputs and not (assistant or role == "tool"):

@@ -137,6 +137,12 @@ def test_reinforcement_rules() -> None:
     assert "rft_system_message" in one(system, method="reinforcement", model="o4-mini")
 
 
+def test_the_developer_role_is_taken_where_reasoning_models_train_and_only_there() -> None:
+    developer = {"role": "developer", "content": "Answer with a number only."}
+    assert one(msgs(developer, U, reference_answer="4"), method="reinforcement", model="o4-mini") == []
+    assert "invalid_role" in one(msgs(developer, U, A), model="gpt-4.1-mini")
+
+
 def test_method_support_depends_on_the_model() -> None:
     dpo_file = jsonl([{**dpo(), "input": {"messages": [{"role": "user", "content": f"Prompt {i}"}]}}
                       for i in range(10)])
