@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from shared.cli.errors import UsageError
 from shared.drop_check import DropFiles, check_drop
 from shared.models import UnknownModelError, known_models, model_facts
 from shared.validation import DatasetReport, Finding
@@ -27,10 +28,6 @@ from shared.validation.html import method_note
 CHUNK = 4 << 20
 RUN_FILES = {"train": "train.jsonl", "validation": "validation.jsonl", "eval": "eval.jsonl"}
 PROGRESS_MIN_BYTES = 32 << 20  # smaller inputs finish before a bar would help
-
-
-class UsageError(Exception):
-    pass
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
