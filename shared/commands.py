@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from shared.command_checks import dataset_blob_name
 from shared.handling import PERMANENT
 from shared.messages import CloudEvent, command_name
 from shared.registry import RunNotFound
@@ -20,7 +21,7 @@ def handle_command(event: CloudEvent, command: Any, deps: Any) -> None:
     name = command_name(event)
     log.info("command %s (message %s) for %s", name, event.id, event.subject or getattr(command, "blob", "?"))
     routes = {
-        "train": lambda: intake.start_run(_dataset_blob(command.blob, deps), deps, settings_override=command.settings,
+        "train": lambda: intake.start_run(dataset_blob_name(deps, command.blob), deps, settings_override=command.settings,
                                           actor=command.requested_by or "ftops.commands"),
         "cancel": lambda: training.cancel_run(command, deps),
         "pause": lambda: training.pause_run(command, deps),
@@ -52,9 +53,3 @@ def record_dead_letter(deps: Any, event: CloudEvent, name: str, command: Any, ex
     # if this fails the message is retried (transient) and refused again: recorded, never silently lost
     deps.registry.audit(about, "command_deadlettered", actor="ftops.commands", detail=detail)
     publish(deps, about, "command_deadlettered", detail)
-
-
-def _dataset_blob(path: str, deps: Any) -> str:
-    """`datasets/x.jsonl` or `x.jsonl` → the blob name inside the datasets container."""
-    prefix = f"{deps.settings.datasets_container}/"
-    return path[len(prefix):] if path.startswith(prefix) else path.lstrip("/")
