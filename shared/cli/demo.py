@@ -38,7 +38,8 @@ __all__ = ["add_parser", "run", "run_view"]
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("demo", help="run the whole flow on one machine (Azurite, emulator, dev host)")
+    p = sub.add_parser("demo", help="run the whole flow on one machine (Azurite, emulator, dev host)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="print the final state as one JSON object on stdout")
     p.add_argument("--datasets", type=Path, metavar="DIR",
                    help="drop every *.jsonl file and run.json folder in DIR instead of the sample (says what it skips)")
