@@ -163,7 +163,9 @@ def _write_reports(deps: Any, run_id: str, drop: Drop, report: Any) -> None:
 
 def _reject(deps: Any, run_id: str, drop: Drop, files: dict[str, str], report: Any) -> None:
     moved = quarantine(deps, run_id, drop, files)
-    errors = [f.message for f in report.errors[:5]]
+    # where each is, so the run's error (status, the demo's table) points at the line to fix
+    errors = [(f"{f.file + ' ' if f.file and len(files) > 1 else ''}line {f.line}: " if f.line else "") + f.message
+              for f in report.errors[:5]]
     advance(deps, run_id, states.REJECTED, actor=ACTOR, validation=_summary(report, None),
             detail={"errors": errors, "quarantine": moved,
                     "report": f"{deps.settings.reports_container}/{run_id}/validation.json"},

@@ -60,3 +60,18 @@ def test_status_columns_fit_their_values() -> None:
     starts = [header.index(col) for col in ("STATE", "JOB", "EVAL")]
     for row in rows:   # every value starts under its header, none runs into the next column
         assert all(row[s - 2:s] == "  " for s in starts), row
+
+
+def test_demo_datasets_says_what_it_skips(tmp_path, capsys) -> None:
+    from shared.cli.demo import _plan_drops
+    (tmp_path / "a.jsonl").write_text("{}\n")
+    (tmp_path / "notes.csv").write_text("a,b\n")
+    (tmp_path / "run-folder").mkdir()
+    (tmp_path / "run-folder" / "run.json").write_text("{}")
+    (tmp_path / "run-folder" / "train.jsonl").write_text("{}\n")
+    (tmp_path / "no-settings").mkdir()
+    (tmp_path / "no-settings" / "train.jsonl").write_text("{}\n")
+    starts = [start for start, _ in _plan_drops(tmp_path)]
+    assert starts == ["a.jsonl", "run-folder/run.json"]
+    err = capsys.readouterr().err
+    assert "skipping notes.csv: not a .jsonl file" in err and "skipping no-settings/: no run.json" in err
