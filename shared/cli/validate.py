@@ -99,7 +99,8 @@ def _configured(env: Mapping[str, str]) -> tuple[str, list[str] | None]:
         return default, None
     from shared.config import ConfigError, load_spokes_json
     try:
-        return default, [env["name"] for env in load_spokes_json(env["SPOKES_CONFIG"]).get("environments", [])]
+        spokes = load_spokes_json(env["SPOKES_CONFIG"])
+        return default, [e["name"] for e in spokes.get("environments", [])]
     except (ConfigError, KeyError, TypeError, AttributeError) as exc:
         raise UsageError(f"SPOKES_CONFIG: {exc}") from None
 
