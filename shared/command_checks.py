@@ -54,6 +54,8 @@ def check_train(deps: Any, blob: str, changes: dict[str, Any]) -> tuple[str, str
 
     container = deps.settings.datasets_container
     name = dataset_blob_name(deps, blob)
+    if "/" not in name and not name.endswith(".jsonl"):   # intake would only reject it (not_a_dataset)
+        raise PermanentError(f"{blob}: not a .jsonl file; name a JSONL dataset or a folder's run.json")
     client = deps.blobs.get_blob_client(container, name)
     try:
         etag = client.get_blob_properties().etag

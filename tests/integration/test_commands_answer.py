@@ -70,6 +70,7 @@ def test_commands_that_cannot_succeed_are_refused_before_sending(make_deps):
         ("train", "DS/missing.jsonl"): "does not exist",
         ("train", "DS/bot.jsonl", "--settings", '{"hyperparameters": {"n_epoch": 2}}'): "n_epoch",
         ("train", "DS/../reports/x.jsonl"): "'..'",
+        ("train", "DS/export.csv"): "not a .jsonl file",
         ("cancel", "no-such-run"): "not in the registry",
         ("cancel", rejected): "rejected",
         ("pause", rejected): "only a training run",

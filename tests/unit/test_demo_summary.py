@@ -75,3 +75,50 @@ def test_demo_datasets_says_what_it_skips(tmp_path, capsys) -> None:
     assert starts == ["a.jsonl", "run-folder/run.json"]
     err = capsys.readouterr().err
     assert "skipping notes.csv: not a .jsonl file" in err and "skipping no-settings/: no run.json" in err
+
+
+class _StatusDeps:
+    """The slice of Deps `ftops status` reads."""
+
+    def __init__(self, runs: list[RunRecord], slots: list, letters: list[dict]) -> None:
+        from types import SimpleNamespace
+
+        from local.settings import DEMO_SPOKES
+        from shared.config import HubSettings, Settings
+        self.settings = Settings(storage_connection="x", blob_service_uri=None, queue_service_uri=None,
+                                 table_service_uri=None, transport="local", servicebus_namespace=None,
+                                 hub=HubSettings(endpoint="https://hub", resource_id="/subscriptions/s"),
+                                 spokes_config=DEMO_SPOKES.read_text())
+        self.registry = SimpleNamespace(
+            list_runs=lambda: runs, require_run=lambda rid: next(r for r in runs if r.run_id == rid),
+            list_deployments=lambda run_id=None: [s for s in slots if run_id in (None, s.run_id)],
+            audit_trail=lambda rid: [])
+        self.publisher = SimpleNamespace(
+            peek_dead_letters=lambda queue: [x for x in letters if x["queue"] == queue])
+
+
+def test_status_totals_hosting_by_run_state_and_lists_dead_letters() -> None:
+    from shared.cli.status import collect, render_run
+    from shared.registry import DeploymentRecord
+
+    def slot(run_id: str, env: str, account: str) -> DeploymentRecord:
+        return DeploymentRecord(environment=env, account=account, deployment=run_id, region="eastus",
+                                subscription="s", resource_group="rg", run_id=run_id,
+                                model="gpt-4.1-mini-2025-04-14.ft-x")
+    denied = RunRecord(run_id="denied-1", source="s", state="approval_denied", environments=ENVS,
+                       error={"stage": "approval", "reason": "not convincing"})
+    slots = [slot("bot-0123456789", "prod", "p1"), slot("denied-1", "dev", "d1"), slot("denied-1", "test", "t1")]
+    letters = [{"queue": "ftops-commands", "message_id": "m1", "subject": "denied-1", "reason": "PermanentError",
+                "description": "run denied-1 is approval_denied: it cannot be retrained"},
+               {"queue": "ftops-train", "message_id": "m2", "subject": "other", "reason": "RunNotFound",
+                "description": "gone"}]
+    deps = _StatusDeps([deployed(), denied], slots, letters)
+    view = collect(deps)
+    by_state = view["hosting_cost"]["per_day_by_run_state"]
+    per_slot = view["hosting_cost"]["deployments"][0]["per_day"]
+    assert by_state == {"approval_denied": round(2 * per_slot, 2), "deployed:prod": per_slot}
+    assert len(view["dead_letters"]) == 2
+    one = collect(deps, "denied-1")
+    assert [x["message_id"] for x in one["dead_letters"]] == ["m1"]   # only the run's
+    text = render_run(one)
+    assert "why:       approval: not convincing" in text and "it cannot be retrained" in text
