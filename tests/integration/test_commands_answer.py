@@ -115,7 +115,8 @@ def test_status_of_a_missing_run_is_one_line_and_exit_2(azurite, emulator, make_
     deps = make_deps()   # the tables exist
     env = local_env(storage_connection=azurite.connection_string, emulator_url=emulator.base_url,
                     ca_file=str(emulator.ca_file), FTOPS_TABLE_PREFIX=deps.settings.table_prefix)
-    for argv in (["status", "no-such-run"], ["cancel", "no-such-run"]):
+    for argv in (["status", "no-such-run"], ["cancel", "no-such-run"], ["pause", "no-such-run"],
+                 ["resume", "no-such-run"], ["retrain", "no-such-run", "--settings", '{"seed": 1}']):
         proc = subprocess.run([sys.executable, "-m", "shared.cli", *argv], cwd=ROOT, capture_output=True,
                               text=True, env=env, timeout=120, check=False)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
