@@ -70,3 +70,11 @@ def test_argument_errors_keep_argparse_usage_and_exit_2() -> None:
 def test_explain_gives_one_line_and_the_exit_code(exc: Exception, needle: str, code: int) -> None:
     line, got = explain(exc)
     assert needle in line and "\n" not in line and got == code
+
+
+def test_no_key_or_signature_reaches_the_terminal() -> None:
+    secret = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq"
+    line, _ = explain(ValueError(f"bad: DefaultEndpointsProtocol=http;AccountKey={secret};BlobEndpoint=x "
+                                 "https://a/b?sv=1&sig=abcdef123 api-key: k-123"))
+    assert secret not in line and "abcdef123" not in line and "k-123" not in line
+    assert "AccountKey=****" in line and "BlobEndpoint=x" in line
