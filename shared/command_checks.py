@@ -65,10 +65,14 @@ def check_train(deps: Any, blob: str, changes: dict[str, Any]) -> tuple[str, str
     defaults = {"base_model": deps.settings.default_base_model}
     try:
         current = parse_run_settings(run_json, defaults=defaults, source=name)
-        parse_run_settings({**current.model_dump(exclude_unset=True), **changes}, defaults=defaults,
-                           source="--settings")
+        merged = parse_run_settings({**current.model_dump(exclude_unset=True), **changes}, defaults=defaults,
+                                    source="--settings")
     except RunSettingsError as exc:
         raise PermanentError(str(exc)) from exc
+    configured = [e["name"] for e in deps.settings.load_spokes_json().get("environments", [])]
+    unknown = [e for e in merged.environments or [] if e not in configured]
+    if unknown:
+        raise PermanentError(f"environments: {', '.join(unknown)} not configured in SPOKES_CONFIG")
     return name, etag
 
 

@@ -71,6 +71,7 @@ def test_commands_that_cannot_succeed_are_refused_before_sending(make_deps):
         ("train", "DS/bot.jsonl", "--settings", '{"hyperparameters": {"n_epoch": 2}}'): "n_epoch",
         ("train", "DS/../reports/x.jsonl"): "'..'",
         ("train", "DS/export.csv"): "not a .jsonl file",
+        ("train", "DS/bot.jsonl", "--settings", '{"environments": ["staging"]}'): "staging not configured",
         ("cancel", "no-such-run"): "not in the registry",
         ("cancel", rejected): "rejected",
         ("pause", rejected): "only a training run",
@@ -121,3 +122,18 @@ def test_status_of_a_missing_run_is_one_line_and_exit_2(azurite, emulator, make_
                               text=True, env=env, timeout=120, check=False)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and "no-such-run" in proc.stderr
+
+
+def test_wait_reports_a_cancel_and_a_refusal_by_the_handler_with_its_reason(make_deps):
+    from shared.cli.follow import Expectation, follow
+    deps = make_deps()
+    drop(deps, "bot.jsonl", SAMPLE.read_bytes())
+    run_id = handle_blob_created("bot.jsonl", deps)   # accepted: waiting to train, so it can be cancelled
+    code, out = ftops(["cancel", run_id, "--wait", "--by", "ops@contoso.example"], deps)
+    assert code == 0 and out.splitlines()[-1] == f"run {run_id} cancelled"
+    # another system sends a pause for it now (no CLI check in between): the handler refuses it
+    event = envelope(RunCommand(run_id=run_id), type_="ftops.command.pause")
+    expect = Expectation("pause", run_id, seen_audit=len(deps.registry.audit_trail(run_id)))
+    deps.publisher.send(deps.settings.commands_queue, event)
+    code, what = follow(deps, event, expect, timeout=60, sleep=deliver_commands(deps), poll_seconds=0)
+    assert code == 1 and what.startswith("refused: PermanentError") and "only a training run" in what
