@@ -35,10 +35,18 @@ def one_clear_line(code: int, err: str, *needles: str) -> None:
         assert needle in err, err
 
 
-@pytest.mark.parametrize("argv", ["status", "status r1", *BUS, *OPERATOR])
+@pytest.mark.parametrize("argv", ["status", "status r1", *BUS])
 def test_every_command_without_settings_names_the_missing_setting(argv: str) -> None:
     code, out, err = ftops(*argv.split())
     one_clear_line(code, err, "DatasetStorage", "local.settings.sample.json")
+    assert out == ""
+
+
+@pytest.mark.parametrize("argv", OPERATOR)
+def test_the_operator_commands_without_settings_say_so_in_one_line(argv: str) -> None:
+    # which setting they need depends on how they reach ftops (queue or operator API): only the shape is fixed
+    code, out, err = ftops(*argv.split())
+    one_clear_line(code, err)
     assert out == ""
 
 
