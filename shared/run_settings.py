@@ -48,6 +48,7 @@ class Thresholds(_Strict):
 class RunSettings(_Strict):
     schema_version: Literal[1] = 1
     base_model: str = "gpt-4.1-mini"
+    # unset: detected from the data at intake (and by `ftops validate`), then stored with the run
     method: Literal["supervised", "dpo", "reinforcement"] = "supervised"
     hyperparameters: Hyperparameters = Hyperparameters()
     grader: dict[str, Any] | None = None                # reinforcement only
@@ -71,6 +72,8 @@ class RunSettings(_Strict):
 
     @model_validator(mode="after")
     def _method_specific(self) -> RunSettings:
+        if "method" not in self.model_fields_set:
+            return self   # detected from the data, then checked again with it (shared.drop_check)
         if self.method == "reinforcement" and not self.grader:
             raise ValueError("method 'reinforcement' needs a 'grader'")
         if self.method != "reinforcement" and self.grader:
@@ -78,6 +81,10 @@ class RunSettings(_Strict):
         if self.method != "dpo" and self.hyperparameters.beta is not None:
             raise ValueError("hyperparameters.beta applies only to method 'dpo'")
         return self
+
+    @property
+    def method_is_set(self) -> bool:
+        return "method" in self.model_fields_set
 
     def effective_deployment_name(self, run_name: str) -> str:
         return self.deployment_name or self.suffix or _slug(run_name)[:64]

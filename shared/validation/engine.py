@@ -24,6 +24,7 @@ from .codes import severity
 from .lines import Block, coalesce_head, split_blocks
 from .options import DatasetReport, FileReport, Finding, ValidationOptions
 from .rawscan import Helper, start_helper
+from .sniff import sniff
 from .stats import MAX_JOB_TOKENS, build_stats
 from .worker import (
     FINDINGS_PER_CODE,
@@ -125,6 +126,10 @@ class _Run:
     def _blocks(self, chunks: Iterable[bytes]) -> Iterator[Block] | None:
         it = coalesce_head(c for c in self._counted(chunks) if c)
         head = next(it, b"")
+        kind = sniff(head)
+        if kind is not None:
+            self.sink.add(None, "not_jsonl", f"{self.name} is {kind.describe()}")
+            return None
         if head.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in head[:4]:
             self.sink.add(1, "utf16_encoding", "the file is UTF-16/UTF-32 encoded, not UTF-8")
             return None

@@ -21,7 +21,7 @@ def test_each_problem_names_the_setting():
 
 @pytest.mark.parametrize("raw, needle", [
     (b'{"method": "reinforcement"}', "grader"),
-    (b'{"hyperparameters": {"beta": 0.5}}', "beta"),
+    (b'{"method": "supervised", "hyperparameters": {"beta": 0.5}}', "beta"),
     (b'not json', "not valid JSON"),
     (b'[]', "JSON object"),
 ])
