@@ -22,7 +22,7 @@ class HubSettings:
     endpoint: str                  # https://<account>.openai.azure.com (locally: the emulator's account URL)
     resource_id: str               # /subscriptions/…/accounts/<hub>: the `source` of cross-subscription deploys
     tenant: str | None = None
-    api_version: str = "2024-10-21"
+    api_version: str = "v1"          # the hub's authoring surface (shared.hub_api): v1 or a dated version
     api_key: str | None = None     # local only; Azure uses Entra ID tokens
 
     @property
@@ -93,7 +93,7 @@ class Settings:
             endpoint=env["HUB_ENDPOINT"].rstrip("/"),
             resource_id=env["HUB_RESOURCE_ID"],
             tenant=env.get("HUB_TENANT_ID") or None,
-            api_version=env.get("HUB_API_VERSION", "2024-10-21"),
+            api_version=_hub_api_version(env),
             api_key=env.get("HUB_API_KEY") or None,
         )
         return Settings(
@@ -137,6 +137,16 @@ class Settings:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"SPOKES_CONFIG is not valid JSON: {exc}") from exc
+
+
+def _hub_api_version(env: Mapping[str, str]) -> str:
+    from shared.hub_api import DEFAULT, UnsupportedOnSurface, surface
+    version = env.get("HUB_API_VERSION") or DEFAULT
+    try:
+        surface(version)
+    except UnsupportedOnSurface as exc:
+        raise ConfigError(str(exc)) from None
+    return version
 
 
 def _float(env: Mapping[str, str], key: str, default: float) -> float:

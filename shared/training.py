@@ -31,6 +31,7 @@ from shared.hub import (
     HubNotFound,
     HubPermanentError,
     HubQuotaExceeded,
+    HubUnsupported,
     JobSpec,
     note_unknown_status,
 )
@@ -83,6 +84,11 @@ def handle_train(request: TrainRequest, deps: Any, *, hub: Hub | None = None) ->
     if "train" not in run.data_files:
         raise PermanentError(f"run {run.run_id} has no training file (data_files: {sorted(run.data_files)})")
     hub = hub or Hub.from_deps(deps)
+    try:   # before any upload: a method the configured hub API lacks can never be trained there
+        hub.require(lambda: hub.surface.require_method(settings.method))
+    except HubUnsupported as exc:
+        _fail(deps, hub, run.run_id, exc)
+        return
     hashes = {role: hash_blob(_blob(deps, path)) for role, path in run.data_files.items() if role in TRAINABLE_ROLES}
     key = job_key(hashes, settings)
     if run.state == states.ACCEPTED:
@@ -256,6 +262,8 @@ def _job_action(command: RunCommand, deps: Any, action: str, hub: Hub | None) ->
         job = hub.pause(run.job_id) if action == "pause" else hub.resume(run.job_id)
     except HubNotFound as exc:
         raise PermanentError(f"run {run.run_id}: job {run.job_id} is not on the hub ({exc})") from exc
+    except HubUnsupported as exc:   # refused here, before calling: the configured API has no such path
+        raise PermanentError(f"run {run.run_id}: cannot {action} job {run.job_id}: {exc}") from exc
     except HubPermanentError as exc:
         raise PermanentError(f"run {run.run_id}: the hub refused to {action} job {run.job_id}: {exc}") from exc
     note_unknown_status(run.run_id, run.job_id, job.status)
