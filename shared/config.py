@@ -68,6 +68,7 @@ class Settings:
     keepalive_concurrency: int = 16          # keep-alive calls in flight at once (spread over the spokes)
     smoke_timeout_seconds: float = 300.0     # patience for a new deployment's first answer (capacity 1 is slow)
     hosting_prices: str | None = None        # JSON {base model or sku: USD per hour}, over shared.models' estimates
+    results_wait_seconds: float = 900.0      # a succeeded job's results file: wait this long, then go on without
 
     @staticmethod
     def from_env(env: Mapping[str, str] | None = None) -> Settings:
@@ -125,6 +126,7 @@ class Settings:
             keepalive_concurrency=max(1, int(_float(env, "KEEPALIVE_CONCURRENCY", 16))),
             smoke_timeout_seconds=_float(env, "SMOKE_TIMEOUT_SECONDS", 300.0),
             hosting_prices=env.get("HOSTING_PRICES") or None,
+            results_wait_seconds=max(0.0, _float(env, "RESULTS_WAIT_SECONDS", 900.0)),
         )
 
     def load_spokes_json(self) -> dict:

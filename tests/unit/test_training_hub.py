@@ -99,13 +99,27 @@ def test_results_csv_becomes_per_step_rows_and_final_values() -> None:
     assert metrics["final"]["valid_loss"] == 1.6 and metrics["final"]["train_loss"] == 0.9
 
 
-def test_a_safety_failure_says_so_plainly_and_others_keep_the_hubs_words() -> None:
-    safety = describe_failure({"code": "invalid_training_file", "message": "The fine-tuned model did not pass "
-                               "the safety evaluation: its responses contained harmful content."})
-    assert safety["safety"] and safety["reason"].startswith("The hub's safety checks rejected the fine-tuned model")
+@pytest.mark.parametrize(("message", "check", "harm_types"), [
+    # Learn's two sample messages (fine-tuning-safety-evaluation), word for word
+    ("The provided training data failed RAI checks for harm types: [hate_fairness, self_harm, violence]. "
+     "Please fix the data and try again.", "training data", ["hate_fairness", "self_harm", "violence"]),
+    ("This model is unable to be deployed. Model evaluation identified that this fine tuned model scores above "
+     "acceptable thresholds for [Violence, Self Harm]. Please review your training data set and resubmit the "
+     "job.", "model evaluation", ["Violence", "Self Harm"]),
+    ("The provided training data failed RAI checks for harm types: sexual", "training data", ["sexual"]),
+])
+def test_the_documented_safety_failures_name_their_check_and_harm_types(message, check, harm_types) -> None:
+    described = describe_failure({"code": "whatever_azure_sends", "message": message})
+    assert described["safety"] and described["safety_check"] == check and described["harm_types"] == harm_types
+    assert all(h in described["reason"] for h in harm_types) and message in described["reason"]
+
+
+def test_other_failures_keep_the_hubs_words_even_when_they_mention_safety() -> None:
     other = describe_failure({"code": "server_error", "message": "The job failed due to an internal error."})
     assert not other["safety"] and other["reason"] == ("The hub failed the job (server_error): The job failed "
                                                        "due to an internal error.")
+    vague = describe_failure({"code": "invalid_training_file", "message": "harmful safety content filter"})
+    assert not vague["safety"] and vague["harm_types"] == []
     assert "without a reason" in describe_failure(None)["message"]
 
 
