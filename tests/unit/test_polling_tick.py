@@ -210,7 +210,8 @@ def test_new_events_reads_newest_first_down_to_the_cursor() -> None:
 def test_a_succeeded_job_waits_for_its_results_file_then_trains_with_its_metrics() -> None:
     registry = MemoryRegistry()
     training_run(registry, "r1", "j1", job_status="running")
-    done = dict(id="j1", status="succeeded", model="m", fine_tuned_model="m.ft-x", trained_tokens=9)
+    done: dict[str, Any] = {"id": "j1", "status": "succeeded", "model": "m", "fine_tuned_model": "m.ft-x",
+                            "trained_tokens": 9}
     deps, hub = make_deps(registry), FakeHub({"j1": HubJob(**done)})
     assert poll_tick(deps, hub=hub).outcomes == {"awaiting_results": 1}
     assert poll_tick(deps, hub=hub).outcomes == {"awaiting_results": 1}

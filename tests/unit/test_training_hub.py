@@ -101,11 +101,11 @@ def test_results_csv_becomes_per_step_rows_and_final_values() -> None:
 
 @pytest.mark.parametrize(("message", "check", "harm_types"), [
     # Learn's two sample messages (fine-tuning-safety-evaluation), word for word
-    ("The provided training data failed RAI checks for harm types: [hate_fairness, self_harm, violence]. "
-     "Please fix the data and try again.", "training data", ["hate_fairness", "self_harm", "violence"]),
-    ("This model is unable to be deployed. Model evaluation identified that this fine tuned model scores above "
-     "acceptable thresholds for [Violence, Self Harm]. Please review your training data set and resubmit the "
-     "job.", "model evaluation", ["Violence", "Self Harm"]),
+    (("The provided training data failed RAI checks for harm types: [hate_fairness, self_harm, violence]. "
+      "Please fix the data and try again."), "training data", ["hate_fairness", "self_harm", "violence"]),
+    (("This model is unable to be deployed. Model evaluation identified that this fine tuned model scores above "
+      "acceptable thresholds for [Violence, Self Harm]. Please review your training data set and resubmit the "
+      "job."), "model evaluation", ["Violence", "Self Harm"]),
     ("The provided training data failed RAI checks for harm types: sexual", "training data", ["sexual"]),
 ])
 def test_the_documented_safety_failures_name_their_check_and_harm_types(message, check, harm_types) -> None:
