@@ -42,9 +42,9 @@ class HubSurface:
     def require_method(self, method: str) -> None:
         if method not in self.methods:
             able = [v for v, s in SURFACES.items() if method in s.methods]
+            needs = f"it needs {' or '.join(repr(v) for v in able)}" if able else "no hub API ftops knows has it"
             raise UnsupportedOnSurface(
-                f"method {method!r} is not available on hub API {self.version!r} (HUB_API_VERSION); "
-                f"it needs {' or '.join(repr(v) for v in able)}")
+                f"method {method!r} is not available on hub API {self.version!r} (HUB_API_VERSION); {needs}")
 
     def require_pause_resume(self, action: str) -> None:
         if not self.pause_resume:

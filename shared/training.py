@@ -84,11 +84,6 @@ def handle_train(request: TrainRequest, deps: Any, *, hub: Hub | None = None) ->
     if "train" not in run.data_files:
         raise PermanentError(f"run {run.run_id} has no training file (data_files: {sorted(run.data_files)})")
     hub = hub or Hub.from_deps(deps)
-    try:   # before any upload: a method the configured hub API lacks can never be trained there
-        hub.require(lambda: hub.surface.require_method(settings.method))
-    except HubUnsupported as exc:
-        _fail(deps, hub, run.run_id, exc)
-        return
     hashes = {role: hash_blob(_blob(deps, path)) for role, path in run.data_files.items() if role in TRAINABLE_ROLES}
     key = job_key(hashes, settings)
     if run.state == states.ACCEPTED:
@@ -97,6 +92,11 @@ def handle_train(request: TrainRequest, deps: Any, *, hub: Hub | None = None) ->
                     detail={"job_key": key[:16]})
         except InvalidTransition:
             pass  # another delivery moved it first; the claim below sorts out who does what
+    try:   # before any upload: a method the configured hub API lacks can never be trained there
+        hub.require(lambda: hub.surface.require_method(settings.method))
+    except HubUnsupported as exc:
+        _fail(deps, hub, run.run_id, exc)
+        return
     claim, result = deps.registry.claim(claim_name(key), ttl_seconds=CLAIM_TTL_SECONDS)
     if claim == "completed" and result:
         log.info("run %s: job key %s already has job %s; adopting it", run.run_id, key[:12], result.get("job_id"))
