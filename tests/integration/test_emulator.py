@@ -69,7 +69,7 @@ def _no_faults(emulator: EmulatorServer) -> Iterator[None]:
     emulator.control.faults(rate_429=0.0, rate_500=0.0, next_429=0, next_500=0, latency_ms=0, scope="all",
                             fail_next_jobs=0, fail_deployments_on=[], accounts=None, fail_next_deployments={},
                             status_override={})
-    emulator.control.config(pausing=0, resuming=0, warmup_seconds=0, results=0.5)
+    emulator.control.config(pausing=0, resuming=0, warmup_seconds=0, results=0.5, training=3.0)
 
 
 def v1(server: EmulatorServer, account: str, **kwargs: Any) -> openai.OpenAI:
@@ -423,6 +423,7 @@ def test_the_results_file_comes_after_job_succeeded(emulator: EmulatorServer) ->
 
 
 def test_each_api_version_serves_only_its_paths_and_fields(emulator: EmulatorServer) -> None:
+    emulator.control.config(training=3600)   # still running at the end, however slow this machine is
     client, job = _running_job(emulator, "hub")
     ga, preview = aoai(emulator, "hub"), aoai(emulator, "hub", api_version="2025-04-01-preview")
     f = ga.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune")

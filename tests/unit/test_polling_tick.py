@@ -237,3 +237,21 @@ def test_a_results_file_that_never_comes_stops_the_wait_at_its_bound() -> None:
     run = registry.require_run("r1")
     assert run.state == states.TRAINED and run.metrics["steps"] == 0
     assert [e.id for q, e in deps.publisher.sent if q == "evaluate"] == ["evaluate-r1"]
+
+
+def test_the_dated_specs_waiting_statuses_are_known_and_ask_for_no_checkpoints(caplog) -> None:
+    asked: list[str] = []
+
+    class Counting(FakeHub):
+        def checkpoints(self, job_id: str) -> list[dict[str, Any]]:
+            asked.append(job_id)
+            return []
+    registry = MemoryRegistry()
+    training_run(registry, "r1", "j1", job_status="created")
+    training_run(registry, "r2", "j2", job_status="pending")
+    hub = Counting({"j1": HubJob(id="j1", status="created", model="m"),
+                    "j2": HubJob(id="j2", status="pending", model="m")})
+    with caplog.at_level(logging.WARNING, logger="shared.hub"):
+        poll_tick(make_deps(registry), hub=hub)
+    assert asked == [] and not [r for r in caplog.records if "does not know" in r.getMessage()]
+    assert registry.require_run("r1").job_status == "created" and registry.require_run("r2").state == states.TRAINING
