@@ -337,3 +337,15 @@ def test_multipart_upload_streams_a_large_file_in_parts(hub_env, emulator):
     assert deps.openai_client().files.content(file_id).read() == body
     parts = [r for r in emulator.control.requests() if r["path"].endswith("/parts")]
     assert len(parts) == -(-len(body) // 1000)
+
+
+def test_the_hub_is_called_on_the_v1_api_with_an_entra_token_by_default(hub_env, emulator):
+    deps = hub_env()
+    run_id = make_run(deps)
+    emulator.control.clear_requests()
+    training.handle_train(TrainRequest(run_id=run_id), deps)
+    calls = [r for r in emulator.control.requests() if r["surface"] == "data"]
+    assert calls and {r["path"].split("/openai/")[1].split("/")[0] for r in calls} == {"v1"}
+    assert all("api-version" not in r["query"] for r in calls)
+    assert {r["auth_tenant"] for r in calls} == {deps.settings.hub.tenant}   # a token, refreshed per request
+    assert deps.registry.require_run(run_id).state == states.TRAINING
