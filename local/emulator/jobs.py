@@ -36,6 +36,10 @@ FAILURES: dict[str, dict[str, str]] = {
 }
 
 
+def _unresolved(value: Any, auto: int) -> Any:
+    return auto if value in (None, "auto") else value
+
+
 def _unit(*parts: object) -> float:
     """Deterministic pseudo-random number in [0, 1) from its inputs (seeded noise for metrics)."""
     digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
@@ -286,7 +290,11 @@ class Job:
         kind = method.get("type", "supervised")
         if self.hyperparameters:
             method[kind] = {**method.get(kind, {}), "hyperparameters": dict(self.hyperparameters)}
-        hyper = self.hyperparameters or {k: v for k, v in self.requested.items() if k != "beta"}
+        # before validation resolves "auto", Azure shows -1 for it (Learn's tutorial: n_epochs -1, batch_size -1)
+        hyper = self.hyperparameters or {
+            "n_epochs": _unresolved(self.requested.get("n_epochs"), -1),
+            "batch_size": _unresolved(self.requested.get("batch_size"), -1),
+            "learning_rate_multiplier": _unresolved(self.requested.get("learning_rate_multiplier"), 1)}
         return {
             "id": self.id,
             "object": "fine_tuning.job",

@@ -121,6 +121,7 @@ def trained(emulator: EmulatorServer) -> Any:
     job = client.fine_tuning.jobs.create(training_file=uploaded.id, model=BASE_MODEL, suffix="support", seed=42,
                                          method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 4}}})
     assert job.status == "pending"   # Learn's tutorial: `pending` while files are validated and the job waits
+    assert (job.hyperparameters.n_epochs, job.hyperparameters.batch_size) == (4, -1)   # -1: "auto", unresolved
     emulator.control.advance(2)
     running = client.fine_tuning.jobs.retrieve(job.id)
     assert running.status == "running" and running.estimated_finish is not None
