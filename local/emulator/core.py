@@ -28,7 +28,8 @@ from .state import (
 
 
 def _error(failure: dict[str, str]) -> dict[str, str]:
-    return {"code": failure.get("code", "server_error"), "message": failure.get("message", "")}
+    """A job failure as the wire shows it: code, message (and param, if given); not the emulator's `stage`."""
+    return {k: v for k, v in failure.items() if k in ("code", "message", "param")}
 
 
 MAX_FILES = 50
