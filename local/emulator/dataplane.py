@@ -145,6 +145,7 @@ def _upload(request: Request, account: Account) -> Any:
 
 async def create_upload(request: Request) -> Response:
     account, emu, body = _account(request), _emu(request), await _json(request)
+    surfaces.check_fields(body, surfaces.upload_start_fields(request.scope["emulator.surface"]))
     for key in ("bytes", "filename", "mime_type", "purpose"):
         if body.get(key) in (None, ""):
             raise ApiError(400, "invalidPayload", f"'{key}' is required.", param=key)
@@ -172,6 +173,7 @@ async def add_part(request: Request) -> Response:
 
 async def complete_upload(request: Request) -> Response:
     account, emu, body = _account(request), _emu(request), await _json(request)
+    surfaces.check_fields(body, surfaces.UPLOAD_COMPLETE)
     up = _upload(request, account)
     if up.status != "pending":
         raise ApiError(400, "invalidPayload", f"Upload is already {up.status}.")

@@ -38,6 +38,8 @@ _HYPER = {
                       "compute_multiplier", "eval_interval", "eval_samples"},
 }
 SUFFIX_MAX = {GA: 40, PREVIEW: 40, V1: 64}
+UPLOAD_START = frozenset({"purpose", "filename", "bytes", "mime_type"})   # 2024-10-21 UploadFileStartBody
+UPLOAD_COMPLETE = frozenset({"part_ids", "md5"})                          # UploadFileCompleteBody
 
 
 def of(request: Request) -> str:
@@ -56,11 +58,20 @@ def unrecognized(field: str) -> ApiError:
     return ApiError(400, "BadRequest", f"Unrecognized request argument supplied: {field}", param=field)
 
 
+def upload_start_fields(surface: str) -> frozenset[str]:
+    """2024-10-21 lists four; later versions know file expiry (`expires_after`): not refused there."""
+    return UPLOAD_START if surface == GA else UPLOAD_START | {"expires_after"}
+
+
+def check_fields(body: dict[str, Any], allowed: frozenset[str] | set[str]) -> None:
+    for key in body:
+        if key not in allowed:
+            raise unrecognized(key)
+
+
 def check_job_body(surface: str, body: dict[str, Any]) -> None:
     """Fields and method types the surface's FineTuningJobCreation lists; anything else is refused."""
-    for key in body:
-        if key not in _CREATE_FIELDS[surface]:
-            raise unrecognized(key)
+    check_fields(body, _CREATE_FIELDS[surface])
     for key in (body.get("hyperparameters") or {}):
         if key not in _HYPER["supervised"]:
             raise unrecognized(f"hyperparameters.{key}")

@@ -188,6 +188,9 @@ def test_uploads_api_completes_into_a_file(emulator: EmulatorServer) -> None:
     assert client.files.content(done.file.id).content == data
     other = client.uploads.create(bytes=10, filename="x.jsonl", mime_type="application/jsonl", purpose="fine-tune")
     assert client.uploads.cancel(other.id).status == "cancelled"
+    with pytest.raises(openai.BadRequestError, match="Unrecognized request argument supplied: expires_after"):
+        client.uploads.create(bytes=10, filename="x.jsonl", mime_type="application/jsonl", purpose="fine-tune",
+                              expires_after={"anchor": "created_at", "seconds": 3600})   # not in 2024-10-21
 
 
 def test_fine_tuned_deployment_answers_from_training_data_and_base_does_not(
