@@ -32,6 +32,7 @@ from shared.hub import (
     HubNotFound,
     HubPermanentError,
     HubQuotaExceeded,
+    HubUnsupported,
     JobSpec,
     note_unknown_status,
 )
@@ -100,6 +101,11 @@ def handle_train(request: TrainRequest, deps: Any, *, hub: Hub | None = None) ->
                     detail={"job_key": key[:16]})
         except InvalidTransition:
             pass  # another delivery moved it first; the claim below sorts out who does what
+    try:   # before any upload: a method the configured hub API lacks can never be trained there
+        hub.require(lambda: hub.surface.require_method(settings.method))
+    except HubUnsupported as exc:
+        _fail(deps, hub, run.run_id, exc)
+        return
     claim, result = deps.registry.claim(claim_name(key), ttl_seconds=CLAIM_TTL_SECONDS)
     if claim == "completed" and result:
         log.info("run %s: job key %s already has job %s; adopting it", run.run_id, key[:12], result.get("job_id"))
@@ -261,6 +267,8 @@ def _job_action(command: RunCommand, deps: Any, action: str, hub: Hub | None) ->
         job = hub.pause(run.job_id) if action == "pause" else hub.resume(run.job_id)
     except HubNotFound as exc:
         raise PermanentError(f"run {run.run_id}: job {run.job_id} is not on the hub ({exc})") from exc
+    except HubUnsupported as exc:   # refused here, before calling: the configured API has no such path
+        raise PermanentError(f"run {run.run_id}: cannot {action} job {run.job_id}: {exc}") from exc
     except HubPermanentError as exc:
         raise PermanentError(f"run {run.run_id}: the hub refused to {action} job {run.job_id}: {exc}") from exc
     note_unknown_status(run.run_id, run.job_id, job.status)

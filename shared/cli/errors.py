@@ -6,11 +6,8 @@ not the user's input (a service unreachable, a bug); `-v` shows the traceback.
 from __future__ import annotations
 
 import json
-import re
 
-# What an exception's text may carry that must never reach a terminal or a CI log: keys and signatures.
-_SECRET = re.compile(r"(?i)\b(AccountKey|SharedAccessKey|SharedAccessSignature|sig|api[-_]?key|password|pwd|"
-                     r"client_secret|access_token)\s*[=:]\s*(\"[^\"]*\"|[^;&\s,'\"]+)")
+from shared.echo import mask_secrets
 
 
 class UsageError(Exception):
@@ -21,10 +18,6 @@ def explain(exc: BaseException) -> tuple[str, int]:
     """(one line, exit code) for an exception that reached the top of a command; secrets masked."""
     line, code = _explain(exc)
     return mask_secrets(line), code
-
-
-def mask_secrets(text: str) -> str:
-    return _SECRET.sub(lambda m: f"{m.group(1)}=****", text)
 
 
 def _explain(exc: BaseException) -> tuple[str, int]:
