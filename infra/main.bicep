@@ -264,3 +264,5 @@ output FTOPS_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
 output FTOPS_IDENTITY_CLIENT_ID string = identity.outputs.clientId
 output FTOPS_HUB_RESOURCE_ID string = join(hubParts, '/')
 output FTOPS_SERVICEBUS_NAMESPACE string = messaging.outputs.name
+// Spokes in another tenant: Bicep cannot grant them; infra/scripts/cross-tenant-app.sh does (docs/deploy.md).
+output FTOPS_CROSS_TENANT_SPOKES array = [for (env, i) in spokes.environments: spokeAccess[i].outputs.crossTenantAccounts]

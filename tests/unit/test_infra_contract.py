@@ -63,9 +63,15 @@ BROAD_ROLES = {
 
 
 @functools.cache
+def functions() -> dict[str, list[dict]]:
+    """function name → its bindings (get_functions() indexes once per app: a second call fails)."""
+    import function_app
+    return {f.get_function_name(): [json.loads(b) for b in f.get_raw_bindings()]
+            for f in function_app.app.get_functions()}
+
+
 def bindings() -> list[dict]:
-    import function_app  # get_functions() indexes once per app: a second call fails on duplicate names
-    return [json.loads(b) for f in function_app.app.get_functions() for b in f.get_raw_bindings()]
+    return [b for bs in functions().values() for b in bs]
 
 
 def azure_env() -> dict[str, str]:
@@ -269,3 +275,25 @@ def test_every_role_assignment_is_for_a_service_principal_on_a_named_resource():
             assert body.get("scope"), f"{path.name}: {name} has no scope: it would apply to the whole group"
             principal_type = body["properties"]["principalType"]
             assert principal_type in ("ServicePrincipal", "principalType"), f"{path.name}: {name}"
+
+
+# --- azd ----------------------------------------------------------------------------------------------
+
+def test_azure_yaml_deploys_this_app_and_its_hooks_get_what_they_read():
+    import yaml  # requirements-dev.txt
+    azd = yaml.safe_load((ROOT / "azure.yaml").read_text())
+    assert azd["infra"] == {"provider": "bicep", "path": "infra", "module": "main"}
+    [(service, spec)] = azd["services"].items()
+    assert spec["host"] == "function" and spec["language"] == "python" and spec["project"] == "."
+    app_bicep = (INFRA / "modules" / "app.bicep").read_text()
+    assert f"'azd-service-name': '{service}'" in app_bicep, "azd finds the app by this tag"
+    outputs = set(parsed(MAIN)["outputs"])
+    for hook in azd["hooks"].values():
+        script = ROOT / hook["posix"]["run"]
+        assert script.is_file() and script.stat().st_mode & 0o111, f"{script} must exist and be executable"
+        needed = set(re.findall(r"\$\{(AZURE_[A-Z_]+|FTOPS_[A-Z_]+)", script.read_text()))
+        assert needed <= outputs | {"AZURE_ENV_NAME"}, f"{script.name} reads {sorted(needed - outputs)}"
+    intake = re.search(r"output FTOPS_INTAKE_FUNCTION string = '([^']+)'", MAIN.read_text()).group(1)
+    assert any(b["type"] == "blobTrigger" for b in functions()[intake]), "the Event Grid webhook's function"
+    ignored = (ROOT / ".funcignore").read_text().split()
+    assert {"infra/", "azure.yaml", "local/", "tests/"} <= set(ignored), "only the app is packaged"
