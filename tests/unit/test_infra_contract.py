@@ -64,8 +64,9 @@ BROAD_ROLES = {
 
 @functools.cache
 def functions() -> dict[str, list[dict]]:
-    """function name → its bindings (get_functions() indexes once per app: a second call fails)."""
+    """function name → its bindings, as the host indexes them."""
     import function_app
+    function_app.app.functions_bindings = None   # the worker indexes once per process; others may have already
     return {f.get_function_name(): [json.loads(b) for b in f.get_raw_bindings()]
             for f in function_app.app.get_functions()}
 
