@@ -5,8 +5,6 @@
 // chat completion. It cannot change the account itself, its keys or its network.
 param accountName string
 param principalId string
-@allowed(['ServicePrincipal', 'User', 'Group'])
-param principalType string = 'ServicePrincipal'
 
 var openAIContributor = 'a001fd3d-188f-4b5d-821b-7da978bf7442'
 
@@ -20,6 +18,6 @@ resource contributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', openAIContributor)
     principalId: principalId
-    principalType: principalType
+    principalType: 'ServicePrincipal'
   }
 }

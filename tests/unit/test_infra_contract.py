@@ -274,8 +274,8 @@ def test_every_role_assignment_is_for_a_service_principal_on_a_named_resource():
                 continue
             body = resource_body(res)
             assert body.get("scope"), f"{path.name}: {name} has no scope: it would apply to the whole group"
-            principal_type = body["properties"]["principalType"]
-            assert principal_type in ("ServicePrincipal", "principalType"), f"{path.name}: {name}"
+            assert body["properties"]["principalType"] == "ServicePrincipal", f"{path.name}: {name}"
+            assert body["properties"]["principalId"] == "principalId", f"{path.name}: {name} is for someone else"
 
 
 # --- azd ----------------------------------------------------------------------------------------------
