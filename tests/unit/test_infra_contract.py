@@ -44,6 +44,10 @@ READ_OUTSIDE_CONFIG = {
     "APPLICATIONINSIGHTS_CONNECTION_STRING": "function_app.py and the host: where telemetry goes",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "the host and the exporter: Entra-only ingestion",
 }
+# Read straight from the environment elsewhere in the app, and deliberately left unset in Azure.
+UNSET_IN_AZURE = {
+    "FTOPS_TOKENIZER": "a switch to tiktoken for comparisons; unset means the default tokenizer",
+}
 HOST_STORAGE_PREFIX = "AzureWebJobsStorage__"   # the host's own storage, identity-based
 # Documented as not allowed (or ignored) on Flex Consumption (../shared/AZURE-FACTS.md, Learn).
 FORBIDDEN_ON_FLEX = {
@@ -138,6 +142,19 @@ def test_every_setting_the_code_reads_in_azure_is_set_by_the_bicep():
     assert not missing, ("shared/config.py reads " + ", ".join(missing) + " but infra/main.bicep does not set it: "
                          "add it to `appSettings` in infra/main.bicep and to the settings table of docs/deploy.md "
                          "(or, if it is for one machine only, to LOCAL_ONLY here with the reason)")
+
+
+def test_every_variable_the_app_reads_outside_config_is_set_or_deliberately_unset():
+    pattern = re.compile(r"""os\.(?:environ\.get|getenv)\(\s*["']([A-Za-z0-9_]+)["']|os\.environ\[["']([A-Za-z0-9_]+)["']\]""")
+    read = {}
+    for path in [ROOT / "function_app.py", *sorted((ROOT / "functions").rglob("*.py")),
+                 *sorted((ROOT / "shared").rglob("*.py"))]:
+        for m in pattern.finditer(path.read_text()):
+            read.setdefault(m.group(1) or m.group(2), path.relative_to(ROOT))
+    bicep = set(app_settings())
+    missing = {name: str(where) for name, where in read.items() if name not in bicep and name not in UNSET_IN_AZURE}
+    assert not missing, (f"read from the environment but not set by infra/main.bicep: {missing}; set it there "
+                         "(and in docs/deploy.md) or add it to UNSET_IN_AZURE with the reason")
 
 
 def test_the_bicep_values_are_accepted_by_the_code():
