@@ -315,3 +315,26 @@ def test_azure_yaml_deploys_this_app_and_its_hooks_get_what_they_read():
     assert any(b["type"] == "blobTrigger" for b in functions()[intake]), "the Event Grid webhook's function"
     ignored = (ROOT / ".funcignore").read_text().split()
     assert {"infra/", "azure.yaml", "local/", "tests/"} <= set(ignored), "only the app is packaged"
+
+
+# --- what a Bicep compiler would catch (none here) ----------------------------------------------------
+
+def test_every_module_gets_its_required_parameters_and_only_declared_ones():
+    for path in bicep_files():
+        for name, module in parsed(path).get("modules", {}).items():
+            target = (path.parent / module["detail"]["path"]).resolve()
+            declared = parsed(target).get("parameters", {})
+            required = {p for p, spec in declared.items() if "default" not in spec or spec["default"] is None}
+            passed = set(resource_body(module)["params"])
+            where = f"{path.relative_to(ROOT)}: module {name}"
+            assert sorted(required - passed) == [], f"{where} misses parameters"
+            assert sorted(passed - set(declared)) == [], f"{where} passes parameters {target.name} does not declare"
+
+
+def test_every_module_output_used_is_declared():
+    for path in bicep_files():
+        text = path.read_text()
+        for name, module in parsed(path).get("modules", {}).items():
+            declared = set(parsed((path.parent / module["detail"]["path"]).resolve()).get("outputs", {}))
+            used = set(re.findall(rf"\b{name}(?:\[\w+\])?\.outputs\.(\w+)", text))
+            assert sorted(used - declared) == [], f"{path.relative_to(ROOT)} uses undeclared outputs of {name}"
