@@ -163,6 +163,17 @@ def test_the_bicep_values_are_accepted_by_the_code():
     assert settings.storage_connection is None and settings.hub.api_key is None and settings.ca_bundle is None
 
 
+def test_the_bicep_sets_the_codes_defaults():
+    """docs/deploy.md promises the code's defaults for every tuning setting: a default changed in the code
+    (a merge) shows up here instead of Azure quietly running the old one."""
+    import dataclasses
+    computed = {k: v for k, v in azure_env().items() if app_settings()[k] is None}
+    as_set, as_default = Settings.from_env(azure_env()), Settings.from_env(computed)
+    differ = [f"{f.name}: Bicep gives {getattr(as_set, f.name)!r}, the code's default is {getattr(as_default, f.name)!r}"
+              for f in dataclasses.fields(Settings) if getattr(as_set, f.name) != getattr(as_default, f.name)]
+    assert not differ, "infra/main.bicep differs from shared/config.py:\n" + "\n".join(differ)
+
+
 def test_every_trigger_setting_and_connection_is_set_with_the_managed_identity():
     bicep = app_settings()
     for binding in bindings():
