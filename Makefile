@@ -41,7 +41,7 @@ test-e2e: setup
 
 # infra/ and azure.yaml: Bicep parses, contract with the code, checkov, azure-functions-doctor (also in make test)
 test-infra: setup
-	$(PY) -m pytest -q tests/unit/test_infra_contract.py tests/unit/test_infra_tools.py
+	$(PY) -m pytest -q tests/unit/test_infra_settings.py tests/unit/test_infra_contract.py tests/unit/test_infra_tools.py
 
 bench: setup
 	$(PY) -m benchmarks

@@ -188,7 +188,7 @@ var identitySettings = {
 
 // Every setting the code reads in Azure (shared/config.py, the trigger bindings, telemetry, identity) and
 // nothing Flex forbids (no FUNCTIONS_WORKER_RUNTIME, WEBSITE_RUN_FROM_PACKAGE, ...). docs/deploy.md lists
-// each one; tests/unit/test_infra_contract.py checks both directions.
+// each one; tests/unit/test_infra_settings.py checks both directions.
 var appSettings = {
   AzureWebJobsStorage__credential: identitySettings.credential
   AzureWebJobsStorage__clientId: identitySettings.clientId

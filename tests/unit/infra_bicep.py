@@ -3,6 +3,7 @@ expressions the tests need resolved (string literals and `var.property` look-ups
 from __future__ import annotations
 
 import functools
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -74,3 +75,30 @@ def iso_duration_minutes(text: str) -> float:
         raise ValueError(f"not an ISO 8601 duration: {text!r}")
     d, h, mi, s = (int(g or 0) for g in m.groups())
     return d * 1440 + h * 60 + mi + s / 60
+
+
+SAMPLE = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+
+
+@functools.cache
+def functions() -> dict[str, list[dict]]:
+    """function name → its bindings, as the host indexes them."""
+    import function_app
+    function_app.app.functions_bindings = None   # the worker indexes once per process; others may have already
+    return {f.get_function_name(): [json.loads(b) for b in f.get_raw_bindings()]
+            for f in function_app.app.get_functions()}
+
+
+def bindings() -> list[dict]:
+    return [b for bs in functions().values() for b in bs]
+
+
+def azure_env() -> dict[str, str]:
+    """The environment the app gets in Azure: the Bicep's literal values, placeholders for the computed ones."""
+    env = {}
+    for name, value in app_settings().items():
+        if value is None:   # computed at deployment (an endpoint, an id): a value of the right shape
+            value = SAMPLE.get(name) or "https://placeholder.example/"
+        env[name] = str(value)
+    env["SPOKES_CONFIG"] = (INFRA / "spokes.json").read_text()
+    return env
