@@ -1,5 +1,6 @@
-"""Reading infra/ for the contract tests: the Bicep files as pycep-parser's JSON, plus the few Bicep
-expressions the tests need resolved (string literals and `var.property` look-ups)."""
+"""Reading infra/ for the infra tests: the Bicep files as pycep-parser's JSON, the few Bicep expressions the
+tests need resolved (string literals, variables, parameter defaults, `var.property`), and the app side of the
+contract (its trigger bindings, the environment the Bicep gives it)."""
 from __future__ import annotations
 
 import functools
