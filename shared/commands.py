@@ -8,7 +8,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from shared.command_checks import dataset_blob_name
+from shared.handling import PERMANENT
 from shared.messages import CloudEvent, command_name
+from shared.registry import RunNotFound
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +21,7 @@ def handle_command(event: CloudEvent, command: Any, deps: Any) -> None:
     name = command_name(event)
     log.info("command %s (message %s) for %s", name, event.id, event.subject or getattr(command, "blob", "?"))
     routes = {
-        "train": lambda: intake.start_run(_dataset_blob(command.blob, deps), deps, settings_override=command.settings,
+        "train": lambda: intake.start_run(dataset_blob_name(deps, command.blob), deps, settings_override=command.settings,
                                           actor=command.requested_by or "ftops.commands"),
         "cancel": lambda: training.cancel_run(command, deps),
         "pause": lambda: training.pause_run(command, deps),
@@ -29,10 +32,24 @@ def handle_command(event: CloudEvent, command: Any, deps: Any) -> None:
         "rollback": lambda: rollback.rollback(command, deps),
         "retire": lambda: rollback.retire(command, deps),
     }
-    routes[name]()   # parse_message only lets known command types through
+    try:
+        routes[name]()   # parse_message only lets known command types through
+    except PERMANENT as exc:
+        record_dead_letter(deps, event, name, command, exc)
+        raise   # settle dead-letters it with the same reason
 
 
-def _dataset_blob(path: str, deps: Any) -> str:
-    """`datasets/x.jsonl` or `x.jsonl` → the blob name inside the datasets container."""
-    prefix = f"{deps.settings.datasets_container}/"
-    return path[len(prefix):] if path.startswith(prefix) else path.lstrip("/")
+COMMANDS_PARTITION = "_commands"   # the audit trail of commands that name no run the registry has
+
+
+def record_dead_letter(deps: Any, event: CloudEvent, name: str, command: Any, exc: Exception) -> None:
+    """Make a refused command visible where people look: the run's audit trail (`ftops status RUN_ID`) and
+    an event on the topic, before the message goes to the dead-letter queue."""
+    from shared.events import publish
+    run_id = getattr(command, "run_id", None)
+    about = run_id if run_id and not isinstance(exc, RunNotFound) else COMMANDS_PARTITION
+    detail = {"command": name, "message_id": event.id, "run_id": run_id, "reason": type(exc).__name__,
+              "description": str(exc)[:500], "requested_by": getattr(command, "requested_by", None)}
+    # if this fails the message is retried (transient) and refused again: recorded, never silently lost
+    deps.registry.audit(about, "command_deadlettered", actor="ftops.commands", detail=detail)
+    publish(deps, about, "command_deadlettered", detail)

@@ -129,14 +129,21 @@ class Settings:
 
     def load_spokes_json(self) -> dict:
         """The spokes configuration as parsed JSON: inline JSON or a path to a file."""
-        raw = self.spokes_config
-        if not raw:
-            raise ConfigError("SPOKES_CONFIG must be set (inline JSON or a path to a JSON file)")
+        return load_spokes_json(self.spokes_config)
+
+
+def load_spokes_json(raw: str | None) -> dict:
+    """SPOKES_CONFIG (inline JSON or a path to a JSON file) parsed; ConfigError names what is wrong."""
+    if not raw:
+        raise ConfigError("SPOKES_CONFIG must be set (inline JSON or a path to a JSON file)")
+    try:
         text = raw if raw.lstrip().startswith("{") else Path(raw).read_text(encoding="utf-8")
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"SPOKES_CONFIG is not valid JSON: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"SPOKES_CONFIG: cannot read {raw}: {exc.strerror or exc}") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"SPOKES_CONFIG is not valid JSON: {exc}") from exc
 
 
 def _float(env: Mapping[str, str], key: str, default: float) -> float:

@@ -24,6 +24,8 @@ _TABLE = (
     # --- file and encoding
     Code("empty_file", "error", "The file has no examples (no non-blank line).",
          "Upload the real dataset; one JSON object per line."),
+    Code("not_jsonl", "error", "The file is not JSON Lines: CSV, TSV, compressed or binary (named in the "
+         "message).", "Convert it as the message says: one JSON object per line, UTF-8, uncompressed."),
     Code("utf16_encoding", "error", "The file is UTF-16 or UTF-32, not UTF-8.",
          "Re-save as UTF-8 (with or without BOM)."),
     Code("invalid_utf8", "error", "The line is not valid UTF-8.",

@@ -10,6 +10,7 @@ they matter (a `\\n` just before a number or address).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 
@@ -210,6 +211,50 @@ def scan(block: bytes) -> Iterator[tuple[int, str, str]]:
             found = _classify_digits(text)
             if found:
                 yield start, found[0], found[1]
+
+
+def scan_decoded(line: bytes) -> list[tuple[str, str]]:
+    """(code, message) for each finding in the strings of one JSON line as the service reads them:
+    `alice\\u0040contoso.com` is an e-mail address once decoded, though its raw bytes hold none."""
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError):
+        return []  # reported as invalid_json elsewhere
+    strings, stack = [], [obj]
+    while stack:  # iterative: no recursion on deep values
+        value = stack.pop()
+        if isinstance(value, str):
+            strings.append(value)
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    text = "\n".join(reversed(strings)).encode("utf-8", "surrogatepass")
+    return [(code, message) for _, code, message in scan(text)]
+
+
+def mask(text: str) -> str:
+    """`text` with every secret, e-mail address and personal number replaced by a masked form."""
+    raw = text.encode("utf-8", "surrogatepass")
+    out, last = [], 0
+    for m in _COMBINED.finditer(raw):
+        start, end = m.span()
+        found = m.group(0).decode("utf-8", "replace")
+        if m.lastindex == 1:
+            kind = next((k for k, p in _KIND if p.match(m.group(0))), "credential")
+            masked = _mask_secret(found, kind)
+        elif m.lastindex == 2:
+            masked = mask_email(found)
+        else:
+            masked = "*" * len(found)
+        out.append(raw[last:start].decode("utf-8", "replace"))
+        out.append(masked)
+        last = end
+    if not out:
+        return text
+    out.append(raw[last:].decode("utf-8", "replace"))
+    return "".join(out)
 
 
 def _mask_secret(text: str, kind: str) -> str:
