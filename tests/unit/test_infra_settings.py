@@ -93,10 +93,17 @@ def test_the_bicep_sets_the_codes_defaults():
     """docs/deploy.md promises the code's defaults for every tuning setting: a default changed in the code
     (a merge) shows up here instead of Azure quietly running the old one."""
     import dataclasses
+
+    def flat(obj, prefix=""):   # hub.api_version rather than two whole HubSettings in the message
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            yield from flat(value, f"{prefix}{f.name}.") if dataclasses.is_dataclass(value) else [
+                (prefix + f.name, value)]
+
     computed = {k: v for k, v in azure_env().items() if app_settings()[k] is None}
-    as_set, as_default = Settings.from_env(azure_env()), Settings.from_env(computed)
-    differ = [f"{f.name}: Bicep gives {getattr(as_set, f.name)!r}, the code's default is {getattr(as_default, f.name)!r}"
-              for f in dataclasses.fields(Settings) if getattr(as_set, f.name) != getattr(as_default, f.name)]
+    as_set, as_default = dict(flat(Settings.from_env(azure_env()))), dict(flat(Settings.from_env(computed)))
+    differ = [f"{name}: Bicep gives {value!r}, the code's default is {as_default[name]!r}"
+              for name, value in as_set.items() if value != as_default[name]]
     assert not differ, "infra/main.bicep differs from shared/config.py:\n" + "\n".join(differ)
 
 
