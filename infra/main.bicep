@@ -212,7 +212,7 @@ var appSettings = {
   HUB_ENDPOINT: newHub ? hub.outputs.endpoint : existingHub.properties.endpoint
   HUB_RESOURCE_ID: join(hubParts, '/')
   HUB_TENANT_ID: tenantId
-  HUB_API_VERSION: '2024-10-21'
+  HUB_API_VERSION: 'v1'
   ARM_ENDPOINT: environment().resourceManager
   SPOKES_CONFIG: string(spokes)
   DATASETS_CONTAINER: containers.datasets
@@ -232,6 +232,7 @@ var appSettings = {
   POLL_CONCURRENCY: '8'
   KEEPALIVE_CONCURRENCY: '16'
   SMOKE_TIMEOUT_SECONDS: '300'
+  RESULTS_WAIT_SECONDS: '900'
   HOSTING_PRICES: ''
 }
 
