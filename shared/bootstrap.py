@@ -100,7 +100,9 @@ class Deps:
                 if self.settings.ca_bundle:
                     kwargs["connection_verify"] = self.settings.ca_bundle
                 if auxiliary_tenants:
-                    aux = [self.credential(tenant_id=t) for t in auxiliary_tenants]
+                    # ARM takes auxiliary tokens only from the same app as the primary one: the spoke's
+                    # multi-tenant app, signed in to the hub's tenant (infra/scripts/cross-tenant-app.sh).
+                    aux = [self.credential(tenant_id=t, client_id=client_id) for t in auxiliary_tenants]
                     kwargs["per_call_policies"] = [AuxiliaryAuthenticationPolicy(aux, ARM_SCOPE)]
                 cred = self.credential(tenant_id=tenant_id, client_id=client_id)
                 self._cache[key] = CognitiveServicesManagementClient(cred, subscription, **kwargs)

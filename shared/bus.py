@@ -17,6 +17,16 @@ log = logging.getLogger(__name__)
 
 DEADLETTER_SUFFIX = "-deadletter"
 
+# What the handlers rely on from every Service Bus queue. infra/modules/messaging.bicep creates the queues
+# with exactly this (tests/unit/test_infra_contract.py compares them) and the dev host imitates it.
+SERVICE_BUS_QUEUE_CONTRACT = {
+    "requiresDuplicateDetection": True,   # MessageId = CloudEvent id: a resend after a crash is dropped
+    "maxDeliveryCount": 10,               # abandoned (transient) failures are retried this often, then dead-lettered
+    "requiresSession": False,             # the triggers are plain queue receivers, no sessions
+}
+# A crash between sending and settling resends within a lock duration or two; the window must cover that.
+MIN_DUPLICATE_DETECTION_WINDOW = timedelta(minutes=10)
+
 
 class Publisher(Protocol):
     def send(self, queue: str, event: CloudEvent, *, delay_seconds: float = 0) -> None:

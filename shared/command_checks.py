@@ -8,6 +8,7 @@ from typing import Any
 
 from shared import states
 from shared.handling import PermanentError
+from shared.hub_api import HubSurface, UnsupportedOnSurface
 from shared.registry import RunRecord
 from shared.run_settings import RunSettings, RunSettingsError, parse_run_settings
 
@@ -25,10 +26,14 @@ def cancel_needed(run: RunRecord) -> bool:
     return True
 
 
-def check_job_action(run: RunRecord, action: str) -> None:
-    """pause / resume: only a training run's job."""
+def check_job_action(run: RunRecord, action: str, hub_api: HubSurface) -> None:
+    """pause / resume: only a training run's job, and only on a hub API that has the path."""
     if run.state != states.TRAINING or not run.job_id:
         raise PermanentError(f"run {run.run_id} is {run.state}: only a training run's job can be {action}d")
+    try:
+        hub_api.require_pause_resume(action)
+    except UnsupportedOnSurface as exc:
+        raise PermanentError(f"run {run.run_id}: cannot {action} job {run.job_id}: {exc}") from exc
 
 
 def retrain_settings(run: RunRecord, changes: dict[str, Any]) -> tuple[RunSettings, bool]:

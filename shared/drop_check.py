@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
+from shared.hub_api import HubSurface, UnsupportedOnSurface
 from shared.run_settings import RunSettings, RunSettingsError, parse_run_settings
 from shared.splitting import Prepared, spool_split
 from shared.validation import DatasetReport, Finding, ValidationOptions, validate_dataset
@@ -42,9 +43,10 @@ class DropCheck:
 
 def check_drop(drop: DropFiles, *, default_base_model: str, environments: list[str] | None,
                override: dict[str, Any] | None = None, override_source: str = "train command settings",
-               outputs: Mapping[str, IO[bytes]] | None = None) -> DropCheck:
+               outputs: Mapping[str, IO[bytes]] | None = None, hub_api: HubSurface | None = None) -> DropCheck:
     """`environments`: the configured ones (None: not known here, not checked). `outputs`: where the
-    split is written (intake uploads it); by default it is only counted."""
+    split is written (intake uploads it); by default it is only counted. `hub_api`: the configured hub
+    API surface, whose methods the run's method must be among (None: not checked)."""
     problems: list[Finding] = []
     settings = _settings(drop, default_base_model, environments, override, override_source, problems)
     problems += drop.problems
@@ -60,6 +62,12 @@ def check_drop(drop: DropFiles, *, default_base_model: str, environments: list[s
     report.method_source = "detected" if detect else "settings"
     if detect and report.method:
         settings = _with_method(settings, report.method, drop, report)
+    if hub_api is not None and settings is not None and settings.method not in hub_api.methods:
+        try:
+            hub_api.require_method(settings.method)
+        except UnsupportedOnSurface as exc:   # refused here, before any upload or job
+            report = dataclasses.replace(report, valid=False, errors=[
+                *report.errors, Finding(line=None, code="method_not_on_hub_api", message=str(exc))])
     if not report.valid or settings is None:
         return DropCheck(report, settings, None)
     prepared = spool_split(drop.data, settings, outputs)

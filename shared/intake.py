@@ -23,6 +23,7 @@ from shared import states
 from shared.drop_check import DropFiles, check_drop
 from shared.events import advance
 from shared.handling import PermanentError
+from shared.hub_api import surface
 from shared.messages import TrainRequest, envelope
 from shared.registry import RunRecord
 from shared.splitting import spool_files, upload_split
@@ -103,7 +104,7 @@ def _intake(run_id: str, drop: Drop, deps: Any, settings_override: dict[str, Any
                                        names=files, run_json=run_json, problems=tuple(problems)),
                              default_base_model=deps.settings.default_base_model,
                              environments=_configured_environments(deps), override=settings_override,
-                             outputs=outputs)
+                             outputs=outputs, hub_api=surface(deps.settings.hub.api_version))
         report, settings, prepared = checked.report, checked.settings, checked.prepared
         _write_reports(deps, run_id, drop, report)
         if not report.valid or prepared is None or settings is None:

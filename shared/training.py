@@ -261,14 +261,12 @@ def resume_run(command: RunCommand, deps: Any, *, hub: Hub | None = None) -> Non
 
 def _job_action(command: RunCommand, deps: Any, action: str, hub: Hub | None) -> None:
     run = deps.registry.require_run(command.run_id)
-    check_job_action(run, action)
     hub = hub or Hub.from_deps(deps)
+    check_job_action(run, action, hub.surface)
     try:
         job = hub.pause(run.job_id) if action == "pause" else hub.resume(run.job_id)
     except HubNotFound as exc:
         raise PermanentError(f"run {run.run_id}: job {run.job_id} is not on the hub ({exc})") from exc
-    except HubUnsupported as exc:   # refused here, before calling: the configured API has no such path
-        raise PermanentError(f"run {run.run_id}: cannot {action} job {run.job_id}: {exc}") from exc
     except HubPermanentError as exc:
         raise PermanentError(f"run {run.run_id}: the hub refused to {action} job {run.job_id}: {exc}") from exc
     note_unknown_status(run.run_id, run.job_id, job.status)

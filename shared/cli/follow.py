@@ -15,6 +15,7 @@ from typing import Any
 from shared import states
 from shared.cli.errors import UsageError
 from shared.handling import PERMANENT
+from shared.hub_api import surface
 from shared.messages import CloudEvent
 
 BUS_COMMANDS = ("train", "cancel", "pause", "resume", "retrain")
@@ -48,7 +49,7 @@ def precheck(deps: Any, event: CloudEvent) -> Expectation:
             if name == "cancel" and not checks.cancel_needed(run):
                 raise UsageError(f"run {run_id} is already cancelled")
             if name in ("pause", "resume"):
-                checks.check_job_action(run, name)
+                checks.check_job_action(run, name, surface(deps.settings.hub.api_version))
             if name == "retrain" and not checks.retrain_settings(run, data.get("settings") or {})[1]:
                 raise UsageError(f"run {run_id}: a retrain with these settings is already under way")
     except PERMANENT as exc:

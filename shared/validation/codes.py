@@ -51,6 +51,8 @@ _TABLE = (
          "Use one of the models listed in docs/validation.md."),
     Code("method_not_supported", "error", "The base model does not support this fine-tuning method.",
          "Choose a model that supports the method (see the model table)."),
+    Code("method_not_on_hub_api", "error", "The hub API ftops is configured for (HUB_API_VERSION) lacks this method.",
+         "Use HUB_API_VERSION=v1 (every method), or a method the configured version has."),
     Code("too_few_examples", "error", "Fewer than 10 examples in the training file.",
          "Provide at least 10 examples (50-100 well-made ones is the usual start)."),
     Code("job_too_large", "error", "Billed tokens (tokens x epochs) exceed the 2 billion per-job limit.",
