@@ -278,6 +278,9 @@ def retrain_run(command: RetrainCommand, deps: Any) -> None:
     except RunSettingsError as exc:
         raise PermanentError(str(exc)) from exc
     new_settings = settings.model_dump(mode="json")
+    if "owner" in command.settings and command.settings["owner"] != (run.settings or {}).get("owner"):
+        # the owner is who four eyes are checked against: a command must not swap it for the approver
+        raise PermanentError(f"run {run.run_id}: retrain cannot change the owner; drop a new run instead")
     if run.state in CANCELLABLE:
         if run.settings == new_settings and run.state != states.ACCEPTED:
             log.info("run %s: retrain with these settings is already under way", run.run_id)
@@ -290,7 +293,8 @@ def retrain_run(command: RetrainCommand, deps: Any) -> None:
                   detail={"retrain": True, "settings": command.settings, "previous_job_id": run.job_id},
                   settings=new_settings, job_id=None, job_key=None, job_status=None, hub_files={},
                   fine_tuned_model=None, trained_tokens=None, events_cursor=None, checkpoints=[], metrics=None,
-                  evaluation=None, chosen_model=None, error=None)
+                  evaluation=None, chosen_model=None, error=None,
+                  approvals={})   # an approval was for the old model: the new one is approved afresh
     suffix = hashlib.sha256(f"{run.etag}".encode()).hexdigest()[:10]
     event = envelope(TrainRequest(run_id=run.run_id), message_id=f"train-{run.run_id}-r{suffix}")
     deps.publisher.send(deps.settings.train_queue, event)
