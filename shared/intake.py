@@ -25,8 +25,10 @@ from shared.events import advance
 from shared.handling import PermanentError
 from shared.messages import TrainRequest, envelope
 from shared.registry import RunRecord
+from shared.run_rules import effective_environments, environment_problems
 from shared.run_settings import RunSettings, RunSettingsError, parse_run_settings
 from shared.splitting import split_dataset
+from shared.topology import load_topology
 
 log = logging.getLogger(__name__)
 ACTOR = "ftops.intake"
@@ -112,7 +114,7 @@ def _intake(run_id: str, drop: Drop, deps: Any, settings_override: dict[str, Any
     if prepared is None or prepared.problem:
         _reject(deps, run_id, drop, files, report)
         return
-    environments = settings.environments or _configured_environments(deps)
+    environments = effective_environments(settings, load_topology(deps.settings))
     advance(deps, run_id, states.ACCEPTED, actor=ACTOR,
             detail={"examples": report.examples, "method": report.method, "split": prepared.counts},
             # the deployment name is fixed now, from the drop's name: a re-upload replaces its model in place
@@ -141,10 +143,9 @@ def _run_settings(drop: Drop, deps: Any, override: dict[str, Any] | None, proble
     except RunSettingsError as exc:
         problems.extend(Finding(line=None, code="invalid_settings", message=p, file="run.json") for p in exc.problems)
         return None
-    unknown = [e for e in (settings.environments or []) if e not in _configured_environments(deps)]
-    if unknown:
-        problems.append(Finding(line=None, code="invalid_settings", file="run.json",
-                                message=f"environments: {', '.join(unknown)} not configured in SPOKES_CONFIG"))
+    wrong = environment_problems(settings, load_topology(deps.settings))
+    if wrong:
+        problems.extend(Finding(line=None, code="invalid_settings", file="run.json", message=p) for p in wrong)
         return None
     return settings
 
@@ -231,10 +232,6 @@ def quarantine(deps: Any, run_id: str, drop: Drop, files: dict[str, str]) -> lis
         body = reports.get_blob_client(f"{run_id}/{leaf}").download_blob().readall()
         target.upload_blob(f"{run_id}/{leaf}", body, overwrite=True)
     return moved
-
-
-def _configured_environments(deps: Any) -> list[str]:
-    return [env["name"] for env in deps.settings.load_spokes_json().get("environments", [])]
 
 
 def _summary(report: Any, counts: dict[str, int] | None) -> dict[str, Any]:

@@ -84,7 +84,7 @@ def discover(app: Any, env: Mapping[str, str]) -> list[Trigger]:
         elif kind == "httpTrigger":
             triggers.append(Trigger(name, "http", arg, user_function, binding,
                                     route=route_pattern(binding.get("route") or name),
-                                    methods=tuple(m.upper() for m in binding.get("methods") or ("GET", "POST"))))
+                                    methods=tuple(str(getattr(m, "value", m)).upper() for m in binding.get("methods") or ("GET", "POST"))))
         else:
             raise TriggerError(f"function {name}: trigger type {kind!r} is not served by the dev host")
     return triggers
