@@ -42,7 +42,7 @@ def _refuse_operator_action(event: CloudEvent, command: Any, deps: Any, name: st
     claimed = getattr(command, "approver", None) or getattr(command, "requested_by", None)
     reason = (f"{name} is not accepted on the commands queue: a message cannot prove who sent it. Use the "
               f"operator API (`ftops {name}`, signed in with Entra ID)")
-    run_id = getattr(command, "run_id", None) or event.subject
+    run_id = getattr(command, "run_id", None) or event.subject or "_operator"   # the API's partition for runless
     if run_id:
         deps.registry.audit(run_id, f"{name}.refused", actor=f"unverified: {claimed or 'unnamed sender'}",
                             detail={"reason": reason, "channel": "servicebus", "message_id": event.id,

@@ -21,7 +21,8 @@ from shared.access import OPERATOR_ROLE, AccessDenied, Caller, TokenVerifier, re
 from shared.config import ConfigError
 from shared.handling import PermanentError
 from shared.messages import RollbackCommand, RunCommand
-from shared.registry import InvalidTransition, RunNotFound
+from shared.registry import ConcurrencyError, InvalidTransition, RunNotFound
+from shared.spokes import NotManagedByFtops, SpokeError
 
 log = logging.getLogger(__name__)
 MAX_BODY = 16 * 1024     # a decision is a few fields; anything bigger is refused unread
@@ -96,6 +97,12 @@ def handle(action: str, *, authorization: str | None, params: dict[str, str], bo
         who = caller.describe() if caller else {}
         _audit_refusal(deps, run_id, action, 409, str(exc), who, params)
         return _error(409, str(exc))
+    except NotManagedByFtops as exc:
+        _audit_refusal(deps, run_id, action, 409, str(exc), caller.describe() if caller else {}, params)
+        return _error(409, str(exc))
+    except (SpokeError, ConcurrencyError) as exc:   # transient: nothing was left half-done; the caller retries
+        log.warning("operator API %s (run %s) failed for now: %s", action, run_id, exc)
+        return _error(503, f"not done, try again: {exc}")
     except RunNotFound as exc:
         return _error(404, str(exc))
     except _BadRequest as exc:

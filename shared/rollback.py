@@ -99,6 +99,8 @@ def retire(command: RunCommand, deps: Any) -> None:
         try:
             existed = spokes.delete(deps, _target_of(topology, slot), slot.deployment)
             return {"slot": slot.slot, "ok": True, "existed": existed}
+        except spokes.NotManagedByFtops as exc:   # someone else's deployment now: never deleted, never retried
+            return {"slot": slot.slot, "ok": False, "error": str(exc), "foreign": True}
         except Exception as exc:  # noqa: BLE001 (per-target outcome, reported)
             return {"slot": slot.slot, "ok": False, "error": str(exc)}
 
@@ -107,6 +109,8 @@ def retire(command: RunCommand, deps: Any) -> None:
         if result["ok"]:
             deps.registry.update_deployment(slot, state="retired")
     failed = [r for r in results if not r["ok"]]
+    if any(r.get("foreign") for r in failed):
+        raise spokes.NotManagedByFtops(f"retire {run.run_id}: " + "; ".join(r["error"] for r in failed if r.get("foreign")))
     if failed:   # transient: deletes are idempotent, the retry finishes the rest
         raise spokes.SpokeError(f"retire {run.run_id}: " + "; ".join(f"{r['slot']}: {r['error']}" for r in failed))
     advance(deps, run.run_id, states.RETIRED, actor=command.requested_by or ACTOR,

@@ -133,8 +133,9 @@ def wait_until_done(stack: Any, deps: Any, sources: set[str], *, deadline: float
         progress.show(runs, deployments)
         for run in runs:
             kind, env = states.split(run.state)
-            if kind == "awaiting_approval" and env and (run.run_id, env) not in approved:
-                approve(stack, run.run_id, env)
+            # approve() is False when the API could not answer (the dev host restarting): look again next time
+            if kind == "awaiting_approval" and env and (run.run_id, env) not in approved \
+                    and approve(stack, run.run_id, env):
                 approved.add((run.run_id, env))
         if _done(runs, deployments, sources):
             return True
@@ -150,22 +151,26 @@ def _done(runs: list[Any], deployments: list[Any], sources: set[str]) -> bool:
     return all(d.last_ping for d in deployments if d.run_id in deployed and d.state == "active")
 
 
-def approve(stack: Any, run_id: str, environment: str) -> None:
+def approve(stack: Any, run_id: str, environment: str) -> bool:
     """What an operator does with `ftops approve`: signed in (here: the emulator's identity provider), the
-    operator API approves the model the run holds now. A refusal (e.g. the run has no owner) is shown."""
+    operator API approves the model the run holds now. A refusal (e.g. four eyes) is shown and the run is
+    rejected, so it ends; False when the API could not answer now (try again)."""
     from shared.cli.operator_client import ApiError, local_client
     client = local_client(stack.api_url, stack.env, DEMO_APPROVER)
     try:
         answer = client.approve(run_id, environment, ticket=DEMO_TICKET, comment="approved by ftops demo")
     except ApiError as exc:
+        if exc.status == 0 or exc.status >= 500:
+            return False
         say(f"run {run_id}: approval of {environment} refused ({exc.status}): {exc.message}")
         with contextlib.suppress(ApiError):   # end the run instead of leaving it waiting for a person
             client.call("POST", f"runs/{run_id}/reject", {"environment": environment, "ticket": DEMO_TICKET,
                                                           "reason": f"the demo's approval was refused: {exc.message}"})
-        return
+        return True
     a = answer["approved"]
     say(f"run {run_id}: approved {a['model']} into {environment} through the operator API as {a['approver_name']} "
         f"({a['approver_oid']}, ticket {DEMO_TICKET})")
+    return True
 
 
 class _Progress:

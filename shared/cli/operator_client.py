@@ -37,7 +37,10 @@ class OperatorClient:
     ca_bundle: str | None = None
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        token = self.credential.get_token(self.scope).token
+        try:
+            token = self.credential.get_token(self.scope).token
+        except OSError as exc:   # the identity provider is unreachable (the sign-in itself failing raises as is)
+            raise ApiError(0, f"cannot get a token for {self.scope}: {exc}") from None
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(f"{self.api_url.rstrip('/')}/{path.lstrip('/')}", data=data, method=method,
                                          headers={"Authorization": f"Bearer {token}",
