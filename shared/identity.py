@@ -73,7 +73,10 @@ class LocalUserCredential:
             with urllib.request.urlopen(request, context=context, timeout=15) as answer:
                 body = json.loads(answer.read())
         except urllib.error.HTTPError as exc:
-            detail = json.loads(exc.read() or b"{}").get("error_description", exc.reason)
+            try:
+                detail = json.loads(exc.read()).get("error_description", exc.reason)
+            except ValueError:
+                detail = f"{exc.code} {exc.reason}"
             from azure.core.exceptions import ClientAuthenticationError
             raise ClientAuthenticationError(f"sign-in as {self.username} failed: {detail}") from None
         return AccessToken(body["access_token"], int(time.time()) + int(body.get("expires_in", 3600)))

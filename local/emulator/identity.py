@@ -100,7 +100,7 @@ def _idp(request: Request) -> IdentityProvider:
 
 
 def _aad_error(status: int, error: str, code: str, text: str) -> Response:
-    return JSONResponse({"error": error, "error_description": f"{code}: {text}", "error_codes": [int(code[5:])]},
+    return JSONResponse({"error": error, "error_description": f"{code}: {text}", "error_codes": [int(code.removeprefix("AADSTS"))]},
                         status_code=status)
 
 
