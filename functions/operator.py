@@ -37,6 +37,11 @@ def operator_reject(req: func.HttpRequest) -> func.HttpResponse:
     return _answer("reject", req)
 
 
+@bp.route(route="runs/{run_id}/retrain", methods=["POST"], auth_level=ANONYMOUS)
+def operator_retrain(req: func.HttpRequest) -> func.HttpResponse:
+    return _answer("retrain", req)
+
+
 @bp.route(route="runs/{run_id}/retire", methods=["POST"], auth_level=ANONYMOUS)
 def operator_retire(req: func.HttpRequest) -> func.HttpResponse:
     return _answer("retire", req)

@@ -123,6 +123,8 @@ def evidence_problem(run: RunRecord, env: Environment, approval: dict[str, Any])
         return f"run {run.run_id} names no owner; every run that reaches {env.name!r} must name one (four eyes)"
     if owner.strip().lower() == approver.lower():
         return f"{approver} owns run {run.run_id} and cannot approve it (four eyes)"
+    if run.started_by and run.started_by.lower() == approver.lower():
+        return f"{approver} retrained run {run.run_id} (this model) and cannot approve it (four eyes)"
     if not str(approval.get("ticket") or "").strip():
         return f"the approval of {env.name!r} names no ticket"
     return None

@@ -1,5 +1,6 @@
-"""The operator API: privileged actions (approve, reject, rollback, retire) and reads (runs, one run with
-its audit trail and report links), each for a caller whose Entra ID token the app verified.
+"""The operator API: privileged actions (approve, reject, rollback, retire; and retrain, so that who
+started a model is known for four eyes) and reads (runs, one run with its audit trail and report links),
+each for a caller whose Entra ID token the app verified.
 
 Framework-free: `functions/operator.py` adapts HTTP triggers to `handle(action, …)`. Every refusal (401,
 403, 409) is written to the audit trail with who tried (verified, or what an unverifiable token claimed)
@@ -16,11 +17,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared import approvals, rollback
+from shared import approvals, rollback, training
 from shared.access import OPERATOR_ROLE, AccessDenied, Caller, TokenVerifier, require_any
 from shared.config import ConfigError
 from shared.handling import PermanentError
-from shared.messages import RollbackCommand, RunCommand
+from shared.messages import RetrainCommand, RollbackCommand, RunCommand
 from shared.registry import ConcurrencyError, InvalidTransition, RunNotFound
 from shared.spokes import NotManagedByFtops, SpokeError
 
@@ -61,6 +62,10 @@ class RollbackBody(_Body):
     run_id: str | None = Field(None, max_length=200)
     deployment: str | None = Field(None, max_length=64)
     reason: str | None = Field(None, max_length=1000)
+
+
+class RetrainBody(_Body):
+    settings: dict[str, Any] = Field(default_factory=dict, description="run settings over the run's own")
 
 
 class RetireBody(_Body):
@@ -154,6 +159,15 @@ def rollback_environment(caller: Caller, params: dict[str, str], body: bytes, de
     return ApiResponse(200, {"rolled_back": params["environment"], "run_id": request.run_id})
 
 
+def retrain(caller: Caller, params: dict[str, str], body: bytes, deps: Any) -> ApiResponse:
+    """A retrain whose requester is known: they are recorded and cannot approve the model it makes."""
+    require_any(caller, [OPERATOR_ROLE], "retrain")
+    request = _parse(RetrainBody, body)
+    training.retrain_run(RetrainCommand(run_id=params["run_id"], settings=request.settings,
+                                        requested_by=caller.actor), deps, started_by=caller.oid)
+    return ApiResponse(202, {"retraining": params["run_id"], "started_by": caller.describe()})
+
+
 def retire_run(caller: Caller, params: dict[str, str], body: bytes, deps: Any) -> ApiResponse:
     require_any(caller, [OPERATOR_ROLE], "retire")
     request = _parse(RetireBody, body)
@@ -163,7 +177,7 @@ def retire_run(caller: Caller, params: dict[str, str], body: bytes, deps: Any) -
 
 ACTIONS: dict[str, Callable[[Caller, dict[str, str], bytes, Any], ApiResponse]] = {
     "list_runs": list_runs, "get_run": get_run, "approve": approve, "reject": reject,
-    "rollback": rollback_environment, "retire": retire_run,
+    "rollback": rollback_environment, "retire": retire_run, "retrain": retrain,
 }
 
 

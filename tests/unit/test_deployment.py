@@ -533,3 +533,32 @@ def test_cross_tenant_and_cross_subscription_model_bodies(world: Any) -> None:
     assert same_tenant == {"format": "OpenAI", "name": MODEL, "version": "1", "source": hub.resource_id}
     assert other_tenant == {"format": "OpenAI", "name": MODEL, "version": "1", "sourceAccount": hub.resource_id}
     assert json.dumps(other_tenant)
+
+
+class FixedVerifier:
+    """Stands in for the token check (covered against the running stack): the caller it was given."""
+
+    def __init__(self, who: Caller) -> None:
+        self.who = who
+
+    def verify(self, authorization: str | None) -> Caller:
+        return self.who
+
+
+def test_who_retrains_through_the_api_cannot_approve_the_model_it_makes(world: Any) -> None:
+    from shared.operator_api import handle
+    deps, _ = world
+    add_run(deps, state="deployed:prod")
+    deps.registry.runs["run-1"].approvals = {"prod": {"model": MODEL, "approver_oid": APPROVER}}
+    operator = FixedVerifier(caller(roles=("Operator", "Approver.prod")))
+    answer = handle("retrain", authorization="Bearer t", params={"run_id": "run-1"}, deps=deps, verifier=operator,
+                    body=json.dumps({"settings": {"hyperparameters": {"n_epochs": 2}}}).encode())
+    assert answer.status == 202, answer.body
+    run = deps.registry.runs["run-1"]
+    assert (run.state, run.started_by, run.approvals) == ("uploading", APPROVER, {})
+    run.state, run.chosen_model = "awaiting_approval:prod", "gpt-4.1-mini-2025-04-14.ft-retrained"   # trained again
+    answer = handle("approve", authorization="Bearer t", params={"run_id": "run-1"}, deps=deps, verifier=operator,
+                    body=json.dumps({"environment": "prod", "ticket": "T", "model": run.chosen_model}).encode())
+    assert answer.status == 403 and "retrained run run-1" in answer.body["error"]["message"]
+    refused = [a for a in deps.registry.audits if a["action"] == "api.approve.refused"]
+    assert refused and refused[0]["actor"] == f"Someone <{APPROVER}>" and not deps.registry.runs["run-1"].approvals
