@@ -131,7 +131,12 @@ def get_run(caller: Caller, params: dict[str, str], body: bytes, deps: Any) -> A
             "validation": run.validation, "evaluation": run.evaluation, "error": run.error,
             "approvals": run.approvals, "candidate": approvals.candidate(deps, run),
             "deployments": [vars(d) | {"etag": None} for d in deps.registry.list_deployments(run_id=run.run_id)],
-            "audit": deps.registry.audit_trail(run.run_id), "reports": _reports(deps, run.run_id)}
+            "audit": deps.registry.audit_trail(run.run_id), "reports": _reports(deps, run.run_id),
+            # what this caller may do here (a console shows only these; the API still decides on each call)
+            "caller": {**caller.describe(), "roles": sorted(caller.roles),
+                       "may_approve": sorted(r.removeprefix("Approver.") for r in caller.roles
+                                             if r.startswith("Approver.")),
+                       "may_operate": caller.has(OPERATOR_ROLE)}}
     return ApiResponse(200, view)
 
 

@@ -167,6 +167,7 @@ def test_reads_show_the_run_with_its_audit_trail_to_readers_only(stack: Any) -> 
     status, view = call(stack, "GET", f"runs/{run_id}", signed_in(stack, "demo-reader@contoso.example"))
     assert status == 200 and view["state"] == "awaiting_approval:prod" and view["audit"][0]["action"] == "run.created"
     assert "reports" in view and view["candidate"]["dataset_hash"] == "sha256:d1"
+    assert view["caller"]["may_approve"] == [] and view["caller"]["oid"] == USERS["demo-reader@contoso.example"].oid
     status, listed = call(stack, "GET", "runs", signed_in(stack))
     assert status == 200 and run_id in {r["run_id"] for r in listed["runs"]}
     status, _ = call(stack, "GET", "runs", token(stack, roles=[]))
