@@ -96,10 +96,11 @@ class TokenVerifier:
     """Verifies bearer tokens against the tenant's published keys (fetched once, refreshed by PyJWKClient
     when a token names a key it has not seen: Entra ID rolls its keys)."""
 
-    def __init__(self, settings: AccessSettings) -> None:
+    def __init__(self, settings: AccessSettings, *, keys: Any = None) -> None:
+        """`keys`: a PyJWKClient-like key source (tests); by default the tenant's, found by discovery."""
         self.settings = settings
         self._ssl = ssl.create_default_context(cafile=settings.ca_bundle) if settings.ca_bundle else None
-        self._jwks: jwt.PyJWKClient | None = None
+        self._jwks: Any = keys
         self._lock = threading.Lock()
 
     def verify(self, authorization: str | None) -> Caller:
@@ -129,7 +130,7 @@ class TokenVerifier:
         return Caller(oid=str(claims["oid"]), tenant=str(claims["tid"]), name=_short(claims.get("name")) or "",
                       roles=frozenset(str(r) for r in roles))
 
-    def _keys(self) -> jwt.PyJWKClient:
+    def _keys(self) -> Any:
         with self._lock:
             if self._jwks is None:
                 document = self._discovery()
