@@ -74,11 +74,16 @@ class OperatorClient:
 def local_client(api_url: str, env: Mapping[str, str], username: str = DEMO_OPERATOR) -> OperatorClient:
     """A client signed in as a demo user through the emulator's identity provider (one machine only)."""
     from shared.identity import LocalUserCredential
-    audience = env["OPERATOR_API_AUDIENCE"].split(",")[0].strip()
     credential = LocalUserCredential(env["OPERATOR_AUTHORITY"], env["OPERATOR_TENANT_ID"], username,
                                      env.get("FTOPS_OPERATOR_PASSWORD", LOCAL_DEMO_PASSWORD),
                                      ca_bundle=env.get("FTOPS_CA_BUNDLE") or None)
-    return OperatorClient(api_url, credential, f"api://{audience}/.default")
+    return OperatorClient(api_url, credential, scope_for(env["OPERATOR_API_AUDIENCE"]))
+
+
+def scope_for(audience: str) -> str:
+    """The `.default` scope of the API named by its client id or App ID URI (the first, if several)."""
+    first = audience.split(",")[0].strip()
+    return f"{first if '://' in first else f'api://{first}'}/.default"
 
 
 def client_from_env(env: Mapping[str, str] | None = None) -> OperatorClient:
@@ -91,7 +96,7 @@ def client_from_env(env: Mapping[str, str] | None = None) -> OperatorClient:
             if not env.get(key):
                 raise ConfigError(f"{key} must be set (the local stack's identity provider)")
         return local_client(api_url, env, env.get("FTOPS_OPERATOR", DEMO_OPERATOR))
-    scope = env.get("OPERATOR_API_SCOPE") or (f"api://{env['OPERATOR_API_AUDIENCE'].split(',')[0].strip()}/.default"
+    scope = env.get("OPERATOR_API_SCOPE") or (scope_for(env["OPERATOR_API_AUDIENCE"])
                                               if env.get("OPERATOR_API_AUDIENCE") else None)
     if not scope:
         raise ConfigError("OPERATOR_API_SCOPE (api://<operator API client id>/.default) must be set")

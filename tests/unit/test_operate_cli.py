@@ -68,6 +68,12 @@ def test_without_an_api_url_the_setting_to_set_is_named() -> None:
         client_from_env({"FTOPS_API_URL": "https://app.example/api"})
 
 
+def test_the_scope_is_the_apis_default_scope_whether_named_by_client_id_or_app_id_uri() -> None:
+    from shared.cli.operator_client import scope_for
+    assert scope_for("c0ffee00-0000-4000-8000-00000000f7a9") == "api://c0ffee00-0000-4000-8000-00000000f7a9/.default"
+    assert scope_for("api://ftops, c0ffee00") == "api://ftops/.default"
+
+
 def test_the_approver_cannot_be_named_on_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["approve", "r1", "--env", "prod", "--ticket", "T", "--approver", "boss@contoso.example"]) == 2
     assert "--approver" in capsys.readouterr().err
