@@ -95,8 +95,13 @@ def handle(action: str, *, authorization: str | None, params: dict[str, str], bo
         caller = verifier.verify(authorization)
         return ACTIONS[action](caller, params, body, deps)
     except AccessDenied as exc:
-        if exc.status in (401, 403):
+        # a request naming no run and carrying no token at all is logged, not written: anonymous traffic
+        # must not be able to grow the audit table
+        anonymous = run_id is None and not exc.claims and exc.caller is None and exc.status == 401
+        if exc.status in (401, 403) and not anonymous:
             _audit_refusal(deps, run_id, action, exc.status, exc.reason, exc.who(), params)
+        elif anonymous:
+            log.warning("operator API refused %s: %s (no token)", action, exc.reason)
         return _error(exc.status, exc.reason)
     except (approvals.Refused, PermanentError, InvalidTransition) as exc:
         who = caller.describe() if caller else {}
