@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from shared import approvals, rollback, training
 from shared.access import OPERATOR_ROLE, AccessDenied, Caller, TokenVerifier, require_any
 from shared.config import ConfigError
+from shared.events import publish
 from shared.handling import PermanentError
 from shared.messages import RetrainCommand, RollbackCommand, RunCommand
 from shared.registry import ConcurrencyError, InvalidTransition, RunNotFound
@@ -235,6 +236,9 @@ def _audit_refusal(deps: Any, run_id: str | None, action: str, status: int, reas
     try:
         deps.registry.audit(run_id or OPERATOR_PARTITION, f"api.{action}.refused", actor=actor,
                             detail={"status": status, "reason": reason, "who": who, "params": params})
+        if run_id and action in ("approve", "reject"):   # other systems hear of refused decisions too
+            publish(deps, run_id, "approval_refused", {"action": action, "status": status, "reason": reason,
+                                                       "who": who})
     except Exception:
         log.exception("could not audit a refused %s (run %s)", action, run_id)
     log.warning("operator API refused %s (run %s) for %s: %s %s", action, run_id, actor, status, reason)

@@ -562,3 +562,4 @@ def test_who_retrains_through_the_api_cannot_approve_the_model_it_makes(world: A
     assert answer.status == 403 and "retrained run run-1" in answer.body["error"]["message"]
     refused = [a for a in deps.registry.audits if a["action"] == "api.approve.refused"]
     assert refused and refused[0]["actor"] == f"Someone <{APPROVER}>" and not deps.registry.runs["run-1"].approvals
+    assert "ftops.run.approval_refused" in deps.publisher.types()
