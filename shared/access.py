@@ -60,6 +60,7 @@ class Caller:
     tenant: str
     name: str = ""
     roles: frozenset[str] = field(default_factory=frozenset)
+    person: bool = True   # a delegated (user) token: it has `scp`; an app-only token has roles but no scp
 
     def has(self, role: str) -> bool:
         return role in self.roles
@@ -128,7 +129,7 @@ class TokenVerifier:
         if not isinstance(roles, list):
             raise AccessDenied(401, "the token's roles claim is not a list", claims=unverified)
         return Caller(oid=str(claims["oid"]), tenant=str(claims["tid"]), name=_short(claims.get("name")) or "",
-                      roles=frozenset(str(r) for r in roles))
+                      roles=frozenset(str(r) for r in roles), person=bool(claims.get("scp")))
 
     def _keys(self) -> Any:
         with self._lock:

@@ -167,6 +167,9 @@ def send_deploy(deps: Any, run_id: str, environment: str, *, model: str | None =
 
 
 def _check_right(caller: Caller, env: Environment) -> None:
+    if not caller.person:
+        raise AccessDenied(403, f"approving or rejecting {env.name!r} is a person's decision: this is an "
+                                "application's token (no delegated scope)", caller=caller)
     role = approver_role(env.name)
     if not caller.has(role):
         raise AccessDenied(403, f"approving or rejecting {env.name!r} needs the app role {role}; the token has "

@@ -74,14 +74,16 @@ class IdentityProvider:
         return {"keys": [{"kty": "RSA", "use": "sig", "kid": self.kid, "n": _b64(numbers.n), "e": _b64(numbers.e)}]}
 
     def mint(self, base_url: str, user: DemoUser, *, audience: str = API_CLIENT_ID, tenant: str | None = None,
-             lifetime: int = TOKEN_LIFETIME, roles: tuple[str, ...] | None = None, issued_at: int | None = None
-             ) -> str:
+             lifetime: int = TOKEN_LIFETIME, roles: tuple[str, ...] | None = None, issued_at: int | None = None,
+             app_only: bool = False) -> str:
         tenant = tenant or user.tenant
         now = int(time.time()) if issued_at is None else issued_at
         claims = {"aud": audience, "iss": f"{base_url}/{tenant}/v2.0", "iat": now, "nbf": now,
                   "exp": now + lifetime, "tid": tenant, "oid": user.oid, "sub": user.oid, "name": user.name,
                   "preferred_username": user.username, "roles": list(user.roles if roles is None else roles),
-                  "ver": "2.0", "azp": "ftops-cli", "scp": None}
+                  "ver": "2.0", "azp": "ftops-cli",
+                  # a user's (delegated) token names the API scope it was granted; an app-only token has none
+                  "scp": None if app_only else "user_impersonation"}
         claims = {k: v for k, v in claims.items() if v is not None}
         return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.kid, "typ": "JWT"})
 
@@ -158,7 +160,8 @@ async def control_token(request: Request) -> Response:
     lifetime = TOKEN_LIFETIME + expires_in if expires_in <= 0 else expires_in
     roles = tuple(body["roles"]) if body.get("roles") is not None else None
     access = _idp(request).mint(_base(request), user, audience=str(body.get("audience") or API_CLIENT_ID),
-                                tenant=body.get("tenant"), lifetime=lifetime, roles=roles, issued_at=issued)
+                                tenant=body.get("tenant"), lifetime=lifetime, roles=roles, issued_at=issued,
+                                app_only=bool(body.get("app_only")))
     return JSONResponse({"access_token": access, "kid": _idp(request).kid})
 
 

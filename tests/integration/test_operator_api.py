@@ -97,8 +97,9 @@ def forged(stack: Any, *, key: Any = None, algorithm: str = "RS256") -> str:
     (lambda s: token(s, tenant="tenant-fabrikam"), 401, "not issued by this API's tenant"),
     (lambda s: token(s, roles=["Reader"]), 403, "needs the app role Approver.prod"),
     (lambda s: signed_in(s, "demo-reader@contoso.example"), 403, "needs the app role Approver.prod"),
+    (lambda s: token(s, app_only=True), 403, "is a person's decision"),
 ], ids=["none", "unsigned", "other-key", "expired", "other-audience", "other-tenant", "role-removed",
-        "reader"])
+        "reader", "app-only"])
 def test_a_token_that_does_not_prove_an_approver_is_refused_and_nothing_changes(
         stack: Any, make_token: Any, status: int, why: str) -> None:
     run_id = seed_run(stack)

@@ -33,7 +33,8 @@ VERIFIER = TokenVerifier(SETTINGS, keys=Keys())
 def claims(**changes: Any) -> dict[str, Any]:
     now = int(time.time())
     base = {"iss": f"https://login.example/{TENANT}/v2.0", "aud": AUDIENCE, "tid": TENANT, "oid": OID,
-            "name": "Demo Operator", "roles": ["Approver.prod"], "iat": now, "nbf": now, "exp": now + 600}
+            "name": "Demo Operator", "roles": ["Approver.prod"], "scp": "user_impersonation", "iat": now, "nbf": now,
+            "exp": now + 600}
     return {k: v for k, v in {**base, **changes}.items() if v is not None}
 
 
@@ -66,6 +67,7 @@ def test_a_valid_token_names_the_caller_by_object_id_with_roles() -> None:
     caller = VERIFIER.verify(sign(claims()))
     assert (caller.oid, caller.tenant, caller.name) == (OID, TENANT, "Demo Operator")
     assert caller.has("Approver.prod") and caller.actor == f"Demo Operator <{OID}>"
+    assert caller.person and not VERIFIER.verify(sign(claims(scp=None))).person   # no scp: an application
 
 
 @pytest.mark.parametrize(("token", "why"), [
