@@ -7,7 +7,7 @@ PYTHON313 ?= $(shell for p in python3.13 $$HOME/.pyenv/versions/3.13*/bin/python
 	  if $$p -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null; then echo $$p; break; fi; done)
 STAMP := $(VENV)/.setup-stamp
 
-.PHONY: setup demo test test-unit test-integration test-e2e bench lint clean
+.PHONY: setup demo test test-unit test-integration test-e2e test-infra bench lint clean
 
 setup: $(STAMP) node_modules/.bin/azurite
 
@@ -38,6 +38,10 @@ test-integration: setup
 
 test-e2e: setup
 	$(PY) -m pytest -q -m e2e
+
+# infra/ and azure.yaml: Bicep parses, contract with the code, checkov, azure-functions-doctor (also in make test)
+test-infra: setup
+	$(PY) -m pytest -q tests/unit/test_infra_settings.py tests/unit/test_infra_contract.py tests/unit/test_infra_tools.py
 
 bench: setup
 	$(PY) -m benchmarks

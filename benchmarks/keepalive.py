@@ -12,7 +12,7 @@ from typing import Any
 
 from shared.bootstrap import Deps, _credential
 from shared.config import HubSettings, Settings
-from shared.registry import ConcurrencyError, DeploymentRecord, Registry
+from shared.registry import ConcurrencyError, DeploymentRecord, Registry, RunRecord
 
 HUB = {"name": "bench-hub", "subscription": "bench-sub-hub", "resource_group": "rg-hub", "region": "eastus",
        "tenant": "tenant-bench", "role": "hub"}
@@ -45,6 +45,10 @@ class MemoryRegistry:
         return record
 
     update_deployment = Registry.update_deployment   # the real retry loop, over this stand-in's get and save
+
+    def get_run(self, run_id: str) -> RunRecord:
+        """Every slot belongs to one run that reached its end: the tick plans retirement, retires nothing."""
+        return RunRecord(run_id=run_id, source="bench", state="deployed:bench", environments=["bench"])
 
     def audit(self, run_id: str, action: str, **_: Any) -> None:
         self.audits.append((run_id, action))

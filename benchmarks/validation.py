@@ -6,7 +6,7 @@ The dataset is generated once, deterministically, outside the repo (default
 /tmp/ftops-bench/chat-480MiB.jsonl): multi-turn support conversations of varied length, some with
 tool calls, accented and CJK text and emoji, order numbers, dates and prices, and a sprinkling of
 personal data, so every check has work to do. Prints wall time, MB/s and the peak memory of all the
-validator's processes together (sum of RSS, sampled; PSS too, which counts shared pages once).
+validator's process tree together, as proportional set size (shared pages counted once), sampled.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def generate(path: Path, size: int) -> None:
 _SAMPLER = r"""
 import os, sys, select
 root = int(sys.argv[1])
-hwm = {}  # pid -> peak RSS (VmHWM, kept by the kernel), so sampling rarely loses nothing
+peak_total, peaks = 0, {}  # the tree's summed PSS at its highest; each process's own highest PSS
 
 def tree(pid):
     out = [pid]
@@ -122,31 +122,36 @@ def tree(pid):
         pass
     return out
 
-while not select.select([sys.stdin], [], [], 0.25)[0]:
-    for pid in tree(root):
-        if pid == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        hwm[pid] = max(hwm.get(pid, 0), int(line.split()[1]) * 1024)
-        except OSError:
-            pass
-print(sum(hwm.values()), *sorted(hwm.values(), reverse=True))
+def pss(pid):
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+while not select.select([sys.stdin], [], [], 0.05)[0]:
+    now = {pid: pss(pid) for pid in tree(root) if pid != os.getpid()}
+    peak_total = max(peak_total, sum(now.values()))
+    for pid, value in now.items():
+        peaks[pid] = max(peaks.get(pid, 0), value)
+print(peak_total, *sorted(peaks.values(), reverse=True))
 """
 
 
 class _PeakMemory:
-    """Peak memory of this process and its descendants: the sum of each one's peak RSS (VmHWM).
+    """Peak memory of this process and its descendants, as proportional set size (PSS): pages shared
+    between them (the helper's interpreter, the libraries) are counted once across the tree.
 
-    That sum is an upper bound of the peak of the total. The sampler is a separate, mostly
-    sleeping process: a sampling thread here competed for the GIL and slowed the work by a third.
+    PSS has no kernel high-water mark, so a separate, mostly sleeping process samples the whole tree
+    every 50 ms and keeps the highest sum (a sampling thread here would compete for the GIL).
     """
 
     def __init__(self) -> None:
         self.peak = 0
-        self.per_process: list[int] = []  # each process's peak RSS, largest first
+        self.per_process: list[int] = []  # each process's own peak PSS, largest first
 
     def __enter__(self) -> Self:
         self._proc = subprocess.Popen([sys.executable, "-c", _SAMPLER, str(os.getpid())],
@@ -190,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wall time     {wall:.1f} s")
     print(f"throughput    {size / 1e6 / wall:.1f} MB/s ({size / MIB / wall:.1f} MiB/s)")
     parts = " + ".join(f"{v / MIB:.0f}" for v in mem.per_process)
-    print(f"peak memory   {mem.peak / MIB:.0f} MiB (peak RSS summed over all processes: {parts})")
+    print(f"peak memory   {mem.peak / MIB:.0f} MiB (PSS of the whole process tree at its peak; "
+          f"each process's own peak: {parts})")
     print(f"cpu time      {sum(os.times()[:4]):.1f} s (this process and its reaped children)")
     sys.stdout.flush()
     return 0

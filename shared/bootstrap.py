@@ -31,29 +31,60 @@ class Deps:
 
     def openai_client(self, endpoint: str | None = None, *, tenant_id: str | None = None,
                       api_key: str | None = None, max_retries: int = 6, client_id: str | None = None) -> Any:
-        """An AzureOpenAI client for the hub (default) or a spoke endpoint; the SDK retries 429/5xx with
-        backoff and honors Retry-After."""
-        hub = self.settings.hub
-        endpoint = endpoint or hub.endpoint
+        """An AzureOpenAI client for chat completions on the deployments of the hub (default) or a spoke
+        endpoint, on the GA inference api-version; the SDK retries 429/5xx with backoff and honors
+        Retry-After. Fine-tuning and files go through `hub_client`."""
+        from shared.hub_api import INFERENCE_API_VERSION
+        endpoint = endpoint or self.settings.hub.endpoint
         key = f"openai|{endpoint}|{tenant_id}|{client_id}|{max_retries}"
         with self._lock:
             if key not in self._cache:
-                from openai import AzureOpenAI, DefaultHttpxClient
-                http_client = None
-                if self.settings.ca_bundle:  # local only: trust the emulator's throw-away CA
-                    import ssl
-                    http_client = DefaultHttpxClient(verify=ssl.create_default_context(cafile=self.settings.ca_bundle))
-                auth: dict[str, Any]
-                if api_key or (endpoint == hub.endpoint and hub.api_key):
-                    auth = {"api_key": api_key or hub.api_key}
-                else:
-                    from azure.identity import get_bearer_token_provider
-                    # a spoke in another tenant names its credential (client_id), as for ARM
-                    cred = self.credential(tenant_id=tenant_id or hub.tenant, client_id=client_id)
-                    auth = {"azure_ad_token_provider": get_bearer_token_provider(cred, COGNITIVE_SCOPE)}
-                self._cache[key] = AzureOpenAI(azure_endpoint=endpoint, api_version=hub.api_version,
-                                               max_retries=max_retries, http_client=http_client, **auth)
+                from openai import AzureOpenAI
+                self._cache[key] = AzureOpenAI(azure_endpoint=endpoint, api_version=INFERENCE_API_VERSION,
+                                               max_retries=max_retries, http_client=self._http_client(),
+                                               **self._openai_auth(endpoint, api_key, tenant_id, client_id))
             return self._cache[key]
+
+    def hub_client(self, *, max_retries: int = 6) -> Any:
+        """The client for the hub's authoring API (files, fine-tuning), on the surface HUB_API_VERSION names
+        (shared.hub_api): the v1 API through `OpenAI(base_url=<hub>/openai/v1/)`, whose `api_key` may be a
+        token provider (Entra ID, refreshed per request), or a dated api-version through `AzureOpenAI`."""
+        hub = self.settings.hub
+        key = f"hub|{hub.endpoint}|{hub.api_version}|{max_retries}"
+        with self._lock:
+            if key not in self._cache:
+                from openai import AzureOpenAI, OpenAI
+
+                from shared.hub_api import V1
+                auth = self._openai_auth(hub.endpoint, None, None, None)
+                if hub.api_version == V1:
+                    secret = auth.get("api_key") or auth["azure_ad_token_provider"]
+                    self._cache[key] = OpenAI(base_url=f"{hub.endpoint}/openai/v1/", api_key=secret,
+                                              max_retries=max_retries, http_client=self._http_client())
+                else:
+                    self._cache[key] = AzureOpenAI(azure_endpoint=hub.endpoint, api_version=hub.api_version,
+                                                   max_retries=max_retries, http_client=self._http_client(),
+                                                   **auth)
+            return self._cache[key]
+
+    def _http_client(self) -> Any:
+        if not self.settings.ca_bundle:
+            return None
+        import ssl
+
+        from openai import DefaultHttpxClient
+        # local only: trust the emulator's throw-away CA
+        return DefaultHttpxClient(verify=ssl.create_default_context(cafile=self.settings.ca_bundle))
+
+    def _openai_auth(self, endpoint: str, api_key: str | None, tenant_id: str | None,
+                     client_id: str | None) -> dict[str, Any]:
+        hub = self.settings.hub
+        if api_key or (endpoint == hub.endpoint and hub.api_key):
+            return {"api_key": api_key or hub.api_key}
+        from azure.identity import get_bearer_token_provider
+        # a spoke in another tenant names its credential (client_id), as for ARM
+        cred = self.credential(tenant_id=tenant_id or hub.tenant, client_id=client_id)
+        return {"azure_ad_token_provider": get_bearer_token_provider(cred, COGNITIVE_SCOPE)}
 
     def arm_client(self, subscription: str, *, tenant_id: str | None = None, client_id: str | None = None,
                    auxiliary_tenants: tuple[str, ...] = ()) -> Any:
@@ -69,7 +100,9 @@ class Deps:
                 if self.settings.ca_bundle:
                     kwargs["connection_verify"] = self.settings.ca_bundle
                 if auxiliary_tenants:
-                    aux = [self.credential(tenant_id=t) for t in auxiliary_tenants]
+                    # ARM takes auxiliary tokens only from the same app as the primary one: the spoke's
+                    # multi-tenant app, signed in to the hub's tenant (infra/scripts/cross-tenant-app.sh).
+                    aux = [self.credential(tenant_id=t, client_id=client_id) for t in auxiliary_tenants]
                     kwargs["per_call_policies"] = [AuxiliaryAuthenticationPolicy(aux, ARM_SCOPE)]
                 cred = self.credential(tenant_id=tenant_id, client_id=client_id)
                 self._cache[key] = CognitiveServicesManagementClient(cred, subscription, **kwargs)

@@ -17,10 +17,37 @@ log = logging.getLogger(__name__)
 
 DEADLETTER_SUFFIX = "-deadletter"
 
+# What the handlers rely on from every Service Bus queue. infra/modules/messaging.bicep creates the queues
+# with exactly this (tests/unit/test_infra_contract.py compares them) and the dev host imitates it.
+SERVICE_BUS_QUEUE_CONTRACT = {
+    "requiresDuplicateDetection": True,   # MessageId = CloudEvent id: a resend after a crash is dropped
+    "maxDeliveryCount": 10,               # abandoned (transient) failures are retried this often, then dead-lettered
+    "requiresSession": False,             # the triggers are plain queue receivers, no sessions
+}
+# A crash between sending and settling resends within a lock duration or two; the window must cover that.
+MIN_DUPLICATE_DETECTION_WINDOW = timedelta(minutes=10)
+
 
 class Publisher(Protocol):
     def send(self, queue: str, event: CloudEvent, *, delay_seconds: float = 0) -> None:
         """Enqueue a message on a queue (or the events topic); delayed messages become visible later."""
+
+    def peek_dead_letters(self, queue: str, *, max_count: int = 100) -> list[dict[str, Any]]:
+        """What the queue dead-lettered, without removing it: queue, message_id, reason, description,
+        subject (the run), body."""
+
+
+def dead_letter_subject(body: str) -> str | None:
+    """The run a dead-lettered CloudEvent was about (its subject, else data.run_id), if it parses."""
+    try:
+        event = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(event, dict):
+        return None
+    data = event.get("data") if isinstance(event.get("data"), dict) else {}
+    subject = event.get("subject") or data.get("run_id")
+    return subject if isinstance(subject, str) else None
 
 
 def message_body(message: Any) -> bytes:
@@ -59,6 +86,18 @@ class ServiceBusPublisher:
             message.scheduled_enqueue_time_utc = datetime.now(UTC) + timedelta(seconds=delay_seconds)
         sender.send_messages(message)
         log.info("sent %s %s to %s", event.type, event.id, queue)
+
+    def peek_dead_letters(self, queue: str, *, max_count: int = 100) -> list[dict[str, Any]]:
+        from azure.servicebus import ServiceBusSubQueue
+        with self._client.get_queue_receiver(queue, sub_queue=ServiceBusSubQueue.DEAD_LETTER) as receiver:
+            messages = receiver.peek_messages(max_message_count=max_count)
+        letters = []
+        for m in messages:
+            body = message_body(m).decode("utf-8", errors="replace")
+            letters.append({"queue": queue, "message_id": m.message_id, "reason": m.dead_letter_reason,
+                            "description": m.dead_letter_error_description, "body": body,
+                            "subject": m.subject or dead_letter_subject(body)})
+        return letters
 
 
 def encode_local(message_id: str, body: str, **extra: Any) -> str:
@@ -102,6 +141,20 @@ class LocalQueuePublisher:
         if self._sent is not None:
             self._sent.upsert_entity({"PartitionKey": queue, "RowKey": event.id})
         log.info("sent %s %s to %s", event.type, event.id, queue)
+
+    def peek_dead_letters(self, queue: str, *, max_count: int = 100) -> list[dict[str, Any]]:
+        letters = []
+        # Azurite's peek returns at most 32 messages: enough for a status view on one machine
+        for message in self.queue_client(f"{queue}{DEADLETTER_SUFFIX}").peek_messages(max_messages=min(max_count, 32)):
+            try:
+                record = json.loads(message.content)
+            except ValueError:
+                record = {"body": message.content}
+            body = str(record.get("body") or "")
+            letters.append({"queue": queue, "message_id": record.get("message_id"), "reason": record.get("reason"),
+                            "description": record.get("description"), "body": body,
+                            "subject": dead_letter_subject(body)})
+        return letters
 
     def _already_sent(self, queue: str, message_id: str) -> bool:
         if self._sent is None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from shared.handling import PermanentError
+from shared.command_checks import dataset_blob_name
+from shared.handling import PERMANENT, PermanentError
 from shared.messages import CloudEvent, command_name
+from shared.registry import RunNotFound
 
 log = logging.getLogger(__name__)
 OPERATOR_ACTIONS = ("approve", "reject", "rollback", "retire")
@@ -28,14 +30,18 @@ def handle_command(event: CloudEvent, command: Any, deps: Any) -> None:
     if name in OPERATOR_ACTIONS:
         _refuse_operator_action(event, command, deps, name)
     routes = {
-        "train": lambda: intake.start_run(_dataset_blob(command.blob, deps), deps, settings_override=command.settings,
+        "train": lambda: intake.start_run(dataset_blob_name(deps, command.blob), deps, settings_override=command.settings,
                                           actor=command.requested_by or "ftops.commands"),
         "cancel": lambda: training.cancel_run(command, deps),
         "pause": lambda: training.pause_run(command, deps),
         "resume": lambda: training.resume_run(command, deps),
         "retrain": lambda: training.retrain_run(command, deps),
     }
-    routes[name]()   # parse_message only lets known command types through
+    try:
+        routes[name]()   # parse_message only lets known command types through
+    except PERMANENT as exc:
+        record_dead_letter(deps, event, name, command, exc)
+        raise   # settle dead-letters it with the same reason
 
 
 def _refuse_operator_action(event: CloudEvent, command: Any, deps: Any, name: str) -> None:
@@ -43,14 +49,27 @@ def _refuse_operator_action(event: CloudEvent, command: Any, deps: Any, name: st
     reason = (f"{name} is not accepted on the commands queue: a message cannot prove who sent it. Use the "
               f"operator API (`ftops {name}`, signed in with Entra ID)")
     run_id = getattr(command, "run_id", None) or event.subject or "_operator"   # the API's partition for runless
-    if run_id:
-        deps.registry.audit(run_id, f"{name}.refused", actor=f"unverified: {claimed or 'unnamed sender'}",
-                            detail={"reason": reason, "channel": "servicebus", "message_id": event.id,
-                                    "claimed_sender": claimed, "environment": getattr(command, "environment", None)})
+    deps.registry.audit(run_id, f"{name}.refused", actor=f"unverified: {claimed or 'unnamed sender'}",
+                        detail={"reason": reason, "channel": "servicebus", "message_id": event.id,
+                                "claimed_sender": claimed, "environment": getattr(command, "environment", None)})
+    from shared.events import publish  # other systems hear of it, as of any refused command
+    publish(deps, run_id, "command_deadlettered", {"command": name, "message_id": event.id, "run_id": run_id,
+                                                   "reason": "OperatorActionNotAccepted", "description": reason,
+                                                   "requested_by": claimed})
     raise OperatorActionNotAccepted(reason)
 
 
-def _dataset_blob(path: str, deps: Any) -> str:
-    """`datasets/x.jsonl` or `x.jsonl` → the blob name inside the datasets container."""
-    prefix = f"{deps.settings.datasets_container}/"
-    return path[len(prefix):] if path.startswith(prefix) else path.lstrip("/")
+COMMANDS_PARTITION = "_commands"   # the audit trail of commands that name no run the registry has
+
+
+def record_dead_letter(deps: Any, event: CloudEvent, name: str, command: Any, exc: Exception) -> None:
+    """Make a refused command visible where people look: the run's audit trail (`ftops status RUN_ID`) and
+    an event on the topic, before the message goes to the dead-letter queue."""
+    from shared.events import publish
+    run_id = getattr(command, "run_id", None)
+    about = run_id if run_id and not isinstance(exc, RunNotFound) else COMMANDS_PARTITION
+    detail = {"command": name, "message_id": event.id, "run_id": run_id, "reason": type(exc).__name__,
+              "description": str(exc)[:500], "requested_by": getattr(command, "requested_by", None)}
+    # if this fails the message is retried (transient) and refused again: recorded, never silently lost
+    deps.registry.audit(about, "command_deadlettered", actor="ftops.commands", detail=detail)
+    publish(deps, about, "command_deadlettered", detail)

@@ -26,7 +26,7 @@ class HubSettings:
     endpoint: str                  # https://<account>.openai.azure.com (locally: the emulator's account URL)
     resource_id: str               # /subscriptions/…/accounts/<hub>: the `source` of cross-subscription deploys
     tenant: str | None = None
-    api_version: str = "2024-10-21"
+    api_version: str = "v1"          # the hub's authoring surface (shared.hub_api): v1 or a dated version
     api_key: str | None = None     # local only; Azure uses Entra ID tokens
 
     @property
@@ -72,6 +72,7 @@ class Settings:
     keepalive_concurrency: int = 16          # keep-alive calls in flight at once (spread over the spokes)
     smoke_timeout_seconds: float = 300.0     # patience for a new deployment's first answer (capacity 1 is slow)
     hosting_prices: str | None = None        # JSON {base model or sku: USD per hour}, over shared.models' estimates
+    results_wait_seconds: float = 900.0      # a succeeded job's results file: wait this long, then go on without
     operator_tenant_id: str | None = None    # the Entra ID tenant whose tokens the operator API accepts
     operator_api_audience: str | None = None # the operator API's client id / App ID URI (comma-separated)
     operator_authority: str = "https://login.microsoftonline.com"   # locally: the emulator
@@ -109,7 +110,7 @@ class Settings:
             endpoint=env["HUB_ENDPOINT"].rstrip("/"),
             resource_id=env["HUB_RESOURCE_ID"],
             tenant=env.get("HUB_TENANT_ID") or None,
-            api_version=env.get("HUB_API_VERSION", "2024-10-21"),
+            api_version=_hub_api_version(env),
             api_key=env.get("HUB_API_KEY") or None,
         )
         return Settings(
@@ -141,6 +142,7 @@ class Settings:
             keepalive_concurrency=max(1, int(_float(env, "KEEPALIVE_CONCURRENCY", 16))),
             smoke_timeout_seconds=_float(env, "SMOKE_TIMEOUT_SECONDS", 300.0),
             hosting_prices=env.get("HOSTING_PRICES") or None,
+            results_wait_seconds=max(0.0, _float(env, "RESULTS_WAIT_SECONDS", 900.0)),
             operator_tenant_id=env.get("OPERATOR_TENANT_ID") or None,
             operator_api_audience=env.get("OPERATOR_API_AUDIENCE") or None,
             operator_authority=(env.get("OPERATOR_AUTHORITY") or "https://login.microsoftonline.com").rstrip("/"),
@@ -148,14 +150,31 @@ class Settings:
 
     def load_spokes_json(self) -> dict:
         """The spokes configuration as parsed JSON: inline JSON or a path to a file."""
-        raw = self.spokes_config
-        if not raw:
-            raise ConfigError("SPOKES_CONFIG must be set (inline JSON or a path to a JSON file)")
+        return load_spokes_json(self.spokes_config)
+
+
+def load_spokes_json(raw: str | None) -> dict:
+    """SPOKES_CONFIG (inline JSON or a path to a JSON file) parsed; ConfigError names what is wrong."""
+    if not raw:
+        raise ConfigError("SPOKES_CONFIG must be set (inline JSON or a path to a JSON file)")
+    try:
         text = raw if raw.lstrip().startswith("{") else Path(raw).read_text(encoding="utf-8")
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"SPOKES_CONFIG is not valid JSON: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"SPOKES_CONFIG: cannot read {raw}: {exc.strerror or exc}") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"SPOKES_CONFIG is not valid JSON: {exc}") from exc
+
+
+def _hub_api_version(env: Mapping[str, str]) -> str:
+    from shared.hub_api import DEFAULT, UnsupportedOnSurface, surface
+    version = env.get("HUB_API_VERSION") or DEFAULT
+    try:
+        surface(version)
+    except UnsupportedOnSurface as exc:
+        raise ConfigError(str(exc)) from None
+    return version
 
 
 def _float(env: Mapping[str, str], key: str, default: float) -> float:

@@ -18,7 +18,7 @@ class PermanentError(RuntimeError):
     """The message is well-formed but can never succeed (forbidden, refers to nothing, bad settings)."""
 
 
-_PERMANENT = (PermanentError, InvalidTransition, RunNotFound)
+PERMANENT = (PermanentError, InvalidTransition, RunNotFound)   # dead-lettered on first delivery
 BUSY_RETRY_SECONDS = 30.0
 
 
@@ -47,7 +47,7 @@ def settle(message: Any, actions: Any, handler: Callable[[CloudEvent, Any], None
         return
     try:
         handler(event, data)
-    except _PERMANENT as exc:
+    except PERMANENT as exc:
         log.warning("dead-lettering %s %s (run %s): %s", event.type, message_id, event.subject, exc)
         actions.deadletter(message, deadletter_reason=type(exc).__name__, deadletter_error_description=str(exc))
         return

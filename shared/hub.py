@@ -7,8 +7,11 @@ Errors are sorted here once, so handlers only decide what a kind of failure mean
 - `HubQuotaExceeded`: the hub refused for a resource limit (queued jobs, file count or size). Normal: wait.
 - `HubPermanentError`: any other 4xx, with the hub's own code and message. Ends the run with that reason.
 
+Surfaces (shared.hub_api): what the configured hub API lacks (pause on 2024-10-21, method dpo there,
+reinforcement on the preview, files over 512 MB on v1) raises `HubUnsupported` before any call.
+
 Job identity. Suffix is user-visible and short (18 characters in the strictest source) and `metadata` on
-fine-tuning jobs is not in the GA data-plane version we pin (2024-10-21), so a job is found again by what
+fine-tuning jobs is not on every hub API surface (not in 2024-10-21), so a job is found again by what
 it was created from: the training (and validation) file ids. Those ids are unique uploads that the run
 recorded *before* it created the job, so a job on the hub with exactly those files and that base model is
 the one this run created, whichever process created it.
@@ -26,14 +29,16 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from shared.blob_io import BlobReader, upload_parts
+from shared.hub_api import DEFAULT, SURFACES, HubSurface, UnsupportedOnSurface
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
-KNOWN_STATUSES = frozenset({"validating_files", "pending", "queued", "running", "paused", "pausing",
+# `created` and `pending` are the dated specs' FineTuningState; validating_files/queued the v1 spec's
+KNOWN_STATUSES = frozenset({"created", "validating_files", "pending", "queued", "running", "paused", "pausing",
                             "resuming", "succeeded", "failed", "cancelled"})
-NO_CHECKPOINTS_YET = frozenset({"validating_files", "pending", "queued", "failed"})
+NO_CHECKPOINTS_YET = frozenset({"created", "validating_files", "pending", "queued", "failed"})
 def note_unknown_status(run_id: str, job_id: str, status: str | None) -> None:
     """A status ftops does not know is treated as running, and said where it is first recorded in the run
     (callers compare with the run's job_status, so it is said once)."""
@@ -67,6 +72,10 @@ class HubPermanentError(HubError):
 
 class HubNotFound(HubPermanentError):
     pass
+
+
+class HubUnsupported(HubPermanentError):
+    """The configured hub API (HUB_API_VERSION) does not offer this; refused before calling."""
 
 
 class HubQuotaExceeded(HubError):
@@ -109,8 +118,9 @@ class HubJob:
 
 @dataclass(frozen=True)
 class JobSpec:
-    """What a job is created from; `method` is None for supervised (top-level hyperparameters work on every
-    api-version), a dict for dpo/reinforcement (needs an api-version that knows `method`)."""
+    """What a job is created from; `method` is None for supervised, a dict for dpo/reinforcement. How it is
+    sent depends on the surface: with `method` where the API has it (hyperparameters inside it, as v1 asks:
+    top-level `hyperparameters` is deprecated there), top-level hyperparameters on 2024-10-21."""
     model: str
     training_file: str
     validation_file: str | None
@@ -119,7 +129,12 @@ class JobSpec:
     hyperparameters: dict[str, Any]
     method: dict[str, Any] | None = None
 
-    def body(self) -> dict[str, Any]:
+    @property
+    def kind(self) -> str:
+        return str((self.method or {}).get("type") or "supervised")
+
+    def body(self, surface: HubSurface | None = None) -> dict[str, Any]:
+        surface = surface or SURFACES[DEFAULT]
         body: dict[str, Any] = {"model": self.model, "training_file": self.training_file, "seed": self.seed}
         if self.validation_file:
             body["validation_file"] = self.validation_file
@@ -127,6 +142,8 @@ class JobSpec:
             body["suffix"] = self.suffix
         if self.method is not None:
             body["method"] = self.method
+        elif surface.sends_method:
+            body["method"] = {"type": "supervised", "supervised": {"hyperparameters": dict(self.hyperparameters)}}
         elif self.hyperparameters:
             body["hyperparameters"] = self.hyperparameters
         return body
@@ -179,10 +196,11 @@ def classify(exc: Exception, what: str) -> HubError:
 
 
 class Hub:
-    def __init__(self, client: Any, *, gate: CallGate | None = None,
+    def __init__(self, client: Any, *, surface: HubSurface | None = None, gate: CallGate | None = None,
                  multipart_threshold: int = 100 * 1024 * 1024, part_size: int = PART_SIZE,
                  poll_interval: float = 1.0) -> None:
         self._client = client
+        self.surface = surface or SURFACES[DEFAULT]
         self._gate = gate
         self.multipart_threshold = multipart_threshold
         self.part_size = part_size
@@ -190,9 +208,17 @@ class Hub:
 
     @staticmethod
     def from_deps(deps: Any, *, gate: CallGate | None = None, max_retries: int = 6) -> Hub:
+        from shared.hub_api import surface
         settings = deps.settings
-        return Hub(deps.openai_client(max_retries=max_retries), gate=gate,
+        return Hub(deps.hub_client(max_retries=max_retries), surface=surface(settings.hub.api_version), gate=gate,
                    multipart_threshold=settings.hub_multipart_threshold_mb * 1024 * 1024)
+
+    def require(self, check: Callable[[], None]) -> None:
+        """A surface check (shared.hub_api) → HubUnsupported, so callers handle it as a permanent refusal."""
+        try:
+            check()
+        except UnsupportedOnSurface as exc:
+            raise HubUnsupported(str(exc), code="unsupported_on_hub_api") from None
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         import openai
@@ -209,8 +235,9 @@ class Hub:
         """Upload a blob (azure BlobClient) as a fine-tune file, streaming: never the whole file in memory.
         Returns the hub's file id."""
         size = int(blob.get_blob_properties().size)
-        if size > self.multipart_threshold:
+        if size > self.multipart_threshold and self.surface.uploads:
             return self._upload_multipart(blob, filename, size)
+        self.require(lambda: self.surface.require_upload_size(size, filename))
         reader = BlobReader(blob, size)
         # the SDK re-reads the stream on a retry: BlobReader restarts its download on seek(0)
         created = self._call(f"upload {filename}", lambda: self._client.files.create(
@@ -275,7 +302,8 @@ class Hub:
 
     # --- jobs ---------------------------------------------------------------------------------------
     def create_job(self, spec: JobSpec) -> HubJob:
-        body = spec.body()
+        self.require(lambda: self.surface.require_method(spec.kind))
+        body = spec.body(self.surface)
         job = self._call(f"create job on {spec.training_file}", lambda: self._client.fine_tuning.jobs.create(**body))
         return HubJob.of(job)
 
@@ -306,9 +334,11 @@ class Hub:
         return HubJob.of(self._call(f"cancel {job_id}", lambda: self._client.fine_tuning.jobs.cancel(job_id)))
 
     def pause(self, job_id: str) -> HubJob:
+        self.require(lambda: self.surface.require_pause_resume("pause"))
         return HubJob.of(self._call(f"pause {job_id}", lambda: self._client.fine_tuning.jobs.pause(job_id)))
 
     def resume(self, job_id: str) -> HubJob:
+        self.require(lambda: self.surface.require_pause_resume("resume"))
         return HubJob.of(self._call(f"resume {job_id}", lambda: self._client.fine_tuning.jobs.resume(job_id)))
 
     def new_events(self, job_id: str, *, since: str | None) -> list[dict[str, Any]]:

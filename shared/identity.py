@@ -1,6 +1,7 @@
 """Credentials: managed identity in Azure; fixed local tokens for the one-machine emulator."""
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -41,7 +42,9 @@ def make_credential(kind: str, *, tenant_id: str | None = None, client_id: str |
         return LocalDevCredential(tenant_id or "local-tenant")
     from azure.identity import ClientAssertionCredential, DefaultAzureCredential, ManagedIdentityCredential
     if client_id and tenant_id:
-        mi = ManagedIdentityCredential()
+        # The app's identity is user-assigned: name it (AZURE_CLIENT_ID, set by infra/main.bicep), or the
+        # platform would look for a system-assigned one. DefaultAzureCredential reads the same variable.
+        mi = ManagedIdentityCredential(client_id=os.environ.get("AZURE_CLIENT_ID") or None)
         return ClientAssertionCredential(
             tenant_id, client_id, lambda: mi.get_token("api://AzureADTokenExchange/.default").token)
     return DefaultAzureCredential()

@@ -7,7 +7,6 @@ and a re-upload is a new one. Blobs are streamed, never held whole.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -21,13 +20,14 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
 from shared import states
+from shared.drop_check import DropFiles, check_drop
 from shared.events import advance
 from shared.handling import PermanentError
+from shared.hub_api import surface
 from shared.messages import TrainRequest, envelope
 from shared.registry import RunRecord
-from shared.run_rules import effective_environments, environment_problems
-from shared.run_settings import RunSettings, RunSettingsError, parse_run_settings
-from shared.splitting import split_dataset
+from shared.run_rules import effective_environments
+from shared.splitting import spool_files, upload_split
 from shared.topology import load_topology
 
 log = logging.getLogger(__name__)
@@ -92,31 +92,32 @@ def start_run(blob_name: str, deps: Any, *, settings_override: dict[str, Any] | 
 
 
 def _intake(run_id: str, drop: Drop, deps: Any, settings_override: dict[str, Any] | None) -> None:
-    from shared.validation import Finding, ValidationOptions, validate_dataset
     advance(deps, run_id, states.VALIDATING, actor=ACTOR)
-    problems: list[Finding] = []
-    settings = _run_settings(drop, deps, settings_override, problems)
+    problems: list[Any] = []
     files = _dataset_files(drop, deps, problems)
-    if settings is None or "train" not in files:
-        report = _settings_report(problems)
-    else:
-        options = ValidationOptions(model=settings.base_model, method=settings.method, pii=settings.pii,
-                                    over_limit=settings.over_limit, n_epochs=settings.hyperparameters.n_epochs)
-        report = validate_dataset({role: _chunks(deps, blob) for role, blob in files.items()}, options=options,
-                                  names=files)
-    prepared = None
-    if report.valid:
-        prepared = split_dataset(deps, run_id, files, settings)
-        if prepared.problem:   # part of the report, so what people read says why
-            report = dataclasses.replace(report, valid=False, errors=[
-                *report.errors, Finding(line=None, code="too_few_to_split", message=prepared.problem)])
-    _write_reports(deps, run_id, drop, report)
-    if prepared is None or prepared.problem:
-        _reject(deps, run_id, drop, files, report)
-        return
+    container = deps.settings.datasets_container
+    run_json = (deps.blobs.get_blob_client(container, drop.start_blob).download_blob().readall()
+                if drop.folder else None)
+    data = files or ({} if drop.folder else {"train": drop.start_blob})   # a non-.jsonl blob: named by its content
+    spool, outputs = spool_files()
+    with spool:
+        checked = check_drop(DropFiles(start=drop.start_blob, folder=bool(drop.folder),
+                                       data={role: _chunks(deps, blob) for role, blob in data.items()},
+                                       names=files, run_json=run_json, problems=tuple(problems)),
+                             default_base_model=deps.settings.default_base_model,
+                             environments=_configured_environments(deps), override=settings_override,
+                             outputs=outputs, hub_api=surface(deps.settings.hub.api_version),
+                             topology=load_topology(deps.settings))
+        report, settings, prepared = checked.report, checked.settings, checked.prepared
+        _write_reports(deps, run_id, drop, report)
+        if not report.valid or prepared is None or settings is None:
+            _reject(deps, run_id, drop, files, report)
+            return
+        upload_split(deps, run_id, prepared, outputs)
     environments = effective_environments(settings, load_topology(deps.settings))
     advance(deps, run_id, states.ACCEPTED, actor=ACTOR,
-            detail={"examples": report.examples, "method": report.method, "split": prepared.counts},
+            detail={"examples": report.examples, "method": report.method, "method_source": report.method_source,
+                    "split": prepared.counts},
             # the deployment name is fixed now, from the drop's name: a re-upload replaces its model in place
             settings={**settings.model_dump(mode="json"), "deployment_name": settings.effective_deployment_name(drop.name)},
             owner=settings.owner, ticket=settings.ticket,
@@ -129,37 +130,11 @@ def _send_train(deps: Any, run_id: str) -> None:
     deps.publisher.send(deps.settings.train_queue, envelope(TrainRequest(run_id=run_id), message_id=f"train-{run_id}"))
 
 
-def _run_settings(drop: Drop, deps: Any, override: dict[str, Any] | None, problems: list[Any]) -> RunSettings | None:
-    from shared.validation import Finding
-    defaults = {"base_model": deps.settings.default_base_model}
-    raw: bytes | None = None
-    if drop.folder:
-        raw = deps.blobs.get_blob_client(deps.settings.datasets_container, drop.start_blob).download_blob().readall()
-    try:
-        settings = parse_run_settings(raw, defaults=defaults, source=drop.start_blob if drop.folder else "settings")
-        if override:
-            settings = parse_run_settings({**settings.model_dump(exclude_unset=True), **override},
-                                          defaults=defaults, source="train command settings")
-    except RunSettingsError as exc:
-        problems.extend(Finding(line=None, code="invalid_settings", message=p, file="run.json") for p in exc.problems)
-        return None
-    wrong = environment_problems(settings, load_topology(deps.settings))
-    if wrong:
-        problems.extend(Finding(line=None, code="invalid_settings", file="run.json", message=p) for p in wrong)
-        return None
-    return settings
-
-
 def _dataset_files(drop: Drop, deps: Any, problems: list[Any]) -> dict[str, str]:
     """role → blob name in the datasets container. A folder's train.jsonl may still be uploading: wait."""
     from shared.validation import Finding
     if not drop.folder:
-        if not drop.start_blob.endswith(".jsonl"):
-            problems.append(Finding(line=None, code="not_a_dataset", file=drop.start_blob,
-                                    message=f"{drop.start_blob}: not a .jsonl file; drop a JSONL dataset or a "
-                                            "folder with train.jsonl and run.json"))
-            return {}
-        return {"train": drop.start_blob}
+        return {"train": drop.start_blob} if drop.start_blob.endswith(".jsonl") else {}
     container = deps.blobs.get_container_client(deps.settings.datasets_container)
     deadline = time.monotonic() + deps.settings.intake_wait_seconds
     while True:
@@ -181,11 +156,6 @@ def _chunks(deps: Any, blob_name: str) -> Any:
     return read
 
 
-def _settings_report(problems: list[Any]) -> Any:
-    from shared.validation import DatasetReport
-    return DatasetReport(valid=False, method=None, examples=0, errors=list(problems), warnings=[], stats={}, files={})
-
-
 def _write_reports(deps: Any, run_id: str, drop: Drop, report: Any) -> None:
     from shared.validation import render_html
     container = deps.blobs.get_container_client(deps.settings.reports_container)
@@ -197,7 +167,9 @@ def _write_reports(deps: Any, run_id: str, drop: Drop, report: Any) -> None:
 
 def _reject(deps: Any, run_id: str, drop: Drop, files: dict[str, str], report: Any) -> None:
     moved = quarantine(deps, run_id, drop, files)
-    errors = [f.message for f in report.errors[:5]]
+    # where each is, so the run's error (status, the demo's table) points at the line to fix
+    errors = [(f"{f.file + ' ' if f.file and len(files) > 1 else ''}line {f.line}: " if f.line else "") + f.message
+              for f in report.errors[:5]]
     advance(deps, run_id, states.REJECTED, actor=ACTOR, validation=_summary(report, None),
             detail={"errors": errors, "quarantine": moved,
                     "report": f"{deps.settings.reports_container}/{run_id}/validation.json"},
@@ -232,6 +204,10 @@ def quarantine(deps: Any, run_id: str, drop: Drop, files: dict[str, str]) -> lis
         body = reports.get_blob_client(f"{run_id}/{leaf}").download_blob().readall()
         target.upload_blob(f"{run_id}/{leaf}", body, overwrite=True)
     return moved
+
+
+def _configured_environments(deps: Any) -> list[str]:
+    return [env["name"] for env in deps.settings.load_spokes_json().get("environments", [])]
 
 
 def _summary(report: Any, counts: dict[str, int] | None) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Keep-alive: Azure deletes a fine-tuned deployment after 15 days without a chat-completions or responses
-call, so a timer sends every active deployment one minimal real completion.
+call, so a timer sends every active deployment that is meant to stay one minimal real completion (what
+is not — denied, failed, superseded, waiting too long — is retired first: shared.retirement).
 
 Calls run with bounded concurrency (KEEPALIVE_CONCURRENCY), interleaved across spokes so no single
 account takes the whole burst. 429/5xx are retried by the openai client (backoff, Retry-After); a 404 is
@@ -17,6 +18,7 @@ from typing import Any
 from shared import spokes
 from shared.events import publish
 from shared.registry import ConcurrencyError, DeploymentRecord, now_iso
+from shared.retirement import retire_unneeded
 from shared.topology import Topology, load_topology
 
 log = logging.getLogger(__name__)
@@ -34,20 +36,25 @@ class KeepaliveSummary:
     failed: int = 0
     healed: int = 0
     skipped: int = 0
+    retired: int = 0         # retired automatically before pinging (shared.retirement)
     alerts: int = 0
     seconds: float = 0.0
     problems: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("total", "ok", "failed", "healed", "skipped", "alerts", "seconds",
-                                               "problems")}
+        return {k: getattr(self, k) for k in ("total", "ok", "failed", "healed", "skipped", "retired", "alerts",
+                                               "seconds", "problems")}
 
 
 def keepalive_tick(deps: Any, *, concurrency: int | None = None) -> KeepaliveSummary:
     started = time.monotonic()
     topology = load_topology(deps.settings)
-    slots = interleave(deps.registry.list_deployments(state="active"))
-    summary = KeepaliveSummary(total=len(slots))
+    # first what bills for runs that will never reach the end: retired, announced, and not pinged
+    kept, retired = retire_unneeded(deps, topology, deps.registry.list_deployments(state="active"))
+    slots = interleave(kept)
+    summary = KeepaliveSummary(total=len(slots), retired=sum(r["ok"] for r in retired))
+    summary.problems += [{"slot": r["slot"], "run_id": r["run_id"], "error": f"auto-retire: {r['error']}"}
+                         for r in retired if not r["ok"]]
     workers = max(1, concurrency or deps.settings.keepalive_concurrency)
     if slots:
         with ThreadPoolExecutor(max_workers=min(workers, len(slots)), thread_name_prefix="keepalive") as pool:
@@ -58,8 +65,9 @@ def keepalive_tick(deps: Any, *, concurrency: int | None = None) -> KeepaliveSum
                 summary.problems.append({"slot": slot.slot, "run_id": slot.run_id, **problem})
                 summary.alerts += bool(problem.get("alert"))
     summary.seconds = round(time.monotonic() - started, 3)
-    log.info("keep-alive: %d deployments, %d ok, %d failed, %d healed, %d skipped in %.1fs", summary.total,
-             summary.ok, summary.failed, summary.healed, summary.skipped, summary.seconds)
+    log.info("keep-alive: %d deployments, %d ok, %d failed, %d healed, %d skipped (%d retired first) in %.1fs",
+             summary.total, summary.ok, summary.failed, summary.healed, summary.skipped, summary.retired,
+             summary.seconds)
     return summary
 
 

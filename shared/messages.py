@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from shared.echo import echo
+
 SOURCE = "/ftops"
 SCHEMA_V1 = "urn:ftops:schema:v1"
 
@@ -143,7 +145,9 @@ def parse_message(body: bytes | str) -> tuple[CloudEvent, _Data]:
     try:
         raw = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidMessage(f"body is not JSON: {exc}") from exc
+        raise InvalidMessage(f"body is not JSON: {echo(exc)}") from exc
+    except RecursionError as exc:
+        raise InvalidMessage("body is not JSON: nested too deeply to parse") from exc
     if not isinstance(raw, dict):
         raise InvalidMessage("body is not a JSON object (a CloudEvents 1.0 envelope is expected)")
     try:
@@ -166,4 +170,5 @@ def command_name(event: CloudEvent) -> str:
 
 
 def _errors(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors())
+    return "; ".join(f"{echo('.'.join(str(p) for p in e['loc']) or '<root>')}: {echo(e['msg'])}"
+                     for e in exc.errors())

@@ -8,13 +8,20 @@ hub calls in flight stay bounded by 3 × POLL_CONCURRENCY (a gate shared by the 
 
 Outcomes: succeeded → `trained` (conditional write) and exactly one evaluation request, even when two ticks
 overlap (the loser of the ETag race sends nothing, and the send itself is claimed on `evaluate-<run_id>`);
-failed → `training_failed` with the hub's code and message (a safety-check failure says so); cancelled →
-`cancelled`. After any of them the run's hub files are deleted (HUB_FILE_RETENTION=delete).
+failed → `training_failed` with the hub's code and message (a safety-check failure names the check and
+the harm types); cancelled → `cancelled`. After any of them the run's hub files are deleted
+(HUB_FILE_RETENTION=delete).
+
+A job is `succeeded` before its results file exists (Azure logs "Job succeeded.", then "Postprocessing
+started.", then "Completed results file: …"): such a job stays `training` with job_status `succeeded`
+("awaiting_results") and is polled again, for at most RESULTS_WAIT_SECONDS from when a tick first saw it
+so; after that it becomes `trained` without per-step metrics, and the event says the results were missing.
 """
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,7 +40,14 @@ ACTOR = "ftops.polling"
 EVALUATE_CLAIM_TTL = 300            # a tick that died between claim and send: the next ticks retry after this
 READS_PER_JOB = 3                   # job, events, checkpoints
 SERIES_POINTS = 100                 # per-step metrics kept in the registry; all of them go to a blob
-_SAFETY_WORDS = ("safety", "harmful", "content filter", "responsible ai")
+AWAITING_SINCE = "awaiting_results_since"   # in run.metrics while a succeeded job has no results file yet
+# Learn (fine-tuning-safety-evaluation): the two messages a safety failure reads like
+_SAFETY_CHECKS = (
+    ("training data", re.compile(r"failed RAI checks for harm types:\s*\[?([^\]]*?)\]?\s*(?:\.\s|\.?$)",
+                                 re.IGNORECASE)),
+    ("model evaluation", re.compile(r"unable to be deployed\. Model evaluation identified .*? above acceptable "
+                                    r"thresholds for\s*\[?([^\]]*?)\]?\s*(?:\.\s|\.?$)", re.IGNORECASE | re.DOTALL)),
+)
 
 
 @dataclass
@@ -124,6 +138,8 @@ def poll_job(deps: Any, hub: Any, run_id: str, job_id: str, *, reads: Executor |
         _append_events(deps, run_id, events)
     cursor = events[-1]["id"] if events else run.events_cursor
     common = {"events_cursor": cursor, "checkpoints": checkpoints}
+    if job.status == "succeeded" and not job.result_files and not _waited_enough(deps, run):
+        return _await_results(deps, run, common), len(events)
     if job.status == "succeeded":
         return _succeeded(deps, hub, run, job, common), len(events)
     if job.status in ("failed", "cancelled"):
@@ -159,12 +175,39 @@ def _read(hub: Any, run: RunRecord, job_id: str, reads: Executor | None
     return job, events, checkpoints
 
 
+def _waited_enough(deps: Any, run: RunRecord) -> bool:
+    since = (run.metrics or {}).get(AWAITING_SINCE)
+    return since is not None and time.time() - float(since) >= deps.settings.results_wait_seconds
+
+
+def _await_results(deps: Any, run: RunRecord, common: dict[str, Any]) -> str:
+    """Succeeded, results file not posted yet: record that (once, with the time) and look again next tick."""
+    metrics = dict(run.metrics or {})
+    metrics.setdefault(AWAITING_SINCE, time.time())
+    if run.job_status == "succeeded" and run.metrics == metrics and common["events_cursor"] == run.events_cursor \
+            and common["checkpoints"] == run.checkpoints:
+        return "awaiting_results"
+    try:
+        update_run(deps, run.run_id, {states.TRAINING}, job_status="succeeded", metrics=metrics, **common)
+    except Superseded:
+        return "stale"
+    if run.job_status != "succeeded":
+        log.info("run %s: job %s succeeded; waiting up to %.0f s for its results file", run.run_id, run.job_id,
+                 deps.settings.results_wait_seconds)
+    return "awaiting_results"
+
+
 def _succeeded(deps: Any, hub: Any, run: RunRecord, job: HubJob, common: dict[str, Any]) -> str:
     metrics = _results(deps, hub, run.run_id, job)
+    detail: dict[str, Any] = {"job_id": job.id, "fine_tuned_model": job.fine_tuned_model,
+                              "trained_tokens": job.trained_tokens}
+    if not job.result_files:
+        detail["results_file"] = (f"missing: the hub posted no results file within "
+                                  f"{deps.settings.results_wait_seconds:.0f} s of the job's success")
+        log.warning("run %s: job %s has no results file; %s", run.run_id, job.id, detail["results_file"])
     try:
         run = advance(deps, run.run_id, states.TRAINED, actor=ACTOR, from_states={states.TRAINING},
-                      detail={"job_id": job.id, "fine_tuned_model": job.fine_tuned_model,
-                              "trained_tokens": job.trained_tokens},
+                      detail=detail,
                       fine_tuned_model=job.fine_tuned_model, trained_tokens=job.trained_tokens, metrics=metrics,
                       job_status="succeeded", **common)
     except InvalidTransition:
@@ -218,16 +261,28 @@ def _ended(deps: Any, hub: Any, run: RunRecord, job: HubJob, common: dict[str, A
 
 
 def describe_failure(error: dict[str, Any] | None) -> dict[str, Any]:
-    """The hub's code and message, plus a sentence a person can act on; safety-check failures say so."""
+    """The hub's code and message, plus a sentence a person can act on. A safety failure is recognised by
+    the documented messages (not by its code, which Learn does not give) and names its check and harm types."""
     code = (error or {}).get("code")
     message = (error or {}).get("message") or "the hub reported the job as failed without a reason"
-    safety = any(word in f"{code} {message}".lower() for word in _SAFETY_WORDS)
-    if safety:
-        reason = f"The hub's safety checks rejected the fine-tuned model, so it was not created: {message}"
+    check, harm_types = None, []
+    for name, pattern in _SAFETY_CHECKS:
+        found = pattern.search(message)
+        if found:
+            check = name
+            harm_types = [h.strip().strip("'\"") for h in found.group(1).split(",") if h.strip().strip("'\"")]
+            break
+    named = ", ".join(harm_types) or "harm types not named"
+    if check == "training data":
+        reason = (f"The hub's safety check of the training data failed for {named}: no training ran (and none "
+                  f"is billed). Remove or rewrite those examples, then retrain. The hub said: {message}")
+    elif check == "model evaluation":
+        reason = (f"The hub's safety evaluation of the trained model found {named} above acceptable thresholds: "
+                  f"the model cannot be deployed. Review the training data, then retrain. The hub said: {message}")
     else:
         reason = f"The hub failed the job ({code or 'no code'}): {message}"
-    return {"code": code, "message": message, "param": (error or {}).get("param"), "safety": safety,
-            "reason": reason}
+    return {"code": code, "message": message, "param": (error or {}).get("param"), "safety": check is not None,
+            "safety_check": check, "harm_types": harm_types, "reason": reason}
 
 
 def _results(deps: Any, hub: Any, run_id: str, job: HubJob) -> dict[str, Any]:

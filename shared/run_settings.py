@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from shared.echo import echo
+
 
 class RunSettingsError(ValueError):
     def __init__(self, problems: list[str]) -> None:
@@ -46,6 +48,7 @@ class Thresholds(_Strict):
 class RunSettings(_Strict):
     schema_version: Literal[1] = 1
     base_model: str = "gpt-4.1-mini"
+    # unset: detected from the data at intake (and by `ftops validate`), then stored with the run
     method: Literal["supervised", "dpo", "reinforcement"] = "supervised"
     hyperparameters: Hyperparameters = Hyperparameters()
     grader: dict[str, Any] | None = None                # reinforcement only
@@ -69,6 +72,8 @@ class RunSettings(_Strict):
 
     @model_validator(mode="after")
     def _method_specific(self) -> RunSettings:
+        if "method" not in self.model_fields_set:
+            return self   # detected from the data, then checked again with it (shared.drop_check)
         if self.method == "reinforcement" and not self.grader:
             raise ValueError("method 'reinforcement' needs a 'grader'")
         if self.method != "reinforcement" and self.grader:
@@ -76,6 +81,10 @@ class RunSettings(_Strict):
         if self.method != "dpo" and self.hyperparameters.beta is not None:
             raise ValueError("hyperparameters.beta applies only to method 'dpo'")
         return self
+
+    @property
+    def method_is_set(self) -> bool:
+        return "method" in self.model_fields_set
 
     def effective_deployment_name(self, run_name: str) -> str:
         return self.deployment_name or self.suffix or _slug(run_name)[:64]
@@ -95,7 +104,9 @@ def parse_run_settings(raw: bytes | str | dict[str, Any] | None, *, defaults: di
         try:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise RunSettingsError([f"{source}: not valid JSON ({exc})"]) from exc
+            raise RunSettingsError([f"{source}: not valid JSON ({echo(exc)})"]) from exc
+        except RecursionError as exc:
+            raise RunSettingsError([f"{source}: not valid JSON (nested too deeply to parse)"]) from exc
     if not isinstance(data, dict):
         raise RunSettingsError([f"{source}: must be a JSON object"])
     merged = {**(defaults or {}), **data}
@@ -103,7 +114,8 @@ def parse_run_settings(raw: bytes | str | dict[str, Any] | None, *, defaults: di
         return RunSettings.model_validate(merged)
     except ValidationError as exc:
         raise RunSettingsError([
-            f"{source}: {'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()
+            f"{source}: {echo('.'.join(str(p) for p in e['loc']) or '<root>')}: {echo(e['msg'])}"
+            for e in exc.errors()
         ]) from exc
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -37,42 +38,65 @@ def bucket(line: bytes, seed: int, validation: float, eval_fraction: float) -> s
     return "train"
 
 
-def split_dataset(deps: Any, run_id: str, files: dict[str, str], settings: Any) -> Prepared:
+Opener = Callable[[], Iterable[bytes]]
+
+
+class _Discard(io.RawIOBase):
+    """Where `ftops validate` writes the split: only the counts matter there."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        return len(b)
+
+
+def spool_split(openers: Mapping[str, Opener], settings: Any, outputs: Mapping[str, IO[bytes]] | None = None) -> Prepared:
+    """Split the drop's examples into train/validation/eval as intake does, writing them to `outputs`
+    (spooled files that intake then uploads; discarded for `ftops validate`). `problem` is set when too
+    few examples are left to train on or to evaluate with — the same rule for both."""
     # What to carve out of train.jsonl: held-out eval always (unless given), validation unless given.
-    eval_fraction = 0.0 if "eval" in files else settings.split.eval
-    validation = 0.0 if "validation" in files else settings.split.validation
-    if settings.method == "reinforcement" and "validation" not in files:
+    eval_fraction = 0.0 if "eval" in openers else settings.split.eval
+    validation = 0.0 if "validation" in openers else settings.split.validation
+    if settings.method == "reinforcement" and "validation" not in openers:
         validation = validation or 0.1   # RFT needs a validation file
-    with contextlib.ExitStack() as stack:
-        outputs: dict[str, IO[bytes]] = {r: stack.enter_context(tempfile.SpooledTemporaryFile(SPOOL_BYTES))
-                                         for r in ("train", "validation", "eval")}
-        prepared = _spool(deps, files, outputs, lambda line: bucket(line, settings.seed, validation, eval_fraction))
-        if prepared.counts["train"] < MIN_TRAIN or prepared.counts["eval"] < MIN_EVAL:
-            prepared.problem = (f"too few examples to split: {prepared.counts['train']} for training (at least "
-                                f"{MIN_TRAIN}) and {prepared.counts['eval']} held out for evaluation (at least "
-                                f"{MIN_EVAL}); add examples or provide eval.jsonl in a run folder")
-            return prepared
-        reports = deps.blobs.get_container_client(deps.settings.reports_container)
-        for role, handle in outputs.items():
-            if prepared.counts[role]:
-                handle.seek(0)
-                prepared.data_files[role] = f"{run_id}/data/{role}.jsonl"
-                reports.upload_blob(prepared.data_files[role], handle, overwrite=True)
-        return prepared
+    sinks: Mapping[str, IO[bytes]] = outputs or {r: _Discard() for r in ("train", "validation", "eval")}
+    prepared = _spool(openers, sinks, lambda line: bucket(line, settings.seed, validation, eval_fraction))
+    if prepared.counts["train"] < MIN_TRAIN or prepared.counts["eval"] < MIN_EVAL:
+        prepared.problem = (f"too few examples to split: {prepared.counts['train']} for training (at least "
+                            f"{MIN_TRAIN}) and {prepared.counts['eval']} held out for evaluation (at least "
+                            f"{MIN_EVAL}); add examples or provide eval.jsonl in a run folder")
+    return prepared
 
 
-def _spool(deps: Any, files: dict[str, str], outputs: dict[str, IO[bytes]],
+def spool_files() -> tuple[contextlib.ExitStack, dict[str, IO[bytes]]]:
+    """Spooled temporary files for spool_split's outputs (close the stack when done)."""
+    stack = contextlib.ExitStack()
+    return stack, {r: stack.enter_context(tempfile.SpooledTemporaryFile(SPOOL_BYTES))
+                   for r in ("train", "validation", "eval")}
+
+
+def upload_split(deps: Any, run_id: str, prepared: Prepared, outputs: Mapping[str, IO[bytes]]) -> None:
+    """The split's files to reports/<run_id>/data/<role>.jsonl, where training reads them."""
+    reports = deps.blobs.get_container_client(deps.settings.reports_container)
+    for role, handle in outputs.items():
+        if prepared.counts[role]:
+            handle.seek(0)
+            prepared.data_files[role] = f"{run_id}/data/{role}.jsonl"
+            reports.upload_blob(prepared.data_files[role], handle, overwrite=True)
+
+
+def _spool(openers: Mapping[str, Opener], outputs: Mapping[str, IO[bytes]],
            side_of: Callable[[bytes], str]) -> Prepared:
-    """Stream every file's examples into the spooled outputs (train.jsonl's split by `side_of`)."""
+    """Stream every file's examples into the outputs (train.jsonl's split by `side_of`)."""
     from shared.validation import iter_examples
-    source = deps.blobs.get_container_client(deps.settings.datasets_container)
     counts = {r: 0 for r in outputs}
     whole = hashlib.sha256()
     for role in ("train", "validation", "eval"):
-        if role not in files:
+        if role not in openers:
             continue
         whole.update(f"\0{role}\0".encode())
-        for _, raw in iter_examples(source.get_blob_client(files[role]).download_blob().chunks()):
+        for _, raw in iter_examples(openers[role]()):
             line = raw.strip()
             if line:
                 whole.update(line + b"\n")

@@ -21,7 +21,8 @@ SKUS = {"standard": "Standard", "globalstandard": "GlobalStandard", "datazonesta
         "developertier": "DeveloperTier", "provisionedmanaged": "ProvisionedManaged",
         "globalprovisionedmanaged": "GlobalProvisionedManaged",
         "datazoneprovisionedmanaged": "DataZoneProvisionedManaged"}
-_ENV_KEYS = {"name", "requires_approval", "approvers", "allow_single_region", "targets"}
+_ENV_KEYS = {"name", "requires_approval", "approvers", "allow_single_region", "targets", "retire"}
+_RETIRE_KEYS = {"approval_denied", "failed", "superseded", "awaiting_approval_days"}
 _TARGET_REQUIRED = ("subscription", "resource_group", "account", "region", "tenant", "sku", "capacity")
 _TARGET_KEYS = set(_TARGET_REQUIRED) | {"credential", "quota"}
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
@@ -52,12 +53,23 @@ class Target:
 
 
 @dataclass(frozen=True)
+class RetirePolicy:
+    """Which of an environment's deployments are retired automatically (shared.retirement): they bill by the
+    hour for runs that will never reach the last environment. The defaults retire all of them."""
+    approval_denied: bool = True                     # the run's promotion was denied
+    failed: bool = True                              # the run failed later (a deployment, a retrain)
+    superseded: bool = True                          # a newer run under the same deployment name is deployed
+    awaiting_approval_days: float | None = 7.0       # waiting for approval longer than this; None: never
+
+
+@dataclass(frozen=True)
 class Environment:
     name: str
     requires_approval: bool
     approvers: tuple[str, ...]
     allow_single_region: bool
     targets: tuple[Target, ...]
+    retire: RetirePolicy = RetirePolicy()
 
     @property
     def regions(self) -> list[str]:
@@ -169,7 +181,19 @@ def _environment(raw: Any, path: str, setting: str, hub_tenant: str | None) -> E
                           f"{path}.allow_single_region to true")
     return Environment(name=name, requires_approval=requires_approval,
                        approvers=tuple(a.strip() for a in approvers_raw), allow_single_region=allow_single,
-                       targets=targets)
+                       targets=targets, retire=_retire_policy(raw.get("retire", {}), f"{path}.retire", setting))
+
+
+def _retire_policy(raw: Any, path: str, setting: str) -> RetirePolicy:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{setting}: {path} must be an object")
+    _no_unknown(raw, _RETIRE_KEYS, setting, path)
+    flags = {k: _bool(raw, k, True, path, setting) for k in ("approval_denied", "failed", "superseded")}
+    days = raw.get("awaiting_approval_days", RetirePolicy.awaiting_approval_days)
+    if days is not None and (isinstance(days, bool) or not isinstance(days, (int, float)) or days <= 0):
+        raise ConfigError(f"{setting}: {path}.awaiting_approval_days must be a positive number of days, or null "
+                          "for never")
+    return RetirePolicy(**flags, awaiting_approval_days=None if days is None else float(days))
 
 
 def _target(raw: Any, path: str, setting: str, hub_tenant: str | None) -> Target:

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from shared import states
 from shared.blob_io import hash_blob
+from shared.command_checks import CANCELLABLE, STARTABLE, cancel_needed, check_job_action, retrain_settings
 from shared.events import advance, publish
 from shared.handling import PermanentError
 from shared.hub import (
@@ -31,19 +32,18 @@ from shared.hub import (
     HubNotFound,
     HubPermanentError,
     HubQuotaExceeded,
+    HubUnsupported,
     JobSpec,
     note_unknown_status,
 )
 from shared.hub_runs import Superseded, claim_name, tidy_hub, update_run
 from shared.messages import RetrainCommand, RunCommand, TrainRequest, envelope
 from shared.registry import InvalidTransition, RunRecord
-from shared.run_settings import RunSettings, RunSettingsError, parse_run_settings
+from shared.run_settings import RunSettings
 
 log = logging.getLogger(__name__)
 
 ACTOR = "ftops.training"
-STARTABLE = frozenset({states.ACCEPTED, states.UPLOADING, states.WAITING_FOR_QUOTA})
-CANCELLABLE = STARTABLE | {states.TRAINING}
 TRAINABLE_ROLES = ("train", "validation")      # eval stays held out: it never goes to the hub
 CLAIM_TTL_SECONDS = 3600                        # uploads of large files can take a while
 QUOTA_BACKOFF_SECONDS = (60.0, 1800.0)          # first wait, longest wait (doubling, with jitter)
@@ -91,6 +91,11 @@ def handle_train(request: TrainRequest, deps: Any, *, hub: Hub | None = None) ->
                     detail={"job_key": key[:16]})
         except InvalidTransition:
             pass  # another delivery moved it first; the claim below sorts out who does what
+    try:   # before any upload: a method the configured hub API lacks can never be trained there
+        hub.require(lambda: hub.surface.require_method(settings.method))
+    except HubUnsupported as exc:
+        _fail(deps, hub, run.run_id, exc)
+        return
     claim, result = deps.registry.claim(claim_name(key), ttl_seconds=CLAIM_TTL_SECONDS)
     if claim == "completed" and result:
         log.info("run %s: job key %s already has job %s; adopting it", run.run_id, key[:12], result.get("job_id"))
@@ -215,11 +220,8 @@ def _cancel_quietly(hub: Hub, run_id: str, job_id: str) -> None:
 # --- commands ----------------------------------------------------------------------------------------
 def cancel_run(command: RunCommand, deps: Any, *, hub: Hub | None = None) -> None:
     run = deps.registry.require_run(command.run_id)
-    if run.state == states.CANCELLED:
+    if not cancel_needed(run):
         return
-    if run.state not in CANCELLABLE:
-        raise PermanentError(f"run {run.run_id} is {run.state}: only a run waiting to train or training can be "
-                             "cancelled")
     hub = hub or Hub.from_deps(deps)
     if run.job_id:
         try:
@@ -249,9 +251,8 @@ def resume_run(command: RunCommand, deps: Any, *, hub: Hub | None = None) -> Non
 
 def _job_action(command: RunCommand, deps: Any, action: str, hub: Hub | None) -> None:
     run = deps.registry.require_run(command.run_id)
-    if run.state != states.TRAINING or not run.job_id:
-        raise PermanentError(f"run {run.run_id} is {run.state}: only a training run's job can be {action}d")
     hub = hub or Hub.from_deps(deps)
+    check_job_action(run, action, hub.surface)
     try:
         job = hub.pause(run.job_id) if action == "pause" else hub.resume(run.job_id)
     except HubNotFound as exc:
@@ -274,21 +275,11 @@ def retrain_run(command: RetrainCommand, deps: Any, *, started_by: str | None = 
     """Same data, new settings: the run goes back to `uploading` with a clean job record and a new job key.
     `started_by`: the verified object id of who asked (operator API), else unknown (a queue message)."""
     run = deps.registry.require_run(command.run_id)
-    try:
-        settings = parse_run_settings({**run.settings, **command.settings}, source=f"retrain {run.run_id}")
-    except RunSettingsError as exc:
-        raise PermanentError(str(exc)) from exc
+    settings, needed = retrain_settings(run, command.settings)
+    if not needed:
+        log.info("run %s: retrain with these settings is already under way", run.run_id)
+        return
     new_settings = settings.model_dump(mode="json")
-    if "owner" in command.settings and command.settings["owner"] != (run.settings or {}).get("owner"):
-        # the owner is who four eyes are checked against: a command must not swap it for the approver
-        raise PermanentError(f"run {run.run_id}: retrain cannot change the owner; drop a new run instead")
-    if run.state in CANCELLABLE:
-        if run.settings == new_settings and run.state != states.ACCEPTED:
-            log.info("run %s: retrain with these settings is already under way", run.run_id)
-            return
-        raise PermanentError(f"run {run.run_id} is {run.state}: cancel it, or wait for it to finish, to retrain")
-    if not states.can_transition(run.state, states.UPLOADING):
-        raise PermanentError(f"run {run.run_id} is {run.state}: it cannot be retrained")
     actor = command.requested_by or ACTOR
     run = advance(deps, run.run_id, states.UPLOADING, actor=actor, from_states={run.state},
                   detail={"retrain": True, "settings": command.settings, "previous_job_id": run.job_id},

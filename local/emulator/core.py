@@ -26,6 +26,12 @@ from .state import (
     UploadRecord,
 )
 
+
+def _error(failure: dict[str, str]) -> dict[str, str]:
+    """A job failure as the wire shows it: code, message (and param, if given); not the emulator's `stage`."""
+    return {k: v for k, v in failure.items() if k in ("code", "message", "param")}
+
+
 MAX_FILES = 50
 MAX_FILE_BYTES = 1024**3
 REQUEST_LOG_SIZE = 1000
@@ -127,7 +133,7 @@ class Emulator:
             del self.files[file_id]
 
     # --- jobs ---------------------------------------------------------------------------------
-    def create_job(self, account: str, body: dict[str, Any]) -> Job:
+    def create_job(self, account: str, body: dict[str, Any], *, suffix_max: int = 40) -> Job:
         with self.lock:
             self.tick()
             for key in ("model", "training_file"):
@@ -140,7 +146,7 @@ class Emulator:
                         raise ApiError(400, "invalidPayload", f"The {key} '{body[key]}' does not exist.", param=key)
                     if record.status(self.now()) == "error":
                         raise ApiError(400, "invalidPayload", f"The {key} '{body[key]}' failed processing.", param=key)
-            waiting = [j for j in self.jobs.values() if j.account == account and j.status in ("validating_files", "queued")]
+            waiting = [j for j in self.jobs.values() if j.account == account and j.status == "pending"]
             if len(waiting) >= self.durations.max_queued_jobs:
                 raise ApiError(
                     400, "quotaExceeded",
@@ -153,8 +159,9 @@ class Emulator:
                 raise ApiError(400, "invalidPayload", f"Unsupported method type '{kind}'.", param="method.type")
             requested = dict((method.get(kind) or {}).get("hyperparameters") or body.get("hyperparameters") or {})
             suffix = body.get("suffix")
-            if suffix is not None and len(suffix) > 40:
-                raise ApiError(400, "invalidPayload", "suffix must be at most 40 characters.", param="suffix")
+            if suffix is not None and len(suffix) > suffix_max:
+                raise ApiError(400, "invalidPayload", f"suffix must be at most {suffix_max} characters.",
+                               param="suffix")
             fail_with = None
             if self.faults.fail_next_jobs > 0:
                 self.faults.fail_next_jobs -= 1
@@ -248,9 +255,17 @@ class Emulator:
     def _tick_jobs(self, account: str, now: float) -> None:
         jobs = sorted((j for j in self.jobs.values() if j.account == account), key=lambda j: j.created_at)
         for job in jobs:
-            if job.status == "validating_files" and now >= job.created_at + self.durations.validation:
+            if job.status == "pending" and job.queued_at is None and now >= job.created_at + self.durations.validation:
                 self._validate(job, job.created_at + self.durations.validation)
             job.settle(now)
+        self._run_queue(jobs, now)
+        for job in jobs:
+            if job.status == "succeeded" and not job.result_files and job.finished_at is not None \
+                    and now >= job.finished_at + self.durations.results:
+                self._post_results(job, job.finished_at + self.durations.results)
+
+    def _run_queue(self, jobs: list[Job], now: float) -> None:
+        """The account's one training slot: finish the running job when its time is up, start the next."""
         while True:
             active = next((j for j in jobs if j.status in HOLDING), None)
             if active is not None:
@@ -260,7 +275,7 @@ class Emulator:
                 self._finish(active, end)
                 continue
             free_at = max((j.finished_at or 0.0 for j in jobs if j.started_at is not None), default=0.0)
-            queued = [j for j in jobs if j.status == "queued"]
+            queued = [j for j in jobs if j.status == "pending" and j.queued_at is not None]
             if not queued:
                 return
             job = min(queued, key=lambda j: (j.queued_at or 0.0, j.created_at))
@@ -287,8 +302,10 @@ class Emulator:
         if job.validation_file and job.validation_file in self.files:
             job.n_validation = len(knowledge.parse_examples(self.files[job.validation_file].content))
         job.resolve_hyperparameters()
-        job.status, job.queued_at = "queued", t
-        job.add_event(t, "Validated training file; job enqueued.")
+        if job.fail_with and job.fail_with.get("stage") == "data":   # the RAI check of the training data
+            return self._fail(job, t, {"param": "training_file", **_error(job.fail_with)})
+        job.status, job.queued_at = "pending", t   # validated and queued: still `pending` on the wire
+        job.add_event(t, "Job enqueued. Waiting for jobs ahead to complete.")
 
     def _fail(self, job: Job, t: float, error: dict[str, Any]) -> None:
         self._close_segment(job, t)
@@ -298,13 +315,18 @@ class Emulator:
     def _finish(self, job: Job, t: float) -> None:
         self._close_segment(job, t)
         if job.fail_with:
-            return self._fail(job, t, {"param": None, **job.fail_with})
+            return self._fail(job, t, {"param": None, **_error(job.fail_with)})
+        # Learn's tutorial: "Job succeeded." first; the results file comes after postprocessing
+        job.status, job.finished_at = "succeeded", t
+        job.add_event(t, "Job succeeded.")
+        job.add_event(t, "Postprocessing started.")
+
+    def _post_results(self, job: Job, t: float) -> None:
         results = self.add_file(job.account, "results.csv", "fine-tune-results", job.results_csv(), ready=True)
         results.created_at = results.ready_at = t
         job.result_files = [results.id]
-        job.status, job.finished_at = "succeeded", t
-        job.add_event(t, f"Training completed; model {job.fine_tuned_name} created.")
-        job.add_event(t, "Job succeeded.")
+        job.add_event(t, f"Completed results file: {results.id}")
+        job.add_event(t, f"Training hours billed: {max(0.001, job.run_seconds / 3600):.3f}")
 
     # --- models ---------------------------------------------------------------------------------
     def find_model(self, name: str) -> tuple[Job, float] | None:

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import knowledge
+from . import knowledge, surfaces
 from .auth import check_data_plane
 from .core import Emulator
 from .state import Account, ApiError, UploadRecord
@@ -145,6 +145,7 @@ def _upload(request: Request, account: Account) -> Any:
 
 async def create_upload(request: Request) -> Response:
     account, emu, body = _account(request), _emu(request), await _json(request)
+    surfaces.check_fields(body, surfaces.upload_start_fields(request.scope["emulator.surface"]))
     for key in ("bytes", "filename", "mime_type", "purpose"):
         if body.get(key) in (None, ""):
             raise ApiError(400, "invalidPayload", f"'{key}' is required.", param=key)
@@ -172,6 +173,7 @@ async def add_part(request: Request) -> Response:
 
 async def complete_upload(request: Request) -> Response:
     account, emu, body = _account(request), _emu(request), await _json(request)
+    surfaces.check_fields(body, surfaces.UPLOAD_COMPLETE)
     up = _upload(request, account)
     if up.status != "pending":
         raise ApiError(400, "invalidPayload", f"Upload is already {up.status}.")
@@ -202,7 +204,9 @@ async def cancel_upload(request: Request) -> Response:
 # --- fine-tuning jobs -------------------------------------------------------------------------------
 async def create_job(request: Request) -> Response:
     account, emu, body = _account(request), _emu(request), await _json(request)
-    job = emu.create_job(account.name, body)
+    surface = request.scope["emulator.surface"]
+    surfaces.check_job_body(surface, body)
+    job = emu.create_job(account.name, body, suffix_max=surfaces.SUFFIX_MAX[surface])
     return JSONResponse(emu.job_json(job), status_code=201)
 
 
@@ -288,24 +292,40 @@ async def chat_completions(request: Request) -> Response:
     })
 
 
+def _gated(endpoint: Any, excluded: frozenset[str]) -> Any:
+    """The endpoint behind the api-version check: a surface whose spec lacks the path answers 404."""
+    async def handler(request: Request) -> Response:
+        surface = surfaces.of(request)
+        if surface in excluded:
+            raise ApiError(404, "404", "Resource not found")
+        request.scope["emulator.surface"] = surface
+        return await endpoint(request)
+    return handler
+
+
 def routes() -> list[Route]:
+    none, no_pause, no_uploads = frozenset(), surfaces.NO_PAUSE, surfaces.NO_UPLOADS
     table = [
-        ("/files", create_file, ["POST"]), ("/files", list_files, ["GET"]),
-        ("/files/{file_id}", get_file, ["GET"]), ("/files/{file_id}", delete_file, ["DELETE"]),
-        ("/files/{file_id}/content", file_content, ["GET"]),
-        ("/uploads", create_upload, ["POST"]), ("/uploads/{upload_id}/parts", add_part, ["POST"]),
-        ("/uploads/{upload_id}/complete", complete_upload, ["POST"]),
-        ("/uploads/{upload_id}/cancel", cancel_upload, ["POST"]),
-        ("/fine_tuning/jobs", create_job, ["POST"]), ("/fine_tuning/jobs", list_jobs, ["GET"]),
-        ("/fine_tuning/jobs/{job_id}", get_job, ["GET"]),
-        ("/fine_tuning/jobs/{job_id}/cancel", job_action, ["POST"]),
-        ("/fine_tuning/jobs/{job_id}/pause", job_action, ["POST"]),
-        ("/fine_tuning/jobs/{job_id}/resume", job_action, ["POST"]),
-        ("/fine_tuning/jobs/{job_id}/events", job_events, ["GET"]),
-        ("/fine_tuning/jobs/{job_id}/checkpoints", job_checkpoints, ["GET"]),
-        ("/deployments/{deployment}/chat/completions", chat_completions, ["POST"]),
+        ("/files", create_file, ["POST"], none), ("/files", list_files, ["GET"], none),
+        ("/files/{file_id}", get_file, ["GET"], none), ("/files/{file_id}", delete_file, ["DELETE"], none),
+        ("/files/{file_id}/content", file_content, ["GET"], none),
+        ("/uploads", create_upload, ["POST"], no_uploads),
+        ("/uploads/{upload_id}/parts", add_part, ["POST"], no_uploads),
+        ("/uploads/{upload_id}/complete", complete_upload, ["POST"], no_uploads),
+        ("/uploads/{upload_id}/cancel", cancel_upload, ["POST"], no_uploads),
+        ("/fine_tuning/jobs", create_job, ["POST"], none), ("/fine_tuning/jobs", list_jobs, ["GET"], none),
+        ("/fine_tuning/jobs/{job_id}", get_job, ["GET"], none),
+        ("/fine_tuning/jobs/{job_id}/cancel", job_action, ["POST"], none),
+        ("/fine_tuning/jobs/{job_id}/pause", job_action, ["POST"], no_pause),
+        ("/fine_tuning/jobs/{job_id}/resume", job_action, ["POST"], no_pause),
+        ("/fine_tuning/jobs/{job_id}/events", job_events, ["GET"], none),
+        ("/fine_tuning/jobs/{job_id}/checkpoints", job_checkpoints, ["GET"], none),
+        ("/deployments/{deployment}/chat/completions", chat_completions, ["POST"], frozenset({surfaces.V1})),
     ]
     out = []
-    for prefix in ("/{account}/openai", "/{account}/openai/v1"):
-        out += [Route(prefix + path, endpoint, methods=methods) for path, endpoint, methods in table]
+    for prefix, v1 in (("/{account}/openai", False), ("/{account}/openai/v1", True)):
+        for path, endpoint, methods, excluded in table:
+            if v1 and surfaces.V1 in excluded:
+                continue   # not in the v1 spec: no route, so 404 like any unknown path
+            out.append(Route(prefix + path, _gated(endpoint, excluded), methods=methods))
     return out

@@ -17,14 +17,27 @@ from .knowledge import Example
 TERMINAL = ("succeeded", "failed", "cancelled")
 HOLDING = ("running", "pausing", "paused", "resuming")  # statuses that hold the account's one training slot
 
+METRICS_EVERY = 10    # Learn's tutorial: metrics events at steps 10, 20, …
+# The two safety failures in Learn's words (fine-tuning-safety-evaluation); Azure's error codes for them are
+# not documented, these are the emulator's. "stage": when the job fails (data: at validation).
 FAILURES: dict[str, dict[str, str]] = {
     "generic": {"code": "server_error", "message": "The job failed due to an internal error."},
     "safety": {
-        "code": "invalid_training_file",
-        "message": "The job failed because the fine-tuned model did not pass the safety evaluation: "
-        "its responses contained harmful content. Review the training data and try again.",
+        "code": "model_evaluation_failed", "stage": "model",
+        "message": "This model is unable to be deployed. Model evaluation identified that this fine tuned model "
+        "scores above acceptable thresholds for [Violence, Self Harm]. Please review your training data set "
+        "and resubmit the job.",
+    },
+    "safety_data": {
+        "code": "invalid_training_file", "stage": "data",
+        "message": "The provided training data failed RAI checks for harm types: [hate_fairness, self_harm, "
+        "violence]. Please fix the data and try again.",
     },
 }
+
+
+def _unresolved(value: Any, auto: int) -> Any:
+    return auto if value in (None, "auto") else value
 
 
 def _unit(*parts: object) -> float:
@@ -68,7 +81,7 @@ class Job:
     created_at: float
     run_seconds: float
     fail_with: dict[str, str] | None = None
-    status: str = "validating_files"
+    status: str = "pending"    # validating, then queued (queued_at set): `pending` either way, as Azure shows
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     examples: list[Example] = field(default_factory=list)
     n_validation: int = 0
@@ -88,8 +101,13 @@ class Job:
         return self.id.removeprefix("ftjob-")
 
     @property
+    def model_hex(self) -> str:
+        """The fine-tuned model's own id: Learn's examples never reuse the job id's hex."""
+        return hashlib.sha256(f"{self.id}:model".encode()).hexdigest()[:32]
+
+    @property
     def model_base(self) -> str:
-        return f"{self.model}.ft-{self.hex}"
+        return f"{self.model}.ft-{self.model_hex}"
 
     @property
     def fine_tuned_name(self) -> str:
@@ -248,13 +266,13 @@ class Job:
         self.events.append(Event(id=f"ftevent-{suffix}", created_at=t, message=message, level=level))
 
     def all_events(self, t: float) -> list[Event]:
-        """Message events plus one metrics event per completed step; newest first."""
+        """Message events plus a metrics event every METRICS_EVERY steps; newest first."""
         events = [e for e in self.events if e.created_at <= t]
-        for step in range(1, self.steps_done(t) + 1):
+        for step in range(METRICS_EVERY, self.steps_done(t) + 1, METRICS_EVERY):
             digest = hashlib.sha256(f"{self.id}:step:{step}".encode()).hexdigest()[:24]
             events.append(Event(
                 id=f"ftevent-{digest}", created_at=self.step_time(step),
-                message=f"Step {step}/{self.total_steps}: training loss={self.metrics(step)['train_loss']}",
+                message=f"Step {step}: training loss={self.metrics(step)['train_loss']}",
                 type="metrics", data=self.metrics(step, full_valid=step % self.steps_per_epoch == 0),
             ))
         # stable order: time, then metrics before the message that follows them at the same instant
@@ -272,7 +290,11 @@ class Job:
         kind = method.get("type", "supervised")
         if self.hyperparameters:
             method[kind] = {**method.get(kind, {}), "hyperparameters": dict(self.hyperparameters)}
-        hyper = self.hyperparameters or {k: v for k, v in self.requested.items() if k != "beta"}
+        # before validation resolves "auto", Azure shows -1 for it (Learn's tutorial: n_epochs -1, batch_size -1)
+        hyper = self.hyperparameters or {
+            "n_epochs": _unresolved(self.requested.get("n_epochs"), -1),
+            "batch_size": _unresolved(self.requested.get("batch_size"), -1),
+            "learning_rate_multiplier": _unresolved(self.requested.get("learning_rate_multiplier"), 1)}
         return {
             "id": self.id,
             "object": "fine_tuning.job",

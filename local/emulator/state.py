@@ -101,6 +101,7 @@ class Durations:
     pausing: float = 0.0  # pause: `pausing` this long, then `paused` (0: at once, as before)
     resuming: float = 0.0  # resume: `resuming` this long, then `running`
     warmup_seconds: float = 0.0  # a new deployment answers chat with 429 this long after provisioning
+    results: float = 0.5  # after "Job succeeded.": postprocessing until the results file is there
 
 
 @dataclass
@@ -113,7 +114,7 @@ class Faults:
     retry_after_ms: int = 200  # what 429s advertise; Azure sends retry-after and retry-after-ms
     scope: str = "all"  # "all" | "data" | "arm": which surface the rate faults hit
     fail_next_jobs: int = 0
-    job_failure: str = "generic"  # "generic" | "safety" | or use job_error for a custom one
+    job_failure: str = "generic"  # "generic" | "safety" (model evaluation) | "safety_data" | or job_error
     job_error: dict[str, str] | None = None
     fail_deployments_on: list[str] = field(default_factory=list)
     accounts: list[str] | None = None  # the request faults above hit only these accounts (None/[]: all)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,7 +22,17 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)
     logging.getLogger("httpx2").setLevel(logging.WARNING)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - every failure is one line that says why (traceback with -v)
+        from shared.cli.errors import explain
+        line, code = explain(exc)
+        print(f"ftops {args.command}: {line}", file=sys.stderr)
+        if args.verbose:
+            traceback.print_exc()
+        return code
 
 
 if __name__ == "__main__":

@@ -4,6 +4,12 @@ Starts Azurite, the hub/spoke emulator and the dev host (local.stack), drops the
 dataset in DIR), approves prod as the demo operator, waits until every run is terminal and every live
 deployment has had a keep-alive ping, then prints a summary (a table, or one JSON object with --json).
 Progress and logs go to stderr; stdout carries only the result. Everything started is stopped.
+Under each run that did not reach its end the table says why and where its report is.
+
+Exit status: 0 when every run finished with an answer — deployed to its last environment, or (with
+--datasets) a verdict: rejected, evaluation_failed, approval_denied, cancelled, retired; 1 when a run
+failed for another reason (training, deployment), a message was dead-lettered, the sample did not reach
+prod, or runs were still going at the timeout; 2 for a usage error (e.g. --datasets not a folder).
 """
 from __future__ import annotations
 
@@ -18,7 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shared.cli.views import run_view  # the one run shape, shared with `ftops status`
+from shared.cli.errors import UsageError
+from shared.cli.views import run_view, table  # the one run shape, shared with `ftops status`
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,9 +39,11 @@ __all__ = ["add_parser", "run", "run_view"]
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("demo", help="run the whole flow on one machine (Azurite, emulator, dev host)")
+    p = sub.add_parser("demo", help="run the whole flow on one machine (Azurite, emulator, dev host)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="print the final state as one JSON object on stdout")
-    p.add_argument("--datasets", type=Path, help="drop every *.jsonl and run.json folder in DIR instead of the sample")
+    p.add_argument("--datasets", type=Path, metavar="DIR",
+                   help="drop every *.jsonl file and run.json folder in DIR instead of the sample (says what it skips)")
     p.add_argument("--chaos", action="store_true",
                    help="faults on ~15%% of emulator calls; every message delivered twice; the host restarts once")
     p.add_argument("--timeout", type=float, help="seconds to wait for every run to finish (default 300, chaos 600)")
@@ -47,8 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     drops = _plan_drops(args.datasets)
     if not drops:
-        print(f"ftops demo: no *.jsonl files or run.json folders in {args.datasets}", file=sys.stderr)
-        return 2
+        raise UsageError(f"no *.jsonl files or run.json folders in {args.datasets}")
     timeout = args.timeout or (600.0 if args.chaos else 300.0)
     log_dir = args.logs or Path(tempfile.mkdtemp(prefix="ftops-demo-logs-"))
     _stop_on_sigterm()
@@ -81,23 +89,58 @@ def run(args: argparse.Namespace) -> int:
         _tail(log_dir / "devhost.log")
         return 1
     say(f"done in {elapsed:.0f} s; every process started was stopped")
+    failed = unexpected_failures(result, sample=args.datasets is None)
+    if failed:
+        say("failed unexpectedly: " + "; ".join(failed))
+        return 1
     return 0
+
+
+# A verdict on the data or by a person is an answer, not a failure of the demo: exit 0 with the reason shown.
+VERDICTS = {"rejected", "evaluation_failed", "approval_denied", "cancelled", "retired"}
+
+
+def unexpected_failures(result: dict[str, Any], *, sample: bool) -> list[str]:
+    """What makes the demo exit 1 although every run finished: a run that failed for a reason that is not
+    a verdict (training, deployment), a dead-lettered message, or the sample not reaching prod."""
+    failed = []
+    for r in result["runs"]:
+        if r["reached_end"] or (r["state"].partition(":")[0] in VERDICTS and not sample):
+            continue
+        failed.append(f"run {r['run_id']} ended {r['state']}: {r['reason'] or 'no reason recorded'}")
+    failed += [f"dead letter on {x['queue']}: {x.get('reason')}" for x in result["dead_letters"]]
+    return failed
 
 
 # --- dropping -------------------------------------------------------------------------------------------
 def _plan_drops(datasets: Path | None) -> list[tuple[str, list[tuple[str, Path]]]]:
-    """[(start blob, [(blob name, file), …in upload order])]: a folder's run.json goes last, as it starts the run."""
+    """[(start blob, [(blob name, file), …in upload order])]: a folder's run.json goes last, as it starts the run.
+    Says on stderr what it does not drop, and why."""
     if datasets is None:   # the sample as a run folder whose run.json names its owner, so it may reach prod
         folder = SAMPLE.stem
         return [(f"{folder}/run.json", [(f"{folder}/train.jsonl", SAMPLE), (f"{folder}/run.json", _sample_run_json())])]
+    if not datasets.exists():
+        raise UsageError(f"--datasets {datasets}: no such folder")
+    if not datasets.is_dir():
+        raise UsageError(f"--datasets {datasets}: a file; --datasets takes a folder of *.jsonl files and run "
+                         f"folders (check a single file with `ftops validate {datasets}`)")
     drops: list[tuple[str, list[tuple[str, Path]]]] = []
-    for path in sorted(datasets.glob("*.jsonl")):
-        drops.append((path.name, [(path.name, path)]))
-    for folder in sorted(p for p in datasets.iterdir() if p.is_dir() and (p / "run.json").is_file()):
-        start = folder / "run.json"
-        ordered = sorted(f for f in folder.rglob("*") if f.is_file() and f != start) + [start]
-        drops.append((f"{folder.name}/run.json",
-                      [(f"{folder.name}/{f.relative_to(folder).as_posix()}", f) for f in ordered]))
+    for path in sorted(datasets.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.is_file() and path.suffix == ".jsonl":
+            drops.append((path.name, [(path.name, path)]))
+        elif path.is_file():
+            say(f"skipping {path.name}: not a .jsonl file (intake would reject it as not_a_dataset; "
+                f"`ftops validate {path}` says what it is)")
+        elif path.is_dir() and (path / "run.json").is_file():
+            start = path / "run.json"
+            ordered = sorted(f for f in path.rglob("*") if f.is_file() and f != start) + [start]
+            drops.append((f"{path.name}/run.json",
+                          [(f"{path.name}/{f.relative_to(path).as_posix()}", f) for f in ordered]))
+        elif path.is_dir():
+            say(f"skipping {path.name}/: no run.json (a folder drop starts with its run.json; add one, {{}} "
+                "for the defaults)")
     return drops
 
 
@@ -213,7 +256,8 @@ def collect(stack: Any, deps: Any) -> dict[str, Any]:
                                         d.region, d.account))
     emulator = stack.emulator_state()
     return {
-        "runs": [run_view(r, [d for d in deployments if d.run_id == r.run_id]) for r in runs],
+        "runs": [run_view(r, [d for d in deployments if d.run_id == r.run_id],
+                          reports_container=deps.settings.reports_container) for r in runs],
         "dead_letters": dead_letters(stack.env["AzureWebJobsStorage"]),
         "emulator": {"jobs_created": emulator["jobs_created"],
                      "deployments": [{k: d[k] for k in ("account", "region", "deployment", "model")}
@@ -243,17 +287,26 @@ def dead_letters(connection: str) -> list[dict[str, Any]]:
 
 
 def render(result: dict[str, Any]) -> str:
-    lines = ["", f"{'RUN':<30} {'STATE':<24} {'JOB':<40} {'EVALUATION':<11} SOURCE"]
+    """The summary table; under each run that did not reach its end, why and where its report is."""
+    lines = [""]
+    rows = []
     for r in result["runs"]:
         ev = r["evaluation"]
         verdict = "-" if ev is None else ("passed" if ev.get("passed") else "failed")
-        lines.append(f"{r['run_id']:<30} {r['state']:<24} {(r['job_id'] or '-'):<40} {verdict:<11} {r['source']}")
-    deployments = [(r["run_id"], d) for r in result["runs"] for d in r["deployments"]]
+        rows.append([r["run_id"], r["state"], r["job_id"] or "-", verdict, r["source"]])
+    runs = table(["RUN", "STATE", "JOB", "EVALUATION", "SOURCE"], rows)
+    lines.append(runs[0])
+    for r, row in zip(result["runs"], runs[1:]):
+        lines.append(row)
+        if not r["reached_end"]:
+            lines.append(f"    why:    {r['reason'] or 'no reason recorded'}")
+            lines.append(f"    report: {', '.join(r['reports']) or '-'}")
+    deployments = [d for r in result["runs"] for d in r["deployments"]]
     if deployments:
-        lines += ["", f"{'ENVIRONMENT':<12} {'ACCOUNT':<28} {'REGION':<16} {'DEPLOYMENT':<28} {'STATE':<8} LAST PING"]
-        for _, d in deployments:
-            lines.append(f"{d['environment']:<12} {d['account']:<28} {d['region']:<16} {d['deployment']:<28} "
-                         f"{d['state']:<8} {d['last_ping'] or '-'}")
+        lines.append("")
+        lines += table(["ENVIRONMENT", "ACCOUNT", "REGION", "DEPLOYMENT", "STATE", "LAST PING"],
+                       [[d["environment"], d["account"], d["region"], d["deployment"], d["state"],
+                         d["last_ping"] or "-"] for d in deployments])
     emulator = result["emulator"]
     lines += ["", (f"emulator: {emulator['jobs_created']} fine-tuning job(s) created, "
                    f"{len(emulator['deployments'])} deployment(s) on spoke accounts")]

@@ -1,80 +1,108 @@
-"""Operator commands. `train`, `retrain`, `cancel`, `pause`, `resume` send one CloudEvent to the commands
-queue, exactly as another system would. `approve`, `reject`, `rollback`, `retire` call the operator API as
-the signed-in user (shared.cli.operator_client): who acts comes from the token, never from an argument."""
+"""Operator commands. The bus commands (train, cancel, pause, resume, retrain) send one CloudEvent to the
+commands queue, exactly as another system would: checked first with the handlers' own rules and refused
+with the reason (exit 2) when they cannot succeed; `--wait` follows them to their outcome. `approve`,
+`reject`, `rollback`, `retire` call the operator API as the signed-in user (shared.cli.operator_client):
+who acts comes from the token, never from an argument.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 from shared import messages as m
-
-QUEUE_COMMANDS = ("train", "retrain", "cancel", "pause", "resume")
-API_COMMANDS = ("approve", "reject", "rollback", "retire")
+from shared.cli.errors import UsageError
+from shared.cli.follow import BUS_COMMANDS, follow, precheck
 
 
 def add_parser(sub: Any) -> None:
-    def queued(name: str, help_: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_ + " (commands queue)")
+    def command(name: str, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(func=run, command_name=name)
         p.add_argument("--by", dest="requested_by", default=None, help="who asks (recorded in the audit trail)")
+        if name in BUS_COMMANDS:
+            p.add_argument("--wait", action="store_true",
+                           help="follow the command to its outcome and print it (a refusal with its reason)")
+            p.add_argument("--timeout", type=float, default=120.0,
+                           help="seconds --wait waits for an outcome (default 120)")
         return p
 
+    p = command("train", "start a run from a dataset blob already in the datasets container")
+    p.add_argument("blob", help="datasets/<name>.jsonl or datasets/<folder>/run.json (the container prefix is optional)")
+    p.add_argument("--settings", default="{}", help="run settings as JSON, over run.json (as in run.json)")
+    for name, what in (("cancel", "cancel a run that waits to train or trains (its hub job too)"),
+                       ("pause", "pause a training run's hub job"), ("resume", "resume a paused hub job")):
+        command(name, what).add_argument("run_id", help="the run (ftops status lists them)")
+    p = command("retrain", "train again on the same data with new settings")
+    p.add_argument("run_id", help="the run (ftops status lists them)")
+    p.add_argument("--settings", default="{}", help="settings to change, as JSON (as in run.json)")
+
     def api(name: str, help_: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_ + " (operator API, as the signed-in user)")
+        help_ = f"{help_} (operator API, as the signed-in user)"
+        p = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(func=run_api, command_name=name)
         p.add_argument("--json", action="store_true", help="print the API's answer as JSON")
         return p
 
-    p = queued("train", "start a run from a dataset blob already in the datasets container")
-    p.add_argument("blob")
-    p.add_argument("--settings", default="{}", help="run settings as JSON (as in run.json)")
-    for name in ("cancel", "pause", "resume"):
-        queued(name, f"{name} a run").add_argument("run_id")
-    p = queued("retrain", "train again on the same data with new settings")
-    p.add_argument("run_id")
-    p.add_argument("--settings", default="{}")
-
-    p = api("approve", "approve the model a run holds now into an environment (e.g. prod)")
-    p.add_argument("run_id")
-    p.add_argument("--env", required=True, help="the environment that waits for approval")
+    p = api("approve", "approve the model a run holds now into an environment")
+    p.add_argument("run_id", help="the run awaiting approval")
+    p.add_argument("--env", required=True, help="the environment that waits for approval (e.g. prod)")
     p.add_argument("--ticket", required=True, help="the change ticket this approval belongs to")
-    p.add_argument("--comment", default=None)
+    p.add_argument("--comment", default=None, help="a note kept with the approval")
     p = api("reject", "refuse a run's promotion into an environment")
-    p.add_argument("run_id")
-    p.add_argument("--env", required=True)
-    p.add_argument("--reason", required=True)
-    p.add_argument("--ticket", default=None)
+    p.add_argument("run_id", help="the run awaiting approval")
+    p.add_argument("--env", required=True, help="the environment (e.g. prod)")
+    p.add_argument("--reason", required=True, help="why (recorded with the run)")
+    p.add_argument("--ticket", default=None, help="change ticket")
     p = api("rollback", "return an environment to the previous approved model")
-    p.add_argument("--env", required=True)
-    p.add_argument("--run-id", default=None)
-    p.add_argument("--deployment", default=None)
-    p.add_argument("--reason", default=None)
-    p = api("retire", "remove a run's deployments everywhere")
-    p.add_argument("run_id")
-    p.add_argument("--reason", default=None)
+    p.add_argument("--env", required=True, help="the environment to roll back")
+    p.add_argument("--run-id", default=None, help="the run whose deployment to roll back")
+    p.add_argument("--deployment", default=None, help="the deployment name to roll back")
+    p.add_argument("--reason", default=None, help="why (recorded in the audit trail)")
+    p = api("retire", "retire a run: remove its deployments everywhere")
+    p.add_argument("run_id", help="the run")
+    p.add_argument("--reason", default=None, help="why (recorded in the audit trail)")
+
+
+def _settings_json(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--settings is not valid JSON: {exc.msg} at column {exc.colno}") from None
+    if not isinstance(value, dict):
+        raise UsageError("--settings must be a JSON object, as in run.json")
+    return value
 
 
 def build(args: argparse.Namespace) -> m.CloudEvent:
     name, by = args.command_name, args.requested_by
     data: Any
     if name == "train":
-        data = m.TrainCommand(blob=args.blob, settings=json.loads(args.settings), requested_by=by)
+        data = m.TrainCommand(blob=args.blob, settings=_settings_json(args.settings), requested_by=by)
     elif name == "retrain":
-        data = m.RetrainCommand(run_id=args.run_id, settings=json.loads(args.settings), requested_by=by)
+        data = m.RetrainCommand(run_id=args.run_id, settings=_settings_json(args.settings), requested_by=by)
     else:
         data = m.RunCommand(run_id=args.run_id, requested_by=by)
     return m.envelope(data, type_=f"ftops.command.{name}")
 
 
-def run(args: argparse.Namespace) -> int:
-    from shared.bootstrap import get_deps
-    deps = get_deps()
-    event = build(args)
+def run(args: argparse.Namespace, *, deps: Any = None, sleep: Callable[[float], None] = time.sleep) -> int:
+    event = build(args)   # argument mistakes first: finding them needs no settings
+    if deps is None:
+        from shared.bootstrap import get_deps
+        deps = get_deps()
+    bus = args.command_name in BUS_COMMANDS
+    expect = precheck(deps, event) if bus else None
     deps.publisher.send(deps.settings.commands_queue, event)
     print(f"sent {event.type} ({event.id})")
-    return 0
+    if expect is None or not args.wait:
+        return 0
+    code, what = follow(deps, event, expect, timeout=args.timeout, sleep=sleep)
+    print(what)
+    return code
 
 
 def run_api(args: argparse.Namespace, client: Any = None) -> int:

@@ -1,17 +1,26 @@
-"""`ftops status [RUN_ID] [--json]`: the registry's view of runs, with the estimated hosting cost."""
+"""`ftops status [RUN_ID] [--json]`: the registry's view of runs, why each stopped, and what it costs.
+
+With RUN_ID: the run's error, its reports, the commands about it that were dead-lettered, and its audit
+trail. Without: every run with the reason it stopped short, the hosting cost per deployment and totalled
+by run state (what still bills for runs that will never reach prod shows up there).
+"""
 from __future__ import annotations
 
 import argparse
 import json
+from collections import defaultdict
 from typing import Any
 
-from shared.cli.views import run_view
+from shared.cli.views import run_view, table
 from shared.costs import daily_hosting_cost, prices_from_settings
+
+WHY_WIDTH = 100   # the overview's reason column; `status RUN_ID` shows it whole
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("status", help="runs and deployments as the registry sees them")
-    p.add_argument("run_id", nargs="?", help="one run in detail (with its audit trail)")
+    p = sub.add_parser("status", help="runs, why each stopped, deployments and their hosting cost",
+                       description=__doc__)
+    p.add_argument("run_id", nargs="?", help="one run in detail: error, reports, dead letters, audit trail")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(func=run)
 
@@ -20,11 +29,30 @@ def collect(deps: Any, run_id: str | None = None) -> dict[str, Any]:
     registry = deps.registry
     runs = [registry.require_run(run_id)] if run_id else registry.list_runs()
     deployments = registry.list_deployments(run_id=run_id)
-    view: dict[str, Any] = {"runs": [run_view(r, deployments) for r in runs],
-                            "hosting_cost": daily_hosting_cost(deployments, prices_from_settings(deps.settings))}
+    container = deps.settings.reports_container
+    views = [run_view(r, deployments, reports_container=container) for r in runs]
+    cost = daily_hosting_cost(deployments, prices_from_settings(deps.settings))
+    state_of = {r.run_id: r.state for r in runs}
+    if not run_id:   # deployments of runs not listed (none today) still count, under "unknown"
+        by_state: dict[str, float] = defaultdict(float)
+        for row in cost["deployments"]:
+            by_state[state_of.get(row["run_id"], "unknown")] += row["per_day"]
+        cost["per_day_by_run_state"] = {k: round(v, 2) for k, v in sorted(by_state.items())}
+    view: dict[str, Any] = {"runs": views, "hosting_cost": cost, "dead_letters": _dead_letters(deps, run_id)}
     if run_id:
         view["runs"][0]["audit"] = registry.audit_trail(run_id)
     return view
+
+
+def _dead_letters(deps: Any, run_id: str | None) -> list[dict[str, Any]]:
+    """Dead-lettered messages (every queue ftops reads), the run's only when one is named."""
+    s = deps.settings
+    letters = []
+    for queue in (s.commands_queue, s.train_queue, s.evaluate_queue, s.deploy_queue):
+        for letter in deps.publisher.peek_dead_letters(queue):
+            if run_id is None or letter.get("subject") == run_id:
+                letters.append({k: letter.get(k) for k in ("queue", "message_id", "subject", "reason", "description")})
+    return letters
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,26 +60,62 @@ def run(args: argparse.Namespace) -> int:
     view = collect(get_deps(), args.run_id)
     if args.json:
         print(json.dumps(view, indent=2, default=str))
-        return 0
-    print(render_table(view))
+    elif args.run_id:
+        print(render_run(view))
+    else:
+        print(render_table(view))
     return 0
 
 
+def render_run(view: dict[str, Any]) -> str:
+    r = view["runs"][0]
+    ev = r.get("evaluation") or {}
+    lines = [f"run:       {r['run_id']}", f"state:     {r['state']}", f"source:    {r['source']}"]
+    if r["job_id"]:
+        lines.append(f"job:       {r['job_id']}" + (f" → {r['fine_tuned_model']}" if r["fine_tuned_model"] else ""))
+    if ev:
+        lines.append(f"evaluation: {'passed' if ev.get('passed') else 'failed'}")
+    lines.append(f"why:       {r['reason'] or '-'}")
+    lines.append("reports:   " + (", ".join(r["reports"]) or "-"))
+    for d in r["deployments"]:
+        lines.append(f"deployed:  {d['environment']}/{d['region']} {d['account']}/{d['deployment']} ({d['state']})")
+    letters = view["dead_letters"]
+    lines.append(f"dead letters: {len(letters)}")
+    lines += [f"  {x['queue']} {x['message_id']}: {x['reason']}: {x['description']}" for x in letters]
+    refused = [a for a in r.get("audit", []) if a["action"] == "command_deadlettered"]
+    lines += [f"  refused {a['detail'].get('command')} at {a['at']}: {a['detail'].get('description')}" for a in refused]
+    lines += ["", "audit trail:"]
+    lines += ["  " + x for x in table(["AT", "ACTION", "ACTOR"],
+                                      [[a["at"], a["action"], a["actor"]] for a in r.get("audit", [])])]
+    lines += _cost_lines(view["hosting_cost"])
+    return "\n".join(lines)
+
+
 def render_table(view: dict[str, Any]) -> str:
-    lines = [f"{'RUN':<28} {'STATE':<22} {'JOB':<22} {'EVAL':<6} DEPLOYMENTS"]
+    rows = []
     for r in view["runs"]:
         ev = r.get("evaluation") or {}
         passed = "-" if not ev else ("pass" if ev.get("passed") else "fail")
         deps = ", ".join(f"{d['environment']}/{d['region']}" for d in r["deployments"]) or "-"
-        lines.append(f"{r['run_id']:<28} {r['state']:<22} {(r['job_id'] or '-'):<22} {passed:<6} {deps}")
-        for entry in r.get("audit", []):
-            lines.append(f"    {entry['at']}  {entry['action']:<28} {entry['actor']}")
-    cost = view["hosting_cost"]
-    if cost["deployments"]:
-        lines.append("")
-        lines.append(f"{'HOSTING (estimate)':<28} {'DEPLOYMENT':<34} {'SKU':<15} {'USD/DAY':>8}")
-        for row in cost["deployments"]:
-            lines.append(f"{row['environment'] + '/' + row['region']:<28} {row['deployment']:<34} {row['sku']:<15} "
-                         f"{row['per_day']:>8.2f}")
-        lines.append(f"{'total':<79} {cost['total_per_day']:>8.2f}")
-    return "\n".join(lines)
+        why = r["reason"] or "-"
+        rows.append([r["run_id"], r["state"], r["job_id"] or "-", passed, deps,
+                     why if len(why) <= WHY_WIDTH else why[:WHY_WIDTH - 1] + "…"])
+    lines = table(["RUN", "STATE", "JOB", "EVAL", "DEPLOYMENTS", "WHY"], rows) if rows else ["no runs yet"]
+    letters = view["dead_letters"]
+    if letters:
+        lines += ["", f"dead letters: {len(letters)} (ftops status RUN_ID shows a run's)"]
+        lines += [f"  {x['queue']} {x['subject'] or '-'}: {x['reason']}: {x['description']}" for x in letters]
+    return "\n".join(lines + _cost_lines(view["hosting_cost"]))
+
+
+def _cost_lines(cost: dict[str, Any]) -> list[str]:
+    if not cost["deployments"]:
+        return []
+    rows = [[f"{row['environment']}/{row['region']}", row["deployment"], row["run_id"], row["sku"],
+             f"{row['per_day']:.2f}"] for row in cost["deployments"]]
+    lines = ["", "hosting (estimate, USD per day):"]
+    lines += table(["WHERE", "DEPLOYMENT", "RUN", "SKU", "USD/DAY"], rows, right={4})
+    for state, total in cost.get("per_day_by_run_state", {}).items():
+        lines.append(f"  runs {state}: {total:.2f}")
+    lines.append(f"  total: {cost['total_per_day']:.2f}")
+    return lines

@@ -1,42 +1,51 @@
 """`ftops validate PATH`: check a JSONL file or a run folder before (or without) uploading it.
 
+The same checks intake runs, through the same code (shared.drop_check): run.json's full schema, the
+method detected from the data when nothing sets it, the data itself, and the split. The flags override
+run.json as a train command's settings do.
+
 Exit codes: 0 accepted (warnings allowed), 1 rejected, 2 usage error or unreadable path.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from shared.cli.errors import UsageError
+from shared.drop_check import DropFiles, check_drop
+from shared.hub_api import DEFAULT as DEFAULT_HUB_API
+from shared.hub_api import HubSurface, UnsupportedOnSurface, surface
 from shared.models import UnknownModelError, known_models, model_facts
-from shared.validation import DatasetReport, ValidationOptions, validate_dataset
+from shared.topology import Topology
+from shared.validation import DatasetReport, Finding
+from shared.validation.html import method_note
 
 CHUNK = 4 << 20
 RUN_FILES = {"train": "train.jsonl", "validation": "validation.jsonl", "eval": "eval.jsonl"}
 PROGRESS_MIN_BYTES = 32 << 20  # smaller inputs finish before a bar would help
 
 
-class UsageError(Exception):
-    pass
-
-
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("validate", help="validate a fine-tuning dataset (file or run folder)",
                               description=__doc__)
     p.add_argument("path", help="a JSONL file, or a run folder with train/validation/eval.jsonl")
-    p.add_argument("--model", default=None, help="base model (default: run.json base_model, else gpt-4.1-mini)")
+    p.add_argument("--model", default=None,
+                   help="base model (default: run.json base_model, else DEFAULT_BASE_MODEL, else gpt-4.1-mini)")
     p.add_argument("--method", choices=("supervised", "dpo", "reinforcement"), default=None,
                    help="fine-tuning method (default: run.json method, else detected from the data)")
-    p.add_argument("--pii", choices=("error", "warn"), default="error",
-                   help="personal data is an error (default) or a warning")
-    p.add_argument("--over-limit", choices=("error", "warn"), default="error",
-                   help="examples over the model's token limit are an error (default) or a warning")
+    p.add_argument("--pii", choices=("error", "warn"), default=None,
+                   help="personal data is an error or a warning (default: run.json pii, else error)")
+    p.add_argument("--over-limit", choices=("error", "warn"), default=None,
+                   help="examples over the model's token limit are an error or a warning "
+                        "(default: run.json over_limit, else error)")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
     p.set_defaults(func=run)
     return p
@@ -48,27 +57,61 @@ def _chunks(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
-def _run_settings(folder: Path) -> dict[str, Any]:
-    """base_model and method from run.json, leniently: the full schema is checked elsewhere."""
-    path = folder / "run.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict):
-        return {}
-    return {k: data[k] for k in ("base_model", "method") if isinstance(data.get(k), str)}
-
-
-def _inputs(path: Path) -> tuple[dict[str, Path], dict[str, Any]]:
+def _inputs(path: Path) -> DropFiles:
+    """The drop as intake would see it: a single file, or a folder's run.json and data files."""
     if path.is_dir():
         files = {role: path / name for role, name in RUN_FILES.items() if (path / name).is_file()}
+        start = path / "run.json"
+        problems: tuple[Finding, ...] = ()
         if "train" not in files:
-            raise UsageError(f"{path}: a run folder needs {RUN_FILES['train']}")
-        return files, _run_settings(path)
+            problems = (Finding(line=None, code="missing_file", file=f"{path.name}/train.jsonl",
+                                message=f"{path.name}/train.jsonl is missing; a run folder needs it"),)
+        run_json = _read(start) if start.is_file() else None
+        return DropFiles(start=f"{path.name}/run.json", folder=True, data=_openers(files),
+                         names={r: p.name for r, p in files.items()}, run_json=run_json, problems=problems)
     if not path.is_file():
         raise UsageError(f"{path}: no such file or folder")
-    return {"train": path}, {}
+    return DropFiles(start=path.name, folder=False, data=_openers({"train": path}), names={"train": path.name})
+
+
+def _openers(files: dict[str, Path]) -> dict[str, Callable[[], Iterator[bytes]]]:
+    for p in files.values():
+        if not os.access(p, os.R_OK):
+            raise UsageError(f"{p}: not readable")
+    return {role: (lambda p=p: _chunks(p)) for role, p in files.items()}
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+
+
+def _override(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags, over run.json, as a train command's settings are at intake."""
+    flags = {"base_model": args.model, "method": args.method, "pii": args.pii, "over_limit": args.over_limit}
+    return {k: v for k, v in flags.items() if v is not None}
+
+
+def _configured(env: Mapping[str, str]) -> tuple[str, list[str] | None, HubSurface, Topology | None]:
+    """The default base model, the environments and the hub API as this machine's settings have them
+    (intake reads the same settings); without SPOKES_CONFIG the environments run.json names are not checked."""
+    default = env.get("DEFAULT_BASE_MODEL") or "gpt-4.1-mini"
+    try:
+        hub_api = surface(env.get("HUB_API_VERSION") or DEFAULT_HUB_API)
+    except UnsupportedOnSurface as exc:
+        raise UsageError(str(exc)) from None
+    if not env.get("SPOKES_CONFIG"):
+        return default, None, hub_api, None
+    from shared.config import ConfigError, load_spokes_json
+    from shared.topology import parse_topology
+    try:
+        spokes = load_spokes_json(env["SPOKES_CONFIG"])
+        # the topology too: where a run may go (a prefix of the order; gated runs name an owner object id)
+        return default, [e["name"] for e in spokes.get("environments", [])], hub_api, parse_topology(spokes)
+    except (ConfigError, KeyError, TypeError, AttributeError) as exc:
+        raise UsageError(f"SPOKES_CONFIG: {exc}") from None
 
 
 class _Progress:
@@ -96,7 +139,7 @@ class _Progress:
             self.stream.flush()
 
 
-def _summary(report: DatasetReport, out: TextIO) -> None:
+def _summary(report: DatasetReport, out: TextIO, split: dict[str, int] | None, unchecked_envs: bool) -> None:
     stats = report.stats
     tok = stats.get("tokens", {})
     per = tok.get("per_example", {})
@@ -104,6 +147,12 @@ def _summary(report: DatasetReport, out: TextIO) -> None:
     verdict = "ACCEPTED" if report.valid else "REJECTED"
     out.write(f"{verdict}: {report.examples} examples, method {report.method or 'unknown'}, "
               f"{len(report.errors)} errors, {len(report.warnings)} warnings\n")
+    if note := method_note(report):
+        out.write(f"method: {note}\n")
+    if split:
+        out.write("split: " + ", ".join(f"{n} {role}" for role, n in split.items()) + "\n")
+    if unchecked_envs:
+        out.write("note: SPOKES_CONFIG is not set here, so run.json's environments were not checked\n")
     several = len(report.files) > 1
     for title, findings in (("errors", report.errors), ("warnings", report.warnings)):
         if findings:
@@ -112,6 +161,8 @@ def _summary(report: DatasetReport, out: TextIO) -> None:
             where = f"{f.file}:" if several and f.file else ""
             line = f"line {f.line}" if f.line is not None else "file"
             out.write(f"  {where}{line}: {f.code}: {f.message}\n")
+    if not report.examples:
+        return
     out.write(f"\ntokens: {tok.get('total', 0):,} total, {tok.get('assistant', 0):,} in assistant messages; "
               f"per example min {per.get('min')} / median {per.get('median')} / p95 {per.get('p95')} / "
               f"max {per.get('max')} (limit {tok.get('limit')})\n")
@@ -122,38 +173,54 @@ def _summary(report: DatasetReport, out: TextIO) -> None:
         out.write(f"cost: {cost['note']} (~${cost.get('price_per_hour')}/h, estimate)\n")
 
 
-def run(args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+def run(args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: TextIO | None = None,
+        env: Mapping[str, str] | None = None) -> int:
+    """`env`: the settings to read (DEFAULT_BASE_MODEL, SPOKES_CONFIG); the process environment by default."""
     out, err = stdout or sys.stdout, stderr or sys.stderr
     try:
-        files, settings = _inputs(Path(args.path))
-        model = args.model or settings.get("base_model") or "gpt-4.1-mini"
-        method = args.method or settings.get("method")
-        try:
-            model_facts(model)
-        except UnknownModelError:
-            raise UsageError(f"unknown model {model!r}; known: {', '.join(known_models())}") from None
-        options = ValidationOptions(model=model, method=method, pii=args.pii, over_limit=args.over_limit)
-        for p in files.values():
-            if not os.access(p, os.R_OK):
-                raise UsageError(f"{p}: not readable")
+        drop = _inputs(Path(args.path))
+        if args.model:
+            try:
+                model_facts(args.model)
+            except UnknownModelError:
+                raise UsageError(f"unknown model {args.model!r}; known: {', '.join(known_models())}") from None
+        default_model, environments, hub_api, topology = _configured(os.environ if env is None else env)
     except (UsageError, ValueError) as exc:
         err.write(f"ftops validate: {exc}\n")
         return 2
-    progress = _Progress({r: p.stat().st_size for r, p in files.items()}, err)
-    openers: dict[str, Callable[[], Iterator[bytes]]] = {r: (lambda p=p: _chunks(p)) for r, p in files.items()}
+    paths = {r: Path(args.path) / RUN_FILES[r] if drop.folder else Path(args.path) for r in drop.data}
+    progress = _Progress({r: p.stat().st_size for r, p in paths.items()}, err)
     try:
-        report = validate_dataset(openers, options=options, names={r: p.name for r, p in files.items()},
-                                  progress=progress)
+        checked = check_drop(_with_progress(drop, progress), default_base_model=default_model,
+                             environments=environments, override=_override(args),
+                             override_source="command line", hub_api=hub_api, topology=topology)
     except OSError as exc:
         progress.close()
         err.write(f"ftops validate: cannot read {args.path}: {exc.strerror or exc}\n")
         return 2
     progress.close()
+    report = checked.report
     if args.json:
-        out.write(json.dumps(report.to_dict(), ensure_ascii=False) + "\n")
+        body = report.to_dict()
+        if checked.prepared is not None:
+            body["split"] = checked.prepared.counts
+        out.write(json.dumps(body, ensure_ascii=False) + "\n")
     else:
-        _summary(report, out)
+        unchecked = environments is None and bool(checked.settings and checked.settings.environments)
+        _summary(report, out, checked.prepared.counts if checked.prepared else None, unchecked)
     return 0 if report.valid else 1
+
+
+def _with_progress(drop: DropFiles, progress: _Progress) -> DropFiles:
+    def counted(role: str, opener: Callable[[], Iterable[bytes]]) -> Callable[[], Iterator[bytes]]:
+        def read() -> Iterator[bytes]:
+            done = 0
+            for chunk in opener():
+                done += len(chunk)
+                progress(role, done)
+                yield chunk
+        return read
+    return dataclasses.replace(drop, data={r: counted(r, o) for r, o in drop.data.items()})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared import states
+
 
 def deployment_view(record: Any) -> dict[str, Any]:
     return {"environment": record.environment, "account": record.account, "region": record.region,
@@ -10,17 +12,64 @@ def deployment_view(record: Any) -> dict[str, Any]:
             "last_ping": record.last_ping}
 
 
-def run_view(run: Any, deployments: list[Any]) -> dict[str, Any]:
+def reached_end(run: Any) -> bool:
+    """Deployed to its last environment: the run did all it was meant to."""
+    kind, env = states.split(run.state)
+    return kind == "deployed" and env is not None and env == run.last_environment
+
+
+def reason(run: Any) -> str | None:
+    """Why a run stopped short of its end (or what it waits for), in one line; None once it reached it."""
+    if reached_end(run):
+        return None
+    error = run.error or {}
+    code = error.get("code") or error.get("stage")
+    message = error.get("message") or error.get("reason") or error.get("description")
+    if message:
+        return f"{code}: {message}" if code else str(message)
+    kind, env = states.split(run.state)
+    waiting = {"awaiting_approval": f"waiting for an approver of {env} (ftops approve)",
+               "waiting_for_quota": "waiting for training quota on the hub",
+               states.CANCELLED: "cancelled by a command", states.RETIRED: "retired: its deployments were removed",
+               states.APPROVAL_DENIED: f"promotion to {env or 'the next environment'} was denied"}
+    return waiting.get(kind) or (None if not run.terminal else f"ended in {run.state}")
+
+
+def reports(run: Any, container: str = "reports") -> list[str]:
+    """The report blobs a run has (the HTML pages; the JSON sits beside each)."""
+    found = []
+    if run.validation is not None or run.state == states.REJECTED:
+        found.append(f"{container}/{run.run_id}/validation.html")
+    if run.evaluation is not None:
+        found.append(f"{container}/{run.run_id}/evaluation.html")
+    return found
+
+
+def run_view(run: Any, deployments: list[Any], *, reports_container: str = "reports") -> dict[str, Any]:
     return {
         "run_id": run.run_id,
         "source": run.source,
         "state": run.state,
         "terminal": run.terminal,
+        "reached_end": reached_end(run),
         "job_id": run.job_id,
         "fine_tuned_model": run.fine_tuned_model,
         "evaluation": run.evaluation,
         "deployments": [deployment_view(d) for d in deployments if d.run_id == run.run_id],
         "error": run.error,
+        "reason": reason(run),
+        "reports": reports(run, reports_container),
         "created_at": run.created_at,
         "updated_at": run.updated_at,
     }
+
+
+def table(headers: list[str], rows: list[list[str]], *, right: set[int] = frozenset()) -> list[str]:
+    """Columns as wide as their widest value (the last one unpadded), so nothing runs into its neighbour."""
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+
+    def line(cells: list[str]) -> str:
+        out = [c.rjust(w) if i in right else (c if i == len(cells) - 1 else c.ljust(w))
+               for i, (c, w) in enumerate(zip(cells, widths))]
+        return "  ".join(out).rstrip()
+    return [line(headers), *(line(r) for r in rows)]

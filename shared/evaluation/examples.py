@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.echo import echo
+
 MAX_EXAMPLES = 200   # enough for a stable mean F1; bounds cost and wall time of one evaluation
+MAX_LINE_BYTES = 32 << 20  # as validation's line cap
 
 # Fields the chat completions API accepts on a message; training-only fields (e.g. `weight`) are dropped
 # because the API rejects unknown ones.
@@ -78,28 +81,50 @@ def parse_example(record: Any, line: int) -> Example | str:
 
 
 def load_examples(lines: Iterable[str | bytes], *, seed: int | str, limit: int = MAX_EXAMPLES) -> LoadedExamples:
+    """A uniform, seeded sample of at most `limit` usable examples, read in one pass.
+
+    Reservoir sampling (Algorithm R): memory holds `limit` examples whatever the file's size, and the
+    same file and seed give the same sample, so a retry evaluates exactly the same examples.
+    """
+    rng = random.Random(str(seed))
     examples: list[Example] = []
     skipped: list[str] = []
-    n_skipped = 0
+    n_skipped = total = 0
     for number, raw in enumerate(lines, start=1):
-        text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw.lstrip("\ufeff")
+        text = raw.decode("utf-8-sig", "replace") if isinstance(raw, bytes) else raw.lstrip("\ufeff")
         if not text.strip():
             continue
         try:
             parsed = parse_example(json.loads(text), number)
         except ValueError as exc:
-            parsed = f"not JSON ({exc})"
+            parsed = f"not JSON ({echo(exc)})"
+        except RecursionError:
+            parsed = "not JSON (nested too deeply to parse)"
         if isinstance(parsed, Example):
-            examples.append(parsed)
+            if total < limit:
+                examples.append(parsed)
+            else:
+                slot = rng.randrange(total + 1)
+                if slot < limit:
+                    examples[slot] = parsed
+            total += 1
         else:
             n_skipped += 1
             if len(skipped) < 10:
                 skipped.append(f"line {number}: {parsed}")
     if n_skipped > len(skipped):
         skipped.append(f"… and {n_skipped - len(skipped)} more")
-    total = len(examples)
-    if total > limit:
-        # Seeded by the run, so a retry evaluates exactly the same examples; keep file order for the report.
-        chosen = sorted(random.Random(str(seed)).sample(range(total), limit))
-        examples = [examples[i] for i in chosen]
+    examples.sort(key=lambda e: e.line)  # file order, for the report
     return LoadedExamples(examples=examples, total=total, skipped=skipped)
+
+
+def stream_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Every line of a JSONL blob in order (blank ones too, so numbers match the file), one block of
+    lines in memory at a time. An over-long line comes out empty: intake already rejected its file."""
+    from shared.validation.lines import split_blocks
+
+    for block in split_blocks(chunks, max_line_bytes=MAX_LINE_BYTES):
+        if block.too_long is not None:
+            yield b""
+        else:
+            yield from block.data.split(b"\n")

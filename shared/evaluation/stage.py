@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from shared import states
-from shared.evaluation.examples import load_examples
+from shared.evaluation.examples import load_examples, stream_lines
 from shared.evaluation.gates import choose_candidate, evaluate_gates, thresholds_from
 from shared.evaluation.hubdeploy import (
     PermanentHubError,
@@ -142,14 +143,15 @@ def _measure(run: RunRecord, deps: Any, chat: ChatFn | None) -> dict[str, Any]:
                         skipped_candidates=skipped, chosen=chosen, gates=gates, training_metrics=run.metrics)
 
 
-def _read_lines(deps: Any, path: str, run_id: str) -> list[bytes]:
+def _read_lines(deps: Any, path: str, run_id: str) -> Iterator[bytes]:
+    """The held-out file's lines, streamed: memory stays flat whatever its size."""
     from azure.core.exceptions import ResourceNotFoundError
     blob = deps.blobs.get_blob_client(deps.settings.reports_container, path)
     try:
-        data = blob.download_blob().readall()   # ≤ a few MB: held-out sets are small next to training data
+        download = blob.download_blob()
     except ResourceNotFoundError as exc:
         raise _Failed(f"run {run_id}: held-out data {deps.settings.reports_container}/{path} does not exist") from exc
-    return data.splitlines()
+    return stream_lines(download.chunks())
 
 
 def _write_reports(deps: Any, run_id: str, report: dict[str, Any]) -> dict[str, str]:

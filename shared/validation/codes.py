@@ -24,6 +24,8 @@ _TABLE = (
     # --- file and encoding
     Code("empty_file", "error", "The file has no examples (no non-blank line).",
          "Upload the real dataset; one JSON object per line."),
+    Code("not_jsonl", "error", "The file is not JSON Lines: CSV, TSV, compressed or binary (named in the "
+         "message).", "Convert it as the message says: one JSON object per line, UTF-8, uncompressed."),
     Code("utf16_encoding", "error", "The file is UTF-16 or UTF-32, not UTF-8.",
          "Re-save as UTF-8 (with or without BOM)."),
     Code("invalid_utf8", "error", "The line is not valid UTF-8.",
@@ -49,6 +51,8 @@ _TABLE = (
          "Use one of the models listed in docs/validation.md."),
     Code("method_not_supported", "error", "The base model does not support this fine-tuning method.",
          "Choose a model that supports the method (see the model table)."),
+    Code("method_not_on_hub_api", "error", "The hub API ftops is configured for (HUB_API_VERSION) lacks this method.",
+         "Use HUB_API_VERSION=v1 (every method), or a method the configured version has."),
     Code("too_few_examples", "error", "Fewer than 10 examples in the training file.",
          "Provide at least 10 examples (50-100 well-made ones is the usual start)."),
     Code("job_too_large", "error", "Billed tokens (tokens x epochs) exceed the 2 billion per-job limit.",

@@ -24,8 +24,10 @@ from .codes import severity
 from .lines import Block, coalesce_head, split_blocks
 from .options import DatasetReport, FileReport, Finding, ValidationOptions
 from .rawscan import Helper, start_helper
+from .sniff import sniff
 from .stats import MAX_JOB_TOKENS, build_stats
 from .worker import (
+    FINDINGS_PER_CODE,
     METHOD_CODES,
     BlockResult,
     Context,
@@ -39,7 +41,6 @@ from .worker import (
 
 log = logging.getLogger(__name__)
 
-FINDINGS_PER_CODE = 100  # listed per code; the rest are counted in one summary finding
 PARALLEL_AFTER_BYTES = 24 << 20  # below this, starting a worker costs more than it saves
 IN_FLIGHT_PER_WORKER = 2
 # Once more than a block has been read, hashing and the privacy scan move to a helper process
@@ -72,6 +73,10 @@ class _Sink:
         self.counts[code] = n + 1
         if n < FINDINGS_PER_CODE:
             self.kept.append(Finding(line, code, message, self.file))
+
+    def count_unlisted(self, code: str, n: int) -> None:
+        """Findings past a cap elsewhere: counted in the summary, not listed."""
+        self.counts[code] = self.counts.get(code, 0) + n
 
     def split(self) -> tuple[list[Finding], list[Finding]]:
         findings = list(self.kept)
@@ -121,6 +126,10 @@ class _Run:
     def _blocks(self, chunks: Iterable[bytes]) -> Iterator[Block] | None:
         it = coalesce_head(c for c in self._counted(chunks) if c)
         head = next(it, b"")
+        kind = sniff(head)
+        if kind is not None:
+            self.sink.add(None, "not_jsonl", f"{self.name} is {kind.describe()}")
+            return None
         if head.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in head[:4]:
             self.sink.add(1, "utf16_encoding", "the file is UTF-16/UTF-32 encoded, not UTF-8")
             return None
@@ -183,6 +192,8 @@ class _Run:
     def _merge(self, res: BlockResult) -> None:
         for line, code, message in res.findings:
             self.sink.add(line, code, message)
+        for code, n in res.not_listed.items():
+            self.sink.count_unlisted(code, n)
         self.examples += res.examples
         self.messages += res.messages
         self.assistant_tokens += res.assistant_tokens
@@ -254,8 +265,8 @@ class _Run:
             for line in lines:
                 self.sink.add(line, "format_mismatch",
                               f"{_CODE_METHOD[key]} example in a file of {method} examples")
-            if n > len(lines):  # counted, not listed
-                self.sink.counts["format_mismatch"] = self.sink.counts.get("format_mismatch", 0) + n - len(lines)
+            if n > len(lines):
+                self.sink.count_unlisted("format_mismatch", n - len(lines))
 
 
 def validate_file(chunks: Iterable[bytes], *, name: str, options: ValidationOptions,

@@ -13,11 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from shared.echo import echo
 from shared.models import DPO, REINFORCEMENT, SUPERVISED, ModelFacts
 
 from .tokens import SPECIAL_TOKENS, Counter
 
 ROLES = frozenset({"system", "user", "assistant", "tool", "function"})
+# Reasoning models take instructions as `developer` messages ("with o1 models and newer, developer
+# messages replace system messages": OpenAI API reference), and reinforcement trains o4-mini only.
+RFT_ROLES = ROLES | {"developer"}
 DETAILS = frozenset({"low", "high", "auto"})
 IMAGE_DATA_PREFIXES = ("data:image/jpeg;base64,", "data:image/jpg;base64,", "data:image/png;base64,",
                        "data:image/webp;base64,")
@@ -97,7 +101,7 @@ class Checker:
         if "prompt" in obj or "completion" in obj:
             self.report("legacy_format", "prompt/completion lines are not accepted by chat models")
         else:
-            keys = ", ".join(sorted(obj)[:5]) or "none"
+            keys = ", ".join(echo(k, 40) for k in sorted(obj)[:5]) or "none"
             self.report("unknown_format", f"no messages or input field (keys: {keys})")
         return Example()
 
@@ -158,7 +162,7 @@ class Checker:
             self.report("missing_messages", "messages must be a non-empty list")
             return ex
         tools = self._tools(obj)
-        tokens, _, state = self._messages(msgs, "messages", outputs=False, slots=(_BASE, _BASE))
+        tokens, _, state = self._messages(msgs, "messages", outputs=False, slots=(_BASE, _BASE), roles=RFT_ROLES)
         last = msgs[-1]
         if not (isinstance(last, dict) and last.get("role") == "user"):
             self.report("rft_last_message_not_user", "the last message must be the user's")
@@ -200,7 +204,8 @@ class Checker:
         return n
 
     def _messages(self, msgs: list[Any], where: str, *, outputs: bool, text_only: bool = False,
-                  slots: tuple[int, int] = (_BASE, _OUT0_ASSISTANT)) -> tuple[int, int, _State]:
+                  slots: tuple[int, int] = (_BASE, _OUT0_ASSISTANT),
+                  roles: frozenset[str] = ROLES) -> tuple[int, int, _State]:
         # The hot loop (about a million messages on the benchmark): a message's location string is
         # built only when a finding is reported, and plain string content is checked inline. The
         # order of the checks, and so of the findings, is that of the general methods.
@@ -220,9 +225,9 @@ class Checker:
                 report("invalid_message", f"{where}[{i}] is not an object")
                 continue
             role = msg.get("role")
-            if not isinstance(role, str) or role not in ROLES:   # a list or object here must not crash us
-                report("invalid_role", f"{where}[{i}]: role {str(role)[:20]!r} is not one of "
-                                       "system, user, assistant, tool, function")
+            if not isinstance(role, str) or role not in roles:   # a list or object here must not crash us
+                report("invalid_role", f"{where}[{i}]: role {echo(role, 20)!r} is not one of "
+                                       f"{', '.join(sorted(roles))}")
                 continue
             assistant = role == "assistant"
             if outputs and not (assistant or role == "tool"):
@@ -286,7 +291,7 @@ class Checker:
             elif role == "tool":
                 call_id = msg.get("tool_call_id")
                 if not isinstance(call_id, str) or call_id not in state.call_ids:
-                    report("orphan_tool_message", f"{where}[{i}]: tool_call_id {str(call_id)[:40]!r} "
+                    report("orphan_tool_message", f"{where}[{i}]: tool_call_id {echo(call_id, 40)!r} "
                                                   "answers no earlier tool call")
             elif role == "function" and not isinstance(msg.get("name"), str):
                 report("invalid_message", f"{where}[{i}]: a function message needs its name")

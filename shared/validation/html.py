@@ -80,6 +80,19 @@ def _stats_table(stats: dict[str, Any]) -> str:
     return f"<table>{body}</table>"
 
 
+def method_note(report: DatasetReport) -> str:
+    """Says where the method came from when nobody set it, so a surprise is visible in the report."""
+    if report.method_source == "detected" and report.method:
+        return (f"detected from the data (the settings do not set it; set \"method\": \"{report.method}\" "
+                "in run.json to make it explicit)")
+    return ""
+
+
+def _method_note(report: DatasetReport) -> str:
+    note = method_note(report)
+    return f" ({escape(note)})" if note else ""
+
+
 def render_html(report: DatasetReport, *, title: str) -> str:
     several = len(report.files) > 1
     verdict = ('<p class=ok><strong>Accepted</strong></p>' if report.valid
@@ -90,7 +103,7 @@ def render_html(report: DatasetReport, *, title: str) -> str:
     limit = report.stats.get("tokens", {}).get("limit")
     return (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>{escape(title)}</title>"
             f"<style>{_CSS}</style></head><body><h1>{escape(title)}</h1>{verdict}"
-            f"<p>Method: <code>{escape(str(report.method))}</code> &middot; examples: {report.examples} "
+            f"<p>Method: <code>{escape(str(report.method))}</code>{_method_note(report)} &middot; examples: {report.examples} "
             f"&middot; errors: {len(report.errors)} &middot; warnings: {len(report.warnings)}</p>"
             f"<h2>Files</h2><table><tr><th>Role</th><th>File</th><th>Examples</th><th>Result</th></tr>"
             f"{files}</table><h2>Training data statistics</h2>{_stats_table(report.stats)}"

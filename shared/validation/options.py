@@ -79,12 +79,15 @@ class DatasetReport:
     warnings: list[Finding]
     stats: dict[str, Any]  # the training file's stats (cost estimate included)
     files: dict[str, FileReport]
+    # "settings" (run.json, a command or a flag set it) or "detected" (from the data); None: not checked
+    method_source: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         several = len(self.files) > 1
         out: dict[str, Any] = {
             "valid": self.valid,
             "method": self.method,
+            "method_source": self.method_source,
             "examples": self.examples,
             "errors": [f.to_dict(with_file=several) for f in self.errors],
             "warnings": [f.to_dict(with_file=several) for f in self.warnings],

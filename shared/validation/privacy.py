@@ -10,6 +10,7 @@ they matter (a `\\n` just before a number or address).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 
@@ -173,6 +174,12 @@ def _base64_spans(block: bytes) -> list[tuple[int, int]]:
 
 def scan(block: bytes) -> Iterator[tuple[int, str, str]]:
     """(byte offset, code, message) for each finding in a block of raw JSONL bytes."""
+    for start, _, code, message, _ in _findings(block):
+        yield start, code, message
+
+
+def _findings(block: bytes) -> Iterator[tuple[int, int, str, str, str]]:
+    """(start, end, code, message, masked text) for each finding: one set of rules for scanning and masking."""
     spans = _base64_spans(block) if b";base64," in block else []
     iban_end = -1
     for m in _COMBINED.finditer(block):
@@ -187,7 +194,8 @@ def scan(block: bytes) -> Iterator[tuple[int, str, str]]:
                     break
             else:  # pragma: no cover - the combined pattern only matches known kinds
                 kind = "credential"
-            yield start, "secret", f"{kind}: {_mask_secret(text, kind)}"
+            masked = _mask_secret(text, kind)
+            yield start, end, "secret", f"{kind}: {masked}", masked
         elif group == 2:
             if start > 1 and block[start - 2] == 0x5C:  # `\nname@...`: drop the escape's letter
                 text, start = text[1:], start + 1
@@ -195,7 +203,8 @@ def scan(block: bytes) -> Iterator[tuple[int, str, str]]:
             if (domain in _RESERVED_DOMAINS or domain.endswith(_RESERVED_TLDS)
                     or domain.rpartition(b".")[2] in _FILE_TLDS):
                 continue
-            yield start, "pii_email", f"email address {mask_email(text)}"
+            masked = mask_email(text)
+            yield start, end, "pii_email", f"email address {masked}", masked
         elif group == 3:
             if start < iban_end:  # inside an IBAN already reported
                 continue
@@ -203,13 +212,49 @@ def scan(block: bytes) -> Iterator[tuple[int, str, str]]:
             iban = _iban_prefix(block[start:start + 48].decode("ascii", "replace"))
             if iban and not _glued(block, start, start + len(iban)) and iban_ok(iban):
                 iban_end = start + len(iban)
-                yield start, "pii_iban", f"IBAN {iban[:2]}** **** {iban[-2:]}"
+                masked = f"{iban[:2]}** **** {iban[-2:]}"
+                yield start, iban_end, "pii_iban", f"IBAN {masked}", masked
         else:
             if _glued(block, start, end):
                 continue
             found = _classify_digits(text)
             if found:
-                yield start, found[0], found[1]
+                yield start, end, found[0], found[1], "*" * len(text)
+
+
+def scan_decoded(line: bytes) -> list[tuple[str, str]]:
+    """(code, message) for each finding in the strings of one JSON line as the service reads them:
+    `alice\\u0040contoso.com` is an e-mail address once decoded, though its raw bytes hold none."""
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError):
+        return []  # reported as invalid_json elsewhere
+    strings, stack = [], [obj]
+    while stack:  # iterative: no recursion on deep values
+        value = stack.pop()
+        if isinstance(value, str):
+            strings.append(value)
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    text = "\n".join(reversed(strings)).encode("utf-8", "surrogatepass")
+    return [(code, message) for _, code, message in scan(text)]
+
+
+def mask(text: str) -> str:
+    """`text` with each finding (secret, e-mail address, personal number) replaced by its masked form."""
+    raw = text.encode("utf-8", "surrogatepass")
+    out, last = [], 0
+    for start, end, _, _, masked in _findings(raw):
+        out.append(raw[last:start].decode("utf-8", "replace"))
+        out.append(masked)
+        last = end
+    if not out:
+        return text
+    out.append(raw[last:].decode("utf-8", "replace"))
+    return "".join(out)
 
 
 def _mask_secret(text: str, kind: str) -> str:

@@ -14,6 +14,7 @@ import logging
 import marshal
 import os
 import queue
+import re
 import struct
 import subprocess
 import sys
@@ -67,7 +68,34 @@ def scan_block(data: bytes, first_line: int) -> tuple[bytes, Findings]:
             starts.append(pos + 1)
             pos = data.find(b"\n", pos + 1)
         found = [(first_line + bisect_right(starts, off) - 1, code, message) for off, code, message in found]
+    if _ASCII_ESCAPE.search(data):
+        found += _escaped_findings(data, first_line, found)
     return b"".join(digests), found  # type: ignore[return-value]
+
+
+# A JSON escape of an ASCII character (\u0040 is "@"): only these can spell what the patterns look
+# for, so only lines holding one are decoded and scanned again (non-ASCII escapes are common and safe).
+_ASCII_ESCAPE = re.compile(rb"\\u00[0-7][0-9A-Fa-f]")
+
+
+def _escaped_findings(data: bytes, first_line: int, known: Findings) -> Findings:
+    """Privacy findings that only the decoded strings of a line show, in line order."""
+    seen = set(known)
+    out: Findings = []
+    line, counted = first_line, 0
+    m = _ASCII_ESCAPE.search(data)
+    while m is not None:
+        start = data.rfind(b"\n", 0, m.start()) + 1
+        end = data.find(b"\n", m.end())
+        end = len(data) if end == -1 else end
+        line += data.count(b"\n", counted, start)
+        counted = start
+        for code, message in privacy.scan_decoded(data[start:end]):
+            if (line, code, message) not in seen:
+                seen.add((line, code, message))
+                out.append((line, code, message))
+        m = _ASCII_ESCAPE.search(data, end)
+    return out
 
 
 # --- the helper process

@@ -34,6 +34,9 @@ except ImportError:  # pragma: no cover - exercised only where the wheel is miss
     _orjson_loads = None
 
 METHOD_CODES = {"supervised": "S", "dpo": "D", "reinforcement": "R"}
+# Findings listed per code; the rest are only counted. Applied inside each block too, so a file of
+# millions of bad lines holds at most this many findings per code per block in memory.
+FINDINGS_PER_CODE = 100
 _METHOD_BYTES = {method: ord(code) for method, code in METHOD_CODES.items()}
 _UNPARSED = object()
 _LINE = itemgetter(0)
@@ -49,6 +52,7 @@ class BlockResult:
     methods: bytearray = field(default_factory=bytearray)  # per usable example: S, D or R
     hashes: array = field(default_factory=lambda: array("Q"))  # per non-blank line (with hash_lines)
     hash_lines: array = field(default_factory=lambda: array("I"))
+    not_listed: dict[str, int] = field(default_factory=dict)  # per code: findings past the cap, counted
     tokens: array = field(default_factory=lambda: array("I"))  # per usable example: billed tokens
     context: array = field(default_factory=lambda: array("I"))  # per usable example: longest sequence
     assistant_tokens: int = 0
@@ -153,10 +157,17 @@ def prepare_block(block: Block, ctx: Context, submit: Submit = _now, helper: Hel
         helper = None
     res = BlockResult(first, first)  # last_line: set after the loop
     found = res.findings
+    listed: dict[str, int] = {}
+    not_listed = res.not_listed
     line_no = 0
 
     def report(code: str, message: str) -> None:
-        found.append((line_no, code, message))
+        n = listed.get(code, 0)
+        if n < FINDINGS_PER_CODE:
+            listed[code] = n + 1
+            found.append((line_no, code, message))
+        else:
+            not_listed[code] = not_listed.get(code, 0) + 1
 
     checker = Checker(ctx.facts, counter, report)
     check = checker.check
@@ -204,6 +215,9 @@ def prepare_block(block: Block, ctx: Context, submit: Submit = _now, helper: Hel
                 continue
             try:
                 obj = _DECODE(text)
+            except RecursionError:  # arrays or objects nested ~1,000 deep: no chat example is
+                report("invalid_json", "nested too deeply to parse (more than 1,000 levels)")
+                continue
             except ValueError as exc:
                 where = f" at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
                 msg = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
@@ -251,6 +265,7 @@ def finish_block(pending: PendingBlock, ctx: Context) -> BlockResult:
         for slot, n in zip(slots, counts.result()):
             sums[slot] += n
     limit = ctx.facts.max_tokens_per_example if ctx.facts else None
+    over_limit: list[tuple[int, str, str]] = []
     for line_no, ex in pending.usable:
         s = ex.slot
         base = ex.base + sums[s]
@@ -260,16 +275,33 @@ def finish_block(pending: PendingBlock, ctx: Context) -> BlockResult:
         if limit is not None and context > limit:
             message = (f"{context} tokens > {limit} for {ctx.facts.name}; "
                        f"the service would cut the last {context - limit}")
-            found.append((line_no, "over_token_limit", message))
+            over_limit.append((line_no, "over_token_limit", message))
         res.lines.append(line_no)
         res.methods.append(_METHOD_BYTES[ex.method])
         res.tokens.append(base + out0 + out1)
         res.context.append(context)
         res.assistant_tokens += ex.assistant_tokens + sums[s + 2] + sums[s + 4]
         res.messages += ex.messages
-    found += pending.privacy
+    found += _capped(over_limit, res.not_listed)
+    found += _capped(pending.privacy, res.not_listed)
     found.sort(key=_LINE)  # stable: per line, structure findings before privacy ones
     return res
+
+
+def _capped(findings: list[tuple[int, str, str]],
+            not_listed: dict[str, int]) -> list[tuple[int, str, str]]:
+    """The first FINDINGS_PER_CODE findings of each code (in line order); the rest counted."""
+    listed: dict[str, int] = {}
+    kept = []
+    for finding in findings:
+        code = finding[1]
+        n = listed.get(code, 0)
+        if n < FINDINGS_PER_CODE:
+            listed[code] = n + 1
+            kept.append(finding)
+        else:
+            not_listed[code] = not_listed.get(code, 0) + 1
+    return kept
 
 
 def process_block(block: Block, ctx: Context) -> BlockResult:

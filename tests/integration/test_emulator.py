@@ -1,4 +1,5 @@
-"""The emulator driven only through the real SDKs: openai's AzureOpenAI and azure-mgmt-cognitiveservices."""
+"""The emulator driven only through the real SDKs: openai's OpenAI (the v1 API) and AzureOpenAI (dated
+api-versions), and azure-mgmt-cognitiveservices."""
 
 from __future__ import annotations
 
@@ -68,14 +69,21 @@ def _no_faults(emulator: EmulatorServer) -> Iterator[None]:
     emulator.control.faults(rate_429=0.0, rate_500=0.0, next_429=0, next_500=0, latency_ms=0, scope="all",
                             fail_next_jobs=0, fail_deployments_on=[], accounts=None, fail_next_deployments={},
                             status_override={})
-    emulator.control.config(pausing=0, resuming=0, warmup_seconds=0)
+    emulator.control.config(pausing=0, resuming=0, warmup_seconds=0, results=0.5, training=3.0)
 
 
-def aoai(server: EmulatorServer, account: str, **kwargs: Any) -> openai.AzureOpenAI:
+def v1(server: EmulatorServer, account: str, **kwargs: Any) -> openai.OpenAI:
+    """The v1 API as Learn shows it: `OpenAI(base_url=<endpoint>/openai/v1/)`, no api-version."""
+    http = httpx2.Client(verify=ssl.create_default_context(cafile=server.ca_file))
+    kwargs.setdefault("api_key", "local-key")
+    return openai.OpenAI(base_url=f"{server.endpoint(account)}/openai/v1/", http_client=http, **kwargs)
+
+
+def aoai(server: EmulatorServer, account: str, api_version: str = "2024-10-21", **kwargs: Any) -> openai.AzureOpenAI:
     # openai ≥ 3 sits on httpx2: trust the throw-away CA through an SSLContext passed as `verify`.
     http = httpx2.Client(verify=ssl.create_default_context(cafile=server.ca_file))
     kwargs.setdefault("api_key", "local-key")
-    return openai.AzureOpenAI(azure_endpoint=server.endpoint(account), api_version="2024-10-21",
+    return openai.AzureOpenAI(azure_endpoint=server.endpoint(account), api_version=api_version,
                               http_client=http, **kwargs)
 
 
@@ -105,14 +113,15 @@ def resource_id(account: str) -> str:
 @pytest.fixture(scope="module")
 def trained(emulator: EmulatorServer) -> Any:
     """One fine-tuning job on the hub, run to success by advancing the emulator clock."""
-    client = aoai(emulator, "hub")
+    client = v1(emulator, "hub")
     uploaded = client.files.create(file=("train.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune")
     assert uploaded.status == "pending"
     emulator.control.advance(1)
     assert client.files.retrieve(uploaded.id).status == "processed"
     job = client.fine_tuning.jobs.create(training_file=uploaded.id, model=BASE_MODEL, suffix="support", seed=42,
                                          method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 4}}})
-    assert job.status == "validating_files"
+    assert job.status == "pending"   # Learn's tutorial: `pending` while files are validated and the job waits
+    assert (job.hyperparameters.n_epochs, job.hyperparameters.batch_size) == (4, -1)   # -1: "auto", unresolved
     emulator.control.advance(2)
     running = client.fine_tuning.jobs.retrieve(job.id)
     assert running.status == "running" and running.estimated_finish is not None
@@ -121,9 +130,10 @@ def trained(emulator: EmulatorServer) -> Any:
 
 
 def test_job_succeeds_with_results_checkpoints_and_events(emulator: EmulatorServer, trained: Any) -> None:
-    client = aoai(emulator, "hub")
+    client = v1(emulator, "hub")
     assert trained.status == "succeeded" and trained.finished_at and trained.trained_tokens
-    assert trained.fine_tuned_model == f"{BASE_MODEL}.ft-{trained.id.removeprefix('ftjob-')}-support"
+    model_hex = trained.fine_tuned_model.removeprefix(f"{BASE_MODEL}.ft-").removesuffix("-support")
+    assert len(model_hex) == 32 and model_hex != trained.id.removeprefix("ftjob-")   # not the job's hex
     assert trained.hyperparameters.n_epochs == 4 and trained.method.type == "supervised"
     csv = client.files.content(trained.result_files[0]).text.splitlines()
     assert csv[0] == ("step,train_loss,train_mean_token_accuracy,valid_loss,validation_mean_token_accuracy,"
@@ -132,17 +142,20 @@ def test_job_succeeds_with_results_checkpoints_and_events(emulator: EmulatorServ
     checkpoints = client.fine_tuning.jobs.checkpoints.list(trained.id).data
     assert [c.step_number for c in checkpoints] == [48, 36, 24]  # last three epochs, newest first
     assert all(c.id.startswith("ftchkpt-") for c in checkpoints)
-    assert checkpoints[-1].fine_tuned_model_checkpoint == f"{BASE_MODEL}.ft-{trained.id[6:]}:ckpt-step-24"
+    assert checkpoints[-1].fine_tuned_model_checkpoint == f"{BASE_MODEL}.ft-{model_hex}:ckpt-step-24"
     first_page = client.fine_tuning.jobs.list_events(trained.id, limit=5)
-    assert first_page.has_more and first_page.data[0].message == "Job succeeded."
+    newest = [e.message for e in first_page.data[:4]]   # newest first, as Learn's tutorial lists them
+    assert newest[0].startswith("Training hours billed: ") and newest[2:] == ["Postprocessing started.", "Job succeeded."]
+    assert newest[1] == f"Completed results file: {trained.result_files[0]}"
     older = client.fine_tuning.jobs.list_events(trained.id, limit=100, after=first_page.data[-1].id).data
     metrics = [e for e in first_page.data + older if e.type == "metrics"]
-    assert len(metrics) == 48 and {"step", "train_loss"} <= set(metrics[0].data)
+    assert [m.data["step"] for m in metrics] == [40, 30, 20, 10]   # every 10 steps, newest first
+    assert {"step", "train_loss"} <= set(metrics[0].data) and metrics[0].message.startswith("Step 40: training loss=")
     assert client.fine_tuning.jobs.list(limit=1).data[0].id == trained.id
 
 
 def test_jobs_queue_one_at_a_time_and_refuse_beyond_the_queue_limit(emulator: EmulatorServer) -> None:
-    client = aoai(emulator, "dev-east")
+    client = v1(emulator, "dev-east")
     emulator.control.config(max_queued_jobs=2)
     try:
         f = client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune")
@@ -151,7 +164,7 @@ def test_jobs_queue_one_at_a_time_and_refuse_beyond_the_queue_limit(emulator: Em
             client.fine_tuning.jobs.create(training_file=f.id, model=BASE_MODEL)
         assert refused.value.code == "quotaExceeded"
         emulator.control.advance(2)
-        assert [client.fine_tuning.jobs.retrieve(j.id).status for j in jobs] == ["running", "queued"]
+        assert [client.fine_tuning.jobs.retrieve(j.id).status for j in jobs] == ["running", "pending"]
         paused = client.fine_tuning.jobs.pause(jobs[0].id)
         assert paused.status == "paused"
         with pytest.raises(openai.BadRequestError):
@@ -175,6 +188,9 @@ def test_uploads_api_completes_into_a_file(emulator: EmulatorServer) -> None:
     assert client.files.content(done.file.id).content == data
     other = client.uploads.create(bytes=10, filename="x.jsonl", mime_type="application/jsonl", purpose="fine-tune")
     assert client.uploads.cancel(other.id).status == "cancelled"
+    with pytest.raises(openai.BadRequestError, match="Unrecognized request argument supplied: expires_after"):
+        client.uploads.create(bytes=10, filename="x.jsonl", mime_type="application/jsonl", purpose="fine-tune",
+                              expires_after={"anchor": "created_at", "seconds": 3600})   # not in 2024-10-21
 
 
 def test_fine_tuned_deployment_answers_from_training_data_and_base_does_not(
@@ -296,7 +312,15 @@ def test_failure_faults_for_jobs_and_deployments(emulator: EmulatorServer) -> No
     job = client.fine_tuning.jobs.create(training_file=f.id, model=BASE_MODEL)
     emulator.control.advance(60)
     failed = client.fine_tuning.jobs.retrieve(job.id)
-    assert failed.status == "failed" and failed.error and "safety" in failed.error.message
+    assert failed.status == "failed" and failed.error and failed.error.message.startswith(
+        "This model is unable to be deployed. Model evaluation identified")   # Learn's words
+    emulator.control.faults(fail_next_jobs=1, job_failure="safety_data")
+    job = client.fine_tuning.jobs.create(training_file=f.id, model=BASE_MODEL)
+    emulator.control.advance(2)   # the data check fails the job before training starts
+    failed = client.fine_tuning.jobs.retrieve(job.id)
+    assert failed.status == "failed"
+    assert failed.error.message.startswith("The provided training data failed RAI checks for harm types: [")
+    assert client.fine_tuning.jobs.checkpoints.list(job.id).data == []
     with pytest.raises(HttpResponseError):
         arm(emulator, "tenant-a", "sub-dev").deployments.begin_create_or_update(
             "rg-dev", "dev-east", "doomed", deployment("gpt-4.1-mini")).result()
@@ -331,8 +355,8 @@ def test_cli_writes_ready_file_and_stops_on_sigterm(tmp_path: Path) -> None:
         assert process.wait(timeout=10) == 0
 
 
-def _running_job(emulator: EmulatorServer, account: str) -> tuple[openai.AzureOpenAI, Any]:
-    client = aoai(emulator, account)
+def _running_job(emulator: EmulatorServer, account: str) -> tuple[openai.OpenAI, Any]:
+    client = v1(emulator, account)
     for other in client.fine_tuning.jobs.list(limit=100).data:   # free the account's one training slot
         if other.status not in ("succeeded", "failed", "cancelled"):
             client.fine_tuning.jobs.cancel(other.id)
@@ -384,6 +408,55 @@ def test_pause_and_resume_go_through_pausing_and_resuming(emulator: EmulatorServ
         ["Job resumed.", "Resuming job.", "Job paused.", "Pausing job."]   # newest first
     emulator.control.advance(60)
     assert client.fine_tuning.jobs.retrieve(job.id).status == "succeeded"
+
+
+def test_the_results_file_comes_after_job_succeeded(emulator: EmulatorServer) -> None:
+    emulator.control.config(results=30)
+    client, job = _running_job(emulator, "hub")
+    emulator.control.advance(5)   # training is over; postprocessing is not
+    done = client.fine_tuning.jobs.retrieve(job.id)
+    assert done.status == "succeeded" and done.fine_tuned_model and not done.result_files
+    newest = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=2).data]
+    assert newest == ["Postprocessing started.", "Job succeeded."]
+    emulator.control.advance(30)
+    done = client.fine_tuning.jobs.retrieve(job.id)
+    assert len(done.result_files) == 1 and client.files.content(done.result_files[0]).text.startswith("step,")
+    newest = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=4).data]
+    assert newest[1:] == [f"Completed results file: {done.result_files[0]}", "Postprocessing started.",
+                          "Job succeeded."]
+
+
+def test_each_api_version_serves_only_its_paths_and_fields(emulator: EmulatorServer) -> None:
+    emulator.control.config(training=3600)   # still running at the end, however slow this machine is
+    client, job = _running_job(emulator, "hub")
+    ga, preview = aoai(emulator, "hub"), aoai(emulator, "hub", api_version="2025-04-01-preview")
+    f = ga.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune")
+    emulator.control.advance(1)
+    with pytest.raises(openai.NotFoundError):
+        ga.fine_tuning.jobs.pause(job.id)   # 2024-10-21 has no /pause (nor /resume)
+    with pytest.raises(openai.BadRequestError, match="Unrecognized request argument supplied: method"):
+        ga.fine_tuning.jobs.create(training_file=f.id, model=BASE_MODEL, method={"type": "supervised"})
+    with pytest.raises(openai.BadRequestError, match="Unrecognized request argument supplied: metadata"):
+        preview.fine_tuning.jobs.create(training_file=f.id, model=BASE_MODEL, metadata={"run": "r1"})
+    with pytest.raises(openai.BadRequestError, match="Unsupported method type 'reinforcement'"):
+        preview.fine_tuning.jobs.create(training_file=f.id, model=BASE_MODEL, method={
+            "type": "reinforcement", "reinforcement": {"grader": {"type": "string_check"}}})
+    with pytest.raises(openai.BadRequestError, match="Unrecognized request argument supplied: method.dpo.hyperparameters.gamma"):
+        client.fine_tuning.jobs.create(training_file=f.id, model=BASE_MODEL, method={
+            "type": "dpo", "dpo": {"hyperparameters": {"gamma": 1}}})
+    with pytest.raises(openai.BadRequestError, match="Unrecognized request argument supplied: colour"):
+        client.fine_tuning.jobs.create(training_file=f.id, model=BASE_MODEL, extra_body={"colour": "blue"})
+    with pytest.raises(openai.NotFoundError):
+        client.uploads.create(bytes=10, filename="x.jsonl", mime_type="application/jsonl", purpose="fine-tune")
+    with pytest.raises(openai.BadRequestError, match="API version not supported"):
+        aoai(emulator, "hub", api_version="2023-05-15").files.list()
+    # what each spec does list works: pause on the preview and on v1, dpo on the preview
+    emulator.control.advance(300)   # past the first step (100 s each at this training length)
+    assert preview.fine_tuning.jobs.pause(job.id).status == "paused"
+    assert client.fine_tuning.jobs.resume(job.id).status == "running"
+    dpo = preview.fine_tuning.jobs.create(training_file=f.id, model=BASE_MODEL, method={
+        "type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2}}})
+    assert dpo.method.type == "dpo"
 
 
 def test_request_faults_scoped_to_accounts(emulator: EmulatorServer) -> None:

@@ -46,8 +46,11 @@ def test_a_succeeded_job_is_recorded_once_and_asks_for_one_evaluation(hub_env, e
     assert len(run.checkpoints) == 2 and run.checkpoints[-1]["model"].endswith(f"ckpt-step-{run.metrics['steps']}")
     assert [m["id"] for m in peek(deps, deps.settings.evaluate_queue)] == [f"evaluate-{run_id}"]
     assert deps.registry.tracked_jobs() == [] and emulator.control.state()["files"] == 0
-    ids = [json.loads(line)["id"] for line in blob_text(deps, f"{run_id}/training/events.jsonl").splitlines()]
-    assert len(ids) == len(set(ids)) and len(ids) > run.metrics["steps"]   # each event once, nothing skipped
+    events = [json.loads(line) for line in blob_text(deps, f"{run_id}/training/events.jsonl").splitlines()]
+    assert len({e["id"] for e in events}) == len(events)   # each event once …
+    metric_steps = [e["data"]["step"] for e in events if e["type"] == "metrics"]
+    assert metric_steps == list(range(10, run.metrics["steps"] + 1, 10))   # … nothing skipped, oldest first
+    assert [e["message"] for e in events][-2].startswith("Completed results file: ")
 
 
 def test_two_overlapping_ticks_send_one_evaluation_request(hub_env, emulator):
@@ -91,20 +94,42 @@ def test_a_tick_that_dies_after_trained_is_finished_by_the_next_tick(hub_env, em
     assert deps.registry.tracked_jobs() == []
 
 
-def test_a_job_failed_by_safety_checks_says_so_in_the_run_event_and_audit(hub_env, emulator):
+@pytest.mark.parametrize(("failure", "check", "harm_types"), [
+    ("safety", "model evaluation", ["Violence", "Self Harm"]),
+    ("safety_data", "training data", ["hate_fairness", "self_harm", "violence"]),
+])
+def test_a_job_failed_by_safety_checks_names_them_in_the_run_event_and_audit(hub_env, emulator, failure, check,
+                                                                             harm_types):
     deps = hub_env()
-    emulator.control.faults(fail_next_jobs=1, job_failure="safety")
+    emulator.control.faults(fail_next_jobs=1, job_failure=failure)
     run_id = started_run(deps)
     finish_jobs(emulator, deps)
 
     run = deps.registry.require_run(run_id)
     assert run.state == states.TRAINING_FAILED and run.error["safety"] is True
-    assert run.error["code"] == "invalid_training_file" and "safety checks" in run.error["reason"]
+    assert run.error["safety_check"] == check and run.error["harm_types"] == harm_types
+    assert f"safety {'check' if check == 'training data' else 'evaluation'}" in run.error["reason"]
     events = [e for e in peek(deps, deps.settings.events_topic) if e["type"] == "ftops.run.training_failed"]
-    assert len(events) == 1 and "safety" in events[0]["data"]["reason"]
+    assert len(events) == 1 and all(h in events[0]["data"]["reason"] for h in harm_types)
     last = deps.registry.audit_trail(run_id)[-1]
     assert last["to_state"] == states.TRAINING_FAILED and last["actor"] == "ftops.polling"
     assert deps.registry.tracked_jobs() == [] and emulator.control.state()["files"] == 0
+
+
+def test_a_succeeded_job_is_followed_until_the_hub_posts_its_results_file(hub_env, emulator):
+    deps = hub_env()
+    emulator.control.config(results=120)   # a long postprocessing
+    run_id = started_run(deps)
+    emulator.control.advance(30)           # trained, results not yet there
+    assert poll_tick(deps).outcomes == {"awaiting_results": 1}
+    waiting = deps.registry.require_run(run_id)
+    assert waiting.state == states.TRAINING and waiting.job_status == "succeeded"
+    assert not peek(deps, deps.settings.evaluate_queue)
+    emulator.control.advance(120)
+    assert poll_tick(deps).outcomes == {"succeeded": 1}
+    run = deps.registry.require_run(run_id)
+    assert run.state == states.TRAINED and run.metrics["steps"] > 0 and "awaiting_results_since" not in run.metrics
+    assert [m["id"] for m in peek(deps, deps.settings.evaluate_queue)] == [f"evaluate-{run_id}"]
 
 
 def test_a_job_cancelled_on_the_hub_is_recorded_as_cancelled(hub_env, emulator):

@@ -12,7 +12,9 @@ import pytest
 
 from shared import states, training
 from shared.bus import decode_local
+from shared.handling import PermanentError
 from shared.hub import Hub
+from shared.hub_api import SURFACES
 from shared.messages import CloudEvent, RetrainCommand, RunCommand, TrainRequest
 from shared.polling import poll_tick
 from shared.registry import RunRecord
@@ -215,13 +217,14 @@ def test_a_bad_request_ends_the_run_with_the_hubs_message(hub_env, emulator):
     deps = hub_env()
     run_id = make_run(deps, settings={"base_model": "gpt-4.1-mini", "suffix": "x" * 18})
     emulator.control.faults()    # none
-    # the emulator refuses unknown method types: make the recorded settings ask for one
+    # the hub refuses a hyperparameter its spec does not list: make the job body carry one
     run = deps.registry.require_run(run_id)
     original = training.job_spec
 
     def bad_spec(settings: RunSettings, hub_files: dict[str, str]):
         spec = original(settings, hub_files)
-        return type(spec)(**{**spec.__dict__, "method": {"type": "distillation"}})
+        return type(spec)(**{**spec.__dict__, "method": {"type": "supervised",
+                                                         "supervised": {"hyperparameters": {"gamma": 1}}}})
     try:
         training.job_spec = bad_spec
         training.handle_train(TrainRequest(run_id=run.run_id), deps)
@@ -229,8 +232,38 @@ def test_a_bad_request_ends_the_run_with_the_hubs_message(hub_env, emulator):
         training.job_spec = original
     run = deps.registry.require_run(run_id)
     assert run.state == states.TRAINING_FAILED and hub_jobs(emulator) == []
-    assert "Unsupported method type" in run.error["message"] and run.error["status"] == 400
+    assert "Unrecognized request argument supplied: method.supervised.hyperparameters.gamma" in run.error["message"]
+    assert run.error["status"] == 400
     assert emulator.control.state()["files"] == 0        # its uploads were removed from the hub
+
+
+@pytest.mark.parametrize(("api_version", "method"), [("2024-10-21", "dpo"), ("2025-04-01-preview", "reinforcement")])
+def test_a_method_the_hub_api_lacks_fails_the_run_before_any_upload(hub_env, emulator, api_version, method):
+    deps = hub_env(HUB_API_VERSION=api_version)
+    grader = {"type": "string_check", "name": "g", "input": "{{sample.output_text}}",
+              "reference": "{{item.answer}}", "operation": "eq"}
+    settings: dict[str, Any] = {"method": method, **({"grader": grader} if method == "reinforcement" else {})}
+    run_id = make_run(deps, settings=settings)
+    emulator.control.clear_requests()
+    training.handle_train(TrainRequest(run_id=run_id), deps)
+    run = deps.registry.require_run(run_id)
+    assert run.state == states.TRAINING_FAILED and run.error["code"] == "unsupported_on_hub_api"
+    assert f"method {method!r} is not available on hub API {api_version!r} (HUB_API_VERSION)" in run.error["message"]
+    assert [r for r in emulator.control.requests() if r["surface"] == "data"] == []   # not one call
+
+
+def test_pause_on_the_ga_api_is_refused_before_calling_and_works_on_v1(hub_env, emulator):
+    ga = hub_env(HUB_API_VERSION="2024-10-21")
+    run_id = make_run(ga)
+    training.handle_train(TrainRequest(run_id=run_id), ga)
+    emulator.control.advance(3)
+    emulator.control.clear_requests()
+    with pytest.raises(PermanentError, match="cannot pause job .*no /fine_tuning/jobs/\\{id\\}/pause"):
+        training.pause_run(RunCommand(run_id=run_id), ga)
+    assert [r for r in emulator.control.requests() if r["surface"] == "data"] == []
+    # the same run and job through the default surface (v1): the pause goes through
+    training.pause_run(RunCommand(run_id=run_id), ga, hub=Hub.from_deps(hub_env()))
+    assert ga.registry.require_run(run_id).job_status == "paused"
 
 
 # --- commands ----------------------------------------------------------------------------------------
@@ -299,14 +332,26 @@ def test_retrain_uses_the_same_data_with_new_settings_as_a_new_job(hub_env, emul
 
 
 def test_multipart_upload_streams_a_large_file_in_parts(hub_env, emulator):
-    deps = hub_env()
+    deps = hub_env(HUB_API_VERSION="2025-04-01-preview")   # the v1 API has no uploads API
     run_id = make_run(deps, train=60)
     blob = deps.blobs.get_blob_client(deps.settings.reports_container, f"{run_id}/data/train.jsonl")
     body = blob.download_blob().readall()
-    hub = Hub(deps.openai_client(), multipart_threshold=1024, part_size=1000)
+    hub = Hub(deps.hub_client(), surface=SURFACES["2025-04-01-preview"], multipart_threshold=1024, part_size=1000)
     file_id = hub.upload_file(blob, "big.jsonl")
     hub.wait_processed(file_id)
 
     assert deps.openai_client().files.content(file_id).read() == body
     parts = [r for r in emulator.control.requests() if r["path"].endswith("/parts")]
     assert len(parts) == -(-len(body) // 1000)
+
+
+def test_the_hub_is_called_on_the_v1_api_with_an_entra_token_by_default(hub_env, emulator):
+    deps = hub_env()
+    run_id = make_run(deps)
+    emulator.control.clear_requests()
+    training.handle_train(TrainRequest(run_id=run_id), deps)
+    calls = [r for r in emulator.control.requests() if r["surface"] == "data"]
+    assert calls and {r["path"].split("/openai/")[1].split("/")[0] for r in calls} == {"v1"}
+    assert all("api-version" not in r["query"] for r in calls)
+    assert {r["auth_tenant"] for r in calls} == {deps.settings.hub.tenant}   # a token, refreshed per request
+    assert deps.registry.require_run(run_id).state == states.TRAINING

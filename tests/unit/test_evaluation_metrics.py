@@ -90,3 +90,18 @@ def test_examples_accept_dpo_and_sample_deterministically() -> None:
     assert [e.line for e in a.examples] == [e.line for e in b.examples]
     assert [e.line for e in a.examples] == sorted(e.line for e in a.examples)
     assert a.skipped and a.skipped[0].startswith("line 51: not JSON")
+
+
+def test_examples_are_sampled_in_one_pass_from_a_stream_with_line_numbers_kept() -> None:
+    from shared.evaluation.examples import stream_lines
+
+    answer = '{{"messages":[{{"role":"user","content":"q{0}"}},{{"role":"assistant","content":"a{0}"}}]}}'
+    body = "\n".join([answer.format(i) if i % 3 else "" for i in range(3_000)]).encode()
+    chunks = (body[i:i + 1000] for i in range(0, len(body), 1000))  # lines cut across chunks
+    loaded = load_examples(stream_lines(chunks), seed="s", limit=50)
+    assert loaded.total == 2_000 and len(loaded.examples) == 50
+    assert all(e.messages[0]["content"] == f"q{e.line - 1}" for e in loaded.examples)
+    # uniform over the file, not the first 50 usable lines
+    assert max(e.line for e in loaded.examples) > 1_500
+    deep = load_examples(["[" * 20_000 + "]" * 20_000], seed="s")
+    assert deep.skipped == ["line 1: not JSON (nested too deeply to parse)"]

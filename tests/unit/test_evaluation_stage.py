@@ -50,7 +50,8 @@ class FakeBlobs:
         def download() -> Any:
             if (container, path) not in self.data:
                 raise ResourceNotFoundError("no blob")
-            return SimpleNamespace(readall=lambda: self.data[(container, path)])
+            data = self.data[(container, path)]
+            return SimpleNamespace(readall=lambda: data, chunks=lambda: iter([data]))
         return SimpleNamespace(download_blob=download)
 
     def get_container_client(self, container: str) -> Any:

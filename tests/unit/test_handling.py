@@ -78,7 +78,9 @@ def test_operator_actions_on_the_commands_queue_are_dead_lettered_and_audited(na
 
     from shared.commands import handle_command
     from shared.messages import CloudEvent
-    deps = SimpleNamespace(registry=AuditOnly())
+    sent = []
+    deps = SimpleNamespace(registry=AuditOnly(), settings=SimpleNamespace(events_topic="events"),
+                           publisher=SimpleNamespace(send=lambda queue, event, **_: sent.append(event)))
     event = CloudEvent(type=f"ftops.command.{name}", data=data)
     actions = Actions()
     settle(Msg(event.to_json().encode()), actions, lambda e, d: handle_command(e, d, deps), accepts="ftops.command.")
@@ -88,3 +90,4 @@ def test_operator_actions_on_the_commands_queue_are_dead_lettered_and_audited(na
     [(run_id, action, actor, _)] = deps.registry.audits
     assert run_id == data.get("run_id", "_operator") and action == f"{name}.refused"
     assert actor == f"unverified: {data.get('approver') or data.get('requested_by') or 'unnamed sender'}"
+    assert [e.type for e in sent] == ["ftops.run.command_deadlettered"]   # other systems hear of it too

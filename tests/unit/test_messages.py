@@ -41,3 +41,19 @@ def test_run_event_type_is_the_state_kind():
     event = run_event("deployed:prod", "r-1", {"regions": 2})
     assert event.type == "ftops.run.deployed"
     assert event.data == {"run_id": "r-1", "state": "deployed:prod", "regions": 2}
+
+
+def test_a_deeply_nested_body_is_refused_not_a_crash():
+    # json raises RecursionError past ~1,000 levels: it must become a dead-letter reason, not escape settlement.
+    with pytest.raises(InvalidMessage, match="nested too deeply"):
+        parse_message(b"[" * 20_000 + b"]" * 20_000)
+
+
+def test_an_unknown_key_is_echoed_short_and_masked():
+    raw = json.loads(envelope(TrainRequest(run_id="r-1")).to_json())
+    key = "x" * 200_000 + "AccountKey=" + "Ab1+" * 20
+    raw["data"][key] = 1
+    with pytest.raises(InvalidMessage) as err:
+        parse_message(json.dumps(raw))
+    reason = str(err.value)
+    assert len(reason) < 400 and "AccountKey=" not in reason and "200,091 chars" in reason

@@ -112,9 +112,10 @@ class Blob:
     def upload_blob(self, data: bytes, overwrite: bool = False) -> None: ...
 
 
-def make_deps(registry: MemoryRegistry, concurrency: int = 8) -> Any:
+def make_deps(registry: MemoryRegistry, concurrency: int = 8, results_wait_seconds: float = 900.0) -> Any:
     settings = SimpleNamespace(poll_concurrency=concurrency, evaluate_queue="evaluate", events_topic="events",
-                               reports_container="reports", hub_file_retention="delete")
+                               reports_container="reports", hub_file_retention="delete",
+                               results_wait_seconds=results_wait_seconds)
     sent: list[Any] = []
     publisher = SimpleNamespace(sent=sent, send=lambda queue, event, delay_seconds=0: sent.append((queue, event)))
     return SimpleNamespace(settings=settings, registry=registry, publisher=publisher,
@@ -204,3 +205,53 @@ def test_new_events_reads_newest_first_down_to_the_cursor() -> None:
     assert asked == [{"limit": 20, "after": None}]
     asked.clear()
     assert len(hub.new_events("j", since=None)) == 250 and [a["limit"] for a in asked] == [100, 100, 100]
+
+
+def test_a_succeeded_job_waits_for_its_results_file_then_trains_with_its_metrics() -> None:
+    registry = MemoryRegistry()
+    training_run(registry, "r1", "j1", job_status="running")
+    done: dict[str, Any] = {"id": "j1", "status": "succeeded", "model": "m", "fine_tuned_model": "m.ft-x",
+                            "trained_tokens": 9}
+    deps, hub = make_deps(registry), FakeHub({"j1": HubJob(**done)})
+    assert poll_tick(deps, hub=hub).outcomes == {"awaiting_results": 1}
+    assert poll_tick(deps, hub=hub).outcomes == {"awaiting_results": 1}
+    run = registry.require_run("r1")
+    assert run.state == states.TRAINING and run.job_status == "succeeded" and registry.tracked
+    assert not deps.publisher.sent   # no evaluation before the results are in
+    hub.jobs["j1"] = HubJob(**done, result_files=["file-results"])   # postprocessing posted the file
+    assert poll_tick(deps, hub=hub).outcomes == {"succeeded": 1}
+    run = registry.require_run("r1")
+    assert run.state == states.TRAINED and run.metrics["final"] == {"train_loss": 1.0}
+    assert [e.id for q, e in deps.publisher.sent if q == "evaluate"] == ["evaluate-r1"]
+
+
+def test_a_results_file_that_never_comes_stops_the_wait_at_its_bound() -> None:
+    registry = MemoryRegistry()
+    training_run(registry, "r1", "j1", job_status="running")
+    deps = make_deps(registry, results_wait_seconds=600)
+    hub = FakeHub({"j1": HubJob(id="j1", status="succeeded", model="m", fine_tuned_model="m.ft-x")})
+    poll_tick(deps, hub=hub)
+    record = registry.runs["r1"]
+    record.metrics = {**record.metrics, "awaiting_results_since": record.metrics["awaiting_results_since"] - 601}
+    assert poll_tick(deps, hub=hub).outcomes == {"succeeded": 1}
+    run = registry.require_run("r1")
+    assert run.state == states.TRAINED and run.metrics["steps"] == 0
+    assert [e.id for q, e in deps.publisher.sent if q == "evaluate"] == ["evaluate-r1"]
+
+
+def test_the_dated_specs_waiting_statuses_are_known_and_ask_for_no_checkpoints(caplog) -> None:
+    asked: list[str] = []
+
+    class Counting(FakeHub):
+        def checkpoints(self, job_id: str) -> list[dict[str, Any]]:
+            asked.append(job_id)
+            return []
+    registry = MemoryRegistry()
+    training_run(registry, "r1", "j1", job_status="created")
+    training_run(registry, "r2", "j2", job_status="pending")
+    hub = Counting({"j1": HubJob(id="j1", status="created", model="m"),
+                    "j2": HubJob(id="j2", status="pending", model="m")})
+    with caplog.at_level(logging.WARNING, logger="shared.hub"):
+        poll_tick(make_deps(registry), hub=hub)
+    assert asked == [] and not [r for r in caplog.records if "does not know" in r.getMessage()]
+    assert registry.require_run("r1").job_status == "created" and registry.require_run("r2").state == states.TRAINING

@@ -16,9 +16,11 @@ from shared.hub import (
     HubPermanentError,
     HubQuotaExceeded,
     HubTransientError,
+    HubUnsupported,
     classify,
     parse_results_csv,
 )
+from shared.hub_api import SURFACES
 from shared.polling import describe_failure
 from shared.run_settings import RunSettings
 from shared.training import job_key, job_spec
@@ -70,8 +72,13 @@ def test_the_job_key_changes_with_what_changes_training_and_nothing_else() -> No
 def test_job_bodies_per_method() -> None:
     files = {"train": "file-t", "validation": "file-v"}
     supervised = job_spec(RunSettings.model_validate({"hyperparameters": {"n_epochs": 2}, "suffix": "s"}), files)
-    assert supervised.body() == {"model": "gpt-4.1-mini", "training_file": "file-t", "validation_file": "file-v",
-                                 "seed": 42, "suffix": "s", "hyperparameters": {"n_epochs": 2}}
+    common = {"model": supervised.model, "training_file": "file-t", "validation_file": "file-v", "seed": 42,
+              "suffix": "s"}
+    # v1 (the default) deprecates top-level hyperparameters: they go inside `method`
+    assert supervised.body() == {**common, "method": {"type": "supervised",
+                                                      "supervised": {"hyperparameters": {"n_epochs": 2}}}}
+    # 2024-10-21 has no `method`: top-level hyperparameters only
+    assert supervised.body(SURFACES["2024-10-21"]) == {**common, "hyperparameters": {"n_epochs": 2}}
     dpo = job_spec(RunSettings.model_validate({"method": "dpo", "hyperparameters": {"beta": 0.2}}), files).body()
     assert dpo["method"] == {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2}}} and "hyperparameters" not in dpo
     grader = {"type": "string_check", "name": "g", "input": "{{sample.output_text}}",
@@ -92,13 +99,27 @@ def test_results_csv_becomes_per_step_rows_and_final_values() -> None:
     assert metrics["final"]["valid_loss"] == 1.6 and metrics["final"]["train_loss"] == 0.9
 
 
-def test_a_safety_failure_says_so_plainly_and_others_keep_the_hubs_words() -> None:
-    safety = describe_failure({"code": "invalid_training_file", "message": "The fine-tuned model did not pass "
-                               "the safety evaluation: its responses contained harmful content."})
-    assert safety["safety"] and safety["reason"].startswith("The hub's safety checks rejected the fine-tuned model")
+@pytest.mark.parametrize(("message", "check", "harm_types"), [
+    # Learn's two sample messages (fine-tuning-safety-evaluation), word for word
+    (("The provided training data failed RAI checks for harm types: [hate_fairness, self_harm, violence]. "
+      "Please fix the data and try again."), "training data", ["hate_fairness", "self_harm", "violence"]),
+    (("This model is unable to be deployed. Model evaluation identified that this fine tuned model scores above "
+      "acceptable thresholds for [Violence, Self Harm]. Please review your training data set and resubmit the "
+      "job."), "model evaluation", ["Violence", "Self Harm"]),
+    ("The provided training data failed RAI checks for harm types: sexual", "training data", ["sexual"]),
+])
+def test_the_documented_safety_failures_name_their_check_and_harm_types(message, check, harm_types) -> None:
+    described = describe_failure({"code": "whatever_azure_sends", "message": message})
+    assert described["safety"] and described["safety_check"] == check and described["harm_types"] == harm_types
+    assert all(h in described["reason"] for h in harm_types) and message in described["reason"]
+
+
+def test_other_failures_keep_the_hubs_words_even_when_they_mention_safety() -> None:
     other = describe_failure({"code": "server_error", "message": "The job failed due to an internal error."})
     assert not other["safety"] and other["reason"] == ("The hub failed the job (server_error): The job failed "
                                                        "due to an internal error.")
+    vague = describe_failure({"code": "invalid_training_file", "message": "harmful safety content filter"})
+    assert not vague["safety"] and vague["harm_types"] == []
     assert "without a reason" in describe_failure(None)["message"]
 
 
@@ -141,7 +162,50 @@ def test_small_files_use_one_request_and_large_ones_the_uploads_api() -> None:
                                   or SimpleNamespace(id=f"part-{len(calls)}")),
             complete=lambda upload_id, part_ids, md5: calls.append(f"complete {len(part_ids)}")
             or SimpleNamespace(file=SimpleNamespace(id="file-2"))))
-    hub = Hub(client, multipart_threshold=100, part_size=40)
+    hub = Hub(client, surface=SURFACES["2025-04-01-preview"], multipart_threshold=100, part_size=40)
     assert hub.upload_file(FakeBlob(b"x" * 100, 30), "small.jsonl") == "file-1"
     assert hub.upload_file(FakeBlob(b"x" * 101, 30), "big.jsonl") == "file-2"
     assert calls == ["files.create", "uploads.create 101", "part 40", "part 40", "part 21", "complete 3"]
+    # the v1 API has no uploads API: the Files API takes it (up to its 512 MB), nothing is refused below that
+    calls.clear()
+    v1 = Hub(client, surface=SURFACES["v1"], multipart_threshold=100, part_size=40)
+    assert v1.upload_file(FakeBlob(b"x" * 101, 30), "big.jsonl") == "file-1" and calls == ["files.create"]
+
+
+class HugeBlob(FakeBlob):
+    def get_blob_properties(self) -> Any:
+        return SimpleNamespace(size=600 * 1024**2)
+
+
+def test_what_the_configured_hub_api_lacks_is_refused_before_any_call() -> None:
+    calls: list[str] = []
+    client = SimpleNamespace(
+        files=SimpleNamespace(create=lambda **kw: calls.append("files.create")),
+        fine_tuning=SimpleNamespace(jobs=SimpleNamespace(
+            create=lambda **kw: calls.append("create"), pause=lambda job_id: calls.append("pause"),
+            resume=lambda job_id: calls.append("resume"))))
+    ga, preview = Hub(client, surface=SURFACES["2024-10-21"]), Hub(client, surface=SURFACES["2025-04-01-preview"])
+    dpo = job_spec(RunSettings.model_validate({"method": "dpo"}), {"train": "file-t"})
+    grader = {"type": "string_check", "name": "g", "input": "{{sample.output_text}}",
+              "reference": "{{item.answer}}", "operation": "eq"}
+    rft = job_spec(RunSettings.model_validate({"method": "reinforcement", "grader": grader}), {"train": "file-t"})
+    refusals = {
+        "pause on GA": lambda: ga.pause("ftjob-1"), "resume on GA": lambda: ga.resume("ftjob-1"),
+        "dpo on GA": lambda: ga.create_job(dpo), "reinforcement on the preview": lambda: preview.create_job(rft),
+        "600 MB on v1": lambda: Hub(client, surface=SURFACES["v1"]).upload_file(HugeBlob(b"", 1), "huge.jsonl"),
+    }
+    for what, call in refusals.items():
+        with pytest.raises(HubUnsupported) as caught:
+            call()
+        assert "HUB_API_VERSION" in str(caught.value), what
+    assert "needs 'v1'" in str(caught.value) or "2025-04-01-preview" in str(caught.value)
+    assert calls == []
+
+
+def test_an_unknown_hub_api_version_stops_start_up_naming_the_setting() -> None:
+    from shared.config import ConfigError, Settings
+    env = {"DatasetStorage": "UseDevelopmentStorage=true", "FTOPS_TRANSPORT": "local",
+           "HUB_ENDPOINT": "https://hub.example", "HUB_RESOURCE_ID": "/subscriptions/s/resourceGroups/g/x/accounts/h"}
+    assert Settings.from_env(env).hub.api_version == "v1"
+    with pytest.raises(ConfigError, match="HUB_API_VERSION '2023-05-15'"):
+        Settings.from_env({**env, "HUB_API_VERSION": "2023-05-15"})

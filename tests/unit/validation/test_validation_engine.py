@@ -48,6 +48,26 @@ def test_findings_are_capped_per_code_with_a_summary() -> None:
     assert [f.line for f in listed[1:4]] == [1, 2, 3]
 
 
+def test_a_block_of_bad_lines_holds_only_the_capped_findings() -> None:
+    # 16 MiB of blank lines once took the validator past 1 GiB: every finding was kept until merging.
+    from shared.validation.lines import Block
+    from shared.validation.worker import Context, process_block
+
+    data = b"\n" * 50_000 + b"{}\n" * 50_000 + b'{"messages": "x"}\n' * 1_000
+    data = data[:-1]  # a block holds lines without the final newline
+    res = process_block(Block(1, data), Context(ValidationOptions()))
+    per_code = {code: sum(1 for f in res.findings if f[1] == code) for _, code, _ in res.findings}
+    assert per_code == {"blank_line": 100, "unknown_format": 100, "missing_messages": 100}
+    assert res.not_listed == {"blank_line": 49_900, "unknown_format": 49_900, "missing_messages": 900}
+
+
+def test_capped_blocks_still_count_every_finding_in_the_report() -> None:
+    report = check(b"\n" * 5_000 + jsonl(padded([])))
+    blanks = [f for f in report.warnings if f.code == "blank_line"]
+    assert len(blanks) == engine.FINDINGS_PER_CODE + 1
+    assert "4900 more" in blanks[0].message
+
+
 def test_over_limit_is_an_error_or_a_warning() -> None:
     long = chat(answer="word " * 17_000)  # > 16,385 tokens for gpt-35-turbo
     report = check(jsonl(padded([long])), model="gpt-35-turbo")

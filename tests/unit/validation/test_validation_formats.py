@@ -137,6 +137,12 @@ def test_reinforcement_rules() -> None:
     assert "rft_system_message" in one(system, method="reinforcement", model="o4-mini")
 
 
+def test_the_developer_role_is_taken_where_reasoning_models_train_and_only_there() -> None:
+    developer = {"role": "developer", "content": "Answer with a number only."}
+    assert one(msgs(developer, U, reference_answer="4"), method="reinforcement", model="o4-mini") == []
+    assert "invalid_role" in one(msgs(developer, U, A), model="gpt-4.1-mini")
+
+
 def test_method_support_depends_on_the_model() -> None:
     dpo_file = jsonl([{**dpo(), "input": {"messages": [{"role": "user", "content": f"Prompt {i}"}]}}
                       for i in range(10)])
@@ -180,3 +186,18 @@ def test_messages_json_is_parsed_strictly() -> None:
     data = jsonl(padded([])).replace(b"\n", b"\n", 1)
     assert check(data).valid
     assert json  # keep the import used for readers of this module
+
+
+def test_deeply_nested_json_is_an_invalid_json_line_not_a_crash() -> None:
+    report = check(jsonl(padded(["[" * 20_000 + "]" * 20_000])))
+    assert [(f.line, f.code) for f in report.errors] == [(1, "invalid_json")]
+    assert "nested too deeply" in report.errors[0].message
+
+
+def test_hostile_keys_and_roles_are_echoed_short_and_masked() -> None:
+    key = "k" * 200_000 + " AccountKey=" + "Ab1+" * 20 + " password=hunter2hunter2"
+    role = "password=hunter2hunter2"
+    report = check(jsonl(padded([{key: 1}, {"messages": [{"role": role, "content": "x"}]}])))
+    shown = " ".join(f.message for f in report.errors)
+    assert {f.code for f in report.errors} >= {"unknown_format", "invalid_role"}
+    assert len(shown) < 600 and "hunter2" not in shown and "AccountKey=Ab1" not in shown

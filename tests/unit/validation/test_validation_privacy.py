@@ -100,3 +100,21 @@ def test_finding_offsets_map_to_the_right_line() -> None:
 def test_checksums() -> None:
     assert luhn_ok("4111111111111111") and not luhn_ok("4111111111111112")
     assert iban_ok("DE89370400440532013000") and not iban_ok("DE89370400440532013001")
+
+
+@pytest.mark.parametrize("written", [
+    r"mail alice\u0040contoso.com today",       # "@" escaped
+    r"call \u0035\u0035\u0035-867-5309 now",  # digits escaped
+    r"key AccountKey\u003dc2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0",
+])
+def test_personal_data_written_with_json_escapes_is_found_as_the_service_reads_it(written: str) -> None:
+    line = json.dumps(chat(user="placeholder"), ensure_ascii=True).replace("placeholder", written)
+    report = check(jsonl(padded([line])))
+    assert [(f.line, f.code) for f in report.errors][:1] in ([(1, "pii_email")], [(1, "pii_phone")], [(1, "secret")])
+
+
+def test_non_ascii_escapes_alone_are_not_findings_and_raw_findings_are_not_doubled() -> None:
+    line = json.dumps(chat(user="Grüße an bob@contoso.com"), ensure_ascii=True)
+    assert "\\u00fc" in line
+    report = check(jsonl(padded([line])))
+    assert [(f.line, f.code) for f in report.errors] == [(1, "pii_email")]

@@ -1,0 +1,100 @@
+"""Which data-plane API versions the emulator serves, and what each has (docs/azure-sources.md).
+
+A request names its surface by its path (`/openai/v1/…`: the v1 API, api-version optional `v1`/`preview`)
+or by `?api-version=` (dated). Like Azure: an unknown or missing dated api-version answers 400
+"API version not supported"; a path the version's spec does not list answers 404; a job-creation field the
+version's spec does not list answers 400 "Unrecognized request argument supplied".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+
+from .state import ApiError
+
+V1 = "v1"
+GA = "2024-10-21"
+PREVIEW = "2025-04-01-preview"
+AUTHORING = frozenset({V1, GA, PREVIEW})
+INFERENCE = frozenset({GA, PREVIEW})     # chat completions on /openai/deployments/… (no v1 spelling here)
+NO_PAUSE = frozenset({GA})               # 2024-10-21 lists only /events, /checkpoints, /cancel under a job
+NO_UPLOADS = frozenset({V1})             # the v1 spec has files but no /uploads
+
+_CREATE_FIELDS = {
+    GA: {"model", "training_file", "validation_file", "hyperparameters", "suffix", "seed"},
+    PREVIEW: {"model", "training_file", "validation_file", "hyperparameters", "suffix", "seed", "method",
+              "integrations"},
+    V1: {"model", "training_file", "validation_file", "hyperparameters", "suffix", "seed", "method",
+         "integrations", "metadata"},
+}
+_METHODS = {GA: frozenset(), PREVIEW: frozenset({"supervised", "dpo"}),
+            V1: frozenset({"supervised", "dpo", "reinforcement"})}
+_HYPER = {
+    "supervised": {"n_epochs", "batch_size", "learning_rate_multiplier"},
+    "dpo": {"n_epochs", "batch_size", "learning_rate_multiplier", "beta"},
+    "reinforcement": {"n_epochs", "batch_size", "learning_rate_multiplier", "reasoning_effort",
+                      "compute_multiplier", "eval_interval", "eval_samples"},
+}
+SUFFIX_MAX = {GA: 40, PREVIEW: 40, V1: 64}
+UPLOAD_START = frozenset({"purpose", "filename", "bytes", "mime_type"})   # 2024-10-21 UploadFileStartBody
+UPLOAD_COMPLETE = frozenset({"part_ids", "md5"})                          # UploadFileCompleteBody
+
+
+def of(request: Request) -> str:
+    """The request's surface, or 400 as Azure answers an api-version it does not serve."""
+    version = request.query_params.get("api-version")
+    if "/openai/v1/" in request.url.path:
+        if version not in (None, "v1", "preview"):
+            raise ApiError(400, "BadRequest", "API version not supported")
+        return V1
+    if version not in AUTHORING:
+        raise ApiError(400, "BadRequest", "API version not supported")
+    return version
+
+
+def unrecognized(field: str) -> ApiError:
+    return ApiError(400, "BadRequest", f"Unrecognized request argument supplied: {field}", param=field)
+
+
+def upload_start_fields(surface: str) -> frozenset[str]:
+    """2024-10-21 lists four; later versions know file expiry (`expires_after`): not refused there."""
+    return UPLOAD_START if surface == GA else UPLOAD_START | {"expires_after"}
+
+
+def check_fields(body: dict[str, Any], allowed: frozenset[str] | set[str]) -> None:
+    for key in body:
+        if key not in allowed:
+            raise unrecognized(key)
+
+
+def check_job_body(surface: str, body: dict[str, Any]) -> None:
+    """Fields and method types the surface's FineTuningJobCreation lists; anything else is refused."""
+    check_fields(body, _CREATE_FIELDS[surface])
+    for key in (body.get("hyperparameters") or {}):
+        if key not in _HYPER["supervised"]:
+            raise unrecognized(f"hyperparameters.{key}")
+    method = body.get("method")
+    if method is None:
+        return
+    if not isinstance(method, dict):
+        raise ApiError(400, "BadRequest", "method must be an object.", param="method")
+    kind = method.get("type")
+    if kind not in _METHODS[surface]:
+        raise ApiError(400, "BadRequest", f"Unsupported method type '{kind}' on api-version {surface}.",
+                       param="method.type")
+    for key in method:
+        if key not in ("type", kind):
+            raise unrecognized(f"method.{key}")
+    inner = method.get(kind) or {}
+    for key in inner:
+        if key not in ("hyperparameters", "grader", "response_format") or (key != "hyperparameters"
+                                                                           and kind != "reinforcement"):
+            raise unrecognized(f"method.{kind}.{key}")
+    for key in (inner.get("hyperparameters") or {}):
+        if key not in _HYPER[kind]:
+            raise unrecognized(f"method.{kind}.hyperparameters.{key}")
+    if kind == "reinforcement" and not inner.get("grader"):
+        raise ApiError(400, "BadRequest", "method.reinforcement.grader is required.",
+                       param="method.reinforcement.grader")
