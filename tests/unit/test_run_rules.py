@@ -45,3 +45,31 @@ def test_without_environments_an_owner_goes_everywhere_and_no_owner_stops_before
     assert effective_environments(parse_run_settings({"owner": OWNER}), TOPOLOGY) == ["dev", "test", "prod"]
     assert effective_environments(parse_run_settings({}), TOPOLOGY) == ["dev", "test"]
     assert problems() == []
+
+
+def test_ftops_validate_says_what_intake_says_about_where_a_run_may_go(tmp_path) -> None:
+    """The one validation truth: `ftops validate` with the same SPOKES_CONFIG refuses the same run.json."""
+    import argparse
+    import io
+    from pathlib import Path
+
+    from shared.cli import validate as cli
+    sample = Path(__file__).resolve().parents[2] / "samples" / "support-bot.jsonl"
+    folder = tmp_path / "skip"
+    folder.mkdir()
+    (folder / "train.jsonl").write_bytes(sample.read_bytes())
+    parser = argparse.ArgumentParser(prog="ftops")
+    cli.add_parser(parser.add_subparsers(dest="command"))
+
+    def validate(run_json: dict) -> tuple[int, str]:
+        (folder / "run.json").write_text(json.dumps(run_json))
+        out = io.StringIO()
+        code = cli.run(parser.parse_args(["validate", str(folder)]), stdout=out, stderr=io.StringIO(),
+                       env={"SPOKES_CONFIG": str(DEMO_SPOKES)})
+        return code, out.getvalue()
+
+    code, text = validate({"environments": ["dev", "prod"], "owner": OWNER})
+    assert code == 1 and "must follow the configured order without gaps" in text
+    code, text = validate({"environments": ["dev", "test", "prod"]})
+    assert code == 1 and "owner is missing" in text
+    assert validate({"environments": ["dev", "test", "prod"], "owner": OWNER})[0] == 0
