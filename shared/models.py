@@ -175,3 +175,26 @@ def same_base_model(a: str, b: str) -> bool:
         return False
     va, vb = model_version(a), model_version(b)
     return va is None or vb is None or va == vb
+
+
+# USD per 1M (input, output) tokens at inference, base model then fine-tuned model: OpenAI's published list
+# prices (Azure's are alike but vary by region and deployment type). Estimates for the evaluation report's
+# cost per 1,000 requests; the Azure pricing page is the authority.
+_INFERENCE_PER_1M: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
+    "gpt-35-turbo": ((0.50, 1.50), (3.00, 6.00)),
+    "gpt-4o-mini": ((0.15, 0.60), (0.30, 1.20)),
+    "gpt-4o": ((2.50, 10.00), (3.75, 15.00)),
+    "gpt-4.1": ((2.00, 8.00), (3.00, 12.00)),
+    "gpt-4.1-mini": ((0.40, 1.60), (0.80, 3.20)),
+    "gpt-4.1-nano": ((0.10, 0.40), (0.20, 0.80)),
+    "o4-mini": ((1.10, 4.40), (4.00, 16.00)),
+}
+
+
+def inference_price_per_1m(base_model: str, *, fine_tuned: bool) -> tuple[float, float] | None:
+    """(input, output) USD per 1M tokens for a base model or a model fine-tuned from it; None if unknown."""
+    try:
+        prices = _INFERENCE_PER_1M.get(canonical_model_name(base_model))
+    except UnknownModelError:
+        return None
+    return None if prices is None else prices[1 if fine_tuned else 0]

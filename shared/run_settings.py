@@ -38,11 +38,62 @@ class Split(_Strict):
 
 
 class Thresholds(_Strict):
-    """Acceptance gates for evaluation."""
-    min_score: float = Field(0.5, ge=0, le=1)          # mean token F1 of the fine-tuned model
-    min_improvement: float = Field(0.05, ge=-1, le=1)  # over the base model
+    """Acceptance gates for evaluation (docs/evaluation.md, "Gates")."""
+    grader: str | None = None                          # the grader min_score/min_improvement use; default: the first
+    min_score: float = Field(0.5, ge=0, le=1)          # mean score of the fine-tuned model
+    min_improvement: float = Field(0.05, ge=-1, le=1)  # over the base model (and over the champion, below)
+    # lower_bound: the paired bootstrap interval's lower bound must clear min_improvement; mean: the old rule
+    improvement_rule: Literal["lower_bound", "mean"] = "lower_bound"
+    min_improvement_over_champion: float = Field(0.0, ge=-1, le=1)   # over what the environment serves today
     max_latency_p95_ms: float | None = Field(None, gt=0)
     max_error_rate: float = Field(0.1, ge=0, le=1)
+    max_content_filter_rate: float = Field(0.02, ge=0, le=1)
+
+
+_GRADER_NAME = r"[a-z0-9][a-z0-9_.-]{0,39}"
+_SIMILARITY = ("fuzzy_match", "bleu", "gleu", "rouge_1", "rouge_2", "rouge_3", "rouge_4", "rouge_5", "rouge_l")
+
+
+class GraderSpec(_Strict):
+    """One grader (kinds after Azure OpenAI's graders; docs/evaluation.md, "Graders")."""
+    type: Literal["token_f1", "string_check", "text_similarity", "json_valid", "json_match", "tool_call_match",
+                  "score_model"]
+    name: str | None = Field(None, pattern=_GRADER_NAME)
+    operation: Literal["eq", "ne", "like", "ilike"] | None = None          # string_check
+    evaluation_metric: Literal[_SIMILARITY] | None = None                   # type: ignore[valid-type]
+    model: str | None = Field(None, max_length=64)                          # score_model: a hub deployment
+    rubric: str | None = Field(None, max_length=2000)                       # score_model
+    reference: str | None = Field(None, pattern=r"^\{\{\s*item\.[A-Za-z0-9_]+\s*\}\}$")
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> GraderSpec:
+        needs = {"string_check": "operation", "text_similarity": "evaluation_metric", "score_model": "model"}
+        for kind, key in needs.items():
+            if self.type == kind and getattr(self, key) is None:
+                raise ValueError(f"a {kind} grader needs '{key}'")
+            if self.type != kind and getattr(self, key) is not None:
+                raise ValueError(f"'{key}' applies only to a {kind} grader")
+        if self.rubric is not None and self.type != "score_model":
+            raise ValueError("'rubric' applies only to a score_model grader")
+        return self
+
+    def effective_name(self) -> str:
+        detail = self.operation or self.evaluation_metric
+        return self.name or (f"{self.type}_{detail}" if detail else self.type)
+
+
+class Evaluation(_Strict):
+    """How the evaluate stage judges: graders (default: from the data's shape), calls in flight, champion."""
+    graders: list[GraderSpec] | None = Field(None, min_length=1, max_length=8)
+    concurrency: int = Field(8, ge=1, le=64)
+    champion: bool = True     # also evaluate what the run's deployment name serves today, and gate on it
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Evaluation:
+        names = [g.effective_name() for g in self.graders or []]
+        if len(set(names)) != len(names):
+            raise ValueError(f"grader names must differ (give each a 'name'): {names}")
+        return self
 
 
 class RunSettings(_Strict):
@@ -58,6 +109,7 @@ class RunSettings(_Strict):
     deployment_name: str | None = Field(None, max_length=64)
     environments: list[str] | None = None               # default: every configured environment, in order
     thresholds: Thresholds = Thresholds()
+    evaluation: Evaluation = Evaluation()
     owner: str | None = None
     ticket: str | None = None
     pii: Literal["error", "warn"] = "error"
@@ -80,6 +132,13 @@ class RunSettings(_Strict):
             raise ValueError("'grader' applies only to method 'reinforcement'")
         if self.method != "dpo" and self.hyperparameters.beta is not None:
             raise ValueError("hyperparameters.beta applies only to method 'dpo'")
+        return self
+
+    @model_validator(mode="after")
+    def _gate_grader_exists(self) -> RunSettings:
+        named = self.thresholds.grader
+        if named and self.evaluation.graders and named not in [g.effective_name() for g in self.evaluation.graders]:
+            raise ValueError(f"thresholds.grader {named!r} is not one of evaluation.graders")
         return self
 
     @property

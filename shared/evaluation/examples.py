@@ -23,6 +23,8 @@ class Example:
     messages: list[dict[str, Any]]              # the prompt: everything before the reference answer
     reference: str
     tools: list[dict[str, Any]] | None = field(default=None)
+    reference_tool_calls: tuple[dict[str, str], ...] = ()   # the answer calls tools: [{"name", "arguments"}]
+    item: dict[str, Any] = field(default_factory=dict)       # reinforcement: the line's other fields ({{item.x}})
 
     @property
     def prompt_text(self) -> str:
@@ -45,6 +47,19 @@ def content_text(content: Any) -> str:
     return ""
 
 
+def tool_calls_of(message: dict[str, Any]) -> tuple[dict[str, str], ...]:
+    """An assistant message's `tool_calls` as (name, arguments text) pairs; malformed entries dropped."""
+    calls = message.get("tool_calls")
+    out = []
+    for call in calls if isinstance(calls, list) else []:
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("name"), str):
+            arguments = function.get("arguments")
+            out.append({"name": function["name"],
+                        "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments)})
+    return tuple(out)
+
+
 def _clean(message: dict[str, Any]) -> dict[str, Any]:
     return {k: message[k] for k in _MESSAGE_FIELDS if k in message}
 
@@ -54,14 +69,22 @@ def parse_example(record: Any, line: int) -> Example | str:
     if not isinstance(record, dict):
         return "not a JSON object"
     tools = record.get("tools")
+    calls: tuple[dict[str, str], ...] = ()
+    item: dict[str, Any] = {}
     if "messages" in record:
         messages = record["messages"]
         if not isinstance(messages, list) or not messages:
             return "'messages' is empty"
         last = messages[-1]
-        if not isinstance(last, dict) or last.get("role") != "assistant":
+        extras = {k: v for k, v in record.items() if k not in ("messages", "tools", "parallel_tool_calls")}
+        if isinstance(last, dict) and last.get("role") == "user" and extras:
+            # reinforcement: the grader reads the line's other fields; the first text one is the reference
+            item, prompt = extras, messages
+            reference = next((v for v in extras.values() if isinstance(v, str)), json.dumps(extras))
+        elif not isinstance(last, dict) or last.get("role") != "assistant":
             return "the last message is not an assistant answer (nothing to compare with)"
-        reference, prompt = content_text(last.get("content")), messages[:-1]
+        else:
+            reference, prompt, calls = content_text(last.get("content")), messages[:-1], tool_calls_of(last)
     elif isinstance(record.get("input"), dict) and isinstance(record.get("preferred_output"), list):
         # DPO: the preferred output is the reference answer
         prompt = record["input"].get("messages") or []
@@ -69,15 +92,16 @@ def parse_example(record: Any, line: int) -> Example | str:
         answers = [m for m in record["preferred_output"] if isinstance(m, dict) and m.get("role") == "assistant"]
         if not answers:
             return "'preferred_output' has no assistant message"
-        reference = content_text(answers[-1].get("content"))
+        reference, calls = content_text(answers[-1].get("content")), tool_calls_of(answers[-1])
     else:
         return "neither 'messages' nor a DPO 'input'/'preferred_output'"
     if not any(isinstance(m, dict) and m.get("role") == "user" for m in prompt):
         return "no user message before the answer"
-    if not reference.strip():
+    if not reference.strip() and not calls:
         return "the reference answer has no text"
     return Example(line=line, messages=[_clean(m) for m in prompt if isinstance(m, dict)], reference=reference,
-                   tools=tools if isinstance(tools, list) and tools else None)
+                   tools=tools if isinstance(tools, list) and tools else None, reference_tool_calls=calls,
+                   item=item)
 
 
 def load_examples(lines: Iterable[str | bytes], *, seed: int | str, limit: int = MAX_EXAMPLES) -> LoadedExamples:

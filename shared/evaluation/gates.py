@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from shared.evaluation.confidence import Interval
 from shared.evaluation.metrics import CandidateMetrics
 from shared.evaluation.runner import Candidate
 from shared.run_settings import Thresholds
@@ -21,13 +22,17 @@ class Gate:
     threshold: float | None
     passed: bool
     detail: str
+    grader: str | None = None                  # the grader whose scores the gate reads
+    interval: dict[str, float] | None = None   # the bootstrap interval of `value`, when it has one
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()
+                if v is not None or k in ("value", "threshold")}
 
 
-def choose_candidate(candidates: Sequence[Candidate], metrics: Mapping[str, CandidateMetrics]) -> Candidate:
-    """The fine-tuned candidate (final model or checkpoint) with the best mean F1.
+def choose_candidate(candidates: Sequence[Candidate], metrics: Mapping[str, CandidateMetrics],
+                     grader: str = "token_f1") -> Candidate:
+    """The fine-tuned candidate (final model or checkpoint) with the best mean score of the gate grader.
 
     Ties go to the final model (it is what the job produced and what people expect), then to the later
     checkpoint. Scores are compared rounded so float noise does not decide between equal answers.
@@ -37,7 +42,7 @@ def choose_candidate(candidates: Sequence[Candidate], metrics: Mapping[str, Cand
         raise ValueError("no fine-tuned candidate was evaluated")
 
     def key(c: Candidate) -> tuple[float, int, int]:
-        return (round(metrics[c.name].mean_f1, 9), 1 if c.kind == "final" else 0, c.step or 0)
+        return (round(metrics[c.name].score(grader), 9), 1 if c.kind == "final" else 0, c.step or 0)
 
     return max(trained, key=key)
 
@@ -48,20 +53,47 @@ def thresholds_from(settings: Mapping[str, Any]) -> Thresholds:
     return raw if isinstance(raw, Thresholds) else Thresholds.model_validate(raw)
 
 
-def evaluate_gates(chosen: CandidateMetrics, base: CandidateMetrics, thresholds: Thresholds) -> list[Gate]:
-    improvement = chosen.mean_f1 - base.mean_f1
+def _improvement_gate(name: str, against: str, chosen: float, other: float, diff: Interval | None,
+                      threshold: float, rule: str, grader: str) -> Gate:
+    diff = diff or Interval(chosen - other, chosen - other, chosen - other)
+    judged = diff.low if rule == "lower_bound" else diff.mean
+    how = (f"lower bound of the {diff.level:.0%} paired bootstrap interval {diff.low:+.3f}" if rule == "lower_bound"
+           else f"mean difference {diff.mean:+.3f}")
+    return Gate(name, diff.mean, threshold, judged >= threshold,
+                f"{grader} {chosen:.3f} vs {against} {other:.3f}: {diff.mean:+.3f} [{diff.low:+.3f}, "
+                f"{diff.high:+.3f}]; {how} (needs ≥ {threshold:+.3f})", grader=grader, interval=diff.to_dict())
+
+
+def evaluate_gates(chosen: CandidateMetrics, base: CandidateMetrics, thresholds: Thresholds, *,
+                   grader: str = "token_f1", over_base: Interval | None = None,
+                   champion: CandidateMetrics | None = None, over_champion: Interval | None = None,
+                   champion_note: str | None = None) -> list[Gate]:
+    """Every gate on the chosen candidate. Improvements are judged on the paired bootstrap interval's
+    lower bound (`improvement_rule: lower_bound`, the default) or on the mean difference (`mean`)."""
+    score, (low, high) = chosen.score(grader), chosen.interval(grader)
+    rule = thresholds.improvement_rule
     gates = [
-        Gate("min_score", chosen.mean_f1, thresholds.min_score, chosen.mean_f1 >= thresholds.min_score,
-             f"mean token F1 {chosen.mean_f1:.3f} (needs ≥ {thresholds.min_score:.3f})"),
-        Gate("min_improvement", improvement, thresholds.min_improvement,
-             improvement >= thresholds.min_improvement,
-             f"F1 {chosen.mean_f1:.3f} vs base {base.mean_f1:.3f}: {improvement:+.3f} "
-             f"(needs ≥ {thresholds.min_improvement:+.3f})"),
-        Gate("max_error_rate", chosen.error_rate, thresholds.max_error_rate,
-             chosen.error_rate <= thresholds.max_error_rate,
-             f"{chosen.n_errors} of {chosen.n} calls failed ({chosen.error_rate:.1%}; "
-             f"allowed ≤ {thresholds.max_error_rate:.1%})"),
+        Gate("min_score", score, thresholds.min_score, score >= thresholds.min_score,
+             f"mean {grader} {score:.3f} [{low:.3f}, {high:.3f}] (needs ≥ {thresholds.min_score:.3f})",
+             grader=grader, interval={"mean": round(score, 4), "low": round(low, 4), "high": round(high, 4)}),
+        _improvement_gate("min_improvement", "base", score, base.score(grader), over_base,
+                          thresholds.min_improvement, rule, grader),
     ]
+    if champion is not None:
+        gates.append(_improvement_gate("min_improvement_over_champion", "champion", score, champion.score(grader),
+                                       over_champion, thresholds.min_improvement_over_champion, rule, grader))
+    elif champion_note:
+        gates.append(Gate("min_improvement_over_champion", None, thresholds.min_improvement_over_champion, True,
+                          champion_note, grader=grader))
+    gates.append(Gate("max_error_rate", chosen.error_rate, thresholds.max_error_rate,
+                      chosen.error_rate <= thresholds.max_error_rate,
+                      f"{chosen.n_errors} of {chosen.n} calls failed ({chosen.error_rate:.1%}; "
+                      f"allowed ≤ {thresholds.max_error_rate:.1%})"))
+    rate = chosen.content_filter_rate
+    gates.append(Gate("max_content_filter_rate", rate, thresholds.max_content_filter_rate,
+                      rate <= thresholds.max_content_filter_rate,
+                      f"{rate:.1%} of answers carried a content-filter result above safe or were filtered "
+                      f"(allowed ≤ {thresholds.max_content_filter_rate:.1%})"))
     limit, p95 = thresholds.max_latency_p95_ms, chosen.latency_p95_ms
     if limit is None:
         gates.append(Gate("max_latency_p95_ms", p95, None, True, "no latency limit set"))

@@ -84,6 +84,36 @@ def plan_candidates(run_id: str, fine_tuned_model: str, base_model: str,
     return plan
 
 
+def champion_model(deps: Any, run: Any) -> tuple[str, str] | None:
+    """(environment, model) the run's deployment name serves today, from the registry's active slots: the
+    last of the run's environments that has one (prod before test before dev: what users get). None when
+    nothing is served under that name yet, or it already serves this run's model."""
+    from shared.deployment import deployment_name
+    lister = getattr(deps.registry, "list_deployments", None)
+    if lister is None:
+        return None
+    name = deployment_name(run)
+    served = {r.environment: r.model for r in lister(state="active") if r.deployment == name}
+    for environment in reversed(run.environments or list(served)):
+        model = served.get(environment)
+        if model:
+            return None if model == run.fine_tuned_model else (environment, model)
+    return None
+
+
+def plan_champion(deps: Any, run: Any, base_model: str) -> Candidate | None:
+    """The champion as a candidate: deployed on the hub like the final model (a fine-tuned model lives on
+    the hub whatever spoke serves it), under the run's own evaluation prefix."""
+    found = champion_model(deps, run)
+    if found is None:
+        return None
+    environment, model = found
+    developer = developer_tier_allowed(base_model)
+    sku, capacity = (DEVELOPER_SKU, DEVELOPER_CAPACITY) if developer else (STANDARD_SKU, FINE_TUNED_CAPACITY)
+    return Candidate("champion", "champion", model, f"{deployment_prefix(run.run_id)}-champ", sku, capacity,
+                     environment=environment)
+
+
 def _model_spec(candidate: Candidate) -> dict[str, str]:
     if candidate.kind != "base":
         return {"name": candidate.model, "version": "1"}   # fine-tuned models and checkpoints: version "1"

@@ -9,7 +9,7 @@ import re
 import string
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -66,6 +66,8 @@ class ExampleResult:
     error: str | None = None
     f1: float = 0.0
     em: float = 0.0
+    scores: dict[str, float] = field(default_factory=dict)   # grader name → 0..1 (a failed call: 0)
+    flagged: bool = False        # the content filter annotated or filtered the answer (not "safe")
 
     @property
     def ok(self) -> bool:
@@ -83,9 +85,32 @@ class CandidateMetrics:
     latency_p95_ms: float | None
     mean_prompt_tokens: float | None
     mean_completion_tokens: float | None
+    graders: dict[str, dict[str, float]] = field(default_factory=dict)   # name → mean, low, high, level
+    content_filter_rate: float = 0.0      # flagged answers / successful calls
+    cost_per_1k_requests_usd: float | None = None
+
+    def score(self, grader: str) -> float:
+        """Mean score of one grader; token F1 is always known (older reports and unit figures)."""
+        if grader in self.graders:
+            return float(self.graders[grader]["mean"])
+        if grader == "token_f1":
+            return self.mean_f1
+        raise KeyError(f"grader {grader!r} was not run")
+
+    def interval(self, grader: str) -> tuple[float, float]:
+        stats = self.graders.get(grader)
+        return (float(stats["low"]), float(stats["high"])) if stats else (self.score(grader), self.score(grader))
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        return {k: _rounded(v) for k, v in asdict(self).items()}
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return value
 
 
 def score(index: int, answer: str, reference: str, *, latency_ms: float, prompt_tokens: int = 0,
@@ -95,12 +120,24 @@ def score(index: int, answer: str, reference: str, *, latency_ms: float, prompt_
                          em=exact_match(answer, reference))
 
 
-def aggregate(results: Iterable[ExampleResult]) -> CandidateMetrics:
+def aggregate(results: Iterable[ExampleResult], *, graders: Sequence[str] = (),
+              price_per_1m: tuple[float, float] | None = None) -> CandidateMetrics:
+    """Figures for one candidate; each grader's mean with its bootstrap interval; the estimated cost of
+    1,000 requests like these from the measured tokens and (input, output) USD per 1M tokens."""
+    from shared.evaluation.confidence import mean_interval
     rows = list(results)
     n = len(rows)
     ok = [r for r in rows if r.ok]
     latencies = [r.latency_ms for r in ok if r.latency_ms is not None]
+    prompt = sum(r.prompt_tokens for r in ok) / len(ok) if ok else None
+    completion = sum(r.completion_tokens for r in ok) / len(ok) if ok else None
+    cost = None
+    if price_per_1m is not None and prompt is not None and completion is not None:
+        cost = 1000 * (prompt * price_per_1m[0] + completion * price_per_1m[1]) / 1e6
     return CandidateMetrics(
+        graders={g: mean_interval([r.scores.get(g, 0.0) for r in rows]).to_dict() for g in graders},
+        content_filter_rate=sum(r.flagged for r in ok) / len(ok) if ok else 0.0,
+        cost_per_1k_requests_usd=cost,
         n=n,
         n_errors=n - len(ok),
         error_rate=(n - len(ok)) / n if n else 1.0,   # nothing evaluated must never look like success
@@ -108,6 +145,6 @@ def aggregate(results: Iterable[ExampleResult]) -> CandidateMetrics:
         exact_match=sum(r.em for r in rows) / n if n else 0.0,
         latency_p50_ms=percentile(latencies, 50),
         latency_p95_ms=percentile(latencies, 95),
-        mean_prompt_tokens=sum(r.prompt_tokens for r in ok) / len(ok) if ok else None,
-        mean_completion_tokens=sum(r.completion_tokens for r in ok) / len(ok) if ok else None,
+        mean_prompt_tokens=prompt,
+        mean_completion_tokens=completion,
     )

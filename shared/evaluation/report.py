@@ -12,12 +12,14 @@ from html import escape
 from typing import Any
 
 from shared.evaluation import svg
+from shared.evaluation.confidence import Interval
 from shared.evaluation.examples import Example
 from shared.evaluation.gates import Gate
+from shared.evaluation.graders import Grader
 from shared.evaluation.metrics import CandidateMetrics, ExampleResult
 from shared.evaluation.runner import Candidate
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2   # 2: graders, intervals, comparisons (base, champion), content filter rate, cost
 WORST_EXAMPLES = 15
 TEXT_LIMIT = 300
 MAX_LOSS_POINTS = 400
@@ -70,22 +72,33 @@ def _num(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _gate_score(row: ExampleResult, grader: str) -> float:
+    return row.scores.get(grader, row.f1 if grader == "token_f1" else 0.0)
+
+
 def worst_examples(examples: Sequence[Example], chosen: Sequence[ExampleResult], base: Sequence[ExampleResult],
-                   limit: int = WORST_EXAMPLES) -> list[dict[str, Any]]:
-    order = sorted(range(len(chosen)), key=lambda i: (chosen[i].ok, chosen[i].f1, examples[i].line))[:limit]
+                   limit: int = WORST_EXAMPLES, grader: str = "token_f1") -> list[dict[str, Any]]:
+    order = sorted(range(len(chosen)),
+                   key=lambda i: (chosen[i].ok, _gate_score(chosen[i], grader), examples[i].line))[:limit]
     return [{"line": examples[i].line, "prompt": truncate(examples[i].prompt_text),
              "reference": truncate(examples[i].reference), "answer": truncate(chosen[i].answer),
-             "f1": round(chosen[i].f1, 4), "error": chosen[i].error,
+             "f1": round(chosen[i].f1, 4), "score": round(_gate_score(chosen[i], grader), 4),
+             "scores": {k: round(v, 4) for k, v in chosen[i].scores.items()}, "error": chosen[i].error,
              "base_answer": truncate(base[i].answer) if i < len(base) else None,
-             "base_f1": round(base[i].f1, 4) if i < len(base) else None} for i in order]
+             "base_f1": round(base[i].f1, 4) if i < len(base) else None,
+             "base_score": round(_gate_score(base[i], grader), 4) if i < len(base) else None} for i in order]
 
 
 def build_report(*, run_id: str, base_model: str, fine_tuned_model: str, eval_path: str,
                  examples: Sequence[Example], available: int, skipped_lines: Sequence[str],
                  candidates: Sequence[Candidate], results: Mapping[str, Sequence[ExampleResult]],
                  metrics: Mapping[str, CandidateMetrics], skipped_candidates: Sequence[Mapping[str, str]],
-                 chosen: Candidate, gates: Sequence[Gate], training_metrics: Any) -> dict[str, Any]:
+                 chosen: Candidate, gates: Sequence[Gate], training_metrics: Any,
+                 graders: Sequence[Grader] = (), gate_grader: str = "token_f1",
+                 comparisons: Mapping[str, Mapping[str, Interval]] | None = None,
+                 improvement_rule: str = "lower_bound") -> dict[str, Any]:
     passed = all(g.passed for g in gates)
+    champion = next((c for c in candidates if c.kind == "champion" and c.name in metrics), None)
     return {
         "schema_version": SCHEMA_VERSION,
         "run_id": run_id,
@@ -94,16 +107,26 @@ def build_report(*, run_id: str, base_model: str, fine_tuned_model: str, eval_pa
         "fine_tuned_model": fine_tuned_model,
         "examples": {"source": eval_path, "evaluated": len(examples), "available": available,
                      "skipped": list(skipped_lines)},
+        "graders": [g.describe() for g in graders],
+        "gate_grader": gate_grader,
+        "improvement_rule": improvement_rule,
         "candidates": [{"name": c.name, "kind": c.kind, "model": c.model, "step": c.step,
                         "deployment": c.deployment, "sku": c.sku, "metrics": metrics[c.name].to_dict(),
+                        **({"environment": c.environment} if c.environment else {}),
                         "latencies_ms": [round(r.latency_ms, 1) for r in results[c.name] if r.latency_ms is not None]}
                        for c in candidates if c.name in metrics],
         "skipped_candidates": [dict(s) for s in skipped_candidates],
         "chosen": {"name": chosen.name, "kind": chosen.kind, "model": chosen.model},
+        # the chosen model minus each reference point, per grader, with the paired bootstrap interval
+        "comparisons": {other: {"model": next((c.model for c in candidates if c.name == other), None),
+                                "improvement": {g: i.to_dict() for g, i in by_grader.items()}}
+                        for other, by_grader in (comparisons or {}).items()},
+        "champion": ({"model": champion.model, "environment": champion.environment} if champion else None),
         "gates": [g.to_dict() for g in gates],
         "passed": passed,
         "failed_gates": [g.name for g in gates if not g.passed],
-        "worst_examples": worst_examples(examples, results[chosen.name], results.get("base", [])),
+        "worst_examples": worst_examples(examples, results[chosen.name], results.get("base", []),
+                                         grader=gate_grader),
         "training_metrics": loss_rows(training_metrics),
     }
 
@@ -120,6 +143,33 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}" if abs(value) < 10 else f"{value:.0f}"
     return escape(str(value))
+
+
+def _mean(metrics: Mapping[str, Any], grader: str) -> float:
+    stats = (metrics.get("graders") or {}).get(grader)
+    return float(stats["mean"]) if stats else float(metrics.get("mean_f1", 0.0))
+
+
+def _bounds(metrics: Mapping[str, Any], grader: str) -> tuple[float, float] | None:
+    stats = (metrics.get("graders") or {}).get(grader)
+    return (float(stats["low"]), float(stats["high"])) if stats else None
+
+
+def _interval(metrics: Mapping[str, Any], grader: str) -> str:
+    stats = (metrics.get("graders") or {}).get(grader)
+    if not stats:
+        return _fmt(metrics.get("mean_f1")) if grader == "token_f1" else "—"
+    return f'{stats["mean"]:.3f} <span class="muted">[{stats["low"]:.3f}, {stats["high"]:.3f}]</span>'
+
+
+def _diff(stats: Mapping[str, float] | None) -> str:
+    if not stats:
+        return "—"
+    return f'{stats["mean"]:+.3f} <span class="muted">[{stats["low"]:+.3f}, {stats["high"]:+.3f}]</span>'
+
+
+def _money(value: float | None) -> str:
+    return "—" if value is None else f"${value:.4f}"
 
 
 def _verdict(ok: bool) -> str:
@@ -143,26 +193,47 @@ def render_html(report: Mapping[str, Any]) -> str:
     for g in report["gates"]:
         parts.append(f'<tr><td>{e(g["name"])}</td><td>{_fmt(g["value"])}</td><td>{_fmt(g["threshold"])}</td>'
                      f'<td>{_verdict(g["passed"])}</td><td>{e(g["detail"])}</td></tr>')
-    parts.append("</table><h2>Candidates</h2><table><tr><th>candidate</th><th>model</th><th>sku</th>"
-                 "<th>mean F1</th><th>exact match</th><th>p50 ms</th><th>p95 ms</th><th>prompt tok</th>"
-                 "<th>completion tok</th><th>errors</th></tr>")
+    grader_names = [g["name"] for g in report.get("graders") or []] or ["token_f1"]
+    gate_grader = report.get("gate_grader", "token_f1")
+    parts.append("</table><h2>Candidates</h2><p class=\"muted\">Mean score per grader with its 95 % bootstrap "
+                 "interval [low, high]; the gates read <b>" + e(gate_grader) + "</b>.</p><table><tr><th>candidate"
+                 "</th><th>model</th><th>sku</th>" + "".join(f"<th>{e(n)}</th>" for n in grader_names) +
+                 "<th>p50 ms</th><th>p95 ms</th><th>prompt tok</th><th>completion tok</th><th>content filter</th>"
+                 "<th>USD / 1k requests</th><th>errors</th></tr>")
     for c in candidates:
         m = c["metrics"]
+        cells = "".join(f"<td>{_interval(m, n)}</td>" for n in grader_names)
         parts.append(f'<tr><td>{e(c["name"])}{" ★" if c["name"] == chosen else ""}</td><td><code>{e(c["model"])}'
-                     f'</code></td><td>{e(c["sku"])}</td><td>{_fmt(m["mean_f1"])}</td><td>{_fmt(m["exact_match"])}</td>'
+                     f'</code></td><td>{e(c["sku"])}</td>{cells}'
                      f'<td>{_fmt(m["latency_p50_ms"])}</td><td>{_fmt(m["latency_p95_ms"])}</td>'
                      f'<td>{_fmt(m["mean_prompt_tokens"])}</td><td>{_fmt(m["mean_completion_tokens"])}</td>'
-                     f'<td>{m["n_errors"]} / {m["n"]}</td></tr>')
+                     f'<td>{m.get("content_filter_rate", 0.0):.1%}</td><td>{_money(m.get("cost_per_1k_requests_usd"))}'
+                     f'</td><td>{m["n_errors"]} / {m["n"]}</td></tr>')
     parts.append("</table>")
     for s in report["skipped_candidates"]:
         parts.append(f'<p class="muted">Not evaluated: {e(s.get("name", ""))} — {e(s.get("reason", ""))}</p>')
+    comparisons = report.get("comparisons") or {}
+    if comparisons:
+        parts.append(f"<h2>Improvement of {e(chosen)}</h2><p class=\"muted\">Chosen minus the other model on the "
+                     "same examples; [low, high] is the 95 % paired bootstrap interval.</p><table><tr><th>against"
+                     "</th><th>model</th>" + "".join(f"<th>{e(n)}</th>" for n in grader_names) + "</tr>")
+        for other, row in comparisons.items():
+            cells = "".join(f"<td>{_diff(row['improvement'].get(n))}</td>" for n in grader_names)
+            parts.append(f"<tr><td>{e(other)}</td><td><code>{e(row.get('model') or '')}</code></td>{cells}</tr>")
+        parts.append("</table>")
+    for g in report.get("graders") or []:
+        if g.get("type") == "score_model":
+            parts.append(f'<p class="muted">Model grader <b>{e(g["name"])}</b> on hub deployment '
+                         f'<code>{e(g.get("model", ""))}</code>, prompt: <code>{e(g.get("prompt", ""))}</code></p>')
     lines = [("min score", float(gates["min_score"]["threshold"]))] if "min_score" in gates else []
     base = next((c for c in candidates if c["kind"] == "base"), None)
     if base is not None and "min_improvement" in gates:
-        lines.append(("base + min improvement", base["metrics"]["mean_f1"] + float(gates["min_improvement"]["threshold"])))
-    parts.append("<h2>Score</h2>" + svg.bar_chart([(c["name"], c["metrics"]["mean_f1"]) for c in candidates],
-                                                    title="Mean token F1 per candidate", lines=lines,
-                                                    highlight=chosen))
+        lines.append(("base + min improvement",
+                      _mean(base["metrics"], gate_grader) + float(gates["min_improvement"]["threshold"])))
+    parts.append("<h2>Score</h2>" + svg.bar_chart([(c["name"], _mean(c["metrics"], gate_grader)) for c in candidates],
+                                                    title=f"Mean {gate_grader} per candidate (95 % interval)",
+                                                    lines=lines, highlight=chosen,
+                                                    errors=[_bounds(c["metrics"], gate_grader) for c in candidates]))
     limit = gates.get("max_latency_p95_ms", {}).get("threshold")
     parts.append("<h2>Latency</h2>" + svg.strip_chart([(c["name"], c["latencies_ms"]) for c in candidates],
                                                       title="Latency per call", limit=limit))
@@ -172,12 +243,13 @@ def render_html(report: Mapping[str, Any]) -> str:
     if series:
         parts.append("<h2>Training loss</h2>" + svg.line_chart(series, title="Loss by training step"))
     parts.append("<h2>Worst examples (chosen model)</h2><table><tr><th>line</th><th>prompt</th><th>reference</th>"
-                 "<th>answer</th><th>F1</th><th>base answer</th><th>base F1</th></tr>")
+                 "<th>answer</th><th>score</th><th>base answer</th><th>base score</th></tr>")
     for w in report["worst_examples"]:
         answer = w["answer"] if w["error"] is None else f'error: {w["error"]}'
         parts.append(f'<tr><td>{w["line"]}</td><td class="text">{e(w["prompt"])}</td><td class="text">'
-                     f'{e(w["reference"])}</td><td class="text">{e(answer)}</td><td>{_fmt(w["f1"])}</td>'
-                     f'<td class="text">{e(w["base_answer"] or "")}</td><td>{_fmt(w["base_f1"])}</td></tr>')
+                     f'{e(w["reference"])}</td><td class="text">{e(answer)}</td><td>{_fmt(w.get("score", w["f1"]))}</td>'
+                     f'<td class="text">{e(w["base_answer"] or "")}</td><td>{_fmt(w.get("base_score", w["base_f1"]))}'
+                     f'</td></tr>')
     parts.append("</table>")
     if report["examples"]["skipped"]:
         parts.append("<h2>Skipped lines</h2><ul>" + "".join(f"<li>{e(s)}</li>" for s in report["examples"]["skipped"])
@@ -187,9 +259,21 @@ def render_html(report: Mapping[str, Any]) -> str:
 
 
 def summary(report: Mapping[str, Any], paths: Mapping[str, str]) -> dict[str, Any]:
-    """The registry's `evaluation` field: small (Table Storage properties are capped at 64 KiB)."""
+    """The registry's `evaluation` field (Table Storage properties are capped at 64 KiB, so small): what
+    GET runs/{id} and the approval view show — scores with intervals, the comparison with base and with
+    the champion the environment serves today, the content-filter rate and cost per candidate."""
+    grader = report.get("gate_grader", "token_f1")
+    candidates = report["candidates"]
+    comparisons = report.get("comparisons") or {}
     return {"passed": report["passed"], "chosen": report["chosen"]["model"], "chosen_name": report["chosen"]["name"],
-            "scores": {c["name"]: c["metrics"]["mean_f1"] for c in report["candidates"]},
-            "base_score": next((c["metrics"]["mean_f1"] for c in report["candidates"] if c["kind"] == "base"), None),
+            "grader": grader,
+            "scores": {c["name"]: _mean(c["metrics"], grader) for c in candidates},
+            "intervals": {c["name"]: list(b) for c in candidates if (b := _bounds(c["metrics"], grader))},
+            "base_score": next((_mean(c["metrics"], grader) for c in candidates if c["kind"] == "base"), None),
+            "comparison": {other: {"model": row.get("model"), **(row["improvement"].get(grader) or {})}
+                           for other, row in comparisons.items()},
+            "champion": report.get("champion"),
+            "content_filter_rate": {c["name"]: c["metrics"].get("content_filter_rate") for c in candidates},
+            "cost_per_1k_requests_usd": {c["name"]: c["metrics"].get("cost_per_1k_requests_usd") for c in candidates},
             "gates": report["gates"], "failed_gates": report["failed_gates"],
             "examples": report["examples"]["evaluated"], "reports": dict(paths)}

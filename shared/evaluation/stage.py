@@ -20,7 +20,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from shared import states
-from shared.evaluation.examples import load_examples, stream_lines
+from shared.evaluation import graders as grading
+from shared.evaluation.confidence import paired_difference
+from shared.evaluation.examples import Example, load_examples, stream_lines
 from shared.evaluation.gates import choose_candidate, evaluate_gates, thresholds_from
 from shared.evaluation.hubdeploy import (
     PermanentHubError,
@@ -29,14 +31,17 @@ from shared.evaluation.hubdeploy import (
     create_deployment,
     delete_deployments,
     plan_candidates,
+    plan_champion,
 )
-from shared.evaluation.metrics import aggregate
+from shared.evaluation.metrics import ExampleResult, aggregate
 from shared.evaluation.report import build_report, loss_rows, render_html, summary
-from shared.evaluation.runner import Candidate, ChatFn, openai_chat_fn, run_candidates
+from shared.evaluation.runner import Candidate, ChatFn, openai_chat_fn, openai_judge_fn, run_candidates
 from shared.events import advance, publish
 from shared.handling import retry_later
 from shared.messages import DeployRequest, EvaluateRequest, envelope
+from shared.models import inference_price_per_1m
 from shared.registry import RunRecord
+from shared.run_settings import Evaluation
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +55,9 @@ class _Failed(Exception):
     """The evaluation cannot succeed (no data, model not deployable): end the run as evaluation_failed."""
 
 
-def handle_evaluate(request: EvaluateRequest, deps: Any, *, chat: ChatFn | None = None) -> None:
-    """ftops-evaluate handler. `chat` replaces the openai SDK calls (tests only)."""
+def handle_evaluate(request: EvaluateRequest, deps: Any, *, chat: ChatFn | None = None,
+                    judge: grading.JudgeFn | None = None) -> None:
+    """ftops-evaluate handler. `chat` and `judge` replace the openai SDK calls (tests only)."""
     run = deps.registry.require_run(request.run_id)
     if run.state == states.EVALUATED:
         _send_deploy(deps, run)   # a first attempt may have died between the transition and the send
@@ -67,7 +73,7 @@ def handle_evaluate(request: EvaluateRequest, deps: Any, *, chat: ChatFn | None 
         retry_later(deps, deps.settings.evaluate_queue, request, f"evaluate-{run.run_id}")
         return
     try:
-        final = _evaluate(run, deps, chat, request)
+        final = _evaluate(run, deps, chat, request, judge)
     except BaseException:
         deps.registry.release(key)
         raise
@@ -77,12 +83,13 @@ def handle_evaluate(request: EvaluateRequest, deps: Any, *, chat: ChatFn | None 
     deps.registry.complete(key, {"state": final})
 
 
-def _evaluate(run: RunRecord, deps: Any, chat: ChatFn | None, request: EvaluateRequest) -> str | None:
+def _evaluate(run: RunRecord, deps: Any, chat: ChatFn | None, request: EvaluateRequest,
+              judge: grading.JudgeFn | None = None) -> str | None:
     if run.state == states.TRAINED:
         run = advance(deps, run.run_id, states.EVALUATING, actor=ACTOR,
                       detail={"fine_tuned_model": run.fine_tuned_model})
     try:
-        report = _measure(run, deps, chat)
+        report = _measure(run, deps, chat, judge)
     except _Failed as exc:
         return _fail(deps, run, str(exc))
     except QuotaHubError as exc:   # the temporary deployments are already deleted (finally in _measure)
@@ -99,15 +106,36 @@ def _evaluate(run: RunRecord, deps: Any, chat: ChatFn | None, request: EvaluateR
     return states.EVALUATED
 
 
-def _measure(run: RunRecord, deps: Any, chat: ChatFn | None) -> dict[str, Any]:
+def _graders(run_id: str, settings: dict[str, Any], evaluation: Evaluation, examples: list[Example],
+             gate: str | None) -> tuple[list[grading.Grader], str]:
+    """run.json's graders; else a reinforcement run's own grader; else defaults from the data's shape."""
+    if evaluation.graders:
+        chosen = grading.from_specs([{**g.model_dump(exclude_none=True), "name": g.effective_name()}
+                                     for g in evaluation.graders])
+    elif settings.get("method") == "reinforcement" and isinstance(settings.get("grader"), dict):
+        chosen = grading.from_reinforcement(settings["grader"]) or grading.defaults_for(examples)
+    else:
+        chosen = grading.defaults_for(examples)
+    names = [g.name for g in chosen]
+    if gate is not None and gate not in names:
+        raise _Failed(f"run {run_id}: thresholds.grader {gate!r} is not among the graders used ({', '.join(names)})")
+    return chosen, gate or names[0]
+
+
+def _scores(rows: list[ExampleResult], grader: str) -> list[float]:
+    return [r.scores.get(grader, r.f1 if grader == "token_f1" else 0.0) for r in rows]
+
+
+def _measure(run: RunRecord, deps: Any, chat: ChatFn | None, judge: grading.JudgeFn | None = None) -> dict[str, Any]:
     run_id, settings = run.run_id, run.settings or {}
     base_model = str(settings.get("base_model") or deps.settings.default_base_model)
     if not run.fine_tuned_model:
         raise _Failed(f"run {run_id} is trained but has no fine_tuned_model")
     try:
         thresholds = thresholds_from(settings)
+        evaluation = Evaluation.model_validate(settings.get("evaluation") or {})
     except ValueError as exc:
-        raise _Failed(f"run {run_id}: settings.thresholds is invalid: {exc}") from exc
+        raise _Failed(f"run {run_id}: settings.thresholds or settings.evaluation is invalid: {exc}") from exc
     eval_path = (run.data_files or {}).get("eval")
     if not eval_path:
         raise _Failed(f"run {run_id} has no held-out data (data_files['eval'] is missing)")
@@ -116,9 +144,14 @@ def _measure(run: RunRecord, deps: Any, chat: ChatFn | None) -> dict[str, Any]:
         why = "; ".join(loaded.skipped) or "the file is empty"
         raise _Failed(f"{deps.settings.reports_container}/{eval_path}: no usable held-out example ({why})")
 
+    graders, gate_grader = _graders(run_id, settings, evaluation, loaded.examples, thresholds.grader)
+
     steps = [row["step"] for row in loss_rows(run.metrics)]
     candidates = plan_candidates(run_id, run.fine_tuned_model, base_model, run.checkpoints or [],
                                  final_step=int(max(steps)) if steps else None)
+    champion = plan_champion(deps, run, base_model) if evaluation.champion else None
+    if champion is not None:
+        candidates.append(champion)
     hub = deps.settings.hub
     arm = deps.arm_client(hub.subscription, tenant_id=hub.tenant)
     tags = {"ftops-run": run_id[:256], "ftops-purpose": "evaluation"}
@@ -131,7 +164,7 @@ def _measure(run: RunRecord, deps: Any, chat: ChatFn | None) -> dict[str, Any]:
             try:
                 create_deployment(arm, hub.resource_group, hub.account, candidate, tags=tags)
             except (PermanentHubError, TransientHubError) as exc:   # quota (QuotaHubError) waits for all
-                if candidate.kind == "checkpoint":   # nice to have: evaluate without it, say so in the report
+                if candidate.kind in ("checkpoint", "champion"):   # evaluate without it, say so in the report
                     log.warning("run %s: skipping %s: %s", run_id, candidate.name, exc)
                     skipped.append({"name": candidate.name, "model": candidate.model, "reason": str(exc)})
                     continue
@@ -140,20 +173,40 @@ def _measure(run: RunRecord, deps: Any, chat: ChatFn | None) -> dict[str, Any]:
                 raise
             active.append(candidate)
         chat_fn = chat or openai_chat_fn(deps.openai_client(), base_model)
-        results = run_candidates(active, loaded.examples, chat_fn)
+        if judge is None and any(g.kind == "score_model" for g in graders):
+            judge = openai_judge_fn(deps.openai_client())
+        results = run_candidates(active, loaded.examples, chat_fn, max_workers=evaluation.concurrency,
+                                 graders=graders, judge=judge)
     finally:
         leftovers = delete_deployments(arm, hub.resource_group, hub.account, created)
     if leftovers:   # only reached without an exception in flight: retry so quota is not leaked
         raise TransientHubError(f"run {run_id}: could not delete evaluation deployments {leftovers} on "
                                 f"{hub.account}; will retry")
 
-    metrics = {name: aggregate(rows) for name, rows in results.items()}
-    chosen = choose_candidate(active, metrics)
-    gates = evaluate_gates(metrics[chosen.name], metrics["base"], thresholds)
+    names = [g.name for g in graders]
+    metrics = {c.name: aggregate(results[c.name], graders=names,
+                                 price_per_1m=inference_price_per_1m(base_model, fine_tuned=c.kind != "base"))
+               for c in active}
+    chosen = choose_candidate(active, metrics, gate_grader)
+    # paired bootstrap of the chosen model against each reference point, for every grader
+    comparisons = {other: {g: paired_difference(_scores(results[chosen.name], g), _scores(results[other], g))
+                           for g in names}
+                   for other in ("base", "champion") if other in results}
+    has_champion = "champion" in results
+    champion_note = None
+    if champion is not None and not has_champion:
+        champion_note = f"the champion {champion.model} could not be evaluated (see skipped candidates)"
+    gates = evaluate_gates(metrics[chosen.name], metrics["base"], thresholds, grader=gate_grader,
+                           over_base=comparisons["base"][gate_grader],
+                           champion=metrics["champion"] if has_champion else None,
+                           over_champion=comparisons["champion"][gate_grader] if has_champion else None,
+                           champion_note=champion_note)
     return build_report(run_id=run_id, base_model=base_model, fine_tuned_model=run.fine_tuned_model,
                         eval_path=eval_path, examples=loaded.examples, available=loaded.total,
                         skipped_lines=loaded.skipped, candidates=active, results=results, metrics=metrics,
-                        skipped_candidates=skipped, chosen=chosen, gates=gates, training_metrics=run.metrics)
+                        skipped_candidates=skipped, chosen=chosen, gates=gates, training_metrics=run.metrics,
+                        graders=graders, gate_grader=gate_grader, comparisons=comparisons,
+                        improvement_rule=thresholds.improvement_rule)
 
 
 def _wait_for_quota(deps: Any, run: RunRecord, request: EvaluateRequest, exc: QuotaHubError) -> str | None:

@@ -20,8 +20,10 @@ def _svg(height: int, body: list[str], title: str) -> str:
 
 
 def bar_chart(bars: Sequence[tuple[str, float]], *, title: str, lines: Sequence[tuple[str, float]] = (),
-              max_value: float = 1.0, highlight: str | None = None) -> str:
-    """Horizontal bars (value 0..max_value) with vertical reference lines (gates)."""
+              max_value: float = 1.0, highlight: str | None = None,
+              errors: Sequence[tuple[float, float] | None] = ()) -> str:
+    """Horizontal bars (value 0..max_value) with vertical reference lines (gates) and, per bar, an optional
+    interval drawn as a whisker (the bootstrap interval of the mean)."""
     left, right, row = 170, 60, 28
     height = 30 + row * len(bars) + 16 * len(lines)
     span = WIDTH - left - right
@@ -36,6 +38,13 @@ def bar_chart(bars: Sequence[tuple[str, float]], *, title: str, lines: Sequence[
         body.append(f'<text x="{left - 8}" y="{y + 16}" text-anchor="end" {_FONT}>{escape(label)}</text>'
                     f'<rect x="{left}" y="{y + 3}" width="{x(value) - left:.1f}" height="{row - 8}" fill="{color}"/>'
                     f'<text x="{x(value) + 4:.1f}" y="{y + 16}" {_FONT}>{value:.3f}</text>')
+        bounds = errors[i] if i < len(errors) else None
+        if bounds is not None:
+            lo, hi, mid = x(bounds[0]), x(bounds[1]), y + row / 2 - 1
+            body.append(f'<g stroke="#111827" stroke-width="1.5"><title>95 % interval {bounds[0]:.3f}–{bounds[1]:.3f}'
+                        f'</title><line x1="{lo:.1f}" y1="{mid:.1f}" x2="{hi:.1f}" y2="{mid:.1f}"/>'
+                        f'<line x1="{lo:.1f}" y1="{mid - 5:.1f}" x2="{lo:.1f}" y2="{mid + 5:.1f}"/>'
+                        f'<line x1="{hi:.1f}" y1="{mid - 5:.1f}" x2="{hi:.1f}" y2="{mid + 5:.1f}"/></g>')
     bottom = 20 + row * len(bars)
     for j, (label, value) in enumerate(lines):
         color = COLORS[5 - j % 3]

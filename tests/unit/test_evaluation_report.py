@@ -47,7 +47,7 @@ def test_html_escapes_every_string_and_embeds_svg_charts() -> None:
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert "run-&lt;1&gt;" in html
     assert html.count("<svg") == 3          # score bars, latency strips, training loss
-    assert "Mean token F1 per candidate" in html and "min score 0.50" in html
+    assert "Mean token_f1 per candidate (95 % interval)" in html and "min score 0.50" in html
     assert "<polyline" in html and "limit 1000 ms" in html
     assert not re.search(r"<(link|img|iframe)\b|src=", html)   # self-contained
 
