@@ -261,3 +261,90 @@ def test_quota_on_a_checkpoint_waits_too_rather_than_dropping_it() -> None:
     deps = _deps(_run(min_score=0.5), arm=FakeArm(refuse={"ckpt15": 400}, codes={"ckpt15": "InsufficientQuota"}))
     handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps))
     assert deps.registry.runs["r1"].state == states.EVALUATING and deps.arm.live == {}
+
+
+def _serving(deps: Any, model: str, environment: str = "prod") -> None:
+    """The registry says the run's deployment name already serves `model` in `environment` (the champion)."""
+    from shared.registry import DeploymentRecord
+    slot = DeploymentRecord(environment=environment, account="spoke", deployment="r1", region="eastus",
+                            subscription="s", resource_group="rg", run_id="r0", model=model)
+    deps.registry.list_deployments = lambda state=None: [slot]
+
+
+def _with_champion(deps: Any) -> Any:
+    inner = _chat(deps)
+
+    def chat(deployment: str, example: Example) -> ChatReply:
+        if deps.arm.live[deployment].endswith("ft-0"):     # last run's model knows every answer word for word
+            return ChatReply(QA[example.messages[-1]["content"]], 10, 6)
+        return inner(deployment, example)
+    return chat
+
+
+def test_the_champion_served_today_is_evaluated_on_the_same_examples_and_gated_on() -> None:
+    deps = _deps(_run(min_score=0.5, min_improvement=0.1))
+    _serving(deps, "gpt-4.1-mini.ft-0")
+    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_with_champion(deps))
+    run = deps.registry.runs["r1"]
+    assert run.state == states.EVALUATED                      # as good as the champion: improvement 0 ≥ 0
+    assert run.evaluation["champion"] == {"model": "gpt-4.1-mini.ft-0", "environment": "prod"}
+    assert run.evaluation["comparison"]["champion"]["mean"] == 0.0
+    assert run.evaluation["comparison"]["base"]["low"] > 0.5
+    assert "champion" in run.evaluation["scores"] and deps.arm.live == {}
+    assert any(name.endswith("-champ") for name, _, _ in deps.arm.created)
+
+    deps = _deps(_run(min_score=0.5, min_improvement=0.1, min_improvement_over_champion=0.05))
+    _serving(deps, "gpt-4.1-mini.ft-0")
+    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_with_champion(deps))
+    failed = deps.registry.runs["r1"]
+    assert failed.state == states.EVALUATION_FAILED and failed.evaluation["failed_gates"] == [
+        "min_improvement_over_champion"]
+
+
+def test_no_champion_when_nothing_is_served_under_the_name_or_it_is_this_model() -> None:
+    deps = _deps(_run(min_score=0.5))
+    _serving(deps, "gpt-4.1-mini.ft-1")             # the run's own model (a re-sent evaluation)
+    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps))
+    assert deps.registry.runs["r1"].evaluation["champion"] is None
+    assert not any(name.endswith("-champ") for name, _, _ in deps.arm.created)
+
+
+def test_model_grader_from_run_json_gates_and_is_recorded_with_its_prompt() -> None:
+    run = _run(min_score=0.6, min_improvement=0.2, grader="judge")
+    run.settings["evaluation"] = {"graders": [{"type": "score_model", "name": "judge", "model": "judge-4o",
+                                               "rubric": "the number must be right"},
+                                              {"type": "string_check", "operation": "ilike"}]}
+    deps = _deps(run)
+    judged: list[str] = []
+
+    def judge(deployment: str, messages: list[dict[str, str]]) -> str:
+        judged.append(deployment)
+        answer = messages[-1]["content"].split("Answer to grade:\n")[1]
+        return "1" if any(ch.isdigit() for ch in answer) else "0.1"
+
+    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps), judge=judge)
+    run = deps.registry.runs["r1"]
+    assert run.state == states.EVALUATED and run.evaluation["grader"] == "judge"
+    assert run.evaluation["scores"]["final"] == 1.0 and run.evaluation["scores"]["base"] == pytest.approx(0.1)
+    assert set(judged) == {"judge-4o"}
+    report = json.loads(deps.blobs.data[("reports", "r1/evaluation.json")])
+    assert report["graders"][0]["model"] == "judge-4o" and "the number must be right" in report["graders"][0]["prompt"]
+    assert {g["name"]: g.get("grader") for g in report["gates"]}["min_score"] == "judge"
+    final = next(c for c in report["candidates"] if c["name"] == "final")
+    assert set(final["metrics"]["graders"]) == {"judge", "string_check_ilike"}
+    assert final["metrics"]["cost_per_1k_requests_usd"] > 0
+    assert b"judge-4o" in deps.blobs.data[("reports", "r1/evaluation.html")]
+
+
+def test_content_filter_results_in_answers_fail_their_gate() -> None:
+    deps = _deps(_run(min_score=0.5, max_content_filter_rate=0.1))
+    inner = _chat(deps)
+
+    def chat(deployment: str, example: Example) -> ChatReply:
+        reply = inner(deployment, example)
+        return replace(reply, flagged=deps.arm.live[deployment] != "gpt-4.1-mini" and example.line <= 3)
+
+    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=chat)
+    run = deps.registry.runs["r1"]
+    assert run.state == states.EVALUATION_FAILED and run.evaluation["failed_gates"] == ["max_content_filter_rate"]
+    assert run.evaluation["content_filter_rate"]["final"] == 0.25 and run.evaluation["content_filter_rate"]["base"] == 0
