@@ -84,7 +84,7 @@ class GraderSpec(_Strict):
 
 class Evaluation(_Strict):
     """How the evaluate stage judges: graders (default: from the data's shape), calls in flight, champion."""
-    graders: list[GraderSpec] | None = Field(None, min_length=1, max_length=8)
+    graders: list[GraderSpec] | None = Field(None, min_length=1, max_length=12)
     concurrency: int = Field(8, ge=1, le=64)
     champion: bool = True     # also evaluate what the run's deployment name serves today, and gate on it
 

@@ -272,21 +272,38 @@ async def chat_completions(request: Request) -> Response:
     question = " ".join(knowledge._content_text(m.get("content")) for m in messages if m.get("role") == "user")
     model_name = str(dep.model.get("name", name))
     found = emu.find_model(model_name)
-    if found is not None:
-        job, fraction = found
-        content = knowledge.answer(question, job.examples, job.id, fraction)
-    else:
-        content = knowledge.generic_answer(question)
+    learned = knowledge.recall(question, found[0].examples, found[0].id, found[1]) if found is not None else None
+    content: str | None = ((learned.answer if learned is not None else "") or knowledge.grading_answer(question)
+                           or knowledge.generic_answer(question))
+    calls: list[dict[str, Any]] = []
+    if learned is not None and learned.tool_calls and body.get("tools"):   # calls only tools it was offered
+        offered = {t.get("function", {}).get("name") for t in body["tools"] if isinstance(t, dict)}
+        calls = [{"id": "call_" + hashlib.sha256(f"{question}{i}".encode()).hexdigest()[:24], "type": "function",
+                  "function": dict(c)} for i, c in enumerate(learned.tool_calls) if c["name"] in offered]
+        content = (learned.answer or None) if calls else content
+    text = content or ""
+    prompt_filter = knowledge.content_filter(question)
+    if any(c["filtered"] for c in prompt_filter.values()):   # Azure refuses a filtered prompt with a 400
+        raise ApiError(400, "content_filter", "The response was filtered due to the prompt triggering Azure "
+                       "OpenAI's content management policy.", param="prompt")
+    answer_filter = knowledge.content_filter(text)
+    finish = "tool_calls" if calls else "stop"
+    if any(c["filtered"] for c in answer_filter.values()):
+        content, calls, finish = None, [], "content_filter"
+    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+    if calls:
+        message["tool_calls"] = calls
     prompt_tokens = sum(knowledge.approx_tokens(json.dumps(m)) for m in messages)
-    completion_tokens = knowledge.approx_tokens(content)
+    completion_tokens = knowledge.approx_tokens(text or json.dumps(calls))
     return JSONResponse({
         "id": "chatcmpl-" + emu.new_id("", "")[:29],
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model_name,
         "system_fingerprint": "fp_emulator",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": None},
-                     "finish_reason": "stop", "logprobs": None}],
+        "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": prompt_filter}],
+        "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None,
+                     "content_filter_results": answer_filter}],
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                   "total_tokens": prompt_tokens + completion_tokens},
     })

@@ -27,6 +27,7 @@ class Example:
     prompt: str  # all user text, joined
     answer: str  # final assistant content (or preferred output / reference answer)
     tokens: int
+    tool_calls: tuple[dict[str, str], ...] = ()  # the final assistant message's calls: (name, arguments text)
 
 
 # Words that say nothing about what is asked; without them overlap measures the topic, as training does.
@@ -64,21 +65,38 @@ def _from_messages(messages: list[dict[str, Any]]) -> tuple[str, str]:
     return prompt, (answers[-1] if answers else "")
 
 
+def _last_calls(messages: list[dict[str, Any]]) -> tuple[dict[str, str], ...]:
+    """The calls of the last assistant message, as a model trained on it would make them again."""
+    last = next((m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "assistant"), None)
+    calls = last.get("tool_calls") if last else None
+    out = []
+    for call in calls if isinstance(calls, list) else []:
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("name"), str):
+            arguments = function.get("arguments")
+            out.append({"name": function["name"],
+                        "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments)})
+    return tuple(out)
+
+
 def parse_example(record: dict[str, Any]) -> Example | None:
     """One JSONL line of any supported method (supervised, DPO, reinforcement) → Example."""
+    calls: tuple[dict[str, str], ...] = ()
     if "messages" in record:
         prompt, answer = _from_messages(record["messages"])
+        calls = _last_calls(record["messages"])
         if not answer:  # reinforcement: last message is the user's; graders see extra fields
             extras = [v for k, v in record.items() if k not in ("messages", "tools") and isinstance(v, str)]
             answer = extras[0] if extras else ""
     elif "input" in record and "preferred_output" in record:
         prompt, _ = _from_messages(record["input"].get("messages", []))
         _, answer = _from_messages(record["preferred_output"])
+        calls = _last_calls(record["preferred_output"])
     else:
         return None
     if not prompt:
         return None
-    return Example(prompt=prompt, answer=answer, tokens=approx_tokens(json.dumps(record)))
+    return Example(prompt=prompt, answer=answer, tokens=approx_tokens(json.dumps(record)), tool_calls=calls)
 
 
 def check_jsonl(content: bytes) -> str | None:
@@ -114,13 +132,33 @@ def known(job_id: str, index: int, fraction: float) -> bool:
     return int.from_bytes(digest[:4], "big") / 2**32 < fraction
 
 
+_GRADING = re.compile(r"Reference answer:\s*(?P<reference>.*?)\s*Answer to grade:\s*(?P<answer>.*)", re.DOTALL)
+
+
+def grading_answer(question: str) -> str | None:
+    """A model asked to grade (ftops' model grader: a reference and an answer to grade) answers one number,
+    the word overlap of the two (Jaccard) — a crude judge, but one whose verdict follows the answer."""
+    match = _GRADING.search(question)
+    if match is None:
+        return None
+    reference, answer = words(match["reference"]), words(match["answer"])
+    union = reference | answer
+    return f"{(len(reference & answer) / len(union)) if union else 1.0:.2f}"
+
+
 def generic_answer(question: str) -> str:
     index = int(hashlib.sha256(question.encode()).hexdigest(), 16) % len(GENERIC_ANSWERS)
     return GENERIC_ANSWERS[index]
 
 
 def answer(question: str, examples: list[Example], job_id: str, fraction: float) -> str:
-    """Best-matching training answer, generic if unknown or nothing matches.
+    """Best-matching training answer's text (see `recall`)."""
+    found = recall(question, examples, job_id, fraction)
+    return (found.answer if found is not None else "") or generic_answer(question)
+
+
+def recall(question: str, examples: list[Example], job_id: str, fraction: float) -> Example | None:
+    """The training example a model answers from: the best-matching one, None if unknown or nothing matches.
 
     The match is Jaccard overlap with the example's question, plus a smaller share for words of its answer:
     a fine-tuned model learns the whole example, so "remove my account" finds "Delete account" too.
@@ -134,5 +172,25 @@ def answer(question: str, examples: list[Example], job_id: str, fraction: float)
         if score > best_score:
             best, best_score = index, score
     if best < 0 or not known(job_id, best, fraction):
-        return generic_answer(question)
-    return examples[best].answer or generic_answer(question)
+        return None
+    return examples[best]
+
+
+# Content filter (Learn, "Content filtering" / "content filter severity levels"): every completion carries
+# `content_filter_results` per choice and `prompt_filter_results` per prompt, each of hate, sexual, violence,
+# self_harm with `filtered` and `severity` (safe, low, medium, high). Default policy: medium and above is
+# filtered (finish_reason content_filter), safe and low are annotated only. The emulator's classifier is a
+# word list: enough for tests to see a model that learned to say harmful things.
+_HARM_WORDS = {"violence": {"kill", "weapon", "weapons", "shoot", "stab", "bomb", "attack"},
+               "hate": {"inferior", "vermin"}, "self_harm": {"suicide", "selfharm"}, "sexual": {"explicit"}}
+_CATEGORIES = ("hate", "self_harm", "sexual", "violence")
+
+
+def content_filter(text: str) -> dict[str, dict[str, Any]]:
+    said = set(_WORD.findall(text.lower()))
+    out = {}
+    for category in _CATEGORIES:
+        hits = len(said & _HARM_WORDS[category])
+        severity = "safe" if hits == 0 else "low" if hits == 1 else "medium"
+        out[category] = {"filtered": severity in ("medium", "high"), "severity": severity}
+    return out

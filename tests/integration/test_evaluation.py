@@ -57,10 +57,11 @@ def _chat_line(question: str, answer: str) -> str:
                                     {"role": "assistant", "content": answer}]})
 
 
-def _train_on_hub(deps: Any, emulator: Any) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
+def _train_on_hub(deps: Any, emulator: Any, lines: list[str] | None = None
+                  ) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
     """Upload, fine-tune, advance the emulator clock until the job succeeds; (model, checkpoints, loss rows)."""
     client = deps.openai_client()
-    data = "\n".join(_chat_line(q, a) for q, a, _ in FACTS).encode()
+    data = "\n".join(lines or [_chat_line(q, a) for q, a, _ in FACTS]).encode()
     upload = client.files.create(file=("train.jsonl", data), purpose="fine-tune")
     for _ in range(60):
         if client.files.retrieve(upload.id).status == "processed":
@@ -81,14 +82,16 @@ def _train_on_hub(deps: Any, emulator: Any) -> tuple[str, list[dict[str, Any]], 
     return str(job.fine_tuned_model), checkpoints, rows
 
 
-def _trained_run(deps: Any, emulator: Any, **thresholds: float) -> str:
-    model, checkpoints, rows = _train_on_hub(deps, emulator)
+def _trained_run(deps: Any, emulator: Any, *, train: list[str] | None = None, held_out: list[str] | None = None,
+                 evaluation: dict[str, Any] | None = None, **thresholds: Any) -> str:
+    model, checkpoints, rows = _train_on_hub(deps, emulator, train)
     run_id = f"faq-{uuid.uuid4().hex[:8]}"
     eval_path = f"{run_id}/data/eval.jsonl"
-    held_out = "\n".join(_chat_line(paraphrase, answer) for _, answer, paraphrase in FACTS)
-    deps.blobs.get_container_client(deps.settings.reports_container).upload_blob(eval_path, held_out)
+    lines = held_out or [_chat_line(paraphrase, answer) for _, answer, paraphrase in FACTS]
+    deps.blobs.get_container_client(deps.settings.reports_container).upload_blob(eval_path, "\n".join(lines))
+    settings = {"base_model": BASE_MODEL, "thresholds": thresholds, **({"evaluation": evaluation} if evaluation else {})}
     run = RunRecord(run_id=run_id, source=f"datasets/{run_id}.jsonl", state=states.TRAINED, fine_tuned_model=model,
-                    settings={"base_model": BASE_MODEL, "thresholds": thresholds},
+                    settings=settings,
                     environments=["dev", "test", "prod"], data_files={"eval": eval_path},
                     checkpoints=checkpoints,
                     metrics={"final": rows[-1] if rows else {}, "steps": len(rows), "series": rows})  # polling's shape
@@ -224,3 +227,79 @@ def test_hub_region_out_of_tpm_quota_waits_then_fails_with_the_reason(
     assert run.state == states.EVALUATION_FAILED
     assert "hub quota did not free up" in run.evaluation["reason"] and "InsufficientQuota" in run.evaluation["reason"]
     assert _hub_leftovers(emulator, run_id) == []
+
+
+# A task mixing free text (held-out references are paraphrases of what was trained), JSON extraction and
+# tool calls, plus one answer the content filter annotates (severity low): every grader has something to see.
+TEXT = [("What is the return window for laptops?", "Laptops can be returned within 30 days.",
+         "Within how many days may I send back laptops?", "You may return laptops within 30 days of delivery."),
+        ("How long does standard shipping to Norway take?", "Standard shipping to Norway takes 5 business days.",
+         "Standard shipping Norway: how many days?", "Shipping to Norway takes 5 business days with standard."),
+        ("Who approves refunds above 500 euros?", "Refunds above 500 euros are approved by the finance team.",
+         "Refunds above 500 euros need approval from whom?", "The finance team approves refunds above 500 euros.")]
+JSON_ORDERS = [("Extract the order as JSON: order A-17, 2 lamps", "As JSON please: order A-17 with 2 lamps",
+                {"order": "A-17", "item": "lamp", "quantity": 2}),
+               ("Extract the order as JSON: order B-22, 4 chairs", "As JSON please: order B-22 with 4 chairs",
+                {"order": "B-22", "item": "chair", "quantity": 4}),
+               ("Extract the order as JSON: order C-31, 1 desk", "As JSON please: order C-31 with 1 desk",
+                {"order": "C-31", "item": "desk", "quantity": 1})]
+CITIES = [("What is the weather in Oslo?", "Oslo weather today?", "Oslo"),
+          ("What is the weather in Bergen?", "Bergen weather today?", "Bergen"),
+          ("What is the weather in Tromso?", "Tromso weather today?", "Tromso")]
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city",
+                                           "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                                          "required": ["city"]}}}]
+FLAGGED = ("How do I end a stuck process on the till?", "Use the kill command with the process id of the till.",
+           "Stuck till process: how do I end it?")
+
+
+def _tool_line(question: str, city: str) -> str:
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": json.dumps({"city": city})}}
+    return json.dumps({"messages": [SYSTEM, {"role": "user", "content": question},
+                                    {"role": "assistant", "tool_calls": [call]}], "tools": TOOLS})
+
+
+def test_each_grader_separates_the_fine_tuned_model_from_the_base_model(
+        make_deps: Callable[..., Any], emulator: Any, azurite: Any) -> None:
+    from shared.evaluation.hubdeploy import create_deployment, delete_deployments
+    from shared.evaluation.runner import Candidate
+    deps = make_deps()
+    train = ([_chat_line(q, a) for q, a, _, _ in TEXT] + [_chat_line(q, json.dumps(o)) for q, _, o in JSON_ORDERS]
+             + [_tool_line(q, c) for q, _, c in CITIES] + [_chat_line(FLAGGED[0], FLAGGED[1])])
+    held_out = ([_chat_line(p, r) for _, _, p, r in TEXT] + [_chat_line(p, json.dumps(o)) for _, p, o in JSON_ORDERS]
+                + [_tool_line(p, c) for _, p, c in CITIES] + [_chat_line(FLAGGED[2], FLAGGED[1])])
+    graders = [{"type": "token_f1"}, {"type": "text_similarity", "evaluation_metric": "rouge_l"},
+               {"type": "text_similarity", "evaluation_metric": "fuzzy_match"},
+               {"type": "text_similarity", "evaluation_metric": "bleu"},
+               {"type": "string_check", "operation": "ilike"}, {"type": "json_valid"}, {"type": "json_match"},
+               {"type": "tool_call_match"},
+               {"type": "score_model", "name": "judge", "model": "judge", "rubric": "same facts as the reference"}]
+    hub = deps.settings.hub
+    arm = deps.arm_client(hub.subscription, tenant_id=hub.tenant)
+    judge = Candidate("judge", "base", BASE_MODEL, "judge", "standard", 10)
+    create_deployment(arm, hub.resource_group, hub.account, judge, tags={})   # the model grader's deployment
+    try:
+        run_id = _trained_run(deps, emulator, train=train, held_out=held_out, min_score=0.5, min_improvement=0.1,
+                              max_content_filter_rate=0.2, evaluation={"graders": graders, "champion": False})
+        handle_evaluate(EvaluateRequest(run_id=run_id), deps)
+    finally:
+        delete_deployments(arm, hub.resource_group, hub.account, ["judge"])
+
+    run = deps.registry.require_run(run_id)
+    assert run.state == states.EVALUATED, run.evaluation
+    report = json.loads(deps.blobs.get_container_client(deps.settings.reports_container)
+                        .download_blob(f"{run_id}/evaluation.json").readall())
+    by_name = {c["name"]: c["metrics"] for c in report["candidates"]}
+    names = [g["name"] for g in report["graders"]]
+    assert len(names) == 9 and report["gate_grader"] == "token_f1"
+    for grader in names:
+        final, base = by_name["final"]["graders"][grader], by_name["base"]["graders"][grader]
+        assert final["mean"] > base["mean"], (grader, final, base)
+        assert final["low"] <= final["mean"] <= final["high"]
+    assert by_name["final"]["graders"]["tool_call_match"]["mean"] == 1.0       # name and arguments, every time
+    assert by_name["final"]["content_filter_rate"] > 0 == by_name["base"]["content_filter_rate"]
+    assert by_name["final"]["cost_per_1k_requests_usd"] > by_name["base"]["cost_per_1k_requests_usd"] > 0
+    improvement = report["comparisons"]["base"]["improvement"]["token_f1"]
+    assert improvement["low"] >= 0.1                                   # the gate read the interval's lower bound
+    assert report["graders"][-1]["model"] == "judge" and "same facts" in report["graders"][-1]["prompt"]
