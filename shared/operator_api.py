@@ -130,11 +130,27 @@ def list_runs(caller: Caller, params: dict[str, str], body: bytes, deps: Any) ->
     return ApiResponse(200, {"runs": [_summary(r) for r in runs]})
 
 
+def evaluation_comparison(evaluation: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What an approver weighs: the challenger's score with its interval against base and against the
+    champion the environment serves today (docs/evaluation.md, "Champion vs challenger")."""
+    if not evaluation or "comparison" not in evaluation:
+        return None
+    chosen = evaluation.get("chosen_name")
+    return {"grader": evaluation.get("grader"), "challenger": {
+                "model": evaluation.get("chosen"), "score": (evaluation.get("scores") or {}).get(chosen),
+                "interval": (evaluation.get("intervals") or {}).get(chosen)},
+            "champion": evaluation.get("champion"),
+            "improvement": evaluation["comparison"],
+            "gates": {g["name"]: g["passed"] for g in evaluation.get("gates") or []
+                      if g["name"].startswith("min_improvement")}}
+
+
 def get_run(caller: Caller, params: dict[str, str], body: bytes, deps: Any) -> ApiResponse:
     _require_read(caller)
     run = deps.registry.require_run(params["run_id"])
     view = {**_summary(run), "settings": run.settings, "dataset_hash": run.dataset_hash,
             "validation": run.validation, "evaluation": run.evaluation, "error": run.error,
+            "comparison": evaluation_comparison(run.evaluation),
             "approvals": run.approvals, "candidate": approvals.candidate(deps, run),
             "deployments": [vars(d) | {"etag": None} for d in deps.registry.list_deployments(run_id=run.run_id)],
             "audit": deps.registry.audit_trail(run.run_id), "reports": _reports(deps, run.run_id),
