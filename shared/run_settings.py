@@ -86,6 +86,7 @@ class Evaluation(_Strict):
     """How the evaluate stage judges: graders (default: from the data's shape), calls in flight, champion."""
     graders: list[GraderSpec] | None = Field(None, min_length=1, max_length=12)
     concurrency: int = Field(8, ge=1, le=64)
+    max_examples: int = Field(200, ge=1, le=5000)   # a seeded sample of the eval file, this size at most
     champion: bool = True     # also evaluate what the run's deployment name serves today, and gate on it
 
     @model_validator(mode="after")

@@ -139,7 +139,8 @@ def _measure(run: RunRecord, deps: Any, chat: ChatFn | None, judge: grading.Judg
     eval_path = (run.data_files or {}).get("eval")
     if not eval_path:
         raise _Failed(f"run {run_id} has no held-out data (data_files['eval'] is missing)")
-    loaded = load_examples(_read_lines(deps, eval_path, run_id), seed=f"{settings.get('seed', 42)}|{run_id}")
+    loaded = load_examples(_read_lines(deps, eval_path, run_id), seed=f"{settings.get('seed', 42)}|{run_id}",
+                           limit=evaluation.max_examples)
     if not loaded.examples:
         why = "; ".join(loaded.skipped) or "the file is empty"
         raise _Failed(f"{deps.settings.reports_container}/{eval_path}: no usable held-out example ({why})")
