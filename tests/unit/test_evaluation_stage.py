@@ -292,7 +292,7 @@ def test_the_champion_served_today_is_evaluated_on_the_same_examples_and_gated_o
     assert run.evaluation["comparison"]["base"]["low"] > 0.5
     assert "champion" in run.evaluation["scores"] and deps.arm.live == {}
     assert any(name.endswith("-champ") for name, _, _ in deps.arm.created)
-    from shared.operator_api import evaluation_comparison      # what GET runs/{id} shows the approver
+    from shared.operator_api import evaluation_comparison  # what GET runs/{id} shows the approver
     view = evaluation_comparison(run.evaluation)
     assert view is not None and view["champion"]["model"] == "gpt-4.1-mini.ft-0"
     assert view["challenger"]["model"] == "gpt-4.1-mini.ft-1" and len(view["challenger"]["interval"]) == 2
