@@ -354,3 +354,19 @@ def test_content_filter_results_in_answers_fail_their_gate() -> None:
     run = deps.registry.runs["r1"]
     assert run.state == states.EVALUATION_FAILED and run.evaluation["failed_gates"] == ["max_content_filter_rate"]
     assert run.evaluation["content_filter_rate"]["final"] == 0.25 and run.evaluation["content_filter_rate"]["base"] == 0
+
+
+def test_a_reinforcement_run_is_judged_by_its_own_grader() -> None:
+    lines = [json.dumps({"messages": [{"role": "user", "content": q}], "answer": a}) for q, a in QA.items()]
+    run = _run(min_score=0.9, min_improvement=0.5)
+    run.settings.update(method="reinforcement", grader={
+        "type": "string_check", "name": "exact", "input": "{{sample.output_text}}", "reference": "{{item.answer}}",
+        "operation": "eq"})
+    deps = _deps(run, eval_lines=lines)
+    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps))
+    done = deps.registry.runs["r1"]
+    assert done.state == states.EVALUATED and done.evaluation["grader"] == "exact"
+    assert done.evaluation["scores"]["final"] == 1.0 and done.evaluation["scores"]["base"] == 0.0
+    report = json.loads(deps.blobs.data[("reports", "r1/evaluation.json")])
+    assert report["graders"] == [{"name": "exact", "type": "string_check", "operation": "eq",
+                                  "reference": "{{item.answer}}"}]
