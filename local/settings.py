@@ -5,6 +5,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from local.emulator.identity import API_CLIENT_ID, DEMO_TENANT
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_SPOKES = ROOT / "local" / "spokes.demo.json"
 HUB = {"name": "ftops-hub", "subscription": "00000000-0000-0000-0000-00000000hub0",
@@ -58,6 +60,10 @@ def local_env(*, storage_connection: str, emulator_url: str, ca_file: str, spoke
         "POLL_SCHEDULE": "*/2 * * * * *",
         "KEEPALIVE_SCHEDULE": "*/5 * * * * *",
         "INTAKE_WAIT_SECONDS": "10",
+        # the operator API accepts tokens the emulator issues as the demo tenant's identity provider
+        "OPERATOR_TENANT_ID": DEMO_TENANT,
+        "OPERATOR_API_AUDIENCE": API_CLIENT_ID,
+        "OPERATOR_AUTHORITY": emulator_url,
     }
     env.update(overrides)
     return env

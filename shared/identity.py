@@ -52,3 +52,41 @@ def make_credential(kind: str, *, tenant_id: str | None = None, client_id: str |
         return ClientAssertionCredential(
             tenant_id, client_id, lambda: mi.get_token("api://AzureADTokenExchange/.default").token)
     return DefaultAzureCredential()
+
+
+class LocalUserCredential:
+    """A person's sign-in on one machine: the emulator's identity provider issues a real RS256 token for a
+    named demo user (OAuth 2.0 resource owner password grant, as Entra ID's token endpoint takes it).
+    Never for Azure: there the CLI uses the user's own sign-in through azure-identity."""
+
+    def __init__(self, authority: str, tenant: str, username: str, password: str, *, ca_bundle: str | None = None,
+                 client_id: str = "ftops-cli") -> None:
+        self.authority, self.tenant, self.username = authority.rstrip("/"), tenant, username
+        self._password, self._ca, self._client_id = password, ca_bundle, client_id
+
+    def get_token(self, *scopes: str, **_: Any) -> AccessToken:
+        import json
+        import ssl
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+        form = urllib.parse.urlencode({"grant_type": "password", "client_id": self._client_id,
+                                       "scope": " ".join(scopes), "username": self.username,
+                                       "password": self._password}).encode()
+        context = ssl.create_default_context(cafile=self._ca) if self._ca else None
+        request = urllib.request.Request(f"{self.authority}/{self.tenant}/oauth2/v2.0/token", data=form,
+                                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+        try:
+            with urllib.request.urlopen(request, context=context, timeout=15) as answer:
+                body = json.loads(answer.read())
+        except urllib.error.HTTPError as exc:
+            try:
+                detail = json.loads(exc.read()).get("error_description", exc.reason)
+            except ValueError:
+                detail = f"{exc.code} {exc.reason}"
+            from azure.core.exceptions import ClientAuthenticationError
+            raise ClientAuthenticationError(f"sign-in as {self.username} failed: {detail}") from None
+        return AccessToken(body["access_token"], int(time.time()) + int(body.get("expires_in", 3600)))
+
+    def close(self) -> None:
+        pass

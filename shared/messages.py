@@ -65,6 +65,8 @@ class RetrainCommand(_Data):
     requested_by: str | None = None
 
 
+# approve, reject, rollback, retire: still parsed on the commands queue so that such a message is
+# dead-lettered with the reason (use the operator API), not as an unknown type; the API uses its own bodies.
 class ApproveCommand(_Data):
     run_id: str
     environment: str

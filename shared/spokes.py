@@ -27,8 +27,15 @@ SMOKE_PROMPT = "Reply with OK."
 _GONE_STATES = {"deleting", "deleted"}
 
 
+MANAGED_TAG, MANAGED_VALUE = "managed_by", "ftops"   # on every deployment ftops creates, beside `run_id`
+
+
 class SpokeError(RuntimeError):
     """A spoke refused or failed an operation; the message names the account and what happened."""
+
+
+class NotManagedByFtops(SpokeError):
+    """The deployment under that name was not created by ftops: never replace or delete it."""
 
 
 @dataclass(frozen=True)
@@ -91,9 +98,11 @@ def deploy(deps: Any, target: Target, name: str, model: str, *, tags: dict[str, 
            sku: str | None = None, capacity: int | None = None) -> SpokeDeployment:
     """Create or replace deployment `name` and wait for provisioning; SpokeError if it does not succeed."""
     from azure.mgmt.cognitiveservices.models import Deployment, DeploymentModel, DeploymentProperties, Sku
+    refuse_if_foreign(deps, target, name, "replace")
     wire = model_body(target, deps.settings.hub, model)
     body = Deployment(
-        sku=Sku(name=sku or target.sku, capacity=capacity or target.capacity), tags=tags or None,
+        sku=Sku(name=sku or target.sku, capacity=capacity or target.capacity),
+        tags={**(tags or {}), MANAGED_TAG: MANAGED_VALUE},
         properties=DeploymentProperties(model=DeploymentModel(
             format="OpenAI", name=model, version="1", source=wire.get("source"),
             source_account=wire.get("sourceAccount"))))
@@ -143,6 +152,7 @@ def get(deps: Any, target: Target, name: str) -> SpokeDeployment | None:
 
 def delete(deps: Any, target: Target, name: str) -> bool:
     """Delete and wait; False if there was nothing to delete."""
+    refuse_if_foreign(deps, target, name, "delete")
     try:
         arm(deps, target).deployments.begin_delete(target.resource_group, target.account, name).result()
     except ResourceNotFoundError:
@@ -152,6 +162,22 @@ def delete(deps: Any, target: Target, name: str) -> bool:
             return False
         raise SpokeError(f"{target.account} ({target.region}): deleting {name!r} failed: {_reason(exc)}") from exc
     return True
+
+
+def foreign(deps: Any, target: Target, name: str) -> str | None:
+    """A clear message if `name` on this spoke exists and was not created by ftops, else None."""
+    existing = get(deps, target, name)
+    if existing is None or existing.tags.get(MANAGED_TAG) == MANAGED_VALUE:
+        return None
+    return (f"{target.account} ({target.region}): deployment {name!r} exists and is not managed by ftops "
+            f"(no tag {MANAGED_TAG}={MANAGED_VALUE}; it serves {existing.model!r}); ftops never replaces or "
+            "deletes it: choose another deployment_name in run.json")
+
+
+def refuse_if_foreign(deps: Any, target: Target, name: str, action: str) -> None:
+    problem = foreign(deps, target, name)
+    if problem:
+        raise NotManagedByFtops(f"not going to {action}: {problem}")
 
 
 def list_all(deps: Any, target: Target) -> list[SpokeDeployment]:

@@ -27,6 +27,7 @@ _RETIRE_KEYS = {"approval_denied", "failed", "superseded", "awaiting_approval_da
 _TARGET_REQUIRED = ("subscription", "resource_group", "account", "region", "tenant", "sku", "capacity")
 _TARGET_KEYS = set(_TARGET_REQUIRED) | {"credential", "quota"}
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+_OBJECT_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,9 @@ class Environment:
     def regions(self) -> list[str]:
         return sorted({t.region for t in self.targets})
 
-    def may_approve(self, who: str) -> bool:
-        return who.strip().lower() in {a.lower() for a in self.approvers}
+    def allows_approver(self, object_id: str) -> bool:
+        """The app role gives the right; a non-empty `approvers` list narrows it to these object ids."""
+        return not self.approvers or object_id.strip().lower() in {a.lower() for a in self.approvers}
 
 
 @dataclass(frozen=True)
@@ -183,12 +185,15 @@ def _environment(raw: Any, path: str, setting: str, hub_tenant: str | None) -> E
     # prod is gated unless the configuration says otherwise: the safe default for the riskiest environment.
     requires_approval = _bool(raw, "requires_approval", name == "prod", path, setting)
     allow_single = _bool(raw, "allow_single_region", False, path, setting)
+    # Who may approve is the app role Approver.<name> in a verified token; this list only narrows it, by
+    # Entra object id (never by a name or address, which can look alike).
     approvers_raw = raw.get("approvers", [])
     if not isinstance(approvers_raw, list) or not all(isinstance(a, str) and a.strip() for a in approvers_raw):
-        raise ConfigError(f"{setting}: {path}.approvers must be a list of non-empty strings")
-    if requires_approval and not approvers_raw:
-        raise ConfigError(f"{setting}: {path}.approvers is missing: environment {name!r} requires approval, "
-                          "so at least one approver must be listed")
+        raise ConfigError(f"{setting}: {path}.approvers must be a list of Entra object ids")
+    for k, approver in enumerate(approvers_raw):
+        if not _OBJECT_ID.fullmatch(approver.strip()):
+            raise ConfigError(f"{setting}: {path}.approvers[{k}] {approver!r} is not an Entra object id "
+                              "(a GUID); approvers are compared by object id, never by name or address")
     targets_raw = raw.get("targets")
     if targets_raw is None:
         raise ConfigError(f"{setting}: {path}.targets is missing")

@@ -281,8 +281,9 @@ def _job_action(command: RunCommand, deps: Any, action: str, hub: Hub | None) ->
     log.info("run %s: job %s %s (%s)", run.run_id, run.job_id, action, job.status)
 
 
-def retrain_run(command: RetrainCommand, deps: Any) -> None:
-    """Same data, new settings: the run goes back to `uploading` with a clean job record and a new job key."""
+def retrain_run(command: RetrainCommand, deps: Any, *, started_by: str | None = None) -> None:
+    """Same data, new settings: the run goes back to `uploading` with a clean job record and a new job key.
+    `started_by`: the verified object id of who asked (operator API), else unknown (a queue message)."""
     run = deps.registry.require_run(command.run_id)
     settings, needed = retrain_settings(run, command.settings)
     if not needed:
@@ -294,7 +295,9 @@ def retrain_run(command: RetrainCommand, deps: Any) -> None:
                   detail={"retrain": True, "settings": command.settings, "previous_job_id": run.job_id},
                   settings=new_settings, job_id=None, job_key=None, job_status=None, hub_files={},
                   fine_tuned_model=None, trained_tokens=None, events_cursor=None, checkpoints=[], metrics=None,
-                  evaluation=None, chosen_model=None, error=None)
+                  evaluation=None, chosen_model=None, error=None,
+                  approvals={},   # an approval was for the old model: the new one is approved afresh
+                  started_by=started_by)
     suffix = hashlib.sha256(f"{run.etag}".encode()).hexdigest()[:10]
     event = envelope(TrainRequest(run_id=run.run_id), message_id=f"train-{run.run_id}-r{suffix}")
     deps.publisher.send(deps.settings.train_queue, event)

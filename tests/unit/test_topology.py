@@ -30,7 +30,8 @@ def test_demo_configuration_loads_in_order_with_prod_gated() -> None:
     topology = parse_topology(demo(), hub_tenant=HUB_TENANT)
     assert topology.names == ["dev", "test", "prod"]
     prod = topology.environment("prod")
-    assert prod is not None and prod.requires_approval and prod.approvers == ("demo-operator@contoso.example",)
+    assert prod is not None and prod.requires_approval and prod.approvers == (
+        "6f1c2d3e-0000-4000-8000-0000000000a1", "6f1c2d3e-0000-4000-8000-0000000000c3")
     assert prod.regions == ["eastus", "westeurope"]
     fabrikam = topology.target("ftops-prod-westeurope")
     assert fabrikam is not None and fabrikam.tenant == "tenant-fabrikam"
@@ -66,12 +67,18 @@ def test_single_region_environment_is_an_error_unless_allowed() -> None:
     assert parse_topology(data, hub_tenant=HUB_TENANT).environment("dev") is not None
 
 
-def test_prod_requires_approval_by_default_and_then_needs_approvers() -> None:
+def test_prod_requires_approval_by_default_and_approvers_only_narrow_the_role_by_object_id() -> None:
     data = demo()
     del data["environments"][2]["requires_approval"]
     assert parse_topology(data, hub_tenant=HUB_TENANT).environment("prod").requires_approval  # type: ignore[union-attr]
+    prod = parse_topology(data, hub_tenant=HUB_TENANT).environment("prod")
+    assert prod is not None and prod.allows_approver("6F1C2D3E-0000-4000-8000-0000000000A1")
+    assert not prod.allows_approver("6f1c2d3e-0000-4000-8000-0000000000d4")
     del data["environments"][2]["approvers"]
-    assert "environments[2].approvers is missing" in error_of(data)
+    unnarrowed = parse_topology(data, hub_tenant=HUB_TENANT).environment("prod")
+    assert unnarrowed is not None and unnarrowed.allows_approver("6f1c2d3e-0000-4000-8000-0000000000d4")
+    data["environments"][2]["approvers"] = ["ops@contoso.example"]   # a look-alike address is not an identity
+    assert "environments[2].approvers[0] 'ops@contoso.example' is not an Entra object id" in error_of(data)
 
 
 def test_other_environments_do_not_require_approval_by_default() -> None:
