@@ -10,7 +10,7 @@ import random
 import threading
 from typing import Any
 
-from . import knowledge
+from . import knowledge, surfaces
 from .jobs import FAILURES, HOLDING, TERMINAL, Job
 from .state import (
     Account,
@@ -160,6 +160,8 @@ class Emulator:
             kind = method.get("type", "supervised")
             if kind not in ("supervised", "dpo", "reinforcement"):
                 raise ApiError(400, "invalidPayload", f"Unsupported method type '{kind}'.", param="method.type")
+            surfaces.check_base_model(body["model"], kind, {j.fine_tuned_name for j in self.jobs.values()
+                                                            if j.account == account and j.status == "succeeded"})
             requested = dict((method.get(kind) or {}).get("hyperparameters") or body.get("hyperparameters") or {})
             suffix = body.get("suffix")
             if suffix is not None and len(suffix) > suffix_max:

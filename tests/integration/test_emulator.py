@@ -177,6 +177,22 @@ def test_jobs_queue_one_at_a_time_and_refuse_beyond_the_queue_limit(emulator: Em
         emulator.control.config(max_queued_jobs=20)
 
 
+def test_only_fine_tunable_versioned_base_models_train_and_only_their_methods(emulator: EmulatorServer,
+                                                                             trained: Any) -> None:
+    client = v1(emulator, "hub")
+    f = client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune")
+    for model in ("gpt-4.1-mini", "gpt-4.1-mini-2024-01-01", "gpt-5-chat"):   # unversioned, unknown version, not tunable
+        with pytest.raises(openai.BadRequestError, match="does not support fine-tuning"):
+            client.fine_tuning.jobs.create(training_file=f.id, model=model)
+    with pytest.raises(openai.BadRequestError, match="does not support the dpo method"):
+        client.fine_tuning.jobs.create(training_file=f.id, model="gpt-4.1-nano-2025-04-14",
+                                       method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1}}})
+    # continuous fine-tuning: a model this account trained is a base too (Learn fine-tuning, "continuous")
+    again = client.fine_tuning.jobs.create(training_file=f.id, model=trained.fine_tuned_model)
+    assert again.model == trained.fine_tuned_model
+    client.fine_tuning.jobs.cancel(again.id)
+
+
 def test_uploads_api_completes_into_a_file(emulator: EmulatorServer) -> None:
     client = aoai(emulator, "hub")
     data = training_jsonl()

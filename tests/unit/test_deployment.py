@@ -564,8 +564,6 @@ def test_keepalive_counts_a_developer_deployments_24_hour_end_as_expiry_not_fail
     assert deps.registry.get_deployment("dev", DEV[1], "support-bot").state == "expired"  # type: ignore[union-attr]
     assert "ftops.run.deployment_expired" in deps.publisher.types()
     assert keepalive.keepalive_tick(deps).total == 1                     # no longer pinged
-
-
 class FixedVerifier:
     """Stands in for the token check (covered against the running stack): the caller it was given."""
 
