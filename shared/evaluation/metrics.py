@@ -68,6 +68,7 @@ class ExampleResult:
     em: float = 0.0
     scores: dict[str, float] = field(default_factory=dict)   # grader name → 0..1 (a failed call: 0)
     flagged: bool = False        # the content filter annotated or filtered the answer (not "safe")
+    grading_failed: tuple[str, ...] = ()   # graders that could not score this answer (a judge that failed)
 
     @property
     def ok(self) -> bool:
@@ -87,6 +88,7 @@ class CandidateMetrics:
     mean_completion_tokens: float | None
     graders: dict[str, dict[str, float]] = field(default_factory=dict)   # name → mean, low, high, level
     content_filter_rate: float = 0.0      # flagged answers / successful calls
+    grader_errors: dict[str, int] = field(default_factory=dict)   # answers a grader could not score (counted 0)
     cost_per_1k_requests_usd: float | None = None
 
     def score(self, grader: str) -> float:
@@ -137,6 +139,7 @@ def aggregate(results: Iterable[ExampleResult], *, graders: Sequence[str] = (),
     return CandidateMetrics(
         graders={g: mean_interval([r.scores.get(g, 0.0) for r in rows]).to_dict() for g in graders},
         content_filter_rate=sum(r.flagged for r in ok) / len(ok) if ok else 0.0,
+        grader_errors={g: failed for g in graders if (failed := sum(g in r.grading_failed for r in rows))},
         cost_per_1k_requests_usd=cost,
         n=n,
         n_errors=n - len(ok),

@@ -210,6 +210,10 @@ def render_html(report: Mapping[str, Any]) -> str:
                      f'<td>{m.get("content_filter_rate", 0.0):.1%}</td><td>{_money(m.get("cost_per_1k_requests_usd"))}'
                      f'</td><td>{m["n_errors"]} / {m["n"]}</td></tr>')
     parts.append("</table>")
+    for c in candidates:
+        for name, count in (c["metrics"].get("grader_errors") or {}).items():
+            parts.append(f'<p class="fail">Grader {e(name)} could not score {count} of {c["name"]}\'s answers '
+                         f'(counted 0; see the logs).</p>')
     for s in report["skipped_candidates"]:
         parts.append(f'<p class="muted">Not evaluated: {e(s.get("name", ""))} — {e(s.get("reason", ""))}</p>')
     comparisons = report.get("comparisons") or {}

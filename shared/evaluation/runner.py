@@ -118,20 +118,23 @@ def run_candidates(candidates: Sequence[Candidate], examples: Sequence[Example],
         result = score(index, shown, example.reference, latency_ms=latency_ms,
                        prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens)
         answer = Reply(reply.text, reply.tool_calls)
-        return replace(result, flagged=reply.flagged,
-                       scores={g.name: _grade(g, answer, example, judge, candidate.name) for g in graders})
+        scores = {g.name: _grade(g, answer, example, judge, candidate.name) for g in graders}
+        return replace(result, flagged=reply.flagged, scores={k: v for k, v in scores.items() if v is not None},
+                       grading_failed=tuple(k for k, v in scores.items() if v is None))
 
     with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="eval") as pool:
         futures = {c.name: [pool.submit(one, c, i, ex) for i, ex in enumerate(examples)] for c in candidates}
         return {name: [f.result() for f in fs] for name, fs in futures.items()}
 
 
-def _grade(grader: Grader, answer: Reply, example: Example, judge: JudgeFn | None, who: str) -> float:
+def _grade(grader: Grader, answer: Reply, example: Example, judge: JudgeFn | None, who: str) -> float | None:
+    """The grader's score; None when it could not score (a judge call that failed): the answer then counts
+    0 for that grader and the report counts it under `grader_errors`, so a broken judge is seen."""
     try:
         return grade(grader, answer, example, judge)
-    except Exception as exc:  # noqa: BLE001 — a judge that fails scores 0 for this answer, and says so
+    except Exception as exc:  # noqa: BLE001 — one grading failure must not stop the evaluation
         log.warning("%s: grader %s failed on line %d: %s", who, grader.name, example.line, _describe(exc))
-        return 0.0
+        return None
 
 
 def _calls_text(calls: Sequence[dict[str, str]]) -> str:

@@ -370,3 +370,20 @@ def test_a_reinforcement_run_is_judged_by_its_own_grader() -> None:
     report = json.loads(deps.blobs.data[("reports", "r1/evaluation.json")])
     assert report["graders"] == [{"name": "exact", "type": "string_check", "operation": "eq",
                                   "reference": "{{item.answer}}"}]
+
+
+def test_a_judge_that_fails_is_counted_not_hidden() -> None:
+    run = _run(min_score=0.0, min_improvement=-1.0)
+    run.settings["evaluation"] = {"graders": [{"type": "score_model", "name": "judge", "model": "judge-4o"}]}
+    deps = _deps(run)
+
+    def judge(deployment: str, messages: list[dict[str, str]]) -> str:
+        if "Fact 3" in messages[-1]["content"]:
+            raise TimeoutError("judge did not answer")
+        return "1"
+
+    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps), judge=judge)
+    report = json.loads(deps.blobs.data[("reports", "r1/evaluation.json")])
+    final = next(c for c in report["candidates"] if c["name"] == "final")
+    assert final["metrics"]["grader_errors"] == {"judge": 1} and final["metrics"]["graders"]["judge"]["mean"] < 1
+    assert b"could not score 1 of final" in deps.blobs.data[("reports", "r1/evaluation.html")]
