@@ -26,6 +26,7 @@ MAX_CONCURRENCY = 8      # default calls in flight for all candidates together (
 MAX_TOKENS = 512         # answers longer than this are not what a held-out reference looks like
 CALL_TIMEOUT_S = 60.0
 RATE_LIMIT_TRIES = 8     # a call met by 429 this many times is an error for its example
+SERVER_ERROR_TRIES = 3   # 5xx or a dropped connection: as the SDK's default (2 retries)
 DEFAULT_RETRY_AFTER_S = 1.0
 MAX_RETRY_AFTER_S = 60.0
 
@@ -149,10 +150,18 @@ def openai_chat_fn(client: Any, base_model: str, *, max_tokens: int = MAX_TOKENS
     client = client.with_options(max_retries=0) if hasattr(client, "with_options") else client
 
     def chat(deployment: str, example: Example) -> ChatReply:
-        try:
-            return _ask(deployment, example)
-        except openai.RateLimitError as exc:
-            raise RateLimited(retry_after_seconds(exc.response.headers), str(exc)[:200]) from exc
+        for attempt in range(SERVER_ERROR_TRIES):
+            try:
+                return _ask(deployment, example)
+            except openai.RateLimitError as exc:   # the pool waits (run_candidates), not this call alone
+                raise RateLimited(retry_after_seconds(exc.response.headers), str(exc)[:200]) from exc
+            except (openai.InternalServerError, openai.APIConnectionError):
+                # the SDK's own retries are off (they would retry 429 call by call): 5xx and dropped
+                # connections get the same few tries with a short backoff here
+                if attempt == SERVER_ERROR_TRIES - 1:
+                    raise
+                time.sleep(0.5 * 2 ** attempt)
+        raise AssertionError("unreachable")
 
     def _ask(deployment: str, example: Example) -> ChatReply:
         kwargs: dict[str, Any] = {"model": deployment, "messages": example.messages, "timeout": CALL_TIMEOUT_S}

@@ -69,3 +69,52 @@ def test_content_filter_annotations_above_safe_or_filtered_are_flagged() -> None
     assert content_flagged({"choices": [{"finish_reason": "content_filter", "content_filter_results": {}}]})
     jailbreak = {"jailbreak": {"filtered": False, "detected": True}}
     assert content_flagged({"choices": [], "prompt_filter_results": [{"content_filter_results": jailbreak}]})
+
+
+class _FlakyClient:
+    """An AzureOpenAI stand-in: answers from a script of exceptions and completions."""
+
+    def __init__(self, script: list[object]) -> None:
+        self.script, self.calls = script, 0
+        self.chat = self
+        self.completions = self
+
+    def with_options(self, **_: object) -> _FlakyClient:
+        return self
+
+    def create(self, **_: object) -> object:
+        self.calls += 1
+        step = self.script.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+
+def test_the_sdk_call_retries_5xx_itself_and_turns_429_into_a_pool_pause() -> None:
+    import httpx2 as httpx
+    import openai
+    from openai.types.chat import ChatCompletion
+
+    from shared.evaluation.runner import openai_chat_fn
+    request = httpx.Request("POST", "https://hub/openai/deployments/d/chat/completions")
+    server = openai.InternalServerError("boom", response=httpx.Response(500, request=request), body=None)
+    limited = openai.RateLimitError("slow", body=None, response=httpx.Response(
+        429, request=request, headers={"retry-after-ms": "250", "retry-after": "1"}))
+    safe = {"hate": {"filtered": False, "severity": "safe"}, "violence": {"filtered": False, "severity": "low"}}
+    completion = ChatCompletion.model_validate({
+        "id": "c", "object": "chat.completion", "created": 1, "model": "m",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "content_filter_results": safe,
+                     "message": {"role": "assistant", "content": None, "tool_calls": [
+                         {"id": "t", "type": "function", "function": {"name": "f", "arguments": "{\"a\": 1}"}}]}}],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}})
+    client = _FlakyClient([server, completion, limited])
+    chat = openai_chat_fn(client, "gpt-4.1-mini")
+    reply = chat("d", EXAMPLES[0])
+    assert client.calls == 2 and reply.tool_calls == ({"name": "f", "arguments": '{"a": 1}'},)
+    assert reply.flagged and (reply.prompt_tokens, reply.completion_tokens) == (7, 3)
+    try:
+        chat("d", EXAMPLES[0])
+    except RateLimited as exc:
+        assert exc.retry_after == 0.25
+    else:
+        raise AssertionError("a 429 must reach the pool")
