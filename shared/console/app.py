@@ -140,8 +140,10 @@ class Api:
         return csrf_for(self._token)
 
 
-def handle(view: str, request: ConsoleRequest, deps_factory: Callable[[], Any]) -> ConsoleResponse:
-    """One console request: `view` names the route (functions/console.py)."""
+def handle(view: str, request: ConsoleRequest, deps_factory: Callable[[], Any],
+           api: Callable[[Any, str], Api] = Api) -> ConsoleResponse:
+    """One console request: `view` names the route (functions/console.py); `api` (tests: a fake) reaches
+    the operator API as the signed-in person."""
     from shared.console import pages, signin
     if view == "asset":
         return _asset(request.params.get("name", ""))
@@ -160,7 +162,7 @@ def handle(view: str, request: ConsoleRequest, deps_factory: Callable[[], Any]) 
         if request.method == "POST" and not hmac.compare_digest(request.form().get("form_token", ""), csrf_for(token)):
             return page(403, pages.problem(request, 403, "This form is stale or did not come from the console; "
                                                          "open the page again."))
-        return pages.VIEWS[view](request, Api(deps, token))
+        return pages.VIEWS[view](request, api(deps, token))
     except ConfigError as exc:
         log.error("console: not configured: %s", exc)
         return page(503, pages.problem(request, 503, f"The console is not configured: {exc}"))

@@ -35,8 +35,8 @@ class Side:
 def read_report(deps: Any, run_id: str, name: str = "evaluation.json") -> dict[str, Any] | None:
     """A run's JSON report as stored, or None (missing, too large, not JSON). Read only after the operator
     API has let the caller read that run."""
-    container = deps.blobs.get_container_client(deps.settings.reports_container)
     try:
+        container = deps.blobs.get_container_client(deps.settings.reports_container)
         blob = container.get_blob_client(f"{run_id}/{name}")
         if blob.get_blob_properties().size > MAX_REPORT_BYTES:
             return None
