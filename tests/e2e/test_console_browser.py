@@ -175,3 +175,32 @@ def api_post(stack: Any, path: str, user: str, body: dict[str, Any]) -> tuple[in
             return answer.status, json.loads(answer.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+def test_the_cli_finds_the_running_local_stack_and_fetches_reports(stack: Any, waiting_run: str,
+                                                                   tmp_path: Path) -> None:
+    """What a demo with --keep-running leaves for other commands: its state file names the stack."""
+    import subprocess
+    import sys
+
+    from shared.cli.target import write_state
+    state = tmp_path / "local-stack.json"
+    write_state(state, env=stack.env, api_url=stack.api_url, reports_dir=None)   # this process keeps the stack
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "FTOPS_LOCAL_STATE": str(state)}
+
+    def ftops(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "shared.cli", *argv], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=120, check=False)
+
+    status = ftops("status")
+    assert status.returncode == 0, status.stderr
+    assert waiting_run in status.stdout
+    report = ftops("report", waiting_run, "--out", str(tmp_path / "reports"))
+    assert report.returncode == 0, report.stderr
+    folder = tmp_path / "reports" / waiting_run
+    assert sorted(p.name for p in folder.iterdir()) == ["evaluation.html", "evaluation.json", "validation.html",
+                                                        "validation.json"]
+    assert "<svg" in (folder / "evaluation.html").read_text()   # the plots travel with the page
+    state.unlink()
+    gone = ftops("status")
+    assert gone.returncode == 2 and "ftops demo --keep-running" in gone.stderr and "Traceback" not in gone.stderr
