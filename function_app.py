@@ -4,7 +4,17 @@ import os
 
 import azure.functions as func
 
-from functions import commands, console, deployment, evaluation, intake, keepalive, operator, polling, training
+from functions import (
+    commands,
+    console,
+    deployment,
+    evaluation,
+    intake,
+    keepalive,
+    operator,
+    polling,
+    training,
+)
 
 if os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
     from azure.monitor.opentelemetry import configure_azure_monitor
