@@ -51,6 +51,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--logs", type=Path, help="folder for the emulator and dev host logs (default: a temp folder)")
     p.add_argument("--reports", type=Path,
                    help="folder the runs' reports are copied to at the end (default: a temp folder; printed)")
+    p.add_argument("--approve-in-console", action="store_true",
+                   help="leave approvals to a person: the demo does not approve prod, prints the summary once every "
+                        "run is finished or waiting for approval, and keeps the stack up (--keep-running) so you "
+                        "approve in the console")
     p.add_argument("--keep-running", action="store_true",
                    help="leave the stack up after the summary (the console, `ftops status`, `ftops report` use it) "
                         "until Ctrl-C")
@@ -82,12 +86,18 @@ def run(args: argparse.Namespace) -> int:
                 say(f"console: {stack.api_url}/console/ (sign in as {DEMO_APPROVER} or another demo user of "
                     "docs/operator-api.md); `ftops status` and `ftops report RUN_ID` find this stack while it runs")
                 sources = drop_datasets(deps, drops)
-                finished = wait_until_done(stack, deps, sources, deadline=time.monotonic() + timeout)
+                finished = wait_until_done(stack, deps, sources, deadline=time.monotonic() + timeout,
+                                           approve_here=not args.approve_in_console)
                 result = collect(stack, deps)
                 keep_reports(deps, result, reports_dir)
             elapsed = time.monotonic() - started
             _print_result(result, as_json=args.json)
-            if args.keep_running:
+            if args.approve_in_console:
+                for r in result["runs"]:
+                    if r["state"].startswith("awaiting_approval:"):
+                        say(f"run {r['run_id']} waits for approval: {stack.api_url}/console/runs/{r['run_id']} "
+                            f"(sign in as {DEMO_APPROVER})")
+            if args.keep_running or args.approve_in_console:
                 say(f"the stack stays up: console {stack.api_url}/console/ ; Ctrl-C stops everything")
                 try:
                     while True:
@@ -109,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         _tail(log_dir / "devhost.log")
         return 1
     say(f"done in {elapsed:.0f} s; every process started was stopped")
-    failed = unexpected_failures(result, sample=args.datasets is None)
+    failed = unexpected_failures(result, sample=args.datasets is None, waiting_ok=args.approve_in_console)
     if failed:
         say("failed unexpectedly: " + "; ".join(failed))
         return 1
@@ -135,12 +145,14 @@ def keep_reports(deps: Any, result: dict[str, Any], folder: Path) -> None:
 VERDICTS = {"rejected", "evaluation_failed", "approval_denied", "cancelled", "retired"}
 
 
-def unexpected_failures(result: dict[str, Any], *, sample: bool) -> list[str]:
+def unexpected_failures(result: dict[str, Any], *, sample: bool, waiting_ok: bool = False) -> list[str]:
     """What makes the demo exit 1 although every run finished: a run that failed for a reason that is not
     a verdict (training, deployment), a dead-lettered message, or the sample not reaching prod."""
     failed = []
     for r in result["runs"]:
         if r["reached_end"] or (r["state"].partition(":")[0] in VERDICTS and not sample):
+            continue
+        if waiting_ok and r["state"].startswith("awaiting_approval:"):   # left to a person in the console
             continue
         failed.append(f"run {r['run_id']} ended {r['state']}: {r['reason'] or 'no reason recorded'}")
     failed += [f"dead letter on {x['queue']}: {x.get('reason')}" for x in result["dead_letters"]]
@@ -198,9 +210,10 @@ def drop_datasets(deps: Any, drops: list[tuple[str, list[tuple[str, Path]]]]) ->
 
 
 # --- waiting --------------------------------------------------------------------------------------------
-def wait_until_done(stack: Any, deps: Any, sources: set[str], *, deadline: float) -> bool:
+def wait_until_done(stack: Any, deps: Any, sources: set[str], *, deadline: float, approve_here: bool = True) -> bool:
     """Follow the runs (printing each transition), approve what waits for approval; True once every run
-    is terminal and every live deployment of a deployed run has been pinged."""
+    is terminal and every live deployment of a deployed run has been pinged. Without `approve_here`, a run
+    waiting for approval counts as settled: a person approves it in the console."""
     from shared import states
     progress = _Progress(deps)
     approved: set[tuple[str, str]] = set()
@@ -212,18 +225,19 @@ def wait_until_done(stack: Any, deps: Any, sources: set[str], *, deadline: float
         for run in runs:
             kind, env = states.split(run.state)
             # approve() is False when the API could not answer (the dev host restarting): look again next time
-            if kind == "awaiting_approval" and env and (run.run_id, env) not in approved \
+            if approve_here and kind == "awaiting_approval" and env and (run.run_id, env) not in approved \
                     and approve(stack, run.run_id, env):
                 approved.add((run.run_id, env))
-        if _done(runs, deployments, sources):
+        if _done(runs, deployments, sources, waiting_ok=not approve_here):
             return True
         if time.monotonic() > deadline:
             return False
         time.sleep(0.5)
 
 
-def _done(runs: list[Any], deployments: list[Any], sources: set[str]) -> bool:
-    if not sources <= {r.source for r in runs} or not all(r.terminal for r in runs):
+def _done(runs: list[Any], deployments: list[Any], sources: set[str], *, waiting_ok: bool = False) -> bool:
+    settled = [r.terminal or (waiting_ok and r.state.startswith("awaiting_approval:")) for r in runs]
+    if not sources <= {r.source for r in runs} or not all(settled):
         return False
     deployed = {r.run_id for r in runs if r.state.startswith("deployed:")}
     return all(d.last_ping for d in deployments if d.run_id in deployed and d.state == "active")
