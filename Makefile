@@ -17,7 +17,7 @@ setup: $(STAMP) node_modules/.bin/azurite browser
 CHROMIUM ?= $(shell command -v chromium 2>/dev/null)
 browser:
 	@if [ -n "$(CHROMIUM)" ]; then exit 0; fi; \
-	if [ "$$(id -u)" != 0 ]; then echo "chromium is missing: run 'sudo apt-get install -y chromium' (the console's browser tests need it)"; exit 1; fi; \
+	if [ "$$(id -u)" != 0 ]; then echo "chromium is missing and this is not root: run 'sudo apt-get install -y chromium' (the console's browser tests fail without it)"; exit 0; fi; \
 	apt-cache policy chromium | grep -q 'Candidate: [0-9]' || apt-get update; \
 	DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
 
