@@ -186,3 +186,19 @@ def test_the_comparison_says_which_way_each_metric_moved() -> None:
     assert rows["mean token F1"] == ("0.500", "0.750", "+0.250", "better")
     assert rows["latency p95 (ms)"] == ("100", "130", "+30", "worse")
     assert rows["errors"][3] == "" and rows["gates passed"][:2] == ("1 / 1", "1 / 2")
+
+
+def test_rollback_and_reject_post_what_the_api_expects() -> None:
+    token = csrf_for(TOKEN)
+    back = serve("act", request("/environments/prod/rollback", method="POST",
+                                params={"environment": "prod", "action": "rollback"},
+                                body=f"form_token={token}&run_id=r1&reason=bad+answers".encode()),
+                 rollback=(200, {"rolled_back": "prod"}))
+    assert back.status == 303 and back.headers["Location"] == "/api/console/runs/r1?done=rolled%20back"
+    assert FakeApi.calls == [("rollback", {"environment": "prod"}, {"run_id": "r1", "reason": "bad answers"})]
+    no = serve("act", request("/runs/r1/reject", method="POST", params={"run_id": "r1", "action": "reject"},
+                              body=f"form_token={token}&environment=prod&reason=worse+latency&ticket=".encode()),
+               reject=(200, {"rejected": {}}))
+    assert no.status == 303
+    assert FakeApi.calls == [("reject", {"run_id": "r1"}, {"environment": "prod", "reason": "worse latency",
+                                                            "ticket": None})]
