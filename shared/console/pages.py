@@ -20,8 +20,8 @@ from shared.console.app import (
 from shared.console.app import ConsoleResponse as Response
 from shared.console.layout import Safe, badge, banner, chrome, e, link, table
 
-GROUPS = {"waiting": "waiting for approval", "active": "in progress", "deployed": "deployed to the last environment",
-          "ended": "ended short (rejected, failed, denied, cancelled, retired)"}
+GROUPS = {"waiting": "waiting for approval", "active": "in progress", "deployed": "deployed (all environments)",
+          "ended": "ended short"}
 
 
 def group(run: dict[str, Any]) -> str:

@@ -1,17 +1,26 @@
 """End-to-end fixtures: a folder for screenshots and other artifacts, named at the end of the run."""
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
 
 _ARTIFACTS = pytest.StashKey[list[Path]]()
 
 
 @pytest.fixture(scope="module")
-def artifacts(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Path:
-    """A folder kept after the run (pytest's own temp folders: the last three runs)."""
-    folder = tmp_path_factory.mktemp("console-screenshots")
+def artifacts(request: pytest.FixtureRequest, pytestconfig: pytest.Config) -> Path:
+    """A folder kept after the run, one per test module, emptied at its start: `test-artifacts/<module>`
+    (git ignores it), or under FTOPS_TEST_ARTIFACTS. Not pytest's temp folders: on a shared machine other
+    runs prune them."""
+    base = Path(os.environ.get("FTOPS_TEST_ARTIFACTS") or ROOT / "test-artifacts")
+    folder = base / request.module.__name__.rsplit(".", 1)[-1]
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
     pytestconfig.stash.setdefault(_ARTIFACTS, []).append(folder)
     return folder
 

@@ -10,6 +10,7 @@ import re
 import shutil
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -78,7 +79,7 @@ def wait_for(stack: Any, match: Any, *, timeout: float) -> Any:
 
 
 def sign_in(browser: Any, stack: Any, user: str) -> Any:
-    page = browser.new_page(viewport={"width": 1366, "height": 768})   # a laptop screen
+    page = browser.new_context(viewport={"width": 1366, "height": 768}).new_page()   # a laptop screen
     page.goto(f"{stack.api_url}/console/")
     assert page.url.endswith("/console/signin"), "an anonymous visitor is sent to sign in"
     page.fill("#username", user)
@@ -107,7 +108,13 @@ def test_the_operator_approves_prod_from_the_console(browser: Any, stack: Any, w
     assert "PASS" in evaluation.locator("h1").inner_text()
     assert evaluation.locator("svg").count() >= 2          # the report's plots, inline
     page.screenshot(path=str(artifacts / "2-run-waiting.png"), full_page=True)
-    page.locator("#reports").screenshot(path=str(artifacts / "2b-reports.png"))   # frames paint only in view
+    # the report as its "open alone" link shows it (sandboxed frames are not painted in a full-page shot)
+    alone = page.context.new_page()
+    href = page.locator("#reports a:text-is('open alone')").first.get_attribute("href") or ""
+    answer = alone.goto(urllib.parse.urljoin(page.url, href))
+    assert answer is not None and "sandbox" in answer.headers["content-security-policy"]
+    alone.screenshot(path=str(artifacts / "2b-evaluation-report.png"), full_page=True)
+    alone.close()
 
     page.fill("#ticket", "CHG-42")
     page.fill("#comment", "looked at the evaluation in the console")
@@ -129,7 +136,7 @@ def test_the_operator_approves_prod_from_the_console(browser: Any, stack: Any, w
     page.wait_for_url("**/console/deployments")
     assert "prod: " in page.inner_text("main") and "USD per day" in page.inner_text("main")
     page.screenshot(path=str(artifacts / "4-deployments.png"), full_page=True)
-    page.close()
+    page.context.close()
 
 
 def test_a_reader_is_offered_no_approval_and_the_api_refuses_it(browser: Any, stack: Any, artifacts: Path) -> None:
@@ -151,7 +158,7 @@ def test_a_reader_is_offered_no_approval_and_the_api_refuses_it(browser: Any, st
                             {"environment": "prod", "ticket": "CHG-1", "model": "any"})
     assert status == 403 and "Approver.prod" in body["error"]["message"]
     assert stack.deps().registry.require_run(run_id).state == states.awaiting_approval("prod")
-    page.close()
+    page.context.close()
 
 
 def seed_waiting_run(stack: Any) -> str:
