@@ -105,10 +105,11 @@ def from_env_file(values: Mapping[str, str]) -> dict[str, str]:
     hub = values.get("FTOPS_HUB_RESOURCE_ID")
     if hub:
         env.setdefault("HUB_RESOURCE_ID", hub)
-        # the hub's endpoint is its custom subdomain, the account name unless the hub was created otherwise
+        # infra/main.bicep outputs the endpoint; older deployments: the custom subdomain, as a rule the account name
         env.setdefault("HUB_ENDPOINT", values.get("FTOPS_HUB_ENDPOINT") or f"https://{hub.rsplit('/', 1)[-1]}.openai.azure.com")
-    if values.get("FTOPS_DATASETS_CONTAINER"):
-        env.setdefault("DATASETS_CONTAINER", values["FTOPS_DATASETS_CONTAINER"])
+    for container in ("DATASETS", "REPORTS"):
+        if values.get(f"FTOPS_{container}_CONTAINER"):
+            env.setdefault(f"{container}_CONTAINER", values[f"FTOPS_{container}_CONTAINER"])
     if values.get("AZURE_FUNCTION_APP_NAME"):
         env.setdefault("FTOPS_API_URL", f"https://{values['AZURE_FUNCTION_APP_NAME']}.azurewebsites.net/api")
     if values.get("FTOPS_OPERATOR_API_AUDIENCE"):

@@ -18,6 +18,7 @@ FTOPS_HUB_RESOURCE_ID="/subscriptions/s/resourceGroups/rg/providers/Microsoft.Co
 FTOPS_SERVICEBUS_NAMESPACE="sb-ftops-abc123"
 FTOPS_OPERATOR_API_AUDIENCE="c0ffee00-0000-4000-8000-00000000f7a9"
 FTOPS_CROSS_TENANT_SPOKES="[[]]"
+FTOPS_REPORTS_CONTAINER="reports"
 '''
 
 
@@ -32,8 +33,21 @@ def test_azd_env_values_become_the_apps_settings(tmp_path: Path) -> None:
     assert env["HUB_ENDPOINT"] == "https://hub-ftops.openai.azure.com"
     assert env["FTOPS_API_URL"] == "https://func-ftops-abc123.azurewebsites.net/api"
     assert env["OPERATOR_API_AUDIENCE"] == "c0ffee00-0000-4000-8000-00000000f7a9"
-    assert env["FTOPS_CROSS_TENANT_SPOKES"] == "[[]]"
+    assert env["FTOPS_CROSS_TENANT_SPOKES"] == "[[]]" and env["REPORTS_CONTAINER"] == "reports"
     assert str(env_file) in target.where
+
+
+def test_the_outputs_main_bicep_declares_for_the_cli_are_taken_as_they_are(tmp_path: Path) -> None:
+    env_file = tmp_path / "ftops.env"
+    env_file.write_text(AZD_VALUES + 'FTOPS_HUB_ENDPOINT="https://custom-sub.openai.azure.com/"\n'
+                        'FTOPS_API_URL="https://func-ftops-abc123.azurewebsites.net/api"\n')
+    env = resolve(str(env_file), {}).env
+    assert env["HUB_ENDPOINT"] == "https://custom-sub.openai.azure.com/"
+    assert env["FTOPS_API_URL"] == "https://func-ftops-abc123.azurewebsites.net/api"
+    bicep = (Path(__file__).resolve().parents[2] / "infra" / "main.bicep").read_text()
+    for output in ("FTOPS_HUB_ENDPOINT", "FTOPS_REPORTS_CONTAINER", "FTOPS_API_URL", "AZURE_STORAGE_ACCOUNT_NAME",
+                   "FTOPS_SERVICEBUS_NAMESPACE", "FTOPS_HUB_RESOURCE_ID", "AZURE_FUNCTION_APP_NAME"):
+        assert f"output {output} string" in bicep, output
 
 
 def test_an_env_file_of_app_settings_is_taken_as_it_is(tmp_path: Path) -> None:
