@@ -20,6 +20,7 @@ from shared.console.app import (
 from shared.console.app import ConsoleResponse as Response
 from shared.console.layout import Safe, badge, banner, chrome, e, link, table
 
+MAX_REPORT_BYTES = 32 * 1024 * 1024   # the app's reports are far smaller; a bound on what one request reads
 GROUPS = {"waiting": "waiting for approval", "active": "in progress", "deployed": "deployed (all environments)",
           "ended": "ended short"}
 
@@ -112,7 +113,11 @@ def report(request: ConsoleRequest, api: Api) -> ConsoleResponse:
     if name not in answer.get("reports", {}) or not name.endswith((".html", ".json")):
         return page(404, _chrome(request, api, "Report", banner("error", f"run {run_id} has no report {name}")))
     container = api.deps.blobs.get_container_client(api.deps.settings.reports_container)
-    data = container.get_blob_client(f"{run_id}/{name}").download_blob().readall()
+    blob = container.get_blob_client(f"{run_id}/{name}")
+    if blob.get_blob_properties().size > MAX_REPORT_BYTES:
+        return page(413, _chrome(request, api, "Report", banner("error", f"{name} is too large to show here; "
+                                                                        f"`ftops report {run_id}` fetches it")))
+    data = blob.download_blob().readall()
     kind = "text/html; charset=utf-8" if name.endswith(".html") else "application/json"
     return Response(200, data, {"Content-Type": kind, "Content-Security-Policy": REPORT_CSP, **SECURITY_HEADERS})
 

@@ -211,3 +211,12 @@ def test_the_cli_finds_the_running_local_stack_and_fetches_reports(stack: Any, w
     state.unlink()
     gone = ftops("status")
     assert gone.returncode == 2 and "ftops demo --keep-running" in gone.stderr and "Traceback" not in gone.stderr
+
+
+def test_a_wrong_password_is_refused_with_the_identity_providers_reason(stack: Any) -> None:
+    form = urllib.parse.urlencode({"username": OPERATOR, "password": "not-the-password"}).encode()
+    request = urllib.request.Request(f"{stack.api_url}/console/signin", data=form, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 401 and "Set-Cookie" not in refused.value.headers
+    assert "AADSTS50126" in refused.value.read().decode()
