@@ -47,7 +47,12 @@ def _facts(run: dict[str, Any]) -> Safe:
     if error:
         facts.append(("why it stopped", short(error.get("message") or error, 400)))
     rows = "".join(f"<div class=muted>{e(k)}</div><div>{e(v)}</div>" for k, v in facts)
-    return Safe(f"<section><div class=facts>{rows}</div></section>")
+    approvals = [[env, f"{a.get('approver_name') or ''} <{a.get('approver_oid')}>", a.get("ticket"),
+                  Safe(f"<code>{e(a.get('model'))}</code>"), a.get("at"), a.get("comment") or ""]
+                 for env, a in sorted((run.get("approvals") or {}).items())]
+    given = (f"<h3>Approvals</h3>{table(['environment', 'approved by', 'ticket', 'model', 'when', 'comment'], approvals)}"
+             if approvals else "")
+    return Safe(f"<section id=facts><div class=facts>{rows}</div>{given}</section>")
 
 
 def _approval(api: Api, run: dict[str, Any], env: str, url: str, token: str) -> Safe:

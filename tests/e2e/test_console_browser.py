@@ -128,6 +128,7 @@ def test_the_operator_approves_prod_from_the_console(browser: Any, stack: Any, w
     assert page.locator("#approval").count() == 0
     timeline = page.inner_text("#timeline")
     assert f"approval.granted\tDemo Operator <{USERS[OPERATOR].oid}>" in timeline
+    assert f"prod\tDemo Operator <{USERS[OPERATOR].oid}>\tCHG-42" in page.inner_text("#facts")   # bound to the ticket
     prod = [r for r in page.locator("#deployments tbody tr").all_inner_texts() if r.startswith("prod")]
     assert len(prod) == 2, prod            # prod's two regions
     page.screenshot(path=str(artifacts / "3-run-deployed.png"), full_page=True)

@@ -37,7 +37,7 @@ def one_clear_line(code: int, err: str, *needles: str) -> None:
         assert needle in err, err
 
 
-@pytest.mark.parametrize("argv", ["status", "status r1", *BUS])
+@pytest.mark.parametrize("argv", ["status", "status r1", "report r1", *BUS])
 def test_every_command_without_settings_names_the_missing_setting(argv: str) -> None:
     code, out, err = ftops(*argv.split())
     one_clear_line(code, err, "DatasetStorage", "local.settings.sample.json")
