@@ -15,7 +15,6 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
@@ -66,15 +65,12 @@ class ConsoleRequest:
         return dict(parse_qsl(self.body.decode("utf-8", "replace"), keep_blank_values=True))
 
     def token(self) -> str | None:
-        raw = self.header("Cookie")
-        if not raw:
-            return None
-        try:
-            jar = SimpleCookie(raw)
-        except CookieError:
-            return None
-        morsel = jar.get(COOKIE)
-        return morsel.value if morsel and morsel.value else None
+        # by hand: http.cookies drops every cookie after one it cannot parse (another app's, on this host)
+        for part in (self.header("Cookie") or "").split(";"):
+            name, _, value = part.strip().partition("=")
+            if name == COOKIE and value:
+                return value.strip('"')
+        return None
 
 
 @dataclass(frozen=True)

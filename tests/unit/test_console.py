@@ -202,3 +202,9 @@ def test_rollback_and_reject_post_what_the_api_expects() -> None:
     assert no.status == 303
     assert FakeApi.calls == [("reject", {"run_id": "r1"}, {"environment": "prod", "reason": "worse latency",
                                                             "ticket": None})]
+
+
+def test_the_session_is_found_among_other_cookies_even_broken_ones() -> None:
+    req = request("/", cookie=False, headers={"Cookie": f'other="a;b\\"; bad cookie; ftops_console={TOKEN}; x=1'})
+    assert req.token() == TOKEN
+    assert request("/", cookie=False, headers={"Cookie": "ftops_console=; x=1"}).token() is None
