@@ -75,9 +75,10 @@ def request(path: str, *, method: str = "GET", query: dict | None = None, params
                           body=body)
 
 
-def serve(view: str, req: ConsoleRequest, *, who: Caller = OPERATOR, **answers: tuple[int, dict]) -> Any:
+def serve(view: str, req: ConsoleRequest, *, who: Caller = OPERATOR, deps: Any = DEPS,
+          **answers: tuple[int, dict]) -> Any:
     FakeApi.answers, FakeApi.calls, FakeApi.who = answers, [], who
-    return handle(view, req, lambda: DEPS, FakeApi)
+    return handle(view, req, lambda: deps, FakeApi)
 
 
 def test_runs_waiting_for_approval_come_first_and_every_value_is_escaped() -> None:
@@ -208,3 +209,50 @@ def test_the_session_is_found_among_other_cookies_even_broken_ones() -> None:
     req = request("/", cookie=False, headers={"Cookie": f'other="a;b\\"; bad cookie; ftops_console={TOKEN}; x=1'})
     assert req.token() == TOKEN
     assert request("/", cookie=False, headers={"Cookie": "ftops_console=; x=1"}).token() is None
+
+
+class Blobs:
+    """Reports as the evaluate stage stores them: reports/<run>/evaluation.json."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+
+    def get_container_client(self, name: str) -> Any:
+        files = self.files
+
+        class Blob:
+            def __init__(self, path: str) -> None:
+                self.data = files[f"{name}/{path}"]
+
+            def get_blob_properties(self) -> Any:
+                return SimpleNamespace(size=len(self.data))
+
+            def download_blob(self) -> Any:
+                return SimpleNamespace(readall=lambda: self.data)
+
+        return SimpleNamespace(get_blob_client=Blob)
+
+
+def evaluation(model: str, f1: float, p95: float, gates: list[bool]) -> bytes:
+    import json
+    return json.dumps({"chosen": {"name": "final", "model": model}, "gates": [{"name": f"g{i}", "passed": ok}
+                                                                          for i, ok in enumerate(gates)],
+                       "candidates": [{"name": "final", "kind": "fine_tuned", "model": model,
+                                       "metrics": {"mean_f1": f1, "exact_match": 0.5, "latency_p50_ms": 40.0,
+                                                   "latency_p95_ms": p95, "n_errors": 0}}]}).encode()
+
+
+def test_the_approval_view_compares_the_candidate_with_what_prod_serves_now() -> None:
+    deps = SimpleNamespace(settings=DEPS.settings, blobs=Blobs({
+        "reports/r1/evaluation.json": evaluation("m-ft", 0.8, 150.0, [True, True]),
+        "reports/r0/evaluation.json": evaluation("m-old", 0.6, 120.0, [True, True])}))
+    serving = {"environment": "prod", "state": "active", "run_id": "r0", "model": "m-old", "region": "eastus"}
+    page = serve("run", request("/runs/r1", params={"run_id": "r1"}), deps=deps, get_run=(200, run_detail(OPERATOR)),
+                 list_deployments=(200, {"deployments": [serving, {**serving, "region": "westeurope"}]})).body.decode()
+    approval = page[page.index('id=approval'):page.index('id="approve-form"')]
+    assert approval.count("serving prod now: m-old (run r0)") == 1          # two regions, one model
+    assert re.search(r"mean token F1</td><td class=num>0\.600</td><td class=num>0\.800</td><td class=num>"
+                     r'<span class="better">\+0\.200</span>', approval)
+    assert re.search(r'latency p95 \(ms\)</td><td class=num>120</td><td class=num>150</td><td class=num>'
+                     r'<span class="worse">\+30</span>', approval)
+    assert "2 / 2" in approval
