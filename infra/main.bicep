@@ -32,7 +32,7 @@ param maximumInstanceCount int = 40
 param pythonVersion string = '3.13'
 
 @description('Base model of a run whose run.json names none')
-param defaultBaseModel string = 'gpt-4.1-mini'
+param defaultBaseModel string = 'gpt-4.1-mini-2025-04-14'
 
 @description('NCRONTAB (UTC) of the poll timer')
 param pollSchedule string = '0 */2 * * * *'

@@ -64,7 +64,7 @@ class Settings:
     events_topic: str = "ftops-events"
     table_prefix: str = ""
     spokes_config: str | None = None         # path to, or inline JSON of, the environments and their spokes
-    default_base_model: str = "gpt-4.1-mini"
+    default_base_model: str = "gpt-4.1-mini-2025-04-14"
     intake_wait_seconds: float = 60.0        # a folder's run.json waits this long for the files it names
     hub_file_retention: str = "delete"       # "delete" | "keep": hub files once the job is terminal
     poll_concurrency: int = 8                # hub calls one poll tick keeps in flight at most
@@ -134,7 +134,7 @@ class Settings:
             events_topic=env.get("EVENTS_TOPIC", "ftops-events"),
             table_prefix=env.get("FTOPS_TABLE_PREFIX", ""),
             spokes_config=env.get("SPOKES_CONFIG") or None,
-            default_base_model=env.get("DEFAULT_BASE_MODEL", "gpt-4.1-mini"),
+            default_base_model=env.get("DEFAULT_BASE_MODEL", "gpt-4.1-mini-2025-04-14"),
             intake_wait_seconds=_float(env, "INTAKE_WAIT_SECONDS", 60.0),
             hub_file_retention=env.get("HUB_FILE_RETENTION", "delete"),
             poll_concurrency=max(1, int(_float(env, "POLL_CONCURRENCY", 8))),

@@ -21,7 +21,7 @@ from shared.events import advance
 from shared.handling import PermanentError, retry_later
 from shared.messages import DeployRequest
 from shared.registry import ConcurrencyError, DeploymentRecord, RunRecord
-from shared.topology import Environment, Target, Topology, load_topology
+from shared.topology import Environment, Target, Topology, load_topology, target_problem
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,12 @@ def _deploy_environment(deps: Any, run: RunRecord, env: Environment, order: list
     quota = [m for m in parallel(lambda t: spokes.check_quota(deps, t, name), env.targets) if m]
     if quota:
         return _fail(deps, run, env, {"reason": "quota", "problems": quota, "deployment": name, "model": model})
+
+    base_model = str((run.settings or {}).get("base_model") or deps.settings.default_base_model)
+    unfit = [f"{t.account} ({t.region}): {p}" for t in env.targets if (p := target_problem(t, base_model))]
+    if unfit:   # the run chose a base model the start-up check did not cover
+        return _fail(deps, run, env, {"reason": "deployment_type", "problems": unfit, "deployment": name,
+                                      "model": model})
 
     tags = deployment_tags(run, model, env.name)
     outcomes = parallel(lambda t: _deploy_target(deps, run, env, t, name, model, tags), env.targets)

@@ -12,21 +12,25 @@ COGNITIVE_SCOPE = "https://cognitiveservices.azure.com/.default"
 
 
 class LocalDevCredential:
-    """Tokens the emulator understands (`local-dev.<tenant>`): never valid anywhere else.
+    """Tokens the emulator understands (`local-dev.<tenant>[.<client id>]`): never valid anywhere else.
 
     The tenant is in the token so the emulator can check that a cross-tenant deployment really carried a
-    token for each tenant, as Azure does.
+    token for each tenant, as Azure does; the client id (a spoke's credential) so it can check that
+    principal's rights on the source hub too. Without one the token stands for the app's own identity.
     """
 
-    def __init__(self, tenant_id: str = "local-tenant") -> None:
+    def __init__(self, tenant_id: str = "local-tenant", client_id: str | None = None) -> None:
         self.tenant_id = tenant_id
+        self.client_id = client_id
+
+    def _token(self, tenant: str | None) -> str:
+        return f"local-dev.{tenant or self.tenant_id}" + (f".{self.client_id}" if self.client_id else "")
 
     def get_token(self, *scopes: str, tenant_id: str | None = None, **_: Any) -> AccessToken:
-        return AccessToken(f"local-dev.{tenant_id or self.tenant_id}", int(time.time()) + 3600)
+        return AccessToken(self._token(tenant_id), int(time.time()) + 3600)
 
     def get_token_info(self, *scopes: str, options: dict | None = None) -> AccessTokenInfo:
-        tenant = (options or {}).get("tenant_id") or self.tenant_id
-        return AccessTokenInfo(f"local-dev.{tenant}", int(time.time()) + 3600)
+        return AccessTokenInfo(self._token((options or {}).get("tenant_id")), int(time.time()) + 3600)
 
     def close(self) -> None:
         pass
@@ -39,7 +43,7 @@ def make_credential(kind: str, *, tenant_id: str | None = None, client_id: str |
     credential is the function app's managed identity.
     """
     if kind == "local-dev":
-        return LocalDevCredential(tenant_id or "local-tenant")
+        return LocalDevCredential(tenant_id or "local-tenant", client_id)
     from azure.identity import ClientAssertionCredential, DefaultAzureCredential, ManagedIdentityCredential
     if client_id and tenant_id:
         # The app's identity is user-assigned: name it (AZURE_CLIENT_ID, set by infra/main.bicep), or the

@@ -36,6 +36,7 @@ class TrainRequest(_Data):
 class EvaluateRequest(_Data):
     run_id: str
     attempt: int = 0   # > 0: re-sent because another worker held the run (MessageId evaluate-<run_id>-w<n>)
+    quota_waits: int = 0   # > 0: re-sent after a hub quota refusal (MessageId evaluate-<run_id>-q<n>)
 
 
 class DeployRequest(_Data):

@@ -68,9 +68,19 @@ def job_spec(settings: RunSettings, hub_files: dict[str, str]) -> JobSpec:
         if settings.method == "reinforcement":
             inner["grader"] = settings.grader
         method = {"type": settings.method, settings.method: inner}
-    return JobSpec(model=settings.base_model, training_file=hub_files["train"],
+    return JobSpec(model=_model_id(settings.base_model), training_file=hub_files["train"],
                    validation_file=hub_files.get("validation"), seed=settings.seed, suffix=settings.suffix,
                    hyperparameters=hyper, method=method)
+
+
+def _model_id(base_model: str) -> str:
+    """The versioned id Azure's examples send; a name shared.models does not know goes as given (the hub
+    judges it; intake already refused names validation does not know)."""
+    from shared.models import UnknownModelError, versioned_model_id
+    try:
+        return versioned_model_id(base_model)
+    except UnknownModelError:
+        return base_model
 
 
 # --- the train handler -------------------------------------------------------------------------------

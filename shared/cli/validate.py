@@ -38,7 +38,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                               description=__doc__)
     p.add_argument("path", help="a JSONL file, or a run folder with train/validation/eval.jsonl")
     p.add_argument("--model", default=None,
-                   help="base model (default: run.json base_model, else DEFAULT_BASE_MODEL, else gpt-4.1-mini)")
+                   help="base model (default: run.json base_model, else DEFAULT_BASE_MODEL, else gpt-4.1-mini-2025-04-14)")
     p.add_argument("--method", choices=("supervised", "dpo", "reinforcement"), default=None,
                    help="fine-tuning method (default: run.json method, else detected from the data)")
     p.add_argument("--pii", choices=("error", "warn"), default=None,
@@ -97,7 +97,7 @@ def _override(args: argparse.Namespace) -> dict[str, Any]:
 def _configured(env: Mapping[str, str]) -> tuple[str, list[str] | None, HubSurface, Topology | None]:
     """The default base model, the environments and the hub API as this machine's settings have them
     (intake reads the same settings); without SPOKES_CONFIG the environments run.json names are not checked."""
-    default = env.get("DEFAULT_BASE_MODEL") or "gpt-4.1-mini"
+    default = env.get("DEFAULT_BASE_MODEL") or "gpt-4.1-mini-2025-04-14"
     try:
         hub_api = surface(env.get("HUB_API_VERSION") or DEFAULT_HUB_API)
     except UnsupportedOnSurface as exc:

@@ -271,3 +271,54 @@ def test_keepalive_heals_a_vanished_deployment(deps: Any, emulator: Any, models:
     assert any(a["action"] == "deployment.healed" for a in deps.registry.audit_trail(run_id))
     slot = deps.registry.get_deployment("dev", DEV[1], name)
     assert slot and slot.healed_at and slot.last_ping_ok
+
+
+def test_a_spoke_identity_without_rights_on_the_hub_fails_clearly(make_deps: Callable[..., Any], emulator: Any,
+                                                                   models: tuple[str, str]) -> None:
+    """The dev spoke in Sweden deploys with its own app registration (client id `spoke-deployer`), which has
+    no role on the hub: ARM refuses the cross-subscription deployment, and the run says who needs what."""
+    from local.settings import DEMO_SPOKES
+    config = json.loads(DEMO_SPOKES.read_text())
+    config["environments"][0]["targets"][1]["credential"] = {"client_id": "spoke-deployer"}
+    deps = make_deps(SPOKES_CONFIG=json.dumps(config), SMOKE_TIMEOUT_SECONDS="20")
+    name = "it-rights"
+    run_id = add_run(deps, models[1], name=name)
+    try:
+        deployment.handle_deploy(DeployRequest(run_id=run_id, environment="dev"), deps)
+        run = deps.registry.require_run(run_id)
+        assert run.state == "deployment_failed:dev"
+        message = run.error["message"]
+        assert "ftops-dev-swedencentral" in message and "403 AuthorizationFailed" in message
+        assert "client id spoke-deployer" in message and hub_resource_id() in message
+        assert served(emulator, name) == {}   # the other region was rolled back: nothing half-done
+    finally:
+        for d in emulator.control.state()["deployments"]:
+            if d["deployment"] == name:
+                emulator.control.vanish(d["account"], d["deployment"])
+
+
+def test_developer_spokes_end_after_24_hours_and_keepalive_says_expired(make_deps: Callable[..., Any],
+                                                                        emulator: Any,
+                                                                        models: tuple[str, str]) -> None:
+    """An environment that accepts Developer deployments gets them; Azure (the emulator) deletes them 24 hours
+    later whatever their use, and keep-alive reports that as an expiry, not a failure, without recreating."""
+    from local.settings import DEMO_SPOKES
+    config = json.loads(DEMO_SPOKES.read_text())
+    config["environments"][0]["accepts_developer_expiry"] = True
+    for target in config["environments"][0]["targets"]:
+        target["sku"] = "DeveloperTier"
+    deps = make_deps(SPOKES_CONFIG=json.dumps(config), SMOKE_TIMEOUT_SECONDS="20")
+    name = "it-developer"
+    run_id = add_run(deps, models[1], name=name)
+    deployment.handle_deploy(DeployRequest(run_id=run_id, environment="dev"), deps)
+    assert deps.registry.require_run(run_id).state == "deployed:dev"
+    assert {d["sku"] for d in served(emulator, name).values()} == {"DeveloperTier"}
+    assert keepalive.keepalive_tick(deps).ok == 2
+
+    emulator.control.advance(24 * 3600)
+    summary = keepalive.keepalive_tick(deps)
+
+    assert (summary.total, summary.expired, summary.failed, summary.healed, summary.alerts) == (2, 2, 0, 0, 0)
+    assert served(emulator, name) == {}
+    assert {s.state for s in deps.registry.list_deployments(run_id=run_id)} == {"expired"}
+    assert keepalive.keepalive_tick(deps).total == 0

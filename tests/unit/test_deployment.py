@@ -535,6 +535,35 @@ def test_cross_tenant_and_cross_subscription_model_bodies(world: Any) -> None:
     assert json.dumps(other_tenant)
 
 
+def test_a_run_whose_base_model_a_spoke_cannot_host_fails_before_touching_any_target(world: Any) -> None:
+    """gpt-4o fine-tunes deploy as Standard in East US 2 and Sweden Central only: the test environment's
+    Standard spoke in North Central US cannot take one, and the failure names it."""
+    deps, fake = world
+    run = add_run(deps, state=states.deployed("dev"))
+    run.settings = {**run.settings, "base_model": "gpt-4o-2024-08-06"}
+    deps.registry.runs["run-1"] = run
+    deployment.handle_deploy(DeployRequest(run_id="run-1", environment="test"), deps)
+    failed = deps.registry.runs["run-1"]
+    assert failed.state == "deployment_failed:test"
+    assert "ftops-test-northcentralus (northcentralus): a fine-tuned gpt-4o cannot be deployed as Standard" in \
+        failed.error["message"]  # type: ignore[index]
+    assert not fake.puts
+
+
+def test_keepalive_counts_a_developer_deployments_24_hour_end_as_expiry_not_failure(world: Any) -> None:
+    deps, fake = world
+    add_run(deps)
+    deployment.handle_deploy(DeployRequest(run_id="run-1", environment="dev"), deps)
+    slot = deps.registry.get_deployment("dev", DEV[1], "support-bot")
+    assert slot is not None
+    deps.registry.update_deployment(slot, sku="DeveloperTier")          # as a Developer target records it
+    del fake.served[(DEV[1], "support-bot")]                            # Azure deleted it after 24 h
+    summary = keepalive.keepalive_tick(deps)
+    assert (summary.ok, summary.expired, summary.failed, summary.healed, summary.alerts) == (1, 1, 0, 0, 0)
+    assert (DEV[1], "support-bot") not in fake.served                   # not recreated behind anyone's back
+    assert deps.registry.get_deployment("dev", DEV[1], "support-bot").state == "expired"  # type: ignore[union-attr]
+    assert "ftops.run.deployment_expired" in deps.publisher.types()
+    assert keepalive.keepalive_tick(deps).total == 1                     # no longer pinged
 class FixedVerifier:
     """Stands in for the token check (covered against the running stack): the caller it was given."""
 
