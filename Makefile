@@ -7,9 +7,19 @@ PYTHON313 ?= $(shell for p in python3.13 $$HOME/.pyenv/versions/3.13*/bin/python
 	  if $$p -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null; then echo $$p; break; fi; done)
 STAMP := $(VENV)/.setup-stamp
 
-.PHONY: setup demo test test-unit test-integration test-e2e test-infra bench lint clean
+.PHONY: setup browser demo test test-unit test-integration test-e2e test-infra bench lint clean
 
-setup: $(STAMP) node_modules/.bin/azurite
+setup: $(STAMP) node_modules/.bin/azurite browser
+
+# The console's browser tests drive Debian's chromium (Playwright with executable_path; never a browser
+# download). Installed with apt when missing (root); the package lists are refreshed only when apt does not
+# know the package yet.
+CHROMIUM ?= $(shell command -v chromium 2>/dev/null)
+browser:
+	@if [ -n "$(CHROMIUM)" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then echo "chromium is missing and this is not root: run 'sudo apt-get install -y chromium' (the console's browser tests fail without it)"; exit 0; fi; \
+	apt-cache policy chromium | grep -q 'Candidate: [0-9]' || apt-get update; \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -n "$(PYTHON313)" || { echo "Python 3.13 not found: install python3.13 (azure-functions 2.x needs it)"; exit 1; }

@@ -27,6 +27,11 @@ def operator_get_run(req: func.HttpRequest) -> func.HttpResponse:
     return _answer("get_run", req)
 
 
+@bp.route(route="deployments", methods=["GET"], auth_level=ANONYMOUS)
+def operator_list_deployments(req: func.HttpRequest) -> func.HttpResponse:
+    return _answer("list_deployments", req)
+
+
 @bp.route(route="runs/{run_id}/approve", methods=["POST"], auth_level=ANONYMOUS)
 def operator_approve(req: func.HttpRequest) -> func.HttpResponse:
     return _answer("approve", req)

@@ -271,5 +271,9 @@ output FTOPS_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
 output FTOPS_IDENTITY_CLIENT_ID string = identity.outputs.clientId
 output FTOPS_HUB_RESOURCE_ID string = join(hubParts, '/')
 output FTOPS_SERVICEBUS_NAMESPACE string = messaging.outputs.name
+// What `ftops --env-file` (`azd env get-values` output) reads beyond the names above (shared/cli/target.py)
+output FTOPS_HUB_ENDPOINT string = appSettings.HUB_ENDPOINT
+output FTOPS_REPORTS_CONTAINER string = containers.reports
+output FTOPS_API_URL string = 'https://${app.outputs.defaultHostName}/api'
 // Spokes in another tenant: Bicep cannot grant them; infra/scripts/cross-tenant-app.sh does (docs/deploy.md).
 output FTOPS_CROSS_TENANT_SPOKES array = [for (env, i) in spokes.environments: spokeAccess[i].outputs.crossTenantAccounts]

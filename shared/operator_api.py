@@ -152,7 +152,7 @@ def get_run(caller: Caller, params: dict[str, str], body: bytes, deps: Any) -> A
             "validation": run.validation, "evaluation": run.evaluation, "error": run.error,
             "comparison": evaluation_comparison(run.evaluation),
             "approvals": run.approvals, "candidate": approvals.candidate(deps, run),
-            "deployments": [vars(d) | {"etag": None} for d in deps.registry.list_deployments(run_id=run.run_id)],
+            "deployments": _deployments(deps, run_id=run.run_id),
             "audit": deps.registry.audit_trail(run.run_id), "reports": _reports(deps, run.run_id),
             # what this caller may do here (a console shows only these; the API still decides on each call)
             "caller": {**caller.describe(), "roles": sorted(caller.roles),
@@ -160,6 +160,15 @@ def get_run(caller: Caller, params: dict[str, str], body: bytes, deps: Any) -> A
                                              if r.startswith("Approver.")),
                        "may_operate": caller.has(OPERATOR_ROLE)}}
     return ApiResponse(200, view)
+
+
+def list_deployments(caller: Caller, params: dict[str, str], body: bytes, deps: Any) -> ApiResponse:
+    """Every deployment slot ftops keeps (environment × account × name): model, run, last keep-alive and
+    its estimated hosting cost per day (shared.costs)."""
+    _require_read(caller)
+    rows = _deployments(deps)
+    return ApiResponse(200, {"deployments": rows, "currency": "USD", "estimate": True,
+                             "total_per_day": round(sum(r["per_day"] for r in rows), 2)})
 
 
 def approve(caller: Caller, params: dict[str, str], body: bytes, deps: Any) -> ApiResponse:
@@ -203,7 +212,7 @@ def retire_run(caller: Caller, params: dict[str, str], body: bytes, deps: Any) -
 
 
 ACTIONS: dict[str, Callable[[Caller, dict[str, str], bytes, Any], ApiResponse]] = {
-    "list_runs": list_runs, "get_run": get_run, "approve": approve, "reject": reject,
+    "list_runs": list_runs, "get_run": get_run, "list_deployments": list_deployments, "approve": approve, "reject": reject,
     "rollback": rollback_environment, "retire": retire_run, "retrain": retrain,
 }
 
@@ -233,6 +242,13 @@ def _summary(run: Any) -> dict[str, Any]:
     return {"run_id": run.run_id, "source": run.source, "state": run.state, "terminal": run.terminal,
             "owner": run.owner, "environments": run.environments, "model": run.chosen_model or run.fine_tuned_model,
             "created_at": run.created_at, "updated_at": run.updated_at}
+
+
+def _deployments(deps: Any, run_id: str | None = None) -> list[dict[str, Any]]:
+    from shared.costs import hourly_price, prices_from_settings
+    prices = prices_from_settings(deps.settings)
+    return [vars(d) | {"etag": None, "per_day": round(hourly_price(d, prices) * 24, 2) if d.state == "active" else 0.0}
+            for d in deps.registry.list_deployments(run_id=run_id)]
 
 
 def _reports(deps: Any, run_id: str) -> dict[str, str]:

@@ -8,11 +8,15 @@ import traceback
 
 
 def main(argv: list[str] | None = None) -> int:
-    from shared.cli import demo, operate, status, validate
+    from shared.cli import demo, operate, report, status, validate
     parser = argparse.ArgumentParser(prog="ftops", description="Fine-tuning operations for Azure OpenAI.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
+    parser.add_argument("--env-file", metavar="FILE", default=None,
+                        help="the deployed environment to talk to: `azd env get-values` output or KEY=value app "
+                             "settings (also FTOPS_ENV_FILE); default: the settings in the environment, else the "
+                             "local stack `ftops demo --keep-running` runs")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (validate, demo, status, operate):
+    for module in (validate, demo, status, report, operate):
         module.add_parser(sub)
     try:
         args = parser.parse_args(argv)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.cli.errors import UsageError
+from shared.cli.target import remove_state, state_path, write_state
 from shared.cli.views import run_view, table  # the one run shape, shared with `ftops status`
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,15 @@ def add_parser(sub: Any) -> None:
                    help="faults on ~15%% of emulator calls; every message delivered twice; the host restarts once")
     p.add_argument("--timeout", type=float, help="seconds to wait for every run to finish (default 300, chaos 600)")
     p.add_argument("--logs", type=Path, help="folder for the emulator and dev host logs (default: a temp folder)")
+    p.add_argument("--reports", type=Path,
+                   help="folder the runs' reports are copied to at the end (default: a temp folder; printed)")
+    p.add_argument("--approve-in-console", action="store_true",
+                   help="leave approvals to a person: the demo does not approve prod, prints the summary once every "
+                        "run is finished or waiting for approval, and keeps the stack up (--keep-running) so you "
+                        "approve in the console")
+    p.add_argument("--keep-running", action="store_true",
+                   help="leave the stack up after the summary (the console, `ftops status`, `ftops report` use it) "
+                        "until Ctrl-C")
     p.set_defaults(func=run)
 
 
@@ -60,18 +70,41 @@ def run(args: argparse.Namespace) -> int:
     timeout = args.timeout or (600.0 if args.chaos else 300.0)
     log_dir = args.logs or Path(tempfile.mkdtemp(prefix="ftops-demo-logs-"))
     _stop_on_sigterm()
+    reports_dir = args.reports or Path(tempfile.mkdtemp(prefix="ftops-demo-reports-"))
     say(f"starting Azurite, the hub/spoke emulator and the dev host{' (chaos)' if args.chaos else ''}; "
         f"logs in {log_dir}")
     started = time.monotonic()
     stack = LocalStack(chaos=args.chaos, log_dir=log_dir)
+    state = state_path()
     try:
-        # anything that prints on stdout while the stack runs lands on stderr: stdout is the result only
-        with stack, contextlib.redirect_stdout(sys.stderr):
-            deps = stack.deps()
-            stack.wait_for_api()
-            sources = drop_datasets(deps, drops)
-            finished = wait_until_done(stack, deps, sources, deadline=time.monotonic() + timeout)
-            result = collect(stack, deps)
+        with stack:
+            # anything that prints on stdout while the stack runs lands on stderr: stdout is the result only
+            with contextlib.redirect_stdout(sys.stderr):
+                deps = stack.deps()
+                stack.wait_for_api()
+                write_state(state, env=stack.env, api_url=stack.api_url, reports_dir=reports_dir)
+                say(f"console: {stack.api_url}/console/ (sign in as {DEMO_APPROVER} or another demo user of "
+                    "docs/operator-api.md); `ftops status` and `ftops report RUN_ID` find this stack while it runs")
+                sources = drop_datasets(deps, drops)
+                finished = wait_until_done(stack, deps, sources, deadline=time.monotonic() + timeout,
+                                           approve_here=not args.approve_in_console)
+                result = collect(stack, deps)
+                keep_reports(deps, result, reports_dir)
+            elapsed = time.monotonic() - started
+            _print_result(result, as_json=args.json)
+            if args.approve_in_console:
+                for r in result["runs"]:
+                    if r["state"].startswith("awaiting_approval:"):
+                        say(f"run {r['run_id']} waits for approval: {stack.api_url}/console/runs/{r['run_id']} "
+                            f"(sign in as {DEMO_APPROVER})")
+            if args.keep_running or args.approve_in_console:
+                say(f"the stack stays up: console {stack.api_url}/console/ ; Ctrl-C stops everything")
+                try:
+                    while True:
+                        stack.check_alive()
+                        time.sleep(1)
+                except KeyboardInterrupt:
+                    say("stopping the stack")
     except KeyboardInterrupt:
         say("interrupted; everything started was stopped")
         return 130
@@ -79,33 +112,47 @@ def run(args: argparse.Namespace) -> int:
         say(f"the local stack failed: {exc}")
         _tail(log_dir / "devhost.log")
         return 1
-    if args.json:
-        print(json.dumps(result, default=str))
-    else:
-        print(render(result))
-    elapsed = time.monotonic() - started
+    finally:
+        remove_state(state)
     if not finished:
         say(f"runs still not terminal after {timeout:.0f} s; dev host log: {log_dir / 'devhost.log'}")
         _tail(log_dir / "devhost.log")
         return 1
     say(f"done in {elapsed:.0f} s; every process started was stopped")
-    failed = unexpected_failures(result, sample=args.datasets is None)
+    failed = unexpected_failures(result, sample=args.datasets is None, waiting_ok=args.approve_in_console)
     if failed:
         say("failed unexpectedly: " + "; ".join(failed))
         return 1
     return 0
 
 
+def _print_result(result: dict[str, Any], *, as_json: bool) -> None:
+    print(json.dumps(result, default=str) if as_json else render(result), flush=True)
+
+
+def keep_reports(deps: Any, result: dict[str, Any], folder: Path) -> None:
+    """Every run's reports copied from the (in-memory) storage to disk before the stack goes, and where."""
+    from shared.cli.report import fetch
+    for r in result["runs"]:
+        written = fetch(deps, r["run_id"], folder)
+        r["reports_on_disk"] = [str(p) for p in written]
+        if written:
+            say(f"reports of run {r['run_id']}: {', '.join(str(p) for p in written if p.suffix == '.html')}")
+    say(f"reports kept in {folder}")
+
+
 # A verdict on the data or by a person is an answer, not a failure of the demo: exit 0 with the reason shown.
 VERDICTS = {"rejected", "evaluation_failed", "approval_denied", "cancelled", "retired"}
 
 
-def unexpected_failures(result: dict[str, Any], *, sample: bool) -> list[str]:
+def unexpected_failures(result: dict[str, Any], *, sample: bool, waiting_ok: bool = False) -> list[str]:
     """What makes the demo exit 1 although every run finished: a run that failed for a reason that is not
     a verdict (training, deployment), a dead-lettered message, or the sample not reaching prod."""
     failed = []
     for r in result["runs"]:
         if r["reached_end"] or (r["state"].partition(":")[0] in VERDICTS and not sample):
+            continue
+        if waiting_ok and r["state"].startswith("awaiting_approval:"):   # left to a person in the console
             continue
         failed.append(f"run {r['run_id']} ended {r['state']}: {r['reason'] or 'no reason recorded'}")
     failed += [f"dead letter on {x['queue']}: {x.get('reason')}" for x in result["dead_letters"]]
@@ -163,9 +210,10 @@ def drop_datasets(deps: Any, drops: list[tuple[str, list[tuple[str, Path]]]]) ->
 
 
 # --- waiting --------------------------------------------------------------------------------------------
-def wait_until_done(stack: Any, deps: Any, sources: set[str], *, deadline: float) -> bool:
+def wait_until_done(stack: Any, deps: Any, sources: set[str], *, deadline: float, approve_here: bool = True) -> bool:
     """Follow the runs (printing each transition), approve what waits for approval; True once every run
-    is terminal and every live deployment of a deployed run has been pinged."""
+    is terminal and every live deployment of a deployed run has been pinged. Without `approve_here`, a run
+    waiting for approval counts as settled: a person approves it in the console."""
     from shared import states
     progress = _Progress(deps)
     approved: set[tuple[str, str]] = set()
@@ -177,18 +225,19 @@ def wait_until_done(stack: Any, deps: Any, sources: set[str], *, deadline: float
         for run in runs:
             kind, env = states.split(run.state)
             # approve() is False when the API could not answer (the dev host restarting): look again next time
-            if kind == "awaiting_approval" and env and (run.run_id, env) not in approved \
+            if approve_here and kind == "awaiting_approval" and env and (run.run_id, env) not in approved \
                     and approve(stack, run.run_id, env):
                 approved.add((run.run_id, env))
-        if _done(runs, deployments, sources):
+        if _done(runs, deployments, sources, waiting_ok=not approve_here):
             return True
         if time.monotonic() > deadline:
             return False
         time.sleep(0.5)
 
 
-def _done(runs: list[Any], deployments: list[Any], sources: set[str]) -> bool:
-    if not sources <= {r.source for r in runs} or not all(r.terminal for r in runs):
+def _done(runs: list[Any], deployments: list[Any], sources: set[str], *, waiting_ok: bool = False) -> bool:
+    settled = [r.terminal or (waiting_ok and r.state.startswith("awaiting_approval:")) for r in runs]
+    if not sources <= {r.source for r in runs} or not all(settled):
         return False
     deployed = {r.run_id for r in runs if r.state.startswith("deployed:")}
     return all(d.last_ping for d in deployments if d.run_id in deployed and d.state == "active")

@@ -28,8 +28,9 @@ def _explain(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, UsageError):
         return str(exc), 2
     if isinstance(exc, ConfigError):
-        return (f"{exc} — the ftops command reads the app's settings from the environment "
-                "(see local.settings.sample.json and the README's Configuration table)"), 2
+        return (f"{exc} — the ftops command reads the app's settings from the environment, from --env-file / "
+                "FTOPS_ENV_FILE (`azd env get-values` output) or from the local stack of `ftops demo --keep-running`"
+                " (see local.settings.sample.json and the README's Configuration table)"), 2
     if isinstance(exc, RunNotFound):
         return f"{exc}; `ftops status` lists the runs", 2
     if isinstance(exc, json.JSONDecodeError):

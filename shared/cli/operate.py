@@ -92,8 +92,8 @@ def build(args: argparse.Namespace) -> m.CloudEvent:
 def run(args: argparse.Namespace, *, deps: Any = None, sleep: Callable[[float], None] = time.sleep) -> int:
     event = build(args)   # argument mistakes first: finding them needs no settings
     if deps is None:
-        from shared.bootstrap import get_deps
-        deps = get_deps()
+        from shared.cli.target import deps as target_deps
+        deps = target_deps(args)
     bus = args.command_name in BUS_COMMANDS
     expect = precheck(deps, event) if bus else None
     deps.publisher.send(deps.settings.commands_queue, event)
@@ -108,11 +108,14 @@ def run(args: argparse.Namespace, *, deps: Any = None, sleep: Callable[[float], 
 def run_api(args: argparse.Namespace, client: Any = None) -> int:
     """Exit 0 done, 1 refused (the API's reason on stderr), 2 not configured or unreachable."""
     from shared.cli.operator_client import ApiError, client_from_env
+    from shared.cli.target import NoTarget, apply
     from shared.config import ConfigError
     try:
+        if client is None:
+            apply(getattr(args, "env_file", None))
         client = client or client_from_env()
         answer = _call(client, args)
-    except ConfigError as exc:
+    except (ConfigError, NoTarget) as exc:
         print(f"ftops {args.command_name}: {exc}", file=sys.stderr)
         return 2
     except ApiError as exc:

@@ -56,8 +56,8 @@ def _dead_letters(deps: Any, run_id: str | None) -> list[dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shared.bootstrap import get_deps
-    view = collect(get_deps(), args.run_id)
+    from shared.cli.target import deps
+    view = collect(deps(args), args.run_id)
     if args.json:
         print(json.dumps(view, indent=2, default=str))
     elif args.run_id:

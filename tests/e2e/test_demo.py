@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -17,8 +18,11 @@ SAMPLE = ROOT / "samples" / "support-bot.jsonl"
 
 
 def ftops_demo(*args: str, timeout: float, logs: Path) -> tuple[dict[str, Any], str]:
-    proc = subprocess.run([sys.executable, "-m", "shared.cli", "demo", "--json", "--logs", str(logs), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    # its own state file: a demo elsewhere on this machine is not disturbed, nor does it disturb this one
+    env = {**os.environ, "FTOPS_LOCAL_STATE": str(logs.parent / "local-stack.json")}
+    proc = subprocess.run([sys.executable, "-m", "shared.cli", "demo", "--json", "--logs", str(logs),
+                           "--reports", str(logs.parent / "reports"), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, check=False, env=env)
     assert proc.returncode == 0, f"ftops demo exited {proc.returncode}:\n{proc.stderr[-6000:]}"
     assert_no_secret_in_logs(proc.stderr)
     try:
@@ -62,6 +66,12 @@ def test_demo_takes_the_sample_from_drop_to_prod(tmp_path: Path) -> None:
     # prod was opened by a signed-in person through the operator API, not by a message on a queue
     assert re.search(r"approved \S+ into prod through the operator API as Demo Operator \(6f1c2d3e-", progress)
     assert "approval.granted by Demo Operator <6f1c2d3e-0000-4000-8000-0000000000a1>" in progress
+    # the console's address while it ran; the reports kept on disk after the in-memory storage is gone
+    assert re.search(r"console: http://127\.0\.0\.1:\d+/api/console/", progress)
+    kept = {Path(p).name: Path(p) for p in run["reports_on_disk"]}
+    assert {"validation.html", "evaluation.html", "evaluation.json"} <= set(kept)
+    assert all(p.is_file() for p in kept.values()) and f"reports kept in {tmp_path / 'reports'}" in progress
+    assert not (tmp_path / "local-stack.json").exists()   # the state file goes with the stack
 
 
 def test_chaos_still_one_job_per_accepted_dataset_and_nothing_lost(tmp_path: Path) -> None:

@@ -175,6 +175,20 @@ def test_reads_show_the_run_with_its_audit_trail_to_readers_only(stack: Any) -> 
     assert status == 403
 
 
+def test_deployments_are_listed_with_their_cost_to_readers_only(stack: Any) -> None:
+    from shared.registry import DeploymentRecord
+    run_id = seed_run(stack)
+    stack.deps().registry.save_deployment(DeploymentRecord(
+        environment="prod", account="ftops-prod-eastus", deployment=run_id, region="eastus", subscription="s",
+        resource_group="rg", run_id=run_id, model=MODEL_A, sku="standard"))
+    status, listed = call(stack, "GET", "deployments", signed_in(stack, "demo-reader@contoso.example"))
+    [mine] = [d for d in listed["deployments"] if d["run_id"] == run_id]
+    assert status == 200 and mine["region"] == "eastus" and mine["per_day"] > 0 and mine["etag"] is None
+    assert listed["total_per_day"] >= mine["per_day"]
+    status, _ = call(stack, "GET", "deployments", token(stack, roles=[]))
+    assert status == 403
+
+
 def dead_letters(stack: Any, queue: str) -> list[dict[str, Any]]:
     from shared.cli.demo import dead_letters as all_letters
     return [m for m in all_letters(stack.env["AzureWebJobsStorage"]) if m["queue"] == queue]

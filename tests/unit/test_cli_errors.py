@@ -22,7 +22,9 @@ OPERATOR = ["approve r1 --env prod --ticket T-1", "reject r1 --env prod --reason
 
 
 def ftops(*argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    base = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")}
+    base = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"),
+            # a demo running on this machine must not become these commands' target
+            "FTOPS_LOCAL_STATE": str(ROOT / ".no-such-local-stack.json")}
     proc = subprocess.run([sys.executable, "-m", "shared.cli", *argv], cwd=ROOT, capture_output=True, text=True,
                           env={**base, **(env or {})}, timeout=120, check=False)
     return proc.returncode, proc.stdout, proc.stderr
@@ -35,7 +37,7 @@ def one_clear_line(code: int, err: str, *needles: str) -> None:
         assert needle in err, err
 
 
-@pytest.mark.parametrize("argv", ["status", "status r1", *BUS])
+@pytest.mark.parametrize("argv", ["status", "status r1", "report r1", *BUS])
 def test_every_command_without_settings_names_the_missing_setting(argv: str) -> None:
     code, out, err = ftops(*argv.split())
     one_clear_line(code, err, "DatasetStorage", "local.settings.sample.json")

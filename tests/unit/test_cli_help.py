@@ -6,7 +6,7 @@ import argparse
 import re
 from pathlib import Path
 
-from shared.cli import demo, operate, status, validate
+from shared.cli import demo, operate, report, status, validate
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
@@ -14,7 +14,7 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 def _commands() -> dict[str, argparse.ArgumentParser]:
     parser = argparse.ArgumentParser(prog="ftops")
     sub = parser.add_subparsers(dest="command")
-    for module in (validate, demo, status, operate):
+    for module in (validate, demo, status, report, operate):
         module.add_parser(sub)
     return dict(sub.choices)
 

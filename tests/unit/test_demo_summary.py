@@ -122,3 +122,11 @@ def test_status_totals_hosting_by_run_state_and_lists_dead_letters() -> None:
     assert [x["message_id"] for x in one["dead_letters"]] == ["m1"]   # only the run's
     text = render_run(one)
     assert "why:       approval: not convincing" in text and "it cannot be retrained" in text
+
+
+def test_a_run_left_for_a_person_to_approve_is_a_failure_only_when_the_demo_was_to_approve_it() -> None:
+    waiting = RunRecord(run_id="bot-0123456789", source="datasets/bot/run.json", state="awaiting_approval:prod",
+                        environments=ENVS, job_id="ftjob-1", evaluation={"passed": True})
+    assert unexpected_failures(result(waiting), sample=True, waiting_ok=True) == []
+    [failed] = unexpected_failures(result(waiting), sample=True)
+    assert "awaiting_approval:prod" in failed and "waiting for an approver of prod" in failed
