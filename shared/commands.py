@@ -26,7 +26,7 @@ def handle_command(event: CloudEvent, command: Any, deps: Any) -> None:
         "cancel": lambda: training.cancel_run(command, deps),
         "pause": lambda: training.pause_run(command, deps),
         "resume": lambda: training.resume_run(command, deps),
-        "retrain": lambda: training.retrain_run(command, deps),
+        "retrain": lambda: training.retrain_run(command, deps, message_id=event.id),
         "approve": lambda: deployment.approve(command, deps),
         "reject": lambda: deployment.reject(command, deps),
         "rollback": lambda: rollback.rollback(command, deps),

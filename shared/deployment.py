@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from shared import spokes, states
 from shared.events import advance, publish
 from shared.handling import PermanentError, retry_later
-from shared.messages import ApproveCommand, DeployRequest, RejectCommand, envelope
+from shared.messages import ApproveCommand, DeployRequest, RejectCommand, deploy_message_id, envelope
 from shared.registry import ConcurrencyError, DeploymentRecord, RunRecord, now_iso
 from shared.topology import Environment, Target, Topology, load_topology
 
@@ -62,7 +62,7 @@ def handle_deploy(request: DeployRequest, deps: Any) -> None:
     key = "deploy-" + hashlib.sha256(f"{run.run_id}|{env.name}|{model}".encode()).hexdigest()[:32]
     status, _ = deps.registry.claim(key, ttl_seconds=CLAIM_TTL_SECONDS)
     if status == "in_progress":
-        retry_later(deps, deps.settings.deploy_queue, request, f"deploy-{run.run_id}-{env.name}")
+        retry_later(deps, deps.settings.deploy_queue, request, deploy_message_id(run.run_id, env.name, model))
         return
     if status == "completed":
         return
@@ -291,9 +291,12 @@ def _promote(deps: Any, run: RunRecord, env: Environment, order: list[str], topo
 
 
 def _send_deploy(deps: Any, run_id: str, environment: str) -> None:
-    # A stable MessageId: Service Bus duplicate detection drops the resend after a crash.
+    # A MessageId stable per model: Service Bus duplicate detection drops the resend after a crash, while a
+    # retrain's next model is a new request.
+    run = deps.registry.get_run(run_id)
+    model = (run.chosen_model or run.fine_tuned_model) if run else None
     deps.publisher.send(deps.settings.deploy_queue, envelope(DeployRequest(run_id=run_id, environment=environment),
-                                                             message_id=f"deploy-{run_id}-{environment}"))
+                                                             message_id=deploy_message_id(run_id, environment, model)))
 
 
 # --- commands ------------------------------------------------------------------------------------------

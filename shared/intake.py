@@ -25,6 +25,7 @@ from shared.events import advance
 from shared.handling import PermanentError
 from shared.hub_api import surface
 from shared.messages import TrainRequest, envelope
+from shared.outbox import flush
 from shared.registry import RunRecord
 from shared.splitting import spool_files, upload_split
 
@@ -80,8 +81,12 @@ def start_run(blob_name: str, deps: Any, *, settings_override: dict[str, Any] | 
     run = deps.registry.create_run(RunRecord(run_id=run_id, source=f"{container}/{blob_name}"), actor=actor)
     if run is None:
         run = deps.registry.require_run(run_id)
+        if run.outbox:   # a first attempt died between a transition and its messages: send them
+            flush(deps, run_id, run.outbox)
         if run.state == states.ACCEPTED:   # crashed between "accepted" and the hand-off: hand off again
             _send_train(deps, run_id)
+        if run.state == states.REJECTED:   # recorded, but the move may not have finished: finish it
+            quarantine(deps, run_id, drop, {})
         if run.state not in (states.RECEIVED, states.VALIDATING):
             log.info("run %s already %s: duplicate event for %s", run_id, run.state, blob_name)
             return run_id
@@ -119,12 +124,15 @@ def _intake(run_id: str, drop: Drop, deps: Any, settings_override: dict[str, Any
             settings={**settings.model_dump(mode="json"), "deployment_name": settings.effective_deployment_name(drop.name)},
             owner=settings.owner, ticket=settings.ticket,
             environments=environments, dataset_hash=prepared.dataset_hash, data_files=prepared.data_files,
-            validation=_summary(report, prepared.counts))
-    _send_train(deps, run_id)
+            validation=_summary(report, prepared.counts), send=[(deps.settings.train_queue, _train_request(run_id))])
+
+
+def _train_request(run_id: str) -> Any:
+    return envelope(TrainRequest(run_id=run_id), message_id=f"train-{run_id}")
 
 
 def _send_train(deps: Any, run_id: str) -> None:
-    deps.publisher.send(deps.settings.train_queue, envelope(TrainRequest(run_id=run_id), message_id=f"train-{run_id}"))
+    deps.publisher.send(deps.settings.train_queue, _train_request(run_id))
 
 
 def _dataset_files(drop: Drop, deps: Any, problems: list[Any]) -> dict[str, str]:
@@ -163,25 +171,37 @@ def _write_reports(deps: Any, run_id: str, drop: Drop, report: Any) -> None:
 
 
 def _reject(deps: Any, run_id: str, drop: Drop, files: dict[str, str], report: Any) -> None:
-    moved = quarantine(deps, run_id, drop, files)
+    # recorded first, then moved: if the move fails, the retry finds the run rejected and its files still
+    # in datasets, and finishes the move (start_run); the other order left a run `validating` with no blob
+    planned = [f"{deps.settings.quarantine_container}/{run_id}/{name}" for name in _drop_blobs(deps, drop, files)]
     # where each is, so the run's error (status, the demo's table) points at the line to fix
     errors = [(f"{f.file + ' ' if f.file and len(files) > 1 else ''}line {f.line}: " if f.line else "") + f.message
               for f in report.errors[:5]]
     advance(deps, run_id, states.REJECTED, actor=ACTOR, validation=_summary(report, None),
-            detail={"errors": errors, "quarantine": moved,
+            detail={"errors": errors, "quarantine": planned,
                     "report": f"{deps.settings.reports_container}/{run_id}/validation.json"},
             error={"code": report.errors[0].code, "message": "; ".join(errors)})
+    quarantine(deps, run_id, drop, files)
+
+
+def _drop_blobs(deps: Any, drop: Drop, files: dict[str, str]) -> list[str]:
+    """The blobs of this drop: its data files and start blob; for a folder, what lies directly in it. A
+    nested folder is a drop of its own (its run.json starts it) and is left where it is."""
+    names = set(files.values()) | {drop.start_blob}
+    if drop.folder:
+        source = deps.blobs.get_container_client(deps.settings.datasets_container)
+        prefix = f"{drop.folder}/"
+        names |= {b.name for b in source.list_blobs(name_starts_with=prefix) if "/" not in b.name[len(prefix):]}
+    # the start blob last: while it is still there, a retry of its trigger comes back to finish the move
+    return sorted(names - {drop.start_blob}) + [drop.start_blob]
 
 
 def quarantine(deps: Any, run_id: str, drop: Drop, files: dict[str, str]) -> list[str]:
     """Move the drop's files to quarantine/<run_id>/: copy, verify, then delete — never lose data."""
     source = deps.blobs.get_container_client(deps.settings.datasets_container)
     target = deps.blobs.get_container_client(deps.settings.quarantine_container)
-    names = set(files.values()) | {drop.start_blob}
-    if drop.folder:
-        names |= {b.name for b in source.list_blobs(name_starts_with=f"{drop.folder}/")}
     moved = []
-    for name in sorted(names):
+    for name in _drop_blobs(deps, drop, files):
         src = source.get_blob_client(name)
         try:
             props = src.get_blob_properties()

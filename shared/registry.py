@@ -66,6 +66,7 @@ class RunRecord:
     chosen_model: str | None = None                          # what evaluation chose to deploy
     approvals: dict[str, dict[str, Any]] = field(default_factory=dict)  # environment → approval evidence
     error: dict[str, Any] | None = None
+    outbox: list[dict[str, Any]] = field(default_factory=list)  # messages written with a transition, not sent yet
     etag: str | None = None
 
     @property
@@ -136,7 +137,7 @@ def _from_entity(cls: type, entity: Any) -> Any:
 class Registry:
     def __init__(self, service: TableServiceClient, *, prefix: str = "") -> None:
         self._service = service
-        names = {n: f"{prefix}{n}" for n in ("runs", "deployments", "audit", "keys", "activejobs")}
+        names = {n: f"{prefix}{n}" for n in ("runs", "deployments", "audit", "keys", "activejobs", "outbox")}
         self._tables = {n: service.get_table_client(t) for n, t in names.items()}
 
     def ensure_tables(self) -> None:
@@ -193,13 +194,15 @@ class Registry:
             run = self.require_run(run_id)
             if from_states is not None and run.state not in from_states:
                 raise InvalidTransition(f"run {run_id}: is {run.state!r}, not one of {sorted(from_states)}")
-            if run.state == target and not updates:
+            if run.state == target and not set(updates) - {"outbox"}:
                 return run
             if run.state != target and not states.can_transition(run.state, target):
                 raise InvalidTransition(f"run {run_id}: cannot go from {run.state!r} to {target!r}")
             source_state = run.state
             run.state = target
             for key, value in updates.items():
+                if key == "outbox":   # appended, and only by the write that changes the state: a repeat adds nothing
+                    value = run.outbox + (list(value) if source_state != target else [])
                 setattr(run, key, value)
             try:
                 run = self.save_run(run)
@@ -223,6 +226,46 @@ class Registry:
 
     def tracked_jobs(self) -> list[tuple[str, str]]:
         return [(e["RowKey"], e["job_id"]) for e in self._tables["activejobs"].query_entities("PartitionKey eq 'job'")]
+
+    # --- the outbox: messages written with a transition, sent after it (shared.outbox) -----------------
+    def mark_outbox(self, run_id: str) -> None:
+        """Note, before a transition, that the run may hold unsent messages: a sweep finds them after a crash."""
+        self._tables["outbox"].upsert_entity({"PartitionKey": "run", "RowKey": run_id, "marked_at": now_iso()},
+                                             mode=UpdateMode.REPLACE)
+
+    def clear_outbox(self, run_id: str, sent: Collection[str], *, attempts: int = 5) -> None:
+        """Drop the messages `sent` (by id) from the run's outbox; the marker goes once the outbox is empty."""
+        for _ in range(attempts):
+            run = self.get_run(run_id)
+            if run is None:
+                break
+            left = [m for m in run.outbox if m.get("id") not in sent]
+            if len(left) != len(run.outbox):
+                run.outbox = left
+                try:
+                    self.save_run(run)
+                except ConcurrencyError:
+                    continue
+            if not left:
+                self.unmark_outbox("run", run_id)
+            return
+        raise ConcurrencyError(f"run {run_id}: too many concurrent updates while clearing its outbox")
+
+    def unmark_outbox(self, partition: str, row: str) -> None:
+        try:
+            self._tables["outbox"].delete_entity(partition, row)
+        except ResourceNotFoundError:
+            pass
+
+    def hold_event(self, event_id: str, queue: str, body: str) -> None:
+        """An event that is no transition (a healed deployment, a refused command), kept until it is sent."""
+        self._tables["outbox"].upsert_entity({"PartitionKey": "event", "RowKey": event_id, "queue": queue,
+                                              "body": body, "marked_at": now_iso()}, mode=UpdateMode.REPLACE)
+
+    def outbox_entries(self) -> list[dict[str, Any]]:
+        """Every marker and held event: {partition, row, marked_at, queue?, body?}."""
+        return [{"partition": e["PartitionKey"], "row": e["RowKey"], "marked_at": e.get("marked_at", ""),
+                 "queue": e.get("queue"), "body": e.get("body")} for e in self._tables["outbox"].list_entities()]
 
     # --- deployments --------------------------------------------------------------------------------
     def get_deployment(self, environment: str, account: str, deployment: str) -> DeploymentRecord | None:

@@ -29,7 +29,8 @@ from shared.evaluation.report import build_report, loss_rows, render_html, summa
 from shared.evaluation.runner import Candidate, ChatFn, openai_chat_fn, run_candidates
 from shared.events import advance
 from shared.handling import retry_later
-from shared.messages import DeployRequest, EvaluateRequest, envelope
+from shared.messages import DeployRequest, EvaluateRequest, deploy_message_id, envelope, evaluate_message_id
+from shared.outbox import flush
 from shared.registry import RunRecord
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def handle_evaluate(request: EvaluateRequest, deps: Any, *, chat: ChatFn | None 
     if status == "completed":
         return
     if status == "in_progress":
-        retry_later(deps, deps.settings.evaluate_queue, request, f"evaluate-{run.run_id}")
+        retry_later(deps, deps.settings.evaluate_queue, request, evaluate_message_id(run.run_id, run.job_id))
         return
     try:
         final = _evaluate(run, deps, chat)
@@ -79,10 +80,10 @@ def _evaluate(run: RunRecord, deps: Any, chat: ChatFn | None) -> str:
     if not report["passed"]:
         failed = ", ".join(report["failed_gates"])
         return _fail(deps, run, f"gates failed: {failed}", result)
-    run = advance(deps, run.run_id, states.EVALUATED, actor=ACTOR, evaluation=result,
-                  chosen_model=report["chosen"]["model"],
-                  detail={"chosen": report["chosen"]["model"], "scores": result["scores"], "report": paths["html"]})
-    _send_deploy(deps, run)
+    chosen = report["chosen"]["model"]
+    advance(deps, run.run_id, states.EVALUATED, actor=ACTOR, evaluation=result, chosen_model=chosen,
+            detail={"chosen": chosen, "scores": result["scores"], "report": paths["html"]},
+            send=[(deps.settings.deploy_queue, request)] if (request := _deploy_request(run, chosen)) else [])
     return states.EVALUATED
 
 
@@ -187,12 +188,21 @@ def _write_reports_minimal(deps: Any, run_id: str, reason: str) -> None:
                           f"<p>{escape(reason)}</p></body></html>", overwrite=True)
 
 
-def _send_deploy(deps: Any, run: RunRecord) -> None:
+def _deploy_request(run: RunRecord, model: str | None) -> Any:
+    """The first environment's deploy request, named by the model (a retrain's next model is new work)."""
     if not run.environments:
         log.warning("run %s passed evaluation but names no environment to deploy to", run.run_id)
-        return
+        return None
     env = run.environments[0]
-    deps.publisher.send(deps.settings.deploy_queue,
-                        envelope(DeployRequest(run_id=run.run_id, environment=env),
-                                 message_id=f"deploy-{run.run_id}-{env}"))
-    log.info("run %s: deploy request for %s sent", run.run_id, env)
+    return envelope(DeployRequest(run_id=run.run_id, environment=env),
+                    message_id=deploy_message_id(run.run_id, env, model))
+
+
+def _send_deploy(deps: Any, run: RunRecord) -> None:
+    if run.outbox:   # the transition's own messages, a crash kept from being sent
+        flush(deps, run.run_id, run.outbox)
+        return
+    request = _deploy_request(run, run.chosen_model or run.fine_tuned_model)
+    if request is not None:
+        deps.publisher.send(deps.settings.deploy_queue, request)
+        log.info("run %s: deploy request for %s sent", run.run_id, run.environments[0])

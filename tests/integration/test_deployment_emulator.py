@@ -16,7 +16,14 @@ import pytest
 from local.settings import HUB, hub_resource_id
 from shared import deployment, keepalive, rollback, states
 from shared.handling import PermanentError
-from shared.messages import ApproveCommand, DeployRequest, RejectCommand, RollbackCommand, RunCommand
+from shared.messages import (
+    ApproveCommand,
+    DeployRequest,
+    RejectCommand,
+    RollbackCommand,
+    RunCommand,
+    deploy_message_id,
+)
 from shared.registry import RunRecord
 
 pytestmark = pytest.mark.integration
@@ -111,7 +118,7 @@ def test_dev_same_name_in_both_regions_cross_subscription_then_test_queued(deps:
     sent = puts(emulator, name)
     assert {r["model_source"] for r in sent.values()} == {hub_resource_id()}   # the hub is in another subscription
     assert not any(r["has_aux"] for r in sent.values())
-    assert f"deploy-{run_id}-test" in queued(deps, deps.settings.deploy_queue)
+    assert deploy_message_id(run_id, "test", models[1]) in queued(deps, deps.settings.deploy_queue)
 
 
 def test_prod_cross_tenant_carries_source_account_and_auxiliary_token(deps: Any, emulator: Any,

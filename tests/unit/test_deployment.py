@@ -20,7 +20,14 @@ from shared import deployment, keepalive, rollback, spokes, states
 from shared.config import HubSettings, Settings
 from shared.costs import daily_hosting_cost
 from shared.handling import PermanentError
-from shared.messages import ApproveCommand, DeployRequest, RejectCommand, RollbackCommand, RunCommand
+from shared.messages import (
+    ApproveCommand,
+    DeployRequest,
+    RejectCommand,
+    RollbackCommand,
+    RunCommand,
+    deploy_message_id,
+)
 from shared.registry import (
     ConcurrencyError,
     DeploymentRecord,
@@ -218,7 +225,7 @@ def test_dev_deploys_both_regions_with_one_name_then_hands_off_to_test(world: An
     assert tags["run_id"] == "run-1" and tags["model_version"] == MODEL and tags["dataset_hash"] == "sha256:abc"
     slot = deps.registry.get_deployment("dev", DEV[1], "support-bot")
     assert slot and slot.model == MODEL and slot.region == "swedencentral" and slot.last_ping is None
-    assert deps.publisher.deploys() == ["deploy-run-1-test"]
+    assert deps.publisher.deploys() == [deploy_message_id("run-1", "test", MODEL)]
     assert "ftops.run.deployed" in deps.publisher.types()
     evidence = next(a for a in deps.registry.audits if a["to_state"] == "deployed:dev")["detail"]
     assert {t["account"] for t in evidence["targets"]} == set(DEV) and all(t["smoke"]["ok"] for t in evidence["targets"])
@@ -230,7 +237,7 @@ def test_a_copy_delivered_while_another_worker_deploys_comes_back_later_and_touc
     deps.registry.keys[f"deploy-{_key('run-1', 'dev', MODEL)}"] = "IN_PROGRESS"   # another worker holds it
     deployment.handle_deploy(DeployRequest(run_id="run-1", environment="dev"), deps)
     assert fake.puts == [] and deps.registry.runs["run-1"].state == "evaluated"
-    assert deps.publisher.deploys() == ["deploy-run-1-dev-w1"]
+    assert deps.publisher.deploys() == [deploy_message_id("run-1", "dev", MODEL) + "-w1"]
 
 
 def _key(run_id: str, env: str, model: str) -> str:
@@ -243,7 +250,7 @@ def test_test_environment_leads_to_awaiting_prod_approval(world: Any) -> None:
     add_run(deps)
     to_prod_gate(deps)
     assert deps.registry.runs["run-1"].state == "awaiting_approval:prod"
-    assert deps.publisher.deploys() == ["deploy-run-1-test"]   # nothing sent towards prod
+    assert deps.publisher.deploys() == [deploy_message_id("run-1", "test", MODEL)]   # nothing sent towards prod
     assert not [k for k in fake.served if k[0] in PROD]
 
 
@@ -301,7 +308,7 @@ def test_one_region_failing_rolls_the_environment_back(world: Any) -> None:
     assert fake.served[(DEV[0], "support-bot")]["tags"]["run_id"] == "run-0"
     assert all(deps.registry.get_deployment("dev", a, "support-bot").run_id == "run-0" for a in DEV)  # type: ignore[union-attr]
     assert "ftops.run.deployment_failed" in deps.publisher.types()
-    assert deps.publisher.deploys() == ["deploy-run-0-test"]
+    assert deps.publisher.deploys() == [deploy_message_id("run-0", "test", OLD)]
 
 
 def test_failure_where_nothing_was_deployed_before_deletes_the_new_deployment(world: Any) -> None:
@@ -333,7 +340,7 @@ def test_listed_approver_with_ticket_opens_prod(world: Any) -> None:
     to_prod_gate(deps)
     deployment.approve(ApproveCommand(run_id="run-1", environment="prod", approver=APPROVER, ticket="CHG-42"), deps)
     assert deps.registry.runs["run-1"].approvals["prod"]["ticket"] == "CHG-42"
-    assert deps.publisher.deploys()[-1] == "deploy-run-1-prod"
+    assert deps.publisher.deploys()[-1] == deploy_message_id("run-1", "prod", MODEL)
     deployment.handle_deploy(DeployRequest(run_id="run-1", environment="prod"), deps)
     assert deps.registry.runs["run-1"].state == "deployed:prod"
     assert fake.served[(PROD[1], "support-bot")]["tags"]["approval_ticket"] == "CHG-42"

@@ -1,0 +1,111 @@
+"""Crash points, against Azurite and the emulator: each handler runs once cleanly (counting its external
+effects), then once per effect with that effect failing — before it takes effect and after — and is then
+redelivered (a queue's retry, the blob trigger's retry, the next timer tick, with the outbox sweep a later
+tick runs). Every case must end where the clean run ended: the same state, one hub job, the same
+deployments, every event the clean run published, and nothing non-terminal without a retry on its way.
+
+One stack and one set of tables per handler; each case is its own run, so cases do not see each other.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared import outbox, states, training
+from shared.bus import decode_local
+from shared.deployment import handle_deploy
+from shared.intake import handle_blob_created
+from shared.messages import DeployRequest, TrainRequest, parse_message
+from shared.polling import poll_job, poll_tick
+from shared.registry import RunRecord
+from tests.integration.faults import Crash, Effects, Sent, faulty
+from tests.integration.test_training import finish_jobs, make_run
+
+pytestmark = pytest.mark.integration
+SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "support-bot.jsonl"
+REDELIVERIES = 4
+
+
+def cases(handler: Callable[[Any], Any], deps: Any) -> list[tuple[int, str]]:
+    """Every (effect, before|after) of one clean run of `handler` (which gets deps, returns nothing)."""
+    effects = Effects()
+    handler(faulty(deps, effects))
+    assert effects.seen, "the clean run had no external effect to fail"
+    return [(i, when) for i in range(len(effects.seen)) for when in ("before", "after")], effects.seen
+
+
+def crash_then_redeliver(deps: Any, handler: Callable[[Any], Any], at: int, when: str,
+                         redeliver: Callable[[Any], Any] | None = None) -> str:
+    """Run `handler` with effect `at` failing, then redeliver until it completes; returns what failed."""
+    effects = Effects(fail_at=at, when=when)
+    try:
+        handler(faulty(deps, effects))
+    except Crash:
+        pass
+    assert effects.fired, f"effect {at} was not reached this time"
+    for _ in range(REDELIVERIES):
+        try:
+            (redeliver or handler)(deps)
+            break
+        except Crash:   # pragma: no cover - the clean deps never crash
+            raise
+    outbox.sweep(deps, grace_seconds=0)   # the outbox sweep a later poll tick runs
+    return effects.fired
+
+
+def event_types(sent: Sent, run_id: str, topic: str) -> set[str]:
+    return {e.type for e in sent.about(run_id, topic)}
+
+
+def queued_ids(deps: Any, queue: str) -> list[str]:
+    client = deps.publisher.queue_client(queue)
+    return [json.loads(m.content)["message_id"] for m in client.peek_messages(max_messages=32)]
+
+
+@pytest.fixture
+def stack(make_deps: Any) -> Iterator[Any]:
+    deps = make_deps()
+    deps.publisher = Sent(deps.publisher)
+    yield deps
+
+
+# --- intake ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("good", [True, False], ids=["accepted", "rejected"])
+def test_intake_survives_a_crash_at_every_effect(stack: Any, good: bool) -> None:
+    deps = stack
+    body = SAMPLE.read_bytes()
+    if not good:
+        lines = body.splitlines()[:12]
+        lines[4] = b'{"messages": [{"role": "user"'
+        body = b"\n".join(lines) + b"\n"
+    datasets = deps.blobs.get_container_client(deps.settings.datasets_container)
+    topic = deps.settings.events_topic
+
+    def drop(name: str) -> Callable[[Any], Any]:
+        datasets.upload_blob(f"{name}.jsonl", body, overwrite=True)
+        return lambda d: handle_blob_created(f"{name}.jsonl", d)
+
+    clean = drop("clean")
+    points, seen = cases(clean, deps)
+    baseline = deps.registry.list_runs()[0]
+    expected = event_types(deps.publisher, baseline.run_id, topic)
+    assert baseline.state == (states.ACCEPTED if good else states.REJECTED)
+    for at, when in points:
+        name = f"case-{at}-{when}"
+        fired = crash_then_redeliver(deps, drop(name), at, when)
+        run = next(r for r in deps.registry.list_runs() if r.source.endswith(f"/{name}.jsonl"))
+        where = f"{fired} (effect {at} of {seen})"
+        assert run.state == baseline.state, where
+        assert event_types(deps.publisher, run.run_id, topic) >= expected, where
+        assert not run.outbox, where
+        if good:   # handed to training: exactly one request (the bus drops a repeated MessageId)
+            assert {e.id for e in deps.publisher.about(run.run_id, deps.settings.train_queue)} == {f"train-{run.run_id}"}, where
+        else:      # nothing left in datasets, all of it in quarantine
+            assert f"{name}.jsonl" not in {b.name for b in datasets.list_blobs()}, where
+            moved = deps.blobs.get_blob_client(deps.settings.quarantine_container, f"{run.run_id}/{name}.jsonl")
+            assert moved.download_blob().readall() == body, where
