@@ -43,7 +43,12 @@ class Effects:
         if hit and self.when == "before":
             self.fired = f"before {name}"
             raise Crash(self.fired)
-        result = fn(*args, **kwargs)
+        try:
+            result = fn(*args, **kwargs)
+        except Exception:
+            if hit:   # the effect failed by itself (e.g. appending to a blob not created yet): nothing to add
+                self.fired = f"{name} (failed on its own)"
+            raise
         if hit:
             self.fired = f"after {name}"
             raise Crash(self.fired)

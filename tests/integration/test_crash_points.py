@@ -15,16 +15,19 @@ from typing import Any
 
 import pytest
 
-from shared import outbox, states
+from shared import outbox, states, training
 from shared.intake import handle_blob_created
+from shared.messages import TrainRequest
+from shared.polling import poll_job, poll_tick
 from tests.integration.faults import Crash, Effects, Sent, faulty
+from tests.integration.test_training import make_run
 
 pytestmark = pytest.mark.integration
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "support-bot.jsonl"
 REDELIVERIES = 4
 
 
-def cases(handler: Callable[[Any], Any], deps: Any) -> list[tuple[int, str]]:
+def cases(handler: Callable[[Any], Any], deps: Any) -> tuple[list[tuple[int, str]], list[str]]:
     """Every (effect, before|after) of one clean run of `handler` (which gets deps, returns nothing)."""
     effects = Effects()
     handler(faulty(deps, effects))
@@ -36,11 +39,12 @@ def crash_then_redeliver(deps: Any, handler: Callable[[Any], Any], at: int, when
                          redeliver: Callable[[Any], Any] | None = None) -> str:
     """Run `handler` with effect `at` failing, then redeliver until it completes; returns what failed."""
     effects = Effects(fail_at=at, when=when)
+    result = None
     try:
-        handler(faulty(deps, effects))
+        result = handler(faulty(deps, effects))
     except Crash:
         pass
-    assert effects.fired, f"effect {at} was not reached this time"
+    assert effects.fired, f"effect {at} was not reached this time: {result}, {effects.seen}"
     for attempt in range(REDELIVERIES):
         try:
             (redeliver or handler)(deps)
@@ -103,3 +107,78 @@ def test_intake_survives_a_crash_at_every_effect(stack: Any, good: bool) -> None
             assert f"{name}.jsonl" not in {b.name for b in datasets.list_blobs()}, where
             moved = deps.blobs.get_blob_client(deps.settings.quarantine_container, f"{run.run_id}/{name}.jsonl")
             assert moved.download_blob().readall() == body, where
+
+
+def expire_claims(deps: Any) -> None:
+    """What time does to a crashed worker's claim (its TTL runs out), so the redelivery may take it over."""
+    from azure.data.tables import TableServiceClient, UpdateMode
+    table = TableServiceClient.from_connection_string(deps.settings.storage_connection).get_table_client(
+        f"{deps.settings.table_prefix}keys")
+    for entity in table.query_entities("status eq 'IN_PROGRESS'"):
+        entity["expires_at"] = "2000-01-01T00:00:00+00:00"
+        table.update_entity(entity, mode=UpdateMode.REPLACE)
+
+
+# --- train -----------------------------------------------------------------------------------------------
+def test_training_survives_a_crash_at_every_effect(stack: Any, emulator: Any) -> None:
+    deps = stack
+    emulator.control.reset()
+    emulator.control.config(file_processing=0)
+    topic = deps.settings.events_topic
+
+    def train(run_id: str) -> Callable[[Any], Any]:
+        return lambda d: training.handle_train(TrainRequest(run_id=run_id), d)
+
+    def redeliver(run_id: str) -> Callable[[Any], Any]:
+        def again(d: Any) -> None:
+            expire_claims(d)
+            training.handle_train(TrainRequest(run_id=run_id), d)
+        return again
+
+    clean = make_run(deps, train=10, validation=0)
+    points, seen = cases(train(clean), deps)
+    expected = event_types(deps.publisher, clean, topic)
+    assert deps.registry.require_run(clean).state == states.TRAINING
+    for at, when in points:
+        emulator.control.reset()   # a fresh hub: its job and file limits never come into it
+        emulator.control.config(file_processing=0)
+        run_id = make_run(deps, train=10, validation=0)
+        fired = crash_then_redeliver(deps, train(run_id), at, when, redeliver(run_id))
+        where = f"{fired} (effect {at} of {seen})"
+        run = deps.registry.require_run(run_id)
+        assert run.state == states.TRAINING and run.job_id, where
+        assert [j["id"] for j in emulator.control.state()["jobs"]] == [run.job_id], where   # one job
+        assert (run_id, run.job_id) in deps.registry.tracked_jobs(), where                 # and followed
+        assert event_types(deps.publisher, run_id, topic) >= expected and not run.outbox, where
+
+
+# --- poll ------------------------------------------------------------------------------------------------
+def test_polling_survives_a_crash_at_every_effect(stack: Any, emulator: Any) -> None:
+    deps = stack
+    topic = deps.settings.events_topic
+
+    def succeeded_job() -> tuple[str, str]:
+        emulator.control.reset()
+        emulator.control.config(file_processing=0)
+        run_id = make_run(deps, train=10, validation=0)
+        training.handle_train(TrainRequest(run_id=run_id), deps)
+        emulator.control.advance(120)
+        return run_id, deps.registry.require_run(run_id).job_id
+
+    def poll(run_id: str, job_id: str) -> Callable[[Any], Any]:
+        return lambda d: poll_job(d, training.Hub.from_deps(d), run_id, job_id)
+
+    clean = succeeded_job()
+    points, seen = cases(poll(*clean), deps)
+    expected = event_types(deps.publisher, clean[0], topic)
+    assert deps.registry.require_run(clean[0]).state == states.TRAINED
+    for at, when in points:
+        run_id, job_id = succeeded_job()
+        fired = crash_then_redeliver(deps, poll(run_id, job_id), at, when, lambda d: poll_tick(d))
+        where = f"{fired} (effect {at} of {seen})"
+        run = deps.registry.require_run(run_id)
+        assert run.state == states.TRAINED and run.fine_tuned_model, where
+        requests = deps.publisher.about(run_id, deps.settings.evaluate_queue)
+        assert len({e.id for e in requests}) == 1, where      # one evaluation request (repeats share its id)
+        assert event_types(deps.publisher, run_id, topic) >= expected and not run.outbox, where
+        assert run_id not in dict(deps.registry.tracked_jobs()), where
