@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from shared import outbox, states, training
+from shared.deployment import handle_deploy
 from shared.intake import handle_blob_created
-from shared.messages import TrainRequest
+from shared.messages import DeployRequest, TrainRequest
 from shared.polling import poll_job, poll_tick
 from tests.integration.faults import Crash, Effects, Sent, faulty
 from tests.integration.test_training import make_run
@@ -182,3 +183,52 @@ def test_polling_survives_a_crash_at_every_effect(stack: Any, emulator: Any) -> 
         assert len({e.id for e in requests}) == 1, where      # one evaluation request (repeats share its id)
         assert event_types(deps.publisher, run_id, topic) >= expected and not run.outbox, where
         assert run_id not in dict(deps.registry.tracked_jobs()), where
+
+
+# --- deploy ----------------------------------------------------------------------------------------------
+@pytest.fixture
+def instant_deployments(emulator: Any) -> Iterator[None]:
+    """Deployments provisioned at once: the number of cases, not ARM's pace, sets the test's time."""
+    emulator.control.config(deployment=0)
+    yield
+    emulator.control.config(deployment=0.5)
+
+
+def test_deploying_survives_a_crash_at_every_effect(stack: Any, emulator: Any, instant_deployments: None) -> None:
+    from tests.integration.test_deployment_emulator import DEV, _train, add_run, served
+    deps = stack
+    model = _train(emulator, "crash")
+    topic = deps.settings.events_topic
+
+    def deploy(run_id: str) -> Callable[[Any], Any]:
+        return lambda d: handle_deploy(DeployRequest(run_id=run_id, environment="dev"), d)
+
+    def redeliver(run_id: str) -> Callable[[Any], Any]:
+        def again(d: Any) -> None:
+            expire_claims(d)
+            handle_deploy(DeployRequest(run_id=run_id, environment="dev"), d)
+        return again
+
+    def clear(name: str) -> None:   # a spoke holds five fine-tuned deployments: make room for the next case
+        for account in DEV:
+            emulator.control.vanish(account, name)
+
+    clean = add_run(deps, model, name="cp-clean")
+    points, seen = cases(deploy(clean), deps)
+    expected = event_types(deps.publisher, clean, topic)
+    assert deps.registry.require_run(clean).state == states.deployed("dev")
+    clear("cp-clean")
+    for at, when in points:
+        name = f"cp-{at}-{when}"
+        run_id = add_run(deps, model, name=name)
+        fired = crash_then_redeliver(deps, deploy(run_id), at, when, redeliver(run_id))
+        where = f"{fired} (effect {at} of {seen})"
+        run = deps.registry.require_run(run_id)
+        assert run.state == states.deployed("dev"), where
+        on_spokes = served(emulator, name)
+        assert set(on_spokes) == set(DEV) and {d["model"] for d in on_spokes.values()} == {model}, where
+        slots = deps.registry.list_deployments(run_id=run_id, state="active")
+        assert sorted(s.account for s in slots) == sorted(DEV), where
+        assert len({e.id for e in deps.publisher.about(run_id, deps.settings.deploy_queue)}) == 1, where   # → test
+        assert event_types(deps.publisher, run_id, topic) >= expected and not run.outbox, where
+        clear(name)
