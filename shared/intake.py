@@ -26,7 +26,7 @@ from shared.handling import PermanentError
 from shared.hub_api import surface
 from shared.messages import TrainRequest, envelope
 from shared.outbox import flush
-from shared.registry import RunRecord
+from shared.registry import RunRecord, StorageRefused
 from shared.splitting import spool_files, upload_split
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,13 @@ def start_run(blob_name: str, deps: Any, *, settings_override: dict[str, Any] | 
         if run.state not in (states.RECEIVED, states.VALIDATING):
             log.info("run %s already %s: duplicate event for %s", run_id, run.state, blob_name)
             return run_id
-    _intake(run_id, drop, deps, settings_override)
+    try:
+        _intake(run_id, drop, deps, settings_override)
+    except StorageRefused as exc:   # permanent: retrying would re-validate the whole drop to be refused again
+        log.error("run %s: the registry refused a write (%s); ending the run as rejected", run_id, exc)
+        advance(deps, run_id, states.REJECTED, actor=ACTOR, from_states={states.RECEIVED, states.VALIDATING},
+                detail={"errors": [str(exc)]}, error={"code": "registry_refused", "message": str(exc)[:500]})
+        quarantine(deps, run_id, drop, {})
     return run_id
 
 

@@ -19,7 +19,8 @@ from shared.messages import CloudEvent
 
 log = logging.getLogger(__name__)
 
-INLINE_LIMIT = 16_000     # characters of one message kept in the run entity (a property holds 32K); more → blob
+INLINE_LIMIT = 5_000      # characters of one message kept in the run entity (its outbox property holds 30K); more → blob
+HELD_LIMIT = 30_000       # characters of a held event (outbox table property)
 SWEEP_GRACE_SECONDS = 60  # a marker younger than this may belong to a transition still being written
 
 
@@ -49,8 +50,13 @@ def flush(deps: Any, run_id: str, outbox: list[dict[str, Any]]) -> None:
 
 def send_held(deps: Any, queue: str, event: CloudEvent) -> None:
     """An event that is no transition: held in the outbox table, sent, released."""
-    deps.registry.hold_event(event.id, queue, event.to_json())
+    body = event.to_json()
+    held = len(body) <= HELD_LIMIT   # a property holds 32K characters; a larger event is only sent
+    if held:
+        deps.registry.hold_event(event.id, queue, body)
     deps.publisher.send(queue, event)
+    if not held:
+        return
     deps.registry.unmark_outbox("event", event.id)
 
 

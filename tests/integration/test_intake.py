@@ -129,3 +129,31 @@ def test_a_train_command_starts_a_run_with_its_settings(make_deps):
     [run] = deps.registry.list_runs()
     assert run.state == "accepted" and (run.settings["suffix"], run.owner) == ("cmd", "ci@contoso.example")
     assert deps.registry.audit_trail(run.run_id)[0]["actor"] == "mlops-portal"
+
+
+def test_an_owner_of_40000_characters_is_stored_bounded_not_retried_forever(make_deps):
+    deps = make_deps()
+    owner = "o" * 40_000
+    drop(deps, "huge/train.jsonl", SAMPLE.read_bytes())
+    drop(deps, "huge/run.json", json.dumps({"owner": owner}).encode())
+    run_id = handle_blob_created("huge/run.json", deps)   # a Table property holds 32K characters: no 400
+    run = deps.registry.require_run(run_id)
+    assert run.state == "accepted"
+    assert run.owner.startswith("o" * 1000) and run.owner.endswith("[truncated: 40,000 chars in all]")
+    assert len(run.owner) < 32_000 and run.settings["owner"].endswith("chars in all]")
+    assert [a["to_state"] for a in deps.registry.audit_trail(run_id)] == ["received", "validating", "accepted"]
+
+
+def test_a_rejected_folder_leaves_a_nested_folders_drop_where_it_is(make_deps):
+    deps = make_deps()
+    drop(deps, "outer/train.jsonl", b"not json\n" * 12)
+    drop(deps, "outer/inner/train.jsonl", SAMPLE.read_bytes())
+    drop(deps, "outer/inner/run.json", b"{}")
+    drop(deps, "outer/run.json", b"{}")
+    run_id = handle_blob_created("outer/run.json", deps)
+    assert deps.registry.require_run(run_id).state == "rejected"
+    left = blob_names(deps, deps.settings.datasets_container)
+    assert left == {"outer/inner/train.jsonl", "outer/inner/run.json"}
+    assert {f"{run_id}/outer/train.jsonl", f"{run_id}/outer/run.json"} <= blob_names(deps, deps.settings.quarantine_container)
+    inner = handle_blob_created("outer/inner/run.json", deps)             # the nested drop still runs
+    assert deps.registry.require_run(inner).state == "accepted"
