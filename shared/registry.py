@@ -122,9 +122,9 @@ def bounded(text: str, limit: int = PROPERTY_CHARS) -> str:
     """`text` if it fits a property, else its start and a marker saying how much was cut."""
     if len(text.encode("utf-16-le")) // 2 <= limit:
         return text
-    keep = max(0, limit - 64)
-    while len(text[:keep].encode("utf-16-le")) // 2 > keep:   # characters outside the BMP take two units
-        keep -= 64
+    room = keep = max(0, limit - 64)
+    while (units := len(text[:keep].encode("utf-16-le")) // 2) > room:   # outside the BMP: two units each
+        keep -= units - room
     return f"{text[:keep]}…[truncated: {len(text):,} chars in all]"
 
 
