@@ -4,7 +4,7 @@ import os
 
 import azure.functions as func
 
-from functions import commands, deployment, evaluation, intake, keepalive, polling, training
+from functions import commands, deployment, evaluation, intake, keepalive, operator, polling, training
 
 if os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
     from azure.monitor.opentelemetry import configure_azure_monitor
@@ -12,5 +12,5 @@ if os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
 logging.getLogger("azure").setLevel(logging.WARNING)  # the SDKs' request logs would drown the app's own
 
 app = func.FunctionApp()
-for stage in (intake, training, polling, evaluation, deployment, keepalive, commands):
+for stage in (intake, training, polling, evaluation, deployment, keepalive, commands, operator):
     app.register_functions(stage.bp)

@@ -68,7 +68,7 @@ def build(server: Any, accounts: list[dict[str, str]], *, concurrency: int = 16)
     """Deps against `server` for a topology of one environment holding `accounts`."""
     topology = {"environments": [{"name": "bench", "requires_approval": False, "targets": [
         {"subscription": a["subscription"], "resource_group": a["resource_group"], "account": a["name"],
-         "region": a["region"], "tenant": a["tenant"], "sku": "Standard", "capacity": 1} for a in accounts]}]}
+         "region": a["region"], "tenant": a["tenant"], "sku": "GlobalStandard", "capacity": 1} for a in accounts]}]}
     hub_id = (f"/subscriptions/{HUB['subscription']}/resourceGroups/{HUB['resource_group']}"
               f"/providers/Microsoft.CognitiveServices/accounts/{HUB['name']}")
     settings = Settings(storage_connection="unused", blob_service_uri=None, queue_service_uri=None,

@@ -54,7 +54,7 @@ def _active_jobs(deps: Any, count: int) -> None:
     file_id = client.files.create(file=("bench.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode()),
                                   purpose="fine-tune").id
     for i in range(count):
-        job = client.fine_tuning.jobs.create(model="gpt-4.1-mini", training_file=file_id, seed=i)
+        job = client.fine_tuning.jobs.create(model="gpt-4.1-mini-2025-04-14", training_file=file_id, seed=i)
         run_id = f"active-{i:02d}"
         deps.registry.create_run(RunRecord(run_id=run_id, source="bench", state=states.ACCEPTED), actor="bench")
         deps.registry.transition(run_id, states.UPLOADING, actor="bench")

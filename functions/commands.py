@@ -1,4 +1,5 @@
-"""Service Bus trigger: commands from other systems (train, cancel, pause, resume, retrain, approve, …)."""
+"""Service Bus trigger: commands from other systems (train, cancel, pause, resume, retrain); operator actions
+(approve, reject, rollback, retire) are dead-lettered here: they go through the operator API."""
 import azure.functions as func
 from azurefunctions.extensions.bindings import servicebus
 

@@ -32,13 +32,16 @@ param maximumInstanceCount int = 40
 param pythonVersion string = '3.13'
 
 @description('Base model of a run whose run.json names none')
-param defaultBaseModel string = 'gpt-4.1-mini'
+param defaultBaseModel string = 'gpt-4.1-mini-2025-04-14'
 
 @description('NCRONTAB (UTC) of the poll timer')
 param pollSchedule string = '0 */2 * * * *'
 
 @description('NCRONTAB (UTC) of the keep-alive timer: well inside the 15-day inactivity limit')
 param keepaliveSchedule string = '0 0 3 * * *'
+
+@description('The operator API app registration: its client id (the aud of v2.0 tokens). Empty: the operator API answers 503 until set (docs/operator-api.md)')
+param operatorApiAudience string = ''
 
 // The spokes file the app reads (SPOKES_CONFIG) and the role assignments below both come from here.
 var spokes = loadJsonContent('spokes.json')
@@ -234,6 +237,9 @@ var appSettings = {
   SMOKE_TIMEOUT_SECONDS: '300'
   RESULTS_WAIT_SECONDS: '900'
   HOSTING_PRICES: ''
+  OPERATOR_TENANT_ID: tenantId
+  OPERATOR_API_AUDIENCE: operatorApiAudience
+  OPERATOR_AUTHORITY: environment().authentication.loginEndpoint
 }
 
 module app 'modules/app.bicep' = {

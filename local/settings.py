@@ -5,10 +5,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from local.emulator.identity import API_CLIENT_ID, DEMO_TENANT
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_SPOKES = ROOT / "local" / "spokes.demo.json"
 HUB = {"name": "ftops-hub", "subscription": "00000000-0000-0000-0000-00000000hub0",
-       "resource_group": "rg-ftops-hub", "region": "swedencentral", "tenant": "tenant-contoso", "role": "hub"}
+       "resource_group": "rg-ftops-hub", "region": "swedencentral", "tenant": "tenant-contoso", "role": "hub",
+       # RBAC on the hub: the function app's own identity; emulator_topology adds the spokes' credentials
+       "contributors": ["app"]}
 
 
 def hub_resource_id(hub: dict[str, str] = HUB) -> str:
@@ -19,7 +23,10 @@ def hub_resource_id(hub: dict[str, str] = HUB) -> str:
 def emulator_topology(spokes_path: Path = DEMO_SPOKES, hub: dict[str, str] = HUB) -> dict[str, Any]:
     """The emulator's accounts: the hub plus every spoke target the spokes configuration names."""
     config = json.loads(Path(spokes_path).read_text())
-    accounts = [dict(hub)]
+    # as an operator grants them: every spoke credential the configuration names has a role on the hub too
+    granted = [t["credential"]["client_id"] for env in config["environments"] for t in env["targets"]
+               if "credential" in t]
+    accounts = [{**hub, "contributors": [*hub.get("contributors", ["app"]), *granted]}]
     for env in config["environments"]:
         for t in env["targets"]:
             accounts.append({"name": t["account"], "subscription": t["subscription"],
@@ -53,6 +60,10 @@ def local_env(*, storage_connection: str, emulator_url: str, ca_file: str, spoke
         "POLL_SCHEDULE": "*/2 * * * * *",
         "KEEPALIVE_SCHEDULE": "*/5 * * * * *",
         "INTAKE_WAIT_SECONDS": "10",
+        # the operator API accepts tokens the emulator issues as the demo tenant's identity provider
+        "OPERATOR_TENANT_ID": DEMO_TENANT,
+        "OPERATOR_API_AUDIENCE": API_CLIENT_ID,
+        "OPERATOR_AUTHORITY": emulator_url,
     }
     env.update(overrides)
     return env

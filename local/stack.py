@@ -10,12 +10,14 @@ import json
 import logging
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
@@ -53,6 +55,7 @@ class LocalStack:
         self.emulator_url = ""
         self.emulator_ca = ""
         self.env: dict[str, str] = {}
+        self.http_port = _free_port()      # the dev host serves the app's HTTP triggers here (kept over restarts)
         self.devhost_restarts = 0
         self.devhost_error: str | None = None
         self._emulator: subprocess.Popen[bytes] | None = None
@@ -125,6 +128,26 @@ class LocalStack:
                              f"log: {self.log_dir / 'emulator.log'}")
 
     @property
+    def api_url(self) -> str:
+        """The operator API as the dev host serves it (`func start` would say http://localhost:7071/api)."""
+        return f"http://127.0.0.1:{self.http_port}/api"
+
+    def wait_for_api(self, timeout: float = 30.0) -> None:
+        """Block until the dev host answers HTTP (it imports the app first)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_alive()
+            try:
+                urllib.request.urlopen(f"{self.api_url}/", timeout=2)
+                return
+            except urllib.error.HTTPError:
+                return          # it answered (404: no function there, so nothing is audited): it is up
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise StackError(f"the dev host did not serve HTTP in {timeout:.0f} s; log: {self.devhost_log}")
+                time.sleep(0.2)
+
+    @property
     def devhost_log(self) -> Path:
         return self.log_dir / "devhost.log"
 
@@ -161,7 +184,8 @@ class LocalStack:
 
     # --- dev host -----------------------------------------------------------------------------------------
     def _start_devhost(self, *, first: bool) -> None:
-        args = [sys.executable, "-m", "local.devhost", "--parent-pid", str(os.getpid()), *self.devhost_args]
+        args = [sys.executable, "-m", "local.devhost", "--parent-pid", str(os.getpid()),
+                "--http-port", str(self.http_port), *self.devhost_args]
         if self.tick_scale:
             args += ["--tick-scale", str(self.tick_scale)]
         if self.chaos:
@@ -195,6 +219,12 @@ class LocalStack:
             self.devhost_restarts += 1
             if not self._stopping.is_set():
                 self._start_devhost(first=False)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _terminate(proc: subprocess.Popen[bytes] | None, name: str, timeout: float = 15.0) -> None:

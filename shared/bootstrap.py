@@ -114,6 +114,9 @@ def build_deps(settings: Settings) -> Deps:
     from azure.storage.blob import BlobServiceClient
 
     credential = functools.partial(_credential, settings.credential)
+    if settings.spokes_config:   # at start-up: a spoke that cannot host the models stops the app, named
+        from shared.topology import load_topology
+        load_topology(settings)
     if settings.storage_connection:
         blobs = BlobServiceClient.from_connection_string(settings.storage_connection)
         tables = TableServiceClient.from_connection_string(settings.storage_connection)

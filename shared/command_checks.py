@@ -39,6 +39,9 @@ def check_job_action(run: RunRecord, action: str, hub_api: HubSurface) -> None:
 def retrain_settings(run: RunRecord, changes: dict[str, Any]) -> tuple[RunSettings, bool]:
     """The run's settings with the changes, and whether a retrain is needed (False: the same retrain is
     already under way). Raises when the settings are invalid or the state does not allow a retrain."""
+    if "owner" in changes and changes["owner"] != (run.settings or {}).get("owner"):
+        # the owner is who four eyes are checked against: a command must not swap it for the approver
+        raise PermanentError(f"run {run.run_id}: retrain cannot change the owner; drop a new run instead")
     try:
         settings = parse_run_settings({**run.settings, **changes}, source=f"retrain {run.run_id}")
     except RunSettingsError as exc:

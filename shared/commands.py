@@ -1,7 +1,9 @@
 """Commands from other systems (queue ftops-commands): route each to the stage that owns it.
 
-Who may send commands is Azure RBAC on the queue; approvals are checked further (listed approver, four
-eyes, ticket) by the deployment stage.
+Who may send commands is Azure RBAC on the queue, and a message cannot prove who wrote it: so the queue
+takes train, retrain, cancel, pause and resume only. Approve, reject, rollback and retire are operator
+actions with a verified identity (the operator API, shared.operator_api); on this queue they are
+dead-lettered with that reason and recorded in the run's audit trail with what the message claimed.
 """
 from __future__ import annotations
 
@@ -9,17 +11,24 @@ import logging
 from typing import Any
 
 from shared.command_checks import dataset_blob_name
-from shared.handling import PERMANENT
+from shared.handling import PERMANENT, PermanentError
 from shared.messages import CloudEvent, command_name
 from shared.registry import RunNotFound
 
 log = logging.getLogger(__name__)
+OPERATOR_ACTIONS = ("approve", "reject", "rollback", "retire")
+
+
+class OperatorActionNotAccepted(PermanentError):
+    """An operator action arrived on the commands queue, where nobody's identity can be verified."""
 
 
 def handle_command(event: CloudEvent, command: Any, deps: Any) -> None:
-    from shared import deployment, intake, rollback, training
+    from shared import intake, training
     name = command_name(event)
     log.info("command %s (message %s) for %s", name, event.id, event.subject or getattr(command, "blob", "?"))
+    if name in OPERATOR_ACTIONS:
+        _refuse_operator_action(event, command, deps, name)
     routes = {
         "train": lambda: intake.start_run(dataset_blob_name(deps, command.blob), deps, settings_override=command.settings,
                                           actor=command.requested_by or "ftops.commands"),
@@ -27,16 +36,27 @@ def handle_command(event: CloudEvent, command: Any, deps: Any) -> None:
         "pause": lambda: training.pause_run(command, deps),
         "resume": lambda: training.resume_run(command, deps),
         "retrain": lambda: training.retrain_run(command, deps, message_id=event.id),
-        "approve": lambda: deployment.approve(command, deps),
-        "reject": lambda: deployment.reject(command, deps),
-        "rollback": lambda: rollback.rollback(command, deps),
-        "retire": lambda: rollback.retire(command, deps),
     }
     try:
         routes[name]()   # parse_message only lets known command types through
     except PERMANENT as exc:
         record_dead_letter(deps, event, name, command, exc)
         raise   # settle dead-letters it with the same reason
+
+
+def _refuse_operator_action(event: CloudEvent, command: Any, deps: Any, name: str) -> None:
+    claimed = getattr(command, "approver", None) or getattr(command, "requested_by", None)
+    reason = (f"{name} is not accepted on the commands queue: a message cannot prove who sent it. Use the "
+              f"operator API (`ftops {name}`, signed in with Entra ID)")
+    run_id = getattr(command, "run_id", None) or event.subject or "_operator"   # the API's partition for runless
+    deps.registry.audit(run_id, f"{name}.refused", actor=f"unverified: {claimed or 'unnamed sender'}",
+                        detail={"reason": reason, "channel": "servicebus", "message_id": event.id,
+                                "claimed_sender": claimed, "environment": getattr(command, "environment", None)})
+    from shared.events import publish  # other systems hear of it, as of any refused command
+    publish(deps, run_id, "command_deadlettered", {"command": name, "message_id": event.id, "run_id": run_id,
+                                                   "reason": "OperatorActionNotAccepted", "description": reason,
+                                                   "requested_by": claimed})
+    raise OperatorActionNotAccepted(reason)
 
 
 COMMANDS_PARTITION = "_commands"   # the audit trail of commands that name no run the registry has

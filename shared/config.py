@@ -11,6 +11,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shared.access import AccessSettings
 
 
 class ConfigError(ValueError):
@@ -60,7 +64,7 @@ class Settings:
     events_topic: str = "ftops-events"
     table_prefix: str = ""
     spokes_config: str | None = None         # path to, or inline JSON of, the environments and their spokes
-    default_base_model: str = "gpt-4.1-mini"
+    default_base_model: str = "gpt-4.1-mini-2025-04-14"
     intake_wait_seconds: float = 60.0        # a folder's run.json waits this long for the files it names
     hub_file_retention: str = "delete"       # "delete" | "keep": hub files once the job is terminal
     poll_concurrency: int = 8                # hub calls one poll tick keeps in flight at most
@@ -69,6 +73,18 @@ class Settings:
     smoke_timeout_seconds: float = 300.0     # patience for a new deployment's first answer (capacity 1 is slow)
     hosting_prices: str | None = None        # JSON {base model or sku: USD per hour}, over shared.models' estimates
     results_wait_seconds: float = 900.0      # a succeeded job's results file: wait this long, then go on without
+    operator_tenant_id: str | None = None    # the Entra ID tenant whose tokens the operator API accepts
+    operator_api_audience: str | None = None # the operator API's client id / App ID URI (comma-separated)
+    operator_authority: str = "https://login.microsoftonline.com"   # locally: the emulator
+
+    def access_settings(self) -> AccessSettings:
+        """What the operator API verifies tokens against; ConfigError if the API is not configured."""
+        from shared.access import AccessSettings
+        if not self.operator_tenant_id or not self.operator_api_audience:
+            raise ConfigError("OPERATOR_TENANT_ID and OPERATOR_API_AUDIENCE must be set for the operator API")
+        audiences = tuple(a.strip() for a in self.operator_api_audience.split(",") if a.strip())
+        return AccessSettings(tenant=self.operator_tenant_id, audiences=audiences,
+                              authority=self.operator_authority, ca_bundle=self.ca_bundle)
 
     @staticmethod
     def from_env(env: Mapping[str, str] | None = None) -> Settings:
@@ -118,7 +134,7 @@ class Settings:
             events_topic=env.get("EVENTS_TOPIC", "ftops-events"),
             table_prefix=env.get("FTOPS_TABLE_PREFIX", ""),
             spokes_config=env.get("SPOKES_CONFIG") or None,
-            default_base_model=env.get("DEFAULT_BASE_MODEL", "gpt-4.1-mini"),
+            default_base_model=env.get("DEFAULT_BASE_MODEL", "gpt-4.1-mini-2025-04-14"),
             intake_wait_seconds=_float(env, "INTAKE_WAIT_SECONDS", 60.0),
             hub_file_retention=env.get("HUB_FILE_RETENTION", "delete"),
             poll_concurrency=max(1, int(_float(env, "POLL_CONCURRENCY", 8))),
@@ -127,6 +143,9 @@ class Settings:
             smoke_timeout_seconds=_float(env, "SMOKE_TIMEOUT_SECONDS", 300.0),
             hosting_prices=env.get("HOSTING_PRICES") or None,
             results_wait_seconds=max(0.0, _float(env, "RESULTS_WAIT_SECONDS", 900.0)),
+            operator_tenant_id=env.get("OPERATOR_TENANT_ID") or None,
+            operator_api_audience=env.get("OPERATOR_API_AUDIENCE") or None,
+            operator_authority=(env.get("OPERATOR_AUTHORITY") or "https://login.microsoftonline.com").rstrip("/"),
         )
 
     def load_spokes_json(self) -> dict:

@@ -1,4 +1,5 @@
-"""The deploy stage and the approval gate around it: approve, reject (rollback and retire: shared.rollback).
+"""The deploy stage and the approval gate in front of gated environments (approve and reject:
+shared.approvals; rollback and retire: shared.rollback).
 
 An environment is deployed as a unit: every target in parallel, each waited for and smoke-tested; if one
 fails, the targets already changed go back to what they had, so an environment is never left half-done.
@@ -15,11 +16,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from shared import spokes, states
-from shared.events import advance, publish
+from shared.approvals import approval_problem, owner_of, send_deploy
+from shared.events import advance
 from shared.handling import PermanentError, retry_later
-from shared.messages import ApproveCommand, DeployRequest, RejectCommand, deploy_message_id, envelope
-from shared.registry import ConcurrencyError, DeploymentRecord, RunRecord, now_iso
-from shared.topology import Environment, Target, Topology, load_topology
+from shared.messages import DeployRequest, deploy_message_id
+from shared.registry import ConcurrencyError, DeploymentRecord, RunRecord
+from shared.topology import Environment, Target, Topology, load_topology, target_problem
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +55,11 @@ def handle_deploy(request: DeployRequest, deps: Any) -> None:
     if _already_done(deps, run, env, order, topology):
         return
     _check_entry(run, env, order)
-    if env.requires_approval:   # checked here too, so no path (a forged message, a replay) skips the gate
-        _require_approval(deps, run, env)
     model = run.chosen_model or run.fine_tuned_model
     if not model:
         raise PermanentError(f"run {run.run_id}: no chosen_model or fine_tuned_model to deploy")
+    if env.requires_approval:   # checked here, so no path (a forged message, a replay) skips the gate
+        _require_approval(deps, run, env, model)
     # One worker per run × environment × model: a duplicate delivery must not deploy (and roll back) twice.
     key = "deploy-" + hashlib.sha256(f"{run.run_id}|{env.name}|{model}".encode()).hexdigest()[:32]
     status, _ = deps.registry.claim(key, ttl_seconds=CLAIM_TTL_SECONDS)
@@ -81,9 +83,23 @@ def _deploy_environment(deps: Any, run: RunRecord, env: Environment, order: list
                   detail={"environment": env.name, "model": model, "deployment": name,
                           "targets": [t.describe() for t in env.targets]})
 
+    # refuse before touching anything: better a clear failure than a half-done environment
+    foreign = [m for m in parallel(lambda t: spokes.foreign(deps, t, name), env.targets) if m]
+    if foreign:   # another application's deployment under this name: never replaced
+        deps.registry.audit(run.run_id, "deployment.refused", actor=ACTOR, detail={
+            "environment": env.name, "deployment": name, "reason": "not_managed_by_ftops", "problems": foreign,
+            "owner": owner_of(run), "requested_by": run.source})
+        return _fail(deps, run, env, {"reason": "not_managed_by_ftops", "problems": foreign, "deployment": name,
+                                      "model": model})
     quota = [m for m in parallel(lambda t: spokes.check_quota(deps, t, name), env.targets) if m]
-    if quota:   # refuse before touching anything: better a clear failure than a half-done environment
+    if quota:
         return _fail(deps, run, env, {"reason": "quota", "problems": quota, "deployment": name, "model": model})
+
+    base_model = str((run.settings or {}).get("base_model") or deps.settings.default_base_model)
+    unfit = [f"{t.account} ({t.region}): {p}" for t in env.targets if (p := target_problem(t, base_model))]
+    if unfit:   # the run chose a base model the start-up check did not cover
+        return _fail(deps, run, env, {"reason": "deployment_type", "problems": unfit, "deployment": name,
+                                      "model": model})
 
     tags = deployment_tags(run, model, env.name)
     outcomes = parallel(lambda t: _deploy_target(deps, run, env, t, name, model, tags), env.targets)
@@ -121,10 +137,6 @@ def deployment_tags(run: RunRecord, model: str, environment: str) -> dict[str, s
     tags = {"run_id": run.run_id, "model_version": model, "dataset_hash": run.dataset_hash,
             "approval_ticket": approval.get("ticket"), "managed_by": "ftops"}
     return {k: str(v)[:256] for k, v in tags.items() if v}   # ARM: tag values up to 256 characters
-
-
-def owner_of(run: RunRecord) -> str | None:
-    return run.owner or (run.settings or {}).get("owner")
 
 
 def parallel[T, R](fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
@@ -169,26 +181,11 @@ def _check_entry(run: RunRecord, env: Environment, order: list[str]) -> None:
                              f"(expected one of {', '.join(sorted(allowed))})")
 
 
-def approval_problem(run: RunRecord, env: Environment, approval: dict[str, Any] | None) -> str | None:
-    """Why this approval evidence does not open `env`, or None if it does (listed approver, four eyes, ticket)."""
-    if not approval:
-        return f"environment {env.name!r} requires an approval and run {run.run_id} has none"
-    approver = str(approval.get("approver") or "")
-    if not env.may_approve(approver):
-        return f"{approver!r} is not an approver of {env.name!r} (approvers: {', '.join(env.approvers)})"
-    owner = owner_of(run)
-    if owner and approver.strip().lower() == owner.strip().lower():
-        return f"{approver!r} owns run {run.run_id} and cannot approve it (four eyes)"
-    if not str(approval.get("ticket") or "").strip():
-        return f"the approval of {env.name!r} by {approver!r} names no ticket"
-    return None
-
-
-def _require_approval(deps: Any, run: RunRecord, env: Environment) -> None:
-    problem = approval_problem(run, env, run.approvals.get(env.name))
+def _require_approval(deps: Any, run: RunRecord, env: Environment, model: str) -> None:
+    problem = approval_problem(deps, run, env, model)
     if problem:
-        deps.registry.audit(run.run_id, "deployment.refused", actor=ACTOR, detail={"environment": env.name,
-                                                                                  "reason": problem})
+        deps.registry.audit(run.run_id, "deployment.refused", actor=ACTOR, detail={
+            "environment": env.name, "model": model, "reason": problem, "approval": run.approvals.get(env.name)})
         raise PermanentError(f"run {run.run_id}: not deploying to {env.name!r}: {problem}")
 
 
@@ -287,73 +284,4 @@ def _promote(deps: Any, run: RunRecord, env: Environment, order: list[str], topo
         advance(deps, run.run_id, states.awaiting_approval(nxt.name), actor=ACTOR,
                 detail={"environment": nxt.name, "approvers": list(nxt.approvers)})
         return
-    _send_deploy(deps, run.run_id, nxt.name)
-
-
-def _send_deploy(deps: Any, run_id: str, environment: str) -> None:
-    # A MessageId stable per model: Service Bus duplicate detection drops the resend after a crash, while a
-    # retrain's next model is a new request.
-    run = deps.registry.get_run(run_id)
-    model = (run.chosen_model or run.fine_tuned_model) if run else None
-    deps.publisher.send(deps.settings.deploy_queue, envelope(DeployRequest(run_id=run_id, environment=environment),
-                                                             message_id=deploy_message_id(run_id, environment, model)))
-
-
-# --- commands ------------------------------------------------------------------------------------------
-def approve(command: ApproveCommand, deps: Any) -> None:
-    run = deps.registry.require_run(command.run_id)
-    env = _gated(load_topology(deps.settings), command.environment, run)
-    evidence = {"environment": env.name, "approver": command.approver.strip(), "ticket": command.ticket.strip(),
-                "comment": command.comment, "at": now_iso()}
-    existing = run.approvals.get(env.name)
-    if existing and existing.get("approver") == evidence["approver"] and existing.get("ticket") == evidence["ticket"]:
-        if run.state == states.awaiting_approval(env.name):
-            _send_deploy(deps, run.run_id, env.name)   # a duplicate command: make sure the deploy went out
-        return
-    if run.state != states.awaiting_approval(env.name):
-        raise PermanentError(f"run {run.run_id} is {run.state!r}, not awaiting approval for {env.name!r}")
-    problem = approval_problem(run, env, evidence)
-    if problem:
-        deps.registry.audit(run.run_id, "approval.refused", actor=command.approver,
-                            detail={**evidence, "reason": problem})
-        publish(deps, run.run_id, "approval_refused", {"environment": env.name, "reason": problem})
-        raise PermanentError(f"run {run.run_id}: approval refused: {problem}")
-    for _ in range(5):   # a conditional write of the evidence; the state moves when the deploy starts
-        run = deps.registry.require_run(command.run_id)
-        if run.state != states.awaiting_approval(env.name):
-            raise PermanentError(f"run {run.run_id} is {run.state!r}, not awaiting approval for {env.name!r}")
-        run.approvals = {**run.approvals, env.name: evidence}
-        try:
-            deps.registry.save_run(run)
-            break
-        except ConcurrencyError:
-            continue
-    else:
-        raise ConcurrencyError(f"run {run.run_id}: too many concurrent updates while approving")
-    deps.registry.audit(run.run_id, "approval.granted", actor=command.approver, detail=evidence)
-    publish(deps, run.run_id, "approved", evidence)
-    _send_deploy(deps, run.run_id, env.name)
-
-
-def reject(command: RejectCommand, deps: Any) -> None:
-    run = deps.registry.require_run(command.run_id)
-    env = _gated(load_topology(deps.settings), command.environment, run)
-    if run.state == states.APPROVAL_DENIED:
-        return
-    if run.state != states.awaiting_approval(env.name):
-        raise PermanentError(f"run {run.run_id} is {run.state!r}, not awaiting approval for {env.name!r}")
-    if not env.may_approve(command.approver):
-        raise PermanentError(f"{command.approver!r} is not an approver of {env.name!r} and cannot reject it")
-    detail = {"environment": env.name, "approver": command.approver, "reason": command.reason,
-              "ticket": command.ticket}
-    advance(deps, run.run_id, states.APPROVAL_DENIED, actor=command.approver, detail=detail,
-            error={"stage": "approval", **detail})
-
-
-def _gated(topology: Topology, name: str, run: RunRecord) -> Environment:
-    env = topology.environment(name)
-    if env is None:
-        raise PermanentError(f"run {run.run_id}: environment {name!r} is not in SPOKES_CONFIG")
-    if not env.requires_approval:
-        raise PermanentError(f"environment {name!r} does not require approval")
-    return env
+    send_deploy(deps, run.run_id, nxt.name, model=run.chosen_model or run.fine_tuned_model)

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from shared.hub_api import HubSurface, UnsupportedOnSurface
+from shared.run_rules import environment_problems
 from shared.run_settings import RunSettings, RunSettingsError, parse_run_settings
 from shared.splitting import Prepared, spool_split
+from shared.topology import Topology
 from shared.validation import DatasetReport, Finding, ValidationOptions, validate_dataset
 from shared.validation.sniff import sniff
 
@@ -43,12 +45,19 @@ class DropCheck:
 
 def check_drop(drop: DropFiles, *, default_base_model: str, environments: list[str] | None,
                override: dict[str, Any] | None = None, override_source: str = "train command settings",
-               outputs: Mapping[str, IO[bytes]] | None = None, hub_api: HubSurface | None = None) -> DropCheck:
+               outputs: Mapping[str, IO[bytes]] | None = None, hub_api: HubSurface | None = None,
+               topology: Topology | None = None) -> DropCheck:
     """`environments`: the configured ones (None: not known here, not checked). `outputs`: where the
     split is written (intake uploads it); by default it is only counted. `hub_api`: the configured hub
-    API surface, whose methods the run's method must be among (None: not checked)."""
+    API surface, whose methods the run's method must be among (None: not checked). `topology`: the spokes
+    configuration, for where the run may go (a prefix of the order; an owner object id for gated ones)."""
     problems: list[Finding] = []
     settings = _settings(drop, default_base_model, environments, override, override_source, problems)
+    if settings is not None and topology is not None:
+        wrong = environment_problems(settings, topology)
+        if wrong:
+            problems.extend(Finding(line=None, code="invalid_settings", file="run.json", message=p) for p in wrong)
+            settings = None
     problems += drop.problems
     if not drop.folder and not drop.start.endswith(".jsonl"):
         problems.append(_not_a_dataset(drop))

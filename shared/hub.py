@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from shared.blob_io import BlobReader, upload_parts
 from shared.hub_api import DEFAULT, SURFACES, HubSurface, UnsupportedOnSurface
+from shared.models import same_base_model
 
 log = logging.getLogger(__name__)
 
@@ -319,7 +320,7 @@ class Hub:
             items = list(page.data)
             for job in items:
                 if (job.training_file == training_file and (job.validation_file or None) == (validation_file or None)
-                        and job.model == model):
+                        and same_base_model(job.model, model)):   # a job may echo the resolved version
                     return HubJob.of(job)
             seen += len(items)
             if not items or not getattr(page, "has_more", False):

@@ -12,21 +12,25 @@ COGNITIVE_SCOPE = "https://cognitiveservices.azure.com/.default"
 
 
 class LocalDevCredential:
-    """Tokens the emulator understands (`local-dev.<tenant>`): never valid anywhere else.
+    """Tokens the emulator understands (`local-dev.<tenant>[.<client id>]`): never valid anywhere else.
 
     The tenant is in the token so the emulator can check that a cross-tenant deployment really carried a
-    token for each tenant, as Azure does.
+    token for each tenant, as Azure does; the client id (a spoke's credential) so it can check that
+    principal's rights on the source hub too. Without one the token stands for the app's own identity.
     """
 
-    def __init__(self, tenant_id: str = "local-tenant") -> None:
+    def __init__(self, tenant_id: str = "local-tenant", client_id: str | None = None) -> None:
         self.tenant_id = tenant_id
+        self.client_id = client_id
+
+    def _token(self, tenant: str | None) -> str:
+        return f"local-dev.{tenant or self.tenant_id}" + (f".{self.client_id}" if self.client_id else "")
 
     def get_token(self, *scopes: str, tenant_id: str | None = None, **_: Any) -> AccessToken:
-        return AccessToken(f"local-dev.{tenant_id or self.tenant_id}", int(time.time()) + 3600)
+        return AccessToken(self._token(tenant_id), int(time.time()) + 3600)
 
     def get_token_info(self, *scopes: str, options: dict | None = None) -> AccessTokenInfo:
-        tenant = (options or {}).get("tenant_id") or self.tenant_id
-        return AccessTokenInfo(f"local-dev.{tenant}", int(time.time()) + 3600)
+        return AccessTokenInfo(self._token((options or {}).get("tenant_id")), int(time.time()) + 3600)
 
     def close(self) -> None:
         pass
@@ -39,7 +43,7 @@ def make_credential(kind: str, *, tenant_id: str | None = None, client_id: str |
     credential is the function app's managed identity.
     """
     if kind == "local-dev":
-        return LocalDevCredential(tenant_id or "local-tenant")
+        return LocalDevCredential(tenant_id or "local-tenant", client_id)
     from azure.identity import ClientAssertionCredential, DefaultAzureCredential, ManagedIdentityCredential
     if client_id and tenant_id:
         # The app's identity is user-assigned: name it (AZURE_CLIENT_ID, set by infra/main.bicep), or the
@@ -48,3 +52,41 @@ def make_credential(kind: str, *, tenant_id: str | None = None, client_id: str |
         return ClientAssertionCredential(
             tenant_id, client_id, lambda: mi.get_token("api://AzureADTokenExchange/.default").token)
     return DefaultAzureCredential()
+
+
+class LocalUserCredential:
+    """A person's sign-in on one machine: the emulator's identity provider issues a real RS256 token for a
+    named demo user (OAuth 2.0 resource owner password grant, as Entra ID's token endpoint takes it).
+    Never for Azure: there the CLI uses the user's own sign-in through azure-identity."""
+
+    def __init__(self, authority: str, tenant: str, username: str, password: str, *, ca_bundle: str | None = None,
+                 client_id: str = "ftops-cli") -> None:
+        self.authority, self.tenant, self.username = authority.rstrip("/"), tenant, username
+        self._password, self._ca, self._client_id = password, ca_bundle, client_id
+
+    def get_token(self, *scopes: str, **_: Any) -> AccessToken:
+        import json
+        import ssl
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+        form = urllib.parse.urlencode({"grant_type": "password", "client_id": self._client_id,
+                                       "scope": " ".join(scopes), "username": self.username,
+                                       "password": self._password}).encode()
+        context = ssl.create_default_context(cafile=self._ca) if self._ca else None
+        request = urllib.request.Request(f"{self.authority}/{self.tenant}/oauth2/v2.0/token", data=form,
+                                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+        try:
+            with urllib.request.urlopen(request, context=context, timeout=15) as answer:
+                body = json.loads(answer.read())
+        except urllib.error.HTTPError as exc:
+            try:
+                detail = json.loads(exc.read()).get("error_description", exc.reason)
+            except ValueError:
+                detail = f"{exc.code} {exc.reason}"
+            from azure.core.exceptions import ClientAuthenticationError
+            raise ClientAuthenticationError(f"sign-in as {self.username} failed: {detail}") from None
+        return AccessToken(body["access_token"], int(time.time()) + int(body.get("expires_in", 3600)))
+
+    def close(self) -> None:
+        pass

@@ -27,7 +27,9 @@ from shared.hub_api import surface
 from shared.messages import TrainRequest, envelope
 from shared.outbox import flush
 from shared.registry import RunRecord, StorageRefused
+from shared.run_rules import effective_environments
 from shared.splitting import spool_files, upload_split
+from shared.topology import load_topology
 
 log = logging.getLogger(__name__)
 ACTOR = "ftops.intake"
@@ -115,14 +117,15 @@ def _intake(run_id: str, drop: Drop, deps: Any, settings_override: dict[str, Any
                                        names=files, run_json=run_json, problems=tuple(problems)),
                              default_base_model=deps.settings.default_base_model,
                              environments=_configured_environments(deps), override=settings_override,
-                             outputs=outputs, hub_api=surface(deps.settings.hub.api_version))
+                             outputs=outputs, hub_api=surface(deps.settings.hub.api_version),
+                             topology=load_topology(deps.settings))
         report, settings, prepared = checked.report, checked.settings, checked.prepared
         _write_reports(deps, run_id, drop, report)
         if not report.valid or prepared is None or settings is None:
             _reject(deps, run_id, drop, files, report)
             return
         upload_split(deps, run_id, prepared, outputs)
-    environments = settings.environments or _configured_environments(deps)
+    environments = effective_environments(settings, load_topology(deps.settings))
     advance(deps, run_id, states.ACCEPTED, actor=ACTOR,
             detail={"examples": report.examples, "method": report.method, "method_source": report.method_source,
                     "split": prepared.counts},

@@ -4,7 +4,10 @@ is not — denied, failed, superseded, waiting too long — is retired first: sh
 
 Calls run with bounded concurrency (KEEPALIVE_CONCURRENCY), interleaved across spokes so no single
 account takes the whole burst. 429/5xx are retried by the openai client (backoff, Retry-After); a 404 is
-checked against ARM: a deployment that is really gone is recreated from the registry and reported.
+checked against ARM: a deployment that is really gone is recreated from the registry and reported —
+except a Developer one: Azure deletes those 24 hours after creation whatever their use (fine-tuning-deploy
+"Developer Tier"), which the environment accepted (`accepts_developer_expiry`), so that is recorded as an
+expiry (slot `expired`, event `deployment_expired`), neither a failure nor something to recreate.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from typing import Any
 
 from shared import spokes
 from shared.events import publish
+from shared.models import DEVELOPER
 from shared.registry import ConcurrencyError, DeploymentRecord, now_iso
 from shared.retirement import retire_unneeded
 from shared.topology import Topology, load_topology
@@ -35,6 +39,7 @@ class KeepaliveSummary:
     ok: int = 0
     failed: int = 0
     healed: int = 0
+    expired: int = 0
     skipped: int = 0
     retired: int = 0         # retired automatically before pinging (shared.retirement)
     alerts: int = 0
@@ -42,7 +47,8 @@ class KeepaliveSummary:
     problems: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("total", "ok", "failed", "healed", "skipped", "retired", "alerts",
+        return {k: getattr(self, k) for k in ("total", "ok", "failed", "healed", "expired", "skipped", "retired",
+                                               "alerts",
                                                "seconds", "problems")}
 
 
@@ -65,8 +71,9 @@ def keepalive_tick(deps: Any, *, concurrency: int | None = None) -> KeepaliveSum
                 summary.problems.append({"slot": slot.slot, "run_id": slot.run_id, **problem})
                 summary.alerts += bool(problem.get("alert"))
     summary.seconds = round(time.monotonic() - started, 3)
-    log.info("keep-alive: %d deployments, %d ok, %d failed, %d healed, %d skipped (%d retired first) in %.1fs",
-             summary.total, summary.ok, summary.failed, summary.healed, summary.skipped, summary.retired,
+    log.info("keep-alive: %d deployments, %d ok, %d failed, %d healed, %d expired, %d skipped (%d retired "
+             "first) in %.1fs", summary.total, summary.ok, summary.failed, summary.healed, summary.expired,
+             summary.skipped, summary.retired,
              summary.seconds)
     return summary
 
@@ -95,6 +102,8 @@ def _keep(deps: Any, topology: Topology, slot: DeploymentRecord) -> tuple[str, d
     except openai.NotFoundError as exc:
         try:
             if spokes.get(deps, target, slot.deployment) is None:
+                if slot.sku.lower() == DEVELOPER.lower():
+                    return _expired(deps, slot)
                 return _heal(deps, target, slot)
         except Exception as arm_exc:  # noqa: BLE001 (ARM unreachable: report the ping failure, retry next tick)
             log.warning("keep-alive: ARM check of %s failed: %s", slot.slot, arm_exc)
@@ -122,6 +131,23 @@ def _heal(deps: Any, target: Any, slot: DeploymentRecord) -> tuple[str, dict[str
     _record(deps, slot, healed_at=now, last_ping=now, last_ping_ok=smoke.ok,
             ping_failures=0 if smoke.ok else slot.ping_failures + 1)
     return "healed", {"healed": True, "smoke_ok": smoke.ok}
+
+
+def _expired(deps: Any, slot: DeploymentRecord) -> tuple[str, dict[str, Any] | None]:
+    """A Developer deployment reached the end of its 24-hour life: expected, so reported, not retried."""
+    detail = {"slot": slot.slot, "account": slot.account, "region": slot.region, "deployment": slot.deployment,
+              "model": slot.model, "sku": slot.sku,
+              "reason": "Developer deployments are deleted by Azure 24 hours after creation"}
+    try:
+        deps.registry.update_deployment(slot, attempts=3, state="expired", last_ping=now_iso(),
+                                        still_applies=lambda fresh: fresh.model == slot.model
+                                        and fresh.state == "active")
+    except ConcurrencyError:
+        log.warning("keep-alive: could not record the expiry of %s (concurrent updates)", slot.slot)
+    deps.registry.audit(slot.run_id, "deployment.expired", actor=ACTOR, detail=detail)
+    publish(deps, slot.run_id, "deployment_expired", detail)
+    log.info("keep-alive: Developer deployment %s expired after its 24 hours", slot.slot)
+    return "expired", {"expired": True}
 
 
 def _failed(deps: Any, slot: DeploymentRecord, error: str) -> tuple[str, dict[str, Any] | None]:

@@ -37,6 +37,7 @@ class TrainRequest(_Data):
 class EvaluateRequest(_Data):
     run_id: str
     attempt: int = 0   # > 0: re-sent because another worker held the run (MessageId evaluate-<run_id>-w<n>)
+    quota_waits: int = 0   # > 0: re-sent after a hub quota refusal (MessageId evaluate-<run_id>-q<n>)
 
 
 class DeployRequest(_Data):
@@ -65,6 +66,8 @@ class RetrainCommand(_Data):
     requested_by: str | None = None
 
 
+# approve, reject, rollback, retire: still parsed on the commands queue so that such a message is
+# dead-lettered with the reason (use the operator API), not as an unknown type; the API uses its own bodies.
 class ApproveCommand(_Data):
     run_id: str
     environment: str
@@ -143,7 +146,9 @@ def evaluate_message_id(run_id: str, job_id: str | None) -> str:
 
 
 def deploy_message_id(run_id: str, environment: str, model: str | None) -> str:
-    return f"deploy-{run_id}-{environment}-{_about(model)}"
+    # the same name shared.approvals.send_deploy gives it
+    suffix = f"-{hashlib.sha256(model.encode()).hexdigest()[:10]}" if model else ""
+    return f"deploy-{run_id}-{environment}{suffix}"
 
 
 def run_event(state: str, run_id: str, detail: dict[str, Any] | None = None, *, event_id: str | None = None

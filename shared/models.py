@@ -1,8 +1,9 @@
 """Per-model facts for fine-tuning: the one place that knows what each base model accepts and costs.
 
-Sources (checked, see docs/validation.md): Azure OpenAI fine-tuning model table (MicrosoftDocs
-azure-ai-docs `includes/fine-tune-models.md`), the vision, DPO and RFT how-tos, the fine-tuning cost
-management page, and OpenAI's RFT billing guide. Prices are *estimates* for budgeting only: the Azure
+Sources (checked, see docs/validation.md and docs/azure-sources.md): Azure OpenAI fine-tuning model table
+(MicrosoftDocs azure-ai-docs `includes/fine-tune-models.md`: versions, token limits), the deployment page
+(`how-to/fine-tuning-deploy.md` "Deployment types": where a fine-tuned model may be deployed), the vision,
+DPO and RFT how-tos, the fine-tuning cost management page, and OpenAI's RFT billing guide. Prices are *estimates* for budgeting only: the Azure
 pricing page is the authority and varies by region and deployment type.
 """
 
@@ -20,12 +21,21 @@ METHODS = (SUPERVISED, DPO, REINFORCEMENT)
 _HOSTING_PER_HOUR = 1.70
 
 
+# Deployment types (ARM sku names) a fine-tuned model can be deployed as (fine-tuning-deploy "Deployment types").
+STANDARD = "Standard"
+GLOBAL_STANDARD = "GlobalStandard"
+DEVELOPER = "DeveloperTier"
+PROVISIONED = "ProvisionedManaged"
+DEPLOYMENT_TYPES = (STANDARD, GLOBAL_STANDARD, DEVELOPER, PROVISIONED)
+ANY_REGION = "*"   # Global Standard and Developer: "available from all Azure OpenAI regions"
+
+
 class UnknownModelError(ValueError):
     """The name does not resolve to a base model ftops knows how to fine-tune."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, why: str | None = None) -> None:
         known = ", ".join(sorted(_MODELS))
-        super().__init__(f"unknown base model {name!r}: ftops can fine-tune {known}")
+        super().__init__(why or f"unknown base model {name!r}: ftops can fine-tune {known}")
         self.model = name
 
 
@@ -40,32 +50,68 @@ class ModelFacts:
     training_price_per_hour: float | None  # USD per training hour (RFT is billed by time), estimate
     hosting_price_per_hour: float  # USD per hour for a fine-tuned deployment, estimate
     developer_tier: bool  # Developer (evaluation) deployments allowed: gpt-4.1 family
+    versions: tuple[str, ...] = ()  # fine-tunable versions, newest first; the first is the default
+    # deployment type → regions where a fine-tuned model of this base may be deployed (ANY_REGION: all)
+    deployable: tuple[tuple[str, frozenset[str]], ...] = ()
     price_is_estimate: bool = True
 
     def supports(self, method: str) -> bool:
         return method in self.methods
 
+    @property
+    def default_id(self) -> str:
+        """The versioned model id Azure's examples send (`gpt-4.1-mini-2025-04-14`)."""
+        return f"{self.name}-{self.versions[0]}" if self.versions else self.name
 
-def _facts(name: str, encoding: str, limit: int, methods: tuple[str, ...], *, vision: bool = False,
-           per_1m: float | None = None, per_hour: float | None = None, developer: bool = False) -> ModelFacts:
+    def deployment_regions(self, sku: str) -> frozenset[str] | None:
+        """Regions where a fine-tuned model of this base deploys as `sku`; None: not as this type at all."""
+        wanted = sku.lower()
+        return next((regions for kind, regions in self.deployable if kind.lower() == wanted), None)
+
+    def deployable_in(self, sku: str, region: str) -> bool:
+        regions = self.deployment_regions(sku)
+        return regions is not None and (ANY_REGION in regions or region.lower() in regions)
+
+
+_EUS2, _NCUS, _SWC, _SWW = "eastus2", "northcentralus", "swedencentral", "switzerlandwest"
+
+
+def _facts(name: str, encoding: str, limit: int, methods: tuple[str, ...], *, versions: tuple[str, ...],
+           standard: tuple[str, ...], provisioned: tuple[str, ...] = (), global_standard: bool = True,
+           vision: bool = False, per_1m: float | None = None, per_hour: float | None = None,
+           developer: bool = False) -> ModelFacts:
+    deployable: list[tuple[str, frozenset[str]]] = [(STANDARD, frozenset(standard))]
+    if global_standard:
+        deployable.append((GLOBAL_STANDARD, frozenset({ANY_REGION})))
+    if developer:
+        deployable.append((DEVELOPER, frozenset({ANY_REGION})))
+    if provisioned:
+        deployable.append((PROVISIONED, frozenset(provisioned)))
     return ModelFacts(name, encoding, limit, frozenset(methods), vision, per_1m, per_hour,
-                      _HOSTING_PER_HOUR, developer)
+                      _HOSTING_PER_HOUR, developer, versions, tuple(deployable))
 
 
 _MODELS: dict[str, ModelFacts] = {
     f.name: f
     for f in (
-        # cl100k_base and the 16,385-token context of the gpt-35-turbo 0125/1106 rows.
-        _facts("gpt-35-turbo", "cl100k_base", 16_385, (SUPERVISED,), per_1m=8.00),
-        _facts("gpt-4o-mini", "o200k_base", 65_536, (SUPERVISED,), per_1m=3.30),
+        # cl100k_base and the 16,385-token context of the gpt-35-turbo 0125/1106 rows; Standard in the four
+        # fine-tuning regions, no Global Standard row for it on the deployment page.
+        _facts("gpt-35-turbo", "cl100k_base", 16_385, (SUPERVISED,), versions=("0125", "1106"),
+               standard=(_EUS2, _NCUS, _SWC, _SWW), global_standard=False, per_1m=8.00),
+        _facts("gpt-4o-mini", "o200k_base", 65_536, (SUPERVISED,), versions=("2024-07-18",),
+               standard=(_NCUS, _SWC), provisioned=(_NCUS, _SWC), per_1m=3.30),
         # DPO on Azure: gpt-4o (2024-08-06), gpt-4.1, gpt-4.1-mini; vision: gpt-4o and gpt-4.1 only.
-        _facts("gpt-4o", "o200k_base", 65_536, (SUPERVISED, DPO), vision=True, per_1m=27.50),
-        _facts("gpt-4.1", "o200k_base", 65_536, (SUPERVISED, DPO), vision=True, per_1m=27.50,
-               developer=True),
-        _facts("gpt-4.1-mini", "o200k_base", 65_536, (SUPERVISED, DPO), per_1m=5.50, developer=True),
-        _facts("gpt-4.1-nano", "o200k_base", 32_768, (SUPERVISED,), per_1m=1.65, developer=True),
+        _facts("gpt-4o", "o200k_base", 65_536, (SUPERVISED, DPO), versions=("2024-08-06",),
+               standard=(_EUS2, _SWC), provisioned=(_NCUS, _SWC), vision=True, per_1m=27.50),
+        _facts("gpt-4.1", "o200k_base", 65_536, (SUPERVISED, DPO), versions=("2025-04-14",),
+               standard=(_NCUS, _SWC), provisioned=(_SWC,), vision=True, per_1m=27.50, developer=True),
+        _facts("gpt-4.1-mini", "o200k_base", 65_536, (SUPERVISED, DPO), versions=("2025-04-14",),
+               standard=(_NCUS, _SWC), per_1m=5.50, developer=True),
+        _facts("gpt-4.1-nano", "o200k_base", 32_768, (SUPERVISED,), versions=("2025-04-14",),
+               standard=(_NCUS, _SWC), per_1m=1.65, developer=True),
         # RFT is billed per hour of training ($100/h for o4-mini in OpenAI's and Azure's price lists).
-        _facts("o4-mini", "o200k_base", 65_536, (REINFORCEMENT,), per_hour=100.0),
+        _facts("o4-mini", "o200k_base", 65_536, (REINFORCEMENT,), versions=("2025-04-16",),
+               standard=(_EUS2, _SWC), per_hour=100.0),
     )
 }
 
@@ -95,3 +141,37 @@ def model_facts(name: str) -> ModelFacts:
 
 def known_models() -> tuple[str, ...]:
     return tuple(sorted(_MODELS))
+
+
+def model_version(name: str) -> str | None:
+    """The version a base model id names (`gpt-4.1-mini-2025-04-14` → `2025-04-14`), None if unversioned."""
+    base = name.strip().split(".ft-", 1)[0]
+    match = _VERSION.search(base)
+    return match.group(0)[1:] if match else None
+
+
+def versioned_model_id(name: str) -> str:
+    """The versioned id to send for a base model: as given when it names a version (which must be a
+    fine-tunable one), else the table's default version. Raises UnknownModelError."""
+    facts = model_facts(name)
+    version = model_version(name)
+    if version is None:
+        return facts.default_id
+    if facts.versions and version not in facts.versions:
+        raise UnknownModelError(name, f"version {version} of {facts.name} cannot be fine-tuned "
+                                      f"(fine-tunable: {', '.join(facts.versions)})")
+    return f"{facts.name}-{version}"
+
+
+def same_base_model(a: str, b: str) -> bool:
+    """Whether two base model ids name the same model: equal, or one unversioned and the same otherwise
+    (what a job echoes may carry the version Azure resolved, `gpt-4.1-mini` → `gpt-4.1-mini-2025-04-14`)."""
+    if a == b:
+        return True
+    try:
+        if canonical_model_name(a) != canonical_model_name(b):
+            return False
+    except UnknownModelError:
+        return False
+    va, vb = model_version(a), model_version(b)
+    return va is None or vb is None or va == vb

@@ -48,6 +48,7 @@ class RunRecord:
     updated_at: str = field(default_factory=now_iso)
     settings: dict[str, Any] = field(default_factory=dict)   # effective run settings (run.json + defaults)
     owner: str | None = None
+    started_by: str | None = None   # verified object id of who started the current model (operator API retrain)
     ticket: str | None = None
     environments: list[str] = field(default_factory=list)    # target environments, in order
     dataset_hash: str | None = None

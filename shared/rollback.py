@@ -58,6 +58,8 @@ def rollback(command: RollbackCommand, deps: Any) -> None:
                                       timeout_s=deps.settings.smoke_timeout_seconds)
             return {"account": slot.account, "ok": smoke.ok, "smoke": smoke.evidence(), "tags": tags,
                     "error": None if smoke.ok else smoke.detail}
+        except spokes.NotManagedByFtops as exc:   # someone else's deployment now: never replaced
+            return {"account": slot.account, "ok": False, "error": str(exc), "tags": tags, "foreign": True}
         except Exception as exc:  # noqa: BLE001 (per-target outcome, reported)
             return {"account": slot.account, "ok": False, "error": str(exc), "tags": tags}
 
@@ -68,7 +70,8 @@ def rollback(command: RollbackCommand, deps: Any) -> None:
         detail = {"environment": env.name, "results": results, "reverted": forward, "reason": command.reason}
         deps.registry.audit(run_id, "deployment.rollback_failed", actor=actor, detail=detail)
         publish(deps, run_id, "rollback_failed", detail)
-        raise spokes.SpokeError(f"rollback of run {run_id} in {env.name!r} failed: "
+        error = spokes.NotManagedByFtops if any(r.get("foreign") for r in results) else spokes.SpokeError
+        raise error(f"rollback of run {run_id} in {env.name!r} failed: "
                                 + "; ".join(f"{r['account']}: {r['error']}" for r in results if not r["ok"]))
     # the evidence describes the change, so it is taken before the slots are rewritten
     detail = {"environment": env.name, "deployment": slots[0].deployment, "from_model": slots[0].model,
@@ -99,6 +102,8 @@ def retire(command: RunCommand, deps: Any) -> None:
         try:
             existed = spokes.delete(deps, _target_of(topology, slot), slot.deployment)
             return {"slot": slot.slot, "ok": True, "existed": existed}
+        except spokes.NotManagedByFtops as exc:   # someone else's deployment now: never deleted, never retried
+            return {"slot": slot.slot, "ok": False, "error": str(exc), "foreign": True}
         except Exception as exc:  # noqa: BLE001 (per-target outcome, reported)
             return {"slot": slot.slot, "ok": False, "error": str(exc)}
 
@@ -107,6 +112,8 @@ def retire(command: RunCommand, deps: Any) -> None:
         if result["ok"]:
             deps.registry.update_deployment(slot, state="retired")
     failed = [r for r in results if not r["ok"]]
+    if any(r.get("foreign") for r in failed):
+        raise spokes.NotManagedByFtops(f"retire {run.run_id}: " + "; ".join(r["error"] for r in failed if r.get("foreign")))
     if failed:   # transient: deletes are idempotent, the retry finishes the rest
         raise spokes.SpokeError(f"retire {run.run_id}: " + "; ".join(f"{r['slot']}: {r['error']}" for r in failed))
     advance(deps, run.run_id, states.RETIRED, actor=command.requested_by or ACTOR,

@@ -47,7 +47,7 @@ class Thresholds(_Strict):
 
 class RunSettings(_Strict):
     schema_version: Literal[1] = 1
-    base_model: str = "gpt-4.1-mini"
+    base_model: str = "gpt-4.1-mini-2025-04-14"
     # unset: detected from the data at intake (and by `ftops validate`), then stored with the run
     method: Literal["supervised", "dpo", "reinforcement"] = "supervised"
     hyperparameters: Hyperparameters = Hyperparameters()

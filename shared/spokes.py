@@ -27,8 +27,15 @@ SMOKE_PROMPT = "Reply with OK."
 _GONE_STATES = {"deleting", "deleted"}
 
 
+MANAGED_TAG, MANAGED_VALUE = "managed_by", "ftops"   # on every deployment ftops creates, beside `run_id`
+
+
 class SpokeError(RuntimeError):
     """A spoke refused or failed an operation; the message names the account and what happened."""
+
+
+class NotManagedByFtops(SpokeError):
+    """The deployment under that name was not created by ftops: never replace or delete it."""
 
 
 @dataclass(frozen=True)
@@ -91,24 +98,42 @@ def deploy(deps: Any, target: Target, name: str, model: str, *, tags: dict[str, 
            sku: str | None = None, capacity: int | None = None) -> SpokeDeployment:
     """Create or replace deployment `name` and wait for provisioning; SpokeError if it does not succeed."""
     from azure.mgmt.cognitiveservices.models import Deployment, DeploymentModel, DeploymentProperties, Sku
+    refuse_if_foreign(deps, target, name, "replace")
     wire = model_body(target, deps.settings.hub, model)
     body = Deployment(
-        sku=Sku(name=sku or target.sku, capacity=capacity or target.capacity), tags=tags or None,
+        sku=Sku(name=sku or target.sku, capacity=capacity or target.capacity),
+        tags={**(tags or {}), MANAGED_TAG: MANAGED_VALUE},
         properties=DeploymentProperties(model=DeploymentModel(
             format="OpenAI", name=model, version="1", source=wire.get("source"),
             source_account=wire.get("sourceAccount"))))
     try:
-        poller = arm(deps, target).deployments.begin_create_or_update(
-            target.resource_group, target.account, name, body)
-        result = poller.result()
+        result = _put_patiently(arm(deps, target), target, name, body)
     except HttpResponseError as exc:
         raise SpokeError(f"{target.account} ({target.region}): deploying {model!r} as {name!r} failed: "
-                         f"{_reason(exc)}") from exc
+                         f"{_reason(exc)}{_rights_hint(exc, target, deps.settings.hub)}") from exc
     deployed = _from_sdk(result)
     if deployed.provisioning_state.lower() != "succeeded":
         raise SpokeError(f"{target.account} ({target.region}): deployment {name!r} ended in state "
                          f"{deployed.provisioning_state!r}")
     return deployed
+
+
+PUT_ATTEMPTS = 3   # after the SDK's own retries (3 per status): a busy ARM must not fail a whole environment
+
+
+def _put_patiently(client: Any, target: Target, name: str, body: Any) -> Any:
+    """PUT and wait; a 429/5xx that outlasted the SDK's retries is tried again (a PUT is idempotent)."""
+    for attempt in range(1, PUT_ATTEMPTS + 1):
+        try:
+            return client.deployments.begin_create_or_update(target.resource_group, target.account, name,
+                                                             body).result()
+        except HttpResponseError as exc:
+            if attempt == PUT_ATTEMPTS or not (exc.status_code == 429 or (exc.status_code or 0) >= 500):
+                raise
+            log.warning("%s: PUT %s answered %s; trying again (%d of %d)", target.account, name,
+                        exc.status_code, attempt + 1, PUT_ATTEMPTS)
+            time.sleep(2.0 * attempt * random.uniform(0.8, 1.2))
+    raise AssertionError("unreachable")
 
 
 def get(deps: Any, target: Target, name: str) -> SpokeDeployment | None:
@@ -127,6 +152,7 @@ def get(deps: Any, target: Target, name: str) -> SpokeDeployment | None:
 
 def delete(deps: Any, target: Target, name: str) -> bool:
     """Delete and wait; False if there was nothing to delete."""
+    refuse_if_foreign(deps, target, name, "delete")
     try:
         arm(deps, target).deployments.begin_delete(target.resource_group, target.account, name).result()
     except ResourceNotFoundError:
@@ -136,6 +162,22 @@ def delete(deps: Any, target: Target, name: str) -> bool:
             return False
         raise SpokeError(f"{target.account} ({target.region}): deleting {name!r} failed: {_reason(exc)}") from exc
     return True
+
+
+def foreign(deps: Any, target: Target, name: str) -> str | None:
+    """A clear message if `name` on this spoke exists and was not created by ftops, else None."""
+    existing = get(deps, target, name)
+    if existing is None or existing.tags.get(MANAGED_TAG) == MANAGED_VALUE:
+        return None
+    return (f"{target.account} ({target.region}): deployment {name!r} exists and is not managed by ftops "
+            f"(no tag {MANAGED_TAG}={MANAGED_VALUE}; it serves {existing.model!r}); ftops never replaces or "
+            "deletes it: choose another deployment_name in run.json")
+
+
+def refuse_if_foreign(deps: Any, target: Target, name: str, action: str) -> None:
+    problem = foreign(deps, target, name)
+    if problem:
+        raise NotManagedByFtops(f"not going to {action}: {problem}")
 
 
 def list_all(deps: Any, target: Target) -> list[SpokeDeployment]:
@@ -225,6 +267,16 @@ def _from_sdk(d: Any) -> SpokeDeployment:
         sku=getattr(sku, "name", None) or "Standard", capacity=getattr(sku, "capacity", None) or 1,
         tags=dict(getattr(d, "tags", None) or {}), source=getattr(model, "source", None),
         source_account=getattr(model, "source_account", None))
+
+
+def _rights_hint(exc: HttpResponseError, target: Target, hub: HubSettings) -> str:
+    """What to grant when ARM refused for rights: deploying from the hub needs them on both accounts."""
+    if exc.status_code != 403:
+        return ""
+    who = f"the identity with client id {target.client_id}" if target.client_id else "the app's managed identity"
+    return (f" — {who} needs a role that can deploy on {target.account} and read the hub {hub.resource_id} "
+            "(Cognitive Services OpenAI Contributor on both: a model deployed across subscriptions or tenants "
+            "needs rights on the source and the destination)")
 
 
 def _reason(exc: HttpResponseError) -> str:

@@ -13,19 +13,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.config import ConfigError, Settings
+from shared.models import DEPLOYMENT_TYPES, DEVELOPER, UnknownModelError, model_facts
 
 SETTING = "SPOKES_CONFIG"
 DEFAULT_QUOTA = 5   # fine-tuned deployments per resource (Azure's default limit)
-# Deployment types that can host a fine-tuned model (ARM sku names are case-insensitive).
-SKUS = {"standard": "Standard", "globalstandard": "GlobalStandard", "datazonestandard": "DataZoneStandard",
-        "developertier": "DeveloperTier", "provisionedmanaged": "ProvisionedManaged",
-        "globalprovisionedmanaged": "GlobalProvisionedManaged",
-        "datazoneprovisionedmanaged": "DataZoneProvisionedManaged"}
-_ENV_KEYS = {"name", "requires_approval", "approvers", "allow_single_region", "targets", "retire"}
+# Deployment types that can host a fine-tuned model (fine-tuning-deploy "Deployment types"; ARM sku names
+# are case-insensitive): Standard, Global Standard, Developer, Provisioned. Data-zone and global provisioned
+# types are not listed for fine-tuned models, so they are refused.
+SKUS = {kind.lower(): kind for kind in DEPLOYMENT_TYPES}
+ACCEPT_DEVELOPER = "accepts_developer_expiry"   # environment key: Developer targets live 24 h, and that is fine
+_ENV_KEYS = {"name", "requires_approval", "approvers", "allow_single_region", "targets", "retire", ACCEPT_DEVELOPER}
 _RETIRE_KEYS = {"approval_denied", "failed", "superseded", "awaiting_approval_days"}
 _TARGET_REQUIRED = ("subscription", "resource_group", "account", "region", "tenant", "sku", "capacity")
 _TARGET_KEYS = set(_TARGET_REQUIRED) | {"credential", "quota"}
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+_OBJECT_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 @dataclass(frozen=True)
@@ -69,13 +71,15 @@ class Environment:
     allow_single_region: bool
     targets: tuple[Target, ...]
     retire: RetirePolicy = RetirePolicy()
+    accepts_developer_expiry: bool = False   # Developer targets allowed: their deployments die after 24 h
 
     @property
     def regions(self) -> list[str]:
         return sorted({t.region for t in self.targets})
 
-    def may_approve(self, who: str) -> bool:
-        return who.strip().lower() in {a.lower() for a in self.approvers}
+    def allows_approver(self, object_id: str) -> bool:
+        """The app role gives the right; a non-empty `approvers` list narrows it to these object ids."""
+        return not self.approvers or object_id.strip().lower() in {a.lower() for a in self.approvers}
 
 
 @dataclass(frozen=True)
@@ -103,8 +107,12 @@ class Topology:
         return next((t for _, t in self.targets() if t.account == account), None)
 
 
-def parse_topology(data: Any, *, hub_tenant: str | None = None, setting: str = SETTING) -> Topology:
-    """Check the parsed JSON and build the Topology; ConfigError names the first setting at fault."""
+def parse_topology(data: Any, *, hub_tenant: str | None = None, setting: str = SETTING,
+                   base_model: str | None = None) -> Topology:
+    """Check the parsed JSON and build the Topology; ConfigError names the first setting at fault.
+
+    With `base_model`, every target must be able to host a fine-tuned model of it (deployment type and
+    region, from shared.models)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{setting}: must be a JSON object with 'environments'")
     _no_unknown(data, {"environments", "$schema"}, setting, "")
@@ -123,21 +131,46 @@ def parse_topology(data: Any, *, hub_tenant: str | None = None, setting: str = S
             if t.account in owners:
                 raise ConfigError(f"{setting}: {where}.account {t.account!r} is already used by {owners[t.account]}")
             owners[t.account] = where
+            if base_model:
+                problem = target_problem(t, base_model)
+                if problem:
+                    raise ConfigError(f"{setting}: {where} (spoke {t.account!r}): {problem}")
         environments.append(env)
     return Topology(tuple(environments))
 
 
-_cache: dict[tuple[str | None, str | None], Topology] = {}
+def target_problem(target: Target, base_model: str) -> str | None:
+    """Why a fine-tuned model of `base_model` cannot be deployed on this spoke, or None if it can."""
+    try:
+        facts = model_facts(base_model)
+    except UnknownModelError as exc:
+        return str(exc)
+    regions = facts.deployment_regions(target.sku)
+    if regions is None:
+        kinds = ", ".join(kind for kind, _ in facts.deployable)
+        return (f"a fine-tuned {facts.name} cannot be deployed as {target.sku} "
+                f"(deployment types for it: {kinds})")
+    if not facts.deployable_in(target.sku, target.region):
+        others = [kind for kind, _ in facts.deployable if facts.deployable_in(kind, target.region)]
+        return (f"a fine-tuned {facts.name} cannot be deployed as {target.sku} in {target.region} "
+                f"({target.sku} regions: {', '.join(sorted(regions))}"
+                + (f"; in {target.region}: {', '.join(others)}" if others else "") + ")")
+    return None
+
+
+_cache: dict[tuple[str | None, str | None, str], Topology] = {}
 _cache_lock = threading.Lock()
 
 
 def load_topology(settings: Settings) -> Topology:
     """The checked topology for these settings, parsed once per process (Settings is not hashable: the
-    cache keys on the configuration text and the hub tenant, which is all the result depends on)."""
-    key = (settings.spokes_config, settings.hub.tenant)
+    cache keys on the configuration text, the hub tenant and the default base model, which is all the
+    result depends on)."""
+    key = (settings.spokes_config, settings.hub.tenant, settings.default_base_model)
     with _cache_lock:
         if key not in _cache:
-            _cache[key] = parse_topology(settings.load_spokes_json(), hub_tenant=settings.hub.tenant)
+            _cache[key] = parse_topology(settings.load_spokes_json(), hub_tenant=settings.hub.tenant,
+                                         base_model=settings.default_base_model)
         return _cache[key]
 
 
@@ -152,12 +185,15 @@ def _environment(raw: Any, path: str, setting: str, hub_tenant: str | None) -> E
     # prod is gated unless the configuration says otherwise: the safe default for the riskiest environment.
     requires_approval = _bool(raw, "requires_approval", name == "prod", path, setting)
     allow_single = _bool(raw, "allow_single_region", False, path, setting)
+    # Who may approve is the app role Approver.<name> in a verified token; this list only narrows it, by
+    # Entra object id (never by a name or address, which can look alike).
     approvers_raw = raw.get("approvers", [])
     if not isinstance(approvers_raw, list) or not all(isinstance(a, str) and a.strip() for a in approvers_raw):
-        raise ConfigError(f"{setting}: {path}.approvers must be a list of non-empty strings")
-    if requires_approval and not approvers_raw:
-        raise ConfigError(f"{setting}: {path}.approvers is missing: environment {name!r} requires approval, "
-                          "so at least one approver must be listed")
+        raise ConfigError(f"{setting}: {path}.approvers must be a list of Entra object ids")
+    for k, approver in enumerate(approvers_raw):
+        if not _OBJECT_ID.fullmatch(approver.strip()):
+            raise ConfigError(f"{setting}: {path}.approvers[{k}] {approver!r} is not an Entra object id "
+                              "(a GUID); approvers are compared by object id, never by name or address")
     targets_raw = raw.get("targets")
     if targets_raw is None:
         raise ConfigError(f"{setting}: {path}.targets is missing")
@@ -169,6 +205,12 @@ def _environment(raw: Any, path: str, setting: str, hub_tenant: str | None) -> E
         if t.account in seen:
             raise ConfigError(f"{setting}: {path}.targets[{j}].account {t.account!r} is listed twice")
         seen.add(t.account)
+    accepts_developer = _bool(raw, ACCEPT_DEVELOPER, False, path, setting)
+    for j, t in enumerate(targets):
+        if t.sku == DEVELOPER and not accepts_developer:
+            raise ConfigError(f"{setting}: {path}.targets[{j}] (spoke {t.account!r}) is a Developer deployment: "
+                              "it is deleted 24 hours after creation whatever its use, with no SLA; set "
+                              f"{path}.{ACCEPT_DEVELOPER} to true if environment {name!r} accepts that")
     regions = {t.region for t in targets}
     if len(regions) < 2 and not allow_single:
         raise ConfigError(f"{setting}: {path} (environment {name!r}) has targets in one region only "
@@ -176,7 +218,8 @@ def _environment(raw: Any, path: str, setting: str, hub_tenant: str | None) -> E
                           f"{path}.allow_single_region to true")
     return Environment(name=name, requires_approval=requires_approval,
                        approvers=tuple(a.strip() for a in approvers_raw), allow_single_region=allow_single,
-                       targets=targets, retire=_retire_policy(raw.get("retire", {}), f"{path}.retire", setting))
+                       targets=targets, retire=_retire_policy(raw.get("retire", {}), f"{path}.retire", setting),
+                       accepts_developer_expiry=accepts_developer)
 
 
 def _retire_policy(raw: Any, path: str, setting: str) -> RetirePolicy:

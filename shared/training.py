@@ -69,9 +69,19 @@ def job_spec(settings: RunSettings, hub_files: dict[str, str]) -> JobSpec:
         if settings.method == "reinforcement":
             inner["grader"] = settings.grader
         method = {"type": settings.method, settings.method: inner}
-    return JobSpec(model=settings.base_model, training_file=hub_files["train"],
+    return JobSpec(model=_model_id(settings.base_model), training_file=hub_files["train"],
                    validation_file=hub_files.get("validation"), seed=settings.seed, suffix=settings.suffix,
                    hyperparameters=hyper, method=method)
+
+
+def _model_id(base_model: str) -> str:
+    """The versioned id Azure's examples send; a name shared.models does not know goes as given (the hub
+    judges it; intake already refused names validation does not know)."""
+    from shared.models import UnknownModelError, versioned_model_id
+    try:
+        return versioned_model_id(base_model)
+    except UnknownModelError:
+        return base_model
 
 
 # --- the train handler -------------------------------------------------------------------------------
@@ -275,8 +285,10 @@ def _job_action(command: RunCommand, deps: Any, action: str, hub: Hub | None) ->
     log.info("run %s: job %s %s (%s)", run.run_id, run.job_id, action, job.status)
 
 
-def retrain_run(command: RetrainCommand, deps: Any, *, message_id: str | None = None) -> None:
+def retrain_run(command: RetrainCommand, deps: Any, *, started_by: str | None = None,
+                message_id: str | None = None) -> None:
     """Same data, new settings: the run goes back to `uploading` with a clean job record and a new job key.
+    `started_by`: the verified object id of who asked (operator API), else unknown (a queue message).
     The train request is written with that transition (the run's outbox) and sent after it, named by the
     command's message: a crash in between is finished by the command's redelivery, never left waiting."""
     run = deps.registry.require_run(command.run_id)
@@ -295,7 +307,9 @@ def retrain_run(command: RetrainCommand, deps: Any, *, message_id: str | None = 
             send=[(deps.settings.train_queue, request)],
             settings=new_settings, job_id=None, job_key=None, job_status=None, hub_files={},
             fine_tuned_model=None, trained_tokens=None, events_cursor=None, checkpoints=[], metrics=None,
-            evaluation=None, chosen_model=None, error=None)
+            evaluation=None, chosen_model=None, error=None,
+            approvals={},   # an approval was for the old model: the new one is approved afresh
+            started_by=started_by)
 
 
 # --- helpers -----------------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exit-mode", choices=("crash", "drain"), default="crash")
     parser.add_argument("--tick-scale", type=float, help="run timer schedules X times faster")
     parser.add_argument("--lock-seconds", type=int)
+    parser.add_argument("--http-port", type=int, help="serve the HTTP triggers on this loopback port (0: any)")
     parser.add_argument("--parent-pid", type=int, help="exit when this process is gone (the supervisor)")
     parser.add_argument("--log-level", default=os.environ.get("DEVHOST_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, os.getcwd())   # the app module is found where the host starts, as `func start` does
     options = with_options(HostOptions.from_env(os.environ, ROOT / "host.json"), chaos=args.chaos or None,
                            exit_after=args.exit_after, exit_mode=args.exit_mode, tick_scale=args.tick_scale,
-                           lock_seconds=args.lock_seconds)
+                           lock_seconds=args.lock_seconds, http_port=args.http_port)
     host = DevHost(load_app(args.app), os.environ, options)
     if options.exit_mode == "crash":
         host.on_exit_request = exit_now

@@ -53,14 +53,17 @@ class HostOptions:
     chaos: bool = False
     exit_after: int | None = None     # deliveries (blob + queue) before a chaos exit
     exit_mode: str = "crash"          # "crash": die at once (locks lapse) | "drain": finish in-flight work first
+    http_port: int | None = None      # serve the HTTP triggers here (0: any free port); None: not at all
+    http_prefix: str = "api"          # host.json extensions.http.routePrefix
 
     @staticmethod
     def from_env(env: Mapping[str, str], host_json: Path | None = None) -> HostOptions:
         """DEVHOST_* settings; maxConcurrentCalls defaults to host.json's, as the Functions host reads it."""
-        concurrency = 4
+        concurrency, prefix = 4, "api"
         if host_json is not None and host_json.exists():
-            sb = json.loads(host_json.read_text()).get("extensions", {}).get("serviceBus", {})
-            concurrency = int(sb.get("maxConcurrentCalls", concurrency))
+            extensions = json.loads(host_json.read_text()).get("extensions", {})
+            concurrency = int(extensions.get("serviceBus", {}).get("maxConcurrentCalls", concurrency))
+            prefix = str(extensions.get("http", {}).get("routePrefix", prefix))
         return HostOptions(
             lock_seconds=int(env.get("DEVHOST_LOCK_SECONDS", 60)),
             max_delivery_count=int(env.get("DEVHOST_MAX_DELIVERY_COUNT", 10)),
@@ -68,6 +71,8 @@ class HostOptions:
             workers=int(env.get("DEVHOST_WORKERS", 16)),
             blob_poll_seconds=float(env.get("DEVHOST_BLOB_POLL_SECONDS", 0.5)),
             tick_scale=float(env.get("DEVHOST_TICK_SCALE", 1.0)),
+            http_port=int(env["DEVHOST_HTTP_PORT"]) if env.get("DEVHOST_HTTP_PORT") else None,
+            http_prefix=prefix,
         )
 
 
@@ -92,12 +97,18 @@ class DevHost:
         self._in_flight: dict[str, int] = {}
         self._futures: set[Future[None]] = set()
         self.deliveries = 0
+        self.http: Any = None              # the HTTP front, when serving HTTP triggers
         self.exit_requested = False
         self.on_exit_request: Callable[[], None] | None = None   # __main__ sets this to os._exit in crash mode
 
     # --- lifecycle ----------------------------------------------------------------------------------------
     def start(self) -> DevHost:
+        if self.options.http_port is not None and any(t.kind == "http" for t in self.triggers):
+            from local.devhost.http import HttpFront
+            self.http = HttpFront(self.triggers, port=self.options.http_port, prefix=self.options.http_prefix).start()
         for t in self.triggers:
+            if t.kind == "http":
+                continue
             target = {"blob": self._blob_loop, "queue": self._queue_loop, "timer": self._timer_loop}[t.kind]
             thread = threading.Thread(target=self._guard, args=(target, t), name=f"devhost-{t.function_name}",
                                       daemon=True)
@@ -112,6 +123,8 @@ class DevHost:
         delivery is at-least-once, so what they held comes back."""
         deadline = time.monotonic() + timeout
         self._stop.set()
+        if self.http is not None:
+            self.http.stop()
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
@@ -366,6 +379,8 @@ class DevHost:
 def _describe(t: Trigger) -> str:
     if t.kind == "blob":
         return f"blob trigger on container {t.container!r} ({t.binding.get('path')})"
+    if t.kind == "http":
+        return f"http trigger {','.join(t.methods)} {t.binding.get('route')}"
     if t.kind == "queue":
         return f"queue trigger on {t.queue_name!r} (auto_complete={t.auto_complete})"
     return f"timer {t.schedule!r}"

@@ -20,7 +20,7 @@ class TriggerError(ValueError):
 @dataclass(frozen=True)
 class Trigger:
     function_name: str
-    kind: str                          # "blob" | "queue" | "timer"
+    kind: str                          # "blob" | "queue" | "timer" | "http"
     arg_name: str                      # the parameter the trigger payload is bound to
     func: Callable[..., Any]
     binding: dict[str, Any]            # the binding as declared (settings unresolved)
@@ -36,6 +36,9 @@ class Trigger:
     # timer
     schedule: str | None = None
     run_on_startup: bool = False
+    # http
+    route: re.Pattern[str] | None = None
+    methods: tuple[str, ...] = ()
 
 
 def resolve(value: str, env: Mapping[str, str], *, function_name: str) -> str:
@@ -78,9 +81,25 @@ def discover(app: Any, env: Mapping[str, str]) -> list[Trigger]:
             triggers.append(Trigger(name, "timer", arg, user_function, binding,
                                     schedule=resolve(binding["schedule"], env, function_name=name),
                                     run_on_startup=bool(binding.get("runOnStartup", False))))
+        elif kind == "httpTrigger":
+            triggers.append(Trigger(name, "http", arg, user_function, binding,
+                                    route=route_pattern(binding.get("route") or name),
+                                    methods=tuple(str(getattr(m, "value", m)).upper() for m in binding.get("methods") or ("GET", "POST"))))
         else:
             raise TriggerError(f"function {name}: trigger type {kind!r} is not served by the dev host")
     return triggers
+
+
+def route_pattern(template: str) -> re.Pattern[str]:
+    """`runs/{run_id}/approve` → a pattern binding one path segment per parameter (`{*rest}`: the rest)."""
+    def part(p: str) -> str:
+        if p.startswith("{*"):
+            return f"(?P<{p[2:-1]}>.+)"
+        if p.startswith("{"):
+            return f"(?P<{p[1:-1].split(':')[0].rstrip('?')}>[^/]+)"
+        return re.escape(p)
+    return re.compile("".join(part(p) for p in re.split(r"(\{[^}]+\})", template.strip("/")) if p) + r"\Z",
+                      re.IGNORECASE)
 
 
 def _blob(name: str, arg: str, user_function: Callable[..., Any], binding: dict[str, Any],

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import arm, dataplane
+from . import arm, dataplane, identity
 from .core import Emulator
 from .faults import CONTROL, FaultLayer, error_response
 from .state import Account, ApiError, Topology
@@ -138,9 +138,10 @@ def control_routes() -> list[Route]:
 def build_app(emulator: Emulator | Topology) -> Starlette:
     emu = emulator if isinstance(emulator, Emulator) else Emulator(emulator)
     app = Starlette(
-        routes=control_routes() + arm.routes() + dataplane.routes(),
+        routes=control_routes() + identity.routes(CONTROL) + arm.routes() + dataplane.routes(),
         exception_handlers={ApiError: _api_error, 404: _not_found, 405: _not_found},
     )
     app.state.emulator = emu
+    app.state.identity = identity.IdentityProvider()
     app.add_middleware(FaultLayer, emulator=emu)  # type: ignore[arg-type]
     return app

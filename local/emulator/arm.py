@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import deployments
-from .auth import aux_tenants, check_arm
+from .auth import aux_principals, aux_tenants, check_arm, token_principal
 from .core import Emulator
 from .state import Account, ApiError, Operation
 
@@ -90,7 +90,9 @@ async def put_deployment(request: Request) -> Response:
         model_name=model.get("name"), model_source=model.get("source"),
         model_source_account=model.get("sourceAccount"), aux_tenants=aux,
     )
-    record, created, op = deployments.create_or_update(emu, account, request.path_params["name"], body, aux)
+    record, created, op = deployments.create_or_update(
+        emu, account, request.path_params["name"], body, aux,
+        caller=token_principal(request.headers.get("authorization")), aux=aux_principals(request))
     return JSONResponse(deployments.to_json(record, account), status_code=201 if created else 200,
                         headers=_op_headers(request, account, op))
 

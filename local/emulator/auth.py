@@ -1,4 +1,5 @@
-"""Fake but strict credentials: `Bearer local-dev.<tenant>` stands for a token issued by that tenant."""
+"""Fake but strict credentials: `Bearer local-dev.<tenant>[.<principal>]` stands for a token issued by that
+tenant to that principal (an app's client id; without one, the function app's own managed identity, `app`)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,50 @@ from starlette.requests import Request
 from .state import Account, ApiError
 
 TOKEN_PREFIX = "local-dev."
+DEFAULT_PRINCIPAL = "app"
 
 
-def token_tenant(value: str | None) -> str | None:
-    """Tenant of `Bearer local-dev.<tenant>`, or None when the header is not in that form."""
+def _token(value: str | None) -> tuple[str, str] | None:
+    """(tenant, principal) of `Bearer local-dev.<tenant>[.<principal>]`, or None when not in that form."""
     if not value:
         return None
     scheme, _, token = value.strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token.startswith(TOKEN_PREFIX) or len(token) == len(TOKEN_PREFIX):
         return None
-    return token[len(TOKEN_PREFIX):]
+    tenant, _, principal = token[len(TOKEN_PREFIX):].partition(".")
+    return (tenant, principal or DEFAULT_PRINCIPAL) if tenant else None
+
+
+def token_tenant(value: str | None) -> str | None:
+    """Tenant of `Bearer local-dev.<tenant>[.<principal>]`, or None when the header is not in that form."""
+    parsed = _token(value)
+    return parsed[0] if parsed else None
+
+
+def token_principal(value: str | None) -> str | None:
+    parsed = _token(value)
+    return parsed[1] if parsed else None
+
+
+def aux_principals(request: Request) -> dict[str, str]:
+    """Tenant → principal of each auxiliary token."""
+    header = request.headers.get("x-ms-authorization-auxiliary", "")
+    return dict(t for t in (_token(part) for part in header.split(",")) if t)
+
+
+def authorization_failed(principal: str, account: Account, action: str) -> ApiError:
+    """ARM's answer to a caller without a role on the scope (RBAC), in its usual words."""
+    return ApiError(403, "AuthorizationFailed",
+                    f"The client '{principal}' with object id '{principal}' does not have authorization to perform "
+                    f"action '{action}' over scope '{account.resource_id}' or the scope is invalid. If access was "
+                    "recently granted, please refresh your credentials.")
+
+
+def check_rights(principal: str | None, account: Account, action: str) -> None:
+    """An account that lists `contributors` lets only those principals act on it (None: any of its tenant)."""
+    if account.contributors is not None and principal not in account.contributors:
+        raise authorization_failed(principal or "?", account, action)
 
 
 def aux_tenants(request: Request) -> list[str]:
@@ -58,3 +92,9 @@ def check_arm(request: Request, account: Account) -> None:
             f"The access token is from the wrong issuer '{tenant}'. It must match the tenant "
             f"'{account.tenant}' associated with subscription '{account.subscription}'.",
         )
+    check_rights(token_principal(auth), account, _ACTIONS.get(request.method, "Microsoft.CognitiveServices/accounts/read"))
+
+
+_ACTIONS = {"PUT": "Microsoft.CognitiveServices/accounts/deployments/write",
+            "DELETE": "Microsoft.CognitiveServices/accounts/deployments/delete"}
+SOURCE_ACTION = "Microsoft.CognitiveServices/accounts/read"   # reading the source's model (exact action unpublished)

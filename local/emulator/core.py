@@ -10,7 +10,7 @@ import random
 import threading
 from typing import Any
 
-from . import knowledge
+from . import knowledge, surfaces
 from .jobs import FAILURES, HOLDING, TERMINAL, Job
 from .state import (
     Account,
@@ -25,6 +25,8 @@ from .state import (
     Topology,
     UploadRecord,
 )
+
+OVERFIT_FINAL_FRACTION = 0.5  # an over-fitting job's final model has forgotten half of what it knew
 
 
 def _error(failure: dict[str, str]) -> dict[str, str]:
@@ -60,6 +62,7 @@ class Emulator:
             self.deployments: dict[tuple[str, str], DeploymentRecord] = {}
             self.operations: dict[str, Operation] = {}
             self.jobs_created = 0
+            self.overfit_jobs: set[str] = set()
             self.request_log = RequestLog(REQUEST_LOG_SIZE)
 
     def now(self) -> float:
@@ -157,6 +160,8 @@ class Emulator:
             kind = method.get("type", "supervised")
             if kind not in ("supervised", "dpo", "reinforcement"):
                 raise ApiError(400, "invalidPayload", f"Unsupported method type '{kind}'.", param="method.type")
+            surfaces.check_base_model(body["model"], kind, {j.fine_tuned_name for j in self.jobs.values()
+                                                            if j.account == account and j.status == "succeeded"})
             requested = dict((method.get(kind) or {}).get("hyperparameters") or body.get("hyperparameters") or {})
             suffix = body.get("suffix")
             if suffix is not None and len(suffix) > suffix_max:
@@ -176,6 +181,9 @@ class Emulator:
                 metadata=body.get("metadata"),
             )
             job.add_event(now, f"Job {job.id} created; validating training file: {job.training_file}")
+            if self.faults.overfit_next_jobs > 0:
+                self.faults.overfit_next_jobs -= 1
+                self.overfit_jobs.add(job.id)
             overrides = self.faults.status_override
             if "next" in overrides:
                 overrides[job.id] = overrides.pop("next")
@@ -336,11 +344,21 @@ class Emulator:
             if job.status != "succeeded":
                 continue
             if name == job.fine_tuned_name:
-                return job, 1.0
+                return job, self._fraction(job, job.total_steps)
             for _, step in job.checkpoint_steps():
                 if name in (job.checkpoint_model(step), job.checkpoint_id(step)) and step <= job.steps_done(now):
-                    return job, job.knowledge_fraction(step)
+                    return job, self._fraction(job, step)
         return None
+
+    def _fraction(self, job: Job, step: int) -> float:
+        """What the model at `step` knows. An over-fitting job (the `overfit_next_jobs` fault) peaks at the
+        checkpoint one epoch before the end and then forgets, so a checkpoint beats the final model."""
+        if job.id in self.overfit_jobs:
+            if step >= job.total_steps:
+                return OVERFIT_FINAL_FRACTION
+            if step == job.total_steps - job.steps_per_epoch:
+                return 1.0
+        return job.knowledge_fraction(step)
 
     @staticmethod
     def looks_finetuned(name: str) -> bool:
@@ -351,7 +369,9 @@ class Emulator:
         for key, dep in list(self.deployments.items()):
             if dep.state in ("Creating", "Accepted") and now >= dep.ready_at:
                 dep.state = "Failed" if dep.fail else "Succeeded"
-            if dep.state == "Deleting" and dep.delete_at is not None and now >= dep.delete_at:
+            deleted = dep.state == "Deleting" and dep.delete_at is not None and now >= dep.delete_at
+            expired = dep.expires_at is not None and now >= dep.expires_at   # a Developer deployment's 24 h
+            if deleted or expired:
                 del self.deployments[key]
 
     def deployment(self, account: str, name: str) -> DeploymentRecord | None:

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from .auth import SOURCE_ACTION, check_rights
 from .core import Emulator
 from .state import Account, ApiError, DeploymentRecord, Operation
 
+DEVELOPER_LIFETIME_S = 24 * 3600   # Learn fine-tuning-deploy: Developer deployments live 24 hours
 BASE_SKUS = {"standard", "globalstandard", "datazonestandard", "developertier", "provisionedmanaged",
              "globalprovisionedmanaged", "globalbatch", "datazonebatch", "datazoneprovisionedmanaged"}
 
 
-def _model_owner(emu: Emulator, target: Account, model: dict[str, Any], aux_tenants: list[str]) -> bool:
-    """Check where a model comes from; returns whether it is fine-tuned. Raises ApiError when refused."""
+def _model_owner(emu: Emulator, target: Account, model: dict[str, Any], aux_tenants: list[str],
+                 caller: str | None = None, aux: dict[str, str] | None = None) -> bool:
+    """Check where a model comes from; returns whether it is fine-tuned. Raises ApiError when refused.
+
+    A model from another account needs the caller's rights there too (Learn fine-tuning-deploy: the
+    identity "must have access to both the source and destination"): the main token's principal for
+    `source` (same tenant), the source tenant's auxiliary token's principal for `sourceAccount`."""
     name = str(model.get("name") or "")
     found = emu.find_model(name)
     source, source_account = model.get("source"), model.get("sourceAccount")
@@ -38,6 +46,7 @@ def _model_owner(emu: Emulator, target: Account, model: dict[str, Any], aux_tena
                 f"The source account '{source}' is in another tenant; use properties.model.sourceAccount "
                 "with an x-ms-authorization-auxiliary token for that tenant.",
             )
+        check_rights(caller, owner, SOURCE_ACTION)
         return True
     if owner.tenant != target.tenant and owner.tenant not in aux_tenants:
         raise ApiError(
@@ -45,16 +54,83 @@ def _model_owner(emu: Emulator, target: Account, model: dict[str, Any], aux_tena
             f"An auxiliary token for tenant '{owner.tenant}' (the tenant of '{source_account}') is required "
             "in the x-ms-authorization-auxiliary header.",
         )
+    check_rights(caller if owner.tenant == target.tenant else (aux or {}).get(owner.tenant), owner, SOURCE_ACTION)
     return True
 
 
-def _developer_tier_model(name: str, finetuned: bool) -> bool:
-    base = name.split(".ft-", 1)[0].split(":", 1)[0]
-    return finetuned and (base.startswith("gpt-4.1") or name.startswith("ftchkpt-"))   # checkpoint ids hide their base
+# Learn fine-tuning-deploy "Deployment Types": where a fine-tuned model of each base model may be deployed,
+# by sku ("*": every region). Other skus (data zone, batch, global provisioned) are not offered for them.
+_EUS2, _NCUS, _SWC, _SWW = "eastus2", "northcentralus", "swedencentral", "switzerlandwest"
+_GPT41 = ("gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano")
+FINE_TUNED_DEPLOYMENT: dict[str, dict[str, frozenset[str]]] = {
+    "standard": {"o4-mini": frozenset({_EUS2, _SWC}), "gpt-4o": frozenset({_EUS2, _SWC}),
+                 "gpt-4o-mini": frozenset({_NCUS, _SWC}), "gpt-35-turbo": frozenset({_EUS2, _NCUS, _SWC, _SWW}),
+                 **{m: frozenset({_NCUS, _SWC}) for m in _GPT41}},
+    "globalstandard": {m: frozenset({"*"}) for m in ("o4-mini", "gpt-4o", "gpt-4o-mini", *_GPT41)},
+    "developertier": {m: frozenset({"*"}) for m in _GPT41},
+    "provisionedmanaged": {"gpt-4.1": frozenset({_SWC}), "gpt-4o": frozenset({_NCUS, _SWC}),
+                           "gpt-4o-mini": frozenset({_NCUS, _SWC})},
+}
+_VERSION = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{4})$")
+
+
+def _fine_tuned_base(emu: Emulator, name: str) -> str:
+    """The base model (no version) of a fine-tuned model or checkpoint id the emulator knows."""
+    found = emu.find_model(name)
+    base = found[0].model if found else name.split(".ft-", 1)[0]
+    return _VERSION.sub("", base.split(".ft-", 1)[0].split(":", 1)[0].lower())
+
+
+def _check_fine_tuned_sku(emu: Emulator, account: Account, name: str, sku: str) -> None:
+    """A fine-tuned model deploys only as the documented types, and as Standard only in listed regions."""
+    base = _fine_tuned_base(emu, name)
+    regions = FINE_TUNED_DEPLOYMENT.get(sku.lower(), {}).get(base)
+    if regions is None:
+        raise ApiError(400, "InvalidSkuName", f"The sku '{sku}' is not supported for fine-tuned model '{name}' "
+                                              f"(base model {base}).")
+    if "*" not in regions and account.region.lower() not in regions:
+        raise ApiError(400, "InvalidResourceProperties", f"The specified SKU '{sku}' for model '{name}' is not "
+                                                         f"supported in this region '{account.region}'.")
+
+
+def _quota_name(emu: Emulator, model: dict[str, Any], sku: dict[str, Any], finetuned: bool) -> str:
+    """The quota a deployment draws on: tokens per minute of its base model (fine-tunes apart), per sku."""
+    name = str(model.get("name") or "")
+    if finetuned:
+        found = emu.find_model(name)
+        base = found[0].model if found else name.split(".ft-", 1)[0]
+        name = f"{base.split('.ft-', 1)[0]}-finetune"
+    kind = str(sku.get("name") or "Standard")
+    return f"{name}" if kind.lower() == "standard" else f"{name} - {kind}"
+
+
+def _check_tpm_quota(emu: Emulator, account: Account, name: str, model: dict[str, Any], sku: dict[str, Any],
+                     finetuned: bool) -> None:
+    """ARM's `InsufficientQuota` when the region's TPM quota (per subscription) cannot take the capacity."""
+    limit = emu.durations.tpm_quota.get(account.region)
+    if limit is None:
+        return
+    quota = _quota_name(emu, model, sku, finetuned)
+    used = 0
+    for (acc, other), d in emu.deployments.items():
+        holder = emu.accounts[acc]
+        if (acc, other) == (account.name, name) or d.state == "Deleting":
+            continue
+        if holder.subscription == account.subscription and holder.region == account.region and \
+                _quota_name(emu, d.model, d.sku, d.finetuned) == quota:
+            used += int(d.sku.get("capacity") or 1)
+    wanted = int(sku.get("capacity") or 1)
+    if used + wanted > limit:
+        label = f"Tokens Per Minute (thousands) - {quota}"
+        raise ApiError(400, "InsufficientQuota",
+                       f"This operation require {wanted} new capacity in quota {label}, which is bigger than the "
+                       f"current available capacity {max(0, limit - used)}. The current quota usage is {used} "
+                       f"and the quota limit is {limit} for quota {label}.")
 
 
 def create_or_update(
-    emu: Emulator, account: Account, name: str, body: dict[str, Any], aux_tenants: list[str]
+    emu: Emulator, account: Account, name: str, body: dict[str, Any], aux_tenants: list[str], *,
+    caller: str | None = None, aux: dict[str, str] | None = None,
 ) -> tuple[DeploymentRecord, bool, Operation]:
     with emu.lock:
         emu.tick()
@@ -65,12 +141,15 @@ def create_or_update(
             raise ApiError(400, "InvalidResourceProperties", "properties.model.name is required.")
         if str(sku.get("name", "")).lower() not in BASE_SKUS:
             raise ApiError(400, "InvalidSkuName", f"The sku '{sku.get('name')}' is not supported.")
-        finetuned = _model_owner(emu, account, model, aux_tenants)
-        if str(sku.get("name", "")).lower() == "developertier" and not _developer_tier_model(model["name"], finetuned):
+        finetuned = _model_owner(emu, account, model, aux_tenants, caller, aux)
+        if finetuned:
+            _check_fine_tuned_sku(emu, account, str(model["name"]), str(sku.get("name", "")))
+        elif str(sku.get("name", "")).lower() == "developertier":
             # Developer tier (no SLA, deleted after 24 h) is for evaluating gpt-4.1-family fine-tunes only
             raise ApiError(400, "InvalidSkuName", f"The sku 'DeveloperTier' is not supported for model "
                                                   f"'{model['name']}' (fine-tuned gpt-4.1 family models only).")
         existing = emu.deployments.get((account.name, name))
+        _check_tpm_quota(emu, account, name, model, sku, finetuned)
         if finetuned:
             others = [d for (acc, n), d in emu.deployments.items()
                       if acc == account.name and n != name and d.finetuned and d.state != "Deleting"]
@@ -92,6 +171,8 @@ def create_or_update(
             account=account.name, name=name, sku=sku, properties=properties, tags=body.get("tags"),
             state="Accepted" if existing else "Creating", ready_at=ready_at, fail=fail, finetuned=finetuned,
             warm_at=ready_at + emu.durations.warmup_seconds,
+            expires_at=(existing.expires_at if existing and existing.expires_at else now + DEVELOPER_LIFETIME_S)
+            if str(sku.get("name", "")).lower() == "developertier" else None,
         )
         emu.deployments[(account.name, name)] = record
         op = Operation(id=emu.new_id("op", ""), account=account.name, deployment=name, kind="put", created_at=now)

@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import aux_tenants, token_tenant
 from .core import Emulator
+from .identity import is_identity_path
 from .state import ApiError
 
 CONTROL = "/_emulator"
@@ -45,7 +46,7 @@ class FaultLayer:
         self.app, self.emu = app, emulator
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(CONTROL):
+        if scope["type"] != "http" or scope["path"].startswith(CONTROL) or is_identity_path(scope["path"]):
             return await self.app(scope, receive, send)
         request = Request(scope)
         surface = "arm" if scope["path"].startswith("/subscriptions/") else "data"

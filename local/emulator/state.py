@@ -49,6 +49,7 @@ class Account:
     tenant: str
     role: str = "spoke"
     max_finetuned_deployments: int = 5
+    contributors: list[str] | None = None  # principals with a role on it (RBAC); None: anyone of its tenant
 
     @property
     def resource_id(self) -> str:
@@ -102,6 +103,9 @@ class Durations:
     resuming: float = 0.0  # resume: `resuming` this long, then `running`
     warmup_seconds: float = 0.0  # a new deployment answers chat with 429 this long after provisioning
     results: float = 0.5  # after "Job succeeded.": postprocessing until the results file is there
+    # region → tokens-per-minute quota (thousands = capacity units) per subscription, model and sku;
+    # a region not listed is unlimited
+    tpm_quota: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -120,6 +124,7 @@ class Faults:
     accounts: list[str] | None = None  # the request faults above hit only these accounts (None/[]: all)
     fail_next_deployments: dict[str, int] = field(default_factory=dict)  # account → next N PUTs end Failed
     status_override: dict[str, str] = field(default_factory=dict)  # job id (or "next") → status on the wire
+    overfit_next_jobs: int = 0  # the next N jobs over-fit: the checkpoint one epoch before the end wins
 
     def update(self, data: dict[str, Any]) -> None:
         for key, value in data.items():
@@ -210,6 +215,7 @@ class DeploymentRecord:
     delete_at: float | None = None
     last_used_at: float | None = None
     warm_at: float = 0.0  # chat completions answer 429 before this (warmup_seconds after ready_at)
+    expires_at: float | None = None  # DeveloperTier: deleted 24 h after creation, whatever its use
 
     @property
     def model(self) -> dict[str, Any]:

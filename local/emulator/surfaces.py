@@ -38,6 +38,27 @@ _HYPER = {
                       "compute_multiplier", "eval_interval", "eval_samples"},
 }
 SUFFIX_MAX = {GA: 40, PREVIEW: 40, V1: 64}
+# The base models Azure fine-tunes, by the versioned id its examples send, with their methods (Learn
+# `includes/fine-tune-models.md`; DPO and reinforcement pages). Anything else is refused as Azure does
+# ("The specified base model does not support fine-tuning."), an unversioned name included.
+FINE_TUNABLE = {
+    "gpt-35-turbo-0125": {"supervised"}, "gpt-35-turbo-1106": {"supervised"},
+    "gpt-4o-mini-2024-07-18": {"supervised"}, "gpt-4o-2024-08-06": {"supervised", "dpo"},
+    "gpt-4.1-2025-04-14": {"supervised", "dpo"}, "gpt-4.1-mini-2025-04-14": {"supervised", "dpo"},
+    "gpt-4.1-nano-2025-04-14": {"supervised"}, "o4-mini-2025-04-16": {"reinforcement"},
+}
+
+
+def check_base_model(model: str, method: str, fine_tuned: set[str]) -> None:
+    """A job's `model`: a fine-tunable base model id (versioned), or one of the account's own fine-tuned
+    models (continuous fine-tuning, supervised)."""
+    methods = FINE_TUNABLE.get(model) or ({"supervised"} if model in fine_tuned else None)
+    if methods is None:
+        raise ApiError(400, "invalidPayload", "The specified base model does not support fine-tuning.",
+                       param="model")
+    if method not in methods:
+        raise ApiError(400, "invalidPayload", f"The specified base model does not support the {method} "
+                       "method.", param="method.type")
 UPLOAD_START = frozenset({"purpose", "filename", "bytes", "mime_type"})   # 2024-10-21 UploadFileStartBody
 UPLOAD_COMPLETE = frozenset({"part_ids", "md5"})                          # UploadFileCompleteBody
 

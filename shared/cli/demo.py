@@ -30,7 +30,8 @@ from shared.cli.views import run_view, table  # the one run shape, shared with `
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "samples" / "support-bot.jsonl"
-DEMO_APPROVER = "demo-operator@contoso.example"   # listed as prod approver in local/spokes.demo.json
+DEMO_APPROVER = "demo-operator@contoso.example"   # a demo user of the emulator's identity provider (Approver.prod)
+DEMO_OWNER = "demo-scientist@contoso.example"     # owns the sample run: four eyes keep them from approving it
 DEMO_TICKET = "DEMO-1"
 POISON_QUEUES = ("webjobs-blobtrigger-poison",)   # blob events the host gave up on: lost work, so shown too
 
@@ -67,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         # anything that prints on stdout while the stack runs lands on stderr: stdout is the result only
         with stack, contextlib.redirect_stdout(sys.stderr):
             deps = stack.deps()
+            stack.wait_for_api()
             sources = drop_datasets(deps, drops)
             finished = wait_until_done(stack, deps, sources, deadline=time.monotonic() + timeout)
             result = collect(stack, deps)
@@ -114,8 +116,9 @@ def unexpected_failures(result: dict[str, Any], *, sample: bool) -> list[str]:
 def _plan_drops(datasets: Path | None) -> list[tuple[str, list[tuple[str, Path]]]]:
     """[(start blob, [(blob name, file), …in upload order])]: a folder's run.json goes last, as it starts the run.
     Says on stderr what it does not drop, and why."""
-    if datasets is None:
-        return [(SAMPLE.name, [(SAMPLE.name, SAMPLE)])]
+    if datasets is None:   # the sample as a run folder whose run.json names its owner, so it may reach prod
+        folder = SAMPLE.stem
+        return [(f"{folder}/run.json", [(f"{folder}/train.jsonl", SAMPLE), (f"{folder}/run.json", _sample_run_json())])]
     if not datasets.exists():
         raise UsageError(f"--datasets {datasets}: no such folder")
     if not datasets.is_dir():
@@ -139,6 +142,13 @@ def _plan_drops(datasets: Path | None) -> list[tuple[str, list[tuple[str, Path]]
             say(f"skipping {path.name}/: no run.json (a folder drop starts with its run.json; add one, {{}} "
                 "for the defaults)")
     return drops
+
+
+def _sample_run_json() -> Path:
+    from local.emulator.identity import USERS
+    path = Path(tempfile.mkdtemp(prefix="ftops-demo-")) / "run.json"
+    path.write_text(json.dumps({"owner": USERS[DEMO_OWNER].oid, "ticket": DEMO_TICKET}), encoding="utf-8")
+    return path
 
 
 def drop_datasets(deps: Any, drops: list[tuple[str, list[tuple[str, Path]]]]) -> set[str]:
@@ -166,8 +176,9 @@ def wait_until_done(stack: Any, deps: Any, sources: set[str], *, deadline: float
         progress.show(runs, deployments)
         for run in runs:
             kind, env = states.split(run.state)
-            if kind == "awaiting_approval" and env and (run.run_id, env) not in approved:
-                approve(deps, run.run_id, env)
+            # approve() is False when the API could not answer (the dev host restarting): look again next time
+            if kind == "awaiting_approval" and env and (run.run_id, env) not in approved \
+                    and approve(stack, run.run_id, env):
                 approved.add((run.run_id, env))
         if _done(runs, deployments, sources):
             return True
@@ -183,14 +194,26 @@ def _done(runs: list[Any], deployments: list[Any], sources: set[str]) -> bool:
     return all(d.last_ping for d in deployments if d.run_id in deployed and d.state == "active")
 
 
-def approve(deps: Any, run_id: str, environment: str) -> None:
-    """What an operator (or a ticketing system) does: an approve command on the commands queue."""
-    from shared.messages import ApproveCommand, envelope
-    command = ApproveCommand(run_id=run_id, environment=environment, approver=DEMO_APPROVER, ticket=DEMO_TICKET,
-                             comment="approved by ftops demo")
-    deps.publisher.send(deps.settings.commands_queue,
-                        envelope(command, type_="ftops.command.approve", message_id=f"approve-{run_id}-{environment}"))
-    say(f"run {run_id}: approving {environment} as {DEMO_APPROVER} (ticket {DEMO_TICKET})")
+def approve(stack: Any, run_id: str, environment: str) -> bool:
+    """What an operator does with `ftops approve`: signed in (here: the emulator's identity provider), the
+    operator API approves the model the run holds now. A refusal (e.g. four eyes) is shown and the run is
+    rejected, so it ends; False when the API could not answer now (try again)."""
+    from shared.cli.operator_client import ApiError, local_client
+    client = local_client(stack.api_url, stack.env, DEMO_APPROVER)
+    try:
+        answer = client.approve(run_id, environment, ticket=DEMO_TICKET, comment="approved by ftops demo")
+    except ApiError as exc:
+        if exc.status == 0 or exc.status >= 500:
+            return False
+        say(f"run {run_id}: approval of {environment} refused ({exc.status}): {exc.message}")
+        with contextlib.suppress(ApiError):   # end the run instead of leaving it waiting for a person
+            client.call("POST", f"runs/{run_id}/reject", {"environment": environment, "ticket": DEMO_TICKET,
+                                                          "reason": f"the demo's approval was refused: {exc.message}"})
+        return True
+    a = answer["approved"]
+    say(f"run {run_id}: approved {a['model']} into {environment} through the operator API as {a['approver_name']} "
+        f"({a['approver_oid']}, ticket {DEMO_TICKET})")
+    return True
 
 
 class _Progress:

@@ -24,6 +24,7 @@ from shared.drop_check import DropFiles, check_drop
 from shared.hub_api import DEFAULT as DEFAULT_HUB_API
 from shared.hub_api import HubSurface, UnsupportedOnSurface, surface
 from shared.models import UnknownModelError, known_models, model_facts
+from shared.topology import Topology
 from shared.validation import DatasetReport, Finding
 from shared.validation.html import method_note
 
@@ -37,7 +38,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                               description=__doc__)
     p.add_argument("path", help="a JSONL file, or a run folder with train/validation/eval.jsonl")
     p.add_argument("--model", default=None,
-                   help="base model (default: run.json base_model, else DEFAULT_BASE_MODEL, else gpt-4.1-mini)")
+                   help="base model (default: run.json base_model, else DEFAULT_BASE_MODEL, else gpt-4.1-mini-2025-04-14)")
     p.add_argument("--method", choices=("supervised", "dpo", "reinforcement"), default=None,
                    help="fine-tuning method (default: run.json method, else detected from the data)")
     p.add_argument("--pii", choices=("error", "warn"), default=None,
@@ -93,20 +94,22 @@ def _override(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in flags.items() if v is not None}
 
 
-def _configured(env: Mapping[str, str]) -> tuple[str, list[str] | None, HubSurface]:
+def _configured(env: Mapping[str, str]) -> tuple[str, list[str] | None, HubSurface, Topology | None]:
     """The default base model, the environments and the hub API as this machine's settings have them
     (intake reads the same settings); without SPOKES_CONFIG the environments run.json names are not checked."""
-    default = env.get("DEFAULT_BASE_MODEL") or "gpt-4.1-mini"
+    default = env.get("DEFAULT_BASE_MODEL") or "gpt-4.1-mini-2025-04-14"
     try:
         hub_api = surface(env.get("HUB_API_VERSION") or DEFAULT_HUB_API)
     except UnsupportedOnSurface as exc:
         raise UsageError(str(exc)) from None
     if not env.get("SPOKES_CONFIG"):
-        return default, None, hub_api
+        return default, None, hub_api, None
     from shared.config import ConfigError, load_spokes_json
+    from shared.topology import parse_topology
     try:
         spokes = load_spokes_json(env["SPOKES_CONFIG"])
-        return default, [e["name"] for e in spokes.get("environments", [])], hub_api
+        # the topology too: where a run may go (a prefix of the order; gated runs name an owner object id)
+        return default, [e["name"] for e in spokes.get("environments", [])], hub_api, parse_topology(spokes)
     except (ConfigError, KeyError, TypeError, AttributeError) as exc:
         raise UsageError(f"SPOKES_CONFIG: {exc}") from None
 
@@ -181,7 +184,7 @@ def run(args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: TextI
                 model_facts(args.model)
             except UnknownModelError:
                 raise UsageError(f"unknown model {args.model!r}; known: {', '.join(known_models())}") from None
-        default_model, environments, hub_api = _configured(os.environ if env is None else env)
+        default_model, environments, hub_api, topology = _configured(os.environ if env is None else env)
     except (UsageError, ValueError) as exc:
         err.write(f"ftops validate: {exc}\n")
         return 2
@@ -190,7 +193,7 @@ def run(args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: TextI
     try:
         checked = check_drop(_with_progress(drop, progress), default_base_model=default_model,
                              environments=environments, override=_override(args),
-                             override_source="command line", hub_api=hub_api)
+                             override_source="command line", hub_api=hub_api, topology=topology)
     except OSError as exc:
         progress.close()
         err.write(f"ftops validate: cannot read {args.path}: {exc.strerror or exc}\n")

@@ -22,7 +22,7 @@ DEVELOPER_API_VERSION = "2025-07-01-preview"  # AZURE-FACTS: the api-version Dev
 STANDARD_SKU = "standard"
 FINE_TUNED_CAPACITY = 1
 BASE_CAPACITY = 10                           # base models: 10K TPM, so 200 questions do not crawl on 429s
-MAX_CHECKPOINTS = 2
+MAX_CHECKPOINTS = 2                          # Azure keeps the last three epochs; the third is the final model
 _VERSION = re.compile(r"^(?P<name>.+?)-(?P<version>\d{4}-\d{2}-\d{2})$")
 
 
@@ -31,7 +31,12 @@ class PermanentHubError(RuntimeError):
 
 
 class TransientHubError(RuntimeError):
-    """Throttled, busy, out of quota for now, or unreachable: the message should be retried."""
+    """Throttled, busy or unreachable: the message should be retried."""
+
+
+class QuotaHubError(RuntimeError):
+    """ARM refused for quota (`InsufficientQuota`: the region's tokens-per-minute quota, or the account's
+    fine-tuned deployment count): wait with a delayed re-send, within a bound, then give up."""
 
 
 def deployment_prefix(run_id: str) -> str:
@@ -53,21 +58,28 @@ def plan_candidates(run_id: str, fine_tuned_model: str, base_model: str,
     """Final model first, then base, then the last checkpoints (the order deployments are created in:
     the ones the verdict cannot do without come first).
 
-    A checkpoint at the job's last step (`final_step`, when the training metrics tell it) is the final
-    model under another name: deploying it again would only spend hub quota."""
+    Checkpoints are what polling recorded (`shared.hub.Hub.checkpoints`: `id`, `step`, `model`; the API's
+    own `step_number` is read too) and are deployed by their checkpoint id (`ftchkpt-…`), as Learn's
+    fine-tuning-deploy page documents. A checkpoint at the job's last step is the final model under
+    another name: deploying it again would only spend hub quota. That step comes from the training
+    metrics, else it is the newest checkpoint's (the last epoch's checkpoint is the final model)."""
     prefix = deployment_prefix(run_id)
     developer = developer_tier_allowed(base_model)
     sku, capacity = (DEVELOPER_SKU, DEVELOPER_CAPACITY) if developer else (STANDARD_SKU, FINE_TUNED_CAPACITY)
     plan = [Candidate("final", "final", fine_tuned_model, f"{prefix}-final", sku, capacity),
             Candidate("base", "base", base_model, f"{prefix}-base", STANDARD_SKU, BASE_CAPACITY)]
-    usable = []
+    usable: dict[int, str] = {}
     for ckpt in checkpoints:
-        model = ckpt.get("fine_tuned_model_checkpoint") if isinstance(ckpt, Mapping) else None
-        step = _int(ckpt.get("step_number")) if isinstance(ckpt, Mapping) else None
-        if model and model != fine_tuned_model and step is not None and step != final_step:
-            usable.append((step, str(model)))
-    for step, model in sorted(set(usable))[-MAX_CHECKPOINTS:]:
-        plan.append(Candidate(f"checkpoint step {step}", "checkpoint", model, f"{prefix}-ckpt{step}",
+        if not isinstance(ckpt, Mapping):
+            continue
+        model = ckpt.get("id") or ckpt.get("fine_tuned_model_checkpoint")
+        step = _int(ckpt.get("step", ckpt.get("step_number")))
+        if model and model != fine_tuned_model and step is not None:
+            usable[step] = str(model)
+    last = final_step if final_step is not None else max(usable, default=None)
+    kept = sorted(step for step in usable if step != last)[-MAX_CHECKPOINTS:]
+    for step in kept:
+        plan.append(Candidate(f"checkpoint step {step}", "checkpoint", usable[step], f"{prefix}-ckpt{step}",
                               sku, capacity, step=step))
     return plan
 
@@ -130,8 +142,10 @@ def classify(exc: BaseException, doing: str) -> RuntimeError:
         status = exc.status_code or 0
         code = getattr(getattr(exc, "error", None), "code", None) or ""
         message = getattr(getattr(exc, "error", None), "message", None) or exc.message or str(exc)
-        # Quota is shared with other runs' evaluations: it frees up when they finish.
-        if status in (408, 409, 429) or status >= 500 or "quota" in code.lower():
+        # Quota is shared with other runs' evaluations and deployments: it may free up, or never.
+        if "quota" in code.lower():
+            return QuotaHubError(f"{doing}: {status} {code}: {message}")
+        if status in (408, 409, 429) or status >= 500:
             return TransientHubError(f"{doing}: {status} {code} {message}".strip())
         return PermanentHubError(f"{doing}: {status} {code}: {message}")
     return TransientHubError(f"{doing}: {type(exc).__name__}: {exc}")

@@ -1,6 +1,10 @@
 """The evaluate stage: trained run → temporary hub deployments → held-out questions → gates → report →
 `evaluated` (+ DeployRequest for the first environment) or `evaluation_failed`.
 
+A quota refusal on the hub (`InsufficientQuota`) is waited out with delayed re-sends of the request
+(`QUOTA_BACKOFF_SECONDS`, doubling with jitter, as the train stage's quota wait does), at most
+`QUOTA_WAITS` times (about two hours), then the run ends `evaluation_failed` saying so.
+
 Idempotent: a duplicate delivery finds the run past `evaluating` and returns (re-sending the deploy
 request if the first attempt died right after the transition: its MessageId dedups). Temporary
 deployments have names derived from the run id and are deleted in a finally block, so neither a retry
@@ -11,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +24,7 @@ from shared.evaluation.examples import load_examples, stream_lines
 from shared.evaluation.gates import choose_candidate, evaluate_gates, thresholds_from
 from shared.evaluation.hubdeploy import (
     PermanentHubError,
+    QuotaHubError,
     TransientHubError,
     create_deployment,
     delete_deployments,
@@ -27,7 +33,7 @@ from shared.evaluation.hubdeploy import (
 from shared.evaluation.metrics import aggregate
 from shared.evaluation.report import build_report, loss_rows, render_html, summary
 from shared.evaluation.runner import Candidate, ChatFn, openai_chat_fn, run_candidates
-from shared.events import advance
+from shared.events import advance, publish
 from shared.handling import retry_later
 from shared.messages import DeployRequest, EvaluateRequest, deploy_message_id, envelope, evaluate_message_id
 from shared.outbox import flush
@@ -37,6 +43,8 @@ log = logging.getLogger(__name__)
 
 ACTOR = "ftops/evaluate"
 CLAIM_TTL_SECONDS = 1800   # longer than an evaluation should take; a dead worker's claim expires and a retry takes over
+QUOTA_BACKOFF_SECONDS = (60.0, 1800.0)   # first wait, longest wait (doubling, with jitter)
+QUOTA_WAITS = 8                          # re-sends before giving up: at most 60+120+…+1800 s ≈ 2 h of waiting
 
 
 class _Failed(Exception):
@@ -60,14 +68,17 @@ def handle_evaluate(request: EvaluateRequest, deps: Any, *, chat: ChatFn | None 
         retry_later(deps, deps.settings.evaluate_queue, request, evaluate_message_id(run.run_id, run.job_id))
         return
     try:
-        final = _evaluate(run, deps, chat)
+        final = _evaluate(run, deps, chat, request)
     except BaseException:
         deps.registry.release(key)
         raise
+    if final is None:   # waiting for quota: the delayed re-send must find the step free
+        deps.registry.release(key)
+        return
     deps.registry.complete(key, {"state": final})
 
 
-def _evaluate(run: RunRecord, deps: Any, chat: ChatFn | None) -> str:
+def _evaluate(run: RunRecord, deps: Any, chat: ChatFn | None, request: EvaluateRequest) -> str | None:
     if run.state == states.TRAINED:
         run = advance(deps, run.run_id, states.EVALUATING, actor=ACTOR,
                       detail={"fine_tuned_model": run.fine_tuned_model})
@@ -75,6 +86,8 @@ def _evaluate(run: RunRecord, deps: Any, chat: ChatFn | None) -> str:
         report = _measure(run, deps, chat)
     except _Failed as exc:
         return _fail(deps, run, str(exc))
+    except QuotaHubError as exc:   # the temporary deployments are already deleted (finally in _measure)
+        return _wait_for_quota(deps, run, request, exc)
     paths = _write_reports(deps, run.run_id, report)
     result = summary(report, paths)
     if not report["passed"]:
@@ -118,7 +131,7 @@ def _measure(run: RunRecord, deps: Any, chat: ChatFn | None) -> dict[str, Any]:
             created.append(candidate.deployment)   # even a failed PUT may have left something to delete
             try:
                 create_deployment(arm, hub.resource_group, hub.account, candidate, tags=tags)
-            except (PermanentHubError, TransientHubError) as exc:
+            except (PermanentHubError, TransientHubError) as exc:   # quota (QuotaHubError) waits for all
                 if candidate.kind == "checkpoint":   # nice to have: evaluate without it, say so in the report
                     log.warning("run %s: skipping %s: %s", run_id, candidate.name, exc)
                     skipped.append({"name": candidate.name, "model": candidate.model, "reason": str(exc)})
@@ -142,6 +155,30 @@ def _measure(run: RunRecord, deps: Any, chat: ChatFn | None) -> dict[str, Any]:
                         eval_path=eval_path, examples=loaded.examples, available=loaded.total,
                         skipped_lines=loaded.skipped, candidates=active, results=results, metrics=metrics,
                         skipped_candidates=skipped, chosen=chosen, gates=gates, training_metrics=run.metrics)
+
+
+def _wait_for_quota(deps: Any, run: RunRecord, request: EvaluateRequest, exc: QuotaHubError) -> str | None:
+    """Send a delayed copy of the request (the run stays `evaluating`), or give up past the bound."""
+    waits = request.quota_waits
+    if waits >= QUOTA_WAITS:
+        return _fail(deps, run, f"hub quota did not free up after {waits} waits (about "
+                                f"{_total_wait(waits) / 3600:.1f} h): {exc}. Free tokens-per-minute quota in the "
+                                f"hub's region (or deployments on {deps.settings.hub.account}), then retrain")
+    first, longest = QUOTA_BACKOFF_SECONDS
+    delay = min(longest, first * 2 ** waits) * random.uniform(0.5, 1.0)
+    again = request.model_copy(update={"quota_waits": waits + 1})
+    deps.publisher.send(deps.settings.evaluate_queue,
+                        envelope(again, message_id=f"{evaluate_message_id(run.run_id, run.job_id)}-q{waits + 1}"), delay_seconds=delay)
+    publish(deps, run.run_id, "evaluation_waiting_for_quota",
+            {"reason": str(exc)[:500], "wait": waits + 1, "of": QUOTA_WAITS, "retry_in_seconds": round(delay)})
+    log.info("run %s: hub quota short (%s); evaluating again in %.0f s (wait %d of %d)", run.run_id, exc, delay,
+             waits + 1, QUOTA_WAITS)
+    return None
+
+
+def _total_wait(waits: int) -> float:
+    first, longest = QUOTA_BACKOFF_SECONDS
+    return sum(min(longest, first * 2 ** n) for n in range(waits))
 
 
 def _read_lines(deps: Any, path: str, run_id: str) -> Iterator[bytes]:

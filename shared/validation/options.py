@@ -10,7 +10,7 @@ MIB = 1 << 20
 
 @dataclass(frozen=True)
 class ValidationOptions:
-    model: str = "gpt-4.1-mini"
+    model: str = "gpt-4.1-mini-2025-04-14"
     method: str | None = None  # None: detected from the data (majority format of the training file)
     pii: str = "error"  # "error" | "warn": personal data findings' severity
     over_limit: str = "error"  # "error" | "warn": examples over the model's per-example token limit

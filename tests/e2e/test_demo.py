@@ -16,13 +16,13 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "samples" / "support-bot.jsonl"
 
 
-def ftops_demo(*args: str, timeout: float, logs: Path) -> dict[str, Any]:
+def ftops_demo(*args: str, timeout: float, logs: Path) -> tuple[dict[str, Any], str]:
     proc = subprocess.run([sys.executable, "-m", "shared.cli", "demo", "--json", "--logs", str(logs), *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout, check=False)
     assert proc.returncode == 0, f"ftops demo exited {proc.returncode}:\n{proc.stderr[-6000:]}"
     assert_no_secret_in_logs(proc.stderr)
     try:
-        return json.loads(proc.stdout)     # the whole of stdout is one JSON object
+        return json.loads(proc.stdout), proc.stderr     # the whole of stdout is one JSON object
     except ValueError:
         pytest.fail(f"stdout is not one JSON object:\n{proc.stdout[:2000]}\n--- stderr ---\n{proc.stderr[-3000:]}")
 
@@ -43,9 +43,9 @@ def slots(deployments: list[dict[str, Any]]) -> set[tuple[str, str, str, str]]:
 
 
 def test_demo_takes_the_sample_from_drop_to_prod(tmp_path: Path) -> None:
-    result = ftops_demo(timeout=420, logs=tmp_path / "logs")
+    result, progress = ftops_demo(timeout=420, logs=tmp_path / "logs")
     [run] = result["runs"]
-    assert run["source"] == "datasets/support-bot.jsonl"
+    assert run["source"] == "datasets/support-bot/run.json"   # the sample as a folder whose run.json names its owner
     assert run["state"] == "deployed:prod" and run["terminal"] is True
     assert run["job_id"] and run["fine_tuned_model"]
     assert run["evaluation"]["passed"] is True
@@ -59,18 +59,22 @@ def test_demo_takes_the_sample_from_drop_to_prod(tmp_path: Path) -> None:
     assert result["emulator"]["jobs_created"] == 1
     assert slots(result["emulator"]["deployments"]) == slots(deployments)
     assert result["dead_letters"] == []
+    # prod was opened by a signed-in person through the operator API, not by a message on a queue
+    assert re.search(r"approved \S+ into prod through the operator API as Demo Operator \(6f1c2d3e-", progress)
+    assert "approval.granted by Demo Operator <6f1c2d3e-0000-4000-8000-0000000000a1>" in progress
 
 
 def test_chaos_still_one_job_per_accepted_dataset_and_nothing_lost(tmp_path: Path) -> None:
     datasets = tmp_path / "datasets"
-    datasets.mkdir()
-    shutil.copy(SAMPLE, datasets / "support-bot.jsonl")
+    (datasets / "support-bot").mkdir(parents=True)
+    shutil.copy(SAMPLE, datasets / "support-bot" / "train.jsonl")   # prod needs an owner: a run folder names it
+    (datasets / "support-bot" / "run.json").write_text(json.dumps({"owner": "6f1c2d3e-0000-4000-8000-0000000000b2"}))
     (datasets / "broken.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}]}\nnot json\n')
-    result = ftops_demo("--chaos", "--datasets", str(datasets), "--timeout", "900", timeout=1000, logs=tmp_path / "logs")
+    result, _ = ftops_demo("--chaos", "--datasets", str(datasets), "--timeout", "900", timeout=1000, logs=tmp_path / "logs")
     runs = {r["source"]: r for r in result["runs"]}
-    assert set(runs) == {"datasets/support-bot.jsonl", "datasets/broken.jsonl"}   # one run per drop
+    assert set(runs) == {"datasets/support-bot/run.json", "datasets/broken.jsonl"}   # one run per drop
     assert all(r["terminal"] for r in runs.values())
-    broken, good = runs["datasets/broken.jsonl"], runs["datasets/support-bot.jsonl"]
+    broken, good = runs["datasets/broken.jsonl"], runs["datasets/support-bot/run.json"]
     assert broken["state"] == "rejected" and broken["job_id"] is None and broken["evaluation"] is None
     assert good["state"] == "deployed:prod" and good["job_id"]
     # duplicate deliveries, faults and a host restart, yet exactly one job for the one accepted dataset

@@ -14,23 +14,19 @@ import openai
 import pytest
 
 from local.settings import HUB, hub_resource_id
-from shared import deployment, keepalive, rollback, states
+from shared import approvals, deployment, keepalive, rollback, states
+from shared.access import AccessDenied, Caller
 from shared.handling import PermanentError
-from shared.messages import (
-    ApproveCommand,
-    DeployRequest,
-    RejectCommand,
-    RollbackCommand,
-    RunCommand,
-    deploy_message_id,
-)
+from shared.messages import DeployRequest, RollbackCommand, RunCommand
 from shared.registry import RunRecord
 
 pytestmark = pytest.mark.integration
 
 DEV = ("ftops-dev-eastus", "ftops-dev-swedencentral")
 PROD = ("ftops-prod-eastus", "ftops-prod-westeurope")
-APPROVER = "demo-operator@contoso.example"
+APPROVER = Caller(oid="6f1c2d3e-0000-4000-8000-0000000000a1", tenant="tenant-contoso", name="Demo Operator",
+                  roles=frozenset({"Approver.prod"}))
+OWNER = "6f1c2d3e-0000-4000-8000-0000000000b2"
 QA = [("How do I reset my password?", "Open Settings, choose Security, then Reset password."),
       ("Where is my invoice?", "Invoices are under Billing, then History."),
       ("How do I add a user?", "Go to Admin, Users, then Add user."),
@@ -82,7 +78,7 @@ def deps(make_deps: Callable[..., Any], emulator: Any) -> Iterator[Any]:
 
 
 def add_run(deps: Any, model: str, *, name: str, state: str = states.EVALUATED, run_id: str | None = None,
-            owner: str = "alice@contoso.example") -> str:
+            owner: str = OWNER) -> str:
     run_id = run_id or f"run-{uuid.uuid4().hex[:8]}"
     deps.registry.create_run(RunRecord(run_id=run_id, source=f"datasets/{run_id}.jsonl", state=state,
                                        chosen_model=model, owner=owner, environments=["dev", "test", "prod"],
@@ -118,7 +114,7 @@ def test_dev_same_name_in_both_regions_cross_subscription_then_test_queued(deps:
     sent = puts(emulator, name)
     assert {r["model_source"] for r in sent.values()} == {hub_resource_id()}   # the hub is in another subscription
     assert not any(r["has_aux"] for r in sent.values())
-    assert deploy_message_id(run_id, "test", models[1]) in queued(deps, deps.settings.deploy_queue)
+    assert any(m.startswith(f"deploy-{run_id}-test-") for m in queued(deps, deps.settings.deploy_queue))
 
 
 def test_prod_cross_tenant_carries_source_account_and_auxiliary_token(deps: Any, emulator: Any,
@@ -128,7 +124,7 @@ def test_prod_cross_tenant_carries_source_account_and_auxiliary_token(deps: Any,
     with pytest.raises(PermanentError, match="requires an approval"):
         deployment.handle_deploy(DeployRequest(run_id=run_id, environment="prod"), deps)
     assert not served(emulator, name)
-    deployment.approve(ApproveCommand(run_id=run_id, environment="prod", approver=APPROVER, ticket="CHG-7"), deps)
+    approvals.approve(deps, APPROVER, run_id, "prod", ticket="CHG-7", model=models[1])
     deployment.handle_deploy(DeployRequest(run_id=run_id, environment="prod"), deps)
     assert deps.registry.require_run(run_id).state == "deployed:prod"
     sent = puts(emulator, name)
@@ -142,19 +138,42 @@ def test_prod_cross_tenant_carries_source_account_and_auxiliary_token(deps: Any,
     chats = [r for r in emulator.control.requests() if r["path"].startswith(f"/{PROD[1]}/openai/")]
     assert chats and chats[-1]["auth_tenant"] == "tenant-fabrikam" and chats[-1]["status"] == 200
     trail = deps.registry.audit_trail(run_id)
-    assert any(a["action"] == "approval.granted" and a["actor"] == APPROVER for a in trail)
+    assert any(a["action"] == "approval.granted" and a["actor"] == APPROVER.actor for a in trail)
 
 
 def test_approval_rules_on_the_gate(deps: Any, emulator: Any, models: tuple[str, str]) -> None:
-    run_id = add_run(deps, models[1], name="it-gate", state="awaiting_approval:prod", owner=APPROVER)
-    with pytest.raises(PermanentError, match="four eyes"):
-        deployment.approve(ApproveCommand(run_id=run_id, environment="prod", approver=APPROVER, ticket="T"), deps)
-    with pytest.raises(PermanentError, match="not an approver"):
-        deployment.approve(ApproveCommand(run_id=run_id, environment="prod", approver="eve@x", ticket="T"), deps)
-    deployment.reject(RejectCommand(run_id=run_id, environment="prod", approver=APPROVER, reason="no"), deps)
+    run_id = add_run(deps, models[1], name="it-gate", state="awaiting_approval:prod", owner=APPROVER.oid)
+    with pytest.raises(AccessDenied, match="four eyes"):
+        approvals.approve(deps, APPROVER, run_id, "prod", ticket="T", model=models[1])
+    approvals.reject(deps, APPROVER, run_id, "prod", reason="no")
     assert deps.registry.require_run(run_id).state == states.APPROVAL_DENIED
     deployment.handle_deploy(DeployRequest(run_id=run_id, environment="prod"), deps)
     assert not served(emulator, "it-gate")
+
+
+def test_a_dev_run_naming_another_applications_deployment_is_refused_before_any_put(
+        deps: Any, emulator: Any, models: tuple[str, str]) -> None:
+    from azure.mgmt.cognitiveservices.models import Deployment, DeploymentModel, DeploymentProperties, Sku
+    name = "it-theirs"
+    arm = deps.arm_client("00000000-0000-0000-0000-0000000dev01", tenant_id="tenant-contoso")
+    arm.deployments.begin_create_or_update("rg-ftops-dev", DEV[1], name, Deployment(   # another team's, no tags
+        sku=Sku(name="Standard", capacity=1), properties=DeploymentProperties(model=DeploymentModel(
+            format="OpenAI", name="gpt-4.1-mini", version="2025-04-14")))).result()
+    emulator.control.clear_requests()
+    run_id = add_run(deps, models[1], name=name)
+    deployment.handle_deploy(DeployRequest(run_id=run_id, environment="dev"), deps)
+    run = deps.registry.require_run(run_id)
+    assert run.state == "deployment_failed:dev"
+    assert f"{DEV[1]} (swedencentral): deployment '{name}' exists and is not managed by ftops" in run.error["message"]
+    assert puts(emulator, name) == {}                                    # neither dev spoke was touched
+    assert served(emulator, name)[DEV[1]]["model"] == "gpt-4.1-mini"     # theirs still serves their model
+    refusal = next(a for a in deps.registry.audit_trail(run_id) if a["action"] == "deployment.refused")
+    assert refusal["detail"]["reason"] == "not_managed_by_ftops" and refusal["detail"]["owner"] == OWNER
+    with pytest.raises(Exception, match="not managed by ftops"):          # nor is it deleted by anything ftops does
+        from shared.spokes import delete
+        from shared.topology import load_topology
+        delete(deps, load_topology(deps.settings).target(DEV[1]), name)
+    assert served(emulator, name)
 
 
 def test_a_failing_region_rolls_the_environment_back(deps: Any, emulator: Any, models: tuple[str, str]) -> None:
@@ -252,3 +271,54 @@ def test_keepalive_heals_a_vanished_deployment(deps: Any, emulator: Any, models:
     assert any(a["action"] == "deployment.healed" for a in deps.registry.audit_trail(run_id))
     slot = deps.registry.get_deployment("dev", DEV[1], name)
     assert slot and slot.healed_at and slot.last_ping_ok
+
+
+def test_a_spoke_identity_without_rights_on_the_hub_fails_clearly(make_deps: Callable[..., Any], emulator: Any,
+                                                                   models: tuple[str, str]) -> None:
+    """The dev spoke in Sweden deploys with its own app registration (client id `spoke-deployer`), which has
+    no role on the hub: ARM refuses the cross-subscription deployment, and the run says who needs what."""
+    from local.settings import DEMO_SPOKES
+    config = json.loads(DEMO_SPOKES.read_text())
+    config["environments"][0]["targets"][1]["credential"] = {"client_id": "spoke-deployer"}
+    deps = make_deps(SPOKES_CONFIG=json.dumps(config), SMOKE_TIMEOUT_SECONDS="20")
+    name = "it-rights"
+    run_id = add_run(deps, models[1], name=name)
+    try:
+        deployment.handle_deploy(DeployRequest(run_id=run_id, environment="dev"), deps)
+        run = deps.registry.require_run(run_id)
+        assert run.state == "deployment_failed:dev"
+        message = run.error["message"]
+        assert "ftops-dev-swedencentral" in message and "403 AuthorizationFailed" in message
+        assert "client id spoke-deployer" in message and hub_resource_id() in message
+        assert served(emulator, name) == {}   # the other region was rolled back: nothing half-done
+    finally:
+        for d in emulator.control.state()["deployments"]:
+            if d["deployment"] == name:
+                emulator.control.vanish(d["account"], d["deployment"])
+
+
+def test_developer_spokes_end_after_24_hours_and_keepalive_says_expired(make_deps: Callable[..., Any],
+                                                                        emulator: Any,
+                                                                        models: tuple[str, str]) -> None:
+    """An environment that accepts Developer deployments gets them; Azure (the emulator) deletes them 24 hours
+    later whatever their use, and keep-alive reports that as an expiry, not a failure, without recreating."""
+    from local.settings import DEMO_SPOKES
+    config = json.loads(DEMO_SPOKES.read_text())
+    config["environments"][0]["accepts_developer_expiry"] = True
+    for target in config["environments"][0]["targets"]:
+        target["sku"] = "DeveloperTier"
+    deps = make_deps(SPOKES_CONFIG=json.dumps(config), SMOKE_TIMEOUT_SECONDS="20")
+    name = "it-developer"
+    run_id = add_run(deps, models[1], name=name)
+    deployment.handle_deploy(DeployRequest(run_id=run_id, environment="dev"), deps)
+    assert deps.registry.require_run(run_id).state == "deployed:dev"
+    assert {d["sku"] for d in served(emulator, name).values()} == {"DeveloperTier"}
+    assert keepalive.keepalive_tick(deps).ok == 2
+
+    emulator.control.advance(24 * 3600)
+    summary = keepalive.keepalive_tick(deps)
+
+    assert (summary.total, summary.expired, summary.failed, summary.healed, summary.alerts) == (2, 2, 0, 0, 0)
+    assert served(emulator, name) == {}
+    assert {s.state for s in deps.registry.list_deployments(run_id=run_id)} == {"expired"}
+    assert keepalive.keepalive_tick(deps).total == 0

@@ -34,7 +34,7 @@ ARM_SCOPE = "https://management.azure.com/.default"
 BASE_MODEL = "gpt-4.1-mini-2025-04-14"
 TOPOLOGY: dict[str, Any] = {"accounts": [
     {"name": "hub", "subscription": "sub-hub", "resource_group": "rg-hub", "region": "swedencentral",
-     "tenant": "tenant-a", "role": "hub"},
+     "tenant": "tenant-a", "role": "hub", "contributors": ["app", "hub-reader"]},
     {"name": "dev-east", "subscription": "sub-dev", "resource_group": "rg-dev", "region": "eastus2",
      "tenant": "tenant-a"},
     {"name": "prod-west", "subscription": "sub-prod", "resource_group": "rg-prod", "region": "westus3",
@@ -69,7 +69,7 @@ def _no_faults(emulator: EmulatorServer) -> Iterator[None]:
     emulator.control.faults(rate_429=0.0, rate_500=0.0, next_429=0, next_500=0, latency_ms=0, scope="all",
                             fail_next_jobs=0, fail_deployments_on=[], accounts=None, fail_next_deployments={},
                             status_override={})
-    emulator.control.config(pausing=0, resuming=0, warmup_seconds=0, results=0.5, training=3.0)
+    emulator.control.config(pausing=0, resuming=0, warmup_seconds=0, results=0.5, training=3.0, tpm_quota={})
 
 
 def v1(server: EmulatorServer, account: str, **kwargs: Any) -> openai.OpenAI:
@@ -98,7 +98,7 @@ def training_jsonl() -> bytes:
         {"role": "user", "content": q}, {"role": "assistant", "content": a}]}) for q, a in EXAMPLES).encode()
 
 
-def deployment(model: str, *, sku: str = "Standard", source: str | None = None, source_account: str | None = None,
+def deployment(model: str, *, sku: str = "GlobalStandard", source: str | None = None, source_account: str | None = None,
                tags: dict[str, str] | None = None) -> Deployment:
     return Deployment(sku=Sku(name=sku, capacity=1), tags=tags, properties=DeploymentProperties(
         model=DeploymentModel(format="OpenAI", name=model, version="1", source=source, source_account=source_account)))
@@ -175,6 +175,22 @@ def test_jobs_queue_one_at_a_time_and_refuse_beyond_the_queue_limit(emulator: Em
         assert client.fine_tuning.jobs.retrieve(jobs[1].id).status == "running"
     finally:
         emulator.control.config(max_queued_jobs=20)
+
+
+def test_only_fine_tunable_versioned_base_models_train_and_only_their_methods(emulator: EmulatorServer,
+                                                                             trained: Any) -> None:
+    client = v1(emulator, "hub")
+    f = client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune")
+    for model in ("gpt-4.1-mini", "gpt-4.1-mini-2024-01-01", "gpt-5-chat"):   # unversioned, unknown version, not tunable
+        with pytest.raises(openai.BadRequestError, match="does not support fine-tuning"):
+            client.fine_tuning.jobs.create(training_file=f.id, model=model)
+    with pytest.raises(openai.BadRequestError, match="does not support the dpo method"):
+        client.fine_tuning.jobs.create(training_file=f.id, model="gpt-4.1-nano-2025-04-14",
+                                       method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1}}})
+    # continuous fine-tuning: a model this account trained is a base too (Learn fine-tuning, "continuous")
+    again = client.fine_tuning.jobs.create(training_file=f.id, model=trained.fine_tuned_model)
+    assert again.model == trained.fine_tuned_model
+    client.fine_tuning.jobs.cancel(again.id)
 
 
 def test_uploads_api_completes_into_a_file(emulator: EmulatorServer) -> None:
@@ -523,3 +539,91 @@ def test_request_log_counts_requests_in_flight(emulator: EmulatorServer) -> None
     assert starts < ends   # they really overlapped
     emulator.control.clear_requests()
     assert emulator.control.request_stats()["max_in_flight"] == 0
+
+
+def test_regional_tpm_quota_is_enforced_with_arms_words(emulator: EmulatorServer, trained: Any) -> None:
+    """ARM answers 400 InsufficientQuota when a region's tokens-per-minute quota (per subscription, model and
+    deployment type) cannot take the capacity asked for."""
+    emulator.control.config(tpm_quota={"eastus2": 3})
+    client = arm(emulator, "tenant-a", "sub-dev")
+    two = Deployment(sku=Sku(name="Standard", capacity=2), properties=DeploymentProperties(
+        model=DeploymentModel(format="OpenAI", name="gpt-4o-mini", version="2024-07-18")))
+    client.deployments.begin_create_or_update("rg-dev", "dev-east", "tpm-a", two).result()
+    with pytest.raises(HttpResponseError) as short:   # same subscription and region, another account
+        client.deployments.begin_create_or_update("rg-dev", "quota-spoke", "tpm-b", two)
+    assert short.value.status_code == 400 and short.value.error.code == "InsufficientQuota"
+    assert "require 2 new capacity in quota Tokens Per Minute (thousands) - gpt-4o-mini" in short.value.error.message
+    assert "current available capacity 1" in short.value.error.message
+    client.deployments.begin_create_or_update("rg-dev", "dev-east", "tpm-a", two).result()   # replacing: no new quota
+    client.deployments.begin_delete("rg-dev", "dev-east", "tpm-a").result()
+    client.deployments.begin_create_or_update("rg-dev", "quota-spoke", "tpm-b", two).result()
+    client.deployments.begin_delete("rg-dev", "quota-spoke", "tpm-b").result()
+
+
+def test_a_developer_deployment_is_gone_24_hours_after_creation(emulator: EmulatorServer, trained: Any) -> None:
+    client = arm(emulator, "tenant-a", "sub-dev")
+    client.deployments.begin_create_or_update("rg-dev", "dev-east", "dev-24h", deployment(
+        trained.fine_tuned_model, sku="DeveloperTier", source=resource_id("hub"))).result()
+    emulator.control.advance(23 * 3600)
+    assert client.deployments.get("rg-dev", "dev-east", "dev-24h").properties.provisioning_state == "Succeeded"
+    emulator.control.advance(3600)
+    with pytest.raises(HttpResponseError) as gone:
+        client.deployments.get("rg-dev", "dev-east", "dev-24h")
+    assert gone.value.status_code == 404
+
+
+def test_deploying_from_the_hub_needs_the_callers_rights_on_the_hub_too(emulator: EmulatorServer,
+                                                                         trained: Any) -> None:
+    """Learn: across subscriptions the identity must have access to both the source and the destination. A
+    principal with rights on the spoke but none on the hub is refused, naming the hub's scope."""
+    outsider = CognitiveServicesManagementClient(
+        PrincipalCredential("tenant-a", "spoke-only"), "sub-dev", base_url=emulator.base_url,
+        connection_verify=emulator.ca_file)
+    with pytest.raises(HttpResponseError) as refused:
+        outsider.deployments.begin_create_or_update("rg-dev", "dev-east", "no-rights", deployment(
+            trained.fine_tuned_model, source=resource_id("hub")))
+    assert refused.value.status_code == 403 and refused.value.error.code == "AuthorizationFailed"
+    assert "'spoke-only'" in refused.value.error.message and resource_id("hub") in refused.value.error.message
+    reader = CognitiveServicesManagementClient(
+        PrincipalCredential("tenant-a", "hub-reader"), "sub-dev", base_url=emulator.base_url,
+        connection_verify=emulator.ca_file)
+    reader.deployments.begin_create_or_update("rg-dev", "dev-east", "with-rights", deployment(
+        trained.fine_tuned_model, source=resource_id("hub"))).result()
+    reader.deployments.begin_delete("rg-dev", "dev-east", "with-rights").result()
+    on_hub = CognitiveServicesManagementClient(
+        PrincipalCredential("tenant-a", "spoke-only"), "sub-hub", base_url=emulator.base_url,
+        connection_verify=emulator.ca_file)
+    with pytest.raises(HttpResponseError) as listing:   # and on the hub itself, the same rule
+        list(on_hub.deployments.list("rg-hub", "hub"))
+    assert listing.value.status_code == 403
+
+
+class PrincipalCredential(LocalCredential):
+    """A token of one principal (a spoke's app registration) in a tenant: `local-dev.<tenant>.<principal>`."""
+
+    def __init__(self, tenant: str, principal: str) -> None:
+        super().__init__(tenant)
+        self.principal = principal
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken(f"local-dev.{self.tenant}.{self.principal}", int(time.time()) + 3600)
+
+
+def test_a_fine_tuned_model_deploys_as_standard_only_in_its_listed_regions(emulator: EmulatorServer,
+                                                                            trained: Any) -> None:
+    """Learn's deployment-types table: a gpt-4.1-mini fine-tune is Standard in North Central US and Sweden
+    Central only, Global Standard anywhere, and has no Provisioned row."""
+    spoke = arm(emulator, "tenant-a", "sub-dev")
+    with pytest.raises(HttpResponseError) as region:
+        spoke.deployments.begin_create_or_update("rg-dev", "dev-east", "std-east", deployment(
+            trained.fine_tuned_model, sku="Standard", source=resource_id("hub")))
+    assert region.value.status_code == 400 and region.value.error.code == "InvalidResourceProperties"
+    assert "not supported in this region 'eastus2'" in region.value.error.message
+    with pytest.raises(HttpResponseError) as ptu:
+        spoke.deployments.begin_create_or_update("rg-dev", "dev-east", "ptu-east", deployment(
+            trained.fine_tuned_model, sku="ProvisionedManaged", source=resource_id("hub")))
+    assert ptu.value.error.code == "InvalidSkuName"
+    hub = arm(emulator, "tenant-a", "sub-hub")   # Sweden Central: Standard is offered there
+    hub.deployments.begin_create_or_update("rg-hub", "hub", "std-swc", deployment(
+        trained.fine_tuned_model, sku="Standard")).result()
+    hub.deployments.begin_delete("rg-hub", "hub", "std-swc").result()

@@ -13,7 +13,9 @@ import pytest
 
 from shared import states
 from shared.bus import decode_local
+from shared.deployment import handle_deploy
 from shared.evaluation import handle_evaluate
+from shared.hub import Hub
 from shared.messages import DeployRequest, EvaluateRequest, deploy_message_id, parse_message
 from shared.registry import RunRecord
 
@@ -46,6 +48,7 @@ FACTS = [
     ("What voltage do the coffee machines use?", "The coffee machines use 230 volts.",
      "Coffee machines voltage?"),
 ]
+BASE_MODEL = "gpt-4.1-mini-2025-04-14"
 SYSTEM = {"role": "system", "content": "You answer questions about Contoso's shop policies."}
 
 
@@ -63,14 +66,14 @@ def _train_on_hub(deps: Any, emulator: Any) -> tuple[str, list[dict[str, Any]], 
         if client.files.retrieve(upload.id).status == "processed":
             break
         emulator.control.advance(5)
-    job = client.fine_tuning.jobs.create(model="gpt-4.1-mini", training_file=upload.id)
+    job = client.fine_tuning.jobs.create(model=BASE_MODEL, training_file=upload.id)
     for _ in range(200):
         job = client.fine_tuning.jobs.retrieve(job.id)
         if job.status in ("succeeded", "failed", "cancelled"):
             break
         emulator.control.advance(30)
     assert job.status == "succeeded", job
-    checkpoints = [c.model_dump() for c in client.fine_tuning.jobs.checkpoints.list(job.id).data]
+    checkpoints = Hub(client).checkpoints(job.id)   # what polling records on the run
     rows: list[dict[str, Any]] = []
     if job.result_files:   # results.csv rows (strings: the report must be lenient about types)
         text = client.files.content(job.result_files[0]).text
@@ -85,7 +88,7 @@ def _trained_run(deps: Any, emulator: Any, **thresholds: float) -> str:
     held_out = "\n".join(_chat_line(paraphrase, answer) for _, answer, paraphrase in FACTS)
     deps.blobs.get_container_client(deps.settings.reports_container).upload_blob(eval_path, held_out)
     run = RunRecord(run_id=run_id, source=f"datasets/{run_id}.jsonl", state=states.TRAINED, fine_tuned_model=model,
-                    settings={"base_model": "gpt-4.1-mini", "thresholds": thresholds},
+                    settings={"base_model": BASE_MODEL, "thresholds": thresholds},
                     environments=["dev", "test", "prod"], data_files={"eval": eval_path},
                     checkpoints=checkpoints,
                     metrics={"final": rows[-1] if rows else {}, "steps": len(rows), "series": rows})  # polling's shape
@@ -156,4 +159,68 @@ def test_impossible_threshold_ends_in_evaluation_failed(make_deps: Callable[...,
     assert run.state == states.EVALUATION_FAILED
     assert run.evaluation["passed"] is False and "min_improvement" in run.evaluation["failed_gates"]
     assert _deploy_requests(deps, azurite) == []
+    assert _hub_leftovers(emulator, run_id) == []
+
+
+def test_every_kept_checkpoint_is_evaluated_and_a_winning_one_is_deployed_to_the_spokes(
+        make_deps: Callable[..., Any], emulator: Any, azurite: Any) -> None:
+    """The job over-fits (emulator fault): its checkpoint one epoch before the end knows every answer, the
+    final model only half. Every kept checkpoint is evaluated, that checkpoint wins, and it is what the
+    first environment's spokes serve — deployed by its checkpoint id, from the hub."""
+    deps = make_deps()
+    emulator.control.faults(overfit_next_jobs=1)
+    try:
+        run_id = _trained_run(deps, emulator, min_score=0.6, min_improvement=0.3)
+    finally:
+        emulator.control.faults(overfit_next_jobs=0)
+    recorded = deps.registry.require_run(run_id).checkpoints
+    assert len(recorded) == 3 and all(c["id"].startswith("ftchkpt-") for c in recorded)
+
+    handle_evaluate(EvaluateRequest(run_id=run_id), deps)
+
+    run = deps.registry.require_run(run_id)
+    assert run.state == states.EVALUATED, run.evaluation
+    newest = max(c["step"] for c in recorded)   # the last epoch's checkpoint is the final model itself
+    kept = {c["step"]: c["id"] for c in recorded if c["step"] != newest}
+    assert set(run.evaluation["scores"]) == {"final", "base", *(f"checkpoint step {s}" for s in kept)}
+    peak = f"checkpoint step {max(kept)}"   # one epoch before the end: where the over-fitting job peaked
+    assert run.evaluation["chosen_name"] == peak and run.chosen_model == kept[max(kept)]
+    assert run.evaluation["scores"][peak] > run.evaluation["scores"]["final"]
+
+    handle_deploy(DeployRequest(run_id=run_id, environment="dev"), deps)
+
+    assert deps.registry.require_run(run_id).state == states.deployed("dev")
+    served = [d for d in emulator.control.state()["deployments"] if d["deployment"] == run_id]
+    assert sorted(d["account"] for d in served) == ["ftops-dev-eastus", "ftops-dev-swedencentral"]
+    assert {d["model"] for d in served} == {kept[max(kept)]}
+    assert {d["source"] for d in served} == {deps.settings.hub.resource_id}
+    from shared import spokes
+    from shared.topology import load_topology
+    for target in load_topology(deps.settings).environment("dev").targets:   # free the spokes' quota
+        spokes.delete(deps, target, run_id)
+
+
+def test_hub_region_out_of_tpm_quota_waits_then_fails_with_the_reason(
+        make_deps: Callable[..., Any], emulator: Any, azurite: Any) -> None:
+    """The hub's region has too little tokens-per-minute quota for the evaluation deployments: ARM answers
+    InsufficientQuota; the evaluation holds nothing, re-sends itself later, and gives up past the bound."""
+    from azure.storage.queue import QueueClient
+
+    from shared.evaluation.stage import QUOTA_WAITS
+    deps = make_deps()
+    run_id = _trained_run(deps, emulator, min_score=0.6, min_improvement=0.3)
+    emulator.control.config(tpm_quota={"swedencentral": 5})   # the hub's region; each deployment wants ≥ 10
+    try:
+        handle_evaluate(EvaluateRequest(run_id=run_id), deps)
+        assert deps.registry.require_run(run_id).state == states.EVALUATING
+        assert _hub_leftovers(emulator, run_id) == []
+        queue = QueueClient.from_connection_string(azurite.connection_string, deps.settings.evaluate_queue)
+        assert queue.get_queue_properties().approximate_message_count == 1   # the delayed re-send (invisible)
+
+        handle_evaluate(EvaluateRequest(run_id=run_id, quota_waits=QUOTA_WAITS), deps)
+    finally:
+        emulator.control.config(tpm_quota={})
+    run = deps.registry.require_run(run_id)
+    assert run.state == states.EVALUATION_FAILED
+    assert "hub quota did not free up" in run.evaluation["reason"] and "InsufficientQuota" in run.evaluation["reason"]
     assert _hub_leftovers(emulator, run_id) == []

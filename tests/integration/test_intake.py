@@ -34,7 +34,7 @@ def test_an_accepted_dataset_is_split_reported_and_handed_to_training_once(make_
 
     run = deps.registry.require_run(run_id)
     assert run.state == "accepted" and run.source == f"{deps.settings.datasets_container}/support-bot.jsonl"
-    assert run.environments == ["dev", "test", "prod"]
+    assert run.environments == ["dev", "test"]   # a bare drop names no owner: it stops before prod's approval
     assert run.settings["deployment_name"] == "support-bot"    # from the drop: a re-upload replaces it in place
     split = run.validation["split"]
     assert sum(split.values()) == 80 and split["eval"] > 0 and split["train"] >= 10
@@ -97,6 +97,17 @@ def test_invalid_run_json_rejects_before_anything_reaches_the_hub(make_deps):
     assert queued(deps, deps.settings.train_queue) == []
 
 
+def test_environments_that_skip_one_are_rejected_at_intake_with_the_allowed_choices(make_deps):
+    deps = make_deps(INTAKE_WAIT_SECONDS="0")
+    drop(deps, "skip/train.jsonl", SAMPLE.read_bytes())
+    drop(deps, "skip/run.json", b'{"environments": ["dev", "prod"], "owner": "6f1c2d3e-0000-4000-8000-0000000000b2"}')
+    run = deps.registry.require_run(handle_blob_created("skip/run.json", deps))
+    assert run.state == "rejected" and run.error["code"] == "invalid_settings"
+    assert "['dev', 'prod'] must follow the configured order without gaps" in run.error["message"]
+    assert "['dev', 'test', 'prod']" in run.error["message"]
+    assert queued(deps, deps.settings.train_queue) == []
+
+
 def test_a_folder_whose_train_file_never_arrives_is_reported_missing(make_deps):
     deps = make_deps(INTAKE_WAIT_SECONDS="0")
     drop(deps, "late/run.json", b"{}")
@@ -122,12 +133,12 @@ def test_a_train_command_starts_a_run_with_its_settings(make_deps):
     from shared.messages import TrainCommand, envelope
     deps = make_deps()
     drop(deps, "support-bot.jsonl", SAMPLE.read_bytes())
-    command = TrainCommand(blob=f"{deps.settings.datasets_container}/support-bot.jsonl", settings={"suffix": "cmd", "owner": "ci@contoso.example"},
+    command = TrainCommand(blob=f"{deps.settings.datasets_container}/support-bot.jsonl", settings={"suffix": "cmd", "owner": "6f1c2d3e-0000-4000-8000-0000000000b2"},
                            requested_by="mlops-portal")
     event = envelope(command, type_="ftops.command.train")
     handle_command(event, command, deps)
     [run] = deps.registry.list_runs()
-    assert run.state == "accepted" and (run.settings["suffix"], run.owner) == ("cmd", "ci@contoso.example")
+    assert run.state == "accepted" and (run.settings["suffix"], run.owner) == ("cmd", "6f1c2d3e-0000-4000-8000-0000000000b2")
     assert deps.registry.audit_trail(run.run_id)[0]["actor"] == "mlops-portal"
 
 

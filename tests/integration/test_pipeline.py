@@ -14,12 +14,23 @@ from shared.deployment import handle_deploy
 from shared.evaluation import handle_evaluate
 from shared.intake import handle_blob_created
 from shared.keepalive import keepalive_tick
-from shared.messages import ApproveCommand, envelope, parse_message
+from shared.messages import parse_message
+from shared.operator_api import handle
 from shared.polling import poll_tick
 from shared.training import handle_train
 
 pytestmark = pytest.mark.integration
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "support-bot.jsonl"
+OWNER = "6f1c2d3e-0000-4000-8000-0000000000b2"      # the emulator's demo data scientist
+
+
+def operator_token(deps, username: str = "demo-operator@contoso.example") -> str:
+    from shared.cli.operator_client import LOCAL_DEMO_PASSWORD
+    from shared.identity import LocalUserCredential
+    s = deps.settings
+    credential = LocalUserCredential(s.operator_authority, s.operator_tenant_id, username, LOCAL_DEMO_PASSWORD,
+                                     ca_bundle=s.ca_bundle)
+    return credential.get_token(f"api://{s.operator_api_audience}/.default").token
 
 
 def pump(deps, queue: str) -> int:
@@ -44,8 +55,10 @@ def pump(deps, queue: str) -> int:
 def test_a_dropped_dataset_reaches_prod_in_two_regions_after_approval(make_deps, emulator):
     deps = make_deps()
     s = deps.settings
-    deps.blobs.get_container_client(s.datasets_container).upload_blob("support-bot.jsonl", SAMPLE.read_bytes())
-    run_id = handle_blob_created("support-bot.jsonl", deps)
+    datasets = deps.blobs.get_container_client(s.datasets_container)
+    datasets.upload_blob("support-bot/train.jsonl", SAMPLE.read_bytes())
+    datasets.upload_blob("support-bot/run.json", json.dumps({"owner": OWNER}).encode())
+    run_id = handle_blob_created("support-bot/run.json", deps)
     assert pump(deps, s.train_queue) == 1
     assert deps.registry.require_run(run_id).state == "training"
 
@@ -65,10 +78,10 @@ def test_a_dropped_dataset_reaches_prod_in_two_regions_after_approval(make_deps,
     assert pump(deps, s.deploy_queue) == 0      # prod waits for a person
     assert deps.registry.require_run(run_id).state == "awaiting_approval:prod"
 
-    approve = ApproveCommand(run_id=run_id, environment="prod", approver="demo-operator@contoso.example",
-                             ticket="CHG-1")
-    deps.publisher.send(s.commands_queue, envelope(approve, type_="ftops.command.approve"))
-    assert pump(deps, s.commands_queue) == 1
+    model = deps.registry.require_run(run_id).chosen_model
+    answer = handle("approve", authorization=f"Bearer {operator_token(deps)}", params={"run_id": run_id},
+                    body=json.dumps({"environment": "prod", "ticket": "CHG-1", "model": model}).encode(), deps=deps)
+    assert answer.status == 202, answer.body
     assert pump(deps, s.deploy_queue) == 1
     run = deps.registry.require_run(run_id)
     assert run.state == "deployed:prod" and run.terminal
@@ -84,7 +97,8 @@ def test_a_dropped_dataset_reaches_prod_in_two_regions_after_approval(make_deps,
     assert {(d.account, d.deployment) for d in deployments} <= on_spokes
     trail = deps.registry.audit_trail(run_id)
     approval = next(a for a in trail if a["action"] == "approval.granted")
-    assert approval["actor"] == "demo-operator@contoso.example" and "CHG-1" in json.dumps(approval["detail"])
+    assert approval["actor"] == "Demo Operator <6f1c2d3e-0000-4000-8000-0000000000a1>"
+    assert approval["detail"]["ticket"] == "CHG-1" and approval["detail"]["model"] == model
     assert [a["to_state"] for a in trail if a["to_state"]][-3:] == ["awaiting_approval:prod", "deploying:prod",
                                                                      "deployed:prod"]
 

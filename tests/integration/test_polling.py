@@ -161,7 +161,7 @@ def test_a_tick_stays_within_its_concurrency_bound(hub_env, emulator):
                                  {"role": "assistant", "content": f"a{i}"}]}).encode() + b"\n"
         for i in range(12))), purpose="fine-tune").id
     for i in range(12):
-        job = client.fine_tuning.jobs.create(model="gpt-4.1-mini", training_file=file_id)
+        job = client.fine_tuning.jobs.create(model="gpt-4.1-mini-2025-04-14", training_file=file_id)
         run = RunRecord(run_id=f"bound-{i}", source="test", state=states.ACCEPTED)
         deps.registry.create_run(run, actor="test")
         deps.registry.transition(run.run_id, states.UPLOADING, actor="test")

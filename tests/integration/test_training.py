@@ -315,9 +315,15 @@ def test_retrain_uses_the_same_data_with_new_settings_as_a_new_job(hub_env, emul
     finish_jobs(emulator, deps)
     first = deps.registry.require_run(run_id)
     assert first.state == states.TRAINED
+    first.approvals = {"prod": {"model": first.fine_tuned_model, "approver_oid": "someone"}}   # given earlier
+    deps.registry.save_run(first)
 
+    with pytest.raises(training.PermanentError, match="cannot change the owner"):   # four eyes hang on it
+        training.retrain_run(RetrainCommand(run_id=run_id, settings={"owner": "6f1c2d3e-0000-4000-8000-0000000000a1"}),
+                             deps)
     training.retrain_run(RetrainCommand(run_id=run_id, settings={"hyperparameters": {"n_epochs": 3}},
                                         requested_by="ds@contoso"), deps)
+    assert deps.registry.require_run(run_id).approvals == {}   # the next model is approved afresh
     request = deps.publisher.on(deps.settings.train_queue)[-1]
     training.handle_train(TrainRequest.model_validate(request.data), deps)
     run = deps.registry.require_run(run_id)

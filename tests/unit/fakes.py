@@ -45,3 +45,19 @@ class InMemoryClaims:
 
     def outbox_entries(self) -> list[Any]:
         return []
+
+
+class Recording(dict):
+    """An environment that records which settings were read (so tests can compare them with docs and infra)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.read: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)

@@ -16,18 +16,12 @@ import pytest
 from fakes import InMemoryClaims
 
 from local.settings import DEMO_SPOKES
-from shared import deployment, keepalive, rollback, spokes, states
+from shared import approvals, deployment, keepalive, rollback, spokes, states
+from shared.access import AccessDenied, Caller
 from shared.config import HubSettings, Settings
 from shared.costs import daily_hosting_cost
 from shared.handling import PermanentError
-from shared.messages import (
-    ApproveCommand,
-    DeployRequest,
-    RejectCommand,
-    RollbackCommand,
-    RunCommand,
-    deploy_message_id,
-)
+from shared.messages import DeployRequest, RollbackCommand, RunCommand
 from shared.registry import (
     ConcurrencyError,
     DeploymentRecord,
@@ -41,7 +35,18 @@ MODEL = "gpt-4.1-mini-2025-04-14.ft-new"
 OLD = "gpt-4.1-mini-2025-04-14.ft-old"
 DEV = ("ftops-dev-eastus", "ftops-dev-swedencentral")
 PROD = ("ftops-prod-eastus", "ftops-prod-westeurope")
-APPROVER = "demo-operator@contoso.example"
+APPROVER = "6f1c2d3e-0000-4000-8000-0000000000a1"    # listed for prod in local/spokes.demo.json
+OWNER = "6f1c2d3e-0000-4000-8000-0000000000b2"
+OUTSIDER = "6f1c2d3e-0000-4000-8000-0000000000d4"    # not listed for prod
+
+
+def caller(oid: str = APPROVER, roles: tuple[str, ...] = ("Approver.prod",)) -> Caller:
+    return Caller(oid=oid, tenant="tenant-contoso", name="Someone", roles=frozenset(roles))
+
+
+def deploy_id(run_id: str, env: str, model: str = MODEL) -> str:
+    import hashlib
+    return f"deploy-{run_id}-{env}-{hashlib.sha256(model.encode()).hexdigest()[:10]}"
 
 
 class FakeRegistry(InMemoryClaims):
@@ -179,11 +184,30 @@ def _api_error(cls: type, status: int) -> Exception:
     return cls("error", response=httpx.Response(status, request=request), body=None)
 
 
+class FakeBlobs:
+    """Just the reports container: name → bytes."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def get_blob_client(self, container: str, name: str) -> Any:
+        from azure.core.exceptions import ResourceNotFoundError
+        blobs = self
+
+        class Blob:
+            def download_blob(self) -> Any:
+                if name not in blobs.data:
+                    raise ResourceNotFoundError(name)
+                return type("Downloader", (), {"readall": lambda _self: blobs.data[name]})()
+        return Blob()
+
+
 @dataclass
 class FakeDeps:
     settings: Settings
     registry: FakeRegistry
     publisher: FakePublisher
+    blobs: FakeBlobs = field(default_factory=FakeBlobs)
 
 
 @pytest.fixture
@@ -201,7 +225,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> tuple[FakeDeps, FakeSpokes]:
 
 
 def add_run(deps: FakeDeps, run_id: str = "run-1", *, state: str = states.EVALUATED, model: str = MODEL,
-            owner: str = "alice@contoso.example", name: str = "support-bot") -> RunRecord:
+            owner: str = OWNER, name: str = "support-bot") -> RunRecord:
     run = RunRecord(run_id=run_id, source=f"datasets/{run_id}.jsonl", state=state, chosen_model=model,
                     settings={"deployment_name": name, "owner": owner}, owner=owner,
                     environments=["dev", "test", "prod"], dataset_hash="sha256:abc", etag="e0")
@@ -225,7 +249,7 @@ def test_dev_deploys_both_regions_with_one_name_then_hands_off_to_test(world: An
     assert tags["run_id"] == "run-1" and tags["model_version"] == MODEL and tags["dataset_hash"] == "sha256:abc"
     slot = deps.registry.get_deployment("dev", DEV[1], "support-bot")
     assert slot and slot.model == MODEL and slot.region == "swedencentral" and slot.last_ping is None
-    assert deps.publisher.deploys() == [deploy_message_id("run-1", "test", MODEL)]
+    assert deps.publisher.deploys() == [deploy_id("run-1", "test")]
     assert "ftops.run.deployed" in deps.publisher.types()
     evidence = next(a for a in deps.registry.audits if a["to_state"] == "deployed:dev")["detail"]
     assert {t["account"] for t in evidence["targets"]} == set(DEV) and all(t["smoke"]["ok"] for t in evidence["targets"])
@@ -237,7 +261,7 @@ def test_a_copy_delivered_while_another_worker_deploys_comes_back_later_and_touc
     deps.registry.keys[f"deploy-{_key('run-1', 'dev', MODEL)}"] = "IN_PROGRESS"   # another worker holds it
     deployment.handle_deploy(DeployRequest(run_id="run-1", environment="dev"), deps)
     assert fake.puts == [] and deps.registry.runs["run-1"].state == "evaluated"
-    assert deps.publisher.deploys() == [deploy_message_id("run-1", "dev", MODEL) + "-w1"]
+    assert deps.publisher.deploys() == [deploy_id("run-1", "dev") + "-w1"]
 
 
 def _key(run_id: str, env: str, model: str) -> str:
@@ -250,7 +274,7 @@ def test_test_environment_leads_to_awaiting_prod_approval(world: Any) -> None:
     add_run(deps)
     to_prod_gate(deps)
     assert deps.registry.runs["run-1"].state == "awaiting_approval:prod"
-    assert deps.publisher.deploys() == [deploy_message_id("run-1", "test", MODEL)]   # nothing sent towards prod
+    assert deps.publisher.deploys() == [deploy_id("run-1", "test")]   # nothing sent towards prod
     assert not [k for k in fake.served if k[0] in PROD]
 
 
@@ -273,14 +297,16 @@ def test_nothing_reaches_prod_without_a_recorded_approval(world: Any, state: str
 
 
 @pytest.mark.parametrize(("approval", "why"), [
-    ({"approver": APPROVER, "ticket": "CHG-1"}, "four eyes"),
-    ({"approver": "mallory@contoso.example", "ticket": "CHG-1"}, "not an approver"),
-    ({"approver": APPROVER, "ticket": ""}, "no ticket"),
+    ({"approver_oid": APPROVER, "ticket": "CHG-1"}, "four eyes"),
+    ({"approver_oid": OUTSIDER, "ticket": "CHG-1"}, "not among the approvers"),
+    ({"approver_oid": APPROVER, "ticket": ""}, "no ticket"),
+    ({"approver": "demo-operator@contoso.example", "ticket": "CHG-1"}, "not come from a verified identity"),
 ])
 def test_forged_approval_evidence_does_not_open_prod(world: Any, approval: dict[str, str], why: str) -> None:
     deps, fake = world
-    run = add_run(deps, state="awaiting_approval:prod", owner=APPROVER if why == "four eyes" else "alice@x")
-    run.approvals = {"prod": approval}
+    run = add_run(deps, state="awaiting_approval:prod", owner=APPROVER if why == "four eyes" else OWNER)
+    run.approvals = {"prod": {"run_id": "run-1", "environment": "prod", "model": MODEL,
+                              "dataset_hash": "sha256:abc", **approval}}
     with pytest.raises(PermanentError, match=why):
         deployment.handle_deploy(DeployRequest(run_id="run-1", environment="prod"), deps)
     assert not fake.puts and "deployment.refused" in deps.registry.actions("run-1")
@@ -308,7 +334,7 @@ def test_one_region_failing_rolls_the_environment_back(world: Any) -> None:
     assert fake.served[(DEV[0], "support-bot")]["tags"]["run_id"] == "run-0"
     assert all(deps.registry.get_deployment("dev", a, "support-bot").run_id == "run-0" for a in DEV)  # type: ignore[union-attr]
     assert "ftops.run.deployment_failed" in deps.publisher.types()
-    assert deps.publisher.deploys() == [deploy_message_id("run-0", "test", OLD)]
+    assert deps.publisher.deploys() == [deploy_id("run-0", "test", OLD)]
 
 
 def test_failure_where_nothing_was_deployed_before_deletes_the_new_deployment(world: Any) -> None:
@@ -334,48 +360,89 @@ def test_quota_full_fails_before_touching_any_target(world: Any) -> None:
 
 
 # --- approvals -----------------------------------------------------------------------------------------
-def test_listed_approver_with_ticket_opens_prod(world: Any) -> None:
+def test_an_approver_by_role_and_object_id_with_a_ticket_opens_prod(world: Any) -> None:
     deps, fake = world
     add_run(deps)
+    deps.blobs.data["run-1/evaluation.json"] = b'{"passed": true}'
     to_prod_gate(deps)
-    deployment.approve(ApproveCommand(run_id="run-1", environment="prod", approver=APPROVER, ticket="CHG-42"), deps)
+    evidence = approvals.approve(deps, caller(), "run-1", "prod", ticket="CHG-42", model=MODEL)
+    assert evidence["model"] == MODEL and evidence["dataset_hash"] == "sha256:abc"
+    assert evidence["evaluation_report_hash"].startswith("sha256:") and evidence["approver_oid"] == APPROVER
     assert deps.registry.runs["run-1"].approvals["prod"]["ticket"] == "CHG-42"
-    assert deps.publisher.deploys()[-1] == deploy_message_id("run-1", "prod", MODEL)
+    assert deps.publisher.deploys()[-1] == deploy_id("run-1", "prod")
     deployment.handle_deploy(DeployRequest(run_id="run-1", environment="prod"), deps)
     assert deps.registry.runs["run-1"].state == "deployed:prod"
     assert fake.served[(PROD[1], "support-bot")]["tags"]["approval_ticket"] == "CHG-42"
     assert "approval.granted" in deps.registry.actions("run-1")
 
 
-def test_owner_cannot_approve_their_own_run(world: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_owner_cannot_approve_their_own_run(world: Any) -> None:
     deps, _ = world
     add_run(deps, owner=APPROVER)
     to_prod_gate(deps)
-    with pytest.raises(PermanentError, match="four eyes"):
-        deployment.approve(ApproveCommand(run_id="run-1", environment="prod", approver=APPROVER, ticket="T"), deps)
-    assert not deps.registry.runs["run-1"].approvals and "approval.refused" in deps.registry.actions("run-1")
+    with pytest.raises(AccessDenied, match="four eyes") as refused:
+        approvals.approve(deps, caller(), "run-1", "prod", ticket="T", model=MODEL)
+    assert refused.value.status == 403 and not deps.registry.runs["run-1"].approvals
 
 
-def test_unlisted_approver_is_refused(world: Any) -> None:
+@pytest.mark.parametrize(("who", "why"), [(caller(OUTSIDER), "not among the approvers"),
+                                          (caller(roles=("Reader",)), "needs the app role Approver.prod")])
+def test_no_role_or_unlisted_object_id_cannot_approve(world: Any, who: Caller, why: str) -> None:
     deps, _ = world
     add_run(deps)
     to_prod_gate(deps)
-    with pytest.raises(PermanentError, match="not an approver"):
-        deployment.approve(ApproveCommand(run_id="run-1", environment="prod", approver="bob@x", ticket="T"), deps)
-    assert "ftops.run.approval_refused" in deps.publisher.types()
+    with pytest.raises(AccessDenied, match=why):
+        approvals.approve(deps, who, "run-1", "prod", ticket="T", model=MODEL)
+    assert not deps.registry.runs["run-1"].approvals
+
+
+def test_an_approval_for_one_model_never_deploys_another(world: Any) -> None:
+    deps, fake = world
+    add_run(deps)
+    to_prod_gate(deps)
+    approvals.approve(deps, caller(), "run-1", "prod", ticket="T", model=MODEL)
+    with pytest.raises(approvals.Refused, match="another model"):   # a replayed request for an older model
+        approvals.approve(deps, caller(), "run-1", "prod", ticket="T", model=OLD)
+    deps.registry.runs["run-1"].chosen_model = OLD   # the run now holds another model, approval left behind
+    with pytest.raises(PermanentError, match="approval is for model"):
+        deployment.handle_deploy(DeployRequest(run_id="run-1", environment="prod"), deps)
+    assert not [k for k in fake.served if k[0] in PROD] and "deployment.refused" in deps.registry.actions("run-1")
+
+
+def test_a_changed_evaluation_report_voids_the_approval(world: Any) -> None:
+    deps, fake = world
+    add_run(deps)
+    deps.blobs.data["run-1/evaluation.json"] = b'{"passed": false}'
+    to_prod_gate(deps)
+    approvals.approve(deps, caller(), "run-1", "prod", ticket="T", model=MODEL)
+    deps.blobs.data["run-1/evaluation.json"] = b'{"passed": true}'
+    with pytest.raises(PermanentError, match="evaluation report changed"):
+        deployment.handle_deploy(DeployRequest(run_id="run-1", environment="prod"), deps)
+    assert not [k for k in fake.served if k[0] in PROD]
 
 
 def test_reject_denies_the_run(world: Any) -> None:
     deps, fake = world
     add_run(deps)
     to_prod_gate(deps)
-    deployment.reject(RejectCommand(run_id="run-1", environment="prod", approver=APPROVER, reason="too risky"), deps)
+    approvals.reject(deps, caller(), "run-1", "prod", reason="too risky")
     assert deps.registry.runs["run-1"].state == states.APPROVAL_DENIED
     deployment.handle_deploy(DeployRequest(run_id="run-1", environment="prod"), deps)   # ignored
     assert not [k for k in fake.served if k[0] in PROD]
 
 
-# --- rollback, retire ----------------------------------------------------------------------------------
+def test_a_deployment_ftops_did_not_create_is_never_replaced(world: Any) -> None:
+    deps, fake = world
+    add_run(deps)
+    fake.served[(DEV[1], "support-bot")] = {"model": "gpt-4o", "tags": {"app": "someone-else"}}
+    deployment.handle_deploy(DeployRequest(run_id="run-1", environment="dev"), deps)
+    run = deps.registry.runs["run-1"]
+    assert run.state == "deployment_failed:dev" and not fake.puts
+    assert "ftops-dev-swedencentral" in run.error["message"] and "'support-bot'" in run.error["message"]  # type: ignore[index]
+    assert "not managed by ftops" in run.error["message"]  # type: ignore[index]
+    assert fake.served[(DEV[1], "support-bot")]["model"] == "gpt-4o"
+
+
 def test_rollback_returns_the_environment_to_the_previous_model_once(world: Any) -> None:
     deps, fake = world
     add_run(deps, "run-0", model=OLD)
@@ -466,3 +533,62 @@ def test_cross_tenant_and_cross_subscription_model_bodies(world: Any) -> None:
     assert same_tenant == {"format": "OpenAI", "name": MODEL, "version": "1", "source": hub.resource_id}
     assert other_tenant == {"format": "OpenAI", "name": MODEL, "version": "1", "sourceAccount": hub.resource_id}
     assert json.dumps(other_tenant)
+
+
+def test_a_run_whose_base_model_a_spoke_cannot_host_fails_before_touching_any_target(world: Any) -> None:
+    """gpt-4o fine-tunes deploy as Standard in East US 2 and Sweden Central only: the test environment's
+    Standard spoke in North Central US cannot take one, and the failure names it."""
+    deps, fake = world
+    run = add_run(deps, state=states.deployed("dev"))
+    run.settings = {**run.settings, "base_model": "gpt-4o-2024-08-06"}
+    deps.registry.runs["run-1"] = run
+    deployment.handle_deploy(DeployRequest(run_id="run-1", environment="test"), deps)
+    failed = deps.registry.runs["run-1"]
+    assert failed.state == "deployment_failed:test"
+    assert "ftops-test-northcentralus (northcentralus): a fine-tuned gpt-4o cannot be deployed as Standard" in \
+        failed.error["message"]  # type: ignore[index]
+    assert not fake.puts
+
+
+def test_keepalive_counts_a_developer_deployments_24_hour_end_as_expiry_not_failure(world: Any) -> None:
+    deps, fake = world
+    add_run(deps)
+    deployment.handle_deploy(DeployRequest(run_id="run-1", environment="dev"), deps)
+    slot = deps.registry.get_deployment("dev", DEV[1], "support-bot")
+    assert slot is not None
+    deps.registry.update_deployment(slot, sku="DeveloperTier")          # as a Developer target records it
+    del fake.served[(DEV[1], "support-bot")]                            # Azure deleted it after 24 h
+    summary = keepalive.keepalive_tick(deps)
+    assert (summary.ok, summary.expired, summary.failed, summary.healed, summary.alerts) == (1, 1, 0, 0, 0)
+    assert (DEV[1], "support-bot") not in fake.served                   # not recreated behind anyone's back
+    assert deps.registry.get_deployment("dev", DEV[1], "support-bot").state == "expired"  # type: ignore[union-attr]
+    assert "ftops.run.deployment_expired" in deps.publisher.types()
+    assert keepalive.keepalive_tick(deps).total == 1                     # no longer pinged
+class FixedVerifier:
+    """Stands in for the token check (covered against the running stack): the caller it was given."""
+
+    def __init__(self, who: Caller) -> None:
+        self.who = who
+
+    def verify(self, authorization: str | None) -> Caller:
+        return self.who
+
+
+def test_who_retrains_through_the_api_cannot_approve_the_model_it_makes(world: Any) -> None:
+    from shared.operator_api import handle
+    deps, _ = world
+    add_run(deps, state="deployed:prod")
+    deps.registry.runs["run-1"].approvals = {"prod": {"model": MODEL, "approver_oid": APPROVER}}
+    operator = FixedVerifier(caller(roles=("Operator", "Approver.prod")))
+    answer = handle("retrain", authorization="Bearer t", params={"run_id": "run-1"}, deps=deps, verifier=operator,
+                    body=json.dumps({"settings": {"hyperparameters": {"n_epochs": 2}}}).encode())
+    assert answer.status == 202, answer.body
+    run = deps.registry.runs["run-1"]
+    assert (run.state, run.started_by, run.approvals) == ("uploading", APPROVER, {})
+    run.state, run.chosen_model = "awaiting_approval:prod", "gpt-4.1-mini-2025-04-14.ft-retrained"   # trained again
+    answer = handle("approve", authorization="Bearer t", params={"run_id": "run-1"}, deps=deps, verifier=operator,
+                    body=json.dumps({"environment": "prod", "ticket": "T", "model": run.chosen_model}).encode())
+    assert answer.status == 403 and "retrained run run-1" in answer.body["error"]["message"]
+    refused = [a for a in deps.registry.audits if a["action"] == "api.approve.refused"]
+    assert refused and refused[0]["actor"] == f"Someone <{APPROVER}>" and not deps.registry.runs["run-1"].approvals
+    assert "ftops.run.approval_refused" in deps.publisher.types()

@@ -72,16 +72,23 @@ def test_choice_ties_go_to_the_final_model_then_the_later_checkpoint() -> None:
 
 
 def test_plan_uses_developer_tier_for_gpt41_and_the_last_two_checkpoints() -> None:
-    ckpts = [{"fine_tuned_model_checkpoint": f"ftchkpt-{s}", "step_number": s, "metrics": {}} for s in (30, 10, 20)]
-    plan = plan_candidates("run-42", "gpt-4.1-mini.ft-abc", "gpt-4.1-mini-2025-04-14", ckpts)
+    # what polling records (shared.hub.Hub.checkpoints), deployed by checkpoint id
+    ckpts = [{"id": f"ftchkpt-{s}", "step": s, "model": f"gpt-4.1-mini.ft-abc:ckpt-step-{s}", "metrics": {}}
+             for s in (30, 10, 20, 5)]
+    plan = plan_candidates("run-42", "gpt-4.1-mini.ft-abc", "gpt-4.1-mini-2025-04-14", ckpts, final_step=40)
     assert [c.name for c in plan] == ["final", "base", "checkpoint step 20", "checkpoint step 30"]
+    assert [c.model for c in plan if c.kind == "checkpoint"] == ["ftchkpt-20", "ftchkpt-30"]
     assert {c.sku for c in plan if c.kind != "base"} == {"developertier"}
     assert next(c for c in plan if c.kind == "base").sku == "standard"
-    again = plan_candidates("run-42", "gpt-4.1-mini.ft-abc", "gpt-4.1-mini", ckpts)
+    again = plan_candidates("run-42", "gpt-4.1-mini.ft-abc", "gpt-4.1-mini", ckpts, final_step=40)
     assert [c.deployment for c in plan] == [c.deployment for c in again]      # a retry reuses the names
     assert all(len(c.deployment) <= 64 for c in plan)
     trimmed = plan_candidates("run-42", "ft", "gpt-4.1-mini", ckpts, final_step=30)
     assert [c.step for c in trimmed if c.kind == "checkpoint"] == [10, 20]   # step 30 is the final model
+    unknown_end = plan_candidates("run-42", "ft", "gpt-4.1-mini", ckpts)   # no metrics: newest = final model
+    assert [c.step for c in unknown_end if c.kind == "checkpoint"] == [10, 20]
+    api_shape = [{"id": "ftchkpt-7", "fine_tuned_model_checkpoint": "m:ckpt-step-7", "step_number": 7}]
+    assert [c.model for c in plan_candidates("r", "ft", "gpt-4.1-mini", api_shape, final_step=9)][2:] == ["ftchkpt-7"]
     other = plan_candidates("run-42", "gpt-4o-mini.ft-x", "gpt-4o-mini", [])
     assert other[0].sku == "standard" and other[0].capacity == 1
 

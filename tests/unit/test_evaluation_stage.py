@@ -61,17 +61,21 @@ class FakeBlobs:
 
 
 class FakeArm:
-    def __init__(self, refuse: dict[str, int] | None = None) -> None:
+    def __init__(self, refuse: dict[str, int] | None = None, codes: dict[str, str] | None = None) -> None:
         self.live: dict[str, str] = {}
         self.refuse = refuse or {}
+        self.codes = codes or {}   # name fragment → ARM error code of the refusal
         self.created: list[tuple[str, str, str]] = []
         self.deployments = self
 
     def begin_create_or_update(self, rg: str, account: str, name: str, body: Any, **kw: Any) -> Any:
         for fragment, status in self.refuse.items():
             if fragment in name:
-                raise HttpResponseError(message=f"refused {name}", response=SimpleNamespace(
+                error = HttpResponseError(message=f"refused {name}", response=SimpleNamespace(
                     status_code=status, reason="x", headers={}, text=lambda: "", request=None))
+                if fragment in self.codes:
+                    error.error = SimpleNamespace(code=self.codes[fragment], message=f"refused {name}")
+                raise error
         self.live[name] = body.properties.model.name
         self.created.append((name, body.sku.name, kw.get("api_version", "")))
         return SimpleNamespace(result=lambda: None)
@@ -84,9 +88,11 @@ class FakeArm:
 class FakePublisher:
     def __init__(self) -> None:
         self.sent: list[tuple[str, Any]] = []
+        self.delays: list[float] = []
 
     def send(self, queue: str, event: Any, *, delay_seconds: float = 0) -> None:
         self.sent.append((queue, event))
+        self.delays.append(delay_seconds)
 
 
 def _deps(run: RunRecord, arm: FakeArm | None = None, eval_lines: list[str] | None = None) -> Any:
@@ -108,7 +114,8 @@ def _run(**thresholds: float) -> RunRecord:
     return RunRecord(run_id="r1", source="datasets/x.jsonl", state=states.TRAINED, fine_tuned_model="gpt-4.1-mini.ft-1",
                      settings={"base_model": "gpt-4.1-mini", "thresholds": thresholds},
                      environments=["dev", "prod"], data_files={"eval": "r1/data/eval.jsonl"},
-                     checkpoints=[{"fine_tuned_model_checkpoint": f"ftchkpt-{s}", "step_number": s} for s in (5, 10, 15)],
+                     checkpoints=[{"id": f"ftchkpt-{s}", "step": s, "model": f"gpt-4.1-mini.ft-1:ckpt-step-{s}"}
+                                  for s in (5, 10, 15)],   # as polling records them (Hub.checkpoints)
                      metrics={"rows": [{"step": 1, "train_loss": 2.0}, {"step": 2, "train_loss": 1.0}]})
 
 
@@ -223,3 +230,35 @@ def test_a_copy_delivered_while_another_worker_evaluates_comes_back_later() -> N
     assert [(q, e.id) for q, e in deps.publisher.sent] == [(deps.settings.evaluate_queue,
                                                   evaluate_message_id("r1", deps.registry.runs["r1"].job_id) + "-w1")]
     assert len(deps.arm.created) == created                           # the copy deployed nothing
+
+
+QUOTA = "This operation require 10 new capacity in quota Tokens Per Minute (thousands) - gpt-4.1-mini, which is " \
+        "bigger than the current available capacity 0."
+
+
+def test_hub_quota_short_waits_with_delayed_resends_then_gives_up_with_a_reason() -> None:
+    from shared.evaluation.stage import QUOTA_WAITS
+    from shared.messages import parse_message
+    deps = _deps(_run(min_score=0.5), arm=FakeArm(refuse={"-base": 400}, codes={"-base": "InsufficientQuota"}))
+    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps))
+    run = deps.registry.runs["r1"]
+    assert run.state == states.EVALUATING and deps.arm.live == {}      # waits, holding no hub deployment
+    assert deps.registry.keys == {}                                    # the re-send will find the step free
+    resends = [(e, d) for (q, e), d in zip(deps.publisher.sent, deps.publisher.delays) if q == "ftops-evaluate"]
+    assert len(resends) == 1 and resends[0][0].id == evaluate_message_id("r1", run.job_id) + "-q1" and resends[0][1] >= 30
+    _, again = parse_message(resends[0][0].to_json())
+    assert again == EvaluateRequest(run_id="r1", quota_waits=1)
+    waiting = [e for q, e in deps.publisher.sent if q == "ftops-events"]
+    assert "ftops.run.evaluation_waiting_for_quota" in [e.type for e in waiting]
+
+    handle_evaluate(EvaluateRequest(run_id="r1", quota_waits=QUOTA_WAITS), deps, chat=_chat(deps))
+    failed = deps.registry.runs["r1"]
+    assert failed.state == states.EVALUATION_FAILED and deps.arm.live == {}
+    reason = failed.evaluation["reason"]
+    assert f"hub quota did not free up after {QUOTA_WAITS} waits" in reason and "InsufficientQuota" in reason
+
+
+def test_quota_on_a_checkpoint_waits_too_rather_than_dropping_it() -> None:
+    deps = _deps(_run(min_score=0.5), arm=FakeArm(refuse={"ckpt15": 400}, codes={"ckpt15": "InsufficientQuota"}))
+    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps))
+    assert deps.registry.runs["r1"].state == states.EVALUATING and deps.arm.live == {}

@@ -25,7 +25,18 @@ def trigger(bindings: dict[str, list[dict]], name: str) -> dict:
 
 
 def test_every_stage_is_registered(bindings):
-    assert set(bindings) == {"intake", "training", "polling", "evaluation", "deployment", "keepalive", "commands"}
+    assert set(bindings) == {"intake", "training", "polling", "evaluation", "deployment", "keepalive", "commands",
+                             "operator_list_runs", "operator_get_run", "operator_approve", "operator_reject",
+                             "operator_retire", "operator_rollback", "operator_retrain"}
+
+
+def test_the_operator_api_is_anonymous_at_the_host_because_the_app_verifies_the_token(bindings):
+    routes = {name: trigger(bindings, name) for name in bindings if name.startswith("operator_")}
+    assert {(t["route"], tuple(t["methods"])) for t in routes.values()} == {
+        ("runs", ("GET",)), ("runs/{run_id}", ("GET",)), ("runs/{run_id}/approve", ("POST",)),
+        ("runs/{run_id}/reject", ("POST",)), ("runs/{run_id}/retire", ("POST",)), ("runs/{run_id}/retrain", ("POST",)),
+        ("environments/{environment}/rollback", ("POST",))}
+    assert all(t["type"] == "httpTrigger" and t["authLevel"] == "ANONYMOUS" for t in routes.values())
 
 
 def test_the_blob_trigger_uses_event_grid_and_a_setting_for_the_container(bindings):

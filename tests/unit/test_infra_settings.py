@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 
+from fakes import Recording
 from infra_bicep import DEPLOY_DOC, INFRA, MAIN, ROOT, app_settings, azure_env, bindings
 
 from shared.config import Settings
@@ -34,20 +35,6 @@ FORBIDDEN_ON_FLEX = {
     "WEBSITE_RUN_FROM_PACKAGE", "WEBSITE_CONTENTSHARE", "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
     "SCM_DO_BUILD_DURING_DEPLOYMENT", "ENABLE_ORYX_BUILD", "WEBSITE_TIME_ZONE", "TZ", "AzureWebJobsStorage",
 }
-
-
-class Recording(dict):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.read: set[str] = set()
-
-    def get(self, key, default=None):
-        self.read.add(key)
-        return super().get(key, default)
-
-    def __getitem__(self, key):
-        self.read.add(key)
-        return super().__getitem__(key)
 
 
 def settings_read_by_config() -> set[str]:

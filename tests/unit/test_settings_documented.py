@@ -6,25 +6,12 @@ import re
 from pathlib import Path
 
 import pytest
+from fakes import Recording
 
 from shared.config import ConfigError, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
-
-
-class Recording(dict):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.read: set[str] = set()
-
-    def get(self, key, default=None):
-        self.read.add(key)
-        return super().get(key, default)
-
-    def __getitem__(self, key):
-        self.read.add(key)
-        return super().__getitem__(key)
 
 
 def test_every_setting_read_is_in_the_sample():

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from local.settings import DEMO_SPOKES
 from shared.config import ConfigError, HubSettings, Settings
-from shared.topology import load_topology, parse_topology
+from shared.topology import load_topology, parse_topology, target_problem
 
 DEMO: dict[str, Any] = json.loads(DEMO_SPOKES.read_text())
 HUB_TENANT = "tenant-contoso"
@@ -29,12 +30,13 @@ def test_demo_configuration_loads_in_order_with_prod_gated() -> None:
     topology = parse_topology(demo(), hub_tenant=HUB_TENANT)
     assert topology.names == ["dev", "test", "prod"]
     prod = topology.environment("prod")
-    assert prod is not None and prod.requires_approval and prod.approvers == ("demo-operator@contoso.example",)
+    assert prod is not None and prod.requires_approval and prod.approvers == (
+        "6f1c2d3e-0000-4000-8000-0000000000a1", "6f1c2d3e-0000-4000-8000-0000000000c3")
     assert prod.regions == ["eastus", "westeurope"]
     fabrikam = topology.target("ftops-prod-westeurope")
     assert fabrikam is not None and fabrikam.tenant == "tenant-fabrikam"
     assert fabrikam.client_id == "11111111-2222-3333-4444-555555555555"
-    assert fabrikam.quota == 5 and fabrikam.sku == "Standard"
+    assert fabrikam.quota == 5 and fabrikam.sku == "GlobalStandard"
 
 
 def test_missing_field_names_the_setting_path() -> None:
@@ -65,12 +67,18 @@ def test_single_region_environment_is_an_error_unless_allowed() -> None:
     assert parse_topology(data, hub_tenant=HUB_TENANT).environment("dev") is not None
 
 
-def test_prod_requires_approval_by_default_and_then_needs_approvers() -> None:
+def test_prod_requires_approval_by_default_and_approvers_only_narrow_the_role_by_object_id() -> None:
     data = demo()
     del data["environments"][2]["requires_approval"]
     assert parse_topology(data, hub_tenant=HUB_TENANT).environment("prod").requires_approval  # type: ignore[union-attr]
+    prod = parse_topology(data, hub_tenant=HUB_TENANT).environment("prod")
+    assert prod is not None and prod.allows_approver("6F1C2D3E-0000-4000-8000-0000000000A1")
+    assert not prod.allows_approver("6f1c2d3e-0000-4000-8000-0000000000d4")
     del data["environments"][2]["approvers"]
-    assert "environments[2].approvers is missing" in error_of(data)
+    unnarrowed = parse_topology(data, hub_tenant=HUB_TENANT).environment("prod")
+    assert unnarrowed is not None and unnarrowed.allows_approver("6f1c2d3e-0000-4000-8000-0000000000d4")
+    data["environments"][2]["approvers"] = ["ops@contoso.example"]   # a look-alike address is not an identity
+    assert "environments[2].approvers[0] 'ops@contoso.example' is not an Entra object id" in error_of(data)
 
 
 def test_other_environments_do_not_require_approval_by_default() -> None:
@@ -135,3 +143,49 @@ def test_load_topology_reads_the_setting_once() -> None:
     broken = Settings(**{**settings.__dict__, "spokes_config": "{\"environments\": 3}"})
     with pytest.raises(ConfigError, match="SPOKES_CONFIG: environments must be a non-empty list"):
         load_topology(broken)
+
+
+def error_for_model(data: Any, model: str = "gpt-4.1-mini-2025-04-14") -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_topology(data, hub_tenant=HUB_TENANT, base_model=model)
+    return str(info.value)
+
+
+def test_the_demo_spokes_can_host_the_default_model() -> None:
+    parse_topology(demo(), hub_tenant=HUB_TENANT, base_model="gpt-4.1-mini-2025-04-14")
+
+
+def test_a_standard_spoke_outside_the_models_regions_is_named_at_start_up() -> None:
+    """Learn lists the Standard regions per model: gpt-4.1-mini fine-tunes deploy as Standard only in
+    North Central US and Sweden Central; Global Standard goes anywhere."""
+    data = demo()
+    data["environments"][0]["targets"][0]["sku"] = "Standard"   # ftops-dev-eastus
+    message = error_for_model(data)
+    assert message.startswith("SPOKES_CONFIG: environments[0].targets[0] (spoke 'ftops-dev-eastus')")
+    assert "cannot be deployed as Standard in eastus" in message and "northcentralus, swedencentral" in message
+    assert "GlobalStandard" in message   # what would work there
+    # gpt-4o's Standard regions differ: East US 2 is one of them
+    target = parse_topology(data, hub_tenant=HUB_TENANT).target("ftops-test-eastus2")
+    assert target is not None and target_problem(replace(target, sku="Standard"), "gpt-4o-2024-08-06") is None
+    assert "in eastus2" in (target_problem(replace(target, sku="Standard"), "gpt-4.1-mini") or "")
+
+
+def test_only_the_fine_tuned_deployment_types_are_accepted() -> None:
+    data = demo()
+    data["environments"][1]["targets"][0]["sku"] = "DataZoneStandard"
+    assert "sku 'DataZoneStandard' is not one of" in error_of(data)
+    data["environments"][1]["targets"][0]["sku"] = "ProvisionedManaged"   # eastus2: gpt-4.1-mini has no PTU row
+    assert "cannot be deployed as ProvisionedManaged" in error_for_model(data)
+
+
+def test_a_developer_spoke_needs_the_environment_to_accept_its_24_hour_life() -> None:
+    data = demo()
+    data["environments"][0]["targets"][1]["sku"] = "DeveloperTier"
+    message = error_of(data)
+    assert "environments[0].targets[1] (spoke 'ftops-dev-swedencentral') is a Developer deployment" in message
+    assert "environments[0].accepts_developer_expiry" in message
+    data["environments"][0]["accepts_developer_expiry"] = True
+    topology = parse_topology(data, hub_tenant=HUB_TENANT, base_model="gpt-4.1-mini-2025-04-14")
+    assert topology.environment("dev").accepts_developer_expiry
+    # Developer exists for the gpt-4.1 family only
+    assert "cannot be deployed as DeveloperTier" in error_for_model(data, "gpt-4o-2024-08-06")

@@ -209,3 +209,28 @@ def test_an_unknown_hub_api_version_stops_start_up_naming_the_setting() -> None:
     assert Settings.from_env(env).hub.api_version == "v1"
     with pytest.raises(ConfigError, match="HUB_API_VERSION '2023-05-15'"):
         Settings.from_env({**env, "HUB_API_VERSION": "2023-05-15"})
+
+
+def test_jobs_are_sent_with_versioned_model_ids() -> None:
+    """Learn's examples send versioned ids; an unversioned run.json name goes out with the table's version."""
+    files = {"train": "file-t"}
+    assert job_spec(RunSettings(), files).model == "gpt-4.1-mini-2025-04-14"
+    assert job_spec(RunSettings(base_model="gpt-4o"), files).model == "gpt-4o-2024-08-06"
+    assert job_spec(RunSettings(base_model="gpt-35-turbo-1106"), files).model == "gpt-35-turbo-1106"
+
+
+def test_adoption_finds_a_job_that_echoes_the_resolved_model_version() -> None:
+    """After a crash, the job is found by its files and model even when the hub echoes the versioned id
+    and what was sent was unversioned (older runs) — but never a job of another version."""
+    def job(model: str, jid: str) -> SimpleNamespace:
+        return SimpleNamespace(id=jid, status="running", model=model, training_file="file-t", validation_file=None,
+                               fine_tuned_model=None, trained_tokens=None, error=None, result_files=[],
+                               created_at=1, seed=42)
+    jobs = [job("gpt-4o-2024-05-13", "ftjob-other"), job("gpt-4.1-mini-2025-04-14", "ftjob-mine")]
+    page = SimpleNamespace(data=jobs, has_more=False)
+    client = SimpleNamespace(fine_tuning=SimpleNamespace(jobs=SimpleNamespace(list=lambda **_: page)))
+    hub = Hub(client)
+    for sent in ("gpt-4.1-mini", "gpt-4.1-mini-2025-04-14"):
+        found = hub.find_job(training_file="file-t", validation_file=None, model=sent)
+        assert found is not None and found.id == "ftjob-mine"
+    assert hub.find_job(training_file="file-t", validation_file=None, model="gpt-4o-2024-08-06") is None

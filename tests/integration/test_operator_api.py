@@ -1,0 +1,190 @@
+"""The operator API over HTTP, against the running local stack (Azurite, the emulator as hub, spokes and
+Entra ID, the dev host serving the app's HTTP triggers): forged, expired, misdirected or role-less tokens
+are refused and change nothing; operator actions on the commands queue are dead-lettered; four eyes; an
+approval prepared for one model cannot approve another. Every refusal is in the audit trail with who tried."""
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from local.emulator.identity import USERS
+from shared import states
+from shared.registry import RunRecord
+
+pytestmark = pytest.mark.integration
+OPERATOR = USERS["demo-operator@contoso.example"]
+SCIENTIST = USERS["demo-scientist@contoso.example"]
+MODEL_A = "gpt-4.1-mini-2025-04-14.ft-aaaa"
+MODEL_B = "gpt-4.1-mini-2025-04-14.ft-bbbb"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from local.stack import LocalStack
+    with LocalStack(log_dir=tmp_path_factory.mktemp("operator-api-logs")) as running:
+        running.wait_for_api()
+        yield running
+
+
+def seed_run(stack: Any, *, owner: str = SCIENTIST.oid, model: str = MODEL_A) -> str:
+    run_id = f"api-{uuid.uuid4().hex[:8]}"
+    stack.deps().registry.create_run(RunRecord(
+        run_id=run_id, source=f"datasets/{run_id}/run.json", state=states.awaiting_approval("prod"),
+        chosen_model=model, fine_tuned_model=model, owner=owner, environments=["dev", "test", "prod"],
+        settings={"deployment_name": run_id, "owner": owner}, dataset_hash="sha256:d1"), actor="test")
+    return run_id
+
+
+def call(stack: Any, method: str, path: str, token: str | None, body: dict[str, Any] | None = None
+         ) -> tuple[int, dict[str, Any]]:
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    request = urllib.request.Request(f"{stack.api_url}/{path}", method=method, headers=headers,
+                                     data=json.dumps(body).encode() if body is not None else None)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def token(stack: Any, user: str = OPERATOR.username, **overrides: Any) -> str:
+    from local.emulator.server import ControlClient
+    control = ControlClient(stack.emulator_url, stack.emulator_ca)
+    return str(control.call("POST", "identity/token", {"user": user, **overrides})["access_token"])
+
+
+def signed_in(stack: Any, user: str = OPERATOR.username) -> str:
+    """A token as a user gets it: the identity provider's token endpoint (what `ftops approve` uses)."""
+    from shared.cli.operator_client import local_client
+    client = local_client(stack.api_url, stack.env, user)
+    return str(client.credential.get_token(client.scope).token)
+
+
+def approve_body(model: str = MODEL_A) -> dict[str, Any]:
+    return {"environment": "prod", "ticket": "CHG-9", "model": model}
+
+
+def refusals(stack: Any, run_id: str) -> list[dict[str, Any]]:
+    return [a for a in stack.deps().registry.audit_trail(run_id) if a["action"].endswith(".refused")]
+
+
+def forged(stack: Any, *, key: Any = None, algorithm: str = "RS256") -> str:
+    """The operator's real claims, re-signed with another key (or not signed at all) under the real kid."""
+    real = token(stack)
+    claims = jwt.decode(real, options={"verify_signature": False})
+    kid = jwt.get_unverified_header(real)["kid"]
+    if algorithm == "none":
+        return jwt.encode(claims, None, algorithm="none", headers={"kid": kid})
+    return jwt.encode(claims, key or rsa.generate_private_key(public_exponent=65537, key_size=2048),
+                      algorithm=algorithm, headers={"kid": kid})
+
+
+@pytest.mark.parametrize(("make_token", "status", "why"), [
+    (lambda s: None, 401, "no bearer token"),
+    (lambda s: forged(s, algorithm="none"), 401, "token is invalid"),
+    (lambda s: forged(s), 401, "Signature verification failed"),
+    (lambda s: token(s, expires_in=-600), 401, "expired"),
+    (lambda s: token(s, audience="api://someone-elses-api"), 401, "not for this API"),
+    (lambda s: token(s, tenant="tenant-fabrikam"), 401, "not issued by this API's tenant"),
+    (lambda s: token(s, roles=["Reader"]), 403, "needs the app role Approver.prod"),
+    (lambda s: signed_in(s, "demo-reader@contoso.example"), 403, "needs the app role Approver.prod"),
+    (lambda s: token(s, app_only=True), 403, "is a person's decision"),
+], ids=["none", "unsigned", "other-key", "expired", "other-audience", "other-tenant", "role-removed",
+        "reader", "app-only"])
+def test_a_token_that_does_not_prove_an_approver_is_refused_and_nothing_changes(
+        stack: Any, make_token: Any, status: int, why: str) -> None:
+    run_id = seed_run(stack)
+    before = stack.deps().registry.require_run(run_id)
+    answer, body = call(stack, "POST", f"runs/{run_id}/approve", make_token(stack), approve_body())
+    assert answer == status and why in body["error"]["message"]
+    after = stack.deps().registry.require_run(run_id)
+    assert (after.state, after.approvals, after.etag) == (before.state, {}, before.etag)
+    [refusal] = refusals(stack, run_id)
+    assert refusal["detail"]["status"] == status and why in refusal["detail"]["reason"]
+    # who tried: the token's subject (as the token claims it, when it could not be verified)
+    subjects = {OPERATOR.oid, USERS["demo-reader@contoso.example"].oid}
+    assert any(oid in refusal["actor"] for oid in subjects) or refusal["actor"] == "unverified: anonymous"
+    assert refusal["actor"].startswith("unverified:") == (status == 401)
+
+
+def test_the_owner_cannot_approve_their_own_run(stack: Any) -> None:
+    run_id = seed_run(stack, owner=OPERATOR.oid)
+    answer, body = call(stack, "POST", f"runs/{run_id}/approve", signed_in(stack), approve_body())
+    assert answer == 403 and "four eyes" in body["error"]["message"]
+    assert stack.deps().registry.require_run(run_id).approvals == {}
+    [refusal] = refusals(stack, run_id)
+    assert refusal["actor"] == f"{OPERATOR.name} <{OPERATOR.oid}>" and refusal["detail"]["who"]["verified"] is True
+
+
+def test_an_approve_on_the_commands_queue_is_dead_lettered_with_a_reason(stack: Any) -> None:
+    from shared.messages import ApproveCommand, envelope
+    deps = stack.deps()
+    run_id = seed_run(stack)
+    command = ApproveCommand(run_id=run_id, environment="prod", approver="demo-operator@contoso.example", ticket="X")
+    deps.publisher.send(deps.settings.commands_queue, envelope(command, type_="ftops.command.approve"))
+    letters = wait_for(lambda: dead_letters(stack, deps.settings.commands_queue))
+    assert letters[0]["reason"] == "OperatorActionNotAccepted"
+    assert "operator API" in letters[0]["description"] and "cannot prove who sent it" in letters[0]["description"]
+    assert deps.registry.require_run(run_id).state == states.awaiting_approval("prod")
+    [refusal] = refusals(stack, run_id)
+    assert refusal["actor"] == "unverified: demo-operator@contoso.example"
+
+
+def test_an_approval_prepared_for_model_a_does_not_approve_or_deploy_model_b(stack: Any) -> None:
+    deps = stack.deps()
+    run_id = seed_run(stack)
+    operator = signed_in(stack)
+    status, view = call(stack, "GET", f"runs/{run_id}", operator)
+    assert status == 200 and view["candidate"]["model"] == MODEL_A
+    prepared = approve_body(view["candidate"]["model"])
+    # the run is retrained meanwhile: a new model waits for approval, old approvals are gone
+    run = deps.registry.require_run(run_id)
+    run.chosen_model = run.fine_tuned_model = MODEL_B
+    deps.registry.save_run(run)
+    status, body = call(stack, "POST", f"runs/{run_id}/approve", operator, prepared)   # replayed / stale
+    assert status == 409 and MODEL_A in body["error"]["message"] and MODEL_B in body["error"]["message"]
+    assert deps.registry.require_run(run_id).approvals == {}
+    [refusal] = refusals(stack, run_id)
+    assert refusal["actor"] == f"{OPERATOR.name} <{OPERATOR.oid}>" and refusal["detail"]["status"] == 409
+    # a replayed deploy request for prod goes nowhere without an approval of the model it would deploy
+    from shared.messages import DeployRequest, envelope
+    deps.publisher.send(deps.settings.deploy_queue, envelope(DeployRequest(run_id=run_id, environment="prod")))
+    letters = wait_for(lambda: [m for m in dead_letters(stack, deps.settings.deploy_queue) if run_id in json.dumps(m)])
+    assert "requires an approval" in letters[0]["description"]
+    assert not [d for d in stack.emulator_state()["deployments"] if d["deployment"] == run_id]
+
+
+def test_reads_show_the_run_with_its_audit_trail_to_readers_only(stack: Any) -> None:
+    run_id = seed_run(stack)
+    status, view = call(stack, "GET", f"runs/{run_id}", signed_in(stack, "demo-reader@contoso.example"))
+    assert status == 200 and view["state"] == "awaiting_approval:prod" and view["audit"][0]["action"] == "run.created"
+    assert "reports" in view and view["candidate"]["dataset_hash"] == "sha256:d1"
+    assert view["caller"]["may_approve"] == [] and view["caller"]["oid"] == USERS["demo-reader@contoso.example"].oid
+    status, listed = call(stack, "GET", "runs", signed_in(stack))
+    assert status == 200 and run_id in {r["run_id"] for r in listed["runs"]}
+    status, _ = call(stack, "GET", "runs", token(stack, roles=[]))
+    assert status == 403
+
+
+def dead_letters(stack: Any, queue: str) -> list[dict[str, Any]]:
+    from shared.cli.demo import dead_letters as all_letters
+    return [m for m in all_letters(stack.env["AzureWebJobsStorage"]) if m["queue"] == queue]
+
+
+def wait_for(probe: Any, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(0.5)
+    pytest.fail("nothing arrived in time")
