@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared import spokes
+from shared import spokes, states
 from shared.events import publish
 from shared.models import DEVELOPER
 from shared.registry import ConcurrencyError, DeploymentRecord, now_iso
@@ -115,7 +115,15 @@ def _keep(deps: Any, topology: Topology, slot: DeploymentRecord) -> tuple[str, d
 
 
 def _heal(deps: Any, target: Any, slot: DeploymentRecord) -> tuple[str, dict[str, Any] | None]:
-    """The deployment vanished (inactivity, or someone deleted it): recreate it from the registry."""
+    """The deployment vanished (inactivity, or someone deleted it): recreate it from the registry — if the
+    registry still wants it. The tick works from a snapshot: `retire` or a rollback may have removed it on
+    purpose since, and re-creating it then would bring back what a person just took away."""
+    fresh = deps.registry.get_deployment(slot.environment, slot.account, slot.deployment)
+    run = deps.registry.get_run(slot.run_id)
+    if fresh is None or fresh.state != "active" or fresh.model != slot.model or fresh.run_id != slot.run_id \
+            or (run is not None and run.state == states.RETIRED):
+        log.info("keep-alive: %s is gone and no longer wanted (retired or replaced meanwhile); not healed", slot.slot)
+        return "skipped", None
     try:
         spokes.deploy(deps, target, slot.deployment, slot.model, tags=slot.tags, sku=slot.sku,
                       capacity=slot.capacity)
