@@ -232,3 +232,26 @@ def test_deploying_survives_a_crash_at_every_effect(stack: Any, emulator: Any, i
         assert len({e.id for e in deps.publisher.about(run_id, deps.settings.deploy_queue)}) == 1, where   # → test
         assert event_types(deps.publisher, run_id, topic) >= expected and not run.outbox, where
         clear(name)
+
+
+# --- what `ftops status --stuck` shows ------------------------------------------------------------------
+def test_status_stuck_names_runs_without_progress_and_why(make_deps: Any) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from shared import doctor
+    deps = make_deps()
+    waiting = make_run(deps)                                   # accepted; its train request never ran
+    lost = make_run(deps)                                      # training, but the poller lost its job
+    deps.registry.transition(lost, states.UPLOADING, actor="test")
+    deps.registry.transition(lost, states.TRAINING, actor="test", job_id="ftjob-lost", job_status="running")
+    unsent = make_run(deps)                                    # a crash left its event in the outbox
+    deps.registry.transition(unsent, states.UPLOADING, actor="test",
+                             outbox=[{"id": "e1", "queue": deps.settings.events_topic, "event": "{}"}])
+    assert {r["run_id"] for r in doctor.stuck_runs(deps)} == {lost, unsent}   # wrong at once, whatever the bound
+    later = datetime.now(UTC) + timedelta(minutes=90)
+    found = {r["run_id"]: r for r in doctor.stuck_runs(deps, bound_minutes=60, now=later)}
+    assert set(found) == {waiting, lost, unsent}
+    assert "train request did not run" in found[waiting]["why"][0] and found[waiting]["minutes"] >= 89
+    assert "does not follow job ftjob-lost" in found[lost]["why"][0]
+    assert "written but not sent" in found[unsent]["why"][0]
+    assert waiting in doctor.render(list(found.values()), 60)
