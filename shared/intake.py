@@ -93,7 +93,15 @@ def start_run(blob_name: str, deps: Any, *, settings_override: dict[str, Any] | 
             log.info("run %s already %s: duplicate event for %s", run_id, run.state, blob_name)
             return run_id
     try:
-        _intake(run_id, drop, deps, settings_override)
+        _intake(run_id, drop, deps, settings_override, etag)
+    except ResourceModifiedError as exc:   # replaced while we read it: the new upload is a run of its own
+        log.warning("run %s: %s changed while it was validated; ending this run, the new upload is its own",
+                    run_id, blob_name)
+        message = ("the drop was replaced while it was validated (its ETag changed): nothing of it is trained; "
+                   "the new upload is a run of its own")
+        advance(deps, run_id, states.REJECTED, actor=ACTOR, from_states={states.RECEIVED, states.VALIDATING},
+                detail={"errors": [message]}, error={"code": "dataset_replaced", "message": message,
+                                                     "detail": str(exc)[:300]})
     except StorageRefused as exc:   # permanent: retrying would re-validate the whole drop to be refused again
         log.error("run %s: the registry refused a write (%s); ending the run as rejected", run_id, exc)
         advance(deps, run_id, states.REJECTED, actor=ACTOR, from_states={states.RECEIVED, states.VALIDATING},
@@ -102,18 +110,21 @@ def start_run(blob_name: str, deps: Any, *, settings_override: dict[str, Any] | 
     return run_id
 
 
-def _intake(run_id: str, drop: Drop, deps: Any, settings_override: dict[str, Any] | None) -> None:
+def _intake(run_id: str, drop: Drop, deps: Any, settings_override: dict[str, Any] | None, etag: str) -> None:
     advance(deps, run_id, states.VALIDATING, actor=ACTOR)
     problems: list[Any] = []
-    files = _dataset_files(drop, deps, problems)
+    # every file is read at the version seen now (If-Match on its ETag): one replaced while it is validated
+    # and split raises ResourceModifiedError instead of training on what was never validated
+    etags = {drop.start_blob: etag}
+    files = _dataset_files(drop, deps, problems, etags)
     container = deps.settings.datasets_container
-    run_json = (deps.blobs.get_blob_client(container, drop.start_blob).download_blob().readall()
-                if drop.folder else None)
+    run_json = (deps.blobs.get_blob_client(container, drop.start_blob).download_blob(
+        etag=etag, match_condition=MatchConditions.IfNotModified).readall() if drop.folder else None)
     data = files or ({} if drop.folder else {"train": drop.start_blob})   # a non-.jsonl blob: named by its content
     spool, outputs = spool_files()
     with spool:
         checked = check_drop(DropFiles(start=drop.start_blob, folder=bool(drop.folder),
-                                       data={role: _chunks(deps, blob) for role, blob in data.items()},
+                                       data={role: _chunks(deps, blob, etags.get(blob)) for role, blob in data.items()},
                                        names=files, run_json=run_json, problems=tuple(problems)),
                              default_base_model=deps.settings.default_base_model,
                              environments=_configured_environments(deps), override=settings_override,
@@ -144,15 +155,16 @@ def _send_train(deps: Any, run_id: str) -> None:
     deps.publisher.send(deps.settings.train_queue, _train_request(run_id))
 
 
-def _dataset_files(drop: Drop, deps: Any, problems: list[Any]) -> dict[str, str]:
-    """role → blob name in the datasets container. A folder's train.jsonl may still be uploading: wait."""
+def _dataset_files(drop: Drop, deps: Any, problems: list[Any], etags: dict[str, str]) -> dict[str, str]:
+    """role → blob name in the datasets container (their ETags into `etags`). A folder's train.jsonl may
+    still be uploading: wait."""
     from shared.validation import Finding
     if not drop.folder:
         return {"train": drop.start_blob} if drop.start_blob.endswith(".jsonl") else {}
     container = deps.blobs.get_container_client(deps.settings.datasets_container)
     deadline = time.monotonic() + deps.settings.intake_wait_seconds
     while True:
-        present = {b.name for b in container.list_blobs(name_starts_with=f"{drop.folder}/")}
+        present = {b.name: b.etag for b in container.list_blobs(name_starts_with=f"{drop.folder}/")}
         files = {role: f"{drop.folder}/{leaf}" for role, leaf in FOLDER_FILES.items() if f"{drop.folder}/{leaf}" in present}
         if "train" in files or time.monotonic() >= deadline:
             break
@@ -161,12 +173,16 @@ def _dataset_files(drop: Drop, deps: Any, problems: list[Any]) -> dict[str, str]
         problems.append(Finding(line=None, code="missing_file", file=f"{drop.folder}/train.jsonl",
                                 message=f"{drop.folder}/train.jsonl did not arrive within "
                                         f"{deps.settings.intake_wait_seconds:.0f} s of run.json"))
+    etags.update({name: present[name] for name in files.values()})
     return files
 
 
-def _chunks(deps: Any, blob_name: str) -> Any:
+def _chunks(deps: Any, blob_name: str, etag: str | None) -> Any:
     def read() -> Iterable[bytes]:
-        return deps.blobs.get_blob_client(deps.settings.datasets_container, blob_name).download_blob().chunks()
+        blob = deps.blobs.get_blob_client(deps.settings.datasets_container, blob_name)
+        if etag is None:
+            return blob.download_blob().chunks()
+        return blob.download_blob(etag=etag, match_condition=MatchConditions.IfNotModified).chunks()
     return read
 
 
