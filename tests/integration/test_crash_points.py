@@ -18,7 +18,7 @@ import pytest
 from shared import outbox, states, training
 from shared.deployment import handle_deploy
 from shared.intake import handle_blob_created
-from shared.messages import DeployRequest, TrainRequest
+from shared.messages import DeployRequest, TrainRequest, parse_message
 from shared.polling import poll_job, poll_tick
 from tests.integration.faults import Crash, Effects, Sent, faulty
 from tests.integration.test_training import make_run
@@ -255,3 +255,36 @@ def test_status_stuck_names_runs_without_progress_and_why(make_deps: Any) -> Non
     assert "does not follow job ftjob-lost" in found[lost]["why"][0]
     assert "written but not sent" in found[unsent]["why"][0]
     assert waiting in doctor.render(list(found.values()), 60)
+
+
+# --- commands (retrain) ----------------------------------------------------------------------------------
+def test_a_retrain_command_survives_a_crash_at_every_effect(stack: Any) -> None:
+    from shared.commands import handle_command
+    from shared.messages import RetrainCommand, envelope
+    deps = stack
+    topic = deps.settings.events_topic
+
+    def trained_run() -> str:
+        run_id = make_run(deps)
+        deps.registry.transition(run_id, states.UPLOADING, actor="test")
+        deps.registry.transition(run_id, states.TRAINING, actor="test", job_id=f"ftjob-{run_id}")
+        deps.registry.transition(run_id, states.TRAINED, actor="test", fine_tuned_model="m.ft")
+        return run_id
+
+    def retrain(run_id: str) -> Callable[[Any], Any]:
+        event = envelope(RetrainCommand(run_id=run_id, settings={"seed": 7}), type_="ftops.command.retrain")
+        return lambda d: handle_command(event, parse_message(event.to_json())[1], d)
+
+    clean = trained_run()
+    points, seen = cases(retrain(clean), deps)
+    expected = event_types(deps.publisher, clean, topic)
+    for at, when in points:
+        run_id = trained_run()
+        command = retrain(run_id)   # the same message, redelivered
+        fired = crash_then_redeliver(deps, command, at, when)
+        where = f"{fired} (effect {at} of {seen})"
+        run = deps.registry.require_run(run_id)
+        assert run.state == states.UPLOADING and run.settings["seed"] == 7 and not run.outbox, where
+        requests = {e.id for e in deps.publisher.about(run_id, deps.settings.train_queue)}
+        assert len(requests) == 1, where    # the train request went out, once (repeats share its id)
+        assert event_types(deps.publisher, run_id, topic) >= expected, where
