@@ -11,6 +11,7 @@ expiry (slot `expired`, event `deployment_expired`), neither a failure nor somet
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections import defaultdict
@@ -21,6 +22,7 @@ from typing import Any
 
 from shared import spokes, states
 from shared.events import publish
+from shared.messages import run_event
 from shared.models import DEVELOPER
 from shared.ncrontab import CronError, Schedule
 from shared.registry import ConcurrencyError, DeploymentRecord, now_iso
@@ -180,17 +182,26 @@ def _heal(deps: Any, target: Any, slot: DeploymentRecord) -> tuple[str, dict[str
             or (run is not None and run.state == states.RETIRED):
         log.info("keep-alive: %s is gone and no longer wanted (retired or replaced meanwhile); not healed", slot.slot)
         return "skipped", None
+    detail: dict[str, Any] = {"slot": slot.slot, "account": slot.account, "region": slot.region,
+                              "deployment": slot.deployment, "model": slot.model}
+    # the event is held before the deployment is re-created (its id from the slot as read: a retry holds the
+    # same one): a crash after ARM re-created it still tells, through the outbox sweep, that it was healed
+    topic = deps.settings.events_topic
+    event_id = hashlib.sha256(f"healed|{slot.slot}|{slot.etag}".encode()).hexdigest()[:32]
+    deps.registry.hold_event(event_id, topic, run_event("deployment_healed", slot.run_id, detail,
+                                                        event_id=event_id).to_json())
     try:
         spokes.deploy(deps, target, slot.deployment, slot.model, tags=slot.tags, sku=slot.sku,
                       capacity=slot.capacity)
         # a healed deployment is a new one: as patient as a first deployment
         smoke = spokes.smoke_test(deps, target, slot.deployment, timeout_s=deps.settings.smoke_timeout_seconds)
     except Exception as exc:  # noqa: BLE001 (counted and reported per deployment)
+        deps.registry.unmark_outbox("event", event_id)
         return _failed(deps, slot, f"deployment is gone and recreating it failed: {exc}")
-    detail = {"slot": slot.slot, "account": slot.account, "region": slot.region, "deployment": slot.deployment,
-              "model": slot.model, "smoke": smoke.evidence()}
+    detail["smoke"] = smoke.evidence()
     deps.registry.audit(slot.run_id, "deployment.healed", actor=ACTOR, detail=detail)
-    publish(deps, slot.run_id, "deployment_healed", detail)
+    deps.publisher.send(topic, run_event("deployment_healed", slot.run_id, detail, event_id=event_id))
+    deps.registry.unmark_outbox("event", event_id)
     now = now_iso()
     _record(deps, slot, healed_at=now, last_ping=now, last_ping_ok=smoke.ok,
             ping_failures=0 if smoke.ok else slot.ping_failures + 1)

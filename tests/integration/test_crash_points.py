@@ -194,10 +194,16 @@ def instant_deployments(emulator: Any) -> Iterator[None]:
     emulator.control.config(deployment=0.5)
 
 
-def test_deploying_survives_a_crash_at_every_effect(stack: Any, emulator: Any, instant_deployments: None) -> None:
-    from tests.integration.test_deployment_emulator import DEV, _train, add_run, served
-    deps = stack
-    model = _train(emulator, "crash")
+@pytest.fixture(scope="module")
+def crash_model(emulator: Any) -> str:
+    from tests.integration.test_deployment_emulator import _train
+    return _train(emulator, "crash")
+
+
+def test_deploying_survives_a_crash_at_every_effect(stack: Any, emulator: Any, instant_deployments: None,
+                                                    crash_model: str) -> None:
+    from tests.integration.test_deployment_emulator import DEV, add_run, served
+    deps, model = stack, crash_model
     topic = deps.settings.events_topic
 
     def deploy(run_id: str) -> Callable[[Any], Any]:
@@ -288,3 +294,44 @@ def test_a_retrain_command_survives_a_crash_at_every_effect(stack: Any) -> None:
         requests = {e.id for e in deps.publisher.about(run_id, deps.settings.train_queue)}
         assert len(requests) == 1, where    # the train request went out, once (repeats share its id)
         assert event_types(deps.publisher, run_id, topic) >= expected, where
+
+
+# --- keep-alive (healing a vanished deployment) -----------------------------------------------------------
+def test_keepalive_healing_survives_a_crash_at_every_effect(stack: Any, emulator: Any, instant_deployments: None,
+                                                            crash_model: str) -> None:
+    from shared import keepalive
+    from shared.topology import load_topology
+    from tests.integration.test_deployment_emulator import DEV, add_run, served
+    deps, model = stack, crash_model
+    topology = load_topology(deps.settings)
+    topic = deps.settings.events_topic
+
+    def vanished(name: str) -> Any:
+        run_id = add_run(deps, model, name=name)
+        handle_deploy(DeployRequest(run_id=run_id, environment="dev"), deps)
+        emulator.control.vanish(DEV[1], name)
+        return deps.registry.get_deployment("dev", DEV[1], name)
+
+    def tick(name: str) -> Callable[[Any], Any]:   # the tick's work for that slot, as it reads it now
+        return lambda d: keepalive._keep(d, topology, d.registry.get_deployment("dev", DEV[1], name))
+
+    def clear(name: str) -> None:
+        for account in DEV:
+            emulator.control.vanish(account, name)
+
+    clean = vanished("ka-clean")
+    points, seen = cases(tick("ka-clean"), deps)
+    expected = event_types(deps.publisher, clean.run_id, topic)
+    assert "ftops.run.deployment_healed" in expected
+    clear("ka-clean")
+    for at, when in points:
+        name = f"ka-{at}-{when}"
+        slot = vanished(name)
+        fired = crash_then_redeliver(deps, tick(name), at, when)
+        where = f"{fired} (effect {at} of {seen})"
+        on_spokes = served(emulator, name)
+        assert set(on_spokes) == set(DEV) and {d["model"] for d in on_spokes.values()} == {model}, where
+        fresh = deps.registry.get_deployment("dev", DEV[1], name)
+        assert fresh.state == "active" and fresh.model == model, where
+        assert event_types(deps.publisher, slot.run_id, topic) >= expected, where
+        clear(name)
