@@ -18,7 +18,7 @@ from shared import states
 from shared.access import AccessDenied, Caller, approver_role, is_object_id
 from shared.events import advance, publish
 from shared.handling import PermanentError
-from shared.messages import DeployRequest, envelope
+from shared.messages import DeployRequest, deploy_message_id, envelope
 from shared.registry import ConcurrencyError, RunRecord, now_iso
 from shared.topology import Environment, load_topology
 
@@ -161,9 +161,8 @@ def gated_environment(deps: Any, name: str, run: RunRecord) -> Environment:
 def send_deploy(deps: Any, run_id: str, environment: str, *, model: str | None = None) -> None:
     """A stable MessageId per run × environment × model: duplicate detection drops a resend after a crash,
     yet a retrained model's deploy is a new message, not a duplicate of the old model's."""
-    suffix = f"-{hashlib.sha256(model.encode()).hexdigest()[:10]}" if model else ""
     deps.publisher.send(deps.settings.deploy_queue, envelope(DeployRequest(run_id=run_id, environment=environment),
-                                                             message_id=f"deploy-{run_id}-{environment}{suffix}"))
+                                                             message_id=deploy_message_id(run_id, environment, model)))
 
 
 def _check_right(caller: Caller, env: Environment) -> None:

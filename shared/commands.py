@@ -35,7 +35,7 @@ def handle_command(event: CloudEvent, command: Any, deps: Any) -> None:
         "cancel": lambda: training.cancel_run(command, deps),
         "pause": lambda: training.pause_run(command, deps),
         "resume": lambda: training.resume_run(command, deps),
-        "retrain": lambda: training.retrain_run(command, deps),
+        "retrain": lambda: training.retrain_run(command, deps, message_id=event.id),
     }
     try:
         routes[name]()   # parse_message only lets known command types through

@@ -70,6 +70,7 @@ class Settings:
     poll_concurrency: int = 8                # hub calls one poll tick keeps in flight at most
     hub_multipart_threshold_mb: int = 100    # larger files go through the multipart uploads API
     keepalive_concurrency: int = 16          # keep-alive calls in flight at once (spread over the spokes)
+    keepalive_schedule: str = "0 0 3 * * *"  # the keep-alive timer's NCRONTAB: checked against the 15-day limit
     smoke_timeout_seconds: float = 300.0     # patience for a new deployment's first answer (capacity 1 is slow)
     hosting_prices: str | None = None        # JSON {base model or sku: USD per hour}, over shared.models' estimates
     results_wait_seconds: float = 900.0      # a succeeded job's results file: wait this long, then go on without
@@ -140,6 +141,7 @@ class Settings:
             poll_concurrency=max(1, int(_float(env, "POLL_CONCURRENCY", 8))),
             hub_multipart_threshold_mb=max(1, int(_float(env, "HUB_MULTIPART_THRESHOLD_MB", 100))),
             keepalive_concurrency=max(1, int(_float(env, "KEEPALIVE_CONCURRENCY", 16))),
+            keepalive_schedule=env.get("KEEPALIVE_SCHEDULE") or "0 0 3 * * *",
             smoke_timeout_seconds=_float(env, "SMOKE_TIMEOUT_SECONDS", 300.0),
             hosting_prices=env.get("HOSTING_PRICES") or None,
             results_wait_seconds=max(0.0, _float(env, "RESULTS_WAIT_SECONDS", 900.0)),

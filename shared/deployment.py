@@ -19,7 +19,7 @@ from shared import spokes, states
 from shared.approvals import approval_problem, owner_of, send_deploy
 from shared.events import advance
 from shared.handling import PermanentError, retry_later
-from shared.messages import DeployRequest
+from shared.messages import DeployRequest, deploy_message_id
 from shared.registry import ConcurrencyError, DeploymentRecord, RunRecord
 from shared.topology import Environment, Target, Topology, load_topology, target_problem
 
@@ -64,7 +64,7 @@ def handle_deploy(request: DeployRequest, deps: Any) -> None:
     key = "deploy-" + hashlib.sha256(f"{run.run_id}|{env.name}|{model}".encode()).hexdigest()[:32]
     status, _ = deps.registry.claim(key, ttl_seconds=CLAIM_TTL_SECONDS)
     if status == "in_progress":
-        retry_later(deps, deps.settings.deploy_queue, request, f"deploy-{run.run_id}-{env.name}")
+        retry_later(deps, deps.settings.deploy_queue, request, deploy_message_id(run.run_id, env.name, model))
         return
     if status == "completed":
         return

@@ -1,28 +1,40 @@
-"""A run's transitions: one conditional registry write, one audit record, one event on the topic."""
+"""A run's transitions: one conditional registry write (with the messages it causes in the run's outbox),
+one audit record, then the event on the topic and the next stage's request (shared.outbox)."""
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections.abc import Collection
+import uuid
+from collections.abc import Collection, Sequence
 from typing import Any
 
-from shared.messages import run_event
+from shared import outbox
+from shared.messages import CloudEvent, run_event
 from shared.registry import RunRecord
 
 log = logging.getLogger(__name__)
 
 
 def advance(deps: Any, run_id: str, target: str, *, actor: str, detail: dict[str, Any] | None = None,
-            from_states: Collection[str] | None = None, **updates: Any) -> RunRecord:
-    """Transition the run and tell other systems. Re-running after a crash republishes the same event id
-    (derived from the write's ETag), so subscribers deduplicate instead of seeing it twice."""
-    run = deps.registry.transition(run_id, target, actor=actor, detail=detail, from_states=from_states, **updates)
-    event_id = hashlib.sha256(f"{run_id}|{target}|{run.etag}".encode()).hexdigest()[:32]
-    deps.publisher.send(deps.settings.events_topic, run_event(target, run_id, detail, event_id=event_id))
+            from_states: Collection[str] | None = None, send: Sequence[tuple[str, CloudEvent]] = (),
+            **updates: Any) -> RunRecord:
+    """Transition the run and tell other systems: the event (and `send`, e.g. the next stage's request) is
+    written with the transition and sent after it, so a crash in between loses nothing — a repeat of this
+    call finds the run already in `target` and sends what is still in its outbox, with the same ids."""
+    event = run_event(target, run_id, detail, event_id=uuid.uuid4().hex)
+    pending = [outbox.entry(deps, run_id, deps.settings.events_topic, event)]
+    pending += [outbox.entry(deps, run_id, queue, message) for queue, message in send]
+    deps.registry.mark_outbox(run_id)
+    run = deps.registry.transition(run_id, target, actor=actor, detail=detail, from_states=from_states,
+                                   outbox=pending, **updates)
+    if run.outbox:
+        outbox.flush(deps, run_id, run.outbox)
+        run = deps.registry.require_run(run_id)   # clearing the outbox wrote the run: its ETag moved on
+    else:
+        deps.registry.clear_outbox(run_id, ())    # nothing pending: only the marker goes
     log.info("run %s → %s", run_id, target)
     return run
 
 
 def publish(deps: Any, run_id: str, state: str, detail: dict[str, Any] | None = None) -> None:
-    """An event that is not a state change (e.g. a keep-alive failure, a healed deployment)."""
-    deps.publisher.send(deps.settings.events_topic, run_event(state, run_id, detail))
+    """An event that is not a state change (e.g. a keep-alive failure, a healed deployment): held until sent."""
+    outbox.send_held(deps, deps.settings.events_topic, run_event(state, run_id, detail))

@@ -9,7 +9,7 @@ from typing import Any
 
 from shared.bus import message_body
 from shared.messages import CloudEvent, InvalidMessage, parse_message
-from shared.registry import InvalidTransition, RunNotFound
+from shared.registry import InvalidTransition, RunNotFound, StorageRefused
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +18,7 @@ class PermanentError(RuntimeError):
     """The message is well-formed but can never succeed (forbidden, refers to nothing, bad settings)."""
 
 
-PERMANENT = (PermanentError, InvalidTransition, RunNotFound)   # dead-lettered on first delivery
+PERMANENT = (PermanentError, InvalidTransition, RunNotFound, StorageRefused)   # dead-lettered on first delivery
 BUSY_RETRY_SECONDS = 30.0
 
 

@@ -25,7 +25,8 @@ from shared.events import advance
 from shared.handling import PermanentError
 from shared.hub_api import surface
 from shared.messages import TrainRequest, envelope
-from shared.registry import RunRecord
+from shared.outbox import flush
+from shared.registry import RunRecord, StorageRefused
 from shared.run_rules import effective_environments
 from shared.splitting import spool_files, upload_split
 from shared.topology import load_topology
@@ -82,27 +83,48 @@ def start_run(blob_name: str, deps: Any, *, settings_override: dict[str, Any] | 
     run = deps.registry.create_run(RunRecord(run_id=run_id, source=f"{container}/{blob_name}"), actor=actor)
     if run is None:
         run = deps.registry.require_run(run_id)
+        if run.outbox:   # a first attempt died between a transition and its messages: send them
+            flush(deps, run_id, run.outbox)
         if run.state == states.ACCEPTED:   # crashed between "accepted" and the hand-off: hand off again
             _send_train(deps, run_id)
+        if run.state == states.REJECTED:   # recorded, but the move may not have finished: finish it
+            quarantine(deps, run_id, drop, {})
         if run.state not in (states.RECEIVED, states.VALIDATING):
             log.info("run %s already %s: duplicate event for %s", run_id, run.state, blob_name)
             return run_id
-    _intake(run_id, drop, deps, settings_override)
+    try:
+        _intake(run_id, drop, deps, settings_override, etag)
+    except ResourceModifiedError as exc:   # replaced while we read it: the new upload is a run of its own
+        log.warning("run %s: %s changed while it was validated; ending this run, the new upload is its own",
+                    run_id, blob_name)
+        message = ("the drop was replaced while it was validated (its ETag changed): nothing of it is trained; "
+                   "the new upload is a run of its own")
+        advance(deps, run_id, states.REJECTED, actor=ACTOR, from_states={states.RECEIVED, states.VALIDATING},
+                detail={"errors": [message]}, error={"code": "dataset_replaced", "message": message,
+                                                     "detail": str(exc)[:300]})
+    except StorageRefused as exc:   # permanent: retrying would re-validate the whole drop to be refused again
+        log.error("run %s: the registry refused a write (%s); ending the run as rejected", run_id, exc)
+        advance(deps, run_id, states.REJECTED, actor=ACTOR, from_states={states.RECEIVED, states.VALIDATING},
+                detail={"errors": [str(exc)]}, error={"code": "registry_refused", "message": str(exc)[:500]})
+        quarantine(deps, run_id, drop, {})
     return run_id
 
 
-def _intake(run_id: str, drop: Drop, deps: Any, settings_override: dict[str, Any] | None) -> None:
+def _intake(run_id: str, drop: Drop, deps: Any, settings_override: dict[str, Any] | None, etag: str) -> None:
     advance(deps, run_id, states.VALIDATING, actor=ACTOR)
     problems: list[Any] = []
-    files = _dataset_files(drop, deps, problems)
+    # every file is read at the version seen now (If-Match on its ETag): one replaced while it is validated
+    # and split raises ResourceModifiedError instead of training on what was never validated
+    etags = {drop.start_blob: etag}
+    files = _dataset_files(drop, deps, problems, etags)
     container = deps.settings.datasets_container
-    run_json = (deps.blobs.get_blob_client(container, drop.start_blob).download_blob().readall()
-                if drop.folder else None)
+    run_json = (deps.blobs.get_blob_client(container, drop.start_blob).download_blob(
+        etag=etag, match_condition=MatchConditions.IfNotModified).readall() if drop.folder else None)
     data = files or ({} if drop.folder else {"train": drop.start_blob})   # a non-.jsonl blob: named by its content
     spool, outputs = spool_files()
     with spool:
         checked = check_drop(DropFiles(start=drop.start_blob, folder=bool(drop.folder),
-                                       data={role: _chunks(deps, blob) for role, blob in data.items()},
+                                       data={role: _chunks(deps, blob, etags.get(blob)) for role, blob in data.items()},
                                        names=files, run_json=run_json, problems=tuple(problems)),
                              default_base_model=deps.settings.default_base_model,
                              environments=_configured_environments(deps), override=settings_override,
@@ -122,23 +144,27 @@ def _intake(run_id: str, drop: Drop, deps: Any, settings_override: dict[str, Any
             settings={**settings.model_dump(mode="json"), "deployment_name": settings.effective_deployment_name(drop.name)},
             owner=settings.owner, ticket=settings.ticket,
             environments=environments, dataset_hash=prepared.dataset_hash, data_files=prepared.data_files,
-            validation=_summary(report, prepared.counts))
-    _send_train(deps, run_id)
+            validation=_summary(report, prepared.counts), send=[(deps.settings.train_queue, _train_request(run_id))])
+
+
+def _train_request(run_id: str) -> Any:
+    return envelope(TrainRequest(run_id=run_id), message_id=f"train-{run_id}")
 
 
 def _send_train(deps: Any, run_id: str) -> None:
-    deps.publisher.send(deps.settings.train_queue, envelope(TrainRequest(run_id=run_id), message_id=f"train-{run_id}"))
+    deps.publisher.send(deps.settings.train_queue, _train_request(run_id))
 
 
-def _dataset_files(drop: Drop, deps: Any, problems: list[Any]) -> dict[str, str]:
-    """role → blob name in the datasets container. A folder's train.jsonl may still be uploading: wait."""
+def _dataset_files(drop: Drop, deps: Any, problems: list[Any], etags: dict[str, str]) -> dict[str, str]:
+    """role → blob name in the datasets container (their ETags into `etags`). A folder's train.jsonl may
+    still be uploading: wait."""
     from shared.validation import Finding
     if not drop.folder:
         return {"train": drop.start_blob} if drop.start_blob.endswith(".jsonl") else {}
     container = deps.blobs.get_container_client(deps.settings.datasets_container)
     deadline = time.monotonic() + deps.settings.intake_wait_seconds
     while True:
-        present = {b.name for b in container.list_blobs(name_starts_with=f"{drop.folder}/")}
+        present = {b.name: b.etag for b in container.list_blobs(name_starts_with=f"{drop.folder}/")}
         files = {role: f"{drop.folder}/{leaf}" for role, leaf in FOLDER_FILES.items() if f"{drop.folder}/{leaf}" in present}
         if "train" in files or time.monotonic() >= deadline:
             break
@@ -147,12 +173,16 @@ def _dataset_files(drop: Drop, deps: Any, problems: list[Any]) -> dict[str, str]
         problems.append(Finding(line=None, code="missing_file", file=f"{drop.folder}/train.jsonl",
                                 message=f"{drop.folder}/train.jsonl did not arrive within "
                                         f"{deps.settings.intake_wait_seconds:.0f} s of run.json"))
+    etags.update({name: present[name] for name in files.values()})
     return files
 
 
-def _chunks(deps: Any, blob_name: str) -> Any:
+def _chunks(deps: Any, blob_name: str, etag: str | None) -> Any:
     def read() -> Iterable[bytes]:
-        return deps.blobs.get_blob_client(deps.settings.datasets_container, blob_name).download_blob().chunks()
+        blob = deps.blobs.get_blob_client(deps.settings.datasets_container, blob_name)
+        if etag is None:
+            return blob.download_blob().chunks()
+        return blob.download_blob(etag=etag, match_condition=MatchConditions.IfNotModified).chunks()
     return read
 
 
@@ -166,25 +196,37 @@ def _write_reports(deps: Any, run_id: str, drop: Drop, report: Any) -> None:
 
 
 def _reject(deps: Any, run_id: str, drop: Drop, files: dict[str, str], report: Any) -> None:
-    moved = quarantine(deps, run_id, drop, files)
+    # recorded first, then moved: if the move fails, the retry finds the run rejected and its files still
+    # in datasets, and finishes the move (start_run); the other order left a run `validating` with no blob
+    planned = [f"{deps.settings.quarantine_container}/{run_id}/{name}" for name in _drop_blobs(deps, drop, files)]
     # where each is, so the run's error (status, the demo's table) points at the line to fix
     errors = [(f"{f.file + ' ' if f.file and len(files) > 1 else ''}line {f.line}: " if f.line else "") + f.message
               for f in report.errors[:5]]
     advance(deps, run_id, states.REJECTED, actor=ACTOR, validation=_summary(report, None),
-            detail={"errors": errors, "quarantine": moved,
+            detail={"errors": errors, "quarantine": planned,
                     "report": f"{deps.settings.reports_container}/{run_id}/validation.json"},
             error={"code": report.errors[0].code, "message": "; ".join(errors)})
+    quarantine(deps, run_id, drop, files)
+
+
+def _drop_blobs(deps: Any, drop: Drop, files: dict[str, str]) -> list[str]:
+    """The blobs of this drop: its data files and start blob; for a folder, what lies directly in it. A
+    nested folder is a drop of its own (its run.json starts it) and is left where it is."""
+    names = set(files.values()) | {drop.start_blob}
+    if drop.folder:
+        source = deps.blobs.get_container_client(deps.settings.datasets_container)
+        prefix = f"{drop.folder}/"
+        names |= {b.name for b in source.list_blobs(name_starts_with=prefix) if "/" not in b.name[len(prefix):]}
+    # the start blob last: while it is still there, a retry of its trigger comes back to finish the move
+    return sorted(names - {drop.start_blob}) + [drop.start_blob]
 
 
 def quarantine(deps: Any, run_id: str, drop: Drop, files: dict[str, str]) -> list[str]:
     """Move the drop's files to quarantine/<run_id>/: copy, verify, then delete — never lose data."""
     source = deps.blobs.get_container_client(deps.settings.datasets_container)
     target = deps.blobs.get_container_client(deps.settings.quarantine_container)
-    names = set(files.values()) | {drop.start_blob}
-    if drop.folder:
-        names |= {b.name for b in source.list_blobs(name_starts_with=f"{drop.folder}/")}
     moved = []
-    for name in sorted(names):
+    for name in _drop_blobs(deps, drop, files):
         src = source.get_blob_client(name)
         try:
             props = src.get_blob_properties()

@@ -11,16 +11,20 @@ expiry (slot `expired`, event `deployment_expired`), neither a failure nor somet
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared import spokes
+from shared import spokes, states
 from shared.events import publish
+from shared.messages import run_event
 from shared.models import DEVELOPER
+from shared.ncrontab import CronError, Schedule
 from shared.registry import ConcurrencyError, DeploymentRecord, now_iso
 from shared.retirement import retire_unneeded
 from shared.topology import Topology, load_topology
@@ -30,6 +34,8 @@ log = logging.getLogger(__name__)
 ACTOR = "ftops-keepalive"
 ALERT_AFTER = 3          # consecutive failed ticks before an event asks a person to look
 PING_TIMEOUT_S = 60.0
+INACTIVITY_LIMIT = timedelta(days=15)   # Learn: a fine-tuned deployment unused this long is deleted
+SAFETY_MARGIN = timedelta(days=3)       # warn when the schedule or a stale ping leaves less than this
 CLIENT_RETRIES = 3       # transient failures are retried by the openai client, honoring Retry-After
 
 
@@ -45,11 +51,12 @@ class KeepaliveSummary:
     alerts: int = 0
     seconds: float = 0.0
     problems: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)   # the schedule or a stale ping leaves too little margin
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("total", "ok", "failed", "healed", "expired", "skipped", "retired",
                                                "alerts",
-                                               "seconds", "problems")}
+                                               "seconds", "problems", "warnings")}
 
 
 def keepalive_tick(deps: Any, *, concurrency: int | None = None) -> KeepaliveSummary:
@@ -61,6 +68,7 @@ def keepalive_tick(deps: Any, *, concurrency: int | None = None) -> KeepaliveSum
     summary = KeepaliveSummary(total=len(slots), retired=sum(r["ok"] for r in retired))
     summary.problems += [{"slot": r["slot"], "run_id": r["run_id"], "error": f"auto-retire: {r['error']}"}
                          for r in retired if not r["ok"]]
+    summary.warnings = schedule_warnings(deps.settings.keepalive_schedule) + stale_ping_warnings(deps, slots)
     workers = max(1, concurrency or deps.settings.keepalive_concurrency)
     if slots:
         with ThreadPoolExecutor(max_workers=min(workers, len(slots)), thread_name_prefix="keepalive") as pool:
@@ -76,6 +84,56 @@ def keepalive_tick(deps: Any, *, concurrency: int | None = None) -> KeepaliveSum
              summary.skipped, summary.retired,
              summary.seconds)
     return summary
+
+
+def longest_gap(expression: str, *, occurrences: int = 2000) -> timedelta:
+    """The longest wait between two firings of an NCRONTAB schedule, over a year's worth of them at most."""
+    schedule = Schedule.parse(expression)
+    t = schedule.next_after(datetime(2026, 1, 1, tzinfo=UTC))
+    end, gap = t + timedelta(days=400), timedelta(0)
+    for _ in range(occurrences):
+        following = schedule.next_after(t)
+        gap, t = max(gap, following - t), following
+        if t > end:
+            break
+    return gap
+
+
+def schedule_warnings(expression: str | None) -> list[str]:
+    """A schedule that can leave a deployment unpinged for longer than 15 days minus the margin."""
+    if not expression:
+        return []
+    try:
+        gap = longest_gap(expression)
+    except CronError as exc:
+        return [f"KEEPALIVE_SCHEDULE cannot be checked against the 15-day limit: {exc}"]
+    if gap <= INACTIVITY_LIMIT - SAFETY_MARGIN:
+        return []
+    warning = (f"KEEPALIVE_SCHEDULE {expression!r} can wait {gap.total_seconds() / 86400:.1f} days between ticks: "
+               f"less than {SAFETY_MARGIN.days} days of margin before Azure deletes an unused fine-tuned "
+               f"deployment ({INACTIVITY_LIMIT.days} days); run it at least every "
+               f"{(INACTIVITY_LIMIT - SAFETY_MARGIN).days} days")
+    log.warning("keep-alive: %s", warning)
+    return [warning]
+
+
+def stale_ping_warnings(deps: Any, slots: list[DeploymentRecord], now: datetime | None = None) -> list[str]:
+    """Deployments whose last ping (or creation) is older than the margin: the timer may have been down."""
+    now = now or datetime.now(UTC)
+    warnings = []
+    for slot in slots:
+        since = datetime.fromisoformat(slot.last_ping or slot.updated_at)
+        if now - since <= SAFETY_MARGIN:
+            continue
+        left = INACTIVITY_LIMIT - (now - since)
+        warning = (f"{slot.slot}: last pinged {(now - since).total_seconds() / 86400:.1f} days ago (more than the "
+                   f"{SAFETY_MARGIN.days}-day margin; was the keep-alive timer down?): about "
+                   f"{max(0.0, left.total_seconds() / 86400):.1f} days before Azure may delete it")
+        log.warning("keep-alive: %s", warning)
+        publish(deps, slot.run_id, "keepalive_at_risk", {"slot": slot.slot, "last_ping": slot.last_ping,
+                                                          "days_left": round(max(0.0, left.total_seconds() / 86400), 1)})
+        warnings.append(warning)
+    return warnings
 
 
 def interleave(slots: list[DeploymentRecord]) -> list[DeploymentRecord]:
@@ -115,18 +173,35 @@ def _keep(deps: Any, topology: Topology, slot: DeploymentRecord) -> tuple[str, d
 
 
 def _heal(deps: Any, target: Any, slot: DeploymentRecord) -> tuple[str, dict[str, Any] | None]:
-    """The deployment vanished (inactivity, or someone deleted it): recreate it from the registry."""
+    """The deployment vanished (inactivity, or someone deleted it): recreate it from the registry — if the
+    registry still wants it. The tick works from a snapshot: `retire` or a rollback may have removed it on
+    purpose since, and re-creating it then would bring back what a person just took away."""
+    fresh = deps.registry.get_deployment(slot.environment, slot.account, slot.deployment)
+    run = deps.registry.get_run(slot.run_id)
+    if fresh is None or fresh.state != "active" or fresh.model != slot.model or fresh.run_id != slot.run_id \
+            or (run is not None and run.state == states.RETIRED):
+        log.info("keep-alive: %s is gone and no longer wanted (retired or replaced meanwhile); not healed", slot.slot)
+        return "skipped", None
+    detail: dict[str, Any] = {"slot": slot.slot, "account": slot.account, "region": slot.region,
+                              "deployment": slot.deployment, "model": slot.model}
+    # the event is held before the deployment is re-created (its id from the slot as read: a retry holds the
+    # same one): a crash after ARM re-created it still tells, through the outbox sweep, that it was healed
+    topic = deps.settings.events_topic
+    event_id = hashlib.sha256(f"healed|{slot.slot}|{slot.etag}".encode()).hexdigest()[:32]
+    deps.registry.hold_event(event_id, topic, run_event("deployment_healed", slot.run_id, detail,
+                                                        event_id=event_id).to_json())
     try:
         spokes.deploy(deps, target, slot.deployment, slot.model, tags=slot.tags, sku=slot.sku,
                       capacity=slot.capacity)
         # a healed deployment is a new one: as patient as a first deployment
         smoke = spokes.smoke_test(deps, target, slot.deployment, timeout_s=deps.settings.smoke_timeout_seconds)
     except Exception as exc:  # noqa: BLE001 (counted and reported per deployment)
+        deps.registry.unmark_outbox("event", event_id)
         return _failed(deps, slot, f"deployment is gone and recreating it failed: {exc}")
-    detail = {"slot": slot.slot, "account": slot.account, "region": slot.region, "deployment": slot.deployment,
-              "model": slot.model, "smoke": smoke.evidence()}
+    detail["smoke"] = smoke.evidence()
     deps.registry.audit(slot.run_id, "deployment.healed", actor=ACTOR, detail=detail)
-    publish(deps, slot.run_id, "deployment_healed", detail)
+    deps.publisher.send(topic, run_event("deployment_healed", slot.run_id, detail, event_id=event_id))
+    deps.registry.unmark_outbox("event", event_id)
     now = now_iso()
     _record(deps, slot, healed_at=now, last_ping=now, last_ping_ok=smoke.ok,
             ping_failures=0 if smoke.ok else slot.ping_failures + 1)

@@ -6,6 +6,7 @@ a typed command; anything it refuses is dead-lettered by the caller with the rea
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from datetime import UTC, datetime
@@ -132,6 +133,21 @@ def envelope(data: _Data, *, message_id: str | None = None, type_: str | None = 
     run_id = getattr(data, "run_id", None)
     return CloudEvent(id=message_id or uuid.uuid4().hex, type=event_type, subject=subject or run_id,
                       data=data.model_dump(mode="json"))
+
+
+def _about(thing: str | None) -> str:
+    return hashlib.sha256(str(thing).encode()).hexdigest()[:12]
+
+
+# Stage requests are named by what they are about (the job, the model): a retrain's second job or model is
+# new work, not a duplicate of the first one's request (Service Bus drops a repeated MessageId).
+def evaluate_message_id(run_id: str, job_id: str | None) -> str:
+    return f"evaluate-{run_id}-{_about(job_id)}"
+
+
+def deploy_message_id(run_id: str, environment: str, model: str | None) -> str:
+    suffix = f"-{hashlib.sha256(model.encode()).hexdigest()[:10]}" if model else ""
+    return f"deploy-{run_id}-{environment}{suffix}"
 
 
 def run_event(state: str, run_id: str, detail: dict[str, Any] | None = None, *, event_id: str | None = None

@@ -7,7 +7,9 @@ reads do not depend on each other, so they go out together: a job costs one roun
 hub calls in flight stay bounded by 3 × POLL_CONCURRENCY (a gate shared by the whole tick counts them).
 
 Outcomes: succeeded → `trained` (conditional write) and exactly one evaluation request, even when two ticks
-overlap (the loser of the ETag race sends nothing, and the send itself is claimed on `evaluate-<run_id>`);
+overlap (the loser of the ETag race sends nothing; the request is written with `trained`, in the run's
+outbox, and named by the job, so a resend after a crash is dropped as a duplicate and a retrain's next job
+gets its own);
 failed → `training_failed` with the hub's code and message (a safety-check failure names the check and
 the harm types); cancelled → `cancelled`. After any of them the run's hub files are deleted
 (HUB_FILE_RETENTION=delete).
@@ -28,16 +30,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared import states
+from shared.command_checks import STARTABLE
 from shared.events import advance
 from shared.hub import NO_CHECKPOINTS_YET, CallGate, Hub, HubError, HubJob, note_unknown_status
 from shared.hub_runs import Superseded, claim_name, tidy_hub, update_run
-from shared.messages import EvaluateRequest, envelope
+from shared.messages import EvaluateRequest, envelope, evaluate_message_id
+from shared.outbox import flush, sweep
 from shared.registry import InvalidTransition, RunRecord
 
 log = logging.getLogger(__name__)
 
 ACTOR = "ftops.polling"
-EVALUATE_CLAIM_TTL = 300            # a tick that died between claim and send: the next ticks retry after this
 READS_PER_JOB = 3                   # job, events, checkpoints
 SERIES_POINTS = 100                 # per-step metrics kept in the registry; all of them go to a blob
 AWAITING_SINCE = "awaiting_results_since"   # in run.metrics while a succeeded job has no results file yet
@@ -89,6 +92,7 @@ def poll_tick(deps: Any, *, hub: Any = None, concurrency: int | None = None) -> 
     gate, job_gate = CallGate(READS_PER_JOB * limit), CallGate(limit)
     # few SDK retries: a job that cannot be read now is read again next tick, and a storm must not stall it
     gated = GatedHub(hub or Hub.from_deps(deps, max_retries=2), gate)
+    sweep(deps)   # messages a crash left between a registry write and its send (shared.outbox)
     tracked = deps.registry.tracked_jobs()
     summary = PollSummary(jobs=len(tracked), concurrency=limit)
     if tracked:
@@ -122,6 +126,8 @@ def _poll_safely(deps: Any, hub: Any, run_id: str, job_id: str, *, reads: Execut
 
 def poll_job(deps: Any, hub: Any, run_id: str, job_id: str, *, reads: Executor | None = None) -> tuple[str, int]:
     run = deps.registry.get_run(run_id)
+    if run is not None and run.job_id is None and run.state in STARTABLE:
+        return "starting", 0   # tracked just before the train handler records it: it will (or its retry will)
     if run is None or run.job_id != job_id:
         deps.registry.untrack_job(run_id)   # a stale index entry (retrained, or the run is gone)
         return "stale", 0
@@ -206,8 +212,9 @@ def _succeeded(deps: Any, hub: Any, run: RunRecord, job: HubJob, common: dict[st
                                   f"{deps.settings.results_wait_seconds:.0f} s of the job's success")
         log.warning("run %s: job %s has no results file; %s", run.run_id, job.id, detail["results_file"])
     try:
+        request = envelope(EvaluateRequest(run_id=run.run_id), message_id=evaluate_message_id(run.run_id, job.id))
         run = advance(deps, run.run_id, states.TRAINED, actor=ACTOR, from_states={states.TRAINING},
-                      detail=detail,
+                      detail=detail, send=[(deps.settings.evaluate_queue, request)],
                       fine_tuned_model=job.fine_tuned_model, trained_tokens=job.trained_tokens, metrics=metrics,
                       job_status="succeeded", **common)
     except InvalidTransition:
@@ -217,21 +224,11 @@ def _succeeded(deps: Any, hub: Any, run: RunRecord, job: HubJob, common: dict[st
 
 
 def _finish_trained(deps: Any, hub: Any, run: RunRecord, result_files: list[str]) -> bool:
-    """Send the one evaluation request (claimed, so overlapping ticks and a recovery send it once), stop
-    following the job, tidy the hub. False if another tick holds the send right now."""
-    key = f"evaluate-{run.run_id}"
-    claim, _ = deps.registry.claim(key, ttl_seconds=EVALUATE_CLAIM_TTL)
-    if claim == "in_progress":
-        return False
-    if claim == "claimed":
-        try:
-            deps.publisher.send(deps.settings.evaluate_queue,
-                                envelope(EvaluateRequest(run_id=run.run_id), message_id=key))
-        except Exception:
-            deps.registry.release(key)
-            raise
-        deps.registry.complete(key, {"sent": True})
-        log.info("run %s: evaluation requested", run.run_id)
+    """Send what the `trained` write left in the run's outbox (its event and the one evaluation request,
+    named by the job: a recovery or an overlapping tick resends the same ids), stop following the job,
+    tidy the hub."""
+    if run.outbox:
+        flush(deps, run.run_id, run.outbox)
     deps.registry.untrack_job(run.run_id)
     if not result_files and run.job_id:
         result_files = hub.retrieve(run.job_id).result_files

@@ -67,6 +67,7 @@ class RunRecord:
     chosen_model: str | None = None                          # what evaluation chose to deploy
     approvals: dict[str, dict[str, Any]] = field(default_factory=dict)  # environment → approval evidence
     error: dict[str, Any] | None = None
+    outbox: list[dict[str, Any]] = field(default_factory=list)  # messages written with a transition, not sent yet
     etag: str | None = None
 
     @property
@@ -107,17 +108,72 @@ class DeploymentRecord:
         return f"{self.environment}|{self.account}|{self.deployment}"
 
 
+class StorageRefused(RuntimeError):
+    """Table Storage refused the write itself (a 4xx other than a conflict: too large, invalid). Retrying the
+    same write cannot succeed: permanent."""
+
+
+# A string property holds 64 KiB (32K UTF-16 code units); an entity 1 MiB. Stored text is bounded below that
+# (the full text stays in the reports), so an owner of 40,000 characters or a long finding cannot fail a write.
+PROPERTY_CHARS = 30_000
+BOUNDED_STRING = 2_000   # a string inside an oversized JSON property is cut to this, then shorter if need be
+
+
+def bounded(text: str, limit: int = PROPERTY_CHARS) -> str:
+    """`text` if it fits a property, else its start and a marker saying how much was cut."""
+    if len(text.encode("utf-16-le")) // 2 <= limit:
+        return text
+    room = keep = max(0, limit - 64)
+    while (units := len(text[:keep].encode("utf-16-le")) // 2) > room:   # outside the BMP: two units each
+        keep -= units - room
+    return f"{text[:keep]}…[truncated: {len(text):,} chars in all]"
+
+
+def _shrink(value: Any, limit: int) -> Any:
+    if isinstance(value, str):
+        return bounded(value, limit)
+    if isinstance(value, dict):
+        return {bounded(str(k), 200): _shrink(v, limit) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shrink(v, limit) for v in value]
+    return value
+
+
+def bounded_json(value: Any) -> str:
+    """JSON text that fits a property: long strings inside are cut (with a marker) until it does."""
+    text = json.dumps(value, separators=(",", ":"), default=str)
+    limit = BOUNDED_STRING
+    while len(text) > PROPERTY_CHARS and limit >= 50:
+        text = json.dumps(_shrink(value, limit), separators=(",", ":"), default=str)
+        limit //= 4
+    if len(text) > PROPERTY_CHARS:
+        text = json.dumps({"truncated": True, "chars": len(text)})
+    return text
+
+
 def _to_entity(record: Any, partition: str, row: str) -> dict[str, Any]:
     entity: dict[str, Any] = {"PartitionKey": partition, "RowKey": row}
     for f in dataclasses.fields(record):
         if f.name == "etag":
             continue
         value = getattr(record, f.name)
-        if isinstance(value, (dict, list)):
-            entity[f"{f.name}_json"] = json.dumps(value, separators=(",", ":"))
+        if f.name == "outbox":   # messages are sent as they are: kept small by shared.outbox (large → blob)
+            entity["outbox_json"] = json.dumps(value, separators=(",", ":"))
+        elif isinstance(value, (dict, list)):
+            entity[f"{f.name}_json"] = bounded_json(value)
+        elif isinstance(value, str):
+            entity[f.name] = bounded(value)
         elif value is not None:
             entity[f.name] = value
     return entity
+
+
+def _refused(exc: HttpResponseError, what: str) -> Exception:
+    """A 4xx from Table Storage that is not a conflict is permanent (StorageRefused); the rest stays as it is."""
+    status = exc.status_code or 0
+    if 400 <= status < 500 and status not in (404, 408, 409, 412, 429):
+        return StorageRefused(f"Table Storage refused {what}: {status} {getattr(exc, 'error_code', '') or ''}".strip())
+    return exc
 
 
 def _from_entity(cls: type, entity: Any) -> Any:
@@ -137,7 +193,7 @@ def _from_entity(cls: type, entity: Any) -> Any:
 class Registry:
     def __init__(self, service: TableServiceClient, *, prefix: str = "") -> None:
         self._service = service
-        names = {n: f"{prefix}{n}" for n in ("runs", "deployments", "audit", "keys", "activejobs")}
+        names = {n: f"{prefix}{n}" for n in ("runs", "deployments", "audit", "keys", "activejobs", "outbox")}
         self._tables = {n: service.get_table_client(t) for n, t in names.items()}
 
     def ensure_tables(self) -> None:
@@ -154,6 +210,8 @@ class Registry:
             meta = self._tables["runs"].create_entity(_to_entity(run, "run", run.run_id))
         except ResourceExistsError:
             return None
+        except HttpResponseError as exc:
+            raise _refused(exc, f"run {run.run_id}") from exc
         run.etag = meta.get("etag")
         self.audit(run.run_id, "run.created", actor=actor, to_state=run.state, detail={"source": run.source})
         return run
@@ -194,13 +252,15 @@ class Registry:
             run = self.require_run(run_id)
             if from_states is not None and run.state not in from_states:
                 raise InvalidTransition(f"run {run_id}: is {run.state!r}, not one of {sorted(from_states)}")
-            if run.state == target and not updates:
+            if run.state == target and not set(updates) - {"outbox"}:
                 return run
             if run.state != target and not states.can_transition(run.state, target):
                 raise InvalidTransition(f"run {run_id}: cannot go from {run.state!r} to {target!r}")
             source_state = run.state
             run.state = target
             for key, value in updates.items():
+                if key == "outbox":   # appended, and only by the write that changes the state: a repeat adds nothing
+                    value = run.outbox + (list(value) if source_state != target else [])
                 setattr(run, key, value)
             try:
                 run = self.save_run(run)
@@ -225,6 +285,46 @@ class Registry:
     def tracked_jobs(self) -> list[tuple[str, str]]:
         return [(e["RowKey"], e["job_id"]) for e in self._tables["activejobs"].query_entities("PartitionKey eq 'job'")]
 
+    # --- the outbox: messages written with a transition, sent after it (shared.outbox) -----------------
+    def mark_outbox(self, run_id: str) -> None:
+        """Note, before a transition, that the run may hold unsent messages: a sweep finds them after a crash."""
+        self._tables["outbox"].upsert_entity({"PartitionKey": "run", "RowKey": run_id, "marked_at": now_iso()},
+                                             mode=UpdateMode.REPLACE)
+
+    def clear_outbox(self, run_id: str, sent: Collection[str], *, attempts: int = 5) -> None:
+        """Drop the messages `sent` (by id) from the run's outbox; the marker goes once the outbox is empty."""
+        for _ in range(attempts):
+            run = self.get_run(run_id)
+            if run is None:
+                break
+            left = [m for m in run.outbox if m.get("id") not in sent]
+            if len(left) != len(run.outbox):
+                run.outbox = left
+                try:
+                    self.save_run(run)
+                except ConcurrencyError:
+                    continue
+            if not left:
+                self.unmark_outbox("run", run_id)
+            return
+        raise ConcurrencyError(f"run {run_id}: too many concurrent updates while clearing its outbox")
+
+    def unmark_outbox(self, partition: str, row: str) -> None:
+        try:
+            self._tables["outbox"].delete_entity(partition, row)
+        except ResourceNotFoundError:
+            pass
+
+    def hold_event(self, event_id: str, queue: str, body: str) -> None:
+        """An event that is no transition (a healed deployment, a refused command), kept until it is sent."""
+        self._tables["outbox"].upsert_entity({"PartitionKey": "event", "RowKey": event_id, "queue": queue,
+                                              "body": body, "marked_at": now_iso()}, mode=UpdateMode.REPLACE)
+
+    def outbox_entries(self) -> list[dict[str, Any]]:
+        """Every marker and held event: {partition, row, marked_at, queue?, body?}."""
+        return [{"partition": e["PartitionKey"], "row": e["RowKey"], "marked_at": e.get("marked_at", ""),
+                 "queue": e.get("queue"), "body": e.get("body")} for e in self._tables["outbox"].list_entities()]
+
     # --- deployments --------------------------------------------------------------------------------
     def get_deployment(self, environment: str, account: str, deployment: str) -> DeploymentRecord | None:
         try:
@@ -242,6 +342,8 @@ class Registry:
                 meta = self._tables["deployments"].create_entity(entity)
             except ResourceExistsError as exc:
                 raise ConcurrencyError(f"deployment slot {record.slot} was created concurrently") from exc
+            except HttpResponseError as exc:
+                raise _refused(exc, f"deployment slot {record.slot}") from exc
         else:
             meta = self._replace("deployments", entity, record.etag)
         record.etag = meta.get("etag")
@@ -274,13 +376,16 @@ class Registry:
     def audit(self, run_id: str, action: str, *, actor: str, from_state: str | None = None,
               to_state: str | None = None, detail: dict[str, Any] | None = None) -> None:
         row = f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S.%fZ')}-{uuid.uuid4().hex[:8]}"
-        entity = {"PartitionKey": run_id, "RowKey": row, "action": action, "actor": actor, "at": now_iso(),
-                  "detail_json": json.dumps(detail or {}, separators=(",", ":"), default=str)}
+        entity = {"PartitionKey": run_id, "RowKey": row, "action": action, "actor": bounded(actor, 1_000),
+                  "at": now_iso(), "detail_json": bounded_json(detail or {})}
         if from_state:
             entity["from_state"] = from_state
         if to_state:
             entity["to_state"] = to_state
-        self._tables["audit"].create_entity(entity)
+        try:
+            self._tables["audit"].create_entity(entity)
+        except HttpResponseError as exc:
+            raise _refused(exc, f"the audit record {action} of run {run_id}") from exc
 
     def audit_trail(self, run_id: str) -> list[dict[str, Any]]:
         rows = self._tables["audit"].query_entities("PartitionKey eq @pk", parameters={"pk": run_id})
@@ -337,4 +442,4 @@ class Registry:
         except HttpResponseError as exc:
             if exc.status_code == 412:
                 raise ConcurrencyError(f"{table}/{entity['RowKey']} changed since it was read") from exc
-            raise
+            raise _refused(exc, f"{table}/{entity['RowKey']}") from exc

@@ -38,6 +38,7 @@ from shared.hub import (
 )
 from shared.hub_runs import Superseded, claim_name, tidy_hub, update_run
 from shared.messages import RetrainCommand, RunCommand, TrainRequest, envelope
+from shared.outbox import flush
 from shared.registry import InvalidTransition, RunRecord
 from shared.run_settings import RunSettings
 
@@ -173,6 +174,9 @@ def _adopt(deps: Any, hub: Hub, run_id: str, key: str, job_id: str, hub_files: d
            job_status: str | None = None) -> None:
     """Record the job in the run (→ training), let the poller follow it, and mark the key done."""
     note_unknown_status(run_id, job_id, job_status)
+    # followed before it is recorded: a crash in between leaves a job the poller still follows (it waits
+    # while the run is being started), never a billed job nobody polls
+    deps.registry.track_job(run_id, job_id)
     try:
         advance(deps, run_id, states.TRAINING, actor=ACTOR, from_states=STARTABLE, detail={"job_id": job_id},
                 job_id=job_id, job_key=key, hub_files=hub_files, job_status=job_status or "created", error=None)
@@ -181,12 +185,12 @@ def _adopt(deps: Any, hub: Hub, run_id: str, key: str, job_id: str, hub_files: d
         if run.state == states.CANCELLED and run.job_id in (None, job_id):
             # cancelled while we were creating: the job must not run on without a run to follow it
             _cancel_quietly(hub, run_id, job_id)
+            deps.registry.untrack_job(run_id)
             deps.registry.complete(claim_name(key), {"job_id": job_id, "hub_files": hub_files, "run_id": run_id})
             return
         if run.job_id != job_id:
             raise
         log.info("run %s: job %s was already recorded", run_id, job_id)
-    deps.registry.track_job(run_id, job_id)
     deps.registry.complete(claim_name(key), {"job_id": job_id, "hub_files": hub_files, "run_id": run_id})
 
 
@@ -281,26 +285,31 @@ def _job_action(command: RunCommand, deps: Any, action: str, hub: Hub | None) ->
     log.info("run %s: job %s %s (%s)", run.run_id, run.job_id, action, job.status)
 
 
-def retrain_run(command: RetrainCommand, deps: Any, *, started_by: str | None = None) -> None:
+def retrain_run(command: RetrainCommand, deps: Any, *, started_by: str | None = None,
+                message_id: str | None = None) -> None:
     """Same data, new settings: the run goes back to `uploading` with a clean job record and a new job key.
-    `started_by`: the verified object id of who asked (operator API), else unknown (a queue message)."""
+    `started_by`: the verified object id of who asked (operator API), else unknown (a queue message).
+    The train request is written with that transition (the run's outbox) and sent after it, named by the
+    command's message: a crash in between is finished by the command's redelivery, never left waiting."""
     run = deps.registry.require_run(command.run_id)
     settings, needed = retrain_settings(run, command.settings)
     if not needed:
+        if run.outbox:   # this retrain's own redelivery: send what its first attempt could not
+            flush(deps, run.run_id, run.outbox)
         log.info("run %s: retrain with these settings is already under way", run.run_id)
         return
     new_settings = settings.model_dump(mode="json")
     actor = command.requested_by or ACTOR
-    run = advance(deps, run.run_id, states.UPLOADING, actor=actor, from_states={run.state},
-                  detail={"retrain": True, "settings": command.settings, "previous_job_id": run.job_id},
-                  settings=new_settings, job_id=None, job_key=None, job_status=None, hub_files={},
-                  fine_tuned_model=None, trained_tokens=None, events_cursor=None, checkpoints=[], metrics=None,
-                  evaluation=None, chosen_model=None, error=None,
-                  approvals={},   # an approval was for the old model: the new one is approved afresh
-                  started_by=started_by)
-    suffix = hashlib.sha256(f"{run.etag}".encode()).hexdigest()[:10]
-    event = envelope(TrainRequest(run_id=run.run_id), message_id=f"train-{run.run_id}-r{suffix}")
-    deps.publisher.send(deps.settings.train_queue, event)
+    suffix = hashlib.sha256(f"{message_id or run.etag}".encode()).hexdigest()[:10]
+    request = envelope(TrainRequest(run_id=run.run_id), message_id=f"train-{run.run_id}-r{suffix}")
+    advance(deps, run.run_id, states.UPLOADING, actor=actor, from_states={run.state},
+            detail={"retrain": True, "settings": command.settings, "previous_job_id": run.job_id},
+            send=[(deps.settings.train_queue, request)],
+            settings=new_settings, job_id=None, job_key=None, job_status=None, hub_files={},
+            fine_tuned_model=None, trained_tokens=None, events_cursor=None, checkpoints=[], metrics=None,
+            evaluation=None, chosen_model=None, error=None,
+            approvals={},   # an approval was for the old model: the new one is approved afresh
+            started_by=started_by)
 
 
 # --- helpers -----------------------------------------------------------------------------------------

@@ -22,6 +22,10 @@ def add_parser(sub: Any) -> None:
                        description=__doc__)
     p.add_argument("run_id", nargs="?", help="one run in detail: error, reports, dead letters, audit trail")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.add_argument("--stuck", action="store_true",
+                   help="only the runs with no progress for longer than --after, or that cannot progress, and why")
+    p.add_argument("--after", type=float, default=60.0, metavar="MINUTES",
+                   help="with --stuck: how long without progress counts as stuck (default 60)")
     p.set_defaults(func=run)
 
 
@@ -56,8 +60,14 @@ def _dead_letters(deps: Any, run_id: str | None) -> list[dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shared.cli.target import deps
-    view = collect(deps(args), args.run_id)
+    from shared.cli.target import deps as target_deps
+    deps = target_deps(args)
+    if getattr(args, "stuck", False):
+        from shared import doctor
+        found = doctor.stuck_runs(deps, bound_minutes=args.after, dead_letters=_dead_letters(deps, None))
+        print(json.dumps(found, indent=2) if args.json else doctor.render(found, args.after))
+        return 1 if found else 0
+    view = collect(deps, args.run_id)
     if args.json:
         print(json.dumps(view, indent=2, default=str))
     elif args.run_id:

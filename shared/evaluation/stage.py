@@ -38,8 +38,9 @@ from shared.evaluation.report import build_report, loss_rows, render_html, summa
 from shared.evaluation.runner import Candidate, ChatFn, openai_chat_fn, openai_judge_fn, run_candidates
 from shared.events import advance, publish
 from shared.handling import retry_later
-from shared.messages import DeployRequest, EvaluateRequest, envelope
+from shared.messages import DeployRequest, EvaluateRequest, deploy_message_id, envelope, evaluate_message_id
 from shared.models import inference_price_per_1m
+from shared.outbox import flush
 from shared.registry import RunRecord
 from shared.run_settings import Evaluation
 
@@ -70,7 +71,7 @@ def handle_evaluate(request: EvaluateRequest, deps: Any, *, chat: ChatFn | None 
     if status == "completed":
         return
     if status == "in_progress":
-        retry_later(deps, deps.settings.evaluate_queue, request, f"evaluate-{run.run_id}")
+        retry_later(deps, deps.settings.evaluate_queue, request, evaluate_message_id(run.run_id, run.job_id))
         return
     try:
         final = _evaluate(run, deps, chat, request, judge)
@@ -99,10 +100,10 @@ def _evaluate(run: RunRecord, deps: Any, chat: ChatFn | None, request: EvaluateR
     if not report["passed"]:
         failed = ", ".join(report["failed_gates"])
         return _fail(deps, run, f"gates failed: {failed}", result)
-    run = advance(deps, run.run_id, states.EVALUATED, actor=ACTOR, evaluation=result,
-                  chosen_model=report["chosen"]["model"],
-                  detail={"chosen": report["chosen"]["model"], "scores": result["scores"], "report": paths["html"]})
-    _send_deploy(deps, run)
+    chosen = report["chosen"]["model"]
+    advance(deps, run.run_id, states.EVALUATED, actor=ACTOR, evaluation=result, chosen_model=chosen,
+            detail={"chosen": chosen, "scores": result["scores"], "report": paths["html"]},
+            send=[(deps.settings.deploy_queue, request)] if (request := _deploy_request(run, chosen)) else [])
     return states.EVALUATED
 
 
@@ -221,7 +222,7 @@ def _wait_for_quota(deps: Any, run: RunRecord, request: EvaluateRequest, exc: Qu
     delay = min(longest, first * 2 ** waits) * random.uniform(0.5, 1.0)
     again = request.model_copy(update={"quota_waits": waits + 1})
     deps.publisher.send(deps.settings.evaluate_queue,
-                        envelope(again, message_id=f"evaluate-{run.run_id}-q{waits + 1}"), delay_seconds=delay)
+                        envelope(again, message_id=f"{evaluate_message_id(run.run_id, run.job_id)}-q{waits + 1}"), delay_seconds=delay)
     publish(deps, run.run_id, "evaluation_waiting_for_quota",
             {"reason": str(exc)[:500], "wait": waits + 1, "of": QUOTA_WAITS, "retry_in_seconds": round(delay)})
     log.info("run %s: hub quota short (%s); evaluating again in %.0f s (wait %d of %d)", run.run_id, exc, delay,
@@ -278,12 +279,21 @@ def _write_reports_minimal(deps: Any, run_id: str, reason: str) -> None:
                           f"<p>{escape(reason)}</p></body></html>", overwrite=True)
 
 
-def _send_deploy(deps: Any, run: RunRecord) -> None:
+def _deploy_request(run: RunRecord, model: str | None) -> Any:
+    """The first environment's deploy request, named by the model (a retrain's next model is new work)."""
     if not run.environments:
         log.warning("run %s passed evaluation but names no environment to deploy to", run.run_id)
-        return
+        return None
     env = run.environments[0]
-    deps.publisher.send(deps.settings.deploy_queue,
-                        envelope(DeployRequest(run_id=run.run_id, environment=env),
-                                 message_id=f"deploy-{run.run_id}-{env}"))
-    log.info("run %s: deploy request for %s sent", run.run_id, env)
+    return envelope(DeployRequest(run_id=run.run_id, environment=env),
+                    message_id=deploy_message_id(run.run_id, env, model))
+
+
+def _send_deploy(deps: Any, run: RunRecord) -> None:
+    if run.outbox:   # the transition's own messages, a crash kept from being sent
+        flush(deps, run.run_id, run.outbox)
+        return
+    request = _deploy_request(run, run.chosen_model or run.fine_tuned_model)
+    if request is not None:
+        deps.publisher.send(deps.settings.deploy_queue, request)
+        log.info("run %s: deploy request for %s sent", run.run_id, run.environments[0])

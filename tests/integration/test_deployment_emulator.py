@@ -322,3 +322,18 @@ def test_developer_spokes_end_after_24_hours_and_keepalive_says_expired(make_dep
     assert served(emulator, name) == {}
     assert {s.state for s in deps.registry.list_deployments(run_id=run_id)} == {"expired"}
     assert keepalive.keepalive_tick(deps).total == 0
+
+
+def test_keepalive_from_a_snapshot_does_not_bring_back_what_retire_removed(deps: Any, emulator: Any,
+                                                                         models: tuple[str, str]) -> None:
+    from shared.topology import load_topology
+    name = "it-retired"
+    run_id = add_run(deps, models[1], name=name)
+    deployment.handle_deploy(DeployRequest(run_id=run_id, environment="dev"), deps)
+    snapshot = deps.registry.list_deployments(run_id=run_id, state="active")   # what a tick read first …
+    rollback.retire(RunCommand(run_id=run_id, requested_by="ops@x"), deps)     # … before retire removed it
+    topology = load_topology(deps.settings)
+    outcomes = [keepalive._keep(deps, topology, slot)[0] for slot in snapshot]
+    assert outcomes == ["skipped", "skipped"]
+    assert not served(emulator, name)                                            # not re-created
+    assert not any(a["action"] == "deployment.healed" for a in deps.registry.audit_trail(run_id))

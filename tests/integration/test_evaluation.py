@@ -16,7 +16,7 @@ from shared.bus import decode_local
 from shared.deployment import handle_deploy
 from shared.evaluation import handle_evaluate
 from shared.hub import Hub
-from shared.messages import DeployRequest, EvaluateRequest, parse_message
+from shared.messages import DeployRequest, EvaluateRequest, deploy_message_id, parse_message
 from shared.registry import RunRecord
 
 pytestmark = pytest.mark.integration
@@ -141,7 +141,7 @@ def test_fine_tuned_model_beats_base_and_goes_to_the_first_environment(
     assert report["training_metrics"] and "<polyline" in html                  # loss curve from run.metrics
     final_step = max(r["step"] for r in report["training_metrics"])
     assert all(c["step"] < final_step for c in report["candidates"] if c["kind"] == "checkpoint")
-    assert _deploy_requests(deps, azurite) == [(f"deploy-{run_id}-dev", DeployRequest(run_id=run_id, environment="dev"))]
+    assert _deploy_requests(deps, azurite) == [(deploy_message_id(run_id, "dev", run.chosen_model), DeployRequest(run_id=run_id, environment="dev"))]
     assert _hub_leftovers(emulator, run_id) == []
     puts = {r["path"].rsplit("-", 1)[-1]: r["query"] for r in emulator.control.requests()
             if r["method"] == "PUT" and f"/deployments/ev-{run_id}-" in r["path"]}

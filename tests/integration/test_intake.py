@@ -140,3 +140,80 @@ def test_a_train_command_starts_a_run_with_its_settings(make_deps):
     [run] = deps.registry.list_runs()
     assert run.state == "accepted" and (run.settings["suffix"], run.owner) == ("cmd", "6f1c2d3e-0000-4000-8000-0000000000b2")
     assert deps.registry.audit_trail(run.run_id)[0]["actor"] == "mlops-portal"
+
+
+def test_an_owner_of_40000_characters_is_stored_bounded_not_retried_forever(make_deps):
+    deps = make_deps()
+    owner = "o" * 40_000
+    drop(deps, "huge/train.jsonl", SAMPLE.read_bytes())
+    drop(deps, "huge/run.json", json.dumps({"owner": owner}).encode())
+    run_id = handle_blob_created("huge/run.json", deps)   # a Table property holds 32K characters: no 400
+    run = deps.registry.require_run(run_id)
+    assert run.state == "rejected" and run.error["code"] == "invalid_settings"    # not an owner intake takes
+    assert run.error["message"].endswith("chars in all]") and len(run.error["message"]) < 32_000
+    assert [a["to_state"] for a in deps.registry.audit_trail(run_id)] == ["received", "validating", "rejected"]
+    report = deps.blobs.get_blob_client(deps.settings.reports_container, f"{run_id}/validation.json")
+    assert report.download_blob().readall()   # the report blob keeps what the registry could not
+
+
+def test_a_rejected_folder_leaves_a_nested_folders_drop_where_it_is(make_deps):
+    deps = make_deps()
+    drop(deps, "outer/train.jsonl", b"not json\n" * 12)
+    drop(deps, "outer/inner/train.jsonl", SAMPLE.read_bytes())
+    drop(deps, "outer/inner/run.json", b"{}")
+    drop(deps, "outer/run.json", b"{}")
+    run_id = handle_blob_created("outer/run.json", deps)
+    assert deps.registry.require_run(run_id).state == "rejected"
+    left = blob_names(deps, deps.settings.datasets_container)
+    assert left == {"outer/inner/train.jsonl", "outer/inner/run.json"}
+    assert {f"{run_id}/outer/train.jsonl", f"{run_id}/outer/run.json"} <= blob_names(deps, deps.settings.quarantine_container)
+    inner = handle_blob_created("outer/inner/run.json", deps)             # the nested drop still runs
+    assert deps.registry.require_run(inner).state == "accepted"
+
+
+class ReplacedWhileRead:
+    """Blob storage where someone re-uploads `name` just before it is read a second time (validated, then split)."""
+
+    def __init__(self, blobs, container: str, name: str, body: bytes) -> None:
+        self._blobs, self._container, self._name, self._body, self.reads = blobs, container, name, body, 0
+
+    def get_blob_client(self, container, name):
+        client = self._blobs.get_blob_client(container, name)
+        if (container, name) != (self._container, self._name):
+            return client
+        outer = self
+
+        class Reading:
+            def __getattr__(self, attr):
+                return getattr(client, attr)
+
+            def download_blob(self, *args, **kwargs):
+                outer.reads += 1
+                if outer.reads == 2:
+                    client.upload_blob(outer._body, overwrite=True)
+                return client.download_blob(*args, **kwargs)
+        return Reading()
+
+    def __getattr__(self, attr):
+        return getattr(self._blobs, attr)
+
+
+@pytest.mark.parametrize("folder", [False, True], ids=["file", "folder"])
+def test_a_dataset_replaced_while_validated_is_never_trained_on(make_deps, folder):
+    import dataclasses
+    deps = make_deps()
+    name = "team/train.jsonl" if folder else "swap.jsonl"
+    drop(deps, name, SAMPLE.read_bytes())
+    if folder:
+        drop(deps, "team/run.json", b"{}")
+    poison = b"".join(json.dumps({"messages": [{"role": "user", "content": f"never validated {i}: alice@contoso.com"},
+                                               {"role": "assistant", "content": "ok"}]}).encode() + b"\n"
+                      for i in range(40))
+    swapped = dataclasses.replace(deps, blobs=ReplacedWhileRead(deps.blobs, deps.settings.datasets_container,
+                                                                name, poison))
+    run_id = handle_blob_created("team/run.json" if folder else name, swapped)
+    run = deps.registry.require_run(run_id)
+    assert swapped.blobs.reads >= 2
+    assert run.state == "rejected" and run.error["code"] == "dataset_replaced"
+    assert queued(deps, deps.settings.train_queue) == []
+    assert f"{run_id}/data/train.jsonl" not in blob_names(deps, deps.settings.reports_container)

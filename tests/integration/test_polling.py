@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from shared import polling, states, training
-from shared.messages import RunCommand, TrainRequest
+from shared.messages import RunCommand, TrainRequest, evaluate_message_id
 from shared.polling import poll_tick
 from shared.registry import RunRecord
 from tests.integration import test_training as helpers
@@ -44,7 +44,7 @@ def test_a_succeeded_job_is_recorded_once_and_asks_for_one_evaluation(hub_env, e
     assert run.metrics["steps"] > 0 and {"train_loss", "train_mean_token_accuracy"} <= set(run.metrics["final"])
     assert json.loads(blob_text(deps, run.metrics["blob"]))["steps"][0]["step"] == 1
     assert len(run.checkpoints) == 2 and run.checkpoints[-1]["model"].endswith(f"ckpt-step-{run.metrics['steps']}")
-    assert [m["id"] for m in peek(deps, deps.settings.evaluate_queue)] == [f"evaluate-{run_id}"]
+    assert [m["id"] for m in peek(deps, deps.settings.evaluate_queue)] == [evaluate_message_id(run_id, run.job_id)]
     assert deps.registry.tracked_jobs() == [] and emulator.control.state()["files"] == 0
     events = [json.loads(line) for line in blob_text(deps, f"{run_id}/training/events.jsonl").splitlines()]
     assert len({e["id"] for e in events}) == len(events)   # each event once …
@@ -68,7 +68,7 @@ def test_two_overlapping_ticks_send_one_evaluation_request(hub_env, emulator):
     for t in threads:
         t.join()
     sent = [m["id"] for m in peek(deps, deps.settings.evaluate_queue)]
-    assert sorted(sent) == sorted(f"evaluate-{r}" for r in run_ids)
+    assert sorted(sent) == sorted(evaluate_message_id(r, deps.registry.require_run(r).job_id) for r in run_ids)
     assert all(deps.registry.require_run(r).state == states.TRAINED for r in run_ids)
 
 
@@ -86,11 +86,11 @@ def test_a_tick_that_dies_after_trained_is_finished_by_the_next_tick(hub_env, em
     with pytest.raises(Crash):
         polling.poll_job(deps, polling.Hub.from_deps(deps), run_id, deps.registry.require_run(run_id).job_id)
     monkeypatch.setattr(deps.publisher, "send", real_send)
-    deps.registry.release(f"evaluate-{run_id}")   # what the claim's expiry does, minutes later
 
+    poll_tick(deps)   # the request is still in the run's outbox: the next tick sends it
     poll_tick(deps)
-    poll_tick(deps)
-    assert [m["id"] for m in peek(deps, deps.settings.evaluate_queue)] == [f"evaluate-{run_id}"]
+    run = deps.registry.require_run(run_id)
+    assert [m["id"] for m in peek(deps, deps.settings.evaluate_queue)] == [evaluate_message_id(run_id, run.job_id)]
     assert deps.registry.tracked_jobs() == []
 
 
@@ -129,7 +129,7 @@ def test_a_succeeded_job_is_followed_until_the_hub_posts_its_results_file(hub_en
     assert poll_tick(deps).outcomes == {"succeeded": 1}
     run = deps.registry.require_run(run_id)
     assert run.state == states.TRAINED and run.metrics["steps"] > 0 and "awaiting_results_since" not in run.metrics
-    assert [m["id"] for m in peek(deps, deps.settings.evaluate_queue)] == [f"evaluate-{run_id}"]
+    assert [m["id"] for m in peek(deps, deps.settings.evaluate_queue)] == [evaluate_message_id(run_id, run.job_id)]
 
 
 def test_a_job_cancelled_on_the_hub_is_recorded_as_cancelled(hub_env, emulator):
@@ -206,7 +206,7 @@ def test_an_unknown_job_status_is_followed_as_running_logged_once_and_the_job_st
     poll_tick(deps)
     run = deps.registry.require_run(run_id)
     assert run.state == states.TRAINED and run.fine_tuned_model and run.job_status == "succeeded"
-    assert [m["id"] for m in peek(deps, deps.settings.evaluate_queue)] == [f"evaluate-{run_id}"]
+    assert [m["id"] for m in peek(deps, deps.settings.evaluate_queue)] == [evaluate_message_id(run_id, run.job_id)]
     assert deps.registry.tracked_jobs() == [] and len(unknown_status_warnings(caplog, job_id)) == 1
 
 
@@ -251,7 +251,7 @@ def test_pausing_and_resuming_are_seen_by_the_poller_and_the_job_finishes(hub_en
         finish_jobs(emulator, deps)
         run = deps.registry.require_run(run_id)
         assert run.state == states.TRAINED
-        assert [m["id"] for m in peek(deps, deps.settings.evaluate_queue)] == [f"evaluate-{run_id}"]
+        assert [m["id"] for m in peek(deps, deps.settings.evaluate_queue)] == [evaluate_message_id(run_id, run.job_id)]
         assert not [r for r in caplog.records if "does not know" in r.getMessage()]   # known statuses
         events = blob_text(deps, f"{run_id}/training/events.jsonl")
         assert all(m in events for m in ("Pausing job.", "Job paused.", "Resuming job.", "Job resumed."))

@@ -7,7 +7,8 @@ from typing import Any
 
 class InMemoryClaims:
     """The registry's idempotency claims (IN_PROGRESS → COMPLETED, released on failure), kept in
-    `self.keys` — which the using fake creates, and a test may set to pretend another worker holds a key."""
+    `self.keys` — which the using fake creates, and a test may set to pretend another worker holds a key;
+    and the outbox's bookkeeping (the fakes' runs are in `self.runs`; markers are not kept)."""
 
     keys: dict[str, str]
     _claims_lock = threading.Lock()
@@ -27,6 +28,23 @@ class InMemoryClaims:
 
     def release(self, key: str) -> None:
         self.keys.pop(key, None)
+
+    def mark_outbox(self, run_id: str) -> None:
+        pass
+
+    def clear_outbox(self, run_id: str, sent: Any) -> None:
+        run = getattr(self, "runs", {}).get(run_id)
+        if run is not None:
+            run.outbox = [m for m in run.outbox if m.get("id") not in sent]
+
+    def hold_event(self, event_id: str, queue: str, body: str) -> None:
+        pass
+
+    def unmark_outbox(self, partition: str, row: str) -> None:
+        pass
+
+    def outbox_entries(self) -> list[Any]:
+        return []
 
 
 class Recording(dict):

@@ -16,7 +16,7 @@ from shared.evaluation import handle_evaluate
 from shared.evaluation.examples import Example
 from shared.evaluation.hubdeploy import TransientHubError
 from shared.evaluation.runner import ChatReply
-from shared.messages import EvaluateRequest
+from shared.messages import EvaluateRequest, deploy_message_id, evaluate_message_id
 from shared.registry import InvalidTransition, RunRecord
 
 QA = {f"What is fact {i}?": f"Fact {i} is number {i * 7}" for i in range(12)}
@@ -147,13 +147,13 @@ def test_pass_advances_writes_reports_sends_deploy_and_cleans_up() -> None:
     assert report["chosen"]["name"] == "final" and len(report["training_metrics"]) == 2
     assert b"<svg" in deps.blobs.data[("reports", "r1/evaluation.html")]
     deploys = [e for q, e in deps.publisher.sent if q == deps.settings.deploy_queue]
-    assert [(e.id, e.data) for e in deploys] == [("deploy-r1-dev", {"run_id": "r1", "environment": "dev", "attempt": 0})]
+    assert [(e.id, e.data) for e in deploys] == [(deploy_message_id("r1", "dev", run.chosen_model), {"run_id": "r1", "environment": "dev", "attempt": 0})]
     events = [e.type for q, e in deps.publisher.sent if q == deps.settings.events_topic]
     assert events == ["ftops.run.evaluating", "ftops.run.evaluated"]
 
     handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps))   # duplicate delivery
     assert deps.registry.runs["r1"].state == states.EVALUATED
-    assert [e.id for q, e in deps.publisher.sent if q == deps.settings.deploy_queue] == ["deploy-r1-dev"] * 2
+    assert [e.id for q, e in deps.publisher.sent if q == deps.settings.deploy_queue] == [deploy_message_id("r1", "dev", run.chosen_model)] * 2
 
 
 def test_impossible_threshold_fails_with_the_gate_named() -> None:
@@ -227,7 +227,8 @@ def test_a_copy_delivered_while_another_worker_evaluates_comes_back_later() -> N
     deps.publisher.sent.clear()
     created = len(deps.arm.created)
     handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps))
-    assert [(q, e.id) for q, e in deps.publisher.sent] == [(deps.settings.evaluate_queue, "evaluate-r1-w1")]
+    assert [(q, e.id) for q, e in deps.publisher.sent] == [(deps.settings.evaluate_queue,
+                                                  evaluate_message_id("r1", deps.registry.runs["r1"].job_id) + "-w1")]
     assert len(deps.arm.created) == created                           # the copy deployed nothing
 
 
@@ -244,7 +245,7 @@ def test_hub_quota_short_waits_with_delayed_resends_then_gives_up_with_a_reason(
     assert run.state == states.EVALUATING and deps.arm.live == {}      # waits, holding no hub deployment
     assert deps.registry.keys == {}                                    # the re-send will find the step free
     resends = [(e, d) for (q, e), d in zip(deps.publisher.sent, deps.publisher.delays) if q == "ftops-evaluate"]
-    assert len(resends) == 1 and resends[0][0].id == "evaluate-r1-q1" and resends[0][1] >= 30
+    assert len(resends) == 1 and resends[0][0].id == evaluate_message_id("r1", run.job_id) + "-q1" and resends[0][1] >= 30
     _, again = parse_message(resends[0][0].to_json())
     assert again == EvaluateRequest(run_id="r1", quota_waits=1)
     waiting = [e for q, e in deps.publisher.sent if q == "ftops-events"]

@@ -57,6 +57,43 @@ def test_permanent_errors_are_dead_lettered_and_transient_ones_retried():
     assert actions.calls == [("abandon",)]
 
 
+def test_a_table_refusing_a_write_is_dead_lettered_not_retried():
+    from azure.core.exceptions import HttpResponseError
+
+    from shared.registry import Registry, StorageRefused
+
+    class Refusing:   # Table Storage answering 400 PropertyValueTooLarge to any write
+        def update_entity(self, *a, **k):
+            exc = HttpResponseError(message="The property value exceeds the maximum allowed size (64KB).")
+            exc.status_code = 400
+            raise exc
+
+    registry = Registry.__new__(Registry)
+    registry._tables = {"runs": Refusing()}
+
+    def handler(event, data):
+        registry._replace("runs", {"PartitionKey": "run", "RowKey": data.run_id}, "etag")
+
+    with pytest.raises(StorageRefused):
+        handler(None, TrainRequest(run_id="r"))
+    actions = Actions()
+    settle(good(), actions, handler, accepts="ftops.stage.train")
+    assert actions.calls[0][:2] == ("deadletter", "StorageRefused") and "400" in actions.calls[0][2]
+
+
+def test_stored_text_is_bounded_with_a_marker():
+    import json
+
+    from shared.registry import PROPERTY_CHARS, bounded, bounded_json
+    assert bounded("short") == "short"
+    cut = bounded("x" * 40_000)
+    assert len(cut) <= PROPERTY_CHARS and cut.endswith("[truncated: 40,000 chars in all]")
+    assert len(bounded("😀" * 20_000).encode("utf-16-le")) // 2 <= PROPERTY_CHARS   # two units each
+    errors = {"message": "; ".join(["line 3: " + "y" * 9_000] * 5), "code": "bad"}
+    stored = json.loads(bounded_json(errors))
+    assert stored["code"] == "bad" and "[truncated:" in stored["message"]
+
+
 class AuditOnly:
     """A registry that only records audit entries (an operator action must touch nothing else)."""
 
@@ -65,6 +102,12 @@ class AuditOnly:
 
     def audit(self, run_id, action, *, actor, detail=None, **_):
         self.audits.append((run_id, action, actor, detail))
+
+    def hold_event(self, event_id, queue, body):   # the event kept until sent (shared.outbox)
+        pass
+
+    def unmark_outbox(self, partition, row):
+        pass
 
 
 @pytest.mark.parametrize("name, data", [

@@ -1,0 +1,337 @@
+"""Crash points, against Azurite and the emulator: each handler runs once cleanly (counting its external
+effects), then once per effect with that effect failing — before it takes effect and after — and is then
+redelivered (a queue's retry, the blob trigger's retry, the next timer tick, with the outbox sweep a later
+tick runs). Every case must end where the clean run ended: the same state, one hub job, the same
+deployments, every event the clean run published, and nothing non-terminal without a retry on its way.
+
+One stack and one set of tables per handler; each case is its own run, so cases do not see each other.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared import outbox, states, training
+from shared.deployment import handle_deploy
+from shared.intake import handle_blob_created
+from shared.messages import DeployRequest, TrainRequest, parse_message
+from shared.polling import poll_job, poll_tick
+from tests.integration.faults import Crash, Effects, Sent, faulty
+from tests.integration.test_training import make_run
+
+pytestmark = pytest.mark.integration
+SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "support-bot.jsonl"
+REDELIVERIES = 4
+
+
+def cases(handler: Callable[[Any], Any], deps: Any) -> tuple[list[tuple[int, str]], list[str]]:
+    """Every (effect, before|after) of one clean run of `handler` (which gets deps, returns nothing)."""
+    effects = Effects()
+    handler(faulty(deps, effects))
+    assert effects.seen, "the clean run had no external effect to fail"
+    return [(i, when) for i in range(len(effects.seen)) for when in ("before", "after")], effects.seen
+
+
+def crash_then_redeliver(deps: Any, handler: Callable[[Any], Any], at: int, when: str,
+                         redeliver: Callable[[Any], Any] | None = None) -> str:
+    """Run `handler` with effect `at` failing, then redeliver until it completes; returns what failed."""
+    effects = Effects(fail_at=at, when=when)
+    result = None
+    try:
+        result = handler(faulty(deps, effects))
+    except Crash:
+        pass
+    assert effects.fired, f"effect {at} was not reached this time: {result}, {effects.seen}"
+    for attempt in range(REDELIVERIES):
+        try:
+            (redeliver or handler)(deps)
+            break
+        except Exception:   # transient: the runtime retries it
+            if attempt == REDELIVERIES - 1:
+                raise
+    outbox.sweep(deps, grace_seconds=0)   # the outbox sweep a later poll tick runs
+    return effects.fired
+
+
+def event_types(sent: Sent, run_id: str, topic: str) -> set[str]:
+    return {e.type for e in sent.about(run_id, topic)}
+
+
+def queued_ids(deps: Any, queue: str) -> list[str]:
+    client = deps.publisher.queue_client(queue)
+    return [json.loads(m.content)["message_id"] for m in client.peek_messages(max_messages=32)]
+
+
+@pytest.fixture
+def stack(make_deps: Any) -> Iterator[Any]:
+    deps = make_deps()
+    deps.publisher = Sent(deps.publisher)
+    yield deps
+
+
+# --- intake ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("good", [True, False], ids=["accepted", "rejected"])
+def test_intake_survives_a_crash_at_every_effect(stack: Any, good: bool) -> None:
+    deps = stack
+    body = SAMPLE.read_bytes()
+    if not good:
+        lines = body.splitlines()[:12]
+        lines[4] = b'{"messages": [{"role": "user"'
+        body = b"\n".join(lines) + b"\n"
+    datasets = deps.blobs.get_container_client(deps.settings.datasets_container)
+    topic = deps.settings.events_topic
+
+    def drop(name: str) -> Callable[[Any], Any]:
+        datasets.upload_blob(f"{name}.jsonl", body, overwrite=True)
+        return lambda d: handle_blob_created(f"{name}.jsonl", d)
+
+    clean = drop("clean")
+    points, seen = cases(clean, deps)
+    baseline = deps.registry.list_runs()[0]
+    expected = event_types(deps.publisher, baseline.run_id, topic)
+    assert baseline.state == (states.ACCEPTED if good else states.REJECTED)
+    for at, when in points:
+        name = f"case-{at}-{when}"
+        fired = crash_then_redeliver(deps, drop(name), at, when)
+        run = next(r for r in deps.registry.list_runs() if r.source.endswith(f"/{name}.jsonl"))
+        where = f"{fired} (effect {at} of {seen})"
+        assert run.state == baseline.state, where
+        assert event_types(deps.publisher, run.run_id, topic) >= expected, where
+        assert not run.outbox, where
+        if good:   # handed to training: exactly one request (the bus drops a repeated MessageId)
+            assert {e.id for e in deps.publisher.about(run.run_id, deps.settings.train_queue)} == {f"train-{run.run_id}"}, where
+        else:      # nothing left in datasets, all of it in quarantine
+            assert f"{name}.jsonl" not in {b.name for b in datasets.list_blobs()}, where
+            moved = deps.blobs.get_blob_client(deps.settings.quarantine_container, f"{run.run_id}/{name}.jsonl")
+            assert moved.download_blob().readall() == body, where
+
+
+def expire_claims(deps: Any) -> None:
+    """What time does to a crashed worker's claim (its TTL runs out), so the redelivery may take it over."""
+    from azure.data.tables import TableServiceClient, UpdateMode
+    table = TableServiceClient.from_connection_string(deps.settings.storage_connection).get_table_client(
+        f"{deps.settings.table_prefix}keys")
+    for entity in table.query_entities("status eq 'IN_PROGRESS'"):
+        entity["expires_at"] = "2000-01-01T00:00:00+00:00"
+        table.update_entity(entity, mode=UpdateMode.REPLACE)
+
+
+# --- train -----------------------------------------------------------------------------------------------
+def test_training_survives_a_crash_at_every_effect(stack: Any, emulator: Any) -> None:
+    deps = stack
+    emulator.control.reset()
+    emulator.control.config(file_processing=0)
+    topic = deps.settings.events_topic
+
+    def train(run_id: str) -> Callable[[Any], Any]:
+        return lambda d: training.handle_train(TrainRequest(run_id=run_id), d)
+
+    def redeliver(run_id: str) -> Callable[[Any], Any]:
+        def again(d: Any) -> None:
+            expire_claims(d)
+            training.handle_train(TrainRequest(run_id=run_id), d)
+        return again
+
+    clean = make_run(deps, train=10, validation=0)
+    points, seen = cases(train(clean), deps)
+    expected = event_types(deps.publisher, clean, topic)
+    assert deps.registry.require_run(clean).state == states.TRAINING
+    for at, when in points:
+        emulator.control.reset()   # a fresh hub: its job and file limits never come into it
+        emulator.control.config(file_processing=0)
+        run_id = make_run(deps, train=10, validation=0)
+        fired = crash_then_redeliver(deps, train(run_id), at, when, redeliver(run_id))
+        where = f"{fired} (effect {at} of {seen})"
+        run = deps.registry.require_run(run_id)
+        assert run.state == states.TRAINING and run.job_id, where
+        assert [j["id"] for j in emulator.control.state()["jobs"]] == [run.job_id], where   # one job
+        assert (run_id, run.job_id) in deps.registry.tracked_jobs(), where                 # and followed
+        assert event_types(deps.publisher, run_id, topic) >= expected and not run.outbox, where
+
+
+# --- poll ------------------------------------------------------------------------------------------------
+def test_polling_survives_a_crash_at_every_effect(stack: Any, emulator: Any) -> None:
+    deps = stack
+    topic = deps.settings.events_topic
+
+    def succeeded_job() -> tuple[str, str]:
+        emulator.control.reset()
+        emulator.control.config(file_processing=0)
+        run_id = make_run(deps, train=10, validation=0)
+        training.handle_train(TrainRequest(run_id=run_id), deps)
+        emulator.control.advance(120)
+        return run_id, deps.registry.require_run(run_id).job_id
+
+    def poll(run_id: str, job_id: str) -> Callable[[Any], Any]:
+        return lambda d: poll_job(d, training.Hub.from_deps(d), run_id, job_id)
+
+    clean = succeeded_job()
+    points, seen = cases(poll(*clean), deps)
+    expected = event_types(deps.publisher, clean[0], topic)
+    assert deps.registry.require_run(clean[0]).state == states.TRAINED
+    for at, when in points:
+        run_id, job_id = succeeded_job()
+        fired = crash_then_redeliver(deps, poll(run_id, job_id), at, when, lambda d: poll_tick(d))
+        where = f"{fired} (effect {at} of {seen})"
+        run = deps.registry.require_run(run_id)
+        assert run.state == states.TRAINED and run.fine_tuned_model, where
+        requests = deps.publisher.about(run_id, deps.settings.evaluate_queue)
+        assert len({e.id for e in requests}) == 1, where      # one evaluation request (repeats share its id)
+        assert event_types(deps.publisher, run_id, topic) >= expected and not run.outbox, where
+        assert run_id not in dict(deps.registry.tracked_jobs()), where
+
+
+# --- deploy ----------------------------------------------------------------------------------------------
+@pytest.fixture
+def instant_deployments(emulator: Any) -> Iterator[None]:
+    """Deployments provisioned at once: the number of cases, not ARM's pace, sets the test's time."""
+    emulator.control.config(deployment=0)
+    yield
+    emulator.control.config(deployment=0.5)
+
+
+@pytest.fixture(scope="module")
+def crash_model(emulator: Any) -> str:
+    from tests.integration.test_deployment_emulator import _train
+    return _train(emulator, "crash")
+
+
+def test_deploying_survives_a_crash_at_every_effect(stack: Any, emulator: Any, instant_deployments: None,
+                                                    crash_model: str) -> None:
+    from tests.integration.test_deployment_emulator import DEV, add_run, served
+    deps, model = stack, crash_model
+    topic = deps.settings.events_topic
+
+    def deploy(run_id: str) -> Callable[[Any], Any]:
+        return lambda d: handle_deploy(DeployRequest(run_id=run_id, environment="dev"), d)
+
+    def redeliver(run_id: str) -> Callable[[Any], Any]:
+        def again(d: Any) -> None:
+            expire_claims(d)
+            handle_deploy(DeployRequest(run_id=run_id, environment="dev"), d)
+        return again
+
+    def clear(name: str) -> None:   # a spoke holds five fine-tuned deployments: make room for the next case
+        for account in DEV:
+            emulator.control.vanish(account, name)
+
+    clean = add_run(deps, model, name="cp-clean")
+    points, seen = cases(deploy(clean), deps)
+    expected = event_types(deps.publisher, clean, topic)
+    assert deps.registry.require_run(clean).state == states.deployed("dev")
+    clear("cp-clean")
+    for at, when in points:
+        name = f"cp-{at}-{when}"
+        run_id = add_run(deps, model, name=name)
+        fired = crash_then_redeliver(deps, deploy(run_id), at, when, redeliver(run_id))
+        where = f"{fired} (effect {at} of {seen})"
+        run = deps.registry.require_run(run_id)
+        assert run.state == states.deployed("dev"), where
+        on_spokes = served(emulator, name)
+        assert set(on_spokes) == set(DEV) and {d["model"] for d in on_spokes.values()} == {model}, where
+        slots = deps.registry.list_deployments(run_id=run_id, state="active")
+        assert sorted(s.account for s in slots) == sorted(DEV), where
+        assert len({e.id for e in deps.publisher.about(run_id, deps.settings.deploy_queue)}) == 1, where   # → test
+        assert event_types(deps.publisher, run_id, topic) >= expected and not run.outbox, where
+        clear(name)
+
+
+# --- what `ftops status --stuck` shows ------------------------------------------------------------------
+def test_status_stuck_names_runs_without_progress_and_why(make_deps: Any) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from shared import doctor
+    deps = make_deps()
+    waiting = make_run(deps)                                   # accepted; its train request never ran
+    lost = make_run(deps)                                      # training, but the poller lost its job
+    deps.registry.transition(lost, states.UPLOADING, actor="test")
+    deps.registry.transition(lost, states.TRAINING, actor="test", job_id="ftjob-lost", job_status="running")
+    unsent = make_run(deps)                                    # a crash left its event in the outbox
+    deps.registry.transition(unsent, states.UPLOADING, actor="test",
+                             outbox=[{"id": "e1", "queue": deps.settings.events_topic, "event": "{}"}])
+    assert {r["run_id"] for r in doctor.stuck_runs(deps)} == {lost, unsent}   # wrong at once, whatever the bound
+    later = datetime.now(UTC) + timedelta(minutes=90)
+    found = {r["run_id"]: r for r in doctor.stuck_runs(deps, bound_minutes=60, now=later)}
+    assert set(found) == {waiting, lost, unsent}
+    assert "train request did not run" in found[waiting]["why"][0] and found[waiting]["minutes"] >= 89
+    assert "does not follow job ftjob-lost" in found[lost]["why"][0]
+    assert "written but not sent" in found[unsent]["why"][0]
+    assert waiting in doctor.render(list(found.values()), 60)
+
+
+# --- commands (retrain) ----------------------------------------------------------------------------------
+def test_a_retrain_command_survives_a_crash_at_every_effect(stack: Any) -> None:
+    from shared.commands import handle_command
+    from shared.messages import RetrainCommand, envelope
+    deps = stack
+    topic = deps.settings.events_topic
+
+    def trained_run() -> str:
+        run_id = make_run(deps)
+        deps.registry.transition(run_id, states.UPLOADING, actor="test")
+        deps.registry.transition(run_id, states.TRAINING, actor="test", job_id=f"ftjob-{run_id}")
+        deps.registry.transition(run_id, states.TRAINED, actor="test", fine_tuned_model="m.ft")
+        return run_id
+
+    def retrain(run_id: str) -> Callable[[Any], Any]:
+        event = envelope(RetrainCommand(run_id=run_id, settings={"seed": 7}), type_="ftops.command.retrain")
+        return lambda d: handle_command(event, parse_message(event.to_json())[1], d)
+
+    clean = trained_run()
+    points, seen = cases(retrain(clean), deps)
+    expected = event_types(deps.publisher, clean, topic)
+    for at, when in points:
+        run_id = trained_run()
+        command = retrain(run_id)   # the same message, redelivered
+        fired = crash_then_redeliver(deps, command, at, when)
+        where = f"{fired} (effect {at} of {seen})"
+        run = deps.registry.require_run(run_id)
+        assert run.state == states.UPLOADING and run.settings["seed"] == 7 and not run.outbox, where
+        requests = {e.id for e in deps.publisher.about(run_id, deps.settings.train_queue)}
+        assert len(requests) == 1, where    # the train request went out, once (repeats share its id)
+        assert event_types(deps.publisher, run_id, topic) >= expected, where
+
+
+# --- keep-alive (healing a vanished deployment) -----------------------------------------------------------
+def test_keepalive_healing_survives_a_crash_at_every_effect(stack: Any, emulator: Any, instant_deployments: None,
+                                                            crash_model: str) -> None:
+    from shared import keepalive
+    from shared.topology import load_topology
+    from tests.integration.test_deployment_emulator import DEV, add_run, served
+    deps, model = stack, crash_model
+    topology = load_topology(deps.settings)
+    topic = deps.settings.events_topic
+
+    def vanished(name: str) -> Any:
+        run_id = add_run(deps, model, name=name)
+        handle_deploy(DeployRequest(run_id=run_id, environment="dev"), deps)
+        emulator.control.vanish(DEV[1], name)
+        return deps.registry.get_deployment("dev", DEV[1], name)
+
+    def tick(name: str) -> Callable[[Any], Any]:   # the tick's work for that slot, as it reads it now
+        return lambda d: keepalive._keep(d, topology, d.registry.get_deployment("dev", DEV[1], name))
+
+    def clear(name: str) -> None:
+        for account in DEV:
+            emulator.control.vanish(account, name)
+
+    clean = vanished("ka-clean")
+    points, seen = cases(tick("ka-clean"), deps)
+    expected = event_types(deps.publisher, clean.run_id, topic)
+    assert "ftops.run.deployment_healed" in expected
+    clear("ka-clean")
+    for at, when in points:
+        name = f"ka-{at}-{when}"
+        slot = vanished(name)
+        fired = crash_then_redeliver(deps, tick(name), at, when)
+        where = f"{fired} (effect {at} of {seen})"
+        on_spokes = served(emulator, name)
+        assert set(on_spokes) == set(DEV) and {d["model"] for d in on_spokes.values()} == {model}, where
+        fresh = deps.registry.get_deployment("dev", DEV[1], name)
+        assert fresh.state == "active" and fresh.model == model, where
+        assert event_types(deps.publisher, slot.run_id, topic) >= expected, where
+        clear(name)
