@@ -18,8 +18,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import jwt
-
 log = logging.getLogger(__name__)
 
 ALGORITHMS = ["RS256"]          # what Entra ID signs access tokens with; "none" and HMAC are never accepted
@@ -105,8 +103,10 @@ class TokenVerifier:
         self._lock = threading.Lock()
 
     def verify(self, authorization: str | None) -> Caller:
+        import jwt  # here, not at module level: PyJWT + cryptography add ~90 ms to every worker's cold start
+
         token = _bearer(authorization)
-        unverified = _unverified_claims(token)
+        unverified = unverified_claims(token)
         try:
             key = self._keys().get_signing_key_from_jwt(token).key
             claims = jwt.decode(token, key, algorithms=ALGORITHMS, audience=list(self.settings.audiences),
@@ -132,6 +132,8 @@ class TokenVerifier:
                       roles=frozenset(str(r) for r in roles), person=bool(claims.get("scp")))
 
     def _keys(self) -> Any:
+        import jwt
+
         with self._lock:
             if self._jwks is None:
                 document = self._discovery()
@@ -167,8 +169,10 @@ def _bearer(authorization: str | None) -> str:
     return token.strip()
 
 
-def _unverified_claims(token: str) -> dict[str, Any]:
+def unverified_claims(token: str) -> dict[str, Any]:
     """The claims as the token states them, for naming who tried in a refusal; never for a decision."""
+    import jwt
+
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
     except jwt.InvalidTokenError:
