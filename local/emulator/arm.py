@@ -100,8 +100,10 @@ async def put_deployment(request: Request) -> Response:
 async def delete_deployment(request: Request) -> Response:
     account, emu = _account(request), _emu(request)
     op = deployments.delete(emu, account, request.path_params["name"])
-    if op is None:
+    if op is False:
         return Response(status_code=204)
+    if op is True:   # ARM's async operations guideline: a DELETE completed synchronously answers 200
+        return Response(status_code=200)
     return Response(status_code=202, headers=_op_headers(request, account, op))
 
 

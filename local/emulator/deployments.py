@@ -180,12 +180,17 @@ def create_or_update(
         return record, existing is None, op
 
 
-def delete(emu: Emulator, account: Account, name: str) -> Operation | None:
+def delete(emu: Emulator, account: Account, name: str) -> Operation | bool:
+    """The delete's operation to poll; True if it finished at once (deletion takes no time), False if there
+    was nothing to delete."""
     with emu.lock:
         record = emu.deployment(account.name, name)
         if record is None:
-            return None
+            return False
         now = emu.now()
+        if emu.durations.deletion <= 0:   # finished at once: ARM answers 200, no operation to poll
+            del emu.deployments[(account.name, name)]
+            return True
         record.state, record.delete_at = "Deleting", now + emu.durations.deletion
         op = Operation(id=emu.new_id("op", ""), account=account.name, deployment=name, kind="delete", created_at=now)
         emu.operations[op.id] = op

@@ -188,10 +188,10 @@ def test_polling_survives_a_crash_at_every_effect(stack: Any, emulator: Any) -> 
 # --- deploy ----------------------------------------------------------------------------------------------
 @pytest.fixture
 def instant_deployments(emulator: Any) -> Iterator[None]:
-    """Deployments provisioned at once: the number of cases, not ARM's pace, sets the test's time."""
-    emulator.control.config(deployment=0)
+    """Deployments provisioned and deleted at once: the number of cases, not ARM's pace, sets the test's time."""
+    emulator.control.config(deployment=0, deletion=0)
     yield
-    emulator.control.config(deployment=0.5)
+    emulator.control.config(deployment=0.5, deletion=0.3)
 
 
 @pytest.fixture(scope="module")
@@ -335,3 +335,62 @@ def test_keepalive_healing_survives_a_crash_at_every_effect(stack: Any, emulator
         assert fresh.state == "active" and fresh.model == model, where
         assert event_types(deps.publisher, slot.run_id, topic) >= expected, where
         clear(name)
+
+
+# --- evaluate --------------------------------------------------------------------------------------------
+def test_evaluation_survives_a_crash_at_every_effect(stack: Any, emulator: Any, instant_deployments: None,
+                                                     crash_model: str) -> None:
+    """Kept small (three held-out lines, the final model against the base, no champion): the case count, not
+    the evaluation, sets the time. Every case ends evaluated, with one deploy request, its report, and no
+    evaluation deployment left on the hub."""
+    import uuid
+
+    from shared.evaluation import handle_evaluate
+    from shared.messages import EvaluateRequest
+    from shared.registry import RunRecord
+    from tests.integration.test_deployment_emulator import QA
+    deps, model = stack, crash_model
+    topic = deps.settings.events_topic
+    lines = "\n".join(json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
+                      for q, a in QA[:3])
+
+    def trained_run() -> str:
+        run_id = f"ev-{uuid.uuid4().hex[:8]}"
+        eval_path = f"{run_id}/data/eval.jsonl"
+        deps.blobs.get_blob_client(deps.settings.reports_container, eval_path).upload_blob(lines)
+        settings = {"base_model": "gpt-4.1-mini-2025-04-14", "evaluation": {"champion": False},
+                    "thresholds": {"min_score": 0.0, "min_improvement": -1.0, "max_error_rate": 1.0,
+                                   "max_content_filter_rate": 1.0}}
+        deps.registry.create_run(RunRecord(run_id=run_id, source=f"datasets/{run_id}.jsonl", state=states.TRAINED,
+                                           fine_tuned_model=model, job_id=f"ftjob-{run_id}", settings=settings,
+                                           environments=["dev"], data_files={"eval": eval_path}), actor="test")
+        return run_id
+
+    def evaluate(run_id: str) -> Callable[[Any], Any]:
+        return lambda d: handle_evaluate(EvaluateRequest(run_id=run_id), d)
+
+    def redeliver(run_id: str) -> Callable[[Any], Any]:
+        def again(d: Any) -> None:
+            expire_claims(d)
+            handle_evaluate(EvaluateRequest(run_id=run_id), d)
+        return again
+
+    def left_on_hub(run_id: str) -> list[str]:
+        return [d["name"] for d in emulator.control.state()["hub_deployments"]
+                if (d.get("tags") or {}).get("ftops-run") == run_id]
+
+    clean = trained_run()
+    points, seen = cases(evaluate(clean), deps)
+    expected = event_types(deps.publisher, clean, topic)
+    assert deps.registry.require_run(clean).state == states.EVALUATED
+    for at, when in points:
+        run_id = trained_run()
+        fired = crash_then_redeliver(deps, evaluate(run_id), at, when, redeliver(run_id))
+        where = f"{fired} (effect {at} of {seen})"
+        run = deps.registry.require_run(run_id)
+        assert run.state == states.EVALUATED and run.chosen_model, where
+        assert len({e.id for e in deps.publisher.about(run_id, deps.settings.deploy_queue)}) == 1, where
+        assert event_types(deps.publisher, run_id, topic) >= expected and not run.outbox, where
+        assert left_on_hub(run_id) == [], where                 # no evaluation deployment leaks hub quota
+        report = deps.blobs.get_blob_client(deps.settings.reports_container, f"{run_id}/evaluation.json")
+        assert json.loads(report.download_blob().readall())["run_id"] == run_id, where
