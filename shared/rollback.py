@@ -3,6 +3,7 @@ before) and retire (remove them everywhere).
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
@@ -10,7 +11,7 @@ from shared import spokes, states
 from shared.deployment import ACTOR, deployment_tags, parallel
 from shared.events import advance, publish
 from shared.handling import PermanentError
-from shared.messages import RollbackCommand, RunCommand
+from shared.messages import RollbackCommand, RunCommand, run_event
 from shared.registry import DeploymentRecord, now_iso
 from shared.topology import Target, Topology, load_topology
 
@@ -77,14 +78,34 @@ def rollback(command: RollbackCommand, deps: Any) -> None:
     detail = {"environment": env.name, "deployment": slots[0].deployment, "from_model": slots[0].model,
               "to_model": slots[0].previous_model, "to_run": slots[0].previous_run_id, "reason": command.reason,
               "targets": results}
+    # recorded and held before the slots are rewritten: a crash after that leaves nothing to roll back for a
+    # redelivery to find, so the audit and the event must already be kept (ids stable across redeliveries)
+    detail["rollback_id"] = _rollback_id(deps, run_id, detail)
+    _audit_once(deps, run_id, "deployment.rolled_back", actor, detail)
+    if detail["to_run"]:
+        _audit_once(deps, detail["to_run"], "deployment.restored", actor, detail)
+    event = run_event("rolled_back", run_id, detail, event_id=detail["rollback_id"])
+    deps.registry.hold_event(event.id, deps.settings.events_topic, event.to_json())
     for slot, result in zip(slots, results):
         deps.registry.update_deployment(slot, model=slot.previous_model, run_id=slot.previous_run_id,
                                         previous_model=None, previous_run_id=None, tags=result["tags"],
                                         last_ping=now_iso(), last_ping_ok=True)
-    deps.registry.audit(run_id, "deployment.rolled_back", actor=actor, detail=detail)
-    if detail["to_run"]:
-        deps.registry.audit(detail["to_run"], "deployment.restored", actor=actor, detail=detail)
-    publish(deps, run_id, "rolled_back", detail)
+    deps.publisher.send(deps.settings.events_topic, event)
+    deps.registry.unmark_outbox("event", event.id)
+
+
+def _rollback_id(deps: Any, run_id: str, detail: dict[str, Any]) -> str:
+    """The same for every delivery of one rollback (the run is not rewritten by it), new for a later one."""
+    run = deps.registry.get_run(run_id)
+    about = [run_id, detail["environment"], detail["deployment"], detail["from_model"], detail["to_model"],
+             run.updated_at if run else ""]
+    return hashlib.sha256("|".join(map(str, about)).encode()).hexdigest()[:32]
+
+
+def _audit_once(deps: Any, run_id: str, action: str, actor: str, detail: dict[str, Any]) -> None:
+    if not any(a["action"] == action and a["detail"].get("rollback_id") == detail["rollback_id"]
+               for a in deps.registry.audit_trail(run_id)):
+        deps.registry.audit(run_id, action, actor=actor, detail=detail)
 
 
 def retire(command: RunCommand, deps: Any) -> None:

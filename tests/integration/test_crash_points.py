@@ -28,12 +28,17 @@ SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "support-bot.jsonl"
 REDELIVERIES = 4
 
 
-def cases(handler: Callable[[Any], Any], deps: Any) -> tuple[list[tuple[int, str]], list[str]]:
-    """Every (effect, before|after) of one clean run of `handler` (which gets deps, returns nothing)."""
+def cases(handler: Callable[[Any], Any], deps: Any, *, every_before: bool = True
+          ) -> tuple[list[tuple[int, str]], list[str]]:
+    """Every (effect, before|after) of one clean run of `handler` (which gets deps, returns nothing).
+
+    `every_before=False` keeps only the first "before": dying before effect i leaves the world as dying
+    after effect i-1 does (only reads and uncounted calls lie between), so those cases repeat others."""
     effects = Effects()
     handler(faulty(deps, effects))
     assert effects.seen, "the clean run had no external effect to fail"
-    return [(i, when) for i in range(len(effects.seen)) for when in ("before", "after")], effects.seen
+    return [(i, when) for i in range(len(effects.seen)) for when in ("before", "after")
+            if every_before or when == "after" or i == 0], effects.seen
 
 
 def crash_then_redeliver(deps: Any, handler: Callable[[Any], Any], at: int, when: str,
@@ -380,7 +385,7 @@ def test_evaluation_survives_a_crash_at_every_effect(stack: Any, emulator: Any, 
                 if (d.get("tags") or {}).get("ftops-run") == run_id]
 
     clean = trained_run()
-    points, seen = cases(evaluate(clean), deps)
+    points, seen = cases(evaluate(clean), deps, every_before=False)
     expected = event_types(deps.publisher, clean, topic)
     assert deps.registry.require_run(clean).state == states.EVALUATED
     for at, when in points:
@@ -394,3 +399,126 @@ def test_evaluation_survives_a_crash_at_every_effect(stack: Any, emulator: Any, 
         assert left_on_hub(run_id) == [], where                 # no evaluation deployment leaks hub quota
         report = deps.blobs.get_blob_client(deps.settings.reports_container, f"{run_id}/evaluation.json")
         assert json.loads(report.download_blob().readall())["run_id"] == run_id, where
+
+
+# --- commands (cancel; retire and rollback, the operator path) -------------------------------------------
+def test_a_cancel_command_survives_a_crash_at_every_effect(stack: Any, emulator: Any) -> None:
+    from shared.commands import handle_command
+    from shared.messages import RunCommand, envelope
+    deps = stack
+    topic = deps.settings.events_topic
+
+    def training_run() -> str:   # (no reset of the hub: the module's trained models must stay)
+        emulator.control.config(file_processing=0)
+        run_id = make_run(deps, train=10, validation=0)
+        training.handle_train(TrainRequest(run_id=run_id), deps)
+        return run_id
+
+    def cancel(run_id: str) -> Callable[[Any], Any]:
+        event = envelope(RunCommand(run_id=run_id, reason="wrong data"), type_="ftops.command.cancel")
+        return lambda d: handle_command(event, parse_message(event.to_json())[1], d)
+
+    clean = training_run()
+    points, seen = cases(cancel(clean), deps, every_before=False)
+    expected = event_types(deps.publisher, clean, topic)
+    assert deps.registry.require_run(clean).state == states.CANCELLED
+    for at, when in points:
+        created = emulator.control.state()["jobs_created"]
+        run_id = training_run()
+        fired = crash_then_redeliver(deps, cancel(run_id), at, when)
+        poll_tick(deps)   # what the next tick does with a cancelled run's job
+        where = f"{fired} (effect {at} of {seen})"
+        run = deps.registry.require_run(run_id)
+        assert run.state == states.CANCELLED and not run.outbox, where
+        hub = emulator.control.state()
+        assert hub["jobs_created"] == created + 1, where                                  # one job
+        assert [j["status"] for j in hub["jobs"] if j["id"] == run.job_id] == ["cancelled"], where   # not billing
+        assert run_id not in dict(deps.registry.tracked_jobs()), where
+        assert event_types(deps.publisher, run_id, topic) >= expected, where
+
+
+def test_retiring_survives_a_crash_at_every_effect(stack: Any, emulator: Any, instant_deployments: None,
+                                                  crash_model: str) -> None:
+    from shared.messages import RunCommand
+    from shared.rollback import retire
+    from tests.integration.test_deployment_emulator import add_run, served
+    deps, model = stack, crash_model
+    topic = deps.settings.events_topic
+
+    def deployed(name: str) -> str:
+        run_id = add_run(deps, model, name=name)
+        handle_deploy(DeployRequest(run_id=run_id, environment="dev"), deps)
+        return run_id
+
+    def command(run_id: str) -> Callable[[Any], Any]:   # the operator API's call, retried by the CLI
+        return lambda d: retire(RunCommand(run_id=run_id, requested_by="operator", reason="done"), d)
+
+    clean = deployed("rt-clean")
+    points, seen = cases(command(clean), deps, every_before=False)
+    expected = event_types(deps.publisher, clean, topic)
+    assert deps.registry.require_run(clean).state == states.RETIRED
+    for at, when in points:
+        name = f"rt-{at}-{when}"
+        run_id = deployed(name)
+        fired = crash_then_redeliver(deps, command(run_id), at, when)
+        where = f"{fired} (effect {at} of {seen})"
+        assert deps.registry.require_run(run_id).state == states.RETIRED, where
+        assert served(emulator, name) == {}, where                       # nothing left billing on a spoke
+        assert {s.state for s in deps.registry.list_deployments(run_id=run_id)} == {"retired"}, where
+        assert event_types(deps.publisher, run_id, topic) >= expected, where
+
+
+@pytest.fixture(scope="module")
+def crash_model_2(emulator: Any) -> str:
+    from tests.integration.test_deployment_emulator import _train
+    return _train(emulator, "crash2")
+
+
+def test_a_rollback_survives_a_crash_at_every_effect(stack: Any, emulator: Any, instant_deployments: None,
+                                                     crash_model: str, crash_model_2: str) -> None:
+    from shared import spokes
+    from shared.deployment import deployment_tags
+    from shared.messages import RollbackCommand
+    from shared.registry import DeploymentRecord
+    from shared.rollback import rollback
+    from shared.topology import load_topology
+    from tests.integration.test_deployment_emulator import DEV, add_run, served
+    deps = stack
+    topic = deps.settings.events_topic
+
+    targets = load_topology(deps.settings).environment("dev").targets
+
+    def replaced(name: str) -> tuple[str, str]:
+        """What deploying the newer run over the older one leaves (written directly: the deploy stage has
+        its own case): the spokes serve the newer model, each slot remembers the older one."""
+        older, newer = add_run(deps, crash_model, name=name), add_run(deps, crash_model_2, name=name)
+        tags = deployment_tags(deps.registry.require_run(newer), crash_model_2, "dev")
+        for t in targets:
+            spokes.deploy(deps, t, name, crash_model_2, tags=tags, sku=t.sku, capacity=t.capacity)
+            deps.registry.save_deployment(DeploymentRecord(
+                environment="dev", account=t.account, deployment=name, region=t.region, subscription=t.subscription,
+                resource_group=t.resource_group, run_id=newer, model=crash_model_2, previous_model=crash_model,
+                previous_run_id=older, sku=t.sku, capacity=t.capacity, tags=tags))
+        return older, newer
+
+    def command(run_id: str) -> Callable[[Any], Any]:
+        return lambda d: rollback(RollbackCommand(environment="dev", run_id=run_id, requested_by="operator",
+                                                  reason="worse answers"), d)
+
+    _, clean = replaced("rb-clean")
+    points, seen = cases(command(clean), deps, every_before=False)
+    expected = event_types(deps.publisher, clean, topic)
+    assert "ftops.run.rolled_back" in expected
+    for at, when in points:
+        name = f"rb-{at}-{when}"
+        older, newer = replaced(name)
+        fired = crash_then_redeliver(deps, command(newer), at, when)
+        where = f"{fired} (effect {at} of {seen})"
+        on_spokes = served(emulator, name)
+        assert set(on_spokes) == set(DEV) and {d["model"] for d in on_spokes.values()} == {crash_model}, where
+        slots = deps.registry.list_deployments(run_id=older, state="active")
+        assert sorted(s.account for s in slots) == sorted(DEV), where
+        assert event_types(deps.publisher, newer, topic) >= expected, where
+        assert "deployment.rolled_back" in {a["action"] for a in deps.registry.audit_trail(newer)}, where
+        for account in DEV:
+            emulator.control.vanish(account, name)

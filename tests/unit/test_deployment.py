@@ -116,6 +116,9 @@ class FakeRegistry(InMemoryClaims):
         self.audits.append({"run_id": run_id, "action": action, "actor": actor, "to_state": to_state,
                             "detail": detail or {}})
 
+    def audit_trail(self, run_id: str) -> list[dict[str, Any]]:
+        return [a for a in self.audits if a["run_id"] == run_id]
+
     def actions(self, run_id: str) -> list[str]:
         return [a["action"] for a in self.audits if a["run_id"] == run_id]
 
