@@ -168,6 +168,8 @@ def _keep(deps: Any, topology: Topology, slot: DeploymentRecord) -> tuple[str, d
         return _failed(deps, slot, f"{type(exc).__name__}: {exc}")
     except Exception as exc:  # noqa: BLE001 (after the client's own retries: counted, alert when repeated)
         return _failed(deps, slot, f"{type(exc).__name__}: {exc}")
+    if slot.healing_since:   # a tick re-created it and died before reporting it: finish that
+        return _healed(deps, target, slot)
     _record(deps, slot, last_ping=now_iso(), last_ping_ok=True, ping_failures=0)
     return "ok", None
 
@@ -175,35 +177,52 @@ def _keep(deps: Any, topology: Topology, slot: DeploymentRecord) -> tuple[str, d
 def _heal(deps: Any, target: Any, slot: DeploymentRecord) -> tuple[str, dict[str, Any] | None]:
     """The deployment vanished (inactivity, or someone deleted it): recreate it from the registry — if the
     registry still wants it. The tick works from a snapshot: `retire` or a rollback may have removed it on
-    purpose since, and re-creating it then would bring back what a person just took away."""
+    purpose since, and re-creating it then would bring back what a person just took away. So the slot is
+    claimed first (`healing_since`, a conditional write on the fresh read): a retire that marked it
+    `retiring` before makes the claim fail, and a retire that comes after waits for the claim (shared.rollback).
+    The claim also records the heal before ARM is called: a tick that dies after re-creating it leaves the
+    claim, and the next tick finishes the report (`_healed`)."""
     fresh = deps.registry.get_deployment(slot.environment, slot.account, slot.deployment)
     run = deps.registry.get_run(slot.run_id)
-    if fresh is None or fresh.state != "active" or fresh.model != slot.model or fresh.run_id != slot.run_id \
-            or (run is not None and run.state == states.RETIRED):
+
+    def still_wanted(current: DeploymentRecord) -> bool:
+        return current.state == "active" and current.model == slot.model and current.run_id == slot.run_id
+
+    if fresh is None or not still_wanted(fresh) or (run is not None and run.state == states.RETIRED):
         log.info("keep-alive: %s is gone and no longer wanted (retired or replaced meanwhile); not healed", slot.slot)
         return "skipped", None
-    detail: dict[str, Any] = {"slot": slot.slot, "account": slot.account, "region": slot.region,
-                              "deployment": slot.deployment, "model": slot.model}
-    # the event is held before the deployment is re-created (its id from the slot as read: a retry holds the
-    # same one): a crash after ARM re-created it still tells, through the outbox sweep, that it was healed
-    topic = deps.settings.events_topic
-    event_id = hashlib.sha256(f"healed|{slot.slot}|{slot.etag}".encode()).hexdigest()[:32]
-    deps.registry.hold_event(event_id, topic, run_event("deployment_healed", slot.run_id, detail,
-                                                        event_id=event_id).to_json())
+    try:
+        claimed = deps.registry.update_deployment(fresh, attempts=3, still_applies=still_wanted,
+                                                  healing_since=fresh.healing_since or now_iso())
+    except ConcurrencyError:
+        claimed = None
+    if claimed is None:   # changed since it was read (a retire marked it): look again next tick
+        log.info("keep-alive: %s changed while being claimed for healing; not healed this tick", slot.slot)
+        return "skipped", None
     try:
         spokes.deploy(deps, target, slot.deployment, slot.model, tags=slot.tags, sku=slot.sku,
                       capacity=slot.capacity)
-        # a healed deployment is a new one: as patient as a first deployment
-        smoke = spokes.smoke_test(deps, target, slot.deployment, timeout_s=deps.settings.smoke_timeout_seconds)
     except Exception as exc:  # noqa: BLE001 (counted and reported per deployment)
-        deps.registry.unmark_outbox("event", event_id)
-        return _failed(deps, slot, f"deployment is gone and recreating it failed: {exc}")
-    detail["smoke"] = smoke.evidence()
-    deps.registry.audit(slot.run_id, "deployment.healed", actor=ACTOR, detail=detail)
-    deps.publisher.send(topic, run_event("deployment_healed", slot.run_id, detail, event_id=event_id))
-    deps.registry.unmark_outbox("event", event_id)
+        return _failed(deps, claimed, f"deployment is gone and recreating it failed: {exc}", healing_since=None)
+    return _healed(deps, target, claimed)
+
+
+def _healed(deps: Any, target: Any, slot: DeploymentRecord) -> tuple[str, dict[str, Any] | None]:
+    """Report a re-created deployment (audit once, event with an id fixed by the claim) and release the
+    claim; a repeat after a crash adds nothing."""
+    # a healed deployment is a new one: as patient as a first deployment
+    smoke = spokes.smoke_test(deps, target, slot.deployment, timeout_s=deps.settings.smoke_timeout_seconds)
+    heal_id = hashlib.sha256(f"healed|{slot.slot}|{slot.healing_since}".encode()).hexdigest()[:32]
+    detail: dict[str, Any] = {"slot": slot.slot, "account": slot.account, "region": slot.region,
+                              "deployment": slot.deployment, "model": slot.model, "heal_id": heal_id,
+                              "smoke": smoke.evidence()}
+    if not any(a["action"] == "deployment.healed" and a["detail"].get("heal_id") == heal_id
+               for a in deps.registry.audit_trail(slot.run_id)):
+        deps.registry.audit(slot.run_id, "deployment.healed", actor=ACTOR, detail=detail)
+    deps.publisher.send(deps.settings.events_topic, run_event("deployment_healed", slot.run_id, detail,
+                                                              event_id=heal_id))
     now = now_iso()
-    _record(deps, slot, healed_at=now, last_ping=now, last_ping_ok=smoke.ok,
+    _record(deps, slot, healed_at=now, healing_since=None, last_ping=now, last_ping_ok=smoke.ok,
             ping_failures=0 if smoke.ok else slot.ping_failures + 1)
     return "healed", {"healed": True, "smoke_ok": smoke.ok}
 
@@ -225,9 +244,9 @@ def _expired(deps: Any, slot: DeploymentRecord) -> tuple[str, dict[str, Any] | N
     return "expired", {"expired": True}
 
 
-def _failed(deps: Any, slot: DeploymentRecord, error: str) -> tuple[str, dict[str, Any] | None]:
+def _failed(deps: Any, slot: DeploymentRecord, error: str, **also: Any) -> tuple[str, dict[str, Any] | None]:
     failures = slot.ping_failures + 1
-    _record(deps, slot, last_ping=now_iso(), last_ping_ok=False, ping_failures=failures)
+    _record(deps, slot, last_ping=now_iso(), last_ping_ok=False, ping_failures=failures, **also)
     alert = failures >= ALERT_AFTER
     log.warning("keep-alive of %s failed (%d in a row): %s", slot.slot, failures, error)
     if alert:

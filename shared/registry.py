@@ -92,7 +92,7 @@ class DeploymentRecord:
     model: str
     previous_model: str | None = None
     previous_run_id: str | None = None
-    state: str = "active"                # active | failed | rolled_back | retired
+    state: str = "active"                # active | failed | rolled_back | retiring | retired
     sku: str = "standard"
     capacity: int = 1
     tags: dict[str, str] = field(default_factory=dict)
@@ -101,6 +101,7 @@ class DeploymentRecord:
     last_ping_ok: bool | None = None
     ping_failures: int = 0
     healed_at: str | None = None
+    healing_since: str | None = None     # keep-alive is re-creating it (retire waits); set before ARM is called
     etag: str | None = None
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared import spokes, states
@@ -12,7 +13,7 @@ from shared.deployment import ACTOR, deployment_tags, parallel
 from shared.events import advance, publish
 from shared.handling import PermanentError
 from shared.messages import RollbackCommand, RunCommand, run_event
-from shared.registry import DeploymentRecord, now_iso
+from shared.registry import ConcurrencyError, DeploymentRecord, now_iso
 from shared.topology import Target, Topology, load_topology
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,11 @@ def retire(command: RunCommand, deps: Any) -> None:
     if not states.can_transition(run.state, states.RETIRED):
         raise PermanentError(f"run {run.run_id} is {run.state!r} and cannot be retired now")
     topology = load_topology(deps.settings)
-    slots = deps.registry.list_deployments(run_id=run.run_id, state="active")
+    # marked `retiring` before ARM is asked: a keep-alive tick working from an older read then never
+    # re-creates what is being removed; a slot it is re-creating right now is waited for (retried)
+    slots = [_retiring(deps, run.run_id, s) for s in deps.registry.list_deployments(run_id=run.run_id)
+             if s.state in ("active", "retiring")]
+    slots = [s for s in slots if s is not None]
 
     def remove(slot: DeploymentRecord) -> dict[str, Any]:
         try:
@@ -139,6 +144,29 @@ def retire(command: RunCommand, deps: Any) -> None:
         raise spokes.SpokeError(f"retire {run.run_id}: " + "; ".join(f"{r['slot']}: {r['error']}" for r in failed))
     advance(deps, run.run_id, states.RETIRED, actor=command.requested_by or ACTOR,
             detail={"deployments": results, "reason": command.reason})
+
+
+HEAL_WAIT = timedelta(minutes=30)   # a keep-alive heal claim older than this belongs to a tick that died
+
+
+def _retiring(deps: Any, run_id: str, slot: DeploymentRecord) -> DeploymentRecord | None:
+    """The slot marked `retiring` (conditionally); None if another run took it over meanwhile."""
+    def ours(current: DeploymentRecord) -> bool:
+        return current.run_id == run_id and current.state in ("active", "retiring")
+
+    for _ in range(5):
+        if slot.healing_since and datetime.fromisoformat(slot.healing_since) > datetime.now(UTC) - HEAL_WAIT:
+            raise spokes.SpokeError(f"retire {run_id}: keep-alive is re-creating {slot.slot} right now; retried")
+        if slot.state == "retiring":
+            return slot
+        try:
+            return deps.registry.update_deployment(slot, attempts=1, state="retiring")
+        except ConcurrencyError:   # changed since read (a heal claimed it?): read again, decide again
+            fresh = deps.registry.get_deployment(slot.environment, slot.account, slot.deployment)
+            if fresh is None or not ours(fresh):
+                return None
+            slot = fresh
+    raise ConcurrencyError(f"retire {run_id}: {slot.slot} keeps changing; retried")
 
 
 def _target_of(topology: Topology, slot: DeploymentRecord) -> Target:

@@ -337,8 +337,10 @@ def test_keepalive_healing_survives_a_crash_at_every_effect(stack: Any, emulator
         on_spokes = served(emulator, name)
         assert set(on_spokes) == set(DEV) and {d["model"] for d in on_spokes.values()} == {model}, where
         fresh = deps.registry.get_deployment("dev", DEV[1], name)
-        assert fresh.state == "active" and fresh.model == model, where
+        assert fresh.state == "active" and fresh.model == model and fresh.healing_since is None, where
         assert event_types(deps.publisher, slot.run_id, topic) >= expected, where
+        healed = [a for a in deps.registry.audit_trail(slot.run_id) if a["action"] == "deployment.healed"]
+        assert len(healed) == 1, where           # the audit survives a crash after ARM re-created it, once
         clear(name)
 
 

@@ -1,0 +1,109 @@
+"""Races, interleaved deterministically: one handler is stopped at a chosen external effect while another
+runs to its end (or fails), then the first goes on. No sleeps: the interleaving is the effect's position.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from shared import keepalive, spokes, states
+from shared.deployment import handle_deploy
+from shared.messages import DeployRequest, RunCommand
+from shared.rollback import retire
+from shared.topology import load_topology
+from tests.integration.faults import Effects, faulty
+from tests.integration.test_deployment_emulator import DEV, add_run, served
+
+pytestmark = pytest.mark.integration
+
+
+class At(Effects):
+    """Runs `meanwhile` once, just before (or just after) the first effect named `name` takes effect."""
+
+    def __init__(self, name: str, meanwhile: Callable[[], Any], when: str = "before") -> None:
+        super().__init__()
+        self.name, self.meanwhile, self.when_ = name, meanwhile, when
+        self.ran = False
+
+    def call(self, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        self.seen.append(name)
+        hit = name == self.name and not self.ran
+        if hit and self.when_ == "before":
+            self.ran = True
+            self.meanwhile()
+        result = fn(*args, **kwargs)
+        if hit and self.when_ == "after":
+            self.ran = True
+            self.meanwhile()
+        return result
+
+
+@pytest.fixture
+def instant(emulator: Any) -> Iterator[None]:
+    emulator.control.config(deployment=0, deletion=0)
+    yield
+    emulator.control.config(deployment=0.5, deletion=0.3)
+
+
+@pytest.fixture(scope="module")
+def model(emulator: Any) -> str:
+    from tests.integration.test_deployment_emulator import _train
+    return _train(emulator, "race")
+
+
+def _deployed(deps: Any, model: str, name: str) -> str:
+    run_id = add_run(deps, model, name=name)
+    handle_deploy(DeployRequest(run_id=run_id, environment="dev"), deps)
+    return run_id
+
+
+def _retire(deps: Any, run_id: str) -> None:
+    retire(RunCommand(run_id=run_id, requested_by="operator", reason="done"), deps)
+
+
+def test_a_retire_while_keepalive_recreates_a_vanished_deployment_waits_and_removes_it(
+        make_deps: Callable[..., Any], emulator: Any, instant: None, model: str) -> None:
+    """The tick has decided to heal (the slot was active) and is about to ask ARM; the retire comes now."""
+    deps = make_deps()
+    run_id = _deployed(deps, model, "race-heal")
+    emulator.control.vanish(DEV[1], "race-heal")
+    snapshot = deps.registry.get_deployment("dev", DEV[1], "race-heal")
+    refused: list[Exception] = []
+
+    def retire_now() -> None:
+        try:
+            _retire(deps, run_id)
+        except spokes.SpokeError as exc:   # told to come back: the operator API answers so, the CLI retries
+            refused.append(exc)
+
+    tick = At("arm.deployments.begin_create_or_update", retire_now)
+    keepalive._keep(faulty(deps, tick), load_topology(deps.settings), snapshot)
+    assert tick.ran
+    if refused:            # the retire's retry, once the heal is done
+        _retire(deps, run_id)
+    assert deps.registry.require_run(run_id).state == states.RETIRED
+    assert served(emulator, "race-heal") == {}          # nothing re-created behind the retire's back
+    assert {s.state for s in deps.registry.list_deployments(run_id=run_id)} == {"retired"}
+
+
+def test_a_keepalive_tick_between_retires_delete_and_its_record_does_not_recreate(
+        make_deps: Callable[..., Any], emulator: Any, instant: None, model: str) -> None:
+    """The retire has deleted on ARM but not yet marked the slots; a tick working from an earlier read of
+    them finds the deployment gone and would heal it."""
+    deps = make_deps()
+    run_id = _deployed(deps, model, "race-retire")
+    topology = load_topology(deps.settings)
+    snapshots = [s for s in deps.registry.list_deployments(run_id=run_id)]   # the tick's earlier read
+    outcomes: list[str] = []
+
+    def tick_now() -> None:
+        outcomes.extend(keepalive._keep(deps, topology, s)[0] for s in snapshots)
+
+    retiring = At("arm.deployments.begin_delete", tick_now, when="after")
+    _retire(faulty(deps, retiring), run_id)
+    assert retiring.ran and "healed" not in outcomes, outcomes
+    assert deps.registry.require_run(run_id).state == states.RETIRED
+    assert served(emulator, "race-retire") == {}
+    assert {s.state for s in deps.registry.list_deployments(run_id=run_id)} == {"retired"}
