@@ -23,14 +23,16 @@ def advance(deps: Any, run_id: str, target: str, *, actor: str, detail: dict[str
     event = run_event(target, run_id, detail, event_id=uuid.uuid4().hex)
     pending = [outbox.entry(deps, run_id, deps.settings.events_topic, event)]
     pending += [outbox.entry(deps, run_id, queue, message) for queue, message in send]
-    deps.registry.mark_outbox(run_id)
+    ours = [p["id"] for p in pending]
+    deps.registry.mark_outbox(run_id, ours)
     run = deps.registry.transition(run_id, target, actor=actor, detail=detail, from_states=from_states,
                                    outbox=pending, **updates)
+    unwritten = set(ours) - {m.get("id") for m in run.outbox}   # a repeat: the run was already there
     if run.outbox:
         outbox.flush(deps, run_id, run.outbox)
         run = deps.registry.require_run(run_id)   # clearing the outbox wrote the run: its ETag moved on
-    else:
-        deps.registry.clear_outbox(run_id, ())    # nothing pending: only the marker goes
+    if unwritten:
+        deps.registry.clear_outbox(run_id, sorted(unwritten))   # nothing of ours to send: only our markers go
     log.info("run %s → %s", run_id, target)
     return run
 

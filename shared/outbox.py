@@ -4,8 +4,8 @@ A transition writes the messages it causes (its event on the topic, the next sta
 run's `outbox` in the same conditional write as the new state, then sends them and clears them. A crash in
 between leaves them in the run; whoever comes next sends them again with the same ids (subscribers and
 Service Bus duplicate detection drop the repeat): the redelivered message (`advance` finds the run already
-there and flushes), or the poll tick's `sweep`, which follows the `outbox` table's markers (written before
-the transition, removed once the outbox is empty). An event that is no transition (`events.publish`) is
+there and flushes), or the poll tick's `sweep`, which follows the `outbox` table's markers (one per message,
+written before the transition, removed once that message is sent). An event that is no transition (`events.publish`) is
 held in the `outbox` table itself until it is sent.
 """
 from __future__ import annotations
@@ -72,15 +72,15 @@ def sweep(deps: Any, *, grace_seconds: float = SWEEP_GRACE_SECONDS) -> int:
             if item["partition"] == "event":
                 deps.publisher.send(item["queue"], CloudEvent.model_validate_json(item["body"]))
                 deps.registry.unmark_outbox("event", item["row"])
-            else:
-                run = deps.registry.get_run(item["row"])
-                if run is None:
-                    deps.registry.unmark_outbox("run", item["row"])
-                else:
-                    if run.outbox:
-                        log.warning("run %s: sending %d message(s) a crash left in its outbox", run.run_id,
-                                    len(run.outbox))
+            else:   # a message's marker: run_id|message_id (a marker of a whole run, run_id, from before)
+                run_id, _, message_id = item["row"].rpartition("|") if "|" in item["row"] else (item["row"], "", "")
+                run = deps.registry.get_run(run_id)
+                if run is not None and run.outbox:
+                    log.warning("run %s: sending %d message(s) a crash left in its outbox", run.run_id,
+                                len(run.outbox))
                     flush(deps, run.run_id, run.outbox)
+                if run is None or not run.outbox or message_id not in {m.get("id") for m in run.outbox}:
+                    deps.registry.unmark_outbox("run", item["row"])   # sent, or never written (died before)
             handled += 1
         except Exception:
             log.exception("outbox sweep: %s/%s failed; the next sweep tries again", item["partition"], item["row"])

@@ -287,13 +287,17 @@ class Registry:
         return [(e["RowKey"], e["job_id"]) for e in self._tables["activejobs"].query_entities("PartitionKey eq 'job'")]
 
     # --- the outbox: messages written with a transition, sent after it (shared.outbox) -----------------
-    def mark_outbox(self, run_id: str) -> None:
-        """Note, before a transition, that the run may hold unsent messages: a sweep finds them after a crash."""
-        self._tables["outbox"].upsert_entity({"PartitionKey": "run", "RowKey": run_id, "marked_at": now_iso()},
-                                             mode=UpdateMode.REPLACE)
+    def mark_outbox(self, run_id: str, ids: Collection[str] = ()) -> None:
+        """Note, before a transition, that the run may hold these unsent messages: a sweep finds them after a
+        crash. One marker per message: a transition clearing its own messages never removes the marker of
+        another one being written at the same time (a marker per run would be deleted under its feet)."""
+        markers = [("upsert", {"PartitionKey": "run", "RowKey": f"{run_id}|{i}", "marked_at": now_iso()},
+                    {"mode": UpdateMode.REPLACE}) for i in ids]
+        if markers:
+            self._tables["outbox"].submit_transaction(markers)
 
     def clear_outbox(self, run_id: str, sent: Collection[str], *, attempts: int = 5) -> None:
-        """Drop the messages `sent` (by id) from the run's outbox; the marker goes once the outbox is empty."""
+        """Drop the messages `sent` (by id) from the run's outbox, then their markers."""
         for _ in range(attempts):
             run = self.get_run(run_id)
             if run is None:
@@ -305,10 +309,11 @@ class Registry:
                     self.save_run(run)
                 except ConcurrencyError:
                     continue
-            if not left:
-                self.unmark_outbox("run", run_id)
-            return
-        raise ConcurrencyError(f"run {run_id}: too many concurrent updates while clearing its outbox")
+            break
+        else:
+            raise ConcurrencyError(f"run {run_id}: too many concurrent updates while clearing its outbox")
+        for message_id in sent:
+            self.unmark_outbox("run", f"{run_id}|{message_id}")
 
     def unmark_outbox(self, partition: str, row: str) -> None:
         try:

@@ -107,3 +107,53 @@ def test_a_keepalive_tick_between_retires_delete_and_its_record_does_not_recreat
     assert deps.registry.require_run(run_id).state == states.RETIRED
     assert served(emulator, "race-retire") == {}
     assert {s.state for s in deps.registry.list_deployments(run_id=run_id)} == {"retired"}
+
+
+class _Sends(list):
+    """A publisher remembering what it sent, that dies (Crash) at the send numbered `die_at` (from 0)."""
+
+    def __init__(self, inner: Any, die_at: int | None = None) -> None:
+        super().__init__()
+        self.inner, self.die_at, self.calls = inner, die_at, 0
+
+    def send(self, queue: str, event: Any, *, delay_seconds: float = 0) -> None:
+        from tests.integration.faults import Crash
+        self.calls += 1
+        if self.calls - 1 == self.die_at:
+            raise Crash("died before sending")
+        self.inner.send(queue, event, delay_seconds=delay_seconds)
+        self.append(event.type)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_transition_finishing_meanwhile_does_not_drop_another_ones_outbox_marker(
+        make_deps: Callable[..., Any]) -> None:
+    """B marks its messages; A transitions, sends and clears in full; B writes its transition and dies before
+    sending. The sweep must still find B's event (its marker is B's own)."""
+    import dataclasses
+
+    from shared import outbox
+    from shared.events import advance
+    from tests.integration.faults import Crash
+    from tests.integration.test_training import make_run
+    deps = make_deps()
+    run_id = make_run(deps)                                       # accepted
+    sends = _Sends(deps.publisher)
+    deps = dataclasses.replace(deps, publisher=sends)
+    dying = dataclasses.replace(deps, publisher=_Sends(sends, die_at=0))
+
+    def a_finishes() -> None:
+        advance(deps, run_id, states.UPLOADING, actor="a")
+
+    b = At("registry.transition", a_finishes)
+    with pytest.raises(Crash):
+        advance(faulty(dying, b), run_id, states.TRAINING, actor="b")
+    assert b.ran and deps.registry.require_run(run_id).state == states.TRAINING
+    assert "ftops.run.training" not in sends                      # B died before sending it
+
+    outbox.sweep(deps, grace_seconds=0)                           # the next poll tick
+
+    assert "ftops.run.training" in sends
+    assert deps.registry.require_run(run_id).outbox == [] and deps.registry.outbox_entries() == []

@@ -29,7 +29,7 @@ class InMemoryClaims:
     def release(self, key: str) -> None:
         self.keys.pop(key, None)
 
-    def mark_outbox(self, run_id: str) -> None:
+    def mark_outbox(self, run_id: str, ids: Any = ()) -> None:
         pass
 
     def clear_outbox(self, run_id: str, sent: Any) -> None:
