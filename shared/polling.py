@@ -127,7 +127,9 @@ def _poll_safely(deps: Any, hub: Any, run_id: str, job_id: str, *, reads: Execut
 def poll_job(deps: Any, hub: Any, run_id: str, job_id: str, *, reads: Executor | None = None) -> tuple[str, int]:
     run = deps.registry.get_run(run_id)
     if run is not None and run.job_id is None and run.state in STARTABLE:
-        return "starting", 0   # tracked just before the train handler records it: it will (or its retry will)
+        # tracked by the train handler before it recorded the job: adopted here, in case it never will
+        from shared.training import adopt_unrecorded
+        return adopt_unrecorded(deps, hub, run, job_id), 0
     if run is None or run.job_id != job_id:
         deps.registry.untrack_job(run_id)   # a stale index entry (retrained, or the run is gone)
         return "stale", 0

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import random
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -49,6 +50,7 @@ TRAINABLE_ROLES = ("train", "validation")      # eval stays held out: it never g
 CLAIM_TTL_SECONDS = 3600                        # uploads of large files can take a while
 QUOTA_BACKOFF_SECONDS = (60.0, 1800.0)          # first wait, longest wait (doubling, with jitter)
 BUSY_RETRY_SECONDS = 30.0                       # another worker holds the key: look again this much later
+CREATING = "creating"                           # the poller's index entry while the job is being created
 
 
 # --- the job key -------------------------------------------------------------------------------------
@@ -150,6 +152,9 @@ def _create_or_adopt(deps: Any, hub: Hub, run_id: str, key: str, settings: RunSe
     if job is not None:
         log.info("run %s: the hub already has job %s for key %s; adopting it", run_id, job.id, key[:12])
     else:
+        # followed before it exists: if this worker dies (its message dead-lettered) once the hub has the job,
+        # the poller finds it from the recorded files and adopts it (adopt_unrecorded), never a billed orphan
+        deps.registry.track_job(run_id, CREATING)
         job = hub.create_job(spec)
         log.info("run %s: created job %s for key %s", run_id, job.id, key[:12])
     _adopt(deps, hub, run_id, key, job.id, hub_files, job_status=job.status)
@@ -192,6 +197,31 @@ def _adopt(deps: Any, hub: Hub, run_id: str, key: str, job_id: str, hub_files: d
             raise
         log.info("run %s: job %s was already recorded", run_id, job_id)
     deps.registry.complete(claim_name(key), {"job_id": job_id, "hub_files": hub_files, "run_id": run_id})
+
+
+def adopt_unrecorded(deps: Any, hub: Any, run: RunRecord, job_id: str) -> str:
+    """The poller's half of exactly-once: a job the train handler followed (or was creating, `CREATING`) but
+    never recorded on the run — it died, its message was dead-lettered — is adopted here. Safe while the
+    handler is still at work: whichever records the job first wins, the other finds it recorded (`_adopt`).
+    Returns adopted | starting (nothing on the hub yet) | stale (nothing came of it for a claim's lifetime)."""
+    if job_id == CREATING:
+        job = None
+        if run.job_key and run.hub_files.get("train"):
+            spec = job_spec(_settings(run), run.hub_files)
+            job = hub.find_job(training_file=spec.training_file, validation_file=spec.validation_file,
+                               model=spec.model)
+        if job is None:
+            age = datetime.now(UTC) - datetime.fromisoformat(run.updated_at)
+            if age.total_seconds() < CLAIM_TTL_SECONDS:
+                return "starting"
+            deps.registry.untrack_job(run.run_id)   # its handler is gone and made no job: `status --stuck` shows it
+            return "stale"
+        job_id = job.id
+    if not run.job_key:
+        return "starting"
+    log.warning("run %s: adopting job %s, which its train handler never recorded", run.run_id, job_id)
+    _adopt(deps, hub, run.run_id, run.job_key, job_id, dict(run.hub_files))
+    return "adopted"
 
 
 def _wait_for_quota(deps: Any, run_id: str, attempt: int, exc: HubQuotaExceeded) -> None:

@@ -158,6 +158,31 @@ def test_training_survives_a_crash_at_every_effect(stack: Any, emulator: Any) ->
         assert event_types(deps.publisher, run_id, topic) >= expected and not run.outbox, where
 
 
+@pytest.mark.parametrize("dies_after", ["jobs.create", "registry.track_job"], ids=["created", "followed"])
+def test_a_job_whose_train_message_was_dead_lettered_is_adopted_by_the_poller(stack: Any, emulator: Any,
+                                                                             dies_after: str) -> None:
+    """The hub has the job, the run does not know it, and the train message is gone (dead-lettered): no
+    redelivery. The next poll tick adopts the job: the run is training it and the poller follows it."""
+    deps = stack
+    emulator.control.reset()
+    emulator.control.config(file_processing=0)
+    run_id = make_run(deps, train=10, validation=0)
+    _, seen = cases(lambda d: training.handle_train(TrainRequest(run_id=run_id), d), deps)
+    at = max(i for i, name in enumerate(seen) if name.endswith(dies_after))
+    run_id = make_run(deps, train=10, validation=0)
+    with pytest.raises(Crash):
+        training.handle_train(TrainRequest(run_id=run_id), faulty(deps, Effects(fail_at=at, when="after")))
+    jobs = [j["id"] for j in emulator.control.state()["jobs"]]
+    assert len(jobs) == 2 and deps.registry.require_run(run_id).job_id is None   # billed, unrecorded
+
+    poll_tick(deps)
+
+    run = deps.registry.require_run(run_id)
+    assert run.state == states.TRAINING and run.job_id == jobs[-1]
+    assert (run_id, run.job_id) in deps.registry.tracked_jobs()
+    assert "ftops.run.training" in event_types(deps.publisher, run_id, deps.settings.events_topic)
+
+
 # --- poll ------------------------------------------------------------------------------------------------
 def test_polling_survives_a_crash_at_every_effect(stack: Any, emulator: Any) -> None:
     deps = stack
