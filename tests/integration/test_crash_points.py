@@ -549,3 +549,54 @@ def test_a_rollback_survives_a_crash_at_every_effect(stack: Any, emulator: Any, 
         assert "deployment.rolled_back" in {a["action"] for a in deps.registry.audit_trail(newer)}, where
         for account in DEV:
             emulator.control.vanish(account, name)
+
+
+# --- a real process killed at an effect ------------------------------------------------------------------
+KILLED_WORKER = """
+import os, pickle, signal, sys
+from shared import training
+from shared.bootstrap import build_deps
+from shared.messages import TrainRequest
+from tests.integration.faults import Effects, faulty
+
+class KillAfter(Effects):
+    def call(self, name, fn, *args, **kwargs):
+        result = fn(*args, **kwargs)
+        if name.endswith(sys.argv[2]):
+            os.kill(os.getpid(), signal.SIGKILL)   # no except, no finally, no atexit: the worker is gone
+        return result
+
+deps = build_deps(pickle.loads(sys.stdin.buffer.read()))
+training.handle_train(TrainRequest(run_id=sys.argv[1]), faulty(deps, KillAfter()))
+"""
+
+
+def test_a_train_worker_killed_after_creating_the_job_leaves_one_job_that_its_redelivery_adopts(
+        stack: Any, emulator: Any) -> None:
+    """Not an exception: the process dies (SIGKILL) right after the hub created the job, so no cleanup of
+    any kind runs — the claim stays taken, nothing is released. The redelivery (once the claim expired)
+    must adopt that job, not create a second one."""
+    import os
+    import pickle
+    import signal
+    import subprocess
+    import sys
+    deps = stack
+    emulator.control.reset()
+    emulator.control.config(file_processing=0)
+    run_id = make_run(deps, train=10, validation=0)
+    root = Path(__file__).resolve().parents[2]
+    worker = subprocess.run([sys.executable, "-c", KILLED_WORKER, run_id, "jobs.create"], cwd=root,
+                            input=pickle.dumps(deps.settings), capture_output=True, timeout=120, check=False,
+                            env={**os.environ, "PYTHONPATH": str(root)})
+    assert worker.returncode == -signal.SIGKILL, worker.stderr.decode()[-2000:]
+    created = [j["id"] for j in emulator.control.state()["jobs"]]
+    assert len(created) == 1 and deps.registry.require_run(run_id).job_id is None
+
+    expire_claims(deps)
+    training.handle_train(TrainRequest(run_id=run_id), deps)   # the message's redelivery
+
+    run = deps.registry.require_run(run_id)
+    assert run.state == states.TRAINING and run.job_id == created[0]
+    assert [j["id"] for j in emulator.control.state()["jobs"]] == created             # still one job
+    assert (run_id, run.job_id) in deps.registry.tracked_jobs()
