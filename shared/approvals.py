@@ -16,9 +16,10 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from shared import states
 from shared.access import AccessDenied, Caller, approver_role, is_object_id
-from shared.events import advance, publish
+from shared.events import advance
 from shared.handling import PermanentError
-from shared.messages import DeployRequest, deploy_message_id, envelope
+from shared.messages import DeployRequest, deploy_message_id, envelope, run_event
+from shared.outbox import send_held
 from shared.registry import ConcurrencyError, RunRecord, now_iso
 from shared.topology import Environment, load_topology
 
@@ -69,8 +70,9 @@ def approve(deps: Any, caller: Caller, run_id: str, environment: str, *, ticket:
     existing = run.approvals.get(env.name)
     if existing and all(existing.get(k) == evidence[k] for k in ("approver_oid", "ticket", "model",
                                                                  "evaluation_report_hash")):
-        if run.state == states.awaiting_approval(env.name):
-            send_deploy(deps, run.run_id, env.name, model=existing.get("model"))   # a repeat: make sure it went out
+        if run.state == states.awaiting_approval(env.name):   # a repeat: finish what the first may not have
+            _announce(deps, caller, run_id, existing)
+            send_deploy(deps, run.run_id, env.name, model=existing.get("model"))
         return existing
     if run.state != states.awaiting_approval(env.name):
         raise Refused(f"run {run_id} is {run.state!r}, not awaiting approval for {env.name!r}")
@@ -89,10 +91,21 @@ def approve(deps: Any, caller: Caller, run_id: str, environment: str, *, ticket:
             continue
     else:
         raise ConcurrencyError(f"run {run_id}: too many concurrent updates while approving")
-    deps.registry.audit(run_id, "approval.granted", actor=caller.actor, detail=evidence)
-    publish(deps, run_id, "approved", evidence)
+    _announce(deps, caller, run_id, evidence)
     send_deploy(deps, run_id, env.name, model=evidence["model"])
     return evidence
+
+
+def _announce(deps: Any, caller: Caller, run_id: str, evidence: dict[str, Any]) -> None:
+    """The approval's audit record and event, once each: named by the recorded evidence's time, so a repeat
+    after a crash (the approval saved, nothing told yet) tells it, and a second repeat adds nothing."""
+    if not any(a["action"] == "approval.granted" and a["detail"].get("at") == evidence.get("at")
+               and a["detail"].get("environment") == evidence.get("environment")
+               for a in deps.registry.audit_trail(run_id)):
+        deps.registry.audit(run_id, "approval.granted", actor=caller.actor, detail=evidence)
+    event_id = hashlib.sha256(f"approved|{run_id}|{evidence.get('environment')}|{evidence.get('at')}".encode())
+    send_held(deps, deps.settings.events_topic, run_event("approved", run_id, evidence,
+                                                           event_id=event_id.hexdigest()[:32]))
 
 
 def reject(deps: Any, caller: Caller, run_id: str, environment: str, *, reason: str,

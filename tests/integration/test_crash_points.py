@@ -600,3 +600,38 @@ def test_a_train_worker_killed_after_creating_the_job_leaves_one_job_that_its_re
     assert run.state == states.TRAINING and run.job_id == created[0]
     assert [j["id"] for j in emulator.control.state()["jobs"]] == created             # still one job
     assert (run_id, run.job_id) in deps.registry.tracked_jobs()
+
+
+@pytest.mark.parametrize("decision", ["approve", "reject"])
+def test_an_approval_decision_survives_a_crash_at_every_effect(stack: Any, decision: str) -> None:
+    """The operator API's approve and reject (the CLI repeats the request after a failure)."""
+    from shared import approvals
+    from tests.integration.test_deployment_emulator import APPROVER, add_run
+    deps, model = stack, "gpt-4.1-mini-2025-04-14.ft-approval"
+    topic = deps.settings.events_topic
+
+    def decide(run_id: str) -> Callable[[Any], Any]:
+        if decision == "approve":
+            return lambda d: approvals.approve(d, APPROVER, run_id, "prod", ticket="CHG-9", model=model)
+        return lambda d: approvals.reject(d, APPROVER, run_id, "prod", reason="answers too long", ticket="CHG-9")
+
+    def awaiting() -> str:
+        return add_run(deps, model, name="approval", state=states.awaiting_approval("prod"))
+
+    clean = awaiting()
+    points, seen = cases(decide(clean), deps, every_before=False)
+    expected = event_types(deps.publisher, clean, topic)
+    audited = [a["action"] for a in deps.registry.audit_trail(clean) if not a["action"].startswith("run.created")]
+    for at, when in points:
+        run_id = awaiting()
+        fired = crash_then_redeliver(deps, decide(run_id), at, when)
+        where = f"{fired} (effect {at} of {seen})"
+        run = deps.registry.require_run(run_id)
+        assert event_types(deps.publisher, run_id, topic) >= expected and not run.outbox, where
+        assert [a["action"] for a in deps.registry.audit_trail(run_id)
+                if not a["action"].startswith("run.created")] == audited, where      # each recorded once
+        if decision == "approve":
+            assert run.approvals["prod"]["model"] == model, where
+            assert len({e.id for e in deps.publisher.about(run_id, deps.settings.deploy_queue)}) == 1, where
+        else:
+            assert run.state == states.APPROVAL_DENIED, where
