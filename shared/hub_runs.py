@@ -21,6 +21,13 @@ def claim_name(job_key: str) -> str:
     return f"job-{job_key}"
 
 
+def free_job_key(deps: Any, run: RunRecord) -> None:
+    """Forget the job key of a run whose job ended without a model (failed, cancelled): a retrain with the
+    same data and settings may train again instead of adopting the ended job."""
+    if run.job_key:
+        deps.registry.release(claim_name(run.job_key))
+
+
 def update_run(deps: Any, run_id: str, allowed: Collection[str], *, attempts: int = 5, **updates: Any) -> RunRecord:
     """Change fields of a run without a state change, only while it is in `allowed` (conditional on ETag)."""
     def change(run: RunRecord) -> RunRecord:

@@ -36,7 +36,7 @@ from shared.hub import (
     JobSpec,
     note_unknown_status,
 )
-from shared.hub_runs import Superseded, claim_name, tidy_hub, update_run
+from shared.hub_runs import Superseded, claim_name, free_job_key, tidy_hub, update_run
 from shared.messages import RetrainCommand, RunCommand, TrainRequest, envelope
 from shared.outbox import flush
 from shared.registry import InvalidTransition, RunRecord
@@ -243,8 +243,7 @@ def cancel_run(command: RunCommand, deps: Any, *, hub: Hub | None = None) -> Non
                   detail={"reason": command.reason, "requested_by": command.requested_by, "job_id": run.job_id},
                   job_status="cancelled" if run.job_id else run.job_status)
     deps.registry.untrack_job(run.run_id)
-    if run.job_key:   # a later retrain with the same settings may train again
-        deps.registry.release(claim_name(run.job_key))
+    free_job_key(deps, run)
     tidy_hub(deps, hub, run)
 
 
