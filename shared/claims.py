@@ -71,8 +71,9 @@ class Claim:
 @contextmanager
 def hold(store: KeyStore, key: str, *, ttl_seconds: float) -> Iterator[Claim]:
     """Try to claim `key` for `ttl_seconds` and hand over the Claim, whatever its status: the caller decides
-    what to do when the key is completed or in progress. An exception out of the block releases an owned
-    claim that was neither completed nor released; a block that ends normally must settle an owned claim."""
+    what to do when the key is completed or in progress. Any exception out of the block (BaseException too:
+    a worker being stopped frees the key at once rather than after its TTL) releases an owned claim that was
+    neither completed nor released; a block that ends normally must settle an owned claim."""
     status, result = store.claim(key, ttl_seconds=ttl_seconds)
     claim = Claim(key, status, result, store)
     try:
