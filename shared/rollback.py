@@ -9,11 +9,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared import spokes, states
+from shared.claims import conditional_update
 from shared.deployment import ACTOR, deployment_tags, parallel
 from shared.events import advance, publish
 from shared.handling import PermanentError
 from shared.messages import RollbackCommand, RunCommand, run_event
-from shared.registry import ConcurrencyError, DeploymentRecord, now_iso
+from shared.registry import DeploymentRecord, now_iso
 from shared.topology import Target, Topology, load_topology
 
 log = logging.getLogger(__name__)
@@ -151,22 +152,26 @@ HEAL_WAIT = timedelta(minutes=30)   # a keep-alive heal claim older than this be
 
 def _retiring(deps: Any, run_id: str, slot: DeploymentRecord) -> DeploymentRecord | None:
     """The slot marked `retiring` (conditionally); None if another run took it over meanwhile."""
-    def ours(current: DeploymentRecord) -> bool:
-        return current.run_id == run_id and current.state in ("active", "retiring")
+    def change(current: DeploymentRecord | None) -> DeploymentRecord | None:
+        if current is None or current.run_id != run_id or current.state not in ("active", "retiring"):
+            raise _NotOurs
+        if current.healing_since and datetime.fromisoformat(current.healing_since) > datetime.now(UTC) - HEAL_WAIT:
+            raise spokes.SpokeError(f"retire {run_id}: keep-alive is re-creating {current.slot} right now; retried")
+        if current.state == "retiring":
+            return None
+        current.state = "retiring"
+        return current
 
-    for _ in range(5):
-        if slot.healing_since and datetime.fromisoformat(slot.healing_since) > datetime.now(UTC) - HEAL_WAIT:
-            raise spokes.SpokeError(f"retire {run_id}: keep-alive is re-creating {slot.slot} right now; retried")
-        if slot.state == "retiring":
-            return slot
-        try:
-            return deps.registry.update_deployment(slot, attempts=1, state="retiring")
-        except ConcurrencyError:   # changed since read (a heal claimed it?): read again, decide again
-            fresh = deps.registry.get_deployment(slot.environment, slot.account, slot.deployment)
-            if fresh is None or not ours(fresh):
-                return None
-            slot = fresh
-    raise ConcurrencyError(f"retire {run_id}: {slot.slot} keeps changing; retried")
+    try:
+        return conditional_update(lambda: deps.registry.get_deployment(slot.environment, slot.account, slot.deployment),
+                                  change, deps.registry.save_deployment, first=slot,
+                                  gives_up=f"retire {run_id}: {slot.slot} keeps changing; retried")
+    except _NotOurs:
+        return None
+
+
+class _NotOurs(Exception):
+    """The slot is gone or another run's now."""
 
 
 def _target_of(topology: Topology, slot: DeploymentRecord) -> Target:
