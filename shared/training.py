@@ -285,16 +285,24 @@ def resume_run(command: RunCommand, deps: Any, *, hub: Hub | None = None) -> Non
     _job_action(command, deps, "resume", hub)
 
 
+_JOB_ACTION_OUTCOME = {"pause": ("paused", "pausing"), "resume": ("running", "resuming")}
+
+
 def _job_action(command: RunCommand, deps: Any, action: str, hub: Hub | None) -> None:
     run = deps.registry.require_run(command.run_id)
     hub = hub or Hub.from_deps(deps)
     check_job_action(run, action, hub.surface)
+    last = next((a["action"] for a in reversed(deps.registry.audit_trail(run.run_id))
+                 if a["action"] in ("job.pause", "job.resume") and a["detail"].get("job_id") == run.job_id), None)
     try:
         job = hub.pause(run.job_id) if action == "pause" else hub.resume(run.job_id)
     except HubNotFound as exc:
         raise PermanentError(f"run {run.run_id}: job {run.job_id} is not on the hub ({exc})") from exc
     except HubPermanentError as exc:
-        raise PermanentError(f"run {run.run_id}: the hub refused to {action} job {run.job_id}: {exc}") from exc
+        # a repeat of this command (its first delivery died after the hub acted) finds it done: finish it
+        job = hub.retrieve(run.job_id)
+        if job.status not in _JOB_ACTION_OUTCOME[action] or (action == "resume" and last != "job.pause"):
+            raise PermanentError(f"run {run.run_id}: the hub refused to {action} job {run.job_id}: {exc}") from exc
     note_unknown_status(run.run_id, run.job_id, job.status)
     actor = command.requested_by or ACTOR
     detail = {"job_id": run.job_id, "job_status": job.status, "reason": command.reason}
@@ -302,7 +310,8 @@ def _job_action(command: RunCommand, deps: Any, action: str, hub: Hub | None) ->
         update_run(deps, run.run_id, {states.TRAINING}, job_status=job.status)
     except Superseded:
         pass  # finished meanwhile; the poller records that
-    deps.registry.audit(run.run_id, f"job.{action}", actor=actor, detail=detail)
+    if last != f"job.{action}":   # recorded once, however often the command is delivered
+        deps.registry.audit(run.run_id, f"job.{action}", actor=actor, detail=detail)
     publish(deps, run.run_id, "paused" if action == "pause" else "resumed", detail)
     log.info("run %s: job %s %s (%s)", run.run_id, run.job_id, action, job.status)
 

@@ -635,3 +635,40 @@ def test_an_approval_decision_survives_a_crash_at_every_effect(stack: Any, decis
             assert len({e.id for e in deps.publisher.about(run_id, deps.settings.deploy_queue)}) == 1, where
         else:
             assert run.state == states.APPROVAL_DENIED, where
+
+
+def test_a_pause_command_survives_a_crash_at_every_effect(stack: Any, emulator: Any) -> None:
+    from shared.commands import handle_command
+    from shared.messages import RunCommand, envelope
+    deps = stack
+    topic = deps.settings.events_topic
+
+    def running_job() -> str:   # past its first step (pausable), far from its end
+        emulator.control.config(file_processing=0, training=600)
+        run_id = make_run(deps, train=10, validation=0)
+        training.handle_train(TrainRequest(run_id=run_id), deps)
+        emulator.control.advance(60)
+        return run_id
+
+    def pause(run_id: str) -> Callable[[Any], Any]:
+        event = envelope(RunCommand(run_id=run_id, reason="look at the loss"), type_="ftops.command.pause")
+        return lambda d: handle_command(event, parse_message(event.to_json())[1], d)
+
+    clean = running_job()
+    points, seen = cases(pause(clean), deps, every_before=False)
+    expected = event_types(deps.publisher, clean, topic)
+    assert "ftops.run.paused" in expected
+    hub = training.Hub.from_deps(deps)
+    hub.cancel(deps.registry.require_run(clean).job_id)   # the hub runs one job at a time: make way
+    for at, when in points:
+        run_id = running_job()
+        fired = crash_then_redeliver(deps, pause(run_id), at, when)
+        where = f"{fired} (effect {at} of {seen})"
+        run = deps.registry.require_run(run_id)
+        assert run.state == states.TRAINING and run.job_status == "paused", where
+        assert [j["status"] for j in emulator.control.state()["jobs"] if j["id"] == run.job_id] == ["paused"], where
+        assert event_types(deps.publisher, run_id, topic) >= expected, where
+        assert [a["action"] for a in deps.registry.audit_trail(run_id)].count("job.pause") == 1, where
+        deps.registry.untrack_job(run_id)
+        hub.cancel(run.job_id)
+    emulator.control.config(training=3.0)
