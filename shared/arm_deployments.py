@@ -96,8 +96,8 @@ def looks_fine_tuned(model: str) -> bool:
 class ArmDeployments:
     """Deployments on any account; `arm_client` is `Deps.arm_client` (one SDK client per credential)."""
 
-    def __init__(self, arm_client: Callable[..., Any]) -> None:
-        self._arm_client = arm_client
+    def __init__(self, arm_client: Callable[..., Any], *, sleep: Callable[[float], None] = time.sleep) -> None:
+        self._arm_client, self._sleep = arm_client, sleep
 
     def client(self, at: ArmAccount) -> Any:
         """The SDK client (CognitiveServicesManagementClient) signed in for `at`."""
@@ -126,7 +126,7 @@ class ArmDeployments:
                     raise error_from_arm(exc, doing, rights_hint) from exc
                 log.warning("%s: PUT %s answered %s; trying again (%d of %d)", at.name, name, exc.status_code,
                             attempt + 1, attempts)
-                time.sleep(2.0 * attempt * random.uniform(0.8, 1.2))
+                self._sleep(2.0 * attempt * random.uniform(0.8, 1.2))
             except Exception as exc:
                 raise error_from_arm(exc, doing) from exc
         raise AssertionError("unreachable")

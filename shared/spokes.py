@@ -1,4 +1,6 @@
-"""One spoke account through ARM and its data plane: deploy, read, delete, list, count, smoke test.
+"""The spokes port (`Deps.spokes`): one spoke account through the ARM deployment client
+(shared.arm_deployments, whose errors it raises) and its data plane: deploy, read, delete, list, count,
+smoke test.
 
 Everything here acts on a single target; `shared.deployment` decides what to do across an environment.
 Where the model comes from decides the request (AZURE-FACTS "Deployments"):
