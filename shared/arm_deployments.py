@@ -145,7 +145,7 @@ class ArmDeployments:
         found = _from_sdk(result, name)
         return None if found.gone else found
 
-    def list(self, at: ArmAccount) -> list[ArmDeployment]:
+    def list_all(self, at: ArmAccount) -> list[ArmDeployment]:
         try:
             return [_from_sdk(d, "") for d in self.client(at).deployments.list(at.resource_group, at.name)]
         except Exception as exc:
@@ -200,7 +200,7 @@ class ArmDeployments:
     def quota_problem(self, at: ArmAccount, name: str, quota: int) -> str | None:
         """A clear message if one more fine-tuned deployment than `quota` would be on the account, else
         None. Replacing `name` in place does not add one, so it is not counted."""
-        current = [d for d in self.list(at) if d.fine_tuned and d.name != name and not d.gone]
+        current = [d for d in self.list_all(at) if d.fine_tuned and d.name != name and not d.gone]
         if len(current) >= quota:
             names = ", ".join(sorted(d.name for d in current))
             return (f"{at.label} already has {len(current)} fine-tuned deployments "

@@ -116,9 +116,6 @@ class Spokes:
         """A clear message if `name` on this spoke exists and was not created by ftops, else None."""
         return self._arm.foreign(self._at(target), name)
 
-    def list_all(self, target: Target) -> list[ArmDeployment]:
-        return self._arm.list(self._at(target))
-
     def check_quota(self, target: Target, name: str) -> str | None:
         """A clear message if deploying `name` would exceed the spoke's fine-tuned deployment quota, else None."""
         return self._arm.quota_problem(self._at(target), name, target.quota)

@@ -166,3 +166,16 @@ def test_a_spoke_never_replaces_or_deletes_a_deployment_ftops_did_not_create() -
         spokes.delete(target, "bot")
     assert [c[0] for c in arm.calls] == ["get", "get"]                       # no PUT, no DELETE
     assert account(target, hub).label == "spoke-east (eastus)"
+
+
+def test_quota_counts_the_other_fine_tuned_deployments_that_are_not_going_away() -> None:
+    def deployed(name: str, model: str, state: str = "Succeeded") -> Any:
+        return SimpleNamespace(name=name, tags={}, sku=None, properties=SimpleNamespace(
+            provisioning_state=state, model=SimpleNamespace(name=model, source=None, source_account=None)))
+    on_spoke = [deployed("a", "gpt-4.1-mini.ft-a"), deployed("b", "ftchkpt-b"), deployed("base", "gpt-4.1-mini"),
+                deployed("old", "gpt-4.1-mini.ft-old", state="Deleting"), deployed("bot", "gpt-4.1-mini.ft-bot")]
+    deployments, _ = client(ScriptedArm(on_spoke, on_spoke))
+    assert deployments.quota_problem(SPOKE, "bot", quota=3) is None          # replacing `bot` adds none
+    assert deployments.quota_problem(SPOKE, "new", quota=3) == (
+        "spoke-east (eastus) already has 3 fine-tuned deployments (a, b, bot); its quota is 3: "
+        "retire a run or raise the quota first")
