@@ -121,7 +121,7 @@ class Spokes:
         return self._arm.quota_problem(self._at(target), name, target.quota)
 
     def endpoint(self, target: Target) -> str:
-        """The spoke's data-plane endpoint (`properties.endpoint` of the account), read once per process."""
+        """The spoke's data-plane endpoint (`properties.endpoint` of the account), read once (Deps: once per process)."""
         key = target.resource_id.lower() + "|" + self._settings.arm_endpoint
         with self._endpoints_lock:
             cached = self._endpoints.get(key)
