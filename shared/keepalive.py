@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared import spokes, states
+from shared import states
 from shared.events import publish
 from shared.messages import run_event
 from shared.models import DEVELOPER
@@ -155,11 +155,10 @@ def _keep(deps: Any, topology: Topology, slot: DeploymentRecord) -> tuple[str, d
         log.warning("keep-alive: %s is no longer in SPOKES_CONFIG; skipped", slot.slot)
         return "skipped", {"error": f"account {slot.account!r} is not in SPOKES_CONFIG"}
     try:
-        spokes.ping(spokes.chat_client(deps, target, max_retries=CLIENT_RETRIES), slot.deployment,
-                    timeout=PING_TIMEOUT_S)
+        deps.spokes.ping(target, slot.deployment, max_retries=CLIENT_RETRIES, timeout=PING_TIMEOUT_S)
     except openai.NotFoundError as exc:
         try:
-            if spokes.get(deps, target, slot.deployment) is None:
+            if deps.spokes.get(target, slot.deployment) is None:
                 if slot.sku.lower() == DEVELOPER.lower():
                     return _expired(deps, slot)
                 return _heal(deps, target, slot)
@@ -200,8 +199,8 @@ def _heal(deps: Any, target: Any, slot: DeploymentRecord) -> tuple[str, dict[str
         log.info("keep-alive: %s changed while being claimed for healing; not healed this tick", slot.slot)
         return "skipped", None
     try:
-        spokes.deploy(deps, target, slot.deployment, slot.model, tags=slot.tags, sku=slot.sku,
-                      capacity=slot.capacity)
+        deps.spokes.deploy(target, slot.deployment, slot.model, tags=slot.tags, sku=slot.sku,
+                           capacity=slot.capacity)
     except Exception as exc:  # noqa: BLE001 (counted and reported per deployment)
         return _failed(deps, claimed, f"deployment is gone and recreating it failed: {exc}", healing_since=None)
     return _healed(deps, target, claimed)
@@ -211,7 +210,7 @@ def _healed(deps: Any, target: Any, slot: DeploymentRecord) -> tuple[str, dict[s
     """Report a re-created deployment (audit once, event with an id fixed by the claim) and release the
     claim; a repeat after a crash adds nothing."""
     # a healed deployment is a new one: as patient as a first deployment
-    smoke = spokes.smoke_test(deps, target, slot.deployment, timeout_s=deps.settings.smoke_timeout_seconds)
+    smoke = deps.spokes.smoke_test(target, slot.deployment, timeout_s=deps.settings.smoke_timeout_seconds)
     heal_id = hashlib.sha256(f"healed|{slot.slot}|{slot.healing_since}".encode()).hexdigest()[:32]
     detail: dict[str, Any] = {"slot": slot.slot, "account": slot.account, "region": slot.region,
                               "deployment": slot.deployment, "model": slot.model, "heal_id": heal_id,

@@ -251,6 +251,7 @@ def test_deploying_survives_a_crash_at_every_effect(stack: Any, emulator: Any, i
 
     clean = add_run(deps, model, name="cp-clean")
     points, seen = cases(deploy(clean), deps)
+    assert seen.count("arm.put") == len(DEV), seen   # each spoke's PUT is a crash point (the ARM port, watched)
     expected = event_types(deps.publisher, clean, topic)
     assert deps.registry.require_run(clean).state == states.deployed("dev")
     clear("cp-clean")
@@ -351,6 +352,7 @@ def test_keepalive_healing_survives_a_crash_at_every_effect(stack: Any, emulator
 
     clean = vanished("ka-clean")
     points, seen = cases(tick("ka-clean"), deps)
+    assert seen.count("arm.put") == 1, seen          # re-creating the vanished deployment is a crash point
     expected = event_types(deps.publisher, clean.run_id, topic)
     assert "ftops.run.deployment_healed" in expected
     clear("ka-clean")
@@ -503,7 +505,6 @@ def crash_model_2(emulator: Any) -> str:
 
 def test_a_rollback_survives_a_crash_at_every_effect(stack: Any, emulator: Any, instant_deployments: None,
                                                      crash_model: str, crash_model_2: str) -> None:
-    from shared import spokes
     from shared.deployment import deployment_tags
     from shared.messages import RollbackCommand
     from shared.registry import DeploymentRecord
@@ -521,7 +522,7 @@ def test_a_rollback_survives_a_crash_at_every_effect(stack: Any, emulator: Any, 
         older, newer = add_run(deps, crash_model, name=name), add_run(deps, crash_model_2, name=name)
         tags = deployment_tags(deps.registry.require_run(newer), crash_model_2, "dev")
         for t in targets:
-            spokes.deploy(deps, t, name, crash_model_2, tags=tags, sku=t.sku, capacity=t.capacity)
+            deps.spokes.deploy(t, name, crash_model_2, tags=tags, sku=t.sku, capacity=t.capacity)
             deps.registry.save_deployment(DeploymentRecord(
                 environment="dev", account=t.account, deployment=name, region=t.region, subscription=t.subscription,
                 resource_group=t.resource_group, run_id=newer, model=crash_model_2, previous_model=crash_model,

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from shared import keepalive, spokes, states
+from shared import keepalive, states
+from shared.arm_deployments import DeploymentError
 from shared.deployment import handle_deploy
 from shared.messages import DeployRequest, RunCommand
 from shared.rollback import retire
@@ -75,10 +76,10 @@ def test_a_retire_while_keepalive_recreates_a_vanished_deployment_waits_and_remo
     def retire_now() -> None:
         try:
             _retire(deps, run_id)
-        except spokes.SpokeError as exc:   # told to come back: the operator API answers so, the CLI retries
+        except DeploymentError as exc:   # told to come back: the operator API answers so, the CLI retries
             refused.append(exc)
 
-    tick = At("arm.deployments.begin_create_or_update", retire_now)
+    tick = At("arm.put", retire_now)
     keepalive._keep(faulty(deps, tick), load_topology(deps.settings), snapshot)
     assert tick.ran
     if refused:            # the retire's retry, once the heal is done
@@ -101,7 +102,7 @@ def test_a_keepalive_tick_between_retires_delete_and_its_record_does_not_recreat
     def tick_now() -> None:
         outcomes.extend(keepalive._keep(deps, topology, s)[0] for s in snapshots)
 
-    retiring = At("arm.deployments.begin_delete", tick_now, when="after")
+    retiring = At("arm.delete", tick_now, when="after")
     _retire(faulty(deps, retiring), run_id)
     assert retiring.ran and "healed" not in outcomes, outcomes
     assert deps.registry.require_run(run_id).state == states.RETIRED
