@@ -162,10 +162,3 @@ def get_deps() -> Deps:
         if _deps is None:
             _deps = build_deps(Settings.from_env())
         return _deps
-
-
-def reset_deps() -> None:
-    """Forget the cached dependencies (the dev host calls this after changing the environment)."""
-    global _deps
-    with _deps_lock:
-        _deps = None

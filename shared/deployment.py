@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from shared import spokes, states
 from shared.approvals import approval_problem, owner_of, send_deploy
@@ -27,8 +27,6 @@ log = logging.getLogger(__name__)
 
 ACTOR = "ftops-deploy"
 CLAIM_TTL_SECONDS = 1800   # longer than an environment's deployment with patient smoke tests
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 @dataclass

@@ -53,11 +53,6 @@ class KeepaliveSummary:
     problems: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)   # the schedule or a stale ping leaves too little margin
 
-    def as_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("total", "ok", "failed", "healed", "expired", "skipped", "retired",
-                                               "alerts",
-                                               "seconds", "problems", "warnings")}
-
 
 def keepalive_tick(deps: Any, *, concurrency: int | None = None) -> KeepaliveSummary:
     started = time.monotonic()
