@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.registry import ConcurrencyError, RunRecord
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Deps
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +23,7 @@ def claim_name(job_key: str) -> str:
     return f"job-{job_key}"
 
 
-def update_run(deps: Any, run_id: str, allowed: Collection[str], *, attempts: int = 5, **updates: Any) -> RunRecord:
+def update_run(deps: Deps, run_id: str, allowed: Collection[str], *, attempts: int = 5, **updates: Any) -> RunRecord:
     """Change fields of a run without a state change, only while it is in `allowed` (conditional on ETag)."""
     for _ in range(attempts):
         run = deps.registry.require_run(run_id)
@@ -35,7 +38,7 @@ def update_run(deps: Any, run_id: str, allowed: Collection[str], *, attempts: in
     raise ConcurrencyError(f"run {run_id}: too many concurrent updates, will retry")
 
 
-def tidy_hub(deps: Any, hub: Any, run: RunRecord, extra_files: list[str] | None = None) -> list[str]:
+def tidy_hub(deps: Deps, hub: Any, run: RunRecord, extra_files: list[str] | None = None) -> list[str]:
     """After a terminal job: delete the run's files from the hub (unless retention says keep), so the hub
     stays under its 50-file / 1 GB limits. Failures are logged, never fatal: the run's outcome stands."""
     if deps.settings.hub_file_retention != "delete":

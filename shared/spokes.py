@@ -14,12 +14,15 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from shared.config import HubSettings
 from shared.topology import Target
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Deps
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +79,7 @@ def is_cross_tenant(target: Target, hub: HubSettings) -> bool:
     return bool(hub.tenant) and target.tenant != hub.tenant
 
 
-def arm(deps: Any, target: Target) -> Any:
+def arm(deps: Deps, target: Target) -> Any:
     """The ARM client for a spoke: its tenant and credential, plus the hub tenant's auxiliary token when the
     model crosses tenants (ARM checks both tenants' tokens on that PUT)."""
     hub = deps.settings.hub
@@ -94,7 +97,7 @@ def model_body(target: Target, hub: HubSettings, model: str) -> dict[str, Any]:
     return body
 
 
-def deploy(deps: Any, target: Target, name: str, model: str, *, tags: dict[str, str],
+def deploy(deps: Deps, target: Target, name: str, model: str, *, tags: dict[str, str],
            sku: str | None = None, capacity: int | None = None) -> SpokeDeployment:
     """Create or replace deployment `name` and wait for provisioning; SpokeError if it does not succeed."""
     from azure.mgmt.cognitiveservices.models import Deployment, DeploymentModel, DeploymentProperties, Sku
@@ -136,7 +139,7 @@ def _put_patiently(client: Any, target: Target, name: str, body: Any) -> Any:
     raise AssertionError("unreachable")
 
 
-def get(deps: Any, target: Target, name: str) -> SpokeDeployment | None:
+def get(deps: Deps, target: Target, name: str) -> SpokeDeployment | None:
     """The deployment, or None if there is none (or it is being deleted)."""
     try:
         result = arm(deps, target).deployments.get(target.resource_group, target.account, name)
@@ -150,7 +153,7 @@ def get(deps: Any, target: Target, name: str) -> SpokeDeployment | None:
     return None if found.provisioning_state.lower() in _GONE_STATES else found
 
 
-def delete(deps: Any, target: Target, name: str) -> bool:
+def delete(deps: Deps, target: Target, name: str) -> bool:
     """Delete and wait; False if there was nothing to delete."""
     refuse_if_foreign(deps, target, name, "delete")
     try:
@@ -164,7 +167,7 @@ def delete(deps: Any, target: Target, name: str) -> bool:
     return True
 
 
-def foreign(deps: Any, target: Target, name: str) -> str | None:
+def foreign(deps: Deps, target: Target, name: str) -> str | None:
     """A clear message if `name` on this spoke exists and was not created by ftops, else None."""
     existing = get(deps, target, name)
     if existing is None or existing.tags.get(MANAGED_TAG) == MANAGED_VALUE:
@@ -174,18 +177,18 @@ def foreign(deps: Any, target: Target, name: str) -> str | None:
             "deletes it: choose another deployment_name in run.json")
 
 
-def refuse_if_foreign(deps: Any, target: Target, name: str, action: str) -> None:
+def refuse_if_foreign(deps: Deps, target: Target, name: str, action: str) -> None:
     problem = foreign(deps, target, name)
     if problem:
         raise NotManagedByFtops(f"not going to {action}: {problem}")
 
 
-def list_all(deps: Any, target: Target) -> list[SpokeDeployment]:
+def list_all(deps: Deps, target: Target) -> list[SpokeDeployment]:
     client = arm(deps, target)
     return [_from_sdk(d) for d in client.deployments.list(target.resource_group, target.account)]
 
 
-def check_quota(deps: Any, target: Target, name: str) -> str | None:
+def check_quota(deps: Deps, target: Target, name: str) -> str | None:
     """A clear message if deploying `name` would exceed the spoke's fine-tuned deployment quota, else None.
     Replacing `name` in place does not add one, so it is not counted."""
     current = [d for d in list_all(deps, target)
@@ -201,7 +204,7 @@ _endpoints: dict[str, str] = {}
 _endpoints_lock = threading.Lock()
 
 
-def endpoint(deps: Any, target: Target) -> str:
+def endpoint(deps: Deps, target: Target) -> str:
     """The spoke's data-plane endpoint (`properties.endpoint` of the account), read once per process."""
     key = target.resource_id.lower() + "|" + deps.settings.arm_endpoint
     with _endpoints_lock:
@@ -217,7 +220,7 @@ def endpoint(deps: Any, target: Target) -> str:
     return url
 
 
-def chat_client(deps: Any, target: Target, *, max_retries: int = 2) -> Any:
+def chat_client(deps: Deps, target: Target, *, max_retries: int = 2) -> Any:
     return deps.openai_client(endpoint(deps, target), tenant_id=target.tenant, client_id=target.client_id,
                               max_retries=max_retries)
 
@@ -231,7 +234,7 @@ def ping(client: Any, name: str, *, timeout: float = 60.0) -> str:
     return response.choices[0].message.content or ""
 
 
-def smoke_test(deps: Any, target: Target, name: str, *, timeout_s: float,
+def smoke_test(deps: Deps, target: Target, name: str, *, timeout_s: float,
                first_delay_s: float = 1.0) -> SmokeResult:
     """A real chat completion, retried patiently: right after provisioning a deployment can answer 404 or
     429/5xx for a while. Errors that waiting cannot fix (auth, bad request) fail at once."""
