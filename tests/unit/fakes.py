@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import threading
 from dataclasses import dataclass
 from datetime import datetime
@@ -293,3 +294,23 @@ def make_deps(settings: Settings | None = None, *, registry: Any = None, publish
 
 def _no_credential(*_: Any, **__: Any) -> Any:
     raise AssertionError("unit tests use no credential")
+
+
+class ScriptedChat:
+    """The chat port answering with the test's functions: `reply` for candidates, `judge` for score_model."""
+
+    def __init__(self, reply: Any, judge: Any = None) -> None:
+        self.reply, self.judge = reply, judge
+
+    def reply_fn(self, base_model: str) -> Any:
+        return self.reply
+
+    def judge_fn(self) -> Any:
+        if self.judge is None:
+            raise AssertionError("this test gave no judge")
+        return self.judge
+
+
+def with_chat(deps: Deps, reply: Any, judge: Any = None) -> Deps:
+    """The same deps (same registry, blobs, publisher) whose models answer through `reply` and `judge`."""
+    return dataclasses.replace(deps, chat_port=ScriptedChat(reply, judge))
