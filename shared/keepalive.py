@@ -115,9 +115,9 @@ def schedule_warnings(expression: str | None) -> list[str]:
     return [warning]
 
 
-def stale_ping_warnings(deps: Deps, slots: list[DeploymentRecord], now: datetime | None = None) -> list[str]:
+def stale_ping_warnings(deps: Deps, slots: list[DeploymentRecord]) -> list[str]:
     """Deployments whose last ping (or creation) is older than the margin: the timer may have been down."""
-    now = now or datetime.now(UTC)
+    now = deps.clock.now()
     warnings = []
     for slot in slots:
         since = datetime.fromisoformat(slot.last_ping or slot.updated_at)

@@ -88,7 +88,7 @@ def retire_unneeded(deps: Deps, topology: Topology, slots: list[DeploymentRecord
     A failed retirement is retried on the next tick; its slot is not pinged meanwhile (it is meant to go)."""
     runs = {run_id: run for run_id in sorted({s.run_id for s in slots})
             if (run := deps.registry.get_run(run_id)) is not None}
-    retirements = plan(topology, runs, slots)
+    retirements = plan(topology, runs, slots, deps.clock.now())
     if not retirements:
         return [s for s in slots if s.state == "active"], []
     going = {r.slot.slot for r in retirements}

@@ -2,14 +2,12 @@
 never more calls in flight than KEEPALIVE_CONCURRENCY."""
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from benchmarks.keepalive import build, fleet, populate
-from shared import spokes
 from shared.keepalive import keepalive_tick
 
 pytestmark = pytest.mark.integration
@@ -28,31 +26,14 @@ def accounts(emulator: Any) -> Iterator[list[dict[str, str]]]:
             emulator.control.vanish(d["account"], d["deployment"])
 
 
-def test_hundreds_pinged_within_the_concurrency_bound(emulator: Any, accounts: list[dict[str, str]],
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hundreds_pinged_within_the_concurrency_bound(emulator: Any, accounts: list[dict[str, str]]) -> None:
     deps = build(emulator, accounts, concurrency=8)
     assert populate(deps, per_spoke=5) == 200
-    in_flight, peak, lock = 0, 0, threading.Lock()
-    real_ping = spokes.ping
-
-    def counting_ping(client: Any, name: str, **kwargs: Any) -> str:
-        nonlocal in_flight, peak
-        with lock:
-            in_flight += 1
-            peak = max(peak, in_flight)
-        try:
-            return real_ping(client, name, **kwargs)
-        finally:
-            with lock:
-                in_flight -= 1
-
-    monkeypatch.setattr(spokes, "ping", counting_ping)
     emulator.control.faults(latency_ms=20)
     emulator.control.clear_requests()
     summary = keepalive_tick(deps)
     assert (summary.total, summary.ok, summary.failed) == (200, 200, 0)
-    assert 1 < peak <= 8
-    seen = emulator.control.request_stats()                # the same bound, as the spokes saw it
+    seen = emulator.control.request_stats()                # the bound, as the spokes saw it
     assert 1 < seen["max_in_flight"] <= 8 and seen["in_flight"] == 0
     chats = [r for r in emulator.control.requests() if r["path"].endswith("/chat/completions")]
     assert len(chats) == 200 and {r["status"] for r in chats} == {200}
