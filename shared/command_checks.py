@@ -80,7 +80,7 @@ def check_train(deps: Deps, blob: str, changes: dict[str, Any]) -> tuple[str, st
                                     source="--settings")
     except RunSettingsError as exc:
         raise PermanentError(str(exc)) from exc
-    configured = [e["name"] for e in deps.settings.load_spokes_json().get("environments", [])]
+    configured = deps.require_topology().names
     unknown = [e for e in merged.environments or [] if e not in configured]
     if unknown:
         raise PermanentError(f"environments: {', '.join(unknown)} not configured in SPOKES_CONFIG")

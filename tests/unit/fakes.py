@@ -213,6 +213,9 @@ class MemoryBlobs:
         blobs = self
 
         class Container:
+            def get_blob_client(self, name: str) -> Any:
+                return blobs.get_blob_client(container, name)
+
             def upload_blob(self, name: str, body: Any, **kwargs: Any) -> None:
                 blobs.get_blob_client(container, name).upload_blob(body, **kwargs)
 
@@ -223,11 +226,17 @@ class _MemoryBlob:
     def __init__(self, data: dict[tuple[str, str], bytes], container: str, name: str) -> None:
         self._data, self._key = data, (container, name)
 
-    def download_blob(self, **_: Any) -> Any:
+    def _body(self) -> bytes:
         from azure.core.exceptions import ResourceNotFoundError
         if self._key not in self._data:
             raise ResourceNotFoundError(f"{self._key[0]}/{self._key[1]}: no such blob")
-        body = self._data[self._key]
+        return self._data[self._key]
+
+    def get_blob_properties(self) -> Any:
+        return SimpleNamespace(size=len(self._body()))
+
+    def download_blob(self, **_: Any) -> Any:
+        body = self._body()
         return SimpleNamespace(readall=lambda: body, chunks=lambda: iter([body]), size=len(body))
 
     def upload_blob(self, body: Any, **_: Any) -> None:
@@ -276,9 +285,11 @@ def settings_for_tests(**changes: Any) -> Settings:
 
 
 def make_deps(settings: Settings | None = None, *, registry: Any = None, publisher: Any = None, blobs: Any = None,
-              hub: Any = None, chat: Any = None, clock: Any = None, arm: Any = None) -> MemoryDeps:
+              hub: Any = None, chat: Any = None, clock: Any = None, arm: Any = None,
+              topology: Any = None) -> MemoryDeps:
     """Deps for a unit test: in-memory registry, publisher and blobs unless given; the topology parsed from
-    the settings' SPOKES_CONFIG as the bootstrap does; `hub` (a fake Hub) answers every `deps.hub()`."""
+    the settings' SPOKES_CONFIG as the bootstrap does (or `topology`); `hub` (a fake Hub) answers every
+    `deps.hub()`."""
     from shared.ports import SYSTEM_CLOCK
     from shared.topology import load_topology
     settings = settings or settings_for_tests()
@@ -286,7 +297,7 @@ def make_deps(settings: Settings | None = None, *, registry: Any = None, publish
                       registry=registry if registry is not None else MemoryRegistry(),
                       publisher=publisher if publisher is not None else MemoryPublisher(),
                       credential=_no_credential,
-                      topology=load_topology(settings) if settings.spokes_config else None,
+                      topology=topology or (load_topology(settings) if settings.spokes_config else None),
                       clock=clock or SYSTEM_CLOCK,
                       hub_port=(lambda *, max_retries=6: hub) if hub is not None else None,
                       chat_port=chat, arm=arm)
