@@ -8,18 +8,27 @@ import functools
 import logging
 import threading
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from shared import ports
 from shared.bus import LocalQueuePublisher, Publisher, ServiceBusPublisher
 from shared.config import ConfigError, Settings
 from shared.identity import COGNITIVE_SCOPE, make_credential
 from shared.registry import Registry
 
 if TYPE_CHECKING:
+    from shared import ports
     from shared.topology import Topology
 
 log = logging.getLogger(__name__)
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+SYSTEM_CLOCK = SystemClock()
 
 
 @dataclass
@@ -32,7 +41,7 @@ class Deps:
     publisher: Publisher
     credential: ports.CredentialFactory
     topology: Topology | None = None   # SPOKES_CONFIG, checked and parsed once (None: the setting is unset)
-    clock: ports.Clock = ports.SYSTEM_CLOCK
+    clock: ports.Clock = SYSTEM_CLOCK
     hub_port: ports.HubConnector | None = None   # None: the configured hub, through `hub_client`
     chat_port: ports.Chat | None = None          # None: chat completions through `openai_client`
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)

@@ -2,15 +2,16 @@
 
 Each has the Azure implementation the bootstrap builds (Table storage, Blob storage, Service Bus, the hub's
 OpenAI API) and the in-memory one the unit tests use (tests/unit/fakes.py). Only names the handlers call
-are listed; the SDK objects behind them stay out of this module so importing it costs nothing.
+are listed; the module is for type checkers and readers (the app does not import it at run time).
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from shared.evaluation.graders import JudgeFn
     from shared.evaluation.runner import ChatFn
     from shared.hub import HubJob, JobSpec
@@ -94,11 +95,3 @@ class Chat(Protocol):
 
 class Clock(Protocol):
     def now(self) -> datetime: ...
-
-
-class SystemClock:
-    def now(self) -> datetime:
-        return datetime.now(UTC)
-
-
-SYSTEM_CLOCK = SystemClock()

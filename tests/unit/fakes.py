@@ -290,7 +290,7 @@ def make_deps(settings: Settings | None = None, *, registry: Any = None, publish
     """Deps for a unit test: in-memory registry, publisher and blobs unless given; the topology parsed from
     the settings' SPOKES_CONFIG as the bootstrap does (or `topology`); `hub` (a fake Hub) answers every
     `deps.hub()`."""
-    from shared.ports import SYSTEM_CLOCK
+    from shared.bootstrap import SYSTEM_CLOCK
     from shared.topology import load_topology
     settings = settings or settings_for_tests()
     return MemoryDeps(settings=settings, blobs=blobs if blobs is not None else MemoryBlobs(),
