@@ -18,6 +18,8 @@ from shared.registry import Registry
 
 if TYPE_CHECKING:
     from shared import ports
+    from shared.arm_deployments import ArmDeployments
+    from shared.spokes import Spokes
     from shared.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -141,6 +143,18 @@ class Deps:
                 cred = self.credential(tenant_id=tenant_id, client_id=client_id)
                 self._cache[key] = CognitiveServicesManagementClient(cred, subscription, **kwargs)
             return self._cache[key]
+
+    @functools.cached_property
+    def arm_deployments(self) -> ArmDeployments:
+        """Model deployments on any account through ARM (the spokes', the hub's evaluation ones)."""
+        from shared.arm_deployments import ArmDeployments
+        return ArmDeployments(self.arm_client)
+
+    @functools.cached_property
+    def spokes(self) -> Spokes:
+        """The spokes port: deploy, read, delete, smoke-test on one target at a time."""
+        from shared.spokes import Spokes
+        return Spokes(self.settings, self.arm_deployments, self.openai_client)
 
 
 def build_deps(settings: Settings) -> Deps:

@@ -290,14 +290,14 @@ def settings_for_tests(**changes: Any) -> Settings:
 
 def make_deps(settings: Settings | None = None, *, registry: Any = None, publisher: Any = None, blobs: Any = None,
               hub: Any = None, chat: Any = None, clock: Any = None, arm: Any = None,
-              topology: Any = None) -> MemoryDeps:
+              topology: Any = None, spokes: Any = None) -> MemoryDeps:
     """Deps for a unit test: in-memory registry, publisher and blobs unless given; the topology parsed from
     the settings' SPOKES_CONFIG as the bootstrap does (or `topology`); `hub` (a fake Hub) answers every
-    `deps.hub()`."""
+    `deps.hub()`; `spokes` (a fake of shared.spokes.Spokes) is `deps.spokes`."""
     from shared.bootstrap import SYSTEM_CLOCK
     from shared.topology import load_topology
     settings = settings or settings_for_tests()
-    return MemoryDeps(settings=settings, blobs=blobs if blobs is not None else MemoryBlobs(),
+    deps = MemoryDeps(settings=settings, blobs=blobs if blobs is not None else MemoryBlobs(),
                       registry=registry if registry is not None else MemoryRegistry(),
                       publisher=publisher if publisher is not None else MemoryPublisher(),
                       credential=_no_credential,
@@ -305,6 +305,9 @@ def make_deps(settings: Settings | None = None, *, registry: Any = None, publish
                       clock=clock or SYSTEM_CLOCK,
                       hub_port=(lambda *, max_retries=6: hub) if hub is not None else None,
                       chat_port=chat, arm=arm)
+    if spokes is not None:
+        deps.spokes = spokes   # the spokes port (a cached property of Deps): the test's fake instead
+    return deps
 
 
 def _no_credential(*_: Any, **__: Any) -> Any:

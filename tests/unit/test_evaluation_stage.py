@@ -11,9 +11,9 @@ from azure.core.exceptions import HttpResponseError
 from fakes import MemoryDeps, make_deps, with_chat
 
 from shared import states
+from shared.arm_deployments import DeploymentTransient
 from shared.evaluation import handle_evaluate
 from shared.evaluation.examples import Example
-from shared.evaluation.hubdeploy import TransientHubError
 from shared.evaluation.runner import ChatReply
 from shared.messages import EvaluateRequest, deploy_message_id, evaluate_message_id
 from shared.registry import RunRecord
@@ -39,7 +39,7 @@ class FakeArm:
                 raise error
         self.live[name] = body.properties.model.name
         self.created.append((name, body.sku.name, kw.get("api_version", "")))
-        return SimpleNamespace(result=lambda: None)
+        return SimpleNamespace(result=lambda: body)
 
     def begin_delete(self, rg: str, account: str, name: str) -> Any:
         self.live.pop(name, None)
@@ -130,7 +130,7 @@ def test_permanent_hub_error_fails_transient_raises_and_both_clean_up() -> None:
     assert "400" in deps.registry.runs["r1"].evaluation["reason"] and deps.arm.live == {}
 
     deps = _deps(_run(), arm=FakeArm(refuse={"-final": 429}))
-    with pytest.raises(TransientHubError):
+    with pytest.raises(DeploymentTransient):
         handle_evaluate(EvaluateRequest(run_id="r1"), with_chat(deps, _chat(deps)))
     assert deps.registry.runs["r1"].state == states.EVALUATING and deps.arm.live == {}
     assert deps.registry.keys == {}                                  # claim released: the retry may proceed
