@@ -8,12 +8,15 @@ dead-lettered with that reason and recorded in the run's audit trail with what t
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.command_checks import dataset_blob_name
 from shared.handling import PERMANENT, PermanentError
 from shared.messages import CloudEvent, command_name
 from shared.registry import RunNotFound
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Deps
 
 log = logging.getLogger(__name__)
 OPERATOR_ACTIONS = ("approve", "reject", "rollback", "retire")
@@ -23,7 +26,7 @@ class OperatorActionNotAccepted(PermanentError):
     """An operator action arrived on the commands queue, where nobody's identity can be verified."""
 
 
-def handle_command(event: CloudEvent, command: Any, deps: Any) -> None:
+def handle_command(event: CloudEvent, command: Any, deps: Deps) -> None:
     from shared import intake, training
     name = command_name(event)
     log.info("command %s (message %s) for %s", name, event.id, event.subject or getattr(command, "blob", "?"))
@@ -44,7 +47,7 @@ def handle_command(event: CloudEvent, command: Any, deps: Any) -> None:
         raise   # settle dead-letters it with the same reason
 
 
-def _refuse_operator_action(event: CloudEvent, command: Any, deps: Any, name: str) -> None:
+def _refuse_operator_action(event: CloudEvent, command: Any, deps: Deps, name: str) -> None:
     claimed = getattr(command, "approver", None) or getattr(command, "requested_by", None)
     reason = (f"{name} is not accepted on the commands queue: a message cannot prove who sent it. Use the "
               f"operator API (`ftops {name}`, signed in with Entra ID)")
@@ -62,7 +65,7 @@ def _refuse_operator_action(event: CloudEvent, command: Any, deps: Any, name: st
 COMMANDS_PARTITION = "_commands"   # the audit trail of commands that name no run the registry has
 
 
-def record_dead_letter(deps: Any, event: CloudEvent, name: str, command: Any, exc: Exception) -> None:
+def record_dead_letter(deps: Deps, event: CloudEvent, name: str, command: Any, exc: Exception) -> None:
     """Make a refused command visible where people look: the run's audit trail (`ftops status RUN_ID`) and
     an event on the topic, before the message goes to the dead-letter queue."""
     from shared.events import publish

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared import states
 from shared.arm_deployments import DeploymentError, DeploymentTransient, NotManagedByFtops
@@ -16,18 +16,21 @@ from shared.events import advance, publish
 from shared.handling import PermanentError
 from shared.messages import RollbackCommand, RunCommand, run_event
 from shared.registry import DeploymentRecord, now_iso
-from shared.topology import Target, Topology, load_topology
+from shared.topology import Target, Topology
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Deps
 
 log = logging.getLogger(__name__)
 
 
-def rollback(command: RollbackCommand, deps: Any) -> None:
+def rollback(command: RollbackCommand, deps: Deps) -> None:
     """Return an environment's slots to the model each served before (the previous approved model).
 
     All or nothing, like a deployment: if one target cannot go back, the ones that did are put forward
     again and the command fails (retried). Each slot keeps one step of history, so a duplicate command
     finds nothing left to roll back instead of going back twice."""
-    topology = load_topology(deps.settings)
+    topology = deps.require_topology()
     env = topology.environment(command.environment)
     if env is None:
         raise PermanentError(f"rollback: environment {command.environment!r} is not in SPOKES_CONFIG")
@@ -97,7 +100,7 @@ def rollback(command: RollbackCommand, deps: Any) -> None:
     deps.registry.unmark_outbox("event", event.id)
 
 
-def _rollback_id(deps: Any, run_id: str, detail: dict[str, Any]) -> str:
+def _rollback_id(deps: Deps, run_id: str, detail: dict[str, Any]) -> str:
     """The same for every delivery of one rollback (the run is not rewritten by it), new for a later one."""
     run = deps.registry.get_run(run_id)
     about = [run_id, detail["environment"], detail["deployment"], detail["from_model"], detail["to_model"],
@@ -105,13 +108,13 @@ def _rollback_id(deps: Any, run_id: str, detail: dict[str, Any]) -> str:
     return hashlib.sha256("|".join(map(str, about)).encode()).hexdigest()[:32]
 
 
-def _audit_once(deps: Any, run_id: str, action: str, actor: str, detail: dict[str, Any]) -> None:
+def _audit_once(deps: Deps, run_id: str, action: str, actor: str, detail: dict[str, Any]) -> None:
     if not any(a["action"] == action and a["detail"].get("rollback_id") == detail["rollback_id"]
                for a in deps.registry.audit_trail(run_id)):
         deps.registry.audit(run_id, action, actor=actor, detail=detail)
 
 
-def retire(command: RunCommand, deps: Any) -> None:
+def retire(command: RunCommand, deps: Deps) -> None:
     """Remove the run's deployments from every spoke (keep-alive stops with them) and mark it retired.
     Slots a newer run has taken over are that run's, and are left alone."""
     run = deps.registry.require_run(command.run_id)
@@ -119,7 +122,7 @@ def retire(command: RunCommand, deps: Any) -> None:
         return
     if not states.can_transition(run.state, states.RETIRED):
         raise PermanentError(f"run {run.run_id} is {run.state!r} and cannot be retired now")
-    topology = load_topology(deps.settings)
+    topology = deps.require_topology()
     # marked `retiring` before ARM is asked: a keep-alive tick working from an older read then never
     # re-creates what is being removed; a slot it is re-creating right now is waited for (retried)
     slots = [_retiring(deps, run.run_id, s) for s in deps.registry.list_deployments(run_id=run.run_id)
@@ -151,7 +154,7 @@ def retire(command: RunCommand, deps: Any) -> None:
 HEAL_WAIT = timedelta(minutes=30)   # a keep-alive heal claim older than this belongs to a tick that died
 
 
-def _retiring(deps: Any, run_id: str, slot: DeploymentRecord) -> DeploymentRecord | None:
+def _retiring(deps: Deps, run_id: str, slot: DeploymentRecord) -> DeploymentRecord | None:
     """The slot marked `retiring` (conditionally); None if another run took it over meanwhile."""
     def change(current: DeploymentRecord | None) -> DeploymentRecord | None:
         if current is None or current.run_id != run_id or current.state not in ("active", "retiring"):
@@ -182,7 +185,7 @@ def _target_of(topology: Topology, slot: DeploymentRecord) -> Target:
     return target
 
 
-def _redeploy(deps: Any, target: Target, slot: DeploymentRecord) -> dict[str, Any]:
+def _redeploy(deps: Deps, target: Target, slot: DeploymentRecord) -> dict[str, Any]:
     try:
         deps.spokes.deploy(target, slot.deployment, slot.model, tags=slot.tags, sku=slot.sku,
                            capacity=slot.capacity)
