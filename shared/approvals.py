@@ -18,7 +18,7 @@ from shared import states
 from shared.access import AccessDenied, Caller, approver_role, is_object_id
 from shared.events import advance, publish
 from shared.handling import PermanentError
-from shared.messages import DeployRequest, deploy_message_id, envelope
+from shared.messages import deploy_request
 from shared.registry import ConcurrencyError, RunRecord, now_iso
 from shared.topology import Environment, load_topology
 
@@ -161,8 +161,7 @@ def gated_environment(deps: Any, name: str, run: RunRecord) -> Environment:
 def send_deploy(deps: Any, run_id: str, environment: str, *, model: str | None = None) -> None:
     """A stable MessageId per run × environment × model: duplicate detection drops a resend after a crash,
     yet a retrained model's deploy is a new message, not a duplicate of the old model's."""
-    deps.publisher.send(deps.settings.deploy_queue, envelope(DeployRequest(run_id=run_id, environment=environment),
-                                                             message_id=deploy_message_id(run_id, environment, model)))
+    deps.publisher.send(deps.settings.deploy_queue, deploy_request(run_id, environment, model))
 
 
 def _check_right(caller: Caller, env: Environment) -> None:

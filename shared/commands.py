@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from shared import actors
 from shared.command_checks import dataset_blob_name
 from shared.handling import PERMANENT, PermanentError
 from shared.messages import CloudEvent, command_name
@@ -31,7 +32,7 @@ def handle_command(event: CloudEvent, command: Any, deps: Any) -> None:
         _refuse_operator_action(event, command, deps, name)
     routes = {
         "train": lambda: intake.start_run(dataset_blob_name(deps, command.blob), deps, settings_override=command.settings,
-                                          actor=command.requested_by or "ftops.commands"),
+                                          actor=actors.requester(command)),
         "cancel": lambda: training.cancel_run(command, deps),
         "pause": lambda: training.pause_run(command, deps),
         "resume": lambda: training.resume_run(command, deps),
@@ -49,7 +50,7 @@ def _refuse_operator_action(event: CloudEvent, command: Any, deps: Any, name: st
     reason = (f"{name} is not accepted on the commands queue: a message cannot prove who sent it. Use the "
               f"operator API (`ftops {name}`, signed in with Entra ID)")
     run_id = getattr(command, "run_id", None) or event.subject or "_operator"   # the API's partition for runless
-    deps.registry.audit(run_id, f"{name}.refused", actor=f"unverified: {claimed or 'unnamed sender'}",
+    deps.registry.audit(run_id, f"{name}.refused", actor=actors.unverified(claimed or 'unnamed sender'),
                         detail={"reason": reason, "channel": "servicebus", "message_id": event.id,
                                 "claimed_sender": claimed, "environment": getattr(command, "environment", None)})
     from shared.events import publish  # other systems hear of it, as of any refused command
@@ -71,5 +72,5 @@ def record_dead_letter(deps: Any, event: CloudEvent, name: str, command: Any, ex
     detail = {"command": name, "message_id": event.id, "run_id": run_id, "reason": type(exc).__name__,
               "description": str(exc)[:500], "requested_by": getattr(command, "requested_by", None)}
     # if this fails the message is retried (transient) and refused again: recorded, never silently lost
-    deps.registry.audit(about, "command_deadlettered", actor="ftops.commands", detail=detail)
+    deps.registry.audit(about, "command_deadlettered", actor=actors.COMMANDS, detail=detail)
     publish(deps, about, "command_deadlettered", detail)

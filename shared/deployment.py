@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from shared import spokes, states
+from shared import actors, spokes, states
 from shared.approvals import approval_problem, owner_of, send_deploy
 from shared.events import advance
 from shared.handling import PermanentError, retry_later
@@ -25,7 +25,7 @@ from shared.topology import Environment, Target, Topology, load_topology, target
 
 log = logging.getLogger(__name__)
 
-ACTOR = "ftops-deploy"
+ACTOR = actors.DEPLOYMENT
 CLAIM_TTL_SECONDS = 1800   # longer than an environment's deployment with patient smoke tests
 T = TypeVar("T")
 R = TypeVar("R")

@@ -19,7 +19,7 @@ from typing import Any
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
-from shared import states
+from shared import actors, states
 from shared.drop_check import DropFiles, check_drop
 from shared.events import advance
 from shared.handling import PermanentError
@@ -32,7 +32,7 @@ from shared.splitting import spool_files, upload_split
 from shared.topology import load_topology
 
 log = logging.getLogger(__name__)
-ACTOR = "ftops.intake"
+ACTOR = actors.INTAKE
 FOLDER_FILES = {"train": "train.jsonl", "validation": "validation.jsonl", "eval": "eval.jsonl"}
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared import spokes, states
+from shared import actors, spokes, states
 from shared.events import publish
 from shared.messages import run_event
 from shared.models import DEVELOPER
@@ -31,7 +31,7 @@ from shared.topology import Topology, load_topology
 
 log = logging.getLogger(__name__)
 
-ACTOR = "ftops-keepalive"
+ACTOR = actors.KEEPALIVE
 ALERT_AFTER = 3          # consecutive failed ticks before an event asks a person to look
 PING_TIMEOUT_S = 60.0
 INACTIVITY_LIMIT = timedelta(days=15)   # Learn: a fine-tuned deployment unused this long is deleted

@@ -150,6 +150,12 @@ def deploy_message_id(run_id: str, environment: str, model: str | None) -> str:
     return f"deploy-{run_id}-{environment}{suffix}"
 
 
+def deploy_request(run_id: str, environment: str, model: str | None) -> CloudEvent:
+    """The one way a deploy request is made (evaluation, the deploy stage's next environment, approvals)."""
+    return envelope(DeployRequest(run_id=run_id, environment=environment),
+                    message_id=deploy_message_id(run_id, environment, model))
+
+
 def run_event(state: str, run_id: str, detail: dict[str, Any] | None = None, *, event_id: str | None = None
               ) -> CloudEvent:
     """An event on the topic: ftops.run.<state>. The id is stable per transition so republishing dedups."""

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from shared import spokes, states
+from shared import actors, spokes, states
 from shared.events import advance, publish
 from shared.registry import DeploymentRecord, RunRecord, now_iso
 from shared.topology import Topology
 
 log = logging.getLogger(__name__)
-ACTOR = "ftops.auto-retire"
+ACTOR = actors.AUTO_RETIRE
 FAILED = {states.TRAINING_FAILED, states.EVALUATION_FAILED, "deployment_failed"}
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from shared import spokes, states
-from shared.deployment import ACTOR, deployment_tags, parallel
+from shared import actors, spokes, states
+from shared.deployment import deployment_tags, parallel
 from shared.events import advance, publish
 from shared.handling import PermanentError
 from shared.messages import RollbackCommand, RunCommand
@@ -43,7 +43,7 @@ def rollback(command: RollbackCommand, deps: Any) -> None:
     if missing:
         raise PermanentError(f"rollback of {env.name!r}: {', '.join(missing)} had no model before run "
                              f"{slots[0].run_id}; retire the run instead")
-    actor = command.requested_by or ACTOR
+    actor = actors.requester(command)
     run_id = slots[0].run_id
     targets = {s.account: _target_of(topology, s) for s in slots}
 
@@ -116,7 +116,7 @@ def retire(command: RunCommand, deps: Any) -> None:
         raise spokes.NotManagedByFtops(f"retire {run.run_id}: " + "; ".join(r["error"] for r in failed if r.get("foreign")))
     if failed:   # transient: deletes are idempotent, the retry finishes the rest
         raise spokes.SpokeError(f"retire {run.run_id}: " + "; ".join(f"{r['slot']}: {r['error']}" for r in failed))
-    advance(deps, run.run_id, states.RETIRED, actor=command.requested_by or ACTOR,
+    advance(deps, run.run_id, states.RETIRED, actor=actors.requester(command),
             detail={"deployments": results, "reason": command.reason})
 
 
