@@ -1,7 +1,7 @@
 """Operator commands. The bus commands (train, cancel, pause, resume, retrain) send one CloudEvent to the
 commands queue, exactly as another system would: checked first with the handlers' own rules and refused
 with the reason (exit 2) when they cannot succeed; `--wait` follows them to their outcome. `approve`,
-`reject`, `rollback`, `retire` call the operator API as the signed-in user (shared.cli.operator_client):
+`reject`, `rollback`, `retire` call the operator API as the signed-in user (ftops_cli.operator_client):
 who acts comes from the token, never from an argument.
 """
 from __future__ import annotations
@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ftops_cli.errors import UsageError
+from ftops_cli.follow import BUS_COMMANDS, follow, precheck
 from shared import messages as m
-from shared.cli.errors import UsageError
-from shared.cli.follow import BUS_COMMANDS, follow, precheck
 
 
 def add_parser(sub: Any) -> None:
@@ -92,7 +92,7 @@ def build(args: argparse.Namespace) -> m.CloudEvent:
 def run(args: argparse.Namespace, *, deps: Any = None, sleep: Callable[[float], None] = time.sleep) -> int:
     event = build(args)   # argument mistakes first: finding them needs no settings
     if deps is None:
-        from shared.cli.target import deps as target_deps
+        from ftops_cli.target import deps as target_deps
         deps = target_deps(args)
     bus = args.command_name in BUS_COMMANDS
     expect = precheck(deps, event) if bus else None
@@ -107,8 +107,8 @@ def run(args: argparse.Namespace, *, deps: Any = None, sleep: Callable[[float], 
 
 def run_api(args: argparse.Namespace, client: Any = None) -> int:
     """Exit 0 done, 1 refused (the API's reason on stderr), 2 not configured or unreachable."""
-    from shared.cli.operator_client import ApiError, client_from_env
-    from shared.cli.target import NoTarget, apply
+    from ftops_cli.operator_client import ApiError, client_from_env
+    from ftops_cli.target import NoTarget, apply
     from shared.config import ConfigError
     try:
         if client is None:

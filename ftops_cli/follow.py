@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ftops_cli.errors import UsageError
 from shared import states
-from shared.cli.errors import UsageError
 from shared.handling import PERMANENT
 from shared.hub_api import surface
 from shared.messages import CloudEvent
@@ -88,7 +88,7 @@ def outcome(deps: Any, event: CloudEvent, expect: Expectation) -> tuple[int, str
 
 
 def _run_outcome(run: Any) -> tuple[int, str]:
-    from shared.cli.views import reason, reports
+    from ftops_cli.views import reason, reports
     if run.state == states.REJECTED:
         return 1, f"run {run.run_id} rejected: {reason(run)}; report: {', '.join(reports(run))}"
     return 0, f"run {run.run_id} {run.state}"

@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shared.cli.errors import UsageError
-from shared.cli.target import remove_state, state_path, write_state
-from shared.cli.views import run_view, table  # the one run shape, shared with `ftops status`
+from ftops_cli.errors import UsageError
+from ftops_cli.target import remove_state, state_path, write_state
+from ftops_cli.views import run_view, table  # the one run shape, shared with `ftops status`
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,7 +132,7 @@ def _print_result(result: dict[str, Any], *, as_json: bool) -> None:
 
 def keep_reports(deps: Any, result: dict[str, Any], folder: Path) -> None:
     """Every run's reports copied from the (in-memory) storage to disk before the stack goes, and where."""
-    from shared.cli.report import fetch
+    from ftops_cli.report import fetch
     for r in result["runs"]:
         written = fetch(deps, r["run_id"], folder)
         r["reports_on_disk"] = [str(p) for p in written]
@@ -247,7 +247,7 @@ def approve(stack: Any, run_id: str, environment: str) -> bool:
     """What an operator does with `ftops approve`: signed in (here: the emulator's identity provider), the
     operator API approves the model the run holds now. A refusal (e.g. four eyes) is shown and the run is
     rejected, so it ends; False when the API could not answer now (try again)."""
-    from shared.cli.operator_client import ApiError, local_client
+    from ftops_cli.operator_client import ApiError, local_client
     client = local_client(stack.api_url, stack.env, DEMO_APPROVER)
     try:
         answer = client.approve(run_id, environment, ticket=DEMO_TICKET, comment="approved by ftops demo")

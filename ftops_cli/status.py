@@ -11,7 +11,7 @@ import json
 from collections import defaultdict
 from typing import Any
 
-from shared.cli.views import run_view, table
+from ftops_cli.views import run_view, table
 from shared.costs import daily_hosting_cost, prices_from_settings
 
 WHY_WIDTH = 100   # the overview's reason column; `status RUN_ID` shows it whole
@@ -60,7 +60,7 @@ def _dead_letters(deps: Any, run_id: str | None) -> list[dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shared.cli.target import deps as target_deps
+    from ftops_cli.target import deps as target_deps
     deps = target_deps(args)
     if getattr(args, "stuck", False):
         from shared import doctor

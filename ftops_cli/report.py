@@ -9,7 +9,7 @@ import webbrowser
 from pathlib import Path
 from typing import Any
 
-from shared.cli.errors import UsageError
+from ftops_cli.errors import UsageError
 
 MAX_REPORT_BYTES = 64 * 1024 * 1024
 
@@ -44,7 +44,7 @@ def fetch(deps: Any, run_id: str, out: Path) -> list[Path]:
 
 def run(args: argparse.Namespace, deps: Any = None) -> int:
     if deps is None:
-        from shared.cli.target import deps as target_deps
+        from ftops_cli.target import deps as target_deps
         deps = target_deps(args)
     written = fetch(deps, args.run_id, args.out)
     if not written:
