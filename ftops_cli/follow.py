@@ -18,8 +18,6 @@ from shared.handling import PERMANENT
 from shared.hub_api import surface
 from shared.messages import CloudEvent
 
-BUS_COMMANDS = ("train", "cancel", "pause", "resume", "retrain")
-
 
 @dataclass
 class Expectation:

@@ -1,70 +1,51 @@
-"""Operator commands. The bus commands (train, cancel, pause, resume, retrain) send one CloudEvent to the
-commands queue, exactly as another system would: checked first with the handlers' own rules and refused
-with the reason (exit 2) when they cannot succeed; `--wait` follows them to their outcome. `approve`,
-`reject`, `rollback`, `retire` call the operator API as the signed-in user (ftops_cli.operator_client):
-who acts comes from the token, never from an argument.
+"""Operator commands, one subcommand per row of shared.command_table. The bus commands (train, cancel,
+pause, resume, retrain) send one CloudEvent to the commands queue, exactly as another system would: checked
+first with the handlers' own rules and refused with the reason (exit 2) when they cannot succeed; `--wait`
+follows them to their outcome. `approve`, `reject`, `rollback`, `retire` call the operator API as the
+signed-in user (ftops_cli.operator_client): who acts comes from the token, never from an argument.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
 from ftops_cli.errors import UsageError
-from ftops_cli.follow import BUS_COMMANDS, follow, precheck
-from shared import messages as m
+from ftops_cli.follow import follow, precheck
+from shared.command_table import BY_NAME, COMMANDS, Command
+from shared.messages import CloudEvent, envelope
 
 
-def add_parser(sub: Any) -> None:
-    def command(name: str, help_: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_)
-        p.set_defaults(func=run, command_name=name)
-        p.add_argument("--by", dest="requested_by", default=None, help="who asks (recorded in the audit trail)")
-        if name in BUS_COMMANDS:
+def add_parser(sub: Any, table: tuple[Command, ...] = COMMANDS) -> None:
+    """One subcommand per row of shared.command_table, its arguments as the row declares them."""
+    for row in table:
+        help_ = row.help if row.via == "bus" else f"{row.help} (operator API, as the signed-in user)"
+        p = sub.add_parser(row.name, help=help_, description=help_)
+        p.set_defaults(func=run if row.via == "bus" else run_api, command_name=row.name)
+        if row.via == "bus":
+            p.add_argument("--by", dest="requested_by", default=None, help="who asks (recorded in the audit trail)")
             p.add_argument("--wait", action="store_true",
                            help="follow the command to its outcome and print it (a refusal with its reason)")
             p.add_argument("--timeout", type=float, default=120.0,
                            help="seconds --wait waits for an outcome (default 120)")
-        return p
+        else:
+            p.add_argument("--json", action="store_true", help="print the API's answer as JSON")
+        for arg in row.args:
+            if arg.positional:
+                p.add_argument(arg.flag, help=arg.help)
+            else:
+                p.add_argument(arg.flag, required=arg.required, default=arg.default, help=arg.help)
 
-    p = command("train", "start a run from a dataset blob already in the datasets container")
-    p.add_argument("blob", help="datasets/<name>.jsonl or datasets/<folder>/run.json (the container prefix is optional)")
-    p.add_argument("--settings", default="{}", help="run settings as JSON, over run.json (as in run.json)")
-    for name, what in (("cancel", "cancel a run that waits to train or trains (its hub job too)"),
-                       ("pause", "pause a training run's hub job"), ("resume", "resume a paused hub job")):
-        command(name, what).add_argument("run_id", help="the run (ftops status lists them)")
-    p = command("retrain", "train again on the same data with new settings")
-    p.add_argument("run_id", help="the run (ftops status lists them)")
-    p.add_argument("--settings", default="{}", help="settings to change, as JSON (as in run.json)")
 
-    def api(name: str, help_: str) -> argparse.ArgumentParser:
-        help_ = f"{help_} (operator API, as the signed-in user)"
-        p = sub.add_parser(name, help=help_, description=help_)
-        p.set_defaults(func=run_api, command_name=name)
-        p.add_argument("--json", action="store_true", help="print the API's answer as JSON")
-        return p
-
-    p = api("approve", "approve the model a run holds now into an environment")
-    p.add_argument("run_id", help="the run awaiting approval")
-    p.add_argument("--env", required=True, help="the environment that waits for approval (e.g. prod)")
-    p.add_argument("--ticket", required=True, help="the change ticket this approval belongs to")
-    p.add_argument("--comment", default=None, help="a note kept with the approval")
-    p = api("reject", "refuse a run's promotion into an environment")
-    p.add_argument("run_id", help="the run awaiting approval")
-    p.add_argument("--env", required=True, help="the environment (e.g. prod)")
-    p.add_argument("--reason", required=True, help="why (recorded with the run)")
-    p.add_argument("--ticket", default=None, help="change ticket")
-    p = api("rollback", "return an environment to the previous approved model")
-    p.add_argument("--env", required=True, help="the environment to roll back")
-    p.add_argument("--run-id", default=None, help="the run whose deployment to roll back")
-    p.add_argument("--deployment", default=None, help="the deployment name to roll back")
-    p.add_argument("--reason", default=None, help="why (recorded in the audit trail)")
-    p = api("retire", "retire a run: remove its deployments everywhere")
-    p.add_argument("run_id", help="the run")
-    p.add_argument("--reason", default=None, help="why (recorded in the audit trail)")
+def _values(row: Command, args: argparse.Namespace) -> dict[str, Any]:
+    """The payload's fields from the command line."""
+    return {arg.payload_field: _settings_json(getattr(args, arg.dest)) if arg.json_object else getattr(args, arg.dest)
+            for arg in row.args}
 
 
 def _settings_json(text: str) -> dict[str, Any]:
@@ -77,16 +58,10 @@ def _settings_json(text: str) -> dict[str, Any]:
     return value
 
 
-def build(args: argparse.Namespace) -> m.CloudEvent:
-    name, by = args.command_name, args.requested_by
-    data: Any
-    if name == "train":
-        data = m.TrainCommand(blob=args.blob, settings=_settings_json(args.settings), requested_by=by)
-    elif name == "retrain":
-        data = m.RetrainCommand(run_id=args.run_id, settings=_settings_json(args.settings), requested_by=by)
-    else:
-        data = m.RunCommand(run_id=args.run_id, requested_by=by)
-    return m.envelope(data, type_=f"ftops.command.{name}")
+def build(args: argparse.Namespace) -> CloudEvent:
+    row = BY_NAME[args.command_name]
+    data = row.payload(**_values(row, args), requested_by=args.requested_by)
+    return envelope(data, type_=row.type)
 
 
 def run(args: argparse.Namespace, *, deps: Any = None, sleep: Callable[[float], None] = time.sleep) -> int:
@@ -94,8 +69,7 @@ def run(args: argparse.Namespace, *, deps: Any = None, sleep: Callable[[float], 
     if deps is None:
         from ftops_cli.target import deps as target_deps
         deps = target_deps(args)
-    bus = args.command_name in BUS_COMMANDS
-    expect = precheck(deps, event) if bus else None
+    expect = precheck(deps, event)
     deps.publisher.send(deps.settings.commands_queue, event)
     print(f"sent {event.type} ({event.id})")
     if expect is None or not args.wait:
@@ -129,16 +103,15 @@ def run_api(args: argparse.Namespace, client: Any = None) -> int:
 
 
 def _call(client: Any, args: argparse.Namespace) -> dict[str, Any]:
-    name = args.command_name
-    if name == "approve":
+    """POST the row's route; the fields its path does not name are the body (who acts is the token's)."""
+    row = BY_NAME[args.command_name]
+    if row.name == "approve":   # names what it approves: the candidate the run holds now (OperatorClient.approve)
         return client.approve(args.run_id, args.env, ticket=args.ticket, comment=args.comment)
-    if name == "reject":
-        return client.call("POST", f"runs/{args.run_id}/reject",
-                           {"environment": args.env, "reason": args.reason, "ticket": args.ticket})
-    if name == "rollback":
-        return client.call("POST", f"environments/{args.env}/rollback",
-                           {"run_id": args.run_id, "deployment": args.deployment, "reason": args.reason})
-    return client.call("POST", f"runs/{args.run_id}/retire", {"reason": args.reason})
+    assert row.route is not None, f"{row.name}: an operator API command needs its route"
+    values = _values(row, args)
+    in_path = set(re.findall(r"{(\w+)}", row.route))
+    path = row.route.format(**{k: urllib.parse.quote(str(values[k]), safe="") for k in in_path})
+    return client.call("POST", path, {k: v for k, v in values.items() if k not in in_path})
 
 
 def _describe(args: argparse.Namespace, answer: dict[str, Any]) -> str:
