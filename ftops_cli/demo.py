@@ -29,7 +29,7 @@ from ftops_cli.target import remove_state, state_path, write_state
 from ftops_cli.views import run_view, table  # the one run shape, shared with `ftops status`
 
 log = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "samples" / "support-bot.jsonl"
 DEMO_APPROVER = "demo-operator@contoso.example"   # a demo user of the emulator's identity provider (Approver.prod)
 DEMO_OWNER = "demo-scientist@contoso.example"     # owns the sample run: four eyes keep them from approving it
