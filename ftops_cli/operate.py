@@ -21,9 +21,9 @@ from shared.command_table import BY_NAME, COMMANDS, Command
 from shared.messages import CloudEvent, envelope
 
 
-def add_parser(sub: Any, table: tuple[Command, ...] = COMMANDS) -> None:
+def add_parser(sub: Any) -> None:
     """One subcommand per row of shared.command_table, its arguments as the row declares them."""
-    for row in table:
+    for row in COMMANDS:
         help_ = row.help if row.via == "bus" else f"{row.help} (operator API, as the signed-in user)"
         p = sub.add_parser(row.name, help=help_, description=help_)
         p.set_defaults(func=run if row.via == "bus" else run_api, command_name=row.name)
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace, *, deps: Any = None, sleep: Callable[[float], 
     expect = precheck(deps, event)
     deps.publisher.send(deps.settings.commands_queue, event)
     print(f"sent {event.type} ({event.id})")
-    if expect is None or not args.wait:
+    if not args.wait:
         return 0
     code, what = follow(deps, event, expect, timeout=args.timeout, sleep=sleep)
     print(what)
@@ -123,4 +123,6 @@ def _describe(args: argparse.Namespace, answer: dict[str, Any]) -> str:
         return f"rejected run {args.run_id} for {args.env}"
     if args.command_name == "rollback":
         return f"rolled back {args.env}" + (f" (run {args.run_id})" if args.run_id else "")
-    return f"retired run {args.run_id}"
+    if args.command_name == "retire":
+        return f"retired run {args.run_id}"
+    return f"{args.command_name}: done"

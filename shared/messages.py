@@ -46,7 +46,7 @@ class DeployRequest(_Data):
     attempt: int = 0   # > 0: re-sent because another worker held the environment (…-w<n>)
 
 
-# --- commands from other systems (queue ftops-commands) ---------------------------------------------
+# --- commands: their data; shared.command_table says which channel takes each and who handles it ----
 class TrainCommand(_Data):
     blob: str = Field(description="path of the dataset blob or run.json in the datasets container")
     settings: dict[str, Any] = Field(default_factory=dict)
