@@ -16,10 +16,11 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from shared import states
 from shared.access import AccessDenied, Caller, approver_role, is_object_id
+from shared.claims import conditional_update
 from shared.events import advance, publish
 from shared.handling import PermanentError
 from shared.messages import deploy_request
-from shared.registry import ConcurrencyError, RunRecord, now_iso
+from shared.registry import RunRecord, now_iso
 from shared.topology import Environment, load_topology
 
 log = logging.getLogger(__name__)
@@ -77,18 +78,15 @@ def approve(deps: Any, caller: Caller, run_id: str, environment: str, *, ticket:
     problem = evidence_problem(run, env, evidence)
     if problem:
         raise (AccessDenied(403, problem, caller=caller) if "four eyes" in problem else Refused(problem))
-    for _ in range(5):   # a conditional write of the evidence; the state moves when the deploy starts
-        run = deps.registry.require_run(run_id)
-        if run.state != states.awaiting_approval(env.name):
-            raise Refused(f"run {run_id} is {run.state!r}, not awaiting approval for {env.name!r}")
-        run.approvals = {**run.approvals, env.name: evidence}
-        try:
-            deps.registry.save_run(run)
-            break
-        except ConcurrencyError:
-            continue
-    else:
-        raise ConcurrencyError(f"run {run_id}: too many concurrent updates while approving")
+
+    def record(fresh: RunRecord) -> RunRecord:   # the evidence only; the state moves when the deploy starts
+        if fresh.state != states.awaiting_approval(env.name):
+            raise Refused(f"run {run_id} is {fresh.state!r}, not awaiting approval for {env.name!r}")
+        fresh.approvals = {**fresh.approvals, env.name: evidence}
+        return fresh
+
+    conditional_update(lambda: deps.registry.require_run(run_id), record, deps.registry.save_run,
+                       gives_up=f"run {run_id}: too many concurrent updates while approving")
     deps.registry.audit(run_id, "approval.granted", actor=caller.actor, detail=evidence)
     publish(deps, run_id, "approved", evidence)
     send_deploy(deps, run_id, env.name, model=evidence["model"])

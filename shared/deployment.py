@@ -15,12 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from shared import actors, spokes, states
+from shared import actors, claims, spokes, states
 from shared.approvals import approval_problem, owner_of, send_deploy
 from shared.events import advance
 from shared.handling import PermanentError, retry_later
 from shared.messages import DeployRequest, deploy_message_id
-from shared.registry import ConcurrencyError, DeploymentRecord, RunRecord
+from shared.registry import DeploymentRecord, RunRecord
 from shared.topology import Environment, Target, Topology, load_topology, target_problem
 
 log = logging.getLogger(__name__)
@@ -62,18 +62,11 @@ def handle_deploy(request: DeployRequest, deps: Any) -> None:
         _require_approval(deps, run, env, model)
     # One worker per run × environment × model: a duplicate delivery must not deploy (and roll back) twice.
     key = "deploy-" + hashlib.sha256(f"{run.run_id}|{env.name}|{model}".encode()).hexdigest()[:32]
-    status, _ = deps.registry.claim(key, ttl_seconds=CLAIM_TTL_SECONDS)
-    if status == "in_progress":
-        retry_later(deps, deps.settings.deploy_queue, request, deploy_message_id(run.run_id, env.name, model))
-        return
-    if status == "completed":
-        return
-    try:
-        final = _deploy_environment(deps, run, env, order, topology, model)
-    except BaseException:
-        deps.registry.release(key)
-        raise
-    deps.registry.complete(key, {"state": final})
+    with claims.hold(deps.registry, key, ttl_seconds=CLAIM_TTL_SECONDS) as claim:
+        if claim.in_progress:
+            retry_later(deps, deps.settings.deploy_queue, request, deploy_message_id(run.run_id, env.name, model))
+        elif claim.owned:
+            claim.complete({"state": _deploy_environment(deps, run, env, order, topology, model)})
 
 
 def _deploy_environment(deps: Any, run: RunRecord, env: Environment, order: list[str], topology: Topology,
@@ -254,24 +247,26 @@ def _fail(deps: Any, run: RunRecord, env: Environment, detail: dict[str, Any]) -
 def _save_slot(deps: Any, run: RunRecord, env: Environment, outcome: Outcome, name: str, model: str,
                tags: dict[str, str]) -> None:
     t = outcome.target
-    for _ in range(5):
-        slot = deps.registry.get_deployment(env.name, t.account, name)
-        previous = outcome.restore_to or (None, None)
+    previous = outcome.restore_to or (None, None)
+    slot: DeploymentRecord | None = None
+
+    def replace(found: DeploymentRecord | None) -> DeploymentRecord:
+        nonlocal slot
+        slot = found
         record = DeploymentRecord(
             environment=env.name, account=t.account, deployment=name, region=t.region,
             subscription=t.subscription, resource_group=t.resource_group, run_id=run.run_id, model=model,
             previous_model=previous[0], previous_run_id=previous[1], state="active", sku=t.sku,
             capacity=t.capacity, tags=tags)   # last_ping: the keep-alive's own (the smoke test is in the audit)
-        record.etag = slot.etag if slot else None
-        try:
-            deps.registry.save_deployment(record)
-        except ConcurrencyError:
-            continue
-        if slot is not None and slot.state == "active" and slot.run_id != run.run_id:
-            deps.registry.audit(slot.run_id, "deployment.superseded", actor=ACTOR,
-                                detail={"slot": record.slot, "by_run": run.run_id, "model": model})
-        return
-    raise ConcurrencyError(f"deployment slot {env.name}|{t.account}|{name}: too many concurrent updates")
+        record.etag = found.etag if found else None
+        return record
+
+    record = claims.conditional_update(
+        lambda: deps.registry.get_deployment(env.name, t.account, name), replace, deps.registry.save_deployment,
+        gives_up=f"deployment slot {env.name}|{t.account}|{name}: too many concurrent updates")
+    if slot is not None and slot.state == "active" and slot.run_id != run.run_id:
+        deps.registry.audit(slot.run_id, "deployment.superseded", actor=ACTOR,
+                            detail={"slot": record.slot, "by_run": run.run_id, "model": model})
 
 
 def _promote(deps: Any, run: RunRecord, env: Environment, order: list[str], topology: Topology) -> None:

@@ -6,7 +6,8 @@ import logging
 from collections.abc import Collection
 from typing import Any
 
-from shared.registry import ConcurrencyError, RunRecord
+from shared.claims import conditional_update
+from shared.registry import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -20,19 +21,25 @@ def claim_name(job_key: str) -> str:
     return f"job-{job_key}"
 
 
+def free_job_key(deps: Any, run: RunRecord) -> None:
+    """Forget the job key of a run whose job ended without a model (failed, cancelled): a retrain with the
+    same data and settings may train again instead of adopting the ended job."""
+    if run.job_key:
+        deps.registry.release(claim_name(run.job_key))
+
+
 def update_run(deps: Any, run_id: str, allowed: Collection[str], *, attempts: int = 5, **updates: Any) -> RunRecord:
     """Change fields of a run without a state change, only while it is in `allowed` (conditional on ETag)."""
-    for _ in range(attempts):
-        run = deps.registry.require_run(run_id)
+    def change(run: RunRecord) -> RunRecord:
         if run.state not in allowed:
             raise Superseded(f"run {run_id} is {run.state!r} now")
         for key, value in updates.items():
             setattr(run, key, value)
-        try:
-            return deps.registry.save_run(run)  # type: ignore[no-any-return]
-        except ConcurrencyError:
-            continue
-    raise ConcurrencyError(f"run {run_id}: too many concurrent updates, will retry")
+        return run
+
+    return conditional_update(  # type: ignore[no-any-return]
+        lambda: deps.registry.require_run(run_id), change, deps.registry.save_run, attempts=attempts,
+        gives_up=f"run {run_id}: too many concurrent updates, will retry")
 
 
 def tidy_hub(deps: Any, hub: Any, run: RunRecord, extra_files: list[str] | None = None) -> list[str]:

@@ -33,7 +33,7 @@ from shared import actors, states
 from shared.command_checks import STARTABLE
 from shared.events import advance
 from shared.hub import NO_CHECKPOINTS_YET, CallGate, Hub, HubError, HubJob, note_unknown_status
-from shared.hub_runs import Superseded, claim_name, tidy_hub, update_run
+from shared.hub_runs import Superseded, free_job_key, tidy_hub, update_run
 from shared.messages import EvaluateRequest, envelope, evaluate_message_id
 from shared.outbox import flush, sweep
 from shared.registry import InvalidTransition, RunRecord
@@ -251,8 +251,7 @@ def _ended(deps: Any, hub: Any, run: RunRecord, job: HubJob, common: dict[str, A
     if job.status == "failed":
         log.warning("run %s: job %s failed: %s", run.run_id, job.id, detail["reason"])
     deps.registry.untrack_job(run.run_id)
-    if run.job_key:   # the key is free again: a retrain with the same settings may try once more
-        deps.registry.release(claim_name(run.job_key))
+    free_job_key(deps, run)
     tidy_hub(deps, hub, run, extra_files=job.result_files)
     return job.status
 

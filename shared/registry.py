@@ -19,12 +19,13 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 from azure.data.tables import TableServiceClient, UpdateMode
 
 from shared import states
+from shared.claims import ConcurrencyError, conditional_update
 
 log = logging.getLogger(__name__)
 
 
-class ConcurrencyError(RuntimeError):
-    """Someone else changed the entity since we read it (ETag mismatch). Transient: re-read and retry."""
+class _NoLongerApplies(Exception):
+    """A deployment slot changed under an update so that the update no longer applies: nothing is written."""
 
 
 class InvalidTransition(RuntimeError):
@@ -248,29 +249,30 @@ class Registry:
         `from_states` narrows where this caller may leave from (a train handler must not revive a run that a
         cancel just ended, although `cancelled → uploading` is allowed for a retrain).
         """
-        for _ in range(attempts):
-            run = self.require_run(run_id)
+        source_state = ""
+
+        def change(run: RunRecord) -> RunRecord | None:
+            nonlocal source_state
+            source_state = run.state
             if from_states is not None and run.state not in from_states:
                 raise InvalidTransition(f"run {run_id}: is {run.state!r}, not one of {sorted(from_states)}")
             if run.state == target and not set(updates) - {"outbox"}:
-                return run
+                return None
             if run.state != target and not states.can_transition(run.state, target):
                 raise InvalidTransition(f"run {run_id}: cannot go from {run.state!r} to {target!r}")
-            source_state = run.state
             run.state = target
             for key, value in updates.items():
                 if key == "outbox":   # appended, and only by the write that changes the state: a repeat adds nothing
                     value = run.outbox + (list(value) if source_state != target else [])
                 setattr(run, key, value)
-            try:
-                run = self.save_run(run)
-            except ConcurrencyError:
-                continue
-            if source_state != target:
-                self.audit(run_id, f"run.{states.split(target)[0]}", actor=actor, from_state=source_state,
-                           to_state=target, detail=detail)
             return run
-        raise ConcurrencyError(f"run {run_id}: too many concurrent updates, will retry")
+
+        run = conditional_update(lambda: self.require_run(run_id), change, self.save_run, attempts=attempts,
+                                 gives_up=f"run {run_id}: too many concurrent updates, will retry")
+        if source_state != target:
+            self.audit(run_id, f"run.{states.split(target)[0]}", actor=actor, from_state=source_state,
+                       to_state=target, detail=detail)
+        return run
 
     # --- jobs being followed by the poller (an index, so a tick never scans finished runs) ----------
     def track_job(self, run_id: str, job_id: str) -> None:
@@ -293,21 +295,19 @@ class Registry:
 
     def clear_outbox(self, run_id: str, sent: Collection[str], *, attempts: int = 5) -> None:
         """Drop the messages `sent` (by id) from the run's outbox; the marker goes once the outbox is empty."""
-        for _ in range(attempts):
-            run = self.get_run(run_id)
-            if run is None:
-                break
-            left = [m for m in run.outbox if m.get("id") not in sent]
-            if len(left) != len(run.outbox):
-                run.outbox = left
-                try:
-                    self.save_run(run)
-                except ConcurrencyError:
-                    continue
-            if not left:
-                self.unmark_outbox("run", run_id)
-            return
-        raise ConcurrencyError(f"run {run_id}: too many concurrent updates while clearing its outbox")
+        def change(run: RunRecord | None) -> RunRecord | None:
+            left = [m for m in run.outbox if m.get("id") not in sent] if run is not None else []
+            if run is None or len(left) == len(run.outbox):
+                return None
+            run.outbox = left
+            return run
+
+        run = conditional_update(lambda: self.get_run(run_id), change, self.save_run, attempts=attempts,
+                                 gives_up=f"run {run_id}: too many concurrent updates while clearing its outbox")
+        if run is None:
+            raise ConcurrencyError(f"run {run_id}: too many concurrent updates while clearing its outbox")
+        if not run.outbox:
+            self.unmark_outbox("run", run_id)
 
     def unmark_outbox(self, partition: str, row: str) -> None:
         try:
@@ -355,17 +355,19 @@ class Registry:
         """Apply `changes` to a slot read earlier (in place) and save it conditionally; on an ETag conflict
         re-read the slot and apply them again. None, without writing, if the slot is gone or the fresh read
         fails `still_applies`; ConcurrencyError if every attempt lost the race."""
-        for _ in range(attempts):
+        def change(fresh: DeploymentRecord | None) -> DeploymentRecord:
+            if fresh is None or (fresh is not slot and still_applies is not None and not still_applies(fresh)):
+                raise _NoLongerApplies
             for key, value in changes.items():
-                setattr(slot, key, value)
-            try:
-                return self.save_deployment(slot)
-            except ConcurrencyError:
-                fresh = self.get_deployment(slot.environment, slot.account, slot.deployment)
-                if fresh is None or (still_applies is not None and not still_applies(fresh)):
-                    return None
-                slot = fresh
-        raise ConcurrencyError(f"deployment slot {slot.slot}: too many concurrent updates")
+                setattr(fresh, key, value)
+            return fresh
+
+        try:
+            return conditional_update(lambda: self.get_deployment(slot.environment, slot.account, slot.deployment),
+                                      change, self.save_deployment, first=slot, attempts=attempts,
+                                      gives_up=f"deployment slot {slot.slot}: too many concurrent updates")
+        except _NoLongerApplies:
+            return None
 
     def list_deployments(self, *, run_id: str | None = None, state: str | None = None) -> list[DeploymentRecord]:
         records = [_from_entity(DeploymentRecord, e)

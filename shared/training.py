@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from shared import actors, states
+from shared import actors, claims, states
 from shared.blob_io import hash_blob
 from shared.command_checks import CANCELLABLE, STARTABLE, cancel_needed, check_job_action, retrain_settings
 from shared.events import advance, publish
@@ -36,7 +36,7 @@ from shared.hub import (
     JobSpec,
     note_unknown_status,
 )
-from shared.hub_runs import Superseded, claim_name, tidy_hub, update_run
+from shared.hub_runs import Superseded, claim_name, free_job_key, tidy_hub, update_run
 from shared.messages import RetrainCommand, RunCommand, TrainRequest, envelope
 from shared.outbox import flush
 from shared.registry import InvalidTransition, RunRecord
@@ -107,33 +107,31 @@ def handle_train(request: TrainRequest, deps: Any, *, hub: Hub | None = None) ->
     except HubUnsupported as exc:
         _fail(deps, hub, run.run_id, exc)
         return
-    claim, result = deps.registry.claim(claim_name(key), ttl_seconds=CLAIM_TTL_SECONDS)
-    if claim == "completed" and result:
-        log.info("run %s: job key %s already has job %s; adopting it", run.run_id, key[:12], result.get("job_id"))
-        _adopt(deps, hub, run.run_id, key, str(result["job_id"]), dict(result.get("hub_files") or {}))
-        return
-    try:
-        if claim == "claimed":
-            _create_or_adopt(deps, hub, run.run_id, key, settings)
-        else:
-            _adopt_or_wait(deps, hub, request, key, settings)
-        return
-    except HubQuotaExceeded as exc:
-        _release(deps, claim, key)
-        _wait_for_quota(deps, run.run_id, request.attempt, exc)
-    except HubPermanentError as exc:
-        _release(deps, claim, key)
-        _fail(deps, hub, run.run_id, exc)
-    except Superseded as exc:
-        _release(deps, claim, key)
-        log.info("run %s: stopped creating the job: %s", run.run_id, exc)
-    except Exception:
-        # transient (or a bug): free the key so the retry can claim it; the retry looks for the job first
-        _release(deps, claim, key)
-        raise
+    with claims.hold(deps.registry, claim_name(key), ttl_seconds=CLAIM_TTL_SECONDS) as claim:
+        if claim.completed and claim.result:
+            done = claim.result
+            log.info("run %s: job key %s already has job %s; adopting it", run.run_id, key[:12], done.get("job_id"))
+            claim.complete(_adopt(deps, hub, run.run_id, key, str(done["job_id"]), dict(done.get("hub_files") or {})))
+            return
+        try:
+            if claim.owned:
+                claim.complete(_create_or_adopt(deps, hub, run.run_id, key, settings))
+            elif adopted := _adopt_or_wait(deps, hub, request, key, settings):
+                claim.complete(adopted)
+        except HubQuotaExceeded as exc:
+            claim.release()
+            _wait_for_quota(deps, run.run_id, request.attempt, exc)
+        except HubPermanentError as exc:
+            claim.release()
+            _fail(deps, hub, run.run_id, exc)
+        except Superseded as exc:
+            claim.release()
+            log.info("run %s: stopped creating the job: %s", run.run_id, exc)
+        # any other failure (transient, or a bug) leaves `hold`, which frees the key so the retry can claim
+        # it; the retry looks for the job first
 
 
-def _create_or_adopt(deps: Any, hub: Hub, run_id: str, key: str, settings: RunSettings) -> None:
+def _create_or_adopt(deps: Any, hub: Hub, run_id: str, key: str, settings: RunSettings) -> dict[str, Any]:
     run = deps.registry.require_run(run_id)
     hub_files = {role: fid for role, fid in run.hub_files.items() if role in run.data_files and hub.file_exists(fid)}
     for role, path in sorted(run.data_files.items()):
@@ -152,27 +150,28 @@ def _create_or_adopt(deps: Any, hub: Hub, run_id: str, key: str, settings: RunSe
     else:
         job = hub.create_job(spec)
         log.info("run %s: created job %s for key %s", run_id, job.id, key[:12])
-    _adopt(deps, hub, run_id, key, job.id, hub_files, job_status=job.status)
+    return _adopt(deps, hub, run_id, key, job.id, hub_files, job_status=job.status)
 
 
-def _adopt_or_wait(deps: Any, hub: Hub, request: TrainRequest, key: str, settings: RunSettings) -> None:
-    """Another worker holds the key (racing, or died holding it): adopt its job if the hub has it; else look
-    again later. Never create here: that is how two jobs would appear."""
+def _adopt_or_wait(deps: Any, hub: Hub, request: TrainRequest, key: str,
+                   settings: RunSettings) -> dict[str, Any] | None:
+    """Another worker holds the key (racing, or died holding it): adopt its job if the hub has it (what to
+    complete the key with); else look again later. Never create here: that is how two jobs would appear."""
     run = deps.registry.require_run(request.run_id)
     if run.job_key == key and run.hub_files.get("train"):
         spec = job_spec(settings, run.hub_files)
         job = hub.find_job(training_file=spec.training_file, validation_file=spec.validation_file, model=spec.model)
         if job is not None:
             log.info("run %s: adopting job %s created by another worker", run.run_id, job.id)
-            _adopt(deps, hub, run.run_id, key, job.id, dict(run.hub_files), job_status=job.status)
-            return
+            return _adopt(deps, hub, run.run_id, key, job.id, dict(run.hub_files), job_status=job.status)
     _send_retry(deps, request.run_id, request.attempt + 1, BUSY_RETRY_SECONDS, kind="w")
     log.info("run %s: another worker is creating the job; looking again in %.0f s", run.run_id, BUSY_RETRY_SECONDS)
+    return None
 
 
 def _adopt(deps: Any, hub: Hub, run_id: str, key: str, job_id: str, hub_files: dict[str, str], *,
-           job_status: str | None = None) -> None:
-    """Record the job in the run (→ training), let the poller follow it, and mark the key done."""
+           job_status: str | None = None) -> dict[str, Any]:
+    """Record the job in the run (→ training) and let the poller follow it; returns what marks the key done."""
     note_unknown_status(run_id, job_id, job_status)
     # followed before it is recorded: a crash in between leaves a job the poller still follows (it waits
     # while the run is being started), never a billed job nobody polls
@@ -186,12 +185,11 @@ def _adopt(deps: Any, hub: Hub, run_id: str, key: str, job_id: str, hub_files: d
             # cancelled while we were creating: the job must not run on without a run to follow it
             _cancel_quietly(hub, run_id, job_id)
             deps.registry.untrack_job(run_id)
-            deps.registry.complete(claim_name(key), {"job_id": job_id, "hub_files": hub_files, "run_id": run_id})
-            return
+            return {"job_id": job_id, "hub_files": hub_files, "run_id": run_id}
         if run.job_id != job_id:
             raise
         log.info("run %s: job %s was already recorded", run_id, job_id)
-    deps.registry.complete(claim_name(key), {"job_id": job_id, "hub_files": hub_files, "run_id": run_id})
+    return {"job_id": job_id, "hub_files": hub_files, "run_id": run_id}
 
 
 def _wait_for_quota(deps: Any, run_id: str, attempt: int, exc: HubQuotaExceeded) -> None:
@@ -217,11 +215,6 @@ def _fail(deps: Any, hub: Hub, run_id: str, exc: HubError) -> None:
                   detail={"code": exc.code, "message": str(exc)}, error=error, job_status="not_created")
     log.warning("run %s: the hub refused the job: %s", run_id, exc)
     tidy_hub(deps, hub, run)
-
-
-def _release(deps: Any, claim: str, key: str) -> None:
-    if claim == "claimed":
-        deps.registry.release(claim_name(key))
 
 
 def _cancel_quietly(hub: Hub, run_id: str, job_id: str) -> None:
@@ -250,8 +243,7 @@ def cancel_run(command: RunCommand, deps: Any, *, hub: Hub | None = None) -> Non
                   detail={"reason": command.reason, "requested_by": command.requested_by, "job_id": run.job_id},
                   job_status="cancelled" if run.job_id else run.job_status)
     deps.registry.untrack_job(run.run_id)
-    if run.job_key:   # a later retrain with the same settings may train again
-        deps.registry.release(claim_name(run.job_key))
+    free_job_key(deps, run)
     tidy_hub(deps, hub, run)
 
 

@@ -19,7 +19,7 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
-from shared import actors, states
+from shared import actors, claims, states
 from shared.approvals import send_deploy
 from shared.evaluation import graders as grading
 from shared.evaluation.confidence import paired_difference
@@ -68,21 +68,15 @@ def handle_evaluate(request: EvaluateRequest, deps: Any, *, chat: ChatFn | None 
         log.info("run %s is %s: nothing to evaluate (duplicate or stale message)", run.run_id, run.state)
         return
     key = "evaluate-" + hashlib.sha256(f"{run.run_id}|{run.job_id}|{run.fine_tuned_model}".encode()).hexdigest()[:32]
-    status, _ = deps.registry.claim(key, ttl_seconds=CLAIM_TTL_SECONDS)
-    if status == "completed":
-        return
-    if status == "in_progress":
-        retry_later(deps, deps.settings.evaluate_queue, request, evaluate_message_id(run.run_id, run.job_id))
-        return
-    try:
-        final = _evaluate(run, deps, chat, request, judge)
-    except BaseException:
-        deps.registry.release(key)
-        raise
-    if final is None:   # waiting for quota: the delayed re-send must find the step free
-        deps.registry.release(key)
-        return
-    deps.registry.complete(key, {"state": final})
+    with claims.hold(deps.registry, key, ttl_seconds=CLAIM_TTL_SECONDS) as claim:
+        if claim.in_progress:
+            retry_later(deps, deps.settings.evaluate_queue, request, evaluate_message_id(run.run_id, run.job_id))
+        elif claim.owned:
+            final = _evaluate(run, deps, chat, request, judge)
+            if final is None:   # waiting for quota: the delayed re-send must find the step free
+                claim.release()
+            else:
+                claim.complete({"state": final})
 
 
 def _evaluate(run: RunRecord, deps: Any, chat: ChatFn | None, request: EvaluateRequest,

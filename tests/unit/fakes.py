@@ -17,7 +17,7 @@ class InMemoryClaims:
         with self._claims_lock:
             status = self.keys.get(key)
             if status == "COMPLETED":
-                return "completed", {}
+                return "completed", dict(self._results().get(key) or {})
             if status == "IN_PROGRESS":
                 return "in_progress", None
             self.keys[key] = "IN_PROGRESS"
@@ -25,6 +25,10 @@ class InMemoryClaims:
 
     def complete(self, key: str, result: Any) -> None:
         self.keys[key] = "COMPLETED"
+        self._results()[key] = result
+
+    def _results(self) -> dict[str, Any]:   # what completions recorded, as the registry's result_json
+        return self.__dict__.setdefault("results", {})  # type: ignore[no-any-return]
 
     def release(self, key: str) -> None:
         self.keys.pop(key, None)
