@@ -83,14 +83,13 @@ def build(server: Any, accounts: list[dict[str, str]], *, concurrency: int = 16)
 
 def populate(deps: Deps, per_spoke: int, model: str = "gpt-4.1-mini") -> int:
     """`per_spoke` deployments on every spoke through ARM, and their slots in the registry."""
-    from shared import spokes
     from shared.topology import load_topology
     env = load_topology(deps.settings).environments[0]
     jobs = [(t, f"bench-{j}") for t in env.targets for j in range(per_spoke)]
 
     def one(job: tuple[Any, str]) -> None:
         target, name = job
-        spokes.deploy(deps, target, name, model, tags={"run_id": "bench"})
+        deps.spokes.deploy(target, name, model, tags={"run_id": "bench"})
         deps.registry.save_deployment(DeploymentRecord(
             environment=env.name, account=target.account, deployment=name, region=target.region,
             subscription=target.subscription, resource_group=target.resource_group, run_id="bench", model=model))

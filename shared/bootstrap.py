@@ -9,12 +9,16 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.bus import LocalQueuePublisher, Publisher, ServiceBusPublisher
 from shared.config import Settings
 from shared.identity import COGNITIVE_SCOPE, make_credential
 from shared.registry import Registry
+
+if TYPE_CHECKING:
+    from shared.arm_deployments import ArmDeployments
+    from shared.spokes import Spokes
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +111,18 @@ class Deps:
                 cred = self.credential(tenant_id=tenant_id, client_id=client_id)
                 self._cache[key] = CognitiveServicesManagementClient(cred, subscription, **kwargs)
             return self._cache[key]
+
+    @functools.cached_property
+    def arm_deployments(self) -> ArmDeployments:
+        """Model deployments on any account through ARM (the spokes', the hub's evaluation ones)."""
+        from shared.arm_deployments import ArmDeployments
+        return ArmDeployments(self.arm_client)
+
+    @functools.cached_property
+    def spokes(self) -> Spokes:
+        """The spokes port: deploy, read, delete, smoke-test on one target at a time."""
+        from shared.spokes import Spokes
+        return Spokes(self.settings, self.arm_deployments, self.openai_client)
 
 
 def build_deps(settings: Settings) -> Deps:

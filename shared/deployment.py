@@ -15,12 +15,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from shared import actors, claims, spokes, states
+from shared import actors, claims, states
 from shared.approvals import approval_problem, owner_of, send_deploy
+from shared.arm_deployments import ArmDeployment
 from shared.events import advance
 from shared.handling import PermanentError, retry_later
 from shared.messages import DeployRequest, deploy_message_id
 from shared.registry import DeploymentRecord, RunRecord
+from shared.spokes import SmokeResult
 from shared.topology import Environment, Target, Topology, load_topology, target_problem
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ class Outcome:
     restore_to: tuple[str, str | None] | None = None   # (model, run id) to go back to; None → delete
     changed: bool = False
     ok: bool = False
-    smoke: spokes.SmokeResult | None = None
+    smoke: SmokeResult | None = None
     error: str | None = None
 
     def evidence(self) -> dict[str, Any]:
@@ -77,14 +79,14 @@ def _deploy_environment(deps: Any, run: RunRecord, env: Environment, order: list
                           "targets": [t.describe() for t in env.targets]})
 
     # refuse before touching anything: better a clear failure than a half-done environment
-    foreign = [m for m in parallel(lambda t: spokes.foreign(deps, t, name), env.targets) if m]
+    foreign = [m for m in parallel(lambda t: deps.spokes.foreign(t, name), env.targets) if m]
     if foreign:   # another application's deployment under this name: never replaced
         deps.registry.audit(run.run_id, "deployment.refused", actor=ACTOR, detail={
             "environment": env.name, "deployment": name, "reason": "not_managed_by_ftops", "problems": foreign,
             "owner": owner_of(run), "requested_by": run.source})
         return _fail(deps, run, env, {"reason": "not_managed_by_ftops", "problems": foreign, "deployment": name,
                                       "model": model})
-    quota = [m for m in parallel(lambda t: spokes.check_quota(deps, t, name), env.targets) if m]
+    quota = [m for m in parallel(lambda t: deps.spokes.check_quota(t, name), env.targets) if m]
     if quota:
         return _fail(deps, run, env, {"reason": "quota", "problems": quota, "deployment": name, "model": model})
 
@@ -183,7 +185,7 @@ def _require_approval(deps: Any, run: RunRecord, env: Environment, model: str) -
 
 
 def _restore_point(deps: Any, run: RunRecord, env: Environment, target: Target, name: str, model: str,
-                   before: spokes.SpokeDeployment | None) -> tuple[str, str | None] | None:
+                   before: ArmDeployment | None) -> tuple[str, str | None] | None:
     """What this slot served before this run: the registry first (it survives a crash half-way through
     this very deployment), else what ARM showed, else nothing (the deployment is deleted on rollback)."""
     slot = deps.registry.get_deployment(env.name, target.account, name)
@@ -200,11 +202,11 @@ def _deploy_target(deps: Any, run: RunRecord, env: Environment, target: Target, 
                    tags: dict[str, str]) -> Outcome:
     outcome = Outcome(target)
     try:
-        before = spokes.get(deps, target, name)
+        before = deps.spokes.get(target, name)
         outcome.restore_to = _restore_point(deps, run, env, target, name, model, before)
         outcome.changed = True   # from here on ARM may have applied the PUT, even if it raised
-        spokes.deploy(deps, target, name, model, tags=tags)
-        outcome.smoke = spokes.smoke_test(deps, target, name, timeout_s=deps.settings.smoke_timeout_seconds)
+        deps.spokes.deploy(target, name, model, tags=tags)
+        outcome.smoke = deps.spokes.smoke_test(target, name, timeout_s=deps.settings.smoke_timeout_seconds)
         outcome.ok = outcome.smoke.ok
         if not outcome.ok:
             outcome.error = f"smoke test failed: {outcome.smoke.detail}"
@@ -219,16 +221,16 @@ def _restore(deps: Any, env: Environment, outcome: Outcome, name: str) -> dict[s
     target = outcome.target
     try:
         if outcome.restore_to is None:
-            spokes.delete(deps, target, name)
+            deps.spokes.delete(target, name)
             return {"account": target.account, "action": "deleted"}
         model, run_id = outcome.restore_to
         slot = deps.registry.get_deployment(env.name, target.account, name)
         if slot is not None and slot.run_id == run_id and slot.model == model:
-            spokes.deploy(deps, target, name, model, tags=slot.tags, sku=slot.sku, capacity=slot.capacity)
+            deps.spokes.deploy(target, name, model, tags=slot.tags, sku=slot.sku, capacity=slot.capacity)
         else:
             previous = deps.registry.get_run(run_id) if run_id else None
             tags = deployment_tags(previous, model, env.name) if previous else {"model_version": model}
-            spokes.deploy(deps, target, name, model, tags=tags)
+            deps.spokes.deploy(target, name, model, tags=tags)
         return {"account": target.account, "action": "restored", "model": model, "run_id": run_id}
     except Exception as exc:  # noqa: BLE001 (per-target outcome, reported)
         log.error("rollback of %s on %s failed: %s", name, target.account, exc)

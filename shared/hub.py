@@ -172,7 +172,7 @@ class CallGate:
         self._sem.release()
 
 
-def classify(exc: Exception, what: str) -> HubError:
+def error_from_openai(exc: Exception, what: str) -> HubError:
     """An openai SDK exception → one of our three kinds, carrying the hub's own message."""
     import openai
 
@@ -229,7 +229,7 @@ class Hub:
             with self._gate:
                 return fn()
         except openai.OpenAIError as exc:
-            raise classify(exc, what) from exc
+            raise error_from_openai(exc, what) from exc
 
     # --- files --------------------------------------------------------------------------------------
     def upload_file(self, blob: Any, filename: str) -> str:

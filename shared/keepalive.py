@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared import actors, spokes, states
+from shared import actors, states
 from shared.events import publish
 from shared.messages import run_event
 from shared.models import DEVELOPER
@@ -155,11 +155,10 @@ def _keep(deps: Any, topology: Topology, slot: DeploymentRecord) -> tuple[str, d
         log.warning("keep-alive: %s is no longer in SPOKES_CONFIG; skipped", slot.slot)
         return "skipped", {"error": f"account {slot.account!r} is not in SPOKES_CONFIG"}
     try:
-        spokes.ping(spokes.chat_client(deps, target, max_retries=CLIENT_RETRIES), slot.deployment,
-                    timeout=PING_TIMEOUT_S)
+        deps.spokes.ping(target, slot.deployment, max_retries=CLIENT_RETRIES, timeout=PING_TIMEOUT_S)
     except openai.NotFoundError as exc:
         try:
-            if spokes.get(deps, target, slot.deployment) is None:
+            if deps.spokes.get(target, slot.deployment) is None:
                 if slot.sku.lower() == DEVELOPER.lower():
                     return _expired(deps, slot)
                 return _heal(deps, target, slot)
@@ -191,10 +190,10 @@ def _heal(deps: Any, target: Any, slot: DeploymentRecord) -> tuple[str, dict[str
     deps.registry.hold_event(event_id, topic, run_event("deployment_healed", slot.run_id, detail,
                                                         event_id=event_id).to_json())
     try:
-        spokes.deploy(deps, target, slot.deployment, slot.model, tags=slot.tags, sku=slot.sku,
-                      capacity=slot.capacity)
+        deps.spokes.deploy(target, slot.deployment, slot.model, tags=slot.tags, sku=slot.sku,
+                           capacity=slot.capacity)
         # a healed deployment is a new one: as patient as a first deployment
-        smoke = spokes.smoke_test(deps, target, slot.deployment, timeout_s=deps.settings.smoke_timeout_seconds)
+        smoke = deps.spokes.smoke_test(target, slot.deployment, timeout_s=deps.settings.smoke_timeout_seconds)
     except Exception as exc:  # noqa: BLE001 (counted and reported per deployment)
         deps.registry.unmark_outbox("event", event_id)
         return _failed(deps, slot, f"deployment is gone and recreating it failed: {exc}")

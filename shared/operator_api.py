@@ -19,12 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared import actors, approvals, rollback, training
 from shared.access import OPERATOR_ROLE, AccessDenied, Caller, TokenVerifier, require_any
+from shared.arm_deployments import DeploymentError, NotManagedByFtops
 from shared.config import ConfigError
 from shared.events import publish
 from shared.handling import PermanentError
 from shared.messages import RetrainCommand, RollbackCommand, RunCommand
 from shared.registry import ConcurrencyError, InvalidTransition, RunNotFound
-from shared.spokes import NotManagedByFtops, SpokeError
 
 log = logging.getLogger(__name__)
 MAX_BODY = 16 * 1024     # a decision is a few fields; anything bigger is refused unread
@@ -111,7 +111,7 @@ def handle(action: str, *, authorization: str | None, params: dict[str, str], bo
     except NotManagedByFtops as exc:
         _audit_refusal(deps, run_id, action, 409, str(exc), caller.describe() if caller else {}, params)
         return _error(409, str(exc))
-    except (SpokeError, ConcurrencyError) as exc:   # transient: nothing was left half-done; the caller retries
+    except (DeploymentError, ConcurrencyError) as exc:   # transient: nothing was left half-done; the caller retries
         log.warning("operator API %s (run %s) failed for now: %s", action, run_id, exc)
         return _error(503, f"not done, try again: {exc}")
     except RunNotFound as exc:

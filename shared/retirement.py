@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from shared import actors, spokes, states
+from shared import actors, states
 from shared.events import advance, publish
 from shared.registry import DeploymentRecord, RunRecord, now_iso
 from shared.topology import Topology
@@ -119,7 +119,7 @@ def _retire(deps: Any, topology: Topology, item: Retirement) -> dict[str, Any]:
         fresh = deps.registry.get_deployment(slot.environment, slot.account, slot.deployment)
         if fresh is None or not still_ours(fresh):
             return {"slot": slot.slot, "ok": True, "action": "none: a newer deployment took the slot"}
-        live = spokes.get(deps, target, slot.deployment)
+        live = deps.spokes.get(target, slot.deployment)
         if live is not None and live.model != slot.model:   # a deployment is replacing it right now
             return {"slot": slot.slot, "ok": True, "action": "none: the spoke already serves another model"}
         if item.restore_run:
@@ -127,13 +127,13 @@ def _retire(deps: Any, topology: Topology, item: Retirement) -> dict[str, Any]:
             tags = {"run_id": item.restore_run, "model_version": slot.previous_model or "", "managed_by": "ftops"}
             if restore is not None and restore.dataset_hash:
                 tags["dataset_hash"] = restore.dataset_hash
-            spokes.deploy(deps, target, slot.deployment, slot.previous_model or "", tags=tags, sku=slot.sku,
-                          capacity=slot.capacity)
+            deps.spokes.deploy(target, slot.deployment, slot.previous_model or "", tags=tags, sku=slot.sku,
+                               capacity=slot.capacity)
             deps.registry.update_deployment(fresh, still_applies=still_ours, model=slot.previous_model,
                                             run_id=item.restore_run, previous_model=None, previous_run_id=None,
                                             tags=tags, last_ping=now_iso(), last_ping_ok=True)
             return {"slot": slot.slot, "ok": True, "action": f"restored the model of run {item.restore_run}"}
-        existed = spokes.delete(deps, target, slot.deployment)
+        existed = deps.spokes.delete(target, slot.deployment)
         deps.registry.update_deployment(fresh, still_applies=still_ours, state="retired")
         return {"slot": slot.slot, "ok": True, "action": "deleted" if existed else "already gone"}
     except Exception as exc:  # noqa: BLE001 (per-slot outcome, retried on the next tick)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from shared import actors, spokes, states
+from shared import actors, states
+from shared.arm_deployments import DeploymentError, NotManagedByFtops
 from shared.deployment import deployment_tags, parallel
 from shared.events import advance, publish
 from shared.handling import PermanentError
@@ -52,13 +53,13 @@ def rollback(command: RollbackCommand, deps: Any) -> None:
         tags = deployment_tags(previous, slot.previous_model or "", env.name) if previous else \
             {"model_version": slot.previous_model or ""}
         try:
-            spokes.deploy(deps, targets[slot.account], slot.deployment, slot.previous_model or "", tags=tags,
-                          sku=slot.sku, capacity=slot.capacity)
-            smoke = spokes.smoke_test(deps, targets[slot.account], slot.deployment,
-                                      timeout_s=deps.settings.smoke_timeout_seconds)
+            deps.spokes.deploy(targets[slot.account], slot.deployment, slot.previous_model or "", tags=tags,
+                               sku=slot.sku, capacity=slot.capacity)
+            smoke = deps.spokes.smoke_test(targets[slot.account], slot.deployment,
+                                           timeout_s=deps.settings.smoke_timeout_seconds)
             return {"account": slot.account, "ok": smoke.ok, "smoke": smoke.evidence(), "tags": tags,
                     "error": None if smoke.ok else smoke.detail}
-        except spokes.NotManagedByFtops as exc:   # someone else's deployment now: never replaced
+        except NotManagedByFtops as exc:   # someone else's deployment now: never replaced
             return {"account": slot.account, "ok": False, "error": str(exc), "tags": tags, "foreign": True}
         except Exception as exc:  # noqa: BLE001 (per-target outcome, reported)
             return {"account": slot.account, "ok": False, "error": str(exc), "tags": tags}
@@ -70,7 +71,7 @@ def rollback(command: RollbackCommand, deps: Any) -> None:
         detail = {"environment": env.name, "results": results, "reverted": forward, "reason": command.reason}
         deps.registry.audit(run_id, "deployment.rollback_failed", actor=actor, detail=detail)
         publish(deps, run_id, "rollback_failed", detail)
-        error = spokes.NotManagedByFtops if any(r.get("foreign") for r in results) else spokes.SpokeError
+        error = NotManagedByFtops if any(r.get("foreign") for r in results) else DeploymentError
         raise error(f"rollback of run {run_id} in {env.name!r} failed: "
                                 + "; ".join(f"{r['account']}: {r['error']}" for r in results if not r["ok"]))
     # the evidence describes the change, so it is taken before the slots are rewritten
@@ -100,9 +101,9 @@ def retire(command: RunCommand, deps: Any) -> None:
 
     def remove(slot: DeploymentRecord) -> dict[str, Any]:
         try:
-            existed = spokes.delete(deps, _target_of(topology, slot), slot.deployment)
+            existed = deps.spokes.delete(_target_of(topology, slot), slot.deployment)
             return {"slot": slot.slot, "ok": True, "existed": existed}
-        except spokes.NotManagedByFtops as exc:   # someone else's deployment now: never deleted, never retried
+        except NotManagedByFtops as exc:   # someone else's deployment now: never deleted, never retried
             return {"slot": slot.slot, "ok": False, "error": str(exc), "foreign": True}
         except Exception as exc:  # noqa: BLE001 (per-target outcome, reported)
             return {"slot": slot.slot, "ok": False, "error": str(exc)}
@@ -113,9 +114,9 @@ def retire(command: RunCommand, deps: Any) -> None:
             deps.registry.update_deployment(slot, state="retired")
     failed = [r for r in results if not r["ok"]]
     if any(r.get("foreign") for r in failed):
-        raise spokes.NotManagedByFtops(f"retire {run.run_id}: " + "; ".join(r["error"] for r in failed if r.get("foreign")))
+        raise NotManagedByFtops(f"retire {run.run_id}: " + "; ".join(r["error"] for r in failed if r.get("foreign")))
     if failed:   # transient: deletes are idempotent, the retry finishes the rest
-        raise spokes.SpokeError(f"retire {run.run_id}: " + "; ".join(f"{r['slot']}: {r['error']}" for r in failed))
+        raise DeploymentError(f"retire {run.run_id}: " + "; ".join(f"{r['slot']}: {r['error']}" for r in failed))
     advance(deps, run.run_id, states.RETIRED, actor=actors.requester(command),
             detail={"deployments": results, "reason": command.reason})
 
@@ -129,8 +130,8 @@ def _target_of(topology: Topology, slot: DeploymentRecord) -> Target:
 
 def _redeploy(deps: Any, target: Target, slot: DeploymentRecord) -> dict[str, Any]:
     try:
-        spokes.deploy(deps, target, slot.deployment, slot.model, tags=slot.tags, sku=slot.sku,
-                      capacity=slot.capacity)
+        deps.spokes.deploy(target, slot.deployment, slot.model, tags=slot.tags, sku=slot.sku,
+                           capacity=slot.capacity)
         return {"account": slot.account, "action": "redeployed", "model": slot.model}
     except Exception as exc:  # noqa: BLE001 (per-target outcome, reported)
         return {"account": slot.account, "action": "failed", "error": str(exc)}

@@ -1,4 +1,6 @@
-"""One spoke account through ARM and its data plane: deploy, read, delete, list, count, smoke test.
+"""The spokes port (`Deps.spokes`): one spoke account through the ARM deployment client
+(shared.arm_deployments, whose errors it raises) and its data plane: deploy, read, delete, list, count,
+smoke test.
 
 Everything here acts on a single target; `shared.deployment` decides what to do across an environment.
 Where the model comes from decides the request (AZURE-FACTS "Deployments"):
@@ -13,47 +15,24 @@ import logging
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
-
-from shared.config import HubSettings
+from shared.arm_deployments import (
+    MANAGED_TAG,
+    MANAGED_VALUE,
+    ArmAccount,
+    ArmDeployment,
+    ArmDeployments,
+    DeploymentError,
+)
+from shared.config import HubSettings, Settings
 from shared.topology import Target
 
 log = logging.getLogger(__name__)
 
 SMOKE_PROMPT = "Reply with OK."
-_GONE_STATES = {"deleting", "deleted"}
-
-
-MANAGED_TAG, MANAGED_VALUE = "managed_by", "ftops"   # on every deployment ftops creates, beside `run_id`
-
-
-class SpokeError(RuntimeError):
-    """A spoke refused or failed an operation; the message names the account and what happened."""
-
-
-class NotManagedByFtops(SpokeError):
-    """The deployment under that name was not created by ftops: never replace or delete it."""
-
-
-@dataclass(frozen=True)
-class SpokeDeployment:
-    """What ARM says is deployed under a name on a spoke."""
-    name: str
-    model: str
-    provisioning_state: str
-    sku: str
-    capacity: int
-    tags: dict[str, str] = field(default_factory=dict)
-    source: str | None = None
-    source_account: str | None = None
-
-    @property
-    def fine_tuned(self) -> bool:
-        # Base models have no source; fine-tuned ones either name their account or carry the ft marker.
-        return bool(self.source or self.source_account) or looks_fine_tuned(self.model)
 
 
 @dataclass(frozen=True)
@@ -68,21 +47,22 @@ class SmokeResult:
                 "detail": self.detail[:200]}
 
 
-def looks_fine_tuned(model: str) -> bool:
-    return ".ft-" in model or model.startswith(("ft:", "ftchkpt-"))
-
-
 def is_cross_tenant(target: Target, hub: HubSettings) -> bool:
     return bool(hub.tenant) and target.tenant != hub.tenant
 
 
-def arm(deps: Any, target: Target) -> Any:
-    """The ARM client for a spoke: its tenant and credential, plus the hub tenant's auxiliary token when the
-    model crosses tenants (ARM checks both tenants' tokens on that PUT)."""
-    hub = deps.settings.hub
+def label(target: Target) -> str:
+    """How messages name a spoke."""
+    return f"{target.account} ({target.region})"
+
+
+def account(target: Target, hub: HubSettings) -> ArmAccount:
+    """The spoke as ARM addresses it: its tenant and credential, plus the hub tenant's auxiliary token when
+    the model crosses tenants (ARM checks both tenants' tokens on that PUT)."""
     aux = (hub.tenant,) if is_cross_tenant(target, hub) and hub.tenant else ()
-    return deps.arm_client(target.subscription, tenant_id=target.tenant, client_id=target.client_id,
-                           auxiliary_tenants=aux)
+    return ArmAccount(target.subscription, target.resource_group, target.account,
+                      label(target), tenant=target.tenant, client_id=target.client_id,
+                      auxiliary_tenants=aux)
 
 
 def model_body(target: Target, hub: HubSettings, model: str) -> dict[str, Any]:
@@ -94,193 +74,109 @@ def model_body(target: Target, hub: HubSettings, model: str) -> dict[str, Any]:
     return body
 
 
-def deploy(deps: Any, target: Target, name: str, model: str, *, tags: dict[str, str],
-           sku: str | None = None, capacity: int | None = None) -> SpokeDeployment:
-    """Create or replace deployment `name` and wait for provisioning; SpokeError if it does not succeed."""
-    from azure.mgmt.cognitiveservices.models import Deployment, DeploymentModel, DeploymentProperties, Sku
-    refuse_if_foreign(deps, target, name, "replace")
-    wire = model_body(target, deps.settings.hub, model)
-    body = Deployment(
-        sku=Sku(name=sku or target.sku, capacity=capacity or target.capacity),
-        tags={**(tags or {}), MANAGED_TAG: MANAGED_VALUE},
-        properties=DeploymentProperties(model=DeploymentModel(
-            format="OpenAI", name=model, version="1", source=wire.get("source"),
-            source_account=wire.get("sourceAccount"))))
-    try:
-        result = _put_patiently(arm(deps, target), target, name, body)
-    except HttpResponseError as exc:
-        raise SpokeError(f"{target.account} ({target.region}): deploying {model!r} as {name!r} failed: "
-                         f"{_reason(exc)}{_rights_hint(exc, target, deps.settings.hub)}") from exc
-    deployed = _from_sdk(result)
-    if deployed.provisioning_state.lower() != "succeeded":
-        raise SpokeError(f"{target.account} ({target.region}): deployment {name!r} ended in state "
-                         f"{deployed.provisioning_state!r}")
-    return deployed
+class Spokes:
+    """The spokes port (`Deps.spokes`): every method acts on one target, through the ARM deployment client
+    for the control plane and an openai client for the data plane."""
 
+    def __init__(self, settings: Settings, arm: ArmDeployments, openai_client: Callable[..., Any]) -> None:
+        self._settings, self._arm, self._openai_client = settings, arm, openai_client
+        self._endpoints: dict[str, str] = {}
+        self._endpoints_lock = threading.Lock()
 
-PUT_ATTEMPTS = 3   # after the SDK's own retries (3 per status): a busy ARM must not fail a whole environment
+    def _at(self, target: Target) -> ArmAccount:
+        return account(target, self._settings.hub)
 
+    def deploy(self, target: Target, name: str, model: str, *, tags: dict[str, str], sku: str | None = None,
+               capacity: int | None = None) -> ArmDeployment:
+        """Create or replace deployment `name` and wait for provisioning; a DeploymentError if it does not
+        succeed, NotManagedByFtops if the name belongs to someone else."""
+        at = self._at(target)
+        self._arm.refuse_if_foreign(at, name, "replace")
+        wire = model_body(target, self._settings.hub, model)
+        spec = {"name": model, "version": "1", "source": wire.get("source"), "source_account": wire.get("sourceAccount")}
+        deployed = self._arm.put(at, name, spec, sku=sku or target.sku, capacity=capacity or target.capacity,
+                                 tags={**(tags or {}), MANAGED_TAG: MANAGED_VALUE},
+                                 doing=f"{at.label}: deploying {model!r} as {name!r} failed",
+                                 rights_hint=_rights_hint(target, self._settings.hub))
+        if deployed.provisioning_state.lower() != "succeeded":
+            raise DeploymentError(f"{at.label}: deployment {name!r} ended in state {deployed.provisioning_state!r}")
+        return deployed
 
-def _put_patiently(client: Any, target: Target, name: str, body: Any) -> Any:
-    """PUT and wait; a 429/5xx that outlasted the SDK's retries is tried again (a PUT is idempotent)."""
-    for attempt in range(1, PUT_ATTEMPTS + 1):
-        try:
-            return client.deployments.begin_create_or_update(target.resource_group, target.account, name,
-                                                             body).result()
-        except HttpResponseError as exc:
-            if attempt == PUT_ATTEMPTS or not (exc.status_code == 429 or (exc.status_code or 0) >= 500):
-                raise
-            log.warning("%s: PUT %s answered %s; trying again (%d of %d)", target.account, name,
-                        exc.status_code, attempt + 1, PUT_ATTEMPTS)
-            time.sleep(2.0 * attempt * random.uniform(0.8, 1.2))
-    raise AssertionError("unreachable")
+    def get(self, target: Target, name: str) -> ArmDeployment | None:
+        """The deployment, or None if there is none (or it is being deleted)."""
+        return self._arm.get(self._at(target), name)
 
+    def delete(self, target: Target, name: str) -> bool:
+        """Delete and wait; False if there was nothing to delete. Never someone else's deployment."""
+        at = self._at(target)
+        self._arm.refuse_if_foreign(at, name, "delete")
+        return self._arm.delete(at, name)
 
-def get(deps: Any, target: Target, name: str) -> SpokeDeployment | None:
-    """The deployment, or None if there is none (or it is being deleted)."""
-    try:
-        result = arm(deps, target).deployments.get(target.resource_group, target.account, name)
-    except ResourceNotFoundError:
-        return None
-    except HttpResponseError as exc:
-        if exc.status_code == 404:
-            return None
-        raise
-    found = _from_sdk(result)
-    return None if found.provisioning_state.lower() in _GONE_STATES else found
+    def foreign(self, target: Target, name: str) -> str | None:
+        """A clear message if `name` on this spoke exists and was not created by ftops, else None."""
+        return self._arm.foreign(self._at(target), name)
 
+    def check_quota(self, target: Target, name: str) -> str | None:
+        """A clear message if deploying `name` would exceed the spoke's fine-tuned deployment quota, else None."""
+        return self._arm.quota_problem(self._at(target), name, target.quota)
 
-def delete(deps: Any, target: Target, name: str) -> bool:
-    """Delete and wait; False if there was nothing to delete."""
-    refuse_if_foreign(deps, target, name, "delete")
-    try:
-        arm(deps, target).deployments.begin_delete(target.resource_group, target.account, name).result()
-    except ResourceNotFoundError:
-        return False
-    except HttpResponseError as exc:
-        if exc.status_code == 404:
-            return False
-        raise SpokeError(f"{target.account} ({target.region}): deleting {name!r} failed: {_reason(exc)}") from exc
-    return True
+    def endpoint(self, target: Target) -> str:
+        """The spoke's data-plane endpoint (`properties.endpoint` of the account), read once (Deps: once per process)."""
+        key = target.resource_id.lower() + "|" + self._settings.arm_endpoint
+        with self._endpoints_lock:
+            cached = self._endpoints.get(key)
+        if cached:
+            return cached
+        url = self._arm.endpoint(self._at(target))
+        with self._endpoints_lock:
+            self._endpoints[key] = url
+        return url
 
+    def chat_client(self, target: Target, *, max_retries: int = 2) -> Any:
+        return self._openai_client(self.endpoint(target), tenant_id=target.tenant, client_id=target.client_id,
+                                   max_retries=max_retries)
 
-def foreign(deps: Any, target: Target, name: str) -> str | None:
-    """A clear message if `name` on this spoke exists and was not created by ftops, else None."""
-    existing = get(deps, target, name)
-    if existing is None or existing.tags.get(MANAGED_TAG) == MANAGED_VALUE:
-        return None
-    return (f"{target.account} ({target.region}): deployment {name!r} exists and is not managed by ftops "
-            f"(no tag {MANAGED_TAG}={MANAGED_VALUE}; it serves {existing.model!r}); ftops never replaces or "
-            "deletes it: choose another deployment_name in run.json")
+    def ping(self, target: Target, name: str, *, max_retries: int = 2, timeout: float = 60.0) -> str:
+        """One minimal real chat completion (what Azure counts as use); returns the answer text."""
+        return ping(self.chat_client(target, max_retries=max_retries), name, timeout=timeout)
 
-
-def refuse_if_foreign(deps: Any, target: Target, name: str, action: str) -> None:
-    problem = foreign(deps, target, name)
-    if problem:
-        raise NotManagedByFtops(f"not going to {action}: {problem}")
-
-
-def list_all(deps: Any, target: Target) -> list[SpokeDeployment]:
-    client = arm(deps, target)
-    return [_from_sdk(d) for d in client.deployments.list(target.resource_group, target.account)]
-
-
-def check_quota(deps: Any, target: Target, name: str) -> str | None:
-    """A clear message if deploying `name` would exceed the spoke's fine-tuned deployment quota, else None.
-    Replacing `name` in place does not add one, so it is not counted."""
-    current = [d for d in list_all(deps, target)
-               if d.fine_tuned and d.name != name and d.provisioning_state.lower() not in _GONE_STATES]
-    if len(current) >= target.quota:
-        names = ", ".join(sorted(d.name for d in current))
-        return (f"{target.account} ({target.region}) already has {len(current)} fine-tuned deployments "
-                f"({names}); its quota is {target.quota}: retire a run or raise the quota first")
-    return None
-
-
-_endpoints: dict[str, str] = {}
-_endpoints_lock = threading.Lock()
-
-
-def endpoint(deps: Any, target: Target) -> str:
-    """The spoke's data-plane endpoint (`properties.endpoint` of the account), read once per process."""
-    key = target.resource_id.lower() + "|" + deps.settings.arm_endpoint
-    with _endpoints_lock:
-        cached = _endpoints.get(key)
-    if cached:
-        return cached
-    account = arm(deps, target).accounts.get(target.resource_group, target.account)
-    url = (getattr(account.properties, "endpoint", None) or "").rstrip("/")
-    if not url:
-        raise SpokeError(f"{target.account}: ARM returned no properties.endpoint for the account")
-    with _endpoints_lock:
-        _endpoints[key] = url
-    return url
-
-
-def chat_client(deps: Any, target: Target, *, max_retries: int = 2) -> Any:
-    return deps.openai_client(endpoint(deps, target), tenant_id=target.tenant, client_id=target.client_id,
-                              max_retries=max_retries)
+    def smoke_test(self, target: Target, name: str, *, timeout_s: float, first_delay_s: float = 1.0) -> SmokeResult:
+        """A real chat completion, retried patiently: right after provisioning a deployment can answer 404 or
+        429/5xx for a while. Errors that waiting cannot fix (auth, bad request) fail at once."""
+        import openai
+        retryable = (openai.NotFoundError, openai.RateLimitError, openai.InternalServerError,
+                     openai.APIConnectionError, openai.APITimeoutError, openai.ConflictError)
+        client = self.chat_client(target)
+        started, attempts, delay = time.monotonic(), 0, first_delay_s
+        while True:
+            attempts += 1
+            t0 = time.monotonic()
+            try:
+                answer = ping(client, name)
+                return SmokeResult(True, attempts, (time.monotonic() - t0) * 1000, answer)
+            except retryable as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            except openai.APIError as exc:
+                return SmokeResult(False, attempts, (time.monotonic() - t0) * 1000, f"{type(exc).__name__}: {exc}")
+            if time.monotonic() - started + delay > timeout_s:
+                return SmokeResult(False, attempts, (time.monotonic() - t0) * 1000,
+                                   f"no answer within {timeout_s:.0f}s; last error {last}")
+            time.sleep(delay * random.uniform(0.8, 1.2))   # jitter: many targets retry at once
+            delay = min(delay * 2, 30.0)
 
 
 def ping(client: Any, name: str, *, timeout: float = 60.0) -> str:
-    """A minimal real chat completion (what Azure counts as use); returns the answer text."""
+    """A minimal real chat completion on an openai client; returns the answer text."""
     response = client.with_options(timeout=timeout).chat.completions.create(
         model=name, messages=[{"role": "user", "content": SMOKE_PROMPT}], max_completion_tokens=16)
     if not response.choices:
-        raise SpokeError(f"deployment {name!r} answered without choices")
+        raise DeploymentError(f"deployment {name!r} answered without choices")
     return response.choices[0].message.content or ""
 
 
-def smoke_test(deps: Any, target: Target, name: str, *, timeout_s: float,
-               first_delay_s: float = 1.0) -> SmokeResult:
-    """A real chat completion, retried patiently: right after provisioning a deployment can answer 404 or
-    429/5xx for a while. Errors that waiting cannot fix (auth, bad request) fail at once."""
-    import openai
-    retryable = (openai.NotFoundError, openai.RateLimitError, openai.InternalServerError,
-                 openai.APIConnectionError, openai.APITimeoutError, openai.ConflictError)
-    client = chat_client(deps, target)
-    started, attempts, delay = time.monotonic(), 0, first_delay_s
-    while True:
-        attempts += 1
-        t0 = time.monotonic()
-        try:
-            answer = ping(client, name)
-            return SmokeResult(True, attempts, (time.monotonic() - t0) * 1000, answer)
-        except retryable as exc:
-            last = f"{type(exc).__name__}: {exc}"
-        except openai.APIError as exc:
-            return SmokeResult(False, attempts, (time.monotonic() - t0) * 1000, f"{type(exc).__name__}: {exc}")
-        if time.monotonic() - started + delay > timeout_s:
-            return SmokeResult(False, attempts, (time.monotonic() - t0) * 1000,
-                               f"no answer within {timeout_s:.0f}s; last error {last}")
-        time.sleep(delay * random.uniform(0.8, 1.2))   # jitter: many targets retry at once
-        delay = min(delay * 2, 30.0)
-
-
-def _from_sdk(d: Any) -> SpokeDeployment:
-    props = getattr(d, "properties", None)
-    model = getattr(props, "model", None)
-    sku = getattr(d, "sku", None)
-    return SpokeDeployment(
-        name=d.name, model=getattr(model, "name", None) or "",
-        provisioning_state=str(getattr(props, "provisioning_state", None) or "Unknown"),
-        sku=getattr(sku, "name", None) or "Standard", capacity=getattr(sku, "capacity", None) or 1,
-        tags=dict(getattr(d, "tags", None) or {}), source=getattr(model, "source", None),
-        source_account=getattr(model, "source_account", None))
-
-
-def _rights_hint(exc: HttpResponseError, target: Target, hub: HubSettings) -> str:
+def _rights_hint(target: Target, hub: HubSettings) -> str:
     """What to grant when ARM refused for rights: deploying from the hub needs them on both accounts."""
-    if exc.status_code != 403:
-        return ""
     who = f"the identity with client id {target.client_id}" if target.client_id else "the app's managed identity"
     return (f" — {who} needs a role that can deploy on {target.account} and read the hub {hub.resource_id} "
             "(Cognitive Services OpenAI Contributor on both: a model deployed across subscriptions or tenants "
             "needs rights on the source and the destination)")
-
-
-def _reason(exc: HttpResponseError) -> str:
-    error = getattr(exc, "error", None)
-    code = getattr(error, "code", None)
-    message = getattr(error, "message", None) or exc.message or str(exc)
-    return f"{exc.status_code} {code}: {message}" if code else f"{exc.status_code}: {message}"

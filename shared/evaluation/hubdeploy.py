@@ -12,6 +12,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from shared.arm_deployments import ArmAccount, ArmDeployments
+from shared.config import HubSettings
 from shared.evaluation.runner import Candidate
 
 log = logging.getLogger(__name__)
@@ -24,19 +26,6 @@ FINE_TUNED_CAPACITY = 1
 BASE_CAPACITY = 10                           # base models: 10K TPM, so 200 questions do not crawl on 429s
 MAX_CHECKPOINTS = 2                          # Azure keeps the last three epochs; the third is the final model
 _VERSION = re.compile(r"^(?P<name>.+?)-(?P<version>\d{4}-\d{2}-\d{2})$")
-
-
-class PermanentHubError(RuntimeError):
-    """The hub refused in a way a retry cannot fix (model not deployable, bad sku, forbidden)."""
-
-
-class TransientHubError(RuntimeError):
-    """Throttled, busy or unreachable: the message should be retried."""
-
-
-class QuotaHubError(RuntimeError):
-    """ARM refused for quota (`InsufficientQuota`: the region's tokens-per-minute quota, or the account's
-    fine-tuned deployment count): wait with a delayed re-send, within a bound, then give up."""
 
 
 def deployment_prefix(run_id: str) -> str:
@@ -123,62 +112,20 @@ def _model_spec(candidate: Candidate) -> dict[str, str]:
     return {"name": candidate.model}                          # no version: ARM picks the default one
 
 
-def create_deployment(arm: Any, resource_group: str, account: str, candidate: Candidate, *,
+def hub_account(hub: HubSettings) -> ArmAccount:
+    """The hub as ARM addresses it (the app's own identity in the hub's tenant)."""
+    return ArmAccount(hub.subscription, hub.resource_group, hub.account, hub.account, tenant=hub.tenant)
+
+
+def create_deployment(deployments: ArmDeployments, hub: ArmAccount, candidate: Candidate, *,
                       tags: Mapping[str, str]) -> None:
-    """PUT the deployment and wait until it is provisioned. Raises Transient/PermanentHubError."""
-    from azure.mgmt.cognitiveservices.models import Deployment, DeploymentModel, DeploymentProperties, Sku
-    body = Deployment(sku=Sku(name=candidate.sku, capacity=candidate.capacity), tags=dict(tags),
-                      properties=DeploymentProperties(model=DeploymentModel(format="OpenAI",
-                                                                            **_model_spec(candidate))))
-    kwargs = {"api_version": DEVELOPER_API_VERSION} if candidate.sku == DEVELOPER_SKU else {}
-    try:
-        arm.deployments.begin_create_or_update(resource_group, account, candidate.deployment, body,
-                                               **kwargs).result()
-    except Exception as exc:
-        raise classify(exc, f"deploying {candidate.model} as {candidate.deployment} on {account}") from exc
+    """PUT the deployment and wait until it is provisioned. Raises the ARM client's DeploymentError kinds.
+    One attempt: a throttled evaluation is retried as a whole by its message."""
+    deployments.put(hub, candidate.deployment, _model_spec(candidate), sku=candidate.sku,
+                    capacity=candidate.capacity, tags=tags, attempts=1,
+                    api_version=DEVELOPER_API_VERSION if candidate.sku == DEVELOPER_SKU else None,
+                    doing=f"deploying {candidate.model} as {candidate.deployment} on {hub.name}")
     log.info("evaluation deployment %s (%s, %s) is ready", candidate.deployment, candidate.model, candidate.sku)
-
-
-def delete_deployments(arm: Any, resource_group: str, account: str, names: Sequence[str]) -> list[str]:
-    """Delete and wait for each; returns the names that could not be deleted (never raises: this runs in a
-    finally block and must not hide the original error)."""
-    from azure.core.exceptions import ResourceNotFoundError
-    pollers, failed = [], []
-    for name in names:
-        try:
-            pollers.append((name, arm.deployments.begin_delete(resource_group, account, name)))
-        except ResourceNotFoundError:
-            continue
-        except Exception as exc:  # noqa: BLE001
-            log.warning("could not delete evaluation deployment %s on %s: %s", name, account, exc)
-            failed.append(name)
-    for name, poller in pollers:
-        try:
-            poller.result()
-        except ResourceNotFoundError:
-            pass
-        except Exception as exc:  # noqa: BLE001
-            log.warning("deleting evaluation deployment %s on %s failed: %s", name, account, exc)
-            failed.append(name)
-    return failed
-
-
-def classify(exc: BaseException, doing: str) -> RuntimeError:
-    """ARM error → Transient (retry the message) or Permanent (fail the evaluation with this reason)."""
-    from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
-    if isinstance(exc, (ServiceRequestError, ServiceResponseError, TimeoutError, ConnectionError)):
-        return TransientHubError(f"{doing}: hub unreachable ({exc})")
-    if isinstance(exc, HttpResponseError):
-        status = exc.status_code or 0
-        code = getattr(getattr(exc, "error", None), "code", None) or ""
-        message = getattr(getattr(exc, "error", None), "message", None) or exc.message or str(exc)
-        # Quota is shared with other runs' evaluations and deployments: it may free up, or never.
-        if "quota" in code.lower():
-            return QuotaHubError(f"{doing}: {status} {code}: {message}")
-        if status in (408, 409, 429) or status >= 500:
-            return TransientHubError(f"{doing}: {status} {code} {message}".strip())
-        return PermanentHubError(f"{doing}: {status} {code}: {message}")
-    return TransientHubError(f"{doing}: {type(exc).__name__}: {exc}")
 
 
 def _int(value: Any) -> int | None:

@@ -21,19 +21,12 @@ from typing import Any
 
 from shared import actors, claims, states
 from shared.approvals import send_deploy
+from shared.arm_deployments import DeploymentQuota, DeploymentRefused, DeploymentTransient
 from shared.evaluation import graders as grading
 from shared.evaluation.confidence import paired_difference
 from shared.evaluation.examples import Example, load_examples, stream_lines
 from shared.evaluation.gates import choose_candidate, evaluate_gates, thresholds_from
-from shared.evaluation.hubdeploy import (
-    PermanentHubError,
-    QuotaHubError,
-    TransientHubError,
-    create_deployment,
-    delete_deployments,
-    plan_candidates,
-    plan_champion,
-)
+from shared.evaluation.hubdeploy import create_deployment, hub_account, plan_candidates, plan_champion
 from shared.evaluation.metrics import ExampleResult, aggregate
 from shared.evaluation.report import build_report, loss_rows, render_html, summary
 from shared.evaluation.runner import Candidate, ChatFn, openai_chat_fn, openai_judge_fn, run_candidates
@@ -88,7 +81,7 @@ def _evaluate(run: RunRecord, deps: Any, chat: ChatFn | None, request: EvaluateR
         report = _measure(run, deps, chat, judge)
     except _Failed as exc:
         return _fail(deps, run, str(exc))
-    except QuotaHubError as exc:   # the temporary deployments are already deleted (finally in _measure)
+    except DeploymentQuota as exc:   # the temporary deployments are already deleted (finally in _measure)
         return _wait_for_quota(deps, run, request, exc)
     paths = _write_reports(deps, run.run_id, report)
     result = summary(report, paths)
@@ -149,8 +142,7 @@ def _measure(run: RunRecord, deps: Any, chat: ChatFn | None, judge: grading.Judg
     champion = plan_champion(deps, run, base_model) if evaluation.champion else None
     if champion is not None:
         candidates.append(champion)
-    hub = deps.settings.hub
-    arm = deps.arm_client(hub.subscription, tenant_id=hub.tenant)
+    hub = hub_account(deps.settings.hub)
     tags = {"ftops-run": run_id[:256], "ftops-purpose": "evaluation"}
     created: list[str] = []
     active: list[Candidate] = []
@@ -159,13 +151,13 @@ def _measure(run: RunRecord, deps: Any, chat: ChatFn | None, judge: grading.Judg
         for candidate in candidates:
             created.append(candidate.deployment)   # even a failed PUT may have left something to delete
             try:
-                create_deployment(arm, hub.resource_group, hub.account, candidate, tags=tags)
-            except (PermanentHubError, TransientHubError) as exc:   # quota (QuotaHubError) waits for all
+                create_deployment(deps.arm_deployments, hub, candidate, tags=tags)
+            except (DeploymentRefused, DeploymentTransient) as exc:   # quota (DeploymentQuota) waits for all
                 if candidate.kind in ("checkpoint", "champion"):   # evaluate without it, say so in the report
                     log.warning("run %s: skipping %s: %s", run_id, candidate.name, exc)
                     skipped.append({"name": candidate.name, "model": candidate.model, "reason": str(exc)})
                     continue
-                if isinstance(exc, PermanentHubError):
+                if isinstance(exc, DeploymentRefused):
                     raise _Failed(f"run {run_id}: {exc}") from exc
                 raise
             active.append(candidate)
@@ -175,10 +167,10 @@ def _measure(run: RunRecord, deps: Any, chat: ChatFn | None, judge: grading.Judg
         results = run_candidates(active, loaded.examples, chat_fn, max_workers=evaluation.concurrency,
                                  graders=graders, judge=judge)
     finally:
-        leftovers = delete_deployments(arm, hub.resource_group, hub.account, created)
+        leftovers = deps.arm_deployments.delete_all(hub, created)
     if leftovers:   # only reached without an exception in flight: retry so quota is not leaked
-        raise TransientHubError(f"run {run_id}: could not delete evaluation deployments {leftovers} on "
-                                f"{hub.account}; will retry")
+        raise DeploymentTransient(f"run {run_id}: could not delete evaluation deployments {leftovers} on "
+                                  f"{hub.name}; will retry")
 
     names = [g.name for g in graders]
     metrics = {c.name: aggregate(results[c.name], graders=names,
@@ -206,7 +198,7 @@ def _measure(run: RunRecord, deps: Any, chat: ChatFn | None, judge: grading.Judg
                         improvement_rule=thresholds.improvement_rule)
 
 
-def _wait_for_quota(deps: Any, run: RunRecord, request: EvaluateRequest, exc: QuotaHubError) -> str | None:
+def _wait_for_quota(deps: Any, run: RunRecord, request: EvaluateRequest, exc: DeploymentQuota) -> str | None:
     """Send a delayed copy of the request (the run stays `evaluating`), or give up past the bound."""
     waits = request.quota_waits
     if waits >= QUOTA_WAITS:

@@ -1,5 +1,6 @@
 """Crash points: the app's real dependencies (Azurite, the emulator), with every external effect — a
-registry write, a blob write or delete, a hub call that changes something, an ARM write, a message send —
+registry write, a blob write or delete, a hub call that changes something, an ARM deployment PUT or DELETE
+(through the `arm_deployments` port, for the spokes and the hub's evaluation deployments alike), a message send —
 counted, and one of them failing: before it takes effect, or after it did (the caller never hears so).
 
 The failure is `Crash`, a BaseException: the handlers' `except Exception` (which turns a spoke's error into
@@ -8,9 +9,11 @@ a rolled-back environment, say) does not swallow it, as it would not swallow the
 from __future__ import annotations
 
 import dataclasses
+import functools
 import threading
 from typing import Any
 
+from shared.arm_deployments import ArmDeployments
 from shared.bootstrap import Deps
 
 REGISTRY_WRITES = frozenset({"create_run", "save_run", "transition", "track_job", "untrack_job", "save_deployment",
@@ -18,7 +21,7 @@ REGISTRY_WRITES = frozenset({"create_run", "save_run", "transition", "track_job"
                              "clear_outbox", "hold_event", "unmark_outbox"})
 BLOB_WRITES = frozenset({"upload_blob", "delete_blob", "create_append_blob", "append_block", "start_copy_from_url"})
 HUB_WRITES = frozenset({"create", "delete", "cancel", "pause", "resume", "complete"})   # files, uploads, jobs
-ARM_WRITES = frozenset({"begin_create_or_update", "begin_delete"})
+ARM_WRITES = frozenset({"put", "delete", "delete_all"})                # shared.arm_deployments.ArmDeployments
 SENDS = frozenset({"send"})
 
 
@@ -75,14 +78,15 @@ class Watched:
 
 @dataclasses.dataclass
 class FaultyDeps(Deps):
-    """Deps whose registry, blobs, publisher, hub client and ARM clients report to `effects`."""
+    """Deps whose registry, blobs, publisher, hub client and ARM deployments report to `effects`."""
     effects: Effects = dataclasses.field(default_factory=Effects)
 
     def hub_client(self, *, max_retries: int = 6) -> Any:
         return Watched(super().hub_client(max_retries=max_retries), self.effects, HUB_WRITES, "hub")
 
-    def arm_client(self, subscription: str, **kwargs: Any) -> Any:
-        return Watched(super().arm_client(subscription, **kwargs), self.effects, ARM_WRITES, "arm")
+    @functools.cached_property
+    def arm_deployments(self) -> Any:   # `spokes` is built on this one, so spoke deployments are watched too
+        return Watched(ArmDeployments(self.arm_client), self.effects, ARM_WRITES, "arm")
 
 
 def faulty(deps: Deps, effects: Effects) -> FaultyDeps:

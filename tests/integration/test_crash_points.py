@@ -221,6 +221,7 @@ def test_deploying_survives_a_crash_at_every_effect(stack: Any, emulator: Any, i
 
     clean = add_run(deps, model, name="cp-clean")
     points, seen = cases(deploy(clean), deps)
+    assert seen.count("arm.put") == len(DEV), seen   # each spoke's PUT is a crash point (the ARM port, watched)
     expected = event_types(deps.publisher, clean, topic)
     assert deps.registry.require_run(clean).state == states.deployed("dev")
     clear("cp-clean")
@@ -321,6 +322,7 @@ def test_keepalive_healing_survives_a_crash_at_every_effect(stack: Any, emulator
 
     clean = vanished("ka-clean")
     points, seen = cases(tick("ka-clean"), deps)
+    assert seen.count("arm.put") == 1, seen          # re-creating the vanished deployment is a crash point
     expected = event_types(deps.publisher, clean.run_id, topic)
     assert "ftops.run.deployment_healed" in expected
     clear("ka-clean")

@@ -16,6 +16,7 @@ import pytest
 from local.settings import HUB, hub_resource_id
 from shared import approvals, deployment, keepalive, rollback, states
 from shared.access import AccessDenied, Caller
+from shared.arm_deployments import NotManagedByFtops
 from shared.handling import PermanentError
 from shared.messages import DeployRequest, RollbackCommand, RunCommand
 from shared.registry import RunRecord
@@ -169,10 +170,9 @@ def test_a_dev_run_naming_another_applications_deployment_is_refused_before_any_
     assert served(emulator, name)[DEV[1]]["model"] == "gpt-4.1-mini"     # theirs still serves their model
     refusal = next(a for a in deps.registry.audit_trail(run_id) if a["action"] == "deployment.refused")
     assert refusal["detail"]["reason"] == "not_managed_by_ftops" and refusal["detail"]["owner"] == OWNER
-    with pytest.raises(Exception, match="not managed by ftops"):          # nor is it deleted by anything ftops does
-        from shared.spokes import delete
+    with pytest.raises(NotManagedByFtops, match="not managed by ftops"):  # nor is it deleted by anything ftops does
         from shared.topology import load_topology
-        delete(deps, load_topology(deps.settings).target(DEV[1]), name)
+        deps.spokes.delete(load_topology(deps.settings).target(DEV[1]), name)
     assert served(emulator, name)
 
 

@@ -197,10 +197,9 @@ def test_every_kept_checkpoint_is_evaluated_and_a_winning_one_is_deployed_to_the
     assert sorted(d["account"] for d in served) == ["ftops-dev-eastus", "ftops-dev-swedencentral"]
     assert {d["model"] for d in served} == {kept[max(kept)]}
     assert {d["source"] for d in served} == {deps.settings.hub.resource_id}
-    from shared import spokes
     from shared.topology import load_topology
     for target in load_topology(deps.settings).environment("dev").targets:   # free the spokes' quota
-        spokes.delete(deps, target, run_id)
+        deps.spokes.delete(target, run_id)
 
 
 def test_hub_region_out_of_tpm_quota_waits_then_fails_with_the_reason(
@@ -262,7 +261,7 @@ def _tool_line(question: str, city: str) -> str:
 
 def test_each_grader_separates_the_fine_tuned_model_from_the_base_model(
         make_deps: Callable[..., Any], emulator: Any, azurite: Any) -> None:
-    from shared.evaluation.hubdeploy import create_deployment, delete_deployments
+    from shared.evaluation.hubdeploy import create_deployment, hub_account
     from shared.evaluation.runner import Candidate
     deps = make_deps()
     train = ([_chat_line(q, a) for q, a, _, _ in TEXT] + [_chat_line(q, json.dumps(o)) for q, _, o in JSON_ORDERS]
@@ -275,16 +274,15 @@ def test_each_grader_separates_the_fine_tuned_model_from_the_base_model(
                {"type": "string_check", "operation": "ilike"}, {"type": "json_valid"}, {"type": "json_match"},
                {"type": "tool_call_match"},
                {"type": "score_model", "name": "judge", "model": "judge", "rubric": "same facts as the reference"}]
-    hub = deps.settings.hub
-    arm = deps.arm_client(hub.subscription, tenant_id=hub.tenant)
+    hub = hub_account(deps.settings.hub)
     judge = Candidate("judge", "base", BASE_MODEL, "judge", "standard", 10)
-    create_deployment(arm, hub.resource_group, hub.account, judge, tags={})   # the model grader's deployment
+    create_deployment(deps.arm_deployments, hub, judge, tags={})   # the model grader's deployment
     try:
         run_id = _trained_run(deps, emulator, train=train, held_out=held_out, min_score=0.5, min_improvement=0.1,
                               max_content_filter_rate=0.2, evaluation={"graders": graders, "champion": False})
         handle_evaluate(EvaluateRequest(run_id=run_id), deps)
     finally:
-        delete_deployments(arm, hub.resource_group, hub.account, ["judge"])
+        deps.arm_deployments.delete_all(hub, ["judge"])
 
     run = deps.registry.require_run(run_id)
     assert run.state == states.EVALUATED, run.evaluation

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from benchmarks.keepalive import build, fleet, populate
-from shared import spokes
 from shared.keepalive import keepalive_tick
 
 pytestmark = pytest.mark.integration
@@ -28,30 +27,35 @@ def accounts(emulator: Any) -> Iterator[list[dict[str, str]]]:
             emulator.control.vanish(d["account"], d["deployment"])
 
 
-def test_hundreds_pinged_within_the_concurrency_bound(emulator: Any, accounts: list[dict[str, str]],
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+class CountingSpokes:
+    """The real spokes port, counting the pings in flight."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.in_flight, self.peak, self._lock = inner, 0, 0, threading.Lock()
+
+    def ping(self, target: Any, name: str, **kwargs: Any) -> str:
+        with self._lock:
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+        try:
+            return self.inner.ping(target, name, **kwargs)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_hundreds_pinged_within_the_concurrency_bound(emulator: Any, accounts: list[dict[str, str]]) -> None:
     deps = build(emulator, accounts, concurrency=8)
     assert populate(deps, per_spoke=5) == 200
-    in_flight, peak, lock = 0, 0, threading.Lock()
-    real_ping = spokes.ping
-
-    def counting_ping(client: Any, name: str, **kwargs: Any) -> str:
-        nonlocal in_flight, peak
-        with lock:
-            in_flight += 1
-            peak = max(peak, in_flight)
-        try:
-            return real_ping(client, name, **kwargs)
-        finally:
-            with lock:
-                in_flight -= 1
-
-    monkeypatch.setattr(spokes, "ping", counting_ping)
+    deps.spokes = counting = CountingSpokes(deps.spokes)
     emulator.control.faults(latency_ms=20)
     emulator.control.clear_requests()
     summary = keepalive_tick(deps)
     assert (summary.total, summary.ok, summary.failed) == (200, 200, 0)
-    assert 1 < peak <= 8
+    assert 1 < counting.peak <= 8
     seen = emulator.control.request_stats()                # the same bound, as the spokes saw it
     assert 1 < seen["max_in_flight"] <= 8 and seen["in_flight"] == 0
     chats = [r for r in emulator.control.requests() if r["path"].endswith("/chat/completions")]

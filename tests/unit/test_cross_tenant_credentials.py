@@ -46,7 +46,7 @@ def test_cross_tenant_spoke_signs_in_as_its_app_in_both_tenants():
     deps, creds, targets = deps_and_targets()
     other = targets["ftops-prod-westeurope"]
     assert other.tenant != HUB_TENANT and other.client_id
-    spokes.arm(deps, other)
+    deps.arm_deployments.client(spokes.account(other, deps.settings.hub))
     assert (other.tenant, other.client_id) in creds.asked          # the spoke's tenant
     assert (HUB_TENANT, other.client_id) in creds.asked            # the auxiliary token: same app
     assert all(client == other.client_id for _, client in creds.asked)
@@ -54,5 +54,5 @@ def test_cross_tenant_spoke_signs_in_as_its_app_in_both_tenants():
 
 def test_same_tenant_spoke_uses_the_managed_identity():
     deps, creds, targets = deps_and_targets()
-    spokes.arm(deps, targets["ftops-dev-eastus"])
+    deps.arm_deployments.client(spokes.account(targets["ftops-dev-eastus"], deps.settings.hub))
     assert creds.asked == [("tenant-contoso", None)]

@@ -18,6 +18,7 @@ from fakes import InMemoryClaims
 from local.settings import DEMO_SPOKES
 from shared import approvals, deployment, keepalive, rollback, spokes, states
 from shared.access import AccessDenied, Caller
+from shared.arm_deployments import ArmDeployment, DeploymentError, foreign_problem
 from shared.config import HubSettings, Settings
 from shared.costs import daily_hosting_cost
 from shared.handling import PermanentError
@@ -136,7 +137,7 @@ class FakePublisher:
 
 @dataclass
 class FakeSpokes:
-    """What each spoke serves: (account, name) → (model, tags). Patched over shared.spokes."""
+    """The spokes port (`deps.spokes`): what each spoke serves, (account, name) → (model, tags)."""
     served: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     fail_deploy: set[str] = field(default_factory=set)
     fail_smoke: set[str] = field(default_factory=set)
@@ -144,33 +145,34 @@ class FakeSpokes:
     pings: list[str] = field(default_factory=list)
     ping_error: dict[str, Exception] = field(default_factory=dict)
 
-    def get(self, deps: Any, target: Any, name: str) -> spokes.SpokeDeployment | None:
+    def get(self, target: Any, name: str) -> ArmDeployment | None:
         d = self.served.get((target.account, name))
-        return spokes.SpokeDeployment(name, d["model"], "Succeeded", "Standard", 1, d["tags"]) if d else None
+        return ArmDeployment(name, d["model"], "Succeeded", "Standard", 1, d["tags"]) if d else None
 
-    def deploy(self, deps: Any, target: Any, name: str, model: str, *, tags: dict[str, str],
-               sku: str | None = None, capacity: int | None = None) -> spokes.SpokeDeployment:
+    def foreign(self, target: Any, name: str) -> str | None:
+        return foreign_problem(spokes.label(target), name, self.get(target, name))
+
+    def deploy(self, target: Any, name: str, model: str, *, tags: dict[str, str],
+               sku: str | None = None, capacity: int | None = None) -> ArmDeployment:
         self.puts.append((target.account, name, model))
         self.served[(target.account, name)] = {"model": model, "tags": dict(tags)}
         if target.account in self.fail_deploy:
-            raise spokes.SpokeError(f"{target.account}: provisioning failed")
-        return spokes.SpokeDeployment(name, model, "Succeeded", sku or target.sku, capacity or 1, tags)
+            raise DeploymentError(f"{target.account}: provisioning failed")
+        return ArmDeployment(name, model, "Succeeded", sku or target.sku, capacity or 1, tags)
 
-    def delete(self, deps: Any, target: Any, name: str) -> bool:
+    def delete(self, target: Any, name: str) -> bool:
         return self.served.pop((target.account, name), None) is not None
 
-    def check_quota(self, deps: Any, target: Any, name: str) -> str | None:
+    def check_quota(self, target: Any, name: str) -> str | None:
         others = [k for k in self.served if k[0] == target.account and k[1] != name]
         return f"{target.account} quota {target.quota} is full" if len(others) >= target.quota else None
 
-    def smoke_test(self, deps: Any, target: Any, name: str, **_: Any) -> spokes.SmokeResult:
+    def smoke_test(self, target: Any, name: str, **_: Any) -> spokes.SmokeResult:
         ok = target.account not in self.fail_smoke
         return spokes.SmokeResult(ok, 1, 5.0, "OK" if ok else "no answer")
 
-    def chat_client(self, deps: Any, target: Any, **_: Any) -> Any:
-        return target.account
-
-    def ping(self, client: Any, name: str, **_: Any) -> str:
+    def ping(self, target: Any, name: str, **_: Any) -> str:
+        client = target.account
         self.pings.append(client)
         if client in self.ping_error:
             raise self.ping_error[client]
@@ -208,20 +210,19 @@ class FakeDeps:
     registry: FakeRegistry
     publisher: FakePublisher
     blobs: FakeBlobs = field(default_factory=FakeBlobs)
+    spokes: FakeSpokes = field(default_factory=FakeSpokes)
 
 
 @pytest.fixture
-def world(monkeypatch: pytest.MonkeyPatch) -> tuple[FakeDeps, FakeSpokes]:
+def world() -> tuple[FakeDeps, FakeSpokes]:
     fake = FakeSpokes()
-    for name in ("get", "deploy", "delete", "check_quota", "smoke_test", "chat_client", "ping"):
-        monkeypatch.setattr(spokes, name, getattr(fake, name))
     settings = Settings(storage_connection="UseDevelopmentStorage=true", blob_service_uri=None,
                         queue_service_uri=None, table_service_uri=None, transport="local",
                         servicebus_namespace=None,
                         hub=HubSettings(endpoint="https://hub", tenant="tenant-contoso", resource_id=(
                             "/subscriptions/h/resourceGroups/rg/providers/Microsoft.CognitiveServices/accounts/hub")),
                         spokes_config=DEMO_SPOKES.read_text(), keepalive_concurrency=4)
-    return FakeDeps(settings, FakeRegistry(), FakePublisher()), fake
+    return FakeDeps(settings, FakeRegistry(), FakePublisher(), spokes=fake), fake
 
 
 def add_run(deps: FakeDeps, run_id: str = "run-1", *, state: str = states.EVALUATED, model: str = MODEL,

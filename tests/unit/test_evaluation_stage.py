@@ -11,10 +11,10 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from fakes import InMemoryClaims
 
 from shared import states
+from shared.arm_deployments import ArmDeployments, DeploymentTransient
 from shared.config import HubSettings, Settings
 from shared.evaluation import handle_evaluate
 from shared.evaluation.examples import Example
-from shared.evaluation.hubdeploy import TransientHubError
 from shared.evaluation.runner import ChatReply
 from shared.messages import EvaluateRequest, deploy_message_id, evaluate_message_id
 from shared.registry import InvalidTransition, RunRecord
@@ -78,7 +78,7 @@ class FakeArm:
                 raise error
         self.live[name] = body.properties.model.name
         self.created.append((name, body.sku.name, kw.get("api_version", "")))
-        return SimpleNamespace(result=lambda: None)
+        return SimpleNamespace(result=lambda: body)
 
     def begin_delete(self, rg: str, account: str, name: str) -> Any:
         self.live.pop(name, None)
@@ -107,7 +107,7 @@ def _deps(run: RunRecord, arm: FakeArm | None = None, eval_lines: list[str] | No
     blobs.data[("reports", "r1/data/eval.jsonl")] = "\n".join(lines).encode()
     arm = arm or FakeArm()
     return SimpleNamespace(settings=settings, blobs=blobs, registry=FakeRegistry(run), publisher=FakePublisher(),
-                           arm_client=lambda sub, tenant_id=None: arm, openai_client=lambda: None, arm=arm)
+                           arm_deployments=ArmDeployments(lambda sub, **_: arm), openai_client=lambda: None, arm=arm)
 
 
 def _run(**thresholds: float) -> RunRecord:
@@ -184,7 +184,7 @@ def test_permanent_hub_error_fails_transient_raises_and_both_clean_up() -> None:
     assert "400" in deps.registry.runs["r1"].evaluation["reason"] and deps.arm.live == {}
 
     deps = _deps(_run(), arm=FakeArm(refuse={"-final": 429}))
-    with pytest.raises(TransientHubError):
+    with pytest.raises(DeploymentTransient):
         handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps))
     assert deps.registry.runs["r1"].state == states.EVALUATING and deps.arm.live == {}
     assert deps.registry.keys == {}                                  # claim released: the retry may proceed

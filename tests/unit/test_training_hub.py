@@ -17,7 +17,7 @@ from shared.hub import (
     HubQuotaExceeded,
     HubTransientError,
     HubUnsupported,
-    classify,
+    error_from_openai,
     parse_results_csv,
 )
 from shared.hub_api import SURFACES
@@ -47,13 +47,13 @@ def status_error(status: int, code: str, message: str) -> openai.APIStatusError:
     (status_error(400, "invalidPayload", "Unsupported method type 'x'."), HubPermanentError),
 ])
 def test_hub_errors_are_sorted_into_wait_retry_or_fail(exc: Exception, kind: type) -> None:
-    error = classify(exc, "create job")
+    error = error_from_openai(exc, "create job")
     assert type(error) is kind
     assert str(error).startswith("create job")
 
 
 def test_a_permanent_error_carries_the_hubs_code_and_message() -> None:
-    error = classify(status_error(400, "invalidPayload", "suffix must be at most 40 characters."), "create job")
+    error = error_from_openai(status_error(400, "invalidPayload", "suffix must be at most 40 characters."), "create job")
     assert error.as_error() == {"code": "invalidPayload", "message": "create job: suffix must be at most 40 "
                                 "characters.", "param": None, "status": 400}
 
