@@ -13,6 +13,7 @@ from typing import Any
 from shared.bootstrap import Deps, _credential
 from shared.config import HubSettings, Settings
 from shared.registry import ConcurrencyError, DeploymentRecord, Registry, RunRecord
+from shared.topology import load_topology
 
 HUB = {"name": "bench-hub", "subscription": "bench-sub-hub", "resource_group": "rg-hub", "region": "eastus",
        "tenant": "tenant-bench", "role": "hub"}
@@ -78,13 +79,13 @@ def build(server: Any, accounts: list[dict[str, str]], *, concurrency: int = 16)
                         arm_endpoint=server.base_url, credential="local-dev", ca_bundle=server.ca_file,
                         spokes_config=json.dumps(topology), keepalive_concurrency=concurrency)
     return Deps(settings=settings, blobs=None, registry=MemoryRegistry(),  # type: ignore[arg-type]
-                publisher=NullPublisher(), credential=functools.partial(_credential, "local-dev"))
+                publisher=NullPublisher(), credential=functools.partial(_credential, "local-dev"),
+                topology=load_topology(settings))
 
 
 def populate(deps: Deps, per_spoke: int, model: str = "gpt-4.1-mini") -> int:
     """`per_spoke` deployments on every spoke through ARM, and their slots in the registry."""
-    from shared.topology import load_topology
-    env = load_topology(deps.settings).environments[0]
+    env = deps.require_topology().environments[0]
     jobs = [(t, f"bench-{j}") for t in env.targets for j in range(per_spoke)]
 
     def one(job: tuple[Any, str]) -> None:

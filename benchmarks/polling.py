@@ -62,8 +62,13 @@ def _active_jobs(deps: Any, count: int) -> None:
         deps.registry.track_job(run_id, job.id)
 
 
+def with_hub(deps: Any, hub: Any) -> Any:
+    """The same deps whose hub port answers with `hub` (one client for the whole measurement)."""
+    return dataclasses.replace(deps, hub_port=lambda *, max_retries=6: hub)
+
+
 def _tick(deps: Any, hub: Any, label: str) -> float:
-    summary = poll_tick(deps, hub=hub)
+    summary = poll_tick(with_hub(deps, hub))
     print(f"  {label:<44} {summary.seconds:6.2f} s  ({summary.jobs} jobs, {summary.hub_calls} hub calls, "
           f"at most {summary.max_in_flight} in flight, errors {summary.errors})", flush=True)
     return summary.seconds
@@ -85,9 +90,9 @@ def main() -> None:
         emulator.control.config(file_processing=0, validation=0.2, queue=0.2, training=36_000)
         _active_jobs(deps, ACTIVE)
         time.sleep(0.5)                                  # validated; one running, the rest queued
-        hub = Hub.from_deps(deps, max_retries=2)
-        poll_tick(deps, hub=hub)                         # first look: history, statuses (not measured)
-        poll_tick(deps, hub=EveryJobRunning(hub))
+        hub = deps.hub(max_retries=2)
+        poll_tick(with_hub(deps, hub))                   # first look: history, statuses (not measured)
+        poll_tick(with_hub(deps, EveryJobRunning(hub)))
         _tick(deps, EveryJobRunning(hub), "no added latency, every job running")
         emulator.control.faults(latency_ms=LATENCY_MS)
         concurrency = deps.settings.poll_concurrency

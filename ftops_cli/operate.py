@@ -13,12 +13,15 @@ import sys
 import time
 import urllib.parse
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ftops_cli.errors import UsageError
 from ftops_cli.follow import follow, precheck
 from shared.command_table import BY_NAME, COMMANDS, Command
 from shared.messages import CloudEvent, envelope
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Deps
 
 
 def add_parser(sub: Any) -> None:
@@ -64,7 +67,7 @@ def build(args: argparse.Namespace) -> CloudEvent:
     return envelope(data, type_=row.type)
 
 
-def run(args: argparse.Namespace, *, deps: Any = None, sleep: Callable[[float], None] = time.sleep) -> int:
+def run(args: argparse.Namespace, *, deps: Deps | None = None, sleep: Callable[[float], None] = time.sleep) -> int:
     event = build(args)   # argument mistakes first: finding them needs no settings
     if deps is None:
         from ftops_cli.target import deps as target_deps

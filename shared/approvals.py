@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
@@ -21,7 +21,10 @@ from shared.events import advance, publish
 from shared.handling import PermanentError
 from shared.messages import deploy_request
 from shared.registry import RunRecord, now_iso
-from shared.topology import Environment, load_topology
+from shared.topology import Environment
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Deps
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +37,7 @@ def owner_of(run: RunRecord) -> str | None:
     return run.owner or (run.settings or {}).get("owner")
 
 
-def evaluation_report_hash(deps: Any, run_id: str) -> str | None:
+def evaluation_report_hash(deps: Deps, run_id: str) -> str | None:
     """sha256 of reports/<run>/evaluation.json as stored now (None if there is none)."""
     blob = deps.blobs.get_blob_client(deps.settings.reports_container, f"{run_id}/evaluation.json")
     try:
@@ -44,13 +47,13 @@ def evaluation_report_hash(deps: Any, run_id: str) -> str | None:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def candidate(deps: Any, run: RunRecord) -> dict[str, Any]:
+def candidate(deps: Deps, run: RunRecord) -> dict[str, Any]:
     """What an approval of this run would bind to, as it stands now."""
     return {"run_id": run.run_id, "model": run.chosen_model or run.fine_tuned_model,
             "dataset_hash": run.dataset_hash, "evaluation_report_hash": evaluation_report_hash(deps, run.run_id)}
 
 
-def approve(deps: Any, caller: Caller, run_id: str, environment: str, *, ticket: str, model: str,
+def approve(deps: Deps, caller: Caller, run_id: str, environment: str, *, ticket: str, model: str,
             comment: str | None = None, dataset_hash: str | None = None,
             evaluation_report_hash: str | None = None) -> dict[str, Any]:
     """Record the approval and send the deploy; returns the evidence. AccessDenied (403) or Refused (409)
@@ -93,7 +96,7 @@ def approve(deps: Any, caller: Caller, run_id: str, environment: str, *, ticket:
     return evidence
 
 
-def reject(deps: Any, caller: Caller, run_id: str, environment: str, *, reason: str,
+def reject(deps: Deps, caller: Caller, run_id: str, environment: str, *, reason: str,
            ticket: str | None = None) -> dict[str, Any]:
     run = deps.registry.require_run(run_id)
     env = gated_environment(deps, environment, run)
@@ -128,7 +131,7 @@ def evidence_problem(run: RunRecord, env: Environment, approval: dict[str, Any])
     return None
 
 
-def approval_problem(deps: Any, run: RunRecord, env: Environment, model: str) -> str | None:
+def approval_problem(deps: Deps, run: RunRecord, env: Environment, model: str) -> str | None:
     """Why the deploy of `model` to `env` may not proceed on the run's recorded approval, or None."""
     approval = run.approvals.get(env.name)
     if not approval:
@@ -147,8 +150,8 @@ def approval_problem(deps: Any, run: RunRecord, env: Environment, model: str) ->
     return None
 
 
-def gated_environment(deps: Any, name: str, run: RunRecord) -> Environment:
-    env = load_topology(deps.settings).environment(name)
+def gated_environment(deps: Deps, name: str, run: RunRecord) -> Environment:
+    env = deps.require_topology().environment(name)
     if env is None:
         raise Refused(f"run {run.run_id}: environment {name!r} is not in SPOKES_CONFIG")
     if not env.requires_approval:
@@ -156,7 +159,7 @@ def gated_environment(deps: Any, name: str, run: RunRecord) -> Environment:
     return env
 
 
-def send_deploy(deps: Any, run_id: str, environment: str, *, model: str | None = None) -> None:
+def send_deploy(deps: Deps, run_id: str, environment: str, *, model: str | None = None) -> None:
     """A stable MessageId per run × environment × model: duplicate detection drops a resend after a crash,
     yet a retrained model's deploy is a new message, not a duplicate of the old model's."""
     deps.publisher.send(deps.settings.deploy_queue, deploy_request(run_id, environment, model))

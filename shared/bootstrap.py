@@ -7,31 +7,63 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.bus import LocalQueuePublisher, Publisher, ServiceBusPublisher
-from shared.config import Settings
+from shared.config import ConfigError, Settings
 from shared.identity import COGNITIVE_SCOPE, make_credential
 from shared.registry import Registry
 
 if TYPE_CHECKING:
+    from shared import ports
     from shared.arm_deployments import ArmDeployments
     from shared.spokes import Spokes
+    from shared.topology import Topology
 
 log = logging.getLogger(__name__)
 
 
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+SYSTEM_CLOCK = SystemClock()
+
+
 @dataclass
 class Deps:
+    """Every port a handler uses (shared.ports), built once by `build_deps`; unit tests build it from the
+    in-memory fakes (tests/unit/fakes.py), integration tests from Azurite and the emulator."""
     settings: Settings
-    blobs: Any                      # azure.storage.blob.BlobServiceClient
-    registry: Registry
+    blobs: ports.Blobs
+    registry: ports.Registry
     publisher: Publisher
-    credential: Callable[..., Any]  # (tenant_id=None, client_id=None) → TokenCredential
+    credential: ports.CredentialFactory
+    topology: Topology | None = None   # SPOKES_CONFIG, checked and parsed once (None: the setting is unset)
+    clock: ports.Clock = SYSTEM_CLOCK
+    hub_port: ports.HubConnector | None = None   # None: the configured hub, through `hub_client`
+    chat_port: ports.Chat | None = None          # None: chat completions through `openai_client`
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def require_topology(self) -> Topology:
+        if self.topology is None:
+            raise ConfigError("SPOKES_CONFIG must be set (inline JSON or a path to a JSON file)")
+        return self.topology
+
+    def hub(self, *, max_retries: int = 6) -> ports.Hub:
+        """The hub's fine-tuning API; `max_retries` SDK retries per call."""
+        if self.hub_port is not None:
+            return self.hub_port(max_retries=max_retries)
+        from shared.hub import Hub
+        return Hub.from_deps(self, max_retries=max_retries)
+
+    @property
+    def chat(self) -> ports.Chat:
+        return self.chat_port if self.chat_port is not None else _OpenAIChat(self)
 
     def openai_client(self, endpoint: str | None = None, *, tenant_id: str | None = None,
                       api_key: str | None = None, max_retries: int = 6, client_id: str | None = None) -> Any:
@@ -130,9 +162,10 @@ def build_deps(settings: Settings) -> Deps:
     from azure.storage.blob import BlobServiceClient
 
     credential = functools.partial(_credential, settings.credential)
+    topology = None
     if settings.spokes_config:   # at start-up: a spoke that cannot host the models stops the app, named
         from shared.topology import load_topology
-        load_topology(settings)
+        topology = load_topology(settings)
     if settings.storage_connection:
         blobs = BlobServiceClient.from_connection_string(settings.storage_connection)
         tables = TableServiceClient.from_connection_string(settings.storage_connection)
@@ -151,7 +184,23 @@ def build_deps(settings: Settings) -> Deps:
         publisher = ServiceBusPublisher(settings.servicebus_namespace, credential(), topic=settings.events_topic)
     for container in (settings.datasets_container, settings.reports_container, settings.quarantine_container):
         _ensure_container(blobs, container)
-    return Deps(settings=settings, blobs=blobs, registry=registry, publisher=publisher, credential=credential)
+    return Deps(settings=settings, blobs=blobs, registry=registry, publisher=publisher, credential=credential,
+                topology=topology)
+
+
+class _OpenAIChat:
+    """The Chat port on the openai SDK, on the hub's deployments."""
+
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps
+
+    def reply_fn(self, base_model: str) -> Any:
+        from shared.evaluation.runner import openai_chat_fn
+        return openai_chat_fn(self._deps.openai_client(), base_model)
+
+    def judge_fn(self) -> Any:
+        from shared.evaluation.runner import openai_judge_fn
+        return openai_judge_fn(self._deps.openai_client())
 
 
 @functools.cache
@@ -178,10 +227,3 @@ def get_deps() -> Deps:
         if _deps is None:
             _deps = build_deps(Settings.from_env())
         return _deps
-
-
-def reset_deps() -> None:
-    """Forget the cached dependencies (the dev host calls this after changing the environment)."""
-    global _deps
-    with _deps_lock:
-        _deps = None

@@ -4,13 +4,16 @@ succeed is refused at the keyboard instead of dead-lettered later where nobody l
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared import states
 from shared.handling import PermanentError
 from shared.hub_api import HubSurface, UnsupportedOnSurface
 from shared.registry import RunRecord
 from shared.run_settings import RunSettings, RunSettingsError, parse_run_settings
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Deps
 
 STARTABLE = frozenset({states.ACCEPTED, states.UPLOADING, states.WAITING_FOR_QUOTA})
 CANCELLABLE = STARTABLE | {states.TRAINING}
@@ -55,7 +58,7 @@ def retrain_settings(run: RunRecord, changes: dict[str, Any]) -> tuple[RunSettin
     return settings, True
 
 
-def check_train(deps: Any, blob: str, changes: dict[str, Any]) -> tuple[str, str]:
+def check_train(deps: Deps, blob: str, changes: dict[str, Any]) -> tuple[str, str]:
     """(blob name in the datasets container, its ETag) of the dataset a train command names, if it can
     start a run: a top-level .jsonl or a folder's run.json that exists, with settings that parse."""
     from azure.core.exceptions import ResourceNotFoundError
@@ -77,14 +80,14 @@ def check_train(deps: Any, blob: str, changes: dict[str, Any]) -> tuple[str, str
                                     source="--settings")
     except RunSettingsError as exc:
         raise PermanentError(str(exc)) from exc
-    configured = [e["name"] for e in deps.settings.load_spokes_json().get("environments", [])]
+    configured = deps.require_topology().names
     unknown = [e for e in merged.environments or [] if e not in configured]
     if unknown:
         raise PermanentError(f"environments: {', '.join(unknown)} not configured in SPOKES_CONFIG")
     return name, etag
 
 
-def dataset_blob_name(deps: Any, blob: str) -> str:
+def dataset_blob_name(deps: Deps, blob: str) -> str:
     """`datasets/x.jsonl` or `x.jsonl` → the blob name inside the datasets container, if it can start a run."""
     from shared.intake import classify
     container = deps.settings.datasets_container

@@ -9,7 +9,7 @@ and recorded in the run's audit trail with what the message claimed.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared import actors
 from shared.command_checks import dataset_blob_name
@@ -18,6 +18,9 @@ from shared.handling import PERMANENT, PermanentError
 from shared.messages import CloudEvent, RetrainCommand, RunCommand, TrainCommand, command_name
 from shared.registry import RunNotFound
 
+if TYPE_CHECKING:
+    from shared.bootstrap import Deps
+
 log = logging.getLogger(__name__)
 
 
@@ -25,7 +28,7 @@ class OperatorActionNotAccepted(PermanentError):
     """An operator action arrived on the commands queue, where nobody's identity can be verified."""
 
 
-def handle_command(event: CloudEvent, command: Any, deps: Any) -> None:
+def handle_command(event: CloudEvent, command: Any, deps: Deps) -> None:
     name = command_name(event)
     log.info("command %s (message %s) for %s", name, event.id, event.subject or getattr(command, "blob", "?"))
     row = BY_TYPE[event.type]   # parse_message only lets the table's command types through
@@ -39,33 +42,33 @@ def handle_command(event: CloudEvent, command: Any, deps: Any) -> None:
 
 
 # --- the bus commands' handlers, as shared.command_table names them: (command, deps, message_id) ----------
-def train(command: TrainCommand, deps: Any, message_id: str) -> None:
+def train(command: TrainCommand, deps: Deps, message_id: str) -> None:
     from shared import intake
     intake.start_run(dataset_blob_name(deps, command.blob), deps, settings_override=command.settings,
                      actor=actors.requester(command))
 
 
-def cancel(command: RunCommand, deps: Any, message_id: str) -> None:
+def cancel(command: RunCommand, deps: Deps, message_id: str) -> None:
     from shared import training
     training.cancel_run(command, deps)
 
 
-def pause(command: RunCommand, deps: Any, message_id: str) -> None:
+def pause(command: RunCommand, deps: Deps, message_id: str) -> None:
     from shared import training
     training.pause_run(command, deps)
 
 
-def resume(command: RunCommand, deps: Any, message_id: str) -> None:
+def resume(command: RunCommand, deps: Deps, message_id: str) -> None:
     from shared import training
     training.resume_run(command, deps)
 
 
-def retrain(command: RetrainCommand, deps: Any, message_id: str) -> None:
+def retrain(command: RetrainCommand, deps: Deps, message_id: str) -> None:
     from shared import training
     training.retrain_run(command, deps, message_id=message_id)
 
 
-def _refuse_operator_action(event: CloudEvent, command: Any, deps: Any, name: str) -> None:
+def _refuse_operator_action(event: CloudEvent, command: Any, deps: Deps, name: str) -> None:
     claimed = getattr(command, "approver", None) or getattr(command, "requested_by", None)
     reason = (f"{name} is not accepted on the commands queue: a message cannot prove who sent it. Use the "
               f"operator API (`ftops {name}`, signed in with Entra ID)")
@@ -83,7 +86,7 @@ def _refuse_operator_action(event: CloudEvent, command: Any, deps: Any, name: st
 COMMANDS_PARTITION = "_commands"   # the audit trail of commands that name no run the registry has
 
 
-def record_dead_letter(deps: Any, event: CloudEvent, name: str, command: Any, exc: Exception) -> None:
+def record_dead_letter(deps: Deps, event: CloudEvent, name: str, command: Any, exc: Exception) -> None:
     """Make a refused command visible where people look: the run's audit trail (`ftops status RUN_ID`) and
     an event on the topic, before the message goes to the dead-letter queue."""
     from shared.events import publish

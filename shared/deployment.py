@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from shared import actors, claims, states
 from shared.approvals import approval_problem, owner_of, send_deploy
@@ -23,14 +23,15 @@ from shared.handling import PermanentError, retry_later
 from shared.messages import DeployRequest, deploy_message_id
 from shared.registry import DeploymentRecord, RunRecord
 from shared.spokes import SmokeResult
-from shared.topology import Environment, Target, Topology, load_topology, target_problem
+from shared.topology import Environment, Target, Topology, target_problem
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Deps
 
 log = logging.getLogger(__name__)
 
 ACTOR = actors.DEPLOYMENT
 CLAIM_TTL_SECONDS = 1800   # longer than an environment's deployment with patient smoke tests
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 @dataclass
@@ -49,9 +50,9 @@ class Outcome:
 
 
 # --- the deploy stage ----------------------------------------------------------------------------------
-def handle_deploy(request: DeployRequest, deps: Any) -> None:
+def handle_deploy(request: DeployRequest, deps: Deps) -> None:
     run = deps.registry.require_run(request.run_id)
-    topology = load_topology(deps.settings)
+    topology = deps.require_topology()
     order = run_environments(run, topology)
     env = _environment(topology, request.environment, order, run)
     if _already_done(deps, run, env, order, topology):
@@ -71,7 +72,7 @@ def handle_deploy(request: DeployRequest, deps: Any) -> None:
             claim.complete({"state": _deploy_environment(deps, run, env, order, topology, model)})
 
 
-def _deploy_environment(deps: Any, run: RunRecord, env: Environment, order: list[str], topology: Topology,
+def _deploy_environment(deps: Deps, run: RunRecord, env: Environment, order: list[str], topology: Topology,
                         model: str) -> str:
     name = deployment_name(run)
     run = advance(deps, run.run_id, states.deploying(env.name), actor=ACTOR,
@@ -151,7 +152,7 @@ def _environment(topology: Topology, name: str, order: list[str], run: RunRecord
     return env
 
 
-def _already_done(deps: Any, run: RunRecord, env: Environment, order: list[str], topology: Topology) -> bool:
+def _already_done(deps: Deps, run: RunRecord, env: Environment, order: list[str], topology: Topology) -> bool:
     """A duplicate or late message: the run is already at or past this environment."""
     kind, at = states.split(run.state)
     if run.state in (states.APPROVAL_DENIED, states.RETIRED) or run.state == states.deployment_failed(env.name):
@@ -176,7 +177,7 @@ def _check_entry(run: RunRecord, env: Environment, order: list[str]) -> None:
                              f"(expected one of {', '.join(sorted(allowed))})")
 
 
-def _require_approval(deps: Any, run: RunRecord, env: Environment, model: str) -> None:
+def _require_approval(deps: Deps, run: RunRecord, env: Environment, model: str) -> None:
     problem = approval_problem(deps, run, env, model)
     if problem:
         deps.registry.audit(run.run_id, "deployment.refused", actor=ACTOR, detail={
@@ -184,7 +185,7 @@ def _require_approval(deps: Any, run: RunRecord, env: Environment, model: str) -
         raise PermanentError(f"run {run.run_id}: not deploying to {env.name!r}: {problem}")
 
 
-def _restore_point(deps: Any, run: RunRecord, env: Environment, target: Target, name: str, model: str,
+def _restore_point(deps: Deps, run: RunRecord, env: Environment, target: Target, name: str, model: str,
                    before: ArmDeployment | None) -> tuple[str, str | None] | None:
     """What this slot served before this run: the registry first (it survives a crash half-way through
     this very deployment), else what ARM showed, else nothing (the deployment is deleted on rollback)."""
@@ -198,7 +199,7 @@ def _restore_point(deps: Any, run: RunRecord, env: Environment, target: Target, 
     return None
 
 
-def _deploy_target(deps: Any, run: RunRecord, env: Environment, target: Target, name: str, model: str,
+def _deploy_target(deps: Deps, run: RunRecord, env: Environment, target: Target, name: str, model: str,
                    tags: dict[str, str]) -> Outcome:
     outcome = Outcome(target)
     try:
@@ -216,7 +217,7 @@ def _deploy_target(deps: Any, run: RunRecord, env: Environment, target: Target, 
     return outcome
 
 
-def _restore(deps: Any, env: Environment, outcome: Outcome, name: str) -> dict[str, Any]:
+def _restore(deps: Deps, env: Environment, outcome: Outcome, name: str) -> dict[str, Any]:
     """Put one changed target back: the previous model (with its slot's tags and sku), or delete."""
     target = outcome.target
     try:
@@ -237,7 +238,7 @@ def _restore(deps: Any, env: Environment, outcome: Outcome, name: str) -> dict[s
         return {"account": target.account, "action": "failed", "error": str(exc)}
 
 
-def _fail(deps: Any, run: RunRecord, env: Environment, detail: dict[str, Any]) -> str:
+def _fail(deps: Deps, run: RunRecord, env: Environment, detail: dict[str, Any]) -> str:
     message = "; ".join(detail.get("problems") or
                         [f"{t['account']}: {t['error']}" for t in detail.get("targets", []) if t.get("error")])
     advance(deps, run.run_id, states.deployment_failed(env.name), actor=ACTOR,
@@ -246,7 +247,7 @@ def _fail(deps: Any, run: RunRecord, env: Environment, detail: dict[str, Any]) -
     return states.deployment_failed(env.name)
 
 
-def _save_slot(deps: Any, run: RunRecord, env: Environment, outcome: Outcome, name: str, model: str,
+def _save_slot(deps: Deps, run: RunRecord, env: Environment, outcome: Outcome, name: str, model: str,
                tags: dict[str, str]) -> None:
     t = outcome.target
     previous = outcome.restore_to or (None, None)
@@ -271,7 +272,7 @@ def _save_slot(deps: Any, run: RunRecord, env: Environment, outcome: Outcome, na
                             detail={"slot": record.slot, "by_run": run.run_id, "model": model})
 
 
-def _promote(deps: Any, run: RunRecord, env: Environment, order: list[str], topology: Topology) -> None:
+def _promote(deps: Deps, run: RunRecord, env: Environment, order: list[str], topology: Topology) -> None:
     i = order.index(env.name)
     if i + 1 >= len(order):
         return

@@ -5,10 +5,13 @@ a transition but not sent yet), the poller's index of followed jobs, and the dea
 """
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from shared import states
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Deps
 
 DEFAULT_BOUND_MINUTES = 60.0
 
@@ -31,11 +34,11 @@ def _age_minutes(stamp: str | None, now: datetime) -> float:
     return (now - datetime.fromisoformat(stamp)).total_seconds() / 60
 
 
-def stuck_runs(deps: Any, *, bound_minutes: float = DEFAULT_BOUND_MINUTES, now: datetime | None = None,
+def stuck_runs(deps: Deps, *, bound_minutes: float = DEFAULT_BOUND_MINUTES,
                dead_letters: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Runs that are not terminal and made no progress for `bound_minutes`, or that cannot progress (a
     training run whose job nobody follows, messages left unsent), each with the reason and what to do."""
-    now = now or datetime.now(UTC)
+    now = deps.clock.now()
     tracked = dict(deps.registry.tracked_jobs())
     letters: dict[str, list[str]] = {}
     for letter in dead_letters or []:

@@ -5,16 +5,19 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Collection, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared import outbox
 from shared.messages import CloudEvent, run_event
 from shared.registry import RunRecord
 
+if TYPE_CHECKING:
+    from shared.bootstrap import Deps
+
 log = logging.getLogger(__name__)
 
 
-def advance(deps: Any, run_id: str, target: str, *, actor: str, detail: dict[str, Any] | None = None,
+def advance(deps: Deps, run_id: str, target: str, *, actor: str, detail: dict[str, Any] | None = None,
             from_states: Collection[str] | None = None, send: Sequence[tuple[str, CloudEvent]] = (),
             **updates: Any) -> RunRecord:
     """Transition the run and tell other systems: the event (and `send`, e.g. the next stage's request) is
@@ -35,6 +38,6 @@ def advance(deps: Any, run_id: str, target: str, *, actor: str, detail: dict[str
     return run
 
 
-def publish(deps: Any, run_id: str, state: str, detail: dict[str, Any] | None = None) -> None:
+def publish(deps: Deps, run_id: str, state: str, detail: dict[str, Any] | None = None) -> None:
     """An event that is not a state change (e.g. a keep-alive failure, a healed deployment): held until sent."""
     outbox.send_held(deps, deps.settings.events_topic, run_event(state, run_id, detail))

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.bus import message_body
 from shared.messages import CloudEvent, InvalidMessage, parse_message
 from shared.registry import InvalidTransition, RunNotFound, StorageRefused
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Deps
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +25,7 @@ PERMANENT = (PermanentError, InvalidTransition, RunNotFound, StorageRefused)   #
 BUSY_RETRY_SECONDS = 30.0
 
 
-def retry_later(deps: Any, queue: str, request: Any, base_id: str, *, delay: float = BUSY_RETRY_SECONDS) -> None:
+def retry_later(deps: Deps, queue: str, request: Any, base_id: str, *, delay: float = BUSY_RETRY_SECONDS) -> None:
     """Another worker holds this step (a lost lock, a duplicate): send a delayed copy and let this message go.
 
     Abandoning instead would come straight back on Service Bus and burn the delivery count in seconds; the

@@ -26,11 +26,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from shared.blob_io import BlobReader, upload_parts
 from shared.hub_api import DEFAULT, SURFACES, HubSurface, UnsupportedOnSurface
 from shared.models import same_base_model
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Deps
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +211,7 @@ class Hub:
         self.poll_interval = poll_interval
 
     @staticmethod
-    def from_deps(deps: Any, *, gate: CallGate | None = None, max_retries: int = 6) -> Hub:
+    def from_deps(deps: Deps, *, gate: CallGate | None = None, max_retries: int = 6) -> Hub:
         from shared.hub_api import surface
         settings = deps.settings
         return Hub(deps.hub_client(max_retries=max_retries), surface=surface(settings.hub.api_version), gate=gate,

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.claims import conditional_update
 from shared.registry import RunRecord
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Deps
 
 log = logging.getLogger(__name__)
 
@@ -21,14 +24,14 @@ def claim_name(job_key: str) -> str:
     return f"job-{job_key}"
 
 
-def free_job_key(deps: Any, run: RunRecord) -> None:
+def free_job_key(deps: Deps, run: RunRecord) -> None:
     """Forget the job key of a run whose job ended without a model (failed, cancelled): a retrain with the
     same data and settings may train again instead of adopting the ended job."""
     if run.job_key:
         deps.registry.release(claim_name(run.job_key))
 
 
-def update_run(deps: Any, run_id: str, allowed: Collection[str], *, attempts: int = 5, **updates: Any) -> RunRecord:
+def update_run(deps: Deps, run_id: str, allowed: Collection[str], *, attempts: int = 5, **updates: Any) -> RunRecord:
     """Change fields of a run without a state change, only while it is in `allowed` (conditional on ETag)."""
     def change(run: RunRecord) -> RunRecord:
         if run.state not in allowed:
@@ -42,7 +45,7 @@ def update_run(deps: Any, run_id: str, allowed: Collection[str], *, attempts: in
         gives_up=f"run {run_id}: too many concurrent updates, will retry")
 
 
-def tidy_hub(deps: Any, hub: Any, run: RunRecord, extra_files: list[str] | None = None) -> list[str]:
+def tidy_hub(deps: Deps, hub: Any, run: RunRecord, extra_files: list[str] | None = None) -> list[str]:
     """After a terminal job: delete the run's files from the hub (unless retention says keep), so the hub
     stays under its 50-file / 1 GB limits. Failures are logged, never fatal: the run's outcome stands."""
     if deps.settings.hub_file_retention != "delete":

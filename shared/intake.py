@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
@@ -29,7 +29,9 @@ from shared.outbox import flush
 from shared.registry import RunRecord, StorageRefused
 from shared.run_rules import effective_environments
 from shared.splitting import spool_files, upload_split
-from shared.topology import load_topology
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Deps
 
 log = logging.getLogger(__name__)
 ACTOR = actors.INTAKE
@@ -58,7 +60,7 @@ def run_id_for(drop: Drop, etag: str, settings_override: dict[str, Any] | None =
     return f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
-def handle_blob_created(blob_name: str, deps: Any) -> str | None:
+def handle_blob_created(blob_name: str, deps: Deps) -> str | None:
     """Blob trigger entry: start (or resume) the run this blob starts; returns the run id or None."""
     if classify(blob_name) is None:
         log.info("blob %s is part of a folder drop; only its run.json starts a run", blob_name)
@@ -66,7 +68,7 @@ def handle_blob_created(blob_name: str, deps: Any) -> str | None:
     return start_run(blob_name, deps, actor=ACTOR)
 
 
-def start_run(blob_name: str, deps: Any, *, settings_override: dict[str, Any] | None = None,
+def start_run(blob_name: str, deps: Deps, *, settings_override: dict[str, Any] | None = None,
               actor: str = ACTOR) -> str | None:
     drop = classify(blob_name)
     if drop is None:
@@ -110,7 +112,7 @@ def start_run(blob_name: str, deps: Any, *, settings_override: dict[str, Any] | 
     return run_id
 
 
-def _intake(run_id: str, drop: Drop, deps: Any, settings_override: dict[str, Any] | None, etag: str) -> None:
+def _intake(run_id: str, drop: Drop, deps: Deps, settings_override: dict[str, Any] | None, etag: str) -> None:
     advance(deps, run_id, states.VALIDATING, actor=ACTOR)
     problems: list[Any] = []
     # every file is read at the version seen now (If-Match on its ETag): one replaced while it is validated
@@ -129,14 +131,14 @@ def _intake(run_id: str, drop: Drop, deps: Any, settings_override: dict[str, Any
                              default_base_model=deps.settings.default_base_model,
                              environments=_configured_environments(deps), override=settings_override,
                              outputs=outputs, hub_api=surface(deps.settings.hub.api_version),
-                             topology=load_topology(deps.settings))
+                             topology=deps.require_topology())
         report, settings, prepared = checked.report, checked.settings, checked.prepared
         _write_reports(deps, run_id, drop, report)
         if not report.valid or prepared is None or settings is None:
             _reject(deps, run_id, drop, files, report)
             return
         upload_split(deps, run_id, prepared, outputs)
-    environments = effective_environments(settings, load_topology(deps.settings))
+    environments = effective_environments(settings, deps.require_topology())
     advance(deps, run_id, states.ACCEPTED, actor=ACTOR,
             detail={"examples": report.examples, "method": report.method, "method_source": report.method_source,
                     "split": prepared.counts},
@@ -151,11 +153,11 @@ def _train_request(run_id: str) -> Any:
     return envelope(TrainRequest(run_id=run_id), message_id=f"train-{run_id}")
 
 
-def _send_train(deps: Any, run_id: str) -> None:
+def _send_train(deps: Deps, run_id: str) -> None:
     deps.publisher.send(deps.settings.train_queue, _train_request(run_id))
 
 
-def _dataset_files(drop: Drop, deps: Any, problems: list[Any], etags: dict[str, str]) -> dict[str, str]:
+def _dataset_files(drop: Drop, deps: Deps, problems: list[Any], etags: dict[str, str]) -> dict[str, str]:
     """role → blob name in the datasets container (their ETags into `etags`). A folder's train.jsonl may
     still be uploading: wait."""
     from shared.validation import Finding
@@ -177,7 +179,7 @@ def _dataset_files(drop: Drop, deps: Any, problems: list[Any], etags: dict[str, 
     return files
 
 
-def _chunks(deps: Any, blob_name: str, etag: str | None) -> Any:
+def _chunks(deps: Deps, blob_name: str, etag: str | None) -> Any:
     def read() -> Iterable[bytes]:
         blob = deps.blobs.get_blob_client(deps.settings.datasets_container, blob_name)
         if etag is None:
@@ -186,7 +188,7 @@ def _chunks(deps: Any, blob_name: str, etag: str | None) -> Any:
     return read
 
 
-def _write_reports(deps: Any, run_id: str, drop: Drop, report: Any) -> None:
+def _write_reports(deps: Deps, run_id: str, drop: Drop, report: Any) -> None:
     from shared.validation import render_html
     container = deps.blobs.get_container_client(deps.settings.reports_container)
     body = json.dumps({"run_id": run_id, "drop": drop.name, **report.to_dict()}, indent=2)
@@ -195,7 +197,7 @@ def _write_reports(deps: Any, run_id: str, drop: Drop, report: Any) -> None:
                           overwrite=True)
 
 
-def _reject(deps: Any, run_id: str, drop: Drop, files: dict[str, str], report: Any) -> None:
+def _reject(deps: Deps, run_id: str, drop: Drop, files: dict[str, str], report: Any) -> None:
     # recorded first, then moved: if the move fails, the retry finds the run rejected and its files still
     # in datasets, and finishes the move (start_run); the other order left a run `validating` with no blob
     planned = [f"{deps.settings.quarantine_container}/{run_id}/{name}" for name in _drop_blobs(deps, drop, files)]
@@ -209,7 +211,7 @@ def _reject(deps: Any, run_id: str, drop: Drop, files: dict[str, str], report: A
     quarantine(deps, run_id, drop, files)
 
 
-def _drop_blobs(deps: Any, drop: Drop, files: dict[str, str]) -> list[str]:
+def _drop_blobs(deps: Deps, drop: Drop, files: dict[str, str]) -> list[str]:
     """The blobs of this drop: its data files and start blob; for a folder, what lies directly in it. A
     nested folder is a drop of its own (its run.json starts it) and is left where it is."""
     names = set(files.values()) | {drop.start_blob}
@@ -221,7 +223,7 @@ def _drop_blobs(deps: Any, drop: Drop, files: dict[str, str]) -> list[str]:
     return sorted(names - {drop.start_blob}) + [drop.start_blob]
 
 
-def quarantine(deps: Any, run_id: str, drop: Drop, files: dict[str, str]) -> list[str]:
+def quarantine(deps: Deps, run_id: str, drop: Drop, files: dict[str, str]) -> list[str]:
     """Move the drop's files to quarantine/<run_id>/: copy, verify, then delete — never lose data."""
     source = deps.blobs.get_container_client(deps.settings.datasets_container)
     target = deps.blobs.get_container_client(deps.settings.quarantine_container)
@@ -248,8 +250,8 @@ def quarantine(deps: Any, run_id: str, drop: Drop, files: dict[str, str]) -> lis
     return moved
 
 
-def _configured_environments(deps: Any) -> list[str]:
-    return [env["name"] for env in deps.settings.load_spokes_json().get("environments", [])]
+def _configured_environments(deps: Deps) -> list[str]:
+    return deps.require_topology().names
 
 
 def _summary(report: Any, counts: dict[str, int] | None) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared import actors, states
 from shared.events import publish
@@ -27,7 +27,10 @@ from shared.models import DEVELOPER
 from shared.ncrontab import CronError, Schedule
 from shared.registry import ConcurrencyError, DeploymentRecord, now_iso
 from shared.retirement import retire_unneeded
-from shared.topology import Topology, load_topology
+from shared.topology import Topology
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Deps
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +56,10 @@ class KeepaliveSummary:
     problems: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)   # the schedule or a stale ping leaves too little margin
 
-    def as_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("total", "ok", "failed", "healed", "expired", "skipped", "retired",
-                                               "alerts",
-                                               "seconds", "problems", "warnings")}
 
-
-def keepalive_tick(deps: Any, *, concurrency: int | None = None) -> KeepaliveSummary:
+def keepalive_tick(deps: Deps, *, concurrency: int | None = None) -> KeepaliveSummary:
     started = time.monotonic()
-    topology = load_topology(deps.settings)
+    topology = deps.require_topology()
     # first what bills for runs that will never reach the end: retired, announced, and not pinged
     kept, retired = retire_unneeded(deps, topology, deps.registry.list_deployments(state="active"))
     slots = interleave(kept)
@@ -117,9 +115,9 @@ def schedule_warnings(expression: str | None) -> list[str]:
     return [warning]
 
 
-def stale_ping_warnings(deps: Any, slots: list[DeploymentRecord], now: datetime | None = None) -> list[str]:
+def stale_ping_warnings(deps: Deps, slots: list[DeploymentRecord]) -> list[str]:
     """Deployments whose last ping (or creation) is older than the margin: the timer may have been down."""
-    now = now or datetime.now(UTC)
+    now = deps.clock.now()
     warnings = []
     for slot in slots:
         since = datetime.fromisoformat(slot.last_ping or slot.updated_at)
@@ -148,7 +146,7 @@ def interleave(slots: list[DeploymentRecord]) -> list[DeploymentRecord]:
     return out
 
 
-def _keep(deps: Any, topology: Topology, slot: DeploymentRecord) -> tuple[str, dict[str, Any] | None]:
+def _keep(deps: Deps, topology: Topology, slot: DeploymentRecord) -> tuple[str, dict[str, Any] | None]:
     import openai
     target = topology.target(slot.account)
     if target is None:
@@ -171,7 +169,7 @@ def _keep(deps: Any, topology: Topology, slot: DeploymentRecord) -> tuple[str, d
     return "ok", None
 
 
-def _heal(deps: Any, target: Any, slot: DeploymentRecord) -> tuple[str, dict[str, Any] | None]:
+def _heal(deps: Deps, target: Any, slot: DeploymentRecord) -> tuple[str, dict[str, Any] | None]:
     """The deployment vanished (inactivity, or someone deleted it): recreate it from the registry — if the
     registry still wants it. The tick works from a snapshot: `retire` or a rollback may have removed it on
     purpose since, and re-creating it then would bring back what a person just took away."""
@@ -207,7 +205,7 @@ def _heal(deps: Any, target: Any, slot: DeploymentRecord) -> tuple[str, dict[str
     return "healed", {"healed": True, "smoke_ok": smoke.ok}
 
 
-def _expired(deps: Any, slot: DeploymentRecord) -> tuple[str, dict[str, Any] | None]:
+def _expired(deps: Deps, slot: DeploymentRecord) -> tuple[str, dict[str, Any] | None]:
     """A Developer deployment reached the end of its 24-hour life: expected, so reported, not retried."""
     detail = {"slot": slot.slot, "account": slot.account, "region": slot.region, "deployment": slot.deployment,
               "model": slot.model, "sku": slot.sku,
@@ -224,7 +222,7 @@ def _expired(deps: Any, slot: DeploymentRecord) -> tuple[str, dict[str, Any] | N
     return "expired", {"expired": True}
 
 
-def _failed(deps: Any, slot: DeploymentRecord, error: str) -> tuple[str, dict[str, Any] | None]:
+def _failed(deps: Deps, slot: DeploymentRecord, error: str) -> tuple[str, dict[str, Any] | None]:
     failures = slot.ping_failures + 1
     _record(deps, slot, last_ping=now_iso(), last_ping_ok=False, ping_failures=failures)
     alert = failures >= ALERT_AFTER
@@ -237,7 +235,7 @@ def _failed(deps: Any, slot: DeploymentRecord, error: str) -> tuple[str, dict[st
     return "failed", {"error": error[:500], "failures": failures, "alert": alert}
 
 
-def _record(deps: Any, slot: DeploymentRecord, **fields: Any) -> None:
+def _record(deps: Deps, slot: DeploymentRecord, **fields: Any) -> None:
     """Write the ping result conditionally; if a deploy or rollback changed the slot meanwhile, apply the
     result only if the slot still holds the same model (else this ping is about something gone)."""
     model = slot.model

@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -25,6 +25,9 @@ from shared.events import publish
 from shared.handling import PermanentError
 from shared.messages import RetrainCommand, RollbackCommand, RunCommand
 from shared.registry import ConcurrencyError, InvalidTransition, RunNotFound
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Deps
 
 log = logging.getLogger(__name__)
 MAX_BODY = 16 * 1024     # a decision is a few fields; anything bigger is refused unread
@@ -77,7 +80,7 @@ _verifiers: dict[Any, TokenVerifier] = {}
 _verifiers_lock = threading.Lock()
 
 
-def verifier_for(deps: Any) -> TokenVerifier:
+def verifier_for(deps: Deps) -> TokenVerifier:
     """One verifier (and key cache) per configuration, per process."""
     settings = deps.settings.access_settings()
     with _verifiers_lock:
@@ -86,7 +89,7 @@ def verifier_for(deps: Any) -> TokenVerifier:
         return _verifiers[settings]
 
 
-def handle(action: str, *, authorization: str | None, params: dict[str, str], body: bytes, deps: Any,
+def handle(action: str, *, authorization: str | None, params: dict[str, str], body: bytes, deps: Deps,
            verifier: TokenVerifier | None = None) -> ApiResponse:
     """One API call: verify the caller, run the action, answer; refusals audited with who tried."""
     run_id = params.get("run_id")
@@ -124,7 +127,7 @@ def handle(action: str, *, authorization: str | None, params: dict[str, str], bo
 
 
 # --- actions -----------------------------------------------------------------------------------------
-def list_runs(caller: Caller, params: dict[str, str], body: bytes, deps: Any) -> ApiResponse:
+def list_runs(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> ApiResponse:
     _require_read(caller)
     runs = deps.registry.list_runs()
     return ApiResponse(200, {"runs": [_summary(r) for r in runs]})
@@ -145,7 +148,7 @@ def evaluation_comparison(evaluation: dict[str, Any] | None) -> dict[str, Any] |
                       if g["name"].startswith("min_improvement")}}
 
 
-def get_run(caller: Caller, params: dict[str, str], body: bytes, deps: Any) -> ApiResponse:
+def get_run(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> ApiResponse:
     _require_read(caller)
     run = deps.registry.require_run(params["run_id"])
     view = {**_summary(run), "settings": run.settings, "dataset_hash": run.dataset_hash,
@@ -162,7 +165,7 @@ def get_run(caller: Caller, params: dict[str, str], body: bytes, deps: Any) -> A
     return ApiResponse(200, view)
 
 
-def list_deployments(caller: Caller, params: dict[str, str], body: bytes, deps: Any) -> ApiResponse:
+def list_deployments(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> ApiResponse:
     """Every deployment slot ftops keeps (environment × account × name): model, run, last keep-alive and
     its estimated hosting cost per day (shared.costs)."""
     _require_read(caller)
@@ -171,7 +174,7 @@ def list_deployments(caller: Caller, params: dict[str, str], body: bytes, deps: 
                              "total_per_day": round(sum(r["per_day"] for r in rows), 2)})
 
 
-def approve(caller: Caller, params: dict[str, str], body: bytes, deps: Any) -> ApiResponse:
+def approve(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> ApiResponse:
     request = _parse(ApproveBody, body)
     evidence = approvals.approve(deps, caller, params["run_id"], request.environment, ticket=request.ticket,
                                  model=request.model, comment=request.comment, dataset_hash=request.dataset_hash,
@@ -179,14 +182,14 @@ def approve(caller: Caller, params: dict[str, str], body: bytes, deps: Any) -> A
     return ApiResponse(202, {"approved": evidence, "next": f"deploying to {request.environment}"})
 
 
-def reject(caller: Caller, params: dict[str, str], body: bytes, deps: Any) -> ApiResponse:
+def reject(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> ApiResponse:
     request = _parse(RejectBody, body)
     detail = approvals.reject(deps, caller, params["run_id"], request.environment, reason=request.reason,
                               ticket=request.ticket)
     return ApiResponse(200, {"rejected": detail})
 
 
-def rollback_environment(caller: Caller, params: dict[str, str], body: bytes, deps: Any) -> ApiResponse:
+def rollback_environment(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> ApiResponse:
     require_any(caller, [OPERATOR_ROLE], "rollback")
     request = _parse(RollbackBody, body)
     rollback.rollback(RollbackCommand(environment=params["environment"], run_id=request.run_id,
@@ -195,7 +198,7 @@ def rollback_environment(caller: Caller, params: dict[str, str], body: bytes, de
     return ApiResponse(200, {"rolled_back": params["environment"], "run_id": request.run_id})
 
 
-def retrain(caller: Caller, params: dict[str, str], body: bytes, deps: Any) -> ApiResponse:
+def retrain(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> ApiResponse:
     """A retrain whose requester is known: they are recorded and cannot approve the model it makes."""
     require_any(caller, [OPERATOR_ROLE], "retrain")
     request = _parse(RetrainBody, body)
@@ -204,7 +207,7 @@ def retrain(caller: Caller, params: dict[str, str], body: bytes, deps: Any) -> A
     return ApiResponse(202, {"retraining": params["run_id"], "started_by": caller.describe()})
 
 
-def retire_run(caller: Caller, params: dict[str, str], body: bytes, deps: Any) -> ApiResponse:
+def retire_run(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> ApiResponse:
     require_any(caller, [OPERATOR_ROLE], "retire")
     request = _parse(RetireBody, body)
     rollback.retire(RunCommand(run_id=params["run_id"], requested_by=caller.actor, reason=request.reason), deps)
@@ -244,21 +247,21 @@ def _summary(run: Any) -> dict[str, Any]:
             "created_at": run.created_at, "updated_at": run.updated_at}
 
 
-def _deployments(deps: Any, run_id: str | None = None) -> list[dict[str, Any]]:
+def _deployments(deps: Deps, run_id: str | None = None) -> list[dict[str, Any]]:
     from shared.costs import hourly_price, prices_from_settings
     prices = prices_from_settings(deps.settings)
     return [vars(d) | {"etag": None, "per_day": round(hourly_price(d, prices) * 24, 2) if d.state == "active" else 0.0}
             for d in deps.registry.list_deployments(run_id=run_id)]
 
 
-def _reports(deps: Any, run_id: str) -> dict[str, str]:
+def _reports(deps: Deps, run_id: str) -> dict[str, str]:
     container = deps.blobs.get_container_client(deps.settings.reports_container)
     names = [b.name for b in container.list_blobs(name_starts_with=f"{run_id}/")
              if b.name.endswith((".json", ".html")) and "/" not in b.name[len(run_id) + 1:]]
     return {name[len(run_id) + 1:]: f"{container.url}/{name}" for name in sorted(names)}
 
 
-def _audit_refusal(deps: Any, run_id: str | None, action: str, status: int, reason: str, who: dict[str, Any],
+def _audit_refusal(deps: Deps, run_id: str | None, action: str, status: int, reason: str, who: dict[str, Any],
                    params: dict[str, str]) -> None:
     actor = who.get("oid") or "anonymous"
     if who.get("name"):

@@ -13,9 +13,12 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.messages import CloudEvent
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Deps
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +27,7 @@ HELD_LIMIT = 30_000       # characters of a held event (outbox table property)
 SWEEP_GRACE_SECONDS = 60  # a marker younger than this may belong to a transition still being written
 
 
-def entry(deps: Any, run_id: str, queue: str, event: CloudEvent, *, delay_seconds: float = 0) -> dict[str, Any]:
+def entry(deps: Deps, run_id: str, queue: str, event: CloudEvent, *, delay_seconds: float = 0) -> dict[str, Any]:
     """One outbox entry; a large message is parked in reports/<run>/outbox/<id>.json first."""
     body = event.to_json()
     item: dict[str, Any] = {"id": event.id, "queue": queue, "delay": delay_seconds}
@@ -35,7 +38,7 @@ def entry(deps: Any, run_id: str, queue: str, event: CloudEvent, *, delay_second
     return {**item, "blob": path}
 
 
-def flush(deps: Any, run_id: str, outbox: list[dict[str, Any]]) -> None:
+def flush(deps: Deps, run_id: str, outbox: list[dict[str, Any]]) -> None:
     """Send what the run's outbox holds, in order, then clear it. A failed send raises (the caller's message
     is retried, or the next sweep sends it); what was sent is cleared either way."""
     sent: list[str] = []
@@ -48,7 +51,7 @@ def flush(deps: Any, run_id: str, outbox: list[dict[str, Any]]) -> None:
             deps.registry.clear_outbox(run_id, sent)
 
 
-def send_held(deps: Any, queue: str, event: CloudEvent) -> None:
+def send_held(deps: Deps, queue: str, event: CloudEvent) -> None:
     """An event that is no transition: held in the outbox table, sent, released."""
     body = event.to_json()
     held = len(body) <= HELD_LIMIT   # a property holds 32K characters; a larger event is only sent
@@ -60,7 +63,7 @@ def send_held(deps: Any, queue: str, event: CloudEvent) -> None:
     deps.registry.unmark_outbox("event", event.id)
 
 
-def sweep(deps: Any, *, grace_seconds: float = SWEEP_GRACE_SECONDS) -> int:
+def sweep(deps: Deps, *, grace_seconds: float = SWEEP_GRACE_SECONDS) -> int:
     """Send what crashes left behind (markers and held events older than the grace); returns how many
     runs or events it handled. One failure does not stop the others: the next sweep tries again."""
     cutoff = (datetime.now(UTC) - timedelta(seconds=grace_seconds)).isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -87,7 +90,7 @@ def sweep(deps: Any, *, grace_seconds: float = SWEEP_GRACE_SECONDS) -> int:
     return handled
 
 
-def _event(deps: Any, item: dict[str, Any]) -> CloudEvent:
+def _event(deps: Deps, item: dict[str, Any]) -> CloudEvent:
     if "event" in item:
         return CloudEvent.model_validate_json(item["event"])
     body = deps.blobs.get_blob_client(deps.settings.reports_container, item["blob"]).download_blob().readall()

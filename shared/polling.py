@@ -27,16 +27,19 @@ import re
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared import actors, states
 from shared.command_checks import STARTABLE
 from shared.events import advance
-from shared.hub import NO_CHECKPOINTS_YET, CallGate, Hub, HubError, HubJob, note_unknown_status
+from shared.hub import NO_CHECKPOINTS_YET, CallGate, HubError, HubJob, note_unknown_status
 from shared.hub_runs import Superseded, free_job_key, tidy_hub, update_run
 from shared.messages import EvaluateRequest, envelope, evaluate_message_id
 from shared.outbox import flush, sweep
 from shared.registry import InvalidTransition, RunRecord
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Deps
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +89,12 @@ class GatedHub:
         return gated
 
 
-def poll_tick(deps: Any, *, hub: Any = None, concurrency: int | None = None) -> PollSummary:
+def poll_tick(deps: Deps, *, concurrency: int | None = None) -> PollSummary:
     started = time.monotonic()
     limit = max(1, concurrency or deps.settings.poll_concurrency)
     gate, job_gate = CallGate(READS_PER_JOB * limit), CallGate(limit)
     # few SDK retries: a job that cannot be read now is read again next tick, and a storm must not stall it
-    gated = GatedHub(hub or Hub.from_deps(deps, max_retries=2), gate)
+    gated = GatedHub(deps.hub(max_retries=2), gate)
     sweep(deps)   # messages a crash left between a registry write and its send (shared.outbox)
     tracked = deps.registry.tracked_jobs()
     summary = PollSummary(jobs=len(tracked), concurrency=limit)
@@ -113,7 +116,7 @@ def poll_tick(deps: Any, *, hub: Any = None, concurrency: int | None = None) -> 
     return summary
 
 
-def _poll_safely(deps: Any, hub: Any, run_id: str, job_id: str, *, reads: Executor | None) -> tuple[str, int]:
+def _poll_safely(deps: Deps, hub: Any, run_id: str, job_id: str, *, reads: Executor | None) -> tuple[str, int]:
     """One job's failure (transient or a bug) must not stop the others, nor end its run."""
     try:
         return poll_job(deps, hub, run_id, job_id, reads=reads)
@@ -124,7 +127,7 @@ def _poll_safely(deps: Any, hub: Any, run_id: str, job_id: str, *, reads: Execut
     return "error", 0
 
 
-def poll_job(deps: Any, hub: Any, run_id: str, job_id: str, *, reads: Executor | None = None) -> tuple[str, int]:
+def poll_job(deps: Deps, hub: Any, run_id: str, job_id: str, *, reads: Executor | None = None) -> tuple[str, int]:
     run = deps.registry.get_run(run_id)
     if run is not None and run.job_id is None and run.state in STARTABLE:
         return "starting", 0   # tracked just before the train handler records it: it will (or its retry will)
@@ -181,12 +184,12 @@ def _read(hub: Any, run: RunRecord, job_id: str, reads: Executor | None
     return job, events, checkpoints
 
 
-def _waited_enough(deps: Any, run: RunRecord) -> bool:
+def _waited_enough(deps: Deps, run: RunRecord) -> bool:
     since = (run.metrics or {}).get(AWAITING_SINCE)
     return since is not None and time.time() - float(since) >= deps.settings.results_wait_seconds
 
 
-def _await_results(deps: Any, run: RunRecord, common: dict[str, Any]) -> str:
+def _await_results(deps: Deps, run: RunRecord, common: dict[str, Any]) -> str:
     """Succeeded, results file not posted yet: record that (once, with the time) and look again next tick."""
     metrics = dict(run.metrics or {})
     metrics.setdefault(AWAITING_SINCE, time.time())
@@ -203,7 +206,7 @@ def _await_results(deps: Any, run: RunRecord, common: dict[str, Any]) -> str:
     return "awaiting_results"
 
 
-def _succeeded(deps: Any, hub: Any, run: RunRecord, job: HubJob, common: dict[str, Any]) -> str:
+def _succeeded(deps: Deps, hub: Any, run: RunRecord, job: HubJob, common: dict[str, Any]) -> str:
     metrics = _results(deps, hub, run.run_id, job)
     detail: dict[str, Any] = {"job_id": job.id, "fine_tuned_model": job.fine_tuned_model,
                               "trained_tokens": job.trained_tokens}
@@ -223,7 +226,7 @@ def _succeeded(deps: Any, hub: Any, run: RunRecord, job: HubJob, common: dict[st
     return "succeeded"
 
 
-def _finish_trained(deps: Any, hub: Any, run: RunRecord, result_files: list[str]) -> bool:
+def _finish_trained(deps: Deps, hub: Any, run: RunRecord, result_files: list[str]) -> bool:
     """Send what the `trained` write left in the run's outbox (its event and the one evaluation request,
     named by the job: a recovery or an overlapping tick resends the same ids), stop following the job,
     tidy the hub."""
@@ -236,7 +239,7 @@ def _finish_trained(deps: Any, hub: Any, run: RunRecord, result_files: list[str]
     return True
 
 
-def _ended(deps: Any, hub: Any, run: RunRecord, job: HubJob, common: dict[str, Any]) -> str:
+def _ended(deps: Deps, hub: Any, run: RunRecord, job: HubJob, common: dict[str, Any]) -> str:
     if job.status == "failed":
         error = describe_failure(job.error)
         target, detail = states.TRAINING_FAILED, {"job_id": job.id, **error}
@@ -281,7 +284,7 @@ def describe_failure(error: dict[str, Any] | None) -> dict[str, Any]:
             "safety_check": check, "harm_types": harm_types, "reason": reason}
 
 
-def _results(deps: Any, hub: Any, run_id: str, job: HubJob) -> dict[str, Any]:
+def _results(deps: Deps, hub: Any, run_id: str, job: HubJob) -> dict[str, Any]:
     """results.csv → the full per-step metrics in reports/<run>/training/metrics.json, and in the registry the
     final values plus an evenly thinned series (an entity property holds at most 64 KB)."""
     if not job.result_files:
@@ -298,7 +301,7 @@ def _results(deps: Any, hub: Any, run_id: str, job: HubJob) -> dict[str, Any]:
     return {"final": parsed["final"], "steps": len(steps), "series": series, "blob": path}
 
 
-def _append_events(deps: Any, run_id: str, events: list[dict[str, Any]]) -> None:
+def _append_events(deps: Deps, run_id: str, events: list[dict[str, Any]]) -> None:
     """New job events go to an append blob, reports/<run>/training/events.jsonl (one per line, with the hub's
     id: a crash between this and the cursor write can repeat lines, never lose them)."""
     from azure.core import MatchConditions

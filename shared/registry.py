@@ -9,7 +9,7 @@ import dataclasses
 import json
 import logging
 import uuid
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -431,9 +431,6 @@ class Registry:
             self._tables["keys"].delete_entity("key", key)
         except ResourceNotFoundError:
             pass
-
-    def iter_audit_all(self) -> Iterator[dict[str, Any]]:
-        yield from self._tables["audit"].list_entities()
 
     def _replace(self, table: str, entity: dict[str, Any], etag: str | None) -> dict[str, Any]:
         try:

@@ -17,12 +17,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared import actors, states
 from shared.events import advance, publish
 from shared.registry import DeploymentRecord, RunRecord, now_iso
 from shared.topology import Topology
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Deps
 
 log = logging.getLogger(__name__)
 ACTOR = actors.AUTO_RETIRE
@@ -80,12 +83,12 @@ def _why(run: RunRecord, slot: DeploymentRecord, policy: Any, newest: RunRecord 
     return None
 
 
-def retire_unneeded(deps: Any, topology: Topology, slots: list[DeploymentRecord]) -> tuple[list[DeploymentRecord], list[dict[str, Any]]]:
+def retire_unneeded(deps: Deps, topology: Topology, slots: list[DeploymentRecord]) -> tuple[list[DeploymentRecord], list[dict[str, Any]]]:
     """Retire what the plan names; returns the slots still meant to stay (for keep-alive) and the outcomes.
     A failed retirement is retried on the next tick; its slot is not pinged meanwhile (it is meant to go)."""
     runs = {run_id: run for run_id in sorted({s.run_id for s in slots})
             if (run := deps.registry.get_run(run_id)) is not None}
-    retirements = plan(topology, runs, slots)
+    retirements = plan(topology, runs, slots, deps.clock.now())
     if not retirements:
         return [s for s in slots if s.state == "active"], []
     going = {r.slot.slot for r in retirements}
@@ -107,7 +110,7 @@ def retire_unneeded(deps: Any, topology: Topology, slots: list[DeploymentRecord]
     return [s for s in slots if s.state == "active" and s.slot not in going], outcomes
 
 
-def _retire(deps: Any, topology: Topology, item: Retirement) -> dict[str, Any]:
+def _retire(deps: Deps, topology: Topology, item: Retirement) -> dict[str, Any]:
     slot = item.slot
     target = topology.target(slot.account)
     if target is None:
@@ -141,7 +144,7 @@ def _retire(deps: Any, topology: Topology, item: Retirement) -> dict[str, Any]:
         return {"slot": slot.slot, "ok": False, "error": str(exc)[:500]}
 
 
-def _close_run(deps: Any, run: RunRecord, item: Retirement) -> None:
+def _close_run(deps: Deps, run: RunRecord, item: Retirement) -> None:
     left = deps.registry.list_deployments(run_id=run.run_id, state="active")
     if left or run.state == states.RETIRED or not states.can_transition(run.state, states.RETIRED):
         return

@@ -4,7 +4,7 @@ before) and retire (remove them everywhere).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared import actors, states
 from shared.arm_deployments import DeploymentError, NotManagedByFtops
@@ -13,18 +13,21 @@ from shared.events import advance, publish
 from shared.handling import PermanentError
 from shared.messages import RollbackCommand, RunCommand
 from shared.registry import DeploymentRecord, now_iso
-from shared.topology import Target, Topology, load_topology
+from shared.topology import Target, Topology
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Deps
 
 log = logging.getLogger(__name__)
 
 
-def rollback(command: RollbackCommand, deps: Any) -> None:
+def rollback(command: RollbackCommand, deps: Deps) -> None:
     """Return an environment's slots to the model each served before (the previous approved model).
 
     All or nothing, like a deployment: if one target cannot go back, the ones that did are put forward
     again and the command fails (retried). Each slot keeps one step of history, so a duplicate command
     finds nothing left to roll back instead of going back twice."""
-    topology = load_topology(deps.settings)
+    topology = deps.require_topology()
     env = topology.environment(command.environment)
     if env is None:
         raise PermanentError(f"rollback: environment {command.environment!r} is not in SPOKES_CONFIG")
@@ -88,7 +91,7 @@ def rollback(command: RollbackCommand, deps: Any) -> None:
     publish(deps, run_id, "rolled_back", detail)
 
 
-def retire(command: RunCommand, deps: Any) -> None:
+def retire(command: RunCommand, deps: Deps) -> None:
     """Remove the run's deployments from every spoke (keep-alive stops with them) and mark it retired.
     Slots a newer run has taken over are that run's, and are left alone."""
     run = deps.registry.require_run(command.run_id)
@@ -96,7 +99,7 @@ def retire(command: RunCommand, deps: Any) -> None:
         return
     if not states.can_transition(run.state, states.RETIRED):
         raise PermanentError(f"run {run.run_id} is {run.state!r} and cannot be retired now")
-    topology = load_topology(deps.settings)
+    topology = deps.require_topology()
     slots = deps.registry.list_deployments(run_id=run.run_id, state="active")
 
     def remove(slot: DeploymentRecord) -> dict[str, Any]:
@@ -128,7 +131,7 @@ def _target_of(topology: Topology, slot: DeploymentRecord) -> Target:
     return target
 
 
-def _redeploy(deps: Any, target: Target, slot: DeploymentRecord) -> dict[str, Any]:
+def _redeploy(deps: Deps, target: Target, slot: DeploymentRecord) -> dict[str, Any]:
     try:
         deps.spokes.deploy(target, slot.deployment, slot.model, tags=slot.tags, sku=slot.sku,
                            capacity=slot.capacity)

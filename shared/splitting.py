@@ -12,7 +12,10 @@ import io
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Deps
 
 MIN_TRAIN = 10     # the service's minimum
 MIN_EVAL = 1
@@ -76,7 +79,7 @@ def spool_files() -> tuple[contextlib.ExitStack, dict[str, IO[bytes]]]:
                    for r in ("train", "validation", "eval")}
 
 
-def upload_split(deps: Any, run_id: str, prepared: Prepared, outputs: Mapping[str, IO[bytes]]) -> None:
+def upload_split(deps: Deps, run_id: str, prepared: Prepared, outputs: Mapping[str, IO[bytes]]) -> None:
     """The split's files to reports/<run_id>/data/<role>.jsonl, where training reads them."""
     reports = deps.blobs.get_container_client(deps.settings.reports_container)
     for role, handle in outputs.items():

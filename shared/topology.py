@@ -1,13 +1,12 @@
 """The spokes configuration: environments in order, each with the spoke accounts a run is deployed to.
 
-Checked once at start-up (and cached), so a wrong setting stops the app with a message naming the exact
+Checked once at start-up (the bootstrap keeps it in Deps), so a wrong setting stops the app with a message naming the exact
 setting path (`SPOKES_CONFIG: environments[2].targets[0].region is missing`) instead of failing half-way
 through a deployment.
 """
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -158,20 +157,10 @@ def target_problem(target: Target, base_model: str) -> str | None:
     return None
 
 
-_cache: dict[tuple[str | None, str | None, str], Topology] = {}
-_cache_lock = threading.Lock()
-
-
 def load_topology(settings: Settings) -> Topology:
-    """The checked topology for these settings, parsed once per process (Settings is not hashable: the
-    cache keys on the configuration text, the hub tenant and the default base model, which is all the
-    result depends on)."""
-    key = (settings.spokes_config, settings.hub.tenant, settings.default_base_model)
-    with _cache_lock:
-        if key not in _cache:
-            _cache[key] = parse_topology(settings.load_spokes_json(), hub_tenant=settings.hub.tenant,
-                                         base_model=settings.default_base_model)
-        return _cache[key]
+    """The checked topology for these settings; the bootstrap loads it once (shared.bootstrap.Deps.topology)."""
+    return parse_topology(settings.load_spokes_json(), hub_tenant=settings.hub.tenant,
+                          base_model=settings.default_base_model)
 
 
 def _environment(raw: Any, path: str, setting: str, hub_tenant: str | None) -> Environment:

@@ -17,7 +17,7 @@ import hashlib
 import json
 import logging
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -41,6 +41,9 @@ from shared.messages import RetrainCommand, RunCommand, TrainRequest, envelope
 from shared.outbox import flush
 from shared.registry import InvalidTransition, RunRecord
 from shared.run_settings import RunSettings
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Deps
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +88,7 @@ def _model_id(base_model: str) -> str:
 
 
 # --- the train handler -------------------------------------------------------------------------------
-def handle_train(request: TrainRequest, deps: Any, *, hub: Hub | None = None) -> None:
+def handle_train(request: TrainRequest, deps: Deps) -> None:
     run = deps.registry.require_run(request.run_id)
     if run.state not in STARTABLE:
         log.info("run %s is %s: train request (attempt %s) has nothing to do", run.run_id, run.state, request.attempt)
@@ -93,7 +96,7 @@ def handle_train(request: TrainRequest, deps: Any, *, hub: Hub | None = None) ->
     settings = _settings(run)
     if "train" not in run.data_files:
         raise PermanentError(f"run {run.run_id} has no training file (data_files: {sorted(run.data_files)})")
-    hub = hub or Hub.from_deps(deps)
+    hub = deps.hub()
     hashes = {role: hash_blob(_blob(deps, path)) for role, path in run.data_files.items() if role in TRAINABLE_ROLES}
     key = job_key(hashes, settings)
     if run.state == states.ACCEPTED:
@@ -131,7 +134,7 @@ def handle_train(request: TrainRequest, deps: Any, *, hub: Hub | None = None) ->
         # it; the retry looks for the job first
 
 
-def _create_or_adopt(deps: Any, hub: Hub, run_id: str, key: str, settings: RunSettings) -> dict[str, Any]:
+def _create_or_adopt(deps: Deps, hub: Hub, run_id: str, key: str, settings: RunSettings) -> dict[str, Any]:
     run = deps.registry.require_run(run_id)
     hub_files = {role: fid for role, fid in run.hub_files.items() if role in run.data_files and hub.file_exists(fid)}
     for role, path in sorted(run.data_files.items()):
@@ -153,7 +156,7 @@ def _create_or_adopt(deps: Any, hub: Hub, run_id: str, key: str, settings: RunSe
     return _adopt(deps, hub, run_id, key, job.id, hub_files, job_status=job.status)
 
 
-def _adopt_or_wait(deps: Any, hub: Hub, request: TrainRequest, key: str,
+def _adopt_or_wait(deps: Deps, hub: Hub, request: TrainRequest, key: str,
                    settings: RunSettings) -> dict[str, Any] | None:
     """Another worker holds the key (racing, or died holding it): adopt its job if the hub has it (what to
     complete the key with); else look again later. Never create here: that is how two jobs would appear."""
@@ -169,7 +172,7 @@ def _adopt_or_wait(deps: Any, hub: Hub, request: TrainRequest, key: str,
     return None
 
 
-def _adopt(deps: Any, hub: Hub, run_id: str, key: str, job_id: str, hub_files: dict[str, str], *,
+def _adopt(deps: Deps, hub: Hub, run_id: str, key: str, job_id: str, hub_files: dict[str, str], *,
            job_status: str | None = None) -> dict[str, Any]:
     """Record the job in the run (→ training) and let the poller follow it; returns what marks the key done."""
     note_unknown_status(run_id, job_id, job_status)
@@ -192,7 +195,7 @@ def _adopt(deps: Any, hub: Hub, run_id: str, key: str, job_id: str, hub_files: d
     return {"job_id": job_id, "hub_files": hub_files, "run_id": run_id}
 
 
-def _wait_for_quota(deps: Any, run_id: str, attempt: int, exc: HubQuotaExceeded) -> None:
+def _wait_for_quota(deps: Deps, run_id: str, attempt: int, exc: HubQuotaExceeded) -> None:
     first, longest = QUOTA_BACKOFF_SECONDS
     delay = min(longest, first * 2 ** min(attempt, 20)) * random.uniform(0.5, 1.0)
     detail = {"reason": str(exc), "attempt": attempt + 1, "retry_in_seconds": round(delay)}
@@ -204,12 +207,12 @@ def _wait_for_quota(deps: Any, run_id: str, attempt: int, exc: HubQuotaExceeded)
     log.info("run %s: hub quota reached (%s); trying again in %.0f s", run_id, exc, delay)
 
 
-def _send_retry(deps: Any, run_id: str, attempt: int, delay: float, *, kind: str) -> None:
+def _send_retry(deps: Deps, run_id: str, attempt: int, delay: float, *, kind: str) -> None:
     event = envelope(TrainRequest(run_id=run_id, attempt=attempt), message_id=f"train-{run_id}-{kind}{attempt}")
     deps.publisher.send(deps.settings.train_queue, event, delay_seconds=delay)
 
 
-def _fail(deps: Any, hub: Hub, run_id: str, exc: HubError) -> None:
+def _fail(deps: Deps, hub: Hub, run_id: str, exc: HubError) -> None:
     error = {**exc.as_error(), "source": "hub"}
     run = advance(deps, run_id, states.TRAINING_FAILED, actor=ACTOR, from_states=STARTABLE,
                   detail={"code": exc.code, "message": str(exc)}, error=error, job_status="not_created")
@@ -225,11 +228,11 @@ def _cancel_quietly(hub: Hub, run_id: str, job_id: str) -> None:
 
 
 # --- commands ----------------------------------------------------------------------------------------
-def cancel_run(command: RunCommand, deps: Any, *, hub: Hub | None = None) -> None:
+def cancel_run(command: RunCommand, deps: Deps) -> None:
     run = deps.registry.require_run(command.run_id)
     if not cancel_needed(run):
         return
-    hub = hub or Hub.from_deps(deps)
+    hub = deps.hub()
     if run.job_id:
         try:
             hub.cancel(run.job_id)
@@ -247,17 +250,17 @@ def cancel_run(command: RunCommand, deps: Any, *, hub: Hub | None = None) -> Non
     tidy_hub(deps, hub, run)
 
 
-def pause_run(command: RunCommand, deps: Any, *, hub: Hub | None = None) -> None:
-    _job_action(command, deps, "pause", hub)
+def pause_run(command: RunCommand, deps: Deps) -> None:
+    _job_action(command, deps, "pause")
 
 
-def resume_run(command: RunCommand, deps: Any, *, hub: Hub | None = None) -> None:
-    _job_action(command, deps, "resume", hub)
+def resume_run(command: RunCommand, deps: Deps) -> None:
+    _job_action(command, deps, "resume")
 
 
-def _job_action(command: RunCommand, deps: Any, action: str, hub: Hub | None) -> None:
+def _job_action(command: RunCommand, deps: Deps, action: str) -> None:
     run = deps.registry.require_run(command.run_id)
-    hub = hub or Hub.from_deps(deps)
+    hub = deps.hub()
     check_job_action(run, action, hub.surface)
     try:
         job = hub.pause(run.job_id) if action == "pause" else hub.resume(run.job_id)
@@ -277,7 +280,7 @@ def _job_action(command: RunCommand, deps: Any, action: str, hub: Hub | None) ->
     log.info("run %s: job %s %s (%s)", run.run_id, run.job_id, action, job.status)
 
 
-def retrain_run(command: RetrainCommand, deps: Any, *, started_by: str | None = None,
+def retrain_run(command: RetrainCommand, deps: Deps, *, started_by: str | None = None,
                 message_id: str | None = None) -> None:
     """Same data, new settings: the run goes back to `uploading` with a clean job record and a new job key.
     `started_by`: the verified object id of who asked (operator API), else unknown (a queue message).
@@ -312,5 +315,5 @@ def _settings(run: RunRecord) -> RunSettings:
         raise PermanentError(f"run {run.run_id}: its recorded settings are invalid: {exc}") from exc
 
 
-def _blob(deps: Any, path: str) -> Any:
+def _blob(deps: Deps, path: str) -> Any:
     return deps.blobs.get_blob_client(deps.settings.reports_container, path)

@@ -16,10 +16,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from shared.config import ConfigError
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Deps
 
 log = logging.getLogger(__name__)
 COOKIE = "ftops_console"
@@ -112,7 +115,7 @@ def cleared_cookie(request: ConsoleRequest) -> str:
 class Api:
     """The operator API, called in-process as the signed-in person: its rules, its refusals, its audit."""
 
-    def __init__(self, deps: Any, token: str) -> None:
+    def __init__(self, deps: Deps, token: str) -> None:
         self.deps, self._token = deps, token
 
     def call(self, action: str, params: Mapping[str, str] | None = None, body: Mapping[str, Any] | None = None
@@ -136,7 +139,7 @@ class Api:
         return csrf_for(self._token)
 
 
-def handle(view: str, request: ConsoleRequest, deps_factory: Callable[[], Any],
+def handle(view: str, request: ConsoleRequest, deps_factory: Callable[[], Deps],
            api: Callable[[Any, str], Api] = Api) -> ConsoleResponse:
     """One console request: `view` names the route (functions/console.py); `api` (tests: a fake) reaches
     the operator API as the signed-in person."""

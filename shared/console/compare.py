@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Deps
 
 log = logging.getLogger(__name__)
 MAX_REPORT_BYTES = 4 * 1024 * 1024
@@ -32,7 +35,7 @@ class Side:
         return f"{sum(1 for g in self.gates if g.get('passed'))} / {len(self.gates)}" if self.gates else "—"
 
 
-def read_report(deps: Any, run_id: str, name: str = "evaluation.json") -> dict[str, Any] | None:
+def read_report(deps: Deps, run_id: str, name: str = "evaluation.json") -> dict[str, Any] | None:
     """A run's JSON report as stored, or None (missing, too large, not JSON). Read only after the operator
     API has let the caller read that run."""
     try:

@@ -82,7 +82,7 @@ def deployments(request: ConsoleRequest, api: Api) -> ConsoleResponse:
     if status != 200:
         return refused(request, status, answer) or page(status, _chrome(request, api, "Deployments", _error(answer)))
     try:
-        order = [x["name"] for x in api.deps.settings.load_spokes_json().get("environments", [])]
+        order = api.deps.require_topology().names
     except Exception:  # noqa: BLE001 - only the order of the sections depends on it
         order = []
     rows_by_env: dict[str, list[dict[str, Any]]] = {}

@@ -10,6 +10,7 @@ API's app registration (the documented next step for Azure); a password form is 
 from __future__ import annotations
 
 import hmac
+from typing import TYPE_CHECKING
 
 from shared.access import unverified_claims
 from shared.console.app import (
@@ -23,15 +24,18 @@ from shared.console.app import (
     token_lifetime,
 )
 
+if TYPE_CHECKING:
+    from shared.bootstrap import Deps
+
 MAX_TOKEN = 8 * 1024   # an Entra ID access token is a few KB at most
 
 
-def password_sign_in_offered(deps: object) -> bool:
+def password_sign_in_offered(deps: Deps) -> bool:
     """Only against the local stack's identity provider; Entra ID sign-in in Azure is the browser's own."""
-    return getattr(deps.settings, "credential", "default") == "local-dev"   # type: ignore[attr-defined]
+    return getattr(deps.settings, "credential", "default") == "local-dev"
 
 
-def sign_in(request: ConsoleRequest, deps: object) -> ConsoleResponse:
+def sign_in(request: ConsoleRequest, deps: Deps) -> ConsoleResponse:
     from shared.console import pages
     offered = password_sign_in_offered(deps)
     if request.method != "POST":
@@ -63,7 +67,7 @@ class _SignInFailed(Exception):
     pass
 
 
-def _token_from(form: dict[str, str], deps: object, *, offered: bool) -> str:
+def _token_from(form: dict[str, str], deps: Deps, *, offered: bool) -> str:
     pasted = form.get("token", "").strip()
     if pasted:
         if len(pasted) > MAX_TOKEN:
@@ -77,7 +81,7 @@ def _token_from(form: dict[str, str], deps: object, *, offered: bool) -> str:
     from azure.core.exceptions import ClientAuthenticationError
 
     from shared.identity import LocalUserCredential, scope_for
-    s = deps.settings   # type: ignore[attr-defined]
+    s = deps.settings
     if not s.operator_tenant_id or not s.operator_api_audience:
         raise _SignInFailed("OPERATOR_TENANT_ID and OPERATOR_API_AUDIENCE are not set: the API accepts no sign-in")
     credential = LocalUserCredential(s.operator_authority, s.operator_tenant_id, username, password,
@@ -90,7 +94,7 @@ def _token_from(form: dict[str, str], deps: object, *, offered: bool) -> str:
         raise _SignInFailed(f"the identity provider cannot be reached: {exc}") from None
 
 
-def _verify(deps: object, token: str) -> object:
+def _verify(deps: Deps, token: str) -> object:
     from shared.access import AccessDenied
     from shared.operator_api import verifier_for
     try:

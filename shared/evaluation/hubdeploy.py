@@ -10,11 +10,14 @@ import hashlib
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.arm_deployments import ArmAccount, ArmDeployments
 from shared.config import HubSettings
 from shared.evaluation.runner import Candidate
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Deps
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +76,7 @@ def plan_candidates(run_id: str, fine_tuned_model: str, base_model: str,
     return plan
 
 
-def champion_model(deps: Any, run: Any) -> tuple[str, str] | None:
+def champion_model(deps: Deps, run: Any) -> tuple[str, str] | None:
     """(environment, model) the run's deployment name serves today, from the registry's active slots: the
     last of the run's environments that has one (prod before test before dev: what users get). None when
     nothing is served under that name yet, or it already serves this run's model."""
@@ -90,7 +93,7 @@ def champion_model(deps: Any, run: Any) -> tuple[str, str] | None:
     return None
 
 
-def plan_champion(deps: Any, run: Any, base_model: str) -> Candidate | None:
+def plan_champion(deps: Deps, run: Any, base_model: str) -> Candidate | None:
     """The champion as a candidate: deployed on the hub like the final model (a fine-tuned model lives on
     the hub whatever spoke serves it), under the run's own evaluation prefix."""
     found = champion_model(deps, run)

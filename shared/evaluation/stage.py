@@ -17,7 +17,7 @@ import json
 import logging
 import random
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared import actors, claims, states
 from shared.approvals import send_deploy
@@ -29,7 +29,7 @@ from shared.evaluation.gates import choose_candidate, evaluate_gates, thresholds
 from shared.evaluation.hubdeploy import create_deployment, hub_account, plan_candidates, plan_champion
 from shared.evaluation.metrics import ExampleResult, aggregate
 from shared.evaluation.report import build_report, loss_rows, render_html, summary
-from shared.evaluation.runner import Candidate, ChatFn, openai_chat_fn, openai_judge_fn, run_candidates
+from shared.evaluation.runner import Candidate, run_candidates
 from shared.events import advance, publish
 from shared.handling import retry_later
 from shared.messages import EvaluateRequest, deploy_request, envelope, evaluate_message_id
@@ -37,6 +37,9 @@ from shared.models import inference_price_per_1m
 from shared.outbox import flush
 from shared.registry import RunRecord
 from shared.run_settings import Evaluation
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Deps
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +53,8 @@ class _Failed(Exception):
     """The evaluation cannot succeed (no data, model not deployable): end the run as evaluation_failed."""
 
 
-def handle_evaluate(request: EvaluateRequest, deps: Any, *, chat: ChatFn | None = None,
-                    judge: grading.JudgeFn | None = None) -> None:
-    """ftops-evaluate handler. `chat` and `judge` replace the openai SDK calls (tests only)."""
+def handle_evaluate(request: EvaluateRequest, deps: Deps) -> None:
+    """ftops-evaluate handler; the model calls go through `deps.chat`."""
     run = deps.registry.require_run(request.run_id)
     if run.state == states.EVALUATED:
         _resend_deploy(deps, run)   # a first attempt may have died between the transition and the send
@@ -65,20 +67,19 @@ def handle_evaluate(request: EvaluateRequest, deps: Any, *, chat: ChatFn | None 
         if claim.in_progress:
             retry_later(deps, deps.settings.evaluate_queue, request, evaluate_message_id(run.run_id, run.job_id))
         elif claim.owned:
-            final = _evaluate(run, deps, chat, request, judge)
+            final = _evaluate(run, deps, request)
             if final is None:   # waiting for quota: the delayed re-send must find the step free
                 claim.release()
             else:
                 claim.complete({"state": final})
 
 
-def _evaluate(run: RunRecord, deps: Any, chat: ChatFn | None, request: EvaluateRequest,
-              judge: grading.JudgeFn | None = None) -> str | None:
+def _evaluate(run: RunRecord, deps: Deps, request: EvaluateRequest) -> str | None:
     if run.state == states.TRAINED:
         run = advance(deps, run.run_id, states.EVALUATING, actor=ACTOR,
                       detail={"fine_tuned_model": run.fine_tuned_model})
     try:
-        report = _measure(run, deps, chat, judge)
+        report = _measure(run, deps)
     except _Failed as exc:
         return _fail(deps, run, str(exc))
     except DeploymentQuota as exc:   # the temporary deployments are already deleted (finally in _measure)
@@ -115,7 +116,7 @@ def _scores(rows: list[ExampleResult], grader: str) -> list[float]:
     return [r.scores.get(grader, r.f1 if grader == "token_f1" else 0.0) for r in rows]
 
 
-def _measure(run: RunRecord, deps: Any, chat: ChatFn | None, judge: grading.JudgeFn | None = None) -> dict[str, Any]:
+def _measure(run: RunRecord, deps: Deps) -> dict[str, Any]:
     run_id, settings = run.run_id, run.settings or {}
     base_model = str(settings.get("base_model") or deps.settings.default_base_model)
     if not run.fine_tuned_model:
@@ -161,9 +162,8 @@ def _measure(run: RunRecord, deps: Any, chat: ChatFn | None, judge: grading.Judg
                     raise _Failed(f"run {run_id}: {exc}") from exc
                 raise
             active.append(candidate)
-        chat_fn = chat or openai_chat_fn(deps.openai_client(), base_model)
-        if judge is None and any(g.kind == "score_model" for g in graders):
-            judge = openai_judge_fn(deps.openai_client())
+        chat_fn = deps.chat.reply_fn(base_model)
+        judge = deps.chat.judge_fn() if any(g.kind == "score_model" for g in graders) else None
         results = run_candidates(active, loaded.examples, chat_fn, max_workers=evaluation.concurrency,
                                  graders=graders, judge=judge)
     finally:
@@ -198,7 +198,7 @@ def _measure(run: RunRecord, deps: Any, chat: ChatFn | None, judge: grading.Judg
                         improvement_rule=thresholds.improvement_rule)
 
 
-def _wait_for_quota(deps: Any, run: RunRecord, request: EvaluateRequest, exc: DeploymentQuota) -> str | None:
+def _wait_for_quota(deps: Deps, run: RunRecord, request: EvaluateRequest, exc: DeploymentQuota) -> str | None:
     """Send a delayed copy of the request (the run stays `evaluating`), or give up past the bound."""
     waits = request.quota_waits
     if waits >= QUOTA_WAITS:
@@ -222,7 +222,7 @@ def _total_wait(waits: int) -> float:
     return sum(min(longest, first * 2 ** n) for n in range(waits))
 
 
-def _read_lines(deps: Any, path: str, run_id: str) -> Iterator[bytes]:
+def _read_lines(deps: Deps, path: str, run_id: str) -> Iterator[bytes]:
     """The held-out file's lines, streamed: memory stays flat whatever its size."""
     from azure.core.exceptions import ResourceNotFoundError
     blob = deps.blobs.get_blob_client(deps.settings.reports_container, path)
@@ -233,7 +233,7 @@ def _read_lines(deps: Any, path: str, run_id: str) -> Iterator[bytes]:
     return stream_lines(download.chunks())
 
 
-def _write_reports(deps: Any, run_id: str, report: dict[str, Any]) -> dict[str, str]:
+def _write_reports(deps: Deps, run_id: str, report: dict[str, Any]) -> dict[str, str]:
     from azure.storage.blob import ContentSettings
     container = deps.blobs.get_container_client(deps.settings.reports_container)
     paths = {"json": f"{run_id}/evaluation.json", "html": f"{run_id}/evaluation.html"}
@@ -244,7 +244,7 @@ def _write_reports(deps: Any, run_id: str, report: dict[str, Any]) -> dict[str, 
     return {k: f"{deps.settings.reports_container}/{v}" for k, v in paths.items()}
 
 
-def _fail(deps: Any, run: RunRecord, reason: str, result: dict[str, Any] | None = None) -> str:
+def _fail(deps: Deps, run: RunRecord, reason: str, result: dict[str, Any] | None = None) -> str:
     log.warning("run %s: evaluation failed: %s", run.run_id, reason)
     evaluation = {**(result or {"passed": False, "failed_gates": []}), "reason": reason}
     if result is None:   # nothing was measured: still leave a report where people look for one
@@ -255,7 +255,7 @@ def _fail(deps: Any, run: RunRecord, reason: str, result: dict[str, Any] | None 
     return states.EVALUATION_FAILED
 
 
-def _write_reports_minimal(deps: Any, run_id: str, reason: str) -> None:
+def _write_reports_minimal(deps: Deps, run_id: str, reason: str) -> None:
     from html import escape
     container = deps.blobs.get_container_client(deps.settings.reports_container)
     container.upload_blob(f"{run_id}/evaluation.json", json.dumps({"run_id": run_id, "passed": False,
@@ -274,7 +274,7 @@ def _deploy_request(run: RunRecord, model: str | None) -> Any:
     return deploy_request(run.run_id, run.environments[0], model)
 
 
-def _resend_deploy(deps: Any, run: RunRecord) -> None:
+def _resend_deploy(deps: Deps, run: RunRecord) -> None:
     if run.outbox:   # the transition's own messages, a crash kept from being sent
         flush(deps, run.run_id, run.outbox)
         return

@@ -176,6 +176,8 @@ class _Run:
                         counting = ThreadPoolExecutor(1, thread_name_prefix="ftops-count")
                     if helper is None and workers == 0 and self.bytes_read > SCAN_HELPER_AFTER_BYTES:
                         helper = start_helper()
+                        log.debug("%s: scan helper %s after %d bytes", self.name,
+                                  "started" if helper is not None else "unavailable", self.bytes_read)
                     queue.append(_Inline(prepare_block(block, ctx, counting.submit, helper)))
                 while queue and (ready(queue[0]) or len(queue) > 2 * (workers + 1) * IN_FLIGHT_PER_WORKER):
                     yield result(queue.popleft())

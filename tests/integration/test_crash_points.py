@@ -167,7 +167,7 @@ def test_polling_survives_a_crash_at_every_effect(stack: Any, emulator: Any) -> 
         return run_id, deps.registry.require_run(run_id).job_id
 
     def poll(run_id: str, job_id: str) -> Callable[[Any], Any]:
-        return lambda d: poll_job(d, training.Hub.from_deps(d), run_id, job_id)
+        return lambda d: poll_job(d, d.hub(), run_id, job_id)
 
     clean = succeeded_job()
     points, seen = cases(poll(*clean), deps)
@@ -243,7 +243,9 @@ def test_deploying_survives_a_crash_at_every_effect(stack: Any, emulator: Any, i
 
 # --- what `ftops status --stuck` shows ------------------------------------------------------------------
 def test_status_stuck_names_runs_without_progress_and_why(make_deps: Any) -> None:
+    import dataclasses
     from datetime import UTC, datetime, timedelta
+    from types import SimpleNamespace
 
     from shared import doctor
     deps = make_deps()
@@ -256,7 +258,8 @@ def test_status_stuck_names_runs_without_progress_and_why(make_deps: Any) -> Non
                              outbox=[{"id": "e1", "queue": deps.settings.events_topic, "event": "{}"}])
     assert {r["run_id"] for r in doctor.stuck_runs(deps)} == {lost, unsent}   # wrong at once, whatever the bound
     later = datetime.now(UTC) + timedelta(minutes=90)
-    found = {r["run_id"]: r for r in doctor.stuck_runs(deps, bound_minutes=60, now=later)}
+    in_90_minutes = dataclasses.replace(deps, clock=SimpleNamespace(now=lambda: later))
+    found = {r["run_id"]: r for r in doctor.stuck_runs(in_90_minutes, bound_minutes=60)}
     assert set(found) == {waiting, lost, unsent}
     assert "train request did not run" in found[waiting]["why"][0] and found[waiting]["minutes"] >= 89
     assert "does not follow job ftjob-lost" in found[lost]["why"][0]
@@ -301,10 +304,9 @@ def test_a_retrain_command_survives_a_crash_at_every_effect(stack: Any) -> None:
 def test_keepalive_healing_survives_a_crash_at_every_effect(stack: Any, emulator: Any, instant_deployments: None,
                                                             crash_model: str) -> None:
     from shared import keepalive
-    from shared.topology import load_topology
     from tests.integration.test_deployment_emulator import DEV, add_run, served
     deps, model = stack, crash_model
-    topology = load_topology(deps.settings)
+    topology = deps.require_topology()
     topic = deps.settings.events_topic
 
     def vanished(name: str) -> Any:

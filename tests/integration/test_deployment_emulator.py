@@ -171,8 +171,7 @@ def test_a_dev_run_naming_another_applications_deployment_is_refused_before_any_
     refusal = next(a for a in deps.registry.audit_trail(run_id) if a["action"] == "deployment.refused")
     assert refusal["detail"]["reason"] == "not_managed_by_ftops" and refusal["detail"]["owner"] == OWNER
     with pytest.raises(NotManagedByFtops, match="not managed by ftops"):  # nor is it deleted by anything ftops does
-        from shared.topology import load_topology
-        deps.spokes.delete(load_topology(deps.settings).target(DEV[1]), name)
+        deps.spokes.delete(deps.require_topology().target(DEV[1]), name)
     assert served(emulator, name)
 
 
@@ -326,13 +325,12 @@ def test_developer_spokes_end_after_24_hours_and_keepalive_says_expired(make_dep
 
 def test_keepalive_from_a_snapshot_does_not_bring_back_what_retire_removed(deps: Any, emulator: Any,
                                                                          models: tuple[str, str]) -> None:
-    from shared.topology import load_topology
     name = "it-retired"
     run_id = add_run(deps, models[1], name=name)
     deployment.handle_deploy(DeployRequest(run_id=run_id, environment="dev"), deps)
     snapshot = deps.registry.list_deployments(run_id=run_id, state="active")   # what a tick read first …
     rollback.retire(RunCommand(run_id=run_id, requested_by="ops@x"), deps)     # … before retire removed it
-    topology = load_topology(deps.settings)
+    topology = deps.require_topology()
     outcomes = [keepalive._keep(deps, topology, slot)[0] for slot in snapshot]
     assert outcomes == ["skipped", "skipped"]
     assert not served(emulator, name)                                            # not re-created

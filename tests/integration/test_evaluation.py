@@ -197,8 +197,7 @@ def test_every_kept_checkpoint_is_evaluated_and_a_winning_one_is_deployed_to_the
     assert sorted(d["account"] for d in served) == ["ftops-dev-eastus", "ftops-dev-swedencentral"]
     assert {d["model"] for d in served} == {kept[max(kept)]}
     assert {d["source"] for d in served} == {deps.settings.hub.resource_id}
-    from shared.topology import load_topology
-    for target in load_topology(deps.settings).environment("dev").targets:   # free the spokes' quota
+    for target in deps.require_topology().environment("dev").targets:   # free the spokes' quota
         deps.spokes.delete(target, run_id)
 
 

@@ -1,6 +1,7 @@
 """The poll tick against the emulator: every outcome recorded once, nothing stuck, within its bound."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -72,20 +73,28 @@ def test_two_overlapping_ticks_send_one_evaluation_request(hub_env, emulator):
     assert all(deps.registry.require_run(r).state == states.TRAINED for r in run_ids)
 
 
-def test_a_tick_that_dies_after_trained_is_finished_by_the_next_tick(hub_env, emulator, monkeypatch):
+class DiesSendingTo:
+    """The publisher, but the process dies when it sends to `queue`."""
+
+    def __init__(self, publisher: Any, queue: str) -> None:
+        self._publisher, self._queue = publisher, queue
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._publisher, name)
+
+    def send(self, queue: str, event: Any, **kwargs: Any) -> None:
+        if queue == self._queue:
+            raise Crash()
+        self._publisher.send(queue, event, **kwargs)
+
+
+def test_a_tick_that_dies_after_trained_is_finished_by_the_next_tick(hub_env, emulator):
     deps = hub_env()
     run_id = started_run(deps)
     emulator.control.advance(60)
-    real_send = deps.publisher.send
-
-    def dying_send(queue: str, event: Any, **kwargs: Any) -> None:
-        if queue == deps.settings.evaluate_queue:
-            raise Crash()
-        real_send(queue, event, **kwargs)
-    monkeypatch.setattr(deps.publisher, "send", dying_send)
+    dying = dataclasses.replace(deps, publisher=DiesSendingTo(deps.publisher, deps.settings.evaluate_queue))
     with pytest.raises(Crash):
-        polling.poll_job(deps, polling.Hub.from_deps(deps), run_id, deps.registry.require_run(run_id).job_id)
-    monkeypatch.setattr(deps.publisher, "send", real_send)
+        polling.poll_job(dying, dying.hub(), run_id, deps.registry.require_run(run_id).job_id)
 
     poll_tick(deps)   # the request is still in the run's outbox: the next tick sends it
     poll_tick(deps)

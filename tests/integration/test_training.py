@@ -3,6 +3,7 @@ refusals and storms; and the operator commands. What is asserted is what a user 
 hub (the emulator's /_emulator/state), the run's state and error, the messages on the queues."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import uuid
@@ -135,20 +136,29 @@ class Crash(BaseException):
     """The process dying: no `except Exception` runs, so nothing is released or recorded."""
 
 
-def test_a_crash_after_create_before_record_adopts_the_job_on_retry(hub_env, emulator, monkeypatch):
+class DiesAfterCreate:
+    """The hub, but the process dies the moment the hub has created the job (before anything records it)."""
+
+    def __init__(self, hub: Any) -> None:
+        self._hub = hub
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._hub, name)
+
+    def create_job(self, spec: Any) -> Any:
+        self._hub.create_job(spec)
+        raise Crash()
+
+
+def test_a_crash_after_create_before_record_adopts_the_job_on_retry(hub_env, emulator):
     deps = hub_env()
     run_id = make_run(deps)
-    real_adopt = training._adopt
-
-    def die(*args: Any, **kwargs: Any) -> None:
-        raise Crash()
-    monkeypatch.setattr(training, "_adopt", die)
+    dying = dataclasses.replace(deps, hub_port=lambda *, max_retries=6: DiesAfterCreate(deps.hub(max_retries=max_retries)))
     with pytest.raises(Crash):
-        training.handle_train(TrainRequest(run_id=run_id), deps)
+        training.handle_train(TrainRequest(run_id=run_id), dying)
     assert len(hub_jobs(emulator)) == 1
     assert deps.registry.require_run(run_id).job_status == "creating"   # the attempt was recorded first
 
-    monkeypatch.setattr(training, "_adopt", real_adopt)
     training.handle_train(TrainRequest(run_id=run_id), deps)   # redelivery; the crashed claim is still fresh
 
     jobs, run = hub_jobs(emulator), deps.registry.require_run(run_id)
@@ -262,7 +272,8 @@ def test_pause_on_the_ga_api_is_refused_before_calling_and_works_on_v1(hub_env, 
         training.pause_run(RunCommand(run_id=run_id), ga)
     assert [r for r in emulator.control.requests() if r["surface"] == "data"] == []
     # the same run and job through the default surface (v1): the pause goes through
-    training.pause_run(RunCommand(run_id=run_id), ga, hub=Hub.from_deps(hub_env()))
+    v1 = hub_env()
+    training.pause_run(RunCommand(run_id=run_id), dataclasses.replace(ga, hub_port=v1.hub))
     assert ga.registry.require_run(run_id).job_status == "paused"
 
 

@@ -1,8 +1,17 @@
-"""Pieces the unit tests' fake registries share."""
+"""The in-memory fakes of every port (shared.ports) the unit tests hand to handlers, and `make_deps`."""
 from __future__ import annotations
 
+import copy
+import dataclasses
 import threading
+from dataclasses import dataclass
+from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
+
+from shared.bootstrap import Deps
+from shared.config import HubSettings, Settings
+from shared.registry import ConcurrencyError, DeploymentRecord, Registry, RunNotFound, RunRecord
 
 
 class InMemoryClaims:
@@ -65,3 +74,261 @@ class Recording(dict):
     def __getitem__(self, key: str) -> Any:
         self.read.add(key)
         return super().__getitem__(key)
+
+
+class MemoryRegistry(InMemoryClaims):
+    """The registry in memory: runs and deployment slots with ETags (a stale write raises ConcurrencyError),
+    the audit trail, the active-jobs index and claims. Transitions and slot updates are the real registry's
+    code (shared.registry.Registry), run over these reads and writes, so the state machine is the same."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, RunRecord] = {}
+        self.slots: dict[str, DeploymentRecord] = {}
+        self.audits: list[dict[str, Any]] = []
+        self.tracked: dict[str, str] = {}
+        self.keys: dict[str, str] = {}
+        self._n = 0
+        self._lock = threading.RLock()
+
+    def _etag(self) -> str:
+        self._n += 1
+        return f"e{self._n}"
+
+    def add_run(self, run: RunRecord) -> RunRecord:
+        """A run as if an earlier stage had written it (no audit record)."""
+        with self._lock:
+            run.etag = run.etag or self._etag()
+            self.runs[run.run_id] = copy.deepcopy(run)
+        return run
+
+    def create_run(self, run: RunRecord, *, actor: str) -> RunRecord | None:
+        with self._lock:
+            if run.run_id in self.runs:
+                return None
+            self.add_run(run)
+        self.audit(run.run_id, "run.created", actor=actor, to_state=run.state)
+        return run
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        with self._lock:
+            run = self.runs.get(run_id)
+            return copy.deepcopy(run) if run else None
+
+    def require_run(self, run_id: str) -> RunRecord:
+        run = self.get_run(run_id)
+        if run is None:
+            raise RunNotFound(run_id)
+        return run
+
+    def list_runs(self) -> list[RunRecord]:
+        with self._lock:
+            return [copy.deepcopy(r) for r in self.runs.values()]
+
+    def save_run(self, run: RunRecord) -> RunRecord:
+        with self._lock:
+            if run.etag != self.runs[run.run_id].etag:
+                raise ConcurrencyError(run.run_id)
+            run.etag = self._etag()
+            self.runs[run.run_id] = copy.deepcopy(run)
+            return run
+
+    transition = Registry.transition
+
+    def get_deployment(self, environment: str, account: str, deployment: str) -> DeploymentRecord | None:
+        with self._lock:
+            slot = self.slots.get(f"{environment}|{account}|{deployment}")
+            return copy.deepcopy(slot) if slot else None
+
+    def save_deployment(self, record: DeploymentRecord) -> DeploymentRecord:
+        with self._lock:
+            current = self.slots.get(record.slot)
+            if (current.etag if current else None) != record.etag:
+                raise ConcurrencyError(record.slot)
+            record.etag = self._etag()
+            self.slots[record.slot] = copy.deepcopy(record)
+            return record
+
+    update_deployment = Registry.update_deployment
+
+    def list_deployments(self, *, run_id: str | None = None, state: str | None = None) -> list[DeploymentRecord]:
+        with self._lock:
+            return [copy.deepcopy(r) for r in self.slots.values()
+                    if (run_id is None or r.run_id == run_id) and (state is None or r.state == state)]
+
+    def audit(self, run_id: str, action: str, *, actor: str, from_state: str | None = None,
+              to_state: str | None = None, detail: dict[str, Any] | None = None) -> None:
+        with self._lock:
+            self.audits.append({"run_id": run_id, "action": action, "actor": actor, "from_state": from_state,
+                                "to_state": to_state, "detail": detail or {}})
+
+    def audit_trail(self, run_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(a) for a in self.audits if a["run_id"] == run_id]
+
+    def actions(self, run_id: str) -> list[str]:
+        return [a["action"] for a in self.audit_trail(run_id)]
+
+    def track_job(self, run_id: str, job_id: str) -> None:
+        with self._lock:
+            self.tracked[run_id] = job_id
+
+    def untrack_job(self, run_id: str) -> None:
+        with self._lock:
+            self.tracked.pop(run_id, None)
+
+    def tracked_jobs(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return list(self.tracked.items())
+
+
+class MemoryPublisher:
+    """What was sent, in order: (queue, event), with each message's delay."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Any]] = []
+        self.delays: list[float] = []
+        self._lock = threading.Lock()
+
+    def send(self, queue: str, event: Any, *, delay_seconds: float = 0) -> None:
+        with self._lock:
+            self.sent.append((queue, event))
+            self.delays.append(delay_seconds)
+
+    def peek_dead_letters(self, queue: str, *, max_count: int = 100) -> list[dict[str, Any]]:
+        return []
+
+    def types(self) -> list[str]:
+        return [e.type for _, e in self.sent]
+
+    def deploys(self, queue: str = "ftops-deploy") -> list[str]:
+        return [e.id for q, e in self.sent if q == queue]
+
+
+class MemoryBlobs:
+    """Blob storage in memory: (container, name) → bytes, through the SDK calls the handlers make."""
+
+    def __init__(self) -> None:
+        self.data: dict[tuple[str, str], bytes] = {}
+
+    def get_blob_client(self, container: str, name: str) -> Any:
+        return _MemoryBlob(self.data, container, name)
+
+    def get_container_client(self, container: str) -> Any:
+        blobs = self
+
+        class Container:
+            def get_blob_client(self, name: str) -> Any:
+                return blobs.get_blob_client(container, name)
+
+            def upload_blob(self, name: str, body: Any, **kwargs: Any) -> None:
+                blobs.get_blob_client(container, name).upload_blob(body, **kwargs)
+
+        return Container()
+
+
+class _MemoryBlob:
+    def __init__(self, data: dict[tuple[str, str], bytes], container: str, name: str) -> None:
+        self._data, self._key = data, (container, name)
+
+    def _body(self) -> bytes:
+        from azure.core.exceptions import ResourceNotFoundError
+        if self._key not in self._data:
+            raise ResourceNotFoundError(f"{self._key[0]}/{self._key[1]}: no such blob")
+        return self._data[self._key]
+
+    def get_blob_properties(self) -> Any:
+        return SimpleNamespace(size=len(self._body()))
+
+    def download_blob(self, **_: Any) -> Any:
+        body = self._body()
+        return SimpleNamespace(readall=lambda: body, chunks=lambda: iter([body]), size=len(body))
+
+    def upload_blob(self, body: Any, **_: Any) -> None:
+        self._data[self._key] = body.encode() if isinstance(body, str) else bytes(body)
+
+    def append_block(self, body: Any, **_: Any) -> None:
+        self._data[self._key] = self._data.get(self._key, b"") + (body.encode() if isinstance(body, str) else body)
+
+
+class FixedClock:
+    """A clock the test moves: `now` is what the handlers see."""
+
+    def __init__(self, now: datetime) -> None:
+        self.at = now
+
+    def now(self) -> datetime:
+        return self.at
+
+
+@dataclass
+class MemoryDeps(Deps):
+    """Deps over the fakes above; `arm` answers `arm_client` (a fake ARM management client) and there is no
+    model endpoint unless a test hands in `chat_port`."""
+    arm: Any = None
+
+    def arm_client(self, subscription: str, **_: Any) -> Any:
+        if self.arm is None:
+            raise AssertionError("this test gave no ARM client")
+        return self.arm
+
+    def openai_client(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("unit tests reach models through chat_port")
+
+    def hub_client(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("unit tests reach the hub through hub_port")
+
+
+def settings_for_tests(**changes: Any) -> Settings:
+    """Local-transport settings with a hub; `changes` are Settings fields."""
+    hub = HubSettings(endpoint="https://hub", tenant="tenant-contoso", resource_id=(
+        "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.CognitiveServices/accounts/hub"))
+    base: dict[str, Any] = {"storage_connection": "UseDevelopmentStorage=true", "blob_service_uri": None,
+                            "queue_service_uri": None, "table_service_uri": None, "transport": "local",
+                            "servicebus_namespace": None, "hub": hub}
+    return Settings(**{**base, **changes})
+
+
+def make_deps(settings: Settings | None = None, *, registry: Any = None, publisher: Any = None, blobs: Any = None,
+              hub: Any = None, chat: Any = None, clock: Any = None, arm: Any = None,
+              topology: Any = None, spokes: Any = None) -> MemoryDeps:
+    """Deps for a unit test: in-memory registry, publisher and blobs unless given; the topology parsed from
+    the settings' SPOKES_CONFIG as the bootstrap does (or `topology`); `hub` (a fake Hub) answers every
+    `deps.hub()`; `spokes` (a fake of shared.spokes.Spokes) is `deps.spokes`."""
+    from shared.bootstrap import SYSTEM_CLOCK
+    from shared.topology import load_topology
+    settings = settings or settings_for_tests()
+    deps = MemoryDeps(settings=settings, blobs=blobs if blobs is not None else MemoryBlobs(),
+                      registry=registry if registry is not None else MemoryRegistry(),
+                      publisher=publisher if publisher is not None else MemoryPublisher(),
+                      credential=_no_credential,
+                      topology=topology or (load_topology(settings) if settings.spokes_config else None),
+                      clock=clock or SYSTEM_CLOCK,
+                      hub_port=(lambda *, max_retries=6: hub) if hub is not None else None,
+                      chat_port=chat, arm=arm)
+    if spokes is not None:
+        deps.spokes = spokes   # the spokes port (a cached property of Deps): the test's fake instead
+    return deps
+
+
+def _no_credential(*_: Any, **__: Any) -> Any:
+    raise AssertionError("unit tests use no credential")
+
+
+class ScriptedChat:
+    """The chat port answering with the test's functions: `reply` for candidates, `judge` for score_model."""
+
+    def __init__(self, reply: Any, judge: Any = None) -> None:
+        self.reply, self.judge = reply, judge
+
+    def reply_fn(self, base_model: str) -> Any:
+        return self.reply
+
+    def judge_fn(self) -> Any:
+        if self.judge is None:
+            raise AssertionError("this test gave no judge")
+        return self.judge
+
+
+def with_chat(deps: Deps, reply: Any, judge: Any = None) -> Deps:
+    """The same deps (same registry, blobs, publisher) whose models answer through `reply` and `judge`."""
+    return dataclasses.replace(deps, chat_port=ScriptedChat(reply, judge))

@@ -2,14 +2,13 @@
 own check (the same one the CLI runs), whatever the SDK would normalise it to."""
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
+from fakes import make_deps
 
 from shared.command_checks import dataset_blob_name
 from shared.handling import PermanentError
 
-DEPS = SimpleNamespace(settings=SimpleNamespace(datasets_container="datasets"))
+DEPS = make_deps()
 
 
 @pytest.mark.parametrize("blob", ["../reports/run-1/data/train.jsonl", "datasets/../reports/x.jsonl",

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import make_deps
 
 from ftops_cli import operate
 from shared import operator_api
 from shared.command_table import BY_NAME, COMMANDS, Command, markdown
 from shared.commands import OperatorActionNotAccepted, handle_command
-from shared.messages import CloudEvent, envelope, parse_message, payload_type
+from shared.messages import envelope, parse_message, payload_type
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = [pytest.param(row, id=row.name) for row in COMMANDS]
@@ -78,37 +79,14 @@ def test_the_router_reaches_the_rows_handler(row: Command) -> None:
     assert params[0].annotation == row.payload.__name__, "the handler takes the row's message"
 
 
-class _Registry:
-    def __init__(self) -> None:
-        self.audited: list[tuple[str, str, str]] = []
-
-    def audit(self, run_id: str, action: str, *, actor: str, detail: dict[str, Any]) -> None:
-        self.audited.append((run_id, action, actor))
-
-    def hold_event(self, event_id: str, queue: str, body: str) -> None:
-        pass
-
-    def unmark_outbox(self, kind: str, row: str) -> None:
-        pass
-
-
-class _Publisher:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, CloudEvent]] = []
-
-    def send(self, queue: str, event: CloudEvent, delay_seconds: float = 0) -> None:
-        self.sent.append((queue, event))
-
-
 @pytest.mark.parametrize("row", API)
 def test_an_operator_action_on_the_queue_is_refused_and_recorded(row: Command) -> None:
     command = row.payload(**{name: f"{name}-1" for name, f in row.payload.model_fields.items() if f.is_required()})
-    deps = argparse.Namespace(registry=_Registry(), publisher=_Publisher(),
-                              settings=argparse.Namespace(events_topic="ftops-events"))
+    deps = make_deps()
     with pytest.raises(OperatorActionNotAccepted, match=f"`ftops {row.name}`"):
         handle_command(envelope(command, type_=row.type), command, deps)
-    [(_, action, actor)] = deps.registry.audited
-    assert action == f"{row.name}.refused" and actor.startswith("unverified: ")
+    [audit] = deps.registry.audits
+    assert audit["action"] == f"{row.name}.refused" and audit["actor"].startswith("unverified: ")
     assert [e.data["command"] for _, e in deps.publisher.sent] == [row.name]
 
 

@@ -3,12 +3,14 @@ told to allow, and that every refusal is the operator API's own answer."""
 from __future__ import annotations
 
 import re
-from types import SimpleNamespace
 from typing import Any, ClassVar
+
+from fakes import make_deps, settings_for_tests
 
 from shared.access import Caller
 from shared.console import ConsoleRequest, compare, handle
 from shared.console.app import PAGE_CSP, csrf_for
+from shared.topology import Topology
 
 BASE = "http://127.0.0.1:7071/api/console"
 TOKEN = "header.payload.signature"
@@ -59,13 +61,7 @@ class FakeApi:
         return csrf_for(self.token)
 
 
-class NoBlobs:
-    def get_container_client(self, name: str) -> Any:
-        raise LookupError("no storage in unit tests")
-
-
-DEPS = SimpleNamespace(settings=SimpleNamespace(credential="local-dev", reports_container="reports",
-                                                load_spokes_json=lambda: {"environments": []}), blobs=NoBlobs())
+DEPS = make_deps(settings_for_tests(credential="local-dev"), topology=Topology(environments=()))
 
 
 def request(path: str, *, method: str = "GET", query: dict | None = None, params: dict | None = None,
@@ -211,28 +207,6 @@ def test_the_session_is_found_among_other_cookies_even_broken_ones() -> None:
     assert request("/", cookie=False, headers={"Cookie": "ftops_console=; x=1"}).token() is None
 
 
-class Blobs:
-    """Reports as the evaluate stage stores them: reports/<run>/evaluation.json."""
-
-    def __init__(self, files: dict[str, bytes]) -> None:
-        self.files = files
-
-    def get_container_client(self, name: str) -> Any:
-        files = self.files
-
-        class Blob:
-            def __init__(self, path: str) -> None:
-                self.data = files[f"{name}/{path}"]
-
-            def get_blob_properties(self) -> Any:
-                return SimpleNamespace(size=len(self.data))
-
-            def download_blob(self) -> Any:
-                return SimpleNamespace(readall=lambda: self.data)
-
-        return SimpleNamespace(get_blob_client=Blob)
-
-
 def evaluation(model: str, f1: float, p95: float, gates: list[bool]) -> bytes:
     import json
     return json.dumps({"chosen": {"name": "final", "model": model}, "gates": [{"name": f"g{i}", "passed": ok}
@@ -243,9 +217,9 @@ def evaluation(model: str, f1: float, p95: float, gates: list[bool]) -> bytes:
 
 
 def test_the_approval_view_compares_the_candidate_with_what_prod_serves_now() -> None:
-    deps = SimpleNamespace(settings=DEPS.settings, blobs=Blobs({
-        "reports/r1/evaluation.json": evaluation("m-ft", 0.8, 150.0, [True, True]),
-        "reports/r0/evaluation.json": evaluation("m-old", 0.6, 120.0, [True, True])}))
+    deps = make_deps(DEPS.settings, topology=DEPS.topology)   # reports as the evaluate stage stores them
+    deps.blobs.data[("reports", "r1/evaluation.json")] = evaluation("m-ft", 0.8, 150.0, [True, True])
+    deps.blobs.data[("reports", "r0/evaluation.json")] = evaluation("m-old", 0.6, 120.0, [True, True])
     serving = {"environment": "prod", "state": "active", "run_id": "r0", "model": "m-old", "region": "eastus"}
     page = serve("run", request("/runs/r1", params={"run_id": "r1"}), deps=deps, get_run=(200, run_detail(OPERATOR)),
                  list_deployments=(200, {"deployments": [serving, {**serving, "region": "westeurope"}]})).body.decode()

@@ -5,7 +5,6 @@ The fakes stand in for the registry (same transition rules and ETag checks), the
 """
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import httpx2 as httpx
 import openai
 import pytest
-from fakes import InMemoryClaims
+from fakes import MemoryDeps, make_deps
 
 from local.settings import DEMO_SPOKES
 from shared import approvals, deployment, keepalive, rollback, spokes, states
@@ -24,11 +23,7 @@ from shared.costs import daily_hosting_cost
 from shared.handling import PermanentError
 from shared.messages import DeployRequest, RollbackCommand, RunCommand
 from shared.registry import (
-    ConcurrencyError,
     DeploymentRecord,
-    InvalidTransition,
-    Registry,
-    RunNotFound,
     RunRecord,
 )
 
@@ -48,91 +43,6 @@ def caller(oid: str = APPROVER, roles: tuple[str, ...] = ("Approver.prod",)) -> 
 def deploy_id(run_id: str, env: str, model: str = MODEL) -> str:
     import hashlib
     return f"deploy-{run_id}-{env}-{hashlib.sha256(model.encode()).hexdigest()[:10]}"
-
-
-class FakeRegistry(InMemoryClaims):
-    def __init__(self) -> None:
-        self.runs: dict[str, RunRecord] = {}
-        self.slots: dict[str, DeploymentRecord] = {}
-        self.audits: list[dict[str, Any]] = []
-        self.keys: dict[str, str] = {}
-        self._n = 0
-
-    def _etag(self) -> str:
-        self._n += 1
-        return f"e{self._n}"
-
-    def get_run(self, run_id: str) -> RunRecord | None:
-        run = self.runs.get(run_id)
-        return copy.deepcopy(run) if run else None
-
-    def require_run(self, run_id: str) -> RunRecord:
-        run = self.get_run(run_id)
-        if run is None:
-            raise RunNotFound(run_id)
-        return run
-
-    def save_run(self, run: RunRecord) -> RunRecord:
-        if run.etag != self.runs[run.run_id].etag:
-            raise ConcurrencyError(run.run_id)
-        run.etag = self._etag()
-        self.runs[run.run_id] = copy.deepcopy(run)
-        return run
-
-    def transition(self, run_id: str, target: str, *, actor: str, detail: Any = None,
-                   from_states: Any = None, **updates: Any) -> RunRecord:
-        run = self.require_run(run_id)
-        if from_states is not None and run.state not in from_states:
-            raise InvalidTransition(f"{run.state} not in {from_states}")
-        if run.state != target and not states.can_transition(run.state, target):
-            raise InvalidTransition(f"{run.state} -> {target}")
-        source, run.state = run.state, target
-        for k, v in updates.items():
-            setattr(run, k, v)
-        run = self.save_run(run)
-        self.audit(run_id, f"run.{states.split(target)[0]}", actor=actor, from_state=source, to_state=target,
-                   detail=detail)
-        return run
-
-    def get_deployment(self, environment: str, account: str, name: str) -> DeploymentRecord | None:
-        slot = self.slots.get(f"{environment}|{account}|{name}")
-        return copy.deepcopy(slot) if slot else None
-
-    def save_deployment(self, record: DeploymentRecord) -> DeploymentRecord:
-        current = self.slots.get(record.slot)
-        if (current.etag if current else None) != record.etag:
-            raise ConcurrencyError(record.slot)
-        record.etag = self._etag()
-        self.slots[record.slot] = copy.deepcopy(record)
-        return record
-
-    update_deployment = Registry.update_deployment   # the real retry loop, over this fake's get and save
-
-    def list_deployments(self, *, run_id: str | None = None, state: str | None = None) -> list[DeploymentRecord]:
-        return [copy.deepcopy(r) for r in self.slots.values()
-                if (run_id is None or r.run_id == run_id) and (state is None or r.state == state)]
-
-    def audit(self, run_id: str, action: str, *, actor: str, from_state: str | None = None,
-              to_state: str | None = None, detail: Any = None) -> None:
-        self.audits.append({"run_id": run_id, "action": action, "actor": actor, "to_state": to_state,
-                            "detail": detail or {}})
-
-    def actions(self, run_id: str) -> list[str]:
-        return [a["action"] for a in self.audits if a["run_id"] == run_id]
-
-
-class FakePublisher:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, Any]] = []
-
-    def send(self, queue: str, event: Any, *, delay_seconds: float = 0) -> None:
-        self.sent.append((queue, event))
-
-    def types(self) -> list[str]:
-        return [e.type for _, e in self.sent]
-
-    def deploys(self) -> list[str]:
-        return [e.id for q, e in self.sent if q == "ftops-deploy"]
 
 
 @dataclass
@@ -186,35 +96,8 @@ def _api_error(cls: type, status: int) -> Exception:
     return cls("error", response=httpx.Response(status, request=request), body=None)
 
 
-class FakeBlobs:
-    """Just the reports container: name → bytes."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def get_blob_client(self, container: str, name: str) -> Any:
-        from azure.core.exceptions import ResourceNotFoundError
-        blobs = self
-
-        class Blob:
-            def download_blob(self) -> Any:
-                if name not in blobs.data:
-                    raise ResourceNotFoundError(name)
-                return type("Downloader", (), {"readall": lambda _self: blobs.data[name]})()
-        return Blob()
-
-
-@dataclass
-class FakeDeps:
-    settings: Settings
-    registry: FakeRegistry
-    publisher: FakePublisher
-    blobs: FakeBlobs = field(default_factory=FakeBlobs)
-    spokes: FakeSpokes = field(default_factory=FakeSpokes)
-
-
 @pytest.fixture
-def world() -> tuple[FakeDeps, FakeSpokes]:
+def world() -> tuple[MemoryDeps, FakeSpokes]:
     fake = FakeSpokes()
     settings = Settings(storage_connection="UseDevelopmentStorage=true", blob_service_uri=None,
                         queue_service_uri=None, table_service_uri=None, transport="local",
@@ -222,10 +105,10 @@ def world() -> tuple[FakeDeps, FakeSpokes]:
                         hub=HubSettings(endpoint="https://hub", tenant="tenant-contoso", resource_id=(
                             "/subscriptions/h/resourceGroups/rg/providers/Microsoft.CognitiveServices/accounts/hub")),
                         spokes_config=DEMO_SPOKES.read_text(), keepalive_concurrency=4)
-    return FakeDeps(settings, FakeRegistry(), FakePublisher(), spokes=fake), fake
+    return make_deps(settings, spokes=fake), fake
 
 
-def add_run(deps: FakeDeps, run_id: str = "run-1", *, state: str = states.EVALUATED, model: str = MODEL,
+def add_run(deps: MemoryDeps, run_id: str = "run-1", *, state: str = states.EVALUATED, model: str = MODEL,
             owner: str = OWNER, name: str = "support-bot") -> RunRecord:
     run = RunRecord(run_id=run_id, source=f"datasets/{run_id}.jsonl", state=state, chosen_model=model,
                     settings={"deployment_name": name, "owner": owner}, owner=owner,
@@ -234,7 +117,7 @@ def add_run(deps: FakeDeps, run_id: str = "run-1", *, state: str = states.EVALUA
     return run
 
 
-def to_prod_gate(deps: FakeDeps, run_id: str = "run-1") -> None:
+def to_prod_gate(deps: MemoryDeps, run_id: str = "run-1") -> None:
     deployment.handle_deploy(DeployRequest(run_id=run_id, environment="dev"), deps)
     deployment.handle_deploy(DeployRequest(run_id=run_id, environment="test"), deps)
 
@@ -364,7 +247,7 @@ def test_quota_full_fails_before_touching_any_target(world: Any) -> None:
 def test_an_approver_by_role_and_object_id_with_a_ticket_opens_prod(world: Any) -> None:
     deps, fake = world
     add_run(deps)
-    deps.blobs.data["run-1/evaluation.json"] = b'{"passed": true}'
+    deps.blobs.data[("reports", "run-1/evaluation.json")] = b'{"passed": true}'
     to_prod_gate(deps)
     evidence = approvals.approve(deps, caller(), "run-1", "prod", ticket="CHG-42", model=MODEL)
     assert evidence["model"] == MODEL and evidence["dataset_hash"] == "sha256:abc"
@@ -413,10 +296,10 @@ def test_an_approval_for_one_model_never_deploys_another(world: Any) -> None:
 def test_a_changed_evaluation_report_voids_the_approval(world: Any) -> None:
     deps, fake = world
     add_run(deps)
-    deps.blobs.data["run-1/evaluation.json"] = b'{"passed": false}'
+    deps.blobs.data[("reports", "run-1/evaluation.json")] = b'{"passed": false}'
     to_prod_gate(deps)
     approvals.approve(deps, caller(), "run-1", "prod", ticket="T", model=MODEL)
-    deps.blobs.data["run-1/evaluation.json"] = b'{"passed": true}'
+    deps.blobs.data[("reports", "run-1/evaluation.json")] = b'{"passed": true}'
     with pytest.raises(PermanentError, match="evaluation report changed"):
         deployment.handle_deploy(DeployRequest(run_id="run-1", environment="prod"), deps)
     assert not [k for k in fake.served if k[0] in PROD]
@@ -526,8 +409,7 @@ def test_daily_hosting_cost_per_deployment_and_total() -> None:
 
 def test_cross_tenant_and_cross_subscription_model_bodies(world: Any) -> None:
     deps, _ = world
-    from shared.topology import load_topology
-    topology = load_topology(deps.settings)
+    topology = deps.require_topology()
     hub = deps.settings.hub
     same_tenant = spokes.model_body(topology.target(PROD[0]), hub, MODEL)  # type: ignore[arg-type]
     other_tenant = spokes.model_body(topology.target(PROD[1]), hub, MODEL)  # type: ignore[arg-type]

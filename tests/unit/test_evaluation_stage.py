@@ -7,57 +7,18 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
-from fakes import InMemoryClaims
+from azure.core.exceptions import HttpResponseError
+from fakes import MemoryDeps, make_deps, with_chat
 
 from shared import states
-from shared.arm_deployments import ArmDeployments, DeploymentTransient
-from shared.config import HubSettings, Settings
+from shared.arm_deployments import DeploymentTransient
 from shared.evaluation import handle_evaluate
 from shared.evaluation.examples import Example
 from shared.evaluation.runner import ChatReply
 from shared.messages import EvaluateRequest, deploy_message_id, evaluate_message_id
-from shared.registry import InvalidTransition, RunRecord
+from shared.registry import RunRecord
 
 QA = {f"What is fact {i}?": f"Fact {i} is number {i * 7}" for i in range(12)}
-
-
-class FakeRegistry(InMemoryClaims):
-    def __init__(self, run: RunRecord) -> None:
-        self.runs = {run.run_id: run}
-        self.keys: dict[str, str] = {}
-
-    def require_run(self, run_id: str) -> RunRecord:
-        return replace(self.runs[run_id])
-
-    def transition(self, run_id: str, target: str, *, actor: str, detail: Any = None, from_states: Any = None,
-                   **updates: Any) -> RunRecord:
-        run = self.runs[run_id]
-        if from_states is not None and run.state not in from_states:
-            raise InvalidTransition(f"{run.state} not in {from_states}")
-        if not states.can_transition(run.state, target):
-            raise InvalidTransition(f"{run.state} → {target}")
-        self.runs[run_id] = run = replace(run, state=target, etag=f"e{len(self.keys)}{target}", **updates)
-        return replace(run)
-
-
-
-class FakeBlobs:
-    def __init__(self) -> None:
-        self.data: dict[tuple[str, str], bytes] = {}
-
-    def get_blob_client(self, container: str, path: str) -> Any:
-        def download() -> Any:
-            if (container, path) not in self.data:
-                raise ResourceNotFoundError("no blob")
-            data = self.data[(container, path)]
-            return SimpleNamespace(readall=lambda: data, chunks=lambda: iter([data]))
-        return SimpleNamespace(download_blob=download)
-
-    def get_container_client(self, container: str) -> Any:
-        def upload(path: str, body: Any, **_: Any) -> None:
-            self.data[(container, path)] = body.encode() if isinstance(body, str) else body
-        return SimpleNamespace(upload_blob=upload)
 
 
 class FakeArm:
@@ -85,29 +46,14 @@ class FakeArm:
         return SimpleNamespace(result=lambda: None)
 
 
-class FakePublisher:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, Any]] = []
-        self.delays: list[float] = []
-
-    def send(self, queue: str, event: Any, *, delay_seconds: float = 0) -> None:
-        self.sent.append((queue, event))
-        self.delays.append(delay_seconds)
-
-
-def _deps(run: RunRecord, arm: FakeArm | None = None, eval_lines: list[str] | None = None) -> Any:
-    hub = HubSettings(endpoint="https://hub", resource_id="/subscriptions/s1/resourceGroups/rg/providers/"
-                      "Microsoft.CognitiveServices/accounts/hub")
-    settings = Settings(storage_connection="x", blob_service_uri=None, queue_service_uri=None,
-                        table_service_uri=None, transport="local", servicebus_namespace=None, hub=hub)
-    blobs = FakeBlobs()
+def _deps(run: RunRecord, arm: FakeArm | None = None, eval_lines: list[str] | None = None) -> MemoryDeps:
+    deps = make_deps(arm=arm or FakeArm())
+    deps.registry.add_run(run)
     lines = eval_lines if eval_lines is not None else [
         json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
         for q, a in QA.items()]
-    blobs.data[("reports", "r1/data/eval.jsonl")] = "\n".join(lines).encode()
-    arm = arm or FakeArm()
-    return SimpleNamespace(settings=settings, blobs=blobs, registry=FakeRegistry(run), publisher=FakePublisher(),
-                           arm_deployments=ArmDeployments(lambda sub, **_: arm), openai_client=lambda: None, arm=arm)
+    deps.blobs.data[("reports", "r1/data/eval.jsonl")] = "\n".join(lines).encode()
+    return deps
 
 
 def _run(**thresholds: float) -> RunRecord:
@@ -134,7 +80,7 @@ def _chat(deps: Any) -> Any:
 
 def test_pass_advances_writes_reports_sends_deploy_and_cleans_up() -> None:
     deps = _deps(_run(min_score=0.8, min_improvement=0.2))
-    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps))
+    handle_evaluate(EvaluateRequest(run_id="r1"), with_chat(deps, _chat(deps)))
     run = deps.registry.runs["r1"]
     assert run.state == states.EVALUATED
     assert run.chosen_model == "gpt-4.1-mini.ft-1" and run.evaluation["passed"] is True
@@ -151,14 +97,14 @@ def test_pass_advances_writes_reports_sends_deploy_and_cleans_up() -> None:
     events = [e.type for q, e in deps.publisher.sent if q == deps.settings.events_topic]
     assert events == ["ftops.run.evaluating", "ftops.run.evaluated"]
 
-    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps))   # duplicate delivery
+    handle_evaluate(EvaluateRequest(run_id="r1"), with_chat(deps, _chat(deps)))   # duplicate delivery
     assert deps.registry.runs["r1"].state == states.EVALUATED
     assert [e.id for q, e in deps.publisher.sent if q == deps.settings.deploy_queue] == [deploy_message_id("r1", "dev", run.chosen_model)] * 2
 
 
 def test_impossible_threshold_fails_with_the_gate_named() -> None:
     deps = _deps(_run(min_improvement=1.0))   # base scores > 0: impossible
-    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps))
+    handle_evaluate(EvaluateRequest(run_id="r1"), with_chat(deps, _chat(deps)))
     run = deps.registry.runs["r1"]
     assert run.state == states.EVALUATION_FAILED
     assert run.evaluation["passed"] is False and run.evaluation["failed_gates"] == ["min_improvement"]
@@ -169,7 +115,7 @@ def test_impossible_threshold_fails_with_the_gate_named() -> None:
 def test_missing_eval_data_fails_with_a_clear_reason() -> None:
     run = replace(_run(), data_files={"eval": "r1/data/missing.jsonl"})
     deps = _deps(run)
-    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps))
+    handle_evaluate(EvaluateRequest(run_id="r1"), with_chat(deps, _chat(deps)))
     failed = deps.registry.runs["r1"]
     assert failed.state == states.EVALUATION_FAILED
     assert "reports/r1/data/missing.jsonl does not exist" in failed.evaluation["reason"]
@@ -179,20 +125,20 @@ def test_missing_eval_data_fails_with_a_clear_reason() -> None:
 
 def test_permanent_hub_error_fails_transient_raises_and_both_clean_up() -> None:
     deps = _deps(_run(), arm=FakeArm(refuse={"-base": 400}))
-    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps))
+    handle_evaluate(EvaluateRequest(run_id="r1"), with_chat(deps, _chat(deps)))
     assert deps.registry.runs["r1"].state == states.EVALUATION_FAILED
     assert "400" in deps.registry.runs["r1"].evaluation["reason"] and deps.arm.live == {}
 
     deps = _deps(_run(), arm=FakeArm(refuse={"-final": 429}))
     with pytest.raises(DeploymentTransient):
-        handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps))
+        handle_evaluate(EvaluateRequest(run_id="r1"), with_chat(deps, _chat(deps)))
     assert deps.registry.runs["r1"].state == states.EVALUATING and deps.arm.live == {}
     assert deps.registry.keys == {}                                  # claim released: the retry may proceed
 
 
 def test_a_refused_checkpoint_is_skipped_not_fatal() -> None:
     deps = _deps(_run(min_score=0.5), arm=FakeArm(refuse={"ckpt15": 400}))
-    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps))
+    handle_evaluate(EvaluateRequest(run_id="r1"), with_chat(deps, _chat(deps)))
     assert deps.registry.runs["r1"].state == states.EVALUATED
     report = json.loads(deps.blobs.data[("reports", "r1/evaluation.json")])
     assert [s["name"] for s in report["skipped_candidates"]] == ["checkpoint step 15"]
@@ -207,7 +153,7 @@ def test_failed_calls_count_against_the_error_gate() -> None:
             raise TimeoutError("gave up")
         return inner(deployment, example)
 
-    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=flaky)
+    handle_evaluate(EvaluateRequest(run_id="r1"), with_chat(deps, flaky))
     run = deps.registry.runs["r1"]
     # the final model errs on 4 of 12 — but the checkpoint at step 15 answers everything and wins
     assert run.state == states.EVALUATED and run.chosen_model == "ftchkpt-15"
@@ -215,18 +161,18 @@ def test_failed_calls_count_against_the_error_gate() -> None:
 
 def test_stale_message_for_a_run_not_yet_trained_does_nothing() -> None:
     deps = _deps(replace(_run(), state=states.TRAINING))
-    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps))
+    handle_evaluate(EvaluateRequest(run_id="r1"), with_chat(deps, _chat(deps)))
     assert deps.registry.runs["r1"].state == states.TRAINING and deps.publisher.sent == []
 
 
 def test_a_copy_delivered_while_another_worker_evaluates_comes_back_later() -> None:
     deps = _deps(_run(min_score=0.8, min_improvement=0.2))
-    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps))
+    handle_evaluate(EvaluateRequest(run_id="r1"), with_chat(deps, _chat(deps)))
     deps.registry.runs["r1"] = replace(deps.registry.runs["r1"], state=states.EVALUATING)
     deps.registry.keys = {k: "IN_PROGRESS" for k in deps.registry.keys}       # another worker holds the claim
     deps.publisher.sent.clear()
     created = len(deps.arm.created)
-    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps))
+    handle_evaluate(EvaluateRequest(run_id="r1"), with_chat(deps, _chat(deps)))
     assert [(q, e.id) for q, e in deps.publisher.sent] == [(deps.settings.evaluate_queue,
                                                   evaluate_message_id("r1", deps.registry.runs["r1"].job_id) + "-w1")]
     assert len(deps.arm.created) == created                           # the copy deployed nothing
@@ -240,7 +186,7 @@ def test_hub_quota_short_waits_with_delayed_resends_then_gives_up_with_a_reason(
     from shared.evaluation.stage import QUOTA_WAITS
     from shared.messages import parse_message
     deps = _deps(_run(min_score=0.5), arm=FakeArm(refuse={"-base": 400}, codes={"-base": "InsufficientQuota"}))
-    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps))
+    handle_evaluate(EvaluateRequest(run_id="r1"), with_chat(deps, _chat(deps)))
     run = deps.registry.runs["r1"]
     assert run.state == states.EVALUATING and deps.arm.live == {}      # waits, holding no hub deployment
     assert deps.registry.keys == {}                                    # the re-send will find the step free
@@ -251,7 +197,7 @@ def test_hub_quota_short_waits_with_delayed_resends_then_gives_up_with_a_reason(
     waiting = [e for q, e in deps.publisher.sent if q == "ftops-events"]
     assert "ftops.run.evaluation_waiting_for_quota" in [e.type for e in waiting]
 
-    handle_evaluate(EvaluateRequest(run_id="r1", quota_waits=QUOTA_WAITS), deps, chat=_chat(deps))
+    handle_evaluate(EvaluateRequest(run_id="r1", quota_waits=QUOTA_WAITS), with_chat(deps, _chat(deps)))
     failed = deps.registry.runs["r1"]
     assert failed.state == states.EVALUATION_FAILED and deps.arm.live == {}
     reason = failed.evaluation["reason"]
@@ -260,7 +206,7 @@ def test_hub_quota_short_waits_with_delayed_resends_then_gives_up_with_a_reason(
 
 def test_quota_on_a_checkpoint_waits_too_rather_than_dropping_it() -> None:
     deps = _deps(_run(min_score=0.5), arm=FakeArm(refuse={"ckpt15": 400}, codes={"ckpt15": "InsufficientQuota"}))
-    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps))
+    handle_evaluate(EvaluateRequest(run_id="r1"), with_chat(deps, _chat(deps)))
     assert deps.registry.runs["r1"].state == states.EVALUATING and deps.arm.live == {}
 
 
@@ -285,7 +231,7 @@ def _with_champion(deps: Any) -> Any:
 def test_the_champion_served_today_is_evaluated_on_the_same_examples_and_gated_on() -> None:
     deps = _deps(_run(min_score=0.5, min_improvement=0.1))
     _serving(deps, "gpt-4.1-mini.ft-0")
-    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_with_champion(deps))
+    handle_evaluate(EvaluateRequest(run_id="r1"), with_chat(deps, _with_champion(deps)))
     run = deps.registry.runs["r1"]
     assert run.state == states.EVALUATED                      # as good as the champion: improvement 0 ≥ 0
     assert run.evaluation["champion"] == {"model": "gpt-4.1-mini.ft-0", "environment": "prod"}
@@ -302,7 +248,7 @@ def test_the_champion_served_today_is_evaluated_on_the_same_examples_and_gated_o
 
     deps = _deps(_run(min_score=0.5, min_improvement=0.1, min_improvement_over_champion=0.05))
     _serving(deps, "gpt-4.1-mini.ft-0")
-    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_with_champion(deps))
+    handle_evaluate(EvaluateRequest(run_id="r1"), with_chat(deps, _with_champion(deps)))
     failed = deps.registry.runs["r1"]
     assert failed.state == states.EVALUATION_FAILED and failed.evaluation["failed_gates"] == [
         "min_improvement_over_champion"]
@@ -311,7 +257,7 @@ def test_the_champion_served_today_is_evaluated_on_the_same_examples_and_gated_o
 def test_no_champion_when_nothing_is_served_under_the_name_or_it_is_this_model() -> None:
     deps = _deps(_run(min_score=0.5))
     _serving(deps, "gpt-4.1-mini.ft-1")             # the run's own model (a re-sent evaluation)
-    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps))
+    handle_evaluate(EvaluateRequest(run_id="r1"), with_chat(deps, _chat(deps)))
     assert deps.registry.runs["r1"].evaluation["champion"] is None
     assert not any(name.endswith("-champ") for name, _, _ in deps.arm.created)
 
@@ -329,7 +275,7 @@ def test_model_grader_from_run_json_gates_and_is_recorded_with_its_prompt() -> N
         answer = messages[-1]["content"].split("Answer to grade:\n")[1]
         return "1" if any(ch.isdigit() for ch in answer) else "0.1"
 
-    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps), judge=judge)
+    handle_evaluate(EvaluateRequest(run_id="r1"), with_chat(deps, _chat(deps), judge))
     run = deps.registry.runs["r1"]
     assert run.state == states.EVALUATED and run.evaluation["grader"] == "judge"
     assert run.evaluation["scores"]["final"] == 1.0 and run.evaluation["scores"]["base"] == pytest.approx(0.1)
@@ -351,7 +297,7 @@ def test_content_filter_results_in_answers_fail_their_gate() -> None:
         reply = inner(deployment, example)
         return replace(reply, flagged=deps.arm.live[deployment] != "gpt-4.1-mini" and example.line <= 3)
 
-    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=chat)
+    handle_evaluate(EvaluateRequest(run_id="r1"), with_chat(deps, chat))
     run = deps.registry.runs["r1"]
     assert run.state == states.EVALUATION_FAILED and run.evaluation["failed_gates"] == ["max_content_filter_rate"]
     assert run.evaluation["content_filter_rate"]["final"] == 0.25 and run.evaluation["content_filter_rate"]["base"] == 0
@@ -364,7 +310,7 @@ def test_a_reinforcement_run_is_judged_by_its_own_grader() -> None:
         "type": "string_check", "name": "exact", "input": "{{sample.output_text}}", "reference": "{{item.answer}}",
         "operation": "eq"})
     deps = _deps(run, eval_lines=lines)
-    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps))
+    handle_evaluate(EvaluateRequest(run_id="r1"), with_chat(deps, _chat(deps)))
     done = deps.registry.runs["r1"]
     assert done.state == states.EVALUATED and done.evaluation["grader"] == "exact"
     assert done.evaluation["scores"]["final"] == 1.0 and done.evaluation["scores"]["base"] == 0.0
@@ -383,7 +329,7 @@ def test_a_judge_that_fails_is_counted_not_hidden() -> None:
             raise TimeoutError("judge did not answer")
         return "1"
 
-    handle_evaluate(EvaluateRequest(run_id="r1"), deps, chat=_chat(deps), judge=judge)
+    handle_evaluate(EvaluateRequest(run_id="r1"), with_chat(deps, _chat(deps), judge))
     report = json.loads(deps.blobs.data[("reports", "r1/evaluation.json")])
     final = next(c for c in report["candidates"] if c["name"] == "final")
     assert final["metrics"]["grader_errors"] == {"judge": 1} and final["metrics"]["graders"]["judge"]["mean"] < 1

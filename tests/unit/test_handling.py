@@ -94,22 +94,6 @@ def test_stored_text_is_bounded_with_a_marker():
     assert stored["code"] == "bad" and "[truncated:" in stored["message"]
 
 
-class AuditOnly:
-    """A registry that only records audit entries (an operator action must touch nothing else)."""
-
-    def __init__(self):
-        self.audits = []
-
-    def audit(self, run_id, action, *, actor, detail=None, **_):
-        self.audits.append((run_id, action, actor, detail))
-
-    def hold_event(self, event_id, queue, body):   # the event kept until sent (shared.outbox)
-        pass
-
-    def unmark_outbox(self, partition, row):
-        pass
-
-
 @pytest.mark.parametrize("name, data", [
     ("approve", {"run_id": "r1", "environment": "prod", "approver": "boss@contoso.example", "ticket": "T"}),
     ("reject", {"run_id": "r1", "environment": "prod", "approver": "boss@contoso.example", "reason": "no"}),
@@ -117,20 +101,19 @@ class AuditOnly:
     ("rollback", {"environment": "prod"}),
 ])
 def test_operator_actions_on_the_commands_queue_are_dead_lettered_and_audited(name, data):
-    from types import SimpleNamespace
+    from fakes import make_deps
 
     from shared.commands import handle_command
     from shared.messages import CloudEvent
-    sent = []
-    deps = SimpleNamespace(registry=AuditOnly(), settings=SimpleNamespace(events_topic="events"),
-                           publisher=SimpleNamespace(send=lambda queue, event, **_: sent.append(event)))
+    deps = make_deps()
     event = CloudEvent(type=f"ftops.command.{name}", data=data)
     actions = Actions()
     settle(Msg(event.to_json().encode()), actions, lambda e, d: handle_command(e, d, deps), accepts="ftops.command.")
     [(verb, reason, description)] = actions.calls
     assert (verb, reason) == ("deadletter", "OperatorActionNotAccepted")
     assert f"{name} is not accepted on the commands queue" in description and f"ftops {name}" in description
-    [(run_id, action, actor, _)] = deps.registry.audits
-    assert run_id == data.get("run_id", "_operator") and action == f"{name}.refused"
-    assert actor == f"unverified: {data.get('approver') or data.get('requested_by') or 'unnamed sender'}"
-    assert [e.type for e in sent] == ["ftops.run.command_deadlettered"]   # other systems hear of it too
+    [audit] = deps.registry.audits
+    assert audit["run_id"] == data.get("run_id", "_operator") and audit["action"] == f"{name}.refused"
+    assert audit["actor"] == f"unverified: {data.get('approver') or data.get('requested_by') or 'unnamed sender'}"
+    assert not deps.registry.runs and not deps.registry.slots and not deps.registry.keys   # nothing else moved
+    assert deps.publisher.types() == ["ftops.run.command_deadlettered"]   # other systems hear of it too

@@ -3,8 +3,8 @@ deployment whose last ping is older than the margin (the timer was down), are sa
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
-from typing import Any
+
+from fakes import FixedClock, make_deps
 
 from shared.keepalive import longest_gap, schedule_warnings, stale_ping_warnings
 from shared.registry import DeploymentRecord
@@ -26,14 +26,6 @@ def test_a_schedule_leaving_less_than_the_margin_is_warned_about() -> None:
     assert schedule_warnings(None) == []
 
 
-class Events:
-    def __init__(self) -> None:
-        self.sent: list[Any] = []
-
-    def send(self, queue: str, event: Any, **_: Any) -> None:
-        self.sent.append(event)
-
-
 def test_a_deployment_unpinged_for_longer_than_the_margin_is_warned_about() -> None:
     now = datetime(2026, 5, 20, tzinfo=UTC)
 
@@ -41,10 +33,9 @@ def test_a_deployment_unpinged_for_longer_than_the_margin_is_warned_about() -> N
         return DeploymentRecord(environment="prod", account=account, deployment="bot", region="eastus",
                                 subscription="s", resource_group="rg", run_id=f"run-{account}", model="m",
                                 last_ping=(now - timedelta(days=days)).isoformat())
-    registry = SimpleNamespace(hold_event=lambda *a: None, unmark_outbox=lambda *a: None)
-    deps = SimpleNamespace(settings=SimpleNamespace(events_topic="events"), publisher=Events(), registry=registry)
-    warnings = stale_ping_warnings(deps, [slot(1, "fresh"), slot(10, "stale")], now=now)
+    deps = make_deps(clock=FixedClock(now))
+    warnings = stale_ping_warnings(deps, [slot(1, "fresh"), slot(10, "stale")])
     assert len(warnings) == 1 and "prod|stale|bot" in warnings[0] and "10.0 days ago" in warnings[0]
     assert "about 5.0 days" in warnings[0]
-    assert [(e.type, e.subject, e.data["days_left"]) for e in deps.publisher.sent] == [
+    assert [(e.type, e.subject, e.data["days_left"]) for _, e in deps.publisher.sent] == [
         ("ftops.run.keepalive_at_risk", "run-stale", 5.0)]

@@ -1,72 +1,20 @@
 """The poll tick with an in-memory registry and a fake hub (no I/O)."""
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 import time
 from types import SimpleNamespace
 from typing import Any
 
-from fakes import InMemoryClaims
+import fakes
+from fakes import MemoryDeps, MemoryRegistry, settings_for_tests
 
 from shared import states
 from shared.hub import Hub, HubJob, HubTransientError
 from shared.messages import evaluate_message_id
 from shared.polling import poll_tick
-from shared.registry import ConcurrencyError, InvalidTransition, RunNotFound, RunRecord
-
-
-class MemoryRegistry(InMemoryClaims):
-    def __init__(self) -> None:
-        self.runs: dict[str, RunRecord] = {}
-        self.tracked: dict[str, str] = {}
-        self.keys: dict[str, str] = {}
-        self.audits: list[tuple[str, str]] = []
-        self.lock = threading.Lock()
-
-    def get_run(self, run_id: str) -> RunRecord | None:
-        with self.lock:
-            return copy.deepcopy(self.runs.get(run_id))
-
-    def require_run(self, run_id: str) -> RunRecord:
-        run = self.get_run(run_id)
-        if run is None:
-            raise RunNotFound(run_id)
-        return run
-
-    def save_run(self, run: RunRecord) -> RunRecord:
-        with self.lock:
-            if self.runs[run.run_id].etag != run.etag:
-                raise ConcurrencyError(run.run_id)
-            run.etag = str(int(run.etag or 0) + 1)
-            self.runs[run.run_id] = copy.deepcopy(run)
-            return run
-
-    def transition(self, run_id: str, target: str, *, actor: str, detail: Any = None, from_states: Any = None,
-                   **updates: Any) -> RunRecord:
-        run = self.require_run(run_id)
-        if (from_states is not None and run.state not in from_states) or not states.can_transition(run.state, target):
-            raise InvalidTransition(run_id)
-        run.state = target
-        for key, value in updates.items():
-            setattr(run, key, value)
-        self.save_run(run)
-        self.audits.append((run_id, target))
-        return run
-
-    def audit(self, run_id: str, action: str, **_: Any) -> None:
-        self.audits.append((run_id, action))
-
-    def track_job(self, run_id: str, job_id: str) -> None:
-        self.tracked[run_id] = job_id
-
-    def untrack_job(self, run_id: str) -> None:
-        self.tracked.pop(run_id, None)
-
-    def tracked_jobs(self) -> list[tuple[str, str]]:
-        return list(self.tracked.items())
-
+from shared.registry import RunRecord
 
 
 class FakeHub:
@@ -108,19 +56,11 @@ class FakeHub:
         return ids
 
 
-class Blob:
-    def append_block(self, data: bytes) -> None: ...
-    def upload_blob(self, data: bytes, overwrite: bool = False) -> None: ...
-
-
-def make_deps(registry: MemoryRegistry, concurrency: int = 8, results_wait_seconds: float = 900.0) -> Any:
-    settings = SimpleNamespace(poll_concurrency=concurrency, evaluate_queue="evaluate", events_topic="events",
-                               reports_container="reports", hub_file_retention="delete",
-                               results_wait_seconds=results_wait_seconds)
-    sent: list[Any] = []
-    publisher = SimpleNamespace(sent=sent, send=lambda queue, event, delay_seconds=0: sent.append((queue, event)))
-    return SimpleNamespace(settings=settings, registry=registry, publisher=publisher,
-                           blobs=SimpleNamespace(get_blob_client=lambda container, path: Blob()))
+def make_deps(registry: MemoryRegistry, hub: FakeHub, concurrency: int = 8,
+              results_wait_seconds: float = 900.0) -> MemoryDeps:
+    settings = settings_for_tests(poll_concurrency=concurrency, evaluate_queue="evaluate", events_topic="events",
+                                  hub_file_retention="delete", results_wait_seconds=results_wait_seconds)
+    return fakes.make_deps(settings, registry=registry, hub=hub)
 
 
 def training_run(registry: MemoryRegistry, run_id: str, job_id: str, **fields: Any) -> None:
@@ -132,10 +72,11 @@ def training_run(registry: MemoryRegistry, run_id: str, job_id: str, **fields: A
 def test_an_unknown_status_is_treated_as_running_and_logged_once(caplog) -> None:
     registry = MemoryRegistry()
     training_run(registry, "r1", "j1")
-    deps, hub = make_deps(registry), FakeHub({"j1": HubJob(id="j1", status="warming_up", model="m")})
+    hub = FakeHub({"j1": HubJob(id="j1", status="warming_up", model="m")})
+    deps = make_deps(registry, hub)
     with caplog.at_level(logging.WARNING, logger="shared.polling"):
-        poll_tick(deps, hub=hub)
-        poll_tick(deps, hub=hub)
+        poll_tick(deps)
+        poll_tick(deps)
     run = registry.require_run("r1")
     assert run.state == states.TRAINING and run.job_status == "warming_up" and registry.tracked
     assert [r.getMessage() for r in caplog.records].count(
@@ -145,9 +86,10 @@ def test_an_unknown_status_is_treated_as_running_and_logged_once(caplog) -> None
 def test_each_tick_asks_only_for_events_after_the_cursor() -> None:
     registry = MemoryRegistry()
     training_run(registry, "r1", "j1")
-    deps, hub = make_deps(registry), FakeHub({"j1": HubJob(id="j1", status="running", model="m")})
-    poll_tick(deps, hub=hub)
-    poll_tick(deps, hub=hub)
+    hub = FakeHub({"j1": HubJob(id="j1", status="running", model="m")})
+    deps = make_deps(registry, hub)
+    poll_tick(deps)
+    poll_tick(deps)
     assert hub.events_since == [None, "j1-ev1"] and registry.require_run("r1").events_cursor == "j1-ev1"
 
 
@@ -158,7 +100,7 @@ def test_a_tick_keeps_to_its_bound_and_polls_every_job() -> None:
         training_run(registry, f"r{i}", f"j{i}", job_status="running")
         jobs[f"j{i}"] = HubJob(id=f"j{i}", status="running", model="m")
     hub = FakeHub(jobs, delay=0.02)
-    summary = poll_tick(make_deps(registry), hub=hub, concurrency=2)
+    summary = poll_tick(make_deps(registry, hub), concurrency=2)
     assert summary.max_jobs_in_flight == 2 and summary.max_in_flight <= 6 and hub.most <= 6
     assert sum(summary.outcomes.values()) == 10 and summary.hub_calls == 30
 
@@ -168,8 +110,9 @@ def test_two_ticks_racing_on_success_send_one_evaluation_request() -> None:
     training_run(registry, "r1", "j1", job_key="k")
     done = HubJob(id="j1", status="succeeded", model="m", fine_tuned_model="m.ft-j1", trained_tokens=9,
                   result_files=["file-results"])
-    deps, hub = make_deps(registry), FakeHub({"j1": done}, delay=0.01)
-    threads = [threading.Thread(target=poll_tick, args=(deps,), kwargs={"hub": hub}) for _ in range(4)]
+    hub = FakeHub({"j1": done}, delay=0.01)
+    deps = make_deps(registry, hub)
+    threads = [threading.Thread(target=poll_tick, args=(deps,)) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
@@ -188,7 +131,7 @@ def test_a_transient_hub_error_never_ends_the_run() -> None:
     class Down(FakeHub):
         def retrieve(self, job_id: str) -> HubJob:
             raise HubTransientError("job j1: the hub did not answer (APITimeoutError)")
-    summary = poll_tick(make_deps(registry), hub=Down({}))
+    summary = poll_tick(make_deps(registry, Down({})))
     assert summary.errors == 1 and registry.require_run("r1").state == states.TRAINING and registry.tracked
 
 
@@ -214,14 +157,15 @@ def test_a_succeeded_job_waits_for_its_results_file_then_trains_with_its_metrics
     training_run(registry, "r1", "j1", job_status="running")
     done: dict[str, Any] = {"id": "j1", "status": "succeeded", "model": "m", "fine_tuned_model": "m.ft-x",
                             "trained_tokens": 9}
-    deps, hub = make_deps(registry), FakeHub({"j1": HubJob(**done)})
-    assert poll_tick(deps, hub=hub).outcomes == {"awaiting_results": 1}
-    assert poll_tick(deps, hub=hub).outcomes == {"awaiting_results": 1}
+    hub = FakeHub({"j1": HubJob(**done)})
+    deps = make_deps(registry, hub)
+    assert poll_tick(deps).outcomes == {"awaiting_results": 1}
+    assert poll_tick(deps).outcomes == {"awaiting_results": 1}
     run = registry.require_run("r1")
     assert run.state == states.TRAINING and run.job_status == "succeeded" and registry.tracked
     assert not deps.publisher.sent   # no evaluation before the results are in
     hub.jobs["j1"] = HubJob(**done, result_files=["file-results"])   # postprocessing posted the file
-    assert poll_tick(deps, hub=hub).outcomes == {"succeeded": 1}
+    assert poll_tick(deps).outcomes == {"succeeded": 1}
     run = registry.require_run("r1")
     assert run.state == states.TRAINED and run.metrics["final"] == {"train_loss": 1.0}
     assert [e.id for q, e in deps.publisher.sent if q == "evaluate"] == [evaluate_message_id("r1", "j1")]
@@ -230,12 +174,12 @@ def test_a_succeeded_job_waits_for_its_results_file_then_trains_with_its_metrics
 def test_a_results_file_that_never_comes_stops_the_wait_at_its_bound() -> None:
     registry = MemoryRegistry()
     training_run(registry, "r1", "j1", job_status="running")
-    deps = make_deps(registry, results_wait_seconds=600)
     hub = FakeHub({"j1": HubJob(id="j1", status="succeeded", model="m", fine_tuned_model="m.ft-x")})
-    poll_tick(deps, hub=hub)
+    deps = make_deps(registry, hub, results_wait_seconds=600)
+    poll_tick(deps)
     record = registry.runs["r1"]
     record.metrics = {**record.metrics, "awaiting_results_since": record.metrics["awaiting_results_since"] - 601}
-    assert poll_tick(deps, hub=hub).outcomes == {"succeeded": 1}
+    assert poll_tick(deps).outcomes == {"succeeded": 1}
     run = registry.require_run("r1")
     assert run.state == states.TRAINED and run.metrics["steps"] == 0
     assert [e.id for q, e in deps.publisher.sent if q == "evaluate"] == [evaluate_message_id("r1", "j1")]
@@ -254,6 +198,6 @@ def test_the_dated_specs_waiting_statuses_are_known_and_ask_for_no_checkpoints(c
     hub = Counting({"j1": HubJob(id="j1", status="created", model="m"),
                     "j2": HubJob(id="j2", status="pending", model="m")})
     with caplog.at_level(logging.WARNING, logger="shared.hub"):
-        poll_tick(make_deps(registry), hub=hub)
+        poll_tick(make_deps(registry, hub))
     assert asked == [] and not [r for r in caplog.records if "does not know" in r.getMessage()]
     assert registry.require_run("r1").job_status == "created" and registry.require_run("r2").state == states.TRAINING

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from test_deployment import FakeDeps, FakeSpokes, world  # noqa: F401 (world is the fixture)
+from fakes import MemoryDeps
+from test_deployment import FakeSpokes, world  # noqa: F401 (world is the fixture)
 
 from local.settings import DEMO_SPOKES
 from shared import keepalive, states
@@ -87,7 +88,7 @@ def test_each_environment_says_what_it_keeps() -> None:
 
 def test_the_keepalive_tick_announces_retires_and_pings_only_what_stays(world: Any) -> None:  # noqa: F811
     deps, fake = world
-    deps: FakeDeps
+    deps: MemoryDeps
     fake: FakeSpokes
     for r in (run("denied", states.APPROVAL_DENIED), run("live", "deployed:prod")):
         r.etag = "e0"

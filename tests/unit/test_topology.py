@@ -7,9 +7,12 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from fakes import make_deps
 
 from local.settings import DEMO_SPOKES
+from shared.approvals import gated_environment
 from shared.config import ConfigError, HubSettings, Settings
+from shared.registry import RunRecord
 from shared.topology import load_topology, parse_topology, target_problem
 
 DEMO: dict[str, Any] = json.loads(DEMO_SPOKES.read_text())
@@ -130,7 +133,7 @@ def test_duplicate_environment_and_empty_lists() -> None:
     assert "environments[0].targets is missing" in error_of({"environments": [{"name": "dev"}]})
 
 
-def test_load_topology_reads_the_setting_once() -> None:
+def test_the_topology_is_read_once_into_deps_and_handlers_use_that() -> None:
     settings = Settings(storage_connection="UseDevelopmentStorage=true", blob_service_uri=None,
                         queue_service_uri=None, table_service_uri=None, transport="local",
                         servicebus_namespace=None,
@@ -138,11 +141,15 @@ def test_load_topology_reads_the_setting_once() -> None:
                                         "/providers/Microsoft.CognitiveServices/accounts/hub",
                                         tenant=HUB_TENANT),
                         spokes_config=json.dumps(demo()))
-    first = load_topology(settings)
-    assert load_topology(settings) is first
-    broken = Settings(**{**settings.__dict__, "spokes_config": "{\"environments\": 3}"})
+    deps = make_deps(settings)
+    broken = replace(settings, spokes_config="{\"environments\": 3}")
     with pytest.raises(ConfigError, match="SPOKES_CONFIG: environments must be a non-empty list"):
-        load_topology(broken)
+        load_topology(broken)   # what the bootstrap does at start-up: the app stops, the setting named
+    deps.settings = broken      # a handler never reads the setting again: it uses what was loaded
+    run = RunRecord(run_id="r1", source="datasets/r1.jsonl", state="deployed:test")
+    assert gated_environment(deps, "prod", run).name == "prod"
+    with pytest.raises(ConfigError, match="SPOKES_CONFIG must be set"):
+        make_deps(replace(settings, spokes_config=None)).require_topology()
 
 
 def error_for_model(data: Any, model: str = "gpt-4.1-mini-2025-04-14") -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 
@@ -37,19 +38,17 @@ def _data() -> bytes:
     return b"\xef\xbb\xbf" + jsonl(_rows()).replace(b"\n", b"\r\n", 50)
 
 
-def test_the_scan_helper_gives_the_inline_report(monkeypatch) -> None:
+def test_the_scan_helper_gives_the_inline_report(monkeypatch, caplog) -> None:
     from shared.validation import lines as lines_mod
 
     data = _data()
     inline = _report(data)
     monkeypatch.setattr(engine, "SCAN_HELPER_AFTER_BYTES", -1)  # from the first block
-    monkeypatch.setattr(engine, "split_blocks",
-                        lambda chunks, **kw: lines_mod.split_blocks(chunks, block_bytes=20_000, **kw))
-    started = []
-    real_start = engine.start_helper
-    monkeypatch.setattr(engine, "start_helper", lambda: started.append(1) or real_start())
-    assert _report(data) == inline
-    assert started == [1]
+    monkeypatch.setattr(lines_mod, "BLOCK_BYTES", 20_000)
+    with caplog.at_level(logging.DEBUG, logger="shared.validation.engine"):
+        assert _report(data) == inline
+    assert [r.getMessage().split(" after ")[0] for r in caplog.records if "scan helper" in r.getMessage()] == [
+        "t: scan helper started"]
     codes = {f["code"] for f in inline["report"]["errors"] + inline["report"]["warnings"]}
     assert {"pii_email", "pii_phone", "pii_card", "pii_iban", "secret", "special_token",
             "blank_line", "duplicate_example", "invalid_json"} <= codes
@@ -70,10 +69,9 @@ def test_a_failing_helper_falls_back_to_inline_scanning(monkeypatch) -> None:
             self._proc.wait()
         return real_result(self)
 
-    monkeypatch.setattr(rawscan.Helper, "result", dying)
+    monkeypatch.setattr(rawscan.Helper, "result", dying)   # the helper process is killed: no port reaches it
     monkeypatch.setattr(engine, "SCAN_HELPER_AFTER_BYTES", -1)
-    monkeypatch.setattr(engine, "split_blocks",
-                        lambda chunks, **kw: lines_mod.split_blocks(chunks, block_bytes=20_000, **kw))
+    monkeypatch.setattr(lines_mod, "BLOCK_BYTES", 20_000)
     assert _report(data) == inline
     assert len(calls) >= 2
 
