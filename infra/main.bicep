@@ -271,7 +271,7 @@ output FTOPS_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
 output FTOPS_IDENTITY_CLIENT_ID string = identity.outputs.clientId
 output FTOPS_HUB_RESOURCE_ID string = join(hubParts, '/')
 output FTOPS_SERVICEBUS_NAMESPACE string = messaging.outputs.name
-// What `ftops --env-file` (`azd env get-values` output) reads beyond the names above (shared/cli/target.py)
+// What `ftops --env-file` (`azd env get-values` output) reads beyond the names above (ftops_cli/target.py)
 output FTOPS_HUB_ENDPOINT string = appSettings.HUB_ENDPOINT
 output FTOPS_REPORTS_CONTAINER string = containers.reports
 output FTOPS_API_URL string = 'https://${app.outputs.defaultHostName}/api'

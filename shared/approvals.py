@@ -19,7 +19,7 @@ from shared.access import AccessDenied, Caller, approver_role, is_object_id
 from shared.claims import conditional_update
 from shared.events import advance
 from shared.handling import PermanentError
-from shared.messages import DeployRequest, deploy_message_id, envelope, run_event
+from shared.messages import deploy_request, run_event
 from shared.outbox import send_held
 from shared.registry import RunRecord, now_iso
 from shared.topology import Environment
@@ -175,8 +175,7 @@ def gated_environment(deps: Deps, name: str, run: RunRecord) -> Environment:
 def send_deploy(deps: Deps, run_id: str, environment: str, *, model: str | None = None) -> None:
     """A stable MessageId per run × environment × model: duplicate detection drops a resend after a crash,
     yet a retrained model's deploy is a new message, not a duplicate of the old model's."""
-    deps.publisher.send(deps.settings.deploy_queue, envelope(DeployRequest(run_id=run_id, environment=environment),
-                                                             message_id=deploy_message_id(run_id, environment, model)))
+    deps.publisher.send(deps.settings.deploy_queue, deploy_request(run_id, environment, model))
 
 
 def _check_right(caller: Caller, env: Environment) -> None:

@@ -1,25 +1,27 @@
 """Commands from other systems (queue ftops-commands): route each to the stage that owns it.
 
 Who may send commands is Azure RBAC on the queue, and a message cannot prove who wrote it: so the queue
-takes train, retrain, cancel, pause and resume only. Approve, reject, rollback and retire are operator
-actions with a verified identity (the operator API, shared.operator_api); on this queue they are
-dead-lettered with that reason and recorded in the run's audit trail with what the message claimed.
+takes only the commands shared.command_table marks `bus` (train, retrain, cancel, pause, resume), each to
+the handler its row names (below). The operator actions (approve, reject, rollback, retire) need a verified
+identity (the operator API, shared.operator_api); on this queue they are dead-lettered with that reason
+and recorded in the run's audit trail with what the message claimed.
 """
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any
 
+from shared import actors
 from shared.command_checks import dataset_blob_name
+from shared.command_table import BY_TYPE
 from shared.handling import PERMANENT, PermanentError
-from shared.messages import CloudEvent, command_name
+from shared.messages import CloudEvent, RetrainCommand, RunCommand, TrainCommand, command_name
 from shared.registry import RunNotFound
 
 if TYPE_CHECKING:
     from shared.bootstrap import Deps
 
 log = logging.getLogger(__name__)
-OPERATOR_ACTIONS = ("approve", "reject", "rollback", "retire")
 
 
 class OperatorActionNotAccepted(PermanentError):
@@ -27,24 +29,43 @@ class OperatorActionNotAccepted(PermanentError):
 
 
 def handle_command(event: CloudEvent, command: Any, deps: Deps) -> None:
-    from shared import intake, training
     name = command_name(event)
     log.info("command %s (message %s) for %s", name, event.id, event.subject or getattr(command, "blob", "?"))
-    if name in OPERATOR_ACTIONS:
+    row = BY_TYPE[event.type]   # parse_message only lets the table's command types through
+    if row.via != "bus":
         _refuse_operator_action(event, command, deps, name)
-    routes = {
-        "train": lambda: intake.start_run(dataset_blob_name(deps, command.blob), deps, settings_override=command.settings,
-                                          actor=command.requested_by or "ftops.commands"),
-        "cancel": lambda: training.cancel_run(command, deps),
-        "pause": lambda: training.pause_run(command, deps),
-        "resume": lambda: training.resume_run(command, deps),
-        "retrain": lambda: training.retrain_run(command, deps, message_id=event.id),
-    }
     try:
-        routes[name]()   # parse_message only lets known command types through
+        row.resolve()(command, deps, event.id)
     except PERMANENT as exc:
         record_dead_letter(deps, event, name, command, exc)
         raise   # settle dead-letters it with the same reason
+
+
+# --- the bus commands' handlers, as shared.command_table names them: (command, deps, message_id) ----------
+def train(command: TrainCommand, deps: Deps, message_id: str) -> None:
+    from shared import intake
+    intake.start_run(dataset_blob_name(deps, command.blob), deps, settings_override=command.settings,
+                     actor=actors.requester(command))
+
+
+def cancel(command: RunCommand, deps: Deps, message_id: str) -> None:
+    from shared import training
+    training.cancel_run(command, deps)
+
+
+def pause(command: RunCommand, deps: Deps, message_id: str) -> None:
+    from shared import training
+    training.pause_run(command, deps)
+
+
+def resume(command: RunCommand, deps: Deps, message_id: str) -> None:
+    from shared import training
+    training.resume_run(command, deps)
+
+
+def retrain(command: RetrainCommand, deps: Deps, message_id: str) -> None:
+    from shared import training
+    training.retrain_run(command, deps, message_id=message_id)
 
 
 def _refuse_operator_action(event: CloudEvent, command: Any, deps: Deps, name: str) -> None:
@@ -52,7 +73,7 @@ def _refuse_operator_action(event: CloudEvent, command: Any, deps: Deps, name: s
     reason = (f"{name} is not accepted on the commands queue: a message cannot prove who sent it. Use the "
               f"operator API (`ftops {name}`, signed in with Entra ID)")
     run_id = getattr(command, "run_id", None) or event.subject or "_operator"   # the API's partition for runless
-    deps.registry.audit(run_id, f"{name}.refused", actor=f"unverified: {claimed or 'unnamed sender'}",
+    deps.registry.audit(run_id, f"{name}.refused", actor=actors.unverified(claimed or 'unnamed sender'),
                         detail={"reason": reason, "channel": "servicebus", "message_id": event.id,
                                 "claimed_sender": claimed, "environment": getattr(command, "environment", None)})
     from shared.events import publish  # other systems hear of it, as of any refused command
@@ -74,5 +95,5 @@ def record_dead_letter(deps: Deps, event: CloudEvent, name: str, command: Any, e
     detail = {"command": name, "message_id": event.id, "run_id": run_id, "reason": type(exc).__name__,
               "description": str(exc)[:500], "requested_by": getattr(command, "requested_by", None)}
     # if this fails the message is retried (transient) and refused again: recorded, never silently lost
-    deps.registry.audit(about, "command_deadlettered", actor="ftops.commands", detail=detail)
+    deps.registry.audit(about, "command_deadlettered", actor=actors.COMMANDS, detail=detail)
     publish(deps, about, "command_deadlettered", detail)

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from shared import claims, states
+from shared import actors, claims, states
 from shared.approvals import approval_problem, owner_of, send_deploy
 from shared.arm_deployments import ArmDeployment
 from shared.events import advance
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ACTOR = "ftops-deploy"
+ACTOR = actors.DEPLOYMENT
 CLAIM_TTL_SECONDS = 1800   # longer than an environment's deployment with patient smoke tests
 
 

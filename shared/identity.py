@@ -11,6 +11,14 @@ ARM_SCOPE = "https://management.azure.com/.default"
 COGNITIVE_SCOPE = "https://cognitiveservices.azure.com/.default"
 
 
+
+def scope_for(audience: str) -> str:
+    """The `.default` scope of the operator API named by its client id or App ID URI (the first, if several):
+    what the console's sign-in and the `ftops` CLI ask a token for."""
+    first = audience.split(",")[0].strip()
+    return f"{first if '://' in first else f'api://{first}'}/.default"
+
+
 class LocalDevCredential:
     """Tokens the emulator understands (`local-dev.<tenant>[.<client id>]`): never valid anywhere else.
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
-from shared import states
+from shared import actors, states
 from shared.drop_check import DropFiles, check_drop
 from shared.events import advance
 from shared.handling import PermanentError
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from shared.bootstrap import Deps
 
 log = logging.getLogger(__name__)
-ACTOR = "ftops.intake"
+ACTOR = actors.INTAKE
 FOLDER_FILES = {"train": "train.jsonl", "validation": "validation.jsonl", "eval": "eval.jsonl"}
 
 

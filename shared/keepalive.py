@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from shared import states
+from shared import actors, states
 from shared.events import publish
 from shared.messages import run_event
 from shared.models import DEVELOPER
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ACTOR = "ftops-keepalive"
+ACTOR = actors.KEEPALIVE
 ALERT_AFTER = 3          # consecutive failed ticks before an event asks a person to look
 PING_TIMEOUT_S = 60.0
 INACTIVITY_LIMIT = timedelta(days=15)   # Learn: a fine-tuned deployment unused this long is deleted

@@ -46,7 +46,7 @@ class DeployRequest(_Data):
     attempt: int = 0   # > 0: re-sent because another worker held the environment (…-w<n>)
 
 
-# --- commands from other systems (queue ftops-commands) ---------------------------------------------
+# --- commands: their data; shared.command_table says which channel takes each and who handles it ----
 class TrainCommand(_Data):
     blob: str = Field(description="path of the dataset blob or run.json in the datasets container")
     settings: dict[str, Any] = Field(default_factory=dict)
@@ -92,21 +92,20 @@ class RollbackCommand(_Data):
     reason: str | None = None
 
 
-MESSAGE_TYPES: dict[str, type[_Data]] = {
+STAGE_TYPES: dict[str, type[_Data]] = {
     "ftops.stage.train": TrainRequest,
     "ftops.stage.evaluate": EvaluateRequest,
     "ftops.stage.deploy": DeployRequest,
-    "ftops.command.train": TrainCommand,
-    "ftops.command.cancel": RunCommand,
-    "ftops.command.pause": RunCommand,
-    "ftops.command.resume": RunCommand,
-    "ftops.command.retire": RunCommand,
-    "ftops.command.retrain": RetrainCommand,
-    "ftops.command.approve": ApproveCommand,
-    "ftops.command.reject": RejectCommand,
-    "ftops.command.rollback": RollbackCommand,
 }
-_TYPE_OF = {v: k for k, v in MESSAGE_TYPES.items() if not k.startswith("ftops.command.")}
+_TYPE_OF = {v: k for k, v in STAGE_TYPES.items()}
+
+
+def payload_type(event_type: str) -> type[_Data] | None:
+    """The data class of a message type: a stage request, or a command of shared.command_table."""
+    # the table names the classes above, so it is imported once they exist
+    from shared.command_table import BY_TYPE
+    command = BY_TYPE.get(event_type)
+    return command.payload if command else STAGE_TYPES.get(event_type)
 
 
 class CloudEvent(BaseModel):
@@ -150,6 +149,12 @@ def deploy_message_id(run_id: str, environment: str, model: str | None) -> str:
     return f"deploy-{run_id}-{environment}{suffix}"
 
 
+def deploy_request(run_id: str, environment: str, model: str | None) -> CloudEvent:
+    """The one way a deploy request is made (evaluation, the deploy stage's next environment, approvals)."""
+    return envelope(DeployRequest(run_id=run_id, environment=environment),
+                    message_id=deploy_message_id(run_id, environment, model))
+
+
 def run_event(state: str, run_id: str, detail: dict[str, Any] | None = None, *, event_id: str | None = None
               ) -> CloudEvent:
     """An event on the topic: ftops.run.<state>. The id is stable per transition so republishing dedups."""
@@ -171,7 +176,7 @@ def parse_message(body: bytes | str) -> tuple[CloudEvent, _Data]:
         event = CloudEvent.model_validate(raw)
     except ValidationError as exc:
         raise InvalidMessage(f"not a CloudEvents 1.0 envelope: {_errors(exc)}") from exc
-    model = MESSAGE_TYPES.get(event.type)
+    model = payload_type(event.type)
     if model is None:
         raise InvalidMessage(f"unknown message type {event.type!r}")
     if event.dataschema != SCHEMA_V1:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared import approvals, rollback, training
+from shared import actors, approvals, rollback, training
 from shared.access import OPERATOR_ROLE, AccessDenied, Caller, TokenVerifier, require_any
 from shared.arm_deployments import DeploymentError, NotManagedByFtops
 from shared.config import ConfigError
@@ -267,7 +267,7 @@ def _audit_refusal(deps: Deps, run_id: str | None, action: str, status: int, rea
     if who.get("name"):
         actor = f"{who['name']} <{actor}>"
     if not who.get("verified"):
-        actor = f"unverified: {actor}"
+        actor = actors.unverified(actor)
     try:
         deps.registry.audit(run_id or OPERATOR_PARTITION, f"api.{action}.refused", actor=actor,
                             detail={"status": status, "reason": reason, "who": who, "params": params})

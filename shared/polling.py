@@ -29,7 +29,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from shared import states
+from shared import actors, states
 from shared.command_checks import STARTABLE
 from shared.events import advance
 from shared.hub import NO_CHECKPOINTS_YET, CallGate, HubError, HubJob, note_unknown_status
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ACTOR = "ftops.polling"
+ACTOR = actors.POLLING
 READS_PER_JOB = 3                   # job, events, checkpoints
 SERIES_POINTS = 100                 # per-step metrics kept in the registry; all of them go to a blob
 AWAITING_SINCE = "awaiting_results_since"   # in run.metrics while a succeeded job has no results file yet

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from shared import states
+from shared import actors, states
 from shared.events import advance, publish
 from shared.registry import DeploymentRecord, RunRecord, now_iso
 from shared.topology import Topology
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from shared.bootstrap import Deps
 
 log = logging.getLogger(__name__)
-ACTOR = "ftops.auto-retire"
+ACTOR = actors.AUTO_RETIRE
 FAILED = {states.TRAINING_FAILED, states.EVALUATION_FAILED, "deployment_failed"}
 
 

@@ -8,10 +8,10 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from shared import states
+from shared import actors, states
 from shared.arm_deployments import DeploymentError, DeploymentTransient, NotManagedByFtops
 from shared.claims import conditional_update
-from shared.deployment import ACTOR, deployment_tags, parallel
+from shared.deployment import deployment_tags, parallel
 from shared.events import advance, publish
 from shared.handling import PermanentError
 from shared.messages import RollbackCommand, RunCommand, run_event
@@ -50,7 +50,7 @@ def rollback(command: RollbackCommand, deps: Deps) -> None:
     if missing:
         raise PermanentError(f"rollback of {env.name!r}: {', '.join(missing)} had no model before run "
                              f"{slots[0].run_id}; retire the run instead")
-    actor = command.requested_by or ACTOR
+    actor = actors.requester(command)
     run_id = slots[0].run_id
     targets = {s.account: _target_of(topology, s) for s in slots}
 
@@ -147,7 +147,7 @@ def retire(command: RunCommand, deps: Deps) -> None:
         raise NotManagedByFtops(f"retire {run.run_id}: " + "; ".join(r["error"] for r in failed if r.get("foreign")))
     if failed:   # transient: deletes are idempotent, the retry finishes the rest
         raise DeploymentError(f"retire {run.run_id}: " + "; ".join(f"{r['slot']}: {r['error']}" for r in failed))
-    advance(deps, run.run_id, states.RETIRED, actor=command.requested_by or ACTOR,
+    advance(deps, run.run_id, states.RETIRED, actor=actors.requester(command),
             detail={"deployments": results, "reason": command.reason})
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from shared import claims, states
+from shared import actors, claims, states
 from shared.blob_io import hash_blob
 from shared.command_checks import CANCELLABLE, STARTABLE, cancel_needed, check_job_action, retrain_settings
 from shared.events import advance, publish
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ACTOR = "ftops.training"
+ACTOR = actors.TRAINING
 TRAINABLE_ROLES = ("train", "validation")      # eval stays held out: it never goes to the hub
 CLAIM_TTL_SECONDS = 3600                        # uploads of large files can take a while
 QUOTA_BACKOFF_SECONDS = (60.0, 1800.0)          # first wait, longest wait (doubling, with jitter)
@@ -271,7 +271,7 @@ def cancel_run(command: RunCommand, deps: Deps) -> None:
             if job.status != "cancelled":
                 raise PermanentError(f"run {run.run_id}: job {run.job_id} is {job.status} and cannot be cancelled "
                                      f"({exc})") from exc
-    actor = command.requested_by or ACTOR
+    actor = actors.requester(command)
     run = advance(deps, run.run_id, states.CANCELLED, actor=actor, from_states=CANCELLABLE,
                   detail={"reason": command.reason, "requested_by": command.requested_by, "job_id": run.job_id},
                   job_status="cancelled" if run.job_id else run.job_status)
@@ -307,7 +307,7 @@ def _job_action(command: RunCommand, deps: Deps, action: str) -> None:
         if job.status not in _JOB_ACTION_OUTCOME[action] or (action == "resume" and last != "job.pause"):
             raise PermanentError(f"run {run.run_id}: the hub refused to {action} job {run.job_id}: {exc}") from exc
     note_unknown_status(run.run_id, run.job_id, job.status)
-    actor = command.requested_by or ACTOR
+    actor = actors.requester(command)
     detail = {"job_id": run.job_id, "job_status": job.status, "reason": command.reason}
     try:
         update_run(deps, run.run_id, {states.TRAINING}, job_status=job.status)
@@ -333,7 +333,7 @@ def retrain_run(command: RetrainCommand, deps: Deps, *, started_by: str | None =
         log.info("run %s: retrain with these settings is already under way", run.run_id)
         return
     new_settings = settings.model_dump(mode="json")
-    actor = command.requested_by or ACTOR
+    actor = actors.requester(command)
     suffix = hashlib.sha256(f"{message_id or run.etag}".encode()).hexdigest()[:10]
     request = envelope(TrainRequest(run_id=run.run_id), message_id=f"train-{run.run_id}-r{suffix}")
     advance(deps, run.run_id, states.UPLOADING, actor=actor, from_states={run.state},

@@ -80,8 +80,7 @@ def _token_from(form: dict[str, str], deps: Deps, *, offered: bool) -> str:
         raise _SignInFailed("enter a user name and a password")
     from azure.core.exceptions import ClientAuthenticationError
 
-    from shared.cli.operator_client import scope_for
-    from shared.identity import LocalUserCredential
+    from shared.identity import LocalUserCredential, scope_for
     s = deps.settings
     if not s.operator_tenant_id or not s.operator_api_audience:
         raise _SignInFailed("OPERATOR_TENANT_ID and OPERATOR_API_AUDIENCE are not set: the API accepts no sign-in")

@@ -19,7 +19,8 @@ import random
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from shared import claims, states
+from shared import actors, claims, states
+from shared.approvals import send_deploy
 from shared.arm_deployments import DeploymentQuota, DeploymentRefused, DeploymentTransient
 from shared.evaluation import graders as grading
 from shared.evaluation.confidence import paired_difference
@@ -31,7 +32,7 @@ from shared.evaluation.report import build_report, loss_rows, render_html, summa
 from shared.evaluation.runner import Candidate, run_candidates
 from shared.events import advance, publish
 from shared.handling import retry_later
-from shared.messages import DeployRequest, EvaluateRequest, deploy_message_id, envelope, evaluate_message_id
+from shared.messages import EvaluateRequest, deploy_request, envelope, evaluate_message_id
 from shared.models import inference_price_per_1m
 from shared.outbox import flush
 from shared.registry import RunRecord
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ACTOR = "ftops/evaluate"
+ACTOR = actors.EVALUATION
 CLAIM_TTL_SECONDS = 1800   # longer than an evaluation should take; a dead worker's claim expires and a retry takes over
 QUOTA_BACKOFF_SECONDS = (60.0, 1800.0)   # first wait, longest wait (doubling, with jitter)
 QUOTA_WAITS = 8                          # re-sends before giving up: at most 60+120+…+1800 s ≈ 2 h of waiting
@@ -56,7 +57,7 @@ def handle_evaluate(request: EvaluateRequest, deps: Deps) -> None:
     """ftops-evaluate handler; the model calls go through `deps.chat`."""
     run = deps.registry.require_run(request.run_id)
     if run.state == states.EVALUATED:
-        _send_deploy(deps, run)   # a first attempt may have died between the transition and the send
+        _resend_deploy(deps, run)   # a first attempt may have died between the transition and the send
         return
     if run.state not in (states.TRAINED, states.EVALUATING):
         log.info("run %s is %s: nothing to evaluate (duplicate or stale message)", run.run_id, run.state)
@@ -270,16 +271,13 @@ def _deploy_request(run: RunRecord, model: str | None) -> Any:
     if not run.environments:
         log.warning("run %s passed evaluation but names no environment to deploy to", run.run_id)
         return None
-    env = run.environments[0]
-    return envelope(DeployRequest(run_id=run.run_id, environment=env),
-                    message_id=deploy_message_id(run.run_id, env, model))
+    return deploy_request(run.run_id, run.environments[0], model)
 
 
-def _send_deploy(deps: Deps, run: RunRecord) -> None:
+def _resend_deploy(deps: Deps, run: RunRecord) -> None:
     if run.outbox:   # the transition's own messages, a crash kept from being sent
         flush(deps, run.run_id, run.outbox)
         return
-    request = _deploy_request(run, run.chosen_model or run.fine_tuned_model)
-    if request is not None:
-        deps.publisher.send(deps.settings.deploy_queue, request)
+    if run.environments:
+        send_deploy(deps, run.run_id, run.environments[0], model=run.chosen_model or run.fine_tuned_model)
         log.info("run %s: deploy request for %s sent", run.run_id, run.environments[0])

@@ -173,7 +173,7 @@ def seed_waiting_run(stack: Any) -> str:
 
 
 def api_post(stack: Any, path: str, user: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    from shared.cli.operator_client import local_client
+    from ftops_cli.operator_client import local_client
     client = local_client(stack.api_url, stack.env, user)
     token = client.credential.get_token(client.scope).token
     request = urllib.request.Request(f"{stack.api_url}/{path}", data=json.dumps(body).encode(), method="POST",
@@ -191,13 +191,13 @@ def test_the_cli_finds_the_running_local_stack_and_fetches_reports(stack: Any, w
     import subprocess
     import sys
 
-    from shared.cli.target import write_state
+    from ftops_cli.target import write_state
     state = tmp_path / "local-stack.json"
     write_state(state, env=stack.env, api_url=stack.api_url, reports_dir=None)   # this process keeps the stack
     env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "FTOPS_LOCAL_STATE": str(state)}
 
     def ftops(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "shared.cli", *argv], cwd=ROOT, env=env, capture_output=True,
+        return subprocess.run([sys.executable, "-m", "ftops_cli", *argv], cwd=ROOT, env=env, capture_output=True,
                               text=True, timeout=120, check=False)
 
     status = ftops("status")

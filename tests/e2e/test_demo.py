@@ -20,7 +20,7 @@ SAMPLE = ROOT / "samples" / "support-bot.jsonl"
 def ftops_demo(*args: str, timeout: float, logs: Path) -> tuple[dict[str, Any], str]:
     # its own state file: a demo elsewhere on this machine is not disturbed, nor does it disturb this one
     env = {**os.environ, "FTOPS_LOCAL_STATE": str(logs.parent / "local-stack.json")}
-    proc = subprocess.run([sys.executable, "-m", "shared.cli", "demo", "--json", "--logs", str(logs),
+    proc = subprocess.run([sys.executable, "-m", "ftops_cli", "demo", "--json", "--logs", str(logs),
                            "--reports", str(logs.parent / "reports"), *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout, check=False, env=env)
     assert proc.returncode == 0, f"ftops demo exited {proc.returncode}:\n{proc.stderr[-6000:]}"

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from azure.storage.queue import QueueServiceClient
 
+from ftops_cli import operate
+from ftops_cli.status import collect, render_run
 from local.devhost.servicebus import LocalMessageActions, from_queue_message
 from local.settings import local_env
 from shared.bus import decode_local
-from shared.cli import operate
-from shared.cli.status import collect, render_run
 from shared.commands import handle_command
 from shared.handling import PermanentError, settle
 from shared.intake import handle_blob_created
@@ -118,14 +118,14 @@ def test_status_of_a_missing_run_is_one_line_and_exit_2(azurite, emulator, make_
                     ca_file=str(emulator.ca_file), FTOPS_TABLE_PREFIX=deps.settings.table_prefix)
     for argv in (["status", "no-such-run"], ["cancel", "no-such-run"], ["pause", "no-such-run"],
                  ["resume", "no-such-run"], ["retrain", "no-such-run", "--settings", '{"seed": 1}']):
-        proc = subprocess.run([sys.executable, "-m", "shared.cli", *argv], cwd=ROOT, capture_output=True,
+        proc = subprocess.run([sys.executable, "-m", "ftops_cli", *argv], cwd=ROOT, capture_output=True,
                               text=True, env=env, timeout=120, check=False)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1 and "no-such-run" in proc.stderr
 
 
 def test_wait_reports_a_cancel_and_a_refusal_by_the_handler_with_its_reason(make_deps):
-    from shared.cli.follow import Expectation, follow
+    from ftops_cli.follow import Expectation, follow
     deps = make_deps()
     drop(deps, "bot.jsonl", SAMPLE.read_bytes())
     run_id = handle_blob_created("bot.jsonl", deps)   # accepted: waiting to train, so it can be cancelled

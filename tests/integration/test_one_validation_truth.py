@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.cli import validate as cli
+from ftops_cli import validate as cli
 from shared.intake import handle_blob_created
 
 pytestmark = pytest.mark.integration

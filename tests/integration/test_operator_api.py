@@ -64,7 +64,7 @@ def token(stack: Any, user: str = OPERATOR.username, **overrides: Any) -> str:
 
 def signed_in(stack: Any, user: str = OPERATOR.username) -> str:
     """A token as a user gets it: the identity provider's token endpoint (what `ftops approve` uses)."""
-    from shared.cli.operator_client import local_client
+    from ftops_cli.operator_client import local_client
     client = local_client(stack.api_url, stack.env, user)
     return str(client.credential.get_token(client.scope).token)
 
@@ -190,7 +190,7 @@ def test_deployments_are_listed_with_their_cost_to_readers_only(stack: Any) -> N
 
 
 def dead_letters(stack: Any, queue: str) -> list[dict[str, Any]]:
-    from shared.cli.demo import dead_letters as all_letters
+    from ftops_cli.demo import dead_letters as all_letters
     return [m for m in all_letters(stack.env["AzureWebJobsStorage"]) if m["queue"] == queue]
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from ftops_cli.status import collect, render_table
 from shared.bus import decode_local
-from shared.cli.status import collect, render_table
 from shared.commands import handle_command
 from shared.deployment import handle_deploy
 from shared.evaluation import handle_evaluate
@@ -25,7 +25,7 @@ OWNER = "6f1c2d3e-0000-4000-8000-0000000000b2"      # the emulator's demo data s
 
 
 def operator_token(deps, username: str = "demo-operator@contoso.example") -> str:
-    from shared.cli.operator_client import LOCAL_DEMO_PASSWORD
+    from ftops_cli.operator_client import LOCAL_DEMO_PASSWORD
     from shared.identity import LocalUserCredential
     s = deps.settings
     credential = LocalUserCredential(s.operator_authority, s.operator_tenant_id, username, LOCAL_DEMO_PASSWORD,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.cli.errors import UsageError, explain
+from ftops_cli.errors import UsageError, explain
 from shared.config import ConfigError
 from shared.registry import RunNotFound
 
@@ -25,7 +25,7 @@ def ftops(*argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]
     base = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"),
             # a demo running on this machine must not become these commands' target
             "FTOPS_LOCAL_STATE": str(ROOT / ".no-such-local-stack.json")}
-    proc = subprocess.run([sys.executable, "-m", "shared.cli", *argv], cwd=ROOT, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "ftops_cli", *argv], cwd=ROOT, capture_output=True, text=True,
                           env={**base, **(env or {})}, timeout=120, check=False)
     return proc.returncode, proc.stdout, proc.stderr
 

@@ -6,7 +6,7 @@ import argparse
 import re
 from pathlib import Path
 
-from shared.cli import demo, operate, report, status, validate
+from ftops_cli import demo, operate, report, status, validate
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.cli.target import NoTarget, read_state, resolve, write_state
+from ftops_cli.target import NoTarget, read_state, resolve, write_state
 
 AZD_VALUES = '''AZURE_ENV_NAME="ftops-prod"
 AZURE_FUNCTION_APP_NAME="func-ftops-abc123"

@@ -2,9 +2,9 @@
 answer (a verdict on the data) from a failure."""
 from __future__ import annotations
 
-from shared.cli.demo import render, unexpected_failures
-from shared.cli.status import render_table
-from shared.cli.views import run_view
+from ftops_cli.demo import render, unexpected_failures
+from ftops_cli.status import render_table
+from ftops_cli.views import run_view
 from shared.registry import RunRecord
 
 ENVS = ["dev", "test", "prod"]
@@ -63,7 +63,7 @@ def test_status_columns_fit_their_values() -> None:
 
 
 def test_demo_datasets_says_what_it_skips(tmp_path, capsys) -> None:
-    from shared.cli.demo import _plan_drops
+    from ftops_cli.demo import _plan_drops
     (tmp_path / "a.jsonl").write_text("{}\n")
     (tmp_path / "notes.csv").write_text("a,b\n")
     (tmp_path / "run-folder").mkdir()
@@ -98,7 +98,7 @@ class _StatusDeps:
 
 
 def test_status_totals_hosting_by_run_state_and_lists_dead_letters() -> None:
-    from shared.cli.status import collect, render_run
+    from ftops_cli.status import collect, render_run
     from shared.registry import DeploymentRecord
 
     def slot(run_id: str, env: str, account: str) -> DeploymentRecord:

@@ -53,7 +53,7 @@ def test_ftops_validate_says_what_intake_says_about_where_a_run_may_go(tmp_path)
     import io
     from pathlib import Path
 
-    from shared.cli import validate as cli
+    from ftops_cli import validate as cli
     sample = Path(__file__).resolve().parents[2] / "samples" / "support-bot.jsonl"
     folder = tmp_path / "skip"
     folder.mkdir()

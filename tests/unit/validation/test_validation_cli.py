@@ -7,7 +7,7 @@ from pathlib import Path
 
 from vhelpers import chat, dpo, jsonl, padded
 
-from shared.cli import validate as cli
+from ftops_cli import validate as cli
 
 
 def run(*argv: str) -> tuple[int, str, str]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.config import ConfigError
+from shared.identity import scope_for
 
 DEMO_OPERATOR = "demo-operator@contoso.example"
 LOCAL_DEMO_PASSWORD = "local-demo-only"   # the emulator's demo users only; never valid against Entra ID
@@ -78,12 +79,6 @@ def local_client(api_url: str, env: Mapping[str, str], username: str = DEMO_OPER
                                      env.get("FTOPS_OPERATOR_PASSWORD", LOCAL_DEMO_PASSWORD),
                                      ca_bundle=env.get("FTOPS_CA_BUNDLE") or None)
     return OperatorClient(api_url, credential, scope_for(env["OPERATOR_API_AUDIENCE"]))
-
-
-def scope_for(audience: str) -> str:
-    """The `.default` scope of the API named by its client id or App ID URI (the first, if several)."""
-    first = audience.split(",")[0].strip()
-    return f"{first if '://' in first else f'api://{first}'}/.default"
 
 
 def client_from_env(env: Mapping[str, str] | None = None) -> OperatorClient:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.cli.errors import UsageError
+from ftops_cli.errors import UsageError
 
 STORAGE_KEYS = ("DatasetStorage", "DatasetStorage__blobServiceUri")
 NO_TARGET = ("no ftops to talk to: run `ftops demo --keep-running` for the local stack, or point at a deployed "

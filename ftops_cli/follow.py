@@ -10,15 +10,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ftops_cli.errors import UsageError
 from shared import states
-from shared.cli.errors import UsageError
 from shared.handling import PERMANENT
 from shared.hub_api import surface
 from shared.messages import CloudEvent
 
-BUS_COMMANDS = ("train", "cancel", "pause", "resume", "retrain")
+if TYPE_CHECKING:
+    from shared.bootstrap import Deps
 
 
 @dataclass
@@ -31,7 +32,7 @@ class Expectation:
     notes: list[str] = field(default_factory=list)
 
 
-def precheck(deps: Any, event: CloudEvent) -> Expectation:
+def precheck(deps: Deps, event: CloudEvent) -> Expectation:
     """Refuse (UsageError, exit 2) a command that cannot succeed; otherwise what to wait for."""
     from shared import command_checks as checks
     from shared.commands import COMMANDS_PARTITION
@@ -58,7 +59,7 @@ def precheck(deps: Any, event: CloudEvent) -> Expectation:
                        seen_commands_audit=len(deps.registry.audit_trail(COMMANDS_PARTITION)))
 
 
-def outcome(deps: Any, event: CloudEvent, expect: Expectation) -> tuple[int, str] | None:
+def outcome(deps: Deps, event: CloudEvent, expect: Expectation) -> tuple[int, str] | None:
     """(exit code, what happened) once the command has an outcome; None while it has none yet."""
     from shared.commands import COMMANDS_PARTITION
     registry = deps.registry
@@ -88,13 +89,13 @@ def outcome(deps: Any, event: CloudEvent, expect: Expectation) -> tuple[int, str
 
 
 def _run_outcome(run: Any) -> tuple[int, str]:
-    from shared.cli.views import reason, reports
+    from ftops_cli.views import reason, reports
     if run.state == states.REJECTED:
         return 1, f"run {run.run_id} rejected: {reason(run)}; report: {', '.join(reports(run))}"
     return 0, f"run {run.run_id} {run.state}"
 
 
-def follow(deps: Any, event: CloudEvent, expect: Expectation, *, timeout: float,
+def follow(deps: Deps, event: CloudEvent, expect: Expectation, *, timeout: float,
            sleep: Callable[[float], None] = time.sleep, poll_seconds: float = 1.0) -> tuple[int, str]:
     deadline = time.monotonic() + timeout
     while True:

@@ -7,9 +7,12 @@ from __future__ import annotations
 import argparse
 import webbrowser
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shared.cli.errors import UsageError
+from ftops_cli.errors import UsageError
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Deps
 
 MAX_REPORT_BYTES = 64 * 1024 * 1024
 
@@ -24,7 +27,7 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def fetch(deps: Any, run_id: str, out: Path) -> list[Path]:
+def fetch(deps: Deps, run_id: str, out: Path) -> list[Path]:
     """Every report of the run (`reports/<run_id>/*.json|html`) written under out/<run_id>/; [] if none."""
     if not run_id or "/" in run_id or run_id in (".", ".."):
         raise UsageError(f"{run_id!r} is not a run id")
@@ -42,9 +45,9 @@ def fetch(deps: Any, run_id: str, out: Path) -> list[Path]:
     return sorted(written)
 
 
-def run(args: argparse.Namespace, deps: Any = None) -> int:
+def run(args: argparse.Namespace, deps: Deps | None = None) -> int:
     if deps is None:
-        from shared.cli.target import deps as target_deps
+        from ftops_cli.target import deps as target_deps
         deps = target_deps(args)
     written = fetch(deps, args.run_id, args.out)
     if not written:

@@ -8,7 +8,7 @@ import traceback
 
 
 def main(argv: list[str] | None = None) -> int:
-    from shared.cli import demo, operate, report, status, validate
+    from ftops_cli import demo, operate, report, status, validate
     parser = argparse.ArgumentParser(prog="ftops", description="Fine-tuning operations for Azure OpenAI.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
     parser.add_argument("--env-file", metavar="FILE", default=None,
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - every failure is one line that says why (traceback with -v)
-        from shared.cli.errors import explain
+        from ftops_cli.errors import explain
         line, code = explain(exc)
         print(f"ftops {args.command}: {line}", file=sys.stderr)
         if args.verbose:

@@ -9,10 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shared.cli.views import run_view, table
+from ftops_cli.views import run_view, table
 from shared.costs import daily_hosting_cost, prices_from_settings
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Deps
 
 WHY_WIDTH = 100   # the overview's reason column; `status RUN_ID` shows it whole
 
@@ -29,7 +32,7 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def collect(deps: Any, run_id: str | None = None) -> dict[str, Any]:
+def collect(deps: Deps, run_id: str | None = None) -> dict[str, Any]:
     registry = deps.registry
     runs = [registry.require_run(run_id)] if run_id else registry.list_runs()
     deployments = registry.list_deployments(run_id=run_id)
@@ -48,7 +51,7 @@ def collect(deps: Any, run_id: str | None = None) -> dict[str, Any]:
     return view
 
 
-def _dead_letters(deps: Any, run_id: str | None) -> list[dict[str, Any]]:
+def _dead_letters(deps: Deps, run_id: str | None) -> list[dict[str, Any]]:
     """Dead-lettered messages (every queue ftops reads), the run's only when one is named."""
     s = deps.settings
     letters = []
@@ -60,7 +63,7 @@ def _dead_letters(deps: Any, run_id: str | None) -> list[dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shared.cli.target import deps as target_deps
+    from ftops_cli.target import deps as target_deps
     deps = target_deps(args)
     if getattr(args, "stuck", False):
         from shared import doctor

@@ -22,14 +22,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shared.cli.errors import UsageError
-from shared.cli.target import remove_state, state_path, write_state
-from shared.cli.views import run_view, table  # the one run shape, shared with `ftops status`
+from ftops_cli.errors import UsageError
+from ftops_cli.target import remove_state, state_path, write_state
+from ftops_cli.views import run_view, table  # the one run shape, shared with `ftops status`
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Deps
 
 log = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "samples" / "support-bot.jsonl"
 DEMO_APPROVER = "demo-operator@contoso.example"   # a demo user of the emulator's identity provider (Approver.prod)
 DEMO_OWNER = "demo-scientist@contoso.example"     # owns the sample run: four eyes keep them from approving it
@@ -130,9 +133,9 @@ def _print_result(result: dict[str, Any], *, as_json: bool) -> None:
     print(json.dumps(result, default=str) if as_json else render(result), flush=True)
 
 
-def keep_reports(deps: Any, result: dict[str, Any], folder: Path) -> None:
+def keep_reports(deps: Deps, result: dict[str, Any], folder: Path) -> None:
     """Every run's reports copied from the (in-memory) storage to disk before the stack goes, and where."""
-    from shared.cli.report import fetch
+    from ftops_cli.report import fetch
     for r in result["runs"]:
         written = fetch(deps, r["run_id"], folder)
         r["reports_on_disk"] = [str(p) for p in written]
@@ -198,7 +201,7 @@ def _sample_run_json() -> Path:
     return path
 
 
-def drop_datasets(deps: Any, drops: list[tuple[str, list[tuple[str, Path]]]]) -> set[str]:
+def drop_datasets(deps: Deps, drops: list[tuple[str, list[tuple[str, Path]]]]) -> set[str]:
     """Upload every drop; returns the `source` each run will carry (container/start blob)."""
     container = deps.blobs.get_container_client(deps.settings.datasets_container)
     for start, files in drops:
@@ -210,7 +213,7 @@ def drop_datasets(deps: Any, drops: list[tuple[str, list[tuple[str, Path]]]]) ->
 
 
 # --- waiting --------------------------------------------------------------------------------------------
-def wait_until_done(stack: Any, deps: Any, sources: set[str], *, deadline: float, approve_here: bool = True) -> bool:
+def wait_until_done(stack: Any, deps: Deps, sources: set[str], *, deadline: float, approve_here: bool = True) -> bool:
     """Follow the runs (printing each transition), approve what waits for approval; True once every run
     is terminal and every live deployment of a deployed run has been pinged. Without `approve_here`, a run
     waiting for approval counts as settled: a person approves it in the console."""
@@ -247,7 +250,7 @@ def approve(stack: Any, run_id: str, environment: str) -> bool:
     """What an operator does with `ftops approve`: signed in (here: the emulator's identity provider), the
     operator API approves the model the run holds now. A refusal (e.g. four eyes) is shown and the run is
     rejected, so it ends; False when the API could not answer now (try again)."""
-    from shared.cli.operator_client import ApiError, local_client
+    from ftops_cli.operator_client import ApiError, local_client
     client = local_client(stack.api_url, stack.env, DEMO_APPROVER)
     try:
         answer = client.approve(run_id, environment, ticket=DEMO_TICKET, comment="approved by ftops demo")
@@ -268,7 +271,7 @@ def approve(stack: Any, run_id: str, environment: str) -> bool:
 class _Progress:
     """Prints each run's transitions from its audit trail (none is missed between two looks) and pings."""
 
-    def __init__(self, deps: Any) -> None:
+    def __init__(self, deps: Deps) -> None:
         self._deps = deps
         self._printed: dict[str, int] = {}
         self._done: set[str] = set()
@@ -296,7 +299,7 @@ class _Progress:
 
 
 # --- the result -----------------------------------------------------------------------------------------
-def collect(stack: Any, deps: Any) -> dict[str, Any]:
+def collect(stack: Any, deps: Deps) -> dict[str, Any]:
     runs = deps.registry.list_runs()
     order = [e["name"] for e in deps.settings.load_spokes_json().get("environments", [])]
     # in promotion order (dev, test, prod), not the registry's alphabetical one

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from shared.cli.errors import UsageError
+from ftops_cli.errors import UsageError
 from shared.drop_check import DropFiles, check_drop
 from shared.hub_api import DEFAULT as DEFAULT_HUB_API
 from shared.hub_api import HubSurface, UnsupportedOnSurface, surface

@@ -1,0 +1,149 @@
+"""Every row of the command table is a whole command: the commands queue parses its message, the router
+reaches its handler (or refuses an operator action with the reason), the `ftops` CLI offers it with help
+and builds exactly its message or API call, the operator API serves its route, and docs/CONTRACTS.md lists
+it. The tests run per row, so a new row is held to all of this without a new test."""
+from __future__ import annotations
+
+import argparse
+import ast
+import inspect
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakes import make_deps
+
+from ftops_cli import operate
+from shared import operator_api
+from shared.command_table import BY_NAME, COMMANDS, Command, markdown
+from shared.commands import OperatorActionNotAccepted, handle_command
+from shared.messages import envelope, parse_message, payload_type
+
+ROOT = Path(__file__).resolve().parents[2]
+ROWS = [pytest.param(row, id=row.name) for row in COMMANDS]
+BUS = [pytest.param(row, id=row.name) for row in COMMANDS if row.via == "bus"]
+API = [pytest.param(row, id=row.name) for row in COMMANDS if row.via == "api"]
+
+
+def cli() -> dict[str, argparse.ArgumentParser]:
+    parser = argparse.ArgumentParser(prog="ftops")
+    sub = parser.add_subparsers(dest="command")
+    operate.add_parser(sub)
+    return dict(sub.choices)
+
+
+def sample_argv(row: Command) -> tuple[list[str], dict[str, Any]]:
+    """Command-line words for every argument of the row, and the payload fields they should give."""
+    argv, expected = [row.name], {}
+    for n, arg in enumerate(row.args):
+        value: Any = {"n_epochs": n + 2} if arg.json_object else f"value-{n}"
+        text = json.dumps(value) if arg.json_object else value
+        argv += [text] if arg.positional else [arg.flag, text]
+        expected[arg.payload_field] = value
+    return argv, expected
+
+
+@pytest.mark.parametrize("row", ROWS)
+def test_the_queue_parses_the_rows_message(row: Command) -> None:
+    assert payload_type(row.type) is row.payload
+    fields = set(row.payload.model_fields)
+    assert {arg.payload_field for arg in row.args} <= fields, "every CLI argument fills a field of the message"
+
+
+@pytest.mark.parametrize("row", ROWS)
+def test_the_cli_offers_the_row_with_help(row: Command) -> None:
+    parser = cli()[row.name]
+    assert parser.description and parser.description.startswith(row.help)
+    helped = {a.dest: a.help for a in parser._actions if not isinstance(a, argparse._HelpAction)}
+    assert all(helped.get(arg.dest) == arg.help for arg in row.args)
+
+
+@pytest.mark.parametrize("row", BUS)
+def test_the_cli_sends_exactly_the_rows_message(row: Command) -> None:
+    argv, expected = sample_argv(row)
+    args = argparse.ArgumentParser(prog="ftops")
+    sub = args.add_subparsers(dest="command")
+    operate.add_parser(sub)
+    parsed = args.parse_args([*argv, "--by", "ci@contoso"])
+    event, data = parse_message(operate.build(parsed).to_json())
+    assert event.type == row.type and type(data) is row.payload
+    assert data.model_dump(include=set(expected)) == expected and data.requested_by == "ci@contoso"
+
+
+@pytest.mark.parametrize("row", BUS)
+def test_the_router_reaches_the_rows_handler(row: Command) -> None:
+    handler = row.resolve()
+    params = list(inspect.signature(handler).parameters.values())
+    assert [p.name for p in params] == ["command", "deps", "message_id"]
+    assert params[0].annotation == row.payload.__name__, "the handler takes the row's message"
+
+
+@pytest.mark.parametrize("row", API)
+def test_an_operator_action_on_the_queue_is_refused_and_recorded(row: Command) -> None:
+    command = row.payload(**{name: f"{name}-1" for name, f in row.payload.model_fields.items() if f.is_required()})
+    deps = make_deps()
+    with pytest.raises(OperatorActionNotAccepted, match=f"`ftops {row.name}`"):
+        handle_command(envelope(command, type_=row.type), command, deps)
+    [audit] = deps.registry.audits
+    assert audit["action"] == f"{row.name}.refused" and audit["actor"].startswith("unverified: ")
+    assert [e.data["command"] for _, e in deps.publisher.sent] == [row.name]
+
+
+def operator_routes() -> dict[str, tuple[str, list[str]]]:
+    """action → (route, methods), read from the HTTP triggers in functions/operator.py."""
+    routes = {}
+    for fn in ast.parse((ROOT / "functions" / "operator.py").read_text()).body:
+        if not isinstance(fn, ast.FunctionDef) or not fn.decorator_list:
+            continue
+        kw = {k.arg: ast.literal_eval(k.value) for d in fn.decorator_list if isinstance(d, ast.Call)
+              for k in d.keywords if k.arg in ("route", "methods")}
+        [call] = [n for n in ast.walk(fn) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "_answer"]
+        routes[ast.literal_eval(call.args[0])] = (kw["route"], kw["methods"])
+    return routes
+
+
+@pytest.mark.parametrize("row", [pytest.param(r, id=r.name) for r in COMMANDS if r.route])
+def test_the_operator_api_serves_the_rows_route(row: Command) -> None:
+    assert operator_routes()[row.name] == (row.route, ["POST"])
+    assert row.name in operator_api.ACTIONS
+    if row.via == "api":
+        assert operator_api.ACTIONS[row.name] is row.resolve()
+
+
+class _Api:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, Any]] = []
+
+    def call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        self.calls.append((method, path, body))
+        return {"candidate": {"model": "m", "dataset_hash": "d", "evaluation_report_hash": "e"}}
+
+    def approve(self, run_id: str, environment: str, **kw: Any) -> dict[str, Any]:
+        self.calls.append(("POST", f"runs/{run_id}/approve", {"environment": environment, **kw}))
+        return {"approved": {"model": "m", "run_id": run_id, "environment": environment, "approver_name": "n",
+                             "approver_oid": "o", "ticket": kw["ticket"]}}
+
+
+@pytest.mark.parametrize("row", API)
+def test_the_cli_calls_the_rows_route_with_the_rest_as_body(row: Command, capsys: pytest.CaptureFixture[str]) -> None:
+    argv, expected = sample_argv(row)
+    parser = argparse.ArgumentParser(prog="ftops")
+    operate.add_parser(parser.add_subparsers(dest="command"))
+    api = _Api()
+    assert operate.run_api(parser.parse_args(argv), api) == 0
+    method, path, body = api.calls[-1]
+    assert method == "POST" and path == row.route.format(**expected)
+    assert body == {k: v for k, v in expected.items() if f"{{{k}}}" not in row.route}
+    assert capsys.readouterr().out.strip()
+
+
+@pytest.mark.parametrize("row", ROWS)
+def test_docs_contracts_lists_the_row(row: Command) -> None:
+    contracts = (ROOT / "docs" / "CONTRACTS.md").read_text()
+    line = next(line for line in markdown().splitlines() if line.startswith(f"| `{row.name}` |"))
+    assert line in contracts, f"docs/CONTRACTS.md's command table is stale; it should read:\n{markdown()}"
+
+
+def test_names_and_types_are_unique() -> None:
+    assert len(BY_NAME) == len(COMMANDS) == len({c.type for c in COMMANDS})
