@@ -1,20 +1,37 @@
-"""HTTP triggers: the operator API (approve, reject, rollback, retire; runs and one run). The app verifies
-the caller's Entra ID token itself (shared.access), so the functions are anonymous at the host: a function
-key would be a shared secret that names nobody. Routes under the host's prefix (`/api`)."""
+"""HTTP triggers: the operator API (runs, one run, deployments; the commands approve, reject, retrain,
+retire, rollback). The app verifies the caller's Entra ID token itself (shared.access), so the functions are
+anonymous at the host: a function key would be a shared secret that names nobody. Routes under the host's
+prefix (`/api`).
+
+The commands come from the command table: one trigger per route shape (`runs/{run_id}/{action}`,
+`environments/{environment}/{action}`), the command's name bound from the route (route parameters:
+https://learn.microsoft.com/azure/azure-functions/functions-bindings-http-webhook-trigger#customize-the-http-endpoint).
+No two routes here can match the same path, so nothing depends on which of two matching routes the host
+prefers (it does not promise a literal segment wins over a parameter: azure-functions-host issue 3153)."""
 import azure.functions as func
 
 from shared.bootstrap import get_deps
-from shared.operator_api import handle
+from shared.command_table import COMMAND_ROUTES
+from shared.operator_api import ApiResponse, handle, handle_command
 
 bp = func.Blueprint()
 ANONYMOUS = func.AuthLevel.ANONYMOUS
+RUN_COMMAND, ENVIRONMENT_COMMAND = COMMAND_ROUTES
+
+
+def _respond(answer: ApiResponse) -> func.HttpResponse:
+    headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'} if answer.status == 401 else None
+    return func.HttpResponse(answer.json(), status_code=answer.status, mimetype="application/json", headers=headers)
 
 
 def _answer(action: str, req: func.HttpRequest) -> func.HttpResponse:
-    answer = handle(action, authorization=req.headers.get("Authorization"), params=dict(req.route_params),
-                    body=req.get_body() or b"", deps=get_deps())
-    headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'} if answer.status == 401 else None
-    return func.HttpResponse(answer.json(), status_code=answer.status, mimetype="application/json", headers=headers)
+    return _respond(handle(action, authorization=req.headers.get("Authorization"), params=dict(req.route_params),
+                           body=req.get_body() or b"", deps=get_deps()))
+
+
+def _command(route: str, req: func.HttpRequest) -> func.HttpResponse:
+    return _respond(handle_command(route, authorization=req.headers.get("Authorization"),
+                                   params=dict(req.route_params), body=req.get_body() or b"", deps=get_deps()))
 
 
 @bp.route(route="runs", methods=["GET"], auth_level=ANONYMOUS)
@@ -32,26 +49,11 @@ def operator_list_deployments(req: func.HttpRequest) -> func.HttpResponse:
     return _answer("list_deployments", req)
 
 
-@bp.route(route="runs/{run_id}/approve", methods=["POST"], auth_level=ANONYMOUS)
-def operator_approve(req: func.HttpRequest) -> func.HttpResponse:
-    return _answer("approve", req)
+@bp.route(route=RUN_COMMAND, methods=["POST"], auth_level=ANONYMOUS)
+def operator_run_command(req: func.HttpRequest) -> func.HttpResponse:
+    return _command(RUN_COMMAND, req)
 
 
-@bp.route(route="runs/{run_id}/reject", methods=["POST"], auth_level=ANONYMOUS)
-def operator_reject(req: func.HttpRequest) -> func.HttpResponse:
-    return _answer("reject", req)
-
-
-@bp.route(route="runs/{run_id}/retrain", methods=["POST"], auth_level=ANONYMOUS)
-def operator_retrain(req: func.HttpRequest) -> func.HttpResponse:
-    return _answer("retrain", req)
-
-
-@bp.route(route="runs/{run_id}/retire", methods=["POST"], auth_level=ANONYMOUS)
-def operator_retire(req: func.HttpRequest) -> func.HttpResponse:
-    return _answer("retire", req)
-
-
-@bp.route(route="environments/{environment}/rollback", methods=["POST"], auth_level=ANONYMOUS)
-def operator_rollback(req: func.HttpRequest) -> func.HttpResponse:
-    return _answer("rollback", req)
+@bp.route(route=ENVIRONMENT_COMMAND, methods=["POST"], auth_level=ANONYMOUS)
+def operator_environment_command(req: func.HttpRequest) -> func.HttpResponse:
+    return _command(ENVIRONMENT_COMMAND, req)

@@ -4,7 +4,8 @@ that runs it, and how the `ftops` CLI asks for it.
 
 Derived from the rows: the command types the commands queue parses (shared.messages), the commands
 function's router and its refusal of operator actions (shared.commands), the CLI's operator subcommands
-(ftops_cli.operate). tests/unit/test_command_table.py holds every row to the operator API's routes and to
+(ftops_cli.operate), and the operator API's commands (`shared.operator_api.ACTIONS`, served under the routes
+in COMMAND_ROUTES by functions/operator.py). tests/unit/test_command_table.py holds every row to the operator API's routes and to
 docs/CONTRACTS.md. A new command is a row, its handler, and its line in the docs.
 """
 from __future__ import annotations
@@ -60,7 +61,8 @@ class Command:
     via: Literal["bus", "api"]   # the commands queue takes it, or only the operator API does
     handler: str            # "module:function". bus: (command, deps, message_id); api: the operator API action
     who: str                # who may: the right that is checked
-    route: str | None = None     # POST /api/<route> when the operator API offers it
+    route: str | None = None     # POST /api/<route> when the operator API offers it (a COMMAND_ROUTES shape)
+    api_handler: str | None = None   # the operator API's action for `route` when `handler` is the queue's
 
     @property
     def type(self) -> str:
@@ -68,8 +70,18 @@ class Command:
 
     def resolve(self) -> Callable[..., Any]:
         """The handler; imported when used, since the handlers' modules import the messages this table names."""
-        module, _, function = self.handler.partition(":")
-        return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
+        return _load(self.handler)
+
+    def api_action(self) -> Callable[..., Any]:
+        """What the operator API runs for `route`: `api_handler`, else an `api` row's own handler."""
+        if self.route is None:
+            raise ValueError(f"command {self.name!r} has no operator API route")
+        return _load(self.api_handler) if self.api_handler else self.resolve()
+
+
+def _load(handler: str) -> Callable[..., Any]:
+    module, _, function = handler.partition(":")
+    return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
 
 
 RUN = Arg("run_id", "the run (ftops status lists them)")
@@ -88,7 +100,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("retrain", RetrainCommand, "train again on the same data with new settings",
             (RUN, Arg("--settings", "settings to change, as JSON (as in run.json)", json_object=True, default="{}")),
             "bus", "shared.commands:retrain", f"{QUEUE_SENDER}; on the API, app role `Operator`",
-            route="runs/{run_id}/retrain"),
+            route="runs/{run_id}/retrain", api_handler="shared.operator_api:retrain"),
     Command("approve", ApproveCommand, "approve the model a run holds now into an environment",
             (Arg("run_id", "the run awaiting approval"),
              Arg("--env", "the environment that waits for approval (e.g. prod)", field="environment", required=True),
@@ -114,6 +126,17 @@ COMMANDS: tuple[Command, ...] = (
 )
 BY_NAME = {c.name: c for c in COMMANDS}
 BY_TYPE = {c.type: c for c in COMMANDS}
+BY_ROUTE = {c.route: c for c in COMMANDS if c.route}
+
+# The shapes of the commands' routes: one HTTP trigger each (functions/operator.py), the command's name its
+# last segment. A row whose route has another shape needs a shape here (tests/unit/test_command_table.py).
+COMMAND_ROUTES = ("runs/{run_id}/{action}", "environments/{environment}/{action}")
+
+
+def for_route(shape: str, action: str) -> Command | None:
+    """The row a POST to `shape` with this `{action}` names, or None. Case-insensitive, as literal route
+    segments were matched (ASP.NET Core routing under the Functions host; the dev host)."""
+    return BY_ROUTE.get(shape.replace("{action}", action.lower()))
 
 
 def markdown() -> str:

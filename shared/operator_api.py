@@ -2,7 +2,8 @@
 started a model is known for four eyes) and reads (runs, one run with its audit trail and report links),
 each for a caller whose Entra ID token the app verified.
 
-Framework-free: `functions/operator.py` adapts HTTP triggers to `handle(action, …)`. Every refusal (401,
+Framework-free: `functions/operator.py` adapts HTTP triggers to `handle(action, …)` (the reads) and
+`handle_command(route, …)` (the commands, whose routes and actions come from shared.command_table). Every refusal (401,
 403, 409) is written to the audit trail with who tried (verified, or what an unverifiable token claimed)
 before the answer goes out, and nothing else changes. Routes and roles: docs/operator-api.md.
 """
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared import actors, approvals, rollback, training
+from shared import actors, approvals, command_table, rollback, training
 from shared.access import OPERATOR_ROLE, AccessDenied, Caller, TokenVerifier, require_any
 from shared.arm_deployments import DeploymentError, NotManagedByFtops
 from shared.config import ConfigError
@@ -126,6 +127,22 @@ def handle(action: str, *, authorization: str | None, params: dict[str, str], bo
         return _error(503, f"the operator API is not configured: {exc}")
 
 
+def handle_command(route: str, *, authorization: str | None, params: dict[str, str], body: bytes, deps: Deps,
+                   verifier: TokenVerifier | None = None) -> ApiResponse:
+    """A POST to one of the commands' routes (command_table.COMMAND_ROUTES): the row whose route it names
+    runs, as `handle` runs any action. An action no row offers is a 404, as a route no function serves was,
+    answered before the token is read: it names no run and changes nothing, so nothing is audited."""
+    params = dict(params)
+    action = params.pop("action", "")
+    row = command_table.for_route(route, action)
+    if row is None:
+        offered = sorted(r.route.rsplit("/", 1)[1] for r in command_table.COMMANDS
+                         if r.route and r.route.startswith(route.removesuffix("{action}")))
+        return _error(404, f"no operator command {action[:40]!r} at POST {route}; "
+                           f"the commands there: {', '.join(offered)}")
+    return handle(row.name, authorization=authorization, params=params, body=body, deps=deps, verifier=verifier)
+
+
 # --- actions -----------------------------------------------------------------------------------------
 def list_runs(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> ApiResponse:
     _require_read(caller)
@@ -214,10 +231,12 @@ def retire_run(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) 
     return ApiResponse(200, {"retired": params["run_id"]})
 
 
-ACTIONS: dict[str, Callable[[Caller, dict[str, str], bytes, Any], ApiResponse]] = {
-    "list_runs": list_runs, "get_run": get_run, "list_deployments": list_deployments, "approve": approve, "reject": reject,
-    "rollback": rollback_environment, "retire": retire_run, "retrain": retrain,
-}
+Action = Callable[[Caller, dict[str, str], bytes, Any], ApiResponse]
+READS: dict[str, Action] = {"list_runs": list_runs, "get_run": get_run, "list_deployments": list_deployments}
+# The commands: every command-table row with a route, so a new command is its row and its action, no line
+# here. Resolved now, at the end of this module: the rows name actions defined above (this module is already
+# in sys.modules, so the table's import of it returns it).
+ACTIONS: dict[str, Action] = {**READS, **{row.name: row.api_action() for row in command_table.COMMANDS if row.route}}
 
 
 # --- helpers -----------------------------------------------------------------------------------------

@@ -5,9 +5,9 @@ it. The tests run per row, so a new row is held to all of this without a new tes
 from __future__ import annotations
 
 import argparse
-import ast
 import inspect
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +15,10 @@ import pytest
 from fakes import make_deps
 
 from ftops_cli import operate
+from local.devhost.triggers import route_pattern
 from shared import operator_api
-from shared.command_table import BY_NAME, COMMANDS, Command, markdown
+from shared.access import AccessDenied
+from shared.command_table import BY_NAME, COMMAND_ROUTES, COMMANDS, Command, for_route, markdown
 from shared.commands import OperatorActionNotAccepted, handle_command
 from shared.messages import envelope, parse_message, payload_type
 
@@ -90,25 +92,75 @@ def test_an_operator_action_on_the_queue_is_refused_and_recorded(row: Command) -
     assert [e.data["command"] for _, e in deps.publisher.sent] == [row.name]
 
 
-def operator_routes() -> dict[str, tuple[str, list[str]]]:
-    """action → (route, methods), read from the HTTP triggers in functions/operator.py."""
-    routes = {}
-    for fn in ast.parse((ROOT / "functions" / "operator.py").read_text()).body:
-        if not isinstance(fn, ast.FunctionDef) or not fn.decorator_list:
-            continue
-        kw = {k.arg: ast.literal_eval(k.value) for d in fn.decorator_list if isinstance(d, ast.Call)
-              for k in d.keywords if k.arg in ("route", "methods")}
-        [call] = [n for n in ast.walk(fn) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "_answer"]
-        routes[ast.literal_eval(call.args[0])] = (kw["route"], kw["methods"])
-    return routes
+def app_routes() -> list[tuple[str, tuple[str, ...]]]:
+    """(route, methods) of every HTTP trigger the app registers, as the Functions host indexes them."""
+    from function_app import app
+    app.functions_bindings = None   # the worker indexes once per process; other tests may have indexed already
+    triggers = [json.loads(fn.get_function_json())["bindings"][0] for fn in app.get_functions()]
+    return [(t["route"], tuple(m.upper() for m in t["methods"])) for t in triggers if t["type"] == "httpTrigger"]
+
+
+def concrete(route: str, **values: str) -> str:
+    return re.sub(r"{(\w+)}", lambda m: values.get(m.group(1), f"{m.group(1)}-1"), route)
 
 
 @pytest.mark.parametrize("row", [pytest.param(r, id=r.name) for r in COMMANDS if r.route])
 def test_the_operator_api_serves_the_rows_route(row: Command) -> None:
-    assert operator_routes()[row.name] == (row.route, ["POST"])
-    assert row.name in operator_api.ACTIONS
+    path = concrete(row.route)
+    served = [(route, m) for route, methods in app_routes() if "POST" in methods
+              if (m := route_pattern(route).match(path))]
+    [(route, match)] = served   # one trigger takes the POST, whatever order the host tries routes in
+    assert route in COMMAND_ROUTES and for_route(route, match["action"]) is row
+    assert operator_api.ACTIONS[row.name] is row.api_action()
     if row.via == "api":
-        assert operator_api.ACTIONS[row.name] is row.resolve()
+        assert row.api_action() is row.resolve()
+
+
+class _Refuses:
+    """A token verifier that finds the token invalid (it claims an oid, unverified)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def verify(self, authorization: str | None) -> Any:
+        self.calls += 1
+        raise AccessDenied(401, "signature does not verify", claims={"oid": "00000000-0000-0000-0000-00000000000a"})
+
+
+@pytest.mark.parametrize("row", [pytest.param(r, id=r.name) for r in COMMANDS if r.route])
+def test_a_post_to_the_rows_route_runs_the_rows_action_with_the_routes_own_parameters(row: Command) -> None:
+    shape = next(s for s in COMMAND_ROUTES if route_pattern(s).match(concrete(row.route)))
+    params = {**route_pattern(row.route).match(concrete(row.route)).groupdict(), "action": row.name.upper()}
+    deps = make_deps()
+    answer = operator_api.handle_command(shape, authorization="Bearer forged", params=params, body=b"{}",
+                                         deps=deps, verifier=_Refuses())
+    assert answer.status == 401
+    # audited by the row's name, with the parameters its own route names (under the run, if it names one)
+    named = {k: v for k, v in params.items() if k != "action"}
+    [audit] = deps.registry.audits
+    assert audit["action"] == f"api.{row.name}.refused" and audit["detail"]["params"] == named
+    assert audit["run_id"] == named.get("run_id", operator_api.OPERATOR_PARTITION)
+
+
+@pytest.mark.parametrize("shape", COMMAND_ROUTES)
+@pytest.mark.parametrize("action", ["launch", "get_run", "list_runs"])
+def test_an_action_no_row_offers_is_404_in_the_apis_error_shape_before_any_token_check(shape: str, action: str
+                                                                                        ) -> None:
+    deps, verifier = make_deps(), _Refuses()
+    params = {**route_pattern(shape).match(concrete(shape, action=action)).groupdict()}
+    answer = operator_api.handle_command(shape, authorization="Bearer x", params=params, body=b"{}", deps=deps,
+                                         verifier=verifier)
+    assert answer.status == 404 and answer.body["error"]["status"] == 404
+    offered = sorted(r.route.rsplit("/", 1)[1] for r in COMMANDS if r.route and route_pattern(shape).match(r.route))
+    assert offered and all(name in answer.body["error"]["message"] for name in offered)
+    assert verifier.calls == 0 and deps.registry.audits == [] and deps.publisher.sent == []
+
+
+def test_every_rows_route_has_a_shape_that_ends_in_its_name() -> None:
+    for row in COMMANDS:
+        if row.route:
+            assert row.route.rsplit("/", 1)[1] == row.name
+            assert any(route_pattern(s).match(row.route) for s in COMMAND_ROUTES), f"{row.name}: add its shape"
 
 
 class _Api:

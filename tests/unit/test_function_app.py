@@ -26,8 +26,8 @@ def trigger(bindings: dict[str, list[dict]], name: str) -> dict:
 
 def test_every_stage_is_registered(bindings):
     assert set(bindings) == {"intake", "training", "polling", "evaluation", "deployment", "keepalive", "commands",
-                             "operator_list_runs", "operator_get_run", "operator_approve", "operator_reject",
-                             "operator_retire", "operator_rollback", "operator_retrain", "operator_list_deployments",
+                             "operator_list_runs", "operator_get_run", "operator_list_deployments",
+                             "operator_run_command", "operator_environment_command",
                              "console_runs", "console_sign_in", "console_sign_out", "console_deployments",
                              "console_asset", "console_run", "console_report", "console_act", "console_rollback"}
 
@@ -35,10 +35,27 @@ def test_every_stage_is_registered(bindings):
 def test_the_operator_api_is_anonymous_at_the_host_because_the_app_verifies_the_token(bindings):
     routes = {name: trigger(bindings, name) for name in bindings if name.startswith("operator_")}
     assert {(t["route"], tuple(t["methods"])) for t in routes.values()} == {
-        ("runs", ("GET",)), ("runs/{run_id}", ("GET",)), ("deployments", ("GET",)), ("runs/{run_id}/approve", ("POST",)),
-        ("runs/{run_id}/reject", ("POST",)), ("runs/{run_id}/retire", ("POST",)), ("runs/{run_id}/retrain", ("POST",)),
-        ("environments/{environment}/rollback", ("POST",))}
+        ("runs", ("GET",)), ("runs/{run_id}", ("GET",)), ("deployments", ("GET",)),
+        ("runs/{run_id}/{action}", ("POST",)), ("environments/{environment}/{action}", ("POST",))}
     assert all(t["type"] == "httpTrigger" and t["authLevel"] == "ANONYMOUS" for t in routes.values())
+
+
+def _could_match_the_same_path(a: str, b: str) -> bool:
+    """Two route templates (no catch-all) match a common path: as many segments, each pair equal literals
+    (the host compares them ignoring case) or one of them a parameter."""
+    sa, sb = a.strip("/").split("/"), b.strip("/").split("/")
+    return len(sa) == len(sb) and all(x.lower() == y.lower() or "{" in x or "{" in y for x, y in zip(sa, sb))
+
+
+def test_no_two_http_routes_take_the_same_request(bindings):
+    # the host does not promise that a literal segment wins over a parameter (it has tried routes in the
+    # order of function names), so no request may depend on which of two matching routes it picks
+    http = [(name, trigger(bindings, name)) for name in bindings if trigger(bindings, name)["type"] == "httpTrigger"]
+    assert not any("{*" in t["route"] for _, t in http), "a catch-all route would overlap; check it by hand"
+    clashes = [(n1, n2) for i, (n1, t1) in enumerate(http) for n2, t2 in http[i + 1:]
+               if {m.upper() for m in t1["methods"]} & {m.upper() for m in t2["methods"]}
+               and _could_match_the_same_path(t1["route"], t2["route"])]
+    assert clashes == []
 
 
 def test_the_console_is_served_under_its_own_prefix_anonymous_at_the_host(bindings):
