@@ -202,3 +202,12 @@ def wait_for(probe: Any, timeout: float = 60.0) -> Any:
             return found
         time.sleep(0.5)
     pytest.fail("nothing arrived in time")
+
+
+def test_a_command_the_api_does_not_offer_is_404_in_the_apis_error_shape(stack: Any) -> None:
+    run_id = seed_run(stack)
+    for path, offered in ((f"runs/{run_id}/launch", "approve"), ("environments/prod/deploy", "rollback")):
+        status, answer = call(stack, "POST", path, signed_in(stack), {})
+        assert status == 404 and answer["error"]["status"] == 404
+        assert path.rsplit("/", 1)[1] in answer["error"]["message"] and offered in answer["error"]["message"]
+    assert refusals(stack, run_id) == [] and stack.deps().registry.require_run(run_id).state == "awaiting_approval:prod"
