@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from shared.command_table import BY_NAME
 from shared.config import ConfigError
 from shared.identity import scope_for
 
@@ -66,7 +67,8 @@ class OperatorClient:
     def approve(self, run_id: str, environment: str, *, ticket: str, comment: str | None = None) -> dict[str, Any]:
         """Approve what the run holds now, naming it: the model, dataset and evaluation report looked at."""
         candidate = self.run(run_id)["candidate"]
-        return self.call("POST", f"runs/{urllib.parse.quote(run_id)}/approve", {
+        route = BY_NAME["approve"].route or ""
+        return self.call("POST", route.format(run_id=urllib.parse.quote(run_id)), {
             "environment": environment, "ticket": ticket, "comment": comment, "model": candidate["model"],
             "dataset_hash": candidate["dataset_hash"],
             "evaluation_report_hash": candidate["evaluation_report_hash"]})
