@@ -4,9 +4,9 @@ that runs it, and how the `ftops` CLI asks for it.
 
 Derived from the rows: the command types the commands queue parses (shared.messages), the commands
 function's router and its refusal of operator actions (shared.commands), the CLI's operator subcommands
-(ftops_cli.operate), and the operator API's commands (`shared.operator_api.ACTIONS`, served under the routes
-in COMMAND_ROUTES by functions/operator.py). tests/unit/test_command_table.py holds every row to the operator API's routes and to
-docs/CONTRACTS.md. A new command is a row, its handler, and its line in the docs.
+(ftops_cli.operate), the operator API's commands (`shared.operator_api.ACTIONS`, served under the route
+shapes COMMAND_ROUTES by functions/operator.py). tests/unit/test_command_table.py holds every row to the
+operator API's routes and to docs/CONTRACTS.md. A new command is a row, its handler, and its line in the docs.
 """
 from __future__ import annotations
 

@@ -3,8 +3,8 @@ started a model is known for four eyes) and reads (runs, one run with its audit 
 each for a caller whose Entra ID token the app verified.
 
 Framework-free: `functions/operator.py` adapts HTTP triggers to `handle(action, …)` (the reads) and
-`handle_command(route, …)` (the commands, whose routes and actions come from shared.command_table). Every refusal (401,
-403, 409) is written to the audit trail with who tried (verified, or what an unverifiable token claimed)
+`handle_command(route, …)` (the commands, whose routes and actions come from shared.command_table). Every
+refusal (401, 403, 409) is written to the audit trail with who tried (verified, or what an unverifiable token claimed)
 before the answer goes out, and nothing else changes. Routes and roles: docs/operator-api.md.
 """
 from __future__ import annotations
