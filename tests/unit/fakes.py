@@ -45,7 +45,7 @@ class InMemoryClaims:
     def mark_outbox(self, run_id: str, ids: Any = ()) -> None:
         pass
 
-    def clear_outbox(self, run_id: str, sent: Any) -> None:
+    def clear_outbox(self, run_id: str, sent: Any, *, attempts: int = 5) -> None:
         run = getattr(self, "runs", {}).get(run_id)
         if run is not None:
             run.outbox = [m for m in run.outbox if m.get("id") not in sent]
