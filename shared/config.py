@@ -153,6 +153,13 @@ class Settings:
                         table_service_uri=env.get("DatasetStorage__tableServiceUri"), transport=transport,
                         servicebus_namespace=namespace, hub=hub, credential=credential, **named)
 
+    @staticmethod
+    def defaults_as_env(*names: str) -> dict[str, str]:
+        """{environment key: default} of these fields: what a host that binds triggers to `%KEY%` must be
+        given even when the app keeps its defaults (the local stack)."""
+        by_name = {f.name: f for f in fields(Settings)}
+        return {by_name[n].metadata["env"]: str(by_name[n].default) for n in names}
+
     def load_spokes_json(self) -> dict:
         """The spokes configuration as parsed JSON: inline JSON or a path to a file."""
         return load_spokes_json(self.spokes_config)
