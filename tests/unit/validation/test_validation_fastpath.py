@@ -56,6 +56,7 @@ def test_blocks_are_the_same_inline_and_through_the_counting_thread() -> None:
     rows = padded([chat(user="jane@contoso.com is my long address, thanks"), "{bad", chat()], 200)
     data = jsonl(rows)
     threaded = _report(data, tuning=tuning)
+    assert threaded == _report(data)  # small blocks and batches: the report of the default ones
     ctx = worker.Context(ValidationOptions(tuning=tuning))
     blocks = list(lines_mod.split_blocks([data], max_line_bytes=1 << 20, block_bytes=tuning.block_bytes))
     inline = [worker.process_block(b, ctx) for b in blocks]
