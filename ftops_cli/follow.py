@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from ftops_cli.errors import UsageError
 from shared import states
-from shared.handling import PERMANENT
 from shared.hub_api import surface
 from shared.messages import CloudEvent
+from shared.settlement import PERMANENT
 
 if TYPE_CHECKING:
     from shared.bootstrap import Deps
@@ -36,12 +36,12 @@ def precheck(deps: Deps, event: CloudEvent) -> Expectation:
     """Refuse (UsageError, exit 2) a command that cannot succeed; otherwise what to wait for."""
     from shared import command_checks as checks
     from shared.commands import COMMANDS_PARTITION
-    from shared.intake import classify, run_id_for
+    from shared.intake import drop_started_by, run_id_for
     name, data = event.type.removeprefix("ftops.command."), event.data
     try:
         if name == "train":
             blob, etag = checks.check_train(deps, data["blob"], data.get("settings") or {})
-            drop = classify(blob)
+            drop = drop_started_by(blob)
             assert drop is not None   # check_train refuses blobs that start no run
             run_id = run_id_for(drop, etag, data.get("settings") or None)
         else:

@@ -5,7 +5,7 @@ from azurefunctions.extensions.bindings import servicebus
 
 from shared.bootstrap import get_deps
 from shared.commands import handle_command
-from shared.handling import settle
+from shared.settlement import settle
 
 bp = func.Blueprint()
 

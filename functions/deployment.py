@@ -4,7 +4,7 @@ from azurefunctions.extensions.bindings import servicebus
 
 from shared.bootstrap import get_deps
 from shared.deployment import handle_deploy
-from shared.handling import settle
+from shared.settlement import settle
 
 bp = func.Blueprint()
 

@@ -4,7 +4,7 @@ from azurefunctions.extensions.bindings import servicebus
 
 from shared.bootstrap import get_deps
 from shared.evaluation import handle_evaluate
-from shared.handling import settle
+from shared.settlement import settle
 
 bp = func.Blueprint()
 

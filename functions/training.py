@@ -3,7 +3,7 @@ import azure.functions as func
 from azurefunctions.extensions.bindings import servicebus
 
 from shared.bootstrap import get_deps
-from shared.handling import settle
+from shared.settlement import settle
 from shared.training import handle_train
 
 bp = func.Blueprint()

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from local.emulator.identity import API_CLIENT_ID, DEMO_TENANT
+from shared.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_SPOKES = ROOT / "local" / "spokes.demo.json"
@@ -49,14 +50,10 @@ def local_env(*, storage_connection: str, emulator_url: str, ca_file: str, spoke
         "HUB_TENANT_ID": hub["tenant"],
         "ARM_ENDPOINT": emulator_url,
         "SPOKES_CONFIG": str(spokes),
-        "DATASETS_CONTAINER": "datasets",
-        "REPORTS_CONTAINER": "reports",
-        "QUARANTINE_CONTAINER": "quarantine",
-        "TRAIN_QUEUE": "ftops-train",
-        "EVALUATE_QUEUE": "ftops-evaluate",
-        "DEPLOY_QUEUE": "ftops-deploy",
-        "COMMANDS_QUEUE": "ftops-commands",
-        "EVENTS_TOPIC": "ftops-events",
+        # the names the triggers bind to (%TRAIN_QUEUE%, …) and the stack creates: the app's own defaults
+        **Settings.defaults_as_env("datasets_container", "reports_container", "quarantine_container",
+                                   "train_queue", "evaluate_queue", "deploy_queue", "commands_queue",
+                                   "events_topic"),
         "POLL_SCHEDULE": "*/2 * * * * *",
         "KEEPALIVE_SCHEDULE": "*/5 * * * * *",
         "INTAKE_WAIT_SECONDS": "10",

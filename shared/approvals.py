@@ -18,10 +18,10 @@ from shared import states
 from shared.access import AccessDenied, Caller, approver_role, is_object_id
 from shared.claims import conditional_update
 from shared.events import advance
-from shared.handling import PermanentError
 from shared.messages import deploy_request, run_event
 from shared.outbox import send_held
 from shared.registry import RunRecord, now_iso
+from shared.settlement import PermanentError
 from shared.topology import Environment
 
 if TYPE_CHECKING:

@@ -133,13 +133,10 @@ class ArmDeployments:
 
     def get(self, at: ArmAccount, name: str) -> ArmDeployment | None:
         """The deployment, or None if there is none (or it is being deleted)."""
-        from azure.core.exceptions import ResourceNotFoundError
         try:
             result = self.client(at).deployments.get(at.resource_group, at.name, name)
-        except ResourceNotFoundError:
-            return None
         except Exception as exc:
-            if getattr(exc, "status_code", None) == 404:
+            if _not_found(exc):
                 return None
             raise error_from_arm(exc, f"{at.label}: reading deployment {name!r} failed") from exc
         found = _from_sdk(result, name)
@@ -153,13 +150,10 @@ class ArmDeployments:
 
     def delete(self, at: ArmAccount, name: str) -> bool:
         """Delete and wait; False if there was nothing to delete."""
-        from azure.core.exceptions import ResourceNotFoundError
         try:
             self.client(at).deployments.begin_delete(at.resource_group, at.name, name).result()
-        except ResourceNotFoundError:
-            return False
         except Exception as exc:
-            if getattr(exc, "status_code", None) == 404:
+            if _not_found(exc):
                 return False
             raise error_from_arm(exc, f"{at.label}: deleting {name!r} failed") from exc
         return True
@@ -226,6 +220,11 @@ def foreign_problem(label: str, name: str, existing: ArmDeployment | None) -> st
     return (f"{label}: deployment {name!r} exists and is not managed by ftops "
             f"(no tag {MANAGED_TAG}={MANAGED_VALUE}; it serves {existing.model!r}); ftops never replaces or "
             "deletes it: choose another deployment_name in run.json")
+
+
+def _not_found(exc: Exception) -> bool:
+    # the SDK's ResourceNotFoundError and a bare HttpResponseError both carry the status
+    return getattr(exc, "status_code", None) == 404
 
 
 def error_from_arm(exc: BaseException, doing: str, rights_hint: str = "") -> DeploymentError:

@@ -18,8 +18,6 @@ from shared.registry import Registry
 
 if TYPE_CHECKING:
     from shared import ports
-    from shared.arm_deployments import ArmDeployments
-    from shared.spokes import Spokes
     from shared.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -145,13 +143,13 @@ class Deps:
             return self._cache[key]
 
     @functools.cached_property
-    def arm_deployments(self) -> ArmDeployments:
+    def arm_deployments(self) -> ports.ArmDeployments:
         """Model deployments on any account through ARM (the spokes', the hub's evaluation ones)."""
         from shared.arm_deployments import ArmDeployments
         return ArmDeployments(self.arm_client)
 
     @functools.cached_property
-    def spokes(self) -> Spokes:
+    def spokes(self) -> ports.Spokes:
         """The spokes port: deploy, read, delete, smoke-test on one target at a time."""
         from shared.spokes import Spokes
         return Spokes(self.settings, self.arm_deployments, self.openai_client)

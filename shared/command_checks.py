@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from shared import states
-from shared.handling import PermanentError
 from shared.hub_api import HubSurface, UnsupportedOnSurface
 from shared.registry import RunRecord
 from shared.run_settings import RunSettings, RunSettingsError, parse_run_settings
+from shared.settlement import PermanentError
 
 if TYPE_CHECKING:
     from shared.bootstrap import Deps
@@ -89,11 +89,11 @@ def check_train(deps: Deps, blob: str, changes: dict[str, Any]) -> tuple[str, st
 
 def dataset_blob_name(deps: Deps, blob: str) -> str:
     """`datasets/x.jsonl` or `x.jsonl` → the blob name inside the datasets container, if it can start a run."""
-    from shared.intake import classify
+    from shared.intake import drop_started_by
     container = deps.settings.datasets_container
     name = blob[len(container) + 1:] if blob.startswith(f"{container}/") else blob.lstrip("/")
     if ".." in name.split("/"):
         raise PermanentError(f"{blob}: '..' is not allowed in a dataset path")
-    if classify(name) is None:
+    if drop_started_by(name) is None:
         raise PermanentError(f"{blob}: a file inside a folder cannot start a run; name its run.json")
     return name

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 from shared import actors
 from shared.command_checks import dataset_blob_name
 from shared.command_table import BY_TYPE
-from shared.handling import PERMANENT, PermanentError
 from shared.messages import CloudEvent, RetrainCommand, RunCommand, TrainCommand, command_name
 from shared.registry import RunNotFound
+from shared.settlement import PERMANENT, PermanentError
 
 if TYPE_CHECKING:
     from shared.bootstrap import Deps

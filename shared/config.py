@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from shared import hub_api, models
 
 if TYPE_CHECKING:
     from shared.access import AccessSettings
@@ -21,12 +23,29 @@ class ConfigError(ValueError):
     """A setting is missing or wrong; the message names the setting."""
 
 
+def setting(default: Any, env: str, *, rule: str | None = None) -> Any:
+    """A setting read from `env`, with its one default; unset or empty means the default."""
+    return field(default=default, metadata={"env": env, "rule": rule})
+
+
+def _from_env(env: Mapping[str, str], f: Field) -> Any:
+    key, rule, raw = f.metadata["env"], f.metadata["rule"], env.get(f.metadata["env"]) or None
+    if raw is None:
+        return f.default
+    if isinstance(f.default, (int, float)) and not isinstance(f.default, bool):
+        number = _float(env, key)
+        if rule == "at_least_1":
+            return max(1, int(number))
+        return max(0.0, number) if rule == "not_negative" else number
+    return raw.rstrip("/") if rule == "url" else raw
+
+
 @dataclass(frozen=True)
 class HubSettings:
     endpoint: str                  # https://<account>.openai.azure.com (locally: the emulator's account URL)
     resource_id: str               # /subscriptions/…/accounts/<hub>: the `source` of cross-subscription deploys
     tenant: str | None = None
-    api_version: str = "v1"          # the hub's authoring surface (shared.hub_api): v1 or a dated version
+    api_version: str = hub_api.DEFAULT   # the hub's authoring surface: v1 or a dated version
     api_key: str | None = None     # local only; Azure uses Entra ID tokens
 
     @property
@@ -51,32 +70,46 @@ class Settings:
     transport: str                           # "servicebus" | "local"
     servicebus_namespace: str | None
     hub: HubSettings
-    arm_endpoint: str = "https://management.azure.com"
+    arm_endpoint: str = setting("https://management.azure.com", "ARM_ENDPOINT", rule="url")
     credential: str = "default"              # "default" (managed identity) | "local-dev" (emulator tokens)
-    ca_bundle: str | None = None             # local TLS only: the emulator's throw-away CA
-    datasets_container: str = "datasets"
-    reports_container: str = "reports"
-    quarantine_container: str = "quarantine"
-    train_queue: str = "ftops-train"
-    evaluate_queue: str = "ftops-evaluate"
-    deploy_queue: str = "ftops-deploy"
-    commands_queue: str = "ftops-commands"
-    events_topic: str = "ftops-events"
-    table_prefix: str = ""
-    spokes_config: str | None = None         # path to, or inline JSON of, the environments and their spokes
-    default_base_model: str = "gpt-4.1-mini-2025-04-14"
-    intake_wait_seconds: float = 60.0        # a folder's run.json waits this long for the files it names
-    hub_file_retention: str = "delete"       # "delete" | "keep": hub files once the job is terminal
-    poll_concurrency: int = 8                # hub calls one poll tick keeps in flight at most
-    hub_multipart_threshold_mb: int = 100    # larger files go through the multipart uploads API
-    keepalive_concurrency: int = 16          # keep-alive calls in flight at once (spread over the spokes)
-    keepalive_schedule: str = "0 0 3 * * *"  # the keep-alive timer's NCRONTAB: checked against the 15-day limit
-    smoke_timeout_seconds: float = 300.0     # patience for a new deployment's first answer (capacity 1 is slow)
-    hosting_prices: str | None = None        # JSON {base model or sku: USD per hour}, over shared.models' estimates
-    results_wait_seconds: float = 900.0      # a succeeded job's results file: wait this long, then go on without
-    operator_tenant_id: str | None = None    # the Entra ID tenant whose tokens the operator API accepts
-    operator_api_audience: str | None = None # the operator API's client id / App ID URI (comma-separated)
-    operator_authority: str = "https://login.microsoftonline.com"   # locally: the emulator
+    # local TLS only: the emulator's throw-away CA
+    ca_bundle: str | None = setting(None, "FTOPS_CA_BUNDLE")
+    datasets_container: str = setting("datasets", "DATASETS_CONTAINER")
+    reports_container: str = setting("reports", "REPORTS_CONTAINER")
+    quarantine_container: str = setting("quarantine", "QUARANTINE_CONTAINER")
+    train_queue: str = setting("ftops-train", "TRAIN_QUEUE")
+    evaluate_queue: str = setting("ftops-evaluate", "EVALUATE_QUEUE")
+    deploy_queue: str = setting("ftops-deploy", "DEPLOY_QUEUE")
+    commands_queue: str = setting("ftops-commands", "COMMANDS_QUEUE")
+    events_topic: str = setting("ftops-events", "EVENTS_TOPIC")
+    table_prefix: str = setting("", "FTOPS_TABLE_PREFIX")
+    # path to, or inline JSON of, the environments and their spokes
+    spokes_config: str | None = setting(None, "SPOKES_CONFIG")
+    default_base_model: str = setting(models.DEFAULT_BASE_MODEL, "DEFAULT_BASE_MODEL")
+    # a folder's run.json waits this long for the files it names
+    intake_wait_seconds: float = setting(60.0, "INTAKE_WAIT_SECONDS")
+    # "delete" | "keep": hub files once the job is terminal
+    hub_file_retention: str = setting("delete", "HUB_FILE_RETENTION")
+    # hub calls one poll tick keeps in flight at most
+    poll_concurrency: int = setting(8, "POLL_CONCURRENCY", rule="at_least_1")
+    # larger files go through the multipart uploads API
+    hub_multipart_threshold_mb: int = setting(100, "HUB_MULTIPART_THRESHOLD_MB", rule="at_least_1")
+    # keep-alive calls in flight at once (spread over the spokes)
+    keepalive_concurrency: int = setting(16, "KEEPALIVE_CONCURRENCY", rule="at_least_1")
+    # the keep-alive timer's NCRONTAB: checked against the 15-day limit
+    keepalive_schedule: str = setting("0 0 3 * * *", "KEEPALIVE_SCHEDULE")
+    # patience for a new deployment's first answer (capacity 1 is slow)
+    smoke_timeout_seconds: float = setting(300.0, "SMOKE_TIMEOUT_SECONDS")
+    # JSON {base model or sku: USD per hour}, over shared.models' estimates
+    hosting_prices: str | None = setting(None, "HOSTING_PRICES")
+    # a succeeded job's results file: wait this long, then go on without
+    results_wait_seconds: float = setting(900.0, "RESULTS_WAIT_SECONDS", rule="not_negative")
+    # the Entra ID tenant whose tokens the operator API accepts
+    operator_tenant_id: str | None = setting(None, "OPERATOR_TENANT_ID")
+    # the operator API's client id / App ID URI (comma-separated)
+    operator_api_audience: str | None = setting(None, "OPERATOR_API_AUDIENCE")
+    # locally: the emulator
+    operator_authority: str = setting("https://login.microsoftonline.com", "OPERATOR_AUTHORITY", rule="url")
 
     def access_settings(self) -> AccessSettings:
         """What the operator API verifies tokens against; ConfigError if the API is not configured."""
@@ -114,45 +147,23 @@ class Settings:
             api_version=_hub_api_version(env),
             api_key=env.get("HUB_API_KEY") or None,
         )
-        return Settings(
-            storage_connection=conn,
-            blob_service_uri=blob_uri,
-            queue_service_uri=env.get("DatasetStorage__queueServiceUri"),
-            table_service_uri=env.get("DatasetStorage__tableServiceUri"),
-            transport=transport,
-            servicebus_namespace=namespace,
-            hub=hub,
-            arm_endpoint=env.get("ARM_ENDPOINT", "https://management.azure.com").rstrip("/"),
-            credential=credential,
-            ca_bundle=env.get("FTOPS_CA_BUNDLE") or None,
-            datasets_container=env.get("DATASETS_CONTAINER", "datasets"),
-            reports_container=env.get("REPORTS_CONTAINER", "reports"),
-            quarantine_container=env.get("QUARANTINE_CONTAINER", "quarantine"),
-            train_queue=env.get("TRAIN_QUEUE", "ftops-train"),
-            evaluate_queue=env.get("EVALUATE_QUEUE", "ftops-evaluate"),
-            deploy_queue=env.get("DEPLOY_QUEUE", "ftops-deploy"),
-            commands_queue=env.get("COMMANDS_QUEUE", "ftops-commands"),
-            events_topic=env.get("EVENTS_TOPIC", "ftops-events"),
-            table_prefix=env.get("FTOPS_TABLE_PREFIX", ""),
-            spokes_config=env.get("SPOKES_CONFIG") or None,
-            default_base_model=env.get("DEFAULT_BASE_MODEL", "gpt-4.1-mini-2025-04-14"),
-            intake_wait_seconds=_float(env, "INTAKE_WAIT_SECONDS", 60.0),
-            hub_file_retention=env.get("HUB_FILE_RETENTION", "delete"),
-            poll_concurrency=max(1, int(_float(env, "POLL_CONCURRENCY", 8))),
-            hub_multipart_threshold_mb=max(1, int(_float(env, "HUB_MULTIPART_THRESHOLD_MB", 100))),
-            keepalive_concurrency=max(1, int(_float(env, "KEEPALIVE_CONCURRENCY", 16))),
-            keepalive_schedule=env.get("KEEPALIVE_SCHEDULE") or "0 0 3 * * *",
-            smoke_timeout_seconds=_float(env, "SMOKE_TIMEOUT_SECONDS", 300.0),
-            hosting_prices=env.get("HOSTING_PRICES") or None,
-            results_wait_seconds=max(0.0, _float(env, "RESULTS_WAIT_SECONDS", 900.0)),
-            operator_tenant_id=env.get("OPERATOR_TENANT_ID") or None,
-            operator_api_audience=env.get("OPERATOR_API_AUDIENCE") or None,
-            operator_authority=(env.get("OPERATOR_AUTHORITY") or "https://login.microsoftonline.com").rstrip("/"),
-        )
+        named = {f.name: _from_env(env, f) for f in fields(Settings) if "env" in f.metadata}
+        return Settings(storage_connection=conn, blob_service_uri=blob_uri,
+                        queue_service_uri=env.get("DatasetStorage__queueServiceUri"),
+                        table_service_uri=env.get("DatasetStorage__tableServiceUri"), transport=transport,
+                        servicebus_namespace=namespace, hub=hub, credential=credential, **named)
+
+    @staticmethod
+    def defaults_as_env(*names: str) -> dict[str, str]:
+        """{environment key: default} of these fields: what a host that binds triggers to `%KEY%` must be
+        given even when the app keeps its defaults (the local stack)."""
+        by_name = {f.name: f for f in fields(Settings)}
+        return {by_name[n].metadata["env"]: str(by_name[n].default) for n in names}
 
     def load_spokes_json(self) -> dict:
         """The spokes configuration as parsed JSON: inline JSON or a path to a file."""
         return load_spokes_json(self.spokes_config)
+
 
 
 def load_spokes_json(raw: str | None) -> dict:
@@ -170,8 +181,8 @@ def load_spokes_json(raw: str | None) -> dict:
 
 
 def _hub_api_version(env: Mapping[str, str]) -> str:
-    from shared.hub_api import DEFAULT, UnsupportedOnSurface, surface
-    version = env.get("HUB_API_VERSION") or DEFAULT
+    from shared.hub_api import UnsupportedOnSurface, surface
+    version = env.get("HUB_API_VERSION") or hub_api.DEFAULT
     try:
         surface(version)
     except UnsupportedOnSurface as exc:
@@ -179,9 +190,9 @@ def _hub_api_version(env: Mapping[str, str]) -> str:
     return version
 
 
-def _float(env: Mapping[str, str], key: str, default: float) -> float:
+def _float(env: Mapping[str, str], key: str) -> float:
     try:
-        return float(env.get(key, default))
+        return float(env[key])
     except ValueError as exc:
         raise ConfigError(f"{key} must be a number, not {env.get(key)!r}") from exc
 

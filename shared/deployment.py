@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,10 +17,10 @@ from shared import actors, claims, states
 from shared.approvals import approval_problem, owner_of, send_deploy
 from shared.arm_deployments import ArmDeployment
 from shared.events import advance
-from shared.handling import PermanentError, retry_later
 from shared.messages import DeployRequest, deploy_message_id
 from shared.registry import DeploymentRecord, RunRecord
-from shared.spokes import SmokeResult
+from shared.settlement import PermanentError, retry_later
+from shared.spokes import SmokeResult, at_once
 from shared.topology import Environment, Target, Topology, target_problem
 
 if TYPE_CHECKING:
@@ -80,14 +78,14 @@ def _deploy_environment(deps: Deps, run: RunRecord, env: Environment, order: lis
                           "targets": [t.describe() for t in env.targets]})
 
     # refuse before touching anything: better a clear failure than a half-done environment
-    foreign = [m for m in parallel(lambda t: deps.spokes.foreign(t, name), env.targets) if m]
+    foreign = [m for m in at_once(lambda t: deps.spokes.foreign(t, name), env.targets) if m]
     if foreign:   # another application's deployment under this name: never replaced
         deps.registry.audit(run.run_id, "deployment.refused", actor=ACTOR, detail={
             "environment": env.name, "deployment": name, "reason": "not_managed_by_ftops", "problems": foreign,
             "owner": owner_of(run), "requested_by": run.source})
         return _fail(deps, run, env, {"reason": "not_managed_by_ftops", "problems": foreign, "deployment": name,
                                       "model": model})
-    quota = [m for m in parallel(lambda t: deps.spokes.check_quota(t, name), env.targets) if m]
+    quota = [m for m in at_once(lambda t: deps.spokes.check_quota(t, name), env.targets) if m]
     if quota:
         return _fail(deps, run, env, {"reason": "quota", "problems": quota, "deployment": name, "model": model})
 
@@ -98,9 +96,9 @@ def _deploy_environment(deps: Deps, run: RunRecord, env: Environment, order: lis
                                       "model": model})
 
     tags = deployment_tags(run, model, env.name)
-    outcomes = parallel(lambda t: _deploy_target(deps, run, env, t, name, model, tags), env.targets)
+    outcomes = at_once(lambda t: _deploy_target(deps, run, env, t, name, model, tags), env.targets)
     if not all(o.ok for o in outcomes):
-        restored = parallel(lambda o: _restore(deps, env, o, name), [o for o in outcomes if o.changed])
+        restored = at_once(lambda o: _restore(deps, env, o, name), [o for o in outcomes if o.changed])
         return _fail(deps, run, env, {"reason": "target_failed", "deployment": name, "model": model,
                                       "targets": [o.evidence() for o in outcomes], "rolled_back": restored})
 
@@ -133,15 +131,6 @@ def deployment_tags(run: RunRecord, model: str, environment: str) -> dict[str, s
     tags = {"run_id": run.run_id, "model_version": model, "dataset_hash": run.dataset_hash,
             "approval_ticket": approval.get("ticket"), "managed_by": "ftops"}
     return {k: str(v)[:256] for k, v in tags.items() if v}   # ARM: tag values up to 256 characters
-
-
-def parallel[T, R](fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
-    """fn over items concurrently, results in order (targets of one environment are few: a thread each)."""
-    items = list(items)
-    if not items:
-        return []
-    with ThreadPoolExecutor(max_workers=min(len(items), 32), thread_name_prefix="spoke") as pool:
-        return list(pool.map(fn, items))
 
 
 def _environment(topology: Topology, name: str, order: list[str], run: RunRecord) -> Environment:

@@ -22,12 +22,12 @@ from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from shared import actors, states
 from shared.drop_check import DropFiles, check_drop
 from shared.events import advance
-from shared.handling import PermanentError
 from shared.hub_api import surface
 from shared.messages import TrainRequest, envelope
 from shared.outbox import flush
 from shared.registry import RunRecord, StorageRefused
 from shared.run_rules import effective_environments
+from shared.settlement import PermanentError
 from shared.splitting import spool_files, upload_split
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ class Drop:
     folder: str | None        # set for folder runs
 
 
-def classify(blob_name: str) -> Drop | None:
+def drop_started_by(blob_name: str) -> Drop | None:
     """Which drop a new blob belongs to, or None if it never starts a run (a data file inside a folder)."""
     folder, _, leaf = blob_name.rpartition("/")
     if folder:
@@ -62,7 +62,7 @@ def run_id_for(drop: Drop, etag: str, settings_override: dict[str, Any] | None =
 
 def handle_blob_created(blob_name: str, deps: Deps) -> str | None:
     """Blob trigger entry: start (or resume) the run this blob starts; returns the run id or None."""
-    if classify(blob_name) is None:
+    if drop_started_by(blob_name) is None:
         log.info("blob %s is part of a folder drop; only its run.json starts a run", blob_name)
         return None
     return start_run(blob_name, deps, actor=ACTOR)
@@ -70,7 +70,7 @@ def handle_blob_created(blob_name: str, deps: Deps) -> str | None:
 
 def start_run(blob_name: str, deps: Deps, *, settings_override: dict[str, Any] | None = None,
               actor: str = ACTOR) -> str | None:
-    drop = classify(blob_name)
+    drop = drop_started_by(blob_name)
     if drop is None:
         raise PermanentError(f"{blob_name}: a file inside a folder cannot start a run; name its run.json")
     container = deps.settings.datasets_container

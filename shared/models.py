@@ -17,6 +17,9 @@ DPO = "dpo"
 REINFORCEMENT = "reinforcement"
 METHODS = (SUPERVISED, DPO, REINFORCEMENT)
 
+# what a run trains when neither its run.json nor DEFAULT_BASE_MODEL says (a versioned id: see the table)
+DEFAULT_BASE_MODEL = "gpt-4.1-mini-2025-04-14"
+
 # AZURE-FACTS example hosting price for a fine-tuned deployment (USD per hour); an estimate.
 _HOSTING_PER_HOUR = 1.70
 

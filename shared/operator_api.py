@@ -22,9 +22,9 @@ from shared.access import OPERATOR_ROLE, AccessDenied, Caller, TokenVerifier, re
 from shared.arm_deployments import DeploymentError, NotManagedByFtops
 from shared.config import ConfigError
 from shared.events import publish
-from shared.handling import PermanentError
 from shared.messages import RetrainCommand, RollbackCommand, RunCommand
 from shared.registry import ConcurrencyError, InvalidTransition, RunNotFound
+from shared.settlement import PermanentError
 
 if TYPE_CHECKING:
     from shared.bootstrap import Deps

@@ -33,10 +33,11 @@ from shared import actors, states
 from shared.command_checks import STARTABLE
 from shared.events import advance
 from shared.hub import NO_CHECKPOINTS_YET, CallGate, HubError, HubJob, note_unknown_status
-from shared.hub_runs import Superseded, free_job_key, tidy_hub, update_run
+from shared.hub_jobs import free_job_key, tidy_hub
 from shared.messages import EvaluateRequest, envelope, evaluate_message_id
 from shared.outbox import flush, sweep
 from shared.registry import InvalidTransition, RunRecord
+from shared.run_updates import Superseded, update_run
 
 if TYPE_CHECKING:
     from shared.bootstrap import Deps

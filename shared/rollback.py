@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Any
 from shared import actors, states
 from shared.arm_deployments import DeploymentError, DeploymentTransient, NotManagedByFtops
 from shared.claims import conditional_update
-from shared.deployment import deployment_tags, parallel
+from shared.deployment import deployment_tags
 from shared.events import advance, publish
-from shared.handling import PermanentError
 from shared.messages import RollbackCommand, RunCommand, run_event
 from shared.registry import DeploymentRecord, now_iso
+from shared.settlement import PermanentError
+from shared.spokes import at_once
 from shared.topology import Target, Topology
 
 if TYPE_CHECKING:
@@ -70,9 +71,9 @@ def rollback(command: RollbackCommand, deps: Deps) -> None:
         except Exception as exc:  # noqa: BLE001 (per-target outcome, reported)
             return {"account": slot.account, "ok": False, "error": str(exc), "tags": tags}
 
-    results = parallel(back, slots)
+    results = at_once(back, slots)
     if not all(r["ok"] for r in results):
-        forward = parallel(lambda s: _redeploy(deps, targets[s.account], s), [
+        forward = at_once(lambda s: _redeploy(deps, targets[s.account], s), [
             s for s, r in zip(slots, results) if r["ok"]])
         detail = {"environment": env.name, "results": results, "reverted": forward, "reason": command.reason}
         deps.registry.audit(run_id, "deployment.rollback_failed", actor=actor, detail=detail)
@@ -138,7 +139,7 @@ def retire(command: RunCommand, deps: Deps) -> None:
         except Exception as exc:  # noqa: BLE001 (per-target outcome, reported)
             return {"slot": slot.slot, "ok": False, "error": str(exc)}
 
-    results = parallel(remove, slots)
+    results = at_once(remove, slots)
     for slot, result in zip(slots, results):
         if result["ok"]:
             deps.registry.update_deployment(slot, state="retired")

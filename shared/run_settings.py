@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shared.echo import echo
+from shared.models import DEFAULT_BASE_MODEL
 
 
 class RunSettingsError(ValueError):
@@ -99,7 +100,7 @@ class Evaluation(_Strict):
 
 class RunSettings(_Strict):
     schema_version: Literal[1] = 1
-    base_model: str = "gpt-4.1-mini-2025-04-14"
+    base_model: str = DEFAULT_BASE_MODEL
     # unset: detected from the data at intake (and by `ftops validate`), then stored with the run
     method: Literal["supervised", "dpo", "reinforcement"] = "supervised"
     hyperparameters: Hyperparameters = Hyperparameters()

@@ -15,7 +15,8 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -180,3 +181,13 @@ def _rights_hint(target: Target, hub: HubSettings) -> str:
     return (f" — {who} needs a role that can deploy on {target.account} and read the hub {hub.resource_id} "
             "(Cognitive Services OpenAI Contributor on both: a model deployed across subscriptions or tenants "
             "needs rights on the source and the destination)")
+
+
+def at_once[T, R](fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    """fn over the targets (or slots) of one environment concurrently, results in order: they are few, a
+    thread each, and a deploy waits for the slowest spoke rather than for their sum."""
+    items = list(items)
+    if not items:
+        return []
+    with ThreadPoolExecutor(max_workers=min(len(items), 32), thread_name_prefix="spoke") as pool:
+        return list(pool.map(fn, items))

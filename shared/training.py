@@ -26,7 +26,6 @@ from shared import actors, claims, states
 from shared.blob_io import hash_blob
 from shared.command_checks import CANCELLABLE, STARTABLE, cancel_needed, check_job_action, retrain_settings
 from shared.events import advance, publish
-from shared.handling import PermanentError
 from shared.hub import (
     Hub,
     HubError,
@@ -37,11 +36,13 @@ from shared.hub import (
     JobSpec,
     note_unknown_status,
 )
-from shared.hub_runs import Superseded, claim_name, free_job_key, tidy_hub, update_run
+from shared.hub_jobs import free_job_key, job_claim_key, tidy_hub
 from shared.messages import RetrainCommand, RunCommand, TrainRequest, envelope
 from shared.outbox import flush
 from shared.registry import InvalidTransition, RunRecord
 from shared.run_settings import RunSettings
+from shared.run_updates import Superseded, update_run
+from shared.settlement import PermanentError
 
 if TYPE_CHECKING:
     from shared.bootstrap import Deps
@@ -112,7 +113,7 @@ def handle_train(request: TrainRequest, deps: Deps) -> None:
     except HubUnsupported as exc:
         _fail(deps, hub, run.run_id, exc)
         return
-    with claims.hold(deps.registry, claim_name(key), ttl_seconds=CLAIM_TTL_SECONDS) as claim:
+    with claims.hold(deps.registry, job_claim_key(key), ttl_seconds=CLAIM_TTL_SECONDS) as claim:
         if claim.completed and claim.result:
             done = claim.result
             log.info("run %s: job key %s already has job %s; adopting it", run.run_id, key[:12], done.get("job_id"))

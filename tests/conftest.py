@@ -30,6 +30,14 @@ def emulator() -> Iterator[Any]:
 
 
 @pytest.fixture
+def instant_deployments(emulator: Any) -> Iterator[None]:
+    """Deployments provisioned and deleted at once: the number of cases, not ARM's pace, sets the test's time."""
+    emulator.control.config(deployment=0, deletion=0)
+    yield
+    emulator.control.config(deployment=0.5, deletion=0.3)
+
+
+@pytest.fixture
 def make_deps(azurite: Any, emulator: Any) -> Callable[..., Any]:
     """Build Deps for one test; keyword arguments override settings (env names, e.g. SPOKES_CONFIG)."""
     from shared.bootstrap import build_deps

@@ -31,12 +31,12 @@ from shared.evaluation.metrics import ExampleResult, aggregate
 from shared.evaluation.report import build_report, loss_rows, render_html, summary
 from shared.evaluation.runner import Candidate, run_candidates
 from shared.events import advance, publish
-from shared.handling import retry_later
 from shared.messages import EvaluateRequest, deploy_request, envelope, evaluate_message_id
 from shared.models import inference_price_per_1m
 from shared.outbox import flush
 from shared.registry import RunRecord
 from shared.run_settings import Evaluation
+from shared.settlement import retry_later
 
 if TYPE_CHECKING:
     from shared.bootstrap import Deps

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.models import DEFAULT_BASE_MODEL
+
 MIB = 1 << 20
 
 
@@ -28,7 +30,7 @@ class Tuning:
 
 @dataclass(frozen=True)
 class ValidationOptions:
-    model: str = "gpt-4.1-mini-2025-04-14"
+    model: str = DEFAULT_BASE_MODEL
     method: str | None = None  # None: detected from the data (majority format of the training file)
     pii: str = "error"  # "error" | "warn": personal data findings' severity
     over_limit: str = "error"  # "error" | "warn": examples over the model's per-example token limit

@@ -20,9 +20,9 @@ from local.devhost.servicebus import LocalMessageActions, from_queue_message
 from local.settings import local_env
 from shared.bus import decode_local
 from shared.commands import handle_command
-from shared.handling import PermanentError, settle
 from shared.intake import handle_blob_created
 from shared.messages import RunCommand, envelope
+from shared.settlement import PermanentError, settle
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

@@ -216,14 +216,6 @@ def test_polling_survives_a_crash_at_every_effect(stack: Any, emulator: Any) -> 
 
 
 # --- deploy ----------------------------------------------------------------------------------------------
-@pytest.fixture
-def instant_deployments(emulator: Any) -> Iterator[None]:
-    """Deployments provisioned and deleted at once: the number of cases, not ARM's pace, sets the test's time."""
-    emulator.control.config(deployment=0, deletion=0)
-    yield
-    emulator.control.config(deployment=0.5, deletion=0.3)
-
-
 @pytest.fixture(scope="module")
 def crash_model(emulator: Any) -> str:
     from tests.integration.test_deployment_emulator import _train
@@ -433,9 +425,15 @@ def test_evaluation_survives_a_crash_at_every_effect(stack: Any, emulator: Any, 
 
 
 # --- commands (cancel; retire and rollback, the operator path) -------------------------------------------
-def test_a_cancel_command_survives_a_crash_at_every_effect(stack: Any, emulator: Any) -> None:
+def bus_command(kind: str, run_id: str, reason: str) -> Callable[[Any], Any]:
+    """A handler delivering one command from the commands queue, as the runtime would (parsed at the edge)."""
     from shared.commands import handle_command
     from shared.messages import RunCommand, envelope
+    event = envelope(RunCommand(run_id=run_id, reason=reason), type_=f"ftops.command.{kind}")
+    return lambda d: handle_command(event, parse_message(event.to_json())[1], d)
+
+
+def test_a_cancel_command_survives_a_crash_at_every_effect(stack: Any, emulator: Any) -> None:
     deps = stack
     topic = deps.settings.events_topic
 
@@ -446,8 +444,7 @@ def test_a_cancel_command_survives_a_crash_at_every_effect(stack: Any, emulator:
         return run_id
 
     def cancel(run_id: str) -> Callable[[Any], Any]:
-        event = envelope(RunCommand(run_id=run_id, reason="wrong data"), type_="ftops.command.cancel")
-        return lambda d: handle_command(event, parse_message(event.to_json())[1], d)
+        return bus_command("cancel", run_id, "wrong data")
 
     clean = training_run()
     points, seen = cases(cancel(clean), deps, every_before=False)
@@ -641,8 +638,6 @@ def test_an_approval_decision_survives_a_crash_at_every_effect(stack: Any, decis
 
 
 def test_a_pause_command_survives_a_crash_at_every_effect(stack: Any, emulator: Any) -> None:
-    from shared.commands import handle_command
-    from shared.messages import RunCommand, envelope
     deps = stack
     topic = deps.settings.events_topic
 
@@ -654,8 +649,7 @@ def test_a_pause_command_survives_a_crash_at_every_effect(stack: Any, emulator: 
         return run_id
 
     def pause(run_id: str) -> Callable[[Any], Any]:
-        event = envelope(RunCommand(run_id=run_id, reason="look at the loss"), type_="ftops.command.pause")
-        return lambda d: handle_command(event, parse_message(event.to_json())[1], d)
+        return bus_command("pause", run_id, "look at the loss")
 
     clean = running_job()
     points, seen = cases(pause(clean), deps, every_before=False)

@@ -17,9 +17,9 @@ from local.settings import HUB, hub_resource_id
 from shared import approvals, deployment, keepalive, rollback, states
 from shared.access import AccessDenied, Caller
 from shared.arm_deployments import NotManagedByFtops
-from shared.handling import PermanentError
 from shared.messages import DeployRequest, RollbackCommand, RunCommand
 from shared.registry import RunRecord
+from shared.settlement import PermanentError
 
 pytestmark = pytest.mark.integration
 

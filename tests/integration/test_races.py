@@ -3,7 +3,7 @@ runs to its end (or fails), then the first goes on. No sleeps: the interleaving 
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -41,13 +41,6 @@ class At(Effects):
         return result
 
 
-@pytest.fixture
-def instant(emulator: Any) -> Iterator[None]:
-    emulator.control.config(deployment=0, deletion=0)
-    yield
-    emulator.control.config(deployment=0.5, deletion=0.3)
-
-
 @pytest.fixture(scope="module")
 def model(emulator: Any) -> str:
     from tests.integration.test_deployment_emulator import _train
@@ -65,7 +58,7 @@ def _retire(deps: Any, run_id: str) -> None:
 
 
 def test_a_retire_while_keepalive_recreates_a_vanished_deployment_waits_and_removes_it(
-        make_deps: Callable[..., Any], emulator: Any, instant: None, model: str) -> None:
+        make_deps: Callable[..., Any], emulator: Any, instant_deployments: None, model: str) -> None:
     """The tick has decided to heal (the slot was active) and is about to ask ARM; the retire comes now."""
     deps = make_deps()
     run_id = _deployed(deps, model, "race-heal")
@@ -90,7 +83,7 @@ def test_a_retire_while_keepalive_recreates_a_vanished_deployment_waits_and_remo
 
 
 def test_a_keepalive_tick_between_retires_delete_and_its_record_does_not_recreate(
-        make_deps: Callable[..., Any], emulator: Any, instant: None, model: str) -> None:
+        make_deps: Callable[..., Any], emulator: Any, instant_deployments: None, model: str) -> None:
     """The retire has deleted on ARM but not yet marked the slots; a tick working from an earlier read of
     them finds the deployment gone and would heal it."""
     deps = make_deps()

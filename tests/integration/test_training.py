@@ -13,13 +13,13 @@ import pytest
 
 from shared import states, training
 from shared.bus import decode_local
-from shared.handling import PermanentError
 from shared.hub import Hub
 from shared.hub_api import SURFACES
 from shared.messages import CloudEvent, RetrainCommand, RunCommand, TrainRequest
 from shared.polling import poll_tick
 from shared.registry import RunRecord
 from shared.run_settings import RunSettings
+from shared.settlement import PermanentError
 
 pytestmark = pytest.mark.integration
 

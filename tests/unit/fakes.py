@@ -11,7 +11,7 @@ from typing import Any
 
 from shared.bootstrap import Deps
 from shared.config import HubSettings, Settings
-from shared.registry import ConcurrencyError, DeploymentRecord, Registry, RunNotFound, RunRecord
+from shared.registry import ConcurrencyError, DeploymentRecord, Registry, RunNotFound, RunRecord, now_iso
 
 
 class InMemoryClaims:
@@ -45,7 +45,7 @@ class InMemoryClaims:
     def mark_outbox(self, run_id: str, ids: Any = ()) -> None:
         pass
 
-    def clear_outbox(self, run_id: str, sent: Any) -> None:
+    def clear_outbox(self, run_id: str, sent: Any, *, attempts: int = 5) -> None:
         run = getattr(self, "runs", {}).get(run_id)
         if run is not None:
             run.outbox = [m for m in run.outbox if m.get("id") not in sent]
@@ -158,12 +158,12 @@ class MemoryRegistry(InMemoryClaims):
     def audit(self, run_id: str, action: str, *, actor: str, from_state: str | None = None,
               to_state: str | None = None, detail: dict[str, Any] | None = None) -> None:
         with self._lock:
-            self.audits.append({"run_id": run_id, "action": action, "actor": actor, "from_state": from_state,
-                                "to_state": to_state, "detail": detail or {}})
+            self.audits.append({"run_id": run_id, "at": now_iso(), "action": action, "actor": actor,
+                                "from_state": from_state, "to_state": to_state, "detail": detail or {}})
 
     def audit_trail(self, run_id: str) -> list[dict[str, Any]]:
         with self._lock:
-            return [dict(a) for a in self.audits if a["run_id"] == run_id]
+            return [{k: v for k, v in a.items() if k != "run_id"} for a in self.audits if a["run_id"] == run_id]
 
     def actions(self, run_id: str) -> list[str]:
         return [a["action"] for a in self.audit_trail(run_id)]
@@ -184,9 +184,10 @@ class MemoryRegistry(InMemoryClaims):
 class MemoryPublisher:
     """What was sent, in order: (queue, event), with each message's delay."""
 
-    def __init__(self) -> None:
+    def __init__(self, dead_letters: list[dict[str, Any]] | None = None) -> None:
         self.sent: list[tuple[str, Any]] = []
         self.delays: list[float] = []
+        self.dead_letters = dead_letters or []   # as shared.bus.Publisher.peek_dead_letters returns them
         self._lock = threading.Lock()
 
     def send(self, queue: str, event: Any, *, delay_seconds: float = 0) -> None:
@@ -195,7 +196,7 @@ class MemoryPublisher:
             self.delays.append(delay_seconds)
 
     def peek_dead_letters(self, queue: str, *, max_count: int = 100) -> list[dict[str, Any]]:
-        return []
+        return [letter for letter in self.dead_letters if letter["queue"] == queue][:max_count]
 
     def types(self) -> list[str]:
         return [e.type for _, e in self.sent]

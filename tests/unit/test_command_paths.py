@@ -6,7 +6,7 @@ import pytest
 from fakes import make_deps
 
 from shared.command_checks import dataset_blob_name
-from shared.handling import PermanentError
+from shared.settlement import PermanentError
 
 DEPS = make_deps()
 

@@ -2,6 +2,8 @@
 answer (a verdict on the data) from a failure."""
 from __future__ import annotations
 
+from typing import Any
+
 from ftops_cli.demo import render, unexpected_failures
 from ftops_cli.status import render_table
 from ftops_cli.views import run_view
@@ -77,24 +79,17 @@ def test_demo_datasets_says_what_it_skips(tmp_path, capsys) -> None:
     assert "skipping notes.csv: not a .jsonl file" in err and "skipping no-settings/: no run.json" in err
 
 
-class _StatusDeps:
-    """The slice of Deps `ftops status` reads."""
-
-    def __init__(self, runs: list[RunRecord], slots: list, letters: list[dict]) -> None:
-        from types import SimpleNamespace
-
-        from local.settings import DEMO_SPOKES
-        from shared.config import HubSettings, Settings
-        self.settings = Settings(storage_connection="x", blob_service_uri=None, queue_service_uri=None,
-                                 table_service_uri=None, transport="local", servicebus_namespace=None,
-                                 hub=HubSettings(endpoint="https://hub", resource_id="/subscriptions/s"),
-                                 spokes_config=DEMO_SPOKES.read_text())
-        self.registry = SimpleNamespace(
-            list_runs=lambda: runs, require_run=lambda rid: next(r for r in runs if r.run_id == rid),
-            list_deployments=lambda run_id=None: [s for s in slots if run_id in (None, s.run_id)],
-            audit_trail=lambda rid: [])
-        self.publisher = SimpleNamespace(
-            peek_dead_letters=lambda queue: [x for x in letters if x["queue"] == queue])
+def status_deps(runs: list[RunRecord], slots: list, letters: list[dict]) -> Any:
+    """Deps over the unit fakes holding these runs, slots and dead letters (what `ftops status` reads)."""
+    from local.settings import DEMO_SPOKES
+    from tests.unit.fakes import MemoryPublisher, MemoryRegistry, make_deps, settings_for_tests
+    registry = MemoryRegistry()
+    for run in runs:
+        registry.create_run(run, actor="test")
+    for slot in slots:
+        registry.save_deployment(slot)
+    return make_deps(settings_for_tests(spokes_config=DEMO_SPOKES.read_text()), registry=registry,
+                     publisher=MemoryPublisher(dead_letters=letters))
 
 
 def test_status_totals_hosting_by_run_state_and_lists_dead_letters() -> None:
@@ -112,7 +107,7 @@ def test_status_totals_hosting_by_run_state_and_lists_dead_letters() -> None:
                 "description": "run denied-1 is approval_denied: it cannot be retrained"},
                {"queue": "ftops-train", "message_id": "m2", "subject": "other", "reason": "RunNotFound",
                 "description": "gone"}]
-    deps = _StatusDeps([deployed(), denied], slots, letters)
+    deps = status_deps([deployed(), denied], slots, letters)
     view = collect(deps)
     by_state = view["hosting_cost"]["per_day_by_run_state"]
     per_slot = view["hosting_cost"]["deployments"][0]["per_day"]

@@ -20,12 +20,12 @@ from shared.access import AccessDenied, Caller
 from shared.arm_deployments import ArmDeployment, DeploymentError, foreign_problem
 from shared.config import HubSettings, Settings
 from shared.costs import daily_hosting_cost
-from shared.handling import PermanentError
 from shared.messages import DeployRequest, RollbackCommand, RunCommand
 from shared.registry import (
     DeploymentRecord,
     RunRecord,
 )
+from shared.settlement import PermanentError
 
 MODEL = "gpt-4.1-mini-2025-04-14.ft-new"
 OLD = "gpt-4.1-mini-2025-04-14.ft-old"

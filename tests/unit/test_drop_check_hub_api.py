@@ -6,9 +6,9 @@ import pytest
 
 from shared.command_checks import check_job_action
 from shared.drop_check import DropFiles, check_drop
-from shared.handling import PermanentError
 from shared.hub_api import SURFACES
 from shared.registry import RunRecord
+from shared.settlement import PermanentError
 
 
 def _dpo_drop() -> DropFiles:

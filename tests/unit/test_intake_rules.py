@@ -1,16 +1,16 @@
-from shared.intake import classify, run_id_for
+from shared.intake import drop_started_by, run_id_for
 from shared.splitting import bucket
 
 
 def test_what_starts_a_run():
-    assert classify("support.jsonl").name == "support"
-    assert classify("team/run.json").folder == "team"
-    assert classify("team/train.jsonl") is None        # data files inside a folder never start a run
-    assert classify("notes.txt").name == "notes.txt"   # starts a run that will be rejected as not a dataset
+    assert drop_started_by("support.jsonl").name == "support"
+    assert drop_started_by("team/run.json").folder == "team"
+    assert drop_started_by("team/train.jsonl") is None        # data files inside a folder never start a run
+    assert drop_started_by("notes.txt").name == "notes.txt"   # starts a run that will be rejected as not a dataset
 
 
 def test_run_id_is_the_same_for_a_duplicate_event_and_new_for_a_reupload():
-    drop = classify("support.jsonl")
+    drop = drop_started_by("support.jsonl")
     assert run_id_for(drop, '"0x1"') == run_id_for(drop, '"0x1"')
     assert run_id_for(drop, '"0x1"') != run_id_for(drop, '"0x2"')
     assert run_id_for(drop, '"0x1"').startswith("support-")

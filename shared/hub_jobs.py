@@ -1,12 +1,10 @@
-"""Small pieces training and polling share: guarded field updates of a run, the job-key claim, and
-tidying the hub once a job is over."""
+"""A run's hub job, as training and polling share it: the claim on its job key, and tidying the hub's
+files once the job is over."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
-from shared.claims import conditional_update
 from shared.registry import RunRecord
 
 if TYPE_CHECKING:
@@ -15,11 +13,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class Superseded(RuntimeError):
-    """The run left the states this step works in (e.g. a cancel won the race): stop, do nothing more."""
-
-
-def claim_name(job_key: str) -> str:
+def job_claim_key(job_key: str) -> str:
     # the keys table is shared with other steps' keys: a prefix keeps job keys apart
     return f"job-{job_key}"
 
@@ -28,21 +22,7 @@ def free_job_key(deps: Deps, run: RunRecord) -> None:
     """Forget the job key of a run whose job ended without a model (failed, cancelled): a retrain with the
     same data and settings may train again instead of adopting the ended job."""
     if run.job_key:
-        deps.registry.release(claim_name(run.job_key))
-
-
-def update_run(deps: Deps, run_id: str, allowed: Collection[str], *, attempts: int = 5, **updates: Any) -> RunRecord:
-    """Change fields of a run without a state change, only while it is in `allowed` (conditional on ETag)."""
-    def change(run: RunRecord) -> RunRecord:
-        if run.state not in allowed:
-            raise Superseded(f"run {run_id} is {run.state!r} now")
-        for key, value in updates.items():
-            setattr(run, key, value)
-        return run
-
-    return conditional_update(  # type: ignore[no-any-return]
-        lambda: deps.registry.require_run(run_id), change, deps.registry.save_run, attempts=attempts,
-        gives_up=f"run {run_id}: too many concurrent updates, will retry")
+        deps.registry.release(job_claim_key(run.job_key))
 
 
 def tidy_hub(deps: Deps, hub: Any, run: RunRecord, extra_files: list[str] | None = None) -> list[str]:

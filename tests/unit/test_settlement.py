@@ -1,8 +1,8 @@
 """Settlement: complete on success, dead-letter what can never succeed, abandon (and retry) the rest."""
 import pytest
 
-from shared.handling import PermanentError, settle
 from shared.messages import TrainRequest, envelope
+from shared.settlement import PermanentError, settle
 
 
 class Actions:
