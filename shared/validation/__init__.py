@@ -6,13 +6,14 @@ from .codes import CODES
 from .engine import validate_dataset, validate_file
 from .html import render_html
 from .lines import content_hash, iter_examples
-from .options import DatasetReport, FileReport, Finding, ValidationOptions
+from .options import DatasetReport, FileReport, Finding, Tuning, ValidationOptions
 
 __all__ = [
     "CODES",
     "DatasetReport",
     "FileReport",
     "Finding",
+    "Tuning",
     "ValidationOptions",
     "content_hash",
     "iter_examples",

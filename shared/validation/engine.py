@@ -41,12 +41,7 @@ from .worker import (
 
 log = logging.getLogger(__name__)
 
-PARALLEL_AFTER_BYTES = 24 << 20  # below this, starting a worker costs more than it saves
 IN_FLIGHT_PER_WORKER = 2
-# Once more than a block has been read, hashing and the privacy scan move to a helper process
-# (rawscan): ~3.5 s of the main thread's 480 MiB benchmark, for ~0.1 s of CPU to start it. From the
-# first block: RE2's DFA cache (~30 MB) then grows in the helper only.
-SCAN_HELPER_AFTER_BYTES = 4 << 20
 UPLOAD_LIMIT_BYTES = 512_000_000  # single-request upload limit (512 MB)
 MAX_TRACKED_HASHES = 4_000_000  # bounds the duplicate index (~100 bytes per entry)
 ROLES = ("train", "validation", "eval")
@@ -133,7 +128,8 @@ class _Run:
         if head.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in head[:4]:
             self.sink.add(1, "utf16_encoding", "the file is UTF-16/UTF-32 encoded, not UTF-8")
             return None
-        return split_blocks(itertools.chain((head,), it), max_line_bytes=self.options.max_line_bytes)
+        return split_blocks(itertools.chain((head,), it), max_line_bytes=self.options.max_line_bytes,
+                            block_bytes=self.options.tuning.block_bytes)
 
     # --- processing
     def _inline_ctx(self) -> Context:
@@ -143,6 +139,7 @@ class _Run:
 
     def _results(self, blocks: Iterator[Block]) -> Iterator[BlockResult]:
         workers = _worker_count(self.options) - 1
+        tuning = self.options.tuning
         pool: ProcessPoolExecutor | None = None
         counting: ThreadPoolExecutor | None = None
         helper: Helper | None = None
@@ -160,7 +157,7 @@ class _Run:
 
         try:
             for block in blocks:
-                if pool is None and workers > 0 and self.bytes_read > PARALLEL_AFTER_BYTES:
+                if pool is None and workers > 0 and self.bytes_read > tuning.parallel_after_bytes:
                     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                                initializer=init_worker, initargs=(self.options,))
                 busy = sum(1 for q in queue if isinstance(q, Future) and not q.done())
@@ -174,7 +171,7 @@ class _Run:
                     ctx = self._inline_ctx()
                     if counting is None:
                         counting = ThreadPoolExecutor(1, thread_name_prefix="ftops-count")
-                    if helper is None and workers == 0 and self.bytes_read > SCAN_HELPER_AFTER_BYTES:
+                    if helper is None and workers == 0 and self.bytes_read > tuning.scan_helper_after_bytes:
                         helper = start_helper()
                         log.debug("%s: scan helper %s after %d bytes", self.name,
                                   "started" if helper is not None else "unavailable", self.bytes_read)

@@ -41,9 +41,6 @@ REPLY_PRIMING = 3
 SLOTS = 5
 _BASE, _OUT0, _OUT0_ASSISTANT, _OUT1, _OUT1_ASSISTANT = range(SLOTS)
 _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # = json.dumps(...)
-# Deferred (batched in the counting thread) from this length: cheaper for the main thread than even
-# a memoized count. Roles have their own cache (Checker._role_tokens); "" is counted at once.
-DEFER_MIN_CHARS = 1
 
 
 @dataclass(slots=True)
@@ -63,13 +60,14 @@ class Checker:
     """Checks parsed examples; findings go to `report(code, message)` for the current line."""
 
     def __init__(self, facts: ModelFacts | None, counter: Counter | None,
-                 report: Callable[[str, str], None]) -> None:
+                 report: Callable[[str, str], None], *, defer_min_chars: int) -> None:
         self.facts = facts
         self.counter = counter
         self.report = report
         # Deferred counting (set `defer` per example; only for text without lone surrogates):
-        # texts of at least DEFER_MIN_CHARS characters are collected with their slot instead.
+        # texts of at least `defer_min_chars` characters (Tuning) are collected with their slot instead.
         self.defer = False
+        self.defer_min_chars = defer_min_chars
         # False when the example's raw line holds neither "<|" nor a \u00XX escape: no special token.
         self.special = True
         self.texts: list[str] = []
@@ -217,7 +215,7 @@ class Checker:
         counter = self.counter
         special = self.special
         defer = self.defer and counter is not None
-        min_chars = DEFER_MIN_CHARS
+        min_chars = self.defer_min_chars
         texts_append, slots_append = self.texts.append, self.slots.append
         role_tokens = self._role_tokens
         for i, msg in enumerate(msgs, 1):
@@ -378,7 +376,7 @@ class Checker:
     def _count(self, text: str) -> int:
         if self.counter is None:
             return 0
-        if self.defer and len(text) >= DEFER_MIN_CHARS:
+        if self.defer and len(text) >= self.defer_min_chars:
             self.texts.append(text)
             self.slots.append(self._slot)
             return 0

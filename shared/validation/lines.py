@@ -11,8 +11,9 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from .options import Tuning
+
 BOM = b"\xef\xbb\xbf"
-BLOCK_BYTES = 2 << 20  # lines are handed out in blocks of at least this size (one task each; 4 MiB chunks: ~4 MiB)
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,10 @@ def coalesce_head(chunks: Iterable[bytes], size: int = 4) -> Iterator[bytes]:
 
 
 def split_blocks(chunks: Iterable[bytes], *, max_line_bytes: int,
-                 block_bytes: int | None = None) -> Iterator[Block]:
-    """Blocks of whole lines (or a too-long marker), in order. A leading UTF-8 BOM is removed."""
-    block_bytes = BLOCK_BYTES if block_bytes is None else block_bytes   # read now: tests shrink it
+                 block_bytes: int = Tuning.block_bytes) -> Iterator[Block]:
+    """Blocks of whole lines (or a too-long marker), in order. A leading UTF-8 BOM is removed.
+    Blocks hold at least `block_bytes` (4 MiB chunks: ~4 MiB), but the last one and those before an
+    over-long line."""
     line_no = 1  # number of the line being assembled
     pieces: list[bytes] = []  # its bytes so far, in pieces (no quadratic concatenation)
     pending = 0

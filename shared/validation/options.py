@@ -11,6 +11,24 @@ MIB = 1 << 20
 
 
 @dataclass(frozen=True)
+class Tuning:
+    """How the work is cut up and which fast paths run: never what a report says, only how fast and
+    in how much memory it is produced. It travels with the options into worker processes."""
+
+    block_bytes: int = 2 * MIB  # lines are handed out in blocks of at least this size (one task each)
+    parallel_after_bytes: int = 24 * MIB  # below this, starting a worker costs more than it saves
+    # Once more than this has been read, hashing and the privacy scan move to a helper process
+    # (rawscan): ~3.5 s of the main thread's 480 MiB benchmark, for ~0.1 s of CPU to start it. From the
+    # first block: RE2's DFA cache (~30 MB) then grows in the helper only. Negative: from the first block.
+    scan_helper_after_bytes: int = 4 * MIB
+    # Deferred (batched in the counting thread) from this length: cheaper for the main thread than even
+    # a memoized count. Roles have their own cache (Checker._role_tokens); "" is counted at once.
+    defer_min_chars: int = 1
+    batch_texts: int = 2048  # deferred texts per counting call: fewer GIL hand-overs, bounded text in memory
+    orjson: bool = True  # parse with orjson where installed; every line it refuses is parsed again by json
+
+
+@dataclass(frozen=True)
 class ValidationOptions:
     model: str = DEFAULT_BASE_MODEL
     method: str | None = None  # None: detected from the data (majority format of the training file)
@@ -20,6 +38,7 @@ class ValidationOptions:
     n_epochs: int | None = None  # None: the documented default-epochs rule, for the cost estimate
     workers: int | None = None  # processes for large inputs (None: 1, see engine._worker_count)
     max_line_bytes: int = 32 * MIB  # a longer line is rejected without ever being held whole
+    tuning: Tuning = Tuning()  # speed and memory only: the same report whatever it holds
 
     def __post_init__(self) -> None:
         for name in ("pii", "over_limit"):

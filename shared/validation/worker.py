@@ -64,6 +64,9 @@ class Context:
 
     def __init__(self, options: ValidationOptions) -> None:
         self.options = options
+        self.tuning = options.tuning
+        # None: json parses every line (no orjson installed, or the tuning asks for json only).
+        self.orjson_loads = _orjson_loads if options.tuning.orjson else None
         self.facts: ModelFacts | None
         try:
             self.facts = model_facts(options.model)
@@ -125,8 +128,6 @@ def _now(fn: Callable[..., Any], *args: Any) -> _Done:
 def _count_many(counter: Counter | None, texts: list[str]) -> list[int]:
     return counter.count_many(texts) if counter is not None else []
 
-BATCH_TEXTS = 2048  # deferred texts per counting call: fewer GIL hand-overs, bounded text in memory
-
 
 @dataclass
 class PendingBlock:
@@ -169,10 +170,12 @@ def prepare_block(block: Block, ctx: Context, submit: Submit = _now, helper: Hel
         else:
             not_listed[code] = not_listed.get(code, 0) + 1
 
-    checker = Checker(ctx.facts, counter, report)
+    checker = Checker(ctx.facts, counter, report, defer_min_chars=ctx.tuning.defer_min_chars)
     check = checker.check
     forced = ctx.options.method
-    long_numbers = _long_number_lines(data) if _orjson_loads is not None else set()
+    orjson_loads = ctx.orjson_loads
+    batch_texts = ctx.tuning.batch_texts
+    long_numbers = _long_number_lines(data) if orjson_loads is not None else set()
     usable: list[tuple[int, Example]] = []
     usable_append = usable.append
     hash_lines_append = res.hash_lines.append
@@ -202,9 +205,9 @@ def prepare_block(block: Block, ctx: Context, submit: Submit = _now, helper: Hel
         if special:
             checker.special = b"<" in raw or b"\\u003" in raw
         obj = _UNPARSED
-        if _orjson_loads is not None and not (long_numbers and i in long_numbers):
+        if orjson_loads is not None and not (long_numbers and i in long_numbers):
             try:
-                obj = _orjson_loads(raw)  # valid UTF-8 and valid JSON (json would agree), or an error
+                obj = orjson_loads(raw)  # valid UTF-8 and valid JSON (json would agree), or an error
             except ValueError:
                 pass  # json parses it again below: it decides, and words the error
         if obj is _UNPARSED:
@@ -232,7 +235,7 @@ def prepare_block(block: Block, ctx: Context, submit: Submit = _now, helper: Hel
         if forced and ex.method != forced:
             report("format_mismatch", f"{ex.method} example in a {forced} dataset")
         usable_append((line_no, ex))
-        if len(checker.texts) >= BATCH_TEXTS:
+        if len(checker.texts) >= batch_texts:
             batches.append((checker.slots, submit(_count_many, counter, checker.texts)))
             checker.texts, checker.slots = [], []
     res.examples = examples

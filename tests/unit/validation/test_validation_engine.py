@@ -5,7 +5,7 @@ import json
 import pytest
 from vhelpers import at, chat, check, codes, jsonl, padded
 
-from shared.validation import ValidationOptions, engine, render_html, validate_dataset, validate_file
+from shared.validation import Tuning, ValidationOptions, engine, render_html, validate_dataset, validate_file
 from shared.validation.stats import default_epochs, percentile
 from shared.validation.tokens import Counter
 
@@ -121,15 +121,13 @@ def test_unknown_model_is_reported() -> None:
     assert codes(report, "errors") == ["unknown_model"]
 
 
-def test_parallel_workers_give_the_same_report(monkeypatch) -> None:
-    monkeypatch.setattr(engine, "PARALLEL_AFTER_BYTES", 0)
+def test_parallel_workers_give_the_same_report() -> None:
     lines = padded([chat(user="jane@contoso.com"), "{bad", chat()], 400) + [chat()]
     data = jsonl(lines)
     chunks = [data[i:i + 5000] for i in range(0, len(data), 5000)]
-    from shared.validation import lines as lines_mod
-    monkeypatch.setattr(lines_mod, "BLOCK_BYTES", 4000)
-    a = validate_file(chunks, name="t", options=ValidationOptions(workers=1))
-    b = validate_file(chunks, name="t", options=ValidationOptions(workers=2))
+    tuning = Tuning(parallel_after_bytes=0, block_bytes=4000)  # a worker from the first block, many blocks
+    a = validate_file(chunks, name="t", options=ValidationOptions(workers=1, tuning=tuning))
+    b = validate_file(chunks, name="t", options=ValidationOptions(workers=2, tuning=tuning))
     assert a.to_dict() == b.to_dict()
     assert at(b, "duplicate_example") == [401]
 

@@ -7,7 +7,7 @@ import json
 import pytest
 from vhelpers import chat, dpo, jsonl, padded, rft
 
-from shared.validation import ValidationOptions, formats, validate_file, worker
+from shared.validation import Tuning, ValidationOptions, validate_file, worker
 
 AWKWARD_LINES = [
     ('{"messages":[{"role":"user","content":"lone \\ud800 surrogate in a long enough user text"},'
@@ -32,13 +32,12 @@ def _report(data: bytes, **opts) -> dict:
 
 
 @pytest.mark.parametrize("model", ["gpt-4.1-mini", "gpt-35-turbo"])
-def test_orjson_and_deferred_counts_match_json_and_eager_counts(model: str, monkeypatch) -> None:
+def test_orjson_and_deferred_counts_match_json_and_eager_counts(model: str) -> None:
     rows = padded(AWKWARD_LINES + [dpo(), rft(), chat(user="x" * 70_000), chat(answer="word " * 20_000)])
     data = jsonl(rows).replace(b"caf", b"\xe9caf") + b"\r\n"
     fast = _report(data, model=model, over_limit="warn")
-    monkeypatch.setattr(worker, "_orjson_loads", None)  # json parses every line
-    monkeypatch.setattr(formats, "DEFER_MIN_CHARS", 1 << 30)  # every text counted at once
-    slow = _report(data, model=model, over_limit="warn")
+    # json parses every line, and every text is counted at once
+    slow = _report(data, model=model, over_limit="warn", tuning=Tuning(orjson=False, defer_min_chars=1 << 30))
     assert fast == slow
     codes = {f["code"] for f in fast["report"]["errors"] + fast["report"]["warnings"]}
     assert {"lone_surrogate", "special_token", "invalid_json", "invalid_role"} <= codes
@@ -50,16 +49,16 @@ def test_lines_with_19_digit_runs_are_left_to_json() -> None:
     assert worker._long_number_lines(b"") == set()
 
 
-def test_blocks_are_the_same_inline_and_through_the_counting_thread(monkeypatch) -> None:
+def test_blocks_are_the_same_inline_and_through_the_counting_thread() -> None:
     from shared.validation import lines as lines_mod
 
-    monkeypatch.setattr(lines_mod, "BLOCK_BYTES", 3000)
-    monkeypatch.setattr(worker, "BATCH_TEXTS", 3)
+    tuning = Tuning(block_bytes=3000, batch_texts=3)
     rows = padded([chat(user="jane@contoso.com is my long address, thanks"), "{bad", chat()], 200)
     data = jsonl(rows)
-    threaded = _report(data)
-    ctx = worker.Context(ValidationOptions())
-    blocks = list(lines_mod.split_blocks([data], max_line_bytes=1 << 20))
+    threaded = _report(data, tuning=tuning)
+    assert threaded == _report(data)  # small blocks and batches: the report of the default ones
+    ctx = worker.Context(ValidationOptions(tuning=tuning))
+    blocks = list(lines_mod.split_blocks([data], max_line_bytes=1 << 20, block_bytes=tuning.block_bytes))
     inline = [worker.process_block(b, ctx) for b in blocks]
     assert sum(r.examples for r in inline) == threaded["report"]["examples"]
     assert sum(sum(r.tokens) for r in inline) == threaded["report"]["stats"]["tokens"]["total"]

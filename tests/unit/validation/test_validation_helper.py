@@ -6,9 +6,10 @@ import logging
 import os
 import signal
 
+import pytest
 from vhelpers import chat, dpo, jsonl, padded
 
-from shared.validation import ValidationOptions, engine, formats, rawscan, validate_file, worker
+from shared.validation import Tuning, ValidationOptions, rawscan, validate_file
 
 TOOLS = [{"type": "function", "function": {"name": "lookup_order", "parameters": {"type": "object"}}}]
 
@@ -28,9 +29,9 @@ def _rows() -> list:
     return padded(rows * 40, 400)
 
 
-def _report(data: bytes, **opts) -> dict:
+def _report(data: bytes, progress=None, **opts) -> dict:
     report = validate_file([data[i:i + 5000] for i in range(0, len(data), 5000)], name="t",
-                           options=ValidationOptions(workers=1, **opts))
+                           options=ValidationOptions(workers=1, **opts), progress=progress)
     return {"report": report.to_dict(), "hashes": sorted(report.hashes.items())}
 
 
@@ -38,15 +39,14 @@ def _data() -> bytes:
     return b"\xef\xbb\xbf" + jsonl(_rows()).replace(b"\n", b"\r\n", 50)
 
 
-def test_the_scan_helper_gives_the_inline_report(monkeypatch, caplog) -> None:
-    from shared.validation import lines as lines_mod
+HELPER_EARLY = Tuning(scan_helper_after_bytes=-1, block_bytes=20_000)  # a helper from the first block on
 
+
+def test_the_scan_helper_gives_the_inline_report(caplog) -> None:
     data = _data()
     inline = _report(data)
-    monkeypatch.setattr(engine, "SCAN_HELPER_AFTER_BYTES", -1)  # from the first block
-    monkeypatch.setattr(lines_mod, "BLOCK_BYTES", 20_000)
     with caplog.at_level(logging.DEBUG, logger="shared.validation.engine"):
-        assert _report(data) == inline
+        assert _report(data, tuning=HELPER_EARLY) == inline
     assert [r.getMessage().split(" after ")[0] for r in caplog.records if "scan helper" in r.getMessage()] == [
         "t: scan helper started"]
     codes = {f["code"] for f in inline["report"]["errors"] + inline["report"]["warnings"]}
@@ -54,26 +54,39 @@ def test_the_scan_helper_gives_the_inline_report(monkeypatch, caplog) -> None:
             "blank_line", "duplicate_example", "invalid_json"} <= codes
 
 
-def test_a_failing_helper_falls_back_to_inline_scanning(monkeypatch) -> None:
-    from shared.validation import lines as lines_mod
+def _helper_processes() -> list[int]:
+    """This process's scan helper children (their command line names rawscan.py)."""
+    me, found = os.getpid(), []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except (OSError, IndexError, ValueError):  # gone meanwhile
+            continue
+        if ppid == me and rawscan.__file__.encode() in cmdline:
+            found.append(int(entry))
+    return found
 
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the helper process through /proc")
+def test_a_killed_helper_falls_back_to_inline_scanning() -> None:
     data = _data()
     inline = _report(data)
-    real_result = rawscan.Helper.result
-    calls = []
+    killed_at: list[int] = []
 
-    def dying(self):  # the helper process dies after its first result
-        calls.append(1)
-        if len(calls) == 2:
-            os.kill(self._proc.pid, signal.SIGKILL)
-            self._proc.wait()
-        return real_result(self)
+    def kill_the_helper(bytes_read: int) -> None:  # called as the file is read
+        if not killed_at:
+            for pid in _helper_processes():
+                os.kill(pid, signal.SIGKILL)
+                killed_at.append(bytes_read)
 
-    monkeypatch.setattr(rawscan.Helper, "result", dying)   # the helper process is killed: no port reaches it
-    monkeypatch.setattr(engine, "SCAN_HELPER_AFTER_BYTES", -1)
-    monkeypatch.setattr(lines_mod, "BLOCK_BYTES", 20_000)
-    assert _report(data) == inline
-    assert len(calls) >= 2
+    assert _report(data, progress=kill_the_helper, tuning=HELPER_EARLY) == inline
+    assert killed_at, "no scan helper process was running to kill"
+    assert len(data) - killed_at[0] > HELPER_EARLY.block_bytes  # blocks were still to come after the kill
 
 
 def test_scan_block_matches_the_line_rules() -> None:
@@ -83,16 +96,13 @@ def test_scan_block_matches_the_line_rules() -> None:
     assert found == [(10, "pii_email", "email address x***@c***.com")]
 
 
-def test_counts_are_the_same_whether_deferred_or_not_on_orjson_only_lines(monkeypatch) -> None:
+def test_counts_are_the_same_whether_deferred_or_not_on_orjson_only_lines() -> None:
     # No line needs json here, so role counts, names, tool calls and tools all take the fast paths.
     rows = padded(_rows()[:2] * 3 + [chat(system="s" * 30, user="u")], 30)
     rows = [r for r in rows if isinstance(r, dict)]
     data = jsonl(rows)
     for model in ("gpt-4.1-mini", "gpt-35-turbo"):
         fast = _report(data, model=model)
-        monkeypatch.setattr(worker, "_orjson_loads", None)
-        monkeypatch.setattr(formats, "DEFER_MIN_CHARS", 1 << 30)
-        slow = _report(data, model=model)
-        monkeypatch.undo()
+        slow = _report(data, model=model, tuning=Tuning(orjson=False, defer_min_chars=1 << 30))
         assert fast == slow
         assert fast["report"]["stats"]["tokens"]["total"] > 0
