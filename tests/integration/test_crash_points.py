@@ -142,7 +142,7 @@ def test_training_survives_a_crash_at_every_effect(stack: Any, emulator: Any) ->
         return again
 
     clean = make_run(deps, train=10, validation=0)
-    points, seen = cases(train(clean), deps)
+    points, seen = cases(train(clean), deps, every_before=False)
     expected = event_types(deps.publisher, clean, topic)
     assert deps.registry.require_run(clean).state == states.TRAINING
     for at, when in points:
@@ -200,7 +200,7 @@ def test_polling_survives_a_crash_at_every_effect(stack: Any, emulator: Any) -> 
         return lambda d: poll_job(d, d.hub(), run_id, job_id)
 
     clean = succeeded_job()
-    points, seen = cases(poll(*clean), deps)
+    points, seen = cases(poll(*clean), deps, every_before=False)
     expected = event_types(deps.publisher, clean[0], topic)
     assert deps.registry.require_run(clean[0]).state == states.TRAINED
     for at, when in points:
@@ -242,7 +242,7 @@ def test_deploying_survives_a_crash_at_every_effect(stack: Any, emulator: Any, i
             emulator.control.vanish(account, name)
 
     clean = add_run(deps, model, name="cp-clean")
-    points, seen = cases(deploy(clean), deps)
+    points, seen = cases(deploy(clean), deps, every_before=False)
     assert seen.count("arm.put") == len(DEV), seen   # each spoke's PUT is a crash point (the ARM port, watched)
     expected = event_types(deps.publisher, clean, topic)
     assert deps.registry.require_run(clean).state == states.deployed("dev")
@@ -308,7 +308,7 @@ def test_a_retrain_command_survives_a_crash_at_every_effect(stack: Any) -> None:
         return lambda d: handle_command(event, parse_message(event.to_json())[1], d)
 
     clean = trained_run()
-    points, seen = cases(retrain(clean), deps)
+    points, seen = cases(retrain(clean), deps, every_before=False)
     expected = event_types(deps.publisher, clean, topic)
     for at, when in points:
         run_id = trained_run()
@@ -345,7 +345,7 @@ def test_keepalive_healing_survives_a_crash_at_every_effect(stack: Any, emulator
             emulator.control.vanish(account, name)
 
     clean = vanished("ka-clean")
-    points, seen = cases(tick("ka-clean"), deps)
+    points, seen = cases(tick("ka-clean"), deps, every_before=False)
     assert seen.count("arm.put") == 1, seen          # re-creating the vanished deployment is a crash point
     expected = event_types(deps.publisher, clean.run_id, topic)
     assert "ftops.run.deployment_healed" in expected

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -22,9 +23,9 @@ def accounts(emulator: Any) -> Iterator[list[dict[str, str]]]:
     yield spread
     emulator.control.faults(latency_ms=0)
     names = {a["name"] for a in spread}
-    for d in emulator.control.state()["deployments"]:
-        if d["account"] in names:
-            emulator.control.vanish(d["account"], d["deployment"])
+    ours = [d for d in emulator.control.state()["deployments"] if d["account"] in names]
+    with ThreadPoolExecutor(8) as pool:   # 200 control calls, one at a time, took ~9 s
+        list(pool.map(lambda d: emulator.control.vanish(d["account"], d["deployment"]), ours))
 
 
 class CountingSpokes:
