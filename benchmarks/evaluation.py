@@ -87,16 +87,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from local.azurite import Azurite
     from local.emulator.server import EmulatorServer
-    from local.settings import emulator_topology, local_env
-    from shared.bootstrap import build_deps
-    from shared.config import Settings
+    from local.settings import emulator_topology, isolated_deps
 
     with Azurite() as azurite, EmulatorServer(emulator_topology(), seed=13) as emulator:
-        uid = uuid.uuid4().hex[:8]
-        env = local_env(storage_connection=azurite.connection_string, emulator_url=emulator.base_url,
-                        ca_file=str(emulator.ca_file), FTOPS_TABLE_PREFIX=f"e{uid}",
-                        REPORTS_CONTAINER=f"reports-{uid}", EVENTS_TOPIC=f"events-{uid}")
-        deps = build_deps(Settings.from_env(env))
+        deps = isolated_deps(azurite, emulator)
         emulator.control.config(file_processing=0, validation=0.1, queue=0.1, training=1.0, results=0.1,
                                 deployment=0.1, deletion=0.1)
         model, checkpoints = _train(deps, emulator)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-import uuid
 from typing import Any
 
 from shared import states
@@ -77,16 +76,10 @@ def _tick(deps: Any, hub: Any, label: str) -> float:
 def main() -> None:
     from local.azurite import Azurite
     from local.emulator.server import EmulatorServer
-    from local.settings import emulator_topology, local_env
-    from shared.bootstrap import build_deps
-    from shared.config import Settings
+    from local.settings import emulator_topology, isolated_deps
 
     with Azurite() as azurite, EmulatorServer(emulator_topology(), seed=11) as emulator:
-        uid = uuid.uuid4().hex[:8]
-        env = local_env(storage_connection=azurite.connection_string, emulator_url=emulator.base_url,
-                        ca_file=str(emulator.ca_file), FTOPS_TABLE_PREFIX=f"b{uid}",
-                        REPORTS_CONTAINER=f"reports-{uid}", EVENTS_TOPIC=f"events-{uid}")
-        deps = build_deps(Settings.from_env(env))
+        deps = isolated_deps(azurite, emulator)
         emulator.control.config(file_processing=0, validation=0.2, queue=0.2, training=36_000)
         _active_jobs(deps, ACTIVE)
         time.sleep(0.5)                                  # validated; one running, the rest queued

@@ -64,3 +64,20 @@ def local_env(*, storage_connection: str, emulator_url: str, ca_file: str, spoke
     }
     env.update(overrides)
     return env
+
+
+def isolated_deps(azurite: Any, emulator: Any, **overrides: str) -> Any:
+    """The app's real Deps against a running Azurite and emulator, with containers, queues, topic and tables
+    of their own (a fresh suffix), so tests and benchmarks sharing one stack never see each other's data;
+    `overrides` are settings by their environment names."""
+    import uuid
+
+    from shared.bootstrap import build_deps
+    uid = uuid.uuid4().hex[:8]
+    env = local_env(storage_connection=azurite.connection_string, emulator_url=emulator.base_url,
+                    ca_file=str(emulator.ca_file),
+                    DATASETS_CONTAINER=f"datasets-{uid}", REPORTS_CONTAINER=f"reports-{uid}",
+                    QUARANTINE_CONTAINER=f"quarantine-{uid}", FTOPS_TABLE_PREFIX=f"t{uid}",
+                    TRAIN_QUEUE=f"train-{uid}", EVALUATE_QUEUE=f"evaluate-{uid}", DEPLOY_QUEUE=f"deploy-{uid}",
+                    COMMANDS_QUEUE=f"commands-{uid}", EVENTS_TOPIC=f"events-{uid}")
+    return build_deps(Settings.from_env({**env, **overrides}))

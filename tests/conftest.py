@@ -2,13 +2,12 @@
 which builds the app's real dependencies against them, isolated per test (own containers, queues, tables)."""
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from local.settings import emulator_topology, local_env
+from local.settings import emulator_topology, isolated_deps
 
 
 @pytest.fixture(scope="session")
@@ -40,19 +39,8 @@ def instant_deployments(emulator: Any) -> Iterator[None]:
 @pytest.fixture
 def make_deps(azurite: Any, emulator: Any) -> Callable[..., Any]:
     """Build Deps for one test; keyword arguments override settings (env names, e.g. SPOKES_CONFIG)."""
-    from shared.bootstrap import build_deps
-    from shared.config import Settings
-
     def build(**overrides: str) -> Any:
-        uid = uuid.uuid4().hex[:8]
-        env = local_env(storage_connection=azurite.connection_string, emulator_url=emulator.base_url,
-                        ca_file=str(emulator.ca_file),
-                        DATASETS_CONTAINER=f"datasets-{uid}", REPORTS_CONTAINER=f"reports-{uid}",
-                        QUARANTINE_CONTAINER=f"quarantine-{uid}", FTOPS_TABLE_PREFIX=f"t{uid}",
-                        TRAIN_QUEUE=f"train-{uid}", EVALUATE_QUEUE=f"evaluate-{uid}", DEPLOY_QUEUE=f"deploy-{uid}",
-                        COMMANDS_QUEUE=f"commands-{uid}", EVENTS_TOPIC=f"events-{uid}")
-        env.update(overrides)
-        return build_deps(Settings.from_env(env))
+        return isolated_deps(azurite, emulator, **overrides)
 
     return build
 
