@@ -425,6 +425,14 @@ def test_evaluation_survives_a_crash_at_every_effect(stack: Any, emulator: Any, 
 
 
 # --- commands (cancel; retire and rollback, the operator path) -------------------------------------------
+def training_job(deps: Any, emulator: Any, **timing: float) -> str:
+    """A run whose hub job was just created (no reset of the hub: the module's trained models must stay)."""
+    emulator.control.config(file_processing=0, **timing)
+    run_id = make_run(deps, train=10, validation=0)
+    training.handle_train(TrainRequest(run_id=run_id), deps)
+    return run_id
+
+
 def bus_command(kind: str, run_id: str, reason: str) -> Callable[[Any], Any]:
     """A handler delivering one command from the commands queue, as the runtime would (parsed at the edge)."""
     from shared.commands import handle_command
@@ -437,22 +445,16 @@ def test_a_cancel_command_survives_a_crash_at_every_effect(stack: Any, emulator:
     deps = stack
     topic = deps.settings.events_topic
 
-    def training_run() -> str:   # (no reset of the hub: the module's trained models must stay)
-        emulator.control.config(file_processing=0)
-        run_id = make_run(deps, train=10, validation=0)
-        training.handle_train(TrainRequest(run_id=run_id), deps)
-        return run_id
-
     def cancel(run_id: str) -> Callable[[Any], Any]:
         return bus_command("cancel", run_id, "wrong data")
 
-    clean = training_run()
+    clean = training_job(deps, emulator)
     points, seen = cases(cancel(clean), deps, every_before=False)
     expected = event_types(deps.publisher, clean, topic)
     assert deps.registry.require_run(clean).state == states.CANCELLED
     for at, when in points:
         created = emulator.control.state()["jobs_created"]
-        run_id = training_run()
+        run_id = training_job(deps, emulator)
         fired = crash_then_redeliver(deps, cancel(run_id), at, when)
         poll_tick(deps)   # what the next tick does with a cancelled run's job
         where = f"{fired} (effect {at} of {seen})"
@@ -641,15 +643,13 @@ def test_a_pause_command_survives_a_crash_at_every_effect(stack: Any, emulator: 
     deps = stack
     topic = deps.settings.events_topic
 
-    def running_job() -> str:   # past its first step (pausable), far from its end
-        emulator.control.config(file_processing=0, training=600)
-        run_id = make_run(deps, train=10, validation=0)
-        training.handle_train(TrainRequest(run_id=run_id), deps)
-        emulator.control.advance(60)
-        return run_id
-
     def pause(run_id: str) -> Callable[[Any], Any]:
         return bus_command("pause", run_id, "look at the loss")
+
+    def running_job() -> str:
+        run_id = training_job(deps, emulator, training=600)
+        emulator.control.advance(60)   # past its first step (pausable), far from its end
+        return run_id
 
     clean = running_job()
     points, seen = cases(pause(clean), deps, every_before=False)
