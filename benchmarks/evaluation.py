@@ -18,10 +18,10 @@ import uuid
 from typing import Any
 
 from benchmarks.validation import MIB, _PeakMemory
-from shared import states
-from shared.evaluation import handle_evaluate
-from shared.messages import EvaluateRequest
-from shared.registry import RunRecord
+from shared.run import states
+from shared.run.messages import EvaluateRequest
+from shared.stages.evaluation import handle_evaluate
+from shared.store.registry import RunRecord
 
 LATENCY_MS = 200
 BASE_MODEL = "gpt-4.1-mini-2025-04-14"
@@ -35,7 +35,7 @@ def _line(question: str, answer: str) -> str:
 
 
 def _train(deps: Any, emulator: Any) -> tuple[str, list[dict[str, Any]]]:
-    from shared.hub import Hub
+    from shared.azure.hub import Hub
     client = deps.openai_client()
     lines = [_line(f"What is the return window for {t}?", f"{t.capitalize()} can be returned within {10 + i} days.")
              for i, t in enumerate(TOPICS)]

@@ -10,10 +10,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from shared.bootstrap import Deps, _credential
-from shared.config import HubSettings, Settings
-from shared.registry import ConcurrencyError, DeploymentRecord, Registry, RunRecord
-from shared.topology import load_topology
+from shared.app.bootstrap import Deps, _credential
+from shared.run.config import HubSettings, Settings
+from shared.run.topology import load_topology
+from shared.store.registry import ConcurrencyError, DeploymentRecord, Registry, RunRecord
 
 HUB = {"name": "bench-hub", "subscription": "bench-sub-hub", "resource_group": "rg-hub", "region": "eastus",
        "tenant": "tenant-bench", "role": "hub"}
@@ -21,7 +21,7 @@ REGIONS = ("eastus", "swedencentral", "westeurope", "northcentralus")
 
 
 class MemoryRegistry:
-    """The slice of shared.registry.Registry keep-alive uses, with the same ETag rule."""
+    """The slice of shared.store.registry.Registry keep-alive uses, with the same ETag rule."""
 
     def __init__(self) -> None:
         self.slots: dict[str, DeploymentRecord] = {}
@@ -102,7 +102,7 @@ def populate(deps: Deps, per_spoke: int, model: str = "gpt-4.1-mini") -> int:
 
 def main(spokes: int = 40, per_spoke: int = 5, latency_ms: float = 200.0, concurrency: int = 16) -> float:
     from local.emulator.server import EmulatorServer
-    from shared.keepalive import keepalive_tick
+    from shared.stages.keepalive import keepalive_tick
     accounts = fleet(spokes)
     with EmulatorServer({"accounts": [HUB, *accounts]}, seed=1) as server:
         deps = build(server, accounts, concurrency=concurrency)

@@ -12,10 +12,10 @@ import json
 import time
 from typing import Any
 
-from shared import states
-from shared.hub import Hub
-from shared.polling import poll_tick
-from shared.registry import RunRecord
+from shared.azure.hub import Hub
+from shared.run import states
+from shared.stages.polling import poll_tick
+from shared.store.registry import RunRecord
 
 ACTIVE, FINISHED, LATENCY_MS = 20, 10_000, 200
 

@@ -29,7 +29,7 @@ from ftops_cli.target import remove_state, state_path, write_state
 from ftops_cli.views import run_view, table  # the one run shape, shared with `ftops status`
 
 if TYPE_CHECKING:
-    from shared.bootstrap import Deps
+    from shared.app.bootstrap import Deps
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
@@ -217,7 +217,7 @@ def wait_until_done(stack: Any, deps: Deps, sources: set[str], *, deadline: floa
     """Follow the runs (printing each transition), approve what waits for approval; True once every run
     is terminal and every live deployment of a deployed run has been pinged. Without `approve_here`, a run
     waiting for approval counts as settled: a person approves it in the console."""
-    from shared import states
+    from shared.run import states
     progress = _Progress(deps)
     approved: set[tuple[str, str]] = set()
     while True:
@@ -321,7 +321,7 @@ def dead_letters(connection: str) -> list[dict[str, Any]]:
     """Everything in a `*-deadletter` queue (and the blob poison queue), without removing it."""
     from azure.storage.queue import QueueServiceClient
 
-    from shared.bus import DEADLETTER_SUFFIX
+    from shared.azure.bus import DEADLETTER_SUFFIX
     service = QueueServiceClient.from_connection_string(connection)
     letters = []
     for queue in service.list_queues():

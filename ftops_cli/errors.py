@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from shared.echo import mask_secrets
+from shared.run.echo import mask_secrets
 
 
 class UsageError(Exception):
@@ -23,8 +23,8 @@ def explain(exc: BaseException) -> tuple[str, int]:
 def _explain(exc: BaseException) -> tuple[str, int]:
     from pydantic import ValidationError
 
-    from shared.config import ConfigError
-    from shared.registry import RunNotFound
+    from shared.run.config import ConfigError
+    from shared.store.registry import RunNotFound
     if isinstance(exc, UsageError):
         return str(exc), 2
     if isinstance(exc, ConfigError):

@@ -1,6 +1,6 @@
 """Bus commands that answer: checked before they are sent, and (with --wait) followed to their outcome.
 
-The checks are the handlers' own (shared.command_checks), so what the CLI refuses is exactly what the
+The checks are the handlers' own (shared.stages.command_checks), so what the CLI refuses is exactly what the
 commands function would have dead-lettered. The outcome is read where the handler leaves it: the run's
 state and audit trail, the `command_deadlettered` audit record (with the message id), or the commands
 queue's dead letters.
@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ftops_cli.errors import UsageError
-from shared import states
-from shared.hub_api import surface
-from shared.messages import CloudEvent
-from shared.settlement import PERMANENT
+from shared.app.settlement import PERMANENT
+from shared.run import states
+from shared.run.hub_api import surface
+from shared.run.messages import CloudEvent
 
 if TYPE_CHECKING:
-    from shared.bootstrap import Deps
+    from shared.app.bootstrap import Deps
 
 
 @dataclass
@@ -34,9 +34,9 @@ class Expectation:
 
 def precheck(deps: Deps, event: CloudEvent) -> Expectation:
     """Refuse (UsageError, exit 2) a command that cannot succeed; otherwise what to wait for."""
-    from shared import command_checks as checks
-    from shared.commands import COMMANDS_PARTITION
-    from shared.intake import drop_started_by, run_id_for
+    from shared.stages import command_checks as checks
+    from shared.stages.commands import COMMANDS_PARTITION
+    from shared.stages.intake import drop_started_by, run_id_for
     name, data = event.type.removeprefix("ftops.command."), event.data
     try:
         if name == "train":
@@ -61,7 +61,7 @@ def precheck(deps: Deps, event: CloudEvent) -> Expectation:
 
 def outcome(deps: Deps, event: CloudEvent, expect: Expectation) -> tuple[int, str] | None:
     """(exit code, what happened) once the command has an outcome; None while it has none yet."""
-    from shared.commands import COMMANDS_PARTITION
+    from shared.stages.commands import COMMANDS_PARTITION
     registry = deps.registry
     new = registry.audit_trail(expect.run_id)[expect.seen_audit:]
     new += registry.audit_trail(COMMANDS_PARTITION)[expect.seen_commands_audit:]

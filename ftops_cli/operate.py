@@ -1,4 +1,4 @@
-"""Operator commands, one subcommand per row of shared.command_table. The bus commands (train, cancel,
+"""Operator commands, one subcommand per row of shared.run.command_table. The bus commands (train, cancel,
 pause, resume, retrain) send one CloudEvent to the commands queue, exactly as another system would: checked
 first with the handlers' own rules and refused with the reason (exit 2) when they cannot succeed; `--wait`
 follows them to their outcome. `approve`, `reject`, `rollback`, `retire` call the operator API as the
@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 from ftops_cli.errors import UsageError
 from ftops_cli.follow import follow, precheck
-from shared.command_table import BY_NAME, COMMANDS, Command
-from shared.messages import CloudEvent, envelope
+from shared.run.command_table import BY_NAME, COMMANDS, Command
+from shared.run.messages import CloudEvent, envelope
 
 if TYPE_CHECKING:
-    from shared.bootstrap import Deps
+    from shared.app.bootstrap import Deps
 
 
 def add_parser(sub: Any) -> None:
-    """One subcommand per row of shared.command_table, its arguments as the row declares them."""
+    """One subcommand per row of shared.run.command_table, its arguments as the row declares them."""
     for row in COMMANDS:
         help_ = row.help if row.via == "bus" else f"{row.help} (operator API, as the signed-in user)"
         p = sub.add_parser(row.name, help=help_, description=help_)
@@ -86,7 +86,7 @@ def run_api(args: argparse.Namespace, client: Any = None) -> int:
     """Exit 0 done, 1 refused (the API's reason on stderr), 2 not configured or unreachable."""
     from ftops_cli.operator_client import ApiError, client_from_env
     from ftops_cli.target import NoTarget, apply
-    from shared.config import ConfigError
+    from shared.run.config import ConfigError
     try:
         if client is None:
             apply(getattr(args, "env_file", None))

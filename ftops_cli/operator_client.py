@@ -17,9 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from shared.command_table import BY_NAME
-from shared.config import ConfigError
-from shared.identity import scope_for
+from shared.azure.identity import scope_for
+from shared.run.command_table import BY_NAME
+from shared.run.config import ConfigError
 
 DEMO_OPERATOR = "demo-operator@contoso.example"
 LOCAL_DEMO_PASSWORD = "local-demo-only"   # the emulator's demo users only; never valid against Entra ID
@@ -76,7 +76,7 @@ class OperatorClient:
 
 def local_client(api_url: str, env: Mapping[str, str], username: str = DEMO_OPERATOR) -> OperatorClient:
     """A client signed in as a demo user through the emulator's identity provider (one machine only)."""
-    from shared.identity import LocalUserCredential
+    from shared.azure.identity import LocalUserCredential
     credential = LocalUserCredential(env["OPERATOR_AUTHORITY"], env["OPERATOR_TENANT_ID"], username,
                                      env.get("FTOPS_OPERATOR_PASSWORD", LOCAL_DEMO_PASSWORD),
                                      ca_bundle=env.get("FTOPS_CA_BUNDLE") or None)

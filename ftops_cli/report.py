@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ftops_cli.errors import UsageError
 
 if TYPE_CHECKING:
-    from shared.bootstrap import Deps
+    from shared.app.bootstrap import Deps
 
 MAX_REPORT_BYTES = 64 * 1024 * 1024
 

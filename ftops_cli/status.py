@@ -12,10 +12,10 @@ from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 from ftops_cli.views import run_view, table
-from shared.costs import daily_hosting_cost, prices_from_settings
+from shared.run.costs import daily_hosting_cost, prices_from_settings
 
 if TYPE_CHECKING:
-    from shared.bootstrap import Deps
+    from shared.app.bootstrap import Deps
 
 WHY_WIDTH = 100   # the overview's reason column; `status RUN_ID` shows it whole
 
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from ftops_cli.target import deps as target_deps
     deps = target_deps(args)
     if getattr(args, "stuck", False):
-        from shared import doctor
+        from shared.stages import doctor
         found = doctor.stuck_runs(deps, bound_minutes=args.after, dead_letters=_dead_letters(deps, None))
         print(json.dumps(found, indent=2) if args.json else doctor.render(found, args.after))
         return 1 if found else 0

@@ -69,7 +69,7 @@ def apply(env_file: str | None) -> Target:
 def deps(args: Any) -> Any:
     """The app's dependencies for a command, built for its target (argument mistakes are found before)."""
     apply(getattr(args, "env_file", None))
-    from shared.bootstrap import get_deps
+    from shared.app.bootstrap import get_deps
     return get_deps()
 
 

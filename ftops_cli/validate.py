@@ -1,6 +1,6 @@
 """`ftops validate PATH`: check a JSONL file or a run folder before (or without) uploading it.
 
-The same checks intake runs, through the same code (shared.drop_check): run.json's full schema, the
+The same checks intake runs, through the same code (shared.validation.drop): run.json's full schema, the
 method detected from the data when nothing sets it, the data itself, and the split. The flags override
 run.json as a train command's settings do.
 
@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ftops_cli.errors import UsageError
-from shared.drop_check import DropFiles, check_drop
-from shared.hub_api import DEFAULT as DEFAULT_HUB_API
-from shared.hub_api import HubSurface, UnsupportedOnSurface, surface
-from shared.models import UnknownModelError, known_models, model_facts
-from shared.topology import Topology
+from shared.run.hub_api import DEFAULT as DEFAULT_HUB_API
+from shared.run.hub_api import HubSurface, UnsupportedOnSurface, surface
+from shared.run.models import UnknownModelError, known_models, model_facts
+from shared.run.topology import Topology
 from shared.validation import DatasetReport, Finding
+from shared.validation.drop import DropFiles, check_drop
 from shared.validation.html import method_note
 
 CHUNK = 4 << 20
@@ -104,8 +104,8 @@ def _configured(env: Mapping[str, str]) -> tuple[str, list[str] | None, HubSurfa
         raise UsageError(str(exc)) from None
     if not env.get("SPOKES_CONFIG"):
         return default, None, hub_api, None
-    from shared.config import ConfigError, load_spokes_json
-    from shared.topology import parse_topology
+    from shared.run.config import ConfigError, load_spokes_json
+    from shared.run.topology import parse_topology
     try:
         spokes = load_spokes_json(env["SPOKES_CONFIG"])
         # the topology too: where a run may go (a prefix of the order; gated runs name an owner object id)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared import states
+from shared.run import states
 
 
 def deployment_view(record: Any) -> dict[str, Any]:

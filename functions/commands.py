@@ -3,9 +3,9 @@
 import azure.functions as func
 from azurefunctions.extensions.bindings import servicebus
 
-from shared.bootstrap import get_deps
-from shared.commands import handle_command
-from shared.settlement import settle
+from shared.app.bootstrap import get_deps
+from shared.app.settlement import settle
+from shared.stages.commands import handle_command
 
 bp = func.Blueprint()
 

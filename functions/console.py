@@ -1,10 +1,10 @@
-"""HTTP triggers: the operator's console (server-rendered pages over the operator API; shared.console).
+"""HTTP triggers: the operator's console (server-rendered pages over the operator API; shared.operator.console).
 Anonymous at the host like the operator API: the person signs in and every read and action goes through
 the operator API's token checks. Routes under the host's prefix (`/api/console`)."""
 import azure.functions as func
 
-from shared.bootstrap import get_deps
-from shared.console import ConsoleRequest, handle
+from shared.app.bootstrap import get_deps
+from shared.operator.console import ConsoleRequest, handle
 
 bp = func.Blueprint()
 ANONYMOUS = func.AuthLevel.ANONYMOUS

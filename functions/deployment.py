@@ -2,9 +2,9 @@
 import azure.functions as func
 from azurefunctions.extensions.bindings import servicebus
 
-from shared.bootstrap import get_deps
-from shared.deployment import handle_deploy
-from shared.settlement import settle
+from shared.app.bootstrap import get_deps
+from shared.app.settlement import settle
+from shared.stages.deployment import handle_deploy
 
 bp = func.Blueprint()
 

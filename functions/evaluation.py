@@ -2,9 +2,9 @@
 import azure.functions as func
 from azurefunctions.extensions.bindings import servicebus
 
-from shared.bootstrap import get_deps
-from shared.evaluation import handle_evaluate
-from shared.settlement import settle
+from shared.app.bootstrap import get_deps
+from shared.app.settlement import settle
+from shared.stages.evaluation import handle_evaluate
 
 bp = func.Blueprint()
 

@@ -2,8 +2,8 @@
 import azure.functions as func
 from azurefunctions.extensions.bindings import blob
 
-from shared.bootstrap import get_deps
-from shared.intake import handle_blob_created
+from shared.app.bootstrap import get_deps
+from shared.stages.intake import handle_blob_created
 
 bp = func.Blueprint()
 

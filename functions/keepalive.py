@@ -1,8 +1,8 @@
 """Timer: a real chat completion to every active deployment, well inside Azure's 15-day inactivity limit."""
 import azure.functions as func
 
-from shared.bootstrap import get_deps
-from shared.keepalive import keepalive_tick
+from shared.app.bootstrap import get_deps
+from shared.stages.keepalive import keepalive_tick
 
 bp = func.Blueprint()
 

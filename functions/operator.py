@@ -1,5 +1,5 @@
 """HTTP triggers: the operator API (runs, one run, deployments; the commands approve, reject, retrain,
-retire, rollback). The app verifies the caller's Entra ID token itself (shared.access), so the functions are
+retire, rollback). The app verifies the caller's Entra ID token itself (shared.azure.access), so the functions are
 anonymous at the host: a function key would be a shared secret that names nobody. Routes under the host's
 prefix (`/api`).
 
@@ -10,9 +10,9 @@ No two routes here can match the same path, so nothing depends on which of two m
 prefers (it does not promise a literal segment wins over a parameter: azure-functions-host issue 3153)."""
 import azure.functions as func
 
-from shared.bootstrap import get_deps
-from shared.command_table import COMMAND_ROUTES
-from shared.operator_api import ApiResponse, handle, handle_command
+from shared.app.bootstrap import get_deps
+from shared.operator.api import ApiResponse, handle, handle_command
+from shared.run.command_table import COMMAND_ROUTES
 
 bp = func.Blueprint()
 ANONYMOUS = func.AuthLevel.ANONYMOUS

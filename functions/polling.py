@@ -3,8 +3,8 @@ import logging
 
 import azure.functions as func
 
-from shared.bootstrap import get_deps
-from shared.polling import poll_tick
+from shared.app.bootstrap import get_deps
+from shared.stages.polling import poll_tick
 
 bp = func.Blueprint()
 log = logging.getLogger(__name__)

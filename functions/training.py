@@ -2,9 +2,9 @@
 import azure.functions as func
 from azurefunctions.extensions.bindings import servicebus
 
-from shared.bootstrap import get_deps
-from shared.settlement import settle
-from shared.training import handle_train
+from shared.app.bootstrap import get_deps
+from shared.app.settlement import settle
+from shared.stages.training import handle_train
 
 bp = func.Blueprint()
 

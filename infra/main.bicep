@@ -189,7 +189,7 @@ var identitySettings = {
   clientId: identity.outputs.clientId
 }
 
-// Every setting the code reads in Azure (shared/config.py, the trigger bindings, telemetry, identity) and
+// Every setting the code reads in Azure (shared/run/config.py, the trigger bindings, telemetry, identity) and
 // nothing Flex forbids (no FUNCTIONS_WORKER_RUNTIME, WEBSITE_RUN_FROM_PACKAGE, ...). docs/deploy.md lists
 // each one; tests/unit/test_infra_settings.py checks both directions.
 var appSettings = {

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from local.emulator.identity import API_CLIENT_ID, DEMO_TENANT
-from shared.config import Settings
+from shared.run.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_SPOKES = ROOT / "local" / "spokes.demo.json"
@@ -72,7 +72,7 @@ def isolated_deps(azurite: Any, emulator: Any, **overrides: str) -> Any:
     `overrides` are settings by their environment names."""
     import uuid
 
-    from shared.bootstrap import build_deps
+    from shared.app.bootstrap import build_deps
     uid = uuid.uuid4().hex[:8]
     env = local_env(storage_connection=azurite.connection_string, emulator_url=emulator.base_url,
                     ca_file=str(emulator.ca_file),

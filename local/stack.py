@@ -108,8 +108,8 @@ class LocalStack:
     def deps(self) -> Any:
         """The app's real dependencies, built from the same settings the dev host runs with."""
         if self._deps is None:
-            from shared.bootstrap import build_deps
-            from shared.config import Settings
+            from shared.app.bootstrap import build_deps
+            from shared.run.config import Settings
             self._deps = build_deps(Settings.from_env(self.env))
         return self._deps
 

@@ -1,5 +1,5 @@
 // Service Bus Standard: the stage queues, the commands queue, the ftops-events topic and its operators
-// subscription. Entra ID only (local SAS auth off). The queue properties are what shared/bus.py's
+// subscription. Entra ID only (local SAS auth off). The queue properties are what shared/azure/bus.py's
 // QUEUE_CONTRACT says the handlers rely on (a contract test compares them).
 param name string
 param location string
@@ -10,7 +10,7 @@ param eventsTopic string
 param operatorsSubscription string
 
 var roles = {
-  // publishing stage messages and events (shared/bus.py ServiceBusPublisher)
+  // publishing stage messages and events (shared/azure/bus.py ServiceBusPublisher)
   dataSender: '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39'
   // the Service Bus triggers (functions/training, evaluation, deployment, commands)
   dataReceiver: '4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0'
@@ -34,7 +34,7 @@ resource stageQueues 'Microsoft.ServiceBus/namespaces/queues@2024-01-01' = [for 
   parent: namespace
   name: q
   properties: {
-    // MessageId = CloudEvent id: a resend after a crash is dropped (shared/bus.py, shared/messages.py)
+    // MessageId = CloudEvent id: a resend after a crash is dropped (shared/azure/bus.py, shared/run/messages.py)
     requiresDuplicateDetection: true
     duplicateDetectionHistoryTimeWindow: 'PT10M'
     // abandoned (transient) failures are retried this often, then dead-lettered (shared/handling.py)
@@ -52,7 +52,7 @@ resource topic 'Microsoft.ServiceBus/namespaces/topics@2024-01-01' = {
   parent: namespace
   name: eventsTopic
   properties: {
-    // event ids are derived from the registry write (shared/events.py): a re-publish is dropped
+    // event ids are derived from the registry write (shared/store/events.py): a re-publish is dropped
     requiresDuplicateDetection: true
     duplicateDetectionHistoryTimeWindow: 'PT10M'
     defaultMessageTimeToLive: 'P14D'

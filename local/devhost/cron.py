@@ -1,4 +1,4 @@
-"""NCRONTAB schedules: the parser lives in shared.ncrontab (the keep-alive checks its own schedule with it)."""
-from shared.ncrontab import CronError, Schedule
+"""NCRONTAB schedules: the parser lives in shared.run.ncrontab (the keep-alive checks its own schedule with it)."""
+from shared.run.ncrontab import CronError, Schedule
 
 __all__ = ["CronError", "Schedule"]

@@ -18,7 +18,7 @@ from typing import Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
-from shared.bus import DEADLETTER_SUFFIX
+from shared.azure.bus import DEADLETTER_SUFFIX
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class LocalServiceBusMessage:
 
 
 def from_queue_message(queue_name: str, queue_client: Any, qm: Any) -> LocalServiceBusMessage:
-    """A storage queue message (text = shared.bus.encode_local JSON) → the Service Bus message shape.
+    """A storage queue message (text = shared.azure.bus.encode_local JSON) → the Service Bus message shape.
     Text that is not our envelope is still delivered, as raw body, so the function dead-letters it."""
     content = qm.content if isinstance(qm.content, str) else bytes(qm.content).decode("utf-8", "replace")
     try:

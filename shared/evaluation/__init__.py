@@ -1,10 +1,8 @@
-"""Evaluation: metrics, gates, checkpoint choice, reports and plots; `handle_evaluate` is the stage handler.
+"""Evaluation: graders, metrics, intervals, gates, the candidates' runner, reports and plots.
 
-Submodules are pure (metrics, gates, examples, report, svg, runner) except `hubdeploy` and `stage`, which
-talk to the hub; SDK imports stay inside functions so importing this package is cheap at cold start.
+A library of pure functions over examples and answers, except `hubdeploy` (the hub's temporary evaluation
+deployments, through the ARM adapter); the stage that drives it is `shared.stages.evaluation`. SDK imports stay
+inside functions so importing this package is cheap at cold start.
+
+May import `shared.run`, `shared.store`, `shared.azure`, `shared.app` and `shared.validation`.
 """
-from __future__ import annotations
-
-from shared.evaluation.stage import handle_evaluate
-
-__all__ = ["handle_evaluate"]

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.echo import echo
+from shared.run.echo import echo
 
 MAX_EXAMPLES = 200   # enough for a stable mean F1; bounds cost and wall time of one evaluation
 MAX_LINE_BYTES = 32 << 20  # as validation's line cap

@@ -12,7 +12,7 @@ from typing import Any
 from shared.evaluation.confidence import Interval
 from shared.evaluation.metrics import CandidateMetrics
 from shared.evaluation.runner import Candidate
-from shared.run_settings import Thresholds
+from shared.run.settings import Thresholds
 
 
 @dataclass(frozen=True)

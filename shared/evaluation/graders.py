@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from shared.azure.chat import JudgeFn
 from shared.evaluation.examples import Example
 from shared.evaluation.metrics import token_f1
 
@@ -62,11 +63,10 @@ class Grader:
 
 
 # A judge call: (hub deployment, messages) → reply text. The stage hands in one on the openai SDK.
-JudgeFn = Callable[[str, list[dict[str, str]]], str]
 
 
 def from_specs(specs: Sequence[Mapping[str, Any]]) -> list[Grader]:
-    """run.json `evaluation.graders` (already validated by shared.run_settings) → graders."""
+    """run.json `evaluation.graders` (already validated by shared.run.settings) → graders."""
     out = []
     for s in specs:
         kind = str(s["type"])

@@ -12,12 +12,12 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from shared.arm_deployments import ArmAccount, ArmDeployments
-from shared.config import HubSettings
+from shared.azure.arm_deployments import ArmAccount, ArmDeployments
 from shared.evaluation.runner import Candidate
+from shared.run.config import HubSettings
 
 if TYPE_CHECKING:
-    from shared.bootstrap import Deps
+    from shared.app.bootstrap import Deps
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def deployment_prefix(run_id: str) -> str:
 
 
 def developer_tier_allowed(base_model: str) -> bool:
-    from shared.models import UnknownModelError, model_facts
+    from shared.run.models import UnknownModelError, model_facts
     try:
         return model_facts(base_model).developer_tier
     except UnknownModelError:
@@ -50,7 +50,7 @@ def plan_candidates(run_id: str, fine_tuned_model: str, base_model: str,
     """Final model first, then base, then the last checkpoints (the order deployments are created in:
     the ones the verdict cannot do without come first).
 
-    Checkpoints are what polling recorded (`shared.hub.Hub.checkpoints`: `id`, `step`, `model`; the API's
+    Checkpoints are what polling recorded (`shared.azure.hub.Hub.checkpoints`: `id`, `step`, `model`; the API's
     own `step_number` is read too) and are deployed by their checkpoint id (`ftchkpt-…`), as Learn's
     fine-tuning-deploy page documents. A checkpoint at the job's last step is the final model under
     another name: deploying it again would only spend hub quota. That step comes from the training
@@ -80,7 +80,7 @@ def champion_model(deps: Deps, run: Any) -> tuple[str, str] | None:
     """(environment, model) the run's deployment name serves today, from the registry's active slots: the
     last of the run's environments that has one (prod before test before dev: what users get). None when
     nothing is served under that name yet, or it already serves this run's model."""
-    from shared.deployment import deployment_name
+    from shared.run.rules import deployment_name
     lister = getattr(deps.registry, "list_deployments", None)
     if lister is None:
         return None

@@ -1,4 +1,9 @@
-"""Streaming dataset validation for Azure OpenAI fine-tuning (see docs/validation.md)."""
+"""Streaming dataset validation for Azure OpenAI fine-tuning (see docs/validation.md), and a drop's checks
+before it becomes a run (`drop`: its files and settings; `splitting`: the seeded train/validation/eval split).
+
+May import `shared.run`, `shared.store`, `shared.azure` and `shared.app`; the raw scan's helper process loads
+`rawscan.py` and `shared/run/privacy.py` alone, by path.
+"""
 
 from __future__ import annotations
 

@@ -60,7 +60,7 @@ _TABLE = (
     Code("missing_validation_file", "warning",
          "Reinforcement fine-tuning needs a validation file and none was given.",
          "Add validation.jsonl (or let intake split one off)."),
-    # --- raised by the intake stage (shared/intake.py) in the same report
+    # --- raised by the intake stage (shared/stages/intake.py) in the same report
     Code("invalid_settings", "error", "run.json (or a train command's settings) is invalid.",
          "Fix the setting named in the message."),
     Code("not_a_dataset", "error", "The dropped blob is not a .jsonl file.",

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from shared.models import METHODS, REINFORCEMENT, UnknownModelError, model_facts
+from shared.run.models import METHODS, REINFORCEMENT, UnknownModelError, model_facts
 
 from .codes import severity
 from .lines import Block, coalesce_head, split_blocks

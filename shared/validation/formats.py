@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from shared.echo import echo
-from shared.models import DPO, REINFORCEMENT, SUPERVISED, ModelFacts
+from shared.run.echo import echo
+from shared.run.models import DPO, REINFORCEMENT, SUPERVISED, ModelFacts
 
 from .tokens import SPECIAL_TOKENS, Counter
 

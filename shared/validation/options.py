@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.models import DEFAULT_BASE_MODEL
+from shared.run.models import DEFAULT_BASE_MODEL
 
 MIB = 1 << 20
 

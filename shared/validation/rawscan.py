@@ -2,7 +2,7 @@
 
 It runs inline, or in a small helper process so that the main thread (the bottleneck: parsing and
 the Python checks) does not spend ~3.5 s of the 480 MiB benchmark on it. The helper loads only this
-file and privacy.py, by path (~33 MB with its RE2 cache: no tokenizer, no package import). Blocks go to it through its
+file and shared/run/privacy.py, by path (~33 MB with its RE2 cache: no tokenizer, no package import). Blocks go to it through its
 stdin from a sender thread (a blocking pipe write releases the GIL), results come back in order on
 its stdout. Anything going wrong with the helper falls back to the inline computation.
 """
@@ -24,10 +24,10 @@ from hashlib import blake2b
 from typing import Any
 
 try:
-    from . import privacy
+    from shared.run import privacy
 except ImportError:  # loaded by path in the helper process (see _BOOT)
-    _spec = importlib.util.spec_from_file_location(
-        "_ftops_privacy", os.path.join(os.path.dirname(os.path.abspath(__file__)), "privacy.py"))
+    _spec = importlib.util.spec_from_file_location("_ftops_privacy", os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "run", "privacy.py"))
     assert _spec is not None and _spec.loader is not None
     privacy = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(privacy)

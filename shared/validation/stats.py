@@ -2,7 +2,7 @@
 
 Epochs follow OpenAI's cookbook default rule (target 3; at least 100 and at most 25,000 example
 passes); billed tokens = sum of min(limit, tokens) per example x epochs (over-long examples are cut
-to the limit by the service). Prices come from shared.models and are estimates.
+to the limit by the service). Prices come from shared.run.models and are estimates.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import math
 from array import array
 from typing import Any
 
-from shared.models import REINFORCEMENT, ModelFacts
+from shared.run.models import REINFORCEMENT, ModelFacts
 
 TARGET_EPOCHS = 3
 MIN_TARGET_EXAMPLES = 100

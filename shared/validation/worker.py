@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
-from shared.models import ModelFacts, UnknownModelError, model_facts
+from shared.run.models import ModelFacts, UnknownModelError, model_facts
 
 from .formats import SLOTS, Checker, Example
 from .lines import Block

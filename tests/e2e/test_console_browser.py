@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from local.emulator.identity import DEMO_PASSWORD, USERS
-from shared import states
-from shared.registry import RunRecord
+from shared.run import states
+from shared.store.registry import RunRecord
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]

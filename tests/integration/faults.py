@@ -13,15 +13,15 @@ import functools
 import threading
 from typing import Any
 
-from shared.arm_deployments import ArmDeployments
-from shared.bootstrap import Deps
+from shared.app.bootstrap import Deps
+from shared.azure.arm_deployments import ArmDeployments
 
 REGISTRY_WRITES = frozenset({"create_run", "save_run", "transition", "track_job", "untrack_job", "save_deployment",
                              "update_deployment", "audit", "claim", "complete", "release", "mark_outbox",
                              "clear_outbox", "hold_event", "unmark_outbox"})
 BLOB_WRITES = frozenset({"upload_blob", "delete_blob", "create_append_blob", "append_block", "start_copy_from_url"})
 HUB_WRITES = frozenset({"create", "delete", "cancel", "pause", "resume", "complete"})   # files, uploads, jobs
-ARM_WRITES = frozenset({"put", "delete", "delete_all"})                # shared.arm_deployments.ArmDeployments
+ARM_WRITES = frozenset({"put", "delete", "delete_all"})                # shared.azure.arm_deployments.ArmDeployments
 SENDS = frozenset({"send"})
 
 

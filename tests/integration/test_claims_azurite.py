@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from azure.data.tables import TableServiceClient
 
-from shared import claims
-from shared.registry import Registry
+from shared.store import claims
+from shared.store.registry import Registry
 
 pytestmark = pytest.mark.integration
 

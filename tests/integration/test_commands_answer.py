@@ -18,11 +18,11 @@ from ftops_cli import operate
 from ftops_cli.status import collect, render_run
 from local.devhost.servicebus import LocalMessageActions, from_queue_message
 from local.settings import local_env
-from shared.bus import decode_local
-from shared.commands import handle_command
-from shared.intake import handle_blob_created
-from shared.messages import RunCommand, envelope
-from shared.settlement import PermanentError, settle
+from shared.app.settlement import PermanentError, settle
+from shared.azure.bus import decode_local
+from shared.run.messages import RunCommand, envelope
+from shared.stages.commands import handle_command
+from shared.stages.intake import handle_blob_created
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,11 +15,13 @@ from typing import Any
 
 import pytest
 
-from shared import outbox, states, training
-from shared.deployment import handle_deploy
-from shared.intake import handle_blob_created
-from shared.messages import DeployRequest, TrainRequest, parse_message
-from shared.polling import poll_job, poll_tick
+from shared.run import states
+from shared.run.messages import DeployRequest, TrainRequest, parse_message
+from shared.stages import training
+from shared.stages.deployment import handle_deploy
+from shared.stages.intake import handle_blob_created
+from shared.stages.polling import poll_job, poll_tick
+from shared.store import outbox
 from tests.integration.faults import Crash, Effects, Sent, faulty
 from tests.integration.test_training import make_run
 
@@ -269,7 +271,7 @@ def test_status_stuck_names_runs_without_progress_and_why(make_deps: Any) -> Non
     from datetime import UTC, datetime, timedelta
     from types import SimpleNamespace
 
-    from shared import doctor
+    from shared.stages import doctor
     deps = make_deps()
     waiting = make_run(deps)                                   # accepted; its train request never ran
     lost = make_run(deps)                                      # training, but the poller lost its job
@@ -291,8 +293,8 @@ def test_status_stuck_names_runs_without_progress_and_why(make_deps: Any) -> Non
 
 # --- commands (retrain) ----------------------------------------------------------------------------------
 def test_a_retrain_command_survives_a_crash_at_every_effect(stack: Any) -> None:
-    from shared.commands import handle_command
-    from shared.messages import RetrainCommand, envelope
+    from shared.run.messages import RetrainCommand, envelope
+    from shared.stages.commands import handle_command
     deps = stack
     topic = deps.settings.events_topic
 
@@ -325,7 +327,7 @@ def test_a_retrain_command_survives_a_crash_at_every_effect(stack: Any) -> None:
 # --- keep-alive (healing a vanished deployment) -----------------------------------------------------------
 def test_keepalive_healing_survives_a_crash_at_every_effect(stack: Any, emulator: Any, instant_deployments: None,
                                                             crash_model: str) -> None:
-    from shared import keepalive
+    from shared.stages import keepalive
     from tests.integration.test_deployment_emulator import DEV, add_run, served
     deps, model = stack, crash_model
     topology = deps.require_topology()
@@ -373,9 +375,9 @@ def test_evaluation_survives_a_crash_at_every_effect(stack: Any, emulator: Any, 
     evaluation deployment left on the hub."""
     import uuid
 
-    from shared.evaluation import handle_evaluate
-    from shared.messages import EvaluateRequest
-    from shared.registry import RunRecord
+    from shared.run.messages import EvaluateRequest
+    from shared.stages.evaluation import handle_evaluate
+    from shared.store.registry import RunRecord
     from tests.integration.test_deployment_emulator import QA
     deps, model = stack, crash_model
     topic = deps.settings.events_topic
@@ -435,8 +437,8 @@ def training_job(deps: Any, emulator: Any, **timing: float) -> str:
 
 def bus_command(kind: str, run_id: str, reason: str) -> Callable[[Any], Any]:
     """A handler delivering one command from the commands queue, as the runtime would (parsed at the edge)."""
-    from shared.commands import handle_command
-    from shared.messages import RunCommand, envelope
+    from shared.run.messages import RunCommand, envelope
+    from shared.stages.commands import handle_command
     event = envelope(RunCommand(run_id=run_id, reason=reason), type_=f"ftops.command.{kind}")
     return lambda d: handle_command(event, parse_message(event.to_json())[1], d)
 
@@ -469,8 +471,8 @@ def test_a_cancel_command_survives_a_crash_at_every_effect(stack: Any, emulator:
 
 def test_retiring_survives_a_crash_at_every_effect(stack: Any, emulator: Any, instant_deployments: None,
                                                   crash_model: str) -> None:
-    from shared.messages import RunCommand
-    from shared.rollback import retire
+    from shared.run.messages import RunCommand
+    from shared.stages.rollback import retire
     from tests.integration.test_deployment_emulator import add_run, served
     deps, model = stack, crash_model
     topic = deps.settings.events_topic
@@ -506,11 +508,11 @@ def crash_model_2(emulator: Any) -> str:
 
 def test_a_rollback_survives_a_crash_at_every_effect(stack: Any, emulator: Any, instant_deployments: None,
                                                      crash_model: str, crash_model_2: str) -> None:
-    from shared.deployment import deployment_tags
-    from shared.messages import RollbackCommand
-    from shared.registry import DeploymentRecord
-    from shared.rollback import rollback
-    from shared.topology import load_topology
+    from shared.run.messages import RollbackCommand
+    from shared.run.topology import load_topology
+    from shared.stages.deployment import deployment_tags
+    from shared.stages.rollback import rollback
+    from shared.store.registry import DeploymentRecord
     from tests.integration.test_deployment_emulator import DEV, add_run, served
     deps = stack
     topic = deps.settings.events_topic
@@ -556,9 +558,9 @@ def test_a_rollback_survives_a_crash_at_every_effect(stack: Any, emulator: Any, 
 # --- a real process killed at an effect ------------------------------------------------------------------
 KILLED_WORKER = """
 import os, pickle, signal, sys
-from shared import training
-from shared.bootstrap import build_deps
-from shared.messages import TrainRequest
+from shared.stages import training
+from shared.app.bootstrap import build_deps
+from shared.run.messages import TrainRequest
 from tests.integration.faults import Effects, faulty
 
 class KillAfter(Effects):
@@ -607,7 +609,7 @@ def test_a_train_worker_killed_after_creating_the_job_leaves_one_job_that_its_re
 @pytest.mark.parametrize("decision", ["approve", "reject"])
 def test_an_approval_decision_survives_a_crash_at_every_effect(stack: Any, decision: str) -> None:
     """The operator API's approve and reject (the CLI repeats the request after a failure)."""
-    from shared import approvals
+    from shared.stages import approvals
     from tests.integration.test_deployment_emulator import APPROVER, add_run
     deps, model = stack, "gpt-4.1-mini-2025-04-14.ft-approval"
     topic = deps.settings.events_topic

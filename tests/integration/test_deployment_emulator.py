@@ -14,12 +14,13 @@ import openai
 import pytest
 
 from local.settings import HUB, hub_resource_id
-from shared import approvals, deployment, keepalive, rollback, states
-from shared.access import AccessDenied, Caller
-from shared.arm_deployments import NotManagedByFtops
-from shared.messages import DeployRequest, RollbackCommand, RunCommand
-from shared.registry import RunRecord
-from shared.settlement import PermanentError
+from shared.app.settlement import PermanentError
+from shared.azure.access import AccessDenied, Caller
+from shared.azure.arm_deployments import NotManagedByFtops
+from shared.run import states
+from shared.run.messages import DeployRequest, RollbackCommand, RunCommand
+from shared.stages import approvals, deployment, keepalive, rollback
+from shared.store.registry import RunRecord
 
 pytestmark = pytest.mark.integration
 

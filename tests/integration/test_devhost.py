@@ -16,7 +16,7 @@ from azure.core.exceptions import ResourceExistsError
 from azurefunctions.extensions.bindings import blob, servicebus
 
 from local.devhost import DevHost, HostOptions, discover
-from shared.bus import encode_local
+from shared.azure.bus import encode_local
 
 pytestmark = pytest.mark.integration
 

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from shared import states
-from shared.bus import decode_local
-from shared.deployment import handle_deploy
-from shared.evaluation import handle_evaluate
-from shared.hub import Hub
-from shared.messages import DeployRequest, EvaluateRequest, deploy_message_id, parse_message
-from shared.registry import RunRecord
+from shared.azure.bus import decode_local
+from shared.azure.hub import Hub
+from shared.run import states
+from shared.run.messages import DeployRequest, EvaluateRequest, deploy_message_id, parse_message
+from shared.stages.deployment import handle_deploy
+from shared.stages.evaluation import handle_evaluate
+from shared.store.registry import RunRecord
 
 pytestmark = pytest.mark.integration
 
@@ -207,7 +207,7 @@ def test_hub_region_out_of_tpm_quota_waits_then_fails_with_the_reason(
     InsufficientQuota; the evaluation holds nothing, re-sends itself later, and gives up past the bound."""
     from azure.storage.queue import QueueClient
 
-    from shared.evaluation.stage import QUOTA_WAITS
+    from shared.stages.evaluation import QUOTA_WAITS
     deps = make_deps()
     run_id = _trained_run(deps, emulator, min_score=0.6, min_improvement=0.3)
     emulator.control.config(tpm_quota={"swedencentral": 5})   # the hub's region; each deployment wants ≥ 10

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.bus import decode_local
-from shared.intake import handle_blob_created
+from shared.azure.bus import decode_local
+from shared.stages.intake import handle_blob_created
 
 pytestmark = pytest.mark.integration
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "support-bot.jsonl"
@@ -129,8 +129,8 @@ def test_too_few_examples_to_split_is_reported_not_trained_on(make_deps):
 
 
 def test_a_train_command_starts_a_run_with_its_settings(make_deps):
-    from shared.commands import handle_command
-    from shared.messages import TrainCommand, envelope
+    from shared.run.messages import TrainCommand, envelope
+    from shared.stages.commands import handle_command
     deps = make_deps()
     drop(deps, "support-bot.jsonl", SAMPLE.read_bytes())
     command = TrainCommand(blob=f"{deps.settings.datasets_container}/support-bot.jsonl", settings={"suffix": "cmd", "owner": "6f1c2d3e-0000-4000-8000-0000000000b2"},

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from benchmarks.keepalive import build, fleet, populate
-from shared.keepalive import keepalive_tick
+from shared.stages.keepalive import keepalive_tick
 
 pytestmark = pytest.mark.integration
 

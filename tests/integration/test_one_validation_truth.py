@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ftops_cli import validate as cli
-from shared.intake import handle_blob_created
+from shared.stages.intake import handle_blob_created
 
 pytestmark = pytest.mark.integration
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"

@@ -17,8 +17,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from local.emulator.identity import USERS
-from shared import states
-from shared.registry import RunRecord
+from shared.run import states
+from shared.store.registry import RunRecord
 
 pytestmark = pytest.mark.integration
 OPERATOR = USERS["demo-operator@contoso.example"]
@@ -126,7 +126,7 @@ def test_the_owner_cannot_approve_their_own_run(stack: Any) -> None:
 
 
 def test_an_approve_on_the_commands_queue_is_dead_lettered_with_a_reason(stack: Any) -> None:
-    from shared.messages import ApproveCommand, envelope
+    from shared.run.messages import ApproveCommand, envelope
     deps = stack.deps()
     run_id = seed_run(stack)
     command = ApproveCommand(run_id=run_id, environment="prod", approver="demo-operator@contoso.example", ticket="X")
@@ -156,7 +156,7 @@ def test_an_approval_prepared_for_model_a_does_not_approve_or_deploy_model_b(sta
     [refusal] = refusals(stack, run_id)
     assert refusal["actor"] == f"{OPERATOR.name} <{OPERATOR.oid}>" and refusal["detail"]["status"] == 409
     # a replayed deploy request for prod goes nowhere without an approval of the model it would deploy
-    from shared.messages import DeployRequest, envelope
+    from shared.run.messages import DeployRequest, envelope
     deps.publisher.send(deps.settings.deploy_queue, envelope(DeployRequest(run_id=run_id, environment="prod")))
     letters = wait_for(lambda: [m for m in dead_letters(stack, deps.settings.deploy_queue) if run_id in json.dumps(m)])
     assert "requires an approval" in letters[0]["description"]
@@ -176,7 +176,7 @@ def test_reads_show_the_run_with_its_audit_trail_to_readers_only(stack: Any) -> 
 
 
 def test_deployments_are_listed_with_their_cost_to_readers_only(stack: Any) -> None:
-    from shared.registry import DeploymentRecord
+    from shared.store.registry import DeploymentRecord
     run_id = seed_run(stack)
     stack.deps().registry.save_deployment(DeploymentRecord(
         environment="prod", account="ftops-prod-eastus", deployment=run_id, region="eastus", subscription="s",

@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 
 from ftops_cli.status import collect, render_table
-from shared.bus import decode_local
-from shared.commands import handle_command
-from shared.deployment import handle_deploy
-from shared.evaluation import handle_evaluate
-from shared.intake import handle_blob_created
-from shared.keepalive import keepalive_tick
-from shared.messages import parse_message
-from shared.operator_api import handle
-from shared.polling import poll_tick
-from shared.training import handle_train
+from shared.azure.bus import decode_local
+from shared.operator.api import handle
+from shared.run.messages import parse_message
+from shared.stages.commands import handle_command
+from shared.stages.deployment import handle_deploy
+from shared.stages.evaluation import handle_evaluate
+from shared.stages.intake import handle_blob_created
+from shared.stages.keepalive import keepalive_tick
+from shared.stages.polling import poll_tick
+from shared.stages.training import handle_train
 
 pytestmark = pytest.mark.integration
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "support-bot.jsonl"
@@ -26,7 +26,7 @@ OWNER = "6f1c2d3e-0000-4000-8000-0000000000b2"      # the emulator's demo data s
 
 def operator_token(deps, username: str = "demo-operator@contoso.example") -> str:
     from ftops_cli.operator_client import LOCAL_DEMO_PASSWORD
-    from shared.identity import LocalUserCredential
+    from shared.azure.identity import LocalUserCredential
     s = deps.settings
     credential = LocalUserCredential(s.operator_authority, s.operator_tenant_id, username, LOCAL_DEMO_PASSWORD,
                                      ca_bundle=s.ca_bundle)

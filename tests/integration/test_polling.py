@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from shared import polling, states, training
-from shared.messages import RunCommand, TrainRequest, evaluate_message_id
-from shared.polling import poll_tick
-from shared.registry import RunRecord
+from shared.run import states
+from shared.run.messages import RunCommand, TrainRequest, evaluate_message_id
+from shared.stages import polling, training
+from shared.stages.polling import poll_tick
+from shared.store.registry import RunRecord
 from tests.integration import test_training as helpers
 from tests.integration.test_training import Crash, finish_jobs, make_run, peek
 
@@ -192,7 +193,7 @@ def test_a_tick_stays_within_its_concurrency_bound(hub_env, emulator):
 
 def unknown_status_warnings(caplog: pytest.LogCaptureFixture, job_id: str) -> list[str]:
     return [r.getMessage() for r in caplog.records
-            if r.name == "shared.hub" and "does not know" in r.getMessage() and job_id in r.getMessage()]
+            if r.name == "shared.azure.hub" and "does not know" in r.getMessage() and job_id in r.getMessage()]
 
 
 def test_an_unknown_job_status_is_followed_as_running_logged_once_and_the_job_still_finishes(
@@ -202,7 +203,7 @@ def test_an_unknown_job_status_is_followed_as_running_logged_once_and_the_job_st
     job_id = deps.registry.require_run(run_id).job_id
     emulator.control.advance(3)
     emulator.control.faults(status_override={job_id: "warming_up"})   # a status newer than ftops
-    caplog.set_level(logging.WARNING, logger="shared.hub")
+    caplog.set_level(logging.WARNING, logger="shared.azure.hub")
     for _ in range(3):
         emulator.control.advance(60)                       # the job really succeeds meanwhile
         assert poll_tick(deps).errors == 0
@@ -222,7 +223,7 @@ def test_an_unknown_job_status_is_followed_as_running_logged_once_and_the_job_st
 def test_an_unknown_status_already_in_the_create_answer_is_logged_too(hub_env, emulator, caplog):
     deps = hub_env()
     emulator.control.faults(status_override={"next": "warming_up"})
-    caplog.set_level(logging.WARNING, logger="shared.hub")
+    caplog.set_level(logging.WARNING, logger="shared.azure.hub")
     run_id = started_run(deps)
     job_id = deps.registry.require_run(run_id).job_id
     poll_tick(deps)
@@ -236,7 +237,7 @@ def test_pausing_and_resuming_are_seen_by_the_poller_and_the_job_finishes(hub_en
     try:
         run_id = started_run(deps, train=30)
         emulator.control.advance(2.5)                      # validated, queued, started, past step 1
-        caplog.set_level(logging.WARNING, logger="shared.hub")
+        caplog.set_level(logging.WARNING, logger="shared.azure.hub")
         seen = []
         training.pause_run(RunCommand(run_id=run_id, requested_by="ops@contoso"), deps)
         seen.append(deps.registry.require_run(run_id).job_status)   # what the pause answer said

@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
-from shared import keepalive, states
-from shared.arm_deployments import DeploymentError
-from shared.deployment import handle_deploy
-from shared.messages import DeployRequest, RunCommand
-from shared.rollback import retire
-from shared.topology import load_topology
+from shared.azure.arm_deployments import DeploymentError
+from shared.run import states
+from shared.run.messages import DeployRequest, RunCommand
+from shared.run.topology import load_topology
+from shared.stages import keepalive
+from shared.stages.deployment import handle_deploy
+from shared.stages.rollback import retire
 from tests.integration.faults import Effects, faulty
 from tests.integration.test_deployment_emulator import DEV, add_run, served
 
@@ -128,8 +129,8 @@ def test_a_transition_finishing_meanwhile_does_not_drop_another_ones_outbox_mark
     sending. The sweep must still find B's event (its marker is B's own)."""
     import dataclasses
 
-    from shared import outbox
-    from shared.events import advance
+    from shared.store import outbox
+    from shared.store.events import advance
     from tests.integration.faults import Crash
     from tests.integration.test_training import make_run
     deps = make_deps()

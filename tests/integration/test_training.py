@@ -11,15 +11,16 @@ from typing import Any
 
 import pytest
 
-from shared import states, training
-from shared.bus import decode_local
-from shared.hub import Hub
-from shared.hub_api import SURFACES
-from shared.messages import CloudEvent, RetrainCommand, RunCommand, TrainRequest
-from shared.polling import poll_tick
-from shared.registry import RunRecord
-from shared.run_settings import RunSettings
-from shared.settlement import PermanentError
+from shared.app.settlement import PermanentError
+from shared.azure.bus import decode_local
+from shared.azure.hub import Hub
+from shared.run import states
+from shared.run.hub_api import SURFACES
+from shared.run.messages import CloudEvent, RetrainCommand, RunCommand, TrainRequest
+from shared.run.settings import RunSettings
+from shared.stages import training
+from shared.stages.polling import poll_tick
+from shared.store.registry import RunRecord
 
 pytestmark = pytest.mark.integration
 

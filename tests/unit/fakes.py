@@ -1,4 +1,4 @@
-"""The in-memory fakes of every port (shared.ports) the unit tests hand to handlers, and `make_deps`."""
+"""The in-memory fakes of every port (shared.app.ports) the unit tests hand to handlers, and `make_deps`."""
 from __future__ import annotations
 
 import copy
@@ -9,9 +9,16 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
-from shared.bootstrap import Deps
-from shared.config import HubSettings, Settings
-from shared.registry import ConcurrencyError, DeploymentRecord, Registry, RunNotFound, RunRecord, now_iso
+from shared.app.bootstrap import Deps
+from shared.run.config import HubSettings, Settings
+from shared.store.registry import (
+    ConcurrencyError,
+    DeploymentRecord,
+    Registry,
+    RunNotFound,
+    RunRecord,
+    now_iso,
+)
 
 
 class InMemoryClaims:
@@ -79,7 +86,7 @@ class Recording(dict):
 class MemoryRegistry(InMemoryClaims):
     """The registry in memory: runs and deployment slots with ETags (a stale write raises ConcurrencyError),
     the audit trail, the active-jobs index and claims. Transitions and slot updates are the real registry's
-    code (shared.registry.Registry), run over these reads and writes, so the state machine is the same."""
+    code (shared.store.registry.Registry), run over these reads and writes, so the state machine is the same."""
 
     def __init__(self) -> None:
         self.runs: dict[str, RunRecord] = {}
@@ -187,7 +194,7 @@ class MemoryPublisher:
     def __init__(self, dead_letters: list[dict[str, Any]] | None = None) -> None:
         self.sent: list[tuple[str, Any]] = []
         self.delays: list[float] = []
-        self.dead_letters = dead_letters or []   # as shared.bus.Publisher.peek_dead_letters returns them
+        self.dead_letters = dead_letters or []   # as shared.azure.bus.Publisher.peek_dead_letters returns them
         self._lock = threading.Lock()
 
     def send(self, queue: str, event: Any, *, delay_seconds: float = 0) -> None:
@@ -294,9 +301,9 @@ def make_deps(settings: Settings | None = None, *, registry: Any = None, publish
               topology: Any = None, spokes: Any = None) -> MemoryDeps:
     """Deps for a unit test: in-memory registry, publisher and blobs unless given; the topology parsed from
     the settings' SPOKES_CONFIG as the bootstrap does (or `topology`); `hub` (a fake Hub) answers every
-    `deps.hub()`; `spokes` (a fake of shared.spokes.Spokes) is `deps.spokes`."""
-    from shared.bootstrap import SYSTEM_CLOCK
-    from shared.topology import load_topology
+    `deps.hub()`; `spokes` (a fake of shared.azure.spokes.Spokes) is `deps.spokes`."""
+    from shared.app.bootstrap import SYSTEM_CLOCK
+    from shared.run.topology import load_topology
     settings = settings or settings_for_tests()
     deps = MemoryDeps(settings=settings, blobs=blobs if blobs is not None else MemoryBlobs(),
                       registry=registry if registry is not None else MemoryRegistry(),

@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from shared.access import AccessDenied, AccessSettings, TokenVerifier
+from shared.azure.access import AccessDenied, AccessSettings, TokenVerifier
 
 TENANT, AUDIENCE = "tenant-contoso", "c0ffee00-0000-4000-8000-00000000f7a9"
 SETTINGS = AccessSettings(tenant=TENANT, audiences=(AUDIENCE,), authority="https://login.example")

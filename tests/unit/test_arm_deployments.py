@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceRequestError
 
-from shared.arm_deployments import (
+from shared.azure.arm_deployments import (
     PUT_ATTEMPTS,
     ArmAccount,
     ArmDeployments,
@@ -19,9 +19,9 @@ from shared.arm_deployments import (
     NotManagedByFtops,
     error_from_arm,
 )
-from shared.config import HubSettings
-from shared.spokes import Spokes, account
-from shared.topology import Target
+from shared.azure.spokes import Spokes, account
+from shared.run.config import HubSettings
+from shared.run.topology import Target
 
 SPOKE = ArmAccount("sub-1", "rg-1", "spoke-east", "spoke-east (eastus)", tenant="t1")
 HINT = " — grant Cognitive Services OpenAI Contributor"

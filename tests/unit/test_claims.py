@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from fakes import InMemoryClaims
 
-from shared import claims
-from shared.claims import ConcurrencyError
+from shared.store import claims
+from shared.store.claims import ConcurrencyError
 
 
 class Keys(InMemoryClaims):

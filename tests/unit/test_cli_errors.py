@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from ftops_cli.errors import UsageError, explain
-from shared.config import ConfigError
-from shared.registry import RunNotFound
+from shared.run.config import ConfigError
+from shared.store.registry import RunNotFound
 
 ROOT = Path(__file__).resolve().parents[2]
 BUS = ["train datasets/x.jsonl", "cancel r1", "pause r1", "resume r1", "retrain r1"]

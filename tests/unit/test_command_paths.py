@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from fakes import make_deps
 
-from shared.command_checks import dataset_blob_name
-from shared.settlement import PermanentError
+from shared.app.settlement import PermanentError
+from shared.stages.command_checks import dataset_blob_name
 
 DEPS = make_deps()
 

@@ -16,11 +16,12 @@ from fakes import make_deps
 
 from ftops_cli import operate
 from local.devhost.triggers import route_pattern
-from shared import operator_api
-from shared.access import AccessDenied
-from shared.command_table import BY_NAME, COMMAND_ROUTES, COMMANDS, Command, for_route, markdown
-from shared.commands import OperatorActionNotAccepted, handle_command
-from shared.messages import envelope, parse_message, payload_type
+from shared.azure.access import AccessDenied
+from shared.operator import api as operator_api
+from shared.run import command_table
+from shared.run.command_table import BY_NAME, COMMAND_ROUTES, COMMANDS, Command, for_route, markdown
+from shared.run.messages import envelope, parse_message, payload_type
+from shared.stages.commands import OperatorActionNotAccepted, handle_command
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = [pytest.param(row, id=row.name) for row in COMMANDS]
@@ -75,7 +76,7 @@ def test_the_cli_sends_exactly_the_rows_message(row: Command) -> None:
 
 @pytest.mark.parametrize("row", BUS)
 def test_the_router_reaches_the_rows_handler(row: Command) -> None:
-    handler = row.resolve()
+    handler = command_table.load(row.handler)
     params = list(inspect.signature(handler).parameters.values())
     assert [p.name for p in params] == ["command", "deps", "message_id"]
     assert params[0].annotation == row.payload.__name__, "the handler takes the row's message"
@@ -111,9 +112,9 @@ def test_the_operator_api_serves_the_rows_route(row: Command) -> None:
               if (m := route_pattern(route).match(path))]
     [(route, match)] = served   # one trigger takes the POST, whatever order the host tries routes in
     assert route in COMMAND_ROUTES and for_route(route, match["action"]) is row
-    assert operator_api.ACTIONS[row.name] is row.api_action()
+    assert operator_api.ACTIONS[row.name] is command_table.load(row.api_handler_name)
     if row.via == "api":
-        assert row.api_action() is row.resolve()
+        assert row.api_handler_name == row.handler
 
 
 class _Refuses:

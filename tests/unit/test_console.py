@@ -7,10 +7,10 @@ from typing import Any, ClassVar
 
 from fakes import make_deps, settings_for_tests
 
-from shared.access import Caller
-from shared.console import ConsoleRequest, compare, handle
-from shared.console.app import PAGE_CSP, csrf_for
-from shared.topology import Topology
+from shared.azure.access import Caller
+from shared.operator.console import ConsoleRequest, compare, handle
+from shared.operator.console.app import PAGE_CSP, csrf_for
+from shared.run.topology import Topology
 
 BASE = "http://127.0.0.1:7071/api/console"
 TOKEN = "header.payload.signature"
@@ -160,7 +160,7 @@ def test_without_a_session_the_console_asks_to_sign_in_and_an_expired_one_signs_
 
 
 def test_the_session_cookie_is_http_only_strict_and_secure_over_https() -> None:
-    from shared.console.app import session_cookie
+    from shared.operator.console.app import session_cookie
     plain = session_cookie(request("/"), TOKEN, 600)
     assert "HttpOnly" in plain and "SameSite=Strict" in plain and "Path=/api/console" in plain
     assert "Secure" not in plain

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 from local.settings import DEMO_SPOKES
-from shared import spokes
-from shared.bootstrap import Deps
-from shared.config import Settings
-from shared.topology import parse_topology
+from shared.app.bootstrap import Deps
+from shared.azure import spokes
+from shared.run.config import Settings
+from shared.run.topology import parse_topology
 
 HUB_TENANT = "tenant-contoso"
 

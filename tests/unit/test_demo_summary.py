@@ -7,7 +7,7 @@ from typing import Any
 from ftops_cli.demo import render, unexpected_failures
 from ftops_cli.status import render_table
 from ftops_cli.views import run_view
-from shared.registry import RunRecord
+from shared.store.registry import RunRecord
 
 ENVS = ["dev", "test", "prod"]
 
@@ -94,7 +94,7 @@ def status_deps(runs: list[RunRecord], slots: list, letters: list[dict]) -> Any:
 
 def test_status_totals_hosting_by_run_state_and_lists_dead_letters() -> None:
     from ftops_cli.status import collect, render_run
-    from shared.registry import DeploymentRecord
+    from shared.store.registry import DeploymentRecord
 
     def slot(run_id: str, env: str, account: str) -> DeploymentRecord:
         return DeploymentRecord(environment=env, account=account, deployment=run_id, region="eastus",

@@ -15,17 +15,19 @@ import pytest
 from fakes import MemoryDeps, make_deps
 
 from local.settings import DEMO_SPOKES
-from shared import approvals, deployment, keepalive, rollback, spokes, states
-from shared.access import AccessDenied, Caller
-from shared.arm_deployments import ArmDeployment, DeploymentError, foreign_problem
-from shared.config import HubSettings, Settings
-from shared.costs import daily_hosting_cost
-from shared.messages import DeployRequest, RollbackCommand, RunCommand
-from shared.registry import (
+from shared.app.settlement import PermanentError
+from shared.azure import spokes
+from shared.azure.access import AccessDenied, Caller
+from shared.azure.arm_deployments import ArmDeployment, DeploymentError, foreign_problem
+from shared.run import states
+from shared.run.config import HubSettings, Settings
+from shared.run.costs import daily_hosting_cost
+from shared.run.messages import DeployRequest, RollbackCommand, RunCommand
+from shared.stages import approvals, deployment, keepalive, rollback
+from shared.store.registry import (
     DeploymentRecord,
     RunRecord,
 )
-from shared.settlement import PermanentError
 
 MODEL = "gpt-4.1-mini-2025-04-14.ft-new"
 OLD = "gpt-4.1-mini-2025-04-14.ft-old"
@@ -458,7 +460,7 @@ class FixedVerifier:
 
 
 def test_who_retrains_through_the_api_cannot_approve_the_model_it_makes(world: Any) -> None:
-    from shared.operator_api import handle
+    from shared.operator.api import handle
     deps, _ = world
     add_run(deps, state="deployed:prod")
     deps.registry.runs["run-1"].approvals = {"prod": {"model": MODEL, "approver_oid": APPROVER}}

@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from shared.command_checks import check_job_action
-from shared.drop_check import DropFiles, check_drop
-from shared.hub_api import SURFACES
-from shared.registry import RunRecord
-from shared.settlement import PermanentError
+from shared.app.settlement import PermanentError
+from shared.run.hub_api import SURFACES
+from shared.stages.command_checks import check_job_action
+from shared.store.registry import RunRecord
+from shared.validation.drop import DropFiles, check_drop
 
 
 def _dpo_drop() -> DropFiles:

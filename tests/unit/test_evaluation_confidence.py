@@ -8,7 +8,7 @@ import pytest
 from shared.evaluation.confidence import mean_interval, paired_difference
 from shared.evaluation.gates import evaluate_gates
 from shared.evaluation.metrics import ExampleResult, aggregate
-from shared.run_settings import Thresholds
+from shared.run.settings import Thresholds
 
 
 def test_interval_brackets_the_mean_and_narrows_with_more_examples() -> None:

@@ -9,7 +9,7 @@ from shared.evaluation.gates import choose_candidate, evaluate_gates, thresholds
 from shared.evaluation.hubdeploy import deployment_prefix, plan_candidates
 from shared.evaluation.metrics import CandidateMetrics
 from shared.evaluation.runner import Candidate
-from shared.run_settings import Thresholds
+from shared.run.settings import Thresholds
 
 GOOD = CandidateMetrics(n=100, n_errors=2, error_rate=0.02, mean_f1=0.8, exact_match=0.5, latency_p50_ms=300,
                         latency_p95_ms=900, mean_prompt_tokens=40, mean_completion_tokens=12)
@@ -72,7 +72,7 @@ def test_choice_ties_go_to_the_final_model_then_the_later_checkpoint() -> None:
 
 
 def test_plan_uses_developer_tier_for_gpt41_and_the_last_two_checkpoints() -> None:
-    # what polling records (shared.hub.Hub.checkpoints), deployed by checkpoint id
+    # what polling records (shared.azure.hub.Hub.checkpoints), deployed by checkpoint id
     ckpts = [{"id": f"ftchkpt-{s}", "step": s, "model": f"gpt-4.1-mini.ft-abc:ckpt-step-{s}", "metrics": {}}
              for s in (30, 10, 20, 5)]
     plan = plan_candidates("run-42", "gpt-4.1-mini.ft-abc", "gpt-4.1-mini-2025-04-14", ckpts, final_step=40)

@@ -8,7 +8,7 @@ import pytest
 
 from shared.evaluation import graders as g
 from shared.evaluation.examples import Example, parse_example
-from shared.run_settings import RunSettingsError, parse_run_settings
+from shared.run.settings import RunSettingsError, parse_run_settings
 
 REFERENCE = "Open Settings, choose Billing and press Download invoice."
 PARAPHRASE = "In the app, go to Settings, choose Billing and press Download invoice there."

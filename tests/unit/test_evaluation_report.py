@@ -63,7 +63,7 @@ def test_loss_rows_accepts_rows_wrapped_rows_and_columns() -> None:
     assert loss_rows({"step": [1, 2], "train_loss": [3.0, 2.0], "valid_loss": [3.5]}) == \
         [{"step": 1.0, "train_loss": 3.0, "valid_loss": 3.5}, {"step": 2.0, "train_loss": 2.0}]
     poller = {"final": {"step": 2, "train_loss": 1.5}, "steps": 2, "series": rows[:2], "blob": "r/training/metrics.json"}
-    assert loss_rows(poller) == loss_rows(rows)          # shared.polling's shape
+    assert loss_rows(poller) == loss_rows(rows)          # shared.stages.polling's shape
     assert loss_rows(None) == [] and loss_rows({"train_loss": 1.2}) == []
     assert len(loss_rows([{"step": i, "train_loss": 1.0} for i in range(5000)])) <= 400
 

@@ -4,16 +4,10 @@ from __future__ import annotations
 import threading
 import time
 
+from shared.azure.chat import ChatReply, RateLimited, content_flagged, retry_after_seconds
 from shared.evaluation.examples import Example
 from shared.evaluation.graders import Grader
-from shared.evaluation.runner import (
-    Candidate,
-    ChatReply,
-    RateLimited,
-    content_flagged,
-    retry_after_seconds,
-    run_candidates,
-)
+from shared.evaluation.runner import Candidate, run_candidates
 
 EXAMPLES = [Example(line=i + 1, messages=[{"role": "user", "content": f"q{i}"}], reference=f"a{i}") for i in range(30)]
 CANDIDATES = [Candidate(n, "final" if n == "final" else "checkpoint", n, f"dep-{n}") for n in ("final", "c1", "c2")]
@@ -95,7 +89,7 @@ def test_the_sdk_call_retries_5xx_itself_and_turns_429_into_a_pool_pause() -> No
     import openai
     from openai.types.chat import ChatCompletion
 
-    from shared.evaluation.runner import openai_chat_fn
+    from shared.azure.chat import openai_chat_fn
     request = httpx.Request("POST", "https://hub/openai/deployments/d/chat/completions")
     server = openai.InternalServerError("boom", response=httpx.Response(500, request=request), body=None)
     limited = openai.RateLimitError("slow", body=None, response=httpx.Response(

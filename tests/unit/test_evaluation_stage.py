@@ -10,13 +10,13 @@ import pytest
 from azure.core.exceptions import HttpResponseError
 from fakes import MemoryDeps, make_deps, with_chat
 
-from shared import states
-from shared.arm_deployments import DeploymentTransient
-from shared.evaluation import handle_evaluate
+from shared.azure.arm_deployments import DeploymentTransient
+from shared.azure.chat import ChatReply
 from shared.evaluation.examples import Example
-from shared.evaluation.runner import ChatReply
-from shared.messages import EvaluateRequest, deploy_message_id, evaluate_message_id
-from shared.registry import RunRecord
+from shared.run import states
+from shared.run.messages import EvaluateRequest, deploy_message_id, evaluate_message_id
+from shared.stages.evaluation import handle_evaluate
+from shared.store.registry import RunRecord
 
 QA = {f"What is fact {i}?": f"Fact {i} is number {i * 7}" for i in range(12)}
 
@@ -183,8 +183,8 @@ QUOTA = "This operation require 10 new capacity in quota Tokens Per Minute (thou
 
 
 def test_hub_quota_short_waits_with_delayed_resends_then_gives_up_with_a_reason() -> None:
-    from shared.evaluation.stage import QUOTA_WAITS
-    from shared.messages import parse_message
+    from shared.run.messages import parse_message
+    from shared.stages.evaluation import QUOTA_WAITS
     deps = _deps(_run(min_score=0.5), arm=FakeArm(refuse={"-base": 400}, codes={"-base": "InsufficientQuota"}))
     handle_evaluate(EvaluateRequest(run_id="r1"), with_chat(deps, _chat(deps)))
     run = deps.registry.runs["r1"]
@@ -212,7 +212,7 @@ def test_quota_on_a_checkpoint_waits_too_rather_than_dropping_it() -> None:
 
 def _serving(deps: Any, model: str, environment: str = "prod") -> None:
     """The registry says the run's deployment name already serves `model` in `environment` (the champion)."""
-    from shared.registry import DeploymentRecord
+    from shared.store.registry import DeploymentRecord
     slot = DeploymentRecord(environment=environment, account="spoke", deployment="r1", region="eastus",
                             subscription="s", resource_group="rg", run_id="r0", model=model)
     deps.registry.list_deployments = lambda state=None: [slot]
@@ -239,7 +239,7 @@ def test_the_champion_served_today_is_evaluated_on_the_same_examples_and_gated_o
     assert run.evaluation["comparison"]["base"]["low"] > 0.5
     assert "champion" in run.evaluation["scores"] and deps.arm.live == {}
     assert any(name.endswith("-champ") for name, _, _ in deps.arm.created)
-    from shared.operator_api import evaluation_comparison  # what GET runs/{id} shows the approver
+    from shared.operator.api import evaluation_comparison  # what GET runs/{id} shows the approver
     view = evaluation_comparison(run.evaluation)
     assert view is not None and view["champion"]["model"] == "gpt-4.1-mini.ft-0"
     assert view["challenger"]["model"] == "gpt-4.1-mini.ft-1" and len(view["challenger"]["interval"]) == 2

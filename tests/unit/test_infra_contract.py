@@ -27,8 +27,8 @@ from infra_bicep import (
 )
 
 from local.devhost.host import HostOptions
-from shared.bus import MIN_DUPLICATE_DETECTION_WINDOW, SERVICE_BUS_QUEUE_CONTRACT
-from shared.config import Settings
+from shared.azure.bus import MIN_DUPLICATE_DETECTION_WINDOW, SERVICE_BUS_QUEUE_CONTRACT
+from shared.run.config import Settings
 
 BROAD_ROLES = {
     "8e3af657-a8ff-443c-a75c-2fe8c4bcb635": "Owner",
@@ -68,7 +68,7 @@ def test_every_queue_and_topic_the_code_names_exists_with_the_properties_it_reli
     res = resources(messaging)
     queue_props = resource_body(res["stageQueues"])["properties"]
     for key, expected in SERVICE_BUS_QUEUE_CONTRACT.items():
-        assert queue_props.get(key) == expected, f"the stage queues' {key} must be {expected!r} (shared/bus.py)"
+        assert queue_props.get(key) == expected, f"the stage queues' {key} must be {expected!r} (shared/azure/bus.py)"
     window = iso_duration_minutes(queue_props["duplicateDetectionHistoryTimeWindow"])
     assert window >= MIN_DUPLICATE_DETECTION_WINDOW.total_seconds() / 60
     topic = resource_body(res["topic"])["properties"]

@@ -9,8 +9,8 @@ import re
 from fakes import Recording
 from infra_bicep import DEPLOY_DOC, INFRA, MAIN, ROOT, app_settings, azure_env, bindings
 
-from shared.config import Settings
-from shared.topology import parse_topology
+from shared.run.config import Settings
+from shared.run.topology import parse_topology
 
 # Read by the code, but only on one machine: in Azure they would be secrets or point at the emulator.
 LOCAL_ONLY = {
@@ -18,9 +18,9 @@ LOCAL_ONLY = {
     "HUB_API_KEY": "an API key; Azure uses Entra ID tokens",
     "FTOPS_CA_BUNDLE": "the emulator's throw-away CA",
 }
-# Read by the Functions host or an SDK rather than shared/config.py.
+# Read by the Functions host or an SDK rather than shared/run/config.py.
 READ_OUTSIDE_CONFIG = {
-    "AZURE_CLIENT_ID": "azure-identity (DefaultAzureCredential) and shared/identity.py: which user-assigned identity",
+    "AZURE_CLIENT_ID": "azure-identity (DefaultAzureCredential) and shared/azure/identity.py: which user-assigned identity",
     "APPLICATIONINSIGHTS_CONNECTION_STRING": "function_app.py and the host: where telemetry goes",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "the host and the exporter: Entra-only ingestion",
 }
@@ -52,7 +52,7 @@ def documented_names() -> set[str]:
 def test_every_setting_the_code_reads_in_azure_is_set_by_the_bicep():
     bicep = set(app_settings())
     missing = sorted(settings_read_by_config() - bicep - set(LOCAL_ONLY))
-    assert not missing, ("shared/config.py reads " + ", ".join(missing) + " but infra/main.bicep does not set it: "
+    assert not missing, ("shared/run/config.py reads " + ", ".join(missing) + " but infra/main.bicep does not set it: "
                          "add it to `appSettings` in infra/main.bicep and to the settings table of docs/deploy.md "
                          "(or, if it is for one machine only, to LOCAL_ONLY here with the reason)")
 
@@ -91,7 +91,7 @@ def test_the_bicep_sets_the_codes_defaults():
     as_set, as_default = dict(flat(Settings.from_env(azure_env()))), dict(flat(Settings.from_env(computed)))
     differ = [f"{name}: Bicep gives {value!r}, the code's default is {as_default[name]!r}"
               for name, value in as_set.items() if value != as_default[name]]
-    assert not differ, "infra/main.bicep differs from shared/config.py:\n" + "\n".join(differ)
+    assert not differ, "infra/main.bicep differs from shared/run/config.py:\n" + "\n".join(differ)
 
 
 def test_every_trigger_setting_and_connection_is_set_with_the_managed_identity():

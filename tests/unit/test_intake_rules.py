@@ -1,5 +1,5 @@
-from shared.intake import drop_started_by, run_id_for
-from shared.splitting import bucket
+from shared.stages.intake import drop_started_by, run_id_for
+from shared.validation.splitting import bucket
 
 
 def test_what_starts_a_run():

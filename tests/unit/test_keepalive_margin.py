@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 from fakes import FixedClock, make_deps
 
-from shared.keepalive import longest_gap, schedule_warnings, stale_ping_warnings
-from shared.registry import DeploymentRecord
+from shared.stages.keepalive import longest_gap, schedule_warnings, stale_ping_warnings
+from shared.store.registry import DeploymentRecord
 
 
 def test_the_schedules_longest_wait_is_measured() -> None:

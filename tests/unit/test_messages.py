@@ -3,7 +3,14 @@ import json
 
 import pytest
 
-from shared.messages import ApproveCommand, InvalidMessage, TrainRequest, envelope, parse_message, run_event
+from shared.run.messages import (
+    ApproveCommand,
+    InvalidMessage,
+    TrainRequest,
+    envelope,
+    parse_message,
+    run_event,
+)
 
 
 def test_round_trip_keeps_id_subject_and_payload():

@@ -10,7 +10,7 @@ import pytest
 from ftops_cli import main
 from ftops_cli.operate import run_api
 from ftops_cli.operator_client import ApiError, OperatorClient, client_from_env
-from shared.config import ConfigError
+from shared.run.config import ConfigError
 
 
 class FakeApi:
@@ -69,7 +69,7 @@ def test_without_an_api_url_the_setting_to_set_is_named() -> None:
 
 
 def test_the_scope_is_the_apis_default_scope_whether_named_by_client_id_or_app_id_uri() -> None:
-    from shared.identity import scope_for
+    from shared.azure.identity import scope_for
     assert scope_for("c0ffee00-0000-4000-8000-00000000f7a9") == "api://c0ffee00-0000-4000-8000-00000000f7a9/.default"
     assert scope_for("api://ftops, c0ffee00") == "api://ftops/.default"
 

@@ -10,11 +10,11 @@ from typing import Any
 import fakes
 from fakes import MemoryDeps, MemoryRegistry, settings_for_tests
 
-from shared import states
-from shared.hub import Hub, HubJob, HubTransientError
-from shared.messages import evaluate_message_id
-from shared.polling import poll_tick
-from shared.registry import RunRecord
+from shared.azure.hub import Hub, HubJob, HubTransientError
+from shared.run import states
+from shared.run.messages import evaluate_message_id
+from shared.stages.polling import poll_tick
+from shared.store.registry import RunRecord
 
 
 class FakeHub:
@@ -74,7 +74,7 @@ def test_an_unknown_status_is_treated_as_running_and_logged_once(caplog) -> None
     training_run(registry, "r1", "j1")
     hub = FakeHub({"j1": HubJob(id="j1", status="warming_up", model="m")})
     deps = make_deps(registry, hub)
-    with caplog.at_level(logging.WARNING, logger="shared.polling"):
+    with caplog.at_level(logging.WARNING, logger="shared.stages.polling"):
         poll_tick(deps)
         poll_tick(deps)
     run = registry.require_run("r1")
@@ -197,7 +197,7 @@ def test_the_dated_specs_waiting_statuses_are_known_and_ask_for_no_checkpoints(c
     training_run(registry, "r2", "j2", job_status="pending")
     hub = Counting({"j1": HubJob(id="j1", status="created", model="m"),
                     "j2": HubJob(id="j2", status="pending", model="m")})
-    with caplog.at_level(logging.WARNING, logger="shared.hub"):
+    with caplog.at_level(logging.WARNING, logger="shared.azure.hub"):
         poll_tick(make_deps(registry, hub))
     assert asked == [] and not [r for r in caplog.records if "does not know" in r.getMessage()]
     assert registry.require_run("r1").job_status == "created" and registry.require_run("r2").state == states.TRAINING

@@ -5,12 +5,12 @@ import inspect
 
 import pytest
 
-from shared import ports
-from shared.arm_deployments import ArmDeployments
-from shared.bootstrap import SystemClock, _OpenAIChat
-from shared.hub import Hub
-from shared.registry import Registry
-from shared.spokes import Spokes
+from shared.app import ports
+from shared.app.bootstrap import SystemClock, _OpenAIChat
+from shared.azure.arm_deployments import ArmDeployments
+from shared.azure.hub import Hub
+from shared.azure.spokes import Spokes
+from shared.store.registry import Registry
 from tests.unit.fakes import FixedClock, MemoryRegistry, ScriptedChat
 
 PAIRS = [

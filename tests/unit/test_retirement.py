@@ -10,11 +10,12 @@ from fakes import MemoryDeps
 from test_deployment import FakeSpokes, world  # noqa: F401 (world is the fixture)
 
 from local.settings import DEMO_SPOKES
-from shared import keepalive, states
-from shared.config import ConfigError
-from shared.registry import DeploymentRecord, RunRecord
-from shared.retirement import plan
-from shared.topology import parse_topology
+from shared.run import states
+from shared.run.config import ConfigError
+from shared.run.topology import parse_topology
+from shared.stages import keepalive
+from shared.stages.retirement import plan
+from shared.store.registry import DeploymentRecord, RunRecord
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 ACCOUNTS = {"dev": ("ftops-dev-eastus", "ftops-dev-swedencentral"),

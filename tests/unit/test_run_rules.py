@@ -6,9 +6,9 @@ import json
 import pytest
 
 from local.settings import DEMO_SPOKES
-from shared.run_rules import effective_environments, environment_problems
-from shared.run_settings import parse_run_settings
-from shared.topology import parse_topology
+from shared.run.rules import effective_environments, environment_problems
+from shared.run.settings import parse_run_settings
+from shared.run.topology import parse_topology
 
 TOPOLOGY = parse_topology(json.loads(DEMO_SPOKES.read_text()), hub_tenant="tenant-contoso")
 OWNER = "6f1c2d3e-0000-4000-8000-0000000000b2"

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from shared.run_settings import RunSettingsError, parse_run_settings
+from shared.run.settings import RunSettingsError, parse_run_settings
 
 
 def test_defaults_fill_what_run_json_leaves_out():

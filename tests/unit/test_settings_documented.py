@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fakes import Recording
 
-from shared.config import ConfigError, Settings
+from shared.run.config import ConfigError, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]

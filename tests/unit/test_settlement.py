@@ -1,8 +1,8 @@
 """Settlement: complete on success, dead-letter what can never succeed, abandon (and retry) the rest."""
 import pytest
 
-from shared.messages import TrainRequest, envelope
-from shared.settlement import PermanentError, settle
+from shared.app.settlement import PermanentError, settle
+from shared.run.messages import TrainRequest, envelope
 
 
 class Actions:
@@ -60,7 +60,7 @@ def test_permanent_errors_are_dead_lettered_and_transient_ones_retried():
 def test_a_table_refusing_a_write_is_dead_lettered_not_retried():
     from azure.core.exceptions import HttpResponseError
 
-    from shared.registry import Registry, StorageRefused
+    from shared.store.registry import Registry, StorageRefused
 
     class Refusing:   # Table Storage answering 400 PropertyValueTooLarge to any write
         def update_entity(self, *a, **k):
@@ -84,7 +84,7 @@ def test_a_table_refusing_a_write_is_dead_lettered_not_retried():
 def test_stored_text_is_bounded_with_a_marker():
     import json
 
-    from shared.registry import PROPERTY_CHARS, bounded, bounded_json
+    from shared.store.registry import PROPERTY_CHARS, bounded, bounded_json
     assert bounded("short") == "short"
     cut = bounded("x" * 40_000)
     assert len(cut) <= PROPERTY_CHARS and cut.endswith("[truncated: 40,000 chars in all]")
@@ -103,8 +103,8 @@ def test_stored_text_is_bounded_with_a_marker():
 def test_operator_actions_on_the_commands_queue_are_dead_lettered_and_audited(name, data):
     from fakes import make_deps
 
-    from shared.commands import handle_command
-    from shared.messages import CloudEvent
+    from shared.run.messages import CloudEvent
+    from shared.stages.commands import handle_command
     deps = make_deps()
     event = CloudEvent(type=f"ftops.command.{name}", data=data)
     actions = Actions()

@@ -1,6 +1,6 @@
 import itertools
 
-from shared import states
+from shared.run import states
 
 
 def test_deployed_is_terminal_only_in_the_last_environment():

@@ -10,10 +10,10 @@ import pytest
 from fakes import make_deps
 
 from local.settings import DEMO_SPOKES
-from shared.approvals import gated_environment
-from shared.config import ConfigError, HubSettings, Settings
-from shared.registry import RunRecord
-from shared.topology import load_topology, parse_topology, target_problem
+from shared.run.config import ConfigError, HubSettings, Settings
+from shared.run.topology import load_topology, parse_topology, target_problem
+from shared.stages.approvals import gated_environment
+from shared.store.registry import RunRecord
 
 DEMO: dict[str, Any] = json.loads(DEMO_SPOKES.read_text())
 HUB_TENANT = "tenant-contoso"

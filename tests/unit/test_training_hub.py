@@ -9,8 +9,7 @@ import httpx2
 import openai
 import pytest
 
-from shared.blob_io import BlobReader, upload_parts
-from shared.hub import (
+from shared.azure.hub import (
     Hub,
     HubNotFound,
     HubPermanentError,
@@ -20,10 +19,11 @@ from shared.hub import (
     error_from_openai,
     parse_results_csv,
 )
-from shared.hub_api import SURFACES
-from shared.polling import describe_failure
-from shared.run_settings import RunSettings
-from shared.training import job_key, job_spec
+from shared.run.hub_api import SURFACES
+from shared.run.settings import RunSettings
+from shared.stages.polling import describe_failure
+from shared.stages.training import job_key, job_spec
+from shared.store.blob_io import BlobReader, upload_parts
 
 REQUEST = httpx2.Request("POST", "https://hub.example/openai/fine_tuning/jobs")
 
@@ -203,7 +203,7 @@ def test_what_the_configured_hub_api_lacks_is_refused_before_any_call() -> None:
 
 
 def test_an_unknown_hub_api_version_stops_start_up_naming_the_setting() -> None:
-    from shared.config import ConfigError, Settings
+    from shared.run.config import ConfigError, Settings
     env = {"DatasetStorage": "UseDevelopmentStorage=true", "FTOPS_TRANSPORT": "local",
            "HUB_ENDPOINT": "https://hub.example", "HUB_RESOURCE_ID": "/subscriptions/s/resourceGroups/g/x/accounts/h"}
     assert Settings.from_env(env).hub.api_version == "v1"

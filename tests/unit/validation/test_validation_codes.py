@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.models import UnknownModelError, model_facts
+from shared.run.models import UnknownModelError, model_facts
 from shared.validation import CODES
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "validation.md"

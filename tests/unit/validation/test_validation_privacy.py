@@ -5,7 +5,7 @@ import json
 import pytest
 from vhelpers import at, chat, check, codes, jsonl, padded
 
-from shared.validation.privacy import iban_ok, luhn_ok, scan
+from shared.run.privacy import iban_ok, luhn_ok, scan
 
 SECRETS = {
     "AKIAIOSFODNN7EXAMPLQ": "AWS access key",

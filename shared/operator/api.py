@@ -1,0 +1,310 @@
+"""The operator API: privileged actions (approve, reject, rollback, retire; and retrain, so that who
+started a model is known for four eyes) and reads (runs, one run with its audit trail and report links),
+each for a caller whose Entra ID token the app verified.
+
+Framework-free: `functions/operator.py` adapts HTTP triggers to `handle(action, …)` (the reads) and
+`handle_command(route, …)` (the commands, whose routes and actions come from shared.run.command_table). Every
+refusal (401, 403, 409) is written to the audit trail with who tried (verified, or what an unverifiable token claimed)
+before the answer goes out, and nothing else changes. Routes and roles: docs/operator-api.md.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared.app.settlement import PermanentError
+from shared.azure.access import (
+    OPERATOR_ROLE,
+    AccessDenied,
+    Caller,
+    TokenVerifier,
+    access_settings,
+    require_any,
+)
+from shared.azure.arm_deployments import DeploymentError, NotManagedByFtops
+from shared.run import actors, command_table
+from shared.run.config import ConfigError
+from shared.run.messages import RetrainCommand, RollbackCommand, RunCommand
+from shared.stages import approvals, rollback, training
+from shared.store.events import publish
+from shared.store.registry import ConcurrencyError, InvalidTransition, RunNotFound
+
+if TYPE_CHECKING:
+    from shared.app.bootstrap import Deps
+
+log = logging.getLogger(__name__)
+MAX_BODY = 16 * 1024     # a decision is a few fields; anything bigger is refused unread
+OPERATOR_PARTITION = "_operator"   # audit partition for refusals that name no run
+
+
+@dataclass(frozen=True)
+class ApiResponse:
+    status: int
+    body: dict[str, Any]
+
+    def json(self) -> str:
+        return json.dumps(self.body, default=str)
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class ApproveBody(_Body):
+    environment: str = Field(min_length=1, max_length=32)
+    ticket: str = Field(min_length=1, max_length=128)
+    model: str = Field(min_length=1, max_length=256, description="the model the approver looked at")
+    dataset_hash: str | None = Field(None, max_length=100)
+    evaluation_report_hash: str | None = Field(None, max_length=100)
+    comment: str | None = Field(None, max_length=1000)
+
+
+class RejectBody(_Body):
+    environment: str = Field(min_length=1, max_length=32)
+    reason: str = Field(min_length=1, max_length=1000)
+    ticket: str | None = Field(None, max_length=128)
+
+
+class RollbackBody(_Body):
+    run_id: str | None = Field(None, max_length=200)
+    deployment: str | None = Field(None, max_length=64)
+    reason: str | None = Field(None, max_length=1000)
+
+
+class RetrainBody(_Body):
+    settings: dict[str, Any] = Field(default_factory=dict, description="run settings over the run's own")
+
+
+class RetireBody(_Body):
+    reason: str | None = Field(None, max_length=1000)
+
+
+_verifiers: dict[Any, TokenVerifier] = {}
+_verifiers_lock = threading.Lock()
+
+
+def verifier_for(deps: Deps) -> TokenVerifier:
+    """One verifier (and key cache) per configuration, per process."""
+    settings = access_settings(deps.settings)
+    with _verifiers_lock:
+        if settings not in _verifiers:
+            _verifiers[settings] = TokenVerifier(settings)
+        return _verifiers[settings]
+
+
+def handle(action: str, *, authorization: str | None, params: dict[str, str], body: bytes, deps: Deps,
+           verifier: TokenVerifier | None = None) -> ApiResponse:
+    """One API call: verify the caller, run the action, answer; refusals audited with who tried."""
+    run_id = params.get("run_id")
+    caller: Caller | None = None
+    try:
+        verifier = verifier or verifier_for(deps)
+        caller = verifier.verify(authorization)
+        return ACTIONS[action](caller, params, body, deps)
+    except AccessDenied as exc:
+        # a request naming no run and carrying no token at all is logged, not written: anonymous traffic
+        # must not be able to grow the audit table
+        anonymous = run_id is None and not exc.claims and exc.caller is None and exc.status == 401
+        if exc.status in (401, 403) and not anonymous:
+            _audit_refusal(deps, run_id, action, exc.status, exc.reason, exc.who(), params)
+        elif anonymous:
+            log.warning("operator API refused %s: %s (no token)", action, exc.reason)
+        return _error(exc.status, exc.reason)
+    except (approvals.Refused, PermanentError, InvalidTransition) as exc:
+        who = caller.describe() if caller else {}
+        _audit_refusal(deps, run_id, action, 409, str(exc), who, params)
+        return _error(409, str(exc))
+    except NotManagedByFtops as exc:
+        _audit_refusal(deps, run_id, action, 409, str(exc), caller.describe() if caller else {}, params)
+        return _error(409, str(exc))
+    except (DeploymentError, ConcurrencyError) as exc:   # transient: nothing was left half-done; the caller retries
+        log.warning("operator API %s (run %s) failed for now: %s", action, run_id, exc)
+        return _error(503, f"not done, try again: {exc}")
+    except RunNotFound as exc:
+        return _error(404, str(exc))
+    except _BadRequest as exc:
+        return _error(400, str(exc))
+    except ConfigError as exc:
+        log.error("operator API is not configured: %s", exc)
+        return _error(503, f"the operator API is not configured: {exc}")
+
+
+def handle_command(route: str, *, authorization: str | None, params: dict[str, str], body: bytes, deps: Deps,
+                   verifier: TokenVerifier | None = None) -> ApiResponse:
+    """A POST to one of the commands' routes (command_table.COMMAND_ROUTES): the row whose route it names
+    runs, as `handle` runs any action. An action no row offers is a 404, as a route no function serves was,
+    answered before the token is read: it names no run and changes nothing, so nothing is audited."""
+    params = dict(params)
+    action = params.pop("action", "")
+    row = command_table.for_route(route, action)
+    if row is None:
+        offered = sorted(r.route.rsplit("/", 1)[1] for r in command_table.COMMANDS
+                         if r.route and r.route.startswith(route.removesuffix("{action}")))
+        return _error(404, f"no operator command {action[:40]!r} at POST {route}; "
+                           f"the commands there: {', '.join(offered)}")
+    return handle(row.name, authorization=authorization, params=params, body=body, deps=deps, verifier=verifier)
+
+
+# --- actions -----------------------------------------------------------------------------------------
+def list_runs(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> ApiResponse:
+    _require_read(caller)
+    runs = deps.registry.list_runs()
+    return ApiResponse(200, {"runs": [_summary(r) for r in runs]})
+
+
+def evaluation_comparison(evaluation: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What an approver weighs: the challenger's score with its interval against base and against the
+    champion the environment serves today (docs/evaluation.md, "Champion vs challenger")."""
+    if not evaluation or "comparison" not in evaluation:
+        return None
+    chosen = evaluation.get("chosen_name")
+    return {"grader": evaluation.get("grader"), "challenger": {
+                "model": evaluation.get("chosen"), "score": (evaluation.get("scores") or {}).get(chosen),
+                "interval": (evaluation.get("intervals") or {}).get(chosen)},
+            "champion": evaluation.get("champion"),
+            "improvement": evaluation["comparison"],
+            "gates": {g["name"]: g["passed"] for g in evaluation.get("gates") or []
+                      if g["name"].startswith("min_improvement")}}
+
+
+def get_run(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> ApiResponse:
+    _require_read(caller)
+    run = deps.registry.require_run(params["run_id"])
+    view = {**_summary(run), "settings": run.settings, "dataset_hash": run.dataset_hash,
+            "validation": run.validation, "evaluation": run.evaluation, "error": run.error,
+            "comparison": evaluation_comparison(run.evaluation),
+            "approvals": run.approvals, "candidate": approvals.candidate(deps, run),
+            "deployments": _deployments(deps, run_id=run.run_id),
+            "audit": deps.registry.audit_trail(run.run_id), "reports": _reports(deps, run.run_id),
+            # what this caller may do here (a console shows only these; the API still decides on each call)
+            "caller": {**caller.describe(), "roles": sorted(caller.roles),
+                       "may_approve": sorted(r.removeprefix("Approver.") for r in caller.roles
+                                             if r.startswith("Approver.")),
+                       "may_operate": caller.has(OPERATOR_ROLE)}}
+    return ApiResponse(200, view)
+
+
+def list_deployments(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> ApiResponse:
+    """Every deployment slot ftops keeps (environment × account × name): model, run, last keep-alive and
+    its estimated hosting cost per day (shared.run.costs)."""
+    _require_read(caller)
+    rows = _deployments(deps)
+    return ApiResponse(200, {"deployments": rows, "currency": "USD", "estimate": True,
+                             "total_per_day": round(sum(r["per_day"] for r in rows), 2)})
+
+
+def approve(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> ApiResponse:
+    request = _parse(ApproveBody, body)
+    evidence = approvals.approve(deps, caller, params["run_id"], request.environment, ticket=request.ticket,
+                                 model=request.model, comment=request.comment, dataset_hash=request.dataset_hash,
+                                 evaluation_report_hash=request.evaluation_report_hash)
+    return ApiResponse(202, {"approved": evidence, "next": f"deploying to {request.environment}"})
+
+
+def reject(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> ApiResponse:
+    request = _parse(RejectBody, body)
+    detail = approvals.reject(deps, caller, params["run_id"], request.environment, reason=request.reason,
+                              ticket=request.ticket)
+    return ApiResponse(200, {"rejected": detail})
+
+
+def rollback_environment(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> ApiResponse:
+    require_any(caller, [OPERATOR_ROLE], "rollback")
+    request = _parse(RollbackBody, body)
+    rollback.rollback(RollbackCommand(environment=params["environment"], run_id=request.run_id,
+                                      deployment=request.deployment, requested_by=caller.actor,
+                                      reason=request.reason), deps)
+    return ApiResponse(200, {"rolled_back": params["environment"], "run_id": request.run_id})
+
+
+def retrain(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> ApiResponse:
+    """A retrain whose requester is known: they are recorded and cannot approve the model it makes."""
+    require_any(caller, [OPERATOR_ROLE], "retrain")
+    request = _parse(RetrainBody, body)
+    training.retrain_run(RetrainCommand(run_id=params["run_id"], settings=request.settings,
+                                        requested_by=caller.actor), deps, started_by=caller.oid)
+    return ApiResponse(202, {"retraining": params["run_id"], "started_by": caller.describe()})
+
+
+def retire_run(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> ApiResponse:
+    require_any(caller, [OPERATOR_ROLE], "retire")
+    request = _parse(RetireBody, body)
+    rollback.retire(RunCommand(run_id=params["run_id"], requested_by=caller.actor, reason=request.reason), deps)
+    return ApiResponse(200, {"retired": params["run_id"]})
+
+
+Action = Callable[[Caller, dict[str, str], bytes, Any], ApiResponse]
+READS: dict[str, Action] = {"list_runs": list_runs, "get_run": get_run, "list_deployments": list_deployments}
+# The commands: every command-table row with a route, so a new command is its row and its action, no line
+# here. Resolved now, at the end of this module: the rows name actions defined above (this module is already
+# in sys.modules, so the table's import of it returns it).
+ACTIONS: dict[str, Action] = {**READS, **{row.name: command_table.load(row.api_handler_name) for row in command_table.COMMANDS if row.route}}
+
+
+# --- helpers -----------------------------------------------------------------------------------------
+class _BadRequest(ValueError):
+    pass
+
+
+def _parse[M: BaseModel](model: type[M], body: bytes) -> M:
+    if len(body) > MAX_BODY:
+        raise _BadRequest(f"request body over {MAX_BODY} bytes")
+    try:
+        return model.model_validate_json(body or b"{}")
+    except ValidationError as exc:
+        raise _BadRequest("; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<body>'}: {e['msg']}"
+                                    for e in exc.errors())) from exc
+
+
+def _require_read(caller: Caller) -> None:
+    if not caller.may_read():
+        raise AccessDenied(403, "reading runs needs one of the app roles Reader, Operator or Approver.<env>",
+                           caller=caller)
+
+
+def _summary(run: Any) -> dict[str, Any]:
+    return {"run_id": run.run_id, "source": run.source, "state": run.state, "terminal": run.terminal,
+            "owner": run.owner, "environments": run.environments, "model": run.chosen_model or run.fine_tuned_model,
+            "created_at": run.created_at, "updated_at": run.updated_at}
+
+
+def _deployments(deps: Deps, run_id: str | None = None) -> list[dict[str, Any]]:
+    from shared.run.costs import hourly_price, prices_from_settings
+    prices = prices_from_settings(deps.settings)
+    return [vars(d) | {"etag": None, "per_day": round(hourly_price(d, prices) * 24, 2) if d.state == "active" else 0.0}
+            for d in deps.registry.list_deployments(run_id=run_id)]
+
+
+def _reports(deps: Deps, run_id: str) -> dict[str, str]:
+    container = deps.blobs.get_container_client(deps.settings.reports_container)
+    names = [b.name for b in container.list_blobs(name_starts_with=f"{run_id}/")
+             if b.name.endswith((".json", ".html")) and "/" not in b.name[len(run_id) + 1:]]
+    return {name[len(run_id) + 1:]: f"{container.url}/{name}" for name in sorted(names)}
+
+
+def _audit_refusal(deps: Deps, run_id: str | None, action: str, status: int, reason: str, who: dict[str, Any],
+                   params: dict[str, str]) -> None:
+    actor = who.get("oid") or "anonymous"
+    if who.get("name"):
+        actor = f"{who['name']} <{actor}>"
+    if not who.get("verified"):
+        actor = actors.unverified(actor)
+    try:
+        deps.registry.audit(run_id or OPERATOR_PARTITION, f"api.{action}.refused", actor=actor,
+                            detail={"status": status, "reason": reason, "who": who, "params": params})
+        if run_id and action in ("approve", "reject"):   # other systems hear of refused decisions too
+            publish(deps, run_id, "approval_refused", {"action": action, "status": status, "reason": reason,
+                                                       "who": who})
+    except Exception:
+        log.exception("could not audit a refused %s (run %s)", action, run_id)
+    log.warning("operator API refused %s (run %s) for %s: %s %s", action, run_id, actor, status, reason)
+
+
+def _error(status: int, message: str) -> ApiResponse:
+    return ApiResponse(status, {"error": {"status": status, "message": message}})

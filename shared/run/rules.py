@@ -1,0 +1,61 @@
+"""Where a run may go, decided at intake from its settings and the configured environments.
+
+- `environments` in run.json must follow the configured order without gaps: a prefix of it (`["dev",
+  "prod"]` would skip test, `["prod"]` would have nothing to promote from).
+- A run that reaches an environment needing approval must name its `owner` as an Entra object id: the
+  approver is compared with it (four eyes), by object id, never by a name that can look alike.
+- Without run.json environments, a run with an owner goes everywhere; one without stops before the first
+  environment that needs approval (a bare dataset drop has no way to name its owner).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from shared.run.actors import is_object_id
+from shared.run.settings import RunSettings
+from shared.run.topology import Topology
+
+if TYPE_CHECKING:
+    from shared.store.registry import RunRecord
+
+
+def effective_environments(settings: RunSettings, topology: Topology) -> list[str]:
+    if settings.environments:
+        return list(settings.environments)
+    if settings.owner:
+        return topology.names
+    ungated: list[str] = []
+    for env in topology.environments:
+        if env.requires_approval:
+            break
+        ungated.append(env.name)
+    return ungated or topology.names[:1]
+
+
+def environment_problems(settings: RunSettings, topology: Topology) -> list[str]:
+    """What is wrong with the run's environments and owner, each in words a person can act on."""
+    configured = topology.names
+    asked = settings.environments
+    if asked is not None:
+        unknown = [e for e in asked if e not in configured]
+        if unknown:
+            return [(f"environments: {', '.join(unknown)} not configured in SPOKES_CONFIG "
+                    f"(configured, in order: {', '.join(configured)})")]
+        if not asked or asked != configured[:len(asked)]:
+            prefixes = " or ".join(str(configured[:i]) for i in range(1, len(configured) + 1))
+            return [f"environments {asked} must follow the configured order without gaps: one of {prefixes}"]
+    gated = [e for e in effective_environments(settings, topology)
+             if (env := topology.environment(e)) is not None and env.requires_approval]
+    if gated and not settings.owner:
+        return [(f"owner is missing: environment {gated[0]!r} requires approval, so run.json must name the "
+                "run's owner (the Entra object id of the person responsible), who cannot approve it")]
+    if gated and not is_object_id(settings.owner):
+        return [(f"owner {settings.owner!r} is not an Entra object id (a GUID): approvals are checked against the "
+                "owner by object id, never by a name or address")]
+    return []
+
+
+def deployment_name(run: RunRecord) -> str:
+    """One name per run on every spoke and environment: run settings, else the suffix, else the run id."""
+    s = run.settings or {}
+    return str(s.get("deployment_name") or s.get("suffix") or run.run_id)[:64]

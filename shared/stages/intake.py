@@ -1,0 +1,261 @@
+"""Intake: a dropped dataset becomes a run — validated, reported, then quarantined or prepared for training.
+
+Drop layout (DESIGN.md): `datasets/<name>.jsonl` is a run with default settings; in a folder
+`datasets/<name>/`, only `run.json` starts the run (it is uploaded last); other blobs in a folder never do.
+The run id comes from the drop's name and the starting blob's ETag, so a duplicate event is the same run
+and a re-upload is a new one. Blobs are streamed, never held whole.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+from shared.app.settlement import PermanentError
+from shared.run import actors, states
+from shared.run.hub_api import surface
+from shared.run.messages import TrainRequest, envelope
+from shared.run.rules import effective_environments
+from shared.store.events import advance
+from shared.store.outbox import flush
+from shared.store.registry import RunRecord, StorageRefused
+from shared.validation.drop import DropFiles, check_drop
+from shared.validation.splitting import spool_files, upload_split
+
+if TYPE_CHECKING:
+    from shared.app.bootstrap import Deps
+
+log = logging.getLogger(__name__)
+ACTOR = actors.INTAKE
+FOLDER_FILES = {"train": "train.jsonl", "validation": "validation.jsonl", "eval": "eval.jsonl"}
+
+
+@dataclass(frozen=True)
+class Drop:
+    name: str                 # the run's human name: file stem or folder
+    start_blob: str           # the blob whose arrival starts the run
+    folder: str | None        # set for folder runs
+
+
+def drop_started_by(blob_name: str) -> Drop | None:
+    """Which drop a new blob belongs to, or None if it never starts a run (a data file inside a folder)."""
+    folder, _, leaf = blob_name.rpartition("/")
+    if folder:
+        return Drop(name=folder, start_blob=blob_name, folder=folder) if leaf == "run.json" else None
+    stem = leaf.removesuffix(".jsonl")
+    return Drop(name=stem, start_blob=blob_name, folder=None)
+
+
+def run_id_for(drop: Drop, etag: str, settings_override: dict[str, Any] | None = None) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", drop.name.lower()).strip("-")[:40] or "run"
+    key = etag.strip('"') + (json.dumps(settings_override, sort_keys=True) if settings_override else "")
+    return f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
+def handle_blob_created(blob_name: str, deps: Deps) -> str | None:
+    """Blob trigger entry: start (or resume) the run this blob starts; returns the run id or None."""
+    if drop_started_by(blob_name) is None:
+        log.info("blob %s is part of a folder drop; only its run.json starts a run", blob_name)
+        return None
+    return start_run(blob_name, deps, actor=ACTOR)
+
+
+def start_run(blob_name: str, deps: Deps, *, settings_override: dict[str, Any] | None = None,
+              actor: str = ACTOR) -> str | None:
+    drop = drop_started_by(blob_name)
+    if drop is None:
+        raise PermanentError(f"{blob_name}: a file inside a folder cannot start a run; name its run.json")
+    container = deps.settings.datasets_container
+    try:
+        etag = deps.blobs.get_blob_client(container, blob_name).get_blob_properties().etag
+    except ResourceNotFoundError:
+        log.warning("blob %s/%s is gone (moved or deleted before we got to it)", container, blob_name)
+        if settings_override is not None:
+            raise PermanentError(f"{container}/{blob_name} does not exist")
+        return None
+    run_id = run_id_for(drop, etag, settings_override)
+    run = deps.registry.create_run(RunRecord(run_id=run_id, source=f"{container}/{blob_name}"), actor=actor)
+    if run is None:
+        run = deps.registry.require_run(run_id)
+        if run.outbox:   # a first attempt died between a transition and its messages: send them
+            flush(deps, run_id, run.outbox)
+        if run.state == states.ACCEPTED:   # crashed between "accepted" and the hand-off: hand off again
+            _send_train(deps, run_id)
+        if run.state == states.REJECTED:   # recorded, but the move may not have finished: finish it
+            quarantine(deps, run_id, drop, {})
+        if run.state not in (states.RECEIVED, states.VALIDATING):
+            log.info("run %s already %s: duplicate event for %s", run_id, run.state, blob_name)
+            return run_id
+    try:
+        _intake(run_id, drop, deps, settings_override, etag)
+    except ResourceModifiedError as exc:   # replaced while we read it: the new upload is a run of its own
+        log.warning("run %s: %s changed while it was validated; ending this run, the new upload is its own",
+                    run_id, blob_name)
+        message = ("the drop was replaced while it was validated (its ETag changed): nothing of it is trained; "
+                   "the new upload is a run of its own")
+        advance(deps, run_id, states.REJECTED, actor=ACTOR, from_states={states.RECEIVED, states.VALIDATING},
+                detail={"errors": [message]}, error={"code": "dataset_replaced", "message": message,
+                                                     "detail": str(exc)[:300]})
+    except StorageRefused as exc:   # permanent: retrying would re-validate the whole drop to be refused again
+        log.error("run %s: the registry refused a write (%s); ending the run as rejected", run_id, exc)
+        advance(deps, run_id, states.REJECTED, actor=ACTOR, from_states={states.RECEIVED, states.VALIDATING},
+                detail={"errors": [str(exc)]}, error={"code": "registry_refused", "message": str(exc)[:500]})
+        quarantine(deps, run_id, drop, {})
+    return run_id
+
+
+def _intake(run_id: str, drop: Drop, deps: Deps, settings_override: dict[str, Any] | None, etag: str) -> None:
+    advance(deps, run_id, states.VALIDATING, actor=ACTOR)
+    problems: list[Any] = []
+    # every file is read at the version seen now (If-Match on its ETag): one replaced while it is validated
+    # and split raises ResourceModifiedError instead of training on what was never validated
+    etags = {drop.start_blob: etag}
+    files = _dataset_files(drop, deps, problems, etags)
+    container = deps.settings.datasets_container
+    run_json = (deps.blobs.get_blob_client(container, drop.start_blob).download_blob(
+        etag=etag, match_condition=MatchConditions.IfNotModified).readall() if drop.folder else None)
+    data = files or ({} if drop.folder else {"train": drop.start_blob})   # a non-.jsonl blob: named by its content
+    spool, outputs = spool_files()
+    with spool:
+        checked = check_drop(DropFiles(start=drop.start_blob, folder=bool(drop.folder),
+                                       data={role: _chunks(deps, blob, etags.get(blob)) for role, blob in data.items()},
+                                       names=files, run_json=run_json, problems=tuple(problems)),
+                             default_base_model=deps.settings.default_base_model,
+                             environments=_configured_environments(deps), override=settings_override,
+                             outputs=outputs, hub_api=surface(deps.settings.hub.api_version),
+                             topology=deps.require_topology())
+        report, settings, prepared = checked.report, checked.settings, checked.prepared
+        _write_reports(deps, run_id, drop, report)
+        if not report.valid or prepared is None or settings is None:
+            _reject(deps, run_id, drop, files, report)
+            return
+        upload_split(deps, run_id, prepared, outputs)
+    environments = effective_environments(settings, deps.require_topology())
+    advance(deps, run_id, states.ACCEPTED, actor=ACTOR,
+            detail={"examples": report.examples, "method": report.method, "method_source": report.method_source,
+                    "split": prepared.counts},
+            # the deployment name is fixed now, from the drop's name: a re-upload replaces its model in place
+            settings={**settings.model_dump(mode="json"), "deployment_name": settings.effective_deployment_name(drop.name)},
+            owner=settings.owner, ticket=settings.ticket,
+            environments=environments, dataset_hash=prepared.dataset_hash, data_files=prepared.data_files,
+            validation=_summary(report, prepared.counts), send=[(deps.settings.train_queue, _train_request(run_id))])
+
+
+def _train_request(run_id: str) -> Any:
+    return envelope(TrainRequest(run_id=run_id), message_id=f"train-{run_id}")
+
+
+def _send_train(deps: Deps, run_id: str) -> None:
+    deps.publisher.send(deps.settings.train_queue, _train_request(run_id))
+
+
+def _dataset_files(drop: Drop, deps: Deps, problems: list[Any], etags: dict[str, str]) -> dict[str, str]:
+    """role → blob name in the datasets container (their ETags into `etags`). A folder's train.jsonl may
+    still be uploading: wait."""
+    from shared.validation import Finding
+    if not drop.folder:
+        return {"train": drop.start_blob} if drop.start_blob.endswith(".jsonl") else {}
+    container = deps.blobs.get_container_client(deps.settings.datasets_container)
+    deadline = time.monotonic() + deps.settings.intake_wait_seconds
+    while True:
+        present = {b.name: b.etag for b in container.list_blobs(name_starts_with=f"{drop.folder}/")}
+        files = {role: f"{drop.folder}/{leaf}" for role, leaf in FOLDER_FILES.items() if f"{drop.folder}/{leaf}" in present}
+        if "train" in files or time.monotonic() >= deadline:
+            break
+        time.sleep(1.0)
+    if "train" not in files:
+        problems.append(Finding(line=None, code="missing_file", file=f"{drop.folder}/train.jsonl",
+                                message=f"{drop.folder}/train.jsonl did not arrive within "
+                                        f"{deps.settings.intake_wait_seconds:.0f} s of run.json"))
+    etags.update({name: present[name] for name in files.values()})
+    return files
+
+
+def _chunks(deps: Deps, blob_name: str, etag: str | None) -> Any:
+    def read() -> Iterable[bytes]:
+        blob = deps.blobs.get_blob_client(deps.settings.datasets_container, blob_name)
+        if etag is None:
+            return blob.download_blob().chunks()
+        return blob.download_blob(etag=etag, match_condition=MatchConditions.IfNotModified).chunks()
+    return read
+
+
+def _write_reports(deps: Deps, run_id: str, drop: Drop, report: Any) -> None:
+    from shared.validation import render_html
+    container = deps.blobs.get_container_client(deps.settings.reports_container)
+    body = json.dumps({"run_id": run_id, "drop": drop.name, **report.to_dict()}, indent=2)
+    container.upload_blob(f"{run_id}/validation.json", body, overwrite=True)
+    container.upload_blob(f"{run_id}/validation.html", render_html(report, title=f"{drop.name} — {run_id}"),
+                          overwrite=True)
+
+
+def _reject(deps: Deps, run_id: str, drop: Drop, files: dict[str, str], report: Any) -> None:
+    # recorded first, then moved: if the move fails, the retry finds the run rejected and its files still
+    # in datasets, and finishes the move (start_run); the other order left a run `validating` with no blob
+    planned = [f"{deps.settings.quarantine_container}/{run_id}/{name}" for name in _drop_blobs(deps, drop, files)]
+    # where each is, so the run's error (status, the demo's table) points at the line to fix
+    errors = [(f"{f.file + ' ' if f.file and len(files) > 1 else ''}line {f.line}: " if f.line else "") + f.message
+              for f in report.errors[:5]]
+    advance(deps, run_id, states.REJECTED, actor=ACTOR, validation=_summary(report, None),
+            detail={"errors": errors, "quarantine": planned,
+                    "report": f"{deps.settings.reports_container}/{run_id}/validation.json"},
+            error={"code": report.errors[0].code, "message": "; ".join(errors)})
+    quarantine(deps, run_id, drop, files)
+
+
+def _drop_blobs(deps: Deps, drop: Drop, files: dict[str, str]) -> list[str]:
+    """The blobs of this drop: its data files and start blob; for a folder, what lies directly in it. A
+    nested folder is a drop of its own (its run.json starts it) and is left where it is."""
+    names = set(files.values()) | {drop.start_blob}
+    if drop.folder:
+        source = deps.blobs.get_container_client(deps.settings.datasets_container)
+        prefix = f"{drop.folder}/"
+        names |= {b.name for b in source.list_blobs(name_starts_with=prefix) if "/" not in b.name[len(prefix):]}
+    # the start blob last: while it is still there, a retry of its trigger comes back to finish the move
+    return sorted(names - {drop.start_blob}) + [drop.start_blob]
+
+
+def quarantine(deps: Deps, run_id: str, drop: Drop, files: dict[str, str]) -> list[str]:
+    """Move the drop's files to quarantine/<run_id>/: copy, verify, then delete — never lose data."""
+    source = deps.blobs.get_container_client(deps.settings.datasets_container)
+    target = deps.blobs.get_container_client(deps.settings.quarantine_container)
+    moved = []
+    for name in _drop_blobs(deps, drop, files):
+        src = source.get_blob_client(name)
+        try:
+            props = src.get_blob_properties()
+        except ResourceNotFoundError:
+            continue  # moved by an earlier attempt
+        dst = target.get_blob_client(f"{run_id}/{name}")
+        dst.upload_blob(src.download_blob().chunks(), length=props.size, overwrite=True)
+        if dst.get_blob_properties().size != props.size:
+            raise RuntimeError(f"quarantine copy of {name} for run {run_id} is incomplete; source kept")
+        try:  # only the version we copied: a re-upload in between is a new run and stays
+            src.delete_blob(etag=props.etag, match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError):
+            log.warning("run %s: %s changed while quarantining; the new upload stays", run_id, name)
+        moved.append(f"{deps.settings.quarantine_container}/{run_id}/{name}")
+    reports = deps.blobs.get_container_client(deps.settings.reports_container)
+    for leaf in ("validation.json", "validation.html"):
+        body = reports.get_blob_client(f"{run_id}/{leaf}").download_blob().readall()
+        target.upload_blob(f"{run_id}/{leaf}", body, overwrite=True)
+    return moved
+
+
+def _configured_environments(deps: Deps) -> list[str]:
+    return deps.require_topology().names
+
+
+def _summary(report: Any, counts: dict[str, int] | None) -> dict[str, Any]:
+    stats = report.stats or {}
+    return {"valid": report.valid, "method": report.method, "examples": report.examples,
+            "errors": len(report.errors), "warnings": len(report.warnings), "split": counts,
+            "tokens": stats.get("tokens"), "cost": stats.get("cost")}

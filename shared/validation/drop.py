@@ -1,0 +1,140 @@
+"""One validation truth: every check a drop gets, the same whether intake runs it on blobs or
+`ftops validate` on local files.
+
+In order: the run's settings (the full run.json schema, the environments it names), what the drop is (a
+.jsonl file, a folder with train.jsonl), the data (formats, tokens, limits, privacy, overlap; the method
+detected from the data when the settings do not set it), then the split (enough examples left to train on
+and to evaluate with). The first problem class that is found ends the check, as it always did at intake.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import IO, Any
+
+from shared.run.hub_api import HubSurface, UnsupportedOnSurface
+from shared.run.rules import environment_problems
+from shared.run.settings import RunSettings, RunSettingsError, parse_run_settings
+from shared.run.topology import Topology
+from shared.validation import DatasetReport, Finding, ValidationOptions, validate_dataset
+from shared.validation.sniff import sniff
+from shared.validation.splitting import Prepared, spool_split
+
+Opener = Callable[[], Iterable[bytes]]
+SNIFF_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class DropFiles:
+    """What a drop holds, wherever it lives."""
+    start: str                              # the file that starts the run: <name>.jsonl or <folder>/run.json
+    folder: bool
+    data: Mapping[str, Opener]              # role (train, validation, eval) → its bytes
+    names: Mapping[str, str]                # role → the name findings carry
+    run_json: bytes | None = None           # a folder's run.json
+    problems: tuple[Finding, ...] = ()      # found before the check (a folder's train.jsonl never came)
+
+
+@dataclass
+class DropCheck:
+    report: DatasetReport
+    settings: RunSettings | None            # with the detected method filled in
+    prepared: Prepared | None               # the split's counts (and hash), once the data passed
+
+
+def check_drop(drop: DropFiles, *, default_base_model: str, environments: list[str] | None,
+               override: dict[str, Any] | None = None, override_source: str = "train command settings",
+               outputs: Mapping[str, IO[bytes]] | None = None, hub_api: HubSurface | None = None,
+               topology: Topology | None = None) -> DropCheck:
+    """`environments`: the configured ones (None: not known here, not checked). `outputs`: where the
+    split is written (intake uploads it); by default it is only counted. `hub_api`: the configured hub
+    API surface, whose methods the run's method must be among (None: not checked). `topology`: the spokes
+    configuration, for where the run may go (a prefix of the order; an owner object id for gated ones)."""
+    problems: list[Finding] = []
+    settings = _settings(drop, default_base_model, environments, override, override_source, problems)
+    if settings is not None and topology is not None:
+        wrong = environment_problems(settings, topology)
+        if wrong:
+            problems.extend(Finding(line=None, code="invalid_settings", file="run.json", message=p) for p in wrong)
+            settings = None
+    problems += drop.problems
+    if not drop.folder and not drop.start.endswith(".jsonl"):
+        problems.append(_not_a_dataset(drop))
+    if settings is None or problems or "train" not in drop.data:
+        return DropCheck(_problems_only(problems), settings, None)
+    detect = not settings.method_is_set
+    options = ValidationOptions(model=settings.base_model, method=None if detect else settings.method,
+                                pii=settings.pii, over_limit=settings.over_limit,
+                                n_epochs=settings.hyperparameters.n_epochs)
+    report = validate_dataset(drop.data, options=options, names=drop.names)
+    report.method_source = "detected" if detect else "settings"
+    if detect and report.method:
+        settings = _with_method(settings, report.method, drop, report)
+    if hub_api is not None and settings is not None and settings.method not in hub_api.methods:
+        try:
+            hub_api.require_method(settings.method)
+        except UnsupportedOnSurface as exc:   # refused here, before any upload or job
+            report = dataclasses.replace(report, valid=False, errors=[
+                *report.errors, Finding(line=None, code="method_not_on_hub_api", message=str(exc))])
+    if not report.valid or settings is None:
+        return DropCheck(report, settings, None)
+    prepared = spool_split(drop.data, settings, outputs)
+    if prepared.problem:   # part of the report, so what people read says why
+        report = dataclasses.replace(report, valid=False, errors=[
+            *report.errors, Finding(line=None, code="too_few_to_split", message=prepared.problem)])
+    return DropCheck(report, settings, prepared)
+
+
+def _settings(drop: DropFiles, default_base_model: str, environments: list[str] | None,
+              override: dict[str, Any] | None, override_source: str, problems: list[Finding]) -> RunSettings | None:
+    defaults = {"base_model": default_base_model}
+    try:
+        settings = parse_run_settings(drop.run_json, defaults=defaults,
+                                      source=drop.start if drop.folder else "settings")
+        if override:
+            settings = parse_run_settings({**settings.model_dump(exclude_unset=True), **override},
+                                          defaults=defaults, source=override_source)
+    except RunSettingsError as exc:
+        problems.extend(Finding(line=None, code="invalid_settings", message=p, file="run.json") for p in exc.problems)
+        return None
+    unknown = [e for e in (settings.environments or []) if environments is not None and e not in environments]
+    if unknown:
+        problems.append(Finding(line=None, code="invalid_settings", file="run.json",
+                                message=f"environments: {', '.join(unknown)} not configured in SPOKES_CONFIG"))
+        return None
+    return settings
+
+
+def _with_method(settings: RunSettings, method: str, drop: DropFiles, report: DatasetReport) -> RunSettings | None:
+    """The settings with the detected method, checked again (a grader or beta must fit it)."""
+    try:
+        return parse_run_settings({**settings.model_dump(exclude_unset=True), "method": method},
+                                  source=f"{drop.start if drop.folder else 'settings'} (method {method}, "
+                                         "detected from the data)")
+    except RunSettingsError as exc:
+        report.valid = False
+        report.errors.extend(Finding(line=None, code="invalid_settings", message=p, file="run.json")
+                             for p in exc.problems)
+        return None
+
+
+def _not_a_dataset(drop: DropFiles) -> Finding:
+    what = ""
+    opener = drop.data.get("train")
+    if opener is not None:
+        head = b""
+        for chunk in opener():
+            head += bytes(chunk)
+            if len(head) >= SNIFF_BYTES:
+                break
+        kind = sniff(head)
+        what = f" ({kind.name}: {kind.fix})" if kind else ""
+    return Finding(line=None, code="not_a_dataset", file=drop.start,
+                   message=f"{drop.start}: not a .jsonl file{what}; drop a JSONL dataset or a folder with "
+                           "train.jsonl and run.json")
+
+
+def _problems_only(problems: list[Finding]) -> DatasetReport:
+    return DatasetReport(valid=False, method=None, examples=0, errors=list(problems), warnings=[], stats={},
+                         files={})
