@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +46,10 @@ log = logging.getLogger(__name__)
 MAX_BODY = 16 * 1024     # a decision is a few fields; anything bigger is refused unread
 OPERATOR_PARTITION = "_operator"   # audit partition for refusals that name no run (or one that does not exist)
 UNVERIFIED = UnverifiedTraffic(OPERATOR_PARTITION)   # this process's count of requests nobody could be verified for
+# What a route parameter may be before anything is looked up: a run id (intake makes `<slug>-<hash>`), an
+# environment name. Anything else can name nothing (and a Table key over 1 KiB is a storage error, not a 404).
+ROUTE_PARAMS = {"run_id": re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"),
+                "environment": re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")}
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,9 @@ def handle(action: str, *, authorization: str | None, params: dict[str, str], bo
            verifier: TokenVerifier | None = None, unverified: UnverifiedTraffic | None = None) -> ApiResponse:
     """One API call: verify the caller, run the action, answer; a verified caller's refusals audited with
     who tried, an unverifiable caller's only counted (`unverified`: this process's count by default)."""
+    malformed = _malformed(params)
+    if malformed:
+        return _error(400, malformed)
     run_id = params.get("run_id")
     caller: Caller | None = None
     traffic = unverified or UNVERIFIED
@@ -286,6 +294,17 @@ ACTIONS: dict[str, Action] = {**READS, **{row.name: command_table.load(row.api_h
 # --- helpers -----------------------------------------------------------------------------------------
 class _BadRequest(ValueError):
     pass
+
+
+def _malformed(params: dict[str, str]) -> str | None:
+    """Why a route parameter cannot name anything (answered 400 before the token or storage is read)."""
+    for name, pattern in ROUTE_PARAMS.items():
+        value = params.get(name)
+        if value is not None and not pattern.fullmatch(value):
+            shown = json.dumps(value[:40])[1:-1] + ("…" if len(value) > 40 else "")
+            return (f"{name} {shown!r} ({len(value)} characters) is not a {name.replace('_', ' ')}: up to "
+                    f"{128 if name == 'run_id' else 32} letters, digits, '-' or '_'{', or .' if name == 'run_id' else ''}")
+    return None
 
 
 def _parse[M: BaseModel](model: type[M], body: bytes) -> M:

@@ -217,9 +217,14 @@ def test_the_cli_finds_the_running_local_stack_and_fetches_reports(stack: Any, w
 
 
 def test_a_wrong_password_is_refused_with_the_identity_providers_reason(stack: Any) -> None:
-    form = urllib.parse.urlencode({"username": OPERATOR, "password": "not-the-password"}).encode()
-    request = urllib.request.Request(f"{stack.api_url}/console/signin", data=form, method="POST")
+    with urllib.request.urlopen(f"{stack.api_url}/console/signin", timeout=30) as shown:   # the form and its cookie
+        cookie = shown.headers["Set-Cookie"].split(";")[0]
+        form_token = re.search(r'name="form_token" value="([^"]+)"', shown.read().decode())[1]  # type: ignore[index]
+    form = urllib.parse.urlencode({"username": OPERATOR, "password": "not-the-password",
+                                   "form_token": form_token}).encode()
+    request = urllib.request.Request(f"{stack.api_url}/console/signin", data=form, method="POST",
+                                     headers={"Cookie": cookie})
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=30)
-    assert refused.value.code == 401 and "Set-Cookie" not in refused.value.headers
+    assert refused.value.code == 401 and "ftops_console=" not in (refused.value.headers["Set-Cookie"] or "")
     assert "AADSTS50126" in refused.value.read().decode()

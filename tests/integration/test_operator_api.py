@@ -232,3 +232,19 @@ def test_a_run_started_through_the_api_has_the_verified_caller_as_its_starter_an
     assert (run.started_by, run.claimed_by, run.owner) == (OPERATOR.oid, OPERATOR.oid, OPERATOR.oid)
     created = deps.registry.audit_trail(run.run_id)[0]
     assert created["action"] == "run.created" and created["actor"] == f"{OPERATOR.name} <{OPERATOR.oid}>"
+
+
+def test_an_over_long_or_malformed_run_id_is_a_400_in_the_apis_shape_never_a_500(stack: Any) -> None:
+    operator = signed_in(stack)
+    for run_id in ("r" * 20_000, "a%2Fb", "x'--"):
+        status, body = call(stack, "GET", f"runs/{run_id}", operator)
+        assert status == 400 and body["error"]["status"] == 400 and "is not a run id" in body["error"]["message"]
+        assert len(body["error"]["message"]) < 300
+        status, body = call(stack, "POST", f"runs/{run_id}/approve", operator, approve_body())
+        assert status == 400 and body["error"]["status"] == 400
+    # the console, signed in, on the same id: a page saying so, not a server error
+    request = urllib.request.Request(f"{stack.api_url}/console/runs/{'r' * 20_000}",
+                                     headers={"Cookie": f"ftops_console={operator}"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=60)
+    assert refused.value.code == 400 and "is not a run id" in refused.value.read().decode()

@@ -30,7 +30,9 @@ def handle(view: str, request: ConsoleRequest, deps_factory: Callable[[], Deps],
     if view == "asset":
         return asset(request.params.get("name", ""))
     origin = request.header("Origin")
-    if request.method == "POST" and origin and origin != "null" and urlsplit(origin).netloc != request.header("Host"):
+    # `Origin: null` is what a sandboxed frame or a data: URL sends: never the console's own page
+    if request.method == "POST" and origin is not None and (origin.strip().lower() == "null" or
+                                                            urlsplit(origin).netloc != request.header("Host")):
         return page(403, pages.problem(request, 403, "This form was sent from another site; it is refused."))
     try:
         deps = deps_factory()

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shared.operator.console import compare
-from shared.operator.console.app import Api, ConsoleRequest, ConsoleResponse, page, path_quote, redirect
+from shared.operator.console.app import DONE, Api, ConsoleRequest, ConsoleResponse, page, path_quote, redirect
 from shared.operator.console.layout import Safe, badge, banner, e, hidden, link, short, table
 from shared.operator.console.pages import _chrome, _error, refused
 from shared.run import states
@@ -24,8 +24,8 @@ def run_page(request: ConsoleRequest, api: Api, *, run_id: str,
     parts: list[Any] = [Safe(f"<h1>Run {e(run_id)} {badge(run['state'], run['terminal'])}</h1>")]
     if refusal:
         parts.append(banner("error", refusal[1]))
-    elif request.query.get("done"):
-        parts.append(banner("ok", f"{request.query['done']}: the operator API accepted it"))
+    elif request.query.get("done") in DONE:   # an id: the text is ours, never the URL's
+        parts.append(banner("ok", f"{DONE[request.query['done']]}: the operator API accepted it"))
     parts.append(_facts(run))
     kind, env = states.split(run["state"])
     if kind == "awaiting_approval" and env:
@@ -187,7 +187,7 @@ def act(request: ConsoleRequest, api: Api) -> ConsoleResponse:
         return page(404, _chrome(request, api, "Not found", banner("error", f"no action {action!r}")))
     status, answer = api.call(action, params, body)
     if status in (200, 202):
-        done = {"approve": "approved", "reject": "rejected", "retire": "retired", "rollback": "rolled back"}[action]
+        done = {"approve": "approved", "reject": "rejected", "retire": "retired", "rollback": "rolled-back"}[action]
         target = f"{request.base}/runs/{path_quote(run_id)}" if run_id else f"{request.base}/deployments"
         return redirect(f"{target}?done={path_quote(done)}")
     message = (answer.get("error") or {}).get("message", "refused")
