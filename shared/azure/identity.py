@@ -98,3 +98,30 @@ class LocalUserCredential:
 
     def close(self) -> None:
         pass
+
+
+def redeem_authorization_code(authority: str, tenant: str, form: dict[str, str], *, ca_bundle: str | None = None
+                              ) -> dict[str, Any]:
+    """POST the authorization_code grant to `<authority>/<tenant>/oauth2/v2.0/token` (Learn, "Microsoft identity
+    platform and OAuth 2.0 authorization code flow"); the token endpoint's answer, or ClientAuthenticationError
+    with Entra's own description."""
+    import json
+    import ssl
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from azure.core.exceptions import ClientAuthenticationError
+    request = urllib.request.Request(f"{authority.rstrip('/')}/{tenant}/oauth2/v2.0/token",
+                                     data=urllib.parse.urlencode(form).encode(),
+                                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+    context = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else None
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=15) as answer:
+            return json.loads(answer.read())  # type: ignore[no-any-return]
+    except urllib.error.HTTPError as exc:
+        try:
+            detail = str(json.loads(exc.read()).get("error_description", exc.reason))
+        except ValueError:
+            detail = f"{exc.code} {exc.reason}"
+        raise ClientAuthenticationError(detail[:500]) from None

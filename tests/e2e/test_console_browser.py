@@ -228,3 +228,30 @@ def test_a_wrong_password_is_refused_with_the_identity_providers_reason(stack: A
         urllib.request.urlopen(request, timeout=30)
     assert refused.value.code == 401 and "ftops_console=" not in (refused.value.headers["Set-Cookie"] or "")
     assert "AADSTS50126" in refused.value.read().decode()
+
+
+def test_signing_in_with_entra_id_code_and_pkce_gives_the_roles_of_the_token_and_signs_out(
+        browser: Any, stack: Any, artifacts: Path) -> None:
+    """The sign-in people use in Azure, against the emulator's identity provider: the console's button, the
+    identity provider's page (its throw-away CA is trusted for this context only), back to the console with
+    the token's roles, then sign out."""
+    context = browser.new_context(viewport={"width": 1366, "height": 768}, ignore_https_errors=True)
+    page = context.new_page()
+    page.goto(f"{stack.api_url}/console/")
+    page.click("#entra-sign-in")
+    page.wait_for_url(f"{stack.emulator_url}/tenant-contoso/oauth2/v2.0/authorize**")
+    assert "Sign in to tenant-contoso" in page.inner_text("h1")
+    page.fill("#username", OPERATOR)
+    page.fill("#password", DEMO_PASSWORD)
+    page.screenshot(path=str(artifacts / "7-entra-sign-in.png"), full_page=True)
+    page.click("#next")
+    page.wait_for_url("**/console/")
+    header = page.inner_text("header")
+    assert USERS[OPERATOR].name in header and "Approver.prod, Operator, Reader" in header   # the token's roles
+    page.screenshot(path=str(artifacts / "8-entra-signed-in.png"), full_page=True)
+    page.click("header button:text('Sign out')")
+    page.wait_for_url("**/console/signin?note=signed-out")
+    assert "Signed out." in page.inner_text("main")
+    page.goto(f"{stack.api_url}/console/")
+    assert page.url.endswith("/console/signin"), "signed out: the session is gone"
+    context.close()

@@ -103,3 +103,33 @@ def test_entra_id_hosts_of_every_cloud_and_the_flagged_local_emulator_are_accept
     settings = settings_for_tests(operator_tenant_id="t", operator_api_audience="a", operator_authority=authority,
                                   operator_authority_local="true" if local else None)
     assert access_settings(settings).issuer == f"{authority}/t/v2.0"
+
+
+def test_entra_sign_in_starts_with_pkce_s256_and_a_state_kept_in_this_browser() -> None:
+    import urllib.parse
+
+    from shared.operator.console.entra import challenge_of
+    answer = handle("signin_entra", ConsoleRequest(method="GET", url=f"{BASE}/signin/entra",
+                                                   headers={"Host": "127.0.0.1:7071"}), lambda: DEPS)
+    target = urllib.parse.urlsplit(answer.headers["Location"])
+    query = dict(urllib.parse.parse_qsl(target.query))
+    cookie = answer.headers["Set-Cookie"]
+    state, _, verifier = cookie.split(";")[0].split("=", 1)[1].partition(".")
+    assert answer.status == 303 and target.path == "/tenant-contoso/oauth2/v2.0/authorize"
+    assert query["state"] == state and query["code_challenge"] == challenge_of(verifier)
+    assert query["code_challenge_method"] == "S256" and len(verifier) >= 43
+    assert query["redirect_uri"] == "http://127.0.0.1:7071/api/console/signin/callback"
+    assert query["client_id"] == "c0ffee00-0000-4000-8000-00000000f7a9"
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Path=/api/console/signin" in cookie
+
+
+def test_an_entra_callback_shows_no_text_from_the_url_and_needs_this_browsers_state() -> None:
+    planted = "Call the service desk on +1 555 0100"
+    failed = handle("signin_callback", ConsoleRequest(
+        method="GET", url=f"{BASE}/signin/callback", query={"error": "access_denied", "error_description": planted},
+        headers={"Host": "127.0.0.1:7071"}), lambda: DEPS)
+    assert failed.status == 401 and "access_denied" in failed.body.decode() and "555" not in failed.body.decode()
+    forged = handle("signin_callback", ConsoleRequest(
+        method="GET", url=f"{BASE}/signin/callback", query={"code": "c", "state": "s"},
+        headers={"Host": "127.0.0.1:7071", "Cookie": "ftops_console_oauth=other.verifier"}), lambda: DEPS)
+    assert forged.status == 403 and "ftops_console=" not in forged.headers.get("Set-Cookie", "")

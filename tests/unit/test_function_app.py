@@ -28,7 +28,7 @@ def test_every_stage_is_registered(bindings):
     assert set(bindings) == {"intake", "training", "polling", "evaluation", "deployment", "keepalive", "commands",
                              "operator_list_runs", "operator_start_run", "operator_get_run", "operator_list_deployments",
                              "operator_run_command", "operator_environment_command",
-                             "console_runs", "console_sign_in", "console_sign_out", "console_deployments",
+                             "console_runs", "console_sign_in", "console_sign_in_entra", "console_sign_in_callback", "console_sign_out", "console_deployments",
                              "console_asset", "console_run", "console_report", "console_act", "console_rollback"}
 
 

@@ -43,7 +43,9 @@ PAGE_CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; frame-src 'se
 # Reports (HTML written by the app, with inline styles and SVG plots): shown sandboxed (no script, no
 # same-origin rights, nothing fetched), and only inside the console's own frames.
 REPORT_CSP = "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'"
-SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
+# same-origin, not no-referrer: under no-referrer a browser sends `Origin: null` on the console's own form
+# posts (Fetch, "append a request Origin header"), which the console refuses; nothing goes to another site.
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin", "Cache-Control": "no-store"}
 
 
 @dataclass(frozen=True)

@@ -121,8 +121,8 @@ def report(request: ConsoleRequest, api: Api) -> ConsoleResponse:
     return Response(200, data, {"Content-Type": kind, "Content-Security-Policy": REPORT_CSP, **SECURITY_HEADERS})
 
 
-def sign_in_page(request: ConsoleRequest, *, offered: bool, form_token: str, error: str | None = None,
-                 note: str | None = None, username: str | None = "") -> str:
+def sign_in_page(request: ConsoleRequest, *, offered: bool, form_token: str, entra: bool = False,
+                 error: str | None = None, note: str | None = None, username: str | None = "") -> str:
     """`note`: one of app.NOTES' texts (chosen by id from the URL, never the URL's text)."""
     bound = f'<input type="hidden" name="form_token" value="{e(form_token)}">'
     parts = ["<section class=signin><h1>Sign in to the ftops console</h1>"]
@@ -130,6 +130,9 @@ def sign_in_page(request: ConsoleRequest, *, offered: bool, form_token: str, err
         parts.append(banner("ok", note))
     if error:
         parts.append(banner("error", error))
+    if entra:   # the authorization code flow with PKCE (entra.py): the sign-in people use in Azure
+        parts.append(f'<p><a id="entra-sign-in" class="button primary" href="{e(request.base)}/signin/entra">'
+                     'Sign in with Microsoft Entra ID</a></p>')
     if offered:
         parts.append(f'<form method="post" action="{e(request.base)}/signin"><h2>Demo user (local stack)</h2>{bound}'
                      f'<label for="username">User</label><input id="username" name="username" value="{e(username or "")}" '

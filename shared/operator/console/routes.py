@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from shared.operator.console import pages, run_page, signin
+from shared.operator.console import entra, pages, run_page, signin
 from shared.operator.console.app import Api, ConsoleRequest, ConsoleResponse, asset, csrf_for, page, redirect
 from shared.run.config import ConfigError
 
@@ -38,6 +38,10 @@ def handle(view: str, request: ConsoleRequest, deps_factory: Callable[[], Deps],
         deps = deps_factory()
         if view == "signin":
             return signin.sign_in(request, deps)
+        if view == "signin_entra":
+            return entra.start(request, deps)
+        if view == "signin_callback":
+            return entra.callback(request, deps)
         token = request.token()
         if view == "signout":
             return signin.sign_out(request, token)
