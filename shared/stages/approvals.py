@@ -149,6 +149,8 @@ def claim(deps: Deps, caller: Caller, run_id: str) -> dict[str, Any]:
         return detail
 
     def record(fresh: RunRecord) -> RunRecord:
+        if fresh.settings != run.settings:   # retrained with other settings meanwhile: not what they looked at
+            raise Refused(f"run {run_id} was retrained while you confirmed it: look at it again, then confirm")
         fresh.claimed_by = caller.oid
         if not any(m.get("oid") == caller.oid and m.get("as") == "claimed" for m in fresh.makers):
             fresh.makers = [*fresh.makers, {"oid": caller.oid, "as": "claimed"}]

@@ -88,7 +88,7 @@ def start(request: ConsoleRequest, deps: Deps) -> ConsoleResponse:
 def callback(request: ConsoleRequest, deps: Deps) -> ConsoleResponse:
     from azure.core.exceptions import ClientAuthenticationError
 
-    from shared.azure.access import AccessDenied, access_settings
+    from shared.azure.access import AccessDenied, access_settings, unverified_claims
     from shared.azure.identity import redeem_authorization_code
     from shared.operator.api import verifier_for
     error = request.query.get("error")
@@ -100,8 +100,9 @@ def callback(request: ConsoleRequest, deps: Deps) -> ConsoleResponse:
         return _refused(request, 403, "This sign-in did not start in this browser, or took too long: start again.")
     settings = access_settings(deps.settings)
     audience = deps.settings.operator_api_audience or ""
-    assertion = deps.credential(tenant_id=settings.tenant).get_token(EXCHANGE_SCOPE).token
     try:
+        # the app's credential: its managed identity's token, which the registration's federated credential trusts
+        assertion = deps.credential(tenant_id=settings.tenant).get_token(EXCHANGE_SCOPE).token
         answer = redeem_authorization_code(settings.authority, settings.tenant, {
             "grant_type": "authorization_code", "client_id": client_id(audience),
             "code": request.query.get("code", ""), "redirect_uri": callback_uri(request), "code_verifier": verifier,
@@ -115,7 +116,6 @@ def callback(request: ConsoleRequest, deps: Deps) -> ConsoleResponse:
         return _refused(request, 503, f"the token endpoint did not answer as expected ({type(exc).__name__})")
     except AccessDenied as exc:
         return _refused(request, 401, f"the token was refused: {exc.reason}")
-    from shared.azure.access import unverified_claims
     headers = {"Set-Cookie": session_cookie(request, token, token_lifetime(unverified_claims(token).get("exp")))}
     # a page, not a redirect: the session cookie is SameSite=Strict, and a redirect at the end of Entra's
     # cross-site navigation would not carry it; a step from this page (same site) does
