@@ -89,7 +89,7 @@ def callback(request: ConsoleRequest, deps: Deps) -> ConsoleResponse:
     from azure.core.exceptions import ClientAuthenticationError
 
     from shared.azure.access import AccessDenied, access_settings, unverified_claims
-    from shared.azure.identity import redeem_authorization_code
+    from shared.azure.identity import token_endpoint
     from shared.operator.api import verifier_for
     error = request.query.get("error")
     if error:
@@ -103,7 +103,7 @@ def callback(request: ConsoleRequest, deps: Deps) -> ConsoleResponse:
     try:
         # the app's credential: its managed identity's token, which the registration's federated credential trusts
         assertion = deps.credential(tenant_id=settings.tenant).get_token(EXCHANGE_SCOPE).token
-        answer = redeem_authorization_code(settings.authority, settings.tenant, {
+        answer = token_endpoint(settings.authority, settings.tenant, {
             "grant_type": "authorization_code", "client_id": client_id(audience),
             "code": request.query.get("code", ""), "redirect_uri": callback_uri(request), "code_verifier": verifier,
             "scope": scope(audience), "client_assertion_type": ASSERTION_TYPE, "client_assertion": assertion},
