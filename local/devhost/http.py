@@ -101,7 +101,8 @@ class HttpFront:
             handler.send_header(key, value)
         handler.send_header("Content-Length", str(len(body)))
         handler.end_headers()
-        handler.wfile.write(body)
+        if handler.command != "HEAD":   # a HEAD answer has the headers of a GET and no body
+            handler.wfile.write(body)
 
     def _invoke(self, handler: BaseHTTPRequestHandler, t: Trigger, match: Any, *, query: dict[str, str]
                 ) -> tuple[int, bytes, dict[str, str]]:
