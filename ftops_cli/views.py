@@ -28,6 +28,11 @@ def reason(run: Any) -> str | None:
     if message:
         return f"{code}: {message}" if code else str(message)
     kind, env = states.split(run.state)
+    if kind == "awaiting_approval" and env and hasattr(run, "claimed_by"):
+        from shared.stages.approvals import unverified_problem
+        if unverified_problem(run, env):   # an approval would be refused until a verified person stands behind it
+            return f"waiting for its owner {run.owner or '(none named)'} to confirm it (ftops claim {run.run_id}), " \
+                   f"then for an approver of {env}"
     waiting = {"awaiting_approval": f"waiting for an approver of {env} (ftops approve)",
                "waiting_for_quota": "waiting for training quota on the hub",
                states.CANCELLED: "cancelled by a command", states.RETIRED: "retired: its deployments were removed",

@@ -98,6 +98,14 @@ def test_a_run_promoted_towards_prod_with_an_unconfirmed_owner_says_what_it_wait
     assert "ftops claim run-1" in entered["detail"]["waiting_for_owner"]
 
 
+def test_ftops_status_says_a_run_waits_for_its_owner_before_an_approver(deps: MemoryDeps) -> None:
+    from ftops_cli.views import reason
+    run = waiting_run(deps)
+    assert reason(run) == f"waiting for its owner {OWNER} to confirm it (ftops claim run-1), then for an approver of prod"
+    run.claimed_by = OWNER
+    assert reason(run) == "waiting for an approver of prod (ftops approve)"
+
+
 # --- four eyes: verified starter, claimer and retrainer ----------------------------------------------------
 @pytest.mark.parametrize(("fields", "who", "why"), [
     ({"started_by": APPROVER, "makers": [{"oid": APPROVER, "as": "started"}]}, APPROVER, "started"),
