@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+
 from shared.run import actors
 from shared.run.topology import Environment, HarvestPolicy, Target
 from shared.store import claims
@@ -175,10 +178,8 @@ def _traffic(deps: Deps, name: str, state: dict[str, Any], oldest: float, budget
     try:
         blobs = sorted((b for b in container.list_blobs(name_starts_with=f"{name}/") if b.name not in done),
                        key=lambda b: (b.last_modified, b.name))
-    except Exception as exc:   # noqa: BLE001 - no traffic container: nothing dropped
-        if type(exc).__name__ == "ResourceNotFoundError":
-            return found
-        raise
+    except ResourceNotFoundError:   # no traffic container: nothing dropped
+        return found
     for blob in blobs:
         if budget <= 0:
             break
@@ -272,9 +273,8 @@ def _write_run(deps: Deps, env: Environment, name: str, champion: RunRecord, poo
     settings = run_settings_for(champion, env, name, policy, digest)
     try:
         container.upload_blob(f"{folder}/run.json", json.dumps(settings, indent=2).encode(), overwrite=False)
-    except Exception as exc:   # noqa: BLE001 - written by an earlier attempt: the same run
-        if type(exc).__name__ != "ResourceExistsError":
-            raise
+    except ResourceExistsError:   # written by an earlier attempt: the same run
+        pass
     log.info("flywheel: %s/%s → datasets/%s/ (%d examples)", env.name, name, folder, len(pool))
     return folder
 
@@ -309,17 +309,14 @@ def _read_state(deps: Deps, env: str, name: str) -> tuple[dict[str, Any], str | 
     blob = deps.blobs.get_blob_client(deps.settings.reports_container, _state_path(env, name))
     try:
         download = blob.download_blob()
-    except Exception as exc:   # noqa: BLE001
-        if type(exc).__name__ == "ResourceNotFoundError":
-            return {"cursors": {}, "traffic": [], "pool": [], "runs": [], "counts": {}}, None
-        raise
+    except ResourceNotFoundError:
+        return {"cursors": {}, "traffic": [], "pool": [], "runs": [], "counts": {}}, None
     state = json.loads(download.readall())
     return state, download.properties.etag
 
 
 def _write_state(deps: Deps, env: str, name: str, state: dict[str, Any], etag: str | None) -> str:
     """Conditional on what was read: a concurrent tick (its claim lapsed) fails here instead of forking."""
-    from azure.core import MatchConditions
     blob = deps.blobs.get_blob_client(deps.settings.reports_container, _state_path(env, name))
     data = json.dumps(state, ensure_ascii=False).encode()
     if etag is None:
