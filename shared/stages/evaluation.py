@@ -175,7 +175,7 @@ def _measure(run: RunRecord, deps: Deps) -> dict[str, Any]:
 
     names = [g.name for g in graders]
     metrics = {c.name: aggregate(results[c.name], graders=names,
-                                 price_per_1m=inference_price_per_1m(base_model, fine_tuned=c.kind != "base"))
+                                 price_per_1m=inference_price_per_1m(_base_of(c, base_model), fine_tuned=c.kind != "base"))
                for c in active}
     chosen = choose_candidate(active, metrics, gate_grader)
     # paired bootstrap of the chosen model against each reference point, for every grader
@@ -282,3 +282,11 @@ def _resend_deploy(deps: Deps, run: RunRecord) -> None:
     if run.environments:
         send_deploy(deps, run.run_id, run.environments[0], model=run.chosen_model or run.fine_tuned_model)
         log.info("run %s: deploy request for %s sent", run.run_id, run.environments[0])
+
+
+def _base_of(candidate: Candidate, base_model: str) -> str:
+    """The base model a candidate's price follows: the champion may be another model than this run's (a
+    distilled student is measured against a larger champion): its fine-tuned id names its base."""
+    if candidate.kind == "champion":
+        return candidate.model.split(".ft-")[0] or base_model
+    return base_model

@@ -12,7 +12,8 @@ on the champion's examples), run.json last — and enters intake like any drop: 
 evaluation against the champion, gates and verified approval. The flywheel starts runs; it never approves.
 
 State per (environment, deployment name) is one blob, `flywheel/<env>/<name>/state.json` in the reports
-container, written with its ETag: the stored-completion cursor per spoke, the traffic blobs read, the pool.
+container, written with its ETag: the stored-completion cursor per spoke, the traffic blobs read, the pool,
+the content hashes of what was kept (so a repeat is a duplicate across pools).
 A pool that reached its size is written out (its folder named by the pool's hash, run.json only if absent)
 before anything new is read, so a tick that died half-way repeats the same folder, never a second one.
 """
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 ACTOR = actors.FLYWHEEL
 _MESSAGE_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id")
 MAX_TRAFFIC_LINE = 1 << 20    # one exchange; a longer line is dropped as malformed
+MAX_REMEMBERED = 50_000       # content hashes of kept exchanges remembered for de-duplication (~1 MB of state)
 
 
 @dataclass
@@ -108,14 +110,21 @@ def harvest(deps: Deps, env: Environment, name: str, slots: list[DeploymentRecor
         if policy.teacher:
             exchanges = _relabel(deps, policy.teacher, exchanges)
         held_out, previous = _overlaps(deps, champion, policy.leakage_threshold)
-        seen = {content_hash(json.dumps(e, ensure_ascii=False).encode()) for e in state["pool"]}
+        # everything kept before (earlier pools and runs, bounded) counts as seen: a repeat is a duplicate
+        seen = set(state.get("kept", [])) | {content_hash(json.dumps(e, ensure_ascii=False).encode())
+                                             for e in state["pool"]}
+        before = set(seen)
         curated = curate(exchanges, CurationPolicy(privacy=policy.privacy, min_rating=policy.min_rating,
                                                    leakage_threshold=policy.leakage_threshold),
                          held_out=held_out, previous=previous, seen=seen)
+        state["kept"] = [*state.get("kept", []), *sorted(seen - before)][-MAX_REMEMBERED:]
         outcome.curation = curated.counts()
         state["pool"] = [*state["pool"], *curated.kept]
         state["counts"] = _add_counts(state.get("counts", {}), curated.counts())
-        if len(state["pool"]) >= policy.min_examples:
+        in_flight = _in_flight(deps, state["runs"])
+        if in_flight:   # one flywheel run per deployment name at a time: the pool grows until it ends
+            outcome.skipped = f"run {in_flight} from the last pool is still in progress"
+        elif len(state["pool"]) >= policy.min_examples:
             etag = _write_state(deps, env.name, name, state, etag)   # the pool first: a crash repeats this folder
             outcome.folder = _write_run(deps, env, name, champion, state["pool"], policy)
             state["pool"], state["runs"] = [], [*state["runs"], outcome.folder][-20:]
@@ -256,6 +265,18 @@ def _overlaps(deps: Deps, champion: RunRecord, threshold: float) -> tuple[Overla
     return held_out, Overlap(prompts("train"), threshold)
 
 
+def _in_flight(deps: Deps, folders: list[str]) -> str | None:
+    """The run the last folder started, while it has not ended (awaiting approval counts as ended: a person
+    decides now, and the next pool may train meanwhile)."""
+    if not folders:
+        return None
+    source = f"{deps.settings.datasets_container}/{folders[-1]}/run.json"
+    for run in deps.registry.list_runs():
+        if run.source == source and not run.terminal and not run.state.startswith("awaiting_approval:"):
+            return run.run_id
+    return None
+
+
 # --- the next run -----------------------------------------------------------------------------------
 def _write_run(deps: Deps, env: Environment, name: str, champion: RunRecord, pool: list[dict[str, Any]],
                policy: HarvestPolicy) -> str:
@@ -310,7 +331,7 @@ def _read_state(deps: Deps, env: str, name: str) -> tuple[dict[str, Any], str | 
     try:
         download = blob.download_blob()
     except ResourceNotFoundError:
-        return {"cursors": {}, "traffic": [], "pool": [], "runs": [], "counts": {}}, None
+        return {"cursors": {}, "traffic": [], "pool": [], "runs": [], "counts": {}, "kept": []}, None
     state = json.loads(download.readall())
     return state, download.properties.etag
 

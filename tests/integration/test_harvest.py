@@ -114,7 +114,8 @@ def test_production_answers_become_one_clean_run_folder(prod: Any, emulator: Any
     assert sorted(b.name for b in datasets.list_blobs()) == names
 
 
-def test_a_pool_below_its_size_waits_for_the_next_tick(prod: Any, emulator: Any, app: str) -> None:
+def test_a_pool_below_its_size_waits_for_the_next_tick_and_repeats_stay_duplicates(prod: Any, emulator: Any,
+                                                                                    app: str) -> None:
     _serve(emulator, "ftops-prod-eastus", FRESH[:6], app)
     [first] = handle_harvest_tick(prod)
     assert first.folder is None and first.pool == 6
@@ -124,3 +125,6 @@ def test_a_pool_below_its_size_waits_for_the_next_tick(prod: Any, emulator: Any,
     train = prod.blobs.get_container_client(prod.settings.datasets_container).download_blob(
         f"{second.folder}/train.jsonl").readall()
     assert len(train.splitlines()) == 10
+    _serve(emulator, "ftops-prod-eastus", FRESH[:3] + FRESH[10:12], app)   # asked again after their run
+    [third] = handle_harvest_tick(prod)
+    assert third.curation["dropped"] == {"duplicate": 3} and third.pool == 2
