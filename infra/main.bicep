@@ -231,6 +231,7 @@ var appSettings = {
   POLL_SCHEDULE: pollSchedule
   KEEPALIVE_SCHEDULE: keepaliveSchedule
   HARVEST_SCHEDULE: '0 30 2 * * *'
+  DRIFT_SCHEDULE: '0 0 */6 * * *'
   DEFAULT_BASE_MODEL: defaultBaseModel
   INTAKE_WAIT_SECONDS: '60'
   HUB_FILE_RETENTION: 'delete'

@@ -99,6 +99,8 @@ class Settings:
     keepalive_schedule: str = setting("0 0 3 * * *", "KEEPALIVE_SCHEDULE")
     # the flywheel's harvest timer (NCRONTAB); it does nothing for environments without a harvest policy
     harvest_schedule: str = setting("0 30 2 * * *", "HARVEST_SCHEDULE")
+    # the drift watch's timer (NCRONTAB); idle for environments without `harvest.drift_examples`
+    drift_schedule: str = setting("0 0 */6 * * *", "DRIFT_SCHEDULE")
     # patience for a new deployment's first answer (capacity 1 is slow)
     smoke_timeout_seconds: float = setting(300.0, "SMOKE_TIMEOUT_SECONDS")
     # JSON {base model or sku: USD per hour}, over shared.run.models' estimates

@@ -82,6 +82,8 @@ class HarvestPolicy(BaseModel):
     student_base_model: str | None = PydanticField(None, max_length=64)   # the next run's base model
     max_cost_ratio: float | None = PydanticField(None, gt=0, le=1)  # student cost / champion cost per 1,000 requests
     cross_tenant: bool = False                 # harvest spokes outside the hub's tenant (data leaves that tenant)
+    drift_examples: int | None = PydanticField(None, ge=5, le=1000)   # drift watch: held-out examples per check
+    drift_starts_harvest: bool = True          # a drifted deployment is harvested at once
 
 
 @dataclass(frozen=True)

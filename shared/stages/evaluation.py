@@ -97,7 +97,7 @@ def _evaluate(run: RunRecord, deps: Deps, request: EvaluateRequest) -> str | Non
     return states.EVALUATED
 
 
-def _graders(run_id: str, settings: dict[str, Any], evaluation: Evaluation, examples: list[Example],
+def grader_set(run_id: str, settings: dict[str, Any], evaluation: Evaluation, examples: list[Example],
              gate: str | None) -> tuple[list[grading.Grader], str]:
     """run.json's graders; else a reinforcement run's own grader; else defaults from the data's shape."""
     if evaluation.graders:
@@ -136,7 +136,7 @@ def _measure(run: RunRecord, deps: Deps) -> dict[str, Any]:
         why = "; ".join(loaded.skipped) or "the file is empty"
         raise _Failed(f"{deps.settings.reports_container}/{eval_path}: no usable held-out example ({why})")
 
-    graders, gate_grader = _graders(run_id, settings, evaluation, loaded.examples, thresholds.grader)
+    graders, gate_grader = grader_set(run_id, settings, evaluation, loaded.examples, thresholds.grader)
 
     steps = [row["step"] for row in loss_rows(run.metrics)]
     candidates = plan_candidates(run_id, run.fine_tuned_model, base_model, run.checkpoints or [],

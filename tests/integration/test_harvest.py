@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from shared.run import privacy
+from shared.stages.drift import handle_drift_tick
 from shared.stages.harvest import handle_harvest_tick
 from shared.store.registry import DeploymentRecord, RunRecord
 from shared.validation.curation import prompt_text
@@ -32,7 +33,7 @@ PLANTED = ["Please email the invoice to maria.lopez@fabrikam.com today",
 def _spokes_with_harvest(app: str) -> str:
     config = json.loads((ROOT / "local" / "spokes.demo.json").read_text())
     prod = next(e for e in config["environments"] if e["name"] == "prod")
-    prod["harvest"] = {"min_examples": 10, "metadata": {"app": app}}
+    prod["harvest"] = {"min_examples": 10, "metadata": {"app": app}, "drift_examples": 5}
     return json.dumps(config)
 
 
@@ -128,3 +129,32 @@ def test_a_pool_below_its_size_waits_for_the_next_tick_and_repeats_stay_duplicat
     _serve(emulator, "ftops-prod-eastus", FRESH[:3] + FRESH[10:12], app)   # asked again after their run
     [third] = handle_harvest_tick(prod)
     assert third.curation["dropped"] == {"duplicate": 3} and third.pool == 2
+
+
+def _evaluated(deps: Any, low: float) -> None:
+    """The champion's evaluation report as the evaluate stage writes it: its chosen model's interval."""
+    report = {"gate_grader": "token_f1", "chosen": {"name": "final"},
+              "candidates": [{"name": "final", "kind": "final",
+                              "metrics": {"graders": {"token_f1": {"mean": low + 0.1, "low": low, "high": 1.0}}}}]}
+    deps.blobs.get_container_client(deps.settings.reports_container).upload_blob(
+        "champ/evaluation.json", json.dumps(report), overwrite=True)
+
+
+def test_a_served_model_scoring_below_its_evaluation_is_drift_and_starts_a_harvest(prod: Any, emulator: Any,
+                                                                                   app: str) -> None:
+    _evaluated(prod, low=0.6)   # the served base model answers generically: far below what was measured
+    _serve(emulator, "ftops-prod-eastus", FRESH[:10], app)
+    [check] = handle_drift_tick(prod)
+    assert check.drifted and check.examples == 5 and check.mean is not None and check.mean < 0.6
+    assert check.harvest and check.harvest["folder"]          # the harvest ran at once
+    assert [a["action"] for a in prod.registry.audit_trail("champ")][-2:] == ["drift.detected", "flywheel.harvested"]
+    saved = json.loads(prod.blobs.get_blob_client(prod.settings.reports_container,
+                                                  "drift/prod/support-bot.json").download_blob().readall())
+    assert saved["drifted"] is True and saved["floor"] == 0.6
+
+
+def test_a_served_model_within_its_interval_is_not_drift(prod: Any) -> None:
+    _evaluated(prod, low=0.0)
+    [check] = handle_drift_tick(prod)
+    assert not check.drifted and check.harvest is None and check.mean is not None
+    assert "drift.detected" not in [a["action"] for a in prod.registry.audit_trail("champ")]
