@@ -24,7 +24,7 @@ from shared.azure.arm_deployments import DeploymentQuota, DeploymentRefused, Dep
 from shared.evaluation import graders as grading
 from shared.evaluation.confidence import paired_difference
 from shared.evaluation.examples import Example, load_examples, stream_lines
-from shared.evaluation.gates import choose_candidate, evaluate_gates, thresholds_from
+from shared.evaluation.gates import choose_candidate, cost_gate, evaluate_gates, thresholds_from
 from shared.evaluation.hubdeploy import create_deployment, hub_account, plan_candidates, plan_champion
 from shared.evaluation.metrics import ExampleResult, aggregate
 from shared.evaluation.report import build_report, loss_rows, render_html, summary
@@ -191,6 +191,9 @@ def _measure(run: RunRecord, deps: Deps) -> dict[str, Any]:
                            champion=metrics["champion"] if has_champion else None,
                            over_champion=comparisons["champion"][gate_grader] if has_champion else None,
                            champion_note=champion_note)
+    if (priced := cost_gate(metrics[chosen.name], metrics.get("champion"),
+                            thresholds.max_cost_ratio_vs_champion)) is not None:
+        gates.append(priced)
     return build_report(run_id=run_id, base_model=base_model, fine_tuned_model=run.fine_tuned_model,
                         eval_path=eval_path, examples=loaded.examples, available=loaded.total,
                         skipped_lines=loaded.skipped, candidates=active, results=results, metrics=metrics,
