@@ -57,6 +57,9 @@ def local_env(*, storage_connection: str, emulator_url: str, ca_file: str, spoke
                                    "events_topic"),
         "POLL_SCHEDULE": "*/2 * * * * *",
         "KEEPALIVE_SCHEDULE": "*/5 * * * * *",
+        # the flywheel's timers keep their production schedules (they idle without a harvest policy);
+        # `ftops demo --flywheel` runs harvest every few seconds
+        **Settings.defaults_as_env("harvest_schedule", "drift_schedule"),
         "INTAKE_WAIT_SECONDS": "10",
         # the operator API accepts tokens the emulator issues as the demo tenant's identity provider
         "OPERATOR_TENANT_ID": DEMO_TENANT,
