@@ -60,11 +60,7 @@ def handle_drift_tick(deps: Deps) -> list[DriftCheck]:
     for env in topology.environments:
         if env.harvest is None or not env.harvest.drift_examples:
             continue
-        served: dict[str, list[DeploymentRecord]] = {}
-        for slot in deps.registry.list_deployments(state="active"):
-            if slot.environment == env.name:
-                served.setdefault(slot.deployment, []).append(slot)
-        for name, slots in sorted(served.items()):
+        for name, slots in sorted(harvesting.served(deps, env).items()):
             try:
                 checks.append(check(deps, env, name, slots))
             except Exception as exc:   # noqa: BLE001 - reported, checked again next tick
@@ -100,8 +96,8 @@ def check(deps: Deps, env: Environment, name: str, slots: list[DeploymentRecord]
         return _saved(deps, result)
     base_model = str(settings.get("base_model") or deps.settings.default_base_model)
     chat = openai_chat_fn(deps.spokes.chat_client(target), base_model)
-    served = Candidate(name="served", kind="final", model=slots[0].model, deployment=name)
-    rows = run_candidates([served], loaded.examples, chat, max_workers=4, graders=graders)["served"]
+    serving = Candidate(name="served", kind="final", model=slots[0].model, deployment=name)
+    rows = run_candidates([serving], loaded.examples, chat, max_workers=4, graders=graders)["served"]
     result.mean = round(aggregate(rows, graders=[g.name for g in graders]).score(gate), 4)
     result.drifted = result.mean is not None and result.mean < result.floor
     if result.drifted:

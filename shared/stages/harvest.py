@@ -70,7 +70,7 @@ def handle_harvest_tick(deps: Deps) -> list[HarvestOutcome]:
     for env in topology.environments:
         if env.harvest is None:
             continue
-        for name, slots in sorted(_served(deps, env).items()):
+        for name, slots in sorted(served(deps, env).items()):
             try:
                 outcomes.append(harvest(deps, env, name, slots))
             except Exception as exc:   # noqa: BLE001 - reported, retried next tick
@@ -79,7 +79,8 @@ def handle_harvest_tick(deps: Deps) -> list[HarvestOutcome]:
     return outcomes
 
 
-def _served(deps: Deps, env: Environment) -> dict[str, list[DeploymentRecord]]:
+def served(deps: Deps, env: Environment) -> dict[str, list[DeploymentRecord]]:
+    """Deployment name → its active slots in this environment."""
     served: dict[str, list[DeploymentRecord]] = {}
     for slot in deps.registry.list_deployments(state="active"):
         if slot.environment == env.name:
@@ -101,7 +102,9 @@ def harvest(deps: Deps, env: Environment, name: str, slots: list[DeploymentRecor
             outcome.skipped = f"the run {slots[0].run_id} that serves it is unknown"
             claim.release()
             return outcome
-        if len(state["pool"]) >= policy.min_examples:   # a tick died after filling the pool: same folder again
+        in_flight = _in_flight(deps, state["runs"])
+        if not in_flight and len(state["pool"]) >= policy.min_examples:
+            # a full pool left by a tick that died before its folder, or one that waited for a run in flight
             outcome.folder = _write_run(deps, env, name, champion, state["pool"], policy)
             state["pool"], state["runs"] = [], [*state["runs"], outcome.folder][-20:]
             etag = _write_state(deps, env.name, name, state, etag)
@@ -121,7 +124,6 @@ def harvest(deps: Deps, env: Environment, name: str, slots: list[DeploymentRecor
         outcome.curation = curated.counts()
         state["pool"] = [*state["pool"], *curated.kept]
         state["counts"] = _add_counts(state.get("counts", {}), curated.counts())
-        in_flight = _in_flight(deps, state["runs"])
         if in_flight:   # one flywheel run per deployment name at a time: the pool grows until it ends
             outcome.skipped = f"run {in_flight} from the last pool is still in progress"
         elif len(state["pool"]) >= policy.min_examples:
@@ -130,7 +132,8 @@ def harvest(deps: Deps, env: Environment, name: str, slots: list[DeploymentRecor
             state["pool"], state["runs"] = [], [*state["runs"], outcome.folder][-20:]
         _write_state(deps, env.name, name, state, etag)
         outcome.pool = len(state["pool"])
-        deps.registry.audit(champion.run_id, "flywheel.harvested", actor=ACTOR, detail=outcome.as_dict())
+        if outcome.read or outcome.folder:   # an idle tick leaves no trace in the champion's audit trail
+            deps.registry.audit(champion.run_id, "flywheel.harvested", actor=ACTOR, detail=outcome.as_dict())
         claim.release()   # a recurring job: the key is free again for the next tick
     return outcome
 

@@ -158,3 +158,17 @@ def test_a_served_model_within_its_interval_is_not_drift(prod: Any) -> None:
     [check] = handle_drift_tick(prod)
     assert not check.drifted and check.harvest is None and check.mean is not None
     assert "drift.detected" not in [a["action"] for a in prod.registry.audit_trail("champ")]
+
+
+def test_one_flywheel_run_at_a_time_per_deployment_name(prod: Any, emulator: Any, app: str) -> None:
+    _serve(emulator, "ftops-prod-eastus", FRESH[:10], app)
+    [first] = handle_harvest_tick(prod)
+    assert first.folder
+    source = f"{prod.settings.datasets_container}/{first.folder}/run.json"
+    prod.registry.create_run(RunRecord(run_id="student", source=source, state="training"), actor="test")
+    _serve(emulator, "ftops-prod-eastus", FRESH[10:14] + [f"{q} again" for q in FRESH[:8]], app)
+    [waiting] = handle_harvest_tick(prod)
+    assert waiting.folder is None and waiting.pool == 12 and "student" in (waiting.skipped or "")
+    prod.registry.transition("student", "training_failed", actor="test")
+    [after] = handle_harvest_tick(prod)        # the run ended: the full pool becomes the next folder
+    assert after.folder and after.folder != first.folder and after.read == 0
