@@ -104,7 +104,7 @@ def run_api(args: argparse.Namespace, client: Any = None) -> int:
         print(f"ftops {args.command_name}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(answer, default=str) if args.json else _describe(args, answer))
-    return 0
+    return 1 if args.command_name == "train" and answer.get("state") == "rejected" else 0
 
 
 def _call(client: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -130,6 +130,9 @@ def _describe(args: argparse.Namespace, answer: dict[str, Any]) -> str:
         return f"rolled back {args.env}" + (f" (run {args.run_id})" if args.run_id else "")
     if args.command_name == "retire":
         return f"retired run {args.run_id}"
+    if args.command_name == "train" and answer.get("state") == "rejected":
+        return (f"run {answer.get('run_id')} rejected: {(answer.get('error') or {}).get('message', '')}; "
+                f"report: {(answer.get('reports') or {}).get('validation.html', '-')}")
     if args.command_name == "train":
         confirmed = "confirmed" if answer.get("owner_confirmed") else "not confirmed yet: they run `ftops claim`"
         return (f"started run {answer.get('run_id')} ({answer.get('state')}) as {answer['started_by'].get('name')} "

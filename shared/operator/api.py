@@ -266,7 +266,8 @@ def start_run(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -
                               started_by=caller.oid)
     run = deps.registry.require_run(str(run_id))
     return ApiResponse(202, {"run_id": run.run_id, "state": run.state, "started_by": caller.describe(),
-                             "owner": run.owner, "owner_confirmed": approvals.owner_confirmed(run)})
+                             "owner": run.owner, "owner_confirmed": approvals.owner_confirmed(run),
+                             "error": run.error, "reports": _reports(deps, run.run_id)})
 
 
 def claim(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> ApiResponse:
