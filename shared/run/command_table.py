@@ -10,6 +10,7 @@ operator API's routes and to docs/CONTRACTS.md. A new command is a row, its hand
 """
 from __future__ import annotations
 
+import builtins
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ class Command:
         return TYPE_PREFIX + self.name
 
     @property
-    def payload(self) -> type[_Data]:
+    def payload(self) -> builtins.type[_Data]:   # builtins: `type` here is the property above
         """Its message's data (shared.run.messages); the API parses its own request bodies."""
         return COMMAND_PAYLOADS[self.name]
 
