@@ -99,7 +99,7 @@ class ArmDeployments(Protocol):
     """Model deployments on one Azure OpenAI account through ARM (shared.azure.arm_deployments); every failure a
     `DeploymentError`."""
 
-    def put(self, at: ArmAccount, name: str, model: Mapping[str, str], *, sku: str, capacity: int,
+    def put(self, at: ArmAccount, name: str, model: Mapping[str, str | None], *, sku: str, capacity: int,
             tags: Mapping[str, str], doing: str, attempts: int = ..., api_version: str | None = None,
             rights_hint: str = "") -> ArmDeployment: ...
     def get(self, at: ArmAccount, name: str) -> ArmDeployment | None: ...
