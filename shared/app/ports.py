@@ -130,3 +130,20 @@ class Spokes(Protocol):
 
 class Clock(Protocol):
     def now(self) -> datetime: ...
+
+
+if TYPE_CHECKING:
+    # The type checker holds each Azure implementation to its port here (make test runs mypy); the fakes
+    # are held to the same signatures by tests/unit/test_ports.py.
+    import shared.app.bootstrap
+    import shared.azure.arm_deployments
+    import shared.azure.hub
+    import shared.azure.spokes
+    import shared.store.registry
+
+    _REGISTRY: type[Registry] = shared.store.registry.Registry
+    _HUB: type[Hub] = shared.azure.hub.Hub
+    _CHAT: type[Chat] = shared.app.bootstrap._OpenAIChat
+    _ARM: type[ArmDeployments] = shared.azure.arm_deployments.ArmDeployments
+    _SPOKES: type[Spokes] = shared.azure.spokes.Spokes
+    _CLOCK: type[Clock] = shared.app.bootstrap.SystemClock

@@ -12,12 +12,13 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from shared.azure.arm_deployments import ArmAccount, ArmDeployments
+from shared.azure.arm_deployments import ArmAccount
 from shared.evaluation.runner import Candidate
 from shared.run.config import HubSettings
 
 if TYPE_CHECKING:
     from shared.app.bootstrap import Deps
+    from shared.app.ports import ArmDeployments
 
 log = logging.getLogger(__name__)
 
