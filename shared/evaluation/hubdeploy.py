@@ -47,7 +47,7 @@ def developer_tier_allowed(base_model: str) -> bool:
 
 
 def plan_candidates(run_id: str, fine_tuned_model: str, base_model: str,
-                    checkpoints: Sequence[Mapping[str, Any]], *, final_step: int | None = None) -> list[Candidate]:
+                    checkpoints: Sequence[object], *, final_step: int | None = None) -> list[Candidate]:
     """Final model first, then base, then the last checkpoints (the order deployments are created in:
     the ones the verdict cannot do without come first).
 
