@@ -179,12 +179,11 @@ def build_deps(settings: Settings) -> Deps:
     if settings.transport == "local":
         from azure.storage.queue import QueueServiceClient
         sent = tables.create_table_if_not_exists(f"{settings.table_prefix}sentmessages")
-        publisher: Publisher = LocalQueuePublisher(
-            QueueServiceClient.from_connection_string(_required(settings.storage_connection, "DatasetStorage")), sent)
+        queues = QueueServiceClient.from_connection_string(_required(settings.storage_connection, "DatasetStorage"))
+        publisher: Publisher = LocalQueuePublisher(queues, sent)
     else:
-        publisher = ServiceBusPublisher(
-            _required(settings.servicebus_namespace, "ServiceBusConnection__fullyQualifiedNamespace"), credential(),
-            topic=settings.events_topic)
+        namespace = _required(settings.servicebus_namespace, "ServiceBusConnection__fullyQualifiedNamespace")
+        publisher = ServiceBusPublisher(namespace, credential(), topic=settings.events_topic)
     for container in (settings.datasets_container, settings.reports_container, settings.quarantine_container):
         _ensure_container(blobs, container)
     return Deps(settings=settings, blobs=blobs, registry=registry, publisher=publisher, credential=credential,

@@ -257,8 +257,8 @@ class Hub:
         try:
             for part in upload_parts(blob.download_blob().chunks(), self.part_size):
                 md5.update(part)
-                made = self._call(f"upload part {len(part_ids) + 1} of {filename}",
-                                  functools.partial(self._client.uploads.parts.create, upload_id=upload.id, data=part))
+                made = self._call(f"upload part {len(part_ids) + 1} of {filename}", functools.partial(
+                    self._client.uploads.parts.create, upload_id=upload.id, data=part))
                 part_ids.append(made.id)
             done = self._call(f"complete upload {filename}", lambda: self._client.uploads.complete(
                 upload.id, part_ids=part_ids, md5=md5.hexdigest()))
@@ -358,7 +358,8 @@ class Hub:
             # a small first page: between two ticks few events are new, and parsing 100 costs every tick
             limit = _FIRST_EVENT_PAGE if number == 0 and since else _EVENT_PAGE
             page = self._call(f"events of {job_id}", functools.partial(
-                self._client.fine_tuning.jobs.list_events, job_id, limit=limit, **({"after": after} if after else {})))
+                self._client.fine_tuning.jobs.list_events, job_id, limit=limit,
+                **({"after": after} if after else {})))
             items = list(page.data)
             for event in items:
                 if since is not None and event.id == since:

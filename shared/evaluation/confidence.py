@@ -60,7 +60,8 @@ def paired_difference(a: Sequence[float], b: Sequence[float], *, level: float = 
     return mean_interval([x - y for x, y in zip(a, b, strict=True)], level=level, resamples=resamples, seed=seed)
 
 
-def _resampled_means(data: NDArray[np.float64], rng: np.random.Generator, resamples: int) -> NDArray[np.float64]:
+def _resampled_means(data: NDArray[np.float64], rng: np.random.Generator,
+                     resamples: int) -> NDArray[np.float64]:
     import numpy as np
     values = np.asarray(data)
     n = len(values)

@@ -274,9 +274,11 @@ def _bool(raw: dict[str, Any], key: str, default: bool, path: str, setting: str)
 
 
 @overload
-def _positive_int(raw: dict[str, Any], key: str, path: str, setting: str, *, required: Literal[True]) -> int: ...
+def _positive_int(raw: dict[str, Any], key: str, path: str, setting: str, *,
+                  required: Literal[True]) -> int: ...
 @overload
-def _positive_int(raw: dict[str, Any], key: str, path: str, setting: str, *, required: bool) -> int | None: ...
+def _positive_int(raw: dict[str, Any], key: str, path: str, setting: str, *,
+                  required: bool) -> int | None: ...
 def _positive_int(raw: dict[str, Any], key: str, path: str, setting: str, *, required: bool) -> int | None:
     if key not in raw:
         if required:

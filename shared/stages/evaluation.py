@@ -180,7 +180,8 @@ def _measure(run: RunRecord, deps: Deps) -> dict[str, Any]:
     chosen = choose_candidate(active, metrics, gate_grader)
     # paired bootstrap of the chosen model against each reference point, for every grader
     comparisons: dict[str, dict[str, Interval]] = {
-        other: {g: paired_difference(_scores(results[chosen.name], g), _scores(results[other], g)) for g in names}
+        other: {g: paired_difference(_scores(results[chosen.name], g), _scores(results[other], g))
+                for g in names}
         for other in ("base", "champion") if other in results}
     has_champion = "champion" in results
     champion_note = None

@@ -86,8 +86,9 @@ def hold(store: KeyStore, key: str, *, ttl_seconds: float) -> Iterator[Claim]:
         raise RuntimeError(f"claim {key}: the work ended without completing or releasing it")
 
 
-def conditional_update[T, U, W](read: Callable[[], T], change: Callable[[T], U | None], write: Callable[[U], W], *,
-                                gives_up: str, attempts: int = 5, first: Any = _UNREAD) -> W | T:
+def conditional_update[T, U, W](read: Callable[[], T], change: Callable[[T], U | None],
+                                write: Callable[[U], W], *, gives_up: str, attempts: int = 5,
+                                first: Any = _UNREAD) -> W | T:
     """`write(change(read()))`, where `write` is conditional on what was read (its ETag) and raises
     ConcurrencyError when someone wrote in between: then read again, at most `attempts` times in all.
 
