@@ -78,7 +78,8 @@ def load(handler: str) -> Callable[..., Any]:
     """The function a row names ("module:function"). Called by the rooms that dispatch (the commands router in
     shared.stages, the operator API), never at import: the table is vocabulary and runs nothing of theirs."""
     module, _, function = handler.partition(":")
-    return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
+    fn: Callable[..., Any] = getattr(importlib.import_module(module), function)
+    return fn
 
 
 RUN = Arg("run_id", "the run (ftops status lists them)")

@@ -89,7 +89,7 @@ def fast_counter(name: str) -> Any | None:
     if os.environ.get("FTOPS_TOKENIZER", "").lower() == "tiktoken":
         return None
     try:
-        import quicktok  # type: ignore[import-untyped]
+        import quicktok
 
         fast = quicktok.get_encoding(name)
         pairs = _ranks(_official_file(name))
@@ -167,7 +167,8 @@ class Counter:
             return []
         if self._fast is not None:
             _ids, offsets = self._fast.encode_batch(texts, 1)
-            return (offsets[1:] - offsets[:-1]).tolist()  # type: ignore[no-any-return]
+            counts: list[int] = (offsets[1:] - offsets[:-1]).tolist()
+            return counts
         return [self._raw_count(text) for text in texts]
 
     def _raw_count(self, text: str) -> int:
