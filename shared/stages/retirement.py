@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING, Any
 from shared.run import actors, states
 from shared.run.topology import Topology
 from shared.store.events import advance, publish
-from shared.store.registry import DeploymentRecord, RunRecord, now_iso
+from shared.store.registry import DeploymentRecord, RunRecord, SlotEntry, now_iso
 
 if TYPE_CHECKING:
     from shared.app.bootstrap import Deps
 
 log = logging.getLogger(__name__)
 ACTOR = actors.AUTO_RETIRE
-FAILED = {states.TRAINING_FAILED, states.EVALUATION_FAILED, "deployment_failed"}
+FAILED = {states.TRAINING_FAILED, states.EVALUATION_FAILED, "deployment_failed", "rolled_back"}
 
 
 @dataclass(frozen=True)
@@ -135,9 +135,16 @@ def _retire(deps: Deps, topology: Topology, item: Retirement) -> dict[str, Any]:
             deps.registry.update_deployment(fresh, still_applies=still_ours, model=slot.previous_model,
                                             run_id=item.restore_run, previous_model=None, previous_run_id=None,
                                             tags=tags, last_ping=now_iso(), last_ping_ok=True)
+            deps.registry.begin_serving(SlotEntry(environment=slot.environment, account=slot.account,
+                                                  deployment=slot.deployment, region=slot.region,
+                                                  run_id=item.restore_run, model=slot.previous_model or "",
+                                                  came="restored"),
+                                        previous_left=f"auto-retired: {item.detail}")
             return {"slot": slot.slot, "ok": True, "action": f"restored the model of run {item.restore_run}"}
         existed = deps.spokes.delete(target, slot.deployment)
         deps.registry.update_deployment(fresh, still_applies=still_ours, state="retired")
+        deps.registry.close_slot(slot.environment, slot.account, slot.deployment, left=f"auto-retired: {item.detail}",
+                                 retired=True)
         return {"slot": slot.slot, "ok": True, "action": "deleted" if existed else "already gone"}
     except Exception as exc:  # noqa: BLE001 (per-slot outcome, retried on the next tick)
         log.warning("auto-retire of %s failed: %s", slot.slot, exc)
@@ -150,3 +157,4 @@ def _close_run(deps: Deps, run: RunRecord, item: Retirement) -> None:
         return
     advance(deps, run.run_id, states.RETIRED, actor=ACTOR, from_states={run.state},
             detail={"reason": item.reason, "detail": item.detail, "automatic": True})
+    deps.registry.retire_models(run.run_id, reason=f"auto-retired: {item.detail}")

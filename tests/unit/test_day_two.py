@@ -1,0 +1,173 @@
+"""Day two: a model's second trip — retrain, rollback, retire — against the slot history (in-memory fakes).
+
+Each test walks what a new user walked in issue 20 and asserts what they would notice: what the spokes
+serve, the run's state, what the refusal tells them to do."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import test_deployment
+from fakes import MemoryDeps
+from test_deployment import MODEL, OLD, PROD, FakeSpokes, add_run, caller, to_prod_gate
+
+from shared.app.settlement import PermanentError
+from shared.run import states
+from shared.run.messages import DeployRequest, RollbackCommand, RunCommand
+from shared.stages import approvals, deployment, rollback
+
+RETRAINED = "gpt-4.1-mini-2025-04-14.ft-retrained"
+world = test_deployment.world   # the same fixture: the demo spokes, fake spokes, in-memory registry
+
+
+def to_prod(deps: MemoryDeps, run_id: str, model: str) -> None:
+    """dev → test → approved → prod for the run's current model."""
+    to_prod_gate(deps, run_id)
+    approvals.approve(deps, caller(), run_id, "prod", ticket=f"CHG-{run_id}", model=model)
+    deployment.handle_deploy(DeployRequest(run_id=run_id, environment="prod"), deps)
+    assert deps.registry.runs[run_id].state == "deployed:prod"
+
+
+def retrained(deps: MemoryDeps, run_id: str, model: str) -> None:
+    """What retrain → train → evaluate leave on the run (shared.stages.training.retrain_run empties approvals)."""
+    run = deps.registry.runs[run_id]
+    run.state, run.chosen_model, run.approvals = states.EVALUATED, model, {}
+
+
+def serving(fake: FakeSpokes, accounts: tuple[str, ...] = PROD) -> set[str]:
+    return {fake.served[(a, "support-bot")]["model"] for a in accounts if (a, "support-bot") in fake.served}
+
+
+def test_rollback_after_a_retrain_goes_back_to_the_runs_own_earlier_model(world: Any) -> None:
+    deps, fake = world
+    add_run(deps, "run-1", model=OLD)
+    to_prod(deps, "run-1", OLD)
+    retrained(deps, "run-1", RETRAINED)
+    to_prod(deps, "run-1", RETRAINED)
+    assert serving(fake) == {RETRAINED}
+    command = RollbackCommand(environment="prod", run_id="run-1", requested_by="ops@x", reason="worse answers")
+    rollback.rollback(command, deps)   # before: 409 "had no model before run run-1; retire the run instead"
+    assert serving(fake) == {OLD}
+    assert deps.registry.runs["run-1"].state == "rolled_back:prod"
+    history = deps.registry.slot_history("prod", account=PROD[0])
+    assert [(e.model, e.came, e.serving) for e in history] == [
+        (OLD, "deployed", False), (RETRAINED, "deployed", False), (OLD, "rolled back to", True)]
+    assert history[0].ticket == "CHG-run-1" and history[2].ticket == "CHG-run-1"   # approved, and by whom
+    assert "worse answers" in (history[1].left or "") and not history[1].healthy
+    puts = len(fake.puts)
+    rollback.rollback(command, deps)   # a repeat: the run's current model is out already
+    assert len(fake.puts) == puts and serving(fake) == {OLD}
+    with pytest.raises(PermanentError, match="nothing to go back to") as refused:   # never back to the bad one
+        rollback.rollback(RollbackCommand(environment="prod", deployment="support-bot"), deps)
+    assert "retire run run-1" in str(refused.value)
+
+
+def test_a_rollback_never_brings_back_a_retired_model_and_says_what_to_do(world: Any) -> None:
+    deps, fake = world
+    add_run(deps, "run-a", model=OLD)
+    to_prod(deps, "run-a", OLD)
+    add_run(deps, "run-b", model=MODEL)
+    to_prod(deps, "run-b", MODEL)
+    rollback.retire(RunCommand(run_id="run-a", requested_by="ops@x", reason="leaks PII"), deps)
+    assert deps.registry.runs["run-a"].state == states.RETIRED and serving(fake) == {MODEL}
+    with pytest.raises(PermanentError) as refused:   # before: prod served run-a's model again
+        rollback.rollback(RollbackCommand(environment="prod", run_id="run-b"), deps)
+    message = str(refused.value)
+    assert "nothing to go back to" in message and "retired" in message and "retire run run-b" in message
+    assert serving(fake) == {MODEL} and deps.registry.runs["run-b"].state == "deployed:prod"
+
+
+def test_retire_removes_a_retired_runs_model_that_serves_again(world: Any) -> None:
+    deps, fake = world
+    add_run(deps, "run-a", model=OLD)
+    to_prod(deps, "run-a", OLD)
+    deps.registry.runs["run-a"].state = states.RETIRED   # retired while a restore put its model back (before #20)
+    assert serving(fake) == {OLD}
+    rollback.retire(RunCommand(run_id="run-a", requested_by="ops@x", reason="leaks PII"), deps)   # before: a no-op
+    assert serving(fake) == set() and not deps.registry.list_deployments(run_id="run-a", state="active")
+    assert all(e.retired and not e.serving for e in deps.registry.slot_history(run_id="run-a"))
+    assert "deployment.retired" in deps.registry.actions("run-a")
+
+
+def test_a_rollback_never_restores_a_denied_model(world: Any) -> None:
+    deps, fake = world
+    add_run(deps, "run-x", model=OLD)
+    to_prod_gate(deps, "run-x")
+    approvals.reject(deps, caller(), "run-x", "prod", reason="too risky")
+    add_run(deps, "run-y", model=MODEL)
+    to_prod_gate(deps, "run-y")   # test now serves run-y, replacing denied run-x
+    with pytest.raises(PermanentError, match="denied"):
+        rollback.rollback(RollbackCommand(environment="test", run_id="run-y"), deps)
+    assert {fake.served[(a, "support-bot")]["model"] for a, n in fake.served if a.startswith("ftops-test")} == {MODEL}
+
+
+def test_rollback_of_another_runs_model_restores_it_and_the_rolled_back_run_says_so(world: Any) -> None:
+    deps, fake = world
+    add_run(deps, "run-a", model=OLD)
+    to_prod(deps, "run-a", OLD)
+    add_run(deps, "run-b", model=MODEL)
+    to_prod(deps, "run-b", MODEL)
+    rollback.rollback(RollbackCommand(environment="prod", run_id="run-b", requested_by="ops@x"), deps)
+    assert serving(fake) == {OLD}
+    assert deps.registry.runs["run-b"].state == "rolled_back:prod"   # before: still "deployed:prod"
+    assert "deployment.restored" in deps.registry.actions("run-a")
+    rollback.retire(RunCommand(run_id="run-b"), deps)   # what is left of run-b (dev, test: its slots) goes
+    assert deps.registry.runs["run-b"].state == states.RETIRED and serving(fake) == {OLD}
+
+
+# --- approvals are records: one wins -----------------------------------------------------------------------
+SECOND = "6f1c2d3e-0000-4000-8000-0000000000c3"   # the other approver listed for prod
+
+
+def test_two_approvals_in_the_same_second_one_wins_and_the_audit_and_event_name_it(world: Any) -> None:
+    import json
+    import threading
+
+    from test_deployment import FixedVerifier
+
+    from shared.operator.api import handle
+    deps, _ = world
+    add_run(deps, "run-1")
+    to_prod_gate(deps, "run-1")
+    answers: dict[str, Any] = {}
+    start = threading.Barrier(2)
+
+    def approve_as(oid: str, ticket: str) -> None:
+        who = FixedVerifier(caller(oid))
+        start.wait()
+        answers[oid] = handle("approve", authorization="Bearer t", params={"run_id": "run-1"}, deps=deps,
+                              verifier=who, body=json.dumps({"environment": "prod", "ticket": ticket,
+                                                             "model": MODEL}).encode())
+    threads = [threading.Thread(target=approve_as, args=(oid, t)) for oid, t in ((caller().oid, "CHG-1"),
+                                                                               (SECOND, "CHG-2"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    statuses = sorted(a.status for a in answers.values())
+    assert statuses == [202, 409], {k: (a.status, a.body) for k, a in answers.items()}
+    winner = next(oid for oid, a in answers.items() if a.status == 202)
+    loser = next(oid for oid, a in answers.items() if a.status == 409)
+    kept = deps.registry.runs["run-1"].approvals["prod"]
+    assert kept["approver_oid"] == winner and winner in answers[loser].body["error"]["message"]
+    granted = [a for a in deps.registry.audits if a["action"] == "approval.granted"]
+    assert len(granted) == 1 and winner in granted[0]["actor"] and granted[0]["detail"]["approval_id"] == kept["approval_id"]
+    events = [e for _, e in deps.publisher.sent if e.type == "ftops.run.approved"]
+    assert len(events) == 1 and events[0].data["approver_oid"] == winner
+    attempts = deps.registry.approval_attempts("run-1")
+    assert sorted(a.outcome for a in attempts) == ["granted", "lost"] and all("." in a.at for a in attempts)
+    assert {a.approver_oid for a in attempts} == {winner, loser} and len({a.attempt_id for a in attempts}) == 2
+
+
+def test_a_second_approver_after_the_first_is_told_who_approved(world: Any) -> None:
+    deps, _ = world
+    add_run(deps, "run-1")
+    to_prod_gate(deps, "run-1")
+    approvals.approve(deps, caller(), "run-1", "prod", ticket="CHG-1", model=MODEL)
+    with pytest.raises(approvals.ApprovalConflict, match="already approved") as lost:
+        approvals.approve(deps, caller(SECOND), "run-1", "prod", ticket="CHG-2", model=MODEL)
+    assert "CHG-1" in str(lost.value)
+    assert deps.registry.runs["run-1"].approvals["prod"]["ticket"] == "CHG-1"
+    again = approvals.approve(deps, caller(), "run-1", "prod", ticket="CHG-1", model=MODEL)   # a repeat: same
+    assert again["ticket"] == "CHG-1" and [a["actor"] for a in deps.registry.audits
+                                           if a["action"] == "approval.granted"] == [f"Someone <{caller().oid}>"]
