@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.run import states
+from shared.run.rules import cannot_progress
 
 
 def deployment_view(record: Any) -> dict[str, Any]:
@@ -18,8 +19,12 @@ def reached_end(run: Any) -> bool:
     return kind == "deployed" and env is not None and env == run.last_environment
 
 
-def reason(run: Any) -> str | None:
-    """Why a run stopped short of its end (or what it waits for), in one line; None once it reached it."""
+def reason(run: Any, topology: Any = None) -> str | None:
+    """Why a run stopped short of its end (or what it waits for, or why it can never go further), in one
+    line; None once it reached the last configured environment."""
+    stuck = cannot_progress(run, topology) if topology is not None else None
+    if stuck:
+        return f"cannot progress: {stuck}"
     if reached_end(run):
         return None
     error = run.error or {}
@@ -31,7 +36,8 @@ def reason(run: Any) -> str | None:
     waiting = {"awaiting_approval": f"waiting for an approver of {env} (ftops approve)",
                "waiting_for_quota": "waiting for training quota on the hub",
                states.CANCELLED: "cancelled by a command", states.RETIRED: "retired: its deployments were removed",
-               states.APPROVAL_DENIED: f"promotion to {env or 'the next environment'} was denied"}
+               states.APPROVAL_DENIED: f"promotion to {env or 'the next environment'} was denied",
+               "rolled_back": f"its model was rolled back out of {env}; retrain it, or retire it (removes the rest)"}
     return waiting.get(kind) or (None if not run.terminal else f"ended in {run.state}")
 
 
@@ -45,7 +51,8 @@ def reports(run: Any, container: str = "reports") -> list[str]:
     return found
 
 
-def run_view(run: Any, deployments: list[Any], *, reports_container: str = "reports") -> dict[str, Any]:
+def run_view(run: Any, deployments: list[Any], *, reports_container: str = "reports",
+             topology: Any = None) -> dict[str, Any]:
     return {
         "run_id": run.run_id,
         "source": run.source,
@@ -57,7 +64,7 @@ def run_view(run: Any, deployments: list[Any], *, reports_container: str = "repo
         "evaluation": run.evaluation,
         "deployments": [deployment_view(d) for d in deployments if d.run_id == run.run_id],
         "error": run.error,
-        "reason": reason(run),
+        "reason": reason(run, topology),
         "reports": reports(run, reports_container),
         "created_at": run.created_at,
         "updated_at": run.updated_at,

@@ -3,7 +3,9 @@ automatically, on the keep-alive timer, before it pings what is meant to stay.
 
 A slot is retired when its run was denied approval, failed later (a deployment that was rolled back, a
 retrain that failed), was superseded (a newer run under the same deployment name is deployed somewhere),
-or has waited for approval longer than its environment allows — each per environment's `retire` policy in
+or has waited for approval longer than its environment allows, or can never go further (no owner for the
+gated environment that follows, no approver who is not its owner: shared.run.rules.cannot_progress) for
+longer than that — the clock starts when the run entered its state — each per environment's `retire` policy in
 SPOKES_CONFIG (`shared.run.topology.RetirePolicy`, defaults: all on, 7 days). Never retired: any slot of a run
 the last environment (prod) serves, so the model prod serves keeps its lower-environment deployments. A
 slot whose previous model belongs to that run gets it back (in place) instead of being deleted.
@@ -20,6 +22,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.run import actors, states
+from shared.run.rules import cannot_progress
 from shared.run.topology import Topology
 from shared.store.events import advance, publish
 from shared.store.registry import DeploymentRecord, RunRecord, SlotEntry, now_iso
@@ -57,24 +60,33 @@ def plan(topology: Topology, runs: dict[str, RunRecord], slots: list[DeploymentR
         run, env = runs.get(s.run_id), topology.environment(s.environment)
         if run is None or env is None or run.run_id in serving:
             continue
-        why = _why(run, s, env.retire, newest.get(s.deployment), now)
+        why = _why(run, s, env.retire, newest.get(s.deployment), now, cannot_progress(run, topology))
         if why is not None:
             restore = s.previous_run_id if s.previous_run_id in serving and s.previous_model else None
             out.append(Retirement(s, *why, restore_run=restore))
     return out
 
 
+def waiting_since(run: RunRecord) -> str:
+    """When the run entered its state: the policy's clock (a later save of the run, an approval attempt or
+    an outbox flush, does not restart it). Runs recorded before `state_since` existed: their last update."""
+    return run.state_since or run.updated_at
+
+
 def _why(run: RunRecord, slot: DeploymentRecord, policy: Any, newest: RunRecord | None,
-         now: datetime) -> tuple[str, str] | None:
+         now: datetime, stuck: str | None = None) -> tuple[str, str] | None:
     kind, env = states.split(run.state)
     if kind == states.APPROVAL_DENIED and policy.approval_denied:
         return "approval_denied", f"run {run.run_id} was denied promotion"
     if kind in FAILED and policy.failed:
         return "failed", f"run {run.run_id} ended {run.state}"
-    if kind == "awaiting_approval" and policy.awaiting_approval_days is not None:
-        waited = (now - datetime.fromisoformat(run.updated_at)).total_seconds() / 86400
+    if (kind == "awaiting_approval" or stuck) and policy.awaiting_approval_days is not None:
+        waited = (now - datetime.fromisoformat(waiting_since(run))).total_seconds() / 86400
         if waited > policy.awaiting_approval_days:
             limit = policy.awaiting_approval_days
+            if kind != "awaiting_approval" and stuck:
+                return "cannot_progress", (f"run {run.run_id} {stuck} (waited {waited:.1f} days; limit {limit:g} "
+                                           f"in {slot.environment})")
             return "awaiting_approval_expired", (f"run {run.run_id} waited {waited:.1f} days for approval of "
                                                  f"{env} (limit {limit:g} in {slot.environment})")
     if policy.superseded and newest is not None and newest.run_id != run.run_id \

@@ -171,3 +171,44 @@ def test_a_second_approver_after_the_first_is_told_who_approved(world: Any) -> N
     again = approvals.approve(deps, caller(), "run-1", "prod", ticket="CHG-1", model=MODEL)   # a repeat: same
     assert again["ticket"] == "CHG-1" and [a["actor"] for a in deps.registry.audits
                                            if a["action"] == "approval.granted"] == [f"Someone <{caller().oid}>"]
+
+
+# --- runs that can never progress ----------------------------------------------------------------------
+def test_a_bare_drop_that_stops_before_prod_says_why_and_is_retired_after_the_wait(world: Any) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from ftops_cli.status import collect, render_table
+    from shared.stages.retirement import plan
+    deps, _ = world
+    add_run(deps, "bare", owner="")
+    bare = deps.registry.runs["bare"]
+    bare.owner, bare.settings, bare.environments = None, {"deployment_name": "bare"}, ["dev", "test"]
+    to_prod_gate(deps, "bare")
+    bare = deps.registry.runs["bare"]
+    assert bare.state == "deployed:test" and bare.terminal and bare.state_since
+    view = collect(deps)   # before: WHY "-" (it reached its own last environment)
+    assert "cannot progress: stops at test: prod needs an approval" in render_table(view)
+    assert "names the owner" in view["runs"][0]["reason"]
+    entered = datetime.fromisoformat(bare.state_since)   # type: ignore[arg-type]
+    bare.updated_at = (entered + timedelta(days=7)).isoformat()   # saved since (an outbox flush): no new clock
+    slots = deps.registry.list_deployments(run_id="bare")
+    topology = deps.require_topology()
+    assert not plan(topology, {"bare": bare}, slots, entered + timedelta(days=6))
+    going = plan(topology, {"bare": bare}, slots, entered + timedelta(days=8))
+    assert {r.reason for r in going} == {"cannot_progress"} and len(going) == 4
+    assert "no owner" not in going[0].detail and "never have one" in going[0].detail
+
+
+def test_the_approval_wait_is_counted_from_entering_the_waiting_state(world: Any) -> None:
+    from datetime import datetime, timedelta
+
+    from shared.stages.retirement import plan
+    deps, _ = world
+    add_run(deps, "waiting")
+    to_prod_gate(deps, "waiting")
+    run = deps.registry.runs["waiting"]
+    entered = datetime.fromisoformat(run.state_since)   # type: ignore[arg-type]
+    run.updated_at = (entered + timedelta(days=6)).isoformat()   # a refused approval attempt wrote the run later
+    going = plan(deps.require_topology(), {"waiting": run}, deps.registry.list_deployments(run_id="waiting"),
+                 entered + timedelta(days=8))
+    assert {r.reason for r in going} == {"awaiting_approval_expired"}   # before: 2 days "waited", kept billing
