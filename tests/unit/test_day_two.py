@@ -175,7 +175,7 @@ def test_a_second_approver_after_the_first_is_told_who_approved(world: Any) -> N
 
 # --- runs that can never progress ----------------------------------------------------------------------
 def test_a_bare_drop_that_stops_before_prod_says_why_and_is_retired_after_the_wait(world: Any) -> None:
-    from datetime import UTC, datetime, timedelta
+    from datetime import datetime, timedelta
 
     from ftops_cli.status import collect, render_table
     from shared.stages.retirement import plan
@@ -212,3 +212,27 @@ def test_the_approval_wait_is_counted_from_entering_the_waiting_state(world: Any
     going = plan(deps.require_topology(), {"waiting": run}, deps.registry.list_deployments(run_id="waiting"),
                  entered + timedelta(days=8))
     assert {r.reason for r in going} == {"awaiting_approval_expired"}   # before: 2 days "waited", kept billing
+
+
+# --- a repeat drop's job -----------------------------------------------------------------------------------
+def test_a_job_whose_results_file_is_gone_is_trained_without_metrics_not_stuck() -> None:
+    from fakes import MemoryRegistry
+    from test_polling_tick import FakeHub, make_deps, training_run
+
+    from shared.azure.hub import HubJob, HubNotFound
+    from shared.stages.polling import poll_tick
+
+    class Tidied(FakeHub):
+        def results_metrics(self, file_id: str) -> dict[str, Any]:
+            raise HubNotFound(f"file {file_id} not found", status=404)
+
+    registry = MemoryRegistry()
+    training_run(registry, "again", "j1", job_status="running")
+    hub = Tidied({"j1": HubJob(id="j1", status="succeeded", model="m", fine_tuned_model="m.ft-x",
+                                result_files=["file-results"])})
+    deps = make_deps(registry, hub)
+    assert poll_tick(deps).outcomes == {"succeeded": 1}   # before: an error on every tick, `training` for good
+    run = registry.require_run("again")
+    assert run.state == states.TRAINED and run.fine_tuned_model == "m.ft-x" and run.metrics["steps"] == 0
+    trained = next(a for a in registry.audits if a["to_state"] == states.TRAINED)
+    assert "file-results" in trained["detail"]["results_file"]
