@@ -179,6 +179,7 @@ def get_run(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> 
     view = {**_summary(run), "settings": run.settings, "dataset_hash": run.dataset_hash,
             "validation": run.validation, "evaluation": run.evaluation, "error": run.error,
             "comparison": evaluation_comparison(run.evaluation),
+            "serving_now": serving_now(deps, run),
             "approvals": run.approvals, "candidate": approvals.candidate(deps, run),
             "deployments": _deployments(deps, run_id=run.run_id),
             "audit": deps.registry.audit_trail(run.run_id), "reports": _reports(deps, run.run_id),
@@ -188,6 +189,40 @@ def get_run(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> 
                                              if r.startswith("Approver.")),
                        "may_operate": caller.has(OPERATOR_ROLE)}}
     return ApiResponse(200, view)
+
+
+def serving_now(deps: Deps, run: Any) -> dict[str, list[dict[str, Any]]]:
+    """What each of the run's environments serves now under its deployment name, per region, from the slots
+    and their history (since when, how it came, approved by whom): another run's model, this run's current
+    one, or this run's earlier one (after a retrain or a rollback)."""
+    from shared.run.rules import deployment_name
+    name, current = deployment_name(run), run.chosen_model or run.fine_tuned_model
+    active = [d for d in deps.registry.list_deployments(state="active") if d.deployment == name]
+    out: dict[str, list[dict[str, Any]]] = {}
+    for env in run.environments:
+        rows = []
+        for d in sorted((d for d in active if d.environment == env), key=lambda d: d.region):
+            entry = next((e for e in deps.registry.slot_history(env, account=d.account, deployment=name)
+                          if e.serving), None)
+            rows.append({"account": d.account, "region": d.region, "model": d.model, "run_id": d.run_id,
+                         "since": entry.since if entry else d.updated_at, "came": entry.came if entry else None,
+                         "approved_by": entry.approved_by if entry else None,
+                         "ticket": entry.ticket if entry else None,
+                         "whose": ("this run's current model" if d.run_id == run.run_id and d.model == current
+                                   else "this run's earlier model" if d.run_id == run.run_id else f"run {d.run_id}")})
+        out[env] = rows
+    return out
+
+
+def history(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> ApiResponse:
+    """An environment's slot history: which model each region served, from when, approved by whom, why it left."""
+    _require_read(caller)
+    environment = params.get("environment") or ""
+    if deps.require_topology().environment(environment) is None:
+        raise _BadRequest(f"environment {environment!r} is not in SPOKES_CONFIG")
+    entries = deps.registry.slot_history(environment)
+    return ApiResponse(200, {"environment": environment,
+                             "history": [{k: v for k, v in vars(e).items() if k != "etag"} for e in entries]})
 
 
 def list_deployments(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> ApiResponse:
@@ -217,6 +252,8 @@ def reject(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> A
 def rollback_environment(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> ApiResponse:
     require_any(caller, [OPERATOR_ROLE], "rollback")
     request = _parse(RollbackBody, body)
+    if not params.get("environment"):
+        raise _BadRequest("rollback names no environment (POST environments/{environment}/rollback)")
     rollback.rollback(RollbackCommand(environment=params["environment"], run_id=request.run_id,
                                       deployment=request.deployment, requested_by=caller.actor,
                                       reason=request.reason), deps)
@@ -240,7 +277,8 @@ def retire_run(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) 
 
 
 Action = Callable[[Caller, dict[str, str], bytes, Any], ApiResponse]
-READS: dict[str, Action] = {"list_runs": list_runs, "get_run": get_run, "list_deployments": list_deployments}
+READS: dict[str, Action] = {"list_runs": list_runs, "get_run": get_run, "list_deployments": list_deployments,
+                            "history": history}
 # The commands: every command-table row with a route, so a new command is its row and its action, no line
 # here. Resolved now, at the end of this module: the rows name actions defined above (this module is already
 # in sys.modules, so the table's import of it returns it).

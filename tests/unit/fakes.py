@@ -265,8 +265,14 @@ class MemoryBlobs:
         blobs = self
 
         class Container:
+            url = f"memory://{container}"
+
             def get_blob_client(self, name: str) -> Any:
                 return blobs.get_blob_client(container, name)
+
+            def list_blobs(self, name_starts_with: str = "", **_: Any) -> list[Any]:
+                return [SimpleNamespace(name=n, size=len(b)) for (c, n), b in sorted(blobs.data.items())
+                        if c == container and n.startswith(name_starts_with)]
 
             def upload_blob(self, name: str, body: Any, **kwargs: Any) -> None:
                 blobs.get_blob_client(container, name).upload_blob(body, **kwargs)

@@ -236,3 +236,51 @@ def test_a_job_whose_results_file_is_gone_is_trained_without_metrics_not_stuck()
     assert run.state == states.TRAINED and run.fine_tuned_model == "m.ft-x" and run.metrics["steps"] == 0
     trained = next(a for a in registry.audits if a["to_state"] == states.TRAINED)
     assert "file-results" in trained["detail"]["results_file"]
+
+
+# --- the console offers what the API would allow, and says what will change ------------------------------
+def console_page(deps: MemoryDeps, run_id: str, *, method: str = "GET", action: str | None = None,
+                 env: str | None = None) -> str:
+    from test_console import FakeApi, request, serve
+
+    from shared.operator.api import get_run
+    from shared.operator.console.app import csrf_for
+    operator = caller(roles=("Operator", "Reader"))
+    view = get_run(operator, {"run_id": run_id}, b"", deps).body
+    if action is None:
+        return serve("run", request(f"/runs/{run_id}", params={"run_id": run_id}), deps=deps, who=operator,
+                     get_run=(200, view)).body.decode()
+    params = {"action": action, **({"environment": env} if env else {"run_id": run_id})}
+    answer = serve("act", request("/x", method="POST", params=params,
+                                  body=f"form_token={csrf_for('header.payload.signature')}&run_id={run_id}".encode()),
+                   deps=deps, who=operator, get_run=(200, view))
+    assert [c[0] for c in FakeApi.calls] == ["get_run"]   # a confirmation page: nothing done yet
+    return answer.body.decode()
+
+
+def test_the_console_offers_rollback_only_where_it_would_be_done_and_shows_what_comes_back(world: Any) -> None:
+    deps, _ = world
+    add_run(deps, "run-a", model=OLD)
+    to_prod(deps, "run-a", OLD)
+    add_run(deps, "run-b", model=MODEL)
+    to_prod(deps, "run-b", MODEL)
+    assert "Roll back prod…" in console_page(deps, "run-b")
+    confirm = console_page(deps, "run-b", action="rollback", env="prod")
+    assert "Roll back prod?" in confirm and f"{OLD} (run run-a)" in confirm and "westeurope" in confirm
+    rollback.retire(RunCommand(run_id="run-a"), deps)
+    page = console_page(deps, "run-b")
+    assert "Roll back prod…" not in page and "No rollback of prod: " in page and "retired" in page
+
+
+def test_get_run_says_what_each_environment_serves_now_including_the_runs_earlier_model(world: Any) -> None:
+    from shared.operator.api import get_run
+    deps, _ = world
+    add_run(deps, "run-1", model=OLD)
+    to_prod(deps, "run-1", OLD)
+    retrained(deps, "run-1", RETRAINED)
+    to_prod_gate(deps, "run-1")   # the retrained model waits for prod's approval
+    view = get_run(caller(roles=("Reader",)), {"run_id": "run-1"}, b"", deps).body
+    prod = view["serving_now"]["prod"]
+    assert {(d["model"], d["whose"]) for d in prod} == {(OLD, "this run's earlier model")} and len(prod) == 2
+    assert prod[0]["ticket"] == "CHG-run-1" and prod[0]["since"]   # approved, and since when
+    assert {d["whose"] for d in view["serving_now"]["test"]} == {"this run's current model"}
