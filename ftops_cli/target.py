@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import shlex
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,15 +55,22 @@ def resolve(env_file: str | None, environ: Mapping[str, str], *, state: Path | N
         return Target({}, "the settings in the environment")
     local = read_state(state or state_path(environ))
     if local is not None:
+        if environ.get("FTOPS_API_URL"):   # set by the user: it wins over the stack's own API (operator commands)
+            env = {k: v for k, v in local["env"].items() if k != "FTOPS_API_URL"}
+            return Target(env, f"the local stack's storage, and the operator API at {environ['FTOPS_API_URL']} "
+                               "(FTOPS_API_URL)")
         return Target({**local["env"], "FTOPS_API_URL": local["api_url"]}, f"the local stack ({local['console_url']})")
     raise NoTarget(NO_TARGET)
 
 
 def apply(env_file: str | None) -> Target:
     """Resolve the target and put its settings into this process's environment (the file wins over
-    what is already set: naming it is the more explicit choice)."""
+    what is already set: naming it is the more explicit choice). Says on stderr which ftops it is."""
     target = resolve(env_file, os.environ)
     os.environ.update(target.env)
+    api = os.environ.get("FTOPS_API_URL")
+    print(f"ftops: acting on {target.where}" + (f"; operator API {api}" if api and api not in target.where else ""),
+          file=sys.stderr)
     return target
 
 

@@ -291,13 +291,16 @@ class _MemoryBlob:
         return self._data[self._key]
 
     def get_blob_properties(self) -> Any:
-        return SimpleNamespace(size=len(self._body()))
+        import hashlib
+        body = self._body()
+        return SimpleNamespace(size=len(body), etag=f'"0x{hashlib.sha256(body).hexdigest()[:16]}"')
 
     def download_blob(self, **_: Any) -> Any:
         body = self._body()
         return SimpleNamespace(readall=lambda: body, chunks=lambda: iter([body]), size=len(body))
 
     def upload_blob(self, body: Any, **_: Any) -> None:
+        body = body.read() if hasattr(body, "read") else body   # a file, as the SDK takes one
         self._data[self._key] = body.encode() if isinstance(body, str) else bytes(body)
 
     def append_block(self, body: Any, **_: Any) -> None:

@@ -284,3 +284,78 @@ def test_get_run_says_what_each_environment_serves_now_including_the_runs_earlie
     assert {(d["model"], d["whose"]) for d in prod} == {(OLD, "this run's earlier model")} and len(prod) == 2
     assert prod[0]["ticket"] == "CHG-run-1" and prod[0]["since"]   # approved, and since when
     assert {d["whose"] for d in view["serving_now"]["test"]} == {"this run's current model"}
+
+
+# --- CLI parity ---------------------------------------------------------------------------------------------
+def test_an_explicit_api_url_wins_over_a_running_local_stack_and_the_target_is_printed(
+        tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    from ftops_cli.target import apply, resolve, write_state
+    state = tmp_path / "local-stack.json"
+    write_state(state, env={"DatasetStorage": "conn", "FTOPS_API_URL": "http://127.0.0.1:5/api"},
+                api_url="http://127.0.0.1:5/api", reports_dir=None)
+    target = resolve(None, {"FTOPS_API_URL": "https://func-x.azurewebsites.net/api"}, state=state)
+    assert "FTOPS_API_URL" not in target.env   # before: the local stack's API replaced the one the user set
+    assert "https://func-x.azurewebsites.net/api" in target.where
+    env_file = tmp_path / "ftops.env"
+    env_file.write_text("DatasetStorage=x\nFTOPS_API_URL=https://func-y.azurewebsites.net/api\n")
+    saved = dict(os.environ)
+    try:
+        apply(str(env_file))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert f"ftops: acting on the environment in {env_file}; operator API https://func-y" in capsys.readouterr().err
+
+
+def test_ftops_history_prints_each_model_a_slot_served_and_why_it_left(world: Any,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from ftops_cli import history
+    deps, _ = world
+    add_run(deps, "run-a", model=OLD)
+    to_prod(deps, "run-a", OLD)
+    add_run(deps, "run-b", model=MODEL)
+    to_prod(deps, "run-b", MODEL)
+    rollback.rollback(RollbackCommand(environment="prod", run_id="run-b", requested_by="ops@x", reason="worse"), deps)
+    assert history.run(argparse.Namespace(environment="prod", deployment=None, json=False), deps=deps) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:4] == ["REGION", "DEPLOYMENT", "MODEL", "RUN"] and len(lines) == 1 + 6
+    newest = lines[1]
+    assert OLD in newest and "run-a" in newest and "serving" in newest and "rolled back to" in newest
+    assert any(MODEL in line and "rolled back by ops@x: worse [unhealthy]" in line for line in lines)
+    assert any("CHG-run-a" in line and "replaced by run run-b" in line for line in lines)
+
+
+def test_ftops_drop_uploads_a_run_folder_with_run_json_last(tmp_path: Any, world: Any) -> None:
+    import argparse
+
+    from ftops_cli import drop
+    deps, _ = world
+    folder = tmp_path / "support"
+    folder.mkdir()
+    for name in ("run.json", "train.jsonl", "eval.jsonl"):
+        (folder / name).write_text("{}\n")
+    assert drop.run(argparse.Namespace(path=str(folder), name=None), deps=deps) == 0
+    assert [n for (c, n) in deps.blobs.data if c == "datasets"] == [
+        "support/eval.jsonl", "support/train.jsonl", "support/run.json"]
+    with pytest.raises(Exception, match="no run.json"):
+        drop.plan(tmp_path)
+
+
+def test_ftops_train_of_a_blob_that_already_is_a_run_says_so(world: Any) -> None:
+    from ftops_cli.errors import UsageError
+    from ftops_cli.follow import precheck
+    from shared.run.messages import TrainCommand, envelope
+    from shared.stages.intake import drop_started_by, run_id_for
+    deps, _ = world
+    deps.blobs.data[("datasets", "support.jsonl")] = b'{"messages": []}\n'
+    event = envelope(TrainCommand(blob="datasets/support.jsonl"), type_="ftops.command.train")
+    precheck(deps, event)   # no run yet: sent
+    etag = deps.blobs.get_blob_client("datasets", "support.jsonl").get_blob_properties().etag
+    run_id = run_id_for(drop_started_by("support.jsonl"), etag)   # type: ignore[arg-type]
+    add_run(deps, run_id, state="deployed:test")   # the blob trigger started it when it was uploaded
+    with pytest.raises(UsageError, match=f"already is run {run_id}, deployed:test; `ftops retrain {run_id}"):
+        precheck(deps, event)   # before: sent, and intake silently did nothing
