@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.run import states
-from shared.run.rules import cannot_progress
+from shared.run import rules, states
 
 
 def deployment_view(record: Any) -> dict[str, Any]:
@@ -13,32 +12,8 @@ def deployment_view(record: Any) -> dict[str, Any]:
             "last_ping": record.last_ping}
 
 
-def reached_end(run: Any) -> bool:
-    """Deployed to its last environment: the run did all it was meant to."""
-    kind, env = states.split(run.state)
-    return kind == "deployed" and env is not None and env == run.last_environment
-
-
-def reason(run: Any, topology: Any = None) -> str | None:
-    """Why a run stopped short of its end (or what it waits for, or why it can never go further), in one
-    line; None once it reached the last configured environment."""
-    stuck = cannot_progress(run, topology) if topology is not None else None
-    if stuck:
-        return f"cannot progress: {stuck}"
-    if reached_end(run):
-        return None
-    error = run.error or {}
-    code = error.get("code") or error.get("stage")
-    message = error.get("message") or error.get("reason") or error.get("description")
-    if message:
-        return f"{code}: {message}" if code else str(message)
-    kind, env = states.split(run.state)
-    waiting = {"awaiting_approval": f"waiting for an approver of {env} (ftops approve)",
-               "waiting_for_quota": "waiting for training quota on the hub",
-               states.CANCELLED: "cancelled by a command", states.RETIRED: "retired: its deployments were removed",
-               states.APPROVAL_DENIED: f"promotion to {env or 'the next environment'} was denied",
-               "rolled_back": f"its model was rolled back out of {env}; retrain it, or retire it (removes the rest)"}
-    return waiting.get(kind) or (None if not run.terminal else f"ended in {run.state}")
+reached_end = rules.reached_end
+reason = rules.why_stopped   # one reason for `ftops status`, the demo's table, the operator API and the console
 
 
 def reports(run: Any, container: str = "reports") -> list[str]:

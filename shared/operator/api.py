@@ -155,7 +155,10 @@ def handle_command(route: str, *, authorization: str | None, params: dict[str, s
 def list_runs(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> ApiResponse:
     _require_read(caller)
     runs = deps.registry.list_runs()
-    return ApiResponse(200, {"runs": [_summary(r) for r in runs]})
+    per_day: dict[str, float] = {}
+    for d in _deployments(deps):
+        per_day[d["run_id"]] = round(per_day.get(d["run_id"], 0.0) + d["per_day"], 2)
+    return ApiResponse(200, {"runs": [_summary(r, deps, per_day.get(r.run_id, 0.0)) for r in runs]})
 
 
 def evaluation_comparison(evaluation: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -176,7 +179,7 @@ def evaluation_comparison(evaluation: dict[str, Any] | None) -> dict[str, Any] |
 def get_run(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> ApiResponse:
     _require_read(caller)
     run = deps.registry.require_run(params["run_id"])
-    view = {**_summary(run), "settings": run.settings, "dataset_hash": run.dataset_hash,
+    view = {**_summary(run, deps), "settings": run.settings, "dataset_hash": run.dataset_hash,
             "validation": run.validation, "evaluation": run.evaluation, "error": run.error,
             "comparison": evaluation_comparison(run.evaluation),
             "serving_now": serving_now(deps, run),
@@ -306,10 +309,15 @@ def _require_read(caller: Caller) -> None:
                            caller=caller)
 
 
-def _summary(run: Any) -> dict[str, Any]:
+def _summary(run: Any, deps: Deps, per_day: float | None = None) -> dict[str, Any]:
+    from shared.run.rules import why_stopped
+    evaluation = run.evaluation or {}
     return {"run_id": run.run_id, "source": run.source, "state": run.state, "terminal": run.terminal,
             "owner": run.owner, "environments": run.environments, "model": run.chosen_model or run.fine_tuned_model,
-            "created_at": run.created_at, "updated_at": run.updated_at}
+            "created_at": run.created_at, "updated_at": run.updated_at, "state_since": run.state_since,
+            "why": why_stopped(run, deps.topology),
+            "score": (evaluation.get("scores") or {}).get(evaluation.get("chosen_name")),
+            **({"per_day": per_day} if per_day is not None else {})}
 
 
 def _deployments(deps: Deps, run_id: str | None = None) -> list[dict[str, Any]]:

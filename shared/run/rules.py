@@ -80,6 +80,34 @@ def cannot_progress(run: RunRecord, topology: Topology) -> str | None:
     return None
 
 
+def reached_end(run: RunRecord) -> bool:
+    """Deployed to its last environment: the run did all it was meant to."""
+    kind, env = states.split(run.state)
+    return kind == "deployed" and env is not None and env == run.last_environment
+
+
+def why_stopped(run: RunRecord, topology: Topology | None = None) -> str | None:
+    """Why a run stopped short of its end (or what it waits for, or why it can never go further), in one
+    line; None once it reached the last configured environment."""
+    stuck = cannot_progress(run, topology) if topology is not None else None
+    if stuck:
+        return f"cannot progress: {stuck}"
+    if reached_end(run):
+        return None
+    error = run.error or {}
+    code = error.get("code") or error.get("stage")
+    message = error.get("message") or error.get("reason") or error.get("description")
+    if message:
+        return f"{code}: {message}" if code else str(message)
+    kind, env = states.split(run.state)
+    waiting = {"awaiting_approval": f"waiting for an approver of {env} (ftops approve)",
+               "waiting_for_quota": "waiting for training quota on the hub",
+               states.CANCELLED: "cancelled by a command", states.RETIRED: "retired: its deployments were removed",
+               states.APPROVAL_DENIED: f"promotion to {env or 'the next environment'} was denied",
+               "rolled_back": f"its model was rolled back out of {env}; retrain it, or retire it (removes the rest)"}
+    return waiting.get(kind) or (None if not run.terminal else f"ended in {run.state}")
+
+
 def deployment_name(run: RunRecord) -> str:
     """One name per run on every spoke and environment: run settings, else the suffix, else the run id."""
     s = run.settings or {}

@@ -359,3 +359,39 @@ def test_ftops_train_of_a_blob_that_already_is_a_run_says_so(world: Any) -> None
     add_run(deps, run_id, state="deployed:test")   # the blob trigger started it when it was uploaded
     with pytest.raises(UsageError, match=f"already is run {run_id}, deployed:test; `ftops retrain {run_id}"):
         precheck(deps, event)   # before: sent, and intake silently did nothing
+
+
+# --- a console operators recognise --------------------------------------------------------------------------
+def test_the_run_page_has_a_stage_strip_and_a_timeline_in_words_newest_first(world: Any) -> None:
+    import re
+    deps, _ = world
+    add_run(deps, "run-a", model=OLD)
+    to_prod(deps, "run-a", OLD)
+    add_run(deps, "run-b", model=MODEL)
+    to_prod(deps, "run-b", MODEL)
+    rollback.rollback(RollbackCommand(environment="prod", run_id="run-b", requested_by="Ops <oid-ops>",
+                                      reason="worse answers"), deps)
+    page = console_page(deps, "run-b")
+    strip = dict(re.findall(r'<li class="([a-z-]+)" title="[^"]*"><b>([a-z]+)</b>', page)[i][::-1]
+                 for i in range(7))
+    assert strip == {"received": "done", "validated": "done", "trained": "done", "evaluated": "done",
+                     "dev": "done", "test": "done", "prod": "rolled-back"}
+    timeline = page[page.index("id=timeline"):]
+    said = re.findall(r'<span title="[^"]+">([^<]+)</span>', timeline)
+    assert said[0] == ("this run&#x27;s model was rolled back out of prod by Ops &lt;oid-ops&gt;")
+    assert f"Ops &lt;oid-ops&gt; rolled prod back from {MODEL} to {OLD} of run run-a: worse answers" in said
+    assert f"Someone &lt;{caller().oid}&gt; approved {MODEL} into prod (ticket CHG-run-b)" in said
+    assert said.index(f"Someone &lt;{caller().oid}&gt; approved {MODEL} into prod (ticket CHG-run-b)") > 0
+    assert "{" not in "".join(said)   # no raw JSON
+    assert 'class=copy readonly value="run-b"' in page
+
+
+def test_the_runs_list_shows_why_score_and_cost_with_relative_times() -> None:
+    from test_console import OPERATOR, request, run_summary, serve
+    row = {**run_summary("support-bot-0123456789abcdef", "deployed:test", terminal=True),
+           "why": "cannot progress: stops at test", "score": 0.7661, "per_day": 163.2,
+           "updated_at": "2020-01-01T00:00:00Z"}
+    page = serve("runs", request("/"), who=OPERATOR, list_runs=(200, {"runs": [row]})).body.decode()
+    body = page[page.index("<tbody>"):]
+    assert "cannot progress: stops at test" in body and "0.766" in body and "163.20" in body
+    assert ' ago</time>' in body and 'title="support-bot-0123456789abcdef">support-bot-01…abcdef' in body

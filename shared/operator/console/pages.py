@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.operator.console import story
 from shared.operator.console.app import (
     REPORT_CSP,
     SECURITY_HEADERS,
@@ -66,12 +67,14 @@ def runs(request: ConsoleRequest, api: Api) -> ConsoleResponse:
         '</option>' + "".join(f'<option{" selected" if x == env else ""}>{e(x)}</option>' for x in environments)
         + f'</select></div><div><label for="q">Run or source</label><input id="q" name="q" value="{e(text)}"></div>'
         '<button type="submit">Filter</button></form>')
-    rows = [[link(f"{request.base}/runs/{path_quote(r['run_id'])}", r["run_id"]), badge(r["state"], r["terminal"]),
-             Safe(f"<code>{e(r.get('model') or '—')}</code>"), " → ".join(r.get("environments") or []) or "—",
-             r.get("updated_at") or "", r.get("source") or ""] for r in listed]
+    rows = [[Safe(f'<a href="{e(request.base)}/runs/{e(path_quote(r["run_id"]))}">{story.short_id(r["run_id"])}</a>'),
+             badge(r["state"], r["terminal"]), r.get("why") or "—",
+             f"{r['score']:.3f}" if isinstance(r.get("score"), (int, float)) else "—",
+             f"{r.get('per_day', 0.0):.2f}", " → ".join(r.get("environments") or []) or "—",
+             story.ago(r.get("updated_at")), r.get("source") or ""] for r in listed]
     waiting = counts["waiting"]
     body = Safe(f"<h1>Runs</h1>{banner('ok', f'{waiting} run(s) waiting for approval') if waiting else ''}"
-                f"<section>{filters}{table(['run', 'state', 'model', 'environments', 'updated', 'source'], rows, empty='no runs match')}"
+                f"<section>{filters}{table(['run', 'state', 'why', 'score', 'USD/day', 'environments', 'updated', 'source'], rows, numeric=[3, 4], empty='no runs match')}"
                 "</section>")
     return page(200, _chrome(request, api, "Runs", body))
 

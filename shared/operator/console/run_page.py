@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from shared.operator.console import compare
+from shared.operator.console import compare, story
 from shared.operator.console.app import Api, ConsoleRequest, ConsoleResponse, page, path_quote, redirect
 from shared.operator.console.layout import Safe, badge, banner, e, hidden, link, short, table
 from shared.operator.console.pages import _chrome, _error, refused
@@ -21,11 +21,13 @@ def run_page(request: ConsoleRequest, api: Api, *, run_id: str,
         return refused(request, status, run) or page(status, _chrome(request, api, f"Run {run_id}", _error(run)))
     base, token = request.base, api.form_token
     url = f"{base}/runs/{path_quote(run_id)}"
-    parts: list[Any] = [Safe(f"<h1>Run {e(run_id)} {badge(run['state'], run['terminal'])}</h1>")]
+    parts: list[Any] = [Safe(f"<h1>Run {story.copyable(run_id)} {badge(run['state'], run['terminal'])}</h1>"),
+                        story.stage_strip(run)]
     if refusal:
         parts.append(banner("error", refusal[1]))
     elif request.query.get("done"):
-        parts.append(banner("ok", f"{request.query['done']}: the operator API accepted it"))
+        parts.append(banner("ok", f"{request.query['done']}: the operator API accepted it; "
+                                  f"the run is {run['state']} now"))
     parts.append(_facts(run))
     kind, env = states.split(run["state"])
     if kind == "awaiting_approval" and env:
@@ -44,7 +46,9 @@ def _facts(run: dict[str, Any]) -> Safe:
              ("environments", " → ".join(run.get("environments") or []) or "—"),
              ("evaluation", "—" if not ev else ("passed" if ev.get("passed") else
                                                 f"failed: {', '.join(ev.get('failed_gates') or []) or ev.get('reason')}")),
-             ("created", run.get("created_at")), ("updated", run.get("updated_at"))]
+             ("why", run.get("why") or "—"),
+             ("created", story.ago(run.get("created_at"))), ("in this state since", story.ago(run.get("state_since")
+                                                                                          or run.get("updated_at")))]
     if error:
         facts.append(("why it stopped", short(error.get("message") or error, 400)))
     rows = "".join(f"<div class=muted>{e(k)}</div><div>{e(v)}</div>" for k, v in facts)
@@ -65,7 +69,7 @@ def _approval(api: Api, run: dict[str, Any], env: str, url: str, token: str) -> 
         who = f"{given.get('approver_name') or ''} <{given.get('approver_oid')}>".strip()
         return Safe(f"<section id=approval><h2>Approved into {e(env)}: deploying</h2>"
                     f"<p id=approved>Approved by {e(who)} (ticket {e(given.get('ticket'))}) "
-                    f"{_ago(given.get('at'))}; the deployment to {e(env)} starts now. This page shows "
+                    f"{story.ago(given.get('at'))}; the deployment to {e(env)} starts now. This page shows "
                     f"<code>deploying:{e(env)}</code>, then <code>deployed:{e(env)}</code>.</p></section>")
     serving = (run.get("serving_now") or {}).get(env) or []
     served = sorted({(d["model"], d["whose"]) for d in serving})
@@ -120,20 +124,6 @@ def _approval(api: Api, run: dict[str, Any], env: str, url: str, token: str) -> 
                      f"with {e(roles)}, so no decision is offered here (the operator API would refuse it).</p>")
     parts.append("</section>")
     return Safe("".join(map(str, parts)))
-
-
-def _ago(stamp: Any) -> str:
-    """`3 min ago` (relative to now), for a stored ISO time; the time itself when it does not parse."""
-    from datetime import UTC, datetime
-    try:
-        then = datetime.fromisoformat(str(stamp))
-    except ValueError:
-        return str(stamp or "")
-    seconds = (datetime.now(UTC) - then).total_seconds()
-    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
-        if seconds >= size:
-            return f"{seconds // size:.0f} {unit} ago"
-    return "just now" if seconds >= 0 else str(stamp)
 
 
 def rollback_plan(api: Api, run: dict[str, Any], env: str) -> tuple[list[dict[str, Any]], str | None]:
@@ -238,13 +228,11 @@ def _reports(run: dict[str, Any], url: str) -> Safe:
 
 
 def _timeline(run: dict[str, Any]) -> Safe:
-    rows = []
-    for a in run.get("audit") or []:
-        change = f"{a.get('from_state') or '∅'} → {a['to_state']}" if a.get("to_state") and \
-            a.get("to_state") != a.get("from_state") else ""
-        rows.append([a.get("at"), a.get("action"), a.get("actor"), change, short(a.get("detail") or "", 160)])
-    return Safe(f"<section id=timeline><h2>Timeline (audit trail)</h2>"
-                f"{table(['when', 'what', 'who', 'state', 'detail'], rows, empty='no audit records')}</section>")
+    """The audit trail, newest first, each record in words (the raw record in the row's title)."""
+    rows = [[story.ago(a.get("at")), Safe(f'<span title="{e(a.get("action"))}">{e(story.describe(a))}</span>'),
+             a.get("actor")] for a in reversed(run.get("audit") or [])]
+    return Safe(f"<section id=timeline><h2>Timeline (newest first)</h2>"
+                f"{table(['when', 'what happened', 'who'], rows, empty='no audit records')}</section>")
 
 
 def run(request: ConsoleRequest, api: Api) -> ConsoleResponse:
