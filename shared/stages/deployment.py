@@ -140,7 +140,8 @@ def _environment(topology: Topology, name: str, order: list[str], run: RunRecord
 def _already_done(deps: Deps, run: RunRecord, env: Environment, order: list[str], topology: Topology) -> bool:
     """A duplicate or late message: the run is already at or past this environment."""
     kind, at = states.split(run.state)
-    if run.state in (states.APPROVAL_DENIED, states.RETIRED) or run.state == states.deployment_failed(env.name):
+    if run.state in (states.APPROVAL_DENIED, states.RETIRED) or run.state == states.deployment_failed(env.name) \
+            or kind == "rolled_back":
         log.info("run %s is %s; deploy to %s ignored", run.run_id, run.state, env.name)
         return True
     if at is None or at not in order:

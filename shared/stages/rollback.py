@@ -119,16 +119,16 @@ def rollback(command: RollbackCommand, deps: Deps) -> None:
     event = run_event("rolled_back", run_id, detail, event_id=detail["rollback_id"])
     deps.registry.hold_event(event.id, deps.settings.events_topic, event.to_json())
     left = f"rolled back by {actor}" + (f": {command.reason}" if command.reason else "")
-    for slot, result in zip(slots, results):
-        to = to_of[slot.account]
-        deps.registry.update_deployment(slot, model=to.model, run_id=to.run_id or slot.run_id,
-                                        previous_model=None, previous_run_id=None, tags=result["tags"],
-                                        last_ping=now_iso(), last_ping_ok=True)
+    for slot, result in zip(slots, results):   # history first: a repeat after a crash in between finds the
+        to = to_of[slot.account]                # rolled-back model unhealthy and goes to the same place
         deps.registry.begin_serving(SlotEntry(environment=slot.environment, account=slot.account,
                                               deployment=slot.deployment, region=slot.region,
                                               run_id=to.run_id or slot.run_id, model=to.model, came="rolled back to",
                                               approved_by=to.approved_by, ticket=to.ticket),
                                     previous_left=left, previous_healthy=False)
+        deps.registry.update_deployment(slot, model=to.model, run_id=to.run_id or slot.run_id,
+                                        previous_model=None, previous_run_id=None, tags=result["tags"],
+                                        last_ping=now_iso(), last_ping_ok=True)
     deps.publisher.send(deps.settings.events_topic, event)
     deps.registry.unmark_outbox("event", event.id)
     _settle_state(deps, run_id, env.name, actor, detail)
