@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import shlex
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,13 +64,18 @@ def resolve(env_file: str | None, environ: Mapping[str, str], *, state: Path | N
 
 def apply(env_file: str | None) -> Target:
     """Resolve the target and put its settings into this process's environment (the file wins over
-    what is already set: naming it is the more explicit choice). Says on stderr which ftops it is."""
+    what is already set: naming it is the more explicit choice)."""
     target = resolve(env_file, os.environ)
     os.environ.update(target.env)
-    api = os.environ.get("FTOPS_API_URL")
-    print(f"ftops: acting on {target.where}" + (f"; operator API {api}" if api and api not in target.where else ""),
-          file=sys.stderr)
     return target
+
+
+def described(target: Target | None, environ: Mapping[str, str] | None = None) -> str:
+    """Which ftops a command acted on, for its output: the target and the operator API it called."""
+    environ = os.environ if environ is None else environ
+    api = environ.get("FTOPS_API_URL")
+    where = target.where if target is not None else "the settings in the environment"
+    return where + (f"; operator API {api}" if api and api not in where else "")
 
 
 def deps(args: Any) -> Any:

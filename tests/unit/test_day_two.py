@@ -289,9 +289,10 @@ def test_get_run_says_what_each_environment_serves_now_including_the_runs_earlie
 # --- CLI parity ---------------------------------------------------------------------------------------------
 def test_an_explicit_api_url_wins_over_a_running_local_stack_and_the_target_is_printed(
         tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    import os
+    import argparse
 
-    from ftops_cli.target import apply, resolve, write_state
+    from ftops_cli.operate import run_api
+    from ftops_cli.target import described, resolve, write_state
     state = tmp_path / "local-stack.json"
     write_state(state, env={"DatasetStorage": "conn", "FTOPS_API_URL": "http://127.0.0.1:5/api"},
                 api_url="http://127.0.0.1:5/api", reports_dir=None)
@@ -300,13 +301,18 @@ def test_an_explicit_api_url_wins_over_a_running_local_stack_and_the_target_is_p
     assert "https://func-x.azurewebsites.net/api" in target.where
     env_file = tmp_path / "ftops.env"
     env_file.write_text("DatasetStorage=x\nFTOPS_API_URL=https://func-y.azurewebsites.net/api\n")
-    saved = dict(os.environ)
-    try:
-        apply(str(env_file))
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    assert f"ftops: acting on the environment in {env_file}; operator API https://func-y" in capsys.readouterr().err
+    named = resolve(str(env_file), {})
+    assert described(named, named.env) == f"the environment in {env_file}; operator API https://func-y.azurewebsites.net/api"
+
+    class Answering:
+        api_url = "https://func-y.azurewebsites.net/api"
+
+        def call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+            from ftops_cli.operator_client import ApiError
+            raise ApiError(409, "nothing to go back to")
+    refused = run_api(argparse.Namespace(command_name="rollback", env="prod", run_id=None, deployment=None,
+                                         reason=None, json=False), Answering())
+    assert refused == 1 and "refused (409) by the operator API at https://func-y" in capsys.readouterr().err
 
 
 def test_ftops_history_prints_each_model_a_slot_served_and_why_it_left(world: Any,
@@ -394,4 +400,4 @@ def test_the_runs_list_shows_why_score_and_cost_with_relative_times() -> None:
     page = serve("runs", request("/"), who=OPERATOR, list_runs=(200, {"runs": [row]})).body.decode()
     body = page[page.index("<tbody>"):]
     assert "cannot progress: stops at test" in body and "0.766" in body and "163.20" in body
-    assert ' ago</time>' in body and 'title="support-bot-0123456789abcdef">support-bot-01…abcdef' in body
+    assert ' ago</time>' in body and 'title="support-bot-0123456789abcdef">support-bot-01…abcdef</a>' in body

@@ -67,7 +67,7 @@ def runs(request: ConsoleRequest, api: Api) -> ConsoleResponse:
         '</option>' + "".join(f'<option{" selected" if x == env else ""}>{e(x)}</option>' for x in environments)
         + f'</select></div><div><label for="q">Run or source</label><input id="q" name="q" value="{e(text)}"></div>'
         '<button type="submit">Filter</button></form>')
-    rows = [[Safe(f'<a href="{e(request.base)}/runs/{e(path_quote(r["run_id"]))}">{story.short_id(r["run_id"])}</a>'),
+    rows = [[story.short_id(r["run_id"], f"{request.base}/runs/{path_quote(r['run_id'])}"),
              badge(r["state"], r["terminal"]), r.get("why") or "—",
              f"{r['score']:.3f}" if isinstance(r.get("score"), (int, float)) else "—",
              f"{r.get('per_day', 0.0):.2f}", " → ".join(r.get("environments") or []) or "—",

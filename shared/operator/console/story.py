@@ -44,11 +44,11 @@ def duration(seconds: float) -> str:
     return f"{seconds / 86400:.1f} d"
 
 
-def short_id(run_id: str) -> Safe:
-    """A long run id shortened (its start and its hash's end), the whole id in the title; the run page shows
-    it whole in a read-only field to select and copy (no script on these pages)."""
+def short_id(run_id: str, href: str) -> Safe:
+    """A link to the run: a long id shortened (its start and its hash's end), the whole id in the title; the
+    run page shows it whole in a read-only field to select and copy (no script on these pages)."""
     text = run_id if len(run_id) <= 24 else f"{run_id[:14]}…{run_id[-6:]}"
-    return Safe(f'<span class=rid title="{e(run_id)}">{e(text)}</span>')
+    return Safe(f'<a href="{e(href)}" title="{e(run_id)}">{e(text)}</a>')
 
 
 def copyable(run_id: str) -> Safe:
