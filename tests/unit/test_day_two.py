@@ -401,3 +401,26 @@ def test_the_runs_list_shows_why_score_and_cost_with_relative_times() -> None:
     body = page[page.index("<tbody>"):]
     assert "cannot progress: stops at test" in body and "0.766" in body and "163.20" in body
     assert ' ago</time>' in body and 'title="support-bot-0123456789abcdef">support-bot-01…abcdef</a>' in body
+
+
+def test_the_deployments_page_hides_retired_ones_and_shows_each_environments_history(world: Any) -> None:
+    from test_console import request, serve
+
+    from shared.operator import api
+    deps, _ = world
+    add_run(deps, "run-a", model=OLD)
+    to_prod(deps, "run-a", OLD)
+    add_run(deps, "run-b", model=MODEL)
+    to_prod(deps, "run-b", MODEL)
+    rollback.rollback(RollbackCommand(environment="prod", run_id="run-b", requested_by="ops@x", reason="worse"), deps)
+    rollback.retire(RunCommand(run_id="run-b"), deps)   # its dev and test slots go
+    reader = caller(roles=("Reader",))
+    listed = api.list_deployments(reader, {}, b"", deps).body
+    histories = {env: api.history(reader, {"environment": env}, b"", deps).body for env in ("dev", "test", "prod")}
+
+    page = serve("deployments", request("/deployments"), who=reader, deps=deps, list_deployments=(200, listed),
+                 history=(200, histories["prod"])).body.decode()
+    assert "4 retired hidden" in page   # run-b's dev and test slots: before, listed with the live ones
+    prod = page[page.index('id="history-prod"'):]
+    assert prod.count("<td>serving</td><td>rolled back to</td>") == 2
+    assert prod.count("rolled back by ops@x: worse [retired] [unhealthy]") == 2
