@@ -151,7 +151,8 @@ class SlotEntry:
 @dataclass
 class ApprovalAttempt:
     """One person's attempt to approve a run's model into an environment, kept whatever came of it: exactly
-    one attempt per run × environment × model wins (a conditional insert of the winner's marker)."""
+    one attempt per run × environment × model (with its evidence hashes) wins (a conditional insert of the
+    winner's marker)."""
     run_id: str
     environment: str
     approver_oid: str
@@ -581,7 +582,9 @@ class Registry:
         if none exists. ApprovalTaken (with the winner's attempt) when another attempt holds it."""
         table = self._tables["approvals"]
         table.upsert_entity(_to_entity(attempt, attempt.run_id, attempt.attempt_id), mode=UpdateMode.REPLACE)
-        marker = {"PartitionKey": attempt.run_id, "RowKey": _winner_row(attempt.environment, attempt.model),
+        marker = {"PartitionKey": attempt.run_id, "RowKey": _winner_row(attempt.environment, attempt.model,
+                                                                        attempt.evaluation_report_hash,
+                                                                        attempt.dataset_hash),
                   "attempt_id": attempt.attempt_id}
         try:
             table.create_entity(marker)
@@ -596,10 +599,12 @@ class Registry:
         table.upsert_entity(_to_entity(attempt, attempt.run_id, attempt.attempt_id), mode=UpdateMode.REPLACE)
         return attempt
 
-    def approval_winner(self, run_id: str, environment: str, model: str) -> ApprovalAttempt | None:
+    def approval_winner(self, run_id: str, environment: str, model: str, evaluation_report_hash: str | None = None,
+                        dataset_hash: str | None = None) -> ApprovalAttempt | None:
         table = self._tables["approvals"]
         try:
-            won = table.get_entity(run_id, _winner_row(environment, model))["attempt_id"]
+            won = table.get_entity(run_id, _winner_row(environment, model, evaluation_report_hash,
+                                                       dataset_hash))["attempt_id"]
             return _from_entity(ApprovalAttempt, table.get_entity(run_id, won))   # type: ignore[no-any-return]
         except ResourceNotFoundError:
             return None
@@ -610,5 +615,7 @@ class Registry:
         return sorted(attempts, key=lambda a: a.at)
 
 
-def _winner_row(environment: str, model: str) -> str:
-    return f"winner|{environment}|{hashlib.sha256(model.encode()).hexdigest()[:32]}"
+def _winner_row(environment: str, model: str, report_hash: str | None, dataset_hash: str | None) -> str:
+    """One winner per thing approved: the model with its evidence (a new evaluation report is a new decision)."""
+    bound = f"{model}|{report_hash or ''}|{dataset_hash or ''}"
+    return f"winner|{environment}|{hashlib.sha256(bound.encode()).hexdigest()[:32]}"

@@ -51,4 +51,4 @@ def test_one_approval_attempt_wins_the_conditional_insert(registry: Registry) ->
     assert lost.value.winner["attempt_id"] == first.attempt_id and lost.value.winner["approver_oid"] == "oid-1"
     kept = registry.approval_attempts("run-1")
     assert [(a.approver_oid, a.outcome) for a in kept] == [("oid-1", "granted"), ("oid-2", "lost")]
-    assert registry.approval_winner("run-1", "prod", "m-1").approver_oid == "oid-1"  # type: ignore[union-attr]
+    assert registry.approval_winner("run-1", "prod", "m-1", "sha256:e", "sha256:d").approver_oid == "oid-1"  # type: ignore[union-attr]

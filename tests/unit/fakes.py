@@ -99,7 +99,7 @@ class MemoryRegistry(InMemoryClaims):
         self.keys: dict[str, str] = {}
         self.history: dict[str, SlotEntry] = {}            # slot|entry id → entry
         self.approval_records: dict[str, ApprovalAttempt] = {}
-        self.approval_winners: dict[tuple[str, str, str], str] = {}   # run, environment, model → attempt id
+        self.approval_winners: dict[tuple[Any, ...], str] = {}   # run, environment, model, hashes → attempt id
         self._n = 0
         self._lock = threading.RLock()
 
@@ -197,7 +197,8 @@ class MemoryRegistry(InMemoryClaims):
 
     def record_approval(self, attempt: ApprovalAttempt) -> ApprovalAttempt:
         with self._lock:   # the insert-if-absent the table does with its winner's marker
-            won = self.approval_winners.setdefault((attempt.run_id, attempt.environment, attempt.model),
+            won = self.approval_winners.setdefault((attempt.run_id, attempt.environment, attempt.model,
+                                                    attempt.evaluation_report_hash, attempt.dataset_hash),
                                                    attempt.attempt_id)
             attempt.outcome, attempt.winner = ("granted" if won == attempt.attempt_id else "lost"), won
             self.approval_records[attempt.attempt_id] = copy.deepcopy(attempt)
@@ -205,9 +206,10 @@ class MemoryRegistry(InMemoryClaims):
                 raise ApprovalTaken(vars(copy.deepcopy(self.approval_records[won])))
             return attempt
 
-    def approval_winner(self, run_id: str, environment: str, model: str) -> ApprovalAttempt | None:
+    def approval_winner(self, run_id: str, environment: str, model: str, evaluation_report_hash: str | None = None,
+                        dataset_hash: str | None = None) -> ApprovalAttempt | None:
         with self._lock:
-            won = self.approval_winners.get((run_id, environment, model))
+            won = self.approval_winners.get((run_id, environment, model, evaluation_report_hash, dataset_hash))
             return copy.deepcopy(self.approval_records[won]) if won else None
 
     def approval_attempts(self, run_id: str) -> list[ApprovalAttempt]:

@@ -424,3 +424,14 @@ def test_the_deployments_page_hides_retired_ones_and_shows_each_environments_his
     prod = page[page.index('id="history-prod"'):]
     assert prod.count("<td>serving</td><td>rolled back to</td>") == 2
     assert prod.count("rolled back by ops@x: worse [retired] [unhealthy]") == 2
+
+
+def test_a_new_evaluation_report_is_a_new_decision_that_can_be_approved(world: Any) -> None:
+    deps, _ = world
+    add_run(deps, "run-1")
+    deps.blobs.data[("reports", "run-1/evaluation.json")] = b'{"passed": true}'
+    to_prod_gate(deps, "run-1")
+    approvals.approve(deps, caller(), "run-1", "prod", ticket="CHG-1", model=MODEL)
+    deps.blobs.data[("reports", "run-1/evaluation.json")] = b'{"passed": true, "again": 1}'   # voids that approval
+    again = approvals.approve(deps, caller(SECOND), "run-1", "prod", ticket="CHG-2", model=MODEL)
+    assert again["approver_oid"] == SECOND and deps.registry.runs["run-1"].approvals["prod"]["ticket"] == "CHG-2"
