@@ -184,7 +184,7 @@ def test_day_two_retrain_approve_rollback_retire_in_the_console(browser: Any, st
     page.goto(f"{stack.api_url}/console/runs/{run_id}")
     page.click("button:text-is('Roll back prod…')")
     confirm = page.inner_text("#confirm")
-    assert "Roll back prod?" in page.inner_text("h1") and f"{first} (run {run_id})" in confirm
+    assert "Roll back prod?" in page.inner_text("h1") and f"{first} (this run's earlier model)" in confirm
     page.screenshot(path=str(artifacts / "8-rollback-confirm.png"), full_page=True)
     page.fill("#reason", "worse answers after the retrain")
     page.click("#confirm-form button")

@@ -139,7 +139,8 @@ def rollback_plan(api: Api, run: dict[str, Any], env: str) -> tuple[list[dict[st
         to, why = go_back_to(api.deps, slot)
         if to is None:
             nowhere = why
-        rows.append({**d, "afterwards": f"{to.model} (run {to.run_id})" if to else "— (refused: nothing to go back to)"})
+        whose = "this run's earlier model" if to and to.run_id == run["run_id"] else f"run {to.run_id}" if to else ""
+        rows.append({**d, "afterwards": f"{to.model} ({whose})" if to else "— (refused: nothing to go back to)"})
     return rows, (nowhere if rows else "this run serves nothing in " + env)
 
 
