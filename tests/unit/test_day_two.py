@@ -435,3 +435,25 @@ def test_a_new_evaluation_report_is_a_new_decision_that_can_be_approved(world: A
     deps.blobs.data[("reports", "run-1/evaluation.json")] = b'{"passed": true, "again": 1}'   # voids that approval
     again = approvals.approve(deps, caller(SECOND), "run-1", "prod", ticket="CHG-2", model=MODEL)
     assert again["approver_oid"] == SECOND and deps.registry.runs["run-1"].approvals["prod"]["ticket"] == "CHG-2"
+
+
+def test_the_stage_strip_stops_where_the_run_stopped() -> None:
+    import re
+
+    from shared.operator.console.story import stage_strip
+
+    def strip(state: str, reached: list[str]) -> dict[str, str]:
+        audit = [{"at": f"2026-01-01T00:0{i}:00Z", "to_state": s} for i, s in enumerate(reached)]
+        run = {"state": state, "created_at": "2026-01-01T00:00:00Z", "environments": ["dev", "test", "prod"],
+               "audit": audit}
+        return {label: cls for cls, label in re.findall(r'<li class="([a-z-]+)" title="[^"]*"><b>([a-z]+)</b>',
+                                                        stage_strip(run))}
+    denied = strip("approval_denied", ["accepted", "trained", "evaluated", "deployed:dev", "deployed:test"])
+    assert (denied["test"], denied["prod"]) == ("done", "failed")
+    rejected = strip("rejected", [])
+    assert (rejected["validated"], rejected["trained"], rejected["prod"]) == ("failed", "next", "next")
+    deploying = strip("deploying:test", ["accepted", "trained", "evaluated", "deployed:dev"])
+    assert (deploying["dev"], deploying["test"], deploying["prod"]) == ("done", "now", "next")
+    assert '<b>trained</b><span>60 s</span>' in stage_strip({"state": "trained", "created_at": "2026-01-01T00:00:00Z",
+                                                              "environments": [], "audit": [
+        {"at": "2026-01-01T00:01:00Z", "to_state": "accepted"}, {"at": "2026-01-01T00:02:00Z", "to_state": "trained"}]})

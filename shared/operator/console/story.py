@@ -77,8 +77,9 @@ def stage_strip(run: dict[str, Any]) -> Safe:
         if moment is not None and since is not None and moment < since and label not in ("received", "validated"):
             moment = None   # from before the retrain
         status = "done" if moment is not None else "next"
-        if state in ends or (label == at and kind in ("deploying", "awaiting_approval", "rolled_back")) or \
-                (kind == states.APPROVAL_DENIED and status == "next" and not any(i[1] == "now" for i in items)):
+        denied_here = kind == states.APPROVAL_DENIED and status == "next" and not any(
+            i[1] == "failed" for i in items)   # the first environment it did not reach
+        if state in ends or (label == at and kind in ("deploying", "awaiting_approval", "rolled_back")) or denied_here:
             status = {"deploying": "now", "awaiting_approval": "waiting", "rolled_back": "rolled-back",
                       states.APPROVAL_DENIED: "failed"}.get(kind, "failed")
         took = duration((moment - previous).total_seconds()) if moment and previous and label != "received" else ""
