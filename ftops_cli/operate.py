@@ -131,6 +131,8 @@ def _describe(args: argparse.Namespace, answer: dict[str, Any]) -> str:
     if args.command_name == "reject":
         return f"rejected run {args.run_id} for {args.env}"
     if args.command_name == "rollback":
+        if answer.get("note"):   # a repeat, or a run that serves nothing there: the API changed nothing
+            return f"rollback of {args.env}: {answer['note']}"
         return f"rolled back {args.env}" + (f" (run {args.run_id})" if args.run_id else "")
     if args.command_name == "retire":
         return f"retired run {args.run_id}"

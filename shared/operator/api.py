@@ -257,10 +257,11 @@ def rollback_environment(caller: Caller, params: dict[str, str], body: bytes, de
     request = _parse(RollbackBody, body)
     if not params.get("environment"):
         raise _BadRequest("rollback names no environment (POST environments/{environment}/rollback)")
-    rollback.rollback(RollbackCommand(environment=params["environment"], run_id=request.run_id,
-                                      deployment=request.deployment, requested_by=caller.actor,
-                                      reason=request.reason), deps)
-    return ApiResponse(200, {"rolled_back": params["environment"], "run_id": request.run_id})
+    unchanged = rollback.rollback(RollbackCommand(environment=params["environment"], run_id=request.run_id,
+                                                  deployment=request.deployment, requested_by=caller.actor,
+                                                  reason=request.reason), deps)
+    return ApiResponse(200, {"rolled_back": params["environment"], "run_id": request.run_id,
+                             "changed": unchanged is None, **({"note": unchanged} if unchanged else {})})
 
 
 def retrain(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> ApiResponse:

@@ -36,14 +36,15 @@ class GoBack:
     ticket: str | None = None
 
 
-def rollback(command: RollbackCommand, deps: Deps) -> None:
+def rollback(command: RollbackCommand, deps: Deps) -> str | None:
     """Return an environment's slots to the last model each served that was healthy and not retired (the
     slot history, shared.store.registry.SlotEntry), whatever run it came from: another run's, or this run's
     own earlier model. A retired or denied model, or one a rollback took out before, is never brought back.
 
     All or nothing, like a deployment: if one target cannot go back, the ones that did are put forward
     again and the command fails (retried). With a run named, only that run's current model is taken out, so
-    a repeat of the command finds nothing left to roll back instead of going back twice."""
+    a repeat of the command finds nothing left to roll back instead of going back twice. Returns None when it
+    rolled back, else what it found instead (nothing was changed)."""
     topology = deps.require_topology()
     env = topology.environment(command.environment)
     if env is None:
@@ -63,7 +64,8 @@ def rollback(command: RollbackCommand, deps: Deps) -> None:
         if command.run_id:   # already rolled back (a repeat), or never deployed there
             log.info("rollback: run %s has no active deployment of its current model in %s", command.run_id, env.name)
             _settle_state(deps, command.run_id, env.name, actor, {"environment": env.name, "repeat": True})
-            return
+            return (f"nothing changed: run {command.run_id}'s current model serves nowhere in {env.name} (rolled "
+                    f"back already, retired, or never deployed there); `ftops history {env.name}` shows what it serves")
         raise PermanentError(f"rollback: nothing active in {env.name!r} matches deployment {command.deployment!r}")
     runs = {s.run_id for s in slots}
     if len(runs) > 1 or len({s.deployment for s in slots}) > 1 or len({s.model for s in slots}) > 1:
@@ -132,6 +134,7 @@ def rollback(command: RollbackCommand, deps: Deps) -> None:
     deps.publisher.send(deps.settings.events_topic, event)
     deps.registry.unmark_outbox("event", event.id)
     _settle_state(deps, run_id, env.name, actor, detail)
+    return None
 
 
 def go_back_to(deps: Deps, slot: DeploymentRecord) -> tuple[GoBack | None, str]:

@@ -457,3 +457,18 @@ def test_the_stage_strip_stops_where_the_run_stopped() -> None:
     assert '<b>trained</b><span>60 s</span>' in stage_strip({"state": "trained", "created_at": "2026-01-01T00:00:00Z",
                                                               "environments": [], "audit": [
         {"at": "2026-01-01T00:01:00Z", "to_state": "accepted"}, {"at": "2026-01-01T00:02:00Z", "to_state": "trained"}]})
+
+
+def test_a_rollback_that_changes_nothing_says_so_instead_of_a_plain_200(world: Any) -> None:
+    from shared.operator.api import rollback_environment
+    deps, fake = world
+    add_run(deps, "run-a", model=OLD)
+    to_prod(deps, "run-a", OLD)
+    add_run(deps, "run-b", model=MODEL)
+    to_prod(deps, "run-b", MODEL)
+    rollback.retire(RunCommand(run_id="run-a"), deps)   # retired: it serves nothing
+    operator = caller(roles=("Operator",))
+    answer = rollback_environment(operator, {"environment": "prod"}, b'{"run_id": "run-a"}', deps)
+    assert answer.status == 200 and answer.body["changed"] is False
+    assert "run run-a's current model serves nowhere in prod" in answer.body["note"]
+    assert serving(fake) == {MODEL}   # nothing moved (before: the same 200 as a rollback that did something)

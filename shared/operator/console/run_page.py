@@ -26,8 +26,9 @@ def run_page(request: ConsoleRequest, api: Api, *, run_id: str,
     if refusal:
         parts.append(banner("error", refusal[1]))
     elif request.query.get("done"):
-        parts.append(banner("ok", f"{request.query['done']}: the operator API accepted it; "
-                                  f"the run is {run['state']} now"))
+        done = request.query["done"]
+        parts.append(banner("ok", done if done.startswith("nothing changed") else
+                            f"{done}: the operator API accepted it; the run is {run['state']} now"))
     parts.append(_facts(run))
     kind, env = states.split(run["state"])
     if kind == "awaiting_approval" and env:
@@ -261,6 +262,7 @@ def act(request: ConsoleRequest, api: Api) -> ConsoleResponse:
     status, answer = api.call(action, params, body)
     if status in (200, 202):
         done = {"approve": "approved", "reject": "rejected", "retire": "retired", "rollback": "rolled back"}[action]
+        done = answer.get("note") or done   # the API changed nothing (a repeat): say so
         target = f"{request.base}/runs/{path_quote(run_id)}" if run_id else f"{request.base}/deployments"
         return redirect(f"{target}?done={path_quote(done)}")
     message = (answer.get("error") or {}).get("message", "refused")
