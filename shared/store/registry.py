@@ -245,7 +245,7 @@ def _refused(exc: HttpResponseError, what: str) -> Exception:
     return exc
 
 
-def _from_entity[R: (RunRecord, DeploymentRecord)](cls: type[R], entity: Any) -> R:
+def _from_entity[R: (RunRecord, DeploymentRecord, SlotEntry, ApprovalAttempt)](cls: type[R], entity: Any) -> R:
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if f.name == "etag":
@@ -605,7 +605,7 @@ class Registry:
         try:
             won = table.get_entity(run_id, _winner_row(environment, model, evaluation_report_hash,
                                                        dataset_hash))["attempt_id"]
-            return _from_entity(ApprovalAttempt, table.get_entity(run_id, won))   # type: ignore[no-any-return]
+            return _from_entity(ApprovalAttempt, table.get_entity(run_id, won))
         except ResourceNotFoundError:
             return None
 

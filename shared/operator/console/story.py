@@ -10,7 +10,8 @@ from shared.operator.console.layout import Safe, e, short
 from shared.run import states
 
 # (label, the state that completes it, the states that end it short)
-STEPS = (("received", states.RECEIVED, ()), ("validated", states.ACCEPTED, (states.REJECTED,)),
+STEPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+         ("received", states.RECEIVED, ()), ("validated", states.ACCEPTED, (states.REJECTED,)),
          ("trained", states.TRAINED, (states.TRAINING_FAILED, states.CANCELLED)),
          ("evaluated", states.EVALUATED, (states.EVALUATION_FAILED,)))
 
@@ -69,9 +70,10 @@ def stage_strip(run: dict[str, Any]) -> Safe:
                  (a.get("detail") or {}).get("retrain")]
     since = max((m for m in retrained if m), default=None)
     state, kind, at = run["state"], *states.split(run["state"])
-    steps = [(label, done, ends) for label, done, ends in STEPS]
+    steps: list[tuple[str, str, tuple[str, ...]]] = list(STEPS)
     steps += [(env, states.deployed(env), (states.deployment_failed(env),)) for env in run.get("environments") or []]
-    items, previous = [], when(run.get("created_at"))
+    items: list[tuple[str, str, str]] = []
+    previous = when(run.get("created_at"))
     for label, done, ends in steps:
         moment = when(run.get("created_at")) if label == "received" else reached.get(done)
         if moment is not None and since is not None and moment < since and label not in ("received", "validated"):
