@@ -37,7 +37,7 @@ def collect(deps: Deps, run_id: str | None = None) -> dict[str, Any]:
     runs = [registry.require_run(run_id)] if run_id else registry.list_runs()
     deployments = registry.list_deployments(run_id=run_id)
     container = deps.settings.reports_container
-    views = [run_view(r, deployments, reports_container=container) for r in runs]
+    views = [run_view(r, deployments, reports_container=container, topology=deps.topology) for r in runs]
     cost = daily_hosting_cost(deployments, prices_from_settings(deps.settings))
     state_of = {r.run_id: r.state for r in runs}
     if not run_id:   # deployments of runs not listed (none today) still count, under "unknown"

@@ -121,27 +121,54 @@ def handle_train(request: TrainRequest, deps: Deps) -> None:
         _fail(deps, hub, run.run_id, exc)
         return
     with claims.hold(deps.registry, job_claim_key(key), ttl_seconds=CLAIM_TTL_SECONDS) as claim:
-        if claim.completed and claim.result:
-            done = claim.result
-            log.info("run %s: job key %s already has job %s; adopting it", run.run_id, key[:12], done.get("job_id"))
-            claim.complete(_adopt(deps, hub, run.run_id, key, str(done["job_id"]), dict(done.get("hub_files") or {})))
-            return
-        try:
-            if claim.owned:
-                claim.complete(_create_or_adopt(deps, hub, run.run_id, key, settings))
-            elif adopted := _adopt_or_wait(deps, hub, request, key, settings):
-                claim.complete(adopted)
-        except HubQuotaExceeded as exc:
-            claim.release()
-            _wait_for_quota(deps, run.run_id, request.attempt, exc)
-        except HubPermanentError as exc:
-            claim.release()
-            _fail(deps, hub, run.run_id, exc)
-        except Superseded as exc:
-            claim.release()
-            log.info("run %s: stopped creating the job: %s", run.run_id, exc)
-        # any other failure (transient, or a bug) leaves `hold`, which frees the key so the retry can claim
-        # it; the retry looks for the job first
+        if claim.completed and claim.result and _finished_elsewhere(hub, run.run_id, claim.result):
+            # a repeat of an earlier drop: its own job, once (its own key: a redelivery adopts that job)
+            with claims.hold(deps.registry, job_claim_key(f"{key}|{run.run_id}"), ttl_seconds=CLAIM_TTL_SECONDS) as own:
+                _settle_claim(deps, hub, request, key, settings, own)
+        else:
+            _settle_claim(deps, hub, request, key, settings, claim)
+
+
+def _finished_elsewhere(hub: Hub, run_id: str, done: dict[str, Any]) -> bool:
+    """The key's job belongs to another run and is over: a repeat of an earlier drop (same data and settings).
+    Adopting it would follow a job whose files were tidied away (its results file gone): it trains anew."""
+    if not done.get("run_id") or done.get("run_id") == run_id:
+        return False
+    try:
+        status = hub.retrieve(str(done["job_id"])).status
+    except HubNotFound:
+        status = "gone"
+    if status in ("succeeded", "failed", "cancelled", "gone"):
+        log.info("run %s: job %s of run %s (same data and settings) is %s; this run trains its own", run_id,
+                 done["job_id"], done["run_id"], status)
+        return True
+    return False
+
+
+def _settle_claim(deps: Deps, hub: Hub, request: TrainRequest, key: str, settings: RunSettings,
+                  claim: claims.Claim) -> None:
+    run_id = request.run_id
+    if claim.completed and claim.result:
+        done = claim.result
+        log.info("run %s: job key %s already has job %s; adopting it", run_id, key[:12], done.get("job_id"))
+        claim.complete(_adopt(deps, hub, run_id, key, str(done["job_id"]), dict(done.get("hub_files") or {})))
+        return
+    try:
+        if claim.owned:
+            claim.complete(_create_or_adopt(deps, hub, run_id, key, settings))
+        elif adopted := _adopt_or_wait(deps, hub, request, key, settings):
+            claim.complete(adopted)
+    except HubQuotaExceeded as exc:
+        claim.release()
+        _wait_for_quota(deps, run_id, request.attempt, exc)
+    except HubPermanentError as exc:
+        claim.release()
+        _fail(deps, hub, run_id, exc)
+    except Superseded as exc:
+        claim.release()
+        log.info("run %s: stopped creating the job: %s", run_id, exc)
+    # any other failure (transient, or a bug) leaves `hold`, which frees the key so the retry can claim
+    # it; the retry looks for the job first
 
 
 def _create_or_adopt(deps: Deps, hub: Hub, run_id: str, key: str, settings: RunSettings) -> dict[str, Any]:
@@ -332,7 +359,7 @@ def retrain_run(command: RetrainCommand, deps: Deps, *, started_by: str | None =
     """Same data, new settings: the run goes back to `uploading` with a clean job record and a new job key.
     `started_by`: the verified object id of who asked (operator API), else unknown (a queue message): then
     the owner's confirmation is withdrawn too, so the new model enters no gated environment until a verified
-    person stands behind it (the owner's claim, or a retrain through the API: approvals.unverified_problem).
+    person stands behind it (the owner's claim, or a retrain through the API: shared.run.rules.unverified_problem).
     The train request is written with that transition (the run's outbox) and sent after it, named by the
     command's message: a crash in between is finished by the command's redelivery, never left waiting."""
     run = deps.registry.require_run(command.run_id)

@@ -232,6 +232,8 @@ def test_a_run_started_through_the_api_has_the_verified_caller_as_its_starter_an
     assert (run.started_by, run.claimed_by, run.owner) == (OPERATOR.oid, OPERATOR.oid, OPERATOR.oid)
     created = deps.registry.audit_trail(run.run_id)[0]
     assert created["action"] == "run.created" and created["actor"] == f"{OPERATOR.name} <{OPERATOR.oid}>"
+    status, again = call(stack, "POST", "runs", signed_in(stack), {"blob": f"datasets/{name}"})
+    assert status == 409 and f"already is your run {run.run_id}" in again["error"]["message"]
 
 
 def test_an_over_long_or_malformed_run_id_is_a_400_in_the_apis_shape_never_a_500(stack: Any) -> None:

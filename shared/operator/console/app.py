@@ -33,7 +33,8 @@ PRESESSION_COOKIE = "ftops_console_signin"   # binds the sign-in form to this br
 PRESESSION_SECONDS = 1800
 # What a redirect may ask a page to say: by id, never the text itself.
 NOTES = {"signed-out": "Signed out.", "expired": "Your sign-in expired or was refused: please sign in again."}
-DONE = {"approved": "approved", "rejected": "rejected", "retired": "retired", "rolled-back": "rolled back"}
+DONE = {"approved": "approved", "rejected": "rejected", "retired": "retired", "rolled-back": "rolled back",
+        "unchanged": "nothing changed: the operator API found it already done"}
 MAX_FORM = 16 * 1024
 MAX_SESSION_SECONDS = 8 * 3600     # never longer than the token itself lives (Entra ID: about an hour)
 CSS = Path(__file__).with_name("console.css")
