@@ -307,13 +307,16 @@ def start_run(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -
     name, etag = command_checks.check_train(deps, request.blob, request.settings)
     drop = intake.drop_started_by(name)
     assert drop is not None   # check_train refuses blobs that start no run
-    same = intake.run_id_for(drop, etag, request.settings or None, caller.oid)
-    existing = deps.registry.get_run(same)
-    if existing is not None:   # this person, this upload, these settings: intake would do nothing
-        raise approvals.Refused(
-            f"{name} (this upload) with these settings already is your run {same}, {existing.state}: `ftops retrain "
-            f"{same} --settings '{{…}}'` trains it again, other --settings start another run, or upload it again "
-            "(`ftops drop`) for a new one")
+    for started_by in (caller.oid, None):   # this person's start, or the drop's own (blob trigger, queue)
+        same = intake.run_id_for(drop, etag, request.settings or None, started_by)
+        existing = deps.registry.get_run(same)
+        if existing is not None:   # the same upload, the same settings: a second run would train it twice
+            whose = "your run" if started_by else "run"
+            raise approvals.Refused(
+                f"{name} (this upload) with these settings already is {whose} {same}, {existing.state}; "
+                f"`ftops retrain {same} --settings '{{…}}'` trains it again"
+                + ("" if started_by else f", `ftops claim {same}` confirms it if you are the owner its run.json names")
+                + ", other --settings start another run, or upload it again (`ftops drop`) for a new one")
     run_id = intake.start_run(name, deps, settings_override=request.settings or None, actor=caller.actor,
                               started_by=caller.oid)
     run = deps.registry.require_run(str(run_id))
