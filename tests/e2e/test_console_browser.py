@@ -190,7 +190,7 @@ def test_day_two_retrain_approve_rollback_retire_in_the_console(browser: Any, st
     page.screenshot(path=str(artifacts / "8-rollback-confirm.png"), full_page=True)
     page.fill("#reason", "worse answers after the retrain")
     page.click("#confirm-form button")
-    page.wait_for_url(f"**/console/runs/{run_id}?done=rolled%20back")
+    page.wait_for_url(f"**/console/runs/{run_id}?done=rolled-back")
     assert page.locator("h1 [data-state]").inner_text() == "rolled_back:prod"
     prod = [r for r in page.locator("#deployments tbody tr").all_inner_texts() if r.startswith("prod")]
     assert len(prod) == 2 and all(first in r for r in prod), prod          # prod serves the earlier model again
@@ -313,12 +313,12 @@ def test_signing_in_with_entra_id_code_and_pkce_gives_the_roles_of_the_token_and
     assert "Sign in to tenant-contoso" in page.inner_text("h1")
     page.fill("#username", OPERATOR)
     page.fill("#password", DEMO_PASSWORD)
-    page.screenshot(path=str(artifacts / "7-entra-sign-in.png"), full_page=True)
+    page.screenshot(path=str(artifacts / "12-entra-sign-in.png"), full_page=True)
     page.click("#next")
     page.wait_for_url("**/console/")
     header = page.inner_text("header")
     assert USERS[OPERATOR].name in header and "Approver.prod, Operator, Reader" in header   # the token's roles
-    page.screenshot(path=str(artifacts / "8-entra-signed-in.png"), full_page=True)
+    page.screenshot(path=str(artifacts / "13-entra-signed-in.png"), full_page=True)
     page.click("header button:text('Sign out')")
     page.wait_for_url("**/console/signin?note=signed-out")
     assert "Signed out." in page.inner_text("main")
