@@ -15,8 +15,9 @@ from functions import (
     polling,
     training,
 )
+from shared.app.telemetry import app_configures_telemetry
 
-if os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
+if app_configures_telemetry(os.environ):   # in Azure the Python worker does it (PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY)
     from azure.monitor.opentelemetry import configure_azure_monitor
     configure_azure_monitor()
 logging.getLogger("azure").setLevel(logging.WARNING)  # the SDKs' request logs would drown the app's own
