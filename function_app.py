@@ -13,6 +13,7 @@ from functions import (
     keepalive,
     operator,
     polling,
+    reconcile,
     training,
 )
 from shared.app.telemetry import app_configures_telemetry
@@ -23,5 +24,6 @@ if app_configures_telemetry(os.environ):   # in Azure the Python worker does it 
 logging.getLogger("azure").setLevel(logging.WARNING)  # the SDKs' request logs would drown the app's own
 
 app = func.FunctionApp()
-for stage in (intake, training, polling, evaluation, deployment, keepalive, commands, operator, console):
+for stage in (intake, training, polling, evaluation, deployment, keepalive, reconcile, commands, operator,
+              console):
     app.register_functions(stage.bp)

@@ -44,6 +44,9 @@ param pollSchedule string = '0 */2 * * * *'
 @description('NCRONTAB (UTC) of the keep-alive timer: well inside the 15-day inactivity limit')
 param keepaliveSchedule string = '0 0 3 * * *'
 
+@description('NCRONTAB (UTC) of the reconcile timer: starts drops whose Event Grid event was lost (docs/deploy.md)')
+param reconcileSchedule string = '0 17 * * * *'
+
 @description('The operator API app registration: its client id (the aud of v2.0 tokens). Empty: the operator API answers 503 until set (docs/operator-api.md)')
 param operatorApiAudience string = ''
 
@@ -278,6 +281,7 @@ var appSettings = {
   EVENTS_TOPIC: eventsTopic
   POLL_SCHEDULE: pollSchedule
   KEEPALIVE_SCHEDULE: keepaliveSchedule
+  RECONCILE_SCHEDULE: reconcileSchedule
   DEFAULT_BASE_MODEL: defaultBaseModel
   INTAKE_WAIT_SECONDS: '60'
   HUB_FILE_RETENTION: 'delete'

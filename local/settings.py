@@ -56,6 +56,7 @@ def local_env(*, storage_connection: str, emulator_url: str, ca_file: str, spoke
                                    "events_topic"),
         "POLL_SCHEDULE": "*/2 * * * * *",
         "KEEPALIVE_SCHEDULE": "*/5 * * * * *",
+        "RECONCILE_SCHEDULE": "0 * * * * *",
         "INTAKE_WAIT_SECONDS": "10",
         # the operator API accepts tokens the emulator issues as the demo tenant's identity provider
         "OPERATOR_TENANT_ID": DEMO_TENANT,
