@@ -48,7 +48,10 @@ class Account:
     region: str
     tenant: str
     role: str = "spoke"
-    max_finetuned_deployments: int = 5
+    # Learn quotas-limits (2026-02-17): 10 fine-tuned deployments; 3 training jobs running at once (Standard and
+    # Global training; 5 on Developer training, set max_running_jobs=5 for such a hub)
+    max_finetuned_deployments: int = 10
+    max_running_jobs: int = 3
     contributors: list[str] | None = None  # principals with a role on it (RBAC); None: anyone of its tenant
 
     @property
@@ -99,6 +102,7 @@ class Durations:
     deployment: float = 0.5
     deletion: float = 0.3
     max_queued_jobs: int = 20
+    max_jobs: int = 100   # training jobs per resource, in any state (Learn quotas-limits)
     pausing: float = 0.0  # pause: `pausing` this long, then `paused` (0: at once, as before)
     resuming: float = 0.0  # resume: `resuming` this long, then `running`
     warmup_seconds: float = 0.0  # a new deployment answers chat with 429 this long after provisioning

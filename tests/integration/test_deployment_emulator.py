@@ -247,15 +247,15 @@ def test_rollback_command_and_retire(deps: Any, emulator: Any, models: tuple[str
 
 def test_quota_full_fails_clearly_without_a_half_done_environment(deps: Any, emulator: Any,
                                                                   models: tuple[str, str]) -> None:
-    fillers = [add_run(deps, models[0], name=f"it-fill{i}") for i in range(5)]
-    for run_id in fillers:   # five fine-tuned deployments on both dev spokes, through the app itself
+    fillers = [add_run(deps, models[0], name=f"it-fill{i}") for i in range(10)]
+    for run_id in fillers:   # ten fine-tuned deployments (Azure's limit) on both dev spokes, through the app itself
         deployment.handle_deploy(DeployRequest(run_id=run_id, environment="dev"), deps)
     emulator.control.clear_requests()
     run_id = add_run(deps, models[1], name="it-quota")
     deployment.handle_deploy(DeployRequest(run_id=run_id, environment="dev"), deps)
     run = deps.registry.require_run(run_id)
     assert run.state == "deployment_failed:dev"
-    assert "quota is 5" in run.error["message"] and DEV[0] in run.error["message"]  # type: ignore[index]
+    assert "quota is 10" in run.error["message"] and DEV[0] in run.error["message"]  # type: ignore[index]
     assert not puts(emulator, "it-quota") and not served(emulator, "it-quota")
 
 

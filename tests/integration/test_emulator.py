@@ -154,26 +154,33 @@ def test_job_succeeds_with_results_checkpoints_and_events(emulator: EmulatorServ
     assert client.fine_tuning.jobs.list(limit=1).data[0].id == trained.id
 
 
-def test_jobs_queue_one_at_a_time_and_refuse_beyond_the_queue_limit(emulator: EmulatorServer) -> None:
+def test_jobs_run_three_at_a_time_and_refuse_beyond_the_queue_limit(emulator: EmulatorServer) -> None:
+    """Learn quotas-limits (2026-02): 3 training jobs run at once per resource (Standard/Global training), the
+    rest wait in the queue (20 by default: 4 here), and a paused job keeps its slot."""
     client = v1(emulator, "dev-east")
-    emulator.control.config(max_queued_jobs=2)
+    emulator.control.config(max_queued_jobs=4)
     try:
         f = client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune")
-        jobs = [client.fine_tuning.jobs.create(training_file=f.id, model=BASE_MODEL) for _ in range(2)]
+        jobs = [client.fine_tuning.jobs.create(training_file=f.id, model=BASE_MODEL) for _ in range(4)]
         with pytest.raises(openai.BadRequestError) as refused:
             client.fine_tuning.jobs.create(training_file=f.id, model=BASE_MODEL)
         assert refused.value.code == "quotaExceeded"
         emulator.control.advance(2)
-        assert [client.fine_tuning.jobs.retrieve(j.id).status for j in jobs] == ["running", "pending"]
+        assert [client.fine_tuning.jobs.retrieve(j.id).status for j in jobs] == ["running"] * 3 + ["pending"]
         paused = client.fine_tuning.jobs.pause(jobs[0].id)
         assert paused.status == "paused"
+        emulator.control.advance(0.1)
+        assert client.fine_tuning.jobs.retrieve(jobs[3].id).status == "pending"   # the paused job holds its slot
         with pytest.raises(openai.BadRequestError):
-            client.fine_tuning.jobs.resume(jobs[1].id)  # only paused jobs resume
+            client.fine_tuning.jobs.resume(jobs[3].id)  # only paused jobs resume
         assert client.fine_tuning.jobs.resume(jobs[0].id).status == "running"
         assert client.fine_tuning.jobs.cancel(jobs[0].id).status == "cancelled"
         emulator.control.advance(1)
-        assert client.fine_tuning.jobs.retrieve(jobs[1].id).status == "running"
+        assert client.fine_tuning.jobs.retrieve(jobs[3].id).status == "running"
     finally:
+        for job in jobs:   # free the slots for the tests after this one
+            if client.fine_tuning.jobs.retrieve(job.id).status not in ("succeeded", "failed", "cancelled"):
+                client.fine_tuning.jobs.cancel(job.id)
         emulator.control.config(max_queued_jobs=20)
 
 
@@ -279,13 +286,14 @@ def test_a_model_from_elsewhere_needs_its_source(emulator: EmulatorServer, train
     assert missing.value.status_code == 400 and "not found" in str(missing.value.message)
 
 
-def test_five_fine_tuned_deployments_per_account(emulator: EmulatorServer, trained: Any) -> None:
+def test_ten_fine_tuned_deployments_per_account(emulator: EmulatorServer, trained: Any) -> None:
+    """Learn quotas-limits (2026-02-17): at most 10 fine-tuned deployments per resource (it was 5)."""
     client = arm(emulator, "tenant-a", "sub-dev")
-    for i in range(5):
+    for i in range(10):
         client.deployments.begin_create_or_update("rg-dev", "quota-spoke", f"ft-{i}", deployment(
             trained.fine_tuned_model, source=resource_id("hub")), polling=False)
     with pytest.raises(HttpResponseError) as refused:
-        client.deployments.begin_create_or_update("rg-dev", "quota-spoke", "ft-5", deployment(
+        client.deployments.begin_create_or_update("rg-dev", "quota-spoke", "ft-10", deployment(
             trained.fine_tuned_model, source=resource_id("hub")))
     assert refused.value.status_code == 400 and refused.value.error.code == "InsufficientQuota"
     client.deployments.begin_create_or_update("rg-dev", "quota-spoke", "base-ok", deployment("gpt-4.1-mini"),

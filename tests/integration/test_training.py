@@ -182,6 +182,27 @@ def test_the_same_data_and_settings_in_another_run_reuse_the_job(hub_env, emulat
 
 
 # --- hub limits and storms ---------------------------------------------------------------------------
+def test_beyond_the_hubs_concurrent_jobs_a_run_waits_in_ftops_queue_and_status_says_why(hub_env, emulator):
+    """Azure trains 3 jobs at once per resource (Learn quotas-limits, 2026-02): ftops keeps at most
+    HUB_CONCURRENT_JOBS of its jobs on the hub; the next run waits in waiting_for_quota with the reason on the
+    run (what `ftops status` prints), and trains once a job is no longer followed."""
+    from ftops_cli.views import reason
+    deps = hub_env(HUB_CONCURRENT_JOBS="1")
+    first, second = make_run(deps), make_run(deps)
+    training.handle_train(TrainRequest(run_id=first), deps)
+    training.handle_train(TrainRequest(run_id=second), deps)
+    assert deps.registry.require_run(first).state == states.TRAINING
+    waiting = deps.registry.require_run(second)
+    assert waiting.state == states.WAITING_FOR_QUOTA and len(hub_jobs(emulator)) == 1
+    assert "1 fine-tuning jobs are already queued or running on the hub" in reason(waiting)
+    assert "HUB_CONCURRENT_JOBS" in reason(waiting)
+
+    training.cancel_run(RunCommand(run_id=first), deps)   # its job ends: the slot is free
+    training.handle_train(TrainRequest(run_id=second, attempt=1), deps)
+    started = deps.registry.require_run(second)
+    assert started.state == states.TRAINING and started.error is None and len(hub_jobs(emulator)) == 2
+
+
 def test_a_quota_refusal_waits_without_burning_the_delivery_then_trains_once(hub_env, emulator):
     deps = hub_env()
     run_id = make_run(deps)
