@@ -107,9 +107,10 @@ class Emulator:
         return None
 
     # --- files --------------------------------------------------------------------------------
-    def add_file(self, account: str, filename: str, purpose: str, content: bytes, *, ready: bool = False) -> FileRecord:
+    def add_file(self, account: str, filename: str, purpose: str, content: bytes, *, ready: bool = False,
+                 expires_in: float | None = None) -> FileRecord:
         with self.lock:
-            mine = [f for f in self.files.values() if f.account == account]
+            mine = [f for f in self.files.values() if f.account == account and not f.expired(self.now())]
             # results files are written by the service itself; a full account must not break a job
             if not ready and len(mine) >= MAX_FILES:
                 raise ApiError(400, "quotaExceeded", f"The quota for files is reached. The maximum is {MAX_FILES}.")
@@ -120,13 +121,14 @@ class Emulator:
             record = FileRecord(
                 id=self.new_id("file"), account=account, filename=filename, purpose=purpose, content=content,
                 created_at=now, ready_at=now if ready else now + self.durations.file_processing, error=error,
+                expires_at=now + expires_in if expires_in is not None else None,
             )
             self.files[record.id] = record
             return record
 
     def file(self, account: str, file_id: str) -> FileRecord:
         record = self.files.get(file_id)
-        if record is None or record.account != account:
+        if record is None or record.account != account or record.expired(self.now()):
             raise ApiError(404, "fileNotFound", f"File with id '{file_id}' not found.")
         return record
 

@@ -171,6 +171,10 @@ class FileRecord:
     created_at: float
     ready_at: float
     error: str | None = None  # set when the content is not valid JSONL
+    expires_at: float | None = None  # `expires_after` (v1): gone from then on
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
 
     def status(self, now: float) -> str:
         if now < self.ready_at:
@@ -188,6 +192,7 @@ class FileRecord:
             "purpose": self.purpose,
             "status": status,
             "status_details": self.error if status == "error" else None,
+            "expires_at": int(self.expires_at) if self.expires_at is not None else None,
         }
 
 

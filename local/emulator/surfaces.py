@@ -79,6 +79,28 @@ def unrecognized(field: str) -> ApiError:
     return ApiError(400, "BadRequest", f"Unrecognized request argument supplied: {field}", param=field)
 
 
+# Azure's v1 spec (`AzureCreateFileRequestMultiPart`) lists `expires_after` ({anchor, seconds}) as required on
+# POST /files; OpenAI's reference bounds `seconds` to 3600 (1 hour) … 2592000 (30 days) and `anchor` to created_at.
+FILE_EXPIRY_SECONDS = (3600, 2_592_000)
+
+
+def check_file_expiry(surface: str, fields: dict[str, Any]) -> int | None:
+    """The file's lifetime in seconds from the multipart fields (`expires_after[anchor]`, `expires_after[seconds]`,
+    as the SDKs send a nested form field); required on v1, refused when malformed on any surface."""
+    anchor, seconds = fields.get("expires_after[anchor]"), fields.get("expires_after[seconds]")
+    if anchor is None and seconds is None:
+        if surface == V1:
+            raise ApiError(400, "invalidPayload", "The 'expires_after' field is required.", param="expires_after")
+        return None
+    if anchor != "created_at":
+        raise ApiError(400, "invalidPayload", "expires_after.anchor must be 'created_at'.", param="expires_after.anchor")
+    low, high = FILE_EXPIRY_SECONDS
+    if seconds is None or not str(seconds).isdigit() or not low <= int(seconds) <= high:
+        raise ApiError(400, "invalidPayload", f"expires_after.seconds must be between {low} and {high}.",
+                       param="expires_after.seconds")
+    return int(seconds)
+
+
 def upload_start_fields(surface: str) -> frozenset[str]:
     """2024-10-21 lists four; later versions know file expiry (`expires_after`): not refused there."""
     return UPLOAD_START if surface == GA else UPLOAD_START | {"expires_after"}

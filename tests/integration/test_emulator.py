@@ -72,6 +72,10 @@ def _no_faults(emulator: EmulatorServer) -> Iterator[None]:
     emulator.control.config(pausing=0, resuming=0, warmup_seconds=0, results=0.5, training=3.0, tpm_quota={})
 
 
+# Azure's v1 spec requires `expires_after` on POST /files (AzureCreateFileRequestMultiPart)
+EXPIRY: Any = {"anchor": "created_at", "seconds": 86400}
+
+
 def v1(server: EmulatorServer, account: str, **kwargs: Any) -> openai.OpenAI:
     """The v1 API as Learn shows it: `OpenAI(base_url=<endpoint>/openai/v1/)`, no api-version."""
     http = httpx2.Client(verify=ssl.create_default_context(cafile=server.ca_file))
@@ -114,7 +118,8 @@ def resource_id(account: str) -> str:
 def trained(emulator: EmulatorServer) -> Any:
     """One fine-tuning job on the hub, run to success by advancing the emulator clock."""
     client = v1(emulator, "hub")
-    uploaded = client.files.create(file=("train.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune")
+    uploaded = client.files.create(file=("train.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune",
+                                   expires_after=EXPIRY)
     assert uploaded.status == "pending"
     emulator.control.advance(1)
     assert client.files.retrieve(uploaded.id).status == "processed"
@@ -154,13 +159,35 @@ def test_job_succeeds_with_results_checkpoints_and_events(emulator: EmulatorServ
     assert client.fine_tuning.jobs.list(limit=1).data[0].id == trained.id
 
 
+def test_v1_file_uploads_require_an_expiry_and_the_file_is_gone_after_it(emulator: EmulatorServer) -> None:
+    """Azure's v1 spec: `expires_after` is required on POST /files (AzureCreateFileRequestMultiPart); OpenAI's
+    reference bounds `seconds` to 1 hour … 30 days. The dated GA surface does not ask for it."""
+    client = v1(emulator, "dev-east")
+    with pytest.raises(openai.BadRequestError) as missing:
+        client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune")
+    assert missing.value.code == "invalidPayload" and "expires_after" in str(missing.value)
+    for bad in ({"anchor": "created_at", "seconds": 60}, {"anchor": "created_at", "seconds": 2_592_001},
+                {"anchor": "last_active_at", "seconds": 3600}):
+        with pytest.raises(openai.BadRequestError):
+            client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune",
+                                expires_after=bad)   # type: ignore[arg-type]
+    kept = client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune",
+                               expires_after={"anchor": "created_at", "seconds": 3600})
+    assert kept.expires_at == kept.created_at + 3600
+    emulator.control.advance(3601)
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve(kept.id)
+    assert aoai(emulator, "dev-east").files.create(file=("t.jsonl", io.BytesIO(training_jsonl())),
+                                                   purpose="fine-tune").expires_at is None
+
+
 def test_jobs_run_three_at_a_time_and_refuse_beyond_the_queue_limit(emulator: EmulatorServer) -> None:
     """Learn quotas-limits (2026-02): 3 training jobs run at once per resource (Standard/Global training), the
     rest wait in the queue (20 by default: 4 here), and a paused job keeps its slot."""
     client = v1(emulator, "dev-east")
     emulator.control.config(max_queued_jobs=4)
     try:
-        f = client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune")
+        f = client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune", expires_after=EXPIRY)
         jobs = [client.fine_tuning.jobs.create(training_file=f.id, model=BASE_MODEL) for _ in range(4)]
         with pytest.raises(openai.BadRequestError) as refused:
             client.fine_tuning.jobs.create(training_file=f.id, model=BASE_MODEL)
@@ -187,7 +214,7 @@ def test_jobs_run_three_at_a_time_and_refuse_beyond_the_queue_limit(emulator: Em
 def test_only_fine_tunable_versioned_base_models_train_and_only_their_methods(emulator: EmulatorServer,
                                                                              trained: Any) -> None:
     client = v1(emulator, "hub")
-    f = client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune")
+    f = client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune", expires_after=EXPIRY)
     for model in ("gpt-4.1-mini", "gpt-4.1-mini-2024-01-01", "gpt-5-chat"):   # unversioned, unknown version, not tunable
         with pytest.raises(openai.BadRequestError, match="does not support fine-tuning"):
             client.fine_tuning.jobs.create(training_file=f.id, model=model)
@@ -332,7 +359,7 @@ def test_vanished_deployment_is_gone_for_both_planes(emulator: EmulatorServer) -
 def test_failure_faults_for_jobs_and_deployments(emulator: EmulatorServer) -> None:
     emulator.control.faults(fail_next_jobs=1, job_failure="safety", fail_deployments_on=["dev-east"])
     client = aoai(emulator, "hub")
-    f = client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune")
+    f = client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune", expires_after=EXPIRY)
     job = client.fine_tuning.jobs.create(training_file=f.id, model=BASE_MODEL)
     emulator.control.advance(60)
     failed = client.fine_tuning.jobs.retrieve(job.id)
@@ -384,7 +411,7 @@ def _running_job(emulator: EmulatorServer, account: str) -> tuple[openai.OpenAI,
     for other in client.fine_tuning.jobs.list(limit=100).data:   # free the account's one training slot
         if other.status not in ("succeeded", "failed", "cancelled"):
             client.fine_tuning.jobs.cancel(other.id)
-    f = client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune")
+    f = client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune", expires_after=EXPIRY)
     emulator.control.advance(1)
     job = client.fine_tuning.jobs.create(training_file=f.id, model=BASE_MODEL, hyperparameters={"n_epochs": 3})
     emulator.control.advance(3)   # validated, queued, started, past its first step
@@ -405,7 +432,7 @@ def test_status_override_shows_an_unknown_status_on_the_wire_only(emulator: Emul
     assert client.fine_tuning.jobs.retrieve(job.id).status == "succeeded"
 
     emulator.control.faults(status_override={"next": "pending_capacity"})   # bound to the next job created
-    f = client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune")
+    f = client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune", expires_after=EXPIRY)
     emulator.control.advance(1)
     other = client.fine_tuning.jobs.create(training_file=f.id, model=BASE_MODEL)
     assert other.status == "pending_capacity"

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from shared.azure.bus import decode_local
-from shared.azure.hub import Hub
+from shared.azure.hub import FILE_EXPIRY, Hub
 from shared.run import states
 from shared.run.messages import DeployRequest, EvaluateRequest, deploy_message_id, parse_message
 from shared.stages.deployment import handle_deploy
@@ -62,7 +62,7 @@ def _train_on_hub(deps: Any, emulator: Any, lines: list[str] | None = None
     """Upload, fine-tune, advance the emulator clock until the job succeeds; (model, checkpoints, loss rows)."""
     client = deps.openai_client()
     data = "\n".join(lines or [_chat_line(q, a) for q, a, _ in FACTS]).encode()
-    upload = client.files.create(file=("train.jsonl", data), purpose="fine-tune")
+    upload = client.files.create(file=("train.jsonl", data), purpose="fine-tune", expires_after=FILE_EXPIRY)
     for _ in range(60):
         if client.files.retrieve(upload.id).status == "processed":
             break
