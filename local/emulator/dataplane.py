@@ -258,7 +258,9 @@ async def chat_completions(request: Request) -> Response:
     account, emu, body = _account(request), _emu(request), await _json(request)
     name = request.path_params["deployment"]
     dep = emu.deployment(account.name, name)
-    if dep is None or dep.state != "Succeeded":
+    if dep is None or dep.state != "Succeeded" or emu.now() < dep.serving_at:
+        if dep is not None:
+            request.scope["emulator.log"]["fault"] = "not-ready"
         raise ApiError(404, "DeploymentNotFound",
                        "The API deployment for this resource does not exist. If you created the deployment "
                        "within the last 5 minutes, please wait a moment and try again.")

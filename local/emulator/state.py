@@ -105,7 +105,10 @@ class Durations:
     max_jobs: int = 100   # training jobs per resource, in any state (Learn quotas-limits)
     pausing: float = 0.0  # pause: `pausing` this long, then `paused` (0: at once, as before)
     resuming: float = 0.0  # resume: `resuming` this long, then `running`
-    warmup_seconds: float = 0.0  # a new deployment answers chat with 429 this long after provisioning
+    # ARM says Succeeded, yet the data plane answers 404 DeploymentNotFound ("If you created the deployment within
+    # the last 5 minutes, please wait a moment and try again") this long: real answers, docs/azure-sources.md
+    not_ready_seconds: float = 0.3
+    warmup_seconds: float = 0.0  # then chat answers 429 this long (0: not at all)
     results: float = 0.5  # after "Job succeeded.": postprocessing until the results file is there
     # region → tokens-per-minute quota (thousands = capacity units) per subscription, model and sku;
     # a region not listed is unlimited
@@ -223,7 +226,8 @@ class DeploymentRecord:
     finetuned: bool = False
     delete_at: float | None = None
     last_used_at: float | None = None
-    warm_at: float = 0.0  # chat completions answer 429 before this (warmup_seconds after ready_at)
+    serving_at: float = 0.0  # a new deployment answers 404 DeploymentNotFound before this, ARM Succeeded or not
+    warm_at: float = 0.0  # chat completions answer 429 before this (warmup_seconds after serving_at)
     expires_at: float | None = None  # DeveloperTier: deleted 24 h after creation, whatever its use
 
     @property

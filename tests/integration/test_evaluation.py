@@ -151,6 +151,29 @@ def test_fine_tuned_model_beats_base_and_goes_to_the_first_environment(
     assert trail[-2:] == [states.EVALUATING, states.EVALUATED]
 
 
+def test_evaluation_waits_until_a_provisioned_deployment_answers(
+        make_deps: Callable[..., Any], emulator: Any, azurite: Any) -> None:
+    """ARM says Succeeded, the data plane still answers 404 DeploymentNotFound ("if you created the deployment
+    within the last 5 minutes, please wait"): no held-out example is asked before each deployment answers, so
+    none is lost to it and the report counts every example."""
+    deps = make_deps()
+    run_id = _trained_run(deps, emulator, min_score=0.6, min_improvement=0.3)
+    emulator.control.config(not_ready_seconds=5)
+    emulator.control.clear_requests()
+    try:
+        handle_evaluate(EvaluateRequest(run_id=run_id), deps)
+    finally:
+        emulator.control.config(not_ready_seconds=0.3)
+    run = deps.registry.require_run(run_id)
+    assert run.state == states.EVALUATED, run.evaluation
+    not_ready = [r for r in emulator.control.requests() if r.get("fault") == "not-ready"]
+    assert not_ready, "the emulator answered 404 after ARM's Succeeded (else this test shows nothing)"
+    report = json.loads(deps.blobs.get_container_client(deps.settings.reports_container)
+                        .download_blob(f"{run_id}/evaluation.json").readall())
+    assert report["examples"]["evaluated"] == len(FACTS)
+    assert all(not c.get("errors") for c in report["candidates"]), report["candidates"]
+
+
 def test_impossible_threshold_ends_in_evaluation_failed(make_deps: Callable[..., Any], emulator: Any,
                                                         azurite: Any) -> None:
     deps = make_deps()
