@@ -103,6 +103,8 @@ class Durations:
     deletion: float = 0.3
     max_queued_jobs: int = 20
     max_jobs: int = 100   # training jobs per resource, in any state (Learn quotas-limits)
+    # model name (`gpt-4.1-mini`) → {"fineTune": iso, "inference": iso}: over the Models API's built-in dates
+    model_deprecations: dict[str, dict[str, str]] = field(default_factory=dict)
     pausing: float = 0.0  # pause: `pausing` this long, then `paused` (0: at once, as before)
     resuming: float = 0.0  # resume: `resuming` this long, then `running`
     # ARM says Succeeded, yet the data plane answers 404 DeploymentNotFound ("If you created the deployment within

@@ -25,6 +25,7 @@ from shared.run.messages import run_event
 from shared.run.models import DEVELOPER
 from shared.run.ncrontab import CronError, Schedule
 from shared.run.topology import Topology
+from shared.stages.lifecycle import retirement_warnings
 from shared.stages.retirement import retire_unneeded
 from shared.store.events import publish
 from shared.store.registry import ConcurrencyError, DeploymentRecord, now_iso
@@ -76,6 +77,7 @@ def keepalive_tick(deps: Deps, *, concurrency: int | None = None) -> KeepaliveSu
             if problem:
                 summary.problems.append({"slot": slot.slot, "run_id": slot.run_id, **problem})
                 summary.alerts += bool(problem.get("alert"))
+    summary.warnings += retirement_warnings(deps, topology, slots)   # a daily look at the Models API
     summary.seconds = round(time.monotonic() - started, 3)
     log.info("keep-alive: %d deployments, %d ok, %d failed, %d healed, %d expired, %d skipped (%d retired "
              "first) in %.1fs", summary.total, summary.ok, summary.failed, summary.healed, summary.expired,

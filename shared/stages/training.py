@@ -43,6 +43,7 @@ from shared.stages.command_checks import (
     check_job_action,
     retrain_settings,
 )
+from shared.stages.lifecycle import training_closed_problem
 from shared.store import claims
 from shared.store.blob_io import hash_blob
 from shared.store.events import advance, publish
@@ -119,6 +120,9 @@ def handle_train(request: TrainRequest, deps: Deps) -> None:
         hub.require(lambda: hub.surface.require_method(settings.method))
     except HubUnsupported as exc:
         _fail(deps, hub, run.run_id, exc)
+        return
+    if retired := training_closed_problem(deps, settings.base_model):   # nor can a retired base model
+        _fail(deps, hub, run.run_id, HubPermanentError(retired, code="model_retired"))
         return
     with claims.hold(deps.registry, job_claim_key(key), ttl_seconds=CLAIM_TTL_SECONDS) as claim:
         if claim.completed and claim.result:

@@ -338,3 +338,41 @@ def test_keepalive_from_a_snapshot_does_not_bring_back_what_retire_removed(deps:
     assert outcomes == ["skipped", "skipped"]
     assert not served(emulator, name)                                            # not re-created
     assert not any(a["action"] == "deployment.healed" for a in deps.registry.audit_trail(run_id))
+
+
+def event_types(deps: Any) -> list[str]:
+    messages = deps.publisher.queue_client(deps.settings.events_topic).peek_messages(max_messages=32)
+    return [json.loads(json.loads(m.content)["body"])["type"] for m in messages]
+
+
+def test_a_model_retiring_within_the_warning_window_is_shown_warned_and_announced_once(
+        deps: Any, emulator: Any, models: tuple[str, str]) -> None:
+    """The Models API dates (deprecation.inference) reach the slot, a warning and one event; a base model whose
+    fine-tuning Azure has closed is refused before anything is uploaded."""
+    from datetime import UTC, datetime, timedelta
+
+    from ftops_cli.views import deployment_view
+    from shared.stages.lifecycle import training_closed_problem
+    name = "it-retiring"
+    run_id = add_run(deps, models[1], name=name)
+    deployment.handle_deploy(DeployRequest(run_id=run_id, environment="dev"), deps)
+    soon = (datetime.now(UTC) + timedelta(days=40)).date()
+    emulator.control.config(model_deprecations={"gpt-4.1-mini": {
+        "fineTune": "2026-01-01T00:00:00Z", "inference": f"{soon.isoformat()}T00:00:00Z"}})
+    try:
+        first = keepalive.keepalive_tick(deps)
+        assert any(f"retires on {soon.isoformat()} (in 40 days" in w for w in first.warnings), first.warnings
+        slots = [d for d in deps.registry.list_deployments(run_id=run_id)]
+        assert {d.retires_on for d in slots} == {soon.isoformat()} and len(slots) == 2
+        assert deployment_view(slots[0])["retires_on"] == soon.isoformat()
+        from ftops_cli.status import collect, render_table
+        shown = render_table(collect(deps))
+        assert "warning: dev|" in shown and f"retires on {soon.isoformat()}" in shown   # ftops status
+        assert event_types(deps).count("ftops.run.model_retiring") == 2      # one per slot
+        keepalive.keepalive_tick(deps)
+        assert event_types(deps).count("ftops.run.model_retiring") == 2      # not again for the same date
+        problem = training_closed_problem(deps, "gpt-4.1-mini-2025-04-14")
+        assert problem and "stopped new fine-tuning" in problem and "2026-01-01" in problem
+    finally:
+        emulator.control.config(model_deprecations={})
+    assert training_closed_problem(deps, "gpt-4.1-mini-2025-04-14") is None   # the real date: 2027-04

@@ -182,6 +182,21 @@ def test_the_same_data_and_settings_in_another_run_reuse_the_job(hub_env, emulat
 
 
 # --- hub limits and storms ---------------------------------------------------------------------------
+def test_a_base_model_whose_fine_tuning_azure_closed_fails_before_any_upload(hub_env, emulator):
+    """The Models API's deprecation.fineTune has passed: the run fails with the date, nothing reaches the hub."""
+    deps = hub_env()
+    run_id = make_run(deps)
+    emulator.control.config(model_deprecations={"gpt-4.1-mini": {"fineTune": "2026-01-01T00:00:00Z"}})
+    try:
+        training.handle_train(TrainRequest(run_id=run_id), deps)
+    finally:
+        emulator.control.config(model_deprecations={})
+    run = deps.registry.require_run(run_id)
+    assert run.state == states.TRAINING_FAILED and run.error["code"] == "model_retired"
+    assert "stopped new fine-tuning of gpt-4.1-mini 2025-04-14 on 2026-01-01" in run.error["message"]
+    assert hub_jobs(emulator) == [] and emulator.control.state()["files"] == 0
+
+
 def test_beyond_the_hubs_concurrent_jobs_a_run_waits_in_ftops_queue_and_status_says_why(hub_env, emulator):
     """Azure trains 3 jobs at once per resource (Learn quotas-limits, 2026-02): ftops keeps at most
     HUB_CONCURRENT_JOBS of its jobs on the hub; the next run waits in waiting_for_quota with the reason on the

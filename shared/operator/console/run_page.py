@@ -123,10 +123,12 @@ def _serving(api: Api, env: str, run_id: str) -> list[compare.Side]:
 def _deployments(run: dict[str, Any], base: str, token: str) -> Safe:
     items = sorted(run.get("deployments") or [], key=lambda d: (d["environment"], d["region"]))
     rows = [[d["environment"], d["region"], d["account"], d["deployment"], Safe(f"<code>{e(d['model'])}</code>"),
-             d["state"], d.get("last_ping") or "never", f"{d.get('per_day', 0.0):.2f}"] for d in items]
+             d["state"], d.get("last_ping") or "never", d.get("retires_on") or "-",
+             f"{d.get('per_day', 0.0):.2f}"] for d in items]
     total = sum(d.get("per_day", 0.0) for d in items)
-    headers = ["environment", "region", "account", "deployment", "model", "state", "last keep-alive", "USD/day"]
-    parts = [(f"<section id=deployments><h2>Deployments</h2>{table(headers, rows, numeric=[7], empty='not deployed anywhere')}"
+    headers = ["environment", "region", "account", "deployment", "model", "state", "last keep-alive", "model retires",
+               "USD/day"]
+    parts = [(f"<section id=deployments><h2>Deployments</h2>{table(headers, rows, numeric=[8], empty='not deployed anywhere')}"
              f"<p class=muted>estimated hosting: {total:.2f} USD per day</p>")]
     if run["caller"].get("may_operate"):
         live = sorted({d["environment"] for d in items if d["state"] == "active"})
