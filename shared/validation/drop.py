@@ -46,11 +46,13 @@ class DropCheck:
 def check_drop(drop: DropFiles, *, default_base_model: str, environments: list[str] | None,
                override: dict[str, Any] | None = None, override_source: str = "train command settings",
                outputs: Mapping[str, IO[bytes]] | None = None, hub_api: HubSurface | None = None,
-               topology: Topology | None = None) -> DropCheck:
+               topology: Topology | None = None, always_read_data: bool = False) -> DropCheck:
     """`environments`: the configured ones (None: not known here, not checked). `outputs`: where the
     split is written (intake uploads it); by default it is only counted. `hub_api`: the configured hub
     API surface, whose methods the run's method must be among (None: not checked). `topology`: the spokes
-    configuration, for where the run may go (a prefix of the order; an owner object id for gated ones)."""
+    configuration, for where the run may go (a prefix of the order; an owner object id for gated ones).
+    `always_read_data` (`ftops validate`): settings problems do not stop the check; the data is read as well,
+    with what the settings could give, and both kinds of problems are reported together."""
     problems: list[Finding] = []
     settings = _settings(drop, default_base_model, environments, override, override_source, problems)
     if settings is not None and topology is not None:
@@ -62,7 +64,12 @@ def check_drop(drop: DropFiles, *, default_base_model: str, environments: list[s
     if not drop.folder and not drop.start.endswith(".jsonl"):
         problems.append(_not_a_dataset(drop))
     if settings is None or problems or "train" not in drop.data:
-        return DropCheck(_problems_only(problems), settings, None)
+        readable = "train" in drop.data and (drop.folder or drop.start.endswith(".jsonl"))
+        if not (always_read_data and readable):
+            return DropCheck(_problems_only(problems), settings, None)
+        report = validate_dataset(drop.data, options=_fallback_options(settings, override, default_base_model),
+                                  names=drop.names)
+        return DropCheck(dataclasses.replace(report, valid=False, errors=[*problems, *report.errors]), None, None)
     detect = not settings.method_is_set
     options = ValidationOptions(model=settings.base_model, method=None if detect else settings.method,
                                 pii=settings.pii, over_limit=settings.over_limit,
@@ -84,6 +91,22 @@ def check_drop(drop: DropFiles, *, default_base_model: str, environments: list[s
         report = dataclasses.replace(report, valid=False, errors=[
             *report.errors, Finding(line=None, code="too_few_to_split", message=prepared.problem)])
     return DropCheck(report, settings, prepared)
+
+
+def _fallback_options(settings: RunSettings | None, override: dict[str, Any] | None,
+                      default_base_model: str) -> ValidationOptions:
+    """How to read the data when the settings are not usable: theirs if they parsed, else the flags' values that
+    are valid on their own, else the defaults (the method then detected from the data)."""
+    if settings is not None:
+        return ValidationOptions(model=settings.base_model, method=settings.method if settings.method_is_set else None,
+                                 pii=settings.pii, over_limit=settings.over_limit,
+                                 n_epochs=settings.hyperparameters.n_epochs)
+    given = override or {}
+    method = given.get("method") if given.get("method") in ("supervised", "dpo", "reinforcement") else None
+    return ValidationOptions(model=str(given.get("base_model") or default_base_model), method=method,
+                             pii=given.get("pii") if given.get("pii") in ("error", "warn") else "error",
+                             over_limit=given.get("over_limit") if given.get("over_limit") in ("error", "warn")
+                             else "error")
 
 
 def _settings(drop: DropFiles, default_base_model: str, environments: list[str] | None,

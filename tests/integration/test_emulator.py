@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import signal
 import ssl
 import subprocess
@@ -179,6 +180,28 @@ def test_v1_file_uploads_require_an_expiry_and_the_file_is_gone_after_it(emulato
         client.files.retrieve(kept.id)
     assert aoai(emulator, "dev-east").files.create(file=("t.jsonl", io.BytesIO(training_jsonl())),
                                                    purpose="fine-tune").expires_at is None
+
+
+@pytest.mark.parametrize(("grader", "refusal"), [
+    ({"type": "string_check"}, "Missing required parameter: 'method.reinforcement.grader.input'"),
+    ({"type": "python", "name": "p", "source": "def grade(sample, item): return 1.0"},
+     "Invalid value for 'method.reinforcement.grader.type': 'python'"),
+    ({"type": "label_model", "name": "l", "model": "o4-mini", "input": [], "labels": ["a"], "passing_labels": ["a"]},
+     "Invalid value for 'method.reinforcement.grader.type': 'label_model'"),
+    ({"type": "string_check", "name": "g", "input": "{{sample.output_text}}", "reference": "{{item.answer}}",
+      "operation": "contains"}, "Invalid value for 'method.reinforcement.grader.operation'"),
+    ({"type": "multi", "name": "m", "calculate_output": "a", "graders": {"a": {"type": "string_check"}}},
+     "Missing required parameter: 'method.reinforcement.grader.graders.a.input'"),
+])
+def test_v1_reinforcement_graders_are_checked_against_the_spec(emulator: EmulatorServer, grader: Any,
+                                                               refusal: str) -> None:
+    """Azure's v1 spec: AzureFineTuneReinforcementMethod.grader is string_check, text_similarity, score_model or
+    multi, each with OpenAI's required fields; anything else is refused when the job is created."""
+    client = v1(emulator, "dev-east")
+    f = client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune", expires_after=EXPIRY)
+    with pytest.raises(openai.BadRequestError, match=re.escape(refusal)):
+        client.fine_tuning.jobs.create(training_file=f.id, model="o4-mini-2025-04-16", method={
+            "type": "reinforcement", "reinforcement": {"grader": grader}})
 
 
 def test_jobs_run_three_at_a_time_and_refuse_beyond_the_queue_limit(emulator: EmulatorServer) -> None:
@@ -491,7 +514,7 @@ def test_each_api_version_serves_only_its_paths_and_fields(emulator: EmulatorSer
         preview.fine_tuning.jobs.create(training_file=f.id, model=BASE_MODEL, metadata={"run": "r1"})
     with pytest.raises(openai.BadRequestError, match="Unsupported method type 'reinforcement'"):
         preview.fine_tuning.jobs.create(training_file=f.id, model=BASE_MODEL, method={
-            "type": "reinforcement", "reinforcement": {"grader": {"type": "string_check"}}})
+            "type": "reinforcement", "reinforcement": {"grader": {"type": "string_check"}}})   # (and incomplete)
     with pytest.raises(openai.BadRequestError, match="Unrecognized request argument supplied: method.dpo.hyperparameters.gamma"):
         client.fine_tuning.jobs.create(training_file=f.id, model=BASE_MODEL, method={
             "type": "dpo", "dpo": {"hyperparameters": {"gamma": 1}}})
