@@ -8,7 +8,9 @@ from functions import (
     commands,
     console,
     deployment,
+    drift,
     evaluation,
+    harvest,
     intake,
     keepalive,
     operator,
@@ -24,6 +26,6 @@ if app_configures_telemetry(os.environ):   # in Azure the Python worker does it 
 logging.getLogger("azure").setLevel(logging.WARNING)  # the SDKs' request logs would drown the app's own
 
 app = func.FunctionApp()
-for stage in (intake, training, polling, evaluation, deployment, keepalive, reconcile, commands, operator,
-              console):
+for stage in (intake, training, polling, evaluation, deployment, keepalive, reconcile, harvest, drift, commands,
+              operator, console):
     app.register_functions(stage.bp)

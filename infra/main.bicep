@@ -77,6 +77,7 @@ var containers = {
   quarantine: 'quarantine'
   // BlobCreated events Event Grid gave up on (infra/scripts/postdeploy.sh); the reconcile timer re-scans datasets/
   deadLetters: 'eventgrid-deadletters'
+  traffic: 'traffic'
 }
 var queues = {
   train: 'ftops-train'
@@ -130,7 +131,8 @@ module storage 'modules/storage.bicep' = {
     location: location
     tags: tags
     principalId: identity.outputs.principalId
-    containers: [containers.datasets, containers.reports, containers.quarantine, containers.deadLetters]
+    containers: [containers.datasets, containers.reports, containers.quarantine, containers.traffic,
+                 containers.deadLetters]
     deploymentContainer: names.deploymentContainer
     skuName: storageSku
   }
@@ -274,6 +276,7 @@ var appSettings = {
   DATASETS_CONTAINER: containers.datasets
   REPORTS_CONTAINER: containers.reports
   QUARANTINE_CONTAINER: containers.quarantine
+  TRAFFIC_CONTAINER: containers.traffic
   TRAIN_QUEUE: queues.train
   EVALUATE_QUEUE: queues.evaluate
   DEPLOY_QUEUE: queues.deploy
@@ -282,6 +285,8 @@ var appSettings = {
   POLL_SCHEDULE: pollSchedule
   KEEPALIVE_SCHEDULE: keepaliveSchedule
   RECONCILE_SCHEDULE: reconcileSchedule
+  HARVEST_SCHEDULE: '0 30 2 * * *'
+  DRIFT_SCHEDULE: '0 0 */6 * * *'
   DEFAULT_BASE_MODEL: defaultBaseModel
   INTAKE_WAIT_SECONDS: '60'
   HUB_FILE_RETENTION: 'delete'
