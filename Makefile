@@ -11,25 +11,21 @@ STAMP := $(VENV)/.setup-stamp
 
 setup: $(STAMP) node_modules/.bin/azurite browser shellcheck
 
-# The console's browser tests drive Debian's chromium (Playwright with executable_path; never a browser
-# download). Installed with apt when missing (root); the package lists are refreshed only when apt does not
-# know the package yet.
-CHROMIUM ?= $(shell command -v chromium 2>/dev/null)
+# $(call apt_install,COMMAND,PACKAGE,WHY): the Debian package, with apt, when COMMAND is missing (root only; the
+# package lists are refreshed only when apt does not know the package yet).
+apt_install = @if command -v $(1) >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then echo "$(1) is missing and this is not root: run 'sudo apt-get install -y $(2)' ($(3))"; exit 0; fi; \
+	apt-cache policy $(2) | grep -q 'Candidate: [0-9]' || apt-get update; \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y $(2)
+
+# The console's browser tests drive Debian's chromium (Playwright with executable_path; never a browser download).
 browser:
-	@if [ -n "$(CHROMIUM)" ]; then exit 0; fi; \
-	if [ "$$(id -u)" != 0 ]; then echo "chromium is missing and this is not root: run 'sudo apt-get install -y chromium' (the console's browser tests fail without it)"; exit 0; fi; \
-	apt-cache policy chromium | grep -q 'Candidate: [0-9]' || apt-get update; \
-	DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+	$(call apt_install,chromium,chromium,the console's browser tests fail without it)
 
 # Every shell script of the repository (infra/scripts/, .ci/run) is checked by Debian's shellcheck in make test
 # (tests/unit/test_infra_tools.py): the azd hooks run under macOS's /bin/sh (bash 3.2 in POSIX mode) too.
-# Installed with apt when missing (root), like chromium.
-SHELLCHECK ?= $(shell command -v shellcheck 2>/dev/null)
 shellcheck:
-	@if [ -n "$(SHELLCHECK)" ]; then exit 0; fi; \
-	if [ "$$(id -u)" != 0 ]; then echo "shellcheck is missing and this is not root: run 'sudo apt-get install -y shellcheck' (the infra tests fail without it)"; exit 0; fi; \
-	apt-cache policy shellcheck | grep -q 'Candidate: [0-9]' || apt-get update; \
-	DEBIAN_FRONTEND=noninteractive apt-get install -y shellcheck
+	$(call apt_install,shellcheck,shellcheck,the infra tests fail without it)
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -n "$(PYTHON313)" || { echo "Python 3.13 not found: install python3.13 (azure-functions 2.x needs it)"; exit 1; }

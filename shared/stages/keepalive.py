@@ -162,6 +162,8 @@ def _keep(deps: Deps, topology: Topology, slot: DeploymentRecord) -> tuple[str, 
                 if slot.sku.lower() == DEVELOPER.lower():
                     return _expired(deps, slot)
                 return _heal(deps, target, slot)
+            if slot.healing_since:   # re-created by a tick that died before reporting it: a new deployment,
+                return _healed(deps, target, slot)   # not serving yet (404 after ARM's Succeeded): wait patiently
         except Exception as arm_exc:  # noqa: BLE001 (ARM unreachable: report the ping failure, retry next tick)
             log.warning("keep-alive: ARM check of %s failed: %s", slot.slot, arm_exc)
         return _failed(deps, slot, f"{type(exc).__name__}: {exc}")
