@@ -215,7 +215,7 @@ def run(args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: TextI
     try:
         checked = check_drop(_with_progress(drop, progress), default_base_model=default_model,
                              environments=environments, override=override, override_source="command line",
-                             hub_api=hub_api, topology=topology, always_read_data=True)
+                             hub_api=hub_api, topology=topology)
     except OSError as exc:
         progress.close()
         err.write(f"ftops validate: cannot read {args.path}: {exc.strerror or exc}\n")

@@ -4,7 +4,8 @@
 In order: the run's settings (the full run.json schema, the environments it names), what the drop is (a
 .jsonl file, a folder with train.jsonl), the data (formats, tokens, limits, privacy, overlap; the method
 detected from the data when the settings do not set it), then the split (enough examples left to train on
-and to evaluate with). The first problem class that is found ends the check, as it always did at intake.
+and to evaluate with). Settings problems do not stop the data from being read: the report holds both, so one
+look tells a data scientist everything that is wrong (issue 22). What is not a dataset at all is not read.
 """
 from __future__ import annotations
 
@@ -46,13 +47,11 @@ class DropCheck:
 def check_drop(drop: DropFiles, *, default_base_model: str, environments: list[str] | None,
                override: dict[str, Any] | None = None, override_source: str = "train command settings",
                outputs: Mapping[str, IO[bytes]] | None = None, hub_api: HubSurface | None = None,
-               topology: Topology | None = None, always_read_data: bool = False) -> DropCheck:
+               topology: Topology | None = None) -> DropCheck:
     """`environments`: the configured ones (None: not known here, not checked). `outputs`: where the
     split is written (intake uploads it); by default it is only counted. `hub_api`: the configured hub
     API surface, whose methods the run's method must be among (None: not checked). `topology`: the spokes
-    configuration, for where the run may go (a prefix of the order; an owner object id for gated ones).
-    `always_read_data` (`ftops validate`): settings problems do not stop the check; the data is read as well,
-    with what the settings could give, and both kinds of problems are reported together."""
+    configuration, for where the run may go (a prefix of the order; an owner object id for gated ones)."""
     problems: list[Finding] = []
     settings = _settings(drop, default_base_model, environments, override, override_source, problems)
     if settings is not None and topology is not None:
@@ -65,7 +64,7 @@ def check_drop(drop: DropFiles, *, default_base_model: str, environments: list[s
         problems.append(_not_a_dataset(drop))
     if settings is None or problems or "train" not in drop.data:
         readable = "train" in drop.data and (drop.folder or drop.start.endswith(".jsonl"))
-        if not (always_read_data and readable):
+        if not readable:
             return DropCheck(_problems_only(problems), settings, None)
         report = validate_dataset(drop.data, options=_fallback_options(settings, override, default_base_model),
                                   names=drop.names)
