@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ftops_cli.errors import UsageError
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     say(f"starting Azurite, the hub/spoke emulator and the dev host{' (chaos)' if args.chaos else ''}; "
         f"logs in {log_dir}")
     started = time.monotonic()
-    flywheel = None
+    flywheel: ModuleType | None = None   # ftops_cli.flywheel_demo, imported only for --flywheel
     if getattr(args, "flywheel", False):
         from ftops_cli import flywheel_demo as flywheel
     stack = LocalStack(chaos=args.chaos, log_dir=log_dir,

@@ -21,6 +21,7 @@ from shared.run.command_table import BY_NAME, COMMANDS, Command
 from shared.run.messages import CloudEvent, envelope
 
 if TYPE_CHECKING:
+    from ftops_cli.operator_client import OperatorClient
     from shared.app.bootstrap import Deps
 
 
@@ -63,7 +64,7 @@ def _settings_json(text: str) -> dict[str, Any]:
 
 def build(args: argparse.Namespace) -> CloudEvent:
     row = BY_NAME[args.command_name]
-    data = row.payload(**_values(row, args), requested_by=args.requested_by)
+    data = row.payload.model_validate({**_values(row, args), "requested_by": args.requested_by})
     return envelope(data, type_=row.type)
 
 
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace, *, deps: Deps | None = None, sleep: Callable[[
     return code
 
 
-def run_api(args: argparse.Namespace, client: Any = None) -> int:
+def run_api(args: argparse.Namespace, client: OperatorClient | None = None) -> int:
     """Exit 0 done, 1 refused (the API's reason on stderr), 2 not configured or unreachable."""
     from ftops_cli.operator_client import ApiError, client_from_env
     from ftops_cli.target import NoTarget, apply
@@ -105,7 +106,7 @@ def run_api(args: argparse.Namespace, client: Any = None) -> int:
     return 0
 
 
-def _call(client: Any, args: argparse.Namespace) -> dict[str, Any]:
+def _call(client: OperatorClient, args: argparse.Namespace) -> dict[str, Any]:
     """POST the row's route; the fields its path does not name are the body (who acts is the token's)."""
     row = BY_NAME[args.command_name]
     if row.name == "approve":   # names what it approves: the candidate the run holds now (OperatorClient.approve)

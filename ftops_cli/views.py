@@ -1,6 +1,7 @@
 """The run as people and other programs see it: one shape for `ftops status --json` and `ftops demo --json`."""
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from shared.run import states
@@ -64,7 +65,7 @@ def run_view(run: Any, deployments: list[Any], *, reports_container: str = "repo
     }
 
 
-def table(headers: list[str], rows: list[list[str]], *, right: set[int] = frozenset()) -> list[str]:
+def table(headers: list[str], rows: list[list[str]], *, right: Collection[int] = frozenset()) -> list[str]:
     """Columns as wide as their widest value (the last one unpadded), so nothing runs into its neighbour."""
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
 

@@ -100,7 +100,7 @@ class ArmDeployments(Protocol):
     """Model deployments on one Azure OpenAI account through ARM (shared.azure.arm_deployments); every failure a
     `DeploymentError`."""
 
-    def put(self, at: ArmAccount, name: str, model: Mapping[str, str], *, sku: str, capacity: int,
+    def put(self, at: ArmAccount, name: str, model: Mapping[str, str | None], *, sku: str, capacity: int,
             tags: Mapping[str, str], doing: str, attempts: int = ..., api_version: str | None = None,
             rights_hint: str = "") -> ArmDeployment: ...
     def get(self, at: ArmAccount, name: str) -> ArmDeployment | None: ...
@@ -135,3 +135,20 @@ class Spokes(Protocol):
 
 class Clock(Protocol):
     def now(self) -> datetime: ...
+
+
+if TYPE_CHECKING:
+    # The type checker holds each Azure implementation to its port here (make test runs mypy); the fakes
+    # are held to the same signatures by tests/unit/test_ports.py.
+    import shared.app.bootstrap
+    import shared.azure.arm_deployments
+    import shared.azure.hub
+    import shared.azure.spokes
+    import shared.store.registry
+
+    _REGISTRY: type[Registry] = shared.store.registry.Registry
+    _HUB: type[Hub] = shared.azure.hub.Hub
+    _CHAT: type[Chat] = shared.app.bootstrap._OpenAIChat
+    _ARM: type[ArmDeployments] = shared.azure.arm_deployments.ArmDeployments
+    _SPOKES: type[Spokes] = shared.azure.spokes.Spokes
+    _CLOCK: type[Clock] = shared.app.bootstrap.SystemClock

@@ -32,8 +32,9 @@ from shared.run import actors, command_table
 from shared.run.config import ConfigError
 from shared.run.messages import RetrainCommand, RollbackCommand, RunCommand
 from shared.stages import approvals, rollback, training
+from shared.store.claims import ConcurrencyError
 from shared.store.events import publish
-from shared.store.registry import ConcurrencyError, InvalidTransition, RunNotFound
+from shared.store.registry import InvalidTransition, RunNotFound
 
 if TYPE_CHECKING:
     from shared.app.bootstrap import Deps

@@ -25,7 +25,7 @@ def setting(default: Any, env: str, *, rule: str | None = None) -> Any:
     return field(default=default, metadata={"env": env, "rule": rule})
 
 
-def _from_env(env: Mapping[str, str], f: Field) -> Any:
+def _from_env(env: Mapping[str, str], f: Field[Any]) -> Any:
     key, rule, raw = f.metadata["env"], f.metadata["rule"], env.get(f.metadata["env"]) or None
     if raw is None:
         return f.default
@@ -160,13 +160,13 @@ class Settings:
         by_name = {f.name: f for f in fields(Settings)}
         return {by_name[n].metadata["env"]: str(by_name[n].default) for n in names}
 
-    def load_spokes_json(self) -> dict:
+    def load_spokes_json(self) -> dict[str, Any]:
         """The spokes configuration as parsed JSON: inline JSON or a path to a file."""
         return load_spokes_json(self.spokes_config)
 
 
 
-def load_spokes_json(raw: str | None) -> dict:
+def load_spokes_json(raw: str | None) -> dict[str, Any]:
     """SPOKES_CONFIG (inline JSON or a path to a JSON file) parsed; ConfigError names what is wrong."""
     if not raw:
         raise ConfigError("SPOKES_CONFIG must be set (inline JSON or a path to a JSON file)")
@@ -175,7 +175,8 @@ def load_spokes_json(raw: str | None) -> dict:
     except OSError as exc:
         raise ConfigError(f"SPOKES_CONFIG: cannot read {raw}: {exc.strerror or exc}") from exc
     try:
-        return json.loads(text)
+        spokes: dict[str, Any] = json.loads(text)   # parse_topology checks its shape
+        return spokes
     except json.JSONDecodeError as exc:
         raise ConfigError(f"SPOKES_CONFIG is not valid JSON: {exc}") from exc
 

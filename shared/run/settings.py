@@ -55,7 +55,7 @@ class Thresholds(_Strict):
 
 
 _GRADER_NAME = r"[a-z0-9][a-z0-9_.-]{0,39}"
-_SIMILARITY = ("fuzzy_match", "bleu", "gleu", "rouge_1", "rouge_2", "rouge_3", "rouge_4", "rouge_5", "rouge_l")
+_Similarity = Literal["fuzzy_match", "bleu", "gleu", "rouge_1", "rouge_2", "rouge_3", "rouge_4", "rouge_5", "rouge_l"]
 
 
 class GraderSpec(_Strict):
@@ -64,7 +64,7 @@ class GraderSpec(_Strict):
                   "score_model"]
     name: str | None = Field(None, pattern=_GRADER_NAME)
     operation: Literal["eq", "ne", "like", "ilike"] | None = None          # string_check
-    evaluation_metric: Literal[_SIMILARITY] | None = None                   # type: ignore[valid-type]
+    evaluation_metric: _Similarity | None = None
     model: str | None = Field(None, max_length=64)                          # score_model: a hub deployment
     rubric: str | None = Field(None, max_length=2000)                       # score_model
     reference: str | None = Field(None, pattern=r"^\{\{\s*item\.[A-Za-z0-9_]+\s*\}\}$")

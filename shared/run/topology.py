@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic import Field as PydanticField
@@ -312,6 +312,12 @@ def _bool(raw: dict[str, Any], key: str, default: bool, path: str, setting: str)
     return value
 
 
+@overload
+def _positive_int(raw: dict[str, Any], key: str, path: str, setting: str, *,
+                  required: Literal[True]) -> int: ...
+@overload
+def _positive_int(raw: dict[str, Any], key: str, path: str, setting: str, *,
+                  required: bool) -> int | None: ...
 def _positive_int(raw: dict[str, Any], key: str, path: str, setting: str, *, required: bool) -> int | None:
     if key not in raw:
         if required:

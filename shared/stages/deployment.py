@@ -252,6 +252,7 @@ def _save_slot(deps: Deps, run: RunRecord, env: Environment, outcome: Outcome, n
     record = claims.conditional_update(
         lambda: deps.registry.get_deployment(env.name, t.account, name), replace, deps.registry.save_deployment,
         gives_up=f"deployment slot {env.name}|{t.account}|{name}: too many concurrent updates")
+    assert record is not None   # replace() always returns a record to write
     if slot is not None and slot.state == "active" and slot.run_id != run.run_id:
         deps.registry.audit(slot.run_id, "deployment.superseded", actor=ACTOR,
                             detail={"slot": record.slot, "by_run": run.run_id, "model": model})

@@ -27,8 +27,9 @@ from shared.run.ncrontab import CronError, Schedule
 from shared.run.topology import Topology
 from shared.stages.lifecycle import retirement_warnings
 from shared.stages.retirement import retire_unneeded
+from shared.store.claims import ConcurrencyError
 from shared.store.events import publish
-from shared.store.registry import ConcurrencyError, DeploymentRecord, now_iso
+from shared.store.registry import DeploymentRecord, now_iso
 
 if TYPE_CHECKING:
     from shared.app.bootstrap import Deps

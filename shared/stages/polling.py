@@ -178,10 +178,11 @@ def _read(hub: Any, run: RunRecord, job_id: str, reads: Executor | None
         job, events = hub.retrieve(job_id), hub.new_events(job_id, since=run.events_cursor)
         checkpoints = hub.checkpoints(job_id) if want else None
     else:
-        futures = [reads.submit(hub.retrieve, job_id), reads.submit(hub.new_events, job_id, since=run.events_cursor),
-                   reads.submit(hub.checkpoints, job_id) if want else None]
-        job, events = futures[0].result(), futures[1].result()   # type: ignore[union-attr]
-        checkpoints = futures[2].result() if futures[2] is not None else None
+        job_read, events_read = reads.submit(hub.retrieve, job_id), reads.submit(hub.new_events, job_id,
+                                                                                  since=run.events_cursor)
+        checkpoints_read = reads.submit(hub.checkpoints, job_id) if want else None
+        job, events = job_read.result(), events_read.result()
+        checkpoints = checkpoints_read.result() if checkpoints_read is not None else None
     if checkpoints is None:
         checkpoints = hub.checkpoints(job_id) if job.may_have_checkpoints else run.checkpoints
     return job, events, checkpoints

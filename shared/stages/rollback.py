@@ -75,7 +75,8 @@ def rollback(command: RollbackCommand, deps: Deps) -> None:
     if not all(r["ok"] for r in results):
         forward = at_once(lambda s: _redeploy(deps, targets[s.account], s), [
             s for s, r in zip(slots, results) if r["ok"]])
-        detail = {"environment": env.name, "results": results, "reverted": forward, "reason": command.reason}
+        detail: dict[str, Any] = {"environment": env.name, "results": results, "reverted": forward,
+                                  "reason": command.reason}
         deps.registry.audit(run_id, "deployment.rollback_failed", actor=actor, detail=detail)
         publish(deps, run_id, "rollback_failed", detail)
         error = NotManagedByFtops if any(r.get("foreign") for r in results) else DeploymentError
@@ -126,9 +127,9 @@ def retire(command: RunCommand, deps: Deps) -> None:
     topology = deps.require_topology()
     # marked `retiring` before ARM is asked: a keep-alive tick working from an older read then never
     # re-creates what is being removed; a slot it is re-creating right now is waited for (retried)
-    slots = [_retiring(deps, run.run_id, s) for s in deps.registry.list_deployments(run_id=run.run_id)
-             if s.state in ("active", "retiring")]
-    slots = [s for s in slots if s is not None]
+    marked = [_retiring(deps, run.run_id, s) for s in deps.registry.list_deployments(run_id=run.run_id)
+              if s.state in ("active", "retiring")]
+    slots = [s for s in marked if s is not None]
 
     def remove(slot: DeploymentRecord) -> dict[str, Any]:
         try:

@@ -24,7 +24,6 @@ from pydantic import ValidationError
 
 from shared.app.settlement import PermanentError
 from shared.azure.hub import (
-    Hub,
     HubError,
     HubNotFound,
     HubPermanentError,
@@ -54,6 +53,7 @@ from shared.store.run_updates import Superseded, update_run
 
 if TYPE_CHECKING:
     from shared.app.bootstrap import Deps
+    from shared.app.ports import Hub
 
 log = logging.getLogger(__name__)
 
@@ -327,19 +327,19 @@ _JOB_ACTION_OUTCOME = {"pause": ("paused", "pausing"), "resume": ("running", "re
 def _job_action(command: RunCommand, deps: Deps, action: str) -> None:
     run = deps.registry.require_run(command.run_id)
     hub = deps.hub()
-    check_job_action(run, action, hub.surface)
+    job_id = check_job_action(run, action, hub.surface)
     last = next((a["action"] for a in reversed(deps.registry.audit_trail(run.run_id))
                  if a["action"] in ("job.pause", "job.resume") and a["detail"].get("job_id") == run.job_id), None)
     try:
-        job = hub.pause(run.job_id) if action == "pause" else hub.resume(run.job_id)
+        job = hub.pause(job_id) if action == "pause" else hub.resume(job_id)
     except HubNotFound as exc:
         raise PermanentError(f"run {run.run_id}: job {run.job_id} is not on the hub ({exc})") from exc
     except HubPermanentError as exc:
         # a repeat of this command (its first delivery died after the hub acted) finds it done: finish it
-        job = hub.retrieve(run.job_id)
+        job = hub.retrieve(job_id)
         if job.status not in _JOB_ACTION_OUTCOME[action] or (action == "resume" and last != "job.pause"):
             raise PermanentError(f"run {run.run_id}: the hub refused to {action} job {run.job_id}: {exc}") from exc
-    note_unknown_status(run.run_id, run.job_id, job.status)
+    note_unknown_status(run.run_id, job_id, job.status)
     actor = actors.requester(command)
     detail = {"job_id": run.job_id, "job_status": job.status, "reason": command.reason}
     try:

@@ -180,7 +180,7 @@ def _refused(exc: HttpResponseError, what: str) -> Exception:
     return exc
 
 
-def _from_entity(cls: type, entity: Any) -> Any:
+def _from_entity[R: (RunRecord, DeploymentRecord)](cls: type[R], entity: Any) -> R:
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if f.name == "etag":

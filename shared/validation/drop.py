@@ -101,11 +101,15 @@ def _fallback_options(settings: RunSettings | None, override: dict[str, Any] | N
                                  pii=settings.pii, over_limit=settings.over_limit,
                                  n_epochs=settings.hyperparameters.n_epochs)
     given = override or {}
-    method = given.get("method") if given.get("method") in ("supervised", "dpo", "reinforcement") else None
-    return ValidationOptions(model=str(given.get("base_model") or default_base_model), method=method,
-                             pii=given.get("pii") if given.get("pii") in ("error", "warn") else "error",
-                             over_limit=given.get("over_limit") if given.get("over_limit") in ("error", "warn")
-                             else "error")
+
+    def choice(key: str, allowed: tuple[str, ...], default: str | None) -> str | None:
+        value = given.get(key)
+        return value if isinstance(value, str) and value in allowed else default
+
+    return ValidationOptions(model=str(given.get("base_model") or default_base_model),
+                             method=choice("method", ("supervised", "dpo", "reinforcement"), None),
+                             pii=choice("pii", ("error", "warn"), "error") or "error",
+                             over_limit=choice("over_limit", ("error", "warn"), "error") or "error")
 
 
 def _settings(drop: DropFiles, default_base_model: str, environments: list[str] | None,
