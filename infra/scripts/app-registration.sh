@@ -1,6 +1,6 @@
 #!/bin/sh
 # The operator API's app registration (docs/deploy.md, "The operator API's app registration"): created, or
-# brought up to what ftops needs; azd runs it after provisioning (azure.yaml, postprovision). Re-running it
+# brought up to what ftops needs; run after `azd up` with `azd env get-values` exported (docs/deploy.md). Re-running it
 # changes nothing once the registration is as described: every write below happens only when what Entra ID
 # holds differs.
 #   (no argument)      the app registration "ftops-operator-api-<azd env>": App ID URI api://<client id>,

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from shared.azure.hub import HubJob, JobSpec
     from shared.azure.spokes import SmokeResult
     from shared.run.hub_api import HubSurface
+    from shared.run.models import ModelLifecycle
     from shared.run.topology import Target
     from shared.store.registry import ApprovalAttempt, DeploymentRecord, RunRecord, SlotEntry
 
@@ -122,6 +123,8 @@ class ArmDeployments(Protocol):
     def refuse_if_foreign(self, at: ArmAccount, name: str, action: str) -> None: ...
     def quota_problem(self, at: ArmAccount, name: str, quota: int) -> str | None: ...
     def endpoint(self, at: ArmAccount) -> str: ...
+    def location(self, at: ArmAccount) -> str: ...
+    def model_lifecycles(self, at: ArmAccount, location: str) -> dict[str, ModelLifecycle]: ...
 
 
 class Spokes(Protocol):

@@ -89,6 +89,12 @@ class Settings:
     intake_wait_seconds: float = setting(60.0, "INTAKE_WAIT_SECONDS")
     # "delete" | "keep": hub files once the job is terminal
     hub_file_retention: str = setting("delete", "HUB_FILE_RETENTION")
+    # fine-tuning jobs ftops keeps queued or running on the hub at once; more wait in ftops's own queue
+    # (waiting_for_quota). Azure trains 3 at once per resource (Standard/Global training; 5 on Developer
+    # training): Learn quotas-limits, 2026-02-17
+    hub_concurrent_jobs: int = setting(3, "HUB_CONCURRENT_JOBS", rule="at_least_1")
+    # warn (status, console, keep-alive, an event) this many days before a deployed model retires
+    retirement_warning_days: int = setting(180, "RETIREMENT_WARNING_DAYS", rule="at_least_1")
     # hub calls one poll tick keeps in flight at most
     poll_concurrency: int = setting(8, "POLL_CONCURRENCY", rule="at_least_1")
     # larger files go through the multipart uploads API

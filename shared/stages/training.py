@@ -42,6 +42,7 @@ from shared.stages.command_checks import (
     check_job_action,
     retrain_settings,
 )
+from shared.stages.lifecycle import training_closed_problem
 from shared.store import claims
 from shared.store.blob_io import hash_blob
 from shared.store.events import advance, publish
@@ -120,6 +121,9 @@ def handle_train(request: TrainRequest, deps: Deps) -> None:
     except HubUnsupported as exc:
         _fail(deps, hub, run.run_id, exc)
         return
+    if retired := training_closed_problem(deps, settings.base_model):   # nor can a retired base model
+        _fail(deps, hub, run.run_id, HubPermanentError(retired, code="model_retired"))
+        return
     with claims.hold(deps.registry, job_claim_key(key), ttl_seconds=CLAIM_TTL_SECONDS) as claim:
         if claim.completed and claim.result and _finished_elsewhere(hub, run.run_id, claim.result):
             # a repeat of an earlier drop: its own job, once (its own key: a redelivery adopts that job)
@@ -188,6 +192,7 @@ def _create_or_adopt(deps: Deps, hub: Hub, run_id: str, key: str, settings: RunS
     if job is not None:
         log.info("run %s: the hub already has job %s for key %s; adopting it", run_id, job.id, key[:12])
     else:
+        _require_a_free_training_slot(deps, run_id)
         # followed before it exists: if this worker dies (its message dead-lettered) once the hub has the job,
         # the poller finds it from the recorded files and adopts it (adopt_unrecorded), never a billed orphan
         deps.registry.track_job(run_id, CREATING)
@@ -260,14 +265,34 @@ def adopt_unrecorded(deps: Deps, hub: Any, run: RunRecord, job_id: str) -> str:
     return "adopted"
 
 
+def active_hub_jobs(deps: Deps, run_id: str) -> int:
+    """Fine-tuning jobs of other runs ftops follows on the hub (queued, running, paused, or being created)."""
+    return len({job for run, job in deps.registry.tracked_jobs() if run != run_id})
+
+
+def _require_a_free_training_slot(deps: Deps, run_id: str) -> None:
+    """ftops's own queue: Azure trains `HUB_CONCURRENT_JOBS` jobs at once per resource (3; Learn quotas-limits)
+    and queues the rest where ftops cannot order them; beyond that a run waits here, and says so in status.
+    Two runs checking at the same instant may both go ahead (Azure then queues one): the limit is soft."""
+    busy, limit = active_hub_jobs(deps, run_id), deps.settings.hub_concurrent_jobs
+    if busy >= limit:
+        raise HubQuotaExceeded(
+            f"{busy} fine-tuning jobs are already queued or running on the hub and it trains {limit} at once "
+            f"(HUB_CONCURRENT_JOBS): this run waits in ftops's queue and starts when one finishes",
+            code="ftops_training_queue")
+
+
 def _wait_for_quota(deps: Deps, run_id: str, attempt: int, exc: HubQuotaExceeded) -> None:
     first, longest = QUOTA_BACKOFF_SECONDS
     delay = min(longest, first * 2 ** min(attempt, 20)) * random.uniform(0.5, 1.0)
     detail = {"reason": str(exc), "attempt": attempt + 1, "retry_in_seconds": round(delay)}
+    waiting = {"code": exc.code or "quota", "message": f"waiting for the hub: {exc}", "source": "hub"}
     run = deps.registry.require_run(run_id)
-    if run.state != states.WAITING_FOR_QUOTA:
+    if run.state != states.WAITING_FOR_QUOTA:   # the reason is on the run, so `ftops status` says why it waits
         advance(deps, run_id, states.WAITING_FOR_QUOTA, actor=ACTOR, from_states={states.UPLOADING},
-                detail=detail)
+                detail=detail, error=waiting)
+    elif run.error != waiting:
+        update_run(deps, run_id, {states.WAITING_FOR_QUOTA}, error=waiting)
     _send_retry(deps, run_id, attempt + 1, delay, kind="q")
     log.info("run %s: hub quota reached (%s); trying again in %.0f s", run_id, exc, delay)
 

@@ -112,6 +112,8 @@ class DeploymentRecord:
     ping_failures: int = 0
     healed_at: str | None = None
     healing_since: str | None = None     # keep-alive is re-creating it (retire waits); set before ARM is called
+    retires_on: str | None = None        # the day Azure retires the model it serves (Models API), as last read
+    retirement_warned: str | None = None # the retirement day already announced (ftops.run.model_retiring)
     etag: str | None = None
 
     @property
