@@ -30,7 +30,7 @@ from shared.evaluation.metrics import ExampleResult, aggregate
 from shared.evaluation.report import build_report, loss_rows, render_html, summary
 from shared.evaluation.runner import Candidate, run_candidates
 from shared.run import actors, states
-from shared.run.messages import EvaluateRequest, deploy_request, envelope, evaluate_message_id
+from shared.run.messages import EvaluateRequest, deploy_request, evaluate_message_id
 from shared.run.models import inference_price_per_1m
 from shared.run.settings import Evaluation
 from shared.stages.approvals import send_deploy
@@ -208,9 +208,8 @@ def _wait_for_quota(deps: Deps, run: RunRecord, request: EvaluateRequest, exc: D
                                 f"hub's region (or deployments on {deps.settings.hub.account}), then retrain")
     first, longest = QUOTA_BACKOFF_SECONDS
     delay = min(longest, first * 2 ** waits) * random.uniform(0.5, 1.0)
-    again = request.model_copy(update={"quota_waits": waits + 1})
-    deps.publisher.send(deps.settings.evaluate_queue,
-                        envelope(again, message_id=f"{evaluate_message_id(run.run_id, run.job_id)}-q{waits + 1}"), delay_seconds=delay)
+    retry_later(deps, deps.settings.evaluate_queue, request, evaluate_message_id(run.run_id, run.job_id),
+                delay=delay, why="hub quota short", quota_waits=waits + 1)
     publish(deps, run.run_id, "evaluation_waiting_for_quota",
             {"reason": str(exc)[:500], "wait": waits + 1, "of": QUOTA_WAITS, "retry_in_seconds": round(delay)})
     log.info("run %s: hub quota short (%s); evaluating again in %.0f s (wait %d of %d)", run.run_id, exc, delay,

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from shared.app.settlement import PermanentError
+from shared.app.settlement import PermanentError, retry_later
 from shared.azure.hub import (
     Hub,
     HubError,
@@ -133,7 +133,7 @@ def handle_train(request: TrainRequest, deps: Deps) -> None:
                 claim.complete(adopted)
         except HubQuotaExceeded as exc:
             claim.release()
-            _wait_for_quota(deps, run.run_id, request.attempt, exc)
+            _wait_for_quota(deps, request, key, exc)
         except HubPermanentError as exc:
             claim.release()
             _fail(deps, hub, run.run_id, exc)
@@ -180,8 +180,8 @@ def _adopt_or_wait(deps: Deps, hub: Hub, request: TrainRequest, key: str,
         if job is not None:
             log.info("run %s: adopting job %s created by another worker", run.run_id, job.id)
             return _adopt(deps, hub, run.run_id, key, job.id, dict(run.hub_files), job_status=job.status)
-    _send_retry(deps, request.run_id, request.attempt + 1, BUSY_RETRY_SECONDS, kind="w")
-    log.info("run %s: another worker is creating the job; looking again in %.0f s", run.run_id, BUSY_RETRY_SECONDS)
+    retry_later(deps, deps.settings.train_queue, request, _retry_base(request.run_id, key), delay=BUSY_RETRY_SECONDS,
+                why="another worker is creating the job")
     return None
 
 
@@ -233,7 +233,8 @@ def adopt_unrecorded(deps: Deps, hub: Any, run: RunRecord, job_id: str) -> str:
     return "adopted"
 
 
-def _wait_for_quota(deps: Deps, run_id: str, attempt: int, exc: HubQuotaExceeded) -> None:
+def _wait_for_quota(deps: Deps, request: TrainRequest, key: str, exc: HubQuotaExceeded) -> None:
+    run_id, attempt = request.run_id, request.attempt
     first, longest = QUOTA_BACKOFF_SECONDS
     delay = min(longest, first * 2 ** min(attempt, 20)) * random.uniform(0.5, 1.0)
     detail = {"reason": str(exc), "attempt": attempt + 1, "retry_in_seconds": round(delay)}
@@ -241,13 +242,15 @@ def _wait_for_quota(deps: Deps, run_id: str, attempt: int, exc: HubQuotaExceeded
     if run.state != states.WAITING_FOR_QUOTA:
         advance(deps, run_id, states.WAITING_FOR_QUOTA, actor=ACTOR, from_states={states.UPLOADING},
                 detail=detail)
-    _send_retry(deps, run_id, attempt + 1, delay, kind="q")
+    retry_later(deps, deps.settings.train_queue, request, _retry_base(run_id, key), delay=delay,
+                why="hub quota reached")
     log.info("run %s: hub quota reached (%s); trying again in %.0f s", run_id, exc, delay)
 
 
-def _send_retry(deps: Deps, run_id: str, attempt: int, delay: float, *, kind: str) -> None:
-    event = envelope(TrainRequest(run_id=run_id, attempt=attempt), message_id=f"train-{run_id}-{kind}{attempt}")
-    deps.publisher.send(deps.settings.train_queue, event, delay_seconds=delay)
+def _retry_base(run_id: str, key: str) -> str:
+    """What a train request's re-sends are named after: the run and the job it is for (a retrain's new
+    settings make a new job key, so its copies never reuse an id of the job before)."""
+    return f"train-{run_id}-{key[:12]}"
 
 
 def _fail(deps: Deps, hub: Hub, run_id: str, exc: HubError) -> None:

@@ -6,6 +6,7 @@ on the same run cannot both win; every state transition writes exactly one audit
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import uuid
@@ -118,6 +119,7 @@ class StorageRefused(RuntimeError):
 # A string property holds 64 KiB (32K UTF-16 code units); an entity 1 MiB. Stored text is bounded below that
 # (the full text stays in the reports), so an owner of 40,000 characters or a long finding cannot fail a write.
 PROPERTY_CHARS = 30_000
+ATTEMPTS_REMEMBERED = 32   # copies whose re-send number a step's counter remembers (a redelivery asks again)
 BOUNDED_STRING = 2_000   # a string inside an oversized JSON property is cut to this, then shorter if need be
 
 
@@ -434,6 +436,45 @@ class Registry:
             self._tables["keys"].delete_entity("key", key)
         except ResourceNotFoundError:
             pass
+
+    # --- re-sent requests: one attempt counter per step, across every reason for waiting ----------------
+    def next_attempt(self, step: str, *, after: int) -> int:
+        """The number of the next copy of `step`'s request (its MessageId ends `-a<n>`), counted across every
+        reason a copy is re-sent (busy elsewhere, quota, …), so two chains of copies never mint the same id.
+        The copy numbered `after` asking again (a redelivery after it sent, then died) gets the same number:
+        its re-send is a duplicate Service Bus drops, not a second live chain."""
+        row = "attempt-" + hashlib.sha256(step.encode()).hexdigest()[:40]
+
+        def read() -> dict[str, Any]:
+            try:
+                entity = self._tables["keys"].get_entity("attempt", row)
+            except ResourceNotFoundError:
+                return {"count": 0, "given": {}, "etag": None}
+            return {"count": int(entity["count"]), "given": json.loads(entity.get("given_json") or "{}"),
+                    "etag": entity.metadata["etag"]}
+
+        def change(current: dict[str, Any]) -> dict[str, Any] | None:
+            if str(after) in current["given"]:
+                return None
+            count = current["count"] + 1
+            given = dict(list(current["given"].items())[-(ATTEMPTS_REMEMBERED - 1):])
+            return {**current, "count": count, "given": {**given, str(after): count}}
+
+        def write(new: dict[str, Any]) -> dict[str, Any]:
+            entity = {"PartitionKey": "attempt", "RowKey": row, "step": bounded(step, 1_000),
+                      "count": new["count"], "given_json": json.dumps(new["given"])}
+            if new["etag"] is None:
+                try:
+                    self._tables["keys"].create_entity(entity)
+                except ResourceExistsError as exc:
+                    raise ConcurrencyError(f"attempt counter of {step} created concurrently") from exc
+            else:
+                self._replace("keys", entity, new["etag"])
+            return new
+
+        result = conditional_update(read, change, write, attempts=10,
+                                    gives_up=f"{step}: too many concurrent re-sends, will retry")
+        return int(result["given"][str(after)])
 
     def _replace(self, table: str, entity: dict[str, Any], etag: str | None) -> dict[str, Any]:
         try:

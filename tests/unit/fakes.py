@@ -49,6 +49,17 @@ class InMemoryClaims:
     def release(self, key: str) -> None:
         self.keys.pop(key, None)
 
+    def next_attempt(self, step: str, *, after: int) -> int:
+        """The registry's per-step attempt counter (shared.store.registry.Registry.next_attempt)."""
+        with self._claims_lock:
+            counters = self.__dict__.setdefault("attempts", {})
+            count, given = counters.get(step, (0, {}))
+            if after not in given:
+                count += 1
+                given = {**given, after: count}
+                counters[step] = (count, given)
+            return int(given[after])
+
     def mark_outbox(self, run_id: str, ids: Any = ()) -> None:
         pass
 
