@@ -1,4 +1,4 @@
-"""The outbox: a message is never lost between a registry write and its send.
+"""The outbox: a message (or a transition's audit record) is never lost between a registry write and its send.
 
 A transition writes the messages it causes (its event on the topic, the next stage's request) into the
 run's `outbox` in the same conditional write as the new state, then sends them and clears them. A crash in
@@ -44,7 +44,10 @@ def flush(deps: Deps, run_id: str, outbox: list[dict[str, Any]]) -> None:
     sent: list[str] = []
     try:
         for item in outbox:
-            deps.publisher.send(item["queue"], _event(deps, item), delay_seconds=float(item.get("delay") or 0))
+            if "audit" in item:   # the transition's audit record (shared.store.registry.Registry.transition)
+                deps.registry.write_audit(run_id, item["audit"])
+            else:
+                deps.publisher.send(item["queue"], _event(deps, item), delay_seconds=float(item.get("delay") or 0))
             sent.append(item["id"])
     finally:
         if sent or not outbox:

@@ -194,6 +194,20 @@ def _from_entity(cls: type, entity: Any) -> Any:
     return record
 
 
+def audit_record(action: str, *, actor: str, from_state: str | None = None, to_state: str | None = None,
+                 detail: dict[str, Any] | None = None, row_suffix: str | None = None) -> dict[str, Any]:
+    """One audit record as the audit table stores it (less its partition, the run id). Its row sorts by
+    time; `row_suffix` (an id derived from the transition) makes the row the same whenever it is written."""
+    suffix = hashlib.sha256(row_suffix.encode()).hexdigest()[:12] if row_suffix else uuid.uuid4().hex[:8]
+    record = {"RowKey": f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S.%fZ')}-{suffix}", "action": action,
+              "actor": bounded(actor, 1_000), "at": now_iso(), "detail_json": bounded_json(detail or {})}
+    if from_state:
+        record["from_state"] = from_state
+    if to_state:
+        record["to_state"] = to_state
+    return record
+
+
 class Registry:
     def __init__(self, service: TableServiceClient, *, prefix: str = "") -> None:
         self._service = service
@@ -209,15 +223,21 @@ class Registry:
 
     # --- runs ---------------------------------------------------------------------------------------
     def create_run(self, run: RunRecord, *, actor: str) -> RunRecord | None:
-        """Insert a new run; None if a run with this id already exists (a duplicate event)."""
+        """Insert a new run; None if a run with this id already exists (a duplicate event). Its `run.created`
+        audit record is written with it, in its outbox (marked first): the next flush of the run (its first
+        transition, or the outbox sweep after a crash) files it, so no crash loses it."""
+        audit_id = f"audit-{hashlib.sha256(f'{run.run_id}|created'.encode()).hexdigest()[:24]}"
+        record = audit_record("run.created", actor=actor, to_state=run.state, detail={"source": run.source},
+                              row_suffix=audit_id)
+        self.mark_outbox(run.run_id, [audit_id])
+        run.outbox = [{"id": audit_id, "audit": record}, *run.outbox]
         try:
             meta = self._tables["runs"].create_entity(_to_entity(run, "run", run.run_id))
         except ResourceExistsError:
-            return None
+            return None   # the marker stays: the sweep finds the record already filed (or files it) and drops it
         except HttpResponseError as exc:
             raise _refused(exc, f"run {run.run_id}") from exc
         run.etag = meta.get("etag")
-        self.audit(run.run_id, "run.created", actor=actor, to_state=run.state, detail={"source": run.source})
         return run
 
     def get_run(self, run_id: str) -> RunRecord | None:
@@ -244,8 +264,14 @@ class Registry:
         return run
 
     def transition(self, run_id: str, target: str, *, actor: str, detail: dict[str, Any] | None = None,
-                   attempts: int = 5, from_states: Collection[str] | None = None, **updates: Any) -> RunRecord:
+                   attempts: int = 5, from_states: Collection[str] | None = None, audit_id: str | None = None,
+                   **updates: Any) -> RunRecord:
         """Move a run to `target` (with field updates) as one conditional write plus one audit record.
+
+        With `audit_id` (shared.store.events.advance, which marks it in the outbox table first) the audit
+        record is written in the same conditional write, into the run's outbox, ahead of the transition's
+        messages; flushing the outbox files it under a row derived from the id, so a crash or a transient
+        storage error between the two can delay it, never lose it. Without one it is written after the run.
 
         Already in `target`: returns the run unchanged (duplicate delivery). A transition the state
         machine does not allow raises InvalidTransition. ETag conflicts are retried on a fresh read.
@@ -263,18 +289,22 @@ class Registry:
                 return None
             if run.state != target and not states.can_transition(run.state, target):
                 raise InvalidTransition(f"run {run_id}: cannot go from {run.state!r} to {target!r}")
-            run.state = target
+            run.state, unsent = target, len(run.outbox)
             for key, value in updates.items():
                 if key == "outbox":   # appended, and only by the write that changes the state: a repeat adds nothing
                     value = run.outbox + (list(value) if source_state != target else [])
                 setattr(run, key, value)
+            if audit_id is not None and source_state != target:
+                record = audit_record(action, actor=actor, from_state=source_state, to_state=target, detail=detail,
+                                      row_suffix=audit_id)
+                run.outbox = [*run.outbox[:unsent], {"id": audit_id, "audit": record}, *run.outbox[unsent:]]
             return run
 
+        action = f"run.{states.split(target)[0]}"
         run = conditional_update(lambda: self.require_run(run_id), change, self.save_run, attempts=attempts,
                                  gives_up=f"run {run_id}: too many concurrent updates, will retry")
-        if source_state != target:
-            self.audit(run_id, f"run.{states.split(target)[0]}", actor=actor, from_state=source_state,
-                       to_state=target, detail=detail)
+        if source_state != target and audit_id is None:
+            self.audit(run_id, action, actor=actor, from_state=source_state, to_state=target, detail=detail)
         return run
 
     # --- jobs being followed by the poller (an index, so a tick never scans finished runs) ----------
@@ -382,17 +412,17 @@ class Registry:
     # --- audit --------------------------------------------------------------------------------------
     def audit(self, run_id: str, action: str, *, actor: str, from_state: str | None = None,
               to_state: str | None = None, detail: dict[str, Any] | None = None) -> None:
-        row = f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S.%fZ')}-{uuid.uuid4().hex[:8]}"
-        entity = {"PartitionKey": run_id, "RowKey": row, "action": action, "actor": bounded(actor, 1_000),
-                  "at": now_iso(), "detail_json": bounded_json(detail or {})}
-        if from_state:
-            entity["from_state"] = from_state
-        if to_state:
-            entity["to_state"] = to_state
+        self.write_audit(run_id, audit_record(action, actor=actor, from_state=from_state, to_state=to_state,
+                                              detail=detail))
+
+    def write_audit(self, run_id: str, record: dict[str, Any]) -> None:
+        """File one record of `audit_record` under its own row: writing it again (a flush repeated after a
+        crash) replaces it with itself, never adds a second."""
+        entity = {"PartitionKey": run_id, **record}
         try:
-            self._tables["audit"].create_entity(entity)
+            self._tables["audit"].upsert_entity(entity, mode=UpdateMode.REPLACE)
         except HttpResponseError as exc:
-            raise _refused(exc, f"the audit record {action} of run {run_id}") from exc
+            raise _refused(exc, f"the audit record {record.get('action')} of run {run_id}") from exc
 
     def audit_trail(self, run_id: str) -> list[dict[str, Any]]:
         rows = self._tables["audit"].query_entities("PartitionKey eq @pk", parameters={"pk": run_id})

@@ -179,9 +179,21 @@ class MemoryRegistry(InMemoryClaims):
             self.audits.append({"run_id": run_id, "at": now_iso(), "action": action, "actor": actor,
                                 "from_state": from_state, "to_state": to_state, "detail": detail or {}})
 
+    def write_audit(self, run_id: str, record: dict[str, Any]) -> None:
+        """A record of shared.store.registry.audit_record, filed once under its row (as the audit table does)."""
+        import json
+        with self._lock:
+            if any(a.get("row") == record["RowKey"] for a in self.audits):
+                return
+            self.audits.append({"run_id": run_id, "row": record["RowKey"], "at": record["at"],
+                                "action": record["action"], "actor": record["actor"],
+                                "from_state": record.get("from_state"), "to_state": record.get("to_state"),
+                                "detail": json.loads(record["detail_json"])})
+
     def audit_trail(self, run_id: str) -> list[dict[str, Any]]:
         with self._lock:
-            return [{k: v for k, v in a.items() if k != "run_id"} for a in self.audits if a["run_id"] == run_id]
+            return [{k: v for k, v in a.items() if k not in ("run_id", "row")} for a in self.audits
+                    if a["run_id"] == run_id]
 
     def actions(self, run_id: str) -> list[str]:
         return [a["action"] for a in self.audit_trail(run_id)]
