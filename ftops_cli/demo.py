@@ -308,13 +308,20 @@ def collect(stack: Any, deps: Deps) -> dict[str, Any]:
                                         d.region, d.account))
     emulator = stack.emulator_state()
     return {
-        "runs": [run_view(r, [d for d in deployments if d.run_id == r.run_id],
-                          reports_container=deps.settings.reports_container) for r in runs],
+        "runs": [{**run_view(r, [d for d in deployments if d.run_id == r.run_id],
+                             reports_container=deps.settings.reports_container),
+                  "trail": trail(deps, r.run_id)} for r in runs],
         "dead_letters": dead_letters(stack.env["AzureWebJobsStorage"]),
         "emulator": {"jobs_created": emulator["jobs_created"],
                      "deployments": [{k: d[k] for k in ("account", "region", "deployment", "model")}
                                      for d in emulator["deployments"]]},
     }
+
+
+def trail(deps: Deps, run_id: str) -> list[list[str | None]]:
+    """The run's states as its audit trail recorded them: [from, to] per transition, oldest first."""
+    return [[a["from_state"], a["to_state"]] for a in deps.registry.audit_trail(run_id)
+            if a["action"].startswith("run.")]
 
 
 def dead_letters(connection: str) -> list[dict[str, Any]]:

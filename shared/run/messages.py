@@ -38,6 +38,7 @@ class EvaluateRequest(_Data):
     run_id: str
     attempt: int = 0   # > 0: a re-send, whatever the reason (MessageId evaluate-<run_id>-<job>-a<attempt>)
     quota_waits: int = 0   # how many of the re-sends so far waited out a hub quota refusal
+    infra_waits: int = 0   # how many waited out a deployment that could not be asked (gone, not ready, 5xx)
 
 
 class DeployRequest(_Data):

@@ -383,3 +383,40 @@ def _claim_keys(deps: Any) -> list[str]:
     import hashlib
     run = deps.registry.runs["r1"]
     return ["evaluate-" + hashlib.sha256(f"r1|{run.job_id}|{run.fine_tuned_model}".encode()).hexdigest()[:32]]
+
+
+def test_the_final_models_deployment_gone_mid_pass_scores_nothing_and_evaluates_again_later() -> None:
+    """Once, the final model's deployment vanishing after one question counted every later question as a
+    wrong answer: the run passed and deployed a checkpoint instead of the final model."""
+    from shared.azure.chat import InfrastructureError
+    from shared.run.messages import parse_message
+    from shared.stages.evaluation import INFRA_WAITS
+    deps = _deps(_run(min_score=0.5))
+    inner = _chat(deps)
+    gone = {"now": False}
+
+    def chat(deployment: str, example: Example) -> ChatReply:
+        if deployment.endswith("final") and gone["now"]:
+            raise InfrastructureError(f"deployment {deployment}: 404 DeploymentNotFound")
+        if deployment.endswith("final"):
+            gone["now"] = True
+        return inner(deployment, example)
+
+    handle_evaluate(EvaluateRequest(run_id="r1"), with_chat(deps, chat))
+    run = deps.registry.runs["r1"]
+    assert run.state == states.EVALUATING and run.chosen_model is None   # nothing chosen from a broken pass
+    assert deps.arm.live == {} and deps.registry.keys == {}              # deployments gone, the step free
+    [(_, again)] = [(q, e) for q, e in deps.publisher.sent if q == deps.settings.evaluate_queue]
+    _, request = parse_message(again.to_json())
+    assert request.infra_waits == 1 and again.id.endswith("-a1")
+    assert "ftops.run.evaluation_retrying" in deps.publisher.types()
+
+    handle_evaluate(request, with_chat(deps, inner))                     # the hub is whole again
+    assert deps.registry.runs["r1"].state == states.EVALUATED
+    assert deps.registry.runs["r1"].chosen_model == "gpt-4.1-mini.ft-1"  # the final model, not a checkpoint
+
+    deps = _deps(_run(min_score=0.5))
+    handle_evaluate(EvaluateRequest(run_id="r1", infra_waits=INFRA_WAITS),
+                    with_chat(deps, lambda d, e: (_ for _ in ()).throw(InfrastructureError("deployment x: 503"))))
+    failed = deps.registry.runs["r1"]
+    assert failed.state == states.EVALUATION_FAILED and "could not be asked" in failed.evaluation["reason"]
