@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,7 @@ def test_chaos_still_one_job_per_accepted_dataset_and_nothing_lost(tmp_path: Pat
 def full_trail(trail: list[list[str | None]], state: str) -> bool:
     """run.created (→ received), then transitions each leaving the state the one before reached, to `state`."""
     return (bool(trail) and trail[0] == [None, "received"] and trail[-1][1] == state
-            and all(before[1] == after[0] for before, after in zip(trail, trail[1:])))
+            and all(before[1] == after[0] for before, after in pairwise(trail)))
 
 
 def test_a_trail_with_a_lost_record_is_not_full() -> None:
