@@ -12,6 +12,7 @@ from functions import (
     intake,
     keepalive,
     operator,
+    outbox,
     polling,
     training,
 )
@@ -22,5 +23,5 @@ if os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
 logging.getLogger("azure").setLevel(logging.WARNING)  # the SDKs' request logs would drown the app's own
 
 app = func.FunctionApp()
-for stage in (intake, training, polling, evaluation, deployment, keepalive, commands, operator, console):
+for stage in (intake, training, polling, outbox, evaluation, deployment, keepalive, commands, operator, console):
     app.register_functions(stage.bp)

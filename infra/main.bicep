@@ -37,6 +37,9 @@ param defaultBaseModel string = 'gpt-4.1-mini-2025-04-14'
 @description('NCRONTAB (UTC) of the poll timer')
 param pollSchedule string = '0 */2 * * * *'
 
+@description('NCRONTAB (UTC) of the outbox sweep timer (messages a crash left unsent)')
+param outboxSchedule string = '0 * * * * *'
+
 @description('NCRONTAB (UTC) of the keep-alive timer: well inside the 15-day inactivity limit')
 param keepaliveSchedule string = '0 0 3 * * *'
 
@@ -227,6 +230,7 @@ var appSettings = {
   COMMANDS_QUEUE: queues.commands
   EVENTS_TOPIC: eventsTopic
   POLL_SCHEDULE: pollSchedule
+  OUTBOX_SCHEDULE: outboxSchedule
   KEEPALIVE_SCHEDULE: keepaliveSchedule
   DEFAULT_BASE_MODEL: defaultBaseModel
   INTAKE_WAIT_SECONDS: '60'

@@ -55,6 +55,7 @@ def local_env(*, storage_connection: str, emulator_url: str, ca_file: str, spoke
                                    "train_queue", "evaluate_queue", "deploy_queue", "commands_queue",
                                    "events_topic"),
         "POLL_SCHEDULE": "*/2 * * * * *",
+        "OUTBOX_SCHEDULE": "*/5 * * * * *",
         "KEEPALIVE_SCHEDULE": "*/5 * * * * *",
         "INTAKE_WAIT_SECONDS": "10",
         # the operator API accepts tokens the emulator issues as the demo tenant's identity provider

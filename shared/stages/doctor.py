@@ -52,8 +52,8 @@ def stuck_runs(deps: Deps, *, bound_minutes: float = DEFAULT_BOUND_MINUTES,
         why: list[str] = []
         kind = states.split(run.state)[0]
         if run.outbox:
-            why.append(f"{len(run.outbox)} message(s) written but not sent: the poll tick's outbox sweep sends "
-                       "them (is the poll timer running?)")
+            why.append(f"{len(run.outbox)} message(s) written but not sent: the outbox timer's sweep sends "
+                       "them (is the outbox timer running? OUTBOX_SCHEDULE)")
         if run.state == states.TRAINING and run.job_id and tracked.get(run.run_id) != run.job_id:
             why.append(f"the poller does not follow job {run.job_id}: nothing will record its outcome")
         if age >= bound_minutes:

@@ -38,7 +38,7 @@ from shared.run.messages import EvaluateRequest, envelope, evaluate_message_id
 from shared.stages.command_checks import STARTABLE
 from shared.store.events import advance
 from shared.store.hub_jobs import free_job_key, tidy_hub
-from shared.store.outbox import flush, sweep
+from shared.store.outbox import flush
 from shared.store.registry import InvalidTransition, RunRecord
 from shared.store.run_updates import Superseded, update_run
 
@@ -101,7 +101,6 @@ def poll_tick(deps: Deps, *, concurrency: int | None = None) -> PollSummary:
     gate, job_gate = CallGate(READS_PER_JOB * limit), CallGate(limit)
     # few SDK retries: a job that cannot be read now is read again next tick, and a storm must not stall it
     gated = GatedHub(deps.hub(max_retries=2), gate)
-    sweep(deps)   # messages a crash left between a registry write and its send (shared.store.outbox)
     tracked = deps.registry.tracked_jobs()
     summary = PollSummary(jobs=len(tracked), concurrency=limit)
     if tracked:

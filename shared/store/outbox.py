@@ -4,7 +4,7 @@ A transition writes the messages it causes (its event on the topic, the next sta
 run's `outbox` in the same conditional write as the new state, then sends them and clears them. A crash in
 between leaves them in the run; whoever comes next sends them again with the same ids (subscribers and
 Service Bus duplicate detection drop the repeat): the redelivered message (`advance` finds the run already
-there and flushes), or the poll tick's `sweep`, which follows the `outbox` table's markers (one per message,
+there and flushes), or the outbox timer's `sweep` (functions/outbox.py, OUTBOX_SCHEDULE), which follows the `outbox` table's markers (one per message,
 written before the transition, removed once that message is sent). An event that is no transition (`events.publish`) is
 held in the `outbox` table itself until it is sent.
 """
