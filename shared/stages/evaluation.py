@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ACTOR = actors.EVALUATION
-CLAIM_TTL_SECONDS = 1800   # longer than an evaluation should take; a dead worker's claim expires and a retry takes over
+RUN_TAG, PURPOSE_TAG = "ftops-run", "ftops-purpose"   # on every temporary evaluation deployment
 QUOTA_BACKOFF_SECONDS = (60.0, 1800.0)   # first wait, longest wait (doubling, with jitter)
 QUOTA_WAITS = 8                          # re-sends before giving up: at most 60+120+…+1800 s ≈ 2 h of waiting
 INFRA_BACKOFF_SECONDS = (120.0, 900.0)   # a deployment that could not be asked: first wait, longest wait
@@ -70,15 +70,27 @@ def handle_evaluate(request: EvaluateRequest, deps: Deps) -> None:
         log.info("run %s is %s: nothing to evaluate (duplicate or stale message)", run.run_id, run.state)
         return
     key = "evaluate-" + hashlib.sha256(f"{run.run_id}|{run.job_id}|{run.fine_tuned_model}".encode()).hexdigest()[:32]
-    with claims.hold(deps.registry, key, ttl_seconds=CLAIM_TTL_SECONDS) as claim:
+    with claims.hold(deps.registry, key) as claim:
         if claim.in_progress:
             retry_later(deps, deps.settings.evaluate_queue, request, evaluate_message_id(run.run_id, run.job_id))
         elif claim.owned:
+            if claim.taken_over:   # a worker died holding it: its temporary deployments hold hub slots, billed
+                _delete_left_behind(deps, run.run_id)
             final = _evaluate(run, deps, request)
             if final is None:   # waiting (quota, a deployment not there): the delayed re-send must find the step free
                 claim.release()
             else:
                 claim.complete({"state": final})
+
+
+def _delete_left_behind(deps: Deps, run_id: str) -> None:
+    """The temporary evaluation deployments of `run_id` on the hub (by their tags), deleted first thing."""
+    hub = hub_account(deps.settings.hub)
+    left = [d.name for d in deps.arm_deployments.list_all(hub)
+            if d.tags.get(RUN_TAG) == run_id[:256] and d.tags.get(PURPOSE_TAG) == "evaluation"]
+    if left:
+        log.warning("run %s: deleting %d evaluation deployment(s) a dead worker left: %s", run_id, len(left), left)
+        deps.arm_deployments.delete_all(hub, left)
 
 
 def _evaluate(run: RunRecord, deps: Deps, request: EvaluateRequest) -> str | None:
@@ -153,7 +165,7 @@ def _measure(run: RunRecord, deps: Deps) -> dict[str, Any]:
     if champion is not None:
         candidates.append(champion)
     hub = hub_account(deps.settings.hub)
-    tags = {"ftops-run": run_id[:256], "ftops-purpose": "evaluation"}
+    tags = {RUN_TAG: run_id[:256], PURPOSE_TAG: "evaluation"}
     created: list[str] = []
     active: list[Candidate] = []
     skipped: list[dict[str, str]] = []

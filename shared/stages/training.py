@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 
 ACTOR = actors.TRAINING
 TRAINABLE_ROLES = ("train", "validation")      # eval stays held out: it never goes to the hub
-CLAIM_TTL_SECONDS = 3600                        # uploads of large files can take a while
+CREATING_STALE_SECONDS = 3600                   # a job "creating" this long with no job on the hub: its worker is gone
 QUOTA_BACKOFF_SECONDS = (60.0, 1800.0)          # first wait, longest wait (doubling, with jitter)
 BUSY_RETRY_SECONDS = 30.0                       # another worker holds the key: look again this much later
 CREATING = "creating"                           # the poller's index entry while the job is being created
@@ -120,7 +120,7 @@ def handle_train(request: TrainRequest, deps: Deps) -> None:
     except HubUnsupported as exc:
         _fail(deps, hub, run.run_id, exc)
         return
-    with claims.hold(deps.registry, job_claim_key(key), ttl_seconds=CLAIM_TTL_SECONDS) as claim:
+    with claims.hold(deps.registry, job_claim_key(key)) as claim:
         if claim.completed and claim.result:
             done = claim.result
             log.info("run %s: job key %s already has job %s; adopting it", run.run_id, key[:12], done.get("job_id"))
@@ -221,7 +221,7 @@ def adopt_unrecorded(deps: Deps, hub: Any, run: RunRecord, job_id: str) -> str:
                                model=spec.model)
         if job is None:
             age = datetime.now(UTC) - datetime.fromisoformat(run.updated_at)
-            if age.total_seconds() < CLAIM_TTL_SECONDS:
+            if age.total_seconds() < CREATING_STALE_SECONDS:
                 return "starting"
             deps.registry.untrack_job(run.run_id)   # its handler is gone and made no job: `status --stuck` shows it
             return "stale"

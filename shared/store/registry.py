@@ -16,11 +16,24 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
 from azure.data.tables import TableServiceClient, UpdateMode
 
 from shared.run import states
-from shared.store.claims import ConcurrencyError, conditional_update
+from shared.store.claims import (
+    CLAIMED,
+    COMPLETED,
+    IN_PROGRESS,
+    LEASE_SECONDS,
+    ConcurrencyError,
+    KeyState,
+    conditional_update,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +48,10 @@ class InvalidTransition(RuntimeError):
 
 class RunNotFound(LookupError):
     pass
+
+
+def _expiry(seconds: float) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
 
 
 def now_iso() -> str:
@@ -430,16 +447,16 @@ class Registry:
                  "to_state": r.get("to_state"), "detail": json.loads(r.get("detail_json") or "{}")}
                 for r in sorted(rows, key=lambda r: r["RowKey"])]
 
-    # --- idempotency keys (Powertools style: IN_PROGRESS → COMPLETED, released on failure, stale expires) -
-    def claim(self, key: str, *, ttl_seconds: float = 900) -> tuple[str, dict[str, Any] | None]:
-        """('claimed', None) if we now own `key`; ('completed', result) if done before; ('in_progress', None)
-        if another worker holds a fresh claim."""
+    # --- idempotency keys (Powertools style: IN_PROGRESS → COMPLETED, released on failure; a short lease ---
+    # --- that the holder renews, taken over once it lapses; every write fenced by the holder's ETag) -------
+    def claim(self, key: str, *, ttl_seconds: float = LEASE_SECONDS) -> KeyState:
+        """claimed (we now hold `key`: its token is the ETag to fence renew/complete/release with; taken_over
+        if a dead worker's lapsed lease was taken), completed (done before: its result), or in_progress
+        (another worker holds a live lease)."""
         table = self._tables["keys"]
-        expires = (datetime.now(UTC) + timedelta(seconds=ttl_seconds)).isoformat()
-        entity = {"PartitionKey": "key", "RowKey": key, "status": "IN_PROGRESS", "expires_at": expires}
+        entity = {"PartitionKey": "key", "RowKey": key, "status": "IN_PROGRESS", "expires_at": _expiry(ttl_seconds)}
         try:
-            table.create_entity(entity)
-            return "claimed", None
+            return KeyState(CLAIMED, token=table.create_entity(entity).get("etag"))
         except ResourceExistsError:
             pass
         try:
@@ -447,25 +464,43 @@ class Registry:
         except ResourceNotFoundError:
             return self.claim(key, ttl_seconds=ttl_seconds)  # released in between
         if current["status"] == "COMPLETED":
-            return "completed", json.loads(current.get("result_json") or "{}")
+            return KeyState(COMPLETED, json.loads(current.get("result_json") or "{}"))
         if current["expires_at"] > datetime.now(UTC).isoformat():
-            return "in_progress", None
-        try:  # a stale claim from a worker that died: take it over, conditionally
-            self._replace("keys", entity, current.metadata["etag"])
-            return "claimed", None
+            return KeyState(IN_PROGRESS)
+        try:  # a lapsed lease: its worker died (or stalled) holding it; take it over, conditionally
+            meta = self._replace("keys", entity, current.metadata["etag"])
         except ConcurrencyError:
-            return "in_progress", None
+            return KeyState(IN_PROGRESS)
+        log.warning("claim %s: took over a lease that lapsed at %s", key, current["expires_at"])
+        return KeyState(CLAIMED, token=meta.get("etag"), taken_over=True)
 
-    def complete(self, key: str, result: dict[str, Any]) -> None:
-        self._tables["keys"].upsert_entity({"PartitionKey": "key", "RowKey": key, "status": "COMPLETED",
-                                            "expires_at": "", "result_json": json.dumps(result)},
-                                           mode=UpdateMode.REPLACE)
+    def renew(self, key: str, token: str, *, ttl_seconds: float = LEASE_SECONDS) -> str:
+        """Extend our lease on `key`; the new token. ConcurrencyError if it is no longer ours."""
+        entity = {"PartitionKey": "key", "RowKey": key, "status": "IN_PROGRESS", "expires_at": _expiry(ttl_seconds)}
+        return str(self._replace("keys", entity, token).get("etag"))
 
-    def release(self, key: str) -> None:
+    def complete(self, key: str, result: dict[str, Any], *, token: str | None = None) -> None:
+        """Mark `key` done. With our `token`: only if we still hold it (ConcurrencyError if not)."""
+        entity = {"PartitionKey": "key", "RowKey": key, "status": "COMPLETED", "expires_at": "",
+                  "result_json": json.dumps(result)}
+        if token is not None:
+            self._replace("keys", entity, token)
+        else:
+            self._tables["keys"].upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+    def release(self, key: str, *, token: str | None = None) -> None:
+        """Free `key`. With our `token`: only if we still hold it (a claim taken over is the new holder's)."""
         try:
-            self._tables["keys"].delete_entity("key", key)
+            if token is None:
+                self._tables["keys"].delete_entity("key", key)
+            else:
+                self._tables["keys"].delete_entity("key", key, etag=token, match_condition=MatchConditions.IfNotModified)
         except ResourceNotFoundError:
             pass
+        except (ResourceModifiedError, HttpResponseError) as exc:
+            if getattr(exc, "status_code", None) != 412:
+                raise
+            log.warning("claim %s: not released, another worker holds it now", key)
 
     # --- re-sent requests: one attempt counter per step, across every reason for waiting ----------------
     def next_attempt(self, step: str, *, after: int) -> int:

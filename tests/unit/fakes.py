@@ -11,6 +11,7 @@ from typing import Any
 
 from shared.app.bootstrap import Deps
 from shared.run.config import HubSettings, Settings
+from shared.store.claims import CLAIMED, COMPLETED, IN_PROGRESS, KeyState
 from shared.store.registry import (
     ConcurrencyError,
     DeploymentRecord,
@@ -29,25 +30,43 @@ class InMemoryClaims:
     keys: dict[str, str]
     _claims_lock = threading.Lock()
 
-    def claim(self, key: str, *, ttl_seconds: float = 0) -> tuple[str, Any]:
+    def claim(self, key: str, *, ttl_seconds: float = 0) -> KeyState:
         with self._claims_lock:
             status = self.keys.get(key)
             if status == "COMPLETED":
-                return "completed", dict(self._results().get(key) or {})
+                return KeyState(COMPLETED, dict(self._results().get(key) or {}))
             if status == "IN_PROGRESS":
-                return "in_progress", None
+                return KeyState(IN_PROGRESS)
             self.keys[key] = "IN_PROGRESS"
-            return "claimed", None
+            return KeyState(CLAIMED, token=self._new_token(key))
 
-    def complete(self, key: str, result: Any) -> None:
+    def _new_token(self, key: str) -> str:
+        tokens = self.__dict__.setdefault("tokens", {})
+        tokens[key] = f"t{len(tokens)}-{key}-{id(object())}"
+        return str(tokens[key])
+
+    def _holds(self, key: str, token: str | None) -> bool:
+        return token is None or (self.keys.get(key) == "IN_PROGRESS"
+                                 and self.__dict__.get("tokens", {}).get(key) == token)
+
+    def renew(self, key: str, token: str, *, ttl_seconds: float = 0) -> str:
+        with self._claims_lock:
+            if not self._holds(key, token):
+                raise ConcurrencyError(f"claim {key} is no longer ours")
+            return self._new_token(key)
+
+    def complete(self, key: str, result: Any, *, token: str | None = None) -> None:
+        if not self._holds(key, token):
+            raise ConcurrencyError(f"claim {key} is no longer ours")
         self.keys[key] = "COMPLETED"
         self._results()[key] = result
 
     def _results(self) -> dict[str, Any]:   # what completions recorded, as the registry's result_json
         return self.__dict__.setdefault("results", {})  # type: ignore[no-any-return]
 
-    def release(self, key: str) -> None:
-        self.keys.pop(key, None)
+    def release(self, key: str, *, token: str | None = None) -> None:
+        if self._holds(key, token):
+            self.keys.pop(key, None)
 
     def next_attempt(self, step: str, *, after: int) -> int:
         """The registry's per-step attempt counter (shared.store.registry.Registry.next_attempt)."""
