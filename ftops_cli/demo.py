@@ -1,4 +1,7 @@
 """`ftops demo [--json] [--datasets DIR] [--chaos] [--timeout SECONDS]`: the whole flow on one machine.
+`ftops demo --restart devhost|emulator|azurite`: kill one process of a stack left up by `--keep-running`
+(SIGKILL, as OOM or a scale-in does); the demo starts it again on the same ports, Azurite with its data
+(kept on disk in --data), so a fault of a real deployment can be repeated by hand.
 
 Starts Azurite, the hub/spoke emulator and the dev host (local.stack), drops the sample dataset (or every
 dataset in DIR), approves prod as the demo operator, waits until every run is terminal and every live
@@ -60,13 +63,35 @@ def add_parser(sub: Any) -> None:
                         "approve in the console")
     p.add_argument("--keep-running", action="store_true",
                    help="leave the stack up after the summary (the console, `ftops status`, `ftops report` use it) "
-                        "until Ctrl-C")
+                        "until Ctrl-C; a process killed meanwhile (`--restart`) is started again")
+    p.add_argument("--data", type=Path,
+                   help="folder where Azurite keeps its data on disk (default: a temp folder; printed)")
+    p.add_argument("--restart", choices=("devhost", "emulator", "azurite"),
+                   help="kill this process of the running demo stack (--keep-running) and let the demo start it "
+                        "again; nothing else is run")
     p.set_defaults(func=run)
+
+
+def restart(name: str) -> int:
+    """`ftops demo --restart NAME`: SIGKILL one process of the running stack (its demo restarts it)."""
+    import os
+
+    from ftops_cli.target import read_state
+    state = read_state(state_path())
+    pid = ((state or {}).get("pids") or {}).get(name)
+    if not pid:
+        raise UsageError(f"no running demo stack with a {name} process (start one with `ftops demo --keep-running`)")
+    # Azurite is stopped, not killed: it writes its metadata to disk every few seconds and flushes on SIGTERM
+    os.kill(int(pid), signal.SIGTERM if name == "azurite" else signal.SIGKILL)
+    say(f"stopped {name} (pid {pid}); the demo starts it again on the same ports")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     from local.stack import LocalStack, StackError  # local/ is never deployed: import it only here
 
+    if args.restart:
+        return restart(args.restart)
     drops = _plan_drops(args.datasets)
     if not drops:
         raise UsageError(f"no *.jsonl files or run.json folders in {args.datasets}")
@@ -74,10 +99,12 @@ def run(args: argparse.Namespace) -> int:
     log_dir = args.logs or Path(tempfile.mkdtemp(prefix="ftops-demo-logs-"))
     _stop_on_sigterm()
     reports_dir = args.reports or Path(tempfile.mkdtemp(prefix="ftops-demo-reports-"))
+    data_dir = args.data or Path(tempfile.mkdtemp(prefix="ftops-demo-data-"))
     say(f"starting Azurite, the hub/spoke emulator and the dev host{' (chaos)' if args.chaos else ''}; "
         f"logs in {log_dir}")
+    say(f"Azurite keeps its data on disk in {data_dir}")
     started = time.monotonic()
-    stack = LocalStack(chaos=args.chaos, log_dir=log_dir)
+    stack = LocalStack(chaos=args.chaos, log_dir=log_dir, data_dir=data_dir)
     state = state_path()
     try:
         with stack:
@@ -85,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
             with contextlib.redirect_stdout(sys.stderr):
                 deps = stack.deps()
                 stack.wait_for_api()
-                write_state(state, env=stack.env, api_url=stack.api_url, reports_dir=reports_dir)
+                write_state(state, env=stack.env, api_url=stack.api_url, reports_dir=reports_dir,
+                            pids=stack.pids(), data_dir=data_dir)
                 say(f"console: {stack.api_url}/console/ (sign in as {DEMO_APPROVER} or another demo user of "
                     "docs/operator-api.md); `ftops status` and `ftops report RUN_ID` find this stack while it runs")
                 sources = drop_datasets(deps, drops)
@@ -101,10 +129,18 @@ def run(args: argparse.Namespace) -> int:
                         say(f"run {r['run_id']} waits for approval: {stack.api_url}/console/runs/{r['run_id']} "
                             f"(sign in as {DEMO_APPROVER})")
             if args.keep_running or args.approve_in_console:
-                say(f"the stack stays up: console {stack.api_url}/console/ ; Ctrl-C stops everything")
+                say(f"the stack stays up: console {stack.api_url}/console/ ; `ftops demo --restart devhost` "
+                    "(or emulator, azurite) kills one process to see the app recover; Ctrl-C stops everything")
                 try:
+                    pids = stack.pids()
                     while True:
+                        for name in stack.revive():
+                            say(f"{name} started again on the same ports")
                         stack.check_alive()
+                        if stack.pids() != pids:   # `ftops demo --restart` finds the new ones
+                            pids = stack.pids()
+                            write_state(state, env=stack.env, api_url=stack.api_url, reports_dir=reports_dir,
+                                        pids=pids, data_dir=data_dir)
                         time.sleep(1)
                 except KeyboardInterrupt:
                     say("stopping the stack")

@@ -69,8 +69,7 @@ def handle_evaluate(request: EvaluateRequest, deps: Deps) -> None:
     if run.state not in (states.TRAINED, states.EVALUATING):
         log.info("run %s is %s: nothing to evaluate (duplicate or stale message)", run.run_id, run.state)
         return
-    key = "evaluate-" + hashlib.sha256(f"{run.run_id}|{run.job_id}|{run.fine_tuned_model}".encode()).hexdigest()[:32]
-    with claims.hold(deps.registry, key) as claim:
+    with claims.hold(deps.registry, claim_key(run)) as claim:
         if claim.in_progress:
             retry_later(deps, deps.settings.evaluate_queue, request, evaluate_message_id(run.run_id, run.job_id))
         elif claim.owned:
@@ -81,6 +80,11 @@ def handle_evaluate(request: EvaluateRequest, deps: Deps) -> None:
                 claim.release()
             else:
                 claim.complete({"state": final})
+
+
+def claim_key(run: RunRecord) -> str:
+    """The evaluation step's claim: one worker per run × job × model."""
+    return "evaluate-" + hashlib.sha256(f"{run.run_id}|{run.job_id}|{run.fine_tuned_model}".encode()).hexdigest()[:32]
 
 
 def _delete_left_behind(deps: Deps, run_id: str) -> None:

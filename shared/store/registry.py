@@ -474,6 +474,14 @@ class Registry:
         log.warning("claim %s: took over a lease that lapsed at %s", key, current["expires_at"])
         return KeyState(CLAIMED, token=meta.get("etag"), taken_over=True)
 
+    def claim_status(self, key: str) -> dict[str, str] | None:
+        """{status: IN_PROGRESS|COMPLETED, expires_at} of `key`, or None: what `ftops status --stuck` reads."""
+        try:
+            entity = self._tables["keys"].get_entity("key", key)
+        except ResourceNotFoundError:
+            return None
+        return {"status": entity["status"], "expires_at": entity.get("expires_at") or ""}
+
     def renew(self, key: str, token: str, *, ttl_seconds: float = LEASE_SECONDS) -> str:
         """Extend our lease on `key`; the new token. ConcurrencyError if it is no longer ours."""
         entity = {"PartitionKey": "key", "RowKey": key, "status": "IN_PROGRESS", "expires_at": _expiry(ttl_seconds)}

@@ -68,6 +68,13 @@ class InMemoryClaims:
         if self._holds(key, token):
             self.keys.pop(key, None)
 
+    def claim_status(self, key: str) -> dict[str, str] | None:
+        """As the registry's; a test may set `leases[key]` (an ISO time) for when the holder's lease lapses."""
+        status = self.keys.get(key)
+        if status is None:
+            return None
+        return {"status": status, "expires_at": self.__dict__.get("leases", {}).get(key, "9999-12-31T00:00:00")}
+
     def next_attempt(self, step: str, *, after: int) -> int:
         """The registry's per-step attempt counter (shared.store.registry.Registry.next_attempt)."""
         with self._claims_lock:
