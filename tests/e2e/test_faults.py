@@ -34,7 +34,7 @@ def wait_for(deps: Any, predicate: Any, *, seconds: float) -> Any:
     return None
 
 
-def test_a_host_killed_inside_the_evaluation_moves_again_within_two_minutes(tmp_path: Path) -> None:
+def test_a_host_sigkilled_inside_the_evaluation_moves_again_within_two_minutes(tmp_path: Path) -> None:
     """Once the run sat `evaluating` for the claim's whole lifetime (31 min), its temporary deployments up."""
     with LocalStack(log_dir=tmp_path / "logs", data_dir=tmp_path / "azurite") as stack:
         deps = stack.deps()
@@ -47,6 +47,7 @@ def test_a_host_killed_inside_the_evaluation_moves_again_within_two_minutes(tmp_
         assert moved is not None, (f"still evaluating {time.monotonic() - killed_at:.0f} s after the kill; "
                                    f"log: {stack.devhost_log}")
         assert stack.devhost_restarts == 1
+        print(f"killed at {caught.state}; {moved.state} {time.monotonic() - killed_at:.0f} s after the kill")
 
 
 def test_azurite_killed_and_started_again_keeps_every_run(tmp_path: Path) -> None:
