@@ -136,6 +136,7 @@ class StorageRefused(RuntimeError):
 # A string property holds 64 KiB (32K UTF-16 code units); an entity 1 MiB. Stored text is bounded below that
 # (the full text stays in the reports), so an owner of 40,000 characters or a long finding cannot fail a write.
 PROPERTY_CHARS = 30_000
+OUTBOX_AUDIT_CHARS = 8_000  # a transition's audit detail travels in the run's outbox (30K for all its messages)
 ATTEMPTS_REMEMBERED = 32   # copies whose re-send number a step's counter remembers (a redelivery asks again)
 BOUNDED_STRING = 2_000   # a string inside an oversized JSON property is cut to this, then shorter if need be
 
@@ -160,14 +161,14 @@ def _shrink(value: Any, limit: int) -> Any:
     return value
 
 
-def bounded_json(value: Any) -> str:
-    """JSON text that fits a property: long strings inside are cut (with a marker) until it does."""
+def bounded_json(value: Any, chars: int = PROPERTY_CHARS) -> str:
+    """JSON text that fits a property (or `chars`): long strings inside are cut (with a marker) until it does."""
     text = json.dumps(value, separators=(",", ":"), default=str)
     limit = BOUNDED_STRING
-    while len(text) > PROPERTY_CHARS and limit >= 50:
+    while len(text) > chars and limit >= 50:
         text = json.dumps(_shrink(value, limit), separators=(",", ":"), default=str)
         limit //= 4
-    if len(text) > PROPERTY_CHARS:
+    if len(text) > chars:
         text = json.dumps({"truncated": True, "chars": len(text)})
     return text
 
@@ -212,12 +213,14 @@ def _from_entity(cls: type, entity: Any) -> Any:
 
 
 def audit_record(action: str, *, actor: str, from_state: str | None = None, to_state: str | None = None,
-                 detail: dict[str, Any] | None = None, row_suffix: str | None = None) -> dict[str, Any]:
+                 detail: dict[str, Any] | None = None, row_suffix: str | None = None,
+                 detail_chars: int = PROPERTY_CHARS) -> dict[str, Any]:
     """One audit record as the audit table stores it (less its partition, the run id). Its row sorts by
-    time; `row_suffix` (an id derived from the transition) makes the row the same whenever it is written."""
+    time; `row_suffix` (an id derived from the transition) makes the row the same whenever it is written.
+    `detail_chars`: a record that travels in a run's outbox shares that property with the messages."""
     suffix = hashlib.sha256(row_suffix.encode()).hexdigest()[:12] if row_suffix else uuid.uuid4().hex[:8]
     record = {"RowKey": f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S.%fZ')}-{suffix}", "action": action,
-              "actor": bounded(actor, 1_000), "at": now_iso(), "detail_json": bounded_json(detail or {})}
+              "actor": bounded(actor, 1_000), "at": now_iso(), "detail_json": bounded_json(detail or {}, detail_chars)}
     if from_state:
         record["from_state"] = from_state
     if to_state:
@@ -313,7 +316,7 @@ class Registry:
                 setattr(run, key, value)
             if audit_id is not None and source_state != target:
                 record = audit_record(action, actor=actor, from_state=source_state, to_state=target, detail=detail,
-                                      row_suffix=audit_id)
+                                      row_suffix=audit_id, detail_chars=OUTBOX_AUDIT_CHARS)
                 run.outbox = [*run.outbox[:unsent], {"id": audit_id, "audit": record}, *run.outbox[unsent:]]
             return run
 

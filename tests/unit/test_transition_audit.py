@@ -56,3 +56,13 @@ def test_a_crash_after_the_transition_leaves_the_record_for_the_sweep_and_files_
     outbox.flush(deps, "r1", run.outbox)                        # the outbox sweep, later
     outbox.flush(deps, "r1", run.outbox)                        # …and again (two sweeps raced): still one record
     assert deps.registry.actions("r1") == ["run.uploading"]
+
+
+def test_a_transition_with_a_large_detail_still_fits_the_runs_outbox() -> None:
+    from shared.store.registry import PROPERTY_CHARS, _to_entity
+    deps = make_deps()
+    deps.registry.add_run(RunRecord(run_id="r1", source="datasets/x.jsonl", state=states.VALIDATING))
+    big = {"errors": [f"line {i}: " + "x" * 900 for i in range(40)]}    # ~36K characters of detail
+    deps.registry.transition("r1", states.REJECTED, actor="test", detail=big, audit_id="audit-1")
+    outbox_json = _to_entity(deps.registry.runs["r1"], "run", "r1")["outbox_json"]
+    assert len(outbox_json) <= PROPERTY_CHARS                          # the write would be refused otherwise
