@@ -136,6 +136,7 @@ class StorageRefused(RuntimeError):
 # A string property holds 64 KiB (32K UTF-16 code units); an entity 1 MiB. Stored text is bounded below that
 # (the full text stays in the reports), so an owner of 40,000 characters or a long finding cannot fail a write.
 PROPERTY_CHARS = 30_000
+CREATED_ROW = "00000000T000000.000000Z-created"   # run.created's audit row: before every other of the run
 OUTBOX_AUDIT_CHARS = 8_000  # a transition's audit detail travels in the run's outbox (30K for all its messages)
 ATTEMPTS_REMEMBERED = 32   # copies whose re-send number a step's counter remembers (a redelivery asks again)
 BOUNDED_STRING = 2_000   # a string inside an oversized JSON property is cut to this, then shorter if need be
@@ -244,17 +245,19 @@ class Registry:
     # --- runs ---------------------------------------------------------------------------------------
     def create_run(self, run: RunRecord, *, actor: str) -> RunRecord | None:
         """Insert a new run; None if a run with this id already exists (a duplicate event). Its `run.created`
-        audit record is written with it, in its outbox (marked first): the next flush of the run (its first
-        transition, or the outbox sweep after a crash) files it, so no crash loses it."""
-        audit_id = f"audit-{hashlib.sha256(f'{run.run_id}|created'.encode()).hexdigest()[:24]}"
-        record = audit_record("run.created", actor=actor, to_state=run.state, detail={"source": run.source},
-                              row_suffix=audit_id)
-        self.mark_outbox(run.run_id, [audit_id])
-        run.outbox = [{"id": audit_id, "audit": record}, *run.outbox]
+        audit record is written first, under a row of its own that sorts first (written once: a duplicate
+        event or a retry after a crash finds it there), so a run never exists without it."""
+        record = audit_record("run.created", actor=actor, to_state=run.state, detail={"source": run.source})
+        try:
+            self._tables["audit"].create_entity({"PartitionKey": run.run_id, **record, "RowKey": CREATED_ROW})
+        except ResourceExistsError:
+            pass
+        except HttpResponseError as exc:
+            raise _refused(exc, f"the audit record run.created of run {run.run_id}") from exc
         try:
             meta = self._tables["runs"].create_entity(_to_entity(run, "run", run.run_id))
         except ResourceExistsError:
-            return None   # the marker stays: the sweep finds the record already filed (or files it) and drops it
+            return None
         except HttpResponseError as exc:
             raise _refused(exc, f"run {run.run_id}") from exc
         run.etag = meta.get("etag")

@@ -78,3 +78,15 @@ def test_a_working_holder_renews_its_short_lease_so_nobody_takes_it_over(registr
         with claims.hold(registry, "evaluate-renewed", ttl_seconds=60) as other:
             assert other.in_progress and not working.lost
         working.complete({"state": "evaluated"})
+
+
+def test_run_created_is_on_record_before_the_run_exists_and_once(registry: Registry) -> None:
+    """Once written after the run, a crash or one transient error in between lost it: a run with no trail
+    of its creation (the project's own --chaos produced one)."""
+    from shared.store.registry import RunRecord
+
+    run = RunRecord(run_id="r-created", source="datasets/x.jsonl")
+    assert registry.create_run(run, actor="intake") is not None
+    assert registry.create_run(RunRecord(run_id="r-created", source="datasets/x.jsonl"), actor="intake") is None
+    trail = registry.audit_trail("r-created")
+    assert [(a["action"], a["to_state"]) for a in trail] == [("run.created", "received")]
