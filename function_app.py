@@ -8,7 +8,9 @@ from functions import (
     commands,
     console,
     deployment,
+    drift,
     evaluation,
+    harvest,
     intake,
     keepalive,
     operator,
@@ -23,5 +25,6 @@ if os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
 logging.getLogger("azure").setLevel(logging.WARNING)  # the SDKs' request logs would drown the app's own
 
 app = func.FunctionApp()
-for stage in (intake, training, polling, outbox, evaluation, deployment, keepalive, commands, operator, console):
+for stage in (intake, training, polling, outbox, evaluation, deployment, keepalive, harvest, drift, commands, operator,
+              console):
     app.register_functions(stage.bp)

@@ -71,6 +71,7 @@ var containers = {
   datasets: 'datasets'
   reports: 'reports'
   quarantine: 'quarantine'
+  traffic: 'traffic'
 }
 var queues = {
   train: 'ftops-train'
@@ -108,7 +109,7 @@ module storage 'modules/storage.bicep' = {
     location: location
     tags: tags
     principalId: identity.outputs.principalId
-    containers: [containers.datasets, containers.reports, containers.quarantine]
+    containers: [containers.datasets, containers.reports, containers.quarantine, containers.traffic]
     deploymentContainer: names.deploymentContainer
   }
 }
@@ -224,6 +225,7 @@ var appSettings = {
   DATASETS_CONTAINER: containers.datasets
   REPORTS_CONTAINER: containers.reports
   QUARANTINE_CONTAINER: containers.quarantine
+  TRAFFIC_CONTAINER: containers.traffic
   TRAIN_QUEUE: queues.train
   EVALUATE_QUEUE: queues.evaluate
   DEPLOY_QUEUE: queues.deploy
@@ -232,6 +234,8 @@ var appSettings = {
   POLL_SCHEDULE: pollSchedule
   OUTBOX_SCHEDULE: outboxSchedule
   KEEPALIVE_SCHEDULE: keepaliveSchedule
+  HARVEST_SCHEDULE: '0 30 2 * * *'
+  DRIFT_SCHEDULE: '0 0 */6 * * *'
   DEFAULT_BASE_MODEL: defaultBaseModel
   INTAKE_WAIT_SECONDS: '60'
   MAX_DATASET_MB: '2048'
