@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ftops_cli.errors import UsageError
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         f"logs in {log_dir}")
     say(f"Azurite keeps its data on disk in {data_dir}")
     started = time.monotonic()
-    flywheel = None
+    flywheel: ModuleType | None = None   # ftops_cli.flywheel_demo, imported only for --flywheel
     if getattr(args, "flywheel", False):
         from ftops_cli import flywheel_demo as flywheel
     stack = LocalStack(chaos=args.chaos, log_dir=log_dir, data_dir=data_dir,
@@ -363,7 +364,7 @@ def collect(stack: Any, deps: Deps) -> dict[str, Any]:
     emulator = stack.emulator_state()
     return {
         "runs": [{**run_view(r, [d for d in deployments if d.run_id == r.run_id],
-                             reports_container=deps.settings.reports_container),
+                             reports_container=deps.settings.reports_container, topology=deps.topology),
                   "trail": trail(deps, r.run_id)} for r in runs],
         "dead_letters": dead_letters(stack.env["AzureWebJobsStorage"]),
         "emulator": {"jobs_created": emulator["jobs_created"],
@@ -411,7 +412,7 @@ def render(result: dict[str, Any]) -> str:
     lines.append(runs[0])
     for r, row in zip(result["runs"], runs[1:]):
         lines.append(row)
-        if not r["reached_end"]:
+        if not r["reached_end"] or r["reason"]:   # reached its own end, yet can never go further: why
             lines.append(f"    why:    {r['reason'] or 'no reason recorded'}")
             lines.append(f"    report: {', '.join(r['reports']) or '-'}")
     deployments = [d for r in result["runs"] for d in r["deployments"]]

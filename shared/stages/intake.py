@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -191,7 +191,7 @@ class OutOfTime(Exception):
     left to the function's timeout, which only retries the same work until the message is poison."""
 
 
-def _chunks(deps: Deps, blob_name: str, etag: str | None, deadline: float) -> Any:
+def _chunks(deps: Deps, blob_name: str, etag: str | None, deadline: float) -> Callable[[], Iterable[bytes]]:
     def read() -> Iterable[bytes]:
         blob = deps.blobs.get_blob_client(deps.settings.datasets_container, blob_name)
         if etag is None:
