@@ -1,5 +1,5 @@
-"""HTTP triggers: the operator API (runs, one run, deployments; the commands approve, reject, retrain,
-retire, rollback). The app verifies the caller's Entra ID token itself (shared.azure.access), so the functions are
+"""HTTP triggers: the operator API (runs, one run, deployments; the commands start (POST runs), claim,
+approve, reject, retrain, retire, rollback). The app verifies the caller's Entra ID token itself (shared.azure.access), so the functions are
 anonymous at the host: a function key would be a shared secret that names nobody. Routes under the host's
 prefix (`/api`).
 
@@ -16,7 +16,7 @@ from shared.run.command_table import COMMAND_ROUTES
 
 bp = func.Blueprint()
 ANONYMOUS = func.AuthLevel.ANONYMOUS
-RUN_COMMAND, ENVIRONMENT_COMMAND = COMMAND_ROUTES
+RUN_COMMAND, ENVIRONMENT_COMMAND, START_RUN = COMMAND_ROUTES
 
 
 def _respond(answer: ApiResponse) -> func.HttpResponse:
@@ -37,6 +37,11 @@ def _command(route: str, req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="runs", methods=["GET"], auth_level=ANONYMOUS)
 def operator_list_runs(req: func.HttpRequest) -> func.HttpResponse:
     return _answer("list_runs", req)
+
+
+@bp.route(route=START_RUN, methods=["POST"], auth_level=ANONYMOUS)
+def operator_start_run(req: func.HttpRequest) -> func.HttpResponse:
+    return _command(START_RUN, req)
 
 
 @bp.route(route="runs/{run_id}", methods=["GET"], auth_level=ANONYMOUS)

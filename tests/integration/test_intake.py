@@ -139,7 +139,10 @@ def test_a_train_command_starts_a_run_with_its_settings(make_deps):
     handle_command(event, command, deps)
     [run] = deps.registry.list_runs()
     assert run.state == "accepted" and (run.settings["suffix"], run.owner) == ("cmd", "6f1c2d3e-0000-4000-8000-0000000000b2")
-    assert deps.registry.audit_trail(run.run_id)[0]["actor"] == "mlops-portal"
+    # who the message names is a claim, and the trail says so (never the verified `Name <oid>` form)
+    assert deps.registry.audit_trail(run.run_id)[0]["actor"] == (
+        f"unverified: mlops-portal via {deps.settings.commands_queue}")
+    assert run.started_by is None and run.claimed_by is None   # its owner confirms it before any gated environment
 
 
 def test_an_owner_of_40000_characters_is_stored_bounded_not_retried_forever(make_deps):
