@@ -19,7 +19,7 @@ from shared.evaluation.graders import Grader
 from shared.evaluation.metrics import CandidateMetrics, ExampleResult
 from shared.evaluation.runner import Candidate
 
-SCHEMA_VERSION = 2   # 2: graders, intervals, comparisons (base, champion), content filter rate, cost
+SCHEMA_VERSION = 3   # 3: candidate_gates, grader_errors; 2: graders, intervals, comparisons, content filter, cost
 WORST_EXAMPLES = 15
 TEXT_LIMIT = 300
 MAX_LOSS_POINTS = 400
@@ -96,7 +96,8 @@ def build_report(*, run_id: str, base_model: str, fine_tuned_model: str, eval_pa
                  chosen: Candidate, gates: Sequence[Gate], training_metrics: Any,
                  graders: Sequence[Grader] = (), gate_grader: str = "token_f1",
                  comparisons: Mapping[str, Mapping[str, Interval]] | None = None,
-                 improvement_rule: str = "lower_bound") -> dict[str, Any]:
+                 improvement_rule: str = "lower_bound",
+                 candidate_gates: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> dict[str, Any]:
     passed = all(g.passed for g in gates)
     champion = next((c for c in candidates if c.kind == "champion" and c.name in metrics), None)
     return {
@@ -123,6 +124,10 @@ def build_report(*, run_id: str, base_model: str, fine_tuned_model: str, eval_pa
                         for other, by_grader in (comparisons or {}).items()},
         "champion": ({"model": champion.model, "environment": champion.environment} if champion else None),
         "gates": [g.to_dict() for g in gates],
+        # every fine-tuned candidate's gates: the chosen one is the best of those that pass them all
+        "candidate_gates": {name: [dict(g) for g in rows] for name, rows in (candidate_gates or {}).items()},
+        # answers each grader could not score, per candidate: left out of every comparison, never a 0
+        "grader_errors": {c.name: dict(metrics[c.name].grader_errors) for c in candidates if c.name in metrics},
         "passed": passed,
         "failed_gates": [g.name for g in gates if not g.passed],
         "worst_examples": worst_examples(examples, results[chosen.name], results.get("base", []),
@@ -189,14 +194,15 @@ def render_html(report: Mapping[str, Any]) -> str:
               f'(of {report["examples"]["available"]} in <code>{e(report["examples"]["source"])}</code>). '
               f'Chosen: <b>{e(chosen)}</b> <code>{e(report["chosen"]["model"])}</code>. '
               f'<span class="muted">Generated {e(report["generated_at"])}.</span></p>'),
+             _grader_error_headline(report),
              "<h2>Gates</h2><table><tr><th>gate</th><th>value</th><th>threshold</th><th>verdict</th><th>detail</th></tr>"]
     for g in report["gates"]:
         parts.append(f'<tr><td>{e(g["name"])}</td><td>{_fmt(g["value"])}</td><td>{_fmt(g["threshold"])}</td>'
                      f'<td>{_verdict(g["passed"])}</td><td>{e(g["detail"])}</td></tr>')
     grader_names = [g["name"] for g in report.get("graders") or []] or ["token_f1"]
     gate_grader = report.get("gate_grader", "token_f1")
-    parts.append("</table><h2>Candidates</h2><p class=\"muted\">Mean score per grader with its 95 % bootstrap "
-                 "interval [low, high]; the gates read <b>" + e(gate_grader) + "</b>.</p><table><tr><th>candidate"
+    parts.append("</table><h2>Candidates</h2><p class=\"muted\">Mean score per grader with its 95 % interval "
+                 "[low, high] (Wilson for 0/1 scores, Student t otherwise); the gates read <b>" + e(gate_grader) + "</b>.</p><table><tr><th>candidate"
                  "</th><th>model</th><th>sku</th>" + "".join(f"<th>{e(n)}</th>" for n in grader_names) +
                  "<th>p50 ms</th><th>p95 ms</th><th>prompt tok</th><th>completion tok</th><th>content filter</th>"
                  "<th>USD / 1k requests</th><th>errors</th></tr>")
@@ -210,16 +216,12 @@ def render_html(report: Mapping[str, Any]) -> str:
                      f'<td>{m.get("content_filter_rate", 0.0):.1%}</td><td>{_money(m.get("cost_per_1k_requests_usd"))}'
                      f'</td><td>{m["n_errors"]} / {m["n"]}</td></tr>')
     parts.append("</table>")
-    for c in candidates:
-        for name, count in (c["metrics"].get("grader_errors") or {}).items():
-            parts.append(f'<p class="fail">Grader {e(name)} could not score {count} of {c["name"]}\'s answers '
-                         f'(counted 0; see the logs).</p>')
     for s in report["skipped_candidates"]:
         parts.append(f'<p class="muted">Not evaluated: {e(s.get("name", ""))} — {e(s.get("reason", ""))}</p>')
     comparisons = report.get("comparisons") or {}
     if comparisons:
         parts.append(f"<h2>Improvement of {e(chosen)}</h2><p class=\"muted\">Chosen minus the other model on the "
-                     "same examples; [low, high] is the 95 % paired bootstrap interval.</p><table><tr><th>against"
+                     "same examples; [low, high] is the 95 % t interval of the paired differences.</p><table><tr><th>against"
                      "</th><th>model</th>" + "".join(f"<th>{e(n)}</th>" for n in grader_names) + "</tr>")
         for other, row in comparisons.items():
             cells = "".join(f"<td>{_diff(row['improvement'].get(n))}</td>" for n in grader_names)
@@ -262,6 +264,17 @@ def render_html(report: Mapping[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def _grader_error_headline(report: Mapping[str, Any]) -> str:
+    """Grader failures, said at the top: each candidate's answers a grader could not score."""
+    counts = [(name, grader, n) for name, by_grader in (report.get("grader_errors") or {}).items()
+              for grader, n in by_grader.items() if n]
+    if not counts:
+        return '<p class="muted">Grader errors: none (every grader scored every answer).</p>'
+    said = "; ".join(f"{escape(grader)} on {escape(name)}: {n}" for name, grader, n in counts)
+    return (f'<p class="fail">Grader errors — answers a grader could not score, left out of every candidate\'s '
+            f'comparison: {said}.</p>')
+
+
 def summary(report: Mapping[str, Any], paths: Mapping[str, str]) -> dict[str, Any]:
     """The registry's `evaluation` field (Table Storage properties are capped at 64 KiB, so small): what
     GET runs/{id} and the approval view show — scores with intervals, the comparison with base and with
@@ -279,5 +292,6 @@ def summary(report: Mapping[str, Any], paths: Mapping[str, str]) -> dict[str, An
             "champion": report.get("champion"),
             "content_filter_rate": {c["name"]: c["metrics"].get("content_filter_rate") for c in candidates},
             "cost_per_1k_requests_usd": {c["name"]: c["metrics"].get("cost_per_1k_requests_usd") for c in candidates},
+            "grader_errors": {name: counts for name, counts in (report.get("grader_errors") or {}).items() if counts},
             "gates": report["gates"], "failed_gates": report["failed_gates"],
             "examples": report["examples"]["evaluated"], "reports": dict(paths)}

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shared.run.echo import echo
+from shared.run.heldout import MIN_HELD_OUT
 from shared.run.models import DEFAULT_BASE_MODEL
 
 
@@ -45,7 +46,13 @@ class Thresholds(_Strict):
     min_improvement: float = Field(0.05, ge=-1, le=1)  # over the base model (and over the champion, below)
     # lower_bound: the paired bootstrap interval's lower bound must clear min_improvement; mean: the old rule
     improvement_rule: Literal["lower_bound", "mean"] = "lower_bound"
-    min_improvement_over_champion: float = Field(0.0, ge=-1, le=1)   # over what the environment serves today
+    # against what the environment serves today: non_inferior (lower bound ≥ −non_inferiority_margin) or
+    # superior (lower bound ≥ min_improvement_over_champion)
+    champion_rule: Literal["non_inferior", "superior"] = "non_inferior"
+    non_inferiority_margin: float = Field(0.1, ge=0, le=0.5)
+    min_improvement_over_champion: float = Field(0.0, ge=-1, le=1)
+    # answers a grader could not score (a judge that failed), as a share of the examples, per candidate
+    max_grader_error_rate: float = Field(0.05, ge=0, le=1)
     max_latency_p95_ms: float | None = Field(None, gt=0)
     max_error_rate: float = Field(0.1, ge=0, le=1)
     max_content_filter_rate: float = Field(0.02, ge=0, le=1)
@@ -87,7 +94,7 @@ class Evaluation(_Strict):
     """How the evaluate stage judges: graders (default: from the data's shape), calls in flight, champion."""
     graders: list[GraderSpec] | None = Field(None, min_length=1, max_length=12)
     concurrency: int = Field(8, ge=1, le=64)
-    max_examples: int = Field(200, ge=1, le=5000)   # a seeded sample of the eval file, this size at most
+    max_examples: int = Field(200, ge=MIN_HELD_OUT, le=5000)   # a seeded sample of the eval file, at most this
     champion: bool = True     # also evaluate what the run's deployment name serves today, and gate on it
 
     @model_validator(mode="after")

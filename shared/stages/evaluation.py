@@ -24,9 +24,9 @@ from shared.azure.arm_deployments import DeploymentQuota, DeploymentRefused, Dep
 from shared.evaluation import graders as grading
 from shared.evaluation.confidence import paired_difference
 from shared.evaluation.examples import Example, load_examples, stream_lines
-from shared.evaluation.gates import choose_candidate, evaluate_gates, thresholds_from
+from shared.evaluation.gates import common_examples, gate_candidates, scores_on, thresholds_from
 from shared.evaluation.hubdeploy import create_deployment, hub_account, plan_candidates, plan_champion
-from shared.evaluation.metrics import ExampleResult, aggregate
+from shared.evaluation.metrics import aggregate
 from shared.evaluation.report import build_report, loss_rows, render_html, summary
 from shared.evaluation.runner import Candidate, run_candidates
 from shared.run import actors, states
@@ -113,10 +113,6 @@ def _graders(run_id: str, settings: dict[str, Any], evaluation: Evaluation, exam
     return chosen, gate or names[0]
 
 
-def _scores(rows: list[ExampleResult], grader: str) -> list[float]:
-    return [r.scores.get(grader, r.f1 if grader == "token_f1" else 0.0) for r in rows]
-
-
 def _measure(run: RunRecord, deps: Deps) -> dict[str, Any]:
     run_id, settings = run.run_id, run.settings or {}
     base_model = str(settings.get("base_model") or deps.settings.default_base_model)
@@ -177,26 +173,26 @@ def _measure(run: RunRecord, deps: Deps) -> dict[str, Any]:
     metrics = {c.name: aggregate(results[c.name], graders=names,
                                  price_per_1m=inference_price_per_1m(base_model, fine_tuned=c.kind != "base"))
                for c in active}
-    chosen = choose_candidate(active, metrics, gate_grader)
-    # paired bootstrap of the chosen model against each reference point, for every grader
-    comparisons = {other: {g: paired_difference(_scores(results[chosen.name], g), _scores(results[other], g))
-                           for g in names}
-                   for other in ("base", "champion") if other in results}
     has_champion = "champion" in results
     champion_note = None
     if champion is not None and not has_champion:
         champion_note = f"the champion {champion.model} could not be evaluated (see skipped candidates)"
-    gates = evaluate_gates(metrics[chosen.name], metrics["base"], thresholds, grader=gate_grader,
-                           over_base=comparisons["base"][gate_grader],
-                           champion=metrics["champion"] if has_champion else None,
-                           over_champion=comparisons["champion"][gate_grader] if has_champion else None,
-                           champion_note=champion_note)
+    chosen, verdicts = gate_candidates(active, results, metrics, thresholds, grader=gate_grader,
+                                       champion_note=champion_note)
+    gates = verdicts[chosen.name].gates
+    # the chosen model against each reference point, for every grader, on the examples every candidate's
+    # grader scored
+    comparisons = {other: {g: paired_difference(scores_on(results[chosen.name], g, keep := common_examples(results, g)),
+                                                scores_on(results[other], g, keep))
+                           for g in names}
+                   for other in ("base", "champion") if other in results}
     return build_report(run_id=run_id, base_model=base_model, fine_tuned_model=run.fine_tuned_model,
                         eval_path=eval_path, examples=loaded.examples, available=loaded.total,
                         skipped_lines=loaded.skipped, candidates=active, results=results, metrics=metrics,
                         skipped_candidates=skipped, chosen=chosen, gates=gates, training_metrics=run.metrics,
                         graders=graders, gate_grader=gate_grader, comparisons=comparisons,
-                        improvement_rule=thresholds.improvement_rule)
+                        improvement_rule=thresholds.improvement_rule,
+                        candidate_gates={name: [g.to_dict() for g in v.gates] for name, v in verdicts.items()})
 
 
 def _wait_for_quota(deps: Deps, run: RunRecord, request: EvaluateRequest, exc: DeploymentQuota) -> str | None:
