@@ -42,10 +42,12 @@ ALPHA = 0.025   # one-sided, per gate: the lower bound of a two-sided 95 % inter
 
 def common_examples(results: Mapping[str, Sequence[ExampleResult]], grader: str) -> list[int]:
     """The examples every candidate's `grader` scored: an answer the grader could not score (a judge that
-    failed) is no evidence either way, so that example leaves every candidate's comparison."""
+    failed) is no evidence either way, so that example leaves every candidate's comparison; so does one the
+    grader does not apply to (a text grader on a tool-call reference)."""
     rows = list(results.values())
     n = min((len(r) for r in rows), default=0)
-    return [i for i in range(n) if not any(grader in r[i].grading_failed for r in rows)]
+    return [i for i in range(n)
+            if not any(grader in r[i].grading_failed or grader in r[i].not_applicable for r in rows)]
 
 
 def scores_on(rows: Sequence[ExampleResult], grader: str, keep: Sequence[int]) -> list[float]:

@@ -69,6 +69,7 @@ class ExampleResult:
     scores: dict[str, float] = field(default_factory=dict)   # grader name → 0..1 (a failed call: 0)
     flagged: bool = False        # the content filter annotated or filtered the answer (not "safe")
     grading_failed: tuple[str, ...] = ()   # graders that could not score this answer (a judge that failed)
+    not_applicable: tuple[str, ...] = ()   # graders that do not grade this kind of reference (text vs tool calls)
 
     @property
     def ok(self) -> bool:
@@ -138,7 +139,8 @@ def aggregate(results: Iterable[ExampleResult], *, graders: Sequence[str] = (),
     if price_per_1m is not None and prompt is not None and completion is not None:
         cost = 1000 * (prompt * price_per_1m[0] + completion * price_per_1m[1]) / 1e6
     return CandidateMetrics(
-        graders={g: mean_interval([r.scores.get(g, 0.0) for r in rows if g not in r.grading_failed]).to_dict()
+        graders={g: mean_interval([r.scores.get(g, 0.0) for r in rows
+                                   if g not in r.grading_failed and g not in r.not_applicable]).to_dict()
                  for g in graders},
         content_filter_rate=sum(r.flagged for r in ok) / len(ok) if ok else 0.0,
         grader_errors={g: failed for g in graders if (failed := sum(g in r.grading_failed for r in rows))},

@@ -137,6 +137,11 @@ class RunSettings(_Strict):
             return self   # detected from the data, then checked again with it (shared.validation.drop)
         if self.method == "reinforcement" and not self.grader:
             raise ValueError("method 'reinforcement' needs a 'grader'")
+        if self.method == "reinforcement" and self.grader:
+            from shared.run.graderspec import grader_problems
+            problems = grader_problems(self.grader, python_ok=self.evaluation.graders is not None)
+            if problems:
+                raise ValueError("; ".join(problems))
         if self.method != "reinforcement" and self.grader:
             raise ValueError("'grader' applies only to method 'reinforcement'")
         if self.method != "dpo" and self.hyperparameters.beta is not None:
@@ -182,7 +187,7 @@ def parse_run_settings(raw: bytes | str | dict[str, Any] | None, *, defaults: di
         return RunSettings.model_validate(merged)
     except ValidationError as exc:
         raise RunSettingsError([
-            f"{source}: {echo('.'.join(str(p) for p in e['loc']) or '<root>')}: {echo(e['msg'])}"
+            f"{source}: {echo('.'.join(str(p) for p in e['loc']) or '<root>')}: {echo(e['msg'], 400)}"
             for e in exc.errors()
         ]) from exc
 

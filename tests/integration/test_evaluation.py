@@ -252,7 +252,7 @@ CITIES = [("What is the weather in Oslo?", "Oslo weather today?", "Oslo"),
           ("What is the weather in Tromso?", "Tromso weather today?", "Tromso")]
 # more of each kind, so the held-out set reaches the gates' minimum (shared.run.heldout.MIN_HELD_OUT)
 TEXT += [(q, a, p, f"On weekdays the {city} store closes at {5 + i % 5} pm.")
-         for i, ((q, a, p), city) in enumerate(zip(FACTS[12:24], STORE_CITIES, strict=False))]
+         for i, ((q, a, p), city) in enumerate(zip(FACTS[12:], STORE_CITIES, strict=True))]
 JSON_ORDERS += [(f"Extract the order as JSON: order {letter}-{n}, {n % 5 + 1} {item}s",
                  f"As JSON please: order {letter}-{n} with {n % 5 + 1} {item}s",
                  {"order": f"{letter}-{n}", "item": item, "quantity": n % 5 + 1})

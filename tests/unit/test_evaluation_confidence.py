@@ -90,7 +90,7 @@ def test_a_failing_judge_is_no_evidence_of_improvement() -> None:
     bound of +0.3; left out of the paired comparison, there is no improvement, and the counts are reported."""
     answers = [1.0] * 30 + [0.0] * 10
     results = {"final": _rows(answers), "base": _rows(answers, failed=set(range(10)))}
-    chosen, by = _gate(results, [FINAL], min_improvement=0.05)
+    _, by = _gate(results, [FINAL], min_improvement=0.05)
     gates = by["final"]
     assert not gates["min_improvement"].passed
     assert gates["min_improvement"].value == pytest.approx(0.0)

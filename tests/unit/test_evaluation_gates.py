@@ -12,6 +12,7 @@ from shared.evaluation.metrics import ExampleResult, aggregate
 from shared.evaluation.runner import Candidate
 from shared.run.settings import Thresholds
 
+
 def rows(scores: list[float], *, failed: set[int] = frozenset(), latency: float | None = 300.0,
          errors: int = 0, grader: str = "g") -> list[ExampleResult]:
     """One candidate's answers with these scores of grader `grader`; `failed`: where the grader failed."""

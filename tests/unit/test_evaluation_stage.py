@@ -315,8 +315,7 @@ def test_a_reinforcement_run_is_judged_by_its_own_grader() -> None:
     assert done.state == states.EVALUATED and done.evaluation["grader"] == "exact"
     assert done.evaluation["scores"]["final"] == 1.0 and done.evaluation["scores"]["base"] == 0.0
     report = json.loads(deps.blobs.data[("reports", "r1/evaluation.json")])
-    assert report["graders"] == [{"name": "exact", "type": "string_check", "operation": "eq",
-                                  "reference": "{{item.answer}}"}]
+    assert report["graders"] == [{"name": "exact", "type": "reinforcement", "grader": run.settings["grader"]}]
 
 
 def test_a_judge_that_fails_is_counted_not_hidden_and_not_a_zero() -> None:
