@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 ROUGE = {f"rouge_{n}": f"rouge{n}" for n in range(1, 6)} | {"rouge_l": "rougeL"}
@@ -87,14 +87,19 @@ def rouge(kind: str, answer: str, reference: str) -> float:
 
 
 class _Tokenizer:
-    """rouge-score's tokenizer interface: every script kept; Porter stems on ASCII words only."""
+    """rouge-score's tokenizer interface: every script kept; Porter stems on ASCII words only. Stems and
+    tokenised texts are cached (every candidate's answer is compared with the same references)."""
 
     def __init__(self) -> None:
         from nltk.stem import porter
-        self._stem = porter.PorterStemmer().stem
+        self._stem = lru_cache(maxsize=1 << 15)(porter.PorterStemmer().stem)
+        self._tokens = lru_cache(maxsize=1 << 12)(self._tokenize)
+
+    def _tokenize(self, text: str) -> tuple[str, ...]:
+        return tuple(self._stem(t) if t.isascii() and len(t) > 3 else t for t in tokens(text))
 
     def tokenize(self, text: str) -> list[str]:
-        return [self._stem(t) if t.isascii() and len(t) > 3 else t for t in tokens(text)]
+        return list(self._tokens(text))
 
 
 @cache

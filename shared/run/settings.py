@@ -93,7 +93,7 @@ class GraderSpec(_Strict):
 class Evaluation(_Strict):
     """How the evaluate stage judges: graders (default: from the data's shape), calls in flight, champion."""
     graders: list[GraderSpec] | None = Field(None, min_length=1, max_length=12)
-    concurrency: int = Field(8, ge=1, le=64)
+    concurrency: int = Field(8, ge=1, le=64)   # calls in flight per deployment to start with; grows until 429
     max_examples: int = Field(200, ge=MIN_HELD_OUT, le=5000)   # a seeded sample of the eval file, at most this
     champion: bool = True     # also evaluate what the run's deployment name serves today, and gate on it
 

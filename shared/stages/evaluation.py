@@ -192,7 +192,22 @@ def _measure(run: RunRecord, deps: Deps) -> dict[str, Any]:
                         skipped_candidates=skipped, chosen=chosen, gates=gates, training_metrics=run.metrics,
                         graders=graders, gate_grader=gate_grader, comparisons=comparisons,
                         improvement_rule=thresholds.improvement_rule,
-                        candidate_gates={name: [g.to_dict() for g in v.gates] for name, v in verdicts.items()})
+                        candidate_gates={name: [g.to_dict() for g in v.gates] for name, v in verdicts.items()},
+                        lineage=_lineage(run, base_model))
+
+
+def _lineage(run: RunRecord, base_model: str) -> dict[str, Any]:
+    """Where the evaluated model came from, for the report (docs/evaluation.md, "Reports")."""
+    from shared.run.models import model_facts
+    try:
+        price = model_facts(base_model).training_price_per_1m
+    except (KeyError, ValueError):
+        price = None
+    tokens = run.trained_tokens
+    return {"dataset_hash": run.dataset_hash, "validation_report": "validation.json",   # beside evaluation.html
+            "settings": run.settings or {}, "trained_tokens": tokens,
+            "training_cost_usd": round(tokens / 1e6 * price, 2) if tokens and price else None,
+            "approvals": dict(run.approvals or {})}
 
 
 def _wait_for_quota(deps: Deps, run: RunRecord, request: EvaluateRequest, exc: DeploymentQuota) -> str | None:
