@@ -85,12 +85,12 @@ def gate_candidates(trained: Sequence[Candidate], results: Mapping[str, Sequence
     """Every fine-tuned candidate gated, then the choice: the best mean of the gate grader among those that
     pass every gate (ties: the final model, then the later checkpoint); when none passes, the best of all,
     so the report says what failed. Interval gates are corrected for the number of candidates (Holm), so
-    choosing the best of several does not raise the false-pass rate (tests/unit/test_evaluation_gates.py
+    choosing the best of several does not raise the false-pass rate (tests/unit/test_evaluation_confidence.py
     measures it by simulation)."""
     trained = [c for c in trained if c.kind in ("final", "checkpoint") and c.name in results]
     if not trained:
         raise ValueError("no fine-tuned candidate was evaluated")
-    keep = common_examples({name: rows for name, rows in results.items()}, grader)
+    keep = common_examples(results, grader)
     scores = {name: scores_on(rows, grader, keep) for name, rows in results.items()}
     diffs: dict[str, dict[str, list[float]]] = {
         other: {c.name: [a - b for a, b in zip(scores[c.name], scores[other], strict=True)] for c in trained}
@@ -113,16 +113,6 @@ def gate_candidates(trained: Sequence[Candidate], results: Mapping[str, Sequence
                 c.step or 0)
 
     return max(trained, key=key), verdicts
-
-
-def choose_candidate(candidates: Sequence[Candidate], metrics: Mapping[str, CandidateMetrics],
-                     grader: str = "token_f1") -> Candidate:
-    """The fine-tuned candidate with the best mean of the gate grader, gates aside (ties: final, then later)."""
-    trained = [c for c in candidates if c.kind in ("final", "checkpoint") and c.name in metrics]
-    if not trained:
-        raise ValueError("no fine-tuned candidate was evaluated")
-    return max(trained, key=lambda c: (round(metrics[c.name].score(grader), 9), 1 if c.kind == "final" else 0,
-                                       c.step or 0))
 
 
 def _gates_of(c: Candidate, metrics: Mapping[str, CandidateMetrics], thresholds: Thresholds, *, grader: str,

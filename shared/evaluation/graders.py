@@ -56,6 +56,16 @@ class Grader:
     reference: str | None = None          # "{{item.<field>}}": where the reference comes from (RFT graders)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def asks_judge(self) -> bool:
+        """Whether grading calls a model (a score_model, or a reinforcement grader holding a model grader)."""
+        if self.kind == "score_model":
+            return True
+        spec = self.extra.get("spec") if self.kind == "reinforcement" else None
+        inner = spec.get("graders") if isinstance(spec, Mapping) and spec.get("type") == "multi" else None
+        specs = list(inner.values()) if isinstance(inner, Mapping) else [spec]
+        return any(isinstance(x, Mapping) and x.get("type") in ("score_model", "label_model") for x in specs)
+
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "type": self.kind}
         for key in ("operation", "metric", "model", "reference"):

@@ -160,7 +160,7 @@ def _measure(run: RunRecord, deps: Deps) -> dict[str, Any]:
                 raise
             active.append(candidate)
         chat_fn = deps.chat.reply_fn(base_model)
-        judge = deps.chat.judge_fn() if any(g.kind == "score_model" for g in graders) else None
+        judge = deps.chat.judge_fn() if any(g.asks_judge for g in graders) else None
         results = run_candidates(active, loaded.examples, chat_fn, max_workers=evaluation.concurrency,
                                  graders=graders, judge=judge)
     finally:
@@ -182,9 +182,9 @@ def _measure(run: RunRecord, deps: Deps) -> dict[str, Any]:
     gates = verdicts[chosen.name].gates
     # the chosen model against each reference point, for every grader, on the examples every candidate's
     # grader scored
-    comparisons = {other: {g: paired_difference(scores_on(results[chosen.name], g, keep := common_examples(results, g)),
-                                                scores_on(results[other], g, keep))
-                           for g in names}
+    scored = {g: common_examples(results, g) for g in names}
+    comparisons = {other: {g: paired_difference(scores_on(results[chosen.name], g, scored[g]),
+                                                scores_on(results[other], g, scored[g])) for g in names}
                    for other in ("base", "champion") if other in results}
     return build_report(run_id=run_id, base_model=base_model, fine_tuned_model=run.fine_tuned_model,
                         eval_path=eval_path, examples=loaded.examples, available=loaded.total,

@@ -359,3 +359,26 @@ def test_a_judge_failing_on_too_many_answers_fails_the_run_with_its_reason() -> 
     assert run.state == states.EVALUATION_FAILED and run.evaluation["failed_gates"] == ["max_grader_error_rate"]
     gate = next(g for g in run.evaluation["gates"] if g["name"] == "max_grader_error_rate")
     assert "6 of 60" in gate["detail"]
+
+
+def test_a_reinforcement_runs_model_grader_is_asked_with_its_own_messages() -> None:
+    """The run's own score_model grader (inside a multi) gets a judge: before, none was made for it."""
+    lines = [json.dumps({"messages": [{"role": "user", "content": q}], "answer": a}) for q, a in QA.items()]
+    run = _run(min_score=0.5, min_improvement=0.1)
+    judge_spec = {"type": "score_model", "name": "judge", "model": "judge-4o", "range": [0, 10],
+                  "input": [{"role": "user", "content": "Reference {{item.answer}}; answer {{sample.output_text}}"}]}
+    run.settings.update(method="reinforcement", grader={
+        "type": "multi", "graders": {"judge": judge_spec}, "calculate_output": "judge"})
+    deps = _deps(run, eval_lines=lines)
+    asked: list[str] = []
+
+    def judge(deployment: str, messages: list[dict[str, str]]) -> str:
+        asked.append(messages[-1]["content"])
+        reference, answer = messages[-1]["content"][len("Reference "):].split("; answer ")
+        return "10" if reference == answer else "2"
+
+    handle_evaluate(EvaluateRequest(run_id="r1"), with_chat(deps, _chat(deps), judge))
+    done = deps.registry.runs["r1"]
+    assert done.state == states.EVALUATED, done.evaluation
+    assert done.evaluation["scores"]["final"] == 1.0 and done.evaluation["scores"]["base"] == pytest.approx(0.2)
+    assert asked and not any("{{" in a for a in asked)
