@@ -102,8 +102,9 @@ def from_reinforcement(grader: Mapping[str, Any]) -> list[Grader]:
     """A reinforcement run's own grader (the job's `grader` object) as one evaluation grader, run as the
     service runs it (shared.evaluation.rft): the model is judged by what it was trained to please. Intake
     has already refused what cannot run here (shared.run.graderspec.grader_problems)."""
-    return [Grader(str(grader.get("name") or "reinforcement")[:64], "reinforcement", model=grader.get("model") if isinstance(grader.get("model"), str)
-                   else None, extra={"spec": dict(grader)})]
+    model = grader.get("model") if isinstance(grader.get("model"), str) else None
+    return [Grader(str(grader.get("name") or "reinforcement")[:64], "reinforcement", model=model,
+                   extra={"spec": dict(grader)})]
 
 
 def defaults_for(examples: Sequence[Example]) -> list[Grader]:
