@@ -7,12 +7,14 @@ every window of answered calls until the deployment first answers 429, then grow
 halves it and pauses that deployment (every call to it, not just the one that met it) for its Retry-After,
 then the call is tried again, a bounded number of times — additive increase, multiplicative decrease, as
 TCP's congestion control (Jacobson, "Congestion Avoidance and Control", SIGCOMM 1988). Real deployments are
-limited by their tokens per minute, not by a constant; one pool of `MAX_IN_FLIGHT` threads bounds the whole.
+limited by their tokens per minute, not by a constant. Each deployment has its own pool of
+`MAX_PER_DEPLOYMENT` threads, so one that is throttled never holds another's threads.
 Other failures (the SDK retries 5xx) are an error for that example: they count against the error-rate gate,
 not against the whole evaluation.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -28,8 +30,7 @@ from shared.evaluation.metrics import ExampleResult, score
 log = logging.getLogger(__name__)
 
 MAX_CONCURRENCY = 8      # calls in flight per deployment to start with (run.json evaluation.concurrency)
-MAX_PER_DEPLOYMENT = 64  # the most calls in flight one deployment is given, however fast it answers
-MAX_IN_FLIGHT = 64       # threads for every deployment together
+MAX_PER_DEPLOYMENT = 32  # the most calls in flight one deployment is given (and its pool's threads)
 RATE_LIMIT_TRIES = 8     # a call met by 429 this many times is an error for its example
 DEFAULT_RETRY_AFTER_S = 1.0
 MAX_RETRY_AFTER_S = 60.0
@@ -139,13 +140,15 @@ def run_candidates(candidates: Sequence[Candidate], examples: Sequence[Example],
                        grading_failed=tuple(k for k, v in scores.items() if v is None),
                        not_applicable=tuple(k for k, v in scores.items() if v is NotApplicable))
 
-    workers = min(MAX_IN_FLIGHT, max(1, sum(l.ceiling for l in {limits[c.deployment] for c in candidates})))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eval") as pool:
-        # example by example across candidates, so every deployment has calls waiting from the start
+    # a pool per deployment, as large as its ceiling: a throttled deployment's waiting calls hold its own
+    # threads, never another deployment's
+    with contextlib.ExitStack() as stack:
+        pools = {d: stack.enter_context(ThreadPoolExecutor(max_workers=limits[d].ceiling, thread_name_prefix="eval"))
+                 for d in dict.fromkeys(c.deployment for c in candidates)}
         futures: dict[str, list[Future[ExampleResult]]] = {c.name: [] for c in candidates}
         for i, ex in enumerate(examples):
             for c in candidates:
-                futures[c.name].append(pool.submit(one, c, i, ex))
+                futures[c.name].append(pools[c.deployment].submit(one, c, i, ex))
         return {name: [f.result() for f in fs] for name, fs in futures.items()}
 
 
