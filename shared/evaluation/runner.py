@@ -30,7 +30,7 @@ from shared.evaluation.metrics import ExampleResult, score
 log = logging.getLogger(__name__)
 
 MAX_CONCURRENCY = 8      # calls in flight per deployment to start with (run.json evaluation.concurrency)
-MAX_PER_DEPLOYMENT = 32  # the most calls in flight one deployment is given (and its pool's threads)
+MAX_PER_DEPLOYMENT = 16  # the most calls in flight one deployment is given (and its pool's threads)
 RATE_LIMIT_TRIES = 8     # a call met by 429 this many times is an error for its example
 DEFAULT_RETRY_AFTER_S = 1.0
 MAX_RETRY_AFTER_S = 60.0
