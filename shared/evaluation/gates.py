@@ -140,7 +140,10 @@ def _gates_of(c: Candidate, metrics: Mapping[str, CandidateMetrics], thresholds:
     elif champion_note:
         gates.append(Gate("min_improvement_over_champion", None, targets["champion"], True, champion_note,
                           grader=grader))
-    return gates + _service_gates(m, thresholds)
+    gates += _service_gates(m, thresholds)
+    if (priced := cost_gate(m, metrics.get("champion"), thresholds.max_cost_ratio_vs_champion)) is not None:
+        gates.append(priced)
+    return gates
 
 
 def _grader_error_gate(m: CandidateMetrics, limit: float) -> Gate:
@@ -193,3 +196,21 @@ def _service_gates(chosen: CandidateMetrics, thresholds: Thresholds) -> list[Gat
         gates.append(Gate("max_latency_p95_ms", p95, limit, p95 <= limit,
                           f"p95 latency {p95:.0f} ms (allowed ≤ {limit:.0f} ms)"))
     return gates
+
+
+def cost_gate(chosen: CandidateMetrics, champion: CandidateMetrics | None, limit: float | None) -> Gate | None:
+    """The distillation gate (`thresholds.max_cost_ratio_vs_champion`): the challenger's estimated cost per
+    1,000 requests — measured tokens × its base model's price — at most `limit` × the champion's, measured on
+    the same examples. None when the run sets no limit; failed when either cost cannot be measured."""
+    if limit is None:
+        return None
+    mine = chosen.cost_per_1k_requests_usd
+    theirs = champion.cost_per_1k_requests_usd if champion is not None else None
+    if mine is None or not theirs:
+        return Gate("max_cost_ratio_vs_champion", None, limit, False,
+                    "the cost per 1,000 requests of the candidate or of the champion could not be measured "
+                    "(unknown price, or no champion evaluated)")
+    ratio = mine / theirs
+    return Gate("max_cost_ratio_vs_champion", ratio, limit, ratio <= limit,
+                f"cost per 1,000 requests ${mine:.4f} vs champion ${theirs:.4f}: {ratio:.2f}× "
+                f"(allowed ≤ {limit:.2f}×)")

@@ -97,7 +97,7 @@ def _evaluate(run: RunRecord, deps: Deps, request: EvaluateRequest) -> str | Non
     return states.EVALUATED
 
 
-def _graders(run_id: str, settings: dict[str, Any], evaluation: Evaluation, examples: list[Example],
+def grader_set(run_id: str, settings: dict[str, Any], evaluation: Evaluation, examples: list[Example],
              gate: str | None) -> tuple[list[grading.Grader], str]:
     """run.json's graders; else a reinforcement run's own grader; else defaults from the data's shape."""
     if evaluation.graders:
@@ -132,7 +132,7 @@ def _measure(run: RunRecord, deps: Deps) -> dict[str, Any]:
         why = "; ".join(loaded.skipped) or "the file is empty"
         raise _Failed(f"{deps.settings.reports_container}/{eval_path}: no usable held-out example ({why})")
 
-    graders, gate_grader = _graders(run_id, settings, evaluation, loaded.examples, thresholds.grader)
+    graders, gate_grader = grader_set(run_id, settings, evaluation, loaded.examples, thresholds.grader)
 
     steps = [row["step"] for row in loss_rows(run.metrics)]
     candidates = plan_candidates(run_id, run.fine_tuned_model, base_model, run.checkpoints or [],
@@ -171,7 +171,7 @@ def _measure(run: RunRecord, deps: Deps) -> dict[str, Any]:
 
     names = [g.name for g in graders]
     metrics = {c.name: aggregate(results[c.name], graders=names,
-                                 price_per_1m=inference_price_per_1m(base_model, fine_tuned=c.kind != "base"))
+                                 price_per_1m=inference_price_per_1m(_base_of(c, base_model), fine_tuned=c.kind != "base"))
                for c in active}
     has_champion = "champion" in results
     champion_note = None
@@ -293,3 +293,11 @@ def _resend_deploy(deps: Deps, run: RunRecord) -> None:
     if run.environments:
         send_deploy(deps, run.run_id, run.environments[0], model=run.chosen_model or run.fine_tuned_model)
         log.info("run %s: deploy request for %s sent", run.run_id, run.environments[0])
+
+
+def _base_of(candidate: Candidate, base_model: str) -> str:
+    """The base model a candidate's price follows: the champion may be another model than this run's (a
+    distilled student is measured against a larger champion): its fine-tuned id names its base."""
+    if candidate.kind == "champion":
+        return candidate.model.split(".ft-")[0] or base_model
+    return base_model
