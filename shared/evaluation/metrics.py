@@ -87,7 +87,7 @@ class CandidateMetrics:
     latency_p95_ms: float | None
     mean_prompt_tokens: float | None
     mean_completion_tokens: float | None
-    graders: dict[str, dict[str, float]] = field(default_factory=dict)   # name → mean, low, high, level
+    graders: dict[str, dict[str, Any]] = field(default_factory=dict)   # name → mean, low, high, level, method
     content_filter_rate: float = 0.0      # flagged answers / successful calls
     grader_errors: dict[str, int] = field(default_factory=dict)   # answers a grader could not score (left out)
     cost_per_1k_requests_usd: float | None = None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from html import escape
 from typing import Any
@@ -266,7 +266,8 @@ def render_html(report: Mapping[str, Any]) -> str:
     for n in grader_names:
         parts.append(f"<tr><th>{e(n)}</th>" + "".join(f"<td>{_interval(c['metrics'], n)}</td>" for c in candidates)
                      + "</tr>")
-    rows = [("model", lambda c, m: f"<code>{e(c['model'])}</code>"), ("sku", lambda c, m: e(c["sku"])),
+    rows: list[tuple[str, Callable[[Mapping[str, Any], Mapping[str, Any]], str]]] = [
+            ("model", lambda c, m: f"<code>{e(c['model'])}</code>"), ("sku", lambda c, m: e(c["sku"])),
             ("p50 / p95 ms", lambda c, m: f"{_fmt(m['latency_p50_ms'])} / {_fmt(m['latency_p95_ms'])}"),
             ("prompt / completion tokens",
              lambda c, m: f"{_fmt(m['mean_prompt_tokens'])} / {_fmt(m['mean_completion_tokens'])}"),

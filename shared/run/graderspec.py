@@ -125,18 +125,14 @@ def parse_formula(formula: str, names: list[str]) -> Formula:
         left = term()
         while (token := peek()) and token[1] in "+-" and token[0] == "op":
             take("op")
-            right, before = term(), left
-            left = ((lambda s, a=before, b=right: a(s) + b(s)) if token[1] == "+"
-                    else (lambda s, a=before, b=right: a(s) - b(s)))
+            left = _binary(token[1], left, term())
         return left
 
     def term() -> Formula:
         left = unary()
         while (token := peek()) and token[1] in "*/" and token[0] == "op":
             take("op")
-            right, before = unary(), left
-            left = ((lambda s, a=before, b=right: a(s) * b(s)) if token[1] == "*"
-                    else (lambda s, a=before, b=right: a(s) / b(s)))
+            left = _binary(token[1], left, unary())
         return left
 
     def unary() -> Formula:
@@ -191,6 +187,18 @@ def parse_formula(formula: str, names: list[str]) -> Formula:
     if position != len(tokens):
         raise SpecError(f"calculate_output {formula!r}: unexpected {tokens[position][1]!r} at token {position + 1}")
     return result
+
+
+_OPERATORS: dict[str, Callable[[float, float], float]] = {
+    "+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "/": lambda a, b: a / b}
+
+
+def _binary(op: str, left: Formula, right: Formula) -> Formula:
+    apply = _OPERATORS[op]
+
+    def value(scores: Mapping[str, float]) -> float:
+        return apply(left(scores), right(scores))
+    return value
 
 
 # --- intake's check ---------------------------------------------------------------------------------------

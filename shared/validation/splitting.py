@@ -21,6 +21,8 @@ from typing import IO, TYPE_CHECKING, Any
 from shared.run.heldout import MIN_HELD_OUT, MIN_TRAIN
 
 if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
+
     from shared.app.bootstrap import Deps
 
 SPOOL_BYTES = 8 * 1024 * 1024
@@ -75,7 +77,8 @@ def spool_split(openers: Mapping[str, Opener], settings: Any, outputs: Mapping[s
         validation = validation or 0.1   # RFT needs a validation file
     if "eval" not in openers:   # reserve MIN_HELD_OUT: everything at or below the MIN_HELD_OUT-th position
         eval_fraction = max(eval_fraction, _reserve(openers["train"], settings.seed))
-    sinks: Mapping[str, IO[bytes]] = outputs or {r: _Discard() for r in ("train", "validation", "eval")}
+    sinks: Mapping[str, SupportsWrite[bytes]] = (
+        outputs or {r: _Discard() for r in ("train", "validation", "eval")})
     prepared = _spool(openers, sinks, lambda line: bucket(line, settings.seed, validation, eval_fraction))
     prepared.problem = _too_few(prepared.counts, given_eval="eval" in openers,
                                 fractions=(settings.split.eval, validation))
@@ -141,7 +144,7 @@ def upload_split(deps: Deps, run_id: str, prepared: Prepared, outputs: Mapping[s
             reports.upload_blob(prepared.data_files[role], handle, overwrite=True)
 
 
-def _spool(openers: Mapping[str, Opener], outputs: Mapping[str, IO[bytes]],
+def _spool(openers: Mapping[str, Opener], outputs: Mapping[str, SupportsWrite[bytes]],
            side_of: Callable[[bytes], str]) -> Prepared:
     """Stream every file's examples into the outputs (train.jsonl's split by `side_of`)."""
     from shared.validation import iter_examples
