@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shared.run.echo import echo
+from shared.run.graderspec import grader_problems as evaluation_problems
 from shared.run.heldout import MIN_HELD_OUT
 from shared.run.models import DEFAULT_BASE_MODEL
 from shared.run.rft_graders import grader_problems
@@ -150,11 +151,6 @@ class RunSettings(_Strict):
             return self   # detected from the data, then checked again with it (shared.validation.drop)
         if self.method == "reinforcement" and not self.grader:
             raise ValueError("method 'reinforcement' needs a 'grader'")
-        if self.method == "reinforcement" and self.grader:
-            from shared.run.graderspec import grader_problems
-            problems = grader_problems(self.grader, python_ok=self.evaluation.graders is not None)
-            if problems:
-                raise ValueError("; ".join(problems))
         if self.method != "reinforcement" and self.grader:
             raise ValueError("'grader' applies only to method 'reinforcement'")
         if self.method != "dpo" and self.hyperparameters.beta is not None:
@@ -205,6 +201,10 @@ def parse_run_settings(raw: bytes | str | dict[str, Any] | None, *, defaults: di
         ]) from exc
     # the reinforcement grader, field by field, against the shapes Azure's v1 API accepts (shared.run.rft_graders)
     if settings.method == "reinforcement" and settings.grader and (wrong := grader_problems(settings.grader)):
+        raise RunSettingsError([f"{source}: {problem}" for problem in wrong])
+    # … and what the evaluation needs to grade with it as the service does (templates, formula, range)
+    if settings.method == "reinforcement" and settings.grader and (
+            wrong := evaluation_problems(settings.grader, python_ok=settings.evaluation.graders is not None)):
         raise RunSettingsError([f"{source}: {problem}" for problem in wrong])
     return settings
 

@@ -194,9 +194,10 @@ def _measure(run: RunRecord, deps: Deps) -> dict[str, Any]:
     # the chosen model against each reference point, for every grader, on the examples every candidate's
     # grader scored
     scored = {g: common_examples(results, g) for g in names}
-    comparisons: dict[str, dict[str, Interval]] = {other: {g: paired_difference(scores_on(results[chosen.name], g, scored[g]),
-                                                scores_on(results[other], g, scored[g])) for g in names}
-                   for other in ("base", "champion") if other in results}
+    comparisons: dict[str, dict[str, Interval]] = {
+        other: {g: paired_difference(scores_on(results[chosen.name], g, scored[g]),
+                                     scores_on(results[other], g, scored[g])) for g in names}
+        for other in ("base", "champion") if other in results}
     return build_report(run_id=run_id, base_model=base_model, fine_tuned_model=run.fine_tuned_model,
                         eval_path=eval_path, examples=loaded.examples, available=loaded.total,
                         skipped_lines=loaded.skipped, candidates=active, results=results, metrics=metrics,

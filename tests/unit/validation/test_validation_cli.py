@@ -76,12 +76,12 @@ GOOD_GRADER = {"type": "string_check", "name": "exact", "input": "{{sample.outpu
 
 def test_an_rft_file_is_checked_with_a_grader_given_on_the_command_line(tmp_path: Path) -> None:
     data = tmp_path / "rft.jsonl"
-    data.write_bytes(jsonl([rft(f"What is {i} + {i}?", str(2 * i)) for i in range(20)]))
+    data.write_bytes(jsonl([rft(f"What is {i} + {i}?", str(2 * i)) for i in range(60)]))   # 32 held out
     grader = tmp_path / "grader.json"
     grader.write_text(json.dumps(GOOD_GRADER))
     code, out, err = run(str(data), "--model", "o4-mini-2025-04-16", "--grader", str(grader), "--json")
     assert code == 0, out + err
-    assert json.loads(out)["method"] == "reinforcement" and json.loads(out)["examples"] == 20
+    assert json.loads(out)["method"] == "reinforcement" and json.loads(out)["examples"] == 60
     code, out, _ = run(str(data), "--model", "o4-mini-2025-04-16", "--grader", json.dumps(GOOD_GRADER))
     assert code == 0 and "ACCEPTED" in out   # inline JSON alike
 
