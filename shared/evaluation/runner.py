@@ -9,8 +9,10 @@ then the call is tried again, a bounded number of times — additive increase, m
 TCP's congestion control (Jacobson, "Congestion Avoidance and Control", SIGCOMM 1988). Real deployments are
 limited by their tokens per minute, not by a constant. Each deployment has its own pool of
 `MAX_PER_DEPLOYMENT` threads, so one that is throttled never holds another's threads.
-Other failures (the SDK retries 5xx) are an error for that example: they count against the error-rate gate,
-not against the whole evaluation.
+A deployment that could not be asked (`InfrastructureError`: gone, not ready, 5xx after the tries) stops the
+whole pass: it says nothing about the model, so nothing is scored and the caller tries again later. Other
+failures (a call timing out) are an error for that example: they count against the error-rate gate, not
+against the whole evaluation.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from shared.azure.chat import ChatFn, ChatReply, JudgeFn, RateLimited
+from shared.azure.chat import ChatFn, ChatReply, InfrastructureError, JudgeFn, RateLimited
 from shared.evaluation.examples import Example
 from shared.evaluation.graders import Grader, NotApplicable, Reply, grade
 from shared.evaluation.metrics import ExampleResult, score
@@ -102,11 +104,15 @@ def run_candidates(candidates: Sequence[Candidate], examples: Sequence[Example],
     limits = limits if limits is not None else {}
     for c in candidates:
         limits.setdefault(c.deployment, DeploymentLimit(max_workers))
+    broken: list[InfrastructureError] = []   # the first deployment that could not be asked stops every call
 
     def call(deployment: str, example: Example) -> ChatReply:
         limit = limits[deployment]
         for attempt in range(1, RATE_LIMIT_TRIES + 1):
             limit.acquire()
+            if broken:
+                limit.release("failed")
+                raise broken[0]
             try:
                 reply = chat(deployment, example)
             except RateLimited as exc:
@@ -125,7 +131,10 @@ def run_candidates(candidates: Sequence[Candidate], examples: Sequence[Example],
         started = time.perf_counter()
         try:
             reply = call(candidate.deployment, example)
-        except Exception as exc:  # noqa: BLE001 — any failure of one call is an error for that example
+        except InfrastructureError as exc:
+            broken.append(exc)
+            raise
+        except Exception as exc:  # noqa: BLE001 — any other failure of one call is an error for that example
             log.warning("%s: example line %d failed: %s", candidate.name, example.line, _describe(exc))
             return ExampleResult(index=index, answer=None, latency_ms=None, error=_describe(exc),
                                  scores={g.name: 0.0 for g in graders})
