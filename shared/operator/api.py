@@ -195,6 +195,7 @@ def evaluation_comparison(evaluation: dict[str, Any] | None) -> dict[str, Any] |
                 "interval": (evaluation.get("intervals") or {}).get(chosen)},
             "champion": evaluation.get("champion"),
             "improvement": evaluation["comparison"],
+            "grader_errors": evaluation.get("grader_errors") or {},
             "gates": {g["name"]: g["passed"] for g in evaluation.get("gates") or []
                       if g["name"].startswith("min_improvement")}}
 

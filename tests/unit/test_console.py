@@ -185,6 +185,13 @@ def test_the_comparison_says_which_way_each_metric_moved() -> None:
     assert rows["errors"][3] == "" and rows["gates passed"][:2] == ("1 / 1", "1 / 2")
 
 
+def test_the_approval_view_shows_answers_a_grader_could_not_score() -> None:
+    serving = compare.Side("serving prod now", "m-old", "r0", {"mean_f1": 0.5, "grader_errors": {}}, [])
+    candidate = compare.Side("candidate", "m-new", "r1", {"mean_f1": 0.7, "grader_errors": {"judge": 3}}, [])
+    rows = {r[0]: r[1:] for r in compare.rows(serving, candidate)}
+    assert rows["answers a grader could not score"] == ("0", "3", "", "worse")
+
+
 def test_rollback_and_reject_post_what_the_api_expects() -> None:
     token = csrf_for(TOKEN)
     back = serve("act", request("/environments/prod/rollback", method="POST",
