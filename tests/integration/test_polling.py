@@ -31,7 +31,16 @@ def blob_text(deps: Any, path: str) -> str:
     return deps.blobs.get_blob_client(deps.settings.reports_container, path).download_blob().readall().decode()
 
 
-def test_a_succeeded_job_is_recorded_once_and_asks_for_one_evaluation(hub_env, emulator):
+@pytest.fixture
+def long_training(emulator: Any) -> Any:
+    """Jobs train 60 emulator seconds: a job seen midway stays midway however slow the machine (real time
+    runs on in the emulator's clock too)."""
+    emulator.control.config(training=60)
+    yield
+    emulator.control.config(training=3.0)
+
+
+def test_a_succeeded_job_is_recorded_once_and_asks_for_one_evaluation(hub_env, emulator, long_training):
     deps = hub_env()
     run_id = started_run(deps)
     emulator.control.advance(3)                           # mid-training: progress, no outcome yet
@@ -39,7 +48,7 @@ def test_a_succeeded_job_is_recorded_once_and_asks_for_one_evaluation(hub_env, e
     midway = deps.registry.require_run(run_id)
     assert midway.state == states.TRAINING and midway.events_cursor and midway.job_status == "running"
 
-    finish_jobs(emulator, deps)
+    finish_jobs(emulator, deps, seconds=120)
     poll_tick(deps)                                        # a later tick finds nothing left to follow
     run = deps.registry.require_run(run_id)
     assert run.state == states.TRAINED and run.fine_tuned_model and run.trained_tokens
