@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
-import urllib.parse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -106,26 +104,12 @@ def run_api(args: argparse.Namespace, client: Any = None) -> int:
 
 
 def _call(client: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """POST the row's route; the fields its path does not name are the body (who acts is the token's)."""
-    row = BY_NAME[args.command_name]
-    if row.name == "approve":   # names what it approves: the candidate the run holds now (OperatorClient.approve)
-        return client.approve(args.run_id, args.env, ticket=args.ticket, comment=args.comment)
-    assert row.route is not None, f"{row.name}: an operator API command needs its route"
-    values = _values(row, args)
-    in_path = set(re.findall(r"{(\w+)}", row.route))
-    path = row.route.format(**{k: urllib.parse.quote(str(values[k]), safe="") for k in in_path})
-    return client.call("POST", path, {k: v for k, v in values.items() if k not in in_path})
+    """The row's route, as the signed-in user."""
+    from ftops_cli.operator_client import send
+    return send(client, args.command_name, _values(BY_NAME[args.command_name], args))
 
 
 def _describe(args: argparse.Namespace, answer: dict[str, Any]) -> str:
-    if args.command_name == "approve":
-        a = answer["approved"]
-        return (f"approved {a['model']} of run {a['run_id']} into {a['environment']} as {a['approver_name']} "
-                f"({a['approver_oid']}), ticket {a['ticket']}; {answer.get('next', '')}")
-    if args.command_name == "reject":
-        return f"rejected run {args.run_id} for {args.env}"
-    if args.command_name == "rollback":
-        return f"rolled back {args.env}" + (f" (run {args.run_id})" if args.run_id else "")
-    if args.command_name == "retire":
-        return f"retired run {args.run_id}"
-    return f"{args.command_name}: done"
+    """The row's sentence, from what was asked and what the API answered."""
+    row = BY_NAME[args.command_name]
+    return row.sentence({**answer, **_values(row, args)})

@@ -5,9 +5,11 @@ it. The tests run per row, so a new row is held to all of this without a new tes
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import json
 import re
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -164,18 +166,21 @@ def test_every_rows_route_has_a_shape_that_ends_in_its_name() -> None:
             assert any(route_pattern(s).match(row.route) for s in COMMAND_ROUTES), f"{row.name}: add its shape"
 
 
+CANDIDATE = {"model": "m", "dataset_hash": "d", "evaluation_report_hash": "e"}
+
+
 class _Api:
+    """The operator API as the CLI's client sees it: a run's candidate, and an answer like the API's."""
+
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, Any]] = []
 
+    def run(self, run_id: str) -> dict[str, Any]:
+        return {"candidate": CANDIDATE}
+
     def call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         self.calls.append((method, path, body))
-        return {"candidate": {"model": "m", "dataset_hash": "d", "evaluation_report_hash": "e"}}
-
-    def approve(self, run_id: str, environment: str, **kw: Any) -> dict[str, Any]:
-        self.calls.append(("POST", f"runs/{run_id}/approve", {"environment": environment, **kw}))
-        return {"approved": {"model": "m", "run_id": run_id, "environment": environment, "approver_name": "n",
-                             "approver_oid": "o", "ticket": kw["ticket"]}}
+        return {"approved": {**body, "run_id": path.split("/")[1], "approver_name": "n", "approver_oid": "o"}}
 
 
 @pytest.mark.parametrize("row", API)
@@ -185,10 +190,73 @@ def test_the_cli_calls_the_rows_route_with_the_rest_as_body(row: Command, capsys
     operate.add_parser(parser.add_subparsers(dest="command"))
     api = _Api()
     assert operate.run_api(parser.parse_args(argv), api) == 0
-    method, path, body = api.calls[-1]
+    [(method, path, body)] = api.calls
     assert method == "POST" and path == row.route.format(**expected)
-    assert body == {k: v for k, v in expected.items() if f"{{{k}}}" not in row.route}
-    assert capsys.readouterr().out.strip()
+    rest = {k: v for k, v in expected.items() if f"{{{k}}}" not in row.route}
+    assert body == rest | {k: CANDIDATE[k] for k in row.evidence}, "what it decides on is the run's candidate"
+    # the row's sentence, naming what the route names (the run, the environment)
+    said = capsys.readouterr().out.strip()
+    assert said == row.sentence({**api.call("POST", path, body), **expected}).strip()
+    assert all(expected[k] in said for k in row.path_fields) and row.said
+
+
+@pytest.mark.parametrize("row", API)
+def test_the_consoles_form_posts_the_rows_route_and_its_body(row: Command) -> None:
+    """The run page's form for the row posts to the row's route, only fields of the row's body (all the
+    required ones, the evidence); the console sends the API exactly the row's body and says the row's word."""
+    from test_console import OPERATOR, csrf_for, request, run_detail, serve
+    from test_console import TOKEN as SESSION
+    page = serve("run", request("/runs/r1", params={"run_id": "r1"}), get_run=(200, run_detail(OPERATOR)),
+                 list_deployments=(200, {"deployments": []})).body.decode()
+    forms = [(m, set(re.findall(r'name="([^"]+)"', inner)) - {"form_token"})
+             for action, inner in re.findall(r'<form[^>]*action="([^"]+)"[^>]*>(.*?)</form>', page, re.DOTALL)
+             if (m := route_pattern(row.route).match(action.removeprefix("/api/console/")))]
+    [(match, fields)] = forms
+    assert fields <= set(row.body) and {f for f in row.body if row.required(f)} | set(row.evidence) <= fields
+    params = {**match.groupdict(), "action": row.name}
+    form = "&".join([f"form_token={csrf_for(SESSION)}", *(f"{f}=v-{f}" for f in sorted(fields))])
+    answer = serve("act", request(f"/{concrete(row.route, **params)}", method="POST", params=params,
+                                  body=form.encode()), **{row.name: (200, {})})
+    [(action, sent_params, body)] = _console_calls()
+    assert (action, sent_params) == (row.name, match.groupdict()) and list(body) == list(row.body)
+    assert all(body[f] == f"v-{f}" for f in fields) and answer.status == 303
+    assert answer.headers["Location"].endswith(f"?done={urllib.parse.quote(row.done)}")
+
+
+def _console_calls() -> list[tuple[str, dict[str, str], Any]]:
+    from test_console import FakeApi
+    return FakeApi.calls
+
+
+@pytest.mark.parametrize("row", BUS)
+def test_wait_ends_where_the_row_says_with_its_sentence(row: Command) -> None:
+    """`ftops NAME --wait` reads the row: nothing yet while the run has not moved; once what the row's `until`
+    names is there (a state, or a record the handler audits with its detail), exit 0 and the row's sentence."""
+    from ftops_cli.follow import Expectation, outcome
+    from shared.run import states
+    from shared.store.registry import RunRecord
+    deps = make_deps()
+    deps.registry.add_run(RunRecord(run_id="r1", source="datasets/r1.jsonl", state=states.RECEIVED))
+
+    def move(state: str) -> None:
+        deps.registry.save_run(dataclasses.replace(deps.registry.require_run("r1"), state=state))
+    event = envelope(row.payload(**{n: "r1" for n, f in row.payload.model_fields.items() if f.is_required()}),
+                     type_=row.type)
+    expect = Expectation(row.name, "r1", seen_audit=len(deps.registry.audit_trail("r1")))
+    assert outcome(deps, event, expect) is None
+    until = row.until
+    assert until is not None and row.said and row.done
+    if until.left:
+        move(states.UPLOADING)
+    elif until.state:
+        move(until.state)
+    else:
+        deps.registry.audit("r1", until.audit or "run.transition", actor="test", detail={"job_status": "running"},
+                            **({"from_state": states.RECEIVED, "to_state": until.to_state} if until.to_state else {}))
+    code, said = outcome(deps, event, expect) or (None, "")
+    assert code == 0 and said == row.sentence({"job_status": "running", "run_id": "r1",
+                                               "state": deps.registry.require_run("r1").state})
+    assert "r1" in said and "{" not in said
 
 
 @pytest.mark.parametrize("row", ROWS)
