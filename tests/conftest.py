@@ -77,10 +77,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if {"azurite", "emulator", "make_deps"} & set(getattr(item, "fixturenames", ())) \
                 and not item.get_closest_marker("e2e"):
             item.add_marker(pytest.mark.integration)
-        # An end-to-end module is one lane: its tests share one costly stack (a module fixture) and one
-        # artifacts folder, so they run on one worker, in order.
-        if item.get_closest_marker("e2e") and item.module is not None:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__.rsplit(".", 1)[-1]))
+        if lane := _lane(item):
+            item.add_marker(pytest.mark.xdist_group(lane))
+
+
+def _lane(item: pytest.Item) -> str | None:
+    """The worker lane a test must share with others (`make test`, xdist_group), or None: any worker.
+    An end-to-end module is one lane: its tests share one costly stack (a module fixture) and one artifacts
+    folder. The infra tests are one lane: parsing infra/ (infra_bicep.parsed, cached per process) is their
+    cost, paid once there instead of once per worker."""
+    module = getattr(item, "module", None)
+    if module is None:
+        return None
+    if item.get_closest_marker("e2e"):
+        return module.__name__.rsplit(".", 1)[-1]
+    if any(getattr(value, "__module__", None) == "infra_bicep" for value in vars(module).values()):
+        return "infra"
+    return None
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
