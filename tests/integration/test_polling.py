@@ -18,7 +18,7 @@ from tests.integration import test_training as helpers
 from tests.integration.test_training import Crash, finish_jobs, make_run, peek
 
 pytestmark = pytest.mark.integration
-hub_env = helpers.hub_env   # the fixture, shared with the training tests
+hub_env, long_training = helpers.hub_env, helpers.long_training   # fixtures shared with the training tests
 
 
 def started_run(deps: Any, **kwargs: Any) -> str:
@@ -29,15 +29,6 @@ def started_run(deps: Any, **kwargs: Any) -> str:
 
 def blob_text(deps: Any, path: str) -> str:
     return deps.blobs.get_blob_client(deps.settings.reports_container, path).download_blob().readall().decode()
-
-
-@pytest.fixture
-def long_training(emulator: Any) -> Any:
-    """Jobs train 60 emulator seconds: a job seen midway stays midway however slow the machine (real time
-    runs on in the emulator's clock too)."""
-    emulator.control.config(training=60)
-    yield
-    emulator.control.config(training=3.0)
 
 
 def test_a_succeeded_job_is_recorded_once_and_asks_for_one_evaluation(hub_env, emulator, long_training):

@@ -80,6 +80,15 @@ def hub_env(emulator: Any, make_deps: Any) -> Any:
     return build
 
 
+@pytest.fixture
+def long_training(emulator: Any) -> Any:
+    """Jobs train 60 emulator seconds: a job seen midway stays midway however slow the machine (real time
+    runs on in the emulator's clock too)."""
+    emulator.control.config(training=60)
+    yield
+    emulator.control.config(training=3.0)
+
+
 def hub_jobs(emulator: Any) -> list[dict[str, Any]]:
     return emulator.control.state()["jobs"]
 
@@ -263,11 +272,11 @@ def test_a_method_the_hub_api_lacks_fails_the_run_before_any_upload(hub_env, emu
     assert [r for r in emulator.control.requests() if r["surface"] == "data"] == []   # not one call
 
 
-def test_pause_on_the_ga_api_is_refused_before_calling_and_works_on_v1(hub_env, emulator):
+def test_pause_on_the_ga_api_is_refused_before_calling_and_works_on_v1(hub_env, emulator, long_training):
     ga = hub_env(HUB_API_VERSION="2024-10-21")
     run_id = make_run(ga)
     training.handle_train(TrainRequest(run_id=run_id), ga)
-    emulator.control.advance(3)
+    emulator.control.advance(10)                          # training, past its first step, far from done
     emulator.control.clear_requests()
     with pytest.raises(PermanentError, match="cannot pause job .*no /fine_tuning/jobs/\\{id\\}/pause"):
         training.pause_run(RunCommand(run_id=run_id), ga)
