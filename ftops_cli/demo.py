@@ -58,6 +58,10 @@ def add_parser(sub: Any) -> None:
                    help="leave approvals to a person: the demo does not approve prod, prints the summary once every "
                         "run is finished or waiting for approval, and keeps the stack up (--keep-running) so you "
                         "approve in the console")
+    p.add_argument("--flywheel", action="store_true",
+                   help="after the sample reaches prod, close the loop: production traffic → harvest → curated run "
+                        "folder → a smaller student trained, evaluated against the champion, waiting for approval "
+                        "(docs/flywheel.md)")
     p.add_argument("--keep-running", action="store_true",
                    help="leave the stack up after the summary (the console, `ftops status`, `ftops report` use it) "
                         "until Ctrl-C")
@@ -77,7 +81,12 @@ def run(args: argparse.Namespace) -> int:
     say(f"starting Azurite, the hub/spoke emulator and the dev host{' (chaos)' if args.chaos else ''}; "
         f"logs in {log_dir}")
     started = time.monotonic()
-    stack = LocalStack(chaos=args.chaos, log_dir=log_dir)
+    flywheel = None
+    if getattr(args, "flywheel", False):
+        from ftops_cli import flywheel_demo as flywheel
+    stack = LocalStack(chaos=args.chaos, log_dir=log_dir,
+                       **({"spokes": flywheel.spokes_with_harvest(), "env_overrides": flywheel.env_overrides()}
+                          if flywheel else {}))
     state = state_path()
     try:
         with stack:
@@ -91,10 +100,16 @@ def run(args: argparse.Namespace) -> int:
                 sources = drop_datasets(deps, drops)
                 finished = wait_until_done(stack, deps, sources, deadline=time.monotonic() + timeout,
                                            approve_here=not args.approve_in_console)
+                if flywheel and finished:
+                    result_flywheel = flywheel.run_flywheel(stack, deps, deadline=time.monotonic() + timeout, say=say)
                 result = collect(stack, deps)
+                if flywheel:
+                    result["flywheel"] = result_flywheel if finished else {"ok": False, "why": "the sample never finished"}
                 keep_reports(deps, result, reports_dir)
             elapsed = time.monotonic() - started
             _print_result(result, as_json=args.json)
+            if flywheel and not args.json:
+                print(flywheel.render(result["flywheel"]), flush=True)
             if args.approve_in_console:
                 for r in result["runs"]:
                     if r["state"].startswith("awaiting_approval:"):
@@ -122,7 +137,10 @@ def run(args: argparse.Namespace) -> int:
         _tail(log_dir / "devhost.log")
         return 1
     say(f"done in {elapsed:.0f} s; every process started was stopped")
-    failed = unexpected_failures(result, sample=args.datasets is None, waiting_ok=args.approve_in_console)
+    failed = unexpected_failures(result, sample=args.datasets is None,
+                                 waiting_ok=args.approve_in_console or flywheel is not None)
+    if flywheel and not result["flywheel"].get("ok"):
+        failed.append(f"the flywheel did not reach awaiting_approval:prod: {result['flywheel']}")
     if failed:
         say("failed unexpectedly: " + "; ".join(failed))
         return 1

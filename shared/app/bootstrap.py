@@ -64,19 +64,27 @@ class Deps:
         return self.chat_port if self.chat_port is not None else _OpenAIChat(self)
 
     def openai_client(self, endpoint: str | None = None, *, tenant_id: str | None = None,
-                      api_key: str | None = None, max_retries: int = 6, client_id: str | None = None) -> Any:
+                      api_key: str | None = None, max_retries: int = 6, client_id: str | None = None,
+                      v1: bool = False) -> Any:
         """An AzureOpenAI client for chat completions on the deployments of the hub (default) or a spoke
         endpoint, on the GA inference api-version; the SDK retries 429/5xx with backoff and honors
-        Retry-After. Fine-tuning and files go through `hub_client`."""
+        Retry-After. Fine-tuning and files go through `hub_client`. `v1`: an `OpenAI` client on the v1 API
+        (`<endpoint>/openai/v1/`), for what only v1 serves (stored completions)."""
         from shared.run.hub_api import INFERENCE_API_VERSION
         endpoint = endpoint or self.settings.hub.endpoint
-        key = f"openai|{endpoint}|{tenant_id}|{client_id}|{max_retries}"
+        key = f"openai|{endpoint}|{tenant_id}|{client_id}|{max_retries}|{v1}"
         with self._lock:
             if key not in self._cache:
-                from openai import AzureOpenAI
-                self._cache[key] = AzureOpenAI(azure_endpoint=endpoint, api_version=INFERENCE_API_VERSION,
-                                               max_retries=max_retries, http_client=self._http_client(),
-                                               **self._openai_auth(endpoint, api_key, tenant_id, client_id))
+                from openai import AzureOpenAI, OpenAI
+                auth = self._openai_auth(endpoint, api_key, tenant_id, client_id)
+                if v1:
+                    self._cache[key] = OpenAI(base_url=f"{endpoint.rstrip('/')}/openai/v1/",
+                                              api_key=auth.get("api_key") or auth["azure_ad_token_provider"],
+                                              max_retries=max_retries, http_client=self._http_client())
+                else:
+                    self._cache[key] = AzureOpenAI(azure_endpoint=endpoint, api_version=INFERENCE_API_VERSION,
+                                                   max_retries=max_retries, http_client=self._http_client(),
+                                                   **auth)
             return self._cache[key]
 
     def hub_client(self, *, max_retries: int = 6) -> Any:
@@ -180,7 +188,8 @@ def build_deps(settings: Settings) -> Deps:
             QueueServiceClient.from_connection_string(settings.storage_connection), sent)
     else:
         publisher = ServiceBusPublisher(settings.servicebus_namespace, credential(), topic=settings.events_topic)
-    for container in (settings.datasets_container, settings.reports_container, settings.quarantine_container):
+    for container in (settings.datasets_container, settings.reports_container, settings.quarantine_container,
+                      settings.traffic_container):
         _ensure_container(blobs, container)
     return Deps(settings=settings, blobs=blobs, registry=registry, publisher=publisher, credential=credential,
                 topology=topology)

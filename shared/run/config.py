@@ -74,6 +74,8 @@ class Settings:
     datasets_container: str = setting("datasets", "DATASETS_CONTAINER")
     reports_container: str = setting("reports", "REPORTS_CONTAINER")
     quarantine_container: str = setting("quarantine", "QUARANTINE_CONTAINER")
+    # JSONL production exchanges other systems drop for the flywheel (docs/flywheel.md)
+    traffic_container: str = setting("traffic", "TRAFFIC_CONTAINER")
     train_queue: str = setting("ftops-train", "TRAIN_QUEUE")
     evaluate_queue: str = setting("ftops-evaluate", "EVALUATE_QUEUE")
     deploy_queue: str = setting("ftops-deploy", "DEPLOY_QUEUE")
@@ -95,6 +97,10 @@ class Settings:
     keepalive_concurrency: int = setting(16, "KEEPALIVE_CONCURRENCY", rule="at_least_1")
     # the keep-alive timer's NCRONTAB: checked against the 15-day limit
     keepalive_schedule: str = setting("0 0 3 * * *", "KEEPALIVE_SCHEDULE")
+    # the flywheel's harvest timer (NCRONTAB); it does nothing for environments without a harvest policy
+    harvest_schedule: str = setting("0 30 2 * * *", "HARVEST_SCHEDULE")
+    # the drift watch's timer (NCRONTAB); idle for environments without `harvest.drift_examples`
+    drift_schedule: str = setting("0 0 */6 * * *", "DRIFT_SCHEDULE")
     # patience for a new deployment's first answer (capacity 1 is slow)
     smoke_timeout_seconds: float = setting(300.0, "SMOKE_TIMEOUT_SECONDS")
     # JSON {base model or sku: USD per hour}, over shared.run.models' estimates

@@ -25,7 +25,8 @@ def trigger(bindings: dict[str, list[dict]], name: str) -> dict:
 
 
 def test_every_stage_is_registered(bindings):
-    assert set(bindings) == {"intake", "training", "polling", "evaluation", "deployment", "keepalive", "commands",
+    assert set(bindings) == {"intake", "training", "polling", "evaluation", "deployment", "keepalive", "harvest", "drift",
+                             "commands",
                              "operator_list_runs", "operator_get_run", "operator_list_deployments",
                              "operator_run_command", "operator_environment_command",
                              "console_runs", "console_sign_in", "console_sign_out", "console_deployments",
@@ -81,7 +82,8 @@ def test_queue_triggers_settle_their_own_messages(bindings, name, queue):
     assert sb["connection"] == "ServiceBusConnection" and sb["autoCompleteMessages"] is False
 
 
-@pytest.mark.parametrize("name, schedule", [("polling", "%POLL_SCHEDULE%"), ("keepalive", "%KEEPALIVE_SCHEDULE%")])
+@pytest.mark.parametrize("name, schedule", [("polling", "%POLL_SCHEDULE%"), ("keepalive", "%KEEPALIVE_SCHEDULE%"),
+                                            ("harvest", "%HARVEST_SCHEDULE%"), ("drift", "%DRIFT_SCHEDULE%")])
 def test_timers_read_their_schedule_from_settings(bindings, name, schedule):
     timer = trigger(bindings, name)
     assert timer["type"] == "timerTrigger" and timer["schedule"] == schedule and timer["runOnStartup"] is False
