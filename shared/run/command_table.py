@@ -83,7 +83,7 @@ class Command:
     via: Literal["bus", "api"]   # the commands queue takes it, or only the operator API does
     handler: str            # "module:function". bus: (command, deps, message_id); api: the operator API action
     who: str                # who may: the right that is checked
-    done: str = ""          # what it did, in a word: the console's banner ("approved") after it
+    done: str = ""          # api: what it did, in a word, the console's banner after it ("approved")
     said: str | tuple[str, ...] = ""   # the CLI's sentence once done; see `sentence`
     until: Until | None = None   # bus: when it has taken effect (`ftops NAME --wait`)
     route: str | None = None     # POST /api/<route> when the operator API offers it (a COMMAND_ROUTES shape)
@@ -145,20 +145,20 @@ COMMANDS: tuple[Command, ...] = (
     Command("train", "start a run from a dataset blob already in the datasets container",
             (Arg("blob", "datasets/<name>.jsonl or datasets/<folder>/run.json (the container prefix is optional)"),
              SETTINGS), "bus", "shared.stages.commands:train", QUEUE_SENDER,
-            done="started", said="run {run_id} {state}", until=Until(left=(states.RECEIVED, states.VALIDATING))),
+            said="run {run_id} {state}", until=Until(left=(states.RECEIVED, states.VALIDATING))),
     Command("cancel", "cancel a run that waits to train or trains (its hub job too)", (RUN,),
             "bus", "shared.stages.commands:cancel", QUEUE_SENDER,
-            done="cancelled", said="run {run_id} cancelled", until=Until(state=states.CANCELLED)),
+            said="run {run_id} cancelled", until=Until(state=states.CANCELLED)),
     Command("pause", "pause a training run's hub job", (RUN,), "bus", "shared.stages.commands:pause",
-            QUEUE_SENDER, done="paused", said="run {run_id}: job paused (hub status {job_status})",
+            QUEUE_SENDER, said="run {run_id}: job paused (hub status {job_status})",
             until=Until(audit="job.pause")),
     Command("resume", "resume a paused hub job", (RUN,), "bus", "shared.stages.commands:resume", QUEUE_SENDER,
-            done="resumed", said="run {run_id}: job resumed (hub status {job_status})",
+            said="run {run_id}: job resumed (hub status {job_status})",
             until=Until(audit="job.resume")),
     Command("retrain", "train again on the same data with new settings",
             (RUN, Arg("--settings", "settings to change, as JSON (as in run.json)", json_object=True, default="{}")),
             "bus", "shared.stages.commands:retrain", f"{QUEUE_SENDER}; on the API, app role `Operator`",
-            done="training again", said="run {run_id} is training again (state {state})",
+            said="run {run_id} is training again (state {state})",
             until=Until(to_state=states.UPLOADING), route="runs/{run_id}/retrain", api_handler="shared.operator.api:retrain"),
     Command("approve", "approve the model a run holds now into an environment",
             (Arg("run_id", "the run awaiting approval"),
