@@ -231,12 +231,13 @@ def test_an_unknown_status_already_in_the_create_answer_is_logged_too(hub_env, e
     assert len(unknown_status_warnings(caplog, job_id)) == 1
 
 
-def test_pausing_and_resuming_are_seen_by_the_poller_and_the_job_finishes(hub_env, emulator, caplog):
+def test_pausing_and_resuming_are_seen_by_the_poller_and_the_job_finishes(hub_env, emulator, caplog,
+                                                                       long_training):
     deps = hub_env()
     emulator.control.config(pausing=30, resuming=30)
     try:
         run_id = started_run(deps, train=30)
-        emulator.control.advance(2.5)                      # validated, queued, started, past step 1
+        emulator.control.advance(10)                       # validated, queued, started, past step 1, far from done
         caplog.set_level(logging.WARNING, logger="shared.azure.hub")
         seen = []
         training.pause_run(RunCommand(run_id=run_id, requested_by="ops@contoso"), deps)
@@ -258,7 +259,7 @@ def test_pausing_and_resuming_are_seen_by_the_poller_and_the_job_finishes(hub_en
         emulator.control.advance(30)
         poll_tick(deps)
         assert deps.registry.require_run(run_id).job_status == "running"
-        finish_jobs(emulator, deps)
+        finish_jobs(emulator, deps, seconds=120)
         run = deps.registry.require_run(run_id)
         assert run.state == states.TRAINED
         assert [m["id"] for m in peek(deps, deps.settings.evaluate_queue)] == [evaluate_message_id(run_id, run.job_id)]

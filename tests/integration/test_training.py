@@ -302,11 +302,11 @@ def test_cancel_stops_the_job_on_the_hub_and_frees_its_files(hub_env, emulator):
     assert last["actor"] == "ops@contoso" and last["detail"]["reason"] == "wrong data"
 
 
-def test_pause_and_resume_reach_the_job(hub_env, emulator):
+def test_pause_and_resume_reach_the_job(hub_env, emulator, long_training):
     deps = hub_env()
     run_id = make_run(deps, train=30)
     training.handle_train(TrainRequest(run_id=run_id), deps)
-    emulator.control.advance(2.5)                         # validated, queued, started, past step 1
+    emulator.control.advance(10)                          # validated, queued, started, past step 1, far from done
     training.pause_run(RunCommand(run_id=run_id, requested_by="ops@contoso"), deps)
     assert hub_jobs(emulator)[0]["status"] == "paused"
     emulator.control.advance(120)                         # a paused job does not finish
@@ -315,7 +315,7 @@ def test_pause_and_resume_reach_the_job(hub_env, emulator):
     assert run.state == states.TRAINING and run.job_status == "paused"
 
     training.resume_run(RunCommand(run_id=run_id, requested_by="ops@contoso"), deps)
-    finish_jobs(emulator, deps)
+    finish_jobs(emulator, deps, seconds=120)
     assert deps.registry.require_run(run_id).state == states.TRAINED
     actions = [a["action"] for a in deps.registry.audit_trail(run_id)]
     assert "job.pause" in actions and "job.resume" in actions
