@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ftops_cli.errors import UsageError
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     say(f"starting Azurite, the hub/spoke emulator and the dev host{' (chaos)' if args.chaos else ''}; "
         f"logs in {log_dir}")
     started = time.monotonic()
-    flywheel = None
+    flywheel: ModuleType | None = None   # ftops_cli.flywheel_demo, imported only for --flywheel
     if getattr(args, "flywheel", False):
         from ftops_cli import flywheel_demo as flywheel
     stack = LocalStack(chaos=args.chaos, log_dir=log_dir,
@@ -327,7 +328,7 @@ def collect(stack: Any, deps: Deps) -> dict[str, Any]:
     emulator = stack.emulator_state()
     return {
         "runs": [run_view(r, [d for d in deployments if d.run_id == r.run_id],
-                          reports_container=deps.settings.reports_container) for r in runs],
+                          reports_container=deps.settings.reports_container, topology=deps.topology) for r in runs],
         "dead_letters": dead_letters(stack.env["AzureWebJobsStorage"]),
         "emulator": {"jobs_created": emulator["jobs_created"],
                      "deployments": [{k: d[k] for k in ("account", "region", "deployment", "model")}
@@ -368,7 +369,7 @@ def render(result: dict[str, Any]) -> str:
     lines.append(runs[0])
     for r, row in zip(result["runs"], runs[1:]):
         lines.append(row)
-        if not r["reached_end"]:
+        if not r["reached_end"] or r["reason"]:   # reached its own end, yet can never go further: why
             lines.append(f"    why:    {r['reason'] or 'no reason recorded'}")
             lines.append(f"    report: {', '.join(r['reports']) or '-'}")
     deployments = [d for r in result["runs"] for d in r["deployments"]]

@@ -129,8 +129,8 @@ def _evidence(deps: Deps, champion: Any, student: Any, held_out: list[dict[str, 
                                                    f"{student.run_id}/evaluation.json").download_blob().readall())
     grader = report.get("gate_grader")
     chosen = (report.get("chosen") or {}).get("name")
-    for label, pick in (("student", lambda c: c["name"] == chosen), ("champion", lambda c: c["kind"] == "champion")):
-        c = next((c for c in report.get("candidates", []) if pick(c)), {"metrics": {}})
+    for label, key, value in (("student", "name", chosen), ("champion", "kind", "champion")):
+        c: dict[str, Any] = next((c for c in report.get("candidates", []) if c[key] == value), {"metrics": {}})
         interval = (c["metrics"].get("graders") or {}).get(grader) or {}
         out[label] = {"score": interval.get("mean"), "interval": [interval.get("low"), interval.get("high")],
                       "cost_per_1k_requests_usd": c["metrics"].get("cost_per_1k_requests_usd"),

@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 from collections import defaultdict
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from ftops_cli.views import run_view, table
 from shared.run.costs import daily_hosting_cost, prices_from_settings
+from shared.stages.lifecycle import warning_line
 
 if TYPE_CHECKING:
     from shared.app.bootstrap import Deps
@@ -37,7 +39,7 @@ def collect(deps: Deps, run_id: str | None = None) -> dict[str, Any]:
     runs = [registry.require_run(run_id)] if run_id else registry.list_runs()
     deployments = registry.list_deployments(run_id=run_id)
     container = deps.settings.reports_container
-    views = [run_view(r, deployments, reports_container=container) for r in runs]
+    views = [run_view(r, deployments, reports_container=container, topology=deps.topology) for r in runs]
     cost = daily_hosting_cost(deployments, prices_from_settings(deps.settings))
     state_of = {r.run_id: r.state for r in runs}
     if not run_id:   # deployments of runs not listed (none today) still count, under "unknown"
@@ -45,10 +47,22 @@ def collect(deps: Deps, run_id: str | None = None) -> dict[str, Any]:
         for row in cost["deployments"]:
             by_state[state_of.get(row["run_id"], "unknown")] += row["per_day"]
         cost["per_day_by_run_state"] = {k: round(v, 2) for k, v in sorted(by_state.items())}
-    view: dict[str, Any] = {"runs": views, "hosting_cost": cost, "dead_letters": _dead_letters(deps, run_id)}
+    view: dict[str, Any] = {"runs": views, "hosting_cost": cost, "dead_letters": _dead_letters(deps, run_id),
+                            "retirement_warnings": retirement_status(deps, deployments)}
     if run_id:
         view["runs"][0]["audit"] = registry.audit_trail(run_id)
     return view
+
+
+def retirement_status(deps: Deps, deployments: list[Any]) -> list[str]:
+    """A line per active deployment whose model retires within RETIREMENT_WARNING_DAYS (the day the keep-alive last
+    read from the Models API)."""
+    today, window = deps.clock.now().date(), deps.settings.retirement_warning_days
+    lines = []
+    for d in deployments:
+        if d.state == "active" and d.retires_on and (date.fromisoformat(d.retires_on) - today).days <= window:
+            lines.append(warning_line(d.slot, d.model, date.fromisoformat(d.retires_on), today))
+    return lines
 
 
 def _dead_letters(deps: Deps, run_id: str | None) -> list[dict[str, Any]]:
@@ -91,7 +105,9 @@ def render_run(view: dict[str, Any]) -> str:
     lines.append(f"why:       {r['reason'] or '-'}")
     lines.append("reports:   " + (", ".join(r["reports"]) or "-"))
     for d in r["deployments"]:
-        lines.append(f"deployed:  {d['environment']}/{d['region']} {d['account']}/{d['deployment']} ({d['state']})")
+        retires = f", model retires {d['retires_on']}" if d.get("retires_on") else ""
+        lines.append(f"deployed:  {d['environment']}/{d['region']} {d['account']}/{d['deployment']} ({d['state']}{retires})")
+    lines += [f"warning:   {w}" for w in view.get("retirement_warnings", [])]
     letters = view["dead_letters"]
     lines.append(f"dead letters: {len(letters)}")
     lines += [f"  {x['queue']} {x['message_id']}: {x['reason']}: {x['description']}" for x in letters]
@@ -114,6 +130,7 @@ def render_table(view: dict[str, Any]) -> str:
         rows.append([r["run_id"], r["state"], r["job_id"] or "-", passed, deps,
                      why if len(why) <= WHY_WIDTH else why[:WHY_WIDTH - 1] + "…"])
     lines = table(["RUN", "STATE", "JOB", "EVAL", "DEPLOYMENTS", "WHY"], rows) if rows else ["no runs yet"]
+    lines += [f"warning: {w}" for w in view.get("retirement_warnings", [])]
     letters = view["dead_letters"]
     if letters:
         lines += ["", f"dead letters: {len(letters)} (ftops status RUN_ID shows a run's)"]

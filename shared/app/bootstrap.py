@@ -18,6 +18,7 @@ from shared.store.registry import Registry
 
 if TYPE_CHECKING:
     from shared.app import ports
+    from shared.azure.chat import ChatFn, JudgeFn
     from shared.run.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -177,22 +178,31 @@ def build_deps(settings: Settings) -> Deps:
         tables = TableServiceClient.from_connection_string(settings.storage_connection)
     else:
         cred = credential()
-        blobs = BlobServiceClient(settings.blob_service_uri, credential=cred)
-        tables = TableServiceClient(settings.table_service_uri, credential=cred)
+        blobs = BlobServiceClient(_required(settings.blob_service_uri, "DatasetStorage__blobServiceUri"),
+                                  credential=cred)
+        tables = TableServiceClient(_required(settings.table_service_uri, "DatasetStorage__tableServiceUri"),
+                                    credential=cred)
     registry = Registry(tables, prefix=settings.table_prefix)
     registry.ensure_tables()
     if settings.transport == "local":
         from azure.storage.queue import QueueServiceClient
         sent = tables.create_table_if_not_exists(f"{settings.table_prefix}sentmessages")
-        publisher: Publisher = LocalQueuePublisher(
-            QueueServiceClient.from_connection_string(settings.storage_connection), sent)
+        queues = QueueServiceClient.from_connection_string(_required(settings.storage_connection, "DatasetStorage"))
+        publisher: Publisher = LocalQueuePublisher(queues, sent)
     else:
-        publisher = ServiceBusPublisher(settings.servicebus_namespace, credential(), topic=settings.events_topic)
+        namespace = _required(settings.servicebus_namespace, "ServiceBusConnection__fullyQualifiedNamespace")
+        publisher = ServiceBusPublisher(namespace, credential(), topic=settings.events_topic)
     for container in (settings.datasets_container, settings.reports_container, settings.quarantine_container,
                       settings.traffic_container):
         _ensure_container(blobs, container)
     return Deps(settings=settings, blobs=blobs, registry=registry, publisher=publisher, credential=credential,
                 topology=topology)
+
+
+def _required(value: str | None, key: str) -> str:
+    if not value:
+        raise ConfigError(f"{key} must be set")
+    return value
 
 
 class _OpenAIChat:
@@ -201,11 +211,11 @@ class _OpenAIChat:
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
 
-    def reply_fn(self, base_model: str) -> Any:
+    def reply_fn(self, base_model: str) -> ChatFn:
         from shared.azure.chat import openai_chat_fn
         return openai_chat_fn(self._deps.openai_client(), base_model)
 
-    def judge_fn(self) -> Any:
+    def judge_fn(self) -> JudgeFn:
         from shared.azure.chat import openai_judge_fn
         return openai_judge_fn(self._deps.openai_client())
 

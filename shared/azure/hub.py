@@ -19,6 +19,7 @@ the one this run created, whichever process created it.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import logging
@@ -80,6 +81,11 @@ class HubNotFound(HubPermanentError):
 
 class HubUnsupported(HubPermanentError):
     """The configured hub API (HUB_API_VERSION) does not offer this; refused before calling."""
+
+
+# Azure's v1 `AzureCreateFileRequestMultiPart`: expires_after {anchor: created_at, seconds}; OpenAI's reference
+# allows 3600 … 2592000 seconds. 30 days is the most, and the longest a job may train (720 h, Learn quotas-limits).
+FILE_EXPIRY: dict[str, Any] = {"anchor": "created_at", "seconds": 30 * 24 * 3600}
 
 
 class HubQuotaExceeded(HubError):
@@ -243,9 +249,13 @@ class Hub:
             return self._upload_multipart(blob, filename, size)
         self.require(lambda: self.surface.require_upload_size(size, filename))
         reader = BlobReader(blob, size)
+        # Azure's v1 spec requires `expires_after` on file uploads: the longest lifetime allowed (30 days, as long
+        # as a job may train), so a file outlives its job and still never stays forever; a retrain whose file has
+        # expired uploads it again (training._create_or_adopt checks that the file still exists)
+        expiry: dict[str, Any] = {"expires_after": FILE_EXPIRY} if self.surface.is_v1 else {}
         # the SDK re-reads the stream on a retry: BlobReader restarts its download on seek(0)
         created = self._call(f"upload {filename}", lambda: self._client.files.create(
-            file=(filename, reader, "application/octet-stream"), purpose="fine-tune"))
+            file=(filename, reader, "application/octet-stream"), purpose="fine-tune", **expiry))
         return str(created.id)
 
     def _upload_multipart(self, blob: Any, filename: str, size: int) -> str:
@@ -256,8 +266,8 @@ class Hub:
         try:
             for part in upload_parts(blob.download_blob().chunks(), self.part_size):
                 md5.update(part)
-                made = self._call(f"upload part {len(part_ids) + 1} of {filename}",
-                                  lambda part=part: self._client.uploads.parts.create(upload_id=upload.id, data=part))
+                made = self._call(f"upload part {len(part_ids) + 1} of {filename}", functools.partial(
+                    self._client.uploads.parts.create, upload_id=upload.id, data=part))
                 part_ids.append(made.id)
             done = self._call(f"complete upload {filename}", lambda: self._client.uploads.complete(
                 upload.id, part_ids=part_ids, md5=md5.hexdigest()))
@@ -298,7 +308,7 @@ class Hub:
         deleted = []
         for file_id in file_ids:
             try:
-                self._call(f"delete file {file_id}", lambda file_id=file_id: self._client.files.delete(file_id))
+                self._call(f"delete file {file_id}", functools.partial(self._client.files.delete, file_id))
                 deleted.append(file_id)
             except HubNotFound:
                 pass
@@ -318,8 +328,8 @@ class Hub:
         after: str | None = None
         seen = 0
         while seen < max_jobs:
-            page = self._call("list jobs", lambda after=after: self._client.fine_tuning.jobs.list(
-                limit=100, **({"after": after} if after else {})))
+            page = self._call("list jobs", functools.partial(
+                self._client.fine_tuning.jobs.list, limit=100, **({"after": after} if after else {})))
             items = list(page.data)
             for job in items:
                 if (job.training_file == training_file and (job.validation_file or None) == (validation_file or None)
@@ -356,9 +366,9 @@ class Hub:
         for number in range(_MAX_EVENT_PAGES):
             # a small first page: between two ticks few events are new, and parsing 100 costs every tick
             limit = _FIRST_EVENT_PAGE if number == 0 and since else _EVENT_PAGE
-            page = self._call(f"events of {job_id}", lambda after=after, limit=limit:
-                              self._client.fine_tuning.jobs.list_events(
-                                  job_id, limit=limit, **({"after": after} if after else {})))
+            page = self._call(f"events of {job_id}", functools.partial(
+                self._client.fine_tuning.jobs.list_events, job_id, limit=limit,
+                **({"after": after} if after else {})))
             items = list(page.data)
             for event in items:
                 if since is not None and event.id == since:

@@ -18,18 +18,20 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.azure.arm_deployments import (
     MANAGED_TAG,
     MANAGED_VALUE,
     ArmAccount,
     ArmDeployment,
-    ArmDeployments,
     DeploymentError,
 )
 from shared.run.config import HubSettings, Settings
 from shared.run.topology import Target
+
+if TYPE_CHECKING:
+    from shared.app.ports import ArmDeployments
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ in the docs.
 """
 from __future__ import annotations
 
+import builtins
 import importlib
 import re
 from collections.abc import Callable, Mapping
@@ -118,7 +119,7 @@ class Command:
         return text.format_map(_Blank(values))
 
     @property
-    def payload(self) -> type[_Data]:
+    def payload(self) -> builtins.type[_Data]:   # builtins: `type` here is the property above
         """Its message's data (shared.run.messages); the API parses its own request bodies."""
         return COMMAND_PAYLOADS[self.name]
 
@@ -134,7 +135,8 @@ def load(handler: str) -> Callable[..., Any]:
     """The function a row names ("module:function"). Called by the rooms that dispatch (the commands router in
     shared.stages, the operator API), never at import: the table is vocabulary and runs nothing of theirs."""
     module, _, function = handler.partition(":")
-    return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
+    fn: Callable[..., Any] = getattr(importlib.import_module(module), function)
+    return fn
 
 
 RUN = Arg("run_id", "the run (ftops status lists them)")

@@ -25,7 +25,7 @@ def setting(default: Any, env: str, *, rule: str | None = None) -> Any:
     return field(default=default, metadata={"env": env, "rule": rule})
 
 
-def _from_env(env: Mapping[str, str], f: Field) -> Any:
+def _from_env(env: Mapping[str, str], f: Field[Any]) -> Any:
     key, rule, raw = f.metadata["env"], f.metadata["rule"], env.get(f.metadata["env"]) or None
     if raw is None:
         return f.default
@@ -89,6 +89,12 @@ class Settings:
     intake_wait_seconds: float = setting(60.0, "INTAKE_WAIT_SECONDS")
     # "delete" | "keep": hub files once the job is terminal
     hub_file_retention: str = setting("delete", "HUB_FILE_RETENTION")
+    # fine-tuning jobs ftops keeps queued or running on the hub at once; more wait in ftops's own queue
+    # (waiting_for_quota). Azure trains 3 at once per resource (Standard/Global training; 5 on Developer
+    # training): Learn quotas-limits, 2026-02-17
+    hub_concurrent_jobs: int = setting(3, "HUB_CONCURRENT_JOBS", rule="at_least_1")
+    # warn (status, console, keep-alive, an event) this many days before a deployed model retires
+    retirement_warning_days: int = setting(180, "RETIREMENT_WARNING_DAYS", rule="at_least_1")
     # hub calls one poll tick keeps in flight at most
     poll_concurrency: int = setting(8, "POLL_CONCURRENCY", rule="at_least_1")
     # larger files go through the multipart uploads API
@@ -154,13 +160,13 @@ class Settings:
         by_name = {f.name: f for f in fields(Settings)}
         return {by_name[n].metadata["env"]: str(by_name[n].default) for n in names}
 
-    def load_spokes_json(self) -> dict:
+    def load_spokes_json(self) -> dict[str, Any]:
         """The spokes configuration as parsed JSON: inline JSON or a path to a file."""
         return load_spokes_json(self.spokes_config)
 
 
 
-def load_spokes_json(raw: str | None) -> dict:
+def load_spokes_json(raw: str | None) -> dict[str, Any]:
     """SPOKES_CONFIG (inline JSON or a path to a JSON file) parsed; ConfigError names what is wrong."""
     if not raw:
         raise ConfigError("SPOKES_CONFIG must be set (inline JSON or a path to a JSON file)")
@@ -169,7 +175,8 @@ def load_spokes_json(raw: str | None) -> dict:
     except OSError as exc:
         raise ConfigError(f"SPOKES_CONFIG: cannot read {raw}: {exc.strerror or exc}") from exc
     try:
-        return json.loads(text)
+        spokes: dict[str, Any] = json.loads(text)   # parse_topology checks its shape
+        return spokes
     except json.JSONDecodeError as exc:
         raise ConfigError(f"SPOKES_CONFIG is not valid JSON: {exc}") from exc
 

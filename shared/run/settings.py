@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from shared.run.echo import echo
 from shared.run.models import DEFAULT_BASE_MODEL
+from shared.run.rft_graders import grader_problems
 
 
 class RunSettingsError(ValueError):
@@ -54,7 +55,7 @@ class Thresholds(_Strict):
 
 
 _GRADER_NAME = r"[a-z0-9][a-z0-9_.-]{0,39}"
-_SIMILARITY = ("fuzzy_match", "bleu", "gleu", "rouge_1", "rouge_2", "rouge_3", "rouge_4", "rouge_5", "rouge_l")
+_Similarity = Literal["fuzzy_match", "bleu", "gleu", "rouge_1", "rouge_2", "rouge_3", "rouge_4", "rouge_5", "rouge_l"]
 
 
 class GraderSpec(_Strict):
@@ -63,7 +64,7 @@ class GraderSpec(_Strict):
                   "score_model"]
     name: str | None = Field(None, pattern=_GRADER_NAME)
     operation: Literal["eq", "ne", "like", "ilike"] | None = None          # string_check
-    evaluation_metric: Literal[_SIMILARITY] | None = None                   # type: ignore[valid-type]
+    evaluation_metric: _Similarity | None = None
     model: str | None = Field(None, max_length=64)                          # score_model: a hub deployment
     rubric: str | None = Field(None, max_length=2000)                       # score_model
     reference: str | None = Field(None, pattern=r"^\{\{\s*item\.[A-Za-z0-9_]+\s*\}\}$")
@@ -184,12 +185,16 @@ def parse_run_settings(raw: bytes | str | dict[str, Any] | None, *, defaults: di
         raise RunSettingsError([f"{source}: must be a JSON object"])
     merged = {**(defaults or {}), **data}
     try:
-        return RunSettings.model_validate(merged)
+        settings = RunSettings.model_validate(merged)
     except ValidationError as exc:
         raise RunSettingsError([
             f"{source}: {echo('.'.join(str(p) for p in e['loc']) or '<root>')}: {echo(e['msg'])}"
             for e in exc.errors()
         ]) from exc
+    # the reinforcement grader, field by field, against the shapes Azure's v1 API accepts (shared.run.rft_graders)
+    if settings.method == "reinforcement" and settings.grader and (wrong := grader_problems(settings.grader)):
+        raise RunSettingsError([f"{source}: {problem}" for problem in wrong])
+    return settings
 
 
 def _slug(name: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic import Field as PydanticField
@@ -18,7 +18,7 @@ from shared.run.config import ConfigError, Settings
 from shared.run.models import DEPLOYMENT_TYPES, DEVELOPER, UnknownModelError, model_facts
 
 SETTING = "SPOKES_CONFIG"
-DEFAULT_QUOTA = 5   # fine-tuned deployments per resource (Azure's default limit)
+DEFAULT_QUOTA = 10   # fine-tuned deployments per resource: Azure's default limit (Learn quotas-limits, 2026-02-17; it was 5)
 # Deployment types that can host a fine-tuned model (fine-tuning-deploy "Deployment types"; ARM sku names
 # are case-insensitive): Standard, Global Standard, Developer, Provisioned. Data-zone and global provisioned
 # types are not listed for fine-tuned models, so they are refused.
@@ -312,6 +312,12 @@ def _bool(raw: dict[str, Any], key: str, default: bool, path: str, setting: str)
     return value
 
 
+@overload
+def _positive_int(raw: dict[str, Any], key: str, path: str, setting: str, *,
+                  required: Literal[True]) -> int: ...
+@overload
+def _positive_int(raw: dict[str, Any], key: str, path: str, setting: str, *,
+                  required: bool) -> int | None: ...
 def _positive_int(raw: dict[str, Any], key: str, path: str, setting: str, *, required: bool) -> int | None:
     if key not in raw:
         if required:

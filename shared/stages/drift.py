@@ -88,7 +88,7 @@ def check(deps: Deps, env: Environment, name: str, slots: list[DeploymentRecord]
     evaluation = Evaluation.model_validate(settings.get("evaluation") or {})
     graders, gate = grader_set(run.run_id, settings, evaluation, loaded.examples, report.get("gate_grader"))
     chosen = (report.get("chosen") or {}).get("name")
-    evaluated = next((c for c in report.get("candidates", []) if c.get("name") == chosen), {})
+    evaluated: dict[str, Any] = next((c for c in report.get("candidates", []) if c.get("name") == chosen), {})
     interval = ((evaluated.get("metrics") or {}).get("graders") or {}).get(gate) or {}
     result.grader, result.floor, result.examples = gate, interval.get("low"), len(loaded.examples)
     if result.floor is None or not loaded.examples:
@@ -113,7 +113,8 @@ def check(deps: Deps, env: Environment, name: str, slots: list[DeploymentRecord]
 def _report(deps: Deps, run_id: str) -> dict[str, Any] | None:
     blob = deps.blobs.get_blob_client(deps.settings.reports_container, f"{run_id}/evaluation.json")
     try:
-        return json.loads(blob.download_blob().readall())  # type: ignore[no-any-return]
+        report: dict[str, Any] = json.loads(blob.download_blob().readall())   # what the evaluation stage wrote
+        return report
     except ResourceNotFoundError:
         return None
 

@@ -22,10 +22,16 @@ from typing import TYPE_CHECKING, Any
 from shared.app.settlement import retry_later
 from shared.azure.arm_deployments import DeploymentQuota, DeploymentRefused, DeploymentTransient
 from shared.evaluation import graders as grading
-from shared.evaluation.confidence import paired_difference
+from shared.evaluation.confidence import Interval, paired_difference
 from shared.evaluation.examples import Example, load_examples, stream_lines
 from shared.evaluation.gates import choose_candidate, cost_gate, evaluate_gates, thresholds_from
-from shared.evaluation.hubdeploy import create_deployment, hub_account, plan_candidates, plan_champion
+from shared.evaluation.hubdeploy import (
+    create_deployment,
+    hub_account,
+    plan_candidates,
+    plan_champion,
+    wait_until_serving,
+)
 from shared.evaluation.metrics import ExampleResult, aggregate
 from shared.evaluation.report import build_report, loss_rows, render_html, summary
 from shared.evaluation.runner import Candidate, run_candidates
@@ -164,6 +170,11 @@ def _measure(run: RunRecord, deps: Deps) -> dict[str, Any]:
                 raise
             active.append(candidate)
         chat_fn = deps.chat.reply_fn(base_model)
+        for candidate in active:   # provisioned is not serving: no example is asked before it answers
+            if wait_until_serving(chat_fn, candidate.deployment, timeout_s=deps.settings.smoke_timeout_seconds) is None:
+                raise DeploymentTransient(
+                    f"run {run_id}: evaluation deployment {candidate.deployment} is provisioned but did not answer "
+                    f"within {deps.settings.smoke_timeout_seconds:.0f} s (SMOKE_TIMEOUT_SECONDS); will retry")
         judge = deps.chat.judge_fn() if any(g.kind == "score_model" for g in graders) else None
         results = run_candidates(active, loaded.examples, chat_fn, max_workers=evaluation.concurrency,
                                  graders=graders, judge=judge)
@@ -179,9 +190,10 @@ def _measure(run: RunRecord, deps: Deps) -> dict[str, Any]:
                for c in active}
     chosen = choose_candidate(active, metrics, gate_grader)
     # paired bootstrap of the chosen model against each reference point, for every grader
-    comparisons = {other: {g: paired_difference(_scores(results[chosen.name], g), _scores(results[other], g))
-                           for g in names}
-                   for other in ("base", "champion") if other in results}
+    comparisons: dict[str, dict[str, Interval]] = {
+        other: {g: paired_difference(_scores(results[chosen.name], g), _scores(results[other], g))
+                for g in names}
+        for other in ("base", "champion") if other in results}
     has_champion = "champion" in results
     champion_note = None
     if champion is not None and not has_champion:
@@ -223,7 +235,7 @@ def _wait_for_quota(deps: Deps, run: RunRecord, request: EvaluateRequest, exc: D
 
 def _total_wait(waits: int) -> float:
     first, longest = QUOTA_BACKOFF_SECONDS
-    return sum(min(longest, first * 2 ** n) for n in range(waits))
+    return sum(min(longest, first * 2.0 ** n) for n in range(waits))
 
 
 def _read_lines(deps: Deps, path: str, run_id: str) -> Iterator[bytes]:

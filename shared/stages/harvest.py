@@ -219,7 +219,7 @@ def _traffic_exchange(ident: str, line: bytes, created: float) -> Exchange:
     if not isinstance(obj, dict) or not isinstance(obj.get("messages"), list):
         return Exchange(id=ident, messages=(), created=created)
     rating = obj.get("rating")
-    tools = obj.get("tools") if isinstance(obj.get("tools"), list) else []
+    tools = obj["tools"] if isinstance(obj.get("tools"), list) else []
     return Exchange(id=ident, messages=tuple(_message(m) for m in obj["messages"] if isinstance(m, dict)),
                     created=created, rating=float(rating) if isinstance(rating, (int, float)) else None,
                     tools=tuple(tools))

@@ -55,7 +55,7 @@ def histogram(sorted_values: list[int], limit: int | None) -> dict[str, list[int
     return {"edges": [i * width for i in range(HISTOGRAM_BINS + 1)], "counts": counts}
 
 
-def build_stats(*, examples: int, usable: int, messages: int, tokens: array, context: array,
+def build_stats(*, examples: int, usable: int, messages: int, tokens: array[int], context: array[int],
                 assistant_tokens: int, facts: ModelFacts | None, method: str | None,
                 n_epochs: int | None, size_bytes: int) -> dict[str, Any]:
     ctx_sorted = sorted(context)

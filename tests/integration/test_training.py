@@ -190,7 +190,70 @@ def test_the_same_data_and_settings_in_another_run_reuse_the_job(hub_env, emulat
     assert deps.registry.require_run(second).job_id == deps.registry.require_run(first).job_id
 
 
+def test_a_repeat_of_a_finished_drop_trains_its_own_job_and_is_never_stuck(hub_env, emulator):
+    """Issue 20: a repeat drop (same data and settings) after the first run finished adopted that job, whose
+    results file was already deleted from the hub, and stayed `training` for good."""
+    deps = hub_env(HUB_FILE_RETENTION="delete")
+    first = make_run(deps, run_id=f"same-{uuid.uuid4().hex[:6]}")
+    training.handle_train(TrainRequest(run_id=first), deps)
+    for _ in range(10):
+        finish_jobs(emulator, deps, seconds=600)
+        if deps.registry.require_run(first).state == states.TRAINED:
+            break
+    assert deps.registry.require_run(first).state == states.TRAINED   # its files tidied from the hub
+    second = make_run(deps, run_id=f"again-{uuid.uuid4().hex[:6]}")
+    reports = deps.blobs.get_container_client(deps.settings.reports_container)
+    for role in ("train", "validation"):
+        body = reports.download_blob(f"{first}/data/{role}.jsonl").readall()
+        reports.upload_blob(f"{second}/data/{role}.jsonl", body, overwrite=True)
+    training.handle_train(TrainRequest(run_id=second), deps)
+    training.handle_train(TrainRequest(run_id=second), deps)   # a redelivery: still one job of its own
+    jobs = hub_jobs(emulator)
+    assert len(jobs) == 2 and deps.registry.require_run(second).job_id not in (None, jobs[0]["id"])
+    for _ in range(10):
+        finish_jobs(emulator, deps, seconds=600)
+        if deps.registry.require_run(second).state == states.TRAINED:
+            break
+    assert deps.registry.require_run(second).state == states.TRAINED
+
+
 # --- hub limits and storms ---------------------------------------------------------------------------
+def test_a_base_model_whose_fine_tuning_azure_closed_fails_before_any_upload(hub_env, emulator):
+    """The Models API's deprecation.fineTune has passed: the run fails with the date, nothing reaches the hub."""
+    deps = hub_env()
+    run_id = make_run(deps)
+    emulator.control.config(model_deprecations={"gpt-4.1-mini": {"fineTune": "2026-01-01T00:00:00Z"}})
+    try:
+        training.handle_train(TrainRequest(run_id=run_id), deps)
+    finally:
+        emulator.control.config(model_deprecations={})
+    run = deps.registry.require_run(run_id)
+    assert run.state == states.TRAINING_FAILED and run.error["code"] == "model_retired"
+    assert "stopped new fine-tuning of gpt-4.1-mini 2025-04-14 on 2026-01-01" in run.error["message"]
+    assert hub_jobs(emulator) == [] and emulator.control.state()["files"] == 0
+
+
+def test_beyond_the_hubs_concurrent_jobs_a_run_waits_in_ftops_queue_and_status_says_why(hub_env, emulator):
+    """Azure trains 3 jobs at once per resource (Learn quotas-limits, 2026-02): ftops keeps at most
+    HUB_CONCURRENT_JOBS of its jobs on the hub; the next run waits in waiting_for_quota with the reason on the
+    run (what `ftops status` prints), and trains once a job is no longer followed."""
+    from ftops_cli.views import reason
+    deps = hub_env(HUB_CONCURRENT_JOBS="1")
+    first, second = make_run(deps), make_run(deps)
+    training.handle_train(TrainRequest(run_id=first), deps)
+    training.handle_train(TrainRequest(run_id=second), deps)
+    assert deps.registry.require_run(first).state == states.TRAINING
+    waiting = deps.registry.require_run(second)
+    assert waiting.state == states.WAITING_FOR_QUOTA and len(hub_jobs(emulator)) == 1
+    assert "1 fine-tuning jobs are already queued or running on the hub" in reason(waiting)
+    assert "HUB_CONCURRENT_JOBS" in reason(waiting)
+
+    training.cancel_run(RunCommand(run_id=first), deps)   # its job ends: the slot is free
+    training.handle_train(TrainRequest(run_id=second, attempt=1), deps)
+    started = deps.registry.require_run(second)
+    assert started.state == states.TRAINING and started.error is None and len(hub_jobs(emulator)) == 2
+
+
 def test_a_quota_refusal_waits_without_burning_the_delivery_then_trains_once(hub_env, emulator):
     deps = hub_env()
     run_id = make_run(deps)

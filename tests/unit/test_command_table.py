@@ -202,23 +202,32 @@ def test_the_cli_calls_the_rows_route_with_the_rest_as_body(row: Command, capsys
 
 @pytest.mark.parametrize("row", API)
 def test_the_consoles_form_posts_the_rows_route_and_its_body(row: Command) -> None:
-    """The run page's form for the row posts to the row's route, only fields of the row's body (all the
-    required ones, the evidence); the console sends the API exactly the row's body and says the row's word."""
+    """The console's forms for the row (on the run's page, or on the page that asks to confirm) post to the
+    row's route and only fields of the row's body (all the required ones, the evidence); the console sends
+    the API exactly the row's body and says the row's word."""
     from test_console import OPERATOR, csrf_for, request, run_detail, serve
     from test_console import TOKEN as SESSION
-    page = serve("run", request("/runs/r1", params={"run_id": "r1"}), get_run=(200, run_detail(OPERATOR)),
-                 list_deployments=(200, {"deployments": []})).body.decode()
-    forms = [(m, set(re.findall(r'name="([^"]+)"', inner)) - {"form_token"})
-             for action, inner in re.findall(r'<form[^>]*action="([^"]+)"[^>]*>(.*?)</form>', page, re.DOTALL)
-             if (m := route_pattern(row.route).match(action.removeprefix("/api/console/")))]
-    [(match, fields)] = forms
-    assert fields <= set(row.body) and {f for f in row.body if row.required(f)} | set(row.evidence) <= fields
-    params = {**match.groupdict(), "action": row.name}
-    form = "&".join([f"form_token={csrf_for(SESSION)}", *(f"{f}=v-{f}" for f in sorted(fields))])
-    answer = serve("act", request(f"/{concrete(row.route, **params)}", method="POST", params=params,
-                                  body=form.encode()), **{row.name: (200, {})})
+    token = f"form_token={csrf_for(SESSION)}"
+    where = {"run_id": "r1", "environment": "test"}   # the run page's run, and the environment it serves
+    params = {k: v for k, v in where.items() if k in row.path_fields}
+    path = f"/{concrete(row.route, **params)}"
+    answers = {"get_run": (200, run_detail(OPERATOR)), "list_deployments": (200, {"deployments": []}),
+               row.name: (200, {})}
+    pages = [serve("run", request("/runs/r1", params={"run_id": "r1"}), **answers).body.decode(),
+             serve("act", request(path, method="POST", params={**params, "action": row.name},
+                                  body=f"{token}&run_id=r1".encode()), **answers).body.decode()]
+    forms = [set(re.findall(r'name="([^"]+)"', inner)) - {"form_token", "confirm"}
+             for page in pages for action, inner in re.findall(r'<form[^>]*action="([^"]+)"[^>]*>(.*?)</form>', page,
+                                                                re.DOTALL)
+             if route_pattern(row.route).match(action.removeprefix("/api/console/"))]
+    assert forms and all(fields <= set(row.body) | set(row.path_fields) for fields in forms)
+    assert {f for f in row.body if row.required(f)} | set(row.evidence) <= set().union(*forms)
+    fields = [f for f in row.body if f not in params]
+    form = "&".join([token, "confirm=yes", *(f"{f}=v-{f}" for f in fields)])   # retire, rollback: confirmed
+    answer = serve("act", request(path, method="POST", params={**params, "action": row.name}, body=form.encode()),
+                   **answers)
     [(action, sent_params, body)] = _console_calls()
-    assert (action, sent_params) == (row.name, match.groupdict()) and list(body) == list(row.body)
+    assert (action, sent_params) == (row.name, params) and list(body) == list(row.body)
     assert all(body[f] == f"v-{f}" for f in fields) and answer.status == 303
     assert answer.headers["Location"].endswith(f"?done={urllib.parse.quote(row.done)}")
 

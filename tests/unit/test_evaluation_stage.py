@@ -72,9 +72,10 @@ def _chat(deps: Any) -> Any:
         question = example.messages[-1]["content"]
         if model == "gpt-4.1-mini":
             return ChatReply("I am not sure about that fact.", 10, 5)
+        answer = QA.get(question, "OK")   # anything else (the readiness probe) gets a short answer
         if model == "ftchkpt-10":
-            return ChatReply(QA[question].split(" is ")[0], 10, 3)
-        return ChatReply(QA[question], 10, 6)
+            return ChatReply(answer.split(" is ")[0], 10, 3)
+        return ChatReply(answer, 10, 6)
     return chat
 
 
@@ -223,7 +224,7 @@ def _with_champion(deps: Any) -> Any:
 
     def chat(deployment: str, example: Example) -> ChatReply:
         if deps.arm.live[deployment].endswith("ft-0"):     # last run's model knows every answer word for word
-            return ChatReply(QA[example.messages[-1]["content"]], 10, 6)
+            return ChatReply(QA.get(example.messages[-1]["content"], "OK"), 10, 6)
         return inner(deployment, example)
     return chat
 
@@ -334,3 +335,31 @@ def test_a_judge_that_fails_is_counted_not_hidden() -> None:
     final = next(c for c in report["candidates"] if c["name"] == "final")
     assert final["metrics"]["grader_errors"] == {"judge": 1} and final["metrics"]["graders"]["judge"]["mean"] < 1
     assert b"could not score 1 of final" in deps.blobs.data[("reports", "r1/evaluation.html")]
+
+
+def test_a_deployment_that_never_answers_is_given_up_after_the_timeout_not_asked_forever() -> None:
+    import httpx2 as httpx  # the openai SDK's own HTTP library
+    import openai
+
+    from shared.evaluation.hubdeploy import wait_until_serving
+    now = [0.0]
+    not_found = openai.NotFoundError("DeploymentNotFound", response=httpx.Response(
+        404, request=httpx.Request("POST", "https://hub/openai/v1/chat/completions")), body=None)
+
+    def never(deployment: str, example: Example) -> ChatReply:
+        raise not_found
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    assert wait_until_serving(never, "ev-x", timeout_s=30, sleep=sleep, clock=lambda: now[0]) is None
+    assert 15 <= now[0] <= 30   # it waited, backing off, and stopped inside the timeout
+    answers = iter([not_found, not_found, None])
+
+    def soon(deployment: str, example: Example) -> ChatReply:
+        error = next(answers)
+        if error:
+            raise error
+        return ChatReply("OK")
+
+    assert wait_until_serving(soon, "ev-x", timeout_s=30, sleep=sleep, clock=lambda: now[0]) == 3
