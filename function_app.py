@@ -14,6 +14,7 @@ from functions import (
     intake,
     keepalive,
     operator,
+    outbox,
     polling,
     reconcile,
     training,
@@ -26,6 +27,6 @@ if app_configures_telemetry(os.environ):   # in Azure the Python worker does it 
 logging.getLogger("azure").setLevel(logging.WARNING)  # the SDKs' request logs would drown the app's own
 
 app = func.FunctionApp()
-for stage in (intake, training, polling, evaluation, deployment, keepalive, reconcile, harvest, drift, commands,
-              operator, console):
+for stage in (intake, training, polling, outbox, evaluation, deployment, keepalive, reconcile, harvest, drift,
+              commands, operator, console):
     app.register_functions(stage.bp)

@@ -29,8 +29,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--stuck", action="store_true",
                    help="only the runs with no progress for longer than --after, or that cannot progress, and why")
-    p.add_argument("--after", type=float, default=60.0, metavar="MINUTES",
-                   help="with --stuck: how long without progress counts as stuck (default 60)")
+    p.add_argument("--after", type=float, default=5.0, metavar="MINUTES",
+                   help="with --stuck: how long without progress counts as stuck (default 5; a job training, a "
+                        "quota wait or an approval: 60)")
     p.set_defaults(func=run)
 
 

@@ -41,6 +41,9 @@ param defaultBaseModel string = 'gpt-4.1-mini-2025-04-14'
 @description('NCRONTAB (UTC) of the poll timer')
 param pollSchedule string = '0 */2 * * * *'
 
+@description('NCRONTAB (UTC) of the outbox sweep timer (messages a crash left unsent)')
+param outboxSchedule string = '0 * * * * *'
+
 @description('NCRONTAB (UTC) of the keep-alive timer: well inside the 15-day inactivity limit')
 param keepaliveSchedule string = '0 0 3 * * *'
 
@@ -283,12 +286,15 @@ var appSettings = {
   COMMANDS_QUEUE: queues.commands
   EVENTS_TOPIC: eventsTopic
   POLL_SCHEDULE: pollSchedule
+  OUTBOX_SCHEDULE: outboxSchedule
   KEEPALIVE_SCHEDULE: keepaliveSchedule
   RECONCILE_SCHEDULE: reconcileSchedule
   HARVEST_SCHEDULE: '0 30 2 * * *'
   DRIFT_SCHEDULE: '0 0 */6 * * *'
   DEFAULT_BASE_MODEL: defaultBaseModel
   INTAKE_WAIT_SECONDS: '60'
+  MAX_DATASET_MB: '2048'
+  VALIDATION_MAX_SECONDS: '1200'
   HUB_FILE_RETENTION: 'delete'
   HUB_MULTIPART_THRESHOLD_MB: '100'
   HUB_CONCURRENT_JOBS: '3'

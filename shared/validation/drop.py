@@ -24,6 +24,8 @@ from shared.validation.splitting import Prepared, spool_split
 
 Opener = Callable[[], Iterable[bytes]]
 SNIFF_BYTES = 4096
+RUN_JSON_MAX_BYTES = 64 * 1024   # run.json holds settings: larger is refused unread (one finding per key once ran to GiB)
+MAX_SETTINGS_FINDINGS = 50       # findings about the settings kept in the report; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,10 @@ def _settings(drop: DropFiles, default_base_model: str, environments: list[str] 
             settings = parse_run_settings({**settings.model_dump(exclude_unset=True), **override},
                                           defaults=defaults, source=override_source)
     except RunSettingsError as exc:
-        problems.extend(Finding(line=None, code="invalid_settings", message=p, file="run.json") for p in exc.problems)
+        shown = exc.problems[:MAX_SETTINGS_FINDINGS]
+        if len(exc.problems) > len(shown):
+            shown = [*shown, f"… and {len(exc.problems) - len(shown):,} more problems of the same settings"]
+        problems.extend(Finding(line=None, code="invalid_settings", message=p, file="run.json") for p in shown)
         return None
     unknown = [e for e in (settings.environments or []) if environments is not None and e not in environments]
     if unknown:
@@ -159,6 +164,11 @@ def _not_a_dataset(drop: DropFiles) -> Finding:
     return Finding(line=None, code="not_a_dataset", file=drop.start,
                    message=f"{drop.start}: not a .jsonl file{what}; drop a JSONL dataset or a folder with "
                            "train.jsonl and run.json")
+
+
+def problems_only(problems: list[Finding]) -> DropCheck:
+    """The check of a drop refused before (or instead of) reading its data: the report of `problems`."""
+    return DropCheck(_problems_only(problems), None, None)
 
 
 def _problems_only(problems: list[Finding]) -> DatasetReport:

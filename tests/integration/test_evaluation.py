@@ -323,3 +323,60 @@ def test_each_grader_separates_the_fine_tuned_model_from_the_base_model(
     improvement = report["comparisons"]["base"]["improvement"]["token_f1"]
     assert improvement["low"] >= 0.1                                   # the gate read the interval's lower bound
     assert report["graders"][-1]["model"] == "judge" and "same facts" in report["graders"][-1]["prompt"]
+
+
+def test_a_worker_killed_mid_evaluation_is_taken_over_and_its_deployments_deleted_first(
+        make_deps: Callable[..., Any], emulator: Any) -> None:
+    """A SIGKILL leaves the claim held and the temporary deployments up (billed, holding the hub's slots):
+    once its short lease lapses, the next delivery takes over, deletes them first, and evaluates."""
+    import time
+
+    from tests.integration.faults import Crash
+    deps = make_deps()
+    run_id = _trained_run(deps, emulator, min_score=0.6)
+
+    class Killed:
+        """The dead worker's registry: its lease is short here (the test does not wait a minute) and, the
+        process being gone, it never renews, releases or completes anything."""
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        def claim(self, key: str, *, ttl_seconds: float) -> Any:
+            return self._inner.claim(key, ttl_seconds=1.0)
+
+        def renew(self, *_: Any, **__: Any) -> str:
+            raise Crash("dead")
+
+        def release(self, *_: Any, **__: Any) -> None:
+            pass
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._inner, name)
+
+    class DiesAfterFirstPut:
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        def put(self, *args: Any, **kwargs: Any) -> Any:
+            self._inner.put(*args, **kwargs)
+            raise Crash("SIGKILL")
+
+        def delete_all(self, *_: Any, **__: Any) -> Any:   # a killed process runs no `finally`
+            raise Crash("dead")
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._inner, name)
+
+    import dataclasses
+    dying = dataclasses.replace(deps, registry=Killed(deps.registry))
+    dying.__dict__["arm_deployments"] = DiesAfterFirstPut(deps.arm_deployments)
+    with pytest.raises(Crash):
+        handle_evaluate(EvaluateRequest(run_id=run_id), dying)
+    assert len(_hub_leftovers(emulator, run_id)) == 1                  # left behind, billed
+    time.sleep(1.5)                                                    # its lease lapses (a minute in the app)
+    handle_evaluate(EvaluateRequest(run_id=run_id), deps)              # the redelivery
+    assert deps.registry.require_run(run_id).state == states.EVALUATED
+    assert _hub_leftovers(emulator, run_id) == []
+    deleted_first = [r for r in emulator.control.requests() if r["method"] in ("PUT", "DELETE")
+                     and f"/deployments/ev-{run_id}-" in r["path"]]
+    assert [r["method"] for r in deleted_first[1:2]] == ["DELETE"]     # the dead worker's, before any new PUT

@@ -263,13 +263,13 @@ def test_a_quota_refusal_waits_without_burning_the_delivery_then_trains_once(hub
     run = deps.registry.require_run(run_id)
     retries = deps.publisher.on(deps.settings.train_queue)
     assert run.state == states.WAITING_FOR_QUOTA and hub_jobs(emulator) == []
-    assert [e.id for e in retries] == [f"train-{run_id}-q1"]
+    assert [e.id for e in retries] == [f"train-{run_id}-{run.job_key[:12]}-a1"]
     assert next(d for _, _, d in deps.publisher.sent if d) >= 30      # delayed, with backoff
     audit = deps.registry.audit_trail(run_id)[-1]
     assert audit["to_state"] == states.WAITING_FOR_QUOTA and "quota" in audit["detail"]["reason"]
 
     training.handle_train(TrainRequest.model_validate(retries[0].data), deps)   # still full: waits again
-    assert [e.id for e in deps.publisher.on(deps.settings.train_queue)][-1] == f"train-{run_id}-q2"
+    assert [e.id for e in deps.publisher.on(deps.settings.train_queue)][-1] == f"train-{run_id}-{run.job_key[:12]}-a2"
     emulator.control.config(max_queued_jobs=20)
     training.handle_train(TrainRequest(run_id=run_id, attempt=2), deps)
     run = deps.registry.require_run(run_id)

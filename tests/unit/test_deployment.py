@@ -147,7 +147,7 @@ def test_a_copy_delivered_while_another_worker_deploys_comes_back_later_and_touc
     deps.registry.keys[f"deploy-{_key('run-1', 'dev', MODEL)}"] = "IN_PROGRESS"   # another worker holds it
     deployment.handle_deploy(DeployRequest(run_id="run-1", environment="dev"), deps)
     assert fake.puts == [] and deps.registry.runs["run-1"].state == "evaluated"
-    assert deps.publisher.deploys() == [deploy_id("run-1", "dev") + "-w1"]
+    assert deps.publisher.deploys() == [deploy_id("run-1", "dev") + "-a1"]
 
 
 def _key(run_id: str, env: str, model: str) -> str:
