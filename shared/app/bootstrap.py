@@ -31,7 +31,8 @@ CONNECT_TIMEOUT_S = 10.0
 STORAGE_READ_TIMEOUT_S = 60.0    # Table/Blob/Queue: per socket read (a large blob streams in many)
 HUB_TIMEOUT_S = 120.0            # the hub's authoring API (an upload writes in chunks, each within this)
 ARM_READ_TIMEOUT_S = 60.0
-STORAGE_TIMEOUTS: dict[str, float] = {"connection_timeout": CONNECT_TIMEOUT_S, "read_timeout": STORAGE_READ_TIMEOUT_S}
+# the SDKs take these as keyword arguments of their own (typed per client): passed through as they are
+STORAGE_TIMEOUTS: dict[str, Any] = {"connection_timeout": CONNECT_TIMEOUT_S, "read_timeout": STORAGE_READ_TIMEOUT_S}
 
 
 class SystemClock:

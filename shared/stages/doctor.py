@@ -42,9 +42,9 @@ def _step_claim(run: RunRecord) -> str | None:
     kind = states.split(run.state)[0]
     if run.state == states.EVALUATING:
         return evaluation_claim(run)
-    model = run.chosen_model or run.fine_tuned_model
-    if kind == "deploying" and model:
-        return deployment_claim(run.run_id, states.split(run.state)[1], model)
+    model, environment = run.chosen_model or run.fine_tuned_model, states.split(run.state)[1]
+    if kind == "deploying" and model and environment:
+        return deployment_claim(run.run_id, environment, model)
     return None
 
 
