@@ -42,16 +42,22 @@ node_modules/.bin/azurite: package.json package-lock.json
 demo: setup
 	$(VENV)/bin/ftops demo
 
+# In parallel (pytest-xdist): TEST_WORKERS processes, each with its own Azurite and emulator; an end-to-end
+# module is one lane (tests/conftest.py). More workers than cores: most of a test's time is spent waiting on
+# the servers it drives. The ten slowest tests are printed at the end.
+TEST_WORKERS ?= 4
+PARALLEL := -n $(TEST_WORKERS) --dist loadgroup
+
 test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PARALLEL) --durations=10
 
 test-unit: setup
 	$(PY) -m pytest -q -m "not integration and not e2e"
 
 test-integration: setup
-	$(PY) -m pytest -q -m integration
+	$(PY) -m pytest -q -m integration $(PARALLEL) --durations=10
 
 test-e2e: setup
 	$(PY) -m pytest -q -m e2e

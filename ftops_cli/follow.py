@@ -1,9 +1,10 @@
 """Bus commands that answer: checked before they are sent, and (with --wait) followed to their outcome.
 
 The checks are the handlers' own (shared.stages.command_checks), so what the CLI refuses is exactly what the
-commands function would have dead-lettered. The outcome is read where the handler leaves it: the run's
-state and audit trail, the `command_deadlettered` audit record (with the message id), or the commands
-queue's dead letters.
+commands function would have dead-lettered. The outcome is read where the handler leaves it: the
+`command_deadlettered` audit record (with the message id) or the commands queue's dead letters for a
+refusal; for success, what the command's row says (`until`: the run's state or its audit trail) and its
+sentence (`said`).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 from ftops_cli.errors import UsageError
 from shared.app.settlement import PERMANENT
 from shared.run import states
+from shared.run.command_table import BY_NAME
 from shared.run.hub_api import surface
 from shared.run.messages import CloudEvent
 
@@ -67,16 +69,15 @@ def outcome(deps: Deps, event: CloudEvent, expect: Expectation) -> tuple[int, st
     run = registry.get_run(expect.run_id)
     if run is None:
         return None
-    name = expect.command
-    if name == "cancel" and run.state == states.CANCELLED:
-        return 0, f"run {run.run_id} cancelled"
-    if name in ("pause", "resume"):
-        for entry in new:
-            if entry["action"] == f"job.{name}":
-                return 0, f"run {run.run_id}: job {name}d (hub status {entry['detail'].get('job_status')})"
-    if name == "retrain" and any(e.get("to_state") == states.UPLOADING for e in new):
-        return 0, f"run {run.run_id} is training again (state {run.state})"
-    return None
+    row = BY_NAME[expect.command]
+    assert row.until is not None, f"{row.name}: a command sent on the queue says when it is done (Until)"
+    detail = row.until.reached(run.state, new)
+    if detail is None:
+        return None
+    if run.state == states.REJECTED:
+        from ftops_cli.views import reason, reports
+        return 1, f"run {run.run_id} rejected: {reason(run)}; report: {', '.join(reports(run))}"
+    return 0, row.sentence({**detail, "run_id": run.run_id, "state": run.state})
 
 
 def follow(deps: Deps, event: CloudEvent, expect: Expectation, *, timeout: float,

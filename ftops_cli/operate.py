@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
-import urllib.parse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -111,41 +109,25 @@ def run_api(args: argparse.Namespace, client: OperatorClient | None = None) -> i
     print(json.dumps(answer, default=str) if args.json else _describe(args, answer))
     if where:   # which ftops this was: stderr, so that --json stays one object on stdout
         print(f"ftops {args.command_name}: acted on {where}", file=sys.stderr)
-    return 1 if args.command_name == "train" and answer.get("state") == "rejected" else 0
+    return 1 if answer.get("state") == "rejected" else 0
 
 
 def _call(client: OperatorClient, args: argparse.Namespace) -> dict[str, Any]:
-    """POST the row's route; the fields its path does not name are the body (who acts is the token's)."""
-    row = BY_NAME[args.command_name]
-    if row.name == "approve":   # names what it approves: the candidate the run holds now (OperatorClient.approve)
-        return client.approve(args.run_id, args.env, ticket=args.ticket, comment=args.comment)
-    assert row.route is not None, f"{row.name}: an operator API command needs its route"
-    values = _values(row, args)
-    in_path = set(re.findall(r"{(\w+)}", row.route))
-    path = row.route.format(**{k: urllib.parse.quote(str(values[k]), safe="") for k in in_path})
-    return client.call("POST", path, {k: v for k, v in values.items() if k not in in_path})
+    """The row's route, as the signed-in user."""
+    from ftops_cli.operator_client import send
+    return send(client, args.command_name, _values(BY_NAME[args.command_name], args))
 
 
 def _describe(args: argparse.Namespace, answer: dict[str, Any]) -> str:
-    if args.command_name == "approve":
-        a = answer["approved"]
-        return (f"approved {a['model']} of run {a['run_id']} into {a['environment']} as {a['approver_name']} "
-                f"({a['approver_oid']}), ticket {a['ticket']}; {answer.get('next', '')}")
-    if args.command_name == "reject":
-        return f"rejected run {args.run_id} for {args.env}"
-    if args.command_name == "rollback":
-        if answer.get("note"):   # a repeat, or a run that serves nothing there: the API changed nothing
-            return f"rollback of {args.env}: {answer['note']}"
-        return f"rolled back {args.env}" + (f" (run {args.run_id})" if args.run_id else "")
-    if args.command_name == "retire":
-        return f"retired run {args.run_id}"
-    if args.command_name == "train" and answer.get("state") == "rejected":
+    """The row's sentence, from what was asked and what the API answered; the API's note when it changed
+    nothing (a repeat, or nothing to change there)."""
+    row, values = BY_NAME[args.command_name], _values(BY_NAME[args.command_name], args)
+    if answer.get("note"):
+        return f"{row.name} of {', '.join(str(values[k]) for k in row.path_fields)}: {answer['note']}"
+    if answer.get("state") == "rejected":   # POST runs validated the drop, and intake refused it
         return (f"run {answer.get('run_id')} rejected: {(answer.get('error') or {}).get('message', '')}; "
                 f"report: {(answer.get('reports') or {}).get('validation.html', '-')}")
-    if args.command_name == "train":
-        confirmed = "confirmed" if answer.get("owner_confirmed") else "not confirmed yet: they run `ftops claim`"
-        return (f"started run {answer.get('run_id')} ({answer.get('state')}) as {answer['started_by'].get('name')} "
-                f"({answer['started_by'].get('oid')}); owner {answer.get('owner')}, {confirmed}")
-    if args.command_name == "claim":
-        return f"confirmed: you own run {args.run_id}"
-    return f"{args.command_name}: done"
+    said = row.sentence({**answer, **values})
+    if "owner_confirmed" in answer and not answer["owner_confirmed"]:
+        said += ", not confirmed yet: they run `ftops claim`"
+    return said

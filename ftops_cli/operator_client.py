@@ -66,13 +66,23 @@ class OperatorClient:
         return self.call("GET", f"runs/{urllib.parse.quote(run_id)}")
 
     def approve(self, run_id: str, environment: str, *, ticket: str, comment: str | None = None) -> dict[str, Any]:
-        """Approve what the run holds now, naming it: the model, dataset and evaluation report looked at."""
-        candidate = self.run(run_id)["candidate"]
-        route = BY_NAME["approve"].route or ""
-        return self.call("POST", route.format(run_id=urllib.parse.quote(run_id)), {
-            "environment": environment, "ticket": ticket, "comment": comment, "model": candidate["model"],
-            "dataset_hash": candidate["dataset_hash"],
-            "evaluation_report_hash": candidate["evaluation_report_hash"]})
+        """Approve what the run holds now, naming it."""
+        return send(self, "approve", {"run_id": run_id, "environment": environment, "ticket": ticket,
+                                      "comment": comment})
+
+
+def send(client: Any, name: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """POST the route of the command table's row `name` through `client` (its `call` and `run`): the fields
+    its path does not name are the body (who acts is the token's). A row that names evidence decides on what
+    the run holds now: read first, and named in the body (the model, dataset and evaluation report)."""
+    row = BY_NAME[name]
+    assert row.route is not None, f"{row.name}: an operator API command needs its route"
+    path = row.route.format(**{k: urllib.parse.quote(str(values[k]), safe="") for k in row.path_fields})
+    body = {k: values.get(k) for k in row.body if k not in row.evidence}
+    if row.evidence:
+        candidate = client.run(str(values["run_id"]))["candidate"]
+        body |= {k: candidate[k] for k in row.evidence}
+    return client.call("POST", path, body)  # type: ignore[no-any-return]
 
 
 def local_client(api_url: str, env: Mapping[str, str], username: str = DEMO_OPERATOR) -> OperatorClient:

@@ -42,7 +42,9 @@ class Azurite:
                 f"QueueEndpoint=http://127.0.0.1:{p['Queue']}/{DEV_ACCOUNT};"
                 f"TableEndpoint=http://127.0.0.1:{p['Table']}/{DEV_ACCOUNT};")
 
-    def start(self, timeout: float = 30.0) -> Self:
+    def start(self, timeout: float = 120.0) -> Self:
+        """Wait for its three ports. Generous: on a loaded machine (make test's parallel workers start one
+        each) node alone can take half a minute; a broken Azurite exits, which is seen at once."""
         binary = ROOT / "node_modules" / ".bin" / "azurite"
         if not binary.exists():
             raise RuntimeError(f"{binary} is missing: run `make setup` (installs the pinned Azurite from npm)")

@@ -20,7 +20,7 @@ from local.emulator.identity import USERS
 from shared.run import states
 from shared.store.registry import RunRecord
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("operator_api")]   # one LocalStack (module fixture): one lane
 OPERATOR = USERS["demo-operator@contoso.example"]
 SCIENTIST = USERS["demo-scientist@contoso.example"]
 MODEL_A = "gpt-4.1-mini-2025-04-14.ft-aaaa"

@@ -19,7 +19,7 @@ from tests.integration import test_training as helpers
 from tests.integration.test_training import Crash, finish_jobs, make_run, peek
 
 pytestmark = pytest.mark.integration
-hub_env = helpers.hub_env   # the fixture, shared with the training tests
+hub_env, long_training = helpers.hub_env, helpers.long_training   # fixtures shared with the training tests
 
 
 def started_run(deps: Any, **kwargs: Any) -> str:
@@ -32,7 +32,7 @@ def blob_text(deps: Any, path: str) -> str:
     return deps.blobs.get_blob_client(deps.settings.reports_container, path).download_blob().readall().decode()
 
 
-def test_a_succeeded_job_is_recorded_once_and_asks_for_one_evaluation(hub_env, emulator):
+def test_a_succeeded_job_is_recorded_once_and_asks_for_one_evaluation(hub_env, emulator, long_training):
     deps = hub_env()
     run_id = started_run(deps)
     emulator.control.advance(3)                           # mid-training: progress, no outcome yet
@@ -40,7 +40,7 @@ def test_a_succeeded_job_is_recorded_once_and_asks_for_one_evaluation(hub_env, e
     midway = deps.registry.require_run(run_id)
     assert midway.state == states.TRAINING and midway.events_cursor and midway.job_status == "running"
 
-    finish_jobs(emulator, deps)
+    finish_jobs(emulator, deps, seconds=120)
     poll_tick(deps)                                        # a later tick finds nothing left to follow
     run = deps.registry.require_run(run_id)
     assert run.state == states.TRAINED and run.fine_tuned_model and run.trained_tokens
@@ -232,12 +232,13 @@ def test_an_unknown_status_already_in_the_create_answer_is_logged_too(hub_env, e
     assert len(unknown_status_warnings(caplog, job_id)) == 1
 
 
-def test_pausing_and_resuming_are_seen_by_the_poller_and_the_job_finishes(hub_env, emulator, caplog):
+def test_pausing_and_resuming_are_seen_by_the_poller_and_the_job_finishes(hub_env, emulator, caplog,
+                                                                       long_training):
     deps = hub_env()
     emulator.control.config(pausing=30, resuming=30)
     try:
         run_id = started_run(deps, train=30)
-        emulator.control.advance(2.5)                      # validated, queued, started, past step 1
+        emulator.control.advance(10)                       # validated, queued, started, past step 1, far from done
         caplog.set_level(logging.WARNING, logger="shared.azure.hub")
         seen = []
         training.pause_run(RunCommand(run_id=run_id, requested_by="ops@contoso"), deps)
@@ -259,7 +260,7 @@ def test_pausing_and_resuming_are_seen_by_the_poller_and_the_job_finishes(hub_en
         emulator.control.advance(30)
         poll_tick(deps)
         assert deps.registry.require_run(run_id).job_status == "running"
-        finish_jobs(emulator, deps)
+        finish_jobs(emulator, deps, seconds=120)
         run = deps.registry.require_run(run_id)
         assert run.state == states.TRAINED
         assert [m["id"] for m in peek(deps, deps.settings.evaluate_queue)] == [evaluate_message_id(run_id, run.job_id)]

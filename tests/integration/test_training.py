@@ -80,6 +80,15 @@ def hub_env(emulator: Any, make_deps: Any) -> Any:
     return build
 
 
+@pytest.fixture
+def long_training(emulator: Any) -> Any:
+    """Jobs train 60 emulator seconds: a job seen midway stays midway however slow the machine (real time
+    runs on in the emulator's clock too)."""
+    emulator.control.config(training=60)
+    yield
+    emulator.control.config(training=3.0)
+
+
 def hub_jobs(emulator: Any) -> list[dict[str, Any]]:
     return emulator.control.state()["jobs"]
 
@@ -326,11 +335,11 @@ def test_a_method_the_hub_api_lacks_fails_the_run_before_any_upload(hub_env, emu
     assert [r for r in emulator.control.requests() if r["surface"] == "data"] == []   # not one call
 
 
-def test_pause_on_the_ga_api_is_refused_before_calling_and_works_on_v1(hub_env, emulator):
+def test_pause_on_the_ga_api_is_refused_before_calling_and_works_on_v1(hub_env, emulator, long_training):
     ga = hub_env(HUB_API_VERSION="2024-10-21")
     run_id = make_run(ga)
     training.handle_train(TrainRequest(run_id=run_id), ga)
-    emulator.control.advance(3)
+    emulator.control.advance(10)                          # training, past its first step, far from done
     emulator.control.clear_requests()
     with pytest.raises(PermanentError, match="cannot pause job .*no /fine_tuning/jobs/\\{id\\}/pause"):
         training.pause_run(RunCommand(run_id=run_id), ga)
@@ -356,11 +365,11 @@ def test_cancel_stops_the_job_on_the_hub_and_frees_its_files(hub_env, emulator):
     assert last["actor"] == "ops@contoso" and last["detail"]["reason"] == "wrong data"
 
 
-def test_pause_and_resume_reach_the_job(hub_env, emulator):
+def test_pause_and_resume_reach_the_job(hub_env, emulator, long_training):
     deps = hub_env()
     run_id = make_run(deps, train=30)
     training.handle_train(TrainRequest(run_id=run_id), deps)
-    emulator.control.advance(2.5)                         # validated, queued, started, past step 1
+    emulator.control.advance(10)                          # validated, queued, started, past step 1, far from done
     training.pause_run(RunCommand(run_id=run_id, requested_by="ops@contoso"), deps)
     assert hub_jobs(emulator)[0]["status"] == "paused"
     emulator.control.advance(120)                         # a paused job does not finish
@@ -369,7 +378,7 @@ def test_pause_and_resume_reach_the_job(hub_env, emulator):
     assert run.state == states.TRAINING and run.job_status == "paused"
 
     training.resume_run(RunCommand(run_id=run_id, requested_by="ops@contoso"), deps)
-    finish_jobs(emulator, deps)
+    finish_jobs(emulator, deps, seconds=120)
     assert deps.registry.require_run(run_id).state == states.TRAINED
     actions = [a["action"] for a in deps.registry.audit_trail(run_id)]
     assert "job.pause" in actions and "job.resume" in actions

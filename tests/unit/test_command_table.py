@@ -5,6 +5,7 @@ it. The tests run per row, so a new row is held to all of this without a new tes
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import json
 import re
@@ -27,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 ROWS = [pytest.param(row, id=row.name) for row in COMMANDS]
 BUS = [pytest.param(row, id=row.name) for row in COMMANDS if row.via == "bus"]
 API = [pytest.param(row, id=row.name) for row in COMMANDS if row.via == "api"]
+# the rows the console offers a button for: those with a word for its banner (`claim` is the owner's, in the CLI)
+CONSOLE = [pytest.param(row, id=row.name) for row in COMMANDS if row.via == "api" and row.done]
 CLI_BUS = [pytest.param(row, id=row.name) for row in COMMANDS if not row.cli_api]
 CLI_API = [pytest.param(row, id=row.name) for row in COMMANDS if row.cli_api]
 
@@ -175,18 +178,21 @@ def test_every_rows_route_has_a_shape_that_ends_in_its_name() -> None:
             assert any(route_pattern(s).match(row.route) for s in COMMAND_ROUTES), f"{row.name}: add its shape"
 
 
+CANDIDATE = {"model": "m", "dataset_hash": "d", "evaluation_report_hash": "e"}
+
+
 class _Api:
+    """The operator API as the CLI's client sees it: a run's candidate, and an answer like the API's."""
+
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, Any]] = []
 
+    def run(self, run_id: str) -> dict[str, Any]:
+        return {"candidate": CANDIDATE}
+
     def call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         self.calls.append((method, path, body))
-        return {"candidate": {"model": "m", "dataset_hash": "d", "evaluation_report_hash": "e"}}
-
-    def approve(self, run_id: str, environment: str, **kw: Any) -> dict[str, Any]:
-        self.calls.append(("POST", f"runs/{run_id}/approve", {"environment": environment, **kw}))
-        return {"approved": {"model": "m", "run_id": run_id, "environment": environment, "approver_name": "n",
-                             "approver_oid": "o", "ticket": kw["ticket"]}}
+        return {"approved": {**body, "run_id": path.split("/")[1], "approver_name": "n", "approver_oid": "o"}}
 
 
 @pytest.mark.parametrize("row", API)
@@ -196,10 +202,82 @@ def test_the_cli_calls_the_rows_route_with_the_rest_as_body(row: Command, capsys
     operate.add_parser(parser.add_subparsers(dest="command"))
     api = _Api()
     assert operate.run_api(parser.parse_args(argv), api) == 0
-    method, path, body = api.calls[-1]
+    [(method, path, body)] = api.calls
     assert method == "POST" and path == row.route.format(**expected)
-    assert body == {k: v for k, v in expected.items() if f"{{{k}}}" not in row.route}
-    assert capsys.readouterr().out.strip()
+    rest = {k: v for k, v in expected.items() if f"{{{k}}}" not in row.route}
+    assert body == rest | {k: CANDIDATE[k] for k in row.evidence}, "what it decides on is the run's candidate"
+    # the row's sentence, naming what the route names (the run, the environment)
+    said = capsys.readouterr().out.strip()
+    assert said == row.sentence({**api.call("POST", path, body), **expected}).strip()
+    assert all(expected[k] in said for k in row.path_fields) and row.said
+
+
+@pytest.mark.parametrize("row", CONSOLE)
+def test_the_consoles_form_posts_the_rows_route_and_its_body(row: Command) -> None:
+    """The console's forms for the row (on the run's page, or on the page that asks to confirm) post to the
+    row's route and only fields of the row's body (all the required ones, the evidence); the console sends
+    the API exactly the row's body and says the row's word."""
+    from test_console import OPERATOR, csrf_for, request, run_detail, serve
+    from test_console import TOKEN as SESSION
+    token = f"form_token={csrf_for(SESSION)}"
+    where = {"run_id": "r1", "environment": "test"}   # the run page's run, and the environment it serves
+    params = {k: v for k, v in where.items() if k in row.path_fields}
+    path = f"/{concrete(row.route, **params)}"
+    answers = {"get_run": (200, run_detail(OPERATOR)), "list_deployments": (200, {"deployments": []}),
+               row.name: (200, {})}
+    pages = [serve("run", request("/runs/r1", params={"run_id": "r1"}), **answers).body.decode(),
+             serve("act", request(path, method="POST", params={**params, "action": row.name},
+                                  body=f"{token}&run_id=r1".encode()), **answers).body.decode()]
+    forms = [set(re.findall(r'name="([^"]+)"', inner)) - {"form_token", "confirm"}
+             for page in pages for action, inner in re.findall(r'<form[^>]*action="([^"]+)"[^>]*>(.*?)</form>', page,
+                                                                re.DOTALL)
+             if route_pattern(row.route).match(action.removeprefix("/api/console/"))]
+    assert forms and all(fields <= set(row.body) | set(row.path_fields) for fields in forms)
+    assert {f for f in row.body if row.required(f)} | set(row.evidence) <= set().union(*forms)
+    fields = [f for f in row.body if f not in params]
+    form = "&".join([token, "confirm=yes", *(f"{f}=v-{f}" for f in fields)])   # retire, rollback: confirmed
+    answer = serve("act", request(path, method="POST", params={**params, "action": row.name}, body=form.encode()),
+                   **answers)
+    [(action, sent_params, body)] = _console_calls()
+    assert (action, sent_params) == (row.name, params) and list(body) == list(row.body)
+    assert all(body[f] == f"v-{f}" for f in fields) and answer.status == 303
+    assert answer.headers["Location"].endswith(f"?done={row.done.replace(' ', '-')}")   # a banner id (DONE)
+
+
+def _console_calls() -> list[tuple[str, dict[str, str], Any]]:
+    from test_console import FakeApi
+    return FakeApi.calls
+
+
+@pytest.mark.parametrize("row", BUS)
+def test_wait_ends_where_the_row_says_with_its_sentence(row: Command) -> None:
+    """`ftops NAME --wait` reads the row: nothing yet while the run has not moved; once what the row's `until`
+    names is there (a state, or a record the handler audits with its detail), exit 0 and the row's sentence."""
+    from ftops_cli.follow import Expectation, outcome
+    from shared.run import states
+    from shared.store.registry import RunRecord
+    deps = make_deps()
+    deps.registry.add_run(RunRecord(run_id="r1", source="datasets/r1.jsonl", state=states.RECEIVED))
+
+    def move(state: str) -> None:
+        deps.registry.save_run(dataclasses.replace(deps.registry.require_run("r1"), state=state))
+    event = envelope(row.payload(**{n: "r1" for n, f in row.payload.model_fields.items() if f.is_required()}),
+                     type_=row.type)
+    expect = Expectation(row.name, "r1", seen_audit=len(deps.registry.audit_trail("r1")))
+    assert outcome(deps, event, expect) is None
+    until = row.until
+    assert until is not None and row.said
+    if until.left:
+        move(states.UPLOADING)
+    elif until.state:
+        move(until.state)
+    else:
+        deps.registry.audit("r1", until.audit or "run.transition", actor="test", detail={"job_status": "running"},
+                            **({"from_state": states.RECEIVED, "to_state": until.to_state} if until.to_state else {}))
+    code, said = outcome(deps, event, expect) or (None, "")
+    assert code == 0 and said == row.sentence({"job_status": "running", "run_id": "r1",
+                                               "state": deps.registry.require_run("r1").state})
+    assert "r1" in said and "{" not in said
 
 
 @pytest.mark.parametrize("row", ROWS)

@@ -199,7 +199,8 @@ def test_rollback_and_reject_post_what_the_api_expects() -> None:
                                 body=f"form_token={token}&run_id=r1&reason=bad+answers&confirm=yes".encode()),
                  rollback=(200, {"rolled_back": "prod"}))
     assert back.status == 303 and back.headers["Location"] == "/api/console/runs/r1?done=rolled-back"
-    assert FakeApi.calls == [("rollback", {"environment": "prod"}, {"run_id": "r1", "reason": "bad answers"})]
+    assert FakeApi.calls == [("rollback", {"environment": "prod"},   # the body the CLI sends too (the row's)
+                              {"run_id": "r1", "deployment": None, "reason": "bad answers"})]
     no = serve("act", request("/runs/r1/reject", method="POST", params={"run_id": "r1", "action": "reject"},
                               body=f"form_token={token}&environment=prod&reason=worse+latency&ticket=".encode()),
                reject=(200, {"rejected": {}}))

@@ -21,14 +21,16 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def runtime_imports(path: Path) -> Iterator[tuple[int, str]]:
-    """(line, module) of every import that can run: module level, inside functions, `import_module("…")`."""
+def runtime_imports(path: Path, module: str | None = None) -> Iterator[tuple[int, str]]:
+    """(line, module) of every import that can run: module level, inside functions, `import_module("…")`.
+    `module`: the file's module name (default: from its path under the repo)."""
     tree = ast.parse(path.read_text(), filename=str(path))
     skipped: set[int] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             skipped |= {id(n) for child in node.body for n in ast.walk(child)}
-    package = module_name(path).rpartition(".")[0] if path.name != "__init__.py" else module_name(path)
+    module = module or module_name(path)
+    package = module.rpartition(".")[0] if path.name != "__init__.py" else module
     for node in ast.walk(tree):
         if id(node) in skipped:
             continue
@@ -123,9 +125,7 @@ def test_no_import_circles() -> None:
     ("importlib.import_module('shared.stages.training')\n", ["shared.stages.training"]),
 ])
 def test_the_scan_sees_what_runs_and_skips_what_does_not(tmp_path: Path, source: str, expect: list[str]) -> None:
-    sample = ROOT / "shared" / "run" / "_sample_for_test.py"
-    try:
-        sample.write_text(source)
-        assert [m for _, m in runtime_imports(sample)] == expect
-    finally:
-        sample.unlink()
+    # in tmp_path, not in shared/: the other scans (run in parallel, `make test`) would find it there
+    sample = tmp_path / "_sample_for_test.py"
+    sample.write_text(source)
+    assert [m for _, m in runtime_imports(sample, "shared.run._sample_for_test")] == expect

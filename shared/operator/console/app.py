@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
+from shared.run.command_table import COMMANDS
+
 if TYPE_CHECKING:
     from shared.app.bootstrap import Deps
 
@@ -33,7 +35,8 @@ PRESESSION_COOKIE = "ftops_console_signin"   # binds the sign-in form to this br
 PRESESSION_SECONDS = 1800
 # What a redirect may ask a page to say: by id, never the text itself.
 NOTES = {"signed-out": "Signed out.", "expired": "Your sign-in expired or was refused: please sign in again."}
-DONE = {"approved": "approved", "rejected": "rejected", "retired": "retired", "rolled-back": "rolled back",
+# the banners after an action, by short id: the command table's words (`done`), and "unchanged"
+DONE = {**{row.done.replace(" ", "-"): row.done for row in COMMANDS if row.done},
         "unchanged": "nothing changed: the operator API found it already done"}
 MAX_FORM = 16 * 1024
 MAX_SESSION_SECONDS = 8 * 3600     # never longer than the token itself lives (Entra ID: about an hour)

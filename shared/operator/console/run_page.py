@@ -4,14 +4,13 @@ keep-alive and cost, the reports inline (sandboxed frames), and the timeline (th
 What is offered comes from the API's `caller` answer; the API still decides on every post."""
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from shared.operator.console import compare, story
 from shared.operator.console.app import DONE, Api, ConsoleRequest, ConsoleResponse, page, path_quote, redirect
 from shared.operator.console.layout import Safe, badge, banner, e, hidden, link, short, table
 from shared.operator.console.pages import _chrome, _error, refused
-from shared.run import states
+from shared.run import command_table, states
 
 
 def run_page(request: ConsoleRequest, api: Api, *, run_id: str,
@@ -244,27 +243,25 @@ def run(request: ConsoleRequest, api: Api) -> ConsoleResponse:
 
 
 def act(request: ConsoleRequest, api: Api) -> ConsoleResponse:
-    """A button on a run's page: the operator API decides; a refusal comes back with the API's status.
+    """A button on a run's page: the operator API's own commands (a command-table row through the API), its
+    body from the row, filled from the form. The operator API decides; a refusal comes back with its status.
     Retire and rollback first show what they will change (confirm_page) and act on the confirmed post."""
-    action, form = request.params.get("action", ""), request.form()
-    run_id = request.params.get("run_id")
-    if action == "rollback":
-        environment = request.params.get("environment") or form.get("environment")
-        if not environment:
-            return page(400, _chrome(request, api, "Bad request", banner("error", "a rollback names an environment")))
-        params, body = {"environment": environment}, {"run_id": form.get("run_id") or None,
-                                                      "reason": form.get("reason") or None}
-        run_id = form.get("run_id") or run_id
-    elif action in BODIES:
-        params, body = {"run_id": run_id or ""}, BODIES[action](form)
-    else:
+    action = request.params.get("action", "")
+    row = command_table.BY_NAME.get(action)
+    if row is None or row.via != "api":
         return page(404, _chrome(request, api, "Not found", banner("error", f"no action {action!r}")))
+    form = request.form()
+    params = {name: request.params.get(name) or form.get(name, "") for name in row.path_fields}
+    if missing := [name for name, value in params.items() if not value]:
+        return page(400, _chrome(request, api, "Bad request", banner("error", f"a {action} names {missing[0]}")))
+    body = {name: form.get(name, "") if row.required(name) else _none_if_blank(form.get(name)) for name in row.body}
+    run_id = params.get("run_id") or body.get("run_id")
     if action in ("retire", "rollback") and form.get("confirm") != "yes" and run_id:
         return confirm_page(request, api, action, run_id, params.get("environment"))
     status, answer = api.call(action, params, body)
     if status in (200, 202):
-        done = {"approve": "approved", "reject": "rejected", "retire": "retired", "rollback": "rolled-back"}[action]
-        done = "unchanged" if answer.get("note") else done   # the API changed nothing (a repeat): say so, by id
+        # the banner is named by a short id (DONE), never by text from the URL; the row's word is the id
+        done = "unchanged" if answer.get("note") else row.done.replace(" ", "-")
         target = f"{request.base}/runs/{path_quote(run_id)}" if run_id else f"{request.base}/deployments"
         return redirect(f"{target}?done={path_quote(done)}")
     message = (answer.get("error") or {}).get("message", "refused")
@@ -276,14 +273,3 @@ def act(request: ConsoleRequest, api: Api) -> ConsoleResponse:
 
 def _none_if_blank(value: str | None) -> str | None:
     return value.strip() or None if value else None
-
-
-BODIES: dict[str, Callable[[dict[str, str]], dict[str, Any]]] = {
-    "approve": lambda f: {"environment": f.get("environment", ""), "ticket": f.get("ticket", ""),
-                          "model": f.get("model", ""), "comment": _none_if_blank(f.get("comment")),
-                          "dataset_hash": _none_if_blank(f.get("dataset_hash")),
-                          "evaluation_report_hash": _none_if_blank(f.get("evaluation_report_hash"))},
-    "reject": lambda f: {"environment": f.get("environment", ""), "reason": f.get("reason", ""),
-                         "ticket": _none_if_blank(f.get("ticket"))},
-    "retire": lambda f: {"reason": _none_if_blank(f.get("reason"))},
-}

@@ -24,7 +24,7 @@ def _zip() -> bytes:
     (b"prompt,completion\nhi,hello\nbye,see you\n", "CSV", "one JSON object per line"),
     (b"prompt\tcompletion\nhi\thello\n", "TSV", "one JSON object per line"),
     (bytes(range(256)) * 4, "binary", "UTF-8 text"),
-])
+], ids=["gzip", "zip", "csv", "tsv", "binary"])   # named: gzip and ZIP bytes hold the time (parallel workers collect alike)
 def test_the_kind_and_the_fix_are_named(data: bytes, name: str, fix: str) -> None:
     report = check(data)
     [finding] = report.errors
