@@ -22,6 +22,7 @@ ANONYMOUS = func.AuthLevel.ANONYMOUS
 # The command table's route shapes (shared.run.command_table.COMMAND_ROUTES; tests/unit/test_function_app.py
 # holds them equal): spelled here so that loading the app does not load the table and its message types.
 RUN_COMMAND, ENVIRONMENT_COMMAND = "runs/{run_id}/{action}", "environments/{environment}/{action}"
+QUERY_PARAMS = ("limit", "after")   # GET runs pages (shared.operator.api.list_runs)
 
 
 def _respond(answer: ApiResponse) -> func.HttpResponse:
@@ -32,7 +33,8 @@ def _respond(answer: ApiResponse) -> func.HttpResponse:
 def _answer(action: str, req: func.HttpRequest) -> func.HttpResponse:
     from shared.app.bootstrap import get_deps  # at the first request, not when the app loads (cold start)
     from shared.operator.api import handle
-    return _respond(handle(action, authorization=req.headers.get("Authorization"), params=dict(req.route_params),
+    params = {**{k: v for k, v in req.params.items() if k in QUERY_PARAMS}, **req.route_params}
+    return _respond(handle(action, authorization=req.headers.get("Authorization"), params=params,
                            body=req.get_body() or b"", deps=get_deps()))
 
 
