@@ -10,6 +10,7 @@ Tests call `write_shape` with a small size; the benchmark with a large one.
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -190,7 +191,7 @@ def _lines(shape: str) -> Iterator[bytes]:
 def write_shape(path: Path, shape: str, size: int) -> int:
     """Write at most `size` bytes of whole lines of `shape` to `path` (atomically); the number of lines."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".partial")
+    tmp = path.with_suffix(f".{os.getpid()}.partial")   # two runs generating the same file never share one
     written = lines = 0
     with tmp.open("wb") as out:
         buf: list[bytes] = []
