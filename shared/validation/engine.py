@@ -167,6 +167,13 @@ class _Run:
                     queue.append(pool.submit(run_in_worker, block))
                 elif block.too_long is not None:
                     queue.append(too_long_result(block, self._inline_ctx()))
+                elif len(block.data) >= tuning.big_block_bytes:
+                    # A block of a few huge lines (up to the 32 MiB line cap): alone in memory, whole in this
+                    # thread. Overlapped with the next one, or copied to the helper, it would be held two or
+                    # three times over (with its parsed text and the tokenizer's work on top).
+                    while queue:
+                        yield result(queue.popleft())
+                    yield finish_block(prepare_block(block, self._inline_ctx()), self._inline_ctx())
                 else:
                     # Parse and check here; count the block's long texts in a background thread
                     # (quicktok releases the GIL) while the next block is parsed.

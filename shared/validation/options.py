@@ -22,6 +22,8 @@ class Tuning:
     # ... or of this many lines: what a block holds per line (its examples, until they are counted) stays
     # bounded however short the lines are (a 2 MiB block of "{}" lines is 700,000 of them).
     block_lines: int = 16_384
+    # A block this large holds huge lines: it is checked alone, without the helper (engine._results).
+    big_block_bytes: int = 8 * MIB
     parallel_after_bytes: int = 24 * MIB  # below this, starting a worker costs more than it saves
     # Once more than this has been read, hashing and the privacy scan move to a helper process
     # (rawscan): ~3.5 s of the main thread's 480 MiB benchmark, for ~0.1 s of CPU to start it. From the
