@@ -219,7 +219,7 @@ class _Run:
                 kept.append(res.lines[pos])
         dup_lines, dup_first = self.hashes.add(np.frombuffer(res.hashes, dtype=np.uint64),
                                                np.frombuffer(res.hash_lines, dtype=np.uint32))
-        _add_capped(self.sink, "duplicate_example", dup_lines.tolist()[:FINDINGS_PER_CODE + 1],
+        _add_capped(self.sink, "duplicate_example", dup_lines[:FINDINGS_PER_CODE + 1].tolist(),
                     [f"same example as line {first}" for first in dup_first[:FINDINGS_PER_CODE + 1].tolist()],
                     len(dup_lines))
 
