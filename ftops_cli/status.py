@@ -27,7 +27,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("run_id", nargs="?", help="one run in detail: error, reports, dead letters, audit trail")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--limit", type=int, default=PAGE, help=f"runs per page (default {PAGE}, by run id)")
-    p.add_argument("--after", metavar="RUN_ID", help="the page after this run id (the last line says which)")
+    p.add_argument("--after-run", metavar="RUN_ID", help="the page after this run id (the last line says which)")
     p.add_argument("--stuck", action="store_true",
                    help="only the runs with no progress for longer than --after, or that cannot progress, and why")
     p.add_argument("--after", type=float, default=60.0, metavar="MINUTES",
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         found = doctor.stuck_runs(deps, bound_minutes=args.after, dead_letters=_dead_letters(deps, None))
         print(json.dumps(found, indent=2) if args.json else doctor.render(found, args.after))
         return 1 if found else 0
-    view = collect(deps, args.run_id, limit=getattr(args, "limit", PAGE), after=getattr(args, "after", None))
+    view = collect(deps, args.run_id, limit=getattr(args, "limit", PAGE), after=getattr(args, "after_run", None))
     if args.json:
         print(json.dumps(view, indent=2, default=str))
     elif args.run_id:
@@ -126,7 +126,7 @@ def render_table(view: dict[str, Any]) -> str:
                      why if len(why) <= WHY_WIDTH else why[:WHY_WIDTH - 1] + "…"])
     lines = table(["RUN", "STATE", "JOB", "EVAL", "DEPLOYMENTS", "WHY"], rows) if rows else ["no runs yet"]
     if view.get("next"):
-        lines.append(f"more runs: ftops status --after {view['next']}")
+        lines.append(f"more runs: ftops status --after-run {view['next']}")
     letters = view["dead_letters"]
     if letters:
         lines += ["", f"dead letters: {len(letters)} (ftops status RUN_ID shows a run's)"]

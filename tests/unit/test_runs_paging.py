@@ -51,7 +51,7 @@ def test_a_page_size_out_of_range_is_a_bad_request(limit: str) -> None:
 def test_ftops_status_shows_one_page_and_how_to_get_the_next() -> None:
     view = collect(_deps(5), limit=2)
     assert [r["run_id"] for r in view["runs"]] == ["run-00", "run-01"] and view["next"] == "run-01"
-    assert "more runs: ftops status --after run-01" in render_table(view)
+    assert "more runs: ftops status --after-run run-01" in render_table(view)
     last = collect(_deps(5), limit=2, after="run-03")
     assert [r["run_id"] for r in last["runs"]] == ["run-04"] and last["next"] is None
 
