@@ -8,7 +8,9 @@ from functions import (
     commands,
     console,
     deployment,
+    drift,
     evaluation,
+    harvest,
     intake,
     keepalive,
     operator,
@@ -22,5 +24,5 @@ if os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
 logging.getLogger("azure").setLevel(logging.WARNING)  # the SDKs' request logs would drown the app's own
 
 app = func.FunctionApp()
-for stage in (intake, training, polling, evaluation, deployment, keepalive, commands, operator, console):
+for stage in (intake, training, polling, evaluation, deployment, keepalive, harvest, drift, commands, operator, console):
     app.register_functions(stage.bp)

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ftops_cli.errors import UsageError
@@ -58,6 +59,10 @@ def add_parser(sub: Any) -> None:
                    help="leave approvals to a person: the demo does not approve prod, prints the summary once every "
                         "run is finished or waiting for approval, and keeps the stack up (--keep-running) so you "
                         "approve in the console")
+    p.add_argument("--flywheel", action="store_true",
+                   help="after the sample reaches prod, close the loop: production traffic → harvest → curated run "
+                        "folder → a smaller student trained, evaluated against the champion, waiting for approval "
+                        "(docs/flywheel.md)")
     p.add_argument("--keep-running", action="store_true",
                    help="leave the stack up after the summary (the console, `ftops status`, `ftops report` use it) "
                         "until Ctrl-C")
@@ -77,7 +82,12 @@ def run(args: argparse.Namespace) -> int:
     say(f"starting Azurite, the hub/spoke emulator and the dev host{' (chaos)' if args.chaos else ''}; "
         f"logs in {log_dir}")
     started = time.monotonic()
-    stack = LocalStack(chaos=args.chaos, log_dir=log_dir)
+    flywheel: ModuleType | None = None   # ftops_cli.flywheel_demo, imported only for --flywheel
+    if getattr(args, "flywheel", False):
+        from ftops_cli import flywheel_demo as flywheel
+    stack = LocalStack(chaos=args.chaos, log_dir=log_dir,
+                       **({"spokes": flywheel.spokes_with_harvest(), "env_overrides": flywheel.env_overrides()}
+                          if flywheel else {}))
     state = state_path()
     try:
         with stack:
@@ -91,10 +101,16 @@ def run(args: argparse.Namespace) -> int:
                 sources = drop_datasets(deps, drops)
                 finished = wait_until_done(stack, deps, sources, deadline=time.monotonic() + timeout,
                                            approve_here=not args.approve_in_console)
+                if flywheel and finished:
+                    result_flywheel = flywheel.run_flywheel(stack, deps, deadline=time.monotonic() + timeout, say=say)
                 result = collect(stack, deps)
+                if flywheel:
+                    result["flywheel"] = result_flywheel if finished else {"ok": False, "why": "the sample never finished"}
                 keep_reports(deps, result, reports_dir)
             elapsed = time.monotonic() - started
             _print_result(result, as_json=args.json)
+            if flywheel and not args.json:
+                print(flywheel.render(result["flywheel"]), flush=True)
             if args.approve_in_console:
                 for r in result["runs"]:
                     if r["state"].startswith("awaiting_approval:"):
@@ -122,7 +138,10 @@ def run(args: argparse.Namespace) -> int:
         _tail(log_dir / "devhost.log")
         return 1
     say(f"done in {elapsed:.0f} s; every process started was stopped")
-    failed = unexpected_failures(result, sample=args.datasets is None, waiting_ok=args.approve_in_console)
+    failed = unexpected_failures(result, sample=args.datasets is None,
+                                 waiting_ok=args.approve_in_console or flywheel is not None)
+    if flywheel and not result["flywheel"].get("ok"):
+        failed.append(f"the flywheel did not reach awaiting_approval:prod: {result['flywheel']}")
     if failed:
         say("failed unexpectedly: " + "; ".join(failed))
         return 1
@@ -309,7 +328,7 @@ def collect(stack: Any, deps: Deps) -> dict[str, Any]:
     emulator = stack.emulator_state()
     return {
         "runs": [run_view(r, [d for d in deployments if d.run_id == r.run_id],
-                          reports_container=deps.settings.reports_container) for r in runs],
+                          reports_container=deps.settings.reports_container, topology=deps.topology) for r in runs],
         "dead_letters": dead_letters(stack.env["AzureWebJobsStorage"]),
         "emulator": {"jobs_created": emulator["jobs_created"],
                      "deployments": [{k: d[k] for k in ("account", "region", "deployment", "model")}
@@ -350,7 +369,7 @@ def render(result: dict[str, Any]) -> str:
     lines.append(runs[0])
     for r, row in zip(result["runs"], runs[1:]):
         lines.append(row)
-        if not r["reached_end"]:
+        if not r["reached_end"] or r["reason"]:   # reached its own end, yet can never go further: why
             lines.append(f"    why:    {r['reason'] or 'no reason recorded'}")
             lines.append(f"    report: {', '.join(r['reports']) or '-'}")
     deployments = [d for r in result["runs"] for d in r["deployments"]]

@@ -44,6 +44,12 @@ def precheck(deps: Deps, event: CloudEvent) -> Expectation:
             drop = drop_started_by(blob)
             assert drop is not None   # check_train refuses blobs that start no run
             run_id = run_id_for(drop, etag, data.get("settings") or None)
+            existing = deps.registry.get_run(run_id)
+            if existing is not None:   # the same upload with the same settings: intake would do nothing
+                raise UsageError(f"not sent: {blob} (this upload) already is run {run_id}, {existing.state}; "
+                                 f"`ftops retrain {run_id} --settings '{{…}}'` trains it again, `ftops train "
+                                 f"{blob} --settings '{{…}}'` starts a run with other settings, or upload it again "
+                                 f"(`ftops drop`) for a new run")
         else:
             run = deps.registry.require_run(data["run_id"])
             run_id = run.run_id

@@ -21,6 +21,7 @@ from shared.run.command_table import BY_NAME, COMMANDS, Command
 from shared.run.messages import CloudEvent, envelope
 
 if TYPE_CHECKING:
+    from ftops_cli.operator_client import OperatorClient
     from shared.app.bootstrap import Deps
 
 
@@ -63,18 +64,21 @@ def _settings_json(text: str) -> dict[str, Any]:
 
 def build(args: argparse.Namespace) -> CloudEvent:
     row = BY_NAME[args.command_name]
-    data = row.payload(**_values(row, args), requested_by=args.requested_by)
+    data = row.payload.model_validate({**_values(row, args), "requested_by": args.requested_by})
     return envelope(data, type_=row.type)
 
 
 def run(args: argparse.Namespace, *, deps: Deps | None = None, sleep: Callable[[float], None] = time.sleep) -> int:
     event = build(args)   # argument mistakes first: finding them needs no settings
+    where = ""
     if deps is None:
-        from ftops_cli.target import deps as target_deps
-        deps = target_deps(args)
+        from ftops_cli.target import apply, described
+        where = described(apply(getattr(args, "env_file", None)))
+        from shared.app.bootstrap import get_deps
+        deps = get_deps()
     expect = precheck(deps, event)
     deps.publisher.send(deps.settings.commands_queue, event)
-    print(f"sent {event.type} ({event.id})")
+    print(f"sent {event.type} ({event.id})" + (f" to {where}" if where else ""))
     if not args.wait:
         return 0
     code, what = follow(deps, event, expect, timeout=args.timeout, sleep=sleep)
@@ -82,30 +86,33 @@ def run(args: argparse.Namespace, *, deps: Deps | None = None, sleep: Callable[[
     return code
 
 
-def run_api(args: argparse.Namespace, client: Any = None) -> int:
+def run_api(args: argparse.Namespace, client: OperatorClient | None = None) -> int:
     """Exit 0 done, 1 refused (the API's reason on stderr), 2 not configured or unreachable."""
     from ftops_cli.operator_client import ApiError, client_from_env
-    from ftops_cli.target import NoTarget, apply
+    from ftops_cli.target import NoTarget, apply, described
     from shared.run.config import ConfigError
     try:
-        if client is None:
-            apply(getattr(args, "env_file", None))
+        where = described(apply(getattr(args, "env_file", None))) if client is None else None
         client = client or client_from_env()
         answer = _call(client, args)
     except (ConfigError, NoTarget) as exc:
         print(f"ftops {args.command_name}: {exc}", file=sys.stderr)
         return 2
     except ApiError as exc:
-        print(f"ftops {args.command_name}: refused ({exc.status}): {exc.message}", file=sys.stderr)
+        at = getattr(client, "api_url", None)
+        print(f"ftops {args.command_name}: refused ({exc.status})" + (f" by the operator API at {at}" if at else "")
+              + f": {exc.message}", file=sys.stderr)
         return 2 if exc.status in (0, 503) else 1
     except Exception as exc:  # noqa: BLE001 (sign-in failures: one clear line, no traceback)
         print(f"ftops {args.command_name}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(answer, default=str) if args.json else _describe(args, answer))
+    if where:   # which ftops this was: stderr, so that --json stays one object on stdout
+        print(f"ftops {args.command_name}: acted on {where}", file=sys.stderr)
     return 0
 
 
-def _call(client: Any, args: argparse.Namespace) -> dict[str, Any]:
+def _call(client: OperatorClient, args: argparse.Namespace) -> dict[str, Any]:
     """POST the row's route; the fields its path does not name are the body (who acts is the token's)."""
     row = BY_NAME[args.command_name]
     if row.name == "approve":   # names what it approves: the candidate the run holds now (OperatorClient.approve)
@@ -125,6 +132,8 @@ def _describe(args: argparse.Namespace, answer: dict[str, Any]) -> str:
     if args.command_name == "reject":
         return f"rejected run {args.run_id} for {args.env}"
     if args.command_name == "rollback":
+        if answer.get("note"):   # a repeat, or a run that serves nothing there: the API changed nothing
+            return f"rollback of {args.env}: {answer['note']}"
         return f"rolled back {args.env}" + (f" (run {args.run_id})" if args.run_id else "")
     if args.command_name == "retire":
         return f"retired run {args.run_id}"

@@ -50,7 +50,8 @@ class OperatorClient:
         context = ssl.create_default_context(cafile=self.ca_bundle) if self.ca_bundle else None
         try:
             with urllib.request.urlopen(request, context=context, timeout=120) as answer:
-                return json.loads(answer.read() or b"{}")  # type: ignore[no-any-return]
+                answered: dict[str, Any] = json.loads(answer.read() or b"{}")
+                return answered
         except urllib.error.HTTPError as exc:
             raw = exc.read()
             try:

@@ -44,7 +44,7 @@ def collect(deps: Deps, run_id: str | None = None, *, limit: int = PAGE, after: 
         runs, next_page = registry.page_runs(limit=limit, after=after)
     deployments = registry.list_deployments(run_id=run_id)
     container = deps.settings.reports_container
-    views = [run_view(r, deployments, reports_container=container) for r in runs]
+    views = [run_view(r, deployments, reports_container=container, topology=deps.topology) for r in runs]
     cost = daily_hosting_cost(deployments, prices_from_settings(deps.settings))
     state_of = {r.run_id: r.state for r in runs}
     for row in cost["deployments"]:   # the runs behind deployments, whichever page they are on (a few)

@@ -54,6 +54,10 @@ def resolve(env_file: str | None, environ: Mapping[str, str], *, state: Path | N
         return Target({}, "the settings in the environment")
     local = read_state(state or state_path(environ))
     if local is not None:
+        if environ.get("FTOPS_API_URL"):   # set by the user: it wins over the stack's own API (operator commands)
+            env = {k: v for k, v in local["env"].items() if k != "FTOPS_API_URL"}
+            return Target(env, f"the local stack's storage, and the operator API at {environ['FTOPS_API_URL']} "
+                               "(FTOPS_API_URL)")
         return Target({**local["env"], "FTOPS_API_URL": local["api_url"]}, f"the local stack ({local['console_url']})")
     raise NoTarget(NO_TARGET)
 
@@ -64,6 +68,14 @@ def apply(env_file: str | None) -> Target:
     target = resolve(env_file, os.environ)
     os.environ.update(target.env)
     return target
+
+
+def described(target: Target | None, environ: Mapping[str, str] | None = None) -> str:
+    """Which ftops a command acted on, for its output: the target and the operator API it called."""
+    environ = os.environ if environ is None else environ
+    api = environ.get("FTOPS_API_URL")
+    where = target.where if target is not None else "the settings in the environment"
+    return where + (f"; operator API {api}" if api and api not in where else "")
 
 
 def deps(args: Any) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -33,7 +34,7 @@ RUN_FILES = {"train": "train.jsonl", "validation": "validation.jsonl", "eval": "
 PROGRESS_MIN_BYTES = 32 << 20  # smaller inputs finish before a bar would help
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     p = subparsers.add_parser("validate", help="validate a fine-tuning dataset (file or run folder)",
                               description=__doc__)
     p.add_argument("path", help="a JSONL file, or a run folder with train/validation/eval.jsonl")
@@ -78,7 +79,7 @@ def _openers(files: dict[str, Path]) -> dict[str, Callable[[], Iterator[bytes]]]
     for p in files.values():
         if not os.access(p, os.R_OK):
             raise UsageError(f"{p}: not readable")
-    return {role: (lambda p=p: _chunks(p)) for role, p in files.items()}
+    return {role: functools.partial(_chunks, p) for role, p in files.items()}
 
 
 def _read(path: Path) -> bytes:

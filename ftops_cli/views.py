@@ -1,9 +1,10 @@
 """The run as people and other programs see it: one shape for `ftops status --json` and `ftops demo --json`."""
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
-from shared.run import states
+from shared.run import rules, states
 
 
 def deployment_view(record: Any) -> dict[str, Any]:
@@ -12,27 +13,8 @@ def deployment_view(record: Any) -> dict[str, Any]:
             "last_ping": record.last_ping}
 
 
-def reached_end(run: Any) -> bool:
-    """Deployed to its last environment: the run did all it was meant to."""
-    kind, env = states.split(run.state)
-    return kind == "deployed" and env is not None and env == run.last_environment
-
-
-def reason(run: Any) -> str | None:
-    """Why a run stopped short of its end (or what it waits for), in one line; None once it reached it."""
-    if reached_end(run):
-        return None
-    error = run.error or {}
-    code = error.get("code") or error.get("stage")
-    message = error.get("message") or error.get("reason") or error.get("description")
-    if message:
-        return f"{code}: {message}" if code else str(message)
-    kind, env = states.split(run.state)
-    waiting = {"awaiting_approval": f"waiting for an approver of {env} (ftops approve)",
-               "waiting_for_quota": "waiting for training quota on the hub",
-               states.CANCELLED: "cancelled by a command", states.RETIRED: "retired: its deployments were removed",
-               states.APPROVAL_DENIED: f"promotion to {env or 'the next environment'} was denied"}
-    return waiting.get(kind) or (None if not run.terminal else f"ended in {run.state}")
+reached_end = rules.reached_end
+reason = rules.why_stopped   # one reason for `ftops status`, the demo's table, the operator API and the console
 
 
 def reports(run: Any, container: str = "reports") -> list[str]:
@@ -45,7 +27,8 @@ def reports(run: Any, container: str = "reports") -> list[str]:
     return found
 
 
-def run_view(run: Any, deployments: list[Any], *, reports_container: str = "reports") -> dict[str, Any]:
+def run_view(run: Any, deployments: list[Any], *, reports_container: str = "reports",
+             topology: Any = None) -> dict[str, Any]:
     return {
         "run_id": run.run_id,
         "source": run.source,
@@ -57,14 +40,14 @@ def run_view(run: Any, deployments: list[Any], *, reports_container: str = "repo
         "evaluation": run.evaluation,
         "deployments": [deployment_view(d) for d in deployments if d.run_id == run.run_id],
         "error": run.error,
-        "reason": reason(run),
+        "reason": reason(run, topology),
         "reports": reports(run, reports_container),
         "created_at": run.created_at,
         "updated_at": run.updated_at,
     }
 
 
-def table(headers: list[str], rows: list[list[str]], *, right: set[int] = frozenset()) -> list[str]:
+def table(headers: list[str], rows: list[list[str]], *, right: Collection[int] = frozenset()) -> list[str]:
     """Columns as wide as their widest value (the last one unpadded), so nothing runs into its neighbour."""
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
 

@@ -60,6 +60,11 @@ def operator_list_deployments(req: func.HttpRequest) -> func.HttpResponse:
     return _answer("list_deployments", req)
 
 
+@bp.route(route="history/{environment}", methods=["GET"], auth_level=ANONYMOUS)
+def operator_history(req: func.HttpRequest) -> func.HttpResponse:
+    return _answer("history", req)
+
+
 @bp.route(route=RUN_COMMAND, methods=["POST"], auth_level=ANONYMOUS)
 def operator_run_command(req: func.HttpRequest) -> func.HttpResponse:
     return _command(RUN_COMMAND, req)

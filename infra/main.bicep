@@ -68,6 +68,7 @@ var containers = {
   datasets: 'datasets'
   reports: 'reports'
   quarantine: 'quarantine'
+  traffic: 'traffic'
 }
 var queues = {
   train: 'ftops-train'
@@ -105,7 +106,7 @@ module storage 'modules/storage.bicep' = {
     location: location
     tags: tags
     principalId: identity.outputs.principalId
-    containers: [containers.datasets, containers.reports, containers.quarantine]
+    containers: [containers.datasets, containers.reports, containers.quarantine, containers.traffic]
     deploymentContainer: names.deploymentContainer
   }
 }
@@ -221,6 +222,7 @@ var appSettings = {
   DATASETS_CONTAINER: containers.datasets
   REPORTS_CONTAINER: containers.reports
   QUARANTINE_CONTAINER: containers.quarantine
+  TRAFFIC_CONTAINER: containers.traffic
   TRAIN_QUEUE: queues.train
   EVALUATE_QUEUE: queues.evaluate
   DEPLOY_QUEUE: queues.deploy
@@ -228,6 +230,8 @@ var appSettings = {
   EVENTS_TOPIC: eventsTopic
   POLL_SCHEDULE: pollSchedule
   KEEPALIVE_SCHEDULE: keepaliveSchedule
+  HARVEST_SCHEDULE: '0 30 2 * * *'
+  DRIFT_SCHEDULE: '0 0 */6 * * *'
   DEFAULT_BASE_MODEL: defaultBaseModel
   INTAKE_WAIT_SECONDS: '60'
   HUB_FILE_RETENTION: 'delete'

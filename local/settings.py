@@ -52,10 +52,14 @@ def local_env(*, storage_connection: str, emulator_url: str, ca_file: str, spoke
         "SPOKES_CONFIG": str(spokes),
         # the names the triggers bind to (%TRAIN_QUEUE%, …) and the stack creates: the app's own defaults
         **Settings.defaults_as_env("datasets_container", "reports_container", "quarantine_container",
+                                   "traffic_container",
                                    "train_queue", "evaluate_queue", "deploy_queue", "commands_queue",
                                    "events_topic"),
         "POLL_SCHEDULE": "*/2 * * * * *",
         "KEEPALIVE_SCHEDULE": "*/5 * * * * *",
+        # the flywheel's timers keep their production schedules (they idle without a harvest policy);
+        # `ftops demo --flywheel` runs harvest every few seconds
+        **Settings.defaults_as_env("harvest_schedule", "drift_schedule"),
         "INTAKE_WAIT_SECONDS": "10",
         # the operator API accepts tokens the emulator issues as the demo tenant's identity provider
         "OPERATOR_TENANT_ID": DEMO_TENANT,
@@ -77,7 +81,8 @@ def isolated_deps(azurite: Any, emulator: Any, **overrides: str) -> Any:
     env = local_env(storage_connection=azurite.connection_string, emulator_url=emulator.base_url,
                     ca_file=str(emulator.ca_file),
                     DATASETS_CONTAINER=f"datasets-{uid}", REPORTS_CONTAINER=f"reports-{uid}",
-                    QUARANTINE_CONTAINER=f"quarantine-{uid}", FTOPS_TABLE_PREFIX=f"t{uid}",
+                    QUARANTINE_CONTAINER=f"quarantine-{uid}", TRAFFIC_CONTAINER=f"traffic-{uid}",
+                    FTOPS_TABLE_PREFIX=f"t{uid}",
                     TRAIN_QUEUE=f"train-{uid}", EVALUATE_QUEUE=f"evaluate-{uid}", DEPLOY_QUEUE=f"deploy-{uid}",
                     COMMANDS_QUEUE=f"commands-{uid}", EVENTS_TOPIC=f"events-{uid}")
     return build_deps(Settings.from_env({**env, **overrides}))

@@ -64,6 +64,7 @@ class Emulator:
             self.jobs_created = 0
             self.overfit_jobs: set[str] = set()
             self.request_log = RequestLog(REQUEST_LOG_SIZE)
+            self.stored: dict[str, dict[str, Any]] = {}   # stored chat completions by id (stored.py)
 
     def now(self) -> float:
         return self.clock.now()

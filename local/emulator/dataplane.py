@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import knowledge, surfaces
+from . import knowledge, stored, surfaces
 from .auth import check_data_plane
 from .core import Emulator
 from .state import Account, ApiError, UploadRecord
@@ -253,7 +253,20 @@ async def job_checkpoints(request: Request) -> Response:
 # --- chat ---------------------------------------------------------------------------------------------
 async def chat_completions(request: Request) -> Response:
     account, emu, body = _account(request), _emu(request), await _json(request)
-    name = request.path_params["deployment"]
+    return _chat(request, account, emu, body, request.path_params["deployment"])
+
+
+async def chat_completions_v1(request: Request) -> Response:
+    """The v1 spelling: `POST /openai/v1/chat/completions` names the deployment in `model`."""
+    account, emu, body = _account(request), _emu(request), await _json(request)
+    name = body.get("model")
+    if not isinstance(name, str) or not name:
+        raise ApiError(400, "invalid_request_error", "'model' (the deployment name) is required.", param="model")
+    return _chat(request, account, emu, body, name)
+
+
+def _chat(request: Request, account: Account, emu: Emulator, body: dict[str, Any], name: str) -> Response:
+    store, metadata = stored.check_request(body, request.scope["emulator.surface"], surfaces.V1, surfaces.GA)
     dep = emu.deployment(account.name, name)
     if dep is None or dep.state != "Succeeded":
         raise ApiError(404, "DeploymentNotFound",
@@ -295,7 +308,7 @@ async def chat_completions(request: Request) -> Response:
         message["tool_calls"] = calls
     prompt_tokens = sum(knowledge.approx_tokens(json.dumps(m)) for m in messages)
     completion_tokens = knowledge.approx_tokens(text or json.dumps(calls))
-    return JSONResponse({
+    completion = {
         "id": "chatcmpl-" + emu.new_id("", "")[:29],
         "object": "chat.completion",
         "created": int(time.time()),
@@ -306,7 +319,36 @@ async def chat_completions(request: Request) -> Response:
                      "content_filter_results": answer_filter}],
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                   "total_tokens": prompt_tokens + completion_tokens},
-    })
+    }
+    if store:
+        with emu.lock:
+            stored.keep(emu.stored, account.name, completion, messages, metadata)
+    return JSONResponse(completion)
+
+
+# --- stored completions (v1 only) --------------------------------------------------------------------
+async def list_stored(request: Request) -> Response:
+    account, emu = _account(request), _emu(request)
+    with emu.lock:
+        return stored.list_completions(emu.stored, account.name, request)
+
+
+async def get_stored(request: Request) -> Response:
+    account, emu = _account(request), _emu(request)
+    with emu.lock:
+        return stored.get_completion(emu.stored, account.name, request.path_params["completion_id"])
+
+
+async def stored_messages(request: Request) -> Response:
+    account, emu = _account(request), _emu(request)
+    with emu.lock:
+        return stored.completion_messages(emu.stored, account.name, request.path_params["completion_id"], request)
+
+
+async def delete_stored(request: Request) -> Response:
+    account, emu = _account(request), _emu(request)
+    with emu.lock:
+        return stored.delete_completion(emu.stored, account.name, request.path_params["completion_id"])
 
 
 def _gated(endpoint: Any, excluded: frozenset[str]) -> Any:
@@ -322,6 +364,7 @@ def _gated(endpoint: Any, excluded: frozenset[str]) -> Any:
 
 def routes() -> list[Route]:
     none, no_pause, no_uploads = frozenset(), surfaces.NO_PAUSE, surfaces.NO_UPLOADS
+    dated = frozenset({surfaces.GA, surfaces.PREVIEW})
     table = [
         ("/files", create_file, ["POST"], none), ("/files", list_files, ["GET"], none),
         ("/files/{file_id}", get_file, ["GET"], none), ("/files/{file_id}", delete_file, ["DELETE"], none),
@@ -338,6 +381,12 @@ def routes() -> list[Route]:
         ("/fine_tuning/jobs/{job_id}/events", job_events, ["GET"], none),
         ("/fine_tuning/jobs/{job_id}/checkpoints", job_checkpoints, ["GET"], none),
         ("/deployments/{deployment}/chat/completions", chat_completions, ["POST"], frozenset({surfaces.V1})),
+        # the v1 spec's chat completions (deployment in `model`) and stored completions; not on dated versions here
+        ("/chat/completions", chat_completions_v1, ["POST"], dated),
+        ("/chat/completions", list_stored, ["GET"], dated),
+        ("/chat/completions/{completion_id}", get_stored, ["GET"], dated),
+        ("/chat/completions/{completion_id}", delete_stored, ["DELETE"], dated),
+        ("/chat/completions/{completion_id}/messages", stored_messages, ["GET"], dated),
     ]
     out = []
     for prefix, v1 in (("/{account}/openai", False), ("/{account}/openai/v1", True)):

@@ -18,6 +18,7 @@ from shared.store.registry import Registry
 
 if TYPE_CHECKING:
     from shared.app import ports
+    from shared.azure.chat import ChatFn, JudgeFn
     from shared.run.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -64,19 +65,27 @@ class Deps:
         return self.chat_port if self.chat_port is not None else _OpenAIChat(self)
 
     def openai_client(self, endpoint: str | None = None, *, tenant_id: str | None = None,
-                      api_key: str | None = None, max_retries: int = 6, client_id: str | None = None) -> Any:
+                      api_key: str | None = None, max_retries: int = 6, client_id: str | None = None,
+                      v1: bool = False) -> Any:
         """An AzureOpenAI client for chat completions on the deployments of the hub (default) or a spoke
         endpoint, on the GA inference api-version; the SDK retries 429/5xx with backoff and honors
-        Retry-After. Fine-tuning and files go through `hub_client`."""
+        Retry-After. Fine-tuning and files go through `hub_client`. `v1`: an `OpenAI` client on the v1 API
+        (`<endpoint>/openai/v1/`), for what only v1 serves (stored completions)."""
         from shared.run.hub_api import INFERENCE_API_VERSION
         endpoint = endpoint or self.settings.hub.endpoint
-        key = f"openai|{endpoint}|{tenant_id}|{client_id}|{max_retries}"
+        key = f"openai|{endpoint}|{tenant_id}|{client_id}|{max_retries}|{v1}"
         with self._lock:
             if key not in self._cache:
-                from openai import AzureOpenAI
-                self._cache[key] = AzureOpenAI(azure_endpoint=endpoint, api_version=INFERENCE_API_VERSION,
-                                               max_retries=max_retries, http_client=self._http_client(),
-                                               **self._openai_auth(endpoint, api_key, tenant_id, client_id))
+                from openai import AzureOpenAI, OpenAI
+                auth = self._openai_auth(endpoint, api_key, tenant_id, client_id)
+                if v1:
+                    self._cache[key] = OpenAI(base_url=f"{endpoint.rstrip('/')}/openai/v1/",
+                                              api_key=auth.get("api_key") or auth["azure_ad_token_provider"],
+                                              max_retries=max_retries, http_client=self._http_client())
+                else:
+                    self._cache[key] = AzureOpenAI(azure_endpoint=endpoint, api_version=INFERENCE_API_VERSION,
+                                                   max_retries=max_retries, http_client=self._http_client(),
+                                                   **auth)
             return self._cache[key]
 
     def hub_client(self, *, max_retries: int = 6) -> Any:
@@ -169,21 +178,31 @@ def build_deps(settings: Settings) -> Deps:
         tables = TableServiceClient.from_connection_string(settings.storage_connection)
     else:
         cred = credential()
-        blobs = BlobServiceClient(settings.blob_service_uri, credential=cred)
-        tables = TableServiceClient(settings.table_service_uri, credential=cred)
+        blobs = BlobServiceClient(_required(settings.blob_service_uri, "DatasetStorage__blobServiceUri"),
+                                  credential=cred)
+        tables = TableServiceClient(_required(settings.table_service_uri, "DatasetStorage__tableServiceUri"),
+                                    credential=cred)
     registry = Registry(tables, prefix=settings.table_prefix)
     registry.ensure_tables()
     if settings.transport == "local":
         from azure.storage.queue import QueueServiceClient
         sent = tables.create_table_if_not_exists(f"{settings.table_prefix}sentmessages")
-        publisher: Publisher = LocalQueuePublisher(
-            QueueServiceClient.from_connection_string(settings.storage_connection), sent)
+        queues = QueueServiceClient.from_connection_string(_required(settings.storage_connection, "DatasetStorage"))
+        publisher: Publisher = LocalQueuePublisher(queues, sent)
     else:
-        publisher = ServiceBusPublisher(settings.servicebus_namespace, credential(), topic=settings.events_topic)
-    for container in (settings.datasets_container, settings.reports_container, settings.quarantine_container):
+        namespace = _required(settings.servicebus_namespace, "ServiceBusConnection__fullyQualifiedNamespace")
+        publisher = ServiceBusPublisher(namespace, credential(), topic=settings.events_topic)
+    for container in (settings.datasets_container, settings.reports_container, settings.quarantine_container,
+                      settings.traffic_container):
         _ensure_container(blobs, container)
     return Deps(settings=settings, blobs=blobs, registry=registry, publisher=publisher, credential=credential,
                 topology=topology)
+
+
+def _required(value: str | None, key: str) -> str:
+    if not value:
+        raise ConfigError(f"{key} must be set")
+    return value
 
 
 class _OpenAIChat:
@@ -192,11 +211,11 @@ class _OpenAIChat:
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
 
-    def reply_fn(self, base_model: str) -> Any:
+    def reply_fn(self, base_model: str) -> ChatFn:
         from shared.azure.chat import openai_chat_fn
         return openai_chat_fn(self._deps.openai_client(), base_model)
 
-    def judge_fn(self) -> Any:
+    def judge_fn(self) -> JudgeFn:
         from shared.azure.chat import openai_judge_fn
         return openai_judge_fn(self._deps.openai_client())
 

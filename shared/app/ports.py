@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from shared.azure.spokes import SmokeResult
     from shared.run.hub_api import HubSurface
     from shared.run.topology import Target
-    from shared.store.registry import DeploymentRecord, RunRecord
+    from shared.store.registry import ApprovalAttempt, DeploymentRecord, RunRecord, SlotEntry
 
 # The blob store is azure.storage.blob.BlobServiceClient (or a fake with get_blob_client and
 # get_container_client): its surface is the SDK's, so it is not restated here.
@@ -59,6 +59,18 @@ class Registry(Protocol):
     def claim(self, key: str, *, ttl_seconds: float = 900) -> tuple[str, dict[str, Any] | None]: ...
     def complete(self, key: str, result: dict[str, Any]) -> None: ...
     def release(self, key: str) -> None: ...
+    def slot_history(self, environment: str | None = None, *, account: str | None = None,
+                     deployment: str | None = None, run_id: str | None = None) -> list[SlotEntry]: ...
+    def begin_serving(self, entry: SlotEntry, *, previous_left: str, previous_healthy: bool = True) -> SlotEntry: ...
+    def end_serving(self, entry: SlotEntry, *, left: str, healthy: bool | None = None,
+                    retired: bool | None = None, until: str | None = None) -> None: ...
+    def close_slot(self, environment: str, account: str, deployment: str, *, left: str,
+                   retired: bool = False) -> None: ...
+    def retire_models(self, run_id: str, *, reason: str) -> int: ...
+    def record_approval(self, attempt: ApprovalAttempt) -> ApprovalAttempt: ...
+    def approval_winner(self, run_id: str, environment: str, model: str, evaluation_report_hash: str | None = None,
+                        dataset_hash: str | None = None) -> ApprovalAttempt | None: ...
+    def approval_attempts(self, run_id: str) -> list[ApprovalAttempt]: ...
 
 
 class Hub(Protocol):
@@ -100,7 +112,7 @@ class ArmDeployments(Protocol):
     """Model deployments on one Azure OpenAI account through ARM (shared.azure.arm_deployments); every failure a
     `DeploymentError`."""
 
-    def put(self, at: ArmAccount, name: str, model: Mapping[str, str], *, sku: str, capacity: int,
+    def put(self, at: ArmAccount, name: str, model: Mapping[str, str | None], *, sku: str, capacity: int,
             tags: Mapping[str, str], doing: str, attempts: int = ..., api_version: str | None = None,
             rights_hint: str = "") -> ArmDeployment: ...
     def get(self, at: ArmAccount, name: str) -> ArmDeployment | None: ...
@@ -127,7 +139,26 @@ class Spokes(Protocol):
     def ping(self, target: Target, name: str, *, max_retries: int = 2, timeout: float = 60.0) -> str: ...
     def smoke_test(self, target: Target, name: str, *, timeout_s: float,
                    first_delay_s: float = 1.0) -> SmokeResult: ...
+    def stored_completions(self, target: Target, *, model: str, metadata: dict[str, str], after: str | None,
+                           limit: int = 100) -> tuple[list[dict[str, Any]], bool]: ...
 
 
 class Clock(Protocol):
     def now(self) -> datetime: ...
+
+
+if TYPE_CHECKING:
+    # The type checker holds each Azure implementation to its port here (make test runs mypy); the fakes
+    # are held to the same signatures by tests/unit/test_ports.py.
+    import shared.app.bootstrap
+    import shared.azure.arm_deployments
+    import shared.azure.hub
+    import shared.azure.spokes
+    import shared.store.registry
+
+    _REGISTRY: type[Registry] = shared.store.registry.Registry
+    _HUB: type[Hub] = shared.azure.hub.Hub
+    _CHAT: type[Chat] = shared.app.bootstrap._OpenAIChat
+    _ARM: type[ArmDeployments] = shared.azure.arm_deployments.ArmDeployments
+    _SPOKES: type[Spokes] = shared.azure.spokes.Spokes
+    _CLOCK: type[Clock] = shared.app.bootstrap.SystemClock

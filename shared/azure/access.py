@@ -155,7 +155,8 @@ class TokenVerifier:
         for attempt in range(3):
             try:
                 with urllib.request.urlopen(self.settings.discovery_url, context=self._ssl, timeout=10) as answer:
-                    return json.loads(answer.read())  # type: ignore[no-any-return]
+                    document: dict[str, Any] = json.loads(answer.read())
+                    return document
             except OSError as exc:
                 log.warning("discovery document %s: %s (attempt %d)", self.settings.discovery_url, exc, attempt + 1)
                 time.sleep(0.5 * (attempt + 1))

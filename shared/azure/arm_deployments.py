@@ -104,7 +104,7 @@ class ArmDeployments:
         return self._arm_client(at.subscription, tenant_id=at.tenant, client_id=at.client_id,
                                 auxiliary_tenants=at.auxiliary_tenants)
 
-    def put(self, at: ArmAccount, name: str, model: Mapping[str, str], *, sku: str, capacity: int,
+    def put(self, at: ArmAccount, name: str, model: Mapping[str, str | None], *, sku: str, capacity: int,
             tags: Mapping[str, str], doing: str, attempts: int = PUT_ATTEMPTS, api_version: str | None = None,
             rights_hint: str = "") -> ArmDeployment:
         """Create or replace `name` and wait until ARM is done. A 429/5xx that outlasted the SDK's retries

@@ -45,7 +45,7 @@ def dead_letter_subject(body: str) -> str | None:
         return None
     if not isinstance(event, dict):
         return None
-    data = event.get("data") if isinstance(event.get("data"), dict) else {}
+    data = event["data"] if isinstance(event.get("data"), dict) else {}
     subject = event.get("subject") or data.get("run_id")
     return subject if isinstance(subject, str) else None
 
@@ -57,7 +57,7 @@ def message_body(message: Any) -> bytes:
     if isinstance(message, str):
         return message.encode()
     if hasattr(message, "get_body"):
-        return message.get_body()
+        return bytes(message.get_body())
     body = message.body
     if isinstance(body, (bytes, bytearray)):
         return bytes(body)
@@ -106,7 +106,8 @@ def encode_local(message_id: str, body: str, **extra: Any) -> str:
 
 
 def decode_local(content: str) -> dict[str, Any]:
-    return json.loads(content)
+    message: dict[str, Any] = json.loads(content)   # what encode_local wrote
+    return message
 
 
 class LocalQueuePublisher:

@@ -19,6 +19,7 @@ the one this run created, whichever process created it.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import logging
@@ -256,8 +257,8 @@ class Hub:
         try:
             for part in upload_parts(blob.download_blob().chunks(), self.part_size):
                 md5.update(part)
-                made = self._call(f"upload part {len(part_ids) + 1} of {filename}",
-                                  lambda part=part: self._client.uploads.parts.create(upload_id=upload.id, data=part))
+                made = self._call(f"upload part {len(part_ids) + 1} of {filename}", functools.partial(
+                    self._client.uploads.parts.create, upload_id=upload.id, data=part))
                 part_ids.append(made.id)
             done = self._call(f"complete upload {filename}", lambda: self._client.uploads.complete(
                 upload.id, part_ids=part_ids, md5=md5.hexdigest()))
@@ -298,7 +299,7 @@ class Hub:
         deleted = []
         for file_id in file_ids:
             try:
-                self._call(f"delete file {file_id}", lambda file_id=file_id: self._client.files.delete(file_id))
+                self._call(f"delete file {file_id}", functools.partial(self._client.files.delete, file_id))
                 deleted.append(file_id)
             except HubNotFound:
                 pass
@@ -318,8 +319,8 @@ class Hub:
         after: str | None = None
         seen = 0
         while seen < max_jobs:
-            page = self._call("list jobs", lambda after=after: self._client.fine_tuning.jobs.list(
-                limit=100, **({"after": after} if after else {})))
+            page = self._call("list jobs", functools.partial(
+                self._client.fine_tuning.jobs.list, limit=100, **({"after": after} if after else {})))
             items = list(page.data)
             for job in items:
                 if (job.training_file == training_file and (job.validation_file or None) == (validation_file or None)
@@ -356,9 +357,9 @@ class Hub:
         for number in range(_MAX_EVENT_PAGES):
             # a small first page: between two ticks few events are new, and parsing 100 costs every tick
             limit = _FIRST_EVENT_PAGE if number == 0 and since else _EVENT_PAGE
-            page = self._call(f"events of {job_id}", lambda after=after, limit=limit:
-                              self._client.fine_tuning.jobs.list_events(
-                                  job_id, limit=limit, **({"after": after} if after else {})))
+            page = self._call(f"events of {job_id}", functools.partial(
+                self._client.fine_tuning.jobs.list_events, job_id, limit=limit,
+                **({"after": after} if after else {})))
             items = list(page.data)
             for event in items:
                 if since is not None and event.id == since:

@@ -37,7 +37,7 @@ class LocalDevCredential:
     def get_token(self, *scopes: str, tenant_id: str | None = None, **_: Any) -> AccessToken:
         return AccessToken(self._token(tenant_id), int(time.time()) + 3600)
 
-    def get_token_info(self, *scopes: str, options: dict | None = None) -> AccessTokenInfo:
+    def get_token_info(self, *scopes: str, options: dict[str, Any] | None = None) -> AccessTokenInfo:
         return AccessTokenInfo(self._token((options or {}).get("tenant_id")), int(time.time()) + 3600)
 
     def close(self) -> None:

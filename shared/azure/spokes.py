@@ -18,18 +18,20 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.azure.arm_deployments import (
     MANAGED_TAG,
     MANAGED_VALUE,
     ArmAccount,
     ArmDeployment,
-    ArmDeployments,
     DeploymentError,
 )
 from shared.run.config import HubSettings, Settings
 from shared.run.topology import Target
+
+if TYPE_CHECKING:
+    from shared.app.ports import ArmDeployments
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +138,21 @@ class Spokes:
     def chat_client(self, target: Target, *, max_retries: int = 2) -> Any:
         return self._openai_client(self.endpoint(target), tenant_id=target.tenant, client_id=target.client_id,
                                    max_retries=max_retries)
+
+    def stored_completions(self, target: Target, *, model: str, metadata: dict[str, str], after: str | None,
+                           limit: int = 100) -> tuple[list[dict[str, Any]], bool]:
+        """One page of the spoke's stored completions of `model` (v1 `GET /chat/completions`, oldest first),
+        each with its request messages (`GET /chat/completions/{id}/messages`); and whether more follow."""
+        client = self._openai_client(self.endpoint(target), tenant_id=target.tenant, client_id=target.client_id,
+                                     max_retries=3, v1=True)
+        page = client.chat.completions.list(model=model, metadata=metadata or None, limit=limit, order="asc",
+                                            **({"after": after} if after else {}))
+        found = []
+        for completion in page.data:
+            messages = [m.model_dump(exclude_none=True) for m in
+                        client.chat.completions.messages.list(completion.id, limit=100, order="asc").data]
+            found.append({"completion": completion.model_dump(exclude_none=True), "messages": messages})
+        return found, bool(page.has_more)
 
     def ping(self, target: Target, name: str, *, max_retries: int = 2, timeout: float = 60.0) -> str:
         """One minimal real chat completion (what Azure counts as use); returns the answer text."""

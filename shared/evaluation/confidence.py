@@ -9,6 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # numpy is imported where it is used
+    import numpy as np
+    from numpy.typing import NDArray
 
 RESAMPLES = 2000
 LEVEL = 0.95
@@ -55,7 +60,8 @@ def paired_difference(a: Sequence[float], b: Sequence[float], *, level: float = 
     return mean_interval([x - y for x, y in zip(a, b, strict=True)], level=level, resamples=resamples, seed=seed)
 
 
-def _resampled_means(data: object, rng: object, resamples: int) -> object:
+def _resampled_means(data: NDArray[np.float64], rng: np.random.Generator,
+                     resamples: int) -> NDArray[np.float64]:
     import numpy as np
     values = np.asarray(data)
     n = len(values)
@@ -63,6 +69,6 @@ def _resampled_means(data: object, rng: object, resamples: int) -> object:
     chunk = max(1, 2_000_000 // n)   # bound the index matrix (≈16 MB) whatever the sample size
     for start in range(0, resamples, chunk):
         stop = min(resamples, start + chunk)
-        idx = rng.integers(0, n, size=(stop - start, n))   # type: ignore[attr-defined]
+        idx = rng.integers(0, n, size=(stop - start, n))
         out[start:stop] = values[idx].mean(axis=1)
     return out

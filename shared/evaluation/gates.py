@@ -103,3 +103,21 @@ def evaluate_gates(chosen: CandidateMetrics, base: CandidateMetrics, thresholds:
         gates.append(Gate("max_latency_p95_ms", p95, limit, p95 <= limit,
                           f"p95 latency {p95:.0f} ms (allowed ≤ {limit:.0f} ms)"))
     return gates
+
+
+def cost_gate(chosen: CandidateMetrics, champion: CandidateMetrics | None, limit: float | None) -> Gate | None:
+    """The distillation gate (`thresholds.max_cost_ratio_vs_champion`): the challenger's estimated cost per
+    1,000 requests — measured tokens × its base model's price — at most `limit` × the champion's, measured on
+    the same examples. None when the run sets no limit; failed when either cost cannot be measured."""
+    if limit is None:
+        return None
+    mine = chosen.cost_per_1k_requests_usd
+    theirs = champion.cost_per_1k_requests_usd if champion is not None else None
+    if mine is None or not theirs:
+        return Gate("max_cost_ratio_vs_champion", None, limit, False,
+                    "the cost per 1,000 requests of the candidate or of the champion could not be measured "
+                    "(unknown price, or no champion evaluated)")
+    ratio = mine / theirs
+    return Gate("max_cost_ratio_vs_champion", ratio, limit, ratio <= limit,
+                f"cost per 1,000 requests ${mine:.4f} vs champion ${theirs:.4f}: {ratio:.2f}× "
+                f"(allowed ≤ {limit:.2f}×)")

@@ -12,12 +12,13 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from shared.azure.arm_deployments import ArmAccount, ArmDeployments
+from shared.azure.arm_deployments import ArmAccount
 from shared.evaluation.runner import Candidate
 from shared.run.config import HubSettings
 
 if TYPE_CHECKING:
     from shared.app.bootstrap import Deps
+    from shared.app.ports import ArmDeployments
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def developer_tier_allowed(base_model: str) -> bool:
 
 
 def plan_candidates(run_id: str, fine_tuned_model: str, base_model: str,
-                    checkpoints: Sequence[Mapping[str, Any]], *, final_step: int | None = None) -> list[Candidate]:
+                    checkpoints: Sequence[object], *, final_step: int | None = None) -> list[Candidate]:
     """Final model first, then base, then the last checkpoints (the order deployments are created in:
     the ones the verdict cannot do without come first).
 

@@ -32,8 +32,9 @@ from shared.run import actors, command_table
 from shared.run.config import ConfigError
 from shared.run.messages import RetrainCommand, RollbackCommand, RunCommand
 from shared.stages import approvals, rollback, training
+from shared.store.claims import ConcurrencyError
 from shared.store.events import publish
-from shared.store.registry import ConcurrencyError, InvalidTransition, RunNotFound
+from shared.store.registry import InvalidTransition, RunNotFound
 
 if TYPE_CHECKING:
     from shared.app.bootstrap import Deps
@@ -167,7 +168,10 @@ def list_runs(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -
     if not 1 <= limit <= MAX_RUNS_PAGE:
         raise _BadRequest(f"limit must be between 1 and {MAX_RUNS_PAGE}, not {limit}")
     runs, after = deps.registry.page_runs(limit=limit, after=params.get("after") or None)
-    return ApiResponse(200, {"runs": [_summary(r) for r in runs], "next": after})
+    per_day: dict[str, float] = {}
+    for d in _deployments(deps):
+        per_day[d["run_id"]] = round(per_day.get(d["run_id"], 0.0) + d["per_day"], 2)
+    return ApiResponse(200, {"runs": [_summary(r, deps, per_day.get(r.run_id, 0.0)) for r in runs], "next": after})
 
 
 def evaluation_comparison(evaluation: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -188,9 +192,10 @@ def evaluation_comparison(evaluation: dict[str, Any] | None) -> dict[str, Any] |
 def get_run(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> ApiResponse:
     _require_read(caller)
     run = deps.registry.require_run(params["run_id"])
-    view = {**_summary(run), "settings": run.settings, "dataset_hash": run.dataset_hash,
+    view = {**_summary(run, deps), "settings": run.settings, "dataset_hash": run.dataset_hash,
             "validation": run.validation, "evaluation": run.evaluation, "error": run.error,
             "comparison": evaluation_comparison(run.evaluation),
+            "serving_now": serving_now(deps, run),
             "approvals": run.approvals, "candidate": approvals.candidate(deps, run),
             "deployments": _deployments(deps, run_id=run.run_id),
             "audit": deps.registry.audit_trail(run.run_id), "reports": _reports(deps, run.run_id),
@@ -200,6 +205,40 @@ def get_run(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> 
                                              if r.startswith("Approver.")),
                        "may_operate": caller.has(OPERATOR_ROLE)}}
     return ApiResponse(200, view)
+
+
+def serving_now(deps: Deps, run: Any) -> dict[str, list[dict[str, Any]]]:
+    """What each of the run's environments serves now under its deployment name, per region, from the slots
+    and their history (since when, how it came, approved by whom): another run's model, this run's current
+    one, or this run's earlier one (after a retrain or a rollback)."""
+    from shared.run.rules import deployment_name
+    name, current = deployment_name(run), run.chosen_model or run.fine_tuned_model
+    active = [d for d in deps.registry.list_deployments(state="active") if d.deployment == name]
+    out: dict[str, list[dict[str, Any]]] = {}
+    for env in run.environments:
+        rows = []
+        for d in sorted((d for d in active if d.environment == env), key=lambda d: d.region):
+            entry = next((e for e in deps.registry.slot_history(env, account=d.account, deployment=name)
+                          if e.serving), None)
+            rows.append({"account": d.account, "region": d.region, "model": d.model, "run_id": d.run_id,
+                         "since": entry.since if entry else d.updated_at, "came": entry.came if entry else None,
+                         "approved_by": entry.approved_by if entry else None,
+                         "ticket": entry.ticket if entry else None,
+                         "whose": ("this run's current model" if d.run_id == run.run_id and d.model == current
+                                   else "this run's earlier model" if d.run_id == run.run_id else f"run {d.run_id}")})
+        out[env] = rows
+    return out
+
+
+def history(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> ApiResponse:
+    """An environment's slot history: which model each region served, from when, approved by whom, why it left."""
+    _require_read(caller)
+    environment = params.get("environment") or ""
+    if deps.require_topology().environment(environment) is None:
+        raise _BadRequest(f"environment {environment!r} is not in SPOKES_CONFIG")
+    entries = deps.registry.slot_history(environment)
+    return ApiResponse(200, {"environment": environment,
+                             "history": [{k: v for k, v in vars(e).items() if k != "etag"} for e in entries]})
 
 
 def list_deployments(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> ApiResponse:
@@ -229,10 +268,13 @@ def reject(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> A
 def rollback_environment(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> ApiResponse:
     require_any(caller, [OPERATOR_ROLE], "rollback")
     request = _parse(RollbackBody, body)
-    rollback.rollback(RollbackCommand(environment=params["environment"], run_id=request.run_id,
-                                      deployment=request.deployment, requested_by=caller.actor,
-                                      reason=request.reason), deps)
-    return ApiResponse(200, {"rolled_back": params["environment"], "run_id": request.run_id})
+    if not params.get("environment"):
+        raise _BadRequest("rollback names no environment (POST environments/{environment}/rollback)")
+    unchanged = rollback.rollback(RollbackCommand(environment=params["environment"], run_id=request.run_id,
+                                                  deployment=request.deployment, requested_by=caller.actor,
+                                                  reason=request.reason), deps)
+    return ApiResponse(200, {"rolled_back": params["environment"], "run_id": request.run_id,
+                             "changed": unchanged is None, **({"note": unchanged} if unchanged else {})})
 
 
 def retrain(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> ApiResponse:
@@ -252,7 +294,8 @@ def retire_run(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) 
 
 
 Action = Callable[[Caller, dict[str, str], bytes, Any], ApiResponse]
-READS: dict[str, Action] = {"list_runs": list_runs, "get_run": get_run, "list_deployments": list_deployments}
+READS: dict[str, Action] = {"list_runs": list_runs, "get_run": get_run, "list_deployments": list_deployments,
+                            "history": history}
 # The commands: every command-table row with a route, so a new command is its row and its action, no line
 # here. Resolved now, at the end of this module: the rows name actions defined above (this module is already
 # in sys.modules, so the table's import of it returns it).
@@ -280,10 +323,15 @@ def _require_read(caller: Caller) -> None:
                            caller=caller)
 
 
-def _summary(run: Any) -> dict[str, Any]:
+def _summary(run: Any, deps: Deps, per_day: float | None = None) -> dict[str, Any]:
+    from shared.run.rules import why_stopped
+    evaluation = run.evaluation or {}
     return {"run_id": run.run_id, "source": run.source, "state": run.state, "terminal": run.terminal,
             "owner": run.owner, "environments": run.environments, "model": run.chosen_model or run.fine_tuned_model,
-            "created_at": run.created_at, "updated_at": run.updated_at}
+            "created_at": run.created_at, "updated_at": run.updated_at, "state_since": run.state_since,
+            "why": why_stopped(run, deps.topology),
+            "score": (evaluation.get("scores") or {}).get(evaluation.get("chosen_name")),
+            **({"per_day": per_day} if per_day is not None else {})}
 
 
 def _deployments(deps: Deps, run_id: str | None = None) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ operator API's routes and to docs/CONTRACTS.md. A new command is a row, its hand
 """
 from __future__ import annotations
 
+import builtins
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ class Command:
         return TYPE_PREFIX + self.name
 
     @property
-    def payload(self) -> type[_Data]:
+    def payload(self) -> builtins.type[_Data]:   # builtins: `type` here is the property above
         """Its message's data (shared.run.messages); the API parses its own request bodies."""
         return COMMAND_PAYLOADS[self.name]
 
@@ -77,7 +78,8 @@ def load(handler: str) -> Callable[..., Any]:
     """The function a row names ("module:function"). Called by the rooms that dispatch (the commands router in
     shared.stages, the operator API), never at import: the table is vocabulary and runs nothing of theirs."""
     module, _, function = handler.partition(":")
-    return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
+    fn: Callable[..., Any] = getattr(importlib.import_module(module), function)
+    return fn
 
 
 RUN = Arg("run_id", "the run (ftops status lists them)")

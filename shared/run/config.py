@@ -25,7 +25,7 @@ def setting(default: Any, env: str, *, rule: str | None = None) -> Any:
     return field(default=default, metadata={"env": env, "rule": rule})
 
 
-def _from_env(env: Mapping[str, str], f: Field) -> Any:
+def _from_env(env: Mapping[str, str], f: Field[Any]) -> Any:
     key, rule, raw = f.metadata["env"], f.metadata["rule"], env.get(f.metadata["env"]) or None
     if raw is None:
         return f.default
@@ -74,6 +74,8 @@ class Settings:
     datasets_container: str = setting("datasets", "DATASETS_CONTAINER")
     reports_container: str = setting("reports", "REPORTS_CONTAINER")
     quarantine_container: str = setting("quarantine", "QUARANTINE_CONTAINER")
+    # JSONL production exchanges other systems drop for the flywheel (docs/flywheel.md)
+    traffic_container: str = setting("traffic", "TRAFFIC_CONTAINER")
     train_queue: str = setting("ftops-train", "TRAIN_QUEUE")
     evaluate_queue: str = setting("ftops-evaluate", "EVALUATE_QUEUE")
     deploy_queue: str = setting("ftops-deploy", "DEPLOY_QUEUE")
@@ -95,6 +97,10 @@ class Settings:
     keepalive_concurrency: int = setting(16, "KEEPALIVE_CONCURRENCY", rule="at_least_1")
     # the keep-alive timer's NCRONTAB: checked against the 15-day limit
     keepalive_schedule: str = setting("0 0 3 * * *", "KEEPALIVE_SCHEDULE")
+    # the flywheel's harvest timer (NCRONTAB); it does nothing for environments without a harvest policy
+    harvest_schedule: str = setting("0 30 2 * * *", "HARVEST_SCHEDULE")
+    # the drift watch's timer (NCRONTAB); idle for environments without `harvest.drift_examples`
+    drift_schedule: str = setting("0 0 */6 * * *", "DRIFT_SCHEDULE")
     # patience for a new deployment's first answer (capacity 1 is slow)
     smoke_timeout_seconds: float = setting(300.0, "SMOKE_TIMEOUT_SECONDS")
     # JSON {base model or sku: USD per hour}, over shared.run.models' estimates
@@ -148,13 +154,13 @@ class Settings:
         by_name = {f.name: f for f in fields(Settings)}
         return {by_name[n].metadata["env"]: str(by_name[n].default) for n in names}
 
-    def load_spokes_json(self) -> dict:
+    def load_spokes_json(self) -> dict[str, Any]:
         """The spokes configuration as parsed JSON: inline JSON or a path to a file."""
         return load_spokes_json(self.spokes_config)
 
 
 
-def load_spokes_json(raw: str | None) -> dict:
+def load_spokes_json(raw: str | None) -> dict[str, Any]:
     """SPOKES_CONFIG (inline JSON or a path to a JSON file) parsed; ConfigError names what is wrong."""
     if not raw:
         raise ConfigError("SPOKES_CONFIG must be set (inline JSON or a path to a JSON file)")
@@ -163,7 +169,8 @@ def load_spokes_json(raw: str | None) -> dict:
     except OSError as exc:
         raise ConfigError(f"SPOKES_CONFIG: cannot read {raw}: {exc.strerror or exc}") from exc
     try:
-        return json.loads(text)
+        spokes: dict[str, Any] = json.loads(text)   # parse_topology checks its shape
+        return spokes
     except json.JSONDecodeError as exc:
         raise ConfigError(f"SPOKES_CONFIG is not valid JSON: {exc}") from exc
 

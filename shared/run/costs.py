@@ -38,7 +38,7 @@ def hourly_price(record: DeploymentRecord, overrides: Mapping[str, float] | None
 def daily_hosting_cost(records: Iterable[DeploymentRecord], prices: Mapping[str, float] | None = None
                        ) -> dict[str, Any]:
     """Estimated USD per day for each active deployment and in total (for `ftops status`)."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for r in records:
         if r.state != "active":
             continue

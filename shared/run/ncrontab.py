@@ -40,7 +40,8 @@ class Schedule:
             raise CronError(f"schedule {expression!r}: NCRONTAB needs 6 fields (with seconds), got {len(parts)}")
         sets = [_parse_field(expression, text, *spec) for text, spec in zip(parts, _FIELDS)]
         weekdays = frozenset(d % 7 for d in sets[5])
-        return Schedule(expression, *sets[:5], weekdays)  # type: ignore[arg-type]
+        seconds, minutes, hours, days, months = sets[:5]
+        return Schedule(expression, seconds, minutes, hours, days, months, weekdays)
 
     def matches(self, t: datetime) -> bool:
         return (t.second in self.seconds and t.minute in self.minutes and t.hour in self.hours

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from shared.run import states
 from shared.run.actors import is_object_id
 from shared.run.settings import RunSettings
 from shared.run.topology import Topology
@@ -53,6 +54,58 @@ def environment_problems(settings: RunSettings, topology: Topology) -> list[str]
         return [(f"owner {settings.owner!r} is not an Entra object id (a GUID): approvals are checked against the "
                 "owner by object id, never by a name or address")]
     return []
+
+
+def cannot_progress(run: RunRecord, topology: Topology) -> str | None:
+    """Why a run that stopped will never go further although the configured pipeline goes on, in words a
+    person can act on; None when it can (or reached the last configured environment). Such a run follows
+    the auto-retire policy like a run waiting for approval (shared.stages.retirement)."""
+    kind, at = states.split(run.state)
+    owner = run.owner or (run.settings or {}).get("owner")
+    if kind == "deployed" and at is not None and at == run.last_environment and at in topology.names:
+        following = topology.names[topology.names.index(at) + 1:]
+        gated = next((e for e in following if (env := topology.environment(e)) is not None and env.requires_approval),
+                     None)
+        if following and not owner and gated is not None and not (run.settings or {}).get("environments"):
+            return (f"stops at {at}: {gated} needs an approval, and a run without an owner (a bare .jsonl drop) can "
+                    f"never have one; drop a run folder whose run.json names the owner (an Entra object id) to go "
+                    f"on to {gated}")
+    if kind == "awaiting_approval" and at is not None:
+        env = topology.environment(at)
+        if not owner:
+            return f"can never be approved into {at}: the run names no owner (four eyes); drop it again with one"
+        if env is not None and env.approvers and all(a.lower() == str(owner).lower() for a in env.approvers):
+            return (f"can never be approved into {at}: its only listed approver owns the run (four eyes); add "
+                    f"another approver to {at} in SPOKES_CONFIG, or reject it")
+    return None
+
+
+def reached_end(run: RunRecord) -> bool:
+    """Deployed to its last environment: the run did all it was meant to."""
+    kind, env = states.split(run.state)
+    return kind == "deployed" and env is not None and env == run.last_environment
+
+
+def why_stopped(run: RunRecord, topology: Topology | None = None) -> str | None:
+    """Why a run stopped short of its end (or what it waits for, or why it can never go further), in one
+    line; None once it reached the last configured environment."""
+    stuck = cannot_progress(run, topology) if topology is not None else None
+    if stuck:
+        return f"cannot progress: {stuck}"
+    if reached_end(run):
+        return None
+    error = run.error or {}
+    code = error.get("code") or error.get("stage")
+    message = error.get("message") or error.get("reason") or error.get("description")
+    if message:
+        return f"{code}: {message}" if code else str(message)
+    kind, env = states.split(run.state)
+    waiting = {"awaiting_approval": f"waiting for an approver of {env} (ftops approve)",
+               "waiting_for_quota": "waiting for training quota on the hub",
+               states.CANCELLED: "cancelled by a command", states.RETIRED: "retired: its deployments were removed",
+               states.APPROVAL_DENIED: f"promotion to {env or 'the next environment'} was denied",
+               "rolled_back": f"its model was rolled back out of {env}; retrain it, or retire it (removes the rest)"}
+    return waiting.get(kind) or (None if not run.terminal else f"ended in {run.state}")
 
 
 def deployment_name(run: RunRecord) -> str:

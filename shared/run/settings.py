@@ -49,10 +49,12 @@ class Thresholds(_Strict):
     max_latency_p95_ms: float | None = Field(None, gt=0)
     max_error_rate: float = Field(0.1, ge=0, le=1)
     max_content_filter_rate: float = Field(0.02, ge=0, le=1)
+    # distillation (the flywheel's student): its cost per 1,000 requests at most this fraction of the champion's
+    max_cost_ratio_vs_champion: float | None = Field(None, gt=0, le=1)
 
 
 _GRADER_NAME = r"[a-z0-9][a-z0-9_.-]{0,39}"
-_SIMILARITY = ("fuzzy_match", "bleu", "gleu", "rouge_1", "rouge_2", "rouge_3", "rouge_4", "rouge_5", "rouge_l")
+_Similarity = Literal["fuzzy_match", "bleu", "gleu", "rouge_1", "rouge_2", "rouge_3", "rouge_4", "rouge_5", "rouge_l"]
 
 
 class GraderSpec(_Strict):
@@ -61,7 +63,7 @@ class GraderSpec(_Strict):
                   "score_model"]
     name: str | None = Field(None, pattern=_GRADER_NAME)
     operation: Literal["eq", "ne", "like", "ilike"] | None = None          # string_check
-    evaluation_metric: Literal[_SIMILARITY] | None = None                   # type: ignore[valid-type]
+    evaluation_metric: _Similarity | None = None
     model: str | None = Field(None, max_length=64)                          # score_model: a hub deployment
     rubric: str | None = Field(None, max_length=2000)                       # score_model
     reference: str | None = Field(None, pattern=r"^\{\{\s*item\.[A-Za-z0-9_]+\s*\}\}$")
@@ -98,6 +100,15 @@ class Evaluation(_Strict):
         return self
 
 
+class Origin(_Strict):
+    """Where a run came from when ftops itself started it (the flywheel: shared.stages.harvest)."""
+    kind: Literal["flywheel"]
+    environment: str = Field(max_length=32)
+    deployment_name: str = Field(max_length=64)
+    champion_run: str = Field(max_length=200)
+    pool: str = Field(max_length=64)
+
+
 class RunSettings(_Strict):
     schema_version: Literal[1] = 1
     base_model: str = DEFAULT_BASE_MODEL
@@ -116,6 +127,7 @@ class RunSettings(_Strict):
     ticket: str | None = None
     pii: Literal["error", "warn"] = "error"
     over_limit: Literal["error", "warn"] = "error"
+    origin: Origin | None = None
 
     @field_validator("suffix", "deployment_name")
     @classmethod

@@ -36,6 +36,12 @@ def deployment_failed(env: str) -> str:
     return f"deployment_failed:{env}"
 
 
+def rolled_back(env: str) -> str:
+    """The run's current model was taken out of `env` by a rollback (the slots serve an earlier model, of this
+    run or another); terminal: a retrain starts a new model, retire removes what is left elsewhere."""
+    return f"rolled_back:{env}"
+
+
 def split(state: str) -> tuple[str, str | None]:
     """'deployed:prod' → ('deployed', 'prod'); 'training' → ('training', None)."""
     kind, _, env = state.partition(":")
@@ -45,7 +51,7 @@ def split(state: str) -> tuple[str, str | None]:
 def is_terminal(state: str, last_environment: str | None = None) -> bool:
     """Terminal states; `deployed:<env>` is terminal only for the run's last environment."""
     kind, env = split(state)
-    if state in _TERMINAL or kind == "deployment_failed":
+    if state in _TERMINAL or kind in ("deployment_failed", "rolled_back"):
         return True
     return kind == "deployed" and env is not None and env == last_environment
 
@@ -56,7 +62,8 @@ _ALLOWED_FROM: dict[str, set[str]] = {
     REJECTED: {RECEIVED, VALIDATING},
     ACCEPTED: {VALIDATING},
     UPLOADING: {ACCEPTED, UPLOADING, WAITING_FOR_QUOTA, TRAINING_FAILED, CANCELLED, TRAINED, EVALUATED,
-                EVALUATION_FAILED, "deployed", "deployment_failed", APPROVAL_DENIED},  # retrain re-enters here
+                EVALUATION_FAILED, "deployed", "deployment_failed", APPROVAL_DENIED,
+                "rolled_back"},  # retrain re-enters here
     WAITING_FOR_QUOTA: {UPLOADING, WAITING_FOR_QUOTA, TRAINING},
     TRAINING: {UPLOADING, WAITING_FOR_QUOTA},
     TRAINING_FAILED: {UPLOADING, WAITING_FOR_QUOTA, TRAINING},
@@ -70,7 +77,8 @@ _ALLOWED_FROM: dict[str, set[str]] = {
     "awaiting_approval": {"deployed"},
     APPROVAL_DENIED: {"awaiting_approval"},
     "deployment_failed": {"deploying"},
-    RETIRED: {"deployed", "deployment_failed", "awaiting_approval", APPROVAL_DENIED, EVALUATED},
+    "rolled_back": {"deployed", "awaiting_approval", "rolled_back"},
+    RETIRED: {"deployed", "deployment_failed", "awaiting_approval", APPROVAL_DENIED, EVALUATED, "rolled_back"},
 }
 
 

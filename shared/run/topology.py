@@ -9,7 +9,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, overload
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import Field as PydanticField
 
 from shared.run.config import ConfigError, Settings
 from shared.run.models import DEPLOYMENT_TYPES, DEVELOPER, UnknownModelError, model_facts
@@ -21,7 +24,8 @@ DEFAULT_QUOTA = 5   # fine-tuned deployments per resource (Azure's default limit
 # types are not listed for fine-tuned models, so they are refused.
 SKUS = {kind.lower(): kind for kind in DEPLOYMENT_TYPES}
 ACCEPT_DEVELOPER = "accepts_developer_expiry"   # environment key: Developer targets live 24 h, and that is fine
-_ENV_KEYS = {"name", "requires_approval", "approvers", "allow_single_region", "targets", "retire", ACCEPT_DEVELOPER}
+_ENV_KEYS = {"name", "requires_approval", "approvers", "allow_single_region", "targets", "retire", ACCEPT_DEVELOPER,
+             "harvest"}
 _RETIRE_KEYS = {"approval_denied", "failed", "superseded", "awaiting_approval_days"}
 _TARGET_REQUIRED = ("subscription", "resource_group", "account", "region", "tenant", "sku", "capacity")
 _TARGET_KEYS = set(_TARGET_REQUIRED) | {"credential", "quota"}
@@ -62,6 +66,26 @@ class RetirePolicy:
     awaiting_approval_days: float | None = 7.0       # waiting for approval longer than this; None: never
 
 
+class HarvestPolicy(BaseModel):
+    """The flywheel for one environment (shared.stages.harvest; docs/flywheel.md): off unless configured."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sources: tuple[Literal["stored_completions", "traffic"], ...] = ("stored_completions", "traffic")
+    metadata: dict[str, str] = {}              # stored completions: only those with these metadata pairs
+    max_exchanges: int = PydanticField(2000, ge=1, le=100_000)   # read per tick and deployment name
+    max_age_days: float = PydanticField(14.0, gt=0, le=30)       # older exchanges are skipped
+    min_examples: int = PydanticField(100, ge=10, le=1_000_000)  # curated examples that make a run
+    privacy: Literal["drop", "mask"] = "drop"  # an exchange with personal data or a secret
+    min_rating: float | None = None            # traffic lines with a lower `rating` are dropped
+    leakage_threshold: float = PydanticField(0.6, gt=0, le=1)    # Jaccard of word 3-grams with held-out prompts
+    teacher: str | None = PydanticField(None, max_length=64)     # a hub deployment that relabels (distillation)
+    student_base_model: str | None = PydanticField(None, max_length=64)   # the next run's base model
+    max_cost_ratio: float | None = PydanticField(None, gt=0, le=1)  # student cost / champion cost per 1,000 requests
+    cross_tenant: bool = False                 # harvest spokes outside the hub's tenant (data leaves that tenant)
+    drift_examples: int | None = PydanticField(None, ge=5, le=1000)   # drift watch: held-out examples per check
+    drift_starts_harvest: bool = True          # a drifted deployment is harvested at once
+
+
 @dataclass(frozen=True)
 class Environment:
     name: str
@@ -71,6 +95,7 @@ class Environment:
     targets: tuple[Target, ...]
     retire: RetirePolicy = RetirePolicy()
     accepts_developer_expiry: bool = False   # Developer targets allowed: their deployments die after 24 h
+    harvest: HarvestPolicy | None = None     # the flywheel (None: off)
 
     @property
     def regions(self) -> list[str]:
@@ -208,7 +233,21 @@ def _environment(raw: Any, path: str, setting: str, hub_tenant: str | None) -> E
     return Environment(name=name, requires_approval=requires_approval,
                        approvers=tuple(a.strip() for a in approvers_raw), allow_single_region=allow_single,
                        targets=targets, retire=_retire_policy(raw.get("retire", {}), f"{path}.retire", setting),
-                       accepts_developer_expiry=accepts_developer)
+                       accepts_developer_expiry=accepts_developer,
+                       harvest=_harvest_policy(raw.get("harvest"), f"{path}.harvest", setting))
+
+
+def _harvest_policy(raw: Any, path: str, setting: str) -> HarvestPolicy | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{setting}: {path} must be an object")
+    try:
+        return HarvestPolicy.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{setting}: {path}.{where}: {first['msg']}") from None
 
 
 def _retire_policy(raw: Any, path: str, setting: str) -> RetirePolicy:
@@ -273,6 +312,12 @@ def _bool(raw: dict[str, Any], key: str, default: bool, path: str, setting: str)
     return value
 
 
+@overload
+def _positive_int(raw: dict[str, Any], key: str, path: str, setting: str, *,
+                  required: Literal[True]) -> int: ...
+@overload
+def _positive_int(raw: dict[str, Any], key: str, path: str, setting: str, *,
+                  required: bool) -> int | None: ...
 def _positive_int(raw: dict[str, Any], key: str, path: str, setting: str, *, required: bool) -> int | None:
     if key not in raw:
         if required:

@@ -23,7 +23,7 @@ from shared.run.topology import Environment
 from shared.store.claims import conditional_update
 from shared.store.events import advance
 from shared.store.outbox import send_held
-from shared.store.registry import RunRecord, now_iso
+from shared.store.registry import ApprovalAttempt, ApprovalTaken, RunRecord
 
 if TYPE_CHECKING:
     from shared.app.bootstrap import Deps
@@ -55,11 +55,20 @@ def candidate(deps: Deps, run: RunRecord) -> dict[str, Any]:
             "dataset_hash": run.dataset_hash, "evaluation_report_hash": evaluation_report_hash(deps, run.run_id)}
 
 
+class ApprovalConflict(Refused):
+    """Another approval of the same run, environment and model won: this attempt is kept, as lost (409)."""
+
+
 def approve(deps: Deps, caller: Caller, run_id: str, environment: str, *, ticket: str, model: str,
             comment: str | None = None, dataset_hash: str | None = None,
             evaluation_report_hash: str | None = None) -> dict[str, Any]:
     """Record the approval and send the deploy; returns the evidence. AccessDenied (403) or Refused (409)
-    say why not; the caller (the API) audits refusals with who tried."""
+    say why not; the caller (the API) audits refusals with who tried.
+
+    Every attempt is its own record (shared.store.registry.ApprovalAttempt: id, who, ticket, model, evidence
+    hashes, time to the microsecond); exactly one per run × environment × model wins, by a conditional
+    insert, and only the winner is written on the run, audited and announced. A concurrent loser gets
+    ApprovalConflict (409) naming the winner."""
     run = deps.registry.require_run(run_id)
     env = gated_environment(deps, environment, run)
     _check_right(caller, env)
@@ -70,13 +79,15 @@ def approve(deps: Deps, caller: Caller, run_id: str, environment: str, *, ticket
         raise Refused(f"run {run_id}: this approval names {'; '.join(stale)}: it was prepared for another model "
                       "or evidence (a retrain, or a replayed request); look at the run again and approve what it "
                       "holds now")
-    evidence = {"environment": env.name, **now, "approver_oid": caller.oid, "approver_name": caller.name,
-                "ticket": (ticket or "").strip(), "comment": comment, "at": now_iso()}
+    attempt = ApprovalAttempt(run_id=run_id, environment=env.name, approver_oid=caller.oid,
+                              approver_name=caller.name, ticket=(ticket or "").strip(), model=str(now["model"] or ""),
+                              dataset_hash=now["dataset_hash"], evaluation_report_hash=now["evaluation_report_hash"],
+                              comment=comment)
+    evidence = _evidence(attempt)
     existing = run.approvals.get(env.name)
-    if existing and all(existing.get(k) == evidence[k] for k in ("approver_oid", "ticket", "model",
-                                                                 "evaluation_report_hash")):
+    if existing and _same_decision(existing, evidence):
         if run.state == states.awaiting_approval(env.name):   # a repeat: finish what the first may not have
-            _announce(deps, caller, run_id, existing)
+            _announce(deps, run_id, existing)
             send_deploy(deps, run.run_id, env.name, model=existing.get("model"))
         return existing
     if run.state != states.awaiting_approval(env.name):
@@ -84,8 +95,22 @@ def approve(deps: Deps, caller: Caller, run_id: str, environment: str, *, ticket
     problem = evidence_problem(run, env, evidence)
     if problem:
         raise (AccessDenied(403, problem, caller=caller) if "four eyes" in problem else Refused(problem))
+    try:
+        deps.registry.record_approval(attempt)
+    except ApprovalTaken as taken:
+        winner = _evidence(ApprovalAttempt(**{k: v for k, v in taken.winner.items() if k != "etag"}))
+        if not _same_decision(winner, evidence):
+            raise ApprovalConflict(
+                f"run {run_id}: {env.name!r} was already approved for {attempt.model} by "
+                f"{winner['approver_name'] or ''} <{winner['approver_oid']}> (ticket {winner['ticket']}, "
+                f"{winner['at']}, approval {winner['approval_id']}); this attempt ({attempt.attempt_id}) is kept "
+                "as lost") from None
+        evidence = winner   # the same person's earlier attempt won (a repeat after a crash): finish it
 
-    def record(fresh: RunRecord) -> RunRecord:   # the evidence only; the state moves when the deploy starts
+    def record(fresh: RunRecord) -> RunRecord | None:   # the evidence only; the state moves when the deploy starts
+        held = fresh.approvals.get(env.name)
+        if held and held.get("approval_id") == evidence["approval_id"]:
+            return None
         if fresh.state != states.awaiting_approval(env.name):
             raise Refused(f"run {run_id} is {fresh.state!r}, not awaiting approval for {env.name!r}")
         fresh.approvals = {**fresh.approvals, env.name: evidence}
@@ -93,19 +118,34 @@ def approve(deps: Deps, caller: Caller, run_id: str, environment: str, *, ticket
 
     conditional_update(lambda: deps.registry.require_run(run_id), record, deps.registry.save_run,
                        gives_up=f"run {run_id}: too many concurrent updates while approving")
-    _announce(deps, caller, run_id, evidence)
+    _announce(deps, run_id, evidence)
     send_deploy(deps, run_id, env.name, model=evidence["model"])
     return evidence
 
 
-def _announce(deps: Deps, caller: Caller, run_id: str, evidence: dict[str, Any]) -> None:
-    """The approval's audit record and event, once each: named by the recorded evidence's time, so a repeat
-    after a crash (the approval saved, nothing told yet) tells it, and a second repeat adds nothing."""
-    if not any(a["action"] == "approval.granted" and a["detail"].get("at") == evidence.get("at")
-               and a["detail"].get("environment") == evidence.get("environment")
+def _evidence(attempt: ApprovalAttempt) -> dict[str, Any]:
+    """What the run keeps of the winning attempt (docs/CONTRACTS.md: `approvals[env]`)."""
+    return {"environment": attempt.environment, "run_id": attempt.run_id, "model": attempt.model,
+            "dataset_hash": attempt.dataset_hash, "evaluation_report_hash": attempt.evaluation_report_hash,
+            "approver_oid": attempt.approver_oid, "approver_name": attempt.approver_name, "ticket": attempt.ticket,
+            "comment": attempt.comment, "at": attempt.at, "approval_id": attempt.attempt_id}
+
+
+def _same_decision(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return all(a.get(k) == b.get(k) for k in ("approver_oid", "ticket", "model", "evaluation_report_hash"))
+
+
+def _announce(deps: Deps, run_id: str, evidence: dict[str, Any]) -> None:
+    """The winning approval's audit record and event, once each, named by its approval id (evidence from before
+    approval ids: its time and environment), so a repeat after a crash tells it and a second repeat adds
+    nothing. The actor is the approver the evidence names, whoever repeats the call."""
+    key = evidence.get("approval_id") or f"{evidence.get('environment')}|{evidence.get('at')}"
+    if not any(a["action"] == "approval.granted" and (a["detail"].get("approval_id") or
+                                                      f"{a['detail'].get('environment')}|{a['detail'].get('at')}") == key
                for a in deps.registry.audit_trail(run_id)):
-        deps.registry.audit(run_id, "approval.granted", actor=caller.actor, detail=evidence)
-    event_id = hashlib.sha256(f"approved|{run_id}|{evidence.get('environment')}|{evidence.get('at')}".encode())
+        name, oid = evidence.get("approver_name"), evidence.get("approver_oid")
+        deps.registry.audit(run_id, "approval.granted", actor=f"{name} <{oid}>" if name else str(oid), detail=evidence)
+    event_id = hashlib.sha256(f"approved|{run_id}|{key}".encode())
     send_held(deps, deps.settings.events_topic, run_event("approved", run_id, evidence,
                                                            event_id=event_id.hexdigest()[:32]))
 

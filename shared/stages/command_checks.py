@@ -29,14 +29,15 @@ def cancel_needed(run: RunRecord) -> bool:
     return True
 
 
-def check_job_action(run: RunRecord, action: str, hub_api: HubSurface) -> None:
-    """pause / resume: only a training run's job, and only on a hub API that has the path."""
+def check_job_action(run: RunRecord, action: str, hub_api: HubSurface) -> str:
+    """pause / resume: only a training run's job, and only on a hub API that has the path. The job's id."""
     if run.state != states.TRAINING or not run.job_id:
         raise PermanentError(f"run {run.run_id} is {run.state}: only a training run's job can be {action}d")
     try:
         hub_api.require_pause_resume(action)
     except UnsupportedOnSurface as exc:
         raise PermanentError(f"run {run.run_id}: cannot {action} job {run.job_id}: {exc}") from exc
+    return run.job_id
 
 
 def retrain_settings(run: RunRecord, changes: dict[str, Any]) -> tuple[RunSettings, bool]:

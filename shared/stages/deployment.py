@@ -23,7 +23,7 @@ from shared.run.topology import Environment, Target, Topology, target_problem
 from shared.stages.approvals import approval_problem, owner_of, send_deploy
 from shared.store import claims
 from shared.store.events import advance
-from shared.store.registry import DeploymentRecord, RunRecord
+from shared.store.registry import DeploymentRecord, RunRecord, SlotEntry
 
 if TYPE_CHECKING:
     from shared.app.bootstrap import Deps
@@ -140,7 +140,8 @@ def _environment(topology: Topology, name: str, order: list[str], run: RunRecord
 def _already_done(deps: Deps, run: RunRecord, env: Environment, order: list[str], topology: Topology) -> bool:
     """A duplicate or late message: the run is already at or past this environment."""
     kind, at = states.split(run.state)
-    if run.state in (states.APPROVAL_DENIED, states.RETIRED) or run.state == states.deployment_failed(env.name):
+    if run.state in (states.APPROVAL_DENIED, states.RETIRED) or run.state == states.deployment_failed(env.name) \
+            or kind == "rolled_back":
         log.info("run %s is %s; deploy to %s ignored", run.run_id, run.state, env.name)
         return True
     if at is None or at not in order:
@@ -252,9 +253,23 @@ def _save_slot(deps: Deps, run: RunRecord, env: Environment, outcome: Outcome, n
     record = claims.conditional_update(
         lambda: deps.registry.get_deployment(env.name, t.account, name), replace, deps.registry.save_deployment,
         gives_up=f"deployment slot {env.name}|{t.account}|{name}: too many concurrent updates")
+    assert record is not None   # replace() always returns a record to write
     if slot is not None and slot.state == "active" and slot.run_id != run.run_id:
         deps.registry.audit(slot.run_id, "deployment.superseded", actor=ACTOR,
                             detail={"slot": record.slot, "by_run": run.run_id, "model": model})
+    approval = run.approvals.get(env.name) or {}
+    deps.registry.begin_serving(SlotEntry(environment=env.name, account=t.account, deployment=name, region=t.region,
+                                          run_id=run.run_id, model=model, approved_by=approver_of(approval),
+                                          ticket=approval.get("ticket")),
+                                previous_left=(f"replaced by run {run.run_id}'s model {model}"))
+
+
+def approver_of(approval: dict[str, Any]) -> str | None:
+    """How an approval's approver is shown: `name <object id>`, or None without an approval."""
+    oid = approval.get("approver_oid")
+    if not oid:
+        return None
+    return f"{approval.get('approver_name')} <{oid}>" if approval.get("approver_name") else str(oid)
 
 
 def _promote(deps: Deps, run: RunRecord, env: Environment, order: list[str], topology: Topology) -> None:

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 from shared.app.settlement import retry_later
 from shared.azure.arm_deployments import DeploymentQuota, DeploymentRefused, DeploymentTransient
 from shared.evaluation import graders as grading
-from shared.evaluation.confidence import paired_difference
+from shared.evaluation.confidence import Interval, paired_difference
 from shared.evaluation.examples import Example, load_examples, stream_lines
-from shared.evaluation.gates import choose_candidate, evaluate_gates, thresholds_from
+from shared.evaluation.gates import choose_candidate, cost_gate, evaluate_gates, thresholds_from
 from shared.evaluation.hubdeploy import create_deployment, hub_account, plan_candidates, plan_champion
 from shared.evaluation.metrics import ExampleResult, aggregate
 from shared.evaluation.report import build_report, loss_rows, render_html, summary
@@ -97,7 +97,7 @@ def _evaluate(run: RunRecord, deps: Deps, request: EvaluateRequest) -> str | Non
     return states.EVALUATED
 
 
-def _graders(run_id: str, settings: dict[str, Any], evaluation: Evaluation, examples: list[Example],
+def grader_set(run_id: str, settings: dict[str, Any], evaluation: Evaluation, examples: list[Example],
              gate: str | None) -> tuple[list[grading.Grader], str]:
     """run.json's graders; else a reinforcement run's own grader; else defaults from the data's shape."""
     if evaluation.graders:
@@ -136,7 +136,7 @@ def _measure(run: RunRecord, deps: Deps) -> dict[str, Any]:
         why = "; ".join(loaded.skipped) or "the file is empty"
         raise _Failed(f"{deps.settings.reports_container}/{eval_path}: no usable held-out example ({why})")
 
-    graders, gate_grader = _graders(run_id, settings, evaluation, loaded.examples, thresholds.grader)
+    graders, gate_grader = grader_set(run_id, settings, evaluation, loaded.examples, thresholds.grader)
 
     steps = [row["step"] for row in loss_rows(run.metrics)]
     candidates = plan_candidates(run_id, run.fine_tuned_model, base_model, run.checkpoints or [],
@@ -175,13 +175,14 @@ def _measure(run: RunRecord, deps: Deps) -> dict[str, Any]:
 
     names = [g.name for g in graders]
     metrics = {c.name: aggregate(results[c.name], graders=names,
-                                 price_per_1m=inference_price_per_1m(base_model, fine_tuned=c.kind != "base"))
+                                 price_per_1m=inference_price_per_1m(_base_of(c, base_model), fine_tuned=c.kind != "base"))
                for c in active}
     chosen = choose_candidate(active, metrics, gate_grader)
     # paired bootstrap of the chosen model against each reference point, for every grader
-    comparisons = {other: {g: paired_difference(_scores(results[chosen.name], g), _scores(results[other], g))
-                           for g in names}
-                   for other in ("base", "champion") if other in results}
+    comparisons: dict[str, dict[str, Interval]] = {
+        other: {g: paired_difference(_scores(results[chosen.name], g), _scores(results[other], g))
+                for g in names}
+        for other in ("base", "champion") if other in results}
     has_champion = "champion" in results
     champion_note = None
     if champion is not None and not has_champion:
@@ -191,6 +192,9 @@ def _measure(run: RunRecord, deps: Deps) -> dict[str, Any]:
                            champion=metrics["champion"] if has_champion else None,
                            over_champion=comparisons["champion"][gate_grader] if has_champion else None,
                            champion_note=champion_note)
+    if (priced := cost_gate(metrics[chosen.name], metrics.get("champion"),
+                            thresholds.max_cost_ratio_vs_champion)) is not None:
+        gates.append(priced)
     return build_report(run_id=run_id, base_model=base_model, fine_tuned_model=run.fine_tuned_model,
                         eval_path=eval_path, examples=loaded.examples, available=loaded.total,
                         skipped_lines=loaded.skipped, candidates=active, results=results, metrics=metrics,
@@ -220,7 +224,7 @@ def _wait_for_quota(deps: Deps, run: RunRecord, request: EvaluateRequest, exc: D
 
 def _total_wait(waits: int) -> float:
     first, longest = QUOTA_BACKOFF_SECONDS
-    return sum(min(longest, first * 2 ** n) for n in range(waits))
+    return sum(min(longest, first * 2.0 ** n) for n in range(waits))
 
 
 def _read_lines(deps: Deps, path: str, run_id: str) -> Iterator[bytes]:
@@ -282,3 +286,11 @@ def _resend_deploy(deps: Deps, run: RunRecord) -> None:
     if run.environments:
         send_deploy(deps, run.run_id, run.environments[0], model=run.chosen_model or run.fine_tuned_model)
         log.info("run %s: deploy request for %s sent", run.run_id, run.environments[0])
+
+
+def _base_of(candidate: Candidate, base_model: str) -> str:
+    """The base model a candidate's price follows: the champion may be another model than this run's (a
+    distilled student is measured against a larger champion): its fine-tuned id names its base."""
+    if candidate.kind == "champion":
+        return candidate.model.split(".ft-")[0] or base_model
+    return base_model

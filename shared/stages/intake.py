@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -179,12 +179,13 @@ def _dataset_files(drop: Drop, deps: Deps, problems: list[Any], etags: dict[str,
     return files
 
 
-def _chunks(deps: Deps, blob_name: str, etag: str | None) -> Any:
+def _chunks(deps: Deps, blob_name: str, etag: str | None) -> Callable[[], Iterable[bytes]]:
     def read() -> Iterable[bytes]:
         blob = deps.blobs.get_blob_client(deps.settings.datasets_container, blob_name)
-        if etag is None:
-            return blob.download_blob().chunks()
-        return blob.download_blob(etag=etag, match_condition=MatchConditions.IfNotModified).chunks()
+        download = (blob.download_blob() if etag is None
+                    else blob.download_blob(etag=etag, match_condition=MatchConditions.IfNotModified))
+        chunks: Iterable[bytes] = download.chunks()   # the SDK's StorageStreamDownloader[bytes]
+        return chunks
     return read
 
 

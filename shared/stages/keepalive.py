@@ -26,8 +26,9 @@ from shared.run.models import DEVELOPER
 from shared.run.ncrontab import CronError, Schedule
 from shared.run.topology import Topology
 from shared.stages.retirement import retire_unneeded
+from shared.store.claims import ConcurrencyError
 from shared.store.events import publish
-from shared.store.registry import ConcurrencyError, DeploymentRecord, now_iso
+from shared.store.registry import DeploymentRecord, now_iso
 
 if TYPE_CHECKING:
     from shared.app.bootstrap import Deps
@@ -235,6 +236,7 @@ def _expired(deps: Deps, slot: DeploymentRecord) -> tuple[str, dict[str, Any] | 
                                         and fresh.state == "active")
     except ConcurrencyError:
         log.warning("keep-alive: could not record the expiry of %s (concurrent updates)", slot.slot)
+    deps.registry.close_slot(slot.environment, slot.account, slot.deployment, left=detail["reason"])
     deps.registry.audit(slot.run_id, "deployment.expired", actor=ACTOR, detail=detail)
     publish(deps, slot.run_id, "deployment_expired", detail)
     log.info("keep-alive: Developer deployment %s expired after its 24 hours", slot.slot)

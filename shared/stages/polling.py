@@ -29,7 +29,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from shared.azure.hub import NO_CHECKPOINTS_YET, CallGate, HubError, HubJob, note_unknown_status
+from shared.azure.hub import NO_CHECKPOINTS_YET, CallGate, HubError, HubJob, HubNotFound, note_unknown_status
 from shared.run import actors, states
 from shared.run.messages import EvaluateRequest, envelope, evaluate_message_id
 from shared.stages.command_checks import STARTABLE
@@ -178,10 +178,11 @@ def _read(hub: Any, run: RunRecord, job_id: str, reads: Executor | None
         job, events = hub.retrieve(job_id), hub.new_events(job_id, since=run.events_cursor)
         checkpoints = hub.checkpoints(job_id) if want else None
     else:
-        futures = [reads.submit(hub.retrieve, job_id), reads.submit(hub.new_events, job_id, since=run.events_cursor),
-                   reads.submit(hub.checkpoints, job_id) if want else None]
-        job, events = futures[0].result(), futures[1].result()   # type: ignore[union-attr]
-        checkpoints = futures[2].result() if futures[2] is not None else None
+        job_read, events_read = reads.submit(hub.retrieve, job_id), reads.submit(hub.new_events, job_id,
+                                                                                  since=run.events_cursor)
+        checkpoints_read = reads.submit(hub.checkpoints, job_id) if want else None
+        job, events = job_read.result(), events_read.result()
+        checkpoints = checkpoints_read.result() if checkpoints_read is not None else None
     if checkpoints is None:
         checkpoints = hub.checkpoints(job_id) if job.may_have_checkpoints else run.checkpoints
     return job, events, checkpoints
@@ -217,6 +218,8 @@ def _succeeded(deps: Deps, hub: Any, run: RunRecord, job: HubJob, common: dict[s
         detail["results_file"] = (f"missing: the hub posted no results file within "
                                   f"{deps.settings.results_wait_seconds:.0f} s of the job's success")
         log.warning("run %s: job %s has no results file; %s", run.run_id, job.id, detail["results_file"])
+    elif metrics.get("results_file"):
+        detail["results_file"] = metrics["results_file"]
     try:
         request = envelope(EvaluateRequest(run_id=run.run_id), message_id=evaluate_message_id(run.run_id, job.id))
         run = advance(deps, run.run_id, states.TRAINED, actor=ACTOR, from_states={states.TRAINING},
@@ -292,7 +295,12 @@ def _results(deps: Deps, hub: Any, run_id: str, job: HubJob) -> dict[str, Any]:
     final values plus an evenly thinned series (an entity property holds at most 64 KB)."""
     if not job.result_files:
         return {"final": {}, "steps": 0, "series": []}
-    parsed = hub.results_metrics(job.result_files[0])
+    try:
+        parsed = hub.results_metrics(job.result_files[0])
+    except HubNotFound:   # deleted since (a tidied hub): trained, without per-step metrics — never stuck
+        gone = f"gone: the hub no longer has results file {job.result_files[0]} (deleted after an earlier run?)"
+        log.warning("run %s: job %s: %s", run_id, job.id, gone)
+        return {"final": {}, "steps": 0, "series": [], "results_file": gone}
     path = f"{run_id}/training/metrics.json"
     blob = deps.blobs.get_blob_client(deps.settings.reports_container, path)
     blob.upload_blob(json.dumps(parsed, separators=(",", ":")).encode(), overwrite=True)

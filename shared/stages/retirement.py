@@ -3,7 +3,9 @@ automatically, on the keep-alive timer, before it pings what is meant to stay.
 
 A slot is retired when its run was denied approval, failed later (a deployment that was rolled back, a
 retrain that failed), was superseded (a newer run under the same deployment name is deployed somewhere),
-or has waited for approval longer than its environment allows — each per environment's `retire` policy in
+or has waited for approval longer than its environment allows, or can never go further (no owner for the
+gated environment that follows, no approver who is not its owner: shared.run.rules.cannot_progress) for
+longer than that — the clock starts when the run entered its state — each per environment's `retire` policy in
 SPOKES_CONFIG (`shared.run.topology.RetirePolicy`, defaults: all on, 7 days). Never retired: any slot of a run
 the last environment (prod) serves, so the model prod serves keeps its lower-environment deployments. A
 slot whose previous model belongs to that run gets it back (in place) instead of being deleted.
@@ -20,16 +22,17 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.run import actors, states
+from shared.run.rules import cannot_progress
 from shared.run.topology import Topology
 from shared.store.events import advance, publish
-from shared.store.registry import DeploymentRecord, RunRecord, now_iso
+from shared.store.registry import DeploymentRecord, RunRecord, SlotEntry, now_iso
 
 if TYPE_CHECKING:
     from shared.app.bootstrap import Deps
 
 log = logging.getLogger(__name__)
 ACTOR = actors.AUTO_RETIRE
-FAILED = {states.TRAINING_FAILED, states.EVALUATION_FAILED, "deployment_failed"}
+FAILED = {states.TRAINING_FAILED, states.EVALUATION_FAILED, "deployment_failed", "rolled_back"}
 
 
 @dataclass(frozen=True)
@@ -57,24 +60,33 @@ def plan(topology: Topology, runs: dict[str, RunRecord], slots: list[DeploymentR
         run, env = runs.get(s.run_id), topology.environment(s.environment)
         if run is None or env is None or run.run_id in serving:
             continue
-        why = _why(run, s, env.retire, newest.get(s.deployment), now)
+        why = _why(run, s, env.retire, newest.get(s.deployment), now, cannot_progress(run, topology))
         if why is not None:
             restore = s.previous_run_id if s.previous_run_id in serving and s.previous_model else None
             out.append(Retirement(s, *why, restore_run=restore))
     return out
 
 
+def waiting_since(run: RunRecord) -> str:
+    """When the run entered its state: the policy's clock (a later save of the run, an approval attempt or
+    an outbox flush, does not restart it). Runs recorded before `state_since` existed: their last update."""
+    return run.state_since or run.updated_at
+
+
 def _why(run: RunRecord, slot: DeploymentRecord, policy: Any, newest: RunRecord | None,
-         now: datetime) -> tuple[str, str] | None:
+         now: datetime, stuck: str | None = None) -> tuple[str, str] | None:
     kind, env = states.split(run.state)
     if kind == states.APPROVAL_DENIED and policy.approval_denied:
         return "approval_denied", f"run {run.run_id} was denied promotion"
     if kind in FAILED and policy.failed:
         return "failed", f"run {run.run_id} ended {run.state}"
-    if kind == "awaiting_approval" and policy.awaiting_approval_days is not None:
-        waited = (now - datetime.fromisoformat(run.updated_at)).total_seconds() / 86400
+    if (kind == "awaiting_approval" or stuck) and policy.awaiting_approval_days is not None:
+        waited = (now - datetime.fromisoformat(waiting_since(run))).total_seconds() / 86400
         if waited > policy.awaiting_approval_days:
             limit = policy.awaiting_approval_days
+            if kind != "awaiting_approval" and stuck:
+                return "cannot_progress", (f"run {run.run_id} {stuck} (waited {waited:.1f} days; limit {limit:g} "
+                                           f"in {slot.environment})")
             return "awaiting_approval_expired", (f"run {run.run_id} waited {waited:.1f} days for approval of "
                                                  f"{env} (limit {limit:g} in {slot.environment})")
     if policy.superseded and newest is not None and newest.run_id != run.run_id \
@@ -135,9 +147,16 @@ def _retire(deps: Deps, topology: Topology, item: Retirement) -> dict[str, Any]:
             deps.registry.update_deployment(fresh, still_applies=still_ours, model=slot.previous_model,
                                             run_id=item.restore_run, previous_model=None, previous_run_id=None,
                                             tags=tags, last_ping=now_iso(), last_ping_ok=True)
+            deps.registry.begin_serving(SlotEntry(environment=slot.environment, account=slot.account,
+                                                  deployment=slot.deployment, region=slot.region,
+                                                  run_id=item.restore_run, model=slot.previous_model or "",
+                                                  came="restored"),
+                                        previous_left=f"auto-retired: {item.detail}")
             return {"slot": slot.slot, "ok": True, "action": f"restored the model of run {item.restore_run}"}
         existed = deps.spokes.delete(target, slot.deployment)
         deps.registry.update_deployment(fresh, still_applies=still_ours, state="retired")
+        deps.registry.close_slot(slot.environment, slot.account, slot.deployment, left=f"auto-retired: {item.detail}",
+                                 retired=True)
         return {"slot": slot.slot, "ok": True, "action": "deleted" if existed else "already gone"}
     except Exception as exc:  # noqa: BLE001 (per-slot outcome, retried on the next tick)
         log.warning("auto-retire of %s failed: %s", slot.slot, exc)
@@ -150,3 +169,4 @@ def _close_run(deps: Deps, run: RunRecord, item: Retirement) -> None:
         return
     advance(deps, run.run_id, states.RETIRED, actor=ACTOR, from_states={run.state},
             detail={"reason": item.reason, "detail": item.detail, "automatic": True})
+    deps.registry.retire_models(run.run_id, reason=f"auto-retired: {item.detail}")

@@ -24,7 +24,6 @@ from pydantic import ValidationError
 
 from shared.app.settlement import PermanentError
 from shared.azure.hub import (
-    Hub,
     HubError,
     HubNotFound,
     HubPermanentError,
@@ -53,6 +52,7 @@ from shared.store.run_updates import Superseded, update_run
 
 if TYPE_CHECKING:
     from shared.app.bootstrap import Deps
+    from shared.app.ports import Hub
 
 log = logging.getLogger(__name__)
 
@@ -121,27 +121,54 @@ def handle_train(request: TrainRequest, deps: Deps) -> None:
         _fail(deps, hub, run.run_id, exc)
         return
     with claims.hold(deps.registry, job_claim_key(key), ttl_seconds=CLAIM_TTL_SECONDS) as claim:
-        if claim.completed and claim.result:
-            done = claim.result
-            log.info("run %s: job key %s already has job %s; adopting it", run.run_id, key[:12], done.get("job_id"))
-            claim.complete(_adopt(deps, hub, run.run_id, key, str(done["job_id"]), dict(done.get("hub_files") or {})))
-            return
-        try:
-            if claim.owned:
-                claim.complete(_create_or_adopt(deps, hub, run.run_id, key, settings))
-            elif adopted := _adopt_or_wait(deps, hub, request, key, settings):
-                claim.complete(adopted)
-        except HubQuotaExceeded as exc:
-            claim.release()
-            _wait_for_quota(deps, run.run_id, request.attempt, exc)
-        except HubPermanentError as exc:
-            claim.release()
-            _fail(deps, hub, run.run_id, exc)
-        except Superseded as exc:
-            claim.release()
-            log.info("run %s: stopped creating the job: %s", run.run_id, exc)
-        # any other failure (transient, or a bug) leaves `hold`, which frees the key so the retry can claim
-        # it; the retry looks for the job first
+        if claim.completed and claim.result and _finished_elsewhere(hub, run.run_id, claim.result):
+            # a repeat of an earlier drop: its own job, once (its own key: a redelivery adopts that job)
+            with claims.hold(deps.registry, job_claim_key(f"{key}|{run.run_id}"), ttl_seconds=CLAIM_TTL_SECONDS) as own:
+                _settle_claim(deps, hub, request, key, settings, own)
+        else:
+            _settle_claim(deps, hub, request, key, settings, claim)
+
+
+def _finished_elsewhere(hub: Hub, run_id: str, done: dict[str, Any]) -> bool:
+    """The key's job belongs to another run and is over: a repeat of an earlier drop (same data and settings).
+    Adopting it would follow a job whose files were tidied away (its results file gone): it trains anew."""
+    if not done.get("run_id") or done.get("run_id") == run_id:
+        return False
+    try:
+        status = hub.retrieve(str(done["job_id"])).status
+    except HubNotFound:
+        status = "gone"
+    if status in ("succeeded", "failed", "cancelled", "gone"):
+        log.info("run %s: job %s of run %s (same data and settings) is %s; this run trains its own", run_id,
+                 done["job_id"], done["run_id"], status)
+        return True
+    return False
+
+
+def _settle_claim(deps: Deps, hub: Hub, request: TrainRequest, key: str, settings: RunSettings,
+                  claim: claims.Claim) -> None:
+    run_id = request.run_id
+    if claim.completed and claim.result:
+        done = claim.result
+        log.info("run %s: job key %s already has job %s; adopting it", run_id, key[:12], done.get("job_id"))
+        claim.complete(_adopt(deps, hub, run_id, key, str(done["job_id"]), dict(done.get("hub_files") or {})))
+        return
+    try:
+        if claim.owned:
+            claim.complete(_create_or_adopt(deps, hub, run_id, key, settings))
+        elif adopted := _adopt_or_wait(deps, hub, request, key, settings):
+            claim.complete(adopted)
+    except HubQuotaExceeded as exc:
+        claim.release()
+        _wait_for_quota(deps, run_id, request.attempt, exc)
+    except HubPermanentError as exc:
+        claim.release()
+        _fail(deps, hub, run_id, exc)
+    except Superseded as exc:
+        claim.release()
+        log.info("run %s: stopped creating the job: %s", run_id, exc)
+    # any other failure (transient, or a bug) leaves `hold`, which frees the key so the retry can claim
+    # it; the retry looks for the job first
 
 
 def _create_or_adopt(deps: Deps, hub: Hub, run_id: str, key: str, settings: RunSettings) -> dict[str, Any]:
@@ -302,19 +329,19 @@ _JOB_ACTION_OUTCOME = {"pause": ("paused", "pausing"), "resume": ("running", "re
 def _job_action(command: RunCommand, deps: Deps, action: str) -> None:
     run = deps.registry.require_run(command.run_id)
     hub = deps.hub()
-    check_job_action(run, action, hub.surface)
+    job_id = check_job_action(run, action, hub.surface)
     last = next((a["action"] for a in reversed(deps.registry.audit_trail(run.run_id))
                  if a["action"] in ("job.pause", "job.resume") and a["detail"].get("job_id") == run.job_id), None)
     try:
-        job = hub.pause(run.job_id) if action == "pause" else hub.resume(run.job_id)
+        job = hub.pause(job_id) if action == "pause" else hub.resume(job_id)
     except HubNotFound as exc:
         raise PermanentError(f"run {run.run_id}: job {run.job_id} is not on the hub ({exc})") from exc
     except HubPermanentError as exc:
         # a repeat of this command (its first delivery died after the hub acted) finds it done: finish it
-        job = hub.retrieve(run.job_id)
+        job = hub.retrieve(job_id)
         if job.status not in _JOB_ACTION_OUTCOME[action] or (action == "resume" and last != "job.pause"):
             raise PermanentError(f"run {run.run_id}: the hub refused to {action} job {run.job_id}: {exc}") from exc
-    note_unknown_status(run.run_id, run.job_id, job.status)
+    note_unknown_status(run.run_id, job_id, job.status)
     actor = actors.requester(command)
     detail = {"job_id": run.job_id, "job_status": job.status, "reason": command.reason}
     try:

@@ -86,8 +86,9 @@ def hold(store: KeyStore, key: str, *, ttl_seconds: float) -> Iterator[Claim]:
         raise RuntimeError(f"claim {key}: the work ended without completing or releasing it")
 
 
-def conditional_update[T, W](read: Callable[[], T], change: Callable[[T], T | None], write: Callable[[T], W], *,
-                             gives_up: str, attempts: int = 5, first: T = _UNREAD) -> W | T:
+def conditional_update[T, U, W](read: Callable[[], T], change: Callable[[T], U | None],
+                                write: Callable[[U], W], *, gives_up: str, attempts: int = 5,
+                                first: Any = _UNREAD) -> W | T:
     """`write(change(read()))`, where `write` is conditional on what was read (its ETag) and raises
     ConcurrencyError when someone wrote in between: then read again, at most `attempts` times in all.
 
@@ -96,7 +97,9 @@ def conditional_update[T, W](read: Callable[[], T], change: Callable[[T], T | No
     was read is returned as it is. `first`: a record the caller read already, used instead of the first
     read. `gives_up`: the message of the ConcurrencyError raised when every attempt lost the race.
     """
-    current = first
+    # `first` is a T, but typed Any: mypy would infer T from it alone (before the callables) and make T the
+    # record where `read` may return None.
+    current: T = first
     for attempt in range(attempts):
         if attempt or current is _UNREAD:
             current = read()

@@ -3,12 +3,13 @@ files once the job is over."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from shared.store.registry import RunRecord
 
 if TYPE_CHECKING:
     from shared.app.bootstrap import Deps
+    from shared.app.ports import Hub
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ def free_job_key(deps: Deps, run: RunRecord) -> None:
         deps.registry.release(job_claim_key(run.job_key))
 
 
-def tidy_hub(deps: Deps, hub: Any, run: RunRecord, extra_files: list[str] | None = None) -> list[str]:
+def tidy_hub(deps: Deps, hub: Hub, run: RunRecord, extra_files: list[str] | None = None) -> list[str]:
     """After a terminal job: delete the run's files from the hub (unless retention says keep), so the hub
     stays under its 50-file / 1 GB limits. Failures are logged, never fatal: the run's outcome stands."""
     if deps.settings.hub_file_retention != "delete":

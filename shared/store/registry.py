@@ -6,6 +6,7 @@ on the same run cannot both win; every state transition writes exactly one audit
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import uuid
@@ -40,6 +41,11 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def now_precise() -> str:
+    """Now to the microsecond: two records of the same second stay apart, and sort in the order they were made."""
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
 @dataclass
 class RunRecord:
     run_id: str
@@ -69,6 +75,7 @@ class RunRecord:
     approvals: dict[str, dict[str, Any]] = field(default_factory=dict)  # environment → approval evidence
     error: dict[str, Any] | None = None
     outbox: list[dict[str, Any]] = field(default_factory=list)  # messages written with a transition, not sent yet
+    state_since: str | None = None                           # when the run entered its state (not any later save)
     etag: str | None = None
 
     @property
@@ -108,6 +115,66 @@ class DeploymentRecord:
     @property
     def slot(self) -> str:
         return f"{self.environment}|{self.account}|{self.deployment}"
+
+
+@dataclass
+class SlotEntry:
+    """One model's time in one deployment slot (environment × account × deployment name): which model, of which
+    run, from when, approved by whom, and why it left. A slot's entries, oldest first, are its history: what
+    rollback goes back to, what retire marks, what "serving now" and `ftops history` read."""
+    environment: str
+    account: str
+    deployment: str
+    region: str
+    run_id: str
+    model: str
+    since: str = field(default_factory=lambda: now_precise())
+    came: str = "deployed"            # deployed | rolled back to | restored (auto-retire)
+    approved_by: str | None = None    # the approval evidence's approver (name <oid>), gated environments only
+    ticket: str | None = None
+    until: str | None = None          # None while it serves
+    left: str | None = None           # why it left: superseded by … | rolled back … | retired … | auto-retired …
+    healthy: bool = True              # served and passed its smoke test; False once a rollback took it out
+    retired: bool = False             # its run was retired (or it was auto-retired): never served again
+    entry_id: str = ""
+    etag: str | None = None
+
+    @property
+    def slot(self) -> str:
+        return f"{self.environment}|{self.account}|{self.deployment}"
+
+    @property
+    def serving(self) -> bool:
+        return self.until is None
+
+
+@dataclass
+class ApprovalAttempt:
+    """One person's attempt to approve a run's model into an environment, kept whatever came of it: exactly
+    one attempt per run × environment × model (with its evidence hashes) wins (a conditional insert of the
+    winner's marker)."""
+    run_id: str
+    environment: str
+    approver_oid: str
+    ticket: str
+    model: str
+    approver_name: str | None = None
+    dataset_hash: str | None = None
+    evaluation_report_hash: str | None = None
+    comment: str | None = None
+    at: str = field(default_factory=lambda: now_precise())
+    attempt_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    outcome: str = "pending"          # pending | granted | lost (another attempt won) | refused
+    winner: str | None = None         # the winning attempt's id (for a loser)
+    etag: str | None = None
+
+
+class ApprovalTaken(RuntimeError):
+    """Another approval attempt of the same run × environment × model won the conditional write first."""
+
+    def __init__(self, winner: dict[str, Any]) -> None:
+        super().__init__(winner.get("attempt_id", ""))
+        self.winner = winner
 
 
 class StorageRefused(RuntimeError):
@@ -178,7 +245,7 @@ def _refused(exc: HttpResponseError, what: str) -> Exception:
     return exc
 
 
-def _from_entity(cls: type, entity: Any) -> Any:
+def _from_entity[R: (RunRecord, DeploymentRecord, SlotEntry, ApprovalAttempt)](cls: type[R], entity: Any) -> R:
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if f.name == "etag":
@@ -195,7 +262,8 @@ def _from_entity(cls: type, entity: Any) -> Any:
 class Registry:
     def __init__(self, service: TableServiceClient, *, prefix: str = "") -> None:
         self._service = service
-        names = {n: f"{prefix}{n}" for n in ("runs", "deployments", "audit", "keys", "activejobs", "outbox")}
+        names = {n: f"{prefix}{n}" for n in ("runs", "deployments", "audit", "keys", "activejobs", "outbox",
+                                              "slothistory", "approvals")}
         self._tables = {n: service.get_table_client(t) for n, t in names.items()}
 
     def ensure_tables(self) -> None:
@@ -244,11 +312,15 @@ class Registry:
             query, params = "PartitionKey eq 'run' and RowKey gt @after", {"after": after}
         pages = self._tables["runs"].query_entities(query, parameters=params, results_per_page=limit).by_page()
         runs: list[RunRecord] = []
+
+        def continued() -> bool:   # azure.core's page iterator: typed as a plain Iterator by the SDK
+            return getattr(pages, "continuation_token", None) is not None
+
         for page in pages:   # the service may answer a page short, with a continuation: take the next one
             runs += [_from_entity(RunRecord, e) for e in page]
-            if len(runs) >= limit or pages.continuation_token is None:
+            if len(runs) >= limit or not continued():
                 break
-        more = len(runs) > limit or pages.continuation_token is not None
+        more = len(runs) > limit or continued()
         runs = runs[:limit]
         return runs, (runs[-1].run_id if more and runs else None)
 
@@ -279,6 +351,8 @@ class Registry:
                 return None
             if run.state != target and not states.can_transition(run.state, target):
                 raise InvalidTransition(f"run {run_id}: cannot go from {run.state!r} to {target!r}")
+            if run.state != target:
+                run.state_since = now_iso()
             run.state = target
             for key, value in updates.items():
                 if key == "outbox":   # appended, and only by the write that changes the state: a repeat adds nothing
@@ -463,3 +537,107 @@ class Registry:
             if exc.status_code == 412:
                 raise ConcurrencyError(f"{table}/{entity['RowKey']} changed since it was read") from exc
             raise _refused(exc, f"{table}/{entity['RowKey']}") from exc
+
+    # --- slot history (SlotEntry): which model each slot served, from when, and why it left ------------------
+    def slot_history(self, environment: str | None = None, *, account: str | None = None,
+                     deployment: str | None = None, run_id: str | None = None) -> list[SlotEntry]:
+        """Entries oldest first, narrowed to an environment, a spoke account, a deployment name, a run."""
+        entries = [e for e in self._history_entries(environment)
+                   if (account is None or e.account == account) and (deployment is None or e.deployment == deployment)
+                   and (run_id is None or e.run_id == run_id)]
+        return sorted(entries, key=lambda e: (e.since, e.entry_id))
+
+    def begin_serving(self, entry: SlotEntry, *, previous_left: str, previous_healthy: bool = True) -> SlotEntry:
+        """The slot serves `entry`'s model from now: the entry it served before is closed at this moment
+        (`previous_left`, and unhealthy when a rollback took it out) and this one appended. Serving the same
+        run's same model already: that entry, unchanged (a duplicate)."""
+        moment = now_precise()
+        for open_entry in [e for e in self.slot_history(entry.environment, account=entry.account,
+                                                         deployment=entry.deployment) if e.serving]:
+            if (open_entry.run_id, open_entry.model) == (entry.run_id, entry.model):
+                return open_entry
+            self.end_serving(open_entry, left=previous_left, healthy=previous_healthy and open_entry.healthy,
+                             until=moment)
+        entry.since = moment
+        entry.entry_id = entry.entry_id or f"{moment}-{uuid.uuid4().hex[:8]}"
+        self._history_put(entry)
+        return entry
+
+    def end_serving(self, entry: SlotEntry, *, left: str, healthy: bool | None = None,
+                    retired: bool | None = None, until: str | None = None) -> None:
+        entry.until, entry.left = entry.until or until or now_precise(), entry.left or left
+        if healthy is not None:
+            entry.healthy = healthy
+        if retired is not None:
+            entry.retired = retired
+        self._history_put(entry)
+
+    def close_slot(self, environment: str, account: str, deployment: str, *, left: str, retired: bool = False) -> None:
+        """The slot serves nothing any more (deleted): its open entry is closed."""
+        for entry in self.slot_history(environment, account=account, deployment=deployment):
+            if entry.serving:
+                self.end_serving(entry, left=left, retired=retired or None)
+
+    def retire_models(self, run_id: str, *, reason: str) -> int:
+        """Every entry of the run's models, in every slot, marked retired: no rollback brings them back."""
+        marked = 0
+        for entry in self.slot_history(run_id=run_id):
+            if not entry.retired:
+                entry.retired = True
+                entry.left = entry.left or (reason if not entry.serving else None)
+                self._history_put(entry)
+                marked += 1
+        return marked
+
+    def _history_entries(self, environment: str | None) -> list[SlotEntry]:
+        query = "PartitionKey eq @pk" if environment else "PartitionKey ne ''"
+        rows = self._tables["slothistory"].query_entities(query, parameters={"pk": environment or ""})
+        return [_from_entity(SlotEntry, r) for r in rows]
+
+    def _history_put(self, entry: SlotEntry) -> None:
+        row = f"{entry.account}|{entry.deployment}|{entry.entry_id}"
+        self._tables["slothistory"].upsert_entity(_to_entity(entry, entry.environment, row), mode=UpdateMode.REPLACE)
+
+    # --- approval attempts (ApprovalAttempt): each its own record; one wins by a conditional insert ----------
+    def record_approval(self, attempt: ApprovalAttempt) -> ApprovalAttempt:
+        """Keep the attempt, then try to win: the winner's marker (run × environment × model) is inserted only
+        if none exists. ApprovalTaken (with the winner's attempt) when another attempt holds it."""
+        table = self._tables["approvals"]
+        table.upsert_entity(_to_entity(attempt, attempt.run_id, attempt.attempt_id), mode=UpdateMode.REPLACE)
+        marker = {"PartitionKey": attempt.run_id, "RowKey": _winner_row(attempt.environment, attempt.model,
+                                                                        attempt.evaluation_report_hash,
+                                                                        attempt.dataset_hash),
+                  "attempt_id": attempt.attempt_id}
+        try:
+            table.create_entity(marker)
+        except ResourceExistsError:
+            won = table.get_entity(attempt.run_id, marker["RowKey"])["attempt_id"]
+            if won != attempt.attempt_id:
+                attempt.outcome, attempt.winner = "lost", won
+                table.upsert_entity(_to_entity(attempt, attempt.run_id, attempt.attempt_id), mode=UpdateMode.REPLACE)
+                winner = table.get_entity(attempt.run_id, won)
+                raise ApprovalTaken(vars(_from_entity(ApprovalAttempt, winner))) from None
+        attempt.outcome, attempt.winner = "granted", attempt.attempt_id
+        table.upsert_entity(_to_entity(attempt, attempt.run_id, attempt.attempt_id), mode=UpdateMode.REPLACE)
+        return attempt
+
+    def approval_winner(self, run_id: str, environment: str, model: str, evaluation_report_hash: str | None = None,
+                        dataset_hash: str | None = None) -> ApprovalAttempt | None:
+        table = self._tables["approvals"]
+        try:
+            won = table.get_entity(run_id, _winner_row(environment, model, evaluation_report_hash,
+                                                       dataset_hash))["attempt_id"]
+            return _from_entity(ApprovalAttempt, table.get_entity(run_id, won))
+        except ResourceNotFoundError:
+            return None
+
+    def approval_attempts(self, run_id: str) -> list[ApprovalAttempt]:
+        rows = self._tables["approvals"].query_entities("PartitionKey eq @pk", parameters={"pk": run_id})
+        attempts = [_from_entity(ApprovalAttempt, r) for r in rows if not r["RowKey"].startswith("winner|")]
+        return sorted(attempts, key=lambda a: a.at)
+
+
+def _winner_row(environment: str, model: str, report_hash: str | None, dataset_hash: str | None) -> str:
+    """One winner per thing approved: the model with its evidence (a new evaluation report is a new decision)."""
+    bound = f"{model}|{report_hash or ''}|{dataset_hash or ''}"
+    return f"winner|{environment}|{hashlib.sha256(bound.encode()).hexdigest()[:32]}"

@@ -24,6 +24,6 @@ def update_run(deps: Deps, run_id: str, allowed: Collection[str], *, attempts: i
             setattr(run, key, value)
         return run
 
-    return conditional_update(  # type: ignore[no-any-return]
+    return conditional_update(
         lambda: deps.registry.require_run(run_id), change, deps.registry.save_run, attempts=attempts,
         gives_up=f"run {run_id}: too many concurrent updates, will retry")

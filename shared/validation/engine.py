@@ -209,13 +209,13 @@ class _Run:
         self.capped_tokens += res.capped_tokens
         self.context.add(res.context)
         for key in self.method_counts:   # per method: its count, and its first lines for format_mismatch
-            code = ord(key)
-            n = res.methods.count(code)
+            byte = ord(key)
+            n = res.methods.count(byte)
             if not n:
                 continue
             self.method_counts[key] += n
             kept, pos = self.method_lines[key], -1
-            while len(kept) <= FINDINGS_PER_CODE and (pos := res.methods.find(code, pos + 1)) != -1:
+            while len(kept) <= FINDINGS_PER_CODE and (pos := res.methods.find(byte, pos + 1)) != -1:
                 kept.append(res.lines[pos])
         dup_lines, dup_first = self.hashes.add(np.frombuffer(res.hashes, dtype=np.uint64),
                                                np.frombuffer(res.hash_lines, dtype=np.uint32))

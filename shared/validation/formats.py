@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from shared.run.echo import echo
 from shared.run.models import DPO, REINFORCEMENT, SUPERVISED, ModelFacts
@@ -400,7 +400,7 @@ class _State:
         self.call_ids: set[Any] = set()
 
 
-def _nonempty_list(value: Any) -> bool:
+def _nonempty_list(value: Any) -> TypeGuard[list[Any]]:
     return isinstance(value, list) and len(value) > 0
 
 

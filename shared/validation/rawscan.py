@@ -42,7 +42,7 @@ Findings = list[tuple[int, str, str]]
 def scan_block(data: bytes, first_line: int) -> tuple[bytes, Findings]:
     """(content hashes of the non-blank lines, packed little-endian 64-bit, in order; privacy
     findings as (line, code, message) in byte order) for a block of lines joined by b"\\n"."""
-    digests = []
+    digests: list[bytes] = []
     append = digests.append
     find = data.find
     pos, end = 0, len(data)
@@ -70,7 +70,7 @@ def scan_block(data: bytes, first_line: int) -> tuple[bytes, Findings]:
         found = [(first_line + bisect_right(starts, off) - 1, code, message) for off, code, message in found]
     if _ASCII_ESCAPE.search(data):
         found += _escaped_findings(data, first_line, found)
-    return b"".join(digests), found  # type: ignore[return-value]
+    return b"".join(digests), found
 
 
 # A JSON escape of an ASCII character (\u0040 is "@"): only these can spell what the patterns look

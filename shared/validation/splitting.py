@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
+
     from shared.app.bootstrap import Deps
 
 MIN_TRAIN = 10     # the service's minimum
@@ -63,7 +65,8 @@ def spool_split(openers: Mapping[str, Opener], settings: Any, outputs: Mapping[s
     validation = 0.0 if "validation" in openers else settings.split.validation
     if settings.method == "reinforcement" and "validation" not in openers:
         validation = validation or 0.1   # RFT needs a validation file
-    sinks: Mapping[str, IO[bytes]] = outputs or {r: _Discard() for r in ("train", "validation", "eval")}
+    sinks: Mapping[str, SupportsWrite[bytes]] = (
+        outputs or {r: _Discard() for r in ("train", "validation", "eval")})
     prepared = _spool(openers, sinks, lambda line: bucket(line, settings.seed, validation, eval_fraction))
     if prepared.counts["train"] < MIN_TRAIN or prepared.counts["eval"] < MIN_EVAL:
         prepared.problem = (f"too few examples to split: {prepared.counts['train']} for training (at least "
@@ -89,7 +92,7 @@ def upload_split(deps: Deps, run_id: str, prepared: Prepared, outputs: Mapping[s
             reports.upload_blob(prepared.data_files[role], handle, overwrite=True)
 
 
-def _spool(openers: Mapping[str, Opener], outputs: Mapping[str, IO[bytes]],
+def _spool(openers: Mapping[str, Opener], outputs: Mapping[str, SupportsWrite[bytes]],
            side_of: Callable[[bytes], str]) -> Prepared:
     """Stream every file's examples into the outputs (train.jsonl's split by `side_of`)."""
     from shared.validation import iter_examples

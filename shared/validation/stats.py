@@ -48,7 +48,7 @@ class ContextCounts:
         self._large: dict[int, int] = {}
         self.n = 0
 
-    def add(self, sizes: array) -> None:
+    def add(self, sizes: array[int]) -> None:
         """Count one block's context sizes (an array("I"))."""
         if not len(sizes):
             return

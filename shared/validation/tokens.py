@@ -76,11 +76,11 @@ def _load_ranks(name: str) -> dict[bytes, int]:
 def _special_tokens(name: str) -> dict[str, int]:
     with _PATCH_LOCK:
         original = openai_public.load_tiktoken_bpe
-        openai_public.load_tiktoken_bpe = lambda *_a, **_k: {}  # type: ignore[assignment]
+        openai_public.load_tiktoken_bpe = lambda *_a, **_k: {}
         try:
             return dict(getattr(openai_public, name)()["special_tokens"])
         finally:
-            openai_public.load_tiktoken_bpe = original  # type: ignore[assignment]
+            openai_public.load_tiktoken_bpe = original
 
 
 @lru_cache(maxsize=2)
@@ -89,7 +89,7 @@ def fast_counter(name: str) -> Any | None:
     if os.environ.get("FTOPS_TOKENIZER", "").lower() == "tiktoken":
         return None
     try:
-        import quicktok  # type: ignore[import-untyped]
+        import quicktok
 
         fast = quicktok.get_encoding(name)
         pairs = _ranks(_official_file(name))
@@ -116,11 +116,11 @@ def get_encoding(name: str) -> tiktoken.Encoding:
     ranks = _load_ranks(name)
     with _PATCH_LOCK:
         original = openai_public.load_tiktoken_bpe
-        openai_public.load_tiktoken_bpe = lambda *_a, **_k: ranks  # type: ignore[assignment]
+        openai_public.load_tiktoken_bpe = lambda *_a, **_k: ranks
         try:
             spec = getattr(openai_public, name)()
         finally:
-            openai_public.load_tiktoken_bpe = original  # type: ignore[assignment]
+            openai_public.load_tiktoken_bpe = original
     return tiktoken.Encoding(spec["name"], pat_str=spec["pat_str"], mergeable_ranks=spec["mergeable_ranks"],
                              special_tokens=spec["special_tokens"])
 
@@ -167,7 +167,8 @@ class Counter:
             return []
         if self._fast is not None:
             _ids, offsets = self._fast.encode_batch(texts, 1)
-            return (offsets[1:] - offsets[:-1]).tolist()  # type: ignore[no-any-return]
+            counts: list[int] = (offsets[1:] - offsets[:-1]).tolist()
+            return counts
         return [self._raw_count(text) for text in texts]
 
     def _raw_count(self, text: str) -> int:

@@ -28,6 +28,7 @@ try:  # google-re2: linear time (see privacy.py); the same pattern works in `re`
 except ImportError:  # pragma: no cover - exercised only where the wheel is missing
     import re as _re
 
+_orjson_loads: Callable[[bytes], Any] | None
 try:  # orjson: a faster parser; every line it refuses is parsed again by json, which decides.
     from orjson import loads as _orjson_loads
 except ImportError:  # pragma: no cover - exercised only where the wheel is missing
@@ -48,14 +49,14 @@ class BlockResult:
     last_line: int
     findings: list[tuple[int, str, str]] = field(default_factory=list)
     examples: int = 0  # non-blank lines
-    lines: array = field(default_factory=lambda: array("I"))  # per usable example: its line
+    lines: array[int] = field(default_factory=lambda: array("I"))  # per usable example: its line
     methods: bytearray = field(default_factory=bytearray)  # per usable example: S, D or R
-    hashes: array = field(default_factory=lambda: array("Q"))  # per non-blank line (with hash_lines)
-    hash_lines: array = field(default_factory=lambda: array("I"))
+    hashes: array[int] = field(default_factory=lambda: array("Q"))  # per non-blank line (with hash_lines)
+    hash_lines: array[int] = field(default_factory=lambda: array("I"))
     not_listed: dict[str, int] = field(default_factory=dict)  # per code: findings past the cap, counted
     tokens: int = 0  # billed tokens of the block's usable examples
     capped_tokens: int = 0  # the same, each example's counted up to the model's limit (the service cuts it)
-    context: array = field(default_factory=lambda: array("I"))  # per usable example: longest sequence
+    context: array[int] = field(default_factory=lambda: array("I"))  # per usable example: longest sequence
     assistant_tokens: int = 0
     messages: int = 0
 
@@ -268,7 +269,7 @@ def finish_block(pending: PendingBlock, ctx: Context) -> BlockResult:
     for slots, counts in pending.batches:
         for slot, n in zip(slots, counts.result()):
             sums[slot] += n
-    limit = ctx.facts.max_tokens_per_example if ctx.facts else None
+    limit, model = (ctx.facts.max_tokens_per_example, ctx.facts.name) if ctx.facts else (None, "")
     over_limit: list[tuple[int, str, str]] = []
     for line_no, ex in pending.usable:
         s = ex.slot
@@ -277,11 +278,12 @@ def finish_block(pending: PendingBlock, ctx: Context) -> BlockResult:
         out1 = ex.out1 + sums[s + 3] + sums[s + 4]
         context = base + max(out0, out1)
         if limit is not None and context > limit:
-            message = (f"{context} tokens > {limit} for {ctx.facts.name}; "
+            message = (f"{context} tokens > {limit} for {model}; "
                        f"the service would cut the last {context - limit}")
             over_limit.append((line_no, "over_token_limit", message))
         res.lines.append(line_no)
-        res.methods.append(_METHOD_BYTES[ex.method])
+        # usable examples have a method (prepare_block skips the rest); the type cannot say so
+        res.methods.append(_METHOD_BYTES[ex.method])  # type: ignore[index]
         billed = base + out0 + out1
         res.tokens += billed
         res.capped_tokens += billed if limit is None or billed <= limit else limit

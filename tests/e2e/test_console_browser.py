@@ -127,7 +127,7 @@ def test_the_operator_approves_prod_from_the_console(browser: Any, stack: Any, w
     assert page.locator("h1 [data-state]").inner_text() == "deployed:prod"
     assert page.locator("#approval").count() == 0
     timeline = page.inner_text("#timeline")
-    assert f"approval.granted\tDemo Operator <{USERS[OPERATOR].oid}>" in timeline
+    assert f"Demo Operator <{USERS[OPERATOR].oid}> approved" in timeline and "(ticket CHG-42)" in timeline
     assert f"prod\tDemo Operator <{USERS[OPERATOR].oid}>\tCHG-42" in page.inner_text("#facts")   # bound to the ticket
     prod = [r for r in page.locator("#deployments tbody tr").all_inner_texts() if r.startswith("prod")]
     assert len(prod) == 2, prod            # prod's two regions
@@ -137,6 +137,76 @@ def test_the_operator_approves_prod_from_the_console(browser: Any, stack: Any, w
     page.wait_for_url("**/console/deployments")
     assert "prod: " in page.inner_text("main") and "USD per day" in page.inner_text("main")
     page.screenshot(path=str(artifacts / "4-deployments.png"), full_page=True)
+    page.context.close()
+
+
+def test_day_two_retrain_approve_rollback_retire_in_the_console(browser: Any, stack: Any, waiting_run: str,
+                                                                artifacts: Path) -> None:
+    """Issue 20, walked as a new user would: the run prod serves is retrained; a second approver compares the
+    new model with the one prod serves (this run's earlier model, measured on the same examples) and approves;
+    the operator rolls prod back (to the earlier model, after a confirmation that says what comes back) and
+    then retires the run (after a confirmation that says what goes and what it costs)."""
+    run_id = waiting_run
+    deps = stack.deps()
+    if deps.registry.require_run(run_id).state != states.deployed("prod"):   # run alone: approve it first
+        status, body = api_post(stack, f"runs/{run_id}/approve", OPERATOR, {
+            "environment": "prod", "ticket": "CHG-42",
+            "model": deps.registry.require_run(run_id).chosen_model})
+        assert status == 202, body
+        wait_for(stack, lambda r: r.run_id == run_id and r.state == states.deployed("prod"), timeout=180)
+    first = deps.registry.require_run(run_id).chosen_model
+    status, body = api_post(stack, f"runs/{run_id}/retrain", OPERATOR, {"settings": {
+        "hyperparameters": {"n_epochs": 3}, "thresholds": {"min_improvement_over_champion": -1.0}}})
+    assert status == 202, body
+    retrained = wait_for(stack, lambda r: r.run_id == run_id and r.chosen_model not in (None, first) and
+                         (r.state == states.awaiting_approval("prod") or r.terminal), timeout=300)
+    assert retrained.state == states.awaiting_approval("prod"), f"the retrain ended {retrained.state}: {retrained.error}"
+
+    approver = sign_in(browser, stack, "demo-approver2@contoso.example")   # the operator retrained: four eyes
+    approver.goto(f"{stack.api_url}/console/runs/{run_id}")
+    approval = approver.inner_text("#approval")
+    assert f"prod serves now: {first} (this run's earlier model)" in approval       # not "serves no ftops model"
+    assert "serving prod (measured on this run's" in approval and first in approval
+    assert approver.locator("#stages li.waiting").inner_text().startswith("prod")
+    approver.screenshot(path=str(artifacts / "6-retrained-waiting.png"), full_page=True)
+    approver.fill("#ticket", "CHG-43")
+    approver.click("#approve-form button")
+    approver.wait_for_url(f"**/console/runs/{run_id}?done=approved")
+    assert approver.locator("#approve-form").count() == 0                        # no stale forms after approve
+    wait_for(stack, lambda r: r.run_id == run_id and r.state == states.deployed("prod"), timeout=180)
+    approver.reload()
+    assert approver.locator("h1 [data-state]").inner_text() == "deployed:prod"
+    assert "Second Approver" in approver.inner_text("#timeline")
+    approver.screenshot(path=str(artifacts / "7-retrained-deployed.png"), full_page=True)
+    approver.context.close()
+
+    page = sign_in(browser, stack, OPERATOR)
+    page.goto(f"{stack.api_url}/console/runs/{run_id}")
+    page.click("button:text-is('Roll back prod…')")
+    confirm = page.inner_text("#confirm")
+    assert "Roll back prod?" in page.inner_text("h1") and f"{first} (this run's earlier model)" in confirm
+    page.screenshot(path=str(artifacts / "8-rollback-confirm.png"), full_page=True)
+    page.fill("#reason", "worse answers after the retrain")
+    page.click("#confirm-form button")
+    page.wait_for_url(f"**/console/runs/{run_id}?done=rolled%20back")
+    assert page.locator("h1 [data-state]").inner_text() == "rolled_back:prod"
+    prod = [r for r in page.locator("#deployments tbody tr").all_inner_texts() if r.startswith("prod")]
+    assert len(prod) == 2 and all(first in r for r in prod), prod          # prod serves the earlier model again
+    assert "rolled prod back from" in page.inner_text("#timeline")
+    page.screenshot(path=str(artifacts / "9-rolled-back.png"), full_page=True)
+
+    page.click("button:text-is('Retire this run…')")
+    assert "Retire run" in page.inner_text("h1")
+    stops = re.search(r"Hosting that stops: ([0-9.]+) USD per day", page.inner_text("#confirm"))
+    assert stops and float(stops.group(1)) > 0
+    page.screenshot(path=str(artifacts / "10-retire-confirm.png"), full_page=True)
+    page.fill("#reason", "replaced by a new dataset")
+    page.click("#confirm-form button")
+    page.wait_for_url(f"**/console/runs/{run_id}?done=retired")
+    assert page.locator("h1 [data-state]").inner_text() == "retired"
+    assert "retired hidden" in page.inner_text("#deployments")                   # hidden by default
+    assert not stack.deps().registry.list_deployments(run_id=run_id, state="active")
+    page.screenshot(path=str(artifacts / "11-retired.png"), full_page=True)
     page.context.close()
 
 

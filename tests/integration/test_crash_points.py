@@ -657,7 +657,7 @@ def test_a_pause_command_survives_a_crash_at_every_effect(stack: Any, emulator: 
     points, seen = cases(pause(clean), deps, every_before=False)
     expected = event_types(deps.publisher, clean, topic)
     assert "ftops.run.paused" in expected
-    hub = training.Hub.from_deps(deps)
+    hub = deps.hub()
     hub.cancel(deps.registry.require_run(clean).job_id)   # the hub runs one job at a time: make way
     for at, when in points:
         run_id = running_job()

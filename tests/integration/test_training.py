@@ -181,6 +181,33 @@ def test_the_same_data_and_settings_in_another_run_reuse_the_job(hub_env, emulat
     assert deps.registry.require_run(second).job_id == deps.registry.require_run(first).job_id
 
 
+def test_a_repeat_of_a_finished_drop_trains_its_own_job_and_is_never_stuck(hub_env, emulator):
+    """Issue 20: a repeat drop (same data and settings) after the first run finished adopted that job, whose
+    results file was already deleted from the hub, and stayed `training` for good."""
+    deps = hub_env(HUB_FILE_RETENTION="delete")
+    first = make_run(deps, run_id=f"same-{uuid.uuid4().hex[:6]}")
+    training.handle_train(TrainRequest(run_id=first), deps)
+    for _ in range(10):
+        finish_jobs(emulator, deps, seconds=600)
+        if deps.registry.require_run(first).state == states.TRAINED:
+            break
+    assert deps.registry.require_run(first).state == states.TRAINED   # its files tidied from the hub
+    second = make_run(deps, run_id=f"again-{uuid.uuid4().hex[:6]}")
+    reports = deps.blobs.get_container_client(deps.settings.reports_container)
+    for role in ("train", "validation"):
+        body = reports.download_blob(f"{first}/data/{role}.jsonl").readall()
+        reports.upload_blob(f"{second}/data/{role}.jsonl", body, overwrite=True)
+    training.handle_train(TrainRequest(run_id=second), deps)
+    training.handle_train(TrainRequest(run_id=second), deps)   # a redelivery: still one job of its own
+    jobs = hub_jobs(emulator)
+    assert len(jobs) == 2 and deps.registry.require_run(second).job_id not in (None, jobs[0]["id"])
+    for _ in range(10):
+        finish_jobs(emulator, deps, seconds=600)
+        if deps.registry.require_run(second).state == states.TRAINED:
+            break
+    assert deps.registry.require_run(second).state == states.TRAINED
+
+
 # --- hub limits and storms ---------------------------------------------------------------------------
 def test_a_quota_refusal_waits_without_burning_the_delivery_then_trains_once(hub_env, emulator):
     deps = hub_env()

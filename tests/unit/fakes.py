@@ -12,11 +12,14 @@ from typing import Any
 from shared.app.bootstrap import Deps
 from shared.run.config import HubSettings, Settings
 from shared.store.registry import (
+    ApprovalAttempt,
+    ApprovalTaken,
     ConcurrencyError,
     DeploymentRecord,
     Registry,
     RunNotFound,
     RunRecord,
+    SlotEntry,
     now_iso,
 )
 
@@ -94,6 +97,9 @@ class MemoryRegistry(InMemoryClaims):
         self.audits: list[dict[str, Any]] = []
         self.tracked: dict[str, str] = {}
         self.keys: dict[str, str] = {}
+        self.history: dict[str, SlotEntry] = {}            # slot|entry id → entry
+        self.approval_records: dict[str, ApprovalAttempt] = {}
+        self.approval_winners: dict[tuple[Any, ...], str] = {}   # run, environment, model, hashes → attempt id
         self._n = 0
         self._lock = threading.RLock()
 
@@ -181,6 +187,42 @@ class MemoryRegistry(InMemoryClaims):
     def actions(self, run_id: str) -> list[str]:
         return [a["action"] for a in self.audit_trail(run_id)]
 
+    slot_history = Registry.slot_history
+    begin_serving = Registry.begin_serving
+    end_serving = Registry.end_serving
+    close_slot = Registry.close_slot
+    retire_models = Registry.retire_models
+
+    def _history_entries(self, environment: str | None) -> list[SlotEntry]:
+        with self._lock:
+            return [copy.deepcopy(e) for e in self.history.values() if environment in (None, e.environment)]
+
+    def _history_put(self, entry: SlotEntry) -> None:
+        with self._lock:
+            self.history[f"{entry.slot}|{entry.entry_id}"] = copy.deepcopy(entry)
+
+    def record_approval(self, attempt: ApprovalAttempt) -> ApprovalAttempt:
+        with self._lock:   # the insert-if-absent the table does with its winner's marker
+            won = self.approval_winners.setdefault((attempt.run_id, attempt.environment, attempt.model,
+                                                    attempt.evaluation_report_hash, attempt.dataset_hash),
+                                                   attempt.attempt_id)
+            attempt.outcome, attempt.winner = ("granted" if won == attempt.attempt_id else "lost"), won
+            self.approval_records[attempt.attempt_id] = copy.deepcopy(attempt)
+            if won != attempt.attempt_id:
+                raise ApprovalTaken(vars(copy.deepcopy(self.approval_records[won])))
+            return attempt
+
+    def approval_winner(self, run_id: str, environment: str, model: str, evaluation_report_hash: str | None = None,
+                        dataset_hash: str | None = None) -> ApprovalAttempt | None:
+        with self._lock:
+            won = self.approval_winners.get((run_id, environment, model, evaluation_report_hash, dataset_hash))
+            return copy.deepcopy(self.approval_records[won]) if won else None
+
+    def approval_attempts(self, run_id: str) -> list[ApprovalAttempt]:
+        with self._lock:
+            return sorted((copy.deepcopy(a) for a in self.approval_records.values() if a.run_id == run_id),
+                          key=lambda a: a.at)
+
     def track_job(self, run_id: str, job_id: str) -> None:
         with self._lock:
             self.tracked[run_id] = job_id
@@ -231,8 +273,14 @@ class MemoryBlobs:
         blobs = self
 
         class Container:
+            url = f"memory://{container}"
+
             def get_blob_client(self, name: str) -> Any:
                 return blobs.get_blob_client(container, name)
+
+            def list_blobs(self, name_starts_with: str = "", **_: Any) -> list[Any]:
+                return [SimpleNamespace(name=n, size=len(b)) for (c, n), b in sorted(blobs.data.items())
+                        if c == container and n.startswith(name_starts_with)]
 
             def upload_blob(self, name: str, body: Any, **kwargs: Any) -> None:
                 blobs.get_blob_client(container, name).upload_blob(body, **kwargs)
@@ -251,13 +299,16 @@ class _MemoryBlob:
         return self._data[self._key]
 
     def get_blob_properties(self) -> Any:
-        return SimpleNamespace(size=len(self._body()))
+        import hashlib
+        body = self._body()
+        return SimpleNamespace(size=len(body), etag=f'"0x{hashlib.sha256(body).hexdigest()[:16]}"')
 
     def download_blob(self, **_: Any) -> Any:
         body = self._body()
         return SimpleNamespace(readall=lambda: body, chunks=lambda: iter([body]), size=len(body))
 
     def upload_blob(self, body: Any, **_: Any) -> None:
+        body = body.read() if hasattr(body, "read") else body   # a file, as the SDK takes one
         self._data[self._key] = body.encode() if isinstance(body, str) else bytes(body)
 
     def append_block(self, body: Any, **_: Any) -> None:

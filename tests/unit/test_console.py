@@ -113,7 +113,7 @@ def test_an_approver_gets_the_decision_forms_bound_to_the_candidate() -> None:
     fields = dict(re.findall(r'name="([^"]+)" value="([^"]*)"', form.group(1)))
     assert fields == {"form_token": csrf_for(TOKEN), "environment": "prod", "model": "m-ft",
                       "dataset_hash": "sha256:d", "evaluation_report_hash": "sha256:e"}
-    assert 'id="reject-form"' in page and "Roll back test" in page
+    assert 'id="reject-form"' in page and "No rollback of test: " in page   # nothing earlier to go back to
     assert HOSTILE not in page   # the audit trail's actor and detail, escaped
 
 
@@ -189,7 +189,7 @@ def test_rollback_and_reject_post_what_the_api_expects() -> None:
     token = csrf_for(TOKEN)
     back = serve("act", request("/environments/prod/rollback", method="POST",
                                 params={"environment": "prod", "action": "rollback"},
-                                body=f"form_token={token}&run_id=r1&reason=bad+answers".encode()),
+                                body=f"form_token={token}&run_id=r1&reason=bad+answers&confirm=yes".encode()),
                  rollback=(200, {"rolled_back": "prod"}))
     assert back.status == 303 and back.headers["Location"] == "/api/console/runs/r1?done=rolled%20back"
     assert FakeApi.calls == [("rollback", {"environment": "prod"}, {"run_id": "r1", "reason": "bad answers"})]
@@ -207,26 +207,78 @@ def test_the_session_is_found_among_other_cookies_even_broken_ones() -> None:
     assert request("/", cookie=False, headers={"Cookie": "ftops_console=; x=1"}).token() is None
 
 
-def evaluation(model: str, f1: float, p95: float, gates: list[bool]) -> bytes:
+def evaluation(model: str, f1: float, p95: float, gates: list[bool], champion: tuple[str, float] | None = None) -> bytes:
     import json
-    return json.dumps({"chosen": {"name": "final", "model": model}, "gates": [{"name": f"g{i}", "passed": ok}
-                                                                          for i, ok in enumerate(gates)],
-                       "candidates": [{"name": "final", "kind": "fine_tuned", "model": model,
-                                       "metrics": {"mean_f1": f1, "exact_match": 0.5, "latency_p50_ms": 40.0,
-                                                   "latency_p95_ms": p95, "n_errors": 0}}]}).encode()
+
+    def metrics(f1: float, p95: float) -> dict:
+        return {"mean_f1": f1, "exact_match": 0.5, "latency_p50_ms": 40.0, "latency_p95_ms": p95, "n_errors": 0}
+    candidates = [{"name": "final", "kind": "fine_tuned", "model": model, "metrics": metrics(f1, p95)}]
+    if champion:
+        candidates.append({"name": "champion", "kind": "champion", "model": champion[0], "environment": "prod",
+                           "metrics": metrics(champion[1], 120.0)})
+    return json.dumps({"chosen": {"name": "final", "model": model}, "examples": {"evaluated": 40},
+                       "gates": [{"name": f"g{i}", "passed": ok} for i, ok in enumerate(gates)],
+                       "candidates": candidates}).encode()
 
 
-def test_the_approval_view_compares_the_candidate_with_what_prod_serves_now() -> None:
+def test_the_approval_view_compares_the_candidate_with_what_prod_serves_now_on_the_same_examples() -> None:
     deps = make_deps(DEPS.settings, topology=DEPS.topology)   # reports as the evaluate stage stores them
-    deps.blobs.data[("reports", "r1/evaluation.json")] = evaluation("m-ft", 0.8, 150.0, [True, True])
-    deps.blobs.data[("reports", "r0/evaluation.json")] = evaluation("m-old", 0.6, 120.0, [True, True])
-    serving = {"environment": "prod", "state": "active", "run_id": "r0", "model": "m-old", "region": "eastus"}
-    page = serve("run", request("/runs/r1", params={"run_id": "r1"}), deps=deps, get_run=(200, run_detail(OPERATOR)),
-                 list_deployments=(200, {"deployments": [serving, {**serving, "region": "westeurope"}]})).body.decode()
+    deps.blobs.data[("reports", "r1/evaluation.json")] = evaluation("m-ft", 0.8, 150.0, [True, True],
+                                                                    champion=("m-old", 0.6))
+    # the champion's own report, on its own examples: never the numbers of this comparison (issue 20)
+    deps.blobs.data[("reports", "r0/evaluation.json")] = evaluation("m-old", 0.758, 120.0, [True, True])
+    serving = {"model": "m-old", "run_id": "r0", "whose": "run r0", "region": "eastus"}
+    detail = {**run_detail(OPERATOR), "serving_now": {"prod": [serving, {**serving, "region": "westeurope"}]}}
+    page = serve("run", request("/runs/r1", params={"run_id": "r1"}), deps=deps, get_run=(200, detail),
+                 list_deployments=(200, {"deployments": []})).body.decode()
     approval = page[page.index('id=approval'):page.index('id="approve-form"')]
-    assert approval.count("serving prod now: m-old (run r0)") == 1          # two regions, one model
+    assert approval.count("serving prod (measured on this run&#x27;s 40 examples): m-old") == 1   # one model
+    assert "prod serves now: m-old (run r0)." in approval and "0.758" not in approval
     assert re.search(r"mean token F1</td><td class=num>0\.600</td><td class=num>0\.800</td><td class=num>"
                      r'<span class="better">\+0\.200</span>', approval)
     assert re.search(r'latency p95 \(ms\)</td><td class=num>120</td><td class=num>150</td><td class=num>'
                      r'<span class="worse">\+30</span>', approval)
-    assert "2 / 2" in approval
+
+
+def test_after_a_retrain_the_approval_view_names_the_runs_own_earlier_model_as_serving() -> None:
+    deps = make_deps(DEPS.settings, topology=DEPS.topology)
+    deps.blobs.data[("reports", "r1/evaluation.json")] = evaluation("m-ft", 0.8, 150.0, [True],
+                                                                    champion=("m-first", 0.7))
+    serving = {"model": "m-first", "run_id": "r1", "whose": "this run's earlier model", "region": "eastus"}
+    detail = {**run_detail(OPERATOR), "serving_now": {"prod": [serving]}}
+    page = serve("run", request("/runs/r1", params={"run_id": "r1"}), deps=deps, get_run=(200, detail),
+                 list_deployments=(200, {"deployments": []})).body.decode()
+    approval = page[page.index('id=approval'):page.index('id="approve-form"')]
+    assert "serves no ftops model" not in approval   # before: "prod serves no ftops model yet"
+    assert "prod serves now: m-first (this run&#x27;s earlier model)." in approval and "0.700" in approval
+
+
+def test_after_approve_the_page_says_deploying_and_offers_no_stale_forms() -> None:
+    given = {"prod": {"model": "m-ft", "approver_oid": "oid-a", "approver_name": "Ada", "ticket": "CHG-7",
+                      "at": "2026-01-01T00:00:00.123456Z"}}
+    page = serve("run", request("/runs/r1", params={"run_id": "r1"}), get_run=(200, {**run_detail(OPERATOR),
+                                                                                     "approvals": given}),
+                 list_deployments=(200, {"deployments": []})).body.decode()
+    assert "Approved into prod: deploying" in page and "Ada &lt;oid-a&gt;" in page and "CHG-7" in page
+    assert "approve-form" not in page and "reject-form" not in page   # before: "Waiting for approval", both forms
+
+
+def test_a_rollback_post_without_an_environment_is_a_400_not_a_500() -> None:
+    answer = serve("act", request("/runs/r1/rollback", method="POST", params={"run_id": "r1", "action": "rollback"},
+                                  body=f"form_token={csrf_for(TOKEN)}&run_id=r1&confirm=yes".encode()))
+    assert answer.status == 400 and FakeApi.calls == []
+
+
+def test_retire_first_shows_what_goes_and_the_cost_that_stops_then_acts_on_confirmation() -> None:
+    token = csrf_for(TOKEN)
+    detail = run_detail(OPERATOR, state="deployed:test")
+    first = serve("act", request("/runs/r1/retire", method="POST", params={"run_id": "r1", "action": "retire"},
+                                 body=f"form_token={token}".encode()), get_run=(200, detail))
+    page = first.body.decode()
+    assert first.status == 200 and [c[0] for c in FakeApi.calls] == ["get_run"]   # nothing retired yet
+    assert "Retire run r1?" in page and "eastus2" in page and "Hosting that stops: 40.80 USD per day" in page
+    assert 'name="confirm" value="yes"' in page
+    done = serve("act", request("/runs/r1/retire", method="POST", params={"run_id": "r1", "action": "retire"},
+                                body=f"form_token={token}&confirm=yes&reason=leaks".encode()),
+                 retire=(200, {"retired": "r1"}))
+    assert done.status == 303 and FakeApi.calls == [("retire", {"run_id": "r1"}, {"reason": "leaks"})]

@@ -347,7 +347,7 @@ def test_rollback_returns_the_environment_to_the_previous_model_once(world: Any)
     puts = len(fake.puts)
     rollback.rollback(command, deps)   # a duplicate: nothing more to do
     assert len(fake.puts) == puts
-    with pytest.raises(PermanentError, match="had no model before"):
+    with pytest.raises(PermanentError, match="nothing to go back to"):
         rollback.rollback(RollbackCommand(environment="dev", deployment="support-bot"), deps)
 
 

@@ -33,8 +33,9 @@ def trigger(bindings: dict[str, list[dict]], name: str) -> dict:
 
 
 def test_every_stage_is_registered(bindings):
-    assert set(bindings) == {"intake", "training", "polling", "evaluation", "deployment", "keepalive", "commands",
-                             "operator_list_runs", "operator_get_run", "operator_list_deployments",
+    assert set(bindings) == {"intake", "training", "polling", "evaluation", "deployment", "keepalive", "harvest", "drift",
+                             "commands",
+                             "operator_list_runs", "operator_get_run", "operator_list_deployments", "operator_history",
                              "operator_run_command", "operator_environment_command",
                              "console_runs", "console_sign_in", "console_sign_out", "console_deployments",
                              "console_asset", "console_run", "console_report", "console_act", "console_rollback"}
@@ -43,7 +44,7 @@ def test_every_stage_is_registered(bindings):
 def test_the_operator_api_is_anonymous_at_the_host_because_the_app_verifies_the_token(bindings):
     routes = {name: trigger(bindings, name) for name in bindings if name.startswith("operator_")}
     assert {(t["route"], tuple(t["methods"])) for t in routes.values()} == {
-        ("runs", ("GET",)), ("runs/{run_id}", ("GET",)), ("deployments", ("GET",)),
+        ("runs", ("GET",)), ("runs/{run_id}", ("GET",)), ("deployments", ("GET",)), ("history/{environment}", ("GET",)),
         ("runs/{run_id}/{action}", ("POST",)), ("environments/{environment}/{action}", ("POST",))}
     assert all(t["type"] == "httpTrigger" and t["authLevel"] == "ANONYMOUS" for t in routes.values())
 
@@ -89,7 +90,8 @@ def test_queue_triggers_settle_their_own_messages(bindings, name, queue):
     assert sb["connection"] == "ServiceBusConnection" and sb["autoCompleteMessages"] is False
 
 
-@pytest.mark.parametrize("name, schedule", [("polling", "%POLL_SCHEDULE%"), ("keepalive", "%KEEPALIVE_SCHEDULE%")])
+@pytest.mark.parametrize("name, schedule", [("polling", "%POLL_SCHEDULE%"), ("keepalive", "%KEEPALIVE_SCHEDULE%"),
+                                            ("harvest", "%HARVEST_SCHEDULE%"), ("drift", "%DRIFT_SCHEDULE%")])
 def test_timers_read_their_schedule_from_settings(bindings, name, schedule):
     timer = trigger(bindings, name)
     assert timer["type"] == "timerTrigger" and timer["schedule"] == schedule and timer["runOnStartup"] is False

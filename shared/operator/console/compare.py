@@ -1,8 +1,9 @@
 """The approval view's comparison: the candidate's evaluation against the model the environment serves now.
 
-Both sides come from the runs' own evaluation reports (`reports/<run>/evaluation.json`, written by the
-evaluate stage): the chosen candidate's scores and latency, and the gates. When the environment serves no
-ftops model yet, the candidate is compared with the base model measured in its own report.
+Both sides come from this run's own evaluation report (`reports/<run>/evaluation.json`, written by the
+evaluate stage), measured on the same examples: the chosen candidate and the champion (what the environment
+served then, the run's own earlier model included), with the gates. When the evaluation measured no champion,
+the candidate is compared with the base model measured in the same report.
 """
 from __future__ import annotations
 
@@ -57,6 +58,19 @@ def chosen_side(report: dict[str, Any] | None, label: str, run_id: str | None, m
     found = next((c for c in report.get("candidates") or [] if c.get("name") == name), None)
     return Side(label, (report.get("chosen") or {}).get("model") or model, run_id,
                 (found or {}).get("metrics"), list(report.get("gates") or []))
+
+
+def champion_side(report: dict[str, Any] | None, environment: str) -> Side | None:
+    """The model the environment served when this run was evaluated, measured in this run's evaluation on the
+    same examples as the candidate — the numbers its gate used (never the champion's own report, whose
+    examples differ); None when the evaluation measured no champion."""
+    found = next((c for c in (report or {}).get("candidates") or [] if c.get("kind") == "champion"), None)
+    if found is None:
+        return None
+    n = ((report or {}).get("examples") or {}).get("evaluated")
+    where = found.get("environment") or environment
+    return Side(f"serving {where} (measured on this run's {n or 'same'} examples)", found.get("model"), None,
+                found.get("metrics"), [])
 
 
 def base_side(report: dict[str, Any] | None) -> Side | None:

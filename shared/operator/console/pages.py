@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.operator.console import story
 from shared.operator.console.app import (
     REPORT_CSP,
     SECURITY_HEADERS,
@@ -71,9 +72,11 @@ def runs(request: ConsoleRequest, api: Api) -> ConsoleResponse:
         '</option>' + "".join(f'<option{" selected" if x == env else ""}>{e(x)}</option>' for x in environments)
         + f'</select></div><div><label for="q">Run or source</label><input id="q" name="q" value="{e(text)}"></div>'
         '<button type="submit">Filter</button></form>')
-    rows = [[link(f"{request.base}/runs/{path_quote(r['run_id'])}", r["run_id"]), badge(r["state"], r["terminal"]),
-             Safe(f"<code>{e(r.get('model') or '—')}</code>"), " → ".join(r.get("environments") or []) or "—",
-             r.get("updated_at") or "", r.get("source") or ""] for r in listed]
+    rows = [[story.short_id(r["run_id"], f"{request.base}/runs/{path_quote(r['run_id'])}"),
+             badge(r["state"], r["terminal"]), r.get("why") or "—",
+             f"{r['score']:.3f}" if isinstance(r.get("score"), (int, float)) else "—",
+             f"{r.get('per_day', 0.0):.2f}", " → ".join(r.get("environments") or []) or "—",
+             story.ago(r.get("updated_at")), r.get("source") or ""] for r in listed]
     waiting = counts["waiting"]
     pages = ""
     if after or answer.get("next"):   # filters apply to the page shown; the pager keeps them
@@ -83,7 +86,7 @@ def runs(request: ConsoleRequest, api: Api) -> ConsoleResponse:
                  + (f' · <a href="{e(request.base)}/?after={e(path_quote(answer["next"]))}{keep}">next page</a>'
                     if answer.get("next") else "") + "</p>")
     body = Safe(f"<h1>Runs</h1>{banner('ok', f'{waiting} run(s) waiting for approval') if waiting else ''}"
-                f"<section>{filters}{table(['run', 'state', 'model', 'environments', 'updated', 'source'], rows, empty='no runs match')}"
+                f"<section>{filters}{table(['run', 'state', 'why', 'score', 'USD/day', 'environments', 'updated', 'source'], rows, numeric=[3, 4], empty='no runs match')}"
                 f"{pages}</section>")
     return page(200, _chrome(request, api, "Runs", body))
 
@@ -96,8 +99,13 @@ def deployments(request: ConsoleRequest, api: Api) -> ConsoleResponse:
         order = api.deps.require_topology().names
     except Exception:  # noqa: BLE001 - only the order of the sections depends on it
         order = []
+    show_all = request.query.get("all") == "1"
     rows_by_env: dict[str, list[dict[str, Any]]] = {}
+    hidden = 0
     for d in answer["deployments"]:
+        if d["state"] == "retired" and not show_all:
+            hidden += 1
+            continue
         rows_by_env.setdefault(d["environment"], []).append(d)
     sections = []
     for env in sorted(rows_by_env, key=lambda x: (order.index(x) if x in order else len(order), x)):
@@ -108,11 +116,29 @@ def deployments(request: ConsoleRequest, api: Api) -> ConsoleResponse:
                  d.get("last_ping") or "never", f"{d['per_day']:.2f}"] for d in items]
         sections.append(f"<section><h2>{e(env)}</h2>"
                         f"{table(['region', 'account', 'deployment', 'model', 'run', 'state', 'last keep-alive', 'USD/day'], rows, numeric=[7])}"
-                        f"<p class=muted>{e(env)}: {total:.2f} USD per day (estimate)</p></section>")
+                        f"<p class=muted>{e(env)}: {total:.2f} USD per day (estimate)</p>{_history(request, api, env)}</section>")
     body = Safe("<h1>Deployments</h1><p class=muted>Estimated hosting cost per day of each fine-tuned deployment "
-                f"(billed by the hour while it exists); total {answer['total_per_day']:.2f} USD per day.</p>"
+                f"(billed by the hour while it exists); total {answer['total_per_day']:.2f} USD per day."
+                + (f" {hidden} retired hidden (<a href=\"?all=1\">show all</a>)." if hidden else "") + "</p>"
                 + ("".join(sections) or "<section><p class=muted>no deployments yet</p></section>"))
     return page(200, _chrome(request, api, "Deployments", body))
+
+
+def _history(request: ConsoleRequest, api: Api, env: str, limit: int = 30) -> Safe:
+    """The environment's slot history (GET history/{env}), newest first: which model each region served,
+    since when, approved by whom, and why it left."""
+    status, answer = api.call("history", {"environment": env})
+    if status != 200:
+        return Safe("")
+    entries = list(reversed(answer.get("history") or []))[:limit]
+    rows = [[x["region"], Safe(f"<code>{e(x['model'])}</code>"),
+             link(f"{request.base}/runs/{path_quote(x['run_id'])}", x["run_id"]), story.ago(x["since"]),
+             "serving" if not x.get("until") else story.ago(x["until"]), x.get("came") or "",
+             x.get("approved_by") or "—", (x.get("left") or "") + (" [retired]" if x.get("retired") else "")
+             + (" [unhealthy]" if not x.get("healthy", True) else "")] for x in entries]
+    return Safe(f'<details class=history id="history-{e(env)}"><summary>History of {e(env)} ({len(entries)})'
+                f"</summary>{table(['region', 'model', 'run', 'since', 'until', 'came', 'approved by', 'why it left'], rows)}"
+                "</details>")
 
 
 def report(request: ConsoleRequest, api: Api) -> ConsoleResponse:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from shared.operator.console import compare
+from shared.operator.console import compare, story
 from shared.operator.console.app import Api, ConsoleRequest, ConsoleResponse, page, path_quote, redirect
 from shared.operator.console.layout import Safe, badge, banner, e, hidden, link, short, table
 from shared.operator.console.pages import _chrome, _error, refused
@@ -21,16 +21,19 @@ def run_page(request: ConsoleRequest, api: Api, *, run_id: str,
         return refused(request, status, run) or page(status, _chrome(request, api, f"Run {run_id}", _error(run)))
     base, token = request.base, api.form_token
     url = f"{base}/runs/{path_quote(run_id)}"
-    parts: list[Any] = [Safe(f"<h1>Run {e(run_id)} {badge(run['state'], run['terminal'])}</h1>")]
+    parts: list[Any] = [Safe(f"<h1>Run {story.copyable(run_id)} {badge(run['state'], run['terminal'])}</h1>"),
+                        story.stage_strip(run)]
     if refusal:
         parts.append(banner("error", refusal[1]))
     elif request.query.get("done"):
-        parts.append(banner("ok", f"{request.query['done']}: the operator API accepted it"))
+        done = request.query["done"]
+        parts.append(banner("ok", done if done.startswith("nothing changed") else
+                            f"{done}: the operator API accepted it; the run is {run['state']} now"))
     parts.append(_facts(run))
     kind, env = states.split(run["state"])
     if kind == "awaiting_approval" and env:
         parts.append(_approval(api, run, env, url, token))
-    parts.append(_deployments(run, base, token))
+    parts.append(_deployments(run, base, token, api, show_all=request.query.get("all") == "1"))
     parts.append(_reports(run, url))
     parts.append(_timeline(run))
     return page(refusal[0] if refusal else 200, _chrome(request, api, f"Run {run_id}", Safe("".join(map(e, parts)))))
@@ -44,7 +47,9 @@ def _facts(run: dict[str, Any]) -> Safe:
              ("environments", " → ".join(run.get("environments") or []) or "—"),
              ("evaluation", "—" if not ev else ("passed" if ev.get("passed") else
                                                 f"failed: {', '.join(ev.get('failed_gates') or []) or ev.get('reason')}")),
-             ("created", run.get("created_at")), ("updated", run.get("updated_at"))]
+             ("why", run.get("why") or "—"),
+             ("created", story.ago(run.get("created_at"))), ("in this state since", story.ago(run.get("state_since")
+                                                                                          or run.get("updated_at")))]
     if error:
         facts.append(("why it stopped", short(error.get("message") or error, 400)))
     rows = "".join(f"<div class=muted>{e(k)}</div><div>{e(v)}</div>" for k, v in facts)
@@ -60,11 +65,29 @@ def _approval(api: Api, run: dict[str, Any], env: str, url: str, token: str) -> 
     caller, candidate = run["caller"], run["candidate"]
     mine = compare.read_report(api.deps, run["run_id"])
     cand = compare.chosen_side(mine, "candidate (this run)", run["run_id"], candidate.get("model"))
-    references = _serving(api, env, run["run_id"])
-    notes = []
-    if not references:
+    given = (run.get("approvals") or {}).get(env) or {}
+    if given and given.get("model") == candidate.get("model"):   # approved: the deploy starts (no stale forms)
+        who = f"{given.get('approver_name') or ''} <{given.get('approver_oid')}>".strip()
+        return Safe(f"<section id=approval><h2>Approved into {e(env)}: deploying</h2>"
+                    f"<p id=approved>Approved by {e(who)} (ticket {e(given.get('ticket'))}) "
+                    f"{story.ago(given.get('at'))}; the deployment to {e(env)} starts now. This page shows "
+                    f"<code>deploying:{e(env)}</code>, then <code>deployed:{e(env)}</code>.</p></section>")
+    serving = (run.get("serving_now") or {}).get(env) or []
+    served = sorted({(d["model"], d["whose"]) for d in serving})
+    champion = compare.champion_side(mine, env)
+    notes, references = [], []
+    if served:
+        notes.append(f"{env} serves now: " + "; ".join(f"{m} ({whose})" for m, whose in served) + ".")
+    if champion is not None:
+        references = [champion]
+        if served and champion.model not in {m for m, _ in served}:
+            notes.append(f"This run's evaluation measured {champion.model}, which {env} no longer serves: "
+                         "the comparison is with what it served then.")
+    else:
         base = compare.base_side(mine)
-        notes.append(f"{env} serves no ftops model yet" + ("; compared with the base model." if base else "."))
+        notes.append(("This run's evaluation did not measure what " + env + " serves; " if served else
+                      f"{env} serves no ftops model yet; ") + ("compared with the base model, measured on the same "
+                                                               "examples." if base else "nothing to compare with."))
         references = [base] if base else []
     parts = [f"<section id=approval><h2>Waiting for approval into {e(env)}</h2>"]
     parts += [f"<p class=muted>{e(n)}</p>" for n in notes]
@@ -104,43 +127,90 @@ def _approval(api: Api, run: dict[str, Any], env: str, url: str, token: str) -> 
     return Safe("".join(map(str, parts)))
 
 
-def _serving(api: Api, env: str, run_id: str) -> list[compare.Side]:
-    """What `env` serves now (its active deployments of other runs), each with its run's evaluation."""
-    status, answer = api.call("list_deployments")
-    if status != 200:
-        return []
-    seen: dict[tuple[str, str], compare.Side] = {}
-    for d in answer["deployments"]:
-        key = (d["run_id"], d["model"])
-        if d["environment"] != env or d["state"] != "active" or d["run_id"] == run_id or key in seen:
+def rollback_plan(api: Api, run: dict[str, Any], env: str) -> tuple[list[dict[str, Any]], str | None]:
+    """What a rollback of this run's current model out of `env` would do, per region: (rows, why not)."""
+    from shared.stages.rollback import go_back_to
+    rows, nowhere = [], None
+    for d in run.get("deployments") or []:
+        if d["environment"] != env or d["state"] != "active" or d["run_id"] != run["run_id"]:
             continue
-        readable, _ = api.call("get_run", {"run_id": d["run_id"]})   # the API decides who may read that run
-        report = compare.read_report(api.deps, d["run_id"]) if readable == 200 else None
-        seen[key] = compare.chosen_side(report, f"serving {env} now", d["run_id"], d["model"])
-    return list(seen.values())
+        slot = api.deps.registry.get_deployment(env, d["account"], d["deployment"])
+        if slot is None or slot.state != "active":
+            continue
+        to, why = go_back_to(api.deps, slot)
+        if to is None:
+            nowhere = why
+        whose = "this run's earlier model" if to and to.run_id == run["run_id"] else f"run {to.run_id}" if to else ""
+        rows.append({**d, "afterwards": f"{to.model} ({whose})" if to else "— (refused: nothing to go back to)"})
+    return rows, (nowhere if rows else "this run serves nothing in " + env)
 
 
-def _deployments(run: dict[str, Any], base: str, token: str) -> Safe:
-    items = sorted(run.get("deployments") or [], key=lambda d: (d["environment"], d["region"]))
+def may_retire(run: dict[str, Any]) -> bool:
+    live = any(d["state"] == "active" for d in run.get("deployments") or [])
+    return states.can_transition(run["state"], states.RETIRED) or (run["state"] == states.RETIRED and live)
+
+
+def _deployments(run: dict[str, Any], base: str, token: str, api: Api | None = None, show_all: bool = False) -> Safe:
+    every = sorted(run.get("deployments") or [], key=lambda d: (d["environment"], d["region"]))
+    items = every if show_all else [d for d in every if d["state"] != "retired"]
     rows = [[d["environment"], d["region"], d["account"], d["deployment"], Safe(f"<code>{e(d['model'])}</code>"),
              d["state"], d.get("last_ping") or "never", f"{d.get('per_day', 0.0):.2f}"] for d in items]
     total = sum(d.get("per_day", 0.0) for d in items)
+    hidden_count = len(every) - len(items)
     headers = ["environment", "region", "account", "deployment", "model", "state", "last keep-alive", "USD/day"]
     parts = [(f"<section id=deployments><h2>Deployments</h2>{table(headers, rows, numeric=[7], empty='not deployed anywhere')}"
-             f"<p class=muted>estimated hosting: {total:.2f} USD per day</p>")]
+             f"<p class=muted>estimated hosting: {total:.2f} USD per day"
+             + (f" · {hidden_count} retired hidden (<a href=\"?all=1\">show all</a>)" if hidden_count else "") + "</p>")]
     if run["caller"].get("may_operate"):
-        live = sorted({d["environment"] for d in items if d["state"] == "active"})
+        live = sorted({d["environment"] for d in every if d["state"] == "active" and d["run_id"] == run["run_id"]})
         for env in live:
+            _, why = rollback_plan(api, run, env) if api is not None else ([], "unknown")
+            if why:
+                parts.append(f'<p class=muted id="no-rollback-{e(env)}">No rollback of {e(env)}: {e(why)}</p>')
+                continue
             parts.append(f'<form class="inline" method="post" action="{e(base)}/environments/{e(path_quote(env))}/rollback">'
                          f'{hidden("form_token", token)}{hidden("run_id", run["run_id"])}'
-                         f'<input name="reason" placeholder="why" maxlength="1000"> '
-                         f'<button class="danger" type="submit">Roll back {e(env)}</button></form> ')
-        if run["state"] != states.RETIRED and items:
+                         f'<button class="danger" type="submit">Roll back {e(env)}…</button></form> ')
+        if may_retire(run) and any(d["state"] == "active" for d in every):
             parts.append(f'<form class="inline" method="post" action="{e(base)}/runs/{e(path_quote(run["run_id"]))}/retire">'
-                         f'{hidden("form_token", token)}<input name="reason" placeholder="why" maxlength="1000"> '
-                         '<button class="danger" type="submit">Retire this run</button></form>')
+                         f'{hidden("form_token", token)}<button class="danger" type="submit">Retire this run…</button></form>')
     parts.append("</section>")
     return Safe("".join(map(str, parts)))
+
+
+def confirm_page(request: ConsoleRequest, api: Api, action: str, run_id: str, env: str | None) -> ConsoleResponse:
+    """What a retire or a rollback will change — the deployments that go, what each region serves afterwards,
+    the cost that stops — and the form that does it (posted again with confirm=yes)."""
+    status, run = api.call("get_run", {"run_id": run_id})
+    if status != 200:
+        return refused(request, status, run) or page(status, _chrome(request, api, "Confirm", _error(run)))
+    token, url = api.form_token, f"{request.base}/runs/{path_quote(run_id)}"
+    if action == "retire":
+        going = [d for d in run.get("deployments") or [] if d["state"] == "active"]
+        rows = [[d["environment"], d["region"], d["account"], Safe(f"<code>{e(d['model'])}</code>"), "nothing",
+                 f"{d.get('per_day', 0.0):.2f}"] for d in going]
+        title, target = f"Retire run {run_id}?", f"{url}/retire"
+        what = ("Retiring removes every deployment this run still owns, in every environment; its models are never "
+                "brought back by a rollback.")
+    else:
+        plan, why = rollback_plan(api, run, env or "")
+        going = plan
+        rows = [[d["environment"], d["region"], d["account"], Safe(f"<code>{e(d['model'])}</code>"), d["afterwards"],
+                 "0.00"] for d in plan]
+        title, target = f"Roll back {env}?", f"{request.base}/environments/{path_quote(env or '')}/rollback"
+        what = (f"Rolling back takes this run's model out of {env} and puts back the last model each region served "
+                "that was healthy and not retired." + (f" Refused now: {why}" if why else ""))
+    stops = sum(d.get("per_day", 0.0) for d in going) if action == "retire" else 0.0
+    body = Safe(f"<h1>{e(title)}</h1><section id=confirm><p>{e(what)}</p>"
+                f"{table(['environment', 'region', 'account', 'serves now', 'serves afterwards', 'USD/day that stops'], rows, numeric=[5], empty='nothing deployed')}"
+                f"<p id=cost-stops>Hosting that stops: {stops:.2f} USD per day (estimate).</p>"
+                f'<form method="post" action="{e(target)}" id="confirm-form">{hidden("form_token", token)}'
+                f'{hidden("run_id", run_id)}{hidden("confirm", "yes")}'
+                '<label for="reason">Why (kept in the audit trail)</label>'
+                '<input id="reason" name="reason" maxlength="1000" required>'
+                f'<button class="danger" type="submit">{e("Retire" if action == "retire" else "Roll back " + (env or ""))}</button> '
+                f'{link(url, "Cancel")}</form></section>')
+    return page(200, _chrome(request, api, title, body))
 
 
 def _reports(run: dict[str, Any], url: str) -> Safe:
@@ -160,13 +230,11 @@ def _reports(run: dict[str, Any], url: str) -> Safe:
 
 
 def _timeline(run: dict[str, Any]) -> Safe:
-    rows = []
-    for a in run.get("audit") or []:
-        change = f"{a.get('from_state') or '∅'} → {a['to_state']}" if a.get("to_state") and \
-            a.get("to_state") != a.get("from_state") else ""
-        rows.append([a.get("at"), a.get("action"), a.get("actor"), change, short(a.get("detail") or "", 160)])
-    return Safe(f"<section id=timeline><h2>Timeline (audit trail)</h2>"
-                f"{table(['when', 'what', 'who', 'state', 'detail'], rows, empty='no audit records')}</section>")
+    """The audit trail, newest first, each record in words (the raw record in the row's title)."""
+    rows = [[story.ago(a.get("at")), Safe(f'<span title="{e(a.get("action"))}">{e(story.describe(a))}</span>'),
+             a.get("actor")] for a in reversed(run.get("audit") or [])]
+    return Safe(f"<section id=timeline><h2>Timeline (newest first)</h2>"
+                f"{table(['when', 'what happened', 'who'], rows, empty='no audit records')}</section>")
 
 
 def run(request: ConsoleRequest, api: Api) -> ConsoleResponse:
@@ -174,20 +242,27 @@ def run(request: ConsoleRequest, api: Api) -> ConsoleResponse:
 
 
 def act(request: ConsoleRequest, api: Api) -> ConsoleResponse:
-    """A button on a run's page: the operator API decides; a refusal comes back with the API's status."""
+    """A button on a run's page: the operator API decides; a refusal comes back with the API's status.
+    Retire and rollback first show what they will change (confirm_page) and act on the confirmed post."""
     action, form = request.params.get("action", ""), request.form()
     run_id = request.params.get("run_id")
     if action == "rollback":
-        params, body = {"environment": request.params["environment"]}, {"run_id": form.get("run_id") or None,
-                                                                         "reason": form.get("reason") or None}
+        environment = request.params.get("environment") or form.get("environment")
+        if not environment:
+            return page(400, _chrome(request, api, "Bad request", banner("error", "a rollback names an environment")))
+        params, body = {"environment": environment}, {"run_id": form.get("run_id") or None,
+                                                      "reason": form.get("reason") or None}
         run_id = form.get("run_id") or run_id
     elif action in BODIES:
         params, body = {"run_id": run_id or ""}, BODIES[action](form)
     else:
         return page(404, _chrome(request, api, "Not found", banner("error", f"no action {action!r}")))
+    if action in ("retire", "rollback") and form.get("confirm") != "yes" and run_id:
+        return confirm_page(request, api, action, run_id, params.get("environment"))
     status, answer = api.call(action, params, body)
     if status in (200, 202):
         done = {"approve": "approved", "reject": "rejected", "retire": "retired", "rollback": "rolled back"}[action]
+        done = answer.get("note") or done   # the API changed nothing (a repeat): say so
         target = f"{request.base}/runs/{path_quote(run_id)}" if run_id else f"{request.base}/deployments"
         return redirect(f"{target}?done={path_quote(done)}")
     message = (answer.get("error") or {}).get("message", "refused")

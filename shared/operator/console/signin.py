@@ -27,6 +27,7 @@ from shared.operator.console.app import (
 
 if TYPE_CHECKING:
     from shared.app.bootstrap import Deps
+    from shared.azure.access import Caller
 
 MAX_TOKEN = 8 * 1024   # an Entra ID access token is a few KB at most
 
@@ -94,7 +95,7 @@ def _token_from(form: dict[str, str], deps: Deps, *, offered: bool) -> str:
         raise _SignInFailed(f"the identity provider cannot be reached: {exc}") from None
 
 
-def _verify(deps: Deps, token: str) -> object:
+def _verify(deps: Deps, token: str) -> Caller:
     from shared.azure.access import AccessDenied
     from shared.operator.api import verifier_for
     try:

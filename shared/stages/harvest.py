@@ -1,0 +1,366 @@
+"""Harvest (the flywheel): production answers of a deployment become the next run's training data.
+
+A timer tick visits every environment whose spokes configuration has a `harvest` section (off otherwise) and
+every deployment name that environment serves. For each it reads what arrived since the last tick — the
+spokes' stored completions of the served model (v1 API, oldest first, filtered by the policy's metadata), and
+JSONL exchanges dropped under `<TRAFFIC_CONTAINER>/<deployment name>/` — bounded by count and age, curates them with the
+validator's rules (shared.validation.curation: format, personal data and secrets, rating, duplicates, overlap
+with the champion's held-out and training data), optionally has a teacher deployment on the hub answer the
+prompts (distillation), and keeps the result in a pool. When the pool holds enough examples it becomes a run
+folder in the datasets container — train.jsonl, the champion's own eval.jsonl (so the challenger is measured
+on the champion's examples), run.json last — and enters intake like any drop: same validation, training,
+evaluation against the champion, gates and verified approval. The flywheel starts runs; it never approves.
+
+State per (environment, deployment name) is one blob, `flywheel/<env>/<name>/state.json` in the reports
+container, written with its ETag: the stored-completion cursor per spoke, the traffic blobs read, the pool,
+the content hashes of what was kept (so a repeat is a duplicate across pools).
+A pool that reached its size is written out (its folder named by the pool's hash, run.json only if absent)
+before anything new is read, so a tick that died half-way repeats the same folder, never a second one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+
+from shared.run import actors
+from shared.run.topology import Environment, HarvestPolicy, Target
+from shared.store import claims
+from shared.validation.curation import CurationPolicy, Exchange, Overlap, curate, prompt_text
+from shared.validation.lines import content_hash
+
+if TYPE_CHECKING:
+    from shared.app.bootstrap import Deps
+    from shared.store.registry import DeploymentRecord, RunRecord
+
+log = logging.getLogger(__name__)
+ACTOR = actors.FLYWHEEL
+_MESSAGE_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id")
+MAX_TRAFFIC_LINE = 1 << 20    # one exchange; a longer line is dropped as malformed
+MAX_REMEMBERED = 50_000       # content hashes of kept exchanges remembered for de-duplication (~1 MB of state)
+
+
+@dataclass
+class HarvestOutcome:
+    environment: str
+    deployment: str
+    read: int = 0
+    curation: dict[str, Any] = field(default_factory=dict)
+    pool: int = 0
+    folder: str | None = None     # datasets/<folder>/ written this tick
+    skipped: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v not in (None, {}, 0) or k in ("read", "pool")}
+
+
+def handle_harvest_tick(deps: Deps) -> list[HarvestOutcome]:
+    """One pass over every environment with a harvest policy; each deployment name on its own, so one
+    failing spoke or deployment does not stop the others."""
+    topology = deps.topology
+    outcomes: list[HarvestOutcome] = []
+    if topology is None:
+        return outcomes
+    for env in topology.environments:
+        if env.harvest is None:
+            continue
+        for name, slots in sorted(served(deps, env).items()):
+            try:
+                outcomes.append(harvest(deps, env, name, slots))
+            except Exception as exc:   # noqa: BLE001 - reported, retried next tick
+                log.warning("harvest %s/%s failed: %s", env.name, name, exc)
+                outcomes.append(HarvestOutcome(env.name, name, skipped=f"failed: {type(exc).__name__}: {exc}"[:300]))
+    return outcomes
+
+
+def served(deps: Deps, env: Environment) -> dict[str, list[DeploymentRecord]]:
+    """Deployment name → its active slots in this environment."""
+    served: dict[str, list[DeploymentRecord]] = {}
+    for slot in deps.registry.list_deployments(state="active"):
+        if slot.environment == env.name:
+            served.setdefault(slot.deployment, []).append(slot)
+    return served
+
+
+def harvest(deps: Deps, env: Environment, name: str, slots: list[DeploymentRecord]) -> HarvestOutcome:
+    policy = env.harvest
+    assert policy is not None
+    outcome = HarvestOutcome(env.name, name)
+    with claims.hold(deps.registry, f"harvest|{env.name}|{name}", ttl_seconds=600) as claim:
+        if not claim.owned:
+            outcome.skipped = "another tick is harvesting it"
+            return outcome
+        state, etag = _read_state(deps, env.name, name)
+        champion = deps.registry.get_run(slots[0].run_id)
+        if champion is None:
+            outcome.skipped = f"the run {slots[0].run_id} that serves it is unknown"
+            claim.release()
+            return outcome
+        in_flight = _in_flight(deps, state["runs"])
+        if not in_flight and len(state["pool"]) >= policy.min_examples:
+            # a full pool left by a tick that died before its folder, or one that waited for a run in flight
+            outcome.folder = _write_run(deps, env, name, champion, state["pool"], policy)
+            state["pool"], state["runs"] = [], [*state["runs"], outcome.folder][-20:]
+            etag = _write_state(deps, env.name, name, state, etag)
+        exchanges = _collect(deps, env, name, slots[0].model, policy, state)
+        outcome.read = len(exchanges)
+        if policy.teacher:
+            exchanges = _relabel(deps, policy.teacher, exchanges)
+        held_out, previous = _overlaps(deps, champion, policy.leakage_threshold)
+        # everything kept before (earlier pools and runs, bounded) counts as seen: a repeat is a duplicate
+        seen = set(state.get("kept", [])) | {content_hash(json.dumps(e, ensure_ascii=False).encode())
+                                             for e in state["pool"]}
+        before = set(seen)
+        curated = curate(exchanges, CurationPolicy(privacy=policy.privacy, min_rating=policy.min_rating,
+                                                   leakage_threshold=policy.leakage_threshold),
+                         held_out=held_out, previous=previous, seen=seen)
+        state["kept"] = [*state.get("kept", []), *sorted(seen - before)][-MAX_REMEMBERED:]
+        outcome.curation = curated.counts()
+        state["pool"] = [*state["pool"], *curated.kept]
+        state["counts"] = _add_counts(state.get("counts", {}), curated.counts())
+        if in_flight:   # one flywheel run per deployment name at a time: the pool grows until it ends
+            outcome.skipped = f"run {in_flight} from the last pool is still in progress"
+        elif len(state["pool"]) >= policy.min_examples:
+            etag = _write_state(deps, env.name, name, state, etag)   # the pool first: a crash repeats this folder
+            outcome.folder = _write_run(deps, env, name, champion, state["pool"], policy)
+            state["pool"], state["runs"] = [], [*state["runs"], outcome.folder][-20:]
+        _write_state(deps, env.name, name, state, etag)
+        outcome.pool = len(state["pool"])
+        if outcome.read or outcome.folder:   # an idle tick leaves no trace in the champion's audit trail
+            deps.registry.audit(champion.run_id, "flywheel.harvested", actor=ACTOR, detail=outcome.as_dict())
+        claim.release()   # a recurring job: the key is free again for the next tick
+    return outcome
+
+
+# --- what arrived ------------------------------------------------------------------------------------
+def _collect(deps: Deps, env: Environment, name: str, model: str, policy: HarvestPolicy,
+             state: dict[str, Any]) -> list[Exchange]:
+    oldest = (deps.clock.now() - timedelta(days=policy.max_age_days)).timestamp()
+    found: list[Exchange] = []
+    if "stored_completions" in policy.sources:
+        for target in env.targets:
+            if not _may_leave(deps, target, policy):
+                continue
+            found += _stored(deps, target, model, policy, state, oldest, policy.max_exchanges - len(found))
+    if "traffic" in policy.sources and len(found) < policy.max_exchanges:
+        found += _traffic(deps, name, state, oldest, policy.max_exchanges - len(found))
+    return found
+
+
+def _may_leave(deps: Deps, target: Target, policy: HarvestPolicy) -> bool:
+    """Production data goes to the hub's tenant for training only where the policy says it may."""
+    hub_tenant = deps.settings.hub.tenant
+    return policy.cross_tenant or not hub_tenant or target.tenant == hub_tenant
+
+
+def _stored(deps: Deps, target: Target, model: str, policy: HarvestPolicy, state: dict[str, Any],
+            oldest: float, budget: int) -> list[Exchange]:
+    spokes = deps.spokes
+    cursors: dict[str, str] = state["cursors"]
+    found: list[Exchange] = []
+    more = True
+    while more and budget > 0:
+        page, more = spokes.stored_completions(target, model=model, metadata=dict(policy.metadata),
+                                               after=cursors.get(target.account), limit=min(100, budget))
+        for item in page:
+            completion = item["completion"]
+            cursors[target.account] = completion["id"]
+            budget -= 1
+            if float(completion.get("created") or 0) < oldest:
+                continue
+            answer = ((completion.get("choices") or [{}])[0] or {}).get("message") or {}
+            messages = [_message(m) for m in item["messages"]] + [_message(answer)]
+            found.append(Exchange(id=completion["id"], messages=tuple(messages),
+                                  created=float(completion.get("created") or 0)))
+        if not page:
+            break
+    return found
+
+
+def _traffic(deps: Deps, name: str, state: dict[str, Any], oldest: float, budget: int) -> list[Exchange]:
+    container = deps.blobs.get_container_client(deps.settings.traffic_container)
+    done: list[str] = state["traffic"]
+    found: list[Exchange] = []
+    try:
+        blobs = sorted((b for b in container.list_blobs(name_starts_with=f"{name}/") if b.name not in done),
+                       key=lambda b: (b.last_modified, b.name))
+    except ResourceNotFoundError:   # no traffic container: nothing dropped
+        return found
+    for blob in blobs:
+        if budget <= 0:
+            break
+        if blob.last_modified.timestamp() < oldest:
+            done.append(blob.name)
+            continue
+        data = container.download_blob(blob.name).readall()
+        for number, line in enumerate(data.splitlines(), 1):
+            if not line.strip():
+                continue
+            found.append(_traffic_exchange(f"{blob.name}#{number}", line, blob.last_modified.timestamp()))
+            budget -= 1
+        done.append(blob.name)
+    state["traffic"] = done[-5000:]
+    return found
+
+
+def _traffic_exchange(ident: str, line: bytes, created: float) -> Exchange:
+    """A traffic line: `{"messages": [...], "rating": 4}` (the answer last); anything else is kept as an
+    exchange curation drops as malformed, so it is counted rather than lost silently."""
+    try:
+        obj = json.loads(line) if len(line) <= MAX_TRAFFIC_LINE else None
+    except (ValueError, RecursionError):
+        obj = None
+    if not isinstance(obj, dict) or not isinstance(obj.get("messages"), list):
+        return Exchange(id=ident, messages=(), created=created)
+    rating = obj.get("rating")
+    tools = obj["tools"] if isinstance(obj.get("tools"), list) else []
+    return Exchange(id=ident, messages=tuple(_message(m) for m in obj["messages"] if isinstance(m, dict)),
+                    created=created, rating=float(rating) if isinstance(rating, (int, float)) else None,
+                    tools=tuple(tools))
+
+
+def _message(m: dict[str, Any]) -> dict[str, Any]:
+    return {k: m[k] for k in _MESSAGE_KEYS if m.get(k) is not None}
+
+
+def _relabel(deps: Deps, teacher: str, exchanges: list[Exchange]) -> list[Exchange]:
+    """Distillation: the teacher (a deployment on the hub) answers each prompt; its answer replaces the
+    production one. A prompt the teacher cannot answer is left without an answer (curation drops it)."""
+    client = deps.openai_client(max_retries=3)
+    out = []
+    for exchange in exchanges:
+        prompt = [m for m in exchange.messages[:-1]] if exchange.messages else []
+        try:
+            reply = client.chat.completions.create(model=teacher, messages=prompt, temperature=0, timeout=60)
+            text = reply.choices[0].message.content or ""
+        except Exception as exc:   # noqa: BLE001 - counted through curation (no answer)
+            log.info("teacher %s could not answer %s: %s", teacher, exchange.id, exc)
+            text = ""
+        answer = [{"role": "assistant", "content": text}] if text else []
+        out.append(Exchange(id=exchange.id, messages=tuple(prompt + answer), created=exchange.created,
+                            rating=exchange.rating, tools=exchange.tools))
+    return out
+
+
+# --- leakage ----------------------------------------------------------------------------------------
+def _overlaps(deps: Deps, champion: RunRecord, threshold: float) -> tuple[Overlap, Overlap]:
+    def prompts(role: str) -> list[str]:
+        path = champion.data_files.get(role)
+        if not path:
+            return []
+        blob = deps.blobs.get_blob_client(deps.settings.reports_container, path)
+        texts = []
+        for line in blob.download_blob().readall().splitlines():
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict) and isinstance(obj.get("messages"), list):
+                texts.append(prompt_text(obj["messages"]))
+        return texts
+    held_out = Overlap(prompts("eval") + prompts("validation"), threshold)
+    return held_out, Overlap(prompts("train"), threshold)
+
+
+def _in_flight(deps: Deps, folders: list[str]) -> str | None:
+    """The run the last folder started, while it has not ended (awaiting approval counts as ended: a person
+    decides now, and the next pool may train meanwhile)."""
+    if not folders:
+        return None
+    source = f"{deps.settings.datasets_container}/{folders[-1]}/run.json"
+    for run in deps.registry.list_runs():
+        if run.source == source and not run.terminal and not run.state.startswith("awaiting_approval:"):
+            return run.run_id
+    return None
+
+
+# --- the next run -----------------------------------------------------------------------------------
+def _write_run(deps: Deps, env: Environment, name: str, champion: RunRecord, pool: list[dict[str, Any]],
+               policy: HarvestPolicy) -> str:
+    body = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in pool).encode()
+    digest = hashlib.sha256(body).hexdigest()[:12]
+    folder = f"flywheel-{env.name}-{name}-{digest}"[:120]
+    container = deps.blobs.get_container_client(deps.settings.datasets_container)
+    if _exists(container, f"{folder}/run.json"):
+        return folder
+    container.upload_blob(f"{folder}/train.jsonl", body, overwrite=True)
+    eval_path = champion.data_files.get("eval")
+    if eval_path:
+        held_out = deps.blobs.get_blob_client(deps.settings.reports_container, eval_path).download_blob().readall()
+        container.upload_blob(f"{folder}/eval.jsonl", held_out, overwrite=True)
+    settings = run_settings_for(champion, env, name, policy, digest)
+    try:
+        container.upload_blob(f"{folder}/run.json", json.dumps(settings, indent=2).encode(), overwrite=False)
+    except ResourceExistsError:   # written by an earlier attempt: the same run
+        pass
+    log.info("flywheel: %s/%s → datasets/%s/ (%d examples)", env.name, name, folder, len(pool))
+    return folder
+
+
+def run_settings_for(champion: RunRecord, env: Environment, name: str, policy: HarvestPolicy,
+                     digest: str) -> dict[str, Any]:
+    """The champion's settings, for a run that replaces it under the same deployment name: the student base
+    model when distilling, no split of the eval file (it is the champion's held-out data), the same gates
+    (plus the distillation gate), and where it came from."""
+    keep = ("method", "hyperparameters", "seed", "environments", "thresholds", "evaluation", "owner", "pii",
+            "over_limit")
+    settings = {k: v for k, v in (champion.settings or {}).items() if k in keep and v is not None}
+    settings["base_model"] = policy.student_base_model or (champion.settings or {}).get("base_model")
+    settings["deployment_name"] = name
+    settings["suffix"] = f"fw{digest[:8]}"
+    settings["ticket"] = f"flywheel {env.name}/{name} from {champion.run_id}"[:200]
+    if policy.max_cost_ratio is not None:
+        thresholds = dict(settings.get("thresholds") or {})
+        thresholds["max_cost_ratio_vs_champion"] = policy.max_cost_ratio
+        settings["thresholds"] = thresholds
+    settings["origin"] = {"kind": "flywheel", "environment": env.name, "deployment_name": name,
+                          "champion_run": champion.run_id, "pool": digest}
+    return {k: v for k, v in settings.items() if v is not None}
+
+
+# --- state ------------------------------------------------------------------------------------------
+def _state_path(env: str, name: str) -> str:
+    return f"flywheel/{env}/{name}/state.json"
+
+
+def _read_state(deps: Deps, env: str, name: str) -> tuple[dict[str, Any], str | None]:
+    blob = deps.blobs.get_blob_client(deps.settings.reports_container, _state_path(env, name))
+    try:
+        download = blob.download_blob()
+    except ResourceNotFoundError:
+        return {"cursors": {}, "traffic": [], "pool": [], "runs": [], "counts": {}, "kept": []}, None
+    state = json.loads(download.readall())
+    return state, download.properties.etag
+
+
+def _write_state(deps: Deps, env: str, name: str, state: dict[str, Any], etag: str | None) -> str:
+    """Conditional on what was read: a concurrent tick (its claim lapsed) fails here instead of forking."""
+    blob = deps.blobs.get_blob_client(deps.settings.reports_container, _state_path(env, name))
+    data = json.dumps(state, ensure_ascii=False).encode()
+    if etag is None:
+        result = blob.upload_blob(data, overwrite=False)
+    else:
+        result = blob.upload_blob(data, overwrite=True, etag=etag, match_condition=MatchConditions.IfNotModified)
+    return str(result["etag"])
+
+
+def _exists(container: Any, name: str) -> bool:
+    return bool(container.get_blob_client(name).exists())
+
+
+def _add_counts(total: dict[str, Any], counts: dict[str, Any]) -> dict[str, Any]:
+    out = dict(total)
+    out["kept"] = out.get("kept", 0) + counts["kept"]
+    out["masked"] = out.get("masked", 0) + counts["masked"]
+    out["privacy_findings"] = out.get("privacy_findings", 0) + counts["privacy_findings"]
+    dropped = dict(out.get("dropped", {}))
+    for reason, n in counts["dropped"].items():
+        dropped[reason] = dropped.get(reason, 0) + n
+    out["dropped"] = dropped
+    return out

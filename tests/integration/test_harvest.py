@@ -1,0 +1,174 @@
+"""The flywheel's harvest against Azurite and the emulator: production answers of prod (stored completions on
+its spokes, JSONL dropped into the traffic container) become one run folder in the datasets container —
+without the planted personal data and secrets, without duplicates, without a single held-out prompt — and
+a second tick finds nothing new and writes nothing."""
+from __future__ import annotations
+
+import json
+import ssl
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+
+from shared.run import privacy
+from shared.stages.drift import handle_drift_tick
+from shared.stages.harvest import handle_harvest_tick
+from shared.store.registry import DeploymentRecord, RunRecord
+from shared.validation.curation import prompt_text
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+HELD_OUT = [f"How do I reset the password of router model R{i}?" for i in range(5)]
+TRAINED = [f"Which warranty covers the kettle model K{i} bought abroad?" for i in range(5)]
+FRESH = [f"Can I change the delivery address of order {1000 + i} after it shipped to the depot?" for i in range(14)]
+PLANTED = ["Please email the invoice to maria.lopez@fabrikam.com today",
+           "My card number is 4111 1111 1111 1111, is my order paid?",
+           "use key sk-proj-abcdefghijklmnopqrstuvwxyz0123456789ABCD to log in"]
+
+
+def _spokes_with_harvest(app: str) -> str:
+    config = json.loads((ROOT / "local" / "spokes.demo.json").read_text())
+    prod = next(e for e in config["environments"] if e["name"] == "prod")
+    prod["harvest"] = {"min_examples": 10, "metadata": {"app": app}, "drift_examples": 5}
+    return json.dumps(config)
+
+
+def _line(question: str) -> str:
+    return json.dumps({"messages": [{"role": "user", "content": question},
+                                    {"role": "assistant", "content": "Here is the answer you need."}]})
+
+
+@pytest.fixture
+def app() -> str:
+    """The metadata the harvest policy filters on, this test's own: the emulator is shared by the session."""
+    return f"support-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def prod(make_deps: Any, emulator: Any, instant_deployments: None, app: str) -> Any:
+    deps = make_deps(SPOKES_CONFIG=_spokes_with_harvest(app))
+    reports = deps.blobs.get_container_client(deps.settings.reports_container)
+    reports.upload_blob("champ/data/eval.jsonl", "\n".join(_line(q) for q in HELD_OUT), overwrite=True)
+    reports.upload_blob("champ/data/train.jsonl", "\n".join(_line(q) for q in TRAINED), overwrite=True)
+    deps.registry.create_run(RunRecord(run_id="champ", source="datasets/champ/run.json", state="deployed:prod",
+                                       settings={"base_model": "gpt-4.1-mini", "deployment_name": "support-bot",
+                                                 "owner": "6f1c2d3e-0000-4000-8000-0000000000b2"},
+                                       data_files={"eval": "champ/data/eval.jsonl", "train": "champ/data/train.jsonl"}),
+                             actor="test")
+    topology = deps.require_topology()
+    env = topology.environment("prod")
+    for target in env.targets:
+        deps.spokes.deploy(target, "support-bot", "gpt-4.1-mini", tags={"managed_by": "ftops"})
+        deps.registry.save_deployment(DeploymentRecord(
+            environment="prod", account=target.account, deployment="support-bot", region=target.region,
+            subscription=target.subscription, resource_group=target.resource_group, run_id="champ",
+            model="gpt-4.1-mini"))
+    return deps
+
+
+def _serve(emulator: Any, account: str, questions: list[str], app: str) -> None:
+    """Production traffic, stored with metadata."""
+    metadata = {"app": app}
+    http = httpx2.Client(verify=ssl.create_default_context(cafile=emulator.ca_file))
+    client = openai.OpenAI(base_url=f"{emulator.endpoint(account)}/openai/v1/", api_key="local-key", http_client=http)
+    for q in questions:
+        client.chat.completions.create(model="support-bot", messages=[{"role": "user", "content": q}],
+                                       store=True, metadata=metadata)
+
+
+def test_production_answers_become_one_clean_run_folder(prod: Any, emulator: Any, app: str) -> None:
+    east = "ftops-prod-eastus"
+    _serve(emulator, east, FRESH[:8] + FRESH[:3] + PLANTED + HELD_OUT[:2] + TRAINED[:1], app)
+    _serve(emulator, east, ["an answer of another app"], app="billing")
+    # the other prod spoke is in another tenant: its production data stays there unless the policy says so
+    _serve(emulator, "ftops-prod-westeurope", [f"west {q}" for q in FRESH[:6]], app)
+    traffic = prod.blobs.get_container_client(prod.settings.traffic_container)
+    traffic.upload_blob("support-bot/2026-12-07.jsonl",
+                        "\n".join([_line(q) for q in FRESH[8:]] + ["not json", _line(PLANTED[0])]))
+
+    [outcome] = handle_harvest_tick(prod)
+
+    assert outcome.folder and outcome.read == 8 + 3 + 3 + 2 + 1 + 8
+    assert outcome.curation["dropped"] == {"duplicate": 3, "malformed: no answer": 1,
+                                           "overlaps held-out evaluation data": 2,
+                                           "overlaps the previous training set": 1, "personal data or secret": 4}
+    datasets = prod.blobs.get_container_client(prod.settings.datasets_container)
+    names = sorted(b.name for b in datasets.list_blobs(name_starts_with=outcome.folder))
+    assert names == [f"{outcome.folder}/{n}" for n in ("eval.jsonl", "run.json", "train.jsonl")]
+    train = datasets.download_blob(f"{outcome.folder}/train.jsonl").readall()
+    lines = train.splitlines()
+    assert len(lines) == 14 and privacy.scan_decoded(train) == [] and list(privacy.scan(train)) == []
+    prompts = {prompt_text(json.loads(line)["messages"]) for line in lines}
+    assert prompts == {prompt_text([{"role": "user", "content": q}]) for q in FRESH}
+    assert not any("west" in p for p in prompts)
+    assert datasets.download_blob(f"{outcome.folder}/eval.jsonl").readall().decode().count("router") == 5
+    settings = json.loads(datasets.download_blob(f"{outcome.folder}/run.json").readall())
+    assert settings["deployment_name"] == "support-bot" and settings["origin"]["champion_run"] == "champ"
+    assert [a["action"] for a in prod.registry.audit_trail("champ")][-1] == "flywheel.harvested"
+
+    again = handle_harvest_tick(prod)
+    assert again[0].read == 0 and again[0].folder is None
+    assert sorted(b.name for b in datasets.list_blobs()) == names
+
+
+def test_a_pool_below_its_size_waits_for_the_next_tick_and_repeats_stay_duplicates(prod: Any, emulator: Any,
+                                                                                    app: str) -> None:
+    _serve(emulator, "ftops-prod-eastus", FRESH[:6], app)
+    [first] = handle_harvest_tick(prod)
+    assert first.folder is None and first.pool == 6
+    _serve(emulator, "ftops-prod-eastus", FRESH[6:10], app)
+    [second] = handle_harvest_tick(prod)
+    assert second.read == 4 and second.folder and second.pool == 0
+    train = prod.blobs.get_container_client(prod.settings.datasets_container).download_blob(
+        f"{second.folder}/train.jsonl").readall()
+    assert len(train.splitlines()) == 10
+    _serve(emulator, "ftops-prod-eastus", FRESH[:3] + FRESH[10:12], app)   # asked again after their run
+    [third] = handle_harvest_tick(prod)
+    assert third.curation["dropped"] == {"duplicate": 3} and third.pool == 2
+
+
+def _evaluated(deps: Any, low: float) -> None:
+    """The champion's evaluation report as the evaluate stage writes it: its chosen model's interval."""
+    report = {"gate_grader": "token_f1", "chosen": {"name": "final"},
+              "candidates": [{"name": "final", "kind": "final",
+                              "metrics": {"graders": {"token_f1": {"mean": low + 0.1, "low": low, "high": 1.0}}}}]}
+    deps.blobs.get_container_client(deps.settings.reports_container).upload_blob(
+        "champ/evaluation.json", json.dumps(report), overwrite=True)
+
+
+def test_a_served_model_scoring_below_its_evaluation_is_drift_and_starts_a_harvest(prod: Any, emulator: Any,
+                                                                                   app: str) -> None:
+    _evaluated(prod, low=0.6)   # the served base model answers generically: far below what was measured
+    _serve(emulator, "ftops-prod-eastus", FRESH[:10], app)
+    [check] = handle_drift_tick(prod)
+    assert check.drifted and check.examples == 5 and check.mean is not None and check.mean < 0.6
+    assert check.harvest and check.harvest["folder"]          # the harvest ran at once
+    assert [a["action"] for a in prod.registry.audit_trail("champ")][-2:] == ["drift.detected", "flywheel.harvested"]
+    saved = json.loads(prod.blobs.get_blob_client(prod.settings.reports_container,
+                                                  "drift/prod/support-bot.json").download_blob().readall())
+    assert saved["drifted"] is True and saved["floor"] == 0.6
+
+
+def test_a_served_model_within_its_interval_is_not_drift(prod: Any) -> None:
+    _evaluated(prod, low=0.0)
+    [check] = handle_drift_tick(prod)
+    assert not check.drifted and check.harvest is None and check.mean is not None
+    assert "drift.detected" not in [a["action"] for a in prod.registry.audit_trail("champ")]
+
+
+def test_one_flywheel_run_at_a_time_per_deployment_name(prod: Any, emulator: Any, app: str) -> None:
+    _serve(emulator, "ftops-prod-eastus", FRESH[:10], app)
+    [first] = handle_harvest_tick(prod)
+    assert first.folder
+    source = f"{prod.settings.datasets_container}/{first.folder}/run.json"
+    prod.registry.create_run(RunRecord(run_id="student", source=source, state="training"), actor="test")
+    _serve(emulator, "ftops-prod-eastus", FRESH[10:14] + [f"{q} again" for q in FRESH[:8]], app)
+    [waiting] = handle_harvest_tick(prod)
+    assert waiting.folder is None and waiting.pool == 12 and "student" in (waiting.skipped or "")
+    prod.registry.transition("student", "training_failed", actor="test")
+    [after] = handle_harvest_tick(prod)        # the run ended: the full pool becomes the next folder
+    assert after.folder and after.folder != first.folder and after.read == 0
