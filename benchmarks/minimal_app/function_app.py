@@ -40,6 +40,8 @@ def _timer(name: str, setting: str) -> None:
 
 _timer("polling", "POLL_SCHEDULE")
 _timer("keepalive", "KEEPALIVE_SCHEDULE")
+_timer("harvest", "HARVEST_SCHEDULE")
+_timer("drift", "DRIFT_SCHEDULE")
 
 
 def _http(name: str, route: str, methods: list[str]) -> None:
@@ -52,6 +54,7 @@ def _http(name: str, route: str, methods: list[str]) -> None:
 for _name, _route, _methods in (
         ("operator_list_runs", "runs", ["GET"]), ("operator_get_run", "runs/{run_id}", ["GET"]),
         ("operator_list_deployments", "deployments", ["GET"]),
+        ("operator_history", "history/{environment}", ["GET"]),
         ("operator_run_command", "runs/{run_id}/{action}", ["POST"]),
         ("operator_environment_command", "environments/{environment}/{action}", ["POST"]),
         ("console_runs", "console", ["GET"]), ("console_sign_in", "console/signin", ["GET", "POST"]),
