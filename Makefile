@@ -7,19 +7,25 @@ PYTHON313 ?= $(shell for p in python3.13 $$HOME/.pyenv/versions/3.13*/bin/python
 	  if $$p -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null; then echo $$p; break; fi; done)
 STAMP := $(VENV)/.setup-stamp
 
-.PHONY: setup browser demo test test-unit test-integration test-e2e test-infra bench lint clean
+.PHONY: setup browser shellcheck demo test test-unit test-integration test-e2e test-infra bench lint clean
 
-setup: $(STAMP) node_modules/.bin/azurite browser
+setup: $(STAMP) node_modules/.bin/azurite browser shellcheck
 
-# The console's browser tests drive Debian's chromium (Playwright with executable_path; never a browser
-# download). Installed with apt when missing (root); the package lists are refreshed only when apt does not
-# know the package yet.
-CHROMIUM ?= $(shell command -v chromium 2>/dev/null)
+# $(call apt_install,COMMAND,PACKAGE,WHY): the Debian package, with apt, when COMMAND is missing (root only; the
+# package lists are refreshed only when apt does not know the package yet).
+apt_install = @if command -v $(1) >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then echo "$(1) is missing and this is not root: run 'sudo apt-get install -y $(2)' ($(3))"; exit 0; fi; \
+	apt-cache policy $(2) | grep -q 'Candidate: [0-9]' || apt-get update; \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y $(2)
+
+# The console's browser tests drive Debian's chromium (Playwright with executable_path; never a browser download).
 browser:
-	@if [ -n "$(CHROMIUM)" ]; then exit 0; fi; \
-	if [ "$$(id -u)" != 0 ]; then echo "chromium is missing and this is not root: run 'sudo apt-get install -y chromium' (the console's browser tests fail without it)"; exit 0; fi; \
-	apt-cache policy chromium | grep -q 'Candidate: [0-9]' || apt-get update; \
-	DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+	$(call apt_install,chromium,chromium,the console's browser tests fail without it)
+
+# Every shell script of the repository (infra/scripts/, .ci/run) is checked by Debian's shellcheck in make test
+# (tests/unit/test_infra_tools.py): the azd hooks run under macOS's /bin/sh (bash 3.2 in POSIX mode) too.
+shellcheck:
+	$(call apt_install,shellcheck,shellcheck,the infra tests fail without it)
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -n "$(PYTHON313)" || { echo "Python 3.13 not found: install python3.13 (azure-functions 2.x needs it)"; exit 1; }
@@ -50,7 +56,7 @@ test-integration: setup
 test-e2e: setup
 	$(PY) -m pytest -q -m e2e
 
-# infra/ and azure.yaml: Bicep parses, contract with the code, checkov, azure-functions-doctor (also in make test)
+# infra/ and azure.yaml: Bicep parses, contract with the code, checkov, shellcheck, azure-functions-doctor (also in make test)
 test-infra: setup
 	$(PY) -m pytest -q tests/unit/test_infra_settings.py tests/unit/test_infra_contract.py tests/unit/test_infra_tools.py
 

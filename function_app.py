@@ -14,15 +14,19 @@ from functions import (
     intake,
     keepalive,
     operator,
+    outbox,
     polling,
+    reconcile,
     training,
 )
+from shared.app.telemetry import app_configures_telemetry
 
-if os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
+if app_configures_telemetry(os.environ):   # in Azure the Python worker does it (PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY)
     from azure.monitor.opentelemetry import configure_azure_monitor
     configure_azure_monitor()
 logging.getLogger("azure").setLevel(logging.WARNING)  # the SDKs' request logs would drown the app's own
 
 app = func.FunctionApp()
-for stage in (intake, training, polling, evaluation, deployment, keepalive, harvest, drift, commands, operator, console):
+for stage in (intake, training, polling, outbox, evaluation, deployment, keepalive, reconcile, harvest, drift,
+              commands, operator, console):
     app.register_functions(stage.bp)

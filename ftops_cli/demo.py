@@ -1,4 +1,7 @@
 """`ftops demo [--json] [--datasets DIR] [--chaos] [--timeout SECONDS]`: the whole flow on one machine.
+`ftops demo --restart devhost|emulator|azurite`: kill one process of a stack left up by `--keep-running`
+(SIGKILL, as OOM or a scale-in does); the demo starts it again on the same ports, Azurite with its data
+(kept on disk in --data), so a fault of a real deployment can be repeated by hand.
 
 Starts Azurite, the hub/spoke emulator and the dev host (local.stack), drops the sample dataset (or every
 dataset in DIR), approves prod as the demo operator, waits until every run is terminal and every live
@@ -65,13 +68,35 @@ def add_parser(sub: Any) -> None:
                         "(docs/flywheel.md)")
     p.add_argument("--keep-running", action="store_true",
                    help="leave the stack up after the summary (the console, `ftops status`, `ftops report` use it) "
-                        "until Ctrl-C")
+                        "until Ctrl-C; a process killed meanwhile (`--restart`) is started again")
+    p.add_argument("--data", type=Path,
+                   help="folder where Azurite keeps its data on disk (default: a temp folder; printed)")
+    p.add_argument("--restart", choices=("devhost", "emulator", "azurite"),
+                   help="kill this process of the running demo stack (--keep-running) and let the demo start it "
+                        "again; nothing else is run")
     p.set_defaults(func=run)
+
+
+def restart(name: str) -> int:
+    """`ftops demo --restart NAME`: SIGKILL one process of the running stack (its demo restarts it)."""
+    import os
+
+    from ftops_cli.target import read_state
+    state = read_state(state_path())
+    pid = ((state or {}).get("pids") or {}).get(name)
+    if not pid:
+        raise UsageError(f"no running demo stack with a {name} process (start one with `ftops demo --keep-running`)")
+    # Azurite is stopped, not killed: it writes its metadata to disk every few seconds and flushes on SIGTERM
+    os.kill(int(pid), signal.SIGTERM if name == "azurite" else signal.SIGKILL)
+    say(f"stopped {name} (pid {pid}); the demo starts it again on the same ports")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     from local.stack import LocalStack, StackError  # local/ is never deployed: import it only here
 
+    if args.restart:
+        return restart(args.restart)
     drops = _plan_drops(args.datasets)
     if not drops:
         raise UsageError(f"no *.jsonl files or run.json folders in {args.datasets}")
@@ -79,13 +104,15 @@ def run(args: argparse.Namespace) -> int:
     log_dir = args.logs or Path(tempfile.mkdtemp(prefix="ftops-demo-logs-"))
     _stop_on_sigterm()
     reports_dir = args.reports or Path(tempfile.mkdtemp(prefix="ftops-demo-reports-"))
+    data_dir = args.data or Path(tempfile.mkdtemp(prefix="ftops-demo-data-"))
     say(f"starting Azurite, the hub/spoke emulator and the dev host{' (chaos)' if args.chaos else ''}; "
         f"logs in {log_dir}")
+    say(f"Azurite keeps its data on disk in {data_dir}")
     started = time.monotonic()
     flywheel: ModuleType | None = None   # ftops_cli.flywheel_demo, imported only for --flywheel
     if getattr(args, "flywheel", False):
         from ftops_cli import flywheel_demo as flywheel
-    stack = LocalStack(chaos=args.chaos, log_dir=log_dir,
+    stack = LocalStack(chaos=args.chaos, log_dir=log_dir, data_dir=data_dir,
                        **({"spokes": flywheel.spokes_with_harvest(), "env_overrides": flywheel.env_overrides()}
                           if flywheel else {}))
     state = state_path()
@@ -95,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
             with contextlib.redirect_stdout(sys.stderr):
                 deps = stack.deps()
                 stack.wait_for_api()
-                write_state(state, env=stack.env, api_url=stack.api_url, reports_dir=reports_dir)
+                write_state(state, env=stack.env, api_url=stack.api_url, reports_dir=reports_dir,
+                            pids=stack.pids(), data_dir=data_dir)
                 say(f"console: {stack.api_url}/console/ (sign in as {DEMO_APPROVER} or another demo user of "
                     "docs/operator-api.md); `ftops status` and `ftops report RUN_ID` find this stack while it runs")
                 sources = drop_datasets(deps, drops)
@@ -117,10 +145,18 @@ def run(args: argparse.Namespace) -> int:
                         say(f"run {r['run_id']} waits for approval: {stack.api_url}/console/runs/{r['run_id']} "
                             f"(sign in as {DEMO_APPROVER})")
             if args.keep_running or args.approve_in_console:
-                say(f"the stack stays up: console {stack.api_url}/console/ ; Ctrl-C stops everything")
+                say(f"the stack stays up: console {stack.api_url}/console/ ; `ftops demo --restart devhost` "
+                    "(or emulator, azurite) kills one process to see the app recover; Ctrl-C stops everything")
                 try:
+                    pids = stack.pids()
                     while True:
+                        for name in stack.revive():
+                            say(f"{name} started again on the same ports")
                         stack.check_alive()
+                        if stack.pids() != pids:   # `ftops demo --restart` finds the new ones
+                            pids = stack.pids()
+                            write_state(state, env=stack.env, api_url=stack.api_url, reports_dir=reports_dir,
+                                        pids=pids, data_dir=data_dir)
                         time.sleep(1)
                 except KeyboardInterrupt:
                     say("stopping the stack")
@@ -327,13 +363,20 @@ def collect(stack: Any, deps: Deps) -> dict[str, Any]:
                                         d.region, d.account))
     emulator = stack.emulator_state()
     return {
-        "runs": [run_view(r, [d for d in deployments if d.run_id == r.run_id],
-                          reports_container=deps.settings.reports_container, topology=deps.topology) for r in runs],
+        "runs": [{**run_view(r, [d for d in deployments if d.run_id == r.run_id],
+                             reports_container=deps.settings.reports_container, topology=deps.topology),
+                  "trail": trail(deps, r.run_id)} for r in runs],
         "dead_letters": dead_letters(stack.env["AzureWebJobsStorage"]),
         "emulator": {"jobs_created": emulator["jobs_created"],
                      "deployments": [{k: d[k] for k in ("account", "region", "deployment", "model")}
                                      for d in emulator["deployments"]]},
     }
+
+
+def trail(deps: Deps, run_id: str) -> list[list[str | None]]:
+    """The run's states as its audit trail recorded them: [from, to] per transition, oldest first."""
+    return [[a["from_state"], a["to_state"]] for a in deps.registry.audit_trail(run_id)
+            if a["action"].startswith("run.")]
 
 
 def dead_letters(connection: str) -> list[dict[str, Any]]:

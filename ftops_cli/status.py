@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 from collections import defaultdict
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from ftops_cli.views import run_view, table
 from shared.run.costs import daily_hosting_cost, prices_from_settings
+from shared.stages.lifecycle import warning_line
 
 if TYPE_CHECKING:
     from shared.app.bootstrap import Deps
@@ -30,8 +32,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--after-run", metavar="RUN_ID", help="the page after this run id (the last line says which)")
     p.add_argument("--stuck", action="store_true",
                    help="only the runs with no progress for longer than --after, or that cannot progress, and why")
-    p.add_argument("--after", type=float, default=60.0, metavar="MINUTES",
-                   help="with --stuck: how long without progress counts as stuck (default 60)")
+    p.add_argument("--after", type=float, default=5.0, metavar="MINUTES",
+                   help="with --stuck: how long without progress counts as stuck (default 5; a job training, a "
+                        "quota wait or an approval: 60)")
     p.set_defaults(func=run)
 
 
@@ -56,10 +59,21 @@ def collect(deps: Deps, run_id: str | None = None, *, limit: int = PAGE, after: 
             by_state[state_of.get(row["run_id"], "unknown")] += row["per_day"]
         cost["per_day_by_run_state"] = {k: round(v, 2) for k, v in sorted(by_state.items())}
     view: dict[str, Any] = {"runs": views, "hosting_cost": cost, "dead_letters": _dead_letters(deps, run_id),
-                            "next": next_page}
+                            "next": next_page, "retirement_warnings": retirement_status(deps, deployments)}
     if run_id:
         view["runs"][0]["audit"] = registry.audit_trail(run_id)
     return view
+
+
+def retirement_status(deps: Deps, deployments: list[Any]) -> list[str]:
+    """A line per active deployment whose model retires within RETIREMENT_WARNING_DAYS (the day the keep-alive last
+    read from the Models API)."""
+    today, window = deps.clock.now().date(), deps.settings.retirement_warning_days
+    lines = []
+    for d in deployments:
+        if d.state == "active" and d.retires_on and (date.fromisoformat(d.retires_on) - today).days <= window:
+            lines.append(warning_line(d.slot, d.model, date.fromisoformat(d.retires_on), today))
+    return lines
 
 
 def _dead_letters(deps: Deps, run_id: str | None) -> list[dict[str, Any]]:
@@ -102,7 +116,9 @@ def render_run(view: dict[str, Any]) -> str:
     lines.append(f"why:       {r['reason'] or '-'}")
     lines.append("reports:   " + (", ".join(r["reports"]) or "-"))
     for d in r["deployments"]:
-        lines.append(f"deployed:  {d['environment']}/{d['region']} {d['account']}/{d['deployment']} ({d['state']})")
+        retires = f", model retires {d['retires_on']}" if d.get("retires_on") else ""
+        lines.append(f"deployed:  {d['environment']}/{d['region']} {d['account']}/{d['deployment']} ({d['state']}{retires})")
+    lines += [f"warning:   {w}" for w in view.get("retirement_warnings", [])]
     letters = view["dead_letters"]
     lines.append(f"dead letters: {len(letters)}")
     lines += [f"  {x['queue']} {x['message_id']}: {x['reason']}: {x['description']}" for x in letters]
@@ -127,6 +143,7 @@ def render_table(view: dict[str, Any]) -> str:
     lines = table(["RUN", "STATE", "JOB", "EVAL", "DEPLOYMENTS", "WHY"], rows) if rows else ["no runs yet"]
     if view.get("next"):
         lines.append(f"more runs: ftops status --after-run {view['next']}")
+    lines += [f"warning: {w}" for w in view.get("retirement_warnings", [])]
     letters = view["dead_letters"]
     if letters:
         lines += ["", f"dead letters: {len(letters)} (ftops status RUN_ID shows a run's)"]

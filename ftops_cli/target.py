@@ -132,10 +132,12 @@ def from_env_file(values: Mapping[str, str]) -> dict[str, str]:
 
 
 # --- the local stack's state file (written by `ftops demo`) --------------------------------------------
-def write_state(path: Path, *, env: Mapping[str, str], api_url: str, reports_dir: Path | None) -> None:
+def write_state(path: Path, *, env: Mapping[str, str], api_url: str, reports_dir: Path | None,
+                pids: Mapping[str, int | None] | None = None, data_dir: Path | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"pid": os.getpid(), "api_url": api_url, "console_url": f"{api_url}/console/",
-            "reports_dir": str(reports_dir) if reports_dir else None, "env": dict(env)}
+            "reports_dir": str(reports_dir) if reports_dir else None, "env": dict(env),
+            "pids": dict(pids or {}), "data_dir": str(data_dir) if data_dir else None}
     # local connection strings only (Azurite's published development key); readable by this user alone
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:

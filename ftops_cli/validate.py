@@ -42,6 +42,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                    help="base model (default: run.json base_model, else DEFAULT_BASE_MODEL, else gpt-4.1-mini-2025-04-14)")
     p.add_argument("--method", choices=("supervised", "dpo", "reinforcement"), default=None,
                    help="fine-tuning method (default: run.json method, else detected from the data)")
+    p.add_argument("--grader", default=None, metavar="FILE|JSON",
+                   help="the reinforcement grader, a JSON file or inline JSON, checked against the shapes Azure's "
+                        "v1 API accepts (implies --method reinforcement); a run folder's run.json may hold it instead")
     p.add_argument("--pii", choices=("error", "warn"), default=None,
                    help="personal data is an error or a warning (default: run.json pii, else error)")
     p.add_argument("--over-limit", choices=("error", "warn"), default=None,
@@ -92,7 +95,25 @@ def _read(path: Path) -> bytes:
 def _override(args: argparse.Namespace) -> dict[str, Any]:
     """The flags, over run.json, as a train command's settings are at intake."""
     flags = {"base_model": args.model, "method": args.method, "pii": args.pii, "over_limit": args.over_limit}
+    grader = getattr(args, "grader", None)
+    if grader is not None:
+        flags["grader"] = _grader(grader)
+        flags["method"] = args.method or "reinforcement"
     return {k: v for k, v in flags.items() if v is not None}
+
+
+def _grader(value: str) -> Any:
+    """--grader: inline JSON (it starts with `{`) or the path of a JSON file."""
+    text, where = value, "--grader"
+    if not value.lstrip().startswith("{"):
+        path = Path(value)
+        if not path.is_file():
+            raise UsageError(f"--grader {value}: neither inline JSON nor a file")
+        text, where = _read(path).decode("utf-8", "replace"), str(path)
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{where}: not JSON ({exc})") from None
 
 
 def _configured(env: Mapping[str, str]) -> tuple[str, list[str] | None, HubSurface, Topology | None]:
@@ -186,6 +207,7 @@ def run(args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: TextI
             except UnknownModelError:
                 raise UsageError(f"unknown model {args.model!r}; known: {', '.join(known_models())}") from None
         default_model, environments, hub_api, topology = _configured(os.environ if env is None else env)
+        override = _override(args)
     except (UsageError, ValueError) as exc:
         err.write(f"ftops validate: {exc}\n")
         return 2
@@ -193,8 +215,8 @@ def run(args: argparse.Namespace, *, stdout: TextIO | None = None, stderr: TextI
     progress = _Progress({r: p.stat().st_size for r, p in paths.items()}, err)
     try:
         checked = check_drop(_with_progress(drop, progress), default_base_model=default_model,
-                             environments=environments, override=_override(args),
-                             override_source="command line", hub_api=hub_api, topology=topology)
+                             environments=environments, override=override, override_source="command line",
+                             hub_api=hub_api, topology=topology)
     except OSError as exc:
         progress.close()
         err.write(f"ftops validate: cannot read {args.path}: {exc.strerror or exc}\n")

@@ -10,7 +10,7 @@ from shared.run import rules, states
 def deployment_view(record: Any) -> dict[str, Any]:
     return {"environment": record.environment, "account": record.account, "region": record.region,
             "deployment": record.deployment, "model": record.model, "state": record.state,
-            "last_ping": record.last_ping}
+            "last_ping": record.last_ping, "retires_on": getattr(record, "retires_on", None)}
 
 
 reached_end = rules.reached_end

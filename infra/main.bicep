@@ -31,14 +31,24 @@ param maximumInstanceCount int = 40
 @description('Python of the Flex runtime: azure-functions 2.x needs 3.13')
 param pythonVersion string = '3.13'
 
+@allowed(['Standard_LRS', 'Standard_ZRS', 'Standard_GRS', 'Standard_GZRS'])
+@description('Replication of the storage account, which holds datasets, reports and the registry tables (runs, approvals, audit)')
+param storageSku string = 'Standard_LRS'
+
 @description('Base model of a run whose run.json names none')
 param defaultBaseModel string = 'gpt-4.1-mini-2025-04-14'
 
 @description('NCRONTAB (UTC) of the poll timer')
 param pollSchedule string = '0 */2 * * * *'
 
+@description('NCRONTAB (UTC) of the outbox sweep timer (messages a crash left unsent)')
+param outboxSchedule string = '0 * * * * *'
+
 @description('NCRONTAB (UTC) of the keep-alive timer: well inside the 15-day inactivity limit')
 param keepaliveSchedule string = '0 0 3 * * *'
+
+@description('NCRONTAB (UTC) of the reconcile timer: starts drops whose Event Grid event was lost (docs/deploy.md)')
+param reconcileSchedule string = '0 17 * * * *'
 
 @description('The operator API app registration: its client id (the aud of v2.0 tokens). Empty: the operator API answers 503 until set (docs/operator-api.md)')
 param operatorApiAudience string = ''
@@ -68,6 +78,8 @@ var containers = {
   datasets: 'datasets'
   reports: 'reports'
   quarantine: 'quarantine'
+  // BlobCreated events Event Grid gave up on (infra/scripts/postdeploy.sh); the reconcile timer re-scans datasets/
+  deadLetters: 'eventgrid-deadletters'
   traffic: 'traffic'
 }
 var queues = {
@@ -78,6 +90,22 @@ var queues = {
 }
 var eventsTopic = 'ftops-events'
 var newHub = empty(hubResourceId)
+// Deployment names are unique per subscription and scope: a second ftops environment (another azd environment, or
+// the same one in another region) must not reuse one, or ARM answers InvalidDeploymentLocation / overwrites the
+// other's history. `token` already varies with the subscription, the azd environment and the region.
+var deploymentSuffix = token
+// Spokes this deployment can grant roles on: the ones in its own tenant. The others are filtered out before any
+// module is declared for them (a skipped module scoped to a foreign subscription may still be validated by ARM:
+// Azure/bicep#11463); infra/scripts/cross-tenant-app.sh grants those.
+var spokeEnvironments = spokes.environments
+var spokeTargetLists = [for env in spokeEnvironments: env.targets]
+var allSpokeTargets = flatten(spokeTargetLists)
+var sameTenantSpokeTargets = filter(allSpokeTargets, t => t.tenant == tenantId)
+var crossTenantSpokeTargets = filter(allSpokeTargets, t => t.tenant != tenantId)
+var spokeSubscriptionList = [for t in sameTenantSpokeTargets: '/subscriptions/${t.subscription}']
+// The custom spoke role (infra/spoke-role.json, docs/deploy.md "Roles"), assignable where the spokes are
+var spokeRole = loadJsonContent('spoke-role.json')
+var spokeRoleScopes = union(spokeSubscriptionList, [subscription().id])
 // /subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.CognitiveServices/accounts/<name>
 var newHubId = '/subscriptions/${subscription().subscriptionId}/resourceGroups/${names.resourceGroup}/providers/Microsoft.CognitiveServices/accounts/${names.hub}'
 var hubParts = split(newHub ? newHubId : hubResourceId, '/')
@@ -106,8 +134,10 @@ module storage 'modules/storage.bicep' = {
     location: location
     tags: tags
     principalId: identity.outputs.principalId
-    containers: [containers.datasets, containers.reports, containers.quarantine, containers.traffic]
+    containers: [containers.datasets, containers.reports, containers.quarantine, containers.traffic,
+                 containers.deadLetters]
     deploymentContainer: names.deploymentContainer
+    skuName: storageSku
   }
 }
 
@@ -152,8 +182,9 @@ resource existingHub 'Microsoft.CognitiveServices/accounts@2024-10-01' existing 
   scope: resourceGroup(hubParts[2], hubParts[4])
 }
 
+// On the hub: Cognitive Services OpenAI Contributor (files, fine-tuning jobs, evaluation deployments).
 module hubAccess 'modules/openai-access.bicep' = {
-  name: 'hub-access'
+  name: take('ftops-hub-access-${deploymentSuffix}', 64)
   scope: resourceGroup(hubParts[2], hubParts[4])
   dependsOn: [
     hub
@@ -161,16 +192,38 @@ module hubAccess 'modules/openai-access.bicep' = {
   params: {
     accountName: hubParts[8]
     principalId: identity.outputs.principalId
+    roleGuid: 'a001fd3d-188f-4b5d-821b-7da978bf7442'
   }
 }
 
-module spokeAccess 'modules/spokes.bicep' = [for env in spokes.environments: {
-  name: take('ftops-spokes-${env.name}', 64)
+// On a spoke: only what ftops does there (deployments read/write/delete, account read, chat). One role per ftops
+// environment: role names are unique in a tenant, and each environment's role lists its own spoke subscriptions.
+resource spokeRoleDefinition 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
+  name: guid(subscription().id, environmentName, location, 'ftops-spoke-role')
+  properties: {
+    roleName: '${spokeRole.roleName} (${environmentName}-${deploymentSuffix})'
+    description: spokeRole.description
+    type: 'CustomRole'
+    permissions: [
+      {
+        actions: spokeRole.actions
+        notActions: []
+        dataActions: spokeRole.dataActions
+        notDataActions: []
+      }
+    ]
+    assignableScopes: spokeRoleScopes
+  }
+}
+
+module spokeAccess 'modules/spokes.bicep' = [for env in spokeEnvironments: {
+  name: take('ftops-spokes-${env.name}-${deploymentSuffix}', 64)
   params: {
     environmentName: env.name
-    targets: env.targets
+    targets: filter(env.targets, t => t.tenant == tenantId)
     principalId: identity.outputs.principalId
-    tenantId: tenantId
+    roleGuid: spokeRoleDefinition.name
+    deploymentSuffix: deploymentSuffix
   }
 }]
 
@@ -181,7 +234,8 @@ module eventGrid 'modules/eventgrid.bicep' = {
     name: names.systemTopic
     location: location
     tags: tags
-    storageAccountId: storage.outputs.id
+    storageAccountName: storage.outputs.name
+    deadLetterContainer: containers.deadLetters
   }
 }
 
@@ -210,6 +264,9 @@ var appSettings = {
   AZURE_CLIENT_ID: identitySettings.clientId
   APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.connectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identitySettings.clientId};Authorization=AAD'
+  // host.json's telemetryMode is OpenTelemetry: the Python worker exports its own logs and traces (and tells the
+  // host so, which then stops forwarding them): without this every worker log reached App Insights twice.
+  PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'
   FTOPS_TRANSPORT: 'servicebus'
   FTOPS_CREDENTIAL: 'default'
   FTOPS_TABLE_PREFIX: ''
@@ -229,13 +286,19 @@ var appSettings = {
   COMMANDS_QUEUE: queues.commands
   EVENTS_TOPIC: eventsTopic
   POLL_SCHEDULE: pollSchedule
+  OUTBOX_SCHEDULE: outboxSchedule
   KEEPALIVE_SCHEDULE: keepaliveSchedule
+  RECONCILE_SCHEDULE: reconcileSchedule
   HARVEST_SCHEDULE: '0 30 2 * * *'
   DRIFT_SCHEDULE: '0 0 */6 * * *'
   DEFAULT_BASE_MODEL: defaultBaseModel
   INTAKE_WAIT_SECONDS: '60'
+  MAX_DATASET_MB: '2048'
+  VALIDATION_MAX_SECONDS: '1200'
   HUB_FILE_RETENTION: 'delete'
   HUB_MULTIPART_THRESHOLD_MB: '100'
+  HUB_CONCURRENT_JOBS: '3'
+  RETIREMENT_WARNING_DAYS: '180'
   POLL_CONCURRENCY: '8'
   KEEPALIVE_CONCURRENCY: '16'
   SMOKE_TIMEOUT_SECONDS: '300'
@@ -270,6 +333,8 @@ output AZURE_FUNCTION_APP_NAME string = app.outputs.name
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_EVENTGRID_SYSTEM_TOPIC string = eventGrid.outputs.name
 output FTOPS_DATASETS_CONTAINER string = containers.datasets
+output FTOPS_DEADLETTER_CONTAINER string = containers.deadLetters
+output FTOPS_STORAGE_ACCOUNT_ID string = storage.outputs.id
 output FTOPS_INTAKE_FUNCTION string = 'intake'
 output FTOPS_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
 output FTOPS_IDENTITY_CLIENT_ID string = identity.outputs.clientId
@@ -280,4 +345,5 @@ output FTOPS_HUB_ENDPOINT string = appSettings.HUB_ENDPOINT
 output FTOPS_REPORTS_CONTAINER string = containers.reports
 output FTOPS_API_URL string = 'https://${app.outputs.defaultHostName}/api'
 // Spokes in another tenant: Bicep cannot grant them; infra/scripts/cross-tenant-app.sh does (docs/deploy.md).
-output FTOPS_CROSS_TENANT_SPOKES array = [for (env, i) in spokes.environments: spokeAccess[i].outputs.crossTenantAccounts]
+output FTOPS_CROSS_TENANT_SPOKES array = [for t in crossTenantSpokeTargets: t.account]
+output FTOPS_SPOKE_ROLE_ID string = spokeRoleDefinition.name

@@ -56,7 +56,9 @@ def local_env(*, storage_connection: str, emulator_url: str, ca_file: str, spoke
                                    "train_queue", "evaluate_queue", "deploy_queue", "commands_queue",
                                    "events_topic"),
         "POLL_SCHEDULE": "*/2 * * * * *",
+        "OUTBOX_SCHEDULE": "*/5 * * * * *",
         "KEEPALIVE_SCHEDULE": "*/5 * * * * *",
+        "RECONCILE_SCHEDULE": "0 * * * * *",
         # the flywheel's timers keep their production schedules (they idle without a harvest policy);
         # `ftops demo --flywheel` runs harvest every few seconds
         **Settings.defaults_as_env("harvest_schedule", "drift_schedule"),

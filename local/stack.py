@@ -2,7 +2,10 @@
 
 `with LocalStack() as stack:` starts all three and always stops them (exceptions, Ctrl-C). The dev host
 runs supervised, as the Functions runtime restarts a crashed host: if it exits, it is started again
-(chaos uses that: the host exits once mid-run, the first restart drops `--exit-after`).
+(chaos uses that: the host exits once mid-run, the first restart drops `--exit-after`). With `data_dir`,
+Azurite keeps its data on disk there, so `restart("azurite")` (or a killed Azurite that `revive` starts
+again) loses no run; `restart(name)` kills one process (SIGKILL, as OOM or scale-in does) and starts it
+again on the same ports: the faults of a real deployment, repeatable.
 """
 from __future__ import annotations
 
@@ -39,7 +42,8 @@ class StackError(RuntimeError):
 class LocalStack:
     def __init__(self, *, chaos: bool = False, exit_after: int = 6, time_scale: float = 1.0,
                  tick_scale: float | None = None, spokes: Path = DEMO_SPOKES, log_dir: Path | None = None,
-                 env_overrides: Mapping[str, str] | None = None, devhost_args: tuple[str, ...] = ()) -> None:
+                 env_overrides: Mapping[str, str] | None = None, devhost_args: tuple[str, ...] = (),
+                 data_dir: Path | None = None) -> None:
         self.chaos = chaos
         self.exit_after = exit_after
         self.time_scale = time_scale
@@ -47,6 +51,7 @@ class LocalStack:
         self.spokes = Path(spokes)
         self.env_overrides = dict(env_overrides or {})
         self.devhost_args = devhost_args
+        self.data_dir = Path(data_dir) if data_dir else None   # Azurite's data, on disk (None: in memory)
         self._workdir = Path(tempfile.mkdtemp(prefix="ftops-stack-"))
         self._keep_logs = log_dir is not None      # otherwise the logs go with the temp folder at stop()
         self.log_dir = Path(log_dir) if log_dir else self._workdir
@@ -76,7 +81,7 @@ class LocalStack:
         self.stop()
 
     def start(self) -> LocalStack:
-        self.azurite = Azurite().start()
+        self.azurite = Azurite(self.data_dir).start()
         self._start_emulator()
         self.env = local_env(storage_connection=self.azurite.connection_string, emulator_url=self.emulator_url,
                              ca_file=self.emulator_ca, spokes=self.spokes, **self.env_overrides)
@@ -127,6 +132,53 @@ class LocalStack:
             raise StackError(f"the emulator exited (code {self._emulator.returncode}); "
                              f"log: {self.log_dir / 'emulator.log'}")
 
+    PROCESSES = ("devhost", "emulator", "azurite")
+
+    def pids(self) -> dict[str, int | None]:
+        return {"devhost": self._devhost.pid if self._devhost else None,
+                "emulator": self._emulator.pid if self._emulator else None,
+                "azurite": self.azurite.pid if self.azurite else None}
+
+    def restart(self, name: str) -> None:
+        """Kill one process outright and have it running again: the dev host is restarted by its supervisor
+        (what the Functions runtime does), the emulator on its same port; Azurite is stopped (it flushes its
+        data to disk) and started again on its same ports."""
+        if name not in self.PROCESSES:
+            raise StackError(f"no process {name!r} in the stack; one of {', '.join(self.PROCESSES)}")
+        if name == "azurite" and self.azurite is not None:
+            # stopped, not killed: Azurite writes its metadata to disk every few seconds (LokiJS autosave), so a
+            # SIGKILL would lose what storage had acknowledged, which Azure Storage never does
+            self.azurite.restart()
+            return
+        pid = self.pids()[name]
+        if pid is not None:
+            _kill(pid)
+        if name == "emulator" and self._emulator is not None:
+            self._emulator.wait()
+        if name != "devhost":
+            self.revive()
+
+    def revive(self) -> list[str]:
+        """Start again what died of the emulator and Azurite (the dev host has its own supervisor)."""
+        started = []
+        if self.azurite is not None and not self.azurite.alive():
+            self.azurite.restart()
+            started.append("azurite")
+        if self._emulator is not None and self._emulator.poll() is not None:
+            self._emulator.wait()
+            trusted = self.emulator_ca
+            self._start_emulator(port=int(self.emulator_url.rsplit(":", 1)[1].split("/")[0]))
+            # a new throw-away CA: written where every client was told to look, and the dev host (whose
+            # clients hold the old one) restarted to load it
+            shutil.copyfile(self.emulator_ca, trusted)
+            self.emulator_ca = trusted
+            if self._devhost is not None:
+                _kill(self._devhost.pid)
+            started.append("emulator")
+        for name in started:
+            log.warning("%s was not running; started again on the same ports", name)
+        return started
+
     @property
     def api_url(self) -> str:
         """The operator API as the dev host serves it (`func start` would say http://localhost:7071/api)."""
@@ -152,14 +204,15 @@ class LocalStack:
         return self.log_dir / "devhost.log"
 
     # --- emulator -----------------------------------------------------------------------------------------
-    def _start_emulator(self, timeout: float = 30.0) -> None:
+    def _start_emulator(self, timeout: float = 30.0, *, port: int = 0) -> None:
         run = self._workdir / "run"
         run.mkdir(exist_ok=True)
         topology, ready = run / "topology.json", run / "emulator.ready.json"
+        ready.unlink(missing_ok=True)
         topology.write_text(json.dumps(emulator_topology(self.spokes)), encoding="utf-8")
         with open(self.log_dir / "emulator.log", "ab") as out:
             self._emulator = subprocess.Popen(
-                [sys.executable, "-m", "local.emulator", "--topology", str(topology), "--port", "0",
+                [sys.executable, "-m", "local.emulator", "--topology", str(topology), "--port", str(port),
                  "--ready-file", str(ready), "--time-scale", str(self.time_scale)],
                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)   # Ctrl-C reaches us only; we stop it in order
@@ -225,6 +278,14 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _kill(pid: int) -> None:
+    import signal
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _terminate(proc: subprocess.Popen[bytes] | None, name: str, timeout: float = 15.0) -> None:

@@ -9,11 +9,16 @@ param queues array
 param eventsTopic string
 param operatorsSubscription string
 
+// The Service Bus triggers (functions/training, evaluation, deployment, commands) receive, and Flex
+// Consumption target-based scaling reads the message count of each queue, which needs the Manage right: with
+// Receiver alone the scale controller logs unauthorized warnings and falls back to slower incremental scaling
+// (docs/deploy.md, "Roles"; docs/azure-sources.md). Data Owner is the only built-in data role with Manage, so
+// it is assigned on each of the four trigger queues, never on the namespace.
 var roles = {
   // publishing stage messages and events (shared/azure/bus.py ServiceBusPublisher)
   dataSender: '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39'
-  // the Service Bus triggers (functions/training, evaluation, deployment, commands)
-  dataReceiver: '4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0'
+  // the Service Bus triggers, and the scale controller reading queue lengths (see above)
+  dataOwner: '090c5cfd-751d-490a-894a-3ce6f1109419'
 }
 
 resource namespace 'Microsoft.ServiceBus/namespaces@2024-01-01' = {
@@ -60,6 +65,9 @@ resource topic 'Microsoft.ServiceBus/namespaces/topics@2024-01-01' = {
   }
 }
 
+// For other systems to read events (ftops itself never does). Unread events expire after 7 days and are then
+// dropped, not dead-lettered: a subscription nobody reads must not fill the topic's quota (publishing fails once
+// the topic is full).
 resource operators 'Microsoft.ServiceBus/namespaces/topics/subscriptions@2024-01-01' = {
   parent: topic
   name: operatorsSubscription
@@ -67,8 +75,8 @@ resource operators 'Microsoft.ServiceBus/namespaces/topics/subscriptions@2024-01
     maxDeliveryCount: 10
     requiresSession: false
     lockDuration: 'PT1M'
-    deadLetteringOnMessageExpiration: true
-    defaultMessageTimeToLive: 'P14D'
+    deadLetteringOnMessageExpiration: false
+    defaultMessageTimeToLive: 'P7D'
   }
 }
 
@@ -82,15 +90,15 @@ resource sender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
-resource receiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(namespace.id, principalId, roles.dataReceiver)
-  scope: namespace
+resource triggerQueueOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (q, i) in queues: {
+  name: guid(stageQueues[i].id, principalId, roles.dataOwner)
+  scope: stageQueues[i]
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.dataReceiver)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.dataOwner)
     principalId: principalId
     principalType: 'ServicePrincipal'
   }
-}
+}]
 
 output name string = namespace.name
 // serviceBusEndpoint is https://<name>.servicebus.windows.net:443/ (or the sovereign cloud's suffix)

@@ -1,22 +1,25 @@
-// One environment of the spokes file: every spoke account in this tenant gets the app's identity as
-// Cognitive Services OpenAI Contributor, through a module scoped to the spoke's own subscription and
-// resource group (so a spoke in another subscription needs no second deployment). A spoke in another
-// tenant cannot be reached by this deployment: infra/scripts/cross-tenant-app.sh grants it there, to the
-// multi-tenant app its `credential.client_id` names (docs/deploy.md, "Spokes in another tenant").
+// One environment of the spokes file: every spoke account given here gets the app's identity in the custom spoke
+// role (main.bicep defines it from infra/spoke-role.json), through a module scoped to the spoke's own
+// subscription and resource group (so a spoke in another subscription needs no second deployment). main.bicep
+// passes only the targets in this tenant: a spoke in another tenant cannot be reached by this deployment, and
+// infra/scripts/cross-tenant-app.sh grants it there (docs/deploy.md, "Spokes in another tenant").
 targetScope = 'subscription'
 
 param environmentName string
+@description('The targets of this environment that are in the deployment\'s own tenant')
 param targets array
 param principalId string
-param tenantId string
+@description('The GUID of the role to assign on each spoke account')
+param roleGuid string
+@description('Makes the nested deployment names unique per ftops environment (several may share a spoke)')
+param deploymentSuffix string
 
-module access 'openai-access.bicep' = [for t in targets: if (t.tenant == tenantId) {
-  name: take('ftops-spoke-${environmentName}-${t.account}', 64)
+module access 'openai-access.bicep' = [for t in targets: {
+  name: take('ftops-spoke-${environmentName}-${t.account}-${deploymentSuffix}', 64)
   scope: resourceGroup(t.subscription, t.resource_group)
   params: {
     accountName: t.account
     principalId: principalId
+    roleGuid: roleGuid
   }
 }]
-
-output crossTenantAccounts array = [for t in targets: t.tenant == tenantId ? '' : t.account]

@@ -6,6 +6,9 @@ param tags object
 param principalId string
 param containers array
 param deploymentContainer string
+@allowed(['Standard_LRS', 'Standard_ZRS', 'Standard_GRS', 'Standard_GZRS'])
+@description('Replication: LRS keeps the standing cost lowest; the registry tables live here too (docs/deploy.md)')
+param skuName string = 'Standard_LRS'
 
 var roles = {
   // host storage, deployment package, datasets/reports/quarantine (read, write, move, create containers)
@@ -19,13 +22,13 @@ var roles = {
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   // checkov:skip=CKV_AZURE_35: default-deny needs private endpoints for the Flex app and Event Grid; private networking is the documented next step (docs/deploy.md)
   // checkov:skip=CKV_AZURE_59: same reason: reached over its public endpoint, with Entra ID only (shared keys off)
-  // checkov:skip=CKV_AZURE_206: datasets can be dropped again and reports rebuilt; LRS keeps the standing cost low
+  // checkov:skip=CKV_AZURE_206: LRS by default to keep the standing cost low, an accepted risk: the account also holds the registry tables (runs, approvals, audit), which a zone or region loss would lose; set storageSku to Standard_GZRS for production (docs/deploy.md)
   name: name
   location: location
   tags: tags
   kind: 'StorageV2'
   sku: {
-    name: 'Standard_LRS'
+    name: skuName
   }
   properties: {
     minimumTlsVersion: 'TLS1_2'

@@ -3,9 +3,12 @@
 # datasets container. This cannot be in Bicep: the webhook needs the host's `blobs_extension` system key,
 # which exists only once the blob trigger has been deployed, and Event Grid validates the endpoint when the
 # subscription is created. Safe to run again (create-or-update). Needs the Azure CLI, signed in.
+# Events Event Grid gives up on (after 30 attempts or 24 hours) are dead-lettered to the dead-letter container
+# with the system topic's own identity (shared keys are off); the reconcile timer picks the drops up again.
 set -eu
-: "${AZURE_RESOURCE_GROUP:?run through azd (azd deploy) or export the azd environment's outputs}"
+: "${AZURE_RESOURCE_GROUP:?run through azd (azd deploy) or export the outputs of the azd environment}"
 : "${AZURE_FUNCTION_APP_NAME:?}" "${AZURE_EVENTGRID_SYSTEM_TOPIC:?}" "${FTOPS_DATASETS_CONTAINER:?}" "${FTOPS_INTAKE_FUNCTION:?}"
+: "${FTOPS_STORAGE_ACCOUNT_ID:?}" "${FTOPS_DEADLETTER_CONTAINER:?}"
 
 key=""
 for attempt in 1 2 3 4 5 6 7 8 9 10 11 12; do
@@ -35,5 +38,7 @@ az eventgrid system-topic event-subscription create \
   --event-delivery-schema EventGridSchema \
   --max-delivery-attempts 30 \
   --event-ttl 1440 \
+  --deadletter-identity systemassigned \
+  --deadletter-identity-endpoint "${FTOPS_STORAGE_ACCOUNT_ID}/blobServices/default/containers/${FTOPS_DEADLETTER_CONTAINER}" \
   --output none
-echo "Event Grid subscription ftops-intake: BlobCreated under ${FTOPS_DATASETS_CONTAINER}/ -> ${FTOPS_INTAKE_FUNCTION}"
+echo "Event Grid subscription ftops-intake: BlobCreated under ${FTOPS_DATASETS_CONTAINER}/ -> ${FTOPS_INTAKE_FUNCTION} (dead letters: ${FTOPS_DEADLETTER_CONTAINER}/)"

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import deployments
+from . import deployments, surfaces
 from .auth import aux_principals, aux_tenants, check_arm, token_principal
 from .core import Emulator
 from .state import Account, ApiError, Operation
@@ -139,6 +139,40 @@ async def operation_result(request: Request) -> Response:
     return Response(status_code=204)
 
 
+# Fine-tuned model retirements (Learn "Azure OpenAI model retirements", fine-tuned models, 2026-10): deployments
+# of gpt-4o / gpt-4o-mini fine-tunes retire 2027-10-01, the gpt-4.1 family 2027-10-14, o4-mini 2027-10-16; new
+# fine-tuning closes earlier, "from 2027-04" (the day is the emulator's choice: the first of that month).
+RETIREMENTS = {"gpt-4o": "2027-10-01", "gpt-4o-mini": "2027-10-01", "gpt-4.1": "2027-10-14",
+               "gpt-4.1-mini": "2027-10-14", "gpt-4.1-nano": "2027-10-14", "o4-mini": "2027-10-16"}
+TRAINING_CLOSES = "2027-04-01"
+
+
+async def list_models(request: Request) -> Response:
+    """`GET /subscriptions/{sub}/providers/Microsoft.CognitiveServices/locations/{region}/models`: the models a
+    region offers, each `{kind, skuName, model: {format, name, version, deprecation: {fineTune, inference}}}`
+    (spec `Model`, `AccountModel`, `ModelDeprecationInfo`). The fine-tunable ones, here."""
+    emu, sub = _emu(request), request.path_params["sub"]
+    accounts = [a for a in emu.accounts.values() if a.subscription == sub]
+    if not accounts:
+        raise ApiError(404, "SubscriptionNotFound", f"The subscription '{sub}' could not be found.")
+    check_arm(request, accounts[0])
+    value = []
+    for model_id in sorted(surfaces.FINE_TUNABLE):
+        name, version = model_id.rsplit("-", 3)[0], "-".join(model_id.rsplit("-", 3)[1:])
+        if not version[:4].isdigit():   # gpt-35-turbo-0125 style
+            name, version = model_id.rsplit("-", 1)
+        dates: dict[str, str] = {}
+        if name in RETIREMENTS:
+            dates = {"fineTune": f"{TRAINING_CLOSES}T00:00:00Z", "inference": f"{RETIREMENTS[name]}T00:00:00Z"}
+        dates.update(emu.durations.model_deprecations.get(name, {}))
+        model: dict[str, Any] = {"format": "OpenAI", "name": name, "version": version,
+                                 "capabilities": {"fineTune": "true"}, "lifecycleStatus": "GenerallyAvailable"}
+        if dates:
+            model["deprecation"] = dates
+        value.append({"kind": "OpenAI", "skuName": "S0", "model": model})
+    return JSONResponse({"value": value})
+
+
 def routes() -> list[Route]:
     return [
         Route(ACCOUNT, get_account, methods=["GET"]),
@@ -146,6 +180,7 @@ def routes() -> list[Route]:
         Route(ACCOUNT + "/deployments/{name}", get_deployment, methods=["GET"]),
         Route(ACCOUNT + "/deployments/{name}", put_deployment, methods=["PUT"]),
         Route(ACCOUNT + "/deployments/{name}", delete_deployment, methods=["DELETE"]),
+        Route(OPERATIONS + "/models", list_models, methods=["GET"]),
         Route(OPERATIONS + "/operationStatuses/{op}", operation_status, methods=["GET"]),
         Route(OPERATIONS + "/operationResults/{op}", operation_result, methods=["GET"]),
     ]

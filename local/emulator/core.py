@@ -34,7 +34,7 @@ def _error(failure: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in failure.items() if k in ("code", "message", "param")}
 
 
-MAX_FILES = 50
+MAX_FILES = 100   # files per resource for fine-tuning (Learn quotas-limits, 2026-02-17; it was 50)
 MAX_FILE_BYTES = 1024**3
 REQUEST_LOG_SIZE = 1000
 
@@ -108,9 +108,10 @@ class Emulator:
         return None
 
     # --- files --------------------------------------------------------------------------------
-    def add_file(self, account: str, filename: str, purpose: str, content: bytes, *, ready: bool = False) -> FileRecord:
+    def add_file(self, account: str, filename: str, purpose: str, content: bytes, *, ready: bool = False,
+                 expires_in: float | None = None) -> FileRecord:
         with self.lock:
-            mine = [f for f in self.files.values() if f.account == account]
+            mine = [f for f in self.files.values() if f.account == account and not f.expired(self.now())]
             # results files are written by the service itself; a full account must not break a job
             if not ready and len(mine) >= MAX_FILES:
                 raise ApiError(400, "quotaExceeded", f"The quota for files is reached. The maximum is {MAX_FILES}.")
@@ -121,13 +122,14 @@ class Emulator:
             record = FileRecord(
                 id=self.new_id("file"), account=account, filename=filename, purpose=purpose, content=content,
                 created_at=now, ready_at=now if ready else now + self.durations.file_processing, error=error,
+                expires_at=now + expires_in if expires_in is not None else None,
             )
             self.files[record.id] = record
             return record
 
     def file(self, account: str, file_id: str) -> FileRecord:
         record = self.files.get(file_id)
-        if record is None or record.account != account:
+        if record is None or record.account != account or record.expired(self.now()):
             raise ApiError(404, "fileNotFound", f"File with id '{file_id}' not found.")
         return record
 
@@ -150,6 +152,12 @@ class Emulator:
                         raise ApiError(400, "invalidPayload", f"The {key} '{body[key]}' does not exist.", param=key)
                     if record.status(self.now()) == "error":
                         raise ApiError(400, "invalidPayload", f"The {key} '{body[key]}' failed processing.", param=key)
+            if sum(1 for j in self.jobs.values() if j.account == account) >= self.durations.max_jobs:
+                raise ApiError(
+                    400, "quotaExceeded",
+                    f"The quota of {self.durations.max_jobs} fine-tuning jobs per resource is reached. "
+                    "Delete finished jobs' models or use another resource.",
+                )
             waiting = [j for j in self.jobs.values() if j.account == account and j.status == "pending"]
             if len(waiting) >= self.durations.max_queued_jobs:
                 raise ApiError(
@@ -267,29 +275,34 @@ class Emulator:
             if job.status == "pending" and job.queued_at is None and now >= job.created_at + self.durations.validation:
                 self._validate(job, job.created_at + self.durations.validation)
             job.settle(now)
-        self._run_queue(jobs, now)
+        self._run_queue(jobs, now, self.accounts[account].max_running_jobs)
         for job in jobs:
             if job.status == "succeeded" and not job.result_files and job.finished_at is not None \
                     and now >= job.finished_at + self.durations.results:
                 self._post_results(job, job.finished_at + self.durations.results)
 
-    def _run_queue(self, jobs: list[Job], now: float) -> None:
-        """The account's one training slot: finish the running job when its time is up, start the next."""
+    def _run_queue(self, jobs: list[Job], now: float, slots: int) -> None:
+        """The account's `slots` training slots (Learn quotas-limits: 3 jobs running at once), in simulated time
+        order: a running job finishes when its time is up, the oldest queued job starts when a slot is free."""
         while True:
-            active = next((j for j in jobs if j.status in HOLDING), None)
-            if active is not None:
-                end = active.time_at_elapsed(active.run_seconds) if active.status == "running" else None
-                if end is None or end > now:
-                    return
-                self._finish(active, end)
-                continue
-            free_at = max((j.finished_at or 0.0 for j in jobs if j.started_at is not None), default=0.0)
+            active = [j for j in jobs if j.status in HOLDING]
+            ends = [(end, j) for j in active if j.status == "running"
+                    and (end := j.time_at_elapsed(j.run_seconds)) is not None]
+            first_end = min(ends, key=lambda e: e[0]) if ends else None
             queued = [j for j in jobs if j.status == "pending" and j.queued_at is not None]
-            if not queued:
-                return
-            job = min(queued, key=lambda j: (j.queued_at or 0.0, j.created_at))
-            start = max((job.queued_at or 0.0) + self.durations.queue, free_at)
-            if start > now:
+            start, job = None, None
+            if queued and len(active) < slots:
+                job = min(queued, key=lambda j: (j.queued_at or 0.0, j.created_at))
+                # the free slots were released by the latest finishes; the earliest of those is free first
+                released = sorted((j.finished_at for j in jobs if j.started_at is not None and j.finished_at is not None),
+                                  reverse=True)
+                free = slots - len(active)
+                free_at = released[free - 1] if len(released) >= free else 0.0
+                start = max((job.queued_at or 0.0) + self.durations.queue, free_at)
+            if first_end is not None and first_end[0] <= now and (start is None or first_end[0] <= start):
+                self._finish(first_end[1], first_end[0])
+                continue
+            if job is None or start is None or start > now:
                 return
             job.status, job.started_at = "running", start
             job.segments.append([start, None])

@@ -92,14 +92,17 @@ async def create_file(request: Request) -> Response:
     if purpose not in ("fine-tune", "assistants", "batch", "vision", "user_data", "evals"):
         raise ApiError(400, "invalidPayload", f"Invalid purpose '{purpose}'.", param="purpose")
     filename, content = fields["file"]
-    record = _emu(request).add_file(account.name, filename or "upload.jsonl", purpose, content)
+    text = {k: v[1].decode("utf-8", "replace") for k, v in fields.items() if k != "file"}
+    expires_in = surfaces.check_file_expiry(surfaces.of(request), text)
+    record = _emu(request).add_file(account.name, filename or "upload.jsonl", purpose, content, expires_in=expires_in)
     return JSONResponse(record.to_json(_emu(request).now()), status_code=201)
 
 
 async def list_files(request: Request) -> Response:
     account, emu = _account(request), _emu(request)
     purpose = request.query_params.get("purpose")
-    files = sorted((f for f in emu.files.values() if f.account == account.name and purpose in (None, f.purpose)),
+    files = sorted((f for f in emu.files.values() if f.account == account.name and purpose in (None, f.purpose)
+                    and not f.expired(emu.now())),
                    key=lambda f: f.created_at, reverse=True)
     return JSONResponse({"object": "list", "data": [f.to_json(emu.now()) for f in files], "has_more": False})
 
@@ -268,7 +271,9 @@ async def chat_completions_v1(request: Request) -> Response:
 def _chat(request: Request, account: Account, emu: Emulator, body: dict[str, Any], name: str) -> Response:
     store, metadata = stored.check_request(body, request.scope["emulator.surface"], surfaces.V1, surfaces.GA)
     dep = emu.deployment(account.name, name)
-    if dep is None or dep.state != "Succeeded":
+    if dep is None or dep.state != "Succeeded" or emu.now() < dep.serving_at:
+        if dep is not None:
+            request.scope["emulator.log"]["fault"] = "not-ready"
         raise ApiError(404, "DeploymentNotFound",
                        "The API deployment for this resource does not exist. If you created the deployment "
                        "within the last 5 minutes, please wait a moment and try again.")

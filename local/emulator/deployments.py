@@ -167,10 +167,12 @@ def create_or_update(
             countdown[account.name] -= 1
             fail = True
         ready_at = now + emu.durations.deployment
+        # a new deployment reaches the data plane after ARM says Succeeded; an update keeps serving
+        serving_at = ready_at + (emu.durations.not_ready_seconds if existing is None else 0.0)
         record = DeploymentRecord(
             account=account.name, name=name, sku=sku, properties=properties, tags=body.get("tags"),
             state="Accepted" if existing else "Creating", ready_at=ready_at, fail=fail, finetuned=finetuned,
-            warm_at=ready_at + emu.durations.warmup_seconds,
+            serving_at=serving_at, warm_at=serving_at + emu.durations.warmup_seconds,
             expires_at=(existing.expires_at if existing and existing.expires_at else now + DEVELOPER_LIFETIME_S)
             if str(sku.get("name", "")).lower() == "developertier" else None,
         )

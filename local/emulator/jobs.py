@@ -15,7 +15,7 @@ from typing import Any
 from .knowledge import Example
 
 TERMINAL = ("succeeded", "failed", "cancelled")
-HOLDING = ("running", "pausing", "paused", "resuming")  # statuses that hold the account's one training slot
+HOLDING = ("running", "pausing", "paused", "resuming")  # statuses that hold one of the account's training slots
 
 METRICS_EVERY = 10    # Learn's tutorial: metrics events at steps 10, 20, …
 # The two safety failures in Learn's words (fine-tuning-safety-evaluation); Azure's error codes for them are

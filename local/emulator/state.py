@@ -48,7 +48,10 @@ class Account:
     region: str
     tenant: str
     role: str = "spoke"
-    max_finetuned_deployments: int = 5
+    # Learn quotas-limits (2026-02-17): 10 fine-tuned deployments; 3 training jobs running at once (Standard and
+    # Global training; 5 on Developer training, set max_running_jobs=5 for such a hub)
+    max_finetuned_deployments: int = 10
+    max_running_jobs: int = 3
     contributors: list[str] | None = None  # principals with a role on it (RBAC); None: anyone of its tenant
 
     @property
@@ -99,9 +102,15 @@ class Durations:
     deployment: float = 0.5
     deletion: float = 0.3
     max_queued_jobs: int = 20
+    max_jobs: int = 100   # training jobs per resource, in any state (Learn quotas-limits)
+    # model name (`gpt-4.1-mini`) → {"fineTune": iso, "inference": iso}: over the Models API's built-in dates
+    model_deprecations: dict[str, dict[str, str]] = field(default_factory=dict)
     pausing: float = 0.0  # pause: `pausing` this long, then `paused` (0: at once, as before)
     resuming: float = 0.0  # resume: `resuming` this long, then `running`
-    warmup_seconds: float = 0.0  # a new deployment answers chat with 429 this long after provisioning
+    # ARM says Succeeded, yet the data plane answers 404 DeploymentNotFound ("If you created the deployment within
+    # the last 5 minutes, please wait a moment and try again") this long: real answers, docs/azure-sources.md
+    not_ready_seconds: float = 0.3
+    warmup_seconds: float = 0.0  # then chat answers 429 this long (0: not at all)
     results: float = 0.5  # after "Job succeeded.": postprocessing until the results file is there
     # region → tokens-per-minute quota (thousands = capacity units) per subscription, model and sku;
     # a region not listed is unlimited
@@ -167,6 +176,10 @@ class FileRecord:
     created_at: float
     ready_at: float
     error: str | None = None  # set when the content is not valid JSONL
+    expires_at: float | None = None  # `expires_after` (v1): gone from then on
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
 
     def status(self, now: float) -> str:
         if now < self.ready_at:
@@ -184,6 +197,7 @@ class FileRecord:
             "purpose": self.purpose,
             "status": status,
             "status_details": self.error if status == "error" else None,
+            "expires_at": int(self.expires_at) if self.expires_at is not None else None,
         }
 
 
@@ -214,7 +228,8 @@ class DeploymentRecord:
     finetuned: bool = False
     delete_at: float | None = None
     last_used_at: float | None = None
-    warm_at: float = 0.0  # chat completions answer 429 before this (warmup_seconds after ready_at)
+    serving_at: float = 0.0  # a new deployment answers 404 DeploymentNotFound before this, ARM Succeeded or not
+    warm_at: float = 0.0  # chat completions answer 429 before this (warmup_seconds after serving_at)
     expires_at: float | None = None  # DeveloperTier: deleted 24 h after creation, whatever its use
 
     @property

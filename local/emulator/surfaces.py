@@ -79,6 +79,28 @@ def unrecognized(field: str) -> ApiError:
     return ApiError(400, "BadRequest", f"Unrecognized request argument supplied: {field}", param=field)
 
 
+# Azure's v1 spec (`AzureCreateFileRequestMultiPart`) lists `expires_after` ({anchor, seconds}) as required on
+# POST /files; OpenAI's reference bounds `seconds` to 3600 (1 hour) … 2592000 (30 days) and `anchor` to created_at.
+FILE_EXPIRY_SECONDS = (3600, 2_592_000)
+
+
+def check_file_expiry(surface: str, fields: dict[str, Any]) -> int | None:
+    """The file's lifetime in seconds from the multipart fields (`expires_after[anchor]`, `expires_after[seconds]`,
+    as the SDKs send a nested form field); required on v1, refused when malformed on any surface."""
+    anchor, seconds = fields.get("expires_after[anchor]"), fields.get("expires_after[seconds]")
+    if anchor is None and seconds is None:
+        if surface == V1:
+            raise ApiError(400, "invalidPayload", "The 'expires_after' field is required.", param="expires_after")
+        return None
+    if anchor != "created_at":
+        raise ApiError(400, "invalidPayload", "expires_after.anchor must be 'created_at'.", param="expires_after.anchor")
+    low, high = FILE_EXPIRY_SECONDS
+    if seconds is None or not str(seconds).isdigit() or not low <= int(seconds) <= high:
+        raise ApiError(400, "invalidPayload", f"expires_after.seconds must be between {low} and {high}.",
+                       param="expires_after.seconds")
+    return int(seconds)
+
+
 def upload_start_fields(surface: str) -> frozenset[str]:
     """2024-10-21 lists four; later versions know file expiry (`expires_after`): not refused there."""
     return UPLOAD_START if surface == GA else UPLOAD_START | {"expires_after"}
@@ -119,3 +141,43 @@ def check_job_body(surface: str, body: dict[str, Any]) -> None:
     if kind == "reinforcement" and not inner.get("grader"):
         raise ApiError(400, "BadRequest", "method.reinforcement.grader is required.",
                        param="method.reinforcement.grader")
+    if kind == "reinforcement":
+        _check_grader(inner["grader"], "method.reinforcement.grader", 0)
+
+
+# Azure's v1 spec, AzureFineTuneReinforcementMethod.grader: string_check, text_similarity, score_model or multi
+# (no python, no label_model); required fields and enums as OpenAI's Grader* schemas.
+_GRADER_FIELDS: dict[str, tuple[set[str], set[str]]] = {
+    "string_check": ({"type", "name", "input", "reference", "operation"}, set()),
+    "text_similarity": ({"type", "name", "input", "reference", "evaluation_metric"}, set()),
+    "score_model": ({"type", "name", "model", "input"}, {"range", "sampling_params"}),
+    "multi": ({"type", "name", "graders", "calculate_output"}, set()),
+}
+_GRADER_ENUMS = {"operation": {"eq", "ne", "like", "ilike"},
+                 "evaluation_metric": {"fuzzy_match", "bleu", "gleu", "meteor", "rouge_1", "rouge_2", "rouge_3",
+                                       "rouge_4", "rouge_5", "rouge_l"}}
+
+
+def _check_grader(grader: Any, where: str, depth: int) -> None:
+    def refuse(field: str, message: str) -> ApiError:
+        return ApiError(400, "invalidPayload", message, param=f"{where}.{field}" if field else where)
+    if not isinstance(grader, dict):
+        raise refuse("", f"{where} must be an object.")
+    kind = grader.get("type")
+    if kind not in _GRADER_FIELDS:
+        raise refuse("type", f"Invalid value for '{where}.type': '{kind}'. Expected one of "
+                             f"{', '.join(sorted(_GRADER_FIELDS))}.")
+    required, optional = _GRADER_FIELDS[kind]
+    for field in sorted(required - set(grader)):
+        raise refuse(field, f"Missing required parameter: '{where}.{field}'.")
+    for field in sorted(set(grader) - required - optional):
+        raise unrecognized(f"{where}.{field}")
+    for field, allowed in _GRADER_ENUMS.items():
+        if field in grader and grader[field] not in allowed:
+            raise refuse(field, f"Invalid value for '{where}.{field}': '{grader[field]}'.")
+    if kind == "multi":
+        inner = grader["graders"]
+        if not isinstance(inner, dict) or not inner or depth >= 3:
+            raise refuse("graders", f"'{where}.graders' must be an object of graders.")
+        for name, child in inner.items():
+            _check_grader(child, f"{where}.graders.{name}", depth + 1)

@@ -24,6 +24,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# Every SDK client waits a bounded time (the SDKs' defaults: openai 600 s per try × its retries, azure-core
+# 300 s per read): a hung hub or storage account fails the call, which is then retried, instead of holding a
+# worker (or the poll tick) for as long as it hangs.
+CONNECT_TIMEOUT_S = 10.0
+STORAGE_READ_TIMEOUT_S = 60.0    # Table/Blob/Queue: per socket read (a large blob streams in many)
+HUB_TIMEOUT_S = 120.0            # the hub's authoring API (an upload writes in chunks, each within this)
+ARM_READ_TIMEOUT_S = 60.0
+# the SDKs take these as keyword arguments of their own (typed per client): passed through as they are
+STORAGE_TIMEOUTS: dict[str, Any] = {"connection_timeout": CONNECT_TIMEOUT_S, "read_timeout": STORAGE_READ_TIMEOUT_S}
+
+
 class SystemClock:
     def now(self) -> datetime:
         return datetime.now(UTC)
@@ -81,11 +92,12 @@ class Deps:
                 if v1:
                     self._cache[key] = OpenAI(base_url=f"{endpoint.rstrip('/')}/openai/v1/",
                                               api_key=auth.get("api_key") or auth["azure_ad_token_provider"],
-                                              max_retries=max_retries, http_client=self._http_client())
+                                              max_retries=max_retries, http_client=self._http_client(),
+                                              timeout=_openai_timeout(HUB_TIMEOUT_S))
                 else:
                     self._cache[key] = AzureOpenAI(azure_endpoint=endpoint, api_version=INFERENCE_API_VERSION,
                                                    max_retries=max_retries, http_client=self._http_client(),
-                                                   **auth)
+                                                   timeout=_openai_timeout(HUB_TIMEOUT_S), **auth)
             return self._cache[key]
 
     def hub_client(self, *, max_retries: int = 6) -> Any:
@@ -103,11 +115,12 @@ class Deps:
                 if hub.api_version == V1:
                     secret = auth.get("api_key") or auth["azure_ad_token_provider"]
                     self._cache[key] = OpenAI(base_url=f"{hub.endpoint}/openai/v1/", api_key=secret,
-                                              max_retries=max_retries, http_client=self._http_client())
+                                              max_retries=max_retries, http_client=self._http_client(),
+                                              timeout=_openai_timeout(HUB_TIMEOUT_S))
                 else:
                     self._cache[key] = AzureOpenAI(azure_endpoint=hub.endpoint, api_version=hub.api_version,
                                                    max_retries=max_retries, http_client=self._http_client(),
-                                                   **auth)
+                                                   timeout=_openai_timeout(HUB_TIMEOUT_S), **auth)
             return self._cache[key]
 
     def _http_client(self) -> Any:
@@ -139,7 +152,8 @@ class Deps:
                 from azure.mgmt.core.policies import AuxiliaryAuthenticationPolicy
 
                 from shared.azure.identity import ARM_SCOPE
-                kwargs: dict[str, Any] = {"base_url": self.settings.arm_endpoint, "polling_interval": 1}
+                kwargs: dict[str, Any] = {"base_url": self.settings.arm_endpoint, "polling_interval": 1,
+                                          "connection_timeout": CONNECT_TIMEOUT_S, "read_timeout": ARM_READ_TIMEOUT_S}
                 if self.settings.ca_bundle:
                     kwargs["connection_verify"] = self.settings.ca_bundle
                 if auxiliary_tenants:
@@ -164,30 +178,34 @@ class Deps:
         return Spokes(self.settings, self.arm_deployments, self.openai_client)
 
 
-def build_deps(settings: Settings) -> Deps:
+def storage_clients(settings: Settings, credential: ports.CredentialFactory) -> tuple[Any, Any]:
+    """(BlobServiceClient, TableServiceClient) of the app's storage account, with bounded waits."""
     from azure.data.tables import TableServiceClient
     from azure.storage.blob import BlobServiceClient
+    if settings.storage_connection:
+        return (BlobServiceClient.from_connection_string(settings.storage_connection, **STORAGE_TIMEOUTS),
+                TableServiceClient.from_connection_string(settings.storage_connection, **STORAGE_TIMEOUTS))
+    cred = credential()
+    return (BlobServiceClient(_required(settings.blob_service_uri, "DatasetStorage__blobServiceUri"), credential=cred,
+                              **STORAGE_TIMEOUTS),
+            TableServiceClient(_required(settings.table_service_uri, "DatasetStorage__tableServiceUri"),
+                               credential=cred, **STORAGE_TIMEOUTS))
 
+
+def build_deps(settings: Settings) -> Deps:
     credential = functools.partial(_credential, settings.credential)
     topology = None
     if settings.spokes_config:   # at start-up: a spoke that cannot host the models stops the app, named
         from shared.run.topology import load_topology
         topology = load_topology(settings)
-    if settings.storage_connection:
-        blobs = BlobServiceClient.from_connection_string(settings.storage_connection)
-        tables = TableServiceClient.from_connection_string(settings.storage_connection)
-    else:
-        cred = credential()
-        blobs = BlobServiceClient(_required(settings.blob_service_uri, "DatasetStorage__blobServiceUri"),
-                                  credential=cred)
-        tables = TableServiceClient(_required(settings.table_service_uri, "DatasetStorage__tableServiceUri"),
-                                    credential=cred)
+    blobs, tables = storage_clients(settings, credential)
     registry = Registry(tables, prefix=settings.table_prefix)
     registry.ensure_tables()
     if settings.transport == "local":
         from azure.storage.queue import QueueServiceClient
         sent = tables.create_table_if_not_exists(f"{settings.table_prefix}sentmessages")
-        queues = QueueServiceClient.from_connection_string(_required(settings.storage_connection, "DatasetStorage"))
+        queues = QueueServiceClient.from_connection_string(_required(settings.storage_connection, "DatasetStorage"),
+                                                           **STORAGE_TIMEOUTS)
         publisher: Publisher = LocalQueuePublisher(queues, sent)
     else:
         namespace = _required(settings.servicebus_namespace, "ServiceBusConnection__fullyQualifiedNamespace")
@@ -221,6 +239,11 @@ class _OpenAIChat:
 
 
 @functools.cache
+def _openai_timeout(read: float) -> Any:
+    from openai import Timeout
+    return Timeout(read, connect=CONNECT_TIMEOUT_S)
+
+
 def _credential(kind: str, tenant_id: str | None = None, client_id: str | None = None) -> Any:
     return make_credential(kind, tenant_id=tenant_id, client_id=client_id)
 

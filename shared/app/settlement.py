@@ -25,16 +25,23 @@ PERMANENT = (PermanentError, InvalidTransition, RunNotFound, StorageRefused)   #
 BUSY_RETRY_SECONDS = 30.0
 
 
-def retry_later(deps: Deps, queue: str, request: Any, base_id: str, *, delay: float = BUSY_RETRY_SECONDS) -> None:
-    """Another worker holds this step (a lost lock, a duplicate): send a delayed copy and let this message go.
+def retry_later(deps: Deps, queue: str, request: Any, base_id: str, *, delay: float = BUSY_RETRY_SECONDS,
+                why: str = "busy elsewhere", **changes: Any) -> str:
+    """Send a delayed copy of `request` (with `changes`) and let this message go; returns the copy's id.
 
-    Abandoning instead would come straight back on Service Bus and burn the delivery count in seconds; the
-    copy (a new MessageId per attempt) comes back once the other worker has had time to finish or expire.
+    Used when another worker holds the step (abandoning instead would come straight back on Service Bus and
+    burn the delivery count in seconds) and when the hub is short of quota. The copy's MessageId is
+    `<base_id>-a<n>`, n the step's next attempt as the registry counts it across every reason for waiting:
+    two chains of copies (one waiting out a busy worker, one a quota refusal) never mint the same id, so
+    duplicate detection never drops the only live copy.
     """
     from shared.run.messages import envelope
-    again = request.model_copy(update={"attempt": request.attempt + 1})
-    deps.publisher.send(queue, envelope(again, message_id=f"{base_id}-w{again.attempt}"), delay_seconds=delay)
-    log.info("%s is busy elsewhere; retrying as attempt %s in %.0f s", base_id, again.attempt, delay)
+    attempt = deps.registry.next_attempt(base_id, after=request.attempt)
+    again = request.model_copy(update={**changes, "attempt": attempt})
+    message_id = f"{base_id}-a{attempt}"
+    deps.publisher.send(queue, envelope(again, message_id=message_id), delay_seconds=delay)
+    log.info("%s: %s; re-sent as %s in %.0f s", base_id, why, message_id, delay)
+    return message_id
 
 
 def settle(message: Any, actions: Any, handler: Callable[[CloudEvent, Any], None], *, accepts: str) -> None:

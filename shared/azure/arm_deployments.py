@@ -18,7 +18,10 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Any
+
+from shared.run.models import ModelLifecycle
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +204,31 @@ class ArmDeployments:
                     f"({names}); its quota is {quota}: retire a run or raise the quota first")
         return None
 
+    def location(self, at: ArmAccount) -> str:
+        """The account's region (ARM `location`), where the Models API lists what it offers."""
+        try:
+            return str(self.client(at).accounts.get(at.resource_group, at.name).location)
+        except Exception as exc:
+            raise error_from_arm(exc, f"{at.name}: reading the account failed") from exc
+
+    def model_lifecycles(self, at: ArmAccount, location: str) -> dict[str, ModelLifecycle]:
+        """`name-version` → retirement dates of the models a region offers (ARM Models API,
+        `GET …/locations/{location}/models`, `model.deprecation.fineTune|inference`)."""
+        try:
+            listed = list(self.client(at).models.list(location))
+        except Exception as exc:
+            raise error_from_arm(exc, f"listing the models of {location}") from exc
+        found: dict[str, ModelLifecycle] = {}
+        for item in listed:
+            model = getattr(item, "model", None)
+            if model is None or not model.name or not model.version:
+                continue
+            deprecation = getattr(model, "deprecation", None)
+            found[f"{model.name}-{model.version}"] = ModelLifecycle(
+                model.name, model.version, fine_tune=_day(getattr(deprecation, "fine_tune", None)),
+                inference=_day(getattr(deprecation, "inference", None)))
+        return found
+
     def endpoint(self, at: ArmAccount) -> str:
         """The account's data-plane endpoint (`properties.endpoint`)."""
         try:
@@ -211,6 +239,18 @@ class ArmDeployments:
         if not url:
             raise DeploymentRefused(f"{at.name}: ARM returned no properties.endpoint for the account")
         return url
+
+
+def _day(value: Any) -> date | None:
+    """An ISO timestamp (or datetime) from ARM as a calendar day (UTC); None when absent or unreadable."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value.date()
+    try:
+        return datetime.fromisoformat(str(value)).date()
+    except ValueError:
+        return None
 
 
 def foreign_problem(label: str, name: str, existing: ArmDeployment | None) -> str | None:

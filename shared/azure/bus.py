@@ -26,6 +26,7 @@ SERVICE_BUS_QUEUE_CONTRACT = {
 }
 # A crash between sending and settling resends within a lock duration or two; the window must cover that.
 MIN_DUPLICATE_DETECTION_WINDOW = timedelta(minutes=10)
+SEND_TIMEOUT_S = 30.0   # one send waits this long at most (its default waits out every retry of a hung namespace)
 
 
 class Publisher(Protocol):
@@ -84,7 +85,7 @@ class ServiceBusPublisher:
                                     application_properties={"type": event.type})
         if delay_seconds > 0:
             message.scheduled_enqueue_time_utc = datetime.now(UTC) + timedelta(seconds=delay_seconds)
-        sender.send_messages(message)
+        sender.send_messages(message, timeout=SEND_TIMEOUT_S)
         log.info("sent %s %s to %s", event.type, event.id, queue)
 
     def peek_dead_letters(self, queue: str, *, max_count: int = 100) -> list[dict[str, Any]]:

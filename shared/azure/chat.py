@@ -1,8 +1,11 @@
 """Chat with a deployment through the openai SDK: the evaluation's candidates and its model grader (judge).
 
 A `ChatFn` answers one held-out example from one deployment; a 429 becomes `RateLimited` (with the wait the
-deployment asked for) so the caller can back off the whole pool; 5xx and dropped connections get a few tries
-here, the SDK's own retries being off.
+deployment asked for) so the caller can back off the whole pool; 5xx, dropped connections and a 404 (the
+deployment is gone, or Azure's "created within the last 5 minutes, please wait") get a few tries here, the
+SDK's own retries being off, then become `InfrastructureError`: the deployment could not be asked, which says
+nothing about the model, so the evaluation stops and is tried again later rather than scoring it. A prompt
+the content filter refused (400 `content_filter`) is the model's deployment answering: a flagged, empty reply.
 """
 from __future__ import annotations
 
@@ -36,7 +39,12 @@ class RateLimited(Exception):
         self.retry_after = retry_after
 
 
-# (deployment name, example) → reply; raises on failure (RateLimited for a 429).
+class InfrastructureError(Exception):
+    """The deployment could not be asked (404: gone or not ready yet; 5xx or no connection after the tries):
+    not an answer of the model. Transient for the evaluation as a whole."""
+
+
+# (deployment name, example) → reply; raises on failure (RateLimited for a 429, InfrastructureError).
 ChatFn = Callable[[str, "Example"], ChatReply]
 
 
@@ -44,7 +52,8 @@ ChatFn = Callable[[str, "Example"], ChatReply]
 JudgeFn = Callable[[str, list[dict[str, str]]], str]
 
 
-def openai_chat_fn(client: Any, base_model: str, *, max_tokens: int = MAX_TOKENS) -> ChatFn:
+def openai_chat_fn(client: Any, base_model: str, *, max_tokens: int = MAX_TOKENS,
+                   sleep: Callable[[float], None] = time.sleep) -> ChatFn:
     """A ChatFn on an AzureOpenAI client: deterministic decoding, the example's tools if it has any."""
     # Reasoning models (o-series) reject temperature and take max_completion_tokens instead.
     reasoning = base_model.lower().startswith("o")
@@ -57,12 +66,19 @@ def openai_chat_fn(client: Any, base_model: str, *, max_tokens: int = MAX_TOKENS
                 return _ask(deployment, example)
             except openai.RateLimitError as exc:   # the pool waits (run_candidates), not this call alone
                 raise RateLimited(retry_after_seconds(exc.response.headers), str(exc)[:200]) from exc
-            except (openai.InternalServerError, openai.APIConnectionError):
-                # the SDK's own retries are off (they would retry 429 call by call): 5xx and dropped
-                # connections get the same few tries with a short backoff here
-                if attempt == SERVER_ERROR_TRIES - 1:
+            except openai.BadRequestError as exc:
+                if _error_code(exc) != "content_filter":
                     raise
-                time.sleep(0.5 * 2 ** attempt)
+                return ChatReply(text="", flagged=True)   # the filter refused the prompt: the deployment answered
+            except (openai.InternalServerError, openai.APIConnectionError, openai.NotFoundError) as exc:
+                # the SDK's own retries are off (they would retry 429 call by call): 5xx, dropped connections
+                # and a deployment not found get the same few tries with a short backoff here
+                if attempt < SERVER_ERROR_TRIES - 1:
+                    sleep(0.5 * 2 ** attempt)
+                elif isinstance(exc, openai.APITimeoutError):
+                    raise   # this call took too long: an error of this example, as a slow model's answer is
+                else:
+                    raise InfrastructureError(f"deployment {deployment}: {_status(exc)}{str(exc)[:300]}") from exc
         raise AssertionError("unreachable")
 
     def _ask(deployment: str, example: Example) -> ChatReply:
@@ -85,6 +101,17 @@ def openai_chat_fn(client: Any, base_model: str, *, max_tokens: int = MAX_TOKENS
                          flagged=content_flagged(response.model_dump()))
 
     return chat
+
+
+def _error_code(exc: Any) -> str | None:
+    body = getattr(exc, "body", None)
+    error = body.get("error", body) if isinstance(body, dict) else None
+    return error.get("code") if isinstance(error, dict) else getattr(exc, "code", None)
+
+
+def _status(exc: Any) -> str:
+    status = getattr(exc, "status_code", None)
+    return f"{status} " if status else ""
 
 
 def openai_judge_fn(client: Any) -> JudgeFn:

@@ -9,10 +9,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from shared.azure.arm_deployments import ArmAccount
+from shared.azure.chat import ChatFn, RateLimited
+from shared.evaluation.examples import Example
 from shared.evaluation.runner import Candidate
 from shared.run.config import HubSettings
 
@@ -130,6 +133,36 @@ def create_deployment(deployments: ArmDeployments, hub: ArmAccount, candidate: C
                     api_version=DEVELOPER_API_VERSION if candidate.sku == DEVELOPER_SKU else None,
                     doing=f"deploying {candidate.model} as {candidate.deployment} on {hub.name}")
     log.info("evaluation deployment %s (%s, %s) is ready", candidate.deployment, candidate.model, candidate.sku)
+
+
+# A minimal real question: the probe is one billed completion per evaluation deployment.
+READINESS_PROBE = Example(line=0, messages=[{"role": "user", "content": "Reply with OK."}], reference="OK")
+
+
+def wait_until_serving(chat: ChatFn, deployment: str, *, timeout_s: float, first_delay_s: float = 0.25,
+                       sleep: Callable[[float], None] = time.sleep,
+                       clock: Callable[[], float] = time.monotonic) -> int | None:
+    """ARM's `Succeeded` is not the data plane's: a new deployment answers 404 (DeploymentNotFound, "if you created
+    the deployment within the last 5 minutes, please wait") or 429 for a while. Ask one small real question until
+    it is answered; returns the attempts it took, or None when `timeout_s` passed first. Any other error means the
+    deployment is reachable: the examples' own calls (and the error gate) judge it."""
+    import openai
+    started, delay, attempts = clock(), first_delay_s, 0
+    while True:
+        attempts += 1
+        try:
+            chat(deployment, READINESS_PROBE)
+            return attempts
+        except (openai.NotFoundError, RateLimited) as exc:
+            waited = getattr(exc, "retry_after", None) or delay
+            if clock() - started + waited > timeout_s:
+                log.warning("deployment %s still does not answer after %.0f s: %s", deployment, timeout_s, exc)
+                return None
+            sleep(waited)
+            delay = min(delay * 2, 15.0)
+        except Exception as exc:   # noqa: BLE001 - served, if badly: the evaluation itself records it
+            log.info("deployment %s answers, with an error: %s", deployment, exc)
+            return attempts
 
 
 def _int(value: Any) -> int | None:

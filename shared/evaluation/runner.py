@@ -3,7 +3,9 @@
 The model call is a `ChatFn` so unit tests pass a fake; the stage passes one built on the openai SDK
 (`shared.azure.chat.openai_chat_fn`) with the SDK's own retries off for 429: a rate limit backs off the whole pool (every
 worker waits out the Retry-After, not just the call that met it), then the call is tried again, a bounded
-number of times. Other failures (the SDK retries 5xx) are an error for that example: they count against the
+number of times. A deployment that could not be asked (`InfrastructureError`: gone, not ready, 5xx after
+the tries) stops the whole pass: it says nothing about the model, so nothing is scored and the caller tries
+again later. Other failures (a call timing out) are an error for that example: they count against the
 error-rate gate, not against the whole evaluation.
 """
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from shared.azure.chat import ChatFn, ChatReply, JudgeFn, RateLimited
+from shared.azure.chat import ChatFn, ChatReply, InfrastructureError, JudgeFn, RateLimited
 from shared.evaluation.examples import Example
 from shared.evaluation.graders import Grader, Reply, grade
 from shared.evaluation.metrics import ExampleResult, score
@@ -70,10 +72,13 @@ def run_candidates(candidates: Sequence[Candidate], examples: Sequence[Example],
     """Results per candidate name, in example order. One pool for all calls keeps the total concurrency
     bounded no matter how many candidates there are; one backoff makes a 429 slow the whole pool."""
     backoff = backoff or PoolBackoff()
+    broken: list[InfrastructureError] = []   # the first deployment that could not be asked stops every call
 
     def call(deployment: str, example: Example) -> ChatReply:
         for attempt in range(1, RATE_LIMIT_TRIES + 1):
             backoff.wait()
+            if broken:
+                raise broken[0]
             try:
                 return chat(deployment, example)
             except RateLimited as exc:
@@ -86,7 +91,10 @@ def run_candidates(candidates: Sequence[Candidate], examples: Sequence[Example],
         started = time.perf_counter()
         try:
             reply = call(candidate.deployment, example)
-        except Exception as exc:  # noqa: BLE001 — any failure of one call is an error for that example
+        except InfrastructureError as exc:
+            broken.append(exc)
+            raise
+        except Exception as exc:  # noqa: BLE001 — any other failure of one call is an error for that example
             log.warning("%s: example line %d failed: %s", candidate.name, example.line, _describe(exc))
             return ExampleResult(index=index, answer=None, latency_ms=None, error=_describe(exc),
                                  scores={g.name: 0.0 for g in graders})

@@ -16,6 +16,7 @@ DEPLOYMENT = "ftops.deployment"
 KEEPALIVE = "ftops.keepalive"
 AUTO_RETIRE = "ftops.auto-retire"
 COMMANDS = "ftops.commands"
+RECONCILE = "ftops.reconcile"
 FLYWHEEL = "ftops.flywheel"     # starts runs from production data; never approves
 
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")

@@ -87,8 +87,18 @@ class Settings:
     default_base_model: str = setting(models.DEFAULT_BASE_MODEL, "DEFAULT_BASE_MODEL")
     # a folder's run.json waits this long for the files it names
     intake_wait_seconds: float = setting(60.0, "INTAKE_WAIT_SECONDS")
+    # a drop's data larger than this is rejected before any of it is read
+    max_dataset_mb: int = setting(2048, "MAX_DATASET_MB", rule="at_least_1")
+    # validation that takes longer ends in a rejection (validation_timeout), well inside the function timeout
+    validation_max_seconds: float = setting(1200.0, "VALIDATION_MAX_SECONDS")
     # "delete" | "keep": hub files once the job is terminal
     hub_file_retention: str = setting("delete", "HUB_FILE_RETENTION")
+    # fine-tuning jobs ftops keeps queued or running on the hub at once; more wait in ftops's own queue
+    # (waiting_for_quota). Azure trains 3 at once per resource (Standard/Global training; 5 on Developer
+    # training): Learn quotas-limits, 2026-02-17
+    hub_concurrent_jobs: int = setting(3, "HUB_CONCURRENT_JOBS", rule="at_least_1")
+    # warn (status, console, keep-alive, an event) this many days before a deployed model retires
+    retirement_warning_days: int = setting(180, "RETIREMENT_WARNING_DAYS", rule="at_least_1")
     # hub calls one poll tick keeps in flight at most
     poll_concurrency: int = setting(8, "POLL_CONCURRENCY", rule="at_least_1")
     # larger files go through the multipart uploads API

@@ -31,19 +31,20 @@ class _Data(BaseModel):
 # --- internal stage requests -------------------------------------------------------------------------
 class TrainRequest(_Data):
     run_id: str
-    attempt: int = 0   # > 0: a re-send after a quota wait (MessageId train-<run_id>-q<attempt>)
+    attempt: int = 0   # > 0: a re-send (quota wait, busy elsewhere): MessageId train-<run_id>-<job key>-a<attempt>
 
 
 class EvaluateRequest(_Data):
     run_id: str
-    attempt: int = 0   # > 0: re-sent because another worker held the run (MessageId evaluate-<run_id>-w<n>)
-    quota_waits: int = 0   # > 0: re-sent after a hub quota refusal (MessageId evaluate-<run_id>-q<n>)
+    attempt: int = 0   # > 0: a re-send, whatever the reason (MessageId evaluate-<run_id>-<job>-a<attempt>)
+    quota_waits: int = 0   # how many of the re-sends so far waited out a hub quota refusal
+    infra_waits: int = 0   # how many waited out a deployment that could not be asked (gone, not ready, 5xx)
 
 
 class DeployRequest(_Data):
     run_id: str
     environment: str
-    attempt: int = 0   # > 0: re-sent because another worker held the environment (…-w<n>)
+    attempt: int = 0   # > 0: re-sent because another worker held the environment (…-a<attempt>)
 
 
 # --- commands: their data; shared.run.command_table says which channel takes each and who handles it ----

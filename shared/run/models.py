@@ -10,7 +10,9 @@ pricing page is the authority and varies by region and deployment type.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 
 SUPERVISED = "supervised"
 DPO = "dpo"
@@ -201,3 +203,31 @@ def inference_price_per_1m(base_model: str, *, fine_tuned: bool) -> tuple[float,
     except UnknownModelError:
         return None
     return None if prices is None else prices[1 if fine_tuned else 0]
+
+
+@dataclass(frozen=True)
+class ModelLifecycle:
+    """When Azure stops a base model (and every model fine-tuned from it): `fine_tune` closes new training,
+    `inference` retires its deployments. From the ARM Models API (`deprecation.fineTune`, `.inference`)."""
+    name: str                         # base model name: gpt-4.1-mini
+    version: str                      # 2025-04-14
+    fine_tune: date | None = None
+    inference: date | None = None
+
+    def training_closed(self, today: date) -> bool:
+        return self.fine_tune is not None and today >= self.fine_tune
+
+    def days_left(self, today: date) -> int | None:
+        """Days until deployments of this model (and its fine-tunes) retire; None when no date is announced."""
+        return None if self.inference is None else (self.inference - today).days
+
+
+def lifecycle_of(model: str, lifecycles: Mapping[str, ModelLifecycle]) -> ModelLifecycle | None:
+    """The lifecycle of a base model id or of a model fine-tuned from it (`<base>.ft-…`, a checkpoint), found
+    by name and version (`lifecycles` keyed `name-version`); an unversioned id takes its default version."""
+    try:
+        base = canonical_model_name(model)
+    except UnknownModelError:
+        return None
+    version = model_version(model) or model_version(versioned_model_id(base))
+    return lifecycles.get(f"{base}-{version}")

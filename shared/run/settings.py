@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from shared.run.echo import echo
 from shared.run.models import DEFAULT_BASE_MODEL
+from shared.run.rft_graders import grader_problems
 
 
 class RunSettingsError(ValueError):
@@ -184,12 +185,16 @@ def parse_run_settings(raw: bytes | str | dict[str, Any] | None, *, defaults: di
         raise RunSettingsError([f"{source}: must be a JSON object"])
     merged = {**(defaults or {}), **data}
     try:
-        return RunSettings.model_validate(merged)
+        settings = RunSettings.model_validate(merged)
     except ValidationError as exc:
         raise RunSettingsError([
             f"{source}: {echo('.'.join(str(p) for p in e['loc']) or '<root>')}: {echo(e['msg'])}"
             for e in exc.errors()
         ]) from exc
+    # the reinforcement grader, field by field, against the shapes Azure's v1 API accepts (shared.run.rft_graders)
+    if settings.method == "reinforcement" and settings.grader and (wrong := grader_problems(settings.grader)):
+        raise RunSettingsError([f"{source}: {problem}" for problem in wrong])
+    return settings
 
 
 def _slug(name: str) -> str:

@@ -18,7 +18,7 @@ from shared.run.config import ConfigError, Settings
 from shared.run.models import DEPLOYMENT_TYPES, DEVELOPER, UnknownModelError, model_facts
 
 SETTING = "SPOKES_CONFIG"
-DEFAULT_QUOTA = 5   # fine-tuned deployments per resource (Azure's default limit)
+DEFAULT_QUOTA = 10   # fine-tuned deployments per resource: Azure's default limit (Learn quotas-limits, 2026-02-17; it was 5)
 # Deployment types that can host a fine-tuned model (fine-tuning-deploy "Deployment types"; ARM sku names
 # are case-insensitive): Standard, Global Standard, Developer, Provisioned. Data-zone and global provisioned
 # types are not listed for fine-tuned models, so they are refused.

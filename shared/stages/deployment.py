@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ACTOR = actors.DEPLOYMENT
-CLAIM_TTL_SECONDS = 1800   # longer than an environment's deployment with patient smoke tests
 
 
 @dataclass
@@ -64,12 +63,16 @@ def handle_deploy(request: DeployRequest, deps: Deps) -> None:
     if env.requires_approval:   # checked here, so no path (a forged message, a replay) skips the gate
         _require_approval(deps, run, env, model)
     # One worker per run × environment × model: a duplicate delivery must not deploy (and roll back) twice.
-    key = "deploy-" + hashlib.sha256(f"{run.run_id}|{env.name}|{model}".encode()).hexdigest()[:32]
-    with claims.hold(deps.registry, key, ttl_seconds=CLAIM_TTL_SECONDS) as claim:
+    with claims.hold(deps.registry, claim_key(run.run_id, env.name, model)) as claim:
         if claim.in_progress:
             retry_later(deps, deps.settings.deploy_queue, request, deploy_message_id(run.run_id, env.name, model))
         elif claim.owned:
             claim.complete({"state": _deploy_environment(deps, run, env, order, topology, model)})
+
+
+def claim_key(run_id: str, environment: str, model: str) -> str:
+    """The deploy step's claim: one worker per run × environment × model."""
+    return "deploy-" + hashlib.sha256(f"{run_id}|{environment}|{model}".encode()).hexdigest()[:32]
 
 
 def _deploy_environment(deps: Deps, run: RunRecord, env: Environment, order: list[str], topology: Topology,

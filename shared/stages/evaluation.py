@@ -4,6 +4,9 @@
 A quota refusal on the hub (`InsufficientQuota`) is waited out with delayed re-sends of the request
 (`QUOTA_BACKOFF_SECONDS`, doubling with jitter, as the train stage's quota wait does), at most
 `QUOTA_WAITS` times (about two hours), then the run ends `evaluation_failed` saying so.
+A deployment that could not be asked (gone, not ready, 5xx after retries: `InfrastructureError`) scores
+nothing: the pass stops, the temporary deployments go, and the request is re-sent later, at most
+`INFRA_WAITS` times.
 
 Idempotent: a duplicate delivery finds the run past `evaluating` and returns (re-sending the deploy
 request if the first attempt died right after the transition: its MessageId dedups). Temporary
@@ -21,16 +24,23 @@ from typing import TYPE_CHECKING, Any
 
 from shared.app.settlement import retry_later
 from shared.azure.arm_deployments import DeploymentQuota, DeploymentRefused, DeploymentTransient
+from shared.azure.chat import InfrastructureError
 from shared.evaluation import graders as grading
 from shared.evaluation.confidence import Interval, paired_difference
 from shared.evaluation.examples import Example, load_examples, stream_lines
 from shared.evaluation.gates import choose_candidate, cost_gate, evaluate_gates, thresholds_from
-from shared.evaluation.hubdeploy import create_deployment, hub_account, plan_candidates, plan_champion
+from shared.evaluation.hubdeploy import (
+    create_deployment,
+    hub_account,
+    plan_candidates,
+    plan_champion,
+    wait_until_serving,
+)
 from shared.evaluation.metrics import ExampleResult, aggregate
 from shared.evaluation.report import build_report, loss_rows, render_html, summary
 from shared.evaluation.runner import Candidate, run_candidates
 from shared.run import actors, states
-from shared.run.messages import EvaluateRequest, deploy_request, envelope, evaluate_message_id
+from shared.run.messages import EvaluateRequest, deploy_request, evaluate_message_id
 from shared.run.models import inference_price_per_1m
 from shared.run.settings import Evaluation
 from shared.stages.approvals import send_deploy
@@ -45,9 +55,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ACTOR = actors.EVALUATION
-CLAIM_TTL_SECONDS = 1800   # longer than an evaluation should take; a dead worker's claim expires and a retry takes over
+RUN_TAG, PURPOSE_TAG = "ftops-run", "ftops-purpose"   # on every temporary evaluation deployment
 QUOTA_BACKOFF_SECONDS = (60.0, 1800.0)   # first wait, longest wait (doubling, with jitter)
 QUOTA_WAITS = 8                          # re-sends before giving up: at most 60+120+…+1800 s ≈ 2 h of waiting
+INFRA_BACKOFF_SECONDS = (120.0, 900.0)   # a deployment that could not be asked: first wait, longest wait
+INFRA_WAITS = 5                          # re-sends before giving up: about 2+4+8+15+15 min
 
 
 class _Failed(Exception):
@@ -63,16 +75,32 @@ def handle_evaluate(request: EvaluateRequest, deps: Deps) -> None:
     if run.state not in (states.TRAINED, states.EVALUATING):
         log.info("run %s is %s: nothing to evaluate (duplicate or stale message)", run.run_id, run.state)
         return
-    key = "evaluate-" + hashlib.sha256(f"{run.run_id}|{run.job_id}|{run.fine_tuned_model}".encode()).hexdigest()[:32]
-    with claims.hold(deps.registry, key, ttl_seconds=CLAIM_TTL_SECONDS) as claim:
+    with claims.hold(deps.registry, claim_key(run)) as claim:
         if claim.in_progress:
             retry_later(deps, deps.settings.evaluate_queue, request, evaluate_message_id(run.run_id, run.job_id))
         elif claim.owned:
+            if claim.taken_over:   # a worker died holding it: its temporary deployments hold hub slots, billed
+                _delete_left_behind(deps, run.run_id)
             final = _evaluate(run, deps, request)
-            if final is None:   # waiting for quota: the delayed re-send must find the step free
+            if final is None:   # waiting (quota, a deployment not there): the delayed re-send must find the step free
                 claim.release()
             else:
                 claim.complete({"state": final})
+
+
+def claim_key(run: RunRecord) -> str:
+    """The evaluation step's claim: one worker per run × job × model."""
+    return "evaluate-" + hashlib.sha256(f"{run.run_id}|{run.job_id}|{run.fine_tuned_model}".encode()).hexdigest()[:32]
+
+
+def _delete_left_behind(deps: Deps, run_id: str) -> None:
+    """The temporary evaluation deployments of `run_id` on the hub (by their tags), deleted first thing."""
+    hub = hub_account(deps.settings.hub)
+    left = [d.name for d in deps.arm_deployments.list_all(hub)
+            if d.tags.get(RUN_TAG) == run_id[:256] and d.tags.get(PURPOSE_TAG) == "evaluation"]
+    if left:
+        log.warning("run %s: deleting %d evaluation deployment(s) a dead worker left: %s", run_id, len(left), left)
+        deps.arm_deployments.delete_all(hub, left)
 
 
 def _evaluate(run: RunRecord, deps: Deps, request: EvaluateRequest) -> str | None:
@@ -85,6 +113,8 @@ def _evaluate(run: RunRecord, deps: Deps, request: EvaluateRequest) -> str | Non
         return _fail(deps, run, str(exc))
     except DeploymentQuota as exc:   # the temporary deployments are already deleted (finally in _measure)
         return _wait_for_quota(deps, run, request, exc)
+    except InfrastructureError as exc:   # nothing was scored; the deployments are deleted: try it all again later
+        return _wait_for_infrastructure(deps, run, request, exc)
     paths = _write_reports(deps, run.run_id, report)
     result = summary(report, paths)
     if not report["passed"]:
@@ -145,7 +175,7 @@ def _measure(run: RunRecord, deps: Deps) -> dict[str, Any]:
     if champion is not None:
         candidates.append(champion)
     hub = hub_account(deps.settings.hub)
-    tags = {"ftops-run": run_id[:256], "ftops-purpose": "evaluation"}
+    tags = {RUN_TAG: run_id[:256], PURPOSE_TAG: "evaluation"}
     created: list[str] = []
     active: list[Candidate] = []
     skipped: list[dict[str, str]] = []
@@ -164,6 +194,11 @@ def _measure(run: RunRecord, deps: Deps) -> dict[str, Any]:
                 raise
             active.append(candidate)
         chat_fn = deps.chat.reply_fn(base_model)
+        for candidate in active:   # provisioned is not serving: no example is asked before it answers
+            if wait_until_serving(chat_fn, candidate.deployment, timeout_s=deps.settings.smoke_timeout_seconds) is None:
+                raise DeploymentTransient(
+                    f"run {run_id}: evaluation deployment {candidate.deployment} is provisioned but did not answer "
+                    f"within {deps.settings.smoke_timeout_seconds:.0f} s (SMOKE_TIMEOUT_SECONDS); will retry")
         judge = deps.chat.judge_fn() if any(g.kind == "score_model" for g in graders) else None
         results = run_candidates(active, loaded.examples, chat_fn, max_workers=evaluation.concurrency,
                                  graders=graders, judge=judge)
@@ -212,13 +247,31 @@ def _wait_for_quota(deps: Deps, run: RunRecord, request: EvaluateRequest, exc: D
                                 f"hub's region (or deployments on {deps.settings.hub.account}), then retrain")
     first, longest = QUOTA_BACKOFF_SECONDS
     delay = min(longest, first * 2 ** waits) * random.uniform(0.5, 1.0)
-    again = request.model_copy(update={"quota_waits": waits + 1})
-    deps.publisher.send(deps.settings.evaluate_queue,
-                        envelope(again, message_id=f"{evaluate_message_id(run.run_id, run.job_id)}-q{waits + 1}"), delay_seconds=delay)
+    retry_later(deps, deps.settings.evaluate_queue, request, evaluate_message_id(run.run_id, run.job_id),
+                delay=delay, why="hub quota short", quota_waits=waits + 1)
     publish(deps, run.run_id, "evaluation_waiting_for_quota",
             {"reason": str(exc)[:500], "wait": waits + 1, "of": QUOTA_WAITS, "retry_in_seconds": round(delay)})
     log.info("run %s: hub quota short (%s); evaluating again in %.0f s (wait %d of %d)", run.run_id, exc, delay,
              waits + 1, QUOTA_WAITS)
+    return None
+
+
+def _wait_for_infrastructure(deps: Deps, run: RunRecord, request: EvaluateRequest,
+                             exc: InfrastructureError) -> str | None:
+    """A deployment could not be asked: nothing of this pass is scored (a missing answer is no wrong answer).
+    Re-send the request later (the run stays `evaluating`, holding no deployment), or give up past the bound."""
+    waits = request.infra_waits
+    if waits >= INFRA_WAITS:
+        return _fail(deps, run, f"the evaluation deployments could not be asked after {waits} tries: {exc}. "
+                                f"Check the hub {deps.settings.hub.account} (deployments, service health), then "
+                                f"retrain")
+    first, longest = INFRA_BACKOFF_SECONDS
+    delay = min(longest, first * 2 ** waits) * random.uniform(0.5, 1.0)
+    retry_later(deps, deps.settings.evaluate_queue, request, evaluate_message_id(run.run_id, run.job_id),
+                delay=delay, why="a deployment could not be asked", infra_waits=waits + 1)
+    publish(deps, run.run_id, "evaluation_retrying",
+            {"reason": str(exc)[:500], "try": waits + 1, "of": INFRA_WAITS, "retry_in_seconds": round(delay)})
+    log.warning("run %s: %s; nothing scored, evaluating again in %.0f s", run.run_id, exc, delay)
     return None
 
 

@@ -13,6 +13,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,8 @@ from shared.run.rules import effective_environments
 from shared.store.events import advance
 from shared.store.outbox import flush
 from shared.store.registry import RunRecord, StorageRefused
-from shared.validation.drop import DropFiles, check_drop
+from shared.validation import Finding
+from shared.validation.drop import RUN_JSON_MAX_BYTES, DropFiles, check_drop, problems_only
 from shared.validation.splitting import spool_files, upload_split
 
 if TYPE_CHECKING:
@@ -36,6 +38,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 ACTOR = actors.INTAKE
 FOLDER_FILES = {"train": "train.jsonl", "validation": "validation.jsonl", "eval": "eval.jsonl"}
+QUARANTINE_LISTED = 20       # paths a rejected event names itself; the whole list goes to reports/<run>/quarantine.json
+QUARANTINE_CONCURRENCY = 8   # blobs moved at once
 
 
 @dataclass(frozen=True)
@@ -90,20 +94,15 @@ def start_run(blob_name: str, deps: Deps, *, settings_override: dict[str, Any] |
         if run.state == states.ACCEPTED:   # crashed between "accepted" and the hand-off: hand off again
             _send_train(deps, run_id)
         if run.state == states.REJECTED:   # recorded, but the move may not have finished: finish it
-            quarantine(deps, run_id, drop, {})
+            quarantine(deps, run_id, drop, {}, only=(run.error or {}).get("validated"))
         if run.state not in (states.RECEIVED, states.VALIDATING):
             log.info("run %s already %s: duplicate event for %s", run_id, run.state, blob_name)
             return run_id
+    etags = {blob_name: etag}   # every file validated, at the version read (If-Match)
     try:
-        _intake(run_id, drop, deps, settings_override, etag)
-    except ResourceModifiedError as exc:   # replaced while we read it: the new upload is a run of its own
-        log.warning("run %s: %s changed while it was validated; ending this run, the new upload is its own",
-                    run_id, blob_name)
-        message = ("the drop was replaced while it was validated (its ETag changed): nothing of it is trained; "
-                   "the new upload is a run of its own")
-        advance(deps, run_id, states.REJECTED, actor=ACTOR, from_states={states.RECEIVED, states.VALIDATING},
-                detail={"errors": [message]}, error={"code": "dataset_replaced", "message": message,
-                                                     "detail": str(exc)[:300]})
+        _intake(run_id, drop, deps, settings_override, etags)
+    except ResourceModifiedError as exc:   # a file was replaced while we read it
+        _replaced(deps, run_id, drop, etags, exc)
     except StorageRefused as exc:   # permanent: retrying would re-validate the whole drop to be refused again
         log.error("run %s: the registry refused a write (%s); ending the run as rejected", run_id, exc)
         advance(deps, run_id, states.REJECTED, actor=ACTOR, from_states={states.RECEIVED, states.VALIDATING},
@@ -112,26 +111,34 @@ def start_run(blob_name: str, deps: Deps, *, settings_override: dict[str, Any] |
     return run_id
 
 
-def _intake(run_id: str, drop: Drop, deps: Deps, settings_override: dict[str, Any] | None, etag: str) -> None:
+def _intake(run_id: str, drop: Drop, deps: Deps, settings_override: dict[str, Any] | None,
+            etags: dict[str, str]) -> None:
     advance(deps, run_id, states.VALIDATING, actor=ACTOR)
     problems: list[Any] = []
     # every file is read at the version seen now (If-Match on its ETag): one replaced while it is validated
     # and split raises ResourceModifiedError instead of training on what was never validated
-    etags = {drop.start_blob: etag}
     files = _dataset_files(drop, deps, problems, etags)
     container = deps.settings.datasets_container
-    run_json = (deps.blobs.get_blob_client(container, drop.start_blob).download_blob(
-        etag=etag, match_condition=MatchConditions.IfNotModified).readall() if drop.folder else None)
     data = files or ({} if drop.folder else {"train": drop.start_blob})   # a non-.jsonl blob: named by its content
+    problems += _size_problems(deps, drop, data)   # before a byte is read: sizes are in the blobs' properties
+    run_json = (deps.blobs.get_blob_client(container, drop.start_blob).download_blob(
+        etag=etags[drop.start_blob], match_condition=MatchConditions.IfNotModified).readall()
+        if drop.folder and not problems else None)
+    deadline = time.monotonic() + deps.settings.validation_max_seconds
     spool, outputs = spool_files()
     with spool:
-        checked = check_drop(DropFiles(start=drop.start_blob, folder=bool(drop.folder),
-                                       data={role: _chunks(deps, blob, etags.get(blob)) for role, blob in data.items()},
-                                       names=files, run_json=run_json, problems=tuple(problems)),
-                             default_base_model=deps.settings.default_base_model,
-                             environments=_configured_environments(deps), override=settings_override,
-                             outputs=outputs, hub_api=surface(deps.settings.hub.api_version),
-                             topology=deps.require_topology())
+        try:
+            checked = check_drop(DropFiles(start=drop.start_blob, folder=bool(drop.folder),
+                                           data={role: _chunks(deps, blob, etags.get(blob), deadline)
+                                                 for role, blob in data.items()},
+                                           names=files, run_json=run_json, problems=tuple(problems)),
+                                 default_base_model=deps.settings.default_base_model,
+                                 environments=_configured_environments(deps), override=settings_override,
+                                 outputs=outputs, hub_api=surface(deps.settings.hub.api_version),
+                                 topology=deps.require_topology())
+        except OutOfTime as exc:
+            log.warning("run %s: %s", run_id, exc)
+            checked = problems_only([Finding(line=None, code="validation_timeout", message=str(exc))])
         report, settings, prepared = checked.report, checked.settings, checked.prepared
         _write_reports(deps, run_id, drop, report)
         if not report.valid or prepared is None or settings is None:
@@ -179,14 +186,81 @@ def _dataset_files(drop: Drop, deps: Deps, problems: list[Any], etags: dict[str,
     return files
 
 
-def _chunks(deps: Deps, blob_name: str, etag: str | None) -> Callable[[], Iterable[bytes]]:
+class OutOfTime(Exception):
+    """Validation ran past VALIDATION_MAX_SECONDS: the drop is rejected (validation_timeout) rather than
+    left to the function's timeout, which only retries the same work until the message is poison."""
+
+
+def _chunks(deps: Deps, blob_name: str, etag: str | None, deadline: float) -> Callable[[], Iterable[bytes]]:
     def read() -> Iterable[bytes]:
         blob = deps.blobs.get_blob_client(deps.settings.datasets_container, blob_name)
-        download = (blob.download_blob() if etag is None
-                    else blob.download_blob(etag=etag, match_condition=MatchConditions.IfNotModified))
-        chunks: Iterable[bytes] = download.chunks()   # the SDK's StorageStreamDownloader[bytes]
-        return chunks
+        if etag is None:
+            download = blob.download_blob()
+        else:
+            download = blob.download_blob(etag=etag, match_condition=MatchConditions.IfNotModified)
+        for chunk in download.chunks():
+            if time.monotonic() > deadline:
+                raise OutOfTime(f"{deps.settings.datasets_container}/{blob_name}: validation took longer than "
+                                f"{deps.settings.validation_max_seconds:.0f} s (VALIDATION_MAX_SECONDS); "
+                                "split the data into smaller runs")
+            yield chunk
     return read
+
+
+def _size_problems(deps: Deps, drop: Drop, data: dict[str, str]) -> list[Any]:
+    """What the blobs' sizes alone refuse: a run.json larger than settings need, data beyond MAX_DATASET_MB,
+    a file the configured hub API cannot take. Checked before anything is read."""
+    from shared.run.hub_api import UnsupportedOnSurface
+    container = deps.blobs.get_container_client(deps.settings.datasets_container)
+    problems = []
+    if drop.folder:
+        size = container.get_blob_client(drop.start_blob).get_blob_properties().size
+        if size > RUN_JSON_MAX_BYTES:
+            problems.append(Finding(line=None, code="run_json_too_large", file=drop.start_blob,
+                                    message=f"{drop.start_blob} is {size:,} bytes; run.json holds settings and "
+                                            f"may be at most {RUN_JSON_MAX_BYTES:,} bytes (it was not read)"))
+    sizes = {name: container.get_blob_client(name).get_blob_properties().size for name in set(data.values())}
+    total, limit = sum(sizes.values()), deps.settings.max_dataset_mb * 1024 ** 2
+    if total > limit:
+        problems.append(Finding(line=None, code="dataset_too_large", file=drop.start_blob,
+                                message=f"the drop's data is {total / 1024 ** 2:,.0f} MB; intake validates at most "
+                                        f"{deps.settings.max_dataset_mb:,} MB (MAX_DATASET_MB): split it into "
+                                        "smaller runs"))
+    hub_api = surface(deps.settings.hub.api_version)
+    for name, size in sorted(sizes.items()):
+        try:
+            hub_api.require_upload_size(size, name)
+        except UnsupportedOnSurface as exc:
+            problems.append(Finding(line=None, code="dataset_too_large", file=name, message=str(exc)))
+    return problems
+
+
+def _replaced(deps: Deps, run_id: str, drop: Drop, etags: dict[str, str], exc: Exception) -> None:
+    """A file changed under validation: end the run, trains nothing, quarantine exactly the versions it
+    validated (the new upload stays), and say what starts a run from the new files."""
+    container = deps.blobs.get_container_client(deps.settings.datasets_container)
+    changed = []
+    for name, etag in sorted(etags.items()):
+        try:
+            if container.get_blob_client(name).get_blob_properties().etag != etag:
+                changed.append(name)
+        except ResourceNotFoundError:
+            changed.append(name)
+    what = ", ".join(changed) or "a file of the drop"
+    if drop.folder and drop.start_blob not in changed:
+        todo = f"upload {drop.start_blob} again to start a run from the new files"
+    else:
+        todo = "the new upload starts a run of its own"
+    message = (f"{what} was replaced while it was validated: this run trains nothing; what it validated is in "
+               f"{deps.settings.quarantine_container}/{run_id}/ and the new version stays in "
+               f"{deps.settings.datasets_container}/. To go on: {todo}")
+    log.warning("run %s: %s", run_id, message)
+    _write_reports(deps, run_id, drop, problems_only([Finding(line=None, code="dataset_replaced",
+                                                              message=message)]).report)
+    advance(deps, run_id, states.REJECTED, actor=ACTOR, from_states={states.RECEIVED, states.VALIDATING},
+            detail={"errors": [message], "replaced": changed},
+            error={"code": "dataset_replaced", "message": message, "detail": str(exc)[:300], "validated": etags})
+    quarantine(deps, run_id, drop, {}, only=etags)
 
 
 def _write_reports(deps: Deps, run_id: str, drop: Drop, report: Any) -> None:
@@ -205,8 +279,14 @@ def _reject(deps: Deps, run_id: str, drop: Drop, files: dict[str, str], report: 
     # where each is, so the run's error (status, the demo's table) points at the line to fix
     errors = [(f"{f.file + ' ' if f.file and len(files) > 1 else ''}line {f.line}: " if f.line else "") + f.message
               for f in report.errors[:5]]
+    where: dict[str, Any] = {"quarantine": planned[:QUARANTINE_LISTED], "quarantine_count": len(planned)}
+    if len(planned) > QUARANTINE_LISTED:   # an event is bounded (Service Bus: 256 KB): the whole list goes to a blob
+        path = f"{run_id}/quarantine.json"
+        deps.blobs.get_blob_client(deps.settings.reports_container, path).upload_blob(
+            json.dumps({"run_id": run_id, "quarantine": planned}).encode(), overwrite=True)
+        where["quarantine_list"] = f"{deps.settings.reports_container}/{path}"
     advance(deps, run_id, states.REJECTED, actor=ACTOR, validation=_summary(report, None),
-            detail={"errors": errors, "quarantine": planned,
+            detail={"errors": errors, **where,
                     "report": f"{deps.settings.reports_container}/{run_id}/validation.json"},
             error={"code": report.errors[0].code, "message": "; ".join(errors)})
     quarantine(deps, run_id, drop, files)
@@ -224,17 +304,23 @@ def _drop_blobs(deps: Deps, drop: Drop, files: dict[str, str]) -> list[str]:
     return sorted(names - {drop.start_blob}) + [drop.start_blob]
 
 
-def quarantine(deps: Deps, run_id: str, drop: Drop, files: dict[str, str]) -> list[str]:
-    """Move the drop's files to quarantine/<run_id>/: copy, verify, then delete — never lose data."""
+def quarantine(deps: Deps, run_id: str, drop: Drop, files: dict[str, str], *,
+               only: dict[str, str] | None = None) -> list[str]:
+    """Move the drop's files to quarantine/<run_id>/: copy, verify, then delete — never lose data.
+    `only` (name → ETag): move exactly these versions (what a run whose file was replaced validated)."""
     source = deps.blobs.get_container_client(deps.settings.datasets_container)
     target = deps.blobs.get_container_client(deps.settings.quarantine_container)
-    moved = []
-    for name in _drop_blobs(deps, drop, files):
+    names = _drop_blobs(deps, drop, files) if only is None else \
+        sorted(set(only) - {drop.start_blob}) + [drop.start_blob] * (drop.start_blob in only)
+
+    def move(name: str) -> str | None:
         src = source.get_blob_client(name)
         try:
             props = src.get_blob_properties()
         except ResourceNotFoundError:
-            continue  # moved by an earlier attempt
+            return None  # moved by an earlier attempt
+        if only is not None and props.etag != only[name]:
+            return None  # a new upload, never validated: it stays
         dst = target.get_blob_client(f"{run_id}/{name}")
         dst.upload_blob(src.download_blob().chunks(), length=props.size, overwrite=True)
         if dst.get_blob_properties().size != props.size:
@@ -243,7 +329,13 @@ def quarantine(deps: Deps, run_id: str, drop: Drop, files: dict[str, str]) -> li
             src.delete_blob(etag=props.etag, match_condition=MatchConditions.IfNotModified)
         except (ResourceModifiedError, ResourceNotFoundError):
             log.warning("run %s: %s changed while quarantining; the new upload stays", run_id, name)
-        moved.append(f"{deps.settings.quarantine_container}/{run_id}/{name}")
+        return f"{deps.settings.quarantine_container}/{run_id}/{name}"
+
+    # many files (a folder of 20,000) move a few at a time; the start blob last, once the rest are moved:
+    # while it is still there, a retry of its trigger comes back to finish the move
+    with ThreadPoolExecutor(QUARANTINE_CONCURRENCY, thread_name_prefix="quarantine") as pool:
+        moved = [m for m in pool.map(move, names[:-1]) if m]
+    moved += [m for m in map(move, names[-1:]) if m]
     reports = deps.blobs.get_container_client(deps.settings.reports_container)
     for leaf in ("validation.json", "validation.html"):
         body = reports.get_blob_client(f"{run_id}/{leaf}").download_blob().readall()

@@ -25,6 +25,7 @@ from shared.run.messages import run_event
 from shared.run.models import DEVELOPER
 from shared.run.ncrontab import CronError, Schedule
 from shared.run.topology import Topology
+from shared.stages.lifecycle import retirement_warnings
 from shared.stages.retirement import retire_unneeded
 from shared.store.claims import ConcurrencyError
 from shared.store.events import publish
@@ -77,6 +78,7 @@ def keepalive_tick(deps: Deps, *, concurrency: int | None = None) -> KeepaliveSu
             if problem:
                 summary.problems.append({"slot": slot.slot, "run_id": slot.run_id, **problem})
                 summary.alerts += bool(problem.get("alert"))
+    summary.warnings += retirement_warnings(deps, topology, slots)   # a daily look at the Models API
     summary.seconds = round(time.monotonic() - started, 3)
     log.info("keep-alive: %d deployments, %d ok, %d failed, %d healed, %d expired, %d skipped (%d retired "
              "first) in %.1fs", summary.total, summary.ok, summary.failed, summary.healed, summary.expired,
@@ -161,6 +163,8 @@ def _keep(deps: Deps, topology: Topology, slot: DeploymentRecord) -> tuple[str, 
                 if slot.sku.lower() == DEVELOPER.lower():
                     return _expired(deps, slot)
                 return _heal(deps, target, slot)
+            if slot.healing_since:   # re-created by a tick that died before reporting it: a new deployment,
+                return _healed(deps, target, slot)   # not serving yet (404 after ARM's Succeeded): wait patiently
         except Exception as arm_exc:  # noqa: BLE001 (ARM unreachable: report the ping failure, retry next tick)
             log.warning("keep-alive: ARM check of %s failed: %s", slot.slot, arm_exc)
         return _failed(deps, slot, f"{type(exc).__name__}: {exc}")

@@ -18,6 +18,9 @@ A job is `succeeded` before its results file exists (Azure logs "Job succeeded."
 started.", then "Completed results file: …"): such a job stays `training` with job_status `succeeded`
 ("awaiting_results") and is polled again, for at most RESULTS_WAIT_SECONDS from when a tick first saw it
 so; after that it becomes `trained` without per-step metrics, and the event says the results were missing.
+
+A job the hub answers 404 for is polled for JOB_MISSING_GRACE_SECONDS more, then its run ends
+`training_failed` (code `job_not_found`) with what to do, rather than being polled for ever.
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ from shared.run.messages import EvaluateRequest, envelope, evaluate_message_id
 from shared.stages.command_checks import STARTABLE
 from shared.store.events import advance
 from shared.store.hub_jobs import free_job_key, tidy_hub
-from shared.store.outbox import flush, sweep
+from shared.store.outbox import flush
 from shared.store.registry import InvalidTransition, RunRecord
 from shared.store.run_updates import Superseded, update_run
 
@@ -48,6 +51,8 @@ ACTOR = actors.POLLING
 READS_PER_JOB = 3                   # job, events, checkpoints
 SERIES_POINTS = 100                 # per-step metrics kept in the registry; all of them go to a blob
 AWAITING_SINCE = "awaiting_results_since"   # in run.metrics while a succeeded job has no results file yet
+MISSING_SINCE = "job_missing_since"         # in run.metrics while the hub answers 404 for the job
+JOB_MISSING_GRACE_SECONDS = 600.0           # a job the hub does not know for this long ends its run
 # Learn (fine-tuning-safety-evaluation): the two messages a safety failure reads like
 _SAFETY_CHECKS = (
     ("training data", re.compile(r"failed RAI checks for harm types:\s*\[?([^\]]*?)\]?\s*(?:\.\s|\.?$)",
@@ -96,7 +101,6 @@ def poll_tick(deps: Deps, *, concurrency: int | None = None) -> PollSummary:
     gate, job_gate = CallGate(READS_PER_JOB * limit), CallGate(limit)
     # few SDK retries: a job that cannot be read now is read again next tick, and a storm must not stall it
     gated = GatedHub(deps.hub(max_retries=2), gate)
-    sweep(deps)   # messages a crash left between a registry write and its send (shared.store.outbox)
     tracked = deps.registry.tracked_jobs()
     summary = PollSummary(jobs=len(tracked), concurrency=limit)
     if tracked:
@@ -143,7 +147,10 @@ def poll_job(deps: Deps, hub: Any, run_id: str, job_id: str, *, reads: Executor 
     if run.state != states.TRAINING:
         deps.registry.untrack_job(run_id)   # cancelled or failed and already recorded
         return "stale", 0
-    job, events, checkpoints = _read(hub, run, job_id, reads)
+    try:
+        job, events, checkpoints = _read(hub, run, job_id, reads)
+    except HubNotFound as exc:
+        return _missing(deps, run, exc), 0
     if job.status != run.job_status:   # recorded before: already said (perhaps by another instance)
         note_unknown_status(run_id, job_id, job.status)
     if events:
@@ -186,6 +193,37 @@ def _read(hub: Any, run: RunRecord, job_id: str, reads: Executor | None
     if checkpoints is None:
         checkpoints = hub.checkpoints(job_id) if job.may_have_checkpoints else run.checkpoints
     return job, events, checkpoints
+
+
+def _missing(deps: Deps, run: RunRecord, exc: HubNotFound) -> str:
+    """The hub answers 404 for the job (deleted, or the hub's data lost): the first tick notes when, later
+    ticks wait out JOB_MISSING_GRACE_SECONDS (a replica that has not seen the job yet), then the run ends
+    `training_failed` saying so, and is no longer polled. A job that comes back in between is polled on."""
+    metrics = dict(run.metrics or {})
+    since = metrics.get(MISSING_SINCE)
+    now = time.time()
+    if since is None:
+        try:
+            update_run(deps, run.run_id, {states.TRAINING}, metrics={**metrics, MISSING_SINCE: now})
+        except Superseded:
+            return "stale"
+        log.warning("run %s: the hub does not know job %s (%s); ending the run if it still does not in %.0f s",
+                    run.run_id, run.job_id, exc, JOB_MISSING_GRACE_SECONDS)
+        return "job_missing"
+    if now - float(since) < JOB_MISSING_GRACE_SECONDS:
+        return "job_missing"
+    message = (f"the hub no longer knows job {run.job_id} (404 for {now - float(since):.0f} s: {str(exc)[:300]}); "
+               f"nothing more will come of it. Retrain the run (`ftops retrain {run.run_id}`) to train again")
+    try:
+        advance(deps, run.run_id, states.TRAINING_FAILED, actor=ACTOR, from_states={states.TRAINING},
+                detail={"job_id": run.job_id, "code": "job_not_found", "reason": message},
+                error={"code": "job_not_found", "message": message, "source": "hub"}, job_status="not_found")
+    except InvalidTransition:
+        return "lost_race"
+    deps.registry.untrack_job(run.run_id)
+    free_job_key(deps, run)
+    log.warning("run %s: %s", run.run_id, message)
+    return "job_not_found"
 
 
 def _waited_enough(deps: Deps, run: RunRecord) -> bool:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from shared.app.settlement import PermanentError
+from shared.app.settlement import PermanentError, retry_later
 from shared.azure.hub import (
     HubError,
     HubNotFound,
@@ -42,6 +42,7 @@ from shared.stages.command_checks import (
     check_job_action,
     retrain_settings,
 )
+from shared.stages.lifecycle import training_closed_problem
 from shared.store import claims
 from shared.store.blob_io import hash_blob
 from shared.store.events import advance, publish
@@ -58,7 +59,7 @@ log = logging.getLogger(__name__)
 
 ACTOR = actors.TRAINING
 TRAINABLE_ROLES = ("train", "validation")      # eval stays held out: it never goes to the hub
-CLAIM_TTL_SECONDS = 3600                        # uploads of large files can take a while
+CREATING_STALE_SECONDS = 3600                   # a job "creating" this long with no job on the hub: its worker is gone
 QUOTA_BACKOFF_SECONDS = (60.0, 1800.0)          # first wait, longest wait (doubling, with jitter)
 BUSY_RETRY_SECONDS = 30.0                       # another worker holds the key: look again this much later
 CREATING = "creating"                           # the poller's index entry while the job is being created
@@ -120,10 +121,13 @@ def handle_train(request: TrainRequest, deps: Deps) -> None:
     except HubUnsupported as exc:
         _fail(deps, hub, run.run_id, exc)
         return
-    with claims.hold(deps.registry, job_claim_key(key), ttl_seconds=CLAIM_TTL_SECONDS) as claim:
+    if retired := training_closed_problem(deps, settings.base_model):   # nor can a retired base model
+        _fail(deps, hub, run.run_id, HubPermanentError(retired, code="model_retired"))
+        return
+    with claims.hold(deps.registry, job_claim_key(key)) as claim:
         if claim.completed and claim.result and _finished_elsewhere(hub, run.run_id, claim.result):
             # a repeat of an earlier drop: its own job, once (its own key: a redelivery adopts that job)
-            with claims.hold(deps.registry, job_claim_key(f"{key}|{run.run_id}"), ttl_seconds=CLAIM_TTL_SECONDS) as own:
+            with claims.hold(deps.registry, job_claim_key(f"{key}|{run.run_id}")) as own:
                 _settle_claim(deps, hub, request, key, settings, own)
         else:
             _settle_claim(deps, hub, request, key, settings, claim)
@@ -160,7 +164,7 @@ def _settle_claim(deps: Deps, hub: Hub, request: TrainRequest, key: str, setting
             claim.complete(adopted)
     except HubQuotaExceeded as exc:
         claim.release()
-        _wait_for_quota(deps, run_id, request.attempt, exc)
+        _wait_for_quota(deps, request, key, exc)
     except HubPermanentError as exc:
         claim.release()
         _fail(deps, hub, run_id, exc)
@@ -188,6 +192,7 @@ def _create_or_adopt(deps: Deps, hub: Hub, run_id: str, key: str, settings: RunS
     if job is not None:
         log.info("run %s: the hub already has job %s for key %s; adopting it", run_id, job.id, key[:12])
     else:
+        _require_a_free_training_slot(deps, run_id)
         # followed before it exists: if this worker dies (its message dead-lettered) once the hub has the job,
         # the poller finds it from the recorded files and adopts it (adopt_unrecorded), never a billed orphan
         deps.registry.track_job(run_id, CREATING)
@@ -207,8 +212,8 @@ def _adopt_or_wait(deps: Deps, hub: Hub, request: TrainRequest, key: str,
         if job is not None:
             log.info("run %s: adopting job %s created by another worker", run.run_id, job.id)
             return _adopt(deps, hub, run.run_id, key, job.id, dict(run.hub_files), job_status=job.status)
-    _send_retry(deps, request.run_id, request.attempt + 1, BUSY_RETRY_SECONDS, kind="w")
-    log.info("run %s: another worker is creating the job; looking again in %.0f s", run.run_id, BUSY_RETRY_SECONDS)
+    retry_later(deps, deps.settings.train_queue, request, _retry_base(request.run_id, key), delay=BUSY_RETRY_SECONDS,
+                why="another worker is creating the job")
     return None
 
 
@@ -248,7 +253,7 @@ def adopt_unrecorded(deps: Deps, hub: Any, run: RunRecord, job_id: str) -> str:
                                model=spec.model)
         if job is None:
             age = datetime.now(UTC) - datetime.fromisoformat(run.updated_at)
-            if age.total_seconds() < CLAIM_TTL_SECONDS:
+            if age.total_seconds() < CREATING_STALE_SECONDS:
                 return "starting"
             deps.registry.untrack_job(run.run_id)   # its handler is gone and made no job: `status --stuck` shows it
             return "stale"
@@ -260,21 +265,44 @@ def adopt_unrecorded(deps: Deps, hub: Any, run: RunRecord, job_id: str) -> str:
     return "adopted"
 
 
-def _wait_for_quota(deps: Deps, run_id: str, attempt: int, exc: HubQuotaExceeded) -> None:
+def active_hub_jobs(deps: Deps, run_id: str) -> int:
+    """Fine-tuning jobs of other runs ftops follows on the hub (queued, running, paused, or being created)."""
+    return len({job for run, job in deps.registry.tracked_jobs() if run != run_id})
+
+
+def _require_a_free_training_slot(deps: Deps, run_id: str) -> None:
+    """ftops's own queue: Azure trains `HUB_CONCURRENT_JOBS` jobs at once per resource (3; Learn quotas-limits)
+    and queues the rest where ftops cannot order them; beyond that a run waits here, and says so in status.
+    Two runs checking at the same instant may both go ahead (Azure then queues one): the limit is soft."""
+    busy, limit = active_hub_jobs(deps, run_id), deps.settings.hub_concurrent_jobs
+    if busy >= limit:
+        raise HubQuotaExceeded(
+            f"{busy} fine-tuning jobs are already queued or running on the hub and it trains {limit} at once "
+            f"(HUB_CONCURRENT_JOBS): this run waits in ftops's queue and starts when one finishes",
+            code="ftops_training_queue")
+
+
+def _wait_for_quota(deps: Deps, request: TrainRequest, key: str, exc: HubQuotaExceeded) -> None:
+    run_id, attempt = request.run_id, request.attempt
     first, longest = QUOTA_BACKOFF_SECONDS
     delay = min(longest, first * 2 ** min(attempt, 20)) * random.uniform(0.5, 1.0)
     detail = {"reason": str(exc), "attempt": attempt + 1, "retry_in_seconds": round(delay)}
+    waiting = {"code": exc.code or "quota", "message": f"waiting for the hub: {exc}", "source": "hub"}
     run = deps.registry.require_run(run_id)
-    if run.state != states.WAITING_FOR_QUOTA:
+    if run.state != states.WAITING_FOR_QUOTA:   # the reason is on the run, so `ftops status` says why it waits
         advance(deps, run_id, states.WAITING_FOR_QUOTA, actor=ACTOR, from_states={states.UPLOADING},
-                detail=detail)
-    _send_retry(deps, run_id, attempt + 1, delay, kind="q")
+                detail=detail, error=waiting)
+    elif run.error != waiting:
+        update_run(deps, run_id, {states.WAITING_FOR_QUOTA}, error=waiting)
+    retry_later(deps, deps.settings.train_queue, request, _retry_base(run_id, key), delay=delay,
+                why="hub quota reached")
     log.info("run %s: hub quota reached (%s); trying again in %.0f s", run_id, exc, delay)
 
 
-def _send_retry(deps: Deps, run_id: str, attempt: int, delay: float, *, kind: str) -> None:
-    event = envelope(TrainRequest(run_id=run_id, attempt=attempt), message_id=f"train-{run_id}-{kind}{attempt}")
-    deps.publisher.send(deps.settings.train_queue, event, delay_seconds=delay)
+def _retry_base(run_id: str, key: str) -> str:
+    """What a train request's re-sends are named after: the run and the job it is for (a retrain's new
+    settings make a new job key, so its copies never reuse an id of the job before)."""
+    return f"train-{run_id}-{key[:12]}"
 
 
 def _fail(deps: Deps, hub: Hub, run_id: str, exc: HubError) -> None:

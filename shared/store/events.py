@@ -1,5 +1,6 @@
-"""A run's transitions: one conditional registry write (with the messages it causes in the run's outbox),
-one audit record, then the event on the topic and the next stage's request (shared.store.outbox)."""
+"""A run's transitions: one conditional registry write (with its audit record and the messages it causes in
+the run's outbox), then the audit record filed, the event on the topic and the next stage's request
+(shared.store.outbox)."""
 from __future__ import annotations
 
 import logging
@@ -26,10 +27,11 @@ def advance(deps: Deps, run_id: str, target: str, *, actor: str, detail: dict[st
     event = run_event(target, run_id, detail, event_id=uuid.uuid4().hex)
     pending = [outbox.entry(deps, run_id, deps.settings.events_topic, event)]
     pending += [outbox.entry(deps, run_id, queue, message) for queue, message in send]
-    ours = [p["id"] for p in pending]
+    audit_id = f"audit-{event.id}"   # the transition's audit record goes in the outbox too, ahead of its messages
+    ours = [audit_id, *(p["id"] for p in pending)]
     deps.registry.mark_outbox(run_id, ours)
     run = deps.registry.transition(run_id, target, actor=actor, detail=detail, from_states=from_states,
-                                   outbox=pending, **updates)
+                                   outbox=pending, audit_id=audit_id, **updates)
     unwritten = set(ours) - {m.get("id") for m in run.outbox}   # a repeat: the run was already there
     if run.outbox:
         outbox.flush(deps, run_id, run.outbox)

@@ -1,10 +1,10 @@
-"""The outbox: a message is never lost between a registry write and its send.
+"""The outbox: a message (or a transition's audit record) is never lost between a registry write and its send.
 
 A transition writes the messages it causes (its event on the topic, the next stage's request) into the
 run's `outbox` in the same conditional write as the new state, then sends them and clears them. A crash in
 between leaves them in the run; whoever comes next sends them again with the same ids (subscribers and
 Service Bus duplicate detection drop the repeat): the redelivered message (`advance` finds the run already
-there and flushes), or the poll tick's `sweep`, which follows the `outbox` table's markers (one per message,
+there and flushes), or the outbox timer's `sweep` (functions/outbox.py, OUTBOX_SCHEDULE), which follows the `outbox` table's markers (one per message,
 written before the transition, removed once that message is sent). An event that is no transition (`events.publish`) is
 held in the `outbox` table itself until it is sent.
 """
@@ -44,7 +44,10 @@ def flush(deps: Deps, run_id: str, outbox: list[dict[str, Any]]) -> None:
     sent: list[str] = []
     try:
         for item in outbox:
-            deps.publisher.send(item["queue"], _event(deps, item), delay_seconds=float(item.get("delay") or 0))
+            if "audit" in item:   # the transition's audit record (shared.store.registry.Registry.transition)
+                deps.registry.write_audit(run_id, item["audit"])
+            else:
+                deps.publisher.send(item["queue"], _event(deps, item), delay_seconds=float(item.get("delay") or 0))
             sent.append(item["id"])
     finally:
         if sent or not outbox:

@@ -16,11 +16,24 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
 from azure.data.tables import TableServiceClient, UpdateMode
 
 from shared.run import states
-from shared.store.claims import ConcurrencyError, conditional_update
+from shared.store.claims import (
+    CLAIMED,
+    COMPLETED,
+    IN_PROGRESS,
+    LEASE_SECONDS,
+    ConcurrencyError,
+    KeyState,
+    conditional_update,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +48,10 @@ class InvalidTransition(RuntimeError):
 
 class RunNotFound(LookupError):
     pass
+
+
+def _expiry(seconds: float) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
 
 
 def now_iso() -> str:
@@ -110,6 +127,8 @@ class DeploymentRecord:
     ping_failures: int = 0
     healed_at: str | None = None
     healing_since: str | None = None     # keep-alive is re-creating it (retire waits); set before ARM is called
+    retires_on: str | None = None        # the day Azure retires the model it serves (Models API), as last read
+    retirement_warned: str | None = None # the retirement day already announced (ftops.run.model_retiring)
     etag: str | None = None
 
     @property
@@ -185,6 +204,9 @@ class StorageRefused(RuntimeError):
 # A string property holds 64 KiB (32K UTF-16 code units); an entity 1 MiB. Stored text is bounded below that
 # (the full text stays in the reports), so an owner of 40,000 characters or a long finding cannot fail a write.
 PROPERTY_CHARS = 30_000
+CREATED_ROW = "00000000T000000.000000Z-created"   # run.created's audit row: before every other of the run
+OUTBOX_AUDIT_CHARS = 8_000  # a transition's audit detail travels in the run's outbox (30K for all its messages)
+ATTEMPTS_REMEMBERED = 32   # copies whose re-send number a step's counter remembers (a redelivery asks again)
 BOUNDED_STRING = 2_000   # a string inside an oversized JSON property is cut to this, then shorter if need be
 
 
@@ -208,14 +230,14 @@ def _shrink(value: Any, limit: int) -> Any:
     return value
 
 
-def bounded_json(value: Any) -> str:
-    """JSON text that fits a property: long strings inside are cut (with a marker) until it does."""
+def bounded_json(value: Any, chars: int = PROPERTY_CHARS) -> str:
+    """JSON text that fits a property (or `chars`): long strings inside are cut (with a marker) until it does."""
     text = json.dumps(value, separators=(",", ":"), default=str)
     limit = BOUNDED_STRING
-    while len(text) > PROPERTY_CHARS and limit >= 50:
+    while len(text) > chars and limit >= 50:
         text = json.dumps(_shrink(value, limit), separators=(",", ":"), default=str)
         limit //= 4
-    if len(text) > PROPERTY_CHARS:
+    if len(text) > chars:
         text = json.dumps({"truncated": True, "chars": len(text)})
     return text
 
@@ -259,6 +281,22 @@ def _from_entity[R: (RunRecord, DeploymentRecord, SlotEntry, ApprovalAttempt)](c
     return record
 
 
+def audit_record(action: str, *, actor: str, from_state: str | None = None, to_state: str | None = None,
+                 detail: dict[str, Any] | None = None, row_suffix: str | None = None,
+                 detail_chars: int = PROPERTY_CHARS) -> dict[str, Any]:
+    """One audit record as the audit table stores it (less its partition, the run id). Its row sorts by
+    time; `row_suffix` (an id derived from the transition) makes the row the same whenever it is written.
+    `detail_chars`: a record that travels in a run's outbox shares that property with the messages."""
+    suffix = hashlib.sha256(row_suffix.encode()).hexdigest()[:12] if row_suffix else uuid.uuid4().hex[:8]
+    record = {"RowKey": f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S.%fZ')}-{suffix}", "action": action,
+              "actor": bounded(actor, 1_000), "at": now_iso(), "detail_json": bounded_json(detail or {}, detail_chars)}
+    if from_state:
+        record["from_state"] = from_state
+    if to_state:
+        record["to_state"] = to_state
+    return record
+
+
 class Registry:
     def __init__(self, service: TableServiceClient, *, prefix: str = "") -> None:
         self._service = service
@@ -275,7 +313,16 @@ class Registry:
 
     # --- runs ---------------------------------------------------------------------------------------
     def create_run(self, run: RunRecord, *, actor: str) -> RunRecord | None:
-        """Insert a new run; None if a run with this id already exists (a duplicate event)."""
+        """Insert a new run; None if a run with this id already exists (a duplicate event). Its `run.created`
+        audit record is written first, under a row of its own that sorts first (written once: a duplicate
+        event or a retry after a crash finds it there), so a run never exists without it."""
+        record = audit_record("run.created", actor=actor, to_state=run.state, detail={"source": run.source})
+        try:
+            self._tables["audit"].create_entity({"PartitionKey": run.run_id, **record, "RowKey": CREATED_ROW})
+        except ResourceExistsError:
+            pass
+        except HttpResponseError as exc:
+            raise _refused(exc, f"the audit record run.created of run {run.run_id}") from exc
         try:
             meta = self._tables["runs"].create_entity(_to_entity(run, "run", run.run_id))
         except ResourceExistsError:
@@ -283,7 +330,6 @@ class Registry:
         except HttpResponseError as exc:
             raise _refused(exc, f"run {run.run_id}") from exc
         run.etag = meta.get("etag")
-        self.audit(run.run_id, "run.created", actor=actor, to_state=run.state, detail={"source": run.source})
         return run
 
     def get_run(self, run_id: str) -> RunRecord | None:
@@ -332,8 +378,14 @@ class Registry:
         return run
 
     def transition(self, run_id: str, target: str, *, actor: str, detail: dict[str, Any] | None = None,
-                   attempts: int = 5, from_states: Collection[str] | None = None, **updates: Any) -> RunRecord:
+                   attempts: int = 5, from_states: Collection[str] | None = None, audit_id: str | None = None,
+                   **updates: Any) -> RunRecord:
         """Move a run to `target` (with field updates) as one conditional write plus one audit record.
+
+        With `audit_id` (shared.store.events.advance, which marks it in the outbox table first) the audit
+        record is written in the same conditional write, into the run's outbox, ahead of the transition's
+        messages; flushing the outbox files it under a row derived from the id, so a crash or a transient
+        storage error between the two can delay it, never lose it. Without one it is written after the run.
 
         Already in `target`: returns the run unchanged (duplicate delivery). A transition the state
         machine does not allow raises InvalidTransition. ETag conflicts are retried on a fresh read.
@@ -353,18 +405,22 @@ class Registry:
                 raise InvalidTransition(f"run {run_id}: cannot go from {run.state!r} to {target!r}")
             if run.state != target:
                 run.state_since = now_iso()
-            run.state = target
+            run.state, unsent = target, len(run.outbox)
             for key, value in updates.items():
                 if key == "outbox":   # appended, and only by the write that changes the state: a repeat adds nothing
                     value = run.outbox + (list(value) if source_state != target else [])
                 setattr(run, key, value)
+            if audit_id is not None and source_state != target:
+                record = audit_record(action, actor=actor, from_state=source_state, to_state=target, detail=detail,
+                                      row_suffix=audit_id, detail_chars=OUTBOX_AUDIT_CHARS)
+                run.outbox = [*run.outbox[:unsent], {"id": audit_id, "audit": record}, *run.outbox[unsent:]]
             return run
 
+        action = f"run.{states.split(target)[0]}"
         run = conditional_update(lambda: self.require_run(run_id), change, self.save_run, attempts=attempts,
                                  gives_up=f"run {run_id}: too many concurrent updates, will retry")
-        if source_state != target:
-            self.audit(run_id, f"run.{states.split(target)[0]}", actor=actor, from_state=source_state,
-                       to_state=target, detail=detail)
+        if source_state != target and audit_id is None:
+            self.audit(run_id, action, actor=actor, from_state=source_state, to_state=target, detail=detail)
         return run
 
     # --- jobs being followed by the poller (an index, so a tick never scans finished runs) ----------
@@ -472,17 +528,17 @@ class Registry:
     # --- audit --------------------------------------------------------------------------------------
     def audit(self, run_id: str, action: str, *, actor: str, from_state: str | None = None,
               to_state: str | None = None, detail: dict[str, Any] | None = None) -> None:
-        row = f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S.%fZ')}-{uuid.uuid4().hex[:8]}"
-        entity = {"PartitionKey": run_id, "RowKey": row, "action": action, "actor": bounded(actor, 1_000),
-                  "at": now_iso(), "detail_json": bounded_json(detail or {})}
-        if from_state:
-            entity["from_state"] = from_state
-        if to_state:
-            entity["to_state"] = to_state
+        self.write_audit(run_id, audit_record(action, actor=actor, from_state=from_state, to_state=to_state,
+                                              detail=detail))
+
+    def write_audit(self, run_id: str, record: dict[str, Any]) -> None:
+        """File one record of `audit_record` under its own row: writing it again (a flush repeated after a
+        crash) replaces it with itself, never adds a second."""
+        entity = {"PartitionKey": run_id, **record}
         try:
-            self._tables["audit"].create_entity(entity)
+            self._tables["audit"].upsert_entity(entity, mode=UpdateMode.REPLACE)
         except HttpResponseError as exc:
-            raise _refused(exc, f"the audit record {action} of run {run_id}") from exc
+            raise _refused(exc, f"the audit record {record.get('action')} of run {run_id}") from exc
 
     def audit_trail(self, run_id: str) -> list[dict[str, Any]]:
         rows = self._tables["audit"].query_entities("PartitionKey eq @pk", parameters={"pk": run_id})
@@ -490,16 +546,16 @@ class Registry:
                  "to_state": r.get("to_state"), "detail": json.loads(r.get("detail_json") or "{}")}
                 for r in sorted(rows, key=lambda r: r["RowKey"])]
 
-    # --- idempotency keys (Powertools style: IN_PROGRESS → COMPLETED, released on failure, stale expires) -
-    def claim(self, key: str, *, ttl_seconds: float = 900) -> tuple[str, dict[str, Any] | None]:
-        """('claimed', None) if we now own `key`; ('completed', result) if done before; ('in_progress', None)
-        if another worker holds a fresh claim."""
+    # --- idempotency keys (Powertools style: IN_PROGRESS → COMPLETED, released on failure; a short lease ---
+    # --- that the holder renews, taken over once it lapses; every write fenced by the holder's ETag) -------
+    def claim(self, key: str, *, ttl_seconds: float = LEASE_SECONDS) -> KeyState:
+        """claimed (we now hold `key`: its token is the ETag to fence renew/complete/release with; taken_over
+        if a dead worker's lapsed lease was taken), completed (done before: its result), or in_progress
+        (another worker holds a live lease)."""
         table = self._tables["keys"]
-        expires = (datetime.now(UTC) + timedelta(seconds=ttl_seconds)).isoformat()
-        entity = {"PartitionKey": "key", "RowKey": key, "status": "IN_PROGRESS", "expires_at": expires}
+        entity = {"PartitionKey": "key", "RowKey": key, "status": "IN_PROGRESS", "expires_at": _expiry(ttl_seconds)}
         try:
-            table.create_entity(entity)
-            return "claimed", None
+            return KeyState(CLAIMED, token=table.create_entity(entity).get("etag"))
         except ResourceExistsError:
             pass
         try:
@@ -507,25 +563,90 @@ class Registry:
         except ResourceNotFoundError:
             return self.claim(key, ttl_seconds=ttl_seconds)  # released in between
         if current["status"] == "COMPLETED":
-            return "completed", json.loads(current.get("result_json") or "{}")
+            return KeyState(COMPLETED, json.loads(current.get("result_json") or "{}"))
         if current["expires_at"] > datetime.now(UTC).isoformat():
-            return "in_progress", None
-        try:  # a stale claim from a worker that died: take it over, conditionally
-            self._replace("keys", entity, current.metadata["etag"])
-            return "claimed", None
+            return KeyState(IN_PROGRESS)
+        try:  # a lapsed lease: its worker died (or stalled) holding it; take it over, conditionally
+            meta = self._replace("keys", entity, current.metadata["etag"])
         except ConcurrencyError:
-            return "in_progress", None
+            return KeyState(IN_PROGRESS)
+        log.warning("claim %s: took over a lease that lapsed at %s", key, current["expires_at"])
+        return KeyState(CLAIMED, token=meta.get("etag"), taken_over=True)
 
-    def complete(self, key: str, result: dict[str, Any]) -> None:
-        self._tables["keys"].upsert_entity({"PartitionKey": "key", "RowKey": key, "status": "COMPLETED",
-                                            "expires_at": "", "result_json": json.dumps(result)},
-                                           mode=UpdateMode.REPLACE)
-
-    def release(self, key: str) -> None:
+    def claim_status(self, key: str) -> dict[str, str] | None:
+        """{status: IN_PROGRESS|COMPLETED, expires_at} of `key`, or None: what `ftops status --stuck` reads."""
         try:
-            self._tables["keys"].delete_entity("key", key)
+            entity = self._tables["keys"].get_entity("key", key)
+        except ResourceNotFoundError:
+            return None
+        return {"status": entity["status"], "expires_at": entity.get("expires_at") or ""}
+
+    def renew(self, key: str, token: str, *, ttl_seconds: float = LEASE_SECONDS) -> str:
+        """Extend our lease on `key`; the new token. ConcurrencyError if it is no longer ours."""
+        entity = {"PartitionKey": "key", "RowKey": key, "status": "IN_PROGRESS", "expires_at": _expiry(ttl_seconds)}
+        return str(self._replace("keys", entity, token).get("etag"))
+
+    def complete(self, key: str, result: dict[str, Any], *, token: str | None = None) -> None:
+        """Mark `key` done. With our `token`: only if we still hold it (ConcurrencyError if not)."""
+        entity = {"PartitionKey": "key", "RowKey": key, "status": "COMPLETED", "expires_at": "",
+                  "result_json": json.dumps(result)}
+        if token is not None:
+            self._replace("keys", entity, token)
+        else:
+            self._tables["keys"].upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+    def release(self, key: str, *, token: str | None = None) -> None:
+        """Free `key`. With our `token`: only if we still hold it (a claim taken over is the new holder's)."""
+        try:
+            if token is None:
+                self._tables["keys"].delete_entity("key", key)
+            else:
+                self._tables["keys"].delete_entity("key", key, etag=token, match_condition=MatchConditions.IfNotModified)
         except ResourceNotFoundError:
             pass
+        except (ResourceModifiedError, HttpResponseError) as exc:
+            if getattr(exc, "status_code", None) != 412:
+                raise
+            log.warning("claim %s: not released, another worker holds it now", key)
+
+    # --- re-sent requests: one attempt counter per step, across every reason for waiting ----------------
+    def next_attempt(self, step: str, *, after: int) -> int:
+        """The number of the next copy of `step`'s request (its MessageId ends `-a<n>`), counted across every
+        reason a copy is re-sent (busy elsewhere, quota, …), so two chains of copies never mint the same id.
+        The copy numbered `after` asking again (a redelivery after it sent, then died) gets the same number:
+        its re-send is a duplicate Service Bus drops, not a second live chain."""
+        row = "attempt-" + hashlib.sha256(step.encode()).hexdigest()[:40]
+
+        def read() -> dict[str, Any]:
+            try:
+                entity = self._tables["keys"].get_entity("attempt", row)
+            except ResourceNotFoundError:
+                return {"count": 0, "given": {}, "etag": None}
+            return {"count": int(entity["count"]), "given": json.loads(entity.get("given_json") or "{}"),
+                    "etag": entity.metadata["etag"]}
+
+        def change(current: dict[str, Any]) -> dict[str, Any] | None:
+            if str(after) in current["given"]:
+                return None
+            count = current["count"] + 1
+            given = dict(list(current["given"].items())[-(ATTEMPTS_REMEMBERED - 1):])
+            return {**current, "count": count, "given": {**given, str(after): count}}
+
+        def write(new: dict[str, Any]) -> dict[str, Any]:
+            entity = {"PartitionKey": "attempt", "RowKey": row, "step": bounded(step, 1_000),
+                      "count": new["count"], "given_json": json.dumps(new["given"])}
+            if new["etag"] is None:
+                try:
+                    self._tables["keys"].create_entity(entity)
+                except ResourceExistsError as exc:
+                    raise ConcurrencyError(f"attempt counter of {step} created concurrently") from exc
+            else:
+                self._replace("keys", entity, new["etag"])
+            return new
+
+        result = conditional_update(read, change, write, attempts=10,
+                                    gives_up=f"{step}: too many concurrent re-sends, will retry")
+        return int(result["given"][str(after)])
 
     def _replace(self, table: str, entity: dict[str, Any], etag: str | None) -> dict[str, Any]:
         try:

@@ -67,6 +67,16 @@ _TABLE = (
          "Drop a JSONL dataset, or a folder with train.jsonl and run.json."),
     Code("missing_file", "error", "A run folder's train.jsonl did not arrive in time after run.json.",
          "Upload train.jsonl (and the other files) before run.json."),
+    Code("run_json_too_large", "error", "run.json is larger than settings ever need (64 KiB); it was not read.",
+         "Keep run.json to the settings it documents."),
+    Code("dataset_too_large", "error", "The drop's data is larger than intake validates (MAX_DATASET_MB), or a "
+         "file larger than the configured hub API can take; nothing of it was read.",
+         "Split the data into smaller runs, or use a hub API with the uploads API."),
+    Code("validation_timeout", "error", "Validating the drop took longer than VALIDATION_MAX_SECONDS.",
+         "Split the data into smaller runs, or fix what makes its lines slow to check (e.g. millions of "
+         "empty objects)."),
+    Code("dataset_replaced", "error", "A file of the drop was replaced while it was validated.",
+         "Upload run.json again to start a run from the new files."),
     Code("too_few_to_split", "error", "After holding out evaluation (and validation) data, fewer than 10 "
          "examples are left to train on, or none to evaluate.", "Add examples, or give eval.jsonl in a run folder."),
     # --- chat structure

@@ -4,7 +4,8 @@
 In order: the run's settings (the full run.json schema, the environments it names), what the drop is (a
 .jsonl file, a folder with train.jsonl), the data (formats, tokens, limits, privacy, overlap; the method
 detected from the data when the settings do not set it), then the split (enough examples left to train on
-and to evaluate with). The first problem class that is found ends the check, as it always did at intake.
+and to evaluate with). Settings problems do not stop the data from being read: the report holds both, so one
+look tells a data scientist everything that is wrong (issue 22). What is not a dataset at all is not read.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from shared.validation.splitting import Prepared, spool_split
 
 Opener = Callable[[], Iterable[bytes]]
 SNIFF_BYTES = 4096
+RUN_JSON_MAX_BYTES = 64 * 1024   # run.json holds settings: larger is refused unread (one finding per key once ran to GiB)
+MAX_SETTINGS_FINDINGS = 50       # findings about the settings kept in the report; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,12 @@ def check_drop(drop: DropFiles, *, default_base_model: str, environments: list[s
     if not drop.folder and not drop.start.endswith(".jsonl"):
         problems.append(_not_a_dataset(drop))
     if settings is None or problems or "train" not in drop.data:
-        return DropCheck(_problems_only(problems), settings, None)
+        readable = "train" in drop.data and (drop.folder or drop.start.endswith(".jsonl"))
+        if not readable:
+            return DropCheck(_problems_only(problems), settings, None)
+        report = validate_dataset(drop.data, options=_fallback_options(settings, override, default_base_model),
+                                  names=drop.names)
+        return DropCheck(dataclasses.replace(report, valid=False, errors=[*problems, *report.errors]), None, None)
     detect = not settings.method_is_set
     options = ValidationOptions(model=settings.base_model, method=None if detect else settings.method,
                                 pii=settings.pii, over_limit=settings.over_limit,
@@ -86,6 +94,26 @@ def check_drop(drop: DropFiles, *, default_base_model: str, environments: list[s
     return DropCheck(report, settings, prepared)
 
 
+def _fallback_options(settings: RunSettings | None, override: dict[str, Any] | None,
+                      default_base_model: str) -> ValidationOptions:
+    """How to read the data when the settings are not usable: theirs if they parsed, else the flags' values that
+    are valid on their own, else the defaults (the method then detected from the data)."""
+    if settings is not None:
+        return ValidationOptions(model=settings.base_model, method=settings.method if settings.method_is_set else None,
+                                 pii=settings.pii, over_limit=settings.over_limit,
+                                 n_epochs=settings.hyperparameters.n_epochs)
+    given = override or {}
+
+    def choice(key: str, allowed: tuple[str, ...], default: str | None) -> str | None:
+        value = given.get(key)
+        return value if isinstance(value, str) and value in allowed else default
+
+    return ValidationOptions(model=str(given.get("base_model") or default_base_model),
+                             method=choice("method", ("supervised", "dpo", "reinforcement"), None),
+                             pii=choice("pii", ("error", "warn"), "error") or "error",
+                             over_limit=choice("over_limit", ("error", "warn"), "error") or "error")
+
+
 def _settings(drop: DropFiles, default_base_model: str, environments: list[str] | None,
               override: dict[str, Any] | None, override_source: str, problems: list[Finding]) -> RunSettings | None:
     defaults = {"base_model": default_base_model}
@@ -96,7 +124,10 @@ def _settings(drop: DropFiles, default_base_model: str, environments: list[str] 
             settings = parse_run_settings({**settings.model_dump(exclude_unset=True), **override},
                                           defaults=defaults, source=override_source)
     except RunSettingsError as exc:
-        problems.extend(Finding(line=None, code="invalid_settings", message=p, file="run.json") for p in exc.problems)
+        shown = exc.problems[:MAX_SETTINGS_FINDINGS]
+        if len(exc.problems) > len(shown):
+            shown = [*shown, f"… and {len(exc.problems) - len(shown):,} more problems of the same settings"]
+        problems.extend(Finding(line=None, code="invalid_settings", message=p, file="run.json") for p in shown)
         return None
     unknown = [e for e in (settings.environments or []) if environments is not None and e not in environments]
     if unknown:
@@ -133,6 +164,11 @@ def _not_a_dataset(drop: DropFiles) -> Finding:
     return Finding(line=None, code="not_a_dataset", file=drop.start,
                    message=f"{drop.start}: not a .jsonl file{what}; drop a JSONL dataset or a folder with "
                            "train.jsonl and run.json")
+
+
+def problems_only(problems: list[Finding]) -> DropCheck:
+    """The check of a drop refused before (or instead of) reading its data: the report of `problems`."""
+    return DropCheck(_problems_only(problems), None, None)
 
 
 def _problems_only(problems: list[Finding]) -> DatasetReport:

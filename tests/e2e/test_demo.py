@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +93,19 @@ def test_chaos_still_one_job_per_accepted_dataset_and_nothing_lost(tmp_path: Pat
     assert slots(result["emulator"]["deployments"]) == slots(good["deployments"])
     assert len(good["deployments"]) == 6 and all(d["last_ping"] for d in good["deployments"])
     assert result["dead_letters"] == [], "messages were dead-lettered under chaos"
+    for run in runs.values():   # every terminal run has its full audit trail: created, then each step, once
+        assert full_trail(run["trail"], run["state"]), (run["source"], run["trail"])
+
+
+def full_trail(trail: list[list[str | None]], state: str) -> bool:
+    """run.created (→ received), then transitions each leaving the state the one before reached, to `state`."""
+    return (bool(trail) and trail[0] == [None, "received"] and trail[-1][1] == state
+            and all(before[1] == after[0] for before, after in pairwise(trail)))
+
+
+def test_a_trail_with_a_lost_record_is_not_full() -> None:
+    whole = [[None, "received"], ["received", "validating"], ["validating", "rejected"]]
+    assert full_trail(whole, "rejected")
+    assert not full_trail(whole[1:], "rejected")                 # run.created lost
+    assert not full_trail([whole[0], whole[2]], "rejected")      # a step lost
+    assert not full_trail(whole[:2], "rejected")                 # the last one lost

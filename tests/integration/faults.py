@@ -17,7 +17,7 @@ from shared.app.bootstrap import Deps
 from shared.azure.arm_deployments import ArmDeployments
 
 REGISTRY_WRITES = frozenset({"create_run", "save_run", "transition", "track_job", "untrack_job", "save_deployment",
-                             "update_deployment", "audit", "claim", "complete", "release", "mark_outbox",
+                             "update_deployment", "audit", "write_audit", "next_attempt", "claim", "complete", "release", "mark_outbox",
                              "clear_outbox", "hold_event", "unmark_outbox"})
 BLOB_WRITES = frozenset({"upload_blob", "delete_blob", "create_append_blob", "append_block", "start_copy_from_url"})
 HUB_WRITES = frozenset({"create", "delete", "cancel", "pause", "resume", "complete"})   # files, uploads, jobs

@@ -68,6 +68,12 @@ def event_types(sent: Sent, run_id: str, topic: str) -> set[str]:
     return {e.type for e in sent.about(run_id, topic)}
 
 
+def transitions(deps: Any, run_id: str) -> list[tuple[str, str | None, str | None]]:
+    """The run's audit trail of its states: what a crash must not lose nor repeat."""
+    return [(a["action"], a["from_state"], a["to_state"]) for a in deps.registry.audit_trail(run_id)
+            if a["action"].startswith("run.")]
+
+
 def queued_ids(deps: Any, queue: str) -> list[str]:
     client = deps.publisher.queue_client(queue)
     return [json.loads(m.content)["message_id"] for m in client.peek_messages(max_messages=32)]
@@ -100,6 +106,7 @@ def test_intake_survives_a_crash_at_every_effect(stack: Any, good: bool) -> None
     points, seen = cases(clean, deps)
     baseline = deps.registry.list_runs()[0]
     expected = event_types(deps.publisher, baseline.run_id, topic)
+    trail = transitions(deps, baseline.run_id)
     assert baseline.state == (states.ACCEPTED if good else states.REJECTED)
     for at, when in points:
         name = f"case-{at}-{when}"
@@ -109,6 +116,7 @@ def test_intake_survives_a_crash_at_every_effect(stack: Any, good: bool) -> None
         assert run.state == baseline.state, where
         assert event_types(deps.publisher, run.run_id, topic) >= expected, where
         assert not run.outbox, where
+        assert transitions(deps, run.run_id) == trail, where   # the full audit trail, each record once
         if good:   # handed to training: exactly one request (the bus drops a repeated MessageId)
             assert {e.id for e in deps.publisher.about(run.run_id, deps.settings.train_queue)} == {f"train-{run.run_id}"}, where
         else:      # nothing left in datasets, all of it in quarantine
@@ -158,6 +166,7 @@ def test_training_survives_a_crash_at_every_effect(stack: Any, emulator: Any) ->
         assert [j["id"] for j in emulator.control.state()["jobs"]] == [run.job_id], where   # one job
         assert (run_id, run.job_id) in deps.registry.tracked_jobs(), where                 # and followed
         assert event_types(deps.publisher, run_id, topic) >= expected and not run.outbox, where
+        assert transitions(deps, run_id)[-2:] == transitions(deps, clean)[-2:], where   # uploading, training
 
 
 @pytest.mark.parametrize("dies_after", ["jobs.create", "registry.track_job"], ids=["created", "followed"])

@@ -17,6 +17,7 @@ from local.settings import HUB, hub_resource_id
 from shared.app.settlement import PermanentError
 from shared.azure.access import AccessDenied, Caller
 from shared.azure.arm_deployments import NotManagedByFtops
+from shared.azure.hub import FILE_EXPIRY
 from shared.run import states
 from shared.run.messages import DeployRequest, RollbackCommand, RunCommand
 from shared.stages import approvals, deployment, keepalive, rollback
@@ -47,7 +48,8 @@ def _train(emulator: Any, suffix: str) -> str:
     client = _hub_client(emulator)
     lines = [json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
              for q, a in QA * 2]
-    uploaded = client.files.create(file=("train.jsonl", io.BytesIO("\n".join(lines).encode())), purpose="fine-tune")
+    uploaded = client.files.create(file=("train.jsonl", io.BytesIO("\n".join(lines).encode())), purpose="fine-tune",
+                                   expires_after=FILE_EXPIRY)
     emulator.control.advance(2)
     job = client.fine_tuning.jobs.create(training_file=uploaded.id, model="gpt-4.1-mini-2025-04-14", suffix=suffix)
     for _ in range(60):
@@ -247,15 +249,15 @@ def test_rollback_command_and_retire(deps: Any, emulator: Any, models: tuple[str
 
 def test_quota_full_fails_clearly_without_a_half_done_environment(deps: Any, emulator: Any,
                                                                   models: tuple[str, str]) -> None:
-    fillers = [add_run(deps, models[0], name=f"it-fill{i}") for i in range(5)]
-    for run_id in fillers:   # five fine-tuned deployments on both dev spokes, through the app itself
+    fillers = [add_run(deps, models[0], name=f"it-fill{i}") for i in range(10)]
+    for run_id in fillers:   # ten fine-tuned deployments (Azure's limit) on both dev spokes, through the app itself
         deployment.handle_deploy(DeployRequest(run_id=run_id, environment="dev"), deps)
     emulator.control.clear_requests()
     run_id = add_run(deps, models[1], name="it-quota")
     deployment.handle_deploy(DeployRequest(run_id=run_id, environment="dev"), deps)
     run = deps.registry.require_run(run_id)
     assert run.state == "deployment_failed:dev"
-    assert "quota is 5" in run.error["message"] and DEV[0] in run.error["message"]  # type: ignore[index]
+    assert "quota is 10" in run.error["message"] and DEV[0] in run.error["message"]  # type: ignore[index]
     assert not puts(emulator, "it-quota") and not served(emulator, "it-quota")
 
 
@@ -336,3 +338,41 @@ def test_keepalive_from_a_snapshot_does_not_bring_back_what_retire_removed(deps:
     assert outcomes == ["skipped", "skipped"]
     assert not served(emulator, name)                                            # not re-created
     assert not any(a["action"] == "deployment.healed" for a in deps.registry.audit_trail(run_id))
+
+
+def event_types(deps: Any) -> list[str]:
+    messages = deps.publisher.queue_client(deps.settings.events_topic).peek_messages(max_messages=32)
+    return [json.loads(json.loads(m.content)["body"])["type"] for m in messages]
+
+
+def test_a_model_retiring_within_the_warning_window_is_shown_warned_and_announced_once(
+        deps: Any, emulator: Any, models: tuple[str, str]) -> None:
+    """The Models API dates (deprecation.inference) reach the slot, a warning and one event; a base model whose
+    fine-tuning Azure has closed is refused before anything is uploaded."""
+    from datetime import UTC, datetime, timedelta
+
+    from ftops_cli.views import deployment_view
+    from shared.stages.lifecycle import training_closed_problem
+    name = "it-retiring"
+    run_id = add_run(deps, models[1], name=name)
+    deployment.handle_deploy(DeployRequest(run_id=run_id, environment="dev"), deps)
+    soon = (datetime.now(UTC) + timedelta(days=40)).date()
+    emulator.control.config(model_deprecations={"gpt-4.1-mini": {
+        "fineTune": "2026-01-01T00:00:00Z", "inference": f"{soon.isoformat()}T00:00:00Z"}})
+    try:
+        first = keepalive.keepalive_tick(deps)
+        assert any(f"retires on {soon.isoformat()} (in 40 days" in w for w in first.warnings), first.warnings
+        slots = [d for d in deps.registry.list_deployments(run_id=run_id)]
+        assert {d.retires_on for d in slots} == {soon.isoformat()} and len(slots) == 2
+        assert deployment_view(slots[0])["retires_on"] == soon.isoformat()
+        from ftops_cli.status import collect, render_table
+        shown = render_table(collect(deps))
+        assert "warning: dev|" in shown and f"retires on {soon.isoformat()}" in shown   # ftops status
+        assert event_types(deps).count("ftops.run.model_retiring") == 2      # one per slot
+        keepalive.keepalive_tick(deps)
+        assert event_types(deps).count("ftops.run.model_retiring") == 2      # not again for the same date
+        problem = training_closed_problem(deps, "gpt-4.1-mini-2025-04-14")
+        assert problem and "stopped new fine-tuning" in problem and "2026-01-01" in problem
+    finally:
+        emulator.control.config(model_deprecations={})
+    assert training_closed_problem(deps, "gpt-4.1-mini-2025-04-14") is None   # the real date: 2027-04

@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import signal
 import ssl
 import subprocess
@@ -72,6 +73,10 @@ def _no_faults(emulator: EmulatorServer) -> Iterator[None]:
     emulator.control.config(pausing=0, resuming=0, warmup_seconds=0, results=0.5, training=3.0, tpm_quota={})
 
 
+# Azure's v1 spec requires `expires_after` on POST /files (AzureCreateFileRequestMultiPart)
+EXPIRY: Any = {"anchor": "created_at", "seconds": 86400}
+
+
 def v1(server: EmulatorServer, account: str, **kwargs: Any) -> openai.OpenAI:
     """The v1 API as Learn shows it: `OpenAI(base_url=<endpoint>/openai/v1/)`, no api-version."""
     http = httpx2.Client(verify=ssl.create_default_context(cafile=server.ca_file))
@@ -114,7 +119,8 @@ def resource_id(account: str) -> str:
 def trained(emulator: EmulatorServer) -> Any:
     """One fine-tuning job on the hub, run to success by advancing the emulator clock."""
     client = v1(emulator, "hub")
-    uploaded = client.files.create(file=("train.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune")
+    uploaded = client.files.create(file=("train.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune",
+                                   expires_after=EXPIRY)
     assert uploaded.status == "pending"
     emulator.control.advance(1)
     assert client.files.retrieve(uploaded.id).status == "processed"
@@ -154,33 +160,84 @@ def test_job_succeeds_with_results_checkpoints_and_events(emulator: EmulatorServ
     assert client.fine_tuning.jobs.list(limit=1).data[0].id == trained.id
 
 
-def test_jobs_queue_one_at_a_time_and_refuse_beyond_the_queue_limit(emulator: EmulatorServer) -> None:
+def test_v1_file_uploads_require_an_expiry_and_the_file_is_gone_after_it(emulator: EmulatorServer) -> None:
+    """Azure's v1 spec: `expires_after` is required on POST /files (AzureCreateFileRequestMultiPart); OpenAI's
+    reference bounds `seconds` to 1 hour … 30 days. The dated GA surface does not ask for it."""
     client = v1(emulator, "dev-east")
-    emulator.control.config(max_queued_jobs=2)
+    with pytest.raises(openai.BadRequestError) as missing:
+        client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune")
+    assert missing.value.code == "invalidPayload" and "expires_after" in str(missing.value)
+    for bad in ({"anchor": "created_at", "seconds": 60}, {"anchor": "created_at", "seconds": 2_592_001},
+                {"anchor": "last_active_at", "seconds": 3600}):
+        with pytest.raises(openai.BadRequestError):
+            client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune",
+                                expires_after=bad)   # type: ignore[arg-type]
+    kept = client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune",
+                               expires_after={"anchor": "created_at", "seconds": 3600})
+    assert kept.expires_at == kept.created_at + 3600
+    emulator.control.advance(3601)
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve(kept.id)
+    assert aoai(emulator, "dev-east").files.create(file=("t.jsonl", io.BytesIO(training_jsonl())),
+                                                   purpose="fine-tune").expires_at is None
+
+
+@pytest.mark.parametrize(("grader", "refusal"), [
+    ({"type": "string_check"}, "Missing required parameter: 'method.reinforcement.grader.input'"),
+    ({"type": "python", "name": "p", "source": "def grade(sample, item): return 1.0"},
+     "Invalid value for 'method.reinforcement.grader.type': 'python'"),
+    ({"type": "label_model", "name": "l", "model": "o4-mini", "input": [], "labels": ["a"], "passing_labels": ["a"]},
+     "Invalid value for 'method.reinforcement.grader.type': 'label_model'"),
+    ({"type": "string_check", "name": "g", "input": "{{sample.output_text}}", "reference": "{{item.answer}}",
+      "operation": "contains"}, "Invalid value for 'method.reinforcement.grader.operation'"),
+    ({"type": "multi", "name": "m", "calculate_output": "a", "graders": {"a": {"type": "string_check"}}},
+     "Missing required parameter: 'method.reinforcement.grader.graders.a.input'"),
+])
+def test_v1_reinforcement_graders_are_checked_against_the_spec(emulator: EmulatorServer, grader: Any,
+                                                               refusal: str) -> None:
+    """Azure's v1 spec: AzureFineTuneReinforcementMethod.grader is string_check, text_similarity, score_model or
+    multi, each with OpenAI's required fields; anything else is refused when the job is created."""
+    client = v1(emulator, "dev-east")
+    f = client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune", expires_after=EXPIRY)
+    with pytest.raises(openai.BadRequestError, match=re.escape(refusal)):
+        client.fine_tuning.jobs.create(training_file=f.id, model="o4-mini-2025-04-16", method={
+            "type": "reinforcement", "reinforcement": {"grader": grader}})
+
+
+def test_jobs_run_three_at_a_time_and_refuse_beyond_the_queue_limit(emulator: EmulatorServer) -> None:
+    """Learn quotas-limits (2026-02): 3 training jobs run at once per resource (Standard/Global training), the
+    rest wait in the queue (20 by default: 4 here), and a paused job keeps its slot."""
+    client = v1(emulator, "dev-east")
+    emulator.control.config(max_queued_jobs=4)
     try:
-        f = client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune")
-        jobs = [client.fine_tuning.jobs.create(training_file=f.id, model=BASE_MODEL) for _ in range(2)]
+        f = client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune", expires_after=EXPIRY)
+        jobs = [client.fine_tuning.jobs.create(training_file=f.id, model=BASE_MODEL) for _ in range(4)]
         with pytest.raises(openai.BadRequestError) as refused:
             client.fine_tuning.jobs.create(training_file=f.id, model=BASE_MODEL)
         assert refused.value.code == "quotaExceeded"
         emulator.control.advance(2)
-        assert [client.fine_tuning.jobs.retrieve(j.id).status for j in jobs] == ["running", "pending"]
+        assert [client.fine_tuning.jobs.retrieve(j.id).status for j in jobs] == ["running"] * 3 + ["pending"]
         paused = client.fine_tuning.jobs.pause(jobs[0].id)
         assert paused.status == "paused"
+        emulator.control.advance(0.1)
+        assert client.fine_tuning.jobs.retrieve(jobs[3].id).status == "pending"   # the paused job holds its slot
         with pytest.raises(openai.BadRequestError):
-            client.fine_tuning.jobs.resume(jobs[1].id)  # only paused jobs resume
+            client.fine_tuning.jobs.resume(jobs[3].id)  # only paused jobs resume
         assert client.fine_tuning.jobs.resume(jobs[0].id).status == "running"
         assert client.fine_tuning.jobs.cancel(jobs[0].id).status == "cancelled"
         emulator.control.advance(1)
-        assert client.fine_tuning.jobs.retrieve(jobs[1].id).status == "running"
+        assert client.fine_tuning.jobs.retrieve(jobs[3].id).status == "running"
     finally:
+        for job in jobs:   # free the slots for the tests after this one
+            if client.fine_tuning.jobs.retrieve(job.id).status not in ("succeeded", "failed", "cancelled"):
+                client.fine_tuning.jobs.cancel(job.id)
         emulator.control.config(max_queued_jobs=20)
 
 
 def test_only_fine_tunable_versioned_base_models_train_and_only_their_methods(emulator: EmulatorServer,
                                                                              trained: Any) -> None:
     client = v1(emulator, "hub")
-    f = client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune")
+    f = client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune", expires_after=EXPIRY)
     for model in ("gpt-4.1-mini", "gpt-4.1-mini-2024-01-01", "gpt-5-chat"):   # unversioned, unknown version, not tunable
         with pytest.raises(openai.BadRequestError, match="does not support fine-tuning"):
             client.fine_tuning.jobs.create(training_file=f.id, model=model)
@@ -279,13 +336,14 @@ def test_a_model_from_elsewhere_needs_its_source(emulator: EmulatorServer, train
     assert missing.value.status_code == 400 and "not found" in str(missing.value.message)
 
 
-def test_five_fine_tuned_deployments_per_account(emulator: EmulatorServer, trained: Any) -> None:
+def test_ten_fine_tuned_deployments_per_account(emulator: EmulatorServer, trained: Any) -> None:
+    """Learn quotas-limits (2026-02-17): at most 10 fine-tuned deployments per resource (it was 5)."""
     client = arm(emulator, "tenant-a", "sub-dev")
-    for i in range(5):
+    for i in range(10):
         client.deployments.begin_create_or_update("rg-dev", "quota-spoke", f"ft-{i}", deployment(
             trained.fine_tuned_model, source=resource_id("hub")), polling=False)
     with pytest.raises(HttpResponseError) as refused:
-        client.deployments.begin_create_or_update("rg-dev", "quota-spoke", "ft-5", deployment(
+        client.deployments.begin_create_or_update("rg-dev", "quota-spoke", "ft-10", deployment(
             trained.fine_tuned_model, source=resource_id("hub")))
     assert refused.value.status_code == 400 and refused.value.error.code == "InsufficientQuota"
     client.deployments.begin_create_or_update("rg-dev", "quota-spoke", "base-ok", deployment("gpt-4.1-mini"),
@@ -324,7 +382,7 @@ def test_vanished_deployment_is_gone_for_both_planes(emulator: EmulatorServer) -
 def test_failure_faults_for_jobs_and_deployments(emulator: EmulatorServer) -> None:
     emulator.control.faults(fail_next_jobs=1, job_failure="safety", fail_deployments_on=["dev-east"])
     client = aoai(emulator, "hub")
-    f = client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune")
+    f = client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune", expires_after=EXPIRY)
     job = client.fine_tuning.jobs.create(training_file=f.id, model=BASE_MODEL)
     emulator.control.advance(60)
     failed = client.fine_tuning.jobs.retrieve(job.id)
@@ -376,7 +434,7 @@ def _running_job(emulator: EmulatorServer, account: str) -> tuple[openai.OpenAI,
     for other in client.fine_tuning.jobs.list(limit=100).data:   # free the account's one training slot
         if other.status not in ("succeeded", "failed", "cancelled"):
             client.fine_tuning.jobs.cancel(other.id)
-    f = client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune")
+    f = client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune", expires_after=EXPIRY)
     emulator.control.advance(1)
     job = client.fine_tuning.jobs.create(training_file=f.id, model=BASE_MODEL, hyperparameters={"n_epochs": 3})
     emulator.control.advance(3)   # validated, queued, started, past its first step
@@ -397,7 +455,7 @@ def test_status_override_shows_an_unknown_status_on_the_wire_only(emulator: Emul
     assert client.fine_tuning.jobs.retrieve(job.id).status == "succeeded"
 
     emulator.control.faults(status_override={"next": "pending_capacity"})   # bound to the next job created
-    f = client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune")
+    f = client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune", expires_after=EXPIRY)
     emulator.control.advance(1)
     other = client.fine_tuning.jobs.create(training_file=f.id, model=BASE_MODEL)
     assert other.status == "pending_capacity"
@@ -456,7 +514,7 @@ def test_each_api_version_serves_only_its_paths_and_fields(emulator: EmulatorSer
         preview.fine_tuning.jobs.create(training_file=f.id, model=BASE_MODEL, metadata={"run": "r1"})
     with pytest.raises(openai.BadRequestError, match="Unsupported method type 'reinforcement'"):
         preview.fine_tuning.jobs.create(training_file=f.id, model=BASE_MODEL, method={
-            "type": "reinforcement", "reinforcement": {"grader": {"type": "string_check"}}})
+            "type": "reinforcement", "reinforcement": {"grader": {"type": "string_check"}}})   # (and incomplete)
     with pytest.raises(openai.BadRequestError, match="Unrecognized request argument supplied: method.dpo.hyperparameters.gamma"):
         client.fine_tuning.jobs.create(training_file=f.id, model=BASE_MODEL, method={
             "type": "dpo", "dpo": {"hyperparameters": {"gamma": 1}}})

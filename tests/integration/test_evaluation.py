@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from shared.azure.bus import decode_local
-from shared.azure.hub import Hub
+from shared.azure.hub import FILE_EXPIRY, Hub
 from shared.run import states
 from shared.run.messages import DeployRequest, EvaluateRequest, deploy_message_id, parse_message
 from shared.stages.deployment import handle_deploy
@@ -62,7 +62,7 @@ def _train_on_hub(deps: Any, emulator: Any, lines: list[str] | None = None
     """Upload, fine-tune, advance the emulator clock until the job succeeds; (model, checkpoints, loss rows)."""
     client = deps.openai_client()
     data = "\n".join(lines or [_chat_line(q, a) for q, a, _ in FACTS]).encode()
-    upload = client.files.create(file=("train.jsonl", data), purpose="fine-tune")
+    upload = client.files.create(file=("train.jsonl", data), purpose="fine-tune", expires_after=FILE_EXPIRY)
     for _ in range(60):
         if client.files.retrieve(upload.id).status == "processed":
             break
@@ -149,6 +149,29 @@ def test_fine_tuned_model_beats_base_and_goes_to_the_first_environment(
     assert {c["sku"] for c in report["candidates"] if c["kind"] != "base"} == {"developertier"}
     trail = [a["to_state"] for a in deps.registry.audit_trail(run_id) if a.get("to_state")]
     assert trail[-2:] == [states.EVALUATING, states.EVALUATED]
+
+
+def test_evaluation_waits_until_a_provisioned_deployment_answers(
+        make_deps: Callable[..., Any], emulator: Any, azurite: Any) -> None:
+    """ARM says Succeeded, the data plane still answers 404 DeploymentNotFound ("if you created the deployment
+    within the last 5 minutes, please wait"): no held-out example is asked before each deployment answers, so
+    none is lost to it and the report counts every example."""
+    deps = make_deps()
+    run_id = _trained_run(deps, emulator, min_score=0.6, min_improvement=0.3)
+    emulator.control.config(not_ready_seconds=5)
+    emulator.control.clear_requests()
+    try:
+        handle_evaluate(EvaluateRequest(run_id=run_id), deps)
+    finally:
+        emulator.control.config(not_ready_seconds=0.3)
+    run = deps.registry.require_run(run_id)
+    assert run.state == states.EVALUATED, run.evaluation
+    not_ready = [r for r in emulator.control.requests() if r.get("fault") == "not-ready"]
+    assert not_ready, "the emulator answered 404 after ARM's Succeeded (else this test shows nothing)"
+    report = json.loads(deps.blobs.get_container_client(deps.settings.reports_container)
+                        .download_blob(f"{run_id}/evaluation.json").readall())
+    assert report["examples"]["evaluated"] == len(FACTS)
+    assert all(not c.get("errors") for c in report["candidates"]), report["candidates"]
 
 
 def test_impossible_threshold_ends_in_evaluation_failed(make_deps: Callable[..., Any], emulator: Any,
@@ -300,3 +323,60 @@ def test_each_grader_separates_the_fine_tuned_model_from_the_base_model(
     improvement = report["comparisons"]["base"]["improvement"]["token_f1"]
     assert improvement["low"] >= 0.1                                   # the gate read the interval's lower bound
     assert report["graders"][-1]["model"] == "judge" and "same facts" in report["graders"][-1]["prompt"]
+
+
+def test_a_worker_killed_mid_evaluation_is_taken_over_and_its_deployments_deleted_first(
+        make_deps: Callable[..., Any], emulator: Any) -> None:
+    """A SIGKILL leaves the claim held and the temporary deployments up (billed, holding the hub's slots):
+    once its short lease lapses, the next delivery takes over, deletes them first, and evaluates."""
+    import time
+
+    from tests.integration.faults import Crash
+    deps = make_deps()
+    run_id = _trained_run(deps, emulator, min_score=0.6)
+
+    class Killed:
+        """The dead worker's registry: its lease is short here (the test does not wait a minute) and, the
+        process being gone, it never renews, releases or completes anything."""
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        def claim(self, key: str, *, ttl_seconds: float) -> Any:
+            return self._inner.claim(key, ttl_seconds=1.0)
+
+        def renew(self, *_: Any, **__: Any) -> str:
+            raise Crash("dead")
+
+        def release(self, *_: Any, **__: Any) -> None:
+            pass
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._inner, name)
+
+    class DiesAfterFirstPut:
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        def put(self, *args: Any, **kwargs: Any) -> Any:
+            self._inner.put(*args, **kwargs)
+            raise Crash("SIGKILL")
+
+        def delete_all(self, *_: Any, **__: Any) -> Any:   # a killed process runs no `finally`
+            raise Crash("dead")
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._inner, name)
+
+    import dataclasses
+    dying = dataclasses.replace(deps, registry=Killed(deps.registry))
+    dying.__dict__["arm_deployments"] = DiesAfterFirstPut(deps.arm_deployments)
+    with pytest.raises(Crash):
+        handle_evaluate(EvaluateRequest(run_id=run_id), dying)
+    assert len(_hub_leftovers(emulator, run_id)) == 1                  # left behind, billed
+    time.sleep(1.5)                                                    # its lease lapses (a minute in the app)
+    handle_evaluate(EvaluateRequest(run_id=run_id), deps)              # the redelivery
+    assert deps.registry.require_run(run_id).state == states.EVALUATED
+    assert _hub_leftovers(emulator, run_id) == []
+    deleted_first = [r for r in emulator.control.requests() if r["method"] in ("PUT", "DELETE")
+                     and f"/deployments/ev-{run_id}-" in r["path"]]
+    assert [r["method"] for r in deleted_first[1:2]] == ["DELETE"]     # the dead worker's, before any new PUT

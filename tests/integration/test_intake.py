@@ -217,3 +217,98 @@ def test_a_dataset_replaced_while_validated_is_never_trained_on(make_deps, folde
     assert run.state == "rejected" and run.error["code"] == "dataset_replaced"
     assert queued(deps, deps.settings.train_queue) == []
     assert f"{run_id}/data/train.jsonl" not in blob_names(deps, deps.settings.reports_container)
+
+
+def test_a_folder_file_replaced_mid_validation_quarantines_only_what_was_validated_and_says_what_to_do(make_deps):
+    """Once the run said "the new upload is a run of its own" (none started: only run.json starts one), and
+    the next delivery of run.json moved the new, never validated train.jsonl into the old run's quarantine."""
+    import dataclasses
+    deps = make_deps()
+    drop(deps, "team/train.jsonl", SAMPLE.read_bytes())
+    drop(deps, "team/run.json", b"{}")
+    lines = SAMPLE.read_bytes().splitlines(keepends=True)
+    new = b"".join(lines[: len(lines) * 3 // 4])                # a smaller, valid train.jsonl
+    swapped = dataclasses.replace(deps, blobs=ReplacedWhileRead(deps.blobs, deps.settings.datasets_container,
+                                                                "team/train.jsonl", new))
+    run_id = handle_blob_created("team/run.json", swapped)
+    handle_blob_created("team/run.json", deps)              # the blob trigger's next delivery
+    run = deps.registry.require_run(run_id)
+    assert run.state == "rejected" and run.error["code"] == "dataset_replaced"
+    assert "upload team/run.json again to start a run from the new files" in run.error["message"]
+    datasets = deps.blobs.get_container_client(deps.settings.datasets_container)
+    assert datasets.download_blob("team/train.jsonl").readall() == new          # the new upload stays
+    quarantined = blob_names(deps, deps.settings.quarantine_container)
+    assert f"{run_id}/team/run.json" in quarantined and f"{run_id}/team/train.jsonl" not in quarantined
+    report = json.loads(deps.blobs.get_blob_client(deps.settings.reports_container,
+                                                   f"{run_id}/validation.json").download_blob().readall())
+    assert [e["code"] for e in report["errors"]] == ["dataset_replaced"]
+    drop(deps, "team/run.json", b"{}")                      # what the message says to do
+    again = handle_blob_created("team/run.json", deps)
+    assert again != run_id and deps.registry.require_run(again).state == "accepted"
+
+
+def test_a_run_json_of_megabytes_is_refused_unread_with_one_finding(make_deps):
+    deps = make_deps()
+    drop(deps, "big/train.jsonl", SAMPLE.read_bytes())
+    drop(deps, "big/run.json", json.dumps({f"key{i}": i for i in range(200_000)}).encode())   # ~3 MB of keys
+    run = deps.registry.require_run(handle_blob_created("big/run.json", deps))
+    assert run.state == "rejected" and run.error["code"] == "run_json_too_large"
+    assert "at most 65,536 bytes" in run.error["message"]
+
+
+def test_findings_about_a_run_json_are_capped(make_deps):
+    deps = make_deps()
+    drop(deps, "keys/train.jsonl", SAMPLE.read_bytes())
+    drop(deps, "keys/run.json", json.dumps({f"k{i}": i for i in range(3_000)}).encode())     # under 64 KiB
+    run_id = handle_blob_created("keys/run.json", deps)
+    report = json.loads(deps.blobs.get_blob_client(deps.settings.reports_container,
+                                                   f"{run_id}/validation.json").download_blob().readall())
+    assert len(report["errors"]) == 51 and "and 2,950 more problems" in report["errors"][-1]["message"]
+
+
+def test_a_drop_over_the_size_limit_is_refused_before_it_is_read(make_deps):
+    import dataclasses
+    deps = make_deps(MAX_DATASET_MB="1")
+    body = SAMPLE.read_bytes()
+    drop(deps, "huge.jsonl", body * (1024 ** 2 // len(body) + 1))
+    watched = dataclasses.replace(deps, blobs=ReplacedWhileRead(deps.blobs, deps.settings.datasets_container,
+                                                                "huge.jsonl", body))
+    run = deps.registry.require_run(handle_blob_created("huge.jsonl", watched))
+    assert run.state == "rejected" and run.error["code"] == "dataset_too_large"
+    assert watched.blobs.reads == 0 or watched.blobs.reads == 1   # never streamed for validation (1: the move)
+
+
+def test_validation_that_runs_out_of_time_is_a_clear_rejection(make_deps):
+    deps = make_deps(VALIDATION_MAX_SECONDS="0")
+    drop(deps, "slow.jsonl", SAMPLE.read_bytes())
+    run = deps.registry.require_run(handle_blob_created("slow.jsonl", deps))
+    assert run.state == "rejected" and run.error["code"] == "validation_timeout"
+    assert "VALIDATION_MAX_SECONDS" in run.error["message"]
+    assert "slow.jsonl" in {n.split("/", 1)[1] for n in blob_names(deps, deps.settings.quarantine_container)}
+
+
+FOLDER_FILES_REJECTED = 1_500   # past the ~1,100 at which the local queue (64 KB) refused the old event
+
+
+def test_a_rejected_folder_of_many_files_is_quarantined_and_announced(make_deps):
+    """Its `rejected` event once listed every quarantine path: past ~1,100 files the send was refused on every
+    retry, nothing was quarantined and the run stayed without its announcement."""
+    from concurrent.futures import ThreadPoolExecutor
+    deps = make_deps()
+    datasets = deps.blobs.get_container_client(deps.settings.datasets_container)
+    names = [f"many/notes-{i:05d}.txt" for i in range(FOLDER_FILES_REJECTED)]
+    with ThreadPoolExecutor(16) as pool:   # generated in a batch: the test is about the rejection, not the upload
+        list(pool.map(lambda n: datasets.upload_blob(n, b"x", overwrite=True), names))
+    drop(deps, "many/train.jsonl", b"not json\n")
+    drop(deps, "many/run.json", b"{}")
+    run_id = handle_blob_created("many/run.json", deps)
+    run = deps.registry.require_run(run_id)
+    assert run.state == "rejected" and not run.outbox                      # announced: nothing left unsent
+    [event] = [e for e in queued(deps, deps.settings.events_topic) if e["type"] == "ftops.run.rejected"]
+    assert event["data"]["quarantine_count"] == FOLDER_FILES_REJECTED + 2
+    listed = json.loads(deps.blobs.get_blob_client(deps.settings.reports_container, f"{run_id}/quarantine.json")
+                        .download_blob().readall())["quarantine"]
+    assert len(listed) == FOLDER_FILES_REJECTED + 2 and event["data"]["quarantine_list"].endswith("quarantine.json")
+    assert not list(datasets.list_blobs(name_starts_with="many/"))       # all of it moved
+    moved = deps.blobs.get_container_client(deps.settings.quarantine_container)
+    assert sum(1 for _ in moved.list_blobs(name_starts_with=f"{run_id}/many/")) == FOLDER_FILES_REJECTED + 2

@@ -209,6 +209,42 @@ def test_a_repeat_of_a_finished_drop_trains_its_own_job_and_is_never_stuck(hub_e
 
 
 # --- hub limits and storms ---------------------------------------------------------------------------
+def test_a_base_model_whose_fine_tuning_azure_closed_fails_before_any_upload(hub_env, emulator):
+    """The Models API's deprecation.fineTune has passed: the run fails with the date, nothing reaches the hub."""
+    deps = hub_env()
+    run_id = make_run(deps)
+    emulator.control.config(model_deprecations={"gpt-4.1-mini": {"fineTune": "2026-01-01T00:00:00Z"}})
+    try:
+        training.handle_train(TrainRequest(run_id=run_id), deps)
+    finally:
+        emulator.control.config(model_deprecations={})
+    run = deps.registry.require_run(run_id)
+    assert run.state == states.TRAINING_FAILED and run.error["code"] == "model_retired"
+    assert "stopped new fine-tuning of gpt-4.1-mini 2025-04-14 on 2026-01-01" in run.error["message"]
+    assert hub_jobs(emulator) == [] and emulator.control.state()["files"] == 0
+
+
+def test_beyond_the_hubs_concurrent_jobs_a_run_waits_in_ftops_queue_and_status_says_why(hub_env, emulator):
+    """Azure trains 3 jobs at once per resource (Learn quotas-limits, 2026-02): ftops keeps at most
+    HUB_CONCURRENT_JOBS of its jobs on the hub; the next run waits in waiting_for_quota with the reason on the
+    run (what `ftops status` prints), and trains once a job is no longer followed."""
+    from ftops_cli.views import reason
+    deps = hub_env(HUB_CONCURRENT_JOBS="1")
+    first, second = make_run(deps), make_run(deps)
+    training.handle_train(TrainRequest(run_id=first), deps)
+    training.handle_train(TrainRequest(run_id=second), deps)
+    assert deps.registry.require_run(first).state == states.TRAINING
+    waiting = deps.registry.require_run(second)
+    assert waiting.state == states.WAITING_FOR_QUOTA and len(hub_jobs(emulator)) == 1
+    assert "1 fine-tuning jobs are already queued or running on the hub" in reason(waiting)
+    assert "HUB_CONCURRENT_JOBS" in reason(waiting)
+
+    training.cancel_run(RunCommand(run_id=first), deps)   # its job ends: the slot is free
+    training.handle_train(TrainRequest(run_id=second, attempt=1), deps)
+    started = deps.registry.require_run(second)
+    assert started.state == states.TRAINING and started.error is None and len(hub_jobs(emulator)) == 2
+
+
 def test_a_quota_refusal_waits_without_burning_the_delivery_then_trains_once(hub_env, emulator):
     deps = hub_env()
     run_id = make_run(deps)
@@ -218,13 +254,13 @@ def test_a_quota_refusal_waits_without_burning_the_delivery_then_trains_once(hub
     run = deps.registry.require_run(run_id)
     retries = deps.publisher.on(deps.settings.train_queue)
     assert run.state == states.WAITING_FOR_QUOTA and hub_jobs(emulator) == []
-    assert [e.id for e in retries] == [f"train-{run_id}-q1"]
+    assert [e.id for e in retries] == [f"train-{run_id}-{run.job_key[:12]}-a1"]
     assert next(d for _, _, d in deps.publisher.sent if d) >= 30      # delayed, with backoff
     audit = deps.registry.audit_trail(run_id)[-1]
     assert audit["to_state"] == states.WAITING_FOR_QUOTA and "quota" in audit["detail"]["reason"]
 
     training.handle_train(TrainRequest.model_validate(retries[0].data), deps)   # still full: waits again
-    assert [e.id for e in deps.publisher.on(deps.settings.train_queue)][-1] == f"train-{run_id}-q2"
+    assert [e.id for e in deps.publisher.on(deps.settings.train_queue)][-1] == f"train-{run_id}-{run.job_key[:12]}-a2"
     emulator.control.config(max_queued_jobs=20)
     training.handle_train(TrainRequest(run_id=run_id, attempt=2), deps)
     run = deps.registry.require_run(run_id)

@@ -11,6 +11,7 @@ from typing import Any
 
 from shared.app.bootstrap import Deps
 from shared.run.config import HubSettings, Settings
+from shared.store.claims import CLAIMED, COMPLETED, IN_PROGRESS, KeyState
 from shared.store.registry import (
     ApprovalAttempt,
     ApprovalTaken,
@@ -32,25 +33,61 @@ class InMemoryClaims:
     keys: dict[str, str]
     _claims_lock = threading.Lock()
 
-    def claim(self, key: str, *, ttl_seconds: float = 0) -> tuple[str, Any]:
+    def claim(self, key: str, *, ttl_seconds: float = 0) -> KeyState:
         with self._claims_lock:
             status = self.keys.get(key)
             if status == "COMPLETED":
-                return "completed", dict(self._results().get(key) or {})
+                return KeyState(COMPLETED, dict(self._results().get(key) or {}))
             if status == "IN_PROGRESS":
-                return "in_progress", None
+                return KeyState(IN_PROGRESS)
             self.keys[key] = "IN_PROGRESS"
-            return "claimed", None
+            return KeyState(CLAIMED, token=self._new_token(key))
 
-    def complete(self, key: str, result: Any) -> None:
+    def _new_token(self, key: str) -> str:
+        tokens = self.__dict__.setdefault("tokens", {})
+        tokens[key] = f"t{len(tokens)}-{key}-{id(object())}"
+        return str(tokens[key])
+
+    def _holds(self, key: str, token: str | None) -> bool:
+        return token is None or (self.keys.get(key) == "IN_PROGRESS"
+                                 and self.__dict__.get("tokens", {}).get(key) == token)
+
+    def renew(self, key: str, token: str, *, ttl_seconds: float = 0) -> str:
+        with self._claims_lock:
+            if not self._holds(key, token):
+                raise ConcurrencyError(f"claim {key} is no longer ours")
+            return self._new_token(key)
+
+    def complete(self, key: str, result: Any, *, token: str | None = None) -> None:
+        if not self._holds(key, token):
+            raise ConcurrencyError(f"claim {key} is no longer ours")
         self.keys[key] = "COMPLETED"
         self._results()[key] = result
 
     def _results(self) -> dict[str, Any]:   # what completions recorded, as the registry's result_json
         return self.__dict__.setdefault("results", {})  # type: ignore[no-any-return]
 
-    def release(self, key: str) -> None:
-        self.keys.pop(key, None)
+    def release(self, key: str, *, token: str | None = None) -> None:
+        if self._holds(key, token):
+            self.keys.pop(key, None)
+
+    def claim_status(self, key: str) -> dict[str, str] | None:
+        """As the registry's; a test may set `leases[key]` (an ISO time) for when the holder's lease lapses."""
+        status = self.keys.get(key)
+        if status is None:
+            return None
+        return {"status": status, "expires_at": self.__dict__.get("leases", {}).get(key, "9999-12-31T00:00:00")}
+
+    def next_attempt(self, step: str, *, after: int) -> int:
+        """The registry's per-step attempt counter (shared.store.registry.Registry.next_attempt)."""
+        with self._claims_lock:
+            counters = self.__dict__.setdefault("attempts", {})
+            count, given = counters.get(step, (0, {}))
+            if after not in given:
+                count += 1
+                given = {**given, after: count}
+                counters[step] = (count, given)
+            return int(given[after])
 
     def mark_outbox(self, run_id: str, ids: Any = ()) -> None:
         pass
@@ -180,9 +217,21 @@ class MemoryRegistry(InMemoryClaims):
             self.audits.append({"run_id": run_id, "at": now_iso(), "action": action, "actor": actor,
                                 "from_state": from_state, "to_state": to_state, "detail": detail or {}})
 
+    def write_audit(self, run_id: str, record: dict[str, Any]) -> None:
+        """A record of shared.store.registry.audit_record, filed once under its row (as the audit table does)."""
+        import json
+        with self._lock:
+            if any(a.get("row") == record["RowKey"] for a in self.audits):
+                return
+            self.audits.append({"run_id": run_id, "row": record["RowKey"], "at": record["at"],
+                                "action": record["action"], "actor": record["actor"],
+                                "from_state": record.get("from_state"), "to_state": record.get("to_state"),
+                                "detail": json.loads(record["detail_json"])})
+
     def audit_trail(self, run_id: str) -> list[dict[str, Any]]:
         with self._lock:
-            return [{k: v for k, v in a.items() if k != "run_id"} for a in self.audits if a["run_id"] == run_id]
+            return [{k: v for k, v in a.items() if k not in ("run_id", "row")} for a in self.audits
+                    if a["run_id"] == run_id]
 
     def actions(self, run_id: str) -> list[str]:
         return [a["action"] for a in self.audit_trail(run_id)]

@@ -16,9 +16,9 @@ class Keys(InMemoryClaims):
         self.keys: dict[str, str] = {}
         self.completions = 0
 
-    def complete(self, key: str, result: Any) -> None:
+    def complete(self, key: str, result: Any, *, token: str | None = None) -> None:
         self.completions += 1
-        super().complete(key, result)
+        super().complete(key, result, token=token)
 
 
 class Died(BaseException):
@@ -75,7 +75,7 @@ def test_released_on_purpose_the_key_is_free_for_the_next_delivery() -> None:
 
 def test_a_completion_cut_short_is_left_to_expire_not_released() -> None:
     class Dying(Keys):
-        def complete(self, key: str, result: Any) -> None:
+        def complete(self, key: str, result: Any, *, token: str | None = None) -> None:
             raise Died()
 
     store = Dying()

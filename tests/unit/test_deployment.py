@@ -147,7 +147,7 @@ def test_a_copy_delivered_while_another_worker_deploys_comes_back_later_and_touc
     deps.registry.keys[f"deploy-{_key('run-1', 'dev', MODEL)}"] = "IN_PROGRESS"   # another worker holds it
     deployment.handle_deploy(DeployRequest(run_id="run-1", environment="dev"), deps)
     assert fake.puts == [] and deps.registry.runs["run-1"].state == "evaluated"
-    assert deps.publisher.deploys() == [deploy_id("run-1", "dev") + "-w1"]
+    assert deps.publisher.deploys() == [deploy_id("run-1", "dev") + "-a1"]
 
 
 def _key(run_id: str, env: str, model: str) -> str:
@@ -237,11 +237,11 @@ def test_failure_where_nothing_was_deployed_before_deletes_the_new_deployment(wo
 def test_quota_full_fails_before_touching_any_target(world: Any) -> None:
     deps, fake = world
     add_run(deps)
-    for i in range(5):
+    for i in range(10):   # Azure's default: 10 fine-tuned deployments per resource (it was 5)
         fake.served[(DEV[1], f"other-{i}")] = {"model": f"m.ft-{i}", "tags": {}}
     deployment.handle_deploy(DeployRequest(run_id="run-1", environment="dev"), deps)
     run = deps.registry.runs["run-1"]
-    assert run.state == "deployment_failed:dev" and "quota 5 is full" in run.error["message"]  # type: ignore[index]
+    assert run.state == "deployment_failed:dev" and "quota 10 is full" in run.error["message"]  # type: ignore[index]
     assert not fake.puts
 
 

@@ -112,3 +112,58 @@ def test_the_sdk_call_retries_5xx_itself_and_turns_429_into_a_pool_pause() -> No
         assert exc.retry_after == 0.25
     else:
         raise AssertionError("a 429 must reach the pool")
+
+
+def test_a_deployment_not_found_or_failing_is_infrastructure_not_an_answer() -> None:
+    import httpx2 as httpx
+    import openai
+
+    from shared.azure.chat import InfrastructureError, openai_chat_fn
+    request = httpx.Request("POST", "https://hub/openai/deployments/d/chat/completions")
+    gone = openai.NotFoundError("The API deployment for this resource does not exist. If you created the deployment "
+                                "within the last 5 minutes, please wait a moment and try again.",
+                                response=httpx.Response(404, request=request), body={"code": "DeploymentNotFound"})
+    server = openai.InternalServerError("boom", response=httpx.Response(503, request=request), body=None)
+    waits: list[float] = []
+    for failure in (gone, server):
+        client = _FlakyClient([failure] * 3)
+        chat = openai_chat_fn(client, "gpt-4.1-mini", sleep=waits.append)
+        try:
+            chat("d", EXAMPLES[0])
+        except InfrastructureError as exc:
+            assert "deployment d" in str(exc) and client.calls == 3
+        else:
+            raise AssertionError("a deployment that cannot be asked must not become an answer")
+    assert waits == [0.5, 1.0, 0.5, 1.0]
+
+
+def test_a_prompt_the_content_filter_refused_is_a_flagged_answer() -> None:
+    import httpx2 as httpx
+    import openai
+
+    from shared.azure.chat import openai_chat_fn
+    request = httpx.Request("POST", "https://hub/openai/deployments/d/chat/completions")
+    refused = openai.BadRequestError("filtered", response=httpx.Response(400, request=request),
+                                     body={"code": "content_filter", "message": "filtered"})
+    reply = openai_chat_fn(_FlakyClient([refused]), "gpt-4.1-mini")("d", EXAMPLES[0])
+    assert reply.flagged and reply.text == ""
+
+
+def test_one_deployment_that_cannot_be_asked_stops_the_pass_instead_of_scoring_zeros() -> None:
+    from shared.azure.chat import InfrastructureError
+    asked: list[str] = []
+
+    def chat(deployment: str, example: Example) -> ChatReply:
+        asked.append(deployment)
+        if deployment == "final" and len(asked) > 1:
+            raise InfrastructureError("deployment final: 404 gone")
+        return ChatReply("x")
+
+    candidates = [Candidate("final", "final", "m", "final"), Candidate("base", "base", "b", "base")]
+    try:
+        run_candidates(candidates, EXAMPLES * 10, chat, max_workers=1)
+    except InfrastructureError:
+        pass
+    else:
+        raise AssertionError("the pass went on and scored a missing deployment as wrong answers")
+    assert len(asked) < 2 * len(EXAMPLES * 10)   # the rest of the pass was not asked

@@ -14,7 +14,7 @@ from shared.azure.arm_deployments import DeploymentTransient
 from shared.azure.chat import ChatReply
 from shared.evaluation.examples import Example
 from shared.run import states
-from shared.run.messages import EvaluateRequest, deploy_message_id, evaluate_message_id
+from shared.run.messages import EvaluateRequest, deploy_message_id, envelope, evaluate_message_id
 from shared.stages.evaluation import handle_evaluate
 from shared.store.registry import RunRecord
 
@@ -72,9 +72,10 @@ def _chat(deps: Any) -> Any:
         question = example.messages[-1]["content"]
         if model == "gpt-4.1-mini":
             return ChatReply("I am not sure about that fact.", 10, 5)
+        answer = QA.get(question, "OK")   # anything else (the readiness probe) gets a short answer
         if model == "ftchkpt-10":
-            return ChatReply(QA[question].split(" is ")[0], 10, 3)
-        return ChatReply(QA[question], 10, 6)
+            return ChatReply(answer.split(" is ")[0], 10, 3)
+        return ChatReply(answer, 10, 6)
     return chat
 
 
@@ -174,7 +175,7 @@ def test_a_copy_delivered_while_another_worker_evaluates_comes_back_later() -> N
     created = len(deps.arm.created)
     handle_evaluate(EvaluateRequest(run_id="r1"), with_chat(deps, _chat(deps)))
     assert [(q, e.id) for q, e in deps.publisher.sent] == [(deps.settings.evaluate_queue,
-                                                  evaluate_message_id("r1", deps.registry.runs["r1"].job_id) + "-w1")]
+                                                  evaluate_message_id("r1", deps.registry.runs["r1"].job_id) + "-a1")]
     assert len(deps.arm.created) == created                           # the copy deployed nothing
 
 
@@ -191,9 +192,9 @@ def test_hub_quota_short_waits_with_delayed_resends_then_gives_up_with_a_reason(
     assert run.state == states.EVALUATING and deps.arm.live == {}      # waits, holding no hub deployment
     assert deps.registry.keys == {}                                    # the re-send will find the step free
     resends = [(e, d) for (q, e), d in zip(deps.publisher.sent, deps.publisher.delays) if q == "ftops-evaluate"]
-    assert len(resends) == 1 and resends[0][0].id == evaluate_message_id("r1", run.job_id) + "-q1" and resends[0][1] >= 30
+    assert len(resends) == 1 and resends[0][0].id == evaluate_message_id("r1", run.job_id) + "-a1" and resends[0][1] >= 30
     _, again = parse_message(resends[0][0].to_json())
-    assert again == EvaluateRequest(run_id="r1", quota_waits=1)
+    assert again == EvaluateRequest(run_id="r1", attempt=1, quota_waits=1)
     waiting = [e for q, e in deps.publisher.sent if q == "ftops-events"]
     assert "ftops.run.evaluation_waiting_for_quota" in [e.type for e in waiting]
 
@@ -223,7 +224,7 @@ def _with_champion(deps: Any) -> Any:
 
     def chat(deployment: str, example: Example) -> ChatReply:
         if deps.arm.live[deployment].endswith("ft-0"):     # last run's model knows every answer word for word
-            return ChatReply(QA[example.messages[-1]["content"]], 10, 6)
+            return ChatReply(QA.get(example.messages[-1]["content"], "OK"), 10, 6)
         return inner(deployment, example)
     return chat
 
@@ -334,3 +335,117 @@ def test_a_judge_that_fails_is_counted_not_hidden() -> None:
     final = next(c for c in report["candidates"] if c["name"] == "final")
     assert final["metrics"]["grader_errors"] == {"judge": 1} and final["metrics"]["graders"]["judge"]["mean"] < 1
     assert b"could not score 1 of final" in deps.blobs.data[("reports", "r1/evaluation.html")]
+
+
+def test_two_retry_chains_interleaved_never_mint_the_same_id_and_the_run_finishes() -> None:
+    """A busy copy (another worker held the run) and a quota copy (the hub was short) each go on; handled in
+    the order that once made each chain re-send an id the other had used (Service Bus dropped both as
+    duplicates, and the run sat `evaluating` with nothing on its queue for good), the run still finishes."""
+    from shared.run.messages import parse_message
+    arm = FakeArm(refuse={"-base": 400}, codes={"-base": "InsufficientQuota"})
+    deps = _deps(_run(min_score=0.5), arm=arm)
+    queue: list[Any] = []          # live messages on ftops-evaluate, as Service Bus holds them
+    seen: set[str] = set()         # its duplicate detection: a MessageId sent before is dropped
+
+    def send(q: str, event: Any, *, delay_seconds: float = 0) -> None:
+        deps.publisher.sent.append((q, event))
+        if q == deps.settings.evaluate_queue and event.id not in seen:
+            seen.add(event.id)
+            queue.append(event)
+
+    deps.publisher.send = send  # type: ignore[method-assign]
+    evaluate = with_chat(deps, _chat(deps))
+
+    def deliver(event: Any, *, held_elsewhere: bool = False) -> None:
+        if event in queue:
+            queue.remove(event)
+        if held_elsewhere:   # a second worker is inside the same step: the claim is taken
+            deps.registry.keys = {k: "IN_PROGRESS" for k in [*deps.registry.keys, *_claim_keys(deps)]}
+        _, request = parse_message(event.to_json())
+        handle_evaluate(request, evaluate)
+        if held_elsewhere:
+            deps.registry.keys = {}
+
+    first = envelope(EvaluateRequest(run_id="r1"), message_id=evaluate_message_id("r1", None))
+    deliver(first, held_elsewhere=True)          # a lock lost: the same message twice; this copy finds it held
+    busy_copy = queue[-1]
+    deliver(first)                               # the holder: quota short → a quota copy
+    quota_copy = queue[-1]
+    deliver(quota_copy, held_elsewhere=True)     # the quota copy arrives while the busy copy is being worked
+    deliver(busy_copy)                           # the busy copy: quota short again
+    assert queue, "both chains' re-sends were dropped as duplicates: nothing is left to finish the run"
+    arm.refuse = {}                              # quota frees up
+    while queue:
+        deliver(queue[0])
+    assert deps.registry.runs["r1"].state == states.EVALUATED
+
+
+def _claim_keys(deps: Any) -> list[str]:
+    import hashlib
+    run = deps.registry.runs["r1"]
+    return ["evaluate-" + hashlib.sha256(f"r1|{run.job_id}|{run.fine_tuned_model}".encode()).hexdigest()[:32]]
+
+
+def test_the_final_models_deployment_gone_mid_pass_scores_nothing_and_evaluates_again_later() -> None:
+    """Once, the final model's deployment vanishing after one question counted every later question as a
+    wrong answer: the run passed and deployed a checkpoint instead of the final model."""
+    from shared.azure.chat import InfrastructureError
+    from shared.run.messages import parse_message
+    from shared.stages.evaluation import INFRA_WAITS
+    deps = _deps(_run(min_score=0.5))
+    inner = _chat(deps)
+    gone = {"now": False}
+
+    def chat(deployment: str, example: Example) -> ChatReply:
+        if deployment.endswith("final") and gone["now"]:
+            raise InfrastructureError(f"deployment {deployment}: 404 DeploymentNotFound")
+        if deployment.endswith("final"):
+            gone["now"] = True
+        return inner(deployment, example)
+
+    handle_evaluate(EvaluateRequest(run_id="r1"), with_chat(deps, chat))
+    run = deps.registry.runs["r1"]
+    assert run.state == states.EVALUATING and run.chosen_model is None   # nothing chosen from a broken pass
+    assert deps.arm.live == {} and deps.registry.keys == {}              # deployments gone, the step free
+    [(_, again)] = [(q, e) for q, e in deps.publisher.sent if q == deps.settings.evaluate_queue]
+    _, request = parse_message(again.to_json())
+    assert request.infra_waits == 1 and again.id.endswith("-a1")
+    assert "ftops.run.evaluation_retrying" in deps.publisher.types()
+
+    handle_evaluate(request, with_chat(deps, inner))                     # the hub is whole again
+    assert deps.registry.runs["r1"].state == states.EVALUATED
+    assert deps.registry.runs["r1"].chosen_model == "gpt-4.1-mini.ft-1"  # the final model, not a checkpoint
+
+    deps = _deps(_run(min_score=0.5))
+    handle_evaluate(EvaluateRequest(run_id="r1", infra_waits=INFRA_WAITS),
+                    with_chat(deps, lambda d, e: (_ for _ in ()).throw(InfrastructureError("deployment x: 503"))))
+    failed = deps.registry.runs["r1"]
+    assert failed.state == states.EVALUATION_FAILED and "could not be asked" in failed.evaluation["reason"]
+
+
+def test_a_deployment_that_never_answers_is_given_up_after_the_timeout_not_asked_forever() -> None:
+    import httpx2 as httpx  # the openai SDK's own HTTP library
+    import openai
+
+    from shared.evaluation.hubdeploy import wait_until_serving
+    now = [0.0]
+    not_found = openai.NotFoundError("DeploymentNotFound", response=httpx.Response(
+        404, request=httpx.Request("POST", "https://hub/openai/v1/chat/completions")), body=None)
+
+    def never(deployment: str, example: Example) -> ChatReply:
+        raise not_found
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    assert wait_until_serving(never, "ev-x", timeout_s=30, sleep=sleep, clock=lambda: now[0]) is None
+    assert 15 <= now[0] <= 30   # it waited, backing off, and stopped inside the timeout
+    answers = iter([not_found, not_found, None])
+
+    def soon(deployment: str, example: Example) -> ChatReply:
+        error = next(answers)
+        if error:
+            raise error
+        return ChatReply("OK")
+
+    assert wait_until_serving(soon, "ev-x", timeout_s=30, sleep=sleep, clock=lambda: now[0]) == 3

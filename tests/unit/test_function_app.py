@@ -33,7 +33,8 @@ def trigger(bindings: dict[str, list[dict]], name: str) -> dict:
 
 
 def test_every_stage_is_registered(bindings):
-    assert set(bindings) == {"intake", "training", "polling", "evaluation", "deployment", "keepalive", "harvest", "drift",
+    assert set(bindings) == {"intake", "training", "polling", "outbox", "evaluation", "deployment", "keepalive", "reconcile",
+                             "harvest", "drift",
                              "commands",
                              "operator_list_runs", "operator_get_run", "operator_list_deployments", "operator_history",
                              "operator_run_command", "operator_environment_command",
@@ -91,6 +92,8 @@ def test_queue_triggers_settle_their_own_messages(bindings, name, queue):
 
 
 @pytest.mark.parametrize("name, schedule", [("polling", "%POLL_SCHEDULE%"), ("keepalive", "%KEEPALIVE_SCHEDULE%"),
+                                            ("outbox", "%OUTBOX_SCHEDULE%"),
+                                            ("reconcile", "%RECONCILE_SCHEDULE%"),
                                             ("harvest", "%HARVEST_SCHEDULE%"), ("drift", "%DRIFT_SCHEDULE%")])
 def test_timers_read_their_schedule_from_settings(bindings, name, schedule):
     timer = trigger(bindings, name)

@@ -6,6 +6,7 @@ compiler would catch (there is none here). Settings: test_infra_settings.py.
 """
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -35,10 +36,16 @@ BROAD_ROLES = {
     "b24988ac-6180-42a0-ab88-20f7382dd24c": "Contributor",
     "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9": "User Access Administrator",
     "f58310d9-a9f6-439a-9e8d-f62e7b41a168": "Role Based Access Control Administrator",
-    "090c5cfd-751d-490a-894a-3ce6f1109419": "Azure Service Bus Data Owner",
     "25fbc0a9-bd7c-42a3-aa1a-3b75d497ee68": "Cognitive Services Contributor",
     "17d1049b-9a84-46fb-8f53-869881c3d3ab": "Storage Account Contributor",
 }
+SERVICE_BUS_DATA_OWNER = "090c5cfd-751d-490a-894a-3ce6f1109419"   # only on the trigger queues (scale controller)
+OPENAI_CONTRIBUTOR = "a001fd3d-188f-4b5d-821b-7da978bf7442"       # only on the hub
+SPOKE_ROLE = INFRA / "spoke-role.json"
+# What the spoke role must never allow (Cognitive Services OpenAI Contributor allows the first ones through
+# Microsoft.CognitiveServices/accounts/*: content filters, billing commitments; the rest change the account).
+NEVER_ON_A_SPOKE = ("raiPolicies", "raiBlocklists", "commitmentPlans", "accounts/write", "accounts/delete",
+                    "listKeys", "regenerateKey", "privateEndpointConnections", "networkSecurityPerimeter", "*")
 
 
 # --- parsing and pinning ------------------------------------------------------------------------------
@@ -77,6 +84,10 @@ def test_every_queue_and_topic_the_code_names_exists_with_the_properties_it_reli
     assert resource_body(res["namespace"])["sku"]["name"] == "Standard"
     operators = resource_body(res["operators"])
     assert operators["parent"] == "topic" and operators["properties"]["requiresSession"] is False
+    # ftops never reads `operators`: unread events must expire and be dropped, or the subscription fills the
+    # topic's quota and publishing every event fails
+    assert iso_duration_minutes(operators["properties"]["defaultMessageTimeToLive"]) <= 7 * 1440
+    assert operators["properties"]["deadLetteringOnMessageExpiration"] is False
 
     # The names the Bicep creates are the names the app is told, and the code's defaults.
     main_vars = variables(MAIN)
@@ -137,6 +148,54 @@ def test_no_broad_role_anywhere():
         assert name.strip("* ") not in {"Owner", "Contributor"}
 
 
+def role_assignments(path) -> dict[str, dict]:
+    return {name: resource_body(res) for name, res in resources(path).items()
+            if res["type"] == "Microsoft.Authorization/roleAssignments"}
+
+
+def test_service_bus_data_owner_only_on_each_trigger_queue():
+    """The Manage right (Data Owner) lets the Flex scale controller read queue lengths; it is granted per queue
+    the app triggers on, never on the namespace (where it could also change every entity and the topic)."""
+    messaging = INFRA / "modules" / "messaging.bicep"
+    for path in [*bicep_files(), *sorted((INFRA / "scripts").glob("*"))]:
+        if path != messaging:
+            assert SERVICE_BUS_DATA_OWNER not in path.read_text(), f"{path.relative_to(ROOT)} assigns Data Owner"
+    owner_key = next(k for k, v in variables(messaging)["roles"].items() if v == SERVICE_BUS_DATA_OWNER)
+    owners = [body for body in role_assignments(messaging).values()
+              if owner_key in str(body["properties"]["roleDefinitionId"])]
+    assert len(owners) == 1, owners
+    assert owners[0]["scope"]["operator"]["operands"]["operand_1"] == "stageQueues", "scoped to each stage queue"
+    triggers = {b["queueName"] for b in (b for bs in functions().values() for b in bs) if b["type"] == "serviceBusTrigger"}
+    assert triggers == {f"%{k}%" for k in ("TRAIN_QUEUE", "EVALUATE_QUEUE", "DEPLOY_QUEUE", "COMMANDS_QUEUE")}, \
+        "every queue a trigger reads is one of the stage queues the Data Owner loop covers"
+
+
+def test_the_spoke_role_is_exactly_what_ftops_does_there_each_action_documented():
+    role = json.loads(SPOKE_ROLE.read_text())
+    granted = [*role["actions"], *role["dataActions"]]
+    assert granted and all(a.startswith("Microsoft.CognitiveServices/accounts") for a in granted)
+    for action in granted:
+        assert not any(bad in action for bad in NEVER_ON_A_SPOKE), f"the spoke role allows {action}"
+    # every action is a row of docs/deploy.md's spoke-role table with the code that needs it (a file that exists)
+    rows = {}
+    for line in DEPLOY_DOC.read_text().splitlines():
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 2 and cells[0].startswith("Microsoft.CognitiveServices/"):
+            rows[cells[0]] = cells[1]
+    assert sorted(rows) == sorted(granted), "docs/deploy.md's spoke-role table and infra/spoke-role.json differ"
+    for action, why in rows.items():
+        paths = re.findall(r"`?((?:shared|functions)/[\w/]+\.py)", why)
+        assert paths and all((ROOT / p).is_file() for p in paths), f"{action}: no code named that needs it: {why!r}"
+    # the Bicep defines the role from this file and assigns it on the spokes; the hub keeps OpenAI Contributor
+    main = MAIN.read_text()
+    assert "loadJsonContent('spoke-role.json')" in main
+    spokes = resource_body(parsed(MAIN)["modules"]["spokeAccess"])["params"]
+    assert spokes["roleGuid"] == {"operator": {"type": "property_accessor",
+                                               "operands": {"operand_1": "spokeRoleDefinition", "operand_2": "name"}}}
+    assert resource_body(parsed(MAIN)["modules"]["hubAccess"])["params"]["roleGuid"] == OPENAI_CONTRIBUTOR
+    assert OPENAI_CONTRIBUTOR not in (INFRA / "modules" / "spokes.bicep").read_text()
+
+
 def test_every_role_assignment_is_for_a_service_principal_on_a_named_resource():
     for path in bicep_files():
         for name, res in resources(path).items():
@@ -145,7 +204,12 @@ def test_every_role_assignment_is_for_a_service_principal_on_a_named_resource():
             body = resource_body(res)
             assert body.get("scope"), f"{path.name}: {name} has no scope: it would apply to the whole group"
             assert body["properties"]["principalType"] == "ServicePrincipal", f"{path.name}: {name}"
-            assert body["properties"]["principalId"] == "principalId", f"{path.name}: {name} is for someone else"
+            principal = body["properties"]["principalId"]
+            if path.name == "eventgrid.bicep":   # Event Grid's own identity, writing dead letters
+                assert "topic" in str(principal) and "identity" in str(principal), f"{path.name}: {name}"
+                assert body["scope"] == "deadLetters", f"{path.name}: {name} must be scoped to the dead-letter container"
+                continue
+            assert principal == "principalId", f"{path.name}: {name} is for someone else"
 
 
 # --- azd ----------------------------------------------------------------------------------------------
@@ -159,15 +223,96 @@ def test_azure_yaml_deploys_this_app_and_its_hooks_get_what_they_read():
     app_bicep = (INFRA / "modules" / "app.bicep").read_text()
     assert f"'azd-service-name': '{service}'" in app_bicep, "azd finds the app by this tag"
     outputs = set(parsed(MAIN)["outputs"])
-    for hook in azd["hooks"].values():
-        script = ROOT / hook["posix"]["run"]
-        assert script.is_file() and script.stat().st_mode & 0o111, f"{script} must exist and be executable"
-        needed = set(re.findall(r"\$\{(AZURE_[A-Z_]+|FTOPS_[A-Z_]+)", script.read_text()))
-        assert needed <= outputs | {"AZURE_ENV_NAME"}, f"{script.name} reads {sorted(needed - outputs)}"
+    for name, hook in azd["hooks"].items():
+        posix, windows = ROOT / hook["posix"]["run"], ROOT / hook["windows"]["run"]
+        assert posix.is_file() and posix.stat().st_mode & 0o111, f"{posix} must exist and be executable"
+        assert windows.is_file(), f"{windows} must exist"
+        needed = set(re.findall(r"\$\{(AZURE_[A-Z_]+|FTOPS_[A-Z_]+)", posix.read_text()))
+        assert needed <= outputs | {"AZURE_ENV_NAME"}, f"{posix.name} reads {sorted(needed - outputs)}"
+        # the Windows form reads the same outputs (it cannot run here: there is no PowerShell on this machine)
+        read_by_windows = set(re.findall(r"(?:\$env:|')((?:AZURE|FTOPS)_[A-Z_]+)", windows.read_text()))
+        assert read_by_windows == needed, f"{name}: {windows.name} reads {sorted(read_by_windows)}, {posix.name} {sorted(needed)}"
+        assert az_calls(windows) == az_calls(posix), f"{name}: the two forms make different az calls"
     intake = re.search(r"output FTOPS_INTAKE_FUNCTION string = '([^']+)'", MAIN.read_text()).group(1)
     assert any(b["type"] == "blobTrigger" for b in functions()[intake]), "the Event Grid webhook's function"
     ignored = (ROOT / ".funcignore").read_text().split()
     assert {"infra/", "azure.yaml", "local/", "tests/"} <= set(ignored), "only the app is packaged"
+
+
+def az_calls(script) -> list[tuple[str, ...]]:
+    """The az subcommands and flags a hook script runs, in order (a POSIX or a PowerShell script alike)."""
+    text = re.sub(r"[\\`]\n", " ", script.read_text())   # join continued lines
+    calls = []
+    for m in re.finditer(r"\baz ((?:[a-z-]+ )+)(.*)", text):
+        calls.append((m.group(1).strip(), *sorted(set(re.findall(r"(?<!\S)(--?[a-z][a-z-]*)", m.group(2))))))
+    return calls
+
+
+def hook_schema_problems(hook: dict) -> list[str]:
+    """What azd's azure.yaml schema (Azure/azure-dev schemas/v1.0/azure.yaml.json, definitions.hook) refuses
+    in one hook, and that a hook has a form for each platform azd runs on (posix and windows)."""
+    allowed = {"shell", "kind", "dir", "run", "continueOnError", "interactive", "windows", "posix", "secrets", "config"}
+    problems = [f"unknown key {k!r}" for k in hook if k not in allowed]
+    if "windows" in hook and "posix" in hook:   # then the hook itself may say nothing else
+        problems += [f"{k!r} beside windows and posix" for k in hook if k not in {"windows", "posix"}]
+    for platform in ("posix", "windows"):
+        form = hook.get(platform)
+        if not isinstance(form, dict):
+            problems.append(f"no {platform} form")
+            continue
+        problems += [f"{platform}: unknown key {k!r}" for k in form if k not in allowed - {"windows", "posix"}]
+        if not form.get("run"):
+            problems.append(f"{platform}: no run")
+        shell, run = form.get("shell"), str(form.get("run", ""))
+        if shell not in {"sh", "pwsh"}:
+            problems.append(f"{platform}: shell must be sh or pwsh, not {shell!r}")
+        elif run.endswith(".sh") != (shell == "sh") or run.endswith(".ps1") != (shell == "pwsh"):
+            problems.append(f"{platform}: shell {shell} does not run {run}")
+        if platform == "windows" and shell != "pwsh":
+            problems.append("windows: only pwsh is sure to exist on Windows")
+    return problems
+
+
+def test_every_azd_hook_has_a_posix_and_a_windows_form_the_schema_accepts():
+    import yaml  # requirements-dev.txt
+    hooks = yaml.safe_load((ROOT / "azure.yaml").read_text())["hooks"]
+    assert {"preprovision", "postdeploy"} <= set(hooks)
+    problems = {name: hook_schema_problems(hook) for name, hook in hooks.items()}
+    assert all(not p for p in problems.values()), problems
+    # the check itself refuses what azd refuses: a posix-only hook, run beside the platform forms
+    assert hook_schema_problems({"posix": {"shell": "sh", "run": "./x.sh"}}) == ["no windows form"]
+    assert hook_schema_problems({"run": "./x.sh", "posix": {"shell": "sh", "run": "./x.sh"},
+                                 "windows": {"shell": "pwsh", "run": "./x.ps1"}}) == ["'run' beside windows and posix"]
+
+
+# --- deployment names and the spokes' loop -------------------------------------------------------------
+
+def module_name_text(module: dict) -> str:
+    return json.dumps(resource_body(module)["name"])
+
+
+def test_every_deployment_outside_the_apps_own_resource_group_has_a_name_unique_to_this_environment():
+    """Subscription-scope deployment names are per subscription (and keep the region of their first run: a second
+    ftops environment in another region failed with InvalidDeploymentLocation); the hub's and the spokes' resource
+    groups may be shared by several ftops environments. Only deployments into rg-ftops-<env> may use plain names."""
+    for path in bicep_files():
+        for name, module in parsed(path).get("modules", {}).items():
+            if resource_body(module).get("scope") == "rg":
+                continue
+            assert "deploymentSuffix" in module_name_text(module), \
+                f"{path.relative_to(ROOT)}: module {name} has a fixed deployment name: {module_name_text(module)}"
+    assert re.search(r"var deploymentSuffix = token\b", MAIN.read_text())
+    token = variables(MAIN)["token"]
+    assert {"environmentName", "location"} <= set(re.findall(r"\w+", json.dumps(token))), "token must vary with both"
+
+
+def test_cross_tenant_spokes_are_filtered_out_before_any_module_is_declared_for_them():
+    spokes_module = parsed(INFRA / "modules" / "spokes.bicep")["modules"]["access"]["config"]
+    assert spokes_module.get("condition") is None, "a conditional module still has a (skipped) foreign scope"
+    targets = resource_body(parsed(MAIN)["modules"]["spokeAccess"])["params"]["targets"]
+    assert targets["function"]["type"] == "filter"
+    assert "tenantId" in json.dumps(targets["function"]["parameters"]["expression"])
+    assert "'tenantId'" not in (INFRA / "modules" / "spokes.bicep").read_text()
 
 
 # --- what a Bicep compiler would catch (none here) ----------------------------------------------------

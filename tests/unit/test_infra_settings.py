@@ -9,6 +9,7 @@ import re
 from fakes import Recording
 from infra_bicep import DEPLOY_DOC, INFRA, MAIN, ROOT, app_settings, azure_env, bindings
 
+from shared.app.telemetry import app_configures_telemetry, worker_exports_telemetry
 from shared.run.config import Settings
 from shared.run.topology import parse_topology
 
@@ -23,6 +24,7 @@ READ_OUTSIDE_CONFIG = {
     "AZURE_CLIENT_ID": "azure-identity (DefaultAzureCredential) and shared/azure/identity.py: which user-assigned identity",
     "APPLICATIONINSIGHTS_CONNECTION_STRING": "function_app.py and the host: where telemetry goes",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "the host and the exporter: Entra-only ingestion",
+    "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY": "the Python worker: it exports the worker's telemetry itself",
 }
 # Read straight from the environment elsewhere in the app, and deliberately left unset in Azure.
 UNSET_IN_AZURE = {
@@ -136,4 +138,20 @@ def test_the_spokes_file_is_one_the_app_accepts_and_is_the_one_the_bicep_loads()
     assert len(list(topology.targets())) >= 2
     text = MAIN.read_text()
     assert "loadJsonContent('spokes.json')" in text and "SPOKES_CONFIG: string(spokes)" in text
-    assert "for env in spokes.environments" in text, "the spokes' role assignments must come from the same file"
+    assert "var spokeEnvironments = spokes.environments" in text and "for env in spokeEnvironments" in text, \
+        "the spokes' role assignments must come from the same file"
+
+
+def test_in_opentelemetry_mode_worker_telemetry_is_exported_once():
+    """host.json's OpenTelemetry mode without PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: the host forwards the
+    worker's logs and function_app.py exports them too, so every log line reached App Insights twice. With it,
+    the worker exports and the app must not add a second exporter."""
+    host = json.loads((ROOT / "host.json").read_text())
+    assert host.get("telemetryMode") == "OpenTelemetry"
+    env = azure_env()
+    assert env.get("APPLICATIONINSIGHTS_CONNECTION_STRING")
+    assert worker_exports_telemetry(env), "infra/main.bicep must set PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY=true"
+    assert not app_configures_telemetry(env), "function_app.py would configure a second exporter in Azure"
+    # on one machine, without the worker setting, the app still sets the exporter up
+    assert app_configures_telemetry({"APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=x"})
+    assert not app_configures_telemetry({})

@@ -201,3 +201,25 @@ def test_the_dated_specs_waiting_statuses_are_known_and_ask_for_no_checkpoints(c
         poll_tick(make_deps(registry, hub))
     assert asked == [] and not [r for r in caplog.records if "does not know" in r.getMessage()]
     assert registry.require_run("r1").job_status == "created" and registry.require_run("r2").state == states.TRAINING
+
+
+def test_a_job_the_hub_no_longer_knows_ends_its_run_after_a_grace_not_polled_for_ever() -> None:
+    from shared.azure.hub import HubNotFound
+    from shared.stages.polling import JOB_MISSING_GRACE_SECONDS, MISSING_SINCE
+    registry = MemoryRegistry()
+    training_run(registry, "r1", "j1", job_status="running")
+
+    class Forgot(FakeHub):
+        def retrieve(self, job_id: str) -> HubJob:
+            raise HubNotFound(f"job {job_id}: 404 Not Found", status=404)
+    deps = make_deps(registry, Forgot({}))
+    assert poll_tick(deps).outcomes == {"job_missing": 1}
+    assert poll_tick(deps).outcomes == {"job_missing": 1}          # within the grace: still training
+    assert registry.require_run("r1").state == states.TRAINING
+    record = registry.runs["r1"]
+    record.metrics = {MISSING_SINCE: record.metrics[MISSING_SINCE] - JOB_MISSING_GRACE_SECONDS - 1}
+    assert poll_tick(deps).outcomes == {"job_not_found": 1}
+    run = registry.require_run("r1")
+    assert run.state == states.TRAINING_FAILED and run.error["code"] == "job_not_found"
+    assert "no longer knows job j1" in run.error["message"] and "ftops retrain r1" in run.error["message"]
+    assert not registry.tracked and poll_tick(deps).jobs == 0       # no longer polled

@@ -39,7 +39,7 @@ def test_demo_configuration_loads_in_order_with_prod_gated() -> None:
     fabrikam = topology.target("ftops-prod-westeurope")
     assert fabrikam is not None and fabrikam.tenant == "tenant-fabrikam"
     assert fabrikam.client_id == "11111111-2222-3333-4444-555555555555"
-    assert fabrikam.quota == 5 and fabrikam.sku == "GlobalStandard"
+    assert fabrikam.quota == 10 and fabrikam.sku == "GlobalStandard"   # no quota given: Azure's default since 2026-02
 
 
 def test_missing_field_names_the_setting_path() -> None:

@@ -113,9 +113,9 @@ def deployments(request: ConsoleRequest, api: Api) -> ConsoleResponse:
         total = sum(d["per_day"] for d in items)
         rows = [[d["region"], d["account"], d["deployment"], Safe(f"<code>{e(d['model'])}</code>"),
                  link(f"{request.base}/runs/{path_quote(d['run_id'])}", d["run_id"]), d["state"],
-                 d.get("last_ping") or "never", f"{d['per_day']:.2f}"] for d in items]
+                 d.get("last_ping") or "never", d.get("retires_on") or "-", f"{d['per_day']:.2f}"] for d in items]
         sections.append(f"<section><h2>{e(env)}</h2>"
-                        f"{table(['region', 'account', 'deployment', 'model', 'run', 'state', 'last keep-alive', 'USD/day'], rows, numeric=[7])}"
+                        f"{table(['region', 'account', 'deployment', 'model', 'run', 'state', 'last keep-alive', 'model retires', 'USD/day'], rows, numeric=[8])}"
                         f"<p class=muted>{e(env)}: {total:.2f} USD per day (estimate)</p>{_history(request, api, env)}</section>")
     body = Safe("<h1>Deployments</h1><p class=muted>Estimated hosting cost per day of each fine-tuned deployment "
                 f"(billed by the hour while it exists); total {answer['total_per_day']:.2f} USD per day."

@@ -154,11 +154,13 @@ def _deployments(run: dict[str, Any], base: str, token: str, api: Api | None = N
     every = sorted(run.get("deployments") or [], key=lambda d: (d["environment"], d["region"]))
     items = every if show_all else [d for d in every if d["state"] != "retired"]
     rows = [[d["environment"], d["region"], d["account"], d["deployment"], Safe(f"<code>{e(d['model'])}</code>"),
-             d["state"], d.get("last_ping") or "never", f"{d.get('per_day', 0.0):.2f}"] for d in items]
+             d["state"], d.get("last_ping") or "never", d.get("retires_on") or "-",
+             f"{d.get('per_day', 0.0):.2f}"] for d in items]
     total = sum(d.get("per_day", 0.0) for d in items)
     hidden_count = len(every) - len(items)
-    headers = ["environment", "region", "account", "deployment", "model", "state", "last keep-alive", "USD/day"]
-    parts = [(f"<section id=deployments><h2>Deployments</h2>{table(headers, rows, numeric=[7], empty='not deployed anywhere')}"
+    headers = ["environment", "region", "account", "deployment", "model", "state", "last keep-alive", "model retires",
+               "USD/day"]
+    parts = [(f"<section id=deployments><h2>Deployments</h2>{table(headers, rows, numeric=[8], empty='not deployed anywhere')}"
              f"<p class=muted>estimated hosting: {total:.2f} USD per day"
              + (f" · {hidden_count} retired hidden (<a href=\"?all=1\">show all</a>)" if hidden_count else "") + "</p>")]
     if run["caller"].get("may_operate"):

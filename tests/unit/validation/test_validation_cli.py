@@ -5,7 +5,7 @@ import io
 import json
 from pathlib import Path
 
-from vhelpers import chat, dpo, jsonl, padded
+from vhelpers import chat, dpo, jsonl, padded, rft
 
 from ftops_cli import validate as cli
 
@@ -68,3 +68,44 @@ def test_text_output_never_shows_a_full_secret(tmp_path: Path) -> None:
         code, out, err = run(str(path), *flags)
         assert code == 1
         assert secret not in out + err and "FODNN7" not in out + err
+
+
+GOOD_GRADER = {"type": "string_check", "name": "exact", "input": "{{sample.output_text}}",
+               "reference": "{{item.answer}}", "operation": "eq"}
+
+
+def test_an_rft_file_is_checked_with_a_grader_given_on_the_command_line(tmp_path: Path) -> None:
+    data = tmp_path / "rft.jsonl"
+    data.write_bytes(jsonl([rft(f"What is {i} + {i}?", str(2 * i)) for i in range(20)]))
+    grader = tmp_path / "grader.json"
+    grader.write_text(json.dumps(GOOD_GRADER))
+    code, out, err = run(str(data), "--model", "o4-mini-2025-04-16", "--grader", str(grader), "--json")
+    assert code == 0, out + err
+    assert json.loads(out)["method"] == "reinforcement" and json.loads(out)["examples"] == 20
+    code, out, _ = run(str(data), "--model", "o4-mini-2025-04-16", "--grader", json.dumps(GOOD_GRADER))
+    assert code == 0 and "ACCEPTED" in out   # inline JSON alike
+
+
+def test_graders_azures_v1_api_refuses_are_refused_and_the_data_is_still_read(tmp_path: Path) -> None:
+    rows = [rft(f"What is {i} + {i}?", str(2 * i)) for i in range(20)]
+    data = tmp_path / "rft.jsonl"
+    data.write_bytes(jsonl(rows)[:-1] + b"\n{oops\n")   # and one broken line, so reading the data shows
+    cases = {
+        '{"type": "string_check"}': "grader.input: required for a string_check grader",
+        '{"type": "python", "name": "p", "source": "def grade(s, i): return 1"}':
+            "python graders are not accepted by Azure's v1 fine-tuning API",
+        json.dumps({**GOOD_GRADER, "operation": "contains"}): "grader.operation: one of eq, ne, like, ilike",
+        json.dumps({"type": "multi", "name": "m", "calculate_output": "a", "graders": {"a": {"type": "string_check"}}}):
+            "grader.graders.a.reference: required",
+    }
+    for grader, problem in cases.items():
+        code, out, _ = run(str(data), "--model", "o4-mini-2025-04-16", "--grader", grader)
+        assert code == 1 and problem in out, (grader, out)
+        assert "invalid_json" in out, "the data was not read"
+    # no grader at all: the missing setting is one more error beside the data's
+    code, out, _ = run(str(data), "--model", "o4-mini-2025-04-16", "--method", "reinforcement", "--json")
+    found = json.loads(out)
+    assert code == 1 and {e["code"] for e in found["errors"]} >= {"invalid_settings", "invalid_json"}
+    assert any("needs a 'grader'" in e["message"] for e in found["errors"]) and found["examples"] >= 20
+    code, _, err = run(str(data), "--grader", str(tmp_path / "nope.json"))
+    assert code == 2 and "neither inline JSON nor a file" in err

@@ -1,0 +1,13 @@
+"""Timer: send what crashes left in the outbox (shared.store.outbox.sweep), on its own schedule: a hung hub
+holding the poll tick never holds a run's messages back."""
+import azure.functions as func
+
+from shared.app.bootstrap import get_deps
+from shared.store.outbox import sweep
+
+bp = func.Blueprint()
+
+
+@bp.timer_trigger(arg_name="timer", schedule="%OUTBOX_SCHEDULE%", run_on_startup=False, use_monitor=True)
+def outbox(timer: func.TimerRequest) -> None:
+    sweep(get_deps())
