@@ -42,6 +42,8 @@ _timer("polling", "POLL_SCHEDULE")
 _timer("keepalive", "KEEPALIVE_SCHEDULE")
 _timer("harvest", "HARVEST_SCHEDULE")
 _timer("drift", "DRIFT_SCHEDULE")
+_timer("outbox", "OUTBOX_SCHEDULE")
+_timer("reconcile", "RECONCILE_SCHEDULE")
 
 
 def _http(name: str, route: str, methods: list[str]) -> None:
