@@ -3,8 +3,9 @@ checkpoints), 200 ms added to every emulator call, against Azurite and the emula
 
     python -m benchmarks.evaluation [--examples N] [--concurrency N]
 
-Serial would be 4,000 × 0.2 s = 800 s; the target is ≤ 30 s, with the calls of all candidates in one
-bounded pool (run.json `evaluation.concurrency`). Then the same evaluation of a 10× larger eval file
+Serial would be 4,000 × 0.2 s = 800 s; the target is ≤ 30 s at the default settings: each deployment's
+calls in flight start at run.json `evaluation.concurrency` (default 8) and grow until the deployment answers
+429 (shared.evaluation.runner.DeploymentLimit); `--concurrency N` sets the start instead. Then the same evaluation of a 10× larger eval file
 (a seeded sample of the same 1,000): the eval file is streamed and sampled in one pass, so peak memory —
 the whole process tree's proportional set size, sampled as benchmarks/validation.py does, Azurite and the
 in-process emulator included — should not grow with the file.
@@ -21,6 +22,7 @@ from benchmarks.validation import MIB, _PeakMemory
 from shared.azure.hub import FILE_EXPIRY
 from shared.run import states
 from shared.run.messages import EvaluateRequest
+from shared.run.settings import Evaluation
 from shared.stages.evaluation import handle_evaluate
 from shared.store.registry import RunRecord
 
@@ -60,12 +62,15 @@ def _eval_file(n: int) -> str:
 
 
 def _evaluate(deps: Any, model: str, checkpoints: list[dict[str, Any]], lines: int, sample: int,
-              concurrency: int) -> tuple[float, _PeakMemory, dict[str, Any]]:
+              concurrency: int | None) -> tuple[float, _PeakMemory, dict[str, Any]]:
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
     path = f"{run_id}/data/eval.jsonl"
     deps.blobs.get_container_client(deps.settings.reports_container).upload_blob(path, _eval_file(lines))
+    evaluation: dict[str, Any] = {"max_examples": sample, "champion": False}
+    if concurrency is not None:
+        evaluation["concurrency"] = concurrency
     settings = {"base_model": BASE_MODEL, "thresholds": {"min_score": 0.0, "min_improvement": -1.0},
-                "evaluation": {"concurrency": concurrency, "max_examples": sample, "champion": False}}
+                "evaluation": evaluation}
     deps.registry.create_run(RunRecord(run_id=run_id, source="bench", state=states.TRAINED, fine_tuned_model=model,
                                        settings=settings, environments=[], checkpoints=checkpoints,
                                        data_files={"eval": path}), actor="bench")
@@ -84,7 +89,7 @@ def _memory(mem: _PeakMemory) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.evaluation", description=__doc__.split("\n")[0])
     parser.add_argument("--examples", type=int, default=1000)
-    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--concurrency", type=int, default=None, help="start (default: run.json's default)")
     args = parser.parse_args(argv)
 
     from local.azurite import Azurite
@@ -98,8 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         model, checkpoints = _train(deps, emulator)
         emulator.control.faults(latency_ms=LATENCY_MS)
         n, calls = args.examples, args.examples * 4
-        print(f"evaluation, {n:,} examples × 4 candidates, {LATENCY_MS} ms per emulator call, concurrency "
-              f"{args.concurrency} (serial: {calls * LATENCY_MS / 1000:.0f} s; target ≤ 30 s)", flush=True)
+        start = args.concurrency or Evaluation().concurrency
+        print(f"evaluation, {n:,} examples × 4 candidates, {LATENCY_MS} ms per emulator call, calls in flight "
+              f"per deployment starting at {start} and adapting (serial: {calls * LATENCY_MS / 1000:.0f} s; "
+              f"target ≤ 30 s, peak memory ≤ 320 MiB)", flush=True)
         emulator.control.clear_requests()
         wall, mem, summary = _evaluate(deps, model, checkpoints, n, n, args.concurrency)
         stats = emulator.control.request_stats()

@@ -30,7 +30,7 @@ PLANTED = ["Please send the invoice to maria.lopez@fabrikam.com, I changed my ad
            "Our deploy key is sk-proj-Zx8fQ2mN7rT4vW1yB6cH9jK3lP5sD0gA, is it still valid?",
            "Call me back on +1 425 555 0147 about my order",
            "Use password=Sup3rS3cret!2026 for the admin account and reset it"]
-FRAMES = ("Hello, quick one: {q} Thanks a lot!", "{q} Asking for my team, cheers.")
+FRAMES = ("Hello, quick one: {q} Thanks a lot!", "{q} Asking for my team, cheers.", "Could you help me? {q}")
 
 
 def spokes_with_harvest() -> Path:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ftops_cli.errors import UsageError
 from shared.app.settlement import PERMANENT
@@ -36,29 +36,16 @@ def precheck(deps: Deps, event: CloudEvent) -> Expectation:
     """Refuse (UsageError, exit 2) a command that cannot succeed; otherwise what to wait for."""
     from shared.stages import command_checks as checks
     from shared.stages.commands import COMMANDS_PARTITION
-    from shared.stages.intake import drop_started_by, run_id_for
     name, data = event.type.removeprefix("ftops.command."), event.data
-    try:
-        if name == "train":
-            blob, etag = checks.check_train(deps, data["blob"], data.get("settings") or {})
-            drop = drop_started_by(blob)
-            assert drop is not None   # check_train refuses blobs that start no run
-            run_id = run_id_for(drop, etag, data.get("settings") or None)
-            existing = deps.registry.get_run(run_id)
-            if existing is not None:   # the same upload with the same settings: intake would do nothing
-                raise UsageError(f"not sent: {blob} (this upload) already is run {run_id}, {existing.state}; "
-                                 f"`ftops retrain {run_id} --settings '{{…}}'` trains it again, `ftops train "
-                                 f"{blob} --settings '{{…}}'` starts a run with other settings, or upload it again "
-                                 f"(`ftops drop`) for a new run")
-        else:
-            run = deps.registry.require_run(data["run_id"])
-            run_id = run.run_id
-            if name == "cancel" and not checks.cancel_needed(run):
-                raise UsageError(f"run {run_id} is already cancelled")
-            if name in ("pause", "resume"):
-                checks.check_job_action(run, name, surface(deps.settings.hub.api_version))
-            if name == "retrain" and not checks.retrain_settings(run, data.get("settings") or {})[1]:
-                raise UsageError(f"run {run_id}: a retrain with these settings is already under way")
+    try:   # `train` is not sent from here: it goes through the operator API (POST runs), which checks it
+        run = deps.registry.require_run(data["run_id"])
+        run_id = run.run_id
+        if name == "cancel" and not checks.cancel_needed(run):
+            raise UsageError(f"run {run_id} is already cancelled")
+        if name in ("pause", "resume"):
+            checks.check_job_action(run, name, surface(deps.settings.hub.api_version))
+        if name == "retrain" and not checks.retrain_settings(run, data.get("settings") or {})[1]:
+            raise UsageError(f"run {run_id}: a retrain with these settings is already under way")
     except PERMANENT as exc:
         raise UsageError(f"not sent: {exc}") from None
     return Expectation(name, run_id, seen_audit=len(deps.registry.audit_trail(run_id)),
@@ -81,8 +68,6 @@ def outcome(deps: Deps, event: CloudEvent, expect: Expectation) -> tuple[int, st
     if run is None:
         return None
     name = expect.command
-    if name == "train" and run.state not in (states.RECEIVED, states.VALIDATING):
-        return _run_outcome(run)
     if name == "cancel" and run.state == states.CANCELLED:
         return 0, f"run {run.run_id} cancelled"
     if name in ("pause", "resume"):
@@ -92,13 +77,6 @@ def outcome(deps: Deps, event: CloudEvent, expect: Expectation) -> tuple[int, st
     if name == "retrain" and any(e.get("to_state") == states.UPLOADING for e in new):
         return 0, f"run {run.run_id} is training again (state {run.state})"
     return None
-
-
-def _run_outcome(run: Any) -> tuple[int, str]:
-    from ftops_cli.views import reason, reports
-    if run.state == states.REJECTED:
-        return 1, f"run {run.run_id} rejected: {reason(run)}; report: {', '.join(reports(run))}"
-    return 0, f"run {run.run_id} {run.state}"
 
 
 def follow(deps: Deps, event: CloudEvent, expect: Expectation, *, timeout: float,

@@ -1,8 +1,9 @@
-"""Operator commands, one subcommand per row of shared.run.command_table. The bus commands (train, cancel,
-pause, resume, retrain) send one CloudEvent to the commands queue, exactly as another system would: checked
-first with the handlers' own rules and refused with the reason (exit 2) when they cannot succeed; `--wait`
-follows them to their outcome. `approve`, `reject`, `rollback`, `retire` call the operator API as the
-signed-in user (ftops_cli.operator_client): who acts comes from the token, never from an argument.
+"""Operator commands, one subcommand per row of shared.run.command_table. The bus commands (cancel, pause,
+resume, retrain) send one CloudEvent to the commands queue, exactly as another system would: checked first
+with the handlers' own rules and refused with the reason (exit 2) when they cannot succeed; `--wait` follows
+them to their outcome. `train` (POST runs: the signed-in user is the run's verified starter), `claim`,
+`approve`, `reject`, `rollback`, `retire` call the operator API as the signed-in user
+(ftops_cli.operator_client): who acts comes from the token, never from an argument.
 """
 from __future__ import annotations
 
@@ -28,10 +29,10 @@ if TYPE_CHECKING:
 def add_parser(sub: Any) -> None:
     """One subcommand per row of shared.run.command_table, its arguments as the row declares them."""
     for row in COMMANDS:
-        help_ = row.help if row.via == "bus" else f"{row.help} (operator API, as the signed-in user)"
+        help_ = f"{row.help} (operator API, as the signed-in user)" if row.cli_api else row.help
         p = sub.add_parser(row.name, help=help_, description=help_)
-        p.set_defaults(func=run if row.via == "bus" else run_api, command_name=row.name)
-        if row.via == "bus":
+        p.set_defaults(func=run_api if row.cli_api else run, command_name=row.name)
+        if not row.cli_api:
             p.add_argument("--by", dest="requested_by", default=None, help="who asks (recorded in the audit trail)")
             p.add_argument("--wait", action="store_true",
                            help="follow the command to its outcome and print it (a refusal with its reason)")
@@ -91,6 +92,7 @@ def run_api(args: argparse.Namespace, client: OperatorClient | None = None) -> i
     from ftops_cli.operator_client import ApiError, client_from_env
     from ftops_cli.target import NoTarget, apply, described
     from shared.run.config import ConfigError
+    _values(BY_NAME[args.command_name], args)   # argument mistakes first (--settings): they need no sign-in
     try:
         where = described(apply(getattr(args, "env_file", None))) if client is None else None
         client = client or client_from_env()
@@ -109,7 +111,7 @@ def run_api(args: argparse.Namespace, client: OperatorClient | None = None) -> i
     print(json.dumps(answer, default=str) if args.json else _describe(args, answer))
     if where:   # which ftops this was: stderr, so that --json stays one object on stdout
         print(f"ftops {args.command_name}: acted on {where}", file=sys.stderr)
-    return 0
+    return 1 if args.command_name == "train" and answer.get("state") == "rejected" else 0
 
 
 def _call(client: OperatorClient, args: argparse.Namespace) -> dict[str, Any]:
@@ -137,4 +139,13 @@ def _describe(args: argparse.Namespace, answer: dict[str, Any]) -> str:
         return f"rolled back {args.env}" + (f" (run {args.run_id})" if args.run_id else "")
     if args.command_name == "retire":
         return f"retired run {args.run_id}"
+    if args.command_name == "train" and answer.get("state") == "rejected":
+        return (f"run {answer.get('run_id')} rejected: {(answer.get('error') or {}).get('message', '')}; "
+                f"report: {(answer.get('reports') or {}).get('validation.html', '-')}")
+    if args.command_name == "train":
+        confirmed = "confirmed" if answer.get("owner_confirmed") else "not confirmed yet: they run `ftops claim`"
+        return (f"started run {answer.get('run_id')} ({answer.get('state')}) as {answer['started_by'].get('name')} "
+                f"({answer['started_by'].get('oid')}); owner {answer.get('owner')}, {confirmed}")
+    if args.command_name == "claim":
+        return f"confirmed: you own run {args.run_id}"
     return f"{args.command_name}: done"

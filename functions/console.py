@@ -26,6 +26,16 @@ def console_sign_in(req: func.HttpRequest) -> func.HttpResponse:
     return _answer("signin", req)
 
 
+@bp.route(route="console/signin/entra", methods=["GET"], auth_level=ANONYMOUS)
+def console_sign_in_entra(req: func.HttpRequest) -> func.HttpResponse:
+    return _answer("signin_entra", req)
+
+
+@bp.route(route="console/signin/callback", methods=["GET"], auth_level=ANONYMOUS)
+def console_sign_in_callback(req: func.HttpRequest) -> func.HttpResponse:
+    return _answer("signin_callback", req)
+
+
 @bp.route(route="console/signout", methods=["POST"], auth_level=ANONYMOUS)
 def console_sign_out(req: func.HttpRequest) -> func.HttpResponse:
     return _answer("signout", req)

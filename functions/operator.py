@@ -1,5 +1,5 @@
-"""HTTP triggers: the operator API (runs, one run, deployments; the commands approve, reject, retrain,
-retire, rollback). The app verifies the caller's Entra ID token itself (shared.azure.access), so the functions are
+"""HTTP triggers: the operator API (runs, one run, deployments; the commands start (POST runs), claim,
+approve, reject, retrain, retire, rollback). The app verifies the caller's Entra ID token itself (shared.azure.access), so the functions are
 anonymous at the host: a function key would be a shared secret that names nobody. Routes under the host's
 prefix (`/api`).
 
@@ -21,7 +21,7 @@ bp = func.Blueprint()
 ANONYMOUS = func.AuthLevel.ANONYMOUS
 # The command table's route shapes (shared.run.command_table.COMMAND_ROUTES; tests/unit/test_function_app.py
 # holds them equal): spelled here so that loading the app does not load the table and its message types.
-RUN_COMMAND, ENVIRONMENT_COMMAND = "runs/{run_id}/{action}", "environments/{environment}/{action}"
+RUN_COMMAND, ENVIRONMENT_COMMAND, START_RUN = "runs/{run_id}/{action}", "environments/{environment}/{action}", "runs"
 QUERY_PARAMS = ("limit", "after")   # GET runs pages (shared.operator.api.list_runs)
 
 
@@ -48,6 +48,11 @@ def _command(route: str, req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="runs", methods=["GET"], auth_level=ANONYMOUS)
 def operator_list_runs(req: func.HttpRequest) -> func.HttpResponse:
     return _answer("list_runs", req)
+
+
+@bp.route(route=START_RUN, methods=["POST"], auth_level=ANONYMOUS)
+def operator_start_run(req: func.HttpRequest) -> func.HttpResponse:
+    return _command(START_RUN, req)
 
 
 @bp.route(route="runs/{run_id}", methods=["GET"], auth_level=ANONYMOUS)

@@ -67,6 +67,7 @@ def local_env(*, storage_connection: str, emulator_url: str, ca_file: str, spoke
         "OPERATOR_TENANT_ID": DEMO_TENANT,
         "OPERATOR_API_AUDIENCE": API_CLIENT_ID,
         "OPERATOR_AUTHORITY": emulator_url,
+        "OPERATOR_AUTHORITY_LOCAL": "true",   # the emulator is not an Entra ID login host: say so explicitly
     }
     env.update(overrides)
     return env

@@ -54,12 +54,15 @@ def _http(name: str, route: str, methods: list[str]) -> None:
 
 
 for _name, _route, _methods in (
-        ("operator_list_runs", "runs", ["GET"]), ("operator_get_run", "runs/{run_id}", ["GET"]),
+        ("operator_list_runs", "runs", ["GET"]), ("operator_start_run", "runs", ["POST"]),
+        ("operator_get_run", "runs/{run_id}", ["GET"]),
         ("operator_list_deployments", "deployments", ["GET"]),
         ("operator_history", "history/{environment}", ["GET"]),
         ("operator_run_command", "runs/{run_id}/{action}", ["POST"]),
         ("operator_environment_command", "environments/{environment}/{action}", ["POST"]),
         ("console_runs", "console", ["GET"]), ("console_sign_in", "console/signin", ["GET", "POST"]),
+        ("console_sign_in_entra", "console/signin/entra", ["GET"]),
+        ("console_sign_in_callback", "console/signin/callback", ["GET"]),
         ("console_sign_out", "console/signout", ["POST"]), ("console_deployments", "console/deployments", ["GET"]),
         ("console_asset", "console/assets/{name}", ["GET"]), ("console_run", "console/runs/{run_id}", ["GET"]),
         ("console_report", "console/runs/{run_id}/reports/{name}", ["GET"]),

@@ -29,6 +29,7 @@ from local.devhost.servicebus import (
     LocalMessageActions,
     LocalServiceBusMessage,
     MessageAlreadySettled,
+    UnreadableMessage,
     from_queue_message,
 )
 from local.devhost.triggers import Trigger, discover
@@ -244,7 +245,11 @@ class DevHost:
                 if self.options.chaos and qm.dequeue_count == 1 and not _is_chaos_copy(qm.content):
                     # a second copy with the same MessageId: two invocations of one message
                     queue.send_message(_chaos_copy(qm.content))
-                message = from_queue_message(t.queue_name, queue, qm)
+                try:
+                    message = from_queue_message(t.queue_name, queue, qm)
+                except UnreadableMessage as exc:   # never delivered: no function could read it either
+                    self.actions.unreadable(t.queue_name, queue, qm, str(exc))
+                    continue
                 if message.delivery_count > self.options.max_delivery_count:
                     self.actions.expire(message)     # locks lapsed too often (crashes, hung handlers)
                     continue

@@ -27,6 +27,11 @@ class MessageAlreadySettled(RuntimeError):
     """Settling a message twice, as the Service Bus SDK refuses it."""
 
 
+class UnreadableMessage(ValueError):
+    """A queue message the local transport cannot read at all (its text nests too deeply to parse): the
+    watcher dead-letters it at once instead of failing on it every lock period."""
+
+
 @dataclass
 class Lease:
     """The storage queue message behind one delivery; its pop receipt changes each time the lock moves."""
@@ -68,14 +73,16 @@ def from_queue_message(queue_name: str, queue_client: Any, qm: Any) -> LocalServ
             raise ValueError("not a local transport envelope")
     except ValueError:
         envelope = {"message_id": qm.id, "body": content}
+    except RecursionError:
+        raise UnreadableMessage("the queue message's text is JSON nested too deeply to parse") from None
     body = envelope["body"]
     body_bytes = body.encode() if isinstance(body, str) else json.dumps(body).encode()
     enqueued = _parse_time(envelope.get("enqueued_at")) or qm.inserted_on or datetime.now(UTC)
     props = dict(envelope.get("application_properties") or {})
     try:
         props.setdefault("type", json.loads(body_bytes).get("type"))
-    except (ValueError, AttributeError):
-        pass
+    except (ValueError, AttributeError, RecursionError):
+        pass   # delivered as it is: the function dead-letters what it cannot parse
     lease = Lease(queue_client, qm.id, qm.pop_receipt)
     return LocalServiceBusMessage(body=body_bytes, message_id=str(envelope.get("message_id") or qm.id),
                                   delivery_count=int(qm.dequeue_count or 1), lock_token=qm.pop_receipt,
@@ -124,6 +131,17 @@ class LocalMessageActions:
         """Explicit renewal is a no-op here: the dev host renews every lock while the function runs."""
 
     # --- helpers used by the host ---------------------------------------------------------------------
+    def unreadable(self, queue_name: str, queue_client: Any, qm: Any, reason: str) -> None:
+        """Dead-letter a queue message the host could not even turn into a Service Bus message."""
+        content = qm.content if isinstance(qm.content, str) else bytes(qm.content).decode("utf-8", "replace")
+        message = LocalServiceBusMessage(body=content[:4096].encode(), message_id=str(qm.id),
+                                         delivery_count=int(qm.dequeue_count or 1), lock_token=qm.pop_receipt,
+                                         enqueued_time_utc=qm.inserted_on or datetime.now(UTC),
+                                         application_properties={}, queue_name=queue_name,
+                                         _lease=Lease(queue_client, qm.id, qm.pop_receipt))
+        self._to_deadletter(message, self._take(message, "deadletter"), "UnparseableMessage",
+                            f"{reason}; {len(content):,} characters, the first 4,096 kept")
+
     def expire(self, message: LocalServiceBusMessage) -> None:
         """Received with a delivery count already past the maximum (locks expired, host crashed)."""
         lease = self._take(message, "deadletter")

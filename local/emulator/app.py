@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import arm, dataplane, identity
+from . import arm, authorize, dataplane, identity
 from .core import Emulator
 from .faults import CONTROL, FaultLayer, error_response
 from .state import Account, ApiError, Topology
@@ -143,5 +143,6 @@ def build_app(emulator: Emulator | Topology) -> Starlette:
     )
     app.state.emulator = emu
     app.state.identity = identity.IdentityProvider()
+    app.state.codes = authorize.Codes()
     app.add_middleware(FaultLayer, emulator=emu)  # type: ignore[arg-type]
     return app

@@ -8,7 +8,9 @@ Credentials"):
 - `GET /{tenant}/discovery/v2.0/keys`: the RSA signing keys (`kty, use, kid, n, e`);
 - `POST /{tenant}/oauth2/v2.0/token` (form: `grant_type=password, client_id, scope, username, password`):
   an RS256 v2.0 access token for a named demo user (`aud` = the API's client id, `iss`, `tid`, `oid`,
-  `name`, `preferred_username`, `roles` = the user's app roles, `iat`, `nbf`, `exp`, `ver`).
+  `name`, `preferred_username`, `roles` = the user's app roles, `iat`, `nbf`, `exp`, `ver`);
+- `GET|POST /{tenant}/oauth2/v2.0/authorize` and `grant_type=authorization_code` on the token endpoint: the
+  authorization code flow with PKCE (local/emulator/authorize.py), as the console signs people in.
 Refusals as Entra words them: unknown user (AADSTS50034), wrong password (AADSTS50126), unknown API
 (AADSTS500011), unsupported grant (AADSTS70003). Control (tests only): `POST /_emulator/identity/token`
 mints a token with overrides (tenant, audience, lifetime, roles) to prove the app refuses it.
@@ -29,13 +31,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .authorize import authorize
+
 DEMO_TENANT = "tenant-contoso"
 # The operator API's app registration (its client id is the `aud` of v2.0 access tokens for it).
 API_CLIENT_ID = "c0ffee00-0000-4000-8000-00000000f7a9"
 API_SCOPE = f"api://{API_CLIENT_ID}/.default"
 DEMO_PASSWORD = "local-demo-only"   # never valid anywhere but this emulator
 TOKEN_LIFETIME = 3600
-_PATH = re.compile(r"^/[^/]+/(v2\.0/\.well-known/openid-configuration|discovery/v2\.0/keys|oauth2/v2\.0/token)$")
+_PATH = re.compile(r"^/[^/]+/(v2\.0/\.well-known/openid-configuration|discovery/v2\.0/keys|oauth2/v2\.0/(token|authorize))$")
 
 
 @dataclass(frozen=True)
@@ -75,13 +79,13 @@ class IdentityProvider:
 
     def mint(self, base_url: str, user: DemoUser, *, audience: str = API_CLIENT_ID, tenant: str | None = None,
              lifetime: int = TOKEN_LIFETIME, roles: tuple[str, ...] | None = None, issued_at: int | None = None,
-             app_only: bool = False) -> str:
+             app_only: bool = False, azp: str = "ftops-cli") -> str:
         tenant = tenant or user.tenant
         now = int(time.time()) if issued_at is None else issued_at
         claims = {"aud": audience, "iss": f"{base_url}/{tenant}/v2.0", "iat": now, "nbf": now,
                   "exp": now + lifetime, "tid": tenant, "oid": user.oid, "sub": user.oid, "name": user.name,
                   "preferred_username": user.username, "roles": list(user.roles if roles is None else roles),
-                  "ver": "2.0", "azp": "ftops-cli",
+                  "ver": "2.0", "azp": azp,
                   # a user's (delegated) token names the API scope it was granted; an app-only token has none
                   "scp": None if app_only else "user_impersonation"}
         claims = {k: v for k, v in claims.items() if v is not None}
@@ -127,9 +131,19 @@ async def keys(request: Request) -> Response:
 async def token(request: Request) -> Response:
     form = {k: v[0] for k, v in urllib.parse.parse_qs((await request.body()).decode("utf-8", "replace")).items()}
     tenant = request.path_params["tenant"]
+    if form.get("grant_type") == "authorization_code":
+        from .authorize import redeem
+        granted = redeem(request, form, tenant)
+        if isinstance(granted, Response):
+            return granted
+        user, scope = granted
+        access = _idp(request).mint(_base(request), user, azp=str(form.get("client_id")))
+        return JSONResponse({"token_type": "Bearer", "scope": scope, "expires_in": TOKEN_LIFETIME,
+                             "ext_expires_in": TOKEN_LIFETIME, "access_token": access})
     if form.get("grant_type") != "password":
         return _aad_error(400, "unsupported_grant_type", "AADSTS70003",
-                          "The app requested an unsupported grant type (this emulator issues ROPC tokens only).")
+                          "The app requested an unsupported grant type (this emulator issues ROPC and "
+                          "authorization_code tokens only).")
     if not form.get("client_id"):
         return _aad_error(400, "invalid_request", "AADSTS900144", "The request body must contain 'client_id'.")
     scope = str(form.get("scope") or "")
@@ -176,6 +190,7 @@ def routes(control_prefix: str) -> list[Route]:
         Route("/{tenant}/v2.0/.well-known/openid-configuration", discovery, methods=["GET"]),
         Route("/{tenant}/discovery/v2.0/keys", keys, methods=["GET"]),
         Route("/{tenant}/oauth2/v2.0/token", token, methods=["POST"]),
+        Route("/{tenant}/oauth2/v2.0/authorize", authorize, methods=["GET", "POST"]),
         Route(control_prefix + "/identity/token", control_token, methods=["POST"]),
         Route(control_prefix + "/identity/users", control_users, methods=["GET"]),
     ]

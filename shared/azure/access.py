@@ -32,14 +32,49 @@ def approver_role(environment: str) -> str:
     return f"Approver.{environment}"
 
 
+# Entra ID's login hosts: the global service and the national clouds (Learn, "National clouds",
+# https://learn.microsoft.com/entra/identity-platform/authentication-national-cloud; Azure Germany closed in
+# 2021). login.chinacloudapi.cn is the older name of the 21Vianet cloud's host, still in MSAL's cloud list.
+ENTRA_AUTHORITIES = {"login.microsoftonline.com": "Azure (global)", "login.microsoftonline.us": "Azure Government",
+                     "login.partner.microsoftonline.cn": "Azure operated by 21Vianet",
+                     "login.chinacloudapi.cn": "Azure operated by 21Vianet (older host name)"}
+
+
+def check_authority(authority: str, *, local: bool = False) -> str:
+    """OPERATOR_AUTHORITY as a bare https origin on an Entra ID login host (any https host when `local`: the
+    emulator); ConfigError names what is wrong. Tokens are trusted from whatever this names."""
+    from urllib.parse import urlsplit
+
+    from shared.run.config import ConfigError
+    try:
+        parts = urlsplit(authority)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"OPERATOR_AUTHORITY {authority[:80]!r} is not a URL ({exc})") from None
+    if parts.scheme != "https":
+        raise ConfigError(f"OPERATOR_AUTHORITY {authority[:80]!r} must be https: tokens' signing keys are fetched "
+                          "from it")
+    if parts.username or parts.password or parts.query or parts.fragment or parts.path.strip("/"):
+        raise ConfigError(f"OPERATOR_AUTHORITY {authority[:80]!r} must be the login host alone "
+                          "(e.g. https://login.microsoftonline.com): the tenant is OPERATOR_TENANT_ID")
+    host = (parts.hostname or "").lower()
+    if not local and (host not in ENTRA_AUTHORITIES or port not in (None, 443)):
+        raise ConfigError(f"OPERATOR_AUTHORITY {authority[:80]!r} is not an Entra ID login host: one of "
+                          f"{', '.join(f'https://{h} ({c})' for h, c in ENTRA_AUTHORITIES.items())} "
+                          "(OPERATOR_AUTHORITY_LOCAL=true is for the local stack's emulator only)")
+    return authority.rstrip("/")
+
+
 def access_settings(settings: Settings) -> AccessSettings:
     """What the operator API verifies tokens against; ConfigError if the API is not configured."""
     from shared.run.config import ConfigError
     if not settings.operator_tenant_id or not settings.operator_api_audience:
         raise ConfigError("OPERATOR_TENANT_ID and OPERATOR_API_AUDIENCE must be set for the operator API")
+    local = (settings.operator_authority_local or "").strip().lower() == "true"
+    authority = check_authority(settings.operator_authority, local=local)
     audiences = tuple(a.strip() for a in settings.operator_api_audience.split(",") if a.strip())
     return AccessSettings(tenant=settings.operator_tenant_id, audiences=audiences,
-                          authority=settings.operator_authority, ca_bundle=settings.ca_bundle)
+                          authority=authority, ca_bundle=settings.ca_bundle)
 
 
 class AccessDenied(Exception):

@@ -73,28 +73,41 @@ class LocalUserCredential:
         self._password, self._ca, self._client_id = password, ca_bundle, client_id
 
     def get_token(self, *scopes: str, **_: Any) -> AccessToken:
-        import json
-        import ssl
-        import urllib.error
-        import urllib.parse
-        import urllib.request
-        form = urllib.parse.urlencode({"grant_type": "password", "client_id": self._client_id,
-                                       "scope": " ".join(scopes), "username": self.username,
-                                       "password": self._password}).encode()
-        context = ssl.create_default_context(cafile=self._ca) if self._ca else None
-        request = urllib.request.Request(f"{self.authority}/{self.tenant}/oauth2/v2.0/token", data=form,
-                                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+        from azure.core.exceptions import ClientAuthenticationError
         try:
-            with urllib.request.urlopen(request, context=context, timeout=15) as answer:
-                body = json.loads(answer.read())
-        except urllib.error.HTTPError as exc:
-            try:
-                detail = json.loads(exc.read()).get("error_description", exc.reason)
-            except ValueError:
-                detail = f"{exc.code} {exc.reason}"
-            from azure.core.exceptions import ClientAuthenticationError
-            raise ClientAuthenticationError(f"sign-in as {self.username} failed: {detail}") from None
+            body = token_endpoint(self.authority, self.tenant, {
+                "grant_type": "password", "client_id": self._client_id, "scope": " ".join(scopes),
+                "username": self.username, "password": self._password}, ca_bundle=self._ca)
+        except ClientAuthenticationError as exc:
+            raise ClientAuthenticationError(f"sign-in as {self.username} failed: {exc.message}") from None
         return AccessToken(body["access_token"], int(time.time()) + int(body.get("expires_in", 3600)))
 
     def close(self) -> None:
         pass
+
+
+def token_endpoint(authority: str, tenant: str, form: dict[str, str], *, ca_bundle: str | None = None
+                   ) -> dict[str, Any]:
+    """POST a grant (`form`) to `<authority>/<tenant>/oauth2/v2.0/token`: the token endpoint's answer, or
+    ClientAuthenticationError with Entra's own description (the password grant on one machine; the console's
+    authorization_code grant, Learn "Microsoft identity platform and OAuth 2.0 authorization code flow")."""
+    import json
+    import ssl
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from azure.core.exceptions import ClientAuthenticationError
+    request = urllib.request.Request(f"{authority.rstrip('/')}/{tenant}/oauth2/v2.0/token",
+                                     data=urllib.parse.urlencode(form).encode(),
+                                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+    context = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else None
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=15) as answer:
+            return json.loads(answer.read())  # type: ignore[no-any-return]
+    except urllib.error.HTTPError as exc:
+        try:
+            detail = str(json.loads(exc.read()).get("error_description", exc.reason))
+        except ValueError:
+            detail = f"{exc.code} {exc.reason}"
+        raise ClientAuthenticationError(detail[:500]) from None

@@ -4,8 +4,9 @@ The kinds follow the graders Azure OpenAI documents for fine-tuning and evaluati
 eq/ne/like/ilike; text_similarity with fuzzy_match, bleu, gleu, rouge_1…rouge_5, rouge_l; score_model, an
 LLM judge scoring 0–1), plus what a held-out set of chat examples needs: SQuAD token F1 (the old metric),
 JSON validity and field-by-field match when references are JSON, and tool-call match (name and
-arguments) when references call tools. Similarity metrics come from well-kept libraries (rapidfuzz,
-rouge-score, nltk), imported on first use so a cold start does not pay for them.
+arguments) when references call tools. A reference that calls tools is graded by tool_call_match only (and
+tool_call_match grades nothing else): a wrong call must not pass on its text. A reinforcement run's own
+grader runs as the service runs it (`shared.evaluation.rft`). Similarity metrics: shared.evaluation.similarity.
 """
 from __future__ import annotations
 
@@ -13,17 +14,20 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 from shared.azure.chat import JudgeFn
 from shared.evaluation.examples import Example
 from shared.evaluation.metrics import token_f1
+from shared.evaluation.similarity import string_check
 
-ROUGE = {f"rouge_{n}": f"rouge{n}" for n in range(1, 6)} | {"rouge_l": "rougeL"}
-SIMILARITY_METRICS = ("fuzzy_match", "bleu", "gleu", *ROUGE)
 STRING_OPERATIONS = ("eq", "ne", "like", "ilike")
-KINDS = ("token_f1", "string_check", "text_similarity", "json_valid", "json_match", "tool_call_match", "score_model")
+KINDS = ("token_f1", "string_check", "text_similarity", "json_valid", "json_match", "tool_call_match", "score_model",
+         "reinforcement")
+
+
+class NotApplicable(Exception):
+    """The grader does not grade this kind of reference (a text grader on tool calls, or the reverse)."""
 
 JUDGE_PROMPT = (
     "You grade an assistant's answer against a reference answer. Rubric: {rubric}\n"
@@ -52,6 +56,16 @@ class Grader:
     reference: str | None = None          # "{{item.<field>}}": where the reference comes from (RFT graders)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def asks_judge(self) -> bool:
+        """Whether grading calls a model (a score_model, or a reinforcement grader holding a model grader)."""
+        if self.kind == "score_model":
+            return True
+        spec = self.extra.get("spec") if self.kind == "reinforcement" else None
+        inner = spec.get("graders") if isinstance(spec, Mapping) and spec.get("type") == "multi" else None
+        specs = list(inner.values()) if isinstance(inner, Mapping) else [spec]
+        return any(isinstance(x, Mapping) and x.get("type") in ("score_model", "label_model") for x in specs)
+
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "type": self.kind}
         for key in ("operation", "metric", "model", "reference"):
@@ -59,6 +73,8 @@ class Grader:
                 out["evaluation_metric" if key == "metric" else key] = getattr(self, key)
         if self.kind == "score_model":
             out["prompt"] = JUDGE_PROMPT.format(rubric=self.rubric or DEFAULT_RUBRIC)
+        if self.kind == "reinforcement":
+            out["grader"] = self.extra.get("spec")
         return out
 
 
@@ -83,31 +99,12 @@ def _default_name(spec: Mapping[str, Any]) -> str:
 
 
 def from_reinforcement(grader: Mapping[str, Any]) -> list[Grader]:
-    """A reinforcement run's own grader (the job's `grader` object) as evaluation graders: the model is
-    judged by what it was trained to please. `multi` contributes each of its graders; `python` and
-    `label_model` graders cannot run here and are left out (the report lists what was used)."""
-    kind = grader.get("type")
-    if kind == "multi":
-        inner = grader.get("graders") or {}
-        items = inner.items() if isinstance(inner, Mapping) else enumerate(inner)
-        return [g for name, spec in items if isinstance(spec, Mapping)
-                for g in from_reinforcement({"name": str(name), **spec})]
-    reference = grader.get("reference") if isinstance(grader.get("reference"), str) else None
-    name = str(grader.get("name") or kind)
-    if kind == "string_check" and grader.get("operation") in STRING_OPERATIONS:
-        return [Grader(name, "string_check", operation=grader["operation"], reference=reference)]
-    if kind == "text_similarity" and grader.get("evaluation_metric") in SIMILARITY_METRICS:
-        return [Grader(name, "text_similarity", metric=grader["evaluation_metric"], reference=reference)]
-    if kind == "score_model" and isinstance(grader.get("model"), str):
-        rubric = _messages_text(grader.get("input"))
-        return [Grader(name, "score_model", model=grader["model"], rubric=rubric or None)]
-    return []
-
-
-def _messages_text(value: Any) -> str:
-    if isinstance(value, list):
-        return " ".join(str(m.get("content", "")) for m in value if isinstance(m, Mapping))[:2000]
-    return ""
+    """A reinforcement run's own grader (the job's `grader` object) as one evaluation grader, run as the
+    service runs it (shared.evaluation.rft): the model is judged by what it was trained to please. Intake
+    has already refused what cannot run here (shared.run.graderspec.grader_problems)."""
+    model = grader.get("model") if isinstance(grader.get("model"), str) else None
+    return [Grader(str(grader.get("name") or "reinforcement")[:64], "reinforcement", model=model,
+                   extra={"spec": dict(grader)})]
 
 
 def defaults_for(examples: Sequence[Example]) -> list[Grader]:
@@ -124,8 +121,14 @@ def defaults_for(examples: Sequence[Example]) -> list[Grader]:
 
 
 def grade(grader: Grader, reply: Reply, example: Example, judge: JudgeFn | None = None) -> float:
-    reference = _reference(grader, example)
+    """0..1; NotApplicable when the grader does not grade this kind of reference."""
     kind = grader.kind
+    if kind == "reinforcement":
+        from shared.evaluation import rft
+        return rft.grade(grader.extra["spec"], reply.text, reply.tool_calls, example, judge)
+    if (kind == "tool_call_match") != bool(example.reference_tool_calls):
+        raise NotApplicable(kind)
+    reference = _reference(grader, example)
     if kind == "token_f1":
         return token_f1(reply.text, reference)
     if kind == "string_check":
@@ -146,52 +149,15 @@ def grade(grader: Grader, reply: Reply, example: Example, judge: JudgeFn | None 
 
 
 def _reference(grader: Grader, example: Example) -> str:
-    if grader.reference and (m := re.fullmatch(r"\{\{\s*item\.([A-Za-z0-9_]+)\s*\}\}", grader.reference)):
-        value = example.item.get(m.group(1))
-        return value if isinstance(value, str) else json.dumps(value) if value is not None else ""
+    if grader.reference:
+        from shared.run.graderspec import render
+        return render(grader.reference, {"item": example.item})
     return example.reference
 
 
-def string_check(operation: str, answer: str, reference: str) -> float:
-    """Azure's string_check: eq/ne compare whole strings; like = contains; ilike = contains, any case."""
-    if operation == "eq":
-        return float(answer == reference)
-    if operation == "ne":
-        return float(answer != reference)
-    if operation == "like":
-        return float(reference in answer)
-    if operation == "ilike":
-        return float(reference.lower() in answer.lower())
-    raise ValueError(f"unknown string_check operation {operation!r}")
-
-
 def text_similarity(metric: str, answer: str, reference: str) -> float:
-    if metric == "fuzzy_match":
-        from rapidfuzz import fuzz
-        return fuzz.ratio(answer, reference) / 100.0
-    if metric in ROUGE:
-        return float(_rouge(ROUGE[metric]).score(reference, answer)[ROUGE[metric]].fmeasure)
-    hypothesis, references = _tokens(answer), [_tokens(reference)]
-    if not hypothesis or not references[0]:
-        return float(hypothesis == references[0])
-    if metric == "bleu":
-        from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
-        # smoothing: a short answer with no 4-gram in common is not worth exactly 0 (Chen & Cherry 2014, method 1)
-        return float(sentence_bleu(references, hypothesis, smoothing_function=SmoothingFunction().method1))
-    if metric == "gleu":
-        from nltk.translate.gleu_score import sentence_gleu
-        return float(sentence_gleu(references, hypothesis))
-    raise ValueError(f"unknown text_similarity metric {metric!r}")
-
-
-@cache
-def _rouge(kind: str) -> Any:
-    from rouge_score import rouge_scorer
-    return rouge_scorer.RougeScorer([kind], use_stemmer=True)
-
-
-def _tokens(text: str) -> list[str]:
-    return re.findall(r"\w+", text.lower())
+    from shared.evaluation.similarity import similarity
+    return similarity(metric, answer, reference)
 
 
 def _as_json(text: str) -> Any:
@@ -222,7 +188,16 @@ def json_match(answer: str, reference: str) -> float:
     if got is None:
         return 0.0
     want, have = _leaves(expected), _leaves(got)
-    return sum(1 for path, value in want.items() if path in have and have[path] == value) / len(want)
+    return sum(1 for path, value in want.items() if path in have and same_json(have[path], value)) / len(want)
+
+
+def same_json(a: Any, b: Any) -> bool:
+    """Equal as JSON values: `true` is not `1`, `"1"` is not `1`; numbers by value (1 and 1.0 are equal)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b
+    return type(a) is type(b) and a == b
 
 
 def tool_call_match(answer: Sequence[Mapping[str, str]], reference: Sequence[Mapping[str, str]]) -> float:

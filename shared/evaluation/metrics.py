@@ -69,6 +69,7 @@ class ExampleResult:
     scores: dict[str, float] = field(default_factory=dict)   # grader name → 0..1 (a failed call: 0)
     flagged: bool = False        # the content filter annotated or filtered the answer (not "safe")
     grading_failed: tuple[str, ...] = ()   # graders that could not score this answer (a judge that failed)
+    not_applicable: tuple[str, ...] = ()   # graders that do not grade this kind of reference (text vs tool calls)
 
     @property
     def ok(self) -> bool:
@@ -86,9 +87,9 @@ class CandidateMetrics:
     latency_p95_ms: float | None
     mean_prompt_tokens: float | None
     mean_completion_tokens: float | None
-    graders: dict[str, dict[str, float]] = field(default_factory=dict)   # name → mean, low, high, level
+    graders: dict[str, dict[str, Any]] = field(default_factory=dict)   # name → mean, low, high, level, method
     content_filter_rate: float = 0.0      # flagged answers / successful calls
-    grader_errors: dict[str, int] = field(default_factory=dict)   # answers a grader could not score (counted 0)
+    grader_errors: dict[str, int] = field(default_factory=dict)   # answers a grader could not score (left out)
     cost_per_1k_requests_usd: float | None = None
 
     def score(self, grader: str) -> float:
@@ -124,8 +125,9 @@ def score(index: int, answer: str, reference: str, *, latency_ms: float, prompt_
 
 def aggregate(results: Iterable[ExampleResult], *, graders: Sequence[str] = (),
               price_per_1m: tuple[float, float] | None = None) -> CandidateMetrics:
-    """Figures for one candidate; each grader's mean with its bootstrap interval; the estimated cost of
-    1,000 requests like these from the measured tokens and (input, output) USD per 1M tokens."""
+    """Figures for one candidate; each grader's mean with its interval over the answers it could score (a
+    grader failure is no evidence, not a 0); the estimated cost of 1,000 requests like these from the
+    measured tokens and (input, output) USD per 1M tokens."""
     from shared.evaluation.confidence import mean_interval
     rows = list(results)
     n = len(rows)
@@ -137,7 +139,9 @@ def aggregate(results: Iterable[ExampleResult], *, graders: Sequence[str] = (),
     if price_per_1m is not None and prompt is not None and completion is not None:
         cost = 1000 * (prompt * price_per_1m[0] + completion * price_per_1m[1]) / 1e6
     return CandidateMetrics(
-        graders={g: mean_interval([r.scores.get(g, 0.0) for r in rows]).to_dict() for g in graders},
+        graders={g: mean_interval([r.scores.get(g, 0.0) for r in rows
+                                   if g not in r.grading_failed and g not in r.not_applicable]).to_dict()
+                 for g in graders},
         content_filter_rate=sum(r.flagged for r in ok) / len(ok) if ok else 0.0,
         grader_errors={g: failed for g in graders if (failed := sum(g in r.grading_failed for r in rows))},
         cost_per_1k_requests_usd=cost,

@@ -5,8 +5,9 @@ Reports hold example text, so prompts and answers are truncated and only the wor
 """
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from html import escape
 from typing import Any
@@ -19,7 +20,7 @@ from shared.evaluation.graders import Grader
 from shared.evaluation.metrics import CandidateMetrics, ExampleResult
 from shared.evaluation.runner import Candidate
 
-SCHEMA_VERSION = 2   # 2: graders, intervals, comparisons (base, champion), content filter rate, cost
+SCHEMA_VERSION = 3   # 3: candidate_gates, grader_errors; 2: graders, intervals, comparisons, content filter, cost
 WORST_EXAMPLES = 15
 TEXT_LIMIT = 300
 MAX_LOSS_POINTS = 400
@@ -78,7 +79,17 @@ def _gate_score(row: ExampleResult, grader: str) -> float:
 
 def worst_examples(examples: Sequence[Example], chosen: Sequence[ExampleResult], base: Sequence[ExampleResult],
                    limit: int = WORST_EXAMPLES, grader: str = "token_f1") -> list[dict[str, Any]]:
-    order = sorted(range(len(chosen)),
+    """The chosen model's worst answers by the gate grader, failed calls first — only answers that are actually
+    bad: a perfect score is never listed, nor an answer the grader did not or could not score."""
+    def bad(i: int) -> bool:
+        row = chosen[i]
+        if not row.ok:
+            return True
+        if grader in row.grading_failed or grader in row.not_applicable:
+            return False
+        return _gate_score(row, grader) < 1.0
+
+    order = sorted((i for i in range(len(chosen)) if bad(i)),
                    key=lambda i: (chosen[i].ok, _gate_score(chosen[i], grader), examples[i].line))[:limit]
     return [{"line": examples[i].line, "prompt": truncate(examples[i].prompt_text),
              "reference": truncate(examples[i].reference), "answer": truncate(chosen[i].answer),
@@ -96,7 +107,9 @@ def build_report(*, run_id: str, base_model: str, fine_tuned_model: str, eval_pa
                  chosen: Candidate, gates: Sequence[Gate], training_metrics: Any,
                  graders: Sequence[Grader] = (), gate_grader: str = "token_f1",
                  comparisons: Mapping[str, Mapping[str, Interval]] | None = None,
-                 improvement_rule: str = "lower_bound") -> dict[str, Any]:
+                 improvement_rule: str = "lower_bound",
+                 candidate_gates: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+                 lineage: Mapping[str, Any] | None = None) -> dict[str, Any]:
     passed = all(g.passed for g in gates)
     champion = next((c for c in candidates if c.kind == "champion" and c.name in metrics), None)
     return {
@@ -105,6 +118,8 @@ def build_report(*, run_id: str, base_model: str, fine_tuned_model: str, eval_pa
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "base_model": base_model,
         "fine_tuned_model": fine_tuned_model,
+        # where the model came from: dataset hash, the validation report, settings, training size and cost
+        "lineage": dict(lineage or {}),
         "examples": {"source": eval_path, "evaluated": len(examples), "available": available,
                      "skipped": list(skipped_lines)},
         "graders": [g.describe() for g in graders],
@@ -123,6 +138,10 @@ def build_report(*, run_id: str, base_model: str, fine_tuned_model: str, eval_pa
                         for other, by_grader in (comparisons or {}).items()},
         "champion": ({"model": champion.model, "environment": champion.environment} if champion else None),
         "gates": [g.to_dict() for g in gates],
+        # every fine-tuned candidate's gates: the chosen one is the best of those that pass them all
+        "candidate_gates": {name: [dict(g) for g in rows] for name, rows in (candidate_gates or {}).items()},
+        # answers each grader could not score, per candidate: left out of every comparison, never a 0
+        "grader_errors": {c.name: dict(metrics[c.name].grader_errors) for c in candidates if c.name in metrics},
         "passed": passed,
         "failed_gates": [g.name for g in gates if not g.passed],
         "worst_examples": worst_examples(examples, results[chosen.name], results.get("base", []),
@@ -131,10 +150,45 @@ def build_report(*, run_id: str, base_model: str, fine_tuned_model: str, eval_pa
     }
 
 
-_CSS = """body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#111827}
-table{border-collapse:collapse;width:100%;margin:1em 0}td,th{border:1px solid #e5e7eb;padding:4px 8px;
-text-align:left;vertical-align:top;font-size:13px}th{background:#f9fafb}.pass{color:#15803d;font-weight:600}
-.fail{color:#b91c1c;font-weight:600}.muted{color:#6b7280}td.text{white-space:pre-wrap;max-width:280px}"""
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1180px;margin:2em auto;padding:0 1em;color:#111827}
+table{border-collapse:collapse;width:100%;margin:1em 0;table-layout:fixed}td,th{border:1px solid #e5e7eb;
+padding:4px 8px;text-align:left;vertical-align:top;font-size:13px;overflow-wrap:anywhere}th{background:#f9fafb}
+.pass{color:#15803d;font-weight:600}.fail{color:#b91c1c;font-weight:600}.muted{color:#6b7280}
+td.text{white-space:pre-wrap}svg{max-width:100%;height:auto}code{overflow-wrap:anywhere}"""
+
+# Each gate's rule in words (the sentence beside it gives the numbers it read).
+GATE_RULES = {
+    "min_held_out": "at least this many held-out examples graded, or no gate decides anything",
+    "min_score": "the mean score is at least the threshold",
+    "max_grader_error_rate": "the grader failed on at most this share of answers",
+    "min_improvement": "better than the base model: the lower bound of the paired interval (Holm-adjusted for the "
+                       "number of candidates) is at least the threshold",
+    "min_improvement_over_champion": "against what the environment serves today, by the run's champion_rule: "
+                                     "non_inferior (not worse by more than the margin) or superior",
+    "max_error_rate": "at most this share of calls failed",
+    "max_content_filter_rate": "at most this share of answers flagged by the content filter",
+    "max_latency_p95_ms": "the 95th percentile latency is at most the limit",
+}
+
+
+def _lineage_html(lineage: Mapping[str, Any]) -> str:
+    if not lineage:
+        return ""
+    e = escape
+    items = []
+    if lineage.get("dataset_hash"):
+        items.append(f"dataset <code>sha256:{e(str(lineage['dataset_hash']))}</code>")
+    if lineage.get("validation_report"):
+        items.append(f'<a href="{e(str(lineage["validation_report"]))}">validation report</a>')
+    if lineage.get("trained_tokens") is not None:
+        items.append(f"{int(lineage['trained_tokens']):,} trained tokens")
+    if lineage.get("training_cost_usd") is not None:
+        items.append(f"training ≈ ${float(lineage['training_cost_usd']):,.2f} (estimate)")
+    items.append("approvals: " + (", ".join(e(str(k)) for k in lineage.get("approvals") or {}) or
+                                  "none yet (GET runs/{id} lists them once given)"))
+    settings = e(json.dumps(lineage.get("settings") or {}, sort_keys=True, ensure_ascii=False)[:4000])
+    return (f'<h2>Lineage</h2><p>{"; ".join(items)}.</p><details><summary>Run settings</summary>'
+            f'<pre style="white-space:pre-wrap">{settings}</pre></details>')
 
 
 def _fmt(value: Any) -> str:
@@ -189,37 +243,48 @@ def render_html(report: Mapping[str, Any]) -> str:
               f'(of {report["examples"]["available"]} in <code>{e(report["examples"]["source"])}</code>). '
               f'Chosen: <b>{e(chosen)}</b> <code>{e(report["chosen"]["model"])}</code>. '
               f'<span class="muted">Generated {e(report["generated_at"])}.</span></p>'),
-             "<h2>Gates</h2><table><tr><th>gate</th><th>value</th><th>threshold</th><th>verdict</th><th>detail</th></tr>"]
+             _grader_error_headline(report),
+             _lineage_html(report.get("lineage") or {}),
+             (f"<h2>Gates of {e(chosen)}</h2><table><tr><th>gate</th><th>rule</th><th>value</th><th>threshold</th>"
+              "<th>verdict</th><th>what was measured</th></tr>")]
     for g in report["gates"]:
-        parts.append(f'<tr><td>{e(g["name"])}</td><td>{_fmt(g["value"])}</td><td>{_fmt(g["threshold"])}</td>'
-                     f'<td>{_verdict(g["passed"])}</td><td>{e(g["detail"])}</td></tr>')
+        parts.append(f'<tr><td>{e(g["name"])}</td><td>{e(GATE_RULES.get(g["name"], ""))}</td><td>{_fmt(g["value"])}'
+                     f'</td><td>{_fmt(g["threshold"])}</td><td>{_verdict(g["passed"])}</td><td>{e(g["detail"])}</td></tr>')
+    others = {n: gs for n, gs in (report.get("candidate_gates") or {}).items() if n != chosen}
+    if others:
+        said = "; ".join(f"{e(n)}: " + (", ".join(e(g["name"]) for g in gs if not g["passed"]) or "passes every gate")
+                         for n, gs in others.items())
+        parts.append("</table><p class=\"muted\">Every fine-tuned candidate is gated; the chosen one is the best "
+                     f"of those that pass every gate. Failed gates of the others — {said}.</p><table>")
     grader_names = [g["name"] for g in report.get("graders") or []] or ["token_f1"]
     gate_grader = report.get("gate_grader", "token_f1")
-    parts.append("</table><h2>Candidates</h2><p class=\"muted\">Mean score per grader with its 95 % bootstrap "
-                 "interval [low, high]; the gates read <b>" + e(gate_grader) + "</b>.</p><table><tr><th>candidate"
-                 "</th><th>model</th><th>sku</th>" + "".join(f"<th>{e(n)}</th>" for n in grader_names) +
-                 "<th>p50 ms</th><th>p95 ms</th><th>prompt tok</th><th>completion tok</th><th>content filter</th>"
-                 "<th>USD / 1k requests</th><th>errors</th></tr>")
-    for c in candidates:
-        m = c["metrics"]
-        cells = "".join(f"<td>{_interval(m, n)}</td>" for n in grader_names)
-        parts.append(f'<tr><td>{e(c["name"])}{" ★" if c["name"] == chosen else ""}</td><td><code>{e(c["model"])}'
-                     f'</code></td><td>{e(c["sku"])}</td>{cells}'
-                     f'<td>{_fmt(m["latency_p50_ms"])}</td><td>{_fmt(m["latency_p95_ms"])}</td>'
-                     f'<td>{_fmt(m["mean_prompt_tokens"])}</td><td>{_fmt(m["mean_completion_tokens"])}</td>'
-                     f'<td>{m.get("content_filter_rate", 0.0):.1%}</td><td>{_money(m.get("cost_per_1k_requests_usd"))}'
-                     f'</td><td>{m["n_errors"]} / {m["n"]}</td></tr>')
+    # one column per candidate (a handful), one row per grader (up to 12): fits 1,280 px however many graders
+    head = "".join(f"<th>{e(c['name'])}{' ★' if c['name'] == chosen else ''}</th>" for c in candidates)
+    parts.append("</table><h2>Candidates</h2><p class=\"muted\">Mean score per grader with its 95 % interval "
+                 "[low, high] (Wilson for 0/1 scores, Student t otherwise); the gates read <b>" + e(gate_grader) +
+                 "</b>. ★ chosen.</p><table class=\"grid\"><tr><th>grader</th>" + head + "</tr>")
+    for n in grader_names:
+        parts.append(f"<tr><th>{e(n)}</th>" + "".join(f"<td>{_interval(c['metrics'], n)}</td>" for c in candidates)
+                     + "</tr>")
+    rows: list[tuple[str, Callable[[Mapping[str, Any], Mapping[str, Any]], str]]] = [
+            ("model", lambda c, m: f"<code>{e(c['model'])}</code>"), ("sku", lambda c, m: e(c["sku"])),
+            ("p50 / p95 ms", lambda c, m: f"{_fmt(m['latency_p50_ms'])} / {_fmt(m['latency_p95_ms'])}"),
+            ("prompt / completion tokens",
+             lambda c, m: f"{_fmt(m['mean_prompt_tokens'])} / {_fmt(m['mean_completion_tokens'])}"),
+            ("content filter", lambda c, m: f"{m.get('content_filter_rate', 0.0):.1%}"),
+            ("USD / 1k requests", lambda c, m: _money(m.get("cost_per_1k_requests_usd"))),
+            ("failed calls", lambda c, m: f"{m['n_errors']} / {m['n']}"),
+            ("grader errors", lambda c, m: str(sum((m.get("grader_errors") or {}).values())))]
+    for label, cell in rows:
+        parts.append(f"<tr><th>{e(label)}</th>" + "".join(f"<td>{cell(c, c['metrics'])}</td>" for c in candidates)
+                     + "</tr>")
     parts.append("</table>")
-    for c in candidates:
-        for name, count in (c["metrics"].get("grader_errors") or {}).items():
-            parts.append(f'<p class="fail">Grader {e(name)} could not score {count} of {c["name"]}\'s answers '
-                         f'(counted 0; see the logs).</p>')
     for s in report["skipped_candidates"]:
         parts.append(f'<p class="muted">Not evaluated: {e(s.get("name", ""))} — {e(s.get("reason", ""))}</p>')
     comparisons = report.get("comparisons") or {}
     if comparisons:
         parts.append(f"<h2>Improvement of {e(chosen)}</h2><p class=\"muted\">Chosen minus the other model on the "
-                     "same examples; [low, high] is the 95 % paired bootstrap interval.</p><table><tr><th>against"
+                     "same examples; [low, high] is the 95 % t interval of the paired differences.</p><table><tr><th>against"
                      "</th><th>model</th>" + "".join(f"<th>{e(n)}</th>" for n in grader_names) + "</tr>")
         for other, row in comparisons.items():
             cells = "".join(f"<td>{_diff(row['improvement'].get(n))}</td>" for n in grader_names)
@@ -229,13 +294,12 @@ def render_html(report: Mapping[str, Any]) -> str:
         if g.get("type") == "score_model":
             parts.append(f'<p class="muted">Model grader <b>{e(g["name"])}</b> on hub deployment '
                          f'<code>{e(g.get("model", ""))}</code>, prompt: <code>{e(g.get("prompt", ""))}</code></p>')
-    lines = [("min score", float(gates["min_score"]["threshold"]))] if "min_score" in gates else []
-    base = next((c for c in candidates if c["kind"] == "base"), None)
-    if base is not None and "min_improvement" in gates:
-        lines.append(("base + min improvement",
-                      _mean(base["metrics"], gate_grader) + float(gates["min_improvement"]["threshold"])))
+    # only a real threshold is drawn as one: the improvement gates read the paired interval (table above),
+    # which no line on this chart can show
+    lines = [("min_score gate", float(gates["min_score"]["threshold"]))] if "min_score" in gates else []
     parts.append("<h2>Score</h2>" + svg.bar_chart([(c["name"], _mean(c["metrics"], gate_grader)) for c in candidates],
-                                                    title=f"Mean {gate_grader} per candidate (95 % interval)",
+                                                    title=f"Mean {gate_grader} per candidate; whisker: 95 % interval; "
+                                                          "dashed: the min_score gate",
                                                     lines=lines, highlight=chosen,
                                                     errors=[_bounds(c["metrics"], gate_grader) for c in candidates]))
     limit = gates.get("max_latency_p95_ms", {}).get("threshold")
@@ -246,7 +310,11 @@ def render_html(report: Mapping[str, Any]) -> str:
     series = [s for s in series if s[1]]
     if series:
         parts.append("<h2>Training loss</h2>" + svg.line_chart(series, title="Loss by training step"))
-    parts.append("<h2>Worst examples (chosen model)</h2><table><tr><th>line</th><th>prompt</th><th>reference</th>"
+    parts.append("<h2>Worst examples (chosen model)</h2><p class=\"muted\">Failed calls first, then the lowest "
+                 f"{e(gate_grader)} scores; perfect answers are never listed.</p>")
+    if not report["worst_examples"]:
+        parts.append("<p>None: every answer of the chosen model scored 1.0.</p>")
+    parts.append("<table><tr><th>line</th><th>prompt</th><th>reference</th>"
                  "<th>answer</th><th>score</th><th>base answer</th><th>base score</th></tr>")
     for w in report["worst_examples"]:
         answer = w["answer"] if w["error"] is None else f'error: {w["error"]}'
@@ -260,6 +328,17 @@ def render_html(report: Mapping[str, Any]) -> str:
                      + "</ul>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _grader_error_headline(report: Mapping[str, Any]) -> str:
+    """Grader failures, said at the top: each candidate's answers a grader could not score."""
+    counts = [(name, grader, n) for name, by_grader in (report.get("grader_errors") or {}).items()
+              for grader, n in by_grader.items() if n]
+    if not counts:
+        return '<p class="muted">Grader errors: none (every grader scored every answer).</p>'
+    said = "; ".join(f"{escape(grader)} on {escape(name)}: {n}" for name, grader, n in counts)
+    return (f'<p class="fail">Grader errors — answers a grader could not score, left out of every candidate\'s '
+            f'comparison: {said}.</p>')
 
 
 def summary(report: Mapping[str, Any], paths: Mapping[str, str]) -> dict[str, Any]:
@@ -279,5 +358,6 @@ def summary(report: Mapping[str, Any], paths: Mapping[str, str]) -> dict[str, An
             "champion": report.get("champion"),
             "content_filter_rate": {c["name"]: c["metrics"].get("content_filter_rate") for c in candidates},
             "cost_per_1k_requests_usd": {c["name"]: c["metrics"].get("cost_per_1k_requests_usd") for c in candidates},
+            "grader_errors": {name: counts for name, counts in (report.get("grader_errors") or {}).items() if counts},
             "gates": report["gates"], "failed_gates": report["failed_gates"],
             "examples": report["examples"]["evaluated"], "reports": dict(paths)}

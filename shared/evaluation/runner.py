@@ -1,56 +1,86 @@
-"""Ask every candidate every held-out question, with bounded concurrency, timing and grading each call.
+"""Ask every candidate every held-out question, as fast as each deployment allows, timing and grading each call.
 
 The model call is a `ChatFn` so unit tests pass a fake; the stage passes one built on the openai SDK
-(`shared.azure.chat.openai_chat_fn`) with the SDK's own retries off for 429: a rate limit backs off the whole pool (every
-worker waits out the Retry-After, not just the call that met it), then the call is tried again, a bounded
-number of times. A deployment that could not be asked (`InfrastructureError`: gone, not ready, 5xx after
-the tries) stops the whole pass: it says nothing about the model, so nothing is scored and the caller tries
-again later. Other failures (a call timing out) are an error for that example: they count against the
-error-rate gate, not against the whole evaluation.
+(`shared.azure.chat.openai_chat_fn`) with the SDK's own retries off for 429. Each deployment has its own
+limit of calls in flight (`DeploymentLimit`): it starts at run.json `evaluation.concurrency`, doubles after
+every window of answered calls until the deployment first answers 429, then grows by one per window; a 429
+halves it and pauses that deployment (every call to it, not just the one that met it) for its Retry-After,
+then the call is tried again, a bounded number of times — additive increase, multiplicative decrease, as
+TCP's congestion control (Jacobson, "Congestion Avoidance and Control", SIGCOMM 1988). Real deployments are
+limited by their tokens per minute, not by a constant. Each deployment has its own pool of
+`MAX_PER_DEPLOYMENT` threads, so one that is throttled never holds another's threads.
+A deployment that could not be asked (`InfrastructureError`: gone, not ready, 5xx after the tries) stops the
+whole pass: it says nothing about the model, so nothing is scored and the caller tries again later. Other
+failures (a call timing out) are an error for that example: they count against the error-rate gate, not
+against the whole evaluation.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from shared.azure.chat import ChatFn, ChatReply, InfrastructureError, JudgeFn, RateLimited
 from shared.evaluation.examples import Example
-from shared.evaluation.graders import Grader, Reply, grade
+from shared.evaluation.graders import Grader, NotApplicable, Reply, grade
 from shared.evaluation.metrics import ExampleResult, score
 
 log = logging.getLogger(__name__)
 
-MAX_CONCURRENCY = 8      # default calls in flight for all candidates together (run.json evaluation.concurrency)
+MAX_CONCURRENCY = 8      # calls in flight per deployment to start with (run.json evaluation.concurrency)
+MAX_PER_DEPLOYMENT = 16  # the most calls in flight one deployment is given (and its pool's threads)
 RATE_LIMIT_TRIES = 8     # a call met by 429 this many times is an error for its example
 DEFAULT_RETRY_AFTER_S = 1.0
 MAX_RETRY_AFTER_S = 60.0
 
 
-class PoolBackoff:
-    """One pause for every worker of the pool: a 429 pushes the time calls may start again."""
+def _pause_seconds(retry_after: float | None) -> float:
+    return min(MAX_RETRY_AFTER_S, retry_after if retry_after and retry_after > 0 else DEFAULT_RETRY_AFTER_S)
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
+
+class DeploymentLimit:
+    """Calls in flight to one deployment, adapted to what it answers (module docstring)."""
+
+    def __init__(self, start: int = MAX_CONCURRENCY, ceiling: int = MAX_PER_DEPLOYMENT) -> None:
+        self._cond = threading.Condition()
+        self.limit = max(1, min(start, ceiling))
+        self.ceiling = ceiling
+        self.in_flight = 0
+        self.peak = self.limit
+        self.throttled = 0       # 429s met
+        self._answered = 0       # in the current window
+        self._growing_fast = True
         self._resume_at = 0.0
-        self.waits = 0
 
-    def wait(self) -> None:
-        while True:
-            with self._lock:
-                delay = self._resume_at - time.monotonic()
-            if delay <= 0:
-                return
-            time.sleep(min(delay, 1.0))
+    def acquire(self) -> None:
+        with self._cond:
+            while True:
+                wait = self._resume_at - time.monotonic()
+                if wait <= 0 and self.in_flight < self.limit:
+                    self.in_flight += 1
+                    return
+                self._cond.wait(timeout=min(1.0, wait) if wait > 0 else 1.0)
 
-    def pause(self, seconds: float | None) -> None:
-        seconds = min(MAX_RETRY_AFTER_S, seconds if seconds and seconds > 0 else DEFAULT_RETRY_AFTER_S)
-        with self._lock:
-            self._resume_at = max(self._resume_at, time.monotonic() + seconds)
-            self.waits += 1
+    def release(self, outcome: str, retry_after: float | None = None) -> None:
+        """`outcome`: "answered" (counts toward growth), "throttled" (a 429) or "failed" (neither)."""
+        with self._cond:
+            self.in_flight -= 1
+            if outcome == "throttled":
+                self.throttled += 1
+                self.limit = max(1, self.limit // 2)
+                self._growing_fast, self._answered = False, 0
+                self._resume_at = max(self._resume_at, time.monotonic() + _pause_seconds(retry_after))
+            elif outcome == "answered":
+                self._answered += 1
+                if self._answered >= self.limit:
+                    self._answered = 0
+                    self.limit = min(self.ceiling, self.limit * 2 if self._growing_fast else self.limit + 1)
+                    self.peak = max(self.peak, self.limit)
+            self._cond.notify_all()
 
 
 @dataclass(frozen=True)
@@ -67,24 +97,34 @@ class Candidate:
 
 def run_candidates(candidates: Sequence[Candidate], examples: Sequence[Example], chat: ChatFn, *,
                    max_workers: int = MAX_CONCURRENCY, graders: Sequence[Grader] = (),
-                   judge: JudgeFn | None = None, backoff: PoolBackoff | None = None
+                   judge: JudgeFn | None = None, limits: dict[str, DeploymentLimit] | None = None
                    ) -> dict[str, list[ExampleResult]]:
-    """Results per candidate name, in example order. One pool for all calls keeps the total concurrency
-    bounded no matter how many candidates there are; one backoff makes a 429 slow the whole pool."""
-    backoff = backoff or PoolBackoff()
+    """Results per candidate name, in example order. `max_workers`: each deployment's starting limit of calls
+    in flight (`limits`, one per deployment, may be handed in to read afterwards)."""
+    limits = limits if limits is not None else {}
+    for c in candidates:
+        limits.setdefault(c.deployment, DeploymentLimit(max_workers))
     broken: list[InfrastructureError] = []   # the first deployment that could not be asked stops every call
 
     def call(deployment: str, example: Example) -> ChatReply:
+        limit = limits[deployment]
         for attempt in range(1, RATE_LIMIT_TRIES + 1):
-            backoff.wait()
+            limit.acquire()
             if broken:
+                limit.release("failed")
                 raise broken[0]
             try:
-                return chat(deployment, example)
+                reply = chat(deployment, example)
             except RateLimited as exc:
+                limit.release("throttled", exc.retry_after)
                 if attempt == RATE_LIMIT_TRIES:
                     raise
-                backoff.pause(exc.retry_after)
+                continue
+            except BaseException:
+                limit.release("failed")
+                raise
+            limit.release("answered")
+            return reply
         raise AssertionError("unreachable")
 
     def one(candidate: Candidate, index: int, example: Example) -> ExampleResult:
@@ -104,19 +144,32 @@ def run_candidates(candidates: Sequence[Candidate], examples: Sequence[Example],
                        prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens)
         answer = Reply(reply.text, reply.tool_calls)
         scores = {g.name: _grade(g, answer, example, judge, candidate.name) for g in graders}
-        return replace(result, flagged=reply.flagged, scores={k: v for k, v in scores.items() if v is not None},
-                       grading_failed=tuple(k for k, v in scores.items() if v is None))
+        return replace(result, flagged=reply.flagged,
+                       scores={k: v for k, v in scores.items() if isinstance(v, float)},
+                       grading_failed=tuple(k for k, v in scores.items() if v is None),
+                       not_applicable=tuple(k for k, v in scores.items() if v is NotApplicable))
 
-    with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="eval") as pool:
-        futures = {c.name: [pool.submit(one, c, i, ex) for i, ex in enumerate(examples)] for c in candidates}
+    # a pool per deployment, as large as its ceiling: a throttled deployment's waiting calls hold its own
+    # threads, never another deployment's
+    with contextlib.ExitStack() as stack:
+        pools = {d: stack.enter_context(ThreadPoolExecutor(max_workers=limits[d].ceiling, thread_name_prefix="eval"))
+                 for d in dict.fromkeys(c.deployment for c in candidates)}
+        futures: dict[str, list[Future[ExampleResult]]] = {c.name: [] for c in candidates}
+        for i, ex in enumerate(examples):
+            for c in candidates:
+                futures[c.name].append(pools[c.deployment].submit(one, c, i, ex))
         return {name: [f.result() for f in fs] for name, fs in futures.items()}
 
 
-def _grade(grader: Grader, answer: Reply, example: Example, judge: JudgeFn | None, who: str) -> float | None:
-    """The grader's score; None when it could not score (a judge call that failed): the answer then counts
-    0 for that grader and the report counts it under `grader_errors`, so a broken judge is seen."""
+def _grade(grader: Grader, answer: Reply, example: Example, judge: JudgeFn | None, who: str
+           ) -> float | type[NotApplicable] | None:
+    """The grader's score; None when it could not score (a judge call that failed): the example then leaves
+    every candidate's comparison for that grader and the report counts it under `grader_errors`;
+    NotApplicable when the grader does not grade this kind of reference."""
     try:
-        return grade(grader, answer, example, judge)
+        return float(grade(grader, answer, example, judge))
+    except NotApplicable:
+        return NotApplicable
     except Exception as exc:  # noqa: BLE001 — one grading failure must not stop the evaluation
         log.warning("%s: grader %s failed on line %d: %s", who, grader.name, example.line, _describe(exc))
         return None

@@ -1,16 +1,19 @@
-"""The operator API: privileged actions (approve, reject, rollback, retire; and retrain, so that who
-started a model is known for four eyes) and reads (runs, one run with its audit trail and report links),
-each for a caller whose Entra ID token the app verified.
+"""The operator API: privileged actions (approve, reject, rollback, retire; start, retrain and claim a run,
+so that who started a model and who owns it are verified identities for four eyes) and reads (runs, one run
+with its audit trail and report links), each for a caller whose Entra ID token the app verified.
 
 Framework-free: `functions/operator.py` adapts HTTP triggers to `handle(action, …)` (the reads) and
 `handle_command(route, …)` (the commands, whose routes and actions come from shared.run.command_table). Every
-refusal (401, 403, 409) is written to the audit trail with who tried (verified, or what an unverifiable token claimed)
-before the answer goes out, and nothing else changes. Routes and roles: docs/operator-api.md.
+refusal of a verified caller (403, 409) is written to the audit trail with who tried before the answer goes
+out, and nothing else changes; a request whose caller cannot be verified (401) is only counted
+(shared.operator.unverified): it writes no record of its own and raises no event. Routes and roles:
+docs/operator-api.md.
 """
 from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,10 +31,12 @@ from shared.azure.access import (
     require_any,
 )
 from shared.azure.arm_deployments import DeploymentError, NotManagedByFtops
+from shared.operator.unverified import UnverifiedTraffic
 from shared.run import actors, command_table
 from shared.run.config import ConfigError
 from shared.run.messages import RetrainCommand, RollbackCommand, RunCommand
-from shared.stages import approvals, rollback, training
+from shared.run.rules import owner_confirmed
+from shared.stages import approvals, command_checks, intake, rollback, training
 from shared.store.claims import ConcurrencyError
 from shared.store.events import publish
 from shared.store.registry import InvalidTransition, RunNotFound
@@ -41,7 +46,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MAX_BODY = 16 * 1024     # a decision is a few fields; anything bigger is refused unread
-OPERATOR_PARTITION = "_operator"   # audit partition for refusals that name no run
+OPERATOR_PARTITION = "_operator"   # audit partition for refusals that name no run (or one that does not exist)
+UNVERIFIED = UnverifiedTraffic(OPERATOR_PARTITION)   # this process's count of requests nobody could be verified for
+# What a route parameter may be before anything is looked up: a run id (intake makes `<slug>-<hash>`), an
+# environment name. Anything else can name nothing (and a Table key over 1 KiB is a storage error, not a 404).
+ROUTE_PARAMS = {"run_id": re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"),
+                "environment": re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")}
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,12 @@ class RetrainBody(_Body):
     settings: dict[str, Any] = Field(default_factory=dict, description="run settings over the run's own")
 
 
+class StartBody(_Body):
+    blob: str = Field(min_length=1, max_length=1024,
+                      description="datasets/<name>.jsonl or datasets/<folder>/run.json (the container prefix is optional)")
+    settings: dict[str, Any] = Field(default_factory=dict, description="run settings over run.json")
+
+
 class RetireBody(_Body):
     reason: str | None = Field(None, max_length=1000)
 
@@ -100,22 +116,26 @@ def verifier_for(deps: Deps) -> TokenVerifier:
 
 
 def handle(action: str, *, authorization: str | None, params: dict[str, str], body: bytes, deps: Deps,
-           verifier: TokenVerifier | None = None) -> ApiResponse:
-    """One API call: verify the caller, run the action, answer; refusals audited with who tried."""
+           verifier: TokenVerifier | None = None, unverified: UnverifiedTraffic | None = None) -> ApiResponse:
+    """One API call: verify the caller, run the action, answer; a verified caller's refusals audited with
+    who tried, an unverifiable caller's only counted (`unverified`: this process's count by default)."""
+    malformed = _malformed(params)
+    if malformed:
+        return _error(400, malformed)
     run_id = params.get("run_id")
     caller: Caller | None = None
+    traffic = unverified or UNVERIFIED
     try:
+        traffic.tick(deps)
         verifier = verifier or verifier_for(deps)
         caller = verifier.verify(authorization)
         return ACTIONS[action](caller, params, body, deps)
     except AccessDenied as exc:
-        # a request naming no run and carrying no token at all is logged, not written: anonymous traffic
-        # must not be able to grow the audit table
-        anonymous = run_id is None and not exc.claims and exc.caller is None and exc.status == 401
-        if exc.status in (401, 403) and not anonymous:
+        if exc.caller is not None:   # a verified caller without the right: audited, one record each
             _audit_refusal(deps, run_id, action, exc.status, exc.reason, exc.who(), params)
-        elif anonymous:
-            log.warning("operator API refused %s: %s (no token)", action, exc.reason)
+        elif exc.status == 401:      # nobody verified: anyone can send these, so they are counted, not written
+            traffic.count(deps, action, exc.reason)
+            log.warning("operator API refused %s (run %s): %s (unverified)", action, (run_id or "")[:80], exc.reason)
         return _error(exc.status, exc.reason)
     except (approvals.Refused, PermanentError, InvalidTransition) as exc:
         who = caller.describe() if caller else {}
@@ -137,7 +157,8 @@ def handle(action: str, *, authorization: str | None, params: dict[str, str], bo
 
 
 def handle_command(route: str, *, authorization: str | None, params: dict[str, str], body: bytes, deps: Deps,
-                   verifier: TokenVerifier | None = None) -> ApiResponse:
+                   verifier: TokenVerifier | None = None, unverified: UnverifiedTraffic | None = None
+                   ) -> ApiResponse:
     """A POST to one of the commands' routes (command_table.COMMAND_ROUTES): the row whose route it names
     runs, as `handle` runs any action. An action no row offers is a 404, as a route no function serves was,
     answered before the token is read: it names no run and changes nothing, so nothing is audited."""
@@ -149,7 +170,8 @@ def handle_command(route: str, *, authorization: str | None, params: dict[str, s
                          if r.route and r.route.startswith(route.removesuffix("{action}")))
         return _error(404, f"no operator command {action[:40]!r} at POST {route}; "
                            f"the commands there: {', '.join(offered)}")
-    return handle(row.name, authorization=authorization, params=params, body=body, deps=deps, verifier=verifier)
+    return handle(row.name, authorization=authorization, params=params, body=body, deps=deps, verifier=verifier,
+                  unverified=unverified)
 
 
 # --- actions -----------------------------------------------------------------------------------------
@@ -185,6 +207,7 @@ def evaluation_comparison(evaluation: dict[str, Any] | None) -> dict[str, Any] |
                 "interval": (evaluation.get("intervals") or {}).get(chosen)},
             "champion": evaluation.get("champion"),
             "improvement": evaluation["comparison"],
+            "grader_errors": evaluation.get("grader_errors") or {},
             "gates": {g["name"]: g["passed"] for g in evaluation.get("gates") or []
                       if g["name"].startswith("min_improvement")}}
 
@@ -286,6 +309,42 @@ def retrain(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> 
     return ApiResponse(202, {"retraining": params["run_id"], "started_by": caller.describe()})
 
 
+def start_run(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> ApiResponse:
+    """POST runs: a run whose starter is the verified caller (its owner when run.json names none; confirmed
+    when it names them). Validated while the caller waits, as the commands queue's train is."""
+    require_any(caller, [OPERATOR_ROLE], "starting a run")
+    if not caller.person:
+        raise AccessDenied(403, "starting a run names a person as its starter: this is an application's token "
+                                "(no delegated scope); other systems start runs on the commands queue", caller=caller)
+    request = _parse(StartBody, body)
+    name, etag = command_checks.check_train(deps, request.blob, request.settings)
+    drop = intake.drop_started_by(name)
+    assert drop is not None   # check_train refuses blobs that start no run
+    for started_by in (caller.oid, None):   # this person's start, or the drop's own (blob trigger, queue)
+        same = intake.run_id_for(drop, etag, request.settings or None, started_by)
+        existing = deps.registry.get_run(same)
+        if existing is not None:   # the same upload, the same settings: a second run would train it twice
+            whose = "your run" if started_by else "run"
+            raise approvals.Refused(
+                f"{name} (this upload) with these settings already is {whose} {same}, {existing.state}; "
+                f"`ftops retrain {same} --settings '{{…}}'` trains it again"
+                + ("" if started_by else f", `ftops claim {same}` confirms it if you are the owner its run.json names")
+                + ", other --settings start another run, or upload it again (`ftops drop`) for a new one")
+    run_id = intake.start_run(name, deps, settings_override=request.settings or None, actor=caller.actor,
+                              started_by=caller.oid)
+    run = deps.registry.require_run(str(run_id))
+    return ApiResponse(202, {"run_id": run.run_id, "state": run.state, "started_by": caller.describe(),
+                             "owner": run.owner, "owner_confirmed": owner_confirmed(run),
+                             "error": run.error, "reports": _reports(deps, run.run_id)})
+
+
+def claim(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> ApiResponse:
+    """POST runs/{id}/claim: the owner run.json names confirms it with their own token."""
+    _parse(_Body, body)
+    detail = approvals.claim(deps, caller, params["run_id"])
+    return ApiResponse(200, {"claimed": params["run_id"], "owner": caller.describe(), **detail})
+
+
 def retire_run(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> ApiResponse:
     require_any(caller, [OPERATOR_ROLE], "retire")
     request = _parse(RetireBody, body)
@@ -305,6 +364,17 @@ ACTIONS: dict[str, Action] = {**READS, **{row.name: command_table.load(row.api_h
 # --- helpers -----------------------------------------------------------------------------------------
 class _BadRequest(ValueError):
     pass
+
+
+def _malformed(params: dict[str, str]) -> str | None:
+    """Why a route parameter cannot name anything (answered 400 before the token or storage is read)."""
+    for name, pattern in ROUTE_PARAMS.items():
+        value = params.get(name)
+        if value is not None and not pattern.fullmatch(value):
+            shown = json.dumps(value[:40])[1:-1] + ("…" if len(value) > 40 else "")
+            return (f"{name} {shown!r} ({len(value)} characters) is not a {name.replace('_', ' ')}: up to "
+                    f"{128 if name == 'run_id' else 32} letters, digits, '-' or '_'{', or .' if name == 'run_id' else ''}")
+    return None
 
 
 def _parse[M: BaseModel](model: type[M], body: bytes) -> M:
@@ -327,7 +397,8 @@ def _summary(run: Any, deps: Deps, per_day: float | None = None) -> dict[str, An
     from shared.run.rules import why_stopped
     evaluation = run.evaluation or {}
     return {"run_id": run.run_id, "source": run.source, "state": run.state, "terminal": run.terminal,
-            "owner": run.owner, "environments": run.environments, "model": run.chosen_model or run.fine_tuned_model,
+            "owner": run.owner, "owner_confirmed": owner_confirmed(run), "started_by": run.started_by,
+            "environments": run.environments, "model": run.chosen_model or run.fine_tuned_model,
             "created_at": run.created_at, "updated_at": run.updated_at, "state_since": run.state_since,
             "why": why_stopped(run, deps.topology),
             "score": (evaluation.get("scores") or {}).get(evaluation.get("chosen_name")),
@@ -356,6 +427,8 @@ def _audit_refusal(deps: Deps, run_id: str | None, action: str, status: int, rea
     if not who.get("verified"):
         actor = actors.unverified(actor)
     try:
+        if run_id and deps.registry.get_run(run_id) is None:   # an invented id opens no partition of its own
+            params, run_id = {k: v[:200] for k, v in params.items()}, None
         deps.registry.audit(run_id or OPERATOR_PARTITION, f"api.{action}.refused", actor=actor,
                             detail={"status": status, "reason": reason, "who": who, "params": params})
         if run_id and action in ("approve", "reject"):   # other systems hear of refused decisions too

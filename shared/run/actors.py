@@ -1,7 +1,8 @@
 """Who the audit trail names as the actor: one spelling per actor, defined here only.
 
 ftops's own stages are `ftops.<stage>`. A person acting through the operator API is the verified caller
-(shared.azure.access.Caller.actor); a bus command names who it says sent it, else the commands channel.
+(shared.azure.access.Caller.actor: `Name <oid>`); a command from the commands queue is what its sender
+claimed, marked as a claim (`unverified: <name> via ftops-commands`), never in the verified form.
 """
 from __future__ import annotations
 
@@ -41,3 +42,15 @@ def requester(command: _Requested) -> str:
 def unverified(claimed: str) -> str:
     """What an unverifiable sender claimed to be: recorded, never taken for who acted."""
     return f"unverified: {claimed}"
+
+
+UNNAMED = "unnamed sender"
+CLAIM_CHARS = 200   # a claimed name is echoed into the audit trail: bounded
+
+
+def via_queue(claimed: str | None, queue: str) -> str:
+    """The actor of a command that came through the commands queue: who its message says sent it (or that
+    it names nobody), marked unverified and with the channel, so the trail never reads like a verified
+    caller however the claimed name is spelt (`Name <oid>` included)."""
+    name = " ".join(str(claimed or "").split())[:CLAIM_CHARS] or UNNAMED
+    return unverified(f"{name} via {queue}")

@@ -56,6 +56,12 @@ class Command:
     who: str                # who may: the right that is checked
     route: str | None = None     # POST /api/<route> when the operator API offers it (a COMMAND_ROUTES shape)
     api_handler: str | None = None   # the operator API's action for `route` when `handler` is the queue's
+    cli_via_api: bool = False    # a bus row the `ftops` CLI sends through the operator API (a verified starter)
+
+    @property
+    def cli_api(self) -> bool:
+        """The `ftops` subcommand calls the operator API as the signed-in user (else it sends the message)."""
+        return self.via == "api" or self.cli_via_api
 
     @property
     def type(self) -> str:
@@ -89,7 +95,9 @@ REASON = Arg("--reason", "why (recorded in the audit trail)")
 COMMANDS: tuple[Command, ...] = (
     Command("train", "start a run from a dataset blob already in the datasets container",
             (Arg("blob", "datasets/<name>.jsonl or datasets/<folder>/run.json (the container prefix is optional)"),
-             SETTINGS), "bus", "shared.stages.commands:train", QUEUE_SENDER),
+             SETTINGS), "bus", "shared.stages.commands:train",
+            f"{QUEUE_SENDER} (its owner stays a claim); on the API, app role `Operator` (the verified starter)",
+            route="runs", api_handler="shared.operator.api:start_run", cli_via_api=True),
     Command("cancel", "cancel a run that waits to train or trains (its hub job too)", (RUN,),
             "bus", "shared.stages.commands:cancel", QUEUE_SENDER),
     Command("pause", "pause a training run's hub job", (RUN,), "bus", "shared.stages.commands:pause",
@@ -121,14 +129,18 @@ COMMANDS: tuple[Command, ...] = (
     Command("retire", "retire a run: remove its deployments everywhere",
             (Arg("run_id", "the run"), REASON), "api", "shared.operator.api:retire_run", "app role `Operator`",
             route="runs/{run_id}/retire"),
+    Command("claim", "confirm that you are the owner a run's run.json names (needed before a gated environment)",
+            (Arg("run_id", "the run"),), "api", "shared.operator.api:claim", "the run's named owner (token oid)",
+            route="runs/{run_id}/claim"),
 )
 BY_NAME = {c.name: c for c in COMMANDS}
 BY_TYPE = {c.type: c for c in COMMANDS}
 BY_ROUTE = {c.route: c for c in COMMANDS if c.route}
 
 # The shapes of the commands' routes: one HTTP trigger each (functions/operator.py), the command's name its
-# last segment. A row whose route has another shape needs a shape here (tests/unit/test_command_table.py).
-COMMAND_ROUTES = ("runs/{run_id}/{action}", "environments/{environment}/{action}")
+# last segment, except `runs` itself (POST runs starts a run: the train row). A row whose route has another
+# shape needs a shape here (tests/unit/test_command_table.py).
+COMMAND_ROUTES = ("runs/{run_id}/{action}", "environments/{environment}/{action}", "runs")
 
 
 def for_route(shape: str, action: str) -> Command | None:

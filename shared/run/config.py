@@ -123,6 +123,9 @@ class Settings:
     operator_api_audience: str | None = setting(None, "OPERATOR_API_AUDIENCE")
     # locally: the emulator
     operator_authority: str = setting("https://login.microsoftonline.com", "OPERATOR_AUTHORITY", rule="url")
+    # "true" only on the local stack: OPERATOR_AUTHORITY may then be any https host (the emulator), not only
+    # an Entra ID login host (shared.azure.access.ENTRA_AUTHORITIES)
+    operator_authority_local: str | None = setting(None, "OPERATOR_AUTHORITY_LOCAL")
 
     @staticmethod
     def from_env(env: Mapping[str, str] | None = None) -> Settings:

@@ -106,7 +106,7 @@ COMMAND_PREFIX = "ftops.command."
 COMMAND_PAYLOADS: dict[str, type[_Data]] = {
     "train": TrainCommand, "cancel": RunCommand, "pause": RunCommand, "resume": RunCommand,
     "retrain": RetrainCommand, "approve": ApproveCommand, "reject": RejectCommand, "rollback": RollbackCommand,
-    "retire": RunCommand,
+    "retire": RunCommand, "claim": RunCommand,
 }
 
 

@@ -6,6 +6,9 @@
   approver is compared with it (four eyes), by object id, never by a name that can look alike.
 - Without run.json environments, a run with an owner goes everywhere; one without stops before the first
   environment that needs approval (a bare dataset drop has no way to name its owner).
+- The owner run.json names is a claim: a gated environment opens only once a verified person stands behind
+  the run's current model (`unverified_problem`): its starter or retrainer through the operator API, or the
+  owner confirming it (`owner_confirmed`).
 """
 from __future__ import annotations
 
@@ -80,6 +83,25 @@ def cannot_progress(run: RunRecord, topology: Topology) -> str | None:
     return None
 
 
+def owner_confirmed(run: RunRecord) -> bool:
+    """The owner run.json names has confirmed it with their own token (the operator API's claim)."""
+    owner = run.owner or (run.settings or {}).get("owner")
+    return bool(owner and run.claimed_by and run.claimed_by.strip().lower() == str(owner).strip().lower())
+
+
+def unverified_problem(run: RunRecord, env_name: str) -> str | None:
+    """Why no verified person stands behind the run's current model yet (so the gated `env_name` stays shut:
+    shared.stages.approvals), or None: it was started or retrained through the operator API, or its owner
+    confirmed the claim."""
+    if run.started_by or owner_confirmed(run):
+        return None
+    owner = run.owner or (run.settings or {}).get("owner") or "(none named)"
+    return (f"run {run.run_id} waits for its owner {owner} to confirm it before "
+            f"{env_name!r}: the owner in run.json (or a commands-queue retrain) is only a claim. The owner confirms "
+            f"with `ftops claim {run.run_id}` (POST /api/runs/{run.run_id}/claim), or an Operator retrains it "
+            "through the operator API")
+
+
 def reached_end(run: RunRecord) -> bool:
     """Deployed to its last environment: the run did all it was meant to."""
     kind, env = states.split(run.state)
@@ -100,6 +122,9 @@ def why_stopped(run: RunRecord, topology: Topology | None = None) -> str | None:
     if message:
         return f"{code}: {message}" if code else str(message)
     kind, env = states.split(run.state)
+    if kind == "awaiting_approval" and env and unverified_problem(run, env):   # an approval would be refused
+        return (f"waiting for its owner {run.owner or '(none named)'} to confirm it (ftops claim {run.run_id}), "
+                f"then for an approver of {env}")
     waiting = {"awaiting_approval": f"waiting for an approver of {env} (ftops approve)",
                "waiting_for_quota": "waiting for training quota on the hub",
                states.CANCELLED: "cancelled by a command", states.RETIRED: "retired: its deployments were removed",

@@ -12,6 +12,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shared.run.echo import echo
+from shared.run.graderspec import grader_problems as evaluation_problems
+from shared.run.heldout import MIN_HELD_OUT
 from shared.run.models import DEFAULT_BASE_MODEL
 from shared.run.rft_graders import grader_problems
 
@@ -46,7 +48,13 @@ class Thresholds(_Strict):
     min_improvement: float = Field(0.05, ge=-1, le=1)  # over the base model (and over the champion, below)
     # lower_bound: the paired bootstrap interval's lower bound must clear min_improvement; mean: the old rule
     improvement_rule: Literal["lower_bound", "mean"] = "lower_bound"
-    min_improvement_over_champion: float = Field(0.0, ge=-1, le=1)   # over what the environment serves today
+    # against what the environment serves today: non_inferior (lower bound ≥ −non_inferiority_margin) or
+    # superior (lower bound ≥ min_improvement_over_champion)
+    champion_rule: Literal["non_inferior", "superior"] = "non_inferior"
+    non_inferiority_margin: float = Field(0.1, ge=0, le=0.5)
+    min_improvement_over_champion: float = Field(0.0, ge=-1, le=1)
+    # answers a grader could not score (a judge that failed), as a share of the examples, per candidate
+    max_grader_error_rate: float = Field(0.05, ge=0, le=1)
     max_latency_p95_ms: float | None = Field(None, gt=0)
     max_error_rate: float = Field(0.1, ge=0, le=1)
     max_content_filter_rate: float = Field(0.02, ge=0, le=1)
@@ -89,8 +97,8 @@ class GraderSpec(_Strict):
 class Evaluation(_Strict):
     """How the evaluate stage judges: graders (default: from the data's shape), calls in flight, champion."""
     graders: list[GraderSpec] | None = Field(None, min_length=1, max_length=12)
-    concurrency: int = Field(8, ge=1, le=64)
-    max_examples: int = Field(200, ge=1, le=5000)   # a seeded sample of the eval file, this size at most
+    concurrency: int = Field(8, ge=1, le=64)   # calls in flight per deployment to start with; grows until 429
+    max_examples: int = Field(200, ge=MIN_HELD_OUT, le=5000)   # a seeded sample of the eval file, at most this
     champion: bool = True     # also evaluate what the run's deployment name serves today, and gate on it
 
     @model_validator(mode="after")
@@ -188,11 +196,15 @@ def parse_run_settings(raw: bytes | str | dict[str, Any] | None, *, defaults: di
         settings = RunSettings.model_validate(merged)
     except ValidationError as exc:
         raise RunSettingsError([
-            f"{source}: {echo('.'.join(str(p) for p in e['loc']) or '<root>')}: {echo(e['msg'])}"
+            f"{source}: {echo('.'.join(str(p) for p in e['loc']) or '<root>')}: {echo(e['msg'], 400)}"
             for e in exc.errors()
         ]) from exc
     # the reinforcement grader, field by field, against the shapes Azure's v1 API accepts (shared.run.rft_graders)
     if settings.method == "reinforcement" and settings.grader and (wrong := grader_problems(settings.grader)):
+        raise RunSettingsError([f"{source}: {problem}" for problem in wrong])
+    # … and what the evaluation needs to grade with it as the service does (templates, formula, range)
+    if settings.method == "reinforcement" and settings.grader and (
+            wrong := evaluation_problems(settings.grader, python_ok=settings.evaluation.graders is not None)):
         raise RunSettingsError([f"{source}: {problem}" for problem in wrong])
     return settings
 

@@ -4,7 +4,12 @@ An approval names the run, the environment, the model, the dataset hash and the 
 The deploy stage re-checks it against what it is about to deploy (`approval_problem`), so a retrained
 model, a replayed request or a changed report never rides on an earlier approval. The approver is the
 token's object id; the right is the app role `Approver.<environment>` (narrowed by the environment's
-`approvers` object ids when listed); the run's owner (an object id) cannot approve it (four eyes).
+`approvers` object ids when listed). Four eyes compares object ids: the run's owner, and every verified
+person who started, claimed or retrained it (`RunRecord.makers`), cannot approve it.
+
+The owner a run.json names is a claim. A gated environment opens only for a run whose current model a
+verified person stands behind (`unverified_problem`): it was started or retrained through the operator API,
+or its owner confirmed the claim (`claim`, POST runs/{id}/claim with a token whose oid is the owner).
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from shared.azure.access import AccessDenied, Caller, approver_role
 from shared.run import states
 from shared.run.actors import is_object_id
 from shared.run.messages import deploy_request, run_event
+from shared.run.rules import owner_confirmed, unverified_problem
 from shared.run.topology import Environment
 from shared.store.claims import conditional_update
 from shared.store.events import advance
@@ -150,6 +156,38 @@ def _announce(deps: Deps, run_id: str, evidence: dict[str, Any]) -> None:
                                                            event_id=event_id.hexdigest()[:32]))
 
 
+def claim(deps: Deps, caller: Caller, run_id: str) -> dict[str, Any]:
+    """The run's named owner confirms it with their own token: the owner becomes a verified identity (who
+    then cannot approve it, like the starter and retrainer). Anyone else is refused (403), never recorded
+    as the owner."""
+    if not caller.person:
+        raise AccessDenied(403, "confirming a run's ownership is a person's decision: this is an application's "
+                                "token (no delegated scope)", caller=caller)
+    run = deps.registry.require_run(run_id)
+    owner = owner_of(run)
+    if not owner or owner.strip().lower() != caller.oid.lower():
+        raise AccessDenied(403, f"run {run_id} names {owner or 'no owner'} as its owner, not {caller.oid}: only "
+                                "the named owner can confirm it", caller=caller)
+    if run.terminal:
+        raise Refused(f"run {run_id} is {run.state!r}: there is nothing left to confirm")
+    detail = {"owner": caller.oid, "name": caller.name}
+    if owner_confirmed(run):
+        return detail
+
+    def record(fresh: RunRecord) -> RunRecord:
+        if fresh.settings != run.settings:   # retrained with other settings meanwhile: not what they looked at
+            raise Refused(f"run {run_id} was retrained while you confirmed it: look at it again, then confirm")
+        fresh.claimed_by = caller.oid
+        if not any(m.get("oid") == caller.oid and m.get("as") == "claimed" for m in fresh.makers):
+            fresh.makers = [*fresh.makers, {"oid": caller.oid, "as": "claimed"}]
+        return fresh
+
+    conditional_update(lambda: deps.registry.require_run(run_id), record, deps.registry.save_run,
+                       gives_up=f"run {run_id}: too many concurrent updates while confirming its owner")
+    deps.registry.audit(run_id, "owner.confirmed", actor=caller.actor, detail=detail)
+    return detail
+
+
 def reject(deps: Deps, caller: Caller, run_id: str, environment: str, *, reason: str,
            ticket: str | None = None) -> dict[str, Any]:
     run = deps.registry.require_run(run_id)
@@ -179,7 +217,13 @@ def evidence_problem(run: RunRecord, env: Environment, approval: dict[str, Any])
     if owner.strip().lower() == approver.lower():
         return f"{approver} owns run {run.run_id} and cannot approve it (four eyes)"
     if run.started_by and run.started_by.lower() == approver.lower():
-        return f"{approver} retrained run {run.run_id} (this model) and cannot approve it (four eyes)"
+        return f"{approver} started or retrained run {run.run_id} (this model) and cannot approve it (four eyes)"
+    for maker in run.makers:
+        if str(maker.get("oid", "")).lower() == approver.lower():
+            return f"{approver} {maker.get('as', 'made')} run {run.run_id} and cannot approve it (four eyes)"
+    unverified = unverified_problem(run, env.name)
+    if unverified:
+        return unverified
     if not str(approval.get("ticket") or "").strip():
         return f"the approval of {env.name!r} names no ticket"
     return None

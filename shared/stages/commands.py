@@ -34,6 +34,9 @@ def handle_command(event: CloudEvent, command: Any, deps: Deps) -> None:
     row = BY_TYPE[event.type]   # parse_message only lets the table's command types through
     if row.via != "bus":
         _refuse_operator_action(event, command, deps, name)
+    if hasattr(command, "requested_by"):   # who it names is a claim: every record of it says so
+        command = command.model_copy(update={"requested_by": actors.via_queue(command.requested_by,
+                                                                               deps.settings.commands_queue)})
     try:
         command_table.load(row.handler)(command, deps, event.id)
     except PERMANENT as exc:
@@ -73,7 +76,7 @@ def _refuse_operator_action(event: CloudEvent, command: Any, deps: Deps, name: s
     reason = (f"{name} is not accepted on the commands queue: a message cannot prove who sent it. Use the "
               f"operator API (`ftops {name}`, signed in with Entra ID)")
     run_id = getattr(command, "run_id", None) or event.subject or "_operator"   # the API's partition for runless
-    deps.registry.audit(run_id, f"{name}.refused", actor=actors.unverified(claimed or 'unnamed sender'),
+    deps.registry.audit(run_id, f"{name}.refused", actor=actors.via_queue(claimed, deps.settings.commands_queue),
                         detail={"reason": reason, "channel": "servicebus", "message_id": event.id,
                                 "claimed_sender": claimed, "environment": getattr(command, "environment", None)})
     from shared.store.events import publish  # other systems hear of it, as of any refused command

@@ -18,7 +18,7 @@ from shared.azure.arm_deployments import ArmDeployment
 from shared.azure.spokes import SmokeResult, at_once
 from shared.run import actors, states
 from shared.run.messages import DeployRequest, deploy_message_id
-from shared.run.rules import deployment_name
+from shared.run.rules import deployment_name, unverified_problem
 from shared.run.topology import Environment, Target, Topology, target_problem
 from shared.stages.approvals import approval_problem, owner_of, send_deploy
 from shared.store import claims
@@ -282,7 +282,9 @@ def _promote(deps: Deps, run: RunRecord, env: Environment, order: list[str], top
     nxt = topology.environment(order[i + 1])
     assert nxt is not None   # run_environments checked every name
     if nxt.requires_approval:
+        waits = unverified_problem(run, nxt.name)   # says so now, not only when someone tries to approve
         advance(deps, run.run_id, states.awaiting_approval(nxt.name), actor=ACTOR,
-                detail={"environment": nxt.name, "approvers": list(nxt.approvers)})
+                detail={"environment": nxt.name, "approvers": list(nxt.approvers),
+                        **({"waiting_for_owner": waits} if waits else {})})
         return
     send_deploy(deps, run.run_id, nxt.name, model=run.chosen_model or run.fine_tuned_model)

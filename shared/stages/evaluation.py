@@ -28,7 +28,7 @@ from shared.azure.chat import InfrastructureError
 from shared.evaluation import graders as grading
 from shared.evaluation.confidence import Interval, paired_difference
 from shared.evaluation.examples import Example, load_examples, stream_lines
-from shared.evaluation.gates import choose_candidate, cost_gate, evaluate_gates, thresholds_from
+from shared.evaluation.gates import common_examples, gate_candidates, scores_on, thresholds_from
 from shared.evaluation.hubdeploy import (
     create_deployment,
     hub_account,
@@ -36,7 +36,7 @@ from shared.evaluation.hubdeploy import (
     plan_champion,
     wait_until_serving,
 )
-from shared.evaluation.metrics import ExampleResult, aggregate
+from shared.evaluation.metrics import aggregate
 from shared.evaluation.report import build_report, loss_rows, render_html, summary
 from shared.evaluation.runner import Candidate, run_candidates
 from shared.run import actors, states
@@ -143,10 +143,6 @@ def grader_set(run_id: str, settings: dict[str, Any], evaluation: Evaluation, ex
     return chosen, gate or names[0]
 
 
-def _scores(rows: list[ExampleResult], grader: str) -> list[float]:
-    return [r.scores.get(grader, r.f1 if grader == "token_f1" else 0.0) for r in rows]
-
-
 def _measure(run: RunRecord, deps: Deps) -> dict[str, Any]:
     run_id, settings = run.run_id, run.settings or {}
     base_model = str(settings.get("base_model") or deps.settings.default_base_model)
@@ -199,7 +195,7 @@ def _measure(run: RunRecord, deps: Deps) -> dict[str, Any]:
                 raise DeploymentTransient(
                     f"run {run_id}: evaluation deployment {candidate.deployment} is provisioned but did not answer "
                     f"within {deps.settings.smoke_timeout_seconds:.0f} s (SMOKE_TIMEOUT_SECONDS); will retry")
-        judge = deps.chat.judge_fn() if any(g.kind == "score_model" for g in graders) else None
+        judge = deps.chat.judge_fn() if any(g.asks_judge for g in graders) else None
         results = run_candidates(active, loaded.examples, chat_fn, max_workers=evaluation.concurrency,
                                  graders=graders, judge=judge)
     finally:
@@ -212,30 +208,42 @@ def _measure(run: RunRecord, deps: Deps) -> dict[str, Any]:
     metrics = {c.name: aggregate(results[c.name], graders=names,
                                  price_per_1m=inference_price_per_1m(_base_of(c, base_model), fine_tuned=c.kind != "base"))
                for c in active}
-    chosen = choose_candidate(active, metrics, gate_grader)
-    # paired bootstrap of the chosen model against each reference point, for every grader
-    comparisons: dict[str, dict[str, Interval]] = {
-        other: {g: paired_difference(_scores(results[chosen.name], g), _scores(results[other], g))
-                for g in names}
-        for other in ("base", "champion") if other in results}
     has_champion = "champion" in results
     champion_note = None
     if champion is not None and not has_champion:
         champion_note = f"the champion {champion.model} could not be evaluated (see skipped candidates)"
-    gates = evaluate_gates(metrics[chosen.name], metrics["base"], thresholds, grader=gate_grader,
-                           over_base=comparisons["base"][gate_grader],
-                           champion=metrics["champion"] if has_champion else None,
-                           over_champion=comparisons["champion"][gate_grader] if has_champion else None,
-                           champion_note=champion_note)
-    if (priced := cost_gate(metrics[chosen.name], metrics.get("champion"),
-                            thresholds.max_cost_ratio_vs_champion)) is not None:
-        gates.append(priced)
+    chosen, verdicts = gate_candidates(active, results, metrics, thresholds, grader=gate_grader,
+                                       champion_note=champion_note)
+    gates = verdicts[chosen.name].gates
+    # the chosen model against each reference point, for every grader, on the examples every candidate's
+    # grader scored
+    scored = {g: common_examples(results, g) for g in names}
+    comparisons: dict[str, dict[str, Interval]] = {
+        other: {g: paired_difference(scores_on(results[chosen.name], g, scored[g]),
+                                     scores_on(results[other], g, scored[g])) for g in names}
+        for other in ("base", "champion") if other in results}
     return build_report(run_id=run_id, base_model=base_model, fine_tuned_model=run.fine_tuned_model,
                         eval_path=eval_path, examples=loaded.examples, available=loaded.total,
                         skipped_lines=loaded.skipped, candidates=active, results=results, metrics=metrics,
                         skipped_candidates=skipped, chosen=chosen, gates=gates, training_metrics=run.metrics,
                         graders=graders, gate_grader=gate_grader, comparisons=comparisons,
-                        improvement_rule=thresholds.improvement_rule)
+                        improvement_rule=thresholds.improvement_rule,
+                        candidate_gates={name: [g.to_dict() for g in v.gates] for name, v in verdicts.items()},
+                        lineage=_lineage(run, base_model))
+
+
+def _lineage(run: RunRecord, base_model: str) -> dict[str, Any]:
+    """Where the evaluated model came from, for the report (docs/evaluation.md, "Reports")."""
+    from shared.run.models import model_facts
+    try:
+        price = model_facts(base_model).training_price_per_1m
+    except (KeyError, ValueError):
+        price = None
+    tokens = run.trained_tokens
+    return {"dataset_hash": run.dataset_hash, "validation_report": "validation.json",   # beside evaluation.html
+            "settings": run.settings or {}, "trained_tokens": tokens,
+            "training_cost_usd": round(tokens / 1e6 * price, 2) if tokens and price else None,
+            "approvals": dict(run.approvals or {})}
 
 
 def _wait_for_quota(deps: Deps, run: RunRecord, request: EvaluateRequest, exc: DeploymentQuota) -> str | None:

@@ -58,9 +58,13 @@ def drop_started_by(blob_name: str) -> Drop | None:
     return Drop(name=stem, start_blob=blob_name, folder=None)
 
 
-def run_id_for(drop: Drop, etag: str, settings_override: dict[str, Any] | None = None) -> str:
+def run_id_for(drop: Drop, etag: str, settings_override: dict[str, Any] | None = None,
+               started_by: str | None = None) -> str:
+    """A start through the operator API (`started_by`) is a run of its own, never the blob trigger's run of
+    the same upload (which would otherwise keep its unverified owner)."""
     slug = re.sub(r"[^a-z0-9]+", "-", drop.name.lower()).strip("-")[:40] or "run"
     key = etag.strip('"') + (json.dumps(settings_override, sort_keys=True) if settings_override else "")
+    key += f"|started_by={started_by}" if started_by else ""
     return f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
@@ -73,7 +77,9 @@ def handle_blob_created(blob_name: str, deps: Deps) -> str | None:
 
 
 def start_run(blob_name: str, deps: Deps, *, settings_override: dict[str, Any] | None = None,
-              actor: str = ACTOR) -> str | None:
+              actor: str = ACTOR, started_by: str | None = None) -> str | None:
+    """`started_by`: the verified object id of the person who started it (operator API `POST runs`): recorded
+    as the starter, the owner when the settings name none, and the owner's confirmation when they are it."""
     drop = drop_started_by(blob_name)
     if drop is None:
         raise PermanentError(f"{blob_name}: a file inside a folder cannot start a run; name its run.json")
@@ -85,8 +91,10 @@ def start_run(blob_name: str, deps: Deps, *, settings_override: dict[str, Any] |
         if settings_override is not None:
             raise PermanentError(f"{container}/{blob_name} does not exist")
         return None
-    run_id = run_id_for(drop, etag, settings_override)
-    run = deps.registry.create_run(RunRecord(run_id=run_id, source=f"{container}/{blob_name}"), actor=actor)
+    run_id = run_id_for(drop, etag, settings_override, started_by)
+    run = deps.registry.create_run(RunRecord(run_id=run_id, source=f"{container}/{blob_name}", started_by=started_by,
+                                             makers=[{"oid": started_by, "as": "started"}] if started_by else []),
+                                   actor=actor)
     if run is None:
         run = deps.registry.require_run(run_id)
         if run.outbox:   # a first attempt died between a transition and its messages: send them
@@ -100,7 +108,7 @@ def start_run(blob_name: str, deps: Deps, *, settings_override: dict[str, Any] |
             return run_id
     etags = {blob_name: etag}   # every file validated, at the version read (If-Match)
     try:
-        _intake(run_id, drop, deps, settings_override, etags)
+        _intake(run_id, drop, deps, settings_override, etags, started_by)
     except ResourceModifiedError as exc:   # a file was replaced while we read it
         _replaced(deps, run_id, drop, etags, exc)
     except StorageRefused as exc:   # permanent: retrying would re-validate the whole drop to be refused again
@@ -112,7 +120,7 @@ def start_run(blob_name: str, deps: Deps, *, settings_override: dict[str, Any] |
 
 
 def _intake(run_id: str, drop: Drop, deps: Deps, settings_override: dict[str, Any] | None,
-            etags: dict[str, str]) -> None:
+            etags: dict[str, str], started_by: str | None = None) -> None:
     advance(deps, run_id, states.VALIDATING, actor=ACTOR)
     problems: list[Any] = []
     # every file is read at the version seen now (If-Match on its ETag): one replaced while it is validated
@@ -135,7 +143,7 @@ def _intake(run_id: str, drop: Drop, deps: Deps, settings_override: dict[str, An
                                  default_base_model=deps.settings.default_base_model,
                                  environments=_configured_environments(deps), override=settings_override,
                                  outputs=outputs, hub_api=surface(deps.settings.hub.api_version),
-                                 topology=deps.require_topology())
+                                 topology=deps.require_topology(), default_owner=started_by)
         except OutOfTime as exc:
             log.warning("run %s: %s", run_id, exc)
             checked = problems_only([Finding(line=None, code="validation_timeout", message=str(exc))])
@@ -152,6 +160,7 @@ def _intake(run_id: str, drop: Drop, deps: Deps, settings_override: dict[str, An
             # the deployment name is fixed now, from the drop's name: a re-upload replaces its model in place
             settings={**settings.model_dump(mode="json"), "deployment_name": settings.effective_deployment_name(drop.name)},
             owner=settings.owner, ticket=settings.ticket,
+            claimed_by=started_by if started_by and (settings.owner or "").lower() == started_by.lower() else None,
             environments=environments, dataset_hash=prepared.dataset_hash, data_files=prepared.data_files,
             validation=_summary(report, prepared.counts), send=[(deps.settings.train_queue, _train_request(run_id))])
 

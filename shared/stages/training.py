@@ -385,7 +385,9 @@ def _job_action(command: RunCommand, deps: Deps, action: str) -> None:
 def retrain_run(command: RetrainCommand, deps: Deps, *, started_by: str | None = None,
                 message_id: str | None = None) -> None:
     """Same data, new settings: the run goes back to `uploading` with a clean job record and a new job key.
-    `started_by`: the verified object id of who asked (operator API), else unknown (a queue message).
+    `started_by`: the verified object id of who asked (operator API), else unknown (a queue message): then
+    the owner's confirmation is withdrawn too, so the new model enters no gated environment until a verified
+    person stands behind it (the owner's claim, or a retrain through the API: shared.run.rules.unverified_problem).
     The train request is written with that transition (the run's outbox) and sent after it, named by the
     command's message: a crash in between is finished by the command's redelivery, never left waiting."""
     run = deps.registry.require_run(command.run_id)
@@ -406,7 +408,8 @@ def retrain_run(command: RetrainCommand, deps: Deps, *, started_by: str | None =
             fine_tuned_model=None, trained_tokens=None, events_cursor=None, checkpoints=[], metrics=None,
             evaluation=None, chosen_model=None, error=None,
             approvals={},   # an approval was for the old model: the new one is approved afresh
-            started_by=started_by)
+            started_by=started_by, claimed_by=run.claimed_by if started_by else None,
+            makers=run.makers + ([{"oid": started_by, "as": "retrained"}] if started_by else []))
 
 
 # --- helpers -----------------------------------------------------------------------------------------

@@ -71,8 +71,10 @@ class RunRecord:
     created_at: str = field(default_factory=now_iso)
     updated_at: str = field(default_factory=now_iso)
     settings: dict[str, Any] = field(default_factory=dict)   # effective run settings (run.json + defaults)
-    owner: str | None = None
-    started_by: str | None = None   # verified object id of who started the current model (operator API retrain)
+    owner: str | None = None        # as run.json (or the train request) names it: a claim until `claimed_by`
+    started_by: str | None = None   # verified object id of who started the current model (operator API start/retrain)
+    claimed_by: str | None = None   # verified object id of the owner, once they confirmed it (operator API claim)
+    makers: list[dict[str, str]] = field(default_factory=list)   # every verified {oid, as}: started/claimed/retrained
     ticket: str | None = None
     environments: list[str] = field(default_factory=list)    # target environments, in order
     dataset_hash: str | None = None

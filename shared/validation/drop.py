@@ -49,13 +49,15 @@ class DropCheck:
 def check_drop(drop: DropFiles, *, default_base_model: str, environments: list[str] | None,
                override: dict[str, Any] | None = None, override_source: str = "train command settings",
                outputs: Mapping[str, IO[bytes]] | None = None, hub_api: HubSurface | None = None,
-               topology: Topology | None = None) -> DropCheck:
+               topology: Topology | None = None, default_owner: str | None = None) -> DropCheck:
     """`environments`: the configured ones (None: not known here, not checked). `outputs`: where the
     split is written (intake uploads it); by default it is only counted. `hub_api`: the configured hub
     API surface, whose methods the run's method must be among (None: not checked). `topology`: the spokes
-    configuration, for where the run may go (a prefix of the order; an owner object id for gated ones)."""
+    configuration, for where the run may go (a prefix of the order; an owner object id for gated ones).
+    `default_owner`: the owner when the settings name none (the verified person who started the run)."""
     problems: list[Finding] = []
-    settings = _settings(drop, default_base_model, environments, override, override_source, problems)
+    defaults = {"base_model": default_base_model, **({"owner": default_owner} if default_owner else {})}
+    settings = _settings(drop, defaults, environments, override, override_source, problems)
     if settings is not None and topology is not None:
         wrong = environment_problems(settings, topology)
         if wrong:
@@ -114,9 +116,8 @@ def _fallback_options(settings: RunSettings | None, override: dict[str, Any] | N
                              over_limit=choice("over_limit", ("error", "warn"), "error") or "error")
 
 
-def _settings(drop: DropFiles, default_base_model: str, environments: list[str] | None,
+def _settings(drop: DropFiles, defaults: dict[str, Any], environments: list[str] | None,
               override: dict[str, Any] | None, override_source: str, problems: list[Finding]) -> RunSettings | None:
-    defaults = {"base_model": default_base_model}
     try:
         settings = parse_run_settings(drop.run_json, defaults=defaults,
                                       source=drop.start if drop.folder else "settings")

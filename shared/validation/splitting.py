@@ -1,26 +1,30 @@
 """Prepares an accepted dataset for training: the files the hub will get, and held-out evaluation data.
 
 A single file is split by a seeded hash of each example's content, so identical examples always land on
-the same side (no leakage from duplicates) and a re-run with the same seed gives the same split. Files
-are streamed through spooled temporary files, never held whole.
+the same side (no leakage from duplicates) and a re-run with the same seed gives the same split. The
+held-out side is `split.eval` of the file, and never fewer than `MIN_HELD_OUT` examples (the power
+calculation in `shared.run.heldout`): a first pass finds the hash below which that many lie. Files are
+streamed through spooled temporary files, never held whole.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import heapq
 import io
+import math
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
+
+from shared.run.heldout import MIN_HELD_OUT, MIN_TRAIN
 
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
 
     from shared.app.bootstrap import Deps
 
-MIN_TRAIN = 10     # the service's minimum
-MIN_EVAL = 1
 SPOOL_BYTES = 8 * 1024 * 1024
 
 
@@ -34,13 +38,18 @@ class Prepared:
 
 def bucket(line: bytes, seed: int, validation: float, eval_fraction: float) -> str:
     """'eval', 'validation' or 'train' for one example, from a seeded hash of its content."""
-    digest = hashlib.sha256(seed.to_bytes(8, "big", signed=True) + line).digest()
-    x = int.from_bytes(digest[:8], "big") / 2**64
+    x = position(line, seed)
     if x < eval_fraction:
         return "eval"
     if x < eval_fraction + validation:
         return "validation"
     return "train"
+
+
+def position(line: bytes, seed: int) -> float:
+    """Where an example falls in [0, 1): a seeded hash of its content."""
+    digest = hashlib.sha256(seed.to_bytes(8, "big", signed=True) + line).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 Opener = Callable[[], Iterable[bytes]]
@@ -58,21 +67,64 @@ class _Discard(io.RawIOBase):
 
 def spool_split(openers: Mapping[str, Opener], settings: Any, outputs: Mapping[str, IO[bytes]] | None = None) -> Prepared:
     """Split the drop's examples into train/validation/eval as intake does, writing them to `outputs`
-    (spooled files that intake then uploads; discarded for `ftops validate`). `problem` is set when too
-    few examples are left to train on or to evaluate with — the same rule for both."""
+    (spooled files that intake then uploads; discarded for `ftops validate`). `problem` is set, with the
+    numbers and the fix, when too few examples are left to train on (`MIN_TRAIN`) or to gate with
+    (`MIN_HELD_OUT`) — the same rule for both."""
     # What to carve out of train.jsonl: held-out eval always (unless given), validation unless given.
     eval_fraction = 0.0 if "eval" in openers else settings.split.eval
     validation = 0.0 if "validation" in openers else settings.split.validation
     if settings.method == "reinforcement" and "validation" not in openers:
         validation = validation or 0.1   # RFT needs a validation file
+    if "eval" not in openers:   # reserve MIN_HELD_OUT: everything at or below the MIN_HELD_OUT-th position
+        eval_fraction = max(eval_fraction, _reserve(openers["train"], settings.seed))
     sinks: Mapping[str, SupportsWrite[bytes]] = (
         outputs or {r: _Discard() for r in ("train", "validation", "eval")})
     prepared = _spool(openers, sinks, lambda line: bucket(line, settings.seed, validation, eval_fraction))
-    if prepared.counts["train"] < MIN_TRAIN or prepared.counts["eval"] < MIN_EVAL:
-        prepared.problem = (f"too few examples to split: {prepared.counts['train']} for training (at least "
-                            f"{MIN_TRAIN}) and {prepared.counts['eval']} held out for evaluation (at least "
-                            f"{MIN_EVAL}); add examples or provide eval.jsonl in a run folder")
+    prepared.problem = _too_few(prepared.counts, given_eval="eval" in openers,
+                                fractions=(settings.split.eval, validation))
     return prepared
+
+
+def _reserve(opener: Opener, seed: int) -> float:
+    """The eval fraction that holds out at least MIN_HELD_OUT of the file (1.0 when it has fewer)."""
+    from shared.validation import iter_examples
+    smallest: list[float] = []   # max-heap (negated) of the MIN_HELD_OUT smallest positions
+    for _, raw in iter_examples(opener()):
+        line = raw.strip()
+        if line:
+            x = -position(line, seed)
+            if len(smallest) < MIN_HELD_OUT:
+                heapq.heappush(smallest, x)
+            elif x > smallest[0]:
+                heapq.heapreplace(smallest, x)
+    if len(smallest) < MIN_HELD_OUT:
+        return 1.0
+    return math.nextafter(-smallest[0], 1.0)
+
+
+def _too_few(counts: Mapping[str, int], *, given_eval: bool, fractions: tuple[float, float]) -> str | None:
+    train, held_out, validation = counts["train"], counts["eval"], counts["validation"]
+    if given_eval:
+        if held_out >= MIN_HELD_OUT and train >= MIN_TRAIN:
+            return None
+        parts = []
+        if held_out < MIN_HELD_OUT:
+            parts.append(f"eval.jsonl has {held_out} usable examples and gating needs at least {MIN_HELD_OUT} "
+                         f"(docs/evaluation.md, \"Enough data\"): add {MIN_HELD_OUT - held_out} or more to eval.jsonl")
+        if train < MIN_TRAIN:
+            parts.append(f"train.jsonl has {train} examples and training needs at least {MIN_TRAIN}: add "
+                         f"{MIN_TRAIN - train} or more")
+        return "; ".join(parts)
+    if train >= MIN_TRAIN and held_out >= MIN_HELD_OUT:
+        return None
+    total = train + held_out + validation
+    eval_share, validation_share = fractions
+    needed = next(n for n in range(total + 1, 10**6)
+                  if n - max(MIN_HELD_OUT, math.ceil(eval_share * n)) - math.ceil(validation_share * n) >= MIN_TRAIN)
+    return (f"too few examples to split: {total} in train.jsonl give {held_out} held out for evaluation (gates "
+            f"need at least {MIN_HELD_OUT}, docs/evaluation.md \"Enough data\"), {validation} for validation and "
+            f"{train} for training (at least {MIN_TRAIN}); add examples (about {needed} in all), or put "
+            f"{MIN_HELD_OUT} or more held-out examples in eval.jsonl beside train.jsonl in a run folder")
 
 
 def spool_files() -> tuple[contextlib.ExitStack, dict[str, IO[bytes]]]:

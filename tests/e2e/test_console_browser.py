@@ -50,6 +50,8 @@ def waiting_run(stack: Any) -> str:
     run = wait_for(stack, lambda r: r.source == "datasets/support-bot/run.json" and
                    (r.state == states.awaiting_approval("prod") or r.terminal), timeout=240)
     assert run.state == states.awaiting_approval("prod"), f"the sample ended {run.state}: {run.error}"
+    from ftops_cli.operator_client import local_client  # the owner confirms it, as `ftops claim` does
+    local_client(stack.api_url, stack.env, SCIENTIST.username).call("POST", f"runs/{run.run_id}/claim", {})
     return run.run_id
 
 
@@ -188,7 +190,7 @@ def test_day_two_retrain_approve_rollback_retire_in_the_console(browser: Any, st
     page.screenshot(path=str(artifacts / "8-rollback-confirm.png"), full_page=True)
     page.fill("#reason", "worse answers after the retrain")
     page.click("#confirm-form button")
-    page.wait_for_url(f"**/console/runs/{run_id}?done=rolled%20back")
+    page.wait_for_url(f"**/console/runs/{run_id}?done=rolled-back")
     assert page.locator("h1 [data-state]").inner_text() == "rolled_back:prod"
     prod = [r for r in page.locator("#deployments tbody tr").all_inner_texts() if r.startswith("prod")]
     assert len(prod) == 2 and all(first in r for r in prod), prod          # prod serves the earlier model again
@@ -285,9 +287,41 @@ def test_the_cli_finds_the_running_local_stack_and_fetches_reports(stack: Any, w
 
 
 def test_a_wrong_password_is_refused_with_the_identity_providers_reason(stack: Any) -> None:
-    form = urllib.parse.urlencode({"username": OPERATOR, "password": "not-the-password"}).encode()
-    request = urllib.request.Request(f"{stack.api_url}/console/signin", data=form, method="POST")
+    with urllib.request.urlopen(f"{stack.api_url}/console/signin", timeout=30) as shown:   # the form and its cookie
+        cookie = shown.headers["Set-Cookie"].split(";")[0]
+        form_token = re.search(r'name="form_token" value="([^"]+)"', shown.read().decode())[1]  # type: ignore[index]
+    form = urllib.parse.urlencode({"username": OPERATOR, "password": "not-the-password",
+                                   "form_token": form_token}).encode()
+    request = urllib.request.Request(f"{stack.api_url}/console/signin", data=form, method="POST",
+                                     headers={"Cookie": cookie})
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=30)
-    assert refused.value.code == 401 and "Set-Cookie" not in refused.value.headers
+    assert refused.value.code == 401 and "ftops_console=" not in (refused.value.headers["Set-Cookie"] or "")
     assert "AADSTS50126" in refused.value.read().decode()
+
+
+def test_signing_in_with_entra_id_code_and_pkce_gives_the_roles_of_the_token_and_signs_out(
+        browser: Any, stack: Any, artifacts: Path) -> None:
+    """The sign-in people use in Azure, against the emulator's identity provider: the console's button, the
+    identity provider's page (its throw-away CA is trusted for this context only), back to the console with
+    the token's roles, then sign out."""
+    context = browser.new_context(viewport={"width": 1366, "height": 768}, ignore_https_errors=True)
+    page = context.new_page()
+    page.goto(f"{stack.api_url}/console/")
+    page.click("#entra-sign-in")
+    page.wait_for_url(f"{stack.emulator_url}/tenant-contoso/oauth2/v2.0/authorize**")
+    assert "Sign in to tenant-contoso" in page.inner_text("h1")
+    page.fill("#username", OPERATOR)
+    page.fill("#password", DEMO_PASSWORD)
+    page.screenshot(path=str(artifacts / "12-entra-sign-in.png"), full_page=True)
+    page.click("#next")
+    page.wait_for_url("**/console/")
+    header = page.inner_text("header")
+    assert USERS[OPERATOR].name in header and "Approver.prod, Operator, Reader" in header   # the token's roles
+    page.screenshot(path=str(artifacts / "13-entra-signed-in.png"), full_page=True)
+    page.click("header button:text('Sign out')")
+    page.wait_for_url("**/console/signin?note=signed-out")
+    assert "Signed out." in page.inner_text("main")
+    page.goto(f"{stack.api_url}/console/")
+    assert page.url.endswith("/console/signin"), "signed out: the session is gone"
+    context.close()

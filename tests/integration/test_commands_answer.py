@@ -10,6 +10,7 @@ import subprocess
 import sys
 from contextlib import redirect_stdout
 from pathlib import Path
+from typing import Any
 
 import pytest
 from azure.storage.queue import QueueServiceClient
@@ -66,12 +67,7 @@ def test_commands_that_cannot_succeed_are_refused_before_sending(make_deps):
     drop(deps, "tiny.jsonl", b"".join(SAMPLE.read_bytes().splitlines(keepends=True)[:10]))
     rejected = handle_blob_created("tiny.jsonl", deps)
     drop(deps, "bot.jsonl", SAMPLE.read_bytes())
-    refusals = {
-        ("train", "DS/missing.jsonl"): "does not exist",
-        ("train", "DS/bot.jsonl", "--settings", '{"hyperparameters": {"n_epoch": 2}}'): "n_epoch",
-        ("train", "DS/../reports/x.jsonl"): "'..'",
-        ("train", "DS/export.csv"): "not a .jsonl file",
-        ("train", "DS/bot.jsonl", "--settings", '{"environments": ["staging"]}'): "staging not configured",
+    refusals = {   # `train` goes through the operator API, which refuses the same (test_train_through_the_api…)
         ("cancel", "no-such-run"): "not in the registry",
         ("cancel", rejected): "rejected",
         ("pause", rejected): "only a training run",
@@ -85,15 +81,57 @@ def test_commands_that_cannot_succeed_are_refused_before_sending(make_deps):
     assert queue.peek_messages(max_messages=32) == []   # nothing was sent
 
 
-def test_wait_follows_a_train_command_to_its_outcome(make_deps):
+class _Operator:
+    """The verified caller `ftops train` signs in as (the token checks themselves: test_operator_api.py)."""
+
+    def verify(self, authorization: str | None) -> Any:
+        from shared.azure.access import Caller
+        return Caller(oid="6f1c2d3e-0000-4000-8000-0000000000a1", tenant="tenant-contoso", name="Demo Operator",
+                      roles=frozenset({"Operator"}))
+
+
+def test_train_through_the_api_refuses_what_cannot_succeed_and_answers_the_runs_outcome(make_deps):
+    from ftops_cli.operate import run_api
+    from shared.operator.api import handle
+
+    class Api:   # what the CLI's client does: POST runs, as the signed-in person
+        def call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+            from ftops_cli.operator_client import ApiError
+            answer = handle("train", authorization="Bearer t", params={}, body=json.dumps(body).encode(), deps=deps,
+                            verifier=_Operator())
+            if answer.status >= 300:
+                raise ApiError(answer.status, answer.body["error"]["message"])
+            return answer.body
+
     deps = make_deps()
+
+    def train(*argv: str) -> argparse.Namespace:
+        return parse("train", *(a.replace("DS/", f"{deps.settings.datasets_container}/") for a in argv))
+
     drop(deps, "bot.jsonl", SAMPLE.read_bytes())
     drop(deps, "tiny.jsonl", b"".join(SAMPLE.read_bytes().splitlines(keepends=True)[:10]))
-    code, out = ftops(["train", "DS/bot.jsonl", "--settings", '{"suffix": "w"}', "--wait"], deps)
-    assert code == 0 and "accepted" in out.splitlines()[-1]
-    code, out = ftops(["train", "DS/tiny.jsonl", "--wait"], deps)
-    last = out.splitlines()[-1]
-    assert code == 1 and "rejected: too_few_to_split" in last and "/validation.html" in last
+    refusals = {
+        ("DS/missing.jsonl",): "does not exist",
+        ("DS/bot.jsonl", "--settings", '{"hyperparameters": {"n_epoch": 2}}'): "n_epoch",
+        ("DS/../reports/x.jsonl",): "'..'",
+        ("DS/export.csv",): "not a .jsonl file",
+        ("DS/bot.jsonl", "--settings", '{"environments": ["staging"]}'): "staging not configured",
+    }
+    for argv, needle in refusals.items():
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            assert run_api(train(*argv), Api()) == 1, argv
+        assert "refused (409)" in err.getvalue() and needle in err.getvalue(), argv
+    assert deps.registry.list_runs() == []   # nothing was started
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert run_api(train("DS/bot.jsonl", "--settings", '{"suffix": "w"}'), Api()) == 0
+    assert " (accepted) as Demo Operator (6f1c2d3e-" in out.getvalue()
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert run_api(train("DS/tiny.jsonl"), Api()) == 1
+    [rejected] = [r for r in deps.registry.list_runs() if r.state == "rejected"]
+    assert f"run {rejected.run_id} rejected: " in out.getvalue() and "/validation.html" in out.getvalue()
 
 
 def test_a_command_refused_by_its_handler_is_in_status_and_raises_an_event(make_deps):

@@ -379,19 +379,21 @@ def test_keepalive_healing_survives_a_crash_at_every_effect(stack: Any, emulator
 # --- evaluate --------------------------------------------------------------------------------------------
 def test_evaluation_survives_a_crash_at_every_effect(stack: Any, emulator: Any, instant_deployments: None,
                                                      crash_model: str) -> None:
-    """Kept small (three held-out lines, the final model against the base, no champion): the case count, not
+    """Kept small (the fewest held-out lines a gate accepts, the final model against the base, no champion): the case count, not
     the evaluation, sets the time. Every case ends evaluated, with one deploy request, its report, and no
     evaluation deployment left on the hub."""
     import uuid
 
+    from shared.run.heldout import MIN_HELD_OUT  # the fewest held-out lines a gate decides on
     from shared.run.messages import EvaluateRequest
     from shared.stages.evaluation import handle_evaluate
     from shared.store.registry import RunRecord
     from tests.integration.test_deployment_emulator import QA
     deps, model = stack, crash_model
     topic = deps.settings.events_topic
-    lines = "\n".join(json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
-                      for q, a in QA[:3])
+    lines = "\n".join(json.dumps({"messages": [{"role": "user", "content": f"{q} (case {i})"},
+                                               {"role": "assistant", "content": a}]})
+                      for i, (q, a) in enumerate(QA[i % len(QA)] for i in range(MIN_HELD_OUT)))
 
     def trained_run() -> str:
         run_id = f"ev-{uuid.uuid4().hex[:8]}"

@@ -85,7 +85,8 @@ def add_run(deps: Any, model: str, *, name: str, state: str = states.EVALUATED, 
             owner: str = OWNER) -> str:
     run_id = run_id or f"run-{uuid.uuid4().hex[:8]}"
     deps.registry.create_run(RunRecord(run_id=run_id, source=f"datasets/{run_id}.jsonl", state=state,
-                                       chosen_model=model, owner=owner, environments=["dev", "test", "prod"],
+                                       chosen_model=model, owner=owner, claimed_by=owner,  # confirmed
+                                       environments=["dev", "test", "prod"],
                                        settings={"deployment_name": name, "owner": owner},
                                        dataset_hash="sha256:feed"), actor="test")
     return run_id

@@ -194,3 +194,21 @@ def test_a_timer_ticks_on_its_schedule(run_host: Callable[..., DevHost]) -> None
     ticks = calls["ticks"][start:]
     assert all(past_due is False for _, past_due in ticks)
     assert 0.5 < ticks[1][0] - ticks[0][0] < 1.6                    # "*/1": once a second
+
+
+def test_a_message_nested_too_deeply_to_parse_is_deadlettered_once_and_the_queue_keeps_flowing(
+        azurite: Any, env: dict[str, str], run_host: Callable[..., DevHost]) -> None:
+    from azure.storage.queue import QueueClient
+    client = QueueClient.from_connection_string(azurite.connection_string, env["T_QUEUE"])
+    with contextlib.suppress(ResourceExistsError):
+        client.create_queue()
+    deep = "[" * 20_000 + "]" * 20_000
+    client.send_message(deep)
+    run_host(lock_seconds=2)
+    [letter] = wait_for(lambda: dead_letters(azurite, env["T_QUEUE"]))
+    assert letter["reason"] == "UnparseableMessage" and "nested too deeply" in letter["description"]
+    assert letter["delivery_count"] == 1 and letter["body"] == deep[:4096]
+    key = f"after-{uuid.uuid4().hex[:6]}"   # the watcher is alive: the next message is delivered at once
+    send(azurite, env["T_QUEUE"], key, "complete", message_id="m-after")
+    wait_for(lambda: calls[key])
+    assert calls[key] == [("m-after", 1)] and len(dead_letters(azurite, env["T_QUEUE"])) == 1

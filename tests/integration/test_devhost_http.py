@@ -60,4 +60,45 @@ def test_wrong_method_unknown_route_and_a_failing_function(front: HttpFront) -> 
     assert call(front, "POST", "/api/runs/run-7/approve/extra")[0] == 404
     assert call(front, "POST", "/runs/run-7/approve")[0] == 404          # outside the route prefix
     status, body, _ = call(front, "GET", "/api/boom")
-    assert status == 500 and "dev host log" in body["error"]
+    assert status == 500 and "dev host log" in body["error"]["message"]
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [
+    ("GET", "/api/runs/run-7/approve", 405), ("DELETE", "/api/runs/run-7/approve", 405),
+    ("PROPFIND", "/api/runs/run-7/approve", 405), ("BREW", "/api/nothing-here", 404),
+    ("OPTIONS", "/api/runs/run-7/approve", 405), ("POST", "/api/runs/run-7/approve/extra", 404),
+    ("POST", "/elsewhere", 404),
+])
+def test_what_no_function_answers_is_in_the_apis_error_shape_whatever_the_verb(
+        front: HttpFront, method: str, path: str, status: int) -> None:
+    answer, body, headers = call(front, method, path)
+    assert answer == status and body == {"error": {"status": status, "message": body["error"]["message"]}}
+    assert headers["Content-Type"] == "application/json" and method in body["error"]["message"]
+    if status == 405:
+        assert headers["Allow"] == "POST"
+
+
+def raw_exchange(front: HttpFront, request: bytes) -> tuple[str, str]:
+    """(head, body) of the answer to bytes sent as they are: read to the end of the body or of the connection."""
+    import socket
+    with socket.create_connection(("127.0.0.1", front.port), timeout=10) as raw:
+        raw.sendall(request)
+        reply = b""
+        while True:
+            head, sep, body = reply.partition(b"\r\n\r\n")
+            length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), None)
+            if sep and length is not None and len(body) >= length:
+                return head.decode(), body[:length].decode()
+            chunk = raw.recv(65536)
+            if not chunk:   # closed: an HTTP/0.9 answer is the body alone
+                return (head.decode(), body.decode()) if sep and length is not None else ("", reply.decode())
+            reply += chunk
+
+
+def test_a_request_the_server_cannot_read_is_answered_in_the_apis_error_shape(front: HttpFront) -> None:
+    head, body = raw_exchange(front, b"POST /api/runs/r/approve HTTP/1.1\r\nHost: x\r\nContent-Length: lots\r\n\r\n")
+    assert head.startswith("HTTP/1.1 400") and json.loads(body)["error"]["status"] == 400
+    # not HTTP/1.x: the server answers as to HTTP/0.9, the body alone, still the API's shape
+    _, body = raw_exchange(front, b"NOT A REQUEST LINE AT ALL\r\n\r\n")
+    assert json.loads(body)["error"] == {"status": 400, "message": "Bad request version ('ALL')"}

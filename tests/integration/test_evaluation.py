@@ -21,7 +21,7 @@ from shared.store.registry import RunRecord
 
 pytestmark = pytest.mark.integration
 
-# Twelve distinct facts; the held-out questions are paraphrases sharing the key words, not the wording.
+# Distinct facts; the held-out questions are paraphrases sharing the key words, not the wording.
 FACTS = [
     ("What is the return window for laptops?", "Laptops can be returned within 30 days.",
      "Within how many days may I send back laptops?"),
@@ -48,6 +48,12 @@ FACTS = [
     ("What voltage do the coffee machines use?", "The coffee machines use 230 volts.",
      "Coffee machines voltage?"),
 ]
+# …and more, one per city, so the held-out set reaches the gates' minimum (shared.run.heldout.MIN_HELD_OUT)
+STORE_CITIES = ["Lisbon", "Oslo", "Vienna", "Dublin", "Prague", "Warsaw", "Zagreb", "Tallinn", "Riga", "Vilnius",
+          "Helsinki", "Bern", "Sofia", "Athens", "Madrid", "Porto", "Munich", "Lyon", "Milan", "Ghent",
+          "Bergen", "Aarhus", "Krakow", "Seville", "Utrecht", "Geneva"]
+FACTS += [(f"When does the {city} store close on weekdays?", f"The {city} store closes at {5 + i % 5} pm on weekdays.",
+           f"{city} store weekday closing time?") for i, city in enumerate(STORE_CITIES)]
 BASE_MODEL = "gpt-4.1-mini-2025-04-14"
 SYSTEM = {"role": "system", "content": "You answer questions about Contoso's shop policies."}
 
@@ -267,6 +273,16 @@ JSON_ORDERS = [("Extract the order as JSON: order A-17, 2 lamps", "As JSON pleas
 CITIES = [("What is the weather in Oslo?", "Oslo weather today?", "Oslo"),
           ("What is the weather in Bergen?", "Bergen weather today?", "Bergen"),
           ("What is the weather in Tromso?", "Tromso weather today?", "Tromso")]
+# more of each kind, so the held-out set reaches the gates' minimum (shared.run.heldout.MIN_HELD_OUT)
+TEXT += [(q, a, p, f"On weekdays the {city} store closes at {5 + i % 5} pm.")
+         for i, ((q, a, p), city) in enumerate(zip(FACTS[12:], STORE_CITIES, strict=True))]
+JSON_ORDERS += [(f"Extract the order as JSON: order {letter}-{n}, {n % 5 + 1} {item}s",
+                 f"As JSON please: order {letter}-{n} with {n % 5 + 1} {item}s",
+                 {"order": f"{letter}-{n}", "item": item, "quantity": n % 5 + 1})
+                for letter, n, item in (("D", 40, "shelf"), ("E", 51, "sofa"), ("F", 62, "rug"),
+                                        ("G", 73, "stool"), ("H", 84, "mirror"), ("K", 95, "clock"))]
+CITIES += [(f"What is the weather in {c}?", f"{c} weather today?", c)
+           for c in ("Stavanger", "Trondheim", "Bodo", "Alta", "Molde", "Narvik")]
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city",
                                            "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                                                           "required": ["city"]}}}]

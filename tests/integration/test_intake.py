@@ -76,15 +76,15 @@ def test_a_file_that_is_not_a_dataset_is_rejected_not_deleted(make_deps):
 def test_a_folder_run_starts_only_with_run_json_and_uses_its_settings(make_deps):
     deps = make_deps()
     lines = SAMPLE.read_bytes().splitlines(keepends=True)
-    drop(deps, "team/train.jsonl", b"".join(lines[:60]))
+    drop(deps, "team/train.jsonl", b"".join(lines[:40]))
     assert handle_blob_created("team/train.jsonl", deps) is None         # data files never start a run
-    drop(deps, "team/eval.jsonl", b"".join(lines[60:]))
+    drop(deps, "team/eval.jsonl", b"".join(lines[40:]))
     drop(deps, "team/run.json", json.dumps({"suffix": "support", "owner": "ana@contoso.example",
                                             "environments": ["dev", "test"]}).encode())
     run = deps.registry.require_run(handle_blob_created("team/run.json", deps))
     assert run.state == "accepted"
     assert (run.settings["suffix"], run.owner, run.environments) == ("support", "ana@contoso.example", ["dev", "test"])
-    assert run.validation["split"]["eval"] == 20                        # its own eval.jsonl, not carved
+    assert run.validation["split"]["eval"] == 40                        # its own eval.jsonl, not carved
 
 
 def test_invalid_run_json_rejects_before_anything_reaches_the_hub(make_deps):
@@ -118,9 +118,12 @@ def test_a_folder_whose_train_file_never_arrives_is_reported_missing(make_deps):
 
 def test_too_few_examples_to_split_is_reported_not_trained_on(make_deps):
     deps = make_deps()
-    drop(deps, "tiny.jsonl", b"".join(SAMPLE.read_bytes().splitlines(keepends=True)[:10]))   # valid, but 10
+    # valid, but 11: once split 10 train / 1 eval, and one example promoted a model; now refused
+    drop(deps, "tiny.jsonl", b"".join(SAMPLE.read_bytes().splitlines(keepends=True)[:11]))
     run = deps.registry.require_run(handle_blob_created("tiny.jsonl", deps))
     assert run.state == "rejected" and run.error["code"] == "too_few_to_split"
+    assert "11 in train.jsonl" in run.error["message"] and "at least 32" in run.error["message"]
+    assert "eval.jsonl" in run.error["message"]
     report = json.loads(deps.blobs.get_blob_client(deps.settings.reports_container, f"{run.run_id}/validation.json")
                         .download_blob().readall())
     assert report["valid"] is False and [e["code"] for e in report["errors"]] == ["too_few_to_split"]
@@ -139,7 +142,10 @@ def test_a_train_command_starts_a_run_with_its_settings(make_deps):
     handle_command(event, command, deps)
     [run] = deps.registry.list_runs()
     assert run.state == "accepted" and (run.settings["suffix"], run.owner) == ("cmd", "6f1c2d3e-0000-4000-8000-0000000000b2")
-    assert deps.registry.audit_trail(run.run_id)[0]["actor"] == "mlops-portal"
+    # who the message names is a claim, and the trail says so (never the verified `Name <oid>` form)
+    assert deps.registry.audit_trail(run.run_id)[0]["actor"] == (
+        f"unverified: mlops-portal via {deps.settings.commands_queue}")
+    assert run.started_by is None and run.claimed_by is None   # its owner confirms it before any gated environment
 
 
 def test_an_owner_of_40000_characters_is_stored_bounded_not_retried_forever(make_deps):

@@ -39,7 +39,7 @@ def seed_run(stack: Any, *, owner: str = SCIENTIST.oid, model: str = MODEL_A) ->
     run_id = f"api-{uuid.uuid4().hex[:8]}"
     stack.deps().registry.create_run(RunRecord(
         run_id=run_id, source=f"datasets/{run_id}/run.json", state=states.awaiting_approval("prod"),
-        chosen_model=model, fine_tuned_model=model, owner=owner, environments=["dev", "test", "prod"],
+        chosen_model=model, fine_tuned_model=model, owner=owner, claimed_by=owner, environments=["dev", "test", "prod"],
         settings={"deployment_name": run_id, "owner": owner}, dataset_hash="sha256:d1"), actor="test")
     return run_id
 
@@ -108,12 +108,14 @@ def test_a_token_that_does_not_prove_an_approver_is_refused_and_nothing_changes(
     assert answer == status and why in body["error"]["message"]
     after = stack.deps().registry.require_run(run_id)
     assert (after.state, after.approvals, after.etag) == (before.state, {}, before.etag)
+    if status == 401:   # nobody verified: counted (shared.operator.unverified), no record and no event of its own
+        assert refusals(stack, run_id) == [] and stack.deps().registry.audit_trail(run_id)[-1]["action"] == "run.created"
+        return
     [refusal] = refusals(stack, run_id)
     assert refusal["detail"]["status"] == status and why in refusal["detail"]["reason"]
-    # who tried: the token's subject (as the token claims it, when it could not be verified)
+    # who tried: the verified caller
     subjects = {OPERATOR.oid, USERS["demo-reader@contoso.example"].oid}
-    assert any(oid in refusal["actor"] for oid in subjects) or refusal["actor"] == "unverified: anonymous"
-    assert refusal["actor"].startswith("unverified:") == (status == 401)
+    assert any(oid in refusal["actor"] for oid in subjects) and not refusal["actor"].startswith("unverified:")
 
 
 def test_the_owner_cannot_approve_their_own_run(stack: Any) -> None:
@@ -136,7 +138,7 @@ def test_an_approve_on_the_commands_queue_is_dead_lettered_with_a_reason(stack: 
     assert "operator API" in letters[0]["description"] and "cannot prove who sent it" in letters[0]["description"]
     assert deps.registry.require_run(run_id).state == states.awaiting_approval("prod")
     [refusal] = refusals(stack, run_id)
-    assert refusal["actor"] == "unverified: demo-operator@contoso.example"
+    assert refusal["actor"] == "unverified: demo-operator@contoso.example via ftops-commands"
 
 
 def test_an_approval_prepared_for_model_a_does_not_approve_or_deploy_model_b(stack: Any) -> None:
@@ -211,3 +213,40 @@ def test_a_command_the_api_does_not_offer_is_404_in_the_apis_error_shape(stack: 
         assert status == 404 and answer["error"]["status"] == 404
         assert path.rsplit("/", 1)[1] in answer["error"]["message"] and offered in answer["error"]["message"]
     assert refusals(stack, run_id) == [] and stack.deps().registry.require_run(run_id).state == "awaiting_approval:prod"
+
+
+def test_a_run_started_through_the_api_has_the_verified_caller_as_its_starter_and_owner(stack: Any) -> None:
+    from pathlib import Path
+    deps = stack.deps()
+    name = f"started-{uuid.uuid4().hex[:6]}.jsonl"
+    sample = Path(__file__).resolve().parents[2] / "samples" / "support-bot.jsonl"
+    deps.blobs.get_blob_client(deps.settings.datasets_container, name).upload_blob(sample.read_bytes())
+    status, body = call(stack, "POST", "runs", None, {"blob": f"datasets/{name}"})
+    assert status == 401
+    status, body = call(stack, "POST", "runs", signed_in(stack, "demo-reader@contoso.example"), {"blob": name})
+    assert status == 403 and "Operator" in body["error"]["message"]
+    status, body = call(stack, "POST", "runs", signed_in(stack), {"blob": f"datasets/{name}"})
+    assert status == 202, body
+    assert body["started_by"]["oid"] == OPERATOR.oid and body["owner"] == OPERATOR.oid and body["owner_confirmed"]
+    run = deps.registry.require_run(body["run_id"])
+    assert (run.started_by, run.claimed_by, run.owner) == (OPERATOR.oid, OPERATOR.oid, OPERATOR.oid)
+    created = deps.registry.audit_trail(run.run_id)[0]
+    assert created["action"] == "run.created" and created["actor"] == f"{OPERATOR.name} <{OPERATOR.oid}>"
+    status, again = call(stack, "POST", "runs", signed_in(stack), {"blob": f"datasets/{name}"})
+    assert status == 409 and f"already is your run {run.run_id}" in again["error"]["message"]
+
+
+def test_an_over_long_or_malformed_run_id_is_a_400_in_the_apis_shape_never_a_500(stack: Any) -> None:
+    operator = signed_in(stack)
+    for run_id in ("r" * 20_000, "a%2Fb", "x'--"):
+        status, body = call(stack, "GET", f"runs/{run_id}", operator)
+        assert status == 400 and body["error"]["status"] == 400 and "is not a run id" in body["error"]["message"]
+        assert len(body["error"]["message"]) < 300
+        status, body = call(stack, "POST", f"runs/{run_id}/approve", operator, approve_body())
+        assert status == 400 and body["error"]["status"] == 400
+    # the console, signed in, on the same id: a page saying so, not a server error
+    request = urllib.request.Request(f"{stack.api_url}/console/runs/{'r' * 20_000}",
+                                     headers={"Cookie": f"ftops_console={operator}"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=60)
+    assert refused.value.code == 400 and "is not a run id" in refused.value.read().decode()

@@ -79,8 +79,15 @@ def test_a_dropped_dataset_reaches_prod_in_two_regions_after_approval(make_deps,
     assert deps.registry.require_run(run_id).state == "awaiting_approval:prod"
 
     model = deps.registry.require_run(run_id).chosen_model
+    approval = json.dumps({"environment": "prod", "ticket": "CHG-1", "model": model}).encode()
     answer = handle("approve", authorization=f"Bearer {operator_token(deps)}", params={"run_id": run_id},
-                    body=json.dumps({"environment": "prod", "ticket": "CHG-1", "model": model}).encode(), deps=deps)
+                    body=approval, deps=deps)
+    assert answer.status == 409 and "waits for its owner" in answer.body["error"]["message"]   # run.json's claim
+    answer = handle("claim", authorization=f"Bearer {operator_token(deps, 'demo-scientist@contoso.example')}",
+                    params={"run_id": run_id}, body=b"", deps=deps)
+    assert answer.status == 200, answer.body
+    answer = handle("approve", authorization=f"Bearer {operator_token(deps)}", params={"run_id": run_id},
+                    body=approval, deps=deps)
     assert answer.status == 202, answer.body
     assert pump(deps, s.deploy_queue) == 1
     run = deps.registry.require_run(run_id)

@@ -185,13 +185,20 @@ def test_the_comparison_says_which_way_each_metric_moved() -> None:
     assert rows["errors"][3] == "" and rows["gates passed"][:2] == ("1 / 1", "1 / 2")
 
 
+def test_the_approval_view_shows_answers_a_grader_could_not_score() -> None:
+    serving = compare.Side("serving prod now", "m-old", "r0", {"mean_f1": 0.5, "grader_errors": {}}, [])
+    candidate = compare.Side("candidate", "m-new", "r1", {"mean_f1": 0.7, "grader_errors": {"judge": 3}}, [])
+    rows = {r[0]: r[1:] for r in compare.rows(serving, candidate)}
+    assert rows["answers a grader could not score"] == ("0", "3", "", "worse")
+
+
 def test_rollback_and_reject_post_what_the_api_expects() -> None:
     token = csrf_for(TOKEN)
     back = serve("act", request("/environments/prod/rollback", method="POST",
                                 params={"environment": "prod", "action": "rollback"},
                                 body=f"form_token={token}&run_id=r1&reason=bad+answers&confirm=yes".encode()),
                  rollback=(200, {"rolled_back": "prod"}))
-    assert back.status == 303 and back.headers["Location"] == "/api/console/runs/r1?done=rolled%20back"
+    assert back.status == 303 and back.headers["Location"] == "/api/console/runs/r1?done=rolled-back"
     assert FakeApi.calls == [("rollback", {"environment": "prod"}, {"run_id": "r1", "reason": "bad answers"})]
     no = serve("act", request("/runs/r1/reject", method="POST", params={"run_id": "r1", "action": "reject"},
                               body=f"form_token={token}&environment=prod&reason=worse+latency&ticket=".encode()),

@@ -352,19 +352,24 @@ def test_ftops_drop_uploads_a_run_folder_with_run_json_last(tmp_path: Any, world
 
 
 def test_ftops_train_of_a_blob_that_already_is_a_run_says_so(world: Any) -> None:
-    from ftops_cli.errors import UsageError
-    from ftops_cli.follow import precheck
-    from shared.run.messages import TrainCommand, envelope
+    """`ftops train` is POST runs (the verified starter, issue 21): the operator API refuses it, naming the run."""
+    from shared.azure.access import Caller
+    from shared.operator.api import handle
     from shared.stages.intake import drop_started_by, run_id_for
     deps, _ = world
     deps.blobs.data[("datasets", "support.jsonl")] = b'{"messages": []}\n'
-    event = envelope(TrainCommand(blob="datasets/support.jsonl"), type_="ftops.command.train")
-    precheck(deps, event)   # no run yet: sent
     etag = deps.blobs.get_blob_client("datasets", "support.jsonl").get_blob_properties().etag
     run_id = run_id_for(drop_started_by("support.jsonl"), etag)   # type: ignore[arg-type]
     add_run(deps, run_id, state="deployed:test")   # the blob trigger started it when it was uploaded
-    with pytest.raises(UsageError, match=f"already is run {run_id}, deployed:test; `ftops retrain {run_id}"):
-        precheck(deps, event)   # before: sent, and intake silently did nothing
+
+    class Operator:
+        def verify(self, authorization: str | None) -> Caller:
+            return Caller(oid=test_deployment.APPROVER, tenant="tenant-contoso", name="Ops", roles=frozenset({"Operator"}))
+
+    answer = handle("train", authorization="Bearer t", params={}, body=b'{"blob": "datasets/support.jsonl"}',
+                    deps=deps, verifier=Operator())
+    assert answer.status == 409   # before: sent, and intake silently did nothing
+    assert f"already is run {run_id}, deployed:test; `ftops retrain {run_id}" in answer.body["error"]["message"]
 
 
 # --- a console operators recognise --------------------------------------------------------------------------

@@ -120,8 +120,9 @@ def test_status_totals_hosting_by_run_state_and_lists_dead_letters() -> None:
 
 
 def test_a_run_left_for_a_person_to_approve_is_a_failure_only_when_the_demo_was_to_approve_it() -> None:
+    owner = "6f1c2d3e-0000-4000-8000-0000000000b2"   # who confirmed it (ftops claim): now it waits for an approver
     waiting = RunRecord(run_id="bot-0123456789", source="datasets/bot/run.json", state="awaiting_approval:prod",
-                        environments=ENVS, job_id="ftjob-1", evaluation={"passed": True})
+                        environments=ENVS, job_id="ftjob-1", evaluation={"passed": True}, owner=owner, claimed_by=owner)
     assert unexpected_failures(result(waiting), sample=True, waiting_ok=True) == []
     [failed] = unexpected_failures(result(waiting), sample=True)
     assert "awaiting_approval:prod" in failed and "waiting for an approver of prod" in failed

@@ -113,7 +113,7 @@ def world() -> tuple[MemoryDeps, FakeSpokes]:
 def add_run(deps: MemoryDeps, run_id: str = "run-1", *, state: str = states.EVALUATED, model: str = MODEL,
             owner: str = OWNER, name: str = "support-bot") -> RunRecord:
     run = RunRecord(run_id=run_id, source=f"datasets/{run_id}.jsonl", state=state, chosen_model=model,
-                    settings={"deployment_name": name, "owner": owner}, owner=owner,
+                    settings={"deployment_name": name, "owner": owner}, owner=owner, claimed_by=owner,  # confirmed
                     environments=["dev", "test", "prod"], dataset_hash="sha256:abc", etag="e0")
     deps.registry.runs[run_id] = run
     return run

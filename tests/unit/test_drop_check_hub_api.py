@@ -15,7 +15,7 @@ def _dpo_drop() -> DropFiles:
     lines = [json.dumps({"input": {"messages": [{"role": "user", "content": f"Say hi to guest {i}."}]},
                          "preferred_output": [{"role": "assistant", "content": f"Hello guest {i}, welcome in."}],
                          "non_preferred_output": [{"role": "assistant", "content": "What."}]})
-             for i in range(40)]
+             for i in range(60)]
     data = ("\n".join(lines) + "\n").encode()
     return DropFiles(start="greetings.jsonl", folder=False, data={"train": lambda: [data]},
                      names={"train": "greetings.jsonl"})

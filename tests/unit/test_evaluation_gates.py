@@ -2,47 +2,71 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
-from shared.evaluation.gates import choose_candidate, evaluate_gates, thresholds_from
+from shared.evaluation.gates import gate_candidates, thresholds_from
 from shared.evaluation.hubdeploy import deployment_prefix, plan_candidates
-from shared.evaluation.metrics import CandidateMetrics
+from shared.evaluation.metrics import ExampleResult, aggregate
 from shared.evaluation.runner import Candidate
 from shared.run.settings import Thresholds
 
-GOOD = CandidateMetrics(n=100, n_errors=2, error_rate=0.02, mean_f1=0.8, exact_match=0.5, latency_p50_ms=300,
-                        latency_p95_ms=900, mean_prompt_tokens=40, mean_completion_tokens=12)
-BASE = replace(GOOD, mean_f1=0.3, n_errors=0, error_rate=0.0)
+
+def rows(scores: list[float], *, failed: set[int] = frozenset(), latency: float | None = 300.0,
+         errors: int = 0, grader: str = "g") -> list[ExampleResult]:
+    """One candidate's answers with these scores of grader `grader`; `failed`: where the grader failed."""
+    return [ExampleResult(index=i, answer=None if i < errors else "a", latency_ms=latency,
+                          error="APIError" if i < errors else None,
+                          scores={} if i in failed else {grader: s},
+                          grading_failed=(grader,) if i in failed else ()) for i, s in enumerate(scores)]
 
 
-def _gates(chosen: CandidateMetrics, **thresholds: float) -> dict[str, bool]:
-    return {g.name: g.passed for g in evaluate_gates(chosen, BASE, Thresholds(**thresholds))}
+def gate(results: dict[str, list[ExampleResult]], trained: list[Candidate] | None = None, **thresholds: Any
+         ) -> tuple[Candidate, dict[str, dict[str, Any]]]:
+    metrics = {name: aggregate(r, graders=["g"]) for name, r in results.items()}
+    trained = trained or [Candidate("final", "final", "ft", "d")]
+    chosen, verdicts = gate_candidates(trained, results, metrics, Thresholds(**thresholds), grader="g")
+    return chosen, {name: {g.name: g for g in v.gates} for name, v in verdicts.items()}
+
+
+N = 40
+GOOD = [1.0] * 32 + [0.0] * 8          # 0.8
+BASE = [0.0] * 28 + [1.0] * 12         # 0.3, right where GOOD is right too
+
+
+def _verdicts(final: list[ExampleResult], **thresholds: Any) -> dict[str, bool]:
+    _, by = gate({"final": final, "base": rows(BASE)}, **thresholds)
+    return {name: g.passed for name, g in by["final"].items()}
 
 
 def test_all_gates_pass_and_report_value_and_threshold() -> None:
-    gates = evaluate_gates(GOOD, BASE, Thresholds(min_score=0.5, min_improvement=0.1, max_latency_p95_ms=1000))
-    assert all(g.passed for g in gates)
-    by_name = {g.name: g for g in gates}
-    assert by_name["min_improvement"].value == pytest.approx(0.5)
-    assert by_name["max_latency_p95_ms"].threshold == 1000
+    _, by = gate({"final": rows(GOOD), "base": rows(BASE)}, min_score=0.5, min_improvement=0.1,
+                 max_latency_p95_ms=1000)
+    gates = by["final"]
+    assert all(g.passed for g in gates.values()), {k: g.detail for k, g in gates.items()}
+    assert gates["min_improvement"].value == pytest.approx(0.5)
+    assert gates["max_latency_p95_ms"].threshold == 1000
+    assert gates["min_held_out"].value == N
 
 
-@pytest.mark.parametrize(("chosen", "thresholds", "failing"), [
-    (replace(GOOD, mean_f1=0.4), {"min_score": 0.5, "min_improvement": 0.0}, "min_score"),
-    (replace(GOOD, mean_f1=0.33), {"min_score": 0.1, "min_improvement": 0.05}, "min_improvement"),
-    (GOOD, {"max_latency_p95_ms": 500}, "max_latency_p95_ms"),
-    (replace(GOOD, n_errors=20, error_rate=0.2), {"max_error_rate": 0.1}, "max_error_rate"),
+@pytest.mark.parametrize(("final", "thresholds", "failing"), [
+    (rows([1.0] * 16 + [0.0] * 24), {"min_score": 0.5, "min_improvement": -0.5}, "min_score"),
+    (rows([1.0] * 12 + [0.0] * 28), {"min_score": 0.1, "min_improvement": 0.05}, "min_improvement"),
+    (rows(GOOD), {"max_latency_p95_ms": 200}, "max_latency_p95_ms"),
+    (rows(GOOD, errors=6), {"max_error_rate": 0.1, "min_improvement": 0.0}, "max_error_rate"),
+    (rows(GOOD[:20]), {"min_improvement": 0.0}, "min_held_out"),
 ])
-def test_each_gate_fails_alone(chosen: CandidateMetrics, thresholds: dict[str, float], failing: str) -> None:
-    verdicts = _gates(chosen, **thresholds)
-    assert [name for name, ok in verdicts.items() if not ok] == [failing]
+def test_each_gate_fails_alone(final: list[ExampleResult], thresholds: dict[str, float], failing: str) -> None:
+    base = rows(BASE[: len(final)])
+    _, by = gate({"final": final, "base": base}, **thresholds)
+    assert [name for name, g in by["final"].items() if not g.passed] == [failing]
 
 
 def test_latency_gate_without_measurements_fails_and_without_limit_passes() -> None:
-    silent = replace(GOOD, latency_p95_ms=None)
-    assert _gates(silent, max_latency_p95_ms=100)["max_latency_p95_ms"] is False
-    assert _gates(silent)["max_latency_p95_ms"] is True
+    silent = rows(GOOD, latency=None)
+    assert _verdicts(silent, max_latency_p95_ms=100)["max_latency_p95_ms"] is False
+    assert _verdicts(silent)["max_latency_p95_ms"] is True
 
 
 def test_thresholds_from_run_settings_defaults_and_validates() -> None:
@@ -59,16 +83,27 @@ def _cands() -> list[Candidate]:
 
 
 def test_choice_takes_the_best_fine_tuned_candidate_never_the_base() -> None:
-    m = {"final": replace(GOOD, mean_f1=0.7), "base": replace(GOOD, mean_f1=0.99),
-         "checkpoint step 10": replace(GOOD, mean_f1=0.75), "checkpoint step 20": replace(GOOD, mean_f1=0.72)}
-    assert choose_candidate(_cands(), m).name == "checkpoint step 10"
+    results = {"final": rows([1.0] * 28 + [0.0] * 12), "base": rows([1.0] * 40),
+               "checkpoint step 10": rows([1.0] * 30 + [0.0] * 10), "checkpoint step 20": rows([1.0] * 29 + [0.0] * 11)}
+    chosen, _ = gate(results, _cands(), min_improvement=-1.0, non_inferiority_margin=0.5)
+    assert chosen.name == "checkpoint step 10"
 
 
 def test_choice_ties_go_to_the_final_model_then_the_later_checkpoint() -> None:
-    tie = {"final": GOOD, "base": BASE, "checkpoint step 10": GOOD, "checkpoint step 20": GOOD}
-    assert choose_candidate(_cands(), tie).name == "final"
+    tie = {"final": rows(GOOD), "base": rows(BASE), "checkpoint step 10": rows(GOOD), "checkpoint step 20": rows(GOOD)}
+    assert gate(tie, _cands())[0].name == "final"
     no_final = {k: v for k, v in tie.items() if k != "final"}
-    assert choose_candidate(_cands(), no_final).name == "checkpoint step 20"
+    assert gate(no_final, _cands())[0].name == "checkpoint step 20"
+
+
+def test_the_chosen_candidate_is_the_best_of_those_that_pass_every_gate() -> None:
+    """The best-scoring checkpoint had flagged answers: it fails its content-filter gate, so the final model
+    (which passes every gate) is chosen and the run passes — before, the flagged one was chosen and failed it."""
+    flagged = [replace(r, flagged=True) if r.index < 5 else r for r in rows([1.0] * 36 + [0.0] * 4)]
+    results = {"final": rows(GOOD), "base": rows(BASE), "checkpoint step 10": flagged}
+    chosen, by = gate(results, _cands()[:3])
+    assert not by["checkpoint step 10"]["max_content_filter_rate"].passed
+    assert chosen.name == "final" and all(g.passed for g in by["final"].values())
 
 
 def test_plan_uses_developer_tier_for_gpt41_and_the_last_two_checkpoints() -> None:

@@ -47,7 +47,7 @@ def test_html_escapes_every_string_and_embeds_svg_charts() -> None:
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert "run-&lt;1&gt;" in html
     assert html.count("<svg") == 3          # score bars, latency strips, training loss
-    assert "Mean token_f1 per candidate (95 % interval)" in html and "min score 0.50" in html
+    assert "Mean token_f1 per candidate; whisker: 95 % interval" in html and "min_score gate 0.50" in html
     assert "<polyline" in html and "limit 1000 ms" in html
     assert not re.search(r"<(link|img|iframe)\b|src=", html)   # self-contained
 
@@ -71,3 +71,57 @@ def test_loss_rows_accepts_rows_wrapped_rows_and_columns() -> None:
 def test_truncate_marks_cut_text() -> None:
     assert truncate("x" * 500, 10) == "x" * 9 + "…"
     assert truncate(None) == ""
+
+
+def _built(*, final: list[str], graders: int = 0, lineage: dict | None = None) -> dict:
+    from shared.evaluation.graders import Grader
+    n = len(final)
+    examples = [Example(line=i + 1, messages=[{"role": "user", "content": f"q{i}"}], reference=f"a{i}") for i in range(n)]
+    cands = [Candidate("final", "final", "ft", "d1"), Candidate("base", "base", "gpt-4.1-mini", "d2"),
+             Candidate("checkpoint step 10", "checkpoint", "ck", "d3", step=10)]
+    names = [f"grader_number_{k}" for k in range(graders)]
+    def rows(answers: list[str]) -> list:
+        from dataclasses import replace
+        return [replace(score(i, a, f"a{i}", latency_ms=100), scores={g: 0.5 for g in names}) for i, a in enumerate(answers)]
+    results = {"final": rows(final), "base": rows(["dunno"] * n), "checkpoint step 10": rows(["dunno"] * n)}
+    metrics = {k: aggregate(v, graders=names) for k, v in results.items()}
+    gates = [Gate("min_score", 1.0, 0.5, True, "ok"), Gate("min_improvement", 0.6, 0.05, True, "ok")]
+    return build_report(run_id="r", base_model="gpt-4.1-mini", fine_tuned_model="ft", eval_path="r/eval.jsonl",
+                        examples=examples, available=n, skipped_lines=[], candidates=cands, results=results,
+                        metrics=metrics, skipped_candidates=[], chosen=cands[0], gates=gates, training_metrics=None,
+                        graders=[Grader(g, "token_f1") for g in names], lineage=lineage)
+
+
+def test_worst_examples_are_only_the_bad_ones() -> None:
+    """Before: the 15 'worst' were listed whatever they scored, perfect answers included."""
+    perfect = _built(final=[f"a{i}" for i in range(40)])
+    assert perfect["worst_examples"] == [] and "None: every answer of the chosen model scored 1.0" in render_html(perfect)
+    two_bad = _built(final=[f"a{i}" if i not in (3, 7) else "wrong" for i in range(40)])
+    assert [w["line"] for w in two_bad["worst_examples"]] == [4, 8]
+
+
+def test_the_report_carries_its_lineage() -> None:
+    lineage = {"dataset_hash": "ab" * 32, "validation_report": "validation.json", "settings": {"seed": 7},
+               "trained_tokens": 123456, "training_cost_usd": 0.68, "approvals": {}}
+    report = _built(final=["a0"] * 40, lineage=lineage)
+    assert report["lineage"] == lineage
+    html = render_html(report)
+    assert f"sha256:{'ab' * 32}" in html and 'href="validation.json"' in html and "123,456 trained tokens" in html
+    assert "$0.68" in html and "approvals: none yet" in html and "&quot;seed&quot;: 7" in html
+
+
+def test_each_gate_states_its_rule_in_words_and_charts_draw_only_real_thresholds() -> None:
+    html = render_html(_built(final=["a0"] * 40))
+    assert "better than the base model: the lower bound of the paired interval" in html
+    assert "the mean score is at least the threshold" in html
+    assert "base + min improvement" not in html      # a line that looked like the improvement gate, but was not
+
+
+def test_the_candidate_table_grows_down_not_across_with_many_graders() -> None:
+    """12 graders used to mean 19 columns; now a row per grader and a column per candidate."""
+    html = render_html(_built(final=["a0"] * 40, graders=12))
+    table = html[html.index("<h2>Candidates</h2>"):]
+    table = table[: table.index("</table>")]
+    header = table[table.index("<tr>"): table.index("</tr>")]
+    assert header.count("<th>") == 4                 # grader + three candidates
+    assert table.count("grader_number_") == 12 and "table-layout:fixed" in html

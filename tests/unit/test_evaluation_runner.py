@@ -1,4 +1,4 @@
-"""The runner: one bounded pool for every candidate, a 429 pauses all of it, content-filter flags read."""
+"""The runner: calls in flight adapt per deployment (grow until 429, halve and pause on it), content-filter flags read."""
 from __future__ import annotations
 
 import threading
@@ -7,44 +7,74 @@ import time
 from shared.azure.chat import ChatReply, RateLimited, content_flagged, retry_after_seconds
 from shared.evaluation.examples import Example
 from shared.evaluation.graders import Grader
-from shared.evaluation.runner import Candidate, run_candidates
+from shared.evaluation.runner import MAX_PER_DEPLOYMENT, Candidate, run_candidates
 
 EXAMPLES = [Example(line=i + 1, messages=[{"role": "user", "content": f"q{i}"}], reference=f"a{i}") for i in range(30)]
 CANDIDATES = [Candidate(n, "final" if n == "final" else "checkpoint", n, f"dep-{n}") for n in ("final", "c1", "c2")]
 
 
-def test_a_429_pauses_the_whole_pool_for_its_retry_after_then_every_call_is_answered() -> None:
+def test_a_429_pauses_that_deployment_for_its_retry_after_then_every_call_is_answered() -> None:
     lock = threading.Lock()
     starts: list[tuple[float, str]] = []
     limited_at: list[float] = []
-    in_flight = peak = 0
 
     def chat(deployment: str, example: Example) -> ChatReply:
-        nonlocal in_flight, peak
         with lock:
             starts.append((time.monotonic(), deployment))
-            in_flight += 1
-            peak = max(peak, in_flight)
             first_429 = deployment == "dep-final" and example.line == 5 and not limited_at
             if first_429:
                 limited_at.append(time.monotonic())
+        if first_429:
+            raise RateLimited(0.4)
+        time.sleep(0.005 if deployment == "dep-final" else 0.06)
+        return ChatReply(f"a{example.line - 1}")
+
+    limits: dict = {}
+    results = run_candidates(CANDIDATES, EXAMPLES, chat, max_workers=4, graders=[Grader("f1", "token_f1")],
+                             limits=limits)
+    assert all(r.ok and r.scores["f1"] == 1.0 for rows in results.values() for r in rows)   # retried, answered
+    resumed = limited_at[0] + 0.4
+    later = [(t, d) for t, d in starts if t > limited_at[0] + 0.02]
+    # after the 429, no call to that deployment starts until its pause is over; the others go on
+    assert all(t >= resumed - 0.01 for t, d in later if d == "dep-final")
+    assert any(t < resumed - 0.05 for t, d in later if d != "dep-final")   # the others were not paused
+    assert limits["dep-final"].throttled == 1 and limits["dep-c1"].throttled == 0
+
+
+def _capacity_chat(capacity: dict[str, int], seen: dict[str, int]) -> object:
+    """A deployment answers 429 (Retry-After 50 ms) while more than `capacity` of its calls are in flight."""
+    lock = threading.Lock()
+    in_flight = dict.fromkeys(capacity, 0)
+
+    def chat(deployment: str, example: Example) -> ChatReply:
+        with lock:
+            in_flight[deployment] += 1
+            seen[deployment] = max(seen.get(deployment, 0), in_flight[deployment])
+            over = in_flight[deployment] > capacity[deployment]
         try:
-            if first_429:
-                raise RateLimited(0.4)
-            time.sleep(0.005)
+            if over:
+                raise RateLimited(0.05)
+            time.sleep(0.03)
             return ChatReply(f"a{example.line - 1}")
         finally:
             with lock:
-                in_flight -= 1
+                in_flight[deployment] -= 1
+    return chat
 
-    results = run_candidates(CANDIDATES, EXAMPLES, chat, max_workers=4, graders=[Grader("f1", "token_f1")])
-    assert all(r.ok and r.scores["f1"] == 1.0 for rows in results.values() for r in rows)   # retried, answered
-    assert peak <= 4                                                      # bounded across candidates
-    resumed = limited_at[0] + 0.4
-    # after the 429, no call of any candidate starts until the pause is over (in-flight ones finish)
-    later = [(t, d) for t, d in starts if t > limited_at[0] + 0.02]
-    assert later and all(t >= resumed - 0.01 for t, _ in later)
-    assert {d for _, d in later} == {"dep-final", "dep-c1", "dep-c2"}
+
+def test_concurrency_grows_until_the_deployment_says_429_and_settles_near_its_limit() -> None:
+    """Before: a fixed 8 calls in flight for every candidate together, whatever the deployments could take."""
+    examples = [Example(line=i + 1, messages=[{"role": "user", "content": f"q{i}"}], reference=f"a{i}")
+                for i in range(400)]
+    candidates = [Candidate("final", "final", "f", "dep-fast"), Candidate("base", "base", "b", "dep-small")]
+    seen: dict[str, int] = {}
+    limits: dict = {}
+    results = run_candidates(candidates, examples, _capacity_chat({"dep-fast": 1000, "dep-small": 6}, seen),
+                             max_workers=4, limits=limits)
+    assert all(r.ok for rows in results.values() for r in rows)
+    assert limits["dep-fast"].peak == MAX_PER_DEPLOYMENT and seen["dep-fast"] >= 12   # 4 at the start
+    assert limits["dep-small"].throttled >= 1 and limits["dep-small"].limit <= 12   # backed off to near 6
+    assert limits["dep-fast"].throttled == 0
 
 
 def test_retry_after_headers_in_the_order_azure_sends_them() -> None:

@@ -18,7 +18,7 @@ from shared.run.messages import EvaluateRequest, deploy_message_id, envelope, ev
 from shared.stages.evaluation import handle_evaluate
 from shared.store.registry import RunRecord
 
-QA = {f"What is fact {i}?": f"Fact {i} is number {i * 7}" for i in range(12)}
+QA = {f"What is fact {i}?": f"Fact {i} is number {i * 7}" for i in range(60)}
 
 
 class FakeArm:
@@ -234,7 +234,7 @@ def test_the_champion_served_today_is_evaluated_on_the_same_examples_and_gated_o
     _serving(deps, "gpt-4.1-mini.ft-0")
     handle_evaluate(EvaluateRequest(run_id="r1"), with_chat(deps, _with_champion(deps)))
     run = deps.registry.runs["r1"]
-    assert run.state == states.EVALUATED                      # as good as the champion: improvement 0 ≥ 0
+    assert run.state == states.EVALUATED                      # as good as the champion: non-inferior
     assert run.evaluation["champion"] == {"model": "gpt-4.1-mini.ft-0", "environment": "prod"}
     assert run.evaluation["comparison"]["champion"]["mean"] == 0.0
     assert run.evaluation["comparison"]["base"]["low"] > 0.5
@@ -247,7 +247,7 @@ def test_the_champion_served_today_is_evaluated_on_the_same_examples_and_gated_o
     assert view["improvement"]["champion"]["mean"] == 0.0
     assert view["gates"] == {"min_improvement": True, "min_improvement_over_champion": True}
 
-    deps = _deps(_run(min_score=0.5, min_improvement=0.1, min_improvement_over_champion=0.05))
+    deps = _deps(_run(min_score=0.5, min_improvement=0.1, champion_rule="superior"))
     _serving(deps, "gpt-4.1-mini.ft-0")
     handle_evaluate(EvaluateRequest(run_id="r1"), with_chat(deps, _with_champion(deps)))
     failed = deps.registry.runs["r1"]
@@ -296,12 +296,12 @@ def test_content_filter_results_in_answers_fail_their_gate() -> None:
 
     def chat(deployment: str, example: Example) -> ChatReply:
         reply = inner(deployment, example)
-        return replace(reply, flagged=deps.arm.live[deployment] != "gpt-4.1-mini" and example.line <= 3)
+        return replace(reply, flagged=deps.arm.live[deployment] != "gpt-4.1-mini" and example.line <= 10)
 
     handle_evaluate(EvaluateRequest(run_id="r1"), with_chat(deps, chat))
     run = deps.registry.runs["r1"]
     assert run.state == states.EVALUATION_FAILED and run.evaluation["failed_gates"] == ["max_content_filter_rate"]
-    assert run.evaluation["content_filter_rate"]["final"] == 0.25 and run.evaluation["content_filter_rate"]["base"] == 0
+    assert run.evaluation["content_filter_rate"]["final"] == 0.1667 and run.evaluation["content_filter_rate"]["base"] == 0
 
 
 def test_a_reinforcement_run_is_judged_by_its_own_grader() -> None:
@@ -316,25 +316,73 @@ def test_a_reinforcement_run_is_judged_by_its_own_grader() -> None:
     assert done.state == states.EVALUATED and done.evaluation["grader"] == "exact"
     assert done.evaluation["scores"]["final"] == 1.0 and done.evaluation["scores"]["base"] == 0.0
     report = json.loads(deps.blobs.data[("reports", "r1/evaluation.json")])
-    assert report["graders"] == [{"name": "exact", "type": "string_check", "operation": "eq",
-                                  "reference": "{{item.answer}}"}]
+    assert report["graders"] == [{"name": "exact", "type": "reinforcement", "grader": run.settings["grader"]}]
 
 
-def test_a_judge_that_fails_is_counted_not_hidden() -> None:
+def test_a_judge_that_fails_is_counted_not_hidden_and_not_a_zero() -> None:
     run = _run(min_score=0.0, min_improvement=-1.0)
     run.settings["evaluation"] = {"graders": [{"type": "score_model", "name": "judge", "model": "judge-4o"}]}
     deps = _deps(run)
 
     def judge(deployment: str, messages: list[dict[str, str]]) -> str:
-        if "Fact 3" in messages[-1]["content"]:
+        if "What is fact 3?" in messages[-1]["content"]:
             raise TimeoutError("judge did not answer")
         return "1"
 
     handle_evaluate(EvaluateRequest(run_id="r1"), with_chat(deps, _chat(deps), judge))
     report = json.loads(deps.blobs.data[("reports", "r1/evaluation.json")])
     final = next(c for c in report["candidates"] if c["name"] == "final")
-    assert final["metrics"]["grader_errors"] == {"judge": 1} and final["metrics"]["graders"]["judge"]["mean"] < 1
-    assert b"could not score 1 of final" in deps.blobs.data[("reports", "r1/evaluation.html")]
+    assert final["metrics"]["grader_errors"] == {"judge": 1} and final["metrics"]["graders"]["judge"]["mean"] == 1
+    assert report["grader_errors"]["final"] == {"judge": 1}
+    html = deps.blobs.data[("reports", "r1/evaluation.html")].decode()
+    headline = html[: html.index("<h2>")]
+    assert "Grader errors" in headline and "judge on final: 1" in headline
+    run = deps.registry.runs["r1"]
+    assert run.evaluation["grader_errors"]["final"] == {"judge": 1}
+    from shared.operator.api import evaluation_comparison  # GET runs/{id}
+    assert evaluation_comparison(run.evaluation)["grader_errors"]["base"] == {"judge": 1}
+    gate = next(g for g in run.evaluation["gates"] if g["name"] == "max_grader_error_rate")
+    assert gate["passed"] and "1 of 60" in gate["detail"]
+
+
+def test_a_judge_failing_on_too_many_answers_fails_the_run_with_its_reason() -> None:
+    run = _run(min_score=0.0, min_improvement=-1.0)
+    run.settings["evaluation"] = {"graders": [{"type": "score_model", "name": "judge", "model": "judge-4o"}]}
+    deps = _deps(run)
+
+    def judge(deployment: str, messages: list[dict[str, str]]) -> str:
+        if any(f"What is fact {i}?" in messages[-1]["content"] for i in range(6)):
+            raise TimeoutError("judge did not answer")
+        return "1"
+
+    handle_evaluate(EvaluateRequest(run_id="r1"), with_chat(deps, _chat(deps), judge))
+    run = deps.registry.runs["r1"]
+    assert run.state == states.EVALUATION_FAILED and run.evaluation["failed_gates"] == ["max_grader_error_rate"]
+    gate = next(g for g in run.evaluation["gates"] if g["name"] == "max_grader_error_rate")
+    assert "6 of 60" in gate["detail"]
+
+
+def test_a_reinforcement_runs_model_grader_is_asked_with_its_own_messages() -> None:
+    """The run's own score_model grader (inside a multi) gets a judge: before, none was made for it."""
+    lines = [json.dumps({"messages": [{"role": "user", "content": q}], "answer": a}) for q, a in QA.items()]
+    run = _run(min_score=0.5, min_improvement=0.1)
+    judge_spec = {"type": "score_model", "name": "judge", "model": "judge-4o", "range": [0, 10],
+                  "input": [{"role": "user", "content": "Reference {{item.answer}}; answer {{sample.output_text}}"}]}
+    run.settings.update(method="reinforcement", grader={
+        "type": "multi", "graders": {"judge": judge_spec}, "calculate_output": "judge"})
+    deps = _deps(run, eval_lines=lines)
+    asked: list[str] = []
+
+    def judge(deployment: str, messages: list[dict[str, str]]) -> str:
+        asked.append(messages[-1]["content"])
+        reference, answer = messages[-1]["content"][len("Reference "):].split("; answer ")
+        return "10" if reference == answer else "2"
+
+    handle_evaluate(EvaluateRequest(run_id="r1"), with_chat(deps, _chat(deps), judge))
+    done = deps.registry.runs["r1"]
+    assert done.state == states.EVALUATED, done.evaluation
+    assert done.evaluation["scores"]["final"] == 1.0 and done.evaluation["scores"]["base"] == pytest.approx(0.2)
+    assert asked and not any("{{" in a for a in asked)
 
 
 def test_two_retry_chains_interleaved_never_mint_the_same_id_and_the_run_finishes() -> None:

@@ -36,16 +36,18 @@ def test_every_stage_is_registered(bindings):
     assert set(bindings) == {"intake", "training", "polling", "outbox", "evaluation", "deployment", "keepalive", "reconcile",
                              "harvest", "drift",
                              "commands",
-                             "operator_list_runs", "operator_get_run", "operator_list_deployments", "operator_history",
+                             "operator_list_runs", "operator_start_run", "operator_get_run", "operator_list_deployments",
+                             "operator_history",
                              "operator_run_command", "operator_environment_command",
-                             "console_runs", "console_sign_in", "console_sign_out", "console_deployments",
+                             "console_runs", "console_sign_in", "console_sign_in_entra", "console_sign_in_callback", "console_sign_out", "console_deployments",
                              "console_asset", "console_run", "console_report", "console_act", "console_rollback"}
 
 
 def test_the_operator_api_is_anonymous_at_the_host_because_the_app_verifies_the_token(bindings):
     routes = {name: trigger(bindings, name) for name in bindings if name.startswith("operator_")}
     assert {(t["route"], tuple(t["methods"])) for t in routes.values()} == {
-        ("runs", ("GET",)), ("runs/{run_id}", ("GET",)), ("deployments", ("GET",)), ("history/{environment}", ("GET",)),
+        ("runs", ("GET",)), ("runs", ("POST",)), ("runs/{run_id}", ("GET",)), ("deployments", ("GET",)),
+        ("history/{environment}", ("GET",)),
         ("runs/{run_id}/{action}", ("POST",)), ("environments/{environment}/{action}", ("POST",))}
     assert all(t["type"] == "httpTrigger" and t["authLevel"] == "ANONYMOUS" for t in routes.values())
 
@@ -159,4 +161,4 @@ def test_the_minimal_app_of_the_cold_start_benchmark_has_the_same_bindings(bindi
 def test_the_operator_routes_are_the_command_tables():
     from functions import operator
     from shared.run.command_table import COMMAND_ROUTES
-    assert (operator.RUN_COMMAND, operator.ENVIRONMENT_COMMAND) == COMMAND_ROUTES
+    assert (operator.RUN_COMMAND, operator.ENVIRONMENT_COMMAND, operator.START_RUN) == COMMAND_ROUTES

@@ -18,6 +18,7 @@ LOCAL_ONLY = {
     "DatasetStorage": "a connection string (with the account key); Azure uses DatasetStorage__*ServiceUri",
     "HUB_API_KEY": "an API key; Azure uses Entra ID tokens",
     "FTOPS_CA_BUNDLE": "the emulator's throw-away CA",
+    "OPERATOR_AUTHORITY_LOCAL": "lets OPERATOR_AUTHORITY name the emulator; Azure uses an Entra ID login host",
 }
 # Read by the Functions host or an SDK rather than shared/run/config.py.
 READ_OUTSIDE_CONFIG = {

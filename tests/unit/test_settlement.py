@@ -114,6 +114,6 @@ def test_operator_actions_on_the_commands_queue_are_dead_lettered_and_audited(na
     assert f"{name} is not accepted on the commands queue" in description and f"ftops {name}" in description
     [audit] = deps.registry.audits
     assert audit["run_id"] == data.get("run_id", "_operator") and audit["action"] == f"{name}.refused"
-    assert audit["actor"] == f"unverified: {data.get('approver') or data.get('requested_by') or 'unnamed sender'}"
+    assert audit["actor"] == f"unverified: {data.get('approver') or data.get('requested_by') or 'unnamed sender'} via ftops-commands"
     assert not deps.registry.runs and not deps.registry.slots and not deps.registry.keys   # nothing else moved
     assert deps.publisher.types() == ["ftops.run.command_deadlettered"]   # other systems hear of it too

@@ -4,13 +4,19 @@ API called in-process with that token, and the answer as a page, a redirect or a
 Sign-in keeps the access token in an HttpOnly, SameSite=Strict cookie scoped to the console's path (Secure
 over HTTPS): page scripts cannot read it, and other sites cannot make the browser send it. Every form also
 carries a token derived from the cookie (it proves the form came from a console page), and a request whose
-Origin names another site is refused.
+Origin names another site (or is `null`: a sandboxed frame, a data: URL) is refused. The sign-in form, shown
+before there is a session, is bound the same way to a pre-session cookie set with the form, so a hostile
+page cannot sign a person's browser in as someone else (login CSRF).
+
+Nothing a URL says is shown as text: messages after a redirect are named by a short id (`NOTES`, `DONE`)
+and written here.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +29,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 COOKIE = "ftops_console"
+PRESESSION_COOKIE = "ftops_console_signin"   # binds the sign-in form to this browser before any session
+PRESESSION_SECONDS = 1800
+# What a redirect may ask a page to say: by id, never the text itself.
+NOTES = {"signed-out": "Signed out.", "expired": "Your sign-in expired or was refused: please sign in again."}
+DONE = {"approved": "approved", "rejected": "rejected", "retired": "retired", "rolled-back": "rolled back",
+        "unchanged": "nothing changed: the operator API found it already done"}
 MAX_FORM = 16 * 1024
 MAX_SESSION_SECONDS = 8 * 3600     # never longer than the token itself lives (Entra ID: about an hour)
 CSS = Path(__file__).with_name("console.css")
@@ -32,7 +44,9 @@ PAGE_CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; frame-src 'se
 # Reports (HTML written by the app, with inline styles and SVG plots): shown sandboxed (no script, no
 # same-origin rights, nothing fetched), and only inside the console's own frames.
 REPORT_CSP = "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'"
-SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
+# same-origin, not no-referrer: under no-referrer a browser sends `Origin: null` on the console's own form
+# posts (Fetch, "append a request Origin header"), which the console refuses; nothing goes to another site.
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin", "Cache-Control": "no-store"}
 
 
 @dataclass(frozen=True)
@@ -65,10 +79,13 @@ class ConsoleRequest:
         return dict(parse_qsl(self.body.decode("utf-8", "replace"), keep_blank_values=True))
 
     def token(self) -> str | None:
+        return self.cookie(COOKIE)
+
+    def cookie(self, wanted: str) -> str | None:
         # by hand: http.cookies drops every cookie after one it cannot parse (another app's, on this host)
         for part in (self.header("Cookie") or "").split(";"):
             name, _, value = part.strip().partition("=")
-            if name == COOKIE and value:
+            if name == wanted and value:
                 return value.strip('"')
         return None
 
@@ -98,6 +115,21 @@ def csrf_for(token: str) -> str:
     """The form token of a session: derived from the access token in the cookie, so a page of another
     site (which cannot read the cookie) cannot forge it."""
     return hashlib.sha256(b"ftops-console-form\0" + token.encode()).hexdigest()[:32]
+
+
+def presession() -> str:
+    """A fresh random value for the pre-session cookie (the sign-in form's token is derived from it)."""
+    return secrets.token_urlsafe(32)
+
+
+def signin_form_token(value: str) -> str:
+    return hashlib.sha256(b"ftops-console-signin\0" + value.encode()).hexdigest()[:32]
+
+
+def presession_cookie(request: ConsoleRequest, value: str) -> str:
+    secure = "; Secure" if request.secure else ""
+    return (f"{PRESESSION_COOKIE}={value}; Path={request.base}/signin; Max-Age={PRESESSION_SECONDS}; HttpOnly; "
+            f"SameSite=Strict{secure}")
 
 
 def session_cookie(request: ConsoleRequest, token: str, max_age: int) -> str:

@@ -94,6 +94,10 @@ def rows(reference: Side, candidate: Side) -> list[tuple[str, Any, Any, str, str
             if delta:
                 verdict = "better" if (delta > 0) == higher_better else "worse"
         out.append((label, _fmt(a), _fmt(b), change, verdict))
+    errors = [sum(((side.metrics or {}).get("grader_errors") or {}).values()) if side.metrics else None
+              for side in (reference, candidate)]
+    out.append(("answers a grader could not score", _fmt(errors[0]), _fmt(errors[1]), "",
+                "worse" if (errors[1] or 0) > (errors[0] or 0) else ""))
     out.append(("gates passed", reference.gates_passed, candidate.gates_passed, "", ""))
     return out
 

@@ -41,7 +41,7 @@ def _chrome(request: ConsoleRequest, api: Api, title: str, body: Any) -> str:
 def refused(request: ConsoleRequest, status: int, answer: dict[str, Any]) -> ConsoleResponse | None:
     """The API's refusal as the browser sees it: an expired or invalid token signs the person out."""
     if status == 401:
-        return redirect(f"{request.base}/signin?note=please+sign+in+again", {"Set-Cookie": cleared_cookie(request)})
+        return redirect(f"{request.base}/signin?note=expired", {"Set-Cookie": cleared_cookie(request)})
     return None
 
 
@@ -159,21 +159,26 @@ def report(request: ConsoleRequest, api: Api) -> ConsoleResponse:
     return Response(200, data, {"Content-Type": kind, "Content-Security-Policy": REPORT_CSP, **SECURITY_HEADERS})
 
 
-def sign_in_page(request: ConsoleRequest, *, offered: bool, error: str | None = None, note: str | None = None,
-                 username: str = "") -> str:
+def sign_in_page(request: ConsoleRequest, *, offered: bool, form_token: str, entra: bool = False,
+                 error: str | None = None, note: str | None = None, username: str | None = "") -> str:
+    """`note`: one of app.NOTES' texts (chosen by id from the URL, never the URL's text)."""
+    bound = f'<input type="hidden" name="form_token" value="{e(form_token)}">'
     parts = ["<section class=signin><h1>Sign in to the ftops console</h1>"]
     if note:
         parts.append(banner("ok", note))
     if error:
         parts.append(banner("error", error))
+    if entra:   # the authorization code flow with PKCE (entra.py): the sign-in people use in Azure
+        parts.append(f'<p><a id="entra-sign-in" class="button primary" href="{e(request.base)}/signin/entra">'
+                     'Sign in with Microsoft Entra ID</a></p>')
     if offered:
-        parts.append(f'<form method="post" action="{e(request.base)}/signin"><h2>Demo user (local stack)</h2>'
-                     f'<label for="username">User</label><input id="username" name="username" value="{e(username)}" '
+        parts.append(f'<form method="post" action="{e(request.base)}/signin"><h2>Demo user (local stack)</h2>{bound}'
+                     f'<label for="username">User</label><input id="username" name="username" value="{e(username or "")}" '
                      'autocomplete="username" placeholder="demo-operator@contoso.example">'
                      '<label for="password">Password</label><input id="password" name="password" type="password" '
                      'autocomplete="current-password"><p><button class="primary" type="submit">Sign in</button></p>'
                      '<p class=muted>The emulator\'s demo users and their roles: docs/operator-api.md.</p></form>')
-    parts.append(f'<form method="post" action="{e(request.base)}/signin"><h2>With an access token</h2>'
+    parts.append(f'<form method="post" action="{e(request.base)}/signin"><h2>With an access token</h2>{bound}'
                  '<p class=muted>From your own Entra ID sign-in: <code>az account get-access-token --scope '
                  'api://&lt;ftops API client id&gt;/.default --query accessToken -o tsv</code></p>'
                  '<label for="token">Access token</label><input id="token" name="token" type="password" autocomplete="off">'

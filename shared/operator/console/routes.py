@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from shared.operator.console import pages, run_page, signin
+from shared.operator.console import entra, pages, run_page, signin
 from shared.operator.console.app import Api, ConsoleRequest, ConsoleResponse, asset, csrf_for, page, redirect
 from shared.run.config import ConfigError
 
@@ -30,12 +30,18 @@ def handle(view: str, request: ConsoleRequest, deps_factory: Callable[[], Deps],
     if view == "asset":
         return asset(request.params.get("name", ""))
     origin = request.header("Origin")
-    if request.method == "POST" and origin and origin != "null" and urlsplit(origin).netloc != request.header("Host"):
+    # `Origin: null` is what a sandboxed frame or a data: URL sends: never the console's own page
+    if request.method == "POST" and origin is not None and (origin.strip().lower() == "null" or
+                                                            urlsplit(origin).netloc != request.header("Host")):
         return page(403, pages.problem(request, 403, "This form was sent from another site; it is refused."))
     try:
         deps = deps_factory()
         if view == "signin":
             return signin.sign_in(request, deps)
+        if view == "signin_entra":
+            return entra.start(request, deps)
+        if view == "signin_callback":
+            return entra.callback(request, deps)
         token = request.token()
         if view == "signout":
             return signin.sign_out(request, token)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from shared.operator.console import compare, story
-from shared.operator.console.app import Api, ConsoleRequest, ConsoleResponse, page, path_quote, redirect
+from shared.operator.console.app import DONE, Api, ConsoleRequest, ConsoleResponse, page, path_quote, redirect
 from shared.operator.console.layout import Safe, badge, banner, e, hidden, link, short, table
 from shared.operator.console.pages import _chrome, _error, refused
 from shared.run import states
@@ -25,8 +25,8 @@ def run_page(request: ConsoleRequest, api: Api, *, run_id: str,
                         story.stage_strip(run)]
     if refusal:
         parts.append(banner("error", refusal[1]))
-    elif request.query.get("done"):
-        done = request.query["done"]
+    elif request.query.get("done") in DONE:   # an id: the text is ours, never the URL's
+        done = DONE[request.query["done"]]
         parts.append(banner("ok", done if done.startswith("nothing changed") else
                             f"{done}: the operator API accepted it; the run is {run['state']} now"))
     parts.append(_facts(run))
@@ -263,8 +263,8 @@ def act(request: ConsoleRequest, api: Api) -> ConsoleResponse:
         return confirm_page(request, api, action, run_id, params.get("environment"))
     status, answer = api.call(action, params, body)
     if status in (200, 202):
-        done = {"approve": "approved", "reject": "rejected", "retire": "retired", "rollback": "rolled back"}[action]
-        done = answer.get("note") or done   # the API changed nothing (a repeat): say so
+        done = {"approve": "approved", "reject": "rejected", "retire": "retired", "rollback": "rolled-back"}[action]
+        done = "unchanged" if answer.get("note") else done   # the API changed nothing (a repeat): say so, by id
         target = f"{request.base}/runs/{path_quote(run_id)}" if run_id else f"{request.base}/deployments"
         return redirect(f"{target}?done={path_quote(done)}")
     message = (answer.get("error") or {}).get("message", "refused")

@@ -1,11 +1,11 @@
 """How a person signs in to the console (docs/console.md, "Signing in").
 
-Built: (1) on the local stack (`FTOPS_CREDENTIAL=local-dev`), a user name and password form for the
-emulator's demo users: the app asks the emulator's token endpoint (resource owner password grant), as the
-CLI does; (2) anywhere, pasting an access token for the API (`az account get-access-token --scope
-api://<API client id>/.default`). Either way the token is verified exactly as the operator API verifies it
-before it is kept in the session cookie. Not built: the MSAL authorization-code flow with PKCE against the
-API's app registration (the documented next step for Azure); a password form is never offered there.
+(1) Anywhere: Entra ID in the browser, the authorization code flow with PKCE (entra.py; locally against the
+emulator's identity provider). (2) On the local stack only (`FTOPS_CREDENTIAL=local-dev`), a user name and
+password form for the emulator's demo users (resource owner password grant, as the CLI does locally).
+(3) Anywhere, pasting an access token for the API. Each way, the token is verified exactly as the operator
+API verifies it before it is kept in the session cookie; the forms are bound to this browser by a
+pre-session cookie (login CSRF).
 """
 from __future__ import annotations
 
@@ -15,13 +15,18 @@ from typing import TYPE_CHECKING
 from shared.azure.access import unverified_claims
 from shared.operator.console import pages
 from shared.operator.console.app import (
+    NOTES,
+    PRESESSION_COOKIE,
     ConsoleRequest,
     ConsoleResponse,
     cleared_cookie,
     csrf_for,
     page,
+    presession,
+    presession_cookie,
     redirect,
     session_cookie,
+    signin_form_token,
     token_lifetime,
 )
 
@@ -40,14 +45,17 @@ def password_sign_in_offered(deps: Deps) -> bool:
 def sign_in(request: ConsoleRequest, deps: Deps) -> ConsoleResponse:
     offered = password_sign_in_offered(deps)
     if request.method != "POST":
-        return page(200, pages.sign_in_page(request, offered=offered, note=request.query.get("note")))
+        return _form(request, deps, offered, 200, note=NOTES.get(request.query.get("note", "")))
     form = request.form()
+    bound = request.cookie(PRESESSION_COOKIE)
+    if not bound or not hmac.compare_digest(form.get("form_token", ""), signin_form_token(bound)):
+        return _form(request, deps, offered, 403, error="This sign-in form is stale or did not come from the console "
+                                                  "in this browser: sign in again here.")
     try:
         token = _token_from(form, deps, offered=offered)
         caller = _verify(deps, token)
     except _SignInFailed as exc:
-        return page(401, pages.sign_in_page(request, offered=offered, error=str(exc),
-                                            username=form.get("username", "")))
+        return _form(request, deps, offered, 401, error=str(exc), username=form.get("username", ""))
     exp = unverified_claims(token).get("exp")
     headers = {"Set-Cookie": session_cookie(request, token, token_lifetime(exp))}
     if not caller.may_read():
@@ -57,11 +65,20 @@ def sign_in(request: ConsoleRequest, deps: Deps) -> ConsoleResponse:
     return redirect(f"{request.base}/", headers)
 
 
+def _form(request: ConsoleRequest, deps: Deps, offered: bool, status: int, **shown: str | None) -> ConsoleResponse:
+    """The sign-in page, its forms bound to a new pre-session cookie set with it."""
+    from shared.operator.console.entra import offered as entra_offered
+    value = presession()
+    return page(status, pages.sign_in_page(request, offered=offered, form_token=signin_form_token(value),
+                                           entra=entra_offered(deps), **shown),
+                {"Set-Cookie": presession_cookie(request, value)})
+
+
 def sign_out(request: ConsoleRequest, token: str | None) -> ConsoleResponse:
     if request.method == "POST" and token and not hmac.compare_digest(request.form().get("form_token", ""),
                                                                        csrf_for(token)):
         return redirect(f"{request.base}/")
-    return redirect(f"{request.base}/signin?note=signed+out", {"Set-Cookie": cleared_cookie(request)})
+    return redirect(f"{request.base}/signin?note=signed-out", {"Set-Cookie": cleared_cookie(request)})
 
 
 class _SignInFailed(Exception):

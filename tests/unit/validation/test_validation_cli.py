@@ -21,9 +21,9 @@ def run(*argv: str) -> tuple[int, str, str]:
 
 def test_accepted_rejected_and_usage_exit_codes(tmp_path: Path) -> None:
     good = tmp_path / "good.jsonl"
-    good.write_bytes(jsonl(padded([], n=20)))   # enough to hold out evaluation data and still train
+    good.write_bytes(jsonl(padded([], n=60)))   # enough to hold out evaluation data and still train
     bad = tmp_path / "bad.jsonl"
-    bad.write_bytes(jsonl(padded(["{oops"], n=20)))
+    bad.write_bytes(jsonl(padded(["{oops"], n=60)))
     assert run(str(good))[0] == 0
     code, out, _ = run(str(bad))
     assert code == 1 and "REJECTED" in out and "line 1: invalid_json" in out
@@ -36,19 +36,19 @@ def test_accepted_rejected_and_usage_exit_codes(tmp_path: Path) -> None:
 
 def test_json_output_is_one_object(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl"
-    path.write_bytes(jsonl(padded([chat(user="mail bob@contoso.com")], n=20)))
+    path.write_bytes(jsonl(padded([chat(user="mail bob@contoso.com")], n=60)))
     code, out, _ = run(str(path), "--json", "--pii", "warn")
     assert code == 0
     data = json.loads(out)
     assert out.count("\n") == 1
-    assert data["valid"] is True and data["method"] == "supervised" and data["examples"] == 20
-    assert data["method_source"] == "detected" and sum(data["split"].values()) == 20
+    assert data["valid"] is True and data["method"] == "supervised" and data["examples"] == 60
+    assert data["method_source"] == "detected" and sum(data["split"].values()) == 60
     assert data["warnings"] == [{"line": 1, "code": "pii_email", "message": "email address b***@c***.com"}]
     assert data["stats"]["cost"]["estimate"] is True
 
 
 def test_run_folder_uses_run_json_and_checks_overlap(tmp_path: Path) -> None:
-    rows = [{**dpo(), "input": {"messages": [{"role": "user", "content": f"Prompt {i}"}]}} for i in range(16)]
+    rows = [{**dpo(), "input": {"messages": [{"role": "user", "content": f"Prompt {i}"}]}} for i in range(60)]
     (tmp_path / "train.jsonl").write_bytes(jsonl(rows))
     (tmp_path / "validation.jsonl").write_bytes(jsonl(rows[:1]))
     (tmp_path / "run.json").write_text(json.dumps({"base_model": "gpt-4.1", "method": "dpo", "owner": "x"}))
@@ -76,12 +76,12 @@ GOOD_GRADER = {"type": "string_check", "name": "exact", "input": "{{sample.outpu
 
 def test_an_rft_file_is_checked_with_a_grader_given_on_the_command_line(tmp_path: Path) -> None:
     data = tmp_path / "rft.jsonl"
-    data.write_bytes(jsonl([rft(f"What is {i} + {i}?", str(2 * i)) for i in range(20)]))
+    data.write_bytes(jsonl([rft(f"What is {i} + {i}?", str(2 * i)) for i in range(60)]))   # 32 held out
     grader = tmp_path / "grader.json"
     grader.write_text(json.dumps(GOOD_GRADER))
     code, out, err = run(str(data), "--model", "o4-mini-2025-04-16", "--grader", str(grader), "--json")
     assert code == 0, out + err
-    assert json.loads(out)["method"] == "reinforcement" and json.loads(out)["examples"] == 20
+    assert json.loads(out)["method"] == "reinforcement" and json.loads(out)["examples"] == 60
     code, out, _ = run(str(data), "--model", "o4-mini-2025-04-16", "--grader", json.dumps(GOOD_GRADER))
     assert code == 0 and "ACCEPTED" in out   # inline JSON alike
 
