@@ -1,12 +1,14 @@
-"""Validation speed and memory on a 480 MiB chat dataset (just under the 512 MB upload limit).
+"""Validation speed and memory on every shape of data, beside the cookbook-style baseline, in one run.
 
-    python -m benchmarks.validation [--path FILE] [--size-mib N] [--workers N]
+    python -m benchmarks.validation [--size-mib N] [--memory-size-mib N] [--shapes a,b] [--workers N]
 
-The dataset is generated once, deterministically, outside the repo (default
-/tmp/ftops-bench/chat-480MiB.jsonl): multi-turn support conversations of varied length, some with
-tool calls, accented and CJK text and emoji, order numbers, dates and prices, and a sprinkling of
-personal data, so every check has work to do. Prints wall time, MB/s and the peak memory of all the
-validator's process tree together, as proportional set size (shared pages counted once), sampled.
+The datasets are generated once, deterministically, outside the repo (benchmarks/shapes.py, in
+/tmp/ftops-bench): long multi-turn conversations, ~1M-per-480-MiB short examples and classification-sized
+tiny ones for speed, each validated by ftops and by the cookbook-style baseline (benchmarks/cookbook.py) and
+the ratio printed; then hostile and odd files (blank lines, "{}", empty messages, millions of distinct tiny
+lines, a few huge examples, one 64 MiB line) for memory. Every run is its own fresh process; it prints wall
+time, MB/s, CPU time (which matters when the machine is shared: the load is printed first) and the peak
+memory of its whole process tree (helpers included), as proportional set size, sampled.
 """
 
 from __future__ import annotations
@@ -14,97 +16,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
+from benchmarks import cookbook, shapes
 from shared.validation import ValidationOptions, validate_dataset
 
 MIB = 1 << 20
-DEFAULT_PATH = Path("/tmp/ftops-bench/chat-480MiB.jsonl")
-SEED = 20250414
-
-_WORDS = ["order", "refund", "shipping", "delivery", "account", "password", "invoice", "subscription", "discount", "warranty", "battery", "screen", "charger", "replacement", "tracking", "address", "payment", "card", "bank", "transfer", "schedule", "appointment", "router", "firmware", "update", "install", "error", "message", "restart", "settings", "profile", "upgrade", "downgrade", "plan", "monthly", "yearly", "customer", "support", "ticket", "escalate", "manager", "policy", "return", "label", "package", "courier", "weather", "forecast", "morning", "evening", "tomorrow", "yesterday", "quickly", "carefully", "please", "thank", "sorry", "help", "the", "a", "an", "and", "or", "but", "if", "then", "because", "while", "with", "without", "within", "about", "above", "below", "between", "is", "are", "was", "were", "be", "been", "have", "has", "had", "do", "does", "did", "will", "would", "can", "could", "should", "may", "might", "must", "I", "you", "he", "she", "it", "we", "they", "my", "your", "our", "their", "this", "that", "these", "those", "here", "there", "when", "where", "why", "how"]
-_ACCENTED = ["café", "naïve", "façade", "Müller", "São", "Paulo", "Łódź", "Ærø", "señor", "jalapeño", "crème", "brûlée"]
-_CJK = ["東京", "注文", "配送", "ありがとう", "退款", "客户", "서울", "감사합니다"]
-_EMOJI = ["🙂", "🚚", "📦", "✅", "❗"]
-_TOOLS = [{"type": "function", "function": {"name": "lookup_order", "description": "Find an order by id",
-                                            "parameters": {"type": "object", "properties": {
-                                                "order_id": {"type": "string"}}, "required": ["order_id"]}}}]
-
-
-def _sentence(rng: random.Random) -> str:
-    words = []
-    for _ in range(rng.randint(6, 28)):
-        r = rng.random()
-        if r < 0.86:
-            words.append(rng.choice(_WORDS))
-        elif r < 0.91:
-            words.append(rng.choice(_ACCENTED))
-        elif r < 0.94:
-            words.append(rng.choice(_CJK))
-        elif r < 0.955:
-            words.append(rng.choice(_EMOJI))
-        elif r < 0.975:
-            words.append(f"#{rng.randint(100000, 9999999)}")
-        elif r < 0.99:
-            words.append(f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}")
-        else:
-            words.append(f"${rng.randint(1, 999)}.{rng.randint(0, 99):02d}")
-    text = " ".join(words)
-    return text[0].upper() + text[1:] + rng.choice(".?!")
-
-
-def _paragraph(rng: random.Random, lo: int, hi: int) -> str:
-    return " ".join(_sentence(rng) for _ in range(rng.randint(lo, hi)))
-
-
-def _example(rng: random.Random, i: int) -> dict:
-    messages = [{"role": "system", "content": "You are Contoso's support assistant. " + _sentence(rng)}]
-    long_tail = rng.random() < 0.03  # a few long documents, as real datasets have
-    for turn in range(rng.choice((1, 1, 1, 2, 2, 3, 4))):
-        user = _paragraph(rng, 1, 30 if long_tail else 4)
-        if rng.random() < 0.002:
-            user += f" You can reach me at user{i}@contoso.com."
-        messages.append({"role": "user", "content": user})
-        if rng.random() < 0.12:
-            call_id = f"call_{i}_{turn}"
-            messages.append({"role": "assistant", "tool_calls": [{"id": call_id, "type": "function",
-                             "function": {"name": "lookup_order",
-                                          "arguments": json.dumps({"order_id": str(rng.randint(1, 10**7))})}}]})
-            messages.append({"role": "tool", "tool_call_id": call_id,
-                             "content": json.dumps({"status": rng.choice(["shipped", "pending"])})})
-        messages.append({"role": "assistant", "content": _paragraph(rng, 1, 12)})
-    example: dict = {"messages": messages}
-    if any("tool_calls" in m for m in messages):
-        example["tools"] = _TOOLS
-    return example
-
-
-def generate(path: Path, size: int) -> None:
-    """Write the dataset (deterministic for a given size); a partial file is never left behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".partial")
-    rng = random.Random(SEED)
-    written, i = 0, 0
-    with tmp.open("wb") as out:
-        buf: list[bytes] = []
-        while True:
-            line = (json.dumps(_example(rng, i), ensure_ascii=rng.random() < 0.5) + "\n").encode()
-            if written + len(line) > size:
-                break
-            buf.append(line)
-            written += len(line)
-            i += 1
-            if len(buf) >= 2000:
-                out.write(b"".join(buf))
-                buf.clear()
-        out.write(b"".join(buf))
-    tmp.replace(path)
-
+DEFAULT_DIR = Path("/tmp/ftops-bench")
+# name -> (shape, MiB; None: --memory-size-mib). The slow-per-line shapes are smaller: their peak does not grow
+# with size any more, and hundreds of millions of "{}" lines would take minutes.
+MEMORY_RUNS: dict[str, tuple[str, int | None]] = {
+    "tiny": ("tiny", None), "blank": ("blank", 16), "braces": ("braces", 32),
+    "empty_messages": ("empty_messages", 96), "distinct_tiny": ("distinct_tiny", 96), "huge": ("huge", None),
+    "one_line_64mib": ("one_line_64mib", 96)}
 
 _SAMPLER = r"""
 import os, sys, select
@@ -170,34 +98,84 @@ def _chunks(path: Path, size: int = 4 * MIB):
             yield chunk
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.validation", description=__doc__.split("\n")[0])
-    parser.add_argument("--path", type=Path, default=DEFAULT_PATH)
-    parser.add_argument("--size-mib", type=int, default=480)
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
-    args = parser.parse_args(argv)
-    path: Path = args.path
-    if not path.exists():
-        print(f"generating {args.size_mib} MiB dataset at {path} (once) ...", flush=True)
-        t0 = time.perf_counter()
-        generate(path, args.size_mib * MIB)
-        print(f"  generated in {time.perf_counter() - t0:.1f} s", flush=True)
+def _measure(kind: str, path: Path, workers: int | None) -> dict[str, Any]:
+    """One run (in this process, which `main` starts fresh for each): wall, CPU and peak PSS of the tree."""
     size = path.stat().st_size
-    options = ValidationOptions(workers=args.workers)
+    cpu0 = sum(os.times()[:4])
     with _PeakMemory() as mem:
         t0 = time.perf_counter()
-        report = validate_dataset({"train": lambda: _chunks(path)}, options=options)
+        if kind == "ftops":
+            report = validate_dataset({"train": lambda: _chunks(path)}, options=ValidationOptions(workers=workers))
+            stats = report.stats
+            summary = {"examples": report.examples, "tokens": stats["tokens"]["total"], "valid": report.valid,
+                       "errors": len(report.errors), "warnings": len(report.warnings)}
+        else:
+            result = cookbook.run(path)
+            summary = {"examples": result["examples"], "tokens": result["tokens"]}
         wall = time.perf_counter() - t0
-    stats = report.stats
-    print(f"file          {path} ({size / MIB:.0f} MiB, {report.examples} examples)")
-    print(f"result        {'accepted' if report.valid else 'rejected'}: {len(report.errors)} errors listed, "
-          f"{len(report.warnings)} warnings listed; {stats['tokens']['total']:,} tokens")
-    print(f"wall time     {wall:.1f} s")
-    print(f"throughput    {size / 1e6 / wall:.1f} MB/s ({size / MIB / wall:.1f} MiB/s)")
-    parts = " + ".join(f"{v / MIB:.0f}" for v in mem.per_process)
-    print(f"peak memory   {mem.peak / MIB:.0f} MiB (PSS of the whole process tree at its peak; "
-          f"each process's own peak: {parts})")
-    print(f"cpu time      {sum(os.times()[:4]):.1f} s (this process and its reaped children)")
+    return {"kind": kind, "path": str(path), "bytes": size, "wall": wall, "cpu": sum(os.times()[:4]) - cpu0,
+            "peak": mem.peak, "per_process": mem.per_process, **summary}
+
+
+def _run_child(kind: str, path: Path, workers: int | None) -> dict[str, Any]:
+    argv = [sys.executable, "-m", "benchmarks.validation", "--one", kind, "--path", str(path)]
+    if workers is not None:
+        argv += ["--workers", str(workers)]
+    out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _ensure(directory: Path, shape: str, size_mib: int) -> Path:
+    path = shapes.shape_path(directory, shape, size_mib)
+    if not path.exists():
+        t0 = time.perf_counter()
+        lines = shapes.write_shape(path, shape, size_mib * MIB)
+        print(f"  generated {path} ({lines:,} lines) in {time.perf_counter() - t0:.0f} s", flush=True)
+    return path
+
+
+def _row(label: str, r: dict[str, Any]) -> str:
+    mb = r["bytes"] / 1e6
+    return (f"  {label:<28} {r['examples']:>11,} ex  {r['wall']:6.1f} s {mb / r['wall']:6.1f} MB/s  cpu "
+            f"{r['cpu']:6.1f} s  peak {r['peak'] / MIB:5.0f} MiB")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.validation", description=__doc__.split("\n")[0])
+    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="where the generated files are kept")
+    parser.add_argument("--size-mib", type=int, default=128, help="size of each speed shape's file")
+    parser.add_argument("--memory-size-mib", type=int, default=480, help="size of the memory shapes' files")
+    parser.add_argument("--shapes", default=",".join(shapes.SPEED_SHAPES))
+    parser.add_argument("--memory-shapes", default=",".join(MEMORY_RUNS))
+    parser.add_argument("--workers", type=int, default=None, help="validator processes (default: 1)")
+    parser.add_argument("--one", choices=("ftops", "cookbook"), help=argparse.SUPPRESS)
+    parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one:
+        print(json.dumps(_measure(args.one, args.path, args.workers)))
+        return 0
+    print(f"load          {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} "
+          f"(1/5/15 min) on {os.cpu_count()} cores", flush=True)
+    worst = 0
+    print(f"speed: ftops beside the cookbook-style baseline (benchmarks/cookbook.py), {args.size_mib} MiB per shape")
+    for shape in filter(None, args.shapes.split(",")):
+        path = _ensure(args.dir, shape, args.size_mib)
+        ours, base = _run_child("ftops", path, args.workers), _run_child("cookbook", path, None)
+        worst = max(worst, ours["peak"])
+        print(_row(f"{shape} ftops", ours))
+        print(_row(f"{shape} cookbook-style", base))
+        print(f"  {shape} ratio                  {base['wall'] / ours['wall']:.1f}x faster (wall), "
+              f"{base['cpu'] / ours['cpu']:.1f}x less cpu, {base['peak'] / max(ours['peak'], 1):.0f}x less memory",
+              flush=True)
+    print(f"memory: ftops alone on files of every shape, {args.memory_size_mib} MiB unless named")
+    for name in filter(None, args.memory_shapes.split(",")):
+        shape, size_mib = MEMORY_RUNS.get(name, (name, None))
+        path = _ensure(args.dir, shape, size_mib or args.memory_size_mib)
+        ours = _run_child("ftops", path, args.workers)
+        worst = max(worst, ours["peak"])
+        print(_row(f"{shape} {path.stat().st_size / MIB:.0f} MiB", ours), flush=True)
+    print(f"peak memory   {worst / MIB:.0f} MiB at most over every shape (PSS of the whole process tree; "
+          f"target <= 256 MiB)")
     sys.stdout.flush()
     return 0
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from shared.app.bootstrap import Deps
 
 WHY_WIDTH = 100   # the overview's reason column; `status RUN_ID` shows it whole
+PAGE = 50         # runs per page: the registry is paged, never read whole
 
 
 def add_parser(sub: Any) -> None:
@@ -27,6 +28,8 @@ def add_parser(sub: Any) -> None:
                        description=__doc__)
     p.add_argument("run_id", nargs="?", help="one run in detail: error, reports, dead letters, audit trail")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.add_argument("--limit", type=int, default=PAGE, help=f"runs per page (default {PAGE}, by run id)")
+    p.add_argument("--after-run", metavar="RUN_ID", help="the page after this run id (the last line says which)")
     p.add_argument("--stuck", action="store_true",
                    help="only the runs with no progress for longer than --after, or that cannot progress, and why")
     p.add_argument("--after", type=float, default=5.0, metavar="MINUTES",
@@ -35,21 +38,28 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def collect(deps: Deps, run_id: str | None = None) -> dict[str, Any]:
+def collect(deps: Deps, run_id: str | None = None, *, limit: int = PAGE, after: str | None = None) -> dict[str, Any]:
     registry = deps.registry
-    runs = [registry.require_run(run_id)] if run_id else registry.list_runs()
+    next_page = None
+    if run_id:
+        runs = [registry.require_run(run_id)]
+    else:
+        runs, next_page = registry.page_runs(limit=limit, after=after)
     deployments = registry.list_deployments(run_id=run_id)
     container = deps.settings.reports_container
     views = [run_view(r, deployments, reports_container=container, topology=deps.topology) for r in runs]
     cost = daily_hosting_cost(deployments, prices_from_settings(deps.settings))
     state_of = {r.run_id: r.state for r in runs}
+    for row in cost["deployments"]:   # the runs behind deployments, whichever page they are on (a few)
+        if row["run_id"] not in state_of and (other := registry.get_run(row["run_id"])) is not None:
+            state_of[other.run_id] = other.state
     if not run_id:   # deployments of runs not listed (none today) still count, under "unknown"
         by_state: dict[str, float] = defaultdict(float)
         for row in cost["deployments"]:
             by_state[state_of.get(row["run_id"], "unknown")] += row["per_day"]
         cost["per_day_by_run_state"] = {k: round(v, 2) for k, v in sorted(by_state.items())}
     view: dict[str, Any] = {"runs": views, "hosting_cost": cost, "dead_letters": _dead_letters(deps, run_id),
-                            "retirement_warnings": retirement_status(deps, deployments)}
+                            "next": next_page, "retirement_warnings": retirement_status(deps, deployments)}
     if run_id:
         view["runs"][0]["audit"] = registry.audit_trail(run_id)
     return view
@@ -85,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         found = doctor.stuck_runs(deps, bound_minutes=args.after, dead_letters=_dead_letters(deps, None))
         print(json.dumps(found, indent=2) if args.json else doctor.render(found, args.after))
         return 1 if found else 0
-    view = collect(deps, args.run_id)
+    view = collect(deps, args.run_id, limit=getattr(args, "limit", PAGE), after=getattr(args, "after_run", None))
     if args.json:
         print(json.dumps(view, indent=2, default=str))
     elif args.run_id:
@@ -131,6 +141,8 @@ def render_table(view: dict[str, Any]) -> str:
         rows.append([r["run_id"], r["state"], r["job_id"] or "-", passed, deps,
                      why if len(why) <= WHY_WIDTH else why[:WHY_WIDTH - 1] + "…"])
     lines = table(["RUN", "STATE", "JOB", "EVAL", "DEPLOYMENTS", "WHY"], rows) if rows else ["no runs yet"]
+    if view.get("next"):
+        lines.append(f"more runs: ftops status --after-run {view['next']}")
     lines += [f"warning: {w}" for w in view.get("retirement_warnings", [])]
     letters = view["dead_letters"]
     if letters:

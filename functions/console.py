@@ -3,14 +3,13 @@ Anonymous at the host like the operator API: the person signs in and every read 
 the operator API's token checks. Routes under the host's prefix (`/api/console`)."""
 import azure.functions as func
 
-from shared.app.bootstrap import get_deps
-from shared.operator.console import ConsoleRequest, handle
-
 bp = func.Blueprint()
 ANONYMOUS = func.AuthLevel.ANONYMOUS
 
 
 def _answer(view: str, req: func.HttpRequest, **params: str) -> func.HttpResponse:
+    from shared.app.bootstrap import get_deps  # at the first request, not when the app loads (cold start)
+    from shared.operator.console import ConsoleRequest, handle
     request = ConsoleRequest(method=req.method, url=req.url, params={**req.route_params, **params},
                              query=dict(req.params), headers=dict(req.headers), body=req.get_body() or b"")
     answer = handle(view, request, get_deps)

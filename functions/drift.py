@@ -2,12 +2,11 @@
 environment's harvest policy sets `drift_examples`)."""
 import azure.functions as func
 
-from shared.app.bootstrap import get_deps
-from shared.stages.drift import handle_drift_tick
-
 bp = func.Blueprint()
 
 
 @bp.timer_trigger(arg_name="timer", schedule="%DRIFT_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def drift(timer: func.TimerRequest) -> None:
+    from shared.app.bootstrap import get_deps  # at the first tick, not when the app loads (cold start)
+    from shared.stages.drift import handle_drift_tick
     handle_drift_tick(get_deps())

@@ -2,9 +2,6 @@
 import azure.functions as func
 from azurefunctions.extensions.bindings import blob
 
-from shared.app.bootstrap import get_deps
-from shared.stages.intake import handle_blob_created
-
 bp = func.Blueprint()
 
 
@@ -12,4 +9,6 @@ bp = func.Blueprint()
 @bp.blob_trigger(arg_name="client", path="%DATASETS_CONTAINER%/{name}", connection="DatasetStorage",
                  source=func.BlobSource.EVENT_GRID)
 def intake(client: blob.BlobClient) -> None:
+    from shared.app.bootstrap import get_deps  # at the first blob, not when the app loads (cold start)
+    from shared.stages.intake import handle_blob_created
     handle_blob_created(client.blob_name, get_deps())

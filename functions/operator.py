@@ -8,15 +8,21 @@ The commands come from the command table: one trigger per route shape (`runs/{ru
 https://learn.microsoft.com/azure/azure-functions/functions-bindings-http-webhook-trigger#customize-the-http-endpoint).
 No two routes here can match the same path, so nothing depends on which of two matching routes the host
 prefers (it does not promise a literal segment wins over a parameter: azure-functions-host issue 3153)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import azure.functions as func
 
-from shared.app.bootstrap import get_deps
-from shared.operator.api import ApiResponse, handle, handle_command
-from shared.run.command_table import COMMAND_ROUTES
+if TYPE_CHECKING:
+    from shared.operator.api import ApiResponse
 
 bp = func.Blueprint()
 ANONYMOUS = func.AuthLevel.ANONYMOUS
-RUN_COMMAND, ENVIRONMENT_COMMAND, START_RUN = COMMAND_ROUTES
+# The command table's route shapes (shared.run.command_table.COMMAND_ROUTES; tests/unit/test_function_app.py
+# holds them equal): spelled here so that loading the app does not load the table and its message types.
+RUN_COMMAND, ENVIRONMENT_COMMAND, START_RUN = "runs/{run_id}/{action}", "environments/{environment}/{action}", "runs"
+QUERY_PARAMS = ("limit", "after")   # GET runs pages (shared.operator.api.list_runs)
 
 
 def _respond(answer: ApiResponse) -> func.HttpResponse:
@@ -25,11 +31,16 @@ def _respond(answer: ApiResponse) -> func.HttpResponse:
 
 
 def _answer(action: str, req: func.HttpRequest) -> func.HttpResponse:
-    return _respond(handle(action, authorization=req.headers.get("Authorization"), params=dict(req.route_params),
+    from shared.app.bootstrap import get_deps  # at the first request, not when the app loads (cold start)
+    from shared.operator.api import handle
+    params = {**{k: v for k, v in req.params.items() if k in QUERY_PARAMS}, **req.route_params}
+    return _respond(handle(action, authorization=req.headers.get("Authorization"), params=params,
                            body=req.get_body() or b"", deps=get_deps()))
 
 
 def _command(route: str, req: func.HttpRequest) -> func.HttpResponse:
+    from shared.app.bootstrap import get_deps
+    from shared.operator.api import handle_command
     return _respond(handle_command(route, authorization=req.headers.get("Authorization"),
                                    params=dict(req.route_params), body=req.get_body() or b"", deps=get_deps()))
 

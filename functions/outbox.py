@@ -2,12 +2,11 @@
 holding the poll tick never holds a run's messages back."""
 import azure.functions as func
 
-from shared.app.bootstrap import get_deps
-from shared.store.outbox import sweep
-
 bp = func.Blueprint()
 
 
 @bp.timer_trigger(arg_name="timer", schedule="%OUTBOX_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def outbox(timer: func.TimerRequest) -> None:
+    from shared.app.bootstrap import get_deps  # at the first tick, not when the app loads (cold start)
+    from shared.store.outbox import sweep
     sweep(get_deps())

@@ -175,13 +175,25 @@ def handle_command(route: str, *, authorization: str | None, params: dict[str, s
 
 
 # --- actions -----------------------------------------------------------------------------------------
+RUNS_PAGE = 100        # runs per page of GET runs unless `limit` asks for fewer or more
+MAX_RUNS_PAGE = 1000   # Table storage answers at most 1,000 entities per request
+
+
 def list_runs(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> ApiResponse:
+    """One page of runs, in run id order: `limit` (1–1000, default 100) from the first after `after`; `next` is
+    the `after` of the following page (null on the last). Never every run at once."""
     _require_read(caller)
-    runs = deps.registry.list_runs()
+    try:
+        limit = int(params.get("limit") or RUNS_PAGE)
+    except ValueError:
+        raise _BadRequest(f"limit must be a whole number, not {params['limit'][:20]!r}") from None
+    if not 1 <= limit <= MAX_RUNS_PAGE:
+        raise _BadRequest(f"limit must be between 1 and {MAX_RUNS_PAGE}, not {limit}")
+    runs, after = deps.registry.page_runs(limit=limit, after=params.get("after") or None)
     per_day: dict[str, float] = {}
     for d in _deployments(deps):
         per_day[d["run_id"]] = round(per_day.get(d["run_id"], 0.0) + d["per_day"], 2)
-    return ApiResponse(200, {"runs": [_summary(r, deps, per_day.get(r.run_id, 0.0)) for r in runs]})
+    return ApiResponse(200, {"runs": [_summary(r, deps, per_day.get(r.run_id, 0.0)) for r in runs], "next": after})
 
 
 def evaluation_comparison(evaluation: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -347,8 +347,30 @@ class Registry:
         return run
 
     def list_runs(self) -> list[RunRecord]:
+        """Every run (oldest first): for sweeps that must see them all. A person's view pages (`page_runs`)."""
         entities = self._tables["runs"].query_entities("PartitionKey eq 'run'")
         return sorted((_from_entity(RunRecord, e) for e in entities), key=lambda r: r.created_at)
+
+    def page_runs(self, *, limit: int = 100, after: str | None = None) -> tuple[list[RunRecord], str | None]:
+        """At most `limit` runs in run id order (Table storage's own order), from the first after `after`,
+        and the cursor of the next page (None: this was the last). One query of one page: the time does not
+        grow with the number of runs."""
+        query, params = "PartitionKey eq 'run'", {}
+        if after:
+            query, params = "PartitionKey eq 'run' and RowKey gt @after", {"after": after}
+        pages = self._tables["runs"].query_entities(query, parameters=params, results_per_page=limit).by_page()
+        runs: list[RunRecord] = []
+
+        def continued() -> bool:   # azure.core's page iterator: typed as a plain Iterator by the SDK
+            return getattr(pages, "continuation_token", None) is not None
+
+        for page in pages:   # the service may answer a page short, with a continuation: take the next one
+            runs += [_from_entity(RunRecord, e) for e in page]
+            if len(runs) >= limit or not continued():
+                break
+        more = len(runs) > limit or continued()
+        runs = runs[:limit]
+        return runs, (runs[-1].run_id if more and runs else None)
 
     def save_run(self, run: RunRecord) -> RunRecord:
         """Conditional update of a run read earlier (its ETag); ConcurrencyError if it changed since."""

@@ -141,6 +141,9 @@ _TABLE = (
     # --- quality
     Code("duplicate_example", "warning", "The same example appears earlier in the file.",
          "Drop duplicates: they overweight an example."),
+    Code("duplicate_check_partial", "warning",
+         "The file has more distinct lines than the duplicate index holds (8 million): lines past that were not "
+         "compared.", "Split the file, or remove the lines that are not examples."),
     Code("leakage", "warning",
          "The example also appears in another file of the run (train vs validation/eval).",
          "Remove it from the held-out file so scores mean something."),

@@ -12,20 +12,22 @@ import itertools
 import logging
 import multiprocessing
 import os
-from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from shared.run.models import METHODS, REINFORCEMENT, UnknownModelError, model_facts
 
 from .codes import severity
+from .digests import DigestIndex
 from .lines import Block, coalesce_head, split_blocks
 from .options import DatasetReport, FileReport, Finding, ValidationOptions
 from .rawscan import Helper, start_helper
 from .sniff import sniff
-from .stats import MAX_JOB_TOKENS, build_stats
+from .stats import MAX_JOB_TOKENS, ContextCounts, build_stats
 from .worker import (
     FINDINGS_PER_CODE,
     METHOD_CODES,
@@ -43,7 +45,6 @@ log = logging.getLogger(__name__)
 
 IN_FLIGHT_PER_WORKER = 2
 UPLOAD_LIMIT_BYTES = 512_000_000  # single-request upload limit (512 MB)
-MAX_TRACKED_HASHES = 4_000_000  # bounds the duplicate index (~100 bytes per entry)
 ROLES = ("train", "validation", "eval")
 _CODE_METHOD = {v: k for k, v in METHOD_CODES.items()}
 
@@ -103,11 +104,11 @@ class _Run:
         self.examples = 0
         self.messages = 0
         self.assistant_tokens = 0
-        self.tokens = array("I")
-        self.context = array("I")
+        self.tokens = self.capped_tokens = 0
+        self.context = ContextCounts()
         self.method_counts = {"S": 0, "D": 0, "R": 0}
         self.method_lines: dict[str, list[int]] = {"S": [], "D": [], "R": []}
-        self.hashes: dict[int, int] = {}
+        self.hashes = DigestIndex()
         self._inline: Context | None = None
 
     # --- input
@@ -129,7 +130,8 @@ class _Run:
             self.sink.add(1, "utf16_encoding", "the file is UTF-16/UTF-32 encoded, not UTF-8")
             return None
         return split_blocks(itertools.chain((head,), it), max_line_bytes=self.options.max_line_bytes,
-                            block_bytes=self.options.tuning.block_bytes)
+                            block_bytes=self.options.tuning.block_bytes,
+                            block_lines=self.options.tuning.block_lines)
 
     # --- processing
     def _inline_ctx(self) -> Context:
@@ -165,6 +167,13 @@ class _Run:
                     queue.append(pool.submit(run_in_worker, block))
                 elif block.too_long is not None:
                     queue.append(too_long_result(block, self._inline_ctx()))
+                elif len(block.data) >= tuning.big_block_bytes:
+                    # A block of a few huge lines (up to the 32 MiB line cap): alone in memory, whole in this
+                    # thread. Overlapped with the next one, or copied to the helper, it would be held two or
+                    # three times over (with its parsed text and the tokenizer's work on top).
+                    while queue:
+                        yield result(queue.popleft())
+                    yield finish_block(prepare_block(block, self._inline_ctx()), self._inline_ctx())
                 else:
                     # Parse and check here; count the block's long texts in a background thread
                     # (quicktok releases the GIL) while the next block is parsed.
@@ -196,20 +205,23 @@ class _Run:
         self.examples += res.examples
         self.messages += res.messages
         self.assistant_tokens += res.assistant_tokens
-        self.tokens.extend(res.tokens)
-        self.context.extend(res.context)
-        for line, m in zip(res.lines, res.methods):
-            key = chr(m)
-            self.method_counts[key] += 1
-            if len(self.method_lines[key]) <= FINDINGS_PER_CODE:
-                self.method_lines[key].append(line)
-        seen = self.hashes
-        for h, line in zip(res.hashes, res.hash_lines):
-            first = seen.get(h)
-            if first is not None:
-                self.sink.add(line, "duplicate_example", f"same example as line {first}")
-            elif len(seen) < MAX_TRACKED_HASHES:
-                seen[h] = line
+        self.tokens += res.tokens
+        self.capped_tokens += res.capped_tokens
+        self.context.add(res.context)
+        for key in self.method_counts:   # per method: its count, and its first lines for format_mismatch
+            byte = ord(key)
+            n = res.methods.count(byte)
+            if not n:
+                continue
+            self.method_counts[key] += n
+            kept, pos = self.method_lines[key], -1
+            while len(kept) <= FINDINGS_PER_CODE and (pos := res.methods.find(byte, pos + 1)) != -1:
+                kept.append(res.lines[pos])
+        dup_lines, dup_first = self.hashes.add(np.frombuffer(res.hashes, dtype=np.uint64),
+                                               np.frombuffer(res.hash_lines, dtype=np.uint32))
+        _add_capped(self.sink, "duplicate_example", dup_lines[:FINDINGS_PER_CODE + 1].tolist(),
+                    [f"same example as line {first}" for first in dup_first[:FINDINGS_PER_CODE + 1].tolist()],
+                    len(dup_lines))
 
     # --- the whole file
     def run(self, chunks: Iterable[bytes]) -> FileReport:
@@ -237,11 +249,12 @@ class _Run:
                           f"{self.examples} examples; at least {opts.min_examples} are required")
         if self.bytes_read > UPLOAD_LIMIT_BYTES:
             self.sink.add(None, "file_too_large", f"{self.bytes_read / 1e6:.0f} MB > 512 MB")
-        if len(self.hashes) >= MAX_TRACKED_HASHES:
-            log.warning("%s: duplicate check covered the first %d distinct examples", self.name,
-                        MAX_TRACKED_HASHES)
-        stats = build_stats(examples=self.examples, usable=len(self.context), messages=self.messages,
-                            tokens=self.tokens, context=self.context,
+        if self.hashes.uncovered:
+            self.sink.add(None, "duplicate_check_partial",
+                          f"the duplicate check covered the first {len(self.hashes):,} distinct lines; "
+                          f"{self.hashes.uncovered:,} more were not compared")
+        stats = build_stats(examples=self.examples, messages=self.messages, tokens=self.tokens,
+                            capped_tokens=self.capped_tokens, context=self.context,
                             assistant_tokens=self.assistant_tokens, facts=facts, method=method,
                             n_epochs=opts.n_epochs, size_bytes=self.bytes_read)
         stats["formats"] = {_CODE_METHOD[k]: v for k, v in self.method_counts.items() if v}
@@ -266,6 +279,16 @@ class _Run:
                               f"{_CODE_METHOD[key]} example in a file of {method} examples")
             if n > len(lines):
                 self.sink.count_unlisted("format_mismatch", n - len(lines))
+
+
+def _add_capped(sink: _Sink, code: str, lines: list[int], messages: list[str], total: int) -> None:
+    """`total` findings of one code of which the first `lines` (with their `messages`) may be listed: at most
+    what the sink's cap still lists is added one by one, the rest only counted (never millions of calls)."""
+    room = max(0, FINDINGS_PER_CODE - sink.counts.get(code, 0))
+    for line, message in zip(lines[:room], messages[:room], strict=True):
+        sink.add(line, code, message)
+    if total > min(room, len(lines)):
+        sink.count_unlisted(code, total - min(room, len(lines)))
 
 
 def validate_file(chunks: Iterable[bytes], *, name: str, options: ValidationOptions,
@@ -300,11 +323,17 @@ def validate_dataset(files: Mapping[str, Callable[[], Iterable[bytes]]], *, opti
         others = [("train", train)] + ([("validation", reports["validation"])]
                                        if role == "eval" and "validation" in reports else [])
         sink.file = names[role]
-        for h, line in sorted(reports[role].hashes.items(), key=lambda kv: kv[1]):
-            for other_role, other in others:
-                if h in other.hashes:
-                    sink.add(line, "leakage", f"same example as {names[other_role]} line {other.hashes[h]}")
-                    break
+        digests, lines = reports[role].hashes.arrays()   # in line order
+        leaked = np.zeros(len(digests), dtype=np.uint32)
+        source = np.zeros(len(digests), dtype=np.int8)
+        for k, (_, other) in enumerate(others):   # the first other file holding it names it
+            found = other.hashes.lookup(digests)
+            new = (found != 0) & (leaked == 0)
+            leaked[new], source[new] = found[new], k
+        hit = np.flatnonzero(leaked)
+        shown = hit[:FINDINGS_PER_CODE + 1].tolist()
+        _add_capped(sink, "leakage", lines[shown].tolist(),
+                    [f"same example as {names[others[source[i]][0]]} line {leaked[i]}" for i in shown], len(hit))
     if train.method == REINFORCEMENT and "validation" not in files:
         sink.file = names["train"]
         sink.add(None, "missing_validation_file", "reinforcement fine-tuning needs a validation file")

@@ -93,7 +93,8 @@ class Checker:
         if "input" in obj or "preferred_output" in obj or "non_preferred_output" in obj:
             return self._dpo(obj)
         if "messages" in obj:
-            if method == REINFORCEMENT or (method is None and _looks_rft(obj)):
+            # A lone "messages" key cannot be reinforcement data (it needs a field for the grader): no call.
+            if method == REINFORCEMENT or (method is None and len(obj) > 1 and _looks_rft(obj)):
                 return self._rft(obj)
             return self._supervised(obj)
         if "prompt" in obj or "completion" in obj:
@@ -110,7 +111,10 @@ class Checker:
         if not _nonempty_list(msgs):
             self.report("missing_messages", "messages must be a non-empty list")
             return ex
-        tools = self._tools(obj)
+        if len(obj) > 1:   # per-example overhead: a line of messages alone has no tools to check
+            tools = self._tools(obj)
+        else:
+            tools, self._slot = 0, self._first + _BASE
         tokens, assistant, state = self._messages(msgs, "messages", outputs=False,
                                                   slots=(_BASE, _OUT0_ASSISTANT))
         if not state.assistant:

@@ -37,16 +37,16 @@ def coalesce_head(chunks: Iterable[bytes], size: int = 4) -> Iterator[bytes]:
 
 
 def split_blocks(chunks: Iterable[bytes], *, max_line_bytes: int,
-                 block_bytes: int = Tuning.block_bytes) -> Iterator[Block]:
+                 block_bytes: int = Tuning.block_bytes, block_lines: int = Tuning.block_lines) -> Iterator[Block]:
     """Blocks of whole lines (or a too-long marker), in order. A leading UTF-8 BOM is removed.
-    Blocks hold at least `block_bytes` (4 MiB chunks: ~4 MiB), but the last one and those before an
-    over-long line."""
+    Blocks hold at least `block_bytes` (4 MiB chunks: ~4 MiB) or exactly `block_lines` lines, but the last
+    one and those before an over-long line."""
     line_no = 1  # number of the line being assembled
     pieces: list[bytes] = []  # its bytes so far, in pieces (no quadratic concatenation)
     pending = 0
     skipping = False  # it is over the cap: drop its bytes until its newline
     parts: list[bytes] = []  # runs of whole lines collected towards one block
-    size = 0
+    size = lines = 0  # bytes and lines collected so far
     first_of_block = 1
     first_chunk = True
     for chunk in coalesce_head(chunks):
@@ -68,7 +68,7 @@ def split_blocks(chunks: Iterable[bytes], *, max_line_bytes: int,
             if skipping or pending + (nl - pos) > max_line_bytes:
                 if parts:
                     yield Block(first_of_block, b"\n".join(parts))
-                    parts, size = [], 0
+                    parts, size, lines = [], 0, 0
                 yield Block(line_no, b"", too_long=line_no)
                 skipping, pieces, pending = False, [], 0
                 line_no += 1
@@ -79,6 +79,11 @@ def split_blocks(chunks: Iterable[bytes], *, max_line_bytes: int,
             last = chunk.rfind(b"\n", nl)
             if last - nl > max_line_bytes:
                 last = nl
+            taken = chunk.count(b"\n", nl, last) + 1
+            if lines + taken > block_lines:  # only up to the block's line cap (many tiny lines)
+                taken, last = block_lines - lines, nl
+                for _ in range(taken - 1):
+                    last = chunk.find(b"\n", last + 1)
             body = chunk[pos:last]
             if pieces:
                 pieces.append(body)
@@ -88,10 +93,11 @@ def split_blocks(chunks: Iterable[bytes], *, max_line_bytes: int,
                 first_of_block = line_no
             parts.append(body)
             size += len(body)
-            line_no += chunk.count(b"\n", nl, last) + 1
-            if size >= block_bytes:
+            lines += taken
+            line_no += taken
+            if size >= block_bytes or lines >= block_lines:
                 yield Block(first_of_block, b"\n".join(parts))
-                parts, size = [], 0
+                parts, size, lines = [], 0, 0
             pos = last + 1
     if skipping:
         if parts:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.run.models import DEFAULT_BASE_MODEL
+
+if TYPE_CHECKING:
+    from .digests import DigestIndex
 
 MIB = 1 << 20
 
@@ -16,6 +19,11 @@ class Tuning:
     in how much memory it is produced. It travels with the options into worker processes."""
 
     block_bytes: int = 2 * MIB  # lines are handed out in blocks of at least this size (one task each)
+    # ... or of this many lines: what a block holds per line (its examples, until they are counted) stays
+    # bounded however short the lines are (a 2 MiB block of "{}" lines is 700,000 of them).
+    block_lines: int = 16_384
+    # A block this large holds huge lines: it is checked alone, without the helper (engine._results).
+    big_block_bytes: int = 8 * MIB
     parallel_after_bytes: int = 24 * MIB  # below this, starting a worker costs more than it saves
     # Once more than this has been read, hashing and the privacy scan move to a helper process
     # (rawscan): ~3.5 s of the main thread's 480 MiB benchmark, for ~0.1 s of CPU to start it. From the
@@ -74,7 +82,7 @@ class FileReport:
     warnings: list[Finding]
     stats: dict[str, Any]
     # Canonical content hash -> first line, for duplicate and leakage checks; not part of the JSON.
-    hashes: dict[int, int] = field(default_factory=dict, repr=False, compare=False)
+    hashes: DigestIndex = field(default_factory=lambda: _digest_index(), repr=False, compare=False)
 
     @property
     def valid(self) -> bool:
@@ -89,6 +97,11 @@ class FileReport:
             "warnings": [f.to_dict(with_file=with_file) for f in self.warnings],
             "stats": self.stats,
         }
+
+
+def _digest_index() -> DigestIndex:
+    from .digests import DigestIndex  # numpy: loaded when a file is validated, not with the options
+    return DigestIndex()
 
 
 @dataclass

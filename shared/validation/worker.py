@@ -54,7 +54,8 @@ class BlockResult:
     hashes: array[int] = field(default_factory=lambda: array("Q"))  # per non-blank line (with hash_lines)
     hash_lines: array[int] = field(default_factory=lambda: array("I"))
     not_listed: dict[str, int] = field(default_factory=dict)  # per code: findings past the cap, counted
-    tokens: array[int] = field(default_factory=lambda: array("I"))  # per usable example: billed tokens
+    tokens: int = 0  # billed tokens of the block's usable examples
+    capped_tokens: int = 0  # the same, each example's counted up to the model's limit (the service cuts it)
     context: array[int] = field(default_factory=lambda: array("I"))  # per usable example: longest sequence
     assistant_tokens: int = 0
     messages: int = 0
@@ -283,7 +284,9 @@ def finish_block(pending: PendingBlock, ctx: Context) -> BlockResult:
         res.lines.append(line_no)
         # usable examples have a method (prepare_block skips the rest); the type cannot say so
         res.methods.append(_METHOD_BYTES[ex.method])  # type: ignore[index]
-        res.tokens.append(base + out0 + out1)
+        billed = base + out0 + out1
+        res.tokens += billed
+        res.capped_tokens += billed if limit is None or billed <= limit else limit
         res.context.append(context)
         res.assistant_tokens += ex.assistant_tokens + sums[s + 2] + sums[s + 4]
         res.messages += ex.messages

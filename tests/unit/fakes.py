@@ -174,6 +174,12 @@ class MemoryRegistry(InMemoryClaims):
         with self._lock:
             return [copy.deepcopy(r) for r in self.runs.values()]
 
+    def page_runs(self, *, limit: int = 100, after: str | None = None) -> tuple[list[RunRecord], str | None]:
+        with self._lock:   # run id order, as Table storage's
+            ids = sorted(i for i in self.runs if after is None or i > after)
+            page = [copy.deepcopy(self.runs[i]) for i in ids[:limit]]
+            return page, (page[-1].run_id if len(ids) > limit else None)
+
     def save_run(self, run: RunRecord) -> RunRecord:
         with self._lock:
             if run.etag != self.runs[run.run_id].etag:

@@ -1,9 +1,17 @@
 """The app indexes the way the Functions host will read it: every stage, bound to settings, not literals."""
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MINIMAL_APP = ROOT / "benchmarks" / "minimal_app"
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +119,46 @@ def test_the_real_python_worker_accepts_every_function_with_sdk_type_bindings(fu
     for name in ("training", "evaluation", "deployment", "commands"):
         assert infos[name].input_types["message"].deferred_bindings_enabled
         assert infos[name].settlement_client_arg == "actions"
+
+
+HEAVY = ("azure.servicebus", "openai", "numpy", "jwt", "rouge_score", "nltk", "rapidfuzz", "tiktoken", "pydantic",
+         "azure.data.tables", "azure.identity", "azure.mgmt", "shared.run", "shared.store", "shared.azure",
+         "shared.validation", "shared.evaluation", "shared.stages", "shared.operator", "shared.app.bootstrap")
+
+
+def _heavy_loaded(app_dir: Path) -> set[str]:
+    """The listed modules a fresh interpreter holds after `import function_app` from `app_dir`."""
+    code = ("import function_app, sys; print(' '.join(h for h in sys.argv[1:] "
+            "if any(m == h or m.startswith(h + '.') for m in sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code, *HEAVY], cwd=app_dir, check=True, capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(app_dir)}).stdout
+    return set(out.split())
+
+
+def test_loading_the_app_imports_no_heavy_module_of_its_own():
+    # Each trigger imports its handler (and so the SDKs and our rooms) when it first runs, not when the host
+    # loads the app. The binding extensions themselves import the Service Bus SDK (for their message types):
+    # the minimal app with the same bindings loads it too, so only what it does not load counts against us.
+    minimal = _heavy_loaded(MINIMAL_APP)
+    ours = _heavy_loaded(ROOT)
+    assert ours - minimal == set()
+    # Of our own code only what function_app.py itself needs (shared.app.telemetry: which process sets up the
+    # exporter; standard library only).
+    assert not ours & {"openai", "numpy", "jwt", "rouge_score", "nltk", "rapidfuzz"}
+    assert not {m for m in ours if m.startswith("shared.")}
+
+
+def test_the_minimal_app_of_the_cold_start_benchmark_has_the_same_bindings(bindings):
+    spec = importlib.util.spec_from_file_location("minimal_function_app", MINIMAL_APP / "function_app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    minimal = {fn.get_function_name(): [json.loads(b) if isinstance(b, str) else b for b in
+                                        json.loads(fn.get_function_json())["bindings"]]
+               for fn in module.app.get_functions()}
+    assert minimal == bindings
+
+
+def test_the_operator_routes_are_the_command_tables():
+    from functions import operator
+    from shared.run.command_table import COMMAND_ROUTES
+    assert (operator.RUN_COMMAND, operator.ENVIRONMENT_COMMAND, operator.START_RUN) == COMMAND_ROUTES

@@ -45,8 +45,12 @@ def refused(request: ConsoleRequest, status: int, answer: dict[str, Any]) -> Con
     return None
 
 
+RUNS_PAGE = 50   # runs per page: the API pages through the registry, never loading every run
+
+
 def runs(request: ConsoleRequest, api: Api) -> ConsoleResponse:
-    status, answer = api.call("list_runs")
+    after = request.query.get("after", "").strip()
+    status, answer = api.call("list_runs", {"limit": str(RUNS_PAGE), **({"after": after} if after else {})})
     if status != 200:
         return refused(request, status, answer) or page(status, _chrome(request, api, "Runs", _error(answer)))
     wanted, env, text = (request.query.get(k, "").strip() for k in ("group", "env", "q"))
@@ -60,7 +64,8 @@ def runs(request: ConsoleRequest, api: Api) -> ConsoleResponse:
     counts = {g: sum(1 for r in answer["runs"] if group(r) == g) for g in GROUPS}
     filters = Safe(
         f'<form class="filters" method="get" action="{e(request.base)}/">'
-        f'<div><label for="group">State</label><select id="group" name="group"><option value="">all</option>'
+        + (f'<input type="hidden" name="after" value="{e(after)}">' if after else "") +
+        '<div><label for="group">State</label><select id="group" name="group"><option value="">all</option>'
         + "".join(f'<option value="{g}"{" selected" if g == wanted else ""}>{e(label)} ({counts[g]})</option>'
                   for g, label in GROUPS.items())
         + '</select></div><div><label for="env">Environment</label><select id="env" name="env"><option value="">all'
@@ -73,9 +78,16 @@ def runs(request: ConsoleRequest, api: Api) -> ConsoleResponse:
              f"{r.get('per_day', 0.0):.2f}", " → ".join(r.get("environments") or []) or "—",
              story.ago(r.get("updated_at")), r.get("source") or ""] for r in listed]
     waiting = counts["waiting"]
+    pages = ""
+    if after or answer.get("next"):   # filters apply to the page shown; the pager keeps them
+        keep = "".join(f"&amp;{k}={e(path_quote(v))}" for k, v in (("group", wanted), ("env", env), ("q", text)) if v)
+        pages = (f'<p class="pager">runs {e(after) + " and after" if after else "from the first"}, by run id; '
+                 f'filters and counts apply to this page. <a href="{e(request.base)}/?{keep[5:]}">first page</a>'
+                 + (f' · <a href="{e(request.base)}/?after={e(path_quote(answer["next"]))}{keep}">next page</a>'
+                    if answer.get("next") else "") + "</p>")
     body = Safe(f"<h1>Runs</h1>{banner('ok', f'{waiting} run(s) waiting for approval') if waiting else ''}"
                 f"<section>{filters}{table(['run', 'state', 'why', 'score', 'USD/day', 'environments', 'updated', 'source'], rows, numeric=[3, 4], empty='no runs match')}"
-                "</section>")
+                f"{pages}</section>")
     return page(200, _chrome(request, api, "Runs", body))
 
 

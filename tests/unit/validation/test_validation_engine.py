@@ -6,7 +6,7 @@ import pytest
 from vhelpers import at, chat, check, codes, jsonl, padded
 
 from shared.validation import Tuning, ValidationOptions, engine, render_html, validate_dataset, validate_file
-from shared.validation.stats import default_epochs, percentile
+from shared.validation.stats import ContextCounts, default_epochs, percentile
 from shared.validation.tokens import Counter
 
 
@@ -105,8 +105,8 @@ def test_token_counts_follow_the_cookbook(model: str) -> None:
 
 
 def test_stats_percentiles_epochs_and_cost() -> None:
-    assert percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 0.5) == 5
-    assert percentile(list(range(1, 101)), 0.95) == 95
+    assert percentile(*ContextCounts.of([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]).values_counts(), 0.5) == 5
+    assert percentile(*ContextCounts.of(list(range(1, 101))).values_counts(), 0.95) == 95
     assert default_epochs(10) == 10 and default_epochs(20) == 5 and default_epochs(1000) == 3
     assert default_epochs(20_000) == 1 and default_epochs(5) == 20 and default_epochs(2) == 25
     report = check(jsonl(padded([])), n_epochs=2)

@@ -61,5 +61,11 @@ def test_blocks_are_the_same_inline_and_through_the_counting_thread() -> None:
     blocks = list(lines_mod.split_blocks([data], max_line_bytes=1 << 20, block_bytes=tuning.block_bytes))
     inline = [worker.process_block(b, ctx) for b in blocks]
     assert sum(r.examples for r in inline) == threaded["report"]["examples"]
-    assert sum(sum(r.tokens) for r in inline) == threaded["report"]["stats"]["tokens"]["total"]
+    assert sum(r.tokens for r in inline) == threaded["report"]["stats"]["tokens"]["total"]
     assert json.dumps(threaded["report"])
+
+
+def test_blocks_of_huge_lines_checked_alone_give_the_same_report() -> None:
+    rows = padded([chat(user="jane@contoso.com is my long address, thanks"), "{bad", chat(), chat()], 150)
+    data = jsonl(rows)
+    assert _report(data, tuning=Tuning(block_bytes=3000, big_block_bytes=1)) == _report(data)

@@ -99,3 +99,12 @@ def test_content_hash_ignores_line_endings_and_bom_only() -> None:
 
 
 
+
+
+def test_blocks_of_tiny_lines_stop_at_the_line_cap() -> None:
+    data = b"\n".join(b"{}" if i % 7 else b"" for i in range(1, 1000)) + b"\n"
+    chunks = [data[i:i + 333] for i in range(0, len(data), 333)]
+    blocks = list(split_blocks(chunks, max_line_bytes=1 << 20, block_lines=64))
+    assert all(b.data.count(b"\n") + 1 <= 64 for b in blocks)
+    assert b"\n".join(b.data for b in blocks) == data[:-1]
+    assert [b.first_line for b in blocks] == [1 + 64 * k for k in range(len(blocks))]
