@@ -158,7 +158,8 @@ def test_day_two_retrain_approve_rollback_retire_in_the_console(browser: Any, st
         wait_for(stack, lambda r: r.run_id == run_id and r.state == states.deployed("prod"), timeout=180)
     first = deps.registry.require_run(run_id).chosen_model
     status, body = api_post(stack, f"runs/{run_id}/retrain", OPERATOR, {"settings": {
-        "hyperparameters": {"n_epochs": 3}, "thresholds": {"min_improvement_over_champion": -1.0}}})
+        "hyperparameters": {"n_epochs": 3},
+        "thresholds": {"champion_rule": "superior", "min_improvement_over_champion": -1.0}}})
     assert status == 202, body
     retrained = wait_for(stack, lambda r: r.run_id == run_id and r.chosen_model not in (None, first) and
                          (r.state == states.awaiting_approval("prod") or r.terminal), timeout=300)
