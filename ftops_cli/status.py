@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from ftops_cli.views import run_view, table
 from shared.run.costs import daily_hosting_cost, prices_from_settings
+from shared.stages.drift import drifted
+from shared.stages.drift import warning as drift_warning
 from shared.stages.lifecycle import warning_line
 
 if TYPE_CHECKING:
@@ -59,7 +61,8 @@ def collect(deps: Deps, run_id: str | None = None, *, limit: int = PAGE, after: 
             by_state[state_of.get(row["run_id"], "unknown")] += row["per_day"]
         cost["per_day_by_run_state"] = {k: round(v, 2) for k, v in sorted(by_state.items())}
     view: dict[str, Any] = {"runs": views, "hosting_cost": cost, "dead_letters": _dead_letters(deps, run_id),
-                            "next": next_page, "retirement_warnings": retirement_status(deps, deployments)}
+                            "next": next_page, "retirement_warnings": retirement_status(deps, deployments),
+                            "drift_warnings": [drift_warning(c) for c in drifted(deps, deployments)]}
     if run_id:
         view["runs"][0]["audit"] = registry.audit_trail(run_id)
     return view
@@ -118,7 +121,7 @@ def render_run(view: dict[str, Any]) -> str:
     for d in r["deployments"]:
         retires = f", model retires {d['retires_on']}" if d.get("retires_on") else ""
         lines.append(f"deployed:  {d['environment']}/{d['region']} {d['account']}/{d['deployment']} ({d['state']}{retires})")
-    lines += [f"warning:   {w}" for w in view.get("retirement_warnings", [])]
+    lines += [f"warning:   {w}" for w in view.get("retirement_warnings", []) + view.get("drift_warnings", [])]
     letters = view["dead_letters"]
     lines.append(f"dead letters: {len(letters)}")
     lines += [f"  {x['queue']} {x['message_id']}: {x['reason']}: {x['description']}" for x in letters]
@@ -143,7 +146,7 @@ def render_table(view: dict[str, Any]) -> str:
     lines = table(["RUN", "STATE", "JOB", "EVAL", "DEPLOYMENTS", "WHY"], rows) if rows else ["no runs yet"]
     if view.get("next"):
         lines.append(f"more runs: ftops status --after-run {view['next']}")
-    lines += [f"warning: {w}" for w in view.get("retirement_warnings", [])]
+    lines += [f"warning: {w}" for w in view.get("retirement_warnings", []) + view.get("drift_warnings", [])]
     letters = view["dead_letters"]
     if letters:
         lines += ["", f"dead letters: {len(letters)} (ftops status RUN_ID shows a run's)"]

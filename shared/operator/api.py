@@ -36,7 +36,7 @@ from shared.run import actors, command_table
 from shared.run.config import ConfigError
 from shared.run.messages import RetrainCommand, RollbackCommand, RunCommand
 from shared.run.rules import owner_confirmed
-from shared.stages import approvals, command_checks, intake, rollback, training
+from shared.stages import approvals, command_checks, drift, intake, rollback, training
 from shared.store.claims import ConcurrencyError
 from shared.store.events import publish
 from shared.store.registry import InvalidTransition, RunNotFound
@@ -219,6 +219,7 @@ def get_run(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> 
             "validation": run.validation, "evaluation": run.evaluation, "error": run.error,
             "comparison": evaluation_comparison(run.evaluation),
             "serving_now": serving_now(deps, run),
+            "drift": drift.drifted(deps, deps.registry.list_deployments(run_id=run.run_id)),
             "approvals": run.approvals, "candidate": approvals.candidate(deps, run),
             "deployments": _deployments(deps, run_id=run.run_id),
             "audit": deps.registry.audit_trail(run.run_id), "reports": _reports(deps, run.run_id),

@@ -124,3 +124,25 @@ def _saved(deps: Deps, result: DriftCheck) -> DriftCheck:
                                f"drift/{result.environment}/{result.deployment}.json").upload_blob(
         json.dumps(asdict(result), ensure_ascii=False).encode(), overwrite=True)
     return result
+
+
+def drifted(deps: Deps, slots: list[DeploymentRecord]) -> list[dict[str, Any]]:
+    """The last drift check of each (environment, deployment name) these active slots serve, where it found
+    drift in the run that serves it now: what `ftops status`, the operator API and the console warn about."""
+    found = []
+    for env, name in sorted({(s.environment, s.deployment) for s in slots if s.state == "active"}):
+        blob = deps.blobs.get_blob_client(deps.settings.reports_container, f"drift/{env}/{name}.json")
+        try:
+            check = json.loads(blob.download_blob().readall())
+        except ResourceNotFoundError:
+            continue
+        if check.get("drifted") and any(s.run_id == check.get("run_id") for s in slots
+                                        if (s.environment, s.deployment) == (env, name)):
+            found.append(check)
+    return found
+
+
+def warning(check: dict[str, Any]) -> str:
+    return (f"drift: {check['environment']}/{check['deployment']} (run {check['run_id']}) scored {check['grader']} "
+            f"{check['mean']:.3f} on {check['examples']} of its held-out examples, below the {check['floor']:.3f} "
+            f"its evaluation measured (checked {check['checked_at'][:16]})")

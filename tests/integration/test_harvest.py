@@ -151,6 +151,15 @@ def test_a_served_model_scoring_below_its_evaluation_is_drift_and_starts_a_harve
     saved = json.loads(prod.blobs.get_blob_client(prod.settings.reports_container,
                                                   "drift/prod/support-bot.json").download_blob().readall())
     assert saved["drifted"] is True and saved["floor"] == 0.6
+    # the operator sees it: a warning in `ftops status`, the run's API view (the console's badge reads it)
+    from ftops_cli.status import collect, render_table
+    assert "drift: prod/support-bot (run champ) scored token_f1" in render_table(collect(prod))
+    from shared.azure.access import Caller
+    from shared.operator.api import get_run
+    view = get_run(Caller(oid="6f1c2d3e-0000-4000-8000-0000000000a9", tenant="t", name="Reader",
+                          roles=frozenset({"Reader"})),
+                   {"run_id": "champ"}, b"", prod).body
+    assert [c["deployment"] for c in view["drift"]] == ["support-bot"]
 
 
 def test_a_served_model_within_its_interval_is_not_drift(prod: Any) -> None:
@@ -158,6 +167,8 @@ def test_a_served_model_within_its_interval_is_not_drift(prod: Any) -> None:
     [check] = handle_drift_tick(prod)
     assert not check.drifted and check.harvest is None and check.mean is not None
     assert "drift.detected" not in [a["action"] for a in prod.registry.audit_trail("champ")]
+    from ftops_cli.status import collect
+    assert collect(prod)["drift_warnings"] == []
 
 
 def test_one_flywheel_run_at_a_time_per_deployment_name(prod: Any, emulator: Any, app: str) -> None:

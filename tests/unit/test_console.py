@@ -290,3 +290,16 @@ def test_retire_first_shows_what_goes_and_the_cost_that_stops_then_acts_on_confi
                                 body=f"form_token={token}&confirm=yes&reason=leaks".encode()),
                  retire=(200, {"retired": "r1"}))
     assert done.status == 303 and FakeApi.calls == [("retire", {"run_id": "r1"}, {"reason": "leaks"})]
+
+
+def test_a_run_whose_served_model_drifted_carries_a_badge_and_says_why() -> None:
+    check = {"environment": "prod", "deployment": "support-bot", "run_id": "r1", "grader": "token_f1", "mean": 0.21,
+             "floor": 0.6, "examples": 20, "checked_at": "2026-12-07T06:00:00+00:00", "drifted": True}
+    drifted = serve("run", request("/runs/r1", params={"run_id": "r1"}),
+                    get_run=(200, {**run_detail(OPERATOR, "deployed:prod"), "drift": [check]}),
+                    list_deployments=(200, {"deployments": []})).body.decode()
+    assert 'id="drift-badge"' in drifted and "scored token_f1 0.210 on 20 of its held-out examples" in drifted
+    steady = serve("run", request("/runs/r1", params={"run_id": "r1"}),
+                   get_run=(200, {**run_detail(OPERATOR, "deployed:prod"), "drift": []}),
+                   list_deployments=(200, {"deployments": []})).body.decode()
+    assert 'id="drift-badge"' not in steady

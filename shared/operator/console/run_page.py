@@ -11,6 +11,7 @@ from shared.operator.console.app import DONE, Api, ConsoleRequest, ConsoleRespon
 from shared.operator.console.layout import Safe, badge, banner, e, hidden, link, short, table
 from shared.operator.console.pages import _chrome, _error, refused
 from shared.run import command_table, states
+from shared.stages.drift import warning as drift_warning
 
 
 def run_page(request: ConsoleRequest, api: Api, *, run_id: str,
@@ -20,8 +21,12 @@ def run_page(request: ConsoleRequest, api: Api, *, run_id: str,
         return refused(request, status, run) or page(status, _chrome(request, api, f"Run {run_id}", _error(run)))
     base, token = request.base, api.form_token
     url = f"{base}/runs/{path_quote(run_id)}"
-    parts: list[Any] = [Safe(f"<h1>Run {story.copyable(run_id)} {badge(run['state'], run['terminal'])}</h1>"),
+    drifting = run.get("drift") or []
+    parts: list[Any] = [Safe(f"<h1>Run {story.copyable(run_id)} {badge(run['state'], run['terminal'])}"
+                             + (' <span class="state failed" id="drift-badge">drift</span>' if drifting else "")
+                             + "</h1>"),
                         story.stage_strip(run)]
+    parts += [banner("error", drift_warning(check)) for check in drifting]
     if refusal:
         parts.append(banner("error", refusal[1]))
     elif request.query.get("done") in DONE:   # an id: the text is ours, never the URL's
