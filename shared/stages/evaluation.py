@@ -20,6 +20,7 @@ import json
 import logging
 import random
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from shared.app.settlement import retry_later
@@ -112,9 +113,9 @@ def _evaluate(run: RunRecord, deps: Deps, request: EvaluateRequest) -> str | Non
     except _Failed as exc:
         return _fail(deps, run, str(exc))
     except DeploymentQuota as exc:   # the temporary deployments are already deleted (finally in _measure)
-        return _wait_for_quota(deps, run, request, exc)
+        return _try_later(deps, run, request, exc, QUOTA)
     except InfrastructureError as exc:   # nothing was scored; the deployments are deleted: try it all again later
-        return _wait_for_infrastructure(deps, run, request, exc)
+        return _try_later(deps, run, request, exc, INFRASTRUCTURE)
     paths = _write_reports(deps, run.run_id, report)
     result = summary(report, paths)
     if not report["passed"]:
@@ -246,45 +247,46 @@ def _lineage(run: RunRecord, base_model: str) -> dict[str, Any]:
             "approvals": dict(run.approvals or {})}
 
 
-def _wait_for_quota(deps: Deps, run: RunRecord, request: EvaluateRequest, exc: DeploymentQuota) -> str | None:
-    """Send a delayed copy of the request (the run stays `evaluating`), or give up past the bound."""
-    waits = request.quota_waits
-    if waits >= QUOTA_WAITS:
-        return _fail(deps, run, f"hub quota did not free up after {waits} waits (about "
-                                f"{_total_wait(waits) / 3600:.1f} h): {exc}. Free tokens-per-minute quota in the "
-                                f"hub's region (or deployments on {deps.settings.hub.account}), then retrain")
-    first, longest = QUOTA_BACKOFF_SECONDS
+@dataclass(frozen=True)
+class _Wait:
+    """One reason to try the evaluation again later: its counter on the request, its backoff, what it says."""
+    field: str                      # the request's counter ("quota_waits", "infra_waits")
+    bound: int                      # re-sends before giving up
+    backoff: tuple[float, float]    # first wait, longest wait (doubling, with jitter)
+    event: str                      # announced each time
+    why: str                        # for the retry's record and the log
+    give_up: str                    # the failure, after `bound` re-sends: "{waits}", "{hours}", "{exc}", "{hub}"
+
+
+QUOTA = _Wait("quota_waits", QUOTA_WAITS, QUOTA_BACKOFF_SECONDS, "evaluation_waiting_for_quota", "hub quota short",
+              "hub quota did not free up after {waits} waits (about {hours:.1f} h): {exc}. Free tokens-per-minute "
+              "quota in the hub's region (or deployments on {hub}), then retrain")
+INFRASTRUCTURE = _Wait("infra_waits", INFRA_WAITS, INFRA_BACKOFF_SECONDS, "evaluation_retrying",
+                       "a deployment could not be asked (nothing of this pass is scored)",
+                       "the evaluation deployments could not be asked after {waits} tries: {exc}. Check the hub "
+                       "{hub} (deployments, service health), then retrain")
+
+
+def _try_later(deps: Deps, run: RunRecord, request: EvaluateRequest, exc: Exception, wait: _Wait) -> str | None:
+    """Send a delayed copy of the request (the run stays `evaluating`, holding no deployment), or give up past
+    the bound: a quota refusal, or a deployment that could not be asked (a missing answer is no wrong answer)."""
+    waits: int = getattr(request, wait.field)
+    if waits >= wait.bound:
+        return _fail(deps, run, wait.give_up.format(waits=waits, hours=_total_wait(waits, wait.backoff) / 3600,
+                                                    exc=exc, hub=deps.settings.hub.account))
+    first, longest = wait.backoff
     delay = min(longest, first * 2 ** waits) * random.uniform(0.5, 1.0)
     retry_later(deps, deps.settings.evaluate_queue, request, evaluate_message_id(run.run_id, run.job_id),
-                delay=delay, why="hub quota short", quota_waits=waits + 1)
-    publish(deps, run.run_id, "evaluation_waiting_for_quota",
-            {"reason": str(exc)[:500], "wait": waits + 1, "of": QUOTA_WAITS, "retry_in_seconds": round(delay)})
-    log.info("run %s: hub quota short (%s); evaluating again in %.0f s (wait %d of %d)", run.run_id, exc, delay,
-             waits + 1, QUOTA_WAITS)
+                delay=delay, why=wait.why, **{wait.field: waits + 1})
+    publish(deps, run.run_id, wait.event,
+            {"reason": str(exc)[:500], "wait": waits + 1, "of": wait.bound, "retry_in_seconds": round(delay)})
+    log.warning("run %s: %s (%s); evaluating again in %.0f s (%d of %d)", run.run_id, wait.why, exc, delay,
+                waits + 1, wait.bound)
     return None
 
 
-def _wait_for_infrastructure(deps: Deps, run: RunRecord, request: EvaluateRequest,
-                             exc: InfrastructureError) -> str | None:
-    """A deployment could not be asked: nothing of this pass is scored (a missing answer is no wrong answer).
-    Re-send the request later (the run stays `evaluating`, holding no deployment), or give up past the bound."""
-    waits = request.infra_waits
-    if waits >= INFRA_WAITS:
-        return _fail(deps, run, f"the evaluation deployments could not be asked after {waits} tries: {exc}. "
-                                f"Check the hub {deps.settings.hub.account} (deployments, service health), then "
-                                f"retrain")
-    first, longest = INFRA_BACKOFF_SECONDS
-    delay = min(longest, first * 2 ** waits) * random.uniform(0.5, 1.0)
-    retry_later(deps, deps.settings.evaluate_queue, request, evaluate_message_id(run.run_id, run.job_id),
-                delay=delay, why="a deployment could not be asked", infra_waits=waits + 1)
-    publish(deps, run.run_id, "evaluation_retrying",
-            {"reason": str(exc)[:500], "try": waits + 1, "of": INFRA_WAITS, "retry_in_seconds": round(delay)})
-    log.warning("run %s: %s; nothing scored, evaluating again in %.0f s", run.run_id, exc, delay)
-    return None
-
-
-def _total_wait(waits: int) -> float:
-    first, longest = QUOTA_BACKOFF_SECONDS
+def _total_wait(waits: int, backoff: tuple[float, float] = QUOTA_BACKOFF_SECONDS) -> float:
+    first, longest = backoff
     return sum(min(longest, first * 2.0 ** n) for n in range(waits))
 
 
