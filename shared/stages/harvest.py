@@ -31,6 +31,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
 from shared.run import actors
 from shared.run.topology import Environment, HarvestPolicy, Target
+from shared.stages import intake
 from shared.store import claims
 from shared.validation.curation import CurationPolicy, Exchange, Overlap, curate, prompt_text
 from shared.validation.lines import content_hash
@@ -270,13 +271,19 @@ def _overlaps(deps: Deps, champion: RunRecord, threshold: float) -> tuple[Overla
 
 def _in_flight(deps: Deps, folders: list[str]) -> str | None:
     """The run the last folder started, while it has not ended (awaiting approval counts as ended: a person
-    decides now, and the next pool may train meanwhile)."""
+    decides now, and the next pool may train meanwhile). Found by the id intake gave it (its run.json's name
+    and ETag), not by reading every run."""
     if not folders:
         return None
-    source = f"{deps.settings.datasets_container}/{folders[-1]}/run.json"
-    for run in deps.registry.list_runs():
-        if run.source == source and not run.terminal and not run.state.startswith("awaiting_approval:"):
-            return run.run_id
+    start = f"{folders[-1]}/run.json"
+    drop = intake.drop_started_by(start)
+    try:
+        etag = deps.blobs.get_blob_client(deps.settings.datasets_container, start).get_blob_properties().etag
+    except ResourceNotFoundError:
+        return None
+    run = deps.registry.get_run(intake.run_id_for(drop, etag)) if drop is not None else None
+    if run is not None and not run.terminal and not run.state.startswith("awaiting_approval:"):
+        return run.run_id
     return None
 
 

@@ -17,6 +17,7 @@ import pytest
 from shared.run import privacy
 from shared.stages.drift import handle_drift_tick
 from shared.stages.harvest import handle_harvest_tick
+from shared.stages.intake import drop_started_by, run_id_for
 from shared.store.registry import DeploymentRecord, RunRecord
 from shared.validation.curation import prompt_text
 
@@ -175,11 +176,14 @@ def test_one_flywheel_run_at_a_time_per_deployment_name(prod: Any, emulator: Any
     _serve(emulator, "ftops-prod-eastus", FRESH[:10], app)
     [first] = handle_harvest_tick(prod)
     assert first.folder
-    source = f"{prod.settings.datasets_container}/{first.folder}/run.json"
-    prod.registry.create_run(RunRecord(run_id="student", source=source, state="training"), actor="test")
+    start = f"{first.folder}/run.json"      # the run intake makes of it: its id from run.json's name and ETag
+    etag = prod.blobs.get_blob_client(prod.settings.datasets_container, start).get_blob_properties().etag
+    student = run_id_for(drop_started_by(start), etag)
+    prod.registry.create_run(RunRecord(run_id=student, source=f"{prod.settings.datasets_container}/{start}",
+                                       state="training"), actor="test")
     _serve(emulator, "ftops-prod-eastus", FRESH[10:14] + [f"{q} again" for q in FRESH[:8]], app)
     [waiting] = handle_harvest_tick(prod)
-    assert waiting.folder is None and waiting.pool == 12 and "student" in (waiting.skipped or "")
-    prod.registry.transition("student", "training_failed", actor="test")
+    assert waiting.folder is None and waiting.pool == 12 and student in (waiting.skipped or "")
+    prod.registry.transition(student, "training_failed", actor="test")
     [after] = handle_harvest_tick(prod)        # the run ended: the full pool becomes the next folder
     assert after.folder and after.folder != first.folder and after.read == 0
