@@ -19,15 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from shared.azure.chat import openai_chat_fn
-from shared.evaluation.examples import load_examples
-from shared.evaluation.metrics import aggregate
-from shared.evaluation.runner import Candidate, run_candidates
 from shared.run import actors
-from shared.run.settings import Evaluation
 from shared.run.topology import Environment
 from shared.stages import harvest as harvesting
-from shared.stages.evaluation import grader_set
 from shared.store.events import publish
 
 if TYPE_CHECKING:
@@ -71,6 +65,14 @@ def handle_drift_tick(deps: Deps) -> list[DriftCheck]:
 
 
 def check(deps: Deps, env: Environment, name: str, slots: list[DeploymentRecord]) -> DriftCheck:
+    # the evaluation's machinery, imported here: reading the checks back (`drifted`, for the operator API and
+    # `ftops status`) needs none of it
+    from shared.azure.chat import openai_chat_fn
+    from shared.evaluation.examples import load_examples
+    from shared.evaluation.metrics import aggregate
+    from shared.evaluation.runner import Candidate, run_candidates
+    from shared.run.settings import Evaluation
+    from shared.stages.evaluation import grader_set
     policy = env.harvest
     assert policy is not None and policy.drift_examples
     run = deps.registry.require_run(slots[0].run_id)
