@@ -28,6 +28,14 @@ def to_prod(deps: MemoryDeps, run_id: str, model: str) -> None:
     assert deps.registry.runs[run_id].state == "deployed:prod"
 
 
+def two_runs_in_prod(deps: MemoryDeps) -> None:
+    """run-a (model OLD) reached prod first, then run-b (MODEL) under the same deployment name."""
+    add_run(deps, "run-a", model=OLD)
+    to_prod(deps, "run-a", OLD)
+    add_run(deps, "run-b", model=MODEL)
+    to_prod(deps, "run-b", MODEL)
+
+
 def retrained(deps: MemoryDeps, run_id: str, model: str) -> None:
     """What retrain → train → evaluate leave on the run (shared.stages.training.retrain_run empties approvals)."""
     run = deps.registry.runs[run_id]
@@ -64,10 +72,7 @@ def test_rollback_after_a_retrain_goes_back_to_the_runs_own_earlier_model(world:
 
 def test_a_rollback_never_brings_back_a_retired_model_and_says_what_to_do(world: Any) -> None:
     deps, fake = world
-    add_run(deps, "run-a", model=OLD)
-    to_prod(deps, "run-a", OLD)
-    add_run(deps, "run-b", model=MODEL)
-    to_prod(deps, "run-b", MODEL)
+    two_runs_in_prod(deps)
     rollback.retire(RunCommand(run_id="run-a", requested_by="ops@x", reason="leaks PII"), deps)
     assert deps.registry.runs["run-a"].state == states.RETIRED and serving(fake) == {MODEL}
     with pytest.raises(PermanentError) as refused:   # before: prod served run-a's model again
@@ -103,10 +108,7 @@ def test_a_rollback_never_restores_a_denied_model(world: Any) -> None:
 
 def test_rollback_of_another_runs_model_restores_it_and_the_rolled_back_run_says_so(world: Any) -> None:
     deps, fake = world
-    add_run(deps, "run-a", model=OLD)
-    to_prod(deps, "run-a", OLD)
-    add_run(deps, "run-b", model=MODEL)
-    to_prod(deps, "run-b", MODEL)
+    two_runs_in_prod(deps)
     rollback.rollback(RollbackCommand(environment="prod", run_id="run-b", requested_by="ops@x"), deps)
     assert serving(fake) == {OLD}
     assert deps.registry.runs["run-b"].state == "rolled_back:prod"   # before: still "deployed:prod"
@@ -260,10 +262,7 @@ def console_page(deps: MemoryDeps, run_id: str, *, method: str = "GET", action: 
 
 def test_the_console_offers_rollback_only_where_it_would_be_done_and_shows_what_comes_back(world: Any) -> None:
     deps, _ = world
-    add_run(deps, "run-a", model=OLD)
-    to_prod(deps, "run-a", OLD)
-    add_run(deps, "run-b", model=MODEL)
-    to_prod(deps, "run-b", MODEL)
+    two_runs_in_prod(deps)
     assert "Roll back prod…" in console_page(deps, "run-b")
     confirm = console_page(deps, "run-b", action="rollback", env="prod")
     assert "Roll back prod?" in confirm and f"{OLD} (run run-a)" in confirm and "westeurope" in confirm
@@ -321,10 +320,7 @@ def test_ftops_history_prints_each_model_a_slot_served_and_why_it_left(world: An
 
     from ftops_cli import history
     deps, _ = world
-    add_run(deps, "run-a", model=OLD)
-    to_prod(deps, "run-a", OLD)
-    add_run(deps, "run-b", model=MODEL)
-    to_prod(deps, "run-b", MODEL)
+    two_runs_in_prod(deps)
     rollback.rollback(RollbackCommand(environment="prod", run_id="run-b", requested_by="ops@x", reason="worse"), deps)
     assert history.run(argparse.Namespace(environment="prod", deployment=None, json=False), deps=deps) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -376,10 +372,7 @@ def test_ftops_train_of_a_blob_that_already_is_a_run_says_so(world: Any) -> None
 def test_the_run_page_has_a_stage_strip_and_a_timeline_in_words_newest_first(world: Any) -> None:
     import re
     deps, _ = world
-    add_run(deps, "run-a", model=OLD)
-    to_prod(deps, "run-a", OLD)
-    add_run(deps, "run-b", model=MODEL)
-    to_prod(deps, "run-b", MODEL)
+    two_runs_in_prod(deps)
     rollback.rollback(RollbackCommand(environment="prod", run_id="run-b", requested_by="Ops <oid-ops>",
                                       reason="worse answers"), deps)
     page = console_page(deps, "run-b")
@@ -413,10 +406,7 @@ def test_the_deployments_page_hides_retired_ones_and_shows_each_environments_his
 
     from shared.operator import api
     deps, _ = world
-    add_run(deps, "run-a", model=OLD)
-    to_prod(deps, "run-a", OLD)
-    add_run(deps, "run-b", model=MODEL)
-    to_prod(deps, "run-b", MODEL)
+    two_runs_in_prod(deps)
     rollback.rollback(RollbackCommand(environment="prod", run_id="run-b", requested_by="ops@x", reason="worse"), deps)
     rollback.retire(RunCommand(run_id="run-b"), deps)   # its dev and test slots go
     reader = caller(roles=("Reader",))
@@ -467,10 +457,7 @@ def test_the_stage_strip_stops_where_the_run_stopped() -> None:
 def test_a_rollback_that_changes_nothing_says_so_instead_of_a_plain_200(world: Any) -> None:
     from shared.operator.api import rollback_environment
     deps, fake = world
-    add_run(deps, "run-a", model=OLD)
-    to_prod(deps, "run-a", OLD)
-    add_run(deps, "run-b", model=MODEL)
-    to_prod(deps, "run-b", MODEL)
+    two_runs_in_prod(deps)
     rollback.retire(RunCommand(run_id="run-a"), deps)   # retired: it serves nothing
     operator = caller(roles=("Operator",))
     answer = rollback_environment(operator, {"environment": "prod"}, b'{"run_id": "run-a"}', deps)
