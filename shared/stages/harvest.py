@@ -113,18 +113,8 @@ def harvest(deps: Deps, env: Environment, name: str, slots: list[DeploymentRecor
         outcome.read = len(exchanges)
         if policy.teacher:
             exchanges = _relabel(deps, policy.teacher, exchanges)
-        held_out, previous = _overlaps(deps, champion, policy.leakage_threshold)
-        # everything kept before (earlier pools and runs, bounded) counts as seen: a repeat is a duplicate
-        seen = set(state.get("kept", [])) | {content_hash(json.dumps(e, ensure_ascii=False).encode())
-                                             for e in state["pool"]}
-        before = set(seen)
-        curated = curate(exchanges, CurationPolicy(privacy=policy.privacy, min_rating=policy.min_rating,
-                                                   leakage_threshold=policy.leakage_threshold),
-                         held_out=held_out, previous=previous, seen=seen)
-        state["kept"] = [*state.get("kept", []), *sorted(seen - before)][-MAX_REMEMBERED:]
-        outcome.curation = curated.counts()
-        state["pool"] = [*state["pool"], *curated.kept]
-        state["counts"] = _add_counts(state.get("counts", {}), curated.counts())
+        if exchanges:   # an idle tick does not read the champion's data files again
+            _curate_into(deps, champion, policy, exchanges, state, outcome)
         if in_flight:   # one flywheel run per deployment name at a time: the pool grows until it ends
             outcome.skipped = f"run {in_flight} from the last pool is still in progress"
         elif len(state["pool"]) >= policy.min_examples:
@@ -137,6 +127,23 @@ def harvest(deps: Deps, env: Environment, name: str, slots: list[DeploymentRecor
             deps.registry.audit(champion.run_id, "flywheel.harvested", actor=ACTOR, detail=outcome.as_dict())
         claim.release()   # a recurring job: the key is free again for the next tick
     return outcome
+
+
+def _curate_into(deps: Deps, champion: RunRecord, policy: HarvestPolicy, exchanges: list[Exchange],
+                 state: dict[str, Any], outcome: HarvestOutcome) -> None:
+    """Curate what arrived into the state's pool; everything kept before (earlier pools and runs, bounded)
+    counts as seen, so a repeat is a duplicate."""
+    held_out, previous = _overlaps(deps, champion, policy.leakage_threshold)
+    seen = set(state.get("kept", [])) | {content_hash(json.dumps(e, ensure_ascii=False).encode())
+                                         for e in state["pool"]}
+    before = set(seen)
+    curated = curate(exchanges, CurationPolicy(privacy=policy.privacy, min_rating=policy.min_rating,
+                                               leakage_threshold=policy.leakage_threshold),
+                     held_out=held_out, previous=previous, seen=seen)
+    state["kept"] = [*state.get("kept", []), *sorted(seen - before)][-MAX_REMEMBERED:]
+    outcome.curation = curated.counts()
+    state["pool"] = [*state["pool"], *curated.kept]
+    state["counts"] = _add_counts(state.get("counts", {}), curated.counts())
 
 
 # --- what arrived ------------------------------------------------------------------------------------
