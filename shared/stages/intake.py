@@ -39,7 +39,9 @@ log = logging.getLogger(__name__)
 ACTOR = actors.INTAKE
 FOLDER_FILES = {"train": "train.jsonl", "validation": "validation.jsonl", "eval": "eval.jsonl"}
 QUARANTINE_LISTED = 20       # paths a rejected event names itself; the whole list goes to reports/<run>/quarantine.json
-QUARANTINE_CONCURRENCY = 8   # blobs moved at once
+QUARANTINE_CONCURRENCY = 8   # blobs copied at once
+QUARANTINE_COPY_SECONDS = 60.0   # a pending Copy Blob is checked this long before the move is retried
+DELETE_BATCH = 256           # Blob Batch's limit of subrequests
 
 
 @dataclass(frozen=True)
@@ -284,7 +286,8 @@ def _write_reports(deps: Deps, run_id: str, drop: Drop, report: Any) -> None:
 def _reject(deps: Deps, run_id: str, drop: Drop, files: dict[str, str], report: Any) -> None:
     # recorded first, then moved: if the move fails, the retry finds the run rejected and its files still
     # in datasets, and finishes the move (start_run); the other order left a run `validating` with no blob
-    planned = [f"{deps.settings.quarantine_container}/{run_id}/{name}" for name in _drop_blobs(deps, drop, files)]
+    blobs = _drop_blobs(deps, drop, files)    # listed once: the plan, and what is moved
+    planned = [f"{deps.settings.quarantine_container}/{run_id}/{name}" for name in blobs]
     # where each is, so the run's error (status, the demo's table) points at the line to fix
     errors = [(f"{f.file + ' ' if f.file and len(files) > 1 else ''}line {f.line}: " if f.line else "") + f.message
               for f in report.errors[:5]]
@@ -298,58 +301,81 @@ def _reject(deps: Deps, run_id: str, drop: Drop, files: dict[str, str], report: 
             detail={"errors": errors, **where,
                     "report": f"{deps.settings.reports_container}/{run_id}/validation.json"},
             error={"code": report.errors[0].code, "message": "; ".join(errors)})
-    quarantine(deps, run_id, drop, files)
+    quarantine(deps, run_id, drop, files, only=blobs)
 
 
-def _drop_blobs(deps: Deps, drop: Drop, files: dict[str, str]) -> list[str]:
-    """The blobs of this drop: its data files and start blob; for a folder, what lies directly in it. A
-    nested folder is a drop of its own (its run.json starts it) and is left where it is."""
-    names = set(files.values()) | {drop.start_blob}
+def _drop_blobs(deps: Deps, drop: Drop, files: dict[str, str]) -> dict[str, str]:
+    """The blobs of this drop (name → ETag), in the order they are moved: its data files and start blob;
+    for a folder, what lies directly in it (one listing). A nested folder is a drop of its own (its
+    run.json starts it) and is left where it is."""
+    source = deps.blobs.get_container_client(deps.settings.datasets_container)
     if drop.folder:
-        source = deps.blobs.get_container_client(deps.settings.datasets_container)
         prefix = f"{drop.folder}/"
-        names |= {b.name for b in source.list_blobs(name_starts_with=prefix) if "/" not in b.name[len(prefix):]}
+        found = {b.name: b.etag for b in source.list_blobs(name_starts_with=prefix) if "/" not in b.name[len(prefix):]}
+    else:
+        found = {}
+        for name in set(files.values()) | {drop.start_blob}:
+            try:
+                found[name] = source.get_blob_client(name).get_blob_properties().etag
+            except ResourceNotFoundError:
+                pass   # moved by an earlier attempt
     # the start blob last: while it is still there, a retry of its trigger comes back to finish the move
-    return sorted(names - {drop.start_blob}) + [drop.start_blob]
+    return {name: found[name] for name in sorted(found, key=lambda n: (n == drop.start_blob, n))}
 
 
 def quarantine(deps: Deps, run_id: str, drop: Drop, files: dict[str, str], *,
                only: dict[str, str] | None = None) -> list[str]:
-    """Move the drop's files to quarantine/<run_id>/: copy, verify, then delete — never lose data.
-    `only` (name → ETag): move exactly these versions (what a run whose file was replaced validated)."""
+    """Move the drop's files to quarantine/<run_id>/: copy (on the storage side, exactly the version listed),
+    check the copy is complete, then delete that version — never lose data. `only` (name → ETag): move
+    exactly these versions (what was listed or validated); a newer upload of a name stays where it is."""
     source = deps.blobs.get_container_client(deps.settings.datasets_container)
     target = deps.blobs.get_container_client(deps.settings.quarantine_container)
-    names = _drop_blobs(deps, drop, files) if only is None else \
-        sorted(set(only) - {drop.start_blob}) + [drop.start_blob] * (drop.start_blob in only)
+    blobs = _drop_blobs(deps, drop, files) if only is None else \
+        {name: only[name] for name in sorted(only, key=lambda n: (n == drop.start_blob, n))}
 
-    def move(name: str) -> str | None:
+    def copy(item: tuple[str, str]) -> str | None:
+        name, etag = item
         src = source.get_blob_client(name)
-        try:
-            props = src.get_blob_properties()
-        except ResourceNotFoundError:
-            return None  # moved by an earlier attempt
-        if only is not None and props.etag != only[name]:
-            return None  # a new upload, never validated: it stays
         dst = target.get_blob_client(f"{run_id}/{name}")
-        dst.upload_blob(src.download_blob().chunks(), length=props.size, overwrite=True)
-        if dst.get_blob_properties().size != props.size:
-            raise RuntimeError(f"quarantine copy of {name} for run {run_id} is incomplete; source kept")
-        try:  # only the version we copied: a re-upload in between is a new run and stays
-            src.delete_blob(etag=props.etag, match_condition=MatchConditions.IfNotModified)
-        except (ResourceModifiedError, ResourceNotFoundError):
-            log.warning("run %s: %s changed while quarantining; the new upload stays", run_id, name)
-        return f"{deps.settings.quarantine_container}/{run_id}/{name}"
+        try:   # Copy Blob with x-ms-source-if-match: a re-upload in between is a new run and stays
+            status = dst.start_copy_from_url(src.url, source_etag=etag,
+                                             source_match_condition=MatchConditions.IfNotModified)["copy_status"]
+        except ResourceNotFoundError:
+            return None   # moved by an earlier attempt
+        except ResourceModifiedError:
+            log.warning("run %s: %s changed since it was listed; the new upload stays", run_id, name)
+            return None
+        deadline = time.monotonic() + QUARANTINE_COPY_SECONDS
+        while status == "pending" and time.monotonic() < deadline:   # a copy in one account is usually at once
+            time.sleep(0.5)
+            status = dst.get_blob_properties().copy.status
+        if status != "success":
+            raise RuntimeError(f"quarantine copy of {name} for run {run_id} is {status}; source kept")
+        return name
 
-    # many files (a folder of 20,000) move a few at a time; the start blob last, once the rest are moved:
-    # while it is still there, a retry of its trigger comes back to finish the move
+    def delete(names: list[str]) -> None:
+        # Blob Batch: up to 256 deletes in one request, each only of the version copied (If-Match)
+        results = source.delete_blobs(*[{"name": n, "etag": blobs[n], "match_condition": MatchConditions.IfNotModified}
+                                        for n in names], raise_on_any_failure=False)
+        for name, result in zip(names, results, strict=True):
+            if result.status_code not in (200, 202, 404):
+                log.warning("run %s: %s changed while quarantining (%s); the new upload stays", run_id, name,
+                            result.status_code)
+
+    # many files (a folder of 20,000) are copied a bounded number at a time and deleted in batches; the start
+    # blob last, once the rest are moved: while it is still there, a retry of its trigger finishes the move
+    items = list(blobs.items())
     with ThreadPoolExecutor(QUARANTINE_CONCURRENCY, thread_name_prefix="quarantine") as pool:
-        moved = [m for m in pool.map(move, names[:-1]) if m]
-    moved += [m for m in map(move, names[-1:]) if m]
+        copied = [n for n in pool.map(copy, items[:-1]) if n]
+        list(pool.map(delete, [copied[i:i + DELETE_BATCH] for i in range(0, len(copied), DELETE_BATCH)]))
+    last = [n for n in map(copy, items[-1:]) if n]
+    if last:
+        delete(last)
     reports = deps.blobs.get_container_client(deps.settings.reports_container)
     for leaf in ("validation.json", "validation.html"):
         body = reports.get_blob_client(f"{run_id}/{leaf}").download_blob().readall()
         target.upload_blob(f"{run_id}/{leaf}", body, overwrite=True)
-    return moved
+    return [f"{deps.settings.quarantine_container}/{run_id}/{name}" for name in copied + last]
 
 
 def _configured_environments(deps: Deps) -> list[str]:
