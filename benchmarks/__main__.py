@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("validation", "coldstart", "operator_pages", "polling", "keepalive", "evaluation")
+BENCHMARKS = ("validation", "coldstart", "operator_pages", "polling", "keepalive", "evaluation", "quarantine")
 
 
 def main(names: list[str]) -> int:

@@ -124,6 +124,10 @@ class LocalStack:
     def set_faults(self, faults: Mapping[str, Any]) -> dict[str, Any]:
         return self._emulator_call("POST", "faults", dict(faults))
 
+    def emulator_requests(self, *, clear: bool = False) -> list[dict[str, Any]]:
+        """The emulator's log of hub and spoke requests (method, path, status, time); `clear` empties it."""
+        return self._emulator_call("DELETE" if clear else "GET", "requests")["requests"]  # type: ignore[no-any-return]
+
     def check_alive(self) -> None:
         """Raise if a part of the stack died for good (the demo polls this while it waits)."""
         if self.devhost_error:

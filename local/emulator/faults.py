@@ -81,12 +81,39 @@ class FaultLayer:
             entry["status"] = injected.status
             return await error_response(injected)(scope, receive, send)
 
+        hold = self._take_hold(scope)
+
         async def logging_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 entry["status"] = message["status"]
+                if hold:
+                    await self._held()
             await send(message)
 
         await self.app(scope, receive, logging_send)
+
+    def _take_hold(self, scope: Scope) -> bool:
+        """Whether this request's response is held (`Faults.hold`); counts it against the hold's `count`."""
+        with self.emu.lock:
+            hold = self.emu.faults.hold
+            if (not hold or hold["count"] <= 0 or hold["path"] not in scope["path"]
+                    or (hold["method"] and hold["method"] != scope["method"])):
+                return False
+            hold["count"] -= 1
+            return True
+
+    async def _held(self) -> None:
+        """Wait, the request's effect done and its response unsent, until the hold is cleared."""
+        faults = self.emu.faults
+        with self.emu.lock:
+            faults.held += 1
+            faults.held_total += 1
+        try:
+            while self.emu.faults.hold is not None:
+                await asyncio.sleep(0.05)
+        finally:
+            with self.emu.lock:
+                faults.held -= 1
 
     def _decide(self, surface: str) -> ApiError | None:
         f = self.emu.faults

@@ -134,6 +134,12 @@ class Faults:
     fail_next_deployments: dict[str, int] = field(default_factory=dict)  # account → next N PUTs end Failed
     status_override: dict[str, str] = field(default_factory=dict)  # job id (or "next") → status on the wire
     overfit_next_jobs: int = 0  # the next N jobs over-fit: the checkpoint one epoch before the end wins
+    # {"method": "PUT", "path": "substring", "count": 1}: the next `count` matching requests are served (their
+    # effect happens) but their responses are held until `hold` is cleared: a caller stopped in the middle of
+    # a step, at a known point, to be killed there. `held`: responses held now; `held_total`: ever held.
+    hold: dict[str, Any] | None = None
+    held: int = 0
+    held_total: int = 0
 
     def update(self, data: dict[str, Any]) -> None:
         for key, value in data.items():
@@ -145,6 +151,13 @@ class Faults:
                 value = dict(value or {})
             if key == "accounts" and not isinstance(value, list | None):
                 raise ApiError(400, "InvalidFault", "accounts must be a list of account names")
+            if key == "hold" and value is not None:
+                if not isinstance(value, dict) or not isinstance(value.get("path"), str):
+                    raise ApiError(400, "InvalidFault", 'hold must be {"method": ..., "path": "substring", "count": n}')
+                value = {"method": str(value.get("method") or "").upper(), "path": value["path"],
+                         "count": int(value.get("count", 1))}
+            if key in ("held", "held_total"):
+                raise ApiError(400, "InvalidFault", f"{key} is read only")
             setattr(self, key, value)
 
 

@@ -91,6 +91,9 @@ class Settings:
     max_dataset_mb: int = setting(2048, "MAX_DATASET_MB", rule="at_least_1")
     # validation that takes longer ends in a rejection (validation_timeout), well inside the function timeout
     validation_max_seconds: float = setting(1200.0, "VALIDATION_MAX_SECONDS")
+    # a step's claim (training, evaluation, deployment) lives this long unless its worker renews it (every
+    # third of it): a killed worker's step is taken over by the next delivery about this long after
+    claim_lease_seconds: float = setting(60.0, "CLAIM_LEASE_SECONDS")
     # "delete" | "keep": hub files once the job is terminal
     hub_file_retention: str = setting("delete", "HUB_FILE_RETENTION")
     # fine-tuning jobs ftops keeps queued or running on the hub at once; more wait in ftops's own queue

@@ -63,7 +63,8 @@ def handle_deploy(request: DeployRequest, deps: Deps) -> None:
     if env.requires_approval:   # checked here, so no path (a forged message, a replay) skips the gate
         _require_approval(deps, run, env, model)
     # One worker per run × environment × model: a duplicate delivery must not deploy (and roll back) twice.
-    with claims.hold(deps.registry, claim_key(run.run_id, env.name, model)) as claim:
+    with claims.hold(deps.registry, claim_key(run.run_id, env.name, model),
+                     ttl_seconds=deps.settings.claim_lease_seconds) as claim:
         if claim.in_progress:
             retry_later(deps, deps.settings.deploy_queue, request, deploy_message_id(run.run_id, env.name, model))
         elif claim.owned:

@@ -76,7 +76,7 @@ def handle_evaluate(request: EvaluateRequest, deps: Deps) -> None:
     if run.state not in (states.TRAINED, states.EVALUATING):
         log.info("run %s is %s: nothing to evaluate (duplicate or stale message)", run.run_id, run.state)
         return
-    with claims.hold(deps.registry, claim_key(run)) as claim:
+    with claims.hold(deps.registry, claim_key(run), ttl_seconds=deps.settings.claim_lease_seconds) as claim:
         if claim.in_progress:
             retry_later(deps, deps.settings.evaluate_queue, request, evaluate_message_id(run.run_id, run.job_id))
         elif claim.owned:

@@ -124,10 +124,11 @@ def handle_train(request: TrainRequest, deps: Deps) -> None:
     if retired := training_closed_problem(deps, settings.base_model):   # nor can a retired base model
         _fail(deps, hub, run.run_id, HubPermanentError(retired, code="model_retired"))
         return
-    with claims.hold(deps.registry, job_claim_key(key)) as claim:
+    lease = deps.settings.claim_lease_seconds
+    with claims.hold(deps.registry, job_claim_key(key), ttl_seconds=lease) as claim:
         if claim.completed and claim.result and _finished_elsewhere(hub, run.run_id, claim.result):
             # a repeat of an earlier drop: its own job, once (its own key: a redelivery adopts that job)
-            with claims.hold(deps.registry, job_claim_key(f"{key}|{run.run_id}")) as own:
+            with claims.hold(deps.registry, job_claim_key(f"{key}|{run.run_id}"), ttl_seconds=lease) as own:
                 _settle_claim(deps, hub, request, key, settings, own)
         else:
             _settle_claim(deps, hub, request, key, settings, claim)

@@ -34,20 +34,55 @@ def wait_for(deps: Any, predicate: Any, *, seconds: float) -> Any:
     return None
 
 
-def test_a_host_sigkilled_inside_the_evaluation_moves_again_within_two_minutes(tmp_path: Path) -> None:
-    """Once the run sat `evaluating` for the claim's whole lifetime (31 min), its temporary deployments up."""
-    with LocalStack(log_dir=tmp_path / "logs", data_dir=tmp_path / "azurite") as stack:
+# Where the host is killed, step by step: the emulator serves the request (its effect happens: the job is
+# created, the temporary deployment asked, the spoke's deployment accepted) and holds its response, so the
+# worker is inside the step, holding its claim, when it dies. Polling and keep-alive hold no claim (a timer's
+# next tick redoes them), so there is nothing of theirs to take over.
+KILL_POINTS = (
+    ("uploading", {"method": "POST", "path": "/fine_tuning/jobs"}),            # the job created
+    ("evaluating", {"method": "POST", "path": "/openai/deployments/ev-"}),   # a question to a candidate
+    ("deploying:dev", {"method": "PUT", "path": "/deployments/killed"}),       # a spoke's PUT accepted
+)
+LEASE_SECONDS, LOCK_SECONDS = 4, 6   # short, as the lease and lock are in production (60 s each), but scaled
+
+
+def test_a_host_sigkilled_inside_each_claimed_step_moves_again_within_two_minutes(tmp_path: Path) -> None:
+    """Once a killed host left its run in `evaluating` / `deploying:<env>` for 31 min and `uploading` for 60,
+    its temporary deployments up. One run through the stages, the host SIGKILLed inside each claimed step
+    (no claim expired by hand): each time the run moves on within two minutes and leaves nothing behind."""
+    overrides = {"CLAIM_LEASE_SECONDS": str(LEASE_SECONDS), "DEVHOST_LOCK_SECONDS": str(LOCK_SECONDS)}
+    with LocalStack(log_dir=tmp_path / "logs", data_dir=tmp_path / "azurite", env_overrides=overrides) as stack:
         deps = stack.deps()
-        drop_sample(deps, "killed")
-        caught = wait_for(deps, lambda r: r.state == "evaluating", seconds=300)
-        assert caught is not None, f"the run never reached evaluating: {deps.registry.list_runs()}"
-        stack.restart("devhost")                                          # SIGKILL; its supervisor starts it again
-        killed_at = time.monotonic()
-        moved = wait_for(deps, lambda r: r.state != "evaluating", seconds=120)
-        assert moved is not None, (f"still evaluating {time.monotonic() - killed_at:.0f} s after the kill; "
-                                   f"log: {stack.devhost_log}")
-        assert stack.devhost_restarts == 1
-        print(f"killed at {caught.state}; {moved.state} {time.monotonic() - killed_at:.0f} s after the kill")
+        took = {}
+        for number, (stage, hold) in enumerate(KILL_POINTS, start=1):
+            stack.set_faults({"hold": hold})
+            if number == 1:
+                drop_sample(deps, "killed")
+            caught = wait_for(deps, lambda r, s=stage: r.state == s and stack.set_faults({})["held"] > 0, seconds=240)
+            assert caught is not None, (f"never held inside {stage}: {[r.state for r in deps.registry.list_runs()]}; "
+                                        f"log {stack.devhost_log}")
+            stack.restart("devhost")                            # SIGKILL; its supervisor starts it again
+            killed_at = time.monotonic()
+            stack.emulator_requests(clear=True)
+            stack.set_faults({"hold": None})                    # the dead worker's response goes nowhere
+            moved = wait_for(deps, lambda r, s=stage: r.state != s, seconds=120)
+            assert moved is not None, (f"still {stage} {time.monotonic() - killed_at:.0f} s after the kill; "
+                                       f"log: {stack.devhost_log}")
+            took[stage] = time.monotonic() - killed_at
+            assert stack.devhost_restarts == number
+            assert moved.state not in ("training_failed", "evaluation_failed", "deployment_failed:dev"), moved
+            if stage == "evaluating":   # the worker that took over deleted the dead one's deployments first
+                temporary = [(r["method"], r["path"]) for r in stack.emulator_requests()
+                             if r["surface"] == "arm" and "/deployments/ev-" in r["path"] and r["method"] in ("PUT", "DELETE")]
+                assert temporary and temporary[0][0] == "DELETE", temporary
+        run = deps.registry.require_run(moved.run_id)
+        state = stack.emulator_state()
+        trail = [a["to_state"] for a in deps.registry.audit_trail(run.run_id)]
+        print("kill -> moving again: " + ", ".join(f"{s} {t:.0f} s" for s, t in took.items()))
+    assert run.state.startswith(("deployed:", "deploying:test", "awaiting_approval:")), run.state
+    assert len(state["jobs"]) == 1                                               # one hub job, however often killed
+    assert not [d for d in state["hub_deployments"] if d["deployment"].startswith("ev-")]   # no temporary deployment left
+    assert trail.count("evaluated") == 1 and trail.count("training") == 1, trail   # each step done once
 
 
 def test_azurite_killed_and_started_again_keeps_every_run(tmp_path: Path) -> None:
