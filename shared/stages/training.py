@@ -108,8 +108,7 @@ def handle_train(request: TrainRequest, deps: Deps) -> None:
     if "train" not in run.data_files:
         raise PermanentError(f"run {run.run_id} has no training file (data_files: {sorted(run.data_files)})")
     hub = deps.hub()
-    hashes = {role: hash_blob(_blob(deps, path)) for role, path in run.data_files.items() if role in TRAINABLE_ROLES}
-    key = job_key(hashes, settings)
+    key = job_key(_file_hashes(deps, run), settings)
     if run.state == states.ACCEPTED:
         try:
             advance(deps, run.run_id, states.UPLOADING, actor=ACTOR, from_states={states.ACCEPTED},
@@ -132,6 +131,29 @@ def handle_train(request: TrainRequest, deps: Deps) -> None:
                 _settle_claim(deps, hub, request, key, settings, own)
         else:
             _settle_claim(deps, hub, request, key, settings, claim)
+
+
+def _file_hashes(deps: Deps, run: RunRecord) -> dict[str, str]:
+    """role → sha256 of each file that goes to the hub. A digest is kept in the run with the ETag of the
+    version it was read from: while the blob's ETag is the same, a redelivery (a crash, a quota wait, a busy
+    worker) reads nothing again; a changed blob is read afresh."""
+    hashes, learned = {}, {}
+    for role, path in run.data_files.items():
+        if role not in TRAINABLE_ROLES:
+            continue
+        blob = _blob(deps, path)
+        known = run.file_digests.get(path) or {}
+        if known.get("sha256") and known.get("etag") == blob.get_blob_properties().etag:
+            hashes[role] = known["sha256"]
+        else:
+            hashes[role], etag = hash_blob(blob)
+            learned[path] = {"etag": etag, "sha256": hashes[role]}
+    if learned:
+        try:
+            update_run(deps, run.run_id, STARTABLE, file_digests={**run.file_digests, **learned})
+        except Superseded:
+            pass   # the run moved on meanwhile: the handler finds that out next
+    return hashes
 
 
 def _finished_elsewhere(hub: Hub, run_id: str, done: dict[str, Any]) -> bool:

@@ -73,9 +73,10 @@ class BlobReader(io.RawIOBase):
         return len(data)
 
 
-def hash_blob(blob: Any) -> str:
-    """sha256 of a blob's content, streamed."""
+def hash_blob(blob: Any) -> tuple[str, str]:
+    """sha256 of a blob's content, streamed, and the ETag of the version read."""
     digest = hashlib.sha256()
-    for chunk in blob.download_blob().chunks():
+    download = blob.download_blob()
+    for chunk in download.chunks():
         digest.update(chunk)
-    return digest.hexdigest()
+    return digest.hexdigest(), str(download.properties.etag)

@@ -81,6 +81,7 @@ class RunRecord:
     validation: dict[str, Any] | None = None                 # summary; the full report is in reports/
     data_files: dict[str, str] = field(default_factory=dict) # role → prepared blob path (train/validation/eval)
     hub_files: dict[str, str] = field(default_factory=dict)  # role → hub file id
+    file_digests: dict[str, dict[str, str]] = field(default_factory=dict)  # data file → {etag, sha256} read
     job_key: str | None = None
     job_id: str | None = None
     job_status: str | None = None

@@ -175,6 +175,45 @@ def test_a_crash_after_create_before_record_adopts_the_job_on_retry(hub_env, emu
     assert len(jobs) == 1 and run.state == states.TRAINING and run.job_id == jobs[0]["id"]
 
 
+class CountingReads:
+    """The blob service, counting the downloads of each blob (what a redelivery reads again)."""
+
+    def __init__(self, blobs: Any) -> None:
+        self._blobs, self.reads = blobs, []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._blobs, name)
+
+    def get_blob_client(self, container: str, name: str) -> Any:
+        blob, reads = self._blobs.get_blob_client(container, name), self.reads
+
+        class Counted:
+            def __getattr__(self, attr: str) -> Any:
+                return getattr(blob, attr)
+
+            def download_blob(self, *args: Any, **kwargs: Any) -> Any:
+                reads.append(name)
+                return blob.download_blob(*args, **kwargs)
+        return Counted()
+
+
+def test_a_redelivery_reads_no_file_it_already_hashed(hub_env, emulator):
+    """Training hashed every file on every redelivery (~120 times during one stall): the digests are kept in
+    the run by blob ETag, so a redelivery of an unchanged file reads nothing; a changed file is read again."""
+    deps = hub_env()
+    run_id = make_run(deps)
+    dying = dataclasses.replace(deps, hub_port=lambda *, max_retries=6: DiesAfterCreate(deps.hub(max_retries=max_retries)))
+    with pytest.raises(Crash):
+        training.handle_train(TrainRequest(run_id=run_id), dying)
+    counted = dataclasses.replace(deps, blobs=CountingReads(deps.blobs))
+    training.handle_train(TrainRequest(run_id=run_id), counted)   # the redelivery
+
+    run = deps.registry.require_run(run_id)
+    assert run.state == states.TRAINING and len(hub_jobs(emulator)) == 1
+    assert counted.blobs.reads == []
+    assert set(run.file_digests) == {run.data_files["train"], run.data_files["validation"]}
+
+
 def test_the_same_data_and_settings_in_another_run_reuse_the_job(hub_env, emulator):
     deps = hub_env()
     first = make_run(deps, run_id=f"same-{uuid.uuid4().hex[:6]}")

@@ -354,7 +354,8 @@ class _MemoryBlob:
 
     def download_blob(self, **_: Any) -> Any:
         body = self._body()
-        return SimpleNamespace(readall=lambda: body, chunks=lambda: iter([body]), size=len(body))
+        return SimpleNamespace(readall=lambda: body, chunks=lambda: iter([body]), size=len(body),
+                               properties=self.get_blob_properties())
 
     def upload_blob(self, body: Any, **_: Any) -> None:
         body = body.read() if hasattr(body, "read") else body   # a file, as the SDK takes one
