@@ -94,6 +94,9 @@ class Settings:
     # a step's claim (training, evaluation, deployment) lives this long unless its worker renews it (every
     # third of it): a killed worker's step is taken over by the next delivery about this long after
     claim_lease_seconds: float = setting(60.0, "CLAIM_LEASE_SECONDS")
+    # moving a rejected drop to quarantine stops after this long (between pages of 256 files) and its retry goes
+    # on, so validation plus the move stay inside the function timeout whatever the folder holds
+    quarantine_max_seconds: float = setting(300.0, "QUARANTINE_MAX_SECONDS")
     # "delete" | "keep": hub files once the job is terminal
     hub_file_retention: str = setting("delete", "HUB_FILE_RETENTION")
     # fine-tuning jobs ftops keeps queued or running on the hub at once; more wait in ftops's own queue

@@ -13,7 +13,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -197,6 +197,11 @@ def _dataset_files(drop: Drop, deps: Deps, problems: list[Any], etags: dict[str,
     return files
 
 
+class QuarantineUnfinished(RuntimeError):
+    """Transient: a rejected drop's move to quarantine used its time; a retry of the same event (or the
+    reconcile timer) lists what is left and goes on from there."""
+
+
 class OutOfTime(Exception):
     """Validation ran past VALIDATION_MAX_SECONDS: the drop is rejected (validation_timeout) rather than
     left to the function's timeout, which only retries the same work until the message is poison."""
@@ -362,20 +367,37 @@ def quarantine(deps: Deps, run_id: str, drop: Drop, files: dict[str, str], *,
                 log.warning("run %s: %s changed while quarantining (%s); the new upload stays", run_id, name,
                             result.status_code)
 
-    # many files (a folder of 20,000) are copied a bounded number at a time and deleted in batches; the start
-    # blob last, once the rest are moved: while it is still there, a retry of its trigger finishes the move
+    # many files (a folder of 20,000) move a page at a time: copied a bounded number at once, then deleted in
+    # one batch. An invocation stops between pages once it has had QUARANTINE_MAX_SECONDS (never before its
+    # first page) and hands the rest on: its retry (or the reconcile timer) lists what is left and goes on.
+    # The start blob goes last, once the rest are moved: while it is there, the move is not finished.
     items = list(blobs.items())
+    rest, last = items[:-1], items[-1:]
+    deadline = time.monotonic() + deps.settings.quarantine_max_seconds
+    moved: list[str] = []
     with ThreadPoolExecutor(QUARANTINE_CONCURRENCY, thread_name_prefix="quarantine") as pool:
-        copied = [n for n in pool.map(copy, items[:-1]) if n]
-        list(pool.map(delete, [copied[i:i + DELETE_BATCH] for i in range(0, len(copied), DELETE_BATCH)]))
-    last = [n for n in map(copy, items[-1:]) if n]
-    if last:
-        delete(last)
+        deleting: list[Future[None]] = []   # a page is deleted while the next one is copied
+        for start in range(0, len(rest), DELETE_BATCH):
+            if start and time.monotonic() > deadline:
+                wait(deleting)
+                raise QuarantineUnfinished(
+                    f"run {run_id}: {len(moved):,} of {len(items):,} files moved to "
+                    f"{deps.settings.quarantine_container}/{run_id}/ within QUARANTINE_MAX_SECONDS "
+                    f"({deps.settings.quarantine_max_seconds:.0f} s); the next delivery moves the rest")
+            page = [n for n in pool.map(copy, rest[start:start + DELETE_BATCH]) if n]
+            deleting.append(pool.submit(delete, page))
+            moved += page
+        for done in deleting:
+            done.result()
+    page = [n for n in map(copy, last) if n]
+    if page:
+        delete(page)
+        moved += page
     reports = deps.blobs.get_container_client(deps.settings.reports_container)
     for leaf in ("validation.json", "validation.html"):
         body = reports.get_blob_client(f"{run_id}/{leaf}").download_blob().readall()
         target.upload_blob(f"{run_id}/{leaf}", body, overwrite=True)
-    return [f"{deps.settings.quarantine_container}/{run_id}/{name}" for name in copied + last]
+    return [f"{deps.settings.quarantine_container}/{run_id}/{name}" for name in moved]
 
 
 def _configured_environments(deps: Deps) -> list[str]:

@@ -293,18 +293,22 @@ def test_validation_that_runs_out_of_time_is_a_clear_rejection(make_deps):
     assert "slow.jsonl" in {n.split("/", 1)[1] for n in blob_names(deps, deps.settings.quarantine_container)}
 
 
+def upload_many(container, names: list[str]) -> None:
+    """Generated in a batch, 16 at a time: the tests are about the rejection, not the upload."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda n: container.upload_blob(n, b"x", overwrite=True), names))
+
+
 FOLDER_FILES_REJECTED = 1_500   # past the ~1,100 at which the local queue (64 KB) refused the old event
 
 
 def test_a_rejected_folder_of_many_files_is_quarantined_and_announced(make_deps):
     """Its `rejected` event once listed every quarantine path: past ~1,100 files the send was refused on every
     retry, nothing was quarantined and the run stayed without its announcement."""
-    from concurrent.futures import ThreadPoolExecutor
     deps = make_deps()
     datasets = deps.blobs.get_container_client(deps.settings.datasets_container)
-    names = [f"many/notes-{i:05d}.txt" for i in range(FOLDER_FILES_REJECTED)]
-    with ThreadPoolExecutor(16) as pool:   # generated in a batch: the test is about the rejection, not the upload
-        list(pool.map(lambda n: datasets.upload_blob(n, b"x", overwrite=True), names))
+    upload_many(datasets, [f"many/notes-{i:05d}.txt" for i in range(FOLDER_FILES_REJECTED)])
     drop(deps, "many/train.jsonl", b"not json\n")
     drop(deps, "many/run.json", b"{}")
     run_id = handle_blob_created("many/run.json", deps)
@@ -318,3 +322,28 @@ def test_a_rejected_folder_of_many_files_is_quarantined_and_announced(make_deps)
     assert not list(datasets.list_blobs(name_starts_with="many/"))       # all of it moved
     moved = deps.blobs.get_container_client(deps.settings.quarantine_container)
     assert sum(1 for _ in moved.list_blobs(name_starts_with=f"{run_id}/many/")) == FOLDER_FILES_REJECTED + 2
+
+
+def test_a_move_to_quarantine_that_runs_out_of_time_hands_the_rest_to_its_retry(make_deps):
+    """One invocation moves whole pages of 256 until QUARANTINE_MAX_SECONDS (at least one page), then ends as a
+    transient failure; each retry of the same event lists what is left and goes on, so no invocation outlives
+    the function timeout however many files the folder holds."""
+    import pytest
+
+    from shared.stages.intake import QuarantineUnfinished
+    deps = make_deps(QUARANTINE_MAX_SECONDS="0")
+    datasets = deps.blobs.get_container_client(deps.settings.datasets_container)
+    upload_many(datasets, [f"paged/notes-{i:03d}.txt" for i in range(600)])
+    drop(deps, "paged/train.jsonl", b"not json\n")
+    drop(deps, "paged/run.json", b"{}")
+    left = []
+    for _ in range(2):
+        with pytest.raises(QuarantineUnfinished, match="QUARANTINE_MAX_SECONDS"):
+            handle_blob_created("paged/run.json", deps)
+        left.append(sum(1 for _ in datasets.list_blobs(name_starts_with="paged/")))
+    run_id = handle_blob_created("paged/run.json", deps)
+    assert left == [602 - 256, 602 - 512]
+    assert not list(datasets.list_blobs(name_starts_with="paged/"))
+    moved = deps.blobs.get_container_client(deps.settings.quarantine_container)
+    assert sum(1 for _ in moved.list_blobs(name_starts_with=f"{run_id}/paged/")) == 602
+    assert deps.registry.require_run(run_id).state == "rejected"
