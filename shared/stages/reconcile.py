@@ -8,7 +8,9 @@ the event would have done:
 - a drop with no run (by the same run id intake gives it: name + ETag) is started, as its event would have;
 - a run stuck in `received`/`validating` for longer than any intake can take (the host's 30-minute function
   timeout, with margin) is resumed from its drop, or, when the drop is gone, rejected with the reason, so it
-  is reported (event + status) instead of waiting forever.
+  is reported (event + status) instead of waiting forever;
+- a rejected run whose start blob is still in `datasets/` has not finished its move to quarantine (a folder
+  larger than its event's retries could move, QUARANTINE_MAX_SECONDS each): the move goes on.
 
 Starting is idempotent (the run id comes from the blob's ETag, and `start_run` resumes a run it finds), so a
 tick that races a late event makes the same run once. Drops younger than `NEW_DROP_GRACE` are left to their
@@ -59,7 +61,9 @@ def reconcile_tick(deps: Deps) -> ReconcileSummary:
             summary.waiting.append(blob.name)
             continue
         run = runs.get(run_id_for(drop, blob.etag))
-        if run is not None and not (run.state in IN_INTAKE and _stuck(run, now)):
+        # a rejected run whose start blob is still there did not finish its move to quarantine (the blob goes
+        # last): its event's retries are spent, so the timer goes on with it (start_run finishes the move)
+        if run is not None and not (run.state in IN_INTAKE and _stuck(run, now)) and run.state != states.REJECTED:
             continue
         _start(deps, blob.name, summary.resumed if run is not None else summary.started, summary)
     for run in runs.values():

@@ -67,3 +67,23 @@ def test_a_run_stuck_in_intake_is_resumed_or_rejected_when_its_drop_is_gone(make
     gone = deps.registry.require_run("gone-0000000000")
     assert gone.state == states.REJECTED and gone.error["code"] == "drop_missing"
     assert "gone.jsonl disappeared before intake finished" in gone.error["message"]
+
+
+def test_a_rejected_drop_whose_move_to_quarantine_never_finished_is_moved_by_the_timer(make_deps):
+    """A rejected folder too large to move in the retries its event got (each moves what QUARANTINE_MAX_SECONDS
+    allows) stayed half in datasets/ for good: the timer finishes the move."""
+    from shared.stages.intake import QuarantineUnfinished
+    deps = make_deps(QUARANTINE_MAX_SECONDS="0")
+    for i in range(300):
+        drop(deps, f"big/notes-{i:03d}.txt", b"x")
+    drop(deps, "big/train.jsonl", b"not json\n")
+    drop(deps, "big/run.json", b"{}")
+    with pytest.raises(QuarantineUnfinished):
+        handle_blob_created("big/run.json", deps)   # its last retry: the event is spent
+
+    later(deps, NEW_DROP_GRACE + timedelta(minutes=1))
+    summary = reconcile_tick(deps)
+    datasets = deps.blobs.get_container_client(deps.settings.datasets_container)
+    assert not list(datasets.list_blobs(name_starts_with="big/"))
+    [run_id] = summary.resumed
+    assert deps.registry.require_run(run_id).state == states.REJECTED
