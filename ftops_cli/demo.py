@@ -26,13 +26,15 @@ import tempfile
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from ftops_cli.errors import UsageError
 from ftops_cli.target import remove_state, state_path, write_state
 from ftops_cli.views import run_view, table  # the one run shape, shared with `ftops status`
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from shared.app.bootstrap import Deps
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,34 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+class _StateKeeper:
+    """Writes the stack's state file now and again whenever a process of the stack has a new pid (the dev
+    host restarted by its supervisor, a chaos exit, a revived emulator), so `ftops demo --restart` always
+    kills the process that runs now."""
+
+    def __init__(self, write: Callable[[], None], pids: Callable[[], dict[str, int | None]]) -> None:
+        import threading
+        self._write, self._pids = write, pids
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, name="demo-state", daemon=True)
+
+    def __enter__(self) -> Self:
+        self._last = self._pids()
+        self._write()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _follow(self) -> None:
+        while not self._stop.wait(0.5):
+            if (now := self._pids()) != self._last:
+                self._last = now
+                self._write()
+
+
 def restart(name: str) -> int:
     """`ftops demo --restart NAME`: SIGKILL one process of the running stack (its demo restarts it)."""
     import os
@@ -87,7 +117,10 @@ def restart(name: str) -> int:
     if not pid:
         raise UsageError(f"no running demo stack with a {name} process (start one with `ftops demo --keep-running`)")
     # Azurite is stopped, not killed: it writes its metadata to disk every few seconds and flushes on SIGTERM
-    os.kill(int(pid), signal.SIGTERM if name == "azurite" else signal.SIGKILL)
+    try:
+        os.kill(int(pid), signal.SIGTERM if name == "azurite" else signal.SIGKILL)
+    except ProcessLookupError:
+        raise UsageError(f"{name} (pid {pid}) is not running: the demo is starting it again; try in a second") from None
     say(f"stopped {name} (pid {pid}); the demo starts it again on the same ports")
     return 0
 
@@ -117,13 +150,15 @@ def run(args: argparse.Namespace) -> int:
                           if flywheel else {}))
     state = state_path()
     try:
-        with stack:
+        with stack, contextlib.ExitStack() as stack_state:
             # anything that prints on stdout while the stack runs lands on stderr: stdout is the result only
             with contextlib.redirect_stdout(sys.stderr):
                 deps = stack.deps()
                 stack.wait_for_api()
-                write_state(state, env=stack.env, api_url=stack.api_url, reports_dir=reports_dir,
-                            pids=stack.pids(), data_dir=data_dir)
+                keeper = _StateKeeper(lambda: write_state(state, env=stack.env, api_url=stack.api_url,
+                                                          reports_dir=reports_dir, pids=stack.pids(),
+                                                          data_dir=data_dir), stack.pids)
+                stack_state.enter_context(keeper)
                 say(f"console: {stack.api_url}/console/ (sign in as {DEMO_APPROVER} or another demo user of "
                     "docs/operator-api.md); `ftops status` and `ftops report RUN_ID` find this stack while it runs")
                 sources = drop_datasets(deps, drops)
@@ -148,15 +183,10 @@ def run(args: argparse.Namespace) -> int:
                 say(f"the stack stays up: console {stack.api_url}/console/ ; `ftops demo --restart devhost` "
                     "(or emulator, azurite) kills one process to see the app recover; Ctrl-C stops everything")
                 try:
-                    pids = stack.pids()
                     while True:
                         for name in stack.revive():
                             say(f"{name} started again on the same ports")
                         stack.check_alive()
-                        if stack.pids() != pids:   # `ftops demo --restart` finds the new ones
-                            pids = stack.pids()
-                            write_state(state, env=stack.env, api_url=stack.api_url, reports_dir=reports_dir,
-                                        pids=pids, data_dir=data_dir)
                         time.sleep(1)
                 except KeyboardInterrupt:
                     say("stopping the stack")

@@ -126,3 +126,23 @@ def test_a_run_left_for_a_person_to_approve_is_a_failure_only_when_the_demo_was_
     assert unexpected_failures(result(waiting), sample=True, waiting_ok=True) == []
     [failed] = unexpected_failures(result(waiting), sample=True)
     assert "awaiting_approval:prod" in failed and "waiting for an approver of prod" in failed
+
+
+def test_the_state_file_follows_a_process_the_stack_started_again() -> None:
+    """`ftops demo --restart devhost` read the pids written at start: once the chaos exit (or a first kill) had
+    the dev host started again, it found no such process. The state is written again on every new pid."""
+    import threading
+
+    from ftops_cli.demo import _StateKeeper
+    pids = {"devhost": 100, "emulator": 200, "azurite": 300}
+    written: list[dict[str, int | None]] = []
+    second = threading.Event()
+
+    def write() -> None:
+        written.append(dict(pids))
+        if len(written) == 2:
+            second.set()
+    with _StateKeeper(write, lambda: dict(pids)):
+        pids["devhost"] = 101                     # the supervisor started it again
+        assert second.wait(5)
+    assert [w["devhost"] for w in written] == [100, 101]
