@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from shared.app.bootstrap import Deps
     from shared.store.registry import RunRecord
 
-DEFAULT_BOUND_MINUTES = 5.0    # a step that makes no progress this long (a lease is 1 min, a lock 1 min) is stuck
+DEFAULT_BOUND_MINUTES = 5.0    # a step that makes no progress this long (a lease and a lock are 1 min by default) is stuck
 WAIT_BOUND_MINUTES = 60.0      # states that wait by design (a job training, quota, a person) get longer
 
 _HINTS = {
