@@ -69,7 +69,7 @@ def _no_faults(emulator: EmulatorServer) -> Iterator[None]:
     yield
     emulator.control.faults(rate_429=0.0, rate_500=0.0, next_429=0, next_500=0, latency_ms=0, scope="all",
                             fail_next_jobs=0, fail_deployments_on=[], accounts=None, fail_next_deployments={},
-                            status_override={})
+                            status_override={}, hold=None)
     emulator.control.config(pausing=0, resuming=0, warmup_seconds=0, results=0.5, training=3.0, tpm_quota={})
 
 
@@ -545,6 +545,28 @@ def test_request_faults_scoped_to_accounts(emulator: EmulatorServer) -> None:
     assert all(r["duration_ms"] >= 250 for r in log if r["account"] == "dev-east")
     assert all(r["duration_ms"] < 250 for r in log if r["account"] == "hub")
     assert all(r["end"] >= r["time"] for r in log)
+
+
+def test_a_held_request_takes_effect_and_its_answer_waits_until_the_hold_is_cleared(emulator: EmulatorServer) -> None:
+    """The kill tests stop a worker inside a step this way: the hub has done the work, the worker waits."""
+    emulator.control.faults(hold={"method": "POST", "path": "/files", "count": 1})
+    client = aoai(emulator, "hub")
+    before = len(client.files.list().data)
+    answers: list[Any] = []
+    caller = threading.Thread(target=lambda: answers.append(client.files.create(
+        file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune")))
+    caller.start()
+    for _ in range(200):
+        if emulator.control.faults()["held"]:
+            break
+        threading.Event().wait(0.05)
+    assert emulator.control.faults()["held"] == 1 and answers == []
+    assert len(client.files.list().data) == before + 1            # done on the hub; only its answer waits
+    emulator.control.faults(hold=None)
+    caller.join(10)
+    assert answers and emulator.control.faults()["held_total"] == 1
+    with pytest.raises(RuntimeError, match="read only"):
+        emulator.control.faults(held=0)
 
 
 def test_fail_next_deployments_fails_that_many_puts_on_that_account(emulator: EmulatorServer) -> None:
