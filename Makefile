@@ -62,9 +62,11 @@ test-integration: setup
 test-e2e: setup
 	$(PY) -m pytest -q -m e2e
 
-# infra/ and azure.yaml: Bicep parses, contract with the code, checkov, shellcheck, azure-functions-doctor (also in make test)
+# infra/ and azure.yaml: Bicep parses, contract with the code, checkov, shellcheck, every .ps1 parsed and compared with its
+# .sh twin, the scripts against a fake az, azure-functions-doctor (also in make test)
 test-infra: setup
-	$(PY) -m pytest -q tests/unit/test_infra_settings.py tests/unit/test_infra_contract.py tests/unit/test_infra_tools.py
+	$(PY) -m pytest -q tests/unit/test_infra_settings.py tests/unit/test_infra_contract.py tests/unit/test_infra_tools.py \
+	  tests/unit/test_app_registration_script.py tests/unit/test_cross_tenant_script.py
 
 bench: setup
 	$(PY) -m benchmarks
