@@ -5,7 +5,8 @@
 # app registration whose federated credential trusts the identity (no secret anywhere):
 #   register          in the home tenant (the hub's): create the app, its federated credential, its
 #                     service principal, and Cognitive Services OpenAI Contributor on the hub (ARM checks
-#                     an auxiliary token from the hub's tenant, from the same app, on a cross-tenant deploy)
+#                     an auxiliary token from the hub's tenant, from the same app, on a cross-tenant deploy);
+#                     each only if missing
 #   grant APP_ID ACCOUNT_ID
 #                     signed in to the spoke's tenant: provision the app there, create or update the custom
 #                     spoke role of infra/spoke-role.json in the spoke's subscription, and assign it to the app
@@ -19,7 +20,7 @@ OPENAI_CONTRIBUTOR=a001fd3d-188f-4b5d-821b-7da978bf7442   # on the hub only (nev
 here=$(dirname "$0")
 spokes=${SPOKES_FILE:-$here/../spokes.json}
 
-usage() { sed -n '2,18p' "$0" >&2; exit 2; }
+usage() { sed -n '2,19p' "$0" >&2; exit 2; }
 
 sp_object_id() {   # create the service principal in the signed-in tenant unless it exists
   id=$(az ad sp show --id "$1" --query id -o tsv 2>/dev/null || true)
@@ -70,16 +71,23 @@ case "${1:-}" in
   register)
     : "${AZURE_TENANT_ID:?run after azd provision (azd env get-values) or export it}"
     : "${FTOPS_IDENTITY_PRINCIPAL_ID:?}" "${FTOPS_HUB_RESOURCE_ID:?}" "${AZURE_ENV_NAME:=ftops}"
-    app_id=$(az ad app create --display-name "ftops-cross-tenant-${AZURE_ENV_NAME}" \
-               --sign-in-audience AzureADMultipleOrgs --query appId -o tsv)
-    az ad app federated-credential create --id "$app_id" --parameters "{
+    display_name="ftops-cross-tenant-${AZURE_ENV_NAME}"
+    app_id=$(az ad app list --display-name "$display_name" --query "[0].appId" -o tsv)
+    [ -n "$app_id" ] || app_id=$(az ad app create --display-name "$display_name" \
+                                   --sign-in-audience AzureADMultipleOrgs --query appId -o tsv)
+    has_credential=$(az ad app federated-credential list --id "$app_id" \
+                       --query "length([?name=='ftops-managed-identity'])" -o tsv)
+    [ "$has_credential" != "0" ] || az ad app federated-credential create --id "$app_id" --parameters "{
       \"name\": \"ftops-managed-identity\",
       \"issuer\": \"https://login.microsoftonline.com/${AZURE_TENANT_ID}/v2.0\",
       \"subject\": \"${FTOPS_IDENTITY_PRINCIPAL_ID}\",
       \"audiences\": [\"api://AzureADTokenExchange\"],
       \"description\": \"the ftops function app's user-assigned managed identity\"
     }" --output none
-    grant_contributor "$(sp_object_id "$app_id")" "$FTOPS_HUB_RESOURCE_ID"
+    hub_principal=$(sp_object_id "$app_id")
+    held=$(az role assignment list --assignee "$hub_principal" --role "$OPENAI_CONTRIBUTOR" \
+             --scope "$FTOPS_HUB_RESOURCE_ID" --query "length(@)" -o tsv)
+    [ "$held" != "0" ] || grant_contributor "$hub_principal" "$FTOPS_HUB_RESOURCE_ID"
     echo "multi-tenant app: $app_id"
     echo "next, for each spoke in another tenant: az login --tenant <spoke tenant>; $0 grant $app_id <account resource id>"
     ;;

@@ -1,7 +1,8 @@
-"""infra/scripts/cross-tenant-app.sh grant, run offline against a fake `az` (tests/unit/fake_az.py) standing for
+"""infra/scripts/cross-tenant-app.sh, run offline against a fake `az` (tests/unit/fake_az.py) standing for
 the spoke's tenant: the app gets the same custom spoke role as the spokes of the home tenant (infra/spoke-role.json,
 in the spoke's subscription), never Cognitive Services OpenAI Contributor; the harvest role only where an
-environment harvests that spoke's stored completions across tenants; running it again changes nothing."""
+environment harvests that spoke's stored completions across tenants; running it again changes nothing. And
+`register` in the home tenant creates the app, its federated credential and its hub role once."""
 from __future__ import annotations
 
 import json
@@ -21,6 +22,7 @@ HARVEST_ROLE = json.loads((ROOT / "infra" / "spoke-harvest-role.json").read_text
 OPENAI_CONTRIBUTOR = "a001fd3d-188f-4b5d-821b-7da978bf7442"
 APP = "5f1c0000-0000-4000-8000-0000000000ab"
 SUB = "11111111-2222-3333-4444-555555555555"
+HUB = "/subscriptions/home-sub/resourceGroups/rg-ftops/providers/Microsoft.CognitiveServices/accounts/oai-hub"
 ACCOUNT = f"/subscriptions/{SUB}/resourceGroups/rg-openai-prod-eu/providers/Microsoft.CognitiveServices/accounts/oai-weu"
 
 
@@ -45,7 +47,9 @@ class SpokeTenant:
         log = self.tmp / "calls.log"
         log.write_text("")
         env = {"PATH": f"{self.bin}:/usr/bin:/bin", "FAKE_AZ_STATE": str(self.tmp / "tenant.json"),
-               "FAKE_AZ_LOG": str(log), "SPOKES_FILE": str(self.tmp / "spokes.json"), "AZURE_ENV_NAME": "prod1"}
+               "FAKE_AZ_LOG": str(log), "SPOKES_FILE": str(self.tmp / "spokes.json"), "AZURE_ENV_NAME": "prod1",
+               "AZURE_TENANT_ID": "home-tenant", "FTOPS_IDENTITY_PRINCIPAL_ID": "9d0c0000-0000-4000-8000-00000000cafe",
+               "FTOPS_HUB_RESOURCE_ID": HUB}
         done = subprocess.run(["sh", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=120,
                               check=False)
         assert done.returncode == 0, done.stderr
@@ -147,3 +151,15 @@ def test_an_old_openai_contributor_assignment_is_pointed_out(spoke: SpokeTenant)
     (spoke.tmp / "tenant.json").write_text(json.dumps(state))
     out, calls = spoke.grant()
     assert writes(calls) == [] and f"az role assignment delete --assignee {sp['id']} --role {OPENAI_CONTRIBUTOR}" in out
+
+
+def test_register_in_the_home_tenant_creates_each_thing_once(spoke: SpokeTenant) -> None:
+    out, _ = spoke.run("register")
+    [app] = spoke.state["apps"].values()
+    assert app["displayName"] == "ftops-cross-tenant-prod1" and app["signInAudience"] == "AzureADMultipleOrgs"
+    [credential] = spoke.state["creds"][app["appId"]]
+    assert credential["issuer"] == "https://login.microsoftonline.com/home-tenant/v2.0"
+    assert spoke.held() == {OPENAI_CONTRIBUTOR: [HUB]} and app["appId"] in out
+    before = spoke.state
+    _, calls = spoke.run("register")
+    assert writes(calls) == [] and spoke.state == before
