@@ -20,7 +20,7 @@ OPENAI_CONTRIBUTOR=a001fd3d-188f-4b5d-821b-7da978bf7442   # on the hub only (nev
 here=$(dirname "$0")
 spokes=${SPOKES_FILE:-$here/../spokes.json}
 
-usage() { sed -n '2,19p' "$0" >&2; exit 2; }
+usage() { sed -n '2,17p' "$0" >&2; exit 2; }
 
 sp_object_id() {   # create the service principal in the signed-in tenant unless it exists
   id=$(az ad sp show --id "$1" --query id -o tsv 2>/dev/null || true)
