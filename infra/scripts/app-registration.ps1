@@ -15,7 +15,7 @@ $ScopeValue = 'user_impersonation'
 $FederatedName = 'ftops-console-managed-identity'
 $spokes = if ($env:SPOKES_FILE) { $env:SPOKES_FILE } else { Join-Path $PSScriptRoot '..' 'spokes.json' }
 
-function Usage { Get-Content $PSCommandPath -TotalCount 8 | Select-Object -Skip 4 | Write-Host; exit 2 }
+function Usage { Get-Content $PSCommandPath -TotalCount 6 | Select-Object -Skip 4 | Write-Host; exit 2 }
 function New-Uuid { [guid]::NewGuid().ToString() }
 function ConvertTo-Canonical($Value) {   # keys sorted at every level, so that two JSON values compare as text
     if ($Value -is [System.Collections.IDictionary]) {
@@ -32,7 +32,7 @@ function Same-Json($A, $B) {
 }
 function Write-JsonFile($Value) {   # a temporary file holding the value as JSON, for az's @file arguments
     $file = New-TemporaryFile
-    ConvertTo-Json -InputObject $Value -Depth 32 -Compress | Set-Content -Path $file -NoNewline
+    ConvertTo-Json -InputObject $Value -Depth 32 -Compress | Set-Content -Path $file.FullName -NoNewline
     return $file.FullName
 }
 function Unique-Sorted($Items) { return , @($Items | Where-Object { $_ } | Sort-Object -Unique -CaseSensitive) }
@@ -108,7 +108,8 @@ $roles = @($haveRoles | Where-Object { $wantedValues -cnotcontains $_.value } | 
 foreach ($w in $wanted) {
     $id = ($haveRoles | Where-Object { $_.value -ceq $w.value } | Select-Object -First 1).id
     if (-not $id) { $id = New-Uuid }
-    $roles += Select-Role ($w + @{ id = $id; displayName = $w.value; isEnabled = $true })
+    $roles += Select-Role ([ordered]@{ allowedMemberTypes = $w.allowedMemberTypes; description = $w.description
+            displayName = $w.value; id = $id; isEnabled = $true; value = $w.value })
 }
 $desired = [ordered]@{
     identifierUris = Unique-Sorted (@($current.identifierUris) + "api://$appId")
