@@ -6,6 +6,7 @@
 #   ./app-registration.ps1 grant USER ROLE       give a person an app role, e.g. Approver.prod
 # Not run on the machines this is built on (no PowerShell there): parsed and compared with app-registration.sh
 # call by call in make test (docs/deploy.md, "Hooks on Windows and POSIX").
+#Requires -Version 7.0
 param([string]$Command = '', [string]$User = '', [string]$Role = '')
 $ErrorActionPreference = 'Stop'
 $PSNativeCommandUseErrorActionPreference = $true   # a failing az stops the script, like `set -e`
