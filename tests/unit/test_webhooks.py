@@ -186,7 +186,7 @@ def test_a_pushed_job_still_awaiting_its_results_file_is_looked_at_again_soon_no
     [again] = polls(deps)
     assert again.data["attempt"] == 1 and again.id.endswith("-a1") and deps.publisher.delays[-1] == 1.0
     assert deps.registry.require_run("r1").state == states.TRAINING
-    assert handle_poll(PollRequest(**{**again.data}), deps) == "awaiting_results"
+    assert handle_poll(PollRequest(**again.data), deps) == "awaiting_results"
     assert deps.publisher.delays[-1] == 2.0
 
 
