@@ -177,3 +177,21 @@ def test_the_emulator_refuses_an_endpoint_azure_would_not_take(pushed: Pushed, b
     import openai
     with pytest.raises(openai.BadRequestError, match=refused):
         pushed.deps.hub_client().post("dashboard/webhook_endpoints", body=body, cast_to=object)
+
+
+def test_ftops_webhooks_register_writes_a_new_secret_to_its_file_only(pushed: Pushed, tmp_path: Any,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from ftops_cli.webhooks import run_list, run_register
+    secret_file = tmp_path / "secret"
+    args = argparse.Namespace(url=pushed.url, secret_file=secret_file, new_secret=False)
+    run_register(args, deps=pushed.deps)
+    assert "unchanged" in capsys.readouterr().out and not secret_file.exists()
+    run_register(argparse.Namespace(url=pushed.url, secret_file=secret_file, new_secret=True), deps=pushed.deps)
+    said = capsys.readouterr().out
+    secret = secret_file.read_text()
+    assert secret.startswith("whsec_") and secret not in said and "recreated" in said
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+    run_list(argparse.Namespace(json=False), deps=pushed.deps)
+    assert pushed.url in capsys.readouterr().out
