@@ -4,9 +4,10 @@ hub's webhook (delivered) or the poll timer (no webhook: dropped by the `webhook
 registered). The registry is read every WATCH_EVERY seconds, so a figure is good to about that much."""
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from ftops_cli.views import table
 from shared.run import states
@@ -14,6 +15,7 @@ from shared.run import states
 if TYPE_CHECKING:
     from shared.app.bootstrap import Deps
 
+log = logging.getLogger(__name__)
 WATCH_EVERY = 0.1
 NOT_YET = {states.RECEIVED, states.VALIDATING, states.ACCEPTED, states.UPLOADING, states.WAITING_FOR_QUOTA,
            states.TRAINING, states.TRAINED}
@@ -28,7 +30,7 @@ class EvaluatingWatch:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="demo-evaluating-watch", daemon=True)
 
-    def __enter__(self) -> EvaluatingWatch:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -40,7 +42,8 @@ class EvaluatingWatch:
         while not self._stop.wait(self.every):
             try:
                 runs = self.deps.registry.list_runs()
-            except Exception:   # noqa: BLE001 - a storage hiccup costs one look, not the demo
+            except Exception:   # a storage hiccup costs one look, not the demo
+                log.debug("could not read the runs this time", exc_info=True)
                 continue
             now = time.time()
             for run in runs:

@@ -52,7 +52,8 @@ def run_list(args: argparse.Namespace, *, deps: Any = None) -> int:
         print("no webhook endpoints on the hub: the poll timer alone follows the jobs")
         return 0
     print("\n".join(table(["ID", "NAME", "URL", "EVENT TYPES"],
-                          [[e.get("id"), e.get("name"), e.get("url"), ", ".join(e.get("event_types") or [])]
+                          [[str(e.get("id")), str(e.get("name")), str(e.get("url")),
+                            ", ".join(e.get("event_types") or [])]
                            for e in endpoints])))
     return 0
 

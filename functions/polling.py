@@ -1,6 +1,7 @@
 """Timer: follow every fine-tuning job that is not finished yet. Queue: poll one job now (a hub webhook said
 it ended; functions/webhooks.py), with the same per-job code."""
 import logging
+from typing import Any
 
 import azure.functions as func
 from azurefunctions.extensions.bindings import servicebus
@@ -24,4 +25,7 @@ def poll_job(message: servicebus.ServiceBusReceivedMessage, actions: servicebus.
     from shared.app.bootstrap import get_deps
     from shared.app.settlement import settle
     from shared.stages.polling import handle_poll
-    settle(message, actions, lambda event, request: handle_poll(request, get_deps()), accepts="ftops.stage.poll")
+
+    def poll_one(event: Any, request: Any) -> None:   # settle parsed it: an ftops.stage.poll PollRequest
+        handle_poll(request, get_deps())
+    settle(message, actions, poll_one, accepts="ftops.stage.poll")

@@ -13,7 +13,6 @@ from typing import Any
 
 from . import knowledge, surfaces
 from .jobs import FAILURES, HOLDING, TERMINAL, Job
-from .webhooks import JOB_EVENTS
 from .state import (
     Account,
     ApiError,
@@ -27,6 +26,7 @@ from .state import (
     Topology,
     UploadRecord,
 )
+from .webhooks import JOB_EVENTS
 
 OVERFIT_FINAL_FRACTION = 0.5  # an over-fitting job's final model has forgotten half of what it knew
 

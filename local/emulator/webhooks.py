@@ -69,7 +69,7 @@ def _check_body(body: dict[str, Any], *, partial: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     unknown = set(body) - {"name", "url", "event_types"}
     if unknown:
-        raise ApiError(400, "invalid_request_error", f"Unrecognized request argument supplied: {sorted(unknown)[0]}")
+        raise ApiError(400, "invalid_request_error", f"Unrecognized request argument supplied: {min(unknown)}")
     for key in ("name", "url", "event_types"):
         if key not in body:
             if partial:

@@ -34,7 +34,7 @@ from shared.run.messages import PollRequest, envelope, poll_message_id
 from shared.store.claims import hold
 
 if TYPE_CHECKING:
-    from openai.resources.webhooks import Webhooks
+    from openai.resources.webhooks.webhooks import Webhooks
 
     from shared.app.bootstrap import Deps
 

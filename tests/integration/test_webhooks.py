@@ -4,6 +4,7 @@ HTTP front, where the receiver (shared.stages.webhooks, as functions/webhooks.py
 openai SDK and hands the job to the poll queue. No poll tick runs unless a test says so."""
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -122,8 +123,8 @@ def test_a_redelivered_webhook_does_nothing_more(pushed: Pushed, emulator: Any) 
     emulator.control.advance(60)
     [delivery] = until(lambda: [w for w in webhooks_for(emulator, job_id) if w["delivered_at"]],
                        what="the first delivery")
-    body = ('{"object":"event","id":"%s","type":"fine_tuning.job.succeeded","created_at":1,"data":{"id":"%s"}}'
-            % (delivery["webhook_id"], job_id)).encode()
+    body = json.dumps({"object": "event", "id": delivery["webhook_id"], "type": "fine_tuning.job.succeeded",
+                       "created_at": 1, "data": {"id": job_id}}).encode()
     stamp = str(int(time.time()))
     again = urllib.request.Request(pushed.url, data=body, method="POST", headers={
         "webhook-id": delivery["webhook_id"], "webhook-timestamp": stamp,
