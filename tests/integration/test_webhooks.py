@@ -196,3 +196,31 @@ def test_ftops_webhooks_register_writes_a_new_secret_to_its_file_only(pushed: Pu
     assert secret_file.stat().st_mode & 0o777 == 0o600
     run_list(argparse.Namespace(json=False), deps=pushed.deps)
     assert pushed.url in capsys.readouterr().out
+
+
+def test_the_emulator_retries_a_failed_delivery_with_the_same_webhook_id(hub_env: Callable[..., Any],
+                                                                         emulator: Any) -> None:
+    seen: list[tuple[str, int]] = []
+
+    def flaky(req: func.HttpRequest) -> func.HttpResponse:   # down at first, then up
+        status = 503 if not seen else 200
+        seen.append((req.headers["webhook-id"], status))
+        return func.HttpResponse("{}", status_code=status, mimetype="application/json")
+
+    front = HttpFront([Trigger("flaky", "http", "req", flaky, {"route": "hook"}, route=route_pattern("hook"),
+                               methods=("POST",))], port=0).start()
+    try:
+        emulator.control.config(training=3.0, webhook_retry_seconds=[0.1, 0.1])
+        deps = hub_env()
+        register(deps, f"{front.url}/hook")
+        run_id = started_run(deps)
+        emulator.control.advance(60)
+        job_id = deps.registry.require_run(run_id).job_id
+        [delivery] = until(lambda: [w for w in webhooks_for(emulator, job_id) if w["delivered_at"]],
+                           what="the retried delivery")
+        assert delivery["attempts"] == [503, 200]
+        assert [s for _, s in seen] == [503, 200] and {w for w, _ in seen} == {delivery["webhook_id"]}
+    finally:
+        front.stop()
+        emulator.control.reset()
+        emulator.control.config(webhook_retry_seconds=[1.0, 2.0, 4.0])

@@ -195,3 +195,15 @@ def test_a_failed_job_pushed_ends_its_run_as_the_timer_would() -> None:
                             error={"code": "server_error", "message": "internal"}))
     assert handle_poll(REQUEST.model_copy(update={"event": "fine_tuning.job.failed"}), deps) == "failed"
     assert deps.registry.require_run("r1").state == states.TRAINING_FAILED
+
+
+def test_the_dev_host_serves_the_webhook_route_and_the_poll_queue_from_the_apps_own_declarations() -> None:
+    from function_app import app
+    from local.devhost.triggers import discover
+    from local.settings import local_env
+    env = local_env(storage_connection="UseDevelopmentStorage=true", emulator_url="https://127.0.0.1:1",
+                    ca_file="ca.pem")
+    triggers = {t.function_name: t for t in discover(app, env)}
+    hook, poll = triggers["hub_webhook"], triggers["poll_job"]
+    assert hook.kind == "http" and hook.methods == ("POST",) and hook.route and hook.route.fullmatch("hub/webhooks")
+    assert (poll.kind, poll.queue_name, poll.auto_complete) == ("queue", "ftops-poll", False)
