@@ -130,6 +130,12 @@ def handle_poll(request: PollRequest, deps: Deps) -> str:
     the message is retried; the timer polls the job anyway. A succeeded job whose results file is not posted
     yet is looked at again after 1, 2, 4 … (at most RECHECK_MAX_SECONDS) seconds, until RESULTS_WAIT_SECONDS
     lets it go on without, rather than at the timer's next tick."""
+    if (request.run_id, request.job_id) not in deps.registry.tracked_jobs():
+        # no longer followed (recorded since, or the run moved on to another job): polling it now could only
+        # drop the index entry of the run's next job (poll_job tidies a stale entry by run id)
+        log.info("run %s: job %s (webhook %s) is no longer followed; nothing to poll", request.run_id,
+                 request.job_id, request.webhook_id)
+        return "not_followed"
     outcome, _ = poll_job(deps, deps.hub(max_retries=2), request.run_id, request.job_id)
     log.info("run %s: job %s polled on webhook %s (%s, attempt %d): %s", request.run_id, request.job_id,
              request.webhook_id, request.event, request.attempt, outcome)

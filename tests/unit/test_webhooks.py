@@ -207,3 +207,11 @@ def test_the_dev_host_serves_the_webhook_route_and_the_poll_queue_from_the_apps_
     hook, poll = triggers["hub_webhook"], triggers["poll_job"]
     assert hook.kind == "http" and hook.methods == ("POST",) and hook.route and hook.route.fullmatch("hub/webhooks")
     assert (poll.kind, poll.queue_name, poll.auto_complete) == ("queue", "ftops-poll", False)
+
+
+def test_a_late_poll_for_a_job_the_run_no_longer_follows_leaves_the_runs_next_job_followed() -> None:
+    deps = poll_deps(HubJob(id="ftjob-1", status="succeeded", model="m", fine_tuned_model="m.ft-1"))
+    deps.registry.runs["r1"] = RunRecord(run_id="r1", source="t", state=states.TRAINING, job_id="ftjob-2", etag="2")
+    deps.registry.track_job("r1", "ftjob-2")   # retrained: the index follows the run's new job
+    assert handle_poll(REQUEST, deps) == "not_followed"
+    assert deps.registry.tracked_jobs() == [("r1", "ftjob-2")]
