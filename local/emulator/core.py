@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from . import knowledge, surfaces
-from .jobs import FAILURES, HOLDING, TERMINAL, Job
+from .jobs import FAILURES, HOLDING, JOB_EVENTS, TERMINAL, Job
 from .state import (
     Account,
     ApiError,
@@ -26,7 +26,6 @@ from .state import (
     Topology,
     UploadRecord,
 )
-from .webhooks import JOB_EVENTS
 
 OVERFIT_FINAL_FRACTION = 0.5  # an over-fitting job's final model has forgotten half of what it knew
 

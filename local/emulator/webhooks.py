@@ -33,7 +33,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .auth import check_data_plane
+from .dataplane import _account as account_of
+from .dataplane import _emu, _json
 from .state import ApiError
 
 if TYPE_CHECKING:
@@ -48,8 +49,6 @@ EVENT_TYPES = frozenset({
     "fine_tuning.job.succeeded", "fine_tuning.job.failed", "fine_tuning.job.cancelled",
     "realtime.call.incoming",
 })
-JOB_EVENTS = {"succeeded": "fine_tuning.job.succeeded", "failed": "fine_tuning.job.failed",
-              "cancelled": "fine_tuning.job.cancelled"}
 DELIVERY_TIMEOUT = 10.0   # Learn: "Keep webhook processing under 10 seconds"
 DISPATCH_EVERY = 0.1      # real seconds between the dispatcher's looks at the jobs
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -69,54 +68,36 @@ def _check_body(body: dict[str, Any], *, partial: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     unknown = set(body) - {"name", "url", "event_types"}
     if unknown:
-        raise ApiError(400, "invalid_request_error", f"Unrecognized request argument supplied: {min(unknown)}")
+        raise ApiError(400, "invalidPayload", f"Unrecognized request argument supplied: {min(unknown)}")
     for key in ("name", "url", "event_types"):
         if key not in body:
             if partial:
                 continue
-            raise ApiError(400, "invalid_request_error", f"Missing required parameter: '{key}'.", param=key)
+            raise ApiError(400, "invalidPayload", f"Missing required parameter: '{key}'.", param=key)
         out[key] = body[key]
     if "name" in out and (not isinstance(out["name"], str) or not out["name"].strip()):
-        raise ApiError(400, "invalid_request_error", "'name' must be a non-empty string.", param="name")
+        raise ApiError(400, "invalidPayload", "'name' must be a non-empty string.", param="name")
     if "url" in out:
         url = out["url"]
         parts = urlsplit(url) if isinstance(url, str) else None
         # Learn: "Use HTTPS for all webhook endpoints". Plain http only to this machine's loopback (the dev host)
         if parts is None or not parts.hostname or not (
                 parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK)):
-            raise ApiError(400, "invalid_request_error", "'url' must be an https URL.", param="url")
+            raise ApiError(400, "invalidPayload", "'url' must be an https URL.", param="url")
     if "event_types" in out:
         types = out["event_types"]
         if not isinstance(types, list) or not types or not all(isinstance(t, str) for t in types):
-            raise ApiError(400, "invalid_request_error", "'event_types' must be a non-empty list.",
+            raise ApiError(400, "invalidPayload", "'event_types' must be a non-empty list.",
                            param="event_types")
         unknown_types = sorted(set(types) - EVENT_TYPES)
         if unknown_types:
-            raise ApiError(400, "invalid_request_error", f"Invalid event type: '{unknown_types[0]}'.",
+            raise ApiError(400, "invalidPayload", f"Invalid event type: '{unknown_types[0]}'.",
                            param="event_types")
     return out
 
 
-def _emu(request: Request) -> Emulator:
-    return request.app.state.emulator  # type: ignore[no-any-return]
-
-
 def _account(request: Request) -> str:
-    emu = _emu(request)
-    account = emu.account(request.path_params["account"])
-    check_data_plane(request, account)
-    request.scope["emulator.account"] = account.name
-    return account.name
-
-
-async def _json(request: Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.body() or b"{}")
-    except json.JSONDecodeError:
-        raise ApiError(400, "invalid_request_error", "The request body is not valid JSON.") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_request_error", "The request body must be a JSON object.")
-    return body
+    return account_of(request).name
 
 
 def _endpoint(emu: Emulator, account: str, endpoint_id: str) -> dict[str, Any]:

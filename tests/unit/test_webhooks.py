@@ -15,6 +15,7 @@ from typing import Any
 import fakes
 import pytest
 from fakes import MemoryRegistry, settings_for_tests
+from test_polling_tick import FakeHub
 
 from shared.azure.hub import HubJob
 from shared.run import states
@@ -137,36 +138,13 @@ def test_the_secret_is_not_in_the_settings_repr() -> None:
     assert SECRET not in repr(settings_for_tests(hub_webhook_secret=SECRET))
 
 
-class OneJobHub:
-    """A hub with one job; what the poll timer's per-job code reads."""
-
-    def __init__(self, job: HubJob) -> None:
-        self.job, self.deleted = job, []
-
-    def retrieve(self, job_id: str) -> HubJob:
-        return self.job
-
-    def new_events(self, job_id: str, *, since: str | None) -> list[dict[str, Any]]:
-        return []
-
-    def checkpoints(self, job_id: str) -> list[dict[str, Any]]:
-        return []
-
-    def results_metrics(self, file_id: str) -> dict[str, Any]:
-        return {"steps": [{"step": 1, "train_loss": 1.0}], "final": {"train_loss": 1.0}}
-
-    def delete_files(self, ids: list[str]) -> list[str]:
-        self.deleted += ids
-        return ids
-
-
 def poll_deps(job: HubJob) -> Any:
     registry = MemoryRegistry()
     registry.runs["r1"] = RunRecord(run_id="r1", source="t", state=states.TRAINING, job_id="ftjob-1", etag="1",
                                     job_status="running")
     registry.track_job("r1", "ftjob-1")
     return fakes.make_deps(settings_for_tests(poll_queue="poll", evaluate_queue="evaluate"), registry=registry,
-                           hub=OneJobHub(job))
+                           hub=FakeHub({"ftjob-1": job}))
 
 
 REQUEST = PollRequest(run_id="r1", job_id="ftjob-1", event="fine_tuning.job.succeeded", webhook_id="evt-1")
