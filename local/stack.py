@@ -86,12 +86,12 @@ class LocalStack:
         self._start_emulator()
         self.env = local_env(storage_connection=self.azurite.connection_string, emulator_url=self.emulator_url,
                              ca_file=self.emulator_ca, spokes=self.spokes, **self.env_overrides)
+        self.deps()                     # creates containers and tables before anything is dropped
+        self._register_webhook(self.deps())   # before the chaos faults: set up as an operator would, once
         if self.chaos:
             # short locks: messages a crashed host held come back quickly
             self.env.setdefault("DEVHOST_LOCK_SECONDS", "15")
             self.set_faults(CHAOS_FAULTS)
-        self.deps()                     # creates containers and tables before anything is dropped
-        self._register_webhook(self.deps())
         self._start_devhost(first=True)
         self._supervisor = threading.Thread(target=self._supervise, name="devhost-supervisor", daemon=True)
         self._supervisor.start()
