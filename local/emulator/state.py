@@ -115,6 +115,8 @@ class Durations:
     # region → tokens-per-minute quota (thousands = capacity units) per subscription, model and sku;
     # a region not listed is unlimited
     tpm_quota: dict[str, int] = field(default_factory=dict)
+    # real seconds between a failed webhook delivery and its next attempt (Standard Webhooks: retry with backoff)
+    webhook_retry_seconds: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0])
 
 
 @dataclass
@@ -140,6 +142,8 @@ class Faults:
     hold: dict[str, Any] | None = None
     held: int = 0
     held_total: int = 0
+    webhook_drop_rate: float = 0.0  # this share of webhook deliveries is lost outright (never attempted)
+    drop_next_webhooks: int = 0     # deterministic: the next N deliveries are lost
 
     def update(self, data: dict[str, Any]) -> None:
         for key, value in data.items():
