@@ -303,10 +303,10 @@ def upload_many(container, names: list[str]) -> None:
 FOLDER_FILES_REJECTED = 1_500   # past the ~1,100 at which the local queue (64 KB) refused the old event
 
 
-def test_a_rejected_folder_of_many_files_is_quarantined_and_announced(make_deps):
+def test_a_rejected_folder_of_many_files_is_quarantined_and_announced(make_deps_own_storage):
     """Its `rejected` event once listed every quarantine path: past ~1,100 files the send was refused on every
     retry, nothing was quarantined and the run stayed without its announcement."""
-    deps = make_deps()
+    deps = make_deps_own_storage()
     datasets = deps.blobs.get_container_client(deps.settings.datasets_container)
     upload_many(datasets, [f"many/notes-{i:05d}.txt" for i in range(FOLDER_FILES_REJECTED)])
     drop(deps, "many/train.jsonl", b"not json\n")
@@ -324,14 +324,14 @@ def test_a_rejected_folder_of_many_files_is_quarantined_and_announced(make_deps)
     assert sum(1 for _ in moved.list_blobs(name_starts_with=f"{run_id}/many/")) == FOLDER_FILES_REJECTED + 2
 
 
-def test_a_move_to_quarantine_that_runs_out_of_time_hands_the_rest_to_its_retry(make_deps):
+def test_a_move_to_quarantine_that_runs_out_of_time_hands_the_rest_to_its_retry(make_deps_own_storage):
     """One invocation moves whole pages of 256 until QUARANTINE_MAX_SECONDS (at least one page), then ends as a
     transient failure; each retry of the same event lists what is left and goes on, so no invocation outlives
     the function timeout however many files the folder holds."""
     import pytest
 
     from shared.stages.intake import QuarantineUnfinished
-    deps = make_deps(QUARANTINE_MAX_SECONDS="0")
+    deps = make_deps_own_storage(QUARANTINE_MAX_SECONDS="0")
     datasets = deps.blobs.get_container_client(deps.settings.datasets_container)
     upload_many(datasets, [f"paged/notes-{i:03d}.txt" for i in range(600)])
     drop(deps, "paged/train.jsonl", b"not json\n")

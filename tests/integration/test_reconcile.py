@@ -69,11 +69,11 @@ def test_a_run_stuck_in_intake_is_resumed_or_rejected_when_its_drop_is_gone(make
     assert "gone.jsonl disappeared before intake finished" in gone.error["message"]
 
 
-def test_a_rejected_drop_whose_move_to_quarantine_never_finished_is_moved_by_the_timer(make_deps):
+def test_a_rejected_drop_whose_move_to_quarantine_never_finished_is_moved_by_the_timer(make_deps_own_storage):
     """A rejected folder too large to move in the retries its event got (each moves what QUARANTINE_MAX_SECONDS
     allows) stayed half in datasets/ for good: the timer finishes the move."""
     from shared.stages.intake import QuarantineUnfinished
-    deps = make_deps(QUARANTINE_MAX_SECONDS="0")
+    deps = make_deps_own_storage(QUARANTINE_MAX_SECONDS="0")
     for i in range(300):
         drop(deps, f"big/notes-{i:03d}.txt", b"x")
     drop(deps, "big/train.jsonl", b"not json\n")
