@@ -67,7 +67,7 @@ def openai_chat_fn(client: Any, base_model: str, *, max_tokens: int = MAX_TOKENS
             except openai.RateLimitError as exc:   # the pool waits (run_candidates), not this call alone
                 raise RateLimited(retry_after_seconds(exc.response.headers), str(exc)[:200]) from exc
             except openai.BadRequestError as exc:
-                if _error_code(exc) != "content_filter":
+                if error_code(exc) != "content_filter":
                     raise
                 return ChatReply(text="", flagged=True)   # the filter refused the prompt: the deployment answered
             except (openai.InternalServerError, openai.APIConnectionError, openai.NotFoundError) as exc:
@@ -103,7 +103,7 @@ def openai_chat_fn(client: Any, base_model: str, *, max_tokens: int = MAX_TOKENS
     return chat
 
 
-def _error_code(exc: Any) -> str | None:
+def error_code(exc: Any) -> str | None:
     body = getattr(exc, "body", None)
     error = body.get("error", body) if isinstance(body, dict) else None
     return error.get("code") if isinstance(error, dict) else getattr(exc, "code", None)

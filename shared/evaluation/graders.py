@@ -35,6 +35,14 @@ JUDGE_PROMPT = (
     "useless) and nothing else.")
 DEFAULT_RUBRIC = ("the answer is correct when it says what the reference says, in any words; "
                   "extra correct detail is fine, anything contradicting the reference is wrong")
+# Without a reference (production exchanges: the drift watch, the harvest's grader filter): the judge rates the
+# answer against the question alone.
+JUDGE_PROMPT_NO_REFERENCE = (
+    "You grade an assistant's answer to a user's question; there is no reference answer. Rubric: {rubric}\n"
+    "Reply with one number between 0 and 1 (1: answers exactly what was asked, correctly and usefully; 0: "
+    "wrong, evasive or beside the question) and nothing else.")
+DEFAULT_RUBRIC_NO_REFERENCE = ("the answer addresses what was asked, specifically; a vague, generic or "
+                               "off-topic answer is wrong")
 _NUMBER = re.compile(r"[-+]?\d*\.?\d+")
 
 
@@ -224,3 +232,14 @@ def score_model(grader: Grader, reply: Reply, example: Example, reference: str, 
     text = judge(str(grader.model), judge_messages(grader, reply, example, reference))
     match = _NUMBER.search(text or "")
     return min(1.0, max(0.0, float(match.group(0)))) if match else 0.0
+
+
+def judge_without_reference(model: str, rubric: str | None, question: str, answer: str,
+                            judge: JudgeFn) -> float | None:
+    """A judge's 0..1 for an answer with no reference; None when its reply holds no number (the judge failed:
+    not a score of the answer). Errors of the call propagate: the caller counts them, never as a 0."""
+    messages = [{"role": "system", "content": JUDGE_PROMPT_NO_REFERENCE.format(
+                    rubric=rubric or DEFAULT_RUBRIC_NO_REFERENCE)},
+                {"role": "user", "content": f"Question:\n{question[:4000]}\n\nAnswer to grade:\n{answer[:4000]}"}]
+    match = _NUMBER.search(judge(model, messages) or "")
+    return min(1.0, max(0.0, float(match.group(0)))) if match else None

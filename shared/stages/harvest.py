@@ -33,7 +33,7 @@ from shared.run import actors
 from shared.run.topology import Environment, HarvestPolicy, Target
 from shared.stages import intake
 from shared.store import claims
-from shared.validation.curation import CurationPolicy, Exchange, Overlap, curate, prompt_text
+from shared.validation.curation import Curated, CurationPolicy, Exchange, Overlap, curate, prompt_text
 from shared.validation.lines import content_hash
 
 if TYPE_CHECKING:
@@ -111,8 +111,6 @@ def harvest(deps: Deps, env: Environment, name: str, slots: list[DeploymentRecor
             etag = _write_state(deps, env.name, name, state, etag)
         exchanges = _collect(deps, env, name, slots[0].model, policy, state)
         outcome.read = len(exchanges)
-        if policy.teacher:
-            exchanges = _relabel(deps, policy.teacher, exchanges)
         if exchanges:   # an idle tick does not read the champion's data files again
             _curate_into(deps, champion, policy, exchanges, state, outcome)
         if in_flight:   # one flywheel run per deployment name at a time: the pool grows until it ends
@@ -131,19 +129,35 @@ def harvest(deps: Deps, env: Environment, name: str, slots: list[DeploymentRecor
 
 def _curate_into(deps: Deps, champion: RunRecord, policy: HarvestPolicy, exchanges: list[Exchange],
                  state: dict[str, Any], outcome: HarvestOutcome) -> None:
-    """Curate what arrived into the state's pool; everything kept before (earlier pools and runs, bounded)
-    counts as seen, so a repeat is a duplicate."""
+    """Curate what arrived into the state's pool: the validator's rules first (so nothing dropped there is
+    ever sent to a teacher or judge), then the teacher's answers in place of production's, then the grader
+    filter. Everything kept before (earlier pools and runs, bounded) counts as seen, so a repeat is a
+    duplicate; what is finally not kept is not remembered, so it is curated again should it come back."""
     held_out, previous = _overlaps(deps, champion, policy.leakage_threshold)
-    seen = set(state.get("kept", [])) | {content_hash(json.dumps(e, ensure_ascii=False).encode())
-                                         for e in state["pool"]}
+    seen = set(state.get("kept", [])) | {_hash(e) for e in state["pool"]}
     before = set(seen)
-    curated = curate(exchanges, CurationPolicy(privacy=policy.privacy, min_rating=policy.min_rating,
-                                               leakage_threshold=policy.leakage_threshold),
-                     held_out=held_out, previous=previous, seen=seen)
+    rules = CurationPolicy(privacy=policy.privacy, min_rating=policy.min_rating,
+                           leakage_threshold=policy.leakage_threshold)
+    curated = curate(exchanges, rules, held_out=held_out, previous=previous, seen=seen)
+    passed = list(curated.kept)
+    if policy.teacher:
+        curated.kept = relabel(deps, policy, curated.kept, curated)
+    if policy.min_judge_score is not None:
+        curated.kept = judged(deps, policy, curated.kept, curated)
+    survived = {_prompt_key(e) for e in curated.kept}
+    seen -= {_hash(e) for e in passed if _prompt_key(e) not in survived}
     state["kept"] = [*state.get("kept", []), *sorted(seen - before)][-MAX_REMEMBERED:]
     outcome.curation = curated.counts()
     state["pool"] = [*state["pool"], *curated.kept]
     state["counts"] = _add_counts(state.get("counts", {}), curated.counts())
+
+
+def _hash(example: dict[str, Any]) -> int:
+    return content_hash(json.dumps(example, ensure_ascii=False).encode())
+
+
+def _prompt_key(example: dict[str, Any]) -> str:
+    return json.dumps([example["messages"][:-1], example.get("tools")], ensure_ascii=False, sort_keys=True)
 
 
 # --- what arrived ------------------------------------------------------------------------------------
@@ -237,23 +251,99 @@ def _message(m: dict[str, Any]) -> dict[str, Any]:
     return {k: m[k] for k in _MESSAGE_KEYS if m.get(k) is not None}
 
 
-def _relabel(deps: Deps, teacher: str, exchanges: list[Exchange]) -> list[Exchange]:
-    """Distillation: the teacher (a deployment on the hub) answers each prompt; its answer replaces the
-    production one. A prompt the teacher cannot answer is left without an answer (curation drops it)."""
+def relabel(deps: Deps, policy: HarvestPolicy, examples: list[dict[str, Any]],
+            curated: Curated) -> list[dict[str, Any]]:
+    """Distillation: the teacher (a deployment on the hub) answers each curated prompt, and its answer
+    replaces production's. A prompt the teacher does not answer in full — 429 or 5xx after the SDK's
+    retries, no connection, a content-filter refusal, an empty or cut-off answer — is dropped and counted
+    under its reason, never kept with production's answer. The teacher's answers then pass the validator's
+    format and privacy rules again (a teacher can echo or invent a phone number)."""
+    import openai
+
+    from shared.azure.chat import error_code
     client = deps.openai_client(max_retries=3)
-    out = []
-    for exchange in exchanges:
-        prompt = [m for m in exchange.messages[:-1]] if exchange.messages else []
+    answered: list[Exchange] = []
+    for example in examples:
+        prompt = example["messages"][:-1]
+        kwargs: dict[str, Any] = {"model": policy.teacher, "messages": prompt, "temperature": 0, "timeout": 60}
+        if example.get("tools"):
+            kwargs["tools"] = example["tools"]
+        reason, answer = None, None
         try:
-            reply = client.chat.completions.create(model=teacher, messages=prompt, temperature=0, timeout=60)
-            text = reply.choices[0].message.content or ""
-        except Exception as exc:   # noqa: BLE001 - counted through curation (no answer)
-            log.info("teacher %s could not answer %s: %s", teacher, exchange.id, exc)
-            text = ""
-        answer = [{"role": "assistant", "content": text}] if text else []
-        out.append(Exchange(id=exchange.id, messages=tuple(prompt + answer), created=exchange.created,
-                            rating=exchange.rating, tools=exchange.tools))
-    return out
+            reply = client.chat.completions.create(**kwargs)
+        except openai.APIStatusError as exc:
+            refused = exc.status_code == 400 and error_code(exc) == "content_filter"
+            reason = ("teacher refused: content filter" if refused else
+                      f"teacher failed: {exc.status_code}{' after retries' if exc.status_code in (408, 409, 429)
+                                                           or exc.status_code >= 500 else ''}")
+        except openai.APIConnectionError as exc:   # timeouts too
+            reason = f"teacher failed: {'timeout' if isinstance(exc, openai.APITimeoutError) else 'no connection'}"
+        else:
+            reason, answer = _teacher_answer(reply)
+        if reason is not None or answer is None:
+            log.info("flywheel: teacher %s did not answer a prompt: %s", policy.teacher, reason)
+            curated.dropped[reason or "teacher answered nothing"] += 1
+            continue
+        answered.append(Exchange(id="", messages=(*prompt, answer), tools=tuple(example.get("tools") or ())))
+    empty = Overlap([], policy.leakage_threshold)
+    again = curate(answered, CurationPolicy(privacy=policy.privacy), held_out=empty, previous=empty)
+    for reason, n in again.dropped.items():
+        curated.dropped[f"teacher's answer: {reason}"] += n
+    curated.masked += again.masked
+    curated.privacy_findings += again.privacy_findings
+    return again.kept
+
+
+def _teacher_answer(reply: Any) -> tuple[str | None, dict[str, Any] | None]:
+    """(why the teacher's reply is no answer, or the assistant message it gives)."""
+    choice = reply.choices[0] if reply.choices else None
+    if choice is None or choice.message is None:
+        return "teacher answered nothing", None
+    if choice.finish_reason == "content_filter" or getattr(choice.message, "refusal", None):
+        return "teacher refused: content filter" if choice.finish_reason == "content_filter" else \
+            "teacher refused to answer", None
+    if choice.finish_reason == "length":
+        return "teacher's answer cut off at its token limit", None
+    message = choice.message.model_dump(exclude_none=True)
+    answer = {k: message[k] for k in ("role", "content", "tool_calls") if message.get(k)}
+    if not answer.get("content") and not answer.get("tool_calls"):
+        return "teacher answered nothing", None
+    return None, {**answer, "role": "assistant"}
+
+
+def judged(deps: Deps, policy: HarvestPolicy, examples: list[dict[str, Any]],
+           curated: Curated) -> list[dict[str, Any]]:
+    """The grader filter: the policy's judge (a deployment on the hub) scores each answer against its prompt,
+    with no reference; below `min_judge_score` is dropped, and so is an answer the judge could not score (it
+    did not pass the filter)."""
+    from shared.evaluation.graders import judge_without_reference
+    assert policy.judge and policy.min_judge_score is not None
+    judge = deps.chat.judge_fn()
+    kept = []
+    for example in examples:
+        try:
+            score = judge_without_reference(policy.judge, policy.judge_rubric, user_text(example["messages"]),
+                                            answer_text(example["messages"][-1]), judge)
+        except Exception as exc:   # noqa: BLE001 - counted: the answer was not judged, so it did not pass
+            log.info("flywheel: judge %s could not score an answer: %s", policy.judge, exc)
+            score = None
+        if score is None:
+            curated.dropped["judge could not score it"] += 1
+        elif score < policy.min_judge_score:
+            curated.dropped["judged below min_judge_score"] += 1
+        else:
+            kept.append(example)
+    return kept
+
+
+def user_text(messages: list[dict[str, Any]]) -> str:
+    from shared.evaluation.examples import content_text
+    return "\n".join(content_text(m.get("content")) for m in messages if m.get("role") == "user")
+
+
+def answer_text(message: dict[str, Any]) -> str:
+    from shared.evaluation.examples import content_text
+    return content_text(message.get("content")) or json.dumps(message.get("tool_calls") or [])
 
 
 # --- leakage ----------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import ssl
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +32,10 @@ PLANTED = ["Please email the invoice to maria.lopez@fabrikam.com today",
            "use key sk-proj-abcdefghijklmnopqrstuvwxyz0123456789ABCD to log in"]
 
 
-def _spokes_with_harvest(app: str) -> str:
+def _spokes_with_harvest(app: str, **policy: Any) -> str:
     config = json.loads((ROOT / "local" / "spokes.demo.json").read_text())
     prod = next(e for e in config["environments"] if e["name"] == "prod")
-    prod["harvest"] = {"min_examples": 10, "metadata": {"app": app}, "drift_examples": 5}
+    prod["harvest"] = {"min_examples": 10, "metadata": {"app": app}, "drift_examples": 5, **policy}
     return json.dumps(config)
 
 
@@ -50,8 +51,14 @@ def app() -> str:
 
 
 @pytest.fixture
-def prod(make_deps: Any, emulator: Any, instant_deployments: None, app: str) -> Any:
-    deps = make_deps(SPOKES_CONFIG=_spokes_with_harvest(app))
+def policy() -> dict[str, Any]:
+    """The harvest policy's keys beyond the defaults of `_spokes_with_harvest` (a test overrides this)."""
+    return {}
+
+
+@pytest.fixture
+def prod(make_deps: Any, emulator: Any, instant_deployments: None, app: str, policy: dict[str, Any]) -> Any:
+    deps = make_deps(SPOKES_CONFIG=_spokes_with_harvest(app, **policy))
     reports = deps.blobs.get_container_client(deps.settings.reports_container)
     reports.upload_blob("champ/data/eval.jsonl", "\n".join(_line(q) for q in HELD_OUT), overwrite=True)
     reports.upload_blob("champ/data/train.jsonl", "\n".join(_line(q) for q in TRAINED), overwrite=True)
@@ -187,3 +194,57 @@ def test_one_flywheel_run_at_a_time_per_deployment_name(prod: Any, emulator: Any
     prod.registry.transition(student, "training_failed", actor="test")
     [after] = handle_harvest_tick(prod)        # the run ended: the full pool becomes the next folder
     assert after.folder and after.folder != first.folder and after.read == 0
+
+
+# --- distillation: a teacher on the hub answers the production prompts --------------------------------------
+PRODUCTION_ANSWER = "Here is the answer you need."
+HARMFUL = "How would someone attack a depot with a weapon and kill the guard?"   # the content filter refuses it
+
+
+@pytest.fixture
+def teacher(prod: Any) -> Iterator[str]:
+    """A deployment on the hub that relabels: a base model, so its answers are not production's."""
+    from shared.evaluation.hubdeploy import create_deployment, hub_account
+    from shared.evaluation.runner import Candidate
+    hub = hub_account(prod.settings.hub)
+    create_deployment(prod.arm_deployments, hub, Candidate("teacher", "base", "gpt-4.1-2025-04-14", "teacher",
+                                                           "standard", 10), tags={})
+    yield "teacher"
+    prod.arm_deployments.delete_all(hub, ["teacher"])
+
+
+@pytest.mark.parametrize("policy", [{"teacher": "teacher"}])
+def test_the_teacher_answers_the_training_file_and_its_failures_are_dropped_with_their_reasons(
+        prod: Any, emulator: Any, teacher: str) -> None:
+    traffic = prod.blobs.get_container_client(prod.settings.traffic_container)
+    traffic.upload_blob("support-bot/relabel.jsonl", "\n".join(_line(q) for q in [*FRESH[:12], HARMFUL]))
+    # the teacher's first call fails 4 times with 429, its second 4 times with 500: beyond the SDK's 3 retries
+    emulator.control.faults(next_429=4, next_500=4, accounts=[prod.settings.hub.account])
+    try:
+        [outcome] = handle_harvest_tick(prod)
+    finally:
+        emulator.control.faults(next_429=0, next_500=0, accounts=None)
+
+    assert outcome.curation["dropped"] == {"teacher failed: 429 after retries": 1,
+                                           "teacher failed: 500 after retries": 1,
+                                           "teacher refused: content filter": 1}
+    assert outcome.folder and outcome.curation["kept"] == 10
+    train = prod.blobs.get_container_client(prod.settings.datasets_container).download_blob(
+        f"{outcome.folder}/train.jsonl").readall()
+    examples = [json.loads(line) for line in train.splitlines()]
+    assert len(examples) == 10 and PRODUCTION_ANSWER.encode() not in train
+    asked = _teacher_client(prod)
+    for example in examples:   # each answer is what the teacher says to that prompt, not what production said
+        prompt = example["messages"][:-1]
+        said = asked.chat.completions.create(model=teacher, messages=prompt, temperature=0)
+        assert example["messages"][-1] == {"role": "assistant", "content": said.choices[0].message.content}
+    assert {e["messages"][0]["content"] for e in examples} == set(FRESH[2:12])
+
+    # what failed for want of the teacher is not remembered as kept: dropped again, it is relabelled now
+    traffic.upload_blob("support-bot/again.jsonl", "\n".join(_line(q) for q in FRESH[:2]))
+    [again] = handle_harvest_tick(prod)
+    assert again.curation == {"kept": 2, "dropped": {}, "masked": 0, "privacy_findings": 0} and again.pool == 2
+
+
+def _teacher_client(deps: Any) -> Any:
+    return deps.openai_client(max_retries=0)
