@@ -167,7 +167,7 @@ def _collect(deps: Deps, env: Environment, name: str, model: str, policy: Harves
     found: list[Exchange] = []
     if "stored_completions" in policy.sources:
         for target in env.targets:
-            if not _may_leave(deps, target, policy):
+            if not may_leave(deps, target, policy):
                 continue
             found += _stored(deps, target, model, policy, state, oldest, policy.max_exchanges - len(found))
     if "traffic" in policy.sources and len(found) < policy.max_exchanges:
@@ -175,7 +175,7 @@ def _collect(deps: Deps, env: Environment, name: str, model: str, policy: Harves
     return found
 
 
-def _may_leave(deps: Deps, target: Target, policy: HarvestPolicy) -> bool:
+def may_leave(deps: Deps, target: Target, policy: HarvestPolicy) -> bool:
     """Production data goes to the hub's tenant for training only where the policy says it may."""
     hub_tenant = deps.settings.hub.tenant
     return policy.cross_tenant or not hub_tenant or target.tenant == hub_tenant
@@ -191,15 +191,11 @@ def _stored(deps: Deps, target: Target, model: str, policy: HarvestPolicy, state
         page, more = spokes.stored_completions(target, model=model, metadata=dict(policy.metadata),
                                                after=cursors.get(target.account), limit=min(100, budget))
         for item in page:
-            completion = item["completion"]
-            cursors[target.account] = completion["id"]
+            exchange = stored_exchange(item)
+            cursors[target.account] = exchange.id
             budget -= 1
-            if float(completion.get("created") or 0) < oldest:
-                continue
-            answer = ((completion.get("choices") or [{}])[0] or {}).get("message") or {}
-            messages = [_message(m) for m in item["messages"]] + [_message(answer)]
-            found.append(Exchange(id=completion["id"], messages=tuple(messages),
-                                  created=float(completion.get("created") or 0)))
+            if exchange.created >= oldest:
+                found.append(exchange)
         if not page:
             break
     return found
@@ -224,15 +220,24 @@ def _traffic(deps: Deps, name: str, state: dict[str, Any], oldest: float, budget
         for number, line in enumerate(data.splitlines(), 1):
             if not line.strip():
                 continue
-            found.append(_traffic_exchange(f"{blob.name}#{number}", line, blob.last_modified.timestamp()))
+            found.append(traffic_exchange(f"{blob.name}#{number}", line, blob.last_modified.timestamp()))
             budget -= 1
         done.append(blob.name)
     state["traffic"] = done[-5000:]
     return found
 
 
-def _traffic_exchange(ident: str, line: bytes, created: float) -> Exchange:
-    """A traffic line: `{"messages": [...], "rating": 4}` (the answer last); anything else is kept as an
+def stored_exchange(item: dict[str, Any]) -> Exchange:
+    """A stored completion (with its request messages) as an exchange: the request, then the answer."""
+    completion = item["completion"]
+    answer = ((completion.get("choices") or [{}])[0] or {}).get("message") or {}
+    messages = [_message(m) for m in item["messages"]] + [_message(answer)]
+    return Exchange(id=completion["id"], messages=tuple(messages), created=float(completion.get("created") or 0))
+
+
+def traffic_exchange(ident: str, line: bytes, created: float) -> Exchange:
+    """A traffic line: `{"messages": [...], "rating": 4, "reference": "…"}` (the answer last; rating and
+    reference optional: the reference, the right answer, is read by the drift watch only); anything else is kept as an
     exchange curation drops as malformed, so it is counted rather than lost silently."""
     try:
         obj = json.loads(line) if len(line) <= MAX_TRAFFIC_LINE else None
@@ -240,11 +245,11 @@ def _traffic_exchange(ident: str, line: bytes, created: float) -> Exchange:
         obj = None
     if not isinstance(obj, dict) or not isinstance(obj.get("messages"), list):
         return Exchange(id=ident, messages=(), created=created)
-    rating = obj.get("rating")
+    rating, reference = obj.get("rating"), obj.get("reference")
     tools = obj["tools"] if isinstance(obj.get("tools"), list) else []
     return Exchange(id=ident, messages=tuple(_message(m) for m in obj["messages"] if isinstance(m, dict)),
                     created=created, rating=float(rating) if isinstance(rating, (int, float)) else None,
-                    tools=tuple(tools))
+                    tools=tuple(tools), reference=reference if isinstance(reference, str) else None)
 
 
 def _message(m: dict[str, Any]) -> dict[str, Any]:

@@ -248,3 +248,114 @@ def test_the_teacher_answers_the_training_file_and_its_failures_are_dropped_with
 
 def _teacher_client(deps: Any) -> Any:
     return deps.openai_client(max_retries=0)
+
+
+# --- drift on fresh production exchanges ---------------------------------------------------------------------
+EXPERT = {q: f"To reset the password of router model R{i}, hold its reset button for ten seconds."
+          for i, q in enumerate(HELD_OUT)}
+EXPERT |= {q: f"The kettle model K{i} bought abroad is covered by the international warranty."
+           for i, q in enumerate(TRAINED)}
+ON_TOPIC = [f"Router model R{i}: how can its password be reset?" for i in range(5)] \
+    + [f"Kettle model K{i} bought abroad, which warranty?" for i in range(5)]
+
+
+def _evaluated_at(deps: Any, mean: float, low: float, high: float) -> None:
+    report = {"gate_grader": "token_f1", "chosen": {"name": "final"},
+              "candidates": [{"name": "final", "kind": "final",
+                              "metrics": {"graders": {"token_f1": {"mean": mean, "low": low, "high": high}}}}]}
+    deps.blobs.get_container_client(deps.settings.reports_container).upload_blob(
+        "champ/evaluation.json", json.dumps(report), overwrite=True)
+
+
+@pytest.fixture
+def expert(prod: Any, emulator: Any) -> Iterator[str]:
+    """The champion as a fine-tuned model that knows its subjects (routers, kettles) and serves prod, its
+    held-out data the questions it answers well, a judge deployment on the hub; its evaluation measured
+    token F1 0.95 [0.9, 1.0]."""
+    from shared.azure.hub import FILE_EXPIRY
+    from shared.evaluation.hubdeploy import create_deployment, hub_account
+    from shared.evaluation.runner import Candidate
+    client = prod.openai_client()
+    lines = "\n".join(json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
+                      for q, a in EXPERT.items())
+    upload = client.files.create(file=("train.jsonl", lines.encode()), purpose="fine-tune",
+                                 expires_after=FILE_EXPIRY)
+    for _ in range(60):
+        if client.files.retrieve(upload.id).status == "processed":
+            break
+        emulator.control.advance(5)
+    job = client.fine_tuning.jobs.create(model="gpt-4.1-mini-2025-04-14", training_file=upload.id)
+    for _ in range(200):
+        job = client.fine_tuning.jobs.retrieve(job.id)
+        if job.status in ("succeeded", "failed", "cancelled"):
+            break
+        emulator.control.advance(30)
+    assert job.status == "succeeded", job
+    model = str(job.fine_tuned_model)
+    reports = prod.blobs.get_container_client(prod.settings.reports_container)
+    reports.upload_blob("champ/data/eval.jsonl", "\n".join(
+        json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": EXPERT[q]}]})
+        for q in HELD_OUT), overwrite=True)
+    for target in prod.require_topology().environment("prod").targets:
+        prod.spokes.deploy(target, "support-bot", model, tags={"managed_by": "ftops"})
+    for slot in prod.registry.list_deployments(run_id="champ"):
+        slot.model = model
+        prod.registry.save_deployment(slot)
+    _evaluated_at(prod, 0.95, 0.9, 1.0)
+    hub = hub_account(prod.settings.hub)
+    create_deployment(prod.arm_deployments, hub, Candidate("judge", "base", "gpt-4.1-2025-04-14", "judge",
+                                                           "standard", 10), tags={})
+    yield model
+    prod.arm_deployments.delete_all(hub, ["judge"])
+
+
+@pytest.mark.parametrize("policy", [{"drift_examples": 20, "judge": "judge", "drift_starts_harvest": False}])
+def test_production_answers_the_judge_scores_below_the_held_out_ones_are_drift(prod: Any, emulator: Any, app: str,
+                                                                               expert: str) -> None:
+    # production moved to questions the model was never trained on (deliveries); one carries an address
+    _serve(emulator, "ftops-prod-eastus", FRESH[:10] + PLANTED[:1], app)
+
+    [check] = handle_drift_tick(prod)
+
+    assert not check.held_out_drifted and check.drifted          # the model still knows its subjects
+    production = check.production or {}
+    assert production["sampled"] == 11 and production["dropped"] == {"personal data or secret": 1}
+    judged = production["judged"]
+    assert judged["judge"] == "judge" and judged["examples"] == 10 and judged["baseline_examples"] == 5
+    assert judged["drifted"] and judged["shortfall"][1] < 0
+    assert judged["interval"]["mean"] < 0.2 and judged["baseline"]["mean"] > 0.8
+    assert [a["action"] for a in prod.registry.audit_trail("champ")][-1] == "drift.detected"
+    from ftops_cli.status import collect
+    [warned] = collect(prod)["drift_warnings"]
+    assert "the judge judge scored 10 production answers" in warned and "5 held-out examples" in warned
+
+
+@pytest.mark.parametrize("policy", [{"drift_examples": 20, "judge": "judge"}])
+def test_production_on_the_models_subjects_is_not_drift(prod: Any, emulator: Any, app: str, expert: str) -> None:
+    _serve(emulator, "ftops-prod-eastus", ON_TOPIC, app)
+    [check] = handle_drift_tick(prod)
+    judged = (check.production or {})["judged"]
+    assert judged["examples"] == 10 and not judged["drifted"] and not check.drifted and check.harvest is None
+    assert "drift.detected" not in [a["action"] for a in prod.registry.audit_trail("champ")]
+
+
+@pytest.mark.parametrize("policy", [{"drift_examples": 10, "drift_starts_harvest": False}])
+def test_production_answers_with_a_reference_are_graded_against_the_evaluation(prod: Any, emulator: Any,
+                                                                               app: str) -> None:
+    _evaluated_at(prod, 0.7, 0.6, 0.8)
+    corrected = [json.dumps({"messages": [{"role": "user", "content": q},
+                                          {"role": "assistant", "content": PRODUCTION_ANSWER}],
+                             "reference": f"Order {1000 + i} can be redirected from the depot by the courier."})
+                 for i, q in enumerate(FRESH[:6])]
+    traffic = prod.blobs.get_container_client(prod.settings.traffic_container)
+    traffic.upload_blob("support-bot/corrected.jsonl", "\n".join(corrected))
+    _serve(emulator, "ftops-prod-eastus", FRESH[6:8], app)        # no reference and no judge: not scored
+
+    [check] = handle_drift_tick(prod)
+
+    production = check.production or {}
+    graded = production["with_reference"]
+    assert graded["grader"] == "token_f1" and graded["examples"] == 6 and graded["drifted"]
+    assert graded["baseline"]["mean"] == 0.7 and graded["interval"]["mean"] == 0.0
+    assert "no judge" in production["judged"]["skipped"]
+    assert check.drifted
