@@ -19,6 +19,7 @@ below zero (docs/flywheel.md, "Drift watch").
 """
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from datetime import timedelta
@@ -90,13 +91,17 @@ def scrub(exchanges: list[Exchange], policy: HarvestPolicy) -> tuple[list[tuple[
         curated = curate([exchange], rules, held_out=empty, previous=empty, seen=seen)
         dropped.update(curated.dropped)
         reference = exchange.reference
-        if curated.kept and reference and privacy.scan_decoded(reference.encode()):
+        if curated.kept and reference and _findings(reference):
             reference = privacy.mask(reference) if policy.privacy == "mask" else None
-            if reference is None or privacy.scan_decoded(reference.encode()):
+            if reference is None or _findings(reference):
                 dropped["personal data or secret (reference)"] += 1
                 continue
         kept += [(example, reference) for example in curated.kept]
     return kept, dict(sorted(dropped.items()))
+
+
+def _findings(text: str) -> list[tuple[str, str]]:
+    return privacy.scan_decoded(json.dumps(text, ensure_ascii=False).encode())   # it reads a JSON value
 
 
 def judge_of(policy: HarvestPolicy, graders: list[Grader]) -> str | None:
