@@ -6,8 +6,9 @@ spokes' stored completions of the served model (v1 API, oldest first, filtered b
 JSONL exchanges dropped under `<TRAFFIC_CONTAINER>/<deployment name>/` — bounded by count and age, curates them with the
 validator's rules (shared.validation.curation: format, personal data and secrets, rating, duplicates, overlap
 with the champion's held-out and training data), optionally has a teacher deployment on the hub answer the
-prompts (distillation), and keeps the result in a pool. When the pool holds enough examples it becomes a run
-folder in the datasets container — train.jsonl, the champion's own eval.jsonl (so the challenger is measured
+prompts that passed (distillation; a prompt it does not answer in full is dropped with its reason) and a
+judge score the answers (the grader filter), and keeps the result in a pool. When the pool holds enough
+examples it becomes a run folder in the datasets container — train.jsonl, the champion's own eval.jsonl (so the challenger is measured
 on the champion's examples), run.json last — and enters intake like any drop: same validation, training,
 evaluation against the champion, gates and verified approval. The flywheel starts runs; it never approves.
 
@@ -276,11 +277,10 @@ def relabel(deps: Deps, policy: HarvestPolicy, examples: list[dict[str, Any]],
         reason, answer = None, None
         try:
             reply = client.chat.completions.create(**kwargs)
-        except openai.APIStatusError as exc:
-            refused = exc.status_code == 400 and error_code(exc) == "content_filter"
-            reason = ("teacher refused: content filter" if refused else
-                      f"teacher failed: {exc.status_code}{' after retries' if exc.status_code in (408, 409, 429)
-                                                           or exc.status_code >= 500 else ''}")
+        except openai.APIStatusError as exc:   # the SDK retried 408, 409, 429 and 5xx already
+            retried = exc.status_code in (408, 409, 429) or exc.status_code >= 500
+            reason = ("teacher refused: content filter" if error_code(exc) == "content_filter" else
+                      f"teacher failed: {exc.status_code}{' after retries' if retried else ''}")
         except openai.APIConnectionError as exc:   # timeouts too
             reason = f"teacher failed: {'timeout' if isinstance(exc, openai.APITimeoutError) else 'no connection'}"
         else:
@@ -304,9 +304,10 @@ def _teacher_answer(reply: Any) -> tuple[str | None, dict[str, Any] | None]:
     choice = reply.choices[0] if reply.choices else None
     if choice is None or choice.message is None:
         return "teacher answered nothing", None
-    if choice.finish_reason == "content_filter" or getattr(choice.message, "refusal", None):
-        return "teacher refused: content filter" if choice.finish_reason == "content_filter" else \
-            "teacher refused to answer", None
+    if choice.finish_reason == "content_filter":   # what it said so far may be there: a part is no answer
+        return "teacher refused: content filter", None
+    if getattr(choice.message, "refusal", None):
+        return "teacher refused to answer", None
     if choice.finish_reason == "length":
         return "teacher's answer cut off at its token limit", None
     message = choice.message.model_dump(exclude_none=True)
