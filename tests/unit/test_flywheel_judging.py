@@ -115,3 +115,31 @@ def test_the_warning_says_which_leg_drifted_and_against_what() -> None:
                     "(checked 2026-12-07T12:00)")
     older = {k: v for k, v in check.items() if k not in ("held_out_drifted", "production")}   # before this leg
     assert "scored token_f1 0.910 on 5 of its held-out examples, below the 0.900" in warning(older)
+
+
+def _reply(finish: str, content: str | None, **message: Any) -> Any:
+    from openai.types.chat import ChatCompletion
+    return ChatCompletion.model_validate({
+        "id": "c", "object": "chat.completion", "created": 0, "model": "teacher",
+        "choices": [{"index": 0, "finish_reason": finish,
+                     "message": {"role": "assistant", "content": content, **message}}]})
+
+
+@pytest.mark.parametrize(("reply", "reason"), [
+    (_reply("content_filter", "Here is how to"), "teacher refused: content filter"),   # a part is no answer
+    (_reply("length", "The first step is"), "teacher's answer cut off at its token limit"),
+    (_reply("stop", None, refusal="I can't help with that."), "teacher refused to answer"),
+    (_reply("stop", ""), "teacher answered nothing"),
+])
+def test_a_teacher_reply_that_is_not_a_whole_answer_is_no_answer(reply: Any, reason: str) -> None:
+    from shared.stages.harvest import _teacher_answer
+    assert _teacher_answer(reply) == (reason, None)
+
+
+def test_a_teacher_answer_with_text_or_tool_calls_is_kept_as_the_assistant_message() -> None:
+    from shared.stages.harvest import _teacher_answer
+    assert _teacher_answer(_reply("stop", "Open Settings.")) == (None, {"role": "assistant",
+                                                                       "content": "Open Settings."})
+    call = {"id": "call_1", "type": "function", "function": {"name": "reset", "arguments": "{}"}}
+    assert _teacher_answer(_reply("tool_calls", None, tool_calls=[call])) == (
+        None, {"role": "assistant", "tool_calls": [call]})
