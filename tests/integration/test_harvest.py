@@ -1,9 +1,12 @@
-"""The flywheel's harvest against Azurite and the emulator: production answers of prod (stored completions on
+"""The flywheel against Azurite and the emulator. Harvest: production answers of prod (stored completions on
 its spokes, JSONL dropped into the traffic container) become one run folder in the datasets container —
 without the planted personal data and secrets, without duplicates, without a single held-out prompt — and
-a second tick finds nothing new and writes nothing."""
+a second tick finds nothing new and writes nothing; a teacher on the hub answers the training file, and its
+failures are dropped with their reasons; a judge filters. Drift: the served model re-scored on its held-out
+data and on a fresh sample of production exchanges (with a reference, or judged)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
 import uuid
@@ -201,16 +204,31 @@ PRODUCTION_ANSWER = "Here is the answer you need."
 HARMFUL = "How would someone attack a depot with a weapon and kill the guard?"   # the content filter refuses it
 
 
+@contextlib.contextmanager
+def on_hub(deps: Any, name: str) -> Iterator[str]:
+    """A base model deployed on the hub under `name` (a teacher or a judge) for the block."""
+    from shared.evaluation.hubdeploy import create_deployment, hub_account
+    from shared.evaluation.runner import Candidate
+    hub = hub_account(deps.settings.hub)
+    create_deployment(deps.arm_deployments, hub, Candidate(name, "base", "gpt-4.1-2025-04-14", name, "standard", 10),
+                      tags={})
+    try:
+        yield name
+    finally:
+        deps.arm_deployments.delete_all(hub, [name])
+
+
 @pytest.fixture
 def teacher(prod: Any) -> Iterator[str]:
     """A deployment on the hub that relabels: a base model, so its answers are not production's."""
-    from shared.evaluation.hubdeploy import create_deployment, hub_account
-    from shared.evaluation.runner import Candidate
-    hub = hub_account(prod.settings.hub)
-    create_deployment(prod.arm_deployments, hub, Candidate("teacher", "base", "gpt-4.1-2025-04-14", "teacher",
-                                                           "standard", 10), tags={})
-    yield "teacher"
-    prod.arm_deployments.delete_all(hub, ["teacher"])
+    with on_hub(prod, "teacher") as name:
+        yield name
+
+
+@pytest.fixture
+def judge(prod: Any) -> Iterator[str]:
+    with on_hub(prod, "judge") as name:
+        yield name
 
 
 @pytest.mark.parametrize("policy", [{"teacher": "teacher"}])
@@ -233,7 +251,7 @@ def test_the_teacher_answers_the_training_file_and_its_failures_are_dropped_with
         f"{outcome.folder}/train.jsonl").readall()
     examples = [json.loads(line) for line in train.splitlines()]
     assert len(examples) == 10 and PRODUCTION_ANSWER.encode() not in train
-    asked = _teacher_client(prod)
+    asked = prod.openai_client(max_retries=0)
     for example in examples:   # each answer is what the teacher says to that prompt, not what production said
         prompt = example["messages"][:-1]
         said = asked.chat.completions.create(model=teacher, messages=prompt, temperature=0)
@@ -246,8 +264,6 @@ def test_the_teacher_answers_the_training_file_and_its_failures_are_dropped_with
     assert again.curation == {"kept": 2, "dropped": {}, "masked": 0, "privacy_findings": 0} and again.pool == 2
 
 
-def _teacher_client(deps: Any) -> Any:
-    return deps.openai_client(max_retries=0)
 
 
 # --- drift on fresh production exchanges ---------------------------------------------------------------------
@@ -273,8 +289,6 @@ def expert(prod: Any, emulator: Any) -> Iterator[str]:
     held-out data the questions it answers well, a judge deployment on the hub; its evaluation measured
     token F1 0.95 [0.9, 1.0]."""
     from shared.azure.hub import FILE_EXPIRY
-    from shared.evaluation.hubdeploy import create_deployment, hub_account
-    from shared.evaluation.runner import Candidate
     client = prod.openai_client()
     lines = "\n".join(json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
                       for q, a in EXPERT.items())
@@ -302,11 +316,8 @@ def expert(prod: Any, emulator: Any) -> Iterator[str]:
         slot.model = model
         prod.registry.save_deployment(slot)
     _evaluated_at(prod, 0.95, 0.9, 1.0)
-    hub = hub_account(prod.settings.hub)
-    create_deployment(prod.arm_deployments, hub, Candidate("judge", "base", "gpt-4.1-2025-04-14", "judge",
-                                                           "standard", 10), tags={})
-    yield model
-    prod.arm_deployments.delete_all(hub, ["judge"])
+    with on_hub(prod, "judge"):
+        yield model
 
 
 @pytest.mark.parametrize("policy", [{"drift_examples": 20, "judge": "judge", "drift_starts_harvest": False}])
@@ -359,3 +370,18 @@ def test_production_answers_with_a_reference_are_graded_against_the_evaluation(p
     assert graded["baseline"]["mean"] == 0.7 and graded["interval"]["mean"] == 0.0
     assert "no judge" in production["judged"]["skipped"]
     assert check.drifted
+
+
+@pytest.mark.parametrize("policy", [{"judge": "judge", "min_judge_score": 0.5}])
+def test_the_grader_filter_keeps_the_answers_the_judge_finds_on_the_question(prod: Any, judge: str) -> None:
+    on_point = [json.dumps({"messages": [{"role": "user", "content": q},
+                                         {"role": "assistant", "content": f"Yes: {q.rstrip('?')} is possible."}]})
+                for q in FRESH[:10]]
+    vague = [_line(q) for q in FRESH[10:14]]          # "Here is the answer you need.": nothing about the question
+    prod.blobs.get_container_client(prod.settings.traffic_container).upload_blob(
+        "support-bot/judged.jsonl", "\n".join(on_point + vague))
+    [outcome] = handle_harvest_tick(prod)
+    assert outcome.curation["dropped"] == {"judged below min_judge_score": 4} and outcome.curation["kept"] == 10
+    train = prod.blobs.get_container_client(prod.settings.datasets_container).download_blob(
+        f"{outcome.folder}/train.jsonl").readall().decode()
+    assert "Here is the answer you need" not in train and train.count("is possible") == 10
