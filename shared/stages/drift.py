@@ -134,7 +134,11 @@ def check(deps: Deps, env: Environment, name: str, slots: list[DeploymentRecord]
         deps.registry.audit(run.run_id, "drift.detected", actor=actors.FLYWHEEL, detail=detail)
         publish(deps, run.run_id, "drift_detected", detail)
         if policy.drift_starts_harvest:
-            result.harvest = harvesting.harvest(deps, env, name, slots).as_dict()
+            try:
+                result.harvest = harvesting.harvest(deps, env, name, slots).as_dict()
+            except Exception as exc:   # noqa: BLE001 - the drift found stands; the harvest timer tries again
+                log.warning("drift: the harvest of %s/%s failed: %s", env.name, name, exc)
+                result.harvest = {"skipped": f"failed: {type(exc).__name__}: {exc}"[:300]}
     return _saved(deps, result)
 
 

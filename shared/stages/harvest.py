@@ -257,6 +257,12 @@ def _message(m: dict[str, Any]) -> dict[str, Any]:
     return {k: m[k] for k in _MESSAGE_KEYS if m.get(k) is not None}
 
 
+class TeacherUnavailable(Exception):
+    """Every call to the teacher failed for want of the teacher (throttled, down, gone or forbidden): an
+    outage, not a verdict on the prompts. The tick stops before its state is written, so its cursors do not
+    move and the same exchanges are read again next tick, rather than all dropped."""
+
+
 def relabel(deps: Deps, policy: HarvestPolicy, examples: list[dict[str, Any]],
             curated: Curated) -> list[dict[str, Any]]:
     """Distillation: the teacher (a deployment on the hub) answers each curated prompt, and its answer
@@ -269,6 +275,7 @@ def relabel(deps: Deps, policy: HarvestPolicy, examples: list[dict[str, Any]],
     from shared.azure.chat import error_code
     client = deps.openai_client(max_retries=3)
     answered: list[Exchange] = []
+    unreachable = 0
     for example in examples:
         prompt = example["messages"][:-1]
         kwargs: dict[str, Any] = {"model": policy.teacher, "messages": prompt, "temperature": 0, "timeout": 60}
@@ -279,9 +286,11 @@ def relabel(deps: Deps, policy: HarvestPolicy, examples: list[dict[str, Any]],
             reply = client.chat.completions.create(**kwargs)
         except openai.APIStatusError as exc:   # the SDK retried 408, 409, 429 and 5xx already
             retried = exc.status_code in (408, 409, 429) or exc.status_code >= 500
+            unreachable += retried or exc.status_code in (401, 403, 404)
             reason = ("teacher refused: content filter" if error_code(exc) == "content_filter" else
                       f"teacher failed: {exc.status_code}{' after retries' if retried else ''}")
         except openai.APIConnectionError as exc:   # timeouts too
+            unreachable += 1
             reason = f"teacher failed: {'timeout' if isinstance(exc, openai.APITimeoutError) else 'no connection'}"
         else:
             reason, answer = _teacher_answer(reply)
@@ -290,6 +299,10 @@ def relabel(deps: Deps, policy: HarvestPolicy, examples: list[dict[str, Any]],
             curated.dropped[reason or "teacher answered nothing"] += 1
             continue
         answered.append(Exchange(id="", messages=(*prompt, answer), tools=tuple(example.get("tools") or ())))
+    if examples and unreachable == len(examples):
+        raise TeacherUnavailable(f"teacher {policy.teacher}: none of {len(examples)} prompts could be asked "
+                                 f"({', '.join(sorted(curated.dropped))}); nothing read this tick is kept as "
+                                 "read: the next tick reads it again")
     empty = Overlap([], policy.leakage_threshold)
     again = curate(answered, CurationPolicy(privacy=policy.privacy), held_out=empty, previous=empty)
     for reason, n in again.dropped.items():

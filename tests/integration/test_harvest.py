@@ -385,3 +385,17 @@ def test_the_grader_filter_keeps_the_answers_the_judge_finds_on_the_question(pro
     train = prod.blobs.get_container_client(prod.settings.datasets_container).download_blob(
         f"{outcome.folder}/train.jsonl").readall().decode()
     assert "Here is the answer you need" not in train and train.count("is possible") == 10
+
+
+@pytest.mark.parametrize("policy", [{"teacher": "teacher"}])
+def test_a_teacher_outage_loses_nothing_the_next_tick_reads_it_again(prod: Any, emulator: Any, app: str,
+                                                                     teacher: str) -> None:
+    _serve(emulator, "ftops-prod-eastus", FRESH[:3], app)
+    emulator.control.faults(next_429=12, accounts=[prod.settings.hub.account])   # 3 prompts × (1 + 3 retries)
+    try:
+        [down] = handle_harvest_tick(prod)
+    finally:
+        emulator.control.faults(next_429=0, accounts=None)
+    assert "TeacherUnavailable" in (down.skipped or "") and "teacher failed: 429 after retries" in down.skipped
+    [back] = handle_harvest_tick(prod)
+    assert back.read == 3 and back.curation["kept"] == 3 and back.pool == 3
