@@ -112,7 +112,7 @@ def with_reference(deps: Deps, pairs: list[tuple[dict[str, Any], str]], gate: Gr
                    baseline: Interval) -> dict[str, Any]:
     """Production's answers graded against their references by the gate grader; compared with the interval
     the evaluation reported for it."""
-    from shared.evaluation.examples import Example, tool_calls_of
+    from shared.evaluation.examples import Example, content_text, tool_calls_of
     from shared.evaluation.graders import NotApplicable, Reply, grade
     judge = deps.chat.judge_fn() if gate.asks_judge else None
     scores, failed = [], 0
@@ -120,8 +120,8 @@ def with_reference(deps: Deps, pairs: list[tuple[dict[str, Any], str]], gate: Gr
         answer = example["messages"][-1]
         held = Example(line=i, messages=example["messages"][:-1], reference=reference, tools=example.get("tools"))
         try:
-            scores.append(grade(gate, Reply(harvesting.answer_text(answer) if answer.get("content") else "",
-                                            tool_calls_of(answer)), held, judge))
+            scores.append(grade(gate, Reply(content_text(answer.get("content")), tool_calls_of(answer)), held,
+                                judge))
         except NotApplicable:
             continue
         except Exception:   # noqa: BLE001 - a grader failure is no evidence (counted), never a 0
