@@ -1,6 +1,5 @@
 """Timer: the drift watch — what each environment serves, re-scored on its held-out data and on fresh
-production exchanges (off unless an
-environment's harvest policy sets `drift_examples`)."""
+production exchanges (off unless an environment's harvest policy sets `drift_examples`)."""
 import azure.functions as func
 
 bp = func.Blueprint()
