@@ -100,23 +100,28 @@ def _serve_production(stack: Any, deps: Deps, env: Any, name: str, train: list[d
             "planted": len(PLANTED), "traffic": len(lines)}
 
 
-def _ask(stack: Any, deps: Deps, env: Any, name: str, questions: list[str]) -> None:
+def _ask(stack: Any, deps: Deps, env: Any, name: str, questions: list[str]) -> list[str]:
     """Production calls to every prod spoke in the hub's tenant (the other tenant's data stays there), as a
-    customer's application makes them: v1 chat completions with `store` and metadata."""
+    customer's application makes them: v1 chat completions with `store` and metadata; the answers."""
     import httpx2
     import openai
     http = httpx2.Client(verify=ssl.create_default_context(cafile=stack.env["FTOPS_CA_BUNDLE"]))
     targets = [t for t in env.targets if t.tenant == deps.settings.hub.tenant]
+    answers = []
     for i, question in enumerate(questions):
         target = targets[i % len(targets)]
         client = openai.OpenAI(base_url=f"{deps.spokes.endpoint(target)}/openai/v1/",
                                api_key=f"local-dev.{target.tenant}", http_client=http)
-        client.chat.completions.create(model=name, messages=[{"role": "user", "content": question}], store=True,
-                                       metadata={"app": APP})
+        reply = client.chat.completions.create(model=name, messages=[{"role": "user", "content": question}],
+                                               store=True, metadata={"app": APP})
+        answers.append(reply.choices[0].message.content or "")
+    return answers
 
 
 def _drift(stack: Any, deps: Deps, env: Any, name: str, train: list[dict[str, Any]], say: Any) -> dict[str, Any]:
-    """The drift watch on prod: production on the champion's subjects, then off them."""
+    """The drift watch on prod: production on the champion's subjects, then off them. Each time the CRM also
+    exports those conversations to the traffic container, so both sources the check samples hold them (the
+    copies are dropped as duplicates)."""
     from shared.evaluation.hubdeploy import create_deployment, hub_account
     from shared.evaluation.runner import Candidate
     from shared.stages.drift import handle_drift_tick, warning
@@ -124,7 +129,11 @@ def _drift(stack: Any, deps: Deps, env: Any, name: str, train: list[dict[str, An
                       Candidate(JUDGE, "base", JUDGE_MODEL, JUDGE, "standard", 10), tags={})
     out: dict[str, Any] = {}
     for label, questions in (("on_topic", [_user(e) for e in train]), ("off_topic", OFF_TOPIC)):
-        _ask(stack, deps, env, name, questions)
+        answers = _ask(stack, deps, env, name, questions)
+        export = [json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
+                  for q, a in zip(questions, answers, strict=True)]
+        deps.blobs.get_container_client(deps.settings.traffic_container).upload_blob(
+            f"{name}/crm-export-{label}.jsonl", "\n".join(export), overwrite=True)
         check = next(c for c in handle_drift_tick(deps) if (c.environment, c.deployment) == ("prod", name))
         production = check.production or {}
         out[label] = {"asked": len(questions), "drifted": check.drifted, "held_out_drifted": check.held_out_drifted,
