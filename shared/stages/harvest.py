@@ -263,6 +263,10 @@ class TeacherUnavailable(Exception):
     move and the same exchanges are read again next tick, rather than all dropped."""
 
 
+class JudgeUnavailable(Exception):
+    """Every call to the grader filter's judge failed: an outage, handled as the teacher's."""
+
+
 def relabel(deps: Deps, policy: HarvestPolicy, examples: list[dict[str, Any]],
             curated: Curated) -> list[dict[str, Any]]:
     """Distillation: the teacher (a deployment on the hub) answers each curated prompt, and its answer
@@ -339,12 +343,14 @@ def judged(deps: Deps, policy: HarvestPolicy, examples: list[dict[str, Any]],
     assert policy.judge and policy.min_judge_score is not None
     judge = deps.chat.judge_fn()
     kept = []
+    unreachable = 0
     for example in examples:
         try:
             score = judge_without_reference(policy.judge, policy.judge_rubric, user_text(example["messages"]),
                                             answer_text(example["messages"][-1]), judge)
         except Exception as exc:   # noqa: BLE001 - counted: the answer was not judged, so it did not pass
             log.info("flywheel: judge %s could not score an answer: %s", policy.judge, exc)
+            unreachable += 1
             score = None
         if score is None:
             curated.dropped["judge could not score it"] += 1
@@ -352,6 +358,9 @@ def judged(deps: Deps, policy: HarvestPolicy, examples: list[dict[str, Any]],
             curated.dropped["judged below min_judge_score"] += 1
         else:
             kept.append(example)
+    if examples and unreachable == len(examples):
+        raise JudgeUnavailable(f"judge {policy.judge}: none of {len(examples)} answers could be scored; nothing "
+                               "read this tick is kept as read: the next tick reads it again")
     return kept
 
 

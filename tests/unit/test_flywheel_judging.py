@@ -143,3 +143,40 @@ def test_a_teacher_answer_with_text_or_tool_calls_is_kept_as_the_assistant_messa
     call = {"id": "call_1", "type": "function", "function": {"name": "reset", "arguments": "{}"}}
     assert _teacher_answer(_reply("tool_calls", None, tool_calls=[call])) == (
         None, {"role": "assistant", "tool_calls": [call]})
+
+
+def test_a_judge_that_cannot_be_reached_at_all_stops_the_tick_rather_than_drop_everything() -> None:
+    from shared.stages.harvest import JudgeUnavailable
+    examples = [example("q1", "good"), example("q2", "poor")]
+    deps = deps_with(scripted({"good": ConnectionError("down"), "poor": ConnectionError("down")}))
+    with pytest.raises(JudgeUnavailable, match="none of 2 answers"):
+        judged(deps, JUDGE, examples, Curated())
+
+
+def test_a_judge_deployment_not_serving_yet_is_asked_again() -> None:
+    """Azure answers 404 DeploymentNotFound for a while after a deployment's ARM Succeeded."""
+    import httpx2 as httpx
+    import openai
+
+    from shared.azure.chat import openai_judge_fn
+    not_ready = openai.NotFoundError("The API deployment for this resource does not exist.", body=None,
+                                     response=httpx.Response(404, request=httpx.Request("POST", "https://hub/x")))
+
+    class Client:
+        def __init__(self, failures: int) -> None:
+            self.failures, self.calls = failures, 0
+            self.chat = self
+            self.completions = self
+
+        def create(self, **kwargs: Any) -> Any:
+            self.calls += 1
+            if self.calls <= self.failures:
+                raise not_ready
+            return _reply("stop", "0.75")
+
+    waited: list[float] = []
+    soon = Client(failures=2)
+    assert openai_judge_fn(soon, sleep=waited.append)("judge", []) == "0.75"
+    assert soon.calls == 3 and waited == [0.5, 1.0]
+    with pytest.raises(openai.NotFoundError):   # still not there after its tries: the caller counts it
+        openai_judge_fn(Client(failures=3), sleep=waited.append)("judge", [])
