@@ -178,9 +178,11 @@ def _leaves(value: Any, path: str = "") -> dict[str, Any]:
     return {path: value}
 
 
-def json_match(answer: str, reference: str) -> float:
+def json_match(answer: str, reference: str, *, strict: bool = False) -> float:
     """Share of the reference's fields (leaf paths) the answer has with the same value; 0 when the answer is
-    not JSON. A reference that is not JSON falls back to exact equality."""
+    not JSON. A reference that is not JSON falls back to exact equality. `strict`: fields the reference does
+    not have count against it too (matched / the union of both sides' fields): a tool call's extra argument
+    changes what the call does."""
     expected = _as_json(reference)
     if expected is None:
         return float(answer.strip() == reference.strip())
@@ -188,7 +190,8 @@ def json_match(answer: str, reference: str) -> float:
     if got is None:
         return 0.0
     want, have = _leaves(expected), _leaves(got)
-    return sum(1 for path, value in want.items() if path in have and same_json(have[path], value)) / len(want)
+    matched = sum(1 for path, value in want.items() if path in have and same_json(have[path], value))
+    return matched / (len(want.keys() | have.keys()) if strict else len(want))
 
 
 def same_json(a: Any, b: Any) -> bool:
@@ -201,14 +204,28 @@ def same_json(a: Any, b: Any) -> bool:
 
 
 def tool_call_match(answer: Sequence[Mapping[str, str]], reference: Sequence[Mapping[str, str]]) -> float:
-    """Per reference call, in order: half for the function's name, half for its arguments (field by field,
-    only when the name is right); divided by the larger count, so a missing or an extra call costs."""
+    """Each reference call paired with the answer's call that matches it best, in any order (the calls of one
+    assistant message are parallel: their order means nothing): half for the function's name, half for its
+    arguments field by field, only when the name is right, and an argument the reference does not have
+    counts against it; divided by the larger count, so a missing or an extra call costs."""
     if not reference:
         return float(not answer)
+
+    def pair(want: Mapping[str, str], got: Mapping[str, str]) -> float:
+        if want.get("name") != got.get("name"):
+            return 0.0
+        return 0.5 + 0.5 * json_match(str(got.get("arguments", "")), str(want.get("arguments", "")), strict=True)
+
+    scores = sorted(((pair(w, g), i, j) for i, w in enumerate(reference) for j, g in enumerate(answer)),
+                    key=lambda t: (-t[0], t[1], t[2]))
+    used_ref: set[int] = set()
+    used_answer: set[int] = set()
     total = 0.0
-    for want, got in zip(reference, answer, strict=False):
-        if want.get("name") == got.get("name"):
-            total += 0.5 + 0.5 * json_match(str(got.get("arguments", "")), str(want.get("arguments", "")))
+    for value, i, j in scores:   # best pairs first (greedy matching; a handful of calls)
+        if i not in used_ref and j not in used_answer:
+            used_ref.add(i)
+            used_answer.add(j)
+            total += value
     return total / max(len(reference), len(answer))
 
 
