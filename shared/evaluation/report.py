@@ -97,7 +97,14 @@ def worst_examples(examples: Sequence[Example], chosen: Sequence[ExampleResult],
              "scores": {k: round(v, 4) for k, v in chosen[i].scores.items()}, "error": chosen[i].error,
              "base_answer": truncate(base[i].answer) if i < len(base) else None,
              "base_f1": round(base[i].f1, 4) if i < len(base) else None,
-             "base_score": round(_gate_score(base[i], grader), 4) if i < len(base) else None} for i in order]
+             "base_score": _scored(base[i], grader) if i < len(base) else None} for i in order]
+
+
+def _scored(row: ExampleResult, grader: str) -> float | None:
+    """The grader's score of this answer; None when it could not or does not score it (never shown as a 0)."""
+    if grader in row.grading_failed or grader in row.not_applicable:
+        return None
+    return round(_gate_score(row, grader), 4)
 
 
 def build_report(*, run_id: str, base_model: str, fine_tuned_model: str, eval_path: str,
@@ -154,7 +161,8 @@ _CSS = """body{font-family:system-ui,sans-serif;max-width:1180px;margin:2em auto
 table{border-collapse:collapse;width:100%;margin:1em 0;table-layout:fixed}td,th{border:1px solid #e5e7eb;
 padding:4px 8px;text-align:left;vertical-align:top;font-size:13px;overflow-wrap:anywhere}th{background:#f9fafb}
 .pass{color:#15803d;font-weight:600}.fail{color:#b91c1c;font-weight:600}.muted{color:#6b7280}
-td.text{white-space:pre-wrap}svg{max-width:100%;height:auto}code{overflow-wrap:anywhere}"""
+td.text{white-space:pre-wrap}svg{max-width:100%;height:auto}code{overflow-wrap:anywhere}
+pre{white-space:pre-wrap;overflow-wrap:anywhere}"""
 
 # Each gate's rule in words (the sentence beside it gives the numbers it read).
 GATE_RULES = {
@@ -196,7 +204,7 @@ def _lineage_html(lineage: Mapping[str, Any], amendments: Mapping[str, Any] | No
         parts.append(f"<p>{'; '.join(items)}.</p>")
     if amendments:
         parts.append(_decisions_html(amendments, generated_at))
-    parts.append(f'<details><summary>Run settings</summary><pre style="white-space:pre-wrap">{settings}</pre>'
+    parts.append(f'<details><summary>Run settings</summary><pre>{settings}</pre>'
                  "</details></section>")
     return "".join(parts)
 

@@ -331,3 +331,29 @@ def test_json_match_types(answer: str, reference: str, expected: float) -> None:
 def test_fuzzy_match_ignores_case_and_punctuation(answer: str, reference: str, expected: Any) -> None:
     value = similarity("fuzzy_match", answer, reference)
     assert value < 0.5 if expected == "below 0.5" else value == expected
+
+
+# --- the report: worst examples that are actually bad, figures that are not invented ------------------------
+def _report_of(final: list[ExampleResult], base: list[ExampleResult]) -> dict[str, Any]:
+    from shared.evaluation.gates import Gate
+    from shared.evaluation.report import build_report
+    n = len(final)
+    examples = [Example(line=i + 1, messages=[{"role": "user", "content": f"q{i}"}], reference=f"a{i}")
+                for i in range(n)]
+    cands = [Candidate("final", "final", "ft", "d1"), Candidate("base", "base", "gpt-4.1-mini", "d2")]
+    results = {"final": final, "base": base}
+    return build_report(run_id="r", base_model="gpt-4.1-mini", fine_tuned_model="ft", eval_path="e",
+                        examples=examples, available=n, skipped_lines=[], candidates=cands, results=results,
+                        metrics={k: aggregate(v, graders=["judge"]) for k, v in results.items()},
+                        skipped_candidates=[], chosen=cands[0], gates=[Gate("min_score", 1.0, 0.5, True, "ok")],
+                        training_metrics=None, gate_grader="judge")
+
+
+def test_the_worst_examples_are_the_lowest_scores_and_a_failed_grading_is_never_shown_as_a_zero() -> None:
+    final = _rows([1.0, 0.2, None, 0.9, 0.0, 1.0])
+    base = _rows([0.5, None, 0.0, 0.4, None, 0.1])
+    worst = _report_of(final, base)["worst_examples"]
+    assert [w["line"] for w in worst] == [5, 2, 4]                     # 0.0, 0.2, 0.9; never a 1.0 or an unscored
+    by_line = {w["line"]: w for w in worst}
+    assert by_line[5]["base_score"] is None and by_line[2]["base_score"] is None   # the judge failed there
+    assert by_line[4]["base_score"] == 0.4
