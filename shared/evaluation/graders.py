@@ -236,8 +236,27 @@ def judge_messages(grader: Grader, reply: Reply, example: Example, reference: st
                                         f"{reference[:4000]}\n\nAnswer to grade:\n{answer[:4000]}"}]
 
 
+_RATIO = re.compile(r"([-+]?\d*\.?\d+)\s*(?:/\s*(\d*\.?\d+)|(%))")
+
+
+class UnreadableJudge(ValueError):
+    """The judge replied with no score between 0 and 1: a grader error (left out, counted), never a 0 or a 1."""
+
+
 def score_model(grader: Grader, reply: Reply, example: Example, reference: str, judge: JudgeFn) -> float:
-    """The judge's number, clamped to 0..1; a reply without a number is a 0 (and says so in the log)."""
-    text = judge(str(grader.model), judge_messages(grader, reply, example, reference))
-    match = _NUMBER.search(text or "")
-    return min(1.0, max(0.0, float(match.group(0)))) if match else 0.0
+    """The judge's score in 0..1: its first number, or a fraction it wrote as `8/10` or `80%`. A reply with no
+    number, or a number outside 0..1 ("7": on what scale?), is UnreadableJudge — a grader error, like a failed
+    judge call: before, "7" and "8/10" scored 1.0 and "I cannot tell" scored 0."""
+    text = judge(str(grader.model), judge_messages(grader, reply, example, reference)) or ""
+    ratio = _RATIO.search(text)
+    match = _NUMBER.search(text)
+    if ratio and match and ratio.start() == match.start():
+        bottom = 100.0 if ratio.group(3) else float(ratio.group(2))
+        value = float(ratio.group(1)) / bottom if bottom else float("nan")
+    elif match:
+        value = float(match.group(0))
+    else:
+        raise UnreadableJudge(f"grader {grader.name}: the judge replied {text[:80]!r}, no score")
+    if not 0.0 <= value <= 1.0:
+        raise UnreadableJudge(f"grader {grader.name}: the judge replied {text[:80]!r}, not a score between 0 and 1")
+    return value

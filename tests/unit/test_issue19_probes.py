@@ -357,3 +357,15 @@ def test_the_worst_examples_are_the_lowest_scores_and_a_failed_grading_is_never_
     by_line = {w["line"]: w for w in worst}
     assert by_line[5]["base_score"] is None and by_line[2]["base_score"] is None   # the judge failed there
     assert by_line[4]["base_score"] == 0.4
+
+
+# --- the evaluation's own score_model: a reply that is no score is a grader error, never a 0 or a 1 ----------
+@pytest.mark.parametrize(("reply", "expected"), [
+    ("0.8", 0.8), ("8/10", 0.8), ("80%", 0.8), ("Score: 1", 1.0), ("1.0 (fully correct)", 1.0), (".5", 0.5),
+    ("0", 0.0), ("7", None), ("-0.5", None), ("no idea", None), ("", None), ("3/0", None),
+])
+def test_a_judge_reply_is_read_as_a_score_or_counted_as_a_grader_error(reply: str, expected: float | None) -> None:
+    from shared.evaluation.runner import _grade
+    example = Example(line=1, messages=[{"role": "user", "content": "q"}], reference="r")
+    got = _grade(Grader("judge", "score_model", model="j"), Reply("a"), example, lambda model, messages: reply, "final")
+    assert got == (pytest.approx(expected) if expected is not None else None)
