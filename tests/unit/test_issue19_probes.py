@@ -369,3 +369,48 @@ def test_a_judge_reply_is_read_as_a_score_or_counted_as_a_grader_error(reply: st
     example = Example(line=1, messages=[{"role": "user", "content": "q"}], reference="r")
     got = _grade(Grader("judge", "score_model", model="j"), Reply("a"), example, lambda model, messages: reply, "final")
     assert got == (pytest.approx(expected) if expected is not None else None)
+
+
+def test_grader_failures_that_leave_fewer_than_the_minimum_fail_the_held_out_gate() -> None:
+    final = [1.0] * 30 + [None] * 10
+    out = _gate({"final": _rows(final), "base": _rows([0.0] * 40)}, min_score=0.0, max_grader_error_rate=0.5)
+    assert not out["gates"]["min_held_out"].passed and "30 held-out examples" in out["gates"]["min_held_out"].detail
+
+
+def test_a_better_scoring_checkpoint_with_flagged_answers_is_not_chosen_over_a_final_model_that_passes() -> None:
+    base = _rows([0.0] * 60)
+    final = _rows([1.0] * 50 + [0.0] * 10)
+    checkpoint = [replace(r, flagged=i < 6) for i, r in enumerate(_rows([1.0] * 58 + [0.0] * 2))]
+    out = _gate({"final": final, "base": base, "ckpt-10": checkpoint}, min_score=0.5)
+    assert out["chosen"] == "final" and out["passed"]
+
+
+@pytest.mark.parametrize(("spec", "expected"), [
+    ({"type": "string_check", "operation": "eq", "input": "{{sample.output_tools[0].function.name}}",
+      "reference": "{{item.tool}}"}, 1.0),
+    ({"type": "string_check", "operation": "eq", "input": "{{sample.output_tools[0].function.name}}",
+      "reference": "delete_account"}, 0.0),
+])
+def test_rft_templates_read_the_answers_tool_calls(spec: dict[str, Any], expected: float) -> None:
+    example = replace(EXAMPLE, item={"tool": "get_weather"})
+    assert rft_grade(spec, "", (CALL,), example, None) == expected
+
+
+@pytest.mark.parametrize(("answer", "reference"), [
+    ("Yes", "Yes"), ("42", "42"), ("東京", "東京"), ("Москва", "Москва"), ("No, it is not.", "No, it's not."),
+    ("Москва столица России", "Москва — столица России"), ("The cat sat.", "A cat sat on the mat."),
+    ("Αθήνα είναι η πρωτεύουσα", "Η Αθήνα είναι πρωτεύουσα"), ("3.14", "3.14159"), ("I", "I am"),
+])
+def test_bleu_agrees_with_sacrebleu_on_short_and_non_latin_answers(answer: str, reference: str) -> None:
+    sacrebleu = pytest.importorskip("sacrebleu")
+    assert similarity("bleu", answer, reference) == pytest.approx(
+        sacrebleu.sentence_bleu(answer, [reference]).score / 100, abs=1e-9)
+
+
+@pytest.mark.parametrize(("answer", "reference"), [
+    ("Москва столица России", "Москва — столица"), ("東京は日本の首都です", "日本の首都は東京"),
+    ("Η Αθήνα είναι πρωτεύουσα", "Αθήνα πρωτεύουσα"), ("नमस्ते दुनिया", "नमस्ते"),
+])
+def test_rouge_sees_the_overlap_of_non_latin_answers(answer: str, reference: str) -> None:
+    for metric in ("rouge_1", "rouge_l"):
+        assert 0.0 < similarity(metric, answer, reference) < 1.0, metric
