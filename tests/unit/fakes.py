@@ -335,6 +335,12 @@ class MemoryBlobs:
             def upload_blob(self, name: str, body: Any, **kwargs: Any) -> None:
                 blobs.get_blob_client(container, name).upload_blob(body, **kwargs)
 
+            def delete_blob(self, name: str, **_: Any) -> None:
+                from azure.core.exceptions import ResourceNotFoundError
+                if blobs.data.pop((container, name), None) is None:
+                    raise ResourceNotFoundError(f"{container}/{name}: no such blob")
+                blobs.metadata.pop((container, name), None)
+
         return Container()
 
 

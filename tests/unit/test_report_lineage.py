@@ -119,3 +119,14 @@ def test_an_amendment_renders_only_the_lineage_section() -> None:
     plain, amended = render_html(report), render_html(report, amendments=doc)
     assert SECTION.sub("", plain) == SECTION.sub("", amended)
     assert "<script>" not in amended and "&lt;script&gt;" in amended and "T&amp;1" in amended
+
+
+def test_a_new_evaluation_of_the_run_drops_the_amendments_of_the_report_it_replaces(world: Any) -> None:
+    deps, _ = world
+    evaluated(deps)
+    approvals.approve(deps, caller(), "run-1", "prod", ticket="CHG-1", model=MODEL)
+    assert ("reports", f"run-1/{report_lineage.LINEAGE_BLOB}") in deps.blobs.data
+    again = _built(final=["a0"] * 40)   # a retrain, evaluated again
+    _write_reports(deps, "run-1", {**again, "run_id": "run-1"})
+    assert ("reports", f"run-1/{report_lineage.LINEAGE_BLOB}") not in deps.blobs.data
+    assert "CHG-1" not in blob(deps, "run-1", "evaluation.html").decode()
