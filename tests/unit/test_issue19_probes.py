@@ -245,6 +245,9 @@ def test_multi_computes_calculate_output_from_its_graders(formula: str, expected
     ({"type": "multi", "name": "m", "calculate_output": "p", "graders": {
         "p": {"type": "python", "name": "p", "source": "def grade(s, i): return 1"}}},
      "python graders are not accepted"),
+    ({"type": "label_model", "name": "l", "model": "j", "labels": ["a", "b"], "passing_labels": ["a"],
+      "input": [{"role": "user", "content": "{{sample.output_text}}"}]},
+     "label_model graders are not accepted by Azure's v1 fine-tuning API"),
     ({"type": "multi", "name": "m", "calculate_output": "__import__('os')", "graders": {
         "a": {"type": "string_check", "name": "a", "input": "{{sample.output_text}}", "reference": "x",
               "operation": "eq"}}}, "calculate_output"),
