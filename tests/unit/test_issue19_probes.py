@@ -417,3 +417,10 @@ def test_bleu_agrees_with_sacrebleu_on_short_and_non_latin_answers(answer: str, 
 def test_rouge_sees_the_overlap_of_non_latin_answers(answer: str, reference: str) -> None:
     for metric in ("rouge_1", "rouge_l"):
         assert 0.0 < similarity(metric, answer, reference) < 1.0, metric
+
+
+def test_judge_failures_on_different_examples_of_each_model_add_up() -> None:
+    final = [None if i < 4 else 1.0 for i in range(100)]            # 4 % on the candidate's answers
+    base = [None if 4 <= i < 8 else 0.0 for i in range(100)]        # 4 % on the base's, other examples
+    gate = _gate({"final": _rows(final), "base": _rows(base)}, min_score=0.0)["gates"]["max_grader_error_rate"]
+    assert not gate.passed and gate.value == pytest.approx(0.08) and "lost 8 of 100" in gate.detail
