@@ -135,6 +135,7 @@ class MemoryRegistry(InMemoryClaims):
         self.tracked: dict[str, str] = {}
         self.keys: dict[str, str] = {}
         self.history: dict[str, SlotEntry] = {}            # slot|entry id → entry
+        self.heads: dict[str, str] = {}                    # slot → its head's ETag (moved by each swap)
         self.approval_records: dict[str, ApprovalAttempt] = {}
         self.approval_winners: dict[tuple[Any, ...], str] = {}   # run, environment, model, hashes → attempt id
         self._n = 0
@@ -248,7 +249,21 @@ class MemoryRegistry(InMemoryClaims):
 
     def _history_put(self, entry: SlotEntry) -> None:
         with self._lock:
+            entry.etag = self._etag()
             self.history[f"{entry.slot}|{entry.entry_id}"] = copy.deepcopy(entry)
+
+    def _history_head(self, environment: str, account: str, deployment: str) -> str | None:
+        with self._lock:
+            return self.heads.get(f"{environment}|{account}|{deployment}")
+
+    def _history_swap(self, head: str | None, closing: list[SlotEntry], opening: SlotEntry) -> None:
+        with self._lock:   # the entity group transaction: all of it, on condition nothing moved, or none of it
+            stale = [e for e in closing if self.history[f"{e.slot}|{e.entry_id}"].etag != e.etag]
+            if self.heads.get(opening.slot) != head or stale:
+                raise ConcurrencyError(opening.slot)
+            self.heads[opening.slot] = self._etag()
+            for changed in [*closing, opening]:
+                self._history_put(changed)
 
     def record_approval(self, attempt: ApprovalAttempt) -> ApprovalAttempt:
         with self._lock:   # the insert-if-absent the table does with its winner's marker
