@@ -424,3 +424,13 @@ def test_judge_failures_on_different_examples_of_each_model_add_up() -> None:
     base = [None if 4 <= i < 8 else 0.0 for i in range(100)]        # 4 % on the base's, other examples
     gate = _gate({"final": _rows(final), "base": _rows(base)}, min_score=0.0)["gates"]["max_grader_error_rate"]
     assert not gate.passed and gate.value == pytest.approx(0.08) and "lost 8 of 100" in gate.detail
+
+
+# --- token_f1 / exact match on answers SQuAD's normalisation empties -----------------------------------------
+@pytest.mark.parametrize(("answer", "reference", "expected"), [
+    ("", "A", 0.0), ("The", "A", 0.0), ("an", "a", 0.0), ("?", "!", 0.0), ("A", "A", 1.0), ("a", "A", 1.0),
+    ("B", "A", 0.0), ("", "", 1.0), ("The cat", "a cat", 1.0),
+])
+def test_token_f1_and_exact_match_on_multiple_choice_letters(answer: str, reference: str, expected: float) -> None:
+    from shared.evaluation.metrics import exact_match, token_f1
+    assert token_f1(answer, reference) == expected and exact_match(answer, reference) == expected
