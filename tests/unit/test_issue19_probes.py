@@ -434,3 +434,16 @@ def test_judge_failures_on_different_examples_of_each_model_add_up() -> None:
 def test_token_f1_and_exact_match_on_multiple_choice_letters(answer: str, reference: str, expected: float) -> None:
     from shared.evaluation.metrics import exact_match, token_f1
     assert token_f1(answer, reference) == expected and exact_match(answer, reference) == expected
+
+
+def test_a_reference_from_the_item_on_chat_data_is_refused_not_graded_against_nothing(tmp_path: Path) -> None:
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    (folder / "train.jsonl").write_bytes(_lines(60))
+    (folder / "run.json").write_text(json.dumps({"evaluation": {"graders": [
+        {"type": "string_check", "operation": "eq", "reference": "{{item.answer}}"}]}}))
+    code, out = _validate(folder)
+    assert code == 1 and "'reference' reads a field of a reinforcement line's item" in out
+    with pytest.raises(RunSettingsError, match="remove 'reference'"):
+        parse_run_settings({"method": "dpo", "evaluation": {"graders": [
+            {"type": "token_f1", "reference": "{{item.answer}}"}]}})
