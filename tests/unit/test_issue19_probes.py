@@ -447,3 +447,15 @@ def test_a_reference_from_the_item_on_chat_data_is_refused_not_graded_against_no
     with pytest.raises(RunSettingsError, match="remove 'reference'"):
         parse_run_settings({"method": "dpo", "evaluation": {"graders": [
             {"type": "token_f1", "reference": "{{item.answer}}"}]}})
+
+
+def test_an_equally_good_challenger_passes_the_superior_rule_no_more_than_its_level() -> None:
+    rng = random.Random(31)
+    runs, passes = 400, 0
+    for _ in range(runs):
+        champion = [round(min(1.0, max(0.0, rng.gauss(0.7, 0.2))), 2) for _ in range(120)]
+        final = [round(min(1.0, max(0.0, rng.gauss(0.7, 0.2))), 2) for _ in range(120)]
+        out = _gate({"final": _rows(final), "base": _rows([0.0] * 120), "champion": _rows(champion)},
+                    min_score=0.0, champion_rule="superior")
+        passes += out["gates"]["min_improvement_over_champion"].passed
+    assert passes / runs <= 0.04                                   # one-sided 2.5 %, with simulation noise
