@@ -53,6 +53,10 @@ param reconcileSchedule string = '0 17 * * * *'
 @description('The operator API app registration: its client id (the aud of v2.0 tokens). Empty: the operator API answers 503 until set (docs/operator-api.md)')
 param operatorApiAudience string = ''
 
+@secure()
+@description('The whsec_ signing secret of the hub webhook endpoint (infra/scripts/register-webhook.sh stores it in the azd environment as FTOPS_HUB_WEBHOOK_SECRET); empty until registered: the poll timer alone follows the jobs')
+param hubWebhookSecret string = ''
+
 // The spokes file the app reads (SPOKES_CONFIG) and the role assignments below both come from here.
 var spokes = loadJsonContent('spokes.json')
 var tenantId = tenant().tenantId
@@ -87,6 +91,8 @@ var queues = {
   evaluate: 'ftops-evaluate'
   deploy: 'ftops-deploy'
   commands: 'ftops-commands'
+  // one job to poll now: the hub's webhook hands it over (functions/webhooks.py → functions/polling.py poll_job)
+  poll: 'ftops-poll'
 }
 var eventsTopic = 'ftops-events'
 var newHub = empty(hubResourceId)
@@ -159,7 +165,7 @@ module messaging 'modules/messaging.bicep' = {
     location: location
     tags: tags
     principalId: identity.outputs.principalId
-    queues: [queues.train, queues.evaluate, queues.deploy, queues.commands]
+    queues: [queues.train, queues.evaluate, queues.deploy, queues.commands, queues.poll]
     eventsTopic: eventsTopic
     operatorsSubscription: 'operators'
   }
@@ -317,6 +323,7 @@ var appSettings = {
   EVALUATE_QUEUE: queues.evaluate
   DEPLOY_QUEUE: queues.deploy
   COMMANDS_QUEUE: queues.commands
+  POLL_QUEUE: queues.poll
   EVENTS_TOPIC: eventsTopic
   POLL_SCHEDULE: pollSchedule
   OUTBOX_SCHEDULE: outboxSchedule
@@ -336,6 +343,7 @@ var appSettings = {
   KEEPALIVE_CONCURRENCY: '16'
   SMOKE_TIMEOUT_SECONDS: '300'
   RESULTS_WAIT_SECONDS: '900'
+  HUB_WEBHOOK_SECRET: hubWebhookSecret
   HOSTING_PRICES: ''
   OPERATOR_TENANT_ID: tenantId
   OPERATOR_API_AUDIENCE: operatorApiAudience

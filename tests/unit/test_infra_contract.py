@@ -102,13 +102,14 @@ def test_every_queue_and_topic_the_code_names_exists_with_the_properties_it_reli
     defaults = Settings.from_env(azure_env())
     told = app_settings()
     for setting, field in [("TRAIN_QUEUE", "train_queue"), ("EVALUATE_QUEUE", "evaluate_queue"),
-                           ("DEPLOY_QUEUE", "deploy_queue"), ("COMMANDS_QUEUE", "commands_queue")]:
+                           ("DEPLOY_QUEUE", "deploy_queue"), ("COMMANDS_QUEUE", "commands_queue"),
+                           ("POLL_QUEUE", "poll_queue")]:
         assert told[setting] in created, f"{setting}={told[setting]!r} is not a queue infra/main.bicep creates"
         assert getattr(defaults, field) == told[setting]
     assert told["EVENTS_TOPIC"] == main_vars["eventsTopic"] == defaults.events_topic
     messaging_params = parsed(MAIN)["modules"]["messaging"]["config"]["params"]
     assert messaging_params["eventsTopic"] == "eventsTopic"
-    assert len(created) == 4
+    assert len(created) == 5
 
 
 def test_the_dev_host_imitates_the_same_delivery_count():
@@ -177,7 +178,8 @@ def test_service_bus_data_owner_only_on_each_trigger_queue():
     assert len(owners) == 1, owners
     assert owners[0]["scope"]["operator"]["operands"]["operand_1"] == "stageQueues", "scoped to each stage queue"
     triggers = {b["queueName"] for b in (b for bs in functions().values() for b in bs) if b["type"] == "serviceBusTrigger"}
-    assert triggers == {f"%{k}%" for k in ("TRAIN_QUEUE", "EVALUATE_QUEUE", "DEPLOY_QUEUE", "COMMANDS_QUEUE")}, \
+    assert triggers == {f"%{k}%" for k in ("TRAIN_QUEUE", "EVALUATE_QUEUE", "DEPLOY_QUEUE", "COMMANDS_QUEUE",
+                                           "POLL_QUEUE")}, \
         "every queue a trigger reads is one of the stage queues the Data Owner loop covers"
 
 
