@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from shared.run import states
+from shared.run.echo import echo
 from shared.store.claims import ConcurrencyError
 from shared.store.registry import RunRecord, now_iso
 
@@ -50,7 +51,8 @@ def decisions(run: RunRecord, trail: Sequence[Mapping[str, Any]], *, evidence: s
         found.append({"id": f"approval:{given.get('approval_id') or env + '|' + str(given.get('at'))}",
                       "kind": "approval", "at": given.get("at"), "environment": env,
                       "who": f"{who} <{given.get('approver_oid')}>" if who else given.get("approver_oid"),
-                      "ticket": given.get("ticket"), "comment": given.get("comment"), "model": given.get("model"),
+                      "ticket": _said(given.get("ticket")), "comment": _said(given.get("comment")),
+                      "model": given.get("model"),
                       "evaluation_report_hash": given.get("evaluation_report_hash"),
                       "dataset_hash": given.get("dataset_hash")})
     for record in trail:
@@ -61,12 +63,17 @@ def decisions(run: RunRecord, trail: Sequence[Mapping[str, Any]], *, evidence: s
         key = detail.get("rollback_id") or hashlib.sha256(
             f"{record['action']}|{record.get('at')}|{record.get('actor')}".encode()).hexdigest()[:16]
         found.append({"id": f"{kind}:{key}", "kind": kind, "at": record.get("at"), "who": record.get("actor"),
-                      "environment": detail.get("environment"), "ticket": detail.get("ticket"),
-                      "reason": detail.get("reason"),
+                      "environment": detail.get("environment"), "ticket": _said(detail.get("ticket")),
+                      "reason": _said(detail.get("reason")),
                       **({"from_model": detail.get("from_model"), "to_model": detail.get("to_model")}
                          if kind in ("rollback", "restored") else {})})
     found.sort(key=lambda d: (str(d.get("at") or ""), d["id"]))
     return found
+
+
+def _said(text: Any) -> str | None:
+    """What a person wrote (ticket, reason, comment), as the report may echo it: bounded, secrets masked."""
+    return None if text is None else echo(text, 1000)
 
 
 def amend(deps: Deps, run_id: str) -> dict[str, Any] | None:
