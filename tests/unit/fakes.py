@@ -329,9 +329,10 @@ class MemoryBlobs:
 
     def __init__(self) -> None:
         self.data: dict[tuple[str, str], bytes] = {}
+        self.metadata: dict[tuple[str, str], dict[str, str]] = {}
 
     def get_blob_client(self, container: str, name: str) -> Any:
-        return _MemoryBlob(self.data, container, name)
+        return _MemoryBlob(self.data, container, name, self.metadata)
 
     def get_container_client(self, container: str) -> Any:
         blobs = self
@@ -349,12 +350,21 @@ class MemoryBlobs:
             def upload_blob(self, name: str, body: Any, **kwargs: Any) -> None:
                 blobs.get_blob_client(container, name).upload_blob(body, **kwargs)
 
+            def delete_blob(self, name: str, **_: Any) -> None:
+                from azure.core.exceptions import ResourceNotFoundError
+                if blobs.data.pop((container, name), None) is None:
+                    raise ResourceNotFoundError(f"{container}/{name}: no such blob")
+                blobs.metadata.pop((container, name), None)
+
         return Container()
 
 
 class _MemoryBlob:
-    def __init__(self, data: dict[tuple[str, str], bytes], container: str, name: str) -> None:
+    """One blob; ETags from the content (and metadata), and the SDK's match conditions honoured on upload."""
+    def __init__(self, data: dict[tuple[str, str], bytes], container: str, name: str,
+                 metadata: dict[tuple[str, str], dict[str, str]] | None = None) -> None:
         self._data, self._key = data, (container, name)
+        self._metadata = metadata if metadata is not None else {}
 
     def _body(self) -> bytes:
         from azure.core.exceptions import ResourceNotFoundError
@@ -362,19 +372,33 @@ class _MemoryBlob:
             raise ResourceNotFoundError(f"{self._key[0]}/{self._key[1]}: no such blob")
         return self._data[self._key]
 
-    def get_blob_properties(self) -> Any:
+    def _etag(self) -> str:
         import hashlib
+        meta = repr(sorted(self._metadata.get(self._key, {}).items())).encode()
+        return f'"0x{hashlib.sha256(self._body() + meta).hexdigest()[:16]}"'
+
+    def get_blob_properties(self) -> Any:
         body = self._body()
-        return SimpleNamespace(size=len(body), etag=f'"0x{hashlib.sha256(body).hexdigest()[:16]}"')
+        return SimpleNamespace(size=len(body), etag=self._etag(),
+                               metadata=dict(self._metadata.get(self._key, {})))
 
     def download_blob(self, **_: Any) -> Any:
         body = self._body()
         return SimpleNamespace(readall=lambda: body, chunks=lambda: iter([body]), size=len(body),
                                properties=self.get_blob_properties())
 
-    def upload_blob(self, body: Any, **_: Any) -> None:
+    def upload_blob(self, body: Any, *, metadata: dict[str, str] | None = None, etag: str | None = None,
+                    match_condition: Any = None, **_: Any) -> None:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+        exists = self._key in self._data
+        if match_condition == MatchConditions.IfMissing and exists:
+            raise ResourceExistsError(f"{self._key[1]} exists")
+        if match_condition == MatchConditions.IfNotModified and (not exists or self._etag() != etag):
+            raise ResourceModifiedError(f"{self._key[1]} changed")
         body = body.read() if hasattr(body, "read") else body   # a file, as the SDK takes one
         self._data[self._key] = body.encode() if isinstance(body, str) else bytes(body)
+        self._metadata[self._key] = dict(metadata or {})
 
     def append_block(self, body: Any, **_: Any) -> None:
         self._data[self._key] = self._data.get(self._key, b"") + (body.encode() if isinstance(body, str) else body)
