@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 DEFAULT_BOUND_MINUTES = 5.0    # a step that makes no progress this long (a lease and a lock are 1 min by default) is stuck
 WAIT_BOUND_MINUTES = 60.0      # states that wait by design (a job training, quota, a person) get longer
+MOVE_CHECKED_MINUTES = 24 * 60  # rejected runs this recent are checked for a move to quarantine left unfinished
 
 _HINTS = {
     states.RECEIVED: "intake stopped before validating; the blob trigger retries it, or upload the file again",
@@ -29,6 +30,22 @@ _HINTS = {
     states.EVALUATED: "its deploy request did not run (see the dead letters below)",
     "deployed": "the next environment's deploy request did not run (`ftops approve RUN_ID ENV` where it needs one)",
 }
+
+
+def _still_in_datasets(deps: Deps, run: RunRecord) -> bool:
+    """The blob that started `run` is still in the datasets container, at the version that made this run."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    from shared.stages.intake import drop_started_by, run_id_for
+    container, _, name = run.source.partition("/")
+    drop = drop_started_by(name)
+    if container != deps.settings.datasets_container or drop is None:
+        return False
+    try:
+        etag = deps.blobs.get_blob_client(container, name).get_blob_properties().etag
+    except ResourceNotFoundError:
+        return False
+    return run_id_for(drop, etag) == run.run_id
 
 
 def _age_minutes(stamp: str | None, now: datetime) -> float:
@@ -83,6 +100,10 @@ def stuck_runs(deps: Deps, *, bound_minutes: float = DEFAULT_BOUND_MINUTES,
             why.append(f"{len(run.outbox)} message(s) written but not sent: the outbox timer's sweep sends "
                        "them (is the outbox timer running? OUTBOX_SCHEDULE)")
         if run.terminal:
+            if run.state == states.REJECTED and age < MOVE_CHECKED_MINUTES and _still_in_datasets(deps, run):
+                why.append("its files are still being moved to quarantine (its start blob, moved last, is in "
+                           f"{run.source}): the blob trigger's retries go on with it, else the reconcile timer "
+                           "(RECONCILE_SCHEDULE) finishes the move")
             if why:
                 found.append({"run_id": run.run_id, "state": run.state, "since": run.updated_at,
                               "minutes": round(age), "why": why})

@@ -50,3 +50,22 @@ def test_each_fault_is_named_with_what_to_do_and_a_few_minutes_is_enough() -> No
     assert "does not know job ftjob-9" in found["gone"] and "ftops retrain gone" in found["gone"]
     assert "written but not sent" in found["unsent"]                      # terminal, yet not finished
     assert "retrain" not in found["dead"] + found["lost"]                 # refused for an evaluating run
+
+
+def test_a_rejected_drop_still_being_moved_to_quarantine_is_listed_with_what_finishes_it() -> None:
+    """A rejected folder whose move never finished was ignored (a terminal state): the move now goes on in its
+    retries and the reconcile timer, and status says so while its start blob is still in datasets/."""
+    from shared.stages.intake import drop_started_by, run_id_for
+    deps, _ = _deps()
+    container = deps.settings.datasets_container
+    deps.blobs.get_blob_client(container, "big/run.json").upload_blob(b"{}")
+    etag = deps.blobs.get_blob_client(container, "big/run.json").get_blob_properties().etag
+    moving = RunRecord(run_id=run_id_for(drop_started_by("big/run.json"), etag), source=f"{container}/big/run.json",
+                       state=states.REJECTED, updated_at=_ago(3))
+    moved = RunRecord(run_id="moved-0000000000", source=f"{container}/done/run.json", state=states.REJECTED,
+                      updated_at=_ago(3))
+    deps.registry.add_run(moving)
+    deps.registry.add_run(moved)
+    found = {r["run_id"]: " ".join(r["why"]) for r in doctor.stuck_runs(deps)}
+    assert set(found) == {moving.run_id}
+    assert "quarantine" in found[moving.run_id] and "RECONCILE_SCHEDULE" in found[moving.run_id]
