@@ -55,6 +55,7 @@ PART_SIZE = 64 * 1024 * 1024        # the uploads API takes parts of at most 64 
 _EVENT_PAGE = 100
 _FIRST_EVENT_PAGE = 20
 _MAX_EVENT_PAGES = 20               # a tick reads at most 2,000 new events per job
+CREATE_RATE_LIMIT_TRIES = 4   # a job creation refused with 429 (nothing made) is sent at most this often
 
 
 class HubError(RuntimeError):
@@ -318,7 +319,18 @@ class Hub:
     def create_job(self, spec: JobSpec) -> HubJob:
         self.require(lambda: self.surface.require_method(spec.kind))
         body = spec.body(self.surface)
-        job = self._call(f"create job on {spec.training_file}", lambda: self._client.fine_tuning.jobs.create(**body))
+        # sent once: a POST whose answer was lost (a timeout) may have made the job, and the SDK's own retry would
+        # make a second one; the failure goes to the handler, whose retry looks for the job first (find_job)
+        # A 429 (refused, nothing made) is safe to send again, after a short wait.
+        client = self._client.with_options(max_retries=0) if hasattr(self._client, "with_options") else self._client
+        for attempt in range(CREATE_RATE_LIMIT_TRIES):
+            try:
+                job = self._call(f"create job on {spec.training_file}", lambda: client.fine_tuning.jobs.create(**body))
+                break
+            except HubError as exc:
+                if exc.status != 429 or isinstance(exc, HubQuotaExceeded) or attempt == CREATE_RATE_LIMIT_TRIES - 1:
+                    raise
+                time.sleep(min(0.5 * 2 ** attempt, 8.0))
         return HubJob.of(job)
 
     def find_job(self, *, training_file: str, validation_file: str | None, model: str,

@@ -38,7 +38,8 @@ def wait_for(deps: Any, predicate: Any, *, seconds: float) -> Any:
 # worker is inside the step, holding its claim, when it dies. Polling and keep-alive hold no claim (a timer's
 # next tick redoes them), so there is nothing of theirs to take over.
 KILL_POINTS = (
-    ("uploading", {"method": "POST", "path": "/fine_tuning/jobs"}),            # the job created
+    # a file uploaded (once a job is created, the poller adopts it by itself: the run moves without a worker)
+    ("uploading", {"method": "POST", "path": "/openai/v1/files"}),
     ("evaluating", {"method": "POST", "path": "/openai/deployments/ev-"}),   # a question to a candidate
     ("deploying:dev", {"method": "PUT", "path": "/deployments/killed"}),       # a spoke's PUT accepted
 )
@@ -58,7 +59,7 @@ def test_a_host_sigkilled_inside_each_claimed_step_moves_again_within_two_minute
             stack.set_faults({"hold": hold})
             if number == 1:
                 drop_sample(deps, "killed")
-            caught = wait_for(deps, lambda r, s=stage: r.state == s and stack.set_faults({})["held"] > 0, seconds=240)
+            caught = wait_for(deps, lambda r, s=stage: stack.set_faults({})["held"] > 0 and r.state == s, seconds=240)
             assert caught is not None, (f"never held inside {stage}: {[r.state for r in deps.registry.list_runs()]}; "
                                         f"log {stack.devhost_log}")
             stack.restart("devhost")                            # SIGKILL; its supervisor starts it again

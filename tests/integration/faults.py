@@ -69,7 +69,7 @@ class Watched:
         value = getattr(self._inner, name)
         if callable(value) and name in self._writes:
             return lambda *a, **k: self._effects.call(f"{self._label}.{name}", value, *a, **k)
-        if callable(value) and name.startswith("get_") and name.endswith("_client"):
+        if callable(value) and (name.startswith("get_") and name.endswith("_client") or name == "with_options"):
             return lambda *a, **k: Watched(value(*a, **k), self._effects, self._writes, self._label)
         if not callable(value) and hasattr(value, "__dict__") and not isinstance(value, (str, bytes, int, float)):
             return Watched(value, self._effects, self._writes, f"{self._label}.{name}")

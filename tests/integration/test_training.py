@@ -214,6 +214,26 @@ def test_a_redelivery_reads_no_file_it_already_hashed(hub_env, emulator):
     assert set(run.file_digests) == {run.data_files["train"], run.data_files["validation"]}
 
 
+def test_a_job_creation_whose_answer_is_lost_is_never_sent_twice(hub_env, emulator):
+    """The hub made the job but its answer never came (a timeout): the SDK sent the POST again and the hub made a
+    second, billed job (seen killing the host inside uploading). Now the handler's retry finds the first one."""
+    deps = hub_env()
+    run_id = make_run(deps)
+
+    def impatient(*, max_retries: int = 6) -> Hub:   # the real client and retries, a 2 s read timeout
+        return Hub(deps.hub_client(max_retries=max_retries).with_options(timeout=2.0), surface=deps.hub().surface)
+    emulator.control.faults(hold={"method": "POST", "path": "/fine_tuning/jobs", "count": 1})
+    try:
+        with pytest.raises(Exception):
+            training.handle_train(TrainRequest(run_id=run_id), dataclasses.replace(deps, hub_port=impatient))
+    finally:
+        emulator.control.faults(hold=None)
+    assert len(hub_jobs(emulator)) == 1
+    training.handle_train(TrainRequest(run_id=run_id), deps)   # the redelivery
+    jobs, run = hub_jobs(emulator), deps.registry.require_run(run_id)
+    assert len(jobs) == 1 and run.state == states.TRAINING and run.job_id == jobs[0]["id"]
+
+
 def test_the_same_data_and_settings_in_another_run_reuse_the_job(hub_env, emulator):
     deps = hub_env()
     first = make_run(deps, run_id=f"same-{uuid.uuid4().hex[:6]}")
