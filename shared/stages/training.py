@@ -7,7 +7,8 @@ Exactly once, even with duplicate deliveries, racing instances and a crash betwe
 2. the hub files and the attempt (`job_key`, `job_status="creating"`) are recorded in the run *before* the
    job is created;
 3. before creating, the hub is asked for a job made from those files (shared.azure.hub: find_job) and that job
-   is adopted instead. A worker that does not hold the claim only ever adopts; it never creates.
+   is adopted instead. A worker that does not hold the claim only ever adopts; it never creates. The creation
+   itself is sent once (no SDK retry after a lost answer, which could make a second job): its retry is ours.
 Quota refusals are not failures: the run waits (`waiting_for_quota`) and a new, delayed TrainRequest is
 sent while the current message completes, so its delivery count is not burned.
 """
