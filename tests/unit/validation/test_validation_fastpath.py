@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import random
+from dataclasses import replace
 
 import pytest
 from vhelpers import chat, dpo, jsonl, padded, rft
@@ -69,3 +71,156 @@ def test_blocks_of_huge_lines_checked_alone_give_the_same_report() -> None:
     rows = padded([chat(user="jane@contoso.com is my long address, thanks"), "{bad", chat(), chat()], 150)
     data = jsonl(rows)
     assert _report(data, tuning=Tuning(block_bytes=3000, big_block_bytes=1)) == _report(data)
+
+
+# --- plain chat lines (fastpath.py) against the general path (Tuning(plain=False)) on the same bytes
+
+def _msg(role: str, content: object) -> dict:
+    return {"role": role, "content": content}
+
+
+S, U = _msg("system", "You are a support agent."), _msg("user", "Where is my order, please?")
+PLAIN_LINES = [  # lines the fast path takes (a short answer is the one finding it words itself)
+    json.dumps({"messages": [S, U, _msg("assistant", "It ships tomorrow morning.")]}),
+    json.dumps({"messages": [U, _msg("assistant", "positive")]}),                      # short answer
+    json.dumps({"messages": [_msg("assistant", "  "), U, _msg("assistant", "one")]}),  # two, the 1st and 3rd
+    json.dumps({"messages": [S, _msg("assistant", "Sure, café ✅ 東京 🙂 naïve.")]}, ensure_ascii=False),
+    json.dumps({"messages": [S, _msg("assistant", "Sure, café ✅ 東京 🙂 naïve.")]}, ensure_ascii=True),
+    '{"messages":[{"content":"a < b","role":"user"},{"content":"x \\u003c y, \\ud83d\\ude00 ok","role":"assistant"}]}',
+    ' {"messages" : [ {"role":"user","content":""} , {"role":"assistant","content":"two words"} ] }\r',
+    '{"messages":[{"role":"user","content":"\\u0000 nul"},{"role":"assistant","content":"an\\nanswer\\there"}]}',
+    json.dumps({"messages": [U, _msg("assistant", "word " * 17_000)]}),               # over the limit
+    ('{"messages":[{"role":"user","content":"first"}],"messages":[{"role":"user","content":"q"},'
+    '{"role":"assistant","content":"duplicate keys: the last wins, as in json"}]}'),
+]
+GENERAL_LINES = [  # lines the fast path leaves to the general path, each for its own reason
+    json.dumps({"messages": [U, _msg("assistant", "")]}),                             # empty answer
+    json.dumps({"messages": [U, _msg("assistant", "one"), _msg("assistant", "two")]}),  # in a row
+    json.dumps({"messages": [S, U]}),                                                  # no assistant
+    json.dumps({"messages": [_msg("assistant", "only an answer here")]}),              # no prompt
+    json.dumps({"messages": []}),
+    json.dumps({"messages": [U, _msg("assistant", "see <|endoftext|> here")]}),
+    '{"messages":[{"role":"user","content":"\\u003c|im_start|> escaped"},{"role":"assistant","content":"ok then"}]}',
+    json.dumps({"messages": [U, _msg("assistant", None)]}),
+    json.dumps({"messages": [U, _msg("assistant", ["a list"])]}),
+    json.dumps({"messages": [U, _msg("assistant", 5)]}),
+    json.dumps({"messages": [U, {"role": "assistant"}]}),
+    json.dumps({"messages": [_msg("developer", "be brief"), U, _msg("assistant", "fine, brief")]}),
+    json.dumps({"messages": [_msg("tool", "x"), U, _msg("assistant", "fine, brief")]}),
+    json.dumps({"messages": [U, {**_msg("assistant", "yes"), "weight": 0}]}),
+    json.dumps({"messages": [{**U, "name": "jane"}, _msg("assistant", "yes")]}),
+    json.dumps({"messages": [U, _msg("assistant", "yes")], "tools": []}),
+    json.dumps({"messages": [U, _msg("assistant", "yes")], "reference": "4"}),
+    json.dumps({"messages": [U, _msg("assistant", "yes")], "messages2": 1}),
+    '{"messages":[{"role":"user","content":"lone \\ud800"},{"role":"assistant","content":"a lone surrogate"}]}',
+    '{"messages":[{"role":"user","role":"assistant","content":"q"}]}',
+    '{"messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a"}]} x',
+    '{"messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a"}],}',
+    '\ufeff{"messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a"}]}',
+    '{"messages":[{"role":"user","content":"tab\tinside"},{"role":"assistant","content":"a b"}]}',
+    '{"messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a b"}],"n":NaN}',
+    '{"messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a b"}],"n":123456789012345678901}',
+    "[" * 5000 + "]" * 5000, '{"messages": "x"}', "{}", "[1, 2]", "null", '"a string"', "{bad", "", "   ",
+    json.dumps({"input": {"messages": [U]}, "preferred_output": [_msg("assistant", "a b")],
+                "non_preferred_output": [_msg("assistant", "c d")]}),
+]
+
+
+def _both(data: bytes, **opts) -> tuple[dict, dict]:
+    return _report(data, **opts), _report(data, tuning=Tuning(plain=False), **opts)
+
+
+def test_the_fast_path_takes_plain_lines_and_leaves_the_rest() -> None:
+    ctx = worker.Context(ValidationOptions())
+    assert ctx.plain is not None
+    raws = [line.encode() for line in PLAIN_LINES + GENERAL_LINES]
+    block = ctx.plain.check(raws, 1, special=True)
+    assert block.rest == list(range(len(PLAIN_LINES), len(raws)))
+    assert block.lines == list(range(1, len(PLAIN_LINES) + 1))
+    assert [(line, message) for line, _, message in block.findings] == [
+        (2, "messages[2]: answer is empty or one word"), (3, "messages[1]: answer is empty or one word"),
+        (3, "messages[3]: answer is empty or one word")]
+    # what takes no fast path at all: an unknown model counts nothing; a forced method reads lines its way
+    assert worker.Context(ValidationOptions(model="no-such-model")).plain is None
+    assert worker.Context(ValidationOptions(method="dpo")).plain is None
+    assert worker.Context(ValidationOptions(method="supervised")).plain is not None
+    assert worker.Context(ValidationOptions(tuning=Tuning(plain=False))).plain is None
+
+
+@pytest.mark.parametrize("opts", [{}, {"model": "gpt-35-turbo"}, {"method": "supervised"}, {"method": "dpo"},
+                                  {"method": "reinforcement"}, {"model": "no-such-model"}])
+def test_plain_and_general_lines_give_the_general_paths_report(opts: dict) -> None:
+    rows = PLAIN_LINES + GENERAL_LINES + PLAIN_LINES[:3]  # duplicates across both paths too
+    data = jsonl(rows) + b"\xff{}\n" + b"\n".join(
+        line.encode() for line in reversed(PLAIN_LINES))
+    fast, slow = _both(data, **opts)
+    assert fast == slow
+    found = {f["code"] for f in fast["report"]["errors"] + fast["report"]["warnings"]}
+    if opts.get("model") == "gpt-35-turbo":
+        assert {"short_assistant_answer", "over_token_limit", "duplicate_example", "consecutive_assistant",
+                "empty_assistant_message", "special_token", "lone_surrogate", "invalid_json"} <= found
+
+
+def test_capped_findings_merge_in_line_order_across_both_paths() -> None:
+    # Short answers from both paths, interleaved, past the per-code cap in one block and across blocks;
+    # over-limit examples from both.
+    plain = json.dumps({"messages": [U, _msg("assistant", "yes")]})
+    general = json.dumps({"messages": [{**U, "name": "jane"}, _msg("assistant", "no")]})
+    over_plain = json.dumps({"messages": [U, _msg("assistant", "word " * 17_000)]})
+    over_general = json.dumps({"messages": [{**U, "name": "bob"}, _msg("assistant", "word " * 17_000)]})
+    rows = []
+    for i in range(700):
+        rows.append(plain.replace("yes", f"yes{i}") if i % 3 else general.replace("no", f"no{i}"))
+        if i % 97 == 0:
+            rows += [over_plain.replace("word", f"w{i}", 1), over_general.replace("word", f"w{i}", 1)]
+    data = jsonl(rows)
+    for tuning in (Tuning(), Tuning(block_bytes=20_000), Tuning(block_lines=150)):
+        fast = _report(data, model="gpt-35-turbo", tuning=tuning)
+        assert fast == _report(data, model="gpt-35-turbo", tuning=replace(tuning, plain=False))
+    shorts = [f for f in fast["report"]["warnings"] if f["code"] == "short_assistant_answer"]
+    assert shorts[0]["line"] is None and shorts[0]["message"].startswith(f"{len(rows) - 100 - 16} more")
+    assert [f["line"] for f in shorts[1:4]] == [1, 4, 5]
+
+
+def _random_line(rng: random.Random) -> str:
+    """A chat line near the plain shape: each part now and then off it (role, content, keys, text)."""
+    texts = ["Where is my order #123456?", "It ships on 2025-04-14, tracking #9934.", "", " ", "yes", "two words",
+             "<|endoftext|>", "a < b", "café 東京 🙂", "line\nbreak", "x" * 60, "word " * 30]
+    msgs = []
+    for k in range(rng.choice((0, 1, 2, 2, 3, 3, 4, 6))):
+        role = "user" if k % 2 == 0 else "assistant"
+        if rng.random() < 0.15:
+            role = rng.choice(["system", "user", "assistant", "tool", "developer", "Assistant"])
+        msg: dict = {"role": role, "content": rng.choice(texts[:2] * 5 + texts)}
+        r = rng.random()
+        if r < 0.04:
+            msg["content"] = rng.choice([None, 7, ["part"], {"a": 1}])
+        elif r < 0.07:
+            del msg["content"]
+        elif r < 0.09:
+            msg[rng.choice(["name", "weight", "tool_calls", "extra"])] = rng.choice([0, 1, "n", []])
+        msgs.append(msg)
+    obj: dict = {"messages": msgs}
+    if rng.random() < 0.05:
+        obj[rng.choice(["tools", "reference", "parallel_tool_calls"])] = rng.choice([[], "x", True])
+    line = json.dumps(obj, ensure_ascii=rng.random() < 0.5)
+    r = rng.random()
+    if r < 0.05:  # a byte-level change: truncation, an escape, a stray character
+        k = rng.randrange(len(line))
+        line = rng.choice([line[:k], line[:k] + "\\u003c|" + line[k:], line[:k] + rng.choice('{}[],:"\\') + line[k:]])
+    elif r < 0.08:
+        line = rng.choice(["", "  ", line + " ", " " + line + "\r"])
+    return line
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_near_plain_lines_give_the_general_paths_report(seed: int) -> None:
+    rng = random.Random(seed)
+    rows = [_random_line(rng) for _ in range(1500)]
+    data = jsonl(rows)
+    fast, slow = _both(data)
+    assert fast == slow
+    ctx = worker.Context(ValidationOptions())
+    assert ctx.plain is not None
+    taken = ctx.plain.check(data.split(b"\n"), 1, special=True).lines
+    assert 300 < len(taken) < 1200  # both paths had work to do
