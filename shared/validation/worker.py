@@ -183,7 +183,6 @@ def prepare_block(block: Block, ctx: Context, submit: Submit = _now, helper: Hel
     forced = ctx.options.method
     orjson_loads = ctx.orjson_loads
     batch_texts = ctx.tuning.batch_texts
-    long_numbers = _long_number_lines(data) if orjson_loads is not None else set()
     usable: list[tuple[int, Example]] = []
     usable_append = usable.append
     hash_lines_append = res.hash_lines.append
@@ -201,6 +200,9 @@ def prepare_block(block: Block, ctx: Context, submit: Submit = _now, helper: Hel
     else:
         todo = _lines(data)
         n_lines = data.count(b"\n") + 1
+    # Only where some line is left to orjson: none is, in a block of plain lines.
+    long_numbers = (_long_number_lines(data) if orjson_loads is not None and (plain is None or plain.rest)
+                    else set())
     for i, raw in todo:
         line_no = first + i
         if raw.endswith(b"\r"):

@@ -93,6 +93,38 @@ PLAIN_LINES = [  # lines the fast path takes (a short answer is the one finding 
     ('{"messages":[{"role":"user","content":"first"}],"messages":[{"role":"user","content":"q"},'
     '{"role":"assistant","content":"duplicate keys: the last wins, as in json"}]}'),
 ]
+
+
+def _call(call_id: str = "call_1", name: str = "lookup_order", arguments: str = '{"order_id": "42"}') -> dict:
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def _tool_chat(*, tools: object = None, calls: list | None = None, content: object = None,
+               replies: list | None = None, answer: str = "Your order shipped yesterday.", **extra: object) -> str:
+    calls = [_call()] if calls is None else calls
+    asked: dict = {"role": "assistant", "tool_calls": calls}
+    if content is not None:
+        asked["content"] = content
+    replies = [{"role": "tool", "tool_call_id": c["id"], "content": '{"status": "shipped"}'} for c in calls
+               if isinstance(c, dict)] if replies is None else replies
+    obj: dict = {"messages": [S, U, asked, *replies, _msg("assistant", answer)], **extra}
+    if tools is not None:
+        obj["tools"] = tools
+    return json.dumps(obj)
+
+
+TOOLS = [{"type": "function", "function": {"name": "lookup_order", "description": "Find an order — by id",
+                                            "parameters": {"type": "object", "properties": {
+                                                "order_id": {"type": "string"}}, "required": ["order_id"]}}}]
+TOOL_LINES = [  # tool-calling lines the fast path takes, line by line
+    _tool_chat(tools=TOOLS),
+    _tool_chat(tools=TOOLS, answer="Done."),                                            # short answer, [5]
+    _tool_chat(calls=[_call("a"), _call("b", arguments="NaN")], content="Looking both up."),  # json takes NaN
+    _tool_chat(tools=[]),
+    _tool_chat(tools=[{"type": "function", "function": {"name": "f", "parameters": {"max": 18446744073709551616,
+                                                                                   "f": 1.5e300, "g": -0.0}}}]),
+    json.dumps({"messages": [U, _msg("assistant", "yes")], "tools": TOOLS}),             # short answer, [2]
+]
 GENERAL_LINES = [  # lines the fast path leaves to the general path, each for its own reason
     json.dumps({"messages": [U, _msg("assistant", "")]}),                             # empty answer
     json.dumps({"messages": [U, _msg("assistant", "one"), _msg("assistant", "two")]}),  # in a row
@@ -109,7 +141,23 @@ GENERAL_LINES = [  # lines the fast path leaves to the general path, each for it
     json.dumps({"messages": [_msg("tool", "x"), U, _msg("assistant", "fine, brief")]}),
     json.dumps({"messages": [U, {**_msg("assistant", "yes"), "weight": 0}]}),
     json.dumps({"messages": [{**U, "name": "jane"}, _msg("assistant", "yes")]}),
-    json.dumps({"messages": [U, _msg("assistant", "yes")], "tools": []}),
+    _tool_chat(replies=[{"role": "tool", "tool_call_id": "nobody", "content": "x"}]),     # an orphan reply
+    _tool_chat(calls=[_call(arguments="{not json")]),
+    _tool_chat(calls=[_call(call_id="")]),
+    _tool_chat(calls=[{**_call(), "type": "code"}]),
+    _tool_chat(calls=[]),
+    _tool_chat(calls=[_call(arguments="see <|endoftext|>")]),
+    _tool_chat(content=""),
+    _tool_chat(tools=[{"type": "function"}]),
+    _tool_chat(tools={"not": "a list"}),
+    _tool_chat(tools=TOOLS, parallel_tool_calls=False),
+    _tool_chat(replies=[{"role": "tool", "tool_call_id": "call_1", "content": None}]),
+    _tool_chat(replies=[{"role": "user", "tool_call_id": "call_1", "content": "x"}]),
+    _tool_chat(replies=[{"role": "user", "tool_calls": [_call()], "content": "x"}]),
+    _tool_chat(replies=[{"role": "tool", "tool_call_id": "call_1", "content": "x"},
+                        {"role": "assistant", "content": "first", "tool_call_id": "call_1"}]),
+    _tool_chat(tools=[{"type": "function", "function": {"name": "f", "description": "\ud800"}}]),  # a lone surrogate
+    _tool_chat(tools=TOOLS).replace('"tool_calls": [', '"tool_calls": null, "x": ['),
     json.dumps({"messages": [U, _msg("assistant", "yes")], "reference": "4"}),
     json.dumps({"messages": [U, _msg("assistant", "yes")], "messages2": 1}),
     '{"messages":[{"role":"user","content":"lone \\ud800"},{"role":"assistant","content":"a lone surrogate"}]}',
@@ -133,13 +181,16 @@ def _both(data: bytes, **opts) -> tuple[dict, dict]:
 def test_the_fast_path_takes_plain_lines_and_leaves_the_rest() -> None:
     ctx = worker.Context(ValidationOptions())
     assert ctx.plain is not None
-    raws = [line.encode() for line in PLAIN_LINES + GENERAL_LINES]
+    fast = PLAIN_LINES + TOOL_LINES
+    raws = [line.encode() for line in fast + GENERAL_LINES]
     block = ctx.plain.check(raws, 1, special=True)
-    assert block.rest == list(range(len(PLAIN_LINES), len(raws)))
-    assert block.lines == list(range(1, len(PLAIN_LINES) + 1))
+    assert block.rest == list(range(len(fast), len(raws)))
+    assert sorted(block.lines) == list(range(1, len(fast) + 1))
+    tool = len(PLAIN_LINES)
     assert [(line, message) for line, _, message in block.findings] == [
         (2, "messages[2]: answer is empty or one word"), (3, "messages[1]: answer is empty or one word"),
-        (3, "messages[3]: answer is empty or one word")]
+        (3, "messages[3]: answer is empty or one word"), (tool + 2, "messages[5]: answer is empty or one word"),
+        (tool + 6, "messages[2]: answer is empty or one word")]
     # what takes no fast path at all: an unknown model counts nothing; a forced method reads lines its way
     assert worker.Context(ValidationOptions(model="no-such-model")).plain is None
     assert worker.Context(ValidationOptions(method="dpo")).plain is None
@@ -150,15 +201,15 @@ def test_the_fast_path_takes_plain_lines_and_leaves_the_rest() -> None:
 @pytest.mark.parametrize("opts", [{}, {"model": "gpt-35-turbo"}, {"method": "supervised"}, {"method": "dpo"},
                                   {"method": "reinforcement"}, {"model": "no-such-model"}])
 def test_plain_and_general_lines_give_the_general_paths_report(opts: dict) -> None:
-    rows = PLAIN_LINES + GENERAL_LINES + PLAIN_LINES[:3]  # duplicates across both paths too
-    data = jsonl(rows) + b"\xff{}\n" + b"\n".join(
-        line.encode() for line in reversed(PLAIN_LINES))
+    rows = PLAIN_LINES + TOOL_LINES + GENERAL_LINES + PLAIN_LINES[:3] + TOOL_LINES[:2]  # duplicates too
+    data = jsonl(rows) + b"\xff{}\n" + b"\n".join(line.encode() for line in reversed(PLAIN_LINES + TOOL_LINES))
     fast, slow = _both(data, **opts)
     assert fast == slow
     found = {f["code"] for f in fast["report"]["errors"] + fast["report"]["warnings"]}
     if opts.get("model") == "gpt-35-turbo":
         assert {"short_assistant_answer", "over_token_limit", "duplicate_example", "consecutive_assistant",
-                "empty_assistant_message", "special_token", "lone_surrogate", "invalid_json"} <= found
+                "empty_assistant_message", "special_token", "lone_surrogate", "invalid_json", "orphan_tool_message",
+                "invalid_tool_calls", "invalid_tools", "invalid_content"} <= found
 
 
 def test_capped_findings_merge_in_line_order_across_both_paths() -> None:
@@ -200,9 +251,23 @@ def _random_line(rng: random.Random) -> str:
         elif r < 0.09:
             msg[rng.choice(["name", "weight", "tool_calls", "extra"])] = rng.choice([0, 1, "n", []])
         msgs.append(msg)
+        if role == "assistant" and rng.random() < 0.3:  # a tool call and its replies, each part now and then off
+            ids = [f"call_{len(msgs)}_{j}" if rng.random() < 0.9 else rng.choice(["", 5, "call_1_0"])
+                   for j in range(rng.choice((0, 1, 1, 1, 2)))]
+            msg["tool_calls"] = [{"id": i, "type": "function" if rng.random() < 0.95 else "x", "function": {
+                "name": "lookup" if rng.random() < 0.95 else "",
+                "arguments": '{"id": 1}' if rng.random() < 0.85 else rng.choice(["{bad", "<|endoftext|>", '"a"'])}}
+                for i in ids]
+            if rng.random() < 0.5:
+                msg["content"] = rng.choice([None, None, "Checking.", "Checking.", "", "<|endoftext|>"])
+            for i in ids + ([] if rng.random() < 0.9 else ["nobody"]):
+                msgs.append({"role": "tool", "tool_call_id": i, "content": rng.choice(texts[:2] * 5 + [None])})
     obj: dict = {"messages": msgs}
+    if rng.random() < 0.2:
+        obj["tools"] = rng.choice([[], [{"type": "function"}], "x", [{"type": "function", "function": {
+            "name": "lookup", "parameters": {"type": "object", "n": rng.choice([1, 1.5, 2**70, -0.0])}}}]])
     if rng.random() < 0.05:
-        obj[rng.choice(["tools", "reference", "parallel_tool_calls"])] = rng.choice([[], "x", True])
+        obj[rng.choice(["reference", "parallel_tool_calls"])] = rng.choice([[], "x", True])
     line = json.dumps(obj, ensure_ascii=rng.random() < 0.5)
     r = rng.random()
     if r < 0.05:  # a byte-level change: truncation, an escape, a stray character
@@ -223,4 +288,5 @@ def test_random_near_plain_lines_give_the_general_paths_report(seed: int) -> Non
     ctx = worker.Context(ValidationOptions())
     assert ctx.plain is not None
     taken = ctx.plain.check(data.split(b"\n"), 1, special=True).lines
-    assert 300 < len(taken) < 1200  # both paths had work to do
+    assert 200 < len(taken) < 1200  # both paths had work to do, both tiers of the fast one too
+    assert sum(b"tool_calls" in rows[line - 1].encode() for line in taken) > 50
