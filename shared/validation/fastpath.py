@@ -98,16 +98,35 @@ class PlainBlock:
     not_listed: dict[str, int] = field(default_factory=dict)  # per code: findings past the cap, only counted
 
 
+# Only lines spelling this key are decoded (an escaped spelling is the general path's): blank lines, "{}" and
+# other formats cost a substring search, not a refused decode.
+_KEY = b'"messages"'
+_TOOL_KEY = b'"tool'  # ... and only refused lines spelling this one are tried as tool-calling conversations
+# A block whose lines are nearly all refused (hostile or another format spelling "messages") stops being tried
+# after this many refusals: a refused decode costs about as much as the general path's blank-line check.
+GIVE_UP_AFTER = 256
+
+
 def _decode_all(raws: list[bytes]) -> list[Any]:
+    """Per line: its plain struct, or None (not tried, or refused)."""
     try:  # one comprehension while every line decodes (the usual block)...
-        return [_decode(raw) for raw in raws]
+        return [_decode(raw) if _KEY in raw else None for raw in raws]
     except Exception:  # noqa: BLE001 - ...else line by line: a line msgspec refuses is the general path's
         out: list[Any] = []
-        for raw in raws:
+        append = out.append
+        refused = 0
+        for tried, raw in enumerate(raws, 1):
+            if _KEY not in raw:
+                append(None)
+                continue
             try:
-                out.append(_decode(raw))
+                append(_decode(raw))
             except Exception:  # noqa: BLE001 - any refusal (syntax, type, depth): the general path decides
-                out.append(None)
+                append(None)
+                refused += 1
+                if refused > GIVE_UP_AFTER and 10 * refused > 9 * tried:
+                    out += [None] * (len(raws) - tried)
+                    break
         return out
 
 
@@ -126,6 +145,8 @@ class PlainChecker:
     def check(self, raws: list[bytes], first_line: int, special: bool) -> PlainBlock:
         """`raws`: the block's lines; `special`: some line may spell a special token (worker.prepare_block)."""
         objs = _decode_all(raws)
+        # A decoded line that breaks a rule has no tool field: only undecoded ones may be tool-calling lines.
+        undecoded = [i for i, o in enumerate(objs) if o is None and _TOOL_KEY in raws[i]]
         lists = [o.messages if o is not None else [] for o in objs]
         n = np.fromiter(map(len, lists), np.int64, len(lists))
         ok = n > 0  # also False where the line was refused (no list: none of its messages)
@@ -170,18 +191,21 @@ class PlainChecker:
             block.findings = [(int(plain[ex]) + first_line, _SHORT, _short_message(k - int(first_text[ex]) + 1))
                               for k, ex in zip(short[:FINDINGS_PER_CODE].tolist(),
                                                where[:FINDINGS_PER_CODE].tolist(), strict=True)]
-        refused = np.flatnonzero(~ok).tolist()
-        if refused:
-            n_short += self._tool_lines(block, raws, refused, first_line, special)
+        if undecoded:
+            taken, n_tool_short = self._tool_lines(block, raws, undecoded, first_line, special)
+            ok[taken] = True
+            n_short += n_tool_short
+        block.rest = np.flatnonzero(~ok).tolist()
         if n_short > len(block.findings):
             block.not_listed[_SHORT] = n_short - len(block.findings)
         return block
 
     # --- the second tier: tool-calling conversations, line by line
-    def _tool_lines(self, block: PlainBlock, raws: list[bytes], refused: list[int], first_line: int,
-                    special: bool) -> int:
-        """Add the refused lines that are tool-calling conversations to `block`, the others to its `rest`;
-        the number of their short answers."""
+    def _tool_lines(self, block: PlainBlock, raws: list[bytes], candidates: list[int], first_line: int,
+                    special: bool) -> tuple[list[int], int]:
+        """Add the candidate lines that are tool-calling conversations to `block`: (their indexes, the number
+        of their short answers)."""
+        taken: list[int] = []
         lines: list[int] = []
         messages: list[int] = []
         n_texts: list[int] = []
@@ -189,17 +213,16 @@ class PlainChecker:
         texts: list[str] = []
         assistant: list[bool] = []
         shorts: list[tuple[int, str, str]] = []
-        for i in refused:
+        for i in candidates:
             raw = raws[i]
             try:
                 ex = _decode_tools(raw)
             except Exception:  # noqa: BLE001 - any refusal: the general path decides
-                block.rest.append(i)
+                ex = None
+            got = None if ex is None else self._tool_line(ex, special and (b"<" in raw or b"\\u003" in raw))
+            if ex is None or got is None:
                 continue
-            got = self._tool_line(ex, special and (b"<" in raw or b"\\u003" in raw))
-            if got is None:
-                block.rest.append(i)
-                continue
+            taken.append(i)
             line_eager, line_texts, line_assistant, line_shorts = got
             lines.append(first_line + i)
             messages.append(len(ex.messages))
@@ -209,7 +232,7 @@ class PlainChecker:
             assistant += line_assistant
             shorts += [(first_line + i, _SHORT, _short_message(k)) for k in line_shorts]
         if not lines:
-            return 0
+            return taken, 0
         # Appended after the plain examples: worker._plain_finish puts every example back in line order.
         block.lines += lines
         block.messages = np.concatenate((block.messages, np.asarray(messages, np.int64)))
@@ -219,7 +242,7 @@ class PlainChecker:
         block.assistant = np.concatenate((block.assistant, np.asarray(assistant, bool)))
         if shorts:  # each side holds its first ones in line order: so does their union (stable: message order)
             block.findings = sorted(block.findings + shorts[:FINDINGS_PER_CODE], key=_line)[:FINDINGS_PER_CODE]
-        return len(shorts)
+        return taken, len(shorts)
 
     def _tool_line(self, ex: _ToolExample, special: bool) -> tuple[int, list[str], list[bool], list[int]] | None:
         """(tokens but the texts', texts, which are an assistant's, the messages with a short answer) of a

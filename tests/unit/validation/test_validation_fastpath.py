@@ -290,3 +290,18 @@ def test_random_near_plain_lines_give_the_general_paths_report(seed: int) -> Non
     taken = ctx.plain.check(data.split(b"\n"), 1, special=True).lines
     assert 200 < len(taken) < 1200  # both paths had work to do, both tiers of the fast one too
     assert sum(b"tool_calls" in rows[line - 1].encode() for line in taken) > 50
+
+
+def test_a_block_of_refused_lines_stops_being_tried_and_reports_the_same() -> None:
+    from shared.validation import fastpath
+
+    odd = ['{"messages": "x"}'] * (fastpath.GIVE_UP_AFTER + 10)
+    rows = PLAIN_LINES[:2] + odd + PLAIN_LINES + TOOL_LINES + ["", "{}"] * 50
+    ctx = worker.Context(ValidationOptions())
+    assert ctx.plain is not None
+    block = ctx.plain.check([row.encode() for row in rows], 1, special=True)
+    # the plain lines after the odd ones are left to the general path (tool-calling ones are still tried)
+    assert [line for line in block.lines if line <= 2 + len(odd) + len(PLAIN_LINES)] == [1, 2]
+    fast, slow = _both(jsonl(rows))
+    assert fast == slow
+    assert {f["code"] for f in fast["report"]["errors"]} >= {"missing_messages", "unknown_format"}
