@@ -7,7 +7,6 @@ between processes costs little next to the work.
 from __future__ import annotations
 
 import json
-import sys
 from array import array
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -306,9 +305,7 @@ def finish_block(pending: PendingBlock, ctx: Context) -> BlockResult:
             scanned = scan_block(pending.data, res.first_line)
         pending.hashes, pending.privacy = scanned
         pending.data = b""
-    res.hashes.frombytes(pending.hashes)
-    if sys.byteorder != "little":  # content_hash reads the digest as little-endian
-        res.hashes.byteswap()
+    res.hashes.frombytes(pending.hashes)  # native order: the helper runs on this machine
     sums = [0] * pending.n_slots
     for slots, counts in pending.batches:
         for slot, n in zip(slots, counts.result()):
