@@ -98,25 +98,23 @@ class PlainBlock:
     not_listed: dict[str, int] = field(default_factory=dict)  # per code: findings past the cap, only counted
 
 
-# Only lines spelling this key are decoded (an escaped spelling is the general path's): blank lines, "{}" and
-# other formats cost a substring search, not a refused decode.
-_KEY = b'"messages"'
-_TOOL_KEY = b'"tool'  # ... and only refused lines spelling this one are tried as tool-calling conversations
-# A block whose lines are nearly all refused (hostile or another format spelling "messages") stops being tried
-# after this many refusals: a refused decode costs about as much as the general path's blank-line check.
+# Only refused lines spelling this are tried again as tool-calling conversations.
+_TOOL_KEY = b'"tool'
+# A block whose lines are nearly all refused (hostile, or another format) stops being tried after this many
+# refusals: a refused decode costs about what the general path's check of a blank line does.
 GIVE_UP_AFTER = 256
 
 
 def _decode_all(raws: list[bytes]) -> list[Any]:
-    """Per line: its plain struct, or None (not tried, or refused)."""
+    """Per line: its plain struct, or None (refused, or not tried)."""
     try:  # one comprehension while every line decodes (the usual block)...
-        return [_decode(raw) if _KEY in raw else None for raw in raws]
+        return [_decode(raw) for raw in raws]
     except Exception:  # noqa: BLE001 - ...else line by line: a line msgspec refuses is the general path's
         out: list[Any] = []
         append = out.append
         refused = 0
         for tried, raw in enumerate(raws, 1):
-            if _KEY not in raw:
+            if not raw or (raw[0] != 0x7B and raw.lstrip()[:1] != b"{"):  # blank, or not an object
                 append(None)
                 continue
             try:
@@ -142,11 +140,14 @@ class PlainChecker:
                                 for role in ("system", "user", "assistant", "tool")}
         self._tools: dict[bytes, str | None] = {}  # a `tools` list's bytes -> its compact JSON (None: invalid)
 
-    def check(self, raws: list[bytes], first_line: int, special: bool) -> PlainBlock:
-        """`raws`: the block's lines; `special`: some line may spell a special token (worker.prepare_block)."""
+    def check(self, raws: list[bytes], first_line: int, special: bool, tools: bool = True) -> PlainBlock:
+        """`raws`: the block's lines; `special`: some line may spell a special token; `tools`: some line may
+        spell a tool key (worker.prepare_block searches the block once for each)."""
         objs = _decode_all(raws)
         # A decoded line that breaks a rule has no tool field: only undecoded ones may be tool-calling lines.
-        undecoded = [i for i, o in enumerate(objs) if o is None and _TOOL_KEY in raws[i]]
+        undecoded = [i for i, o in enumerate(objs) if o is None and _TOOL_KEY in raws[i]] if tools else []
+        if not undecoded and not any(objs):  # nothing for the fast path (hostile lines, another format)
+            return PlainBlock(list(range(len(raws))))
         lists = [o.messages if o is not None else [] for o in objs]
         n = np.fromiter(map(len, lists), np.int64, len(lists))
         ok = n > 0  # also False where the line was refused (no list: none of its messages)

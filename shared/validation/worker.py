@@ -193,7 +193,7 @@ def prepare_block(block: Block, ctx: Context, submit: Submit = _now, helper: Hel
     plain: PlainBlock | None = None
     if ctx.plain is not None and len(data) < ctx.tuning.big_block_bytes:
         raws = data.split(b"\n")  # a copy of the block in lines: it is not one of a few huge lines
-        plain = ctx.plain.check(raws, first, special)
+        plain = ctx.plain.check(raws, first, special, tools=b'"tool' in data)
         todo: Iterator[tuple[int, bytes]] = ((i, raws[i]) for i in plain.rest)
         n_lines = len(raws)
     else:
