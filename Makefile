@@ -7,9 +7,9 @@ PYTHON313 ?= $(shell for p in python3.13 $$HOME/.pyenv/versions/3.13*/bin/python
 	  if $$p -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null; then echo $$p; break; fi; done)
 STAMP := $(VENV)/.setup-stamp
 
-.PHONY: setup browser shellcheck demo test test-unit test-integration test-e2e test-infra bench lint clean
+.PHONY: setup browser shellcheck jq demo test test-unit test-integration test-e2e test-infra bench lint clean
 
-setup: $(STAMP) node_modules/.bin/azurite browser shellcheck
+setup: $(STAMP) node_modules/.bin/azurite browser shellcheck jq
 
 # $(call apt_install,COMMAND,PACKAGE,WHY): the Debian package, with apt, when COMMAND is missing (root only; the
 # package lists are refreshed only when apt does not know the package yet).
@@ -26,6 +26,10 @@ browser:
 # (tests/unit/test_infra_tools.py): the azd hooks run under macOS's /bin/sh (bash 3.2 in POSIX mode) too.
 shellcheck:
 	$(call apt_install,shellcheck,shellcheck,the infra tests fail without it)
+
+# The infra scripts shape JSON with jq; their tests run them against a fake az (tests/unit/fake_az.py).
+jq:
+	$(call apt_install,jq,jq,the infra script tests fail without it)
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -n "$(PYTHON313)" || { echo "Python 3.13 not found: install python3.13 (azure-functions 2.x needs it)"; exit 1; }
@@ -62,9 +66,11 @@ test-integration: setup
 test-e2e: setup
 	$(PY) -m pytest -q -m e2e
 
-# infra/ and azure.yaml: Bicep parses, contract with the code, checkov, shellcheck, azure-functions-doctor (also in make test)
+# infra/ and azure.yaml: Bicep parses, contract with the code, checkov, shellcheck, every .ps1 parsed and compared with its
+# .sh twin, the scripts against a fake az, azure-functions-doctor (also in make test)
 test-infra: setup
-	$(PY) -m pytest -q tests/unit/test_infra_settings.py tests/unit/test_infra_contract.py tests/unit/test_infra_tools.py
+	$(PY) -m pytest -q tests/unit/test_infra_settings.py tests/unit/test_infra_contract.py tests/unit/test_infra_tools.py \
+	  tests/unit/test_app_registration_script.py tests/unit/test_cross_tenant_script.py
 
 bench: setup
 	$(PY) -m benchmarks

@@ -18,6 +18,7 @@ from functions import (
     polling,
     reconcile,
     training,
+    webhooks,
 )
 from shared.app.telemetry import app_configures_telemetry
 
@@ -28,5 +29,5 @@ logging.getLogger("azure").setLevel(logging.WARNING)  # the SDKs' request logs w
 
 app = func.FunctionApp()
 for stage in (intake, training, polling, outbox, evaluation, deployment, keepalive, reconcile, harvest, drift,
-              commands, operator, console):
+              commands, operator, console, webhooks):
     app.register_functions(stage.bp)

@@ -8,7 +8,7 @@ import traceback
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ftops_cli import demo, drop, history, operate, report, status, validate
+    from ftops_cli import demo, drop, history, operate, report, status, validate, webhooks
     parser = argparse.ArgumentParser(prog="ftops", description="Fine-tuning operations for Azure OpenAI.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
     parser.add_argument("--env-file", metavar="FILE", default=None,
@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
                              "settings (also FTOPS_ENV_FILE); default: the settings in the environment, else the "
                              "local stack `ftops demo --keep-running` runs")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (validate, demo, status, history, drop, report, operate):
+    for module in (validate, demo, status, history, drop, report, operate, webhooks):
         module.add_parser(sub)
     try:
         args = parser.parse_args(argv)

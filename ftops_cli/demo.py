@@ -29,6 +29,8 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ftops_cli.errors import UsageError
+from ftops_cli.push_timing import EvaluatingWatch, timings
+from ftops_cli.push_timing import render as render_timings
 from ftops_cli.target import remove_state, state_path, write_state
 from ftops_cli.views import run_view, table  # the one run shape, shared with `ftops status`
 
@@ -71,6 +73,13 @@ def add_parser(sub: Any) -> None:
                         "until Ctrl-C; a process killed meanwhile (`--restart`) is started again")
     p.add_argument("--data", type=Path,
                    help="folder where Azurite keeps its data on disk (default: a temp folder; printed)")
+    p.add_argument("--webhook-drop-rate", type=float, default=0.0, metavar="RATE",
+                   help="the hub (emulator) loses this share of its fine-tuning webhooks (0–1): the poll timer must "
+                        "take those runs on; the summary says, per run, how long from the job's success to "
+                        "`evaluating` and by which path")
+    p.add_argument("--poll-schedule", metavar="NCRONTAB",
+                   help="the poll timer's schedule (default every 2 s on the local stack; Azure's default is "
+                        "'0 */2 * * * *')")
     p.add_argument("--restart", choices=("devhost", "emulator", "azurite"),
                    help="kill this process of the running demo stack (--keep-running) and let the demo start it "
                         "again; nothing else is run")
@@ -112,9 +121,10 @@ def run(args: argparse.Namespace) -> int:
     flywheel: ModuleType | None = None   # ftops_cli.flywheel_demo, imported only for --flywheel
     if getattr(args, "flywheel", False):
         from ftops_cli import flywheel_demo as flywheel
-    stack = LocalStack(chaos=args.chaos, log_dir=log_dir, data_dir=data_dir,
-                       **({"spokes": flywheel.spokes_with_harvest(), "env_overrides": flywheel.env_overrides()}
-                          if flywheel else {}))
+    overrides = {**(flywheel.env_overrides() if flywheel else {}),
+                 **({"POLL_SCHEDULE": args.poll_schedule} if getattr(args, "poll_schedule", None) else {})}
+    stack = LocalStack(chaos=args.chaos, log_dir=log_dir, data_dir=data_dir, env_overrides=overrides,
+                       **({"spokes": flywheel.spokes_with_harvest()} if flywheel else {}))
     state = state_path()
     try:
         with stack:
@@ -126,12 +136,15 @@ def run(args: argparse.Namespace) -> int:
                             pids=stack.pids(), data_dir=data_dir)
                 say(f"console: {stack.api_url}/console/ (sign in as {DEMO_APPROVER} or another demo user of "
                     "docs/operator-api.md); `ftops status` and `ftops report RUN_ID` find this stack while it runs")
-                sources = drop_datasets(deps, drops)
-                finished = wait_until_done(stack, deps, sources, deadline=time.monotonic() + timeout,
-                                           approve_here=not args.approve_in_console)
+                if getattr(args, "webhook_drop_rate", 0.0):
+                    stack.set_faults({"webhook_drop_rate": args.webhook_drop_rate})
+                with EvaluatingWatch(deps) as watch:
+                    sources = drop_datasets(deps, drops)
+                    finished = wait_until_done(stack, deps, sources, deadline=time.monotonic() + timeout,
+                                               approve_here=not args.approve_in_console)
                 if flywheel and finished:
                     result_flywheel = flywheel.run_flywheel(stack, deps, deadline=time.monotonic() + timeout, say=say)
-                result = collect(stack, deps)
+                result = collect(stack, deps, seen=watch.seen)
                 if flywheel:
                     result["flywheel"] = result_flywheel if finished else {"ok": False, "why": "the sample never finished"}
                 keep_reports(deps, result, reports_dir)
@@ -377,7 +390,7 @@ class _Progress:
 
 
 # --- the result -----------------------------------------------------------------------------------------
-def collect(stack: Any, deps: Deps) -> dict[str, Any]:
+def collect(stack: Any, deps: Deps, *, seen: dict[str, float] | None = None) -> dict[str, Any]:
     runs = deps.registry.list_runs()
     order = [e["name"] for e in deps.settings.load_spokes_json().get("environments", [])]
     # in promotion order (dev, test, prod), not the registry's alphabetical one
@@ -385,10 +398,12 @@ def collect(stack: Any, deps: Deps) -> dict[str, Any]:
                          key=lambda d: (order.index(d.environment) if d.environment in order else len(order),
                                         d.region, d.account))
     emulator = stack.emulator_state()
+    views = [{**run_view(r, [d for d in deployments if d.run_id == r.run_id],
+                         reports_container=deps.settings.reports_container, topology=deps.topology),
+              "trail": trail(deps, r.run_id)} for r in runs]
     return {
-        "runs": [{**run_view(r, [d for d in deployments if d.run_id == r.run_id],
-                             reports_container=deps.settings.reports_container, topology=deps.topology),
-                  "trail": trail(deps, r.run_id)} for r in runs],
+        "runs": views,
+        "push": {"poll_schedule": stack.env.get("POLL_SCHEDULE"), "runs": timings(views, emulator, seen or {})},
         "dead_letters": dead_letters(stack.env["AzureWebJobsStorage"]),
         "emulator": {"jobs_created": emulator["jobs_created"],
                      "deployments": [{k: d[k] for k in ("account", "region", "deployment", "model")}
@@ -444,6 +459,8 @@ def render(result: dict[str, Any]) -> str:
         lines += table(["ENVIRONMENT", "ACCOUNT", "REGION", "DEPLOYMENT", "STATE", "LAST PING"],
                        [[d["environment"], d["account"], d["region"], d["deployment"], d["state"],
                          d["last_ping"] or "-"] for d in deployments])
+    if result.get("push"):
+        lines += render_timings(result["push"]["runs"], result["push"]["poll_schedule"])
     emulator = result["emulator"]
     lines += ["", (f"emulator: {emulator['jobs_created']} fine-tuning job(s) created, "
                    f"{len(emulator['deployments'])} deployment(s) on spoke accounts")]

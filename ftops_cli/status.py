@@ -83,7 +83,7 @@ def _dead_letters(deps: Deps, run_id: str | None) -> list[dict[str, Any]]:
     """Dead-lettered messages (every queue ftops reads), the run's only when one is named."""
     s = deps.settings
     letters = []
-    for queue in (s.commands_queue, s.train_queue, s.evaluate_queue, s.deploy_queue):
+    for queue in (s.commands_queue, s.train_queue, s.evaluate_queue, s.deploy_queue, s.poll_queue):
         for letter in deps.publisher.peek_dead_letters(queue):
             if run_id is None or letter.get("subject") == run_id:
                 letters.append({k: letter.get(k) for k in ("queue", "message_id", "subject", "reason", "description")})

@@ -53,6 +53,10 @@ param reconcileSchedule string = '0 17 * * * *'
 @description('The operator API app registration: its client id (the aud of v2.0 tokens). Empty: the operator API answers 503 until set (docs/operator-api.md)')
 param operatorApiAudience string = ''
 
+@secure()
+@description('The whsec_ signing secret of the hub webhook endpoint (infra/scripts/register-webhook.sh stores it in the azd environment as FTOPS_HUB_WEBHOOK_SECRET); empty until registered: the poll timer alone follows the jobs')
+param hubWebhookSecret string = ''
+
 // The spokes file the app reads (SPOKES_CONFIG) and the role assignments below both come from here.
 var spokes = loadJsonContent('spokes.json')
 var tenantId = tenant().tenantId
@@ -87,6 +91,8 @@ var queues = {
   evaluate: 'ftops-evaluate'
   deploy: 'ftops-deploy'
   commands: 'ftops-commands'
+  // one job to poll now: the hub's webhook hands it over (functions/webhooks.py → functions/polling.py poll_job)
+  poll: 'ftops-poll'
 }
 var eventsTopic = 'ftops-events'
 var newHub = empty(hubResourceId)
@@ -106,6 +112,16 @@ var spokeSubscriptionList = [for t in sameTenantSpokeTargets: '/subscriptions/${
 // The custom spoke role (infra/spoke-role.json, docs/deploy.md "Roles"), assignable where the spokes are
 var spokeRole = loadJsonContent('spoke-role.json')
 var spokeRoleScopes = union(spokeSubscriptionList, [subscription().id])
+// The harvest's extra right (infra/spoke-harvest-role.json: reading stored completions), in a role of its own so that
+// it is held only on the spokes of environments whose harvest reads them (shared/run/topology.py HarvestPolicy: a
+// `harvest` object whose `sources`, by default both, include stored_completions). Azure allows no condition on a
+// Cognitive Services role assignment (ABAC conditions exist for blob and queue data actions only), hence two roles.
+// Nested `?:` rather than `&&`: ARM's if() evaluates only the branch taken (Learn "Logical functions for ARM templates",
+// if), so a missing `harvest` is never read; `harvest: {}` is a harvest with the defaults, `null` none.
+var spokeHarvestRole = loadJsonContent('spoke-harvest-role.json')
+var harvestsStoredCompletions = [for env in spokeEnvironments: contains(env, 'harvest') ? ((env.harvest == null) ? false : (contains(env.harvest, 'sources') ? contains(env.harvest.sources, 'stored_completions') : true)) : false]
+var anyHarvestOfStoredCompletions = contains(harvestsStoredCompletions, true)
+var spokeHarvestRoleGuid = guid(subscription().id, environmentName, location, 'ftops-spoke-harvest-role')
 // /subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.CognitiveServices/accounts/<name>
 var newHubId = '/subscriptions/${subscription().subscriptionId}/resourceGroups/${names.resourceGroup}/providers/Microsoft.CognitiveServices/accounts/${names.hub}'
 var hubParts = split(newHub ? newHubId : hubResourceId, '/')
@@ -149,7 +165,7 @@ module messaging 'modules/messaging.bicep' = {
     location: location
     tags: tags
     principalId: identity.outputs.principalId
-    queues: [queues.train, queues.evaluate, queues.deploy, queues.commands]
+    queues: [queues.train, queues.evaluate, queues.deploy, queues.commands, queues.poll]
     eventsTopic: eventsTopic
     operatorsSubscription: 'operators'
   }
@@ -216,13 +232,36 @@ resource spokeRoleDefinition 'Microsoft.Authorization/roleDefinitions@2022-04-01
   }
 }
 
-module spokeAccess 'modules/spokes.bicep' = [for env in spokeEnvironments: {
+// Only where some environment harvests stored completions (the role is otherwise never created)
+resource spokeHarvestRoleDefinition 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (anyHarvestOfStoredCompletions) {
+  name: spokeHarvestRoleGuid
+  properties: {
+    roleName: '${spokeHarvestRole.roleName} (${environmentName}-${deploymentSuffix})'
+    description: spokeHarvestRole.description
+    type: 'CustomRole'
+    permissions: [
+      {
+        actions: spokeHarvestRole.actions
+        notActions: []
+        dataActions: spokeHarvestRole.dataActions
+        notDataActions: []
+      }
+    ]
+    assignableScopes: spokeRoleScopes
+  }
+}
+
+module spokeAccess 'modules/spokes.bicep' = [for (env, i) in spokeEnvironments: {
   name: take('ftops-spokes-${env.name}-${deploymentSuffix}', 64)
+  dependsOn: [
+    spokeHarvestRoleDefinition
+  ]
   params: {
     environmentName: env.name
     targets: filter(env.targets, t => t.tenant == tenantId)
     principalId: identity.outputs.principalId
     roleGuid: spokeRoleDefinition.name
+    harvestRoleGuid: harvestsStoredCompletions[i] ? spokeHarvestRoleGuid : ''
     deploymentSuffix: deploymentSuffix
   }
 }]
@@ -284,6 +323,7 @@ var appSettings = {
   EVALUATE_QUEUE: queues.evaluate
   DEPLOY_QUEUE: queues.deploy
   COMMANDS_QUEUE: queues.commands
+  POLL_QUEUE: queues.poll
   EVENTS_TOPIC: eventsTopic
   POLL_SCHEDULE: pollSchedule
   OUTBOX_SCHEDULE: outboxSchedule
@@ -303,6 +343,7 @@ var appSettings = {
   KEEPALIVE_CONCURRENCY: '16'
   SMOKE_TIMEOUT_SECONDS: '300'
   RESULTS_WAIT_SECONDS: '900'
+  HUB_WEBHOOK_SECRET: hubWebhookSecret
   HOSTING_PRICES: ''
   OPERATOR_TENANT_ID: tenantId
   OPERATOR_API_AUDIENCE: operatorApiAudience
@@ -347,3 +388,4 @@ output FTOPS_API_URL string = 'https://${app.outputs.defaultHostName}/api'
 // Spokes in another tenant: Bicep cannot grant them; infra/scripts/cross-tenant-app.sh does (docs/deploy.md).
 output FTOPS_CROSS_TENANT_SPOKES array = [for t in crossTenantSpokeTargets: t.account]
 output FTOPS_SPOKE_ROLE_ID string = spokeRoleDefinition.name
+output FTOPS_SPOKE_HARVEST_ROLE_ID string = anyHarvestOfStoredCompletions ? spokeHarvestRoleGuid : ''

@@ -54,7 +54,7 @@ def local_env(*, storage_connection: str, emulator_url: str, ca_file: str, spoke
         **Settings.defaults_as_env("datasets_container", "reports_container", "quarantine_container",
                                    "traffic_container",
                                    "train_queue", "evaluate_queue", "deploy_queue", "commands_queue",
-                                   "events_topic"),
+                                   "poll_queue", "events_topic"),
         "POLL_SCHEDULE": "*/2 * * * * *",
         "OUTBOX_SCHEDULE": "*/5 * * * * *",
         "KEEPALIVE_SCHEDULE": "*/5 * * * * *",
@@ -87,5 +87,5 @@ def isolated_deps(azurite: Any, emulator: Any, **overrides: str) -> Any:
                     QUARANTINE_CONTAINER=f"quarantine-{uid}", TRAFFIC_CONTAINER=f"traffic-{uid}",
                     FTOPS_TABLE_PREFIX=f"t{uid}",
                     TRAIN_QUEUE=f"train-{uid}", EVALUATE_QUEUE=f"evaluate-{uid}", DEPLOY_QUEUE=f"deploy-{uid}",
-                    COMMANDS_QUEUE=f"commands-{uid}", EVENTS_TOPIC=f"events-{uid}")
+                    COMMANDS_QUEUE=f"commands-{uid}", POLL_QUEUE=f"poll-{uid}", EVENTS_TOPIC=f"events-{uid}")
     return build_deps(Settings.from_env({**env, **overrides}))

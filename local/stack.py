@@ -43,8 +43,9 @@ class LocalStack:
     def __init__(self, *, chaos: bool = False, exit_after: int = 6, time_scale: float = 1.0,
                  tick_scale: float | None = None, spokes: Path = DEMO_SPOKES, log_dir: Path | None = None,
                  env_overrides: Mapping[str, str] | None = None, devhost_args: tuple[str, ...] = (),
-                 data_dir: Path | None = None) -> None:
+                 data_dir: Path | None = None, webhooks: bool = True) -> None:
         self.chaos = chaos
+        self.webhooks = webhooks   # register the app's webhook route with the emulator's hub (push first)
         self.exit_after = exit_after
         self.time_scale = time_scale
         self.tick_scale = tick_scale
@@ -85,11 +86,12 @@ class LocalStack:
         self._start_emulator()
         self.env = local_env(storage_connection=self.azurite.connection_string, emulator_url=self.emulator_url,
                              ca_file=self.emulator_ca, spokes=self.spokes, **self.env_overrides)
+        self.deps()                     # creates containers and tables before anything is dropped
+        self._register_webhook(self.deps())   # before the chaos faults: set up as an operator would, once
         if self.chaos:
             # short locks: messages a crashed host held come back quickly
             self.env.setdefault("DEVHOST_LOCK_SECONDS", "15")
             self.set_faults(CHAOS_FAULTS)
-        self.deps()                     # creates containers and tables before anything is dropped
         self._start_devhost(first=True)
         self._supervisor = threading.Thread(target=self._supervise, name="devhost-supervisor", daemon=True)
         self._supervisor.start()
@@ -172,12 +174,32 @@ class LocalStack:
             # clients hold the old one) restarted to load it
             shutil.copyfile(self.emulator_ca, trusted)
             self.emulator_ca = trusted
+            # the new emulator knows no webhook endpoint: registered again, the restarted dev host gets the new secret
+            from shared.app.bootstrap import build_deps
+            from shared.run.config import Settings
+            self._register_webhook(build_deps(Settings.from_env(self.env)))
             if self._devhost is not None:
                 _kill(self._devhost.pid)
             started.append("emulator")
         for name in started:
             log.warning("%s was not running; started again on the same ports", name)
         return started
+
+    @property
+    def webhook_url(self) -> str:
+        """The app's webhook route as the dev host serves it (functions/webhooks.py)."""
+        return f"{self.api_url}/hub/webhooks"
+
+    def _register_webhook(self, deps: Any) -> None:
+        """The hub (the emulator) delivers fine-tuning job events to the dev host: registered as
+        infra/scripts/register-webhook.sh does in Azure, its secret handed to the dev host's settings."""
+        if not self.webhooks:
+            self.env.pop("HUB_WEBHOOK_SECRET", None)
+            return
+        from shared.azure.webhook_endpoints import register
+        registration = register(deps, self.webhook_url, new_secret=True)
+        if registration.secret:
+            self.env["HUB_WEBHOOK_SECRET"] = registration.secret
 
     @property
     def api_url(self) -> str:

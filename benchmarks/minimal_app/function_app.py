@@ -27,7 +27,7 @@ def _queue(name: str, setting: str) -> None:
 
 
 for _name, _setting in (("training", "TRAIN_QUEUE"), ("evaluation", "EVALUATE_QUEUE"), ("deployment", "DEPLOY_QUEUE"),
-                        ("commands", "COMMANDS_QUEUE")):
+                        ("commands", "COMMANDS_QUEUE"), ("poll_job", "POLL_QUEUE")):
     _queue(_name, _setting)
 
 
@@ -67,5 +67,6 @@ for _name, _route, _methods in (
         ("console_asset", "console/assets/{name}", ["GET"]), ("console_run", "console/runs/{run_id}", ["GET"]),
         ("console_report", "console/runs/{run_id}/reports/{name}", ["GET"]),
         ("console_act", "console/runs/{run_id}/{action}", ["POST"]),
-        ("console_rollback", "console/environments/{environment}/rollback", ["POST"])):
+        ("console_rollback", "console/environments/{environment}/rollback", ["POST"]),
+        ("hub_webhook", "hub/webhooks", ["POST"])):
     _http(_name, _route, _methods)

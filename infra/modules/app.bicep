@@ -31,7 +31,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_222: Event Grid delivers blob events to the app's public webhook (key-protected); private networking is the documented next step
   // checkov:skip=CKV_AZURE_17: Event Grid webhooks present no client certificate; the blob webhook is protected by the blobs_extension key
   // checkov:skip=CKV_AZURE_212: Flex Consumption scales from zero; always-ready instances would bill around the clock for a back-office pipeline
-  // checkov:skip=CKV_AZURE_213: no healthCheckPath: the app does serve HTTP (operator API, console, 14 routes), but the pipeline runs on queues and timers, and Learn documents health check for App Service plans, not Flex Consumption; accepted, see docs/deploy.md
+  // checkov:skip=CKV_AZURE_213: no healthCheckPath: the app does serve HTTP (the operator API, the console and the hub's webhook receiver), but the pipeline runs on queues and timers, and Learn documents health check for App Service plans, not Flex Consumption; accepted, see docs/deploy.md
   name: name
   location: location
   tags: union(tags, { 'azd-service-name': 'ftops' })

@@ -9,11 +9,11 @@ param queues array
 param eventsTopic string
 param operatorsSubscription string
 
-// The Service Bus triggers (functions/training, evaluation, deployment, commands) receive, and Flex
+// The Service Bus triggers (functions/training, evaluation, deployment, commands, polling's poll_job) receive, and Flex
 // Consumption target-based scaling reads the message count of each queue, which needs the Manage right: with
 // Receiver alone the scale controller logs unauthorized warnings and falls back to slower incremental scaling
 // (docs/deploy.md, "Roles"; docs/azure-sources.md). Data Owner is the only built-in data role with Manage, so
-// it is assigned on each of the four trigger queues, never on the namespace.
+// it is assigned on each of the five trigger queues, never on the namespace.
 var roles = {
   // publishing stage messages and events (shared/azure/bus.py ServiceBusPublisher)
   dataSender: '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39'

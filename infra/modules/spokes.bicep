@@ -11,6 +11,8 @@ param targets array
 param principalId string
 @description('The GUID of the role to assign on each spoke account')
 param roleGuid string
+@description('The GUID of the harvest role (stored completions read) to assign too; empty where this environment\'s harvest does not read stored completions')
+param harvestRoleGuid string = ''
 @description('Makes the nested deployment names unique per ftops environment (several may share a spoke)')
 param deploymentSuffix string
 
@@ -21,5 +23,16 @@ module access 'openai-access.bicep' = [for t in targets: {
     accountName: t.account
     principalId: principalId
     roleGuid: roleGuid
+  }
+}]
+
+// The flywheel's harvest lists the stored completions of the model this environment serves (infra/spoke-harvest-role.json)
+module harvest 'openai-access.bicep' = [for t in (empty(harvestRoleGuid) ? [] : targets): {
+  name: take('ftops-spoke-harvest-${environmentName}-${t.account}-${deploymentSuffix}', 64)
+  scope: resourceGroup(t.subscription, t.resource_group)
+  params: {
+    accountName: t.account
+    principalId: principalId
+    roleGuid: harvestRoleGuid
   }
 }]

@@ -1,8 +1,10 @@
 #!/bin/sh
 # The operator API's app registration (docs/deploy.md, "The operator API's app registration"): created, or
-# brought up to what ftops needs; run after `azd up` with `azd env get-values` exported (docs/deploy.md). Re-running it
-# changes nothing once the registration is as described: every write below happens only when what Entra ID
-# holds differs.
+# brought up to what ftops needs. azd runs it after every provision (azure.yaml's postprovision hook; the Windows
+# form is app-registration.ps1), before the code is deployed; by hand, export `azd env get-values` first. Re-running
+# it changes nothing once the registration is as described: every write below happens only when what Entra ID
+# holds differs. With FTOPS_APP_REGISTRATION=off in the azd environment it does nothing (someone else, with the
+# right to register apps, runs it later).
 #   (no argument)      the app registration "ftops-operator-api-<azd env>": App ID URI api://<client id>,
 #                      v2 access tokens, the delegated scope user_impersonation with the Azure CLI
 #                      pre-authorised (`az login`, then `ftops approve`), app roles Approver.<env> for each
@@ -16,12 +18,12 @@
 # Needs the Azure CLI signed in to the tenant (Application Administrator or owner of the app) and jq.
 set -eu
 
-AZURE_CLI_APP_ID=04b07795-8ddb-461a-bbee-02f9e1bf7b46   # Microsoft's client id of the Azure CLI
+azure_cli_app_id=04b07795-8ddb-461a-bbee-02f9e1bf7b46   # Microsoft's client id of the Azure CLI
 SCOPE_VALUE=user_impersonation
 FEDERATED_NAME=ftops-console-managed-identity
 spokes=${SPOKES_FILE:-$(dirname "$0")/../spokes.json}
 
-usage() { sed -n '2,19p' "$0" >&2; exit 2; }
+usage() { sed -n '2,18p' "$0" >&2; exit 2; }
 need() { command -v "$1" >/dev/null 2>&1 || { echo "app-registration: $1 is needed on PATH" >&2; exit 1; }; }
 new_uuid() {
   if command -v uuidgen >/dev/null 2>&1; then uuidgen | tr '[:upper:]' '[:lower:]'
@@ -29,6 +31,11 @@ new_uuid() {
 }
 same_json() { [ "$(printf '%s' "$1" | jq -S .)" = "$(printf '%s' "$2" | jq -S .)" ]; }
 
+if [ $# -eq 0 ] && [ "${FTOPS_APP_REGISTRATION:-on}" = "off" ]; then
+  echo "app-registration: skipped (FTOPS_APP_REGISTRATION=off): the operator API answers 503 until someone who may"
+  echo "register apps runs infra/scripts/app-registration.sh with this azd environment's values (docs/deploy.md)"
+  exit 0
+fi
 need az
 need jq
 : "${AZURE_ENV_NAME:?run through azd (azd env get-values) or export it}"
@@ -38,23 +45,23 @@ graph=${graph%/}
 
 app_id=$(az ad app list --display-name "$name" --query "[0].appId" -o tsv)
 
-grant() {   # user, role value
+grant() {   # $user gets the app role $role
   [ -n "$app_id" ] || { echo "no app registration $name yet: run $0 first" >&2; exit 1; }
-  user_id=$(az ad user show --id "$1" --query id -o tsv)
-  role_id=$(az ad app show --id "$app_id" --query "appRoles[?value=='$2'].id | [0]" -o tsv)
-  [ -n "$role_id" ] || { echo "$name has no app role $2" >&2; exit 1; }
+  user_id=$(az ad user show --id "$user" --query id -o tsv)
+  role_id=$(az ad app show --id "$app_id" --query "appRoles[?value=='$role'].id | [0]" -o tsv)
+  [ -n "$role_id" ] || { echo "$name has no app role $role" >&2; exit 1; }
   sp_id=$(az ad sp list --filter "appId eq '$app_id'" --query "[0].id" -o tsv)
   held=$(az rest --method GET --uri "$graph/v1.0/servicePrincipals/$sp_id/appRoleAssignedTo" \
            --query "length(value[?principalId=='$user_id' && appRoleId=='$role_id'])" -o tsv)
-  if [ "$held" != "0" ]; then echo "$1 already holds $2"; return; fi
+  if [ "$held" != "0" ]; then echo "$user already holds $role"; return; fi
   az rest --method POST --uri "$graph/v1.0/servicePrincipals/$sp_id/appRoleAssignedTo" \
     --headers Content-Type=application/json \
     --body "{\"principalId\": \"$user_id\", \"resourceId\": \"$sp_id\", \"appRoleId\": \"$role_id\"}" --output none
-  echo "granted $2 to $1 ($user_id)"
+  echo "granted $role to $user ($user_id)"
 }
 
 case "${1:-}" in
-  grant) [ $# -eq 3 ] || usage; grant "$2" "$3"; exit 0 ;;
+  grant) [ $# -eq 3 ] || usage; user=$2 role=$3; grant; exit 0 ;;
   "") ;;
   *) usage ;;
 esac
@@ -118,7 +125,7 @@ fi
 # --- the Azure CLI pre-authorised for the scope (a second PATCH: the scope must exist first) ---------------
 scope_id=$(printf '%s' "$current" | jq -r --arg s "$SCOPE_VALUE" '.api.oauth2PermissionScopes[] | select(.value == $s) | .id')
 pre=$(printf '%s' "$current" | jq -c '.api.preAuthorizedApplications // []')
-pre_wanted=$(printf '%s' "$pre" | jq -c --arg cli "$AZURE_CLI_APP_ID" --arg id "$scope_id" '
+pre_wanted=$(printf '%s' "$pre" | jq -c --arg cli "$azure_cli_app_id" --arg id "$scope_id" '
   [.[] | select(.appId != $cli)] + [{appId: $cli, delegatedPermissionIds: [$id]}] | sort_by(.appId)')
 if ! same_json "$(printf '%s' "$pre" | jq -c 'sort_by(.appId)')" "$pre_wanted"; then
   az rest --method PATCH --uri "$graph/v1.0/applications/$object_id" --headers Content-Type=application/json \
@@ -158,10 +165,11 @@ fi
 
 # --- where the app and the CLI read it --------------------------------------------------------------------
 set_env() {   # azd environment key, value
+  key=$1 value=$2
   if command -v azd >/dev/null 2>&1; then
-    [ "$(azd env get-value "$1" 2>/dev/null || true)" = "$2" ] || { azd env set "$1" "$2"; echo "azd env: $1=$2"; }
+    [ "$(azd env get-value "$key" 2>/dev/null || true)" = "$value" ] || { azd env set "$key" "$value"; echo "azd env: $key=$value"; }
   else
-    echo "$1=$2"
+    echo "$key=$value"
   fi
 }
 set_env FTOPS_OPERATOR_API_AUDIENCE "$app_id"

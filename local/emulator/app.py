@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import arm, authorize, dataplane, identity
+from . import arm, authorize, dataplane, identity, webhooks
 from .core import Emulator
 from .faults import CONTROL, FaultLayer, error_response
 from .state import Account, ApiError, Topology
@@ -55,12 +55,16 @@ def state_view(emu: Emulator) -> dict[str, Any]:
             "jobs_created": emu.jobs_created,
             "jobs": [{"id": j.id, "account": j.account, "status": j.status, "model": j.model,
                       "fine_tuned_model": j.fine_tuned_name if j.status == "succeeded" else None,
-                      "status_override": emu.faults.status_override.get(j.id)}
+                      "status_override": emu.faults.status_override.get(j.id),
+                      "ended_wall": emu.job_ended_wall.get(j.id)}
                      for j in sorted(emu.jobs.values(), key=lambda j: j.created_at)],
             "files": len(emu.files),
             "deployments": [dep_view(d) for d in deps if emu.accounts[d.account].role == "spoke"],
             "hub_deployments": [dep_view(d) for d in deps if emu.accounts[d.account].role == "hub"],
             "accounts": [a.to_dict() for a in emu.accounts.values()],
+            "webhook_endpoints": [{k: v for k, v in e.items() if k != "signing_secret"}
+                                  for e in emu.webhook_endpoints.values()],
+            "webhooks": list(emu.webhook_log.values()),
         }
 
 
@@ -138,7 +142,7 @@ def control_routes() -> list[Route]:
 def build_app(emulator: Emulator | Topology) -> Starlette:
     emu = emulator if isinstance(emulator, Emulator) else Emulator(emulator)
     app = Starlette(
-        routes=control_routes() + identity.routes(CONTROL) + arm.routes() + dataplane.routes(),
+        routes=control_routes() + identity.routes(CONTROL) + arm.routes() + dataplane.routes() + webhooks.routes(),
         exception_handlers={ApiError: _api_error, 404: _not_found, 405: _not_found},
     )
     app.state.emulator = emu

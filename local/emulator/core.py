@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from typing import Any
 
 from . import knowledge, surfaces
-from .jobs import FAILURES, HOLDING, TERMINAL, Job
+from .jobs import FAILURES, HOLDING, JOB_EVENTS, TERMINAL, Job
 from .state import (
     Account,
     ApiError,
@@ -65,6 +66,12 @@ class Emulator:
             self.overfit_jobs: set[str] = set()
             self.request_log = RequestLog(REQUEST_LOG_SIZE)
             self.stored: dict[str, dict[str, Any]] = {}   # stored chat completions by id (stored.py)
+            # webhooks (webhooks.py): endpoints by id, deliveries waiting for the dispatcher, every delivery made
+            self.webhook_endpoints: dict[str, dict[str, Any]] = {}
+            self.webhook_pending: list[dict[str, Any]] = []
+            self.webhook_log: dict[str, dict[str, Any]] = {}
+            self.webhook_rng = random.Random(self.seed + 1)
+            self.job_ended_wall: dict[str, float] = {}   # job id → wall-clock time the emulator saw it end
 
     def now(self) -> float:
         return self.clock.now()
@@ -215,6 +222,7 @@ class Emulator:
             self._close_segment(job, now)
             job.status, job.finished_at = "cancelled", now
             job.add_event(now, "Job cancelled.")
+            self._job_ended(job)
             return job
 
     def job_json(self, job: Job) -> dict[str, Any]:
@@ -333,6 +341,7 @@ class Emulator:
         self._close_segment(job, t)
         job.status, job.finished_at, job.error = "failed", t, error
         job.add_event(t, f"Job failed: {error['message']}", level="error")
+        self._job_ended(job)
 
     def _finish(self, job: Job, t: float) -> None:
         self._close_segment(job, t)
@@ -342,6 +351,7 @@ class Emulator:
         job.status, job.finished_at = "succeeded", t
         job.add_event(t, "Job succeeded.")
         job.add_event(t, "Postprocessing started.")
+        self._job_ended(job)
 
     def _post_results(self, job: Job, t: float) -> None:
         results = self.add_file(job.account, "results.csv", "fine-tune-results", job.results_csv(), ready=True)
@@ -349,6 +359,43 @@ class Emulator:
         job.result_files = [results.id]
         job.add_event(t, f"Completed results file: {results.id}")
         job.add_event(t, f"Training hours billed: {max(0.001, job.run_seconds / 3600):.3f}")
+
+    # --- webhooks (webhooks.py) -------------------------------------------------------------------
+    def _job_ended(self, job: Job) -> None:
+        """A job reached a terminal status: one event for each endpoint of its account that takes the type."""
+        self.job_ended_wall.setdefault(job.id, time.time())
+        event_type = JOB_EVENTS[job.status]
+        for endpoint in self.webhook_endpoints.values():
+            if endpoint["account"] != job.account or event_type not in endpoint["event_types"]:
+                continue
+            webhook_id = self.new_id("evt", "_")
+            event = {"object": "event", "id": webhook_id, "type": event_type, "created_at": int(job.finished_at or 0),
+                     "data": {"id": job.id}}
+            dropped = self.faults.drop_next_webhooks > 0 or self.webhook_rng.random() < self.faults.webhook_drop_rate
+            if self.faults.drop_next_webhooks > 0:
+                self.faults.drop_next_webhooks -= 1
+            self.webhook_log[webhook_id] = {"webhook_id": webhook_id, "type": event_type, "job_id": job.id,
+                                            "endpoint": endpoint["id"], "url": endpoint["url"], "dropped": dropped,
+                                            "attempts": [], "ended_at": self.job_ended_wall[job.id],
+                                            "delivered_at": None}
+            if not dropped:
+                self.webhook_pending.append({"webhook_id": webhook_id, "url": endpoint["url"],
+                                             "secret": endpoint["signing_secret"], "event": event})
+
+    def take_webhook_deliveries(self) -> list[dict[str, Any]]:
+        """Bring every job up to now (a job ends when its time comes) and hand over the deliveries due."""
+        with self.lock:
+            self.tick()
+            due, self.webhook_pending = self.webhook_pending, []
+            return due
+
+    def record_webhook_attempt(self, webhook_id: str, status: int) -> None:
+        with self.lock:
+            entry = self.webhook_log.get(webhook_id)
+            if entry is not None:
+                entry["attempts"].append(status)
+                if 200 <= status < 300 and entry["delivered_at"] is None:
+                    entry["delivered_at"] = time.time()
 
     # --- models ---------------------------------------------------------------------------------
     def find_model(self, name: str) -> tuple[Job, float] | None:

@@ -15,6 +15,9 @@ from typing import Any
 from .knowledge import Example
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+# the webhook event each terminal status sends (Learn webhooks, "Webhook events reference"; webhooks.py)
+JOB_EVENTS = {"succeeded": "fine_tuning.job.succeeded", "failed": "fine_tuning.job.failed",
+              "cancelled": "fine_tuning.job.cancelled"}
 HOLDING = ("running", "pausing", "paused", "resuming")  # statuses that hold one of the account's training slots
 
 METRICS_EVERY = 10    # Learn's tutorial: metrics events at steps 10, 20, …

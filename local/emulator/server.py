@@ -22,6 +22,7 @@ import uvicorn
 from .app import build_app
 from .core import Emulator
 from .state import Topology
+from .webhooks import Dispatcher
 
 
 class ControlClient:
@@ -96,6 +97,7 @@ class EmulatorServer:
         self.ca_file = ""
         self._control: ControlClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._dispatcher: Dispatcher | None = None
 
     @property
     def control(self) -> ControlClient:
@@ -131,6 +133,7 @@ class EmulatorServer:
             time.sleep(0.01)
         self.base_url, self.ca_file = f"https://{self.host}:{self.port}", str(ca_path)
         self._control = ControlClient(self.base_url, self.ca_file)
+        self._dispatcher = Dispatcher(self.emulator).start()
         return self
 
     def _run(self, sock: socket.socket) -> None:
@@ -149,6 +152,9 @@ class EmulatorServer:
                 transport.abort()
 
     def stop(self) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.stop()
+            self._dispatcher = None
         if self._server is not None:
             self._server.should_exit = self._server.force_exit = True
             if self._loop is not None and not self._loop.is_closed():

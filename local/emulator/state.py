@@ -115,6 +115,8 @@ class Durations:
     # region → tokens-per-minute quota (thousands = capacity units) per subscription, model and sku;
     # a region not listed is unlimited
     tpm_quota: dict[str, int] = field(default_factory=dict)
+    # real seconds between a failed webhook delivery and its next attempt (Standard Webhooks: retry with backoff)
+    webhook_retry_seconds: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0])
 
 
 @dataclass
@@ -134,6 +136,8 @@ class Faults:
     fail_next_deployments: dict[str, int] = field(default_factory=dict)  # account → next N PUTs end Failed
     status_override: dict[str, str] = field(default_factory=dict)  # job id (or "next") → status on the wire
     overfit_next_jobs: int = 0  # the next N jobs over-fit: the checkpoint one epoch before the end wins
+    webhook_drop_rate: float = 0.0  # this share of webhook deliveries is lost outright (never attempted)
+    drop_next_webhooks: int = 0     # deterministic: the next N deliveries are lost
 
     def update(self, data: dict[str, Any]) -> None:
         for key, value in data.items():

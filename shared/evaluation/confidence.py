@@ -72,8 +72,35 @@ def mean_interval(values: Sequence[float], *, level: float = LEVEL, lo: float = 
         share = wilson(0, n, level=level)[1]   # how many examples could differ from the one value seen
         return Interval(mean, mean - share * (mean - lo), mean + share * (hi - mean), level, "all-equal")
     sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
-    half = t_quantile(1 - (1 - level) / 2, n - 1) * sd / math.sqrt(n)
-    return Interval(mean, max(lo, mean - half), min(hi, mean + half), level, "t")
+    q = t_quantile(1 - (1 - level) / 2, n - 1)
+    half = q * sd / math.sqrt(n)
+    # the t interval, widened where the scores are skewed to where Hall's transformation puts it
+    skew = _skewness(values, mean, sd)
+    low = min(mean - half, mean - sd / math.sqrt(n) * _hall_inverse(q, skew, n))
+    high = max(mean + half, mean - sd / math.sqrt(n) * _hall_inverse(-q, skew, n))
+    return Interval(mean, max(lo, low), min(hi, high), level, "t" if skew == 0.0 else "t+hall")
+
+
+def _skewness(values: Sequence[float], mean: float, sd: float) -> float:
+    return math.fsum((v - mean) ** 3 for v in values) / len(values) / sd ** 3 if sd > 0 else 0.0
+
+
+def _hall(t: float, skew: float, n: int) -> float:
+    """Hall's transformation of the studentised mean (Hall, "On the removal of skewness by transformation",
+    JRSS-B 1992): g(T) = T + γT²/(3√n) + γ²T³/(27n) + γ/(6√n), close to the t distribution when the scores
+    are skewed (γ their skewness), where T itself is not; monotone, so it inverts in closed form."""
+    a = skew / math.sqrt(n)
+    if abs(a) < 1e-12:
+        return t + a / 6
+    return ((1 + a * t / 3) ** 3 - 1) / a + a / 6
+
+
+def _hall_inverse(x: float, skew: float, n: int) -> float:
+    a = skew / math.sqrt(n)
+    if abs(a) < 1e-12:
+        return x - a / 6
+    y = 1 + a * (x - a / 6)
+    return 3 / a * (math.copysign(abs(y) ** (1 / 3), y) - 1)
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float], *, level: float = LEVEL) -> Interval:
@@ -104,7 +131,9 @@ def p_value(values: Sequence[float], threshold: float, *, lo: float = 0.0, hi: f
             return 0.0
         return 1 - normal.cdf(math.sqrt(share * n / (1 - share)))   # u = z² / (n + z²), solved for z
     sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
-    return 1 - t_cdf((mean - threshold) / (sd / math.sqrt(n)), n - 1)
+    t = (mean - threshold) / (sd / math.sqrt(n))
+    # the larger of the t test's and Hall's: the lower bound above is the smaller of the two intervals' bounds
+    return max(1 - t_cdf(t, n - 1), 1 - t_cdf(_hall(t, _skewness(values, mean, sd), n), n - 1))
 
 
 # --- Student's t quantile, without scipy -----------------------------------------------------------------

@@ -100,12 +100,18 @@ def gate_candidates(trained: Sequence[Candidate], results: Mapping[str, Sequence
                             else thresholds.min_improvement_over_champion)}
     levels = {other: holm({name: p_value(d, targets[other], lo=-1.0, hi=1.0) for name, d in by_name.items()})
               for other, by_name in diffs.items()}
+    # the examples each candidate's comparison lost because the gate grader failed on its answer or on the
+    # base's or the champion's (the union: failures on different examples add up)
+    refs = [results[other] for other in diffs]
+    lost = {c.name: sum(any(grader in rows[i].grading_failed for rows in (results[c.name], *refs))
+                        for i in range(min(len(r) for r in (results[c.name], *refs)))) for c in trained}
+    failed_on = {other: sum(grader in r.grading_failed for r in results[other]) for other in diffs}
     verdicts = {}
     for c in trained:
         gates = _gates_of(c, metrics, thresholds, grader=grader, n_common=len(keep), k=len(trained),
                           diffs={o: d[c.name] for o, d in diffs.items()},
                           levels={o: lv[c.name] for o, lv in levels.items()}, targets=targets,
-                          champion_note=champion_note)
+                          champion_note=champion_note, lost=(lost[c.name], failed_on))
         verdicts[c.name] = Verdict(c, gates)
 
     def key(c: Candidate) -> tuple[bool, float, int, int]:
@@ -117,7 +123,8 @@ def gate_candidates(trained: Sequence[Candidate], results: Mapping[str, Sequence
 
 def _gates_of(c: Candidate, metrics: Mapping[str, CandidateMetrics], thresholds: Thresholds, *, grader: str,
               n_common: int, k: int, diffs: Mapping[str, list[float]], levels: Mapping[str, float],
-              targets: Mapping[str, float], champion_note: str | None) -> list[Gate]:
+              targets: Mapping[str, float], champion_note: str | None,
+              lost: tuple[int, Mapping[str, int]] = (0, {})) -> list[Gate]:
     m = metrics[c.name]
     score, (low, high) = m.score(grader), m.interval(grader)
     gates = [
@@ -128,7 +135,7 @@ def _gates_of(c: Candidate, metrics: Mapping[str, CandidateMetrics], thresholds:
         Gate("min_score", score, thresholds.min_score, score >= thresholds.min_score,
              f"mean {grader} {score:.3f} [{low:.3f}, {high:.3f}] must be ≥ {thresholds.min_score:.3f}",
              grader=grader, interval={"mean": round(score, 4), "low": round(low, 4), "high": round(high, 4)}),
-        _grader_error_gate(m, thresholds.max_grader_error_rate),
+        _grader_error_gate(m, thresholds.max_grader_error_rate, grader, *lost),
     ]
     if "base" in diffs:
         gates.append(_improvement_gate("min_improvement", "base", diffs["base"], levels["base"], targets["base"],
@@ -146,11 +153,23 @@ def _gates_of(c: Candidate, metrics: Mapping[str, CandidateMetrics], thresholds:
     return gates
 
 
-def _grader_error_gate(m: CandidateMetrics, limit: float) -> Gate:
+def _grader_error_gate(m: CandidateMetrics, limit: float, grader: str, lost: int, failed_on: Mapping[str, int]) -> Gate:
+    """The worse of two shares: the answers of this candidate its worst grader could not score, and the examples
+    its comparison lost because the gate grader failed on its answer or on the base's or the champion's (the
+    union: a judge failing on 5 % of each model's answers, on different examples, loses 10 %). Before, only the
+    candidate's own failures counted: a judge failing on a third of the base's answers passed this gate and
+    the comparison decided on the other two thirds."""
     worst = max(m.grader_errors.items(), key=lambda kv: kv[1], default=None)
-    rate = worst[1] / m.n if worst and m.n else 0.0
-    what = (f"grader {worst[0]} could not score {worst[1]} of {m.n} answers ({rate:.1%}); those examples are left "
-            "out of every candidate's comparison" if worst else f"every grader scored all {m.n} answers")
+    own = worst[1] / m.n if worst and m.n else 0.0
+    share = lost / m.n if m.n else 0.0
+    said = [f"grader {worst[0]} could not score {worst[1]} of {m.n} answers ({own:.1%})"] if worst else []
+    if lost:
+        others = ", ".join(f"{n} of the {other} model's" for other, n in failed_on.items() if n)
+        said.append(f"the comparison lost {lost} of {m.n} examples ({share:.1%}) to {grader}'s failures"
+                    + (f" (on {others} answers)" if others else ""))
+    rate = max(own, share)
+    what = ("; ".join(said) + "; those examples are left out of every candidate's comparison" if said
+            else f"every grader scored all {m.n} answers")
     return Gate("max_grader_error_rate", rate, limit, rate <= limit, f"{what} (allowed ≤ {limit:.1%})")
 
 

@@ -178,9 +178,11 @@ def _leaves(value: Any, path: str = "") -> dict[str, Any]:
     return {path: value}
 
 
-def json_match(answer: str, reference: str) -> float:
+def json_match(answer: str, reference: str, *, strict: bool = False) -> float:
     """Share of the reference's fields (leaf paths) the answer has with the same value; 0 when the answer is
-    not JSON. A reference that is not JSON falls back to exact equality."""
+    not JSON. A reference that is not JSON falls back to exact equality. `strict`: fields the reference does
+    not have count against it too (matched / the union of both sides' fields): a tool call's extra argument
+    changes what the call does."""
     expected = _as_json(reference)
     if expected is None:
         return float(answer.strip() == reference.strip())
@@ -188,7 +190,8 @@ def json_match(answer: str, reference: str) -> float:
     if got is None:
         return 0.0
     want, have = _leaves(expected), _leaves(got)
-    return sum(1 for path, value in want.items() if path in have and same_json(have[path], value)) / len(want)
+    matched = sum(1 for path, value in want.items() if path in have and same_json(have[path], value))
+    return matched / (len(want.keys() | have.keys()) if strict else len(want))
 
 
 def same_json(a: Any, b: Any) -> bool:
@@ -201,14 +204,28 @@ def same_json(a: Any, b: Any) -> bool:
 
 
 def tool_call_match(answer: Sequence[Mapping[str, str]], reference: Sequence[Mapping[str, str]]) -> float:
-    """Per reference call, in order: half for the function's name, half for its arguments (field by field,
-    only when the name is right); divided by the larger count, so a missing or an extra call costs."""
+    """Each reference call paired with the answer's call that matches it best, in any order (the calls of one
+    assistant message are parallel: their order means nothing): half for the function's name, half for its
+    arguments field by field, only when the name is right, and an argument the reference does not have
+    counts against it; divided by the larger count, so a missing or an extra call costs."""
     if not reference:
         return float(not answer)
+
+    def pair(want: Mapping[str, str], got: Mapping[str, str]) -> float:
+        if want.get("name") != got.get("name"):
+            return 0.0
+        return 0.5 + 0.5 * json_match(str(got.get("arguments", "")), str(want.get("arguments", "")), strict=True)
+
+    scores = sorted(((pair(w, g), i, j) for i, w in enumerate(reference) for j, g in enumerate(answer)),
+                    key=lambda t: (-t[0], t[1], t[2]))
+    used_ref: set[int] = set()
+    used_answer: set[int] = set()
     total = 0.0
-    for want, got in zip(reference, answer, strict=False):
-        if want.get("name") == got.get("name"):
-            total += 0.5 + 0.5 * json_match(str(got.get("arguments", "")), str(want.get("arguments", "")))
+    for value, i, j in scores:   # best pairs first (greedy matching; a handful of calls)
+        if i not in used_ref and j not in used_answer:
+            used_ref.add(i)
+            used_answer.add(j)
+            total += value
     return total / max(len(reference), len(answer))
 
 
@@ -219,8 +236,27 @@ def judge_messages(grader: Grader, reply: Reply, example: Example, reference: st
                                         f"{reference[:4000]}\n\nAnswer to grade:\n{answer[:4000]}"}]
 
 
+_RATIO = re.compile(r"([-+]?\d*\.?\d+)\s*(?:/\s*(\d*\.?\d+)|(%))")
+
+
+class UnreadableJudge(ValueError):
+    """The judge replied with no score between 0 and 1: a grader error (left out, counted), never a 0 or a 1."""
+
+
 def score_model(grader: Grader, reply: Reply, example: Example, reference: str, judge: JudgeFn) -> float:
-    """The judge's number, clamped to 0..1; a reply without a number is a 0 (and says so in the log)."""
-    text = judge(str(grader.model), judge_messages(grader, reply, example, reference))
-    match = _NUMBER.search(text or "")
-    return min(1.0, max(0.0, float(match.group(0)))) if match else 0.0
+    """The judge's score in 0..1: its first number, or a fraction it wrote as `8/10` or `80%`. A reply with no
+    number, or a number outside 0..1 ("7": on what scale?), is UnreadableJudge — a grader error, like a failed
+    judge call: before, "7" and "8/10" scored 1.0 and "I cannot tell" scored 0."""
+    text = judge(str(grader.model), judge_messages(grader, reply, example, reference)) or ""
+    ratio = _RATIO.search(text)
+    match = _NUMBER.search(text)
+    if ratio and match and ratio.start() == match.start():
+        bottom = 100.0 if ratio.group(3) else float(ratio.group(2))
+        value = float(ratio.group(1)) / bottom if bottom else float("nan")
+    elif match:
+        value = float(match.group(0))
+    else:
+        raise UnreadableJudge(f"grader {grader.name}: the judge replied {text[:80]!r}, no score")
+    if not 0.0 <= value <= 1.0:
+        raise UnreadableJudge(f"grader {grader.name}: the judge replied {text[:80]!r}, not a score between 0 and 1")
+    return value

@@ -23,19 +23,31 @@ def normalize_answer(text: str) -> str:
     return " ".join(text.split())
 
 
+def _bare(text: str) -> str:
+    """What is left of an answer that normalisation empties ("A", "The", "?"): lower case, trimmed."""
+    return " ".join(text.lower().split())
+
+
 def exact_match(prediction: str, reference: str) -> float:
-    return 1.0 if normalize_answer(prediction) == normalize_answer(reference) else 0.0
+    pred, ref = normalize_answer(prediction), normalize_answer(reference)
+    if not pred and not ref:   # both only articles or punctuation: compare what was written
+        return float(_bare(prediction) == _bare(reference))
+    return 1.0 if pred == ref else 0.0
 
 
 def token_f1(prediction: str, reference: str) -> float:
     """Harmonic mean of token precision and recall after normalisation (bag of words, SQuAD style).
 
-    Two empty answers agree (1.0); one empty answer shares nothing with the other (0.0).
+    One empty answer shares nothing with the other (0.0). Two that normalisation empties agree only when
+    they were written alike: SQuAD's normalisation drops articles and punctuation, so "A" (a multiple-choice
+    answer), "The", "?" and an empty answer all normalise to nothing and scored 1.0 against each other.
     """
     pred = normalize_answer(prediction).split()
     ref = normalize_answer(reference).split()
+    if not pred and not ref:
+        return float(_bare(prediction) == _bare(reference))
     if not pred or not ref:
-        return 1.0 if pred == ref else 0.0
+        return 0.0
     common = sum((Counter(pred) & Counter(ref)).values())
     if common == 0:
         return 0.0

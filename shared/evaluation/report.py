@@ -97,7 +97,14 @@ def worst_examples(examples: Sequence[Example], chosen: Sequence[ExampleResult],
              "scores": {k: round(v, 4) for k, v in chosen[i].scores.items()}, "error": chosen[i].error,
              "base_answer": truncate(base[i].answer) if i < len(base) else None,
              "base_f1": round(base[i].f1, 4) if i < len(base) else None,
-             "base_score": round(_gate_score(base[i], grader), 4) if i < len(base) else None} for i in order]
+             "base_score": _scored(base[i], grader) if i < len(base) else None} for i in order]
+
+
+def _scored(row: ExampleResult, grader: str) -> float | None:
+    """The grader's score of this answer; None when it could not or does not score it (never shown as a 0)."""
+    if grader in row.grading_failed or grader in row.not_applicable:
+        return None
+    return round(_gate_score(row, grader), 4)
 
 
 def build_report(*, run_id: str, base_model: str, fine_tuned_model: str, eval_path: str,
@@ -154,7 +161,8 @@ _CSS = """body{font-family:system-ui,sans-serif;max-width:1180px;margin:2em auto
 table{border-collapse:collapse;width:100%;margin:1em 0;table-layout:fixed}td,th{border:1px solid #e5e7eb;
 padding:4px 8px;text-align:left;vertical-align:top;font-size:13px;overflow-wrap:anywhere}th{background:#f9fafb}
 .pass{color:#15803d;font-weight:600}.fail{color:#b91c1c;font-weight:600}.muted{color:#6b7280}
-td.text{white-space:pre-wrap}svg{max-width:100%;height:auto}code{overflow-wrap:anywhere}"""
+td.text{white-space:pre-wrap}svg{max-width:100%;height:auto}code{overflow-wrap:anywhere}
+pre{white-space:pre-wrap;overflow-wrap:anywhere}"""
 
 # Each gate's rule in words (the sentence beside it gives the numbers it read).
 GATE_RULES = {
@@ -171,8 +179,11 @@ GATE_RULES = {
 }
 
 
-def _lineage_html(lineage: Mapping[str, Any]) -> str:
-    if not lineage:
+def _lineage_html(lineage: Mapping[str, Any], amendments: Mapping[str, Any] | None = None,
+                  generated_at: str = "") -> str:
+    """The lineage section: where the model came from, and — once given — the decisions taken on this report
+    (`amendments`, shared.stages.report_lineage's document: only this section changes when it is amended)."""
+    if not lineage and not amendments:
         return ""
     e = escape
     items = []
@@ -184,11 +195,47 @@ def _lineage_html(lineage: Mapping[str, Any]) -> str:
         items.append(f"{int(lineage['trained_tokens']):,} trained tokens")
     if lineage.get("training_cost_usd") is not None:
         items.append(f"training ≈ ${float(lineage['training_cost_usd']):,.2f} (estimate)")
-    items.append("approvals: " + (", ".join(e(str(k)) for k in lineage.get("approvals") or {}) or
-                                  "none yet (GET runs/{id} lists them once given)"))
+    if not amendments:
+        items.append("approvals: " + (", ".join(e(str(k)) for k in lineage.get("approvals") or {}) or
+                                      "none yet (this section is amended when one is given)"))
     settings = e(json.dumps(lineage.get("settings") or {}, sort_keys=True, ensure_ascii=False)[:4000])
-    return (f'<h2>Lineage</h2><p>{"; ".join(items)}.</p><details><summary>Run settings</summary>'
-            f'<pre style="white-space:pre-wrap">{settings}</pre></details>')
+    parts = ['<section id="lineage"><h2>Lineage</h2>']
+    if items:
+        parts.append(f"<p>{'; '.join(items)}.</p>")
+    if amendments:
+        parts.append(_decisions_html(amendments, generated_at))
+    parts.append(f'<details><summary>Run settings</summary><pre>{settings}</pre>'
+                 "</details></section>")
+    return "".join(parts)
+
+
+DECISION_WORDS = {"approval": "approved", "rejection": "rejected", "rollback": "rolled back",
+                  "restored": "restored by a rollback", "retirement": "retired"}
+
+
+def _decisions_html(doc: Mapping[str, Any], generated_at: str) -> str:
+    e = escape
+    evidence = str(doc.get("evaluation_report_hash") or "")
+    rows = []
+    for d in doc.get("decisions") or []:
+        what = DECISION_WORDS.get(str(d.get("kind")), str(d.get("kind")))
+        if d.get("from_model") or d.get("to_model"):
+            what += f" ({d.get('from_model') or '?'} → {d.get('to_model') or '?'})"
+        said = "; ".join(f"{k} {d[k]}" for k in ("ticket", "reason", "comment") if d.get(k))
+        bound = ""
+        if d.get("kind") == "approval":
+            bound = ("on this report's evaluation.json" if d.get("evaluation_report_hash") == evidence
+                     else f"on {d.get('evaluation_report_hash')}")
+        rows.append(f"<tr><td>{e(str(d.get('at') or ''))}</td><td>{e(what)}</td><td>{e(str(d.get('environment') or '—'))}"
+                    f"</td><td>{e(str(d.get('who') or ''))}</td><td>{e(said)}</td><td>{e(bound)}</td></tr>")
+    history = ", ".join(f"{v['version']} ({e(str(v.get('amended_at') or 'as evaluated, ' + generated_at))})"
+                        for v in doc.get("versions") or [])
+    return (f'<p id="lineage-version">Decisions on this report — lineage version {int(doc.get("version") or 1)}, '
+            f'amended {e(str(doc.get("amended_at") or ""))}. Versions: {history}. Only this section is amended: the '
+            f'evaluation is as generated at {e(generated_at)}, and <code>evaluation.json</code> '
+            f'(<code>{e(evidence)}</code>, the hash each approval names) is unchanged.</p>'
+            "<table><tr><th>when</th><th>decision</th><th>environment</th><th>who</th><th>ticket, reason</th>"
+            "<th>given on</th></tr>" + "".join(rows) + "</table>")
 
 
 def _fmt(value: Any) -> str:
@@ -230,7 +277,9 @@ def _verdict(ok: bool) -> str:
     return '<span class="pass">PASS</span>' if ok else '<span class="fail">FAIL</span>'
 
 
-def render_html(report: Mapping[str, Any]) -> str:
+def render_html(report: Mapping[str, Any], amendments: Mapping[str, Any] | None = None) -> str:
+    """The page, from the report; `amendments` (the decisions taken on it since, versioned) changes only its
+    lineage section."""
     e = escape
     candidates = report["candidates"]
     chosen = report["chosen"]["name"]
@@ -244,7 +293,7 @@ def render_html(report: Mapping[str, Any]) -> str:
               f'Chosen: <b>{e(chosen)}</b> <code>{e(report["chosen"]["model"])}</code>. '
               f'<span class="muted">Generated {e(report["generated_at"])}.</span></p>'),
              _grader_error_headline(report),
-             _lineage_html(report.get("lineage") or {}),
+             _lineage_html(report.get("lineage") or {}, amendments, str(report.get("generated_at") or "")),
              (f"<h2>Gates of {e(chosen)}</h2><table><tr><th>gate</th><th>rule</th><th>value</th><th>threshold</th>"
               "<th>verdict</th><th>what was measured</th></tr>")]
     for g in report["gates"]:

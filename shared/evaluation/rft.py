@@ -79,10 +79,27 @@ def messages(spec: Mapping[str, Any], ns: Mapping[str, Any]) -> list[dict[str, s
     out = []
     for m in spec.get("input") or []:
         if isinstance(m, Mapping):
-            content = m.get("content")
-            text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
-            out.append({"role": str(m.get("role") or "user"), "content": render(text, ns)})
+            out.append({"role": str(m.get("role") or "user"), "content": _content_text(m.get("content"), ns)})
     return out
+
+
+def _content_text(content: Any, ns: Mapping[str, Any]) -> str:
+    """A message's content as the judge reads it: a string, or its text parts (`{"type": "input_text", "text"}`,
+    alone or in a list), each rendered, joined by newlines. Before, the parts went out as their JSON with the
+    values filled into it: the judge read JSON, broken by any quote in the answer. Another part (an image)
+    goes as its JSON, unrendered."""
+    if isinstance(content, str):
+        return render(content, ns)
+    parts = content if isinstance(content, list) else [content]
+    texts = []
+    for part in parts:
+        if isinstance(part, Mapping) and isinstance(part.get("text"), str):
+            texts.append(render(part["text"], ns))
+        elif isinstance(part, str):
+            texts.append(render(part, ns))
+        else:
+            texts.append(json.dumps(part, ensure_ascii=False))
+    return "\n".join(texts)
 
 
 def score_in_range(reply: str, bounds: list[float]) -> float:

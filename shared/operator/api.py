@@ -36,7 +36,7 @@ from shared.run import actors, command_table
 from shared.run.config import ConfigError
 from shared.run.messages import RetrainCommand, RollbackCommand, RunCommand
 from shared.run.rules import owner_confirmed
-from shared.stages import approvals, command_checks, drift, intake, rollback, training
+from shared.stages import approvals, command_checks, drift, intake, report_lineage, rollback, training
 from shared.store.claims import ConcurrencyError
 from shared.store.events import publish
 from shared.store.registry import InvalidTransition, RunNotFound
@@ -215,6 +215,7 @@ def evaluation_comparison(evaluation: dict[str, Any] | None) -> dict[str, Any] |
 def get_run(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> ApiResponse:
     _require_read(caller)
     run = deps.registry.require_run(params["run_id"])
+    trail = deps.registry.audit_trail(run.run_id)
     view = {**_summary(run, deps), "settings": run.settings, "dataset_hash": run.dataset_hash,
             "validation": run.validation, "evaluation": run.evaluation, "error": run.error,
             "comparison": evaluation_comparison(run.evaluation),
@@ -222,7 +223,9 @@ def get_run(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> 
             "drift": drift.drifted(deps, deps.registry.list_deployments(run_id=run.run_id)),
             "approvals": run.approvals, "candidate": approvals.candidate(deps, run),
             "deployments": _deployments(deps, run_id=run.run_id),
-            "audit": deps.registry.audit_trail(run.run_id), "reports": _reports(deps, run.run_id),
+            "audit": trail, "reports": _reports(deps, run.run_id),
+            # the evaluation report's decisions: its lineage version, and any recorded decision it lacks
+            "report_lineage": report_lineage.status(deps, run, trail),
             # what this caller may do here (a console shows only these; the API still decides on each call)
             "caller": {**caller.describe(), "roles": sorted(caller.roles),
                        "may_approve": sorted(r.removeprefix("Approver.") for r in caller.roles

@@ -20,9 +20,10 @@ class ConfigError(ValueError):
     """A setting is missing or wrong; the message names the setting."""
 
 
-def setting(default: Any, env: str, *, rule: str | None = None) -> Any:
-    """A setting read from `env`, with its one default; unset or empty means the default."""
-    return field(default=default, metadata={"env": env, "rule": rule})
+def setting(default: Any, env: str, *, rule: str | None = None, secret: bool = False) -> Any:
+    """A setting read from `env`, with its one default; unset or empty means the default. A `secret` one is
+    left out of the settings' repr, so a log line or traceback that prints them never shows it."""
+    return field(default=default, metadata={"env": env, "rule": rule}, repr=not secret)
 
 
 def _from_env(env: Mapping[str, str], f: Field[Any]) -> Any:
@@ -80,6 +81,8 @@ class Settings:
     evaluate_queue: str = setting("ftops-evaluate", "EVALUATE_QUEUE")
     deploy_queue: str = setting("ftops-deploy", "DEPLOY_QUEUE")
     commands_queue: str = setting("ftops-commands", "COMMANDS_QUEUE")
+    # one job to poll now (a hub webhook said it ended): the poller's own code path, off the HTTP request
+    poll_queue: str = setting("ftops-poll", "POLL_QUEUE")
     events_topic: str = setting("ftops-events", "EVENTS_TOPIC")
     table_prefix: str = setting("", "FTOPS_TABLE_PREFIX")
     # path to, or inline JSON of, the environments and their spokes
@@ -115,6 +118,10 @@ class Settings:
     smoke_timeout_seconds: float = setting(300.0, "SMOKE_TIMEOUT_SECONDS")
     # JSON {base model or sku: USD per hour}, over shared.run.models' estimates
     hosting_prices: str | None = setting(None, "HOSTING_PRICES")
+    # the `whsec_…` signing secret the hub returned when the webhook endpoint was registered
+    # (infra/scripts/register-webhook.sh); unset: the webhook route refuses every delivery and polling alone
+    # follows the jobs
+    hub_webhook_secret: str | None = setting(None, "HUB_WEBHOOK_SECRET", secret=True)
     # a succeeded job's results file: wait this long, then go on without
     results_wait_seconds: float = setting(900.0, "RESULTS_WAIT_SECONDS", rule="not_negative")
     # the Entra ID tenant whose tokens the operator API accepts

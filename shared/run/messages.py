@@ -41,6 +41,16 @@ class EvaluateRequest(_Data):
     infra_waits: int = 0   # how many waited out a deployment that could not be asked (gone, not ready, 5xx)
 
 
+class PollRequest(_Data):
+    """Poll one job now: a hub webhook said it ended (shared.stages.webhooks), so the poller's own code for one
+    job runs without waiting for the timer. `event` is the webhook's type, `webhook_id` its id (logs only)."""
+    run_id: str
+    job_id: str
+    event: str
+    webhook_id: str
+    attempt: int = 0   # > 0: a re-send while the succeeded job's results file is not posted yet (…-a<attempt>)
+
+
 class DeployRequest(_Data):
     run_id: str
     environment: str
@@ -97,6 +107,7 @@ STAGE_TYPES: dict[str, type[_Data]] = {
     "ftops.stage.train": TrainRequest,
     "ftops.stage.evaluate": EvaluateRequest,
     "ftops.stage.deploy": DeployRequest,
+    "ftops.stage.poll": PollRequest,
 }
 _TYPE_OF = {v: k for k, v in STAGE_TYPES.items()}
 
@@ -151,6 +162,11 @@ def _about(thing: str | None) -> str:
 # new work, not a duplicate of the first one's request (Service Bus drops a repeated MessageId).
 def evaluate_message_id(run_id: str, job_id: str | None) -> str:
     return f"evaluate-{run_id}-{_about(job_id)}"
+
+
+def poll_message_id(run_id: str, webhook_id: str) -> str:
+    """One poll per webhook delivery id: the hub's redelivery of the same event is dropped as a duplicate."""
+    return f"poll-{run_id}-{_about(webhook_id)}"
 
 
 def deploy_message_id(run_id: str, environment: str, model: str | None) -> str:

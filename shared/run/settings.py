@@ -199,6 +199,13 @@ def parse_run_settings(raw: bytes | str | dict[str, Any] | None, *, defaults: di
             f"{source}: {echo('.'.join(str(p) for p in e['loc']) or '<root>')}: {echo(e['msg'], 400)}"
             for e in exc.errors()
         ]) from exc
+    # a grader's reference from the line's item: only reinforcement lines have one (their other fields); on chat
+    # or DPO lines it rendered empty and every answer was graded against "" without a word
+    if settings.method_is_set and settings.method != "reinforcement" and (
+            templated := [g.effective_name() for g in settings.evaluation.graders or [] if g.reference]):
+        raise RunSettingsError([(f"{source}: evaluation.graders {', '.join(templated)}: 'reference' reads a field of "
+                                f"a reinforcement line's item; {settings.method} lines are graded against their "
+                                "answer (the last assistant message, or the preferred output): remove 'reference'")])
     # the reinforcement grader, field by field, against the shapes Azure's v1 API accepts (shared.run.rft_graders)
     if settings.method == "reinforcement" and settings.grader and (wrong := grader_problems(settings.grader)):
         raise RunSettingsError([f"{source}: {problem}" for problem in wrong])

@@ -26,6 +26,7 @@ from shared.run.actors import is_object_id
 from shared.run.messages import deploy_request, run_event
 from shared.run.rules import owner_confirmed, unverified_problem
 from shared.run.topology import Environment
+from shared.stages import report_lineage
 from shared.store.claims import conditional_update
 from shared.store.events import advance
 from shared.store.outbox import send_held
@@ -95,6 +96,7 @@ def approve(deps: Deps, caller: Caller, run_id: str, environment: str, *, ticket
         if run.state == states.awaiting_approval(env.name):   # a repeat: finish what the first may not have
             _announce(deps, run_id, existing)
             send_deploy(deps, run.run_id, env.name, model=existing.get("model"))
+        report_lineage.amend(deps, run_id)
         return existing
     if run.state != states.awaiting_approval(env.name):
         raise Refused(f"run {run_id} is {run.state!r}, not awaiting approval for {env.name!r}")
@@ -126,6 +128,7 @@ def approve(deps: Deps, caller: Caller, run_id: str, environment: str, *, ticket
                        gives_up=f"run {run_id}: too many concurrent updates while approving")
     _announce(deps, run_id, evidence)
     send_deploy(deps, run_id, env.name, model=evidence["model"])
+    report_lineage.amend(deps, run_id)   # the report a reviewer opens shows it (its evidence unchanged)
     return evidence
 
 
@@ -196,11 +199,13 @@ def reject(deps: Deps, caller: Caller, run_id: str, environment: str, *, reason:
     detail = {"environment": env.name, "approver_oid": caller.oid, "approver_name": caller.name,
               "reason": reason, "ticket": ticket}
     if run.state == states.APPROVAL_DENIED:
+        report_lineage.amend(deps, run_id)   # a repeat finishes an amendment a crash interrupted
         return detail
     if run.state != states.awaiting_approval(env.name):
         raise Refused(f"run {run_id} is {run.state!r}, not awaiting approval for {env.name!r}")
     advance(deps, run_id, states.APPROVAL_DENIED, actor=caller.actor, detail=detail,
             error={"stage": "approval", **detail})
+    report_lineage.amend(deps, run_id)
     return detail
 
 

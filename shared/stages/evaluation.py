@@ -309,7 +309,20 @@ def _write_reports(deps: Deps, run_id: str, report: dict[str, Any]) -> dict[str,
                           content_settings=ContentSettings(content_type="application/json"))
     container.upload_blob(paths["html"], render_html(report), overwrite=True,
                           content_settings=ContentSettings(content_type="text/html; charset=utf-8"))
+    _forget_amendments(container, run_id)
     return {k: f"{deps.settings.reports_container}/{v}" for k, v in paths.items()}
+
+
+def _forget_amendments(container: Any, run_id: str) -> None:
+    """A new evaluation replaces the report the decisions were taken on (a retrain's): their amendments go
+    with it (shared.stages.report_lineage; the audit trail keeps every decision)."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    from shared.stages.report_lineage import LINEAGE_BLOB
+    try:
+        container.delete_blob(f"{run_id}/{LINEAGE_BLOB}")
+    except ResourceNotFoundError:
+        pass
 
 
 def _fail(deps: Deps, run: RunRecord, reason: str, result: dict[str, Any] | None = None) -> str:
@@ -332,6 +345,7 @@ def _write_reports_minimal(deps: Deps, run_id: str, reason: str) -> None:
                           f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Evaluation "
                           f"{escape(run_id)}</title></head><body><h1>Evaluation of run {escape(run_id)}: not run</h1>"
                           f"<p>{escape(reason)}</p></body></html>", overwrite=True)
+    _forget_amendments(container, run_id)
 
 
 def _deploy_request(run: RunRecord, model: str | None) -> Any:

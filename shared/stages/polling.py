@@ -19,6 +19,9 @@ started.", then "Completed results file: …"): such a job stays `training` with
 ("awaiting_results") and is polled again, for at most RESULTS_WAIT_SECONDS from when a tick first saw it
 so; after that it becomes `trained` without per-step metrics, and the event says the results were missing.
 
+`handle_poll` is the same per-job code for one job, now: a hub webhook (shared.stages.webhooks) hands it a
+job that ended, so the run moves on without waiting for the next tick (push first, the timer as fallback).
+
 A job the hub answers 404 for is polled for JOB_MISSING_GRACE_SECONDS more, then its run ends
 `training_failed` (code `job_not_found`) with what to do, rather than being polled for ever.
 """
@@ -34,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.azure.hub import NO_CHECKPOINTS_YET, CallGate, HubError, HubJob, HubNotFound, note_unknown_status
 from shared.run import actors, states
-from shared.run.messages import EvaluateRequest, envelope, evaluate_message_id
+from shared.run.messages import EvaluateRequest, PollRequest, envelope, evaluate_message_id, poll_message_id
 from shared.stages.command_checks import STARTABLE
 from shared.store.events import advance
 from shared.store.hub_jobs import free_job_key, tidy_hub
@@ -53,6 +56,7 @@ SERIES_POINTS = 100                 # per-step metrics kept in the registry; all
 AWAITING_SINCE = "awaiting_results_since"   # in run.metrics while a succeeded job has no results file yet
 MISSING_SINCE = "job_missing_since"         # in run.metrics while the hub answers 404 for the job
 JOB_MISSING_GRACE_SECONDS = 600.0           # a job the hub does not know for this long ends its run
+RECHECK_MAX_SECONDS = 60.0                  # a pushed job awaiting its results file is looked at again this often, at most
 # Learn (fine-tuning-safety-evaluation): the two messages a safety failure reads like
 _SAFETY_CHECKS = (
     ("training data", re.compile(r"failed RAI checks for harm types:\s*\[?([^\]]*?)\]?\s*(?:\.\s|\.?$)",
@@ -119,6 +123,27 @@ def poll_tick(deps: Deps, *, concurrency: int | None = None) -> PollSummary:
     log.info("poll tick: %d job(s) in %.2f s, %s, %d hub call(s), at most %d in flight", summary.jobs,
              summary.seconds, summary.outcomes, summary.hub_calls, summary.max_in_flight)
     return summary
+
+
+def handle_poll(request: PollRequest, deps: Deps) -> str:
+    """One job, now (a hub webhook said it ended): exactly the per-job code of the tick. A hub error raises, so
+    the message is retried; the timer polls the job anyway. A succeeded job whose results file is not posted
+    yet is looked at again after 1, 2, 4 … (at most RECHECK_MAX_SECONDS) seconds, until RESULTS_WAIT_SECONDS
+    lets it go on without, rather than at the timer's next tick."""
+    if (request.run_id, request.job_id) not in deps.registry.tracked_jobs():
+        # no longer followed (recorded since, or the run moved on to another job): polling it now could only
+        # drop the index entry of the run's next job (poll_job tidies a stale entry by run id)
+        log.info("run %s: job %s (webhook %s) is no longer followed; nothing to poll", request.run_id,
+                 request.job_id, request.webhook_id)
+        return "not_followed"
+    outcome, _ = poll_job(deps, deps.hub(max_retries=2), request.run_id, request.job_id)
+    log.info("run %s: job %s polled on webhook %s (%s, attempt %d): %s", request.run_id, request.job_id,
+             request.webhook_id, request.event, request.attempt, outcome)
+    if outcome == "awaiting_results":
+        from shared.app.settlement import retry_later
+        retry_later(deps, deps.settings.poll_queue, request, poll_message_id(request.run_id, request.webhook_id),
+                    delay=min(RECHECK_MAX_SECONDS, 2.0 ** request.attempt), why="its results file is not posted yet")
+    return outcome
 
 
 def _poll_safely(deps: Deps, hub: Any, run_id: str, job_id: str, *, reads: Executor | None) -> tuple[str, int]:

@@ -15,6 +15,7 @@ from shared.azure.spokes import at_once
 from shared.run import actors, states
 from shared.run.messages import RollbackCommand, RunCommand, run_event
 from shared.run.topology import Target, Topology
+from shared.stages import report_lineage
 from shared.stages.deployment import deployment_tags
 from shared.store.claims import conditional_update
 from shared.store.events import advance, publish
@@ -64,6 +65,7 @@ def rollback(command: RollbackCommand, deps: Deps) -> str | None:
         if command.run_id:   # already rolled back (a repeat), or never deployed there
             log.info("rollback: run %s has no active deployment of its current model in %s", command.run_id, env.name)
             _settle_state(deps, command.run_id, env.name, actor, {"environment": env.name, "repeat": True})
+            report_lineage.amend(deps, command.run_id)   # a repeat finishes an amendment a crash interrupted
             return (f"nothing changed: run {command.run_id}'s current model serves nowhere in {env.name} (rolled "
                     f"back already, retired, or never deployed there); `ftops history {env.name}` shows what it serves")
         raise PermanentError(f"rollback: nothing active in {env.name!r} matches deployment {command.deployment!r}")
@@ -135,6 +137,8 @@ def rollback(command: RollbackCommand, deps: Deps) -> str | None:
     deps.publisher.send(deps.settings.events_topic, event)
     deps.registry.unmark_outbox("event", event.id)
     _settle_state(deps, run_id, env.name, actor, detail)
+    for amended in dict.fromkeys(r for r in (run_id, first.run_id) if r):   # each run's report shows it
+        report_lineage.amend(deps, amended)
     return None
 
 
@@ -235,6 +239,7 @@ def retire(command: RunCommand, deps: Deps) -> None:
     slots = [s for s in marked if s is not None]
     if run.state == states.RETIRED and not slots:
         deps.registry.retire_models(run.run_id, reason=reason)
+        report_lineage.amend(deps, run.run_id)
         return
 
     def remove(slot: DeploymentRecord) -> dict[str, Any]:
@@ -261,8 +266,9 @@ def retire(command: RunCommand, deps: Deps) -> None:
     if run.state == states.RETIRED:   # retired before; what served again is gone now
         deps.registry.audit(run.run_id, "deployment.retired", actor=actor, detail=detail)
         publish(deps, run.run_id, "retired", detail)
-        return
-    advance(deps, run.run_id, states.RETIRED, actor=actor, detail=detail)
+    else:
+        advance(deps, run.run_id, states.RETIRED, actor=actor, detail=detail)
+    report_lineage.amend(deps, run.run_id)
 
 
 HEAL_WAIT = timedelta(minutes=30)   # a keep-alive heal claim older than this belongs to a tick that died

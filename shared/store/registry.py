@@ -22,7 +22,7 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.data.tables import TableServiceClient, UpdateMode
+from azure.data.tables import TableServiceClient, TableTransactionError, UpdateMode
 
 from shared.run import states
 from shared.store.claims import (
@@ -281,6 +281,13 @@ def _from_entity[R: (RunRecord, DeploymentRecord, SlotEntry, ApprovalAttempt)](c
     record = cls(**kwargs)
     record.etag = entity.metadata.get("etag") if hasattr(entity, "metadata") else None
     return record
+
+
+_HEAD = "~head|"   # a slot's head row: "~" is never the first character of an account name
+
+
+def _history_row(entry: SlotEntry) -> str:
+    return f"{entry.account}|{entry.deployment}|{entry.entry_id}"
 
 
 def audit_record(action: str, *, actor: str, from_state: str | None = None, to_state: str | None = None,
@@ -673,18 +680,35 @@ class Registry:
     def begin_serving(self, entry: SlotEntry, *, previous_left: str, previous_healthy: bool = True) -> SlotEntry:
         """The slot serves `entry`'s model from now: the entry it served before is closed at this moment
         (`previous_left`, and unhealthy when a rollback took it out) and this one appended. Serving the same
-        run's same model already: that entry, unchanged (a duplicate)."""
-        moment = now_precise()
-        for open_entry in [e for e in self.slot_history(entry.environment, account=entry.account,
-                                                         deployment=entry.deployment) if e.serving]:
-            if (open_entry.run_id, open_entry.model) == (entry.run_id, entry.model):
-                return open_entry
-            self.end_serving(open_entry, left=previous_left, healthy=previous_healthy and open_entry.healthy,
-                             until=moment)
-        entry.since = moment
-        entry.entry_id = entry.entry_id or f"{moment}-{uuid.uuid4().hex[:8]}"
-        self._history_put(entry)
-        return entry
+        run's same model already: that entry, unchanged (a duplicate).
+
+        Closing and appending are one conditional write (`_history_swap`), guarded by the slot's head row, so
+        runs that start serving one slot at the same instant queue up: one model serves at a time and each
+        entry ends when the next begins."""
+        def read() -> tuple[str | None, list[SlotEntry]]:
+            head = self._history_head(entry.environment, entry.account, entry.deployment)
+            return head, [e for e in self.slot_history(entry.environment, account=entry.account,
+                                                       deployment=entry.deployment) if e.serving]
+
+        def change(current: tuple[str | None, list[SlotEntry]]) -> tuple[str | None, list[SlotEntry]] | None:
+            head, serving = current
+            if any((e.run_id, e.model) == (entry.run_id, entry.model) for e in serving):
+                return None
+            moment = now_precise()
+            for open_entry in serving:
+                open_entry.until, open_entry.left = moment, open_entry.left or previous_left
+                open_entry.healthy = previous_healthy and open_entry.healthy
+            entry.since, entry.entry_id = moment, f"{moment}-{uuid.uuid4().hex[:8]}"
+            return head, serving
+
+        def write(swap: tuple[str | None, list[SlotEntry]]) -> tuple[str | None, list[SlotEntry]]:
+            self._history_swap(swap[0], swap[1], entry)
+            return swap
+
+        _, serving = conditional_update(read, change, write, attempts=20,
+                                        gives_up=f"slot {entry.slot}: too many models starting at once")
+        same = [e for e in serving if (e.run_id, e.model) == (entry.run_id, entry.model)]
+        return same[0] if same else entry
 
     def end_serving(self, entry: SlotEntry, *, left: str, healthy: bool | None = None,
                     retired: bool | None = None, until: str | None = None) -> None:
@@ -715,11 +739,38 @@ class Registry:
     def _history_entries(self, environment: str | None) -> list[SlotEntry]:
         query = "PartitionKey eq @pk" if environment else "PartitionKey ne ''"
         rows = self._tables["slothistory"].query_entities(query, parameters={"pk": environment or ""})
-        return [_from_entity(SlotEntry, r) for r in rows]
+        return [_from_entity(SlotEntry, r) for r in rows if not r["RowKey"].startswith(_HEAD)]
 
     def _history_put(self, entry: SlotEntry) -> None:
-        row = f"{entry.account}|{entry.deployment}|{entry.entry_id}"
-        self._tables["slothistory"].upsert_entity(_to_entity(entry, entry.environment, row), mode=UpdateMode.REPLACE)
+        self._tables["slothistory"].upsert_entity(_to_entity(entry, entry.environment, _history_row(entry)),
+                                                  mode=UpdateMode.REPLACE)
+
+    def _history_head(self, environment: str, account: str, deployment: str) -> str | None:
+        """The ETag of the slot's head row (None: no model has served the slot yet)."""
+        try:
+            head = self._tables["slothistory"].get_entity(environment, f"{_HEAD}{account}|{deployment}")
+        except ResourceNotFoundError:
+            return None
+        return str(head.metadata["etag"])
+
+    def _history_swap(self, head: str | None, closing: list[SlotEntry], opening: SlotEntry) -> None:
+        """Close `closing` and append `opening` in one entity group transaction (one environment is one
+        partition), on condition that nobody moved the slot's head or changed a closing entry since they were
+        read: ConcurrencyError otherwise."""
+        if_unchanged = {"mode": UpdateMode.REPLACE, "match_condition": MatchConditions.IfNotModified}
+        head_row = {"PartitionKey": opening.environment, "RowKey": f"{_HEAD}{opening.account}|{opening.deployment}",
+                    "serving": opening.entry_id}
+        operations: list[Any] = [("create", head_row) if head is None else ("update", head_row, {**if_unchanged,
+                                                                                               "etag": head})]
+        operations += [("update", _to_entity(e, e.environment, _history_row(e)), {**if_unchanged, "etag": e.etag})
+                       for e in closing]
+        operations.append(("create", _to_entity(opening, opening.environment, _history_row(opening))))
+        try:
+            self._tables["slothistory"].submit_transaction(operations)
+        except TableTransactionError as exc:
+            if exc.status_code in (409, 412):
+                raise ConcurrencyError(f"slot {opening.slot} changed since it was read") from exc
+            raise
 
     # --- approval attempts (ApprovalAttempt): each its own record; one wins by a conditional insert ----------
     def record_approval(self, attempt: ApprovalAttempt) -> ApprovalAttempt:

@@ -87,6 +87,13 @@ def check_drop(drop: DropFiles, *, default_base_model: str, environments: list[s
         except UnsupportedOnSurface as exc:   # refused here, before any upload or job
             report = dataclasses.replace(report, valid=False, errors=[
                 *report.errors, Finding(line=None, code="method_not_on_hub_api", message=str(exc))])
+    if not report.valid and settings is not None and any(f.code == "too_few_examples" for f in report.errors):
+        # a file under the service's minimum: say what the split needs too, or adding 9 examples to one example
+        # would only meet the next refusal (the held-out minimum)
+        short = spool_split(drop.data, settings).problem
+        if short:
+            report = dataclasses.replace(report, errors=[
+                *report.errors, Finding(line=None, code="too_few_to_split", message=short)])
     if not report.valid or settings is None:
         return DropCheck(report, settings, None)
     prepared = spool_split(drop.data, settings, outputs)

@@ -38,12 +38,11 @@ class Prepared:
 
 def bucket(line: bytes, seed: int, validation: float, eval_fraction: float) -> str:
     """'eval', 'validation' or 'train' for one example, from a seeded hash of its content."""
-    x = position(line, seed)
-    if x < eval_fraction:
-        return "eval"
-    if x < eval_fraction + validation:
-        return "validation"
-    return "train"
+    return _side(position(line, seed), eval_fraction, eval_fraction + validation)
+
+
+def _side(x: float, eval_cut: float, validation_end: float) -> str:
+    return "eval" if x < eval_cut else "validation" if x < validation_end else "train"
 
 
 def position(line: bytes, seed: int) -> float:
@@ -76,30 +75,53 @@ def spool_split(openers: Mapping[str, Opener], settings: Any, outputs: Mapping[s
     if settings.method == "reinforcement" and "validation" not in openers:
         validation = validation or 0.1   # RFT needs a validation file
     if "eval" not in openers:   # reserve MIN_HELD_OUT: everything at or below the MIN_HELD_OUT-th position
-        eval_fraction = max(eval_fraction, _reserve(openers["train"], settings.seed))
+        eval_cut, validation_end = _cuts(openers["train"], settings.seed, eval_fraction, validation)
+    else:
+        eval_cut, validation_end = 0.0, validation
     sinks: Mapping[str, SupportsWrite[bytes]] = (
         outputs or {r: _Discard() for r in ("train", "validation", "eval")})
-    prepared = _spool(openers, sinks, lambda line: bucket(line, settings.seed, validation, eval_fraction))
+    prepared = _spool(openers, sinks, lambda line: _side(position(line, settings.seed), eval_cut, validation_end))
     prepared.problem = _too_few(prepared.counts, given_eval="eval" in openers,
                                 fractions=(settings.split.eval, validation))
     return prepared
 
 
-def _reserve(opener: Opener, seed: int) -> float:
-    """The eval fraction that holds out at least MIN_HELD_OUT of the file (1.0 when it has fewer)."""
+EXACT_UP_TO = 10_000   # files this small are cut by rank, so each side gets exactly its share
+
+
+def _cuts(opener: Opener, seed: int, eval_share: float, validation_share: float) -> tuple[float, float]:
+    """Where train.jsonl is cut, in hash positions: below the first, held out; below the second, validation. The held-out side gets
+    at least MIN_HELD_OUT. A file of up to EXACT_UP_TO examples is cut by rank: the held-out side gets
+    max(MIN_HELD_OUT, ⌈eval·n⌉) examples and validation ⌈validation·n⌉ exactly (identical lines stay
+    together), so the size a refusal asks for is accepted whatever the seed; before, a hash cut could give
+    validation 7 instead of 5 of 47 and leave 8 to train on. A larger file is cut by hash (its sides are then
+    within a fraction of a percent of their shares) with the MIN_HELD_OUT smallest positions held out."""
     from shared.validation import iter_examples
     smallest: list[float] = []   # max-heap (negated) of the MIN_HELD_OUT smallest positions
+    every: list[float] | None = []
     for _, raw in iter_examples(opener()):
         line = raw.strip()
         if line:
-            x = -position(line, seed)
+            x = position(line, seed)
+            if every is not None:
+                every.append(x)
+                if len(every) > EXACT_UP_TO:
+                    every = None
             if len(smallest) < MIN_HELD_OUT:
-                heapq.heappush(smallest, x)
-            elif x > smallest[0]:
-                heapq.heapreplace(smallest, x)
+                heapq.heappush(smallest, -x)
+            elif -x > smallest[0]:
+                heapq.heapreplace(smallest, -x)
     if len(smallest) < MIN_HELD_OUT:
-        return 1.0
-    return math.nextafter(-smallest[0], 1.0)
+        return 1.0, 1.0
+    if every is None:
+        eval_cut = max(eval_share, math.nextafter(-smallest[0], 1.0))
+        return eval_cut, eval_cut + validation_share
+    every.sort()
+    n = len(every)
+    held = min(n, max(MIN_HELD_OUT, math.ceil(eval_share * n)))
+    kept = min(n, held + math.ceil(validation_share * n))
+    eval_cut = math.nextafter(every[held - 1], 1.0)
+    return eval_cut, math.nextafter(every[kept - 1], 1.0) if kept > held else eval_cut
 
 
 def _too_few(counts: Mapping[str, int], *, given_eval: bool, fractions: tuple[float, float]) -> str | None:

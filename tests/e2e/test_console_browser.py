@@ -131,6 +131,10 @@ def test_the_operator_approves_prod_from_the_console(browser: Any, stack: Any, w
     timeline = page.inner_text("#timeline")
     assert f"Demo Operator <{USERS[OPERATOR].oid}> approved" in timeline and "(ticket CHG-42)" in timeline
     assert f"prod\tDemo Operator <{USERS[OPERATOR].oid}>\tCHG-42" in page.inner_text("#facts")   # bound to the ticket
+    # the report the reviewer opens shows the same approval (its evaluation unchanged: docs/evaluation.md)
+    lineage = page.frame_locator("#report-evaluation").locator("#lineage").inner_text()
+    assert "approved" in lineage and "CHG-42" in lineage and USERS[OPERATOR].oid in lineage
+    assert "lineage version 2" in page.inner_text("#report-lineage")
     prod = [r for r in page.locator("#deployments tbody tr").all_inner_texts() if r.startswith("prod")]
     assert len(prod) == 2, prod            # prod's two regions
     page.screenshot(path=str(artifacts / "3-run-deployed.png"), full_page=True)
@@ -279,8 +283,10 @@ def test_the_cli_finds_the_running_local_stack_and_fetches_reports(stack: Any, w
     report = ftops("report", waiting_run, "--out", str(tmp_path / "reports"))
     assert report.returncode == 0, report.stderr
     folder = tmp_path / "reports" / waiting_run
-    assert sorted(p.name for p in folder.iterdir()) == ["evaluation.html", "evaluation.json", "validation.html",
-                                                        "validation.json"]
+    approved = bool(stack.deps().registry.require_run(waiting_run).approvals)   # by an earlier test of this module
+    assert sorted(p.name for p in folder.iterdir()) == [
+        *(["evaluation-lineage.json"] if approved else []),   # the decisions taken on the report since
+        "evaluation.html", "evaluation.json", "validation.html", "validation.json"]
     assert "<svg" in (folder / "evaluation.html").read_text()   # the plots travel with the page
     state.unlink()
     gone = ftops("status")

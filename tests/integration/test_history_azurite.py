@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -52,3 +53,28 @@ def test_one_approval_attempt_wins_the_conditional_insert(registry: Registry) ->
     kept = registry.approval_attempts("run-1")
     assert [(a.approver_oid, a.outcome) for a in kept] == [("oid-1", "granted"), ("oid-2", "lost")]
     assert registry.approval_winner("run-1", "prod", "m-1", "sha256:e", "sha256:d").approver_oid == "oid-1"  # type: ignore[union-attr]
+
+
+def test_runs_deploying_one_slot_at_once_leave_one_model_serving_and_an_unbroken_chain(azurite: Any) -> None:
+    """Six workers (each its own client, as six hosts would be) start serving six runs in the same slot at the
+    same instant: the history must still read as one model at a time — exactly one entry serving, and each
+    entry closed at the moment the next began."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    prefix = f"h{uuid.uuid4().hex[:8]}"
+    first = Registry(TableServiceClient.from_connection_string(azurite.connection_string), prefix=prefix)
+    first.ensure_tables()
+    start = Barrier(6)
+
+    def deploy(n: int) -> None:
+        registry = Registry(TableServiceClient.from_connection_string(azurite.connection_string), prefix=prefix)
+        start.wait()
+        registry.begin_serving(entry(f"run-{n}", f"m-{n}"), previous_left=f"replaced by run-{n}")
+
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(deploy, range(6)))
+    history = first.slot_history("prod", account="ftops-prod-eastus", deployment="support-bot")
+    assert len(history) == 6
+    assert [e.serving for e in history] == [False] * 5 + [True]
+    assert all(a.until == b.since for a, b in pairwise(history))

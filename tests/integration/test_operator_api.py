@@ -252,3 +252,54 @@ def test_an_over_long_or_malformed_run_id_is_a_400_in_the_apis_shape_never_a_500
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=60)
     assert refused.value.code == 400 and "is not a run id" in refused.value.read().decode()
+
+
+def evaluated_report(run_id: str) -> dict[str, Any]:
+    """An evaluation report as the evaluation stage builds it (40 held-out examples, final vs base)."""
+    from shared.evaluation.examples import Example
+    from shared.evaluation.gates import Gate
+    from shared.evaluation.metrics import aggregate, score
+    from shared.evaluation.report import build_report
+    from shared.evaluation.runner import Candidate
+    examples = [Example(line=i + 1, messages=[{"role": "user", "content": f"q{i}"}], reference=f"a{i}")
+                for i in range(40)]
+    cands = [Candidate("final", "final", MODEL_A, "d1"), Candidate("base", "base", "gpt-4.1-mini", "d2")]
+    results = {"final": [score(i, f"a{i}", f"a{i}", latency_ms=90) for i in range(40)],
+               "base": [score(i, "no idea", f"a{i}", latency_ms=80) for i in range(40)]}
+    return build_report(run_id=run_id, base_model="gpt-4.1-mini", fine_tuned_model=MODEL_A, eval_path="eval.jsonl",
+                        examples=examples, available=40, skipped_lines=[], candidates=cands, results=results,
+                        metrics={k: aggregate(v) for k, v in results.items()}, skipped_candidates=[],
+                        chosen=cands[0], gates=[Gate("min_score", 1.0, 0.5, True, "ok")], training_metrics=None,
+                        lineage={"dataset_hash": "d1", "approvals": {}})
+
+
+def test_an_approval_given_through_the_api_is_in_the_report_a_reviewer_opens(stack: Any) -> None:
+    """Issue 19, item 6 (approvals once given): before, the report was rendered once, at evaluation time, and
+    kept saying 'approvals: none yet'. The evidence it was given on stays byte for byte what its hash names."""
+    from shared.stages.evaluation import _write_reports
+    deps = stack.deps()
+    run_id = seed_run(stack)
+    _write_reports(deps, run_id, evaluated_report(run_id))
+    reports = deps.blobs.get_container_client(deps.settings.reports_container)
+    evidence = reports.download_blob(f"{run_id}/evaluation.json").readall()
+    operator = signed_in(stack)
+    status, view = call(stack, "GET", f"runs/{run_id}", operator)
+    status, body = call(stack, "POST", f"runs/{run_id}/approve", operator,
+                        {**approve_body(), "evaluation_report_hash": view["candidate"]["evaluation_report_hash"]})
+    assert status == 202, body
+    # what a reviewer opens: the console's report page (the same blob `ftops report` fetches)
+    request = urllib.request.Request(f"{stack.api_url}/console/runs/{run_id}/reports/evaluation.html",
+                                     headers={"Cookie": f"ftops_console={operator}"})
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        page = answer.read().decode()
+    lineage = page[page.index("<h2>Lineage</h2>"):]
+    lineage = lineage[: lineage.index("<h2>", 4)]
+    assert "approved" in lineage and "CHG-9" in lineage and OPERATOR.oid in lineage and "lineage version 2" in lineage
+    assert "none yet" not in page
+    assert reports.download_blob(f"{run_id}/evaluation.json").readall() == evidence
+    status, view = call(stack, "GET", f"runs/{run_id}", operator)
+    approval_id = view["approvals"]["prod"]["approval_id"]
+    assert view["report_lineage"]["decisions"] == [f"approval:{approval_id}"] and view["report_lineage"]["missing"] == []
+    assert view["report_lineage"]["version"] == 2
+    assert approval_id in reports.download_blob(f"{run_id}/evaluation-lineage.json").readall().decode()
+    assert "evaluation-lineage.json" in view["reports"]

@@ -1,9 +1,10 @@
-"""A fake `az` and `azd` for testing infra/scripts/app-registration.sh offline: the few commands it runs,
-over a JSON file standing for the tenant and the azd environment, every call logged.
+"""A fake `az` and `azd` for testing infra/scripts/app-registration.sh and cross-tenant-app.sh offline: the few
+commands they run, over a JSON file standing for the tenant and the azd environment, every call logged.
 
-As strict as Microsoft Graph where it matters to the script: an enabled app role or scope cannot be removed
-or given another id (Graph refuses: disable it first), and a pre-authorised client must name a scope that
-exists. Usage: `python fake_az.py az|azd ARGS…` with FAKE_AZ_STATE and FAKE_AZ_LOG in the environment.
+As strict as Microsoft Graph and ARM where it matters to the scripts: an enabled app role or scope cannot be
+removed or given another id (Graph refuses: disable it first), a pre-authorised client must name a scope that
+exists; a custom role's name is unique in the tenant, it is assignable only at or below its assignable scopes,
+and a scope where it is assigned cannot be taken from it. Usage: `python fake_az.py az|azd ARGS…` with FAKE_AZ_STATE and FAKE_AZ_LOG in the environment.
 """
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ MUTATING = ("create", "update", "set", "PATCH", "POST", "delete")
 def main(argv: list[str]) -> int:
     state_file, log_file = Path(os.environ["FAKE_AZ_STATE"]), Path(os.environ["FAKE_AZ_LOG"])
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
-    for key in ("apps", "sps", "creds", "env", "settings", "assignments"):
-        state.setdefault(key, {} if key not in ("assignments",) else [])
+    for key in ("apps", "sps", "creds", "env", "settings", "assignments", "role_definitions", "role_assignments"):
+        state.setdefault(key, [] if key in ("assignments", "role_definitions", "role_assignments") else {})
     with log_file.open("a") as log:
         log.write(json.dumps(argv) + "\n")
     try:
@@ -101,7 +102,9 @@ def az(args: list[str], s: dict[str, Any]) -> str | None:
         s["sps"][sp["id"]] = sp
         return render(sp, o)
     if words[:3] in (["ad", "sp", "show"], ["ad", "sp", "update"]):
-        sp = next(sp for sp in s["sps"].values() if sp["appId"] == o["--id"])
+        sp = next((sp for sp in s["sps"].values() if sp["appId"] == o["--id"]), None)
+        if sp is None:
+            raise Refused(f"Service principal '{o['--id']}' doesn't exist")
         if words[2] == "update":
             key, _, value = o["--set"].partition("=")
             sp[key] = value == "true"
@@ -111,6 +114,12 @@ def az(args: list[str], s: dict[str, Any]) -> str | None:
         return render({"id": str(uuid.uuid5(uuid.NAMESPACE_DNS, o["--id"]))}, o)
     if words[0] == "rest":
         return rest(o, s)
+    if words[:2] == ["account", "show"]:
+        return render({"tenantId": s.get("tenant", "spoke-tenant")}, o)
+    if words[:2] == ["role", "definition"]:
+        return role_definition(words[2], o, s)
+    if words[:2] == ["role", "assignment"]:
+        return role_assignment(words[2], o, s)
     if words[:3] == ["functionapp", "config", "appsettings"]:
         settings = s["settings"].setdefault(o["-n"], {})
         if "set" in args:
@@ -143,6 +152,67 @@ def rest(o: dict[str, str], s: dict[str, Any]) -> str | None:
         s["assignments"].append(json.loads(o["--body"]))
         return None
     raise Refused(f"the fake Graph does not know {method} {uri}")
+
+
+def assignable(role: dict[str, Any], scope: str) -> bool:
+    """ARM: a role is assignable at a scope at or below one of its assignableScopes."""
+    return any(scope.lower() == a.lower() or scope.lower().startswith(a.lower().rstrip("/") + "/")
+               for a in role["assignableScopes"])
+
+
+def role_definition(verb: str, o: dict[str, str], s: dict[str, Any]) -> str | None:
+    roles = s["role_definitions"]
+    if verb == "list":   # the roles assignable at --scope, by GUID or role name (az's _search_role_definitions)
+        found = [r for r in roles if assignable(r, o["--scope"])
+                 and o.get("--name") in (None, r["name"], r["roleName"])]
+        return render(found, o)
+    body = json.loads(o["--role-definition"])
+    body = {k[:1].lower() + k[1:]: v for k, v in body.items()}   # az camel-cases the keys
+    perms = {k: body.get(k, []) for k in ("actions", "notActions", "dataActions", "notDataActions")}
+    if verb == "create":
+        if not body.get("name") or not body.get("assignableScopes"):
+            raise Refused("please provide role name and 'assignableScopes'")
+        if any(r["roleName"] == body["name"] for r in roles):
+            raise Refused("RoleDefinitionWithSameNameExists: role names are unique in a tenant")
+        guid = str(uuid.uuid4())
+        role = {"id": f"{body['assignableScopes'][0]}/providers/Microsoft.Authorization/roleDefinitions/{guid}",
+                "name": guid, "roleName": body["name"], "description": body.get("description"),
+                "roleType": "CustomRole", "permissions": [perms], "assignableScopes": body["assignableScopes"]}
+        roles.append(role)
+        return render(role, o)
+    if verb == "update":
+        role = next((r for r in roles if r["id"] == body.get("id")), None)
+        if role is None:
+            raise Refused("RoleDefinitionDoesNotExist")
+        in_use = {a["scope"] for a in s["role_assignments"] if a["roleDefinitionName"] == role["name"]}
+        if any(not assignable({"assignableScopes": body["assignableScopes"]}, scope) for scope in in_use):
+            raise Refused("RoleDefinitionHasAssignments: a scope in use cannot be removed")
+        role.update(roleName=body["roleName"], description=body.get("description"), permissions=[perms],
+                    assignableScopes=body["assignableScopes"])
+        return render(role, o)
+    raise Refused(f"the fake az does not know role definition {verb}")
+
+
+def role_assignment(verb: str, o: dict[str, str], s: dict[str, Any]) -> str | None:
+    def role_of(ref: str) -> dict[str, Any] | None:
+        builtin = {"name": ref, "roleName": ref, "assignableScopes": ["/"]} if ref == "a001fd3d-188f-4b5d-821b-7da978bf7442" else None
+        return next((r for r in s["role_definitions"] if ref in (r["name"], r["roleName"])), builtin)
+    if verb == "list":
+        role = role_of(o["--role"])
+        return render([a for a in s["role_assignments"] if a["principalId"] == o["--assignee"]
+                       and role is not None and a["roleDefinitionName"] == role["name"]
+                       and a["scope"].lower() == o["--scope"].lower()], o)
+    if verb == "create":
+        role = role_of(o["--role"])
+        if role is None or not assignable(role, o["--scope"]):
+            raise Refused(f"RoleDefinitionDoesNotExist or not assignable at {o['--scope']}")
+        if o.get("--assignee-principal-type") != "ServicePrincipal":
+            raise Refused("give --assignee-principal-type")
+        new = {"principalId": o["--assignee-object-id"], "roleDefinitionName": role["name"], "scope": o["--scope"]}
+        if new not in s["role_assignments"]:   # az answers the existing assignment (RoleAssignmentExists)
+            s["role_assignments"].append(new)
+        return render(new, o)
+    raise Refused(f"the fake az does not know role assignment {verb}")
 
 
 def patch_api(app: dict[str, Any], body: dict[str, Any]) -> None:

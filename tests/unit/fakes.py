@@ -135,6 +135,7 @@ class MemoryRegistry(InMemoryClaims):
         self.tracked: dict[str, str] = {}
         self.keys: dict[str, str] = {}
         self.history: dict[str, SlotEntry] = {}            # slot|entry id → entry
+        self.heads: dict[str, str] = {}                    # slot → its head's ETag (moved by each swap)
         self.approval_records: dict[str, ApprovalAttempt] = {}
         self.approval_winners: dict[tuple[Any, ...], str] = {}   # run, environment, model, hashes → attempt id
         self._n = 0
@@ -248,7 +249,21 @@ class MemoryRegistry(InMemoryClaims):
 
     def _history_put(self, entry: SlotEntry) -> None:
         with self._lock:
+            entry.etag = self._etag()
             self.history[f"{entry.slot}|{entry.entry_id}"] = copy.deepcopy(entry)
+
+    def _history_head(self, environment: str, account: str, deployment: str) -> str | None:
+        with self._lock:
+            return self.heads.get(f"{environment}|{account}|{deployment}")
+
+    def _history_swap(self, head: str | None, closing: list[SlotEntry], opening: SlotEntry) -> None:
+        with self._lock:   # the entity group transaction: all of it, on condition nothing moved, or none of it
+            stale = [e for e in closing if self.history[f"{e.slot}|{e.entry_id}"].etag != e.etag]
+            if self.heads.get(opening.slot) != head or stale:
+                raise ConcurrencyError(opening.slot)
+            self.heads[opening.slot] = self._etag()
+            for changed in [*closing, opening]:
+                self._history_put(changed)
 
     def record_approval(self, attempt: ApprovalAttempt) -> ApprovalAttempt:
         with self._lock:   # the insert-if-absent the table does with its winner's marker
@@ -314,9 +329,10 @@ class MemoryBlobs:
 
     def __init__(self) -> None:
         self.data: dict[tuple[str, str], bytes] = {}
+        self.metadata: dict[tuple[str, str], dict[str, str]] = {}
 
     def get_blob_client(self, container: str, name: str) -> Any:
-        return _MemoryBlob(self.data, container, name)
+        return _MemoryBlob(self.data, container, name, self.metadata)
 
     def get_container_client(self, container: str) -> Any:
         blobs = self
@@ -334,12 +350,21 @@ class MemoryBlobs:
             def upload_blob(self, name: str, body: Any, **kwargs: Any) -> None:
                 blobs.get_blob_client(container, name).upload_blob(body, **kwargs)
 
+            def delete_blob(self, name: str, **_: Any) -> None:
+                from azure.core.exceptions import ResourceNotFoundError
+                if blobs.data.pop((container, name), None) is None:
+                    raise ResourceNotFoundError(f"{container}/{name}: no such blob")
+                blobs.metadata.pop((container, name), None)
+
         return Container()
 
 
 class _MemoryBlob:
-    def __init__(self, data: dict[tuple[str, str], bytes], container: str, name: str) -> None:
+    """One blob; ETags from the content (and metadata), and the SDK's match conditions honoured on upload."""
+    def __init__(self, data: dict[tuple[str, str], bytes], container: str, name: str,
+                 metadata: dict[tuple[str, str], dict[str, str]] | None = None) -> None:
         self._data, self._key = data, (container, name)
+        self._metadata = metadata if metadata is not None else {}
 
     def _body(self) -> bytes:
         from azure.core.exceptions import ResourceNotFoundError
@@ -347,18 +372,33 @@ class _MemoryBlob:
             raise ResourceNotFoundError(f"{self._key[0]}/{self._key[1]}: no such blob")
         return self._data[self._key]
 
-    def get_blob_properties(self) -> Any:
+    def _etag(self) -> str:
         import hashlib
+        meta = repr(sorted(self._metadata.get(self._key, {}).items())).encode()
+        return f'"0x{hashlib.sha256(self._body() + meta).hexdigest()[:16]}"'
+
+    def get_blob_properties(self) -> Any:
         body = self._body()
-        return SimpleNamespace(size=len(body), etag=f'"0x{hashlib.sha256(body).hexdigest()[:16]}"')
+        return SimpleNamespace(size=len(body), etag=self._etag(),
+                               metadata=dict(self._metadata.get(self._key, {})))
 
     def download_blob(self, **_: Any) -> Any:
         body = self._body()
-        return SimpleNamespace(readall=lambda: body, chunks=lambda: iter([body]), size=len(body))
+        return SimpleNamespace(readall=lambda: body, chunks=lambda: iter([body]), size=len(body),
+                               properties=self.get_blob_properties())
 
-    def upload_blob(self, body: Any, **_: Any) -> None:
+    def upload_blob(self, body: Any, *, metadata: dict[str, str] | None = None, etag: str | None = None,
+                    match_condition: Any = None, **_: Any) -> None:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+        exists = self._key in self._data
+        if match_condition == MatchConditions.IfMissing and exists:
+            raise ResourceExistsError(f"{self._key[1]} exists")
+        if match_condition == MatchConditions.IfNotModified and (not exists or self._etag() != etag):
+            raise ResourceModifiedError(f"{self._key[1]} changed")
         body = body.read() if hasattr(body, "read") else body   # a file, as the SDK takes one
         self._data[self._key] = body.encode() if isinstance(body, str) else bytes(body)
+        self._metadata[self._key] = dict(metadata or {})
 
     def append_block(self, body: Any, **_: Any) -> None:
         self._data[self._key] = self._data.get(self._key, b"") + (body.encode() if isinstance(body, str) else body)

@@ -1,11 +1,13 @@
-"""infra/scripts/app-registration.sh, run offline against a fake `az`/`azd` (tests/unit/fake_az.py): what it
-creates in the tenant and the azd environment, that running it again changes nothing, that a new environment
-adds its approver role without touching the others, and that granting a role is done once. It has not run
-against a real tenant (docs/deploy.md says so)."""
+"""infra/scripts/app-registration.sh (azd's postprovision hook), run offline against a fake `az`/`azd`
+(tests/unit/fake_az.py): what it creates in the tenant and the azd environment, that running it again changes
+nothing, that a new environment adds its approver role without touching the others, that granting a role is done
+once, and that the switch FTOPS_APP_REGISTRATION=off skips it. It has not run against a real tenant (docs/deploy.md
+says so); its PowerShell form is parsed and compared with it call by call (tests/unit/test_infra_contract.py)."""
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -35,14 +37,15 @@ class Tenant:
         (self.tmp / "spokes.json").write_text(json.dumps({"environments": [
             {"name": e, "requires_approval": e == "prod", "targets": []} for e in environments]}))
 
-    def run(self, *args: str) -> tuple[str, list[list[str]]]:
+    def run(self, *args: str, env: dict[str, str] | None = None) -> tuple[str, list[list[str]]]:
         log = self.tmp / "calls.log"
         log.unlink(missing_ok=True)
+        log.touch()
         env = {"PATH": f"{self.bin}:/usr/bin:/bin", "FAKE_AZ_STATE": str(self.tmp / "tenant.json"),
                "FAKE_AZ_LOG": str(log), "SPOKES_FILE": str(self.tmp / "spokes.json"), "AZURE_ENV_NAME": "prod1",
                "AZURE_TENANT_ID": "tenant-1", "FTOPS_IDENTITY_PRINCIPAL_ID": IDENTITY,
                "FTOPS_API_URL": "https://ftops-app.azurewebsites.net/api", "AZURE_RESOURCE_GROUP": "rg-ftops",
-               "AZURE_FUNCTION_APP_NAME": "ftops-app"}
+               "AZURE_FUNCTION_APP_NAME": "ftops-app", **(env or {})}
         done = subprocess.run(["sh", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=120,
                               check=False)
         assert done.returncode == 0, done.stderr
@@ -110,6 +113,32 @@ def test_a_new_environment_adds_its_approver_role_and_keeps_every_existing_id(te
     after = {r["value"]: r["id"] for r in tenant.app()["appRoles"]}
     assert set(after) - set(ids) == {"Approver.staging"} and all(after[k] == v for k, v in ids.items())
     assert [c[1:4] for c in writes(calls)] == [["rest", "--method", "PATCH"]]
+
+
+def test_azd_runs_it_after_provisioning_and_before_the_code_with_a_windows_form() -> None:
+    """The hook point: what it reads (the identity's object id, the app's URL) are outputs of the provision, and
+    what it writes is read by the next provision (infra/main.parameters.json) and, at once, by the function app's
+    setting, before `azd up` deploys the code. Both platforms: azd refuses a hook without a form for its own."""
+    import yaml  # requirements-dev.txt
+    hooks = yaml.safe_load((ROOT / "azure.yaml").read_text())["hooks"]
+    assert hooks["postprovision"]["posix"] == {"shell": "sh", "run": "./infra/scripts/app-registration.sh",
+                                               "interactive": False, "continueOnError": False}
+    assert hooks["postprovision"]["windows"]["run"] == "./infra/scripts/app-registration.ps1"
+    assert hooks["postprovision"]["windows"]["shell"] == "pwsh"
+    outputs = set(re.findall(r"^output (\w+) ", (ROOT / "infra" / "main.bicep").read_text(), re.MULTILINE))
+    assert {"FTOPS_IDENTITY_PRINCIPAL_ID", "FTOPS_API_URL", "AZURE_TENANT_ID", "AZURE_FUNCTION_APP_NAME"} <= outputs
+    parameters = json.loads((ROOT / "infra" / "main.parameters.json").read_text())["parameters"]
+    assert parameters["operatorApiAudience"]["value"].startswith("${FTOPS_OPERATOR_API_AUDIENCE")
+
+
+def test_with_the_switch_off_it_touches_nothing(tenant: Tenant) -> None:
+    out, calls = tenant.run(env={"FTOPS_APP_REGISTRATION": "off"})
+    assert calls == [] and "skipped" in out and "FTOPS_APP_REGISTRATION=off" in out
+    assert not (tenant.tmp / "tenant.json").exists()
+    # a grant is a person's explicit request: the switch does not stop it
+    tenant.run()
+    out, _ = tenant.run("grant", "alice@contoso.example", "Reader", env={"FTOPS_APP_REGISTRATION": "off"})
+    assert "granted Reader" in out
 
 
 def test_the_script_passes_shellcheck() -> None:

@@ -6,7 +6,7 @@ import argparse
 import re
 from pathlib import Path
 
-from ftops_cli import demo, operate, report, status, validate
+from ftops_cli import demo, operate, report, status, validate, webhooks
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
@@ -14,7 +14,7 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 def _commands() -> dict[str, argparse.ArgumentParser]:
     parser = argparse.ArgumentParser(prog="ftops")
     sub = parser.add_subparsers(dest="command")
-    for module in (validate, demo, status, report, operate):
+    for module in (validate, demo, status, report, operate, webhooks):
         module.add_parser(sub)
     return dict(sub.choices)
 

@@ -67,7 +67,7 @@ def test_tool_call_match_needs_the_name_then_the_arguments() -> None:
     assert g.grade(grader, g.Reply("", want * 2), example) == pytest.approx(0.5)   # an extra call costs
 
 
-def test_model_grader_asks_the_hub_deployment_with_the_rubric_and_clamps_its_number() -> None:
+def test_model_grader_asks_the_hub_deployment_with_the_rubric_and_reads_only_a_score() -> None:
     asked: list[tuple[str, list[dict[str, str]]]] = []
 
     def judge(deployment: str, messages: list[dict[str, str]]) -> str:
@@ -76,8 +76,10 @@ def test_model_grader_asks_the_hub_deployment_with_the_rubric_and_clamps_its_num
 
     grader = g.Grader("judge", "score_model", model="gpt-4o-judge", rubric="be strict about the menu path")
     assert g.grade(grader, g.Reply(PARAPHRASE), _example(), judge) == 0.9
-    assert g.grade(grader, g.Reply(WRONG), _example(), judge) == 1.0   # "7" is clamped to 1 …
-    assert g.grade(grader, g.Reply(WRONG), _example(), lambda d, m: "no idea") == 0.0   # … no number is 0
+    with pytest.raises(g.UnreadableJudge, match="not a score between 0 and 1"):   # "7" once scored a wrong answer 1.0
+        g.grade(grader, g.Reply(WRONG), _example(), judge)
+    with pytest.raises(g.UnreadableJudge, match="no score"):   # … and no number a 0: both are grader errors
+        g.grade(grader, g.Reply(WRONG), _example(), lambda d, m: "no idea")
     deployment, messages = asked[0]
     assert deployment == "gpt-4o-judge" and "be strict about the menu path" in messages[0]["content"]
     assert REFERENCE in messages[1]["content"] and "How do I get my invoice?" in messages[1]["content"]

@@ -35,7 +35,7 @@ def trigger(bindings: dict[str, list[dict]], name: str) -> dict:
 def test_every_stage_is_registered(bindings):
     assert set(bindings) == {"intake", "training", "polling", "outbox", "evaluation", "deployment", "keepalive", "reconcile",
                              "harvest", "drift",
-                             "commands",
+                             "commands", "poll_job", "hub_webhook",
                              "operator_list_runs", "operator_start_run", "operator_get_run", "operator_list_deployments",
                              "operator_history",
                              "operator_run_command", "operator_environment_command",
@@ -70,6 +70,12 @@ def test_no_two_http_routes_take_the_same_request(bindings):
     assert clashes == []
 
 
+def test_the_hub_webhook_is_one_anonymous_post_route_because_the_app_checks_its_signature(bindings):
+    hook = trigger(bindings, "hub_webhook")
+    assert (hook["type"], hook["route"], hook["methods"], hook["authLevel"]) == (
+        "httpTrigger", "hub/webhooks", ["POST"], "ANONYMOUS")
+
+
 def test_the_console_is_served_under_its_own_prefix_anonymous_at_the_host(bindings):
     # the console signs people in and reads/acts through the operator API's own token checks
     routes = [trigger(bindings, name) for name in bindings if name.startswith("console_")]
@@ -86,7 +92,8 @@ def test_the_blob_trigger_uses_event_grid_and_a_setting_for_the_container(bindin
 
 
 @pytest.mark.parametrize("name, queue", [("training", "%TRAIN_QUEUE%"), ("evaluation", "%EVALUATE_QUEUE%"),
-                                         ("deployment", "%DEPLOY_QUEUE%"), ("commands", "%COMMANDS_QUEUE%")])
+                                         ("deployment", "%DEPLOY_QUEUE%"), ("commands", "%COMMANDS_QUEUE%"),
+                                         ("poll_job", "%POLL_QUEUE%")])
 def test_queue_triggers_settle_their_own_messages(bindings, name, queue):
     sb = trigger(bindings, name)
     assert sb["type"] == "serviceBusTrigger" and sb["queueName"] == queue
@@ -116,7 +123,7 @@ def test_the_real_python_worker_accepts_every_function_with_sdk_type_bindings(fu
     infos = {fn.get_function_name(): registry.add_indexed_function(function=fn, protos=protos)
              for fn in functions}
     assert infos["intake"].input_types["client"].deferred_bindings_enabled
-    for name in ("training", "evaluation", "deployment", "commands"):
+    for name in ("training", "evaluation", "deployment", "commands", "poll_job"):
         assert infos[name].input_types["message"].deferred_bindings_enabled
         assert infos[name].settlement_client_arg == "actions"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 import pytest
 from infra_bicep import (
@@ -26,10 +27,12 @@ from infra_bicep import (
     resources,
     variables,
 )
+from script_structure import describe
 
 from local.devhost.host import HostOptions
 from shared.azure.bus import MIN_DUPLICATE_DETECTION_WINDOW, SERVICE_BUS_QUEUE_CONTRACT
 from shared.run.config import Settings
+from shared.run.topology import parse_topology
 
 BROAD_ROLES = {
     "8e3af657-a8ff-443c-a75c-2fe8c4bcb635": "Owner",
@@ -42,6 +45,10 @@ BROAD_ROLES = {
 SERVICE_BUS_DATA_OWNER = "090c5cfd-751d-490a-894a-3ce6f1109419"   # only on the trigger queues (scale controller)
 OPENAI_CONTRIBUTOR = "a001fd3d-188f-4b5d-821b-7da978bf7442"       # only on the hub
 SPOKE_ROLE = INFRA / "spoke-role.json"
+SPOKE_HARVEST_ROLE = INFRA / "spoke-harvest-role.json"
+# Learn, built-in roles "Cognitive Services OpenAI User" (NotDataActions) and "stored completions" (Troubleshooting):
+# list stored completions, get one, get its messages. Never `…/stored-completions/action` (ftops changes none).
+STORED_COMPLETIONS_READ = "Microsoft.CognitiveServices/accounts/OpenAI/stored-completions/read"
 # What the spoke role must never allow (Cognitive Services OpenAI Contributor allows the first ones through
 # Microsoft.CognitiveServices/accounts/*: content filters, billing commitments; the rest change the account).
 NEVER_ON_A_SPOKE = ("raiPolicies", "raiBlocklists", "commitmentPlans", "accounts/write", "accounts/delete",
@@ -95,13 +102,14 @@ def test_every_queue_and_topic_the_code_names_exists_with_the_properties_it_reli
     defaults = Settings.from_env(azure_env())
     told = app_settings()
     for setting, field in [("TRAIN_QUEUE", "train_queue"), ("EVALUATE_QUEUE", "evaluate_queue"),
-                           ("DEPLOY_QUEUE", "deploy_queue"), ("COMMANDS_QUEUE", "commands_queue")]:
+                           ("DEPLOY_QUEUE", "deploy_queue"), ("COMMANDS_QUEUE", "commands_queue"),
+                           ("POLL_QUEUE", "poll_queue")]:
         assert told[setting] in created, f"{setting}={told[setting]!r} is not a queue infra/main.bicep creates"
         assert getattr(defaults, field) == told[setting]
     assert told["EVENTS_TOPIC"] == main_vars["eventsTopic"] == defaults.events_topic
     messaging_params = parsed(MAIN)["modules"]["messaging"]["config"]["params"]
     assert messaging_params["eventsTopic"] == "eventsTopic"
-    assert len(created) == 4
+    assert len(created) == 5
 
 
 def test_the_dev_host_imitates_the_same_delivery_count():
@@ -170,23 +178,29 @@ def test_service_bus_data_owner_only_on_each_trigger_queue():
     assert len(owners) == 1, owners
     assert owners[0]["scope"]["operator"]["operands"]["operand_1"] == "stageQueues", "scoped to each stage queue"
     triggers = {b["queueName"] for b in (b for bs in functions().values() for b in bs) if b["type"] == "serviceBusTrigger"}
-    assert triggers == {f"%{k}%" for k in ("TRAIN_QUEUE", "EVALUATE_QUEUE", "DEPLOY_QUEUE", "COMMANDS_QUEUE")}, \
+    assert triggers == {f"%{k}%" for k in ("TRAIN_QUEUE", "EVALUATE_QUEUE", "DEPLOY_QUEUE", "COMMANDS_QUEUE",
+                                           "POLL_QUEUE")}, \
         "every queue a trigger reads is one of the stage queues the Data Owner loop covers"
 
 
+def granted(role_file) -> list[str]:
+    role = json.loads(role_file.read_text())
+    return [*role["actions"], *role["dataActions"]]
+
+
 def test_the_spoke_role_is_exactly_what_ftops_does_there_each_action_documented():
-    role = json.loads(SPOKE_ROLE.read_text())
-    granted = [*role["actions"], *role["dataActions"]]
-    assert granted and all(a.startswith("Microsoft.CognitiveServices/accounts") for a in granted)
-    for action in granted:
-        assert not any(bad in action for bad in NEVER_ON_A_SPOKE), f"the spoke role allows {action}"
+    everything = [*granted(SPOKE_ROLE), *granted(SPOKE_HARVEST_ROLE)]
+    assert granted(SPOKE_ROLE) and all(a.startswith("Microsoft.CognitiveServices/accounts") for a in everything)
+    for action in everything:
+        assert not any(bad in action for bad in NEVER_ON_A_SPOKE), f"a spoke role allows {action}"
     # every action is a row of docs/deploy.md's spoke-role table with the code that needs it (a file that exists)
     rows = {}
     for line in DEPLOY_DOC.read_text().splitlines():
         cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
         if len(cells) >= 2 and cells[0].startswith("Microsoft.CognitiveServices/"):
             rows[cells[0]] = cells[1]
-    assert sorted(rows) == sorted(granted), "docs/deploy.md's spoke-role table and infra/spoke-role.json differ"
+    assert sorted(rows) == sorted(everything), \
+        "docs/deploy.md's spoke-role table and infra/spoke-role.json + infra/spoke-harvest-role.json differ"
     for action, why in rows.items():
         paths = re.findall(r"`?((?:shared|functions)/[\w/]+\.py)", why)
         assert paths and all((ROOT / p).is_file() for p in paths), f"{action}: no code named that needs it: {why!r}"
@@ -198,6 +212,67 @@ def test_the_spoke_role_is_exactly_what_ftops_does_there_each_action_documented(
                                                "operands": {"operand_1": "spokeRoleDefinition", "operand_2": "name"}}}
     assert resource_body(parsed(MAIN)["modules"]["hubAccess"])["params"]["roleGuid"] == OPENAI_CONTRIBUTOR
     assert OPENAI_CONTRIBUTOR not in (INFRA / "modules" / "spokes.bicep").read_text()
+
+
+def evaluate(expr: Any, scope: dict[str, Any]) -> Any:
+    """The few Bicep expression forms of main.bicep's harvest condition, as ARM evaluates them (only the branch a
+    `?:` takes): pycep's JSON for `?:`, `contains`, `empty`, `a.b(.c)`, `a.b == null`; a str naming a bound
+    variable is its value."""
+    if isinstance(expr, str):
+        return scope.get(expr, expr)
+    if not isinstance(expr, dict):
+        return expr
+    if "function" in expr:
+        fn, args = expr["function"]["type"], expr["function"]["parameters"]
+        if fn == "contains":
+            return evaluate(args["item_to_find"], scope) in evaluate(args["container"], scope)
+        if fn == "empty":
+            return not evaluate(args["item_to_test"], scope)
+        raise AssertionError(f"the test does not know Bicep's {fn}()")
+    op, operands = expr["operator"]["type"], expr["operator"]["operands"]
+    if op == "conditional":
+        branch = "true_value" if evaluate(operands["condition"], scope) else "false_value"
+        return evaluate(operands[branch], scope)
+    if op == "property_accessor":
+        base, prop = evaluate(operands["operand_1"], scope), operands["operand_2"]
+        while isinstance(prop, dict):   # pycep nests `a.b.c` as a.(b.c), and `a.b == x` as a.(b == x)
+            inner, kind = prop["operator"]["operands"], prop["operator"]["type"]
+            if kind == "equals":
+                return base[inner["operand_1"]] == evaluate(inner["operand_2"], scope)
+            base, prop = base[inner["operand_1"]], inner["operand_2"]
+        return base[prop]
+    raise AssertionError(f"the test does not know Bicep's {op}")
+
+
+@pytest.mark.parametrize("harvest", ["absent", None, {}, {"sources": ["traffic"]}, {"sources": ["stored_completions"]},
+                                     {"sources": ["traffic", "stored_completions"], "metadata": {"app": "x"}},
+                                     {"max_exchanges": 50}], ids=str)
+def test_the_harvest_role_is_assigned_exactly_where_the_harvest_reads_stored_completions(harvest):
+    """main.bicep decides per environment from the same spokes file the app reads; the decision must be the app's
+    own (shared/run/topology.py: a harvest policy whose sources, by default both, include stored_completions)."""
+    assert granted(SPOKE_HARVEST_ROLE) == [STORED_COMPLETIONS_READ]
+    assert STORED_COMPLETIONS_READ not in granted(SPOKE_ROLE), "only where harvest is on"
+    env = {"name": "prod", "requires_approval": True, "allow_single_region": True, "targets": [
+        {"subscription": "s", "resource_group": "rg", "account": "a", "region": "eastus", "tenant": "t",
+         "sku": "Standard", "capacity": 1}]}
+    if harvest != "absent":
+        env["harvest"] = harvest
+    [parsed_env] = parse_topology({"environments": [env]}).environments
+    app_reads_them = parsed_env.harvest is not None and "stored_completions" in parsed_env.harvest.sources
+    per_env = variables(MAIN)["harvestsStoredCompletions"]
+    assert per_env["loop_type"]["detail"] == {"item_name": "env", "array_name": "spokeEnvironments"}
+    assert evaluate(per_env["config"], {"env": env}) is app_reads_them
+    # that flag picks the harvest role for the environment's spoke module, which assigns it on each of its targets
+    params = resource_body(parsed(MAIN)["modules"]["spokeAccess"])["params"]
+    assert params["harvestRoleGuid"]["operator"]["operands"] == {
+        "condition": {"operator": {"type": "index_accessor",
+                                   "operands": {"operand_1": "harvestsStoredCompletions", "operand_2": "i"}}},
+        "true_value": "spokeHarvestRoleGuid", "false_value": ""}
+    harvest_loop = parsed(INFRA / "modules" / "spokes.bicep")["modules"]["harvest"]["config"]
+    assert "harvestRoleGuid" in json.dumps(harvest_loop["loop_type"]) and "targets" in json.dumps(harvest_loop["loop_type"])
+    assert resource_body(parsed(INFRA / "modules" / "spokes.bicep")["modules"]["harvest"])["params"]["roleGuid"] == \
+        "harvestRoleGuid"
+    assert "loadJsonContent('spoke-harvest-role.json')" in MAIN.read_text()
 
 
 def test_every_role_assignment_is_for_a_service_principal_on_a_named_resource():
@@ -227,29 +302,46 @@ def test_azure_yaml_deploys_this_app_and_its_hooks_get_what_they_read():
     app_bicep = (INFRA / "modules" / "app.bicep").read_text()
     assert f"'azd-service-name': '{service}'" in app_bicep, "azd finds the app by this tag"
     outputs = set(parsed(MAIN)["outputs"])
-    for name, hook in azd["hooks"].items():
+    for hook in azd["hooks"].values():
         posix, windows = ROOT / hook["posix"]["run"], ROOT / hook["windows"]["run"]
         assert posix.is_file() and posix.stat().st_mode & 0o111, f"{posix} must exist and be executable"
         assert windows.is_file(), f"{windows} must exist"
         needed = set(re.findall(r"\$\{(AZURE_[A-Z_]+|FTOPS_[A-Z_]+)", posix.read_text()))
-        assert needed <= outputs | {"AZURE_ENV_NAME"}, f"{posix.name} reads {sorted(needed - outputs)}"
-        # the Windows form reads the same outputs (it cannot run here: there is no PowerShell on this machine)
-        read_by_windows = set(re.findall(r"(?:\$env:|')((?:AZURE|FTOPS)_[A-Z_]+)", windows.read_text()))
-        assert read_by_windows == needed, f"{name}: {windows.name} reads {sorted(read_by_windows)}, {posix.name} {sorted(needed)}"
-        assert az_calls(windows) == az_calls(posix), f"{name}: the two forms make different az calls"
+        assert needed <= outputs | set(AZD_ENV_BY_HAND), f"{posix.name} reads {sorted(needed - outputs - set(AZD_ENV_BY_HAND))}"
+    for key, where in AZD_ENV_BY_HAND.items():
+        assert f"`{key}`" in DEPLOY_DOC.read_text(), f"docs/deploy.md must say what {key} ({where}) does"
     intake = re.search(r"output FTOPS_INTAKE_FUNCTION string = '([^']+)'", MAIN.read_text()).group(1)
     assert any(b["type"] == "blobTrigger" for b in functions()[intake]), "the Event Grid webhook's function"
     ignored = (ROOT / ".funcignore").read_text().split()
     assert {"infra/", "azure.yaml", "local/", "tests/"} <= set(ignored), "only the app is packaged"
 
 
-def az_calls(script) -> list[tuple[str, ...]]:
-    """The az subcommands and flags a hook script runs, in order (a POSIX or a PowerShell script alike)."""
-    text = re.sub(r"[\\`]\n", " ", script.read_text())   # join continued lines
-    calls = []
-    for m in re.finditer(r"\baz ((?:[a-z-]+ )+)(.*)", text):
-        calls.append((m.group(1).strip(), *sorted(set(re.findall(r"(?<!\S)(--?[a-z][a-z-]*)", m.group(2))))))
-    return calls
+# azd environment values a hook reads that no Bicep output sets: azd's own, and switches a person sets
+AZD_ENV_BY_HAND = {"AZURE_ENV_NAME": "azd itself", "FTOPS_APP_REGISTRATION": "app-registration.sh"}
+
+
+def twins() -> list[tuple[object, object]]:
+    return [(ps1.with_suffix(".sh"), ps1) for ps1 in sorted((INFRA / "scripts").glob("*.ps1"))]
+
+
+@pytest.mark.parametrize("posix,windows", twins(), ids=lambda p: p.name)
+def test_each_powershell_hook_makes_the_calls_of_its_posix_twin(posix, windows):
+    """The Windows form cannot run here (no PowerShell): parsed by tree-sitter's grammars, both forms make the same
+    az/azd calls (subcommands, flags, values; JSON bodies by presence only) and use the same azd names, in order."""
+    assert posix.is_file(), f"{windows.name} has no POSIX twin"
+    assert describe(windows) == describe(posix)
+
+
+def test_the_twin_comparison_sees_a_difference(tmp_path):
+    """A PowerShell form that drifts (a flag dropped, another value, an azd output forgotten) is caught."""
+    posix, windows = next((p, w) for p, w in twins() if p.name == "postdeploy.sh")
+    text = windows.read_text()
+    for drift in (text.replace("--max-delivery-attempts 30", "--max-delivery-attempts 3"),
+                  text.replace("--event-ttl 1440 `\n", ""),
+                  text.replace("'FTOPS_DEADLETTER_CONTAINER'", "'FTOPS_DEADLETTER'")):
+        assert drift != text
+        (tmp_path / windows.name).write_text(drift)
+        assert describe(tmp_path / windows.name) != describe(posix)
 
 
 def hook_schema_problems(hook: dict) -> list[str]:
@@ -280,7 +372,7 @@ def hook_schema_problems(hook: dict) -> list[str]:
 def test_every_azd_hook_has_a_posix_and_a_windows_form_the_schema_accepts():
     import yaml  # requirements-dev.txt
     hooks = yaml.safe_load((ROOT / "azure.yaml").read_text())["hooks"]
-    assert {"preprovision", "postdeploy"} <= set(hooks)
+    assert {"preprovision", "postprovision", "postdeploy"} <= set(hooks)
     problems = {name: hook_schema_problems(hook) for name, hook in hooks.items()}
     assert all(not p for p in problems.values()), problems
     # the check itself refuses what azd refuses: a posix-only hook, run beside the platform forms

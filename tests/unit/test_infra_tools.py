@@ -1,15 +1,18 @@
 """The offline infrastructure checks, run as a person would from the repository root: checkov over infra/
-with no failed check, shellcheck over every shell script with no finding, and azure-functions-doctor with no
-failure, recognising Flex Consumption."""
+with no failed check, shellcheck over every shell script with no finding, every PowerShell script parsed (there
+is no PowerShell here to run one), and azure-functions-doctor with no failure, recognising Flex Consumption."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from infra_bicep import INFRA, ROOT, bicep_files, parsed
+from script_structure import syntax_errors
 
 BIN = Path(sys.executable).parent
 
@@ -40,6 +43,43 @@ def test_shellcheck_finds_nothing_in_any_shell_script():
     run = subprocess.run([shellcheck, "--severity=style", "--format=gcc", *map(str, scripts)],
                          check=False, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.stdout == "" and run.returncode == 0, "shellcheck:\n" + run.stdout + run.stderr
+
+
+def powershell_scripts() -> list[Path]:
+    listed = subprocess.run(["git", "ls-files", "-z", "*.ps1"], cwd=ROOT, check=True, capture_output=True).stdout
+    return [ROOT / name for name in filter(None, listed.decode().split("\0")) if (ROOT / name).is_file()]
+
+
+def test_every_powershell_script_parses():
+    """There is no PowerShell here, so nothing runs the `.ps1` hooks: tree-sitter's PowerShell grammar at least
+    parses each one (a grammar, not PowerShell's own parser: docs/deploy.md, "Hooks on Windows and POSIX")."""
+    scripts = powershell_scripts()
+    assert {"infra/scripts/postdeploy.ps1", "infra/scripts/preprovision.ps1", "infra/scripts/app-registration.ps1"} \
+        <= {str(p.relative_to(ROOT)) for p in scripts}
+    problems = {str(p.relative_to(ROOT)): syntax_errors(p) for p in scripts}
+    assert not any(problems.values()), f"PowerShell syntax errors: {problems}"
+
+
+BREAKAGES = {
+    # what a hand edit leaves behind, each a syntax error PowerShell refuses before running a line
+    "the last block's closing brace removed": lambda src: re.sub(rb"\n[ \t]*\}[ \t]*(?=\n(?:(?!\n[ \t]*\}[ \t]*\n).)*\Z)",
+                                                           b"\n", src, count=1, flags=re.DOTALL),
+    "a string left open": lambda src: src.replace(b'Write-Output "', b'Write-Output "\n"', 1)
+    if b'Write-Output "' in src else src + b'\nWrite-Output "unterminated\n',
+    "an if without its closing parenthesis": lambda src: src + b"\nif ($true {\n    exit 1\n}\n",
+    "a hash literal left open": lambda src: src + b"\n$x = @{ a = 1\n",
+}
+
+
+@pytest.mark.parametrize("breakage", sorted(BREAKAGES))
+def test_the_powershell_check_refuses_a_broken_copy_of_each_script(tmp_path, breakage):
+    for script in powershell_scripts():
+        broken = BREAKAGES[breakage](script.read_bytes())
+        assert broken != script.read_bytes(), f"{script.name}: {breakage} changed nothing"
+        copy = tmp_path / script.name
+        copy.write_bytes(broken)
+        errors = syntax_errors(copy)
+        assert errors and all(e.startswith("line ") for e in errors), f"{script.name}, {breakage}: not refused"
 
 
 CUSTOM_CHECKS = INFRA / "checkov"

@@ -223,7 +223,7 @@ def _reports(run: dict[str, Any], url: str) -> Safe:
     names = [n for n in ("evaluation.html", "validation.html") if n in (run.get("reports") or {})]
     if not names:
         return Safe("<section id=reports><h2>Reports</h2><p class=muted>no reports yet</p></section>")
-    parts = ["<section id=reports><h2>Reports</h2>"]
+    parts = ["<section id=reports><h2>Reports</h2>", _lineage_note(run.get("report_lineage"))]
     for name in names:
         src = f"{url}/reports/{name}"
         data = name.replace(".html", ".json")
@@ -233,6 +233,20 @@ def _reports(run: dict[str, Any], url: str) -> Safe:
                      f'title="{e(name)} of run {e(run["run_id"])}"></iframe>')
     parts.append("</section>")
     return Safe("".join(parts))
+
+
+def _lineage_note(lineage: dict[str, Any] | None) -> str:
+    """The evaluation report's lineage as GET runs/{id} states it: the same records the approvals above show."""
+    if not lineage:
+        return ""
+    if lineage.get("missing"):
+        return str(banner("error", f"The evaluation report does not show {len(lineage['missing'])} decision(s) recorded "
+                                   "on this run yet (the next decision, or repeating the last one, amends it)."))
+    if lineage.get("version", 1) > 1:
+        return (f'<p id=report-lineage class=muted>Evaluation report: lineage version {int(lineage["version"])}, '
+                f'amended {e(story.ago(lineage.get("amended_at")))} with {len(lineage.get("decisions") or [])} '
+                "decision(s); its evaluation is unchanged.</p>")
+    return "<p id=report-lineage class=muted>Evaluation report: as evaluated (no decision on it yet).</p>"
 
 
 def _timeline(run: dict[str, Any]) -> Safe:

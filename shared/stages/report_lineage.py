@@ -1,0 +1,203 @@
+"""The evaluation report, amended with the decisions taken on it after it was written.
+
+`reports/<run>/evaluation.json` is the evidence an approver weighs: an approval binds to its sha256
+(`approvals.evaluation_report_hash`) and the deploy checks that hash again, so it is never rewritten. What is
+decided afterwards — approvals (the run's approval records, as `GET runs/{id}` shows them), a rejection,
+rollbacks, a restoration, the retirement (the audit trail) — is kept beside it in
+`reports/<run>/evaluation-lineage.json`: append-only, versioned (version 1 is the report as evaluated; each
+amendment adds a version with when it was made and which decisions it added), naming the hash of the
+evaluation.json it amends. `evaluation.html` is then rendered again from the unchanged evaluation.json and
+that document: only its lineage section differs, and it says when it was amended.
+
+`amend` is idempotent (it derives the decisions from the records each time and adds only those not yet
+there) and safe against a concurrent amendment (conditional writes on both blobs). The stages that record a
+decision call it after recording it; a repeat of the call finishes an amendment a crash interrupted.
+Docs: docs/evaluation.md, "Reports".
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from shared.run import states
+from shared.run.echo import echo
+from shared.store.claims import ConcurrencyError
+from shared.store.registry import RunRecord, now_iso
+
+if TYPE_CHECKING:
+    from shared.app.bootstrap import Deps
+
+log = logging.getLogger(__name__)
+LINEAGE_BLOB = "evaluation-lineage.json"
+SCHEMA_VERSION = 1
+ATTEMPTS = 5
+# audit actions that are decisions on the evaluated model, and what the report calls them
+AUDITED = {f"run.{states.APPROVAL_DENIED}": "rejection", "deployment.rolled_back": "rollback",
+           "deployment.restored": "restored", f"run.{states.RETIRED}": "retirement",
+           "deployment.retired": "retirement"}
+
+
+def decisions(run: RunRecord, trail: Sequence[Mapping[str, Any]], *, evidence: str, since: str) -> list[dict[str, Any]]:
+    """Every decision on the model this report evaluated, oldest first: the approvals given on this very
+    evidence (its hash), and the audited decisions recorded since the report was generated."""
+    found = []
+    for env, given in run.approvals.items():
+        if given.get("evaluation_report_hash") != evidence:   # given on another report: not this one's
+            continue
+        who = given.get("approver_name")
+        found.append({"id": f"approval:{given.get('approval_id') or env + '|' + str(given.get('at'))}",
+                      "kind": "approval", "at": given.get("at"), "environment": env,
+                      "who": f"{who} <{given.get('approver_oid')}>" if who else given.get("approver_oid"),
+                      "ticket": _said(given.get("ticket")), "comment": _said(given.get("comment")),
+                      "model": given.get("model"),
+                      "evaluation_report_hash": given.get("evaluation_report_hash"),
+                      "dataset_hash": given.get("dataset_hash")})
+    for record in trail:
+        kind = AUDITED.get(str(record.get("action")))
+        if kind is None or str(record.get("at") or "") < since:
+            continue
+        detail = record.get("detail") or {}
+        key = detail.get("rollback_id") or hashlib.sha256(
+            f"{record['action']}|{record.get('at')}|{record.get('actor')}".encode()).hexdigest()[:16]
+        found.append({"id": f"{kind}:{key}", "kind": kind, "at": record.get("at"), "who": record.get("actor"),
+                      "environment": detail.get("environment"), "ticket": _said(detail.get("ticket")),
+                      "reason": _said(detail.get("reason")),
+                      **({"from_model": detail.get("from_model"), "to_model": detail.get("to_model")}
+                         if kind in ("rollback", "restored") else {})})
+    found.sort(key=lambda d: (str(d.get("at") or ""), d["id"]))
+    return found
+
+
+def _said(text: Any) -> str | None:
+    """What a person wrote (ticket, reason, comment), as the report may echo it: bounded, secrets masked."""
+    return None if text is None else echo(text, 1000)
+
+
+def amend(deps: Deps, run_id: str) -> dict[str, Any] | None:
+    """Bring the run's evaluation report up to its decisions: the lineage document (a new version when a
+    decision is not in it yet) and the HTML rendered from it. None when there is no measured report or no
+    decision yet."""
+    container = deps.blobs.get_container_client(deps.settings.reports_container)
+    measured = _measured(container, run_id)
+    if measured is None:
+        return None
+    report, evidence = measured
+    found = decisions(deps.registry.require_run(run_id), deps.registry.audit_trail(run_id), evidence=evidence,
+                      since=str(report.get("generated_at") or ""))
+    doc = _amend_document(container, run_id, evidence, found)
+    if doc is not None:
+        _render(container, run_id, report, doc)
+    return doc
+
+
+def status(deps: Deps, run: RunRecord, trail: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """What GET runs/{id} says of the report's lineage: its version, when it was last amended, the decisions it
+    shows, and those the records hold that it does not show yet (`missing`; empty when it is in step)."""
+    container = deps.blobs.get_container_client(deps.settings.reports_container)
+    measured = _measured(container, run.run_id)
+    if measured is None:
+        return None
+    report, evidence = measured
+    doc = _read(container, run.run_id)[0]
+    if doc is not None and doc.get("evaluation_report_hash") != evidence:
+        doc = None
+    shown = [d["id"] for d in (doc or {}).get("decisions", [])]
+    recorded = decisions(run, trail, evidence=evidence, since=str(report.get("generated_at") or ""))
+    return {"version": doc["version"] if doc else 1, "amended_at": doc["amended_at"] if doc else None,
+            "evaluation_report_hash": evidence, "document": LINEAGE_BLOB if doc else None, "decisions": shown,
+            "missing": [d["id"] for d in recorded if d["id"] not in shown]}
+
+
+def _measured(container: Any, run_id: str) -> tuple[dict[str, Any], str] | None:
+    """The evaluation report and the hash approvals bind to; None without one, or for a minimal report of
+    an evaluation that measured nothing."""
+    from azure.core.exceptions import ResourceNotFoundError
+    try:
+        data = container.get_blob_client(f"{run_id}/evaluation.json").download_blob().readall()
+    except ResourceNotFoundError:
+        return None
+    try:
+        report = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(report, dict) or "candidates" not in report:
+        return None
+    return report, "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _read(container: Any, run_id: str) -> tuple[dict[str, Any] | None, str | None]:
+    from azure.core.exceptions import ResourceNotFoundError
+    try:
+        download = container.get_blob_client(f"{run_id}/{LINEAGE_BLOB}").download_blob()
+    except ResourceNotFoundError:
+        return None, None
+    return json.loads(download.readall()), download.properties.etag
+
+
+def _amend_document(container: Any, run_id: str, evidence: str, found: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The lineage document with every decision in `found`, written as a new version when one is missing."""
+    from azure.core import MatchConditions
+    from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+    from azure.storage.blob import ContentSettings
+    for _ in range(ATTEMPTS):
+        doc, etag = _read(container, run_id)
+        if doc is None or doc.get("evaluation_report_hash") != evidence:   # none yet, or one of a replaced report
+            if not found:
+                return None
+            doc = {"schema_version": SCHEMA_VERSION, "run_id": run_id, "evaluation_report": "evaluation.json",
+                   "evaluation_report_hash": evidence, "version": 1, "amended_at": None, "decisions": [],
+                   "versions": [{"version": 1, "amended_at": None, "added": [], "note": "the report as evaluated"}]}
+        known = {d["id"] for d in doc["decisions"]}
+        new = [d for d in found if d["id"] not in known]   # append-only: a decision once shown stays shown
+        if not new:
+            return doc
+        at = now_iso()
+        doc = {**doc, "version": doc["version"] + 1, "amended_at": at, "decisions": [*doc["decisions"], *new],
+               "versions": [*doc["versions"], {"version": doc["version"] + 1, "amended_at": at,
+                                               "added": [d["id"] for d in new]}]}
+        condition = ({"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag
+                     else {"match_condition": MatchConditions.IfMissing})
+        try:
+            container.upload_blob(f"{run_id}/{LINEAGE_BLOB}", json.dumps(doc, indent=2, ensure_ascii=False),
+                                  overwrite=True, content_settings=ContentSettings(content_type="application/json"),
+                                  **condition)
+            log.info("run %s: evaluation report amended to lineage version %d (%s)", run_id, doc["version"],
+                     ", ".join(d["kind"] for d in new))
+            return doc
+        except (ResourceModifiedError, ResourceExistsError):   # amended meanwhile: read it again
+            continue
+    raise ConcurrencyError(f"run {run_id}: too many concurrent amendments of {LINEAGE_BLOB}; will retry")
+
+
+def _render(container: Any, run_id: str, report: dict[str, Any], doc: dict[str, Any]) -> None:
+    """evaluation.html from the unchanged evaluation.json and the lineage document, unless it already shows
+    this version or a later one (blob metadata; conditional on the ETag read, so an older amendment never
+    overwrites a newer one)."""
+    from azure.core import MatchConditions
+    from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+    from azure.storage.blob import ContentSettings
+
+    from shared.evaluation.report import render_html
+    blob = container.get_blob_client(f"{run_id}/evaluation.html")
+    evidence = doc["evaluation_report_hash"].removeprefix("sha256:")
+    for _ in range(ATTEMPTS):
+        try:
+            props = blob.get_blob_properties()
+            etag, meta = props.etag, props.metadata or {}
+        except ResourceNotFoundError:
+            etag, meta = None, {}
+        if meta.get("evidence") == evidence and int(meta.get("lineage_version") or 1) >= doc["version"]:
+            return
+        condition = ({"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag
+                     else {"match_condition": MatchConditions.IfMissing})
+        try:
+            blob.upload_blob(render_html(report, amendments=doc), overwrite=True,
+                             metadata={"lineage_version": str(doc["version"]), "evidence": evidence},
+                             content_settings=ContentSettings(content_type="text/html; charset=utf-8"), **condition)
+            return
+        except (ResourceModifiedError, ResourceExistsError):
+            continue
+    raise ConcurrencyError(f"run {run_id}: too many concurrent renderings of evaluation.html; will retry")
