@@ -88,7 +88,7 @@ class PlainBlock:
     """A block's plain examples (in line order) and where the rest of its lines are."""
 
     rest: list[int]  # indexes (in the block) of the lines the general path checks
-    lines: list[int] = field(default_factory=list)  # line number of each plain example
+    lines: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # line number of each example
     messages: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # per example
     n_texts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # per example
     eager: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # per example: all but text tokens
@@ -181,7 +181,7 @@ class PlainChecker:
         eager = np.zeros(len(plain), np.int64)
         if len(plain):
             eager = np.add.reduceat(self._role_tokens[codes], np.cumsum(n_plain) - n_plain) + REPLY_PRIMING
-        block = PlainBlock([], (plain + first_line).tolist(), n_plain, n_plain, eager, texts, assistant)
+        block = PlainBlock([], plain + first_line, n_plain, n_plain, eager, texts, assistant)
         short = np.flatnonzero(assistant & (sizes < SHORT_ANSWER_CHARS))
         n_short = 0
         if len(short):  # one word or none: the first ones listed (in line order), the rest only counted
@@ -235,7 +235,7 @@ class PlainChecker:
         if not lines:
             return taken, 0
         # Appended after the plain examples: worker._plain_finish puts every example back in line order.
-        block.lines += lines
+        block.lines = np.concatenate((block.lines, np.asarray(lines, np.int64)))
         block.messages = np.concatenate((block.messages, np.asarray(messages, np.int64)))
         block.n_texts = np.concatenate((block.n_texts, np.asarray(n_texts, np.int64)))
         block.eager = np.concatenate((block.eager, np.asarray(eager, np.int64)))
@@ -336,9 +336,9 @@ def _line(finding: tuple[int, str, str]) -> int:
     return finding[0]
 
 
-def plain_totals(block: PlainBlock, counts: list[int]) -> tuple[np.ndarray, np.ndarray]:
+def plain_totals(block: PlainBlock, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per plain example: (its tokens, its assistant tokens), given the token count of each of its texts."""
-    if not block.lines:
+    if not len(block.lines):
         empty = np.zeros(0, np.int64)
         return empty, empty
     per_text = np.asarray(counts, dtype=np.int64)

@@ -198,6 +198,15 @@ class Counter:
             return counts
         return [self._raw_count(text) for text in texts]
 
+    def count_array(self, texts: list[str]) -> Any:
+        """count_many as a numpy array of int64 (no list of Python ints in between)."""
+        import numpy as np
+
+        if self._fast is not None and texts:
+            _ids, offsets = self._fast.encode_batch(texts, 1)
+            return np.diff(offsets).astype(np.int64, copy=False)
+        return np.asarray(self.count_many(texts), np.int64)
+
     def _raw_count(self, text: str) -> int:
         if self._fast is not None:
             return int(self._fast.count(text))

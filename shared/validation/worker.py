@@ -116,10 +116,10 @@ def _long_number_lines(data: bytes) -> set[int]:
 class _Done:
     """An already computed result, shaped like a Future."""
 
-    def __init__(self, value: list[int]) -> None:
+    def __init__(self, value: Any) -> None:
         self.value = value
 
-    def result(self) -> list[int]:
+    def result(self) -> Any:
         return self.value
 
 
@@ -132,6 +132,11 @@ def _now(fn: Callable[..., Any], *args: Any) -> _Done:
 
 def _count_many(counter: Counter | None, texts: list[str]) -> list[int]:
     return counter.count_many(texts) if counter is not None else []
+
+
+def _count_array(counter: Counter | None, texts: list[str]) -> Any:
+    assert counter is not None  # the fast path runs only with a counter (Context.plain)
+    return counter.count_array(texts)
 
 
 @dataclass
@@ -149,7 +154,7 @@ class PendingBlock:
     data: bytes = b""
     helper: Helper | None = None
     plain: PlainBlock | None = None  # the block's plain lines, checked over columns
-    plain_counts: list[Future[list[int]] | _Done] = field(default_factory=list)  # their texts' counts
+    plain_counts: list[Future[Any] | _Done] = field(default_factory=list)  # their texts' counts (arrays)
 
 
 def prepare_block(block: Block, ctx: Context, submit: Submit = _now, helper: Helper | None = None) -> PendingBlock:
@@ -259,7 +264,7 @@ def prepare_block(block: Block, ctx: Context, submit: Submit = _now, helper: Hel
         # Hashed here: in the counting thread, a Python loop re-taking the GIL per line stalls both threads.
         hashes, scanned = scan_block(data, first)
         pending = PendingBlock(res, usable, batches, n_slots, hashes, scanned)
-    if plain is not None and plain.lines:
+    if plain is not None and len(plain.lines):
         _add_plain(pending, plain, submit, counter, batch_texts)
     return pending
 
@@ -290,7 +295,7 @@ def _add_plain(pending: PendingBlock, plain: PlainBlock, submit: Submit, counter
     lines = np.concatenate((np.frombuffer(res.hash_lines, np.uint32), np.asarray(plain.lines, np.uint32)))
     res.hash_lines = array("I", np.sort(lines, kind="stable").tobytes())
     texts = plain.texts
-    pending.plain_counts = [submit(_count_many, counter, texts[k:k + batch_texts])
+    pending.plain_counts = [submit(_count_array, counter, texts[k:k + batch_texts])
                             for k in range(0, len(texts), batch_texts)]
     plain.texts = []
     pending.plain = plain
@@ -342,7 +347,7 @@ def _plain_finish(pending: PendingBlock, limit: int | None, model: str) -> list[
     over_token_limit findings."""
     res, plain = pending.res, pending.plain
     assert plain is not None
-    counts = [n for batch in pending.plain_counts for n in batch.result()]
+    counts = np.concatenate([batch.result() for batch in pending.plain_counts])
     tokens, assistant = plain_totals(plain, counts)  # supervised: the context is every token
     res.tokens += int(tokens.sum())
     res.capped_tokens += int(tokens.sum() if limit is None else np.minimum(tokens, limit).sum())
@@ -360,7 +365,7 @@ def _plain_finish(pending: PendingBlock, limit: int | None, model: str) -> list[
     if limit is None:
         return []
     over = np.flatnonzero(tokens > limit).tolist()
-    return [(plain.lines[k], "over_token_limit", _over_limit(int(tokens[k]), limit, model)) for k in over]
+    return [(int(plain.lines[k]), "over_token_limit", _over_limit(int(tokens[k]), limit, model)) for k in over]
 
 
 def _over_limit(context: int, limit: int, model: str) -> str:

@@ -101,3 +101,12 @@ def test_a_differing_rank_is_caught_by_the_proof() -> None:
 
     with pytest.raises(VocabularyError, match="rank 1000"):
         tokens.prove_ranks(Shifted(quicktok.get_encoding("o200k_base")), "o200k_base")
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_count_array_gives_count_many_counts(fast: bool) -> None:
+    counter = Counter("o200k_base", fast=fast)
+    rng = random.Random(2)
+    texts = [t for t in AWKWARD if "\ud800" not in t] + [_random_text(rng) for _ in range(200)]
+    assert counter.count_array(texts).tolist() == counter.count_many(texts)
+    assert counter.count_array([]).tolist() == []
