@@ -151,6 +151,7 @@ class Helper:
     def __init__(self) -> None:
         self._proc = subprocess.Popen([sys.executable, "-c", _BOOT, os.path.abspath(__file__)],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+        _widen(self._proc.stdin)
         self._todo: queue.SimpleQueue[tuple[int, bytes] | None] = queue.SimpleQueue()
         self._sender = threading.Thread(target=self._send_all, name="ftops-scan-send", daemon=True)
         self._sender.start()
@@ -207,6 +208,17 @@ class Helper:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
+
+
+def _widen(pipe: Any) -> None:
+    """A 1 MiB pipe (Linux's default cap for it), not 64 KiB: a block crosses in a few writes, each taking the GIL
+    back from the main thread once, rather than ~32."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+    except (OSError, ImportError, AttributeError, ValueError):
+        pass  # another platform, or a lower cap: the default pipe works, only with more hand-overs
 
 
 def start_helper() -> Helper | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 
 import pytest
 from vhelpers import chat, dpo, jsonl, padded
@@ -126,3 +127,18 @@ def test_digests_name_exact_duplicates_whichever_way_a_block_is_hashed() -> None
         assert len(digests) == len(keys)
         assert all((digests[i] == digests[j]) == (keys[i] == keys[j])
                    for i in range(len(keys)) for j in range(len(keys)))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pipe sizes are Linux's")
+def test_blocks_cross_to_the_helper_through_a_wide_pipe() -> None:
+    import fcntl
+    from pathlib import Path
+
+    if int(Path("/proc/sys/fs/pipe-max-size").read_text()) < 1 << 20:
+        pytest.skip("this machine caps pipes below 1 MiB")
+    helper = rawscan.Helper()
+    try:
+        assert helper._proc.stdin is not None
+        assert fcntl.fcntl(helper._proc.stdin.fileno(), getattr(fcntl, "F_GETPIPE_SZ", 1032)) == 1 << 20
+    finally:
+        helper.close()
