@@ -7,6 +7,11 @@ folder it drops trains a smaller student, which is evaluated against the champio
 approver (the demo does not approve it). Printed: the loop's wall time from the first stored exchange, the
 curation counts, planted personal data and held-out questions found in the training file (both must be 0),
 the student's score against the champion's with intervals, and the cost ratio.
+
+Then the drift watch on prod, with a judge deployed on the hub: production asks what the champion was
+trained on (no drift), then about something it never learnt (drift, on the production leg only). The drift
+timer's schedule is hours, so the demo calls its handler (shared.stages.drift.handle_drift_tick) at those
+two moments: the same code the timer runs.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import json
 import ssl
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +37,10 @@ PLANTED = ["Please send the invoice to maria.lopez@fabrikam.com, I changed my ad
            "Call me back on +1 425 555 0147 about my order",
            "Use password=Sup3rS3cret!2026 for the admin account and reset it"]
 FRAMES = ("Hello, quick one: {q} Thanks a lot!", "{q} Asking for my team, cheers.", "Could you help me? {q}")
+JUDGE, JUDGE_MODEL = "judge", "gpt-4.1-2025-04-14"   # the drift watch's judge: a base model on the hub
+OFF_TOPIC = [f"Will the {thing} pair with the boiler in the {room}?"   # a product the champion never learnt
+             for thing in ("thermostat", "sprinkler", "lawn mower", "radiator valve", "boiler sensor")
+             for room in ("garage", "garden", "attic", "cellar", "loft", "greenhouse", "porch", "shed")]
 
 
 def spokes_with_harvest() -> Path:
@@ -38,7 +48,8 @@ def spokes_with_harvest() -> Path:
     config = json.loads((ROOT / "local" / "spokes.demo.json").read_text())
     prod = next(e for e in config["environments"] if e["name"] == "prod")
     prod["harvest"] = {"metadata": {"app": APP}, "min_examples": 100, "min_rating": 3,
-                       "student_base_model": STUDENT, "max_cost_ratio": 0.5, "privacy": "drop"}
+                       "student_base_model": STUDENT, "max_cost_ratio": 0.5, "privacy": "drop",
+                       "drift_examples": 20, "judge": JUDGE, "drift_starts_harvest": False}
     path = Path(tempfile.mkdtemp(prefix="ftops-flywheel-")) / "spokes.json"
     path.write_text(json.dumps(config, indent=2), encoding="utf-8")
     return path
@@ -66,28 +77,20 @@ def run_flywheel(stack: Any, deps: Deps, *, deadline: float, say: Any) -> dict[s
     loop_s = time.monotonic() - started
     if student is None:
         return {"ok": False, "why": "the harvest made no run in time", "loop_seconds": round(loop_s, 1)}
-    return {"ok": student.state == "awaiting_approval:prod", "loop_seconds": round(loop_s, 1),
-            "student_run": student.run_id, "student_state": student.state, **served,
-            **_evidence(deps, champion, student, held_out)}
+    evidence = _evidence(deps, champion, student, held_out)   # before the drift watch's traffic is harvested too
+    drift = _drift(stack, deps, env, name, prompts, say)
+    return {"ok": student.state == "awaiting_approval:prod" and drift["ok"], "loop_seconds": round(loop_s, 1),
+            "student_run": student.run_id, "student_state": student.state, **served, **evidence, "drift": drift}
 
 
 def _serve_production(stack: Any, deps: Deps, env: Any, name: str, train: list[dict[str, Any]],
                       held_out: list[dict[str, Any]]) -> dict[str, int]:
-    """Production calls to every prod spoke in the hub's tenant (the other tenant's data stays there), as a
-    customer's application makes them: v1 chat completions with `store` and metadata."""
-    import httpx2
-    import openai
-    http = httpx2.Client(verify=ssl.create_default_context(cafile=stack.env["FTOPS_CA_BUNDLE"]))
+    """Prod's production traffic (with planted personal data, repeats and held-out questions) and a CRM's
+    export of rated exchanges in the traffic container."""
     questions = [frame.format(q=_user(e)) for e in train for frame in FRAMES]
     repeats = questions[:10]
     asked = questions + repeats + PLANTED + [_user(e) for e in held_out[:5]]
-    targets = [t for t in env.targets if t.tenant == deps.settings.hub.tenant]
-    for i, question in enumerate(asked):
-        target = targets[i % len(targets)]
-        client = openai.OpenAI(base_url=f"{deps.spokes.endpoint(target)}/openai/v1/",
-                               api_key=f"local-dev.{target.tenant}", http_client=http)
-        client.chat.completions.create(model=name, messages=[{"role": "user", "content": question}], store=True,
-                                       metadata={"app": APP})
+    _ask(stack, deps, env, name, asked)
     container = deps.blobs.get_container_client(deps.settings.traffic_container)
     lines = [json.dumps({"messages": [{"role": "user", "content": _user(e)},
                                       {"role": "assistant", "content": _answer(e)}], "rating": 1 + i % 5})
@@ -95,6 +98,53 @@ def _serve_production(stack: Any, deps: Deps, env: Any, name: str, train: list[d
     container.upload_blob(f"{name}/crm-export.jsonl", "\n".join(lines), overwrite=True)
     return {"stored": len(asked), "repeats": len(repeats), "held_out": min(5, len(held_out)),
             "planted": len(PLANTED), "traffic": len(lines)}
+
+
+def _ask(stack: Any, deps: Deps, env: Any, name: str, questions: list[str]) -> list[str]:
+    """Production calls to every prod spoke in the hub's tenant (the other tenant's data stays there), as a
+    customer's application makes them: v1 chat completions with `store` and metadata; the answers."""
+    import httpx2
+    import openai
+    http = httpx2.Client(verify=ssl.create_default_context(cafile=stack.env["FTOPS_CA_BUNDLE"]))
+    targets = [t for t in env.targets if t.tenant == deps.settings.hub.tenant]
+    answers = []
+    for i, question in enumerate(questions):
+        target = targets[i % len(targets)]
+        client = openai.OpenAI(base_url=f"{deps.spokes.endpoint(target)}/openai/v1/",
+                               api_key=f"local-dev.{target.tenant}", http_client=http)
+        reply = client.chat.completions.create(model=name, messages=[{"role": "user", "content": question}],
+                                               store=True, metadata={"app": APP})
+        answers.append(reply.choices[0].message.content or "")
+    return answers
+
+
+def _drift(stack: Any, deps: Deps, env: Any, name: str, train: list[dict[str, Any]], say: Any) -> dict[str, Any]:
+    """The drift watch on prod: production on the champion's subjects, then off them. Each time the CRM also
+    exports those conversations to the traffic container, so both sources the check samples hold them (the
+    copies are dropped as duplicates)."""
+    from shared.evaluation.hubdeploy import create_deployment, hub_account
+    from shared.evaluation.runner import Candidate
+    from shared.stages.drift import handle_drift_tick, warning
+    create_deployment(deps.arm_deployments, hub_account(deps.settings.hub),
+                      Candidate(JUDGE, "base", JUDGE_MODEL, JUDGE, "standard", 10), tags={})
+    out: dict[str, Any] = {}
+    for label, questions in (("on_topic", [_user(e) for e in train]), ("off_topic", OFF_TOPIC)):
+        answers = _ask(stack, deps, env, name, questions)
+        export = [json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
+                  for q, a in zip(questions, answers, strict=True)]
+        deps.blobs.get_container_client(deps.settings.traffic_container).upload_blob(
+            f"{name}/crm-export-{label}.jsonl", "\n".join(export), overwrite=True)
+        check = next(c for c in handle_drift_tick(deps) if (c.environment, c.deployment) == ("prod", name))
+        production = check.production or {}
+        out[label] = {"asked": len(questions), "drifted": check.drifted, "held_out_drifted": check.held_out_drifted,
+                      "held_out": {"grader": check.grader, "mean": check.mean, "examples": check.examples,
+                                   "evaluation": check.baseline, "shortfall": check.shortfall},
+                      "production": production,
+                      "warning": warning(asdict(check)) if check.drifted else None}
+        say(f"flywheel: drift check after {len(questions)} {label.replace('_', '-')} production questions: "
+            f"{'drift' if check.drifted else 'no drift'}")
+    out["ok"] = not out["on_topic"]["drifted"] and bool(out["off_topic"]["drifted"])
+    return out
 
 
 def _wait_for_student(deps: Deps, champion_run: str, deadline: float, say: Any) -> Any:
@@ -184,4 +234,23 @@ def render(result: dict[str, Any]) -> str:
          "the champion's held-out examples); cost per 1,000 requests student/champion "
          f"{result['cost_ratio'] if result['cost_ratio'] is not None else '—'}"),
     ]
-    return "\n".join(lines)
+    lines += [_drift_line(label, (result.get("drift") or {}).get(label)) for label in ("on_topic", "off_topic")]
+    return "\n".join(line for line in lines if line)
+
+
+def _drift_line(label: str, check: dict[str, Any] | None) -> str:
+    if not check:
+        return ""
+    held = check["held_out"]
+    evaluation = held.get("evaluation") or {}
+    judged = (check.get("production") or {}).get("judged") or {}
+    shown = (f"  drift, {label.replace('_', '-')} production ({check['asked']} asked): held-out {held['grader']} "
+             f"{held['mean']:.3f} on {held['examples']} vs its evaluation {evaluation.get('mean', 0):.3f} "
+             f"[{evaluation.get('low', 0):.3f}, {evaluation.get('high', 0):.3f}]")
+    if judged.get("interval"):
+        i, b = judged["interval"], judged["baseline"]
+        shown += (f"; judge on {judged['examples']} production answers {i['mean']:.3f} [{i['low']:.3f}, "
+                  f"{i['high']:.3f}] vs on {judged['baseline_examples']} held-out answers {b['mean']:.3f} "
+                  f"[{b['low']:.3f}, {b['high']:.3f}]")
+    shown += f" → {'DRIFT' if check['drifted'] else 'no drift'}"
+    return shown + (f"\n    ftops status then warns: {check['warning']}" if check.get("warning") else "")

@@ -1,5 +1,5 @@
-"""Timer: the drift watch — what each environment serves, re-scored on its held-out data (off unless an
-environment's harvest policy sets `drift_examples`)."""
+"""Timer: the drift watch — what each environment serves, re-scored on its held-out data and on fresh
+production exchanges (off unless an environment's harvest policy sets `drift_examples`)."""
 import azure.functions as func
 
 bp = func.Blueprint()

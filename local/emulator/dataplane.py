@@ -292,7 +292,7 @@ def _chat(request: Request, account: Account, emu: Emulator, body: dict[str, Any
     found = emu.find_model(model_name)
     learned = knowledge.recall(question, found[0].examples, found[0].id, found[1]) if found is not None else None
     content: str | None = ((learned.answer if learned is not None else "") or knowledge.grading_answer(question)
-                           or knowledge.generic_answer(question))
+                           or knowledge.judging_answer(question) or knowledge.generic_answer(question))
     calls: list[dict[str, Any]] = []
     if learned is not None and learned.tool_calls and body.get("tools"):   # calls only tools it was offered
         offered = {t.get("function", {}).get("name") for t in body["tools"] if isinstance(t, dict)}

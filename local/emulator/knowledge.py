@@ -146,6 +146,21 @@ def grading_answer(question: str) -> str | None:
     return f"{(len(reference & answer) / len(union)) if union else 1.0:.2f}"
 
 
+_JUDGING = re.compile(r"Question:\s*(?P<question>.*?)\s*Answer to grade:\s*(?P<answer>.*)", re.DOTALL)
+
+
+def judging_answer(question: str) -> str | None:
+    """A model asked to grade an answer with no reference (ftops' judge of production answers: a question and
+    an answer to grade) answers one number, the share of the question's words the answer takes up — a crude
+    judge of whether it addresses what was asked, but one whose verdict follows the answer: a generic reply
+    scores near 0, one about the question's subject near 1."""
+    match = _JUDGING.search(question)
+    if match is None or "Reference answer:" in question:
+        return None
+    asked, said = words(match["question"]), words(match["answer"])
+    return f"{(len(asked & said) / len(asked)) if asked else 1.0:.2f}"
+
+
 def generic_answer(question: str) -> str:
     index = int(hashlib.sha256(question.encode()).hexdigest(), 16) % len(GENERIC_ANSWERS)
     return GENERIC_ANSWERS[index]

@@ -67,7 +67,7 @@ def openai_chat_fn(client: Any, base_model: str, *, max_tokens: int = MAX_TOKENS
             except openai.RateLimitError as exc:   # the pool waits (run_candidates), not this call alone
                 raise RateLimited(retry_after_seconds(exc.response.headers), str(exc)[:200]) from exc
             except openai.BadRequestError as exc:
-                if _error_code(exc) != "content_filter":
+                if error_code(exc) != "content_filter":
                     raise
                 return ChatReply(text="", flagged=True)   # the filter refused the prompt: the deployment answered
             except (openai.InternalServerError, openai.APIConnectionError, openai.NotFoundError) as exc:
@@ -103,7 +103,7 @@ def openai_chat_fn(client: Any, base_model: str, *, max_tokens: int = MAX_TOKENS
     return chat
 
 
-def _error_code(exc: Any) -> str | None:
+def error_code(exc: Any) -> str | None:
     body = getattr(exc, "body", None)
     error = body.get("error", body) if isinstance(body, dict) else None
     return error.get("code") if isinstance(error, dict) else getattr(exc, "code", None)
@@ -114,13 +114,25 @@ def _status(exc: Any) -> str:
     return f"{status} " if status else ""
 
 
-def openai_judge_fn(client: Any) -> JudgeFn:
-    """The model grader's call: deterministic, short (a number is all it should say)."""
+def openai_judge_fn(client: Any, *, sleep: Callable[[float], None] = time.sleep) -> JudgeFn:
+    """The model grader's call: deterministic, short (a number is all it should say). The SDK retries 429
+    and 5xx; a 404 (a judge deployment just created answers DeploymentNotFound for a while after ARM's
+    Succeeded) gets the same few tries as a candidate's call, then propagates: the caller counts it."""
+    import openai
+
     def judge(deployment: str, messages: list[dict[str, str]]) -> str:
-        response = client.chat.completions.create(model=deployment, messages=messages, temperature=0,
-                                                  max_tokens=8, timeout=CALL_TIMEOUT_S)
-        choice = response.choices[0] if response.choices else None
-        return (choice.message.content or "") if choice is not None and choice.message is not None else ""
+        for attempt in range(SERVER_ERROR_TRIES):
+            try:
+                response = client.chat.completions.create(model=deployment, messages=messages, temperature=0,
+                                                          max_tokens=8, timeout=CALL_TIMEOUT_S)
+            except openai.NotFoundError:
+                if attempt == SERVER_ERROR_TRIES - 1:
+                    raise
+                sleep(0.5 * 2 ** attempt)
+                continue
+            choice = response.choices[0] if response.choices else None
+            return (choice.message.content or "") if choice is not None and choice.message is not None else ""
+        raise AssertionError("unreachable")
     return judge
 
 

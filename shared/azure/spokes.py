@@ -140,13 +140,14 @@ class Spokes:
                                    max_retries=max_retries)
 
     def stored_completions(self, target: Target, *, model: str, metadata: dict[str, str], after: str | None,
-                           limit: int = 100) -> tuple[list[dict[str, Any]], bool]:
-        """One page of the spoke's stored completions of `model` (v1 `GET /chat/completions`, oldest first),
-        each with its request messages (`GET /chat/completions/{id}/messages`); and whether more follow."""
+                           limit: int = 100, newest_first: bool = False) -> tuple[list[dict[str, Any]], bool]:
+        """One page of the spoke's stored completions of `model` (v1 `GET /chat/completions`, oldest first, or
+        newest first for a sample of what is recent), each with its request messages
+        (`GET /chat/completions/{id}/messages`); and whether more follow."""
         client = self._openai_client(self.endpoint(target), tenant_id=target.tenant, client_id=target.client_id,
                                      max_retries=3, v1=True)
-        page = client.chat.completions.list(model=model, metadata=metadata or None, limit=limit, order="asc",
-                                            **({"after": after} if after else {}))
+        page = client.chat.completions.list(model=model, metadata=metadata or None, limit=limit,
+                                            order="desc" if newest_first else "asc", **({"after": after} if after else {}))
         found = []
         for completion in page.data:
             messages = [m.model_dump(exclude_none=True) for m in

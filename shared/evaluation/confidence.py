@@ -188,3 +188,21 @@ def _betainc(a: float, b: float, x: float) -> float:
         if abs(c * d - 1) < 1e-15:
             break
     return front * result / a
+
+
+# --- a fresh sample against a baseline (the drift watch) --------------------------------------------------
+def shortfall(fresh: Interval, baseline: Interval) -> Interval:
+    """fresh − baseline, two means measured on different examples, with the interval their own intervals
+    give: each side's margin toward the other (the fresh sample's upper, the baseline's lower, and the
+    reverse), combined in quadrature as for independent estimates. `high < 0` says the fresh sample is
+    below the baseline at the intervals' level (one-sided (1 − level) / 2), whatever the two sizes.
+
+    Why not "the fresh mean below the baseline's lower bound": that ignores the fresh sample's own noise, so
+    its false alarms grow as the sample shrinks (simulated in tests/unit/test_drift_statistics.py: 23–26 % of
+    checks on 5 examples of an unchanged model, 7–9 % even at 100; this rule: 1–4 %). It reduces to that rule
+    only as the fresh sample grows without bound; as the baseline grows, to "the fresh interval wholly below
+    the baseline mean"."""
+    diff = fresh.mean - baseline.mean
+    up = math.hypot(fresh.high - fresh.mean, baseline.mean - baseline.low)
+    down = math.hypot(fresh.mean - fresh.low, baseline.high - baseline.mean)
+    return Interval(diff, diff - down, diff + up, min(fresh.level, baseline.level), "quadrature")

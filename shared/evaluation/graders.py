@@ -35,6 +35,14 @@ JUDGE_PROMPT = (
     "useless) and nothing else.")
 DEFAULT_RUBRIC = ("the answer is correct when it says what the reference says, in any words; "
                   "extra correct detail is fine, anything contradicting the reference is wrong")
+# Without a reference (production exchanges: the drift watch, the harvest's grader filter): the judge rates the
+# answer against the question alone.
+JUDGE_PROMPT_NO_REFERENCE = (
+    "You grade an assistant's answer to a user's question; there is no reference answer. Rubric: {rubric}\n"
+    "Reply with one number between 0 and 1 (1: answers exactly what was asked, correctly and usefully; 0: "
+    "wrong, evasive or beside the question) and nothing else.")
+DEFAULT_RUBRIC_NO_REFERENCE = ("the answer addresses what was asked, specifically; a vague, generic or "
+                               "off-topic answer is wrong")
 _NUMBER = re.compile(r"[-+]?\d*\.?\d+")
 
 
@@ -248,15 +256,31 @@ def score_model(grader: Grader, reply: Reply, example: Example, reference: str, 
     number, or a number outside 0..1 ("7": on what scale?), is UnreadableJudge — a grader error, like a failed
     judge call: before, "7" and "8/10" scored 1.0 and "I cannot tell" scored 0."""
     text = judge(str(grader.model), judge_messages(grader, reply, example, reference)) or ""
-    ratio = _RATIO.search(text)
-    match = _NUMBER.search(text)
-    if ratio and match and ratio.start() == match.start():
-        bottom = 100.0 if ratio.group(3) else float(ratio.group(2))
-        value = float(ratio.group(1)) / bottom if bottom else float("nan")
-    elif match:
-        value = float(match.group(0))
-    else:
+    value = _judge_number(text)
+    if value is None:
         raise UnreadableJudge(f"grader {grader.name}: the judge replied {text[:80]!r}, no score")
     if not 0.0 <= value <= 1.0:
         raise UnreadableJudge(f"grader {grader.name}: the judge replied {text[:80]!r}, not a score between 0 and 1")
     return value
+
+
+def _judge_number(text: str) -> float | None:
+    """A judge's first number, or the fraction it wrote as `8/10` or `80%` (NaN for `x/0`); None if none."""
+    ratio = _RATIO.search(text)
+    match = _NUMBER.search(text)
+    if ratio and match and ratio.start() == match.start():
+        bottom = 100.0 if ratio.group(3) else float(ratio.group(2))
+        return float(ratio.group(1)) / bottom if bottom else float("nan")
+    return float(match.group(0)) if match else None
+
+
+def judge_without_reference(model: str, rubric: str | None, question: str, answer: str,
+                            judge: JudgeFn) -> float | None:
+    """A judge's 0..1 for an answer with no reference, read as score_model reads one; None when its reply holds
+    no score between 0 and 1 (the judge failed: not a score of the answer). Errors of the call propagate: the
+    caller counts them, never as a 0."""
+    messages = [{"role": "system", "content": JUDGE_PROMPT_NO_REFERENCE.format(
+                    rubric=rubric or DEFAULT_RUBRIC_NO_REFERENCE)},
+                {"role": "user", "content": f"Question:\n{question[:4000]}\n\nAnswer to grade:\n{answer[:4000]}"}]
+    value = _judge_number(judge(model, messages) or "")
+    return value if value is not None and 0.0 <= value <= 1.0 else None

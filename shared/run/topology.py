@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, overload
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from pydantic import Field as PydanticField
 
 from shared.run.config import ConfigError, Settings
@@ -82,8 +82,17 @@ class HarvestPolicy(BaseModel):
     student_base_model: str | None = PydanticField(None, max_length=64)   # the next run's base model
     max_cost_ratio: float | None = PydanticField(None, gt=0, le=1)  # student cost / champion cost per 1,000 requests
     cross_tenant: bool = False                 # harvest spokes outside the hub's tenant (data leaves that tenant)
-    drift_examples: int | None = PydanticField(None, ge=5, le=1000)   # drift watch: held-out examples per check
+    judge: str | None = PydanticField(None, max_length=64)       # a hub deployment that grades answers, no reference
+    judge_rubric: str | None = PydanticField(None, max_length=2000)
+    min_judge_score: float | None = PydanticField(None, ge=0, le=1)   # grader filter: the judge's score to keep one
+    drift_examples: int | None = PydanticField(None, ge=5, le=1000)   # drift watch: examples per check and leg
     drift_starts_harvest: bool = True          # a drifted deployment is harvested at once
+
+    @model_validator(mode="after")
+    def _judge_named(self) -> HarvestPolicy:
+        if self.min_judge_score is not None and not self.judge:
+            raise ValueError("min_judge_score filters by a judge's score: name the judge (a deployment on the hub)")
+        return self
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@ spokes' stored completions of the served model (v1 API, oldest first, filtered b
 JSONL exchanges dropped under `<TRAFFIC_CONTAINER>/<deployment name>/` — bounded by count and age, curates them with the
 validator's rules (shared.validation.curation: format, personal data and secrets, rating, duplicates, overlap
 with the champion's held-out and training data), optionally has a teacher deployment on the hub answer the
-prompts (distillation), and keeps the result in a pool. When the pool holds enough examples it becomes a run
-folder in the datasets container — train.jsonl, the champion's own eval.jsonl (so the challenger is measured
+prompts that passed (distillation; a prompt it does not answer in full is dropped with its reason) and a
+judge score the answers (the grader filter), and keeps the result in a pool. When the pool holds enough
+examples it becomes a run folder in the datasets container — train.jsonl, the champion's own eval.jsonl (so the challenger is measured
 on the champion's examples), run.json last — and enters intake like any drop: same validation, training,
 evaluation against the champion, gates and verified approval. The flywheel starts runs; it never approves.
 
@@ -33,7 +34,7 @@ from shared.run import actors
 from shared.run.topology import Environment, HarvestPolicy, Target
 from shared.stages import intake
 from shared.store import claims
-from shared.validation.curation import CurationPolicy, Exchange, Overlap, curate, prompt_text
+from shared.validation.curation import Curated, CurationPolicy, Exchange, Overlap, curate, prompt_text
 from shared.validation.lines import content_hash
 
 if TYPE_CHECKING:
@@ -111,8 +112,6 @@ def harvest(deps: Deps, env: Environment, name: str, slots: list[DeploymentRecor
             etag = _write_state(deps, env.name, name, state, etag)
         exchanges = _collect(deps, env, name, slots[0].model, policy, state)
         outcome.read = len(exchanges)
-        if policy.teacher:
-            exchanges = _relabel(deps, policy.teacher, exchanges)
         if exchanges:   # an idle tick does not read the champion's data files again
             _curate_into(deps, champion, policy, exchanges, state, outcome)
         if in_flight:   # one flywheel run per deployment name at a time: the pool grows until it ends
@@ -131,19 +130,35 @@ def harvest(deps: Deps, env: Environment, name: str, slots: list[DeploymentRecor
 
 def _curate_into(deps: Deps, champion: RunRecord, policy: HarvestPolicy, exchanges: list[Exchange],
                  state: dict[str, Any], outcome: HarvestOutcome) -> None:
-    """Curate what arrived into the state's pool; everything kept before (earlier pools and runs, bounded)
-    counts as seen, so a repeat is a duplicate."""
+    """Curate what arrived into the state's pool: the validator's rules first (so nothing dropped there is
+    ever sent to a teacher or judge), then the teacher's answers in place of production's, then the grader
+    filter. Everything kept before (earlier pools and runs, bounded) counts as seen, so a repeat is a
+    duplicate; what is finally not kept is not remembered, so it is curated again should it come back."""
     held_out, previous = _overlaps(deps, champion, policy.leakage_threshold)
-    seen = set(state.get("kept", [])) | {content_hash(json.dumps(e, ensure_ascii=False).encode())
-                                         for e in state["pool"]}
+    seen = set(state.get("kept", [])) | {_hash(e) for e in state["pool"]}
     before = set(seen)
-    curated = curate(exchanges, CurationPolicy(privacy=policy.privacy, min_rating=policy.min_rating,
-                                               leakage_threshold=policy.leakage_threshold),
-                     held_out=held_out, previous=previous, seen=seen)
+    rules = CurationPolicy(privacy=policy.privacy, min_rating=policy.min_rating,
+                           leakage_threshold=policy.leakage_threshold)
+    curated = curate(exchanges, rules, held_out=held_out, previous=previous, seen=seen)
+    passed = list(curated.kept)
+    if policy.teacher:
+        curated.kept = relabel(deps, policy, curated.kept, curated)
+    if policy.min_judge_score is not None:
+        curated.kept = judged(deps, policy, curated.kept, curated)
+    survived = {_prompt_key(e) for e in curated.kept}
+    seen -= {_hash(e) for e in passed if _prompt_key(e) not in survived}
     state["kept"] = [*state.get("kept", []), *sorted(seen - before)][-MAX_REMEMBERED:]
     outcome.curation = curated.counts()
     state["pool"] = [*state["pool"], *curated.kept]
     state["counts"] = _add_counts(state.get("counts", {}), curated.counts())
+
+
+def _hash(example: dict[str, Any]) -> int:
+    return content_hash(json.dumps(example, ensure_ascii=False).encode())
+
+
+def _prompt_key(example: dict[str, Any]) -> str:
+    return json.dumps([example["messages"][:-1], example.get("tools")], ensure_ascii=False, sort_keys=True)
 
 
 # --- what arrived ------------------------------------------------------------------------------------
@@ -153,7 +168,7 @@ def _collect(deps: Deps, env: Environment, name: str, model: str, policy: Harves
     found: list[Exchange] = []
     if "stored_completions" in policy.sources:
         for target in env.targets:
-            if not _may_leave(deps, target, policy):
+            if not may_leave(deps, target, policy):
                 continue
             found += _stored(deps, target, model, policy, state, oldest, policy.max_exchanges - len(found))
     if "traffic" in policy.sources and len(found) < policy.max_exchanges:
@@ -161,7 +176,7 @@ def _collect(deps: Deps, env: Environment, name: str, model: str, policy: Harves
     return found
 
 
-def _may_leave(deps: Deps, target: Target, policy: HarvestPolicy) -> bool:
+def may_leave(deps: Deps, target: Target, policy: HarvestPolicy) -> bool:
     """Production data goes to the hub's tenant for training only where the policy says it may."""
     hub_tenant = deps.settings.hub.tenant
     return policy.cross_tenant or not hub_tenant or target.tenant == hub_tenant
@@ -177,15 +192,11 @@ def _stored(deps: Deps, target: Target, model: str, policy: HarvestPolicy, state
         page, more = spokes.stored_completions(target, model=model, metadata=dict(policy.metadata),
                                                after=cursors.get(target.account), limit=min(100, budget))
         for item in page:
-            completion = item["completion"]
-            cursors[target.account] = completion["id"]
+            exchange = stored_exchange(item)
+            cursors[target.account] = exchange.id
             budget -= 1
-            if float(completion.get("created") or 0) < oldest:
-                continue
-            answer = ((completion.get("choices") or [{}])[0] or {}).get("message") or {}
-            messages = [_message(m) for m in item["messages"]] + [_message(answer)]
-            found.append(Exchange(id=completion["id"], messages=tuple(messages),
-                                  created=float(completion.get("created") or 0)))
+            if exchange.created >= oldest:
+                found.append(exchange)
         if not page:
             break
     return found
@@ -210,15 +221,24 @@ def _traffic(deps: Deps, name: str, state: dict[str, Any], oldest: float, budget
         for number, line in enumerate(data.splitlines(), 1):
             if not line.strip():
                 continue
-            found.append(_traffic_exchange(f"{blob.name}#{number}", line, blob.last_modified.timestamp()))
+            found.append(traffic_exchange(f"{blob.name}#{number}", line, blob.last_modified.timestamp()))
             budget -= 1
         done.append(blob.name)
     state["traffic"] = done[-5000:]
     return found
 
 
-def _traffic_exchange(ident: str, line: bytes, created: float) -> Exchange:
-    """A traffic line: `{"messages": [...], "rating": 4}` (the answer last); anything else is kept as an
+def stored_exchange(item: dict[str, Any]) -> Exchange:
+    """A stored completion (with its request messages) as an exchange: the request, then the answer."""
+    completion = item["completion"]
+    answer = ((completion.get("choices") or [{}])[0] or {}).get("message") or {}
+    messages = [_message(m) for m in item["messages"]] + [_message(answer)]
+    return Exchange(id=completion["id"], messages=tuple(messages), created=float(completion.get("created") or 0))
+
+
+def traffic_exchange(ident: str, line: bytes, created: float) -> Exchange:
+    """A traffic line: `{"messages": [...], "rating": 4, "reference": "…"}` (the answer last; rating and
+    reference optional: the reference, the right answer, is read by the drift watch only); anything else is kept as an
     exchange curation drops as malformed, so it is counted rather than lost silently."""
     try:
         obj = json.loads(line) if len(line) <= MAX_TRAFFIC_LINE else None
@@ -226,34 +246,132 @@ def _traffic_exchange(ident: str, line: bytes, created: float) -> Exchange:
         obj = None
     if not isinstance(obj, dict) or not isinstance(obj.get("messages"), list):
         return Exchange(id=ident, messages=(), created=created)
-    rating = obj.get("rating")
+    rating, reference = obj.get("rating"), obj.get("reference")
     tools = obj["tools"] if isinstance(obj.get("tools"), list) else []
     return Exchange(id=ident, messages=tuple(_message(m) for m in obj["messages"] if isinstance(m, dict)),
                     created=created, rating=float(rating) if isinstance(rating, (int, float)) else None,
-                    tools=tuple(tools))
+                    tools=tuple(tools), reference=reference if isinstance(reference, str) else None)
 
 
 def _message(m: dict[str, Any]) -> dict[str, Any]:
     return {k: m[k] for k in _MESSAGE_KEYS if m.get(k) is not None}
 
 
-def _relabel(deps: Deps, teacher: str, exchanges: list[Exchange]) -> list[Exchange]:
-    """Distillation: the teacher (a deployment on the hub) answers each prompt; its answer replaces the
-    production one. A prompt the teacher cannot answer is left without an answer (curation drops it)."""
+class TeacherUnavailable(Exception):
+    """Every call to the teacher failed for want of the teacher (throttled, down, gone or forbidden): an
+    outage, not a verdict on the prompts. The tick stops before its state is written, so its cursors do not
+    move and the same exchanges are read again next tick, rather than all dropped."""
+
+
+class JudgeUnavailable(Exception):
+    """Every call to the grader filter's judge failed: an outage, handled as the teacher's."""
+
+
+def relabel(deps: Deps, policy: HarvestPolicy, examples: list[dict[str, Any]],
+            curated: Curated) -> list[dict[str, Any]]:
+    """Distillation: the teacher (a deployment on the hub) answers each curated prompt, and its answer
+    replaces production's. A prompt the teacher does not answer in full — 429 or 5xx after the SDK's
+    retries, no connection, a content-filter refusal, an empty or cut-off answer — is dropped and counted
+    under its reason, never kept with production's answer. The teacher's answers then pass the validator's
+    format and privacy rules again (a teacher can echo or invent a phone number)."""
+    import openai
+
+    from shared.azure.chat import error_code
     client = deps.openai_client(max_retries=3)
-    out = []
-    for exchange in exchanges:
-        prompt = [m for m in exchange.messages[:-1]] if exchange.messages else []
+    answered: list[Exchange] = []
+    unreachable = 0
+    for example in examples:
+        prompt = example["messages"][:-1]
+        kwargs: dict[str, Any] = {"model": policy.teacher, "messages": prompt, "temperature": 0, "timeout": 60}
+        if example.get("tools"):
+            kwargs["tools"] = example["tools"]
+        reason, answer = None, None
         try:
-            reply = client.chat.completions.create(model=teacher, messages=prompt, temperature=0, timeout=60)
-            text = reply.choices[0].message.content or ""
-        except Exception as exc:   # noqa: BLE001 - counted through curation (no answer)
-            log.info("teacher %s could not answer %s: %s", teacher, exchange.id, exc)
-            text = ""
-        answer = [{"role": "assistant", "content": text}] if text else []
-        out.append(Exchange(id=exchange.id, messages=tuple(prompt + answer), created=exchange.created,
-                            rating=exchange.rating, tools=exchange.tools))
-    return out
+            reply = client.chat.completions.create(**kwargs)
+        except openai.APIStatusError as exc:   # the SDK retried 408, 409, 429 and 5xx already
+            retried = exc.status_code in (408, 409, 429) or exc.status_code >= 500
+            unreachable += retried or exc.status_code in (401, 403, 404)
+            reason = ("teacher refused: content filter" if error_code(exc) == "content_filter" else
+                      f"teacher failed: {exc.status_code}{' after retries' if retried else ''}")
+        except openai.APIConnectionError as exc:   # timeouts too
+            unreachable += 1
+            reason = f"teacher failed: {'timeout' if isinstance(exc, openai.APITimeoutError) else 'no connection'}"
+        else:
+            reason, answer = _teacher_answer(reply)
+        if reason is not None or answer is None:
+            log.info("flywheel: teacher %s did not answer a prompt: %s", policy.teacher, reason)
+            curated.dropped[reason or "teacher answered nothing"] += 1
+            continue
+        answered.append(Exchange(id="", messages=(*prompt, answer), tools=tuple(example.get("tools") or ())))
+    if examples and unreachable == len(examples):
+        raise TeacherUnavailable(f"teacher {policy.teacher}: none of {len(examples)} prompts could be asked "
+                                 f"({', '.join(sorted(curated.dropped))}); nothing read this tick is kept as "
+                                 "read: the next tick reads it again")
+    empty = Overlap([], policy.leakage_threshold)
+    again = curate(answered, CurationPolicy(privacy=policy.privacy), held_out=empty, previous=empty)
+    for reason, n in again.dropped.items():
+        curated.dropped[f"teacher's answer: {reason}"] += n
+    curated.masked += again.masked
+    curated.privacy_findings += again.privacy_findings
+    return again.kept
+
+
+def _teacher_answer(reply: Any) -> tuple[str | None, dict[str, Any] | None]:
+    """(why the teacher's reply is no answer, or the assistant message it gives)."""
+    choice = reply.choices[0] if reply.choices else None
+    if choice is None or choice.message is None:
+        return "teacher answered nothing", None
+    if choice.finish_reason == "content_filter":   # what it said so far may be there: a part is no answer
+        return "teacher refused: content filter", None
+    if getattr(choice.message, "refusal", None):
+        return "teacher refused to answer", None
+    if choice.finish_reason == "length":
+        return "teacher's answer cut off at its token limit", None
+    message = choice.message.model_dump(exclude_none=True)
+    answer = {k: message[k] for k in ("role", "content", "tool_calls") if message.get(k)}
+    if not answer.get("content") and not answer.get("tool_calls"):
+        return "teacher answered nothing", None
+    return None, {**answer, "role": "assistant"}
+
+
+def judged(deps: Deps, policy: HarvestPolicy, examples: list[dict[str, Any]],
+           curated: Curated) -> list[dict[str, Any]]:
+    """The grader filter: the policy's judge (a deployment on the hub) scores each answer against its prompt,
+    with no reference; below `min_judge_score` is dropped, and so is an answer the judge could not score (it
+    did not pass the filter)."""
+    from shared.evaluation.graders import judge_without_reference
+    assert policy.judge and policy.min_judge_score is not None
+    judge = deps.chat.judge_fn()
+    kept = []
+    unreachable = 0
+    for example in examples:
+        try:
+            score = judge_without_reference(policy.judge, policy.judge_rubric, user_text(example["messages"]),
+                                            answer_text(example["messages"][-1]), judge)
+        except Exception as exc:   # noqa: BLE001 - counted: the answer was not judged, so it did not pass
+            log.info("flywheel: judge %s could not score an answer: %s", policy.judge, exc)
+            unreachable += 1
+            score = None
+        if score is None:
+            curated.dropped["judge could not score it"] += 1
+        elif score < policy.min_judge_score:
+            curated.dropped["judged below min_judge_score"] += 1
+        else:
+            kept.append(example)
+    if examples and unreachable == len(examples):
+        raise JudgeUnavailable(f"judge {policy.judge}: none of {len(examples)} answers could be scored; nothing "
+                               "read this tick is kept as read: the next tick reads it again")
+    return kept
+
+
+def user_text(messages: list[dict[str, Any]]) -> str:
+    from shared.evaluation.examples import content_text
+    return "\n".join(content_text(m.get("content")) for m in messages if m.get("role") == "user")
+
+
+def answer_text(message: dict[str, Any]) -> str:
+    from shared.evaluation.examples import content_text
+    return content_text(message.get("content")) or json.dumps(message.get("tool_calls") or [])
 
 
 # --- leakage ----------------------------------------------------------------------------------------

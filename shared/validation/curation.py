@@ -37,6 +37,7 @@ class Exchange:
     created: float = 0.0                      # seconds since the epoch
     rating: float | None = None
     tools: tuple[dict[str, Any], ...] = ()
+    reference: str | None = None              # the right answer, when someone supplied it (the drift watch)
 
 
 @dataclass(frozen=True)

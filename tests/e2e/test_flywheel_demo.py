@@ -1,7 +1,8 @@
 """`ftops demo --flywheel --json` as a user runs it: the sample reaches prod, prod's production answers (with
 planted personal data, secrets, repeats and the champion's own held-out questions) become a student run that
 is evaluated against the champion and waits for a verified approver — nothing planted or held out in its
-training file."""
+training file — then the drift watch, quiet while production asks what the champion learnt, raising drift
+when it asks about something else."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,3 +28,8 @@ def test_production_answers_become_a_student_that_waits_for_approval(tmp_path: P
     runs = {r["run_id"]: r for r in result["runs"]}
     assert runs[loop["student_run"]]["state"] == "awaiting_approval:prod"   # the demo approves only the sample
     assert "flywheel: run" in progress
+    # the drift watch: production on the champion's subjects is not drift; off them, the judge finds it
+    drift = loop["drift"]
+    assert not drift["on_topic"]["drifted"] and not drift["off_topic"]["held_out_drifted"]
+    assert drift["off_topic"]["drifted"] and drift["off_topic"]["production"]["judged"]["drifted"]
+    assert "below" in drift["off_topic"]["warning"] and "held-out examples" in drift["off_topic"]["warning"]
