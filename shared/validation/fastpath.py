@@ -4,8 +4,8 @@ comprehensions and numpy over the whole block instead of Python code per message
 A line is *plain* when msgspec decodes it as exactly `{"messages": [{"role": "system" | "user" | "assistant",
 "content": <string>}, ...]}` (keys in any order, no other key) and its messages need no finding but
 `short_assistant_answer`: at least one assistant and one system or user message, no two assistant messages in a
-row, no empty assistant answer, no `<|` in a text. A line msgspec refuses so is decoded again as a tool-calling
-conversation (`tools`, assistant `tool_calls`, `tool` replies) and checked line by line under the same rule,
+row, no empty assistant answer, no `<|` in a text. A line msgspec refuses so, if it spells `"tool`, is decoded
+again as a tool-calling conversation (`tools`, assistant `tool_calls`, `tool` replies) and checked line by line under the same rule,
 plus: every call well formed with JSON arguments, every tool reply answering an earlier call of its example,
 the `tools` list valid. Every other line is left to the general path (worker.prepare_block and
 formats.Checker), which decides and words every finding. msgspec accepts a line only where orjson and json read
