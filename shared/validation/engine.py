@@ -24,12 +24,11 @@ from shared.run.models import METHODS, REINFORCEMENT, UnknownModelError, model_f
 from .codes import severity
 from .digests import DigestIndex
 from .lines import Block, coalesce_head, split_blocks
-from .options import DatasetReport, FileReport, Finding, ValidationOptions
+from .options import FINDINGS_PER_CODE, DatasetReport, FileReport, Finding, ValidationOptions
 from .rawscan import Helper, start_helper
 from .sniff import sniff
 from .stats import MAX_JOB_TOKENS, ContextCounts, build_stats
 from .worker import (
-    FINDINGS_PER_CODE,
     METHOD_CODES,
     BlockResult,
     Context,

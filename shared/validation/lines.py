@@ -79,11 +79,10 @@ def split_blocks(chunks: Iterable[bytes], *, max_line_bytes: int,
             last = chunk.rfind(b"\n", nl)
             if last - nl > max_line_bytes:
                 last = nl
-            taken = chunk.count(b"\n", nl, last) + 1
+            taken = _count_newlines(chunk, nl, last) + 1
             if lines + taken > block_lines:  # only up to the block's line cap (many tiny lines)
-                taken, last = block_lines - lines, nl
-                for _ in range(taken - 1):
-                    last = chunk.find(b"\n", last + 1)
+                taken = block_lines - lines
+                last = _nth_newline(chunk, nl, last, taken - 1)
             body = chunk[pos:last]
             if pieces:
                 pieces.append(body)
@@ -110,6 +109,41 @@ def split_blocks(chunks: Iterable[bytes], *, max_line_bytes: int,
         parts.append(b"".join(pieces))
     if parts:
         yield Block(first_of_block, b"\n".join(parts))
+
+
+_NUMPY_FROM = 1 << 14  # spans at least this long are searched with numpy: bytes.count runs at ~1 GB/s
+_SLICE = 1 << 20  # ... one slice at a time (its comparison array is as long as the slice)
+
+
+def _count_newlines(chunk: bytes, start: int, end: int) -> int:
+    """chunk.count(b"\\n", start, end), ~7x faster on long spans."""
+    if end - start < _NUMPY_FROM:
+        return chunk.count(b"\n", start, end)
+    import numpy as np  # loaded by the validator already; not with this module (the app's cold start)
+
+    view = np.frombuffer(chunk, np.uint8)
+    return sum(int(np.count_nonzero(view[a:min(a + _SLICE, end)] == 10)) for a in range(start, end, _SLICE))
+
+
+def _nth_newline(chunk: bytes, nl: int, last: int, k: int) -> int:
+    """The position of the k-th newline after the one at `nl` (there are at least k up to `last`), without a
+    bytes.find per line (~700,000 calls for 128 MiB of tiny lines)."""
+    if k == 0:
+        return nl
+    if last - nl < _NUMPY_FROM:
+        pos = nl
+        for _ in range(k):
+            pos = chunk.find(b"\n", pos + 1)
+        return pos
+    import numpy as np
+
+    view = np.frombuffer(chunk, np.uint8)
+    for a in range(nl + 1, last + 1, _SLICE):
+        hits = np.flatnonzero(view[a:min(a + _SLICE, last + 1)] == 10)
+        if len(hits) >= k:
+            return a + int(hits[k - 1])
+        k -= len(hits)
+    raise AssertionError("fewer newlines than counted")  # pragma: no cover
 
 
 def normalize(line: bytes) -> bytes:

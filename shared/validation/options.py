@@ -11,6 +11,9 @@ if TYPE_CHECKING:
     from .digests import DigestIndex
 
 MIB = 1 << 20
+# Findings listed per code; the rest are only counted. Applied inside each block too, so a file of
+# millions of bad lines holds at most this many findings per code per block in memory.
+FINDINGS_PER_CODE = 100
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,9 @@ class Tuning:
     defer_min_chars: int = 1
     batch_texts: int = 2048  # deferred texts per counting call: fewer GIL hand-overs, bounded text in memory
     orjson: bool = True  # parse with orjson where installed; every line it refuses is parsed again by json
+    # Plain chat lines decoded by msgspec and checked over columns (fastpath.py); every other line, and
+    # every line when False, by the general path.
+    plain: bool = True
 
 
 @dataclass(frozen=True)

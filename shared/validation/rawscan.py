@@ -19,9 +19,11 @@ import struct
 import subprocess
 import sys
 import threading
+from array import array
 from bisect import bisect_right
-from hashlib import blake2b
 from typing import Any
+
+from xxhash import xxh3_64_intdigest
 
 try:
     from shared.run import privacy
@@ -40,26 +42,20 @@ Findings = list[tuple[int, str, str]]
 
 
 def scan_block(data: bytes, first_line: int) -> tuple[bytes, Findings]:
-    """(content hashes of the non-blank lines, packed little-endian 64-bit, in order; privacy
-    findings as (line, code, message) in byte order) for a block of lines joined by b"\\n"."""
-    digests: list[bytes] = []
-    append = digests.append
-    find = data.find
-    pos, end = 0, len(data)
-    while pos <= end:  # line by line (never all of the block's lines at once: memory)
-        nl = find(b"\n", pos)
-        if nl == -1:
-            nl = end
-        raw = data[pos:nl]
-        pos = nl + 1
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        if not raw or raw.isspace():  # a blank line (as prepare_block decides)
-            continue
-        key = raw.strip()
-        if key.startswith(BOM):  # as lines.normalize
-            key = key[3:].strip()
-        append(blake2b(key, digest_size=8).digest())
+    """(content digests of the non-blank lines, packed native 64-bit, in order; privacy findings as (line,
+    code, message) in byte order) for a block of lines joined by b"\\n". A line's digest is the 64-bit XXH3 of
+    its bytes without surrounding whitespace (CR included) and leading BOM (as lines.normalize): exact
+    duplicates share it; two different lines do with probability 2^-64 (some pair of n lines: about n^2/2^65)."""
+    if len(data) < _SPLIT_BELOW:
+        # Without its surrounding whitespace a line is empty exactly when prepare_block calls it blank; a
+        # leading BOM is removed after that decision (a line of a BOM alone is an example).
+        keys = [key for key in map(bytes.strip, data.split(b"\n")) if key]
+        if BOM in data:
+            keys = [key[3:].strip() if key.startswith(BOM) else key for key in keys]
+        digests = array("Q", map(xxh3_64_intdigest, keys))
+        del keys
+    else:
+        digests = _digests_line_by_line(data)
     found = list(privacy.scan(data))
     if found:
         starts = [0]
@@ -70,7 +66,31 @@ def scan_block(data: bytes, first_line: int) -> tuple[bytes, Findings]:
         found = [(first_line + bisect_right(starts, off) - 1, code, message) for off, code, message in found]
     if _ASCII_ESCAPE.search(data):
         found += _escaped_findings(data, first_line, found)
-    return b"".join(digests), found
+    return digests.tobytes(), found
+
+
+# Blocks under this size are split into lines at once; larger ones (a few huge lines, which the engine checks
+# alone in the main process) are hashed line by line, never all of their lines at once (memory).
+_SPLIT_BELOW = 8 << 20
+
+
+def _digests_line_by_line(data: bytes) -> array[int]:
+    digests = array("Q")
+    append = digests.append
+    find = data.find
+    pos, end = 0, len(data)
+    while pos <= end:
+        nl = find(b"\n", pos)
+        if nl == -1:
+            nl = end
+        key = data[pos:nl].strip()
+        pos = nl + 1
+        if not key:  # a blank line
+            continue
+        if key.startswith(BOM):
+            key = key[3:].strip()
+        append(xxh3_64_intdigest(key))
+    return digests
 
 
 # A JSON escape of an ASCII character (\u0040 is "@"): only these can spell what the patterns look
@@ -131,6 +151,7 @@ class Helper:
     def __init__(self) -> None:
         self._proc = subprocess.Popen([sys.executable, "-c", _BOOT, os.path.abspath(__file__)],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+        _widen(self._proc.stdin)
         self._todo: queue.SimpleQueue[tuple[int, bytes] | None] = queue.SimpleQueue()
         self._sender = threading.Thread(target=self._send_all, name="ftops-scan-send", daemon=True)
         self._sender.start()
@@ -187,6 +208,17 @@ class Helper:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
+
+
+def _widen(pipe: Any) -> None:
+    """A 1 MiB pipe (Linux's default cap for it), not 64 KiB: a block crosses in a few writes, each taking the GIL
+    back from the main thread once, rather than ~32."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+    except (OSError, ImportError, AttributeError, ValueError):
+        pass  # another platform, or a lower cap: the default pipe works, only with more hand-overs
 
 
 def start_helper() -> Helper | None:

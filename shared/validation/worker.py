@@ -7,19 +7,21 @@ between processes costs little next to the work.
 from __future__ import annotations
 
 import json
-import sys
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
-from shared.run.models import ModelFacts, UnknownModelError, model_facts
+import numpy as np
 
+from shared.run.models import SUPERVISED, ModelFacts, UnknownModelError, model_facts
+
+from .fastpath import PlainBlock, PlainChecker, plain_totals
 from .formats import SLOTS, Checker, Example
 from .lines import Block
-from .options import ValidationOptions
+from .options import FINDINGS_PER_CODE, ValidationOptions
 from .rawscan import Helper, scan_block
 from .tokens import Counter
 
@@ -35,9 +37,6 @@ except ImportError:  # pragma: no cover - exercised only where the wheel is miss
     _orjson_loads = None
 
 METHOD_CODES = {"supervised": "S", "dpo": "D", "reinforcement": "R"}
-# Findings listed per code; the rest are only counted. Applied inside each block too, so a file of
-# millions of bad lines holds at most this many findings per code per block in memory.
-FINDINGS_PER_CODE = 100
 _METHOD_BYTES = {method: ord(code) for method, code in METHOD_CODES.items()}
 _UNPARSED = object()
 _LINE = itemgetter(0)
@@ -75,6 +74,10 @@ class Context:
         except UnknownModelError:
             self.facts = None
         self.counter = Counter(self.facts.encoding) if self.facts else None
+        # Plain chat lines are checked over columns (fastpath.py) unless the tuning says no, nothing is counted
+        # (an unknown model) or the method forced on the file reads a messages line otherwise.
+        self.plain = (PlainChecker(self.counter) if options.tuning.plain and self.counter is not None
+                      and options.method in (None, SUPERVISED) else None)
 
 
 def _reject_constant(name: str) -> float:
@@ -113,10 +116,10 @@ def _long_number_lines(data: bytes) -> set[int]:
 class _Done:
     """An already computed result, shaped like a Future."""
 
-    def __init__(self, value: list[int]) -> None:
+    def __init__(self, value: Any) -> None:
         self.value = value
 
-    def result(self) -> list[int]:
+    def result(self) -> Any:
         return self.value
 
 
@@ -129,6 +132,11 @@ def _now(fn: Callable[..., Any], *args: Any) -> _Done:
 
 def _count_many(counter: Counter | None, texts: list[str]) -> list[int]:
     return counter.count_many(texts) if counter is not None else []
+
+
+def _count_array(counter: Counter | None, texts: list[str]) -> Any:
+    assert counter is not None  # the fast path runs only with a counter (Context.plain)
+    return counter.count_array(texts)
 
 
 @dataclass
@@ -145,6 +153,8 @@ class PendingBlock:
     privacy: list[tuple[int, str, str]] | None
     data: bytes = b""
     helper: Helper | None = None
+    plain: PlainBlock | None = None  # the block's plain lines, checked over columns
+    plain_counts: list[Future[Any] | _Done] = field(default_factory=list)  # their texts' counts (arrays)
 
 
 def prepare_block(block: Block, ctx: Context, submit: Submit = _now, helper: Helper | None = None) -> PendingBlock:
@@ -177,7 +187,6 @@ def prepare_block(block: Block, ctx: Context, submit: Submit = _now, helper: Hel
     forced = ctx.options.method
     orjson_loads = ctx.orjson_loads
     batch_texts = ctx.tuning.batch_texts
-    long_numbers = _long_number_lines(data) if orjson_loads is not None else set()
     usable: list[tuple[int, Example]] = []
     usable_append = usable.append
     hash_lines_append = res.hash_lines.append
@@ -186,16 +195,19 @@ def prepare_block(block: Block, ctx: Context, submit: Submit = _now, helper: Hel
     special = b"<" in data or _ESCAPED_LT.search(data) is not None
     checker.special = special
     examples = 0
-    find = data.find
-    pos, end = 0, len(data)
-    i = -1
-    while pos <= end:  # line by line: never a second copy of the whole block (memory)
-        i += 1
-        nl = find(b"\n", pos)
-        if nl == -1:
-            nl = end
-        raw = data[pos:nl]
-        pos = nl + 1
+    plain: PlainBlock | None = None
+    if ctx.plain is not None and len(data) < ctx.tuning.big_block_bytes:
+        raws = data.split(b"\n")  # a copy of the block in lines: it is not one of a few huge lines
+        plain = ctx.plain.check(raws, first, special, tools=b'"tool' in data)
+        todo: Iterator[tuple[int, bytes]] = ((i, raws[i]) for i in plain.rest)
+        n_lines = len(raws)
+    else:
+        todo = _lines(data)
+        n_lines = data.count(b"\n") + 1
+    # Only where some line is left to orjson: none is, in a block of plain lines.
+    long_numbers = (_long_number_lines(data) if orjson_loads is not None and (plain is None or plain.rest)
+                    else set())
+    for i, raw in todo:
         line_no = first + i
         if raw.endswith(b"\r"):
             raw = raw[:-1]
@@ -241,16 +253,52 @@ def prepare_block(block: Block, ctx: Context, submit: Submit = _now, helper: Hel
             batches.append((checker.slots, submit(_count_many, counter, checker.texts)))
             checker.texts, checker.slots = [], []
     res.examples = examples
-    res.last_line = first + i
+    res.last_line = first + n_lines - 1
     if checker.texts:
         batches.append((checker.slots, submit(_count_many, counter, checker.texts)))
         checker.texts, checker.slots = [], []
     n_slots = checker.n_examples * SLOTS
     if helper is not None:
-        return PendingBlock(res, usable, batches, n_slots, None, None, data, helper)
-    # Hashed here: in the counting thread, a Python loop re-taking the GIL per line stalls both threads.
-    hashes, scanned = scan_block(data, first)
-    return PendingBlock(res, usable, batches, n_slots, hashes, scanned)
+        pending = PendingBlock(res, usable, batches, n_slots, None, None, data, helper)
+    else:
+        # Hashed here: in the counting thread, a Python loop re-taking the GIL per line stalls both threads.
+        hashes, scanned = scan_block(data, first)
+        pending = PendingBlock(res, usable, batches, n_slots, hashes, scanned)
+    if plain is not None and len(plain.lines):
+        _add_plain(pending, plain, submit, counter, batch_texts)
+    return pending
+
+
+def _lines(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """(index, bytes) of each line of `data`, one at a time: never a second copy of the whole block (memory)."""
+    find = data.find
+    pos, end = 0, len(data)
+    i = -1
+    while pos <= end:
+        i += 1
+        nl = find(b"\n", pos)
+        if nl == -1:
+            nl = end
+        yield i, data[pos:nl]
+        pos = nl + 1
+
+
+def _add_plain(pending: PendingBlock, plain: PlainBlock, submit: Submit, counter: Counter | None,
+               batch_texts: int) -> None:
+    """The plain lines join the block: their findings, lines and texts (counted in batches, as the others)."""
+    res = pending.res
+    res.examples += len(plain.lines)
+    for code, n in plain.not_listed.items():
+        res.not_listed[code] = res.not_listed.get(code, 0) + n
+    if plain.findings:  # both sides are capped per code in line order: so is their union, capped again
+        res.findings[:] = _capped(sorted(res.findings + plain.findings, key=_LINE), res.not_listed)
+    lines = np.concatenate((np.frombuffer(res.hash_lines, np.uint32), np.asarray(plain.lines, np.uint32)))
+    res.hash_lines = array("I", np.sort(lines, kind="stable").tobytes())
+    texts = plain.texts
+    pending.plain_counts = [submit(_count_array, counter, texts[k:k + batch_texts])
+                            for k in range(0, len(texts), batch_texts)]
+    plain.texts = []
+    pending.plain = plain
 
 
 def finish_block(pending: PendingBlock, ctx: Context) -> BlockResult:
@@ -262,9 +310,7 @@ def finish_block(pending: PendingBlock, ctx: Context) -> BlockResult:
             scanned = scan_block(pending.data, res.first_line)
         pending.hashes, pending.privacy = scanned
         pending.data = b""
-    res.hashes.frombytes(pending.hashes)
-    if sys.byteorder != "little":  # content_hash reads the digest as little-endian
-        res.hashes.byteswap()
+    res.hashes.frombytes(pending.hashes)  # native order: the helper runs on this machine
     sums = [0] * pending.n_slots
     for slots, counts in pending.batches:
         for slot, n in zip(slots, counts.result()):
@@ -278,9 +324,7 @@ def finish_block(pending: PendingBlock, ctx: Context) -> BlockResult:
         out1 = ex.out1 + sums[s + 3] + sums[s + 4]
         context = base + max(out0, out1)
         if limit is not None and context > limit:
-            message = (f"{context} tokens > {limit} for {model}; "
-                       f"the service would cut the last {context - limit}")
-            over_limit.append((line_no, "over_token_limit", message))
+            over_limit.append((line_no, "over_token_limit", _over_limit(context, limit, model)))
         res.lines.append(line_no)
         # usable examples have a method (prepare_block skips the rest); the type cannot say so
         res.methods.append(_METHOD_BYTES[ex.method])  # type: ignore[index]
@@ -290,10 +334,42 @@ def finish_block(pending: PendingBlock, ctx: Context) -> BlockResult:
         res.context.append(context)
         res.assistant_tokens += ex.assistant_tokens + sums[s + 2] + sums[s + 4]
         res.messages += ex.messages
+    if pending.plain is not None:
+        over_limit = sorted(over_limit + _plain_finish(pending, limit, model), key=_LINE)
     found += _capped(over_limit, res.not_listed)
     found += _capped(pending.privacy, res.not_listed)
     found.sort(key=_LINE)  # stable: per line, structure findings before privacy ones
     return res
+
+
+def _plain_finish(pending: PendingBlock, limit: int | None, model: str) -> list[tuple[int, str, str]]:
+    """Add the plain examples' counts to the block's result, in line order with the others; their
+    over_token_limit findings."""
+    res, plain = pending.res, pending.plain
+    assert plain is not None
+    counts = np.concatenate([batch.result() for batch in pending.plain_counts])
+    tokens, assistant = plain_totals(plain, counts)  # supervised: the context is every token
+    res.tokens += int(tokens.sum())
+    res.capped_tokens += int(tokens.sum() if limit is None else np.minimum(tokens, limit).sum())
+    res.assistant_tokens += int(assistant.sum())
+    res.messages += int(plain.messages.sum())
+    lines = np.asarray(plain.lines, np.uint32)
+    order = np.argsort(np.concatenate((np.frombuffer(res.lines, np.uint32), lines)), kind="stable")
+    merged = np.concatenate((np.frombuffer(res.lines, np.uint32), lines))[order]
+    res.lines = array("I", merged.tobytes())
+    methods = np.concatenate((np.frombuffer(bytes(res.methods), np.uint8),
+                              np.full(len(lines), _METHOD_BYTES[SUPERVISED], np.uint8)))
+    res.methods = bytearray(methods[order].tobytes())
+    contexts = np.concatenate((np.frombuffer(res.context, np.uint32), tokens.astype(np.uint32)))
+    res.context = array("I", contexts[order].tobytes())
+    if limit is None:
+        return []
+    over = np.flatnonzero(tokens > limit).tolist()
+    return [(int(plain.lines[k]), "over_token_limit", _over_limit(int(tokens[k]), limit, model)) for k in over]
+
+
+def _over_limit(context: int, limit: int, model: str) -> str:
+    return f"{context} tokens > {limit} for {model}; the service would cut the last {context - limit}"
 
 
 def _capped(findings: list[tuple[int, str, str]],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 
 import pytest
 from vhelpers import chat, dpo, jsonl, padded
@@ -106,3 +107,38 @@ def test_counts_are_the_same_whether_deferred_or_not_on_orjson_only_lines() -> N
         slow = _report(data, model=model, tuning=Tuning(orjson=False, defer_min_chars=1 << 30))
         assert fast == slow
         assert fast["report"]["stats"]["tokens"]["total"] > 0
+
+
+def test_digests_name_exact_duplicates_whichever_way_a_block_is_hashed() -> None:
+    import random
+
+    import numpy as np
+
+    rng = random.Random(3)
+    pieces = [b"", b" ", b"\r", b"\t", b"\xef\xbb\xbf", b"{}", b'{"a": 1}', b'{"a": 2}', b"\x0c", b"\xa0"]
+    for _ in range(2000):
+        lines = [b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 3))) for _ in range(rng.randint(1, 9))]
+        data = b"\n".join(lines)
+        hashes, _ = rawscan.scan_block(data, 1)
+        assert hashes == rawscan._digests_line_by_line(data).tobytes()  # the path of blocks of huge lines
+        keys = [k for k in (line.strip() for line in lines) if k]  # blank lines have no digest
+        keys = [k[3:].strip() if k.startswith(b"\xef\xbb\xbf") else k for k in keys]
+        digests = np.frombuffer(hashes, np.uint64).tolist()
+        assert len(digests) == len(keys)
+        assert all((digests[i] == digests[j]) == (keys[i] == keys[j])
+                   for i in range(len(keys)) for j in range(len(keys)))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pipe sizes are Linux's")
+def test_blocks_cross_to_the_helper_through_a_wide_pipe() -> None:
+    import fcntl
+    from pathlib import Path
+
+    if int(Path("/proc/sys/fs/pipe-max-size").read_text()) < 1 << 20:
+        pytest.skip("this machine caps pipes below 1 MiB")
+    helper = rawscan.Helper()
+    try:
+        assert helper._proc.stdin is not None
+        assert fcntl.fcntl(helper._proc.stdin.fileno(), getattr(fcntl, "F_GETPIPE_SZ", 1032)) == 1 << 20
+    finally:
+        helper.close()

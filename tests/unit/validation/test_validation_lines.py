@@ -108,3 +108,16 @@ def test_blocks_of_tiny_lines_stop_at_the_line_cap() -> None:
     assert all(b.data.count(b"\n") + 1 <= 64 for b in blocks)
     assert b"\n".join(b.data for b in blocks) == data[:-1]
     assert [b.first_line for b in blocks] == [1 + 64 * k for k in range(len(blocks))]
+
+
+def test_the_line_cap_cuts_blocks_at_the_exact_line_in_large_chunks() -> None:
+    # Large chunks of short lines: the cut is found by halving the span (lines._nth_newline), not line by line.
+    rng = random.Random(1)
+    for _ in range(30):
+        data = b"\n".join(b"x" * rng.choice([0, 1, 5, 40, 300]) for _ in range(rng.randint(1000, 30_000))) + b"\n"
+        size, cap = rng.choice([1 << 16, 1 << 20, len(data)]), rng.choice([1, 2, 97, 1000, 16_384])
+        blocks = list(split_blocks([data[i:i + size] for i in range(0, len(data), size)],
+                                   max_line_bytes=1 << 20, block_bytes=1 << 30, block_lines=cap))
+        assert b"\n".join(b.data for b in blocks) == data[:-1]
+        assert [b.data.count(b"\n") + 1 for b in blocks[:-1]] == [cap] * (len(blocks) - 1)
+        assert [b.first_line for b in blocks] == [1 + cap * k for k in range(len(blocks))]

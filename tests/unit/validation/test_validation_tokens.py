@@ -71,3 +71,42 @@ def test_nothing_is_downloaded(monkeypatch) -> None:
         assert get_encoding("cl100k_base").encode("ok") == [564]
     finally:
         get_encoding.cache_clear()
+
+
+@pytest.mark.parametrize("name", ["o200k_base", "cl100k_base"])
+def test_the_pinned_quicktok_vocabularies_are_proven_rank_by_rank(name: str) -> None:
+    # A process whose quicktok reads a pinned file skips the proof: this test is that proof, for the installed
+    # quicktok (requirements.txt pins it). Upgrading quicktok means proving and pinning its files here.
+    import quicktok
+
+    fast = quicktok.get_encoding(name)
+    tokens.prove_ranks(fast, name)  # raises on any rank that differs
+    assert (quicktok.__version__, name) in tokens.PROVEN_VOCABULARIES
+    assert tokens.is_proven(quicktok, name, tokens.PROVEN_VOCABULARIES)
+    # another version, or other bytes in the file, are not taken as proven: the process proves them itself
+    assert not tokens.is_proven(quicktok, name, {})
+    file, _ = tokens.PROVEN_VOCABULARIES[quicktok.__version__, name]
+    assert not tokens.is_proven(quicktok, name, {(quicktok.__version__, name): (file, "0" * 64)})
+
+
+def test_a_differing_rank_is_caught_by_the_proof() -> None:
+    class Shifted:  # a vocabulary whose rank 1000 holds other bytes
+        def __init__(self, real) -> None:
+            self.real = real
+
+        def decode_single_token_bytes(self, rank: int) -> bytes:
+            return b"?" if rank == 1000 else self.real.decode_single_token_bytes(rank)
+
+    import quicktok
+
+    with pytest.raises(VocabularyError, match="rank 1000"):
+        tokens.prove_ranks(Shifted(quicktok.get_encoding("o200k_base")), "o200k_base")
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_count_array_gives_count_many_counts(fast: bool) -> None:
+    counter = Counter("o200k_base", fast=fast)
+    rng = random.Random(2)
+    texts = [t for t in AWKWARD if "\ud800" not in t] + [_random_text(rng) for _ in range(200)]
+    assert counter.count_array(texts).tolist() == counter.count_many(texts)
+    assert counter.count_array([]).tolist() == []
