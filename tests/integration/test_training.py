@@ -13,7 +13,7 @@ import pytest
 
 from shared.app.settlement import PermanentError
 from shared.azure.bus import decode_local
-from shared.azure.hub import Hub
+from shared.azure.hub import Hub, HubError
 from shared.run import states
 from shared.run.hub_api import SURFACES
 from shared.run.messages import CloudEvent, RetrainCommand, RunCommand, TrainRequest
@@ -224,7 +224,7 @@ def test_a_job_creation_whose_answer_is_lost_is_never_sent_twice(hub_env, emulat
         return Hub(deps.hub_client(max_retries=max_retries).with_options(timeout=2.0), surface=deps.hub().surface)
     emulator.control.faults(hold={"method": "POST", "path": "/fine_tuning/jobs", "count": 1})
     try:
-        with pytest.raises(Exception):
+        with pytest.raises(HubError, match="create job"):
             training.handle_train(TrainRequest(run_id=run_id), dataclasses.replace(deps, hub_port=impatient))
     finally:
         emulator.control.faults(hold=None)
