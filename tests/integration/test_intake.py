@@ -1,6 +1,7 @@
 """Intake against Azurite: what a data scientist sees after dropping a dataset."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -347,3 +348,28 @@ def test_a_move_to_quarantine_that_runs_out_of_time_hands_the_rest_to_its_retry(
     moved = deps.blobs.get_container_client(deps.settings.quarantine_container)
     assert sum(1 for _ in moved.list_blobs(name_starts_with=f"{run_id}/paged/")) == 602
     assert deps.registry.require_run(run_id).state == "rejected"
+
+
+FOLDER_FILES_STAND_IN = 20_000
+
+
+def test_a_rejected_folder_of_twenty_thousand_files_is_quarantined_and_announced_on_a_stand_in_storage(make_deps):
+    """The issue's 20,000 files. Azurite cannot be the storage here: its Delete Blob grows with the blobs it holds
+    (~400 ms each at 20,000, hours for the folder), so the blobs live in the benchmark's stand-in Blob service in
+    memory (benchmarks/quarantine.py: the same calls, If-Match and Blob Batch answers as the SDK's), while the
+    registry and the events stay on Azurite. One event announces them, naming the list instead of carrying it."""
+    from benchmarks.quarantine import LatencyBlobs, _folder
+    blobs = LatencyBlobs(0.0)
+    deps = dataclasses.replace(make_deps(), blobs=blobs)
+    _folder(deps, "huge", FOLDER_FILES_STAND_IN, lambda name, body: blobs.put(deps.settings.datasets_container, name, body))
+    run_id = handle_blob_created("huge/run.json", deps)
+    run = deps.registry.require_run(run_id)
+    assert run.state == "rejected" and not run.outbox
+    [event] = [e for e in queued(deps, deps.settings.events_topic) if e["type"] == "ftops.run.rejected"]
+    assert event["data"]["quarantine_count"] == FOLDER_FILES_STAND_IN + 2 and len(json.dumps(event)) < 16_000
+    listed = json.loads(blobs.get_blob_client(deps.settings.reports_container, f"{run_id}/quarantine.json")
+                        .download_blob().readall())["quarantine"]
+    assert len(listed) == FOLDER_FILES_STAND_IN + 2
+    left = [n for (c, n) in blobs.data if c == deps.settings.datasets_container and n.startswith("huge/")]
+    moved = [n for (c, n) in blobs.data if c == deps.settings.quarantine_container and n.startswith(f"{run_id}/huge/")]
+    assert not left and len(moved) == FOLDER_FILES_STAND_IN + 2
