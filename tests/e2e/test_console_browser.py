@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import time
 import urllib.error
 import urllib.parse
@@ -53,19 +52,6 @@ def waiting_run(stack: Any) -> str:
     from ftops_cli.operator_client import local_client  # the owner confirms it, as `ftops claim` does
     local_client(stack.api_url, stack.env, SCIENTIST.username).call("POST", f"runs/{run.run_id}/claim", {})
     return run.run_id
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.fail("chromium is not installed: `make setup` installs Debian's chromium (apt)")
-    with sync_api.sync_playwright() as playwright:
-        # as root (CI containers) chromium runs only without its own sandbox
-        args = ["--no-sandbox"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
-        launched = playwright.chromium.launch(executable_path=chromium, args=args)
-        yield launched
-        launched.close()
 
 
 def wait_for(stack: Any, match: Any, *, timeout: float) -> Any:

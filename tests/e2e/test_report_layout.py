@@ -3,9 +3,6 @@ every other table fit the width however many candidates and graders and however 
 text runs out of its cell. No stack: the page is self-contained, so it is loaded as it is stored."""
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -21,18 +18,6 @@ from shared.evaluation.runner import Candidate
 pytestmark = pytest.mark.e2e
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in requirements-dev.txt: make setup")
 WIDTH = 1280
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.fail("chromium is not installed: `make setup` installs Debian's chromium (apt)")
-    with sync_api.sync_playwright() as playwright:
-        args = ["--no-sandbox"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
-        launched = playwright.chromium.launch(executable_path=chromium, args=args)
-        yield launched
-        launched.close()
 
 
 def heavy_report() -> dict[str, Any]:

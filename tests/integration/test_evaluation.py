@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 
 from shared.azure.bus import decode_local
-from shared.azure.hub import FILE_EXPIRY, Hub
+from shared.azure.hub import Hub
 from shared.run import states
 from shared.run.messages import DeployRequest, EvaluateRequest, deploy_message_id, parse_message
 from shared.stages.deployment import handle_deploy
 from shared.stages.evaluation import handle_evaluate
 from shared.store.registry import RunRecord
+from tests.integration.emulator_jobs import trained_job
 
 pytestmark = pytest.mark.integration
 
@@ -68,18 +69,7 @@ def _train_on_hub(deps: Any, emulator: Any, lines: list[str] | None = None
     """Upload, fine-tune, advance the emulator clock until the job succeeds; (model, checkpoints, loss rows)."""
     client = deps.openai_client()
     data = "\n".join(lines or [_chat_line(q, a) for q, a, _ in FACTS]).encode()
-    upload = client.files.create(file=("train.jsonl", data), purpose="fine-tune", expires_after=FILE_EXPIRY)
-    for _ in range(60):
-        if client.files.retrieve(upload.id).status == "processed":
-            break
-        emulator.control.advance(5)
-    job = client.fine_tuning.jobs.create(model=BASE_MODEL, training_file=upload.id)
-    for _ in range(200):
-        job = client.fine_tuning.jobs.retrieve(job.id)
-        if job.status in ("succeeded", "failed", "cancelled"):
-            break
-        emulator.control.advance(30)
-    assert job.status == "succeeded", job
+    job = trained_job(client, emulator, data, base_model=BASE_MODEL)
     checkpoints = Hub(client).checkpoints(job.id)   # what polling records on the run
     rows: list[dict[str, Any]] = []
     if job.result_files:   # results.csv rows (strings: the report must be lenient about types)

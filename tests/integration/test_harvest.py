@@ -24,6 +24,7 @@ from shared.stages.harvest import handle_harvest_tick
 from shared.stages.intake import drop_started_by, run_id_for
 from shared.store.registry import DeploymentRecord, RunRecord
 from shared.validation.curation import prompt_text
+from tests.integration.emulator_jobs import trained_job
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -288,23 +289,10 @@ def expert(prod: Any, emulator: Any) -> Iterator[str]:
     """The champion as a fine-tuned model that knows its subjects (routers, kettles) and serves prod, its
     held-out data the questions it answers well, a judge deployment on the hub; its evaluation measured
     token F1 0.95 [0.9, 1.0]."""
-    from shared.azure.hub import FILE_EXPIRY
     client = prod.openai_client()
     lines = "\n".join(json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
                       for q, a in EXPERT.items())
-    upload = client.files.create(file=("train.jsonl", lines.encode()), purpose="fine-tune",
-                                 expires_after=FILE_EXPIRY)
-    for _ in range(60):
-        if client.files.retrieve(upload.id).status == "processed":
-            break
-        emulator.control.advance(5)
-    job = client.fine_tuning.jobs.create(model="gpt-4.1-mini-2025-04-14", training_file=upload.id)
-    for _ in range(200):
-        job = client.fine_tuning.jobs.retrieve(job.id)
-        if job.status in ("succeeded", "failed", "cancelled"):
-            break
-        emulator.control.advance(30)
-    assert job.status == "succeeded", job
+    job = trained_job(client, emulator, lines.encode(), base_model="gpt-4.1-mini-2025-04-14")
     model = str(job.fine_tuned_model)
     reports = prod.blobs.get_container_client(prod.settings.reports_container)
     reports.upload_blob("champ/data/eval.jsonl", "\n".join(

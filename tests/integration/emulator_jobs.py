@@ -1,0 +1,24 @@
+"""A fine-tuning job trained to success on the emulator through the real openai SDK, its clock advanced
+instead of waited on: for tests that need a fine-tuned model to exist before the stage they test."""
+from __future__ import annotations
+
+from typing import Any
+
+from shared.azure.hub import FILE_EXPIRY
+
+
+def trained_job(client: Any, emulator: Any, data: bytes, *, base_model: str) -> Any:
+    """Upload `data` as train.jsonl, fine-tune `base_model` on it; the job, succeeded."""
+    upload = client.files.create(file=("train.jsonl", data), purpose="fine-tune", expires_after=FILE_EXPIRY)
+    for _ in range(60):
+        if client.files.retrieve(upload.id).status == "processed":
+            break
+        emulator.control.advance(5)
+    job = client.fine_tuning.jobs.create(model=base_model, training_file=upload.id)
+    for _ in range(200):
+        job = client.fine_tuning.jobs.retrieve(job.id)
+        if job.status in ("succeeded", "failed", "cancelled"):
+            break
+        emulator.control.advance(30)
+    assert job.status == "succeeded", job
+    return job
