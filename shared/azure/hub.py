@@ -304,6 +304,11 @@ class Hub:
             return False
         return info.status not in ("error", "deleted", "deleting")
 
+    def files_named(self, filename: str) -> list[str]:
+        """The ids of the hub's fine-tuning files uploaded under `filename` (a resource holds at most 100)."""
+        page = self._call("list files", lambda: self._client.files.list(purpose="fine-tune"))
+        return [f.id for f in page if f.filename == filename]
+
     def delete_files(self, file_ids: list[str]) -> list[str]:
         """Delete what exists; a file already gone is fine. Returns the ids deleted."""
         deleted = []

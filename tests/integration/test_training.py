@@ -118,6 +118,24 @@ def test_a_run_gets_one_job_even_when_its_message_arrives_twice(hub_env, emulato
     assert [a["to_state"] for a in deps.registry.audit_trail(run_id)] == ["accepted", "uploading", "training"]
 
 
+def test_a_file_a_killed_worker_uploaded_but_never_recorded_is_deleted_before_the_upload_again(hub_env, emulator):
+    """A worker SIGKILLed between the hub's answer to an upload and the run's record of it left that file on the
+    hub for good, counted against the resource's 100 files. The next worker deletes the run's unrecorded
+    uploads (named after the run and role) before it uploads again: one file per role stays, the recorded one."""
+    deps = hub_env()
+    run_id = make_run(deps)
+    client = deps.openai_client()
+    from shared.azure.hub import FILE_EXPIRY
+    orphan = client.files.create(file=(f"{run_id}-train.jsonl", b"{}\n"), purpose="fine-tune",
+                                 expires_after=FILE_EXPIRY).id
+    training.handle_train(TrainRequest(run_id=run_id), deps)
+
+    run = deps.registry.require_run(run_id)
+    names = sorted((f.filename, f.id) for f in client.files.list(purpose="fine-tune") if f.filename.startswith(run_id))
+    assert run.state == states.TRAINING and orphan not in run.hub_files.values()
+    assert names == sorted((f"{run_id}-{role}.jsonl", fid) for role, fid in run.hub_files.items())
+
+
 def test_two_handlers_racing_on_the_same_key_create_one_job(hub_env, emulator):
     deps = hub_env()
     run_id = make_run(deps)
