@@ -49,7 +49,7 @@ demo: setup
 # In parallel (pytest-xdist): TEST_WORKERS processes, each with its own Azurite and emulator; an end-to-end
 # module is one lane (tests/conftest.py). More workers than cores: most of a test's time is spent waiting on
 # the servers it drives. The ten slowest tests are printed at the end.
-TEST_WORKERS ?= 4
+TEST_WORKERS ?= 6
 PARALLEL := -n $(TEST_WORKERS) --dist loadgroup
 
 test: setup
