@@ -121,19 +121,18 @@ def parse_formula(formula: str, names: list[str]) -> Formula:
         position += 1
         return token[1]
 
-    def expression() -> Formula:
-        left = term()
-        while (token := peek()) and token[1] in "+-" and token[0] == "op":
+    def left_assoc(ops: str, operand: Callable[[], Formula]) -> Formula:
+        left = operand()
+        while (token := peek()) and token[0] == "op" and token[1] in ops:
             take("op")
-            left = _binary(token[1], left, term())
+            left = _binary(token[1], left, operand())
         return left
 
+    def expression() -> Formula:
+        return left_assoc("+-", term)
+
     def term() -> Formula:
-        left = unary()
-        while (token := peek()) and token[1] in "*/" and token[0] == "op":
-            take("op")
-            left = _binary(token[1], left, unary())
-        return left
+        return left_assoc("*/", unary)
 
     def unary() -> Formula:
         if (token := peek()) and token == ("op", "-"):
