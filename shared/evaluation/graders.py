@@ -21,7 +21,6 @@ from shared.evaluation.examples import Example
 from shared.evaluation.metrics import token_f1
 from shared.evaluation.similarity import string_check
 
-STRING_OPERATIONS = ("eq", "ne", "like", "ilike")
 KINDS = ("token_f1", "string_check", "text_similarity", "json_valid", "json_match", "tool_call_match", "score_model",
          "reinforcement")
 

@@ -16,6 +16,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from shared.run.rft_graders import OPERATIONS
+
 NAMESPACES = ("item", "sample")
 SAMPLE_FIELDS = ("output_text", "output_json", "output_tools", "choices")
 FUNCTIONS: dict[str, Callable[..., float]] = {
@@ -240,7 +242,7 @@ def grader_problems(grader: Mapping[str, Any], *, inside_multi: bool = False, py
             problems.append(f"grader {name}: 'range' must be [low, high] with low < high")
         if kind == "label_model" and not (isinstance(grader.get("passing_labels"), list) and grader["passing_labels"]):
             problems.append(f"grader {name}: a label_model grader needs 'passing_labels'")
-    elif kind == "string_check" and grader.get("operation") not in ("eq", "ne", "like", "ilike"):
+    elif kind == "string_check" and grader.get("operation") not in OPERATIONS:
         problems.append(f"grader {name}: operation must be eq, ne, like or ilike")
     elif kind == "text_similarity" and grader.get("evaluation_metric") not in TEXT_METRICS and not python_ok:
         problems.append(f"grader {name}: evaluation_metric {grader.get('evaluation_metric')!r} cannot run in ftops's "
