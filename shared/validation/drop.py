@@ -74,10 +74,7 @@ def check_drop(drop: DropFiles, *, default_base_model: str, environments: list[s
                                   names=drop.names)
         return DropCheck(dataclasses.replace(report, valid=False, errors=[*problems, *report.errors]), None, None)
     detect = not settings.method_is_set
-    options = ValidationOptions(model=settings.base_model, method=None if detect else settings.method,
-                                pii=settings.pii, over_limit=settings.over_limit,
-                                n_epochs=settings.hyperparameters.n_epochs)
-    report = validate_dataset(drop.data, options=options, names=drop.names)
+    report = validate_dataset(drop.data, options=_options(settings), names=drop.names)
     report.method_source = "detected" if detect else "settings"
     if detect and report.method:
         settings = _with_method(settings, report.method, drop, report)
@@ -103,14 +100,19 @@ def check_drop(drop: DropFiles, *, default_base_model: str, environments: list[s
     return DropCheck(report, settings, prepared)
 
 
+def _options(settings: RunSettings) -> ValidationOptions:
+    """How to read the data under these settings (the method detected from the data when they set none)."""
+    return ValidationOptions(model=settings.base_model, method=settings.method if settings.method_is_set else None,
+                             pii=settings.pii, over_limit=settings.over_limit,
+                             n_epochs=settings.hyperparameters.n_epochs)
+
+
 def _fallback_options(settings: RunSettings | None, override: dict[str, Any] | None,
                       default_base_model: str) -> ValidationOptions:
     """How to read the data when the settings are not usable: theirs if they parsed, else the flags' values that
     are valid on their own, else the defaults (the method then detected from the data)."""
     if settings is not None:
-        return ValidationOptions(model=settings.base_model, method=settings.method if settings.method_is_set else None,
-                                 pii=settings.pii, over_limit=settings.over_limit,
-                                 n_epochs=settings.hyperparameters.n_epochs)
+        return _options(settings)
     given = override or {}
 
     def choice(key: str, allowed: tuple[str, ...], default: str | None) -> str | None:
