@@ -206,12 +206,11 @@ def parse_run_settings(raw: bytes | str | dict[str, Any] | None, *, defaults: di
         raise RunSettingsError([(f"{source}: evaluation.graders {', '.join(templated)}: 'reference' reads a field of "
                                 f"a reinforcement line's item; {settings.method} lines are graded against their "
                                 "answer (the last assistant message, or the preferred output): remove 'reference'")])
-    # the reinforcement grader, field by field, against the shapes Azure's v1 API accepts (shared.run.rft_graders)
-    if settings.method == "reinforcement" and settings.grader and (wrong := grader_problems(settings.grader)):
-        raise RunSettingsError([f"{source}: {problem}" for problem in wrong])
-    # … and what the evaluation needs to grade with it as the service does (templates, formula, range)
+    # the reinforcement grader, field by field, against the shapes Azure's v1 API accepts (shared.run.rft_graders),
+    # then what the evaluation needs to grade with it as the service does (templates, formula, range)
     if settings.method == "reinforcement" and settings.grader and (
-            wrong := evaluation_problems(settings.grader, python_ok=settings.evaluation.graders is not None)):
+            wrong := grader_problems(settings.grader)
+            or evaluation_problems(settings.grader, python_ok=settings.evaluation.graders is not None)):
         raise RunSettingsError([f"{source}: {problem}" for problem in wrong])
     return settings
 
