@@ -83,11 +83,7 @@ def worst_examples(examples: Sequence[Example], chosen: Sequence[ExampleResult],
     bad: a perfect score is never listed, nor an answer the grader did not or could not score."""
     def bad(i: int) -> bool:
         row = chosen[i]
-        if not row.ok:
-            return True
-        if grader in row.grading_failed or grader in row.not_applicable:
-            return False
-        return _gate_score(row, grader) < 1.0
+        return not row.ok or (not _unscored(row, grader) and _gate_score(row, grader) < 1.0)
 
     order = sorted((i for i in range(len(chosen)) if bad(i)),
                    key=lambda i: (chosen[i].ok, _gate_score(chosen[i], grader), examples[i].line))[:limit]
@@ -102,9 +98,12 @@ def worst_examples(examples: Sequence[Example], chosen: Sequence[ExampleResult],
 
 def _scored(row: ExampleResult, grader: str) -> float | None:
     """The grader's score of this answer; None when it could not or does not score it (never shown as a 0)."""
-    if grader in row.grading_failed or grader in row.not_applicable:
-        return None
-    return round(_gate_score(row, grader), 4)
+    return None if _unscored(row, grader) else round(_gate_score(row, grader), 4)
+
+
+def _unscored(row: ExampleResult, grader: str) -> bool:
+    """The grader could not (a failed judge) or does not (another kind of reference) score this answer."""
+    return grader in row.grading_failed or grader in row.not_applicable
 
 
 def build_report(*, run_id: str, base_model: str, fine_tuned_model: str, eval_path: str,
