@@ -20,13 +20,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from itertools import chain, compress
-from json import JSONDecoder
 from typing import Any, Literal
 
 import msgspec
 import numpy as np
 
-from .formats import _COMPACT, REPLY_PRIMING, TOKENS_PER_MESSAGE, _arguments_problem, _tool_ok
+from .formats import _COMPACT, DECODE_JSON, REPLY_PRIMING, TOKENS_PER_MESSAGE, _arguments_problem, _tool_ok
 from .options import FINDINGS_PER_CODE
 from .tokens import Counter
 
@@ -73,14 +72,6 @@ class _ToolExample(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 _decode = msgspec.json.Decoder(_Example).decode
 _decode_tools = msgspec.json.Decoder(_ToolExample).decode
-
-
-def _reject_constant(name: str) -> float:
-    raise ValueError(name)
-
-
-# As the general path reads a `tools` value: json where orjson would refuse it, equal to orjson's otherwise.
-_JSON = JSONDecoder(parse_constant=_reject_constant).decode
 
 
 @dataclass
@@ -314,7 +305,7 @@ class PlainChecker:
             return self._tools[key]
         text: str | None = None
         try:
-            value = _JSON(key.decode("utf-8"))
+            value = DECODE_JSON(key.decode("utf-8"))  # as the general path reads it
             if isinstance(value, list) and all(_tool_ok(t, "tools") for t in value):
                 text = _COMPACT(value)
                 text.encode("utf-8")  # a lone surrogate: the general path reports it while counting

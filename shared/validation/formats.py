@@ -43,6 +43,15 @@ _BASE, _OUT0, _OUT0_ASSISTANT, _OUT1, _OUT1_ASSISTANT = range(SLOTS)
 _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode  # = json.dumps(...)
 
 
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+# Strict JSON (NaN, Infinity refused), one decoder for all lines: json.loads with an option builds a new
+# JSONDecoder per call. The general path (worker.prepare_block) and the fast path's `tools` lists read with it.
+DECODE_JSON = json.JSONDecoder(parse_constant=_reject_constant).decode
+
+
 @dataclass(slots=True)
 class Example:
     method: str | None = None  # detected format; None when the line is not a usable object

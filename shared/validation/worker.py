@@ -19,7 +19,7 @@ import numpy as np
 from shared.run.models import SUPERVISED, ModelFacts, UnknownModelError, model_facts
 
 from .fastpath import PlainBlock, PlainChecker, plain_totals
-from .formats import SLOTS, Checker, Example
+from .formats import DECODE_JSON, SLOTS, Checker, Example
 from .lines import Block
 from .options import FINDINGS_PER_CODE, ValidationOptions
 from .rawscan import Helper, scan_block
@@ -80,15 +80,9 @@ class Context:
                       and options.method in (None, SUPERVISED) else None)
 
 
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 # A decoded string can hold "<|" only if its raw line holds "<", or "<" escaped as \u003c or \u003C.
 # One RE2 pass per block (bytes.find is slow on \u00XX-heavy text), then `in` per line if needed.
 _ESCAPED_LT = _re.compile(rb"\\u003[cC]")  # RE2: ~7x faster than `<|...` here
-# One decoder for all lines: json.loads with an option builds a new JSONDecoder per call.
-_DECODE = json.JSONDecoder(parse_constant=_reject_constant).decode
 _DIGITS_TO_NUL = bytes.maketrans(b"0123456789", bytes(10))
 _LONG_NUMBER = bytes(19)  # 19 digits in a row: maybe an integer beyond 64 bits
 
@@ -231,7 +225,7 @@ def prepare_block(block: Block, ctx: Context, submit: Submit = _now, helper: Hel
                 report("invalid_utf8", f"invalid UTF-8 byte 0x{raw[exc.start]:02x} at byte {exc.start + 1}")
                 continue
             try:
-                obj = _DECODE(text)
+                obj = DECODE_JSON(text)
             except RecursionError:  # arrays or objects nested ~1,000 deep: no chat example is
                 report("invalid_json", "nested too deeply to parse (more than 1,000 levels)")
                 continue
