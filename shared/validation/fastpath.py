@@ -25,11 +25,18 @@ from typing import Any, Literal
 import msgspec
 import numpy as np
 
-from .formats import _COMPACT, DECODE_JSON, REPLY_PRIMING, TOKENS_PER_MESSAGE, _arguments_problem, _tool_ok
+from .formats import (
+    _COMPACT,
+    DECODE_JSON,
+    REPLY_PRIMING,
+    SHORT_ANSWER_CHARS,
+    TOKENS_PER_MESSAGE,
+    _arguments_problem,
+    _tool_ok,
+)
 from .options import FINDINGS_PER_CODE
 from .tokens import Counter
 
-SHORT_ANSWER_CHARS = 48  # as formats.Checker: an assistant text this short may be a single word
 # The three roles differ in length: a role's code is its len() (a C call per message, no dict lookup).
 _ROLE_LEN = {"system": 6, "user": 4, "assistant": 9}
 _ASSISTANT = _ROLE_LEN["assistant"]

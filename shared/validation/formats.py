@@ -31,6 +31,7 @@ CHAT_KEYS = frozenset({"messages", "tools", "parallel_tool_calls", "functions"})
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
 REPLY_PRIMING = 3
+SHORT_ANSWER_CHARS = 48  # an assistant text this short may be a single word (short_assistant_answer)
 
 
 # Deferred counting: a text counted later (in a batch) adds to one of five slots of its example:
@@ -253,7 +254,7 @@ class Checker:
             slot = assistant_slot if assistant else other_slot
             content = msg.get("content")
             if type(content) is str:  # _content and _text, inline
-                if (assistant and len(content) < 48 and "tool_calls" not in msg
+                if (assistant and len(content) < SHORT_ANSWER_CHARS and "tool_calls" not in msg
                         and len(content.split()) <= 1 and msg.get("weight", 1) != 0):
                     report("short_assistant_answer", f"{where}[{i}]: answer is empty or one word")
                 if special and "<|" in content:
@@ -319,7 +320,7 @@ class Checker:
                 self.report("invalid_content", f"{here}: {role} message without content")
             return 0
         if isinstance(content, str):
-            if (role == "assistant" and len(content) < 48 and "tool_calls" not in msg
+            if (role == "assistant" and len(content) < SHORT_ANSWER_CHARS and "tool_calls" not in msg
                     and len(content.split()) <= 1 and msg.get("weight", 1) != 0):
                 self.report("short_assistant_answer", f"{here}: answer is empty or one word")
             return self._text(content, here)
