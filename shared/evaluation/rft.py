@@ -19,6 +19,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from shared.evaluation.similarity import similarity, string_check
 from shared.run.graderspec import SpecError, parse_formula, render
 
 if TYPE_CHECKING:
@@ -49,7 +50,6 @@ def grade(spec: Mapping[str, Any], text: str, tool_calls: tuple[dict[str, str], 
 
 
 def _grade(spec: Mapping[str, Any], ns: Mapping[str, Any], judge: JudgeFn | None) -> float:
-    from shared.evaluation.similarity import similarity, string_check
     kind = spec.get("type")
     if kind == "string_check":
         return string_check(str(spec["operation"]), _text(spec.get("input"), ns), _text(spec.get("reference"), ns))
