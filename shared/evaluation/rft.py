@@ -17,10 +17,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from shared.evaluation.similarity import similarity, string_check
-from shared.run.graderspec import SpecError, parse_formula, render
+from shared.run.graderspec import Formula, SpecError, parse_formula, render
 
 if TYPE_CHECKING:
     from shared.azure.chat import JudgeFn
@@ -65,9 +66,15 @@ def _grade(spec: Mapping[str, Any], ns: Mapping[str, Any], judge: JudgeFn | None
     if kind == "multi":
         inner = spec["graders"]
         scores = {key: _grade(sub, ns, judge) for key, sub in inner.items()}
-        value = parse_formula(str(spec["calculate_output"]), list(inner))(scores)
+        value = _formula(str(spec["calculate_output"]), tuple(inner))(scores)
         return min(1.0, max(0.0, value))
     raise SpecError(f"grader {spec.get('name') or kind}: a {kind} grader cannot run here")
+
+
+@lru_cache(maxsize=64)
+def _formula(text: str, names: tuple[str, ...]) -> Formula:
+    """calculate_output parsed once per grader, not once per answer graded."""
+    return parse_formula(text, list(names))
 
 
 def _text(template: Any, ns: Mapping[str, Any]) -> str:
