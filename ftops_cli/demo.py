@@ -32,6 +32,7 @@ from ftops_cli.errors import UsageError
 from ftops_cli.push_timing import EvaluatingWatch, timings
 from ftops_cli.push_timing import render as render_timings
 from ftops_cli.target import remove_state, state_path, write_state
+from ftops_cli.ticker import Ticker
 from ftops_cli.views import run_view, table  # the one run shape, shared with `ftops status`
 
 if TYPE_CHECKING:
@@ -88,32 +89,24 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-class _StateKeeper:
+class _StateKeeper(Ticker):
     """Writes the stack's state file now and again whenever a process of the stack has a new pid (the dev
     host restarted by its supervisor, a chaos exit, a revived emulator), so `ftops demo --restart` always
     kills the process that runs now."""
 
     def __init__(self, write: Callable[[], None], pids: Callable[[], dict[str, int | None]]) -> None:
-        import threading
+        super().__init__(0.5, "demo-state", join_seconds=5)
         self._write, self._pids = write, pids
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._follow, name="demo-state", daemon=True)
 
     def __enter__(self) -> Self:
         self._last = self._pids()
         self._write()
-        self._thread.start()
-        return self
+        return super().__enter__()
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _follow(self) -> None:
-        while not self._stop.wait(0.5):
-            if (now := self._pids()) != self._last:
-                self._last = now
-                self._write()
+    def tick(self) -> None:
+        if (now := self._pids()) != self._last:
+            self._last = now
+            self._write()
 
 
 def restart(name: str) -> int:

@@ -5,10 +5,10 @@ registered). The registry is read every WATCH_EVERY seconds, so a figure is good
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
+from ftops_cli.ticker import Ticker
 from ftops_cli.views import table
 from shared.run import states
 
@@ -21,34 +21,24 @@ NOT_YET = {states.RECEIVED, states.VALIDATING, states.ACCEPTED, states.UPLOADING
            states.TRAINING, states.TRAINED}
 
 
-class EvaluatingWatch:
+class EvaluatingWatch(Ticker):
     """A thread noting, per run, the wall-clock time it is first seen past `trained`."""
 
     def __init__(self, deps: Deps, every: float = WATCH_EVERY) -> None:
-        self.deps, self.every = deps, every
+        super().__init__(every, "demo-evaluating-watch")
+        self.deps = deps
         self.seen: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="demo-evaluating-watch", daemon=True)
 
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(2)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.every):
-            try:
-                runs = self.deps.registry.list_runs()
-            except Exception:   # a storage hiccup costs one look, not the demo
-                log.debug("could not read the runs this time", exc_info=True)
-                continue
-            now = time.time()
-            for run in runs:
-                if run.run_id not in self.seen and run.job_id and run.state not in NOT_YET:
-                    self.seen[run.run_id] = now
+    def tick(self) -> None:
+        try:
+            runs = self.deps.registry.list_runs()
+        except Exception:   # a storage hiccup costs one look, not the demo
+            log.debug("could not read the runs this time", exc_info=True)
+            return
+        now = time.time()
+        for run in runs:
+            if run.run_id not in self.seen and run.job_id and run.state not in NOT_YET:
+                self.seen[run.run_id] = now
 
 
 def timings(runs: list[dict[str, Any]], emulator: dict[str, Any], seen: dict[str, float]) -> list[dict[str, Any]]:

@@ -37,8 +37,15 @@ def props(conf: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Check(BaseResourceCheck):
+    """A check is its id, name, resource types and category, and `passes(conf)`."""
     def __init__(self, id: str, name: str, resources: tuple[str, ...], category: CheckCategories) -> None:
         super().__init__(name=name, id=id, categories=(category,), supported_resources=resources)
+
+    def passes(self, conf: dict[str, Any]) -> bool:
+        raise NotImplementedError
+
+    def scan_resource_conf(self, conf: dict[str, Any]) -> CheckResult:
+        return CheckResult.PASSED if self.passes(conf) else CheckResult.FAILED
 
 
 class ServiceBusEntraOnly(_Check):
@@ -46,10 +53,9 @@ class ServiceBusEntraOnly(_Check):
         super().__init__("CKV_FTOPS_1", "Service Bus accepts Entra ID only (no SAS keys) over TLS 1.2",
                          ("Microsoft.ServiceBus/namespaces",), CheckCategories.IAM)
 
-    def scan_resource_conf(self, conf: dict[str, Any]) -> CheckResult:
+    def passes(self, conf: dict[str, Any]) -> bool:
         p = props(conf)
-        ok = p.get("disableLocalAuth") is True and p.get("minimumTlsVersion") == "1.2"
-        return CheckResult.PASSED if ok else CheckResult.FAILED
+        return p.get("disableLocalAuth") is True and p.get("minimumTlsVersion") == "1.2"
 
 
 class ServiceBusMessagesBounded(_Check):
@@ -58,12 +64,11 @@ class ServiceBusMessagesBounded(_Check):
                          ("Microsoft.ServiceBus/namespaces/queues", "Microsoft.ServiceBus/namespaces/topics/subscriptions"),
                          CheckCategories.GENERAL_SECURITY)
 
-    def scan_resource_conf(self, conf: dict[str, Any]) -> CheckResult:
+    def passes(self, conf: dict[str, Any]) -> bool:
         p = props(conf)
         ttl, deliveries = p.get("defaultMessageTimeToLive"), p.get("maxDeliveryCount")
-        ok = (isinstance(ttl, str) and ISO_DURATION.fullmatch(ttl) is not None
-              and isinstance(deliveries, int) and 1 <= deliveries <= 10)
-        return CheckResult.PASSED if ok else CheckResult.FAILED
+        return (isinstance(ttl, str) and ISO_DURATION.fullmatch(ttl) is not None
+                and isinstance(deliveries, int) and 1 <= deliveries <= 10)
 
 
 class MonitoringEntraOnly(_Check):
@@ -72,11 +77,10 @@ class MonitoringEntraOnly(_Check):
                          ("Microsoft.Insights/components", "Microsoft.OperationalInsights/workspaces"),
                          CheckCategories.IAM)
 
-    def scan_resource_conf(self, conf: dict[str, Any]) -> CheckResult:
+    def passes(self, conf: dict[str, Any]) -> bool:
         p = props(conf)
-        features = p.get("features") if isinstance(p.get("features"), dict) else {}
-        ok = p.get("DisableLocalAuth") is True or features.get("disableLocalAuth") is True
-        return CheckResult.PASSED if ok else CheckResult.FAILED
+        features = p["features"] if isinstance(p.get("features"), dict) else {}
+        return p.get("DisableLocalAuth") is True or features.get("disableLocalAuth") is True
 
 
 class NarrowRoleAssignment(_Check):
@@ -84,12 +88,11 @@ class NarrowRoleAssignment(_Check):
         super().__init__("CKV_FTOPS_4", "A role assignment names its scope, is for a service principal and is no broad role",
                          ("Microsoft.Authorization/roleAssignments",), CheckCategories.IAM)
 
-    def scan_resource_conf(self, conf: dict[str, Any]) -> CheckResult:
+    def passes(self, conf: dict[str, Any]) -> bool:
         b, p = body(conf), props(conf)
         role = str(p.get("roleDefinitionId", ""))
-        ok = bool(b.get("scope")) and p.get("principalType") == "ServicePrincipal" and \
-            not any(guid in role for guid in BROAD_ROLES)
-        return CheckResult.PASSED if ok else CheckResult.FAILED
+        return (bool(b.get("scope")) and p.get("principalType") == "ServicePrincipal"
+                and not any(guid in role for guid in BROAD_ROLES))
 
 
 class NarrowCustomRole(_Check):
@@ -97,13 +100,12 @@ class NarrowCustomRole(_Check):
         super().__init__("CKV_FTOPS_5", "A custom role lists its actions (no wildcard, nothing of Microsoft.Authorization)",
                          ("Microsoft.Authorization/roleDefinitions",), CheckCategories.IAM)
 
-    def scan_resource_conf(self, conf: dict[str, Any]) -> CheckResult:
+    def passes(self, conf: dict[str, Any]) -> bool:
         permissions = props(conf).get("permissions")
         if not isinstance(permissions, list) or not permissions:
-            return CheckResult.FAILED
+            return False
         text = repr(permissions)
-        ok = "*" not in text and "Microsoft.Authorization" not in text and props(conf).get("assignableScopes")
-        return CheckResult.PASSED if ok else CheckResult.FAILED
+        return bool("*" not in text and "Microsoft.Authorization" not in text and props(conf).get("assignableScopes"))
 
 
 class EventGridTopicHasIdentity(_Check):
@@ -111,10 +113,9 @@ class EventGridTopicHasIdentity(_Check):
         super().__init__("CKV_FTOPS_6", "An Event Grid system topic has a managed identity (dead-lettering without keys)",
                          ("Microsoft.EventGrid/systemTopics",), CheckCategories.IAM)
 
-    def scan_resource_conf(self, conf: dict[str, Any]) -> CheckResult:
+    def passes(self, conf: dict[str, Any]) -> bool:
         identity = body(conf).get("identity")
-        ok = isinstance(identity, dict) and identity.get("type") in {"SystemAssigned", "UserAssigned"}
-        return CheckResult.PASSED if ok else CheckResult.FAILED
+        return isinstance(identity, dict) and identity.get("type") in {"SystemAssigned", "UserAssigned"}
 
 
 class Tagged(_Check):
@@ -124,8 +125,8 @@ class Tagged(_Check):
                           "Microsoft.ServiceBus/namespaces", "Microsoft.Insights/components",
                           "Microsoft.OperationalInsights/workspaces"), CheckCategories.CONVENTION)
 
-    def scan_resource_conf(self, conf: dict[str, Any]) -> CheckResult:
-        return CheckResult.PASSED if body(conf).get("tags") else CheckResult.FAILED
+    def passes(self, conf: dict[str, Any]) -> bool:
+        return bool(body(conf).get("tags"))
 
 
 CHECKS = [ServiceBusEntraOnly(), ServiceBusMessagesBounded(), MonitoringEntraOnly(), NarrowRoleAssignment(),

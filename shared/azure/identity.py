@@ -12,11 +12,16 @@ COGNITIVE_SCOPE = "https://cognitiveservices.azure.com/.default"
 
 
 
+def api_uri(audience: str) -> str:
+    """The operator API's App ID URI, from its client id or App ID URI (the first of OPERATOR_API_AUDIENCE)."""
+    first = audience.split(",")[0].strip()
+    return first if "://" in first else f"api://{first}"
+
+
 def scope_for(audience: str) -> str:
     """The `.default` scope of the operator API named by its client id or App ID URI (the first, if several):
     what the console's sign-in and the `ftops` CLI ask a token for."""
-    first = audience.split(",")[0].strip()
-    return f"{first if '://' in first else f'api://{first}'}/.default"
+    return f"{api_uri(audience)}/.default"
 
 
 class LocalDevCredential:

@@ -39,7 +39,7 @@ from shared.run.rules import owner_confirmed
 from shared.stages import approvals, command_checks, drift, intake, report_lineage, rollback, training
 from shared.store.claims import ConcurrencyError
 from shared.store.events import publish
-from shared.store.registry import InvalidTransition, RunNotFound
+from shared.store.registry import DeploymentRecord, InvalidTransition, RunNotFound
 
 if TYPE_CHECKING:
     from shared.app.bootstrap import Deps
@@ -215,14 +215,14 @@ def evaluation_comparison(evaluation: dict[str, Any] | None) -> dict[str, Any] |
 def get_run(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> ApiResponse:
     _require_read(caller)
     run = deps.registry.require_run(params["run_id"])
-    trail = deps.registry.audit_trail(run.run_id)
+    trail, slots = deps.registry.audit_trail(run.run_id), deps.registry.list_deployments(run_id=run.run_id)
     view = {**_summary(run, deps), "settings": run.settings, "dataset_hash": run.dataset_hash,
             "validation": run.validation, "evaluation": run.evaluation, "error": run.error,
             "comparison": evaluation_comparison(run.evaluation),
             "serving_now": serving_now(deps, run),
-            "drift": drift.drifted(deps, deps.registry.list_deployments(run_id=run.run_id)),
+            "drift": drift.drifted(deps, slots),
             "approvals": run.approvals, "candidate": approvals.candidate(deps, run),
-            "deployments": _deployments(deps, run_id=run.run_id),
+            "deployments": _deployments(deps, slots),
             "audit": trail, "reports": _reports(deps, run.run_id),
             # the evaluation report's decisions: its lineage version, and any recorded decision it lacks
             "report_lineage": report_lineage.status(deps, run, trail),
@@ -409,11 +409,12 @@ def _summary(run: Any, deps: Deps, per_day: float | None = None) -> dict[str, An
             **({"per_day": per_day} if per_day is not None else {})}
 
 
-def _deployments(deps: Deps, run_id: str | None = None) -> list[dict[str, Any]]:
+def _deployments(deps: Deps, slots: list[DeploymentRecord] | None = None) -> list[dict[str, Any]]:
+    """The slots as the API shows them (every slot unless `slots` are handed in), with their cost per day."""
     from shared.run.costs import hourly_price, prices_from_settings
     prices = prices_from_settings(deps.settings)
     return [vars(d) | {"etag": None, "per_day": round(hourly_price(d, prices) * 24, 2) if d.state == "active" else 0.0}
-            for d in deps.registry.list_deployments(run_id=run_id)]
+            for d in (deps.registry.list_deployments() if slots is None else slots)]
 
 
 def _reports(deps: Deps, run_id: str) -> dict[str, str]:

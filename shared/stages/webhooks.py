@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from shared.azure import webhook_endpoints
 from shared.run.messages import PollRequest, envelope, poll_message_id
 from shared.store.claims import hold
 
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FINE_TUNING_EVENTS = frozenset({"fine_tuning.job.succeeded", "fine_tuning.job.failed", "fine_tuning.job.cancelled"})
+FINE_TUNING_EVENTS = frozenset(webhook_endpoints.FINE_TUNING_EVENTS)   # the events ftops registers for
 TOLERANCE_SECONDS = 300      # the SDK's default and Standard Webhooks' replay window
 MAX_BODY_BYTES = 64 * 1024   # a fine-tuning event is a few hundred bytes ("thin": the job id only)
 CLAIM_SECONDS = 30.0         # a delivery being handled holds its webhook-id this long (renewed while it works)

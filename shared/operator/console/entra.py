@@ -56,8 +56,8 @@ def client_id(audience: str) -> str:
 
 
 def scope(audience: str) -> str:
-    first = audience.split(",")[0].strip()
-    return f"openid {first if '://' in first else f'api://{first}'}/user_impersonation"
+    from shared.azure.identity import api_uri
+    return f"openid {api_uri(audience)}/user_impersonation"
 
 
 def callback_uri(request: ConsoleRequest) -> str:
