@@ -19,12 +19,12 @@ import uuid
 from typing import Any
 
 from benchmarks.validation import MIB, _PeakMemory
-from shared.azure.hub import FILE_EXPIRY
 from shared.run import states
 from shared.run.messages import EvaluateRequest
 from shared.run.settings import Evaluation
 from shared.stages.evaluation import handle_evaluate
 from shared.store.registry import RunRecord
+from tests.integration.emulator_jobs import file_expiry
 
 LATENCY_MS = 200
 BASE_MODEL = "gpt-4.1-mini-2025-04-14"
@@ -43,7 +43,7 @@ def _train(deps: Any, emulator: Any) -> tuple[str, list[dict[str, Any]]]:
     lines = [_line(f"What is the return window for {t}?", f"{t.capitalize()} can be returned within {10 + i} days.")
              for i, t in enumerate(TOPICS)]
     upload = client.files.create(file=("train.jsonl", "\n".join(lines).encode()), purpose="fine-tune",
-                                 expires_after=FILE_EXPIRY)
+                                 expires_after=file_expiry(client))
     job = client.fine_tuning.jobs.create(model=BASE_MODEL, training_file=upload.id, hyperparameters={"n_epochs": 3})
     for _ in range(600):
         job = client.fine_tuning.jobs.retrieve(job.id)

@@ -12,10 +12,11 @@ import json
 import time
 from typing import Any
 
-from shared.azure.hub import FILE_EXPIRY, Hub
+from shared.azure.hub import Hub
 from shared.run import states
 from shared.stages.polling import poll_tick
 from shared.store.registry import RunRecord
+from tests.integration.emulator_jobs import file_expiry
 
 ACTIVE, FINISHED, LATENCY_MS = 20, 10_000, 200
 
@@ -51,7 +52,7 @@ def _active_jobs(deps: Any, count: int) -> None:
     rows = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
             for i in range(20)]
     file_id = client.files.create(file=("bench.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode()),
-                                  purpose="fine-tune", expires_after=FILE_EXPIRY).id
+                                  purpose="fine-tune", expires_after=file_expiry(client)).id
     for i in range(count):
         job = client.fine_tuning.jobs.create(model="gpt-4.1-mini-2025-04-14", training_file=file_id, seed=i)
         run_id = f"active-{i:02d}"

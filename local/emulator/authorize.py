@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import re
 import secrets
 import threading
 import time
@@ -43,6 +44,8 @@ REDIRECT_URIS = ("http://127.0.0.1/api/console/signin/callback", "http://localho
 FEDERATED_SUBJECT = DEFAULT_PRINCIPAL   # the function app's managed identity (local-dev tokens name it `app`)
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+# RFC 7636 §4.2: an S256 challenge is BASE64URL(SHA256(verifier)) without padding: 43 base64url characters
+S256_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 @dataclass
@@ -132,6 +135,9 @@ async def authorize(request: Request) -> Response:
     if q.get("code_challenge_method") != "S256" or not q.get("code_challenge"):
         return _back(redirect_uri, error="invalid_request", state=state,
                      error_description="AADSTS9002325: Proof Key for Code Exchange with S256 is required.")
+    if not S256_CHALLENGE.fullmatch(q["code_challenge"]):
+        return _back(redirect_uri, error="invalid_request", state=state,
+                     error_description="AADSTS501491: Invalid size of Code_Challenge parameter.")
     scopes = q.get("scope", "").split()
     api = [s for s in scopes if s.startswith(f"api://{API_CLIENT_ID}/")]
     if not api or any(s not in ("openid", "profile", "offline_access", *api) for s in scopes):

@@ -92,6 +92,7 @@ async def create_file(request: Request) -> Response:
     if purpose not in ("fine-tune", "assistants", "batch", "vision", "user_data", "evals"):
         raise ApiError(400, "invalidPayload", f"Invalid purpose '{purpose}'.", param="purpose")
     filename, content = fields["file"]
+    surfaces.check_file_fields(surfaces.of(request), set(fields))
     text = {k: v[1].decode("utf-8", "replace") for k, v in fields.items() if k != "file"}
     expires_in = surfaces.check_file_expiry(surfaces.of(request), text)
     record = _emu(request).add_file(account.name, filename or "upload.jsonl", purpose, content, expires_in=expires_in)

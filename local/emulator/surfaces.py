@@ -101,6 +101,15 @@ def check_file_expiry(surface: str, fields: dict[str, Any]) -> int | None:
     return int(seconds)
 
 
+def check_file_fields(surface: str, fields: set[str]) -> None:
+    """POST /files: 2024-10-21's `FileUploadRequest` is `{purpose, file}`; later surfaces add `expires_after`
+    (sent as `expires_after[anchor]`, `expires_after[seconds]`). Any other field is refused, as in a JSON body."""
+    known = {"file", "purpose"} | (set() if surface == GA else {"expires_after"})
+    for field in sorted(fields):
+        if field.split("[", 1)[0] not in known:
+            raise unrecognized(field.split("[", 1)[0])
+
+
 def upload_start_fields(surface: str) -> frozenset[str]:
     """2024-10-21 lists four; later versions know file expiry (`expires_after`): not refused there."""
     return UPLOAD_START if surface == GA else UPLOAD_START | {"expires_after"}

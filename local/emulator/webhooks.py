@@ -52,6 +52,7 @@ EVENT_TYPES = frozenset({
 DELIVERY_TIMEOUT = 10.0   # Learn: "Keep webhook processing under 10 seconds"
 DISPATCH_EVERY = 0.1      # real seconds between the dispatcher's looks at the jobs
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+MAX_NAME, MAX_URL = 256, 2048   # OpenAI's API reference, Webhooks › create: name 1…256, url ≤ 2048 characters
 
 
 def sign(secret: str, webhook_id: str, timestamp: str, body: bytes) -> str:
@@ -75,10 +76,13 @@ def _check_body(body: dict[str, Any], *, partial: bool) -> dict[str, Any]:
                 continue
             raise ApiError(400, "invalidPayload", f"Missing required parameter: '{key}'.", param=key)
         out[key] = body[key]
-    if "name" in out and (not isinstance(out["name"], str) or not out["name"].strip()):
-        raise ApiError(400, "invalidPayload", "'name' must be a non-empty string.", param="name")
+    if "name" in out and (not isinstance(out["name"], str) or not out["name"].strip() or len(out["name"]) > MAX_NAME):
+        raise ApiError(400, "invalidPayload", f"'name' must be a non-empty string of at most {MAX_NAME} characters.",
+                       param="name")
     if "url" in out:
         url = out["url"]
+        if isinstance(url, str) and len(url) > MAX_URL:
+            raise ApiError(400, "invalidPayload", f"'url' must be at most {MAX_URL} characters.", param="url")
         parts = urlsplit(url) if isinstance(url, str) else None
         # Learn: "Use HTTPS for all webhook endpoints". Plain http only to this machine's loopback (the dev host)
         if parts is None or not parts.hostname or not (

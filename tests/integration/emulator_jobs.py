@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import openai
+
 from shared.azure.hub import FILE_EXPIRY
+
+
+def file_expiry(client: Any) -> Any:
+    """`expires_after` where the surface has it (v1 requires it; 2024-10-21's upload refuses it), as ftops sends."""
+    return FILE_EXPIRY if "/openai/v1" in str(client.base_url) else openai.NOT_GIVEN
 
 
 def trained_job(client: Any, emulator: Any, data: bytes, *, base_model: str) -> Any:
     """Upload `data` as train.jsonl, fine-tune `base_model` on it; the job, succeeded."""
-    upload = client.files.create(file=("train.jsonl", data), purpose="fine-tune", expires_after=FILE_EXPIRY)
+    upload = client.files.create(file=("train.jsonl", data), purpose="fine-tune", expires_after=file_expiry(client))
     for _ in range(60):
         if client.files.retrieve(upload.id).status == "processed":
             break

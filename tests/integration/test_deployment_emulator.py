@@ -17,7 +17,6 @@ from local.settings import HUB, hub_resource_id
 from shared.app.settlement import PermanentError
 from shared.azure.access import AccessDenied, Caller
 from shared.azure.arm_deployments import NotManagedByFtops
-from shared.azure.hub import FILE_EXPIRY
 from shared.run import states
 from shared.run.messages import DeployRequest, RollbackCommand, RunCommand
 from shared.stages import approvals, deployment, keepalive, rollback
@@ -48,8 +47,7 @@ def _train(emulator: Any, suffix: str) -> str:
     client = _hub_client(emulator)
     lines = [json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
              for q, a in QA * 2]
-    uploaded = client.files.create(file=("train.jsonl", io.BytesIO("\n".join(lines).encode())), purpose="fine-tune",
-                                   expires_after=FILE_EXPIRY)
+    uploaded = client.files.create(file=("train.jsonl", io.BytesIO("\n".join(lines).encode())), purpose="fine-tune")
     emulator.control.advance(2)
     job = client.fine_tuning.jobs.create(training_file=uploaded.id, model="gpt-4.1-mini-2025-04-14", suffix=suffix)
     for _ in range(60):

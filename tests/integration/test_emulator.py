@@ -182,6 +182,19 @@ def test_v1_file_uploads_require_an_expiry_and_the_file_is_gone_after_it(emulato
                                                    purpose="fine-tune").expires_at is None
 
 
+def test_a_file_upload_with_a_field_its_surface_lacks_is_refused(emulator: EmulatorServer) -> None:
+    """2024-10-21's `FileUploadRequest` is `{purpose, file}`: `expires_after` (a later field) and any unknown
+    one answer "Unrecognized request argument supplied", as on the upload-start body."""
+    ga = aoai(emulator, "dev-east")
+    with pytest.raises(openai.BadRequestError, match="Unrecognized request argument supplied: expires_after"):
+        ga.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune", expires_after=EXPIRY)
+    for client in (ga, v1(emulator, "dev-east")):
+        with pytest.raises(openai.BadRequestError, match="Unrecognized request argument supplied: colour"):
+            client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune",
+                                expires_after=EXPIRY if client is not ga else openai.NOT_GIVEN,
+                                extra_body={"colour": "blue"})
+
+
 @pytest.mark.parametrize(("grader", "refusal"), [
     ({"type": "string_check"}, "Missing required parameter: 'method.reinforcement.grader.input'"),
     ({"type": "python", "name": "p", "source": "def grade(sample, item): return 1.0"},
@@ -382,7 +395,7 @@ def test_vanished_deployment_is_gone_for_both_planes(emulator: EmulatorServer) -
 def test_failure_faults_for_jobs_and_deployments(emulator: EmulatorServer) -> None:
     emulator.control.faults(fail_next_jobs=1, job_failure="safety", fail_deployments_on=["dev-east"])
     client = aoai(emulator, "hub")
-    f = client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune", expires_after=EXPIRY)
+    f = client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune")
     job = client.fine_tuning.jobs.create(training_file=f.id, model=BASE_MODEL)
     emulator.control.advance(60)
     failed = client.fine_tuning.jobs.retrieve(job.id)

@@ -145,3 +145,11 @@ def test_an_authorization_request_without_pkce_goes_back_with_the_error(emulator
     status, headers, _ = browse(emulator, "GET", authorize_path(code_challenge_method="plain"))
     query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(headers["Location"]).query))
     assert status == 302 and query["error"] == "invalid_request" and query["state"] == "s-1"
+
+
+def test_a_challenge_no_s256_hash_could_be_goes_back_with_the_size_error(emulator: Any) -> None:
+    """RFC 7636 §4.2: an S256 challenge is the base64url of a SHA-256, 43 characters; Entra: AADSTS501491."""
+    status, headers, _ = browse(emulator, "GET", authorize_path(code_challenge="too-short"))
+    assert status == 302, status
+    query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(headers["Location"]).query))
+    assert query["error"] == "invalid_request" and query["error_description"].startswith("AADSTS501491")

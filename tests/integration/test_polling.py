@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from shared.azure.hub import FILE_EXPIRY
 from shared.run import states
 from shared.run.messages import RunCommand, TrainRequest, evaluate_message_id
 from shared.stages import polling, training
 from shared.stages.polling import poll_tick
 from shared.store.registry import RunRecord
 from tests.integration import test_training as helpers
+from tests.integration.emulator_jobs import file_expiry
 from tests.integration.test_training import Crash, finish_jobs, make_run, peek
 
 pytestmark = pytest.mark.integration
@@ -170,7 +170,7 @@ def test_a_tick_stays_within_its_concurrency_bound(hub_env, emulator):
     file_id = client.files.create(file=("t.jsonl", b"".join(
         json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
                                  {"role": "assistant", "content": f"a{i}"}]}).encode() + b"\n"
-        for i in range(12))), purpose="fine-tune", expires_after=FILE_EXPIRY).id
+        for i in range(12))), purpose="fine-tune", expires_after=file_expiry(client)).id
     for i in range(12):
         job = client.fine_tuning.jobs.create(model="gpt-4.1-mini-2025-04-14", training_file=file_id)
         run = RunRecord(run_id=f"bound-{i}", source="test", state=states.ACCEPTED)

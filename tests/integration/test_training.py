@@ -125,9 +125,9 @@ def test_a_file_a_killed_worker_uploaded_but_never_recorded_is_deleted_before_th
     deps = hub_env()
     run_id = make_run(deps)
     client = deps.openai_client()
-    from shared.azure.hub import FILE_EXPIRY
+    from tests.integration.emulator_jobs import file_expiry
     orphan = client.files.create(file=(f"{run_id}-train.jsonl", b"{}\n"), purpose="fine-tune",
-                                 expires_after=FILE_EXPIRY).id
+                                 expires_after=file_expiry(client)).id
     training.handle_train(TrainRequest(run_id=run_id), deps)
 
     run = deps.registry.require_run(run_id)

@@ -172,6 +172,8 @@ def test_registering_again_changes_nothing_and_a_new_secret_replaces_the_endpoin
     ({"name": "x", "url": "https://example.com/hook", "event_types": []}, "event_types"),
     ({"url": "https://example.com/hook", "event_types": ["batch.completed"]}, "name"),
     ({"name": "x", "url": "https://example.com/hook", "event_types": ["batch.completed"], "secret": "s"}, "secret"),
+    ({"name": "x" * 257, "url": "https://example.com/hook", "event_types": ["batch.completed"]}, "name"),
+    ({"name": "x", "url": "https://example.com/" + "h" * 2030, "event_types": ["batch.completed"]}, "url"),
 ])
 def test_the_emulator_refuses_an_endpoint_azure_would_not_take(pushed: Pushed, body: dict[str, Any],
                                                                 refused: str) -> None:
