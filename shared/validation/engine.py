@@ -14,20 +14,23 @@ import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from shared.run.models import METHODS, REINFORCEMENT, UnknownModelError, model_facts
 
+from . import counting
 from .codes import severity
 from .digests import DigestIndex
+from .formats import RFT_ROLES
 from .lines import Block, coalesce_head, split_blocks
 from .options import FINDINGS_PER_CODE, DatasetReport, FileReport, Finding, ValidationOptions
 from .rawscan import Helper, start_helper
 from .sniff import sniff
 from .stats import MAX_JOB_TOKENS, ContextCounts, build_stats
+from .tokens import Counter
 from .worker import (
     METHOD_CODES,
     BlockResult,
@@ -142,13 +145,13 @@ class _Run:
         workers = _worker_count(self.options) - 1
         tuning = self.options.tuning
         pool: ProcessPoolExecutor | None = None
-        counting: ThreadPoolExecutor | None = None
+        counts: counting.Inline | None = None  # where the inline blocks are counted: chosen at the first
         helper: Helper | None = None
         queue: deque[Future[BlockResult] | BlockResult | _Inline] = deque()
 
         def ready(item: Future[BlockResult] | BlockResult | _Inline) -> bool:
-            if isinstance(item, _Inline):  # finished once the next block is prepared (overlap)
-                return len(queue) > 1
+            if isinstance(item, _Inline):  # finished once it is counted and the next block is prepared (overlap)
+                return len(queue) > 1 and item.pending.counted()
             return not isinstance(item, Future) or item.done()
 
         def result(item: Future[BlockResult] | BlockResult | _Inline) -> BlockResult:
@@ -177,24 +180,37 @@ class _Run:
                     # Parse and check here; count the block's long texts in a background thread
                     # (quicktok releases the GIL) while the next block is parsed.
                     ctx = self._inline_ctx()
-                    if counting is None:
-                        counting = ThreadPoolExecutor(1, thread_name_prefix="ftops-count")
+                    if counts is None and ctx.counter is not None:
+                        counts = self._counting(ctx.counter)
                     if helper is None and workers == 0 and self.bytes_read > tuning.scan_helper_after_bytes:
                         helper = start_helper()
                         log.debug("%s: scan helper %s after %d bytes", self.name,
                                   "started" if helper is not None else "unavailable", self.bytes_read)
-                    queue.append(_Inline(prepare_block(block, ctx, counting.submit, helper)))
-                while queue and (ready(queue[0]) or len(queue) > 2 * (workers + 1) * IN_FLIGHT_PER_WORKER):
+                    queue.append(_Inline(prepare_block(block, ctx, counts.submit if counts else None, helper)))
+                while queue and (ready(queue[0]) or len(queue) > max(tuning.blocks_ahead,
+                                                                       2 * (workers + 1) * IN_FLIGHT_PER_WORKER)):
                     yield result(queue.popleft())
             while queue:
                 yield result(queue.popleft())
         finally:
-            if counting is not None:
-                counting.shutdown(wait=True, cancel_futures=True)
+            if counts is not None:
+                counts.close()
             if helper is not None:
                 helper.close()
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
+
+    def _counting(self, counter: Counter) -> counting.Inline:
+        """A helper process for a file that is large already (its first block is being checked), else a thread."""
+        tuning = self.options.tuning
+        if self.bytes_read > tuning.count_helper_after_bytes:
+            try:
+                counts: counting.Inline = counting.InHelper(counter, sorted(RFT_ROLES), tuning.count_threads)
+                log.debug("%s: counting helper started after %d bytes", self.name, self.bytes_read)
+                return counts
+            except Exception as exc:  # noqa: BLE001 - no helper: counted in a thread, as for small files
+                log.warning("counting helper process not started (%s); counting in a thread", exc)
+        return counting.InThread(counter)
 
     def _merge(self, res: BlockResult) -> None:
         for line, code, message in res.findings:

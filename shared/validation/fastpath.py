@@ -37,9 +37,10 @@ from .formats import (
 from .options import FINDINGS_PER_CODE
 from .tokens import Counter
 
-# The three roles differ in length: a role's code is its len() (a C call per message, no dict lookup).
-_ROLE_LEN = {"system": 6, "user": 4, "assistant": 9}
-_ASSISTANT = _ROLE_LEN["assistant"]
+# A message's role as a small int: the three roles of a plain line differ in length, so their code is their
+# len() (a C call per message, no dict lookup); "tool" (only in tool-calling lines, coded one at a time) has 0.
+_ROLE_CODE = {"system": 6, "user": 4, "assistant": 9, "tool": 0}
+_ASSISTANT = _ROLE_CODE["assistant"]
 TOOLS_CACHE = 256  # distinct `tools` lists remembered per process (datasets repeat one on every line)
 _TOOLS_CACHED_BYTES = 65536  # ... each at most this long
 _UNSET = msgspec.UNSET
@@ -89,7 +90,7 @@ class PlainBlock:
     lines: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # line number of each example
     messages: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # per example
     n_texts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # per example
-    eager: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # per example: all but text tokens
+    roles: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))  # per message of the examples: its code
     texts: list[str] = field(default_factory=list)  # every example's texts, example after example
     assistant: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # per text: an assistant's
     findings: list[tuple[int, str, str]] = field(default_factory=list)  # (line, code, message), in line order
@@ -130,13 +131,19 @@ class PlainChecker:
     """Picks and checks a block's plain lines for one process (its counter's role tokens, computed once)."""
 
     def __init__(self, counter: Counter) -> None:
-        role_tokens = np.zeros(max(_ROLE_LEN.values()) + 1, np.int64)
-        for role, code in _ROLE_LEN.items():
-            role_tokens[code] = TOKENS_PER_MESSAGE + counter.count(role)
-        self._role_tokens = role_tokens
-        self._message_tokens = {role: TOKENS_PER_MESSAGE + counter.count(role)
-                                for role in ("system", "user", "assistant", "tool")}
+        self._counter = counter
+        self._message_tokens: np.ndarray | None = None
         self._tools: dict[bytes, str | None] = {}  # a `tools` list's bytes -> its compact JSON (None: invalid)
+
+    def message_tokens(self) -> np.ndarray:
+        """Per role code: a message's tokens but its texts' (asked when the first block is finished, not when it is
+        checked: the counter may be waiting for a helper's tokenizer meanwhile)."""
+        if self._message_tokens is None:
+            table = np.zeros(max(_ROLE_CODE.values()) + 1, np.int64)
+            for role, code in _ROLE_CODE.items():
+                table[code] = TOKENS_PER_MESSAGE + self._counter.count(role)
+            self._message_tokens = table
+        return self._message_tokens
 
     def check(self, raws: list[bytes], first_line: int, special: bool, tools: bool = True) -> PlainBlock:
         """`raws`: the block's lines; `special`: some line may spell a special token; `tools`: some line may
@@ -176,10 +183,7 @@ class PlainChecker:
             codes, assistant, sizes, owner = codes[keep], assistant[keep], sizes[keep], owner[keep]
         plain = np.flatnonzero(ok)
         n_plain = n[plain]
-        eager = np.zeros(len(plain), np.int64)
-        if len(plain):
-            eager = np.add.reduceat(self._role_tokens[codes], np.cumsum(n_plain) - n_plain) + REPLY_PRIMING
-        block = PlainBlock([], plain + first_line, n_plain, n_plain, eager, texts, assistant)
+        block = PlainBlock([], plain + first_line, n_plain, n_plain, codes, texts, assistant)
         short = np.flatnonzero(assistant & (sizes < SHORT_ANSWER_CHARS))
         n_short = 0
         if len(short):  # one word or none: the first ones listed (in line order), the rest only counted
@@ -208,7 +212,7 @@ class PlainChecker:
         lines: list[int] = []
         messages: list[int] = []
         n_texts: list[int] = []
-        eager: list[int] = []
+        roles: list[int] = []
         texts: list[str] = []
         assistant: list[bool] = []
         shorts: list[tuple[int, str, str]] = []
@@ -222,11 +226,11 @@ class PlainChecker:
             if ex is None or got is None:
                 continue
             taken.append(i)
-            line_eager, line_texts, line_assistant, line_shorts = got
+            line_roles, line_texts, line_assistant, line_shorts = got
             lines.append(first_line + i)
             messages.append(len(ex.messages))
             n_texts.append(len(line_texts))
-            eager.append(line_eager)
+            roles += line_roles
             texts += line_texts
             assistant += line_assistant
             shorts += [(first_line + i, _SHORT, _short_message(k)) for k in line_shorts]
@@ -236,27 +240,25 @@ class PlainChecker:
         block.lines = np.concatenate((block.lines, np.asarray(lines, np.int64)))
         block.messages = np.concatenate((block.messages, np.asarray(messages, np.int64)))
         block.n_texts = np.concatenate((block.n_texts, np.asarray(n_texts, np.int64)))
-        block.eager = np.concatenate((block.eager, np.asarray(eager, np.int64)))
+        block.roles = np.concatenate((block.roles, np.asarray(roles, np.int8)))
         block.texts += texts
         block.assistant = np.concatenate((block.assistant, np.asarray(assistant, bool)))
         if shorts:  # each side holds its first ones in line order: so does their union (stable: message order)
             block.findings = sorted(block.findings + shorts[:FINDINGS_PER_CODE], key=_line)[:FINDINGS_PER_CODE]
         return taken, len(shorts)
 
-    def _tool_line(self, ex: _ToolExample, special: bool) -> tuple[int, list[str], list[bool], list[int]] | None:
-        """(tokens but the texts', texts, which are an assistant's, the messages with a short answer) of a
+    def _tool_line(self, ex: _ToolExample, special: bool) -> tuple[list[int], list[str], list[bool], list[int]] | None:
+        """(its messages' role codes, texts, which are an assistant's, the messages with a short answer) of a
         tool-calling example with no finding but short answers, else None (the general path's)."""
-        eager = REPLY_PRIMING
+        roles = [_ROLE_CODE[m.role] for m in ex.messages]
         texts: list[str] = []
         assistant: list[bool] = []
         shorts: list[int] = []
         call_ids: set[str] = set()
         prev: str | None = None
         prompt = answered = False
-        message_tokens = self._message_tokens
         for i, m in enumerate(ex.messages, 1):
             role, content = m.role, m.content
-            eager += message_tokens[role]
             if role == "assistant":
                 if prev == "assistant" or m.tool_call_id is not _UNSET:
                     return None
@@ -303,7 +305,7 @@ class PlainChecker:
                 return None
             texts.append(tools)
             assistant.append(False)
-        return eager, texts, assistant, shorts
+        return roles, texts, assistant, shorts
 
     def _tools_text(self, raw: msgspec.Raw) -> str | None:
         """The compact JSON the general path counts for a valid `tools` list (formats.Checker._tools), or None."""
@@ -334,8 +336,9 @@ def _line(finding: tuple[int, str, str]) -> int:
     return finding[0]
 
 
-def plain_totals(block: PlainBlock, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per plain example: (its tokens, its assistant tokens), given the token count of each of its texts."""
+def plain_totals(block: PlainBlock, counts: np.ndarray, message_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per plain example: (its tokens, its assistant tokens), given the token count of each of its texts and
+    PlainChecker.message_tokens()."""
     if not len(block.lines):
         empty = np.zeros(0, np.int64)
         return empty, empty
@@ -343,6 +346,7 @@ def plain_totals(block: PlainBlock, counts: np.ndarray) -> tuple[np.ndarray, np.
     starts = np.cumsum(block.n_texts) - block.n_texts
     text_tokens = np.add.reduceat(per_text, starts)
     assistant_tokens = np.add.reduceat(np.where(block.assistant, per_text, 0), starts)
-    return block.eager + text_tokens, assistant_tokens
+    eager = np.add.reduceat(message_tokens[block.roles], np.cumsum(block.messages) - block.messages) + REPLY_PRIMING
+    return eager + text_tokens, assistant_tokens
 
 

@@ -32,6 +32,13 @@ class Tuning:
     # (rawscan): ~3.5 s of the main thread's 480 MiB benchmark, for ~0.1 s of CPU to start it. From the
     # first block: RE2's DFA cache (~30 MB) then grows in the helper only. Negative: from the first block.
     scan_helper_after_bytes: int = 4 * MIB
+    # A file of which more than this has been read when its first block is checked is counted in a helper process
+    # (counting.py): it builds its own tokenizer while this process parses. Smaller files are counted in a thread.
+    count_helper_after_bytes: int = 2 * MIB
+    count_threads: int = 1  # quicktok's threads per batch, in the counting helper
+    # Blocks checked in this process but not yet counted, at most (each holds its lines' results, ~2 MiB): enough
+    # to go on parsing while the counting helper builds its tokenizer.
+    blocks_ahead: int = 16
     # Deferred (batched in the counting thread) from this length: cheaper for the main thread than even
     # a memoized count. Roles have their own cache (Checker._role_tokens); "" is counted at once.
     defer_min_chars: int = 1

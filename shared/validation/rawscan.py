@@ -3,41 +3,39 @@
 It runs inline, or in a small helper process so that the main thread (the bottleneck: parsing and
 the Python checks) does not spend ~3.5 s of the 480 MiB benchmark on it. The helper loads only this
 file and shared/run/privacy.py, by path (~33 MB with its RE2 cache: no tokenizer, no package import). Blocks go to it through its
-stdin from a sender thread (a blocking pipe write releases the GIL), results come back in order on
-its stdout. Anything going wrong with the helper falls back to the inline computation.
+stdin and results come back in order (sidecar.py). Anything going wrong with the helper falls back to the inline
+computation.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import marshal
 import os
-import queue
 import re
 import struct
-import subprocess
 import sys
-import threading
 from array import array
 from bisect import bisect_right
+from collections import deque
+from concurrent.futures import Future
 from typing import Any
 
 from xxhash import xxh3_64_intdigest
 
-try:
+if __package__:  # imported as shared.validation.rawscan
     from shared.run import privacy
-except ImportError:  # loaded by path in the helper process (see _BOOT)
-    _spec = importlib.util.spec_from_file_location("_ftops_privacy", os.path.join(
+
+    from . import sidecar
+else:  # the helper process: loaded by path beside sidecar.py (sidecar._BOOT), with no package import
+    sidecar = sys.modules["_ftops_sidecar"]
+    privacy = sidecar.load("_ftops_privacy", os.path.join(
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "run", "privacy.py"))
-    assert _spec is not None and _spec.loader is not None
-    privacy = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(privacy)
 
 log = logging.getLogger(__name__)
 
 BOM = b"\xef\xbb\xbf"  # as lines.BOM (not imported: the helper loads this file alone)
-_HEADER = struct.Struct("<QQ")  # first line of the block, byte length of what follows
+_HEADER = struct.Struct("<Q")  # a request: the first line of the block, then the block
 Findings = list[tuple[int, str, str]]
 
 
@@ -119,106 +117,42 @@ def _escaped_findings(data: bytes, first_line: int, known: Findings) -> Findings
 
 
 # --- the helper process
-_BOOT = ("import importlib.util, sys\n"
-         "spec = importlib.util.spec_from_file_location('_ftops_rawscan', sys.argv[1])\n"
-         "mod = importlib.util.module_from_spec(spec)\n"
-         "spec.loader.exec_module(mod)\n"
-         "mod.serve()\n")
-
-
 def serve() -> None:
     """Helper main loop: a header and a block in, marshalled results out, until stdin closes."""
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    while True:
-        header = stdin.read(_HEADER.size)
-        if len(header) < _HEADER.size:
-            return
-        first_line, size = _HEADER.unpack(header)
-        data = stdin.read(size)
-        if len(data) < size:
-            return
-        out = marshal.dumps(scan_block(data, first_line))
-        try:
-            stdout.write(struct.pack("<Q", len(out)) + out)
-            stdout.flush()
-        except BrokenPipeError:  # the validator stopped early and closed its end: just leave
-            os._exit(0)
+    def handle(request: bytes) -> bytes:
+        first_line, = _HEADER.unpack_from(request)
+        return marshal.dumps(scan_block(request[_HEADER.size:], first_line))
+
+    sidecar.serve(handle)
 
 
 class Helper:
     """One helper process; submit() blocks in order, result() returns their results in order."""
 
     def __init__(self) -> None:
-        self._proc = subprocess.Popen([sys.executable, "-c", _BOOT, os.path.abspath(__file__)],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
-        _widen(self._proc.stdin)
-        self._todo: queue.SimpleQueue[tuple[int, bytes] | None] = queue.SimpleQueue()
-        self._sender = threading.Thread(target=self._send_all, name="ftops-scan-send", daemon=True)
-        self._sender.start()
-        self.broken = False
+        self._side = sidecar.Sidecar(os.path.abspath(__file__), "_ftops_rawscan")
+        self._results: deque[Future[bytes]] = deque()
 
-    def _send_all(self) -> None:
-        pipe = self._proc.stdin
-        assert pipe is not None
-        try:
-            while (item := self._todo.get()) is not None:
-                first_line, data = item
-                pipe.write(_HEADER.pack(first_line, len(data)))
-                pipe.write(data)  # blocks (without the GIL) while the helper scans the block before
-                pipe.flush()
-        except (OSError, ValueError):
-            self.broken = True
+    @property
+    def broken(self) -> bool:
+        return self._side.broken
 
     def submit(self, data: bytes, first_line: int) -> None:
-        self._todo.put((first_line, data))
+        self._results.append(self._side.submit(_HEADER.pack(first_line), data))
 
     def result(self) -> tuple[bytes, Findings] | None:
         """The next block's result, or None if the helper failed (the caller computes it inline;
         the helper is not used again)."""
-        if self.broken:
-            return None
         try:
-            pipe = self._proc.stdout
-            assert pipe is not None
-            head = pipe.read(8)
-            if len(head) == 8:
-                body = pipe.read(struct.unpack("<Q", head)[0])
-                value: Any = marshal.loads(body)
-                return value[0], [tuple(f) for f in value[1]]
-        except (OSError, ValueError, EOFError, TypeError, IndexError):
+            value: Any = marshal.loads(self._results.popleft().result())
+            return value[0], [tuple(f) for f in value[1]]
+        except (sidecar.HelperFailed, ValueError, EOFError, TypeError, IndexError):
             pass
-        log.warning("the scan helper process failed (exit status %s); scanning inline", self._proc.poll())
-        self.broken = True
+        log.warning("the scan helper process failed; scanning inline")
         return None
 
     def close(self) -> None:
-        # Results first: a helper still writing one then fails (EPIPE) and exits, which in turn
-        # unblocks a sender thread still writing a block to it.
-        self._todo.put(None)
-        for pipe, join in ((self._proc.stdout, True), (self._proc.stdin, False)):
-            try:
-                if pipe is not None:
-                    pipe.close()
-            except OSError:
-                pass
-            if join:
-                self._sender.join(timeout=10)
-        try:
-            self._proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-
-
-def _widen(pipe: Any) -> None:
-    """A 1 MiB pipe (Linux's default cap for it), not 64 KiB: a block crosses in a few writes, each taking the GIL
-    back from the main thread once, rather than ~32."""
-    try:
-        import fcntl
-
-        fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
-    except (OSError, ImportError, AttributeError, ValueError):
-        pass  # another platform, or a lower cap: the default pipe works, only with more hand-overs
+        self._side.close()
 
 
 def start_helper() -> Helper | None:

@@ -21,7 +21,7 @@ import importlib.resources
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -153,23 +153,43 @@ def get_encoding(name: str) -> tiktoken.Encoding:
 
 
 class Counter:
-    """Counts tokens of plain text (special-token strings counted as ordinary text)."""
+    """Counts tokens of plain text (special-token strings counted as ordinary text).
 
-    def __init__(self, encoding: str, *, fast: bool = True) -> None:
+    The tokenizer is built on first use (~0.5 s): a process whose counting is done elsewhere (counting.py)
+    never builds it. `known`, if set, gives counts of short texts (role names) known without it."""
+
+    def __init__(self, encoding: str, *, fast: bool = True, threads: int = 1) -> None:
         self.name = encoding
-        self._fast = fast_counter(encoding) if fast else None
-        self.backend = "quicktok" if self._fast is not None else "tiktoken"
+        self.threads = threads  # quicktok's threads per batch call
+        self._want_fast = fast
+        self._built = False
+        self._fast: Any = None
         self._core: Any = None
-        if self._fast is None:
-            # encode_to_tiktoken_buffer returns packed u32s: counting without building a list of ints.
-            self._core = get_encoding(encoding)._core_bpe
         self._empty: set[str] = set()
         self._cache: dict[str, int] = {}
+        self.known: Callable[[], dict[str, int]] | None = None
         self.replaced = 0  # strings whose lone surrogates had to be replaced (callers report them)
+
+    def _build(self) -> None:
+        self._fast = fast_counter(self.name) if self._want_fast else None
+        if self._fast is None:
+            # encode_to_tiktoken_buffer returns packed u32s: counting without building a list of ints.
+            self._core = get_encoding(self.name)._core_bpe
+        self._built = True
+
+    @property
+    def backend(self) -> str:
+        if not self._built:
+            self._build()
+        return "quicktok" if self._fast is not None else "tiktoken"
 
     def count(self, text: str) -> int:
         if len(text) < 24:  # roles, names, short labels repeat endlessly: memoize them
             n = self._cache.get(text)
+            if n is None and self.known is not None and not self._built:
+                known, self.known = self.known, None
+                self._cache.update(known())  # asked once: its counts, or nothing
+                n = self._cache.get(text)
             if n is None:
                 before = self.replaced
                 n = self._count(text)
@@ -192,8 +212,10 @@ class Counter:
         lone surrogate (strings parsed by orjson never do); nothing is memoized or flagged here."""
         if not texts:
             return []
+        if not self._built:
+            self._build()
         if self._fast is not None:
-            _ids, offsets = self._fast.encode_batch(texts, 1)
+            _ids, offsets = self._fast.encode_batch(texts, self.threads)
             counts: list[int] = (offsets[1:] - offsets[:-1]).tolist()
             return counts
         return [self._raw_count(text) for text in texts]
@@ -202,12 +224,16 @@ class Counter:
         """count_many as a numpy array of int64 (no list of Python ints in between)."""
         import numpy as np
 
+        if not self._built:
+            self._build()
         if self._fast is not None and texts:
-            _ids, offsets = self._fast.encode_batch(texts, 1)
+            _ids, offsets = self._fast.encode_batch(texts, self.threads)
             return np.diff(offsets).astype(np.int64, copy=False)
         return np.asarray(self.count_many(texts), np.int64)
 
     def _raw_count(self, text: str) -> int:
+        if not self._built:
+            self._build()
         if self._fast is not None:
             return int(self._fast.count(text))
         return memoryview(self._core.encode_to_tiktoken_buffer(text, self._empty)).nbytes // 4

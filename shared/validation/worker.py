@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from array import array
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
@@ -18,6 +17,8 @@ import numpy as np
 
 from shared.run.models import SUPERVISED, ModelFacts, UnknownModelError, model_facts
 
+from . import counting
+from .counting import Counts
 from .fastpath import PlainBlock, PlainChecker, plain_totals
 from .formats import DECODE_JSON, SLOTS, Checker, Example
 from .lines import Block
@@ -40,6 +41,7 @@ METHOD_CODES = {"supervised": "S", "dpo": "D", "reinforcement": "R"}
 _METHOD_BYTES = {method: ord(code) for method, code in METHOD_CODES.items()}
 _UNPARSED = object()
 _LINE = itemgetter(0)
+Count = Callable[[list[str]], Counts]  # hands a batch of texts over to be counted
 
 
 @dataclass
@@ -107,39 +109,13 @@ def _long_number_lines(data: bytes) -> set[int]:
     return found
 
 
-class _Done:
-    """An already computed result, shaped like a Future."""
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def result(self) -> Any:
-        return self.value
-
-
-Submit = Callable[..., "Future[Any] | _Done"]  # like Executor.submit(fn, *args)
-
-
-def _now(fn: Callable[..., Any], *args: Any) -> _Done:
-    return _Done(fn(*args))
-
-
-def _count_many(counter: Counter | None, texts: list[str]) -> list[int]:
-    return counter.count_many(texts) if counter is not None else []
-
-
-def _count_array(counter: Counter | None, texts: list[str]) -> Any:
-    assert counter is not None  # the fast path runs only with a counter (Context.plain)
-    return counter.count_array(texts)
-
-
 @dataclass
 class PendingBlock:
     """A checked block whose long texts are still being counted (see finish_block)."""
 
     res: BlockResult
     usable: list[tuple[int, Example]]  # (line, example) per usable example, in order
-    batches: list[tuple[list[int], Future[list[int]] | _Done]]  # slots of a batch of texts, their counts
+    batches: list[tuple[list[int], Counts]]  # slots of a batch of texts, their counts
     n_slots: int
     # Content hashes of the non-blank lines and privacy findings (added after the other findings:
     # their order in the report), or None while the scan helper computes them from `data`.
@@ -148,14 +124,21 @@ class PendingBlock:
     data: bytes = b""
     helper: Helper | None = None
     plain: PlainBlock | None = None  # the block's plain lines, checked over columns
-    plain_counts: list[Future[Any] | _Done] = field(default_factory=list)  # their texts' counts (arrays)
+    plain_counts: list[Counts] = field(default_factory=list)  # their texts' counts
 
 
-def prepare_block(block: Block, ctx: Context, submit: Submit = _now, helper: Helper | None = None) -> PendingBlock:
-    """Everything but the token counts of long texts, in the calling thread. Those are handed to
-    `submit` in batches (a background thread counts them meanwhile: quicktok releases the GIL).
+    def counted(self) -> bool:
+        """Whether every count it waits for is in (finish_block would not wait for them)."""
+        return all(counts.done() for _, counts in self.batches) and all(c.done() for c in self.plain_counts)
+
+
+def prepare_block(block: Block, ctx: Context, count: Count | None = None, helper: Helper | None = None) -> PendingBlock:
+    """Everything but the token counts of the texts, in the calling thread. Those are handed to `count` in batches
+    (counting.py: a thread or a helper process counts them meanwhile; by default they are counted at once).
     With a `helper` (rawscan.Helper), hashes and the privacy scan are computed there meanwhile."""
     counter = ctx.counter
+    if count is None:
+        count = counting.Inline(counter).submit if counter is not None else _no_counts
     data = block.data
     first = block.first_line
     if helper is not None and not helper.broken:
@@ -184,7 +167,7 @@ def prepare_block(block: Block, ctx: Context, submit: Submit = _now, helper: Hel
     usable: list[tuple[int, Example]] = []
     usable_append = usable.append
     hash_lines_append = res.hash_lines.append
-    batches: list[tuple[list[int], Future[list[int]] | _Done]] = []
+    batches: list[tuple[list[int], Counts]] = []
     # Lines that cannot hold "<|" in a string (see _ESCAPED_LT) skip the special-token check.
     special = b"<" in data or _ESCAPED_LT.search(data) is not None
     checker.special = special
@@ -244,12 +227,12 @@ def prepare_block(block: Block, ctx: Context, submit: Submit = _now, helper: Hel
             report("format_mismatch", f"{ex.method} example in a {forced} dataset")
         usable_append((line_no, ex))
         if len(checker.texts) >= batch_texts:
-            batches.append((checker.slots, submit(_count_many, counter, checker.texts)))
+            batches.append((checker.slots, count(checker.texts)))
             checker.texts, checker.slots = [], []
     res.examples = examples
     res.last_line = first + n_lines - 1
     if checker.texts:
-        batches.append((checker.slots, submit(_count_many, counter, checker.texts)))
+        batches.append((checker.slots, count(checker.texts)))
         checker.texts, checker.slots = [], []
     n_slots = checker.n_examples * SLOTS
     if helper is not None:
@@ -259,8 +242,12 @@ def prepare_block(block: Block, ctx: Context, submit: Submit = _now, helper: Hel
         hashes, scanned = scan_block(data, first)
         pending = PendingBlock(res, usable, batches, n_slots, hashes, scanned)
     if plain is not None and len(plain.lines):
-        _add_plain(pending, plain, submit, counter, batch_texts)
+        _add_plain(pending, plain, count, batch_texts)
     return pending
+
+
+def _no_counts(texts: list[str]) -> Counts:
+    raise AssertionError("texts deferred without a counter")  # Checker defers only with one
 
 
 def _lines(data: bytes) -> Iterator[tuple[int, bytes]]:
@@ -277,8 +264,7 @@ def _lines(data: bytes) -> Iterator[tuple[int, bytes]]:
         pos = nl + 1
 
 
-def _add_plain(pending: PendingBlock, plain: PlainBlock, submit: Submit, counter: Counter | None,
-               batch_texts: int) -> None:
+def _add_plain(pending: PendingBlock, plain: PlainBlock, count: Count, batch_texts: int) -> None:
     """The plain lines join the block: their findings, lines and texts (counted in batches, as the others)."""
     res = pending.res
     res.examples += len(plain.lines)
@@ -289,7 +275,7 @@ def _add_plain(pending: PendingBlock, plain: PlainBlock, submit: Submit, counter
     lines = np.concatenate((np.frombuffer(res.hash_lines, np.uint32), np.asarray(plain.lines, np.uint32)))
     res.hash_lines = array("I", np.sort(lines, kind="stable").tobytes())
     texts = plain.texts
-    pending.plain_counts = [submit(_count_array, counter, texts[k:k + batch_texts])
+    pending.plain_counts = [count(texts[k:k + batch_texts])
                             for k in range(0, len(texts), batch_texts)]
     plain.texts = []
     pending.plain = plain
@@ -307,7 +293,7 @@ def finish_block(pending: PendingBlock, ctx: Context) -> BlockResult:
     res.hashes.frombytes(pending.hashes)  # native order: the helper runs on this machine
     sums = [0] * pending.n_slots
     for slots, counts in pending.batches:
-        for slot, n in zip(slots, counts.result()):
+        for slot, n in zip(slots, counts.result().tolist()):
             sums[slot] += n
     limit, model = (ctx.facts.max_tokens_per_example, ctx.facts.name) if ctx.facts else (None, "")
     over_limit: list[tuple[int, str, str]] = []
@@ -329,20 +315,22 @@ def finish_block(pending: PendingBlock, ctx: Context) -> BlockResult:
         res.assistant_tokens += ex.assistant_tokens + sums[s + 2] + sums[s + 4]
         res.messages += ex.messages
     if pending.plain is not None:
-        over_limit = sorted(over_limit + _plain_finish(pending, limit, model), key=_LINE)
+        assert ctx.plain is not None  # the plain lines were picked with it
+        over_limit = sorted(over_limit + _plain_finish(pending, ctx.plain.message_tokens(), limit, model), key=_LINE)
     found += _capped(over_limit, res.not_listed)
     found += _capped(pending.privacy, res.not_listed)
     found.sort(key=_LINE)  # stable: per line, structure findings before privacy ones
     return res
 
 
-def _plain_finish(pending: PendingBlock, limit: int | None, model: str) -> list[tuple[int, str, str]]:
+def _plain_finish(pending: PendingBlock, message_tokens: np.ndarray, limit: int | None,
+                  model: str) -> list[tuple[int, str, str]]:
     """Add the plain examples' counts to the block's result, in line order with the others; their
     over_token_limit findings."""
     res, plain = pending.res, pending.plain
     assert plain is not None
     counts = np.concatenate([batch.result() for batch in pending.plain_counts])
-    tokens, assistant = plain_totals(plain, counts)  # supervised: the context is every token
+    tokens, assistant = plain_totals(plain, counts, message_tokens)  # supervised: the context is every token
     res.tokens += int(tokens.sum())
     res.capped_tokens += int(tokens.sum() if limit is None else np.minimum(tokens, limit).sum())
     res.assistant_tokens += int(assistant.sum())

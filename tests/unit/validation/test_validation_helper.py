@@ -138,7 +138,7 @@ def test_blocks_cross_to_the_helper_through_a_wide_pipe() -> None:
         pytest.skip("this machine caps pipes below 1 MiB")
     helper = rawscan.Helper()
     try:
-        assert helper._proc.stdin is not None
-        assert fcntl.fcntl(helper._proc.stdin.fileno(), getattr(fcntl, "F_GETPIPE_SZ", 1032)) == 1 << 20
+        assert helper._side._proc.stdin is not None
+        assert fcntl.fcntl(helper._side._proc.stdin.fileno(), getattr(fcntl, "F_GETPIPE_SZ", 1032)) == 1 << 20
     finally:
         helper.close()

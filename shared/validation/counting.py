@@ -1,0 +1,136 @@
+"""Where a block's deferred texts are counted: inline, in a thread, or in a helper process of their own.
+
+Counting is most of a validation's CPU, and building the tokenizer takes ~0.5 s holding the GIL (quicktok's
+vocabulary). In a thread (quicktok releases the GIL while it counts) the main thread still waits out that
+build before it parses anything. A large file is counted in a helper process instead (sidecar.py): it builds
+its own tokenizer while the main thread parses the first blocks, and then counts beside it; the main process
+builds none unless a line needs a count on the spot (counter.known gives it the role names' counts). Every
+way gives the same counts: the helper runs the same tokens.Counter, and if it fails, what it had not answered
+is counted in this process.
+"""
+
+from __future__ import annotations
+
+import logging
+import marshal
+import os
+import sys
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Protocol
+
+if __package__:  # imported as shared.validation.counting
+    from . import sidecar, tokens
+else:  # the helper process: loaded by path beside sidecar.py (sidecar._BOOT), with no package import
+    sidecar = sys.modules["_ftops_sidecar"]
+    tokens = sidecar.load("_ftops_tokens", os.path.join(os.path.dirname(os.path.abspath(__file__)), "tokens.py"))
+
+if TYPE_CHECKING:
+    import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class Counts(Protocol):
+    """A batch's counts, maybe still being computed: one int64 per text, in order."""
+
+    def result(self) -> np.ndarray: ...
+
+    def done(self) -> bool: ...
+
+
+class Done:
+    """Counts already computed."""
+
+    def __init__(self, value: np.ndarray) -> None:
+        self.value = value
+
+    def result(self) -> np.ndarray:
+        return self.value
+
+    def done(self) -> bool:
+        return True
+
+
+class Inline:
+    """Counts each batch at once, in the calling thread (worker processes; blocks of a few huge lines)."""
+
+    def __init__(self, counter: tokens.Counter) -> None:
+        self.counter = counter
+
+    def submit(self, texts: list[str]) -> Counts:
+        return Done(self.counter.count_array(texts))
+
+    def close(self) -> None:
+        pass
+
+
+class InThread(Inline):
+    """Counts in a background thread (quicktok releases the GIL) while the main thread parses the next block."""
+
+    def __init__(self, counter: tokens.Counter) -> None:
+        super().__init__(counter)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="ftops-count")
+
+    def submit(self, texts: list[str]) -> Counts:
+        return self._pool.submit(self.counter.count_array, texts)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class InHelper(Inline):
+    """Counts in a helper process; `counter` (built only if it is needed) counts what the helper could not."""
+
+    def __init__(self, counter: tokens.Counter, roles: list[str], threads: int = 1) -> None:
+        super().__init__(counter)
+        self._side = sidecar.Sidecar(os.path.abspath(__file__), "_ftops_counting",
+                                     [counter.name, str(threads), *roles])
+        self._known = self._side.expect()  # its first answer: the role names' counts, once it is ready
+        counter.known = self.known
+
+    def known(self) -> dict[str, int]:
+        """The role names' counts (waiting for the helper's tokenizer), or {} if the helper failed."""
+        try:
+            value: Any = marshal.loads(self._known.result())
+            return dict(value)
+        except (sidecar.HelperFailed, ValueError, EOFError, TypeError):
+            return {}
+
+    def submit(self, texts: list[str]) -> Counts:
+        return _Remote(self._side.submit(marshal.dumps(texts)), texts, self.counter)
+
+    def close(self) -> None:
+        self._side.close()
+
+
+class _Remote:
+    def __init__(self, future: Future[bytes], texts: list[str], counter: tokens.Counter) -> None:
+        self._future, self._texts, self._counter = future, texts, counter
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def result(self) -> np.ndarray:
+        import numpy as np
+
+        try:
+            counts: np.ndarray = np.frombuffer(self._future.result(), "<u4").astype(np.int64)
+            return counts
+        except sidecar.HelperFailed:
+            log.warning("the counting helper process failed; counting in this process")
+            counted: np.ndarray = self._counter.count_array(self._texts)
+            return counted
+        finally:
+            self._texts = []
+
+
+# --- the helper process
+def serve(encoding: str, threads: str, *roles: str) -> None:
+    """Helper main loop: its roles' counts first, then for each marshalled list of texts their packed uint32 counts."""
+    counter = tokens.Counter(encoding, threads=int(threads))
+
+    def handle(request: bytes) -> bytes:
+        counts: bytes = counter.count_array(marshal.loads(request)).astype("<u4").tobytes()
+        return counts
+
+    sidecar.serve(handle, first=marshal.dumps({role: counter.count(role) for role in roles}))
