@@ -55,8 +55,17 @@ def test_the_scan_helper_gives_the_inline_report(caplog) -> None:
             "blank_line", "duplicate_example", "invalid_json"} <= codes
 
 
-def _helper_processes() -> list[int]:
-    """This process's scan helper children (their command line names rawscan.py)."""
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:  # gone meanwhile
+        return b""
+
+
+def _helper_processes(name: bytes | None = None) -> list[int]:
+    """This process's children whose command line names `name` (default: rawscan.py, the scan helper)."""
+    name = rawscan.__file__.encode() if name is None else name
     me, found = os.getpid(), []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -64,11 +73,9 @@ def _helper_processes() -> list[int]:
         try:
             with open(f"/proc/{entry}/stat", "rb") as f:
                 ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
         except (OSError, IndexError, ValueError):  # gone meanwhile
             continue
-        if ppid == me and rawscan.__file__.encode() in cmdline:
+        if ppid == me and name in _cmdline(int(entry)):
             found.append(int(entry))
     return found
 
@@ -142,3 +149,58 @@ def test_blocks_cross_to_the_helper_through_a_wide_pipe() -> None:
         assert fcntl.fcntl(helper._side._proc.stdin.fileno(), getattr(fcntl, "F_GETPIPE_SZ", 1032)) == 1 << 20
     finally:
         helper.close()
+
+
+COUNTING_EARLY = Tuning(count_helper_after_bytes=-1, block_bytes=20_000)  # counted in a helper from the first block
+
+
+def test_the_counting_helper_gives_the_inline_report(caplog) -> None:
+    data = _data()
+    inline = _report(data)
+    with caplog.at_level(logging.DEBUG, logger="shared.validation.engine"):
+        assert _report(data, tuning=COUNTING_EARLY) == inline
+        assert _report(data, model="gpt-35-turbo", tuning=COUNTING_EARLY) == _report(data, model="gpt-35-turbo")
+    assert [r.getMessage().split(" after ")[0] for r in caplog.records
+            if "counting helper" in r.getMessage()] == ["t: counting helper started"] * 2
+    assert inline["report"]["stats"]["tokens"]["total"] > 0
+
+
+def test_a_killed_counting_helper_is_counted_in_this_process(caplog) -> None:
+    from shared.validation import counting
+
+    data = _data()
+    inline = _report(data)
+    killed: list[int] = []
+
+    def kill_the_counting_helper(bytes_read: int) -> None:
+        if not killed and bytes_read > 3 * COUNTING_EARLY.block_bytes:
+            for pid in _helper_processes(counting.__file__.encode()):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+
+    with caplog.at_level(logging.WARNING, logger="shared.validation.counting"):
+        assert _report(data, progress=kill_the_counting_helper, tuning=COUNTING_EARLY) == inline
+    assert killed, "no counting helper process was running to kill"
+    assert "the counting helper process failed; counting in this process" in caplog.text
+
+
+def test_plain_lines_are_never_counted_by_the_main_process() -> None:
+    # A tokenizer costs ~0.5 s of the main thread and ~64 MB: with the helper, a file of plain lines needs none.
+    from shared.validation import engine
+
+    made: list[engine.Counter] = []
+    real = engine.Context
+
+    class Recording(real):  # type: ignore[misc, valid-type]
+        def __init__(self, options: ValidationOptions) -> None:
+            super().__init__(options)
+            made.append(self.counter)
+
+    rows = padded([chat(user=f"question {i}?", answer=f"answer number {i}.") for i in range(3000)], 3000)
+    engine.Context = Recording
+    try:
+        report = validate_file([jsonl(rows)], name="t", options=ValidationOptions(tuning=COUNTING_EARLY))
+    finally:
+        engine.Context = real
+    assert report.valid and report.stats["tokens"]["total"] > 3000 * 10
+    assert made and not any(c._built for c in made)
