@@ -186,21 +186,12 @@ def test_a_killed_counting_helper_is_counted_in_this_process(caplog) -> None:
 
 def test_plain_lines_are_never_counted_by_the_main_process() -> None:
     # A tokenizer costs ~0.5 s of the main thread and ~64 MB: with the helper, a file of plain lines needs none.
-    from shared.validation import engine
-
-    made: list[engine.Counter] = []
-    real = engine.Context
-
-    class Recording(real):  # type: ignore[misc, valid-type]
-        def __init__(self, options: ValidationOptions) -> None:
-            super().__init__(options)
-            made.append(self.counter)
+    from shared.validation import tokens
 
     rows = padded([chat(user=f"question {i}?", answer=f"answer number {i}.") for i in range(3000)], 3000)
-    engine.Context = Recording
-    try:
-        report = validate_file([jsonl(rows)], name="t", options=ValidationOptions(tuning=COUNTING_EARLY))
-    finally:
-        engine.Context = real
+    tokens.fast_counter.cache_clear()  # tokenizers this test process built before
+    report = validate_file([jsonl(rows)], name="t", options=ValidationOptions(tuning=COUNTING_EARLY))
     assert report.valid and report.stats["tokens"]["total"] > 3000 * 10
-    assert made and not any(c._built for c in made)
+    assert tokens.fast_counter.cache_info().misses == 0
+    validate_file([jsonl(rows)], name="t", options=ValidationOptions())  # one block: counted in a thread
+    assert tokens.fast_counter.cache_info().misses == 1
