@@ -163,6 +163,7 @@ class Counter:
         self.threads = threads  # quicktok's threads per batch call
         self._want_fast = fast
         self._built = False
+        self._lock = threading.Lock()
         self._fast: Any = None
         self._core: Any = None
         self._empty: set[str] = set()
@@ -171,11 +172,14 @@ class Counter:
         self.replaced = 0  # strings whose lone surrogates had to be replaced (callers report them)
 
     def _build(self) -> None:
-        self._fast = fast_counter(self.name) if self._want_fast else None
-        if self._fast is None:
-            # encode_to_tiktoken_buffer returns packed u32s: counting without building a list of ints.
-            self._core = get_encoding(self.name)._core_bpe
-        self._built = True
+        with self._lock:  # the main thread (a role) and the counting thread (a batch) may both ask first
+            if self._built:
+                return
+            self._fast = fast_counter(self.name) if self._want_fast else None
+            if self._fast is None:
+                # encode_to_tiktoken_buffer returns packed u32s: counting without building a list of ints.
+                self._core = get_encoding(self.name)._core_bpe
+            self._built = True
 
     @property
     def backend(self) -> str:
