@@ -33,6 +33,7 @@ from .formats import (
     TOKENS_PER_MESSAGE,
     _arguments_problem,
     _tool_ok,
+    one_word,
 )
 from .options import FINDINGS_PER_CODE
 from .tokens import Counter
@@ -187,7 +188,7 @@ class PlainChecker:
         short = np.flatnonzero(assistant & (sizes < SHORT_ANSWER_CHARS))
         n_short = 0
         if len(short):  # one word or none: the first ones listed (in line order), the rest only counted
-            short = short[[len(texts[k].split()) <= 1 for k in short.tolist()]]
+            short = short[[one_word(texts[k]) for k in short.tolist()]]
             first_text = np.cumsum(n_plain) - n_plain
             where = np.searchsorted(first_text, short, side="right") - 1
             n_short = len(short)
@@ -267,7 +268,7 @@ class PlainChecker:
                 if m.tool_calls is _UNSET:
                     if not isinstance(content, str) or not content:
                         return None
-                    if len(content) < SHORT_ANSWER_CHARS and len(content.split()) <= 1:
+                    if len(content) < SHORT_ANSWER_CHARS and one_word(content):
                         shorts.append(i)
                     texts.append(content)
                     assistant.append(True)

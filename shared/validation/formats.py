@@ -34,6 +34,13 @@ REPLY_PRIMING = 3
 SHORT_ANSWER_CHARS = 48  # an assistant text this short may be a single word (short_assistant_answer)
 
 
+def one_word(text: str) -> bool:
+    """Whether `text` is empty or one word (len(text.split()) <= 1). A class label is alphanumeric, and no
+    alphanumeric character is whitespace: isalnum() answers most short answers without building a list."""
+    return text.isalnum() or len(text.split()) <= 1
+
+
+
 # Deferred counting: a text counted later (in a batch) adds to one of five slots of its example:
 # the prompt side (input, tools, non-assistant turns), then for each output (supervised and RFT
 # have one) its non-assistant and its assistant text. The totals are then
@@ -255,7 +262,7 @@ class Checker:
             content = msg.get("content")
             if type(content) is str:  # _content and _text, inline
                 if (assistant and len(content) < SHORT_ANSWER_CHARS and "tool_calls" not in msg
-                        and len(content.split()) <= 1 and msg.get("weight", 1) != 0):
+                        and one_word(content) and msg.get("weight", 1) != 0):
                     report("short_assistant_answer", f"{where}[{i}]: answer is empty or one word")
                 if special and "<|" in content:
                     self._special(content, f"{where}[{i}]")
@@ -321,7 +328,7 @@ class Checker:
             return 0
         if isinstance(content, str):
             if (role == "assistant" and len(content) < SHORT_ANSWER_CHARS and "tool_calls" not in msg
-                    and len(content.split()) <= 1 and msg.get("weight", 1) != 0):
+                    and one_word(content) and msg.get("weight", 1) != 0):
                 self.report("short_assistant_answer", f"{here}: answer is empty or one word")
             return self._text(content, here)
         if not isinstance(content, list):

@@ -201,3 +201,15 @@ def test_hostile_keys_and_roles_are_echoed_short_and_masked() -> None:
     shown = " ".join(f.message for f in report.errors)
     assert {f.code for f in report.errors} >= {"unknown_format", "invalid_role"}
     assert len(shown) < 600 and "hunter2" not in shown and "AccountKey=Ab1" not in shown
+
+
+def test_one_word_is_str_split_on_every_character_and_on_labels() -> None:
+    import sys
+
+    from shared.validation.formats import one_word
+
+    texts = ["", " ", "positive", " positive ", "not_spam", "follow-up", "two words", "a\u00a0b", "x\u3000y",
+             "東京", "caf\u00e9", "\u0663", "a\u2028b", "label\t", "\x1cx", "x\x1fy"]
+    texts += [chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF]
+    texts += ["a" + chr(c) + "b" for c in range(0x3000)]
+    assert [one_word(t) for t in texts] == [len(t.split()) <= 1 for t in texts]
