@@ -54,8 +54,9 @@ class Done:
 class Inline:
     """Counts each batch at once, in the calling thread (worker processes; blocks of a few huge lines)."""
 
-    def __init__(self, counter: tokens.Counter) -> None:
+    def __init__(self, counter: tokens.Counter, batch_texts: int) -> None:
         self.counter = counter
+        self.batch_texts = batch_texts  # texts per batch: fewer hand-overs, bounded text in memory
 
     def submit(self, texts: list[str]) -> Counts:
         return Done(self.counter.count_array(texts))
@@ -67,8 +68,8 @@ class Inline:
 class InThread(Inline):
     """Counts in a background thread (quicktok releases the GIL) while the main thread parses the next block."""
 
-    def __init__(self, counter: tokens.Counter) -> None:
-        super().__init__(counter)
+    def __init__(self, counter: tokens.Counter, batch_texts: int) -> None:
+        super().__init__(counter, batch_texts)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="ftops-count")
 
     def submit(self, texts: list[str]) -> Counts:
@@ -82,7 +83,9 @@ class InHelper(Inline):
     """Counts in a helper process; `counter` (built only if it is needed) counts what the helper could not."""
 
     def __init__(self, counter: tokens.Counter, roles: list[str], threads: int = 1) -> None:
-        super().__init__(counter)
+        # A block's texts in one request (a block holds at most Tuning.block_lines lines): each request costs
+        # a frame each way and two thread wake-ups here.
+        super().__init__(counter, 1 << 20)
         self._side = sidecar.Sidecar(os.path.abspath(__file__), "_ftops_counting",
                                      [counter.name, str(threads), *roles])
         self._known = self._side.expect()  # its first answer: the role names' counts, once it is ready

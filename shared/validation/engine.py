@@ -186,7 +186,7 @@ class _Run:
                         helper = start_helper()
                         log.debug("%s: scan helper %s after %d bytes", self.name,
                                   "started" if helper is not None else "unavailable", self.bytes_read)
-                    queue.append(_Inline(prepare_block(block, ctx, counts.submit if counts else None, helper)))
+                    queue.append(_Inline(prepare_block(block, ctx, counts, helper)))
                 while queue and (ready(queue[0]) or len(queue) > max(tuning.blocks_ahead,
                                                                        2 * (workers + 1) * IN_FLIGHT_PER_WORKER)):
                     yield result(queue.popleft())
@@ -210,7 +210,7 @@ class _Run:
                 return counts
             except Exception as exc:  # noqa: BLE001 - no helper: counted in a thread, as for small files
                 log.warning("counting helper process not started (%s); counting in a thread", exc)
-        return counting.InThread(counter)
+        return counting.InThread(counter, tuning.batch_texts)
 
     def _merge(self, res: BlockResult) -> None:
         for line, code, message in res.findings:

@@ -41,7 +41,6 @@ METHOD_CODES = {"supervised": "S", "dpo": "D", "reinforcement": "R"}
 _METHOD_BYTES = {method: ord(code) for method, code in METHOD_CODES.items()}
 _UNPARSED = object()
 _LINE = itemgetter(0)
-Count = Callable[[list[str]], Counts]  # hands a batch of texts over to be counted
 
 
 @dataclass
@@ -132,13 +131,15 @@ class PendingBlock:
         return all(counts.done() for _, counts in self.batches) and all(c.done() for c in self.plain_counts)
 
 
-def prepare_block(block: Block, ctx: Context, count: Count | None = None, helper: Helper | None = None) -> PendingBlock:
-    """Everything but the token counts of the texts, in the calling thread. Those are handed to `count` in batches
+def prepare_block(block: Block, ctx: Context, counts: counting.Inline | None = None,
+                  helper: Helper | None = None) -> PendingBlock:
+    """Everything but the token counts of the texts, in the calling thread. Those are handed to `counts` in batches
     (counting.py: a thread or a helper process counts them meanwhile; by default they are counted at once).
     With a `helper` (rawscan.Helper), hashes and the privacy scan are computed there meanwhile."""
     counter = ctx.counter
-    if count is None:
-        count = counting.Inline(counter).submit if counter is not None else _no_counts
+    if counts is None and counter is not None:
+        counts = counting.Inline(counter, ctx.tuning.batch_texts)
+    count = counts.submit if counts is not None else _no_counts
     data = block.data
     first = block.first_line
     if helper is not None and not helper.broken:
@@ -163,7 +164,7 @@ def prepare_block(block: Block, ctx: Context, count: Count | None = None, helper
     check = checker.check
     forced = ctx.options.method
     orjson_loads = ctx.orjson_loads
-    batch_texts = ctx.tuning.batch_texts
+    batch_texts = counts.batch_texts if counts is not None else 1 << 30  # none deferred without a counter
     usable: list[tuple[int, Example]] = []
     usable_append = usable.append
     hash_lines_append = res.hash_lines.append
@@ -264,7 +265,8 @@ def _lines(data: bytes) -> Iterator[tuple[int, bytes]]:
         pos = nl + 1
 
 
-def _add_plain(pending: PendingBlock, plain: PlainBlock, count: Count, batch_texts: int) -> None:
+def _add_plain(pending: PendingBlock, plain: PlainBlock, count: Callable[[list[str]], Counts],
+               batch_texts: int) -> None:
     """The plain lines join the block: their findings, lines and texts (counted in batches, as the others)."""
     res = pending.res
     res.examples += len(plain.lines)
