@@ -100,15 +100,16 @@ class InHelper(Inline):
             return {}
 
     def submit(self, texts: list[str]) -> Counts:
-        return _Remote(self._side.submit(marshal.dumps(texts)), texts, self.counter)
+        payload = marshal.dumps(texts)  # UTF-8: kept for a fallback instead of the texts (up to 4 bytes a character)
+        return _Remote(self._side.submit(payload), payload, self.counter)
 
     def close(self) -> None:
         self._side.close()
 
 
 class _Remote:
-    def __init__(self, future: Future[bytes], texts: list[str], counter: tokens.Counter) -> None:
-        self._future, self._texts, self._counter = future, texts, counter
+    def __init__(self, future: Future[bytes], payload: bytes, counter: tokens.Counter) -> None:
+        self._future, self._payload, self._counter = future, payload, counter
 
     def done(self) -> bool:
         return self._future.done()
@@ -121,10 +122,10 @@ class _Remote:
             return counts
         except sidecar.HelperFailed:
             log.warning("the counting helper process failed; counting in this process")
-            counted: np.ndarray = self._counter.count_array(self._texts)
+            counted: np.ndarray = self._counter.count_array(marshal.loads(self._payload))
             return counted
         finally:
-            self._texts = []
+            self._payload = b""
 
 
 # --- the helper process

@@ -78,7 +78,7 @@ class _Sink:
 
     def split(self) -> tuple[list[Finding], list[Finding]]:
         findings = list(self.kept)
-        for code, n in self.counts.items():
+        for code, n in sorted(self.counts.items()):  # by code: not by the first seen, which depends on the blocks
             if n > FINDINGS_PER_CODE:
                 findings.append(Finding(None, code, f"{n - FINDINGS_PER_CODE} more {code} findings not "
                                                     f"listed ({n} in all)", self.file))

@@ -10,7 +10,8 @@ import json
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from operator import itemgetter
+from itertools import compress
+from operator import itemgetter, not_
 from typing import Any
 
 import numpy as np
@@ -152,7 +153,10 @@ def prepare_block(block: Block, ctx: Context, counts: counting.Inline | None = N
     not_listed = res.not_listed
     line_no = 0
 
+    this_line: list[tuple[str, str]] = []  # the findings of the line being checked
+
     def report(code: str, message: str) -> None:
+        this_line.append((code, message))
         n = listed.get(code, 0)
         if n < FINDINGS_PER_CODE:
             listed[code] = n + 1
@@ -177,7 +181,12 @@ def prepare_block(block: Block, ctx: Context, counts: counting.Inline | None = N
     if ctx.plain is not None and len(data) < ctx.tuning.big_block_bytes:
         raws = data.split(b"\n")  # a copy of the block in lines: it is not one of a few huge lines
         plain = ctx.plain.check(raws, first, special, tools=b'"tool' in data)
-        todo: Iterator[tuple[int, bytes]] = ((i, raws[i]) for i in plain.rest)
+        rest = plain.rest
+        blank = [not raws[i].strip() for i in rest]  # bytes.strip() removes a CR too
+        if any(blank):  # in bulk: a file may hold millions of blank lines
+            _report_blank([first + i for i in compress(rest, blank)], found, listed, not_listed)
+            rest = list(compress(rest, map(not_, blank)))
+        todo: Iterator[tuple[int, bytes]] = ((i, raws[i]) for i in rest)
         n_lines = len(raws)
     else:
         todo = _lines(data)
@@ -185,6 +194,9 @@ def prepare_block(block: Block, ctx: Context, counts: counting.Inline | None = N
     # Only where some line is left to orjson: none is, in a block of plain lines.
     long_numbers = (_long_number_lines(data) if orjson_loads is not None and (plain is None or plain.rest)
                     else set())
+    # Lines that gave no example, by their bytes, with their findings: a file may repeat one bad line millions of
+    # times ("{}"), and a line's findings depend on its bytes alone.
+    no_example: dict[bytes, tuple[tuple[str, str], ...]] = {}
     for i, raw in todo:
         line_no = first + i
         if raw.endswith(b"\r"):
@@ -194,6 +206,12 @@ def prepare_block(block: Block, ctx: Context, counts: counting.Inline | None = N
             continue
         examples += 1
         hash_lines_append(line_no)
+        seen = no_example.get(raw)
+        if seen is not None:
+            for code, message in seen:
+                report(code, message)
+            continue
+        this_line.clear()
         if special:
             checker.special = b"<" in raw or b"\\u003" in raw
         obj = _UNPARSED
@@ -223,6 +241,8 @@ def prepare_block(block: Block, ctx: Context, counts: counting.Inline | None = N
             checker.defer = True  # orjson refuses lone surrogates: nothing to flag while counting
         ex = check(obj, forced)
         if ex.method is None:
+            if len(raw) <= _REMEMBERED_BYTES and len(no_example) < _REMEMBERED_LINES:
+                no_example[raw] = tuple(this_line)
             continue
         if forced and ex.method != forced:
             report("format_mismatch", f"{ex.method} example in a {forced} dataset")
@@ -245,6 +265,21 @@ def prepare_block(block: Block, ctx: Context, counts: counting.Inline | None = N
     if plain is not None and len(plain.lines):
         _add_plain(pending, plain, count, batch_texts)
     return pending
+
+
+_REMEMBERED_BYTES = 256  # lines that gave no example are remembered (per block) up to this long...
+_REMEMBERED_LINES = 4096  # ... and this many of them
+
+
+def _report_blank(lines: list[int], found: list[tuple[int, str, str]], listed: dict[str, int],
+                  not_listed: dict[str, int]) -> None:
+    """A block's blank lines (in line order; prepare_block's report() never sees them): the first listed, the rest
+    counted."""
+    room = FINDINGS_PER_CODE - listed.get("blank_line", 0)
+    found += [(line, "blank_line", "blank line") for line in lines[:room]]
+    listed["blank_line"] = listed.get("blank_line", 0) + min(room, len(lines))
+    if len(lines) > room:
+        not_listed["blank_line"] = not_listed.get("blank_line", 0) + len(lines) - room
 
 
 def _no_counts(texts: list[str]) -> Counts:

@@ -164,3 +164,23 @@ def test_html_report_is_self_contained_and_escaped() -> None:
     assert "<script>" not in html and "Run &lt;x&gt; &amp; co" in html
     assert "<svg" in html and "jane@contoso.com" not in html
     assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in html
+
+
+def test_repeated_bad_lines_and_blank_lines_get_the_findings_of_one_line_at_a_time() -> None:
+    # Blank lines are reported in bulk and a bad line seen before in its block replays its findings: files of
+    # millions of them would otherwise take minutes. A block of one line at a time does neither.
+    import random
+
+    rng = random.Random(7)
+    pieces = ["", " ", "\r", "\t \r", "{}", '{"messages": []}', '{"messages": "x"}', "[1]", "{bad", '{"input": 0}',
+              '{"prompt": "a", "completion": "b"}', json.dumps(chat(answer="ok")), json.dumps(chat()),
+              json.dumps({"messages": [{"role": "user", "content": "<|im_end|> hi"}]}), "\xe9t\xe9".encode(
+                  "latin-1").decode("latin-1")]
+    lines = padded([], 10) + [rng.choice(pieces) for _ in range(3000)]
+    data = jsonl(lines)
+    for plain in (True, False):
+        whole = check(data, tuning=Tuning(block_bytes=1 << 20, plain=plain))
+        one_by_one = check(data, tuning=Tuning(block_lines=1, plain=plain))
+        assert whole.to_dict() == one_by_one.to_dict()
+    assert {"blank_line", "unknown_format", "invalid_json", "legacy_format", "not_an_object",
+            "special_token", "short_assistant_answer", "duplicate_example"} <= set(codes(whole))
