@@ -178,7 +178,12 @@ def prepare_block(block: Block, ctx: Context, counts: counting.Inline | None = N
     checker.special = special
     examples = 0
     plain: PlainBlock | None = None
-    if ctx.plain is not None and len(data) < ctx.tuning.big_block_bytes:
+    n_lines = data.count(b"\n") + 1
+    if len(data) < _SPARSE_BYTES_PER_LINE * n_lines:  # mostly blank or tiny lines: the blank ones found in bulk
+        lines, blanks = _sparse_lines(data)
+        _report_blank([first + i for i in blanks.tolist()], found, listed, not_listed)
+        todo: Iterator[tuple[int, bytes]] = iter(lines)
+    elif ctx.plain is not None and len(data) < ctx.tuning.big_block_bytes:
         raws = data.split(b"\n")  # a copy of the block in lines: it is not one of a few huge lines
         plain = ctx.plain.check(raws, first, special, tools=b'"tool' in data)
         rest = plain.rest
@@ -186,17 +191,15 @@ def prepare_block(block: Block, ctx: Context, counts: counting.Inline | None = N
         if any(blank):  # in bulk: a file may hold millions of blank lines
             _report_blank([first + i for i in compress(rest, blank)], found, listed, not_listed)
             rest = list(compress(rest, map(not_, blank)))
-        todo: Iterator[tuple[int, bytes]] = ((i, raws[i]) for i in rest)
-        n_lines = len(raws)
+        todo = ((i, raws[i]) for i in rest)
     else:
         todo = _lines(data)
-        n_lines = data.count(b"\n") + 1
     # Only where some line is left to orjson: none is, in a block of plain lines.
     long_numbers = (_long_number_lines(data) if orjson_loads is not None and (plain is None or plain.rest)
                     else set())
-    # Lines that gave no example, by their bytes, with their findings: a file may repeat one bad line millions of
-    # times ("{}"), and a line's findings depend on its bytes alone.
-    no_example: dict[bytes, tuple[tuple[str, str], ...]] = {}
+    # Lines seen before in this block, by their bytes: their findings, and their example if it waits for no count.
+    # A file may repeat one bad line millions of times ("{}"), and what a line gives depends on its bytes alone.
+    seen_lines: dict[bytes, tuple[tuple[tuple[str, str], ...], Example | None]] = {}
     for i, raw in todo:
         line_no = first + i
         if raw.endswith(b"\r"):
@@ -206,12 +209,15 @@ def prepare_block(block: Block, ctx: Context, counts: counting.Inline | None = N
             continue
         examples += 1
         hash_lines_append(line_no)
-        seen = no_example.get(raw)
+        seen = seen_lines.get(raw)
         if seen is not None:
-            for code, message in seen:
+            for code, message in seen[0]:
                 report(code, message)
+            if seen[1] is not None:
+                usable_append((line_no, seen[1]))
             continue
         this_line.clear()
+        deferred = len(checker.texts)
         if special:
             checker.special = b"<" in raw or b"\\u003" in raw
         obj = _UNPARSED
@@ -240,12 +246,13 @@ def prepare_block(block: Block, ctx: Context, counts: counting.Inline | None = N
         else:
             checker.defer = True  # orjson refuses lone surrogates: nothing to flag while counting
         ex = check(obj, forced)
-        if ex.method is None:
-            if len(raw) <= _REMEMBERED_BYTES and len(no_example) < _REMEMBERED_LINES:
-                no_example[raw] = tuple(this_line)
-            continue
-        if forced and ex.method != forced:
+        if ex.method is not None and forced and ex.method != forced:
             report("format_mismatch", f"{ex.method} example in a {forced} dataset")
+        if (len(raw) <= _REMEMBERED_BYTES and len(seen_lines) < _REMEMBERED_LINES
+                and (ex.method is None or len(checker.texts) == deferred)):
+            seen_lines[raw] = (tuple(this_line), ex if ex.method is not None else None)
+        if ex.method is None:
+            continue
         usable_append((line_no, ex))
         if len(checker.texts) >= batch_texts:
             batches.append((checker.slots, count(checker.texts)))
@@ -267,8 +274,28 @@ def prepare_block(block: Block, ctx: Context, counts: counting.Inline | None = N
     return pending
 
 
-_REMEMBERED_BYTES = 256  # lines that gave no example are remembered (per block) up to this long...
+_REMEMBERED_BYTES = 256  # lines are remembered (per block) up to this long...
 _REMEMBERED_LINES = 4096  # ... and this many of them
+
+
+_SPARSE_BYTES_PER_LINE = 4  # a block with fewer bytes than this per line is mostly blank or tiny lines
+_WHITESPACE = np.zeros(256, bool)
+_WHITESPACE[list(b" \t\n\r\x0b\x0c")] = True  # what bytes.strip() removes, and the line break
+
+
+def _sparse_lines(data: bytes) -> tuple[list[tuple[int, bytes]], np.ndarray]:
+    """(index, bytes) of the non-blank lines of `data`, and the indexes of its blank lines, over arrays: a block
+    of 16,384 blank lines costs what a few of its examples do."""
+    byte = np.frombuffer(data, np.uint8)
+    breaks = np.flatnonzero(byte == 0x0A)
+    n_lines = len(breaks) + 1
+    used = np.zeros(n_lines, bool)
+    used[np.searchsorted(breaks, np.flatnonzero(~_WHITESPACE[byte]))] = True  # the line of each other byte
+    starts = np.concatenate(([0], breaks + 1))
+    ends = np.concatenate((breaks, [len(data)]))
+    kept = np.flatnonzero(used)
+    lines = [(i, data[a:b]) for i, a, b in zip(kept.tolist(), starts[kept].tolist(), ends[kept].tolist(), strict=True)]
+    return lines, np.flatnonzero(~used)
 
 
 def _report_blank(lines: list[int], found: list[tuple[int, str, str]], listed: dict[str, int],

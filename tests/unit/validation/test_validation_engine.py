@@ -177,10 +177,13 @@ def test_repeated_bad_lines_and_blank_lines_get_the_findings_of_one_line_at_a_ti
               json.dumps({"messages": [{"role": "user", "content": "<|im_end|> hi"}]}), "\xe9t\xe9".encode(
                   "latin-1").decode("latin-1")]
     lines = padded([], 10) + [rng.choice(pieces) for _ in range(3000)]
-    data = jsonl(lines)
-    for plain in (True, False):
-        whole = check(data, tuning=Tuning(block_bytes=1 << 20, plain=plain))
-        one_by_one = check(data, tuning=Tuning(block_lines=1, plain=plain))
-        assert whole.to_dict() == one_by_one.to_dict()
+    # Mostly blank: blocks of under 4 bytes a line find their blank lines over arrays.
+    sparse = padded([], 10) + [rng.choice(pieces) if rng.random() < 0.03 else rng.choice(pieces[:4])
+                               for _ in range(20_000)]
+    for data in (jsonl(lines), jsonl(sparse)):
+        for plain in (True, False):
+            whole = check(data, tuning=Tuning(block_bytes=1 << 20, plain=plain))
+            one_by_one = check(data, tuning=Tuning(block_lines=1, plain=plain))
+            assert whole.to_dict() == one_by_one.to_dict()
     assert {"blank_line", "unknown_format", "invalid_json", "legacy_format", "not_an_object",
             "special_token", "short_assistant_answer", "duplicate_example"} <= set(codes(whole))
