@@ -6,7 +6,8 @@ build before it parses anything. A large file is counted in a helper process ins
 its own tokenizer while the main thread parses the first blocks, and then counts beside it; the main process
 builds none unless a line needs a count on the spot (counter.known gives it the role names' counts). Every
 way gives the same counts: the helper runs the same tokens.Counter, and if it fails, what it had not answered
-is counted in this process.
+is counted in this process. A process that has built the tokenizer already (a warm Functions worker: the tokenizer
+is kept) counts in a thread: nothing to wait for, nothing to send.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from .options import FINDINGS_PER_CODE, DatasetReport, FileReport, Finding, Vali
 from .rawscan import Helper, start_helper
 from .sniff import sniff
 from .stats import MAX_JOB_TOKENS, ContextCounts, build_stats
-from .tokens import Counter
+from .tokens import Counter, built
 from .worker import (
     METHOD_CODES,
     BlockResult,
@@ -201,9 +201,10 @@ class _Run:
                 pool.shutdown(wait=True, cancel_futures=True)
 
     def _counting(self, counter: Counter) -> counting.Inline:
-        """A helper process for a file that is large already (its first block is being checked), else a thread."""
+        """A helper process for a file that is large already (its first block is being checked), unless this process
+        has its tokenizer already (a warm Functions worker); else a thread."""
         tuning = self.options.tuning
-        if self.bytes_read > tuning.count_helper_after_bytes:
+        if self.bytes_read > tuning.count_helper_after_bytes and not built(counter.name):
             try:
                 counts: counting.Inline = counting.InHelper(counter, sorted(RFT_ROLES), tuning.count_threads)
                 log.debug("%s: counting helper started after %d bytes", self.name, self.bytes_read)

@@ -152,6 +152,14 @@ def get_encoding(name: str) -> tiktoken.Encoding:
                              special_tokens=spec["special_tokens"])
 
 
+_BUILT: set[str] = set()  # encodings whose tokenizer this process has built (fast_counter and get_encoding cache it)
+
+
+def built(name: str) -> bool:
+    """Whether a Counter of this process already built `name`'s tokenizer: a new one costs nothing then."""
+    return name in _BUILT
+
+
 class Counter:
     """Counts tokens of plain text (special-token strings counted as ordinary text).
 
@@ -180,6 +188,7 @@ class Counter:
                 # encode_to_tiktoken_buffer returns packed u32s: counting without building a list of ints.
                 self._core = get_encoding(self.name)._core_bpe
             self._built = True
+            _BUILT.add(self.name)
 
     @property
     def backend(self) -> str:

@@ -154,22 +154,36 @@ def test_blocks_cross_to_the_helper_through_a_wide_pipe() -> None:
 COUNTING_EARLY = Tuning(count_helper_after_bytes=-1, block_bytes=20_000)  # counted in a helper from the first block
 
 
-def test_the_counting_helper_gives_the_inline_report(caplog) -> None:
+@pytest.fixture
+def cold_process():
+    """As a fresh process: no tokenizer built yet (a process that has one counts in a thread)."""
+    from shared.validation import tokens
+
+    tokens.fast_counter.cache_clear()
+    tokens._BUILT.clear()
+    return tokens
+
+
+def test_the_counting_helper_gives_the_inline_report(caplog, cold_process) -> None:
     data = _data()
-    inline = _report(data)
     with caplog.at_level(logging.DEBUG, logger="shared.validation.engine"):
-        assert _report(data, tuning=COUNTING_EARLY) == inline
-        assert _report(data, model="gpt-35-turbo", tuning=COUNTING_EARLY) == _report(data, model="gpt-35-turbo")
+        helped = [_report(data, tuning=COUNTING_EARLY), _report(data, model="gpt-35-turbo", tuning=COUNTING_EARLY)]
+    inline = _report(data)  # after: this builds the tokenizers here
+    assert helped == [inline, _report(data, model="gpt-35-turbo")]
     assert [r.getMessage().split(" after ")[0] for r in caplog.records
             if "counting helper" in r.getMessage()] == ["t: counting helper started"] * 2
+    cold_process.Counter("o200k_base").count("warm")  # a warm Functions worker: its tokenizer is built
+    with caplog.at_level(logging.DEBUG, logger="shared.validation.engine"):
+        caplog.clear()
+        assert _report(data, tuning=COUNTING_EARLY) == inline
+    assert not [r for r in caplog.records if "counting helper" in r.getMessage()]
     assert inline["report"]["stats"]["tokens"]["total"] > 0
 
 
-def test_a_killed_counting_helper_is_counted_in_this_process(caplog) -> None:
+def test_a_killed_counting_helper_is_counted_in_this_process(caplog, cold_process) -> None:
     from shared.validation import counting
 
     data = _data()
-    inline = _report(data)
     killed: list[int] = []
 
     def kill_the_counting_helper(bytes_read: int) -> None:
@@ -179,17 +193,16 @@ def test_a_killed_counting_helper_is_counted_in_this_process(caplog) -> None:
                 killed.append(pid)
 
     with caplog.at_level(logging.WARNING, logger="shared.validation.counting"):
-        assert _report(data, progress=kill_the_counting_helper, tuning=COUNTING_EARLY) == inline
+        helped = _report(data, progress=kill_the_counting_helper, tuning=COUNTING_EARLY)
+    assert helped == _report(data)
     assert killed, "no counting helper process was running to kill"
     assert "the counting helper process failed; counting in this process" in caplog.text
 
 
-def test_plain_lines_are_never_counted_by_the_main_process() -> None:
+def test_plain_lines_are_never_counted_by_the_main_process(cold_process) -> None:
     # A tokenizer costs ~0.5 s of the main thread and ~64 MB: with the helper, a file of plain lines needs none.
-    from shared.validation import tokens
-
+    tokens = cold_process
     rows = padded([chat(user=f"question {i}?", answer=f"answer number {i}.") for i in range(3000)], 3000)
-    tokens.fast_counter.cache_clear()  # tokenizers this test process built before
     report = validate_file([jsonl(rows)], name="t", options=ValidationOptions(tuning=COUNTING_EARLY))
     assert report.valid and report.stats["tokens"]["total"] > 3000 * 10
     assert tokens.fast_counter.cache_info().misses == 0
