@@ -161,6 +161,10 @@ def _spread(runs: list[dict[str, Any]]) -> str:
     return f"{walls[0]:.1f}-{walls[-1]:.1f} s over {len(walls)} runs" if len(walls) > 1 else "1 run"
 
 
+def _times(ratio: float, better: str, worse: str) -> str:
+    return f"{ratio:.1f}x {better}" if ratio >= 1 else f"{1 / ratio:.1f}x {worse}"
+
+
 def _beside(shape: str, path: Path, repeat: int, workers: int | None) -> int:
     """ftops and the baseline, run after run in turn (a machine that slows down slows both), each run a fresh
     process: the median run of each, their ratio, and the ratio of each pair of runs. Returns ftops' highest peak."""
@@ -174,8 +178,9 @@ def _beside(shape: str, path: Path, repeat: int, workers: int | None) -> int:
     print(_row(f"{shape} cookbook-style", b) + f"  ({_spread(base)})")
     pairs = sorted(y["wall"] / x["wall"] for x, y in zip(ours, base, strict=True))
     each = f"; run by run {pairs[0]:.1f}-{pairs[-1]:.1f}x" if len(pairs) > 1 else ""
-    print(f"  {shape} ratio                  {b['wall'] / o['wall']:.1f}x faster (wall, medians{each}), "
-          f"{b['cpu'] / o['cpu']:.1f}x less cpu, {b['peak'] / max(o['peak'], 1):.0f}x less memory", flush=True)
+    print(f"  {shape} ratio                  {_times(b['wall'] / o['wall'], 'faster', 'slower')} (wall, medians"
+          f"{each}), {_times(b['cpu'] / o['cpu'], 'less', 'more')} cpu, "
+          f"{_times(b['peak'] / max(o['peak'], 1), 'less', 'more')} memory", flush=True)
     return int(o["peak"])
 
 
