@@ -131,11 +131,30 @@ class _Remote:
 
 # --- the helper process
 def serve(encoding: str, threads: str, *roles: str) -> None:
-    """Helper main loop: its roles' counts first, then for each marshalled list of texts their packed uint32 counts."""
-    counter = tokens.Counter(encoding, threads=int(threads))
+    """Helper main loop: its roles' counts first, then for each marshalled list of texts their packed uint32 counts.
+
+    A batch is counted with `threads` threads while more requests wait in the pipe (counting is what the validation
+    waits for: long texts), with one while the helper waits for the main thread (it is what the validation waits
+    for: short lines, and a second thread would only take its core)."""
+    counter = tokens.Counter(encoding)
+    most = int(threads)
 
     def handle(request: bytes) -> bytes:
+        counter.threads = most if _waiting_input() else 1
         counts: bytes = counter.count_array(marshal.loads(request)).astype("<u4").tobytes()
         return counts
 
     sidecar.serve(handle, first=marshal.dumps({role: counter.count(role) for role in roles}))
+
+
+def _waiting_input() -> bool:
+    """Whether the next request is already (at least partly) in the pipe."""
+    try:
+        import fcntl
+        import termios
+
+        buf = bytearray(4)
+        fcntl.ioctl(sys.stdin.fileno(), termios.FIONREAD, buf)
+        return int.from_bytes(buf, sys.byteorder) > 0
+    except (OSError, ImportError, ValueError):
+        return False

@@ -35,7 +35,7 @@ class Tuning:
     # A file of which more than this has been read when its first block is checked is counted in a helper process
     # (counting.py): it builds its own tokenizer while this process parses. Smaller files are counted in a thread.
     count_helper_after_bytes: int = 2 * MIB
-    count_threads: int = 1  # quicktok's threads per batch, in the counting helper
+    count_threads: int = 2  # quicktok's threads per batch in the counting helper, while it has requests waiting
     # Blocks checked in this process but not yet counted, at most (each holds its lines' results, ~2 MiB): enough
     # to go on parsing while the counting helper builds its tokenizer.
     blocks_ahead: int = 6
