@@ -5,8 +5,8 @@ vocabulary). In a thread (quicktok releases the GIL while it counts) the main th
 build before it parses anything. A large file is counted in a helper process instead (sidecar.py): it builds
 its own tokenizer while the main thread parses the first blocks, and then counts beside it; the main process
 builds none unless a line needs a count on the spot (counter.known gives it the role names' counts). Every
-way gives the same counts: the helper runs the same tokens.Counter, and if it fails, what it had not answered
-is counted in this process. A process that has built the tokenizer already (a warm Functions worker: the tokenizer
+way gives the same counts: the helper runs the same tokens.Counter, and if it fails, the blocks it had not
+answered are checked and counted again in this process (engine.py: the helper's answers raise HelperFailed). A process that has built the tokenizer already (a warm Functions worker: the tokenizer
 is kept) counts in a thread: nothing to wait for, nothing to send.
 """
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 log = logging.getLogger(__name__)
+HelperFailed = sidecar.HelperFailed
 
 
 class Counts(Protocol):
@@ -101,32 +102,25 @@ class InHelper(Inline):
             return {}
 
     def submit(self, texts: list[str]) -> Counts:
-        payload = marshal.dumps(texts)  # UTF-8: kept for a fallback instead of the texts (up to 4 bytes a character)
-        return _Remote(self._side.submit(payload), payload, self.counter)
+        return _Remote(self._side.submit(marshal.dumps(texts)))
 
     def close(self) -> None:
         self._side.close()
 
 
 class _Remote:
-    def __init__(self, future: Future[bytes], payload: bytes, counter: tokens.Counter) -> None:
-        self._future, self._payload, self._counter = future, payload, counter
+    def __init__(self, future: Future[bytes]) -> None:
+        self._future = future
 
     def done(self) -> bool:
         return self._future.done()
 
     def result(self) -> np.ndarray:
+        """The counts, or HelperFailed (the texts are not kept: their block is checked again)."""
         import numpy as np
 
-        try:
-            counts: np.ndarray = np.frombuffer(self._future.result(), "<u4").astype(np.int64)
-            return counts
-        except sidecar.HelperFailed:
-            log.warning("the counting helper process failed; counting in this process")
-            counted: np.ndarray = self._counter.count_array(marshal.loads(self._payload))
-            return counted
-        finally:
-            self._payload = b""
+        counts: np.ndarray = np.frombuffer(self._future.result(), "<u4").astype(np.int64)
+        return counts
 
 
 # --- the helper process

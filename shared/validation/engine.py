@@ -53,9 +53,10 @@ _CODE_METHOD = {v: k for k, v in METHOD_CODES.items()}
 
 @dataclass
 class _Inline:
-    """A block checked in this process whose deferred token counts are computed in a thread."""
+    """A block checked in this process whose texts are being counted (counting.py)."""
 
     pending: PendingBlock
+    block: Block | None = None  # kept while a helper process counts: checked again here if it fails
 
 
 class _Sink:
@@ -155,9 +156,20 @@ class _Run:
             return not isinstance(item, Future) or item.done()
 
         def result(item: Future[BlockResult] | BlockResult | _Inline) -> BlockResult:
-            if isinstance(item, _Inline):
-                return finish_block(item.pending, self._inline_ctx())
-            return item.result() if isinstance(item, Future) else item
+            nonlocal counts
+            if not isinstance(item, _Inline):
+                return item.result() if isinstance(item, Future) else item
+            ctx = self._inline_ctx()
+            try:
+                return finish_block(item.pending, ctx)
+            except counting.HelperFailed:
+                assert item.block is not None and ctx.counter is not None  # only a helper's counts raise it
+                if isinstance(counts, counting.InHelper):
+                    log.warning("%s: the counting helper process failed; counting in this process", self.name)
+                    counts.close()
+                    counts = counting.InThread(ctx.counter, tuning.batch_texts)
+                # Its scan result was taken first: the scan helper's next one is the next block's.
+                return finish_block(prepare_block(item.block, ctx, counts), ctx)
 
         try:
             for block in blocks:
@@ -186,7 +198,8 @@ class _Run:
                         helper = start_helper()
                         log.debug("%s: scan helper %s after %d bytes", self.name,
                                   "started" if helper is not None else "unavailable", self.bytes_read)
-                    queue.append(_Inline(prepare_block(block, ctx, counts, helper)))
+                    queue.append(_Inline(prepare_block(block, ctx, counts, helper),
+                                         block if isinstance(counts, counting.InHelper) else None))
                 while queue and (ready(queue[0]) or len(queue) > max(tuning.blocks_ahead,
                                                                        2 * (workers + 1) * IN_FLIGHT_PER_WORKER)):
                     yield result(queue.popleft())

@@ -23,10 +23,10 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import tiktoken
-from tiktoken_ext import openai_public
+if TYPE_CHECKING:
+    import tiktoken
 
 # The hashes tiktoken_ext.openai_public passes to load_tiktoken_bpe for the same files.
 _SHA256 = {
@@ -47,6 +47,15 @@ SPECIAL_TOKENS = frozenset({
 PROVEN_VOCABULARIES = {
     ("0.4.0", "o200k_base"): ("o200k.vocab", "6b17521f79788c7ace48fc75f6edde125637a90b0018427e68f28d051b2ac1fe"),
     ("0.4.0", "cl100k_base"): ("cl100k.vocab", "4a945d497c213acde921bc8d69bc8dad9c603ea97c50c014e04ad0fadc09eecb"),
+}
+
+# The special tokens tiktoken_ext.openai_public gives each encoding (tests/unit/validation/test_validation_tokens.py
+# compares): quicktok's are checked against these without importing tiktoken (~6 MB and ~40 ms of the start of a
+# process that only counts with quicktok, such as the counting helper).
+OFFICIAL_SPECIAL_TOKENS = {
+    "o200k_base": frozenset({"<|endoftext|>", "<|endofprompt|>"}),
+    "cl100k_base": frozenset({"<|endoftext|>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>",
+                              "<|endofprompt|>"}),
 }
 
 log = logging.getLogger(__name__)
@@ -83,6 +92,8 @@ def _load_ranks(name: str) -> dict[bytes, int]:
 
 
 def _special_tokens(name: str) -> dict[str, int]:
+    from tiktoken_ext import openai_public
+
     with _PATCH_LOCK:
         original = openai_public.load_tiktoken_bpe
         openai_public.load_tiktoken_bpe = lambda *_a, **_k: {}
@@ -101,7 +112,7 @@ def fast_counter(name: str) -> Any | None:
         import quicktok
 
         fast = quicktok.get_encoding(name)
-        if fast.special_tokens_set != set(_special_tokens(name)):
+        if fast.special_tokens_set != OFFICIAL_SPECIAL_TOKENS[name]:
             raise VocabularyError("special tokens differ")
         if not is_proven(quicktok, name, PROVEN_VOCABULARIES):
             prove_ranks(fast, name)
@@ -138,6 +149,9 @@ def get_encoding(name: str) -> tiktoken.Encoding:
     """The official tiktoken Encoding (o200k_base or cl100k_base), built from bundled files."""
     if name not in _SHA256:
         raise ValueError(f"unsupported encoding {name!r}")
+    import tiktoken
+    from tiktoken_ext import openai_public
+
     # Reuse the constructor's official pat_str and special tokens, but with our verified ranks:
     # patch the loader it calls for the duration of the call (it would otherwise download).
     ranks = _load_ranks(name)

@@ -192,7 +192,7 @@ def test_a_killed_counting_helper_is_counted_in_this_process(caplog, cold_proces
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
 
-    with caplog.at_level(logging.WARNING, logger="shared.validation.counting"):
+    with caplog.at_level(logging.WARNING, logger="shared.validation.engine"):
         helped = _report(data, progress=kill_the_counting_helper, tuning=COUNTING_EARLY)
     assert helped == _report(data)
     assert killed, "no counting helper process was running to kill"

@@ -110,3 +110,9 @@ def test_count_array_gives_count_many_counts(fast: bool) -> None:
     texts = [t for t in AWKWARD if "\ud800" not in t] + [_random_text(rng) for _ in range(200)]
     assert counter.count_array(texts).tolist() == counter.count_many(texts)
     assert counter.count_array([]).tolist() == []
+
+
+@pytest.mark.parametrize("name", ["o200k_base", "cl100k_base"])
+def test_the_pinned_special_tokens_are_tiktokens(name: str) -> None:
+    # quicktok's special tokens are checked against the pinned set: it must be tiktoken_ext.openai_public's own.
+    assert tokens.OFFICIAL_SPECIAL_TOKENS[name] == set(tokens._special_tokens(name))
