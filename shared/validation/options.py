@@ -38,7 +38,7 @@ class Tuning:
     count_threads: int = 2  # quicktok's threads per batch in the counting helper, while it has requests waiting
     # Blocks checked in this process but not yet counted, at most (each holds its lines' results, ~2 MiB): enough
     # to go on parsing while the counting helper builds its tokenizer.
-    blocks_ahead: int = 6
+    blocks_ahead: int = 4
     # Deferred (batched in the counting thread) from this length: cheaper for the main thread than even
     # a memoized count. Roles have their own cache (Checker._role_tokens); "" is counted at once.
     defer_min_chars: int = 1
