@@ -8,13 +8,16 @@ caps are deterministic whatever the timing.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import logging
 import multiprocessing
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -323,7 +326,37 @@ def _add_capped(sink: _Sink, code: str, lines: list[int], messages: list[str], t
 def validate_file(chunks: Iterable[bytes], *, name: str, options: ValidationOptions,
                   progress: Callable[[int], None] | None = None) -> FileReport:
     """Validate one JSONL stream (any chunk sizes), in bounded memory."""
-    return _Run(name, options, progress).run(chunks)
+    with _fewer_collections():
+        return _Run(name, options, progress).run(chunks)
+
+
+_GC_LOCK = threading.Lock()
+_gc_runs = 0  # validations running in this process
+_gc_saved: tuple[int, int, int] = (0, 0, 0)
+_GC_THRESHOLD = (50_000, 20, 100)  # Python's default: (2000, 10, 10)
+
+
+@contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """Python's cyclic garbage collector, less often while a validation runs in this process.
+
+    A validation allocates millions of short-lived, acyclic objects (parsed lines, examples, findings), freed by
+    reference counting; the collector's young collections were triggered every 2,000 of them and scanned the
+    blocks still held each time: 12-28% of the time of files the general path checks (measured on distinct
+    tiny lines and on empty `messages`). Restored when the last validation of the process ends."""
+    global _gc_runs, _gc_saved
+    with _GC_LOCK:
+        if _gc_runs == 0:
+            _gc_saved = gc.get_threshold()
+            gc.set_threshold(*_GC_THRESHOLD)
+        _gc_runs += 1
+    try:
+        yield
+    finally:
+        with _GC_LOCK:
+            _gc_runs -= 1
+            if _gc_runs == 0:
+                gc.set_threshold(*_gc_saved)
 
 
 def validate_dataset(files: Mapping[str, Callable[[], Iterable[bytes]]], *, options: ValidationOptions,

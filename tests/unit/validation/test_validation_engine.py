@@ -187,3 +187,14 @@ def test_repeated_bad_lines_and_blank_lines_get_the_findings_of_one_line_at_a_ti
             assert whole.to_dict() == one_by_one.to_dict()
     assert {"blank_line", "unknown_format", "invalid_json", "legacy_format", "not_an_object",
             "special_token", "short_assistant_answer", "duplicate_example"} <= set(codes(whole))
+
+
+def test_the_collector_runs_less_often_only_while_a_validation_runs() -> None:
+    import gc
+
+    before = gc.get_threshold()
+    during: list[tuple[int, ...]] = []
+    validate_file([jsonl(padded([]))], name="t", options=ValidationOptions(),
+                  progress=lambda _n: during.append(gc.get_threshold()))
+    assert during and all(t[0] > before[0] for t in during)
+    assert gc.get_threshold() == before  # the process's own setting, back
