@@ -88,13 +88,21 @@ class InHelper(Inline):
         # A block's texts in one request (a block holds at most Tuning.block_lines lines): each request costs
         # a frame each way and two thread wake-ups here.
         super().__init__(counter, 1 << 20)
-        self._side = sidecar.Sidecar(os.path.abspath(__file__), "_ftops_counting",
-                                     [counter.name, str(threads), *roles])
-        self._known = self._side.expect()  # its first answer: the role names' counts, once it is ready
+        self._args = [counter.name, str(threads), *roles]
+        self._side: sidecar.Sidecar | None = None  # started when first needed: a file of bad lines counts nothing
+        self._known: Future[bytes] | None = None
         counter.known = self.known
+
+    def _started(self) -> sidecar.Sidecar:
+        if self._side is None:
+            self._side = sidecar.Sidecar(os.path.abspath(__file__), "_ftops_counting", self._args)
+            self._known = self._side.expect()  # its first answer: the role names' counts, once it is ready
+        return self._side
 
     def known(self) -> dict[str, int]:
         """The role names' counts (waiting for the helper's tokenizer), or {} if the helper failed."""
+        self._started()
+        assert self._known is not None
         try:
             value: Any = marshal.loads(self._known.result())
             return dict(value)
@@ -102,10 +110,11 @@ class InHelper(Inline):
             return {}
 
     def submit(self, texts: list[str]) -> Counts:
-        return _Remote(self._side.submit(marshal.dumps(texts)))
+        return _Remote(self._started().submit(marshal.dumps(texts)))
 
     def close(self) -> None:
-        self._side.close()
+        if self._side is not None:
+            self._side.close()
 
 
 class _Remote:

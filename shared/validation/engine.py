@@ -223,7 +223,7 @@ class _Run:
         if self.bytes_read > tuning.count_helper_after_bytes and not built(counter.name):
             try:
                 counts: counting.Inline = counting.InHelper(counter, sorted(RFT_ROLES), tuning.count_threads)
-                log.debug("%s: counting helper started after %d bytes", self.name, self.bytes_read)
+                log.debug("%s: counting helper chosen after %d bytes", self.name, self.bytes_read)
                 return counts
             except Exception as exc:  # noqa: BLE001 - no helper: counted in a thread, as for small files
                 log.warning("counting helper process not started (%s); counting in a thread", exc)

@@ -171,7 +171,7 @@ def test_the_counting_helper_gives_the_inline_report(caplog, cold_process) -> No
     inline = _report(data)  # after: this builds the tokenizers here
     assert helped == [inline, _report(data, model="gpt-35-turbo")]
     assert [r.getMessage().split(" after ")[0] for r in caplog.records
-            if "counting helper" in r.getMessage()] == ["t: counting helper started"] * 2
+            if "counting helper" in r.getMessage()] == ["t: counting helper chosen"] * 2
     cold_process.Counter("o200k_base").count("warm")  # a warm Functions worker: its tokenizer is built
     with caplog.at_level(logging.DEBUG, logger="shared.validation.engine"):
         caplog.clear()
