@@ -183,7 +183,7 @@ def prepare_block(block: Block, ctx: Context, counts: counting.Inline | None = N
     n_lines = data.count(b"\n") + 1
     if len(data) < _SPARSE_BYTES_PER_LINE * n_lines:  # mostly blank or tiny lines: the blank ones found in bulk
         lines, blanks = _sparse_lines(data)
-        _report_blank([first + i for i in blanks.tolist()], found, listed, not_listed)
+        _report_blank(blanks[:FINDINGS_PER_CODE].tolist(), len(blanks), first, found, listed, not_listed)
         todo: Iterator[tuple[int, bytes]] = iter(lines)
         sample = [raw for _, raw in lines[:_SAMPLE_LINES]]
     elif ctx.plain is not None and len(data) < ctx.tuning.big_block_bytes:
@@ -192,7 +192,8 @@ def prepare_block(block: Block, ctx: Context, counts: counting.Inline | None = N
         rest = plain.rest
         blank = [not raws[i].strip() for i in rest]  # bytes.strip() removes a CR too
         if any(blank):  # in bulk: a file may hold millions of blank lines
-            _report_blank([first + i for i in compress(rest, blank)], found, listed, not_listed)
+            blank_lines = list(compress(rest, blank))
+            _report_blank(blank_lines[:FINDINGS_PER_CODE], len(blank_lines), first, found, listed, not_listed)
             rest = list(compress(rest, map(not_, blank)))
         todo = ((i, raws[i]) for i in rest)
         sample = [raws[i] for i in rest[:_SAMPLE_LINES]]
@@ -307,15 +308,15 @@ def _sparse_lines(data: bytes) -> tuple[list[tuple[int, bytes]], np.ndarray]:
     return lines, np.flatnonzero(~used)
 
 
-def _report_blank(lines: list[int], found: list[tuple[int, str, str]], listed: dict[str, int],
-                  not_listed: dict[str, int]) -> None:
-    """A block's blank lines (in line order; prepare_block's report() never sees them): the first listed, the rest
-    counted."""
+def _report_blank(first_ones: list[int], n: int, first_line: int, found: list[tuple[int, str, str]],
+                  listed: dict[str, int], not_listed: dict[str, int]) -> None:
+    """A block's `n` blank lines, of which `first_ones` are the first (indexes in the block, in order; prepare_block's
+    report() never sees them): as many as the cap allows listed, the rest counted."""
     room = FINDINGS_PER_CODE - listed.get("blank_line", 0)
-    found += [(line, "blank_line", "blank line") for line in lines[:room]]
-    listed["blank_line"] = listed.get("blank_line", 0) + min(room, len(lines))
-    if len(lines) > room:
-        not_listed["blank_line"] = not_listed.get("blank_line", 0) + len(lines) - room
+    found += [(first_line + i, "blank_line", "blank line") for i in first_ones[:room]]
+    listed["blank_line"] = listed.get("blank_line", 0) + min(room, n)
+    if n > room:
+        not_listed["blank_line"] = not_listed.get("blank_line", 0) + n - room
 
 
 def _no_counts(texts: list[str]) -> Counts:

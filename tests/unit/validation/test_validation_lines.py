@@ -111,7 +111,7 @@ def test_blocks_of_tiny_lines_stop_at_the_line_cap() -> None:
 
 
 def test_the_line_cap_cuts_blocks_at_the_exact_line_in_large_chunks() -> None:
-    # Large chunks of short lines: the cut is found by halving the span (lines._nth_newline), not line by line.
+    # Large chunks of short lines: the cut is found by halving the span (lines._take_lines), not line by line.
     rng = random.Random(1)
     for _ in range(30):
         data = b"\n".join(b"x" * rng.choice([0, 1, 5, 40, 300]) for _ in range(rng.randint(1000, 30_000))) + b"\n"
