@@ -23,6 +23,19 @@ MERGE_LIMIT = 1 << 20
 MAX_ENTRIES = 8_000_000
 
 
+def _merge(k1: np.ndarray, l1: np.ndarray, k2: np.ndarray, l2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two sorted runs as one, the first's entries first among equal digests: each entry placed where it goes (~13
+    bytes an entry beside the result) rather than both sorted again (an argsort and copies: ~32 bytes an entry)."""
+    n = len(k1) + len(k2)
+    at2 = np.searchsorted(k1, k2, side="right") + np.arange(len(k2))  # where each of the second run's goes
+    keys, lines = np.empty(n, np.uint64), np.empty(n, np.uint32)
+    keys[at2], lines[at2] = k2, l2
+    first = np.ones(n, bool)
+    first[at2] = False
+    keys[first], lines[first] = k1, l1
+    return keys, lines
+
+
 class DigestIndex:
     """digest → first line, for duplicate and leakage checks (exact on the 64-bit digest)."""
 
@@ -88,9 +101,7 @@ class DigestIndex:
             (k1, l1), (k2, l2) = self._runs[-2], self._runs[-1]
             if len(k1) > 2 * len(k2) or len(k1) + len(k2) > MERGE_LIMIT:
                 break
-            keys = np.concatenate((k1, k2))
-            order = np.argsort(keys, kind="stable")
-            self._runs[-2:] = [(keys[order], np.concatenate((l1, l2))[order])]
+            self._runs[-2:] = [_merge(k1, l1, k2, l2)]
 
     # --- dict-like reads (tests, small files)
     def get(self, digest: int, default: int | None = None) -> int | None:
