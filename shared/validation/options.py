@@ -36,13 +36,13 @@ class Tuning:
     # (counting.py): it builds its own tokenizer while this process parses. Smaller files are counted in a thread.
     count_helper_after_bytes: int = 2 * MIB
     count_threads: int = 2  # quicktok's threads per batch in the counting helper, while it has requests waiting
-    # Blocks checked in this process but not yet counted, at most (each holds its lines' results, ~2 MiB): enough
-    # to go on parsing while the counting helper builds its tokenizer.
+    # Blocks checked in this process but not yet counted, at most (each holds ~2 MiB until then): the main thread
+    # parses these while the counting helper builds its tokenizer. Six took the long-example file to 254 MiB.
     blocks_ahead: int = 4
-    # Deferred (batched in the counting thread) from this length: cheaper for the main thread than even
+    # Deferred (batched for the counting thread or helper) from this length: cheaper for the main thread than even
     # a memoized count. Roles have their own cache (Checker._role_tokens); "" is counted at once.
     defer_min_chars: int = 1
-    batch_texts: int = 2048  # deferred texts per counting call: fewer GIL hand-overs, bounded text in memory
+    batch_texts: int = 2048  # deferred texts per counting thread's call: fewer GIL hand-overs, bounded text in memory
     orjson: bool = True  # parse with orjson where installed; every line it refuses is parsed again by json
     # Plain chat lines decoded by msgspec and checked over columns (fastpath.py); every other line, and
     # every line when False, by the general path.
