@@ -1,9 +1,10 @@
 """validate_file / validate_dataset: stream blocks through the checks, merge results in order.
 
-Large inputs use worker processes (spawned, so it is safe inside the multi-threaded Functions
-worker): the main process splits lines, keeps one worker busy and checks every other block itself,
-so two cores are used by two processes. Results are merged in line order, so findings and their
-caps are deterministic whatever the timing.
+The main thread splits lines into blocks and checks them; a large file's texts are counted in a helper process
+(counting.py) and its hashes and privacy scan computed in another (rawscan.py), so two cores are used. With
+`workers` > 1, worker processes (spawned, so it is safe inside the multi-threaded Functions worker) check every
+other block whole. Results are merged in line order, so findings and their caps are deterministic whatever the
+timing.
 """
 
 from __future__ import annotations
