@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from types import ModuleType
+from typing import IO
 
 _SIZE = struct.Struct("<Q")  # each frame, either way: its byte length, then its bytes
 
@@ -83,10 +84,7 @@ class Sidecar:
         assert pipe is not None
         try:
             while (parts := self._todo.get()) is not None:
-                pipe.write(_SIZE.pack(sum(map(len, parts))))
-                for part in parts:
-                    pipe.write(part)  # blocks (without the GIL) while the helper works on the requests before
-                pipe.flush()
+                _write_frame(pipe, *parts)  # blocks (without the GIL) while the helper works on the requests before
         except (OSError, ValueError):
             self._fail()
 
@@ -94,14 +92,7 @@ class Sidecar:
         pipe = self._proc.stdout
         assert pipe is not None
         try:
-            while True:
-                head = pipe.read(_SIZE.size)
-                if len(head) < _SIZE.size:
-                    break
-                size = _SIZE.unpack(head)[0]
-                body = pipe.read(size)
-                if len(body) < size:
-                    break
+            while (body := _read_frame(pipe)) is not None:
                 with self._lock:
                     future = self._waiting.popleft() if self._waiting else None
                 if future is None:  # an answer nobody asked for: the helper is not ours to trust
@@ -152,23 +143,29 @@ def serve(handle: Callable[[bytes], bytes], first: bytes | None = None) -> None:
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     try:
         if first is not None:
-            stdout.write(_SIZE.pack(len(first)) + first)
-            stdout.flush()
-        while True:
-            head = stdin.read(_SIZE.size)
-            if len(head) < _SIZE.size:
-                return
-            size = _SIZE.unpack(head)[0]
-            data = stdin.read(size)
-            if len(data) < size:
-                return
-            out = handle(data)
-            del data
-            stdout.write(_SIZE.pack(len(out)))
-            stdout.write(out)
-            stdout.flush()
+            _write_frame(stdout, first)
+        while (request := _read_frame(stdin)) is not None:
+            answer = handle(request)
+            del request
+            _write_frame(stdout, answer)
     except BrokenPipeError:  # the validator stopped early and closed its end: just leave
         os._exit(0)
+
+
+def _read_frame(pipe: IO[bytes]) -> bytes | None:
+    """The next frame's bytes, or None at the end of the stream (a frame cut short is its end too)."""
+    head = pipe.read(_SIZE.size)
+    if len(head) < _SIZE.size:
+        return None
+    size = _SIZE.unpack(head)[0]
+    body = pipe.read(size)
+    return body if len(body) == size else None
+
+
+def _write_frame(pipe: IO[bytes], *parts: bytes) -> None:
+    pipe.write(_SIZE.pack(sum(map(len, parts))))
+    pipe.writelines(parts)
+    pipe.flush()
 
 
 def _widen(pipe: object) -> None:
