@@ -6,8 +6,9 @@ The datasets are generated once, deterministically, outside the repo (benchmarks
 /tmp/ftops-bench): long multi-turn conversations, ~1M-per-480-MiB short examples and classification-sized
 tiny ones for speed, each validated by ftops and by the cookbook-style baseline (benchmarks/cookbook.py), three
 runs each in turn, and the ratio of the median runs printed with the spread (this machine's speed drifts by a
-third from minute to minute: one run of each can land on either side of that); then hostile and odd files (blank lines, "{}", empty messages, millions of distinct tiny
-lines, a few huge examples, one 64 MiB line) for memory. Every run is its own fresh process; it prints wall
+third from minute to minute: one run of each can land on either side of that); then hostile and odd files
+(blank lines, "{}", empty messages, millions of distinct tiny lines, a few huge examples, one 64 MiB line) for
+memory, the odd lines' ones beside the baseline too. Every run is its own fresh process; it prints wall
 time, MB/s, CPU time (which matters when the machine is shared: the load is printed first) and the peak
 memory of its whole process tree (helpers included), as proportional set size, sampled.
 """

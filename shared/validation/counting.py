@@ -5,9 +5,10 @@ vocabulary). In a thread (quicktok releases the GIL while it counts) the main th
 build before it parses anything. A large file is counted in a helper process instead (sidecar.py): it builds
 its own tokenizer while the main thread parses the first blocks, and then counts beside it; the main process
 builds none unless a line needs a count on the spot (counter.known gives it the role names' counts). Every
-way gives the same counts: the helper runs the same tokens.Counter, and if it fails, the blocks it had not
-answered are checked and counted again in this process (engine.py: the helper's answers raise HelperFailed). A process that has built the tokenizer already (a warm Functions worker: the tokenizer
-is kept) counts in a thread: nothing to wait for, nothing to send.
+way gives the same counts: the helper runs the same tokens.Counter, and if it fails (or cannot start), the
+blocks it had not answered are checked and counted again in this process (engine.py: its answers raise
+HelperFailed). A process that has built the tokenizer already (a warm Functions worker: the tokenizer is kept)
+counts in a thread: nothing to wait for, nothing to send.
 """
 
 from __future__ import annotations
@@ -90,27 +91,38 @@ class InHelper(Inline):
         super().__init__(counter, 1 << 20)
         self._args = [counter.name, str(threads), *roles]
         self._side: sidecar.Sidecar | None = None  # started when first needed: a file of bad lines counts nothing
-        self._known: Future[bytes] | None = None
+        self._refused = False  # it could not start
         counter.known = self.known
 
-    def _started(self) -> sidecar.Sidecar:
-        if self._side is None:
-            self._side = sidecar.Sidecar(os.path.abspath(__file__), "_ftops_counting", self._args)
-            self._known = self._side.expect()  # its first answer: the role names' counts, once it is ready
+    def _started(self) -> sidecar.Sidecar | None:
+        """The helper, started on first need; None if it could not start (then every batch fails over to this
+        process: engine.py checks its blocks again)."""
+        if self._side is None and not self._refused:
+            try:
+                self._side = sidecar.Sidecar(os.path.abspath(__file__), "_ftops_counting", self._args, first=True)
+            except Exception as exc:  # noqa: BLE001 - no helper (no process or pipe left): counted in this process
+                log.warning("counting helper process not started (%s); counting in this process", exc)
+                self._refused = True
         return self._side
 
     def known(self) -> dict[str, int]:
         """The role names' counts (waiting for the helper's tokenizer), or {} if the helper failed."""
-        self._started()
-        assert self._known is not None
+        side = self._started()
+        if side is None or side.first is None:
+            return {}
         try:
-            value: Any = marshal.loads(self._known.result())
+            value: Any = marshal.loads(side.first.result())
             return dict(value)
         except (sidecar.HelperFailed, ValueError, EOFError, TypeError):
             return {}
 
     def submit(self, texts: list[str]) -> Counts:
-        return _Remote(self._started().submit(marshal.dumps(texts)))
+        side = self._started()
+        if side is None:
+            refused: Future[bytes] = Future()
+            refused.set_exception(HelperFailed("the counting helper process could not start"))
+            return _Remote(refused)
+        return _Remote(side.submit(marshal.dumps(texts)))
 
     def close(self) -> None:
         if self._side is not None:

@@ -193,8 +193,8 @@ class _Run:
                         yield result(queue.popleft())
                     yield finish_block(prepare_block(block, self._inline_ctx()), self._inline_ctx())
                 else:
-                    # Parse and check here; count the block's long texts in a background thread
-                    # (quicktok releases the GIL) while the next block is parsed.
+                    # Parse and check here; the block's texts are counted meanwhile, by the counting helper process
+                    # or a thread (counting.py), while the next block is parsed.
                     ctx = self._inline_ctx()
                     if counts is None and ctx.counter is not None:
                         counts = self._counting(ctx.counter)
@@ -222,12 +222,8 @@ class _Run:
         has its tokenizer already (a warm Functions worker); else a thread."""
         tuning = self.options.tuning
         if self.bytes_read > tuning.count_helper_after_bytes and not built(counter.name):
-            try:
-                counts: counting.Inline = counting.InHelper(counter, sorted(RFT_ROLES), tuning.count_threads)
-                log.debug("%s: counting helper chosen after %d bytes", self.name, self.bytes_read)
-                return counts
-            except Exception as exc:  # noqa: BLE001 - no helper: counted in a thread, as for small files
-                log.warning("counting helper process not started (%s); counting in a thread", exc)
+            log.debug("%s: counting helper chosen after %d bytes", self.name, self.bytes_read)
+            return counting.InHelper(counter, sorted(RFT_ROLES), tuning.count_threads)  # started when first needed
         return counting.InThread(counter, tuning.batch_texts)
 
     def _merge(self, res: BlockResult) -> None:

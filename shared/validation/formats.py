@@ -40,7 +40,6 @@ def one_word(text: str) -> bool:
     return text.isalnum() or len(text.split()) <= 1
 
 
-
 # Deferred counting: a text counted later (in a batch) adds to one of five slots of its example:
 # the prompt side (input, tools, non-assistant turns), then for each output (supervised and RFT
 # have one) its non-assistant and its assistant text. The totals are then

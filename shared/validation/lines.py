@@ -128,7 +128,7 @@ def _take_lines(chunk: bytes, nl: int, last: int, room: int) -> tuple[int, int]:
     import numpy as np  # loaded by the validator already; not with this module (the app's cold start)
 
     view = np.frombuffer(chunk, np.uint8)
-    n, start, window = 1, nl + 1, max(_NUMPY_FROM, 4 * room)
+    n, start, window = 1, nl + 1, max(_NUMPY_FROM, min(4 * room, _SLICE))
     while n < room and start <= last:
         stop = min(start + window, last + 1)
         hits = np.flatnonzero(view[start:stop] == 10)

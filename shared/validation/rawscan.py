@@ -2,7 +2,7 @@
 
 It runs inline, or in a small helper process so that the main thread (the bottleneck: parsing and
 the Python checks) does not spend ~3.5 s of the 480 MiB benchmark on it. The helper loads only this
-file and shared/run/privacy.py, by path (~33 MB with its RE2 cache: no tokenizer, no package import). Blocks go to it through its
+file and shared/run/privacy.py, by path (~22 MB with its RE2 cache: no tokenizer, no package import). Blocks go to it through its
 stdin and results come back in order (sidecar.py). Anything going wrong with the helper falls back to the inline
 computation.
 """

@@ -42,15 +42,20 @@ class HelperFailed(RuntimeError):
 
 
 class Sidecar:
-    """One helper process running `serve()` of the module at `module_file` (with `args`, as strings)."""
+    """One helper process running `serve()` of the module at `module_file` (with `args`, as strings). With
+    `first`, `self.first` is the future of the answer the helper sends unasked once it is ready (serve's `first`)."""
 
-    def __init__(self, module_file: str, name: str, args: Sequence[str] = ()) -> None:
+    def __init__(self, module_file: str, name: str, args: Sequence[str] = (), *, first: bool = False) -> None:
         self._proc = subprocess.Popen([sys.executable, "-c", _BOOT, os.path.abspath(__file__), module_file, name, *args],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
         self.pid = self._proc.pid
         _widen(self._proc.stdin)
         self._todo: queue.SimpleQueue[tuple[bytes, ...] | None] = queue.SimpleQueue()
         self._waiting: deque[Future[bytes]] = deque()
+        self.first: Future[bytes] | None = None
+        if first:  # before the reader starts: its first frame is this one's
+            self.first = Future()
+            self._waiting.append(self.first)
         self._lock = threading.Lock()
         self.broken = False
         self._sender = threading.Thread(target=self._send_all, name=f"{name}-send", daemon=True)
@@ -69,16 +74,6 @@ class Sidecar:
             self._todo.put(parts)
         return future
 
-    def expect(self) -> Future[bytes]:
-        """A future for an answer the helper sends unasked (its first, once it is ready), in its place in the order."""
-        future: Future[bytes] = Future()
-        with self._lock:
-            if self.broken:
-                future.set_exception(HelperFailed("the helper process stopped"))
-            else:
-                self._waiting.append(future)
-        return future
-
     def _send_all(self) -> None:
         pipe = self._proc.stdin
         assert pipe is not None
@@ -87,6 +82,11 @@ class Sidecar:
                 _write_frame(pipe, *parts)  # blocks (without the GIL) while the helper works on the requests before
         except (OSError, ValueError):
             self._fail()
+        finally:
+            try:
+                pipe.close()  # the end of the helper's input: it answers what it has read, and exits
+            except OSError:
+                pass
 
     def _read_all(self) -> None:
         pipe = self._proc.stdout
@@ -110,22 +110,26 @@ class Sidecar:
             if not future.done():
                 future.set_exception(HelperFailed(f"the helper process stopped (exit status {self._proc.poll()})"))
 
-    def close(self) -> None:
-        """Stop the helper (what it still works on is dropped) and wait for it."""
-        self._todo.put(None)
-        for pipe in (self._proc.stdin, self._proc.stdout):
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the helper and wait for it: requests not yet sent are dropped, and the helper is killed unless it
+        answers what it has read within `timeout` seconds. Only the threads ever touch the pipes (closing a pipe another thread
+        reads or writes would wait for that read or write)."""
+        while True:  # not sent: dropped
             try:
-                if pipe is not None:
-                    pipe.close()  # the helper then fails to write (EPIPE) or reads the end of its input, and exits
-            except OSError:
-                pass
+                self._todo.get_nowait()
+            except queue.Empty:
+                break
+        self._todo.put(None)
+        self._sender.join(timeout=timeout)
         try:
-            self._proc.wait(timeout=5)
+            self._proc.wait(timeout=0 if self._sender.is_alive() else timeout)
         except subprocess.TimeoutExpired:
-            self._proc.kill()
+            self._proc.kill()  # its pipes break: the sender's write and the reader's read end
             self._proc.wait()
         self._sender.join(timeout=10)
         self._reader.join(timeout=10)
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
         self._fail()
 
 

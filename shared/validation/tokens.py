@@ -92,6 +92,7 @@ def _load_ranks(name: str) -> dict[bytes, int]:
 
 
 def _special_tokens(name: str) -> dict[str, int]:
+    """tiktoken's own special tokens for `name` (the tests' oracle for OFFICIAL_SPECIAL_TOKENS)."""
     from tiktoken_ext import openai_public
 
     with _PATCH_LOCK:
@@ -211,6 +212,8 @@ class Counter:
         return "quicktok" if self._fast is not None else "tiktoken"
 
     def count(self, text: str) -> int:
+        if not text:  # no tokens in any encoding: asked often (empty contents), never worth a tokenizer
+            return 0
         if len(text) < 24:  # roles, names, short labels repeat endlessly: memoize them
             n = self._cache.get(text)
             if n is None and self.known is not None and not self._built:
@@ -234,9 +237,9 @@ class Counter:
             return self._raw_count(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
 
     def count_many(self, texts: list[str]) -> list[int]:
-        """Counts of many texts in one call (same counts as `count`). quicktok's batch call releases
-        the GIL, so a background thread counts while the main thread parses. The texts must hold no
-        lone surrogate (strings parsed by orjson never do); nothing is memoized or flagged here."""
+        """Counts of many texts in one call (same counts as `count`). quicktok's batch call releases the GIL, so a
+        counting thread counts while the main thread parses (counting.py). The texts must hold no lone surrogate
+        (strings parsed by orjson or msgspec never do); nothing is memoized or flagged here."""
         if not texts:
             return []
         if not self._built:

@@ -111,7 +111,7 @@ def _long_number_lines(data: bytes) -> set[int]:
 
 @dataclass
 class PendingBlock:
-    """A checked block whose long texts are still being counted (see finish_block)."""
+    """A checked block whose texts are still being counted (see finish_block)."""
 
     res: BlockResult
     usable: list[tuple[int, Example]]  # (line, example) per usable example, in order
@@ -125,7 +125,6 @@ class PendingBlock:
     helper: Helper | None = None
     plain: PlainBlock | None = None  # the block's plain lines, checked over columns
     plain_counts: list[Counts] = field(default_factory=list)  # their texts' counts
-
 
     def counted(self) -> bool:
         """Whether every count it waits for is in (finish_block would not wait for them)."""
@@ -186,10 +185,13 @@ def prepare_block(block: Block, ctx: Context, counts: counting.Inline | None = N
         _report_blank(blanks[:FINDINGS_PER_CODE].tolist(), len(blanks), first, found, listed, not_listed)
         todo: Iterator[tuple[int, bytes]] = iter(lines)
         sample = [raw for _, raw in lines[:_SAMPLE_LINES]]
-    elif ctx.plain is not None and len(data) < ctx.tuning.big_block_bytes:
+    elif len(data) < ctx.tuning.big_block_bytes:
         raws = data.split(b"\n")  # a copy of the block in lines: it is not one of a few huge lines
-        plain = ctx.plain.check(raws, first, special, tools=b'"tool' in data)
-        rest = plain.rest
+        if ctx.plain is not None:
+            plain = ctx.plain.check(raws, first, special, tools=b'"tool' in data)
+            rest = plain.rest
+        else:
+            rest = list(range(len(raws)))
         blank = [not raws[i].strip() for i in rest]  # bytes.strip() removes a CR too
         if any(blank):  # in bulk: a file may hold millions of blank lines
             blank_lines = list(compress(rest, blank))

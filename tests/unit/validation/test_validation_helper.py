@@ -206,5 +206,46 @@ def test_plain_lines_are_never_counted_by_the_main_process(cold_process) -> None
     report = validate_file([jsonl(rows)], name="t", options=ValidationOptions(tuning=COUNTING_EARLY))
     assert report.valid and report.stats["tokens"]["total"] > 3000 * 10
     assert tokens.fast_counter.cache_info().misses == 0
+    # Lines the general path checks (a name, an empty system message) need no tokenizer here either.
+    named = [chat(system="", user=f"question {i}?", answer=f"answer number {i}.") for i in range(3000)]
+    for row in named:
+        row["messages"][1]["name"] = "customer"
+    validate_file([jsonl(named)], name="t", options=ValidationOptions(tuning=COUNTING_EARLY))
+    assert tokens.fast_counter.cache_info().misses == 0
     validate_file([jsonl(rows)], name="t", options=ValidationOptions())  # one block: counted in a thread
     assert tokens.fast_counter.cache_info().misses == 1
+
+
+def test_a_counting_helper_that_cannot_start_is_counted_in_this_process(caplog, cold_process, monkeypatch) -> None:
+    from shared.validation import counting
+
+    def no_process(*_args, **_kwargs):
+        raise OSError(24, "Too many open files")
+
+    data = _data()
+    monkeypatch.setattr(counting.sidecar, "Sidecar", no_process)  # as when no process or pipe is left
+    with caplog.at_level(logging.WARNING):
+        helped = _report(data, tuning=COUNTING_EARLY)
+    monkeypatch.undo()
+    assert helped == _report(data)
+    assert "counting helper process not started" in caplog.text
+
+
+def test_closing_a_helper_that_does_not_answer_kills_it(tmp_path) -> None:
+    import time
+
+    from shared.validation import sidecar
+
+    slow = tmp_path / "slow_helper.py"
+    slow.write_text("import sys, time\n"
+                    "def serve():\n"
+                    "    sys.modules['_ftops_sidecar'].serve(lambda request: (time.sleep(60), request)[1])\n")
+    side = sidecar.Sidecar(str(slow), "_slow_helper")
+    asked = side.submit(b"x")
+    time.sleep(0.5)  # it has read the request and sleeps on it
+    t0 = time.monotonic()
+    side.close(timeout=0.5)
+    assert time.monotonic() - t0 < 5
+    with pytest.raises(sidecar.HelperFailed):
+        asked.result(timeout=1)
+    assert side._proc.poll() is not None
