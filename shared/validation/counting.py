@@ -83,7 +83,8 @@ class InThread(Inline):
 
 
 class InHelper(Inline):
-    """Counts in a helper process; `counter` (built only if it is needed) counts what the helper could not."""
+    """Counts in a helper process, started when first needed; `counter` gets the role names' counts from it
+    (Counter.known) and builds its own tokenizer only for a count needed on the spot."""
 
     def __init__(self, counter: tokens.Counter, roles: list[str], threads: int = 1) -> None:
         # A block's texts in one request (a block holds at most Tuning.block_lines lines): each request costs
