@@ -237,21 +237,14 @@ class Counter:
             return self._raw_count(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
 
     def count_many(self, texts: list[str]) -> list[int]:
-        """Counts of many texts in one call (same counts as `count`). quicktok's batch call releases the GIL, so a
-        counting thread counts while the main thread parses (counting.py). The texts must hold no lone surrogate
-        (strings parsed by orjson or msgspec never do); nothing is memoized or flagged here."""
-        if not texts:
-            return []
-        if not self._built:
-            self._build()
-        if self._fast is not None:
-            _ids, offsets = self._fast.encode_batch(texts, self.threads)
-            counts: list[int] = (offsets[1:] - offsets[:-1]).tolist()
-            return counts
-        return [self._raw_count(text) for text in texts]
+        """count_array's counts as a list of ints."""
+        counts: list[int] = self.count_array(texts).tolist()
+        return counts
 
     def count_array(self, texts: list[str]) -> Any:
-        """count_many as a numpy array of int64 (no list of Python ints in between)."""
+        """Counts of many texts in one call, as a numpy array of int64 (the same counts as `count`). quicktok's batch
+        call releases the GIL, so a counting thread counts while the main thread parses (counting.py). The texts
+        must hold no lone surrogate (strings parsed by orjson or msgspec never do); nothing is memoized or flagged."""
         import numpy as np
 
         if not self._built:
@@ -259,7 +252,7 @@ class Counter:
         if self._fast is not None and texts:
             _ids, offsets = self._fast.encode_batch(texts, self.threads)
             return np.diff(offsets).astype(np.int64, copy=False)
-        return np.asarray(self.count_many(texts), np.int64)
+        return np.fromiter(map(self._raw_count, texts), np.int64, len(texts))
 
     def _raw_count(self, text: str) -> int:
         if not self._built:
