@@ -30,13 +30,8 @@ class EvaluatingWatch(Ticker):
         self.seen: dict[str, float] = {}
 
     def tick(self) -> None:
-        try:
-            runs = self.deps.registry.list_runs()
-        except Exception:   # a storage hiccup costs one look, not the demo
-            log.debug("could not read the runs this time", exc_info=True)
-            return
         now = time.time()
-        for run in runs:
+        for run in self.deps.registry.list_runs():
             if run.run_id not in self.seen and run.job_id and run.state not in NOT_YET:
                 self.seen[run.run_id] = now
 

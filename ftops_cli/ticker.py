@@ -1,8 +1,11 @@
 """A daemon thread that calls `tick()` every few seconds while a `with` block runs (the demo's watchers)."""
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Self
+
+log = logging.getLogger(__name__)
 
 
 class Ticker:
@@ -24,4 +27,7 @@ class Ticker:
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):
-            self.tick()
+            try:
+                self.tick()
+            except Exception:   # a storage or process hiccup costs one tick, not the watcher
+                log.debug("%s: this tick failed", self._thread.name, exc_info=True)
