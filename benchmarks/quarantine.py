@@ -25,7 +25,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceModifiedError, ResourceNotFoundError
 
 AZURITE_FILES = 1_500
 STAND_IN_FILES = (1_500, 20_000)
@@ -76,6 +76,8 @@ class _Container:
         self.get_blob_client(name).upload_blob(body, **kwargs)
 
     def delete_blobs(self, *blobs: dict[str, Any], raise_on_any_failure: bool = True) -> list[Any]:
+        if len(blobs) > 256:   # Learn REST "Blob Batch": at most 256 subrequests
+            raise HttpResponseError("ExceedsMaxBatchRequestCount: a batch holds at most 256 subrequests")
         self.service.request()   # one Blob Batch
         return [SimpleNamespace(status_code=self.get_blob_client(b["name"])._delete(b.get("etag"))) for b in blobs]
 
