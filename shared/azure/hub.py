@@ -23,9 +23,10 @@ import functools
 import hashlib
 import io
 import logging
+import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -304,10 +305,11 @@ class Hub:
             return False
         return info.status not in ("error", "deleted", "deleting")
 
-    def files_named(self, filename: str) -> list[str]:
-        """The ids of the hub's fine-tuning files uploaded under `filename` (a resource holds at most 100)."""
+    def files_named(self, filenames: Collection[str]) -> list[str]:
+        """The ids of the hub's fine-tuning files uploaded under any of `filenames`, in one listing (a resource holds
+        at most 100)."""
         page = self._call("list files", lambda: self._client.files.list(purpose="fine-tune"))
-        return [f.id for f in page if f.filename == filename]
+        return [f.id for f in page if f.filename in filenames]
 
     def delete_files(self, file_ids: list[str]) -> list[str]:
         """Delete what exists; a file already gone is fine. Returns the ids deleted."""
@@ -335,7 +337,7 @@ class Hub:
             except HubError as exc:
                 if exc.status != 429 or isinstance(exc, HubQuotaExceeded) or attempt == CREATE_RATE_LIMIT_TRIES - 1:
                     raise
-                time.sleep(min(0.5 * 2 ** attempt, 8.0))
+                time.sleep(min(0.5 * 2 ** attempt, 8.0) * random.uniform(0.8, 1.2))  # jittered, as spokes.py
         return HubJob.of(job)
 
     def find_job(self, *, training_file: str, validation_file: str | None, model: str,
