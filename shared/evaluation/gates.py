@@ -111,7 +111,7 @@ def gate_candidates(trained: Sequence[Candidate], results: Mapping[str, Sequence
         gates = _gates_of(c, metrics, thresholds, grader=grader, n_common=len(keep), k=len(trained),
                           diffs={o: d[c.name] for o, d in diffs.items()},
                           levels={o: lv[c.name] for o, lv in levels.items()}, targets=targets,
-                          champion_note=champion_note, lost=(lost[c.name], failed_on))
+                          champion_note=champion_note, lost=lost[c.name], failed_on=failed_on)
         verdicts[c.name] = Verdict(c, gates)
 
     def key(c: Candidate) -> tuple[bool, float, int, int]:
@@ -123,8 +123,8 @@ def gate_candidates(trained: Sequence[Candidate], results: Mapping[str, Sequence
 
 def _gates_of(c: Candidate, metrics: Mapping[str, CandidateMetrics], thresholds: Thresholds, *, grader: str,
               n_common: int, k: int, diffs: Mapping[str, list[float]], levels: Mapping[str, float],
-              targets: Mapping[str, float], champion_note: str | None,
-              lost: tuple[int, Mapping[str, int]] = (0, {})) -> list[Gate]:
+              targets: Mapping[str, float], champion_note: str | None, lost: int,
+              failed_on: Mapping[str, int]) -> list[Gate]:
     m = metrics[c.name]
     score, (low, high) = m.score(grader), m.interval(grader)
     gates = [
@@ -135,7 +135,7 @@ def _gates_of(c: Candidate, metrics: Mapping[str, CandidateMetrics], thresholds:
         Gate("min_score", score, thresholds.min_score, score >= thresholds.min_score,
              f"mean {grader} {score:.3f} [{low:.3f}, {high:.3f}] must be ≥ {thresholds.min_score:.3f}",
              grader=grader, interval={"mean": round(score, 4), "low": round(low, 4), "high": round(high, 4)}),
-        _grader_error_gate(m, thresholds.max_grader_error_rate, grader, *lost),
+        _grader_error_gate(m, thresholds.max_grader_error_rate, grader, lost, failed_on),
     ]
     if "base" in diffs:
         gates.append(_improvement_gate("min_improvement", "base", diffs["base"], levels["base"], targets["base"],
