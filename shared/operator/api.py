@@ -216,16 +216,18 @@ def get_run(caller: Caller, params: dict[str, str], body: bytes, deps: Deps) -> 
     _require_read(caller)
     run = deps.registry.require_run(params["run_id"])
     trail, slots = deps.registry.audit_trail(run.run_id), deps.registry.list_deployments(run_id=run.run_id)
+    lineage = report_lineage.status(deps, run, trail)   # reads evaluation.json: the candidate's hash comes with it
     view = {**_summary(run, deps), "settings": run.settings, "dataset_hash": run.dataset_hash,
             "validation": run.validation, "evaluation": run.evaluation, "error": run.error,
             "comparison": evaluation_comparison(run.evaluation),
             "serving_now": serving_now(deps, run),
             "drift": drift.drifted(deps, slots),
-            "approvals": run.approvals, "candidate": approvals.candidate(deps, run),
+            "approvals": run.approvals,
+            "candidate": approvals.candidate(deps, run, evidence=lineage["evaluation_report_hash"] if lineage else None),
             "deployments": _deployments(deps, slots),
             "audit": trail, "reports": _reports(deps, run.run_id),
             # the evaluation report's decisions: its lineage version, and any recorded decision it lacks
-            "report_lineage": report_lineage.status(deps, run, trail),
+            "report_lineage": lineage,
             # what this caller may do here (a console shows only these; the API still decides on each call)
             "caller": {**caller.describe(), "roles": sorted(caller.roles),
                        "may_approve": sorted(r.removeprefix("Approver.") for r in caller.roles

@@ -53,13 +53,14 @@ def evaluation_report_hash(deps: Deps, run_id: str) -> str | None:
         data = blob.download_blob().readall()
     except ResourceNotFoundError:
         return None
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+    return report_lineage.evidence_hash(data)
 
 
-def candidate(deps: Deps, run: RunRecord) -> dict[str, Any]:
-    """What an approval of this run would bind to, as it stands now."""
-    return {"run_id": run.run_id, "model": run.chosen_model or run.fine_tuned_model,
-            "dataset_hash": run.dataset_hash, "evaluation_report_hash": evaluation_report_hash(deps, run.run_id)}
+def candidate(deps: Deps, run: RunRecord, *, evidence: str | None = None) -> dict[str, Any]:
+    """What an approval of this run would bind to, as it stands now. `evidence`: the evaluation report's hash if
+    the caller has just read it (report_lineage.status), so it is not downloaded twice."""
+    return {"run_id": run.run_id, "model": run.chosen_model or run.fine_tuned_model, "dataset_hash": run.dataset_hash,
+            "evaluation_report_hash": evidence or evaluation_report_hash(deps, run.run_id)}
 
 
 class ApprovalConflict(Refused):

@@ -125,7 +125,12 @@ def _measured(container: Any, run_id: str) -> tuple[dict[str, Any], str] | None:
         return None
     if not isinstance(report, dict) or "candidates" not in report:
         return None
-    return report, "sha256:" + hashlib.sha256(data).hexdigest()
+    return report, evidence_hash(data)
+
+
+def evidence_hash(data: bytes) -> str:
+    """What an approval binds to: the sha256 of evaluation.json's bytes as stored."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def _read(container: Any, run_id: str) -> tuple[dict[str, Any] | None, str | None]:
