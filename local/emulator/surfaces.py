@@ -102,12 +102,11 @@ def check_file_expiry(surface: str, fields: dict[str, Any]) -> int | None:
 
 
 def check_file_fields(surface: str, fields: set[str]) -> None:
-    """POST /files: 2024-10-21's `FileUploadRequest` is `{purpose, file}`; later surfaces add `expires_after`
-    (sent as `expires_after[anchor]`, `expires_after[seconds]`). Any other field is refused, as in a JSON body."""
-    known = {"file", "purpose"} | (set() if surface == GA else {"expires_after"})
-    for field in sorted(fields):
-        if field.split("[", 1)[0] not in known:
-            raise unrecognized(field.split("[", 1)[0])
+    """POST /files: 2024-10-21's `FileUploadRequest` is `{purpose, file}`; v1's `AzureCreateFileRequestMultiPart`
+    adds `expires_after` (sent as `expires_after[anchor]`, `expires_after[seconds]`). No spec found here gives it
+    to 2025-04-01-preview: refused there too. Any other field is refused, as in a JSON body."""
+    allowed = {"file", "purpose"} | ({"expires_after"} if surface == V1 else set())
+    check_fields(dict.fromkeys(sorted(f.split("[", 1)[0] for f in fields)), allowed)
 
 
 def upload_start_fields(surface: str) -> frozenset[str]:
