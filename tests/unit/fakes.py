@@ -330,9 +330,10 @@ class MemoryBlobs:
     def __init__(self) -> None:
         self.data: dict[tuple[str, str], bytes] = {}
         self.metadata: dict[tuple[str, str], dict[str, str]] = {}
+        self.writes: dict[tuple[str, str], int] = {}   # uploads per blob: an ETag changes on every write, as Azure's
 
     def get_blob_client(self, container: str, name: str) -> Any:
-        return _MemoryBlob(self.data, container, name, self.metadata)
+        return _MemoryBlob(self.data, container, name, self.metadata, self.writes)
 
     def get_container_client(self, container: str) -> Any:
         blobs = self
@@ -360,11 +361,14 @@ class MemoryBlobs:
 
 
 class _MemoryBlob:
-    """One blob; ETags from the content (and metadata), and the SDK's match conditions honoured on upload."""
+    """One blob; ETags from the content, metadata and number of writes (the same bytes uploaded again get a new one,
+    as on Azure), and the SDK's match conditions honoured on upload."""
     def __init__(self, data: dict[tuple[str, str], bytes], container: str, name: str,
-                 metadata: dict[tuple[str, str], dict[str, str]] | None = None) -> None:
+                 metadata: dict[tuple[str, str], dict[str, str]] | None = None,
+                 writes: dict[tuple[str, str], int] | None = None) -> None:
         self._data, self._key = data, (container, name)
         self._metadata = metadata if metadata is not None else {}
+        self._writes = writes if writes is not None else {}
 
     def _body(self) -> bytes:
         from azure.core.exceptions import ResourceNotFoundError
@@ -374,7 +378,7 @@ class _MemoryBlob:
 
     def _etag(self) -> str:
         import hashlib
-        meta = repr(sorted(self._metadata.get(self._key, {}).items())).encode()
+        meta = repr((sorted(self._metadata.get(self._key, {}).items()), self._writes.get(self._key, 0))).encode()
         return f'"0x{hashlib.sha256(self._body() + meta).hexdigest()[:16]}"'
 
     def get_blob_properties(self) -> Any:
@@ -399,9 +403,11 @@ class _MemoryBlob:
         body = body.read() if hasattr(body, "read") else body   # a file, as the SDK takes one
         self._data[self._key] = body.encode() if isinstance(body, str) else bytes(body)
         self._metadata[self._key] = dict(metadata or {})
+        self._writes[self._key] = self._writes.get(self._key, 0) + 1
 
     def append_block(self, body: Any, **_: Any) -> None:
         self._data[self._key] = self._data.get(self._key, b"") + (body.encode() if isinstance(body, str) else body)
+        self._writes[self._key] = self._writes.get(self._key, 0) + 1
 
 
 class FixedClock:
