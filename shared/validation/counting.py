@@ -4,7 +4,7 @@ Counting is most of a validation's CPU, and building the tokenizer takes ~0.5 s 
 vocabulary). In a thread (quicktok releases the GIL while it counts) the main thread still waits out that
 build before it parses anything. A large file is counted in a helper process instead (sidecar.py): it builds
 its own tokenizer while the main thread parses the first blocks, and then counts beside it; the main process
-builds none unless a line needs a count on the spot (counter.known gives it the role names' counts). Every
+builds none unless a line needs a count on the spot (role names' counts are known: tokens.ROLE_TOKENS). Every
 way gives the same counts: the helper runs the same tokens.Counter, and if it fails (or cannot start), the
 blocks it had not answered are checked and counted again in this process (engine.py: its answers raise
 HelperFailed). A process that has built the tokenizer already (a warm Functions worker: the tokenizer is kept)
@@ -18,7 +18,7 @@ import marshal
 import os
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if __package__:  # imported as shared.validation.counting
     from . import sidecar, tokens
@@ -83,39 +83,27 @@ class InThread(Inline):
 
 
 class InHelper(Inline):
-    """Counts in a helper process, started when first needed; `counter` gets the role names' counts from it
-    (Counter.known) and builds its own tokenizer only for a count needed on the spot."""
+    """Counts in a helper process, started when first needed (`counter` builds its own tokenizer only for a count
+    needed on the spot)."""
 
-    def __init__(self, counter: tokens.Counter, roles: list[str], threads: int = 1) -> None:
+    def __init__(self, counter: tokens.Counter, threads: int = 1) -> None:
         # A block's texts in one request (a block holds at most Tuning.block_lines lines): each request costs
         # a frame each way and two thread wake-ups here.
         super().__init__(counter, 1 << 20)
-        self._args = [counter.name, str(threads), *roles]
+        self._args = [counter.name, str(threads)]
         self._side: sidecar.Sidecar | None = None  # started when first needed: a file of bad lines counts nothing
         self._refused = False  # it could not start
-        counter.known = self.known
 
     def _started(self) -> sidecar.Sidecar | None:
         """The helper, started on first need; None if it could not start (then every batch fails over to this
         process: engine.py checks its blocks again)."""
         if self._side is None and not self._refused:
             try:
-                self._side = sidecar.Sidecar(os.path.abspath(__file__), "_ftops_counting", self._args, first=True)
+                self._side = sidecar.Sidecar(os.path.abspath(__file__), "_ftops_counting", self._args)
             except Exception as exc:  # noqa: BLE001 - no helper (no process or pipe left): counted in this process
                 log.warning("counting helper process not started (%s); counting in this process", exc)
                 self._refused = True
         return self._side
-
-    def known(self) -> dict[str, int]:
-        """The role names' counts (waiting for the helper's tokenizer), or {} if the helper failed."""
-        side = self._started()
-        if side is None or side.first is None:
-            return {}
-        try:
-            value: Any = marshal.loads(side.first.result())
-            return dict(value)
-        except (sidecar.HelperFailed, ValueError, EOFError, TypeError):
-            return {}
 
     def submit(self, texts: list[str]) -> Counts:
         side = self._started()
@@ -146,8 +134,8 @@ class _Remote:
 
 
 # --- the helper process
-def serve(encoding: str, threads: str, *roles: str) -> None:
-    """Helper main loop: its roles' counts first, then for each marshalled list of texts their packed uint32 counts.
+def serve(encoding: str, threads: str) -> None:
+    """Helper main loop: for each marshalled list of texts, their packed uint32 counts.
 
     A batch is counted with `threads` threads while more requests wait in the pipe (counting is what the validation
     waits for: long texts), with one while the helper waits for the main thread (it is what the validation waits
@@ -160,7 +148,7 @@ def serve(encoding: str, threads: str, *roles: str) -> None:
         counts: bytes = counter.count_array(marshal.loads(request)).astype("<u4").tobytes()
         return counts
 
-    sidecar.serve(handle, first=marshal.dumps({role: counter.count(role) for role in roles}))
+    sidecar.serve(handle)
 
 
 def _waiting_input() -> bool:

@@ -28,7 +28,6 @@ from shared.run.models import METHODS, REINFORCEMENT, UnknownModelError, model_f
 from . import counting
 from .codes import severity
 from .digests import DigestIndex
-from .formats import RFT_ROLES
 from .lines import Block, coalesce_head, split_blocks
 from .options import FINDINGS_PER_CODE, DatasetReport, FileReport, Finding, ValidationOptions
 from .rawscan import Helper, start_helper
@@ -223,7 +222,7 @@ class _Run:
         tuning = self.options.tuning
         if self.bytes_read > tuning.count_helper_after_bytes and not built(counter.name):
             log.debug("%s: counting helper chosen after %d bytes", self.name, self.bytes_read)
-            return counting.InHelper(counter, sorted(RFT_ROLES), tuning.count_threads)  # started when first needed
+            return counting.InHelper(counter, tuning.count_threads)  # started when first needed
         return counting.InThread(counter, tuning.batch_texts)
 
     def _merge(self, res: BlockResult) -> None:

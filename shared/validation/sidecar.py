@@ -42,20 +42,15 @@ class HelperFailed(RuntimeError):
 
 
 class Sidecar:
-    """One helper process running `serve()` of the module at `module_file` (with `args`, as strings). With
-    `first`, `self.first` is the future of the answer the helper sends unasked once it is ready (serve's `first`)."""
+    """One helper process running `serve()` of the module at `module_file` (with `args`, as strings)."""
 
-    def __init__(self, module_file: str, name: str, args: Sequence[str] = (), *, first: bool = False) -> None:
+    def __init__(self, module_file: str, name: str, args: Sequence[str] = ()) -> None:
         self._proc = subprocess.Popen([sys.executable, "-c", _BOOT, os.path.abspath(__file__), module_file, name, *args],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
         self.pid = self._proc.pid
         _widen(self._proc.stdin)
         self._todo: queue.SimpleQueue[tuple[bytes, ...] | None] = queue.SimpleQueue()
         self._waiting: deque[Future[bytes]] = deque()
-        self.first: Future[bytes] | None = None
-        if first:  # before the reader starts: its first frame is this one's
-            self.first = Future()
-            self._waiting.append(self.first)
         self._lock = threading.Lock()
         self.broken = False
         self._sender = threading.Thread(target=self._send_all, name=f"{name}-send", daemon=True)
@@ -142,14 +137,12 @@ def load(name: str, path: str) -> ModuleType:
     return module
 
 
-def serve(handle: Callable[[bytes], bytes], first: bytes | None = None) -> NoReturn:
-    """A helper's main loop: `first` (if any) is its first answer; then one answer per request, until stdin closes.
+def serve(handle: Callable[[bytes], bytes]) -> NoReturn:
+    """A helper's main loop: one answer per request, until stdin closes.
     It then leaves at once: every answer is flushed already, and tearing down the interpreter and a tokenizer took
     ~0.1 s that the validation waited for (Sidecar.close)."""
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     try:
-        if first is not None:
-            _write_frame(stdout, first)
         while (request := _read_frame(stdin)) is not None:
             answer = handle(request)
             del request

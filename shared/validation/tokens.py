@@ -21,7 +21,7 @@ import importlib.resources
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +56,14 @@ OFFICIAL_SPECIAL_TOKENS = {
     "o200k_base": frozenset({"<|endoftext|>", "<|endofprompt|>"}),
     "cl100k_base": frozenset({"<|endoftext|>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>",
                               "<|endofprompt|>"}),
+}
+
+# Every role name's count (a role is counted for each message: formats.py, fastpath.py). Known without a tokenizer,
+# a process that counts its texts elsewhere (counting.py) never waits for one to count a role;
+# tests/unit/validation/test_validation_tokens.py checks them against tiktoken.
+ROLE_TOKENS = {
+    name: {"system": 1, "user": 1, "assistant": 1, "tool": 1, "function": 1, "developer": 1}
+    for name in ("o200k_base", "cl100k_base")
 }
 
 log = logging.getLogger(__name__)
@@ -179,7 +187,7 @@ class Counter:
     """Counts tokens of plain text (special-token strings counted as ordinary text).
 
     The tokenizer is built on first use (~0.5 s): a process whose counting is done elsewhere (counting.py)
-    never builds it. `known`, if set, gives counts of short texts (role names) known without it."""
+    never builds it, the role names' counts being known (ROLE_TOKENS)."""
 
     def __init__(self, encoding: str, *, fast: bool = True, threads: int = 1) -> None:
         self.name = encoding
@@ -190,8 +198,7 @@ class Counter:
         self._fast: Any = None
         self._core: Any = None
         self._empty: set[str] = set()
-        self._cache: dict[str, int] = {}
-        self.known: Callable[[], dict[str, int]] | None = None
+        self._cache: dict[str, int] = dict(ROLE_TOKENS.get(encoding, {}))
         self.replaced = 0  # strings whose lone surrogates had to be replaced (callers report them)
 
     def _build(self) -> None:
@@ -216,10 +223,6 @@ class Counter:
             return 0
         if len(text) < 24:  # roles, names, short labels repeat endlessly: memoize them
             n = self._cache.get(text)
-            if n is None and self.known is not None and not self._built:
-                known, self.known = self.known, None
-                self._cache.update(known())  # asked once: its counts, or nothing
-                n = self._cache.get(text)
             if n is None:
                 before = self.replaced
                 n = self._count(text)

@@ -180,6 +180,20 @@ def test_the_counting_helper_gives_the_inline_report(caplog, cold_process) -> No
     assert inline["report"]["stats"]["tokens"]["total"] > 0
 
 
+def test_a_file_counted_in_the_helper_builds_no_tokenizer_here(cold_process) -> None:
+    chat = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of Peru?"},
+                         {"role": "assistant", "content": "Lima is the capital of Peru."}]}
+    weighted = {"messages": [{"role": "system", "content": "Answer in French."},
+                             {"role": "user", "content": "Hello"},
+                             {"role": "assistant", "content": "Bonjour à vous.", "weight": 1}]}  # the general path
+    rows = [{**chat, "messages": [*chat["messages"][:2], {"role": "assistant", "content": f"Lima, {i}."}]}
+            for i in range(400)] + [weighted] * 3
+    report = _report(jsonl(rows), tuning=COUNTING_EARLY)["report"]
+    assert report["stats"]["tokens"]["total"] > 0
+    # Every text, role names too (tokens.ROLE_TOKENS), counted by the helper: no ~64 MB tokenizer built here.
+    assert not cold_process.built("o200k_base")
+
+
 def test_a_killed_counting_helper_is_counted_in_this_process(caplog, cold_process) -> None:
     from shared.validation import counting
 

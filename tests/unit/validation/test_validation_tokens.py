@@ -32,6 +32,15 @@ def test_counts_equal_tiktoken_encode(name: str) -> None:
         assert counter.count(text) == expected, (counter.backend, text)
 
 
+@pytest.mark.parametrize("name", ["o200k_base", "cl100k_base"])
+def test_role_counts_known_without_a_tokenizer_are_tiktokens(name: str) -> None:
+    from shared.validation.formats import RFT_ROLES
+
+    assert set(tokens.ROLE_TOKENS[name]) == RFT_ROLES  # every role a message may have
+    enc = get_encoding(name)
+    assert tokens.ROLE_TOKENS[name] == {role: len(enc.encode_ordinary(role)) for role in RFT_ROLES}
+
+
 def test_known_ids_prove_the_official_vocabulary() -> None:
     assert get_encoding("cl100k_base").encode("hello world") == [15339, 1917]
     assert get_encoding("o200k_base").encode("hello world") == [24912, 2375]
