@@ -60,6 +60,7 @@ class _Inline:
 
     pending: PendingBlock
     block: Block | None = None  # kept while a helper process counts: checked again here if it fails
+    size: int = 0  # the block's bytes
 
 
 class _Sink:
@@ -153,6 +154,18 @@ class _Run:
         helper: Helper | None = None
         queue: deque[Future[BlockResult] | BlockResult | _Inline] = deque()
 
+        def too_much_ahead() -> bool:
+            """More blocks wait than blocks_ahead, and those checked here hold more than blocks_ahead full blocks do:
+            bytes, or examples. Small blocks (blank lines, cut at the line cap) may wait by the dozen: the main
+            thread checks them while the counting helper builds its tokenizer."""
+            if len(queue) <= tuning.blocks_ahead:
+                return False
+            if workers:
+                return len(queue) > max(tuning.blocks_ahead, 2 * (workers + 1) * IN_FLIGHT_PER_WORKER)
+            inline = [item for item in queue if isinstance(item, _Inline)]
+            return (sum(item.size for item in inline) > tuning.blocks_ahead * tuning.block_bytes
+                    or sum(item.pending.res.examples for item in inline) > tuning.blocks_ahead * tuning.block_lines)
+
         def ready(item: Future[BlockResult] | BlockResult | _Inline) -> bool:
             if isinstance(item, _Inline):  # finished once it is counted and the next block is prepared (overlap)
                 return len(queue) > 1 and item.pending.counted()
@@ -202,9 +215,8 @@ class _Run:
                         log.debug("%s: scan helper %s after %d bytes", self.name,
                                   "started" if helper is not None else "unavailable", self.bytes_read)
                     queue.append(_Inline(prepare_block(block, ctx, counts, helper),
-                                         block if isinstance(counts, counting.InHelper) else None))
-                while queue and (ready(queue[0]) or len(queue) > max(tuning.blocks_ahead,
-                                                                       2 * (workers + 1) * IN_FLIGHT_PER_WORKER)):
+                                         block if isinstance(counts, counting.InHelper) else None, len(block.data)))
+                while queue and (ready(queue[0]) or too_much_ahead()):
                     yield result(queue.popleft())
             while queue:
                 yield result(queue.popleft())

@@ -40,13 +40,16 @@ def split_blocks(chunks: Iterable[bytes], *, max_line_bytes: int,
                  block_bytes: int = Tuning.block_bytes, block_lines: int = Tuning.block_lines) -> Iterator[Block]:
     """Blocks of whole lines (or a too-long marker), in order. A leading UTF-8 BOM is removed.
     Blocks hold at least `block_bytes` (4 MiB chunks: ~4 MiB) or exactly `block_lines` lines, but the last
-    one and those before an over-long line."""
+    one and those before an over-long line. An empty line (no byte before its newline) weighs 1/EMPTY_PER_LINE
+    of a line there: it holds nothing until the block is checked, and a file of millions of them is checked in
+    blocks of 16 times more lines, not in ~1,000 blocks of 16 KiB, each costing its hand-overs."""
     line_no = 1  # number of the line being assembled
     pieces: list[bytes] = []  # its bytes so far, in pieces (no quadratic concatenation)
     pending = 0
     skipping = False  # it is over the cap: drop its bytes until its newline
     parts: list[bytes] = []  # runs of whole lines collected towards one block
-    size = lines = 0  # bytes and lines collected so far
+    size = weight = 0  # bytes and weight of the lines collected so far (a line weighs EMPTY_PER_LINE, an empty one 1)
+    room = block_lines * EMPTY_PER_LINE
     first_of_block = 1
     first_chunk = True
     for chunk in coalesce_head(chunks):
@@ -68,7 +71,7 @@ def split_blocks(chunks: Iterable[bytes], *, max_line_bytes: int,
             if skipping or pending + (nl - pos) > max_line_bytes:
                 if parts:
                     yield Block(first_of_block, b"\n".join(parts))
-                    parts, size, lines = [], 0, 0
+                    parts, size, weight = [], 0, 0
                 yield Block(line_no, b"", too_long=line_no)
                 skipping, pieces, pending = False, [], 0
                 line_no += 1
@@ -79,8 +82,9 @@ def split_blocks(chunks: Iterable[bytes], *, max_line_bytes: int,
             last = chunk.rfind(b"\n", nl)
             if last - nl > max_line_bytes:
                 last = nl
-            # Only up to the block's line cap (many tiny lines): the lines ending at nl ... last, at most that many.
-            taken, last = _take_lines(chunk, nl, last, block_lines - lines)
+            # Only up to the block's line cap (many tiny lines): the lines ending at nl ... last, up to its weight.
+            empty = nl == pos and not pieces
+            taken, used, last = _take_lines(chunk, nl, last, room - weight, 1 if empty else EMPTY_PER_LINE)
             body = chunk[pos:last]
             if pieces:
                 pieces.append(body)
@@ -90,11 +94,11 @@ def split_blocks(chunks: Iterable[bytes], *, max_line_bytes: int,
                 first_of_block = line_no
             parts.append(body)
             size += len(body)
-            lines += taken
+            weight += used
             line_no += taken
-            if size >= block_bytes or lines >= block_lines:
+            if size >= block_bytes or weight > room - EMPTY_PER_LINE:  # no room for one more line
                 yield Block(first_of_block, b"\n".join(parts))
-                parts, size, lines = [], 0, 0
+                parts, size, weight = [], 0, 0
             pos = last + 1
     if skipping:
         if parts:
@@ -111,31 +115,45 @@ def split_blocks(chunks: Iterable[bytes], *, max_line_bytes: int,
 
 _NUMPY_FROM = 1 << 14  # spans at least this long are searched with numpy: bytes.count runs at ~1 GB/s
 _SLICE = 1 << 20  # ... one slice at a time (its comparison array is as long as the slice)
+EMPTY_PER_LINE = 16  # empty lines weigh as much as one other line in a block (split_blocks)
 
 
-def _take_lines(chunk: bytes, nl: int, last: int, room: int) -> tuple[int, int]:
-    """(n, end): the lines ending at the newlines at `nl` ... `last` of `chunk`, or only the first `room` of them
-    (`end`: the newline of the last one taken). Newlines are searched in windows from `nl` on, growing, never
-    past the one that fills the room: a chunk of 4 million blank lines is cut into blocks in one pass over it,
-    not one pass over the rest of the chunk per block."""
-    if room <= 1:
-        return 1, nl
+def _take_lines(chunk: bytes, nl: int, last: int, room: int, first: int) -> tuple[int, int, int]:
+    """(n, weight, end): the lines ending at the newlines at `nl` ... `last` of `chunk`, or only the first of them
+    whose weight fits in `room` (`end`: the newline of the last one taken). The first line weighs `first` and is
+    taken whatever the room; each next one 1 if it is empty, else EMPTY_PER_LINE. Newlines are searched in
+    windows from `nl` on, growing, never past the one that fills the room: a chunk of 4 million blank lines is
+    cut into blocks in one pass over it, not one pass over the rest of the chunk per block."""
+    full = EMPTY_PER_LINE
     if last - nl < _NUMPY_FROM:
-        n, pos = 1, nl
-        while n < room and (nxt := chunk.find(b"\n", pos + 1, last + 1)) != -1:
-            n, pos = n + 1, nxt
-        return (n, pos) if n == room else (n, last)
+        n, used, pos = 1, first, nl
+        while (nxt := chunk.find(b"\n", pos + 1, last + 1)) != -1:
+            w = 1 if nxt == pos + 1 else full
+            if used + w > room:
+                return n, used, pos
+            n, used, pos = n + 1, used + w, nxt
+        return n, used, pos
     import numpy as np  # loaded by the validator already; not with this module (the app's cold start)
 
     view = np.frombuffer(chunk, np.uint8)
-    n, start, window = 1, nl + 1, max(_NUMPY_FROM, min(4 * room, _SLICE))
-    while n < room and start <= last:
+    # The first window holds the room's lines if they are of ~4 bytes ("{}" and its newline: 3), not its empty ones.
+    n, used, prev, start, window = 1, first, nl, nl + 1, max(_NUMPY_FROM, min(4 * (room // full), _SLICE))
+    while start <= last:
         stop = min(start + window, last + 1)
-        hits = np.flatnonzero(view[start:stop] == 10)
-        if n + len(hits) >= room:
-            return room, start + int(hits[room - n - 1])
-        n, start, window = n + len(hits), stop, min(2 * window, _SLICE)
-    return n, last
+        newline = view[start - 1:stop] == 10  # from the byte before the window: is its first line empty?
+        here = newline[1:]
+        empty = here & newline[:-1]  # a newline right after a newline ends an empty line
+        lines, empties = int(np.count_nonzero(here)), int(np.count_nonzero(empty))
+        weight = full * lines - (full - 1) * empties
+        if used + weight > room:  # the room fills in this window: find the line that fills it
+            hits = np.flatnonzero(here)
+            total = np.cumsum(np.where(empty[hits], 1, full))
+            fit = int(np.searchsorted(total, room - used, side="right"))  # how many of them fit (not all)
+            return n + fit, used + (int(total[fit - 1]) if fit else 0), start + int(hits[fit - 1]) if fit else prev
+        if lines:
+            prev = chunk.rfind(b"\n", start, stop)
+        n, used, start, window = n + lines, used + weight, stop, min(2 * window, _SLICE)
+    return n, used, last
 
 
 def normalize(line: bytes) -> bytes:

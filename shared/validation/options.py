@@ -23,7 +23,8 @@ class Tuning:
 
     block_bytes: int = 2 * MIB  # lines are handed out in blocks of at least this size (one task each)
     # ... or of this many lines: what a block holds per line (its examples, until they are counted) stays
-    # bounded however short the lines are (a 2 MiB block of "{}" lines is 700,000 of them).
+    # bounded however short the lines are (a 2 MiB block of "{}" lines is 700,000 of them). An empty line counts
+    # 1/16 of a line (lines.EMPTY_PER_LINE): it holds nothing, and blocks of them cost their hand-overs.
     block_lines: int = 16_384
     # A block this large holds huge lines: it is checked alone, without the helper (engine._results).
     big_block_bytes: int = 8 * MIB
@@ -37,7 +38,8 @@ class Tuning:
     count_helper_after_bytes: int = 2 * MIB
     count_threads: int = 2  # quicktok's threads per batch in the counting helper, while it has requests waiting
     # Blocks checked in this process but not yet counted, at most (each holds ~2 MiB until then): the main thread
-    # parses these while the counting helper builds its tokenizer. Six took the long-example file to 254 MiB.
+    # parses these while the counting helper builds its tokenizer. Six took the long-example file to 254 MiB. More
+    # wait while they hold no more bytes and examples than this many full blocks (blocks of blank lines: small).
     blocks_ahead: int = 4
     # Deferred (batched for the counting thread or helper) from this length: cheaper for the main thread than even
     # a memoized count. Roles have their own cache (Checker._role_tokens); "" is counted at once.

@@ -47,7 +47,10 @@ def scan_block(data: bytes, first_line: int) -> tuple[bytes, Findings]:
     if len(data) < _SPLIT_BELOW:
         # Without its surrounding whitespace a line is empty exactly when prepare_block calls it blank; a
         # leading BOM is removed after that decision (a line of a BOM alone is an example).
-        keys = [key for key in map(bytes.strip, data.split(b"\n")) if key]
+        if len(data) < 2 * (data.count(b"\n") + 1):  # under 2 bytes a line: mostly empty ones, skipped in C
+            keys = _STRIPPED_LINE.findall(data)
+        else:
+            keys = [key for key in map(bytes.strip, data.split(b"\n")) if key]
         if BOM in data:
             keys = [key[3:].strip() if key.startswith(BOM) else key for key in keys]
         digests = array("Q", map(xxh3_64_intdigest, keys))
@@ -66,6 +69,10 @@ def scan_block(data: bytes, first_line: int) -> tuple[bytes, Findings]:
         found += _escaped_findings(data, first_line, found)
     return digests.tobytes(), found
 
+
+# A non-blank line without its surrounding whitespace (bytes.strip removes what \s matches): its first other byte
+# to its last. Slower than splitting where most lines are not blank (2 MiB of "{}" lines: 0.1 s against 0.06 s).
+_STRIPPED_LINE = re.compile(rb"\S(?:[^\n]*\S)?")
 
 # Blocks under this size are split into lines at once; larger ones (a few huge lines, which the engine checks
 # alone in the main process) are hashed line by line, never all of their lines at once (memory).

@@ -3,11 +3,12 @@ from __future__ import annotations
 import json
 import random
 import tracemalloc
+from itertools import accumulate
 
 from vhelpers import at, chat, check, codes, jsonl, padded
 
 from shared.validation import content_hash, iter_examples
-from shared.validation.lines import split_blocks
+from shared.validation.lines import EMPTY_PER_LINE, split_blocks
 
 
 def _lines_of(chunks: list[bytes], cap: int, block: int) -> list[tuple[int, bytes | None]]:
@@ -101,23 +102,42 @@ def test_content_hash_ignores_line_endings_and_bom_only() -> None:
 
 
 
+def _weight(block: bytes) -> int:
+    """A block's weight in split_blocks' units: a line weighs EMPTY_PER_LINE, an empty one 1."""
+    return sum(EMPTY_PER_LINE if line else 1 for line in block.split(b"\n"))
+
+
+def _first_lines(blocks: list) -> list[int]:
+    return list(accumulate([1] + [b.data.count(b"\n") + 1 for b in blocks[:-1]]))
+
+
 def test_blocks_of_tiny_lines_stop_at_the_line_cap() -> None:
     data = b"\n".join(b"{}" if i % 7 else b"" for i in range(1, 1000)) + b"\n"
     chunks = [data[i:i + 333] for i in range(0, len(data), 333)]
     blocks = list(split_blocks(chunks, max_line_bytes=1 << 20, block_lines=64))
-    assert all(b.data.count(b"\n") + 1 <= 64 for b in blocks)
+    assert all(_weight(b.data) <= 64 * EMPTY_PER_LINE for b in blocks)
     assert b"\n".join(b.data for b in blocks) == data[:-1]
-    assert [b.first_line for b in blocks] == [1 + 64 * k for k in range(len(blocks))]
+    assert [b.first_line for b in blocks] == _first_lines(blocks)
 
 
 def test_the_line_cap_cuts_blocks_at_the_exact_line_in_large_chunks() -> None:
-    # Large chunks of short lines: the cut is found by halving the span (lines._take_lines), not line by line.
+    # Large chunks of short lines: the cut is found over numpy windows (lines._take_lines), not line by line.
     rng = random.Random(1)
     for _ in range(30):
-        data = b"\n".join(b"x" * rng.choice([0, 1, 5, 40, 300]) for _ in range(rng.randint(1000, 30_000))) + b"\n"
+        data = b"\n".join(b"x" * rng.choice([0, 0, 1, 5, 40, 300]) for _ in range(rng.randint(1000, 30_000))) + b"\n"
         size, cap = rng.choice([1 << 16, 1 << 20, len(data)]), rng.choice([1, 2, 97, 1000, 16_384])
         blocks = list(split_blocks([data[i:i + size] for i in range(0, len(data), size)],
                                    max_line_bytes=1 << 20, block_bytes=1 << 30, block_lines=cap))
         assert b"\n".join(b.data for b in blocks) == data[:-1]
-        assert [b.data.count(b"\n") + 1 for b in blocks[:-1]] == [cap] * (len(blocks) - 1)
-        assert [b.first_line for b in blocks] == [1 + cap * k for k in range(len(blocks))]
+        room = cap * EMPTY_PER_LINE
+        assert all(room - EMPTY_PER_LINE < _weight(b.data) <= room for b in blocks[:-1])  # full: no room for a line
+        assert _weight(blocks[-1].data) <= room
+        assert [b.first_line for b in blocks] == _first_lines(blocks)
+
+
+def test_a_file_of_empty_lines_is_cut_in_few_blocks() -> None:
+    data = b"\n" * 1_000_000 + b'{"messages": []}\n' + b"\n" * 10
+    blocks = list(split_blocks([data[i:i + (4 << 20)] for i in range(0, len(data), 4 << 20)],
+                               max_line_bytes=1 << 20, block_lines=16_384))
+    assert len(blocks) == 4  # 16 times the line cap each, not 62 blocks of 16,384 lines
+    assert sum(b.data.count(b"\n") + 1 for b in blocks) == 1_000_011
