@@ -367,29 +367,8 @@ def finish_block(pending: PendingBlock, ctx: Context) -> BlockResult:
         pending.hashes, pending.privacy = scanned
         pending.data = b""
     res.hashes.frombytes(pending.hashes)  # native order: the helper runs on this machine
-    sums = [0] * pending.n_slots
-    for slots, counts in pending.batches:
-        for slot, n in zip(slots, counts.result().tolist()):
-            sums[slot] += n
     limit, model = (ctx.facts.max_tokens_per_example, ctx.facts.name) if ctx.facts else (None, "")
-    over_limit: list[tuple[int, str, str]] = []
-    for line_no, ex in pending.usable:
-        s = ex.slot
-        base = ex.base + sums[s]
-        out0 = ex.out0 + sums[s + 1] + sums[s + 2]
-        out1 = ex.out1 + sums[s + 3] + sums[s + 4]
-        context = base + max(out0, out1)
-        if limit is not None and context > limit:
-            over_limit.append((line_no, "over_token_limit", _over_limit(context, limit, model)))
-        res.lines.append(line_no)
-        # usable examples have a method (prepare_block skips the rest); the type cannot say so
-        res.methods.append(_METHOD_BYTES[ex.method])  # type: ignore[index]
-        billed = base + out0 + out1
-        res.tokens += billed
-        res.capped_tokens += billed if limit is None or billed <= limit else limit
-        res.context.append(context)
-        res.assistant_tokens += ex.assistant_tokens + sums[s + 2] + sums[s + 4]
-        res.messages += ex.messages
+    over_limit = _usable_finish(pending, limit, model) if pending.usable else []
     if pending.plain is not None:
         assert ctx.plain is not None  # the plain lines were picked with it
         over_limit = sorted(over_limit + _plain_finish(pending, ctx.plain.message_tokens(), limit, model), key=_LINE)
@@ -397,6 +376,41 @@ def finish_block(pending: PendingBlock, ctx: Context) -> BlockResult:
     found += _capped(pending.privacy, res.not_listed)
     found.sort(key=_LINE)  # stable: per line, structure findings before privacy ones
     return res
+
+
+def _usable_finish(pending: PendingBlock, limit: int | None, model: str) -> list[tuple[int, str, str]]:
+    """Add the general path's usable examples to the block's result, with their deferred counts (over columns: a
+    file may hold millions of small examples); their over_token_limit findings."""
+    res, usable = pending.res, pending.usable
+    sums = np.zeros(pending.n_slots, np.int64)  # per slot: its deferred texts' tokens
+    for slots, counts in pending.batches:
+        np.add.at(sums, np.asarray(slots, np.int64), counts.result())
+    examples = [ex for _, ex in usable]
+    n = len(examples)
+
+    def column(values: list[int]) -> np.ndarray:
+        return np.fromiter(values, np.int64, n)
+
+    slot = column([ex.slot for ex in examples])
+    base = column([ex.base for ex in examples]) + sums[slot]
+    out0 = column([ex.out0 for ex in examples]) + sums[slot + 1] + sums[slot + 2]
+    out1 = column([ex.out1 for ex in examples]) + sums[slot + 3] + sums[slot + 4]
+    context = base + np.maximum(out0, out1)
+    billed = base + out0 + out1
+    res.tokens += int(billed.sum())
+    res.capped_tokens += int((billed if limit is None else np.minimum(billed, limit)).sum())
+    res.assistant_tokens += int(column([ex.assistant_tokens for ex in examples]).sum()
+                                + sums[slot + 2].sum() + sums[slot + 4].sum())
+    res.messages += sum([ex.messages for ex in examples])
+    lines = column([line for line, _ in usable])
+    res.lines.frombytes(lines.astype(np.uint32).tobytes())
+    # usable examples have a method (prepare_block skips the rest); the type cannot say so
+    res.methods += bytes([_METHOD_BYTES[ex.method] for ex in examples])  # type: ignore[index]
+    res.context.frombytes(context.astype(np.uint32).tobytes())
+    if limit is None:
+        return []
+    over = np.flatnonzero(context > limit).tolist()
+    return [(int(lines[k]), "over_token_limit", _over_limit(int(context[k]), limit, model)) for k in over]
 
 
 def _plain_finish(pending: PendingBlock, message_tokens: np.ndarray, limit: int | None,

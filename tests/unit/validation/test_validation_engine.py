@@ -198,3 +198,23 @@ def test_the_collector_runs_less_often_only_while_a_validation_runs() -> None:
                   progress=lambda _n: during.append(gc.get_threshold()))
     assert during and all(t[0] > before[0] for t in during)
     assert gc.get_threshold() == before  # the process's own setting, back
+
+
+@pytest.mark.parametrize("plain", [True, False])  # plain lines over columns, or every line by the general path
+def test_an_example_of_exactly_the_models_limit_is_not_over_it(plain: bool) -> None:
+    def example(answer_tokens: int) -> dict:  # "a a a ...": one token each in cl100k
+        return {"messages": [{"role": "user", "content": "Say a."},
+                             {"role": "assistant", "content": "a" + " a" * (answer_tokens - 1)}]}
+
+    assert Counter("cl100k_base").count("a" + " a" * 999) == 1000
+    options = ValidationOptions(model="gpt-35-turbo", tuning=Tuning(plain=plain))  # 16,385 tokens an example
+    small = validate_file([jsonl([example(5)] * 10)], name="t", options=options)
+    overhead = small.stats["tokens"]["per_example"]["max"] - 5
+    at_limit = 16_385 - overhead
+    rows = [example(at_limit - 1), example(at_limit), example(at_limit + 1)] + [example(5)] * 10
+    report = validate_file([jsonl(rows)], name="t", options=options)
+    over = [f for f in report.errors if f.code == "over_token_limit"]
+    assert [f.line for f in over] == [3]
+    assert over[0].message.startswith("16386 tokens > 16385 for gpt-35-turbo")
+    assert report.stats["tokens"]["per_example"]["max"] == 16_386
+    assert report.stats["tokens"]["over_limit"] == 1
