@@ -16,7 +16,6 @@ from shared.azure.hub import Hub
 from shared.run import states
 from shared.stages.polling import poll_tick
 from shared.store.registry import RunRecord
-from tests.integration.emulator_jobs import file_expiry
 
 ACTIVE, FINISHED, LATENCY_MS = 20, 10_000, 200
 
@@ -48,11 +47,11 @@ def _finished_runs(deps: Any, count: int) -> None:
 
 
 def _active_jobs(deps: Any, count: int) -> None:
-    client = deps.openai_client()
+    client = deps.openai_client()  # on the dated GA api-version: its file upload has no expires_after
     rows = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
             for i in range(20)]
     file_id = client.files.create(file=("bench.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode()),
-                                  purpose="fine-tune", expires_after=file_expiry(client)).id
+                                  purpose="fine-tune").id
     for i in range(count):
         job = client.fine_tuning.jobs.create(model="gpt-4.1-mini-2025-04-14", training_file=file_id, seed=i)
         run_id = f"active-{i:02d}"

@@ -85,10 +85,6 @@ class HubUnsupported(HubPermanentError):
     """The configured hub API (HUB_API_VERSION) does not offer this; refused before calling."""
 
 
-# Azure's v1 `AzureCreateFileRequestMultiPart`: expires_after {anchor: created_at, seconds}; OpenAI's reference
-# allows 3600 … 2592000 seconds. 30 days is the most, and the longest a job may train (720 h, Learn quotas-limits).
-FILE_EXPIRY: dict[str, Any] = {"anchor": "created_at", "seconds": 30 * 24 * 3600}
-
 
 class HubQuotaExceeded(HubError):
     """A resource limit (jobs queued, files, total size): wait for room, then try again."""
@@ -251,13 +247,11 @@ class Hub:
             return self._upload_multipart(blob, filename, size)
         self.require(lambda: self.surface.require_upload_size(size, filename))
         reader = BlobReader(blob, size)
-        # Azure's v1 spec requires `expires_after` on file uploads: the longest lifetime allowed (30 days, as long
-        # as a job may train), so a file outlives its job and still never stays forever; a retrain whose file has
-        # expired uploads it again (training._create_or_adopt checks that the file still exists)
-        expiry: dict[str, Any] = {"expires_after": FILE_EXPIRY} if self.surface.is_v1 else {}
-        # the SDK re-reads the stream on a retry: BlobReader restarts its download on seek(0)
+        # A retrain whose file has expired (v1: upload_fields) uploads it again: training._create_or_adopt checks
+        # that the file still exists. The SDK re-reads the stream on a retry: BlobReader restarts its download on
+        # seek(0).
         created = self._call(f"upload {filename}", lambda: self._client.files.create(
-            file=(filename, reader, "application/octet-stream"), purpose="fine-tune", **expiry))
+            file=(filename, reader, "application/octet-stream"), purpose="fine-tune", **self.surface.upload_fields))
         return str(created.id)
 
     def _upload_multipart(self, blob: Any, filename: str, size: int) -> str:

@@ -12,11 +12,15 @@ What a surface lacks is refused here, before any call, with a sentence that name
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 V1 = "v1"
 DEFAULT = V1
 INFERENCE_API_VERSION = "2024-10-21"   # chat completions on deployments (hub and spokes): the GA inference API
 FILES_API_MAX_BYTES = 512 * 1024 * 1024
+# Azure's v1 `AzureCreateFileRequestMultiPart`: expires_after {anchor: created_at, seconds}; OpenAI's reference
+# allows 3600 … 2592000 seconds. 30 days is the most, and the longest a job may train (720 h, Learn quotas-limits).
+FILE_EXPIRY: dict[str, Any] = {"anchor": "created_at", "seconds": 30 * 24 * 3600}
 
 
 class UnsupportedOnSurface(ValueError):
@@ -33,6 +37,13 @@ class HubSurface:
     @property
     def is_v1(self) -> bool:
         return self.version == V1
+
+    @property
+    def upload_fields(self) -> dict[str, Any]:
+        """What a file upload carries besides the file and its purpose: v1's spec requires `expires_after` (the
+        longest lifetime allowed, so a file outlives its job and still never stays forever); the dated APIs'
+        specs have no such field."""
+        return {"expires_after": FILE_EXPIRY} if self.is_v1 else {}
 
     @property
     def sends_method(self) -> bool:

@@ -6,7 +6,7 @@ from typing import Any
 
 import openai
 
-from shared.azure.hub import FILE_EXPIRY
+from shared.run.hub_api import FILE_EXPIRY
 
 
 def file_expiry(client: Any) -> Any:
