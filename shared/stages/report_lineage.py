@@ -19,12 +19,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from shared.run import states
 from shared.run.echo import echo
-from shared.store.claims import ConcurrencyError
+from shared.store.claims import ConcurrencyError, conditional_update
 from shared.store.registry import RunRecord, now_iso
 
 if TYPE_CHECKING:
@@ -144,65 +145,91 @@ def _read(container: Any, run_id: str) -> tuple[dict[str, Any] | None, str | Non
 
 def _amend_document(container: Any, run_id: str, evidence: str, found: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The lineage document with every decision in `found`, written as a new version when one is missing."""
-    from azure.core import MatchConditions
-    from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
     from azure.storage.blob import ContentSettings
-    for _ in range(ATTEMPTS):
+
+    def read() -> tuple[dict[str, Any] | None, str | None]:
         doc, etag = _read(container, run_id)
-        if doc is None or doc.get("evaluation_report_hash") != evidence:   # none yet, or one of a replaced report
-            if not found:
-                return None
-            doc = {"schema_version": SCHEMA_VERSION, "run_id": run_id, "evaluation_report": "evaluation.json",
-                   "evaluation_report_hash": evidence, "version": 1, "amended_at": None, "decisions": [],
-                   "versions": [{"version": 1, "amended_at": None, "added": [], "note": "the report as evaluated"}]}
-        known = {d["id"] for d in doc["decisions"]}
+        # none yet, or one of a replaced report: none of this report's
+        return (doc if doc is not None and doc.get("evaluation_report_hash") == evidence else None), etag
+
+    def change(current: tuple[dict[str, Any] | None, str | None]) -> tuple[dict[str, Any], str | None] | None:
+        doc, etag = current
+        known = {d["id"] for d in doc["decisions"]} if doc else set()
         new = [d for d in found if d["id"] not in known]   # append-only: a decision once shown stays shown
         if not new:
-            return doc
+            return None
+        doc = doc or {"schema_version": SCHEMA_VERSION, "run_id": run_id, "evaluation_report": "evaluation.json",
+                      "evaluation_report_hash": evidence, "version": 1, "amended_at": None, "decisions": [],
+                      "versions": [{"version": 1, "amended_at": None, "added": [],
+                                    "note": "the report as evaluated"}]}
         at = now_iso()
-        doc = {**doc, "version": doc["version"] + 1, "amended_at": at, "decisions": [*doc["decisions"], *new],
-               "versions": [*doc["versions"], {"version": doc["version"] + 1, "amended_at": at,
-                                               "added": [d["id"] for d in new]}]}
-        condition = ({"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag
-                     else {"match_condition": MatchConditions.IfMissing})
-        try:
+        return {**doc, "version": doc["version"] + 1, "amended_at": at, "decisions": [*doc["decisions"], *new],
+                "versions": [*doc["versions"], {"version": doc["version"] + 1, "amended_at": at,
+                                                "added": [d["id"] for d in new]}]}, etag
+
+    def write(update: tuple[dict[str, Any], str | None]) -> dict[str, Any]:
+        doc, etag = update
+        with _conditional(etag):
             container.upload_blob(f"{run_id}/{LINEAGE_BLOB}", json.dumps(doc, indent=2, ensure_ascii=False),
                                   overwrite=True, content_settings=ContentSettings(content_type="application/json"),
-                                  **condition)
-            log.info("run %s: evaluation report amended to lineage version %d (%s)", run_id, doc["version"],
-                     ", ".join(d["kind"] for d in new))
-            return doc
-        except (ResourceModifiedError, ResourceExistsError):   # amended meanwhile: read it again
-            continue
-    raise ConcurrencyError(f"run {run_id}: too many concurrent amendments of {LINEAGE_BLOB}; will retry")
+                                  **_condition(etag))
+        log.info("run %s: evaluation report amended to lineage version %d (%s)", run_id, doc["version"],
+                 ", ".join(d["kind"] for d in doc["decisions"] if d["id"] in doc["versions"][-1]["added"]))
+        return doc
+
+    result = conditional_update(read, change, write, attempts=ATTEMPTS,
+                                gives_up=f"run {run_id}: too many concurrent amendments of {LINEAGE_BLOB}; will retry")
+    return result[0] if isinstance(result, tuple) else result   # a tuple: nothing to add, the document as read
+
+
+def _condition(etag: str | None) -> dict[str, Any]:
+    """A write only over what was read: the blob with this ETag, or none."""
+    from azure.core import MatchConditions
+    return ({"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag
+            else {"match_condition": MatchConditions.IfMissing})
+
+
+@contextmanager
+def _conditional(etag: str | None) -> Iterator[None]:
+    """A conditional write that lost the race raises ConcurrencyError (conditional_update then reads again)."""
+    from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+    try:
+        yield
+    except (ResourceModifiedError, ResourceExistsError) as exc:
+        raise ConcurrencyError(f"written meanwhile (ETag {etag})") from exc
 
 
 def _render(container: Any, run_id: str, report: dict[str, Any], doc: dict[str, Any]) -> None:
     """evaluation.html from the unchanged evaluation.json and the lineage document, unless it already shows
     this version or a later one (blob metadata; conditional on the ETag read, so an older amendment never
     overwrites a newer one)."""
-    from azure.core import MatchConditions
-    from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+    from azure.core.exceptions import ResourceNotFoundError
     from azure.storage.blob import ContentSettings
 
     from shared.evaluation.report import render_html
     blob = container.get_blob_client(f"{run_id}/evaluation.html")
     evidence = doc["evaluation_report_hash"].removeprefix("sha256:")
-    for _ in range(ATTEMPTS):
+
+    def read() -> tuple[str | None, dict[str, str]]:
         try:
             props = blob.get_blob_properties()
-            etag, meta = props.etag, props.metadata or {}
+            return props.etag, props.metadata or {}
         except ResourceNotFoundError:
-            etag, meta = None, {}
+            return None, {}
+
+    def change(current: tuple[str | None, dict[str, str]]) -> tuple[str | None] | None:
+        etag, meta = current
         if meta.get("evidence") == evidence and int(meta.get("lineage_version") or 1) >= doc["version"]:
-            return
-        condition = ({"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag
-                     else {"match_condition": MatchConditions.IfMissing})
-        try:
+            return None   # shows this version or a later one already
+        return (etag,)
+
+    def write(update: tuple[str | None]) -> None:
+        etag, = update
+        with _conditional(etag):
             blob.upload_blob(render_html(report, amendments=doc), overwrite=True,
                              metadata={"lineage_version": str(doc["version"]), "evidence": evidence},
-                             content_settings=ContentSettings(content_type="text/html; charset=utf-8"), **condition)
-            return
-        except (ResourceModifiedError, ResourceExistsError):
-            continue
-    raise ConcurrencyError(f"run {run_id}: too many concurrent renderings of evaluation.html; will retry")
+                             content_settings=ContentSettings(content_type="text/html; charset=utf-8"),
+                             **_condition(etag))
+
+    conditional_update(read, change, write, attempts=ATTEMPTS,
+                       gives_up=f"run {run_id}: too many concurrent renderings of evaluation.html; will retry")

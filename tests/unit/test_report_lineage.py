@@ -130,3 +130,29 @@ def test_a_new_evaluation_of_the_run_drops_the_amendments_of_the_report_it_repla
     _write_reports(deps, "run-1", {**again, "run_id": "run-1"})
     assert ("reports", f"run-1/{report_lineage.LINEAGE_BLOB}") not in deps.blobs.data
     assert "CHG-1" not in blob(deps, "run-1", "evaluation.html").decode()
+
+
+def test_an_amendment_racing_another_reads_again_and_adds_each_decision_once(world: Any, monkeypatch) -> None:
+    deps, _ = world
+    evaluated(deps)
+    from fakes import _MemoryBlob
+    upload, raced = _MemoryBlob.upload_blob, []
+
+    def racing(blob: Any, body: Any, **kwargs: Any) -> None:
+        # Another worker amends between this amendment's read and its conditional write, of both blobs in turn.
+        name = blob._key[1]
+        if name.endswith((report_lineage.LINEAGE_BLOB, "evaluation.html")) and name not in raced and kwargs.get(
+                "match_condition") is not None:
+            raced.append(name)
+            report_lineage.amend(deps, "run-1")
+        upload(blob, body, **kwargs)
+
+    approvals.approve(deps, caller(), "run-1", "prod", ticket="CHG-7", model=MODEL)   # amends the report itself
+    monkeypatch.setattr(_MemoryBlob, "upload_blob", racing)
+    deps.registry.runs["run-1"].approvals["prod"]["approval_id"] = "again"   # a decision the report lacks
+    doc = report_lineage.amend(deps, "run-1")
+    assert raced == ["run-1/" + report_lineage.LINEAGE_BLOB, "run-1/evaluation.html"]
+    assert doc is not None and doc["version"] == 3   # the racer's version 3; this one then had nothing to add
+    stored = json.loads(blob(deps, "run-1", report_lineage.LINEAGE_BLOB))
+    assert stored == doc and len({d["id"] for d in stored["decisions"]}) == len(stored["decisions"]) == 2
+    assert "lineage version 3" in blob(deps, "run-1", "evaluation.html").decode()
