@@ -19,8 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from shared.run import states
@@ -169,10 +168,9 @@ def _amend_document(container: Any, run_id: str, evidence: str, found: list[dict
 
     def write(update: tuple[dict[str, Any], str | None]) -> dict[str, Any]:
         doc, etag = update
-        with _conditional(etag):
-            container.upload_blob(f"{run_id}/{LINEAGE_BLOB}", json.dumps(doc, indent=2, ensure_ascii=False),
-                                  overwrite=True, content_settings=ContentSettings(content_type="application/json"),
-                                  **_condition(etag))
+        _upload_over(etag, lambda **condition: container.upload_blob(
+            f"{run_id}/{LINEAGE_BLOB}", json.dumps(doc, indent=2, ensure_ascii=False), overwrite=True,
+            content_settings=ContentSettings(content_type="application/json"), **condition))
         log.info("run %s: evaluation report amended to lineage version %d (%s)", run_id, doc["version"],
                  ", ".join(d["kind"] for d in doc["decisions"] if d["id"] in doc["versions"][-1]["added"]))
         return doc
@@ -182,19 +180,14 @@ def _amend_document(container: Any, run_id: str, evidence: str, found: list[dict
     return result[0] if isinstance(result, tuple) else result   # a tuple: nothing to add, the document as read
 
 
-def _condition(etag: str | None) -> dict[str, Any]:
-    """A write only over what was read: the blob with this ETag, or none."""
+def _upload_over(etag: str | None, upload: Callable[..., Any]) -> None:
+    """`upload(**condition)` only over what was read: the blob with this ETag, or none. One that lost the race
+    raises ConcurrencyError (conditional_update then reads again)."""
     from azure.core import MatchConditions
-    return ({"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag
-            else {"match_condition": MatchConditions.IfMissing})
-
-
-@contextmanager
-def _conditional(etag: str | None) -> Iterator[None]:
-    """A conditional write that lost the race raises ConcurrencyError (conditional_update then reads again)."""
     from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
     try:
-        yield
+        upload(**({"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag
+                  else {"match_condition": MatchConditions.IfMissing}))
     except (ResourceModifiedError, ResourceExistsError) as exc:
         raise ConcurrencyError(f"written meanwhile (ETag {etag})") from exc
 
@@ -225,11 +218,10 @@ def _render(container: Any, run_id: str, report: dict[str, Any], doc: dict[str, 
 
     def write(update: tuple[str | None]) -> None:
         etag, = update
-        with _conditional(etag):
-            blob.upload_blob(render_html(report, amendments=doc), overwrite=True,
-                             metadata={"lineage_version": str(doc["version"]), "evidence": evidence},
-                             content_settings=ContentSettings(content_type="text/html; charset=utf-8"),
-                             **_condition(etag))
+        _upload_over(etag, lambda **condition: blob.upload_blob(
+            render_html(report, amendments=doc), overwrite=True, content_settings=ContentSettings(
+                content_type="text/html; charset=utf-8"),
+            metadata={"lineage_version": str(doc["version"]), "evidence": evidence}, **condition))
 
     conditional_update(read, change, write, attempts=ATTEMPTS,
                        gives_up=f"run {run_id}: too many concurrent renderings of evaluation.html; will retry")
