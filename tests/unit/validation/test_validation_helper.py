@@ -180,6 +180,15 @@ def test_the_counting_helper_gives_the_inline_report(caplog, cold_process) -> No
     assert inline["report"]["stats"]["tokens"]["total"] > 0
 
 
+def test_texts_cross_to_the_counting_helper_whole_and_in_order() -> None:
+    from shared.validation import counting
+
+    for texts in ([], [""], ["", ""], ["a\x00b", "", "东京 🙂", "\u2028", "x" * 70_000]):
+        assert counting._texts(counting._request(texts)) == [t.encode() for t in texts]
+    with pytest.raises(ValueError, match="2 texts announced, 3 received"):
+        counting._texts(counting._COUNT.pack(2) + b"a\xffb\xffc")
+
+
 def test_a_file_counted_in_the_helper_builds_no_tokenizer_here(cold_process) -> None:
     chat = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of Peru?"},
                          {"role": "assistant", "content": "Lima is the capital of Peru."}]}

@@ -32,6 +32,14 @@ def test_counts_equal_tiktoken_encode(name: str) -> None:
         assert counter.count(text) == expected, (counter.backend, text)
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_texts_given_as_their_utf8_bytes_count_the_same(fast: bool) -> None:
+    rng = random.Random(2)
+    texts = AWKWARD + [_random_text(rng) for _ in range(500)]
+    counter = Counter("o200k_base", fast=fast)
+    assert counter.count_array([t.encode() for t in texts]).tolist() == counter.count_array(texts).tolist()
+
+
 @pytest.mark.parametrize("name", ["o200k_base", "cl100k_base"])
 def test_role_counts_known_without_a_tokenizer_are_tiktokens(name: str) -> None:
     from shared.validation.formats import RFT_ROLES
