@@ -103,9 +103,10 @@ def check_file_expiry(surface: str, fields: dict[str, Any]) -> int | None:
 
 def check_file_fields(surface: str, fields: set[str]) -> None:
     """POST /files: 2024-10-21's `FileUploadRequest` is `{purpose, file}`; v1's `AzureCreateFileRequestMultiPart`
-    adds `expires_after` (sent as `expires_after[anchor]`, `expires_after[seconds]`). No spec found here gives it
-    to 2025-04-01-preview: refused there too. Any other field is refused, as in a JSON body."""
-    allowed = {"file", "purpose"} | ({"expires_after"} if surface == V1 else set())
+    adds `expires_after` (sent as `expires_after[anchor]`, `expires_after[seconds]`), and Learn's batch how-to uploads
+    with it on 2025-03-01-preview (the answer carries `expires_at`): a preview takes it. Any other field is refused,
+    as in a JSON body."""
+    allowed = {"file", "purpose"} | (set() if surface == GA else {"expires_after"})
     check_fields(dict.fromkeys(sorted(f.split("[", 1)[0] for f in fields)), allowed)
 
 

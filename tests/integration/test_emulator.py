@@ -188,6 +188,11 @@ def test_a_file_upload_with_a_field_its_surface_lacks_is_refused(emulator: Emula
     ga = aoai(emulator, "dev-east")
     with pytest.raises(openai.BadRequestError, match="Unrecognized request argument supplied: expires_after"):
         ga.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune", expires_after=EXPIRY)
+    # Learn's batch how-to uploads with expires_after on a preview api-version, and the file says when it expires.
+    preview = aoai(emulator, "dev-east", api_version="2025-04-01-preview")
+    kept = preview.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune",
+                                expires_after={"anchor": "created_at", "seconds": 3600})
+    assert kept.expires_at == kept.created_at + 3600
     for client in (ga, v1(emulator, "dev-east")):
         with pytest.raises(openai.BadRequestError, match="Unrecognized request argument supplied: colour"):
             client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune",
