@@ -50,7 +50,7 @@ PROVEN_VOCABULARIES = {
 }
 
 # The special tokens tiktoken_ext.openai_public gives each encoding (tests/unit/validation/test_validation_tokens.py
-# compares): quicktok's are checked against these without importing tiktoken (~6 MB and ~40 ms of the start of a
+# compares with get_encoding's): quicktok's are checked against these without importing tiktoken (~6 MB and ~40 ms of the start of a
 # process that only counts with quicktok, such as the counting helper).
 OFFICIAL_SPECIAL_TOKENS = {
     "o200k_base": frozenset({"<|endoftext|>", "<|endofprompt|>"}),
@@ -97,19 +97,6 @@ def _ranks(data: bytes) -> Iterator[tuple[bytes, int]]:
 
 def _load_ranks(name: str) -> dict[bytes, int]:
     return dict(_ranks(_official_file(name)))
-
-
-def _special_tokens(name: str) -> dict[str, int]:
-    """tiktoken's own special tokens for `name` (the tests' oracle for OFFICIAL_SPECIAL_TOKENS)."""
-    from tiktoken_ext import openai_public
-
-    with _PATCH_LOCK:
-        original = openai_public.load_tiktoken_bpe
-        openai_public.load_tiktoken_bpe = lambda *_a, **_k: {}
-        try:
-            return dict(getattr(openai_public, name)()["special_tokens"])
-        finally:
-            openai_public.load_tiktoken_bpe = original
 
 
 @lru_cache(maxsize=2)

@@ -132,4 +132,4 @@ def test_count_array_gives_count_many_counts(fast: bool) -> None:
 @pytest.mark.parametrize("name", ["o200k_base", "cl100k_base"])
 def test_the_pinned_special_tokens_are_tiktokens(name: str) -> None:
     # quicktok's special tokens are checked against the pinned set: it must be tiktoken_ext.openai_public's own.
-    assert tokens.OFFICIAL_SPECIAL_TOKENS[name] == set(tokens._special_tokens(name))
+    assert tokens.OFFICIAL_SPECIAL_TOKENS[name] == get_encoding(name).special_tokens_set
