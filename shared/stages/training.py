@@ -202,14 +202,14 @@ def _settle_claim(deps: Deps, hub: Hub, request: TrainRequest, key: str, setting
 def _create_or_adopt(deps: Deps, hub: Hub, run_id: str, key: str, settings: RunSettings) -> dict[str, Any]:
     run = deps.registry.require_run(run_id)
     hub_files = {role: fid for role, fid in run.hub_files.items() if role in run.data_files and hub.file_exists(fid)}
-    to_upload = {role: path for role, path in sorted(run.data_files.items())
+    to_upload = {role: (path, f"{run_id}-{role}.jsonl") for role, path in sorted(run.data_files.items())
                  if role in TRAINABLE_ROLES and role not in hub_files}
     if to_upload:
         # a worker killed between an upload's answer and the record below left that file unrecorded:
         # no job can use it (jobs are made from recorded files only), and it counts against the 100
-        hub.delete_files(hub.files_named({f"{run_id}-{role}.jsonl" for role in to_upload}))
-    for role, path in to_upload.items():
-        hub_files[role] = hub.upload_file(_blob(deps, path), f"{run_id}-{role}.jsonl")
+        hub.delete_files(hub.files_named({filename for _, filename in to_upload.values()}))
+    for role, (path, filename) in to_upload.items():
+        hub_files[role] = hub.upload_file(_blob(deps, path), filename)
         # recorded at once: a retry (quota, crash) reuses the upload instead of adding another file
         update_run(deps, run_id, STARTABLE, hub_files=dict(hub_files), job_key=key)
     for file_id in hub_files.values():
