@@ -20,12 +20,13 @@ try:  # google-re2: linear-time, DFA-based; the same syntax works in `re`, only 
     _OPTIONS = _re2.Options()
     _OPTIONS.max_mem = 64 << 20
 
-    def _compile(pattern: bytes) -> re.Pattern[bytes]:
+    def compile_linear(pattern: bytes) -> re.Pattern[bytes]:
+        """`pattern` in RE2 (linear time, one pass) where the wheel is installed, else in `re`."""
         compiled: re.Pattern[bytes] = _re2.compile(pattern, _OPTIONS)   # re2's pattern, with re's methods
         return compiled
 except ImportError:  # pragma: no cover - exercised only where the wheel is missing
 
-    def _compile(pattern: bytes) -> re.Pattern[bytes]:
+    def compile_linear(pattern: bytes) -> re.Pattern[bytes]:
         return re.compile(pattern)
 
 
@@ -53,7 +54,7 @@ _SECRET_KINDS: tuple[tuple[str, bytes], ...] = (
 )
 _SECRET = b"|".join(p for _, p in _SECRET_KINDS)
 # Group order matters: secrets first, so a key that contains digits is not read as a number.
-_COMBINED = _compile(b"(" + _SECRET + b")|(" + _EMAIL + b")|(" + _IBAN + b")|(" + _DIGITS + b")")
+_COMBINED = compile_linear(b"(" + _SECRET + b")|(" + _EMAIL + b")|(" + _IBAN + b")|(" + _DIGITS + b")")
 _KIND = [(kind, re.compile(p)) for kind, p in _SECRET_KINDS]
 
 _SSN = re.compile(rb"([0-9]{3})-([0-9]{2})-([0-9]{4})")

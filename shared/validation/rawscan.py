@@ -47,7 +47,10 @@ def scan_block(data: bytes, first_line: int) -> tuple[bytes, Findings]:
     if len(data) < _SPLIT_BELOW:
         # Without its surrounding whitespace a line is empty exactly when prepare_block calls it blank; a
         # leading BOM is removed after that decision (a line of a BOM alone is an example).
-        if len(data) < 2 * (data.count(b"\n") + 1):  # under 2 bytes a line: mostly empty ones, skipped in C
+        # Under 2 bytes a line: mostly empty ones, skipped in C. Blocks of _SPARSE_BELOW or more are not counted
+        # through: at the default Tuning (16,384 lines, an empty one weighing 1/16) none of them is that sparse,
+        # and either way gives the same digests.
+        if len(data) < _SPARSE_BELOW and len(data) < 2 * (data.count(b"\n") + 1):
             keys = _STRIPPED_LINE.findall(data)
         else:
             keys = [key for key in map(bytes.strip, data.split(b"\n")) if key]
@@ -77,6 +80,7 @@ _STRIPPED_LINE = re.compile(rb"\S(?:[^\n]*\S)?")
 # Blocks under this size are split into lines at once; larger ones (a few huge lines, which the engine checks
 # alone in the main process) are hashed line by line, never all of their lines at once (memory).
 _SPLIT_BELOW = 8 << 20
+_SPARSE_BELOW = 1 << 20  # see scan_block
 
 
 def _digests_line_by_line(data: bytes) -> array[int]:
@@ -100,7 +104,7 @@ def _digests_line_by_line(data: bytes) -> array[int]:
 
 # A JSON escape of an ASCII character (\u0040 is "@"): only these can spell what the patterns look
 # for, so only lines holding one are decoded and scanned again (non-ASCII escapes are common and safe).
-_ASCII_ESCAPE = re.compile(rb"\\u00[0-7][0-9A-Fa-f]")
+_ASCII_ESCAPE = privacy.compile_linear(rb"\\u00[0-7][0-9A-Fa-f]")  # RE2: ~4x faster than `re` here
 
 
 def _escaped_findings(data: bytes, first_line: int, known: Findings) -> Findings:
