@@ -14,7 +14,6 @@ import logging
 import os
 import shutil
 import socket
-import ssl
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from local.azurite import Azurite
+from local.emulator.control import ControlClient
 from local.settings import DEMO_SPOKES, emulator_topology, local_env
 
 log = logging.getLogger(__name__)
@@ -120,15 +120,20 @@ class LocalStack:
             self._deps = build_deps(Settings.from_env(self.env))
         return self._deps
 
+    @property
+    def emulator_control(self) -> ControlClient:
+        """The running emulator's control API (made on each use: a restarted emulator has another CA file)."""
+        return ControlClient(self.emulator_url, self.emulator_ca)
+
     def emulator_state(self) -> dict[str, Any]:
-        return self._emulator_call("GET", "state")
+        return self.emulator_control.state()
 
     def set_faults(self, faults: Mapping[str, Any]) -> dict[str, Any]:
-        return self._emulator_call("POST", "faults", dict(faults))
+        return self.emulator_control.faults(**faults)
 
     def emulator_requests(self, *, clear: bool = False) -> list[dict[str, Any]]:
         """The emulator's log of hub and spoke requests (method, path, status, time); `clear` empties it."""
-        return self._emulator_call("DELETE" if clear else "GET", "requests")["requests"]  # type: ignore[no-any-return]
+        return self.emulator_control.call("DELETE" if clear else "GET", "requests")["requests"]  # type: ignore[no-any-return]
 
     def check_alive(self) -> None:
         """Raise if a part of the stack died for good (the demo polls this while it waits)."""
@@ -252,14 +257,6 @@ class LocalStack:
             time.sleep(0.05)
         info = json.loads(ready.read_text(encoding="utf-8"))
         self.emulator_url, self.emulator_ca = info["base_url"], info["ca_file"]
-
-    def _emulator_call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        request = urllib.request.Request(f"{self.emulator_url}/_emulator/{path}", method=method,
-                                         data=json.dumps(body).encode() if body is not None else None,
-                                         headers={"Content-Type": "application/json"})
-        context = ssl.create_default_context(cafile=self.emulator_ca)
-        with urllib.request.urlopen(request, context=context, timeout=10) as response:
-            return json.loads(response.read())   # type: ignore[no-any-return]
 
     # --- dev host -----------------------------------------------------------------------------------------
     def _start_devhost(self, *, first: bool) -> None:

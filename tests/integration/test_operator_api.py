@@ -57,9 +57,7 @@ def call(stack: Any, method: str, path: str, token: str | None, body: dict[str, 
 
 
 def token(stack: Any, user: str = OPERATOR.username, **overrides: Any) -> str:
-    from local.emulator.server import ControlClient
-    control = ControlClient(stack.emulator_url, stack.emulator_ca)
-    return str(control.call("POST", "identity/token", {"user": user, **overrides})["access_token"])
+    return str(stack.emulator_control.call("POST", "identity/token", {"user": user, **overrides})["access_token"])
 
 
 def signed_in(stack: Any, user: str = OPERATOR.username) -> str:
