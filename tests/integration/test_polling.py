@@ -16,7 +16,8 @@ from shared.stages.polling import poll_tick
 from shared.store.registry import RunRecord
 from tests.integration import test_training as helpers
 from tests.integration.emulator_jobs import file_expiry
-from tests.integration.test_training import Crash, finish_jobs, make_run, peek
+from tests.integration.faults import Crash
+from tests.integration.test_training import finish_jobs, make_run, peek
 
 pytestmark = pytest.mark.integration
 hub_env, long_training = helpers.hub_env, helpers.long_training   # fixtures shared with the training tests

@@ -21,6 +21,7 @@ from shared.run.settings import RunSettings
 from shared.stages import training
 from shared.stages.polling import poll_tick
 from shared.store.registry import RunRecord
+from tests.integration.faults import Crash, Effects, Watched
 
 pytestmark = pytest.mark.integration
 
@@ -160,10 +161,6 @@ def test_two_handlers_racing_on_the_same_key_create_one_job(hub_env, emulator):
     assert deps.registry.require_run(run_id).state == states.TRAINING
 
 
-class Crash(BaseException):
-    """The process dying: no `except Exception` runs, so nothing is released or recorded."""
-
-
 class DiesAfterCreate:
     """The hub, but the process dies the moment the hub has created the job (before anything records it)."""
 
@@ -193,28 +190,6 @@ def test_a_crash_after_create_before_record_adopts_the_job_on_retry(hub_env, emu
     assert len(jobs) == 1 and run.state == states.TRAINING and run.job_id == jobs[0]["id"]
 
 
-class CountingReads:
-    """The blob service, counting the downloads of each blob (what a redelivery reads again)."""
-
-    def __init__(self, blobs: Any) -> None:
-        self._blobs, self.reads = blobs, []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._blobs, name)
-
-    def get_blob_client(self, container: str, name: str) -> Any:
-        blob, reads = self._blobs.get_blob_client(container, name), self.reads
-
-        class Counted:
-            def __getattr__(self, attr: str) -> Any:
-                return getattr(blob, attr)
-
-            def download_blob(self, *args: Any, **kwargs: Any) -> Any:
-                reads.append(name)
-                return blob.download_blob(*args, **kwargs)
-        return Counted()
-
-
 def test_a_redelivery_reads_no_file_it_already_hashed(hub_env, emulator):
     """Training hashed every file on every redelivery (~120 times during one stall): the digests are kept in
     the run by blob ETag, so a redelivery of an unchanged file reads nothing; a changed file is read again."""
@@ -223,12 +198,13 @@ def test_a_redelivery_reads_no_file_it_already_hashed(hub_env, emulator):
     dying = dataclasses.replace(deps, hub_port=lambda *, max_retries=6: DiesAfterCreate(deps.hub(max_retries=max_retries)))
     with pytest.raises(Crash):
         training.handle_train(TrainRequest(run_id=run_id), dying)
-    counted = dataclasses.replace(deps, blobs=CountingReads(deps.blobs))
+    reads = Effects()   # every download of a blob
+    counted = dataclasses.replace(deps, blobs=Watched(deps.blobs, reads, frozenset({"download_blob"}), "blob"))
     training.handle_train(TrainRequest(run_id=run_id), counted)   # the redelivery
 
     run = deps.registry.require_run(run_id)
     assert run.state == states.TRAINING and len(hub_jobs(emulator)) == 1
-    assert counted.blobs.reads == []
+    assert reads.seen == []
     assert set(run.file_digests) == {run.data_files["train"], run.data_files["validation"]}
 
 
