@@ -2,7 +2,6 @@
 dependencies: what an operator would see on the spokes, in the registry and on the wire."""
 from __future__ import annotations
 
-import io
 import json
 import ssl
 import uuid
@@ -21,6 +20,7 @@ from shared.run import states
 from shared.run.messages import DeployRequest, RollbackCommand, RunCommand
 from shared.stages import approvals, deployment, keepalive, rollback
 from shared.store.registry import RunRecord
+from tests.integration.emulator_jobs import trained_job
 
 pytestmark = pytest.mark.integration
 
@@ -43,20 +43,12 @@ def _hub_client(emulator: Any) -> openai.AzureOpenAI:
 
 
 def _train(emulator: Any, suffix: str) -> str:
-    """A fine-tuned model on the emulator hub: upload, create a job, advance simulated time to success."""
-    client = _hub_client(emulator)
+    """A fine-tuned model on the emulator hub, named with `suffix`."""
     lines = [json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
              for q, a in QA * 2]
-    uploaded = client.files.create(file=("train.jsonl", io.BytesIO("\n".join(lines).encode())), purpose="fine-tune")
-    emulator.control.advance(2)
-    job = client.fine_tuning.jobs.create(training_file=uploaded.id, model="gpt-4.1-mini-2025-04-14", suffix=suffix)
-    for _ in range(60):
-        emulator.control.advance(30)
-        job = client.fine_tuning.jobs.retrieve(job.id)
-        if job.status in ("succeeded", "failed", "cancelled"):
-            break
-    assert job.status == "succeeded" and job.fine_tuned_model, job
-    return job.fine_tuned_model
+    job = trained_job(_hub_client(emulator), emulator, "\n".join(lines).encode(), base_model="gpt-4.1-mini-2025-04-14",
+                      suffix=suffix)
+    return str(job.fine_tuned_model)
 
 
 @pytest.fixture(scope="module")
