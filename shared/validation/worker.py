@@ -47,7 +47,6 @@ _LINE = itemgetter(0)
 @dataclass
 class BlockResult:
     first_line: int
-    last_line: int
     findings: list[tuple[int, str, str]] = field(default_factory=list)
     examples: int = 0  # non-blank lines
     lines: array[int] = field(default_factory=lambda: array("I"))  # per usable example: its line
@@ -146,7 +145,7 @@ def prepare_block(block: Block, ctx: Context, counts: counting.Inline | None = N
         helper.submit(data, first)  # first: it works while this thread parses
     else:
         helper = None
-    res = BlockResult(first, first)  # last_line: set after the loop
+    res = BlockResult(first)
     found = res.findings
     listed: dict[str, int] = {}
     not_listed = res.not_listed
@@ -269,7 +268,6 @@ def prepare_block(block: Block, ctx: Context, counts: counting.Inline | None = N
             batches.append((checker.slots, count(checker.texts)))
             checker.texts, checker.slots = [], []
     res.examples = examples
-    res.last_line = first + n_lines - 1
     if checker.texts:
         batches.append((checker.slots, count(checker.texts)))
         checker.texts, checker.slots = [], []
@@ -474,7 +472,7 @@ def process_block(block: Block, ctx: Context) -> BlockResult:
 
 def too_long_result(block: Block, ctx: Context) -> BlockResult:
     assert block.too_long is not None
-    res = BlockResult(block.first_line, block.first_line, examples=1)
+    res = BlockResult(block.first_line, examples=1)
     res.findings.append((block.too_long, "line_too_long",
                          f"line longer than {ctx.options.max_line_bytes >> 20} MiB; not examined"))
     return res
