@@ -164,6 +164,7 @@ def _intake(run_id: str, drop: Drop, deps: Deps, settings_override: dict[str, An
             owner=settings.owner, ticket=settings.ticket,
             claimed_by=started_by if started_by and (settings.owner or "").lower() == started_by.lower() else None,
             environments=environments, dataset_hash=prepared.dataset_hash, data_files=prepared.data_files,
+            file_digests=prepared.file_digests,
             validation=_summary(report, prepared.counts), send=[(deps.settings.train_queue, _train_request(run_id))])
 
 

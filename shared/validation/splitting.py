@@ -31,6 +31,8 @@ SPOOL_BYTES = 8 * 1024 * 1024
 @dataclass
 class Prepared:
     data_files: dict[str, str] = field(default_factory=dict)   # role → blob path in the reports container
+    # data file → {etag, sha256} of the version uploaded (RunRecord.file_digests): training reads none of them again
+    file_digests: dict[str, dict[str, str]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     dataset_hash: str = ""
     problem: str | None = None
@@ -157,13 +159,20 @@ def spool_files() -> tuple[contextlib.ExitStack, dict[str, IO[bytes]]]:
 
 
 def upload_split(deps: Deps, run_id: str, prepared: Prepared, outputs: Mapping[str, IO[bytes]]) -> None:
-    """The split's files to reports/<run_id>/data/<role>.jsonl, where training reads them."""
+    """The split's files to reports/<run_id>/data/<role>.jsonl, where training reads them, each with its sha256 and
+    the ETag the upload gave it (`file_digests`): hashed from the spooled copy here, so that training, which names its
+    hub uploads by content, does not download them again (up to 512 MB each)."""
     reports = deps.blobs.get_container_client(deps.settings.reports_container)
     for role, handle in outputs.items():
         if prepared.counts[role]:
+            path = prepared.data_files[role] = f"{run_id}/data/{role}.jsonl"
             handle.seek(0)
-            prepared.data_files[role] = f"{run_id}/data/{role}.jsonl"
-            reports.upload_blob(prepared.data_files[role], handle, overwrite=True)
+            digest = hashlib.sha256()
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+            handle.seek(0)
+            written = reports.get_blob_client(path).upload_blob(handle, overwrite=True)
+            prepared.file_digests[path] = {"etag": str(written["etag"]), "sha256": digest.hexdigest()}
 
 
 def _spool(openers: Mapping[str, Opener], outputs: Mapping[str, SupportsWrite[bytes]],

@@ -4,9 +4,11 @@ hub (the emulator's /_emulator/state), the run's state and error, the messages o
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import threading
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,11 +21,13 @@ from shared.run.hub_api import SURFACES
 from shared.run.messages import CloudEvent, RetrainCommand, RunCommand, TrainRequest
 from shared.run.settings import RunSettings
 from shared.stages import training
+from shared.stages.intake import handle_blob_created
 from shared.stages.polling import poll_tick
 from shared.store.registry import RunRecord
 from tests.integration.faults import Crash, Effects, Watched
 
 pytestmark = pytest.mark.integration
+SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "support-bot.jsonl"
 
 
 # --- helpers (test_polling imports them) -------------------------------------------------------------
@@ -206,6 +210,28 @@ def test_a_redelivery_reads_no_file_it_already_hashed(hub_env, emulator):
     assert run.state == states.TRAINING and len(hub_jobs(emulator)) == 1
     assert reads.seen == []
     assert set(run.file_digests) == {run.data_files["train"], run.data_files["validation"]}
+
+
+def test_training_reads_the_files_intake_accepted_only_to_upload_them(hub_env, emulator):
+    """Intake hashes the split's files from its spooled copy as it uploads them: training's first delivery names its
+    hub uploads from those digests and reads each file once, to upload it, not twice (up to 512 MB each). The
+    digests are the files' own."""
+    deps = hub_env()
+    datasets = deps.blobs.get_container_client(deps.settings.datasets_container)
+    datasets.upload_blob("digests.jsonl", SAMPLE.read_bytes(), overwrite=True)
+    run_id = handle_blob_created("digests.jsonl", deps)
+    accepted = deps.registry.require_run(run_id)
+    assert accepted.state == states.ACCEPTED and set(accepted.file_digests) == set(accepted.data_files.values())
+    reads = Effects()   # every download of a blob
+    counted = dataclasses.replace(deps, blobs=Watched(deps.blobs, reads, frozenset({"download_blob"}), "blob"))
+    training.handle_train(TrainRequest(run_id=run_id), counted)
+
+    assert deps.registry.require_run(run_id).state == states.TRAINING and len(hub_jobs(emulator)) == 1
+    trainable = [role for role in accepted.data_files if role in training.TRAINABLE_ROLES]
+    assert len(reads.seen) == len(trainable) == 2   # each read once, as it goes to the hub; never to be hashed
+    reports = deps.blobs.get_container_client(deps.settings.reports_container)
+    for path, kept in accepted.file_digests.items():
+        assert kept["sha256"] == hashlib.sha256(reports.get_blob_client(path).download_blob().readall()).hexdigest()
 
 
 def test_a_job_creation_whose_answer_is_lost_is_never_sent_twice(hub_env, emulator):

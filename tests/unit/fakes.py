@@ -392,7 +392,7 @@ class _MemoryBlob:
                                properties=self.get_blob_properties())
 
     def upload_blob(self, body: Any, *, metadata: dict[str, str] | None = None, etag: str | None = None,
-                    match_condition: Any = None, **_: Any) -> None:
+                    match_condition: Any = None, **_: Any) -> dict[str, Any]:
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
         exists = self._key in self._data
@@ -404,6 +404,7 @@ class _MemoryBlob:
         self._data[self._key] = body.encode() if isinstance(body, str) else bytes(body)
         self._metadata[self._key] = dict(metadata or {})
         self._writes[self._key] = self._writes.get(self._key, 0) + 1
+        return {"etag": self._etag()}   # the SDK's BlobClient.upload_blob answers the new version's properties
 
     def append_block(self, body: Any, **_: Any) -> None:
         self._data[self._key] = self._data.get(self._key, b"") + (body.encode() if isinstance(body, str) else body)
