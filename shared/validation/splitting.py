@@ -31,7 +31,7 @@ SPOOL_BYTES = 8 * 1024 * 1024
 @dataclass
 class Prepared:
     data_files: dict[str, str] = field(default_factory=dict)   # role → blob path in the reports container
-    # data file → {etag, sha256} of the version uploaded (RunRecord.file_digests): training reads none of them again
+    # data file → {etag, sha256} of the version uploaded (RunRecord.file_digests): training need not read it to hash it
     file_digests: dict[str, dict[str, str]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     dataset_hash: str = ""
