@@ -93,6 +93,11 @@ class InHelper(Inline):
         self._args = [counter.name, str(threads)]
         self._side: sidecar.Sidecar | None = None  # started when first needed: a file of bad lines counts nothing
         self._refused = False  # it could not start
+        self._first: Counts | None = None  # its first request's counts: none until it has built its tokenizer
+
+    def building(self) -> bool:
+        """Whether the helper is building its tokenizer: started, and its first request not answered yet."""
+        return self._first is not None and not self._first.done()
 
     def _started(self) -> sidecar.Sidecar | None:
         """The helper, started on first need; None if it could not start (then every batch fails over to this
@@ -113,7 +118,10 @@ class InHelper(Inline):
             request = _request(texts)
         except UnicodeEncodeError:  # a lone surrogate (none is deferred): its block is counted here, and flags it
             return _failed("a text the counting helper cannot take")
-        return _Remote(side.submit(request))
+        counts = _Remote(side.submit(request))
+        if self._first is None:
+            self._first = counts
+        return counts
 
     def close(self) -> None:
         if self._side is not None:

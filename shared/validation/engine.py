@@ -162,9 +162,11 @@ class _Run:
                 return False
             if workers:
                 return len(queue) > max(tuning.blocks_ahead, 2 * (workers + 1) * IN_FLIGHT_PER_WORKER)
+            ahead = (tuning.blocks_ahead_building if isinstance(counts, counting.InHelper) and counts.building()
+                     else tuning.blocks_ahead)
             inline = [item for item in queue if isinstance(item, _Inline)]
-            return (sum(item.size for item in inline) > tuning.blocks_ahead * tuning.block_bytes
-                    or sum(item.pending.res.examples for item in inline) > tuning.blocks_ahead * tuning.block_lines)
+            return (sum(item.size for item in inline) > ahead * tuning.block_bytes
+                    or sum(item.pending.res.examples for item in inline) > ahead * tuning.block_lines)
 
         def ready(item: Future[BlockResult] | BlockResult | _Inline) -> bool:
             if isinstance(item, _Inline):  # finished once it is counted and the next block is prepared (overlap)

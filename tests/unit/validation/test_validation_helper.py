@@ -10,7 +10,7 @@ import sys
 import pytest
 from vhelpers import chat, dpo, jsonl, padded
 
-from shared.validation import Tuning, ValidationOptions, rawscan, validate_file
+from shared.validation import Tuning, ValidationOptions, counting, engine, rawscan, validate_file
 
 TOOLS = [{"type": "function", "function": {"name": "lookup_order", "parameters": {"type": "object"}}}]
 
@@ -272,3 +272,71 @@ def test_closing_a_helper_that_does_not_answer_kills_it(tmp_path) -> None:
     with pytest.raises(sidecar.HelperFailed):
         asked.result(timeout=1)
     assert side._proc.poll() is not None
+
+
+class _HeldHelper(counting.InHelper):
+    """A counting helper's stand-in: it counts at once (in this process) but answers nothing until the engine first
+    waits for an answer, as the real one answers nothing while it builds its tokenizer. `waited_after`: how many
+    batches (here one a block) the engine had handed it by then."""
+
+    def __init__(self, counter, *, building: bool) -> None:
+        super().__init__(counter)
+        self._building, self.handed, self.waited_after, self.answering = building, 0, None, False
+
+    def building(self) -> bool:
+        return self._building and not self.answering
+
+    def submit(self, texts):
+        self.handed += 1
+        return _Held(self, self.counter.count_array(texts))
+
+    def close(self) -> None:
+        pass
+
+
+class _Held:
+    def __init__(self, helper: _HeldHelper, counts) -> None:
+        self._helper, self._counts = helper, counts
+
+    def done(self) -> bool:
+        return self._helper.answering
+
+    def result(self):
+        if not self._helper.answering:
+            self._helper.waited_after, self._helper.answering = self._helper.handed, True
+        return self._counts
+
+
+@pytest.mark.parametrize("building", [True, False])
+def test_more_blocks_wait_for_their_counts_only_while_the_helper_builds_its_tokenizer(building: bool) -> None:
+    """The main thread checks blocks_ahead_building blocks ahead while the counting helper builds its tokenizer
+    (it would wait ~0.5 s with a core idle), blocks_ahead once it answers: what waits is bounded either way."""
+    # Blocks of 50 lines (the line cap; far under block_bytes): the engine waits once more than `ahead` blocks' lines do.
+    tuning = Tuning(block_lines=50, blocks_ahead=2, blocks_ahead_building=6, scan_helper_after_bytes=1 << 30)
+    helpers = []
+
+    class Run(engine._Run):   # the counting helper handed in
+        def _counting(self, counter):
+            helpers.append(_HeldHelper(counter, building=building))
+            return helpers[0]
+
+    data = jsonl([chat(user=f"question {i}?", answer=f"answer number {i} is here.") for i in range(2000)])
+    report = Run("t", ValidationOptions(tuning=tuning), None).run([data])
+    assert report.valid and report.examples == 2000
+    [held] = helpers
+    assert held.waited_after == (tuning.blocks_ahead_building if building else tuning.blocks_ahead) + 1
+    assert report.stats == validate_file([data], name="t", options=ValidationOptions()).stats
+
+
+def test_a_counting_helper_is_building_until_its_first_answer() -> None:
+    from shared.validation.tokens import Counter
+
+    helper = counting.InHelper(Counter("o200k_base"))
+    try:
+        assert not helper.building()   # not started: nothing to wait for
+        first = helper.submit(["Hello there.", "Où est la gare ?"])
+        assert helper.building()       # its tokenizer takes ~0.5 s to build: no answer yet
+        assert first.result().tolist() == [3, 6]   # tiktoken o200k_base
+        assert not helper.building()
+    finally:
+        helper.close()
