@@ -80,8 +80,10 @@ def unrecognized(field: str) -> ApiError:
 
 
 # Azure's v1 spec (`AzureCreateFileRequestMultiPart`) lists `expires_after` ({anchor, seconds}) as required on
-# POST /files; OpenAI's reference bounds `seconds` to 3600 (1 hour) … 2592000 (30 days) and `anchor` to created_at.
-FILE_EXPIRY_SECONDS = (3600, 2_592_000)
+# POST /files; Learn's v1 REST reference (Files › Create a file) and OpenAI's bound `seconds` to 3600 (1 hour) …
+# 2592000 (30 days) and `anchor` to created_at. On a preview, Learn's batch how-to (2025-03-01-preview) allows
+# 1209600 … 2592000 (14 to 30 days).
+FILE_EXPIRY_SECONDS = {V1: (3600, 2_592_000), PREVIEW: (1_209_600, 2_592_000)}
 
 
 def check_file_expiry(surface: str, fields: dict[str, Any]) -> int | None:
@@ -94,7 +96,7 @@ def check_file_expiry(surface: str, fields: dict[str, Any]) -> int | None:
         return None
     if anchor != "created_at":
         raise ApiError(400, "invalidPayload", "expires_after.anchor must be 'created_at'.", param="expires_after.anchor")
-    low, high = FILE_EXPIRY_SECONDS
+    low, high = FILE_EXPIRY_SECONDS.get(surface, FILE_EXPIRY_SECONDS[V1])   # 2024-10-21 refuses the field first
     if seconds is None or not str(seconds).isdigit() or not low <= int(seconds) <= high:
         raise ApiError(400, "invalidPayload", f"expires_after.seconds must be between {low} and {high}.",
                        param="expires_after.seconds")
@@ -104,8 +106,8 @@ def check_file_expiry(surface: str, fields: dict[str, Any]) -> int | None:
 def check_file_fields(surface: str, fields: set[str]) -> None:
     """POST /files: 2024-10-21's `FileUploadRequest` is `{purpose, file}`; v1's `AzureCreateFileRequestMultiPart`
     adds `expires_after` (sent as `expires_after[anchor]`, `expires_after[seconds]`), and Learn's batch how-to uploads
-    with it on 2025-03-01-preview (the answer carries `expires_at`): a preview takes it. Any other field is refused,
-    as in a JSON body."""
+    with it on 2025-03-01-preview (the answer carries `expires_at`): a preview takes it, 14 to 30 days there
+    (check_file_expiry). Any other field is refused, as in a JSON body."""
     allowed = {"file", "purpose"} | (set() if surface == GA else {"expires_after"})
     check_fields(dict.fromkeys(sorted(f.split("[", 1)[0] for f in fields)), allowed)
 

@@ -188,11 +188,15 @@ def test_a_file_upload_with_a_field_its_surface_lacks_is_refused(emulator: Emula
     ga = aoai(emulator, "dev-east")
     with pytest.raises(openai.BadRequestError, match="Unrecognized request argument supplied: expires_after"):
         ga.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune", expires_after=EXPIRY)
-    # Learn's batch how-to uploads with expires_after on a preview api-version, and the file says when it expires.
+    # Learn's batch how-to uploads with expires_after on a preview api-version, 14 to 30 days, and the file says when
+    # it expires; v1's shortest lifetime (1 hour) is under the preview's.
     preview = aoai(emulator, "dev-east", api_version="2025-04-01-preview")
     kept = preview.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune",
-                                expires_after={"anchor": "created_at", "seconds": 3600})
-    assert kept.expires_at == kept.created_at + 3600
+                                expires_after={"anchor": "created_at", "seconds": 1_209_600})
+    assert kept.expires_at == kept.created_at + 1_209_600
+    with pytest.raises(openai.BadRequestError, match="between 1209600 and 2592000"):
+        preview.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune",
+                             expires_after={"anchor": "created_at", "seconds": 3600})
     for client in (ga, v1(emulator, "dev-east")):
         with pytest.raises(openai.BadRequestError, match="Unrecognized request argument supplied: colour"):
             client.files.create(file=("t.jsonl", io.BytesIO(training_jsonl())), purpose="fine-tune",
