@@ -166,18 +166,18 @@ def _amend_document(container: Any, run_id: str, evidence: str, found: list[dict
                 "versions": [*doc["versions"], {"version": doc["version"] + 1, "amended_at": at,
                                                 "added": [d["id"] for d in new]}]}, etag
 
-    def write(update: tuple[dict[str, Any], str | None]) -> dict[str, Any]:
+    def write(update: tuple[dict[str, Any], str | None]) -> tuple[dict[str, Any], str | None]:
         doc, etag = update
         _upload_over(etag, lambda **condition: container.upload_blob(
             f"{run_id}/{LINEAGE_BLOB}", json.dumps(doc, indent=2, ensure_ascii=False), overwrite=True,
             content_settings=ContentSettings(content_type="application/json"), **condition))
         log.info("run %s: evaluation report amended to lineage version %d (%s)", run_id, doc["version"],
                  ", ".join(d["kind"] for d in doc["decisions"] if d["id"] in doc["versions"][-1]["added"]))
-        return doc
+        return update
 
-    result = conditional_update(read, change, write, attempts=ATTEMPTS,
-                                gives_up=f"run {run_id}: too many concurrent amendments of {LINEAGE_BLOB}; will retry")
-    return result[0] if isinstance(result, tuple) else result   # a tuple: nothing to add, the document as read
+    # the document as written, or as read when nothing was missing
+    return conditional_update(read, change, write, attempts=ATTEMPTS,
+                              gives_up=f"run {run_id}: too many concurrent amendments of {LINEAGE_BLOB}; will retry")[0]
 
 
 def _upload_over(etag: str | None, upload: Callable[..., Any]) -> None:
@@ -210,14 +210,14 @@ def _render(container: Any, run_id: str, report: dict[str, Any], doc: dict[str, 
         except ResourceNotFoundError:
             return None, {}
 
-    def change(current: tuple[str | None, dict[str, str]]) -> tuple[str | None] | None:
-        etag, meta = current
+    def change(current: tuple[str | None, dict[str, str]]) -> tuple[str | None, dict[str, str]] | None:
+        _, meta = current
         if meta.get("evidence") == evidence and int(meta.get("lineage_version") or 1) >= doc["version"]:
             return None   # shows this version or a later one already
-        return (etag,)
+        return current   # rendered again, over the version read
 
-    def write(update: tuple[str | None]) -> None:
-        etag, = update
+    def write(update: tuple[str | None, dict[str, str]]) -> None:
+        etag, _ = update
         _upload_over(etag, lambda **condition: blob.upload_blob(
             render_html(report, amendments=doc), overwrite=True, content_settings=ContentSettings(
                 content_type="text/html; charset=utf-8"),
