@@ -85,7 +85,6 @@ class HubUnsupported(HubPermanentError):
     """The configured hub API (HUB_API_VERSION) does not offer this; refused before calling."""
 
 
-
 class HubQuotaExceeded(HubError):
     """A resource limit (jobs queued, files, total size): wait for room, then try again."""
 
