@@ -11,11 +11,17 @@ third from minute to minute: one run of each can land on either side of that); t
 memory, the odd lines' ones beside the baseline too. Every run is its own fresh process; it prints wall
 time, MB/s, CPU time (which matters when the machine is shared: the load is printed first) and the peak
 memory of its whole process tree (helpers included), as proportional set size, sampled.
+
+Runs beside the baseline are timed with nothing sampling them, and each kind runs once more, sampled, for its
+peak: reading every process's smaps_rollup 20 times a second took ~0.18 s of CPU per 2 s run, taken from the
+two cores ftops keeps busy (its wall time grew 5-7%), while the single-threaded baseline left a core free
+for it. The memory-only runs are sampled: their time is printed, not compared.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -106,11 +112,13 @@ def _chunks(path: Path, size: int = 4 * MIB):
             yield chunk
 
 
-def _measure(kind: str, path: Path, workers: int | None) -> dict[str, Any]:
-    """One run (in this process, which `main` starts fresh for each): wall, CPU and peak PSS of the tree."""
+def _measure(kind: str, path: Path, workers: int | None, sampled: bool = True) -> dict[str, Any]:
+    """One run (in this process, which `main` starts fresh for each): wall, CPU and, if `sampled`, peak PSS of the
+    tree."""
     size = path.stat().st_size
     cpu0 = sum(os.times()[:4])
-    with _PeakMemory() as mem:
+    mem = _PeakMemory() if sampled else None
+    with mem or contextlib.nullcontext():
         t0 = time.perf_counter()
         if kind == "ftops":
             report = validate_dataset({"train": lambda: _chunks(path)}, options=ValidationOptions(workers=workers))
@@ -123,15 +131,17 @@ def _measure(kind: str, path: Path, workers: int | None) -> dict[str, Any]:
         wall = time.perf_counter() - t0
     # Reading every process's smaps_rollup 20 times a second costs CPU too (more for the baseline's larger
     # heap): the sampler's own time is not the run's.
-    cpu = sum(os.times()[:4]) - cpu0 - mem.cpu
+    cpu = sum(os.times()[:4]) - cpu0 - (mem.cpu if mem else 0.0)
     return {"kind": kind, "path": str(path), "bytes": size, "wall": wall, "cpu": cpu,
-            "peak": mem.peak, "per_process": mem.per_process, **summary}
+            "peak": mem.peak if mem else 0, "per_process": mem.per_process if mem else [], **summary}
 
 
-def _run_child(kind: str, path: Path, workers: int | None) -> dict[str, Any]:
+def _run_child(kind: str, path: Path, workers: int | None, sampled: bool = True) -> dict[str, Any]:
     argv = [sys.executable, "-m", "benchmarks.validation", "--one", kind, "--path", str(path)]
     if workers is not None:
         argv += ["--workers", str(workers)]
+    if not sampled:
+        argv.append("--not-sampled")
     out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -151,10 +161,10 @@ def _row(label: str, r: dict[str, Any]) -> str:
             f"{r['cpu']:6.1f} s  peak {r['peak'] / MIB:5.0f} MiB")
 
 
-def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run of median wall time (the lower middle one of an even number), its peak the highest of all."""
+def _median_run(runs: list[dict[str, Any]], sampled: dict[str, Any]) -> dict[str, Any]:
+    """The timed run of median wall time (the lower middle one of an even number), with the sampled run's peak."""
     middle = sorted(runs, key=lambda r: r["wall"])[(len(runs) - 1) // 2]
-    return {**middle, "peak": max(r["peak"] for r in runs)}
+    return {**middle, "peak": sampled["peak"]}
 
 
 def _spread(runs: list[dict[str, Any]]) -> str:
@@ -168,13 +178,15 @@ def _times(ratio: float, better: str, worse: str) -> str:
 
 def _beside(shape: str, path: Path, repeat: int, workers: int | None) -> int:
     """ftops and the baseline, run after run in turn (a machine that slows down slows both), each run a fresh
-    process: the median run of each, their ratio, and the ratio of each pair of runs. Returns ftops' highest peak."""
+    process, timed with nothing sampling it; then each once more for its peak memory. The median run of each,
+    their ratio, and the ratio of each pair of runs. Returns ftops' peak."""
     ours: list[dict[str, Any]] = []
     base: list[dict[str, Any]] = []
     for _ in range(repeat):
-        ours.append(_run_child("ftops", path, workers))
-        base.append(_run_child("cookbook", path, None))
-    o, b = _median_run(ours), _median_run(base)
+        ours.append(_run_child("ftops", path, workers, sampled=False))
+        base.append(_run_child("cookbook", path, None, sampled=False))
+    o = _median_run(ours, _run_child("ftops", path, workers))
+    b = _median_run(base, _run_child("cookbook", path, None))
     print(_row(f"{shape} ftops", o) + f"  ({_spread(ours)})")
     print(_row(f"{shape} cookbook-style", b) + f"  ({_spread(base)})")
     pairs = sorted(y["wall"] / x["wall"] for x, y in zip(ours, base, strict=True))
@@ -196,9 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="validator processes (default: 1)")
     parser.add_argument("--one", choices=("ftops", "cookbook"), help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--not-sampled", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
-        print(json.dumps(_measure(args.one, args.path, args.workers)))
+        print(json.dumps(_measure(args.one, args.path, args.workers, sampled=not args.not_sampled)))
         return 0
     print(f"load          {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} "
           f"(1/5/15 min) on {os.cpu_count()} cores", flush=True)
