@@ -44,7 +44,7 @@ def scan_block(data: bytes, first_line: int) -> tuple[bytes, Findings]:
     code, message) in byte order) for a block of lines joined by b"\\n". A line's digest is the 64-bit XXH3 of
     its bytes without surrounding whitespace (CR included) and leading BOM (as lines.normalize): exact
     duplicates share it; two different lines do with probability 2^-64 (some pair of n lines: about n^2/2^65)."""
-    if len(data) < _SPLIT_BELOW:
+    if len(data) < _SPLIT_BELOW and data.count(b"\n", 0, _SAMPLE_BYTES) * _LONG_LINE > min(len(data), _SAMPLE_BYTES):
         # Without its surrounding whitespace a line is empty exactly when prepare_block calls it blank; a
         # leading BOM is removed after that decision (a line of a BOM alone is an example).
         # Under 2 bytes a line: mostly empty ones, skipped in C. Blocks of _SPARSE_BELOW or more are not counted
@@ -78,27 +78,34 @@ def scan_block(data: bytes, first_line: int) -> tuple[bytes, Findings]:
 _STRIPPED_LINE = re.compile(rb"\S(?:[^\n]*\S)?")
 
 # Blocks under this size are split into lines at once; larger ones (a few huge lines, which the engine checks
-# alone in the main process) are hashed line by line, never all of their lines at once (memory).
+# alone in the main process) are hashed line by line, never all of their lines at once (memory)...
 _SPLIT_BELOW = 8 << 20
 _SPARSE_BELOW = 1 << 20  # see scan_block
+# ... and so are blocks whose lines average this long or more over their first _SAMPLE_BYTES: their lines hashed
+# where they lie cost less than copies of them (per 128 MiB: 0.12 s became 0.03 s on long examples, 0.25 s 0.14 s
+# on ~450-byte ones; ~110-byte ones took 0.40 s instead of 0.32 s).
+_LONG_LINE = 256
+_SAMPLE_BYTES = 1 << 16
+_EDGE = frozenset(b" \t\n\r\x0b\x0c" + BOM[:1])  # what bytes.strip() removes, and a BOM's first byte
 
 
 def _digests_line_by_line(data: bytes) -> array[int]:
     digests = array("Q")
     append = digests.append
     find = data.find
+    view = memoryview(data)
     pos, end = 0, len(data)
     while pos <= end:
         nl = find(b"\n", pos)
         if nl == -1:
             nl = end
-        key = data[pos:nl].strip()
+        if pos < nl and data[pos] not in _EDGE and data[nl - 1] not in _EDGE:  # the usual line: nothing to remove
+            append(xxh3_64_intdigest(view[pos:nl]))
+        elif key := data[pos:nl].strip():  # else a blank line: no digest
+            if key.startswith(BOM):
+                key = key[3:].strip()
+            append(xxh3_64_intdigest(key))
         pos = nl + 1
-        if not key:  # a blank line
-            continue
-        if key.startswith(BOM):
-            key = key[3:].strip()
-        append(xxh3_64_intdigest(key))
     return digests
 
 
