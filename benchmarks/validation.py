@@ -8,14 +8,16 @@ tiny ones for speed, each validated by ftops and by the cookbook-style baseline 
 runs each in turn, and the ratio of the median runs printed with the spread (this machine's speed drifts by a
 third from minute to minute: one run of each can land on either side of that); then files of 480 MiB (long and
 tiny examples) and hostile and odd files (blank lines, "{}", empty messages, millions of distinct tiny lines, a
-few huge examples, one 64 MiB line) for memory, the long examples' and the odd lines' beside the baseline too. Every run is its own fresh process; it prints wall
-time, MB/s, CPU time (which matters when the machine is shared: the load is printed first) and the peak
-memory of its whole process tree (helpers included), as proportional set size, sampled.
+few huge examples, one 64 MiB line) for memory, the long examples' and the odd lines' beside the baseline too.
+Every run is its own fresh process; it prints wall time, MB/s, CPU time (which matters when the machine is
+shared: the load is printed first) and the peak memory of its whole process tree (helpers included), as
+proportional set size, sampled.
 
 Runs beside the baseline are timed with nothing sampling them, and each kind runs once more, sampled, for its
-peak: reading every process's smaps_rollup 20 times a second took ~0.18 s of CPU per 2 s run, taken from the
-two cores ftops keeps busy (its wall time grew 5-7%), while the single-threaded baseline left a core free
-for it. The memory-only runs are sampled: their time is printed, not compared.
+peak. Reading every process's smaps_rollup 20 times a second took ~0.18 s of CPU per 2 s run of ftops, from the
+two cores it keeps busy (its wall time grew 5-7%), and slowed the baseline more (8-14%, interleaved runs): the
+ratios of timed and sampled runs were not the same. The memory-only runs are sampled: their time is printed,
+not compared.
 """
 
 from __future__ import annotations
