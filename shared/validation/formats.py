@@ -186,7 +186,7 @@ class Checker:
             self.report("rft_last_message_not_user", "the last message must be the user's")
         if state.system:
             self.report("rft_system_message", "system messages are not supported for reinforcement")
-        if not set(obj) - CHAT_KEYS:
+        if CHAT_KEYS.issuperset(obj):
             self.report("rft_missing_reference", "no field besides messages for the grader to use")
         ex.tokens = ex.context_tokens = ex.base = tokens + tools + REPLY_PRIMING
         ex.messages = len(msgs)
@@ -424,7 +424,7 @@ def _looks_rft(obj: dict[str, Any]) -> bool:
     msgs = obj.get("messages")
     if not _nonempty_list(msgs) or not isinstance(msgs[-1], dict) or msgs[-1].get("role") != "user":
         return False
-    return bool(set(obj) - CHAT_KEYS)
+    return not CHAT_KEYS.issuperset(obj)
 
 
 def _tool_ok(tool: Any, key: str) -> bool:
