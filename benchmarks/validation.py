@@ -75,11 +75,13 @@ def pss(pid):
         pass
     return 0
 
-while not select.select([sys.stdin], [], [], 0.05)[0]:
+while True:  # a sample first: a run shorter than the wait is measured too
     now = {pid: pss(pid) for pid in tree(root) if pid != os.getpid()}
     peak_total = max(peak_total, sum(now.values()))
     for pid, value in now.items():
         peaks[pid] = max(peaks.get(pid, 0), value)
+    if select.select([sys.stdin], [], [], 0.05)[0]:
+        break
 t = os.times()
 print(t[0] + t[1], peak_total, *sorted(peaks.values(), reverse=True))  # its own CPU first: not the run's
 """

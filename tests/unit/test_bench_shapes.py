@@ -27,3 +27,17 @@ def test_the_baseline_counts_the_tokens_the_validator_counts_on_plain_chat(tmp_p
     assert theirs["examples"] == ours.examples > 1000
     assert theirs["tokens"] == ours.stats["tokens"]["total"]
     assert theirs["format_errors"] == {}
+
+
+def test_runs_beside_the_baseline_are_timed_unsampled_and_their_peak_comes_from_a_sampled_run(tmp_path: Path) -> None:
+    from benchmarks import validation as bench
+
+    path = tmp_path / "tiny.jsonl"
+    shapes.write_shape(path, "tiny", 64 << 10)
+    timed = bench._measure("ftops", path, None, sampled=False)
+    sampled = bench._measure("ftops", path, None)
+    assert timed["peak"] == 0 and timed["per_process"] == []  # no sampler ran beside it
+    assert sampled["peak"] > 0 and timed["examples"] == sampled["examples"] > 100
+    runs = [{**timed, "wall": wall} for wall in (3.0, 1.0, 2.0)]
+    median = bench._median_run(runs, sampled)
+    assert median["wall"] == 2.0 and median["peak"] == sampled["peak"]
