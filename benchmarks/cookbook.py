@@ -3,9 +3,10 @@
 It follows OpenAI's cookbook data-preparation notebook ("Data preparation and analysis for chat model
 fine-tuning", examples/Chat_finetuning_data_prep.ipynb): load every line with `json.loads` into a list, run
 its format checks, count tokens per message with tiktoken (3 per message, 1 per name, 3 to prime the reply)
-and keep per-example lists for the distributions. Two changes so it runs on every shape of `make bench`:
-values that are not strings (tool calls, content parts) are counted as their JSON text, and special-token
-strings are encoded as text instead of raising. The encoding is tiktoken's own, built offline from the
+and keep per-example lists for the distributions. Three changes so it runs on every shape of `make bench`:
+values that are not strings (tool calls, content parts) are counted as their JSON text, special-token
+strings are encoded as text instead of raising, and a DPO example's messages are its input's and both
+outputs' (the notebook knows chat examples only: without this it would only parse DPO lines). The encoding is tiktoken's own, built offline from the
 bundled official vocabulary (shared.validation.tokens.get_encoding), as the validator's is.
 """
 from __future__ import annotations
@@ -35,7 +36,7 @@ def run(path: Path, encoding_name: str = "o200k_base") -> dict[str, Any]:
     convo_lens: list[int] = []
     assistant_message_lens: list[int] = []
     for ex in dataset:
-        messages = ex.get("messages") if isinstance(ex, dict) else None
+        messages = _messages(ex)
         if not isinstance(messages, list):
             continue
         messages = [m for m in messages if isinstance(m, dict)]
@@ -66,7 +67,7 @@ def _format_errors(dataset: Iterable[Any]) -> dict[str, int]:
         if not isinstance(ex, dict):
             format_errors["data_type"] += 1
             continue
-        messages = ex.get("messages", None)
+        messages = _messages(ex)
         if not messages:
             format_errors["missing_messages_list"] += 1
             continue
@@ -87,6 +88,18 @@ def _format_errors(dataset: Iterable[Any]) -> dict[str, int]:
         if not any(isinstance(m, dict) and m.get("role", None) == "assistant" for m in messages):
             format_errors["example_missing_assistant_message"] += 1
     return format_errors
+
+
+def _messages(ex: Any) -> Any:
+    """A chat example's messages; a DPO example's input messages and both outputs, one after the other (counted as
+    one conversation: 3 tokens per message, then 3 to prime the reply, as the validator counts them)."""
+    if not isinstance(ex, dict):
+        return None
+    if "input" not in ex:
+        return ex.get("messages")
+    prompt = ex["input"].get("messages") if isinstance(ex["input"], dict) else None
+    parts = (prompt, ex.get("preferred_output"), ex.get("non_preferred_output"))
+    return [m for part in parts for m in part] if all(isinstance(part, list) for part in parts) else None
 
 
 def _distribution(values: list[int]) -> dict[str, float]:

@@ -3,6 +3,7 @@
 Speed shapes (measured beside the cookbook-style baseline): `long` (multi-turn support conversations, some
 long documents: the original benchmark file), `short` (one-turn support, SQL, extraction and multilingual
 examples, some with tool calls: ~450 bytes each) and `tiny` (classification: ~110 bytes each).
+Format shapes (beside the baseline once): `dpo` (preference pairs) and `rft` (reinforcement prompts).
 Memory shapes (hostile or odd files, only the validator's peak memory matters): blank lines, `{}` lines,
 lines with empty `messages`, distinct tiny lines, a few huge examples, one 64 MiB line.
 Tests call `write_shape` with a small size; the benchmark with a large one.
@@ -18,6 +19,8 @@ from pathlib import Path
 MIB = 1 << 20
 SEED = 20250414
 SPEED_SHAPES = ("long", "short", "tiny")
+# Other formats, compared with the baseline once (the validator checks them on its general path).
+FORMAT_SHAPES = ("dpo", "rft")
 MEMORY_SHAPES = ("blank", "braces", "empty_messages", "distinct_tiny", "huge", "one_line_64mib")
 
 _WORDS = ["order", "refund", "shipping", "delivery", "account", "password", "invoice", "subscription", "discount",
@@ -134,8 +137,21 @@ def tiny_example(rng: random.Random, i: int) -> dict:
                          {"role": "assistant", "content": rng.choice(_LABELS)}]}
 
 
+def dpo_example(rng: random.Random, i: int) -> dict:
+    """DPO: a support prompt, a preferred and a non-preferred answer (~800 bytes)."""
+    return {"input": {"messages": [{"role": "system", "content": "You are Contoso's support assistant."},
+                                   {"role": "user", "content": _paragraph(rng, 1, 3)}]},
+            "preferred_output": [{"role": "assistant", "content": _paragraph(rng, 1, 4)}],
+            "non_preferred_output": [{"role": "assistant", "content": _paragraph(rng, 1, 4)}]}
+
+
+def rft_example(rng: random.Random, i: int) -> dict:
+    """Reinforcement: a user's question and the field its grader reads (~300 bytes)."""
+    return {"messages": [{"role": "user", "content": _paragraph(rng, 1, 3)}], "reference_answer": rng.choice(_LABELS)}
+
+
 _EXAMPLES: dict[str, Callable[[random.Random, int], dict]] = {
-    "long": long_example, "short": short_example, "tiny": tiny_example}
+    "long": long_example, "short": short_example, "tiny": tiny_example, "dpo": dpo_example, "rft": rft_example}
 
 
 def _example_lines(shape: str) -> Iterator[bytes]:

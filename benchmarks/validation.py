@@ -1,12 +1,14 @@
 """Validation speed and memory on every shape of data, beside the cookbook-style baseline, in one run.
 
-    python -m benchmarks.validation [--size-mib N] [--memory-size-mib N] [--shapes a,b] [--repeat N] [--workers N]
+    python -m benchmarks.validation [--size-mib N] [--memory-size-mib N] [--shapes a,b] [--format-shapes a,b]
+                                    [--memory-shapes a,b] [--repeat N] [--workers N]
 
 The datasets are generated once, deterministically, outside the repo (benchmarks/shapes.py, in
 /tmp/ftops-bench): long multi-turn conversations, ~1M-per-480-MiB short examples and classification-sized
 tiny ones for speed, each validated by ftops and by the cookbook-style baseline (benchmarks/cookbook.py), three
 runs each in turn, and the ratio of the median runs printed with the spread (this machine's speed drifts by a
-third from minute to minute: one run of each can land on either side of that); then files of 480 MiB (long and
+third from minute to minute: one run of each can land on either side of that); DPO and reinforcement examples
+beside the baseline once; then files of 480 MiB (long and
 tiny examples) and hostile and odd files (blank lines, "{}", empty messages, millions of distinct tiny lines, a
 few huge examples, one 64 MiB line) for memory, the long examples' and the odd lines' beside the baseline too.
 Every run is its own fresh process; it prints wall time, MB/s, CPU time (which matters when the machine is
@@ -209,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size-mib", type=int, default=128, help="size of each speed shape's file")
     parser.add_argument("--memory-size-mib", type=int, default=480, help="size of the memory shapes' files")
     parser.add_argument("--shapes", default=",".join(shapes.SPEED_SHAPES))
+    parser.add_argument("--format-shapes", default=",".join(shapes.FORMAT_SHAPES))
     parser.add_argument("--memory-shapes", default=",".join(MEMORY_RUNS))
     parser.add_argument("--repeat", type=int, default=3, help="runs of ftops and of the baseline per speed shape")
     parser.add_argument("--workers", type=int, default=None, help="validator processes (default: 1)")
@@ -225,6 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"speed: ftops beside the cookbook-style baseline (benchmarks/cookbook.py), {args.size_mib} MiB per shape")
     for shape in filter(None, args.shapes.split(",")):
         worst = max(worst, _beside(shape, _ensure(args.dir, shape, args.size_mib), max(1, args.repeat), args.workers))
+    if args.format_shapes:
+        print(f"formats: DPO and reinforcement examples beside the baseline once, {args.size_mib} MiB each (the "
+              "general path checks them)")
+    for shape in filter(None, args.format_shapes.split(",")):
+        worst = max(worst, _beside(shape, _ensure(args.dir, shape, args.size_mib), 1, args.workers))
     print(f"memory: ftops on files of every shape, {args.memory_size_mib} MiB unless named; long examples and "
           "the odd lines' files beside the baseline too")
     for name in filter(None, args.memory_shapes.split(",")):
