@@ -25,7 +25,6 @@ not compared.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import subprocess
@@ -97,17 +96,21 @@ class _PeakMemory:
     every 50 ms and keeps the highest sum (a sampling thread here would compete for the GIL).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, sampled: bool = True) -> None:
+        self.sampled = sampled  # False: nothing samples the run (a timed run), its peak stays 0
         self.peak = 0
         self.per_process: list[int] = []  # each process's own peak PSS, largest first
         self.cpu = 0.0  # the sampler's own CPU time: a child of the run, so in its os.times(), subtracted there
 
     def __enter__(self) -> Self:
-        self._proc = subprocess.Popen([sys.executable, "-c", _SAMPLER, str(os.getpid())],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if self.sampled:
+            self._proc = subprocess.Popen([sys.executable, "-c", _SAMPLER, str(os.getpid())],
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if not self.sampled:
+            return
         out, _ = self._proc.communicate("stop\n", timeout=30)
         cpu, *values = out.split() or ["0", "0"]
         self.cpu = float(cpu)
@@ -125,8 +128,7 @@ def _measure(kind: str, path: Path, workers: int | None, sampled: bool = True) -
     tree."""
     size = path.stat().st_size
     cpu0 = sum(os.times()[:4])
-    mem = _PeakMemory() if sampled else None
-    with mem or contextlib.nullcontext():
+    with _PeakMemory(sampled) as mem:
         t0 = time.perf_counter()
         if kind == "ftops":
             report = validate_dataset({"train": lambda: _chunks(path)}, options=ValidationOptions(workers=workers))
@@ -139,9 +141,9 @@ def _measure(kind: str, path: Path, workers: int | None, sampled: bool = True) -
         wall = time.perf_counter() - t0
     # Reading every process's smaps_rollup 20 times a second costs CPU too (more for the baseline's larger
     # heap): the sampler's own time is not the run's.
-    cpu = sum(os.times()[:4]) - cpu0 - (mem.cpu if mem else 0.0)
+    cpu = sum(os.times()[:4]) - cpu0 - mem.cpu
     return {"kind": kind, "path": str(path), "bytes": size, "wall": wall, "cpu": cpu,
-            "peak": mem.peak if mem else 0, "per_process": mem.per_process if mem else [], **summary}
+            "peak": mem.peak, "per_process": mem.per_process, **summary}
 
 
 def _run_child(kind: str, path: Path, workers: int | None, sampled: bool = True) -> dict[str, Any]:
