@@ -44,13 +44,15 @@ def scan_block(data: bytes, first_line: int) -> tuple[bytes, Findings]:
     code, message) in byte order) for a block of lines joined by b"\\n". A line's digest is the 64-bit XXH3 of
     its bytes without surrounding whitespace (CR included) and leading BOM (as lines.normalize): exact
     duplicates share it; two different lines do with probability 2^-64 (some pair of n lines: about n^2/2^65)."""
-    if len(data) < _SPLIT_BELOW and data.count(b"\n", 0, _SAMPLE_BYTES) * _LONG_LINE > min(len(data), _SAMPLE_BYTES):
+    # How long the block's lines are, from its first _SAMPLE_BYTES, picks how they are found (the digests are the
+    # same either way): a few huge lines or long ones are hashed where they lie (_digests_line_by_line); under 2 bytes
+    # a line, mostly empty ones are skipped in C by a regular expression; other blocks are split.
+    sampled = min(len(data), _SAMPLE_BYTES)
+    breaks = data.count(b"\n", 0, sampled)
+    if len(data) < _SPLIT_BELOW and breaks * _LONG_LINE > sampled:
         # Without its surrounding whitespace a line is empty exactly when prepare_block calls it blank; a
         # leading BOM is removed after that decision (a line of a BOM alone is an example).
-        # Under 2 bytes a line: mostly empty ones, skipped in C. Blocks of _SPARSE_BELOW or more are not counted
-        # through: at the default Tuning (16,384 lines, an empty one weighing 1/16) none of them is that sparse,
-        # and either way gives the same digests.
-        if len(data) < _SPARSE_BELOW and len(data) < 2 * (data.count(b"\n") + 1):
+        if sampled < 2 * (breaks + 1):
             keys = _STRIPPED_LINE.findall(data)
         else:
             keys = [key for key in map(bytes.strip, data.split(b"\n")) if key]
@@ -80,7 +82,6 @@ _STRIPPED_LINE = re.compile(rb"\S(?:[^\n]*\S)?")
 # Blocks under this size are split into lines at once; larger ones (a few huge lines, which the engine checks
 # alone in the main process) are hashed line by line, never all of their lines at once (memory)...
 _SPLIT_BELOW = 8 << 20
-_SPARSE_BELOW = 1 << 20  # see scan_block
 # ... and so are blocks whose lines average this long or more over their first _SAMPLE_BYTES: their lines hashed
 # where they lie cost less than copies of them (per 128 MiB: 0.12 s became 0.03 s on long examples, 0.25 s 0.14 s
 # on ~450-byte ones; ~110-byte ones took 0.40 s instead of 0.32 s).
